@@ -1,0 +1,58 @@
+# brisk — `make` builds the CPU version, `make CUDA=1` adds the CUDA backend,
+# `make test` builds and runs the test suite.
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -pthread -MMD -MP \
+           -Iengine -Iorchestrator -Itools -Icache -Ikernels -Iserver -Iapp -I/usr/include/cjson
+LDLIBS  += -lcjson -lsqlite3 -lcurl -lwebsockets -lm -lpthread
+NVCC    ?= nvcc
+NVFLAGS ?= -O3 -std=c++17 -arch=sm_90a -Xcompiler -fPIC -Iengine -Ikernels
+CUDA_HOME ?= /usr/local/cuda
+
+B := build
+LIB_SRC := $(wildcard engine/*.c orchestrator/*.c tools/*.c cache/*.c server/*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(B)/%.o)
+CU_SRC  :=
+ifeq ($(CUDA),1)
+CU_SRC  := $(wildcard kernels/*.cu)
+CFLAGS  += -DBRISK_CUDA -I$(CUDA_HOME)/include
+LDLIBS  += -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
+endif
+CU_OBJ  := $(CU_SRC:%.cu=$(B)/%.o)
+TEST_SRC := $(wildcard tests/test_*.c)
+TEST_BIN := $(TEST_SRC:tests/%.c=$(B)/tests/%)
+BENCH_SRC := $(wildcard benchmarks/bench_*.c)
+BENCH_BIN := $(BENCH_SRC:benchmarks/%.c=$(B)/benchmarks/%)
+
+all: $(B)/brisk $(TEST_BIN) $(BENCH_BIN)
+
+$(B)/libbrisk.a: $(LIB_OBJ) $(CU_OBJ)
+	ar rcs $@ $^
+
+$(B)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(B)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+$(B)/brisk: $(wildcard app/*.c) $(B)/libbrisk.a
+	$(CC) $(CFLAGS) $(wildcard app/*.c) $(B)/libbrisk.a $(LDLIBS) -o $@
+
+$(B)/tests/%: tests/%.c tests/t.h $(B)/libbrisk.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests $< $(B)/libbrisk.a $(LDLIBS) -o $@
+
+$(B)/benchmarks/%: benchmarks/%.c $(B)/libbrisk.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $< $(B)/libbrisk.a $(LDLIBS) -o $@
+
+test: all
+	tests/run.sh $(B)/tests
+
+clean:
+	rm -rf $(B)
+
+.PHONY: all test clean
+-include $(LIB_OBJ:.o=.d)

@@ -1,0 +1,22 @@
+/* brisk.c — entry point: dispatches to a subcommand. */
+#include <stdio.h>
+#include <string.h>
+#include "cmds.h"
+
+static void usage(void) {
+    fprintf(stderr,
+        "usage: brisk <command> [options]\n"
+        "  generate --model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--seed S] [--chat]\n"
+        "  serve    --model DIR [--port P]\n"
+        "  replay   parallelprompt FILE.json [--model DIR]\n"
+        "  bench    math500 --model DIR [--limit K]\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { usage(); return 2; }
+    const char *c = argv[1];
+    if (!strcmp(c, "generate")) return cmd_generate(argc - 1, argv + 1);
+    if (!strcmp(c, "serve"))    return cmd_serve(argc - 1, argv + 1);
+    usage();
+    return 2;
+}

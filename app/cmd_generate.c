@@ -1,0 +1,115 @@
+/* cmd_generate.c — `brisk generate`: load a model, stream one completion to stdout. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "eng.h"
+#include "cmds.h"
+
+typedef struct gen_args {
+    const char *model, *prompt;
+    int max_tokens, chat, cuda, stats;
+    eng_sampling samp;
+} gen_args;
+
+static int parse_args(int argc, char **argv, gen_args *a) {
+    memset(a, 0, sizeof *a);
+    a->max_tokens = 128;
+    for (int i = 1; i < argc; i++) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(k, "--chat")) { a->chat = 1; continue; }
+        if (!strcmp(k, "--cuda")) { a->cuda = 1; continue; }
+        if (!strcmp(k, "--stats")) { a->stats = 1; continue; }
+        if (!v) { fprintf(stderr, "brisk generate: %s needs a value\n", k); return -1; }
+        if (!strcmp(k, "--model")) a->model = v;
+        else if (!strcmp(k, "--prompt")) a->prompt = v;
+        else if (!strcmp(k, "--max-tokens")) a->max_tokens = atoi(v);
+        else if (!strcmp(k, "--temperature")) a->samp.temperature = (float)atof(v);
+        else if (!strcmp(k, "--top-k")) a->samp.top_k = atoi(v);
+        else if (!strcmp(k, "--top-p")) a->samp.top_p = (float)atof(v);
+        else if (!strcmp(k, "--seed")) a->samp.seed = strtoull(v, NULL, 10);
+        else { fprintf(stderr, "brisk generate: unknown option %s\n", k); return -1; }
+        i++;
+    }
+    if (!a->model || !a->prompt || a->max_tokens < 1) {
+        fprintf(stderr, "usage: brisk generate --model DIR --prompt TEXT [--max-tokens N] "
+                        "[--temperature T] [--top-k K] [--top-p P] [--seed S] [--chat] [--cuda] [--stats]\n");
+        return -1;
+    }
+    return 0;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static int is_eos(const eng_config *c, int id) {
+    for (int i = 0; i < c->n_eos; i++) if (c->eos_ids[i] == id) return 1;
+    return 0;
+}
+
+/* Tokenises the prompt (ChatML-wrapped with --chat). */
+static int encode_prompt(const eng_tok *tok, const gen_args *a, int **ids, int *n, eng_err *err) {
+    char *text = NULL;
+    if (a->chat) {
+        eng_chat_msg m = { "user", a->prompt };
+        text = eng_chat_format(&m, 1, 1);
+        if (!text) return eng_seterr(err, ENG_ENOMEM, "chat template failed");
+    }
+    const char *t = text ? text : a->prompt;
+    int rc = eng_tok_encode(tok, t, strlen(t), a->chat, ids, n, err);
+    free(text);
+    if (rc == ENG_OK && *n == 0) rc = eng_seterr(err, ENG_EINVAL, "prompt encodes to no tokens");
+    return rc;
+}
+
+static int run(const gen_args *a, eng_err *err) {
+    eng_model *m = NULL;
+    eng_engine *e = NULL;
+    int *ids = NULL, n = 0, seq, rc;
+    if ((rc = eng_model_load(a->model, &m, err))) return rc;
+    eng_opts o = { .backend = a->cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU, .max_seqs = 4 };
+    const eng_tok *tok = eng_model_tok(m);
+    if ((rc = eng_create(m, &o, &e, err))) goto out;
+    if ((rc = encode_prompt(tok, a, &ids, &n, err))) goto out;
+    if ((rc = eng_seq_add(e, ids, n, &a->samp, &seq, err))) goto out;
+    eng_tok_stream ts = { .n_pend = 0 };
+    char buf[256];
+    double t0 = now_s(), t_first = 0;
+    int produced = 0;
+    while (produced < a->max_tokens) {
+        if ((rc = eng_step(e, err))) goto out;
+        eng_token t;
+        eng_seq_last(e, seq, &t);
+        if (!produced) t_first = now_s();
+        produced++;
+        if (is_eos(eng_model_config(m), t.id)) break;
+        int w = eng_tok_stream_put(tok, &ts, t.id, 1, buf, sizeof buf);
+        fwrite(buf, 1, (size_t)w, stdout);
+        fflush(stdout);
+    }
+    putchar('\n');
+    if (a->stats) {
+        double t1 = now_s();
+        fprintf(stderr, "prompt %d tokens, generated %d, first token %.1f ms, %.1f tokens/s after it\n",
+                n, produced, (t_first - t0) * 1e3, produced > 1 ? (produced - 1) / (t1 - t_first) : 0.0);
+    }
+out:
+    free(ids);
+    eng_destroy(e);
+    eng_model_free(m);
+    return rc;
+}
+
+int cmd_generate(int argc, char **argv) {
+    gen_args a;
+    if (parse_args(argc, argv, &a)) return 2;
+    eng_err err = { 0 };
+    if (run(&a, &err)) {
+        fprintf(stderr, "brisk generate: %s\n", err.msg);
+        return 1;
+    }
+    return 0;
+}

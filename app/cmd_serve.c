@@ -1,0 +1,75 @@
+/* cmd_serve.c — `brisk serve`: the websocket agent server. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "srv.h"
+#include "cmds.h"
+
+/* The signal handler needs to reach the server; this is its only route. */
+static srv *g_srv;
+
+static void on_signal(int sig) {
+    (void)sig;
+    if (g_srv) srv_stop(g_srv);
+}
+
+static int usage(void) {
+    fprintf(stderr, "usage: brisk serve --model DIR [--port P] [--host ADDR] [--token T] "
+                    "[--web DIR] [--cuda] [--max-tokens-cap N] [--max-queries-per-client N]\n"
+                    "  the token can also come from $BRISK_TOKEN; it is required off loopback\n");
+    return 2;
+}
+
+int cmd_serve(int argc, char **argv) {
+    srv_opts o;
+    srv_default_opts(&o);
+    o.token = getenv("BRISK_TOKEN");
+    const char *model_dir = NULL;
+    int cuda = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(k, "--cuda")) { cuda = 1; continue; }
+        if (!v) return usage();
+        if (!strcmp(k, "--model")) model_dir = v;
+        else if (!strcmp(k, "--port")) o.port = atoi(v);
+        else if (!strcmp(k, "--host")) o.host = v;
+        else if (!strcmp(k, "--token")) o.token = v;
+        else if (!strcmp(k, "--web")) o.web_root = v;
+        else if (!strcmp(k, "--origin")) o.allowed_origin = v;
+        else if (!strcmp(k, "--max-tokens-cap")) o.lim.max_tokens_cap = atoi(v);
+        else if (!strcmp(k, "--max-queries-per-client")) o.lim.max_queries_per_client = atoi(v);
+        else return usage();
+        i++;
+    }
+    if (!model_dir || o.port < 0 || o.lim.max_tokens_cap < 1) return usage();
+    if (o.token && !*o.token) o.token = NULL;
+    eng_err err = { 0 };
+    eng_model *m = NULL;
+    eng_engine *e = NULL;
+    srv *s = NULL;
+    eng_opts eo = { .backend = cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU };
+    int rc = eng_model_load(model_dir, &m, &err);
+    if (!rc) rc = eng_create(m, &eo, &e, &err);
+    if (!rc) rc = srv_create(e, &o, &s, &err);
+    if (rc) {
+        fprintf(stderr, "brisk serve: %s\n", err.msg);
+        eng_destroy(e);
+        eng_model_free(m);
+        return 1;
+    }
+    g_srv = s;
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGPIPE, SIG_IGN);
+    printf("brisk: serving %s on http://%s:%d/ (websocket on the same port)%s\n", model_dir,
+           o.host, srv_port(s), o.token ? ", bearer token required" : "");
+    fflush(stdout);
+    srv_run(s);
+    g_srv = NULL;
+    srv_destroy(s);
+    eng_destroy(e);
+    eng_model_free(m);
+    printf("brisk: stopped\n");
+    return 0;
+}

@@ -1,0 +1,9 @@
+/* cmds.h — the subcommands of the `brisk` program; each lives in app/cmd_<name>.c
+ * and returns the process exit status. */
+#ifndef CMDS_H
+#define CMDS_H
+int cmd_generate(int argc, char **argv);   /* brisk generate --model DIR --prompt TEXT ... */
+int cmd_replay(int argc, char **argv);     /* brisk replay parallelprompt FILE.json ...   */
+int cmd_serve(int argc, char **argv);      /* brisk serve --model DIR [--port P]          */
+int cmd_bench(int argc, char **argv);      /* brisk bench math500 --model DIR ...         */
+#endif

@@ -1,0 +1,676 @@
+/* cpu.c — the CPU reference backend: f32 weights as the model holds them,
+ * a paged KV pool in host memory, and a small persistent thread pool.
+ *
+ * A forward pass works on all rows of the batch at once: every projection is
+ * one matrix product Y[rows][out] = X[rows][in] W[out][in]^T, its output
+ * dimension split across threads, so a weight row is read from memory once
+ * for the whole batch.  Results do not depend on the batch: each output
+ * element is one dot product whose operations (8-lane partial sums over the
+ * input dimension, a fixed reduction order, a scalar tail) are the same
+ * whichever kernel or thread computes it, so a row gives bit-identical
+ * logits alone or batched.
+ *
+ * Order within a layer: every row writes its K and V into the cache before
+ * any row attends, and a row at position p reads positions 0..p of its own
+ * sequence, so rows of one sequence in one pass are causal among
+ * themselves. */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include "backend.h"
+
+/* ------------------------------------------------------------ vectors */
+/* Hot loops use GCC vector types; on x86-64 they are compiled twice, for
+ * AVX2+FMA and for the baseline, and the loader picks one at start-up
+ * (not under ThreadSanitizer, whose runtime is not up when the loader
+ * runs the chooser). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_THREAD__)
+#define SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define SIMD_CLONES
+#endif
+#define INLINE static inline __attribute__((always_inline))
+/* Vector values only pass between always-inlined helpers, never across a
+ * real call, so the AVX calling-convention note does not apply. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+typedef float v8 __attribute__((vector_size(32)));
+INLINE v8 ld8(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v; }
+INLINE void st8(float *p, const v8 *v) { memcpy(p, v, sizeof *v); }
+INLINE float hsum8(const v8 *v) {
+    const v8 a = *v;
+    return ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+}
+
+/* Dot product of length n, the one formula every kernel below follows. */
+INLINE float dot(const float *a, const float *b, int n) {
+    v8 acc = { 0 };
+    int k = 0;
+    for (; k + 8 <= n; k += 8) acc += ld8(a + k) * ld8(b + k);
+    float s = hsum8(&acc);
+    for (; k < n; k++) s += a[k] * b[k];
+    return s;
+}
+
+/* ---------------------------------------------------------- thread pool */
+typedef void (*job_fn)(void *arg, int tid, int nth);
+
+typedef struct pool {
+    int nth;                 /* threads including the caller */
+    pthread_t *th;
+    int n_started;
+    pthread_mutex_t mu;
+    pthread_cond_t go, done;
+    unsigned long gen;       /* bumped for every job */
+    int busy;                /* workers still running the current job */
+    int quit;
+    job_fn fn;
+    void *arg;
+} pool;
+
+typedef struct worker_arg { pool *p; int tid; } worker_arg;
+
+static void *worker_main(void *a) {
+    worker_arg w = *(worker_arg *)a;
+    free(a);
+    pool *p = w.p;
+    unsigned long seen = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (p->gen == seen && !p->quit) pthread_cond_wait(&p->go, &p->mu);
+        if (p->quit) break;
+        seen = p->gen;
+        job_fn fn = p->fn;
+        void *arg = p->arg;
+        pthread_mutex_unlock(&p->mu);
+        fn(arg, w.tid, p->nth);
+        pthread_mutex_lock(&p->mu);
+        if (--p->busy == 0) pthread_cond_signal(&p->done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+static void pool_stop(pool *p) {
+    pthread_mutex_lock(&p->mu);
+    p->quit = 1;
+    pthread_cond_broadcast(&p->go);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < p->n_started; i++) pthread_join(p->th[i], NULL);
+    free(p->th);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->go);
+    pthread_cond_destroy(&p->done);
+}
+
+static int pool_start(pool *p, int nth, eng_err *err) {
+    memset(p, 0, sizeof *p);
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->go, NULL);
+    pthread_cond_init(&p->done, NULL);
+    p->nth = nth;
+    p->th = calloc((size_t)nth, sizeof *p->th);
+    if (!p->th) return eng_seterr(err, ENG_ENOMEM, "cpu: out of memory for %d threads", nth);
+    for (int i = 1; i < nth; i++) {
+        worker_arg *a = malloc(sizeof *a);
+        if (a) { a->p = p; a->tid = i; }
+        if (!a || pthread_create(&p->th[p->n_started], NULL, worker_main, a)) {
+            free(a);
+            return eng_seterr(err, ENG_ENOMEM, "cpu: could not start thread %d of %d", i, nth);
+        }
+        p->n_started++;
+    }
+    return ENG_OK;
+}
+
+/* Runs fn(arg, tid, nth) on every thread, the caller being tid 0. */
+static void pool_run(pool *p, job_fn fn, void *arg) {
+    if (p->nth == 1) { fn(arg, 0, 1); return; }
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->arg = arg;
+    p->busy = p->nth - 1;
+    p->gen++;
+    pthread_cond_broadcast(&p->go);
+    pthread_mutex_unlock(&p->mu);
+    fn(arg, 0, p->nth);
+    pthread_mutex_lock(&p->mu);
+    while (p->busy) pthread_cond_wait(&p->done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* ---------------------------------------------------------------- state */
+typedef struct cpu {
+    const eng_model *m;
+    eng_config c;
+    int n_blocks, bs;
+    size_t block_floats;     /* one block's K (or V) over all layers */
+    float *k_pool, *v_pool;  /* [n_blocks][layers][kv_heads][bs][head_dim] */
+    size_t pool_bytes;
+    pool tp;
+    /* scratch for one chunk of rows, grown on demand */
+    int cap_rows, cap_len, cap_out, cap_logits;
+    float *x, *h, *q, *k, *v, *att, *gate, *up, *rope_cos, *rope_sin;
+    float *scores;           /* [nth][cap_len] */
+    float *hout, *logits;    /* [cap_out][hidden], [cap_out][vocab] */
+} cpu;
+
+enum { CHUNK_ROWS = 512 };   /* rows per internal pass: bounds scratch memory */
+
+static float *kv_at(const cpu *s, float *base, int block, int layer, int head) {
+    return base + (size_t)block * s->block_floats +
+           ((size_t)layer * s->c.n_kv_heads + head) * (size_t)s->bs * s->c.head_dim;
+}
+
+static int grow(float **p, size_t n, eng_err *err) {
+    float *q = realloc(*p, n * sizeof *q);
+    if (!q) return eng_seterr(err, ENG_ENOMEM, "cpu: out of memory (%zu floats of scratch)", n);
+    *p = q;
+    return ENG_OK;
+}
+
+static int ensure_rows(cpu *s, int rows, eng_err *err) {
+    if (rows <= s->cap_rows) return ENG_OK;
+    const eng_config *c = &s->c;
+    size_t r = (size_t)rows, qd = (size_t)c->n_heads * c->head_dim;
+    size_t kd = (size_t)c->n_kv_heads * c->head_dim;
+    int rc = 0;
+    if (!rc) rc = grow(&s->x, r * c->hidden, err);
+    if (!rc) rc = grow(&s->h, r * c->hidden, err);
+    if (!rc) rc = grow(&s->q, r * qd, err);
+    if (!rc) rc = grow(&s->k, r * kd, err);
+    if (!rc) rc = grow(&s->v, r * kd, err);
+    if (!rc) rc = grow(&s->att, r * qd, err);
+    if (!rc) rc = grow(&s->gate, r * c->intermediate, err);
+    if (!rc) rc = grow(&s->up, r * c->intermediate, err);
+    if (!rc) rc = grow(&s->rope_cos, r * (c->head_dim / 2), err);
+    if (!rc) rc = grow(&s->rope_sin, r * (c->head_dim / 2), err);
+    if (!rc) s->cap_rows = rows;
+    return rc;
+}
+
+static int ensure_len(cpu *s, int len, eng_err *err) {
+    if (len <= s->cap_len) return ENG_OK;
+    int rc = grow(&s->scores, (size_t)s->tp.nth * len, err);
+    if (!rc) s->cap_len = len;
+    return rc;
+}
+
+/* Final hidden states of the out rows, and their logits when the caller
+ * gives no buffer for them (sampling only). */
+static int ensure_out(cpu *s, int n_out, int own_logits, eng_err *err) {
+    int rc = ENG_OK;
+    if (n_out > s->cap_out) {
+        rc = grow(&s->hout, (size_t)n_out * s->c.hidden, err);
+        if (!rc) s->cap_out = n_out;
+    }
+    if (!rc && own_logits && n_out > s->cap_logits) {
+        rc = grow(&s->logits, (size_t)n_out * s->c.vocab_size, err);
+        if (!rc) s->cap_logits = n_out;
+    }
+    return rc;
+}
+
+/* ----------------------------------------------------------- matmul */
+/* Y[r][n] (+)= X[r] . W[n] (+ bias[n]) for r < R, n < N; X is [R][K]. */
+typedef struct mm {
+    const float *X, *W, *bias;
+    float *Y;
+    int R, K, N;
+    int add;                 /* accumulate into Y (residual connections) */
+} mm;
+
+typedef struct mm_job { mm m[3]; int n; } mm_job;
+
+INLINE void put(const mm *m, int r, int n, float v) {
+    if (m->bias) v += m->bias[n];
+    float *y = m->Y + (size_t)r * m->N + n;
+    *y = m->add ? *y + v : v;
+}
+
+/* Four rows against two weight rows: eight independent accumulators. */
+INLINE void kern_4x2(const mm *m, int r, int n) {
+    const int K = m->K;
+    const float *x0 = m->X + (size_t)r * K, *x1 = x0 + K, *x2 = x1 + K, *x3 = x2 + K;
+    const float *w0 = m->W + (size_t)n * K, *w1 = w0 + K;
+    v8 a00 = { 0 }, a01 = { 0 }, a10 = { 0 }, a11 = { 0 };
+    v8 a20 = { 0 }, a21 = { 0 }, a30 = { 0 }, a31 = { 0 };
+    int k = 0;
+    for (; k + 8 <= K; k += 8) {
+        v8 wa = ld8(w0 + k), wb = ld8(w1 + k), xv;
+        xv = ld8(x0 + k); a00 += xv * wa; a01 += xv * wb;
+        xv = ld8(x1 + k); a10 += xv * wa; a11 += xv * wb;
+        xv = ld8(x2 + k); a20 += xv * wa; a21 += xv * wb;
+        xv = ld8(x3 + k); a30 += xv * wa; a31 += xv * wb;
+    }
+    float s[4][2] = { { hsum8(&a00), hsum8(&a01) }, { hsum8(&a10), hsum8(&a11) },
+                      { hsum8(&a20), hsum8(&a21) }, { hsum8(&a30), hsum8(&a31) } };
+    for (; k < K; k++)
+        for (int i = 0; i < 4; i++) {
+            s[i][0] += x0[(size_t)i * K + k] * w0[k];
+            s[i][1] += x0[(size_t)i * K + k] * w1[k];
+        }
+    for (int i = 0; i < 4; i++) { put(m, r + i, n, s[i][0]); put(m, r + i, n + 1, s[i][1]); }
+}
+
+/* One row against four weight rows (decode). */
+INLINE void kern_1x4(const mm *m, int r, int n) {
+    const int K = m->K;
+    const float *x = m->X + (size_t)r * K, *w0 = m->W + (size_t)n * K;
+    const float *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+    v8 a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
+    int k = 0;
+    for (; k + 8 <= K; k += 8) {
+        v8 xv = ld8(x + k);
+        a0 += xv * ld8(w0 + k); a1 += xv * ld8(w1 + k);
+        a2 += xv * ld8(w2 + k); a3 += xv * ld8(w3 + k);
+    }
+    float s0 = hsum8(&a0), s1 = hsum8(&a1), s2 = hsum8(&a2), s3 = hsum8(&a3);
+    for (; k < K; k++) { s0 += x[k] * w0[k]; s1 += x[k] * w1[k]; s2 += x[k] * w2[k]; s3 += x[k] * w3[k]; }
+    put(m, r, n, s0); put(m, r, n + 1, s1); put(m, r, n + 2, s2); put(m, r, n + 3, s3);
+}
+
+INLINE void kern_1x1(const mm *m, int r, int n) {
+    put(m, r, n, dot(m->X + (size_t)r * m->K, m->W + (size_t)n * m->K, m->K));
+}
+
+/* Output columns [n0, n1) of one product.  Rows are taken in chunks whose
+ * slice of X stays in L2; within a chunk each pair of weight rows is used
+ * against every row before moving on. */
+INLINE void mm_range(const mm *m, int n0, int n1) {
+    int rc = (int)(65536 / (m->K > 0 ? m->K : 1)) & ~3;
+    if (rc < 4) rc = 4;
+    for (int r0 = 0; r0 < m->R; r0 += rc) {
+        int r1 = r0 + rc < m->R ? r0 + rc : m->R, r4 = r0 + ((r1 - r0) & ~3);
+        int n = n0;
+        for (; n + 2 <= n1; n += 2)
+            for (int r = r0; r < r4; r += 4) kern_4x2(m, r, n);
+        for (; n < n1; n++)
+            for (int r = r0; r < r4; r += 4)
+                for (int i = 0; i < 4; i++) kern_1x1(m, r + i, n);
+        for (int r = r4; r < r1; r++) {
+            n = n0;
+            for (; n + 4 <= n1; n += 4) kern_1x4(m, r, n);
+            for (; n < n1; n++) kern_1x1(m, r, n);
+        }
+    }
+}
+
+SIMD_CLONES
+static void mm_worker(void *arg, int tid, int nth) {
+    const mm_job *j = arg;
+    for (int i = 0; i < j->n; i++) {
+        const mm *m = &j->m[i];
+        /* contiguous slices of the output, multiples of 4 columns */
+        int groups = (m->N + 3) / 4;
+        int g0 = (int)((int64_t)groups * tid / nth), g1 = (int)((int64_t)groups * (tid + 1) / nth);
+        int n0 = g0 * 4, n1 = g1 * 4 < m->N ? g1 * 4 : m->N;
+        if (n0 < n1) mm_range(m, n0, n1);
+    }
+}
+
+static mm make_mm(const float *X, int R, int K, const float *W, const float *bias, int N,
+                  float *Y, int add) {
+    return (mm){ .X = X, .W = W, .bias = bias, .Y = Y, .R = R, .K = K, .N = N, .add = add };
+}
+
+static void run_mm(cpu *s, const mm *a, const mm *b, const mm *c) {
+    mm_job j = { .n = 0 };
+    j.m[j.n++] = *a;
+    if (b) j.m[j.n++] = *b;
+    if (c) j.m[j.n++] = *c;
+    pool_run(&s->tp, mm_worker, &j);
+}
+
+/* ------------------------------------------------------ small row ops */
+SIMD_CLONES
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    v8 acc = { 0 };
+    int k = 0;
+    for (; k + 8 <= n; k += 8) { v8 v = ld8(x + k); acc += v * v; }
+    float ss = hsum8(&acc);
+    for (; k < n; k++) ss += x[k] * x[k];
+    float r = 1.0f / sqrtf(ss / (float)n + eps);
+    for (k = 0; k < n; k++) out[k] = (x[k] * r) * w[k];
+}
+
+/* Hugging Face "rotate_half": dimension i pairs with i + d/2. */
+static void rope(float *v, const float *cs, const float *sn, int d) {
+    int h = d / 2;
+    for (int i = 0; i < h; i++) {
+        float a = v[i], b = v[i + h];
+        v[i] = a * cs[i] - b * sn[i];
+        v[i + h] = b * cs[i] + a * sn[i];
+    }
+}
+
+/* ---------------------------------------------------------- attention */
+/* Rows [row0, row0+rows) of the batch, one (row, query head) pair at a time. */
+typedef struct att_job {
+    cpu *s;
+    const eng_fwd_batch *b;
+    int row0, rows, layer;
+} att_job;
+
+SIMD_CLONES
+static void att_worker(void *arg, int tid, int nth) {
+    att_job *j = arg;
+    cpu *s = j->s;
+    const eng_config *c = &s->c;
+    const int hd = c->head_dim, bs = s->bs, grp = c->n_heads / c->n_kv_heads;
+    const int qd = c->n_heads * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *sc = s->scores + (size_t)tid * s->cap_len;
+    int items = j->rows * c->n_heads;
+    for (int it = tid; it < items; it += nth) {   /* interleaved: later rows are longer */
+        int r = it / c->n_heads, head = it % c->n_heads, g = head / grp;
+        int br = j->row0 + r, pos = j->b->pos[br];
+        const int *table = j->b->block_table[j->b->row_seq[br]];
+        const float *q = s->q + (size_t)r * qd + (size_t)head * hd;
+        float *out = s->att + (size_t)r * qd + (size_t)head * hd;
+        float mx = -INFINITY;
+        for (int t0 = 0; t0 <= pos; t0 += bs) {
+            const float *kb = kv_at(s, s->k_pool, table[t0 / bs], j->layer, g);
+            int n = pos - t0 + 1 < bs ? pos - t0 + 1 : bs;
+            for (int t = 0; t < n; t++) {
+                float v = dot(q, kb + (size_t)t * hd, hd) * scale;
+                sc[t0 + t] = v;
+                if (v > mx) mx = v;
+            }
+        }
+        float sum = 0;
+        for (int t = 0; t <= pos; t++) { sc[t] = expf(sc[t] - mx); sum += sc[t]; }
+        float inv = 1.0f / sum;
+        for (int d = 0; d < hd; d++) out[d] = 0;
+        for (int t0 = 0; t0 <= pos; t0 += bs) {
+            const float *vb = kv_at(s, s->v_pool, table[t0 / bs], j->layer, g);
+            int n = pos - t0 + 1 < bs ? pos - t0 + 1 : bs;
+            for (int t = 0; t < n; t++) {
+                const float *vv = vb + (size_t)t * hd;
+                float p = sc[t0 + t];
+                int d = 0;
+                for (; d + 8 <= hd; d += 8) {
+                    v8 o = ld8(out + d) + ld8(vv + d) * p;
+                    st8(out + d, &o);
+                }
+                for (; d < hd; d++) out[d] += vv[d] * p;
+            }
+        }
+        for (int d = 0; d < hd; d++) out[d] *= inv;
+    }
+}
+
+/* ------------------------------------------------------------ forward */
+/* Per-row work between the projections; cheap next to them, so it runs on
+ * the calling thread. */
+static void norm_rows(cpu *s, float *out, const float *x, const float *w, int n) {
+    for (int i = 0; i < n; i++)
+        rmsnorm(out + (size_t)i * s->c.hidden, x + (size_t)i * s->c.hidden, w, s->c.hidden,
+                s->c.rms_eps);
+}
+
+static void rope_tables(cpu *s, const eng_fwd_batch *b, int row0, int n) {
+    int h = s->c.head_dim / 2;
+    for (int i = 0; i < n; i++) {
+        float p = (float)b->pos[row0 + i];
+        for (int j = 0; j < h; j++) {
+            float ang = p * s->m->rope_inv_freq[j];   /* f32 product, as transformers does */
+            s->rope_cos[(size_t)i * h + j] = (float)cos((double)ang);
+            s->rope_sin[(size_t)i * h + j] = (float)sin((double)ang);
+        }
+    }
+}
+
+/* RoPE on q and k, then k and v into the cache slot of each row. */
+static void rope_and_store(cpu *s, const eng_fwd_batch *b, int row0, int n, int layer) {
+    const eng_config *c = &s->c;
+    int hd = c->head_dim, h = hd / 2, qd = c->n_heads * hd, kd = c->n_kv_heads * hd;
+    for (int i = 0; i < n; i++) {
+        const float *cs = s->rope_cos + (size_t)i * h, *sn = s->rope_sin + (size_t)i * h;
+        for (int hh = 0; hh < c->n_heads; hh++) rope(s->q + (size_t)i * qd + hh * hd, cs, sn, hd);
+        int br = row0 + i, pos = b->pos[br];
+        int blk = b->block_table[b->row_seq[br]][pos / s->bs], slot = pos % s->bs;
+        for (int g = 0; g < c->n_kv_heads; g++) {
+            float *k = s->k + (size_t)i * kd + g * hd;
+            rope(k, cs, sn, hd);
+            memcpy(kv_at(s, s->k_pool, blk, layer, g) + (size_t)slot * hd, k, hd * sizeof *k);
+            memcpy(kv_at(s, s->v_pool, blk, layer, g) + (size_t)slot * hd,
+                   s->v + (size_t)i * kd + g * hd, hd * sizeof *k);
+        }
+    }
+}
+
+/* gate = silu(gate) * up over n values, split across the threads. */
+typedef struct swiglu_job { float *gate; const float *up; size_t n; } swiglu_job;
+
+static void swiglu_worker(void *arg, int tid, int nth) {
+    const swiglu_job *j = arg;
+    size_t a = j->n * (size_t)tid / (size_t)nth, b = j->n * (size_t)(tid + 1) / (size_t)nth;
+    for (size_t i = a; i < b; i++) j->gate[i] = j->gate[i] / (1.0f + expf(-j->gate[i])) * j->up[i];
+}
+
+static void layer_pass(cpu *s, const eng_fwd_batch *b, int row0, int n, int l) {
+    const eng_config *c = &s->c;
+    const eng_layer_w *w = &s->m->layers[l];
+    int H = c->hidden, qd = c->n_heads * c->head_dim, kd = c->n_kv_heads * c->head_dim;
+    int I = c->intermediate;
+
+    norm_rows(s, s->h, s->x, w->attn_norm, n);
+    mm q = make_mm(s->h, n, H, w->wq, w->bq, qd, s->q, 0);
+    mm k = make_mm(s->h, n, H, w->wk, w->bk, kd, s->k, 0);
+    mm v = make_mm(s->h, n, H, w->wv, w->bv, kd, s->v, 0);
+    run_mm(s, &q, &k, &v);
+    rope_and_store(s, b, row0, n, l);
+    att_job aj = { s, b, row0, n, l };
+    pool_run(&s->tp, att_worker, &aj);
+    mm o = make_mm(s->att, n, qd, w->wo, NULL, H, s->x, 1);
+    run_mm(s, &o, NULL, NULL);
+
+    norm_rows(s, s->h, s->x, w->ffn_norm, n);
+    mm g = make_mm(s->h, n, H, w->w_gate, NULL, I, s->gate, 0);
+    mm u = make_mm(s->h, n, H, w->w_up, NULL, I, s->up, 0);
+    run_mm(s, &g, &u, NULL);
+    swiglu_job sj = { s->gate, s->up, (size_t)n * I };
+    pool_run(&s->tp, swiglu_worker, &sj);
+    mm d = make_mm(s->gate, n, I, w->w_down, NULL, H, s->x, 1);
+    run_mm(s, &d, NULL, NULL);
+}
+
+/* Rows [row0, row0+n) through every layer; the final norm of the out rows
+ * among them goes into hout. */
+static void chunk_pass(cpu *s, const eng_fwd_batch *b, int row0, int n) {
+    const eng_config *c = &s->c;
+    for (int i = 0; i < n; i++)
+        memcpy(s->x + (size_t)i * c->hidden, s->m->embed + (size_t)b->tokens[row0 + i] * c->hidden,
+               (size_t)c->hidden * sizeof *s->x);
+    rope_tables(s, b, row0, n);
+    for (int l = 0; l < c->n_layers; l++) layer_pass(s, b, row0, n, l);
+    for (int i = 0; i < b->n_out; i++) {
+        int r = b->out_rows[i];
+        if (r >= row0 && r < row0 + n)
+            rmsnorm(s->hout + (size_t)i * c->hidden, s->x + (size_t)(r - row0) * c->hidden,
+                    s->m->final_norm, c->hidden, c->rms_eps);
+    }
+}
+
+typedef struct samp_job { const eng_fwd_batch *b; const float *logits; int vocab; } samp_job;
+
+static void samp_worker(void *arg, int tid, int nth) {
+    const samp_job *j = arg;
+    for (int i = tid; i < j->b->n_out; i += nth)
+        j->b->sampled[i] = eng_sample(j->logits + (size_t)i * j->vocab, j->vocab, &j->b->samp[i],
+                                      &j->b->rng[i]);
+}
+
+/* Everything a pass reads is checked first, so bad input is an error
+ * rather than a stray memory access. */
+static int check_batch(const cpu *s, const eng_fwd_batch *b, eng_err *err) {
+    const eng_config *c = &s->c;
+    if (b->n_rows < 0 || b->n_seqs < 0 || b->n_out < 0 || b->n_out > b->n_rows)
+        return eng_seterr(err, ENG_EINVAL, "cpu: bad batch sizes (rows %d, seqs %d, out %d)",
+                          b->n_rows, b->n_seqs, b->n_out);
+    if (b->n_rows && (!b->tokens || !b->pos || !b->row_seq))
+        return eng_seterr(err, ENG_EINVAL, "cpu: batch rows without tokens/pos/row_seq");
+    if (b->n_seqs && (!b->seq_len || !b->block_table))
+        return eng_seterr(err, ENG_EINVAL, "cpu: batch sequences without seq_len/block_table");
+    if (b->n_out && !b->out_rows)
+        return eng_seterr(err, ENG_EINVAL, "cpu: batch has %d out rows but no out_rows", b->n_out);
+    if (b->sampled && b->n_out && (!b->samp || !b->rng))
+        return eng_seterr(err, ENG_EINVAL, "cpu: sampling asked without samp/rng");
+    for (int i = 0; i < b->n_seqs; i++) {
+        if (b->seq_len[i] < 0 || b->seq_len[i] > c->max_pos)
+            return eng_seterr(err, ENG_EINVAL, "cpu: sequence %d: length %d outside [0, %d]", i,
+                              b->seq_len[i], c->max_pos);
+        int nb = (b->seq_len[i] + s->bs - 1) / s->bs;
+        if (nb && !b->block_table[i])
+            return eng_seterr(err, ENG_EINVAL, "cpu: sequence %d has no block table", i);
+        for (int j = 0; j < nb; j++)
+            if (b->block_table[i][j] < 0 || b->block_table[i][j] >= s->n_blocks)
+                return eng_seterr(err, ENG_EINVAL, "cpu: sequence %d: block %d is %d, pool has %d",
+                                  i, j, b->block_table[i][j], s->n_blocks);
+    }
+    int *last = b->n_seqs ? malloc((size_t)b->n_seqs * sizeof *last) : NULL;
+    if (b->n_seqs && !last) return eng_seterr(err, ENG_ENOMEM, "cpu: out of memory");
+    for (int i = 0; i < b->n_seqs; i++) last[i] = -1;
+    int rc = ENG_OK;
+    for (int r = 0; r < b->n_rows && !rc; r++) {
+        int sq = b->row_seq[r], p = b->pos[r];
+        if (b->tokens[r] < 0 || b->tokens[r] >= c->vocab_size)
+            rc = eng_seterr(err, ENG_EINVAL, "cpu: row %d: token %d outside [0, %d)", r,
+                            b->tokens[r], c->vocab_size);
+        else if (sq < 0 || sq >= b->n_seqs)
+            rc = eng_seterr(err, ENG_EINVAL, "cpu: row %d: sequence %d outside [0, %d)", r, sq,
+                            b->n_seqs);
+        else if (p <= last[sq] || p >= b->seq_len[sq])
+            rc = eng_seterr(err, ENG_EINVAL, "cpu: row %d: position %d not after %d and below "
+                            "the sequence length %d", r, p, last[sq], b->seq_len[sq]);
+        else
+            last[sq] = p;
+    }
+    free(last);
+    for (int i = 0; i < b->n_out && !rc; i++)
+        if (b->out_rows[i] < 0 || b->out_rows[i] >= b->n_rows)
+            rc = eng_seterr(err, ENG_EINVAL, "cpu: out row %d is %d, batch has %d rows", i,
+                            b->out_rows[i], b->n_rows);
+    return rc;
+}
+
+static int cpu_forward(eng_backend *be, const eng_fwd_batch *b, eng_err *err) {
+    cpu *s = be->ctx;
+    if (!b) return eng_seterr(err, ENG_EINVAL, "cpu: no batch");
+    int rc = check_batch(s, b, err);
+    if (rc || b->n_rows == 0) return rc;
+    int max_len = 0;
+    for (int i = 0; i < b->n_seqs; i++) if (b->seq_len[i] > max_len) max_len = b->seq_len[i];
+    int chunk = b->n_rows < CHUNK_ROWS ? b->n_rows : CHUNK_ROWS;
+    if ((rc = ensure_rows(s, chunk, err)) || (rc = ensure_len(s, max_len, err)) ||
+        (rc = ensure_out(s, b->n_out, !b->logits, err)))
+        return rc;
+
+    for (int r0 = 0; r0 < b->n_rows; r0 += chunk)
+        chunk_pass(s, b, r0, b->n_rows - r0 < chunk ? b->n_rows - r0 : chunk);
+
+    if (b->n_out == 0) return ENG_OK;
+    const eng_config *c = &s->c;
+    float *logits = b->logits ? b->logits : s->logits;
+    mm lm = make_mm(s->hout, b->n_out, c->hidden, s->m->lm_head, NULL, c->vocab_size, logits, 0);
+    run_mm(s, &lm, NULL, NULL);   /* only the out rows: lm_head is the largest matrix */
+    if (b->sampled) {
+        samp_job j = { b, logits, c->vocab_size };
+        pool_run(&s->tp, samp_worker, &j);
+    }
+    return ENG_OK;
+}
+
+static int cpu_copy_block(eng_backend *be, int src, int dst, eng_err *err) {
+    cpu *s = be->ctx;
+    if (src < 0 || src >= s->n_blocks || dst < 0 || dst >= s->n_blocks)
+        return eng_seterr(err, ENG_EINVAL, "cpu: copy_block %d -> %d outside the pool of %d",
+                          src, dst, s->n_blocks);
+    if (src == dst) return ENG_OK;
+    size_t n = s->block_floats * sizeof(float);
+    memcpy(s->k_pool + (size_t)dst * s->block_floats, s->k_pool + (size_t)src * s->block_floats, n);
+    memcpy(s->v_pool + (size_t)dst * s->block_floats, s->v_pool + (size_t)src * s->block_floats, n);
+    return ENG_OK;
+}
+
+static void cpu_destroy(eng_backend *be) {
+    if (!be) return;
+    cpu *s = be->ctx;
+    if (s) {
+        if (s->tp.th) pool_stop(&s->tp);
+        if (s->k_pool) munmap(s->k_pool, s->pool_bytes);
+        float *bufs[] = { s->x, s->h, s->q, s->k, s->v, s->att, s->gate, s->up, s->rope_cos,
+                          s->rope_sin, s->scores, s->hout, s->logits };
+        for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
+        free(s);
+    }
+    free(be);
+}
+
+static int check_model(const eng_model *m, eng_err *err) {
+    const eng_config *c = &m->cfg;
+    if (c->vocab_size <= 0 || c->hidden <= 0 || c->n_layers <= 0 || c->n_heads <= 0 ||
+        c->n_kv_heads <= 0 || c->head_dim <= 0 || c->intermediate <= 0 || c->max_pos <= 0)
+        return eng_seterr(err, ENG_EINVAL, "cpu: model config has a non-positive size");
+    if (c->n_heads % c->n_kv_heads || c->head_dim % 2)
+        return eng_seterr(err, ENG_EUNSUPPORTED, "cpu: need n_heads %% n_kv_heads == 0 and an "
+                          "even head_dim (got %d, %d, %d)", c->n_heads, c->n_kv_heads, c->head_dim);
+    if (!m->embed || !m->final_norm || !m->lm_head || !m->layers || !m->rope_inv_freq)
+        return eng_seterr(err, ENG_EINVAL, "cpu: model has no f32 weights");
+    for (int l = 0; l < c->n_layers; l++) {
+        const eng_layer_w *w = &m->layers[l];
+        if (!w->attn_norm || !w->wq || !w->wk || !w->wv || !w->wo || !w->ffn_norm ||
+            !w->w_gate || !w->w_up || !w->w_down ||
+            (c->qkv_bias && (!w->bq || !w->bk || !w->bv)))
+            return eng_seterr(err, ENG_EINVAL, "cpu: layer %d is missing f32 weights", l);
+    }
+    return ENG_OK;
+}
+
+int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int n_threads,
+                           eng_backend **out, eng_err *err) {
+    if (!out) return eng_seterr(err, ENG_EINVAL, "cpu: no output pointer");
+    *out = NULL;
+    if (!m) return eng_seterr(err, ENG_EINVAL, "cpu: no model");
+    int rc = check_model(m, err);
+    if (rc) return rc;
+    if (n_blocks <= 0 || block_size <= 0)
+        return eng_seterr(err, ENG_EINVAL, "cpu: need n_blocks > 0 and block_size > 0 (got %d, %d)",
+                          n_blocks, block_size);
+    if (n_threads <= 0) n_threads = 1;
+    if (n_threads > 256) n_threads = 256;
+
+    eng_backend *be = calloc(1, sizeof *be);
+    cpu *s = calloc(1, sizeof *s);
+    if (!be || !s) { free(be); free(s); return eng_seterr(err, ENG_ENOMEM, "cpu: out of memory"); }
+    be->ctx = s;
+    be->forward = cpu_forward;
+    be->copy_block = cpu_copy_block;
+    be->destroy = cpu_destroy;
+    s->m = m;
+    s->c = m->cfg;
+    s->n_blocks = n_blocks;
+    s->bs = block_size;
+    s->block_floats = (size_t)s->c.n_layers * s->c.n_kv_heads * block_size * s->c.head_dim;
+    if (s->block_floats > SIZE_MAX / sizeof(float) / 2 / (size_t)n_blocks) {
+        cpu_destroy(be);
+        return eng_seterr(err, ENG_EINVAL, "cpu: KV pool of %d blocks is too large", n_blocks);
+    }
+    /* Reserved, not committed: pages are touched only when blocks are used. */
+    s->pool_bytes = s->block_floats * sizeof(float) * 2 * (size_t)n_blocks;
+    void *p = mmap(NULL, s->pool_bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+        size_t mb = s->pool_bytes >> 20;
+        cpu_destroy(be);
+        return eng_seterr(err, ENG_ENOMEM, "cpu: could not map a KV pool of %zu MiB", mb);
+    }
+    s->k_pool = p;
+    s->v_pool = s->k_pool + s->block_floats * (size_t)n_blocks;
+    if ((rc = pool_start(&s->tp, n_threads, err))) { cpu_destroy(be); return rc; }
+    *out = be;
+    return ENG_OK;
+}

@@ -1,0 +1,467 @@
+/* engine.c — sequences, continuous batching and the KV block tables.
+ *
+ * A sequence holds its tokens (prompt, then generated) and how many of them
+ * are already in the KV cache; the rest are pending.  eng_step puts the
+ * pending tokens of every live sequence into one batch (a prompt being
+ * prefilled and single decode tokens side by side), runs it through the
+ * backend, and appends one sampled token per sequence, which is pending for
+ * the next step.
+ *
+ * The engine decides which KV block holds which positions (kv.c); the
+ * backend owns the memory and the math (backend.h).  Everything a step
+ * needs (free blocks, memory) is secured before any sequence changes, so a
+ * step that cannot run (ENG_EFULL) leaves every sequence as it was. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "backend.h"
+#include "kv.h"
+
+typedef struct seq {
+    int live, paused;         /* a paused sequence sits out eng_step */
+    int *tok;                 /* prompt + generated */
+    int n_tok, cap_tok, n_prompt;
+    int n_cached;             /* tokens whose K/V are in the cache */
+    eng_kv_table table;
+    eng_sampling samp;
+    uint64_t rng;
+    eng_token last;
+    int has_last;
+    int keep_all;
+    const float *logits;      /* last step's rows, in e->logits or own_logits */
+    int logit_rows;
+    float *own_logits;        /* rows kept by eng_seq_prefill */
+    size_t own_cap;
+} seq;
+
+struct eng_engine {
+    eng_model *m;
+    eng_config c;
+    eng_backend *be;
+    eng_kv *kv;
+    int bs, max_seqs, n_live;
+    seq *seqs;                /* [max_seqs]; a sequence id is its slot */
+    /* one batch, grown on demand */
+    int cap_rows, cap_out, cap_logits;
+    int *tokens, *pos, *row_seq, *out_rows;
+    eng_sampling *samp;
+    uint64_t *rng;
+    eng_token *sampled;
+    float *logits;            /* [cap_out][vocab] */
+    /* per sequence in the batch */
+    int *seq_len, *slot_of, *first_out;
+    const int **tables;
+};
+
+static seq *get_seq(const eng_engine *e, int id) {
+    if (!e || id < 0 || id >= e->max_seqs || !e->seqs[id].live) return NULL;
+    return &e->seqs[id];
+}
+
+static int active(const seq *s) { return s->live && !s->paused; }
+
+static int bad_seq(int id, eng_err *err) {
+    return eng_seterr(err, ENG_EINVAL, "no live sequence with id %d", id);
+}
+
+static int copy_block(void *ctx, int src, int dst, eng_err *err) {
+    eng_backend *be = ctx;
+    return be->copy_block(be, src, dst, err);
+}
+
+static int grow(void **p, size_t n, size_t size, eng_err *err) {
+    void *q = realloc(*p, n * size);
+    if (!q) return eng_seterr(err, ENG_ENOMEM, "engine: out of memory (%zu bytes)", n * size);
+    *p = q;
+    return ENG_OK;
+}
+
+/* Room for rows token rows and n_out out rows; with_logits: also for their
+ * logits in e->logits (which eng_seq_prefill leaves alone, as other
+ * sequences' last logits live there). */
+static int reserve_batch(eng_engine *e, int rows, int n_out, int with_logits, eng_err *err) {
+    int rc = ENG_OK;
+    if (rows > e->cap_rows) {
+        if (!rc) rc = grow((void **)&e->tokens, rows, sizeof *e->tokens, err);
+        if (!rc) rc = grow((void **)&e->pos, rows, sizeof *e->pos, err);
+        if (!rc) rc = grow((void **)&e->row_seq, rows, sizeof *e->row_seq, err);
+        if (!rc) e->cap_rows = rows;
+    }
+    if (!rc && n_out > e->cap_out) {
+        if (!rc) rc = grow((void **)&e->out_rows, n_out, sizeof *e->out_rows, err);
+        if (!rc) rc = grow((void **)&e->samp, n_out, sizeof *e->samp, err);
+        if (!rc) rc = grow((void **)&e->rng, n_out, sizeof *e->rng, err);
+        if (!rc) rc = grow((void **)&e->sampled, n_out, sizeof *e->sampled, err);
+        if (!rc) e->cap_out = n_out;
+    }
+    if (!rc && with_logits && n_out > e->cap_logits) {
+        rc = grow((void **)&e->logits, (size_t)n_out * e->c.vocab_size, sizeof *e->logits, err);
+        if (!rc) e->cap_logits = n_out;
+    }
+    return rc;
+}
+
+static int reserve_tokens(seq *s, int n, eng_err *err) {
+    if (n <= s->cap_tok) return ENG_OK;
+    int cap = s->cap_tok ? s->cap_tok : 16;
+    while (cap < n) cap *= 2;
+    int rc = grow((void **)&s->tok, cap, sizeof *s->tok, err);
+    if (!rc) s->cap_tok = cap;
+    return rc;
+}
+
+/* ------------------------------------------------------------- create */
+int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) {
+    if (!out) return eng_seterr(err, ENG_EINVAL, "eng_create: no output pointer");
+    *out = NULL;
+    if (!m) return eng_seterr(err, ENG_EINVAL, "eng_create: no model");
+    eng_opts d = { 0 };
+    if (o) d = *o;
+    if (d.block_size < 0 || d.n_blocks < 0 || d.max_seqs < 0 || d.n_threads < 0)
+        return eng_seterr(err, ENG_EINVAL, "eng_create: negative option (block_size %d, n_blocks %d, "
+                          "max_seqs %d, n_threads %d)", d.block_size, d.n_blocks, d.max_seqs,
+                          d.n_threads);
+    if (!d.block_size) d.block_size = 16;
+    if (!d.max_seqs) d.max_seqs = 256;
+    if (!d.n_threads) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        d.n_threads = n > 0 ? (int)n : 1;
+    }
+    if (!d.n_blocks) {
+        int64_t tokens = (int64_t)d.max_seqs * (m->cfg.max_pos / 4 > 1 ? m->cfg.max_pos / 4 : 1);
+        int64_t nb = (tokens + d.block_size - 1) / d.block_size;
+        d.n_blocks = nb > (1 << 30) ? 1 << 30 : (int)nb;
+    }
+
+    eng_engine *e = calloc(1, sizeof *e);
+    if (!e) return eng_seterr(err, ENG_ENOMEM, "eng_create: out of memory");
+    e->m = m;
+    e->c = m->cfg;
+    e->bs = d.block_size;
+    e->max_seqs = d.max_seqs;
+    int rc = ENG_OK;
+    e->seqs = calloc((size_t)d.max_seqs, sizeof *e->seqs);
+    e->seq_len = malloc((size_t)d.max_seqs * sizeof *e->seq_len);
+    e->slot_of = malloc((size_t)d.max_seqs * sizeof *e->slot_of);
+    e->first_out = malloc((size_t)d.max_seqs * sizeof *e->first_out);
+    e->tables = malloc((size_t)d.max_seqs * sizeof *e->tables);
+    if (!e->seqs || !e->seq_len || !e->slot_of || !e->first_out || !e->tables)
+        rc = eng_seterr(err, ENG_ENOMEM, "eng_create: out of memory for %d sequences", d.max_seqs);
+    if (!rc) rc = eng_kv_create(d.n_blocks, d.block_size, &e->kv, err);
+    if (!rc) {
+        if (d.backend == ENG_BACKEND_CPU)
+            rc = eng_backend_cpu_create(m, d.n_blocks, d.block_size, d.n_threads, &e->be, err);
+#ifdef BRISK_CUDA
+        else if (d.backend == ENG_BACKEND_CUDA)
+            rc = eng_backend_cuda_create(m, d.n_blocks, d.block_size, &e->be, err);
+#endif
+        else
+            rc = eng_seterr(err, ENG_EUNSUPPORTED, "eng_create: backend %d not available in this "
+                            "build", d.backend);
+    }
+    if (rc) { eng_destroy(e); return rc; }
+    *out = e;
+    return ENG_OK;
+}
+
+static void free_seq(eng_engine *e, seq *s) {
+    eng_kv_table_free(e->kv, &s->table);
+    free(s->tok);
+    free(s->own_logits);
+    memset(s, 0, sizeof *s);
+}
+
+void eng_destroy(eng_engine *e) {
+    if (!e) return;
+    if (e->seqs && e->kv)
+        for (int i = 0; i < e->max_seqs; i++)
+            if (e->seqs[i].live) free_seq(e, &e->seqs[i]);
+    if (e->be) e->be->destroy(e->be);
+    eng_kv_destroy(e->kv);
+    free(e->seqs);
+    free(e->tokens); free(e->pos); free(e->row_seq); free(e->out_rows);
+    free(e->samp); free(e->rng); free(e->sampled); free(e->logits);
+    free(e->seq_len); free(e->slot_of); free(e->first_out); free(e->tables);
+    free(e);
+}
+
+/* ---------------------------------------------------------- sequences */
+/* Lowest free slot, or -1 with err set. */
+static int free_slot(const eng_engine *e, eng_err *err) {
+    for (int i = 0; i < e->max_seqs; i++)
+        if (!e->seqs[i].live) return i;
+    eng_seterr(err, ENG_EFULL, "all %d sequence slots are in use", e->max_seqs);
+    return -1;
+}
+
+int eng_seq_add(eng_engine *e, const int *prompt, int n, const eng_sampling *s, int *seq_id,
+                eng_err *err) {
+    if (!e || !seq_id) return eng_seterr(err, ENG_EINVAL, "eng_seq_add: no engine or output");
+    if (!prompt || n <= 0) return eng_seterr(err, ENG_EINVAL, "eng_seq_add: empty prompt");
+    if (n > e->c.max_pos)
+        return eng_seterr(err, ENG_EINVAL, "eng_seq_add: prompt of %d tokens exceeds the model's "
+                          "context of %d", n, e->c.max_pos);
+    for (int i = 0; i < n; i++)
+        if (prompt[i] < 0 || prompt[i] >= e->c.vocab_size)
+            return eng_seterr(err, ENG_EINVAL, "eng_seq_add: token %d at %d is outside the "
+                              "vocabulary [0, %d)", prompt[i], i, e->c.vocab_size);
+    int slot = free_slot(e, err);
+    if (slot < 0) return ENG_EFULL;
+    seq *q = &e->seqs[slot];
+    memset(q, 0, sizeof *q);
+    int rc = reserve_tokens(q, n + 16, err);
+    if (rc) return rc;
+    memcpy(q->tok, prompt, (size_t)n * sizeof *prompt);
+    q->n_tok = q->n_prompt = n;
+    if (s) q->samp = *s;          /* else all zero: greedy */
+    q->rng = q->samp.seed;
+    q->live = 1;
+    e->n_live++;
+    *seq_id = slot;
+    return ENG_OK;
+}
+
+int eng_seq_fork(eng_engine *e, int id, const eng_sampling *s, int *child, eng_err *err) {
+    seq *p = get_seq(e, id);
+    if (!p) return bad_seq(id, err);
+    if (!child) return eng_seterr(err, ENG_EINVAL, "eng_seq_fork: no output pointer");
+    int slot = free_slot(e, err);
+    if (slot < 0) return ENG_EFULL;
+    seq *c = &e->seqs[slot];
+    memset(c, 0, sizeof *c);
+    int rc = reserve_tokens(c, p->cap_tok, err);
+    if (!rc) rc = eng_kv_table_fork(e->kv, &p->table, &c->table, err);
+    if (rc) { free(c->tok); free(c->table.ids); memset(c, 0, sizeof *c); return rc; }
+    memcpy(c->tok, p->tok, (size_t)p->n_tok * sizeof *p->tok);
+    c->n_tok = p->n_tok;
+    c->n_prompt = p->n_prompt;
+    c->n_cached = p->n_cached;
+    c->samp = s ? *s : p->samp;
+    c->rng = s ? s->seed : p->rng;    /* no settings: the parent's stream, continued */
+    c->last = p->last;
+    c->has_last = p->has_last;
+    c->live = 1;
+    e->n_live++;
+    *child = slot;
+    return ENG_OK;
+}
+
+int eng_seq_remove(eng_engine *e, int id) {
+    seq *s = get_seq(e, id);
+    if (!s) return ENG_EINVAL;
+    free_seq(e, s);
+    e->n_live--;
+    return ENG_OK;
+}
+
+int eng_seq_append(eng_engine *e, int id, const int *ids, int n, eng_err *err) {
+    seq *s = get_seq(e, id);
+    if (!s) return bad_seq(id, err);
+    if (n < 0 || (n > 0 && !ids)) return eng_seterr(err, ENG_EINVAL, "eng_seq_append: no tokens");
+    if (n > e->c.max_pos - s->n_tok)
+        return eng_seterr(err, ENG_EINVAL, "eng_seq_append: sequence %d would hold %d tokens, the "
+                          "model's context is %d", id, s->n_tok + n, e->c.max_pos);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= e->c.vocab_size)
+            return eng_seterr(err, ENG_EINVAL, "eng_seq_append: token %d at %d is outside the "
+                              "vocabulary [0, %d)", ids[i], i, e->c.vocab_size);
+    int rc = reserve_tokens(s, s->n_tok + n + 16, err);
+    if (rc) return rc;
+    memcpy(s->tok + s->n_tok, ids, (size_t)n * sizeof *ids);
+    s->n_tok += n;
+    return ENG_OK;
+}
+
+int eng_seq_pause(eng_engine *e, int id, int paused) {
+    seq *s = get_seq(e, id);
+    if (!s) return ENG_EINVAL;
+    s->paused = paused != 0;
+    return ENG_OK;
+}
+
+int eng_seq_keep_all_logits(eng_engine *e, int id, int on) {
+    seq *s = get_seq(e, id);
+    if (!s) return ENG_EINVAL;
+    s->keep_all = on != 0;
+    return ENG_OK;
+}
+
+/* --------------------------------------------------------------- runs */
+/* Rows for positions [from, to) of sequence slot, as batch sequence bi. */
+static int add_rows(eng_engine *e, int slot, int bi, int from, int to, int row) {
+    seq *s = &e->seqs[slot];
+    for (int p = from; p < to; p++, row++) {
+        e->tokens[row] = s->tok[p];
+        e->pos[row] = p;
+        e->row_seq[row] = bi;
+    }
+    e->seq_len[bi] = to;
+    e->slot_of[bi] = slot;
+    return row;
+}
+
+int eng_seq_prefill(eng_engine *e, int id, eng_err *err) {
+    seq *s = get_seq(e, id);
+    if (!s) return bad_seq(id, err);
+    int to = s->n_tok - 1, rows = to - s->n_cached;
+    if (rows <= 0) return ENG_OK;
+    if (to > e->c.max_pos)
+        return eng_seterr(err, ENG_EFULL, "sequence %d: %d tokens exceed the model's context of %d",
+                          id, to, e->c.max_pos);
+    int need = eng_kv_table_need(e->kv, &s->table, s->n_cached, to);
+    if (need > eng_kv_n_free(e->kv))
+        return eng_seterr(err, ENG_EFULL, "KV cache full: prefilling sequence %d needs %d blocks, "
+                          "%d of %d free", id, need, eng_kv_n_free(e->kv), eng_kv_n_blocks(e->kv));
+    int n_out = s->keep_all ? rows : 0;
+    int rc = reserve_batch(e, rows, n_out, 0, err);
+    if (!rc) rc = eng_kv_table_reserve(&s->table, e->bs, to, err);
+    size_t nl = (size_t)n_out * e->c.vocab_size;
+    if (!rc && nl > s->own_cap) {
+        rc = grow((void **)&s->own_logits, nl, sizeof *s->own_logits, err);
+        if (!rc) s->own_cap = nl;
+    }
+    if (!rc) rc = eng_kv_table_prepare(e->kv, &s->table, s->n_cached, to, copy_block, e->be, err);
+    if (rc) return rc;
+
+    add_rows(e, id, 0, s->n_cached, to, 0);
+    for (int i = 0; i < n_out; i++) e->out_rows[i] = i;
+    e->tables[0] = s->table.ids;
+    eng_fwd_batch b = {
+        .n_rows = rows, .tokens = e->tokens, .pos = e->pos, .row_seq = e->row_seq,
+        .n_seqs = 1, .seq_len = e->seq_len, .block_table = e->tables,
+        .n_out = n_out, .out_rows = e->out_rows, .logits = n_out ? s->own_logits : NULL,
+    };
+    rc = e->be->forward(e->be, &b, err);
+    if (rc) return rc;
+    s->n_cached = to;
+    if (n_out) { s->logits = s->own_logits; s->logit_rows = rows; }
+    return ENG_OK;
+}
+
+/* Checks that every live sequence fits and counts rows and blocks; nothing
+ * changes. */
+static int plan_step(eng_engine *e, int *n_rows, int *n_out, eng_err *err) {
+    int rows = 0, outs = 0, need = 0;
+    for (int i = 0; i < e->max_seqs; i++) {
+        seq *s = &e->seqs[i];
+        if (!active(s)) continue;
+        if (s->n_tok > e->c.max_pos)
+            return eng_seterr(err, ENG_EFULL, "sequence %d: %d tokens exceed the model's context "
+                              "of %d", i, s->n_tok, e->c.max_pos);
+        int pend = s->n_tok - s->n_cached;
+        rows += pend;
+        outs += s->keep_all ? pend : 1;
+        need += eng_kv_table_need(e->kv, &s->table, s->n_cached, s->n_tok);
+    }
+    if (need > eng_kv_n_free(e->kv))
+        return eng_seterr(err, ENG_EFULL, "KV cache full: this step needs %d more blocks, %d of %d "
+                          "free; remove or pause a sequence", need, eng_kv_n_free(e->kv),
+                          eng_kv_n_blocks(e->kv));
+    *n_rows = rows;
+    *n_out = outs;
+    return ENG_OK;
+}
+
+static int reserve_step(eng_engine *e, int rows, int outs, eng_err *err) {
+    int rc = reserve_batch(e, rows, outs, 1, err);
+    for (int i = 0; i < e->max_seqs && !rc; i++) {
+        seq *s = &e->seqs[i];
+        if (!active(s)) continue;
+        rc = reserve_tokens(s, s->n_tok + 1, err);
+        if (!rc) rc = eng_kv_table_reserve(&s->table, e->bs, s->n_tok, err);
+    }
+    return rc;
+}
+
+/* Fills the batch; returns the number of sequences in it. */
+static int build_step(eng_engine *e) {
+    static const eng_sampling greedy = { 0 };
+    int bi = 0, row = 0, out = 0;
+    for (int i = 0; i < e->max_seqs; i++) {
+        seq *s = &e->seqs[i];
+        if (!active(s)) continue;
+        int row0 = row;
+        row = add_rows(e, i, bi, s->n_cached, s->n_tok, row);
+        e->tables[bi] = s->table.ids;
+        e->first_out[bi] = out;
+        for (int r = s->keep_all ? row0 : row - 1; r < row; r++, out++) {
+            e->out_rows[out] = r;
+            int last = r == row - 1;   /* only this row's draw counts; the others stay greedy */
+            e->samp[out] = last ? s->samp : greedy;
+            e->rng[out] = last ? s->rng : 0;
+        }
+        bi++;
+    }
+    return bi;
+}
+
+int eng_step(eng_engine *e, eng_err *err) {
+    if (!e) return eng_seterr(err, ENG_EINVAL, "eng_step: no engine");
+    int rows = 0, outs = 0;
+    int rc = plan_step(e, &rows, &outs, err);
+    if (rc || !rows) return rc;   /* nothing to run: every sequence is paused */
+    for (int i = 0; i < e->max_seqs; i++) {   /* the last step's rows end here */
+        e->seqs[i].logits = NULL;
+        e->seqs[i].logit_rows = 0;
+    }
+    rc = reserve_step(e, rows, outs, err);
+    if (rc) return rc;
+    for (int i = 0; i < e->max_seqs && !rc; i++) {
+        seq *s = &e->seqs[i];
+        if (active(s))
+            rc = eng_kv_table_prepare(e->kv, &s->table, s->n_cached, s->n_tok, copy_block, e->be, err);
+    }
+    if (rc) return rc;
+    int n_seqs = build_step(e);
+    eng_fwd_batch b = {
+        .n_rows = rows, .tokens = e->tokens, .pos = e->pos, .row_seq = e->row_seq,
+        .n_seqs = n_seqs, .seq_len = e->seq_len, .block_table = e->tables,
+        .n_out = outs, .out_rows = e->out_rows, .logits = e->logits,
+        .sampled = e->sampled, .samp = e->samp, .rng = e->rng,
+    };
+    rc = e->be->forward(e->be, &b, err);
+    if (rc) return rc;
+    for (int bi = 0; bi < n_seqs; bi++) {
+        seq *s = &e->seqs[e->slot_of[bi]];
+        int first = e->first_out[bi], last = bi + 1 < n_seqs ? e->first_out[bi + 1] - 1 : outs - 1;
+        s->n_cached = s->n_tok;
+        s->last = e->sampled[last];
+        s->has_last = 1;
+        s->rng = e->rng[last];
+        s->tok[s->n_tok++] = s->last.id;
+        s->logits = e->logits + (size_t)first * e->c.vocab_size;
+        s->logit_rows = last - first + 1;
+    }
+    return ENG_OK;
+}
+
+/* ------------------------------------------------------------ reading */
+int eng_seq_last(const eng_engine *e, int id, eng_token *out) {
+    const seq *s = get_seq(e, id);
+    if (!s || !out || !s->has_last) return ENG_EINVAL;
+    *out = s->last;
+    return ENG_OK;
+}
+
+int eng_seq_tokens(const eng_engine *e, int id, const int **ids, int *n) {
+    const seq *s = get_seq(e, id);
+    if (!s || !ids || !n) return ENG_EINVAL;
+    *ids = s->tok;
+    *n = s->n_tok;
+    return ENG_OK;
+}
+
+int eng_seq_n_prompt(const eng_engine *e, int id) {
+    const seq *s = get_seq(e, id);
+    return s ? s->n_prompt : -1;
+}
+
+const float *eng_seq_logits(const eng_engine *e, int id, int *rows) {
+    const seq *s = get_seq(e, id);
+    if (rows) *rows = s ? s->logit_rows : 0;
+    return s ? s->logits : NULL;
+}
+
+int eng_n_live(const eng_engine *e) { return e ? e->n_live : 0; }
+int eng_kv_free_blocks(const eng_engine *e) { return e ? eng_kv_n_free(e->kv) : 0; }
+const eng_model *eng_engine_model(const eng_engine *e) { return e ? e->m : NULL; }

@@ -1,0 +1,57 @@
+/* internal.h — engine structures shared by the engine's own files (not API). */
+#ifndef ENG_INTERNAL_H
+#define ENG_INTERNAL_H
+#include "eng.h"
+
+enum { ENG_DT_F32 = 0, ENG_DT_F16, ENG_DT_BF16 };
+
+/* One tensor as it lies in a mmap'd safetensors file. */
+typedef struct eng_tensor {
+    char name[160];
+    int dtype;               /* ENG_DT_* */
+    int ndim;
+    int64_t shape[4];
+    const void *data;        /* points into the mapping */
+    size_t nbytes;
+} eng_tensor;
+
+/* Per-layer weights, converted to f32 for the CPU reference.  Linear weights
+ * keep Hugging Face layout [out][in], row-major. */
+typedef struct eng_layer_w {
+    float *attn_norm;                 /* [hidden] */
+    float *wq, *wk, *wv, *wo;         /* [nh*hd][hidden], [nkv*hd][hidden] x2, [hidden][nh*hd] */
+    float *bq, *bk, *bv;              /* NULL unless cfg.qkv_bias */
+    float *ffn_norm;                  /* [hidden] */
+    float *w_gate, *w_up, *w_down;    /* [inter][hidden] x2, [hidden][inter] */
+    /* Raw tensors (dtype as stored) for backends that upload them, e.g. CUDA. */
+    const eng_tensor *t_attn_norm, *t_wq, *t_wk, *t_wv, *t_wo, *t_bq, *t_bk, *t_bv;
+    const eng_tensor *t_ffn_norm, *t_gate, *t_up, *t_down;
+} eng_layer_w;
+
+struct eng_model {
+    eng_config cfg;
+    eng_tok *tok;
+    float *embed;        /* [vocab][hidden] */
+    float *final_norm;   /* [hidden] */
+    float *lm_head;      /* [vocab][hidden]; == embed when tied */
+    eng_layer_w *layers; /* [n_layers] */
+    float *rope_inv_freq; /* [head_dim/2], rope_scaling applied */
+    const eng_tensor *t_embed, *t_final_norm, *t_lm_head;
+    /* ownership: mapped files, tensor table, f32 arena */
+    void *priv;
+};
+
+/* safetensors: open and mmap one file; tensors are listed in order. */
+typedef struct eng_st eng_st;
+int  eng_st_open(const char *path, eng_st **out, eng_err *err);
+void eng_st_close(eng_st *f);
+int  eng_st_count(const eng_st *f);
+const eng_tensor *eng_st_get(const eng_st *f, int i);
+const eng_tensor *eng_st_find(const eng_st *f, const char *name);
+
+/* Converts n elements of a stored tensor to f32. */
+void eng_to_f32(const eng_tensor *t, float *dst);
+float eng_bf16_to_f32(uint16_t v);
+float eng_f16_to_f32(uint16_t v);
+
+#endif

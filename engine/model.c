@@ -1,0 +1,674 @@
+/* model.c — loads a Hugging Face model folder (Qwen2 / Llama): config.json,
+ * optional generation_config.json, safetensors weights (one file, an index
+ * with shards, or several files), tokenizer.json.  Weights are checked
+ * against the config, then converted to f32 into one arena; the files stay
+ * mapped so backends can upload the tensors as stored. */
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cJSON.h>
+#include "internal.h"
+
+#define MAX_JSON_FILE (64u << 20)
+#define MAX_SHARDS 4096
+#define CHUNK_ELEMS ((size_t)1 << 20)   /* conversion work unit */
+
+typedef struct model_priv {
+    eng_st **shards;
+    char **shard_paths;
+    int n_shards;
+    char *where;       /* what to name when a tensor is missing */
+    float *arena;
+} model_priv;
+
+/* RoPE settings as read from the config, before inv_freq is computed. */
+typedef struct rope_cfg {
+    double theta;
+    int llama3;
+    double factor, low_freq_factor, high_freq_factor, orig_max_pos;
+} rope_cfg;
+
+/* ------------------------------------------------------------ json files */
+
+static int join_path(char *buf, size_t cap, const char *dir, const char *name, eng_err *err) {
+    int n = snprintf(buf, cap, "%s/%s", dir, name);
+    if (n < 0 || (size_t)n >= cap)
+        return eng_seterr(err, ENG_EINVAL, "%s/%s: path too long", dir, name);
+    return ENG_OK;
+}
+
+/* Parses a JSON file.  With optional, a missing file gives *out = NULL. */
+static int load_json(const char *path, int optional, cJSON **out, eng_err *err) {
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (optional && errno == ENOENT) return ENG_OK;
+        return eng_seterr(err, ENG_EIO, "%s: cannot open: %s", path, strerror(errno));
+    }
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = ENG_OK;
+    if (fseek(f, 0, SEEK_END) != 0 || ftell(f) < 0)
+        rc = eng_seterr(err, ENG_EIO, "%s: cannot read", path);
+    else if ((unsigned long)ftell(f) > MAX_JSON_FILE)
+        rc = eng_seterr(err, ENG_EFORMAT, "%s: file too large for a JSON config", path);
+    else {
+        len = (size_t)ftell(f);
+        rewind(f);
+        if (!(buf = malloc(len + 1))) rc = eng_seterr(err, ENG_ENOMEM, "%s: out of memory", path);
+        else if (fread(buf, 1, len, f) != len)
+            rc = eng_seterr(err, ENG_EIO, "%s: short read", path);
+    }
+    fclose(f);
+    if (rc == ENG_OK) {
+        *out = cJSON_ParseWithLength(buf, len);
+        if (!*out || !cJSON_IsObject(*out)) {
+            cJSON_Delete(*out);
+            *out = NULL;
+            rc = eng_seterr(err, ENG_EFORMAT, "%s: not a valid JSON object", path);
+        }
+    }
+    free(buf);
+    return rc;
+}
+
+/* Integer field in [lo, hi].  Absent: *out = def, or an error when required. */
+static int get_int(const cJSON *o, const char *key, int required, int def, int lo, int hi,
+                   int *out, const char *path, eng_err *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (required) return eng_seterr(err, ENG_EFORMAT, "%s: missing %s", path, key);
+        *out = def;
+        return ENG_OK;
+    }
+    double d = v->valuedouble;
+    if (!cJSON_IsNumber(v) || floor(d) != d || d < lo || d > hi)
+        return eng_seterr(err, ENG_EFORMAT, "%s: %s must be an integer in [%d, %d]",
+                          path, key, lo, hi);
+    *out = (int)d;
+    return ENG_OK;
+}
+
+/* Positive finite number; absent gives def (def < 0: required). */
+static int get_pos(const cJSON *o, const char *key, double def, double *out,
+                   const char *path, eng_err *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) {
+        if (def < 0) return eng_seterr(err, ENG_EFORMAT, "%s: missing %s", path, key);
+        *out = def;
+        return ENG_OK;
+    }
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble <= 0)
+        return eng_seterr(err, ENG_EFORMAT, "%s: %s must be a positive number", path, key);
+    *out = v->valuedouble;
+    return ENG_OK;
+}
+
+static int get_bool(const cJSON *o, const char *key, int def, int *out,
+                    const char *path, eng_err *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v || cJSON_IsNull(v)) *out = def;
+    else if (cJSON_IsBool(v)) *out = cJSON_IsTrue(v);
+    else return eng_seterr(err, ENG_EFORMAT, "%s: %s must be true or false", path, key);
+    return ENG_OK;
+}
+
+/* bos/eos: an id, a list of ids or null.  Leaves ids alone when absent. */
+static int get_ids(const cJSON *o, const char *key, int *ids, int *n, int max, int vocab,
+                   const char *path, eng_err *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!v) return ENG_OK;
+    *n = 0;
+    if (cJSON_IsNull(v)) return ENG_OK;
+    const cJSON *one = cJSON_IsNumber(v) ? v : NULL;
+    if (!one && !cJSON_IsArray(v))
+        return eng_seterr(err, ENG_EFORMAT, "%s: %s must be an id or a list of ids", path, key);
+    if (!one && cJSON_GetArraySize(v) > max)
+        return eng_seterr(err, ENG_EUNSUPPORTED, "%s: %s lists %d ids (at most %d)", path, key,
+                          cJSON_GetArraySize(v), max);
+    for (const cJSON *e = one ? one : v->child; e; e = one ? NULL : e->next) {
+        double d = e->valuedouble;
+        if (!cJSON_IsNumber(e) || floor(d) != d || d < 0 || d >= vocab)
+            return eng_seterr(err, ENG_EFORMAT, "%s: %s holds a value that is not a token id "
+                              "below vocab_size %d", path, key, vocab);
+        ids[(*n)++] = (int)d;
+    }
+    return ENG_OK;
+}
+
+/* ---------------------------------------------------------------- config */
+
+static int parse_arch(const cJSON *c, eng_config *cfg, const char *path, eng_err *err) {
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(c, "model_type");
+    if (mt && !cJSON_IsString(mt))
+        return eng_seterr(err, ENG_EFORMAT, "%s: model_type must be a string", path);
+    if (mt) {
+        if (strcmp(mt->valuestring, "qwen2") && strcmp(mt->valuestring, "llama"))
+            return eng_seterr(err, ENG_EUNSUPPORTED, "%s: model_type %.64s not supported "
+                              "(qwen2, llama)", path, mt->valuestring);
+        strcpy(cfg->arch, mt->valuestring);
+        return ENG_OK;
+    }
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(c, "architectures"), *e;
+    for (e = cJSON_IsArray(a) ? a->child : NULL; e; e = e->next) {
+        if (!cJSON_IsString(e)) continue;
+        const char *arch = !strcmp(e->valuestring, "Qwen2ForCausalLM") ? "qwen2"
+                         : !strcmp(e->valuestring, "LlamaForCausalLM") ? "llama" : NULL;
+        if (arch) {
+            strcpy(cfg->arch, arch);
+            return ENG_OK;
+        }
+    }
+    return eng_seterr(err, ENG_EUNSUPPORTED, "%s: no model_type and no supported architecture "
+                      "(Qwen2ForCausalLM, LlamaForCausalLM)", path);
+}
+
+/* Features these architectures may switch on that the engine lacks. */
+static int reject_features(const cJSON *c, const char *path, eng_err *err) {
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(c, "hidden_act");
+    if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu")))
+        return eng_seterr(err, ENG_EUNSUPPORTED, "%s: hidden_act %.32s not supported (silu)", path,
+                          cJSON_IsString(act) ? act->valuestring : "(not a string)");
+    int on, rc;
+    if ((rc = get_bool(c, "mlp_bias", 0, &on, path, err))) return rc;
+    if (on) return eng_seterr(err, ENG_EUNSUPPORTED, "%s: mlp_bias not supported", path);
+    if ((rc = get_bool(c, "use_sliding_window", 0, &on, path, err))) return rc;
+    if (on) return eng_seterr(err, ENG_EUNSUPPORTED, "%s: use_sliding_window not supported", path);
+    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(c, "layer_types"), *e;
+    for (e = cJSON_IsArray(lt) ? lt->child : NULL; e; e = e->next)
+        if (!cJSON_IsString(e) || strcmp(e->valuestring, "full_attention"))
+            return eng_seterr(err, ENG_EUNSUPPORTED, "%s: layer_types other than "
+                              "full_attention not supported", path);
+    return ENG_OK;
+}
+
+/* rope_theta and rope scaling: transformers 4 writes rope_theta and
+ * rope_scaling at the top level, transformers 5 one rope_parameters object. */
+static int parse_rope(const cJSON *c, rope_cfg *r, const char *path, eng_err *err) {
+    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(c, "rope_parameters");
+    if (!rp || cJSON_IsNull(rp)) rp = cJSON_GetObjectItemCaseSensitive(c, "rope_scaling");
+    if (rp && !cJSON_IsNull(rp) && !cJSON_IsObject(rp))
+        return eng_seterr(err, ENG_EFORMAT, "%s: rope_scaling / rope_parameters must be an "
+                          "object or null", path);
+    if (cJSON_IsNull(rp)) rp = NULL;
+    int rc = get_pos(c, "rope_theta", 10000.0, &r->theta, path, err);
+    if (!rc && rp && cJSON_GetObjectItemCaseSensitive(rp, "rope_theta"))
+        rc = get_pos(rp, "rope_theta", -1, &r->theta, path, err);
+    if (rc || !rp) return rc;
+    const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rp, "rope_type");
+    if (!ty) ty = cJSON_GetObjectItemCaseSensitive(rp, "type");
+    if (ty && !cJSON_IsString(ty))
+        return eng_seterr(err, ENG_EFORMAT, "%s: rope type must be a string", path);
+    if (!ty || !strcmp(ty->valuestring, "default")) return ENG_OK;
+    if (strcmp(ty->valuestring, "llama3"))
+        return eng_seterr(err, ENG_EUNSUPPORTED, "%s: rope scaling type %.32s not supported "
+                          "(default, llama3)", path, ty->valuestring);
+    r->llama3 = 1;
+    if ((rc = get_pos(rp, "factor", -1, &r->factor, path, err)) ||
+        (rc = get_pos(rp, "low_freq_factor", -1, &r->low_freq_factor, path, err)) ||
+        (rc = get_pos(rp, "high_freq_factor", -1, &r->high_freq_factor, path, err)) ||
+        (rc = get_pos(rp, "original_max_position_embeddings", -1, &r->orig_max_pos, path, err)))
+        return rc;
+    if (r->high_freq_factor <= r->low_freq_factor)
+        return eng_seterr(err, ENG_EFORMAT, "%s: llama3 rope needs high_freq_factor > "
+                          "low_freq_factor", path);
+    return ENG_OK;
+}
+
+static int parse_sizes(const cJSON *c, eng_config *g, const char *path, eng_err *err) {
+    int rc;
+    if ((rc = get_int(c, "hidden_size", 1, 0, 1, 1 << 16, &g->hidden, path, err)) ||
+        (rc = get_int(c, "intermediate_size", 1, 0, 1, 1 << 20, &g->intermediate, path, err)) ||
+        (rc = get_int(c, "num_hidden_layers", 1, 0, 1, 1024, &g->n_layers, path, err)) ||
+        (rc = get_int(c, "num_attention_heads", 1, 0, 1, 1024, &g->n_heads, path, err)) ||
+        (rc = get_int(c, "num_key_value_heads", 0, g->n_heads, 1, g->n_heads, &g->n_kv_heads,
+                      path, err)) ||
+        (rc = get_int(c, "vocab_size", 1, 0, 1, 1 << 24, &g->vocab_size, path, err)) ||
+        (rc = get_int(c, "max_position_embeddings", 1, 0, 1, 1 << 24, &g->max_pos, path, err)))
+        return rc;
+    if (g->n_heads % g->n_kv_heads)
+        return eng_seterr(err, ENG_EFORMAT, "%s: num_attention_heads %d is not a multiple of "
+                          "num_key_value_heads %d", path, g->n_heads, g->n_kv_heads);
+    int def_hd = g->hidden % g->n_heads ? 0 : g->hidden / g->n_heads;
+    if ((rc = get_int(c, "head_dim", !def_hd, def_hd, 2, 4096, &g->head_dim, path, err)))
+        return rc;
+    if (g->head_dim % 2)
+        return eng_seterr(err, ENG_EFORMAT, "%s: head_dim %d is odd (RoPE needs pairs)", path,
+                          g->head_dim);
+    double eps;
+    if ((rc = get_pos(c, "rms_norm_eps", 1e-6, &eps, path, err))) return rc;
+    g->rms_eps = (float)eps;
+    return ENG_OK;
+}
+
+static int parse_config(const cJSON *c, eng_config *g, rope_cfg *r, const char *path,
+                        eng_err *err) {
+    int rc, attn_bias;
+    memset(g, 0, sizeof *g);
+    memset(r, 0, sizeof *r);
+    if ((rc = parse_arch(c, g, path, err)) || (rc = reject_features(c, path, err)) ||
+        (rc = parse_sizes(c, g, path, err)) || (rc = parse_rope(c, r, path, err)) ||
+        (rc = get_bool(c, "tie_word_embeddings", 0, &g->tie_embeddings, path, err)) ||
+        (rc = get_bool(c, "attention_bias", 0, &attn_bias, path, err)))
+        return rc;
+    g->rope_theta = (float)r->theta;
+    g->qkv_bias = !strcmp(g->arch, "qwen2") || attn_bias;
+    int bos[1], n_bos = 0;
+    if ((rc = get_ids(c, "bos_token_id", bos, &n_bos, 1, g->vocab_size, path, err)) ||
+        (rc = get_ids(c, "eos_token_id", g->eos_ids, &g->n_eos, 8, g->vocab_size, path, err)))
+        return rc;
+    g->bos_id = n_bos ? bos[0] : -1;
+    return ENG_OK;
+}
+
+/* generation_config.json, when present, overrides bos and eos. */
+static int parse_gen_config(const char *dir, eng_config *g, eng_err *err) {
+    char path[4096];
+    cJSON *c;
+    int rc = join_path(path, sizeof path, dir, "generation_config.json", err);
+    if (rc || (rc = load_json(path, 1, &c, err)) || !c) return rc;
+    int bos[1], n_bos = g->bos_id >= 0;
+    bos[0] = g->bos_id;
+    if (!(rc = get_ids(c, "bos_token_id", bos, &n_bos, 1, g->vocab_size, path, err)) &&
+        !(rc = get_ids(c, "eos_token_id", g->eos_ids, &g->n_eos, 8, g->vocab_size, path, err)))
+        g->bos_id = n_bos ? bos[0] : -1;
+    cJSON_Delete(c);
+    return rc;
+}
+
+/* Llama 3.1 scaling: low frequencies (long wavelengths) are slowed by
+ * factor, high ones kept, and the band between blended smoothly. */
+static void rope_freqs(const rope_cfg *r, int head_dim, float *out) {
+    for (int i = 0; i < head_dim / 2; i++) {
+        double f = 1.0 / pow(r->theta, (2.0 * i) / head_dim);
+        if (r->llama3) {
+            double wavelen = 2 * M_PI / f;
+            double lo_wl = r->orig_max_pos / r->low_freq_factor;
+            double hi_wl = r->orig_max_pos / r->high_freq_factor;
+            if (wavelen > lo_wl) f /= r->factor;
+            else if (wavelen >= hi_wl) {
+                double s = (r->orig_max_pos / wavelen - r->low_freq_factor) /
+                           (r->high_freq_factor - r->low_freq_factor);
+                f = (1 - s) * f / r->factor + s * f;
+            }
+        }
+        out[i] = (float)f;
+    }
+}
+
+/* ---------------------------------------------------------------- shards */
+
+static int add_shard(model_priv *p, const char *path, eng_err *err) {
+    if (p->n_shards >= MAX_SHARDS)
+        return eng_seterr(err, ENG_EUNSUPPORTED, "%s: more than %d shard files", path, MAX_SHARDS);
+    eng_st **s = realloc(p->shards, sizeof *s * (p->n_shards + 1));
+    if (s) p->shards = s;
+    char **n = s ? realloc(p->shard_paths, sizeof *n * (p->n_shards + 1)) : NULL;
+    if (n) p->shard_paths = n;
+    char *copy = n ? strdup(path) : NULL;
+    if (!copy) return eng_seterr(err, ENG_ENOMEM, "%s: out of memory", path);
+    int rc = eng_st_open(path, &p->shards[p->n_shards], err);
+    if (rc) {
+        free(copy);
+        return rc;
+    }
+    p->shard_paths[p->n_shards++] = copy;
+    return ENG_OK;
+}
+
+/* Tensor by name in any shard; *shard gets its index. */
+static const eng_tensor *find_tensor(const model_priv *p, const char *name, int *shard) {
+    for (int i = 0; i < p->n_shards; i++) {
+        const eng_tensor *t = eng_st_find(p->shards[i], name);
+        if (t) {
+            if (shard) *shard = i;
+            return t;
+        }
+    }
+    return NULL;
+}
+
+static int shard_index(const model_priv *p, const char *path) {
+    for (int i = 0; i < p->n_shards; i++)
+        if (!strcmp(p->shard_paths[i], path)) return i;
+    return -1;
+}
+
+/* Opens each shard the index names once and checks that it holds the tensors
+ * the index puts there. */
+static int open_indexed(model_priv *p, const char *dir, const char *index_path, eng_err *err) {
+    cJSON *ix;
+    int rc = load_json(index_path, 0, &ix, err);
+    if (rc) return rc;
+    const cJSON *wm = cJSON_GetObjectItemCaseSensitive(ix, "weight_map"), *e;
+    if (!cJSON_IsObject(wm))
+        rc = eng_seterr(err, ENG_EFORMAT, "%s: missing weight_map object", index_path);
+    char path[4096];
+    for (e = wm ? wm->child : NULL; e && !rc; e = e->next) {
+        const char *fn = cJSON_IsString(e) ? e->valuestring : NULL;
+        if (!fn || !*fn || strchr(fn, '/'))
+            rc = eng_seterr(err, ENG_EFORMAT, "%s: weight_map entry %.160s must name a file in "
+                            "the model folder", index_path, e->string);
+        else if (!(rc = join_path(path, sizeof path, dir, fn, err)) && shard_index(p, path) < 0)
+            rc = add_shard(p, path, err);
+        int s = rc ? -1 : shard_index(p, path);
+        if (!rc && !eng_st_find(p->shards[s], e->string))
+            rc = eng_seterr(err, ENG_EFORMAT, "%s: tensor %.160s is not in %s, where %s puts it",
+                            path, e->string, fn, index_path);
+    }
+    if (!rc && p->n_shards == 0)
+        rc = eng_seterr(err, ENG_EFORMAT, "%s: weight_map is empty", index_path);
+    cJSON_Delete(ix);
+    return rc;
+}
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* No index: every *.safetensors in dir, in name order. */
+static int open_all(model_priv *p, const char *dir, eng_err *err) {
+    DIR *d = opendir(dir);
+    if (!d) return eng_seterr(err, ENG_EIO, "%s: cannot open folder: %s", dir, strerror(errno));
+    char **names = NULL;
+    int n = 0, rc = ENG_OK;
+    struct dirent *de;
+    while (!rc && (de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        if (len <= 12 || strcmp(de->d_name + len - 12, ".safetensors")) continue;
+        char **nn = n < MAX_SHARDS ? realloc(names, sizeof *nn * (n + 1)) : NULL;
+        if (nn) names = nn;
+        if (!nn || !(names[n] = strdup(de->d_name)))
+            rc = eng_seterr(err, ENG_ENOMEM, "%s: too many files or out of memory", dir);
+        else n++;
+    }
+    closedir(d);
+    if (names) qsort(names, n, sizeof *names, cmp_str);
+    char path[4096];
+    for (int i = 0; i < n && !rc; i++)
+        if (!(rc = join_path(path, sizeof path, dir, names[i], err))) rc = add_shard(p, path, err);
+    if (!rc && n == 0)
+        rc = eng_seterr(err, ENG_EIO, "%s: no model.safetensors, index or *.safetensors file", dir);
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+    return rc;
+}
+
+/* A tensor stored in two shards would make the choice arbitrary. */
+static int check_unique(const model_priv *p, eng_err *err) {
+    for (int s = 1; s < p->n_shards; s++)
+        for (int i = 0; i < eng_st_count(p->shards[s]); i++) {
+            const eng_tensor *t = eng_st_get(p->shards[s], i);
+            int other;
+            if (find_tensor(p, t->name, &other) && other != s)
+                return eng_seterr(err, ENG_EFORMAT, "%s: tensor %s is also in %s",
+                                  p->shard_paths[s], t->name, p->shard_paths[other]);
+        }
+    return ENG_OK;
+}
+
+static int open_shards(model_priv *p, const char *dir, eng_err *err) {
+    char path[4096];
+    struct stat sb;
+    int rc = join_path(path, sizeof path, dir, "model.safetensors.index.json", err);
+    if (rc) return rc;
+    if (stat(path, &sb) == 0) rc = open_indexed(p, dir, path, err);
+    else if (!(rc = join_path(path, sizeof path, dir, "model.safetensors", err)) &&
+             stat(path, &sb) == 0)
+        rc = add_shard(p, path, err);
+    else if (!rc) {
+        rc = open_all(p, dir, err);
+        snprintf(path, sizeof path, "%s/*.safetensors", dir);
+    }
+    if (!rc && !(p->where = strdup(path))) rc = eng_seterr(err, ENG_ENOMEM, "out of memory");
+    return rc ? rc : check_unique(p, err);
+}
+
+/* --------------------------------------------------------------- weights */
+
+/* One weight to convert: source tensor and the f32 pointer to set. */
+typedef struct slot { const eng_tensor *t; float **dst; } slot;
+
+typedef struct weight_list {
+    slot s[16 + 12 * 1024];
+    int n;
+} weight_list;
+
+static void fmt_shape(char *buf, size_t cap, int nd, const int64_t *d) {
+    int o = snprintf(buf, cap, "[");
+    for (int i = 0; i < nd && o > 0 && (size_t)o < cap; i++)
+        o += snprintf(buf + o, cap - o, "%s%lld", i ? ", " : "", (long long)d[i]);
+    if (o > 0 && (size_t)o < cap) snprintf(buf + o, cap - o, "]");
+}
+
+/* Looks up name, checks its shape is [d0] or [d0, d1], and queues it. */
+static int want(const model_priv *p, weight_list *wl, const char *name, int64_t d0, int64_t d1,
+                const eng_tensor **traw, float **dst, eng_err *err) {
+    int s;
+    const eng_tensor *t = find_tensor(p, name, &s);
+    if (!t) return eng_seterr(err, ENG_EFORMAT, "%s: tensor %s is missing", p->where, name);
+    int64_t exp[2] = {d0, d1};
+    int nd = d1 ? 2 : 1;
+    if (t->ndim != nd || t->shape[0] != d0 || (nd == 2 && t->shape[1] != d1)) {
+        char a[96], b[96];
+        fmt_shape(a, sizeof a, t->ndim, t->shape);
+        fmt_shape(b, sizeof b, nd, exp);
+        return eng_seterr(err, ENG_EFORMAT, "%s: tensor %s has shape %s, expected %s",
+                          p->shard_paths[s], name, a, b);
+    }
+    *traw = t;
+    wl->s[wl->n++] = (slot){t, dst};
+    return ENG_OK;
+}
+
+static int want_layer(const model_priv *p, weight_list *wl, const eng_config *g, int i,
+                      eng_layer_w *L, eng_err *err) {
+    int64_t H = g->hidden, Q = (int64_t)g->n_heads * g->head_dim;
+    int64_t KV = (int64_t)g->n_kv_heads * g->head_dim, I = g->intermediate;
+    char n[12][96];
+    static const char *const names[12] = {
+        "input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+        "self_attn.v_proj.weight", "self_attn.o_proj.weight", "self_attn.q_proj.bias",
+        "self_attn.k_proj.bias", "self_attn.v_proj.bias", "post_attention_layernorm.weight",
+        "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"};
+    for (int k = 0; k < 12; k++) snprintf(n[k], sizeof n[k], "model.layers.%d.%s", i, names[k]);
+    int rc;
+    if ((rc = want(p, wl, n[0], H, 0, &L->t_attn_norm, &L->attn_norm, err)) ||
+        (rc = want(p, wl, n[1], Q, H, &L->t_wq, &L->wq, err)) ||
+        (rc = want(p, wl, n[2], KV, H, &L->t_wk, &L->wk, err)) ||
+        (rc = want(p, wl, n[3], KV, H, &L->t_wv, &L->wv, err)) ||
+        (rc = want(p, wl, n[4], H, Q, &L->t_wo, &L->wo, err)))
+        return rc;
+    if (g->qkv_bias &&
+        ((rc = want(p, wl, n[5], Q, 0, &L->t_bq, &L->bq, err)) ||
+         (rc = want(p, wl, n[6], KV, 0, &L->t_bk, &L->bk, err)) ||
+         (rc = want(p, wl, n[7], KV, 0, &L->t_bv, &L->bv, err))))
+        return rc;
+    if ((rc = want(p, wl, n[8], H, 0, &L->t_ffn_norm, &L->ffn_norm, err)) ||
+        (rc = want(p, wl, n[9], I, H, &L->t_gate, &L->w_gate, err)) ||
+        (rc = want(p, wl, n[10], I, H, &L->t_up, &L->w_up, err)) ||
+        (rc = want(p, wl, n[11], H, I, &L->t_down, &L->w_down, err)))
+        return rc;
+    return ENG_OK;
+}
+
+static int collect_weights(eng_model *m, weight_list *wl, eng_err *err) {
+    const model_priv *p = m->priv;
+    const eng_config *g = &m->cfg;
+    int rc;
+    if ((rc = want(p, wl, "model.embed_tokens.weight", g->vocab_size, g->hidden, &m->t_embed,
+                   &m->embed, err)) ||
+        (rc = want(p, wl, "model.norm.weight", g->hidden, 0, &m->t_final_norm, &m->final_norm,
+                   err)))
+        return rc;
+    if (!g->tie_embeddings &&
+        (rc = want(p, wl, "lm_head.weight", g->vocab_size, g->hidden, &m->t_lm_head, &m->lm_head,
+                   err)))
+        return rc;
+    for (int i = 0; i < g->n_layers; i++)
+        if ((rc = want_layer(p, wl, g, i, &m->layers[i], err))) return rc;
+    return ENG_OK;
+}
+
+/* Conversion runs on a few threads over chunks of at most CHUNK_ELEMS. */
+typedef struct conv_job { eng_tensor view; float *dst; } conv_job;
+typedef struct conv_work { conv_job *jobs; int n; atomic_int next; } conv_work;
+
+static void *conv_thread(void *arg) {
+    conv_work *w = arg;
+    for (int i; (i = atomic_fetch_add(&w->next, 1)) < w->n;)
+        eng_to_f32(&w->jobs[i].view, w->jobs[i].dst);
+    return NULL;
+}
+
+static size_t elem_size(const eng_tensor *t) { return t->dtype == ENG_DT_F32 ? 4 : 2; }
+
+/* Splits one tensor into jobs writing from dst on. */
+static void add_jobs(conv_work *w, const eng_tensor *t, float *dst) {
+    size_t es = elem_size(t), n = t->nbytes / es, o = 0;
+    do {    /* an empty tensor still gets one (empty) job */
+        size_t k = n - o < CHUNK_ELEMS ? n - o : CHUNK_ELEMS;
+        conv_job *j = &w->jobs[w->n++];
+        j->view = *t;
+        j->view.ndim = 1;
+        j->view.shape[0] = (int64_t)k;
+        j->view.data = (const uint8_t *)t->data + o * es;
+        j->view.nbytes = k * es;
+        j->dst = dst + o;
+        o += k;
+    } while (o < n);
+}
+
+/* Runs the jobs on up to 4 threads (the caller's included); converting
+ * a 0.5B model is memory-bound, so more threads gain little. */
+static void run_jobs(conv_work *w, size_t total) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int nt = total < 4 * CHUNK_ELEMS ? 1 : cores > 4 ? 4 : cores < 1 ? 1 : (int)cores;
+    pthread_t th[4];
+    int started = 0;
+    for (; started < nt - 1; started++)
+        if (pthread_create(&th[started], NULL, conv_thread, w)) break;
+    conv_thread(w);
+    for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+}
+
+/* Lays every weight out in one f32 arena (64-byte aligned starts) and fills it. */
+static int convert_all(model_priv *p, const weight_list *wl, eng_err *err) {
+    size_t total = 0, n_jobs = 0;
+    for (int i = 0; i < wl->n; i++) {
+        size_t n = wl->s[i].t->nbytes / elem_size(wl->s[i].t);
+        total += (n + 15) & ~(size_t)15;
+        n_jobs += n / CHUNK_ELEMS + 1;
+    }
+    if (total > SIZE_MAX / 4 || !(p->arena = aligned_alloc(64, total * 4)))
+        return eng_seterr(err, ENG_ENOMEM, "%s: cannot allocate %zu MB for f32 weights",
+                          p->where, total / 262144);
+    conv_work w = {.jobs = malloc(sizeof(conv_job) * n_jobs)};
+    if (!w.jobs) return eng_seterr(err, ENG_ENOMEM, "%s: out of memory", p->where);
+    float *at = p->arena;
+    for (int i = 0; i < wl->n; i++) {
+        *wl->s[i].dst = at;
+        add_jobs(&w, wl->s[i].t, at);
+        at += (wl->s[i].t->nbytes / elem_size(wl->s[i].t) + 15) & ~(size_t)15;
+    }
+    run_jobs(&w, total);
+    free(w.jobs);
+    return ENG_OK;
+}
+
+/* ------------------------------------------------------------------ load */
+
+static int load_tokenizer(eng_model *m, const char *dir, eng_err *err) {
+    char path[4096];
+    struct stat sb;
+    int rc = join_path(path, sizeof path, dir, "tokenizer.json", err);
+    if (rc) return rc;
+    if (stat(path, &sb) != 0)
+        return eng_seterr(err, ENG_EIO, "%s: missing tokenizer: %s", path, strerror(errno));
+    if ((rc = eng_tok_load(path, &m->tok, err))) return rc;
+    int tv = eng_tok_vocab_size(m->tok);
+    if (tv > m->cfg.vocab_size)
+        return eng_seterr(err, ENG_EFORMAT, "%s: tokenizer has %d tokens but the model's "
+                          "vocab_size is %d", path, tv, m->cfg.vocab_size);
+    return ENG_OK;
+}
+
+static int load_config(eng_model *m, const char *dir, rope_cfg *r, eng_err *err) {
+    char path[4096];
+    cJSON *c;
+    int rc = join_path(path, sizeof path, dir, "config.json", err);
+    if (rc || (rc = load_json(path, 0, &c, err))) return rc;
+    rc = parse_config(c, &m->cfg, r, path, err);
+    cJSON_Delete(c);
+    return rc ? rc : parse_gen_config(dir, &m->cfg, err);
+}
+
+static int load_weights(eng_model *m, const char *dir, eng_err *err) {
+    int rc = open_shards(m->priv, dir, err);
+    if (rc) return rc;
+    weight_list *wl = malloc(sizeof *wl);
+    if (!wl) return eng_seterr(err, ENG_ENOMEM, "%s: out of memory", dir);
+    wl->n = 0;
+    if (!(rc = collect_weights(m, wl, err))) rc = convert_all(m->priv, wl, err);
+    free(wl);
+    if (!rc && m->cfg.tie_embeddings) {
+        m->lm_head = m->embed;
+        m->t_lm_head = m->t_embed;
+    }
+    return rc;
+}
+
+int eng_model_load(const char *dir, eng_model **out, eng_err *err) {
+    *out = NULL;
+    eng_model *m = calloc(1, sizeof *m);
+    if (!m || !(m->priv = calloc(1, sizeof(model_priv)))) {
+        free(m);
+        return eng_seterr(err, ENG_ENOMEM, "%s: out of memory", dir);
+    }
+    rope_cfg r;
+    int rc = load_config(m, dir, &r, err);
+    if (!rc && !(m->layers = calloc(m->cfg.n_layers, sizeof *m->layers)))
+        rc = eng_seterr(err, ENG_ENOMEM, "%s: out of memory", dir);
+    if (!rc && !(m->rope_inv_freq = malloc(sizeof(float) * (m->cfg.head_dim / 2))))
+        rc = eng_seterr(err, ENG_ENOMEM, "%s: out of memory", dir);
+    if (!rc) {
+        rope_freqs(&r, m->cfg.head_dim, m->rope_inv_freq);
+        if (!(rc = load_tokenizer(m, dir, err))) rc = load_weights(m, dir, err);
+    }
+    if (rc) {
+        eng_model_free(m);
+        return rc;
+    }
+    *out = m;
+    return ENG_OK;
+}
+
+void eng_model_free(eng_model *m) {
+    if (!m) return;
+    model_priv *p = m->priv;
+    if (p) {
+        for (int i = 0; i < p->n_shards; i++) {
+            eng_st_close(p->shards[i]);
+            free(p->shard_paths[i]);
+        }
+        free(p->shards);
+        free(p->shard_paths);
+        free(p->where);
+        free(p->arena);
+        free(p);
+    }
+    if (m->tok) eng_tok_free(m->tok);
+    free(m->layers);
+    free(m->rope_inv_freq);
+    free(m);
+}
+
+const eng_config *eng_model_config(const eng_model *m) { return &m->cfg; }
+eng_tok *eng_model_tok(const eng_model *m) { return m->tok; }

@@ -1,0 +1,1014 @@
+/* tok.c — byte-level BPE tokenizer read from a Hugging Face tokenizer.json
+ * (Qwen2/Qwen2.5, SmolLM2, Llama 3, GPT-2 style), matching the `tokenizers`
+ * library's encode (add_special_tokens=False) and decode.
+ *
+ * Encoding runs the library's pipeline:
+ *   1. split out added tokens that match the raw text (normalized: false);
+ *   2. normalize the rest (NFC or nothing);
+ *   3. split out added tokens that match normalized text (normalized: true);
+ *   4. pre-tokenize each remaining stretch (Split regex, Digits, ByteLevel);
+ *   5. BPE each pre-token, merging the lowest-ranked pair first.
+ * Vocabulary strings use GPT-2's byte-to-character mapping; they are turned
+ * back into raw bytes at load time, so everything here works on bytes. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cJSON.h>
+#include "eng.h"
+#include "pretok.h"
+#include "unicode.h"
+
+enum { MAX_IDS = 1 << 24, MAX_STEPS = 16 };
+enum { PT_SPLIT, PT_DIGITS, PT_BYTELEVEL };
+
+typedef struct pt_step { int kind, a, b; } pt_step;  /* see load_pretok */
+
+typedef struct added_tok {
+    uint32_t off, len;          /* content, in the pool */
+    int id;
+    unsigned char first;        /* first byte of the content */
+    unsigned char special, lstrip, rstrip, normalized, single_word;
+} added_tok;
+
+typedef struct vocab_slot { uint32_t off, len, hash; int32_t id; } vocab_slot;   /* len 0: empty */
+typedef struct merge_slot { uint64_t key; int32_t rank, new_id; } merge_slot; /* key 0: empty */
+
+struct eng_tok {
+    int n_ids;                   /* one past the largest id */
+    uint32_t *piece_off;         /* per id: raw bytes in the pool ... */
+    int32_t *piece_len;          /* ... and their length, -1 for no token */
+    unsigned char *special;      /* per id: a special added token */
+    char *pool;
+    size_t pool_len, pool_cap;
+    vocab_slot *vocab;           /* raw bytes -> id, open addressing */
+    uint32_t vocab_mask;
+    merge_slot *merges;          /* (left id, right id) -> rank, merged id */
+    uint32_t merge_mask;
+    int byte_id[256];            /* id of each single byte, -1 if none */
+    int unk_id, fuse_unk, ignore_merges;
+    int nfc;
+    pt_step steps[MAX_STEPS];
+    int n_steps;
+    added_tok *added;            /* sorted by first byte, longest first */
+    int n_added;
+    int added_first[257];        /* added[added_first[b] .. added_first[b+1]) start with b */
+};
+
+/* ------------------------------------------------------------ helpers */
+
+static uint64_t hash_u64(uint64_t x) {
+    x ^= x >> 33; x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ull;
+    return x ^ (x >> 33);
+}
+
+static uint32_t hash_bytes(const char *s, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return (uint32_t)hash_u64(h);
+}
+
+static uint32_t table_size(size_t n) {
+    uint32_t cap = 16;
+    while (cap < n * 2) cap <<= 1;
+    return cap;
+}
+
+/* GPT-2's bytes_to_unicode: printable Latin-1 bytes stand for themselves;
+ * the other 68 bytes (controls, space, 0x7F-0xA0, soft hyphen) are given the
+ * characters from U+0100 on, in byte order. */
+static int bytelevel_char_to_byte(uint32_t cp) {
+    if ((cp >= 0x21 && cp <= 0x7E) || (cp >= 0xA1 && cp <= 0xAC) || (cp >= 0xAE && cp <= 0xFF))
+        return (int)cp;
+    if (cp < 0x100 || cp >= 0x144) return -1;
+    uint32_t k = cp - 0x100;
+    if (k <= 0x20) return (int)k;
+    if (k < 67) return (int)(0x7F + k - 33);
+    return 0xAD;
+}
+
+/* Raw bytes of a byte-level vocabulary string s[0..n) into out (room for n);
+ * returns the length, or -1 if some character is not a byte-level one. */
+static int bytelevel_unmap(const char *s, size_t n, char *out) {
+    size_t i = 0;
+    int k = 0;
+    while (i < n) {
+        uint32_t cp;
+        i += (size_t)eng_utf8_next((const unsigned char *)s + i, n - i, &cp);
+        int b = bytelevel_char_to_byte(cp);
+        if (b < 0) return -1;
+        out[k++] = (char)b;
+    }
+    return k;
+}
+
+/* Appends n bytes plus a NUL to the pool; returns the offset, or -1. */
+static int64_t pool_add(eng_tok *t, const char *s, size_t n) {
+    if (t->pool_len + n + 1 > t->pool_cap) {
+        size_t cap = t->pool_cap ? t->pool_cap : 1 << 16;
+        while (cap < t->pool_len + n + 1) cap *= 2;
+        if (cap > UINT32_MAX) return -1;
+        char *p = realloc(t->pool, cap);
+        if (!p) return -1;
+        t->pool = p;
+        t->pool_cap = cap;
+    }
+    int64_t off = (int64_t)t->pool_len;
+    memcpy(t->pool + off, s, n);
+    t->pool[off + (int64_t)n] = 0;
+    t->pool_len += n + 1;
+    return off;
+}
+
+static vocab_slot *vocab_slot_for(const eng_tok *t, const char *s, size_t n, uint32_t h) {
+    for (uint32_t i = h & t->vocab_mask;; i = (i + 1) & t->vocab_mask) {
+        vocab_slot *v = &t->vocab[i];
+        if (!v->len || (v->hash == h && v->len == n && !memcmp(t->pool + v->off, s, n))) return v;
+    }
+}
+
+/* Id of the token whose raw bytes are s[0..n), or -1. */
+static int vocab_get(const eng_tok *t, const char *s, size_t n) {
+    if (!n || !t->vocab) return -1;
+    const vocab_slot *v = vocab_slot_for(t, s, n, hash_bytes(s, n));
+    return v->len ? v->id : -1;
+}
+
+static const merge_slot *merge_get(const eng_tok *t, int a, int b) {
+    uint64_t key = (uint64_t)(uint32_t)(a + 1) << 32 | (uint32_t)(b + 1);
+    uint32_t i = (uint32_t)hash_u64(key) & t->merge_mask;
+    for (;; i = (i + 1) & t->merge_mask) {
+        const merge_slot *m = &t->merges[i];
+        if (m->key == key) return m;
+        if (!m->key) return NULL;
+    }
+}
+
+/* ------------------------------------------------------------ loading */
+
+typedef struct loader {
+    eng_tok *t;
+    const char *path;
+    eng_err *err;
+    char *scratch;               /* for unmapping strings */
+    size_t scratch_cap;
+} loader;
+
+static int fmt_err(loader *L, const char *what) {
+    return eng_seterr(L->err, ENG_EFORMAT, "%s: %s", L->path, what);
+}
+
+static int nomem(loader *L) {
+    return eng_seterr(L->err, ENG_ENOMEM, "%s: out of memory", L->path);
+}
+
+static int scratch_room(loader *L, size_t n) {
+    if (n <= L->scratch_cap) return 0;
+    char *p = realloc(L->scratch, n);
+    if (!p) return -1;
+    L->scratch = p;
+    L->scratch_cap = n;
+    return 0;
+}
+
+static const char *jstr(const cJSON *o, const char *key) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static int jbool(const cJSON *o, const char *key, int def) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : def;
+}
+
+/* A JSON number that is a whole id in [0, MAX_IDS), else -1. */
+static int json_id(const cJSON *v) {
+    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble >= MAX_IDS ||
+        v->valuedouble != (double)(int)v->valuedouble)
+        return -1;
+    return (int)v->valuedouble;
+}
+
+static int set_piece(eng_tok *t, int id, int64_t off, size_t len) {
+    if (off < 0) return -1;
+    t->piece_off[id] = (uint32_t)off;
+    t->piece_len[id] = (int32_t)len;
+    return 0;
+}
+
+/* Sizes the per-id tables from the largest id in vocab and added_tokens. */
+static int alloc_ids(loader *L, const cJSON *vocab, const cJSON *added) {
+    int max_id = -1;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, vocab) {
+        int id = json_id(it);
+        if (id < 0) return fmt_err(L, "model.vocab: every value must be an id (0 <= id < 16M)");
+        if (id > max_id) max_id = id;
+    }
+    cJSON_ArrayForEach(it, added) {
+        int id = json_id(cJSON_GetObjectItemCaseSensitive(it, "id"));
+        if (id > max_id) max_id = id;
+    }
+    eng_tok *t = L->t;
+    t->n_ids = max_id + 1;
+    size_t n = (size_t)t->n_ids + 1;
+    t->piece_off = calloc(n, sizeof *t->piece_off);
+    t->piece_len = malloc(n * sizeof *t->piece_len);
+    t->special = calloc(n, 1);
+    if (!t->piece_off || !t->piece_len || !t->special) return nomem(L);
+    for (size_t i = 0; i < n; i++) t->piece_len[i] = -1;
+    return ENG_OK;
+}
+
+/* model.vocab: string -> id.  Strings made of byte-level characters become
+ * raw bytes and enter the lookup table; any other string is kept as it is for
+ * decoding (the ByteLevel decoder does the same) but BPE can never reach it. */
+static int load_vocab(loader *L, const cJSON *vocab) {
+    eng_tok *t = L->t;
+    int n = cJSON_GetArraySize(vocab);
+    t->vocab_mask = table_size((size_t)n) - 1;
+    t->vocab = calloc((size_t)t->vocab_mask + 1, sizeof *t->vocab);
+    if (!t->vocab) return nomem(L);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, vocab) {
+        const char *s = it->string;
+        size_t len = strlen(s);
+        if (scratch_room(L, len + 1)) return nomem(L);
+        int raw = bytelevel_unmap(s, len, L->scratch);
+        int id = json_id(it);
+        int64_t off = raw < 0 ? pool_add(t, s, len) : pool_add(t, L->scratch, (size_t)raw);
+        if (set_piece(t, id, off, raw < 0 ? len : (size_t)raw)) return nomem(L);
+        if (raw <= 0) continue;
+        uint32_t h = hash_bytes(L->scratch, (size_t)raw);
+        vocab_slot *v = vocab_slot_for(t, L->scratch, (size_t)raw, h);
+        *v = (vocab_slot){ (uint32_t)off, (uint32_t)raw, h, id };   /* a repeated key: last wins */
+    }
+    for (int b = 0; b < 256; b++) {
+        char c = (char)b;
+        t->byte_id[b] = vocab_get(t, &c, 1);
+    }
+    return ENG_OK;
+}
+
+/* One merges entry, "a b" or ["a", "b"], as its two strings. */
+static int merge_parts(loader *L, const cJSON *m, int i, const char **a, size_t *na,
+                       const char **b, size_t *nb) {
+    char msg[96];
+    if (cJSON_IsString(m)) {
+        const char *sp = strchr(m->valuestring, ' ');
+        if (!sp) goto bad;
+        *a = m->valuestring; *na = (size_t)(sp - m->valuestring);
+        *b = sp + 1; *nb = strlen(sp + 1);
+        return ENG_OK;
+    }
+    if (cJSON_IsArray(m) && cJSON_GetArraySize(m) == 2 && cJSON_IsString(m->child) &&
+        cJSON_IsString(m->child->next)) {
+        *a = m->child->valuestring; *na = strlen(*a);
+        *b = m->child->next->valuestring; *nb = strlen(*b);
+        return ENG_OK;
+    }
+bad:
+    snprintf(msg, sizeof msg, "model.merges[%d]: expected \"a b\" or [\"a\", \"b\"]", i);
+    return fmt_err(L, msg);
+}
+
+static int clip(size_t n) { return n > 64 ? 64 : (int)n; }   /* for messages */
+
+static int merge_put(eng_tok *t, int a, int b, int rank, int new_id) {
+    uint64_t key = (uint64_t)(uint32_t)(a + 1) << 32 | (uint32_t)(b + 1);
+    uint32_t i = (uint32_t)hash_u64(key) & t->merge_mask;
+    while (t->merges[i].key && t->merges[i].key != key) i = (i + 1) & t->merge_mask;
+    t->merges[i] = (merge_slot){ key, rank, new_id };   /* a repeated pair: last wins */
+    return 0;
+}
+
+static int load_merges(loader *L, const cJSON *merges) {
+    eng_tok *t = L->t;
+    int n = cJSON_GetArraySize(merges), i = 0;
+    t->merge_mask = table_size((size_t)n) - 1;
+    t->merges = calloc((size_t)t->merge_mask + 1, sizeof *t->merges);
+    if (!t->merges) return nomem(L);
+    const cJSON *m;
+    cJSON_ArrayForEach(m, merges) {
+        const char *a = NULL, *b = NULL;
+        size_t na = 0, nb = 0;
+        int rc = merge_parts(L, m, i, &a, &na, &b, &nb);
+        if (rc) return rc;
+        if (scratch_room(L, na + nb + 1)) return nomem(L);
+        int ra = bytelevel_unmap(a, na, L->scratch);
+        int rb = ra < 0 ? -1 : bytelevel_unmap(b, nb, L->scratch + ra);
+        /* Parts that are not byte-level strings can never occur in a word. */
+        if (ra < 0 || rb < 0) { i++; continue; }
+        int ia = vocab_get(t, L->scratch, (size_t)ra);
+        int ib = vocab_get(t, L->scratch + ra, (size_t)rb);
+        int inew = vocab_get(t, L->scratch, (size_t)(ra + rb));
+        if (ia < 0 || ib < 0 || inew < 0) {
+            char msg[200];
+            if (ia < 0 || ib < 0)
+                snprintf(msg, sizeof msg, "model.merges[%d]: \"%.*s\" is not in the vocabulary", i,
+                         clip(ia < 0 ? na : nb), ia < 0 ? a : b);
+            else
+                snprintf(msg, sizeof msg, "model.merges[%d]: the merge of \"%.*s\" and \"%.*s\" "
+                         "is not in the vocabulary", i, clip(na), a, clip(nb), b);
+            return fmt_err(L, msg);
+        }
+        merge_put(t, ia, ib, i, inew);
+        i++;
+    }
+    return ENG_OK;
+}
+
+static int load_model(loader *L, const cJSON *model, const cJSON *added) {
+    if (!cJSON_IsObject(model)) return fmt_err(L, "no \"model\" object");
+    const char *type = jstr(model, "type");
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    if (type && strcmp(type, "BPE"))
+        return eng_seterr(L->err, ENG_EUNSUPPORTED, "%s: model type %s (only BPE)", L->path, type);
+    if (!cJSON_IsObject(vocab)) return fmt_err(L, "model.vocab missing or not an object");
+    if (!cJSON_IsArray(merges)) return fmt_err(L, "model.merges missing or not a list");
+    const cJSON *dropout = cJSON_GetObjectItemCaseSensitive(model, "dropout");
+    if (cJSON_IsNumber(dropout) && dropout->valuedouble > 0)
+        return eng_seterr(L->err, ENG_EUNSUPPORTED, "%s: BPE dropout", L->path);
+    const char *cont = jstr(model, "continuing_subword_prefix");
+    const char *eow = jstr(model, "end_of_word_suffix");
+    if ((cont && *cont) || (eow && *eow))
+        return eng_seterr(L->err, ENG_EUNSUPPORTED, "%s: BPE with %s", L->path,
+                          cont && *cont ? "continuing_subword_prefix" : "end_of_word_suffix");
+    int rc = alloc_ids(L, vocab, added);
+    if (!rc) rc = load_vocab(L, vocab);
+    if (!rc) rc = load_merges(L, merges);
+    if (rc) return rc;
+    eng_tok *t = L->t;
+    t->ignore_merges = jbool(model, "ignore_merges", 0);
+    t->fuse_unk = jbool(model, "fuse_unk", 0);
+    const char *unk = jstr(model, "unk_token");
+    t->unk_id = -1;
+    if (unk && !scratch_room(L, strlen(unk) + 1)) {
+        int raw = bytelevel_unmap(unk, strlen(unk), L->scratch);
+        if (raw > 0) t->unk_id = vocab_get(t, L->scratch, (size_t)raw);
+    }
+    return ENG_OK;
+}
+
+static int cmp_added(const void *x, const void *y) {
+    const added_tok *a = x, *b = y;
+    if (a->first != b->first) return a->first - b->first;
+    if (a->len != b->len) return a->len > b->len ? -1 : 1;   /* longest first */
+    return a->id - b->id;
+}
+
+static int load_added(loader *L, const cJSON *added) {
+    eng_tok *t = L->t;
+    if (!added || cJSON_IsNull(added)) return ENG_OK;
+    if (!cJSON_IsArray(added)) return fmt_err(L, "added_tokens is not a list");
+    int n = cJSON_GetArraySize(added), i = 0;
+    t->added = calloc((size_t)n + 1, sizeof *t->added);
+    if (!t->added) return nomem(L);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, added) {
+        const char *content = jstr(it, "content");
+        int id = json_id(cJSON_GetObjectItemCaseSensitive(it, "id"));
+        char msg[96];
+        snprintf(msg, sizeof msg, "added_tokens[%d]: needs an \"id\" and a non-empty \"content\"", i);
+        if (id < 0 || !content || !*content) return fmt_err(L, msg);
+        size_t len = strlen(content);
+        int64_t off = pool_add(t, content, len);
+        if (off < 0 || scratch_room(L, len + 1)) return nomem(L);
+        added_tok *a = &t->added[t->n_added++];
+        a->off = (uint32_t)off;
+        a->len = (uint32_t)len;
+        a->id = id;
+        a->first = (unsigned char)content[0];
+        a->special = (unsigned char)jbool(it, "special", 0);
+        a->lstrip = (unsigned char)jbool(it, "lstrip", 0);
+        a->rstrip = (unsigned char)jbool(it, "rstrip", 0);
+        a->single_word = (unsigned char)jbool(it, "single_word", 0);
+        a->normalized = (unsigned char)jbool(it, "normalized", !a->special);
+        /* Decoding applies the ByteLevel decoder to added tokens too. */
+        int raw = bytelevel_unmap(content, len, L->scratch);
+        int64_t poff = raw < 0 ? off : pool_add(t, L->scratch, (size_t)raw);
+        if (set_piece(t, id, poff, raw < 0 ? len : (size_t)raw)) return nomem(L);
+        t->special[id] = a->special;
+        i++;
+    }
+    qsort(t->added, (size_t)t->n_added, sizeof *t->added, cmp_added);
+    int k = 0;
+    for (int b = 0; b <= 256; b++) {
+        while (k < t->n_added && t->added[k].first < b) k++;
+        t->added_first[b] = k;
+    }
+    return ENG_OK;
+}
+
+static int unsupported(loader *L, const char *what, const char *name) {
+    return eng_seterr(L->err, ENG_EUNSUPPORTED, "%s: %s %s", L->path, what, name ? name : "(no type)");
+}
+
+static int load_normalizer(loader *L, const cJSON *nz) {
+    if (!nz || cJSON_IsNull(nz)) return ENG_OK;
+    const char *type = jstr(nz, "type");
+    if (type && !strcmp(type, "NFC")) { L->t->nfc = 1; return ENG_OK; }
+    if (type && !strcmp(type, "Sequence")) {
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(nz, "normalizers"), *it;
+        if (!cJSON_IsArray(list)) return fmt_err(L, "normalizer Sequence without \"normalizers\"");
+        cJSON_ArrayForEach(it, list) {
+            int rc = load_normalizer(L, it);
+            if (rc) return rc;
+        }
+        return ENG_OK;
+    }
+    return unsupported(L, "normalizer", type);
+}
+
+static int add_step(loader *L, int kind, int a, int b) {
+    eng_tok *t = L->t;
+    if (t->n_steps == MAX_STEPS) return unsupported(L, "pre-tokenizer", "with too many steps");
+    t->steps[t->n_steps++] = (pt_step){ kind, a, b };
+    return ENG_OK;
+}
+
+/* Steps: PT_SPLIT (a = ENG_PT_* pattern), PT_DIGITS (a = individual_digits),
+ * PT_BYTELEVEL (a = add_prefix_space, b = use_regex). */
+static int load_pretok_step(loader *L, const cJSON *p) {
+    const char *type = jstr(p, "type");
+    if (!type) return fmt_err(L, "pre_tokenizer without a \"type\"");
+    if (!strcmp(type, "Sequence")) {
+        const cJSON *list = cJSON_GetObjectItemCaseSensitive(p, "pretokenizers"), *it;
+        if (!cJSON_IsArray(list)) return fmt_err(L, "pre_tokenizer Sequence without \"pretokenizers\"");
+        cJSON_ArrayForEach(it, list) {
+            int rc = load_pretok_step(L, it);
+            if (rc) return rc;
+        }
+        return ENG_OK;
+    }
+    if (!strcmp(type, "ByteLevel"))
+        return add_step(L, PT_BYTELEVEL, jbool(p, "add_prefix_space", 1), jbool(p, "use_regex", 1));
+    if (!strcmp(type, "Digits"))
+        return add_step(L, PT_DIGITS, jbool(p, "individual_digits", 0), 0);
+    if (!strcmp(type, "Split")) {
+        const char *behavior = jstr(p, "behavior");
+        const char *re = jstr(cJSON_GetObjectItemCaseSensitive(p, "pattern"), "Regex");
+        if (!re) return unsupported(L, "Split pattern", "that is not a Regex");
+        if (!behavior || strcmp(behavior, "Isolated"))
+            return unsupported(L, "Split behavior", behavior);
+        if (jbool(p, "invert", 0)) return unsupported(L, "Split", "with invert: true");
+        int pat = eng_pt_pattern(re);
+        if (pat < 0) {
+            return eng_seterr(L->err, ENG_EUNSUPPORTED, "%s: Split regex not recognised: %.300s",
+                              L->path, re);
+        }
+        return add_step(L, PT_SPLIT, pat, 0);
+    }
+    return unsupported(L, "pre-tokenizer type", type);
+}
+
+static int load_pretok(loader *L, const cJSON *p) {
+    eng_tok *t = L->t;
+    int rc = p && !cJSON_IsNull(p) ? load_pretok_step(L, p) : ENG_OK;
+    if (rc) return rc;
+    /* The vocabulary is byte-level only when ByteLevel maps the text last;
+     * any step after it would see mapped characters. */
+    for (int i = 0; i < t->n_steps; i++)
+        if (t->steps[i].kind == PT_BYTELEVEL && i != t->n_steps - 1)
+            return unsupported(L, "pre-tokenizer", "with a step after ByteLevel");
+    if (!t->n_steps || t->steps[t->n_steps - 1].kind != PT_BYTELEVEL)
+        return unsupported(L, "pre-tokenizer", "without ByteLevel (not a byte-level BPE)");
+    return ENG_OK;
+}
+
+static int load_decoder(loader *L, const cJSON *d) {
+    if (!d || cJSON_IsNull(d)) return ENG_OK;   /* taken as ByteLevel */
+    const char *type = jstr(d, "type");
+    if (type && !strcmp(type, "ByteLevel")) return ENG_OK;
+    return unsupported(L, "decoder", type);
+}
+
+static int read_file(const char *path, char **buf, size_t *n, eng_err *err) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return eng_seterr(err, ENG_EIO, "%s: cannot open", path);
+    long size = -1;
+    if (!fseek(f, 0, SEEK_END)) size = ftell(f);
+    if (size < 0 || fseek(f, 0, SEEK_SET)) {
+        fclose(f);
+        return eng_seterr(err, ENG_EIO, "%s: cannot read", path);
+    }
+    *buf = malloc((size_t)size + 1);
+    if (!*buf) { fclose(f); return eng_seterr(err, ENG_ENOMEM, "%s: out of memory", path); }
+    size_t got = fread(*buf, 1, (size_t)size, f);
+    fclose(f);
+    if (got != (size_t)size) {
+        free(*buf);
+        return eng_seterr(err, ENG_EIO, "%s: short read", path);
+    }
+    (*buf)[size] = 0;
+    *n = (size_t)size;
+    return ENG_OK;
+}
+
+static int load_json(loader *L, const cJSON *root) {
+    if (!cJSON_IsObject(root)) return fmt_err(L, "not a JSON object");
+    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
+    int rc = load_model(L, cJSON_GetObjectItemCaseSensitive(root, "model"), added);
+    if (!rc) rc = load_added(L, added);
+    if (!rc) rc = load_normalizer(L, cJSON_GetObjectItemCaseSensitive(root, "normalizer"));
+    if (!rc) rc = load_pretok(L, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"));
+    if (!rc) rc = load_decoder(L, cJSON_GetObjectItemCaseSensitive(root, "decoder"));
+    return rc;
+}
+
+int eng_tok_load(const char *path, eng_tok **out, eng_err *err) {
+    char *buf = NULL;
+    size_t n = 0;
+    *out = NULL;
+    int rc = read_file(path, &buf, &n, err);
+    if (rc) return rc;
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(buf, n, &end, 0);
+    if (!root) {
+        long at = end ? (long)(end - buf) : -1;
+        free(buf);
+        return eng_seterr(err, ENG_EFORMAT, "%s: malformed JSON near byte %ld", path, at);
+    }
+    free(buf);
+    loader L = { calloc(1, sizeof(eng_tok)), path, err, NULL, 0 };
+    rc = L.t ? load_json(&L, root) : nomem(&L);
+    cJSON_Delete(root);
+    free(L.scratch);
+    if (rc) { eng_tok_free(L.t); return rc; }
+    *out = L.t;
+    return ENG_OK;
+}
+
+void eng_tok_free(eng_tok *t) {
+    if (!t) return;
+    free(t->piece_off);
+    free(t->piece_len);
+    free(t->special);
+    free(t->pool);
+    free(t->vocab);
+    free(t->merges);
+    free(t->added);
+    free(t);
+}
+
+int eng_tok_vocab_size(const eng_tok *t) { return t ? t->n_ids : 0; }
+
+const char *eng_tok_piece(const eng_tok *t, int id, int *len) {
+    if (!t || id < 0 || id >= t->n_ids || t->piece_len[id] < 0) {
+        if (len) *len = 0;
+        return NULL;
+    }
+    if (len) *len = t->piece_len[id];
+    return t->pool + t->piece_off[id];
+}
+
+int eng_tok_find(const eng_tok *t, const char *text) {
+    if (!t || !text) return -1;
+    size_t n = strlen(text);
+    for (int i = 0; i < t->n_added; i++) {
+        const added_tok *a = &t->added[i];
+        if (a->len == n && !memcmp(t->pool + a->off, text, n)) return a->id;
+    }
+    return vocab_get(t, text, n);
+}
+
+/* ------------------------------------------------------------ encoding */
+
+typedef struct span { size_t off, len; } span;
+typedef struct sym { int id, prev, next, len; } sym;           /* len 0: merged away */
+typedef struct merge_ev { int rank, pos, new_id; } merge_ev;
+
+/* Scratch space for one encode call. */
+typedef struct enc {
+    const eng_tok *t;
+    int allow_special;
+    int *ids;
+    int n_ids, cap_ids;
+    char *work;                  /* pre-tokenizer text (pieces point into it) */
+    size_t work_len, work_cap;
+    span *cur, *next;
+    int n_cur, n_next, cap_cur, cap_next;
+    eng_pt_char *chars;
+    int cap_chars;
+    sym *syms;
+    merge_ev *heap;
+    int cap_syms, cap_heap;
+} enc;
+
+static int grow(void **p, int *cap, int need, size_t elem) {
+    if (need <= *cap) return 0;
+    int c = *cap ? *cap : 64;
+    while (c < need) {
+        if (c > (1 << 29)) return -1;
+        c *= 2;
+    }
+    void *q = realloc(*p, (size_t)c * elem);
+    if (!q) return -1;
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
+static int push_id(enc *e, int id) {
+    if (grow((void **)&e->ids, &e->cap_ids, e->n_ids + 1, sizeof *e->ids)) return ENG_ENOMEM;
+    e->ids[e->n_ids++] = id;
+    return ENG_OK;
+}
+
+static int push_span(enc *e, size_t off, size_t len) {
+    if (grow((void **)&e->next, &e->cap_next, e->n_next + 1, sizeof *e->next)) return ENG_ENOMEM;
+    e->next[e->n_next++] = (span){ off, len };
+    return ENG_OK;
+}
+
+static void heap_push(merge_ev *h, int *n, merge_ev v) {
+    int i = (*n)++;
+    while (i > 0) {
+        int p = (i - 1) / 2;
+        if (h[p].rank < v.rank || (h[p].rank == v.rank && h[p].pos < v.pos)) break;
+        h[i] = h[p];
+        i = p;
+    }
+    h[i] = v;
+}
+
+static merge_ev heap_pop(merge_ev *h, int *n) {
+    merge_ev top = h[0], v = h[--*n];
+    int i = 0;
+    for (;;) {
+        int c = 2 * i + 1;
+        if (c >= *n) break;
+        if (c + 1 < *n && (h[c + 1].rank < h[c].rank ||
+                           (h[c + 1].rank == h[c].rank && h[c + 1].pos < h[c].pos)))
+            c++;
+        if (v.rank < h[c].rank || (v.rank == h[c].rank && v.pos < h[c].pos)) break;
+        h[i] = h[c];
+        i = c;
+    }
+    h[i] = v;
+    return top;
+}
+
+/* Queues the merge of the symbol at pos with the one after it, if any. */
+static void queue_pair(const eng_tok *t, enc *e, int *nh, int pos) {
+    int nx = e->syms[pos].next;
+    if (nx < 0) return;
+    const merge_slot *m = merge_get(t, e->syms[pos].id, e->syms[nx].id);
+    if (m) heap_push(e->heap, nh, (merge_ev){ m->rank, pos, m->new_id });
+}
+
+/* Initial symbols: one per byte; bytes missing from the vocabulary become
+ * the unknown token (fused if asked) or, without one, are dropped. */
+static int init_syms(const eng_tok *t, enc *e, const unsigned char *w, int n) {
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        int id = t->byte_id[w[i]];
+        if (id < 0) {
+            if (t->unk_id < 0) continue;
+            if (t->fuse_unk && m > 0 && e->syms[m - 1].id == t->unk_id) { e->syms[m - 1].len++; continue; }
+            id = t->unk_id;
+        }
+        e->syms[m] = (sym){ id, m - 1, m + 1, 1 };
+        m++;
+    }
+    if (m) e->syms[m - 1].next = -1;
+    return m;
+}
+
+/* BPE of one pre-token: repeatedly merges the pair of lowest rank (leftmost
+ * on ties), as the `tokenizers` library does. */
+static int bpe(enc *e, const char *word, size_t len) {
+    const eng_tok *t = e->t;
+    if (!len) return ENG_OK;
+    if (t->ignore_merges) {
+        int id = vocab_get(t, word, len);
+        if (id >= 0) return push_id(e, id);
+    }
+    if (len > (size_t)(1 << 28)) return ENG_ENOMEM;
+    /* Each merge queues at most two pairs: the heap holds under 3n. */
+    int n = (int)len;
+    if (grow((void **)&e->syms, &e->cap_syms, n, sizeof *e->syms) ||
+        grow((void **)&e->heap, &e->cap_heap, 3 * n, sizeof *e->heap))
+        return ENG_ENOMEM;
+    int m = init_syms(t, e, (const unsigned char *)word, n), nh = 0;
+    for (int i = 0; i + 1 < m; i++) queue_pair(t, e, &nh, i);
+    while (nh > 0) {
+        merge_ev top = heap_pop(e->heap, &nh);
+        sym *s = &e->syms[top.pos];
+        if (!s->len || s->next < 0) continue;
+        sym *r = &e->syms[s->next];
+        const merge_slot *cur = merge_get(t, s->id, r->id);
+        if (!cur || cur->new_id != top.new_id) continue;    /* stale entry */
+        s->id = top.new_id;
+        s->len += r->len;
+        r->len = 0;
+        s->next = r->next;
+        if (s->next >= 0) e->syms[s->next].prev = top.pos;
+        if (s->prev >= 0) queue_pair(t, e, &nh, s->prev);
+        queue_pair(t, e, &nh, top.pos);
+    }
+    for (int i = m ? 0 : -1; i >= 0; i = e->syms[i].next) {
+        int rc = push_id(e, e->syms[i].id);
+        if (rc) return rc;
+    }
+    return ENG_OK;
+}
+
+/* Decodes work[sp] into e->chars; returns the number of characters. */
+static int decode_chars(enc *e, span sp) {
+    if (sp.len > (size_t)(1 << 28) ||
+        grow((void **)&e->chars, &e->cap_chars, (int)sp.len + 1, sizeof *e->chars))
+        return -1;
+    const unsigned char *s = (const unsigned char *)e->work + sp.off;
+    int n = 0;
+    for (size_t i = 0; i < sp.len;) {
+        uint32_t cp;
+        int k = eng_utf8_next(s + i, sp.len - i, &cp);
+        e->chars[n++] = (eng_pt_char){ cp, (uint32_t)i, (uint8_t)eng_uni_class(cp) };
+        i += (size_t)k;
+    }
+    return n;
+}
+
+static int split_regex(enc *e, span sp, int pattern) {
+    int n = decode_chars(e, sp);
+    if (n < 0) return ENG_ENOMEM;
+    for (int i = 0; i < n;) {
+        int k = eng_pt_match(pattern, e->chars, n, i);
+        size_t a = e->chars[i].off, b = i + k < n ? e->chars[i + k].off : sp.len;
+        if (push_span(e, sp.off + a, b - a)) return ENG_ENOMEM;
+        i += k;
+    }
+    return ENG_OK;
+}
+
+/* Digits: each digit alone (individual) or runs of digits, and the text
+ * between them, become pieces. */
+static int split_digits(enc *e, span sp, int individual) {
+    int n = decode_chars(e, sp);
+    if (n < 0) return ENG_ENOMEM;
+    for (int i = 0; i < n;) {
+        int digit = e->chars[i].cls == ENG_UNI_NUMBER, j = i + 1;
+        if (!digit || !individual)
+            while (j < n && (e->chars[j].cls == ENG_UNI_NUMBER) == digit) j++;
+        size_t a = e->chars[i].off, b = j < n ? e->chars[j].off : sp.len;
+        if (push_span(e, sp.off + a, b - a)) return ENG_ENOMEM;
+        i = j;
+    }
+    return ENG_OK;
+}
+
+static int work_reserve(enc *e, size_t n) {
+    if (e->work_len + n <= e->work_cap) return 0;
+    size_t cap = e->work_cap ? e->work_cap : 256;
+    while (cap < e->work_len + n) cap *= 2;
+    char *p = realloc(e->work, cap);
+    if (!p) return -1;
+    e->work = p;
+    e->work_cap = cap;
+    return 0;
+}
+
+/* ByteLevel: optionally a space before the piece, then the GPT-2 split.
+ * (The mapping of bytes to characters needs no work: we stay in bytes.) */
+static int step_bytelevel(enc *e, span sp, int add_prefix_space, int use_regex) {
+    if (add_prefix_space && (sp.len == 0 || e->work[sp.off] != ' ')) {
+        if (work_reserve(e, sp.len + 1)) return ENG_ENOMEM;
+        size_t off = e->work_len;
+        e->work[off] = ' ';
+        memcpy(e->work + off + 1, e->work + sp.off, sp.len);
+        e->work_len += sp.len + 1;
+        sp = (span){ off, sp.len + 1 };
+    }
+    if (use_regex) return split_regex(e, sp, ENG_PT_GPT2);
+    return push_span(e, sp.off, sp.len);
+}
+
+static int run_step(enc *e, const pt_step *st, span sp) {
+    switch (st->kind) {
+    case PT_SPLIT: return split_regex(e, sp, st->a);
+    case PT_DIGITS: return split_digits(e, sp, st->a);
+    default: return step_bytelevel(e, sp, st->a, st->b);
+    }
+}
+
+/* Pre-tokenizes normalized text s[0..n) and BPEs every piece. */
+static int encode_text(enc *e, const char *s, size_t n) {
+    const eng_tok *t = e->t;
+    if (!n) return ENG_OK;
+    e->work_len = 0;
+    if (work_reserve(e, n)) return ENG_ENOMEM;
+    memcpy(e->work, s, n);
+    e->work_len = n;
+    e->n_next = 0;
+    if (push_span(e, 0, n)) return ENG_ENOMEM;
+    for (int k = 0; k < t->n_steps; k++) {
+        span *sw = e->cur; e->cur = e->next; e->next = sw;
+        int cw = e->cap_cur; e->cap_cur = e->cap_next; e->cap_next = cw;
+        e->n_cur = e->n_next;
+        e->n_next = 0;
+        for (int i = 0; i < e->n_cur; i++) {
+            int rc = run_step(e, &t->steps[k], e->cur[i]);
+            if (rc) return rc;
+        }
+    }
+    for (int i = 0; i < e->n_next; i++) {
+        int rc = bpe(e, e->work + e->next[i].off, e->next[i].len);
+        if (rc) return rc;
+    }
+    return ENG_OK;
+}
+
+/* Longest added token of the given phase starting at s[pos], or NULL. */
+static const added_tok *added_at(const eng_tok *t, const char *s, size_t n, size_t pos, int normalized) {
+    unsigned char b = (unsigned char)s[pos];
+    for (int i = t->added_first[b]; i < t->added_first[b + 1]; i++) {
+        const added_tok *a = &t->added[i];
+        if (a->normalized == normalized && a->len <= n - pos && !memcmp(t->pool + a->off, s + pos, a->len))
+            return a;
+    }
+    return NULL;
+}
+
+/* Start of the character that ends at s[end] (exclusive). */
+static size_t char_before(const char *s, size_t end) {
+    size_t i = end - 1;
+    while (i > 0 && end - i < 4 && ((unsigned char)s[i] & 0xC0) == 0x80) i--;
+    return i;
+}
+
+static uint32_t cp_at(const char *s, size_t n, size_t i) {
+    uint32_t cp;
+    eng_utf8_next((const unsigned char *)s + i, n - i, &cp);
+    return cp;
+}
+
+/* single_word: the token may not touch a word character (\w) on either side. */
+static int single_word_ok(const char *s, size_t n, size_t a, size_t b) {
+    if (a > 0 && eng_uni_is_word(cp_at(s, n, char_before(s, a)))) return 0;
+    if (b < n && eng_uni_is_word(cp_at(s, n, b))) return 0;
+    return 1;
+}
+
+static size_t strip_left(const char *s, size_t n, size_t a, size_t floor) {
+    while (a > floor) {
+        size_t p = char_before(s, a);
+        if (eng_uni_class(cp_at(s, n, p)) != ENG_UNI_SPACE) break;
+        a = p;
+    }
+    return a;
+}
+
+static size_t strip_right(const char *s, size_t n, size_t b) {
+    while (b < n) {
+        uint32_t cp;
+        int k = eng_utf8_next((const unsigned char *)s + b, n - b, &cp);
+        if (eng_uni_class(cp) != ENG_UNI_SPACE) break;
+        b += (size_t)k;
+    }
+    return b;
+}
+
+typedef int (*text_fn)(enc *e, const char *s, size_t n);
+
+/* Splits s on the added tokens of one phase (leftmost, then longest match;
+ * lstrip/rstrip take in the whitespace beside them), passing the text in
+ * between to fn.  Without allow_special, special tokens are left as text. */
+static int split_added(enc *e, const char *s, size_t n, int normalized, text_fn fn) {
+    const eng_tok *t = e->t;
+    size_t done = 0, pos = 0;
+    while (pos < n) {
+        const added_tok *a = added_at(t, s, n, pos, normalized);
+        if (!a) { pos++; continue; }
+        size_t ms = pos, me = pos + a->len;
+        pos = me;
+        if (a->special && !e->allow_special) continue;
+        if (a->single_word && !single_word_ok(s, n, ms, me)) continue;
+        if (a->lstrip) ms = strip_left(s, n, ms, done);
+        if (a->rstrip) me = pos = strip_right(s, n, me);
+        int rc = fn(e, s + done, ms - done);
+        if (!rc) rc = push_id(e, a->id);
+        if (rc) return rc;
+        done = me;
+    }
+    return fn(e, s + done, n - done);
+}
+
+static int encode_normalized(enc *e, const char *s, size_t n) {
+    if (!n) return ENG_OK;
+    if (!e->t->nfc) return split_added(e, s, n, 1, encode_text);
+    char *norm;
+    size_t nn;
+    if (eng_uni_nfc(s, n, &norm, &nn)) return ENG_ENOMEM;
+    int rc = split_added(e, norm, nn, 1, encode_text);
+    free(norm);
+    return rc;
+}
+
+int eng_tok_encode(const eng_tok *t, const char *text, size_t len, int allow_special,
+                   int **ids, int *n_ids, eng_err *err) {
+    if (ids) *ids = NULL;
+    if (n_ids) *n_ids = 0;
+    if (!t || !ids || !n_ids || (!text && len))
+        return eng_seterr(err, ENG_EINVAL, "eng_tok_encode: NULL argument");
+    enc e = { .t = t, .allow_special = allow_special };
+    int rc = split_added(&e, text ? text : "", len, 0, encode_normalized);
+    free(e.work);
+    free(e.cur);
+    free(e.next);
+    free(e.chars);
+    free(e.syms);
+    free(e.heap);
+    if (rc) {
+        free(e.ids);
+        return eng_seterr(err, rc, "eng_tok_encode: out of memory");
+    }
+    if (!e.ids) e.ids = malloc(sizeof(int));   /* callers may free an empty result */
+    if (!e.ids) return eng_seterr(err, ENG_ENOMEM, "eng_tok_encode: out of memory");
+    *ids = e.ids;
+    *n_ids = e.n_ids;
+    return ENG_OK;
+}
+
+/* ------------------------------------------------------------ decoding */
+
+/* Copies raw bytes to out as valid UTF-8, each invalid sequence replaced by
+ * U+FFFD the way Rust's from_utf8_lossy does; returns the bytes written.
+ * out needs room for 3 * n. */
+static size_t utf8_lossy(const unsigned char *s, size_t n, char *out) {
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        int len, r = eng_utf8_scan(s + i, n - i, &len);
+        if (r == 1) memcpy(out + k, s + i, (size_t)len), k += (size_t)len;
+        else memcpy(out + k, "\xEF\xBF\xBD", 3), k += 3;
+        i += (size_t)len;
+    }
+    return k;
+}
+
+static int skipped(const eng_tok *t, int id, int skip_special) {
+    return id < 0 || id >= t->n_ids || t->piece_len[id] < 0 || (skip_special && t->special[id]);
+}
+
+char *eng_tok_decode(const eng_tok *t, const int *ids, int n_ids, int skip_special) {
+    if (!t || (!ids && n_ids > 0)) return NULL;
+    size_t total = 0;
+    for (int i = 0; i < n_ids; i++)
+        if (!skipped(t, ids[i], skip_special)) total += (size_t)t->piece_len[ids[i]];
+    char *raw = malloc(total + 1), *out = malloc(total * 3 + 1);
+    if (!raw || !out) { free(raw); free(out); return NULL; }
+    size_t k = 0;
+    for (int i = 0; i < n_ids; i++) {
+        if (skipped(t, ids[i], skip_special)) continue;
+        memcpy(raw + k, t->pool + t->piece_off[ids[i]], (size_t)t->piece_len[ids[i]]);
+        k += (size_t)t->piece_len[ids[i]];
+    }
+    k = utf8_lossy((const unsigned char *)raw, k, out);
+    out[k] = 0;
+    free(raw);
+    return out;
+}
+
+/* Streaming: the bytes of s->pend then the new piece are handed out one
+ * character at a time; a valid but unfinished character at the end waits in
+ * s->pend for the next token.  An id < 0 flushes: what waits is incomplete
+ * for good and comes out as U+FFFD, as in eng_tok_decode. */
+int eng_tok_stream_put(const eng_tok *t, eng_tok_stream *s, int id, int skip_special,
+                       char *out, int cap) {
+    if (!t || !s || !out || cap <= 0) return 0;
+    const unsigned char *piece = (const unsigned char *)"";
+    size_t plen = 0;
+    int flush = id < 0;
+    if (!flush && !skipped(t, id, skip_special)) {
+        piece = (const unsigned char *)t->pool + t->piece_off[id];
+        plen = (size_t)t->piece_len[id];
+    }
+    if (s->n_pend < 0 || s->n_pend > 4) s->n_pend = 0;
+    size_t total = (size_t)s->n_pend + plen, i = 0;
+    int k = 0;
+    while (i < total) {
+        unsigned char win[4];
+        size_t w = 0;
+        for (; w < 4 && i + w < total; w++) {
+            size_t j = i + w;
+            win[w] = j < (size_t)s->n_pend ? s->pend[j] : piece[j - (size_t)s->n_pend];
+        }
+        int len, r = eng_utf8_scan(win, w, &len);
+        if (r < 0 && !flush) {                  /* unfinished: keep for later */
+            memcpy(s->pend, win, w);
+            s->n_pend = (int)w;
+            out[k] = 0;
+            return k;
+        }
+        const void *src = r == 1 ? (const void *)win : "\xEF\xBF\xBD";
+        int n = r == 1 ? len : 3;
+        if (r < 0) len = (int)w;
+        /* What does not fit in out is lost: 3 * longest piece + 16 always fits. */
+        if (k + n < cap) { memcpy(out + k, src, (size_t)n); k += n; }
+        i += (size_t)len;
+    }
+    s->n_pend = 0;
+    out[k] = 0;
+    return k;
+}

@@ -1,0 +1,737 @@
+/* cuda_backend.cu — brisk's CUDA backend behind engine/backend.h.
+ *
+ * Create uploads the weights (fused: q|k|v and gate|up), allocates the paged
+ * KV pool (f32, one extra scratch block for padding rows) and a cuBLASLt
+ * handle on one stream.  Forward packs the pass's inputs into one host
+ * buffer (kern_step header + arrays), copies it up in one transfer, runs the
+ * model and copies back only ids, log-probabilities and entropies (logits
+ * too when asked).  Passes of up to GRAPH_MAX_ROWS rows are padded to a
+ * bucket and replayed from a CUDA graph captured the second time that shape
+ * is seen; the kernels read every per-pass value from the header in device
+ * memory, so one graph serves every pass of its shape.
+ *
+ * Two paths per pass: up to gemv_max_rows rows, the GEMV kernel (f32
+ * activations, RMSNorm, residual and SwiGLU fused); above, cuBLASLt with
+ * separate norm / SwiGLU / residual kernels. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "kern_common.cuh"
+
+#define GRAPH_MAX_ROWS 256
+#define MAX_GRAPHS 48
+
+typedef struct cu_layer {
+    void *wqkv, *wo, *wgu, *wdown;
+    float *bqkv, *attn_norm, *ffn_norm;
+} cu_layer;
+
+typedef struct cu_graph {
+    int R, O, seen;              /* seen: eager runs so far; captured once exec != NULL */
+    cudaGraphExec_t exec;
+    unsigned long long used;
+} cu_graph;
+
+typedef struct cu_ctx {
+    eng_config cfg;
+    eng_cuda_opts opt;
+    int wdt, n_sms;
+    char dev_name[128];
+    int n_blocks, block_size, q_dim, kv_dim, qkv_dim;
+    cudaStream_t st;
+    kern_blas *blas;
+    void **allocs;               /* every weight allocation, freed on destroy */
+    int n_allocs, cap_allocs;
+    cu_layer *layers;
+    void *embed, *lm_head;
+    float *final_norm, *inv_freq;
+    size_t weight_bytes;
+    float *kv;
+    size_t blk_floats;
+    /* activations for up to cap_rows rows / cap_out out rows */
+    int cap_rows, cap_out;
+    float *x, *y, *q, *attn, *h, *part, *xo, *logits;
+    void *act;
+    int *d_res;                  /* ids[cap_out], logprob[cap_out], entropy[cap_out] */
+    int *h_res;
+    char *d_in, *h_in;
+    size_t cap_in;
+    cu_graph graphs[MAX_GRAPHS];
+    int n_graphs;
+    unsigned long long tick;
+    int broken;
+    char broken_msg[256];
+} cu_ctx;
+
+/* ------------------------------------------------------------ errors */
+static int dev_fail(cu_ctx *c, eng_err *err, cudaError_t e, const char *what) {
+    int code = e == cudaErrorMemoryAllocation ? ENG_ENOMEM : ENG_EIO;
+    if (c && e != cudaErrorMemoryAllocation && e != cudaErrorInvalidValue) {
+        c->broken = 1;
+        snprintf(c->broken_msg, sizeof c->broken_msg, "%s: %s", what, cudaGetErrorString(e));
+    }
+    return eng_seterr(err, code, "CUDA: %s: %s", what, cudaGetErrorString(e));
+}
+
+#define CK(call) do { cudaError_t e_ = (call); \
+    if (e_ != cudaSuccess) return dev_fail(c, err, e_, #call); } while (0)
+#define KC(call) do { int e_ = (call); \
+    if (e_) return dev_fail(c, err, (cudaError_t)e_, #call); } while (0)
+
+extern "C" uint16_t kern_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+extern "C" void eng_cuda_opts_default(eng_cuda_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->gemv_max_rows = 8;
+}
+
+/* ------------------------------------------------------------ weights */
+static int dev_alloc(cu_ctx *c, size_t bytes, void **p, const char *what, eng_err *err) {
+    *p = NULL;
+    if (c->n_allocs == c->cap_allocs) {
+        int cap = c->cap_allocs ? 2 * c->cap_allocs : 64;
+        void **a = (void **)realloc(c->allocs, cap * sizeof *a);
+        if (!a) return eng_seterr(err, ENG_ENOMEM, "CUDA backend: out of host memory");
+        c->allocs = a;
+        c->cap_allocs = cap;
+    }
+    cudaError_t e = cudaMalloc(p, bytes ? bytes : 16);
+    if (e != cudaSuccess)
+        return eng_seterr(err, ENG_ENOMEM, "CUDA: cannot allocate %zu bytes for %s: %s", bytes,
+                          what, cudaGetErrorString(e));
+    c->allocs[c->n_allocs++] = *p;
+    return ENG_OK;
+}
+
+static int64_t tensor_elems(const eng_tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+/* Writes n elements of one weight at dst (device) in the backend's weight
+ * type, from the raw tensor t when it already has that type, else from the
+ * f32 copy, else by converting t. */
+static int put_weight(cu_ctx *c, char *dst, const eng_tensor *t, const float *f32, size_t n,
+                      const char *what, eng_err *err) {
+    if (t && tensor_elems(t) != (int64_t)n)
+        return eng_seterr(err, ENG_EFORMAT, "CUDA backend: %s (%s) has %lld elements, expected %zu",
+                          what, t->name, (long long)tensor_elems(t), n);
+    if (t && ((t->dtype == ENG_DT_BF16 && c->wdt == KERN_BF16) ||
+              (t->dtype == ENG_DT_F32 && c->wdt == KERN_F32))) {
+        CK(cudaMemcpy(dst, t->data, n * (c->wdt == KERN_BF16 ? 2 : 4), cudaMemcpyHostToDevice));
+        return ENG_OK;
+    }
+    float *tmp = NULL;
+    const float *src = f32;
+    if (!src) {
+        if (!t) return eng_seterr(err, ENG_EFORMAT, "CUDA backend: model has no data for %s", what);
+        tmp = (float *)malloc(n * sizeof(float));
+        if (!tmp) return eng_seterr(err, ENG_ENOMEM, "CUDA backend: out of host memory (%s)", what);
+        eng_to_f32(t, tmp);
+        src = tmp;
+    }
+    cudaError_t e;
+    if (c->wdt == KERN_F32) {
+        e = cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyHostToDevice);
+    } else {
+        uint16_t *b = (uint16_t *)malloc(n * sizeof(uint16_t));
+        if (!b) { free(tmp); return eng_seterr(err, ENG_ENOMEM, "CUDA backend: out of host memory"); }
+        for (size_t i = 0; i < n; i++) b[i] = kern_f32_to_bf16(src[i]);
+        e = cudaMemcpy(dst, b, n * sizeof(uint16_t), cudaMemcpyHostToDevice);
+        free(b);
+    }
+    free(tmp);
+    CK(e);
+    return ENG_OK;
+}
+
+/* A small f32 vector (norm weight, bias) into its own allocation. */
+static int put_vec(cu_ctx *c, float **dst, const eng_tensor *t, const float *f32, size_t n,
+                   const char *what, eng_err *err) {
+    int rc = dev_alloc(c, n * sizeof(float), (void **)dst, what, err);
+    if (rc) return rc;
+    if (t && tensor_elems(t) != (int64_t)n)
+        return eng_seterr(err, ENG_EFORMAT, "CUDA backend: %s has %lld elements, expected %zu",
+                          what, (long long)tensor_elems(t), n);
+    float *tmp = NULL;
+    const float *src = f32;
+    if (!src) {
+        if (!t) return eng_seterr(err, ENG_EFORMAT, "CUDA backend: model has no data for %s", what);
+        tmp = (float *)malloc(n * sizeof(float));
+        if (!tmp) return eng_seterr(err, ENG_ENOMEM, "CUDA backend: out of host memory");
+        eng_to_f32(t, tmp);
+        src = tmp;
+    }
+    cudaError_t e = cudaMemcpy(*dst, src, n * sizeof(float), cudaMemcpyHostToDevice);
+    free(tmp);
+    CK(e);
+    return ENG_OK;
+}
+
+static int upload_layer(cu_ctx *c, const eng_layer_w *w, cu_layer *d, int l, eng_err *err) {
+    const eng_config *g = &c->cfg;
+    size_t H = g->hidden, I = g->intermediate, eb = c->wdt == KERN_BF16 ? 2 : 4;
+    size_t qd = c->q_dim, kd = c->kv_dim;
+    char what[64];
+    int rc;
+    snprintf(what, sizeof what, "layer %d q|k|v", l);
+    if ((rc = dev_alloc(c, (qd + 2 * kd) * H * eb, &d->wqkv, what, err))) return rc;
+    char *p = (char *)d->wqkv;
+    if ((rc = put_weight(c, p, w->t_wq, w->wq, qd * H, "q_proj", err))) return rc;
+    if ((rc = put_weight(c, p + qd * H * eb, w->t_wk, w->wk, kd * H, "k_proj", err))) return rc;
+    if ((rc = put_weight(c, p + (qd + kd) * H * eb, w->t_wv, w->wv, kd * H, "v_proj", err))) return rc;
+    snprintf(what, sizeof what, "layer %d o_proj", l);
+    if ((rc = dev_alloc(c, H * qd * eb, &d->wo, what, err))) return rc;
+    if ((rc = put_weight(c, (char *)d->wo, w->t_wo, w->wo, H * qd, "o_proj", err))) return rc;
+    snprintf(what, sizeof what, "layer %d gate|up", l);
+    if ((rc = dev_alloc(c, 2 * I * H * eb, &d->wgu, what, err))) return rc;
+    p = (char *)d->wgu;
+    if ((rc = put_weight(c, p, w->t_gate, w->w_gate, I * H, "gate_proj", err))) return rc;
+    if ((rc = put_weight(c, p + I * H * eb, w->t_up, w->w_up, I * H, "up_proj", err))) return rc;
+    snprintf(what, sizeof what, "layer %d down_proj", l);
+    if ((rc = dev_alloc(c, H * I * eb, &d->wdown, what, err))) return rc;
+    if ((rc = put_weight(c, (char *)d->wdown, w->t_down, w->w_down, H * I, "down_proj", err)))
+        return rc;
+    c->weight_bytes += ((qd + 2 * kd) * H + H * qd + 3 * I * H) * eb + 2 * H * 4;
+    if ((rc = put_vec(c, &d->attn_norm, w->t_attn_norm, w->attn_norm, H, "input_layernorm", err)))
+        return rc;
+    if ((rc = put_vec(c, &d->ffn_norm, w->t_ffn_norm, w->ffn_norm, H, "post_attention_layernorm",
+                      err)))
+        return rc;
+    d->bqkv = NULL;
+    if (g->qkv_bias) {
+        if ((rc = dev_alloc(c, (qd + 2 * kd) * sizeof(float), (void **)&d->bqkv, "qkv bias", err)))
+            return rc;
+        const eng_tensor *tb[3] = {w->t_bq, w->t_bk, w->t_bv};
+        const float *fb[3] = {w->bq, w->bk, w->bv};
+        size_t nb[3] = {qd, kd, kd}, off = 0;
+        for (int i = 0; i < 3; i++) {
+            if (!fb[i] && !tb[i])
+                return eng_seterr(err, ENG_EFORMAT, "CUDA backend: layer %d lacks a q/k/v bias", l);
+            if (tb[i] && tensor_elems(tb[i]) != (int64_t)nb[i])
+                return eng_seterr(err, ENG_EFORMAT, "CUDA backend: layer %d bias %s has %lld "
+                                  "elements, expected %zu", l, tb[i]->name,
+                                  (long long)tensor_elems(tb[i]), nb[i]);
+            float *tmp = NULL;
+            const float *src = fb[i];
+            if (!src) {
+                tmp = (float *)malloc(nb[i] * sizeof(float));
+                if (!tmp) return eng_seterr(err, ENG_ENOMEM, "CUDA backend: out of host memory");
+                eng_to_f32(tb[i], tmp);
+                src = tmp;
+            }
+            cudaError_t e = cudaMemcpy(d->bqkv + off, src, nb[i] * sizeof(float),
+                                       cudaMemcpyHostToDevice);
+            free(tmp);
+            CK(e);
+            off += nb[i];
+        }
+    }
+    return ENG_OK;
+}
+
+static int check_config(const eng_config *g, eng_err *err) {
+    if (g->hidden < 8 || g->n_layers < 1 || g->n_heads < 1 || g->n_kv_heads < 1 ||
+        g->head_dim < 4 || g->intermediate < 8 || g->vocab_size < 1)
+        return eng_seterr(err, ENG_EFORMAT, "CUDA backend: bad model shape");
+    if (g->hidden % 8 || g->intermediate % 8 || (g->n_heads * g->head_dim) % 8)
+        return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: hidden (%d), intermediate (%d) "
+                          "and heads x head_dim must be multiples of 8", g->hidden,
+                          g->intermediate);
+    if (g->n_heads % g->n_kv_heads || g->n_heads / g->n_kv_heads > 8)
+        return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: %d query heads over %d kv heads "
+                          "(at most 8 per kv head)", g->n_heads, g->n_kv_heads);
+    if (g->head_dim > 256 || g->head_dim % 4 || 128 % (g->head_dim / 4))
+        return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: head_dim %d (supported: a power "
+                          "of two from 4 to 256)", g->head_dim);
+    return ENG_OK;
+}
+
+/* ------------------------------------------------------- activations */
+static void graphs_clear(cu_ctx *c) {
+    for (int i = 0; i < c->n_graphs; i++)
+        if (c->graphs[i].exec) cudaGraphExecDestroy(c->graphs[i].exec);
+    c->n_graphs = 0;
+}
+
+static void acts_free(cu_ctx *c) {
+    float *f[] = {c->x, c->y, c->q, c->attn, c->h, c->part, c->xo, c->logits};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) cudaFree(f[i]);
+    cudaFree(c->act);
+    cudaFree(c->d_res);
+    cudaFreeHost(c->h_res);
+    c->x = c->y = c->q = c->attn = c->h = c->part = c->xo = c->logits = NULL;
+    c->act = NULL; c->d_res = NULL; c->h_res = NULL;
+    c->cap_rows = c->cap_out = 0;
+}
+
+static int max3(int a, int b, int c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
+
+/* Grows the activation buffers to hold R rows and O out rows. */
+static int ensure_rows(cu_ctx *c, int R, int O, eng_err *err) {
+    if (R <= c->cap_rows && O <= c->cap_out) return ENG_OK;
+    const eng_config *g = &c->cfg;
+    int nr = R > c->cap_rows ? R : c->cap_rows, no = O > c->cap_out ? O : c->cap_out;
+    if (nr < 16) nr = 16;
+    if (no < 8) no = 8;
+    graphs_clear(c);
+    acts_free(c);
+    size_t H = g->hidden, I = g->intermediate, V = g->vocab_size;
+    size_t maxN = max3(c->qkv_dim, 2 * g->intermediate, g->hidden);
+    size_t maxK = max3(g->hidden, g->intermediate, c->q_dim);
+    size_t part = 0;
+    for (int r = 1; r <= nr; r++) {
+        size_t p = kern_attn_part_floats(r, g->n_heads, g->head_dim,
+                                         kern_attn_splits(r, g->n_kv_heads, c->n_sms));
+        if (p > part) part = p;
+    }
+    struct { void **p; size_t bytes; } want[] = {
+        {(void **)&c->x, (size_t)nr * H * 4},
+        {(void **)&c->y, 2 * (size_t)nr * maxN * 4},
+        {(void **)&c->q, (size_t)nr * c->q_dim * 4},
+        {(void **)&c->attn, (size_t)nr * c->q_dim * 4},
+        {(void **)&c->h, (size_t)(nr < 8 ? nr : 8) * I * 4},
+        {(void **)&c->part, part * 4},
+        {(void **)&c->xo, (size_t)no * H * 4},
+        {(void **)&c->logits, 2 * (size_t)no * V * 4},
+        {(void **)&c->act, (size_t)nr * maxK * 4},
+        {(void **)&c->d_res, (size_t)no * 12},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        cudaError_t e = cudaMalloc(want[i].p, want[i].bytes ? want[i].bytes : 16);
+        if (e != cudaSuccess) {
+            acts_free(c);
+            return eng_seterr(err, ENG_ENOMEM, "CUDA: cannot allocate %zu bytes of activations "
+                              "for %d rows: %s", want[i].bytes, nr, cudaGetErrorString(e));
+        }
+    }
+    cudaError_t e = cudaMallocHost((void **)&c->h_res, (size_t)no * 12);
+    if (e != cudaSuccess) {
+        acts_free(c);
+        return eng_seterr(err, ENG_ENOMEM, "CUDA: pinned result buffer: %s", cudaGetErrorString(e));
+    }
+    c->cap_rows = nr;
+    c->cap_out = no;
+    return ENG_OK;
+}
+
+static int ensure_in(cu_ctx *c, size_t bytes, eng_err *err) {
+    if (bytes <= c->cap_in) return ENG_OK;
+    size_t n = c->cap_in ? 2 * c->cap_in : 64 << 10;
+    while (n < bytes) n *= 2;
+    graphs_clear(c);
+    cudaFree(c->d_in);
+    cudaFreeHost(c->h_in);
+    c->d_in = c->h_in = NULL;
+    c->cap_in = 0;
+    cudaError_t e = cudaMalloc((void **)&c->d_in, n);
+    if (e == cudaSuccess) e = cudaMallocHost((void **)&c->h_in, n);
+    if (e != cudaSuccess)
+        return eng_seterr(err, ENG_ENOMEM, "CUDA: input buffer of %zu bytes: %s", n,
+                          cudaGetErrorString(e));
+    c->cap_in = n;
+    return ENG_OK;
+}
+
+/* ------------------------------------------------------------ forward */
+/* Enqueues the whole model for R rows (O out rows) on the stream. */
+static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
+    const eng_config *g = &c->cfg;
+    const kern_step *stp = (const kern_step *)c->d_in;
+    cudaStream_t s = c->st;
+    const int H = g->hidden, I = g->intermediate, V = g->vocab_size, nh = g->n_heads;
+    const int QKV = c->qkv_dim, QD = c->q_dim, wdt = c->wdt, sms = c->n_sms;
+    const float eps = g->rms_eps;
+    const bool small = R <= c->opt.gemv_max_rows;
+    const int amode = wdt == KERN_F32 ? KERN_ACT_F32 : c->opt.fast_gemm ? KERN_ACT_BF16
+                                                                       : KERN_ACT_SPLIT;
+    const int mul = amode == KERN_ACT_SPLIT ? 2 : 1, act_bf16 = amode != KERN_ACT_F32;
+    const int splits = kern_attn_splits(R, g->n_kv_heads, sms);
+    int rc;
+#define LO(buf, rows, n) (amode == KERN_ACT_SPLIT ? (buf) + (size_t)(rows) * (n) : NULL)
+#define GEMM(W, N, K, rows, out) do { \
+        if ((rc = kern_blas_gemm(c->blas, s, W, wdt, N, K, c->act, act_bf16, (rows) * mul, out, err))) \
+            return rc; } while (0)
+
+    KC(kern_embed(s, c->embed, wdt, H, stp, R, c->x));
+    if (!small) KC(kern_add_norm(s, c->x, NULL, NULL, R, H, c->layers[0].attn_norm, eps, c->act, amode));
+    for (int l = 0; l < g->n_layers; l++) {
+        const cu_layer *w = &c->layers[l];
+        kern_kv kv = {c->kv + (size_t)l * 2 * g->n_kv_heads * c->block_size * g->head_dim,
+                      (long long)c->blk_floats, g->n_kv_heads, g->head_dim, c->block_size, 0};
+        if (small) {
+            KC(kern_gemv(s, w->wqkv, wdt, QKV, H, c->x, R, w->attn_norm, eps, KERN_STORE, c->y, sms));
+            KC(kern_rope_kv(s, c->y, NULL, w->bqkv, stp, R, nh, c->inv_freq, c->q, kv));
+        } else {
+            GEMM(w->wqkv, QKV, H, R, c->y);
+            KC(kern_rope_kv(s, c->y, LO(c->y, R, QKV), w->bqkv, stp, R, nh, c->inv_freq, c->q, kv));
+        }
+        KC(kern_attention(s, c->q, kv, stp, R, nh, splits, c->attn, c->part));
+        if (small) {
+            KC(kern_gemv(s, w->wo, wdt, H, QD, c->attn, R, NULL, 0.f, KERN_RESID, c->x, sms));
+            KC(kern_gemv(s, w->wgu, wdt, 2 * I, H, c->x, R, w->ffn_norm, eps, KERN_SWIGLU, c->h, sms));
+            KC(kern_gemv(s, w->wdown, wdt, H, I, c->h, R, NULL, 0.f, KERN_RESID, c->x, sms));
+        } else {
+            const float *next = l + 1 < g->n_layers ? c->layers[l + 1].attn_norm : NULL;
+            KC(kern_to_act(s, c->attn, R, QD, c->act, amode));
+            GEMM(w->wo, H, QD, R, c->y);
+            KC(kern_add_norm(s, c->x, c->y, LO(c->y, R, H), R, H, w->ffn_norm, eps, c->act, amode));
+            GEMM(w->wgu, 2 * I, H, R, c->y);
+            KC(kern_swiglu(s, c->y, LO(c->y, R, 2 * I), R, I, c->act, amode));
+            GEMM(w->wdown, H, I, R, c->y);
+            KC(kern_add_norm(s, c->x, c->y, LO(c->y, R, H), R, H, next, eps, c->act, amode));
+        }
+    }
+    if (O > 0) {
+        int *ids = c->d_res;
+        float *lp = (float *)(c->d_res + c->cap_out), *ent = lp + c->cap_out;
+        const float *lo = NULL;
+        if (O <= c->opt.gemv_max_rows) {
+            KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->xo, KERN_ACT_F32));
+            KC(kern_gemv(s, c->lm_head, wdt, V, H, c->xo, O, NULL, 0.f, KERN_STORE, c->logits, sms));
+        } else {
+            KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->act, amode));
+            GEMM(c->lm_head, V, H, O, c->logits);
+            lo = LO(c->logits, O, V);
+        }
+        KC(kern_sample(s, c->logits, lo, O, V, stp, ids, lp, ent));
+    }
+#undef GEMM
+#undef LO
+    return ENG_OK;
+}
+
+static int bucket(int n) {
+    if (n <= 8) return n;
+    if (n <= 128) return (n + 15) & ~15;
+    return (n + 63) & ~63;
+}
+
+/* Runs the model from a graph for this shape: the first time eagerly (so
+ * modules load and cuBLASLt picks its algorithms outside capture), the
+ * second time captured, then replayed. */
+static int run_graph(cu_ctx *c, int R, int O, eng_err *err) {
+    cu_graph *gr = NULL;
+    for (int i = 0; i < c->n_graphs; i++)
+        if (c->graphs[i].R == R && c->graphs[i].O == O) gr = &c->graphs[i];
+    if (!gr) {
+        if (c->n_graphs < MAX_GRAPHS) gr = &c->graphs[c->n_graphs++];
+        else {
+            gr = &c->graphs[0];
+            for (int i = 1; i < MAX_GRAPHS; i++)
+                if (c->graphs[i].used < gr->used) gr = &c->graphs[i];
+            if (gr->exec) cudaGraphExecDestroy(gr->exec);
+        }
+        memset(gr, 0, sizeof *gr);
+        gr->R = R; gr->O = O;
+    }
+    gr->used = ++c->tick;
+    if (!gr->exec && gr->seen++ == 0) return enqueue(c, R, O, err);
+    if (!gr->exec) {
+        CK(cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal));
+        int rc = enqueue(c, R, O, err);
+        cudaGraph_t graph = NULL;
+        cudaError_t e = cudaStreamEndCapture(c->st, &graph);
+        if (rc) { if (graph) cudaGraphDestroy(graph); return rc; }
+        CK(e);
+        e = cudaGraphInstantiate(&gr->exec, graph, 0);
+        cudaGraphDestroy(graph);
+        if (e != cudaSuccess) { gr->exec = NULL; return dev_fail(c, err, e, "cudaGraphInstantiate"); }
+    }
+    CK(cudaGraphLaunch(gr->exec, c->st));
+    return ENG_OK;
+}
+
+static int check_batch(const cu_ctx *c, const eng_fwd_batch *b, eng_err *err) {
+    const eng_config *g = &c->cfg;
+    if (!b || b->n_rows < 1 || !b->tokens || !b->pos || !b->row_seq || b->n_seqs < 1 ||
+        !b->seq_len || !b->block_table)
+        return eng_seterr(err, ENG_EINVAL, "CUDA forward: empty or incomplete batch");
+    if (b->n_out < 0 || b->n_out > b->n_rows || (b->n_out > 0 && !b->out_rows))
+        return eng_seterr(err, ENG_EINVAL, "CUDA forward: bad out rows (%d of %d)", b->n_out,
+                          b->n_rows);
+    if (b->sampled && b->n_out > 0 && (!b->samp || !b->rng))
+        return eng_seterr(err, ENG_EINVAL, "CUDA forward: sampling asked without settings or rng");
+    for (int s = 0; s < b->n_seqs; s++) {
+        int len = b->seq_len[s], nb = (len + c->block_size - 1) / c->block_size;
+        if (len < 0) return eng_seterr(err, ENG_EINVAL, "CUDA forward: sequence %d has length %d", s, len);
+        if (nb > 0 && !b->block_table[s])
+            return eng_seterr(err, ENG_EINVAL, "CUDA forward: sequence %d has no block table", s);
+        for (int i = 0; i < nb; i++)
+            if (b->block_table[s][i] < 0 || b->block_table[s][i] >= c->n_blocks)
+                return eng_seterr(err, ENG_EINVAL, "CUDA forward: sequence %d block %d is %d "
+                                  "(pool has %d)", s, i, b->block_table[s][i], c->n_blocks);
+    }
+    for (int r = 0; r < b->n_rows; r++) {
+        int sq = b->row_seq[r];
+        if (b->tokens[r] < 0 || b->tokens[r] >= g->vocab_size)
+            return eng_seterr(err, ENG_EINVAL, "CUDA forward: row %d token %d outside vocab %d", r,
+                              b->tokens[r], g->vocab_size);
+        if (sq < 0 || sq >= b->n_seqs)
+            return eng_seterr(err, ENG_EINVAL, "CUDA forward: row %d names sequence %d of %d", r, sq,
+                              b->n_seqs);
+        if (b->pos[r] < 0 || b->pos[r] >= b->seq_len[sq])
+            return eng_seterr(err, ENG_EINVAL, "CUDA forward: row %d position %d outside sequence "
+                              "length %d", r, b->pos[r], b->seq_len[sq]);
+    }
+    for (int i = 0; i < b->n_out; i++)
+        if (b->out_rows[i] < 0 || b->out_rows[i] >= b->n_rows)
+            return eng_seterr(err, ENG_EINVAL, "CUDA forward: out row %d is %d", i, b->out_rows[i]);
+    return ENG_OK;
+}
+
+/* SplitMix64: the draw for one sampled token. */
+static double next_uniform(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static size_t align16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+/* Packs the pass into h_in: header, then arrays; padding rows (R..Rp) run
+ * token 0 at position 0 of a dummy sequence whose blocks are the scratch
+ * block, so they touch no real KV. */
+static int pack(cu_ctx *c, const eng_fwd_batch *b, int Rp, int Op, size_t *bytes, eng_err *err) {
+    int width = 1;
+    for (int s = 0; s < b->n_seqs; s++) {
+        int nb = (b->seq_len[s] + c->block_size - 1) / c->block_size;
+        if (nb > width) width = nb;
+    }
+    int S1 = b->n_seqs + 1;
+    size_t o_tok = align16(sizeof(kern_step)), o_pos = align16(o_tok + 4 * (size_t)Rp);
+    size_t o_rs = align16(o_pos + 4 * (size_t)Rp), o_out = align16(o_rs + 4 * (size_t)Rp);
+    size_t o_k = align16(o_out + 4 * (size_t)Op), o_t = align16(o_k + 4 * (size_t)Op);
+    size_t o_p = align16(o_t + 4 * (size_t)Op), o_u = align16(o_p + 4 * (size_t)Op);
+    size_t o_tab = align16(o_u + 8 * (size_t)Op), end = o_tab + 4 * (size_t)S1 * width;
+    int rc = ensure_in(c, end, err);
+    if (rc) return rc;
+    char *h = c->h_in, *d = c->d_in;
+    int *tok = (int *)(h + o_tok), *pos = (int *)(h + o_pos), *rs = (int *)(h + o_rs);
+    int *out = (int *)(h + o_out), *tk = (int *)(h + o_k), *tab = (int *)(h + o_tab);
+    float *tt = (float *)(h + o_t), *tp = (float *)(h + o_p);
+    double *uu = (double *)(h + o_u);
+    for (int r = 0; r < Rp; r++) {
+        bool real = r < b->n_rows;
+        tok[r] = real ? b->tokens[r] : 0;
+        pos[r] = real ? b->pos[r] : 0;
+        rs[r] = real ? b->row_seq[r] : b->n_seqs;
+    }
+    for (int i = 0; i < Op; i++) {
+        bool real = i < b->n_out;
+        out[i] = real ? b->out_rows[i] : 0;
+        tt[i] = 0.f; tk[i] = 0; tp[i] = 1.f; uu[i] = 0.0;
+        if (real && b->sampled) {
+            const eng_sampling *sp = &b->samp[i];
+            tt[i] = sp->temperature; tk[i] = sp->top_k; tp[i] = sp->top_p;
+            if (sp->temperature > 0.f) uu[i] = next_uniform(&b->rng[i]);
+        }
+    }
+    for (int s = 0; s < S1; s++) {
+        int nb = s < b->n_seqs ? (b->seq_len[s] + c->block_size - 1) / c->block_size : 0;
+        for (int i = 0; i < width; i++) tab[(size_t)s * width + i] = i < nb ? b->block_table[s][i] : c->n_blocks;
+    }
+    kern_step *hd = (kern_step *)h;
+    memset(hd, 0, sizeof *hd);
+    hd->n_rows = Rp; hd->n_out = Op; hd->table_stride = width;
+    hd->tokens = (const int *)(d + o_tok); hd->pos = (const int *)(d + o_pos);
+    hd->row_seq = (const int *)(d + o_rs); hd->table = (const int *)(d + o_tab);
+    hd->out_rows = (const int *)(d + o_out); hd->top_k = (const int *)(d + o_k);
+    hd->temp = (const float *)(d + o_t); hd->top_p = (const float *)(d + o_p);
+    hd->u = (const double *)(d + o_u);
+    *bytes = end;
+    return ENG_OK;
+}
+
+static int cu_forward(eng_backend *be, const eng_fwd_batch *b, eng_err *err) {
+    cu_ctx *c = (cu_ctx *)be->ctx;
+    if (c->broken)
+        return eng_seterr(err, ENG_EIO, "CUDA backend unusable after a device error (%s)",
+                          c->broken_msg);
+    int rc = check_batch(c, b, err);
+    if (rc) return rc;
+    const bool graph = !c->opt.no_graphs && b->n_rows <= GRAPH_MAX_ROWS;
+    const int Rp = graph ? bucket(b->n_rows) : b->n_rows;
+    const int Op = b->n_out == 0 ? 0 : graph ? bucket(b->n_out) : b->n_out;
+    if ((rc = ensure_rows(c, Rp, Op, err))) return rc;
+    size_t bytes;
+    if ((rc = pack(c, b, Rp, Op, &bytes, err))) return rc;
+    CK(cudaMemcpyAsync(c->d_in, c->h_in, bytes, cudaMemcpyHostToDevice, c->st));
+    rc = graph ? run_graph(c, Rp, Op, err) : enqueue(c, Rp, Op, err);
+    if (rc) {
+        cudaStreamSynchronize(c->st);
+        return rc;
+    }
+    const int O = b->n_out, V = c->cfg.vocab_size;
+    if (O > 0 && b->sampled)
+        CK(cudaMemcpyAsync(c->h_res, c->d_res, (size_t)c->cap_out * 12, cudaMemcpyDeviceToHost, c->st));
+    if (O > 0 && b->logits) {
+        bool split = Op > c->opt.gemv_max_rows && c->wdt == KERN_BF16 && !c->opt.fast_gemm;
+        if (split) KC(kern_add_rows(c->st, c->logits, c->logits + (size_t)Op * V, (size_t)Op * V));
+        CK(cudaMemcpyAsync(b->logits, c->logits, (size_t)O * V * sizeof(float),
+                           cudaMemcpyDeviceToHost, c->st));
+    }
+    CK(cudaStreamSynchronize(c->st));
+    if (O > 0 && b->sampled) {
+        const int *ids = c->h_res;
+        const float *lp = (const float *)(c->h_res + c->cap_out), *ent = lp + c->cap_out;
+        for (int i = 0; i < O; i++) {
+            b->sampled[i].id = ids[i];
+            b->sampled[i].logprob = lp[i];
+            b->sampled[i].entropy = ent[i];
+        }
+    }
+    return ENG_OK;
+}
+
+static int cu_copy_block(eng_backend *be, int src, int dst, eng_err *err) {
+    cu_ctx *c = (cu_ctx *)be->ctx;
+    if (c->broken)
+        return eng_seterr(err, ENG_EIO, "CUDA backend unusable after a device error (%s)",
+                          c->broken_msg);
+    if (src < 0 || src >= c->n_blocks || dst < 0 || dst >= c->n_blocks)
+        return eng_seterr(err, ENG_EINVAL, "CUDA copy_block: %d -> %d outside pool of %d", src, dst,
+                          c->n_blocks);
+    if (src == dst) return ENG_OK;
+    size_t n = c->blk_floats * sizeof(float);
+    CK(cudaMemcpyAsync(c->kv + (size_t)dst * c->blk_floats, c->kv + (size_t)src * c->blk_floats, n,
+                       cudaMemcpyDeviceToDevice, c->st));
+    return ENG_OK;
+}
+
+static void cu_destroy(eng_backend *be) {
+    if (!be) return;
+    cu_ctx *c = (cu_ctx *)be->ctx;
+    if (c) {
+        if (c->st) cudaStreamSynchronize(c->st);
+        graphs_clear(c);
+        acts_free(c);
+        cudaFree(c->d_in);
+        cudaFreeHost(c->h_in);
+        for (int i = 0; i < c->n_allocs; i++) cudaFree(c->allocs[i]);
+        free(c->allocs);
+        free(c->layers);
+        kern_blas_destroy(c->blas);
+        if (c->st) cudaStreamDestroy(c->st);
+        free(c);
+    }
+    free(be);
+}
+
+static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
+    const eng_config *g = &c->cfg;
+    int rc, ndev = 0;
+    cudaError_t e = cudaGetDeviceCount(&ndev);
+    if (e != cudaSuccess || ndev < 1)
+        return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: no CUDA device (%s)",
+                          e != cudaSuccess ? cudaGetErrorString(e) : "none found");
+    int dev;
+    CK(cudaGetDevice(&dev));
+    cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, dev));
+    if (prop.major != 9)
+        return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: built for sm_90a (Hopper); device "
+                          "%s is sm_%d%d", prop.name, prop.major, prop.minor);
+    c->n_sms = prop.multiProcessorCount;
+    snprintf(c->dev_name, sizeof c->dev_name, "%.120s", prop.name);
+    CK(cudaStreamCreateWithFlags(&c->st, cudaStreamNonBlocking));
+    if ((rc = kern_blas_create(&c->blas, err))) return rc;
+
+    c->q_dim = g->n_heads * g->head_dim;
+    c->kv_dim = g->n_kv_heads * g->head_dim;
+    c->qkv_dim = c->q_dim + 2 * c->kv_dim;
+    bool raw_bf16 = m->t_embed && m->t_embed->dtype == ENG_DT_BF16;
+    c->wdt = (c->opt.bf16_weights || raw_bf16) ? KERN_BF16 : KERN_F32;
+    size_t eb = c->wdt == KERN_BF16 ? 2 : 4, VH = (size_t)g->vocab_size * g->hidden;
+
+    c->layers = (cu_layer *)calloc(g->n_layers, sizeof *c->layers);
+    if (!c->layers) return eng_seterr(err, ENG_ENOMEM, "CUDA backend: out of host memory");
+    if (!m->layers) return eng_seterr(err, ENG_EFORMAT, "CUDA backend: model has no layers");
+    for (int l = 0; l < g->n_layers; l++)
+        if ((rc = upload_layer(c, &m->layers[l], &c->layers[l], l, err))) return rc;
+    if ((rc = dev_alloc(c, VH * eb, &c->embed, "embed_tokens", err))) return rc;
+    if ((rc = put_weight(c, (char *)c->embed, m->t_embed, m->embed, VH, "embed_tokens", err)))
+        return rc;
+    if (g->tie_embeddings) {
+        c->lm_head = c->embed;
+    } else {
+        if ((rc = dev_alloc(c, VH * eb, &c->lm_head, "lm_head", err))) return rc;
+        if ((rc = put_weight(c, (char *)c->lm_head, m->t_lm_head, m->lm_head, VH, "lm_head", err)))
+            return rc;
+    }
+    c->weight_bytes += VH * eb + (size_t)g->hidden * 4;
+    if ((rc = put_vec(c, &c->final_norm, m->t_final_norm, m->final_norm, g->hidden, "norm", err)))
+        return rc;
+    if (!m->rope_inv_freq) return eng_seterr(err, ENG_EFORMAT, "CUDA backend: model has no RoPE table");
+    if ((rc = put_vec(c, &c->inv_freq, NULL, m->rope_inv_freq, g->head_dim / 2, "rope", err)))
+        return rc;
+
+    c->blk_floats = (size_t)g->n_layers * 2 * g->n_kv_heads * c->block_size * g->head_dim;
+    size_t kv_bytes = (size_t)(c->n_blocks + 1) * c->blk_floats * sizeof(float);
+    if ((rc = dev_alloc(c, kv_bytes, (void **)&c->kv, "KV pool", err))) return rc;
+    CK(cudaMemset(c->kv, 0, kv_bytes));
+    return ensure_rows(c, 16, 8, err);
+}
+
+extern "C" int eng_backend_cuda_create_opts(const eng_model *m, int n_blocks, int block_size,
+                                            const eng_cuda_opts *o, eng_backend **out,
+                                            eng_err *err) {
+    if (!out) return eng_seterr(err, ENG_EINVAL, "CUDA backend: no output pointer");
+    *out = NULL;
+    if (!m) return eng_seterr(err, ENG_EINVAL, "CUDA backend: no model");
+    if (n_blocks < 1 || block_size < 1)
+        return eng_seterr(err, ENG_EINVAL, "CUDA backend: %d blocks of %d tokens", n_blocks,
+                          block_size);
+    int rc = check_config(&m->cfg, err);
+    if (rc) return rc;
+    cu_ctx *c = (cu_ctx *)calloc(1, sizeof *c);
+    eng_backend *be = (eng_backend *)calloc(1, sizeof *be);
+    if (!c || !be) {
+        free(c); free(be);
+        return eng_seterr(err, ENG_ENOMEM, "CUDA backend: out of host memory");
+    }
+    c->cfg = m->cfg;
+    if (o) c->opt = *o;
+    else eng_cuda_opts_default(&c->opt);
+    if (c->opt.gemv_max_rows < 0) c->opt.gemv_max_rows = 0;
+    if (c->opt.gemv_max_rows > 8) c->opt.gemv_max_rows = 8;
+    c->n_blocks = n_blocks;
+    c->block_size = block_size;
+    be->ctx = c;
+    be->forward = cu_forward;
+    be->copy_block = cu_copy_block;
+    be->destroy = cu_destroy;
+    if ((rc = create(c, m, err))) {
+        cu_destroy(be);
+        return rc;
+    }
+    *out = be;
+    return ENG_OK;
+}
+
+extern "C" int eng_backend_cuda_create(const eng_model *m, int n_blocks, int block_size,
+                                       eng_backend **out, eng_err *err) {
+    return eng_backend_cuda_create_opts(m, n_blocks, block_size, NULL, out, err);
+}
+
+extern "C" int eng_cuda_get_info(const eng_backend *b, eng_cuda_info *info) {
+    if (!b || !info || b->forward != cu_forward) return ENG_EINVAL;
+    const cu_ctx *c = (const cu_ctx *)b->ctx;
+    memset(info, 0, sizeof *info);
+    info->weight_bytes = c->weight_bytes;
+    info->kv_bytes_per_token = (size_t)c->cfg.n_layers * 2 * c->kv_dim * sizeof(float);
+    info->weights_bf16 = c->wdt == KERN_BF16;
+    info->n_sms = c->n_sms;
+    info->graphs = !c->opt.no_graphs;
+    snprintf(info->device, sizeof info->device, "%s", c->dev_name);
+    return ENG_OK;
+}

@@ -1,0 +1,119 @@
+/* kern.h — brisk's CUDA backend (built with `make CUDA=1` only) and the
+ * launchers of its kernels, which tests/test_cuda.c checks one by one.
+ *
+ * Precision (see kernels/NOTES.md): the residual stream, attention, softmax
+ * and the KV pool are f32; weights stay bf16 when the checkpoint is bf16 and
+ * f32 otherwise (unless bf16_weights); the custom GEMV reads f32 activations;
+ * cuBLASLt products split each activation into a bf16 high and low part
+ * (two rows per row, one pass over the weights) unless fast_gemm is set.
+ * Every function returns ENG_OK or an ENG_* code with a message in err; the
+ * launchers return a cudaError_t (0 = success). */
+#ifndef KERN_H
+#define KERN_H
+#include <stddef.h>
+#include <stdint.h>
+#include <cuda_runtime_api.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+#include "backend.h"
+
+/* ------------------------------------------------------------- backend */
+typedef struct eng_cuda_opts {
+    int bf16_weights;   /* 1: convert f32/f16 checkpoints to bf16 as well */
+    int fast_gemm;      /* 1: cuBLASLt takes bf16-rounded activations (no hi/lo split) */
+    int gemv_max_rows;  /* passes of up to this many rows (0..8) use the GEMV kernel */
+    int no_graphs;      /* 1: launch kernels directly, never replay CUDA graphs */
+} eng_cuda_opts;
+
+void eng_cuda_opts_default(eng_cuda_opts *o);
+int  eng_backend_cuda_create_opts(const eng_model *m, int n_blocks, int block_size,
+                                  const eng_cuda_opts *o, eng_backend **out, eng_err *err);
+
+/* Figures for benchmarks: weight bytes read by one decode step (every layer
+ * plus the lm_head), KV bytes stored per token (all layers, K and V), the
+ * device's name and multiprocessor count. */
+typedef struct eng_cuda_info {
+    size_t weight_bytes, kv_bytes_per_token;
+    int weights_bf16, n_sms, graphs;
+    char device[128];
+} eng_cuda_info;
+int eng_cuda_get_info(const eng_backend *b, eng_cuda_info *info);
+
+/* ------------------------------------------------------ kernel launchers */
+enum { KERN_F32 = 0, KERN_BF16 = 1 };                       /* weight storage */
+enum { KERN_ACT_F32 = 0, KERN_ACT_BF16 = 1, KERN_ACT_SPLIT = 2 }; /* GEMM input */
+enum { KERN_STORE = 0, KERN_RESID = 1, KERN_SWIGLU = 2 };   /* GEMV epilogue */
+
+/* One pass's inputs as they lie in device memory; the pointers point into
+ * the same device buffer.  Kernels read it at run time, so a captured graph
+ * serves every pass of the same padded shape. */
+typedef struct kern_step {
+    int n_rows, n_out, table_stride, pad_;
+    const int *tokens, *pos, *row_seq;   /* [n_rows] */
+    const int *table;                    /* [n_seqs][table_stride] block ids */
+    const int *out_rows, *top_k;         /* [n_out] */
+    const float *temp, *top_p;           /* [n_out] */
+    const double *u;                     /* [n_out] uniform draw in [0,1) */
+} kern_step;
+
+/* Paged KV pool of one layer: block b's keys of kv head h, slot s, lie at
+ * base + b*blk_stride + (h*block_size + s)*head_dim; values n_kv*block_size*
+ * head_dim floats further. */
+typedef struct kern_kv {
+    float *base;
+    long long blk_stride;
+    int n_kv, head_dim, block_size, pad_;
+} kern_kv;
+
+/* y[r][n] (mode STORE), y[r][n] += (RESID) or, with W = [gate; up] of
+ * N = 2*I rows, y[r][i] = silu(gate_i.x_r) * (up_i.x_r) (SWIGLU); R <= 8
+ * rows of x, each of K floats; with norm_w, x is RMS-normalised first. */
+int kern_gemv(cudaStream_t s, const void *W, int wdt, int N, int K, const float *x, int R,
+              const float *norm_w, float eps, int mode, float *y, int n_sms);
+int kern_embed(cudaStream_t s, const void *E, int wdt, int H, const kern_step *st, int R,
+               float *x);
+/* x += y (+ ylo) when y != NULL; then, when norm_w != NULL, act = norm(x)
+ * in act_mode ([R][H] f32 or bf16, or [2R][H] bf16 high rows then low rows). */
+int kern_add_norm(cudaStream_t s, float *x, const float *y, const float *ylo, int R, int H,
+                  const float *norm_w, float eps, void *act, int act_mode);
+/* act[o] = norm(x[out_rows[o]]) for o < O. */
+int kern_gather_norm(cudaStream_t s, const float *x, const kern_step *st, int O, int H,
+                     const float *norm_w, float eps, void *act, int act_mode);
+int kern_to_act(cudaStream_t s, const float *in, int R, int K, void *act, int act_mode);
+/* act[r][i] = silu(g) * u with g = y[r][i] (+ylo), u = y[r][I+i] (+ylo). */
+int kern_swiglu(cudaStream_t s, const float *y, const float *ylo, int R, int I, void *act,
+                int act_mode);
+/* qkv rows ([R][(nh+2*nkv)*hd], plus ylo, plus bias) -> RoPE'd q [R][nh*hd],
+ * RoPE'd k and v written into the pool at each row's position. */
+int kern_rope_kv(cudaStream_t s, const float *qkv, const float *qkv_lo, const float *bias,
+                 const kern_step *st, int R, int n_heads, const float *inv_freq, float *q,
+                 kern_kv kv);
+/* Row r attends to positions 0..pos[r] of its sequence; splits > 1 splits
+ * the positions over that many blocks (flash-decoding) and merges them
+ * through part ([R][splits][nh][hd+2] floats). */
+int kern_attention(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st, int R,
+                   int n_heads, int splits, float *out, float *part);
+int kern_attn_splits(int R, int n_kv, int n_sms);
+size_t kern_attn_part_floats(int R, int n_heads, int head_dim, int splits);
+/* For each out row o: log-softmax, entropy, greedy argmax (lowest id on
+ * ties) or temperature / top-k / top-p sampling with u[o].  logits rows are
+ * [O][V] (+ lo rows when lo != NULL). */
+int kern_sample(cudaStream_t s, const float *logits, const float *lo, int O, int V,
+                const kern_step *st, int *ids, float *logprob, float *entropy);
+int kern_add_rows(cudaStream_t s, float *y, const float *lo, size_t n);
+
+/* cuBLASLt products Y[n][N] (f32) = act[n][K] . W[N][K]^T. */
+typedef struct kern_blas kern_blas;
+int  kern_blas_create(kern_blas **out, eng_err *err);
+void kern_blas_destroy(kern_blas *b);
+int  kern_blas_gemm(kern_blas *b, cudaStream_t s, const void *W, int wdt, int N, int K,
+                    const void *act, int act_is_bf16, int n, float *Y, eng_err *err);
+
+/* Host-side bf16 rounding (round to nearest even), shared with the tests. */
+uint16_t kern_f32_to_bf16(float f);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

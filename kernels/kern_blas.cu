@@ -1,0 +1,142 @@
+/* kern_blas.cu — matrix products through cuBLASLt for passes with many rows
+ * (prefill, large decode batches).  Row-major Y[n][N] = act[n][K] W[N][K]^T
+ * is column-major Y^T = W^T act^T: A = W (stored K x N, transposed), B = act
+ * (K x n), D = Y^T (N x n).  bf16 weights meet bf16 activations with f32
+ * accumulation and f32 output; f32 weights meet f32 activations in plain
+ * f32 (no TF32).  Descriptors and the heuristic's choice are cached per
+ * shape, and the workspace is fixed, so products can be captured in graphs. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cublasLt.h>
+#include "kern_common.cuh"
+
+#define BLAS_WS_BYTES (32u << 20)
+#define BLAS_CACHE 96
+
+typedef struct blas_plan {
+    int N, K, n, wdt, act_bf16;
+    cublasLtMatmulDesc_t desc;
+    cublasLtMatrixLayout_t a, b, d;
+    cublasLtMatmulAlgo_t algo;
+} blas_plan;
+
+struct kern_blas {
+    cublasLtHandle_t lt;
+    void *ws;
+    blas_plan plan[BLAS_CACHE];
+    int n_plan, next_evict;
+};
+
+static int lt_fail(eng_err *err, cublasStatus_t s, const char *what) {
+    return eng_seterr(err, s == CUBLAS_STATUS_ALLOC_FAILED ? ENG_ENOMEM : ENG_EIO,
+                      "cuBLASLt: %s failed (status %d)", what, (int)s);
+}
+
+#define LT(call, what) do { cublasStatus_t s_ = (call); \
+    if (s_ != CUBLAS_STATUS_SUCCESS) return lt_fail(err, s_, what); } while (0)
+
+extern "C" int kern_blas_create(kern_blas **out, eng_err *err) {
+    *out = NULL;
+    kern_blas *b = (kern_blas *)calloc(1, sizeof *b);
+    if (!b) return eng_seterr(err, ENG_ENOMEM, "cuBLASLt wrapper: out of host memory");
+    cublasStatus_t s = cublasLtCreate(&b->lt);
+    if (s != CUBLAS_STATUS_SUCCESS) { free(b); return lt_fail(err, s, "cublasLtCreate"); }
+    cudaError_t e = cudaMalloc(&b->ws, BLAS_WS_BYTES);
+    if (e != cudaSuccess) {
+        cublasLtDestroy(b->lt);
+        free(b);
+        return eng_seterr(err, ENG_ENOMEM, "cuBLASLt workspace: %s", cudaGetErrorString(e));
+    }
+    *out = b;
+    return ENG_OK;
+}
+
+static void plan_free(blas_plan *p) {
+    if (p->desc) cublasLtMatmulDescDestroy(p->desc);
+    if (p->a) cublasLtMatrixLayoutDestroy(p->a);
+    if (p->b) cublasLtMatrixLayoutDestroy(p->b);
+    if (p->d) cublasLtMatrixLayoutDestroy(p->d);
+    memset(p, 0, sizeof *p);
+}
+
+extern "C" void kern_blas_destroy(kern_blas *b) {
+    if (!b) return;
+    for (int i = 0; i < b->n_plan; i++) plan_free(&b->plan[i]);
+    cudaFree(b->ws);
+    cublasLtDestroy(b->lt);
+    free(b);
+}
+
+static int plan_make(kern_blas *bl, blas_plan *p, eng_err *err) {
+    cudaDataType_t in_t = p->wdt == KERN_BF16 ? CUDA_R_16BF : CUDA_R_32F;
+    cublasOperation_t opT = CUBLAS_OP_T, opN = CUBLAS_OP_N;
+    LT(cublasLtMatmulDescCreate(&p->desc, CUBLAS_COMPUTE_32F, CUDA_R_32F), "MatmulDescCreate");
+    LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSA, &opT, sizeof opT),
+       "set TRANSA");
+    LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opN, sizeof opN),
+       "set TRANSB");
+    LT(cublasLtMatrixLayoutCreate(&p->a, in_t, p->K, p->N, p->K), "layout A");
+    LT(cublasLtMatrixLayoutCreate(&p->b, in_t, p->K, p->n, p->K), "layout B");
+    LT(cublasLtMatrixLayoutCreate(&p->d, CUDA_R_32F, p->N, p->n, p->N), "layout D");
+    cublasLtMatmulPreference_t pref;
+    LT(cublasLtMatmulPreferenceCreate(&pref), "PreferenceCreate");
+    size_t ws = BLAS_WS_BYTES;
+    cublasStatus_t s = cublasLtMatmulPreferenceSetAttribute(
+        pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    cublasLtMatmulHeuristicResult_t res;
+    int n_res = 0;
+    if (s == CUBLAS_STATUS_SUCCESS)
+        s = cublasLtMatmulAlgoGetHeuristic(bl->lt, p->desc, p->a, p->b, p->d, p->d, pref, 1, &res,
+                                           &n_res);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (s != CUBLAS_STATUS_SUCCESS) return lt_fail(err, s, "AlgoGetHeuristic");
+    if (n_res < 1)
+        return eng_seterr(err, ENG_EUNSUPPORTED, "cuBLASLt: no algorithm for %dx%dx%d (%s)",
+                          p->N, p->n, p->K, p->wdt == KERN_BF16 ? "bf16" : "f32");
+    p->algo = res.algo;
+    return ENG_OK;
+}
+
+static int plan_get(kern_blas *bl, int N, int K, int n, int wdt, int act_bf16, blas_plan **out,
+                    eng_err *err) {
+    for (int i = 0; i < bl->n_plan; i++) {
+        blas_plan *p = &bl->plan[i];
+        if (p->N == N && p->K == K && p->n == n && p->wdt == wdt && p->act_bf16 == act_bf16) {
+            *out = p;
+            return ENG_OK;
+        }
+    }
+    blas_plan *p;
+    if (bl->n_plan < BLAS_CACHE) p = &bl->plan[bl->n_plan++];
+    else {
+        p = &bl->plan[bl->next_evict];
+        bl->next_evict = (bl->next_evict + 1) % BLAS_CACHE;
+        plan_free(p);
+    }
+    p->N = N; p->K = K; p->n = n; p->wdt = wdt; p->act_bf16 = act_bf16;
+    int rc = plan_make(bl, p, err);
+    if (rc) {
+        plan_free(p);   /* leaves a zeroed slot that matches no shape */
+        p->N = -1;
+        return rc;
+    }
+    *out = p;
+    return ENG_OK;
+}
+
+extern "C" int kern_blas_gemm(kern_blas *b, cudaStream_t s, const void *W, int wdt, int N, int K,
+                              const void *act, int act_is_bf16, int n, float *Y, eng_err *err) {
+    if (N < 1 || K < 1 || n < 1)
+        return eng_seterr(err, ENG_EINVAL, "cuBLASLt: bad shape %dx%dx%d", N, n, K);
+    if ((wdt == KERN_BF16) != (act_is_bf16 != 0))
+        return eng_seterr(err, ENG_EINVAL, "cuBLASLt: weights and activations differ in type");
+    blas_plan *p;
+    int rc = plan_get(b, N, K, n, wdt, act_is_bf16 != 0, &p, err);
+    if (rc) return rc;
+    const float one = 1.f, zero = 0.f;
+    LT(cublasLtMatmul(b->lt, p->desc, &one, W, p->a, act, p->b, &zero, Y, p->d, Y, p->d, &p->algo,
+                      b->ws, BLAS_WS_BYTES, s),
+       "Matmul");
+    return ENG_OK;
+}

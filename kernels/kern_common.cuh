@@ -1,0 +1,56 @@
+/* kern_common.cuh — small device helpers shared by the kernel files. */
+#ifndef KERN_COMMON_CUH
+#define KERN_COMMON_CUH
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <stdint.h>
+#include "kern.h"
+
+/* bf16 -> f32 is a 16-bit shift; eight at once from one 16-byte load. */
+__device__ __forceinline__ void bf16x8_to_f32(uint4 v, float f[8]) {
+    f[0] = __uint_as_float(v.x << 16); f[1] = __uint_as_float(v.x & 0xffff0000u);
+    f[2] = __uint_as_float(v.y << 16); f[3] = __uint_as_float(v.y & 0xffff0000u);
+    f[4] = __uint_as_float(v.z << 16); f[5] = __uint_as_float(v.z & 0xffff0000u);
+    f[6] = __uint_as_float(v.w << 16); f[7] = __uint_as_float(v.w & 0xffff0000u);
+}
+
+__device__ __forceinline__ float bf16_to_f32(uint16_t v) {
+    return __uint_as_float((uint32_t)v << 16);
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Block-wide sum for blocks of up to 1024 threads; every thread gets it. */
+__device__ __forceinline__ float block_sum(float v, float *s_tmp /* [32] */) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) s_tmp[warp] = v;
+    __syncthreads();
+    float t = 0.f;
+    for (int i = 0; i < nw; i++) t += s_tmp[i];
+    return t;
+}
+
+/* Writes one activation element in the layout a GEMM expects (kern.h). */
+__device__ __forceinline__ void act_store(void *act, int mode, int R, int K, int r, int k,
+                                          float v) {
+    size_t i = (size_t)r * K + k;
+    if (mode == KERN_ACT_F32) {
+        ((float *)act)[i] = v;
+    } else {
+        __nv_bfloat16 hi = __float2bfloat16_rn(v);
+        ((__nv_bfloat16 *)act)[i] = hi;
+        if (mode == KERN_ACT_SPLIT)
+            ((__nv_bfloat16 *)act)[(size_t)R * K + i] = __float2bfloat16_rn(v - __bfloat162float(hi));
+    }
+}
+#endif

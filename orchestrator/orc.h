@@ -1,0 +1,88 @@
+/* orc.h — the orchestrator's core: a query is a task that drives one or more
+ * engine sequences step by step and reports events (JSON messages) to a sink.
+ * A scheduler runs many tasks over one engine, so every query shares the
+ * engine's continuous batch.  Single-threaded: the caller owns the thread. */
+#ifndef ORC_H
+#define ORC_H
+#include <cjson/cJSON.h>
+#include "eng.h"
+
+/* Where a task's events go.  emit takes ownership of msg.  congested (may be
+ * NULL) tells the scheduler that the reader is behind: the task is paused. */
+typedef struct orc_sink {
+    void *ud;
+    void (*emit)(void *ud, cJSON *msg);
+    int  (*congested)(void *ud);
+    void (*done)(void *ud, const char *id);  /* the task left the scheduler; may be NULL */
+} orc_sink;
+
+/* begin() may return ORC_WAIT: not admitted yet (e.g. the KV cache is short). */
+enum { ORC_RUNNING = 0, ORC_DONE = 1, ORC_WAIT = 2 };
+
+typedef struct orc_task orc_task;
+struct orc_task {
+    char id[64];              /* the client's query id */
+    orc_sink sink;
+    void *impl;
+    /* Before eng_step: add/fork/append/pause sequences. */
+    int  (*begin)(orc_task *t, eng_engine *e, eng_err *err);
+    /* After eng_step: read new tokens, emit; returns ORC_RUNNING or ORC_DONE
+     * (or a negative ENG_* code on error). */
+    int  (*end)(orc_task *t, eng_engine *e, eng_err *err);
+    /* Pause/resume every sequence of the task (backpressure). */
+    void (*set_paused)(orc_task *t, eng_engine *e, int paused);
+    /* Ends the task early: emits its final messages with the given reason
+     * ("cancelled", "disconnected", "shutdown", "error"), frees its sequences. */
+    void (*stop)(orc_task *t, eng_engine *e, const char *reason);
+    void (*destroy)(orc_task *t);
+    /* Set by the scheduler. */
+    int paused, started, in_round;
+    double t_submit;
+};
+
+/* Options shared by every mode. */
+typedef struct orc_query {
+    char id[64];
+    char *prompt;              /* raw text, or NULL when messages are given */
+    eng_chat_msg *messages;    /* ChatML messages (strings owned by the query) */
+    int n_messages;
+    int max_tokens;
+    eng_sampling samp;
+} orc_query;
+
+void orc_query_free(orc_query *q);
+
+/* Chat mode: one sequence, streamed token by token. */
+int orc_task_chat_create(const orc_query *q, const eng_model *m, orc_sink sink,
+                         orc_task **out, eng_err *err);
+
+/* ------------------------------------------------------------ scheduler */
+typedef struct orc_sched orc_sched;
+typedef struct orc_sched_stats {
+    int live_tasks, queued_tasks, batch_seqs;
+    long long steps, tokens;     /* since creation */
+    double step_seconds;         /* time spent in eng_step */
+} orc_sched_stats;
+
+int  orc_sched_create(eng_engine *e, int max_tasks, orc_sched **out, eng_err *err);
+void orc_sched_destroy(orc_sched *s);           /* stops every task ("shutdown") */
+/* Takes ownership of t. Returns ENG_EFULL when max_tasks are queued+live. */
+int  orc_sched_submit(orc_sched *s, orc_task *t, eng_err *err);
+/* Stops the task with that id and sink user data (NULL ud: any); 1 if found. */
+int  orc_sched_stop(orc_sched *s, const char *id, void *sink_ud, const char *reason);
+/* 1 if a task with that id and sink user data is queued or live. */
+int  orc_sched_has(const orc_sched *s, const char *id, void *sink_ud);
+/* Stops every task whose sink user data is ud (a client went away). */
+int  orc_sched_stop_all(orc_sched *s, void *sink_ud, const char *reason);
+/* One round: begin() of every task, one eng_step, end() of every task.
+ * Returns 1 after a step, 0 when there was nothing to do, -ENG_* on error. */
+int  orc_sched_step(orc_sched *s, eng_err *err);
+void orc_sched_get_stats(const orc_sched *s, orc_sched_stats *st);
+
+/* Small helpers shared by tasks. */
+double orc_now(void);
+int    orc_is_eos(const eng_config *c, int id);
+/* Builds the prompt's token ids (ChatML for messages). */
+int    orc_encode_query(const orc_query *q, const eng_tok *tok, int **ids, int *n, eng_err *err);
+cJSON *orc_msg(const char *type, const char *id);
+#endif

@@ -1,0 +1,156 @@
+/* task_chat.c — chat mode: one sequence, streamed token by token. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "orc.h"
+
+typedef struct chat {
+    orc_query q;
+    const eng_model *m;
+    int seq;                 /* -1 until admitted */
+    int n_prompt, n_gen;
+    eng_tok_stream ts;
+    char *text;              /* the answer so far */
+    size_t len, cap;
+    double t_start, t_first;
+} chat;
+
+static int append_text(chat *c, const char *s, int n) {
+    if (c->len + (size_t)n + 1 > c->cap) {
+        size_t nc = (c->cap ? c->cap * 2 : 256) + (size_t)n;
+        char *p = realloc(c->text, nc);
+        if (!p) return -1;
+        c->text = p;
+        c->cap = nc;
+    }
+    memcpy(c->text + c->len, s, (size_t)n);
+    c->len += (size_t)n;
+    c->text[c->len] = 0;
+    return 0;
+}
+
+static int chat_begin(orc_task *t, eng_engine *e, eng_err *err) {
+    chat *c = t->impl;
+    if (c->seq >= 0) return ORC_RUNNING;
+    int *ids = NULL, n = 0;
+    int rc = orc_encode_query(&c->q, eng_model_tok(c->m), &ids, &n, err);
+    if (rc) return rc;
+    /* Admit only when the prompt plus a margin fits, unless nothing else runs. */
+    int need = n / 16 + 2;
+    if (eng_kv_free_blocks(e) < need && eng_n_live(e) > 0) { free(ids); return ORC_WAIT; }
+    rc = eng_seq_add(e, ids, n, &c->q.samp, &c->seq, err);
+    free(ids);
+    if (rc) return rc;
+    c->n_prompt = n;
+    c->t_start = orc_now();
+    return ORC_RUNNING;
+}
+
+static void emit_final(orc_task *t, const char *finish) {
+    chat *c = t->impl;
+    cJSON *a = orc_msg("answer", t->id);
+    cJSON_AddStringToObject(a, "text", c->text ? c->text : "");
+    cJSON_AddStringToObject(a, "finish", finish);
+    t->sink.emit(t->sink.ud, a);
+    double now = orc_now();
+    cJSON *s = orc_msg("stats", t->id);
+    cJSON_AddNumberToObject(s, "prompt_tokens", c->n_prompt);
+    cJSON_AddNumberToObject(s, "tokens", c->n_gen);
+    cJSON_AddNumberToObject(s, "queue_ms", c->t_start > 0 ? (c->t_start - t->t_submit) * 1e3 : 0);
+    cJSON_AddNumberToObject(s, "ttft_ms", c->t_first > 0 ? (c->t_first - t->t_submit) * 1e3 : -1);
+    cJSON_AddNumberToObject(s, "decode_ms", c->t_first > 0 ? (now - c->t_first) * 1e3 : 0);
+    cJSON_AddNumberToObject(s, "wall_ms", (now - t->t_submit) * 1e3);
+    t->sink.emit(t->sink.ud, s);
+}
+
+static void release(orc_task *t, eng_engine *e) {
+    chat *c = t->impl;
+    if (c->seq >= 0) eng_seq_remove(e, c->seq);
+    c->seq = -1;
+}
+
+static int chat_end(orc_task *t, eng_engine *e, eng_err *err) {
+    chat *c = t->impl;
+    eng_token tk;
+    if (eng_seq_last(e, c->seq, &tk)) return -eng_seterr(err, ENG_EINVAL, "lost sequence");
+    if (!c->n_gen++) c->t_first = orc_now();
+    int eos = orc_is_eos(eng_model_config(c->m), tk.id);
+    if (!eos) {
+        char buf[128];
+        int w = eng_tok_stream_put(eng_model_tok(c->m), &c->ts, tk.id, 1, buf, sizeof buf);
+        if (append_text(c, buf, w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
+        cJSON *m = orc_msg("token", t->id);
+        cJSON_AddStringToObject(m, "text", buf);
+        cJSON_AddNumberToObject(m, "token", tk.id);
+        cJSON_AddNumberToObject(m, "logprob", tk.logprob);
+        t->sink.emit(t->sink.ud, m);
+    }
+    if (eos || c->n_gen >= c->q.max_tokens) {
+        emit_final(t, eos ? "stop" : "length");
+        release(t, e);
+        return ORC_DONE;
+    }
+    return ORC_RUNNING;
+}
+
+static void chat_pause(orc_task *t, eng_engine *e, int paused) {
+    chat *c = t->impl;
+    if (c->seq >= 0) eng_seq_pause(e, c->seq, paused);
+}
+
+static void chat_stop(orc_task *t, eng_engine *e, const char *reason) {
+    emit_final(t, reason);
+    release(t, e);
+}
+
+static void chat_destroy(orc_task *t) {
+    chat *c = t->impl;
+    orc_query_free(&c->q);
+    free(c->text);
+    free(c);
+    free(t);
+}
+
+/* Copies q (strings included) so the task owns its inputs. */
+static int copy_query(orc_query *dst, const orc_query *q) {
+    *dst = *q;
+    dst->prompt = NULL;
+    dst->messages = NULL;
+    dst->n_messages = 0;
+    if (q->prompt && !(dst->prompt = strdup(q->prompt))) return -1;
+    if (q->n_messages) {
+        dst->messages = calloc((size_t)q->n_messages, sizeof *dst->messages);
+        if (!dst->messages) return -1;
+        for (int i = 0; i < q->n_messages; i++, dst->n_messages++) {
+            dst->messages[i].role = strdup(q->messages[i].role);
+            dst->messages[i].content = strdup(q->messages[i].content);
+            if (!dst->messages[i].role || !dst->messages[i].content) { dst->n_messages++; return -1; }
+        }
+    }
+    return 0;
+}
+
+int orc_task_chat_create(const orc_query *q, const eng_model *m, orc_sink sink,
+                         orc_task **out, eng_err *err) {
+    orc_task *t = calloc(1, sizeof *t);
+    chat *c = calloc(1, sizeof *c);
+    if (!t || !c || copy_query(&c->q, q)) {
+        if (c) orc_query_free(&c->q);
+        free(t);
+        free(c);
+        return eng_seterr(err, ENG_ENOMEM, "out of memory creating a query");
+    }
+    if (c->q.max_tokens <= 0) c->q.max_tokens = 256;
+    c->m = m;
+    c->seq = -1;
+    snprintf(t->id, sizeof t->id, "%s", q->id);
+    t->sink = sink;
+    t->impl = c;
+    t->begin = chat_begin;
+    t->end = chat_end;
+    t->set_paused = chat_pause;
+    t->stop = chat_stop;
+    t->destroy = chat_destroy;
+    *out = t;
+    return ENG_OK;
+}

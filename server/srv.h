@@ -1,0 +1,56 @@
+/* srv.h — brisk's websocket agent server: one libwebsockets event loop for
+ * clients (websocket + /health, /metrics, /) and one engine thread that runs
+ * the orchestrator's scheduler.  The protocol is in docs/protocol.md. */
+#ifndef SRV_H
+#define SRV_H
+#include "orc.h"
+
+typedef struct srv_limits {
+    size_t max_message;        /* bytes in one client message */
+    int max_queries_per_client;
+    int max_tokens_cap;        /* per query */
+    size_t max_outbox;         /* queued bytes per client before its queries pause */
+} srv_limits;
+
+typedef struct srv_opts {
+    const char *host;          /* bind address; "127.0.0.1" default */
+    int port;                  /* 0 = pick a free port (see srv_port) */
+    const char *token;         /* bearer token; NULL only allowed on loopback */
+    const char *allowed_origin;/* NULL = same host only; "*" = any */
+    const char *web_root;      /* folder with index.html */
+    int max_tasks;             /* queries in flight over all clients */
+    srv_limits lim;
+} srv_opts;
+
+void srv_default_opts(srv_opts *o);
+
+/* ------------------------------------------------ protocol (proto.c) */
+enum { SRV_REQ_QUERY = 1, SRV_REQ_CANCEL, SRV_REQ_PING };
+
+typedef struct srv_request {
+    int type;
+    char id[64];
+    char mode[16];             /* chat | reason | agent | parallel */
+    orc_query q;
+    int n_branches;            /* reason */
+    double budget_s;           /* latency budget, 0 = none */
+    cJSON *body;               /* the whole message, for mode-specific fields */
+} srv_request;
+
+/* Parses and validates one client message.  On failure returns an ENG_* code,
+ * sets *code to a short machine-readable error code and err->msg. */
+int  srv_parse_request(const char *buf, size_t len, const srv_limits *lim,
+                       srv_request *out, const char **code, eng_err *err);
+void srv_request_free(srv_request *r);
+/* {"type":"error","id":id,"code":code,"message":msg} as a malloc'd string. */
+char *srv_error_json(const char *id, const char *code, const char *msg);
+
+/* ------------------------------------------------ server (srv.c) */
+typedef struct srv srv;
+int  srv_create(eng_engine *e, const srv_opts *o, srv **out, eng_err *err);
+int  srv_port(const srv *s);
+/* Runs until srv_stop (e.g. from a signal handler) is called. */
+int  srv_run(srv *s);
+void srv_stop(srv *s);        /* async-signal-safe */
+void srv_destroy(srv *s);
+#endif

@@ -1,0 +1,279 @@
+#!/usr/bin/python3
+"""Integration tests of `brisk serve` through a real websocket client (Debian's
+python3-websockets).  Usage: server_test.py BRISK_BINARY MODEL_DIR
+Prints one line per test and a closing "N passed, N failed"."""
+import asyncio, json, os, signal, subprocess, sys, time, urllib.request, urllib.error
+import websockets
+
+BRISK, MODEL = sys.argv[1], sys.argv[2]
+results = []
+
+def start(*extra):
+    p = subprocess.Popen([BRISK, "serve", "--model", MODEL, "--port", "0", *extra],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = p.stdout.readline()
+    if "serving" not in line:
+        raise RuntimeError("server did not start: " + line + p.stderr.read())
+    port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
+    return p, port
+
+def http(port, path, headers=None):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+async def recv_json(ws, timeout=20):
+    return json.loads(await asyncio.wait_for(ws.recv(), timeout))
+
+async def collect(ws, qid, timeout=30):
+    """Messages of one query until its stats message."""
+    out = []
+    while True:
+        m = await recv_json(ws, timeout)
+        if m.get("id") == qid:
+            out.append(m)
+            if m["type"] == "stats":
+                return out
+
+def check(name, cond, detail=""):
+    results.append((name, bool(cond)))
+    print(("ok   " if cond else "FAIL ") + name + ("" if cond else "  " + str(detail)), flush=True)
+
+async def t_basic(port):
+    async with websockets.connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+        await ws.send(json.dumps({"type": "ping", "id": "p1"}))
+        m = await recv_json(ws)
+        check("ping gets pong", m == {"type": "pong", "id": "p1"}, m)
+        await ws.send(json.dumps({"type": "query", "id": "a", "prompt": "The quick brown fox", "max_tokens": 12}))
+        msgs = await collect(ws, "a")
+        toks = [m for m in msgs if m["type"] == "token"]
+        ans = [m for m in msgs if m["type"] == "answer"]
+        check("query streams tokens then answer then stats",
+              len(ans) == 1 and msgs[-1]["type"] == "stats" and msgs[-2]["type"] == "answer" and 0 < len(toks) <= 12, msgs[-3:])
+        check("token texts add up to the answer", "".join(t["text"] for t in toks) == ans[0]["text"])
+        st = msgs[-1]
+        check("stats carry timings", st["tokens"] >= len(toks) and st["ttft_ms"] >= 0 and st["wall_ms"] >= st["ttft_ms"], st)
+        gen = subprocess.run([BRISK, "generate", "--model", MODEL, "--prompt", "The quick brown fox",
+                              "--max-tokens", "12"], capture_output=True, text=True)
+        check("greedy answer equals `brisk generate`", gen.stdout.rstrip("\n") == ans[0]["text"], (gen.stdout, ans[0]["text"]))
+        await ws.send(json.dumps({"type": "query", "id": "m", "max_tokens": 5,
+                                  "messages": [{"role": "user", "content": "What is 2+2?"}]}))
+        msgs = await collect(ws, "m")
+        check("chat messages query answered", any(m["type"] == "answer" for m in msgs))
+        # several queries at once on one connection, routed by id
+        ids = [f"c{i}" for i in range(4)]  # the server runs with a cap of 4 per client
+        for i in ids:
+            await ws.send(json.dumps({"type": "query", "id": i, "prompt": "count " + i, "max_tokens": 10,
+                                      "temperature": 0.8, "seed": 7}))
+        done, seen = set(), {}
+        while len(done) < len(ids):
+            m = await recv_json(ws)
+            seen.setdefault(m["id"], []).append(m["type"])
+            if m["type"] == "stats": done.add(m["id"])
+        check("concurrent queries on one connection all answered",
+              all(seen[i].count("answer") == 1 and seen[i][-1] == "stats" for i in ids), seen)
+        # cancel
+        await ws.send(json.dumps({"type": "query", "id": "long", "prompt": "go on", "max_tokens": 4000}))
+        while (await recv_json(ws))["type"] != "token":
+            pass
+        await ws.send(json.dumps({"type": "cancel", "id": "long"}))
+        msgs = await collect(ws, "long")
+        ans = [m for m in msgs if m["type"] == "answer"]
+        check("cancel ends the query with finish=cancelled", ans and ans[0]["finish"] == "cancelled", ans)
+        await ws.send(json.dumps({"type": "cancel", "id": "nope"}))
+        m = await recv_json(ws)
+        check("cancel of an unknown id is an error", m["type"] == "error" and m["code"] == "unknown_query", m)
+        await ws.send(json.dumps({"type": "query", "id": "d1", "prompt": "x", "max_tokens": 3000}))
+        await ws.send(json.dumps({"type": "query", "id": "d1", "prompt": "x", "max_tokens": 5}))
+        got = None
+        while got is None:
+            m = await recv_json(ws)
+            if m["type"] == "error": got = m
+        check("duplicate live id is refused", got["code"] == "duplicate_id", got)
+        await ws.send(json.dumps({"type": "cancel", "id": "d1"}))
+        await collect(ws, "d1")
+
+MALFORMED = [
+    "not json", "[1,2]", "\"str\"", "42", "null", "{}", '{"type":5}', '{"type":"bogus"}',
+    '{"type":"query"}', '{"type":"query","id":""}', '{"type":"query","id":"' + "x" * 80 + '","prompt":"a"}',
+    '{"type":"query","id":7,"prompt":"a"}', '{"type":"query","id":"a","prompt":5}', '{"type":"query","id":"a","prompt":""}',
+    '{"type":"query","id":"a","prompt":"a","messages":[]}', '{"type":"query","id":"a","messages":"hi"}',
+    '{"type":"query","id":"a","messages":[]}', '{"type":"query","id":"a","messages":[{"content":"x"}]}',
+    '{"type":"query","id":"a","messages":[{"role":"wizard","content":"x"}]}',
+    '{"type":"query","id":"a","messages":[{"role":"user","content":3}]}',
+    '{"type":"query","id":"a","prompt":"a","mode":"dance"}', '{"type":"query","id":"a","prompt":"a","mode":1}',
+    '{"type":"query","id":"a","prompt":"a","max_tokens":0}', '{"type":"query","id":"a","prompt":"a","max_tokens":1e9}',
+    '{"type":"query","id":"a","prompt":"a","max_tokens":"5"}', '{"type":"query","id":"a","prompt":"a","temperature":-1}',
+    '{"type":"query","id":"a","prompt":"a","temperature":100}', '{"type":"query","id":"a","prompt":"a","top_p":2}',
+    '{"type":"query","id":"a","prompt":"a","top_k":-1}', '{"type":"query","id":"a","prompt":"a","seed":-5}',
+    '{"type":"query","id":"a","prompt":"a","n":0}', '{"type":"query","id":"a","prompt":"a","budget_s":0}',
+    '{"type":"cancel"}', '{"type":"query","id":"a","prompt":"a"', '{"type":"query","id":"a","prompt":"\\ud800"', "",
+    '{"type":"query","id":"a","prompt":"a","mode":"chat","max_tokens":[1]}',
+]
+
+async def t_malformed(port):
+    async with websockets.connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+        bad = []
+        for i, s in enumerate(MALFORMED):
+            await ws.send(s)
+            m = await recv_json(ws)
+            if m.get("type") != "error" or not m.get("code") or not m.get("message"):
+                bad.append((s, m))
+            await ws.send(json.dumps({"type": "ping", "id": f"after{i}"}))
+            if (await recv_json(ws)) != {"type": "pong", "id": f"after{i}"}:
+                bad.append((s, "no pong after"))
+        check(f"{len(MALFORMED)} malformed messages each get an error, connection stays up", not bad, bad[:3])
+        await ws.send(b"\xff\xfe binary \x00")
+        m = await recv_json(ws)
+        check("binary garbage gets an error", m.get("type") == "error", m)
+        await ws.send("{" + " " * (2 << 20) + "}")
+        m = await recv_json(ws)
+        check("oversized message gets too_large", m.get("code") == "too_large", m)
+        await ws.send(json.dumps({"type": "ping", "id": "still"}))
+        check("connection alive after oversized message", (await recv_json(ws)).get("id") == "still")
+
+async def t_limits(port):
+    async with websockets.connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+        for i in range(5):
+            await ws.send(json.dumps({"type": "query", "id": f"l{i}", "prompt": "a", "max_tokens": 2000}))
+        err = None
+        while err is None:
+            m = await recv_json(ws)
+            if m["type"] == "error": err = m
+        check("per-client query cap enforced", err["code"] == "too_many_queries" and err["id"] == "l4", err)
+    # the connection closed with 4 queries in flight: they must be freed
+    ok = False
+    for _ in range(50):
+        _, body = http(port, "/metrics")
+        if "brisk_live_queries 0" in body and "brisk_queue_depth 0" in body:
+            ok = True
+            break
+        await asyncio.sleep(0.1)
+    check("disconnect mid-stream frees the client's queries", ok, body)
+    code, _ = http(port, "/health")
+    check("server healthy after disconnect", code == 200)
+
+async def t_auth(port):
+    for name, kw in (("no token", {}), ("wrong token", {"extra_headers": {"Authorization": "Bearer nope"}})):
+        try:
+            async with websockets.connect(f"ws://127.0.0.1:{port}/", **kw) as ws:
+                await ws.send('{"type":"ping"}'); await recv_json(ws, 2)
+                check(f"auth: {name} refused", False, "connected")
+        except Exception:
+            check(f"auth: {name} refused", True)
+    async with websockets.connect(f"ws://127.0.0.1:{port}/", extra_headers={"Authorization": "Bearer s3cret"}) as ws:
+        await ws.send('{"type":"ping","id":"h"}')
+        check("auth: bearer header accepted", (await recv_json(ws))["id"] == "h")
+    async with websockets.connect(f"ws://127.0.0.1:{port}/?token=s3cret") as ws:
+        await ws.send('{"type":"ping","id":"u"}')
+        check("auth: ?token= accepted", (await recv_json(ws))["id"] == "u")
+    try:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/?token=s3cret", origin="http://evil.example") as ws:
+            await ws.send('{"type":"ping"}'); await recv_json(ws, 2)
+            check("foreign origin refused", False)
+    except Exception:
+        check("foreign origin refused", True)
+    code, _ = http(port, "/metrics")
+    check("metrics need the token", code == 401, code)
+    code, body = http(port, "/metrics", {"Authorization": "Bearer s3cret"})
+    check("metrics with the token", code == 200 and "brisk_tokens_total" in body, code)
+
+async def t_shutdown(p, port):
+    async with websockets.connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+        await ws.send(json.dumps({"type": "query", "id": "s", "prompt": "run", "max_tokens": 4000}))
+        while (await recv_json(ws))["type"] != "token":
+            pass
+        p.send_signal(signal.SIGTERM)
+        msgs = await collect(ws, "s")
+        ans = [m for m in msgs if m["type"] == "answer"]
+        check("SIGTERM: in-flight query gets a final answer (finish=shutdown)", ans and ans[0]["finish"] == "shutdown", ans)
+    try:
+        rc = p.wait(10)
+    except subprocess.TimeoutExpired:
+        p.kill(); rc = None
+    check("SIGTERM: server exits cleanly", rc == 0, rc)
+
+def rss_kb(pid):
+    for l in open(f"/proc/{pid}/status"):
+        if l.startswith("VmRSS"): return int(l.split()[1])
+
+async def load_round(port, n_clients=64, per=4):
+    ttft, lost = [], []
+    async def client(ci):
+        async with websockets.connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+            qs = {f"q{ci}-{k}": time.time() for k in range(per)}
+            for q in qs:
+                await ws.send(json.dumps({"type": "query", "id": q, "prompt": f"client {ci} query {q}", "max_tokens": 16}))
+            first, answers, stats, toks = {}, {}, set(), {}
+            while len(stats) < per:
+                m = await recv_json(ws, 60)
+                q = m["id"]
+                if m["type"] == "token":
+                    first.setdefault(q, time.time()); toks[q] = toks.get(q, "") + m["text"]
+                elif m["type"] == "answer":
+                    if q in answers: lost.append(("dup answer", q))
+                    answers[q] = m["text"]
+                elif m["type"] == "stats":
+                    stats.add(q)
+                elif m["type"] == "error":
+                    lost.append(("error", m))
+            for q in qs:
+                if answers.get(q) != toks.get(q, ""): lost.append(("tokens != answer", q))
+                if q in first: ttft.append(first[q] - qs[q])
+    t0 = time.time()
+    await asyncio.gather(*(client(i) for i in range(n_clients)))
+    return ttft, lost, time.time() - t0
+
+async def t_load(p, port):
+    await load_round(port)                      # warm-up: arenas grow once
+    idle = rss_kb(p.pid)
+    ttft, lost, wall = await load_round(port)
+    await asyncio.sleep(0.5)
+    after = rss_kb(p.pid)
+    ttft.sort()
+    n = 64 * 4
+    print(f"load: {n} queries from 64 clients in {wall:.2f} s, {n * 16 / wall:.0f} tokens/s, "
+          f"ttft p50 {ttft[len(ttft)//2]*1e3:.1f} ms p99 {ttft[int(len(ttft)*0.99)-1]*1e3:.1f} ms, "
+          f"rss {idle} kB -> {after} kB", flush=True)
+    check("load: 64 clients x 4 queries, none lost or duplicated", not lost and len(ttft) == n, lost[:3])
+    check("load: memory back to its idle level", after <= idle * 1.10 + 2048, (idle, after))
+
+async def main():
+    p, port = start("--max-queries-per-client", "4")
+    try:
+        code, body = http(port, "/health")
+        check("GET /health", code == 200 and json.loads(body)["status"] == "ok", body)
+        code, body = http(port, "/metrics")
+        check("GET /metrics is Prometheus text", code == 200 and "# TYPE brisk_queue_depth gauge" in body, body[:200])
+        code, body = http(port, "/")
+        check("GET / serves the page", code == 200 and "<title>brisk</title>" in body, code)
+        code, _ = http(port, "/nope")
+        check("unknown path is 404", code == 404, code)
+        await t_basic(port)
+        await t_malformed(port)
+        await t_limits(port)
+        await t_load(p, port)
+        await t_shutdown(p, port)
+    finally:
+        if p.poll() is None: p.kill()
+    p, port = start("--token", "s3cret")
+    try:
+        await t_auth(port)
+    finally:
+        p.terminate(); p.wait(10)
+    r = subprocess.run([BRISK, "serve", "--model", MODEL, "--host", "0.0.0.0", "--port", "0"],
+                       capture_output=True, text=True, timeout=30)
+    check("no token off loopback is refused", r.returncode != 0 and "token" in r.stderr, r.stderr)
+    r = subprocess.run([BRISK, "serve", "--model", "/nonexistent", "--port", "0"], capture_output=True, text=True, timeout=30)
+    check("missing model gives a clear error", r.returncode != 0 and "/nonexistent" in r.stderr, r.stderr)
+
+try:
+    asyncio.run(main())
+except Exception as e:
+    check("server test harness ran to the end", False, repr(e))
+passed = sum(1 for _, ok in results if ok)
+print(f"{passed} passed, {len(results) - passed} failed")
+sys.exit(0 if passed == len(results) else 1)

@@ -1,0 +1,680 @@
+/* test_engine.c — the engine on the CPU backend against logits computed by
+ * transformers (tests/fixtures/<model>/ref.json + ref_logits.bin), and the
+ * engine's own promises: batching does not change results, forks share KV
+ * blocks copy-on-write, a full cache is refused cleanly, bad arguments are
+ * errors. */
+#include "t.h"
+#include <cJSON.h>
+#include "backend.h"
+
+#define TOL 1e-4
+#define N_GEN 16
+
+typedef struct prompt { int *ids, n_ids, n_prompt, row_offset; } prompt;
+
+typedef struct fixture {
+    const char *name;
+    eng_model *m;
+    int vocab, rows, n_prompts;
+    prompt p[8];
+    float *ref;   /* [rows][vocab] */
+} fixture;
+
+static fixture fx[2] = { { .name = "tiny-qwen2" }, { .name = "tiny-llama" } };
+
+static char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) { free(buf); buf = NULL; }
+    fclose(f);
+    if (buf) { buf[n] = 0; if (len) *len = (size_t)n; }
+    return buf;
+}
+
+/* Loads model, prompts and reference logits; returns 0 on failure. */
+static int load_fixture(fixture *f) {
+    if (f->m) return 1;
+    char path[512];
+    eng_err err = { 0 };
+    snprintf(path, sizeof path, "tests/fixtures/%s", f->name);
+    if (eng_model_load(path, &f->m, &err)) {
+        printf("  %s: %s\n", path, err.msg);
+        return 0;
+    }
+    snprintf(path, sizeof path, "tests/fixtures/%s/ref.json", f->name);
+    char *js = read_file(path, NULL);
+    cJSON *root = js ? cJSON_Parse(js) : NULL;
+    free(js);
+    if (!root) { printf("  cannot read %s\n", path); return 0; }
+    f->vocab = cJSON_GetObjectItem(root, "vocab")->valueint;
+    f->rows = cJSON_GetObjectItem(root, "rows")->valueint;
+    const cJSON *ps = cJSON_GetObjectItem(root, "prompts"), *p;
+    cJSON_ArrayForEach(p, ps) {
+        if (f->n_prompts == 8) break;
+        prompt *q = &f->p[f->n_prompts++];
+        const cJSON *ids = cJSON_GetObjectItem(p, "ids"), *id;
+        q->n_ids = cJSON_GetArraySize(ids);
+        q->ids = malloc(sizeof(int) * (size_t)q->n_ids);
+        int i = 0;
+        cJSON_ArrayForEach(id, ids) q->ids[i++] = id->valueint;
+        q->n_prompt = cJSON_GetObjectItem(p, "n_prompt")->valueint;
+        q->row_offset = cJSON_GetObjectItem(p, "row_offset")->valueint;
+    }
+    cJSON_Delete(root);
+    snprintf(path, sizeof path, "tests/fixtures/%s/ref_logits.bin", f->name);
+    size_t len = 0;
+    f->ref = (float *)read_file(path, &len);
+    if (!f->ref || len != (size_t)f->rows * f->vocab * sizeof(float)) {
+        printf("  %s: expected %d x %d floats\n", path, f->rows, f->vocab);
+        return 0;
+    }
+    if (eng_model_config(f->m)->vocab_size != f->vocab) {
+        printf("  %s: model vocab %d, reference %d\n", f->name,
+               eng_model_config(f->m)->vocab_size, f->vocab);
+        return 0;
+    }
+    return 1;
+}
+
+static const float *ref_row(const fixture *f, const prompt *p, int pos) {
+    return f->ref + (size_t)(p->row_offset + pos) * f->vocab;
+}
+
+static double rel_err(const float *a, const float *b, int n) {
+    double d = 0, nb = 0;
+    for (int i = 0; i < n; i++) {
+        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        nb += (double)b[i] * b[i];
+    }
+    return sqrt(d) / (sqrt(nb) + 1e-30);
+}
+
+static eng_engine *make_engine(fixture *f, int block_size, int n_blocks, int n_threads) {
+    eng_opts o = { .backend = ENG_BACKEND_CPU, .n_threads = n_threads, .block_size = block_size,
+                   .n_blocks = n_blocks, .max_seqs = 64 };
+    eng_engine *e = NULL;
+    eng_err err = { 0 };
+    if (eng_create(f->m, &o, &e, &err)) printf("  eng_create: %s\n", err.msg);
+    return e;
+}
+
+static int step(eng_engine *e) {
+    eng_err err = { 0 };
+    int rc = eng_step(e, &err);
+    if (rc) printf("  eng_step: %d %s\n", rc, err.msg);
+    return rc;
+}
+
+static int add(eng_engine *e, const int *ids, int n, const eng_sampling *s) {
+    eng_err err = { 0 };
+    int id = -1;
+    if (eng_seq_add(e, ids, n, s, &id, &err)) printf("  eng_seq_add: %s\n", err.msg);
+    return id;
+}
+
+/* Checks logits rows [0, rows) of seq against reference positions pos0... */
+static void check_rows(const fixture *f, const prompt *p, const float *lg, int rows, int pos0,
+                       const char *what) {
+    for (int r = 0; r < rows; r++) {
+        double e = rel_err(lg + (size_t)r * f->vocab, ref_row(f, p, pos0 + r), f->vocab);
+        T_CHECKF(e < TOL, "%s %s: position %d: relative error %.3g", f->name, what, pos0 + r, e);
+    }
+}
+
+/* --------------------------------------------------------- reference */
+/* Every prompt alone: prefill logits at every position, then N_GEN greedy
+ * decode steps, against transformers. */
+static void reference(fixture *f) {
+    if (!load_fixture(f)) { T_CHECKF(0, "fixture %s did not load", f->name); return; }
+    eng_engine *e = make_engine(f, 16, 0, 2);
+    T_CHECK(e);
+    if (!e) return;
+    double worst = 0;
+    for (int pi = 0; pi < f->n_prompts; pi++) {
+        const prompt *p = &f->p[pi];
+        int s = add(e, p->ids, p->n_prompt, NULL);
+        eng_seq_keep_all_logits(e, s, 1);
+        T_CHECK(step(e) == ENG_OK);
+        int rows = 0;
+        const float *lg = eng_seq_logits(e, s, &rows);
+        T_CHECKF(lg && rows == p->n_prompt, "prefill rows %d, want %d", rows, p->n_prompt);
+        if (!lg || rows != p->n_prompt) continue;
+        check_rows(f, p, lg, rows, 0, "prefill");
+        for (int r = 0; r < rows; r++) {
+            double er = rel_err(lg + (size_t)r * f->vocab, ref_row(f, p, r), f->vocab);
+            if (er > worst) worst = er;
+        }
+        eng_seq_keep_all_logits(e, s, 0);
+        for (int k = 0; k < N_GEN; k++) {   /* k: token ids[n_prompt + k] was just sampled */
+            eng_token t;
+            T_CHECK(eng_seq_last(e, s, &t) == ENG_OK);
+            T_CHECKF(t.id == p->ids[p->n_prompt + k], "%s prompt %d token %d: got %d want %d",
+                     f->name, pi, k, t.id, p->ids[p->n_prompt + k]);
+            T_CHECK(step(e) == ENG_OK);
+            lg = eng_seq_logits(e, s, &rows);
+            T_CHECK(lg && rows == 1);
+            if (!lg) break;
+            int pos = p->n_prompt + k;
+            double er = rel_err(lg, ref_row(f, p, pos), f->vocab);
+            if (er > worst) worst = er;
+            T_CHECKF(er < TOL, "%s prompt %d decode %d: relative error %.3g", f->name, pi, k, er);
+        }
+        const int *ids;
+        int n;
+        T_CHECK(eng_seq_tokens(e, s, &ids, &n) == ENG_OK && n == p->n_prompt + N_GEN + 1);
+        T_CHECK(!memcmp(ids, p->ids, sizeof(int) * (size_t)(p->n_prompt + N_GEN)));
+        T_CHECK(eng_seq_n_prompt(e, s) == p->n_prompt);
+        T_CHECK(eng_seq_remove(e, s) == ENG_OK);
+    }
+    printf("  %s: worst relative error %.2e over %d prompts\n", f->name, worst, f->n_prompts);
+    T_CHECK(eng_n_live(e) == 0);
+    eng_destroy(e);
+}
+
+static void test_reference_qwen2(void) { reference(&fx[0]); }
+static void test_reference_llama(void) { reference(&fx[1]); }
+
+/* ------------------------------------------------------------ batched */
+/* Runs each prompt of f for steps steps; logits of step k of prompt i go
+ * to out[i] + k * vocab (first step: the last prompt row). */
+static void run_alone(fixture *f, int n_threads, int block_size, int steps, float **out) {
+    eng_engine *e = make_engine(f, block_size, 0, n_threads);
+    if (!e) return;
+    for (int pi = 0; pi < f->n_prompts; pi++) {
+        int s = add(e, f->p[pi].ids, f->p[pi].n_prompt, NULL);
+        for (int k = 0; k < steps; k++) {
+            step(e);
+            const float *lg = eng_seq_logits(e, s, NULL);
+            if (lg) memcpy(out[pi] + (size_t)k * f->vocab, lg, sizeof(float) * f->vocab);
+        }
+        eng_seq_remove(e, s);
+    }
+    eng_destroy(e);
+}
+
+static void batched(fixture *f) {
+    if (!load_fixture(f)) T_SKIP("fixture %s did not load", f->name);
+    enum { STEPS = N_GEN + 1 };
+    float *alone[8], *alone1[8];
+    for (int i = 0; i < f->n_prompts; i++) {
+        alone[i] = calloc((size_t)STEPS * f->vocab, sizeof(float));
+        alone1[i] = calloc((size_t)STEPS * f->vocab, sizeof(float));
+    }
+    run_alone(f, 2, 16, STEPS, alone);
+    run_alone(f, 1, 16, STEPS, alone1);
+    for (int i = 0; i < f->n_prompts; i++)
+        T_CHECKF(!memcmp(alone[i], alone1[i], sizeof(float) * STEPS * f->vocab),
+                 "prompt %d: 1 and 2 threads differ", i);
+
+    eng_engine *e = make_engine(f, 16, 0, 2);
+    int s[8];
+    for (int i = 0; i < f->n_prompts; i++) s[i] = add(e, f->p[i].ids, f->p[i].n_prompt, NULL);
+    T_CHECK(eng_n_live(e) == f->n_prompts);
+    for (int k = 0; k < STEPS; k++) {
+        T_CHECK(step(e) == ENG_OK);
+        for (int i = 0; i < f->n_prompts; i++) {
+            int rows = 0;
+            const float *lg = eng_seq_logits(e, s[i], &rows);
+            T_CHECKF(lg && rows == 1 &&
+                     !memcmp(lg, alone[i] + (size_t)k * f->vocab, sizeof(float) * f->vocab),
+                     "%s prompt %d step %d: batched logits differ from the prompt alone",
+                     f->name, i, k);
+        }
+    }
+    for (int i = 0; i < f->n_prompts; i++) {
+        const int *ids;
+        int n;
+        eng_seq_tokens(e, s[i], &ids, &n);
+        T_CHECK(n == f->p[i].n_prompt + STEPS);
+        T_CHECKF(!memcmp(ids, f->p[i].ids, sizeof(int) * (size_t)(f->p[i].n_prompt + N_GEN)),
+                 "prompt %d: batched tokens differ from the reference", i);
+        free(alone[i]);
+        free(alone1[i]);
+    }
+    eng_destroy(e);
+}
+
+static void test_batched_qwen2(void) { batched(&fx[0]); }
+static void test_batched_llama(void) { batched(&fx[1]); }
+
+/* Many sequences of different lengths (prefixes of the reference ids) in
+ * one batch with 4-token blocks, so most span several blocks; every row of
+ * every sequence against the reference, then greedy decode where the
+ * reference knows the continuation. */
+static void test_many_lengths(void) {
+    fixture *f = &fx[1];
+    if (!load_fixture(f)) T_SKIP("fixture did not load");
+    eng_engine *e = make_engine(f, 4, 0, 2);
+    int s[64], pi_of[64], len_of[64], n = 0;
+    for (int pi = 0; pi < f->n_prompts; pi++) {
+        const prompt *p = &f->p[pi];
+        for (int len = 1; len <= p->n_ids - 4 && n < 64; len += 3 + pi) {
+            s[n] = add(e, p->ids, len, NULL);
+            eng_seq_keep_all_logits(e, s[n], 1);
+            pi_of[n] = pi;
+            len_of[n++] = len;
+        }
+    }
+    int longest = 0;
+    for (int i = 0; i < n; i++) if (len_of[i] > longest) longest = len_of[i];
+    printf("  %d sequences, lengths 1..%d, block size 4\n", n, longest);
+    T_CHECK(step(e) == ENG_OK);
+    for (int i = 0; i < n; i++) {
+        int rows = 0;
+        const float *lg = eng_seq_logits(e, s[i], &rows);
+        T_CHECK(lg && rows == len_of[i]);
+        if (lg) check_rows(f, &f->p[pi_of[i]], lg, rows, 0, "many");
+        eng_seq_keep_all_logits(e, s[i], 0);
+    }
+    int checked = 0;
+    for (int k = 0; k < 3; k++) {
+        T_CHECK(step(e) == ENG_OK);
+        for (int i = 0; i < n; i++) {
+            /* the reference applies while the tokens so far are its own */
+            const prompt *p = &f->p[pi_of[i]];
+            int pos = len_of[i] + k, nt;   /* position just processed */
+            const int *ids;
+            eng_seq_tokens(e, s[i], &ids, &nt);
+            T_CHECK(nt == pos + 2);
+            if (pos + 1 >= p->n_ids || memcmp(ids, p->ids, sizeof(int) * (size_t)(pos + 1)))
+                continue;
+            check_rows(f, p, eng_seq_logits(e, s[i], NULL), 1, pos, "many decode");
+            if (pos + 1 >= p->n_prompt)    /* greedy continuation is known */
+                T_CHECKF(ids[pos + 1] == p->ids[pos + 1], "seq %d position %d: token %d want %d",
+                         i, pos + 1, ids[pos + 1], p->ids[pos + 1]);
+            checked++;
+        }
+    }
+    printf("  %d decode rows checked against the reference\n", checked);
+    T_CHECK(checked > 10);
+    eng_destroy(e);
+}
+
+/* A prompt longer than the backend's 512-row pass: its rows are worked in
+ * two passes, the second attending to keys written by the first.  The
+ * same tokens produced one decode step at a time must give bit-identical
+ * logits. */
+static void test_long_prompt(void) {
+    fixture *f = &fx[0];
+    if (!load_fixture(f)) T_SKIP("fixture did not load");
+    enum { PROMPT = 500, GEN = 200, TOTAL = PROMPT + GEN };
+    int *ids = malloc(sizeof(int) * (TOTAL + 1));
+    float *want = malloc(sizeof(float) * (size_t)TOTAL * f->vocab);
+    for (int i = 0; i < PROMPT; i++) ids[i] = (i * 7919 + 13) % f->vocab;
+    eng_engine *e = make_engine(f, 16, 0, 2);
+    int s = add(e, ids, PROMPT, NULL);
+    eng_seq_keep_all_logits(e, s, 1);
+    T_CHECK(step(e) == ENG_OK);
+    int rows = 0;
+    const float *lg = eng_seq_logits(e, s, &rows);
+    T_CHECK(lg && rows == PROMPT);
+    if (lg) memcpy(want, lg, sizeof(float) * (size_t)PROMPT * f->vocab);
+    eng_seq_keep_all_logits(e, s, 0);
+    for (int k = 0; k < GEN; k++) {
+        T_CHECK(step(e) == ENG_OK);
+        lg = eng_seq_logits(e, s, NULL);
+        if (lg) memcpy(want + (size_t)(PROMPT + k) * f->vocab, lg, sizeof(float) * f->vocab);
+    }
+    const int *gen;
+    int n;
+    eng_seq_tokens(e, s, &gen, &n);
+    T_CHECK(n == TOTAL + 1);
+    memcpy(ids, gen, sizeof(int) * (TOTAL + 1));
+    eng_seq_remove(e, s);
+
+    s = add(e, ids, TOTAL, NULL);
+    eng_seq_keep_all_logits(e, s, 1);
+    T_CHECK(step(e) == ENG_OK);
+    lg = eng_seq_logits(e, s, &rows);
+    T_CHECK(lg && rows == TOTAL);
+    int bad = 0;
+    for (int r = 0; lg && r < TOTAL; r++)
+        bad += memcmp(lg + (size_t)r * f->vocab, want + (size_t)r * f->vocab,
+                      sizeof(float) * f->vocab) != 0;
+    T_CHECKF(bad == 0, "%d of %d rows differ between one %d-row step and decoding", bad, TOTAL,
+             TOTAL);
+    eng_token t;
+    T_CHECK(eng_seq_last(e, s, &t) == ENG_OK && t.id == ids[TOTAL]);
+    eng_destroy(e);
+    free(ids);
+    free(want);
+}
+
+/* --------------------------------------------------------------- fork */
+/* Logits of `steps` steps of prompt p run alone with sampling sp,
+ * prefilled first like the forks are. */
+static float *alone_with(fixture *f, const prompt *p, const eng_sampling *sp, int steps,
+                         int *free_after) {
+    eng_engine *e = make_engine(f, 16, 64, 2);
+    float *out = calloc((size_t)steps * f->vocab, sizeof(float));
+    int s = add(e, p->ids, p->n_prompt, sp);
+    eng_err err;
+    eng_seq_prefill(e, s, &err);
+    for (int k = 0; k < steps; k++) {
+        step(e);
+        const float *lg = eng_seq_logits(e, s, NULL);
+        if (lg) memcpy(out + (size_t)k * f->vocab, lg, sizeof(float) * f->vocab);
+    }
+    if (free_after) *free_after = eng_kv_free_blocks(e);
+    eng_destroy(e);
+    return out;
+}
+
+static void test_fork(void) {
+    fixture *f = &fx[0];
+    if (!load_fixture(f)) T_SKIP("fixture did not load");
+    const prompt *p = &f->p[1];   /* 29 tokens: block 0 full, block 1 partial after prefill */
+    enum { N = 3, STEPS = 6 };
+    eng_sampling sp[N] = { { 0.8f, 0, 0, 1 }, { 1.0f, 20, 0.9f, 2 }, { 0, 0, 0, 0 } };
+    float *want[N], *want_parent;
+    int free_parent_alone = 0;
+    for (int i = 0; i < N; i++) want[i] = alone_with(f, p, &sp[i], STEPS, NULL);
+    want_parent = alone_with(f, p, NULL, STEPS + 1, &free_parent_alone);
+
+    eng_engine *e = make_engine(f, 16, 64, 2);
+    eng_err err = { 0 };
+    int par = add(e, p->ids, p->n_prompt, NULL);
+    int f0 = eng_kv_free_blocks(e);
+    T_CHECK(eng_seq_prefill(e, par, &err) == ENG_OK);
+    int f1 = eng_kv_free_blocks(e);
+    T_CHECKF(f1 == f0 - 2, "prefill of 28 tokens took %d blocks, want 2", f0 - f1);
+    int ch[N];
+    for (int i = 0; i < N; i++) T_CHECK(eng_seq_fork(e, par, &sp[i], &ch[i], &err) == ENG_OK);
+    T_CHECKF(eng_kv_free_blocks(e) == f1, "forks took blocks: %d free, want %d",
+             eng_kv_free_blocks(e), f1);
+    const int *ids;
+    int n;
+    T_CHECK(eng_seq_tokens(e, ch[0], &ids, &n) == ENG_OK && n == p->n_prompt &&
+            !memcmp(ids, p->ids, sizeof(int) * (size_t)n));
+
+    /* first step: all four write position 28 into the shared partial
+     * block; three get private copies, the last one left writes in place */
+    T_CHECK(step(e) == ENG_OK);
+    T_CHECKF(eng_kv_free_blocks(e) == f1 - N, "copy-on-write took %d blocks, want %d",
+             f1 - eng_kv_free_blocks(e), N);
+    for (int k = 0; k < STEPS; k++) {
+        if (k) T_CHECK(step(e) == ENG_OK);
+        for (int i = 0; i < N; i++) {
+            const float *lg = eng_seq_logits(e, ch[i], NULL);
+            T_CHECKF(lg && !memcmp(lg, want[i] + (size_t)k * f->vocab, sizeof(float) * f->vocab),
+                     "child %d step %d: logits differ from the sequence run alone", i, k);
+        }
+        const float *lg = eng_seq_logits(e, par, NULL);
+        T_CHECKF(lg && !memcmp(lg, want_parent + (size_t)k * f->vocab, sizeof(float) * f->vocab),
+                 "parent step %d: logits changed by its forks", k);
+    }
+    /* removing the children gives back exactly their private blocks */
+    for (int i = 0; i < N; i++) T_CHECK(eng_seq_remove(e, ch[i]) == ENG_OK);
+    T_CHECK(eng_n_live(e) == 1);
+    T_CHECK(step(e) == ENG_OK);
+    T_CHECKF(eng_kv_free_blocks(e) == free_parent_alone, "after removing the forks %d blocks "
+             "free, the parent alone leaves %d", eng_kv_free_blocks(e), free_parent_alone);
+    const float *lg = eng_seq_logits(e, par, NULL);
+    T_CHECKF(lg && !memcmp(lg, want_parent + (size_t)STEPS * f->vocab, sizeof(float) * f->vocab),
+             "parent's logits after removing its forks differ");
+    T_CHECK(eng_seq_remove(e, par) == ENG_OK);
+    T_CHECK(eng_kv_free_blocks(e) == 64);
+    for (int i = 0; i < N; i++) free(want[i]);
+    free(want_parent);
+    eng_destroy(e);
+}
+
+/* A fork made right away (nothing cached) and removed right away. */
+static void test_fork_unprefilled(void) {
+    fixture *f = &fx[0];
+    if (!load_fixture(f)) T_SKIP("fixture did not load");
+    const prompt *p = &f->p[0];
+    eng_engine *e = make_engine(f, 8, 32, 2);
+    eng_err err;
+    int par = add(e, p->ids, p->n_prompt, NULL), c = -1;
+    T_CHECK(eng_seq_fork(e, par, NULL, &c, &err) == ENG_OK && c != par);
+    T_CHECK(eng_kv_free_blocks(e) == 32);
+    T_CHECK(step(e) == ENG_OK);
+    eng_token a, b;
+    T_CHECK(eng_seq_last(e, par, &a) == ENG_OK && eng_seq_last(e, c, &b) == ENG_OK);
+    T_CHECK(a.id == b.id && a.id == p->ids[p->n_prompt]);
+    const float *la = eng_seq_logits(e, par, NULL), *lb = eng_seq_logits(e, c, NULL);
+    T_CHECK(la && lb && !memcmp(la, lb, sizeof(float) * f->vocab));
+    int per = (p->n_prompt + 7) / 8;
+    T_CHECK(eng_kv_free_blocks(e) == 32 - 2 * per);
+    T_CHECK(eng_seq_remove(e, c) == ENG_OK);
+    T_CHECK(eng_kv_free_blocks(e) == 32 - per);
+    eng_destroy(e);
+}
+
+/* Keeping every row's logits must not change what a sampled sequence draws. */
+static void test_keep_all_sampling(void) {
+    fixture *f = &fx[0];
+    if (!load_fixture(f)) T_SKIP("fixture did not load");
+    const prompt *p = &f->p[0];
+    eng_engine *e = make_engine(f, 16, 0, 2);
+    eng_sampling sp = { 1.2f, 0, 0.95f, 99 };
+    int a = add(e, p->ids, p->n_prompt, &sp), b = add(e, p->ids, p->n_prompt, &sp);
+    eng_seq_keep_all_logits(e, b, 1);
+    for (int k = 0; k < 8; k++) T_CHECK(step(e) == ENG_OK);
+    const int *ia, *ib;
+    int na, nb;
+    eng_seq_tokens(e, a, &ia, &na);
+    eng_seq_tokens(e, b, &ib, &nb);
+    T_CHECK(na == nb && !memcmp(ia, ib, sizeof(int) * (size_t)na));
+    eng_token ta, tb;
+    eng_seq_last(e, a, &ta);
+    eng_seq_last(e, b, &tb);
+    T_CHECK(ta.id == tb.id && ta.logprob == tb.logprob && ta.entropy == tb.entropy);
+    T_CHECK(ta.logprob < 0 && ta.entropy > 0);
+    eng_destroy(e);
+}
+
+/* ---------------------------------------------------- pause, append */
+static void test_pause_append(void) {
+    fixture *f = &fx[1];
+    if (!load_fixture(f)) T_SKIP("fixture did not load");
+    const prompt *p = &f->p[1];
+    eng_engine *e = make_engine(f, 16, 0, 2);
+    eng_err err;
+    int half = p->n_prompt / 2;
+    int a = add(e, p->ids, half, NULL), b = add(e, f->p[0].ids, f->p[0].n_prompt, NULL);
+    T_CHECK(eng_seq_pause(e, a, 1) == ENG_OK);
+    T_CHECK(step(e) == ENG_OK);
+    const int *ids;
+    int n;
+    eng_seq_tokens(e, a, &ids, &n);
+    T_CHECK(n == half);                   /* paused: untouched */
+    eng_seq_tokens(e, b, &ids, &n);
+    T_CHECK(n == f->p[0].n_prompt + 1);
+    T_CHECK(eng_seq_pause(e, b, 1) == ENG_OK);
+    T_CHECK(eng_seq_pause(e, a, 0) == ENG_OK);
+    T_CHECK(eng_seq_append(e, a, p->ids + half, p->n_prompt - half, &err) == ENG_OK);
+    eng_seq_keep_all_logits(e, a, 1);
+    T_CHECK(step(e) == ENG_OK);
+    int rows = 0;
+    const float *lg = eng_seq_logits(e, a, &rows);
+    T_CHECK(lg && rows == p->n_prompt);
+    if (lg) check_rows(f, p, lg, rows, 0, "append");
+    eng_token t;
+    T_CHECK(eng_seq_last(e, a, &t) == ENG_OK && t.id == p->ids[p->n_prompt]);
+    eng_seq_tokens(e, b, &ids, &n);
+    T_CHECK(n == f->p[0].n_prompt + 1);
+    /* all paused: a step does nothing */
+    T_CHECK(eng_seq_pause(e, a, 1) == ENG_OK);
+    T_CHECK(step(e) == ENG_OK);
+    eng_seq_tokens(e, a, &ids, &n);
+    T_CHECK(n == p->n_prompt + 1);
+    eng_destroy(e);
+}
+
+/* --------------------------------------------------------------- full */
+static void test_efull(void) {
+    fixture *f = &fx[0];
+    if (!load_fixture(f)) T_SKIP("fixture did not load");
+    const prompt *p = &f->p[0];
+    eng_engine *e = make_engine(f, 4, 3, 2);   /* room for 12 tokens */
+    eng_err err = { 0 };
+    int s = add(e, p->ids, 10, NULL);
+    T_CHECK(step(e) == ENG_OK);               /* positions 0..9: 3 blocks */
+    T_CHECK(eng_kv_free_blocks(e) == 0);
+    T_CHECK(step(e) == ENG_OK);               /* 10 */
+    T_CHECK(step(e) == ENG_OK);               /* 11 */
+    const int *ids;
+    int n;
+    eng_seq_tokens(e, s, &ids, &n);
+    T_CHECK(n == 13);
+    int rc = eng_step(e, &err);               /* 12 needs a fourth block */
+    T_CHECKF(rc == ENG_EFULL, "rc %d", rc);
+    T_CHECK(err.code == ENG_EFULL && strstr(err.msg, "KV cache full"));
+    printf("  message: %s\n", err.msg);
+    eng_seq_tokens(e, s, &ids, &n);
+    T_CHECK(n == 13);                          /* unchanged */
+    T_CHECK(eng_seq_remove(e, s) == ENG_OK);
+    T_CHECK(eng_kv_free_blocks(e) == 3);
+
+    /* two sequences that fit one at a time but not together: no partial step */
+    int a = add(e, p->ids, 8, NULL), b = add(e, f->p[1].ids, 8, NULL);
+    err.code = 0;
+    T_CHECK(eng_step(e, &err) == ENG_EFULL);
+    eng_seq_tokens(e, a, &ids, &n);
+    T_CHECK(n == 8);
+    eng_seq_tokens(e, b, &ids, &n);
+    T_CHECK(n == 8);
+    T_CHECK(eng_kv_free_blocks(e) == 3);
+    eng_seq_remove(e, b);
+    /* still usable, and right */
+    eng_seq_keep_all_logits(e, a, 1);
+    T_CHECK(step(e) == ENG_OK);
+    int rows = 0;
+    const float *lg = eng_seq_logits(e, a, &rows);
+    T_CHECK(lg && rows == 8);
+    if (lg) check_rows(f, p, lg, rows, 0, "after EFULL");
+    /* prefill refuses too */
+    int c = add(e, f->p[1].ids, 12, NULL);
+    T_CHECK(eng_seq_prefill(e, c, &err) == ENG_EFULL);
+    eng_destroy(e);
+}
+
+/* ------------------------------------------------------ bad arguments */
+static void test_bad_args(void) {
+    fixture *f = &fx[0];
+    if (!load_fixture(f)) T_SKIP("fixture did not load");
+    eng_engine *e = make_engine(f, 16, 16, 1);
+    eng_err err = { 0 };
+    int id = -1, tok[3] = { 1, 2, 3 };
+    eng_token t;
+    const int *ids;
+    int n;
+    T_CHECK(eng_seq_add(e, tok, 0, NULL, &id, &err) == ENG_EINVAL);
+    T_CHECK(eng_seq_add(e, NULL, 3, NULL, &id, &err) == ENG_EINVAL);
+    tok[1] = f->vocab;
+    T_CHECK(eng_seq_add(e, tok, 3, NULL, &id, &err) == ENG_EINVAL);
+    printf("  message: %s\n", err.msg);
+    tok[1] = -1;
+    T_CHECK(eng_seq_add(e, tok, 3, NULL, &id, &err) == ENG_EINVAL);
+    tok[1] = 2;
+    T_CHECK(eng_seq_prefill(e, 7, &err) == ENG_EINVAL);
+    T_CHECK(eng_seq_fork(e, 7, NULL, &id, &err) == ENG_EINVAL);
+    T_CHECK(eng_seq_remove(e, 7) == ENG_EINVAL);
+    T_CHECK(eng_seq_remove(e, -1) == ENG_EINVAL);
+    T_CHECK(eng_seq_keep_all_logits(e, 1000000, 1) == ENG_EINVAL);
+    T_CHECK(eng_seq_pause(e, 7, 1) == ENG_EINVAL);
+    T_CHECK(eng_seq_append(e, 7, tok, 3, &err) == ENG_EINVAL);
+    T_CHECK(eng_seq_last(e, 7, &t) == ENG_EINVAL);
+    T_CHECK(eng_seq_tokens(e, 7, &ids, &n) == ENG_EINVAL);
+    T_CHECK(eng_seq_n_prompt(e, 7) < 0);
+    T_CHECK(eng_seq_logits(e, 7, &n) == NULL && n == 0);
+    T_CHECK(eng_seq_add(e, tok, 3, NULL, &id, &err) == ENG_OK);
+    T_CHECK(eng_seq_last(e, id, &t) == ENG_EINVAL);   /* nothing sampled yet */
+    tok[2] = f->vocab + 5;
+    T_CHECK(eng_seq_append(e, id, tok, 3, &err) == ENG_EINVAL);
+    eng_seq_tokens(e, id, &ids, &n);
+    T_CHECK(n == 3);
+    T_CHECK(eng_seq_remove(e, id) == ENG_OK);
+    T_CHECK(eng_seq_remove(e, id) == ENG_EINVAL);    /* gone */
+    eng_destroy(e);
+
+    eng_opts o = { .backend = 7 };
+    eng_engine *bad = NULL;
+    T_CHECK(eng_create(f->m, &o, &bad, &err) != ENG_OK && !bad);
+    o = (eng_opts){ .block_size = -1 };
+    T_CHECK(eng_create(f->m, &o, &bad, &err) == ENG_EINVAL && !bad);
+    T_CHECK(eng_create(NULL, NULL, &bad, &err) == ENG_EINVAL);
+}
+
+/* The backend checks what it is handed: bad rows are errors, not reads. */
+static void test_backend_checks(void) {
+    fixture *f = &fx[0];
+    if (!load_fixture(f)) T_SKIP("fixture did not load");
+    eng_backend *be = NULL;
+    eng_err err = { 0 };
+    T_CHECK(eng_backend_cpu_create(f->m, 4, 4, 2, &be, &err) == ENG_OK && be);
+    if (!be) return;
+    int tok[3] = { 5, 6, 7 }, pos[3] = { 0, 1, 2 }, rs[3] = { 0, 0, 0 }, len = 3;
+    int table[1] = { 2 }, out = 2;
+    const int *tables[1] = { table };
+    float *lg = malloc(sizeof(float) * f->vocab);
+    eng_fwd_batch b = { .n_rows = 3, .tokens = tok, .pos = pos, .row_seq = rs, .n_seqs = 1,
+                        .seq_len = &len, .block_table = tables, .n_out = 1, .out_rows = &out,
+                        .logits = lg };
+    T_CHECK(be->forward(be, &b, &err) == ENG_OK);
+    const prompt *p = &f->p[0];
+    int ptok[3] = { p->ids[0], p->ids[1], p->ids[2] };
+    b.tokens = ptok;
+    T_CHECK(be->forward(be, &b, &err) == ENG_OK);
+    check_rows(f, p, lg, 1, 2, "backend");
+    b.tokens = tok;
+    tok[1] = f->vocab;
+    T_CHECK(be->forward(be, &b, &err) == ENG_EINVAL);
+    tok[1] = 6;
+    table[0] = 4;
+    T_CHECK(be->forward(be, &b, &err) == ENG_EINVAL);
+    table[0] = 2;
+    pos[2] = 1;   /* not increasing */
+    T_CHECK(be->forward(be, &b, &err) == ENG_EINVAL);
+    pos[2] = 3;   /* beyond seq_len */
+    T_CHECK(be->forward(be, &b, &err) == ENG_EINVAL);
+    pos[2] = 2;
+    rs[0] = 1;
+    T_CHECK(be->forward(be, &b, &err) == ENG_EINVAL);
+    rs[0] = 0;
+    out = 3;
+    T_CHECK(be->forward(be, &b, &err) == ENG_EINVAL);
+    out = 2;
+    T_CHECK(be->copy_block(be, 2, 4, &err) == ENG_EINVAL);
+    T_CHECK(be->copy_block(be, 2, 3, &err) == ENG_OK);
+    table[0] = 3;   /* the copy holds the same keys and values */
+    float *lg2 = malloc(sizeof(float) * f->vocab);
+    b.n_rows = 1;
+    b.tokens = ptok + 2;
+    b.pos = pos + 2;
+    out = 0;
+    b.logits = lg2;
+    T_CHECK(be->forward(be, &b, &err) == ENG_OK);
+    T_CHECK(!memcmp(lg, lg2, sizeof(float) * f->vocab));
+    free(lg);
+    free(lg2);
+    be->destroy(be);
+}
+
+int main(void) {
+    T_RUN(test_reference_qwen2);
+    T_RUN(test_reference_llama);
+    T_RUN(test_batched_qwen2);
+    T_RUN(test_batched_llama);
+    T_RUN(test_many_lengths);
+    T_RUN(test_long_prompt);
+    T_RUN(test_fork);
+    T_RUN(test_fork_unprefilled);
+    T_RUN(test_keep_all_sampling);
+    T_RUN(test_pause_append);
+    T_RUN(test_efull);
+    T_RUN(test_bad_args);
+    T_RUN(test_backend_checks);
+    for (int i = 0; i < 2; i++) {
+        eng_model_free(fx[i].m);
+        free(fx[i].ref);
+        for (int j = 0; j < fx[i].n_prompts; j++) free(fx[i].p[j].ids);
+    }
+    T_DONE();
+}

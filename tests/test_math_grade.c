@@ -1,0 +1,564 @@
+/* test_math_grade.c — MATH answer extraction and equivalence (orc_math). */
+#include "t.h"
+#include "orc_math.h"
+#include <cjson/cJSON.h>
+#include <stdint.h>
+
+/* Pairs that must be judged equivalent (checked in both directions). */
+static const char *const EQ[][2] = {
+    /* whitespace */
+    {"1 + 2i", "1+2i"}, {"x^2 + 1", "x^2+1"}, {"  42  ", "42"}, {"3,\n5", "3, 5"},
+    /* \left \right */
+    {"\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})"},
+    {"\\left[ 1, 2 \\right]", "[1,2]"},
+    {"\\left\\{ 1, 2 \\right\\}", "\\{1,2\\}"},
+    {"\\left. 5 \\right.", "5"},
+    /* spacing macros */
+    {"10,\\!080", "10080"}, {"3\\,\\sqrt{2}", "3\\sqrt{2}"}, {"2\\;x", "2x"},
+    {"7\\quad", "7"}, {"4\\:5", "45"}, {"1~2", "12"},
+    /* \text and friends keep their content */
+    {"\\text{Evelyn}", "Evelyn"}, {"\\textbf{east}", "east"}, {"\\mbox{(B)}", "B"},
+    {"\\text{(C)}", "(C)"}, {"\\textbf{\\text{ellipse}}", "ellipse"}, {"\\mathrm{5}", "5"},
+    {"\\text{(E)}", "E"},
+    /* unit words after numbers */
+    {"5.4 \\text{ cents}", "5.4"}, {"864 \\mbox{ inches}^2", "864"},
+    {"15\\mbox{ cm}^2", "15"}, {"\\frac{270}7\\text{ degrees}", "\\frac{270}{7}"},
+    {"12 inches", "12"}, {"4 \\text{ ways}", "4"}, {"20 \\text{ square units}", "20"},
+    {"7 dollars", "7"}, {"3 hours", "3"}, {"100 \\text{ meters}", "100"},
+    {"5\\:\\text{cm}", "5"}, {"2\\pi \\text{ inches}", "2\\pi"},
+    /* degrees */
+    {"90^\\circ", "90"}, {"30^{\\circ}", "30"}, {"120^\\circ", "120^{\\circ}"},
+    {"45\xc2\xb0", "45"}, {"36\\degree", "36"},
+    /* dollars */
+    {"\\$32,\\!348", "32348"}, {"$\\$18.90$", "18.9"}, {"\\$36", "36"}, {"$5$", "5"},
+    {"\\$ 5.00", "5"},
+    /* trailing period */
+    {"5.", "5"}, {"\\frac{1}{2}.", "\\frac12"},
+    /* leading variable assignments */
+    {"x=5", "5"}, {"y = -3", "-3"}, {"k = \\frac{1}{2}", "0.5"},
+    {"x \\in [-2,7]", "[-2,7]"}, {"\\theta = \\frac{\\pi}{4}", "\\frac{\\pi}{4}"},
+    {"x_1 = 4", "4"}, {"x = 1, y = 2", "1,2"},
+    /* thousands separators */
+    {"1,000", "1000"}, {"11,\\! 111,\\! 111,\\! 100", "11111111100"},
+    {"58,500", "58500"}, {"1{,}234.5", "1234.5"}, {"-12,345", "-12345"},
+    /* dfrac / tfrac / shorthand fractions and roots */
+    {"\\dfrac{17}{50}", "\\frac{17}{50}"}, {"\\tfrac{3}{4}", "\\frac34"},
+    {"\\frac12", "\\frac{1}{2}"}, {"\\frac 59", "\\frac{5}{9}"}, {"\\frac9{19}", "\\frac{9}{19}"},
+    {"\\frac{270}7", "\\frac{270}{7}"}, {"\\sqrt2", "\\sqrt{2}"}, {"11\\sqrt2", "11\\sqrt{2}"},
+    {"\\frac{\\sqrt3}{3}", "\\frac{\\sqrt{3}}{3}"}, {"\\frac\\pi2", "\\frac{\\pi}{2}"},
+    /* numbers */
+    {"0.5", "\\frac{1}{2}"}, {"1/2", "\\frac{1}{2}"}, {"0.5", "1/2"}, {".5", "0.5"},
+    {"-.25", "-\\frac{1}{4}"}, {"-0", "0"}, {"007", "7"}, {".0000672", "6.72\\times10^{-5}"}, {"1.25", "\\frac{5}{4}"},
+    {"-\\frac{35}{9}", "\\frac{-35}{9}"}, {"-\\frac{35}{9}", "-35/9"}, {"2.50", "2.5"},
+    {"\\frac{3\\sqrt{3}}{4}", "\\frac{3}{4}\\sqrt{3}"}, {"2\\sqrt{5}", "\\sqrt{20}"},
+    {"\\sqrt{51}", "51^{1/2}"}, {"\\pi", "pi"}, {"288 \\pi", "288\\pi"},
+    {"\\frac{20000}{\\pi}", "20000/\\pi"}, {"1\\frac{4}{5}", "\\frac{9}{5}"},
+    {"137 \\frac{1}{2}", "137.5"}, {"\\frac{1}{3}", "0.3333333"}, {"2^{10}", "1024"},
+    {"4.5", "\\frac{9}{2}"}, {"18+2\\pi", "2\\pi+18"}, {"-\\sqrt{3}", "-1\\cdot\\sqrt{3}"},
+    {"\\sqrt[3]{8}", "2"}, {"3\\times 4", "12"}, {"10^{-2}", "0.01"},
+    {"\\frac{-1}{2}", "-0.5"}, {"+5", "5"}, {"5!", "120"}, {"\\frac{\\sqrt{21}}{5}", "\\sqrt{21}/5"},
+    {"\\displaystyle\\frac{1}{4}", "0.25"}, {"0.15", "\\frac{3}{20}"}, {"-\\frac{24}{25}", "-0.96"},
+    {"\\frac{1997}{2}", "998.5"}, {"3.21", "3.210"}, {"12 \\div 4", "3"}, {"2(3+4)", "14"},
+    {"\\sqrt[3]{-27}", "-3"},
+    /* percent */
+    {"50\\%", "50"}, {"12.5%", "12.5"},
+    /* infinity */
+    {"(2,\\infty)", "(2, \\infty)"}, {"(-\\infty, 0]", "(-\\infty,0]"},
+    {"(2,\xe2\x88\x9e)", "(2,\\infty)"},
+    /* matrices */
+    {"\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}",
+     "\\begin{pmatrix}-1&0\\\\0&-1\\end{pmatrix}"},
+    {"\\begin{pmatrix} -1/3 \\\\ 2/3 \\\\ 5/3 \\end{pmatrix}",
+     "\\begin{pmatrix} -\\frac{1}{3} \\\\ \\frac{2}{3} \\\\ \\frac53 \\end{pmatrix}"},
+    {"\\begin{bmatrix} 1 & 2 \\end{bmatrix}", "\\begin{pmatrix} 1 & 2 \\end{pmatrix}"},
+    {"\\begin{pmatrix} 1 \\\\ 2 \\\\ \\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}"},
+    /* tuples, points and intervals */
+    {"(1,2)", "(1, 2)"}, {"(6,31,-1)", "(6, 31, -1)"}, {"(3,4]", "\\left( 3, 4 \\right]"},
+    {"\\left(\\frac{3}{5},\\frac{8}{3}\\right]", "(0.6, 8/3]"},
+    {"(0,9) \\cup (9,36)", "(0, 9)\\cup(9, 36)"},
+    {"(-\\infty, 2) \\cup (3, \\infty)", "(-\\infty,2)\\cup(3,\\infty)"},
+    {"\\left[ \\frac{\\pi^2}{8}, \\frac{5 \\pi^2}{4} \\right]", "[\\pi^2/8, 5\\pi^2/4]"},
+    {"(15,-29)", "(15.0, -29)"}, {"(1,2),(3,4)", "(1, 2), (3, 4)"},
+    /* sets and lists */
+    {"3, 5, 7", "3,5,7"}, {"1,-2", "1, -2"},
+    {"\\{1\\pm\\sqrt{5},-2\\}", "\\{-2, 1\\pm\\sqrt5\\}"}, {"\\{1,2,3\\}", "\\{3,2,1\\}"},
+    {"\\{1,2\\}", "1, 2"}, {"3 \\text{ and } 5", "3, 5"}, {"1, \\text{and } 2", "1, 2"},
+    {"x = 3 \\text{ or } x = 5", "3, 5"},
+    /* a \\pm names two values */
+    {"1 \\pm \\sqrt{19}", "1+\\sqrt{19}, 1-\\sqrt{19}"}, {"3 \\pm 2 \\sqrt{2}", "3-2\\sqrt2, 3+2\\sqrt2"},
+    {"\\{1\\pm\\sqrt{5},-2\\}", "-2, 1+\\sqrt{5}, 1-\\sqrt{5}"}, {"\\pm 2", "\\pm\\sqrt{4}"},
+    {"\\frac{1\\pm\\sqrt{5}}{2}", "\\frac{1-\\sqrt5}{2},\\frac{1+\\sqrt5}{2}"},
+    /* subscripts and superscripts */
+    {"4210_{5}", "4210_5"}, {"52_8", "52_{8}"}, {"5r^5", "5r^{5}"}, {"3R^2", "3 R^{2}"},
+    /* expressions in variables */
+    {"2k+2", "2(k+1)"}, {"x^3+3x-6", "3x + x^3 - 6"}, {"(a+5)(b+2)", "(b+2)(a+5)"},
+    {"6r^2-4r-24", "2(3r^2-2r-12)"}, {"\\frac{11+9a}{20}", "\\frac{9a+11}{20}"},
+    {"y = 2x + 3", "y=3+2x"}, {"2x+3=y", "y=2x+3"}, {"6 - 5i", "6-5i"}, {"-2 + 7i", "7i-2"},
+    {"x^8 + x^7 + x^6 + x^5 + x^4 + x^3 + x^2 + x + 1", "\\frac{x^9-1}{x-1}"},
+    {"\\cot x", "\\cot  x"}, {"x \\le 3", "x\\leq3"}, {"1 \\pm \\sqrt{19}", "1\\pm\\sqrt{19}"},
+    /* unicode */
+    {"\xe2\x88\x92" "5", "-5"}, {"2\xcf\x80", "2\\pi"}, {"\xe2\x88\x9a" "2", "\\sqrt{2}"},
+    {"\xcf\x80 r^2", "\\pi r^2"}, {"x\xc2\xb2+1", "x^{2}+1"},
+    /* boxed inside an answer */
+    {"\\boxed{7}", "7"}, {"\\$1,\\!000", "1000"},
+};
+
+/* Pairs that must not be judged equivalent (checked in both directions). */
+static const char *const NE[][2] = {
+    {"1", "2"}, {"0.5", "0.51"}, {"\\frac{1}{2}", "\\frac{1}{3}"}, {"\\frac{1}{2}", "\\frac{2}{1}"},
+    {"1/2", "2"}, {"-5", "5"}, {"\\sqrt{2}", "2"}, {"\\sqrt{2}", "1.41"},
+    {"3\\sqrt{13}", "13\\sqrt{3}"}, {"\\pi", "3.14"}, {"2\\pi", "\\pi"},
+    {"90^\\circ", "\\frac{\\pi}{2}"}, {"(1,2)", "(2,1)"}, {"(1,2)", "(1,2,3)"},
+    {"[0,1)", "[0,1]"}, {"(0,1)", "[0,1]"}, {"(3,4]", "(3,4)"}, {"(2,\\infty)", "[2,\\infty)"},
+    {"(0,9)\\cup(9,36)", "(0,36)"},
+    {"(-\\infty,2)\\cup(3,\\infty)", "(-\\infty,3)\\cup(2,\\infty)"},
+    {"1,-2", "-2,1"}, {"3,5,7", "3,5"}, {"\\{1,2\\}", "\\{1,3\\}"}, {"(1,2)", "1,2"},
+    {"1,000", "1"}, {"1,000", "(1,000)"}, {"x=5", "x=6"}, {"x=5", "6"},
+    {"y=2x+3", "y=2x-3"}, {"2k+2", "2k+1"}, {"2k", "2n"}, {"x^2", "x^3"},
+    {"(a+5)(b+2)", "(a+2)(b+5)"}, {"6-5i", "6+5i"}, {"1+2i", "2+i"},
+    {"\\text{Evelyn}", "\\text{Navin}"}, {"east", "west"}, {"\\text{(C)}", "\\text{(D)}"},
+    {"even", "neve"}, {"52_8", "52"}, {"52_8", "52_9"},
+    {"\\begin{pmatrix}1\\\\2\\end{pmatrix}", "\\begin{pmatrix}2\\\\1\\end{pmatrix}"},
+    {"\\begin{pmatrix}1&2\\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}"},
+    {"\\begin{pmatrix}1\\\\2\\end{pmatrix}", "(1,2)"},
+    {"\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{vmatrix}1&2\\\\3&4\\end{vmatrix}"},
+    {"\\infty", "-\\infty"}, {"0", "\\text{}"}, {"5", "5x"}, {"5\\%", "0.05"},
+    {"1\\frac{1}{2}", "\\frac{1}{2}"}, {"10080", "1008"}, {"2,500", "2.5"},
+    {"0.0000672", "0.000067"}, {"1e5", "100000"}, {"\\frac{1}{0}", "\\infty"},
+    {"x \\in [-2,7]", "[-2,7)"}, {"\\sqrt[3]{8}", "\\sqrt{8}"}, {"2^{10}", "2^{11}"},
+    {"1\\pm\\sqrt{19}", "1+\\sqrt{19}"}, {"5x-7y+11z+4=0", "5x-7y+11z-4=0"},
+    {"p-q", "q-p"}, {"\\cot x", "\\tan x"}, {"3", "33"}, {"12", "1,2"},
+    {"0.333", "\\frac{1}{3}"}, {"100", "100.001"}, {"1000000", "1000001"}, {"x", "y"},
+    {"11111111100", "11111111101"}, {"-0", "1"},
+    {"3R^2", "3r^2"}, {"5 cm", "5 m"}, {"\\frac{11+9a}{20}", "\\frac{11+9b}{20}"},
+    {"4210_5", "4210"}, {"(1,2)", "[1,2]"}, {"\\{1,2\\}", "\\{1,2,3\\}"},
+    {"\\text{even}", "\\text{odd}"}, {"2x+3", "y=2x+3"}, {"\\sqrt{-4}", "2"},
+    {"x=1, y=2", "2, 1"}, {"2 \\text{ apples}", "2"},
+    {"1\\pm 2", "3, 1"}, {"1\\pm 2", "3, -1, 0"}, {"\\pm 2", "2"}, {"2\\pm 1 \\pm 1", "3, 1"},
+};
+
+static void test_pairs_equal(void) {
+    int n = (int)(sizeof EQ / sizeof EQ[0]), ok = 0;
+    for (int i = 0; i < n; i++) {
+        int ab = orc_math_equiv(EQ[i][0], EQ[i][1]), ba = orc_math_equiv(EQ[i][1], EQ[i][0]);
+        if (ab && ba) { ok++; continue; }
+        char *x = orc_math_normalize(EQ[i][0]), *y = orc_math_normalize(EQ[i][1]);
+        T_CHECKF(0, "[%s] vs [%s] should be equal (ab=%d ba=%d; normalised [%s] [%s])",
+                 EQ[i][0], EQ[i][1], ab, ba, x ? x : "(null)", y ? y : "(null)");
+        free(x);
+        free(y);
+    }
+    printf("  %d/%d equivalent pairs judged equal\n", ok, n);
+    T_CHECK(n >= 100);
+}
+
+static void test_pairs_different(void) {
+    int n = (int)(sizeof NE / sizeof NE[0]), ok = 0;
+    for (int i = 0; i < n; i++) {
+        int ab = orc_math_equiv(NE[i][0], NE[i][1]), ba = orc_math_equiv(NE[i][1], NE[i][0]);
+        if (!ab && !ba) { ok++; continue; }
+        char *x = orc_math_normalize(NE[i][0]), *y = orc_math_normalize(NE[i][1]);
+        T_CHECKF(0, "[%s] vs [%s] should differ (ab=%d ba=%d; normalised [%s] [%s])",
+                 NE[i][0], NE[i][1], ab, ba, x ? x : "(null)", y ? y : "(null)");
+        free(x);
+        free(y);
+    }
+    printf("  %d/%d non-equivalent pairs judged different\n", ok, n);
+    T_CHECK(n >= 60);
+}
+
+static void test_unordered_option(void) {
+    orc_math_opts un = {.unordered = 1};
+    T_CHECK(!orc_math_equiv("1,-2", "-2,1"));
+    T_CHECK(orc_math_equiv_opts("1,-2", "-2,1", &un));
+    T_CHECK(orc_math_equiv_opts("3, 5, 7", "7,3,5", &un));
+    T_CHECK(orc_math_equiv_opts("x=1, x=-2", "-2, 1", &un));
+    T_CHECK(!orc_math_equiv_opts("1,-2", "-2,2", &un));
+    T_CHECK(!orc_math_equiv_opts("1,1,2", "1,2,2", &un));
+    T_CHECK(!orc_math_equiv_opts("1,2", "1,2,3", &un));
+    /* tuples and intervals stay ordered even then */
+    T_CHECK(!orc_math_equiv_opts("(1,2)", "(2,1)", &un));
+    T_CHECK(orc_math_equiv_opts("(1,2), (3,4)", "(3,4),(1,2)", &un));
+}
+
+static void test_normalize_forms(void) {
+    static const char *const CASES[][2] = {
+        {"\\left( 3, \\frac{\\pi}{2} \\right)", "(3,\\frac{\\pi}{2})"},
+        {"10,\\!080", "10080"},
+        {"\\frac 59", "\\frac{5}{9}"},
+        {"\\dfrac{17}{50}", "\\frac{17}{50}"},
+        {"11\\sqrt2", "11\\sqrt{2}"},
+        {".0000672", "0.0000672"},
+        {"x \\in [-2,7]", "[-2,7]"},
+        {"x=5", "5"},
+        {"y = 2x + 3", "y=2x+3"},
+        {"\\text{(C)}", "C"},
+        {"90^\\circ", "90"},
+        {"\\$32,\\!348", "32348"},
+        {"864 \\mbox{ inches}^2", "864"},
+        {"\\frac{270}7\\text{ degrees}", "\\frac{270}{7}"},
+        {"4343_6", "4343_{6}"},
+        {"\\pi r^2", "\\pi r^{2}"},
+        {"\\begin{pmatrix} 1 & 2 \\end{pmatrix}", "\\begin{pmatrix}1&2\\end{pmatrix}"},
+        {"", ""},
+    };
+    for (size_t i = 0; i < sizeof CASES / sizeof CASES[0]; i++) {
+        char *n = orc_math_normalize(CASES[i][0]);
+        T_CHECKF(n && strcmp(n, CASES[i][1]) == 0, "normalize(%s) = [%s], want [%s]",
+                 CASES[i][0], n ? n : "(null)", CASES[i][1]);
+        free(n);
+    }
+    T_CHECK(orc_math_normalize(NULL) == NULL);
+    T_CHECK(!orc_math_equiv(NULL, "1") && !orc_math_equiv("1", NULL) && !orc_math_equiv(NULL, NULL));
+    T_CHECK(!orc_math_equiv("", ""));
+}
+
+static void test_eval(void) {
+    static const struct { const char *s; double v; } OK[] = {
+        {"\\frac{3\\sqrt{3}}{4}", 1.299038105676658}, {"1\\frac{4}{5}", 1.8}, {"2^{10}", 1024},
+        {"-2^2", -4}, {"(1+2)(3+4)", 21}, {"\\sqrt[3]{27}", 3}, {"2\\pi", 6.283185307179586},
+        {"6.72\\times10^{-5}", 6.72e-5}, {"10!", 3628800}, {"\\frac12+\\frac13", 5.0 / 6},
+        {"1/2/2", 0.25}, {"2^3^2", 64}, {"-(-3)", 3}, {"x=4", 4},
+    };
+    for (size_t i = 0; i < sizeof OK / sizeof OK[0]; i++) {
+        double v = 0;
+        int ok = orc_math_eval(OK[i].s, &v);
+        T_CHECKF(ok && fabs(v - OK[i].v) <= 1e-9 * fmax(1, fabs(OK[i].v)),
+                 "eval(%s) ok=%d v=%.17g want %.17g", OK[i].s, ok, v, OK[i].v);
+    }
+    static const char *const BAD[] = {"x+1", "\\infty", "1/0", "\\sqrt{-1}", "2^{10000}",
+                                      "(1,2)", "\\text{east}", "1e5", "3!!!!!", "", "(((", "5_8",
+                                      "\\frac{1}", "inf", "nan", "0x10"};
+    for (size_t i = 0; i < sizeof BAD / sizeof BAD[0]; i++) {
+        double v;
+        T_CHECKF(!orc_math_eval(BAD[i], &v), "eval(%s) should fail", BAD[i]);
+    }
+}
+
+/* extract(text) must be want (NULL: nothing). */
+static void check_extract(const char *text, const char *want) {
+    char *got = orc_math_extract(text);
+    if (!want) T_CHECKF(got == NULL, "extract(%s) = [%s], want NULL", text, got);
+    else T_CHECKF(got && strcmp(got, want) == 0, "extract(%s) = [%s], want [%s]",
+                  text, got ? got : "(null)", want);
+    free(got);
+}
+
+static void test_extract(void) {
+    check_extract("The answer is $\\boxed{5}$.", "5");
+    check_extract("so $\\boxed{\\frac{1}{2}}$", "\\frac{1}{2}");
+    check_extract("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)");
+    check_extract("\\boxed{\\{1\\pm\\sqrt{5},-2\\}}", "\\{1\\pm\\sqrt{5},-2\\}");
+    check_extract("\\boxed{\\}}", "\\}");
+    check_extract("\\boxed{a{b{c}}d}", "a{b{c}}d");
+    check_extract("first \\boxed{1}, then \\boxed{2}.", "2");
+    check_extract("\\boxed{1} \\fbox{3}", "3");
+    check_extract("\\fbox{7}", "7");
+    check_extract("no answer here", NULL);
+    check_extract("", NULL);
+    check_extract(NULL, NULL);
+    check_extract("$\\boxed 5$.", "5");
+    check_extract("so \\boxed 42\nmore", "42");
+    check_extract("\\[\\boxed x=3\\]", "x=3");
+    check_extract("\\boxed { 12 }", "12");
+    check_extract("\\boxed{5", NULL);
+    check_extract("\\boxed{3} and later \\boxed{4", "3");
+    check_extract("\\boxed{}", "");
+    check_extract("\\boxed", NULL);
+    check_extract("\\boxedx{5}", NULL);
+    check_extract("}}}{{{\\boxed{9}", "9");
+    check_extract("\\boxed{\\boxed{6}}", "6");
+    /* fallbacks */
+    check_extract("So the answer is 12.", "12");
+    check_extract("Final Answer: The final answer is $\\frac{1}{2}$. I hope it is correct.",
+                  "\\frac{1}{2}");
+    check_extract("final answer: 3, 5, 7\nmore text", "3, 5, 7");
+    check_extract("The answer is: **x=5**", "x=5");
+    check_extract("The answer is $\\$32,\\!348$.", "\\$32,\\!348");
+    check_extract("The answer is 3.21. Done", "3.21");
+    check_extract("the answer is \\(\\sqrt{2}\\)", "\\sqrt{2}");
+    check_extract("The answer is", NULL);
+    /* a box wins over a later marker */
+    check_extract("\\boxed{4} ... the answer is 5", "4");
+}
+
+static void test_grade(void) {
+    T_CHECK(orc_math_grade("Thus $x = \\boxed{\\dfrac{1}{2}}$.", "\\frac12"));
+    T_CHECK(orc_math_grade("The answer is 0.5", "\\frac{1}{2}"));
+    T_CHECK(!orc_math_grade("\\boxed{3}", "4"));
+    T_CHECK(!orc_math_grade("no answer", "4"));
+    T_CHECK(!orc_math_grade(NULL, "4"));
+}
+
+/* ------------------------------------------------------- robustness */
+
+static uint64_t rng_state = 88172645463325252ull;
+static uint64_t rng(void) {
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static const char *const PIECES[] = {
+    "\\boxed{", "\\boxed ", "\\fbox{", "{", "}", "\\{", "\\}", "\\", "\\\\", "\\frac", "\\sqrt",
+    "\\sqrt[", "]", "[", "(", ")", ",", "=", "^", "_", "\\text{", "\\left", "\\right", "$",
+    "\\$", "%", ".", "-", "+", "/", "1", "2", "0", "9", "x", "y", "i", "pi", "\\pi", "\\infty",
+    "\\cup", "&", "\\begin{pmatrix}", "\\end{pmatrix}", "\\!", " ", "\n", "cm", " and ",
+    "The answer is ", "final answer:", "\\circ", "!", "\xff", "\xc3", "\x80", "\xe2\x88",
+    "\xcf\x80", "\\in", "1,000", "\\dfrac12", "\\times", "\\cdot", "*", "e", "\\pm",
+};
+
+static char *random_text(size_t max_pieces) {
+    size_t np = sizeof PIECES / sizeof PIECES[0], k = rng() % (max_pieces + 1), len = 0;
+    char *s = malloc(k * 16 + 1);
+    if (!s) return NULL;
+    for (size_t i = 0; i < k; i++) {
+        if (rng() % 8 == 0) {                      /* a raw random byte now and then */
+            char c = (char)(rng() % 255 + 1);
+            s[len++] = c;
+            continue;
+        }
+        const char *p = PIECES[rng() % np];
+        size_t l = strlen(p);
+        memcpy(s + len, p, l);
+        len += l;
+    }
+    s[len] = 0;
+    return s;
+}
+
+static void test_fuzz(void) {
+    int asym = 0, refl_fail = 0, extracted = 0, equal = 0;
+    for (int it = 0; it < 10000; it++) {
+        char *a = random_text(40), *b = random_text(40);
+        if (!a || !b) { free(a); free(b); T_CHECK(0); return; }
+        char *x = orc_math_extract(a);
+        if (x) { extracted++; free(x); }
+        char *na = orc_math_normalize(a);
+        if (na && *na && !orc_math_equiv(a, a)) refl_fail++;
+        free(na);
+        int ab = orc_math_equiv(a, b), ba = orc_math_equiv(b, a);
+        if (ab != ba) asym++;
+        equal += ab;
+        orc_math_opts un = {.unordered = 1};
+        (void)orc_math_equiv_opts(a, b, &un);
+        double v;
+        (void)orc_math_eval(a, &v);
+        free(a);
+        free(b);
+    }
+    printf("  10000 random pairs: %d extracted, %d judged equal, %d asymmetric, %d not reflexive\n",
+           extracted, equal, asym, refl_fail);
+    T_CHECK(asym == 0);
+    T_CHECK(refl_fail == 0);
+
+    /* mutations of real answers reach the deeper comparison paths */
+    int n_eq = (int)(sizeof EQ / sizeof EQ[0]), still = 0, masym = 0;
+    size_t np = sizeof PIECES / sizeof PIECES[0];
+    for (int it = 0; it < 10000; it++) {
+        const char *src = EQ[it % n_eq][0], *other = EQ[it % n_eq][1];
+        const char *piece = PIECES[rng() % np];
+        size_t l = strlen(src), at = rng() % (l + 1), pl = strlen(piece);
+        char *m = malloc(l + pl + 1);
+        if (!m) { T_CHECK(0); return; }
+        memcpy(m, src, at);
+        memcpy(m + at, piece, pl);
+        memcpy(m + at + pl, src + at, l - at + 1);
+        int ab = orc_math_equiv(m, other), ba = orc_math_equiv(other, m);
+        still += ab;
+        masym += ab != ba;
+        char *x = orc_math_extract(m);
+        free(x);
+        free(m);
+    }
+    printf("  10000 mutated answers: %d still judged equal, %d asymmetric\n", still, masym);
+    T_CHECK(masym == 0);
+}
+
+static char *repeat(const char *piece, size_t times, const char *tail) {
+    size_t l = strlen(piece), tl = strlen(tail);
+    char *s = malloc(l * times + tl + 1);
+    if (!s) return NULL;
+    for (size_t i = 0; i < times; i++) memcpy(s + i * l, piece, l);
+    memcpy(s + l * times, tail, tl + 1);
+    return s;
+}
+
+/* "\{x,x,...,x,last\}" nested three times, x being the previous level. */
+static char *nest_sets(const char *last) {
+    char *cur = strdup("1");
+    for (int level = 0; level < 3 && cur; level++) {
+        size_t l = strlen(cur), cap = (l + 1) * 30 + strlen(last) + 8, len = 0;
+        char *next = malloc(cap);
+        if (next) {
+            len += (size_t)snprintf(next, cap, "\\{");
+            for (int k = 0; k < 30; k++) len += (size_t)snprintf(next + len, cap - len, "%s,", cur);
+            snprintf(next + len, cap - len, "%s\\}", level == 0 ? last : "2");
+        }
+        free(cur);
+        cur = next;
+    }
+    return cur;
+}
+
+static void test_huge_inputs(void) {
+    struct { const char *piece; size_t times; const char *tail; } H[] = {
+        {"{", 2000000, ""},              /* unbalanced, over the length limit */
+        {"\\boxed{", 100000, "x}"},      /* deep unclosed boxes, innermost complete */
+        {"(", 200000, "1"},              /* deep parentheses */
+        {"\\frac{", 100000, "1"},
+        {"1,", 200000, "1"},             /* a very long list */
+        {"\\sqrt", 100000, "2"},
+        {"-", 300000, "1"},
+        {"\\{", 100000, "\\}"},
+        {"\xff\xfe", 300000, ""},        /* invalid UTF-8 */
+        {"x^", 100000, "2"},
+    };
+    for (size_t i = 0; i < sizeof H / sizeof H[0]; i++) {
+        char *s = repeat(H[i].piece, H[i].times, H[i].tail);
+        T_CHECK(s != NULL);
+        if (!s) continue;
+        char *x = orc_math_extract(s);
+        if (i == 1) T_CHECKF(x && strcmp(x, "x") == 0, "deep boxes gave [%.20s]", x ? x : "(null)");
+        free(x);
+        char *n = orc_math_normalize(s);
+        free(n);
+        (void)orc_math_equiv(s, "1");
+        (void)orc_math_equiv(s, s);
+        free(s);
+    }
+    /* nested unordered sets, 30 wide and 3 deep, differing only in the
+     * innermost last element */
+    char *set_a = nest_sets("2"), *set_b = nest_sets("3");
+    T_CHECK(set_a && set_b && !orc_math_equiv(set_a, set_b));
+    free(set_a);
+    free(set_b);
+
+    char *big = repeat("1,", 300000, "1");
+    T_CHECK(big && orc_math_equiv(big, big));   /* under the limit: compared element-wise */
+    free(big);
+}
+
+/* ------------------------------------------------------------ MATH-500 */
+
+static char *read_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) { free(s); s = NULL; }
+    if (s) s[n] = 0;
+    fclose(f);
+    return s;
+}
+
+/* Reads the "answer" field of every row; returns the count. */
+static int load_answers(const char *path, char ***out) {
+    char *text = read_file(path);
+    if (!text) return -1;
+    int n = 0, cap = 0;
+    char **ans = NULL;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        cJSON *row = cJSON_Parse(line);
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(row, "answer");
+        if (cJSON_IsString(a)) {
+            if (n == cap) {
+                cap = cap ? cap * 2 : 512;
+                char **na = realloc(ans, (size_t)cap * sizeof *na);
+                if (!na) { cJSON_Delete(row); break; }
+                ans = na;
+            }
+            ans[n++] = strdup(a->valuestring);
+        }
+        cJSON_Delete(row);
+    }
+    free(text);
+    *out = ans;
+    return n;
+}
+
+static void test_math500(void) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/data/math500/test.jsonl", t_shared());
+    char **ans = NULL;
+    int n = load_answers(path, &ans);
+    if (n < 0) T_SKIP("%s not found; MATH-500 checks skipped", path);
+    T_CHECKF(n == 500, "%d rows", n);
+
+    int exact = 0, same = 0, idem = 0, marker = 0;
+    for (int i = 0; i < n; i++) {
+        size_t l = strlen(ans[i]);
+        char *boxed = malloc(l + 32), *said = malloc(l + 32);
+        if (!boxed || !said) { free(boxed); free(said); T_CHECK(0); break; }
+        snprintf(boxed, l + 32, "\\boxed{%s}", ans[i]);
+        snprintf(said, l + 32, "The answer is $%s$.", ans[i]);
+        char *x = orc_math_extract(boxed), *y = orc_math_extract(said);
+        exact += x && strcmp(x, ans[i]) == 0;
+        int eq = x && orc_math_equiv(x, ans[i]);
+        same += eq;
+        T_CHECKF(eq, "row %d: boxed [%s] extracted as [%s] is not equal", i, ans[i], x ? x : "(null)");
+        marker += y && orc_math_equiv(y, ans[i]);
+        char *n1 = orc_math_normalize(ans[i]), *n2 = n1 ? orc_math_normalize(n1) : NULL;
+        int id = n1 && n2 && strcmp(n1, n2) == 0;
+        idem += id;
+        T_CHECKF(id, "row %d: normalize not idempotent: [%s] -> [%s]", i, n1 ? n1 : "(null)",
+                 n2 ? n2 : "(null)");
+        free(boxed); free(said); free(x); free(y); free(n1); free(n2);
+    }
+    printf("  boxed extraction: %d/%d exact, %d/%d equal; \"The answer is\": %d/%d equal; "
+           "normalize idempotent %d/%d\n", exact, n, same, n, marker, n, idem, n);
+    T_CHECK(exact == n && same == n && marker == n && idem == n);
+
+    /* 500 random pairs of different rows with different normalised answers */
+    char **norm = calloc((size_t)n, sizeof *norm);
+    T_CHECK(norm != NULL);
+    for (int i = 0; norm && i < n; i++) norm[i] = orc_math_normalize(ans[i]);
+    int tried = 0, judged_equal = 0, guard = 0;
+    while (norm && n > 1 && tried < 500 && guard++ < 100000) {
+        int i = (int)(rng() % (uint64_t)n), j = (int)(rng() % (uint64_t)n);
+        if (i == j || !norm[i] || !norm[j] || strcmp(norm[i], norm[j]) == 0) continue;
+        tried++;
+        if (orc_math_equiv(ans[i], ans[j])) {
+            judged_equal++;
+            printf("  random pair judged equal: [%s] [%s]\n", ans[i], ans[j]);
+        }
+    }
+    printf("  random distinct pairs: %d/%d judged equal\n", judged_equal, tried);
+    T_CHECK(tried == 500);
+    T_CHECK(judged_equal * 100 <= tried);
+
+    /* every pair of rows with different normalised answers, for the report */
+    long pairs = 0, all_equal = 0;
+    for (int i = 0; norm && i < n; i++)
+        for (int j = i + 1; j < n; j++) {
+            if (!norm[i] || !norm[j] || strcmp(norm[i], norm[j]) == 0) continue;
+            pairs++;
+            if (orc_math_equiv(ans[i], ans[j])) {
+                if (all_equal < 10) printf("  pair judged equal: [%s] [%s]\n", ans[i], ans[j]);
+                all_equal++;
+            }
+        }
+    printf("  all %ld distinct pairs: %ld judged equal\n", pairs, all_equal);
+    T_CHECK(all_equal * 100 <= pairs);
+
+    for (int i = 0; i < n; i++) { free(ans[i]); if (norm) free(norm[i]); }
+    free(norm);
+    free(ans);
+}
+
+int main(void) {
+    T_RUN(test_pairs_equal);
+    T_RUN(test_pairs_different);
+    T_RUN(test_unordered_option);
+    T_RUN(test_normalize_forms);
+    T_RUN(test_eval);
+    T_RUN(test_extract);
+    T_RUN(test_grade);
+    T_RUN(test_fuzz);
+    T_RUN(test_huge_inputs);
+    T_RUN(test_math500);
+    T_DONE();
+}

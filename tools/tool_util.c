@@ -1,0 +1,188 @@
+/* tool_util.c — small helpers of the tools module: buffers, strings, UTF-8,
+ * clock, random numbers, URLs. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <curl/curl.h>
+#include "tool_internal.h"
+
+double tool_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int tool_ctx_stop(const tool_ctx *c) {
+    if (!c) return 0;
+    if (c->cancel && atomic_load(c->cancel)) return 1;
+    return c->deadline > 0 && tool_now() >= c->deadline;
+}
+
+double tool_ctx_left(const tool_ctx *c) {
+    if (!c || c->deadline <= 0) return 1e9;
+    double left = c->deadline - tool_now();
+    return left > 0 ? left : 0;
+}
+
+/* ---------------------------------------------------------------- buffers */
+static int buf_reserve(tool_buf *b, size_t extra) {
+    if (extra > ((size_t)-1) / 4 - b->n) return -1;
+    size_t need = b->n + extra + 1;
+    if (need <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < need) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) return -1;
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+int tool_buf_add(tool_buf *b, const char *s, size_t n) {
+    if (buf_reserve(b, n)) return -1;
+    if (n) memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+    return 0;
+}
+
+int tool_buf_adds(tool_buf *b, const char *s) { return tool_buf_add(b, s, strlen(s)); }
+int tool_buf_addc(tool_buf *b, char c) { return tool_buf_add(b, &c, 1); }
+
+int tool_buf_printf(tool_buf *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || buf_reserve(b, (size_t)n)) return -1;
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->n, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->n += (size_t)n;
+    return 0;
+}
+
+void tool_buf_free(tool_buf *b) {
+    free(b->p);
+    b->p = NULL;
+    b->n = b->cap = 0;
+}
+
+char *tool_buf_take(tool_buf *b) {
+    char *s = b->p ? b->p : calloc(1, 1);
+    b->p = NULL;
+    b->n = b->cap = 0;
+    return s;
+}
+
+char *tool_strndup(const char *s, size_t n) {
+    if (!s) return NULL;
+    char *d = malloc(n + 1);
+    if (!d) return NULL;
+    memcpy(d, s, n);
+    d[n] = 0;
+    return d;
+}
+
+char *tool_strdup(const char *s) { return s ? tool_strndup(s, strlen(s)) : NULL; }
+
+size_t tool_utf8_cut(const char *s, size_t n, size_t cap) {
+    if (n <= cap) return n;
+    size_t i = cap;
+    /* back up over continuation bytes to the start of the cut character */
+    while (i > 0 && ((unsigned char)s[i] & 0xC0) == 0x80) i--;
+    return i;
+}
+
+int tool_buf_add_utf8(tool_buf *b, unsigned cp) {
+    char u[4];
+    if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) cp = 0xFFFD;
+    if (cp < 0x80) return tool_buf_addc(b, (char)cp);
+    if (cp < 0x800) {
+        u[0] = (char)(0xC0 | (cp >> 6)); u[1] = (char)(0x80 | (cp & 0x3F));
+        return tool_buf_add(b, u, 2);
+    }
+    if (cp < 0x10000) {
+        u[0] = (char)(0xE0 | (cp >> 12)); u[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+        u[2] = (char)(0x80 | (cp & 0x3F));
+        return tool_buf_add(b, u, 3);
+    }
+    u[0] = (char)(0xF0 | (cp >> 18)); u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
+    u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[3] = (char)(0x80 | (cp & 0x3F));
+    return tool_buf_add(b, u, 4);
+}
+
+/* ----------------------------------------------------------------- random */
+uint64_t tool_rng_next(uint64_t *s) {
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+double tool_rng_unit(uint64_t *s) {
+    return ((tool_rng_next(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+}
+
+void tool_latency_init(tool_latency *l, double median_ms, double sigma, uint64_t seed) {
+    l->median_ms = median_ms;
+    l->sigma = sigma;
+    l->state = seed ^ 0x6C61746E63790000ull;
+}
+
+double tool_latency_draw_ms(tool_latency *l) {
+    if (l->median_ms <= 0) return 0;
+    if (l->sigma <= 0) return l->median_ms;
+    /* Box-Muller: one standard normal from two uniforms */
+    double u1 = tool_rng_unit(&l->state), u2 = tool_rng_unit(&l->state);
+    double z = sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+    return l->median_ms * exp(l->sigma * z);
+}
+
+/* -------------------------------------------------------------------- URLs */
+static int is_http_url(const char *u) {
+    return u && (strncasecmp(u, "http://", 7) == 0 || strncasecmp(u, "https://", 8) == 0);
+}
+
+char *tool_url_resolve(const char *base, const char *ref) {
+    if (!ref) return NULL;
+    while (*ref == ' ' || *ref == '\t' || *ref == '\n' || *ref == '\r') ref++;
+    if (!*ref || *ref == '#') return NULL;
+    CURLU *h = curl_url();
+    if (!h) return NULL;
+    char *out = NULL, *url = NULL;
+    int ok;
+    if (is_http_url(ref) || !base) {
+        ok = curl_url_set(h, CURLUPART_URL, ref, 0) == CURLUE_OK;
+    } else {
+        /* a relative reference set on a handle holding a URL is resolved */
+        ok = curl_url_set(h, CURLUPART_URL, base, 0) == CURLUE_OK &&
+             curl_url_set(h, CURLUPART_URL, ref, 0) == CURLUE_OK;
+    }
+    if (ok) ok = curl_url_set(h, CURLUPART_FRAGMENT, NULL, 0) == CURLUE_OK;
+    if (ok && curl_url_get(h, CURLUPART_URL, &url, 0) == CURLUE_OK && is_http_url(url))
+        out = tool_strdup(url);
+    curl_free(url);
+    curl_url_cleanup(h);
+    return out;
+}
+
+char *tool_url_encode(const char *s) {
+    tool_buf b = {0};
+    static const char hex[] = "0123456789ABCDEF";
+    if (tool_buf_add(&b, "", 0)) return NULL;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        int plain = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+                    (*p >= '0' && *p <= '9') || strchr("-_.~", *p);
+        char esc[3] = {'%', hex[*p >> 4], hex[*p & 15]};
+        if (plain ? tool_buf_addc(&b, (char)*p) : tool_buf_add(&b, esc, 3)) {
+            tool_buf_free(&b);
+            return NULL;
+        }
+    }
+    return tool_buf_take(&b);
+}

@@ -26,8 +26,10 @@ BENCH_BIN := $(BENCH_SRC:benchmarks/%.c=$(B)/benchmarks/%)
 
 all: $(B)/brisk $(TEST_BIN) $(BENCH_BIN)
 
+# A thin archive: members are referenced by path, so two modules may have
+# files of the same name (a plain archive keeps one member per base name).
 $(B)/libbrisk.a: $(LIB_OBJ) $(CU_OBJ)
-	ar rcs $@ $^
+	rm -f $@ && ar rcsT $@ $^
 
 $(B)/%.o: %.c
 	@mkdir -p $(dir $@)

@@ -16,6 +16,7 @@
  * themselves. */
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -57,45 +58,66 @@ INLINE float dot(const float *a, const float *b, int n) {
 /* ---------------------------------------------------------- thread pool */
 typedef void (*job_fn)(void *arg, int tid, int nth);
 
+/* Workers spin briefly on the job counter before sleeping on a condition
+ * variable: the jobs of a forward pass come back to back, and a sleeping
+ * thread can take tens of microseconds to wake. */
 typedef struct pool {
     int nth;                 /* threads including the caller */
     pthread_t *th;
     int n_started;
     pthread_mutex_t mu;
     pthread_cond_t go, done;
-    unsigned long gen;       /* bumped for every job */
-    int busy;                /* workers still running the current job */
-    int quit;
+    atomic_ulong gen;        /* bumped for every job; fn and arg are set before */
+    atomic_int busy;         /* workers still running the current job */
+    atomic_int quit;
     job_fn fn;
     void *arg;
 } pool;
 
+enum { SPIN = 4000 };        /* polls before sleeping: up to ~100 microseconds */
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
 typedef struct worker_arg { pool *p; int tid; } worker_arg;
+
+/* Waits for a job newer than seen; returns its number, or 0 to quit. */
+static unsigned long wait_job(pool *p, unsigned long seen) {
+    for (int i = 0; i < SPIN; i++) {
+        if (atomic_load(&p->quit)) return 0;
+        unsigned long g = atomic_load(&p->gen);
+        if (g != seen) return g;
+        cpu_relax();
+    }
+    pthread_mutex_lock(&p->mu);
+    while (atomic_load(&p->gen) == seen && !atomic_load(&p->quit))
+        pthread_cond_wait(&p->go, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    return atomic_load(&p->quit) ? 0 : atomic_load(&p->gen);
+}
 
 static void *worker_main(void *a) {
     worker_arg w = *(worker_arg *)a;
     free(a);
     pool *p = w.p;
     unsigned long seen = 0;
-    pthread_mutex_lock(&p->mu);
-    for (;;) {
-        while (p->gen == seen && !p->quit) pthread_cond_wait(&p->go, &p->mu);
-        if (p->quit) break;
-        seen = p->gen;
-        job_fn fn = p->fn;
-        void *arg = p->arg;
-        pthread_mutex_unlock(&p->mu);
-        fn(arg, w.tid, p->nth);
-        pthread_mutex_lock(&p->mu);
-        if (--p->busy == 0) pthread_cond_signal(&p->done);
+    while ((seen = wait_job(p, seen))) {
+        p->fn(p->arg, w.tid, p->nth);
+        if (atomic_fetch_sub(&p->busy, 1) == 1) {   /* last one out wakes the caller */
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_signal(&p->done);
+            pthread_mutex_unlock(&p->mu);
+        }
     }
-    pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
 static void pool_stop(pool *p) {
     pthread_mutex_lock(&p->mu);
-    p->quit = 1;
+    atomic_store(&p->quit, 1);
     pthread_cond_broadcast(&p->go);
     pthread_mutex_unlock(&p->mu);
     for (int i = 0; i < p->n_started; i++) pthread_join(p->th[i], NULL);
@@ -125,20 +147,28 @@ static int pool_start(pool *p, int nth, eng_err *err) {
     return ENG_OK;
 }
 
+/* Jobs smaller than this (in multiply-adds or so) run on the calling
+ * thread alone: waking the others would cost more than it saves.  Results
+ * do not depend on the split, so this changes only the time. */
+#define POOL_MIN_WORK (1 << 17)
+
 /* Runs fn(arg, tid, nth) on every thread, the caller being tid 0. */
-static void pool_run(pool *p, job_fn fn, void *arg) {
-    if (p->nth == 1) { fn(arg, 0, 1); return; }
-    pthread_mutex_lock(&p->mu);
+static void pool_run(pool *p, job_fn fn, void *arg, double work) {
+    if (p->nth == 1 || work < POOL_MIN_WORK) { fn(arg, 0, 1); return; }
     p->fn = fn;
     p->arg = arg;
-    p->busy = p->nth - 1;
-    p->gen++;
+    atomic_store(&p->busy, p->nth - 1);
+    pthread_mutex_lock(&p->mu);          /* a worker between its check and its wait holds mu */
+    atomic_fetch_add(&p->gen, 1);
     pthread_cond_broadcast(&p->go);
     pthread_mutex_unlock(&p->mu);
     fn(arg, 0, p->nth);
-    pthread_mutex_lock(&p->mu);
-    while (p->busy) pthread_cond_wait(&p->done, &p->mu);
-    pthread_mutex_unlock(&p->mu);
+    for (int i = 0; i < SPIN && atomic_load(&p->busy); i++) cpu_relax();
+    if (atomic_load(&p->busy)) {
+        pthread_mutex_lock(&p->mu);
+        while (atomic_load(&p->busy)) pthread_cond_wait(&p->done, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+    }
 }
 
 /* ---------------------------------------------------------------- state */
@@ -321,7 +351,9 @@ static void run_mm(cpu *s, const mm *a, const mm *b, const mm *c) {
     j.m[j.n++] = *a;
     if (b) j.m[j.n++] = *b;
     if (c) j.m[j.n++] = *c;
-    pool_run(&s->tp, mm_worker, &j);
+    double work = 0;
+    for (int i = 0; i < j.n; i++) work += (double)j.m[i].R * j.m[i].K * j.m[i].N;
+    pool_run(&s->tp, mm_worker, &j, work);
 }
 
 /* ------------------------------------------------------ small row ops */
@@ -464,7 +496,9 @@ static void layer_pass(cpu *s, const eng_fwd_batch *b, int row0, int n, int l) {
     run_mm(s, &q, &k, &v);
     rope_and_store(s, b, row0, n, l);
     att_job aj = { s, b, row0, n, l };
-    pool_run(&s->tp, att_worker, &aj);
+    double work = 0;   /* two passes over head_dim per (row, head, position) */
+    for (int i = 0; i < n; i++) work += 2.0 * (b->pos[row0 + i] + 1) * qd;
+    pool_run(&s->tp, att_worker, &aj, work);
     mm o = make_mm(s->att, n, qd, w->wo, NULL, H, s->x, 1);
     run_mm(s, &o, NULL, NULL);
 
@@ -473,7 +507,7 @@ static void layer_pass(cpu *s, const eng_fwd_batch *b, int row0, int n, int l) {
     mm u = make_mm(s->h, n, H, w->w_up, NULL, I, s->up, 0);
     run_mm(s, &g, &u, NULL);
     swiglu_job sj = { s->gate, s->up, (size_t)n * I };
-    pool_run(&s->tp, swiglu_worker, &sj);
+    pool_run(&s->tp, swiglu_worker, &sj, 16.0 * sj.n);
     mm d = make_mm(s->gate, n, I, w->w_down, NULL, H, s->x, 1);
     run_mm(s, &d, NULL, NULL);
 }
@@ -579,7 +613,7 @@ static int cpu_forward(eng_backend *be, const eng_fwd_batch *b, eng_err *err) {
     run_mm(s, &lm, NULL, NULL);   /* only the out rows: lm_head is the largest matrix */
     if (b->sampled) {
         samp_job j = { b, logits, c->vocab_size };
-        pool_run(&s->tp, samp_worker, &j);
+        pool_run(&s->tp, samp_worker, &j, 32.0 * b->n_out * c->vocab_size);
     }
     return ENG_OK;
 }

@@ -49,7 +49,8 @@ int  eng_tok_load(const char *tokenizer_json_path, eng_tok **out, eng_err *err);
 void eng_tok_free(eng_tok *t);
 int  eng_tok_vocab_size(const eng_tok *t);
 /* Encodes len bytes of UTF-8 text.  With allow_special, added/special tokens
- * written literally in the text (e.g. "<|im_end|>") become their ids.
+ * written literally in the text (e.g. "<|im_end|>") become their ids;
+ * without it they are text (non-special added tokens still match).
  * *ids is malloc'd; caller frees. */
 int  eng_tok_encode(const eng_tok *t, const char *text, size_t len, int allow_special,
                     int **ids, int *n_ids, eng_err *err);
@@ -64,7 +65,8 @@ char *eng_tok_decode(const eng_tok *t, const int *ids, int n_ids, int skip_speci
  * the bytes of a character split across tokens. */
 typedef struct eng_tok_stream { unsigned char pend[8]; int n_pend; } eng_tok_stream;
 /* Appends the text of token id to out (cap bytes, NUL-terminated); returns
- * the number of bytes written. */
+ * the number of bytes written.  id < 0 flushes held-back bytes (as U+FFFD).
+ * out needs 3 x the longest token + 16 bytes; what does not fit is dropped. */
 int  eng_tok_stream_put(const eng_tok *t, eng_tok_stream *s, int id, int skip_special,
                         char *out, int cap);
 
@@ -122,6 +124,10 @@ int  eng_seq_remove(eng_engine *e, int seq);
 /* Appends tokens (e.g. a tool result, a probe cue) as pending input of seq;
  * they are processed at the next step. */
 int  eng_seq_append(eng_engine *e, int seq, const int *ids, int n, eng_err *err);
+/* Teacher forcing: the next n tokens sampled for seq are ids instead (the
+ * model still runs, so timings are real; logprob/entropy are the model's for
+ * the forced token).  Scripted agents in tests and benchmarks use this. */
+int  eng_seq_force(eng_engine *e, int seq, const int *ids, int n, eng_err *err);
 /* A paused sequence is left out of eng_step (waiting on a tool, a slow
  * client, or finished but kept for its KV blocks). */
 int  eng_seq_pause(eng_engine *e, int seq, int paused);
@@ -137,7 +143,10 @@ int  eng_seq_last(const eng_engine *e, int seq, eng_token *out);
 int  eng_seq_tokens(const eng_engine *e, int seq, const int **ids, int *n); /* prompt + generated */
 int  eng_seq_n_prompt(const eng_engine *e, int seq);
 /* Logits of the last step: rows = 1, or every processed position when
- * keep_all_logits was on.  Valid until the next step. */
+ * keep_all_logits was on.  Valid until the next step.  On the CPU backend
+ * they are always there; on CUDA only for sequences with keep_all_logits
+ * (copying a vocabulary-sized row per sequence per step costs time);
+ * otherwise NULL with rows = 0. */
 const float *eng_seq_logits(const eng_engine *e, int seq, int *rows);
 int  eng_n_live(const eng_engine *e);
 int  eng_kv_free_blocks(const eng_engine *e);

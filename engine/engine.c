@@ -10,7 +10,21 @@
  * The engine decides which KV block holds which positions (kv.c); the
  * backend owns the memory and the math (backend.h).  Everything a step
  * needs (free blocks, memory) is secured before any sequence changes, so a
- * step that cannot run (ENG_EFULL) leaves every sequence as it was. */
+ * step that cannot run (ENG_EFULL) leaves every sequence as it was.
+ *
+ * Details eng.h leaves open:
+ *  - a sequence id is the lowest free slot, so ids are reused after
+ *    eng_seq_remove;
+ *  - eng_seq_last is ENG_EINVAL until the sequence has sampled a token;
+ *    eng_seq_n_prompt is -1 for an unknown id;
+ *  - a fork with s == NULL continues the parent's random stream from where
+ *    it is (same settings, same next draws); with s it starts from s->seed;
+ *  - with keep_all_logits on, eng_seq_prefill keeps the logits of the rows
+ *    it ran, and eng_seq_logits returns those until the next step;
+ *  - the free-block check counts a private copy for every sequence writing
+ *    into a shared block, an upper bound when the last holder could write
+ *    in place. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -31,6 +45,8 @@ typedef struct seq {
     const float *logits;      /* last step's rows, in e->logits or own_logits */
     int logit_rows;
     float *own_logits;        /* rows kept by eng_seq_prefill */
+    int *forced;              /* eng_seq_force: tokens that replace the next draws */
+    int n_forced, i_forced;
     size_t own_cap;
 } seq;
 
@@ -40,6 +56,7 @@ struct eng_engine {
     eng_backend *be;
     eng_kv *kv;
     int bs, max_seqs, n_live;
+    int host_logits;          /* 1: every step brings logits to the host (CPU) */
     seq *seqs;                /* [max_seqs]; a sequence id is its slot */
     /* one batch, grown on demand */
     int cap_rows, cap_out, cap_logits;
@@ -58,7 +75,8 @@ static seq *get_seq(const eng_engine *e, int id) {
     return &e->seqs[id];
 }
 
-static int active(const seq *s) { return s->live && !s->paused; }
+/* Takes part in the next step: live, not paused, with tokens to process. */
+static int active(const seq *s) { return s->live && !s->paused && s->n_tok > s->n_cached; }
 
 static int bad_seq(int id, eng_err *err) {
     return eng_seterr(err, ENG_EINVAL, "no live sequence with id %d", id);
@@ -149,6 +167,7 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
         rc = eng_seterr(err, ENG_ENOMEM, "eng_create: out of memory for %d sequences", d.max_seqs);
     if (!rc) rc = eng_kv_create(d.n_blocks, d.block_size, &e->kv, err);
     if (!rc) {
+        e->host_logits = d.backend == ENG_BACKEND_CPU;   /* free there: already on the host */
         if (d.backend == ENG_BACKEND_CPU)
             rc = eng_backend_cpu_create(m, d.n_blocks, d.block_size, d.n_threads, &e->be, err);
 #ifdef BRISK_CUDA
@@ -168,6 +187,7 @@ static void free_seq(eng_engine *e, seq *s) {
     eng_kv_table_free(e->kv, &s->table);
     free(s->tok);
     free(s->own_logits);
+    free(s->forced);
     memset(s, 0, sizeof *s);
 }
 
@@ -277,6 +297,39 @@ int eng_seq_pause(eng_engine *e, int id, int paused) {
     if (!s) return ENG_EINVAL;
     s->paused = paused != 0;
     return ENG_OK;
+}
+
+int eng_seq_force(eng_engine *e, int id, const int *ids, int n, eng_err *err) {
+    seq *s = get_seq(e, id);
+    if (!s) return bad_seq(id, err);
+    if (n < 0 || (n > 0 && !ids)) return eng_seterr(err, ENG_EINVAL, "eng_seq_force: no tokens");
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= e->c.vocab_size)
+            return eng_seterr(err, ENG_EINVAL, "eng_seq_force: token %d at %d is outside the "
+                              "vocabulary [0, %d)", ids[i], i, e->c.vocab_size);
+    int *f = malloc((size_t)(n ? n : 1) * sizeof *f);
+    if (!f) return eng_seterr(err, ENG_ENOMEM, "eng_seq_force: out of memory");
+    memcpy(f, ids, (size_t)n * sizeof *f);
+    free(s->forced);
+    s->forced = f;
+    s->n_forced = n;
+    s->i_forced = 0;
+    return ENG_OK;
+}
+
+/* A forced token's log-prob and the row's entropy, from host logits. */
+static eng_token forced_token(const float *logits, int vocab, int id) {
+    float mx = logits[0];
+    for (int i = 1; i < vocab; i++) mx = logits[i] > mx ? logits[i] : mx;
+    double z = 0, ez = 0;
+    for (int i = 0; i < vocab; i++) {
+        double p = exp((double)logits[i] - mx);
+        z += p;
+        ez += p * ((double)logits[i] - mx);
+    }
+    double lz = log(z);
+    eng_token t = { id, (float)((double)logits[id] - mx - lz), (float)(lz - ez / z) };
+    return t;
 }
 
 int eng_seq_keep_all_logits(eng_engine *e, int id, int on) {
@@ -413,10 +466,13 @@ int eng_step(eng_engine *e, eng_err *err) {
     }
     if (rc) return rc;
     int n_seqs = build_step(e);
+    int want = e->host_logits;   /* others: only when a sequence needs them */
+    for (int i = 0; i < e->max_seqs && !want; i++)
+        want = active(&e->seqs[i]) && (e->seqs[i].keep_all || e->seqs[i].i_forced < e->seqs[i].n_forced);
     eng_fwd_batch b = {
         .n_rows = rows, .tokens = e->tokens, .pos = e->pos, .row_seq = e->row_seq,
         .n_seqs = n_seqs, .seq_len = e->seq_len, .block_table = e->tables,
-        .n_out = outs, .out_rows = e->out_rows, .logits = e->logits,
+        .n_out = outs, .out_rows = e->out_rows, .logits = want ? e->logits : NULL,
         .sampled = e->sampled, .samp = e->samp, .rng = e->rng,
     };
     rc = e->be->forward(e->be, &b, err);
@@ -428,9 +484,12 @@ int eng_step(eng_engine *e, eng_err *err) {
         s->last = e->sampled[last];
         s->has_last = 1;
         s->rng = e->rng[last];
+        if (s->i_forced < s->n_forced)
+            s->last = forced_token(e->logits + (size_t)last * e->c.vocab_size, e->c.vocab_size,
+                                   s->forced[s->i_forced++]);
         s->tok[s->n_tok++] = s->last.id;
-        s->logits = e->logits + (size_t)first * e->c.vocab_size;
-        s->logit_rows = last - first + 1;
+        s->logits = want ? e->logits + (size_t)first * e->c.vocab_size : NULL;
+        s->logit_rows = want ? last - first + 1 : 0;
     }
     return ENG_OK;
 }

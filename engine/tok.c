@@ -596,28 +596,31 @@ typedef struct enc {
     int cap_syms, cap_heap;
 } enc;
 
-static int grow(void **p, int *cap, int need, size_t elem) {
+/* Grows the array *pp (any pointer type) to hold need elements. */
+static int grow(void *pp, int *cap, int need, size_t elem) {
     if (need <= *cap) return 0;
     int c = *cap ? *cap : 64;
     while (c < need) {
         if (c > (1 << 29)) return -1;
         c *= 2;
     }
-    void *q = realloc(*p, (size_t)c * elem);
-    if (!q) return -1;
-    *p = q;
+    void *p;
+    memcpy(&p, pp, sizeof p);
+    p = realloc(p, (size_t)c * elem);
+    if (!p) return -1;
+    memcpy(pp, &p, sizeof p);
     *cap = c;
     return 0;
 }
 
 static int push_id(enc *e, int id) {
-    if (grow((void **)&e->ids, &e->cap_ids, e->n_ids + 1, sizeof *e->ids)) return ENG_ENOMEM;
+    if (grow(&e->ids, &e->cap_ids, e->n_ids + 1, sizeof *e->ids)) return ENG_ENOMEM;
     e->ids[e->n_ids++] = id;
     return ENG_OK;
 }
 
 static int push_span(enc *e, size_t off, size_t len) {
-    if (grow((void **)&e->next, &e->cap_next, e->n_next + 1, sizeof *e->next)) return ENG_ENOMEM;
+    if (grow(&e->next, &e->cap_next, e->n_next + 1, sizeof *e->next)) return ENG_ENOMEM;
     e->next[e->n_next++] = (span){ off, len };
     return ENG_OK;
 }
@@ -688,8 +691,8 @@ static int bpe(enc *e, const char *word, size_t len) {
     if (len > (size_t)(1 << 28)) return ENG_ENOMEM;
     /* Each merge queues at most two pairs: the heap holds under 3n. */
     int n = (int)len;
-    if (grow((void **)&e->syms, &e->cap_syms, n, sizeof *e->syms) ||
-        grow((void **)&e->heap, &e->cap_heap, 3 * n, sizeof *e->heap))
+    if (grow(&e->syms, &e->cap_syms, n, sizeof *e->syms) ||
+        grow(&e->heap, &e->cap_heap, 3 * n, sizeof *e->heap))
         return ENG_ENOMEM;
     int m = init_syms(t, e, (const unsigned char *)word, n), nh = 0;
     for (int i = 0; i + 1 < m; i++) queue_pair(t, e, &nh, i);
@@ -718,7 +721,7 @@ static int bpe(enc *e, const char *word, size_t len) {
 /* Decodes work[sp] into e->chars; returns the number of characters. */
 static int decode_chars(enc *e, span sp) {
     if (sp.len > (size_t)(1 << 28) ||
-        grow((void **)&e->chars, &e->cap_chars, (int)sp.len + 1, sizeof *e->chars))
+        grow(&e->chars, &e->cap_chars, (int)sp.len + 1, sizeof *e->chars))
         return -1;
     const unsigned char *s = (const unsigned char *)e->work + sp.off;
     int n = 0;

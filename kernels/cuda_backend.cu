@@ -723,6 +723,17 @@ extern "C" int eng_backend_cuda_create(const eng_model *m, int n_blocks, int blo
     return eng_backend_cuda_create_opts(m, n_blocks, block_size, NULL, out, err);
 }
 
+extern "C" int eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o) {
+    if (!b || !o || b->forward != cu_forward) return ENG_EINVAL;
+    cu_ctx *c = (cu_ctx *)b->ctx;
+    cudaStreamSynchronize(c->st);
+    graphs_clear(c);
+    c->opt.fast_gemm = o->fast_gemm;
+    c->opt.no_graphs = o->no_graphs;
+    c->opt.gemv_max_rows = o->gemv_max_rows < 0 ? 0 : o->gemv_max_rows > 8 ? 8 : o->gemv_max_rows;
+    return ENG_OK;
+}
+
 extern "C" int eng_cuda_get_info(const eng_backend *b, eng_cuda_info *info) {
     if (!b || !info || b->forward != cu_forward) return ENG_EINVAL;
     const cu_ctx *c = (const cu_ctx *)b->ctx;

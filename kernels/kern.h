@@ -30,6 +30,10 @@ void eng_cuda_opts_default(eng_cuda_opts *o);
 int  eng_backend_cuda_create_opts(const eng_model *m, int n_blocks, int block_size,
                                   const eng_cuda_opts *o, eng_backend **out, eng_err *err);
 
+/* Changes fast_gemm, gemv_max_rows and no_graphs of a live backend (the
+ * weights stay as uploaded); drops captured graphs. */
+int  eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o);
+
 /* Figures for benchmarks: weight bytes read by one decode step (every layer
  * plus the lm_head), KV bytes stored per token (all layers, K and V), the
  * device's name and multiprocessor count. */

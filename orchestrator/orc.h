@@ -6,6 +6,7 @@
 #define ORC_H
 #include <cjson/cJSON.h>
 #include "eng.h"
+#include "tool.h"
 
 /* Where a task's events go.  emit takes ownership of msg.  congested (may be
  * NULL) tells the scheduler that the reader is behind: the task is paused. */
@@ -51,10 +52,30 @@ typedef struct orc_query {
 } orc_query;
 
 void orc_query_free(orc_query *q);
+/* Deep copy (strings included), so a task owns its inputs; 0 or -1. */
+int  orc_query_copy(orc_query *dst, const orc_query *q);
 
 /* Chat mode: one sequence, streamed token by token. */
 int orc_task_chat_create(const orc_query *q, const eng_model *m, orc_sink sink,
                          orc_task **out, eng_err *err);
+
+/* Agent mode: the model calls tools; each call starts as soon as its early
+ * arguments are decoded (partial execution), results go back into the
+ * sequence as a ChatML user turn of <tool_response> blocks, and decoding
+ * goes on, for at most max_turns tool rounds. */
+typedef struct orc_agent_opts {
+    const tool_registry *tools;   /* must outlive the task */
+    int max_turns;                /* 0 = 8 */
+    int no_partial;               /* 1: tools start only at the end of the call */
+    const char *system;           /* base system prompt; NULL = a default */
+    /* Scripted output (tests, benchmarks): turn i's text is forced as the
+     * model's output of assistant turn i (tool calls and <|im_end|> included). */
+    const char *const *script;
+    int n_script;
+} orc_agent_opts;
+
+int orc_task_agent_create(const orc_query *q, const eng_model *m, orc_sink sink,
+                          const orc_agent_opts *o, orc_task **out, eng_err *err);
 
 /* ------------------------------------------------------------ scheduler */
 typedef struct orc_sched orc_sched;
@@ -82,7 +103,8 @@ void orc_sched_get_stats(const orc_sched *s, orc_sched_stats *st);
 /* Small helpers shared by tasks. */
 double orc_now(void);
 int    orc_is_eos(const eng_config *c, int id);
-/* Builds the prompt's token ids (ChatML for messages). */
+/* Builds the prompt's token ids (ChatML for messages; special tokens only in
+ * the template's markers, never from user text). */
 int    orc_encode_query(const orc_query *q, const eng_tok *tok, int **ids, int *n, eng_err *err);
 cJSON *orc_msg(const char *type, const char *id);
 #endif

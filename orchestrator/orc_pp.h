@@ -66,6 +66,13 @@ typedef struct orc_pp_row {
 int  orc_pp_load(const char *path, orc_pp_row **rows, int *n_rows, eng_err *err);
 void orc_pp_rows_free(orc_pp_row *rows, int n_rows);
 
+/* Context first: when the template puts {data} before {context} ("Extract
+ * {data} from the text: {context}"), subtasks share only the words before the
+ * item.  This copy moves the context to the front ("{context}\n\n" + the
+ * template with {context} replaced by "the text above") so the whole context
+ * is prefilled once.  Other schemas are copied unchanged. */
+int  orc_pp_hoist_context(const orc_pp_schema *in, orc_pp_schema *out, eng_err *err);
+
 /* Subtask prompts, one per item (n copies for kind N).  *out is an array of
  * *n_out malloc'd strings; free with orc_pp_strv_free. */
 int  orc_pp_fill(const orc_pp_schema *s, char ***out, int *n_out, eng_err *err);

@@ -358,6 +358,46 @@ int orc_pp_fill(const orc_pp_schema *s, char ***out, int *n_out, eng_err *err) {
     return ENG_OK;
 }
 
+/* ------------------------------------------------------------ context first */
+static int copy_schema(const orc_pp_schema *in, orc_pp_schema *out) {
+    *out = *in;
+    out->tmpl = pp_strdup(in->tmpl);
+    out->context = pp_strdup(in->context ? in->context : "");
+    out->data = NULL;
+    if (in->kind == ORC_PP_DATA) {
+        out->data = calloc((size_t)in->n_data, sizeof *out->data);
+        for (int i = 0; out->data && i < in->n_data; i++)
+            if (!(out->data[i] = pp_strdup(in->data[i]))) { out->n_data = i; return ENG_ENOMEM; }
+        if (!out->data) { out->n_data = 0; return ENG_ENOMEM; }
+    }
+    return out->tmpl && out->context ? ENG_OK : ENG_ENOMEM;
+}
+
+int orc_pp_hoist_context(const orc_pp_schema *in, orc_pp_schema *out, eng_err *err) {
+    if (!out) return eng_seterr(err, ENG_EINVAL, "orc_pp_hoist_context: no output");
+    memset(out, 0, sizeof *out);
+    int rc = orc_pp_validate(in, err);
+    if (rc) return rc;
+    if ((rc = copy_schema(in, out))) {
+        orc_pp_schema_free(out);
+        return eng_seterr(err, rc, "orc_pp_hoist_context: out of memory");
+    }
+    const char *d = strstr(in->tmpl, in->kind == ORC_PP_DATA ? "{data}" : "{n}");
+    const char *c = strstr(in->tmpl, "{context}");
+    if (!c || !d || c < d || pp_is_blank(in->context)) return ENG_OK;
+    pp_buf b = {0};
+    pp_buf_str(&b, "{context}\n\n");
+    for (const char *p = in->tmpl; *p;) {
+        if (!strncmp(p, "{context}", 9)) { pp_buf_str(&b, "the text above"); p += 9; }
+        else pp_buf_add(&b, p++, 1);
+    }
+    char *t = pp_buf_take(&b);
+    if (!t) { orc_pp_schema_free(out); return eng_seterr(err, ENG_ENOMEM, "orc_pp_hoist_context: out of memory"); }
+    free(out->tmpl);
+    out->tmpl = t;
+    return ENG_OK;
+}
+
 /* ------------------------------------------------------------ normal form */
 /* UTF-8 sequences that are spelled differently but mean the same here. */
 static const struct { const char *from, *to; } fold_table[] = {

@@ -14,7 +14,6 @@
  * Every proposal must pass orc_pp_check (items appear in the prompt, >= 2). */
 #include <ctype.h>
 #include <stdlib.h>
-#include <stdio.h>
 #include <string.h>
 #include "pp_internal.h"
 
@@ -177,6 +176,9 @@ static marker num_marker(const char *t, size_t i, size_t end) {
     int v = 0;
     while (j < end && isdigit((unsigned char)t[j]) && j - d < 3) v = v * 10 + (t[j++] - '0');
     if (j == d || (j < end && isdigit((unsigned char)t[j]))) return m;
+    static const char *const ordinal[] = {"st", "nd", "rd", "th"};     /* "4th)" */
+    for (int k = 0; k < 4 && !paren; k++)
+        if (j + 2 < end && !strncmp(t + j, ordinal[k], 2) && (t[j + 2] == ')' || t[j + 2] == '.')) j += 2;
     if (j >= end) return m;
     char c = t[j];
     if (paren) { if (c != ')') return m; }
@@ -219,7 +221,7 @@ static marker line_marker(const text *x, span ln) {
  * offset body.  It takes the lines that follow, up to a blank line, a marker
  * of its own kind or stop_line (the next item): lettered lines (answer
  * choices "a. ...") always, plain lines while its text has not ended a
- * sentence. */
+ * sentence (for the last item: only wrapped-looking lines). */
 static span item_from(const text *x, int kind, int li, size_t body, int stop_line, int *last_line) {
     span s = {body, x->line[li].b};
     int j = li, choices = 0;
@@ -232,6 +234,10 @@ static span item_from(const text *x, int kind, int li, size_t body, int stop_lin
         else {
             char c = last_char(x, (span){s.a, x->line[j].b});
             if (c == '.' || c == '?' || c == '!' || c == ':') break;
+            /* with no next item to stop at, only a line that reads as wrapped
+             * text (indented, or going on in lower case) continues the item */
+            unsigned char f = (unsigned char)x->t[nx.a];
+            if (stop_line < 0 && !isspace(f) && !islower(f)) break;
         }
         j++;
         s.b = nx.b;
@@ -241,15 +247,70 @@ static span item_from(const text *x, int kind, int li, size_t body, int stop_lin
 }
 
 /* ------------------------------------------------------------ list rules */
+static const char *const task_cues[] = {
+    "following", "below", "these", "each", "every", "questions", "list", "answer", "translate",
+    "all of", "respond", "classify", "solve", "rate", "explain", "define", "complete",
+    /* the same in the other languages common in the dataset (es, pt, de, fr, it) */
+    "preguntas", "responder", "responde", "questões", "responda", "fragen", "beantworte",
+    "répondez", "réponds", "domande", "rispondi", "traduce", "übersetze", "traduire",
+};
+static const char *const constraint_heads[] = {
+    "rule", "rules", "requirement", "requirements", "instruction", "instructions", "step", "steps",
+    "constraint", "constraints", "guideline", "guidelines", "format", "example", "examples",
+    "note", "notes", "criteria", "choices", "options",
+};
+
+/* A list is a set of subtasks when its items are questions, or when the
+ * prompt asks for something over it ("answer the following", "each") and the
+ * line just above it does not introduce rules or examples. */
+static int list_is_task(const text *x, const list *l) {
+    size_t a = l->whole.a > 300 ? l->whole.a - 300 : 0;
+    /* the clause just before the list: back to the previous . , ; ? ! or line */
+    size_t head_b = trim_span(x, (span){0, l->whole.a}).b, head_a = head_b;
+    while (head_a > 0 && !strchr(".,;?!\n", x->t[head_a - 1])) head_a--;
+    if (has_any(x->t, head_a, head_b, constraint_heads, sizeof constraint_heads / sizeof *constraint_heads))
+        return 0;
+    int q = 0;
+    for (int i = 0; i < l->n; i++) if (ends_question(x, l->item[i])) q++;
+    if (2 * q >= l->n) return 1;
+    return has_any(x->t, a, l->whole.a, task_cues, sizeof task_cues / sizeof *task_cues) ||
+           has_any(x->t, l->whole.b, x->len, task_cues, sizeof task_cues / sizeof *task_cues);
+}
+
+/* Keeps l in *best when it is a longer list of subtasks. */
+static void keep(const text *x, const list *l, list *best) {
+    if (l->n >= 2 && !l->over && l->n > best->n && (l->shaped || list_is_task(x, l))) *best = *l;
+}
+
+/* "3 Unlike the other IGOs, ...": a number without its '.' or ')', taken
+ * only as the next number of a list already running. */
+static int bare_number(const text *x, span ln, int want, marker *m) {
+    size_t i = skip_sp(x->t, ln.a, ln.b);
+    int v = 0;
+    size_t d = i;
+    while (i < ln.b && isdigit((unsigned char)x->t[i]) && i - d < 3) v = v * 10 + (x->t[i++] - '0');
+    if (i == d || v != want || i + 1 >= ln.b || x->t[i] != ' ' || !isupper((unsigned char)x->t[i + 1]))
+        return 0;
+    m->kind = MK_NUM;
+    m->value = v;
+    m->body = i + 1;
+    return 1;
+}
+
 /* Numbered or lettered lines: the longest chain k,k+1,k+2... (a,b,c...);
- * lines in between that are not the next number are ignored. */
+ * up to 8 lines in between that are not the next number are ignored. */
 static void chain_lines(const text *x, int kind, list *best) {
-    int idx[ORC_PP_MAX_ITEMS + 2], n = 0, last = 0;
+    int idx[ORC_PP_MAX_ITEMS + 2], n = 0, last = 0, gap = 0;
+    size_t body[ORC_PP_MAX_ITEMS + 2];
     for (int li = 0; li <= x->n_lines; li++) {
         marker m = li < x->n_lines ? line_marker(x, x->line[li]) : (marker){MK_NONE, 0, 0};
         int end = li == x->n_lines;
-        if (!end && m.kind != kind) continue;
-        if (!end && n > 0 && m.value == last + 1 && n <= ORC_PP_MAX_ITEMS) {
+        if (!end && m.kind != kind && !(kind == MK_NUM && n > 0 && bare_number(x, x->line[li], last + 1, &m)))
+            { gap += !m.kind && !is_blank_span(x, x->line[li]); continue; }
+        int near = gap <= 8;    /* a number far below the list starts something else */
+        gap = 0;
+        if (!end && n > 0 && m.value == last + 1 && near && n <= ORC_PP_MAX_ITEMS) {
+            body[n] = m.body;
             idx[n++] = li;
             last = m.value;
             continue;
@@ -257,18 +318,17 @@ static void chain_lines(const text *x, int kind, list *best) {
         if (n >= 2 && n > best->n) {   /* close the current chain */
             list l = {.n = 0, .rule = kind == MK_NUM ? "numbered" : "lettered"};
             for (int k = 0; k < n; k++) {
-                marker mk = line_marker(x, x->line[idx[k]]);
                 int ll;
-                span s = item_from(x, kind, idx[k], mk.body, k + 1 < n ? idx[k + 1] : -1, &ll);
+                span s = item_from(x, kind, idx[k], body[k], k + 1 < n ? idx[k + 1] : -1, &ll);
                 list_add(&l, s);
                 if (k == n - 1) l.whole.b = x->line[ll].b;
             }
             l.whole.a = x->line[idx[0]].a;
             l.over = n > ORC_PP_MAX_ITEMS;
-            *best = l;
+            keep(x, &l, best);
         }
         n = 0;
-        if (!end) { idx[n++] = li; last = m.value; }
+        if (!end && m.kind == kind) { body[n] = m.body; idx[n++] = li; last = m.value; }
     }
 }
 
@@ -287,7 +347,7 @@ static void bullet_lines(const text *x, list *best) {
             while (j < x->n_lines && is_blank_span(x, x->line[j])) j++;
         }
         l.whole = (span){x->line[li].a, x->line[ll].b};
-        if (l.n >= 2 && l.n > best->n) *best = l;
+        keep(x, &l, best);
         li = ll;
     }
 }
@@ -308,6 +368,7 @@ static void chain_inline(const text *x, list *best) {
         starts[n] = s;
         bodies[n++] = m.body;
         for (size_t i = m.body; i < x->len && n <= ORC_PP_MAX_ITEMS; i++) {
+            if (i > bodies[n - 1] + 1500) break;      /* too far: not the same list */
             if (!inline_ok(t, i)) continue;
             marker k = num_marker(t, i, x->len);
             if (k.kind == MK_NUM && k.value == n + 1 && (t[i] == '(') == (t[s] == '(')) {
@@ -332,7 +393,7 @@ static void chain_inline(const text *x, list *best) {
             l.whole.b = e;
         }
         l.whole.a = s;
-        *best = l;
+        keep(x, &l, best);
     }
 }
 
@@ -355,7 +416,7 @@ static void string_array(const text *x, list *best) {
             if (j < x->len && t[j] == ',') { j++; continue; }
             if (j < x->len && t[j] == ']') {
                 l.whole = (span){i, j + 1};
-                if (l.n >= 2 && l.n > best->n) *best = l;
+                keep(x, &l, best);
             }
             break;
         }
@@ -439,7 +500,7 @@ static void question_lines(const text *x, list *best) {
             if (count_words(x->t, l.item[k]) > 30) { l.n = keep; break; }
         l.whole = (span){x->line[li].a, x->line[l.n > keep ? last : last_q].b};
         if (l.n >= 3 && strip_intro(x, &l)) n_q--;
-        if (l.n >= 2 && 2 * n_q >= l.n && n_q > best_q) {
+        if (l.n >= 2 && 2 * n_q >= l.n && n_q > best_q && list_is_task(x, &l)) {
             *best = l;
             best_q = n_q;
         }
@@ -479,42 +540,12 @@ static void plain_lines(const text *x, list *best) {
             list_add(&l, trim_span(x, s));
             l.whole.b = s.b;
         }
-        if (ok && l.n >= 2 && l.n > best->n) *best = l;
+        if (ok) keep(x, &l, best);
         return;
     }
 }
 
 /* ------------------------------------------------------------ list -> schema */
-static const char *const task_cues[] = {
-    "following", "below", "these", "each", "every", "questions", "list", "answer", "translate",
-    "all of", "respond", "classify", "solve", "rate", "explain", "define", "complete",
-    /* the same in the other languages common in the dataset (es, pt, de, fr, it) */
-    "preguntas", "responder", "responde", "questões", "responda", "fragen", "beantworte",
-    "répondez", "réponds", "domande", "rispondi", "traduce", "übersetze", "traduire",
-};
-static const char *const constraint_heads[] = {
-    "rule", "rules", "requirement", "requirements", "instruction", "instructions", "step", "steps",
-    "constraint", "constraints", "guideline", "guidelines", "format", "example", "examples",
-    "note", "notes", "criteria", "choices", "options",
-};
-
-/* A list is a set of subtasks when its items are questions, or when the
- * prompt asks for something over it ("answer the following", "each") and the
- * line just above it does not introduce rules or examples. */
-static int list_is_task(const text *x, const list *l) {
-    size_t a = l->whole.a > 300 ? l->whole.a - 300 : 0;
-    /* the clause just before the list: back to the previous . , ; ? ! or line */
-    size_t head_b = trim_span(x, (span){0, l->whole.a}).b, head_a = head_b;
-    while (head_a > 0 && !strchr(".,;?!\n", x->t[head_a - 1])) head_a--;
-    if (has_any(x->t, head_a, head_b, constraint_heads, sizeof constraint_heads / sizeof *constraint_heads))
-        return 0;
-    int q = 0;
-    for (int i = 0; i < l->n; i++) if (ends_question(x, l->item[i])) q++;
-    if (2 * q >= l->n) return 1;
-    return has_any(x->t, a, l->whole.a, task_cues, sizeof task_cues / sizeof *task_cues) ||
-           has_any(x->t, l->whole.b, x->len, task_cues, sizeof task_cues / sizeof *task_cues);
-}
-
 static char **span_strings(const text *x, const span *s, int n) {
     char **v = calloc((size_t)n, sizeof *v);
     if (!v) return NULL;
@@ -583,12 +614,12 @@ static void repeated_lines(const text *x, list *best) {
         l.whole = (span){x->line[idx[0]].a, x->line[idx[n - 1]].b};
         l.pre = (span){first.a, first.a + pre};
         l.suf = (span){first.b - suf, first.b};
-        *best = l;
+        keep(x, &l, best);
     }
 }
 
-/* Every list rule proposes its longest list; the longest that reads as a
- * set of subtasks and passes orc_pp_check wins (ties: the earlier rule).
+/* Every list rule proposes its longest list that reads as a set of
+ * subtasks; the longest that passes orc_pp_check wins (ties: the earlier rule).
  * Lists with markers count double: unmarked question lines are often a
  * dialogue or passage quoted as context. */
 static int list_rules(const text *x, const char *prompt, orc_pp_schema *out) {
@@ -613,12 +644,9 @@ static int list_rules(const text *x, const char *prompt, orc_pp_schema *out) {
             if (c[i].n >= 2 && (best < 0 || c[i].n * weight[i] > c[best].n * weight[best])) best = i;
         if (best < 0) break;
         list *l = &c[best];
-        if (getenv("PPDBG")) fprintf(stderr, "cand %s n=%d\n", l->rule, l->n);
-        if (!l->over && (l->shaped || list_is_task(x, l))) {
-            if ((rc = list_schema(x, l, out))) break;
-            if (orc_pp_check(out, prompt, NULL) == ENG_OK) break;
-            orc_pp_schema_free(out);
-        }
+        if ((rc = list_schema(x, l, out))) break;
+        if (orc_pp_check(out, prompt, NULL) == ENG_OK) break;
+        orc_pp_schema_free(out);
         l->n = 0;
     }
     free(c);

@@ -1,5 +1,6 @@
 /* sched.c — runs many orchestrator tasks over one engine, one engine step per
  * round, so every query shares the continuous batch. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -34,19 +35,45 @@ cJSON *orc_msg(const char *type, const char *id) {
     return m;
 }
 
-int orc_encode_query(const orc_query *q, const eng_tok *tok, int **ids, int *n, eng_err *err) {
-    char *text = q->messages ? eng_chat_format(q->messages, q->n_messages, 1) : NULL;
-    if (q->messages && !text) return eng_seterr(err, ENG_ENOMEM, "chat template failed");
-    const char *t = text ? text : q->prompt ? q->prompt : "";
-    /* Special tokens are honoured only in our own template, not in user text
-     * sent as a raw prompt, so a client cannot forge turns. */
-    int rc = eng_tok_encode(tok, t, strlen(t), text != NULL, ids, n, err);
-    free(text);
-    if (rc == ENG_OK && *n == 0) {
-        free(*ids);
-        *ids = NULL;
-        return eng_seterr(err, ENG_EINVAL, "the prompt is empty");
+/* Appends the ids of text to (*ids, *n); specials: honour special tokens. */
+static int encode_part(const eng_tok *tok, const char *text, int specials,
+                       int **ids, int *n, int *cap, eng_err *err) {
+    int *part = NULL, k = 0;
+    int rc = eng_tok_encode(tok, text, strlen(text), specials, &part, &k, err);
+    if (rc) return rc;
+    if (*n + k > *cap) {
+        int nc = (*n + k) * 2 + 16;
+        int *p = realloc(*ids, (size_t)nc * sizeof *p);
+        if (!p) { free(part); return eng_seterr(err, ENG_ENOMEM, "out of memory encoding a prompt"); }
+        *ids = p;
+        *cap = nc;
     }
+    memcpy(*ids + *n, part, (size_t)k * sizeof *part);
+    *n += k;
+    free(part);
+    return ENG_OK;
+}
+
+/* ChatML, with special tokens honoured only in the template's own markers:
+ * a user who types "<|im_end|>" in a message gets text, not a forged turn. */
+int orc_encode_query(const orc_query *q, const eng_tok *tok, int **ids, int *n, eng_err *err) {
+    int cap = 0, rc = ENG_OK;
+    *ids = NULL;
+    *n = 0;
+    if (!q->messages) {
+        rc = encode_part(tok, q->prompt ? q->prompt : "", 0, ids, n, &cap, err);
+    } else {
+        for (int i = 0; i < q->n_messages && !rc; i++) {
+            char head[96];
+            snprintf(head, sizeof head, "<|im_start|>%s\n", q->messages[i].role);
+            rc = encode_part(tok, head, 1, ids, n, &cap, err);
+            if (!rc) rc = encode_part(tok, q->messages[i].content, 0, ids, n, &cap, err);
+            if (!rc) rc = encode_part(tok, "<|im_end|>\n", 1, ids, n, &cap, err);
+        }
+        if (!rc) rc = encode_part(tok, "<|im_start|>assistant\n", 1, ids, n, &cap, err);
+    }
+    if (!rc && *n == 0) rc = eng_seterr(err, ENG_EINVAL, "the prompt is empty");
+    if (rc) { free(*ids); *ids = NULL; *n = 0; }
     return rc;
 }
 
@@ -59,6 +86,24 @@ void orc_query_free(orc_query *q) {
     }
     free(q->messages);
     memset(q, 0, sizeof *q);
+}
+
+int orc_query_copy(orc_query *dst, const orc_query *q) {
+    *dst = *q;
+    dst->prompt = NULL;
+    dst->messages = NULL;
+    dst->n_messages = 0;
+    if (q->prompt && !(dst->prompt = strdup(q->prompt))) return -1;
+    if (q->n_messages) {
+        dst->messages = calloc((size_t)q->n_messages, sizeof *dst->messages);
+        if (!dst->messages) return -1;
+        for (int i = 0; i < q->n_messages; i++, dst->n_messages++) {
+            dst->messages[i].role = strdup(q->messages[i].role);
+            dst->messages[i].content = strdup(q->messages[i].content);
+            if (!dst->messages[i].role || !dst->messages[i].content) { dst->n_messages++; return -1; }
+        }
+    }
+    return 0;
 }
 
 int orc_sched_create(eng_engine *e, int max_tasks, orc_sched **out, eng_err *err) {

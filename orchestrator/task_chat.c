@@ -76,7 +76,7 @@ static int chat_end(orc_task *t, eng_engine *e, eng_err *err) {
     if (!c->n_gen++) c->t_first = orc_now();
     int eos = orc_is_eos(eng_model_config(c->m), tk.id);
     if (!eos) {
-        char buf[128];
+        char buf[1024];
         int w = eng_tok_stream_put(eng_model_tok(c->m), &c->ts, tk.id, 1, buf, sizeof buf);
         if (append_text(c, buf, w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
         cJSON *m = orc_msg("token", t->id);
@@ -111,30 +111,11 @@ static void chat_destroy(orc_task *t) {
     free(t);
 }
 
-/* Copies q (strings included) so the task owns its inputs. */
-static int copy_query(orc_query *dst, const orc_query *q) {
-    *dst = *q;
-    dst->prompt = NULL;
-    dst->messages = NULL;
-    dst->n_messages = 0;
-    if (q->prompt && !(dst->prompt = strdup(q->prompt))) return -1;
-    if (q->n_messages) {
-        dst->messages = calloc((size_t)q->n_messages, sizeof *dst->messages);
-        if (!dst->messages) return -1;
-        for (int i = 0; i < q->n_messages; i++, dst->n_messages++) {
-            dst->messages[i].role = strdup(q->messages[i].role);
-            dst->messages[i].content = strdup(q->messages[i].content);
-            if (!dst->messages[i].role || !dst->messages[i].content) { dst->n_messages++; return -1; }
-        }
-    }
-    return 0;
-}
-
 int orc_task_chat_create(const orc_query *q, const eng_model *m, orc_sink sink,
                          orc_task **out, eng_err *err) {
     orc_task *t = calloc(1, sizeof *t);
     chat *c = calloc(1, sizeof *c);
-    if (!t || !c || copy_query(&c->q, q)) {
+    if (!t || !c || orc_query_copy(&c->q, q)) {
         if (c) orc_query_free(&c->q);
         free(t);
         free(c);

@@ -466,6 +466,19 @@ static void test_keep_all_sampling(void) {
     eng_seq_last(e, b, &tb);
     T_CHECK(ta.id == tb.id && ta.logprob == tb.logprob && ta.entropy == tb.entropy);
     T_CHECK(ta.logprob < 0 && ta.entropy > 0);
+    /* a keep-all prefill of another sequence keeps its own rows and leaves
+     * the others' last logits in place */
+    float *saved = malloc(sizeof(float) * f->vocab);
+    memcpy(saved, eng_seq_logits(e, a, NULL), sizeof(float) * f->vocab);
+    int c = add(e, f->p[1].ids, f->p[1].n_prompt, NULL), rows = 0;
+    eng_seq_keep_all_logits(e, c, 1);
+    eng_err err;
+    T_CHECK(eng_seq_prefill(e, c, &err) == ENG_OK);
+    const float *lc = eng_seq_logits(e, c, &rows);
+    T_CHECK(lc && rows == f->p[1].n_prompt - 1);
+    if (lc) check_rows(f, &f->p[1], lc, rows, 0, "prefill keep-all");
+    T_CHECK(!memcmp(saved, eng_seq_logits(e, a, NULL), sizeof(float) * f->vocab));
+    free(saved);
     eng_destroy(e);
 }
 

@@ -8,6 +8,7 @@
 #include "t.h"
 #include "eng.h"
 #include "unicode.h"
+#include "pretok.h"
 
 static char *slurp(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
@@ -459,6 +460,99 @@ static void test_fuzz(void) {
     cJSON_Delete(r);
 }
 
+/* The split patterns alone, against pieces recorded from `tokenizers`'
+ * Split(Regex(...), "isolated").pre_tokenize_str (pieces separated by \x01):
+ * case-insensitive contractions (U+017F folds to s, the Kelvin sign and
+ * U+FB06 do not count), whitespace runs before words, digits, marks. */
+static void test_pretok(void) {
+    static const struct { int pat; const char *in, *want; } cases[] = {
+        {ENG_PT_QWEN2, "'\xc5\xbfing",
+         "'\xc5\xbf\x01ing"},
+        {ENG_PT_QWEN2, "'\xc5\xbf",
+         "'\xc5\xbf"},
+        {ENG_PT_QWEN2, "'\xc5\xbfx y",
+         "'\xc5\xbf\x01x\x01 y"},
+        {ENG_PT_QWEN2, "I'\xc5\xbf" "a",
+         "I\x01'\xc5\xbf\x01" "a"},
+        {ENG_PT_QWEN2, "'\xe2\x84\xaa" "a",
+         "'\xe2\x84\xaa" "a"},
+        {ENG_PT_QWEN2, "'\xef\xac\x86x",
+         "'\xef\xac\x86x"},
+        {ENG_PT_QWEN2, "'SSx",
+         "'S\x01Sx"},
+        {ENG_PT_QWEN2, "'LLx",
+         "'LL\x01x"},
+        {ENG_PT_QWEN2, "'lLx",
+         "'lL\x01x"},
+        {ENG_PT_QWEN2, "\x0a hello\xe2\x80\xaf",
+         "\x0a\x01 hello\x01\xe2\x80\xaf"},
+        {ENG_PT_LLAMA3, "\x0a hello\xe2\x80\xaf",
+         "\x0a\x01 hello\x01\xe2\x80\xaf"},
+        {ENG_PT_GPT2, "\x0a hello\xe2\x80\xaf",
+         "\x0a\x01 hello\x01\xe2\x80\xaf"},
+        {ENG_PT_QWEN2, "hellob\x0d the're",
+         "hellob\x01\x0d\x01 the\x01're"},
+        {ENG_PT_LLAMA3, "hellob\x0d the're",
+         "hellob\x01\x0d\x01 the\x01're"},
+        {ENG_PT_GPT2, "hellob\x0d the're",
+         "hellob\x01\x0d\x01 the\x01're"},
+        {ENG_PT_QWEN2, "e\xcc\x81\xc4\xb0" "9'VE'x}'T\x0d\xe3\x82\xa2\xe0\xa4\x95\xe0\xa4\xbc the\xe1\xa0\x8e%",
+         "e\x01\xcc\x81\xc4\xb0\x01" "9\x01'VE\x01'x\x01}'\x01T\x01\x0d\x01\xe3\x82\xa2\xe0\xa4\x95\x01\xe0\xa4\xbc\x01 the\x01\xe1\xa0\x8e%"},
+        {ENG_PT_LLAMA3, "e\xcc\x81\xc4\xb0" "9'VE'x}'T\x0d\xe3\x82\xa2\xe0\xa4\x95\xe0\xa4\xbc the\xe1\xa0\x8e%",
+         "e\x01\xcc\x81\xc4\xb0\x01" "9\x01'VE\x01'x\x01}'\x01T\x01\x0d\x01\xe3\x82\xa2\xe0\xa4\x95\x01\xe0\xa4\xbc\x01 the\x01\xe1\xa0\x8e%"},
+        {ENG_PT_GPT2, "e\xcc\x81\xc4\xb0" "9'VE'x}'T\x0d\xe3\x82\xa2\xe0\xa4\x95\xe0\xa4\xbc the\xe1\xa0\x8e%",
+         "e\x01\xcc\x81\x01\xc4\xb0\x01" "9\x01'\x01VE\x01'\x01x\x01}'\x01T\x01\x0d\x01\xe3\x82\xa2\xe0\xa4\x95\x01\xe0\xa4\xbc\x01 the\x01\xe1\xa0\x8e%"},
+        {ENG_PT_QWEN2, "\xe2\x80\x8d)\xf0\x9f\x98\x80+\xe0\xa4\x83\xc2\xaa\xc2\xaa\x0d\x0a\xd9\xa1\x0d\x0a\"\xe0\xa5\x98 ",
+         "\xe2\x80\x8d)\xf0\x9f\x98\x80+\xe0\xa4\x83\x01\xc2\xaa\xc2\xaa\x01\x0d\x0a\x01\xd9\xa1\x01\x0d\x0a\x01\"\xe0\xa5\x98\x01 "},
+        {ENG_PT_LLAMA3, "\xe2\x80\x8d)\xf0\x9f\x98\x80+\xe0\xa4\x83\xc2\xaa\xc2\xaa\x0d\x0a\xd9\xa1\x0d\x0a\"\xe0\xa5\x98 ",
+         "\xe2\x80\x8d)\xf0\x9f\x98\x80+\xe0\xa4\x83\x01\xc2\xaa\xc2\xaa\x01\x0d\x0a\x01\xd9\xa1\x01\x0d\x0a\x01\"\xe0\xa5\x98\x01 "},
+        {ENG_PT_GPT2, "\xe2\x80\x8d)\xf0\x9f\x98\x80+\xe0\xa4\x83\xc2\xaa\xc2\xaa\x0d\x0a\xd9\xa1\x0d\x0a\"\xe0\xa5\x98 ",
+         "\xe2\x80\x8d)\xf0\x9f\x98\x80+\xe0\xa4\x83\x01\xc2\xaa\xc2\xaa\x01\x0d\x01\x0a\x01\xd9\xa1\x01\x0d\x01\x0a\x01\"\x01\xe0\xa5\x98\x01 "},
+        {ENG_PT_QWEN2, "}   \xe2\x85\xab" "12345678",
+         "}\x01  \x01 \x01\xe2\x85\xab\x01" "1\x01" "2\x01" "3\x01" "4\x01" "5\x01" "6\x01" "7\x01" "8"},
+        {ENG_PT_LLAMA3, "}   \xe2\x85\xab" "12345678",
+         "}\x01  \x01 \x01\xe2\x85\xab" "12\x01" "345\x01" "678"},
+        {ENG_PT_GPT2, "}   \xe2\x85\xab" "12345678",
+         "}\x01  \x01 \xe2\x85\xab" "12345678"},
+        {ENG_PT_QWEN2, "\xc2\xbd'LL/.  \xc2\xbd\xed\x95\x9c" "1\xc2\xaa/\xd9\xa1\\#",
+         "\xc2\xbd\x01'LL\x01/.\x01 \x01 \x01\xc2\xbd\x01\xed\x95\x9c\x01" "1\x01\xc2\xaa\x01/\x01\xd9\xa1\x01\\#"},
+        {ENG_PT_LLAMA3, "\xc2\xbd'LL/.  \xc2\xbd\xed\x95\x9c" "1\xc2\xaa/\xd9\xa1\\#",
+         "\xc2\xbd\x01'LL\x01/.\x01 \x01 \x01\xc2\xbd\x01\xed\x95\x9c\x01" "1\x01\xc2\xaa\x01/\x01\xd9\xa1\x01\\#"},
+        {ENG_PT_GPT2, "\xc2\xbd'LL/.  \xc2\xbd\xed\x95\x9c" "1\xc2\xaa/\xd9\xa1\\#",
+         "\xc2\xbd\x01'\x01LL\x01/.\x01 \x01 \xc2\xbd\x01\xed\x95\x9c\x01" "1\x01\xc2\xaa\x01/\x01\xd9\xa1\x01\\#"},
+        {ENG_PT_QWEN2, "'d  \xd9\xa1\x0d\x0a\xed\x95\x9c?a\xe3\x80\x80\xe0\xa5\xa7" "c\xef\xb8\x8f' ",
+         "'d\x01 \x01 \x01\xd9\xa1\x01\x0d\x0a\x01\xed\x95\x9c\x01?a\x01\xe3\x80\x80\x01\xe0\xa5\xa7\x01" "c\x01\xef\xb8\x8f'\x01 "},
+        {ENG_PT_LLAMA3, "'d  \xd9\xa1\x0d\x0a\xed\x95\x9c?a\xe3\x80\x80\xe0\xa5\xa7" "c\xef\xb8\x8f' ",
+         "'d\x01 \x01 \x01\xd9\xa1\x01\x0d\x0a\x01\xed\x95\x9c\x01?a\x01\xe3\x80\x80\x01\xe0\xa5\xa7\x01" "c\x01\xef\xb8\x8f'\x01 "},
+        {ENG_PT_GPT2, "'d  \xd9\xa1\x0d\x0a\xed\x95\x9c?a\xe3\x80\x80\xe0\xa5\xa7" "c\xef\xb8\x8f' ",
+         "'d\x01 \x01 \xd9\xa1\x01\x0d\x01\x0a\x01\xed\x95\x9c\x01?\x01" "a\x01\xe3\x80\x80\x01\xe0\xa5\xa7\x01" "c\x01\xef\xb8\x8f'\x01 "},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const char *s = cases[c].in;
+        size_t len = strlen(s);
+        eng_pt_char ch[64];
+        int n = 0;
+        for (size_t i = 0; i < len && n < 64;) {
+            uint32_t cp;
+            int k = eng_utf8_next((const unsigned char *)s + i, len - i, &cp);
+            ch[n++] = (eng_pt_char){ cp, (uint32_t)i, (uint8_t)eng_uni_class(cp) };
+            i += (size_t)k;
+        }
+        char got[256];
+        size_t g = 0;
+        for (int i = 0; i < n && g + 64 < sizeof got;) {
+            int k = eng_pt_match(cases[c].pat, ch, n, i);
+            size_t a = ch[i].off, b = i + k < n ? ch[i + k].off : len;
+            if (i) got[g++] = '\x01';
+            memcpy(got + g, s + a, b - a);
+            g += b - a;
+            i += k;
+        }
+        got[g] = 0;
+        T_CHECKF(!strcmp(got, cases[c].want), "case %zu (pattern %d)", c, cases[c].pat);
+    }
+}
+
 static void check_nfc(const char *in, const char *want) {
     char *out;
     size_t n;
@@ -479,6 +573,8 @@ static void test_nfc(void) {
     check_nfc("\xE0\xA5\x98", "\xE0\xA4\x95\xE0\xA4\xBC");            /* U+0958 decomposes */
     check_nfc("\xCC\x81" "a", "\xCC\x81" "a");                     /* leading mark */
     check_nfc("e\xCC\x81\xCC\x81", "\xC3\xA9\xCC\x81");            /* blocked second acute */
+    check_nfc("a\xCC\x96\xCC\xA3", "a\xCC\x96\xCC\xA3");           /* blocked by equal class */
+    check_nfc("a\xCC\xA3\xCC\x96", "\xE1\xBA\xA1\xCC\x96");           /* ... but not when first */
     check_nfc("bad\xFF\xC3", "bad\xFF\xC3");                       /* invalid bytes pass */
 }
 
@@ -569,6 +665,7 @@ int main(void) {
     T_RUN(test_merge_formats);
     T_RUN(test_legacy_merges);
     T_RUN(test_fuzz);
+    T_RUN(test_pretok);
     T_RUN(test_nfc);
     T_RUN(test_speed);
     T_RUN(test_real_models);

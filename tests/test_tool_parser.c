@@ -449,7 +449,8 @@ static void test_fuzz(void) {
         for (int m = 0; m < 1 + trial % 8; m++) {
             s = s * 6364136223846793005ull + 1442695040888963407ull;
             size_t at = (s >> 20) % n;
-            buf[at] = "{}[]\":,\\<>/ \nabc0\xC3"[(s >> 40) % 20];
+            static const char pool[] = "{}[]\":,\\<>/ \nabc0\xC3";
+            buf[at] = pool[(s >> 40) % (sizeof pool - 1)];
         }
         g_begin = g_close = 0;
         tool_parser *p = tool_parser_create(NULL, count_ev, NULL);

@@ -131,8 +131,8 @@ typedef enum {
                           * except at the very end of a malformed stream) */
     TOOL_EV_CALL_BEGIN,  /* a call starts */
     TOOL_EV_NAME,        /* name: the tool name is known */
-    TOOL_EV_ARG_DONE,    /* arg, value, text/len (raw JSON): one argument's value
-                          * is complete; always after NAME */
+    TOOL_EV_ARG_DONE,    /* arg, value, text/len (the value as compact JSON): one
+                          * argument's value is complete; always after NAME */
     TOOL_EV_CALL_END,    /* name, value (the arguments object), text/len (raw
                           * JSON of the whole call) */
     TOOL_EV_CALL_ERROR   /* text: what was wrong; name if it was known */
@@ -249,6 +249,25 @@ typedef struct tool_fetch_opts {
  * text and links.  ctx (may be NULL) supplies cancellation and a deadline. */
 int  tool_fetch_page(const char *url, const tool_fetch_opts *o, const tool_ctx *ctx,
                      tool_page **out, eng_err *err);
+/* The two halves of tool_fetch_page, for callers that keep raw bodies (the
+ * cache's fetch callback stores tool_fetch_raw's body; fetch_url's get hook
+ * turns a cached body back into a page with tool_page_from_body). */
+typedef struct tool_fetch_resp {
+    char  *url;             /* final URL */
+    long   status;          /* < 400 */
+    char  *content_type;    /* as sent, or NULL */
+    char  *body;            /* NUL-terminated, len bytes, as sent */
+    size_t len;
+    double elapsed_s;
+} tool_fetch_resp;
+int  tool_fetch_raw(const char *url, const tool_fetch_opts *o, const tool_ctx *ctx,
+                    tool_fetch_resp *out, eng_err *err);
+void tool_fetch_resp_clear(tool_fetch_resp *r);
+/* A page from a body: Latin-1 charsets converted to UTF-8, HTML (by content
+ * type, or by a leading '<' when there is none) turned into text and links
+ * resolved against url; other types kept as text. */
+int  tool_page_from_body(const char *url, const char *content_type, const char *body,
+                         size_t len, tool_page **out, eng_err *err);
 /* HTML to text: drops script/style/noscript/template/svg and comments,
  * block tags become newlines and other tags spaces, common entities are
  * decoded, whitespace collapsed; fills p->title, p->text and p->links

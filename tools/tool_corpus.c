@@ -152,7 +152,7 @@ static int paragraph(tool_buf *b, uint64_t seed, uint64_t *s, int i, int n, int 
     int n_sent = 3 + (int)(tool_rng_next(s) % 3);
     for (int k = 0; k < n_sent; k++) {
         int year = 1500 + (int)(tool_rng_next(s) % 520), num = 2 + (int)(tool_rng_next(s) % 9000);
-        switch (tool_rng_next(s) % 6) {
+        switch (tool_rng_next(s) % 9) {
         case 0: rc |= tool_buf_printf(b, "%s was first recorded in %d by %s %s. ", name, year,
                                       PICK(ADJ, s), PICK(PEOPLE, s)); break;
         case 1: rc |= tool_buf_printf(b, "About %d people visit %s each year. ", num, name); break;
@@ -162,6 +162,10 @@ static int paragraph(tool_buf *b, uint64_t seed, uint64_t *s, int i, int n, int 
                                       PICK(PEOPLE, s), name); break;
         case 4: rc |= tool_buf_printf(b, "In %d the %s of %s measured %d units. ", year,
                                       PICK(PEOPLE, s), name, num); break;
+        case 5: rc |= tool_buf_printf(b, "Its %s archive holds %d letters written before %d. ",
+                                      PICK(ADJ, s), num, year); break;
+        case 6: rc |= tool_buf_printf(b, "%s lies %d km from the nearest %s settlement. ", name,
+                                      2 + num % 400, PICK(ADJ, s)); break;
         default:
             if (*links_left > 0 && n > 1) {
                 int j = (int)(tool_rng_next(s) % (uint64_t)n);
@@ -366,6 +370,26 @@ static char *fts_query(const char *q) {
     return tool_buf_take(&b);
 }
 
+/* Snippets come from multi-line page text; results read better on one line. */
+static char *one_line(const char *s) {
+    tool_buf b = {0};
+    int rc = tool_buf_add(&b, "", 0), space = 0;
+    for (; s && *s && !rc; s++) {
+        if (*s == ' ' || *s == '\n' || *s == '\t' || *s == '\r') {
+            space = b.n > 0;
+            continue;
+        }
+        if (space) rc |= tool_buf_addc(&b, ' ');
+        space = 0;
+        rc |= tool_buf_addc(&b, *s);
+    }
+    if (rc) {
+        tool_buf_free(&b);
+        return NULL;
+    }
+    return tool_buf_take(&b);
+}
+
 int tool_corpus_search(sqlite3 *db, const char *q, int k, const char *base_url, cJSON **out,
                        eng_err *err) {
     *out = cJSON_CreateArray();
@@ -395,7 +419,9 @@ int tool_corpus_search(sqlite3 *db, const char *q, int k, const char *base_url, 
                 tool_buf_printf(&url, "%s%s", base_url ? base_url : "", (const char *)sqlite3_column_text(st, 0));
                 cJSON_AddStringToObject(r, "title", (const char *)sqlite3_column_text(st, 1));
                 cJSON_AddStringToObject(r, "url", url.p ? url.p : "");
-                cJSON_AddStringToObject(r, "snippet", (const char *)sqlite3_column_text(st, 2));
+                char *snip = one_line((const char *)sqlite3_column_text(st, 2));
+                cJSON_AddStringToObject(r, "snippet", snip ? snip : "");
+                free(snip);
                 cJSON_AddItemToArray(*out, r);
                 tool_buf_free(&url);
             }

@@ -220,11 +220,11 @@ static int looks_like_html(const char *s, size_t n) {
 static const char *const PAGE_TYPES[] = {"text/html", "text/plain", "application/json",
                                          "application/xhtml+xml", NULL};
 
-int tool_fetch_page(const char *url, const tool_fetch_opts *o, const tool_ctx *ctx,
-                    tool_page **out, eng_err *err) {
+int tool_fetch_raw(const char *url, const tool_fetch_opts *o, const tool_ctx *ctx,
+                   tool_fetch_resp *out, eng_err *err) {
     tool_fetch_opts d = {0};
     if (!o) o = &d;
-    *out = NULL;
+    memset(out, 0, sizeof *out);
     tool_http_req q = {url, o->connect_timeout_s, o->timeout_s, o->max_bytes,
                        o->max_redirects == 0 ? 5 : o->max_redirects, o->user_agent, ctx};
     tool_http_resp r;
@@ -235,39 +235,66 @@ int tool_fetch_page(const char *url, const tool_fetch_opts *o, const tool_ctx *c
         tool_http_resp_free(&r);
         return rc;
     }
+    out->url = r.final_url;
+    out->status = r.status;
+    out->content_type = r.ctype;
+    out->body = r.body;
+    out->len = r.n_body;
+    out->elapsed_s = r.elapsed_s;
+    return ENG_OK;
+}
+
+void tool_fetch_resp_clear(tool_fetch_resp *r) {
+    free(r->url);
+    free(r->content_type);
+    free(r->body);
+    memset(r, 0, sizeof *r);
+}
+
+int tool_page_from_body(const char *url, const char *ctype, const char *body, size_t len,
+                        tool_page **out, eng_err *err) {
+    *out = NULL;
     tool_page *p = calloc(1, sizeof *p);
-    char mt[128];
-    media_type(r.ctype, mt, sizeof mt);
-    if (is_latin1(r.ctype)) {
-        size_t n;
-        char *u = latin1_to_utf8(r.body, r.n_body, &n);
-        if (u) free(r.body), r.body = u, r.n_body = n;
-    }
+    char mt[128], *conv = NULL;
+    media_type(ctype, mt, sizeof mt);
+    if (is_latin1(ctype) && (conv = latin1_to_utf8(body, len, &len))) body = conv;
     int html = !strcmp(mt, "text/html") || !strcmp(mt, "application/xhtml+xml") ||
-               (!r.ctype && looks_like_html(r.body, r.n_body));
+               (!mt[0] && looks_like_html(body, len));
+    int rc = ENG_OK;
     if (p) {
-        p->url = r.final_url;
-        p->status = r.status;
-        p->content_type = r.ctype ? r.ctype : tool_strdup("");
-        p->n_bytes = r.n_body;
-        p->elapsed_s = r.elapsed_s;
-        r.final_url = r.ctype = NULL;
+        p->url = tool_strdup(url ? url : "");
+        p->status = 200;
+        p->content_type = tool_strdup(ctype ? ctype : "");
+        p->n_bytes = len;
         if (html) {
-            rc = tool_html_to_text(r.body, r.n_body, p->url, p);
+            rc = tool_html_to_text(body, len, url, p);
         } else {
             p->title = tool_strdup("");
-            p->text = r.body;
-            r.body = NULL;
+            p->text = tool_strndup(body, len);
         }
     }
+    free(conv);
     if (!p || rc || !p->url || !p->content_type || !p->title || !p->text) {
         tool_page_free(p);
-        tool_http_resp_free(&r);
         return eng_seterr(err, ENG_ENOMEM, "out of memory");
     }
-    tool_http_resp_free(&r);
     *out = p;
     return ENG_OK;
+}
+
+int tool_fetch_page(const char *url, const tool_fetch_opts *o, const tool_ctx *ctx,
+                    tool_page **out, eng_err *err) {
+    tool_fetch_resp r;
+    *out = NULL;
+    int rc = tool_fetch_raw(url, o, ctx, &r, err);
+    if (rc) return rc;
+    rc = tool_page_from_body(r.url, r.content_type, r.body, r.len, out, err);
+    if (!rc) {
+        (*out)->status = r.status;
+        (*out)->elapsed_s = r.elapsed_s;
+    }
+    tool_fetch_resp_clear(&r);
+    return rc;
 }
 
 char *tool_page_format(const tool_page *p, size_t max_text, int max_links) {

@@ -277,14 +277,13 @@ int tool_html_to_text(const char *h, size_t n, const char *base_url, tool_page *
             if (href) {   /* close the previous anchor, also on a new <a> */
                 char *url = tool_url_resolve(base, href);
                 size_t s = a_start;
-                while (s < w.out.n && w.out.p[s] == ' ') s++;
+                while (s < w.out.n && (w.out.p[s] == ' ' || w.out.p[s] == '\n')) s++;
                 if (url) add_link(&ls, url, w.out.p + s, w.out.n - s);
                 free(href);
                 href = NULL;
             }
             if (!t.closing && t.href) {
                 href = element_text(t.href, 0, t.href_len);   /* hrefs hold entities (&amp;) */
-                if (w.pend_space || w.pend_nl) w_put(&w, "", 0);
                 a_start = w.out.n;
             }
         } else if (!t.closing && !strcmp(t.name, "base") && t.href) {
@@ -306,6 +305,7 @@ int tool_html_to_text(const char *h, size_t n, const char *base_url, tool_page *
     }
     if (href) {   /* an anchor left open at the end */
         char *url = tool_url_resolve(base, href);
+        while (a_start < w.out.n && (w.out.p[a_start] == ' ' || w.out.p[a_start] == '\n')) a_start++;
         if (url) add_link(&ls, url, w.out.p + a_start, w.out.n - a_start);
     }
     free(href);

@@ -21,6 +21,7 @@
 
 #define MAX_REQUEST 8192       /* request line + headers */
 #define READ_TIMEOUT_MS 5000
+#define MAX_CONNS 512          /* connections served at once; more are dropped */
 
 struct tool_webenv {
     tool_webenv_opts o;
@@ -328,7 +329,10 @@ static void *accept_main(void *arg) {
     for (;;) {
         if (wait_fd(w, w->listen_fd, POLLIN, -1)) break;
         int fd = accept(w->listen_fd, NULL, NULL);
-        if (fd < 0) continue;
+        if (fd < 0) {              /* e.g. out of descriptors: do not spin */
+            if (nap(w, 10)) break;
+            continue;
+        }
         conn *c = malloc(sizeof *c);
         pthread_attr_t at;
         pthread_t th;
@@ -336,10 +340,11 @@ static void *accept_main(void *arg) {
         pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
         pthread_attr_setstacksize(&at, 256 * 1024);
         pthread_mutex_lock(&w->mu);
+        int busy = w->active >= MAX_CONNS;
         w->active++;
         pthread_mutex_unlock(&w->mu);
         if (c) *c = (conn){w, fd};
-        if (!c || pthread_create(&th, &at, conn_main, c)) {   /* overloaded: drop it */
+        if (!c || busy || pthread_create(&th, &at, conn_main, c)) {   /* overloaded: drop it */
             close(fd);
             free(c);
             pthread_mutex_lock(&w->mu);

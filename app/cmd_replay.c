@@ -1,0 +1,442 @@
+/* cmd_replay.c — `brisk replay parallelprompt FILE.json`: replays a
+ * ParallelPrompt file.  For every row: the rule-based detector's schema
+ * against the annotated one and, with --model, the serial answer (the whole
+ * prompt as one request) against the parallel one (the annotated schema's
+ * subtasks forked off a shared prefix).  Prints a table, writes JSON and an
+ * SVG bar chart next to it. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cjson/cJSON.h>
+#include "eng.h"
+#include "orc_pp.h"
+#include "cmds.h"
+
+#define AGREEMENT_DEF \
+    "kind: detector and annotation agree on data / n / not parallelisable; count: and on the " \
+    "number of items (or n); exact: and item i equals item i after normalisation (literal \\n " \
+    "decoded, white space collapsed, ASCII case folded, curly quotes made plain, surrounding " \
+    "quotes and trailing .,;: trimmed); loose: and item i matches item i with word-multiset F1 " \
+    ">= 0.5 (words of the normal form, inner apostrophes dropped, final s/e stemmed, NAME_k " \
+    "placeholders ignored). Headline agreement = loose."
+
+typedef struct replay_args {
+    const char *file, *model, *out;
+    int limit, max_tokens, serial_cap, cuda, kv_tokens, verbose, hoist;
+    eng_sampling samp;
+} replay_args;
+
+/* What one row gave. */
+typedef struct row_result {
+    int index, valid;
+    const char *rule;
+    int kind_a, kind_d, count_a, count_d;
+    orc_pp_agreement agree;
+    int ran;                       /* model runs done */
+    char error[512];
+    const char *schema_source;     /* "annotated" or "detected" */
+    int k, shared_tokens, prompt_tokens_par, prompt_tokens_ser;
+    double ser_ms, par_ms;
+    int ser_tokens, par_tokens, nonempty;
+} row_result;
+
+static void usage(void) {
+    fprintf(stderr,
+        "usage: brisk replay parallelprompt FILE.json [--model DIR] [--limit K] [--max-tokens N]\n"
+        "         [--serial-max-tokens N] [--out PATH.json] [--temperature T] [--seed S]\n"
+        "         [--kv-tokens N] [--cuda] [--hoist-context] [--verbose]\n"
+        "  --max-tokens N         per subtask (default 128)\n"
+        "  --serial-max-tokens N  for the whole-prompt baseline (default N x items, at most 4096)\n"
+        "  --out                  default benchmarks/results/pp_<file name>.json; the SVG goes beside it\n"
+        "  --hoist-context        run subtasks with the context moved before the item (more KV sharing)\n");
+}
+
+static int parse_args(int argc, char **argv, replay_args *a) {
+    memset(a, 0, sizeof *a);
+    a->limit = -1;
+    a->max_tokens = 128;
+    a->kv_tokens = 65536;
+    a->samp.seed = 1;
+    if (argc < 3 || strcmp(argv[1], "parallelprompt")) return -1;
+    a->file = argv[2];
+    for (int i = 3; i < argc; i++) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(k, "--cuda")) { a->cuda = 1; continue; }
+        if (!strcmp(k, "--verbose")) { a->verbose = 1; continue; }
+        if (!strcmp(k, "--hoist-context")) { a->hoist = 1; continue; }
+        if (!v) { fprintf(stderr, "brisk replay: %s needs a value\n", k); return -1; }
+        if (!strcmp(k, "--model")) a->model = v;
+        else if (!strcmp(k, "--limit")) a->limit = atoi(v);
+        else if (!strcmp(k, "--max-tokens")) a->max_tokens = atoi(v);
+        else if (!strcmp(k, "--serial-max-tokens")) a->serial_cap = atoi(v);
+        else if (!strcmp(k, "--out")) a->out = v;
+        else if (!strcmp(k, "--temperature")) a->samp.temperature = (float)atof(v);
+        else if (!strcmp(k, "--seed")) a->samp.seed = strtoull(v, NULL, 10);
+        else if (!strcmp(k, "--kv-tokens")) a->kv_tokens = atoi(v);
+        else { fprintf(stderr, "brisk replay: unknown option %s\n", k); return -1; }
+        i++;
+    }
+    if (a->max_tokens < 1 || a->kv_tokens < 256) {
+        fprintf(stderr, "brisk replay: --max-tokens must be >= 1 and --kv-tokens >= 256\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* benchmarks/results/pp_<basename without .json>.json */
+static char *default_out(const char *file) {
+    const char *b = strrchr(file, '/');
+    b = b ? b + 1 : file;
+    size_t n = strlen(b);
+    if (n > 5 && !strcmp(b + n - 5, ".json")) n -= 5;
+    char *p = malloc(n + 40);
+    if (p) snprintf(p, n + 40, "benchmarks/results/pp_%.*s.json", (int)n, b);
+    return p;
+}
+
+/* ------------------------------------------------------------ detection */
+static void detect_row(const orc_pp_row *r, int i, row_result *o, orc_pp_schema *det) {
+    memset(o, 0, sizeof *o);
+    o->index = i;
+    o->valid = r->valid;
+    eng_err err = {0};
+    if (!r->original || orc_pp_detect(r->original, det, &err)) memset(det, 0, sizeof *det);
+    o->rule = det->rule;
+    o->kind_d = det->kind;
+    o->count_d = orc_pp_count(det);
+    if (!r->valid) { snprintf(o->error, sizeof o->error, "%s", r->error); return; }
+    o->kind_a = r->schema.kind;
+    o->count_a = orc_pp_count(&r->schema);
+    orc_pp_compare(&r->schema, det, &o->agree);
+}
+
+/* ------------------------------------------------------------ model runs */
+typedef struct model_ctx { eng_model *m; eng_engine *e; const eng_tok *tok; } model_ctx;
+
+static int model_open(const replay_args *a, model_ctx *mc, eng_err *err) {
+    memset(mc, 0, sizeof *mc);
+    int rc = eng_model_load(a->model, &mc->m, err);
+    if (rc) return rc;
+    eng_opts o = {.backend = a->cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU,
+                  .max_seqs = ORC_PP_MAX_ITEMS + 2, .block_size = 16,
+                  .n_blocks = a->kv_tokens / 16};
+    mc->tok = eng_model_tok(mc->m);
+    return eng_create(mc->m, &o, &mc->e, err);
+}
+
+static void model_close(model_ctx *mc) {
+    eng_destroy(mc->e);
+    eng_model_free(mc->m);
+}
+
+static void run_row(const replay_args *a, model_ctx *mc, const orc_pp_row *r,
+                    const orc_pp_schema *det, row_result *o) {
+    const orc_pp_schema *s = r->valid ? &r->schema : det->kind ? det : NULL;
+    if (!s || !r->original) return;
+    o->schema_source = r->valid ? "annotated" : "detected";
+    o->k = orc_pp_count(s);
+    int cap = a->serial_cap > 0 ? a->serial_cap : a->max_tokens * o->k;
+    if (a->serial_cap <= 0 && cap > 4096) cap = 4096;
+    orc_pp_result ser = {0}, par = {0};
+    orc_pp_schema hoisted = {0};
+    eng_err err = {0};
+    if ((a->hoist && orc_pp_hoist_context(s, &hoisted, &err)) ||
+        orc_pp_run_serial(mc->e, mc->tok, r->original, &a->samp, cap, NULL, &ser, &err) ||
+        orc_pp_run(mc->e, mc->tok, a->hoist ? &hoisted : s, &a->samp, a->max_tokens, NULL, &par, &err)) {
+        snprintf(o->error, sizeof o->error, "%s", err.msg);
+    } else {
+        o->ran = 1;
+        o->ser_ms = ser.ms_total;
+        o->par_ms = par.ms_total;
+        o->ser_tokens = ser.total_gen;
+        o->par_tokens = par.total_gen;
+        o->nonempty = par.n_nonempty;
+        o->shared_tokens = par.shared_tokens;
+        o->prompt_tokens_par = par.prompt_tokens;
+        o->prompt_tokens_ser = ser.prompt_tokens;
+        if (a->verbose) printf("--- row %d parallel answer:\n%s--- serial answer:\n%s\n", o->index,
+                               par.answer, ser.answer);
+    }
+    orc_pp_result_free(&ser);
+    orc_pp_result_free(&par);
+    orc_pp_schema_free(&hoisted);
+}
+
+static double speedup(const row_result *o) { return o->par_ms > 0 ? o->ser_ms / o->par_ms : 0; }
+
+/* Serial ms per output token over parallel ms per output token. */
+static double norm_speedup(const row_result *o) {
+    if (o->ser_tokens < 1 || o->par_tokens < 1 || o->par_ms <= 0) return 0;
+    return (o->ser_ms / o->ser_tokens) / (o->par_ms / o->par_tokens);
+}
+
+/* ------------------------------------------------------------ printing */
+static const char *kind_name(int k) { return k == ORC_PP_DATA ? "data" : k == ORC_PP_N ? "n" : "-"; }
+
+static void print_header(int with_model) {
+    printf("%4s %-16s %-10s %-9s %-5s %-5s", "row", "rule", "kind a/d", "items a/d", "loose", "exact");
+    if (with_model) printf(" %9s %9s %7s %6s %5s", "serial_ms", "par_ms", "speedup", "norm", "adh");
+    printf("\n");
+}
+
+static void print_row(const row_result *o, int with_model) {
+    char kinds[16], counts[16];
+    snprintf(kinds, sizeof kinds, "%s/%s", o->valid ? kind_name(o->kind_a) : "bad", kind_name(o->kind_d));
+    snprintf(counts, sizeof counts, "%d/%d", o->count_a, o->count_d);
+    printf("%4d %-16s %-10s %-9s %-5s %-5s", o->index, o->rule ? o->rule : "-", kinds, counts,
+           !o->valid ? "n/a" : o->agree.loose ? "yes" : "no", !o->valid ? "n/a" : o->agree.exact ? "yes" : "no");
+    if (with_model && o->ran)
+        printf(" %9.1f %9.1f %7.2f %6.2f %2d/%-2d", o->ser_ms, o->par_ms, speedup(o), norm_speedup(o),
+               o->nonempty, o->k);
+    if (o->error[0]) printf("  [%s]", o->error);
+    printf("\n");
+}
+
+typedef struct summary {
+    int rows, valid, kind, count, exact, loose, ran, adherent;
+    double speedup_sum, norm_sum;
+} summary;
+
+static void summarise(const row_result *o, int n, summary *s) {
+    memset(s, 0, sizeof *s);
+    s->rows = n;
+    for (int i = 0; i < n; i++) {
+        if (o[i].valid) {
+            s->valid++;
+            s->kind += o[i].agree.kind;
+            s->count += o[i].agree.count;
+            s->exact += o[i].agree.exact;
+            s->loose += o[i].agree.loose;
+        }
+        if (o[i].ran) {
+            s->ran++;
+            s->adherent += o[i].nonempty == o[i].k;
+            s->speedup_sum += speedup(&o[i]);
+            s->norm_sum += norm_speedup(&o[i]);
+        }
+    }
+}
+
+static double pct(int a, int b) { return b ? 100.0 * a / b : 0; }
+
+static void print_summary(const char *file, const summary *s) {
+    printf("\n%s: %d rows, %d with a valid annotation (%d malformed, excluded from agreement)\n",
+           file, s->rows, s->valid, s->rows - s->valid);
+    printf("agreement over valid rows: kind %.1f%%  count %.1f%%  exact %.1f%%  loose %.1f%% (headline)\n",
+           pct(s->kind, s->valid), pct(s->count, s->valid), pct(s->exact, s->valid), pct(s->loose, s->valid));
+    printf("definition: %s\n", AGREEMENT_DEF);
+    if (s->ran)
+        printf("model runs: %d rows, mean speedup %.2fx, mean normalised speedup %.2fx, "
+               "structural adherence %d/%d\n", s->ran, s->speedup_sum / s->ran, s->norm_sum / s->ran,
+               s->adherent, s->ran);
+}
+
+/* ------------------------------------------------------------ JSON */
+static cJSON *row_json(const row_result *o) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "row", o->index);
+    cJSON_AddBoolToObject(j, "annotation_valid", o->valid);
+    cJSON_AddStringToObject(j, "rule", o->rule ? o->rule : "none");
+    cJSON_AddStringToObject(j, "kind_annotated", o->valid ? kind_name(o->kind_a) : "invalid");
+    cJSON_AddStringToObject(j, "kind_detected", kind_name(o->kind_d));
+    cJSON_AddNumberToObject(j, "items_annotated", o->count_a);
+    cJSON_AddNumberToObject(j, "items_detected", o->count_d);
+    if (o->valid) {
+        cJSON_AddBoolToObject(j, "agree_kind", o->agree.kind);
+        cJSON_AddBoolToObject(j, "agree_count", o->agree.count);
+        cJSON_AddBoolToObject(j, "agree_exact", o->agree.exact);
+        cJSON_AddBoolToObject(j, "agree_loose", o->agree.loose);
+    }
+    if (o->error[0]) cJSON_AddStringToObject(j, "error", o->error);
+    if (!o->ran) return j;
+    cJSON_AddStringToObject(j, "schema", o->schema_source);
+    cJSON_AddNumberToObject(j, "subtasks", o->k);
+    cJSON_AddNumberToObject(j, "serial_ms", o->ser_ms);
+    cJSON_AddNumberToObject(j, "parallel_ms", o->par_ms);
+    cJSON_AddNumberToObject(j, "serial_tokens", o->ser_tokens);
+    cJSON_AddNumberToObject(j, "parallel_tokens", o->par_tokens);
+    cJSON_AddNumberToObject(j, "serial_prompt_tokens", o->prompt_tokens_ser);
+    cJSON_AddNumberToObject(j, "parallel_prompt_tokens", o->prompt_tokens_par);
+    cJSON_AddNumberToObject(j, "shared_prefix_tokens", o->shared_tokens);
+    cJSON_AddNumberToObject(j, "speedup", speedup(o));
+    cJSON_AddNumberToObject(j, "normalised_speedup", norm_speedup(o));
+    cJSON_AddNumberToObject(j, "nonempty_answers", o->nonempty);
+    cJSON_AddBoolToObject(j, "structural_adherence", o->nonempty == o->k);
+    return j;
+}
+
+static cJSON *summary_json(const replay_args *a, const summary *s) {
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "rows", s->rows);
+    cJSON_AddNumberToObject(j, "valid_annotations", s->valid);
+    cJSON_AddNumberToObject(j, "agree_kind_pct", pct(s->kind, s->valid));
+    cJSON_AddNumberToObject(j, "agree_count_pct", pct(s->count, s->valid));
+    cJSON_AddNumberToObject(j, "agree_exact_pct", pct(s->exact, s->valid));
+    cJSON_AddNumberToObject(j, "agree_loose_pct", pct(s->loose, s->valid));
+    cJSON_AddStringToObject(j, "agreement_definition", AGREEMENT_DEF);
+    if (s->ran) {
+        cJSON_AddStringToObject(j, "model", a->model);
+        cJSON_AddStringToObject(j, "backend", a->cuda ? "cuda" : "cpu");
+        cJSON_AddNumberToObject(j, "max_tokens_per_subtask", a->max_tokens);
+        cJSON_AddNumberToObject(j, "temperature", a->samp.temperature);
+        cJSON_AddBoolToObject(j, "hoist_context", a->hoist);
+        cJSON_AddNumberToObject(j, "model_rows", s->ran);
+        cJSON_AddNumberToObject(j, "mean_speedup", s->speedup_sum / s->ran);
+        cJSON_AddNumberToObject(j, "mean_normalised_speedup", s->norm_sum / s->ran);
+        cJSON_AddNumberToObject(j, "structural_adherence", (double)s->adherent / s->ran);
+    }
+    return j;
+}
+
+static int write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (!f) { fprintf(stderr, "brisk replay: cannot write %s: %s\n", path, strerror(errno)); return -1; }
+    int bad = fputs(text, f) < 0;
+    bad |= fclose(f) != 0;
+    if (bad) fprintf(stderr, "brisk replay: error writing %s\n", path);
+    return bad ? -1 : 0;
+}
+
+static int write_json(const char *path, const replay_args *a, const row_result *o, int n, const summary *s) {
+    cJSON *root = cJSON_CreateObject(), *rows = cJSON_CreateArray();
+    cJSON_AddStringToObject(root, "file", a->file);
+    cJSON_AddItemToObject(root, "summary", summary_json(a, s));
+    for (int i = 0; i < n; i++) cJSON_AddItemToArray(rows, row_json(&o[i]));
+    cJSON_AddItemToObject(root, "rows", rows);
+    char *text = cJSON_Print(root);
+    cJSON_Delete(root);
+    if (!text) { fprintf(stderr, "brisk replay: out of memory\n"); return -1; }
+    int rc = write_text(path, text);
+    free(text);
+    return rc;
+}
+
+/* ------------------------------------------------------------ SVG */
+/* Text inside SVG: & < > escaped. */
+static void xml_text(FILE *f, const char *s) {
+    for (; *s; s++) {
+        if (*s == '&') fputs("&amp;", f);
+        else if (*s == '<') fputs("&lt;", f);
+        else if (*s == '>') fputs("&gt;", f);
+        else fputc(*s, f);
+    }
+}
+
+/* A bar chart: one bar per value, a dashed line at ref (e.g. speedup 1). */
+static void svg_bars(FILE *f, const char *title, const char *ylabel, const char *const *labels,
+                     const double *v, int n, double ref) {
+    const double W = 900, H = 420, L = 60, R = 20, T = 40, B = 70, PH = H - T - B;
+    double top = ref;
+    for (int i = 0; i < n; i++) if (v[i] > top) top = v[i];
+    top = top > 0 ? top * 1.1 : 1;
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+               "font-family=\"sans-serif\" font-size=\"11\">\n", W, H);
+    fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
+    fprintf(f, "<text x=\"%.0f\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">", W / 2);
+    xml_text(f, title);
+    fprintf(f, "</text>\n");
+    fprintf(f, "<text x=\"14\" y=\"%.0f\" transform=\"rotate(-90 14 %.0f)\" text-anchor=\"middle\">%s</text>\n",
+            T + PH / 2, T + PH / 2, ylabel);
+    fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, H - B, W - R, H - B);
+    fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, T, L, H - B);
+    for (int t = 0; t <= 4; t++)
+        fprintf(f, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.3g</text>\n", L - 4,
+                H - B - PH * t / 4 + 4, top * t / 4);
+    double bw = n ? (W - L - R) / n : 0;
+    for (int i = 0; i < n; i++) {
+        double h = PH * (v[i] > 0 ? v[i] : 0) / top, x = L + i * bw;
+        fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\">"
+                   "<title>%s: %.3f</title></rect>\n",
+                x + bw * 0.1, H - B - h, bw * 0.8, h, v[i] >= ref ? "#4a7bd0" : "#d0734a", labels[i], v[i]);
+        if (n <= 40)
+            fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"end\" transform=\"rotate(-60 %.1f %.0f)\">%s</text>\n",
+                    x + bw / 2, H - B + 12, x + bw / 2, H - B + 12, labels[i]);
+    }
+    if (ref > 0) {
+        double y = H - B - PH * ref / top;
+        fprintf(f, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"gray\" "
+                   "stroke-dasharray=\"4 3\"/>\n", L, y, W - R, y);
+    }
+    fprintf(f, "</svg>\n");
+}
+
+/* Speedup per row when the model ran, else the four agreement figures. */
+static int write_svg(const char *json_path, const char *file, const row_result *o, int n, const summary *s) {
+    size_t len = strlen(json_path);
+    int stem = (int)(len > 5 && !strcmp(json_path + len - 5, ".json") ? len - 5 : len), m = 0;
+    char path[4096], title[512];
+    snprintf(path, sizeof path, "%.*s.svg", stem, json_path);
+    const char *base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
+    char (*names)[16] = calloc((size_t)n + 4, sizeof *names);
+    const char **labels = calloc((size_t)n + 4, sizeof *labels);
+    double *v = calloc((size_t)n + 4, sizeof *v);
+    FILE *f = names && labels && v ? fopen(path, "w") : NULL;
+    if (f && s->ran) {
+        for (int i = 0; i < n; i++) {
+            if (!o[i].ran) continue;
+            snprintf(names[m], sizeof names[m], "row %d", o[i].index);
+            labels[m] = names[m];
+            v[m++] = speedup(&o[i]);
+        }
+        snprintf(title, sizeof title, "ParallelPrompt speedup (serial / parallel latency): %s", base);
+        svg_bars(f, title, "speedup", labels, v, m, 1.0);
+    } else if (f) {
+        static const char *const kinds[] = {"kind", "count", "exact", "loose"};
+        const int hits[] = {s->kind, s->count, s->exact, s->loose};
+        for (m = 0; m < 4; m++) { labels[m] = kinds[m]; v[m] = pct(hits[m], s->valid); }
+        snprintf(title, sizeof title, "Detector agreement with the annotations (%%): %s", base);
+        svg_bars(f, title, "% of valid rows", labels, v, 4, 80.0);
+    }
+    int rc = f && !ferror(f) ? 0 : -1;
+    if (f && fclose(f)) rc = -1;
+    if (rc) fprintf(stderr, "brisk replay: cannot write %s\n", path);
+    else printf("wrote %s\n", path);
+    free(names);
+    free(labels);
+    free(v);
+    return rc;
+}
+
+/* ------------------------------------------------------------ main */
+static int replay(const replay_args *a, const char *out_path) {
+    orc_pp_row *rows = NULL;
+    int n_all = 0, n, rc = 1;
+    eng_err err = {0};
+    model_ctx mc = {0};
+    row_result *res = NULL;
+    if (orc_pp_load(a->file, &rows, &n_all, &err)) { fprintf(stderr, "brisk replay: %s\n", err.msg); return 1; }
+    n = a->limit >= 0 && a->limit < n_all ? a->limit : n_all;
+    if (a->model && model_open(a, &mc, &err)) { fprintf(stderr, "brisk replay: %s\n", err.msg); goto out; }
+    if (!(res = calloc(n > 0 ? (size_t)n : 1, sizeof *res))) { fprintf(stderr, "brisk replay: out of memory\n"); goto out; }
+    print_header(a->model != NULL);
+    for (int i = 0; i < n; i++) {
+        orc_pp_schema det;
+        detect_row(&rows[i], i, &res[i], &det);
+        if (a->model) run_row(a, &mc, &rows[i], &det, &res[i]);
+        orc_pp_schema_free(&det);
+        print_row(&res[i], a->model != NULL);
+        fflush(stdout);
+    }
+    summary s;
+    summarise(res, n, &s);
+    print_summary(a->file, &s);
+    if (write_json(out_path, a, res, n, &s) || write_svg(out_path, a->file, res, n, &s)) goto out;
+    printf("wrote %s\n", out_path);
+    rc = 0;
+out:
+    free(res);
+    if (a->model) model_close(&mc);
+    orc_pp_rows_free(rows, n_all);
+    return rc;
+}
+
+int cmd_replay(int argc, char **argv) {
+    replay_args a;
+    if (parse_args(argc, argv, &a)) { usage(); return 2; }
+    char *def = a.out ? NULL : default_out(a.file);
+    const char *out = a.out ? a.out : def;
+    int rc = out ? replay(&a, out) : 1;
+    free(def);
+    return rc;
+}

@@ -1,0 +1,369 @@
+/* bench_cuda.c — speed of the CUDA backend next to its memory-bandwidth
+ * floor.
+ *
+ *   build/benchmarks/bench_cuda MODEL_DIR [--out FILE] [--prompt N]
+ *        [--steps N] [--prefill N] [--batches 1,8,32,64,256]
+ *
+ * Measures, on one GPU: the device bandwidth (a 1 GiB device-to-device
+ * copy, bytes read + written, median of 10); prefill tokens/s (one prompt of
+ * --prefill tokens in one pass); decode tokens/s at each batch size, every
+ * sequence first prefilled with --prompt random tokens, then --steps timed
+ * greedy steps (host wall clock around each forward, which includes the
+ * upload, the graph replay, sampling and the download of the ids).
+ *
+ * Floor of a decode step = (weight bytes + KV bytes read) / bandwidth: the
+ * weights (every layer + lm_head, as stored on the GPU) are read once per
+ * step whatever the batch; attention reads each sequence's whole KV.
+ * Variants at each batch size: no CUDA graphs (batch 1), cuBLAS instead of
+ * the GEMV kernel (batch <= 8), bf16-rounded GEMM activations (batch > 8).
+ * Prints a table; writes JSON (default benchmarks/results/cuda_<model>.json). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "eng.h"
+
+#ifndef BRISK_CUDA
+int main(void) {
+    printf("bench_cuda: built without CUDA (make CUDA=1 builds the CUDA backend)\n");
+    return 0;
+}
+#else
+#include <cJSON.h>
+#include <cuda_runtime_api.h>
+#include "kern.h"
+
+#define BS 16
+#define MAX_B 16
+
+typedef struct bench {
+    const eng_model *m;
+    eng_backend *b;
+    eng_cuda_info info;
+    int vocab, prompt, steps, warm, nb_per;
+    double bw;                   /* bytes / s */
+    uint64_t rng;
+} bench;
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+static double median(double *v, int n) {
+    qsort(v, n, sizeof *v, cmp_d);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static int rnd_tok(bench *B) {
+    uint64_t z = (B->rng += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return (int)((z ^ (z >> 31)) % (uint64_t)B->vocab);
+}
+
+/* Device-to-device copy bandwidth, bytes read + written per second. */
+static double device_bandwidth(void) {
+    size_t n = (size_t)1 << 30;
+    void *a = NULL, *b = NULL;
+    cudaEvent_t e0, e1;
+    double t[10], bw = 0;
+    if (cudaMalloc(&a, n) || cudaMalloc(&b, n)) goto done;
+    cudaMemset(a, 1, n);
+    cudaMemset(b, 2, n);
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    cudaMemcpy(b, a, n, cudaMemcpyDeviceToDevice);
+    for (int i = 0; i < 10; i++) {
+        float ms = 0;
+        cudaEventRecord(e0, 0);
+        cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, 0);
+        cudaEventRecord(e1, 0);
+        cudaEventSynchronize(e1);
+        cudaEventElapsedTime(&ms, e0, e1);
+        t[i] = ms * 1e-3;
+    }
+    bw = 2.0 * n / median(t, 10);
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+done:
+    cudaFree(a);
+    cudaFree(b);
+    return cudaGetLastError() == cudaSuccess ? bw : 0;
+}
+
+/* Sequences of the current run: sequence i owns blocks [i*nb_per, ...). */
+typedef struct bseqs {
+    int n, *len, *next, *table;
+    const int **tab;
+} bseqs;
+
+static int seqs_open(bseqs *s, int n, int nb_per) {
+    s->n = n;
+    s->len = calloc(n, sizeof(int));
+    s->next = calloc(n, sizeof(int));
+    s->table = malloc((size_t)n * nb_per * sizeof(int));
+    s->tab = malloc((size_t)n * sizeof *s->tab);
+    if (!s->len || !s->next || !s->table || !s->tab) return 0;
+    for (int i = 0; i < n * nb_per; i++) s->table[i] = i;
+    for (int i = 0; i < n; i++) s->tab[i] = s->table + (size_t)i * nb_per;
+    return 1;
+}
+static void seqs_close(bseqs *s) {
+    free(s->len); free(s->next); free(s->table); free(s->tab);
+}
+
+/* One pass over sequences [s0, s0+ns) processing rows[i] tokens each
+ * (random prompt tokens when rows > 1, else the sampled next token);
+ * greedy-samples the last row of each. */
+static int pass(bench *B, bseqs *S, int s0, int ns, int rows_each, eng_err *err) {
+    int R = ns * rows_each;
+    int *tok = malloc(R * sizeof(int)), *pos = malloc(R * sizeof(int)), *rs = malloc(R * sizeof(int));
+    int *out = malloc(ns * sizeof(int)), *slen = malloc(ns * sizeof(int));
+    eng_token *t = malloc(ns * sizeof *t);
+    eng_sampling *sp = calloc(ns, sizeof *sp);
+    uint64_t *rng = calloc(ns, sizeof *rng);
+    int rc = ENG_ENOMEM;
+    if (!tok || !pos || !rs || !out || !slen || !t || !sp || !rng) goto done;
+    for (int i = 0, r = 0; i < ns; i++) {
+        int s = s0 + i;
+        for (int j = 0; j < rows_each; j++, r++) {
+            tok[r] = rows_each > 1 ? rnd_tok(B) : S->next[s];
+            pos[r] = S->len[s] + j;
+            rs[r] = i;
+        }
+        out[i] = r - 1;
+        slen[i] = S->len[s] + rows_each;
+    }
+    eng_fwd_batch b = {R, tok, pos, rs, ns, slen, S->tab + s0, ns, out, NULL, t, sp, rng};
+    rc = B->b->forward(B->b, &b, err);
+    if (!rc)
+        for (int i = 0; i < ns; i++) {
+            S->len[s0 + i] += rows_each;
+            S->next[s0 + i] = t[i].id;
+        }
+done:
+    free(tok); free(pos); free(rs); free(out); free(slen); free(t); free(sp); free(rng);
+    return rc;
+}
+
+typedef struct dres {
+    double step_ms, tok_s, ctx, floor_ms;
+} dres;
+
+/* warm + steps decode steps of every sequence; times the last steps. */
+static int decode(bench *B, bseqs *S, dres *r, eng_err *err) {
+    double *t = malloc(B->steps * sizeof(double)), total = 0, kv = 0;
+    if (!t) return ENG_ENOMEM;
+    int rc = 0;
+    for (int i = 0; i < B->warm && !rc; i++) rc = pass(B, S, 0, S->n, 1, err);
+    for (int i = 0; i < B->steps && !rc; i++) {
+        for (int s = 0; s < S->n; s++) kv += (double)(S->len[s] + 1) * B->info.kv_bytes_per_token;
+        double t0 = now();
+        rc = pass(B, S, 0, S->n, 1, err);
+        t[i] = now() - t0;
+        total += t[i];
+    }
+    if (!rc) {
+        double ctx = 0;
+        for (int s = 0; s < S->n; s++) ctx += S->len[s];
+        r->step_ms = 1e3 * median(t, B->steps);
+        r->tok_s = (double)S->n * B->steps / total;
+        r->ctx = ctx / S->n - B->steps / 2.0;
+        r->floor_ms = 1e3 * ((double)B->info.weight_bytes + kv / B->steps) / B->bw;
+    }
+    free(t);
+    return rc;
+}
+
+static void set_opts(bench *B, int fast_gemm, int gemv_max, int no_graphs) {
+    eng_cuda_opts o;
+    eng_cuda_opts_default(&o);
+    o.fast_gemm = fast_gemm;
+    o.gemv_max_rows = gemv_max;
+    o.no_graphs = no_graphs;
+    eng_cuda_set_opts(B->b, &o);
+}
+
+static cJSON *dres_json(const char *variant, const dres *r) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "variant", variant);
+    cJSON_AddNumberToObject(o, "step_ms", r->step_ms);
+    cJSON_AddNumberToObject(o, "tok_s", r->tok_s);
+    cJSON_AddNumberToObject(o, "ctx_avg", r->ctx);
+    cJSON_AddNumberToObject(o, "floor_ms", r->floor_ms);
+    cJSON_AddNumberToObject(o, "frac_of_floor", r->floor_ms / r->step_ms);
+    return o;
+}
+
+/* Decode at batch n: prefill, then the default run and one variant. */
+static int run_batch(bench *B, int n, cJSON *arr, eng_err *err) {
+    bseqs S;
+    int rc = ENG_ENOMEM;
+    if (!seqs_open(&S, n, B->nb_per)) goto done;
+    int per = 4096 / B->prompt;
+    if (per < 1) per = 1;
+    for (int s0 = 0; s0 < n; s0 += per) {
+        int ns = n - s0 < per ? n - s0 : per;
+        if ((rc = pass(B, &S, s0, ns, B->prompt, err))) goto done;
+    }
+    dres d, v;
+    set_opts(B, 0, 8, 0);
+    if ((rc = decode(B, &S, &d, err))) goto done;
+    const char *vname = n == 1 ? "no_graphs" : n <= 8 ? "cublas" : "fast_gemm";
+    set_opts(B, n > 8, n <= 8 && n > 1 ? 0 : 8, n == 1);
+    if ((rc = decode(B, &S, &v, err))) goto done;
+    set_opts(B, 0, 8, 0);
+    if (n == 1) {   /* batch 1 through cuBLAS too */
+        dres v2;
+        set_opts(B, 0, 0, 0);
+        if ((rc = decode(B, &S, &v2, err))) goto done;
+        set_opts(B, 0, 8, 0);
+        cJSON *o = dres_json("cublas", &v2);
+        cJSON_AddNumberToObject(o, "batch", n);
+        cJSON_AddItemToArray(arr, o);
+        printf("  %5d  %-10s %8.3f %10.1f %8.0f\n", n, "cublas", v2.step_ms, v2.tok_s, v2.ctx);
+    }
+    cJSON *o = dres_json("default", &d);
+    cJSON_AddNumberToObject(o, "batch", n);
+    cJSON_AddNumberToObject(o, "floor_tok_s", n / (d.floor_ms * 1e-3));
+    cJSON_AddItemToArray(arr, o);
+    o = dres_json(vname, &v);
+    cJSON_AddNumberToObject(o, "batch", n);
+    cJSON_AddItemToArray(arr, o);
+    printf("  %5d  %-10s %8.3f %10.1f %8.0f %9.3f %10.1f %7.1f%%\n", n, "default", d.step_ms,
+           d.tok_s, d.ctx, d.floor_ms, n / (d.floor_ms * 1e-3), 100 * d.floor_ms / d.step_ms);
+    printf("  %5d  %-10s %8.3f %10.1f %8.0f\n", n, vname, v.step_ms, v.tok_s, v.ctx);
+    rc = ENG_OK;
+done:
+    seqs_close(&S);
+    return rc;
+}
+
+static int prefill(bench *B, int n, cJSON *root, eng_err *err) {
+    bseqs S;
+    double t[6];
+    int rc = ENG_ENOMEM;
+    if (!seqs_open(&S, 1, B->nb_per > (n + BS - 1) / BS ? B->nb_per : (n + BS - 1) / BS)) goto done;
+    for (int i = 0; i < 6; i++) {
+        S.len[0] = 0;
+        double t0 = now();
+        if ((rc = pass(B, &S, 0, 1, n, err))) goto done;
+        t[i] = now() - t0;
+    }
+    double med = median(t + 1, 5);
+    cJSON *o = cJSON_AddObjectToObject(root, "prefill");
+    cJSON_AddNumberToObject(o, "tokens", n);
+    cJSON_AddNumberToObject(o, "seconds", med);
+    cJSON_AddNumberToObject(o, "tok_s", n / med);
+    printf("prefill %d tokens: %.2f ms, %.0f tokens/s\n", n, 1e3 * med, n / med);
+    rc = ENG_OK;
+done:
+    seqs_close(&S);
+    return rc;
+}
+
+static int parse_batches(const char *s, int *b, int max) {
+    int n = 0;
+    while (*s && n < max) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1 || v > 4096) return -1;
+        b[n++] = (int)v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return -1;
+    }
+    return n;
+}
+
+int main(int argc, char **argv) {
+    const char *dir = NULL, *out = NULL;
+    int batches[MAX_B] = {1, 8, 32, 64, 256}, nb = 5, pf = 512;
+    bench B;
+    memset(&B, 0, sizeof B);
+    B.prompt = 128; B.steps = 32; B.warm = 3; B.rng = 12345;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--out") && v) { out = v; i++; }
+        else if (!strcmp(a, "--prompt") && v) { B.prompt = atoi(v); i++; }
+        else if (!strcmp(a, "--steps") && v) { B.steps = atoi(v); i++; }
+        else if (!strcmp(a, "--prefill") && v) { pf = atoi(v); i++; }
+        else if (!strcmp(a, "--batches") && v) { nb = parse_batches(v, batches, MAX_B); i++; }
+        else if (a[0] != '-' && !dir) dir = a;
+        else { fprintf(stderr, "bench_cuda: unknown argument %s\n", a); return 2; }
+    }
+    if (!dir || nb < 1 || B.prompt < 2 || B.steps < 1 || pf < 1) {
+        fprintf(stderr, "usage: bench_cuda MODEL_DIR [--out FILE] [--prompt N] [--steps N] "
+                        "[--prefill N] [--batches 1,8,...]\n");
+        return 2;
+    }
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev < 1) {
+        printf("bench_cuda: no CUDA device visible\n");
+        return 0;
+    }
+    const char *name = strrchr(dir, '/');
+    name = name && name[1] ? name + 1 : dir;
+    char outbuf[512];
+    if (!out) {
+        snprintf(outbuf, sizeof outbuf, "benchmarks/results/cuda_%s.json", name);
+        out = outbuf;
+    }
+    eng_err err = {0};
+    eng_model *m = NULL;
+    double t0 = now();
+    if (eng_model_load(dir, &m, &err)) { fprintf(stderr, "bench_cuda: %s\n", err.msg); return 1; }
+    B.m = m;
+    B.vocab = eng_model_config(m)->vocab_size;
+    printf("model %s loaded in %.1f s\n", name, now() - t0);
+    B.bw = device_bandwidth();
+    if (B.bw <= 0) { fprintf(stderr, "bench_cuda: bandwidth measurement failed\n"); return 1; }
+    int maxb = 1;
+    for (int i = 0; i < nb; i++) if (batches[i] > maxb) maxb = batches[i];
+    B.nb_per = (B.prompt + 4 * (B.warm + B.steps) + 1 + BS - 1) / BS;
+    int pf_blocks = (pf + BS - 1) / BS, n_blocks = maxb * B.nb_per;
+    if (n_blocks < pf_blocks) n_blocks = pf_blocks;
+    t0 = now();
+    if (eng_backend_cuda_create(m, n_blocks, BS, &B.b, &err)) {
+        fprintf(stderr, "bench_cuda: %s\n", err.msg);
+        return 1;
+    }
+    eng_cuda_get_info(B.b, &B.info);
+    printf("backend up in %.1f s on %s (%d SMs): weights %.3f GB (%s), KV %zu bytes/token (f32), "
+           "%d blocks\n", now() - t0, B.info.device, B.info.n_sms, B.info.weight_bytes / 1e9,
+           B.info.weights_bf16 ? "bf16" : "f32", B.info.kv_bytes_per_token, n_blocks);
+    printf("device copy bandwidth: %.0f GB/s (read + write)\n", B.bw / 1e9);
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddStringToObject(root, "model", name);
+    cJSON_AddStringToObject(root, "device", B.info.device);
+    cJSON_AddNumberToObject(root, "bandwidth_GBps", B.bw / 1e9);
+    cJSON_AddNumberToObject(root, "weight_bytes", (double)B.info.weight_bytes);
+    cJSON_AddNumberToObject(root, "kv_bytes_per_token", (double)B.info.kv_bytes_per_token);
+    cJSON_AddNumberToObject(root, "prompt", B.prompt);
+    cJSON_AddNumberToObject(root, "steps", B.steps);
+    int rc = prefill(&B, pf, root, &err);
+    cJSON *arr = cJSON_AddArrayToObject(root, "decode");
+    printf("  batch  variant     step ms   tokens/s      ctx  floor ms  floor t/s  of floor\n");
+    for (int i = 0; i < nb && !rc; i++) rc = run_batch(&B, batches[i], arr, &err);
+    if (rc) fprintf(stderr, "bench_cuda: %s\n", err.msg);
+    char *js = cJSON_Print(root);
+    FILE *f = js ? fopen(out, "w") : NULL;
+    if (f) {
+        fputs(js, f);
+        fclose(f);
+        printf("wrote %s\n", out);
+    } else {
+        fprintf(stderr, "bench_cuda: cannot write %s\n", out);
+    }
+    free(js);
+    cJSON_Delete(root);
+    B.b->destroy(B.b);
+    eng_model_free(m);
+    return rc ? 1 : 0;
+}
+#endif

@@ -1,0 +1,289 @@
+/* task_agent.c — agent mode: decode, run tools as their calls stream in
+ * (partial execution), feed results back, decode again.
+ *
+ * Tool calls are parsed and started by tools/tool_sched.c while the model is
+ * still decoding.  When a turn ends (end-of-turn token) with calls in it, the
+ * sequence is paused and a collector thread waits for the results, so the
+ * engine thread never blocks; begin() returns ORC_WAIT until they are in. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "orc.h"
+
+typedef struct agent {
+    orc_query q;
+    orc_agent_opts o;
+    const eng_model *m;
+    orc_sink sink;
+    char id[64];
+    tool_sched *ts;
+    int seq, n_prompt, n_gen, turn, turn_tokens;
+    eng_tok_stream stream;
+    char *text;              /* the final turn's text (the answer) */
+    size_t len, cap;
+    /* collector thread of the current turn */
+    pthread_t collector;
+    int collecting;
+    atomic_int collected;
+    tool_result *res;
+    int n_res;
+    eng_err cerr;
+    double t_start, t_first, tool_wait_s, t_wait_start;
+    int n_calls_total, n_early;
+} agent;
+
+static const char *default_system =
+    "You are a helpful assistant. Use the tools when they help; answer briefly.";
+
+static int add_text(agent *a, const char *s, size_t n) {
+    if (a->len + n + 1 > a->cap) {
+        size_t nc = (a->cap ? a->cap * 2 : 512) + n;
+        char *p = realloc(a->text, nc);
+        if (!p) return -1;
+        a->text = p;
+        a->cap = nc;
+    }
+    memcpy(a->text + a->len, s, n);
+    a->len += n;
+    a->text[a->len] = 0;
+    return 0;
+}
+
+/* Parser events of the scheduler: announce each call once its text is complete. */
+static void on_tool_event(void *ud, const tool_event *ev) {
+    agent *a = ud;
+    if (ev->type != TOOL_EV_CALL_END && ev->type != TOOL_EV_CALL_ERROR) return;
+    cJSON *m = orc_msg("tool_call", a->id);
+    cJSON_AddNumberToObject(m, "turn", a->turn);
+    cJSON_AddNumberToObject(m, "call", ev->call);
+    if (ev->name) cJSON_AddStringToObject(m, "name", ev->name);
+    if (ev->type == TOOL_EV_CALL_END && ev->value)
+        cJSON_AddItemToObject(m, "arguments", cJSON_Duplicate(ev->value, 1));
+    if (ev->type == TOOL_EV_CALL_ERROR) cJSON_AddStringToObject(m, "error", ev->text ? ev->text : "malformed call");
+    a->sink.emit(a->sink.ud, m);
+}
+
+/* Forces this turn's scripted text, when there is a script. */
+static int force_script(agent *a, eng_engine *e, eng_err *err) {
+    if (a->turn >= a->o.n_script) return ENG_OK;
+    const char *t = a->o.script[a->turn];
+    int *ids = NULL, n = 0;
+    int rc = eng_tok_encode(eng_model_tok(a->m), t, strlen(t), 1, &ids, &n, err);
+    if (!rc && n) rc = eng_seq_force(e, a->seq, ids, n, err);
+    free(ids);
+    return rc;
+}
+
+static int start(agent *a, eng_engine *e, eng_err *err) {
+    char *sys = tool_system_prompt(a->o.tools, a->o.system ? a->o.system : default_system);
+    if (!sys) return eng_seterr(err, ENG_ENOMEM, "out of memory");
+    /* system turn (ours, with the tool list) + the client's messages or prompt */
+    int n_user = a->q.messages ? a->q.n_messages : 1;
+    eng_chat_msg *msgs = calloc((size_t)n_user + 1, sizeof *msgs);
+    if (!msgs) { free(sys); return eng_seterr(err, ENG_ENOMEM, "out of memory"); }
+    msgs[0] = (eng_chat_msg){ "system", sys };
+    if (a->q.messages) memcpy(msgs + 1, a->q.messages, (size_t)n_user * sizeof *msgs);
+    else msgs[1] = (eng_chat_msg){ "user", a->q.prompt ? a->q.prompt : "" };
+    orc_query tmp = a->q;
+    tmp.messages = msgs;
+    tmp.n_messages = n_user + 1;
+    int *ids = NULL, n = 0;
+    int rc = orc_encode_query(&tmp, eng_model_tok(a->m), &ids, &n, err);
+    free(msgs);
+    free(sys);
+    if (!rc) rc = eng_seq_add(e, ids, n, &a->q.samp, &a->seq, err);
+    free(ids);
+    if (rc) return rc;
+    a->n_prompt = n;
+    a->t_start = orc_now();
+    return force_script(a, e, err);
+}
+
+static void *collect_main(void *ud) {
+    agent *a = ud;
+    tool_sched_collect(a->ts, &a->res, &a->n_res, &a->cerr);
+    atomic_store(&a->collected, 1);
+    return NULL;
+}
+
+/* Tool results are in: report them and append the ChatML tool turn. */
+static int resume(agent *a, eng_engine *e, eng_err *err) {
+    pthread_join(a->collector, NULL);
+    a->collecting = 0;
+    a->tool_wait_s += orc_now() - a->t_wait_start;
+    for (int i = 0; i < a->n_res; i++) {
+        tool_result *r = &a->res[i];
+        cJSON *m = orc_msg("tool_result", a->id);
+        cJSON_AddNumberToObject(m, "turn", a->turn);
+        cJSON_AddNumberToObject(m, "call", r->call);
+        if (r->name) cJSON_AddStringToObject(m, "name", r->name);
+        cJSON_AddBoolToObject(m, "error", r->is_error);
+        cJSON_AddStringToObject(m, "result", r->text ? r->text : "");
+        cJSON_AddBoolToObject(m, "early", r->early);
+        cJSON_AddNumberToObject(m, "ms", r->t_done > r->t_start ? (r->t_done - r->t_start) * 1e3 : 0);
+        a->sink.emit(a->sink.ud, m);
+        a->n_early += r->early;
+    }
+    a->n_calls_total += a->n_res;
+    char *resp = tool_format_responses(a->res, a->n_res);
+    tool_results_free(a->res, a->n_res);
+    a->res = NULL;
+    a->n_res = 0;
+    if (!resp) return eng_seterr(err, ENG_ENOMEM, "out of memory");
+    /* The end-of-turn token the model sampled is already pending. */
+    size_t need = strlen(resp) + 64;
+    char *turn = malloc(need);
+    if (!turn) { free(resp); return eng_seterr(err, ENG_ENOMEM, "out of memory"); }
+    snprintf(turn, need, "\n<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n", resp);
+    free(resp);
+    int *ids = NULL, n = 0;
+    int rc = eng_tok_encode(eng_model_tok(a->m), turn, strlen(turn), 1, &ids, &n, err);
+    free(turn);
+    if (!rc) rc = eng_seq_append(e, a->seq, ids, n, err);
+    free(ids);
+    if (rc) return rc;
+    a->turn++;
+    a->turn_tokens = 0;
+    a->len = 0;
+    if (a->text) a->text[0] = 0;
+    a->stream.n_pend = 0;
+    eng_seq_pause(e, a->seq, 0);
+    return force_script(a, e, err);
+}
+
+static int agent_begin(orc_task *t, eng_engine *e, eng_err *err) {
+    agent *a = t->impl;
+    if (a->seq < 0) return start(a, e, err) ? err->code : ORC_RUNNING;
+    if (!a->collecting) return ORC_RUNNING;
+    if (!atomic_load(&a->collected)) return ORC_WAIT;
+    return resume(a, e, err) ? err->code : ORC_RUNNING;
+}
+
+static void emit_final(orc_task *t, const char *finish) {
+    agent *a = t->impl;
+    cJSON *m = orc_msg("answer", a->id);
+    cJSON_AddStringToObject(m, "text", a->text ? a->text : "");
+    cJSON_AddStringToObject(m, "finish", finish);
+    a->sink.emit(a->sink.ud, m);
+    double now = orc_now();
+    cJSON *s = orc_msg("stats", a->id);
+    cJSON_AddNumberToObject(s, "prompt_tokens", a->n_prompt);
+    cJSON_AddNumberToObject(s, "tokens", a->n_gen);
+    cJSON_AddNumberToObject(s, "turns", a->turn + 1);
+    cJSON_AddNumberToObject(s, "tool_calls", a->n_calls_total);
+    cJSON_AddNumberToObject(s, "tool_calls_early", a->n_early);
+    cJSON_AddNumberToObject(s, "tool_wait_ms", a->tool_wait_s * 1e3);
+    cJSON_AddNumberToObject(s, "ttft_ms", a->t_first > 0 ? (a->t_first - t->t_submit) * 1e3 : -1);
+    cJSON_AddNumberToObject(s, "wall_ms", (now - t->t_submit) * 1e3);
+    a->sink.emit(a->sink.ud, s);
+}
+
+/* Ends a turn on the end-of-turn token: tools, or the final answer. */
+static int end_turn(orc_task *t, eng_engine *e, eng_err *err) {
+    agent *a = t->impl;
+    int max_turns = a->o.max_turns > 0 ? a->o.max_turns : 8;
+    if (tool_sched_n_calls(a->ts) == 0 || a->turn + 1 >= max_turns) {
+        if (tool_sched_n_calls(a->ts)) tool_sched_cancel(a->ts);
+        emit_final(t, tool_sched_n_calls(a->ts) ? "turns" : "stop");
+        eng_seq_remove(e, a->seq);
+        a->seq = -2;
+        return ORC_DONE;
+    }
+    eng_seq_pause(e, a->seq, 1);
+    atomic_store(&a->collected, 0);
+    a->t_wait_start = orc_now();
+    if (pthread_create(&a->collector, NULL, collect_main, a))
+        return -eng_seterr(err, ENG_ENOMEM, "cannot start a tool collector thread");
+    a->collecting = 1;
+    return ORC_RUNNING;
+}
+
+static int agent_end(orc_task *t, eng_engine *e, eng_err *err) {
+    agent *a = t->impl;
+    eng_token tk;
+    if (eng_seq_last(e, a->seq, &tk)) return -eng_seterr(err, ENG_EINVAL, "lost sequence");
+    if (!a->n_gen++) a->t_first = orc_now();
+    a->turn_tokens++;
+    if (orc_is_eos(eng_model_config(a->m), tk.id)) return end_turn(t, e, err);
+    char buf[1024];
+    int w = eng_tok_stream_put(eng_model_tok(a->m), &a->stream, tk.id, 1, buf, sizeof buf);
+    if (add_text(a, buf, (size_t)w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
+    tool_sched_feed(a->ts, buf, (size_t)w);
+    cJSON *m = orc_msg("token", a->id);
+    cJSON_AddStringToObject(m, "text", buf);
+    cJSON_AddNumberToObject(m, "token", tk.id);
+    cJSON_AddNumberToObject(m, "logprob", tk.logprob);
+    a->sink.emit(a->sink.ud, m);
+    if (a->n_gen >= a->q.max_tokens) {
+        tool_sched_cancel(a->ts);
+        emit_final(t, "length");
+        eng_seq_remove(e, a->seq);
+        a->seq = -2;
+        return ORC_DONE;
+    }
+    return ORC_RUNNING;
+}
+
+static void agent_pause(orc_task *t, eng_engine *e, int paused) {
+    agent *a = t->impl;
+    if (a->seq >= 0 && !a->collecting) eng_seq_pause(e, a->seq, paused);
+}
+
+static void agent_stop(orc_task *t, eng_engine *e, const char *reason) {
+    agent *a = t->impl;
+    if (a->ts) tool_sched_cancel(a->ts);
+    if (a->collecting) {
+        pthread_join(a->collector, NULL);
+        a->collecting = 0;
+        tool_results_free(a->res, a->n_res);
+        a->res = NULL;
+    }
+    if (a->seq != -2) emit_final(t, reason);
+    if (a->seq >= 0) eng_seq_remove(e, a->seq);
+    a->seq = -2;
+}
+
+static void agent_destroy(orc_task *t) {
+    agent *a = t->impl;
+    if (a->collecting) pthread_join(a->collector, NULL);
+    tool_results_free(a->res, a->n_res);
+    tool_sched_destroy(a->ts);
+    orc_query_free(&a->q);
+    free(a->text);
+    free(a);
+    free(t);
+}
+
+int orc_task_agent_create(const orc_query *q, const eng_model *m, orc_sink sink,
+                          const orc_agent_opts *o, orc_task **out, eng_err *err) {
+    if (!o || !o->tools) return eng_seterr(err, ENG_EINVAL, "agent mode needs a tool registry");
+    orc_task *t = calloc(1, sizeof *t);
+    agent *a = calloc(1, sizeof *a);
+    if (!t || !a || orc_query_copy(&a->q, q)) {
+        if (a) orc_query_free(&a->q);
+        free(t);
+        free(a);
+        return eng_seterr(err, ENG_ENOMEM, "out of memory creating a query");
+    }
+    a->o = *o;
+    a->m = m;
+    a->sink = sink;
+    a->seq = -1;
+    if (a->q.max_tokens <= 0) a->q.max_tokens = 1024;
+    snprintf(a->id, sizeof a->id, "%s", q->id);
+    tool_sched_opts so = { .no_partial = o->no_partial, .on_event = on_tool_event, .user = a };
+    int rc = tool_sched_create(o->tools, &so, &a->ts, err);
+    if (rc) { orc_query_free(&a->q); free(a); free(t); return rc; }
+    snprintf(t->id, sizeof t->id, "%s", q->id);
+    t->sink = sink;
+    t->impl = a;
+    t->begin = agent_begin;
+    t->end = agent_end;
+    t->set_paused = agent_pause;
+    t->stop = agent_stop;
+    t->destroy = agent_destroy;
+    *out = t;
+    return ENG_OK;
+}

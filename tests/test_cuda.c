@@ -1,0 +1,1120 @@
+/* test_cuda.c — the CUDA backend (kernels/).  First each kernel against a
+ * CPU reference in double precision, on fresh random inputs, with the output
+ * poisoned (NaN bytes) before every run; then the whole backend against the
+ * CPU backend and the transformers reference on tests/fixtures/tiny-qwen2
+ * and tiny-llama: logits, 64 greedy tokens per prompt, batched, forked and
+ * continuously batched sequences, long contexts, bad input.
+ *
+ * Tolerances (relative error ||a-b|| / ||b||):
+ *   f32 kernels (GEMV, norms, RoPE, attention) ........ 1e-5
+ *   cuBLASLt with hi/lo bf16 activations .............. 2e-5
+ *   cuBLASLt with plain bf16 activations .............. 1e-2
+ *   whole model, default settings, vs ref / CPU ....... 1e-4
+ *   whole model, bf16 weights and activations ......... 1e-2 (vs ref)
+ *   log-prob and entropy (absolute) ................... 1e-3
+ * Greedy tokens must be identical to the CPU backend's.
+ *
+ * Built without CUDA, or run where no GPU is visible, it skips. */
+#include "t.h"
+
+#ifndef BRISK_CUDA
+int main(void) {
+    (void)t_cur_failed;
+    printf("SKIP: built without CUDA (make CUDA=1 builds the CUDA backend)\n");
+    T_DONE();
+}
+#else
+#include <stdint.h>
+#include <cJSON.h>
+#include <cuda_runtime_api.h>
+#include "kern.h"
+
+/* ------------------------------------------------------------ helpers */
+static uint64_t g_rng = 0x243F6A8885A308D3ull;   /* reseeded by each test */
+
+static uint64_t rnd64(void) {
+    uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static double urand(void) { return (double)(rnd64() >> 11) * 0x1.0p-53; }
+static float nrand(void) {
+    double u1 = urand() + 1e-300, u2 = urand();
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+static float bf16_val(uint16_t b) {
+    uint32_t u = (uint32_t)b << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Device allocations of the current test, freed by dfree_all. */
+static void *g_dev[256];
+static int g_ndev;
+
+static void *dnew(size_t bytes) {
+    void *p = NULL;
+    if (g_ndev == 256 || cudaMalloc(&p, bytes ? bytes : 16) != cudaSuccess) return NULL;
+    g_dev[g_ndev++] = p;
+    cudaMemset(p, 0xFF, bytes);   /* NaN for floats */
+    return p;
+}
+static void *dup_up(const void *h, size_t bytes) {
+    void *d = dnew(bytes);
+    if (d && cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice) != cudaSuccess) return NULL;
+    return d;
+}
+static void dfree_all(void) {
+    for (int i = 0; i < g_ndev; i++) cudaFree(g_dev[i]);
+    g_ndev = 0;
+}
+static int down(void *h, const void *d, size_t bytes) {
+    return cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost) == cudaSuccess;
+}
+static int sync_ok(void) {
+    cudaError_t e = cudaDeviceSynchronize();
+    if (e == cudaSuccess) e = cudaGetLastError();
+    if (e != cudaSuccess) printf("  CUDA error: %s\n", cudaGetErrorString(e));
+    return e == cudaSuccess;
+}
+
+/* ||a - ref|| / ||ref||; infinity if a has a NaN (an unwritten output). */
+static double rel_err(const float *a, const double *ref, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i])) return INFINITY;
+        num += (a[i] - ref[i]) * (a[i] - ref[i]);
+        den += ref[i] * ref[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+static double rel_err_f(const float *a, const float *ref, size_t n) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i])) return INFINITY;
+        num += ((double)a[i] - ref[i]) * ((double)a[i] - ref[i]);
+        den += (double)ref[i] * ref[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* A kern_step in device memory holding the given arrays. */
+static kern_step *make_step(int R, const int *tokens, const int *pos, const int *row_seq,
+                            const int *table, int n_seqs, int stride, int O, const int *out_rows,
+                            const float *temp, const int *top_k, const float *top_p,
+                            const double *u) {
+    kern_step h;
+    memset(&h, 0, sizeof h);
+    h.n_rows = R; h.n_out = O; h.table_stride = stride;
+    if (tokens) h.tokens = dup_up(tokens, 4 * (size_t)R);
+    if (pos) h.pos = dup_up(pos, 4 * (size_t)R);
+    if (row_seq) h.row_seq = dup_up(row_seq, 4 * (size_t)R);
+    if (table) h.table = dup_up(table, 4 * (size_t)n_seqs * stride);
+    if (out_rows) h.out_rows = dup_up(out_rows, 4 * (size_t)O);
+    if (temp) h.temp = dup_up(temp, 4 * (size_t)O);
+    if (top_k) h.top_k = dup_up(top_k, 4 * (size_t)O);
+    if (top_p) h.top_p = dup_up(top_p, 4 * (size_t)O);
+    if (u) h.u = dup_up(u, 8 * (size_t)O);
+    return dup_up(&h, sizeof h);
+}
+
+/* ------------------------------------------------------------- GEMV */
+static double silu(double g) { return g / (1.0 + exp(-g)); }
+
+/* One GEMV case; returns the relative error (inf on a device error). */
+static double gemv_case(int wdt, int R, int mode, int use_norm, int N, int K, int n_sms) {
+    size_t nw = (size_t)N * K;
+    float *W = malloc(nw * 4), *x = malloc((size_t)R * K * 4), *nwt = malloc((size_t)K * 4);
+    float *y0 = malloc((size_t)R * N * 4), *out = malloc((size_t)R * N * 4);
+    uint16_t *Wb = malloc(nw * 2);
+    double *ref = malloc((size_t)R * N * 8), *xh = malloc((size_t)R * K * 8);
+    double err = INFINITY;
+    if (!W || !x || !nwt || !y0 || !out || !Wb || !ref || !xh) goto done;
+    for (size_t i = 0; i < nw; i++) {
+        W[i] = nrand() / sqrtf((float)K);
+        Wb[i] = kern_f32_to_bf16(W[i]);
+        if (wdt == KERN_BF16) W[i] = bf16_val(Wb[i]);
+    }
+    for (size_t i = 0; i < (size_t)R * K; i++) x[i] = nrand();
+    for (int k = 0; k < K; k++) nwt[k] = 1.0f + 0.1f * nrand();
+    for (size_t i = 0; i < (size_t)R * N; i++) y0[i] = nrand();
+    for (int r = 0; r < R; r++) {
+        double ss = 0;
+        for (int k = 0; k < K; k++) ss += (double)x[r * K + k] * x[r * K + k];
+        double rs = use_norm ? 1.0 / sqrt(ss / K + 1e-6) : 1.0;
+        for (int k = 0; k < K; k++) xh[r * K + k] = x[r * K + k] * rs * (use_norm ? nwt[k] : 1.0);
+    }
+    int n_out = mode == KERN_SWIGLU ? N / 2 : N;
+    for (int r = 0; r < R; r++)
+        for (int n = 0; n < N; n++) {
+            double s = 0;
+            for (int k = 0; k < K; k++) s += W[(size_t)n * K + k] * xh[r * K + k];
+            if (mode != KERN_SWIGLU) ref[(size_t)r * N + n] = s;
+            else if (n < N / 2) ref[(size_t)r * N + n] = s;   /* gate, combined below */
+            else ref[(size_t)r * N + n] = s;
+        }
+    if (mode == KERN_SWIGLU)
+        for (int r = 0; r < R; r++)
+            for (int i = 0; i < n_out; i++)
+                ref[(size_t)r * n_out + i] = silu(ref[(size_t)r * N + i]) * ref[(size_t)r * N + n_out + i];
+    void *dW = wdt == KERN_BF16 ? dup_up(Wb, nw * 2) : dup_up(W, nw * 4);
+    float *dx = dup_up(x, (size_t)R * K * 4), *dn = dup_up(nwt, (size_t)K * 4);
+    float *dy = mode == KERN_RESID ? dup_up(y0, (size_t)R * N * 4) : dnew((size_t)R * n_out * 4);
+    if (!dW || !dx || !dn || !dy) goto done;
+    int e = kern_gemv(0, dW, wdt, N, K, dx, R, use_norm ? dn : NULL, 1e-6f, mode, dy, n_sms);
+    if (e || !sync_ok() || !down(out, dy, (size_t)R * n_out * 4)) goto done;
+    if (mode == KERN_RESID)
+        for (size_t i = 0; i < (size_t)R * N; i++) out[i] -= y0[i];
+    err = rel_err(out, ref, (size_t)R * n_out);
+done:
+    free(W); free(x); free(nwt); free(y0); free(out); free(Wb); free(ref); free(xh);
+    dfree_all();
+    return err;
+}
+
+static void test_gemv(void) {
+    g_rng = 101;
+    static const char *mname[] = {"store", "resid", "swiglu"};
+    int sms[3] = {1, 40, 132};
+    int rows[3] = {1, 3, 8};
+    for (int wdt = 0; wdt < 2; wdt++)
+        for (int ri = 0; ri < 3; ri++)
+            for (int mode = 0; mode < 3; mode++)
+                for (int s = 0; s < 3; s++) {
+                    int R = rows[ri], norm = mode != KERN_RESID && s != 1;
+                    double e = gemv_case(wdt, R, mode, norm, 1000, 520, sms[s]);
+                    T_CHECKF(e <= 1e-5, "%s R=%d %s norm=%d sms=%d: rel err %.3g",
+                             wdt ? "bf16" : "f32", R, mname[mode], norm, sms[s], e);
+                }
+    /* a real shape: Qwen2.5-1.5B's q|k|v, and an odd row count */
+    double e = gemv_case(KERN_BF16, 1, KERN_STORE, 1, 2048, 1536, 132);
+    T_CHECKF(e <= 1e-5, "2048x1536: rel err %.3g", e);
+    e = gemv_case(KERN_BF16, 5, KERN_STORE, 0, 1027, 64, 132);
+    T_CHECKF(e <= 1e-5, "1027x64: rel err %.3g", e);
+    T_CHECK(kern_gemv(0, NULL, KERN_BF16, 10, 12, NULL, 1, NULL, 0, 0, NULL, 1) != 0);
+    T_CHECK(kern_gemv(0, NULL, KERN_BF16, 10, 16, NULL, 9, NULL, 0, 0, NULL, 1) != 0);
+}
+
+/* ---------------------------------------------------- cuBLASLt + to_act */
+static void test_gemm(void) {
+    g_rng = 202;
+    const int N = 768, K = 1024, R = 40;
+    eng_err err = {0};
+    kern_blas *bl = NULL;
+    if (kern_blas_create(&bl, &err)) { T_CHECKF(0, "%s", err.msg); return; }
+    float *W = malloc((size_t)N * K * 4), *x = malloc((size_t)R * K * 4);
+    uint16_t *Wb = malloc((size_t)N * K * 2);
+    double *ref = malloc((size_t)R * N * 8), *refb = malloc((size_t)R * N * 8);
+    float *out = malloc((size_t)R * N * 4);
+    if (!W || !x || !Wb || !ref || !refb || !out) { T_CHECK(0); goto done; }
+    for (size_t i = 0; i < (size_t)N * K; i++) {
+        W[i] = nrand() / 32.0f;
+        Wb[i] = kern_f32_to_bf16(W[i]);
+    }
+    for (size_t i = 0; i < (size_t)R * K; i++) x[i] = nrand();
+    for (int r = 0; r < R; r++)
+        for (int n = 0; n < N; n++) {
+            double s = 0, sb = 0;
+            for (int k = 0; k < K; k++) {
+                s += (double)W[(size_t)n * K + k] * x[r * K + k];
+                sb += (double)bf16_val(Wb[(size_t)n * K + k]) * x[r * K + k];
+            }
+            ref[(size_t)r * N + n] = s;
+            refb[(size_t)r * N + n] = sb;
+        }
+    float *dx = dup_up(x, (size_t)R * K * 4), *dy = dnew(2 * (size_t)R * N * 4);
+    void *dWb = dup_up(Wb, (size_t)N * K * 2), *dW = dup_up(W, (size_t)N * K * 4);
+    void *act = dnew((size_t)R * K * 4);
+    if (!dx || !dy || !dWb || !dW || !act) { T_CHECK(0); goto done; }
+    /* hi/lo split: 2R rows through one product, summed on the device */
+    T_CHECK(kern_to_act(0, dx, R, K, act, KERN_ACT_SPLIT) == 0);
+    int rc = kern_blas_gemm(bl, 0, dWb, KERN_BF16, N, K, act, 1, 2 * R, dy, &err);
+    T_CHECKF(rc == 0, "%s", err.msg);
+    T_CHECK(kern_add_rows(0, dy, dy + (size_t)R * N, (size_t)R * N) == 0);
+    double e = sync_ok() && down(out, dy, (size_t)R * N * 4) ? rel_err(out, refb, (size_t)R * N) : INFINITY;
+    T_CHECKF(e <= 2e-5, "bf16 weights, hi/lo activations: rel err %.3g", e);
+    /* plain bf16 activations */
+    cudaMemset(dy, 0xFF, (size_t)R * N * 4);
+    T_CHECK(kern_to_act(0, dx, R, K, act, KERN_ACT_BF16) == 0);
+    rc = kern_blas_gemm(bl, 0, dWb, KERN_BF16, N, K, act, 1, R, dy, &err);
+    T_CHECKF(rc == 0, "%s", err.msg);
+    e = sync_ok() && down(out, dy, (size_t)R * N * 4) ? rel_err(out, refb, (size_t)R * N) : INFINITY;
+    T_CHECKF(e <= 1e-2, "bf16 weights and activations: rel err %.3g", e);
+    /* f32 throughout */
+    cudaMemset(dy, 0xFF, (size_t)R * N * 4);
+    T_CHECK(kern_to_act(0, dx, R, K, act, KERN_ACT_F32) == 0);
+    rc = kern_blas_gemm(bl, 0, dW, KERN_F32, N, K, act, 0, R, dy, &err);
+    T_CHECKF(rc == 0, "%s", err.msg);
+    e = sync_ok() && down(out, dy, (size_t)R * N * 4) ? rel_err(out, ref, (size_t)R * N) : INFINITY;
+    T_CHECKF(e <= 1e-5, "f32: rel err %.3g", e);
+    T_CHECK(kern_blas_gemm(bl, 0, dW, KERN_F32, N, K, act, 1, R, dy, &err) == ENG_EINVAL);
+done:
+    free(W); free(x); free(Wb); free(ref); free(refb); free(out);
+    kern_blas_destroy(bl);
+    dfree_all();
+}
+
+/* ------------------------------------------- norms, SwiGLU, embedding */
+static void test_rowwise(void) {
+    g_rng = 303;
+    const int R = 5, H = 896, I = 200, V = 300, He = 64;
+    float *x = malloc(R * H * 4), *y = malloc(R * H * 4), *ylo = malloc(R * H * 4);
+    float *nw = malloc(H * 4), *o1 = malloc(R * H * 4), *o2 = malloc(2 * R * H * 4);
+    double *rx = malloc(R * H * 8), *ra = malloc(R * H * 8);
+    float *g = malloc(R * 2 * I * 4), *glo = malloc(R * 2 * I * 4);
+    uint16_t *E = malloc(V * He * 2);
+    if (!x || !y || !ylo || !nw || !o1 || !o2 || !rx || !ra || !g || !glo || !E) { T_CHECK(0); goto done; }
+    for (int i = 0; i < R * H; i++) { x[i] = nrand(); y[i] = nrand(); ylo[i] = 1e-3f * nrand(); }
+    for (int k = 0; k < H; k++) nw[k] = 1.0f + 0.1f * nrand();
+    for (int r = 0; r < R; r++) {
+        double ss = 0;
+        for (int k = 0; k < H; k++) {
+            rx[r * H + k] = (double)x[r * H + k] + y[r * H + k] + ylo[r * H + k];
+            ss += rx[r * H + k] * rx[r * H + k];
+        }
+        for (int k = 0; k < H; k++) ra[r * H + k] = rx[r * H + k] / sqrt(ss / H + 1e-5) * nw[k];
+    }
+    float *dx = dup_up(x, R * H * 4), *dy = dup_up(y, R * H * 4), *dlo = dup_up(ylo, R * H * 4);
+    float *dn = dup_up(nw, H * 4), *dact = dnew(2 * R * H * 4);
+    if (!dx || !dy || !dlo || !dn || !dact) { T_CHECK(0); goto done; }
+    T_CHECK(kern_add_norm(0, dx, dy, dlo, R, H, dn, 1e-5f, dact, KERN_ACT_F32) == 0);
+    T_CHECK(sync_ok() && down(o1, dx, R * H * 4) && down(o2, dact, R * H * 4));
+    double e1 = rel_err(o1, rx, R * H), e2 = rel_err(o2, ra, R * H);
+    T_CHECKF(e1 <= 1e-6 && e2 <= 1e-5, "add_norm: x rel err %.3g, act rel err %.3g", e1, e2);
+    /* split output: high + low rows give the value to ~2^-16 */
+    cudaMemset(dact, 0xFF, 2 * R * H * 4);
+    T_CHECK(kern_add_norm(0, dx, NULL, NULL, R, H, dn, 1e-5f, dact, KERN_ACT_SPLIT) == 0);
+    uint16_t *hb = (uint16_t *)o2;
+    T_CHECK(sync_ok() && down(hb, dact, 2 * R * H * 2));
+    for (int i = 0; i < R * H; i++) o1[i] = bf16_val(hb[i]) + bf16_val(hb[R * H + i]);
+    e2 = rel_err(o1, ra, R * H);
+    T_CHECKF(e2 <= 2e-5, "norm to hi/lo bf16: rel err %.3g", e2);
+    /* gather + norm of out rows 4, 0, 2 */
+    int rows[3] = {4, 0, 2};
+    kern_step *st = make_step(0, NULL, NULL, NULL, NULL, 0, 0, 3, rows, NULL, NULL, NULL, NULL);
+    cudaMemset(dact, 0xFF, 2 * R * H * 4);
+    T_CHECK(st && kern_gather_norm(0, dx, st, 3, H, dn, 1e-5f, dact, KERN_ACT_F32) == 0);
+    T_CHECK(sync_ok() && down(o2, dact, 3 * H * 4));
+    double *rg = malloc(3 * H * 8);
+    if (rg) {
+        for (int o = 0; o < 3; o++) memcpy(rg + o * H, ra + rows[o] * H, H * 8);
+        e2 = rel_err(o2, rg, 3 * H);
+        T_CHECKF(e2 <= 1e-5, "gather_norm: rel err %.3g", e2);
+        free(rg);
+    }
+    /* SwiGLU over [gate | up] with low parts */
+    for (int i = 0; i < R * 2 * I; i++) { g[i] = 2 * nrand(); glo[i] = 1e-3f * nrand(); }
+    float *dg = dup_up(g, R * 2 * I * 4), *dglo = dup_up(glo, R * 2 * I * 4);
+    cudaMemset(dact, 0xFF, 2 * R * H * 4);
+    T_CHECK(dg && dglo && kern_swiglu(0, dg, dglo, R, I, dact, KERN_ACT_F32) == 0);
+    T_CHECK(sync_ok() && down(o2, dact, R * I * 4));
+    for (int r = 0; r < R; r++)
+        for (int i = 0; i < I; i++) {
+            double gg = (double)g[r * 2 * I + i] + glo[r * 2 * I + i];
+            double uu = (double)g[r * 2 * I + I + i] + glo[r * 2 * I + I + i];
+            ra[r * I + i] = silu(gg) * uu;
+        }
+    e2 = rel_err(o2, ra, R * I);
+    T_CHECKF(e2 <= 1e-5, "swiglu: rel err %.3g", e2);
+    /* embedding rows of bf16 table */
+    for (int i = 0; i < V * He; i++) E[i] = kern_f32_to_bf16(nrand());
+    int toks[5] = {299, 0, 17, 17, 150};
+    kern_step *st2 = make_step(5, toks, NULL, NULL, NULL, 0, 0, 0, NULL, NULL, NULL, NULL, NULL);
+    void *dE = dup_up(E, V * He * 2);
+    float *dxe = dnew(5 * He * 4);
+    T_CHECK(st2 && dE && dxe && kern_embed(0, dE, KERN_BF16, He, st2, 5, dxe) == 0);
+    T_CHECK(sync_ok() && down(o1, dxe, 5 * He * 4));
+    int bad = 0;
+    for (int r = 0; r < 5; r++)
+        for (int k = 0; k < He; k++) bad += o1[r * He + k] != bf16_val(E[toks[r] * He + k]);
+    T_CHECKF(bad == 0, "embedding: %d wrong values", bad);
+done:
+    free(x); free(y); free(ylo); free(nw); free(o1); free(o2); free(rx); free(ra);
+    free(g); free(glo); free(E);
+    dfree_all();
+}
+
+/* ------------------------------------------------------- RoPE + KV */
+static void rope_case(int nh, int nkv, int hd) {
+    enum { R = 5 };
+    const int bs = 16, n_blocks = 8, n_layers = 2, layer = 1;
+    int table[2][2] = {{3, 1}, {6, 6}}, seqs[R] = {0, 0, 1, 0, 1}, pos[R] = {0, 17, 5, 31, 15};
+    const int width = (nh + 2 * nkv) * hd;
+    size_t blk = (size_t)n_layers * 2 * nkv * bs * hd, pool = blk * n_blocks;
+    float *qkv = malloc(R * width * 4), *bias = malloc(width * 4), *invf = malloc(hd / 2 * 4);
+    float *q = malloc(R * nh * hd * 4), *kvh = malloc(pool * 4);
+    if (!qkv || !bias || !invf || !q || !kvh) { T_CHECK(0); goto done; }
+    for (int i = 0; i < R * width; i++) qkv[i] = nrand();
+    for (int i = 0; i < width; i++) bias[i] = 0.2f * nrand();
+    for (int i = 0; i < hd / 2; i++) invf[i] = (float)(1.0 / pow(10000.0, 2.0 * i / hd));
+    kern_step *st = make_step(R, NULL, pos, seqs, &table[0][0], 2, 2, 0, NULL, NULL, NULL, NULL, NULL);
+    float *dqkv = dup_up(qkv, R * width * 4), *db = dup_up(bias, width * 4), *dinv = dup_up(invf, hd * 2);
+    float *dq = dnew(R * nh * hd * 4), *dkv = dnew(pool * 4);
+    if (!st || !dqkv || !db || !dinv || !dq || !dkv) { T_CHECK(0); goto done; }
+    kern_kv kv = {dkv + (size_t)layer * 2 * nkv * bs * hd, (long long)blk, nkv, hd, bs, 0};
+    T_CHECK(kern_rope_kv(0, dqkv, NULL, db, st, R, nh, dinv, dq, kv) == 0);
+    T_CHECK(sync_ok() && down(q, dq, R * nh * hd * 4) && down(kvh, dkv, pool * 4));
+    double num = 0, den = 0;
+    int bad_kv = 0;
+    for (int r = 0; r < R; r++) {
+        const float *row = qkv + r * width;
+        int b = table[seqs[r]][pos[r] / bs], slot = pos[r] % bs;
+        float *kb = kvh + (size_t)b * blk + (size_t)layer * 2 * nkv * bs * hd;
+        for (int h = 0; h < nh + nkv; h++)
+            for (int i = 0; i < hd / 2; i++) {
+                double x1 = (double)row[h * hd + i] + bias[h * hd + i];
+                double x2 = (double)row[h * hd + i + hd / 2] + bias[h * hd + i + hd / 2];
+                double a = pos[r] * (double)invf[i];
+                double o1 = x1 * cos(a) - x2 * sin(a), o2 = x2 * cos(a) + x1 * sin(a);
+                float g1, g2;
+                if (h < nh) {
+                    g1 = q[(r * nh + h) * hd + i]; g2 = q[(r * nh + h) * hd + i + hd / 2];
+                } else {
+                    float *kr = kb + ((size_t)(h - nh) * bs + slot) * hd;
+                    g1 = kr[i]; g2 = kr[i + hd / 2];
+                }
+                num += (g1 - o1) * (g1 - o1) + (g2 - o2) * (g2 - o2);
+                den += o1 * o1 + o2 * o2;
+                if (!isfinite(g1) || !isfinite(g2)) num = INFINITY;
+            }
+        for (int h = 0; h < nkv; h++)
+            for (int d = 0; d < hd; d++) {
+                float want = row[(nh + nkv + h) * hd + d] + bias[(nh + nkv + h) * hd + d];
+                bad_kv += kb[(size_t)nkv * bs * hd + ((size_t)h * bs + slot) * hd + d] != want;
+            }
+    }
+    double e = sqrt(num / den);
+    T_CHECKF(e <= 1e-5, "nh=%d nkv=%d hd=%d: q/k rel err %.3g", nh, nkv, hd, e);
+    T_CHECKF(bad_kv == 0, "%d wrong values in V", bad_kv);
+    /* nothing else in the pool was written: it is all NaN bytes still */
+    size_t finite = 0;
+    for (size_t i = 0; i < pool; i++) finite += isfinite(kvh[i]) != 0;
+    T_CHECKF(finite == (size_t)R * 2 * nkv * hd, "%zu finite floats in the pool, expected %d",
+             finite, R * 2 * nkv * hd);
+done:
+    free(qkv); free(bias); free(invf); free(q); free(kvh);
+    dfree_all();
+}
+
+static void test_rope_kv(void) {
+    g_rng = 404;
+    rope_case(4, 2, 16);
+    rope_case(12, 2, 128);
+    rope_case(14, 2, 64);
+}
+
+/* ------------------------------------------------------- attention */
+static void attn_case(int nh, int nkv, int hd, int splits) {
+    enum { NS = 3 };
+    const int bs = 16, lens[NS] = {1, 17, 300}, n_blocks = 40;
+    int stride = (300 + bs - 1) / bs;
+    int *table = malloc(NS * stride * 4), perm[40];
+    for (int i = 0; i < n_blocks; i++) perm[i] = i;
+    for (int i = n_blocks - 1; i > 0; i--) {
+        int j = (int)(rnd64() % (uint64_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j]; perm[j] = t;
+    }
+    int used = 0;
+    for (int s = 0; s < NS; s++)
+        for (int i = 0; i < stride; i++)
+            table[s * stride + i] = i * bs < lens[s] ? perm[used++] : 0;
+    /* rows: the last position of each sequence, then 10 prefill rows of seq 2 */
+    int R = NS + 10, seqs[NS + 10], pos[NS + 10];
+    for (int s = 0; s < NS; s++) { seqs[s] = s; pos[s] = lens[s] - 1; }
+    for (int i = 0; i < 10; i++) { seqs[NS + i] = 2; pos[NS + i] = 250 + i; }
+    size_t blk = (size_t)2 * nkv * bs * hd, pool = blk * n_blocks;
+    float *kv = malloc(pool * 4), *q = malloc((size_t)R * nh * hd * 4), *out = malloc((size_t)R * nh * hd * 4);
+    double *ref = malloc((size_t)R * nh * hd * 8), *sc = malloc(300 * 8);
+    if (!table || !kv || !q || !out || !ref || !sc) { T_CHECK(0); goto done; }
+    for (size_t i = 0; i < pool; i++) kv[i] = nrand();
+    for (int i = 0; i < R * nh * hd; i++) q[i] = nrand();
+    int G = nh / nkv;
+    for (int r = 0; r < R; r++)
+        for (int h = 0; h < nh; h++) {
+            int kh = h / G, L = pos[r] + 1;
+            double mx = -1e300, sum = 0;
+            for (int t = 0; t < L; t++) {
+                const float *k = kv + (size_t)table[seqs[r] * stride + t / bs] * blk + ((size_t)kh * bs + t % bs) * hd;
+                double d = 0;
+                for (int i = 0; i < hd; i++) d += (double)q[(r * nh + h) * hd + i] * k[i];
+                sc[t] = d / sqrt((double)hd);
+                if (sc[t] > mx) mx = sc[t];
+            }
+            for (int t = 0; t < L; t++) { sc[t] = exp(sc[t] - mx); sum += sc[t]; }
+            for (int i = 0; i < hd; i++) {
+                double o = 0;
+                for (int t = 0; t < L; t++) {
+                    const float *v = kv + (size_t)table[seqs[r] * stride + t / bs] * blk + (size_t)nkv * bs * hd +
+                                     ((size_t)kh * bs + t % bs) * hd;
+                    o += sc[t] * v[i];
+                }
+                ref[(r * nh + h) * hd + i] = o / sum;
+            }
+        }
+    kern_step *st = make_step(R, NULL, pos, seqs, table, NS, stride, 0, NULL, NULL, NULL, NULL, NULL);
+    float *dkv = dup_up(kv, pool * 4), *dq = dup_up(q, (size_t)R * nh * hd * 4);
+    float *dout = dnew((size_t)R * nh * hd * 4);
+    float *dpart = dnew(kern_attn_part_floats(R, nh, hd, splits) * 4 + 16);
+    if (!st || !dkv || !dq || !dout || !dpart) { T_CHECK(0); goto done; }
+    kern_kv k = {dkv, (long long)blk, nkv, hd, bs, 0};
+    T_CHECK(kern_attention(0, dq, k, st, R, nh, splits, dout, dpart) == 0);
+    double e = sync_ok() && down(out, dout, (size_t)R * nh * hd * 4) ? rel_err(out, ref, (size_t)R * nh * hd)
+                                                                   : INFINITY;
+    T_CHECKF(e <= 1e-5, "nh=%d nkv=%d hd=%d splits=%d: rel err %.3g", nh, nkv, hd, splits, e);
+done:
+    free(table); free(kv); free(q); free(out); free(ref); free(sc);
+    dfree_all();
+}
+
+static void test_attention(void) {
+    g_rng = 505;
+    int cfg[4][3] = {{4, 2, 16}, {4, 1, 16}, {12, 2, 128}, {14, 2, 64}};
+    int splits[3] = {1, 3, 64};
+    for (int c = 0; c < 4; c++)
+        for (int s = 0; s < 3; s++) attn_case(cfg[c][0], cfg[c][1], cfg[c][2], splits[s]);
+    T_CHECK(kern_attn_splits(1, 2, 132) > 1 && kern_attn_splits(256, 2, 132) == 1);
+}
+
+/* -------------------------------------------------------- sampling */
+typedef struct rank_ent { float l; int id; } rank_ent;
+static int rank_cmp(const void *a, const void *b) {
+    const rank_ent *x = a, *y = b;
+    if (x->l != y->l) return x->l > y->l ? -1 : 1;
+    return x->id - y->id;
+}
+
+/* Checks the GPU's pick id for draw u against temperature / top-k / top-p
+ * semantics computed here; returns 1 if consistent. */
+static int sample_ok(const float *l, int V, float T, int k, float p, double u, int id,
+                     const rank_ent *order, char *why, size_t whylen) {
+    double m = order[0].l;
+    int nk = (k > 0 && k < V) ? k : V;
+    char *kept = calloc(V, 1);
+    if (!kept) return 0;
+    double W = 0;
+    for (int i = 0; i < nk; i++) W += exp((order[i].l - m) / T);
+    float tau = order[nk - 1].l;
+    if (p > 0 && p < 1) {
+        double cum = 0;
+        for (int i = 0; i < nk; i++) {
+            cum += exp((order[i].l - m) / T);
+            if (cum >= p * W) { tau = order[i].l; break; }
+        }
+    }
+    for (int i = 0; i < nk; i++)
+        if (order[i].l >= tau) kept[order[i].id] = 1;
+    double W2 = 0, lo = -1, hi = -1;
+    for (int i = 0; i < V; i++)
+        if (kept[i]) {
+            double w = exp((l[i] - m) / T);
+            if (i == id) { lo = W2; hi = W2 + w; }
+            W2 += w;
+        }
+    int ok = id >= 0 && id < V && kept[id] && lo / W2 - 1e-6 <= u && u <= hi / W2 + 1e-6;
+    if (!ok) snprintf(why, whylen, "id %d kept %d interval [%.6f, %.6f) u %.6f", id,
+                      id >= 0 && id < V ? kept[id] : -1, lo / W2, hi / W2, u);
+    free(kept);
+    return ok;
+}
+
+static void sample_case(int V) {
+    enum { O = 8 };
+    float *l = malloc((size_t)O * V * 4);
+    rank_ent *order = malloc((size_t)V * sizeof *order);
+    if (!l || !order) { T_CHECK(0); free(l); free(order); return; }
+    for (int i = 0; i < V; i++) l[i] = 2.0f * nrand();
+    float mx = l[0];
+    for (int i = 1; i < V; i++) if (l[i] > mx) mx = l[i];
+    l[37] = l[V / 2] = mx + 1.0f;   /* a tie at the top: the lower id wins */
+    for (int o = 1; o < O; o++) memcpy(l + (size_t)o * V, l, (size_t)V * 4);
+    for (int i = 0; i < V; i++) { order[i].l = l[i]; order[i].id = i; }
+    qsort(order, V, sizeof *order, rank_cmp);
+    double m = order[0].l, s = 0, sl = 0;
+    for (int i = 0; i < V; i++) s += exp(l[i] - m);
+    for (int i = 0; i < V; i++) sl += exp(l[i] - m) / s * (l[i] - m - log(s));
+    double logz = m + log(s), ent = -sl;
+    struct { float T; int k; float p; } set[6] = {
+        {0, 0, 1}, {0.7f, 0, 1}, {1, 50, 1}, {1.3f, 0, 0.9f}, {0.8f, 40, 0.8f}, {1, 1, 1}};
+    float *dl = dup_up(l, (size_t)O * V * 4);
+    int *dids = dnew(O * 4);
+    float *dlp = dnew(O * 4), *dent = dnew(O * 4);
+    if (!dl || !dids || !dlp || !dent) { T_CHECK(0); goto done; }
+    for (int c = 0; c < 6; c++) {
+        float temp[O], topp[O];
+        int topk[O], rows[O], ids[O];
+        double u[O];
+        float lp[O], en[O];
+        for (int o = 0; o < O; o++) {
+            temp[o] = set[c].T; topk[o] = set[c].k; topp[o] = set[c].p; rows[o] = o;
+            u[o] = o == 0 ? 0.0 : o == O - 1 ? 0.999999 : urand();
+        }
+        kern_step *st = make_step(0, NULL, NULL, NULL, NULL, 0, 0, O, rows, temp, topk, topp, u);
+        cudaMemset(dids, 0xFF, O * 4);
+        T_CHECK(st && kern_sample(0, dl, NULL, O, V, st, dids, dlp, dent) == 0);
+        if (!sync_ok() || !down(ids, dids, O * 4) || !down(lp, dlp, O * 4) || !down(en, dent, O * 4)) {
+            T_CHECK(0);
+            break;
+        }
+        for (int o = 0; o < O; o++) {
+            char why[160] = "";
+            if (set[c].T <= 0) T_CHECKF(ids[o] == 37, "V=%d greedy picked %d, want 37", V, ids[o]);
+            else T_CHECKF(sample_ok(l, V, set[c].T, set[c].k, set[c].p, u[o], ids[o], order, why, sizeof why),
+                          "V=%d T=%.2f k=%d p=%.2f: %s", V, set[c].T, set[c].k, set[c].p, why);
+            if (ids[o] >= 0 && ids[o] < V) {
+                double want = l[ids[o]] - logz;
+                T_CHECKF(fabs(lp[o] - want) <= 1e-3, "logprob %.6f want %.6f", lp[o], want);
+            }
+            T_CHECKF(fabs(en[o] - ent) <= 1e-3, "entropy %.6f want %.6f", en[o], ent);
+        }
+        if (set[c].k == 1)
+            for (int o = 0; o < O; o++) T_CHECKF(ids[o] == 37, "top-k 1 picked %d", ids[o]);
+    }
+done:
+    free(l); free(order);
+    dfree_all();
+}
+
+static void test_sample(void) {
+    g_rng = 606;
+    sample_case(1000);
+    sample_case(151936);
+}
+
+/* ------------------------------------------------ whole-model fixtures */
+#define MAXTOK 1100
+#define NGEN 64
+
+typedef struct fprompt { int *ids, n_ids, n_prompt, row_offset; } fprompt;
+typedef struct fixture {
+    const char *name;
+    eng_model *m;
+    int vocab, rows, n_prompts, tok_vocab;
+    fprompt p[8];
+    float *ref;
+    int cpu_gen[8][NGEN];   /* CPU backend's greedy continuation */
+    int have_gen;
+} fixture;
+
+static fixture fx[2] = {{.name = "tiny-qwen2"}, {.name = "tiny-llama"}};
+
+static char *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) { free(buf); buf = NULL; }
+    fclose(f);
+    if (buf) { buf[n] = 0; if (len) *len = (size_t)n; }
+    return buf;
+}
+
+static int json_int(const cJSON *o, const char *k, int *v) {
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(o, k);
+    if (!cJSON_IsNumber(x)) return 0;
+    *v = x->valueint;
+    return 1;
+}
+
+static int fixture_load(fixture *f) {
+    if (f->m) return 1;
+    char path[512];
+    eng_err err = {0};
+    snprintf(path, sizeof path, "tests/fixtures/%s", f->name);
+    if (eng_model_load(path, &f->m, &err)) { printf("  %s: %s\n", path, err.msg); return 0; }
+    snprintf(path, sizeof path, "tests/fixtures/%s/ref.json", f->name);
+    char *js = slurp(path, NULL);
+    cJSON *root = js ? cJSON_Parse(js) : NULL;
+    free(js);
+    if (!root || !json_int(root, "vocab", &f->vocab) || !json_int(root, "rows", &f->rows)) {
+        printf("  cannot read %s\n", path);
+        cJSON_Delete(root);
+        return 0;
+    }
+    const cJSON *p;
+    cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(root, "prompts")) {
+        if (f->n_prompts == 8) break;
+        fprompt *q = &f->p[f->n_prompts];
+        const cJSON *ids = cJSON_GetObjectItemCaseSensitive(p, "ids"), *id;
+        q->n_ids = cJSON_GetArraySize(ids);
+        q->ids = malloc(sizeof(int) * (q->n_ids + 1));
+        if (!q->ids || !json_int(p, "n_prompt", &q->n_prompt) || !json_int(p, "row_offset", &q->row_offset))
+            break;
+        int i = 0;
+        cJSON_ArrayForEach(id, ids) q->ids[i++] = id->valueint;
+        f->n_prompts++;
+    }
+    cJSON_Delete(root);
+    snprintf(path, sizeof path, "tests/fixtures/%s/ref_logits.bin", f->name);
+    size_t len = 0;
+    f->ref = (float *)slurp(path, &len);
+    if (!f->ref || len != (size_t)f->rows * f->vocab * 4 || f->n_prompts < 1) {
+        printf("  %s: bad reference logits\n", path);
+        return 0;
+    }
+    f->tok_vocab = eng_tok_vocab_size(eng_model_tok(f->m));
+    return eng_model_config(f->m)->vocab_size == f->vocab;
+}
+
+/* A sequence as the test's small driver keeps it. */
+typedef struct tseq {
+    int blk[128], nblk, len;      /* KV blocks, tokens already in the cache */
+    int toks[MAXTOK], ntok;       /* every token known (processed or pending) */
+} tseq;
+
+typedef struct tdrv {
+    eng_backend *b;
+    int next_blk, n_blocks, bs, vocab;
+} tdrv;
+
+#define TBLOCKS 1024
+#define TBS 16
+
+static int drv_open(tdrv *d, const eng_model *m, int cuda, const eng_cuda_opts *o, eng_err *err) {
+    memset(d, 0, sizeof *d);
+    d->n_blocks = TBLOCKS; d->bs = TBS; d->vocab = eng_model_config(m)->vocab_size;
+    return cuda ? eng_backend_cuda_create_opts(m, TBLOCKS, TBS, o, &d->b, err)
+                : eng_backend_cpu_create(m, TBLOCKS, TBS, 2, &d->b, err);
+}
+static void drv_close(tdrv *d) { if (d->b) d->b->destroy(d->b); d->b = NULL; }
+
+/* One forward pass: sequence s processes nnew[s] of its pending tokens.
+ * Samples greedily at each sequence's last new row (if it has one) and
+ * appends the token; with logits != NULL, every new row's logits are kept
+ * there, in row order.  Returns an ENG_* code. */
+static int drv_pass(tdrv *d, tseq **sq, int ns, const int *nnew, float *logits, eng_err *err) {
+    int R = 0;
+    for (int s = 0; s < ns; s++) R += nnew[s];
+    int *tok = malloc(R * 4), *pos = malloc(R * 4), *rs = malloc(R * 4), *outr = malloc(R * 4);
+    int *slen = malloc(ns * 4), *last = malloc(ns * 4);
+    const int **tab = malloc(ns * sizeof *tab);
+    eng_token *smp = malloc(R * sizeof *smp);
+    eng_sampling *sp = calloc(R, sizeof *sp);
+    uint64_t *rng = calloc(R, 8);
+    int rc = ENG_ENOMEM, r = 0, no = 0;
+    if (!tok || !pos || !rs || !outr || !slen || !last || !tab || !smp || !sp || !rng) goto done;
+    for (int s = 0; s < ns; s++) {
+        tseq *q = sq[s];
+        slen[s] = q->len + nnew[s];
+        while (q->nblk * d->bs < slen[s]) {
+            if (d->next_blk >= d->n_blocks || q->nblk >= 128) { rc = ENG_EFULL; goto done; }
+            q->blk[q->nblk++] = d->next_blk++;
+        }
+        tab[s] = q->blk;
+        last[s] = -1;
+        for (int j = 0; j < nnew[s]; j++, r++) {
+            tok[r] = q->toks[q->len + j]; pos[r] = q->len + j; rs[r] = s;
+            if (logits) outr[no++] = r;
+            if (j == nnew[s] - 1) { last[s] = r; if (!logits) outr[no++] = r; }
+        }
+    }
+    eng_fwd_batch b = {R, tok, pos, rs, ns, slen, tab, no, outr, logits, smp, sp, rng};
+    rc = d->b->forward(d->b, &b, err);
+    if (rc) goto done;
+    for (int s = 0; s < ns; s++) {
+        sq[s]->len += nnew[s];
+        if (last[s] < 0) continue;
+        int oi = 0;
+        while (outr[oi] != last[s]) oi++;
+        if (sq[s]->ntok < MAXTOK) sq[s]->toks[sq[s]->ntok++] = smp[oi].id;
+    }
+done:
+    free(tok); free(pos); free(rs); free(outr); free(slen); free(last); free(tab);
+    free(smp); free(sp); free(rng);
+    return rc;
+}
+
+static void seq_init(tseq *q, const int *ids, int n) {
+    memset(q, 0, sizeof *q);
+    memcpy(q->toks, ids, n * 4);
+    q->ntok = n;
+}
+
+/* Greedy continuation of n_gen tokens for a prompt on one backend. */
+static int gen_greedy(tdrv *d, const int *ids, int n, int n_gen, int *out, eng_err *err) {
+    tseq *q = malloc(sizeof *q);
+    if (!q) return ENG_ENOMEM;
+    seq_init(q, ids, n);
+    int nn = n, rc = ENG_OK;
+    for (int g = 0; g < n_gen && !rc; g++) {
+        rc = drv_pass(d, &q, 1, &nn, NULL, err);
+        nn = 1;
+    }
+    if (!rc) memcpy(out, q->toks + n, n_gen * 4);
+    free(q);
+    return rc;
+}
+
+/* The CPU backend's greedy continuations, computed once per fixture. */
+static int fixture_cpu_gen(fixture *f) {
+    if (f->have_gen) return 1;
+    eng_err err = {0};
+    for (int p = 0; p < f->n_prompts; p++) {
+        tdrv d;
+        if (drv_open(&d, f->m, 0, NULL, &err) ||
+            gen_greedy(&d, f->p[p].ids, f->p[p].n_prompt, NGEN, f->cpu_gen[p], &err)) {
+            printf("  CPU backend: %s\n", err.msg);
+            drv_close(&d);
+            return 0;
+        }
+        drv_close(&d);
+    }
+    f->have_gen = 1;
+    return 1;
+}
+
+static void fixture_logits(fixture *f) {
+    eng_err err = {0};
+    eng_cuda_opts def, fast;
+    eng_cuda_opts_default(&def);
+    eng_cuda_opts_default(&fast);
+    fast.bf16_weights = 1; fast.fast_gemm = 1;
+    for (int mode = 0; mode < 2; mode++) {
+        tdrv d, c;
+        if (drv_open(&d, f->m, 1, mode ? &fast : &def, &err) || drv_open(&c, f->m, 0, NULL, &err)) {
+            T_CHECKF(0, "%s: %s", f->name, err.msg);
+            drv_close(&d);
+            return;
+        }
+        double tol = mode ? 1e-2 : 1e-4;
+        for (int p = 0; p < f->n_prompts; p++) {
+            fprompt *pr = &f->p[p];
+            size_t n = (size_t)pr->n_ids * f->vocab;
+            float *lg = malloc(n * 4), *lc = malloc(n * 4);
+            tseq *q = malloc(sizeof *q), *qc = malloc(sizeof *qc);
+            if (!lg || !lc || !q || !qc) { T_CHECK(0); free(lg); free(lc); free(q); free(qc); break; }
+            seq_init(q, pr->ids, pr->n_ids);
+            seq_init(qc, pr->ids, pr->n_ids);
+            memset(lg, 0xFF, n * 4);
+            int rc = drv_pass(&d, &q, 1, &pr->n_ids, lg, &err);
+            T_CHECKF(rc == 0, "%s: %s", f->name, err.msg);
+            rc = drv_pass(&c, &qc, 1, &pr->n_ids, lc, &err);
+            T_CHECKF(rc == 0, "%s CPU: %s", f->name, err.msg);
+            double e = rel_err_f(lg, f->ref + (size_t)pr->row_offset * f->vocab, n);
+            double ec = rel_err_f(lg, lc, n);
+            T_CHECKF(e <= tol, "%s %s prompt %d prefill: rel err %.3g vs transformers", f->name,
+                     mode ? "bf16" : "default", p, e);
+            if (!mode) T_CHECKF(ec <= tol, "%s prompt %d prefill: rel err %.3g vs CPU backend", f->name, p, ec);
+            printf("  %s %-7s prompt %d: prefill rel err %.2e vs transformers, %.2e vs CPU\n",
+                   f->name, mode ? "bf16" : "default", p, e, ec);
+            free(lg); free(lc); free(q); free(qc);
+        }
+        /* the decode path: prompt 0 one token at a time */
+        fprompt *pr = &f->p[0];
+        float *lg = malloc((size_t)pr->n_ids * f->vocab * 4);
+        tseq *q = malloc(sizeof *q);
+        if (lg && q) {
+            seq_init(q, pr->ids, pr->n_ids);
+            int one = 1, rc = 0;
+            memset(lg, 0xFF, (size_t)pr->n_ids * f->vocab * 4);
+            for (int i = 0; i < pr->n_ids && !rc; i++)
+                rc = drv_pass(&d, &q, 1, &one, lg + (size_t)i * f->vocab, &err);
+            T_CHECKF(rc == 0, "%s: %s", f->name, err.msg);
+            double e = rel_err_f(lg, f->ref + (size_t)pr->row_offset * f->vocab, (size_t)pr->n_ids * f->vocab);
+            T_CHECKF(e <= tol, "%s %s token-by-token: rel err %.3g", f->name, mode ? "bf16" : "default", e);
+            printf("  %s %-7s token by token: rel err %.2e vs transformers\n", f->name,
+                   mode ? "bf16" : "default", e);
+        }
+        free(lg); free(q);
+        drv_close(&d);
+        drv_close(&c);
+    }
+}
+
+static void fixture_greedy(fixture *f) {
+    if (!fixture_cpu_gen(f)) { T_CHECK(0); return; }
+    eng_err err = {0};
+    for (int p = 0; p < f->n_prompts; p++) {
+        tdrv d;
+        int got[NGEN];
+        if (drv_open(&d, f->m, 1, NULL, &err) ||
+            gen_greedy(&d, f->p[p].ids, f->p[p].n_prompt, NGEN, got, &err)) {
+            T_CHECKF(0, "%s: %s", f->name, err.msg);
+            drv_close(&d);
+            return;
+        }
+        drv_close(&d);
+        int i = 0;
+        while (i < NGEN && got[i] == f->cpu_gen[p][i]) i++;
+        T_CHECKF(i == NGEN, "%s prompt %d: token %d is %d, CPU backend %d", f->name, p, i,
+                 i < NGEN ? got[i] : -1, i < NGEN ? f->cpu_gen[p][i] : -1);
+        int nh = f->p[p].n_ids - f->p[p].n_prompt, j = 0;
+        while (j < nh && got[j] == f->p[p].ids[f->p[p].n_prompt + j]) j++;
+        T_CHECKF(j == nh, "%s prompt %d: token %d differs from transformers' greedy", f->name, p, j);
+    }
+}
+
+/* n sequences (prompt i % n_prompts) prefilled together then decoded
+ * together; each must follow the CPU backend's greedy tokens. */
+static void batched_case(fixture *f, int n) {
+    eng_err err = {0};
+    tdrv d;
+    tseq *q = malloc(n * sizeof *q);
+    tseq **qs = malloc(n * sizeof *qs);
+    int *nn = malloc(n * 4);
+    if (!q || !qs || !nn || drv_open(&d, f->m, 1, NULL, &err)) {
+        T_CHECKF(0, "%s: %s", f->name, err.msg);
+        free(q); free(qs); free(nn);
+        return;
+    }
+    for (int s = 0; s < n; s++) {
+        fprompt *pr = &f->p[s % f->n_prompts];
+        seq_init(&q[s], pr->ids, pr->n_prompt);
+        qs[s] = &q[s];
+        nn[s] = pr->n_prompt;
+    }
+    int rc = 0;
+    for (int g = 0; g < NGEN && !rc; g++) {
+        rc = drv_pass(&d, qs, n, nn, NULL, &err);
+        for (int s = 0; s < n; s++) nn[s] = 1;
+    }
+    T_CHECKF(rc == 0, "%s batch %d: %s", f->name, n, err.msg);
+    for (int s = 0; s < n && !rc; s++) {
+        fprompt *pr = &f->p[s % f->n_prompts];
+        int i = 0;
+        while (i < NGEN && q[s].toks[pr->n_prompt + i] == f->cpu_gen[s % f->n_prompts][i]) i++;
+        T_CHECKF(i == NGEN, "%s batch %d seq %d: differs from CPU at token %d", f->name, n, s, i);
+    }
+    drv_close(&d);
+    free(q); free(qs); free(nn);
+}
+
+/* Sequences join one by one while others decode (mixed prefill and decode
+ * rows, changing batch shapes); each must follow the CPU greedy tokens. */
+static void continuous_case(fixture *f) {
+    enum { NS = 7, NT = 40 };
+    eng_err err = {0};
+    tdrv d;
+    tseq *q = malloc(NS * sizeof *q);
+    if (!q || drv_open(&d, f->m, 1, NULL, &err)) { T_CHECKF(0, "%s", err.msg); free(q); return; }
+    int done[NS] = {0}, rc = 0;
+    for (int step = 0; step < 3 * NS + NT && !rc; step++) {
+        tseq *qs[NS];
+        int nn[NS], n = 0;
+        for (int s = 0; s < NS; s++) {
+            fprompt *pr = &f->p[s % f->n_prompts];
+            if (step == 3 * s) seq_init(&q[s], pr->ids, pr->n_prompt);
+            if (step < 3 * s || done[s]) continue;
+            qs[n] = &q[s];
+            nn[n++] = q[s].ntok - q[s].len;
+        }
+        if (n) rc = drv_pass(&d, qs, n, nn, NULL, &err);
+        for (int s = 0; s < NS; s++)
+            if (step >= 3 * s && q[s].ntok - f->p[s % f->n_prompts].n_prompt >= NT) done[s] = 1;
+    }
+    T_CHECKF(rc == 0, "%s: %s", f->name, err.msg);
+    for (int s = 0; s < NS && !rc; s++) {
+        int np = f->p[s % f->n_prompts].n_prompt, i = 0;
+        while (i < NT && q[s].toks[np + i] == f->cpu_gen[s % f->n_prompts][i]) i++;
+        T_CHECKF(i == NT, "%s seq %d: differs from CPU at token %d", f->name, s, i);
+    }
+    drv_close(&d);
+    free(q);
+}
+
+/* Parent prefilled to a partial block, then forked: the child gets its own
+ * copy of the partial block (copy_block) and continues with another token.
+ * Both must match the CPU backend doing the same, and the parent must
+ * match its unforked greedy run. */
+static int fork_run(fixture *f, int cuda, int out[2][33], eng_err *err) {
+    tdrv d;
+    tseq *q = malloc(2 * sizeof *q);
+    int rc = q ? drv_open(&d, f->m, cuda, NULL, err) : ENG_ENOMEM;
+    if (rc) { free(q); return rc; }
+    fprompt *pr = &f->p[1 % f->n_prompts];
+    int np = pr->n_prompt, pre = np - 1;
+    seq_init(&q[0], pr->ids, pre);
+    tseq *a = &q[0], *b = &q[1];
+    rc = drv_pass(&d, &a, 1, &pre, NULL, err);   /* samples a token we drop */
+    a->ntok = pre;
+    if (!rc) {
+        *b = *a;
+        if (a->len % d.bs) {
+            b->blk[b->nblk - 1] = d.next_blk++;
+            rc = d.b->copy_block(d.b, a->blk[a->nblk - 1], b->blk[b->nblk - 1], err);
+        }
+    }
+    a->toks[a->ntok++] = pr->ids[np - 1];
+    b->toks[b->ntok++] = (pr->ids[np - 1] + 1) % f->tok_vocab;
+    tseq *both[2] = {a, b};
+    int one[2] = {1, 1};
+    for (int g = 0; g < 33 && !rc; g++) rc = drv_pass(&d, both, 2, one, NULL, err);
+    if (!rc)
+        for (int i = 0; i < 33; i++) { out[0][i] = a->toks[np + i]; out[1][i] = b->toks[np + i]; }
+    drv_close(&d);
+    free(q);
+    return rc;
+}
+
+static void fork_case(fixture *f) {
+    eng_err err = {0};
+    int g[2][33], c[2][33];
+    if (fork_run(f, 1, g, &err) || fork_run(f, 0, c, &err)) { T_CHECKF(0, "%s: %s", f->name, err.msg); return; }
+    for (int s = 0; s < 2; s++) {
+        int i = 0;
+        while (i < 33 && g[s][i] == c[s][i]) i++;
+        T_CHECKF(i == 33, "%s fork %s: differs from CPU at token %d", f->name, s ? "child" : "parent", i);
+    }
+    int i = 0;
+    while (i < 33 && g[0][i] == f->cpu_gen[1 % f->n_prompts][i]) i++;
+    T_CHECKF(i == 33, "%s fork: parent differs from its unforked run at token %d", f->name, i);
+}
+
+/* A 1000-token context in chunks of 300 rows, then decode steps with many
+ * attention splits; logits against the CPU backend's. */
+static void long_case(fixture *f) {
+    eng_err err = {0};
+    tdrv d, c;
+    tseq *q = malloc(sizeof *q), *qc = malloc(sizeof *qc);
+    float *lg = malloc((size_t)f->vocab * 4), *lc = malloc((size_t)f->vocab * 4);
+    if (!q || !qc || !lg || !lc || drv_open(&d, f->m, 1, NULL, &err)) {
+        T_CHECKF(0, "%s", err.msg);
+        free(q); free(qc); free(lg); free(lc);
+        return;
+    }
+    if (drv_open(&c, f->m, 0, NULL, &err)) {
+        T_CHECKF(0, "%s", err.msg);
+        drv_close(&d);
+        free(q); free(qc); free(lg); free(lc);
+        return;
+    }
+    int ids[1004];
+    for (int i = 0; i < 1004; i++) ids[i] = (int)(rnd64() % (uint64_t)f->tok_vocab);
+    seq_init(q, ids, 1004);
+    seq_init(qc, ids, 1004);
+    int chunks[4] = {300, 300, 300, 100}, rc = 0;
+    for (int i = 0; i < 4 && !rc; i++) {
+        rc = drv_pass(&d, &q, 1, &chunks[i], NULL, &err);
+        if (!rc) rc = drv_pass(&c, &qc, 1, &chunks[i], NULL, &err);
+        q->ntok = qc->ntok = 1004;   /* drop the sampled tokens: the ids continue */
+    }
+    double worst = 0;
+    for (int i = 0; i < 4 && !rc; i++) {
+        int one = 1;
+        memset(lg, 0xFF, (size_t)f->vocab * 4);
+        rc = drv_pass(&d, &q, 1, &one, lg, &err);
+        if (!rc) rc = drv_pass(&c, &qc, 1, &one, lc, &err);
+        q->ntok = qc->ntok = 1004;
+        double e = rel_err_f(lg, lc, f->vocab);
+        if (e > worst) worst = e;
+    }
+    T_CHECKF(rc == 0, "%s: %s", f->name, err.msg);
+    T_CHECKF(worst <= 1e-4, "%s 1000-token context: rel err %.3g vs CPU", f->name, worst);
+    printf("  %s 1000-token context: decode logits rel err %.2e vs CPU\n", f->name, worst);
+    drv_close(&d); drv_close(&c);
+    free(q); free(qc); free(lg); free(lc);
+}
+
+static void errors_case(fixture *f) {
+    eng_err err = {0};
+    tdrv d;
+    if (drv_open(&d, f->m, 1, NULL, &err)) { T_CHECKF(0, "%s", err.msg); return; }
+    int tok = 5, pos = 0, rs = 0, len = 1, blk = 0, out = 0;
+    const int *tab[1] = {&blk};
+    eng_token t;
+    eng_sampling sp = {0};
+    uint64_t rng = 0;
+    eng_fwd_batch b = {1, &tok, &pos, &rs, 1, &len, tab, 1, &out, NULL, &t, &sp, &rng};
+    tok = f->vocab;
+    T_CHECK(d.b->forward(d.b, &b, &err) == ENG_EINVAL);
+    tok = 5; blk = TBLOCKS;
+    T_CHECK(d.b->forward(d.b, &b, &err) == ENG_EINVAL);
+    blk = 0; pos = 1;
+    T_CHECK(d.b->forward(d.b, &b, &err) == ENG_EINVAL);
+    pos = 0; out = 1;
+    T_CHECK(d.b->forward(d.b, &b, &err) == ENG_EINVAL);
+    out = 0; rs = 1;
+    T_CHECK(d.b->forward(d.b, &b, &err) == ENG_EINVAL);
+    rs = 0;
+    T_CHECK(d.b->copy_block(d.b, -1, 0, &err) == ENG_EINVAL);
+    T_CHECK(d.b->copy_block(d.b, 0, TBLOCKS, &err) == ENG_EINVAL);
+    T_CHECKF(d.b->forward(d.b, &b, &err) == ENG_OK, "%s", err.msg);
+    T_CHECK(t.id >= 0 && t.id < f->vocab && t.logprob <= 0 && t.entropy >= 0);
+    drv_close(&d);
+    eng_backend *bb = NULL;
+    T_CHECK(eng_backend_cuda_create(f->m, 0, 16, &bb, &err) == ENG_EINVAL && !bb);
+}
+
+/* Through the engine (eng_create with ENG_BACKEND_CUDA): greedy tokens of
+ * every prompt in one batch, against the CPU backend's. */
+static void engine_case(fixture *f) {
+    eng_err err = {0};
+    eng_opts o = {0};
+    o.backend = ENG_BACKEND_CUDA;
+    eng_engine *e = NULL;
+    if (eng_create(f->m, &o, &e, &err)) { T_CHECKF(0, "%s eng_create: %s", f->name, err.msg); return; }
+    eng_sampling sp = {0};
+    int seq[8];
+    for (int p = 0; p < f->n_prompts; p++)
+        T_CHECKF(eng_seq_add(e, f->p[p].ids, f->p[p].n_prompt, &sp, &seq[p], &err) == 0, "%s", err.msg);
+    int rc = 0;
+    for (int g = 0; g < NGEN && !rc; g++) rc = eng_step(e, &err);
+    T_CHECKF(rc == 0, "%s eng_step: %s", f->name, err.msg);
+    for (int p = 0; p < f->n_prompts && !rc; p++) {
+        const int *ids;
+        int n;
+        if (eng_seq_tokens(e, seq[p], &ids, &n) || n < f->p[p].n_prompt + NGEN) { T_CHECK(0); continue; }
+        int i = 0;
+        while (i < NGEN && ids[f->p[p].n_prompt + i] == f->cpu_gen[p][i]) i++;
+        T_CHECKF(i == NGEN, "%s engine prompt %d: differs from CPU at token %d", f->name, p, i);
+    }
+    eng_destroy(e);
+}
+
+#define FIXTURE_TEST(fn, body) \
+    static void fn(void) { \
+        for (int i = 0; i < 2; i++) { \
+            g_rng = 700 + i; \
+            if (!fixture_load(&fx[i]) || !fixture_cpu_gen(&fx[i])) { T_CHECKF(0, "%s", fx[i].name); continue; } \
+            body(&fx[i]); \
+        } \
+    }
+
+static void batched_4(fixture *f) { batched_case(f, f->n_prompts); }
+static void batched_20(fixture *f) { batched_case(f, 20); }
+FIXTURE_TEST(test_fixture_logits, fixture_logits)
+FIXTURE_TEST(test_greedy_64, fixture_greedy)
+FIXTURE_TEST(test_batched, batched_4)
+FIXTURE_TEST(test_batched_cublas, batched_20)
+FIXTURE_TEST(test_continuous, continuous_case)
+FIXTURE_TEST(test_fork, fork_case)
+FIXTURE_TEST(test_long_context, long_case)
+FIXTURE_TEST(test_errors, errors_case)
+FIXTURE_TEST(test_engine, engine_case)
+
+int main(void) {
+    int n = 0;
+    cudaError_t e = cudaGetDeviceCount(&n);
+    if (e != cudaSuccess || n < 1) {
+        printf("SKIP: no CUDA device visible (%s)\n", e != cudaSuccess ? cudaGetErrorString(e) : "none");
+        T_DONE();
+    }
+    struct cudaDeviceProp prop;
+    if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
+        printf("device: %s, %d SMs, sm_%d%d\n", prop.name, prop.multiProcessorCount, prop.major, prop.minor);
+    T_RUN(test_gemv);
+    T_RUN(test_gemm);
+    T_RUN(test_rowwise);
+    T_RUN(test_rope_kv);
+    T_RUN(test_attention);
+    T_RUN(test_sample);
+    T_RUN(test_fixture_logits);
+    T_RUN(test_greedy_64);
+    T_RUN(test_batched);
+    T_RUN(test_batched_cublas);
+    T_RUN(test_continuous);
+    T_RUN(test_fork);
+    T_RUN(test_long_context);
+    T_RUN(test_errors);
+    T_RUN(test_engine);
+    for (int i = 0; i < 2; i++) {
+        eng_model_free(fx[i].m);
+        for (int p = 0; p < fx[i].n_prompts; p++) free(fx[i].p[p].ids);
+        free(fx[i].ref);
+    }
+    T_DONE();
+}
+#endif

@@ -1,0 +1,641 @@
+/* test_pp.c — ParallelPrompt: schema parsing and validation, template
+ * filling, rule-based detection, the proposal validator, model-assisted
+ * extraction checks, in-order aggregation, the batched runner (on a fake
+ * engine and on the tiny CPU model), and the detector's agreement with the
+ * annotated dataset files. */
+#include "t.h"
+#include <stdint.h>
+#include "orc_pp.h"
+
+/* ------------------------------------------------------------ schema */
+static void test_schema_good_rows(void) {
+    const char *good[] = {
+        "{\"template\":\"Extract {data} from: {context}\",\"context\":\"Paris is big.\",\"data\":[\"city\",\"size\"]}",
+        "{\"template\":\"Generate {n} name(s)\",\"context\":null,\"n\":10}",
+        "{\"template\":\"{context}\\n\\nQuestion: {data}\",\"context\":\"story\",\"data\":[\"Who?\"]}",
+        "{\"template\":\"For the sentence \\\"{data}\\\", positive?\",\"data\":[\"a\",\"b\",\"c\"]}",
+        /* a template that already writes the context out (dataset rows do) */
+        "{\"template\":\"Answer in French: {data}\",\"context\":\"Answer in French:\",\"data\":[\"x\"]}",
+        /* {context} with no context: filled with "" */
+        "{\"template\":\"{context}\\n{data}\",\"context\":\"\",\"data\":[\"q1\",\"q2\"]}",
+        "{\"template\":\"Give {n} {\\\"prompt\\\": text} items\",\"n\":64}",
+    };
+    const int kinds[] = {ORC_PP_DATA, ORC_PP_N, ORC_PP_DATA, ORC_PP_DATA, ORC_PP_DATA, ORC_PP_DATA, ORC_PP_N};
+    const int counts[] = {2, 10, 1, 3, 1, 2, 64};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        orc_pp_schema s;
+        eng_err e = {0};
+        int rc = orc_pp_schema_parse(good[i], "row 1", &s, &e);
+        T_CHECKF(rc == ENG_OK, "good row %zu: %s", i, e.msg);
+        if (rc) continue;
+        T_CHECK(s.kind == kinds[i]);
+        T_CHECK(orc_pp_count(&s) == counts[i]);
+        T_CHECK(s.context != NULL);
+        orc_pp_schema_free(&s);
+    }
+}
+
+static void test_schema_malformed_rows(void) {
+    /* each: JSON, the field the message must name */
+    const char *bad[][2] = {
+        {"[1,2]", "not a JSON object"},
+        {"{\"context\":\"c\",\"data\":[\"a\"]}", "'template'"},
+        {"{\"template\":7,\"data\":[\"a\"]}", "'template'"},
+        {"{\"template\":\"Do {data}\"}", "'data' or 'n'"},
+        {"{\"template\":\"Do {data} {n}\",\"data\":[\"a\"],\"n\":2}", "'data' and 'n'"},
+        {"{\"template\":\"Do {data}\",\"data\":[]}", "'data'"},
+        {"{\"template\":\"Do {data}\",\"data\":\"a, b\"}", "'data'"},
+        {"{\"template\":\"Do {data}\",\"data\":[\"a\",3]}", "'data'"},
+        {"{\"template\":\"Do {data}\",\"data\":[\"a\",\"   \"]}", "'data'"},
+        {"{\"template\":\"Do it\",\"data\":[\"a\",\"b\"]}", "{data}"},
+        {"{\"template\":\"Make {data} items\",\"n\":3}", "{n}"},
+        {"{\"template\":\"Make {n} items\",\"n\":0}", "'n'"},
+        {"{\"template\":\"Make {n} items\",\"n\":65}", "'n'"},
+        {"{\"template\":\"Make {n} items\",\"n\":2.5}", "'n'"},
+        {"{\"template\":\"Make {n} items\",\"n\":\"3\"}", "'n'"},
+        {"{\"template\":\"Q: {data}\",\"context\":\"A long story.\",\"data\":[\"a\"]}", "{context}"},
+        {"{\"template\":\"Q: {data}\",\"context\":5,\"data\":[\"a\"]}", "'context'"},
+        {"{\"template\":\"   \",\"data\":[\"a\"]}", "'template'"},
+        {"{\"template\":\"Do {data}\", \"data\":[\"a\"", "bad JSON"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        orc_pp_schema s;
+        eng_err e = {0};
+        int rc = orc_pp_schema_parse(bad[i][0], "row 12", &s, &e);
+        T_CHECKF(rc == ENG_EFORMAT, "malformed row %zu accepted (rc %d)", i, rc);
+        T_CHECKF(strstr(e.msg, "row 12") != NULL, "row %zu: message does not name the row: %s", i, e.msg);
+        T_CHECKF(strstr(e.msg, bad[i][1]) != NULL, "row %zu: message does not name %s: %s", i, bad[i][1], e.msg);
+        T_CHECK(s.tmpl == NULL && s.data == NULL);
+    }
+    int over = ORC_PP_MAX_ITEMS + 1;      /* too many items */
+    char json[4096] = "{\"template\":\"{data}\",\"data\":[";
+    for (int i = 0; i < over; i++) strcat(json, i ? ",\"x\"" : "\"x\"");
+    strcat(json, "]}");
+    orc_pp_schema s;
+    eng_err e = {0};
+    T_CHECK(orc_pp_schema_parse(json, "row 3", &s, &e) == ENG_EFORMAT);
+    T_CHECK(strstr(e.msg, "'data'") != NULL);
+}
+
+static void test_dataset_files_load(void) {
+    static const char *files[] = {"generate_n_lmsys", "keyword_extraction_lmsys", "reading_comprehension_lmsys"};
+    for (int f = 0; f < 3; f++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/data/parallelprompt/lmsys_old/%s.json", t_shared(), files[f]);
+        orc_pp_row *rows;
+        int n, valid = 0;
+        eng_err e = {0};
+        if (orc_pp_load(path, &rows, &n, &e)) T_SKIP("%s", e.msg);
+        for (int i = 0; i < n; i++) {
+            valid += rows[i].valid;
+            T_CHECK(rows[i].original != NULL);
+            if (!rows[i].valid) T_CHECKF(strstr(rows[i].error, "row ") != NULL, "%s", rows[i].error);
+        }
+        printf("  %s: %d rows, %d valid\n", files[f], n, valid);
+        /* 2 malformed rows per file: template without its item placeholder, or
+         * a context the template neither names nor writes out */
+        T_CHECKF(n - valid == 2, "%s: %d malformed rows", files[f], n - valid);
+        orc_pp_rows_free(rows, n);
+    }
+    orc_pp_row *rows;
+    int n;
+    eng_err e = {0};
+    T_CHECK(orc_pp_load("/nonexistent/x.json", &rows, &n, &e) == ENG_EIO);
+}
+
+/* ------------------------------------------------------------ filling */
+static void test_fill_braces(void) {
+    orc_pp_schema s;
+    eng_err e = {0};
+    int rc = orc_pp_schema_parse(
+        "{\"template\":\"Format as {\\\"k\\\": v}. {context}\\nItem: {data} ({data})\","
+        "\"context\":\"ctx with {data} and {n} inside\","
+        "\"data\":[\"a {context} b\",\"{data}\",\"}{\",\"plain\"]}", "row 0", &s, &e);
+    T_CHECKF(rc == ENG_OK, "%s", e.msg);
+    if (rc) return;
+    char **p;
+    int k;
+    T_CHECK(orc_pp_fill(&s, &p, &k, &e) == ENG_OK);
+    T_CHECK(k == 4);
+    T_CHECKF(!strcmp(p[0], "Format as {\"k\": v}. ctx with {data} and {n} inside\nItem: a {context} b (a {context} b)"), "%s", p[0]);
+    T_CHECKF(!strcmp(p[1], "Format as {\"k\": v}. ctx with {data} and {n} inside\nItem: {data} ({data})"), "%s", p[1]);
+    T_CHECKF(!strcmp(p[2], "Format as {\"k\": v}. ctx with {data} and {n} inside\nItem: }{ (}{)"), "%s", p[2]);
+    orc_pp_strv_free(p, k);
+    orc_pp_schema_free(&s);
+
+    rc = orc_pp_schema_parse("{\"template\":\"Generate {n} joke(s) about {cats}\",\"n\":3}", "row 0", &s, &e);
+    T_CHECK(rc == ENG_OK);
+    T_CHECK(orc_pp_fill(&s, &p, &k, &e) == ENG_OK);
+    T_CHECK(k == 3);
+    for (int i = 0; i < k; i++) T_CHECKF(!strcmp(p[i], "Generate 1 joke(s) about {cats}"), "%s", p[i]);
+    orc_pp_strv_free(p, k);
+    orc_pp_schema_free(&s);
+}
+
+static void test_hoist_context(void) {
+    char *items[] = {"salary", "benefits"};
+    orc_pp_schema s = {.kind = ORC_PP_DATA, .tmpl = "Extract {data} from the job ad: {context}",
+                       .context = "Pays 40k {data}.", .data = items, .n_data = 2}, h;
+    eng_err e = {0};
+    T_CHECK(orc_pp_hoist_context(&s, &h, &e) == ENG_OK);
+    T_CHECKF(!strcmp(h.tmpl, "{context}\n\nExtract {data} from the job ad: the text above"), "%s", h.tmpl);
+    char **v;
+    int k;
+    T_CHECK(orc_pp_fill(&h, &v, &k, &e) == ENG_OK && k == 2);
+    if (k == 2) T_CHECKF(!strcmp(v[1], "Pays 40k {data}.\n\nExtract benefits from the job ad: the text above"), "%s", v[1]);
+    orc_pp_strv_free(v, k);
+    orc_pp_schema_free(&h);
+    s.tmpl = "{context}\nQ: {data}";                   /* already context first: unchanged */
+    T_CHECK(orc_pp_hoist_context(&s, &h, &e) == ENG_OK);
+    T_CHECK(!strcmp(h.tmpl, s.tmpl) && h.n_data == 2 && h.data != s.data && !strcmp(h.data[1], "benefits"));
+    orc_pp_schema_free(&h);
+    s.tmpl = "no placeholder";
+    T_CHECK(orc_pp_hoist_context(&s, &h, &e) == ENG_EFORMAT);
+}
+
+/* ------------------------------------------------------------ detection */
+typedef struct dcase {
+    const char *prompt;
+    int kind, count;
+    const char *first, *last;   /* expected first/last item (data), NULL: not checked */
+} dcase;
+
+static const dcase det_cases[] = {
+    {"Answer the following questions:\n1. What is the capital of France?\n2. Who wrote Hamlet?\n3. What is 2+2?",
+     ORC_PP_DATA, 3, "What is the capital of France?", "What is 2+2?"},
+    {"Please answer these:\n1) Why is the sky blue?\n2) Why is grass green?", ORC_PP_DATA, 2,
+     "Why is the sky blue?", "Why is grass green?"},
+    {"Translate each of these into German:\n- Good morning\n- Thank you very much\n- Where is the station?",
+     ORC_PP_DATA, 3, "Good morning", "Where is the station?"},
+    {"Summarise each of the following in one line:\n* The cat sat on the mat all day.\n* Dogs bark at night.\n"
+     "* Birds sing in the morning.\n* Fish swim in the sea.", ORC_PP_DATA, 4, NULL, "Fish swim in the sea."},
+    {"Give a one-word answer for each:\n\xe2\x80\xa2 Largest planet?\n\xe2\x80\xa2 Smallest prime?",
+     ORC_PP_DATA, 2, "Largest planet?", "Smallest prime?"},
+    {"Generate 10 names for a coffee shop.", ORC_PP_N, 10, NULL, NULL},
+    {"Write 5 haikus about autumn leaves.", ORC_PP_N, 5, NULL, NULL},
+    {"Give me three reasons to learn C.", ORC_PP_N, 3, NULL, NULL},
+    {"Can you come up with 2-3 slogans for a bakery?", ORC_PP_N, 3, NULL, NULL},
+    {"Extract the name, age, and city from this text: John is 42 and lives in Oslo.", ORC_PP_DATA, 3,
+     "name", "city"},
+    {"Extract salary, contract type and benefits from the job description: Paid 40k, permanent, free lunch.",
+     ORC_PP_DATA, 3, "salary", "benefits"},
+    {"For each of the following countries give the capital: France, Japan, Peru", ORC_PP_DATA, 3,
+     "France", "Peru"},
+    {"Translate the following 3 sentences into French: I am tired. The sun is out. We eat bread.",
+     ORC_PP_DATA, 3, "I am tired.", "We eat bread."},
+    {"Read the text and answer.\nText: Ann has a red bike and a blue car.\nWhat colour is the bike?\n"
+     "What colour is the car?\nWho owns them?", ORC_PP_DATA, 3, "What colour is the bike?", "Who owns them?"},
+    {"For the sentence: \"great film, loved it\", is the sentiment positive or negative?\n"
+     "For the sentence: \"boring and far too long\", is the sentiment positive or negative?\n"
+     "For the sentence: \"a masterpiece of its kind\", is the sentiment positive or negative?",
+     ORC_PP_DATA, 3, "great film, loved it", "a masterpiece of its kind"},
+    {"Here is a list of questions given in a python list:\n[\"Who won?\", \"When?\", \"Where?\"]\n"
+     "Answer them from this: The Reds won in May at Wembley.", ORC_PP_DATA, 3, "Who won?", "Where?"},
+    {"Answer the questions about the story: (1) Who is the hero? (2) Where does it happen?",
+     ORC_PP_DATA, 2, "Who is the hero?", "Where does it happen?"},
+    {"Extract keywords from the following titles: Cheap flights to Rome\nBest pizza in Naples\n"
+     "Hiking the Dolomites", ORC_PP_DATA, 3, "Cheap flights to Rome", "Hiking the Dolomites"},
+    /* not parallelisable */
+    {"Write a poem about the sea.", ORC_PP_NONE, 0, NULL, NULL},
+    {"What is the capital of France?", ORC_PP_NONE, 0, NULL, NULL},
+    {"Explain the difference between TCP and UDP in simple terms.", ORC_PP_NONE, 0, NULL, NULL},
+    {"Compare Python, Java and C++ for backend work.", ORC_PP_NONE, 0, NULL, NULL},
+    {"Sort these numbers: 5, 3, 9, 1", ORC_PP_NONE, 0, NULL, NULL},
+    {"Write a 3 paragraph essay on climate change.", ORC_PP_NONE, 0, NULL, NULL},
+    {"Write 500 words about the history of Rome.", ORC_PP_NONE, 0, NULL, NULL},
+    {"Rules:\n1. Be polite.\n2. Be brief.\nNow tell me a joke.", ORC_PP_NONE, 0, NULL, NULL},
+    {"My plan for today:\n- wake up\n- go to work\nIs this a good plan?", ORC_PP_NONE, 0, NULL, NULL},
+    {"Summarize this article: The council met on Tuesday, and decided to raise taxes by 2%.",
+     ORC_PP_NONE, 0, NULL, NULL},
+    {"I have 3 apples and eat 1. How many are left?", ORC_PP_NONE, 0, NULL, NULL},
+    {"", ORC_PP_NONE, 0, NULL, NULL},
+};
+
+static void test_detect_prompts(void) {
+    int n_par = 0, n_not = 0;
+    for (size_t i = 0; i < sizeof det_cases / sizeof *det_cases; i++) {
+        const dcase *c = &det_cases[i];
+        orc_pp_schema s;
+        eng_err e = {0};
+        T_CHECK(orc_pp_detect(c->prompt, &s, &e) == ENG_OK);
+        n_par += c->kind != ORC_PP_NONE;
+        n_not += c->kind == ORC_PP_NONE;
+        T_CHECKF(s.kind == c->kind, "case %zu: kind %d, want %d (rule %s): %.60s", i, s.kind, c->kind,
+                 s.rule ? s.rule : "-", c->prompt);
+        T_CHECKF(orc_pp_count(&s) == c->count, "case %zu: %d items, want %d (rule %s)", i,
+                 orc_pp_count(&s), c->count, s.rule ? s.rule : "-");
+        if (s.kind == c->kind && s.kind != ORC_PP_NONE) {
+            T_CHECKF(orc_pp_check(&s, c->prompt, &e) == ENG_OK, "case %zu: own check fails: %s", i, e.msg);
+            T_CHECKF(s.rule != NULL, "case %zu: no rule", i);
+        }
+        if (s.kind == ORC_PP_DATA && c->kind == ORC_PP_DATA && s.n_data == c->count) {
+            if (c->first) T_CHECKF(!strcmp(s.data[0], c->first), "case %zu: first item '%s'", i, s.data[0]);
+            if (c->last) T_CHECKF(!strcmp(s.data[s.n_data - 1], c->last), "case %zu: last item '%s'", i,
+                                  s.data[s.n_data - 1]);
+        }
+        orc_pp_schema_free(&s);
+    }
+    printf("  %d parallelisable and %d not\n", n_par, n_not);
+    T_CHECK(n_par >= 10 && n_not >= 10);
+}
+
+/* A detected schema fills into prompts that carry the item and the shared
+ * context. */
+static void test_detect_template_fills(void) {
+    const char *p = "Extract the name, age, and city from this text: John is 42 and lives in Oslo.";
+    orc_pp_schema s;
+    eng_err e = {0};
+    T_CHECK(orc_pp_detect(p, &s, &e) == ENG_OK);
+    T_CHECK(s.kind == ORC_PP_DATA);
+    char **v;
+    int k;
+    if (s.kind != ORC_PP_DATA || orc_pp_fill(&s, &v, &k, &e)) { orc_pp_schema_free(&s); return; }
+    T_CHECKF(!strcmp(v[1], "Extract the age from this text: John is 42 and lives in Oslo."), "%s", v[1]);
+    orc_pp_strv_free(v, k);
+    orc_pp_schema_free(&s);
+
+    p = "Answer the following questions:\n1. Who?\n2. Why?";
+    T_CHECK(orc_pp_detect(p, &s, &e) == ENG_OK);
+    if (s.kind != ORC_PP_DATA || orc_pp_fill(&s, &v, &k, &e)) { T_CHECK(0); orc_pp_schema_free(&s); return; }
+    T_CHECKF(!strcmp(v[0], "Answer the following questions:\n\nWho?"), "%s", v[0]);
+    orc_pp_strv_free(v, k);
+    orc_pp_schema_free(&s);
+}
+
+/* ------------------------------------------------------------ validator */
+static void test_check_proposals(void) {
+    const char *prompt = "Answer: 1. Who is Ann? 2. Where is Bob?";
+    char *items[] = {"Who is Ann?", "Where is  Bob?"};            /* spacing differs: still found */
+    orc_pp_schema s = {.kind = ORC_PP_DATA, .tmpl = "Q: {data}", .context = "", .data = items, .n_data = 2};
+    eng_err e = {0};
+    T_CHECKF(orc_pp_check(&s, prompt, &e) == ENG_OK, "%s", e.msg);
+    char *invented[] = {"Who is Ann?", "Who is Carl?"};
+    s.data = invented;
+    T_CHECK(orc_pp_check(&s, prompt, &e) == ENG_EFORMAT);
+    T_CHECK(strstr(e.msg, "item 1") != NULL);
+    s.data = items;
+    s.n_data = 1;
+    T_CHECK(orc_pp_check(&s, prompt, &e) == ENG_EFORMAT);        /* one subtask is no split */
+    s.n_data = 2;
+    s.tmpl = "Q: everything";
+    T_CHECK(orc_pp_check(&s, prompt, &e) == ENG_EFORMAT);        /* no {data} */
+    orc_pp_schema n = {.kind = ORC_PP_N, .tmpl = "Give {n} names", .context = "", .n = 4};
+    T_CHECK(orc_pp_check(&n, "Give 4 names", &e) == ENG_OK);
+    n.n = 1;
+    T_CHECK(orc_pp_check(&n, "Give 1 name", &e) == ENG_EFORMAT);
+}
+
+static void test_extract_prompt_and_answer(void) {
+    const char *prompt = "Answer these: 1. Who is Ann? 2. Where is Bob?";
+    char *ask = orc_pp_extract_prompt(prompt);
+    T_CHECK(ask != NULL);
+    if (ask) {
+        T_CHECK(strstr(ask, prompt) != NULL);
+        T_CHECK(strstr(ask, "{data}") != NULL && strstr(ask, "\"parallel\"") != NULL);
+    }
+    free(ask);
+    orc_pp_schema s;
+    eng_err e = {0};
+    const char *good = "Sure! ```json\n{\"parallel\": true, \"template\": \"Answer: {data}\", \"context\": \"\","
+                       " \"data\": [\"Who is Ann?\", \"Where is Bob?\"]}\n```";
+    T_CHECKF(orc_pp_extract_parse(good, prompt, &s, &e) == ENG_OK, "%s", e.msg);
+    T_CHECK(s.kind == ORC_PP_DATA && s.n_data == 2);
+    orc_pp_schema_free(&s);
+    T_CHECK(orc_pp_extract_parse("{\"parallel\": false}", prompt, &s, &e) == ENG_OK);
+    T_CHECK(s.kind == ORC_PP_NONE);
+    orc_pp_schema_free(&s);
+    const char *made_up = "{\"parallel\": true, \"template\": \"{data}\", \"data\": [\"Who is Ann?\", \"Who is Zed?\"]}";
+    T_CHECK(orc_pp_extract_parse(made_up, prompt, &s, &e) == ENG_EFORMAT);
+    T_CHECK(orc_pp_extract_parse("no json here", prompt, &s, &e) == ENG_EFORMAT);
+    T_CHECK(orc_pp_extract_parse("{\"parallel\": true, \"template\": \"x {n}\", \"n\": 3}", "make 3 x", &s, &e) == ENG_OK);
+    T_CHECK(s.kind == ORC_PP_N && s.n == 3);
+    orc_pp_schema_free(&s);
+}
+
+/* ------------------------------------------------------------ agreement */
+static void test_items_compare(void) {
+    T_CHECK(orc_pp_item_loose("all addresses", "address"));
+    T_CHECK(orc_pp_item_loose("driver's license", "drivers license"));
+    T_CHECK(orc_pp_item_loose("Describe NAME_1's time in office", "Describe Trump's time in office"));
+    T_CHECK(!orc_pp_item_loose("color", "material"));
+    T_CHECK(!orc_pp_item_loose("What is the capital of France?", "Who painted the Mona Lisa?"));
+    char *n = orc_pp_norm("  \xe2\x80\x9cHello\\n   World.\xe2\x80\x9d ");
+    T_CHECKF(n && !strcmp(n, "hello world"), "%s", n ? n : "(null)");
+    free(n);
+    char *a1[] = {"Name", "Age"}, *a2[] = {"name.", " age "}, *a3[] = {"name", "years of age"};
+    orc_pp_schema x = {.kind = ORC_PP_DATA, .tmpl = "{data}", .context = "", .data = a1, .n_data = 2};
+    orc_pp_schema y = x, z = x, w = {.kind = ORC_PP_N, .tmpl = "{n}", .context = "", .n = 2};
+    y.data = a2;
+    z.data = a3;
+    orc_pp_agreement g;
+    orc_pp_compare(&x, &y, &g);
+    T_CHECK(g.kind && g.count && g.exact && g.loose);
+    orc_pp_compare(&x, &z, &g);
+    T_CHECK(g.kind && g.count && !g.exact && g.loose);
+    orc_pp_compare(&x, &w, &g);
+    T_CHECK(!g.kind && !g.count && !g.loose);
+    z.n_data = 1;
+    orc_pp_compare(&x, &z, &g);
+    T_CHECK(g.kind && !g.count && !g.loose);
+}
+
+/* ------------------------------------------------------------ aggregation */
+typedef struct seen { int order[16], n; char text[1024]; } seen;
+
+static void on_section(void *user, int item, const char *section) {
+    seen *s = user;
+    if (s->n < 16) s->order[s->n++] = item;
+    strncat(s->text, section, sizeof s->text - strlen(s->text) - 1);
+}
+
+static void test_aggregation_order(void) {
+    const char *labels[] = {"first {x}", "second\nline two", NULL, "fourth"};
+    orc_pp_agg *a;
+    seen s = {0};
+    eng_err e = {0};
+    T_CHECK(orc_pp_agg_create(4, labels, on_section, &s, &a, &e) == ENG_OK);
+    T_CHECK(orc_pp_agg_put(a, 3, "D", &e) == ENG_OK);
+    T_CHECK(s.n == 0 && orc_pp_agg_released(a) == 0);
+    T_CHECK(orc_pp_agg_put(a, 1, "  B\n", &e) == ENG_OK);
+    T_CHECK(s.n == 0);
+    T_CHECK(orc_pp_agg_put(a, 0, "A", &e) == ENG_OK);
+    T_CHECK(s.n == 2 && s.order[0] == 0 && s.order[1] == 1);
+    T_CHECK(orc_pp_agg_put(a, 1, "again", &e) == ENG_EINVAL);    /* twice */
+    T_CHECK(orc_pp_agg_put(a, 4, "out", &e) == ENG_EINVAL);      /* no such item */
+    T_CHECK(!orc_pp_agg_done(a));
+    T_CHECK(orc_pp_agg_put(a, 2, "C", &e) == ENG_OK);
+    T_CHECK(orc_pp_agg_done(a) && s.n == 4 && s.order[2] == 2 && s.order[3] == 3);
+    const char *want = "1. first {x}\nA\n\n2. second\nB\n\n3.\nC\n\n4. fourth\nD\n\n";
+    T_CHECKF(!strcmp(orc_pp_agg_text(a), want), "%s", orc_pp_agg_text(a));
+    T_CHECK(!strcmp(s.text, want));
+    orc_pp_agg_destroy(a);
+    T_CHECK(orc_pp_agg_create(0, NULL, NULL, NULL, &a, &e) == ENG_EINVAL);
+}
+
+/* ------------------------------------------------------------ fake engine */
+/* Tokens are bytes; id 0 is EOS.  A sequence answers with as many 'a'+item
+ * tokens as the digit that ends its prompt, then EOS; so subtasks finish out
+ * of order.  It counts the prompt tokens it processes. */
+#define FAKE_SEQS 80
+typedef struct fake_seq { int live, n_tok, n_done, n_prompt_end, gen, last; int tok[512]; uint64_t seed; } fake_seq;
+typedef struct fake { fake_seq s[FAKE_SEQS]; long processed; int forks, appends, max_live; uint64_t seeds[FAKE_SEQS]; } fake;
+
+static int f_encode(void *ctx, const char *text, int **ids, int *n, eng_err *err) {
+    size_t len = strlen(text);
+    *ids = malloc((len ? len : 1) * sizeof **ids);
+    if (!*ids) return eng_seterr(err, ENG_ENOMEM, "oom");
+    for (size_t i = 0; i < len; i++) (*ids)[i] = (unsigned char)text[i];
+    *n = (int)len;
+    return ENG_OK;
+}
+
+static int f_slot(fake *f) {
+    for (int i = 0; i < FAKE_SEQS; i++) if (!f->s[i].live) return i;
+    return -1;
+}
+
+static int f_add(void *ctx, const int *ids, int n, const eng_sampling *s, int *seq, eng_err *err) {
+    fake *f = ctx;
+    int i = f_slot(f);
+    if (i < 0 || n > 512) return eng_seterr(err, ENG_EFULL, "fake full");
+    memset(&f->s[i], 0, sizeof f->s[i]);
+    memcpy(f->s[i].tok, ids, (size_t)n * sizeof *ids);
+    f->s[i].n_tok = n;
+    f->s[i].live = 1;
+    f->s[i].seed = s->seed;
+    *seq = i;
+    return ENG_OK;
+}
+
+static int f_prefill(void *ctx, int seq, eng_err *err) {
+    fake *f = ctx;
+    fake_seq *q = &f->s[seq];
+    f->processed += q->n_tok - 1 - q->n_done;
+    q->n_done = q->n_tok - 1;
+    return ENG_OK;
+}
+
+static int f_fork(void *ctx, int seq, const eng_sampling *s, int *child, eng_err *err) {
+    fake *f = ctx;
+    int i = f_slot(f);
+    if (i < 0) return eng_seterr(err, ENG_EFULL, "fake full");
+    f->s[i] = f->s[seq];
+    f->s[i].seed = s->seed;
+    f->seeds[f->forks++ % FAKE_SEQS] = s->seed;
+    *child = i;
+    return ENG_OK;
+}
+
+static int f_append(void *ctx, int seq, const int *ids, int n, eng_err *err) {
+    fake *f = ctx;
+    fake_seq *q = &f->s[seq];
+    if (q->n_tok + n > 512) return eng_seterr(err, ENG_EFULL, "fake full");
+    memcpy(q->tok + q->n_tok, ids, (size_t)n * sizeof *ids);
+    q->n_tok += n;
+    f->appends++;
+    return ENG_OK;
+}
+
+static int f_remove(void *ctx, int seq) { ((fake *)ctx)->s[seq].live = 0; return ENG_OK; }
+
+static int f_step(void *ctx, eng_err *err) {
+    fake *f = ctx;
+    int live = 0;
+    for (int i = 0; i < FAKE_SEQS; i++) {
+        fake_seq *q = &f->s[i];
+        if (!q->live) continue;
+        live++;
+        if (q->gen == 0) {                       /* first step: the rest of the prompt */
+            f->processed += q->n_tok - q->n_done;
+            q->n_prompt_end = q->n_tok;
+        }
+        int want = 0;
+        for (int k = q->n_prompt_end - 1; k >= 0; k--)
+            if (q->tok[k] >= '0' && q->tok[k] <= '9') { want = q->tok[k] - '0'; break; }
+        q->last = q->gen < want ? 'a' + (int)(q->seed % 26) : 0;
+        q->gen++;
+    }
+    if (live > f->max_live) f->max_live = live;
+    return live ? ENG_OK : eng_seterr(err, ENG_EINVAL, "step with nothing live");
+}
+
+static int f_last(void *ctx, int seq, int *id) { *id = ((fake *)ctx)->s[seq].last; return ENG_OK; }
+static int f_is_eos(void *ctx, int id) { return id == 0; }
+static int f_put(void *ctx, eng_tok_stream *st, int id, char *out, int cap) {
+    out[0] = (char)id;
+    return 1;
+}
+
+static orc_pp_ops fake_ops(fake *f) {
+    return (orc_pp_ops){f, f_encode, f_add, f_prefill, f_fork, f_append, f_remove, f_step, f_last,
+                        f_is_eos, f_put};
+}
+
+typedef struct order { int items[16], n; } order;
+static void on_item(void *user, int item, const char *answer) {
+    order *o = user;
+    if (o->n < 16) o->items[o->n++] = item;
+}
+
+static void test_runner_fake_engine(void) {
+    static fake f;
+    memset(&f, 0, sizeof f);
+    orc_pp_ops ops = fake_ops(&f);
+    char *prompts[] = {"Shared context. Item: 5", "Shared context. Item: 1", "Shared context. Item: 3",
+                       "Shared context. Item: 2"};
+    const char *labels[] = {"five", "one", "three", "two"};
+    eng_sampling s = {.seed = 0};
+    order o = {0};
+    orc_pp_callbacks cb = {.user = &o, .on_item = on_item};
+    orc_pp_result r;
+    eng_err e = {0};
+    int rc = orc_pp_run_prompts(&ops, prompts, 4, labels, 1, &s, 100, &cb, &r, &e);
+    T_CHECKF(rc == ENG_OK, "%s", e.msg);
+    if (rc) return;
+    T_CHECK(r.n_outputs == 4);
+    T_CHECKF(!strcmp(r.outputs[0], "aaaaa") && !strcmp(r.outputs[1], "b") && !strcmp(r.outputs[2], "ccc") &&
+             !strcmp(r.outputs[3], "dd"), "%s %s %s %s", r.outputs[0], r.outputs[1], r.outputs[2], r.outputs[3]);
+    /* finished in order of length, assembled in item order */
+    T_CHECK(o.n == 4 && o.items[0] == 1 && o.items[1] == 3 && o.items[2] == 2 && o.items[3] == 0);
+    T_CHECKF(!strcmp(r.answer, "1. five\naaaaa\n\n2. one\nb\n\n3. three\nccc\n\n4. two\ndd\n\n"), "%s", r.answer);
+    /* the common prefix "Shared context. Item: " (22 bytes) went through once */
+    T_CHECK(r.shared_tokens == 22);
+    T_CHECK(r.prompt_tokens == 4 * 23);
+    T_CHECKF(f.processed == 21 + 4 * 2, "processed %ld", f.processed);
+    T_CHECK(f.forks == 4 && f.appends == 4);
+    T_CHECK(r.total_gen == 11 && r.n_gen[0] == 5 && r.n_gen[1] == 1);
+    T_CHECK(r.n_nonempty == 4 && r.steps == 6);
+    int live = 0;
+    for (int i = 0; i < FAKE_SEQS; i++) live += f.s[i].live;
+    T_CHECK(live == 0);     /* every sequence, the shared parent too, was removed */
+    orc_pp_result_free(&r);
+}
+
+static void test_runner_limits_and_repeats(void) {
+    static fake f;
+    memset(&f, 0, sizeof f);
+    orc_pp_ops ops = fake_ops(&f);
+    /* kind N: identical prompts, so nothing is appended and seeds differ */
+    char *same[] = {"Generate 1 joke 9", "Generate 1 joke 9", "Generate 1 joke 9"};
+    eng_sampling s = {.temperature = 0.8f, .seed = 7};
+    orc_pp_result r;
+    eng_err e = {0};
+    int rc = orc_pp_run_prompts(&ops, same, 3, NULL, 1, &s, 4, NULL, &r, &e);
+    T_CHECKF(rc == ENG_OK, "%s", e.msg);
+    if (rc) return;
+    for (int i = 0; i < 3; i++) T_CHECKF(r.n_gen[i] == 4 && strlen(r.outputs[i]) == 4, "max_tokens: %s", r.outputs[i]);
+    T_CHECK(f.appends == 0);
+    T_CHECK(f.seeds[0] == 7 && f.seeds[1] == 8 && f.seeds[2] == 9);
+    T_CHECK(strcmp(r.outputs[0], r.outputs[1]) != 0);
+    T_CHECK(r.shared_tokens == (int)strlen(same[0]));
+    orc_pp_result_free(&r);
+    /* a single prompt (serial): added whole, no fork, answer is the output */
+    memset(&f, 0, sizeof f);
+    char *one[] = {"Whole prompt 2"};
+    rc = orc_pp_run_prompts(&ops, one, 1, NULL, 0, &s, 50, NULL, &r, &e);
+    T_CHECK(rc == ENG_OK && f.forks == 0 && r.shared_tokens == 0);
+    if (!rc) T_CHECK(!strcmp(r.answer, r.outputs[0]) && r.n_gen[0] == 2);
+    orc_pp_result_free(&r);
+    /* bad arguments */
+    T_CHECK(orc_pp_run_prompts(&ops, one, 0, NULL, 0, &s, 5, NULL, &r, &e) == ENG_EINVAL);
+    T_CHECK(orc_pp_run_prompts(&ops, one, 1, NULL, 0, &s, 0, NULL, &r, &e) == ENG_EINVAL);
+}
+
+/* ------------------------------------------------------------ real engine */
+/* On the tiny CPU model: each subtask's greedy answer from the forked batch
+ * equals its answer when run alone, and the shared prefix is real. */
+static void test_runner_tiny_model(void) {
+    eng_model *m = NULL;
+    eng_engine *e = NULL;
+    eng_err err = {0};
+    if (eng_model_load("tests/fixtures/tiny-qwen2", &m, &err)) T_SKIP("tiny-qwen2: %s", err.msg);
+    eng_opts o = {.backend = ENG_BACKEND_CPU, .n_threads = 2, .max_seqs = 16, .n_blocks = 256};
+    if (eng_create(m, &o, &e, &err)) { eng_model_free(m); T_SKIP("engine: %s", err.msg); }
+    const eng_tok *tok = eng_model_tok(m);
+    char *items[] = {"red apples", "green pears", "blue plums"};
+    orc_pp_schema s = {.kind = ORC_PP_DATA, .tmpl = "Context: {context}\nDescribe {data} briefly.",
+                       .context = "A market stall sells fruit of many colours.", .data = items, .n_data = 3};
+    eng_sampling g = {.temperature = 0};
+    orc_pp_result par, one;
+    int rc = orc_pp_run(e, tok, &s, &g, 6, NULL, &par, &err);
+    T_CHECKF(rc == ENG_OK, "%s", err.msg);
+    if (!rc) {
+        T_CHECK(par.n_outputs == 3 && par.shared_tokens > 10);
+        T_CHECK(eng_n_live(e) == 0);
+        char **prompts;
+        int k;
+        T_CHECK(orc_pp_fill(&s, &prompts, &k, &err) == ENG_OK);
+        for (int i = 0; i < k; i++) {
+            if (orc_pp_run_serial(e, tok, prompts[i], &g, 6, NULL, &one, &err)) { T_CHECKF(0, "%s", err.msg); break; }
+            T_CHECKF(one.n_gen[0] == par.n_gen[i] && !strcmp(one.outputs[0], par.outputs[i]),
+                     "item %d: alone '%s' (%d), forked '%s' (%d)", i, one.outputs[0], one.n_gen[0],
+                     par.outputs[i], par.n_gen[i]);
+            orc_pp_result_free(&one);
+        }
+        orc_pp_strv_free(prompts, k);
+        orc_pp_result_free(&par);
+    }
+    eng_destroy(e);
+    eng_model_free(m);
+}
+
+/* ------------------------------------------------------------ dataset agreement */
+/* Floors are the measured figures less about 3 points, so a regression in
+ * any rule family fails; the overall floor is the issue's 80% bar. */
+static void test_detector_agreement(void) {
+    static const char *files[] = {"generate_n_lmsys", "keyword_extraction_lmsys", "reading_comprehension_lmsys"};
+    static const double floor_pct[] = {95.0, 76.0, 70.0};
+    int all_valid = 0, all_loose = 0;
+    for (int f = 0; f < 3; f++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/data/parallelprompt/lmsys_old/%s.json", t_shared(), files[f]);
+        orc_pp_row *rows;
+        int n;
+        eng_err e = {0};
+        if (orc_pp_load(path, &rows, &n, &e)) T_SKIP("%s", e.msg);
+        int valid = 0, kind = 0, count = 0, exact = 0, loose = 0;
+        for (int i = 0; i < n; i++) {
+            if (!rows[i].valid) continue;
+            orc_pp_schema d;
+            T_CHECK(orc_pp_detect(rows[i].original, &d, &e) == ENG_OK);
+            if (d.kind) T_CHECKF(orc_pp_check(&d, rows[i].original, &e) == ENG_OK, "%s row %d: %s", files[f], i, e.msg);
+            orc_pp_agreement a;
+            orc_pp_compare(&rows[i].schema, &d, &a);
+            valid++;
+            kind += a.kind;
+            count += a.count;
+            exact += a.exact;
+            loose += a.loose;
+            orc_pp_schema_free(&d);
+        }
+        double p = 100.0 * loose / valid;
+        printf("  %-28s valid %3d  kind %5.1f%%  count %5.1f%%  exact %5.1f%%  loose %5.1f%%\n", files[f], valid,
+               100.0 * kind / valid, 100.0 * count / valid, 100.0 * exact / valid, p);
+        T_CHECKF(p >= floor_pct[f], "%s: %.1f%% < %.1f%%", files[f], p, floor_pct[f]);
+        all_valid += valid;
+        all_loose += loose;
+        orc_pp_rows_free(rows, n);
+    }
+    double all = 100.0 * all_loose / all_valid;
+    printf("  all three files: loose agreement %.1f%% over %d rows\n", all, all_valid);
+    T_CHECKF(all >= 80.0, "overall %.1f%%", all);
+}
+
+int main(void) {
+    T_RUN(test_schema_good_rows);
+    T_RUN(test_schema_malformed_rows);
+    T_RUN(test_dataset_files_load);
+    T_RUN(test_fill_braces);
+    T_RUN(test_hoist_context);
+    T_RUN(test_detect_prompts);
+    T_RUN(test_detect_template_fills);
+    T_RUN(test_check_proposals);
+    T_RUN(test_extract_prompt_and_answer);
+    T_RUN(test_items_compare);
+    T_RUN(test_aggregation_order);
+    T_RUN(test_runner_fake_engine);
+    T_RUN(test_runner_limits_and_repeats);
+    T_RUN(test_runner_tiny_model);
+    T_RUN(test_detector_agreement);
+    T_DONE();
+}

@@ -9,7 +9,8 @@ static void usage(void) {
         "  generate --model DIR --prompt TEXT [--max-tokens N] [--temperature T] [--seed S] [--chat]\n"
         "  serve    --model DIR [--port P]\n"
         "  replay   parallelprompt FILE.json [--model DIR]\n"
-        "  bench    math500 --model DIR [--limit K]\n");
+        "  bench    math500 --model DIR [--limit K]\n"
+        "  mkmodel  --preset NAME --out DIR   (random weights, real shapes, for speed tests)\n");
 }
 
 int main(int argc, char **argv) {
@@ -17,6 +18,8 @@ int main(int argc, char **argv) {
     const char *c = argv[1];
     if (!strcmp(c, "generate")) return cmd_generate(argc - 1, argv + 1);
     if (!strcmp(c, "serve"))    return cmd_serve(argc - 1, argv + 1);
+    if (!strcmp(c, "mkmodel"))  return cmd_mkmodel(argc - 1, argv + 1);
+    if (!strcmp(c, "replay"))   return cmd_replay(argc - 1, argv + 1);
     usage();
     return 2;
 }

@@ -9,6 +9,7 @@ int cmd_bench(int argc, char **argv) {
     eng_err err = { 0 };
     if (orc_bench_parse(argc, argv, &o, &err)) {
         fprintf(stderr, "brisk bench: %s\n", err.msg);
+        orc_bench_usage();
         return 2;
     }
     if (orc_bench_run(&o, &err)) {

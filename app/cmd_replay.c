@@ -122,7 +122,14 @@ static int model_open(const replay_args *a, model_ctx *mc, eng_err *err) {
                   .max_seqs = ORC_PP_MAX_ITEMS + 2, .block_size = 16,
                   .n_blocks = a->kv_tokens / 16};
     mc->tok = eng_model_tok(mc->m);
-    return eng_create(mc->m, &o, &mc->e, err);
+    if ((rc = eng_create(mc->m, &o, &mc->e, err))) return rc;
+    /* one short request first, so that no row's timing pays for start-up
+     * (allocations, GPU context and kernel loading) */
+    orc_pp_result warm;
+    eng_sampling g = {0};
+    rc = orc_pp_run_serial(mc->e, mc->tok, "Hello", &g, 4, NULL, &warm, err);
+    orc_pp_result_free(&warm);
+    return rc;
 }
 
 static void model_close(model_ctx *mc) {

@@ -17,6 +17,7 @@ static void on_signal(int sig) {
 static int usage(void) {
     fprintf(stderr, "usage: brisk serve --model DIR [--port P] [--host ADDR] [--token T] "
                     "[--web DIR] [--cuda] [--max-tokens-cap N] [--max-queries-per-client N]\n"
+                    "       [--search URL]  (a JSON search endpoint for the agent's web_search tool)\n"
                     "  the token can also come from $BRISK_TOKEN; it is required off loopback\n");
     return 2;
 }
@@ -25,11 +26,12 @@ int cmd_serve(int argc, char **argv) {
     srv_opts o;
     srv_default_opts(&o);
     o.token = getenv("BRISK_TOKEN");
-    const char *model_dir = NULL;
+    const char *model_dir = NULL, *search = NULL;
     int cuda = 0;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "--cuda")) { cuda = 1; continue; }
+        if (!strcmp(k, "--allow-script")) { o.allow_script = 1; continue; }
         if (!v) return usage();
         if (!strcmp(k, "--model")) model_dir = v;
         else if (!strcmp(k, "--port")) o.port = atoi(v);
@@ -37,6 +39,7 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(k, "--token")) o.token = v;
         else if (!strcmp(k, "--web")) o.web_root = v;
         else if (!strcmp(k, "--origin")) o.allowed_origin = v;
+        else if (!strcmp(k, "--search")) search = v;
         else if (!strcmp(k, "--max-tokens-cap")) o.lim.max_tokens_cap = atoi(v);
         else if (!strcmp(k, "--max-queries-per-client")) o.lim.max_queries_per_client = atoi(v);
         else return usage();
@@ -49,13 +52,22 @@ int cmd_serve(int argc, char **argv) {
     eng_engine *e = NULL;
     srv *s = NULL;
     eng_opts eo = { .backend = cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU };
-    int rc = eng_model_load(model_dir, &m, &err);
+    tool_registry *tools = tool_registry_create();
+    tool_fetch_opts fo = { 0 };
+    tool_search_opts so = { .endpoint = search };
+    int rc = tools ? ENG_OK : eng_seterr(&err, ENG_ENOMEM, "out of memory");
+    if (!rc) rc = tool_register_calculator(tools, &err);
+    if (!rc) rc = tool_register_fetch_url(tools, &fo, &err);
+    if (!rc && search) rc = tool_register_web_search(tools, &so, &err);
+    o.tools = tools;
+    if (!rc) rc = eng_model_load(model_dir, &m, &err);
     if (!rc) rc = eng_create(m, &eo, &e, &err);
     if (!rc) rc = srv_create(e, &o, &s, &err);
     if (rc) {
         fprintf(stderr, "brisk serve: %s\n", err.msg);
         eng_destroy(e);
         eng_model_free(m);
+        tool_registry_destroy(tools);
         return 1;
     }
     g_srv = s;
@@ -70,6 +82,7 @@ int cmd_serve(int argc, char **argv) {
     srv_destroy(s);
     eng_destroy(e);
     eng_model_free(m);
+    tool_registry_destroy(tools);
     printf("brisk: stopped\n");
     return 0;
 }

@@ -6,4 +6,5 @@ int cmd_generate(int argc, char **argv);   /* brisk generate --model DIR --promp
 int cmd_replay(int argc, char **argv);     /* brisk replay parallelprompt FILE.json ...   */
 int cmd_serve(int argc, char **argv);      /* brisk serve --model DIR [--port P]          */
 int cmd_bench(int argc, char **argv);      /* brisk bench math500 --model DIR ...         */
+int cmd_mkmodel(int argc, char **argv);    /* brisk mkmodel --preset NAME --out DIR       */
 #endif

@@ -2,7 +2,7 @@
  * floor.
  *
  *   build/benchmarks/bench_cuda MODEL_DIR [--out FILE] [--prompt N]
- *        [--steps N] [--prefill N] [--batches 1,8,32,64,256]
+ *        [--steps N] [--prefill N] [--batches 1,8,32,64,256] [--kernels]
  *
  * Measures, on one GPU: the device bandwidth (a 1 GiB device-to-device
  * copy, bytes read + written, median of 10); prefill tokens/s (one prompt of
@@ -16,7 +16,8 @@
  * step whatever the batch; attention reads each sequence's whole KV.
  * Variants at each batch size: no CUDA graphs (batch 1), cuBLAS instead of
  * the GEMV kernel (batch <= 8), bf16-rounded GEMM activations (batch > 8).
- * Prints a table; writes JSON (default benchmarks/results/cuda_<model>.json). */
+ * With --kernels, first each kernel of a batch-1 step alone (see
+ * kernel_bench).  Prints a table; writes JSON (default benchmarks/results/cuda_<model>.json). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -181,12 +182,13 @@ static int decode(bench *B, bseqs *S, dres *r, eng_err *err) {
     return rc;
 }
 
-static void set_opts(bench *B, int fast_gemm, int gemv_max, int no_graphs) {
+static void set_opts(bench *B, int fast_gemm, int gemv_max, int no_graphs, int no_pdl) {
     eng_cuda_opts o;
     eng_cuda_opts_default(&o);
     o.fast_gemm = fast_gemm;
-    o.gemv_max_rows = gemv_max;
+    if (gemv_max >= 0) o.gemv_max_rows = gemv_max;
     o.no_graphs = no_graphs;
+    o.no_pdl = no_pdl;
     eng_cuda_set_opts(B->b, &o);
 }
 
@@ -213,21 +215,24 @@ static int run_batch(bench *B, int n, cJSON *arr, eng_err *err) {
         if ((rc = pass(B, &S, s0, ns, B->prompt, err))) goto done;
     }
     dres d, v;
-    set_opts(B, 0, 8, 0);
+    set_opts(B, 0, -1, 0, 0);
     if ((rc = decode(B, &S, &d, err))) goto done;
-    const char *vname = n == 1 ? "no_graphs" : n <= 8 ? "cublas" : "fast_gemm";
-    set_opts(B, n > 8, n <= 8 && n > 1 ? 0 : 8, n == 1);
+    eng_cuda_opts def;
+    eng_cuda_opts_default(&def);
+    const char *vname = n == 1 ? "no_pdl" : n > 8 ? "fast_gemm" : n <= def.gemv_max_rows ? "cublas" : "gemv";
+    set_opts(B, n > 8, n == 1 ? def.gemv_max_rows : n > 8 ? def.gemv_max_rows : n <= def.gemv_max_rows ? 0 : 8,
+             0, n == 1);
     if ((rc = decode(B, &S, &v, err))) goto done;
-    set_opts(B, 0, 8, 0);
-    if (n == 1) {   /* batch 1 through cuBLAS too */
+    set_opts(B, 0, -1, 0, 0);
+    if (n == 1) {   /* batch 1 without graphs too */
         dres v2;
-        set_opts(B, 0, 0, 0);
+        set_opts(B, 0, -1, 1, 0);
         if ((rc = decode(B, &S, &v2, err))) goto done;
-        set_opts(B, 0, 8, 0);
-        cJSON *o = dres_json("cublas", &v2);
+        set_opts(B, 0, -1, 0, 0);
+        cJSON *o = dres_json("no_graphs", &v2);
         cJSON_AddNumberToObject(o, "batch", n);
         cJSON_AddItemToArray(arr, o);
-        printf("  %5d  %-10s %8.3f %10.1f %8.0f\n", n, "cublas", v2.step_ms, v2.tok_s, v2.ctx);
+        printf("  %5d  %-10s %8.3f %10.1f %8.0f\n", n, "no_graphs", v2.step_ms, v2.tok_s, v2.ctx);
     }
     cJSON *o = dres_json("default", &d);
     cJSON_AddNumberToObject(o, "batch", n);
@@ -268,6 +273,171 @@ done:
     return rc;
 }
 
+
+/* ------------------------------------------------- per-kernel timings */
+/* Each kernel of a batch-1 decode step alone, at the model's shapes: 32
+ * launches captured in a graph (with programmatic dependent launch, as in
+ * the backend), weights taken at rotating offsets of a 768 MiB pool so the
+ * L2 cache does not serve them; median of 5 replays / 32. */
+#define KB_POOL ((size_t)768 << 20)
+
+typedef struct kb_ctx {
+    cudaStream_t s;
+    char *pool;
+    size_t off;
+    cudaEvent_t e0, e1;
+} kb_ctx;
+
+static const void *kb_weights(kb_ctx *k, size_t bytes) {
+    if (k->off + bytes > KB_POOL) k->off = 0;
+    const void *p = k->pool + k->off;
+    k->off = (k->off + bytes + 4095) & ~(size_t)4095;
+    return p;
+}
+
+typedef struct kb_gemv { int N, K, mode, norm; } kb_gemv;
+
+/* Times n launches of kernel `which` (0 GEMV, 1 attention, 2 sampling, 3
+ * RoPE) in one graph; returns seconds per launch, or -1. */
+static double kb_time(kb_ctx *k, int which, const kb_gemv *g, const float *x, float *y,
+                      const float *nw, const kern_step *st, kern_kv kv, int nh, int splits,
+                      float *part, unsigned *cnt, int V, int *ids, int sms, int pdl) {
+    enum { N = 32 };
+    cudaGraph_t graph = NULL;
+    cudaGraphExec_t exec = NULL;
+    double t[5], res = -1;
+    if (cudaStreamBeginCapture(k->s, cudaStreamCaptureModeThreadLocal)) return -1;
+    int err = 0;
+    for (int i = 0; i < N && !err; i++) {
+        if (which == 0)
+            err = kern_gemv(k->s, kb_weights(k, (size_t)g->N * g->K * 2), KERN_BF16, g->N, g->K, x, 1,
+                            g->norm ? nw : NULL, 1e-6f, g->mode, y, sms, pdl);
+        else if (which == 1)
+            err = kern_attention(k->s, x, kv, st, 1, nh, splits, y, NULL, 0, part, cnt, pdl);
+        else if (which == 2)
+            err = kern_sample(k->s, x, NULL, 1, V, st, ids, y, y + 1, kern_sample_blocks(1, sms),
+                              part, cnt + 8, pdl);
+        else
+            err = kern_rope_kv(k->s, x, NULL, NULL, st, 1, nh, nw, y, kv, pdl);
+    }
+    cudaError_t e = cudaStreamEndCapture(k->s, &graph);
+    if (err || e || cudaGraphInstantiate(&exec, graph, 0)) goto done;
+    cudaGraphLaunch(exec, k->s);
+    for (int r = 0; r < 5; r++) {
+        float ms = 0;
+        cudaEventRecord(k->e0, k->s);
+        cudaGraphLaunch(exec, k->s);
+        cudaEventRecord(k->e1, k->s);
+        cudaEventSynchronize(k->e1);
+        cudaEventElapsedTime(&ms, k->e0, k->e1);
+        t[r] = ms * 1e-3 / N;
+    }
+    if (cudaGetLastError() == cudaSuccess) res = median(t, 5);
+done:
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+    cudaGetLastError();
+    return res;
+}
+
+static void kernel_bench(const eng_config *c, double bw, int sms, cJSON *root) {
+    kb_ctx k;
+    memset(&k, 0, sizeof k);
+    int H = c->hidden, I = c->intermediate, QD = c->n_heads * c->head_dim;
+    int QKV = QD + 2 * c->n_kv_heads * c->head_dim, V = c->vocab_size, ctx = 147, bs = BS;
+    size_t big = (size_t)V * H * 2 > KB_POOL ? KB_POOL : (size_t)V * H * 2;
+    float *x = NULL, *y = NULL, *nw = NULL, *part = NULL, *kvp = NULL;
+    unsigned *cnt = NULL;
+    int *dint = NULL;
+    kern_step *dst = NULL;
+    size_t nkv = (size_t)(ctx / bs + 1) * 2 * c->n_kv_heads * bs * c->head_dim;
+    uint16_t *h = malloc(1 << 24);
+    if (!h || cudaStreamCreate(&k.s) || cudaMalloc((void **)&k.pool, KB_POOL) ||
+        cudaMalloc((void **)&x, (size_t)V * 4) || cudaMalloc((void **)&y, (size_t)V * 4 + 64) ||
+        cudaMalloc((void **)&nw, (size_t)(I > H ? I : H) * 4) || cudaMalloc((void **)&part, (size_t)64 * QD * 8) ||
+        cudaMalloc((void **)&cnt, 64) || cudaMalloc((void **)&kvp, nkv * 4) ||
+        cudaMalloc((void **)&dint, 4096) || cudaMalloc((void **)&dst, sizeof(kern_step))) {
+        printf("kernel bench: allocation failed\n");
+        goto done;
+    }
+    /* random bf16 weights (|w| < 0.05), random activations */
+    for (size_t i = 0; i < (1 << 23); i++) h[i] = kern_f32_to_bf16(((float)((i * 2654435761u) % 2001) - 1000) * 5e-5f);
+    for (size_t o = 0; o < KB_POOL; o += 1 << 24) cudaMemcpy(k.pool + o, h, 1 << 24, cudaMemcpyHostToDevice);
+    {
+        float *hf = (float *)h;
+        for (int i = 0; i < (1 << 22); i++) hf[i] = 0.5f + (float)(((unsigned)i * 7919u) % 1000u) * 1e-3f;
+        cudaMemcpy(x, hf, (size_t)V * 4 < (1 << 24) ? (size_t)V * 4 : (1 << 24), cudaMemcpyHostToDevice);
+        cudaMemcpy(nw, hf, (size_t)(I > H ? I : H) * 4, cudaMemcpyHostToDevice);
+        cudaMemcpy(kvp, hf, nkv * 4 < (1 << 24) ? nkv * 4 : (1 << 24), cudaMemcpyHostToDevice);
+        int *hi = (int *)h;   /* tokens, pos, row_seq, table, out_rows, top_k | temp, top_p | u */
+        memset(hi, 0, 4096);
+        hi[1] = ctx - 1;
+        for (int b = 0; b < ctx / bs + 1; b++) hi[8 + b] = b;
+        cudaMemcpy(dint, hi, 4096, cudaMemcpyHostToDevice);
+        kern_step hs;
+        memset(&hs, 0, sizeof hs);
+        hs.n_rows = 1; hs.n_out = 1; hs.table_stride = ctx / bs + 1;
+        hs.tokens = dint; hs.pos = dint + 1; hs.row_seq = dint + 2; hs.table = dint + 8;
+        hs.out_rows = dint + 2; hs.top_k = dint + 2;
+        hs.temp = (const float *)(dint + 2); hs.top_p = (const float *)(dint + 2);
+        hs.u = (const double *)(dint + 4);
+        cudaMemcpy(dst, &hs, sizeof hs, cudaMemcpyHostToDevice);
+        cudaMemset(cnt, 0, 64);
+    }
+    cudaEventCreate(&k.e0);
+    cudaEventCreate(&k.e1);
+    {
+        kb_gemv gs[5] = {{QKV, H, KERN_STORE, 1}, {H, QD, KERN_RESID, 0}, {2 * I, H, KERN_SWIGLU, 1},
+                         {H, I, KERN_RESID, 0}, {V, H, KERN_STORE, 0}};
+        const char *names[5] = {"qkv (+norm)", "o_proj (+resid)", "gate|up (+norm, swiglu)",
+                                "down (+resid)", "lm_head"};
+        kern_kv kv = {kvp, (long long)(2 * c->n_kv_heads * bs * c->head_dim), c->n_kv_heads,
+                      c->head_dim, bs, 0};
+        cJSON *arr = cJSON_AddArrayToObject(root, "kernels_batch1");
+        printf("per-kernel, batch 1 (graph of 32 launches, PDL on | off):\n");
+        for (int i = 0; i < 5; i++) {
+            if ((size_t)gs[i].N * gs[i].K * 2 > big) continue;
+            double t = kb_time(&k, 0, &gs[i], x, y, nw, NULL, kv, 0, 0, NULL, NULL, 0, NULL, sms, 1);
+            double t0 = kb_time(&k, 0, &gs[i], x, y, nw, NULL, kv, 0, 0, NULL, NULL, 0, NULL, sms, 0);
+            double bytes = (double)gs[i].N * gs[i].K * 2;
+            printf("  %-24s %6d x %-6d %8.2f us %7.0f GB/s (%4.0f%% of copy) | %8.2f us\n", names[i],
+                   gs[i].N, gs[i].K, t * 1e6, bytes / t / 1e9, 100 * bytes / t / bw, t0 * 1e6);
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "kernel", names[i]);
+            cJSON_AddNumberToObject(o, "us", t * 1e6);
+            cJSON_AddNumberToObject(o, "us_no_pdl", t0 * 1e6);
+            cJSON_AddNumberToObject(o, "GBps", bytes / t / 1e9);
+            cJSON_AddItemToArray(arr, o);
+        }
+        int splits = kern_attn_splits(1, c->n_kv_heads, sms);
+        double ta = kb_time(&k, 1, NULL, x, y, nw, dst, kv, c->n_heads, splits, part, cnt, 0, NULL, sms, 1);
+        double tr = kb_time(&k, 3, NULL, x, y, nw, dst, kv, c->n_heads, 0, NULL, NULL, 0, NULL, sms, 1);
+        double ts = kb_time(&k, 2, NULL, x, y, nw, dst, kv, 0, 0, part, cnt, V, dint + 512, sms, 1);
+        printf("  attention ctx %d, %d splits %8.2f us\n  rope + kv write %17.2f us\n"
+               "  sampling (greedy, V=%d) %8.2f us\n", ctx, splits, ta * 1e6, tr * 1e6, V, ts * 1e6);
+        double step = 0;
+        for (int i = 0; i < 4; i++) {
+            cJSON *o = cJSON_GetArrayItem(arr, i);
+            if (o) step += cJSON_GetObjectItem(o, "us")->valuedouble;
+        }
+        step = c->n_layers * (step + (ta + tr) * 1e6);
+        cJSON *o = cJSON_GetArrayItem(arr, 4);
+        if (o) step += cJSON_GetObjectItem(o, "us")->valuedouble;
+        step += ts * 1e6;
+        printf("  sum over one step: %.0f us\n", step);
+        cJSON_AddNumberToObject(root, "kernels_step_sum_us", step);
+        cJSON_AddNumberToObject(root, "attention_us", ta * 1e6);
+        cJSON_AddNumberToObject(root, "rope_us", tr * 1e6);
+        cJSON_AddNumberToObject(root, "sample_us", ts * 1e6);
+    }
+done:
+    free(h);
+    cudaFree(k.pool); cudaFree(x); cudaFree(y); cudaFree(nw); cudaFree(part); cudaFree(kvp);
+    cudaFree(cnt); cudaFree(dint); cudaFree(dst);
+    if (k.s) cudaStreamDestroy(k.s);
+    cudaGetLastError();
+}
+
 static int parse_batches(const char *s, int *b, int max) {
     int n = 0;
     while (*s && n < max) {
@@ -283,7 +453,7 @@ static int parse_batches(const char *s, int *b, int max) {
 
 int main(int argc, char **argv) {
     const char *dir = NULL, *out = NULL;
-    int batches[MAX_B] = {1, 8, 32, 64, 256}, nb = 5, pf = 512;
+    int batches[MAX_B] = {1, 8, 32, 64, 256}, nb = 5, pf = 512, kernels = 0;
     bench B;
     memset(&B, 0, sizeof B);
     B.prompt = 128; B.steps = 32; B.warm = 3; B.rng = 12345;
@@ -294,6 +464,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--steps") && v) { B.steps = atoi(v); i++; }
         else if (!strcmp(a, "--prefill") && v) { pf = atoi(v); i++; }
         else if (!strcmp(a, "--batches") && v) { nb = parse_batches(v, batches, MAX_B); i++; }
+        else if (!strcmp(a, "--kernels")) kernels = 1;
         else if (a[0] != '-' && !dir) dir = a;
         else { fprintf(stderr, "bench_cuda: unknown argument %s\n", a); return 2; }
     }
@@ -346,6 +517,7 @@ int main(int argc, char **argv) {
     cJSON_AddNumberToObject(root, "kv_bytes_per_token", (double)B.info.kv_bytes_per_token);
     cJSON_AddNumberToObject(root, "prompt", B.prompt);
     cJSON_AddNumberToObject(root, "steps", B.steps);
+    if (kernels) kernel_bench(eng_model_config(m), B.bw, B.info.n_sms, root);
     int rc = prefill(&B, pf, root, &err);
     cJSON *arr = cJSON_AddArrayToObject(root, "decode");
     printf("  batch  variant     step ms   tokens/s      ctx  floor ms  floor t/s  of floor\n");

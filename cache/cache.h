@@ -241,3 +241,149 @@ int  cache_spec_rank(cache_spec *s, int k, const cache_cand **out, int *n, eng_e
 int  cache_spec_prefetch(cache_spec *s, cache_prefetch *p, int k, eng_err *err);
 
 #endif
+
+/* =====================================================================
+ * SpecCache benchmark parts (added after the cache above was finished):
+ * the draft-model proposer (draft.c), WebWalkerQA sites for the local web
+ * environment (wwsite.c) and the oracle agent that measures what
+ * speculative prefetch saves (wwagent.c).
+ * ===================================================================== */
+#ifndef CACHE_SPECCACHE_H
+#define CACHE_SPECCACHE_H
+
+/* ------------------------------------------------------- draft proposer */
+/* A small model scores candidate links: the context is the question and
+ * the current page's title as a chat turn ending in 'I open the link "',
+ * a candidate is its anchor text plus the closing quote, and its score is
+ * the mean log-probability of those tokens.  The draft has an engine of its
+ * own (eng_step runs every live sequence); one thread at a time. */
+typedef struct cache_draft cache_draft;
+
+typedef struct cache_draft_opts {
+    int backend;          /* ENG_BACKEND_* */
+    int n_threads;        /* CPU threads; 0 = 1 (it runs beside the main model) */
+    int max_batch;        /* candidates scored per engine step; 0 = 32 */
+    int max_ctx_tokens;   /* context kept (its last tokens); 0 = 256 */
+    int max_cand_tokens;  /* tokens of a candidate scored; 0 = 24 */
+} cache_draft_opts;
+
+/* m is borrowed and must outlive the draft.  o may be NULL. */
+int  cache_draft_create(eng_model *m, const cache_draft_opts *o, cache_draft **out, eng_err *err);
+void cache_draft_destroy(cache_draft *d);
+/* The context's token ids (*ids malloc'd). */
+int  cache_draft_context(cache_draft *d, const char *question, const char *title, int **ids,
+                         int *n, eng_err *err);
+/* out[i] = mean log p(cand[i][0..len)) after ctx (the first max_cand_tokens
+ * count); an empty candidate gets -ln(vocab), the uniform value. */
+int  cache_draft_score_ids(cache_draft *d, const int *ctx, int n_ctx, const int *const *cand,
+                           const int *cand_len, int n_cand, double *out, eng_err *err);
+/* The same for anchor texts, with cache_draft_context's context. */
+int  cache_draft_score(cache_draft *d, const char *question, const char *title,
+                       const char *const *anchors, int n, double *out, eng_err *err);
+/* Scores the links (urls[i], anchors[i]) and adds each to s through
+ * cache_spec_add with weight * softmax(scores)[i]: positive shares summing
+ * to weight, so the draft reorders links but adds at most weight. */
+int  cache_draft_propose(cache_draft *d, cache_spec *s, const char *question, const char *title,
+                         const char *const *urls, const char *const *anchors, int n,
+                         double weight, eng_err *err);
+
+/* ------------------------------------------------- WebWalkerQA sites */
+/* One golden path: the anchor texts clicked from the root page. */
+typedef struct cache_ww_path {
+    char **anchors;
+    int n;
+    char *source;         /* the row's source_website for this path, or NULL */
+    char *url;            /* public URL of the page it ends on (set by the build) */
+} cache_ww_path;
+
+typedef struct cache_ww_row {
+    int index;            /* position in the dataset file */
+    char *question, *answer;   /* whitespace collapsed */
+    char *root_url;       /* normalised (cache_key_url) */
+    cache_ww_path *paths;
+    int n_paths;
+} cache_ww_row;
+
+/* Reads WebWalkerQA's test.json; keeps rows of language lang (NULL: all)
+ * that have a question, an answer, a root_url and a golden path. */
+int  cache_ww_load(const char *json_path, const char *lang, cache_ww_row **rows, int *n,
+                   eng_err *err);
+void cache_ww_rows_free(cache_ww_row *rows, int n);
+/* s with whitespace runs made one space and the ends trimmed (malloc'd);
+ * how page text and anchors are compared. */
+char *cache_ww_norm_text(const char *s);
+
+typedef struct cache_wwsite_opts {
+    uint64_t seed;        /* filler choice and order; same seed, same sites */
+    int min_links, max_links;  /* distractor links per page; 0 = 8 and 20 */
+    int n_filler;         /* filler pages per site; 0 = 40 */
+    int filler_words;     /* words of prose per page; 0 = 300 */
+} cache_wwsite_opts;
+
+/* Builds one site per root_url of rows into db_path (tables pages and
+ * pages_fts, emptied first), which tool_webenv serves; see wwsite.c for how
+ * pages are made.  Sets every path's url.  o may be NULL. */
+typedef struct cache_wwsite cache_wwsite;
+int  cache_wwsite_build(const char *db_path, cache_ww_row *rows, int n_rows,
+                        const cache_wwsite_opts *o, cache_wwsite **out, eng_err *err);
+void cache_wwsite_free(cache_wwsite *s);
+int  cache_wwsite_n_pages(const cache_wwsite *s);
+/* The web environment serves paths only: public scheme://host/path is
+ * served as "/host/path" (the URL normalised first).  *out malloc'd. */
+int  cache_ww_local_path(const char *url, char **out, eng_err *err);
+/* The public URL of a served path (owned by s), or NULL. */
+const char *cache_wwsite_public_url(const cache_wwsite *s, const char *local_path);
+
+/* ------------------------------------------------------ oracle agent */
+/* One WebWalkerQA question walked by an agent that knows the golden path
+ * (no model here can browse): search(question), open root_url, click each
+ * path's anchors in turn (pages already open are reused, not fetched),
+ * then answer with the sentence of each final page holding the answer.
+ * Before every web action the main model "thinks": think_tokens real engine
+ * steps.  Meanwhile a speculator, by mode, queues prefetches: */
+enum {
+    CACHE_WW_NONE = 0,    /* no prefetch */
+    CACHE_WW_SPEC,        /* cheap signals + draft model (cache_spec + cache_draft) */
+    CACHE_WW_CHEAP,       /* cheap signals only */
+    CACHE_WW_RANDOM,      /* top_k random links of the current page */
+    CACHE_WW_N_MODES
+};
+const char *cache_ww_mode_name(int mode);
+
+typedef struct cache_ww_env {
+    const cache_wwsite *site;
+    const char *base_url;       /* tool_webenv_url of a web environment over the site */
+    eng_engine *think;          /* the main model (one sequence at a time) */
+    cache_draft *draft;         /* NULL: CACHE_WW_SPEC runs without a draft */
+    const char *tmp_dir;        /* per-question cache files */
+} cache_ww_env;
+
+typedef struct cache_ww_opts {
+    int mode;                   /* CACHE_WW_* */
+    int think_tokens;           /* 0 = 64 */
+    double median_ms, sigma;    /* per-fetch latency, lognormal; sigma 0 = 0.6 */
+    uint64_t seed;              /* latency (per question and URL) and random picks */
+    int top_k;                  /* prefetches queued per think; 0 = 3 */
+    int max_concurrent;         /* prefetch fetches at once; 0 = 4 */
+    int64_t byte_budget;        /* prefetch bytes per question; 0 = 64 KiB */
+    double draft_weight;        /* 0 = 1 */
+} cache_ww_opts;
+
+typedef struct cache_ww_result {
+    int actions;                /* web actions: search, root, clicks */
+    int hits, joins;            /* actions served from the cache / joined a fetch */
+    int clicks, click_hits;     /* link clicks, and those hit or joined */
+    double wait_ms;             /* time the agent waited on the web */
+    double think_ms;            /* main model time */
+    double spec_ms;             /* speculator time (beside the think) */
+    double late_ms;             /* waited for the speculator after a think */
+    int64_t issued, prefetch_bytes, unused_bytes;
+    char *answer;               /* final pages' answer sentences, " | " between */
+    int correct;                /* every final page held the row's answer */
+} cache_ww_result;
+
+int  cache_ww_episode(const cache_ww_env *env, const cache_ww_opts *o, const cache_ww_row *row,
+                      cache_ww_result *out, eng_err *err);
+void cache_ww_result_clear(cache_ww_result *r);
+
+#endif /* CACHE_SPECCACHE_H */

@@ -6,6 +6,7 @@
  * and one engine step over all forks (keep_all_logits) gives every anchor
  * token's log-probability at once. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "cache.h"
@@ -32,10 +33,11 @@ int cache_draft_create(eng_model *m, const cache_draft_opts *o, cache_draft **ou
     if (d->o.max_cand_tokens <= 0) d->o.max_cand_tokens = 24;
     const eng_config *c = eng_model_config(m);
     if (d->o.max_ctx_tokens + d->o.max_cand_tokens + 2 > c->max_pos) {
+        int rc = eng_seterr(err, ENG_EINVAL, "cache_draft_create: %d context + %d candidate tokens "
+                            "exceed the model's context of %d", d->o.max_ctx_tokens,
+                            d->o.max_cand_tokens, c->max_pos);
         free(d);
-        return eng_seterr(err, ENG_EINVAL, "cache_draft_create: %d context + %d candidate tokens "
-                          "exceed the model's context of %d", d->o.max_ctx_tokens,
-                          d->o.max_cand_tokens, c->max_pos);
+        return rc;
     }
     d->m = m;
     d->vocab = c->vocab_size;

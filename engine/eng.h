@@ -135,15 +135,23 @@ int  eng_seq_pause(eng_engine *e, int seq, int paused);
 int  eng_seq_keep_all_logits(eng_engine *e, int seq, int on);
 
 /* One batched step: every live sequence processes its pending tokens and
- * samples one new token.  Returns ENG_OK or an error (e.g. ENG_EFULL). */
+ * samples one new token (one or more with speculative decoding, see
+ * eng_seq_spec_set).  Returns ENG_OK or an error (e.g. ENG_EFULL). */
 int  eng_step(eng_engine *e, eng_err *err);
 
 /* Reading state. */
-int  eng_seq_last(const eng_engine *e, int seq, eng_token *out);
+int  eng_seq_last(const eng_engine *e, int seq, eng_token *out);   /* last of the new tokens */
+/* Tokens the last eng_step appended to seq: n = 1 without speculation,
+ * 1..k+1 with it, 0 when seq sat out the step.  ids point into the
+ * sequence's tokens and toks to an engine array; both stay valid until seq
+ * next changes (step, append, removal). */
+int  eng_seq_new_tokens(const eng_engine *e, int seq, const int **ids, int *n);
+int  eng_seq_new_info(const eng_engine *e, int seq, const eng_token **toks, int *n);
 int  eng_seq_tokens(const eng_engine *e, int seq, const int **ids, int *n); /* prompt + generated */
 int  eng_seq_n_prompt(const eng_engine *e, int seq);
 /* Logits of the last step: rows = 1, or every processed position when
- * keep_all_logits was on.  Valid until the next step.  On the CPU backend
+ * keep_all_logits was on; after a speculative step one row per new token
+ * (row i: the distribution new token i was chosen from).  Valid until the next step.  On the CPU backend
  * they are always there; on CUDA only for sequences with keep_all_logits
  * (copying a vocabulary-sized row per sequence per step costs time);
  * otherwise NULL with rows = 0. */
@@ -151,5 +159,94 @@ const float *eng_seq_logits(const eng_engine *e, int seq, int *rows);
 int  eng_n_live(const eng_engine *e);
 int  eng_kv_free_blocks(const eng_engine *e);
 const eng_model *eng_engine_model(const eng_engine *e);
+
+/* ------------------------------------------------- speculative decoding */
+/* A sequence with speculation on gets k draft tokens proposed before each
+ * step; the step runs its pending token(s) and the k drafts through the
+ * model in one pass (k + 1 output rows), keeps the drafts the model agrees
+ * with and adds one token of its own, so a step appends 1..k+1 tokens
+ * (eng_seq_new_tokens).  Rejected drafts leave nothing behind: the
+ * sequence's KV length and block table shrink back to what it keeps.
+ *
+ * Lossless.  Greedy (temperature <= 0): draft i is kept while it equals the
+ * model's argmax, so the output is token for token that of a plain run.
+ * Sampling: draft x is kept with probability min(1, p(x)/q(x)), p the
+ * model's distribution after temperature, top-k and top-p exactly as
+ * eng_sample applies them (eng_spec_probs), q the drafter's (a point mass
+ * for n-gram and custom drafters); the first rejected position draws from
+ * max(0, p - q) renormalised, and when all k are kept a bonus token is drawn
+ * from p.  Outputs then follow the model's distribution, but they are other
+ * draws than a plain run with the same seed makes.
+ *
+ * Drafters: ENG_SPEC_NGRAM matches the last n tokens (n = ngram_n .. 1,
+ * longest first, latest match) against the sequence's earlier text (prompt
+ * included) and proposes what followed; ENG_SPEC_DRAFT runs a small model
+ * with the same vocabulary in a second engine the first one owns (one
+ * draft model per engine; its sequences follow the target's, batched);
+ * ENG_SPEC_CUSTOM calls `propose` (tests, scripted drafters).
+ *
+ * Adaptive k: each sequence keeps an EWMA of how often a draft token is
+ * accepted (alpha).  Each step the engine hands out draft slots in order of
+ * expected gain (the j-th draft is used with chance alpha^j), as many as
+ * give the most expected tokens per second of step time, with step time a
+ * function of rows measured by the engine (or set with eng_spec_set_cost),
+ * draft-model passes included.  So k grows while drafts are accepted, falls to 0
+ * when they are not (a probe of k = 1 every 16 steps at 0 keeps the
+ * estimate fresh), and speculation switches itself off when the batch is
+ * large enough that extra rows cost more than they return.
+ *
+ * Left out of speculation for a step: sequences with forced tokens pending
+ * (eng_seq_force), with keep_all_logits on, paused, or at the end of the
+ * context.  When free KV blocks do not cover every draft, k shrinks (the
+ * largest first) before a step fails with ENG_EFULL.  Tokens after an end
+ * of sequence within one step's new tokens are the caller's to drop. */
+enum { ENG_SPEC_OFF = 0, ENG_SPEC_NGRAM, ENG_SPEC_DRAFT, ENG_SPEC_CUSTOM };
+enum { ENG_SPEC_KMAX = 32 };   /* largest k */
+
+/* Custom drafter: up to k proposed next tokens after tokens[0..n) of seq
+ * into out; returns how many (0..k). */
+typedef int (*eng_spec_propose_fn)(void *user, int seq, const int *tokens, int n, int k,
+                                   int *out);
+
+typedef struct eng_spec_opts {
+    int mode;            /* ENG_SPEC_* */
+    int k;               /* drafts per step when not adaptive (0: 4) */
+    int adaptive;        /* choose k per step in [0, kmax] */
+    int kmax;            /* adaptive bound (0: max(k, 8)) */
+    int ngram_n;         /* NGRAM: longest suffix matched (0: 3) */
+    eng_model *draft_model;   /* DRAFT: vocabulary as the target's; borrowed */
+    int draft_n_blocks;  /* DRAFT: KV pool of the draft engine when it is made (0: target's) */
+    eng_spec_propose_fn propose;   /* CUSTOM */
+    void *user;
+} eng_spec_opts;
+
+/* Turns speculation on for seq (o == NULL or mode OFF: off).  A fork of seq
+ * inherits it, with fresh statistics. */
+int  eng_seq_spec_set(eng_engine *e, int seq, const eng_spec_opts *o, eng_err *err);
+
+typedef struct eng_spec_stats {
+    int64_t steps;        /* steps that verified at least one draft */
+    int64_t drafted;      /* draft tokens verified */
+    int64_t accepted;     /* of them kept */
+    int64_t emitted;      /* tokens those steps appended (accepted + one per step) */
+    double accept_rate;   /* accepted / drafted */
+    double mean_accepted; /* accepted / steps: kept drafts per verification */
+    double alpha;         /* current acceptance estimate (EWMA) */
+    int k;                /* drafts in the last step */
+} eng_spec_stats;
+int  eng_seq_spec_stats(const eng_engine *e, int seq, eng_spec_stats *out);
+
+/* Step time model: seconds of a pass of R rows is base_s + row_s * R, and
+ * of a draft-model pass draft_base_s + draft_row_s * R.  NULL (the start):
+ * measured by the engines themselves, per power-of-two bucket of rows. */
+typedef struct eng_spec_cost { double base_s, row_s, draft_base_s, draft_row_s; } eng_spec_cost;
+int  eng_spec_set_cost(eng_engine *e, const eng_spec_cost *c);
+/* The model's estimate of one pass of `rows` rows, in seconds (< 0: nothing
+ * measured yet). */
+double eng_spec_step_cost(const eng_engine *e, int rows);
+
+/* The distribution eng_sample draws from for these logits and settings:
+ * probs[vocab], zero outside the top-k / top-p set, one-hot when greedy. */
+int  eng_spec_probs(const float *logits, int vocab, const eng_sampling *s, float *probs);
 
 #endif

@@ -5,7 +5,10 @@
  * pending tokens of every live sequence into one batch (a prompt being
  * prefilled and single decode tokens side by side), runs it through the
  * backend, and appends one sampled token per sequence, which is pending for
- * the next step.
+ * the next step.  A sequence with speculation on (spec.c) adds its draft
+ * tokens as rows after its pending ones, and keeps what verification
+ * accepts: one step may append several tokens, and the rejected drafts'
+ * KV entries are rolled back (eng_seq_cut).
  *
  * The engine decides which KV block holds which positions (kv.c); the
  * backend owns the memory and the math (backend.h).  Everything a step
@@ -23,60 +26,16 @@
  *    it ran, and eng_seq_logits returns those until the next step;
  *  - the free-block check counts a private copy for every sequence writing
  *    into a shared block, an upper bound when the last holder could write
- *    in place. */
+ *    in place;
+ *  - a sequence's KV entries past its cached tokens (rejected drafts) are
+ *    stale but never read: a row attends to positions up to its own, and
+ *    every row writes its K/V before any row attends. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
-#include "backend.h"
-#include "kv.h"
-
-typedef struct seq {
-    int live, paused;         /* a paused sequence sits out eng_step */
-    int *tok;                 /* prompt + generated */
-    int n_tok, cap_tok, n_prompt;
-    int n_cached;             /* tokens whose K/V are in the cache */
-    eng_kv_table table;
-    eng_sampling samp;
-    uint64_t rng;
-    eng_token last;
-    int has_last;
-    int keep_all;
-    const float *logits;      /* last step's rows, in e->logits or own_logits */
-    int logit_rows;
-    float *own_logits;        /* rows kept by eng_seq_prefill */
-    int *forced;              /* eng_seq_force: tokens that replace the next draws */
-    int n_forced, i_forced;
-    size_t own_cap;
-} seq;
-
-struct eng_engine {
-    eng_model *m;
-    eng_config c;
-    eng_backend *be;
-    eng_kv *kv;
-    int bs, max_seqs, n_live;
-    int host_logits;          /* 1: every step brings logits to the host (CPU) */
-    seq *seqs;                /* [max_seqs]; a sequence id is its slot */
-    /* one batch, grown on demand */
-    int cap_rows, cap_out, cap_logits;
-    int *tokens, *pos, *row_seq, *out_rows;
-    eng_sampling *samp;
-    uint64_t *rng;
-    eng_token *sampled;
-    float *logits;            /* [cap_out][vocab] */
-    /* per sequence in the batch */
-    int *seq_len, *slot_of, *first_out;
-    const int **tables;
-};
-
-static seq *get_seq(const eng_engine *e, int id) {
-    if (!e || id < 0 || id >= e->max_seqs || !e->seqs[id].live) return NULL;
-    return &e->seqs[id];
-}
-
-/* Takes part in the next step: live, not paused, with tokens to process. */
-static int active(const seq *s) { return s->live && !s->paused && s->n_tok > s->n_cached; }
+#include "engine_int.h"
 
 static int bad_seq(int id, eng_err *err) {
     return eng_seterr(err, ENG_EINVAL, "no live sequence with id %d", id);
@@ -87,7 +46,7 @@ static int copy_block(void *ctx, int src, int dst, eng_err *err) {
     return be->copy_block(be, src, dst, err);
 }
 
-static int grow(void **p, size_t n, size_t size, eng_err *err) {
+int eng_grow(void **p, size_t n, size_t size, eng_err *err) {
     void *q = realloc(*p, n * size);
     if (!q) return eng_seterr(err, ENG_ENOMEM, "engine: out of memory (%zu bytes)", n * size);
     *p = q;
@@ -100,20 +59,20 @@ static int grow(void **p, size_t n, size_t size, eng_err *err) {
 static int reserve_batch(eng_engine *e, int rows, int n_out, int with_logits, eng_err *err) {
     int rc = ENG_OK;
     if (rows > e->cap_rows) {
-        if (!rc) rc = grow((void **)&e->tokens, rows, sizeof *e->tokens, err);
-        if (!rc) rc = grow((void **)&e->pos, rows, sizeof *e->pos, err);
-        if (!rc) rc = grow((void **)&e->row_seq, rows, sizeof *e->row_seq, err);
+        if (!rc) rc = eng_grow((void **)&e->tokens, rows, sizeof *e->tokens, err);
+        if (!rc) rc = eng_grow((void **)&e->pos, rows, sizeof *e->pos, err);
+        if (!rc) rc = eng_grow((void **)&e->row_seq, rows, sizeof *e->row_seq, err);
         if (!rc) e->cap_rows = rows;
     }
     if (!rc && n_out > e->cap_out) {
-        if (!rc) rc = grow((void **)&e->out_rows, n_out, sizeof *e->out_rows, err);
-        if (!rc) rc = grow((void **)&e->samp, n_out, sizeof *e->samp, err);
-        if (!rc) rc = grow((void **)&e->rng, n_out, sizeof *e->rng, err);
-        if (!rc) rc = grow((void **)&e->sampled, n_out, sizeof *e->sampled, err);
+        if (!rc) rc = eng_grow((void **)&e->out_rows, n_out, sizeof *e->out_rows, err);
+        if (!rc) rc = eng_grow((void **)&e->samp, n_out, sizeof *e->samp, err);
+        if (!rc) rc = eng_grow((void **)&e->rng, n_out, sizeof *e->rng, err);
+        if (!rc) rc = eng_grow((void **)&e->sampled, n_out, sizeof *e->sampled, err);
         if (!rc) e->cap_out = n_out;
     }
     if (!rc && with_logits && n_out > e->cap_logits) {
-        rc = grow((void **)&e->logits, (size_t)n_out * e->c.vocab_size, sizeof *e->logits, err);
+        rc = eng_grow((void **)&e->logits, (size_t)n_out * e->c.vocab_size, sizeof *e->logits, err);
         if (!rc) e->cap_logits = n_out;
     }
     return rc;
@@ -123,9 +82,23 @@ static int reserve_tokens(seq *s, int n, eng_err *err) {
     if (n <= s->cap_tok) return ENG_OK;
     int cap = s->cap_tok ? s->cap_tok : 16;
     while (cap < n) cap *= 2;
-    int rc = grow((void **)&s->tok, cap, sizeof *s->tok, err);
+    int rc = eng_grow((void **)&s->tok, cap, sizeof *s->tok, err);
     if (!rc) s->cap_tok = cap;
     return rc;
+}
+
+/* Room for n new tokens' details. */
+static int reserve_new(seq *s, int n, eng_err *err) {
+    if (n <= s->cap_new) return ENG_OK;
+    int rc = eng_grow((void **)&s->new_info, n, sizeof *s->new_info, err);
+    if (!rc) s->cap_new = n;
+    return rc;
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 /* ------------------------------------------------------------- create */
@@ -155,6 +128,7 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
     if (!e) return eng_seterr(err, ENG_ENOMEM, "eng_create: out of memory");
     e->m = m;
     e->c = m->cfg;
+    e->opts = d;
     e->bs = d.block_size;
     e->max_seqs = d.max_seqs;
     int rc = ENG_OK;
@@ -184,10 +158,12 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
 }
 
 static void free_seq(eng_engine *e, seq *s) {
+    eng_sp_seq_free(e, s);
     eng_kv_table_free(e->kv, &s->table);
     free(s->tok);
     free(s->own_logits);
     free(s->forced);
+    free(s->new_info);
     memset(s, 0, sizeof *s);
 }
 
@@ -196,6 +172,7 @@ void eng_destroy(eng_engine *e) {
     if (e->seqs && e->kv)
         for (int i = 0; i < e->max_seqs; i++)
             if (e->seqs[i].live) free_seq(e, &e->seqs[i]);
+    eng_sp_engine_free(e);   /* after the sequences: they hold draft sequences */
     if (e->be) e->be->destroy(e->be);
     eng_kv_destroy(e->kv);
     free(e->seqs);
@@ -242,7 +219,7 @@ int eng_seq_add(eng_engine *e, const int *prompt, int n, const eng_sampling *s, 
 }
 
 int eng_seq_fork(eng_engine *e, int id, const eng_sampling *s, int *child, eng_err *err) {
-    seq *p = get_seq(e, id);
+    seq *p = eng_get_seq(e, id);
     if (!p) return bad_seq(id, err);
     if (!child) return eng_seterr(err, ENG_EINVAL, "eng_seq_fork: no output pointer");
     int slot = free_slot(e, err);
@@ -262,12 +239,14 @@ int eng_seq_fork(eng_engine *e, int id, const eng_sampling *s, int *child, eng_e
     c->has_last = p->has_last;
     c->live = 1;
     e->n_live++;
+    rc = eng_sp_fork(e, p, c, err);
+    if (rc) { eng_seq_remove(e, slot); return rc; }
     *child = slot;
     return ENG_OK;
 }
 
 int eng_seq_remove(eng_engine *e, int id) {
-    seq *s = get_seq(e, id);
+    seq *s = eng_get_seq(e, id);
     if (!s) return ENG_EINVAL;
     free_seq(e, s);
     e->n_live--;
@@ -275,7 +254,7 @@ int eng_seq_remove(eng_engine *e, int id) {
 }
 
 int eng_seq_append(eng_engine *e, int id, const int *ids, int n, eng_err *err) {
-    seq *s = get_seq(e, id);
+    seq *s = eng_get_seq(e, id);
     if (!s) return bad_seq(id, err);
     if (n < 0 || (n > 0 && !ids)) return eng_seterr(err, ENG_EINVAL, "eng_seq_append: no tokens");
     if (n > e->c.max_pos - s->n_tok)
@@ -293,14 +272,14 @@ int eng_seq_append(eng_engine *e, int id, const int *ids, int n, eng_err *err) {
 }
 
 int eng_seq_pause(eng_engine *e, int id, int paused) {
-    seq *s = get_seq(e, id);
+    seq *s = eng_get_seq(e, id);
     if (!s) return ENG_EINVAL;
     s->paused = paused != 0;
     return ENG_OK;
 }
 
 int eng_seq_force(eng_engine *e, int id, const int *ids, int n, eng_err *err) {
-    seq *s = get_seq(e, id);
+    seq *s = eng_get_seq(e, id);
     if (!s) return bad_seq(id, err);
     if (n < 0 || (n > 0 && !ids)) return eng_seterr(err, ENG_EINVAL, "eng_seq_force: no tokens");
     for (int i = 0; i < n; i++)
@@ -317,8 +296,7 @@ int eng_seq_force(eng_engine *e, int id, const int *ids, int n, eng_err *err) {
     return ENG_OK;
 }
 
-/* A forced token's log-prob and the row's entropy, from host logits. */
-static eng_token forced_token(const float *logits, int vocab, int id) {
+eng_token eng_token_of(const float *logits, int vocab, int id) {
     float mx = logits[0];
     for (int i = 1; i < vocab; i++) mx = logits[i] > mx ? logits[i] : mx;
     double z = 0, ez = 0;
@@ -333,7 +311,7 @@ static eng_token forced_token(const float *logits, int vocab, int id) {
 }
 
 int eng_seq_keep_all_logits(eng_engine *e, int id, int on) {
-    seq *s = get_seq(e, id);
+    seq *s = eng_get_seq(e, id);
     if (!s) return ENG_EINVAL;
     s->keep_all = on != 0;
     return ENG_OK;
@@ -354,10 +332,10 @@ static int add_rows(eng_engine *e, int slot, int bi, int from, int to, int row) 
 }
 
 int eng_seq_prefill(eng_engine *e, int id, eng_err *err) {
-    seq *s = get_seq(e, id);
+    seq *s = eng_get_seq(e, id);
     if (!s) return bad_seq(id, err);
     int to = s->n_tok - 1, rows = to - s->n_cached;
-    if (rows <= 0) return ENG_OK;
+    if (rows <= 0) return eng_sp_prefill(e, s, err);
     if (to > e->c.max_pos)
         return eng_seterr(err, ENG_EFULL, "sequence %d: %d tokens exceed the model's context of %d",
                           id, to, e->c.max_pos);
@@ -370,7 +348,7 @@ int eng_seq_prefill(eng_engine *e, int id, eng_err *err) {
     if (!rc) rc = eng_kv_table_reserve(&s->table, e->bs, to, err);
     size_t nl = (size_t)n_out * e->c.vocab_size;
     if (!rc && nl > s->own_cap) {
-        rc = grow((void **)&s->own_logits, nl, sizeof *s->own_logits, err);
+        rc = eng_grow((void **)&s->own_logits, nl, sizeof *s->own_logits, err);
         if (!rc) s->own_cap = nl;
     }
     if (!rc) rc = eng_kv_table_prepare(e->kv, &s->table, s->n_cached, to, copy_block, e->be, err);
@@ -384,24 +362,31 @@ int eng_seq_prefill(eng_engine *e, int id, eng_err *err) {
         .n_seqs = 1, .seq_len = e->seq_len, .block_table = e->tables,
         .n_out = n_out, .out_rows = e->out_rows, .logits = n_out ? s->own_logits : NULL,
     };
+    double t0 = now_s();
     rc = e->be->forward(e->be, &b, err);
     if (rc) return rc;
+    eng_sp_time(&e->timing, rows, now_s() - t0);
     s->n_cached = to;
     if (n_out) { s->logits = s->own_logits; s->logit_rows = rows; }
-    return ENG_OK;
+    return eng_sp_prefill(e, s, err);   /* the draft model's copy too, so forks share it */
 }
 
-/* Checks that every live sequence fits and counts rows and blocks; nothing
- * changes. */
-static int plan_step(eng_engine *e, int *n_rows, int *n_out, eng_err *err) {
-    int rows = 0, outs = 0, need = 0;
+/* Drafts of s in this step. */
+static int drafts(const seq *s) { return s->spec ? s->spec->k : 0; }
+
+/* Checks that every live sequence fits without drafts and counts
+ * sequences, rows, out rows and blocks; nothing changes. */
+static int plan_step(eng_engine *e, int *n_seqs, int *n_rows, int *n_out, int *n_need,
+                     eng_err *err) {
+    int seqs = 0, rows = 0, outs = 0, need = 0;
     for (int i = 0; i < e->max_seqs; i++) {
         seq *s = &e->seqs[i];
-        if (!active(s)) continue;
+        if (!eng_seq_active(s)) continue;
         if (s->n_tok > e->c.max_pos)
             return eng_seterr(err, ENG_EFULL, "sequence %d: %d tokens exceed the model's context "
                               "of %d", i, s->n_tok, e->c.max_pos);
         int pend = s->n_tok - s->n_cached;
+        seqs++;
         rows += pend;
         outs += s->keep_all ? pend : 1;
         need += eng_kv_table_need(e->kv, &s->table, s->n_cached, s->n_tok);
@@ -410,8 +395,10 @@ static int plan_step(eng_engine *e, int *n_rows, int *n_out, eng_err *err) {
         return eng_seterr(err, ENG_EFULL, "KV cache full: this step needs %d more blocks, %d of %d "
                           "free; remove or pause a sequence", need, eng_kv_n_free(e->kv),
                           eng_kv_n_blocks(e->kv));
+    *n_seqs = seqs;
     *n_rows = rows;
     *n_out = outs;
+    *n_need = need;
     return ENG_OK;
 }
 
@@ -419,27 +406,37 @@ static int reserve_step(eng_engine *e, int rows, int outs, eng_err *err) {
     int rc = reserve_batch(e, rows, outs, 1, err);
     for (int i = 0; i < e->max_seqs && !rc; i++) {
         seq *s = &e->seqs[i];
-        if (!active(s)) continue;
-        rc = reserve_tokens(s, s->n_tok + 1, err);
-        if (!rc) rc = eng_kv_table_reserve(&s->table, e->bs, s->n_tok, err);
+        if (!eng_seq_active(s)) continue;
+        int k = drafts(s);
+        rc = reserve_tokens(s, s->n_tok + k + 1, err);
+        if (!rc) rc = reserve_new(s, k + 1, err);
+        if (!rc) rc = eng_kv_table_reserve(&s->table, e->bs, s->n_tok + k, err);
     }
     return rc;
 }
 
-/* Fills the batch; returns the number of sequences in it. */
+/* Fills the batch; returns the number of sequences in it.  A speculating
+ * sequence's drafts follow its pending rows, and every row from its last
+ * pending one on is an out row, sampled greedily (verification decides). */
 static int build_step(eng_engine *e) {
     static const eng_sampling greedy = { 0 };
     int bi = 0, row = 0, out = 0;
     for (int i = 0; i < e->max_seqs; i++) {
         seq *s = &e->seqs[i];
-        if (!active(s)) continue;
-        int row0 = row;
+        if (!eng_seq_active(s)) continue;
+        int row0 = row, k = drafts(s);
         row = add_rows(e, i, bi, s->n_cached, s->n_tok, row);
+        for (int j = 0; j < k; j++, row++) {
+            e->tokens[row] = s->spec->draft[j];
+            e->pos[row] = s->n_tok + j;
+            e->row_seq[row] = bi;
+        }
+        e->seq_len[bi] = s->n_tok + k;
         e->tables[bi] = s->table.ids;
         e->first_out[bi] = out;
-        for (int r = s->keep_all ? row0 : row - 1; r < row; r++, out++) {
+        for (int r = s->keep_all ? row0 : row - 1 - k; r < row; r++, out++) {
             e->out_rows[out] = r;
-            int last = r == row - 1;   /* only this row's draw counts; the others stay greedy */
+            int last = r == row - 1 && !k;   /* only this row's draw counts; the others stay greedy */
             e->samp[out] = last ? s->samp : greedy;
             e->rng[out] = last ? s->rng : 0;
         }
@@ -448,62 +445,126 @@ static int build_step(eng_engine *e) {
     return bi;
 }
 
+/* A plain step's result for s: one token, from its last out row. */
+static void finish_plain(eng_engine *e, seq *s, int last) {
+    s->n_cached = s->n_tok;
+    s->last = e->sampled[last];
+    s->has_last = 1;
+    s->rng = e->rng[last];
+    if (s->i_forced < s->n_forced)
+        s->last = eng_token_of(e->logits + (size_t)last * e->c.vocab_size, e->c.vocab_size,
+                               s->forced[s->i_forced++]);
+    s->tok[s->n_tok++] = s->last.id;
+    s->new_at = s->n_tok - 1;
+    s->n_new = 1;
+    s->new_info[0] = s->last;
+}
+
+/* Host logits for this step: always on the CPU; elsewhere only when some
+ * sequence reads them. */
+static int want_logits(const eng_engine *e) {
+    if (e->host_logits) return 1;
+    for (int i = 0; i < e->max_seqs; i++) {
+        const seq *s = &e->seqs[i];
+        if (eng_seq_active(s) && (s->keep_all || s->i_forced < s->n_forced || s->want_logits ||
+                                  eng_sp_wants_logits(s)))
+            return 1;
+    }
+    return 0;
+}
+
 int eng_step(eng_engine *e, eng_err *err) {
     if (!e) return eng_seterr(err, ENG_EINVAL, "eng_step: no engine");
-    int rows = 0, outs = 0;
-    int rc = plan_step(e, &rows, &outs, err);
+    int n_active = 0, rows = 0, outs = 0, need = 0;
+    int rc = plan_step(e, &n_active, &rows, &outs, &need, err);
     if (rc || !rows) return rc;   /* nothing to run: every sequence is paused */
     for (int i = 0; i < e->max_seqs; i++) {   /* the last step's rows end here */
         e->seqs[i].logits = NULL;
         e->seqs[i].logit_rows = 0;
+        e->seqs[i].n_new = 0;
     }
+    /* speculation: draft lengths within the free blocks, then the drafts */
+    rc = eng_sp_plan(e, n_active, rows, eng_kv_n_free(e->kv) - need, err);
+    if (!rc) rc = eng_sp_draft(e, err);
+    if (rc) return rc;
+    for (int i = 0; i < e->max_seqs; i++)
+        if (eng_seq_active(&e->seqs[i])) {
+            rows += drafts(&e->seqs[i]);
+            outs += drafts(&e->seqs[i]);
+        }
     rc = reserve_step(e, rows, outs, err);
     if (rc) return rc;
     for (int i = 0; i < e->max_seqs && !rc; i++) {
         seq *s = &e->seqs[i];
-        if (active(s))
-            rc = eng_kv_table_prepare(e->kv, &s->table, s->n_cached, s->n_tok, copy_block, e->be, err);
+        if (eng_seq_active(s))
+            rc = eng_kv_table_prepare(e->kv, &s->table, s->n_cached, s->n_tok + drafts(s),
+                                      copy_block, e->be, err);
     }
     if (rc) return rc;
     int n_seqs = build_step(e);
-    int want = e->host_logits;   /* others: only when a sequence needs them */
-    for (int i = 0; i < e->max_seqs && !want; i++)
-        want = active(&e->seqs[i]) && (e->seqs[i].keep_all || e->seqs[i].i_forced < e->seqs[i].n_forced);
+    int want = want_logits(e);
     eng_fwd_batch b = {
         .n_rows = rows, .tokens = e->tokens, .pos = e->pos, .row_seq = e->row_seq,
         .n_seqs = n_seqs, .seq_len = e->seq_len, .block_table = e->tables,
         .n_out = outs, .out_rows = e->out_rows, .logits = want ? e->logits : NULL,
         .sampled = e->sampled, .samp = e->samp, .rng = e->rng,
     };
+    double t0 = now_s();
     rc = e->be->forward(e->be, &b, err);
     if (rc) return rc;
+    eng_sp_time(&e->timing, rows, now_s() - t0);
     for (int bi = 0; bi < n_seqs; bi++) {
         seq *s = &e->seqs[e->slot_of[bi]];
         int first = e->first_out[bi], last = bi + 1 < n_seqs ? e->first_out[bi + 1] - 1 : outs - 1;
-        s->n_cached = s->n_tok;
-        s->last = e->sampled[last];
-        s->has_last = 1;
-        s->rng = e->rng[last];
-        if (s->i_forced < s->n_forced)
-            s->last = forced_token(e->logits + (size_t)last * e->c.vocab_size, e->c.vocab_size,
-                                   s->forced[s->i_forced++]);
-        s->tok[s->n_tok++] = s->last.id;
-        s->logits = want ? e->logits + (size_t)first * e->c.vocab_size : NULL;
-        s->logit_rows = want ? last - first + 1 : 0;
+        const float *lg = want ? e->logits + (size_t)first * e->c.vocab_size : NULL;
+        if (drafts(s)) {
+            eng_sp_verify(e, s, e->sampled + first, lg);
+            s->logits = lg;
+            s->logit_rows = lg ? s->n_new : 0;
+        } else {
+            finish_plain(e, s, last);
+            s->logits = lg;
+            s->logit_rows = want ? last - first + 1 : 0;
+        }
     }
     return ENG_OK;
 }
 
+void eng_seq_cut(eng_engine *e, seq *s, int n_tok, int n_cached) {
+    if (n_tok < s->n_tok) s->n_tok = n_tok;
+    if (n_cached > s->n_cached) n_cached = s->n_cached;
+    if (n_cached > s->n_tok) n_cached = s->n_tok;
+    if (n_cached < 0) n_cached = 0;
+    s->n_cached = n_cached;
+    eng_kv_table_truncate(e->kv, &s->table, n_cached);
+}
+
 /* ------------------------------------------------------------ reading */
 int eng_seq_last(const eng_engine *e, int id, eng_token *out) {
-    const seq *s = get_seq(e, id);
+    const seq *s = eng_get_seq(e, id);
     if (!s || !out || !s->has_last) return ENG_EINVAL;
     *out = s->last;
     return ENG_OK;
 }
 
+int eng_seq_new_tokens(const eng_engine *e, int id, const int **ids, int *n) {
+    const seq *s = eng_get_seq(e, id);
+    if (!s || !ids || !n) return ENG_EINVAL;
+    *ids = s->tok + s->new_at;
+    *n = s->n_new;
+    return ENG_OK;
+}
+
+int eng_seq_new_info(const eng_engine *e, int id, const eng_token **toks, int *n) {
+    const seq *s = eng_get_seq(e, id);
+    if (!s || !toks || !n) return ENG_EINVAL;
+    *toks = s->new_info;
+    *n = s->n_new;
+    return ENG_OK;
+}
+
 int eng_seq_tokens(const eng_engine *e, int id, const int **ids, int *n) {
-    const seq *s = get_seq(e, id);
+    const seq *s = eng_get_seq(e, id);
     if (!s || !ids || !n) return ENG_EINVAL;
     *ids = s->tok;
     *n = s->n_tok;
@@ -511,12 +572,12 @@ int eng_seq_tokens(const eng_engine *e, int id, const int **ids, int *n) {
 }
 
 int eng_seq_n_prompt(const eng_engine *e, int id) {
-    const seq *s = get_seq(e, id);
+    const seq *s = eng_get_seq(e, id);
     return s ? s->n_prompt : -1;
 }
 
 const float *eng_seq_logits(const eng_engine *e, int id, int *rows) {
-    const seq *s = get_seq(e, id);
+    const seq *s = eng_get_seq(e, id);
     if (rows) *rows = s ? s->logit_rows : 0;
     return s ? s->logits : NULL;
 }

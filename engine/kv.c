@@ -91,6 +91,11 @@ void eng_kv_table_free(eng_kv *kv, eng_kv_table *t) {
     memset(t, 0, sizeof *t);
 }
 
+void eng_kv_table_truncate(eng_kv *kv, eng_kv_table *t, int n) {
+    int keep = n <= 0 ? 0 : (int)(((int64_t)n + kv->block_size - 1) / kv->block_size);
+    while (t->n > keep) kv_release(kv, t->ids[--t->n]);
+}
+
 int eng_kv_table_need(const eng_kv *kv, const eng_kv_table *t, int from, int to) {
     if (to <= from) return 0;
     int bs = kv->block_size, first = from / bs, last = (to - 1) / bs, need = 0;

@@ -30,6 +30,11 @@ int  eng_kv_table_fork(eng_kv *kv, const eng_kv_table *src, eng_kv_table *dst, e
 /* Drops dst's references and its memory; dst becomes empty. */
 void eng_kv_table_free(eng_kv *kv, eng_kv_table *t);
 
+/* Keeps only the blocks covering positions [0, n) of t; the others lose
+ * t's reference (and go back to the pool when no other table holds them).
+ * Used to roll back rejected speculative tokens. */
+void eng_kv_table_truncate(eng_kv *kv, eng_kv_table *t, int n);
+
 /* Blocks the pool must hand out before positions [from, to) of t can be
  * written: missing blocks plus private copies of shared ones.  An upper
  * bound when several tables of one step share a block. */

@@ -12,7 +12,9 @@
  *
  * Two paths per pass: up to gemv_max_rows rows, the GEMV kernel (f32
  * activations, RMSNorm, residual and SwiGLU fused); above, cuBLASLt with
- * separate norm / SwiGLU / residual kernels. */
+ * separate norm / SwiGLU / residual kernels.  Kernels are launched with
+ * programmatic dependent launch, so each starts (and prefetches weights)
+ * while its predecessor drains. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +54,9 @@ typedef struct cu_ctx {
     int cap_rows, cap_out;
     float *x, *y, *q, *attn, *h, *part, *xo, *logits;
     void *act;
+    unsigned *counters;          /* [cap_rows][n_kv] split counters of attention, kept at 0 */
+    float *sscratch;             /* [cap_out][16] float4: sampling's first-pass summaries */
+    unsigned *scnt;              /* [cap_out] sampling block counters, kept at 0 */
     int *d_res;                  /* ids[cap_out], logprob[cap_out], entropy[cap_out] */
     int *h_res;
     char *d_in, *h_in;
@@ -88,7 +93,7 @@ extern "C" uint16_t kern_f32_to_bf16(float f) {
 
 extern "C" void eng_cuda_opts_default(eng_cuda_opts *o) {
     memset(o, 0, sizeof *o);
-    o->gemv_max_rows = 8;
+    o->gemv_max_rows = 2;   /* measured: cuBLASLt wins from 4 rows on (kernels/NOTES.md) */
 }
 
 /* ------------------------------------------------------------ weights */
@@ -265,10 +270,14 @@ static void acts_free(cu_ctx *c) {
     float *f[] = {c->x, c->y, c->q, c->attn, c->h, c->part, c->xo, c->logits};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) cudaFree(f[i]);
     cudaFree(c->act);
+    cudaFree(c->counters);
+    cudaFree(c->sscratch);
+    cudaFree(c->scnt);
     cudaFree(c->d_res);
     cudaFreeHost(c->h_res);
     c->x = c->y = c->q = c->attn = c->h = c->part = c->xo = c->logits = NULL;
-    c->act = NULL; c->d_res = NULL; c->h_res = NULL;
+    c->act = NULL; c->counters = NULL; c->d_res = NULL; c->h_res = NULL;
+    c->sscratch = NULL; c->scnt = NULL;
     c->cap_rows = c->cap_out = 0;
 }
 
@@ -303,6 +312,9 @@ static int ensure_rows(cu_ctx *c, int R, int O, eng_err *err) {
         {(void **)&c->logits, 2 * (size_t)no * V * 4},
         {(void **)&c->act, (size_t)nr * maxK * 4},
         {(void **)&c->d_res, (size_t)no * 12},
+        {(void **)&c->counters, (size_t)nr * g->n_kv_heads * sizeof(unsigned)},
+        {(void **)&c->sscratch, (size_t)no * 16 * 16},
+        {(void **)&c->scnt, (size_t)no * sizeof(unsigned)},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         cudaError_t e = cudaMalloc(want[i].p, want[i].bytes ? want[i].bytes : 16);
@@ -312,7 +324,9 @@ static int ensure_rows(cu_ctx *c, int R, int O, eng_err *err) {
                               "for %d rows: %s", want[i].bytes, nr, cudaGetErrorString(e));
         }
     }
-    cudaError_t e = cudaMallocHost((void **)&c->h_res, (size_t)no * 12);
+    cudaError_t e = cudaMemset(c->counters, 0, (size_t)nr * g->n_kv_heads * sizeof(unsigned));
+    if (e == cudaSuccess) e = cudaMemset(c->scnt, 0, (size_t)no * sizeof(unsigned));
+    if (e == cudaSuccess) e = cudaMallocHost((void **)&c->h_res, (size_t)no * 12);
     if (e != cudaSuccess) {
         acts_free(c);
         return eng_seterr(err, ENG_ENOMEM, "CUDA: pinned result buffer: %s", cudaGetErrorString(e));
@@ -354,39 +368,38 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
                                                                        : KERN_ACT_SPLIT;
     const int mul = amode == KERN_ACT_SPLIT ? 2 : 1, act_bf16 = amode != KERN_ACT_F32;
     const int splits = kern_attn_splits(R, g->n_kv_heads, sms);
+    const int pdl = !c->opt.no_pdl;
     int rc;
 #define LO(buf, rows, n) (amode == KERN_ACT_SPLIT ? (buf) + (size_t)(rows) * (n) : NULL)
 #define GEMM(W, N, K, rows, out) do { \
         if ((rc = kern_blas_gemm(c->blas, s, W, wdt, N, K, c->act, act_bf16, (rows) * mul, out, err))) \
             return rc; } while (0)
 
-    KC(kern_embed(s, c->embed, wdt, H, stp, R, c->x));
-    if (!small) KC(kern_add_norm(s, c->x, NULL, NULL, R, H, c->layers[0].attn_norm, eps, c->act, amode));
+    KC(kern_embed(s, c->embed, wdt, H, stp, R, c->x, pdl));
+    if (!small)
+        KC(kern_add_norm(s, c->x, NULL, NULL, R, H, c->layers[0].attn_norm, eps, c->act, amode, pdl));
     for (int l = 0; l < g->n_layers; l++) {
         const cu_layer *w = &c->layers[l];
         kern_kv kv = {c->kv + (size_t)l * 2 * g->n_kv_heads * c->block_size * g->head_dim,
                       (long long)c->blk_floats, g->n_kv_heads, g->head_dim, c->block_size, 0};
         if (small) {
-            KC(kern_gemv(s, w->wqkv, wdt, QKV, H, c->x, R, w->attn_norm, eps, KERN_STORE, c->y, sms));
-            KC(kern_rope_kv(s, c->y, NULL, w->bqkv, stp, R, nh, c->inv_freq, c->q, kv));
-        } else {
-            GEMM(w->wqkv, QKV, H, R, c->y);
-            KC(kern_rope_kv(s, c->y, LO(c->y, R, QKV), w->bqkv, stp, R, nh, c->inv_freq, c->q, kv));
-        }
-        KC(kern_attention(s, c->q, kv, stp, R, nh, splits, c->attn, c->part));
-        if (small) {
-            KC(kern_gemv(s, w->wo, wdt, H, QD, c->attn, R, NULL, 0.f, KERN_RESID, c->x, sms));
-            KC(kern_gemv(s, w->wgu, wdt, 2 * I, H, c->x, R, w->ffn_norm, eps, KERN_SWIGLU, c->h, sms));
-            KC(kern_gemv(s, w->wdown, wdt, H, I, c->h, R, NULL, 0.f, KERN_RESID, c->x, sms));
+            KC(kern_gemv(s, w->wqkv, wdt, QKV, H, c->x, R, w->attn_norm, eps, KERN_STORE, c->y, sms, pdl));
+            KC(kern_rope_kv(s, c->y, NULL, w->bqkv, stp, R, nh, c->inv_freq, c->q, kv, pdl));
+            KC(kern_attention(s, c->q, kv, stp, R, nh, splits, c->attn, NULL, 0, c->part, c->counters, pdl));
+            KC(kern_gemv(s, w->wo, wdt, H, QD, c->attn, R, NULL, 0.f, KERN_RESID, c->x, sms, pdl));
+            KC(kern_gemv(s, w->wgu, wdt, 2 * I, H, c->x, R, w->ffn_norm, eps, KERN_SWIGLU, c->h, sms, pdl));
+            KC(kern_gemv(s, w->wdown, wdt, H, I, c->h, R, NULL, 0.f, KERN_RESID, c->x, sms, pdl));
         } else {
             const float *next = l + 1 < g->n_layers ? c->layers[l + 1].attn_norm : NULL;
-            KC(kern_to_act(s, c->attn, R, QD, c->act, amode));
+            GEMM(w->wqkv, QKV, H, R, c->y);
+            KC(kern_rope_kv(s, c->y, LO(c->y, R, QKV), w->bqkv, stp, R, nh, c->inv_freq, c->q, kv, pdl));
+            KC(kern_attention(s, c->q, kv, stp, R, nh, splits, NULL, c->act, amode, c->part, c->counters, pdl));
             GEMM(w->wo, H, QD, R, c->y);
-            KC(kern_add_norm(s, c->x, c->y, LO(c->y, R, H), R, H, w->ffn_norm, eps, c->act, amode));
+            KC(kern_add_norm(s, c->x, c->y, LO(c->y, R, H), R, H, w->ffn_norm, eps, c->act, amode, pdl));
             GEMM(w->wgu, 2 * I, H, R, c->y);
-            KC(kern_swiglu(s, c->y, LO(c->y, R, 2 * I), R, I, c->act, amode));
+            KC(kern_swiglu(s, c->y, LO(c->y, R, 2 * I), R, I, c->act, amode, pdl));
             GEMM(w->wdown, H, I, R, c->y);
-            KC(kern_add_norm(s, c->x, c->y, LO(c->y, R, H), R, H, next, eps, c->act, amode));
+            KC(kern_add_norm(s, c->x, c->y, LO(c->y, R, H), R, H, next, eps, c->act, amode, pdl));
         }
     }
     if (O > 0) {
@@ -394,14 +407,15 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
         float *lp = (float *)(c->d_res + c->cap_out), *ent = lp + c->cap_out;
         const float *lo = NULL;
         if (O <= c->opt.gemv_max_rows) {
-            KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->xo, KERN_ACT_F32));
-            KC(kern_gemv(s, c->lm_head, wdt, V, H, c->xo, O, NULL, 0.f, KERN_STORE, c->logits, sms));
+            KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->xo, KERN_ACT_F32, pdl));
+            KC(kern_gemv(s, c->lm_head, wdt, V, H, c->xo, O, NULL, 0.f, KERN_STORE, c->logits, sms, pdl));
         } else {
-            KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->act, amode));
+            KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->act, amode, pdl));
             GEMM(c->lm_head, V, H, O, c->logits);
             lo = LO(c->logits, O, V);
         }
-        KC(kern_sample(s, c->logits, lo, O, V, stp, ids, lp, ent));
+        KC(kern_sample(s, c->logits, lo, O, V, stp, ids, lp, ent, kern_sample_blocks(O, sms),
+                       c->sscratch, c->scnt, pdl));
     }
 #undef GEMM
 #undef LO
@@ -576,7 +590,8 @@ static int cu_forward(eng_backend *be, const eng_fwd_batch *b, eng_err *err) {
         CK(cudaMemcpyAsync(c->h_res, c->d_res, (size_t)c->cap_out * 12, cudaMemcpyDeviceToHost, c->st));
     if (O > 0 && b->logits) {
         bool split = Op > c->opt.gemv_max_rows && c->wdt == KERN_BF16 && !c->opt.fast_gemm;
-        if (split) KC(kern_add_rows(c->st, c->logits, c->logits + (size_t)Op * V, (size_t)Op * V));
+        if (split)
+            KC(kern_add_rows(c->st, c->logits, c->logits + (size_t)Op * V, (size_t)Op * V, 0));
         CK(cudaMemcpyAsync(b->logits, c->logits, (size_t)O * V * sizeof(float),
                            cudaMemcpyDeviceToHost, c->st));
     }
@@ -718,6 +733,38 @@ extern "C" int eng_backend_cuda_create_opts(const eng_model *m, int n_blocks, in
     return ENG_OK;
 }
 
+/* Bytes of weights as create would upload them. */
+static size_t weight_bytes_of(const eng_model *m, int bf16) {
+    const eng_config *g = &m->cfg;
+    size_t H = g->hidden, I = g->intermediate, eb = bf16 ? 2 : 4;
+    size_t qd = (size_t)g->n_heads * g->head_dim, kd = (size_t)g->n_kv_heads * g->head_dim;
+    size_t layer = ((qd + 2 * kd) * H + H * qd + 3 * I * H) * eb + 2 * H * 4 + (qd + 2 * kd) * 4;
+    size_t vh = (size_t)g->vocab_size * H * eb;
+    return g->n_layers * layer + vh * (g->tie_embeddings ? 1 : 2) + H * 4;
+}
+
+extern "C" int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int *n_blocks,
+                                           eng_err *err) {
+    if (!m || !n_blocks || block_size < 1)
+        return eng_seterr(err, ENG_EINVAL, "CUDA max_blocks: bad arguments");
+    *n_blocks = 0;
+    size_t free_b = 0, total_b = 0;
+    cudaError_t e = cudaMemGetInfo(&free_b, &total_b);
+    if (e != cudaSuccess)
+        return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: no CUDA device (%s)",
+                          cudaGetErrorString(e));
+    const eng_config *g = &m->cfg;
+    int bf16 = m->t_embed && m->t_embed->dtype == ENG_DT_BF16;
+    size_t need = weight_bytes_of(m, bf16) + ((size_t)3 << 30);   /* activations, workspace */
+    size_t blk = (size_t)g->n_layers * 2 * g->n_kv_heads * block_size * g->head_dim * sizeof(float);
+    if (free_b <= need + 2 * blk)
+        return eng_seterr(err, ENG_ENOMEM, "CUDA backend: %zu MiB free on the device, the model "
+                          "needs about %zu MiB before any KV block", free_b >> 20, need >> 20);
+    size_t nb = (size_t)((double)(free_b - need) * 0.9 / (double)blk) - 1;
+    *n_blocks = nb > (size_t)1 << 30 ? 1 << 30 : (int)nb;
+    return ENG_OK;
+}
+
 extern "C" int eng_backend_cuda_create(const eng_model *m, int n_blocks, int block_size,
                                        eng_backend **out, eng_err *err) {
     return eng_backend_cuda_create_opts(m, n_blocks, block_size, NULL, out, err);
@@ -730,6 +777,7 @@ extern "C" int eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o) {
     graphs_clear(c);
     c->opt.fast_gemm = o->fast_gemm;
     c->opt.no_graphs = o->no_graphs;
+    c->opt.no_pdl = o->no_pdl;
     c->opt.gemv_max_rows = o->gemv_max_rows < 0 ? 0 : o->gemv_max_rows > 8 ? 8 : o->gemv_max_rows;
     return ENG_OK;
 }

@@ -22,15 +22,20 @@ extern "C" {
 typedef struct eng_cuda_opts {
     int bf16_weights;   /* 1: convert f32/f16 checkpoints to bf16 as well */
     int fast_gemm;      /* 1: cuBLASLt takes bf16-rounded activations (no hi/lo split) */
-    int gemv_max_rows;  /* passes of up to this many rows (0..8) use the GEMV kernel */
+    int gemv_max_rows;  /* passes of up to this many rows (0..8) use the GEMV kernel; default 2 */
     int no_graphs;      /* 1: launch kernels directly, never replay CUDA graphs */
+    int no_pdl;         /* 1: no programmatic dependent launch between kernels */
 } eng_cuda_opts;
 
 void eng_cuda_opts_default(eng_cuda_opts *o);
+/* How many KV blocks of block_size tokens fit in 90% of the device memory
+ * left after the model's weights and ~3 GiB of working buffers: the value
+ * the engine should use (or cap its default at) for n_blocks on CUDA. */
+int  eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int *n_blocks, eng_err *err);
 int  eng_backend_cuda_create_opts(const eng_model *m, int n_blocks, int block_size,
                                   const eng_cuda_opts *o, eng_backend **out, eng_err *err);
 
-/* Changes fast_gemm, gemv_max_rows and no_graphs of a live backend (the
+/* Changes fast_gemm, gemv_max_rows, no_graphs and no_pdl of a live backend (the
  * weights stay as uploaded); drops captured graphs. */
 int  eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o);
 
@@ -48,6 +53,8 @@ int eng_cuda_get_info(const eng_backend *b, eng_cuda_info *info);
 enum { KERN_F32 = 0, KERN_BF16 = 1 };                       /* weight storage */
 enum { KERN_ACT_F32 = 0, KERN_ACT_BF16 = 1, KERN_ACT_SPLIT = 2 }; /* GEMM input */
 enum { KERN_STORE = 0, KERN_RESID = 1, KERN_SWIGLU = 2 };   /* GEMV epilogue */
+/* Every launcher's last argument, pdl, launches the kernel with
+ * programmatic dependent launch (see kern_common.cuh). */
 
 /* One pass's inputs as they lie in device memory; the pointers point into
  * the same device buffer.  Kernels read it at run time, so a captured graph
@@ -74,38 +81,47 @@ typedef struct kern_kv {
  * N = 2*I rows, y[r][i] = silu(gate_i.x_r) * (up_i.x_r) (SWIGLU); R <= 8
  * rows of x, each of K floats; with norm_w, x is RMS-normalised first. */
 int kern_gemv(cudaStream_t s, const void *W, int wdt, int N, int K, const float *x, int R,
-              const float *norm_w, float eps, int mode, float *y, int n_sms);
+              const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl);
 int kern_embed(cudaStream_t s, const void *E, int wdt, int H, const kern_step *st, int R,
-               float *x);
+               float *x, int pdl);
 /* x += y (+ ylo) when y != NULL; then, when norm_w != NULL, act = norm(x)
  * in act_mode ([R][H] f32 or bf16, or [2R][H] bf16 high rows then low rows). */
 int kern_add_norm(cudaStream_t s, float *x, const float *y, const float *ylo, int R, int H,
-                  const float *norm_w, float eps, void *act, int act_mode);
+                  const float *norm_w, float eps, void *act, int act_mode, int pdl);
 /* act[o] = norm(x[out_rows[o]]) for o < O. */
 int kern_gather_norm(cudaStream_t s, const float *x, const kern_step *st, int O, int H,
-                     const float *norm_w, float eps, void *act, int act_mode);
-int kern_to_act(cudaStream_t s, const float *in, int R, int K, void *act, int act_mode);
+                     const float *norm_w, float eps, void *act, int act_mode, int pdl);
+int kern_to_act(cudaStream_t s, const float *in, int R, int K, void *act, int act_mode, int pdl);
 /* act[r][i] = silu(g) * u with g = y[r][i] (+ylo), u = y[r][I+i] (+ylo). */
 int kern_swiglu(cudaStream_t s, const float *y, const float *ylo, int R, int I, void *act,
-                int act_mode);
+                int act_mode, int pdl);
 /* qkv rows ([R][(nh+2*nkv)*hd], plus ylo, plus bias) -> RoPE'd q [R][nh*hd],
  * RoPE'd k and v written into the pool at each row's position. */
 int kern_rope_kv(cudaStream_t s, const float *qkv, const float *qkv_lo, const float *bias,
                  const kern_step *st, int R, int n_heads, const float *inv_freq, float *q,
-                 kern_kv kv);
+                 kern_kv kv, int pdl);
 /* Row r attends to positions 0..pos[r] of its sequence; splits > 1 splits
- * the positions over that many blocks (flash-decoding) and merges them
- * through part ([R][splits][nh][hd+2] floats). */
+ * the positions over that many blocks (flash-decoding): each writes partial
+ * sums to part ([R][splits][nh][hd+2] floats) and the last block of a (row,
+ * kv head) to finish, counted in counters ([R][n_kv], zero before and
+ * after), merges them.  The result goes to out ([R][nh*hd] f32) or, when
+ * act != NULL, to act in act_mode (the input of a cuBLASLt product). */
 int kern_attention(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st, int R,
-                   int n_heads, int splits, float *out, float *part);
+                   int n_heads, int splits, float *out, void *act, int act_mode, float *part,
+                   unsigned *counters, int pdl);
 int kern_attn_splits(int R, int n_kv, int n_sms);
 size_t kern_attn_part_floats(int R, int n_heads, int head_dim, int splits);
 /* For each out row o: log-softmax, entropy, greedy argmax (lowest id on
  * ties) or temperature / top-k / top-p sampling with u[o].  logits rows are
- * [O][V] (+ lo rows when lo != NULL). */
+ * [O][V] (+ lo rows when lo != NULL).  The first pass is spread over
+ * `blocks` blocks per row. */
 int kern_sample(cudaStream_t s, const float *logits, const float *lo, int O, int V,
-                const kern_step *st, int *ids, float *logprob, float *entropy);
-int kern_add_rows(cudaStream_t s, float *y, const float *lo, size_t n);
+                const kern_step *st, int *ids, float *logprob, float *entropy, int blocks,
+                float *scratch, unsigned *counters, int pdl);
+/* Blocks per row for kern_sample's first pass; scratch holds [O][blocks]
+ * float4 and counters [O] unsigned (zero before and after). */
+int kern_sample_blocks(int O, int n_sms);
+int kern_add_rows(cudaStream_t s, float *y, const float *lo, size_t n, int pdl);
 
 /* cuBLASLt products Y[n][N] (f32) = act[n][K] . W[N][K]^T. */
 typedef struct kern_blas kern_blas;

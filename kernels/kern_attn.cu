@@ -6,32 +6,48 @@
  * makes prefill causal within the batch).  The block keeps the G query heads
  * that share its kv head (GQA) in shared memory, walks its positions in
  * tiles of 64 with an online softmax, and either writes the normalised output
- * (one split) or its partial sums for attn_combine_kernel (flash-decoding:
- * long contexts and small batches spread over many blocks). */
+ * (one split) or its partial sums (flash-decoding: long contexts and small
+ * batches spread over many blocks; a row uses at most one split per 16
+ * positions); the last block of a (row, kv head) to finish merges the
+ * splits, in split order, so no second kernel is needed and the result does
+ * not depend on timing. */
 #include <math.h>
 #include "kern_common.cuh"
 
 #define ATT_THREADS 128
 #define ATT_TILE 64
 #define ATT_GMAX 8
+#define ATT_MAX_SPLITS 64
+#define ATT_MIN_SPAN 16   /* a split gets at least this many positions */
 
-__device__ __forceinline__ const float *kv_key(const kern_kv &kv, const int *tbl, int kvh, int t) {
-    int blk = tbl[t / kv.block_size], slot = t % kv.block_size;
+/* Key row of position t; s_blk holds the block ids of the current tile,
+ * the first being block b0 of the sequence. */
+__device__ __forceinline__ const float *kv_key(const kern_kv &kv, const int *s_blk, int b0, int kvh,
+                                               int t) {
+    int blk = s_blk[t / kv.block_size - b0], slot = t % kv.block_size;
     return kv.base + (size_t)blk * kv.blk_stride + ((size_t)kvh * kv.block_size + slot) * kv.head_dim;
 }
 
 __global__ void __launch_bounds__(ATT_THREADS)
 attn_kernel(const float *__restrict__ q, kern_kv kv, const kern_step *st, int n_heads,
-            int splits, float *__restrict__ out, float *__restrict__ part) {
+            int splits, float *__restrict__ out, void *act, int act_mode, int R,
+            float *__restrict__ part, unsigned *counters) {
     extern __shared__ float sm[];
     __shared__ float s_m[ATT_GMAX], s_l[ATT_GMAX], s_scale[ATT_GMAX];
+    __shared__ int s_last, s_blk[ATT_TILE + 1];
+    __shared__ float s_sm[ATT_GMAX][ATT_MAX_SPLITS], s_sl[ATT_GMAX][ATT_MAX_SPLITS], s_L[ATT_GMAX];
+    pdl_launch();
+    pdl_wait();
     const int r = blockIdx.x, kvh = blockIdx.y, sp = blockIdx.z;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int hd = kv.head_dim, G = n_heads / kv.n_kv, d4n = hd >> 2;
     float *s_q = sm, *s_p = s_q + G * hd, *s_red = s_p + G * ATT_TILE;
 
     const int pos = st->pos[r], seq = st->row_seq[r];
-    const int L = pos + 1, span = (L + splits - 1) / splits;
+    /* a short context uses fewer of the splits: the rest return at once */
+    const int L = pos + 1, active = min(splits, (L + ATT_MIN_SPAN - 1) / ATT_MIN_SPAN);
+    if (sp >= active) return;
+    const int span = (L + active - 1) / active;
     const int t0 = sp * span, t1 = min(L, t0 + span);
     const int *tbl = st->table + (size_t)seq * st->table_stride;
     const float scale = (float)rsqrt((double)hd);
@@ -51,33 +67,51 @@ attn_kernel(const float *__restrict__ q, kern_kv kv, const kern_step *st, int n_
 
     for (int tile = t0; tile < t1; tile += ATT_TILE) {
         const int n = min(ATT_TILE, t1 - tile);
-        /* scores: LP lanes per position, PPW positions per warp at a time */
-        for (int base = warp * PPW; base < n; base += 4 * PPW) {
-            const int i = base + sub;
-            const bool ok = i < n;
-            float a[ATT_GMAX];
+        /* the tile's block ids, so no K/V load waits on a table load */
+        const int b0 = tile / kv.block_size, nbt = (tile + n - 1) / kv.block_size - b0 + 1;
+        for (int i = tid; i < nbt; i += ATT_THREADS) s_blk[i] = tbl[b0 + i];
+        __syncthreads();
+        /* scores: LP lanes per position, PPW positions per warp per round,
+         * two rounds' keys loaded at once */
+        for (int base = warp * PPW; base < n; base += 8 * PPW) {
+            float a[2][ATT_GMAX];
+            const float4 *kp[2];
+            bool ok[2];
 #pragma unroll
-            for (int h = 0; h < ATT_GMAX; h++) a[h] = 0.f;
-            if (ok) {
-                const float4 *kp = (const float4 *)kv_key(kv, tbl, kvh, tile + i);
-                for (int v = 0; v < VPL; v++) {
-                    float4 k4 = kp[v * LP + li];
+            for (int u = 0; u < 2; u++) {
+                int i = base + u * 4 * PPW + sub;
+                ok[u] = i < n;
+                kp[u] = ok[u] ? (const float4 *)kv_key(kv, s_blk, b0, kvh, tile + i) : NULL;
 #pragma unroll
-                    for (int h = 0; h < ATT_GMAX; h++)
-                        if (h < G) {
-                            float4 q4 = ((const float4 *)s_q)[h * d4n + v * LP + li];
-                            a[h] += q4.x * k4.x + q4.y * k4.y + q4.z * k4.z + q4.w * k4.w;
-                        }
-                }
+                for (int h = 0; h < ATT_GMAX; h++) a[u][h] = 0.f;
             }
+            for (int v = 0; v < VPL; v++) {
+                float4 k4[2];
 #pragma unroll
-            for (int h = 0; h < ATT_GMAX; h++)
-                if (h < G)
-                    for (int o = LP >> 1; o > 0; o >>= 1) a[h] += __shfl_xor_sync(0xffffffffu, a[h], o);
-            if (ok && li == 0)
+                for (int u = 0; u < 2; u++)
+                    k4[u] = ok[u] ? kp[u][v * LP + li] : make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
                 for (int h = 0; h < ATT_GMAX; h++)
-                    if (h < G) s_p[h * ATT_TILE + i] = a[h];
+                    if (h < G) {
+                        float4 q4 = ((const float4 *)s_q)[h * d4n + v * LP + li];
+#pragma unroll
+                        for (int u = 0; u < 2; u++)
+                            a[u][h] += q4.x * k4[u].x + q4.y * k4[u].y + q4.z * k4[u].z + q4.w * k4[u].w;
+                    }
+            }
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+#pragma unroll
+                for (int h = 0; h < ATT_GMAX; h++)
+                    if (h < G)
+                        for (int o = LP >> 1; o > 0; o >>= 1)
+                            a[u][h] += __shfl_xor_sync(0xffffffffu, a[u][h], o);
+                int i = base + u * 4 * PPW + sub;
+                if (ok[u] && li == 0)
+#pragma unroll
+                    for (int h = 0; h < ATT_GMAX; h++)
+                        if (h < G) s_p[h * ATT_TILE + i] = a[u][h];
+            }
         }
         __syncthreads();
         /* online softmax: one warp per head */
@@ -107,15 +141,26 @@ attn_kernel(const float *__restrict__ q, kern_kv kv, const kern_step *st, int n_
                 float c = s_scale[h];
                 acc[h].x *= c; acc[h].y *= c; acc[h].z *= c; acc[h].w *= c;
             }
-        for (int i = grp; i < n; i += ngroups) {
-            float4 v4 = ((const float4 *)(kv_key(kv, tbl, kvh, tile + i) + v_off))[d4];
+        for (int i = grp; i < n; i += 4 * ngroups) {   /* four positions' values in flight */
+            float4 v4[4];
 #pragma unroll
-            for (int h = 0; h < ATT_GMAX; h++)
-                if (h < G) {
-                    float p = s_p[h * ATT_TILE + i];
-                    acc[h].x += p * v4.x; acc[h].y += p * v4.y;
-                    acc[h].z += p * v4.z; acc[h].w += p * v4.w;
-                }
+            for (int u = 0; u < 4; u++) {
+                int ii = i + u * ngroups;
+                v4[u] = ii < n ? ((const float4 *)(kv_key(kv, s_blk, b0, kvh, tile + ii) + v_off))[d4]
+                               : make_float4(0.f, 0.f, 0.f, 0.f);
+            }
+#pragma unroll
+            for (int u = 0; u < 4; u++) {
+                int ii = i + u * ngroups;
+                if (ii >= n) break;
+#pragma unroll
+                for (int h = 0; h < ATT_GMAX; h++)
+                    if (h < G) {
+                        float p = s_p[h * ATT_TILE + ii];
+                        acc[h].x += p * v4[u].x; acc[h].y += p * v4[u].y;
+                        acc[h].z += p * v4[u].z; acc[h].w += p * v4[u].w;
+                    }
+            }
         }
         __syncthreads();
     }
@@ -124,46 +169,63 @@ attn_kernel(const float *__restrict__ q, kern_kv kv, const kern_step *st, int n_
     for (int h = 0; h < ATT_GMAX; h++)
         if (h < G) ((float4 *)s_red)[(grp * G + h) * d4n + d4] = acc[h];
     __syncthreads();
+    const int width = n_heads * hd;
     for (int idx = tid; idx < G * hd; idx += ATT_THREADS) {
         int h = idx / hd, d = idx % hd, gh = kvh * G + h;
         float o = 0.f;
         for (int g = 0; g < ngroups; g++) o += s_red[(g * G + h) * hd + d];
-        if (splits == 1) {
-            out[((size_t)r * n_heads + gh) * hd + d] = o / s_l[h];
+        if (active == 1) {
+            if (act) act_store(act, act_mode, R, width, r, gh * hd + d, o / s_l[h]);
+            else out[(size_t)r * width + gh * hd + d] = o / s_l[h];
         } else {
             float *pp = part + (((size_t)r * splits + sp) * n_heads + gh) * (hd + 2);
             pp[d] = o;
             if (d == 0) { pp[hd] = s_m[h]; pp[hd + 1] = s_l[h]; }
         }
     }
-}
-
-/* Merges the splits of one (row, head): weights e^(m_s - M). */
-__global__ void attn_combine_kernel(const float *__restrict__ part, int n_heads, int hd,
-                                    int splits, float *__restrict__ out) {
-    const int r = blockIdx.x, gh = blockIdx.y;
+    if (active == 1) return;
+    /* the last split to finish merges, split by split: weights e^(m_s - M) */
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) s_last = atomicAdd(&counters[r * kv.n_kv + kvh], 1u) == (unsigned)active - 1;
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
     const size_t stride = (size_t)n_heads * (hd + 2);
-    const float *pp = part + ((size_t)r * splits * n_heads + gh) * (hd + 2);
-    float M = -INFINITY;
-    for (int s = 0; s < splits; s++)
-        if (pp[s * stride + hd + 1] > 0.f) M = fmaxf(M, pp[s * stride + hd]);
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float Lsum = 0.f, o = 0.f;
-        for (int s = 0; s < splits; s++) {
-            float l = pp[s * stride + hd + 1];
-            if (l > 0.f) {
-                float c = expf(pp[s * stride + hd] - M);
-                Lsum += l * c;
-                o += pp[s * stride + d] * c;
-            }
-        }
-        out[((size_t)r * n_heads + gh) * hd + d] = o / Lsum;
+    const float *pr = part + ((size_t)r * splits * n_heads + (size_t)kvh * G) * (hd + 2);
+    for (int idx = tid; idx < G * active; idx += ATT_THREADS) {
+        int h = idx / active, s = idx % active;
+        s_sm[h][s] = __ldcg(pr + s * stride + (size_t)h * (hd + 2) + hd);
+        s_sl[h][s] = __ldcg(pr + s * stride + (size_t)h * (hd + 2) + hd + 1);
     }
+    __syncthreads();
+    for (int h = warp; h < G; h += ATT_THREADS / 32) {
+        float M = -INFINITY, Ls = 0.f;
+        for (int s = lane; s < active; s += 32)
+            if (s_sl[h][s] > 0.f) M = fmaxf(M, s_sm[h][s]);
+        M = warp_max(M);
+        for (int s = lane; s < active; s += 32) {
+            float w = s_sl[h][s] > 0.f ? expf(s_sm[h][s] - M) : 0.f;
+            Ls += s_sl[h][s] * w;
+            s_sm[h][s] = w;
+        }
+        Ls = warp_sum(Ls);
+        if (lane == 0) s_L[h] = Ls;
+    }
+    __syncthreads();
+    for (int idx = tid; idx < G * hd; idx += ATT_THREADS) {
+        int h = idx / hd, d = idx % hd, gh = kvh * G + h;
+        float o = 0.f;
+        for (int s = 0; s < active; s++) o += __ldcg(pr + s * stride + (size_t)h * (hd + 2) + d) * s_sm[h][s];
+        if (act) act_store(act, act_mode, R, width, r, gh * hd + d, o / s_L[h]);
+        else out[(size_t)r * width + gh * hd + d] = o / s_L[h];
+    }
+    if (tid == 0) counters[r * kv.n_kv + kvh] = 0;
 }
 
 extern "C" int kern_attn_splits(int R, int n_kv, int n_sms) {
     int want = (2 * n_sms + R * n_kv - 1) / (R * n_kv);
-    return want < 1 ? 1 : want > 64 ? 64 : want;
+    return want < 1 ? 1 : want > ATT_MAX_SPLITS ? ATT_MAX_SPLITS : want;
 }
 
 extern "C" size_t kern_attn_part_floats(int R, int n_heads, int head_dim, int splits) {
@@ -171,18 +233,16 @@ extern "C" size_t kern_attn_part_floats(int R, int n_heads, int head_dim, int sp
 }
 
 extern "C" int kern_attention(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st,
-                              int R, int n_heads, int splits, float *out, float *part) {
+                              int R, int n_heads, int splits, float *out, void *act, int act_mode,
+                              float *part, unsigned *counters, int pdl) {
     int hd = kv.head_dim;
     if (R < 1 || splits < 1 || kv.n_kv < 1 || n_heads % kv.n_kv || n_heads / kv.n_kv > ATT_GMAX ||
-        hd < 4 || hd > 256 || hd % 4 || ATT_THREADS % (hd / 4))
+        hd < 4 || hd > 256 || hd % 4 || ATT_THREADS % (hd / 4) || splits > ATT_MAX_SPLITS ||
+        (splits > 1 && (!part || !counters)))
         return (int)cudaErrorInvalidValue;
     int G = n_heads / kv.n_kv;
     size_t smem = (size_t)G * (hd + ATT_TILE) * sizeof(float) +
                   (size_t)(ATT_THREADS / (hd / 4)) * G * hd * sizeof(float);
-    dim3 grid(R, kv.n_kv, splits);
-    attn_kernel<<<grid, ATT_THREADS, smem, s>>>(q, kv, st, n_heads, splits, out, part);
-    cudaError_t e = cudaGetLastError();
-    if (e != cudaSuccess || splits == 1) return (int)e;
-    attn_combine_kernel<<<dim3(R, n_heads), hd < 32 ? 32 : hd, 0, s>>>(part, n_heads, hd, splits, out);
-    return (int)cudaGetLastError();
+    return (int)klaunch(attn_kernel, dim3(R, kv.n_kv, splits), dim3(ATT_THREADS), smem, s, pdl, q,
+                        kv, st, n_heads, splits, out, act, act_mode, R, part, counters);
 }

@@ -4,6 +4,7 @@
 #include <cuda_runtime.h>
 #include <cuda_bf16.h>
 #include <stdint.h>
+#include <string.h>
 #include "kern.h"
 
 /* bf16 -> f32 is a 16-bit shift; eight at once from one 16-byte load. */
@@ -38,6 +39,34 @@ __device__ __forceinline__ float block_sum(float v, float *s_tmp /* [32] */) {
     float t = 0.f;
     for (int i = 0; i < nw; i++) t += s_tmp[i];
     return t;
+}
+
+/* Programmatic dependent launch (Hopper): a kernel launched with the
+ * attribute may start while its predecessor drains.  Every kernel lets its
+ * successor launch at once (pdl_launch) and waits for its predecessor's
+ * results (pdl_wait) before it touches any activation; only reads of
+ * weights may come before the wait.  Without the attribute both are no-ops. */
+__device__ __forceinline__ void pdl_launch() {
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
+__device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
+
+template <typename... KArgs, typename... Args>
+static inline cudaError_t klaunch(void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                                  cudaStream_t s, int pdl, Args... args) {
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = s;
+    cfg.attrs = at;
+    cfg.numAttrs = pdl ? 1 : 0;
+    cudaError_t e = cudaLaunchKernelEx(&cfg, k, ((KArgs)args)...);
+    return e != cudaSuccess ? e : cudaGetLastError();
 }
 
 /* Writes one activation element in the layout a GEMM expects (kern.h). */

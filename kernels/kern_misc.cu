@@ -6,6 +6,8 @@
 #define ROW_THREADS 256
 
 __global__ void embed_kernel(const void *E, int wdt, int H, const kern_step *st, float *x) {
+    pdl_launch();
+    pdl_wait();
     int r = blockIdx.x;
     size_t tok = (size_t)st->tokens[r];
     for (int k = threadIdx.x; k < H; k += blockDim.x) {
@@ -16,15 +18,16 @@ __global__ void embed_kernel(const void *E, int wdt, int H, const kern_step *st,
 }
 
 extern "C" int kern_embed(cudaStream_t s, const void *E, int wdt, int H, const kern_step *st,
-                          int R, float *x) {
+                          int R, float *x, int pdl) {
     if (R < 1) return (int)cudaErrorInvalidValue;
-    embed_kernel<<<R, ROW_THREADS, 0, s>>>(E, wdt, H, st, x);
-    return (int)cudaGetLastError();
+    return (int)klaunch(embed_kernel, dim3(R), dim3(ROW_THREADS), 0, s, pdl, E, wdt, H, st, x);
 }
 
 /* One block per row: x += y (+ylo), then act = x * rstd * w. */
 __global__ void add_norm_kernel(float *x, const float *y, const float *ylo, int R, int H,
                                 const float *nw, float eps, void *act, int act_mode) {
+    pdl_launch();
+    pdl_wait();
     __shared__ float s_tmp[32];
     int r = blockIdx.x;
     float *xr = x + (size_t)r * H;
@@ -46,14 +49,17 @@ __global__ void add_norm_kernel(float *x, const float *y, const float *ylo, int 
 }
 
 extern "C" int kern_add_norm(cudaStream_t s, float *x, const float *y, const float *ylo, int R,
-                             int H, const float *norm_w, float eps, void *act, int act_mode) {
+                             int H, const float *norm_w, float eps, void *act, int act_mode,
+                             int pdl) {
     if (R < 1) return (int)cudaErrorInvalidValue;
-    add_norm_kernel<<<R, ROW_THREADS, 0, s>>>(x, y, ylo, R, H, norm_w, eps, act, act_mode);
-    return (int)cudaGetLastError();
+    return (int)klaunch(add_norm_kernel, dim3(R), dim3(ROW_THREADS), 0, s, pdl, x, y, ylo, R, H,
+                        norm_w, eps, act, act_mode);
 }
 
 __global__ void gather_norm_kernel(const float *x, const kern_step *st, int O, int H,
                                    const float *nw, float eps, void *act, int act_mode) {
+    pdl_launch();
+    pdl_wait();
     __shared__ float s_tmp[32];
     int o = blockIdx.x;
     const float *xr = x + (size_t)st->out_rows[o] * H;
@@ -66,13 +72,16 @@ __global__ void gather_norm_kernel(const float *x, const kern_step *st, int O, i
 }
 
 extern "C" int kern_gather_norm(cudaStream_t s, const float *x, const kern_step *st, int O,
-                                int H, const float *norm_w, float eps, void *act, int act_mode) {
+                                int H, const float *norm_w, float eps, void *act, int act_mode,
+                                int pdl) {
     if (O < 1) return (int)cudaErrorInvalidValue;
-    gather_norm_kernel<<<O, ROW_THREADS, 0, s>>>(x, st, O, H, norm_w, eps, act, act_mode);
-    return (int)cudaGetLastError();
+    return (int)klaunch(gather_norm_kernel, dim3(O), dim3(ROW_THREADS), 0, s, pdl, x, st, O, H,
+                        norm_w, eps, act, act_mode);
 }
 
 __global__ void to_act_kernel(const float *in, int R, int K, void *act, int act_mode) {
+    pdl_launch();
+    pdl_wait();
     size_t n = (size_t)R * K;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
@@ -85,13 +94,15 @@ static int grid_for(size_t n) {
 }
 
 extern "C" int kern_to_act(cudaStream_t s, const float *in, int R, int K, void *act,
-                           int act_mode) {
-    to_act_kernel<<<grid_for((size_t)R * K), 256, 0, s>>>(in, R, K, act, act_mode);
-    return (int)cudaGetLastError();
+                           int act_mode, int pdl) {
+    return (int)klaunch(to_act_kernel, dim3(grid_for((size_t)R * K)), dim3(256), 0, s, pdl, in, R,
+                        K, act, act_mode);
 }
 
 __global__ void swiglu_kernel(const float *y, const float *ylo, int R, int I, void *act,
                               int act_mode) {
+    pdl_launch();
+    pdl_wait();
     size_t n = (size_t)R * I;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
@@ -104,20 +115,21 @@ __global__ void swiglu_kernel(const float *y, const float *ylo, int R, int I, vo
 }
 
 extern "C" int kern_swiglu(cudaStream_t s, const float *y, const float *ylo, int R, int I,
-                           void *act, int act_mode) {
-    swiglu_kernel<<<grid_for((size_t)R * I), 256, 0, s>>>(y, ylo, R, I, act, act_mode);
-    return (int)cudaGetLastError();
+                           void *act, int act_mode, int pdl) {
+    return (int)klaunch(swiglu_kernel, dim3(grid_for((size_t)R * I)), dim3(256), 0, s, pdl, y, ylo,
+                        R, I, act, act_mode);
 }
 
 __global__ void add_rows_kernel(float *y, const float *lo, size_t n) {
+    pdl_launch();
+    pdl_wait();
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x)
         y[i] += lo[i];
 }
 
-extern "C" int kern_add_rows(cudaStream_t s, float *y, const float *lo, size_t n) {
-    add_rows_kernel<<<grid_for(n), 256, 0, s>>>(y, lo, n);
-    return (int)cudaGetLastError();
+extern "C" int kern_add_rows(cudaStream_t s, float *y, const float *lo, size_t n, int pdl) {
+    return (int)klaunch(add_rows_kernel, dim3(grid_for(n)), dim3(256), 0, s, pdl, y, lo, n);
 }
 
 /* One block per row.  HF's rotate_half pairs element i with i + hd/2; the
@@ -125,6 +137,8 @@ extern "C" int kern_add_rows(cudaStream_t s, float *y, const float *lo, size_t n
 __global__ void rope_kv_kernel(const float *qkv, const float *qkv_lo, const float *bias,
                                const kern_step *st, int n_heads, const float *inv_freq,
                                float *q, kern_kv kv) {
+    pdl_launch();
+    pdl_wait();
     int r = blockIdx.x;
     int hd = kv.head_dim, half = hd / 2, nkv = kv.n_kv;
     int width = (n_heads + 2 * nkv) * hd;
@@ -165,8 +179,8 @@ __global__ void rope_kv_kernel(const float *qkv, const float *qkv_lo, const floa
 
 extern "C" int kern_rope_kv(cudaStream_t s, const float *qkv, const float *qkv_lo,
                             const float *bias, const kern_step *st, int R, int n_heads,
-                            const float *inv_freq, float *q, kern_kv kv) {
+                            const float *inv_freq, float *q, kern_kv kv, int pdl) {
     if (R < 1 || kv.head_dim % 2) return (int)cudaErrorInvalidValue;
-    rope_kv_kernel<<<R, 128, 0, s>>>(qkv, qkv_lo, bias, st, n_heads, inv_freq, q, kv);
-    return (int)cudaGetLastError();
+    return (int)klaunch(rope_kv_kernel, dim3(R), dim3(128), 0, s, pdl, qkv, qkv_lo, bias, st,
+                        n_heads, inv_freq, q, kv);
 }

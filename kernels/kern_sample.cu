@@ -3,7 +3,9 @@
  *
  * Pass 1 (always): online max / argmax (lowest id on ties) / sum of
  * e^(l-m) and of e^(l-m)(l-m), giving log Z and the entropy of the
- * temperature-1 distribution.  With temperature > 0:
+ * temperature-1 distribution.  It is spread over gridDim.y blocks per row;
+ * the last of them to finish merges their summaries in block order and goes
+ * on alone (greedy needs nothing more).  With temperature > 0:
  *  - top-k: radix select (4 passes of 8 bits over order-preserving keys) of
  *    the k-th largest logit; of the logits equal to it, the lowest ids stay;
  *  - top-p: the same radix walk over probability mass, finding the largest
@@ -91,36 +93,52 @@ __device__ __forceinline__ bool kept_at(unsigned kk, bool use_k, unsigned tau_k,
     return kept && (!use_p || kk >= tau_p);
 }
 
+/* Folds logit l at id i into a running summary. */
+__device__ __forceinline__ void smax_add(smax &a, float l, int i) {
+    if (l > a.m) {
+        if (a.m == -INFINITY) { a.s = 1.f; a.sl = 0.f; }
+        else {
+            float c = expf(a.m - l);
+            a.sl = c * (a.sl + a.s * (a.m - l));
+            a.s = a.s * c + 1.f;
+        }
+        a.m = l; a.am = i;
+    } else if (l > -INFINITY) {
+        float e = expf(l - a.m);
+        a.s += e; a.sl += e * (l - a.m);
+    }
+}
+
 __global__ void __launch_bounds__(SAMP_THREADS)
 sample_kernel(const float *__restrict__ lg, const float *__restrict__ lglo, int V,
-              const kern_step *st, int *ids, float *lps, float *ents) {
+              const kern_step *st, int *ids, float *lps, float *ents, float4 *scratch,
+              unsigned *counters) {
     __shared__ smax s_red[SAMP_WARPS];
     __shared__ unsigned s_hist[256];
     __shared__ u64 s_mass[256];
     __shared__ u64 s_u64[SAMP_WARPS];
     __shared__ int s_int[SAMP_WARPS];
     __shared__ unsigned s_prefix;
-    __shared__ int s_rem, s_id;
+    __shared__ int s_rem, s_id, s_last;
     __shared__ u64 s_above;
     const int o = blockIdx.x, tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    pdl_launch();
+    pdl_wait();
     const float *row = lg + (size_t)o * V;
     const float *lo = lglo ? lglo + (size_t)o * V : NULL;
 
+    const int nb = gridDim.y, chunk = (V + nb - 1) / nb;
+    const int c0 = min(V, (int)blockIdx.y * chunk), c1 = min(V, c0 + chunk);
     smax a = {-INFINITY, 0.f, 0.f, INT_MAX};
-    for (int i = tid; i < V; i += SAMP_THREADS) {
-        float l = logit_at(row, lo, i);
-        if (l > a.m) {
-            if (a.m == -INFINITY) { a.s = 1.f; a.sl = 0.f; }
-            else {
-                float c = expf(a.m - l);
-                a.sl = c * (a.sl + a.s * (a.m - l));
-                a.s = a.s * c + 1.f;
-            }
-            a.m = l; a.am = i;
-        } else if (l > -INFINITY) {
-            float e = expf(l - a.m);
-            a.s += e; a.sl += e * (l - a.m);
+    for (int i = c0 + tid; i < c1; i += 4 * SAMP_THREADS) {
+        float v[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            int j = i + u * SAMP_THREADS;
+            v[u] = j < c1 ? logit_at(row, lo, j) : -INFINITY;
         }
+#pragma unroll
+        for (int u = 0; u < 4; u++) smax_add(a, v[u], i + u * SAMP_THREADS);
     }
     for (int off = 16; off > 0; off >>= 1) {
         smax b;
@@ -136,8 +154,28 @@ sample_kernel(const float *__restrict__ lg, const float *__restrict__ lglo, int 
         smax t = s_red[0];
         for (int w = 1; w < SAMP_WARPS; w++) t = smax_merge(t, s_red[w]);
         s_red[0] = t;
+        if (nb > 1) {
+            scratch[(size_t)o * nb + blockIdx.y] = make_float4(t.m, t.s, t.sl, __int_as_float(t.am));
+            __threadfence();
+            s_last = atomicAdd(&counters[o], 1u) == (unsigned)nb - 1;
+        }
     }
     __syncthreads();
+    if (nb > 1) {
+        if (!s_last) return;
+        if (tid == 0) {
+            __threadfence();
+            smax t = {-INFINITY, 0.f, 0.f, INT_MAX};
+            for (int b = 0; b < nb; b++) {
+                float4 p = __ldcg(&scratch[(size_t)o * nb + b]);
+                smax q = {p.x, p.y, p.z, __float_as_int(p.w)};
+                t = smax_merge(t, q);
+            }
+            s_red[0] = t;
+            counters[o] = 0;
+        }
+        __syncthreads();
+    }
     const smax tot = s_red[0];
     const float logz = tot.m + logf(tot.s);
     const float entropy = logf(tot.s) - tot.sl / tot.s;
@@ -254,9 +292,16 @@ sample_kernel(const float *__restrict__ lg, const float *__restrict__ lglo, int 
     }
 }
 
+extern "C" int kern_sample_blocks(int O, int n_sms) {
+    int nb = 2 * n_sms / (O > 0 ? O : 1);
+    return nb < 1 ? 1 : nb > 16 ? 16 : nb;
+}
+
 extern "C" int kern_sample(cudaStream_t s, const float *logits, const float *lo, int O, int V,
-                           const kern_step *st, int *ids, float *logprob, float *entropy) {
-    if (O < 1 || V < 1) return (int)cudaErrorInvalidValue;
-    sample_kernel<<<O, SAMP_THREADS, 0, s>>>(logits, lo, V, st, ids, logprob, entropy);
-    return (int)cudaGetLastError();
+                           const kern_step *st, int *ids, float *logprob, float *entropy,
+                           int blocks, float *scratch, unsigned *counters, int pdl) {
+    if (O < 1 || V < 1 || blocks < 1 || (blocks > 1 && (!scratch || !counters)))
+        return (int)cudaErrorInvalidValue;
+    return (int)klaunch(sample_kernel, dim3(O, blocks), dim3(SAMP_THREADS), 0, s, pdl, logits, lo,
+                        V, st, ids, logprob, entropy, (float4 *)scratch, counters);
 }

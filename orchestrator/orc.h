@@ -63,10 +63,17 @@ int orc_task_chat_create(const orc_query *q, const eng_model *m, orc_sink sink,
  * arguments are decoded (partial execution), results go back into the
  * sequence as a ChatML user turn of <tool_response> blocks, and decoding
  * goes on, for at most max_turns tool rounds. */
+/* When a tool call starts (benchmarks compare them):
+ *  PARTIAL      as soon as its early arguments are decoded (default)
+ *  CALL_END     when its JSON is complete
+ *  TURN_END     when the model's turn is over, all calls of the turn at once
+ *  TURN_SERIAL  when the turn is over, one call after another (a plain loop) */
+enum { ORC_TOOLS_PARTIAL = 0, ORC_TOOLS_CALL_END, ORC_TOOLS_TURN_END, ORC_TOOLS_TURN_SERIAL };
+
 typedef struct orc_agent_opts {
     const tool_registry *tools;   /* must outlive the task */
     int max_turns;                /* 0 = 8 */
-    int no_partial;               /* 1: tools start only at the end of the call */
+    int tool_start;               /* ORC_TOOLS_* */
     const char *system;           /* base system prompt; NULL = a default */
     /* Scripted output (tests, benchmarks): turn i's text is forced as the
      * model's output of assistant turn i (tool calls and <|im_end|> included). */

@@ -177,11 +177,13 @@ typedef struct orc_pp_ops {
     int (*is_eos)(void *ctx, int id);
     /* Text of token id for a subtask's stream (holds split UTF-8). */
     int (*put)(void *ctx, eng_tok_stream *st, int id, char *out, int cap);
+    int ctx_len;   /* model context in tokens (0: no limit): a subtask stops there */
 } orc_pp_ops;
 
 /* Runs k prompts as one batch: the longest common token prefix is added once,
  * prefilled, forked k ways; each child gets its own remaining tokens and
- * sampling seed (s->seed + item).  Decodes until EOS or max_tokens each.
+ * sampling seed (s->seed + item).  Decodes until EOS, max_tokens or the end
+ * of the model's context, each.
  * labels (may be NULL) head the aggregated sections; aggregate = 0 leaves
  * result->answer as outputs[0] (serial runs). */
 int orc_pp_run_prompts(const orc_pp_ops *ops, char *const *prompts, int k,

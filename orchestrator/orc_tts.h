@@ -17,7 +17,10 @@
  *            "best":{"answer","branch","mean_logprob"}}
  *   stats   {"prompt_tokens","tokens","branch_tokens":[..],"probes",
  *            "probe_rounds","probe_tokens","cue_tokens","decoded_tokens",
- *            "n","stopped_branches","queue_ms","ttft_ms","decode_ms","wall_ms"} */
+ *            "n","stopped_branches","queue_ms","ttft_ms","decode_ms","wall_ms",
+ *            "spec":{"steps","drafted","accepted"} (with speculation)}
+ * A probe round starts when the longest running branch has T more tokens
+ * than at the last round's start and the last round's probes are all read. */
 #ifndef ORC_TTS_H
 #define ORC_TTS_H
 #include <stdint.h>
@@ -46,6 +49,8 @@ typedef struct orc_tts_opts {
     int stream;           /* send token messages */
     const char *system;   /* system message for a raw-text prompt; NULL: none */
     int kv_block;         /* the engine's KV block size, for admission; 0 = 16 */
+    const eng_spec_opts *spec;   /* speculative decoding of the branches; NULL: off
+                                    (copied; its draft model / user data are borrowed) */
     /* Certainty-based early stopping; off while probe_every is 0. */
     int probe_every;      /* T: probe every live branch every T decoded tokens */
     int probe_tokens;     /* most tokens one probe decodes */
@@ -56,7 +61,12 @@ typedef struct orc_tts_opts {
     double stop_entropy;  /* ... or when the answer entropy (nats) <= this; < 0: off */
     int stable_k;         /* K: stop a branch whose last K probes agree; 0: off */
     orc_tts_probe_fn probe_fn;
-    void *probe_ud;       /* must outlive the task; the strings above are copied */
+    void *probe_ud;       /* must outlive the task */
+    /* Scripted output (tests, benchmarks): branch i is teacher-forced to write
+     * script[i % n_script], then EOS; the model still runs (real timings,
+     * real log-probs).  Must outlive the task. */
+    const char *const *script;
+    int n_script;
 } orc_tts_opts;
 
 /* n 8, vote, stream on, MATH system prompt, probing off (T 32, 12 probe
@@ -96,12 +106,16 @@ void orc_tts_certainty(const char *const *answers, int n, double *agree, double 
 char *orc_tts_probe_answer(const char *text);
 
 /* ------------------------------------------------------ planner (planner.c)
- * Latency model: a decode step at batch b takes step(b) seconds, piecewise
- * linear through calibration points (made non-decreasing), extended by the
- * least-squares line beyond them.  A prompt of P tokens costs P x prefill_s.
- * Speculation with acceptance a and draft depth k yields
- * (1 - a^(k+1)) / (1 - a) tokens per verify step at (1 + c k) x the step.
- * So n branches of L tokens take  P prefill_s + ceil(L / tokens) step(n) (1 + c k).
+ * Latency model: a decode step at batch b over contexts of ctx0 tokens takes
+ * step(b) seconds, piecewise linear through calibration points (made
+ * non-decreasing), extended by the least-squares line beyond them; longer
+ * contexts add ctx_s seconds per sequence per extra token (attention reads
+ * the whole context; shorter ones are not credited).  A prompt of P tokens
+ * costs P x prefill_s.  Speculation with acceptance a and draft depth k
+ * yields (1 - a^(k+1)) / (1 - a) tokens per verify step at (1 + c k) x the
+ * step (c < 0: at step(n (k+1)) / step(n), the n (k+1) rows priced as a
+ * plain step of that batch).  So n branches of L tokens take
+ *     P prefill_s + ceil(L / tokens) step(n, P + L/2) (1 + c k).
  * Accuracy model of majority vote over n: a table measured offline
  * (interpolated in log2 n, flat past its ends), else
  * p(n) = 1 - (1 - p1) r^(log2 n). */
@@ -113,16 +127,19 @@ typedef struct orc_lat_model {
     double step_s[ORC_PLAN_MAX_POINTS];
     double a, b;                          /* line: step_s = a + b batch */
     double prefill_s;                     /* per prompt token */
+    double ctx0, ctx_s;                   /* calibration context; s per sequence per token past it */
 } orc_lat_model;
 
 /* Fits the model to n >= 1 measured (batch, seconds) points in any order. */
 int    orc_lat_fit(const double *batch, const double *step_s, int n, double prefill_s,
                    orc_lat_model *m, eng_err *err);
-double orc_lat_step(const orc_lat_model *m, double batch);
+double orc_lat_step(const orc_lat_model *m, double batch);             /* at ctx0 */
+double orc_lat_step_ctx(const orc_lat_model *m, double batch, double ctx);
 /* Times eng_step at batch 1, 2, 4, ... max_batch (forks of one sequence with
  * the given prompt sampling with s, NULL greedy; steps timed steps each after
- * one warm-up) and the prompt's prefill, then fits.  Run it on an idle
- * engine; it leaves no sequence behind and stops early at a batch the
+ * one warm-up), the prompt's prefill, and batch 8 again over a context
+ * made longer by repeating the prompt (for ctx_s); then fits.  Run it on an
+ * idle engine; it leaves no sequence behind and stops early at a batch the
  * engine has no slots for. */
 int    orc_lat_calibrate(eng_engine *e, const int *prompt, int n_prompt, int max_batch,
                          int steps, const eng_sampling *s, orc_lat_model *m, eng_err *err);
@@ -135,11 +152,14 @@ typedef struct orc_acc_model {
 
 double orc_acc_expected(const orc_acc_model *m, int n);
 double orc_spec_tokens_per_step(double accept, int k);
+/* The per-token acceptance a that gives mean_accepted kept drafts per
+ * verification at depth k (a (1 - a^k) / (1 - a) = mean_accepted). */
+double orc_spec_accept_from_mean(double mean_accepted, int k);
 
 typedef struct orc_plan_in {
     orc_lat_model lat;
     orc_acc_model acc;
-    double accept, spec_cost;     /* a, c */
+    double accept, spec_cost;     /* a, c (< 0: from the latency model) */
     int k_max;                    /* 0: the engine has no speculation */
     double length;                /* L: expected answer tokens */
     int prompt_tokens;
@@ -170,13 +190,16 @@ typedef struct orc_bench_opts {
     uint64_t seed;
     orc_tts_opts early;           /* probing settings of the early-stop run */
     orc_acc_model acc;
-    double accept, spec_cost;     /* for the planner; used once the engine speculates */
+    double accept, spec_cost;     /* for the planner; accept until the spec run measures it */
     int calib_max_batch;
     int kv_blocks;                /* 0: sized for 64 branches of full context */
+    int spec_k, spec_kmax;        /* drafts of the speculative runs; the planner's bound */
+    const char *draft;            /* draft model folder; NULL: n-gram drafter */
 } orc_bench_opts;
 
-/* Parses `bench math500 [options]` (argv[0] is "bench"); prints usage on error. */
-int orc_bench_parse(int argc, char **argv, orc_bench_opts *o, eng_err *err);
+/* Parses `bench math500 [options]` (argv[0] is "bench"). */
+int  orc_bench_parse(int argc, char **argv, orc_bench_opts *o, eng_err *err);
+void orc_bench_usage(void);   /* to stderr */
 /* Runs every configuration, prints a table, writes the JSON and an SVG plot
  * (same path, .svg) of accuracy against mean latency. */
 int orc_bench_run(const orc_bench_opts *o, eng_err *err);

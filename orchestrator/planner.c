@@ -63,6 +63,11 @@ double orc_lat_step(const orc_lat_model *m, double batch) {
     return m->step_s[i - 1] + f * (m->step_s[i] - m->step_s[i - 1]);
 }
 
+double orc_lat_step_ctx(const orc_lat_model *m, double batch, double ctx) {
+    double extra = m && ctx > m->ctx0 ? m->ctx_s * batch * (ctx - m->ctx0) : 0;
+    return orc_lat_step(m, batch) + extra;
+}
+
 /* Runs steps eng_steps and returns their mean time in seconds (or -1). */
 static double time_steps(eng_engine *e, int steps, eng_err *err) {
     double t0 = orc_now();
@@ -71,41 +76,87 @@ static double time_steps(eng_engine *e, int steps, eng_err *err) {
     return (orc_now() - t0) / steps;
 }
 
+/* Mean step time of b forks of root (sampling s, seeds apart): one warm-up
+ * step, then steps timed ones.  ENG_EFULL when the engine has no room. */
+static int time_batch(eng_engine *e, int root, int b, int steps, const eng_sampling *s,
+                      double *out, eng_err *err) {
+    int kids[ORC_TTS_MAX_N * 4], made = 0, rc = ENG_OK;
+    if (b > (int)(sizeof kids / sizeof *kids)) return eng_seterr(err, ENG_EINVAL, "batch %d too large", b);
+    for (; made < b; made++) {
+        eng_sampling si = *s;
+        si.seed += (uint64_t)made;
+        if ((rc = eng_seq_fork(e, root, &si, &kids[made], err))) break;
+    }
+    /* the warm-up step also processes the prompt's last token */
+    if (!rc) rc = eng_step(e, err);
+    double t = rc ? -1 : time_steps(e, steps, err);
+    if (!rc && t < 0) rc = err && err->code ? err->code : ENG_EINVAL;
+    for (int i = 0; i < made; i++) eng_seq_remove(e, kids[i]);
+    *out = t;
+    return rc;
+}
+
+/* A paused root holding prompt (n tokens) prefilled; *prefill_s per token. */
+static int make_root(eng_engine *e, const int *prompt, int n, int *root, double *prefill_s,
+                     eng_err *err) {
+    eng_sampling greedy = { 0 };
+    int rc = eng_seq_add(e, prompt, n, &greedy, root, err);
+    if (rc) return rc;
+    double t0 = orc_now();
+    rc = eng_seq_prefill(e, *root, err);
+    if (prefill_s) *prefill_s = n > 1 ? (orc_now() - t0) / (n - 1) : 0;
+    if (!rc) rc = eng_seq_pause(e, *root, 1);
+    if (rc) { eng_seq_remove(e, *root); *root = -1; }
+    return rc;
+}
+
+/* Seconds per sequence per context token: batch ref over the prompt
+ * repeated to a longer context, against t_short over the prompt itself. */
+static double context_cost(eng_engine *e, const int *prompt, int n, int ref, int steps,
+                           const eng_sampling *s, double t_short) {
+    const eng_config *c = eng_model_config(eng_engine_model(e));
+    int n2 = n + 1024 < c->max_pos - steps - 4 ? n + 1024 : c->max_pos - steps - 4;
+    if (n2 < n + 64) return 0;                      /* no room to measure: no term */
+    int *ids = malloc((size_t)n2 * sizeof *ids), root = -1;
+    double t = -1;
+    eng_err err = { 0 };
+    if (!ids) return 0;
+    for (int i = 0; i < n2; i++) ids[i] = prompt[i % n];
+    if (!make_root(e, ids, n2, &root, NULL, &err)) {
+        time_batch(e, root, ref, steps, s, &t, &err);
+        eng_seq_remove(e, root);
+    }
+    free(ids);
+    double v = t > 0 ? (t - t_short) / ((double)ref * (n2 - n)) : 0;
+    return v > 0 ? v : 0;
+}
+
 int orc_lat_calibrate(eng_engine *e, const int *prompt, int n_prompt, int max_batch,
                       int steps, const eng_sampling *s, orc_lat_model *m, eng_err *err) {
     if (!e || !prompt || n_prompt < 1 || max_batch < 1 || steps < 1 || !m)
         return eng_seterr(err, ENG_EINVAL, "orc_lat_calibrate: bad argument");
-    double bx[ORC_PLAN_MAX_POINTS], by[ORC_PLAN_MAX_POINTS];
-    int np = 0, root = -1, kids[ORC_TTS_MAX_N * 4];
-    if (max_batch > (int)(sizeof kids / sizeof *kids)) max_batch = (int)(sizeof kids / sizeof *kids);
     eng_sampling greedy = { 0 };
-    int rc = eng_seq_add(e, prompt, n_prompt, &greedy, &root, err);
-    if (rc) return rc;
-    double t0 = orc_now();
-    rc = eng_seq_prefill(e, root, err);
-    double prefill = n_prompt > 1 ? (orc_now() - t0) / (n_prompt - 1) : 0;
-    if (!rc) rc = eng_seq_pause(e, root, 1);
+    if (!s) s = &greedy;
+    double bx[ORC_PLAN_MAX_POINTS], by[ORC_PLAN_MAX_POINTS], prefill = 0;
+    int np = 0, root = -1;
+    int rc = make_root(e, prompt, n_prompt, &root, NULL, err);   /* also warms the engine up */
     for (int b = 1; !rc && b <= max_batch && np < ORC_PLAN_MAX_POINTS; b *= 2) {
-        int made = 0;
-        for (; made < b && !rc; made++) {
-            eng_sampling si = s ? *s : greedy;
-            si.seed += (uint64_t)made;
-            rc = eng_seq_fork(e, root, &si, &kids[made], err);
-            if (rc) break;
-        }
-        /* one warm-up step (it also finishes the prompt), then the timed ones */
-        double t = -1;
-        if (!rc && !eng_step(e, err)) t = time_steps(e, steps, err);
-        for (int i = 0; i < made; i++) eng_seq_remove(e, kids[i]);
+        double t;
+        rc = time_batch(e, root, b, steps, s, &t, err);
         if (rc == ENG_EFULL && np > 0) { rc = ENG_OK; break; }   /* as far as the engine goes */
-        if (!rc && t < 0) rc = err ? err->code : ENG_EINVAL;
         if (rc) break;
         bx[np] = b;
         by[np++] = t;
     }
-    eng_seq_remove(e, root);
+    if (root >= 0) eng_seq_remove(e, root);
+    /* the prefill is timed warm: a first call pays for one-time set-up */
+    if (!rc && !(rc = make_root(e, prompt, n_prompt, &root, &prefill, err))) eng_seq_remove(e, root);
+    if (!rc) rc = orc_lat_fit(bx, by, np, prefill, m, err);
     if (rc) return rc;
-    return orc_lat_fit(bx, by, np, prefill, m, err);
+    int ref = np > 3 ? 3 : np - 1;                  /* batch 8, or the largest measured */
+    m->ctx0 = n_prompt;
+    m->ctx_s = context_cost(e, prompt, n_prompt, (int)bx[ref], steps, s, by[ref]);
+    return ENG_OK;
 }
 
 /* ------------------------------------------------------ accuracy model */
@@ -141,13 +192,30 @@ double orc_spec_tokens_per_step(double a, int k) {
     return (1 - pow(a, k + 1)) / (1 - a);
 }
 
+double orc_spec_accept_from_mean(double m, int k) {
+    if (k <= 0 || !(m > 0)) return 0;
+    if (m >= k) return 1;
+    double lo = 0, hi = 1;
+    for (int i = 0; i < 60; i++) {   /* the kept count grows with a */
+        double a = (lo + hi) / 2;
+        if (orc_spec_tokens_per_step(a, k) - 1 < m) lo = a;
+        else hi = a;
+    }
+    return (lo + hi) / 2;
+}
+
 /* --------------------------------------------------------------- plans */
 double orc_plan_latency(const orc_plan_in *in, int n, int k) {
     if (!in || n < 1 || k < 0) return INFINITY;
     double tps = orc_spec_tokens_per_step(in->accept, k);
     double steps = ceil((in->length > 0 ? in->length : 0) / tps);
-    double c = in->spec_cost > 0 ? in->spec_cost : 0;
-    return in->prompt_tokens * in->lat.prefill_s + steps * orc_lat_step(&in->lat, n) * (1 + c * k);
+    double ctx = in->prompt_tokens + (in->length > 0 ? in->length : 0) / 2;   /* mean context */
+    double step = orc_lat_step_ctx(&in->lat, n, ctx);
+    /* a verify step runs n (k + 1) rows: at a given factor, or priced as a
+     * plain step of that many rows */
+    double factor = in->spec_cost >= 0 ? 1 + in->spec_cost * k
+                  : k ? orc_lat_step_ctx(&in->lat, (double)n * (k + 1), ctx) / step : 1;
+    return in->prompt_tokens * in->lat.prefill_s + steps * step * factor;
 }
 
 static int fits_kv(const orc_plan_in *in, int n) {

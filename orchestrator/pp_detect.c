@@ -500,7 +500,7 @@ static void question_lines(const text *x, list *best) {
             if (count_words(x->t, l.item[k]) > 30) { l.n = keep; break; }
         l.whole = (span){x->line[li].a, x->line[l.n > keep ? last : last_q].b};
         if (l.n >= 3 && strip_intro(x, &l)) n_q--;
-        if (l.n >= 2 && 2 * n_q >= l.n && n_q > best_q && list_is_task(x, &l)) {
+        if (l.n >= 2 && !l.over && 2 * n_q >= l.n && n_q > best_q && list_is_task(x, &l)) {
             *best = l;
             best_q = n_q;
         }

@@ -68,7 +68,7 @@ static int bind(eng_engine *e, const eng_tok *tok, eng_ctx *c, orc_pp_ops *o, en
     c->im_end = eng_tok_find(tok, "<|im_end|>");
     c->endoftext = eng_tok_find(tok, "<|endoftext|>");
     *o = (orc_pp_ops){c, b_encode, b_add, b_prefill, b_fork, b_append, b_remove, b_step,
-                      b_last, b_is_eos, b_put};
+                      b_last, b_is_eos, b_put, c->cfg->max_pos};
     return ENG_OK;
 }
 

@@ -23,7 +23,7 @@ void orc_pp_result_free(orc_pp_result *r) {
 
 /* Per-subtask state while decoding. */
 typedef struct child {
-    int seq, done;
+    int seq, done, limit;     /* limit: tokens it may generate */
     eng_tok_stream st;
     pp_buf out;
 } child;
@@ -111,7 +111,7 @@ static int collect(run *r, int *live, eng_err *err) {
         if (len > 0 && r->cb && r->cb->on_token) r->cb->on_token(r->cb->user, i, piece, len);
         r->res->n_gen[i]++;
         r->res->total_gen++;
-        if (r->res->n_gen[i] >= r->max_tokens) {
+        if (r->res->n_gen[i] >= c->limit) {
             if ((rc = finish(r, i, err))) return rc;
             continue;
         }
@@ -125,13 +125,20 @@ static void forward_section(void *user, int item, const char *section) {
     if (cb && cb->on_section) cb->on_section(cb->user, item, section);
 }
 
-static int encode_all(const orc_pp_ops *o, char *const *prompts, int k, int **ids, int *n,
-                      orc_pp_result *res, eng_err *err) {
-    for (int i = 0; i < k; i++) {
+/* Tokenises every prompt and sets each subtask's generation limit:
+ * max_tokens, or what is left of the model's context. */
+static int encode_all(run *r, char *const *prompts, int **ids, int *n, eng_err *err) {
+    const orc_pp_ops *o = r->ops;
+    for (int i = 0; i < r->k; i++) {
         int rc = o->encode(o->ctx, prompts[i], &ids[i], &n[i], err);
         if (rc) return rc;
         if (n[i] < 1) return eng_seterr(err, ENG_EINVAL, "orc_pp_run: subtask %d has an empty prompt", i);
-        res->prompt_tokens += n[i];
+        if (o->ctx_len > 0 && n[i] >= o->ctx_len)
+            return eng_seterr(err, ENG_EINVAL, "orc_pp_run: subtask %d: prompt of %d tokens fills the "
+                              "model's context of %d", i, n[i], o->ctx_len);
+        r->c[i].limit = r->max_tokens;
+        if (o->ctx_len > 0 && o->ctx_len - n[i] < r->c[i].limit) r->c[i].limit = o->ctx_len - n[i];
+        r->res->prompt_tokens += n[i];
     }
     return ENG_OK;
 }
@@ -169,7 +176,7 @@ int orc_pp_run_prompts(const orc_pp_ops *ops, char *const *prompts, int k,
     }
     for (int i = 0; i < k; i++) r.c[i].seq = -1;
     if (aggregate && (rc = orc_pp_agg_create(k, labels, forward_section, (void *)cb, &r.agg, err))) goto out;
-    if ((rc = encode_all(ops, prompts, k, ids, n, res, err))) goto out;
+    if ((rc = encode_all(&r, prompts, ids, n, err))) goto out;
     if ((rc = start(&r, ids, n, s, err))) goto out;
     res->ms_prefill = now_ms() - t0;
     for (int live = k; live > 0;) {

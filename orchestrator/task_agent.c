@@ -184,6 +184,8 @@ static void emit_final(orc_task *t, const char *finish) {
 static int end_turn(orc_task *t, eng_engine *e, eng_err *err) {
     agent *a = t->impl;
     int max_turns = a->o.max_turns > 0 ? a->o.max_turns : 8;
+    if (a->o.tool_start >= ORC_TOOLS_TURN_END)   /* the whole turn at once, now */
+        tool_sched_feed(a->ts, a->text ? a->text : "", a->len);
     if (tool_sched_n_calls(a->ts) == 0 || a->turn + 1 >= max_turns) {
         if (tool_sched_n_calls(a->ts)) tool_sched_cancel(a->ts);
         emit_final(t, tool_sched_n_calls(a->ts) ? "turns" : "stop");
@@ -210,7 +212,7 @@ static int agent_end(orc_task *t, eng_engine *e, eng_err *err) {
     char buf[1024];
     int w = eng_tok_stream_put(eng_model_tok(a->m), &a->stream, tk.id, 1, buf, sizeof buf);
     if (add_text(a, buf, (size_t)w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
-    tool_sched_feed(a->ts, buf, (size_t)w);
+    if (a->o.tool_start <= ORC_TOOLS_CALL_END) tool_sched_feed(a->ts, buf, (size_t)w);
     cJSON *m = orc_msg("token", a->id);
     cJSON_AddStringToObject(m, "text", buf);
     cJSON_AddNumberToObject(m, "token", tk.id);
@@ -245,12 +247,30 @@ static void agent_stop(orc_task *t, eng_engine *e, const char *reason) {
     a->seq = -2;
 }
 
+/* The task keeps its own copy of the script: the caller's strings may go. */
+static int copy_script(orc_agent_opts *o, const char *const *src, int n) {
+    char **sc = calloc((size_t)n, sizeof *sc);
+    if (!sc) return -1;
+    o->script = (const char *const *)sc;
+    for (int i = 0; i < n; i++, o->n_script++)
+        if (!(sc[i] = strdup(src[i] ? src[i] : ""))) return -1;
+    return 0;
+}
+
+static void free_script(orc_agent_opts *o) {
+    for (int i = 0; i < o->n_script; i++) free((char *)o->script[i]);
+    free((void *)o->script);
+    o->script = NULL;
+    o->n_script = 0;
+}
+
 static void agent_destroy(orc_task *t) {
     agent *a = t->impl;
     if (a->collecting) pthread_join(a->collector, NULL);
     tool_results_free(a->res, a->n_res);
     tool_sched_destroy(a->ts);
     orc_query_free(&a->q);
+    free_script(&a->o);
     free(a->text);
     free(a);
     free(t);
@@ -268,12 +288,23 @@ int orc_task_agent_create(const orc_query *q, const eng_model *m, orc_sink sink,
         return eng_seterr(err, ENG_ENOMEM, "out of memory creating a query");
     }
     a->o = *o;
+    a->o.script = NULL;
+    a->o.n_script = 0;
+    if (o->n_script > 0 && copy_script(&a->o, o->script, o->n_script)) {
+        free_script(&a->o);
+        orc_query_free(&a->q);
+        free(a);
+        free(t);
+        return eng_seterr(err, ENG_ENOMEM, "out of memory copying a script");
+    }
     a->m = m;
     a->sink = sink;
     a->seq = -1;
     if (a->q.max_tokens <= 0) a->q.max_tokens = 1024;
     snprintf(a->id, sizeof a->id, "%s", q->id);
-    tool_sched_opts so = { .no_partial = o->no_partial, .on_event = on_tool_event, .user = a };
+    tool_sched_opts so = { .no_partial = o->tool_start != ORC_TOOLS_PARTIAL,
+                           .n_workers = o->tool_start == ORC_TOOLS_TURN_SERIAL ? 1 : 0,
+                           .on_event = on_tool_event, .user = a };
     int rc = tool_sched_create(o->tools, &so, &a->ts, err);
     if (rc) { orc_query_free(&a->q); free(a); free(t); return rc; }
     snprintf(t->id, sizeof t->id, "%s", q->id);

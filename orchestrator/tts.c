@@ -2,10 +2,10 @@
  *
  * Admission tokenises the prompt, prefills it once and forks n branches from
  * it, so they share the prompt's KV blocks.  Every step each live branch
- * adds a token; a branch ends at EOS or its token limit and frees its
- * sequence at once.
+ * adds a token (several with speculative decoding); a branch ends at EOS or
+ * its token limit and frees its sequence at once.
  *
- * Probing (early stopping): every T steps each live branch is forked with
+ * Probing (early stopping): every T tokens each live branch is forked with
  * greedy sampling and the cue "... **Final Answer** \[ \boxed{" appended;
  * the probe decodes a few tokens alongside everything else, its answer is
  * read up to the closing brace, and the probe is removed.  The branch itself
@@ -47,7 +47,9 @@ typedef struct reason {
     int *cue, n_cue;
     int admitted, n_prompt, max_gen;
     branch b[ORC_TTS_MAX_N];
-    int steps, last_probe_step;
+    int next_probe;            /* a probe round starts once a branch has next_probe tokens */
+    eng_spec_opts spec;        /* speculation of the branches (mode OFF: none) */
+    long long spec_steps, spec_drafted, spec_accepted;
     int round, in_flight;      /* completed probe rounds; probes running */
     long long probes, probe_tokens, cue_tokens;
     int early, finished;
@@ -139,6 +141,21 @@ static void release(reason *r, eng_engine *e) {
     r->in_flight = 0;
 }
 
+/* Teacher-forces branch i's output to its script text, then EOS. */
+static int force_script(reason *r, eng_engine *e, int i, eng_err *err) {
+    const char *text = r->o.script[i % r->o.n_script];
+    const eng_config *c = eng_model_config(r->m);
+    int *ids = NULL, n = 0;
+    int rc = eng_tok_encode(tok_of(r), text ? text : "", text ? strlen(text) : 0, 0, &ids, &n, err);
+    if (rc) return rc;
+    int *all = realloc(ids, (size_t)(n + 1) * sizeof *all);
+    if (!all) { free(ids); return eng_seterr(err, ENG_ENOMEM, "out of memory"); }
+    if (c->n_eos > 0) all[n++] = c->eos_ids[0];
+    rc = eng_seq_force(e, r->b[i].seq, all, n, err);
+    free(all);
+    return rc;
+}
+
 /* Prompt in, prefilled once, forked n ways; the root is dropped after the
  * forks so only the branches hold the shared blocks. */
 static int admit(orc_task *t, eng_engine *e, eng_err *err) {
@@ -161,18 +178,23 @@ static int admit(orc_task *t, eng_engine *e, eng_err *err) {
     eng_sampling s = r->q.samp;
     rc = eng_seq_add(e, ids, n, &s, &root, err);
     free(ids);
+    /* before the prefill, so a draft model gets the prompt too; forks inherit it */
+    if (!rc && r->spec.mode != ENG_SPEC_OFF) rc = eng_seq_spec_set(e, root, &r->spec, err);
     if (!rc) rc = eng_seq_prefill(e, root, err);
     for (int i = 0; i < r->o.n && !rc; i++) {
         s.seed = r->o.same_seed ? r->q.samp.seed : orc_tts_branch_seed(r->q.samp.seed, i);
         rc = eng_seq_fork(e, root, &s, &r->b[i].seq, err);
     }
     if (root >= 0) eng_seq_remove(e, root);
+    for (int i = 0; i < r->o.n && !rc && r->o.n_script > 0; i++)
+        rc = force_script(r, e, i, err);
     if (rc) {
         release(r, e);
         if (rc == ENG_EFULL && others) return ORC_WAIT;   /* try again once others finish */
         return rc;
     }
     r->admitted = 1;
+    r->next_probe = r->o.probe_every;
     r->n_prompt = n;
     r->max_gen = max_gen;
     r->t_start = orc_now();
@@ -199,7 +221,9 @@ static void start_probes(reason *r, eng_engine *e) {
         if (r->n_prompt + b->n_gen + r->n_cue + r->o.probe_tokens > c->max_pos) continue;
         eng_err e2 = { 0 };
         if (eng_seq_fork(e, b->seq, &greedy, &b->probe, &e2)) { b->probe = -1; continue; }
-        if (eng_seq_append(e, b->probe, r->cue, r->n_cue, &e2)) {
+        /* a probe is a few greedy tokens: no drafts for it */
+        if ((r->spec.mode != ENG_SPEC_OFF && eng_seq_spec_set(e, b->probe, NULL, &e2)) ||
+            eng_seq_append(e, b->probe, r->cue, r->n_cue, &e2)) {
             eng_seq_remove(e, b->probe);
             b->probe = -1;
             continue;
@@ -220,22 +244,24 @@ static void drop_probe(reason *r, eng_engine *e, branch *b) {
     r->in_flight--;
 }
 
-/* Reads the probe's new token; finishes it when the box closes, at EOS or
+/* Reads the probe's new tokens; finishes it when the box closes, at EOS or
  * after probe_tokens tokens. */
 static int probe_step(orc_task *t, eng_engine *e, int i, eng_err *err) {
     reason *r = t->impl;
     branch *b = &r->b[i];
-    eng_token tk;
-    if (eng_seq_last(e, b->probe, &tk)) return eng_seterr(err, ENG_EINVAL, "lost a probe sequence");
-    b->probe_n++;
-    r->probe_tokens++;
-    int eos = orc_is_eos(eng_model_config(r->m), tk.id);
-    if (!eos) {
+    const eng_token *tk;
+    int k = 0, eos = 0;
+    if (eng_seq_new_info(e, b->probe, &tk, &k)) return eng_seterr(err, ENG_EINVAL, "lost a probe sequence");
+    char *ans = NULL;
+    for (int j = 0; j < k && !ans && !eos && b->probe_n < r->o.probe_tokens; j++) {
+        b->probe_n++;
+        r->probe_tokens++;
+        if ((eos = orc_is_eos(eng_model_config(r->m), tk[j].id))) break;
         char buf[1024];
-        int w = eng_tok_stream_put(tok_of(r), &b->pts, tk.id, 1, buf, sizeof buf);
+        int w = eng_tok_stream_put(tok_of(r), &b->pts, tk[j].id, 1, buf, sizeof buf);
         if (sb_put(&b->ptext, buf, (size_t)w)) return eng_seterr(err, ENG_ENOMEM, "out of memory");
+        ans = orc_tts_probe_answer(b->ptext.s);
     }
-    char *ans = orc_tts_probe_answer(b->ptext.s ? b->ptext.s : "");
     if (!ans && !eos && b->probe_n < r->o.probe_tokens) return ENG_OK;
     if (r->o.probe_fn) {
         const char *alt = r->o.probe_fn(r->o.probe_ud, i, r->round, ans);
@@ -254,6 +280,12 @@ static int probe_step(orc_task *t, eng_engine *e, int i, eng_err *err) {
 static void end_branch(orc_task *t, eng_engine *e, int i, int state, const char *finish) {
     reason *r = t->impl;
     branch *b = &r->b[i];
+    eng_spec_stats st;
+    if (b->seq >= 0 && r->spec.mode != ENG_SPEC_OFF && !eng_seq_spec_stats(e, b->seq, &st)) {
+        r->spec_steps += st.steps;
+        r->spec_drafted += st.drafted;
+        r->spec_accepted += st.accepted;
+    }
     if (b->seq >= 0) eng_seq_remove(e, b->seq);
     b->seq = -1;
     drop_probe(r, e, b);
@@ -268,31 +300,40 @@ static void end_branch(orc_task *t, eng_engine *e, int i, int state, const char 
     emit_branch(t, i, state == B_DONE ? "done" : "stopped", b->answer);
 }
 
+static int emit_token(orc_task *t, int i, const eng_token *tk) {
+    reason *r = t->impl;
+    branch *b = &r->b[i];
+    char buf[1024];
+    int w = eng_tok_stream_put(tok_of(r), &b->ts, tk->id, 1, buf, sizeof buf);
+    if (sb_put(&b->text, buf, (size_t)w)) return ENG_ENOMEM;
+    if (!r->o.stream) return ENG_OK;
+    cJSON *m = orc_msg("token", t->id);
+    if (m) {
+        cJSON_AddNumberToObject(m, "branch", i);
+        cJSON_AddStringToObject(m, "text", buf);
+        cJSON_AddNumberToObject(m, "token", tk->id);
+        cJSON_AddNumberToObject(m, "logprob", tk->logprob);
+        emit(t, m);
+    }
+    return ENG_OK;
+}
+
+/* Reads the branch's new tokens (several after a speculative step); tokens
+ * past EOS or the limit are dropped with the sequence. */
 static int branch_step(orc_task *t, eng_engine *e, int i, eng_err *err) {
     reason *r = t->impl;
     branch *b = &r->b[i];
-    eng_token tk;
-    if (eng_seq_last(e, b->seq, &tk)) return eng_seterr(err, ENG_EINVAL, "lost a branch sequence");
-    if (!r->t_first) r->t_first = orc_now();
-    b->n_gen++;
-    b->lp_sum += tk.logprob;
-    int eos = orc_is_eos(eng_model_config(r->m), tk.id);
-    if (!eos) {
-        char buf[1024];
-        int w = eng_tok_stream_put(tok_of(r), &b->ts, tk.id, 1, buf, sizeof buf);
-        if (sb_put(&b->text, buf, (size_t)w)) return eng_seterr(err, ENG_ENOMEM, "out of memory");
-        if (r->o.stream) {
-            cJSON *m = orc_msg("token", t->id);
-            if (m) {
-                cJSON_AddNumberToObject(m, "branch", i);
-                cJSON_AddStringToObject(m, "text", buf);
-                cJSON_AddNumberToObject(m, "token", tk.id);
-                cJSON_AddNumberToObject(m, "logprob", tk.logprob);
-                emit(t, m);
-            }
-        }
+    const eng_token *tk;
+    int k = 0;
+    if (eng_seq_new_info(e, b->seq, &tk, &k)) return eng_seterr(err, ENG_EINVAL, "lost a branch sequence");
+    if (k > 0 && !r->t_first) r->t_first = orc_now();
+    for (int j = 0; j < k && b->state == B_RUN; j++) {   /* tk dies with the sequence */
+        b->n_gen++;
+        b->lp_sum += tk[j].logprob;
+        int eos = orc_is_eos(eng_model_config(r->m), tk[j].id);
+        if (!eos && emit_token(t, i, &tk[j])) return eng_seterr(err, ENG_ENOMEM, "out of memory");
+        if (eos || b->n_gen >= r->max_gen) end_branch(t, e, i, B_DONE, eos ? "stop" : "length");
     }
-    if (eos || b->n_gen >= r->max_gen) end_branch(t, e, i, B_DONE, eos ? "stop" : "length");
     return ENG_OK;
 }
 
@@ -386,6 +427,12 @@ static void emit_final(orc_task *t, const char *reason_finish) {
     cJSON_AddNumberToObject(s, "cue_tokens", (double)r->cue_tokens);
     cJSON_AddNumberToObject(s, "decoded_tokens", (double)(toks + r->probe_tokens));
     cJSON_AddNumberToObject(s, "stopped_branches", stopped);
+    if (r->spec.mode != ENG_SPEC_OFF) {
+        cJSON *sp = cJSON_AddObjectToObject(s, "spec");
+        cJSON_AddNumberToObject(sp, "steps", (double)r->spec_steps);
+        cJSON_AddNumberToObject(sp, "drafted", (double)r->spec_drafted);
+        cJSON_AddNumberToObject(sp, "accepted", (double)r->spec_accepted);
+    }
     cJSON_AddNumberToObject(s, "queue_ms", r->t_start > 0 ? (r->t_start - t->t_submit) * 1e3 : 0);
     cJSON_AddNumberToObject(s, "ttft_ms", r->t_first > 0 ? (r->t_first - t->t_submit) * 1e3 : -1);
     cJSON_AddNumberToObject(s, "decode_ms", r->t_first > 0 ? (now - r->t_first) * 1e3 : 0);
@@ -397,10 +444,11 @@ static void emit_final(orc_task *t, const char *reason_finish) {
 static int reason_begin(orc_task *t, eng_engine *e, eng_err *err) {
     reason *r = t->impl;
     if (!r->admitted) return admit(t, e, err);
-    int T = r->o.probe_every;
-    if (T > 0 && !r->in_flight && r->steps > 0 && r->steps % T == 0 &&
-        r->steps != r->last_probe_step) {
-        r->last_probe_step = r->steps;
+    int T = r->o.probe_every, lead = 0;
+    for (int i = 0; i < r->o.n; i++)
+        if (r->b[i].state == B_RUN && r->b[i].n_gen > lead) lead = r->b[i].n_gen;
+    if (T > 0 && !r->in_flight && lead >= r->next_probe) {
+        r->next_probe = lead + T;   /* the next round: T tokens on, once this one is read */
         start_probes(r, e);
     }
     return ORC_RUNNING;
@@ -409,7 +457,6 @@ static int reason_begin(orc_task *t, eng_engine *e, eng_err *err) {
 static int reason_end(orc_task *t, eng_engine *e, eng_err *err) {
     reason *r = t->impl;
     int had_probes = r->in_flight > 0, rc = ENG_OK;
-    r->steps++;
     for (int i = 0; i < r->o.n && !rc; i++)
         if (r->b[i].state == B_RUN) rc = branch_step(t, e, i, err);
     for (int i = 0; i < r->o.n && !rc; i++)
@@ -458,25 +505,6 @@ static void reason_destroy(orc_task *t) {
 }
 
 /* --------------------------------------------------------------- create */
-static int copy_query(orc_query *dst, const orc_query *q) {
-    *dst = *q;
-    dst->prompt = NULL;
-    dst->messages = NULL;
-    dst->n_messages = 0;
-    if (q->prompt && !(dst->prompt = strdup(q->prompt))) return -1;
-    if (q->n_messages > 0) {
-        if (!q->messages || !(dst->messages = calloc((size_t)q->n_messages, sizeof *dst->messages)))
-            return -1;
-        for (int i = 0; i < q->n_messages; i++) {
-            dst->n_messages++;
-            dst->messages[i].role = dup_or_null(q->messages[i].role ? q->messages[i].role : "");
-            dst->messages[i].content = dup_or_null(q->messages[i].content ? q->messages[i].content : "");
-            if (!dst->messages[i].role || !dst->messages[i].content) return -1;
-        }
-    }
-    return 0;
-}
-
 static int check_opts(const orc_tts_opts *o, eng_err *err) {
     if (o->n < 1 || o->n > ORC_TTS_MAX_N)
         return eng_seterr(err, ENG_EINVAL, "reason: n must be from 1 to %d (got %d)", ORC_TTS_MAX_N, o->n);
@@ -510,7 +538,7 @@ int orc_task_reason_create(const orc_query *q, const eng_model *m, orc_sink sink
     if (rc) return rc;
     orc_task *t = calloc(1, sizeof *t);
     reason *r = calloc(1, sizeof *r);
-    if (!t || !r || copy_query(&r->q, q)) {
+    if (!t || !r || orc_query_copy(&r->q, q)) {
         if (r) orc_query_free(&r->q);
         free(t);
         free(r);
@@ -518,6 +546,8 @@ int orc_task_reason_create(const orc_query *q, const eng_model *m, orc_sink sink
     }
     r->o = o;
     r->m = m;
+    if (o.spec) r->spec = *o.spec;
+    r->o.spec = NULL;
     if (r->q.max_tokens <= 0) r->q.max_tokens = 1024;
     for (int i = 0; i < ORC_TTS_MAX_N; i++) r->b[i].seq = r->b[i].probe = -1;
     t->impl = r;

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include "orc_tts.h"
 #include "orc_math.h"
 
@@ -28,18 +29,20 @@ typedef struct outcome {
     double latency_s, mean_lp;
     long long tokens;          /* decoded: branches + probes */
     long long branch_tokens;
+    long long spec_steps, spec_accepted;
 } outcome;
 
 typedef struct config {
     char name[48];
     const char *kind;          /* greedy, sequential, parallel, spec, early, planner */
-    int n, k, available;
+    int n, k, available;       /* k: draft depth, 0 = no speculation */
+    int probing;               /* early stopping on */
     const char *note;
     double budget_s;
     orc_plan plan;
     outcome *res;              /* [n_problems] */
     double acc, mean_s, p90_s;
-    long long tokens;
+    long long tokens, spec_steps, spec_accepted;
     int correct, early;
 } config;
 
@@ -52,18 +55,23 @@ typedef struct bench {
     orc_sched *s;
     int max_seqs, n_blocks;
     orc_lat_model lat;
+    eng_model *draft;          /* --draft: a small model for speculation */
+    eng_spec_opts spec;        /* the drafter every speculative run uses */
+    char spec_why[600];        /* empty when the engine speculates */
+    double accept;             /* measured acceptance, < 0 before the spec run */
     config cf[MAX_CONFIGS];
     int n_cf;
 } bench;
 
 /* ------------------------------------------------------------- options */
-static void usage(void) {
+void orc_bench_usage(void) {
     fprintf(stderr,
         "usage: brisk bench math500 --model DIR [--data FILE] [--limit K] [--max-tokens N]\n"
         "         [--cuda] [--threads N] [--out FILE.json] [--n 4,8,16] [--budgets 2,5,10]\n"
         "         [--temperature T] [--top-p P] [--seed S] [--probe-every T] [--probe-tokens N]\n"
         "         [--min-rounds M] [--agree F] [--entropy H] [--stable K] [--p1 P] [--r R]\n"
-        "         [--accept A] [--spec-cost C] [--calib-batch B] [--kv-blocks N] [--quiet]\n");
+        "         [--spec-k K] [--spec-kmax K] [--draft DIR] [--accept A] [--spec-cost C]\n"
+        "         [--calib-batch B] [--kv-blocks N] [--quiet]\n");
 }
 
 /* Comma-separated numbers into v (at most cap); returns the count or -1. */
@@ -87,7 +95,7 @@ static int num_arg(const char *k, const char *v, double lo, double hi, double *o
     errno = 0;
     double x = strtod(v, &end);
     if (end == v || *end || errno || !(x >= lo && x <= hi))
-        return eng_seterr(err, ENG_EINVAL, "bench: %s must be a number in [%g, %g] (got '%s')", k, lo, hi, v);
+        return eng_seterr(err, ENG_EINVAL, "%s must be a number in [%g, %g] (got '%s')", k, lo, hi, v);
     *out = x;
     return ENG_OK;
 }
@@ -110,8 +118,10 @@ static void default_opts(orc_bench_opts *o) {
     o->acc.p1 = 0.5;
     o->acc.r = 0.8;
     o->accept = 0.7;
-    o->spec_cost = 0.1;
+    o->spec_cost = -1;
     o->calib_max_batch = 64;
+    o->spec_k = 4;
+    o->spec_kmax = 8;
 }
 
 /* Options that take a number, with their bounds; set_num stores them. */
@@ -121,14 +131,15 @@ static const struct { const char *name; double lo, hi; } NUMS[] = {
     { "--probe-every", 0, 1e6 },   { "--probe-tokens", 1, 256 },   { "--min-rounds", 0, 1e6 },
     { "--agree", 0, 1 },           { "--entropy", -1, 100 },       { "--stable", 0, 1e6 },
     { "--p1", 0, 1 },              { "--r", 0, 1 },                { "--accept", 0, 1 },
-    { "--spec-cost", 0, 100 },     { "--calib-batch", 1, 256 },    { "--kv-blocks", 0, 1 << 30 },
+    { "--spec-cost", -1, 100 },     { "--calib-batch", 1, 256 },    { "--kv-blocks", 0, 1 << 30 },
+    { "--spec-k", 0, ENG_SPEC_KMAX }, { "--spec-kmax", 0, ENG_SPEC_KMAX },
 };
 
 static int set_num(orc_bench_opts *o, const char *k, const char *v, eng_err *err) {
     int i = 0, n = (int)(sizeof NUMS / sizeof *NUMS);
     while (i < n && strcmp(k, NUMS[i].name)) i++;
-    if (i == n) return eng_seterr(err, ENG_EINVAL, "bench: unknown option %s", k);
-    double x;
+    if (i == n) return eng_seterr(err, ENG_EINVAL, "unknown option %s", k);
+    double x = 0;
     int rc = num_arg(k, v, NUMS[i].lo, NUMS[i].hi, &x, err);
     if (rc) return rc;
     switch (i) {
@@ -149,7 +160,9 @@ static int set_num(orc_bench_opts *o, const char *k, const char *v, eng_err *err
     case 14: o->accept = x; break;
     case 15: o->spec_cost = x; break;
     case 16: o->calib_max_batch = (int)x; break;
-    default: o->kv_blocks = (int)x; break;
+    case 17: o->kv_blocks = (int)x; break;
+    case 18: o->spec_k = (int)x; break;
+    default: o->spec_kmax = (int)x; break;
     }
     return ENG_OK;
 }
@@ -158,18 +171,18 @@ static int set_lists(orc_bench_opts *o, const char *k, const char *v, eng_err *e
     double x[8];
     int n = parse_list(v, x, 8);
     if (!strcmp(k, "--n")) {
-        if (n < 1) return eng_seterr(err, ENG_EINVAL, "bench: --n takes 1 to 8 branch counts, e.g. 4,8,16");
+        if (n < 1) return eng_seterr(err, ENG_EINVAL, "--n takes 1 to 8 branch counts, e.g. 4,8,16");
         for (int i = 0; i < n; i++) {
             if (!(x[i] >= 1 && x[i] <= ORC_TTS_MAX_N))
-                return eng_seterr(err, ENG_EINVAL, "bench: branch counts must be from 1 to %d", ORC_TTS_MAX_N);
+                return eng_seterr(err, ENG_EINVAL, "branch counts must be from 1 to %d", ORC_TTS_MAX_N);
             o->ns[i] = (int)x[i];
         }
         o->n_ns = n;
         return ENG_OK;
     }
-    if (n < 0) return eng_seterr(err, ENG_EINVAL, "bench: --budgets takes up to 8 numbers, e.g. 2,5,10");
+    if (n < 0) return eng_seterr(err, ENG_EINVAL, "--budgets takes up to 8 numbers, e.g. 2,5,10");
     for (int i = 0; i < n; i++) {
-        if (!(x[i] > 0)) return eng_seterr(err, ENG_EINVAL, "bench: budgets must be positive");
+        if (!(x[i] > 0)) return eng_seterr(err, ENG_EINVAL, "budgets must be positive");
         o->budgets[i] = x[i];
     }
     o->n_budgets = n;
@@ -180,21 +193,21 @@ int orc_bench_parse(int argc, char **argv, orc_bench_opts *o, eng_err *err) {
     default_opts(o);
     int rc = ENG_OK;
     if (argc < 2 || strcmp(argv[1], "math500"))
-        rc = eng_seterr(err, ENG_EINVAL, "bench: the only benchmark is math500");
+        rc = eng_seterr(err, ENG_EINVAL, "the only benchmark is math500");
     for (int i = 2; i < argc && !rc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "--cuda")) { o->cuda = 1; continue; }
         if (!strcmp(k, "--quiet")) { o->quiet = 1; continue; }
-        if (!v) { rc = eng_seterr(err, ENG_EINVAL, "bench: %s needs a value", k); break; }
+        if (!v) { rc = eng_seterr(err, ENG_EINVAL, "%s needs a value", k); break; }
         i++;
         if (!strcmp(k, "--model")) o->model = v;
         else if (!strcmp(k, "--data")) o->data = v;
         else if (!strcmp(k, "--out")) o->out = v;
+        else if (!strcmp(k, "--draft")) o->draft = v;
         else if (!strcmp(k, "--n") || !strcmp(k, "--budgets")) rc = set_lists(o, k, v, err);
         else rc = set_num(o, k, v, err);
     }
-    if (!rc && !o->model) rc = eng_seterr(err, ENG_EINVAL, "bench: --model DIR is required");
-    if (rc) usage();
+    if (!rc && !o->model) rc = eng_seterr(err, ENG_EINVAL, "--model DIR is required");
     return rc;
 }
 
@@ -209,11 +222,11 @@ static int add_problem(const cJSON *row, int line, problem **pb, int *n, int *ca
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(row, "answer");
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(row, "unique_id");
     if (!cJSON_IsString(q) || !cJSON_IsString(a))
-        return eng_seterr(err, ENG_EFORMAT, "bench: line %d needs string fields problem and answer", line);
+        return eng_seterr(err, ENG_EFORMAT, "line %d needs string fields problem and answer", line);
     if (*n == *cap) {
         int nc = *cap ? *cap * 2 : 64;
         problem *p = realloc(*pb, (size_t)nc * sizeof *p);
-        if (!p) return eng_seterr(err, ENG_ENOMEM, "bench: out of memory");
+        if (!p) return eng_seterr(err, ENG_ENOMEM, "out of memory");
         *pb = p;
         *cap = nc;
     }
@@ -224,13 +237,13 @@ static int add_problem(const cJSON *row, int line, problem **pb, int *n, int *ca
     p->gold = strdup(a->valuestring);
     p->id = strdup(cJSON_IsString(id) ? id->valuestring : idbuf);
     (*n)++;
-    if (!p->text || !p->gold || !p->id) return eng_seterr(err, ENG_ENOMEM, "bench: out of memory");
+    if (!p->text || !p->gold || !p->id) return eng_seterr(err, ENG_ENOMEM, "out of memory");
     return ENG_OK;
 }
 
 static int load_problems(const char *path, int limit, problem **out, int *n_out, eng_err *err) {
     FILE *f = fopen(path, "r");
-    if (!f) return eng_seterr(err, ENG_EIO, "bench: cannot open %s", path);
+    if (!f) return eng_seterr(err, ENG_EIO, "cannot open %s", path);
     problem *pb = NULL;
     int n = 0, cap = 0, line = 0, rc = ENG_OK;
     char *buf = NULL;
@@ -240,13 +253,13 @@ static int load_problems(const char *path, int limit, problem **out, int *n_out,
         line++;
         if (len == 0 || buf[0] == '\n') continue;
         cJSON *row = cJSON_ParseWithLength(buf, (size_t)len);
-        if (!row) rc = eng_seterr(err, ENG_EFORMAT, "bench: %s line %d is not JSON", path, line);
+        if (!row) rc = eng_seterr(err, ENG_EFORMAT, "%s line %d is not JSON", path, line);
         else rc = add_problem(row, line, &pb, &n, &cap, err);
         cJSON_Delete(row);
     }
     free(buf);
     fclose(f);
-    if (!rc && !n) rc = eng_seterr(err, ENG_EFORMAT, "bench: %s holds no problems", path);
+    if (!rc && !n) rc = eng_seterr(err, ENG_EFORMAT, "%s holds no problems", path);
     if (rc) { free_problems(pb, n); return rc; }
     *out = pb;
     *n_out = n;
@@ -300,7 +313,7 @@ static int run_query(bench *B, const problem *p, int n, const eng_sampling *samp
     for (int idle = 0; !rc && !c.done;) {
         int k = orc_sched_step(B->s, err);
         if (k < 0) rc = -k;
-        else if (k == 0 && ++idle > 1000) rc = eng_seterr(err, ENG_EINVAL, "bench: the query never started");
+        else if (k == 0 && ++idle > 1000) rc = eng_seterr(err, ENG_EINVAL, "the query never started");
     }
     memset(r, 0, sizeof *r);
     if (!rc && c.error) {
@@ -318,6 +331,9 @@ static int run_query(bench *B, const problem *p, int n, const eng_sampling *samp
         r->tokens = (long long)num(c.stats, "decoded_tokens");
         r->branch_tokens = (long long)num(c.stats, "tokens");
         r->prompt_tokens = (int)num(c.stats, "prompt_tokens");
+        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(c.stats, "spec");
+        r->spec_steps = (long long)num(sp, "steps");
+        r->spec_accepted = (long long)num(sp, "accepted");
         r->correct = r->answer && orc_math_equiv(r->answer, p->gold);
     }
     cJSON_Delete(c.answer);
@@ -332,11 +348,11 @@ static eng_sampling sampling(const bench *B) {
 }
 
 static config *new_config(bench *B, const char *kind, int n, eng_err *err) {
-    if (B->n_cf == MAX_CONFIGS) { eng_seterr(err, ENG_EINVAL, "bench: too many configurations"); return NULL; }
+    if (B->n_cf == MAX_CONFIGS) { eng_seterr(err, ENG_EINVAL, "too many configurations"); return NULL; }
     config *c = &B->cf[B->n_cf];
     memset(c, 0, sizeof *c);
     c->res = calloc((size_t)B->n_pb, sizeof *c->res);
-    if (!c->res) { eng_seterr(err, ENG_ENOMEM, "bench: out of memory"); return NULL; }
+    if (!c->res) { eng_seterr(err, ENG_ENOMEM, "out of memory"); return NULL; }
     B->n_cf++;
     c->kind = kind;
     c->n = n;
@@ -348,7 +364,7 @@ static config *new_config(bench *B, const char *kind, int n, eng_err *err) {
 static int run_sequential(bench *B, const problem *p, int n, outcome *r, eng_err *err) {
     outcome *one = calloc((size_t)n, sizeof *one);
     orc_tts_cand *cand = calloc((size_t)n, sizeof *cand);
-    int rc = one && cand ? ENG_OK : eng_seterr(err, ENG_ENOMEM, "bench: out of memory");
+    int rc = one && cand ? ENG_OK : eng_seterr(err, ENG_ENOMEM, "out of memory");
     eng_sampling s = sampling(B);
     orc_tts_opts o;
     orc_tts_default_opts(&o);
@@ -372,22 +388,6 @@ static int run_sequential(bench *B, const problem *p, int n, outcome *r, eng_err
     return rc;
 }
 
-static int run_config(bench *B, config *c, const orc_tts_opts *early, eng_err *err) {
-    if (!B->o->quiet) fprintf(stderr, "bench: %s ...\n", c->name);
-    orc_tts_opts o;
-    orc_tts_default_opts(&o);
-    if (early) o = *early;
-    for (int i = 0; i < B->n_pb; i++) {
-        int rc;
-        eng_sampling s = sampling(B);
-        if (!strcmp(c->kind, "greedy")) s.temperature = 0;
-        if (!strcmp(c->kind, "sequential")) rc = run_sequential(B, &B->pb[i], c->n, &c->res[i], err);
-        else rc = run_query(B, &B->pb[i], c->n, &s, &o, &c->res[i], err);
-        if (rc) return rc;
-    }
-    return ENG_OK;
-}
-
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
@@ -399,6 +399,8 @@ static void summarise(bench *B, config *c) {
         c->correct += c->res[i].correct;
         c->early += c->res[i].early;
         c->tokens += c->res[i].tokens;
+        c->spec_steps += c->res[i].spec_steps;
+        c->spec_accepted += c->res[i].spec_accepted;
         sum += c->res[i].latency_s;
         if (lat) lat[i] = c->res[i].latency_s;
     }
@@ -412,6 +414,26 @@ static void summarise(bench *B, config *c) {
     free(lat);
 }
 
+static int run_config(bench *B, config *c, eng_err *err) {
+    if (!B->o->quiet) fprintf(stderr, "bench: %s ...\n", c->name);
+    orc_tts_opts o;
+    orc_tts_default_opts(&o);
+    if (c->probing) o = B->o->early;
+    eng_spec_opts sp = B->spec;
+    sp.k = c->k;
+    if (c->k > 0) o.spec = &sp;
+    for (int i = 0; i < B->n_pb; i++) {
+        int rc;
+        eng_sampling s = sampling(B);
+        if (!strcmp(c->kind, "greedy")) s.temperature = 0;
+        if (!strcmp(c->kind, "sequential")) rc = run_sequential(B, &B->pb[i], c->n, &c->res[i], err);
+        else rc = run_query(B, &B->pb[i], c->n, &s, &o, &c->res[i], err);
+        if (rc) return rc;
+    }
+    summarise(B, c);
+    return ENG_OK;
+}
+
 static int max_n(const orc_bench_opts *o) {
     int m = 1;
     for (int i = 0; i < o->n_ns; i++) if (o->ns[i] > m) m = o->ns[i];
@@ -423,9 +445,9 @@ static void plan_inputs(const bench *B, orc_plan_in *in) {
     memset(in, 0, sizeof *in);
     in->lat = B->lat;
     in->acc = B->o->acc;
-    in->accept = B->o->accept;
+    in->accept = B->accept >= 0 ? B->accept : B->o->accept;
     in->spec_cost = B->o->spec_cost;
-    in->k_max = 0;                           /* the engine does not speculate yet */
+    in->k_max = B->spec_why[0] ? 0 : B->o->spec_kmax;
     double len = 0, prompt = 0;
     for (int i = 0; i < B->n_pb; i++) {
         len += (double)B->cf[0].res[i].branch_tokens;
@@ -445,26 +467,41 @@ static void name_config(config *c, const char *fmt, ...) {
     va_end(ap);
 }
 
+/* A parallel configuration of n branches: k drafts (0: none), probing or not. */
+static int run_parallel(bench *B, const char *kind, int n, int k, int probing, eng_err *err) {
+    config *c = new_config(B, kind, n, err);
+    if (!c) return err->code;
+    name_config(c, "par-%d%s%s", n, k ? "+spec" : "", probing ? "+early" : "");
+    c->k = k;
+    c->probing = probing;
+    if (k && B->spec_why[0]) {
+        c->available = 0;
+        c->note = B->spec_why;
+        return ENG_OK;
+    }
+    int rc = run_config(B, c, err);
+    if (!rc && k && c->spec_steps > 0 && B->accept < 0)   /* what the planner assumes */
+        B->accept = orc_spec_accept_from_mean((double)c->spec_accepted / c->spec_steps, k);
+    return rc;
+}
+
 static int run_all(bench *B, eng_err *err) {
     const orc_bench_opts *o = B->o;
     int rc = ENG_OK, nmax = max_n(o);
     config *c = new_config(B, "greedy", 1, err);
     if (!c) return err->code;
     name_config(c, "greedy");
-    if ((rc = run_config(B, c, NULL, err))) return rc;
-    for (int pass = 0; pass < 2; pass++)
-        for (int i = 0; i < o->n_ns; i++) {
-            if (!(c = new_config(B, pass ? "parallel" : "sequential", o->ns[i], err))) return err->code;
-            name_config(c, "%s-%d", pass ? "par" : "seq", o->ns[i]);
-            if ((rc = run_config(B, c, NULL, err))) return rc;
-        }
-    if (!(c = new_config(B, "spec", nmax, err))) return err->code;
-    name_config(c, "par-%d+spec", nmax);
-    c->available = 0;
-    c->note = "n/a: the engine has no speculative decoding yet";
-    if (!(c = new_config(B, "early", nmax, err))) return err->code;
-    name_config(c, "par-%d+early", nmax);
-    if ((rc = run_config(B, c, &o->early, err))) return rc;
+    if ((rc = run_config(B, c, err))) return rc;
+    for (int i = 0; i < o->n_ns; i++) {
+        if (!(c = new_config(B, "sequential", o->ns[i], err))) return err->code;
+        name_config(c, "seq-%d", o->ns[i]);
+        if ((rc = run_config(B, c, err))) return rc;
+    }
+    for (int i = 0; i < o->n_ns && !rc; i++) rc = run_parallel(B, "parallel", o->ns[i], 0, 0, err);
+    if (!rc) rc = run_parallel(B, "spec", nmax, o->spec_k, 0, err);
+    if (!rc) rc = run_parallel(B, "early", nmax, 0, 1, err);
+    if (!rc) rc = run_parallel(B, "spec+early", nmax, o->spec_k, 1, err);
+    if (rc) return rc;
     orc_plan_in in;
     plan_inputs(B, &in);
     for (int i = 0; i < o->n_budgets; i++) {
@@ -477,7 +514,7 @@ static int run_all(bench *B, eng_err *err) {
         c->budget_s = o->budgets[i];
         c->plan = p;
         if (!p.feasible) c->note = "over budget even at n=1";
-        if ((rc = run_config(B, c, NULL, err))) return rc;
+        if ((rc = run_config(B, c, err))) return rc;
     }
     return ENG_OK;
 }
@@ -493,9 +530,13 @@ static void print_table(const bench *B) {
                    "n/a", "n/a", "", c->note ? c->note : "");
             continue;
         }
-        char note[96] = "";
+        char note[160] = "";
+        if (c->spec_steps > 0)
+            snprintf(note, sizeof note, "%.2f drafts kept per verify; ",
+                     (double)c->spec_accepted / c->spec_steps);
+        size_t u = strlen(note);
         if (c->budget_s > 0)
-            snprintf(note, sizeof note, "predicted %.2f s, expected acc %.3f%s", c->plan.latency_s,
+            snprintf(note + u, sizeof note - u, "predicted %.2f s, expected acc %.3f%s", c->plan.latency_s,
                      c->plan.accuracy, c->note ? " (over budget)" : "");
         printf("%-16s %4d %3d %8.3f %10.3f %10.3f %12lld %6d  %s\n", c->name, c->n, c->k, c->acc,
                c->mean_s, c->p90_s, c->tokens, c->early, note);
@@ -518,6 +559,10 @@ static cJSON *config_json(const bench *B, const config *c) {
     cJSON_AddNumberToObject(j, "p90_latency_s", c->p90_s);
     cJSON_AddNumberToObject(j, "tokens", (double)c->tokens);
     cJSON_AddNumberToObject(j, "early_stops", c->early);
+    if (c->spec_steps > 0) {
+        cJSON_AddNumberToObject(j, "spec_verify_steps", (double)c->spec_steps);
+        cJSON_AddNumberToObject(j, "spec_accepted", (double)c->spec_accepted);
+    }
     if (c->budget_s > 0) {
         cJSON_AddNumberToObject(j, "budget_s", c->budget_s);
         cJSON_AddNumberToObject(j, "predicted_latency_s", c->plan.latency_s);
@@ -549,7 +594,21 @@ static cJSON *calibration_json(const orc_lat_model *m) {
     cJSON_AddNumberToObject(j, "line_ms_a", m->a * 1e3);
     cJSON_AddNumberToObject(j, "line_ms_per_seq", m->b * 1e3);
     cJSON_AddNumberToObject(j, "prefill_ms_per_token", m->prefill_s * 1e3);
+    cJSON_AddNumberToObject(j, "context_tokens", m->ctx0);
+    cJSON_AddNumberToObject(j, "ms_per_seq_per_context_token", m->ctx_s * 1e3);
     return j;
+}
+
+/* Creates the folders above path (like mkdir -p of its dirname). */
+static void make_parents(const char *path) {
+    char d[1024];
+    if (snprintf(d, sizeof d, "%s", path) >= (int)sizeof d) return;
+    for (char *p = d + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        mkdir(d, 0755);   /* EEXIST is fine; a real failure shows when the file is opened */
+        *p = '/';
+    }
 }
 
 static int write_json(const bench *B, eng_err *err) {
@@ -572,18 +631,32 @@ static int write_json(const bench *B, eng_err *err) {
     cJSON_AddNumberToObject(es, "entropy", o->early.stop_entropy);
     cJSON_AddNumberToObject(es, "stable_k", o->early.stable_k);
     cJSON_AddItemToObject(j, "calibration", calibration_json(&B->lat));
+    orc_plan_in in;
+    plan_inputs(B, &in);
+    cJSON *pl = cJSON_AddObjectToObject(j, "planner");
+    cJSON_AddNumberToObject(pl, "length", in.length);
+    cJSON_AddNumberToObject(pl, "prompt_tokens", in.prompt_tokens);
+    cJSON_AddNumberToObject(pl, "p1", in.acc.p1);
+    cJSON_AddNumberToObject(pl, "r", in.acc.r);
+    cJSON_AddNumberToObject(pl, "accept", in.accept);
+    cJSON_AddBoolToObject(pl, "accept_measured", B->accept >= 0);
+    cJSON_AddNumberToObject(pl, "spec_cost", in.spec_cost);
+    cJSON_AddNumberToObject(pl, "k_max", in.k_max);
+    cJSON_AddNumberToObject(pl, "n_max", in.n_max);
+    cJSON_AddStringToObject(j, "drafter", B->spec_why[0] ? "none" : B->draft ? "draft model" : "n-gram");
     cJSON *arr = cJSON_AddArrayToObject(j, "configs");
     for (int i = 0; i < B->n_cf; i++) cJSON_AddItemToArray(arr, config_json(B, &B->cf[i]));
     char *s = cJSON_Print(j);
     cJSON_Delete(j);
+    make_parents(o->out);
     FILE *f = s ? fopen(o->out, "w") : NULL;
     int rc = ENG_OK;
-    if (!s) rc = eng_seterr(err, ENG_ENOMEM, "bench: out of memory writing JSON");
-    else if (!f) rc = eng_seterr(err, ENG_EIO, "bench: cannot write %s", o->out);
+    if (!s) rc = eng_seterr(err, ENG_ENOMEM, "out of memory writing JSON");
+    else if (!f) rc = eng_seterr(err, ENG_EIO, "cannot write %s", o->out);
     else {
         fputs(s, f);
         fputc('\n', f);
-        if (fclose(f)) rc = eng_seterr(err, ENG_EIO, "bench: error writing %s", o->out);
+        if (fclose(f)) rc = eng_seterr(err, ENG_EIO, "error writing %s", o->out);
     }
     free(s);
     return rc;
@@ -593,7 +666,7 @@ static int write_svg(const bench *B, eng_err *err) {
     char path[1024];
     const char *out = B->o->out, *dot = strrchr(out, '.'), *slash = strrchr(out, '/');
     size_t stem = dot && (!slash || dot > slash) ? (size_t)(dot - out) : strlen(out);
-    if (stem + 5 > sizeof path) return eng_seterr(err, ENG_EINVAL, "bench: output path too long");
+    if (stem + 5 > sizeof path) return eng_seterr(err, ENG_EINVAL, "output path too long");
     memcpy(path, out, stem);
     strcpy(path + stem, ".svg");
     orc_svg_point pts[MAX_CONFIGS];
@@ -627,6 +700,34 @@ static int open_engine(bench *B, eng_err *err) {
     return orc_sched_create(B->e, 4, &B->s, err);
 }
 
+/* The drafter (a draft model with --draft, else n-grams of the text so
+ * far) and whether the engine takes it; a refusal marks the speculative
+ * configurations n/a with the reason. */
+static int setup_spec(bench *B, eng_err *err) {
+    const orc_bench_opts *o = B->o;
+    B->accept = -1;
+    B->spec = (eng_spec_opts){ .mode = ENG_SPEC_NGRAM };
+    if (o->draft) {
+        int rc = eng_model_load(o->draft, &B->draft, err);
+        if (rc) return rc;
+        B->spec.mode = ENG_SPEC_DRAFT;
+        B->spec.draft_model = B->draft;
+    }
+    if (o->spec_k <= 0) {
+        snprintf(B->spec_why, sizeof B->spec_why, "n/a: speculation off (--spec-k 0)");
+        return ENG_OK;
+    }
+    int one = 0, seq = -1;
+    eng_err e2 = { 0 };
+    eng_spec_opts t = B->spec;
+    t.k = o->spec_k;
+    int rc = eng_seq_add(B->e, &one, 1, NULL, &seq, &e2);
+    if (!rc) rc = eng_seq_spec_set(B->e, seq, &t, &e2);
+    if (seq >= 0) eng_seq_remove(B->e, seq);
+    if (rc) snprintf(B->spec_why, sizeof B->spec_why, "n/a: %s", e2.msg);
+    return ENG_OK;
+}
+
 static int calibrate(bench *B, eng_err *err) {
     orc_query q = { .n_messages = 2 };
     eng_chat_msg msgs[2] = { { "system", ORC_TTS_MATH_SYSTEM }, { "user", B->pb[0].text } };
@@ -646,6 +747,7 @@ int orc_bench_run(const orc_bench_opts *o, eng_err *err) {
     bench B = { .o = o };
     int rc = load_problems(o->data, o->limit, &B.pb, &B.n_pb, err);
     if (!rc) rc = open_engine(&B, err);
+    if (!rc) rc = setup_spec(&B, err);
     if (!rc) rc = calibrate(&B, err);
     if (!rc) rc = run_all(&B, err);
     if (!rc) {
@@ -661,6 +763,7 @@ int orc_bench_run(const orc_bench_opts *o, eng_err *err) {
     orc_sched_destroy(B.s);
     eng_destroy(B.e);
     eng_model_free(B.m);
+    eng_model_free(B.draft);
     free_problems(B.pb, B.n_pb);
     return rc;
 }

@@ -127,6 +127,26 @@ static void free_conn(srv *s, conn *c) {
     free(c);
 }
 
+/* The task for a query's mode. */
+static int create_task(srv *s, const srv_request *r, orc_sink sink, orc_task **t, eng_err *err) {
+    const eng_model *m = eng_engine_model(s->e);
+    if (!strcmp(r->mode, "chat")) return orc_task_chat_create(&r->q, m, sink, t, err);
+    if (!strcmp(r->mode, "agent")) {
+        if (!s->o.tools) return eng_seterr(err, ENG_EUNSUPPORTED, "this server has no tools");
+        orc_agent_opts ao = { .tools = s->o.tools };
+        const char *script[16];
+        const cJSON *sc = cJSON_GetObjectItemCaseSensitive(r->body, "script"), *x;
+        if (sc && !s->o.allow_script) return eng_seterr(err, ENG_EINVAL, "'script' needs a server started with --allow-script");
+        cJSON_ArrayForEach(x, sc) {
+            if (!cJSON_IsString(x) || ao.n_script == 16) return eng_seterr(err, ENG_EINVAL, "script must be up to 16 strings");
+            script[ao.n_script++] = x->valuestring;
+        }
+        ao.script = script;
+        return orc_task_agent_create(&r->q, m, sink, &ao, t, err);
+    }
+    return eng_seterr(err, ENG_EUNSUPPORTED, "mode '%s' is not available in this build", r->mode);
+}
+
 static int start_query(srv *s, cmd *k) {
     conn *c = k->c;
     eng_err err = { 0 };
@@ -138,18 +158,16 @@ static int start_query(srv *s, cmd *k) {
         send_error(c, k->req.id, "duplicate_id", "a query with this id is already running");
         return 0;
     }
-    if (strcmp(k->req.mode, "chat")) {
-        char msg[96];
-        snprintf(msg, sizeof msg, "mode '%s' is not available in this build", k->req.mode);
-        send_error(c, k->req.id, "unsupported_mode", msg);
-        return 0;
-    }
     orc_sink sink = { c, sink_emit, sink_congested, sink_done };
     orc_task *t = NULL;
-    int rc = orc_task_chat_create(&k->req.q, eng_engine_model(s->e), sink, &t, &err);
+    int rc = create_task(s, &k->req, sink, &t, &err);
+    if (rc == ENG_EUNSUPPORTED) {
+        send_error(c, k->req.id, "unsupported_mode", err.msg);
+        return 0;
+    }
     if (!rc && (rc = orc_sched_submit(s->sched, t, &err))) t->destroy(t);
     if (rc) {
-        send_error(c, k->req.id, rc == ENG_EFULL ? "busy" : "internal", err.msg);
+        send_error(c, k->req.id, rc == ENG_EFULL ? "busy" : "bad_field", err.msg);
         return 0;
     }
     c->n_live++;

@@ -19,6 +19,8 @@ typedef struct srv_opts {
     const char *allowed_origin;/* NULL = same host only; "*" = any */
     const char *web_root;      /* folder with index.html */
     int max_tasks;             /* queries in flight over all clients */
+    const tool_registry *tools;/* agent mode's tools; NULL = no agent mode */
+    int allow_script;          /* tests: a query's "script" forces the model's output */
     srv_limits lim;
 } srv_opts;
 

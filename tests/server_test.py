@@ -63,6 +63,19 @@ async def t_basic(port):
                                   "messages": [{"role": "user", "content": "What is 2+2?"}]}))
         msgs = await collect(ws, "m")
         check("chat messages query answered", any(m["type"] == "answer" for m in msgs))
+        # agent mode: the model's output is scripted (--allow-script), the tool is real
+        await ws.send(json.dumps({"type": "query", "id": "ag", "mode": "agent", "prompt": "2+3*4?", "max_tokens": 300,
+            "script": ["<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"2+3*4\"}}\n</tool_call><|im_end|>",
+                       "It is 14.<|im_end|>"]}))
+        msgs = await collect(ws, "ag")
+        types = [m["type"] for m in msgs]
+        res = [m for m in msgs if m["type"] == "tool_result"]
+        ans = [m for m in msgs if m["type"] == "answer"]
+        check("agent mode streams tool_call, tool_result, answer",
+              "tool_call" in types and res and res[0]["result"].startswith("14") and ans and ans[0]["text"] == "It is 14.", msgs[-4:])
+        await ws.send(json.dumps({"type": "query", "id": "ag2", "mode": "agent", "prompt": "hi", "max_tokens": 8}))
+        msgs = await collect(ws, "ag2")
+        check("agent mode without a script answers", any(m["type"] == "answer" for m in msgs), msgs[-2:])
         # several queries at once on one connection, routed by id
         ids = [f"c{i}" for i in range(4)]  # the server runs with a cap of 4 per client
         for i in ids:
@@ -242,7 +255,7 @@ async def t_load(p, port):
     check("load: memory back to its idle level", after <= idle * 1.10 + 2048, (idle, after))
 
 async def main():
-    p, port = start("--max-queries-per-client", "4")
+    p, port = start("--max-queries-per-client", "4", "--allow-script")
     try:
         code, body = http(port, "/health")
         check("GET /health", code == 200 and json.loads(body)["status"] == "ok", body)

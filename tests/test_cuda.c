@@ -163,7 +163,7 @@ static double gemv_case(int wdt, int R, int mode, int use_norm, int N, int K, in
     float *dx = dup_up(x, (size_t)R * K * 4), *dn = dup_up(nwt, (size_t)K * 4);
     float *dy = mode == KERN_RESID ? dup_up(y0, (size_t)R * N * 4) : dnew((size_t)R * n_out * 4);
     if (!dW || !dx || !dn || !dy) goto done;
-    int e = kern_gemv(0, dW, wdt, N, K, dx, R, use_norm ? dn : NULL, 1e-6f, mode, dy, n_sms);
+    int e = kern_gemv(0, dW, wdt, N, K, dx, R, use_norm ? dn : NULL, 1e-6f, mode, dy, n_sms, n_sms > 1);
     if (e || !sync_ok() || !down(out, dy, (size_t)R * n_out * 4)) goto done;
     if (mode == KERN_RESID)
         for (size_t i = 0; i < (size_t)R * N; i++) out[i] -= y0[i];
@@ -193,8 +193,8 @@ static void test_gemv(void) {
     T_CHECKF(e <= 1e-5, "2048x1536: rel err %.3g", e);
     e = gemv_case(KERN_BF16, 5, KERN_STORE, 0, 1027, 64, 132);
     T_CHECKF(e <= 1e-5, "1027x64: rel err %.3g", e);
-    T_CHECK(kern_gemv(0, NULL, KERN_BF16, 10, 12, NULL, 1, NULL, 0, 0, NULL, 1) != 0);
-    T_CHECK(kern_gemv(0, NULL, KERN_BF16, 10, 16, NULL, 9, NULL, 0, 0, NULL, 1) != 0);
+    T_CHECK(kern_gemv(0, NULL, KERN_BF16, 10, 12, NULL, 1, NULL, 0, 0, NULL, 1, 0) != 0);
+    T_CHECK(kern_gemv(0, NULL, KERN_BF16, 10, 16, NULL, 9, NULL, 0, 0, NULL, 1, 0) != 0);
 }
 
 /* ---------------------------------------------------- cuBLASLt + to_act */
@@ -229,22 +229,22 @@ static void test_gemm(void) {
     void *act = dnew((size_t)R * K * 4);
     if (!dx || !dy || !dWb || !dW || !act) { T_CHECK(0); goto done; }
     /* hi/lo split: 2R rows through one product, summed on the device */
-    T_CHECK(kern_to_act(0, dx, R, K, act, KERN_ACT_SPLIT) == 0);
+    T_CHECK(kern_to_act(0, dx, R, K, act, KERN_ACT_SPLIT, 1) == 0);
     int rc = kern_blas_gemm(bl, 0, dWb, KERN_BF16, N, K, act, 1, 2 * R, dy, &err);
     T_CHECKF(rc == 0, "%s", err.msg);
-    T_CHECK(kern_add_rows(0, dy, dy + (size_t)R * N, (size_t)R * N) == 0);
+    T_CHECK(kern_add_rows(0, dy, dy + (size_t)R * N, (size_t)R * N, 1) == 0);
     double e = sync_ok() && down(out, dy, (size_t)R * N * 4) ? rel_err(out, refb, (size_t)R * N) : INFINITY;
     T_CHECKF(e <= 2e-5, "bf16 weights, hi/lo activations: rel err %.3g", e);
     /* plain bf16 activations */
     cudaMemset(dy, 0xFF, (size_t)R * N * 4);
-    T_CHECK(kern_to_act(0, dx, R, K, act, KERN_ACT_BF16) == 0);
+    T_CHECK(kern_to_act(0, dx, R, K, act, KERN_ACT_BF16, 0) == 0);
     rc = kern_blas_gemm(bl, 0, dWb, KERN_BF16, N, K, act, 1, R, dy, &err);
     T_CHECKF(rc == 0, "%s", err.msg);
     e = sync_ok() && down(out, dy, (size_t)R * N * 4) ? rel_err(out, refb, (size_t)R * N) : INFINITY;
     T_CHECKF(e <= 1e-2, "bf16 weights and activations: rel err %.3g", e);
     /* f32 throughout */
     cudaMemset(dy, 0xFF, (size_t)R * N * 4);
-    T_CHECK(kern_to_act(0, dx, R, K, act, KERN_ACT_F32) == 0);
+    T_CHECK(kern_to_act(0, dx, R, K, act, KERN_ACT_F32, 0) == 0);
     rc = kern_blas_gemm(bl, 0, dW, KERN_F32, N, K, act, 0, R, dy, &err);
     T_CHECKF(rc == 0, "%s", err.msg);
     e = sync_ok() && down(out, dy, (size_t)R * N * 4) ? rel_err(out, ref, (size_t)R * N) : INFINITY;
@@ -279,13 +279,13 @@ static void test_rowwise(void) {
     float *dx = dup_up(x, R * H * 4), *dy = dup_up(y, R * H * 4), *dlo = dup_up(ylo, R * H * 4);
     float *dn = dup_up(nw, H * 4), *dact = dnew(2 * R * H * 4);
     if (!dx || !dy || !dlo || !dn || !dact) { T_CHECK(0); goto done; }
-    T_CHECK(kern_add_norm(0, dx, dy, dlo, R, H, dn, 1e-5f, dact, KERN_ACT_F32) == 0);
+    T_CHECK(kern_add_norm(0, dx, dy, dlo, R, H, dn, 1e-5f, dact, KERN_ACT_F32, 1) == 0);
     T_CHECK(sync_ok() && down(o1, dx, R * H * 4) && down(o2, dact, R * H * 4));
     double e1 = rel_err(o1, rx, R * H), e2 = rel_err(o2, ra, R * H);
     T_CHECKF(e1 <= 1e-6 && e2 <= 1e-5, "add_norm: x rel err %.3g, act rel err %.3g", e1, e2);
     /* split output: high + low rows give the value to ~2^-16 */
     cudaMemset(dact, 0xFF, 2 * R * H * 4);
-    T_CHECK(kern_add_norm(0, dx, NULL, NULL, R, H, dn, 1e-5f, dact, KERN_ACT_SPLIT) == 0);
+    T_CHECK(kern_add_norm(0, dx, NULL, NULL, R, H, dn, 1e-5f, dact, KERN_ACT_SPLIT, 0) == 0);
     uint16_t *hb = (uint16_t *)o2;
     T_CHECK(sync_ok() && down(hb, dact, 2 * R * H * 2));
     for (int i = 0; i < R * H; i++) o1[i] = bf16_val(hb[i]) + bf16_val(hb[R * H + i]);
@@ -295,7 +295,7 @@ static void test_rowwise(void) {
     int rows[3] = {4, 0, 2};
     kern_step *st = make_step(0, NULL, NULL, NULL, NULL, 0, 0, 3, rows, NULL, NULL, NULL, NULL);
     cudaMemset(dact, 0xFF, 2 * R * H * 4);
-    T_CHECK(st && kern_gather_norm(0, dx, st, 3, H, dn, 1e-5f, dact, KERN_ACT_F32) == 0);
+    T_CHECK(st && kern_gather_norm(0, dx, st, 3, H, dn, 1e-5f, dact, KERN_ACT_F32, 1) == 0);
     T_CHECK(sync_ok() && down(o2, dact, 3 * H * 4));
     double *rg = malloc(3 * H * 8);
     if (rg) {
@@ -308,7 +308,7 @@ static void test_rowwise(void) {
     for (int i = 0; i < R * 2 * I; i++) { g[i] = 2 * nrand(); glo[i] = 1e-3f * nrand(); }
     float *dg = dup_up(g, R * 2 * I * 4), *dglo = dup_up(glo, R * 2 * I * 4);
     cudaMemset(dact, 0xFF, 2 * R * H * 4);
-    T_CHECK(dg && dglo && kern_swiglu(0, dg, dglo, R, I, dact, KERN_ACT_F32) == 0);
+    T_CHECK(dg && dglo && kern_swiglu(0, dg, dglo, R, I, dact, KERN_ACT_F32, 1) == 0);
     T_CHECK(sync_ok() && down(o2, dact, R * I * 4));
     for (int r = 0; r < R; r++)
         for (int i = 0; i < I; i++) {
@@ -324,7 +324,7 @@ static void test_rowwise(void) {
     kern_step *st2 = make_step(5, toks, NULL, NULL, NULL, 0, 0, 0, NULL, NULL, NULL, NULL, NULL);
     void *dE = dup_up(E, V * He * 2);
     float *dxe = dnew(5 * He * 4);
-    T_CHECK(st2 && dE && dxe && kern_embed(0, dE, KERN_BF16, He, st2, 5, dxe) == 0);
+    T_CHECK(st2 && dE && dxe && kern_embed(0, dE, KERN_BF16, He, st2, 5, dxe, 0) == 0);
     T_CHECK(sync_ok() && down(o1, dxe, 5 * He * 4));
     int bad = 0;
     for (int r = 0; r < 5; r++)
@@ -354,7 +354,7 @@ static void rope_case(int nh, int nkv, int hd) {
     float *dq = dnew(R * nh * hd * 4), *dkv = dnew(pool * 4);
     if (!st || !dqkv || !db || !dinv || !dq || !dkv) { T_CHECK(0); goto done; }
     kern_kv kv = {dkv + (size_t)layer * 2 * nkv * bs * hd, (long long)blk, nkv, hd, bs, 0};
-    T_CHECK(kern_rope_kv(0, dqkv, NULL, db, st, R, nh, dinv, dq, kv) == 0);
+    T_CHECK(kern_rope_kv(0, dqkv, NULL, db, st, R, nh, dinv, dq, kv, 1) == 0);
     T_CHECK(sync_ok() && down(q, dq, R * nh * hd * 4) && down(kvh, dkv, pool * 4));
     double num = 0, den = 0;
     int bad_kv = 0;
@@ -457,12 +457,28 @@ static void attn_case(int nh, int nkv, int hd, int splits) {
     float *dkv = dup_up(kv, pool * 4), *dq = dup_up(q, (size_t)R * nh * hd * 4);
     float *dout = dnew((size_t)R * nh * hd * 4);
     float *dpart = dnew(kern_attn_part_floats(R, nh, hd, splits) * 4 + 16);
-    if (!st || !dkv || !dq || !dout || !dpart) { T_CHECK(0); goto done; }
+    unsigned *dcnt = dnew((size_t)R * nkv * 4), cnt[64];
+    uint16_t *dact = dnew((size_t)R * nh * hd * 4), *hact = malloc((size_t)R * nh * hd * 4);
+    if (!st || !dkv || !dq || !dout || !dpart || !dcnt || !dact || !hact) { T_CHECK(0); free(hact); goto done; }
+    cudaMemset(dcnt, 0, (size_t)R * nkv * 4);
     kern_kv k = {dkv, (long long)blk, nkv, hd, bs, 0};
-    T_CHECK(kern_attention(0, dq, k, st, R, nh, splits, dout, dpart) == 0);
+    T_CHECK(kern_attention(0, dq, k, st, R, nh, splits, dout, NULL, 0, dpart, dcnt, 1) == 0);
     double e = sync_ok() && down(out, dout, (size_t)R * nh * hd * 4) ? rel_err(out, ref, (size_t)R * nh * hd)
                                                                    : INFINITY;
     T_CHECKF(e <= 1e-5, "nh=%d nkv=%d hd=%d splits=%d: rel err %.3g", nh, nkv, hd, splits, e);
+    /* the split counters are back at zero; the same into hi/lo bf16 rows */
+    int nz = 0;
+    if (down(cnt, dcnt, (size_t)R * nkv * 4))
+        for (int i = 0; i < R * nkv; i++) nz += cnt[i] != 0;
+    T_CHECKF(nz == 0, "%d split counters left non-zero", nz);
+    T_CHECK(kern_attention(0, dq, k, st, R, nh, splits, NULL, dact, KERN_ACT_SPLIT, dpart, dcnt, 0) == 0);
+    if (sync_ok() && down(hact, dact, (size_t)R * nh * hd * 4)) {
+        size_t n = (size_t)R * nh * hd;
+        for (size_t i = 0; i < n; i++) out[i] = bf16_val(hact[i]) + bf16_val(hact[n + i]);
+        e = rel_err(out, ref, n);
+    } else e = INFINITY;
+    T_CHECKF(e <= 2e-5, "nh=%d hd=%d splits=%d into hi/lo bf16: rel err %.3g", nh, hd, splits, e);
+    free(hact);
 done:
     free(table); free(kv); free(q); free(out); free(ref); free(sc);
     dfree_all();
@@ -539,8 +555,10 @@ static void sample_case(int V) {
         {0, 0, 1}, {0.7f, 0, 1}, {1, 50, 1}, {1.3f, 0, 0.9f}, {0.8f, 40, 0.8f}, {1, 1, 1}};
     float *dl = dup_up(l, (size_t)O * V * 4);
     int *dids = dnew(O * 4);
-    float *dlp = dnew(O * 4), *dent = dnew(O * 4);
-    if (!dl || !dids || !dlp || !dent) { T_CHECK(0); goto done; }
+    float *dlp = dnew(O * 4), *dent = dnew(O * 4), *dscr = dnew(O * 16 * 16);
+    unsigned *dcnt = dnew(O * 4);
+    if (!dl || !dids || !dlp || !dent || !dscr || !dcnt) { T_CHECK(0); goto done; }
+    cudaMemset(dcnt, 0, O * 4);
     for (int c = 0; c < 6; c++) {
         float temp[O], topp[O];
         int topk[O], rows[O], ids[O];
@@ -552,11 +570,15 @@ static void sample_case(int V) {
         }
         kern_step *st = make_step(0, NULL, NULL, NULL, NULL, 0, 0, O, rows, temp, topk, topp, u);
         cudaMemset(dids, 0xFF, O * 4);
-        T_CHECK(st && kern_sample(0, dl, NULL, O, V, st, dids, dlp, dent) == 0);
-        if (!sync_ok() || !down(ids, dids, O * 4) || !down(lp, dlp, O * 4) || !down(en, dent, O * 4)) {
+        int blocks = c % 2 ? 7 : 1;   /* first pass in one block or seven per row */
+        T_CHECK(st && kern_sample(0, dl, NULL, O, V, st, dids, dlp, dent, blocks, dscr, dcnt, 1) == 0);
+        unsigned cnt[O];
+        if (!sync_ok() || !down(ids, dids, O * 4) || !down(lp, dlp, O * 4) || !down(en, dent, O * 4) ||
+            !down(cnt, dcnt, O * 4)) {
             T_CHECK(0);
             break;
         }
+        for (int o = 0; o < O; o++) T_CHECKF(cnt[o] == 0, "sampling counter %d left at %u", o, cnt[o]);
         for (int o = 0; o < O; o++) {
             char why[160] = "";
             if (set[c].T <= 0) T_CHECKF(ids[o] == 37, "V=%d greedy picked %d, want 37", V, ids[o]);

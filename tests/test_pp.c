@@ -468,7 +468,7 @@ static int f_put(void *ctx, eng_tok_stream *st, int id, char *out, int cap) {
 
 static orc_pp_ops fake_ops(fake *f) {
     return (orc_pp_ops){f, f_encode, f_add, f_prefill, f_fork, f_append, f_remove, f_step, f_last,
-                        f_is_eos, f_put};
+                        f_is_eos, f_put, 0};
 }
 
 typedef struct order { int items[16], n; } order;
@@ -536,6 +536,18 @@ static void test_runner_limits_and_repeats(void) {
     T_CHECK(rc == ENG_OK && f.forks == 0 && r.shared_tokens == 0);
     if (!rc) T_CHECK(!strcmp(r.answer, r.outputs[0]) && r.n_gen[0] == 2);
     orc_pp_result_free(&r);
+    /* the model's context ends generation early, or refuses a prompt that fills it */
+    memset(&f, 0, sizeof f);
+    ops.ctx_len = 16;
+    char *near_full[] = {"Whole prompt 9"};     /* 14 tokens: room for 2 */
+    rc = orc_pp_run_prompts(&ops, near_full, 1, NULL, 0, &s, 50, NULL, &r, &e);
+    T_CHECK(rc == ENG_OK);
+    if (!rc) T_CHECKF(r.n_gen[0] == 2, "%d", r.n_gen[0]);
+    orc_pp_result_free(&r);
+    char *too_long[] = {"A prompt of twenty bytes 9"};
+    T_CHECK(orc_pp_run_prompts(&ops, too_long, 1, NULL, 0, &s, 50, NULL, &r, &e) == ENG_EINVAL);
+    T_CHECK(strstr(e.msg, "context") != NULL);
+    ops.ctx_len = 0;
     /* bad arguments */
     T_CHECK(orc_pp_run_prompts(&ops, one, 0, NULL, 0, &s, 5, NULL, &r, &e) == ENG_EINVAL);
     T_CHECK(orc_pp_run_prompts(&ops, one, 1, NULL, 0, &s, 0, NULL, &r, &e) == ENG_EINVAL);

@@ -1,0 +1,331 @@
+/* bench_speccache.c — SpecCache: what speculative prefetch saves a web agent.
+ *
+ *   build/benchmarks/bench_speccache [--model DIR] [--limit N] [--think-tokens T]
+ *       [--median-ms M] [--sigma S] [--top-k K] [--budget-kb B] [--concurrency C]
+ *       [--draft-weight W] [--seed X] [--data test.json] [--json OUT]
+ *
+ * Corpus: the real WebWalkerQA sites are not reachable from here, so one
+ * site per root_url of the English rows is generated from the dataset
+ * (cache/wwsite.c): each golden path's anchor texts become a chain of links
+ * from the root page to a page holding the row's answer, every page also
+ * links to 8-20 filler pages (anchors from other sites' golden paths and
+ * site-section words), and tool_webenv serves it (public URL
+ * scheme://host/path as /host/path) with FTS5 search.
+ *
+ * Agent: oracle navigation along the golden path (no model here can browse:
+ * the shared models folder is empty), with a think time before each web
+ * action of T real decode steps of --model (cache/wwagent.c).  Web latency
+ * is lognormal, drawn per (question, URL) so all modes meet the same delay
+ * for the same page; by default its median is the measured mean think time
+ * of one action, i.e. the model thinks about as long as a page takes to load.
+ *
+ * Modes, on the same questions and latency seed: no prefetch; speculative
+ * (cheap signals + draft model); cheap signals only; random links of the
+ * current page.  All prefetching modes queue top-K per think and share one
+ * byte budget per question.  Questions run mode after mode, interleaved, so
+ * drift in machine speed touches every mode alike. */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <cJSON.h>
+#include "cache.h"
+#include "tool.h"
+
+typedef struct args {
+    const char *model, *data, *json;
+    int limit, think_tokens, top_k, concurrency, budget_kb;
+    double median_ms, sigma, draft_weight;
+    int median_given;            /* else the median is the measured think time */
+    unsigned long long seed;
+} args;
+
+static void usage(void) {
+    fprintf(stderr, "usage: bench_speccache [--model DIR] [--limit N] [--think-tokens T] "
+            "[--median-ms M] [--sigma S] [--top-k K] [--budget-kb B] [--concurrency C] "
+            "[--draft-weight W] [--seed X] [--data test.json] [--json OUT]\n");
+}
+
+static int parse_args(int argc, char **argv, args *a) {
+    for (int i = 1; i < argc; i++) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(k, "-h") || !strcmp(k, "--help")) { usage(); exit(0); }
+        if (!v) { fprintf(stderr, "%s needs a value\n", k); return -1; }
+        char *end = NULL;
+        double x = strtod(v, &end);
+        int num = end && *end == 0;
+        if (!strcmp(k, "--model")) a->model = v;
+        else if (!strcmp(k, "--data")) a->data = v;
+        else if (!strcmp(k, "--json")) a->json = v;
+        else if (!num) { fprintf(stderr, "%s: bad value %s\n", k, v); return -1; }
+        else if (!strcmp(k, "--limit")) a->limit = (int)x;
+        else if (!strcmp(k, "--think-tokens")) a->think_tokens = (int)x;
+        else if (!strcmp(k, "--median-ms")) a->median_ms = x, a->median_given = 1;
+        else if (!strcmp(k, "--sigma")) a->sigma = x;
+        else if (!strcmp(k, "--top-k")) a->top_k = (int)x;
+        else if (!strcmp(k, "--budget-kb")) a->budget_kb = (int)x;
+        else if (!strcmp(k, "--concurrency")) a->concurrency = (int)x;
+        else if (!strcmp(k, "--draft-weight")) a->draft_weight = x;
+        else if (!strcmp(k, "--seed")) a->seed = (unsigned long long)x;
+        else { fprintf(stderr, "unknown option %s\n", k); return -1; }
+        i++;
+    }
+    if (a->think_tokens <= 0 || a->top_k <= 0 || a->concurrency <= 0 || a->budget_kb <= 0 ||
+        a->median_ms < 0 || a->sigma < 0 || a->draft_weight < 0) {
+        fprintf(stderr, "options must be positive\n");
+        return -1;
+    }
+    return 0;
+}
+
+/* Entries in $BRISK_SHARED/models (-1: no such folder). */
+static int shared_models(void) {
+    const char *sh = getenv("BRISK_SHARED");
+    char p[1024];
+    snprintf(p, sizeof p, "%s/models", sh ? sh : "../shared");
+    DIR *d = opendir(p);
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+typedef struct totals {
+    int questions, failed, actions, hits, joins, clicks, click_hits, same, correct;
+    double wait_ms, think_ms, spec_ms, late_ms;
+    long long issued, prefetch_bytes, unused_bytes;
+} totals;
+
+static void add(totals *t, const cache_ww_result *r) {
+    t->questions++;
+    t->actions += r->actions;
+    t->hits += r->hits;
+    t->joins += r->joins;
+    t->clicks += r->clicks;
+    t->click_hits += r->click_hits;
+    t->correct += r->correct;
+    t->wait_ms += r->wait_ms;
+    t->think_ms += r->think_ms;
+    t->spec_ms += r->spec_ms;
+    t->late_ms += r->late_ms;
+    t->issued += r->issued;
+    t->prefetch_bytes += r->prefetch_bytes;
+    t->unused_bytes += r->unused_bytes;
+}
+
+static double hit_rate(const totals *t) { return t->actions ? (double)(t->hits + t->joins) / t->actions : 0; }
+static double click_rate(const totals *t) { return t->clicks ? (double)t->click_hits / t->clicks : 0; }
+static double per_q(double x, const totals *t) { return t->questions ? x / t->questions : 0; }
+
+static cJSON *totals_json(const totals *t) {
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "questions", t->questions);
+    cJSON_AddNumberToObject(o, "failed", t->failed);
+    cJSON_AddNumberToObject(o, "actions", t->actions);
+    cJSON_AddNumberToObject(o, "hits", t->hits);
+    cJSON_AddNumberToObject(o, "joins", t->joins);
+    cJSON_AddNumberToObject(o, "hit_rate", hit_rate(t));
+    cJSON_AddNumberToObject(o, "clicks", t->clicks);
+    cJSON_AddNumberToObject(o, "click_hit_rate", click_rate(t));
+    cJSON_AddNumberToObject(o, "web_wait_total_ms", t->wait_ms);
+    cJSON_AddNumberToObject(o, "web_wait_mean_ms_per_question", per_q(t->wait_ms, t));
+    cJSON_AddNumberToObject(o, "think_mean_ms_per_question", per_q(t->think_ms, t));
+    cJSON_AddNumberToObject(o, "speculator_mean_ms_per_question", per_q(t->spec_ms, t));
+    cJSON_AddNumberToObject(o, "waited_for_speculator_mean_ms_per_question", per_q(t->late_ms, t));
+    cJSON_AddNumberToObject(o, "prefetches_issued", (double)t->issued);
+    cJSON_AddNumberToObject(o, "prefetched_bytes", (double)t->prefetch_bytes);
+    cJSON_AddNumberToObject(o, "prefetched_unused_bytes", (double)t->unused_bytes);
+    cJSON_AddNumberToObject(o, "answers_same_as_no_prefetch", t->same);
+    cJSON_AddNumberToObject(o, "answers_holding_gold_answer", t->correct);
+    return o;
+}
+
+static const char CORPUS[] =
+    "generated from WebWalkerQA's English rows (the real sites are not reachable from here): "
+    "one site per root_url; each golden path's anchor texts form a chain of links from the root "
+    "page to a page holding the row's answer (at the row's source_website URL when usable); "
+    "every page also links to 8-20 filler pages whose anchors are other sites' golden anchors "
+    "and site-section words; served by tool_webenv with FTS5 search, public "
+    "scheme://host/path as /host/path";
+
+int main(int argc, char **argv) {
+    const char *sh = getenv("BRISK_SHARED");
+    char data[1024];
+    snprintf(data, sizeof data, "%s/data/webwalkerqa/test.json", sh ? sh : "../shared");
+    args a = { .model = "tests/fixtures/tiny-qwen2", .data = data,
+               .json = "benchmarks/results/speccache.json", .limit = 0, .think_tokens = 64,
+               .top_k = 3, .concurrency = 4, .budget_kb = 64, .sigma = 0.6,
+               .draft_weight = 1, .seed = 1 };
+    if (parse_args(argc, argv, &a)) { usage(); return 2; }
+
+    eng_err err = {0};
+    cache_ww_row *rows = NULL;
+    int n_rows = 0;
+    if (cache_ww_load(a.data, "en", &rows, &n_rows, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    int nq = a.limit > 0 && a.limit < n_rows ? a.limit : n_rows;
+
+    char tmp[] = "/tmp/bench_speccache-XXXXXX";
+    if (!mkdtemp(tmp)) { perror("mkdtemp"); return 1; }
+    char db[1100];
+    snprintf(db, sizeof db, "%s/sites.db", tmp);
+    cache_wwsite *site = NULL;
+    cache_wwsite_opts so = { .seed = a.seed };
+    tool_webenv *web = NULL;
+    tool_webenv_opts wo = { .db_path = db, .latency_median_ms = -1, .seed = a.seed };
+    eng_model *m = NULL;
+    eng_engine *think = NULL;
+    cache_draft *draft = NULL;
+    int rc = cache_wwsite_build(db, rows, n_rows, &so, &site, &err);
+    if (!rc) rc = tool_webenv_start(&wo, &web, &err);
+    if (!rc) rc = eng_model_load(a.model, &m, &err);
+    if (!rc) {
+        int pos = eng_model_config(m)->max_pos;
+        int need = (384 + a.think_tokens + 8) < pos ? 384 + a.think_tokens + 8 : pos;
+        eng_opts eo = { .n_threads = 1, .max_seqs = 2, .n_blocks = need / 16 + 4 };
+        rc = eng_create(m, &eo, &think, &err);
+    }
+    cache_draft_opts dopts = { .n_threads = 1 };
+    if (!rc) rc = cache_draft_create(m, &dopts, &draft, &err);
+    if (rc) {
+        fprintf(stderr, "setup: %s\n", err.msg);
+        return 1;
+    }
+    cache_ww_env env = { site, tool_webenv_url(web), think, draft, tmp };
+    cache_ww_opts base = { .think_tokens = a.think_tokens, .sigma = a.sigma, .seed = a.seed,
+                           .top_k = a.top_k, .max_concurrent = a.concurrency,
+                           .byte_budget = (int64_t)a.budget_kb << 10, .draft_weight = a.draft_weight };
+
+    /* Default latency: the mean think time of one action, measured on the
+     * first questions without prefetch or latency. */
+    int calibrated = !a.median_given;
+    if (calibrated) {
+        double ms = 0;
+        int acts = 0;
+        for (int i = 0; i < 5 && i < n_rows; i++) {
+            cache_ww_opts o = base;
+            o.mode = CACHE_WW_NONE;
+            o.median_ms = 0;
+            cache_ww_result r;
+            if (cache_ww_episode(&env, &o, &rows[i], &r, &err) == ENG_OK) ms += r.think_ms, acts += r.actions;
+            cache_ww_result_clear(&r);
+        }
+        a.median_ms = acts ? ms / acts : 400;
+    }
+    base.median_ms = a.median_ms;
+    int models = shared_models();
+    printf("SpecCache benchmark: %d of %d English WebWalkerQA rows, %d pages in %s\n", nq, n_rows,
+           cache_wwsite_n_pages(site), db);
+    printf("corpus: %s\n", CORPUS);
+    printf("agent: oracle navigation along the golden path (no model here can browse: shared "
+           "models folder %s); think = %d decode steps of %s before each web action\n",
+           models < 0 ? "missing" : models == 0 ? "empty" : "not empty, unused", a.think_tokens, a.model);
+    printf("latency: lognormal per (question, URL), median %.2f ms%s, sigma %.2f; top-k %d, "
+           "%d concurrent, budget %d KiB per question, draft weight %.2f\n\n", a.median_ms,
+           calibrated ? " (= measured mean think time per action)" : "", a.sigma, a.top_k,
+           a.concurrency, a.budget_kb, a.draft_weight);
+
+    totals t[CACHE_WW_N_MODES] = {0};
+    char **answers = calloc((size_t)nq, sizeof *answers);
+    double t0 = tool_now();
+    for (int q = 0; q < nq && answers; q++) {
+        for (int mode = 0; mode < CACHE_WW_N_MODES; mode++) {
+            cache_ww_opts o = base;
+            o.mode = mode;
+            cache_ww_result r;
+            if (cache_ww_episode(&env, &o, &rows[q], &r, &err) != ENG_OK) {
+                fprintf(stderr, "row %d (%s): %s\n", rows[q].index, cache_ww_mode_name(mode), err.msg);
+                t[mode].failed++;
+                cache_ww_result_clear(&r);
+                continue;
+            }
+            add(&t[mode], &r);
+            if (mode == CACHE_WW_NONE) answers[q] = strdup(r.answer);
+            else if (answers[q] && !strcmp(answers[q], r.answer)) t[mode].same++;
+            cache_ww_result_clear(&r);
+        }
+        t[CACHE_WW_NONE].same += answers[q] != NULL;
+    }
+    double wall = tool_now() - t0;
+
+    printf("%-7s %7s %7s %7s %10s %10s %9s %9s %8s %9s %9s %6s %7s\n", "mode", "actions",
+           "hit%", "click%", "wait_ms", "wait/q_ms", "think/q", "spec/q", "late/q", "pf_KiB",
+           "unusedKiB", "same", "correct");
+    for (int i = 0; i < CACHE_WW_N_MODES; i++) {
+        const totals *x = &t[i];
+        printf("%-7s %7d %6.1f%% %6.1f%% %10.1f %10.2f %9.2f %9.2f %8.2f %9.1f %9.1f %3d/%-3d %3d\n",
+               cache_ww_mode_name(i), x->actions, 100 * hit_rate(x), 100 * click_rate(x), x->wait_ms,
+               per_q(x->wait_ms, x), per_q(x->think_ms, x), per_q(x->spec_ms, x), per_q(x->late_ms, x),
+               x->prefetch_bytes / 1024.0, x->unused_bytes / 1024.0, x->same, x->questions, x->correct);
+    }
+    const totals *none = &t[CACHE_WW_NONE], *spec = &t[CACHE_WW_SPEC], *rnd = &t[CACHE_WW_RANDOM];
+    double wait_ratio = spec->wait_ms > 0 ? none->wait_ms / spec->wait_ms : 0;
+    double hit_ratio = hit_rate(rnd) > 0 ? hit_rate(spec) / hit_rate(rnd) : 0;
+    double click_ratio = click_rate(rnd) > 0 ? click_rate(spec) / click_rate(rnd) : 0;
+    int same_ok = spec->same == spec->questions && spec->questions == none->questions && !spec->failed;
+    printf("\nbars: web wait no-prefetch / speculative = %.2fx (bar >= 2x: %s); hit rate "
+           "speculative / random = %.2fx (bar >= 5x: %s; clicks only %.2fx); answers identical: "
+           "%d/%d (%s)\n", wait_ratio, wait_ratio >= 2 ? "met" : "NOT met", hit_ratio,
+           hit_ratio >= 5 ? "met" : "NOT met", click_ratio, spec->same, spec->questions,
+           same_ok ? "met" : "NOT met");
+    printf("wall %.1f s (hit%% = (hits + joins) / web actions; click%% the same over link clicks; "
+           "late = waited for the speculator after the think)\n", wall);
+
+    cJSON *out = cJSON_CreateObject(), *cfg = cJSON_AddObjectToObject(out, "config");
+    cJSON_AddStringToObject(cfg, "model", a.model);
+    cJSON_AddNumberToObject(cfg, "questions", nq);
+    cJSON_AddNumberToObject(cfg, "english_rows", n_rows);
+    cJSON_AddNumberToObject(cfg, "pages", cache_wwsite_n_pages(site));
+    cJSON_AddNumberToObject(cfg, "think_tokens", a.think_tokens);
+    cJSON_AddNumberToObject(cfg, "latency_median_ms", a.median_ms);
+    cJSON_AddBoolToObject(cfg, "latency_median_is_measured_think_time", calibrated);
+    cJSON_AddNumberToObject(cfg, "latency_sigma", a.sigma);
+    cJSON_AddNumberToObject(cfg, "top_k", a.top_k);
+    cJSON_AddNumberToObject(cfg, "concurrency", a.concurrency);
+    cJSON_AddNumberToObject(cfg, "byte_budget_per_question", (double)base.byte_budget);
+    cJSON_AddNumberToObject(cfg, "draft_weight", a.draft_weight);
+    cJSON_AddNumberToObject(cfg, "seed", (double)a.seed);
+    cJSON_AddStringToObject(cfg, "corpus", CORPUS);
+    cJSON_AddStringToObject(cfg, "agent", "oracle navigation along the golden path: no model here "
+                            "can browse (the shared models folder is empty); think time = real "
+                            "decode steps of the model");
+    cJSON *modes = cJSON_AddObjectToObject(out, "modes");
+    for (int i = 0; i < CACHE_WW_N_MODES; i++)
+        cJSON_AddItemToObject(modes, cache_ww_mode_name(i), totals_json(&t[i]));
+    cJSON *bars = cJSON_AddObjectToObject(out, "bars");
+    cJSON_AddNumberToObject(bars, "web_wait_none_over_spec", wait_ratio);
+    cJSON_AddBoolToObject(bars, "web_wait_2x_met", wait_ratio >= 2);
+    cJSON_AddNumberToObject(bars, "hit_rate_spec_over_random", hit_ratio);
+    cJSON_AddNumberToObject(bars, "click_hit_rate_spec_over_random", click_ratio);
+    cJSON_AddBoolToObject(bars, "hit_rate_5x_met", hit_ratio >= 5);
+    cJSON_AddBoolToObject(bars, "same_answers_met", same_ok);
+    cJSON_AddNumberToObject(out, "wall_s", wall);
+    char *js = cJSON_Print(out);
+    FILE *f = js ? fopen(a.json, "w") : NULL;
+    if (f) {
+        fputs(js, f);
+        fputc('\n', f);
+        fclose(f);
+        printf("wrote %s\n", a.json);
+    } else {
+        fprintf(stderr, "cannot write %s\n", a.json);
+    }
+    cJSON_free(js);
+    cJSON_Delete(out);
+
+    for (int q = 0; answers && q < nq; q++) free(answers[q]);
+    free(answers);
+    cache_draft_destroy(draft);
+    eng_destroy(think);
+    eng_model_free(m);
+    tool_webenv_stop(web);
+    cache_wwsite_free(site);
+    cache_ww_rows_free(rows, n_rows);
+    unlink(db);
+    rmdir(tmp);
+    return 0;
+}

@@ -1,0 +1,123 @@
+/* engine_int.h — the engine's own structures, shared by engine.c
+ * (sequences, batching, KV block tables) and spec.c (speculative
+ * decoding).  Not API. */
+#ifndef ENG_ENGINE_INT_H
+#define ENG_ENGINE_INT_H
+#include "backend.h"
+#include "kv.h"
+
+/* Speculation state of one sequence (spec.c). */
+typedef struct spec_seq {
+    eng_spec_opts o;          /* mode != ENG_SPEC_OFF, defaults filled in */
+    int k;                    /* drafts in the step being run (0: a plain step) */
+    int draft[ENG_SPEC_KMAX]; /* the proposed tokens */
+    float *q;                 /* [kmax][vocab] draft-model probabilities (sampling only) */
+    int dseq;                 /* its sequence in the draft engine; -1: none yet */
+    int dsynced;              /* leading tokens of dseq known equal to ours */
+    uint64_t drng;            /* random stream of draft-model draws */
+    double alpha;             /* EWMA of the chance that a draft token is kept */
+    int idle;                 /* adaptive: steps in a row at k = 0 */
+    eng_spec_stats st;
+} spec_seq;
+
+typedef struct seq {
+    int live, paused;         /* a paused sequence sits out eng_step */
+    int *tok;                 /* prompt + generated */
+    int n_tok, cap_tok, n_prompt;
+    int n_cached;             /* tokens whose K/V are in the cache */
+    eng_kv_table table;
+    eng_sampling samp;
+    uint64_t rng;
+    eng_token last;
+    int has_last;
+    int keep_all;
+    const float *logits;      /* last step's rows, in e->logits or own_logits */
+    int logit_rows;
+    float *own_logits;        /* rows kept by eng_seq_prefill */
+    int *forced;              /* eng_seq_force: tokens that replace the next draws */
+    int n_forced, i_forced;
+    size_t own_cap;
+    int new_at, n_new;        /* tokens [new_at, new_at + n_new) came with the last step */
+    eng_token *new_info;      /* [cap_new] */
+    int cap_new;
+    int want_logits;          /* host logits of the last row (draft engines when sampling) */
+    spec_seq *spec;           /* NULL: no speculation */
+} seq;
+
+/* Seconds of a forward pass against its rows: a running average per
+ * power-of-two bucket of rows (bucket b: rows in [2^b, 2^(b+1))). */
+enum { TIMING_BUCKETS = 24 };
+typedef struct step_timing {
+    double secs[TIMING_BUCKETS], rows[TIMING_BUCKETS];
+    int n[TIMING_BUCKETS];
+} step_timing;
+
+typedef struct eng_cand { float v; int id; } eng_cand;   /* a token and its logit or weight */
+
+struct eng_engine {
+    eng_model *m;
+    eng_config c;
+    eng_backend *be;
+    eng_kv *kv;
+    eng_opts opts;            /* as created, defaults filled in */
+    int bs, max_seqs, n_live;
+    int host_logits;          /* 1: every step brings logits to the host (CPU) */
+    seq *seqs;                /* [max_seqs]; a sequence id is its slot */
+    /* one batch, grown on demand */
+    int cap_rows, cap_out, cap_logits;
+    int *tokens, *pos, *row_seq, *out_rows;
+    eng_sampling *samp;
+    uint64_t *rng;
+    eng_token *sampled;
+    float *logits;            /* [cap_out][vocab] */
+    /* per sequence in the batch */
+    int *seq_len, *slot_of, *first_out;
+    const int **tables;
+    step_timing timing;       /* forward passes of this engine */
+    /* speculation (spec.c) */
+    eng_engine *draft;        /* the draft model's engine, owned */
+    eng_model *draft_model;
+    eng_spec_cost cost;
+    int cost_given;
+    float *pbuf, *rbuf;       /* [vocab] each: p and the residual in verification */
+    eng_cand *cands;          /* [vocab] scratch of eng_spec_probs */
+    void *plan;               /* adaptive planning candidates */
+    int cap_plan;
+};
+
+static inline seq *eng_get_seq(const eng_engine *e, int id) {
+    if (!e || id < 0 || id >= e->max_seqs || !e->seqs[id].live) return NULL;
+    return &e->seqs[id];
+}
+
+/* Takes part in the next step: live, not paused, with tokens to process. */
+static inline int eng_seq_active(const seq *s) {
+    return s->live && !s->paused && s->n_tok > s->n_cached;
+}
+
+/* engine.c */
+int  eng_grow(void **p, size_t n, size_t size, eng_err *err);
+/* A token's log-prob and the row's entropy, from host logits. */
+eng_token eng_token_of(const float *logits, int vocab, int id);
+/* Keeps the first n_tok tokens of s and at most n_cached of them cached;
+ * its block table shrinks to match.  The caller leaves a token pending
+ * before the next step. */
+void eng_seq_cut(eng_engine *e, seq *s, int n_tok, int n_cached);
+
+/* spec.c */
+/* Chooses k for every sequence taking part in this step: n_active
+ * sequences, rows rows without drafts, spare free blocks beyond theirs. */
+int  eng_sp_plan(eng_engine *e, int n_active, int rows, int spare, eng_err *err);
+/* Fills in the drafts (k may come down to what the drafter proposes). */
+int  eng_sp_draft(eng_engine *e, eng_err *err);
+/* Needs host logits for its rows this step. */
+int  eng_sp_wants_logits(const seq *s);
+/* After the pass: keeps what survives of s's drafts; sampled and logits are
+ * its k + 1 out rows (logits only when eng_sp_wants_logits). */
+void eng_sp_verify(eng_engine *e, seq *s, const eng_token *sampled, const float *logits);
+int  eng_sp_fork(eng_engine *e, seq *parent, seq *child, eng_err *err);
+int  eng_sp_prefill(eng_engine *e, seq *s, eng_err *err);
+void eng_sp_seq_free(eng_engine *e, seq *s);
+void eng_sp_engine_free(eng_engine *e);
+void eng_sp_time(step_timing *t, int rows, double secs);
+#endif

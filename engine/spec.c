@@ -1,0 +1,710 @@
+/* spec.c — speculative decoding: drafters, lossless verification, adaptive
+ * draft length and the step-time model behind it (API in eng.h).
+ *
+ * One step of eng_step (engine.c) with speculation:
+ *   1. eng_sp_plan gives every sequence that may speculate a draft length
+ *      k: fixed, or adaptive (below), then shrunk until the drafts' KV
+ *      blocks fit in what the plain step leaves free;
+ *   2. eng_sp_draft fills in the drafts: n-gram lookup or a custom drafter
+ *      per sequence, or the draft model for all its sequences at once
+ *      (one draft-engine step per draft position, batched);
+ *   3. the engine runs pending tokens + drafts in one pass, every row from
+ *      the last pending one on an out row sampled greedily;
+ *   4. eng_sp_verify keeps the accepted drafts and one more token, rolls
+ *      back the KV of the rest (eng_kv_table_truncate drops the blocks a
+ *      sequence no longer covers; shared blocks only lose a reference) and
+ *      brings the draft model's sequence to the same tokens.
+ *
+ * Greedy verification needs only each row's argmax, which the backend
+ * samples (on CUDA without copying logits); sampling verification needs
+ * the rows' probabilities, so those steps ask for host logits.
+ *
+ * Adaptive k.  With acceptance chance alpha per draft token, the j-th draft
+ * of a sequence adds alpha^j expected tokens.  Candidates (sequence, j)
+ * sorted by that gain are taken up to the prefix with the most expected
+ * tokens per second of step time (the prefix, not a marginal test: a draft
+ * model's pass costs the same for one sequence or many).  A candidate adds
+ * one target row (the step-time model at R + 1 minus at R), and for a
+ * draft model one row of its j-th pass, or the whole pass when it is the
+ * first that deep.  The step-time model interpolates the
+ * measured mean time of each power-of-two bucket of rows (non-decreasing;
+ * extrapolated from the last two buckets; before any measurement a row is
+ * taken to cost PRIOR_ROW of a pass), so a large batch, where rows cost
+ * nearly their full share, stops speculating by itself. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "engine_int.h"
+
+enum { PROBE_EVERY = 16 };   /* adaptive: steps at k = 0 before a k = 1 probe */
+#define ALPHA0 0.5           /* acceptance estimate of a new sequence */
+#define BETA 0.2             /* EWMA weight of one verified draft token */
+#define MIN_GAIN 0.1         /* a draft used with less chance than this is not made */
+#define PRIOR_ROW 0.02       /* unmeasured: one row costs this fraction of a pass */
+#define PRIOR_DRAFT 0.1      /* unmeasured draft pass: this fraction of a target pass */
+#define DRAFT_SEED 0xD1B54A32D192ED03ull   /* draft draws: a stream apart from the target's */
+
+static int is_greedy(const eng_sampling *s) {
+    return !(s->temperature > 0 && isfinite(s->temperature));
+}
+
+/* ------------------------------------------------------------- random */
+/* splitmix64, the generator eng_sample uses. */
+static double unif(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * 0x1.0p-53;
+}
+
+/* Draws i with probability w[i] / sum(w); -1 when every weight is 0. */
+static int draw(const float *w, int vocab, uint64_t *rng) {
+    double total = 0;
+    for (int i = 0; i < vocab; i++) if (w[i] > 0) total += w[i];
+    if (!(total > 0)) return -1;
+    double u = unif(rng) * total, cum = 0;
+    int last = -1;
+    for (int i = 0; i < vocab; i++) {
+        if (!(w[i] > 0)) continue;
+        cum += w[i];
+        last = i;
+        if (u < cum) return i;
+    }
+    return last;   /* rounding left u at the very end */
+}
+
+/* ------------------------------------------------ target distribution */
+static inline float logit_at(const float *l, int i) {
+    float v = l[i];
+    return v == v ? v : -INFINITY;   /* NaN: impossible, as in eng_sample */
+}
+
+/* a ranks before b: larger value first, lower id on ties (as eng_sample). */
+static inline int ranks_before(eng_cand a, eng_cand b) {
+    return a.v > b.v || (a.v == b.v && a.id < b.id);
+}
+
+static int cmp_rank(const void *a, const void *b) {
+    eng_cand x = *(const eng_cand *)a, y = *(const eng_cand *)b;
+    return ranks_before(x, y) ? -1 : ranks_before(y, x) ? 1 : 0;
+}
+
+/* Moves the k best-ranked of c[0..n) to c[0..k), in no order (quickselect). */
+static void select_best(eng_cand *c, int n, int k) {
+    int lo = 0, hi = n;   /* c[0..lo) rank before c[lo..n); c[0..hi) before c[hi..n) */
+    while (hi - lo > 1) {
+        int mid = lo + (hi - lo) / 2, j = lo;
+        eng_cand piv = c[mid];
+        c[mid] = c[hi - 1];
+        for (int i = lo; i < hi - 1; i++)
+            if (ranks_before(c[i], piv)) { eng_cand t = c[i]; c[i] = c[j]; c[j] = t; j++; }
+        c[hi - 1] = c[j];
+        c[j] = piv;
+        if (j == k || j + 1 == k) return;
+        if (k < j) hi = j;
+        else lo = j + 1;
+    }
+}
+
+/* Keeps the fewest best-ranked of c[0..n) whose weights reach target;
+ * returns how many. */
+static int nucleus(eng_cand *c, int n, double target) {
+    qsort(c, (size_t)n, sizeof *c, cmp_rank);
+    double cum = 0;
+    for (int i = 0; i < n; i++) {
+        cum += c[i].v;
+        if (cum >= target) return i + 1;
+    }
+    return n;
+}
+
+/* p := what eng_sample draws from: weights exp((l - max) / T); top-k keeps
+ * the k best logits; top-p then keeps the fewest best-weighted tokens that
+ * hold top_p of the remaining weight; renormalised.  One-hot on the argmax
+ * when greedy.  c: [vocab] scratch. */
+static void probs_into(const float *l, int V, const eng_sampling *s, float *p, eng_cand *c) {
+    int best = 0;
+    float max = logit_at(l, 0);
+    for (int i = 1; i < V; i++)
+        if (logit_at(l, i) > max) { max = logit_at(l, i); best = i; }
+    memset(p, 0, sizeof *p * (size_t)V);
+    float temp = s ? s->temperature : 0;
+    if (!(temp > 0 && isfinite(temp) && isfinite(max))) { p[best] = 1; return; }
+    int k = s->top_k > 0 && s->top_k < V ? s->top_k : 0, n = 0;
+    double top_p = s->top_p > 0 && s->top_p < 1 ? s->top_p : 0, total = 0;
+    if (k) {
+        for (int i = 0; i < V; i++) { c[i].v = logit_at(l, i); c[i].id = i; }
+        select_best(c, V, k);
+        for (int i = 0; i < k; i++) total += c[i].v = expf((c[i].v - max) / temp);
+        n = k;
+    } else {
+        for (int i = 0; i < V; i++) total += p[i] = expf((logit_at(l, i) - max) / temp);
+        if (!top_p) {
+            for (int i = 0; i < V; i++) p[i] = (float)(p[i] / total);
+            return;
+        }
+        /* the nucleus lies among the weights above a threshold, lowered
+         * until they hold top_p: no sort of the whole vocabulary */
+        for (double thr = 1.0 / 1024;; thr /= 32) {
+            if (thr < 1e-30) thr = 0;
+            double sum = 0;
+            n = 0;
+            for (int i = 0; i < V; i++)
+                if (p[i] > 0 && p[i] >= thr * total) { c[n].v = p[i]; c[n++].id = i; sum += p[i]; }
+            if (sum >= top_p * total || thr == 0) break;
+        }
+        memset(p, 0, sizeof *p * (size_t)V);
+    }
+    if (top_p) n = nucleus(c, n, top_p * total);
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += c[i].v;
+    for (int i = 0; i < n; i++) p[c[i].id] = (float)(c[i].v / sum);
+}
+
+int eng_spec_probs(const float *logits, int vocab, const eng_sampling *s, float *probs) {
+    if (!logits || !probs || vocab <= 0) return ENG_EINVAL;
+    eng_cand *c = malloc(sizeof *c * (size_t)vocab);
+    if (!c) return ENG_ENOMEM;
+    probs_into(logits, vocab, s, probs, c);
+    free(c);
+    return ENG_OK;
+}
+
+/* ------------------------------------------------------------ drafters */
+/* Prompt lookup: the latest earlier occurrence of the last g tokens (g =
+ * nmax..1) and the k tokens after it; a continuation that runs into the
+ * end repeats itself (the text so far, extended by the proposal). */
+static int ngram_propose(const int *t, int n, int nmax, int k, int *out) {
+    for (int g = nmax < n - 1 ? nmax : n - 1; g >= 1; g--) {
+        const int *suf = t + n - g;
+        for (int j = n - g - 1; j >= 0; j--) {
+            if (t[j] != suf[0] || memcmp(t + j, suf, sizeof *t * (size_t)g)) continue;
+            for (int i = 0; i < k; i++) {
+                int x = j + g + i;
+                out[i] = x < n ? t[x] : out[x - n];
+            }
+            return k;
+        }
+    }
+    return 0;
+}
+
+/* Makes the draft model's sequence of s hold exactly s's tokens: drops the
+ * drafts s did not keep (their KV too), appends what s gained, and leaves
+ * one token pending.  Creates it on first use. */
+static int draft_sync(eng_engine *e, seq *s, eng_err *err) {
+    eng_engine *de = e->draft;
+    spec_seq *sp = s->spec;
+    if (sp->dseq < 0) {
+        static const eng_sampling greedy = { 0 };
+        int rc = eng_seq_add(de, s->tok, s->n_tok, &greedy, &sp->dseq, err);
+        if (rc) { sp->dseq = -1; return rc; }
+        sp->dsynced = s->n_tok;
+        return ENG_OK;
+    }
+    seq *d = &de->seqs[sp->dseq];
+    int lim = d->n_tok < s->n_tok ? d->n_tok : s->n_tok;
+    int same = sp->dsynced < lim ? sp->dsynced : lim;
+    while (same < lim && d->tok[same] == s->tok[same]) same++;
+    eng_seq_cut(de, d, same, d->n_cached);
+    int rc = eng_seq_append(de, sp->dseq, s->tok + same, s->n_tok - same, err);
+    if (rc) return rc;
+    if (d->n_cached >= d->n_tok) eng_seq_cut(de, d, d->n_tok, d->n_tok - 1);
+    sp->dsynced = s->n_tok;
+    return ENG_OK;
+}
+
+/* Draft j of s from the draft engine's last step: its greedy token, or
+ * when sampling a draw from q (kept for verification). */
+static void take_draft(eng_engine *e, seq *s, int j) {
+    spec_seq *sp = s->spec;
+    seq *d = &e->draft->seqs[sp->dseq];
+    int id = d->last.id, V = e->c.vocab_size, rows = 0;
+    if (!is_greedy(&s->samp)) {
+        float *q = sp->q + (size_t)j * V;
+        const float *lg = eng_seq_logits(e->draft, sp->dseq, &rows);
+        int x = -1;
+        if (lg && rows > 0) {
+            probs_into(lg + (size_t)(rows - 1) * V, V, &s->samp, q, e->cands);
+            x = draw(q, V, &sp->drng);
+        }
+        if (x >= 0) {
+            id = x;
+        } else {   /* no logits: the greedy token, as a point mass */
+            memset(q, 0, sizeof *q * (size_t)V);
+            q[id] = 1;
+        }
+        d->tok[d->n_tok - 1] = id;   /* pending, not cached: free to replace */
+        d->last.id = id;
+    }
+    sp->draft[j] = id;
+}
+
+/* The draft model's part: every sequence drafting with it is synced, then
+ * one draft-engine step per draft position runs them all together (those
+ * with fewer drafts sit out the later steps).  No room in the draft engine
+ * means fewer or no drafts, not a failed step. */
+static int draft_run(eng_engine *e, eng_err *err) {
+    eng_engine *de = e->draft;
+    int maxk = 0, V = e->c.vocab_size;
+    for (int i = 0; i < e->max_seqs; i++) {
+        seq *s = &e->seqs[i];
+        spec_seq *sp = s->spec;
+        if (!s->live || !sp || sp->o.mode != ENG_SPEC_DRAFT || !sp->k) continue;
+        int rc = de ? draft_sync(e, s, err) : ENG_EINVAL;
+        if (!rc && !is_greedy(&s->samp) && !sp->q) {
+            int rows = sp->o.k > sp->o.kmax ? sp->o.k : sp->o.kmax;
+            sp->q = malloc(sizeof *sp->q * (size_t)rows * V);
+            if (!sp->q) return eng_seterr(err, ENG_ENOMEM, "speculation: out of memory for draft "
+                                          "probabilities");
+        }
+        if (rc == ENG_ENOMEM || rc == ENG_EIO) return rc;
+        if (rc) { sp->k = 0; continue; }
+        if (sp->k > maxk) maxk = sp->k;
+    }
+    if (!maxk) return ENG_OK;
+    for (int i = 0; i < de->max_seqs; i++) de->seqs[i].paused = 1;
+    for (int i = 0; i < e->max_seqs; i++) {
+        spec_seq *sp = e->seqs[i].spec;
+        if (!e->seqs[i].live || !sp || sp->o.mode != ENG_SPEC_DRAFT || !sp->k) continue;
+        de->seqs[sp->dseq].paused = 0;
+        de->seqs[sp->dseq].want_logits = !is_greedy(&e->seqs[i].samp);
+    }
+    for (int j = 0; j < maxk; j++) {
+        for (int i = 0; i < e->max_seqs; i++) {
+            spec_seq *sp = e->seqs[i].spec;
+            if (e->seqs[i].live && sp && sp->o.mode == ENG_SPEC_DRAFT && sp->k && sp->k <= j)
+                de->seqs[sp->dseq].paused = 1;
+        }
+        eng_err derr = { 0 };
+        int rc = eng_step(de, &derr);
+        if (rc == ENG_ENOMEM || rc == ENG_EIO) {
+            if (err) *err = derr;
+            return rc;
+        }
+        for (int i = 0; i < e->max_seqs; i++) {
+            seq *s = &e->seqs[i];
+            spec_seq *sp = s->spec;
+            if (!s->live || !sp || sp->o.mode != ENG_SPEC_DRAFT || sp->k <= j) continue;
+            if (rc) sp->k = j;   /* the draft engine is full: what we have */
+            else take_draft(e, s, j);
+        }
+        if (rc) break;
+    }
+    return ENG_OK;
+}
+
+int eng_sp_draft(eng_engine *e, eng_err *err) {
+    int model = 0, rc = ENG_OK, V = e->c.vocab_size;
+    for (int i = 0; i < e->max_seqs; i++) {
+        seq *s = &e->seqs[i];
+        spec_seq *sp = s->spec;
+        if (!s->live || !sp || !sp->k) continue;
+        if (sp->o.mode == ENG_SPEC_NGRAM) {
+            sp->k = ngram_propose(s->tok, s->n_tok, sp->o.ngram_n, sp->k, sp->draft);
+        } else if (sp->o.mode == ENG_SPEC_CUSTOM) {
+            int n = sp->o.propose(sp->o.user, i, s->tok, s->n_tok, sp->k, sp->draft);
+            n = n < 0 ? 0 : n > sp->k ? sp->k : n;
+            for (int j = 0; j < n; j++)
+                if (sp->draft[j] < 0 || sp->draft[j] >= V) { n = j; break; }
+            sp->k = n;
+        } else {
+            model = 1;
+        }
+    }
+    if (model) rc = draft_run(e, err);
+    for (int i = 0; i < e->max_seqs; i++)
+        if (e->seqs[i].live && e->seqs[i].spec) e->seqs[i].spec->st.k = e->seqs[i].spec->k;
+    return rc;
+}
+
+/* ------------------------------------------------------------ planning */
+/* Seconds of a pass of R rows from the measured buckets; < 0: none yet. */
+static double measured(const step_timing *t, double R) {
+    double r[TIMING_BUCKETS], c[TIMING_BUCKETS], top = 0;
+    int n = 0;
+    for (int b = 0; b < TIMING_BUCKETS; b++)
+        if (t->n[b]) {
+            if (t->secs[b] > top) top = t->secs[b];
+            r[n] = t->rows[b];
+            c[n++] = top;   /* more rows never cost less */
+        }
+    if (!n) return -1;
+    if (R <= r[0]) return c[0];
+    if (n == 1) return c[0] * (1 + PRIOR_ROW * (R - r[0]));
+    for (int i = 1; i < n; i++)
+        if (R <= r[i]) return c[i - 1] + (c[i] - c[i - 1]) * (R - r[i - 1]) / (r[i] - r[i - 1]);
+    return c[n - 1] + (c[n - 1] - c[n - 2]) / (r[n - 1] - r[n - 2]) * (R - r[n - 1]);
+}
+
+void eng_sp_time(step_timing *t, int rows, double secs) {
+    if (rows <= 0 || !(secs >= 0)) return;
+    int b = 0;
+    while (b + 1 < TIMING_BUCKETS && (2 << b) <= rows) b++;
+    t->n[b]++;
+    double w = t->n[b] < 10 ? 1.0 / t->n[b] : 0.1;   /* a mean first, then an EWMA */
+    t->secs[b] += w * (secs - t->secs[b]);
+    t->rows[b] += w * (rows - t->rows[b]);
+}
+
+static double target_cost(const eng_engine *e, double R) {
+    if (e->cost_given) return e->cost.base_s + e->cost.row_s * R;
+    double c = measured(&e->timing, R);
+    return c >= 0 ? c : 1e-3 * (1 + PRIOR_ROW * (R - 1));
+}
+
+static double draft_cost(const eng_engine *e, double R) {
+    if (R <= 0) return 0;
+    if (e->cost_given) return e->cost.draft_base_s + e->cost.draft_row_s * R;
+    double c = e->draft ? measured(&e->draft->timing, R) : -1;
+    return c >= 0 ? c : PRIOR_DRAFT * target_cost(e, R);
+}
+
+double eng_spec_step_cost(const eng_engine *e, int rows) {
+    if (!e) return -1;
+    if (e->cost_given) return e->cost.base_s + e->cost.row_s * rows;
+    return measured(&e->timing, rows);
+}
+
+int eng_spec_set_cost(eng_engine *e, const eng_spec_cost *c) {
+    if (!e) return ENG_EINVAL;
+    if (!c) { e->cost_given = 0; return ENG_OK; }
+    if (!(c->base_s >= 0 && c->row_s >= 0 && c->draft_base_s >= 0 && c->draft_row_s >= 0) ||
+        !isfinite(c->base_s + c->row_s + c->draft_base_s + c->draft_row_s) ||
+        c->base_s + c->row_s <= 0)
+        return ENG_EINVAL;
+    e->cost = *c;
+    e->cost_given = 1;
+    return ENG_OK;
+}
+
+/* May draft this step: live, running, no forced tokens, not keeping all. */
+static int can_speculate(const seq *s) {
+    return s->spec && eng_seq_active(s) && !s->keep_all && s->i_forced >= s->n_forced;
+}
+
+/* Most drafts s may have: its k or kmax, within the model's context (and
+ * the draft model's). */
+static int k_cap(const eng_engine *e, const seq *s) {
+    const spec_seq *sp = s->spec;
+    int cap = sp->o.adaptive ? sp->o.kmax : sp->o.k, room = e->c.max_pos - s->n_tok;
+    if (sp->o.mode == ENG_SPEC_DRAFT) {
+        if (!e->draft) return 0;
+        int droom = e->draft->c.max_pos - s->n_tok;
+        if (droom < room) room = droom;
+    }
+    return cap < room ? cap : room > 0 ? room : 0;
+}
+
+static int extra_blocks(const eng_engine *e, const seq *s, int k) {
+    return eng_kv_table_need(e->kv, &s->table, s->n_cached, s->n_tok + k) -
+           eng_kv_table_need(e->kv, &s->table, s->n_cached, s->n_tok);
+}
+
+/* Shrinks the largest k first until the drafts' blocks fit in spare. */
+static void fit_blocks(eng_engine *e, int spare) {
+    int total = 0;
+    for (int i = 0; i < e->max_seqs; i++) {
+        seq *s = &e->seqs[i];
+        if (s->spec && s->spec->k) total += extra_blocks(e, s, s->spec->k);
+    }
+    while (total > spare) {
+        seq *big = NULL;
+        for (int i = 0; i < e->max_seqs; i++) {
+            seq *s = &e->seqs[i];
+            if (s->spec && s->spec->k && (!big || s->spec->k > big->spec->k)) big = s;
+        }
+        if (!big) break;
+        int k = big->spec->k;
+        total -= extra_blocks(e, big, k) - extra_blocks(e, big, k - 1);
+        big->spec->k = k - 1;
+    }
+}
+
+typedef struct kcand { double g; int slot, j; } kcand;   /* j-th draft of a sequence, its gain */
+
+static int cmp_kcand(const void *a, const void *b) {
+    const kcand *x = a, *y = b;
+    if (x->g != y->g) return x->g > y->g ? -1 : 1;
+    if (x->j != y->j) return x->j - y->j;
+    return x->slot - y->slot;
+}
+
+int eng_sp_plan(eng_engine *e, int n_active, int rows, int spare, eng_err *err) {
+    int dr[ENG_SPEC_KMAX] = { 0 };   /* dr[j]: sequences with a (j+1)-th draft-model draft */
+    int n = 0, any = 0;
+    double G = n_active;             /* expected tokens of the step */
+    for (int i = 0; i < e->max_seqs; i++) {
+        seq *s = &e->seqs[i];
+        if (!s->spec) continue;
+        spec_seq *sp = s->spec;
+        sp->k = 0;
+        if (!can_speculate(s)) continue;
+        int cap = k_cap(e, s);
+        if (sp->o.adaptive) { any = 1; continue; }
+        sp->k = cap;
+        rows += cap;
+        for (int j = 0; j < cap; j++) {
+            G += pow(sp->alpha, j + 1);
+            if (sp->o.mode == ENG_SPEC_DRAFT) dr[j]++;
+        }
+    }
+    if (any && !e->plan) {
+        e->cap_plan = e->max_seqs * ENG_SPEC_KMAX;
+        e->plan = malloc(sizeof(kcand) * (size_t)e->cap_plan);
+        if (!e->plan) {
+            e->cap_plan = 0;
+            return eng_seterr(err, ENG_ENOMEM, "speculation: out of memory for planning");
+        }
+    }
+    kcand *c = e->plan;
+    for (int i = 0; any && i < e->max_seqs; i++) {
+        seq *s = &e->seqs[i];
+        if (!s->spec || !s->spec->o.adaptive || !can_speculate(s)) continue;
+        double a = s->spec->alpha < 0.999 ? s->spec->alpha : 0.999, g = a;
+        for (int j = 1, cap = k_cap(e, s); j <= cap && g >= MIN_GAIN; j++, g *= a)
+            c[n++] = (kcand){ g, i, j };
+    }
+    /* the best prefix of the candidates by gain: a draft pass's fixed cost
+     * pays off only once enough sequences share it */
+    qsort(c, (size_t)n, sizeof *c, cmp_kcand);
+    double C = target_cost(e, rows);
+    for (int j = 0; j < ENG_SPEC_KMAX; j++) C += draft_cost(e, dr[j]);
+    double best = G / C;
+    int take = 0;
+    for (int i = 0; i < n; i++) {
+        int j = c[i].j;
+        C += target_cost(e, rows + i + 1) - target_cost(e, rows + i);
+        if (e->seqs[c[i].slot].spec->o.mode == ENG_SPEC_DRAFT) {
+            C += draft_cost(e, dr[j - 1] + 1) - draft_cost(e, dr[j - 1]);
+            dr[j - 1]++;
+        }
+        G += c[i].g;
+        if (G / C > best) { best = G / C; take = i + 1; }
+    }
+    for (int i = 0; i < take; i++) e->seqs[c[i].slot].spec->k = c[i].j;   /* j ascends per sequence */
+    for (int i = 0; any && i < e->max_seqs; i++) {   /* at k = 0 alpha would never move */
+        seq *s = &e->seqs[i];
+        spec_seq *sp = s->spec;
+        if (!sp || !sp->o.adaptive || !can_speculate(s)) continue;
+        if (sp->k) sp->idle = 0;
+        else if (++sp->idle >= PROBE_EVERY && k_cap(e, s) >= 1) { sp->k = 1; sp->idle = 0; }
+    }
+    fit_blocks(e, spare);
+    return ENG_OK;
+}
+
+/* -------------------------------------------------------- verification */
+int eng_sp_wants_logits(const seq *s) {
+    return s->spec && s->spec->k > 0 && !is_greedy(&s->samp);
+}
+
+/* Rejection sampling over s's k drafts; returns how many were accepted,
+ * with the tokens (accepted drafts, then the resampled or bonus token) in
+ * out[0..a]. */
+static int verify_sampled(eng_engine *e, seq *s, const float *logits, eng_token *out) {
+    spec_seq *sp = s->spec;
+    int k = sp->k, V = e->c.vocab_size;
+    float *p = e->pbuf, *r = e->rbuf;
+    for (int i = 0; i < k; i++) {
+        const float *row = logits + (size_t)i * V;
+        probs_into(row, V, &s->samp, p, e->cands);
+        int x = sp->draft[i];
+        const float *q = sp->o.mode == ENG_SPEC_DRAFT ? sp->q + (size_t)i * V : NULL;
+        double qx = q ? q[x] : 1.0;
+        if (unif(&s->rng) * qx < p[x]) {   /* kept with probability min(1, p/q) */
+            out[i] = eng_token_of(row, V, x);
+            continue;
+        }
+        for (int t = 0; t < V; t++) {
+            float d = p[t] - (q ? q[t] : (float)(t == x));
+            r[t] = d > 0 ? d : 0;
+        }
+        int y = draw(r, V, &s->rng);
+        if (y < 0) y = draw(p, V, &s->rng);   /* p == q up to rounding */
+        out[i] = eng_token_of(row, V, y);
+        return i;
+    }
+    const float *row = logits + (size_t)k * V;   /* all kept: a bonus token from p */
+    probs_into(row, V, &s->samp, p, e->cands);
+    out[k] = eng_token_of(row, V, draw(p, V, &s->rng));
+    return k;
+}
+
+void eng_sp_verify(eng_engine *e, seq *s, const eng_token *sampled, const float *logits) {
+    spec_seq *sp = s->spec;
+    int k = sp->k, n0 = s->n_tok, a = 0;
+    eng_token *out = s->new_info;   /* room for k + 1 (reserve_step) */
+    if (is_greedy(&s->samp) || !logits) {
+        while (a < k && sp->draft[a] == sampled[a].id) { out[a] = sampled[a]; a++; }
+        out[a] = sampled[a];
+    } else {
+        a = verify_sampled(e, s, logits, out);
+    }
+    for (int i = 0; i <= a; i++) s->tok[n0 + i] = out[i].id;
+    s->n_tok = n0 + a + 1;
+    s->n_cached = n0 + a;   /* the last token is pending; rejected drafts' KV is dropped */
+    eng_kv_table_truncate(e->kv, &s->table, s->n_cached);
+    s->last = out[a];
+    s->has_last = 1;
+    s->new_at = n0;
+    s->n_new = a + 1;
+    sp->st.steps++;
+    sp->st.drafted += k;
+    sp->st.accepted += a;
+    sp->st.emitted += a + 1;
+    for (int i = 0; i < a; i++) sp->alpha += BETA * (1 - sp->alpha);
+    if (a < k) sp->alpha -= BETA * sp->alpha;
+    sp->k = 0;
+    if (sp->o.mode == ENG_SPEC_DRAFT && e->draft && sp->dseq >= 0) {
+        eng_err ignored;
+        draft_sync(e, s, &ignored);   /* fails only for want of room: synced at the next draft */
+    }
+}
+
+/* ----------------------------------------------------------- lifecycle */
+/* Forgets s's draft-model sequence and probabilities. */
+static void drop_draft(eng_engine *e, seq *s) {
+    spec_seq *sp = s->spec;
+    if (sp->dseq >= 0 && e->draft) eng_seq_remove(e->draft, sp->dseq);
+    sp->dseq = -1;
+    free(sp->q);
+    sp->q = NULL;
+}
+
+/* The engine's draft engine runs m, made on first use; a different model
+ * replaces it only when no other sequence drafts with it. */
+static int use_draft_model(eng_engine *e, const seq *s, eng_model *m, int n_blocks, eng_err *err) {
+    if (e->draft && e->draft_model == m) return ENG_OK;
+    if (e->draft) {
+        for (int i = 0; i < e->max_seqs; i++) {
+            const seq *o = &e->seqs[i];
+            if (o != s && o->live && o->spec && o->spec->o.mode == ENG_SPEC_DRAFT)
+                return eng_seterr(err, ENG_EINVAL, "eng_seq_spec_set: sequence %d drafts with "
+                                  "another model; one draft model per engine", i);
+        }
+        eng_destroy(e->draft);
+        e->draft = NULL;
+        e->draft_model = NULL;
+    }
+    eng_opts o = e->opts;
+    if (n_blocks) o.n_blocks = n_blocks;
+    int rc = eng_create(m, &o, &e->draft, err);
+    if (!rc) e->draft_model = m;
+    return rc;
+}
+
+static int check_opts(const eng_engine *e, const eng_spec_opts *o, eng_err *err) {
+    if (o->mode < ENG_SPEC_NGRAM || o->mode > ENG_SPEC_CUSTOM)
+        return eng_seterr(err, ENG_EINVAL, "eng_seq_spec_set: unknown mode %d", o->mode);
+    if (o->k < 0 || o->k > ENG_SPEC_KMAX || o->kmax < 0 || o->kmax > ENG_SPEC_KMAX)
+        return eng_seterr(err, ENG_EINVAL, "eng_seq_spec_set: k %d / kmax %d outside [0, %d]",
+                          o->k, o->kmax, ENG_SPEC_KMAX);
+    if (o->ngram_n < 0 || o->ngram_n > 16)
+        return eng_seterr(err, ENG_EINVAL, "eng_seq_spec_set: ngram_n %d outside [0, 16]",
+                          o->ngram_n);
+    if (o->draft_n_blocks < 0)
+        return eng_seterr(err, ENG_EINVAL, "eng_seq_spec_set: negative draft_n_blocks");
+    if (o->mode == ENG_SPEC_DRAFT) {
+        if (!o->draft_model)
+            return eng_seterr(err, ENG_EINVAL, "eng_seq_spec_set: draft mode without a draft model");
+        int v = eng_model_config(o->draft_model)->vocab_size;
+        if (v != e->c.vocab_size)
+            return eng_seterr(err, ENG_EINVAL, "eng_seq_spec_set: the draft model's vocabulary "
+                              "of %d differs from the target's %d", v, e->c.vocab_size);
+    }
+    if (o->mode == ENG_SPEC_CUSTOM && !o->propose)
+        return eng_seterr(err, ENG_EINVAL, "eng_seq_spec_set: custom mode without a propose "
+                          "function");
+    return ENG_OK;
+}
+
+int eng_seq_spec_set(eng_engine *e, int id, const eng_spec_opts *o, eng_err *err) {
+    seq *s = eng_get_seq(e, id);
+    if (!s) return eng_seterr(err, ENG_EINVAL, "no live sequence with id %d", id);
+    if (!o || o->mode == ENG_SPEC_OFF) { eng_sp_seq_free(e, s); return ENG_OK; }
+    int rc = check_opts(e, o, err);
+    if (rc) return rc;
+    eng_spec_opts d = *o;
+    if (!d.k) d.k = 4;
+    if (!d.kmax) d.kmax = d.k > 8 ? d.k : 8;
+    if (!d.ngram_n) d.ngram_n = 3;
+    if (d.mode != ENG_SPEC_DRAFT) d.draft_model = NULL;
+    size_t V = (size_t)e->c.vocab_size;
+    if (!e->pbuf) e->pbuf = malloc(sizeof *e->pbuf * V);
+    if (!e->rbuf) e->rbuf = malloc(sizeof *e->rbuf * V);
+    if (!e->cands) e->cands = malloc(sizeof *e->cands * V);
+    if (!e->pbuf || !e->rbuf || !e->cands)
+        return eng_seterr(err, ENG_ENOMEM, "eng_seq_spec_set: out of memory");
+    if (s->spec) drop_draft(e, s);   /* settings change: the draft sequence starts over */
+    if (d.mode == ENG_SPEC_DRAFT && (rc = use_draft_model(e, s, d.draft_model, d.draft_n_blocks, err)))
+        return rc;
+    if (!s->spec) {
+        spec_seq *sp = calloc(1, sizeof *sp);
+        if (!sp) return eng_seterr(err, ENG_ENOMEM, "eng_seq_spec_set: out of memory");
+        sp->dseq = -1;
+        sp->alpha = ALPHA0;
+        sp->drng = s->samp.seed ^ DRAFT_SEED;
+        s->spec = sp;
+    }
+    s->spec->o = d;
+    return ENG_OK;
+}
+
+int eng_sp_fork(eng_engine *e, seq *p, seq *c, eng_err *err) {
+    if (!p->spec) return ENG_OK;
+    spec_seq *sp = malloc(sizeof *sp);
+    if (!sp) return eng_seterr(err, ENG_ENOMEM, "eng_seq_fork: out of memory");
+    *sp = *p->spec;
+    sp->q = NULL;
+    sp->k = 0;
+    sp->idle = 0;
+    sp->dseq = -1;
+    sp->drng = c->rng ^ DRAFT_SEED;
+    memset(&sp->st, 0, sizeof sp->st);
+    c->spec = sp;
+    if (p->spec->dseq >= 0 && e->draft) {   /* share the draft model's KV too */
+        int rc = eng_seq_fork(e->draft, p->spec->dseq, NULL, &sp->dseq, err);
+        if (rc == ENG_ENOMEM) return rc;
+        if (rc) sp->dseq = -1;   /* no slot now: made when it first drafts */
+    }
+    return ENG_OK;
+}
+
+int eng_sp_prefill(eng_engine *e, seq *s, eng_err *err) {
+    spec_seq *sp = s->spec;
+    if (!sp || sp->o.mode != ENG_SPEC_DRAFT || !e->draft || s->n_tok > e->draft->c.max_pos)
+        return ENG_OK;
+    int rc = draft_sync(e, s, err);
+    if (!rc) rc = eng_seq_prefill(e->draft, sp->dseq, err);
+    return rc == ENG_EFULL || rc == ENG_EINVAL ? ENG_OK : rc;   /* no room: drafts later or not */
+}
+
+void eng_sp_seq_free(eng_engine *e, seq *s) {
+    if (!s->spec) return;
+    drop_draft(e, s);
+    free(s->spec);
+    s->spec = NULL;
+}
+
+void eng_sp_engine_free(eng_engine *e) {
+    eng_destroy(e->draft);
+    e->draft = NULL;
+    free(e->pbuf);
+    free(e->rbuf);
+    free(e->cands);
+    free(e->plan);
+}
+
+int eng_seq_spec_stats(const eng_engine *e, int id, eng_spec_stats *out) {
+    const seq *s = eng_get_seq(e, id);
+    if (!s || !out) return ENG_EINVAL;
+    memset(out, 0, sizeof *out);
+    if (!s->spec) return ENG_OK;
+    *out = s->spec->st;
+    out->accept_rate = out->drafted ? (double)out->accepted / (double)out->drafted : 0;
+    out->mean_accepted = out->steps ? (double)out->accepted / (double)out->steps : 0;
+    out->alpha = s->spec->alpha;
+    return ENG_OK;
+}

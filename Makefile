@@ -6,7 +6,7 @@ CFLAGS  += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -pthread -MMD -MP \
            -Iengine -Iorchestrator -Itools -Icache -Ikernels -Iserver -Iapp -I/usr/include/cjson
 LDLIBS  += -lcjson -lsqlite3 -lcurl -lwebsockets -lm -lpthread
 NVCC    ?= nvcc
-NVFLAGS ?= -O3 -std=c++17 -arch=sm_90a -Xcompiler -fPIC -Iengine -Ikernels
+NVFLAGS ?= -O3 -std=c++17 -arch=sm_90a -Xcompiler -fPIC -Iengine -Ikernels -MMD -MP
 CUDA_HOME ?= /usr/local/cuda
 
 B := build
@@ -57,4 +57,4 @@ clean:
 	rm -rf $(B)
 
 .PHONY: all test clean
--include $(LIB_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CU_OBJ:.o=.d)

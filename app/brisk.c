@@ -20,6 +20,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "serve"))    return cmd_serve(argc - 1, argv + 1);
     if (!strcmp(c, "mkmodel"))  return cmd_mkmodel(argc - 1, argv + 1);
     if (!strcmp(c, "replay"))   return cmd_replay(argc - 1, argv + 1);
+    if (!strcmp(c, "bench"))    return cmd_bench(argc - 1, argv + 1);
     usage();
     return 2;
 }

@@ -18,6 +18,7 @@ static int usage(void) {
     fprintf(stderr, "usage: brisk serve --model DIR [--port P] [--host ADDR] [--token T] "
                     "[--web DIR] [--cuda] [--max-tokens-cap N] [--max-queries-per-client N]\n"
                     "       [--search URL]  (a JSON search endpoint for the agent's web_search tool)\n"
+                    "       [--plan]        (measure step times at start: reason queries may give budget_s)\n"
                     "  the token can also come from $BRISK_TOKEN; it is required off loopback\n");
     return 2;
 }
@@ -32,6 +33,7 @@ int cmd_serve(int argc, char **argv) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "--cuda")) { cuda = 1; continue; }
         if (!strcmp(k, "--allow-script")) { o.allow_script = 1; continue; }
+        if (!strcmp(k, "--plan")) { o.plan = 1; continue; }
         if (!v) return usage();
         if (!strcmp(k, "--model")) model_dir = v;
         else if (!strcmp(k, "--port")) o.port = atoi(v);

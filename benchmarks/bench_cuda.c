@@ -14,10 +14,12 @@
  * Floor of a decode step = (weight bytes + KV bytes read) / bandwidth: the
  * weights (every layer + lm_head, as stored on the GPU) are read once per
  * step whatever the batch; attention reads each sequence's whole KV.
- * Variants at each batch size: no CUDA graphs (batch 1), cuBLAS instead of
- * the GEMV kernel (batch <= 8), bf16-rounded GEMM activations (batch > 8).
- * With --kernels, first each kernel of a batch-1 step alone (see
- * kernel_bench).  Prints a table; writes JSON (default benchmarks/results/cuda_<model>.json). */
+ * Variants, each run right after the default on the same sequences: batch
+ * 1 without programmatic dependent launch and without CUDA graphs; batch
+ * 2..8 through the other matrix path (GEMV kernel or cuBLASLt); batch > 8
+ * with bf16-rounded GEMM activations (fast_gemm).  With --kernels, first
+ * each kernel of a batch-1 step alone (see kernel_bench).  Prints a table;
+ * writes JSON (default benchmarks/results/cuda_<model>.json). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -116,6 +116,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--sigma")) b.sigma = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--out")) b.out = argv[i + 1];
     }
+    setvbuf(stdout, NULL, _IOLBF, 0);   /* progress shows when piped */
     eng_err err = { 0 };
     eng_opts eo = { .max_seqs = 8 };
     if (eng_model_load(b.model_dir, &b.m, &err) || eng_create(b.m, &eo, &b.e, &err)) {

@@ -39,5 +39,7 @@ int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int
 #ifdef BRISK_CUDA
 int eng_backend_cuda_create(const eng_model *m, int n_blocks, int block_size,
                             eng_backend **out, eng_err *err);
+/* How many KV blocks fit in the GPU's free memory beside the weights. */
+int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int *n_blocks, eng_err *err);
 #endif
 #endif

@@ -122,6 +122,13 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
         int64_t tokens = (int64_t)d.max_seqs * (m->cfg.max_pos / 4 > 1 ? m->cfg.max_pos / 4 : 1);
         int64_t nb = (tokens + d.block_size - 1) / d.block_size;
         d.n_blocks = nb > (1 << 30) ? 1 << 30 : (int)nb;
+#ifdef BRISK_CUDA
+        /* The GPU holds what fits in its free memory, not a host-sized pool. */
+        int fit = 0;
+        if (d.backend == ENG_BACKEND_CUDA && !eng_backend_cuda_max_blocks(m, d.block_size, &fit, err) &&
+            fit > 0 && fit < d.n_blocks)
+            d.n_blocks = fit;
+#endif
     }
 
     eng_engine *e = calloc(1, sizeof *e);

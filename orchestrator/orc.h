@@ -84,6 +84,13 @@ typedef struct orc_agent_opts {
 int orc_task_agent_create(const orc_query *q, const eng_model *m, orc_sink sink,
                           const orc_agent_opts *o, orc_task **out, eng_err *err);
 
+/* Parallel mode (ParallelPrompt): spec is the client's {"template",
+ * "context", "data" | "n"} object, or NULL to detect the schema in
+ * q->prompt.  The subtasks share their prompt prefix in the KV cache, decode
+ * in one batch, and the answer is their numbered sections in item order. */
+int orc_task_parallel_create(const orc_query *q, const cJSON *spec, const eng_model *m,
+                             orc_sink sink, orc_task **out, eng_err *err);
+
 /* ------------------------------------------------------------ scheduler */
 typedef struct orc_sched orc_sched;
 typedef struct orc_sched_stats {

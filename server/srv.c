@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "srv.h"
+#include "orc_tts.h"
 
 typedef struct out_msg { struct out_msg *next; size_t len; unsigned char buf[]; } out_msg;
 
@@ -52,6 +53,8 @@ struct srv {
     /* metrics, written by the engine thread under mu */
     orc_sched_stats st;
     long long queries_total, errors_total;
+    orc_lat_model lat;          /* step time vs batch size (--plan) */
+    int has_lat;
     double t_start;
 };
 
@@ -127,6 +130,43 @@ static void free_conn(srv *s, conn *c) {
     free(c);
 }
 
+/* Reason mode: n branches, or as many as the latency budget allows. */
+static int create_reason(srv *s, const srv_request *r, orc_sink sink, orc_task **t, eng_err *err) {
+    orc_tts_opts o;
+    orc_tts_default_opts(&o);
+    o.n = r->n_branches;
+    const cJSON *pe = cJSON_GetObjectItemCaseSensitive(r->body, "probe_every");
+    const cJSON *ag = cJSON_GetObjectItemCaseSensitive(r->body, "aggregate");
+    if (pe && (!cJSON_IsNumber(pe) || pe->valuedouble < 0 || pe->valuedouble > 4096))
+        return eng_seterr(err, ENG_EINVAL, "probe_every must be from 0 (off) to 4096 tokens");
+    if (pe) o.probe_every = (int)pe->valuedouble;
+    if (ag && (!cJSON_IsString(ag) || (strcmp(ag->valuestring, "vote") && strcmp(ag->valuestring, "best"))))
+        return eng_seterr(err, ENG_EINVAL, "aggregate must be \"vote\" or \"best\"");
+    if (ag && !strcmp(ag->valuestring, "best")) o.aggregate = ORC_TTS_BEST;
+    if (r->budget_s > 0) {
+        if (!s->has_lat)
+            return eng_seterr(err, ENG_EINVAL, "budget_s needs a server started with --plan "
+                              "(it measures the engine's step times once at start)");
+        orc_plan_in in = { .lat = s->lat, .length = r->q.max_tokens, .prompt_tokens = 64,
+                           .n_max = 64, .budget_s = r->budget_s, .spec_cost = -1 };
+        orc_plan plan;
+        if (orc_plan_choose(&in, &plan, err)) return err->code;
+        o.n = plan.n;
+    }
+    return orc_task_reason_create(&r->q, eng_engine_model(s->e), sink, &o, t, err);
+}
+
+/* Measures step time against batch size once, for latency budgets. */
+static void calibrate(srv *s) {
+    int prompt[32];
+    for (int i = 0; i < 32; i++) prompt[i] = 100 + i;
+    eng_err err = { 0 };
+    if (orc_lat_calibrate(s->e, prompt, 32, 32, 4, NULL, &s->lat, &err))
+        fprintf(stderr, "brisk serve: calibration failed (%s); budgets are off\n", err.msg);
+    else
+        s->has_lat = 1;
+}
+
 /* The task for a query's mode. */
 static int create_task(srv *s, const srv_request *r, orc_sink sink, orc_task **t, eng_err *err) {
     const eng_model *m = eng_engine_model(s->e);
@@ -144,6 +184,10 @@ static int create_task(srv *s, const srv_request *r, orc_sink sink, orc_task **t
         ao.script = script;
         return orc_task_agent_create(&r->q, m, sink, &ao, t, err);
     }
+    if (!strcmp(r->mode, "reason")) return create_reason(s, r, sink, t, err);
+    if (!strcmp(r->mode, "parallel"))
+        return orc_task_parallel_create(&r->q, cJSON_GetObjectItemCaseSensitive(r->body, "parallel"),
+                                        m, sink, t, err);
     return eng_seterr(err, ENG_EUNSUPPORTED, "mode '%s' is not available in this build", r->mode);
 }
 
@@ -195,6 +239,7 @@ static void run_cmd(srv *s, cmd *k) {
 
 static void *engine_main(void *arg) {
     srv *s = arg;
+    if (s->o.plan) calibrate(s);
     for (;;) {
         pthread_mutex_lock(&s->mu);
         cmd *k = s->cmd_head;

@@ -21,6 +21,7 @@ typedef struct srv_opts {
     int max_tasks;             /* queries in flight over all clients */
     const tool_registry *tools;/* agent mode's tools; NULL = no agent mode */
     int allow_script;          /* tests: a query's "script" forces the model's output */
+    int plan;                  /* calibrate at start so reason queries may give budget_s */
     srv_limits lim;
 } srv_opts;
 

@@ -76,6 +76,34 @@ async def t_basic(port):
         await ws.send(json.dumps({"type": "query", "id": "ag2", "mode": "agent", "prompt": "hi", "max_tokens": 8}))
         msgs = await collect(ws, "ag2")
         check("agent mode without a script answers", any(m["type"] == "answer" for m in msgs), msgs[-2:])
+        # reason mode: branches forked from one prompt, per-branch progress
+        await ws.send(json.dumps({"type": "query", "id": "rs", "mode": "reason", "prompt": "1+1?", "n": 4,
+                                  "max_tokens": 12, "temperature": 0.8, "seed": 3, "probe_every": 4}))
+        msgs = await collect(ws, "rs")
+        br = {m["branch"] for m in msgs if m["type"] == "token" and "branch" in m}
+        bmsg = [m for m in msgs if m["type"] == "branch"]
+        ans = [m for m in msgs if m["type"] == "answer"]
+        check("reason mode streams 4 branches, branch messages and one answer",
+              br == {0, 1, 2, 3} and bmsg and len(ans) == 1, (br, len(bmsg), ans))
+        await ws.send(json.dumps({"type": "query", "id": "rb", "mode": "reason", "prompt": "x", "budget_s": 0.5}))
+        msgs = await collect(ws, "rb")
+        check("reason mode with a latency budget answers (planner)", any(m["type"] == "answer" for m in msgs), msgs[-2:])
+        # parallel mode: a schema given, and one detected in a raw prompt
+        await ws.send(json.dumps({"type": "query", "id": "pp", "mode": "parallel", "max_tokens": 6,
+            "parallel": {"template": "Translate to French: {data}", "context": "", "data": ["cat", "dog", "bird"]}}))
+        msgs = await collect(ws, "pp")
+        ans = [m for m in msgs if m["type"] == "answer"]
+        secs = [m["branch"] for m in msgs if m["type"] == "branch"]
+        check("parallel mode answers 3 subtasks in item order", ans and ans[0]["subtasks"] == 3 and secs == [0, 1, 2]
+              and ans[0]["text"].startswith("1. cat"), (secs, ans))
+        await ws.send(json.dumps({"type": "query", "id": "pd", "mode": "parallel", "max_tokens": 4,
+            "prompt": "Summarize each of the following:\n1. The sun is hot.\n2. Ice is cold.\n3. Rain is wet."}))
+        msgs = await collect(ws, "pd")
+        ans = [m for m in msgs if m["type"] == "answer"]
+        check("parallel mode detects a numbered list", ans and ans[0]["subtasks"] == 3, msgs[-2:])
+        await ws.send(json.dumps({"type": "query", "id": "pn", "mode": "parallel", "prompt": "Hello there"}))
+        m = await recv_json(ws)
+        check("parallel mode refuses a prompt with no items", m["type"] == "error" and m["id"] == "pn", m)
         # several queries at once on one connection, routed by id
         ids = [f"c{i}" for i in range(4)]  # the server runs with a cap of 4 per client
         for i in ids:
@@ -255,7 +283,7 @@ async def t_load(p, port):
     check("load: memory back to its idle level", after <= idle * 1.10 + 2048, (idle, after))
 
 async def main():
-    p, port = start("--max-queries-per-client", "4", "--allow-script")
+    p, port = start("--max-queries-per-client", "4", "--allow-script", "--plan")
     try:
         code, body = http(port, "/health")
         check("GET /health", code == 200 and json.loads(body)["status"] == "ok", body)

@@ -8,6 +8,7 @@
  * Tolerances (relative error ||a-b|| / ||b||):
  *   f32 kernels (GEMV, norms, RoPE, attention) ........ 1e-5
  *   cuBLASLt with hi/lo bf16 activations .............. 2e-5
+ *   norm / attention written as hi/lo bf16 rows ........ 2e-5
  *   cuBLASLt with plain bf16 activations .............. 1e-2
  *   whole model, default settings, vs ref / CPU ....... 1e-4
  *   whole model, bf16 weights and activations ......... 1e-2 (vs ref)

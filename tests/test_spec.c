@@ -892,8 +892,8 @@ static void test_force_pause_append(void) {
 static void test_limits(void) {
     if (!load_all()) T_SKIP("fixtures did not load");
     eng_model *m = m_qwen;
-    const int *prompt = p_llama.ids[0];
-    int n = 10, V = m->cfg.vocab_size;
+    int n = 10, V = m->cfg.vocab_size, prompt[10];
+    for (int i = 0; i < n; i++) prompt[i] = 100 + 37 * i;
     eng_spec_opts o = { .mode = ENG_SPEC_DRAFT, .k = 8, .draft_model = m };
     int ntoks[2], *toks[2];
     for (int spec = 0; spec < 2; spec++) {
@@ -901,7 +901,7 @@ static void test_limits(void) {
         int s = add(e, prompt, n, NULL), steps = 0;
         if (spec) set_spec(e, s, &o);
         eng_err err = { 0 };
-        while (!eng_step(e, &err)) steps++;
+        while (steps < 100 && !eng_step(e, &err)) steps++;
         T_CHECKF(err.code == ENG_EFULL, "%s: %d %s", spec ? "spec" : "plain", err.code, err.msg);
         const int *tk;
         eng_seq_tokens(e, s, &tk, &ntoks[spec]);
@@ -921,11 +921,11 @@ static void test_limits(void) {
     int *ids = malloc(sizeof(int) * (size_t)len);
     for (int i = 0; i < len; i++) ids[i] = (i * 7919 + 13) % V;
     for (int spec = 0; spec < 2; spec++) {
-        eng_engine *e = mk(m, 16, 0, 2);
-        int s = add(e, ids, len, NULL);
+        eng_engine *e = mk(m, 16, 80, 2);
+        int s = add(e, ids, len, NULL), steps = 0;
         if (spec) set_spec(e, s, &o);
         eng_err err = { 0 };
-        while (!eng_step(e, &err)) {}
+        while (steps++ < 100 && !eng_step(e, &err)) {}
         const int *tk;
         eng_seq_tokens(e, s, &tk, &ntoks[spec]);
         toks[spec] = malloc(sizeof(int) * (size_t)ntoks[spec]);

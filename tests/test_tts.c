@@ -402,6 +402,71 @@ static void test_cancel_frees_everything(void) {
     eng_destroy(e);
 }
 
+/* A second query waits for KV room instead of starving the first. */
+static int order, a_answer_at, b_first_at;
+static void wait_emit(void *ud, cJSON *m) {
+    const char *ty = cJSON_GetObjectItem(m, "type")->valuestring, *who = ud;
+    order++;
+    if (*who == 'a' && !strcmp(ty, "answer")) a_answer_at = order;
+    if (*who == 'b' && !strcmp(ty, "token") && !b_first_at) b_first_at = order;
+    cJSON_Delete(m);
+}
+
+static void test_admission_waits_for_room(void) {
+    if (!load()) T_SKIP("no tiny model");
+    eng_chat_msg msgs[2] = { { "system", ORC_TTS_MATH_SYSTEM }, { "user", PROBLEM } };
+    orc_query pq = { .messages = msgs, .n_messages = 2 };
+    int *ids = NULL, n = 0;
+    T_CHECK(orc_encode_query(&pq, eng_model_tok(model), &ids, &n, NULL) == ENG_OK);
+    free(ids);
+    int pb = (n + 15) / 16;
+    /* a query of 6 branches of 48 tokens needs pb + 6 x 4 blocks to start */
+    eng_engine *e = engine(pb + 6 * 4 + 4);
+    orc_sched *s = NULL;
+    T_CHECK(orc_sched_create(e, 4, &s, NULL) == ENG_OK);
+    orc_query q = query(48, 1.0f, 1);
+    orc_tts_opts o = opts(6);
+    orc_task *a = NULL, *b = NULL;
+    orc_sink sa = { .ud = "a", .emit = wait_emit }, sb = { .ud = "b", .emit = wait_emit };
+    T_CHECK(orc_task_reason_create(&q, model, sa, &o, &a, NULL) == ENG_OK);
+    snprintf(q.id, sizeof q.id, "q2");
+    T_CHECK(orc_task_reason_create(&q, model, sb, &o, &b, NULL) == ENG_OK);
+    T_CHECK(orc_sched_submit(s, a, NULL) == ENG_OK && orc_sched_submit(s, b, NULL) == ENG_OK);
+    order = a_answer_at = b_first_at = 0;
+    eng_err err = { 0 };
+    int rc = 0;
+    for (int i = 0; i < 10000 && (rc = orc_sched_step(s, &err)) == 1; i++) continue;
+    T_CHECKF(rc == 0, "step: %s", err.msg);
+    T_CHECKF(a_answer_at > 0 && b_first_at > a_answer_at, "b started at %d, a ended at %d",
+             b_first_at, a_answer_at);
+    T_CHECK(eng_n_live(e) == 0);
+    orc_sched_destroy(s);
+    eng_destroy(e);
+}
+
+static void test_calibration(void) {
+    if (!load()) T_SKIP("no tiny model");
+    eng_engine *e = engine(512);
+    int free0 = eng_kv_free_blocks(e), prompt[64];
+    for (int i = 0; i < 64; i++) prompt[i] = (i * 37) % 1000;
+    orc_lat_model m;
+    eng_err err = { 0 };
+    T_CHECKF(orc_lat_calibrate(e, prompt, 64, 16, 2, NULL, &m, &err) == ENG_OK, "%s", err.msg);
+    T_CHECK(m.n_points == 5 && m.batch[0] == 1 && m.batch[4] == 16);
+    for (int i = 0; i < m.n_points; i++) T_CHECK(m.step_s[i] > 0 && (!i || m.step_s[i] >= m.step_s[i - 1]));
+    T_CHECK(m.prefill_s > 0 && m.ctx0 == 64 && m.ctx_s >= 0);
+    T_CHECK(eng_n_live(e) == 0 && eng_kv_free_blocks(e) == free0);
+    /* an engine with 6 slots stops at batch 4 (the root takes one), not with an error */
+    eng_destroy(e);
+    eng_opts o = { .backend = ENG_BACKEND_CPU, .n_threads = 2, .n_blocks = 512, .max_seqs = 6 };
+    T_CHECK(eng_create(model, &o, &e, NULL) == ENG_OK);
+    T_CHECKF(orc_lat_calibrate(e, prompt, 64, 16, 2, NULL, &m, &err) == ENG_OK, "%s", err.msg);
+    T_CHECK(m.n_points == 3 && m.batch[2] == 4);
+    T_CHECK(eng_n_live(e) == 0);
+    T_CHECK(orc_lat_calibrate(e, prompt, 0, 16, 2, NULL, &m, &err) == ENG_EINVAL);
+    eng_destroy(e);
+}
+
 static void test_bad_input(void) {
     if (!load()) T_SKIP("no tiny model");
     col c = { 0 };
@@ -551,6 +616,8 @@ int main(void) {
     T_RUN(test_stable_branch_stops_alone);
     T_RUN(test_vote_and_best_end_to_end);
     T_RUN(test_cancel_frees_everything);
+    T_RUN(test_admission_waits_for_room);
+    T_RUN(test_calibration);
     T_RUN(test_bad_input);
     T_RUN(test_bench_args);
     T_RUN(test_bench_math500);

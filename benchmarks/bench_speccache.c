@@ -21,9 +21,12 @@
  *
  * Modes, on the same questions and latency seed: no prefetch; speculative
  * (cheap signals + draft model); cheap signals only; random links of the
- * current page.  All prefetching modes queue top-K per think and share one
- * byte budget per question.  Questions run mode after mode, interleaved, so
- * drift in machine speed touches every mode alike. */
+ * current page (the search results before the root is open).  Every
+ * prefetching mode queues K new prefetches per think (speculative: half at
+ * once from the cheap signals, the rest from the ranking with the draft's
+ * scores once they arrive) under one byte budget per question.  Questions
+ * run mode after mode, interleaved, so drift in machine speed touches every
+ * mode alike. */
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,6 +100,8 @@ static int shared_models(void) {
 
 typedef struct totals {
     int questions, failed, actions, hits, joins, clicks, click_hits, same, correct;
+    int kind_n[CACHE_WW_N_ACTS], kind_hits[CACHE_WW_N_ACTS], kind_joins[CACHE_WW_N_ACTS];
+    double kind_wait_ms[CACHE_WW_N_ACTS];
     double wait_ms, think_ms, spec_ms, late_ms;
     long long issued, prefetch_bytes, unused_bytes;
 } totals;
@@ -116,7 +121,15 @@ static void add(totals *t, const cache_ww_result *r) {
     t->issued += r->issued;
     t->prefetch_bytes += r->prefetch_bytes;
     t->unused_bytes += r->unused_bytes;
+    for (int k = 0; k < CACHE_WW_N_ACTS; k++) {
+        t->kind_n[k] += r->kind_n[k];
+        t->kind_hits[k] += r->kind_hits[k];
+        t->kind_joins[k] += r->kind_joins[k];
+        t->kind_wait_ms[k] += r->kind_wait_ms[k];
+    }
 }
+
+static const char *const KINDS[CACHE_WW_N_ACTS] = {"search", "root", "click"};
 
 static double hit_rate(const totals *t) { return t->actions ? (double)(t->hits + t->joins) / t->actions : 0; }
 static double click_rate(const totals *t) { return t->clicks ? (double)t->click_hits / t->clicks : 0; }
@@ -142,7 +155,22 @@ static cJSON *totals_json(const totals *t) {
     cJSON_AddNumberToObject(o, "prefetched_unused_bytes", (double)t->unused_bytes);
     cJSON_AddNumberToObject(o, "answers_same_as_no_prefetch", t->same);
     cJSON_AddNumberToObject(o, "answers_holding_gold_answer", t->correct);
+    cJSON *by = cJSON_AddObjectToObject(o, "by_action");
+    for (int k = 0; k < CACHE_WW_N_ACTS; k++) {
+        cJSON *x = cJSON_AddObjectToObject(by, KINDS[k]);
+        cJSON_AddNumberToObject(x, "actions", t->kind_n[k]);
+        cJSON_AddNumberToObject(x, "hits", t->kind_hits[k]);
+        cJSON_AddNumberToObject(x, "joins", t->kind_joins[k]);
+        cJSON_AddNumberToObject(x, "web_wait_ms", t->kind_wait_ms[k]);
+    }
     return o;
+}
+
+enum { CALIBRATE = 9 };      /* questions timed for the default latency */
+
+static int cmp_double(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
 }
 
 static const char CORPUS[] =
@@ -200,21 +228,24 @@ int main(int argc, char **argv) {
                            .top_k = a.top_k, .max_concurrent = a.concurrency,
                            .byte_budget = (int64_t)a.budget_kb << 10, .draft_weight = a.draft_weight };
 
-    /* Default latency: the mean think time of one action, measured on the
-     * first questions without prefetch or latency. */
+    /* Default latency: the think time of one action, measured on the first
+     * questions without prefetch or latency (the median over questions of
+     * their mean, so a burst of load on the machine moves it less). */
     int calibrated = !a.median_given;
     if (calibrated) {
-        double ms = 0;
-        int acts = 0;
-        for (int i = 0; i < 5 && i < n_rows; i++) {
+        double per[CALIBRATE];
+        int m = 0;
+        for (int i = 0; i < CALIBRATE && i < n_rows; i++) {
             cache_ww_opts o = base;
             o.mode = CACHE_WW_NONE;
             o.median_ms = 0;
             cache_ww_result r;
-            if (cache_ww_episode(&env, &o, &rows[i], &r, &err) == ENG_OK) ms += r.think_ms, acts += r.actions;
+            if (cache_ww_episode(&env, &o, &rows[i], &r, &err) == ENG_OK && r.actions)
+                per[m++] = r.think_ms / r.actions;
             cache_ww_result_clear(&r);
         }
-        a.median_ms = acts ? ms / acts : 400;
+        qsort(per, (size_t)m, sizeof *per, cmp_double);
+        a.median_ms = m ? per[m / 2] : 400;
     }
     base.median_ms = a.median_ms;
     int models = shared_models();
@@ -226,7 +257,7 @@ int main(int argc, char **argv) {
            models < 0 ? "missing" : models == 0 ? "empty" : "not empty, unused", a.think_tokens, a.model);
     printf("latency: lognormal per (question, URL), median %.2f ms%s, sigma %.2f; top-k %d, "
            "%d concurrent, budget %d KiB per question, draft weight %.2f\n\n", a.median_ms,
-           calibrated ? " (= measured mean think time per action)" : "", a.sigma, a.top_k,
+           calibrated ? " (= measured think time per action)" : "", a.sigma, a.top_k,
            a.concurrency, a.budget_kb, a.draft_weight);
 
     totals t[CACHE_WW_N_MODES] = {0};
@@ -262,6 +293,19 @@ int main(int argc, char **argv) {
                per_q(x->wait_ms, x), per_q(x->think_ms, x), per_q(x->spec_ms, x), per_q(x->late_ms, x),
                x->prefetch_bytes / 1024.0, x->unused_bytes / 1024.0, x->same, x->questions, x->correct);
     }
+    printf("\nby action: hits+joins/actions (of which joins), web wait ms\n%-7s", "mode");
+    for (int k = 0; k < CACHE_WW_N_ACTS; k++) printf(" %30s", KINDS[k]);
+    printf("\n");
+    for (int i = 0; i < CACHE_WW_N_MODES; i++) {
+        printf("%-7s", cache_ww_mode_name(i));
+        for (int k = 0; k < CACHE_WW_N_ACTS; k++) {
+            char cell[64];
+            snprintf(cell, sizeof cell, "%d/%d (%d) %.0f", t[i].kind_hits[k] + t[i].kind_joins[k],
+                     t[i].kind_n[k], t[i].kind_joins[k], t[i].kind_wait_ms[k]);
+            printf(" %30s", cell);
+        }
+        printf("\n");
+    }
     const totals *none = &t[CACHE_WW_NONE], *spec = &t[CACHE_WW_SPEC], *rnd = &t[CACHE_WW_RANDOM];
     double wait_ratio = spec->wait_ms > 0 ? none->wait_ms / spec->wait_ms : 0;
     double hit_ratio = hit_rate(rnd) > 0 ? hit_rate(spec) / hit_rate(rnd) : 0;
@@ -290,9 +334,11 @@ int main(int argc, char **argv) {
     cJSON_AddNumberToObject(cfg, "draft_weight", a.draft_weight);
     cJSON_AddNumberToObject(cfg, "seed", (double)a.seed);
     cJSON_AddStringToObject(cfg, "corpus", CORPUS);
-    cJSON_AddStringToObject(cfg, "agent", "oracle navigation along the golden path: no model here "
-                            "can browse (the shared models folder is empty); think time = real "
-                            "decode steps of the model");
+    char agent[256];
+    snprintf(agent, sizeof agent, "oracle navigation along the golden path: no model here can "
+             "browse (shared models folder %s); think time = real decode steps of the model",
+             models < 0 ? "missing" : models == 0 ? "empty" : "not empty, unused");
+    cJSON_AddStringToObject(cfg, "agent", agent);
     cJSON *modes = cJSON_AddObjectToObject(out, "modes");
     for (int i = 0; i < CACHE_WW_N_MODES; i++)
         cJSON_AddItemToObject(modes, cache_ww_mode_name(i), totals_json(&t[i]));

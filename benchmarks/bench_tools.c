@@ -21,7 +21,7 @@
 
 typedef struct bench {
     const char *model_dir, *out;
-    int requests;
+    int requests, cuda;
     double median_ms, sigma;
     eng_model *m;
     eng_engine *e;
@@ -108,25 +108,28 @@ static int cmp_d(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-    bench b = { "tests/fixtures/tiny-qwen2", "benchmarks/results/tools.json", 6, 400, 0.6, NULL, NULL, "" };
-    for (int i = 1; i + 1 < argc; i += 2) {
+    bench b = { "tests/fixtures/tiny-qwen2", "benchmarks/results/tools.json", 6, 0, 400, 0.6, NULL, NULL, "" };
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--cuda")) { b.cuda = 1; continue; }
+        if (i + 1 == argc) break;
         if (!strcmp(argv[i], "--model")) b.model_dir = argv[i + 1];
         else if (!strcmp(argv[i], "--requests")) b.requests = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--median-ms")) b.median_ms = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--sigma")) b.sigma = atof(argv[i + 1]);
         else if (!strcmp(argv[i], "--out")) b.out = argv[i + 1];
+        i++;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);   /* progress shows when piped */
     eng_err err = { 0 };
-    eng_opts eo = { .max_seqs = 8 };
+    eng_opts eo = { .max_seqs = 8, .backend = b.cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU };
     if (eng_model_load(b.model_dir, &b.m, &err) || eng_create(b.m, &eo, &b.e, &err)) {
         fprintf(stderr, "bench_tools: %s\n", err.msg);
         return 1;
     }
     snprintf(b.db, sizeof b.db, "/tmp/brisk_bench_tools_%d.db", (int)getpid());
     if (tool_corpus_generate(b.db, 200, 11, &err)) { fprintf(stderr, "bench_tools: %s\n", err.msg); return 1; }
-    printf("model %s, %d requests per workload, web latency lognormal median %.0f ms sigma %.2f\n",
-           b.model_dir, b.requests, b.median_ms, b.sigma);
+    printf("model %s on %s, %d requests per workload, web latency lognormal median %.0f ms sigma %.2f\n",
+           b.model_dir, b.cuda ? "CUDA" : "CPU", b.requests, b.median_ms, b.sigma);
     printf("%-13s %-12s %10s %10s %10s %12s\n", "workload", "mode", "mean_ms", "p50_ms", "max_ms", "same_output");
     cJSON *json = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(json, "rows");
     cJSON_AddStringToObject(json, "model", b.model_dir);
@@ -143,7 +146,7 @@ int main(int argc, char **argv) {
             char endpoint[128];
             snprintf(endpoint, sizeof endpoint, "%s/search", tool_webenv_url(web));
             tool_registry *reg = tool_registry_create();
-            tool_fetch_opts fo = { .max_text = 1500, .max_links = 5 };
+            tool_fetch_opts fo = { .max_text = 400, .max_links = 3 };
             tool_search_opts so = { .endpoint = endpoint, .k = 3 };
             tool_register_fetch_url(reg, &fo, &err);
             tool_register_web_search(reg, &so, &err);

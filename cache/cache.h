@@ -339,11 +339,16 @@ const char *cache_wwsite_public_url(const cache_wwsite *s, const char *local_pat
  * (no model here can browse): search(question), open root_url, click each
  * path's anchors in turn (pages already open are reused, not fetched),
  * then answer with the sentence of each final page holding the answer.
- * Before every web action the main model "thinks": think_tokens real engine
- * steps.  Meanwhile a speculator, by mode, queues prefetches: */
+ * Every web action goes through cache_lookup_or_fetch of a fresh cache.
+ * Before each one the main model "thinks" (its prompt, then think_tokens
+ * engine steps) while a speculator thread queues top_k new prefetches:
+ * before the search, the task's query and root_url; then unopened search
+ * results and the current page's links.  Modes: */
 enum {
     CACHE_WW_NONE = 0,    /* no prefetch */
-    CACHE_WW_SPEC,        /* cheap signals + draft model (cache_spec + cache_draft) */
+    CACHE_WW_SPEC,        /* cheap signals + draft model: half the slots from the
+                             cheap ranking at once, the rest after the draft's
+                             scores are added (dropped if the agent acted first) */
     CACHE_WW_CHEAP,       /* cheap signals only */
     CACHE_WW_RANDOM,      /* top_k random links of the current page */
     CACHE_WW_N_MODES
@@ -369,11 +374,17 @@ typedef struct cache_ww_opts {
     double draft_weight;        /* 0 = 1 */
 } cache_ww_opts;
 
+/* Kinds of web action, for the breakdown below. */
+enum { CACHE_WW_ACT_SEARCH = 0, CACHE_WW_ACT_ROOT, CACHE_WW_ACT_CLICK, CACHE_WW_N_ACTS };
+
 typedef struct cache_ww_result {
     int actions;                /* web actions: search, root, clicks */
     int hits, joins;            /* actions served from the cache / joined a fetch */
     int clicks, click_hits;     /* link clicks, and those hit or joined */
     double wait_ms;             /* time the agent waited on the web */
+    /* The same by kind of action (CACHE_WW_ACT_*): */
+    int kind_n[CACHE_WW_N_ACTS], kind_hits[CACHE_WW_N_ACTS], kind_joins[CACHE_WW_N_ACTS];
+    double kind_wait_ms[CACHE_WW_N_ACTS];
     double think_ms;            /* main model time */
     double spec_ms;             /* speculator time (beside the think) */
     double late_ms;             /* waited for the speculator after a think */

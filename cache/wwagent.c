@@ -454,21 +454,27 @@ static int think_and_speculate(agent *a, int step, const page *cur, eng_err *err
 
 /* ------------------------------------------------------------ actions */
 /* One web action through the cache: counts the wait and how it was served. */
-static int act(agent *a, const char *key, int click, page **out, eng_err *err) {
+static int act(agent *a, const char *key, int kind, page **out, eng_err *err) {
     cache_prefetch_stats s0, s1;
     cache_prefetch_get_stats(a->pf, &s0, NULL);
     cache_entry e;
     double t0 = now_ms();
     int rc = cache_lookup_or_fetch(a->pf, key, &e, err);
-    a->res->wait_ms += now_ms() - t0;
+    double waited = now_ms() - t0;
+    a->res->wait_ms += waited;
     if (rc) return rc;
     cache_prefetch_get_stats(a->pf, &s1, NULL);
-    int hit = s1.hits > s0.hits, join = s1.joins > s0.joins;
-    a->res->actions++;
-    a->res->hits += hit;
-    a->res->joins += join;
-    a->res->clicks += click;
-    a->res->click_hits += click && (hit || join);
+    int hit = s1.hits > s0.hits, join = s1.joins > s0.joins, click = kind == CACHE_WW_ACT_CLICK;
+    cache_ww_result *r = a->res;
+    r->actions++;
+    r->hits += hit;
+    r->joins += join;
+    r->clicks += click;
+    r->click_hits += click && (hit || join);
+    r->kind_n[kind]++;
+    r->kind_hits[kind] += hit;
+    r->kind_joins[kind] += join;
+    r->kind_wait_ms[kind] += waited;
     char *k = NULL;
     rc = cache_key(key, &k, err);
     *out = rc ? NULL : page_parse(k, e.value);
@@ -519,7 +525,7 @@ static int click(agent *a, const page *cur, const char *anchor, const page **nex
     if ((*next = opened(a, cur->lurl[li]))) return ENG_OK;
     int rc = think_and_speculate(a, 2, cur, err);
     page *p = NULL;
-    if (!rc) rc = act(a, cur->lurl[li], 1, &p, err);
+    if (!rc) rc = act(a, cur->lurl[li], CACHE_WW_ACT_CLICK, &p, err);
     if (!rc) rc = remember(a, p);
     *next = rc ? NULL : p;
     return rc;
@@ -532,11 +538,11 @@ static int walk(agent *a, eng_err *err) {
     if (!q) return eng_seterr(err, ENG_ENOMEM, "out of memory");
     snprintf(q, n, "search:%s", r->question);
     int rc = think_and_speculate(a, 0, NULL, err);
-    if (!rc) rc = act(a, q, 0, &a->results, err);
+    if (!rc) rc = act(a, q, CACHE_WW_ACT_SEARCH, &a->results, err);
     free(q);
     page *root = NULL;
     if (!rc) rc = think_and_speculate(a, 1, a->results, err);
-    if (!rc) rc = act(a, r->root_url, 0, &root, err);
+    if (!rc) rc = act(a, r->root_url, CACHE_WW_ACT_ROOT, &root, err);
     if (!rc) rc = remember(a, root);
     int all = 1;
     for (int p = 0; p < r->n_paths && !rc; p++) {

@@ -151,7 +151,8 @@ int  eng_seq_tokens(const eng_engine *e, int seq, const int **ids, int *n); /* p
 int  eng_seq_n_prompt(const eng_engine *e, int seq);
 /* Logits of the last step: rows = 1, or every processed position when
  * keep_all_logits was on; after a speculative step one row per new token
- * (row i: the distribution new token i was chosen from).  Valid until the next step.  On the CPU backend
+ * (row i: the distribution new token i was chosen from).  Valid until the
+ * next step.  On the CPU backend
  * they are always there; on CUDA only for sequences with keep_all_logits
  * (copying a vocabulary-sized row per sequence per step costs time);
  * otherwise NULL with rows = 0. */
@@ -185,15 +186,19 @@ const eng_model *eng_engine_model(const eng_engine *e);
  * draft model per engine; its sequences follow the target's, batched);
  * ENG_SPEC_CUSTOM calls `propose` (tests, scripted drafters).
  *
- * Adaptive k: each sequence keeps an EWMA of how often a draft token is
- * accepted (alpha).  Each step the engine hands out draft slots in order of
+ * Adaptive k: each sequence keeps an estimate of how often a draft token
+ * is accepted (alpha; a mean of the first drafts, then an EWMA).  Each step the engine hands out draft slots in order of
  * expected gain (the j-th draft is used with chance alpha^j), as many as
  * give the most expected tokens per second of step time, with step time a
  * function of rows measured by the engine (or set with eng_spec_set_cost),
- * draft-model passes included.  So k grows while drafts are accepted, falls to 0
- * when they are not (a probe of k = 1 every 16 steps at 0 keeps the
- * estimate fresh), and speculation switches itself off when the batch is
- * large enough that extra rows cost more than they return.
+ * draft-model passes included, and only when that promises at least 5%
+ * more.  So k grows while drafts are accepted, falls to 0 when they are not
+ * (probes of k = 1 after 16 steps at 0, then 32, 64, ... while they fail,
+ * keep a low estimate fresh), and speculation switches itself off when the
+ * batch is large enough that extra rows cost more than they return.  With
+ * measured costs, a step without adaptive drafts runs when the plain
+ * batch's row count was never timed, and one step in 32 after, so that the
+ * cost of not speculating stays known.
  *
  * Left out of speculation for a step: sequences with forced tokens pending
  * (eng_seq_force), with keep_all_logits on, paused, or at the end of the
@@ -215,7 +220,11 @@ typedef struct eng_spec_opts {
     int kmax;            /* adaptive bound (0: max(k, 8)) */
     int ngram_n;         /* NGRAM: longest suffix matched (0: 3) */
     eng_model *draft_model;   /* DRAFT: vocabulary as the target's; borrowed */
-    int draft_n_blocks;  /* DRAFT: KV pool of the draft engine when it is made (0: target's) */
+    int draft_n_blocks;  /* DRAFT: KV pool of the draft engine when it is made (0: sized as
+                          * the target's was: its n_blocks, or the default for the draft model) */
+    int draft_n_threads; /* DRAFT, CPU: threads of the draft engine (0: the target's).  The
+                          * engines run in turn, each with its own thread pool; on few cores
+                          * 1 keeps them from competing (and from waking a sleeping pool) */
     eng_spec_propose_fn propose;   /* CUSTOM */
     void *user;
 } eng_spec_opts;

@@ -114,6 +114,7 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
                           d.n_threads);
     if (!d.block_size) d.block_size = 16;
     if (!d.max_seqs) d.max_seqs = 256;
+    int blocks_given = d.n_blocks;   /* a draft engine follows the same policy */
     if (!d.n_threads) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         d.n_threads = n > 0 ? (int)n : 1;
@@ -136,6 +137,7 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
     e->m = m;
     e->c = m->cfg;
     e->opts = d;
+    e->opts.n_blocks = blocks_given;
     e->bs = d.block_size;
     e->max_seqs = d.max_seqs;
     int rc = ENG_OK;
@@ -482,6 +484,7 @@ static int want_logits(const eng_engine *e) {
 
 int eng_step(eng_engine *e, eng_err *err) {
     if (!e) return eng_seterr(err, ENG_EINVAL, "eng_step: no engine");
+    double t0 = now_s();   /* the step's time, drafting left out, feeds the cost model */
     int n_active = 0, rows = 0, outs = 0, need = 0;
     int rc = plan_step(e, &n_active, &rows, &outs, &need, err);
     if (rc || !rows) return rc;   /* nothing to run: every sequence is paused */
@@ -492,7 +495,9 @@ int eng_step(eng_engine *e, eng_err *err) {
     }
     /* speculation: draft lengths within the free blocks, then the drafts */
     rc = eng_sp_plan(e, n_active, rows, eng_kv_n_free(e->kv) - need, err);
+    double td = now_s();
     if (!rc) rc = eng_sp_draft(e, err);
+    e->draft_secs = now_s() - td;
     if (rc) return rc;
     for (int i = 0; i < e->max_seqs; i++)
         if (eng_seq_active(&e->seqs[i])) {
@@ -516,10 +521,8 @@ int eng_step(eng_engine *e, eng_err *err) {
         .n_out = outs, .out_rows = e->out_rows, .logits = want ? e->logits : NULL,
         .sampled = e->sampled, .samp = e->samp, .rng = e->rng,
     };
-    double t0 = now_s();
     rc = e->be->forward(e->be, &b, err);
     if (rc) return rc;
-    eng_sp_time(&e->timing, rows, now_s() - t0);
     for (int bi = 0; bi < n_seqs; bi++) {
         seq *s = &e->seqs[e->slot_of[bi]];
         int first = e->first_out[bi], last = bi + 1 < n_seqs ? e->first_out[bi + 1] - 1 : outs - 1;
@@ -534,6 +537,8 @@ int eng_step(eng_engine *e, eng_err *err) {
             s->logit_rows = want ? last - first + 1 : 0;
         }
     }
+    e->n_steps++;
+    eng_sp_time(&e->timing, rows, now_s() - t0 - e->draft_secs);
     return ENG_OK;
 }
 

@@ -16,7 +16,10 @@ typedef struct spec_seq {
     int dsynced;              /* leading tokens of dseq known equal to ours */
     uint64_t drng;            /* random stream of draft-model draws */
     double alpha;             /* EWMA of the chance that a draft token is kept */
+    int n_obs;                /* drafts verified so far (a mean before the EWMA) */
     int idle;                 /* adaptive: steps in a row at k = 0 */
+    int probe_gap;            /* adaptive: idle steps before a probe; doubles per failed one */
+    int probing;              /* this step's k = 1 is a probe */
     eng_spec_stats st;
 } spec_seq;
 
@@ -59,7 +62,7 @@ struct eng_engine {
     eng_config c;
     eng_backend *be;
     eng_kv *kv;
-    eng_opts opts;            /* as created, defaults filled in */
+    eng_opts opts;            /* as created, defaults filled in but n_blocks as given */
     int bs, max_seqs, n_live;
     int host_logits;          /* 1: every step brings logits to the host (CPU) */
     seq *seqs;                /* [max_seqs]; a sequence id is its slot */
@@ -73,7 +76,9 @@ struct eng_engine {
     /* per sequence in the batch */
     int *seq_len, *slot_of, *first_out;
     const int **tables;
-    step_timing timing;       /* forward passes of this engine */
+    step_timing timing;       /* steps of this engine (drafting not counted) */
+    int64_t n_steps;          /* eng_step calls that ran */
+    double draft_secs;        /* time spent drafting in the step being run */
     /* speculation (spec.c) */
     eng_engine *draft;        /* the draft model's engine, owned */
     eng_model *draft_model;

@@ -26,22 +26,34 @@
  * model's pass costs the same for one sequence or many).  A candidate adds
  * one target row (the step-time model at R + 1 minus at R), and for a
  * draft model one row of its j-th pass, or the whole pass when it is the
- * first that deep.  The step-time model interpolates the
- * measured mean time of each power-of-two bucket of rows (non-decreasing;
- * extrapolated from the last two buckets; before any measurement a row is
- * taken to cost PRIOR_ROW of a pass), so a large batch, where rows cost
- * nearly their full share, stops speculating by itself. */
+ * first that deep.  Speculation must promise MARGIN more tokens per second
+ * than none, for what the model does not see (drafting on the host).  A
+ * sequence held at k = 0 by a low alpha (not by cost) probes with k = 1
+ * after PROBE_EVERY idle steps, twice as long after each probe that fails,
+ * all idle sequences on the same step (one draft pass for all).  Alpha is
+ * the mean of the first verified drafts (the prior ALPHA0 counting as one)
+ * and an EWMA after.  Before the draft model's passes are timed they are
+ * taken to cost its weights' share of a target pass.  With measured costs, a step without
+ * adaptive drafts runs when the no-draft rows' bucket has no measurement,
+ * and every EXPLORE_EVERY steps.  The step-time model interpolates the
+ * measured mean time of a step (drafting left out) per power-of-two bucket
+ * of rows (non-decreasing; extrapolated from the last two buckets; before
+ * any measurement a row is taken to cost PRIOR_ROW of a pass), so a large
+ * batch, where rows cost nearly their full share, stops speculating by
+ * itself. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "engine_int.h"
 
-enum { PROBE_EVERY = 16 };   /* adaptive: steps at k = 0 before a k = 1 probe */
+enum { PROBE_EVERY = 16, PROBE_MAX = 512 };   /* adaptive: steps at k = 0 before a probe */
+enum { EXPLORE_EVERY = 32 };   /* measured costs: a step without adaptive drafts this often */
 #define ALPHA0 0.5           /* acceptance estimate of a new sequence */
 #define BETA 0.2             /* EWMA weight of one verified draft token */
 #define MIN_GAIN 0.1         /* a draft used with less chance than this is not made */
+#define MARGIN 1.05          /* speculate for at least this much more expected tokens/s */
 #define PRIOR_ROW 0.02       /* unmeasured: one row costs this fraction of a pass */
-#define PRIOR_DRAFT 0.1      /* unmeasured draft pass: this fraction of a target pass */
+
 #define DRAFT_SEED 0xD1B54A32D192ED03ull   /* draft draws: a stream apart from the target's */
 
 static int is_greedy(const eng_sampling *s) {
@@ -338,10 +350,15 @@ static double measured(const step_timing *t, double R) {
     return c[n - 1] + (c[n - 1] - c[n - 2]) / (r[n - 1] - r[n - 2]) * (R - r[n - 1]);
 }
 
-void eng_sp_time(step_timing *t, int rows, double secs) {
-    if (rows <= 0 || !(secs >= 0)) return;
+static int bucket_of(int rows) {
     int b = 0;
     while (b + 1 < TIMING_BUCKETS && (2 << b) <= rows) b++;
+    return b;
+}
+
+void eng_sp_time(step_timing *t, int rows, double secs) {
+    if (rows <= 0 || !(secs >= 0)) return;
+    int b = bucket_of(rows);
     t->n[b]++;
     double w = t->n[b] < 10 ? 1.0 / t->n[b] : 0.1;   /* a mean first, then an EWMA */
     t->secs[b] += w * (secs - t->secs[b]);
@@ -354,11 +371,29 @@ static double target_cost(const eng_engine *e, double R) {
     return c >= 0 ? c : 1e-3 * (1 + PRIOR_ROW * (R - 1));
 }
 
+/* Weights a decode step reads: what its time follows before it is measured. */
+static double weights(const eng_config *c) {
+    double h = c->hidden, q = (double)c->n_heads * c->head_dim;
+    double kv = (double)c->n_kv_heads * c->head_dim;
+    return c->n_layers * (h * (2 * q + 2 * kv) + 3 * h * c->intermediate) + (double)c->vocab_size * h;
+}
+
 static double draft_cost(const eng_engine *e, double R) {
     if (R <= 0) return 0;
     if (e->cost_given) return e->cost.draft_base_s + e->cost.draft_row_s * R;
-    double c = e->draft ? measured(&e->draft->timing, R) : -1;
-    return c >= 0 ? c : PRIOR_DRAFT * target_cost(e, R);
+    if (!e->draft) return 0;
+    double c = measured(&e->draft->timing, R);
+    return c >= 0 ? c : target_cost(e, R) * weights(&e->draft->c) / weights(&e->c);
+}
+
+/* Rows the draft model runs before s's first draft: what its sequence has
+ * not cached (everything before its first use). */
+static int catch_up(const eng_engine *e, const seq *s) {
+    const spec_seq *sp = s->spec;
+    if (sp->o.mode != ENG_SPEC_DRAFT) return 0;
+    if (sp->dseq < 0 || !e->draft) return s->n_tok;
+    int cached = e->draft->seqs[sp->dseq].n_cached;
+    return s->n_tok - (cached < sp->dsynced ? cached : sp->dsynced);
 }
 
 double eng_spec_step_cost(const eng_engine *e, int rows) {
@@ -431,23 +466,33 @@ static int cmp_kcand(const void *a, const void *b) {
     return x->slot - y->slot;
 }
 
+/* With measured costs, the cost of not drafting must be known too: a step
+ * without adaptive drafts when its bucket of rows has no measurement yet,
+ * and regularly after (the model is never told about fewer rows
+ * otherwise). */
+static int explore(const eng_engine *e, int rows) {
+    return !e->cost_given && (!e->timing.n[bucket_of(rows)] ||
+                              e->n_steps % EXPLORE_EVERY == EXPLORE_EVERY / 4);
+}
+
 int eng_sp_plan(eng_engine *e, int n_active, int rows, int spare, eng_err *err) {
-    int dr[ENG_SPEC_KMAX] = { 0 };   /* dr[j]: sequences with a (j+1)-th draft-model draft */
-    int n = 0, any = 0;
+    int dr[ENG_SPEC_KMAX] = { 0 };   /* dr[j]: rows of the draft model's (j+1)-th pass */
+    int n = 0, any = 0, plain = explore(e, rows);
     double G = n_active;             /* expected tokens of the step */
     for (int i = 0; i < e->max_seqs; i++) {
         seq *s = &e->seqs[i];
         if (!s->spec) continue;
         spec_seq *sp = s->spec;
         sp->k = 0;
+        sp->probing = 0;
         if (!can_speculate(s)) continue;
         int cap = k_cap(e, s);
-        if (sp->o.adaptive) { any = 1; continue; }
+        if (sp->o.adaptive) { any = !plain; continue; }
         sp->k = cap;
         rows += cap;
         for (int j = 0; j < cap; j++) {
             G += pow(sp->alpha, j + 1);
-            if (sp->o.mode == ENG_SPEC_DRAFT) dr[j]++;
+            if (sp->o.mode == ENG_SPEC_DRAFT) dr[j] += j ? 1 : catch_up(e, s);
         }
     }
     if (any && !e->plan) {
@@ -458,8 +503,9 @@ int eng_sp_plan(eng_engine *e, int n_active, int rows, int spare, eng_err *err) 
             return eng_seterr(err, ENG_ENOMEM, "speculation: out of memory for planning");
         }
     }
+    if (!any) { fit_blocks(e, spare); return ENG_OK; }
     kcand *c = e->plan;
-    for (int i = 0; any && i < e->max_seqs; i++) {
+    for (int i = 0; i < e->max_seqs; i++) {
         seq *s = &e->seqs[i];
         if (!s->spec || !s->spec->o.adaptive || !can_speculate(s)) continue;
         double a = s->spec->alpha < 0.999 ? s->spec->alpha : 0.999, g = a;
@@ -471,25 +517,37 @@ int eng_sp_plan(eng_engine *e, int n_active, int rows, int spare, eng_err *err) 
     qsort(c, (size_t)n, sizeof *c, cmp_kcand);
     double C = target_cost(e, rows);
     for (int j = 0; j < ENG_SPEC_KMAX; j++) C += draft_cost(e, dr[j]);
-    double best = G / C;
+    double base = G / C, best = base;
     int take = 0;
     for (int i = 0; i < n; i++) {
         int j = c[i].j;
         C += target_cost(e, rows + i + 1) - target_cost(e, rows + i);
-        if (e->seqs[c[i].slot].spec->o.mode == ENG_SPEC_DRAFT) {
-            C += draft_cost(e, dr[j - 1] + 1) - draft_cost(e, dr[j - 1]);
-            dr[j - 1]++;
+        const seq *s = &e->seqs[c[i].slot];
+        if (s->spec->o.mode == ENG_SPEC_DRAFT) {
+            int add = j > 1 ? 1 : catch_up(e, s);   /* the first pass catches up too */
+            C += draft_cost(e, dr[j - 1] + add) - draft_cost(e, dr[j - 1]);
+            dr[j - 1] += add;
         }
         G += c[i].g;
         if (G / C > best) { best = G / C; take = i + 1; }
     }
+    if (best < MARGIN * base) take = 0;   /* unmeasured costs (drafting on the host) */
     for (int i = 0; i < take; i++) e->seqs[c[i].slot].spec->k = c[i].j;   /* j ascends per sequence */
-    for (int i = 0; any && i < e->max_seqs; i++) {   /* at k = 0 alpha would never move */
+    /* At k = 0 alpha would never move: when it is what holds k at 0, a
+     * probe of k = 1 after probe_gap idle steps, on steps that are
+     * multiples of PROBE_EVERY so that idle sequences probe together (one
+     * draft pass); each failed probe doubles the gap. */
+    int probe_step = e->n_steps % PROBE_EVERY == 0;
+    for (int i = 0; i < e->max_seqs; i++) {
         seq *s = &e->seqs[i];
         spec_seq *sp = s->spec;
         if (!sp || !sp->o.adaptive || !can_speculate(s)) continue;
-        if (sp->k) sp->idle = 0;
-        else if (++sp->idle >= PROBE_EVERY && k_cap(e, s) >= 1) { sp->k = 1; sp->idle = 0; }
+        if (sp->k || sp->alpha >= ALPHA0) { sp->idle = 0; continue; }   /* cost holds it */
+        if (++sp->idle >= sp->probe_gap && probe_step && k_cap(e, s) >= 1) {
+            sp->k = 1;
+            sp->probing = 1;
+            sp->idle = 0;
+        }
     }
     fit_blocks(e, spare);
     return ENG_OK;
@@ -554,8 +612,15 @@ void eng_sp_verify(eng_engine *e, seq *s, const eng_token *sampled, const float 
     sp->st.drafted += k;
     sp->st.accepted += a;
     sp->st.emitted += a + 1;
-    for (int i = 0; i < a; i++) sp->alpha += BETA * (1 - sp->alpha);
-    if (a < k) sp->alpha -= BETA * sp->alpha;
+    for (int i = 0; i <= a && i < k; i++) {   /* a mean (the prior counts once), then an EWMA */
+        double w = 1.0 / (++sp->n_obs + 1);
+        sp->alpha += (w > BETA ? w : BETA) * ((i < a) - sp->alpha);
+    }
+    if (sp->probing) {
+        int gap = sp->probe_gap * 2 < PROBE_MAX ? sp->probe_gap * 2 : PROBE_MAX;
+        sp->probe_gap = a ? PROBE_EVERY : gap;
+        sp->probing = 0;
+    }
     sp->k = 0;
     if (sp->o.mode == ENG_SPEC_DRAFT && e->draft && sp->dseq >= 0) {
         eng_err ignored;
@@ -575,7 +640,8 @@ static void drop_draft(eng_engine *e, seq *s) {
 
 /* The engine's draft engine runs m, made on first use; a different model
  * replaces it only when no other sequence drafts with it. */
-static int use_draft_model(eng_engine *e, const seq *s, eng_model *m, int n_blocks, eng_err *err) {
+static int use_draft_model(eng_engine *e, const seq *s, eng_model *m, int n_blocks, int n_threads,
+                           eng_err *err) {
     if (e->draft && e->draft_model == m) return ENG_OK;
     if (e->draft) {
         for (int i = 0; i < e->max_seqs; i++) {
@@ -590,6 +656,7 @@ static int use_draft_model(eng_engine *e, const seq *s, eng_model *m, int n_bloc
     }
     eng_opts o = e->opts;
     if (n_blocks) o.n_blocks = n_blocks;
+    if (n_threads) o.n_threads = n_threads;
     int rc = eng_create(m, &o, &e->draft, err);
     if (!rc) e->draft_model = m;
     return rc;
@@ -604,8 +671,9 @@ static int check_opts(const eng_engine *e, const eng_spec_opts *o, eng_err *err)
     if (o->ngram_n < 0 || o->ngram_n > 16)
         return eng_seterr(err, ENG_EINVAL, "eng_seq_spec_set: ngram_n %d outside [0, 16]",
                           o->ngram_n);
-    if (o->draft_n_blocks < 0)
-        return eng_seterr(err, ENG_EINVAL, "eng_seq_spec_set: negative draft_n_blocks");
+    if (o->draft_n_blocks < 0 || o->draft_n_threads < 0)
+        return eng_seterr(err, ENG_EINVAL, "eng_seq_spec_set: negative draft_n_blocks or "
+                          "draft_n_threads");
     if (o->mode == ENG_SPEC_DRAFT) {
         if (!o->draft_model)
             return eng_seterr(err, ENG_EINVAL, "eng_seq_spec_set: draft mode without a draft model");
@@ -638,13 +706,15 @@ int eng_seq_spec_set(eng_engine *e, int id, const eng_spec_opts *o, eng_err *err
     if (!e->pbuf || !e->rbuf || !e->cands)
         return eng_seterr(err, ENG_ENOMEM, "eng_seq_spec_set: out of memory");
     if (s->spec) drop_draft(e, s);   /* settings change: the draft sequence starts over */
-    if (d.mode == ENG_SPEC_DRAFT && (rc = use_draft_model(e, s, d.draft_model, d.draft_n_blocks, err)))
+    if (d.mode == ENG_SPEC_DRAFT && (rc = use_draft_model(e, s, d.draft_model, d.draft_n_blocks,
+                                                        d.draft_n_threads, err)))
         return rc;
     if (!s->spec) {
         spec_seq *sp = calloc(1, sizeof *sp);
         if (!sp) return eng_seterr(err, ENG_ENOMEM, "eng_seq_spec_set: out of memory");
         sp->dseq = -1;
         sp->alpha = ALPHA0;
+        sp->probe_gap = PROBE_EVERY;
         sp->drng = s->samp.seed ^ DRAFT_SEED;
         s->spec = sp;
     }
@@ -660,6 +730,7 @@ int eng_sp_fork(eng_engine *e, seq *p, seq *c, eng_err *err) {
     sp->q = NULL;
     sp->k = 0;
     sp->idle = 0;
+    sp->probing = 0;
     sp->dseq = -1;
     sp->drng = c->rng ^ DRAFT_SEED;
     memset(&sp->st, 0, sizeof sp->st);

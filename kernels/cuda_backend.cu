@@ -66,6 +66,10 @@ typedef struct cu_ctx {
     unsigned long long tick;
     int broken;
     char broken_msg[256];
+    /* [attn2] attention variant, read once from BRISK_ATTN at creation (2:
+     * kern_attn2.cu, else kern_attn.cu) and BRISK_ATTN_SPAN (variant 2's
+     * positions per block before splitting; 0 = its default) */
+    int attn_variant, attn_span;
 } cu_ctx;
 
 /* ------------------------------------------------------------ errors */
@@ -370,6 +374,10 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
     const int splits = kern_attn_splits(R, g->n_kv_heads, sms);
     const int pdl = !c->opt.no_pdl;
     int rc;
+    /* [attn2] one call site for both attention variants */
+#define ATTN(out, act, mode) ((c->attn_variant == 2) \
+        ? kern_attention2(s, c->q, kv, stp, R, nh, splits, c->attn_span, out, act, mode, c->part, c->counters, pdl) \
+        : kern_attention(s, c->q, kv, stp, R, nh, splits, out, act, mode, c->part, c->counters, pdl))
 #define LO(buf, rows, n) (amode == KERN_ACT_SPLIT ? (buf) + (size_t)(rows) * (n) : NULL)
 #define GEMM(W, N, K, rows, out) do { \
         if ((rc = kern_blas_gemm(c->blas, s, W, wdt, N, K, c->act, act_bf16, (rows) * mul, out, err))) \
@@ -385,7 +393,7 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
         if (small) {
             KC(kern_gemv(s, w->wqkv, wdt, QKV, H, c->x, R, w->attn_norm, eps, KERN_STORE, c->y, sms, pdl));
             KC(kern_rope_kv(s, c->y, NULL, w->bqkv, stp, R, nh, c->inv_freq, c->q, kv, pdl));
-            KC(kern_attention(s, c->q, kv, stp, R, nh, splits, c->attn, NULL, 0, c->part, c->counters, pdl));
+            KC(ATTN(c->attn, NULL, 0));
             KC(kern_gemv(s, w->wo, wdt, H, QD, c->attn, R, NULL, 0.f, KERN_RESID, c->x, sms, pdl));
             KC(kern_gemv(s, w->wgu, wdt, 2 * I, H, c->x, R, w->ffn_norm, eps, KERN_SWIGLU, c->h, sms, pdl));
             KC(kern_gemv(s, w->wdown, wdt, H, I, c->h, R, NULL, 0.f, KERN_RESID, c->x, sms, pdl));
@@ -393,7 +401,7 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
             const float *next = l + 1 < g->n_layers ? c->layers[l + 1].attn_norm : NULL;
             GEMM(w->wqkv, QKV, H, R, c->y);
             KC(kern_rope_kv(s, c->y, LO(c->y, R, QKV), w->bqkv, stp, R, nh, c->inv_freq, c->q, kv, pdl));
-            KC(kern_attention(s, c->q, kv, stp, R, nh, splits, NULL, c->act, amode, c->part, c->counters, pdl));
+            KC(ATTN(NULL, c->act, amode));
             GEMM(w->wo, H, QD, R, c->y);
             KC(kern_add_norm(s, c->x, c->y, LO(c->y, R, H), R, H, w->ffn_norm, eps, c->act, amode, pdl));
             GEMM(w->wgu, 2 * I, H, R, c->y);
@@ -417,6 +425,7 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
         KC(kern_sample(s, c->logits, lo, O, V, stp, ids, lp, ent, kern_sample_blocks(O, sms),
                        c->sscratch, c->scnt, pdl));
     }
+#undef ATTN
 #undef GEMM
 #undef LO
     return ENG_OK;
@@ -721,6 +730,12 @@ extern "C" int eng_backend_cuda_create_opts(const eng_model *m, int n_blocks, in
     if (c->opt.gemv_max_rows > 8) c->opt.gemv_max_rows = 8;
     c->n_blocks = n_blocks;
     c->block_size = block_size;
+    {   /* [attn2] run-time choice of attention kernel, so one GPU run times both */
+        const char *v = getenv("BRISK_ATTN"), *sp = getenv("BRISK_ATTN_SPAN");
+        c->attn_variant = v && atoi(v) == 2 ? 2 : 1;
+        c->attn_span = sp ? atoi(sp) : 0;
+        if (c->attn_span < 0 || c->attn_span > 1 << 20) c->attn_span = 0;
+    }
     be->ctx = c;
     be->forward = cu_forward;
     be->copy_block = cu_copy_block;
@@ -791,6 +806,7 @@ extern "C" int eng_cuda_get_info(const eng_backend *b, eng_cuda_info *info) {
     info->weights_bf16 = c->wdt == KERN_BF16;
     info->n_sms = c->n_sms;
     info->graphs = !c->opt.no_graphs;
+    info->attn_variant = c->attn_variant;   /* [attn2] */
     snprintf(info->device, sizeof info->device, "%s", c->dev_name);
     return ENG_OK;
 }

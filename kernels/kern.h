@@ -45,6 +45,7 @@ int  eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o);
 typedef struct eng_cuda_info {
     size_t weight_bytes, kv_bytes_per_token;
     int weights_bf16, n_sms, graphs;
+    int attn_variant;   /* [attn2] 1: kern_attention, 2: kern_attention2 (BRISK_ATTN=2) */
     char device[128];
 } eng_cuda_info;
 int eng_cuda_get_info(const eng_backend *b, eng_cuda_info *info);
@@ -110,6 +111,14 @@ int kern_attention(cudaStream_t s, const float *q, kern_kv kv, const kern_step *
                    int n_heads, int splits, float *out, void *act, int act_mode, float *part,
                    unsigned *counters, int pdl);
 int kern_attn_splits(int R, int n_kv, int n_sms);
+/* Variant 2 (kern_attn2.cu; BRISK_ATTN=2 in the backend): same contract and
+ * buffers as kern_attention, tuned for decode latency; a row's context is
+ * split over blocks only past span positions (span < 1: default 128).
+ * head_dim other than 16/32/64/128 or more than 8 heads per kv head fall
+ * back to kern_attention. */
+int kern_attention2(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st, int R,
+                    int n_heads, int splits, int span, float *out, void *act, int act_mode,
+                    float *part, unsigned *counters, int pdl);
 size_t kern_attn_part_floats(int R, int n_heads, int head_dim, int splits);
 /* For each out row o: log-softmax, entropy, greedy argmax (lowest id on
  * ties) or temperature / top-k / top-p sampling with u[o].  logits rows are

@@ -407,7 +407,8 @@ static void test_rope_kv(void) {
 }
 
 /* ------------------------------------------------------- attention */
-static void attn_case(int nh, int nkv, int hd, int splits) {
+/* v2: run kern_attention2 (variant 2, default span) instead. */
+static void attn_case(int nh, int nkv, int hd, int splits, int v2) {
     enum { NS = 3 };
     const int bs = 16, lens[NS] = {1, 17, 300}, n_blocks = 40;
     int stride = (300 + bs - 1) / bs;
@@ -463,16 +464,18 @@ static void attn_case(int nh, int nkv, int hd, int splits) {
     if (!st || !dkv || !dq || !dout || !dpart || !dcnt || !dact || !hact) { T_CHECK(0); free(hact); goto done; }
     cudaMemset(dcnt, 0, (size_t)R * nkv * 4);
     kern_kv k = {dkv, (long long)blk, nkv, hd, bs, 0};
-    T_CHECK(kern_attention(0, dq, k, st, R, nh, splits, dout, NULL, 0, dpart, dcnt, 1) == 0);
+    T_CHECK((v2 ? kern_attention2(0, dq, k, st, R, nh, splits, 0, dout, NULL, 0, dpart, dcnt, 1)
+                 : kern_attention(0, dq, k, st, R, nh, splits, dout, NULL, 0, dpart, dcnt, 1)) == 0);
     double e = sync_ok() && down(out, dout, (size_t)R * nh * hd * 4) ? rel_err(out, ref, (size_t)R * nh * hd)
                                                                    : INFINITY;
-    T_CHECKF(e <= 1e-5, "nh=%d nkv=%d hd=%d splits=%d: rel err %.3g", nh, nkv, hd, splits, e);
+    T_CHECKF(e <= 1e-5, "v%d nh=%d nkv=%d hd=%d splits=%d: rel err %.3g", v2 ? 2 : 1, nh, nkv, hd, splits, e);
     /* the split counters are back at zero; the same into hi/lo bf16 rows */
     int nz = 0;
     if (down(cnt, dcnt, (size_t)R * nkv * 4))
         for (int i = 0; i < R * nkv; i++) nz += cnt[i] != 0;
     T_CHECKF(nz == 0, "%d split counters left non-zero", nz);
-    T_CHECK(kern_attention(0, dq, k, st, R, nh, splits, NULL, dact, KERN_ACT_SPLIT, dpart, dcnt, 0) == 0);
+    T_CHECK((v2 ? kern_attention2(0, dq, k, st, R, nh, splits, 0, NULL, dact, KERN_ACT_SPLIT, dpart, dcnt, 0)
+                 : kern_attention(0, dq, k, st, R, nh, splits, NULL, dact, KERN_ACT_SPLIT, dpart, dcnt, 0)) == 0);
     if (sync_ok() && down(hact, dact, (size_t)R * nh * hd * 4)) {
         size_t n = (size_t)R * nh * hd;
         for (size_t i = 0; i < n; i++) out[i] = bf16_val(hact[i]) + bf16_val(hact[n + i]);
@@ -490,8 +493,145 @@ static void test_attention(void) {
     int cfg[4][3] = {{4, 2, 16}, {4, 1, 16}, {12, 2, 128}, {14, 2, 64}};
     int splits[3] = {1, 3, 64};
     for (int c = 0; c < 4; c++)
-        for (int s = 0; s < 3; s++) attn_case(cfg[c][0], cfg[c][1], cfg[c][2], splits[s]);
+        for (int s = 0; s < 3; s++) attn_case(cfg[c][0], cfg[c][1], cfg[c][2], splits[s], 0);
     T_CHECK(kern_attn_splits(1, 2, 132) > 1 && kern_attn_splits(256, 2, 132) == 1);
+}
+
+/* ------------------------------------------- attention, variant 2 */
+/* kern_attention2 (BRISK_ATTN=2) against the same double-precision
+ * reference and tolerances as kern_attention: sequences of 1, 15, 16, 17,
+ * 1000 and 4000 tokens in one batch (their last positions plus prefill
+ * rows of the longest), then each sequence alone (batch-1 decode, where
+ * the context is split over blocks), with several split caps and spans. */
+enum { A2_NS = 6 };
+static const int a2_lens[A2_NS] = {1, 15, 16, 17, 1000, 4000};
+
+typedef struct a2_fix {
+    int nh, nkv, hd, bs, stride, n_blocks;
+    int *table;
+    float *kv, *q;
+    float *dkv, *dq;
+} a2_fix;
+
+/* Reference output of one row (sequence seq at position pos): ref[nh*hd]. */
+static void a2_ref(const a2_fix *f, int seq, int pos, const float *q, double *ref, double *sc) {
+    int G = f->nh / f->nkv, hd = f->hd, bs = f->bs;
+    size_t blk = (size_t)2 * f->nkv * bs * hd;
+    for (int h = 0; h < f->nh; h++) {
+        int kh = h / G, L = pos + 1;
+        double mx = -1e300, sum = 0;
+        for (int t = 0; t < L; t++) {
+            const float *k = f->kv + (size_t)f->table[seq * f->stride + t / bs] * blk + ((size_t)kh * bs + t % bs) * hd;
+            double d = 0;
+            for (int i = 0; i < hd; i++) d += (double)q[h * hd + i] * k[i];
+            sc[t] = d / sqrt((double)hd);
+            if (sc[t] > mx) mx = sc[t];
+        }
+        for (int t = 0; t < L; t++) { sc[t] = exp(sc[t] - mx); sum += sc[t]; }
+        for (int i = 0; i < hd; i++) ref[h * hd + i] = 0;
+        for (int t = 0; t < L; t++) {
+            const float *v = f->kv + (size_t)f->table[seq * f->stride + t / bs] * blk + (size_t)f->nkv * bs * hd +
+                             ((size_t)kh * bs + t % bs) * hd;
+            for (int i = 0; i < hd; i++) ref[h * hd + i] += sc[t] * v[i];
+        }
+        for (int i = 0; i < hd; i++) ref[h * hd + i] /= sum;
+    }
+}
+
+/* Runs variant 2 on R rows (q rows q_rows) into f32 and into hi/lo bf16
+ * with a poisoned output each time; checks both and the counters. */
+static void a2_run(const a2_fix *f, int R, const int *seqs, const int *pos, const double *ref,
+                   int splits, int span, const char *what) {
+    size_t n = (size_t)R * f->nh * f->hd;
+    float *out = malloc(n * 4);
+    uint16_t *hact = malloc(n * 4);
+    unsigned cnt[64];
+    kern_step *st = make_step(R, NULL, pos, seqs, f->table, A2_NS, f->stride, 0, NULL, NULL, NULL, NULL, NULL);
+    float *dout = dnew(n * 4), *dpart = dnew(kern_attn_part_floats(R, f->nh, f->hd, splits) * 4 + 16);
+    unsigned *dcnt = dnew((size_t)R * f->nkv * 4);
+    uint16_t *dact = dnew(n * 4);
+    if (!out || !hact || !st || !dout || !dpart || !dcnt || !dact) { T_CHECK(0); goto done; }
+    cudaMemset(dcnt, 0, (size_t)R * f->nkv * 4);
+    kern_kv k = {f->dkv, (long long)2 * f->nkv * f->bs * f->hd, f->nkv, f->hd, f->bs, 0};
+    T_CHECK(kern_attention2(0, f->dq, k, st, R, f->nh, splits, span, dout, NULL, 0, dpart, dcnt, 1) == 0);
+    double e = sync_ok() && down(out, dout, n * 4) ? rel_err(out, ref, n) : INFINITY;
+    T_CHECKF(e <= 1e-5, "attn2 %s nh=%d nkv=%d hd=%d splits=%d span=%d: rel err %.3g", what, f->nh,
+             f->nkv, f->hd, splits, span, e);
+    int nz = 0;
+    if (down(cnt, dcnt, (size_t)R * f->nkv * 4))
+        for (int i = 0; i < R * f->nkv; i++) nz += cnt[i] != 0;
+    T_CHECKF(nz == 0, "attn2 %s: %d split counters left non-zero", what, nz);
+    T_CHECK(kern_attention2(0, f->dq, k, st, R, f->nh, splits, span, NULL, dact, KERN_ACT_SPLIT, dpart, dcnt, 0) == 0);
+    if (sync_ok() && down(hact, dact, n * 4)) {
+        for (size_t i = 0; i < n; i++) out[i] = bf16_val(hact[i]) + bf16_val(hact[n + i]);
+        e = rel_err(out, ref, n);
+    } else e = INFINITY;
+    T_CHECKF(e <= 2e-5, "attn2 %s nh=%d hd=%d splits=%d span=%d into hi/lo bf16: rel err %.3g", what,
+             f->nh, f->hd, splits, span, e);
+done:
+    free(out); free(hact);
+}
+
+static void attn2_case(int nh, int nkv, int hd) {
+    a2_fix f = {nh, nkv, hd, 16, (4000 + 15) / 16, 0, NULL, NULL, NULL, NULL, NULL};
+    for (int s = 0; s < A2_NS; s++) f.n_blocks += (a2_lens[s] + f.bs - 1) / f.bs;
+    size_t blk = (size_t)2 * nkv * f.bs * hd, pool = blk * f.n_blocks;
+    /* rows: each sequence's last position, then prefill rows of the longest */
+    enum { NR = A2_NS + 4 };
+    int seqs[NR], pos[NR], nq = nh * hd;
+    for (int s = 0; s < A2_NS; s++) { seqs[s] = s; pos[s] = a2_lens[s] - 1; }
+    const int pre[4] = {0, 15, 511, 2047};
+    for (int i = 0; i < 4; i++) { seqs[A2_NS + i] = A2_NS - 1; pos[A2_NS + i] = pre[i]; }
+    int *perm = malloc(f.n_blocks * 4);
+    double *ref = malloc((size_t)NR * nq * 8), *sc = malloc(4000 * 8);
+    f.table = calloc((size_t)A2_NS * f.stride, 4);
+    f.kv = malloc(pool * 4);
+    f.q = malloc((size_t)NR * nq * 4);
+    if (!perm || !ref || !sc || !f.table || !f.kv || !f.q) { T_CHECK(0); goto done; }
+    for (int i = 0; i < f.n_blocks; i++) perm[i] = i;
+    for (int i = f.n_blocks - 1; i > 0; i--) {
+        int j = (int)(rnd64() % (uint64_t)(i + 1)), t = perm[i];
+        perm[i] = perm[j]; perm[j] = t;
+    }
+    int used = 0;
+    for (int s = 0; s < A2_NS; s++)
+        for (int i = 0; i * f.bs < a2_lens[s]; i++) f.table[s * f.stride + i] = perm[used++];
+    for (size_t i = 0; i < pool; i++) f.kv[i] = nrand();
+    for (int i = 0; i < NR * nq; i++) f.q[i] = nrand();
+    for (int r = 0; r < NR; r++) a2_ref(&f, seqs[r], pos[r], f.q + (size_t)r * nq, ref + (size_t)r * nq, sc);
+    f.dkv = dup_up(f.kv, pool * 4);
+    f.dq = dup_up(f.q, (size_t)NR * nq * 4);
+    if (!f.dkv || !f.dq) { T_CHECK(0); goto done; }
+    /* the whole batch: split caps as the backend picks them and forced */
+    int caps[3] = {kern_attn_splits(NR, nkv, 132), 3, 64}, spans[3] = {0, 16, 1000};
+    for (int c = 0; c < 3; c++)
+        for (int p = 0; p < 3; p++) a2_run(&f, NR, seqs, pos, ref, caps[c], spans[p], "batch");
+    /* each sequence alone at batch 1 (its q row is row s of the batch) */
+    float *dq_all = f.dq;
+    for (int s = 0; s < A2_NS; s++) {
+        char what[32];
+        snprintf(what, sizeof what, "len %d alone", a2_lens[s]);
+        f.dq = dq_all + (size_t)s * nq;
+        for (int p = 0; p < 2; p++)
+            a2_run(&f, 1, &seqs[s], &pos[s], ref + (size_t)s * nq, kern_attn_splits(1, nkv, 132),
+                   spans[p], what);
+    }
+    f.dq = dq_all;
+done:
+    free(perm); free(ref); free(sc); free(f.table); free(f.kv); free(f.q);
+    dfree_all();
+}
+
+static void test_attention2(void) {
+    g_rng = 506;
+    /* GQA 6 and 7 (Qwen2.5 1.5B: 12/2, 0.5B: 14/2) at head_dim 64 and 128 */
+    int cfg[4][3] = {{12, 2, 128}, {14, 2, 64}, {12, 2, 64}, {14, 2, 128}};
+    for (int c = 0; c < 4; c++) attn2_case(cfg[c][0], cfg[c][1], cfg[c][2]);
+    /* the original small cases: hd 16 falls back to kern_attention, the
+     * GQA 6 / 7 cases run variant 2 on 1-, 17- and 300-token contexts */
+    int small[4][3] = {{4, 2, 16}, {4, 1, 16}, {12, 2, 128}, {14, 2, 64}}, splits[3] = {1, 3, 64};
+    for (int c = 0; c < 4; c++)
+        for (int s = 0; s < 3; s++) attn_case(small[c][0], small[c][1], small[c][2], splits[s], 1);
 }
 
 /* -------------------------------------------------------- sampling */
@@ -1108,6 +1248,29 @@ FIXTURE_TEST(test_long_context, long_case)
 FIXTURE_TEST(test_errors, errors_case)
 FIXTURE_TEST(test_engine, engine_case)
 
+/* The whole-backend checks again with BRISK_ATTN=2 (read at backend
+ * creation): attention variant 2 must give the CPU backend's greedy tokens
+ * alone, batched (GEMV and cuBLASLt paths), continuously batched, and the
+ * CPU's logits on a 1000-token context. */
+static void attn2_backend(fixture *f) {
+    setenv("BRISK_ATTN", "2", 1);
+    eng_err err = {0};
+    tdrv d;
+    eng_cuda_info info = {0};
+    if (drv_open(&d, f->m, 1, NULL, &err) == 0) {
+        T_CHECKF(eng_cuda_get_info(d.b, &info) == 0 && info.attn_variant == 2,
+                 "%s: BRISK_ATTN=2 not taken (variant %d)", f->name, info.attn_variant);
+        drv_close(&d);
+    } else T_CHECKF(0, "%s: %s", f->name, err.msg);
+    fixture_greedy(f);
+    batched_case(f, f->n_prompts);
+    batched_case(f, 20);
+    continuous_case(f);
+    long_case(f);
+    unsetenv("BRISK_ATTN");
+}
+FIXTURE_TEST(test_attn2_backend, attn2_backend)
+
 int main(void) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
@@ -1123,6 +1286,7 @@ int main(void) {
     T_RUN(test_rowwise);
     T_RUN(test_rope_kv);
     T_RUN(test_attention);
+    T_RUN(test_attention2);
     T_RUN(test_sample);
     T_RUN(test_fixture_logits);
     T_RUN(test_greedy_64);
@@ -1133,6 +1297,7 @@ int main(void) {
     T_RUN(test_long_context);
     T_RUN(test_errors);
     T_RUN(test_engine);
+    T_RUN(test_attn2_backend);
     for (int i = 0; i < 2; i++) {
         eng_model_free(fx[i].m);
         for (int p = 0; p < fx[i].n_prompts; p++) free(fx[i].p[p].ids);

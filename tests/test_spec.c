@@ -268,7 +268,8 @@ static int spec_greedy(eng_model *m, const prompts *p, int **ref, const eng_spec
         if (nt < want[i] || memcmp(tk + p->len[of[i]], ref[of[i]], sizeof(int) * N_GEN)) {
             if (!bad) {
                 int at = 0;
-                while (at < N_GEN && p->len[of[i]] + at < nt && tk[p->len[of[i]] + at] == ref[of[i]][at]) at++;
+                const int *got = tk + p->len[of[i]];
+                while (at < N_GEN && p->len[of[i]] + at < nt && got[at] == ref[of[i]][at]) at++;
                 printf("  %s: prompt %d (sequence %d) differs at generated token %d\n", what,
                        of[i], ids[i], at);
             }
@@ -281,7 +282,8 @@ static int spec_greedy(eng_model *m, const prompts *p, int **ref, const eng_spec
 
 static void report(const char *what, const totals *t, int bad) {
     printf("  %-34s %3lld seqs, %5lld drafted, %5lld accepted (%.0f%%), %lld multi-token steps, "
-           "%d differ, %.2f s\n", what, (long long)t->seqs, (long long)t->drafted, (long long)t->accepted,
+           "%d differ, %.2f s\n", what, (long long)t->seqs, (long long)t->drafted,
+           (long long)t->accepted,
            t->drafted ? 100.0 * t->accepted / t->drafted : 0.0, (long long)t->multi, bad, t->secs);
 }
 
@@ -333,14 +335,17 @@ static void test_greedy_ngram(void) {
 
 static void test_greedy_draft(void) {
     if (!load_all()) T_SKIP("fixtures did not load");
-    static const gcfg same[] = { { ENG_SPEC_DRAFT, 3, 0, 0, 0, 0 }, { ENG_SPEC_DRAFT, 0, 1, 0, 2, 0 } };
+    static const gcfg same[] = {
+        { ENG_SPEC_DRAFT, 3, 0, 0, 0, 0 }, { ENG_SPEC_DRAFT, 0, 1, 0, 2, 0 },
+    };
     static const gcfg noisy[] = {
         { ENG_SPEC_DRAFT, 2, 0, 0, 0, 0 }, { ENG_SPEC_DRAFT, 5, 0, 0, 0, 0 },
         { ENG_SPEC_DRAFT, 0, 1, 0, 0, 0 }, { ENG_SPEC_DRAFT, 3, 0, 0, 2, 0 },
         { ENG_SPEC_DRAFT, 0, 1, 0, 1, 1 },
     };
     int **ref = plain_greedy(m_llama, &p_llama, N_GEN);
-    for (int i = 0; i < 2; i++) greedy_cfg(m_llama, m_llama, &p_llama, ref, &same[i], "llama/llama", 1);
+    for (int i = 0; i < 2; i++)
+        greedy_cfg(m_llama, m_llama, &p_llama, ref, &same[i], "llama/llama", 1);
     for (int i = 0; i < 5; i++)
         greedy_cfg(m_llama, m_llama_noisy, &p_llama, ref, &noisy[i], "llama/noisy", 0);
     free_ref(ref, p_llama.n);
@@ -438,7 +443,8 @@ static void test_probs(void) {
     printf("  eng_sample against eng_spec_probs: chi2 %.1f (df %d, bound %.1f)\n", chi, df,
            chi2_bound(df));
     T_CHECK(outside == 0 && chi < chi2_bound(df));
-    T_CHECK(eng_spec_probs(NULL, V, &s, p) == ENG_EINVAL && eng_spec_probs(l, 0, &s, p) == ENG_EINVAL);
+    T_CHECK(eng_spec_probs(NULL, V, &s, p) == ENG_EINVAL);
+    T_CHECK(eng_spec_probs(l, 0, &s, p) == ENG_EINVAL);
     free(l);
     free(p);
     free(want);
@@ -452,12 +458,21 @@ typedef struct script {
     int base, n_ref, vocab;
     const int *right;
     int n_right, calls, accepted_expected;
+    int right_after;    /* > 0: every draft is right from this many tokens on */
 } script;
+
+static script mkscript(const int *ref, int base, int n_ref, int vocab, const int *right,
+                       int n_right) {
+    script s = { .ref = ref, .base = base, .n_ref = n_ref, .vocab = vocab, .right = right,
+                 .n_right = n_right };
+    return s;
+}
 
 static int scripted(void *user, int seq, const int *tokens, int n, int k, int *out) {
     (void)seq; (void)tokens;
     script *s = user;
     int r = s->right[s->calls++ % s->n_right];
+    if (s->right_after && n >= s->right_after) r = k;
     for (int i = 0; i < k; i++) {
         int at = n - s->base + i, t = at >= 0 && at < s->n_ref ? s->ref[at] : 0;
         out[i] = i < r ? t : (t + 1 + i) % s->vocab;
@@ -507,7 +522,8 @@ static int rows_differ(eng_engine *e, int s, const plain_run *r, int V) {
     if (!lg || rows != nn) return nn ? nn : 1;
     int at = nt - nn;   /* position of the first new token */
     for (int i = 0; i < nn; i++)
-        bad += memcmp(lg + (size_t)i * V, r->logits + (size_t)(at + i - 1) * V, sizeof(float) * V) != 0;
+        bad += memcmp(lg + (size_t)i * V, r->logits + (size_t)(at + i - 1) * V,
+                      sizeof(float) * V) != 0;
     return bad;
 }
 
@@ -519,7 +535,7 @@ static void test_rollback(void) {
     plain_run pr = { 0 };
     run_plain(m, prompt, n, &pr);
     static const int right[] = { 0, 3, 1, 4, 2, 0, 0, 4, 2 };
-    script sc = { pr.tok + n, n, pr.n_tok - n, V, right, 9, 0, 0 };
+    script sc = mkscript(pr.tok + n, n, pr.n_tok - n, V, right, 9);
     eng_spec_opts o = { .mode = ENG_SPEC_CUSTOM, .k = 4, .propose = scripted, .user = &sc };
 
     /* alone: every step's rows and free blocks as the plain run's */
@@ -605,7 +621,7 @@ static void test_adaptive(void) {
     if (!load_all()) T_SKIP("fixtures did not load");
     eng_model *m = m_llama;
     const int *prompt = p_llama.ids[2], n = p_llama.len[2];
-    enum { T = 80 };
+    enum { T = 120 };
     int **ref = NULL;
     prompts one = { 1, { (int *)prompt }, { n } };
     ref = plain_greedy(m, &one, 8 * T + 8);
@@ -613,25 +629,43 @@ static void test_adaptive(void) {
     eng_spec_cost cheap = { 1.0, 0.002, 0, 0 }, linear = { 0, 1.0, 0, 0 };
     int ks[T];
 
-    script good = { ref[0], n, 8 * T + 8, m->cfg.vocab_size, all, 1, 0, 0 };
+    script good = mkscript(ref[0], n, 8 * T + 8, m->cfg.vocab_size, all, 1);
     adaptive_run(m, prompt, n, &good, 1, &cheap, 0, 12, ks);
     printf("  always right, k by step:");
     for (int t = 0; t < 12; t++) printf(" %d", ks[t]);
     printf("\n");
-    T_CHECKF(ks[0] >= 1 && ks[0] < 8 && ks[11] == 8, "k %d at first, %d after 12 steps", ks[0], ks[11]);
+    T_CHECKF(ks[0] >= 1 && ks[0] < 8 && ks[11] == 8, "k %d at first, %d after 12 steps", ks[0],
+             ks[11]);
     for (int t = 1; t < 12; t++) T_CHECK(ks[t] >= ks[t - 1]);
 
-    script bad = { ref[0], n, 8 * T + 8, m->cfg.vocab_size, none, 1, 0, 0 };
+    /* never right: k falls to 0; probes of k = 1 at doubling intervals */
+    script bad = mkscript(ref[0], n, 8 * T + 8, m->cfg.vocab_size, none, 1);
     adaptive_run(m, prompt, n, &bad, 1, &cheap, 0, T, ks);
-    int first0 = -1, probes = 0;
+    int first0 = -1, probes = 0, last = -1, gap = 0, gaps_ok = 1;
     for (int t = 0; t < T; t++) {
         if (first0 < 0 && !ks[t]) first0 = t;
-        if (first0 >= 0 && ks[t]) { probes++; T_CHECK(ks[t] == 1); }
+        if (first0 < 0 || !ks[t]) continue;
+        probes++;
+        T_CHECK(ks[t] == 1);
+        if (last >= 0) {
+            gaps_ok &= t - last > gap && t - last >= 16;
+            gap = t - last;
+        }
+        last = t;
     }
-    printf("  never right: k reaches 0 at step %d, %d probes in the next %d steps\n", first0,
-           probes, T - first0);
+    printf("  never right: k reaches 0 at step %d, then %d probes in %d steps\n", first0, probes,
+           T - first0);
     T_CHECK(first0 > 0 && first0 < 16);
-    T_CHECK(probes >= (T - first0) / 16 - 1 && probes <= (T - first0) / 16 + 1);
+    T_CHECKF(probes >= 2 && probes <= 4 && gaps_ok, "%d probes", probes);
+
+    /* wrong for a while, then right: a probe finds out and k grows again */
+    script late = mkscript(ref[0], n, 8 * T + 8, m->cfg.vocab_size, none, 1);
+    late.right_after = n + 40;
+    adaptive_run(m, prompt, n, &late, 1, &cheap, 0, T, ks);
+    int t_right = -1;
+    for (int t = 0; t < T && t_right < 0; t++) if (ks[t] >= 6) t_right = t;
+    printf("  right after token 40: k >= 6 again at step %d\n", t_right);
+    T_CHECK(t_right > 40 && t_right < 40 + 64 + 16);   /* within two probe gaps */
 
     /* rows cost in proportion: no draft can pay */
     good.calls = 0;
@@ -640,7 +674,7 @@ static void test_adaptive(void) {
     T_CHECK(k_lin < 0.1);
 
     /* half-right drafts: worth it for one sequence, not for a large batch */
-    script half = { ref[0], n, 8 * T + 8, m->cfg.vocab_size, some, 2, 0, 0 };
+    script half = mkscript(ref[0], n, 8 * T + 8, m->cfg.vocab_size, some, 2);
     eng_spec_cost gpu = { 1.0, 0.02, 0, 0 };
     double k1 = adaptive_run(m, prompt, n, &half, 1, &gpu, 8, 40, NULL);
     double k200 = adaptive_run(m, prompt, n, &half, 200, &gpu, 8, 40, NULL);

@@ -189,18 +189,21 @@ static int run(bench *b, int batch, const config *cf, int **answers, int *alen, 
     memset(r, 0, sizeof *r);
     r->batch = batch;
     r->cf = *cf;
+    eng_spec_opts so = { .mode = cf->mode, .k = cf->k, .adaptive = cf->adaptive, .kmax = kmax,
+                         .draft_model = b->dm, .draft_n_threads = a->draft_threads };
+    if (!rc && cf->mode == ENG_SPEC_DRAFT) {   /* the draft engine is made untimed, as e is */
+        int s = -1;
+        rc = eng_seq_add(e, b->prompts[0], 1, NULL, &s, err);
+        if (!rc) rc = eng_seq_spec_set(e, s, &so, err);
+        if (s >= 0) eng_seq_remove(e, s);
+    }
     int next = 0, done = 0, live = 0;
     double t0 = now();
     while (!rc && done < b->n_prompts) {
         while (live < batch && next < b->n_prompts) {   /* admit */
             int s = -1;
             if ((rc = eng_seq_add(e, b->prompts[next], b->plen[next], NULL, &s, err))) break;
-            if (cf->mode != ENG_SPEC_OFF) {
-                eng_spec_opts so = { .mode = cf->mode, .k = cf->k, .adaptive = cf->adaptive,
-                                     .kmax = kmax, .draft_model = b->dm,
-                                     .draft_n_threads = a->draft_threads };
-                if ((rc = eng_seq_spec_set(e, s, &so, err))) break;
-            }
+            if (cf->mode != ENG_SPEC_OFF && (rc = eng_seq_spec_set(e, s, &so, err))) break;
             slot_prompt[s] = next;
             answers[next] = malloc(sizeof(int) * (size_t)(a->max_tokens + 1));
             if (!answers[next]) { rc = eng_seterr(err, ENG_ENOMEM, "bench: out of memory"); break; }

@@ -187,12 +187,12 @@ const eng_model *eng_engine_model(const eng_engine *e);
  * ENG_SPEC_CUSTOM calls `propose` (tests, scripted drafters).
  *
  * Adaptive k: each sequence keeps an estimate of how often a draft token
- * is accepted (alpha; a mean of the first drafts, then an EWMA).  Each step the engine hands out draft slots in order of
- * expected gain (the j-th draft is used with chance alpha^j), as many as
- * give the most expected tokens per second of step time, with step time a
- * function of rows measured by the engine (or set with eng_spec_set_cost),
- * draft-model passes included, and only when that promises at least 5%
- * more.  So k grows while drafts are accepted, falls to 0 when they are not
+ * is accepted (alpha; a mean of the first drafts, then an EWMA).  Each step
+ * the engine hands out draft slots in order of expected gain (the j-th
+ * draft is used with chance alpha^j), as many as give the most expected
+ * tokens per second of step time, with step time a function of rows
+ * measured by the engine (or set with eng_spec_set_cost), draft-model
+ * passes included, and only when that promises at least 5% more.  So k grows while drafts are accepted, falls to 0 when they are not
  * (probes of k = 1 after 16 steps at 0, then 32, 64, ... while they fail,
  * keep a low estimate fresh), and speculation switches itself off when the
  * batch is large enough that extra rows cost more than they return.  With
@@ -240,14 +240,16 @@ typedef struct eng_spec_stats {
     int64_t emitted;      /* tokens those steps appended (accepted + one per step) */
     double accept_rate;   /* accepted / drafted */
     double mean_accepted; /* accepted / steps: kept drafts per verification */
-    double alpha;         /* current acceptance estimate (EWMA) */
+    double alpha;         /* current acceptance estimate */
     int k;                /* drafts in the last step */
 } eng_spec_stats;
 int  eng_seq_spec_stats(const eng_engine *e, int seq, eng_spec_stats *out);
 
 /* Step time model: seconds of a pass of R rows is base_s + row_s * R, and
  * of a draft-model pass draft_base_s + draft_row_s * R.  NULL (the start):
- * measured by the engines themselves, per power-of-two bucket of rows. */
+ * measured by the engines themselves, per power-of-two bucket of rows
+ * (whole steps, drafting left out; robust to one-off spikes such as CUDA
+ * graph captures). */
 typedef struct eng_spec_cost { double base_s, row_s, draft_base_s, draft_row_s; } eng_spec_cost;
 int  eng_spec_set_cost(eng_engine *e, const eng_spec_cost *c);
 /* The model's estimate of one pass of `rows` rows, in seconds (< 0: nothing

@@ -25,22 +25,27 @@
  * tokens per second of step time (the prefix, not a marginal test: a draft
  * model's pass costs the same for one sequence or many).  A candidate adds
  * one target row (the step-time model at R + 1 minus at R), and for a
- * draft model one row of its j-th pass, or the whole pass when it is the
- * first that deep.  Speculation must promise MARGIN more tokens per second
- * than none, for what the model does not see (drafting on the host).  A
- * sequence held at k = 0 by a low alpha (not by cost) probes with k = 1
- * after PROBE_EVERY idle steps, twice as long after each probe that fails,
- * all idle sequences on the same step (one draft pass for all).  Alpha is
- * the mean of the first verified drafts (the prior ALPHA0 counting as one)
- * and an EWMA after.  Before the draft model's passes are timed they are
- * taken to cost its weights' share of a target pass.  With measured costs, a step without
- * adaptive drafts runs when the no-draft rows' bucket has no measurement,
- * and every EXPLORE_EVERY steps.  The step-time model interpolates the
- * measured mean time of a step (drafting left out) per power-of-two bucket
- * of rows (non-decreasing; extrapolated from the last two buckets; before
- * any measurement a row is taken to cost PRIOR_ROW of a pass), so a large
- * batch, where rows cost nearly their full share, stops speculating by
- * itself. */
+ * draft model one row of its j-th pass (for the first pass, also the rows
+ * its sequence has to catch up on), or the whole pass when it is the first
+ * that deep.  Speculation must promise MARGIN more tokens per second than
+ * none, for what the model does not see (drafting on the host).
+ *
+ * Alpha is the mean of the first verified drafts (the prior ALPHA0 counting
+ * as one), then an EWMA.  A sequence held at k = 0 by a low or untried
+ * alpha (not by cost) probes with k = 1 after PROBE_EVERY idle steps, twice
+ * as long after each probe that fails, all idle sequences on the same step
+ * (one draft pass for all).
+ *
+ * Step time.  The model interpolates the measured time of a step (drafting
+ * left out) per power-of-two bucket of rows (robust to spikes, see
+ * eng_sp_time; non-decreasing;
+ * extrapolated from the last two buckets; before any measurement a row is
+ * taken to cost PRIOR_ROW of a pass), so a large batch, where rows cost
+ * nearly their full share, stops speculating by itself.  A draft model's
+ * passes, until timed, are taken to cost its weights' share of a target
+ * pass.  With measured costs, a step without adaptive drafts runs when the
+ * no-draft rows' bucket has no measurement, and every EXPLORE_EVERY steps:
+ * the cost of not speculating must stay known. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -332,12 +337,14 @@ int eng_sp_draft(eng_engine *e, eng_err *err) {
 }
 
 /* ------------------------------------------------------------ planning */
+enum { TRUSTED = 3 };   /* samples before a bucket counts */
+
 /* Seconds of a pass of R rows from the measured buckets; < 0: none yet. */
 static double measured(const step_timing *t, double R) {
     double r[TIMING_BUCKETS], c[TIMING_BUCKETS], top = 0;
     int n = 0;
     for (int b = 0; b < TIMING_BUCKETS; b++)
-        if (t->n[b]) {
+        if (t->n[b] >= TRUSTED) {
             if (t->secs[b] > top) top = t->secs[b];
             r[n] = t->rows[b];
             c[n++] = top;   /* more rows never cost less */
@@ -356,12 +363,20 @@ static int bucket_of(int rows) {
     return b;
 }
 
+/* One-off costs come as spikes: the first passes of a shape (the CUDA
+ * backend runs it eagerly, then captures a graph), page faults, a busy
+ * machine.  So a bucket starts from the least of its first TRUSTED
+ * samples, then follows faster down than up, an upward step clipped to
+ * twice the estimate. */
 void eng_sp_time(step_timing *t, int rows, double secs) {
     if (rows <= 0 || !(secs >= 0)) return;
-    int b = bucket_of(rows);
-    t->n[b]++;
-    double w = t->n[b] < 10 ? 1.0 / t->n[b] : 0.1;   /* a mean first, then an EWMA */
-    t->secs[b] += w * (secs - t->secs[b]);
+    int b = bucket_of(rows), n = ++t->n[b];
+    if (n == 1 || (n <= TRUSTED && secs < t->secs[b])) t->secs[b] = secs;
+    else if (n > TRUSTED) {
+        double x = secs < 2 * t->secs[b] ? secs : 2 * t->secs[b];
+        t->secs[b] += (x < t->secs[b] ? 0.5 : 0.05) * (x - t->secs[b]);
+    }
+    double w = n < 10 ? 1.0 / n : 0.1;   /* rows: a mean, then an EWMA */
     t->rows[b] += w * (rows - t->rows[b]);
 }
 
@@ -471,7 +486,7 @@ static int cmp_kcand(const void *a, const void *b) {
  * and regularly after (the model is never told about fewer rows
  * otherwise). */
 static int explore(const eng_engine *e, int rows) {
-    return !e->cost_given && (!e->timing.n[bucket_of(rows)] ||
+    return !e->cost_given && (e->timing.n[bucket_of(rows)] < TRUSTED ||
                               e->n_steps % EXPLORE_EVERY == EXPLORE_EVERY / 4);
 }
 
@@ -533,8 +548,8 @@ int eng_sp_plan(eng_engine *e, int n_active, int rows, int spare, eng_err *err) 
     }
     if (best < MARGIN * base) take = 0;   /* unmeasured costs (drafting on the host) */
     for (int i = 0; i < take; i++) e->seqs[c[i].slot].spec->k = c[i].j;   /* j ascends per sequence */
-    /* At k = 0 alpha would never move: when it is what holds k at 0, a
-     * probe of k = 1 after probe_gap idle steps, on steps that are
+    /* At k = 0 alpha would never move: when it (or the untried prior) is
+     * what holds k at 0, a probe of k = 1 after probe_gap idle steps, on steps that are
      * multiples of PROBE_EVERY so that idle sequences probe together (one
      * draft pass); each failed probe doubles the gap. */
     int probe_step = e->n_steps % PROBE_EVERY == 0;
@@ -542,7 +557,10 @@ int eng_sp_plan(eng_engine *e, int n_active, int rows, int spare, eng_err *err) 
         seq *s = &e->seqs[i];
         spec_seq *sp = s->spec;
         if (!sp || !sp->o.adaptive || !can_speculate(s)) continue;
-        if (sp->k || sp->alpha >= ALPHA0) { sp->idle = 0; continue; }   /* cost holds it */
+        if (sp->k || (sp->alpha >= ALPHA0 && sp->n_obs)) {   /* the cost holds it at 0 */
+            sp->idle = 0;
+            continue;
+        }
         if (++sp->idle >= sp->probe_gap && probe_step && k_cap(e, s) >= 1) {
             sp->k = 1;
             sp->probing = 1;
@@ -581,12 +599,13 @@ static int verify_sampled(eng_engine *e, seq *s, const float *logits, eng_token 
         }
         int y = draw(r, V, &s->rng);
         if (y < 0) y = draw(p, V, &s->rng);   /* p == q up to rounding */
-        out[i] = eng_token_of(row, V, y);
+        out[i] = eng_token_of(row, V, y >= 0 ? y : x);
         return i;
     }
     const float *row = logits + (size_t)k * V;   /* all kept: a bonus token from p */
     probs_into(row, V, &s->samp, p, e->cands);
-    out[k] = eng_token_of(row, V, draw(p, V, &s->rng));
+    int y = draw(p, V, &s->rng);
+    out[k] = eng_token_of(row, V, y >= 0 ? y : 0);
     return k;
 }
 

@@ -66,8 +66,9 @@ typedef struct cu_ctx {
     unsigned long long tick;
     int broken;
     char broken_msg[256];
-    /* [attn2] attention variant, read once from BRISK_ATTN at creation (2:
-     * kern_attn2.cu, else kern_attn.cu) and BRISK_ATTN_SPAN (variant 2's
+    /* [attn2] attention variant, read once from BRISK_ATTN at creation (1:
+     * kern_attn.cu, else kern_attn2.cu, the default since it measured faster:
+     * see NOTES.md) and BRISK_ATTN_SPAN (variant 2's
      * positions per block before splitting; 0 = its default) */
     int attn_variant, attn_span;
 } cu_ctx;
@@ -732,7 +733,7 @@ extern "C" int eng_backend_cuda_create_opts(const eng_model *m, int n_blocks, in
     c->block_size = block_size;
     {   /* [attn2] run-time choice of attention kernel, so one GPU run times both */
         const char *v = getenv("BRISK_ATTN"), *sp = getenv("BRISK_ATTN_SPAN");
-        c->attn_variant = v && atoi(v) == 2 ? 2 : 1;
+        c->attn_variant = v && atoi(v) == 1 ? 1 : 2;
         c->attn_span = sp ? atoi(sp) : 0;
         if (c->attn_span < 0 || c->attn_span > 1 << 20) c->attn_span = 0;
     }

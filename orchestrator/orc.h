@@ -49,6 +49,7 @@ typedef struct orc_query {
     int n_messages;
     int max_tokens;
     eng_sampling samp;
+    int spec;                  /* chat: speculative decoding with n-gram drafts */
 } orc_query;
 
 void orc_query_free(orc_query *q);

@@ -40,6 +40,10 @@ static int chat_begin(orc_task *t, eng_engine *e, eng_err *err) {
     if (eng_kv_free_blocks(e) < need && eng_n_live(e) > 0) { free(ids); return ORC_WAIT; }
     rc = eng_seq_add(e, ids, n, &c->q.samp, &c->seq, err);
     free(ids);
+    if (!rc && c->q.spec) {   /* n-gram drafting: lossless, helps repetitive text */
+        eng_spec_opts so = { .mode = ENG_SPEC_NGRAM, .adaptive = 1 };
+        rc = eng_seq_spec_set(e, c->seq, &so, err);
+    }
     if (rc) return rc;
     c->n_prompt = n;
     c->t_start = orc_now();
@@ -69,26 +73,39 @@ static void release(orc_task *t, eng_engine *e) {
     c->seq = -1;
 }
 
+/* One generated token: stream it, or end the answer. 1 = finished. */
+static int take_token(orc_task *t, int id, float logprob, eng_err *err) {
+    chat *c = t->impl;
+    if (!c->n_gen++) c->t_first = orc_now();
+    if (orc_is_eos(eng_model_config(c->m), id)) return 1;
+    char buf[1024];
+    int w = eng_tok_stream_put(eng_model_tok(c->m), &c->ts, id, 1, buf, sizeof buf);
+    if (append_text(c, buf, w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
+    cJSON *m = orc_msg("token", t->id);
+    cJSON_AddStringToObject(m, "text", buf);
+    cJSON_AddNumberToObject(m, "token", id);
+    if (logprob <= 0) cJSON_AddNumberToObject(m, "logprob", logprob);
+    t->sink.emit(t->sink.ud, m);
+    return c->n_gen >= c->q.max_tokens ? 2 : 0;
+}
+
 static int chat_end(orc_task *t, eng_engine *e, eng_err *err) {
     chat *c = t->impl;
-    eng_token tk;
-    if (eng_seq_last(e, c->seq, &tk)) return -eng_seterr(err, ENG_EINVAL, "lost sequence");
-    if (!c->n_gen++) c->t_first = orc_now();
-    int eos = orc_is_eos(eng_model_config(c->m), tk.id);
-    if (!eos) {
-        char buf[1024];
-        int w = eng_tok_stream_put(eng_model_tok(c->m), &c->ts, tk.id, 1, buf, sizeof buf);
-        if (append_text(c, buf, w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
-        cJSON *m = orc_msg("token", t->id);
-        cJSON_AddStringToObject(m, "text", buf);
-        cJSON_AddNumberToObject(m, "token", tk.id);
-        cJSON_AddNumberToObject(m, "logprob", tk.logprob);
-        t->sink.emit(t->sink.ud, m);
-    }
-    if (eos || c->n_gen >= c->q.max_tokens) {
-        emit_final(t, eos ? "stop" : "length");
-        release(t, e);
-        return ORC_DONE;
+    eng_token last;
+    const int *ids;
+    int n;
+    if (eng_seq_last(e, c->seq, &last) || eng_seq_new_tokens(e, c->seq, &ids, &n))
+        return -eng_seterr(err, ENG_EINVAL, "lost sequence");
+    /* A speculative step may bring several tokens; only the last has its
+     * log-prob at hand (others report none). */
+    for (int i = 0; i < n; i++) {
+        int r = take_token(t, ids[i], i == n - 1 ? last.logprob : 1.0f, err);
+        if (r < 0) return r;
+        if (r) {
+            emit_final(t, r == 1 ? "stop" : "length");
+            release(t, e);
+            return ORC_DONE;
+        }
     }
     return ORC_RUNNING;
 }

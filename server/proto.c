@@ -81,6 +81,10 @@ static int parse_sampling(const cJSON *b, const srv_limits *lim, srv_request *r,
     if (k) r->q.samp.top_k = (int)v;
     if ((k = num_field(b, "seed", 0, 9007199254740991.0, &v)) < 0) FAIL("bad_field", "seed must be a non-negative integer");
     if (k) r->q.samp.seed = (uint64_t)v;
+    const cJSON *sp = cJSON_GetObjectItemCaseSensitive(b, "spec");
+    if (sp && (!cJSON_IsString(sp) || (strcmp(sp->valuestring, "ngram") && strcmp(sp->valuestring, "off"))))
+        FAIL("bad_field", "spec must be \"ngram\" or \"off\"");
+    r->q.spec = sp && !strcmp(sp->valuestring, "ngram");
     if ((k = num_field(b, "n", 1, 64, &v)) < 0) FAIL("bad_field", "n (branches) must be from 1 to 64");
     r->n_branches = k ? (int)v : 1;
     if ((k = num_field(b, "budget_s", 0.01, 3600, &v)) < 0) FAIL("bad_field", "budget_s must be in [0.01, 3600]");

@@ -59,6 +59,10 @@ async def t_basic(port):
         gen = subprocess.run([BRISK, "generate", "--model", MODEL, "--prompt", "The quick brown fox",
                               "--max-tokens", "12"], capture_output=True, text=True)
         check("greedy answer equals `brisk generate`", gen.stdout.rstrip("\n") == ans[0]["text"], (gen.stdout, ans[0]["text"]))
+        await ws.send(json.dumps({"type": "query", "id": "sp", "prompt": "The quick brown fox", "max_tokens": 12, "spec": "ngram"}))
+        msgs = await collect(ws, "sp")
+        sp_ans = [m["text"] for m in msgs if m["type"] == "answer"]
+        check("speculative (n-gram) answer equals the plain greedy one", sp_ans == [ans[0]["text"]], (sp_ans, ans[0]["text"]))
         await ws.send(json.dumps({"type": "query", "id": "m", "max_tokens": 5,
                                   "messages": [{"role": "user", "content": "What is 2+2?"}]}))
         msgs = await collect(ws, "m")
@@ -152,7 +156,7 @@ MALFORMED = [
     '{"type":"query","id":"a","prompt":"a","top_k":-1}', '{"type":"query","id":"a","prompt":"a","seed":-5}',
     '{"type":"query","id":"a","prompt":"a","n":0}', '{"type":"query","id":"a","prompt":"a","budget_s":0}',
     '{"type":"cancel"}', '{"type":"query","id":"a","prompt":"a"', '{"type":"query","id":"a","prompt":"\\ud800"', "",
-    '{"type":"query","id":"a","prompt":"a","mode":"chat","max_tokens":[1]}',
+    '{"type":"query","id":"a","prompt":"a","mode":"chat","max_tokens":[1]}', '{"type":"query","id":"a","prompt":"a","spec":"magic"}',
 ]
 
 async def t_malformed(port):

@@ -20,6 +20,10 @@ typedef struct eng_err { int code; char msg[512]; } eng_err;
 
 /* Sets err (if non-NULL) and returns code; used by every module. */
 int eng_seterr(eng_err *err, int code, const char *fmt, ...);
+/* Reads a whole file into a malloc'd, NUL-terminated buffer (*len bytes,
+ * len may be NULL); max > 0 refuses larger files (ENG_EFORMAT).  On ENG_EIO
+ * errno says why (ENOENT: absent). */
+int eng_read_file(const char *path, size_t max, char **buf, size_t *len, eng_err *err);
 
 /* ---------------------------------------------------------------- model */
 typedef struct eng_config {

@@ -47,33 +47,16 @@ static int join_path(char *buf, size_t cap, const char *dir, const char *name, e
 /* Parses a JSON file.  With optional, a missing file gives *out = NULL. */
 static int load_json(const char *path, int optional, cJSON **out, eng_err *err) {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (optional && errno == ENOENT) return ENG_OK;
-        return eng_seterr(err, ENG_EIO, "%s: cannot open: %s", path, strerror(errno));
-    }
     char *buf = NULL;
     size_t len = 0;
-    int rc = ENG_OK;
-    if (fseek(f, 0, SEEK_END) != 0 || ftell(f) < 0)
-        rc = eng_seterr(err, ENG_EIO, "%s: cannot read", path);
-    else if ((unsigned long)ftell(f) > MAX_JSON_FILE)
-        rc = eng_seterr(err, ENG_EFORMAT, "%s: file too large for a JSON config", path);
-    else {
-        len = (size_t)ftell(f);
-        rewind(f);
-        if (!(buf = malloc(len + 1))) rc = eng_seterr(err, ENG_ENOMEM, "%s: out of memory", path);
-        else if (fread(buf, 1, len, f) != len)
-            rc = eng_seterr(err, ENG_EIO, "%s: short read", path);
-    }
-    fclose(f);
-    if (rc == ENG_OK) {
-        *out = cJSON_ParseWithLength(buf, len);
-        if (!*out || !cJSON_IsObject(*out)) {
-            cJSON_Delete(*out);
-            *out = NULL;
-            rc = eng_seterr(err, ENG_EFORMAT, "%s: not a valid JSON object", path);
-        }
+    int rc = eng_read_file(path, MAX_JSON_FILE, &buf, &len, err);
+    if (rc == ENG_EIO && optional && errno == ENOENT) return ENG_OK;
+    if (rc) return rc;
+    *out = cJSON_ParseWithLength(buf, len);
+    if (!*out || !cJSON_IsObject(*out)) {
+        cJSON_Delete(*out);
+        *out = NULL;
+        rc = eng_seterr(err, ENG_EFORMAT, "%s: not a valid JSON object", path);
     }
     free(buf);
     return rc;

@@ -484,28 +484,6 @@ static int load_decoder(loader *L, const cJSON *d) {
     return unsupported(L, "decoder", type);
 }
 
-static int read_file(const char *path, char **buf, size_t *n, eng_err *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return eng_seterr(err, ENG_EIO, "%s: cannot open", path);
-    long size = -1;
-    if (!fseek(f, 0, SEEK_END)) size = ftell(f);
-    if (size < 0 || fseek(f, 0, SEEK_SET)) {
-        fclose(f);
-        return eng_seterr(err, ENG_EIO, "%s: cannot read", path);
-    }
-    *buf = malloc((size_t)size + 1);
-    if (!*buf) { fclose(f); return eng_seterr(err, ENG_ENOMEM, "%s: out of memory", path); }
-    size_t got = fread(*buf, 1, (size_t)size, f);
-    fclose(f);
-    if (got != (size_t)size) {
-        free(*buf);
-        return eng_seterr(err, ENG_EIO, "%s: short read", path);
-    }
-    (*buf)[size] = 0;
-    *n = (size_t)size;
-    return ENG_OK;
-}
-
 static int load_json(loader *L, const cJSON *root) {
     if (!cJSON_IsObject(root)) return fmt_err(L, "not a JSON object");
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
@@ -521,7 +499,7 @@ int eng_tok_load(const char *path, eng_tok **out, eng_err *err) {
     char *buf = NULL;
     size_t n = 0;
     *out = NULL;
-    int rc = read_file(path, &buf, &n, err);
+    int rc = eng_read_file(path, 0, &buf, &n, err);
     if (rc) return rc;
     const char *end = NULL;
     cJSON *root = cJSON_ParseWithLengthOpts(buf, n, &end, 0);

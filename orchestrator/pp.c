@@ -248,21 +248,6 @@ int orc_pp_schema_parse(const char *json, const char *where, orc_pp_schema *out,
 }
 
 /* ------------------------------------------------------------ dataset */
-static char *read_file(const char *path, eng_err *err) {
-    FILE *f = fopen(path, "rb");
-    if (!f) { eng_seterr(err, ENG_EIO, "%s: cannot open", path); return NULL; }
-    pp_buf b = {0};
-    char chunk[65536];
-    size_t got;
-    while ((got = fread(chunk, 1, sizeof chunk, f)) > 0) pp_buf_add(&b, chunk, got);
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) { pp_buf_free(&b); eng_seterr(err, ENG_EIO, "%s: read error", path); return NULL; }
-    char *text = pp_buf_take(&b);
-    if (!text) eng_seterr(err, ENG_ENOMEM, "%s: out of memory", path);
-    return text;
-}
-
 static int load_row(const cJSON *obj, int i, orc_pp_row *r) {
     char where[32];
     snprintf(where, sizeof where, "row %d", i);
@@ -287,7 +272,8 @@ int orc_pp_load(const char *path, orc_pp_row **rows, int *n_rows, eng_err *err) 
     if (!path || !rows || !n_rows) return eng_seterr(err, ENG_EINVAL, "orc_pp_load: bad arguments");
     *rows = NULL;
     *n_rows = 0;
-    char *text = read_file(path, err);
+    char *text = NULL;
+    eng_read_file(path, 0, &text, NULL, err);
     if (!text) return err ? err->code : ENG_EIO;
     cJSON *root = cJSON_Parse(text);
     free(text);

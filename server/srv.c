@@ -328,21 +328,6 @@ static char *metrics_text(srv *s) {
     return out;
 }
 
-static char *read_file(const char *dir, const char *name, size_t *len) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) { free(b); b = NULL; }
-    fclose(f);
-    if (b) { b[n] = 0; *len = (size_t)n; }
-    return b;
-}
-
 /* Sends headers now and the body (owned by pss) on the next writable call. */
 static int http_reply(struct lws *wsi, pss *p, int status, const char *ctype, char *body, size_t len) {
     unsigned char buf[LWS_PRE + 512], *start = buf + LWS_PRE, *q = start, *end = buf + sizeof buf - 1;
@@ -374,7 +359,9 @@ static int on_http(srv *s, struct lws *wsi, pss *p, const char *uri) {
         return http_reply(wsi, p, 200, "text/plain; version=0.0.4", body, body ? strlen(body) : 0);
     }
     if (!strcmp(uri, "/") || !strcmp(uri, "/index.html")) {
-        if ((body = read_file(s->o.web_root, "index.html", &len)))
+        char path[1024];
+        snprintf(path, sizeof path, "%s/index.html", s->o.web_root);
+        if (!eng_read_file(path, 0, &body, &len, NULL))
             return http_reply(wsi, p, 200, "text/html; charset=utf-8", body, len);
     }
     body = strdup("not found\n");

@@ -23,16 +23,9 @@ typedef struct fixture {
 static fixture fx[2] = { { .name = "tiny-qwen2" }, { .name = "tiny-llama" } };
 
 static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) { free(buf); buf = NULL; }
-    fclose(f);
-    if (buf) { buf[n] = 0; if (len) *len = (size_t)n; }
-    return buf;
+    char *b = NULL;
+    eng_read_file(path, 0, &b, len, NULL);
+    return b;
 }
 
 /* Loads model, prompts and reference logits; returns 0 on failure. */

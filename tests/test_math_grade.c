@@ -1,6 +1,7 @@
 /* test_math_grade.c — MATH answer extraction and equivalence (orc_math). */
 #include "t.h"
 #include "orc_math.h"
+#include "eng.h"
 #include <cjson/cJSON.h>
 #include <stdint.h>
 
@@ -443,16 +444,9 @@ static void test_huge_inputs(void) {
 /* ------------------------------------------------------------ MATH-500 */
 
 static char *read_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) { free(s); s = NULL; }
-    if (s) s[n] = 0;
-    fclose(f);
-    return s;
+    char *b = NULL;
+    eng_read_file(path, 0, &b, NULL, NULL);
+    return b;
 }
 
 /* Reads the "answer" field of every row; returns the count. */

@@ -23,15 +23,8 @@ static double now_ms(void) {
 }
 
 static char *read_all(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    rewind(f);
-    char *b = malloc(n + 1);
-    if (b && fread(b, 1, n, f) != (size_t)n) { free(b); b = NULL; }
-    fclose(f);
-    if (b) { b[n] = 0; if (len) *len = n; }
+    char *b = NULL;
+    eng_read_file(path, 0, &b, len, NULL);
     return b;
 }
 

@@ -11,17 +11,9 @@
 #include "pretok.h"
 
 static char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)size + 1);
-    if (buf && fread(buf, 1, (size_t)size, f) != (size_t)size) { free(buf); buf = NULL; }
-    fclose(f);
-    if (buf) buf[size] = 0;
-    if (n) *n = (size_t)size;
-    return buf;
+    char *b = NULL;
+    eng_read_file(path, 0, &b, n, NULL);
+    return b;
 }
 
 static cJSON *load_json(const char *path) {

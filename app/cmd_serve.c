@@ -3,7 +3,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "srv.h"
+#include "cache.h"
 #include "cmds.h"
 
 /* The signal handler needs to reach the server; this is its only route. */
@@ -14,10 +16,13 @@ static void on_signal(int sig) {
     if (g_srv) srv_stop(g_srv);
 }
 
+static double hit_rate(void *ud) { return cache_web_hit_rate(ud); }
+
 static int usage(void) {
     fprintf(stderr, "usage: brisk serve --model DIR [--port P] [--host ADDR] [--token T] "
                     "[--web DIR] [--cuda] [--max-tokens-cap N] [--max-queries-per-client N]\n"
                     "       [--search URL]  (a JSON search endpoint for the agent's web_search tool)\n"
+                    "       [--web-cache PATH|off]  (SQLite cache of fetched pages; default /tmp/brisk-webcache-UID.db)\n"
                     "       [--plan]        (measure step times at start: reason queries may give budget_s)\n"
                     "  the token can also come from $BRISK_TOKEN; it is required off loopback\n");
     return 2;
@@ -27,7 +32,10 @@ int cmd_serve(int argc, char **argv) {
     srv_opts o;
     srv_default_opts(&o);
     o.token = getenv("BRISK_TOKEN");
-    const char *model_dir = NULL, *search = NULL;
+    const char *model_dir = NULL, *search = NULL, *web_cache = NULL;
+    char default_cache[64];
+    snprintf(default_cache, sizeof default_cache, "/tmp/brisk-webcache-%d.db", (int)getuid());
+    web_cache = default_cache;
     int cuda = 0;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -42,6 +50,7 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(k, "--web")) o.web_root = v;
         else if (!strcmp(k, "--origin")) o.allowed_origin = v;
         else if (!strcmp(k, "--search")) search = v;
+        else if (!strcmp(k, "--web-cache")) web_cache = strcmp(v, "off") ? v : NULL;
         else if (!strcmp(k, "--max-tokens-cap")) o.lim.max_tokens_cap = atoi(v);
         else if (!strcmp(k, "--max-queries-per-client")) o.lim.max_queries_per_client = atoi(v);
         else return usage();
@@ -57,7 +66,13 @@ int cmd_serve(int argc, char **argv) {
     tool_registry *tools = tool_registry_create();
     tool_fetch_opts fo = { 0 };
     tool_search_opts so = { .endpoint = search };
+    cache_web *wc = NULL;
     int rc = tools ? ENG_OK : eng_seterr(&err, ENG_ENOMEM, "out of memory");
+    if (!rc && web_cache && !(rc = cache_web_create(web_cache, &fo, 3, &wc, &err))) {
+        cache_web_hook(wc, &fo);   /* fetch_url reads through the cache */
+        o.cache_hit_rate = hit_rate;
+        o.cache_ud = wc;
+    }
     if (!rc) rc = tool_register_calculator(tools, &err);
     if (!rc) rc = tool_register_fetch_url(tools, &fo, &err);
     if (!rc && search) rc = tool_register_web_search(tools, &so, &err);
@@ -70,6 +85,7 @@ int cmd_serve(int argc, char **argv) {
         eng_destroy(e);
         eng_model_free(m);
         tool_registry_destroy(tools);
+        cache_web_destroy(wc);
         return 1;
     }
     g_srv = s;
@@ -85,6 +101,7 @@ int cmd_serve(int argc, char **argv) {
     eng_destroy(e);
     eng_model_free(m);
     tool_registry_destroy(tools);
+    cache_web_destroy(wc);
     printf("brisk: stopped\n");
     return 0;
 }

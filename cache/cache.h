@@ -397,4 +397,19 @@ int  cache_ww_episode(const cache_ww_env *env, const cache_ww_opts *o, const cac
                       cache_ww_result *out, eng_err *err);
 void cache_ww_result_clear(cache_ww_result *r);
 
+/* ------------------------------------------------------------ web (web.c)
+ * The cache in front of the agent's fetch_url tool: pages come through
+ * cache_lookup_or_fetch, misses go to the network as net says, and the
+ * links of each page served are prefetched (top prefetch_k by overlap with
+ * its title; 0 = no prefetch).  A corrupt cache file is moved aside. */
+struct tool_fetch_opts;
+typedef struct cache_web cache_web;
+int    cache_web_create(const char *path, const struct tool_fetch_opts *net, int prefetch_k,
+                        cache_web **out, eng_err *err);
+void   cache_web_destroy(cache_web *w);
+/* Points o's page source at the cache. */
+void   cache_web_hook(cache_web *w, struct tool_fetch_opts *o);
+/* (hits + joins) / lookups so far. */
+double cache_web_hit_rate(cache_web *w);
+
 #endif /* CACHE_SPECCACHE_H */

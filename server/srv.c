@@ -321,10 +321,11 @@ static char *metrics_text(srv *s) {
         "# TYPE brisk_errors_total counter\nbrisk_errors_total %lld\n"
         "# TYPE brisk_tokens_per_second gauge\nbrisk_tokens_per_second %.2f\n"
         "# TYPE brisk_kv_free_blocks gauge\nbrisk_kv_free_blocks %d\n"
-        "# TYPE brisk_cache_hit_rate gauge\nbrisk_cache_hit_rate 0\n"
+        "# TYPE brisk_cache_hit_rate gauge\nbrisk_cache_hit_rate %.4f\n"
         "# TYPE brisk_uptime_seconds counter\nbrisk_uptime_seconds %.1f\n",
         st.queued_tasks, st.live_tasks, st.batch_seqs, n_conns, st.tokens, st.steps, q, errs,
-        st.step_seconds > 0 ? st.tokens / st.step_seconds : 0.0, eng_kv_free_blocks(s->e), up);
+        st.step_seconds > 0 ? st.tokens / st.step_seconds : 0.0, eng_kv_free_blocks(s->e),
+        s->o.cache_hit_rate ? s->o.cache_hit_rate(s->o.cache_ud) : 0.0, up);
     return out;
 }
 

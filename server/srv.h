@@ -22,6 +22,8 @@ typedef struct srv_opts {
     const tool_registry *tools;/* agent mode's tools; NULL = no agent mode */
     int allow_script;          /* tests: a query's "script" forces the model's output */
     int plan;                  /* calibrate at start so reason queries may give budget_s */
+    double (*cache_hit_rate)(void *ud);   /* web cache, for /metrics; may be NULL */
+    void *cache_ud;
     srv_limits lim;
 } srv_opts;
 

@@ -108,6 +108,18 @@ async def t_basic(port):
         await ws.send(json.dumps({"type": "query", "id": "pn", "mode": "parallel", "prompt": "Hello there"}))
         m = await recv_json(ws)
         check("parallel mode refuses a prompt with no items", m["type"] == "error" and m["id"] == "pn", m)
+        # agent fetch_url goes through the web cache: the second fetch is a hit
+        page = f"http://127.0.0.1:{WEB_PORT}/page.html"
+        for qid in ("f1", "f2"):
+            await ws.send(json.dumps({"type": "query", "id": qid, "mode": "agent", "prompt": "read it", "max_tokens": 300,
+                "script": ["<tool_call>\n{\"name\": \"fetch_url\", \"arguments\": {\"url\": \"" + page + "\"}}\n</tool_call><|im_end|>",
+                           "Read.<|im_end|>"]}))
+            msgs = await collect(ws, qid)
+            res = [m for m in msgs if m["type"] == "tool_result"]
+            check(f"agent fetch_url {qid} returns the page", res and "Brisk test page" in res[0]["result"], res)
+        _, body = http(port, "/metrics")
+        check("second fetch of a page is a cache hit (/metrics)", "brisk_cache_hit_rate 0.5000" in body,
+              [l for l in body.splitlines() if "cache" in l])
         # several queries at once on one connection, routed by id
         ids = [f"c{i}" for i in range(4)]  # the server runs with a cap of 4 per client
         for i in ids:
@@ -286,8 +298,27 @@ async def t_load(p, port):
     check("load: 64 clients x 4 queries, none lost or duplicated", not lost and len(ttft) == n, lost[:3])
     check("load: memory back to its idle level", after <= idle * 1.10 + 2048, (idle, after))
 
+WEB_PORT = 0
+
+def start_web():
+    """A plain HTTP server with one page, for fetch_url."""
+    global WEB_PORT
+    import http.server, threading, tempfile
+    d = tempfile.mkdtemp()
+    open(os.path.join(d, "page.html"), "w").write("<html><head><title>Brisk test page</title></head>"
+                                                 "<body><p>Hello from the test web.</p></body></html>")
+    h = lambda *a, **k: http.server.SimpleHTTPRequestHandler(*a, directory=d, **k)
+    http.server.SimpleHTTPRequestHandler.log_message = lambda *a: None
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), h)
+    WEB_PORT = srv.server_address[1]
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return d
+
 async def main():
-    p, port = start("--max-queries-per-client", "4", "--allow-script", "--plan")
+    import tempfile, shutil
+    webdir = start_web()
+    cache_db = os.path.join(webdir, "cache.db")
+    p, port = start("--max-queries-per-client", "4", "--allow-script", "--plan", "--web-cache", cache_db)
     try:
         code, body = http(port, "/health")
         check("GET /health", code == 200 and json.loads(body)["status"] == "ok", body)

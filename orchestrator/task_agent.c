@@ -21,8 +21,7 @@ typedef struct agent {
     tool_sched *ts;
     int seq, n_prompt, n_gen, turn, turn_tokens;
     eng_tok_stream stream;
-    char *text;              /* the final turn's text (the answer) */
-    size_t len, cap;
+    orc_text text;           /* the current turn's text (the last one is the answer) */
     /* collector thread of the current turn */
     pthread_t collector;
     int collecting;
@@ -36,20 +35,6 @@ typedef struct agent {
 
 static const char *default_system =
     "You are a helpful assistant. Use the tools when they help; answer briefly.";
-
-static int add_text(agent *a, const char *s, size_t n) {
-    if (a->len + n + 1 > a->cap) {
-        size_t nc = (a->cap ? a->cap * 2 : 512) + n;
-        char *p = realloc(a->text, nc);
-        if (!p) return -1;
-        a->text = p;
-        a->cap = nc;
-    }
-    memcpy(a->text + a->len, s, n);
-    a->len += n;
-    a->text[a->len] = 0;
-    return 0;
-}
 
 /* Parser events of the scheduler: announce each call once its text is complete. */
 static void on_tool_event(void *ud, const tool_event *ev) {
@@ -146,8 +131,8 @@ static int resume(agent *a, eng_engine *e, eng_err *err) {
     if (rc) return rc;
     a->turn++;
     a->turn_tokens = 0;
-    a->len = 0;
-    if (a->text) a->text[0] = 0;
+    a->text.len = 0;
+    if (a->text.p) a->text.p[0] = 0;
     a->stream.n_pend = 0;
     eng_seq_pause(e, a->seq, 0);
     return force_script(a, e, err);
@@ -164,7 +149,7 @@ static int agent_begin(orc_task *t, eng_engine *e, eng_err *err) {
 static void emit_final(orc_task *t, const char *finish) {
     agent *a = t->impl;
     cJSON *m = orc_msg("answer", a->id);
-    cJSON_AddStringToObject(m, "text", a->text ? a->text : "");
+    cJSON_AddStringToObject(m, "text", orc_text_str(&a->text));
     cJSON_AddStringToObject(m, "finish", finish);
     a->sink.emit(a->sink.ud, m);
     double now = orc_now();
@@ -185,7 +170,7 @@ static int end_turn(orc_task *t, eng_engine *e, eng_err *err) {
     agent *a = t->impl;
     int max_turns = a->o.max_turns > 0 ? a->o.max_turns : 8;
     if (a->o.tool_start >= ORC_TOOLS_TURN_END)   /* the whole turn at once, now */
-        tool_sched_feed(a->ts, a->text ? a->text : "", a->len);
+        tool_sched_feed(a->ts, orc_text_str(&a->text), a->text.len);
     if (tool_sched_n_calls(a->ts) == 0 || a->turn + 1 >= max_turns) {
         if (tool_sched_n_calls(a->ts)) tool_sched_cancel(a->ts);
         emit_final(t, tool_sched_n_calls(a->ts) ? "turns" : "stop");
@@ -211,7 +196,7 @@ static int agent_end(orc_task *t, eng_engine *e, eng_err *err) {
     if (orc_is_eos(eng_model_config(a->m), tk.id)) return end_turn(t, e, err);
     char buf[1024];
     int w = eng_tok_stream_put(eng_model_tok(a->m), &a->stream, tk.id, 1, buf, sizeof buf);
-    if (add_text(a, buf, (size_t)w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
+    if (orc_text_add(&a->text, buf, (size_t)w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
     if (a->o.tool_start <= ORC_TOOLS_CALL_END) tool_sched_feed(a->ts, buf, (size_t)w);
     cJSON *m = orc_msg("token", a->id);
     cJSON_AddStringToObject(m, "text", buf);
@@ -271,7 +256,7 @@ static void agent_destroy(orc_task *t) {
     tool_sched_destroy(a->ts);
     orc_query_free(&a->q);
     free_script(&a->o);
-    free(a->text);
+    free(a->text.p);
     free(a);
     free(t);
 }

@@ -10,24 +10,9 @@ typedef struct chat {
     int seq;                 /* -1 until admitted */
     int n_prompt, n_gen;
     eng_tok_stream ts;
-    char *text;              /* the answer so far */
-    size_t len, cap;
+    orc_text text;           /* the answer so far */
     double t_start, t_first;
 } chat;
-
-static int append_text(chat *c, const char *s, int n) {
-    if (c->len + (size_t)n + 1 > c->cap) {
-        size_t nc = (c->cap ? c->cap * 2 : 256) + (size_t)n;
-        char *p = realloc(c->text, nc);
-        if (!p) return -1;
-        c->text = p;
-        c->cap = nc;
-    }
-    memcpy(c->text + c->len, s, (size_t)n);
-    c->len += (size_t)n;
-    c->text[c->len] = 0;
-    return 0;
-}
 
 static int chat_begin(orc_task *t, eng_engine *e, eng_err *err) {
     chat *c = t->impl;
@@ -53,7 +38,7 @@ static int chat_begin(orc_task *t, eng_engine *e, eng_err *err) {
 static void emit_final(orc_task *t, const char *finish) {
     chat *c = t->impl;
     cJSON *a = orc_msg("answer", t->id);
-    cJSON_AddStringToObject(a, "text", c->text ? c->text : "");
+    cJSON_AddStringToObject(a, "text", orc_text_str(&c->text));
     cJSON_AddStringToObject(a, "finish", finish);
     t->sink.emit(t->sink.ud, a);
     double now = orc_now();
@@ -80,7 +65,7 @@ static int take_token(orc_task *t, int id, float logprob, eng_err *err) {
     if (orc_is_eos(eng_model_config(c->m), id)) return 1;
     char buf[1024];
     int w = eng_tok_stream_put(eng_model_tok(c->m), &c->ts, id, 1, buf, sizeof buf);
-    if (append_text(c, buf, w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
+    if (orc_text_add(&c->text, buf, (size_t)w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
     cJSON *m = orc_msg("token", t->id);
     cJSON_AddStringToObject(m, "text", buf);
     cJSON_AddNumberToObject(m, "token", id);
@@ -123,7 +108,7 @@ static void chat_stop(orc_task *t, eng_engine *e, const char *reason) {
 static void chat_destroy(orc_task *t) {
     chat *c = t->impl;
     orc_query_free(&c->q);
-    free(c->text);
+    free(c->text.p);
     free(c);
     free(t);
 }

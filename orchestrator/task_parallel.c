@@ -15,8 +15,7 @@ typedef struct sub {
     int seq, done, n_gen;
     int *ids, n_ids;
     eng_tok_stream ts;
-    char *text;
-    size_t len, cap;
+    orc_text text;
 } sub;
 
 typedef struct par {
@@ -30,20 +29,6 @@ typedef struct par {
     orc_pp_agg *agg;
     double t_first;
 } par;
-
-static int add_text(sub *s, const char *t, size_t n) {
-    if (s->len + n + 1 > s->cap) {
-        size_t nc = (s->cap ? s->cap * 2 : 256) + n;
-        char *p = realloc(s->text, nc);
-        if (!p) return -1;
-        s->text = p;
-        s->cap = nc;
-    }
-    memcpy(s->text + s->len, t, n);
-    s->len += n;
-    s->text[s->len] = 0;
-    return 0;
-}
 
 static void on_section(void *ud, int item, const char *section) {
     par *p = ud;
@@ -140,7 +125,7 @@ static int finish_sub(par *p, eng_engine *e, int i, eng_err *err) {
     p->n_done++;
     eng_seq_remove(e, s->seq);
     s->seq = -1;
-    return orc_pp_agg_put(p->agg, i, s->text ? s->text : "", err);
+    return orc_pp_agg_put(p->agg, i, orc_text_str(&s->text), err);
 }
 
 static int par_end(orc_task *t, eng_engine *e, eng_err *err) {
@@ -156,7 +141,7 @@ static int par_end(orc_task *t, eng_engine *e, eng_err *err) {
         if (!eos) {
             char buf[1024];
             int w = eng_tok_stream_put(eng_model_tok(p->m), &s->ts, tk.id, 1, buf, sizeof buf);
-            if (add_text(s, buf, (size_t)w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
+            if (orc_text_add(&s->text, buf, (size_t)w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
             cJSON *m = orc_msg("token", p->id);
             cJSON_AddNumberToObject(m, "branch", i);
             cJSON_AddStringToObject(m, "text", buf);
@@ -184,7 +169,7 @@ static void par_stop(orc_task *t, eng_engine *e, const char *reason) {
 
 static void par_destroy(orc_task *t) {
     par *p = t->impl;
-    for (int i = 0; p->subs && i < p->k; i++) { free(p->subs[i].ids); free(p->subs[i].text); }
+    for (int i = 0; p->subs && i < p->k; i++) { free(p->subs[i].ids); free(p->subs[i].text.p); }
     free(p->subs);
     orc_pp_agg_destroy(p->agg);
     orc_pp_schema_free(&p->schema);

@@ -2,7 +2,7 @@
  * floor.
  *
  *   build/benchmarks/bench_cuda MODEL_DIR [--out FILE] [--prompt N]
- *        [--steps N] [--prefill N] [--batches 1,8,32,64,256] [--kernels]
+ *        [--steps N] [--prefill N] [--batches 1,8,32,64,256] [--kernels] [--ablate]
  *
  * Measures, on one GPU: the device bandwidth (a 1 GiB device-to-device
  * copy, bytes read + written, median of 10); prefill tokens/s (one prompt of
@@ -18,7 +18,8 @@
  * 1 without programmatic dependent launch and without CUDA graphs; batch
  * 2..8 through the other matrix path (GEMV kernel or cuBLASLt); batch > 8
  * with bf16-rounded GEMM activations (fast_gemm).  With --kernels, first
- * each kernel of a batch-1 step alone (see kernel_bench).  Prints a table;
+ * each kernel of a batch-1 step alone (see kernel_bench); with --ablate, the
+ * batch-1 step with stages left out (see ablate).  Prints a table;
  * writes JSON (default benchmarks/results/cuda_<model>.json). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,7 +44,7 @@ typedef struct bench {
     const eng_model *m;
     eng_backend *b;
     eng_cuda_info info;
-    int vocab, prompt, steps, warm, nb_per;
+    int vocab, prompt, steps, warm, nb_per, ablate;
     double bw;                   /* bytes / s */
     uint64_t rng;
 } bench;
@@ -205,6 +206,49 @@ static cJSON *dres_json(const char *variant, const dres *r) {
     return o;
 }
 
+/* --ablate, batch 1: the step again with other options and with stages left
+ * out (their outputs are then wrong, the time is what counts): the time a
+ * stage costs inside the step, overlap with its neighbours included, is the
+ * default step's time minus the step without it. */
+static int ablate(bench *B, bseqs *S, const dres *def, cJSON *arr, eng_err *err) {
+    static const struct { const char *name; int unfused, variant, span, skip; } v[] = {
+        {"unfused_rope", 1, 0, 0, 0},
+        {"attn_v1", 0, 1, 0, 0},
+        {"attn_span16", 0, 2, 16, 0},
+        {"attn_span32", 0, 2, 32, 0},
+        {"attn_span64", 0, 2, 64, 0},
+        {"attn_span128", 0, 2, 128, 0},
+        {"attn_span256", 0, 2, 256, 0},
+        {"-attn", 0, 0, 0, KERN_SKIP_ATTN},
+        {"-qkv,o", 0, 0, 0, KERN_SKIP_QKVO},
+        {"-ffn", 0, 0, 0, KERN_SKIP_FFN},
+        {"-head", 0, 0, 0, KERN_SKIP_HEAD},
+        {"-layers", 0, 0, 0, KERN_SKIP_ATTN | KERN_SKIP_QKVO | KERN_SKIP_FFN},
+        {"-all", 0, 0, 0, KERN_SKIP_ATTN | KERN_SKIP_QKVO | KERN_SKIP_FFN | KERN_SKIP_HEAD},
+    };
+    int rc = 0;
+    for (size_t i = 0; i < sizeof v / sizeof v[0] && !rc; i++) {
+        eng_cuda_opts o;
+        eng_cuda_opts_default(&o);
+        o.unfused_rope = v[i].unfused;
+        o.attn_variant = v[i].variant;
+        o.attn_span = v[i].span;
+        o.ablate = v[i].skip;
+        eng_cuda_set_opts(B->b, &o);
+        for (int q = 0; q < S->n; q++) S->len[q] = B->prompt;   /* same contexts as the default run */
+        dres r;
+        if ((rc = decode(B, S, &r, err))) break;
+        cJSON *j = dres_json(v[i].name, &r);
+        cJSON_AddNumberToObject(j, "batch", 1);
+        cJSON_AddNumberToObject(j, "delta_ms", def->step_ms - r.step_ms);
+        cJSON_AddItemToArray(arr, j);
+        printf("  %5d  %-12s %8.3f   (default - this: %+.3f ms)\n", 1, v[i].name, r.step_ms,
+               def->step_ms - r.step_ms);
+    }
+    set_opts(B, 0, -1, 0, 0);
+    return rc;
+}
+
 /* Decode at batch n: prefill, then the default run and one variant. */
 static int run_batch(bench *B, int n, cJSON *arr, eng_err *err) {
     bseqs S;
@@ -235,6 +279,7 @@ static int run_batch(bench *B, int n, cJSON *arr, eng_err *err) {
         cJSON_AddNumberToObject(o, "batch", n);
         cJSON_AddItemToArray(arr, o);
         printf("  %5d  %-10s %8.3f %10.1f %8.0f\n", n, "no_graphs", v2.step_ms, v2.tok_s, v2.ctx);
+        if (B->ablate && (rc = ablate(B, &S, &d, arr, err))) goto done;
     }
     cJSON *o = dres_json("default", &d);
     cJSON_AddNumberToObject(o, "batch", n);
@@ -269,6 +314,26 @@ static int prefill(bench *B, int n, cJSON *root, eng_err *err) {
     cJSON_AddNumberToObject(o, "seconds", med);
     cJSON_AddNumberToObject(o, "tok_s", n / med);
     printf("prefill %d tokens: %.2f ms, %.0f tokens/s\n", n, 1e3 * med, n / med);
+    /* a length never seen before pays for new cuBLASLt plans (and, up to the
+     * graph limit, a graph per row bucket): first pass vs the same length again */
+    static const int fresh[2][5] = {{41, 57, 73, 89, 105}, {301, 302, 303, 304, 305}};
+    for (int g = 0; g < 2; g++) {
+        double first = 0, again = 0;
+        for (int i = 0; i < 5; i++)
+            for (int rep = 0; rep < 2; rep++) {
+                S.len[0] = 0;
+                double t0 = now();
+                if ((rc = pass(B, &S, 0, 1, fresh[g][i], err))) goto done;
+                *(rep ? &again : &first) += (now() - t0) / 5;
+            }
+        printf("prefill of a new length (%d..%d tokens): first %.2f ms, again %.2f ms\n", fresh[g][0],
+               fresh[g][4], 1e3 * first, 1e3 * again);
+        cJSON *f = cJSON_CreateObject();
+        cJSON_AddNumberToObject(f, "tokens_from", fresh[g][0]);
+        cJSON_AddNumberToObject(f, "first_ms", 1e3 * first);
+        cJSON_AddNumberToObject(f, "again_ms", 1e3 * again);
+        cJSON_AddItemToObject(o, g ? "new_length_long" : "new_length_short", f);
+    }
     rc = ENG_OK;
 done:
     seqs_close(&S);
@@ -300,7 +365,7 @@ static const void *kb_weights(kb_ctx *k, size_t bytes) {
 typedef struct kb_gemv { int N, K, mode, norm; } kb_gemv;
 
 /* Times n launches of kernel `which` (0 GEMV, 1 attention, 2 sampling, 3
- * RoPE) in one graph; returns seconds per launch, or -1. */
+ * RoPE, 4 attention variant 2) in one graph; returns seconds per launch, or -1. */
 static double kb_time(kb_ctx *k, int which, const kb_gemv *g, const float *x, float *y,
                       const float *nw, const kern_step *st, kern_kv kv, int nh, int splits,
                       float *part, unsigned *cnt, int V, int *ids, int sms, int pdl) {
@@ -316,6 +381,8 @@ static double kb_time(kb_ctx *k, int which, const kb_gemv *g, const float *x, fl
                             g->norm ? nw : NULL, 1e-6f, g->mode, y, sms, pdl);
         else if (which == 1)
             err = kern_attention(k->s, x, kv, st, 1, nh, splits, y, NULL, 0, part, cnt, pdl);
+        else if (which == 4)   /* V carries variant 2's span */
+            err = kern_attention2(k->s, x, kv, st, 1, nh, splits, V, y, NULL, 0, part, cnt, pdl);
         else if (which == 2)
             err = kern_sample(k->s, x, NULL, 1, V, st, ids, y, y + 1, kern_sample_blocks(1, sms),
                               part, cnt + 8, pdl);
@@ -417,6 +484,10 @@ static void kernel_bench(const eng_config *c, double bw, int sms, cJSON *root) {
         double ts = kb_time(&k, 2, NULL, x, y, nw, dst, kv, 0, 0, part, cnt, V, dint + 512, sms, 1);
         printf("  attention ctx %d, %d splits %8.2f us\n  rope + kv write %17.2f us\n"
                "  sampling (greedy, V=%d) %8.2f us\n", ctx, splits, ta * 1e6, tr * 1e6, V, ts * 1e6);
+        for (int span = 16; span <= 256; span *= 2) {
+            double t2 = kb_time(&k, 4, NULL, x, y, nw, dst, kv, c->n_heads, splits, part, cnt, span, NULL, sms, 1);
+            printf("  attention variant 2, span %3d %8.2f us\n", span, t2 * 1e6);
+        }
         double step = 0;
         for (int i = 0; i < 4; i++) {
             cJSON *o = cJSON_GetArrayItem(arr, i);
@@ -467,12 +538,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--prefill") && v) { pf = atoi(v); i++; }
         else if (!strcmp(a, "--batches") && v) { nb = parse_batches(v, batches, MAX_B); i++; }
         else if (!strcmp(a, "--kernels")) kernels = 1;
+        else if (!strcmp(a, "--ablate")) B.ablate = 1;
         else if (a[0] != '-' && !dir) dir = a;
         else { fprintf(stderr, "bench_cuda: unknown argument %s\n", a); return 2; }
     }
     if (!dir || nb < 1 || B.prompt < 2 || B.steps < 1 || pf < 1) {
         fprintf(stderr, "usage: bench_cuda MODEL_DIR [--out FILE] [--prompt N] [--steps N] "
-                        "[--prefill N] [--batches 1,8,...]\n");
+                        "[--prefill N] [--batches 1,8,...] [--kernels] [--ablate]\n");
         return 2;
     }
     int ndev = 0;

@@ -66,11 +66,6 @@ typedef struct cu_ctx {
     unsigned long long tick;
     int broken;
     char broken_msg[256];
-    /* [attn2] attention variant, read once from BRISK_ATTN at creation (1:
-     * kern_attn.cu, else kern_attn2.cu, the default since it measured faster:
-     * see NOTES.md) and BRISK_ATTN_SPAN (variant 2's
-     * positions per block before splitting; 0 = its default) */
-    int attn_variant, attn_span;
 } cu_ctx;
 
 /* ------------------------------------------------------------ errors */
@@ -99,6 +94,19 @@ extern "C" uint16_t kern_f32_to_bf16(float f) {
 extern "C" void eng_cuda_opts_default(eng_cuda_opts *o) {
     memset(o, 0, sizeof *o);
     o->gemv_max_rows = 2;   /* measured: cuBLASLt wins from 4 rows on (kernels/NOTES.md) */
+}
+
+/* Options into range; attention variant 0 takes BRISK_ATTN (1 selects
+ * kern_attn.cu; variant 2 is the default since it measured faster: NOTES.md),
+ * so a benchmark can time both without code changes. */
+static void opts_clamp(eng_cuda_opts *o) {
+    if (o->gemv_max_rows < 0) o->gemv_max_rows = 0;
+    if (o->gemv_max_rows > 8) o->gemv_max_rows = 8;
+    if (o->attn_variant != 1 && o->attn_variant != 2) {
+        const char *v = getenv("BRISK_ATTN");
+        o->attn_variant = v && atoi(v) == 1 ? 1 : 2;
+    }
+    if (o->attn_span < 0 || o->attn_span > 1 << 20) o->attn_span = 0;
 }
 
 /* ------------------------------------------------------------ weights */
@@ -288,11 +296,19 @@ static void acts_free(cu_ctx *c) {
 
 static int max3(int a, int b, int c) { return a > b ? (a > c ? a : c) : (b > c ? b : c); }
 
-/* Grows the activation buffers to hold R rows and O out rows. */
+/* cuBLASLt products take their row count rounded up to this (above it), so
+ * prompts of nearby lengths share one plan: a new plan costs ~1 ms of
+ * heuristics (measured), more than the padded columns' arithmetic. */
+#define GEMM_PAD 64
+static int gemm_cols(int n) { return n <= GEMM_PAD ? n : (n + GEMM_PAD - 1) / GEMM_PAD * GEMM_PAD; }
+
+/* Grows the activation buffers to hold R rows and O out rows, at least
+ * doubling them: a reallocation drops every captured graph. */
 static int ensure_rows(cu_ctx *c, int R, int O, eng_err *err) {
     if (R <= c->cap_rows && O <= c->cap_out) return ENG_OK;
     const eng_config *g = &c->cfg;
-    int nr = R > c->cap_rows ? R : c->cap_rows, no = O > c->cap_out ? O : c->cap_out;
+    int nr = R > c->cap_rows ? (R > 2 * c->cap_rows ? R : 2 * c->cap_rows) : c->cap_rows;
+    int no = O > c->cap_out ? (O > 2 * c->cap_out ? O : 2 * c->cap_out) : c->cap_out;
     if (nr < 16) nr = 16;
     if (no < 8) no = 8;
     graphs_clear(c);
@@ -308,14 +324,15 @@ static int ensure_rows(cu_ctx *c, int R, int O, eng_err *err) {
     }
     struct { void **p; size_t bytes; } want[] = {
         {(void **)&c->x, (size_t)nr * H * 4},
-        {(void **)&c->y, 2 * (size_t)nr * maxN * 4},
+        {(void **)&c->y, (size_t)gemm_cols(2 * nr) * maxN * 4},
         {(void **)&c->q, (size_t)nr * c->q_dim * 4},
         {(void **)&c->attn, (size_t)nr * c->q_dim * 4},
         {(void **)&c->h, (size_t)(nr < 8 ? nr : 8) * I * 4},
         {(void **)&c->part, part * 4},
         {(void **)&c->xo, (size_t)no * H * 4},
-        {(void **)&c->logits, 2 * (size_t)no * V * 4},
-        {(void **)&c->act, (size_t)nr * maxK * 4},
+        {(void **)&c->logits, (size_t)gemm_cols(2 * no) * V * 4},
+        {(void **)&c->act, maxK * (size_t)(gemm_cols(2 * nr) * 2 > gemm_cols(nr) * 4 ? gemm_cols(2 * nr) * 2
+                                                                          : gemm_cols(nr) * 4)},
         {(void **)&c->d_res, (size_t)no * 12},
         {(void **)&c->counters, (size_t)nr * g->n_kv_heads * sizeof(unsigned)},
         {(void **)&c->sscratch, (size_t)no * 16 * 16},
@@ -376,12 +393,14 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
     const int pdl = !c->opt.no_pdl;
     int rc;
     /* [attn2] one call site for both attention variants */
-#define ATTN(out, act, mode) ((c->attn_variant == 2) \
-        ? kern_attention2(s, c->q, kv, stp, R, nh, splits, c->attn_span, out, act, mode, c->part, c->counters, pdl) \
+    const int skip = c->opt.ablate;
+#define ATTN(out, act, mode) ((skip & KERN_SKIP_ATTN) ? 0 : (c->opt.attn_variant == 2) \
+        ? kern_attention2(s, c->q, kv, stp, R, nh, splits, c->opt.attn_span, out, act, mode, c->part, c->counters, pdl) \
         : kern_attention(s, c->q, kv, stp, R, nh, splits, out, act, mode, c->part, c->counters, pdl))
+#define SKIP(mask, call) ((skip & (mask)) ? 0 : (call))
 #define LO(buf, rows, n) (amode == KERN_ACT_SPLIT ? (buf) + (size_t)(rows) * (n) : NULL)
 #define GEMM(W, N, K, rows, out) do { \
-        if ((rc = kern_blas_gemm(c->blas, s, W, wdt, N, K, c->act, act_bf16, (rows) * mul, out, err))) \
+        if ((rc = kern_blas_gemm(c->blas, s, W, wdt, N, K, c->act, act_bf16, gemm_cols((rows) * mul), out, err))) \
             return rc; } while (0)
 
     KC(kern_embed(s, c->embed, wdt, H, stp, R, c->x, pdl));
@@ -391,13 +410,23 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
         const cu_layer *w = &c->layers[l];
         kern_kv kv = {c->kv + (size_t)l * 2 * g->n_kv_heads * c->block_size * g->head_dim,
                       (long long)c->blk_floats, g->n_kv_heads, g->head_dim, c->block_size, 0};
+        if (small && !c->opt.unfused_rope) {
+            KC(SKIP(KERN_SKIP_QKVO, kern_gemv_qkv(s, w->wqkv, wdt, H, c->x, R, w->attn_norm, eps, w->bqkv,
+                                                  stp, nh, c->inv_freq, c->q, kv, sms, pdl)));
+        } else if (small) {
+            KC(SKIP(KERN_SKIP_QKVO, kern_gemv(s, w->wqkv, wdt, QKV, H, c->x, R, w->attn_norm, eps,
+                                              KERN_STORE, c->y, sms, pdl)));
+            KC(SKIP(KERN_SKIP_ROPE, kern_rope_kv(s, c->y, NULL, w->bqkv, stp, R, nh, c->inv_freq, c->q,
+                                                 kv, pdl)));
+        }
         if (small) {
-            KC(kern_gemv(s, w->wqkv, wdt, QKV, H, c->x, R, w->attn_norm, eps, KERN_STORE, c->y, sms, pdl));
-            KC(kern_rope_kv(s, c->y, NULL, w->bqkv, stp, R, nh, c->inv_freq, c->q, kv, pdl));
             KC(ATTN(c->attn, NULL, 0));
-            KC(kern_gemv(s, w->wo, wdt, H, QD, c->attn, R, NULL, 0.f, KERN_RESID, c->x, sms, pdl));
-            KC(kern_gemv(s, w->wgu, wdt, 2 * I, H, c->x, R, w->ffn_norm, eps, KERN_SWIGLU, c->h, sms, pdl));
-            KC(kern_gemv(s, w->wdown, wdt, H, I, c->h, R, NULL, 0.f, KERN_RESID, c->x, sms, pdl));
+            KC(SKIP(KERN_SKIP_QKVO, kern_gemv(s, w->wo, wdt, H, QD, c->attn, R, NULL, 0.f, KERN_RESID,
+                                              c->x, sms, pdl)));
+            KC(SKIP(KERN_SKIP_FFN, kern_gemv(s, w->wgu, wdt, 2 * I, H, c->x, R, w->ffn_norm, eps,
+                                             KERN_SWIGLU, c->h, sms, pdl)));
+            KC(SKIP(KERN_SKIP_FFN, kern_gemv(s, w->wdown, wdt, H, I, c->h, R, NULL, 0.f, KERN_RESID,
+                                             c->x, sms, pdl)));
         } else {
             const float *next = l + 1 < g->n_layers ? c->layers[l + 1].attn_norm : NULL;
             GEMM(w->wqkv, QKV, H, R, c->y);
@@ -411,7 +440,7 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
             KC(kern_add_norm(s, c->x, c->y, LO(c->y, R, H), R, H, next, eps, c->act, amode, pdl));
         }
     }
-    if (O > 0) {
+    if (O > 0 && !(skip & KERN_SKIP_HEAD)) {
         int *ids = c->d_res;
         float *lp = (float *)(c->d_res + c->cap_out), *ent = lp + c->cap_out;
         const float *lo = NULL;
@@ -427,6 +456,7 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
                        c->sscratch, c->scnt, pdl));
     }
 #undef ATTN
+#undef SKIP
 #undef GEMM
 #undef LO
     return ENG_OK;
@@ -438,9 +468,9 @@ static int bucket(int n) {
     return (n + 63) & ~63;
 }
 
-/* Runs the model from a graph for this shape: the first time eagerly (so
- * modules load and cuBLASLt picks its algorithms outside capture), the
- * second time captured, then replayed. */
+/* Runs the model from a graph for this shape: eagerly at first (so modules
+ * load and cuBLASLt picks its algorithms outside capture), then captured,
+ * then replayed. */
 static int run_graph(cu_ctx *c, int R, int O, eng_err *err) {
     cu_graph *gr = NULL;
     for (int i = 0; i < c->n_graphs; i++)
@@ -457,7 +487,9 @@ static int run_graph(cu_ctx *c, int R, int O, eng_err *err) {
         gr->R = R; gr->O = O;
     }
     gr->used = ++c->tick;
-    if (!gr->exec && gr->seen++ == 0) return enqueue(c, R, O, err);
+    /* decode shapes recur at once; a prompt-sized shape is captured only when
+     * seen a third time (capture + instantiation cost ~4 ms, measured) */
+    if (!gr->exec && gr->seen++ < (R <= 16 ? 1 : 2)) return enqueue(c, R, O, err);
     if (!gr->exec) {
         CK(cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal));
         int rc = enqueue(c, R, O, err);
@@ -727,16 +759,9 @@ extern "C" int eng_backend_cuda_create_opts(const eng_model *m, int n_blocks, in
     c->cfg = m->cfg;
     if (o) c->opt = *o;
     else eng_cuda_opts_default(&c->opt);
-    if (c->opt.gemv_max_rows < 0) c->opt.gemv_max_rows = 0;
-    if (c->opt.gemv_max_rows > 8) c->opt.gemv_max_rows = 8;
     c->n_blocks = n_blocks;
     c->block_size = block_size;
-    {   /* [attn2] run-time choice of attention kernel, so one GPU run times both */
-        const char *v = getenv("BRISK_ATTN"), *sp = getenv("BRISK_ATTN_SPAN");
-        c->attn_variant = v && atoi(v) == 1 ? 1 : 2;
-        c->attn_span = sp ? atoi(sp) : 0;
-        if (c->attn_span < 0 || c->attn_span > 1 << 20) c->attn_span = 0;
-    }
+    opts_clamp(&c->opt);
     be->ctx = c;
     be->forward = cu_forward;
     be->copy_block = cu_copy_block;
@@ -791,10 +816,10 @@ extern "C" int eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o) {
     cu_ctx *c = (cu_ctx *)b->ctx;
     cudaStreamSynchronize(c->st);
     graphs_clear(c);
-    c->opt.fast_gemm = o->fast_gemm;
-    c->opt.no_graphs = o->no_graphs;
-    c->opt.no_pdl = o->no_pdl;
-    c->opt.gemv_max_rows = o->gemv_max_rows < 0 ? 0 : o->gemv_max_rows > 8 ? 8 : o->gemv_max_rows;
+    int bf16 = c->opt.bf16_weights;
+    c->opt = *o;
+    c->opt.bf16_weights = bf16;
+    opts_clamp(&c->opt);
     return ENG_OK;
 }
 
@@ -807,7 +832,7 @@ extern "C" int eng_cuda_get_info(const eng_backend *b, eng_cuda_info *info) {
     info->weights_bf16 = c->wdt == KERN_BF16;
     info->n_sms = c->n_sms;
     info->graphs = !c->opt.no_graphs;
-    info->attn_variant = c->attn_variant;   /* [attn2] */
+    info->attn_variant = c->opt.attn_variant;
     snprintf(info->device, sizeof info->device, "%s", c->dev_name);
     return ENG_OK;
 }

@@ -25,7 +25,15 @@ typedef struct eng_cuda_opts {
     int gemv_max_rows;  /* passes of up to this many rows (0..8) use the GEMV kernel; default 2 */
     int no_graphs;      /* 1: launch kernels directly, never replay CUDA graphs */
     int no_pdl;         /* 1: no programmatic dependent launch between kernels */
+    int unfused_rope;   /* 1: GEMV passes run RoPE + KV write as a kernel of its own */
+    int attn_variant;   /* 1: kern_attention, 2: kern_attention2; 0: BRISK_ATTN or 2 */
+    int attn_span;      /* variant 2's positions per block before splitting; 0: default */
+    int ablate;         /* benchmarks only: KERN_SKIP_* stages left out (output is wrong) */
 } eng_cuda_opts;
+
+/* Stages a benchmark may leave out of every pass, to time the rest. */
+enum { KERN_SKIP_ATTN = 1, KERN_SKIP_ROPE = 2, KERN_SKIP_QKVO = 4, KERN_SKIP_FFN = 8,
+       KERN_SKIP_HEAD = 16 };
 
 void eng_cuda_opts_default(eng_cuda_opts *o);
 /* How many KV blocks of block_size tokens fit in 90% of the device memory
@@ -35,8 +43,8 @@ int  eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int *n_bloc
 int  eng_backend_cuda_create_opts(const eng_model *m, int n_blocks, int block_size,
                                   const eng_cuda_opts *o, eng_backend **out, eng_err *err);
 
-/* Changes fast_gemm, gemv_max_rows, no_graphs and no_pdl of a live backend (the
- * weights stay as uploaded); drops captured graphs. */
+/* Changes the options of a live backend except bf16_weights (the weights stay
+ * as uploaded); drops captured graphs. */
 int  eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o);
 
 /* Figures for benchmarks: weight bytes read by one decode step (every layer
@@ -45,7 +53,7 @@ int  eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o);
 typedef struct eng_cuda_info {
     size_t weight_bytes, kv_bytes_per_token;
     int weights_bf16, n_sms, graphs;
-    int attn_variant;   /* [attn2] 1: kern_attention, 2: kern_attention2 (BRISK_ATTN=2) */
+    int attn_variant;   /* 1: kern_attention, 2: kern_attention2 */
     char device[128];
 } eng_cuda_info;
 int eng_cuda_get_info(const eng_backend *b, eng_cuda_info *info);
@@ -53,7 +61,7 @@ int eng_cuda_get_info(const eng_backend *b, eng_cuda_info *info);
 /* ------------------------------------------------------ kernel launchers */
 enum { KERN_F32 = 0, KERN_BF16 = 1 };                       /* weight storage */
 enum { KERN_ACT_F32 = 0, KERN_ACT_BF16 = 1, KERN_ACT_SPLIT = 2 }; /* GEMM input */
-enum { KERN_STORE = 0, KERN_RESID = 1, KERN_SWIGLU = 2 };   /* GEMV epilogue */
+enum { KERN_STORE = 0, KERN_RESID = 1, KERN_SWIGLU = 2, KERN_ROPE = 3 }; /* GEMV epilogue */
 /* Every launcher's last argument, pdl, launches the kernel with
  * programmatic dependent launch (see kern_common.cuh). */
 
@@ -83,6 +91,12 @@ typedef struct kern_kv {
  * rows of x, each of K floats; with norm_w, x is RMS-normalised first. */
 int kern_gemv(cudaStream_t s, const void *W, int wdt, int N, int K, const float *x, int R,
               const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl);
+/* The q/k/v product with kern_rope_kv's work as its epilogue: W is the
+ * [(n_heads + 2*n_kv) * hd][K] q/k/v weight; RoPE'd q goes to q, k and v to
+ * the pool at each row's position (head_dim a multiple of 4). */
+int kern_gemv_qkv(cudaStream_t s, const void *W, int wdt, int K, const float *x, int R,
+                  const float *norm_w, float eps, const float *bias, const kern_step *st,
+                  int n_heads, const float *inv_freq, float *q, kern_kv kv, int n_sms, int pdl);
 int kern_embed(cudaStream_t s, const void *E, int wdt, int H, const kern_step *st, int R,
                float *x, int pdl);
 /* x += y (+ ylo) when y != NULL; then, when norm_w != NULL, act = norm(x)
@@ -111,7 +125,7 @@ int kern_attention(cudaStream_t s, const float *q, kern_kv kv, const kern_step *
                    int n_heads, int splits, float *out, void *act, int act_mode, float *part,
                    unsigned *counters, int pdl);
 int kern_attn_splits(int R, int n_kv, int n_sms);
-/* Variant 2 (kern_attn2.cu; BRISK_ATTN=2 in the backend): same contract and
+/* Variant 2 (kern_attn2.cu; the backend's default): same contract and
  * buffers as kern_attention, tuned for decode latency; a row's context is
  * split over blocks only past span positions (span < 1: default 128).
  * head_dim other than 16/32/64/128 or more than 8 heads per kv head fall

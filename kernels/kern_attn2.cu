@@ -1,5 +1,5 @@
 /* kern_attn2.cu — decode-oriented attention over the paged f32 KV pool
- * (variant 2, selected with BRISK_ATTN=2; kern_attn.cu stays the default).
+ * (variant 2, the backend's default; BRISK_ATTN=1 selects kern_attn.cu).
  *
  * Why a second kernel: at batch 1 the first one costs ~21 us per layer for
  * ~300 KB of K/V, i.e. it is a chain of dependent memory round trips (q,
@@ -31,15 +31,17 @@
 #define A2_BLKS 256        /* table entries staged in shared memory at once */
 #define A2_MAX_SPLITS 64   /* = ATT_MAX_SPLITS: shares kern_attn_part_floats */
 #define A2_SPAN 128        /* default: positions per block before splitting */
+#define A2_PER_HEAD_ROWS 16   /* up to this many rows: a block per query head (32: 5% slower) */
+#define A2_SPAN_HEAD 256   /* its default span (measured at ctx 147: no split beat 2-10) */
 
 /* K (and V at +v_off) rows of NSL positions t = it + u*NGRP + grp, zero
  * where t >= t_end. */
-template <int HD, int NGRP>
+template <int HD, int NGRP, int NSL>
 __device__ __forceinline__ void a2_load(float4 *k, float4 *v, const kern_kv &kv, const int *s_blk,
                                         int b0, int kvh, int it, int grp, int li, int t_end,
                                         size_t v_off) {
 #pragma unroll
-    for (int u = 0; u < A2_SLOTS; u++) {
+    for (int u = 0; u < NSL; u++) {
         int t = it + u * NGRP + grp;
         if (t < t_end) {
             int blk = s_blk[t / kv.block_size - b0], slot = t % kv.block_size;
@@ -54,33 +56,38 @@ __device__ __forceinline__ void a2_load(float4 *k, float4 *v, const kern_kv &kv,
     }
 }
 
-template <int HD>
+template <int HD, int HPB>
 __global__ void __launch_bounds__(A2_THREADS)
 attn2_kernel(const float *__restrict__ q, kern_kv kv, const kern_step *st, int n_heads,
              int splits, int span_min, float *__restrict__ out, void *act, int act_mode, int R,
              float *__restrict__ part, unsigned *counters) {
-    constexpr int LP = HD / 4, PPW = 32 / LP, NGRP = A2_WARPS * PPW, PER_IT = NGRP * A2_SLOTS;
+    /* a block per query head has registers to spare: twice the positions in flight */
+    constexpr int NSL = HPB == 1 ? 2 * A2_SLOTS : A2_SLOTS;
+    constexpr int LP = HD / 4, PPW = 32 / LP, NGRP = A2_WARPS * PPW, PER_IT = NGRP * NSL;
     __shared__ int s_blk[A2_BLKS];
-    __shared__ __align__(16) float s_acc[NGRP][A2_GMAX][HD];   /* 32 KB for every HD */
-    __shared__ float s_m[NGRP][A2_GMAX], s_l[NGRP][A2_GMAX], s_wg[NGRP][A2_GMAX];
+    __shared__ __align__(16) float s_acc[NGRP][HPB][HD];   /* 32 KB for HPB 8 */
+    __shared__ float s_m[NGRP][HPB], s_l[NGRP][HPB], s_wg[NGRP][HPB];
     __shared__ float s_M[A2_GMAX], s_Lb[A2_GMAX];
     __shared__ float s_w[A2_GMAX][A2_MAX_SPLITS];
     __shared__ int s_last;
     pdl_launch();
     pdl_wait();
-    const int r = blockIdx.x, kvh = blockIdx.y, sp = blockIdx.z;
+    const int G = n_heads / kv.n_kv;
+    /* HPB 1: a block per query head (blockIdx.y = kv head * G + head in group) */
+    const int r = blockIdx.x, sp = blockIdx.z;
+    const int kvh = HPB == 1 ? blockIdx.y / G : blockIdx.y, h0 = HPB == 1 ? blockIdx.y % G : 0;
+    const int nhb = HPB == 1 ? 1 : G, per_kv = G / nhb;   /* heads of this block; blocks per kv head */
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int sub = lane / LP, li = lane % LP, grp = warp * PPW + sub;
-    const int G = n_heads / kv.n_kv;
 
     const int pos = st->pos[r], seq = st->row_seq[r];
     /* q for every head of this kv head, pre-scaled; independent of pos */
     const float scale = (float)rsqrt((double)HD);
-    const float4 *qr = (const float4 *)(q + ((size_t)r * n_heads + (size_t)kvh * G) * HD);
-    float4 qv[A2_GMAX];
+    const float4 *qr = (const float4 *)(q + ((size_t)r * n_heads + (size_t)kvh * G + h0) * HD);
+    float4 qv[HPB];
 #pragma unroll
-    for (int h = 0; h < A2_GMAX; h++) {
-        float4 x = h < G ? qr[h * LP + li] : make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int h = 0; h < HPB; h++) {
+        float4 x = h < nhb ? qr[h * LP + li] : make_float4(0.f, 0.f, 0.f, 0.f);
         qv[h] = make_float4(x.x * scale, x.y * scale, x.z * scale, x.w * scale);
     }
     /* split only past span_min positions; every active block is non-empty */
@@ -92,10 +99,10 @@ attn2_kernel(const float *__restrict__ q, kern_kv kv, const kern_step *st, int n
     const int *tbl = st->table + (size_t)seq * st->table_stride;
     const size_t v_off = (size_t)kv.n_kv * kv.block_size * HD;
 
-    float m[A2_GMAX], l[A2_GMAX];
-    float4 acc[A2_GMAX];
+    float m[HPB], l[HPB];
+    float4 acc[HPB];
 #pragma unroll
-    for (int h = 0; h < A2_GMAX; h++) {
+    for (int h = 0; h < HPB; h++) {
         m[h] = -INFINITY; l[h] = 0.f;
         acc[h] = make_float4(0.f, 0.f, 0.f, 0.f);
     }
@@ -108,39 +115,39 @@ attn2_kernel(const float *__restrict__ q, kern_kv kv, const kern_step *st, int n
         __syncthreads();
         for (int i = tid; i < nb; i += A2_THREADS) s_blk[i] = tbl[b0 + i];
         __syncthreads();
-        float4 k[A2_SLOTS], v[A2_SLOTS];
-        a2_load<HD, NGRP>(k, v, kv, s_blk, b0, kvh, c0, grp, li, c1, v_off);
+        float4 k[NSL], v[NSL];
+        a2_load<HD, NGRP, NSL>(k, v, kv, s_blk, b0, kvh, c0, grp, li, c1, v_off);
         for (int it = c0; it < c1; it += PER_IT) {
-            float4 kn[A2_SLOTS], vn[A2_SLOTS];   /* next iteration in flight */
-            a2_load<HD, NGRP>(kn, vn, kv, s_blk, b0, kvh, it + PER_IT, grp, li, c1, v_off);
-            float s[A2_SLOTS][A2_GMAX];
+            float4 kn[NSL], vn[NSL];   /* next iteration in flight */
+            a2_load<HD, NGRP, NSL>(kn, vn, kv, s_blk, b0, kvh, it + PER_IT, grp, li, c1, v_off);
+            float s[NSL][HPB];
 #pragma unroll
-            for (int u = 0; u < A2_SLOTS; u++)
+            for (int u = 0; u < NSL; u++)
 #pragma unroll
-                for (int h = 0; h < A2_GMAX; h++) {
+                for (int h = 0; h < HPB; h++) {
                     float d = 0.f;
-                    if (h < G) {
+                    if (h < nhb) {
                         d = qv[h].x * k[u].x + qv[h].y * k[u].y + qv[h].z * k[u].z + qv[h].w * k[u].w;
 #pragma unroll
                         for (int o = LP >> 1; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
                     }
                     s[u][h] = d;
                 }
-            bool ok[A2_SLOTS];
+            bool ok[NSL];
 #pragma unroll
-            for (int u = 0; u < A2_SLOTS; u++) ok[u] = it + u * NGRP + grp < c1;
+            for (int u = 0; u < NSL; u++) ok[u] = it + u * NGRP + grp < c1;
 #pragma unroll
-            for (int h = 0; h < A2_GMAX; h++) {
-                if (h >= G || !ok[0]) continue;   /* slot 0 empty: the group has nothing here */
+            for (int h = 0; h < HPB; h++) {
+                if (h >= nhb || !ok[0]) continue;   /* slot 0 empty: the group has nothing here */
                 float mb = s[0][h];
 #pragma unroll
-                for (int u = 1; u < A2_SLOTS; u++)
+                for (int u = 1; u < NSL; u++)
                     if (ok[u]) mb = fmaxf(mb, s[u][h]);
                 const float mn = fmaxf(m[h], mb), c = expf(m[h] - mn);
                 float4 a = make_float4(acc[h].x * c, acc[h].y * c, acc[h].z * c, acc[h].w * c);
                 float sum = 0.f;
 #pragma unroll
-                for (int u = 0; u < A2_SLOTS; u++) {
+                for (int u = 0; u < NSL; u++) {
                     float p = ok[u] ? expf(s[u][h] - mn) : 0.f;
                     sum += p;
                     a.x += p * v[u].x; a.y += p * v[u].y; a.z += p * v[u].z; a.w += p * v[u].w;
@@ -150,20 +157,20 @@ attn2_kernel(const float *__restrict__ q, kern_kv kv, const kern_step *st, int n
                 m[h] = mn;
             }
 #pragma unroll
-            for (int u = 0; u < A2_SLOTS; u++) { k[u] = kn[u]; v[u] = vn[u]; }
+            for (int u = 0; u < NSL; u++) { k[u] = kn[u]; v[u] = vn[u]; }
         }
         c0 = c1;
     }
 
     /* merge the NGRP lane groups of this block */
 #pragma unroll
-    for (int h = 0; h < A2_GMAX; h++)
-        if (h < G) {
+    for (int h = 0; h < HPB; h++)
+        if (h < nhb) {
             ((float4 *)s_acc[grp][h])[li] = acc[h];
             if (li == 0) { s_m[grp][h] = m[h]; s_l[grp][h] = l[h]; }
         }
     __syncthreads();
-    if (tid < G) {
+    if (tid < nhb) {
         const int h = tid;
         float M = -INFINITY, Ls = 0.f;
         for (int g = 0; g < NGRP; g++) M = fmaxf(M, s_m[g][h]);
@@ -177,8 +184,8 @@ attn2_kernel(const float *__restrict__ q, kern_kv kv, const kern_step *st, int n
     }
     __syncthreads();
     const int width = n_heads * HD;
-    for (int idx = tid; idx < G * HD; idx += A2_THREADS) {
-        const int h = idx / HD, d = idx % HD, gh = kvh * G + h;
+    for (int idx = tid; idx < nhb * HD; idx += A2_THREADS) {
+        const int h = idx / HD, d = idx % HD, gh = kvh * G + h0 + h;
         float o = 0.f;
 #pragma unroll
         for (int g = 0; g < NGRP; g++) o += s_acc[g][h][d] * s_wg[g][h];
@@ -193,10 +200,12 @@ attn2_kernel(const float *__restrict__ q, kern_kv kv, const kern_step *st, int n
     }
     if (active == 1) return;
 
-    /* the last split to finish merges them, in split order */
+    /* the last block of the kv head to finish merges every head's splits, in
+     * split order */
     __threadfence();
     __syncthreads();
-    if (tid == 0) s_last = atomicAdd(&counters[r * kv.n_kv + kvh], 1u) == (unsigned)active - 1;
+    if (tid == 0)
+        s_last = atomicAdd(&counters[r * kv.n_kv + kvh], 1u) == (unsigned)(active * per_kv) - 1;
     __syncthreads();
     if (!s_last) return;
     __threadfence();
@@ -240,12 +249,19 @@ extern "C" int kern_attention2(cudaStream_t s, const float *q, kern_kv kv, const
     if ((hd != 16 && hd != 32 && hd != 64 && hd != 128) || n_heads / kv.n_kv > A2_GMAX)
         return kern_attention(s, q, kv, st, R, n_heads, splits, out, act, act_mode, part,
                               counters, pdl);
-    if (span < 1) span = A2_SPAN;
-    dim3 grid(R, kv.n_kv, splits);
-#define A2_LAUNCH(H) klaunch(attn2_kernel<H>, grid, dim3(A2_THREADS), 0, s, pdl, q, kv, st, \
-                               n_heads, splits, span, out, act, act_mode, R, part, counters)
-    cudaError_t e = hd == 16 ? A2_LAUNCH(16) : hd == 32 ? A2_LAUNCH(32) : hd == 64 ? A2_LAUNCH(64)
-                                                                         : A2_LAUNCH(128);
+    /* Few rows: a block per query head, so a row's work spreads over G times
+     * more multiprocessors (measured: one block per kv head is bound by its
+     * own instruction latency at 2 warps per scheduler); K/V are then read
+     * G times, from L2.  Many rows fill the GPU anyway and share K/V loads. */
+    const bool per_head = R <= A2_PER_HEAD_ROWS;
+    if (span < 1) span = per_head ? A2_SPAN_HEAD : A2_SPAN;
+    dim3 grid(R, per_head ? n_heads : kv.n_kv, splits);
+#define A2_LAUNCH(H, P) klaunch(attn2_kernel<H, P>, grid, dim3(A2_THREADS), 0, s, pdl, q, kv, st, \
+                                  n_heads, splits, span, out, act, act_mode, R, part, counters)
+#define A2_HD(P) (hd == 16 ? A2_LAUNCH(16, P) : hd == 32 ? A2_LAUNCH(32, P) \
+                  : hd == 64 ? A2_LAUNCH(64, P) : A2_LAUNCH(128, P))
+    cudaError_t e = per_head ? A2_HD(1) : A2_HD(A2_GMAX);
+#undef A2_HD
 #undef A2_LAUNCH
     return (int)e;
 }

@@ -9,7 +9,10 @@
  * loaded before waiting on the previous kernel (programmatic dependent
  * launch), so their memory latency overlaps its tail.  Optional prologue:
  * RMS statistics of x, so the norm costs no launch of its own.  Epilogues: store,
- * add into the residual, or SwiGLU over a [gate; up] weight. */
+ * add into the residual, SwiGLU over a [gate; up] weight, or (ROPE) bias +
+ * RoPE of q/k and the KV write of k/v, so the q/k/v product needs no second
+ * kernel: a unit then holds the two rotate_half pairs (i, i+hd/2), (i+1,
+ * i+1+hd/2) of one head. */
 #include "kern_common.cuh"
 
 #define GEMV_THREADS 256
@@ -28,6 +31,16 @@ __device__ __forceinline__ void w_cvt<KERN_F32>(uint4 v, float *f) {
     f[0] = __uint_as_float(v.x); f[1] = __uint_as_float(v.y);
     f[2] = __uint_as_float(v.z); f[3] = __uint_as_float(v.w);
 }
+
+/* What the ROPE epilogue needs (unused by the other modes). */
+struct gemv_rope {
+    const float *bias;
+    const kern_step *st;
+    const float *inv_freq;
+    float *q;
+    kern_kv kv;
+    int n_heads;
+};
 
 /* acc[j][r] += W[row j][k..k+VEC) . x'[r][k..k+VEC), where x' = x * norm_w
  * when nw != NULL (the row's 1/rms is applied in the epilogue).  The norm
@@ -73,10 +86,55 @@ __device__ __forceinline__ void gemv_step(float (&acc)[GEMV_NR][R], const uint4 
     }
 }
 
+/* ROPE units: the first (n_heads + n_kv) * hd/4 rotate q and k heads, the
+ * rest hold four consecutive v rows. */
+__device__ __forceinline__ void rope_rows(const gemv_rope &rp, int unit, int rows[GEMV_NR]) {
+    int hd = rp.kv.head_dim, qu = (rp.n_heads + rp.kv.n_kv) * hd / 4;
+    if (unit < qu) {
+        int h = unit / (hd / 4), i0 = 2 * (unit % (hd / 4)), c = h * hd + i0;
+        rows[0] = c; rows[1] = c + 1; rows[2] = c + hd / 2; rows[3] = c + hd / 2 + 1;
+    } else {
+        for (int j = 0; j < GEMV_NR; j++) rows[j] = unit * GEMV_NR + j;
+    }
+}
+
+/* Row j of unit u for input row r holds v (and, for j < 2 of a q/k unit, its
+ * rotate_half partner v2): add the bias, rotate (angle in double, as the
+ * RoPE kernel does) and store q, or write k / v into the row's KV slot. */
+__device__ __forceinline__ void rope_store(const gemv_rope &rp, int u, int j, int r, float v,
+                                           float v2) {
+    int rows[GEMV_NR];
+    rope_rows(rp, u, rows);
+    const int hd = rp.kv.head_dim, half = hd / 2, nh = rp.n_heads, nkv = rp.kv.n_kv;
+    const int qu = (nh + nkv) * hd / 4, c = rows[j];
+    if (u < qu && j >= 2) return;   /* done with its partner */
+    const kern_step *st = rp.st;
+    int pos = st->pos[r], seq = st->row_seq[r];
+    int blk = st->table[(size_t)seq * st->table_stride + pos / rp.kv.block_size];
+    int slot = pos % rp.kv.block_size;
+    float *kbase = rp.kv.base + (size_t)blk * rp.kv.blk_stride;
+    if (rp.bias) v += rp.bias[c];
+    if (u >= qu) {   /* v head */
+        int h = c / hd - nh - nkv, d = c % hd;
+        kbase[((size_t)(nkv + h) * rp.kv.block_size + slot) * hd + d] = v;
+        return;
+    }
+    if (rp.bias) v2 += rp.bias[c + half];
+    int h = c / hd, i = c % hd;
+    double sd, cd;
+    sincos((double)pos * (double)rp.inv_freq[i], &sd, &cd);
+    float sn = (float)sd, cs = (float)cd;
+    float o1 = v * cs - v2 * sn, o2 = v2 * cs + v * sn;
+    float *dst = h < nh ? rp.q + ((size_t)r * nh + h) * hd
+                        : kbase + ((size_t)(h - nh) * rp.kv.block_size + slot) * hd;
+    dst[i] = o1;
+    dst[i + half] = o2;
+}
+
 template <int WDT, int R, int MODE>
 __global__ void __launch_bounds__(GEMV_THREADS)
 gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *__restrict__ x,
-            const float *__restrict__ nw, float eps, float *y, int KS) {
+            const float *__restrict__ nw, float eps, float *y, int KS, gemv_rope rp) {
     constexpr int VEC = wvec<WDT>::n;
     constexpr int EB = WDT == KERN_BF16 ? 2 : 4;
     __shared__ float s_rstd[R];
@@ -92,6 +150,8 @@ gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *__restrict__
     if (MODE == KERN_SWIGLU) {
         int i0 = unit < n_units ? unit * 2 : 0, i1 = i0 + 1 < I ? i0 + 1 : i0;
         rows[0] = i0; rows[1] = i1; rows[2] = I + i0; rows[3] = I + i1;
+    } else if (MODE == KERN_ROPE) {
+        rope_rows(rp, unit < n_units ? unit : 0, rows);
     } else {
 #pragma unroll
         for (int j = 0; j < GEMV_NR; j++) {
@@ -170,6 +230,11 @@ gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *__restrict__
             for (int kp = 0; kp < KS; kp++) up += s_red[ul * KS + kp][j + 2][r];
             up *= rs;
             y[(size_t)r * I + i] = v / (1.0f + expf(-v)) * up;
+        } else if (MODE == KERN_ROPE) {
+            float v2 = 0.f;
+            if (j < 2)
+                for (int kp = 0; kp < KS; kp++) v2 += s_red[ul * KS + kp][j + 2][r];
+            rope_store(rp, u, j, r, v, v2 * rs);
         } else {
             int n = u * GEMV_NR + j;
             if (n >= N) continue;
@@ -181,34 +246,37 @@ gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *__restrict__
 
 template <int WDT, int R>
 static cudaError_t gemv_launch(int mode, dim3 grid, cudaStream_t s, int pdl, const void *W, int N,
-                               int K, const float *x, const float *nw, float eps, float *y, int KS) {
+                               int K, const float *x, const float *nw, float eps, float *y, int KS,
+                               const gemv_rope &rp) {
     dim3 blk(GEMV_THREADS);
     if (mode == KERN_STORE)
-        return klaunch(gemv_kernel<WDT, R, KERN_STORE>, grid, blk, 0, s, pdl, W, N, K, x, nw, eps, y, KS);
+        return klaunch(gemv_kernel<WDT, R, KERN_STORE>, grid, blk, 0, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
     if (mode == KERN_RESID)
-        return klaunch(gemv_kernel<WDT, R, KERN_RESID>, grid, blk, 0, s, pdl, W, N, K, x, nw, eps, y, KS);
-    return klaunch(gemv_kernel<WDT, R, KERN_SWIGLU>, grid, blk, 0, s, pdl, W, N, K, x, nw, eps, y, KS);
+        return klaunch(gemv_kernel<WDT, R, KERN_RESID>, grid, blk, 0, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
+    if (mode == KERN_ROPE)
+        return klaunch(gemv_kernel<WDT, R, KERN_ROPE>, grid, blk, 0, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
+    return klaunch(gemv_kernel<WDT, R, KERN_SWIGLU>, grid, blk, 0, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
 }
 
 template <int WDT>
 static cudaError_t gemv_dispatch(int R, int mode, dim3 grid, cudaStream_t s, int pdl, const void *W,
                                  int N, int K, const float *x, const float *nw, float eps, float *y,
-                                 int KS) {
+                                 int KS, const gemv_rope &rp) {
     switch (R) {
-    case 1: return gemv_launch<WDT, 1>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS);
-    case 2: return gemv_launch<WDT, 2>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS);
-    case 3: return gemv_launch<WDT, 3>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS);
-    case 4: return gemv_launch<WDT, 4>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS);
-    case 5: return gemv_launch<WDT, 5>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS);
-    case 6: return gemv_launch<WDT, 6>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS);
-    case 7: return gemv_launch<WDT, 7>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS);
-    default: return gemv_launch<WDT, 8>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS);
+    case 1: return gemv_launch<WDT, 1>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
+    case 2: return gemv_launch<WDT, 2>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
+    case 3: return gemv_launch<WDT, 3>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
+    case 4: return gemv_launch<WDT, 4>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
+    case 5: return gemv_launch<WDT, 5>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
+    case 6: return gemv_launch<WDT, 6>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
+    case 7: return gemv_launch<WDT, 7>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
+    default: return gemv_launch<WDT, 8>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
     }
 }
 
-extern "C" int kern_gemv(cudaStream_t s, const void *W, int wdt, int N, int K, const float *x,
-                         int R, const float *norm_w, float eps, int mode, float *y, int n_sms,
-                         int pdl) {
+static int gemv_run(cudaStream_t s, const void *W, int wdt, int N, int K, const float *x, int R,
+                    const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl,
+                    const gemv_rope &rp) {
     int vec = wdt == KERN_BF16 ? 8 : 4;
     if (R < 1 || R > 8 || N < 1 || K < vec || K % vec || (mode == KERN_SWIGLU && N % 2))
         return (int)cudaErrorInvalidValue;
@@ -220,6 +288,25 @@ extern "C" int kern_gemv(cudaStream_t s, const void *W, int wdt, int N, int K, c
     int upc = GEMV_WARPS / KS;
     dim3 grid((n_units + upc - 1) / upc);
     if (wdt == KERN_BF16)
-        return (int)gemv_dispatch<KERN_BF16>(R, mode, grid, s, pdl, W, N, K, x, norm_w, eps, y, KS);
-    return (int)gemv_dispatch<KERN_F32>(R, mode, grid, s, pdl, W, N, K, x, norm_w, eps, y, KS);
+        return (int)gemv_dispatch<KERN_BF16>(R, mode, grid, s, pdl, W, N, K, x, norm_w, eps, y, KS, rp);
+    return (int)gemv_dispatch<KERN_F32>(R, mode, grid, s, pdl, W, N, K, x, norm_w, eps, y, KS, rp);
+}
+
+extern "C" int kern_gemv(cudaStream_t s, const void *W, int wdt, int N, int K, const float *x,
+                         int R, const float *norm_w, float eps, int mode, float *y, int n_sms,
+                         int pdl) {
+    if (mode == KERN_ROPE) return (int)cudaErrorInvalidValue;   /* kern_gemv_qkv */
+    gemv_rope rp;
+    memset(&rp, 0, sizeof rp);
+    return gemv_run(s, W, wdt, N, K, x, R, norm_w, eps, mode, y, n_sms, pdl, rp);
+}
+
+extern "C" int kern_gemv_qkv(cudaStream_t s, const void *W, int wdt, int K, const float *x, int R,
+                             const float *norm_w, float eps, const float *bias,
+                             const kern_step *st, int n_heads, const float *inv_freq, float *q,
+                             kern_kv kv, int n_sms, int pdl) {
+    if (kv.head_dim % 4 || n_heads < 1 || kv.n_kv < 1) return (int)cudaErrorInvalidValue;
+    gemv_rope rp = {bias, st, inv_freq, q, kv, n_heads};
+    int N = (n_heads + 2 * kv.n_kv) * kv.head_dim;
+    return gemv_run(s, W, wdt, N, K, x, R, norm_w, eps, KERN_ROPE, NULL, n_sms, pdl, rp);
 }

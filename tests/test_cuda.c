@@ -406,6 +406,72 @@ static void test_rope_kv(void) {
     rope_case(14, 2, 64);
 }
 
+
+/* kern_gemv_qkv (the q/k/v product with RoPE and the KV write as its
+ * epilogue) against kern_gemv + kern_rope_kv on the same inputs.  Every
+ * output row is summed in the same order by both, so the tolerance is 1e-6
+ * relative (the rotation may be contracted into FMAs differently); the
+ * pool cells that neither writes stay NaN. */
+static void qkv_case(int R, int nh, int nkv, int hd, int K, int wdt, int n_sms) {
+    const int bs = 16, n_blocks = 8, N = (nh + 2 * nkv) * hd;
+    int table[2][2] = {{3, 1}, {6, 2}}, seqs[3] = {0, 1, 0}, pos[3] = {17, 5, 31};
+    size_t blk = (size_t)2 * nkv * bs * hd, pool = blk * n_blocks, nw = (size_t)N * K;
+    float *W = malloc(nw * 4), *x = malloc((size_t)R * K * 4), *nwt = malloc(K * 4);
+    float *bias = malloc(N * 4), *invf = malloc(hd / 2 * 4);
+    float *q1 = malloc((size_t)R * nh * hd * 4), *q2 = malloc((size_t)R * nh * hd * 4);
+    float *kv1 = malloc(pool * 4), *kv2 = malloc(pool * 4);
+    uint16_t *Wb = malloc(nw * 2);
+    if (!W || !x || !nwt || !bias || !invf || !q1 || !q2 || !kv1 || !kv2 || !Wb) { T_CHECK(0); goto done; }
+    for (size_t i = 0; i < nw; i++) { Wb[i] = kern_f32_to_bf16(nrand() / sqrtf((float)K)); W[i] = bf16_val(Wb[i]); }
+    for (int i = 0; i < R * K; i++) x[i] = nrand();
+    for (int k = 0; k < K; k++) nwt[k] = 1.0f + 0.1f * nrand();
+    for (int i = 0; i < N; i++) bias[i] = 0.2f * nrand();
+    for (int i = 0; i < hd / 2; i++) invf[i] = (float)(1.0 / pow(1e6, 2.0 * i / hd));
+    kern_step *st = make_step(R, NULL, pos, seqs, &table[0][0], 2, 2, 0, NULL, NULL, NULL, NULL, NULL);
+    void *dW = wdt == KERN_BF16 ? dup_up(Wb, nw * 2) : dup_up(W, nw * 4);
+    float *dx = dup_up(x, (size_t)R * K * 4), *dn = dup_up(nwt, K * 4), *db = dup_up(bias, N * 4);
+    float *dinv = dup_up(invf, hd * 2), *dy = dnew((size_t)R * N * 4);
+    float *dq1 = dnew((size_t)R * nh * hd * 4), *dq2 = dnew((size_t)R * nh * hd * 4);
+    float *dkv1 = dnew(pool * 4), *dkv2 = dnew(pool * 4);
+    if (!st || !dW || !dx || !dn || !db || !dinv || !dy || !dq1 || !dq2 || !dkv1 || !dkv2) { T_CHECK(0); goto done; }
+    kern_kv a = {dkv1, (long long)blk, nkv, hd, bs, 0}, b = a;
+    b.base = dkv2;
+    T_CHECK(kern_gemv(0, dW, wdt, N, K, dx, R, dn, 1e-6f, KERN_STORE, dy, n_sms, 1) == 0);
+    T_CHECK(kern_rope_kv(0, dy, NULL, db, st, R, nh, dinv, dq1, a, 1) == 0);
+    T_CHECK(kern_gemv_qkv(0, dW, wdt, K, dx, R, dn, 1e-6f, db, st, nh, dinv, dq2, b, n_sms, 1) == 0);
+    if (!sync_ok() || !down(q1, dq1, (size_t)R * nh * hd * 4) || !down(q2, dq2, (size_t)R * nh * hd * 4) ||
+        !down(kv1, dkv1, pool * 4) || !down(kv2, dkv2, pool * 4)) { T_CHECK(0); goto done; }
+    double num = 0, den = 0;
+    size_t nan_mismatch = 0;
+    for (int i = 0; i < R * nh * hd; i++) {
+        num += ((double)q1[i] - q2[i]) * ((double)q1[i] - q2[i]);
+        den += (double)q1[i] * q1[i];
+        nan_mismatch += !isfinite(q1[i]) || !isfinite(q2[i]);
+    }
+    for (size_t i = 0; i < pool; i++) {
+        if (isfinite(kv1[i]) != isfinite(kv2[i])) { nan_mismatch++; continue; }
+        if (!isfinite(kv1[i])) continue;
+        num += ((double)kv1[i] - kv2[i]) * ((double)kv1[i] - kv2[i]);
+        den += (double)kv1[i] * kv1[i];
+    }
+    double e = den > 0 ? sqrt(num / den) : INFINITY;
+    T_CHECKF(e <= 1e-6 && nan_mismatch == 0, "R=%d nh=%d nkv=%d hd=%d K=%d %s sms=%d: rel err %.3g, "
+             "%zu cells written by one only", R, nh, nkv, hd, K, wdt ? "bf16" : "f32", n_sms, e, nan_mismatch);
+done:
+    free(W); free(x); free(nwt); free(bias); free(invf); free(q1); free(q2); free(kv1); free(kv2); free(Wb);
+    dfree_all();
+}
+
+static void test_gemv_qkv(void) {
+    g_rng = 405;
+    for (int R = 1; R <= 3; R++) {
+        qkv_case(R, 12, 2, 128, 1536, KERN_BF16, 132);   /* Qwen2.5-1.5B */
+        qkv_case(R, 4, 2, 16, 64, KERN_F32, 132);        /* the tiny fixture's shape */
+        qkv_case(R, 14, 2, 64, 896, KERN_BF16, 40);      /* Qwen2.5-0.5B, fewer SMs: other split-K */
+    }
+    T_CHECK(kern_gemv(0, NULL, KERN_BF16, 16, 16, NULL, 1, NULL, 0, KERN_ROPE, NULL, 1, 0) != 0);
+}
+
 /* ------------------------------------------------------- attention */
 /* v2: run kern_attention2 (variant 2, default span) instead. */
 static void attn_case(int nh, int nkv, int hd, int splits, int v2) {
@@ -1241,18 +1307,18 @@ FIXTURE_TEST(test_long_context, long_case)
 FIXTURE_TEST(test_errors, errors_case)
 FIXTURE_TEST(test_engine, engine_case)
 
-/* The whole-backend checks again with BRISK_ATTN=2 (read at backend
- * creation): attention variant 2 must give the CPU backend's greedy tokens
+/* The whole-backend checks again with BRISK_ATTN=1 (read at backend
+ * creation): attention variant 1 must give the CPU backend's greedy tokens
  * alone, batched (GEMV and cuBLASLt paths), continuously batched, and the
  * CPU's logits on a 1000-token context. */
-static void attn2_backend(fixture *f) {
-    setenv("BRISK_ATTN", "2", 1);
+static void attn1_backend(fixture *f) {
+    setenv("BRISK_ATTN", "1", 1);
     eng_err err = {0};
     tdrv d;
     eng_cuda_info info = {0};
     if (drv_open(&d, f->m, 1, NULL, &err) == 0) {
-        T_CHECKF(eng_cuda_get_info(d.b, &info) == 0 && info.attn_variant == 2,
-                 "%s: BRISK_ATTN=2 not taken (variant %d)", f->name, info.attn_variant);
+        T_CHECKF(eng_cuda_get_info(d.b, &info) == 0 && info.attn_variant == 1,
+                 "%s: BRISK_ATTN=1 not taken (variant %d)", f->name, info.attn_variant);
         drv_close(&d);
     } else T_CHECKF(0, "%s: %s", f->name, err.msg);
     fixture_greedy(f);
@@ -1262,7 +1328,7 @@ static void attn2_backend(fixture *f) {
     long_case(f);
     unsetenv("BRISK_ATTN");
 }
-FIXTURE_TEST(test_attn2_backend, attn2_backend)
+FIXTURE_TEST(test_attn1_backend, attn1_backend)
 
 int main(void) {
     int n = 0;
@@ -1278,6 +1344,7 @@ int main(void) {
     T_RUN(test_gemm);
     T_RUN(test_rowwise);
     T_RUN(test_rope_kv);
+    T_RUN(test_gemv_qkv);
     T_RUN(test_attention);
     T_RUN(test_attention2);
     T_RUN(test_sample);
@@ -1290,7 +1357,7 @@ int main(void) {
     T_RUN(test_long_context);
     T_RUN(test_errors);
     T_RUN(test_engine);
-    T_RUN(test_attn2_backend);
+    T_RUN(test_attn1_backend);
     for (int i = 0; i < 2; i++) {
         eng_model_free(fx[i].m);
         for (int p = 0; p < fx[i].n_prompts; p++) free(fx[i].p[p].ids);

@@ -1,0 +1,95 @@
+#!/bin/bash
+# device.sh — GPU runs, one part or several per call of the device tool:
+#
+#   scripts/device.sh pack                 (development machine) copies the
+#        CUDA build (make CUDA=1 B=build-cuda) into .dev/bin and the shared
+#        libraries the GPU machine lacks (cJSON, curl, websockets, sqlite)
+#        into .dev/lib; the device call carries .dev (datasets in .dev/data).
+#   scripts/device.sh PART [PART ...]      (GPU machine) runs the parts:
+#        test     test_cuda (every kernel against the CPU reference)
+#        ablate   bench_cuda at batch 1 and 32 on 1.5B, stages left out
+#        cuda     bench_cuda at batch 1..256 on 0.5B, 1.5B, 7B shapes
+#        peer     transformers eager + torch.compile on 1.5B (same run)
+#        spec     bench_spec: none / n-gram / draft model, adaptive k
+#        tools    bench_tools: partial execution on 1.5B and 7B shapes
+#        pp       ParallelPrompt replay, keyword + reading files
+# Models are random weights with real shapes (brisk mkmodel), made once per
+# machine under /tmp/brisk-models.  Results land in $OUT.
+set -u -o pipefail
+if [ "${1:-}" = pack ]; then
+    rm -rf .dev/bin .dev/lib && mkdir -p .dev/bin .dev/lib
+    cp build-cuda/brisk build-cuda/tests/test_cuda build-cuda/benchmarks/bench_cuda \
+       build-cuda/benchmarks/bench_spec build-cuda/benchmarks/bench_tools .dev/bin/
+    strip .dev/bin/*
+    for so in $(ldd build-cuda/brisk | awk '$3 ~ /^\// {print $3}' |
+                grep -v -E 'libc\.so|libm\.so|libpthread|libdl|librt|ld-linux|libstdc|libgcc|cuda|cublas'); do
+        cp -L "$so" .dev/lib/
+    done
+    du -sh .dev/bin .dev/lib
+    exit 0
+fi
+OUT=${OUT:-/tmp/brisk-out}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH=$PWD/.dev/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export PYTHONUNBUFFERED=1
+BIN=.dev/bin
+MD=/tmp/brisk-models
+T0=$(date +%s)
+stamp() { echo "== [$(( $(date +%s) - T0 )) s] $*"; }
+model() {   # model NAME: makes it once
+    [ -d $MD/$1 ] || $BIN/brisk mkmodel --preset $1 --out $MD/$1 \
+        --tokenizer tests/fixtures/tok-qwen2/tokenizer.json > /dev/null
+}
+
+part_test() {
+    $BIN/test_cuda > "$OUT/test_cuda.log" 2>&1; echo "test_cuda exit $?"
+    grep -E "^(FAIL|SKIP)|check failed|passed" "$OUT/test_cuda.log" | head -30
+}
+part_ablate() {
+    model qwen2.5-1.5b
+    $BIN/bench_cuda $MD/qwen2.5-1.5b --out "$OUT/ablate_qwen2.5-1.5b.json" --batches 1,32 --ablate --kernels 2>&1 | tail -22
+}
+part_cuda() {
+    for m in qwen2.5-0.5b qwen2.5-1.5b qwen2.5-7b; do
+        model $m
+        $BIN/bench_cuda $MD/$m --out "$OUT/cuda_h100_$m.json" --batches 1,8,32,64,256 2>&1 | tail -12
+    done
+}
+part_peer() {
+    model qwen2.5-1.5b
+    python3 scripts/bench_peer.py bench $MD/qwen2.5-1.5b --out "$OUT/peer_qwen2.5-1.5b.json" \
+        --batches 1,32 --compile-batches "" 2>&1 | grep -v Warning | tail -6
+    timeout 200 python3 scripts/bench_peer.py bench $MD/qwen2.5-1.5b --out "$OUT/peer_compiled_qwen2.5-1.5b.json" \
+        --batches "" --compile-batches 1,32 --compile-budget 150 2>&1 | grep -v Warning | tail -5
+}
+part_spec() {
+    model qwen2.5-0.5b; model qwen2.5-1.5b
+    ${SPEC_CMD:-$BIN/bench_spec --cuda --model $MD/qwen2.5-1.5b --draft $MD/qwen2.5-0.5b \
+        --data .dev/data/math500/test.jsonl --limit 4 --batch 1,8,16 --max-tokens 128 \
+        --out "$OUT/spec_h100_qwen1.5b-draft0.5b.json"} 2>&1 | tail -30
+}
+part_tools() {
+    for m in qwen2.5-1.5b qwen2.5-7b; do
+        model $m
+        ${TOOLS_CMD:-timeout 150 $BIN/bench_tools --cuda --model $MD/$m --requests 4} \
+            --out "$OUT/tools_h100_$m.json" 2>&1 | tail -16
+    done
+}
+part_pp() {   # with and without --hoist-context (the context moved ahead of the item)
+    model qwen2.5-0.5b
+    for f in keyword_extraction reading_comprehension; do
+        for h in "" --hoist-context; do
+            timeout 100 $BIN/brisk replay parallelprompt .dev/data/parallelprompt/lmsys_old/${f}_lmsys.json \
+                --cuda --model $MD/qwen2.5-0.5b --limit 30 --max-tokens 32 $h \
+                --out "$OUT/pp_h100_qwen2.5-0.5b_${f}${h:+_hoist}.json" 2>&1 | grep -E "model runs|every item|speedup|wrote"
+        done
+    done
+}
+
+stamp "device: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader)"
+ldd $BIN/brisk | grep "not found"
+for p in "$@"; do
+    stamp "$p"
+    "part_$p"
+done
+stamp done

@@ -21,6 +21,20 @@
     ">= 0.5 (words of the normal form, inner apostrophes dropped, final s/e stemmed, NAME_k " \
     "placeholders ignored). Headline agreement = loose."
 
+#define ADHERENCE_DEF \
+    "parallel answer: every item's section is in the aggregated answer, in item order, and " \
+    "non-empty, i.e. its subtask generated >= 1 token before its stop (EOS or the token limit); " \
+    "a subtask whose first token is EOS counts as unanswered. Judged on tokens, not text, so " \
+    "it means the same for random weights whose tokens have no text in the test tokenizer " \
+    "(non-blank text is counted beside it). Serial answer: not judged (n/a): whether free text " \
+    "answers every item needs a reader or real weights."
+
+#define SERIAL_DEF \
+    "serial: the original prompt as one request, same sampling, stopping at EOS or at max_tokens x " \
+    "items tokens (the parallel run's total budget; --serial-max-tokens overrides); parallel: " \
+    "one subtask per item, each stopping at EOS or max_tokens; both timed from before " \
+    "tokenisation to the last token, after a warm-up of every batch size used."
+
 typedef struct replay_args {
     const char *file, *model, *out;
     int limit, max_tokens, serial_cap, cuda, kv_tokens, verbose, hoist;
@@ -36,9 +50,10 @@ typedef struct row_result {
     int ran;                       /* model runs done */
     char error[512];
     const char *schema_source;     /* "annotated" or "detected" */
-    int k, shared_tokens, prompt_tokens_par, prompt_tokens_ser;
-    double ser_ms, par_ms;
-    int ser_tokens, par_tokens, nonempty;
+    int k, shared_tokens, prompt_tokens_par, prompt_tokens_ser, hoisted;
+    double ser_ms, par_ms, ser_first_ms, par_encode_ms, par_prefix_ms, par_first_ms;
+    int ser_tokens, par_tokens, eos_first;
+    orc_pp_adherence adh;
 } row_result;
 
 static void usage(void) {
@@ -49,7 +64,9 @@ static void usage(void) {
         "  --max-tokens N         per subtask (default 128)\n"
         "  --serial-max-tokens N  for the whole-prompt baseline (default N x items, at most 4096)\n"
         "  --out                  default benchmarks/results/pp_<file name>.json; the SVG goes beside it\n"
-        "  --hoist-context        run subtasks with the context moved before the item (more KV sharing)\n");
+        "  --hoist-context        subtasks get the context before the item (\"{context}\\n\\n\" + the template\n"
+        "                         with {context} read as \"the text above\"), so it is prefilled once;\n"
+        "                         same context and item in every subtask prompt, rows say when it applied\n");
 }
 
 static int parse_args(int argc, char **argv, replay_args *a) {
@@ -114,6 +131,21 @@ static void detect_row(const orc_pp_row *r, int i, row_result *o, orc_pp_schema 
 /* ------------------------------------------------------------ model runs */
 typedef struct model_ctx { eng_model *m; eng_engine *e; const eng_tok *tok; } model_ctx;
 
+/* One short run per batch size up to max_k, so that no row pays for a size
+ * seen first (the CUDA backend captures a graph per pass shape); the serial
+ * baseline's size 1 is warmed by model_open. */
+static int warm_batches(model_ctx *mc, int max_k, eng_err *err) {
+    eng_sampling g = {0};
+    for (int k = 2; k <= max_k && k <= ORC_PP_MAX_ITEMS; k++) {
+        orc_pp_schema s = {.kind = ORC_PP_N, .tmpl = "Say {n} word.", .context = "", .n = k};
+        orc_pp_result r;
+        int rc = orc_pp_run(mc->e, mc->tok, &s, &g, 4, NULL, &r, err);
+        orc_pp_result_free(&r);
+        if (rc) return rc;
+    }
+    return ENG_OK;
+}
+
 static int model_open(const replay_args *a, model_ctx *mc, eng_err *err) {
     memset(mc, 0, sizeof *mc);
     int rc = eng_model_load(a->model, &mc->m, err);
@@ -154,11 +186,17 @@ static void run_row(const replay_args *a, model_ctx *mc, const orc_pp_row *r,
         snprintf(o->error, sizeof o->error, "%s", err.msg);
     } else {
         o->ran = 1;
+        o->hoisted = a->hoist && strcmp(hoisted.tmpl, s->tmpl) != 0;
         o->ser_ms = ser.ms_total;
         o->par_ms = par.ms_total;
+        o->ser_first_ms = ser.ms_first;
+        o->par_encode_ms = par.ms_encode;
+        o->par_prefix_ms = par.ms_prefill;
+        o->par_first_ms = par.ms_first;
         o->ser_tokens = ser.total_gen;
         o->par_tokens = par.total_gen;
-        o->nonempty = par.n_nonempty;
+        o->eos_first = par.n_eos_first;
+        orc_pp_adherence_of(&par, s->kind == ORC_PP_DATA ? (const char *const *)s->data : NULL, &o->adh);
         o->shared_tokens = par.shared_tokens;
         o->prompt_tokens_par = par.prompt_tokens;
         o->prompt_tokens_ser = ser.prompt_tokens;
@@ -194,14 +232,15 @@ static void print_row(const row_result *o, int with_model) {
     printf("%4d %-16s %-10s %-9s %-5s %-5s", o->index, o->rule ? o->rule : "-", kinds, counts,
            !o->valid ? "n/a" : o->agree.loose ? "yes" : "no", !o->valid ? "n/a" : o->agree.exact ? "yes" : "no");
     if (with_model && o->ran)
-        printf(" %9.1f %9.1f %7.2f %6.2f %2d/%-2d", o->ser_ms, o->par_ms, speedup(o), norm_speedup(o),
-               o->nonempty, o->k);
+        printf(" %9.1f %9.1f %7.2f %6.2f %2d/%-2d%s", o->ser_ms, o->par_ms, speedup(o), norm_speedup(o),
+               o->adh.answered, o->k, o->adh.in_order < o->k ? " out of order" : "");
     if (o->error[0]) printf("  [%s]", o->error);
     printf("\n");
 }
 
 typedef struct summary {
-    int rows, valid, kind, count, exact, loose, ran, adherent;
+    int rows, valid, kind, count, exact, loose, ran, adherent, hoisted;
+    int items, answered, nonblank, eos_first;
     double speedup_sum, norm_sum;
 } summary;
 
@@ -218,7 +257,12 @@ static void summarise(const row_result *o, int n, summary *s) {
         }
         if (o[i].ran) {
             s->ran++;
-            s->adherent += o[i].nonempty == o[i].k;
+            s->adherent += o[i].adh.ok;
+            s->hoisted += o[i].hoisted;
+            s->items += o[i].k;
+            s->answered += o[i].adh.answered;
+            s->nonblank += o[i].adh.nonblank;
+            s->eos_first += o[i].eos_first;
             s->speedup_sum += speedup(&o[i]);
             s->norm_sum += norm_speedup(&o[i]);
         }
@@ -233,10 +277,14 @@ static void print_summary(const char *file, const summary *s) {
     printf("agreement over valid rows: kind %.1f%%  count %.1f%%  exact %.1f%%  loose %.1f%% (headline)\n",
            pct(s->kind, s->valid), pct(s->count, s->valid), pct(s->exact, s->valid), pct(s->loose, s->valid));
     printf("definition: %s\n", AGREEMENT_DEF);
-    if (s->ran)
-        printf("model runs: %d rows, mean speedup %.2fx, mean normalised speedup %.2fx, "
-               "structural adherence %d/%d\n", s->ran, s->speedup_sum / s->ran, s->norm_sum / s->ran,
-               s->adherent, s->ran);
+    if (!s->ran) return;
+    printf("model runs: %d rows (%d hoisted), mean %.2f items, mean speedup %.2fx, mean normalised "
+           "speedup %.2fx\n", s->ran, s->hoisted, (double)s->items / s->ran, s->speedup_sum / s->ran,
+           s->norm_sum / s->ran);
+    printf("every item answered (parallel): %d/%d prompts (%.1f%%); items answered %d/%d, with "
+           "visible text %d, EOS first %d; serial: n/a\n", s->adherent, s->ran, pct(s->adherent, s->ran),
+           s->answered, s->items, s->nonblank, s->eos_first);
+    printf("adherence: %s\n", ADHERENCE_DEF);
 }
 
 /* ------------------------------------------------------------ JSON */
@@ -259,8 +307,13 @@ static cJSON *row_json(const row_result *o) {
     if (!o->ran) return j;
     cJSON_AddStringToObject(j, "schema", o->schema_source);
     cJSON_AddNumberToObject(j, "subtasks", o->k);
+    cJSON_AddBoolToObject(j, "hoisted", o->hoisted);
     cJSON_AddNumberToObject(j, "serial_ms", o->ser_ms);
     cJSON_AddNumberToObject(j, "parallel_ms", o->par_ms);
+    cJSON_AddNumberToObject(j, "serial_first_token_ms", o->ser_first_ms);
+    cJSON_AddNumberToObject(j, "parallel_tokenise_ms", o->par_encode_ms);
+    cJSON_AddNumberToObject(j, "parallel_prefix_prefill_ms", o->par_prefix_ms);
+    cJSON_AddNumberToObject(j, "parallel_all_first_tokens_ms", o->par_first_ms);
     cJSON_AddNumberToObject(j, "serial_tokens", o->ser_tokens);
     cJSON_AddNumberToObject(j, "parallel_tokens", o->par_tokens);
     cJSON_AddNumberToObject(j, "serial_prompt_tokens", o->prompt_tokens_ser);
@@ -268,8 +321,12 @@ static cJSON *row_json(const row_result *o) {
     cJSON_AddNumberToObject(j, "shared_prefix_tokens", o->shared_tokens);
     cJSON_AddNumberToObject(j, "speedup", speedup(o));
     cJSON_AddNumberToObject(j, "normalised_speedup", norm_speedup(o));
-    cJSON_AddNumberToObject(j, "nonempty_answers", o->nonempty);
-    cJSON_AddBoolToObject(j, "structural_adherence", o->nonempty == o->k);
+    cJSON_AddNumberToObject(j, "items_answered", o->adh.answered);
+    cJSON_AddNumberToObject(j, "items_eos_first", o->eos_first);
+    cJSON_AddNumberToObject(j, "items_with_text", o->adh.nonblank);
+    cJSON_AddNumberToObject(j, "sections_in_order", o->adh.in_order);
+    cJSON_AddBoolToObject(j, "structural_adherence", o->adh.ok);
+    cJSON_AddNullToObject(j, "serial_structural_adherence");
     return j;
 }
 
@@ -288,10 +345,22 @@ static cJSON *summary_json(const replay_args *a, const summary *s) {
         cJSON_AddNumberToObject(j, "max_tokens_per_subtask", a->max_tokens);
         cJSON_AddNumberToObject(j, "temperature", a->samp.temperature);
         cJSON_AddBoolToObject(j, "hoist_context", a->hoist);
+        if (a->serial_cap > 0) cJSON_AddNumberToObject(j, "serial_max_tokens", a->serial_cap);
+        else cJSON_AddStringToObject(j, "serial_max_tokens", "max_tokens x items, at most 4096");
+        cJSON_AddStringToObject(j, "timing_definition", SERIAL_DEF);
         cJSON_AddNumberToObject(j, "model_rows", s->ran);
+        cJSON_AddNumberToObject(j, "hoisted_rows", s->hoisted);
+        cJSON_AddNumberToObject(j, "mean_subtasks", (double)s->items / s->ran);
         cJSON_AddNumberToObject(j, "mean_speedup", s->speedup_sum / s->ran);
         cJSON_AddNumberToObject(j, "mean_normalised_speedup", s->norm_sum / s->ran);
         cJSON_AddNumberToObject(j, "structural_adherence", (double)s->adherent / s->ran);
+        cJSON_AddNumberToObject(j, "every_item_answered_pct", pct(s->adherent, s->ran));
+        cJSON_AddNumberToObject(j, "items", s->items);
+        cJSON_AddNumberToObject(j, "items_answered", s->answered);
+        cJSON_AddNumberToObject(j, "items_eos_first", s->eos_first);
+        cJSON_AddNumberToObject(j, "items_with_text", s->nonblank);
+        cJSON_AddNullToObject(j, "serial_structural_adherence");
+        cJSON_AddStringToObject(j, "adherence_definition", ADHERENCE_DEF);
     }
     return j;
 }
@@ -406,6 +475,26 @@ static int write_svg(const char *json_path, const char *file, const row_result *
 }
 
 /* ------------------------------------------------------------ main */
+/* Most subtasks a row will run: its annotation's, else the detector's. */
+static int max_subtasks(const orc_pp_row *rows, int n) {
+    int max = 1;
+    for (int i = 0; i < n; i++) {
+        int k = 0;
+        if (rows[i].valid) {
+            k = orc_pp_count(&rows[i].schema);
+        } else if (rows[i].original) {
+            orc_pp_schema d = {0};
+            eng_err err = {0};
+            if (!orc_pp_detect(rows[i].original, &d, &err)) {
+                k = orc_pp_count(&d);
+                orc_pp_schema_free(&d);
+            }
+        }
+        if (k > max) max = k;
+    }
+    return max;
+}
+
 static int replay(const replay_args *a, const char *out_path) {
     orc_pp_row *rows = NULL;
     int n_all = 0, n, rc = 1;
@@ -416,6 +505,10 @@ static int replay(const replay_args *a, const char *out_path) {
     n = a->limit >= 0 && a->limit < n_all ? a->limit : n_all;
     if (a->model && model_open(a, &mc, &err)) { fprintf(stderr, "brisk replay: %s\n", err.msg); goto out; }
     if (!(res = calloc(n > 0 ? (size_t)n : 1, sizeof *res))) { fprintf(stderr, "brisk replay: out of memory\n"); goto out; }
+    if (a->model && warm_batches(&mc, max_subtasks(rows, n), &err)) {
+        fprintf(stderr, "brisk replay: warm-up: %s\n", err.msg);
+        goto out;
+    }
     print_header(a->model != NULL);
     for (int i = 0; i < n; i++) {
         orc_pp_schema det;

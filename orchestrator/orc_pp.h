@@ -155,11 +155,34 @@ typedef struct orc_pp_result {
     int prompt_tokens;     /* sum over subtasks of their prompt lengths */
     int shared_tokens;     /* tokens of the common prefix prefilled once */
     int steps;             /* engine steps */
-    int n_nonempty;        /* subtasks with a non-blank answer */
+    int n_nonempty;        /* subtasks with a non-blank answer text */
+    int n_answered;        /* subtasks with >= 1 generated token before their stop */
+    int n_eos_first;       /* subtasks whose first token was an end of sequence */
     double ms_total;       /* wall clock: start to last subtask done */
-    double ms_prefill;     /* part of it spent tokenising + prefilling the prefix */
+    double ms_encode;      /* part of it spent tokenising */
+    double ms_prefill;     /* tokenising + prefilling the shared prefix */
+    double ms_first;       /* until every subtask has its first token (all prompts prefilled) */
 } orc_pp_result;
 void orc_pp_result_free(orc_pp_result *r);
+
+/* Structural adherence of a parallel answer: every item's section is there,
+ * in item order, and not empty.  "Not empty" is judged on tokens (>= 1
+ * generated before the stop), not on text, so that it means the same for a
+ * model whose tokens have no printable text (random weights with a small
+ * test tokenizer); the non-blank text count is kept beside it. */
+typedef struct orc_pp_adherence {
+    int items;      /* subtasks */
+    int answered;   /* with >= 1 generated token */
+    int in_order;   /* leading sections found in the answer in item order */
+    int nonblank;   /* with visible answer text */
+    int ok;         /* every item answered and every section in order */
+} orc_pp_adherence;
+/* labels: the ones given to the run (NULL for none).  Bad input (NULL,
+ * outputs missing) gives ok = 0. */
+void orc_pp_adherence_of(const orc_pp_result *r, const char *const *labels, orc_pp_adherence *a);
+/* How many sections of an aggregated answer appear in item order, counted
+ * from the first: k when all k section headers ("<i>. <label>") are there. */
+int  orc_pp_sections_in_order(const char *answer, int k, const char *const *labels);
 
 /* The engine calls the runner makes.  orc_pp_run binds them to eng.h; tests
  * bind a fake engine.  All return ENG_* codes. */
@@ -182,8 +205,10 @@ typedef struct orc_pp_ops {
 
 /* Runs k prompts as one batch: the longest common token prefix is added once,
  * prefilled, forked k ways; each child gets its own remaining tokens and
- * sampling seed (s->seed + item).  Decodes until EOS, max_tokens or the end
- * of the model's context, each.
+ * sampling seed (s->seed + item).  All the children's remaining prompt
+ * tokens go through the model in one batched pass, which also samples every
+ * child's first token; then they decode together until EOS, max_tokens or
+ * the end of the model's context, each.
  * labels (may be NULL) head the aggregated sections; aggregate = 0 leaves
  * result->answer as outputs[0] (serial runs). */
 int orc_pp_run_prompts(const orc_pp_ops *ops, char *const *prompts, int k,

@@ -57,11 +57,15 @@ void orc_pp_agg_destroy(orc_pp_agg *a) {
     free(a);
 }
 
+/* A section's first line: "<i>. <label>\n", or "<i>.\n" without a label. */
+static void header(pp_buf *b, int i, const char *label) {
+    if (label && *label) pp_buf_fmt(b, "%d. %s\n", i + 1, label);
+    else pp_buf_fmt(b, "%d.\n", i + 1);
+}
+
 static int release(orc_pp_agg *a, int i) {
     pp_buf s = {0};
-    const char *label = a->labels[i];
-    if (label && *label) pp_buf_fmt(&s, "%d. %s\n", i + 1, label);
-    else pp_buf_fmt(&s, "%d.\n", i + 1);
+    header(&s, i, a->labels[i]);
     const char *ans = a->answers[i];
     size_t n = strlen(ans);
     char *trim = pp_trimdup(ans, n);
@@ -94,3 +98,43 @@ int orc_pp_agg_put(orc_pp_agg *a, int item, const char *answer, eng_err *err) {
 int orc_pp_agg_done(const orc_pp_agg *a) { return a && a->next == a->n; }
 int orc_pp_agg_released(const orc_pp_agg *a) { return a ? a->next : 0; }
 const char *orc_pp_agg_text(const orc_pp_agg *a) { return a && a->text.p ? a->text.p : ""; }
+
+/* Header i as it appears in an answer: after "\n\n" (the end of the previous
+ * section) except for the first. */
+static char *header_at(int i, const char *const *labels) {
+    char *label = labels && labels[i] ? short_label(labels[i]) : NULL;
+    if (labels && labels[i] && !label) return NULL;
+    pp_buf b = {0};
+    if (i > 0) pp_buf_str(&b, "\n\n");
+    header(&b, i, label);
+    free(label);
+    return pp_buf_take(&b);
+}
+
+int orc_pp_sections_in_order(const char *answer, int k, const char *const *labels) {
+    if (!answer || k < 1) return 0;
+    const char *p = answer;
+    for (int i = 0; i < k; i++) {
+        char *h = header_at(i, labels);
+        if (!h) return i;
+        const char *at = i == 0 ? (strncmp(p, h, strlen(h)) ? NULL : p) : strstr(p, h);
+        size_t n = strlen(h);
+        free(h);
+        if (!at) return i;
+        p = at + n;
+    }
+    return k;
+}
+
+void orc_pp_adherence_of(const orc_pp_result *r, const char *const *labels, orc_pp_adherence *a) {
+    if (!a) return;
+    memset(a, 0, sizeof *a);
+    if (!r || r->n_outputs < 1 || !r->outputs || !r->n_gen) return;
+    a->items = r->n_outputs;
+    for (int i = 0; i < r->n_outputs; i++) {
+        a->answered += r->n_gen[i] >= 1;
+        a->nonblank += r->outputs[i] && !pp_is_blank(r->outputs[i]);
+    }
+    a->in_order = orc_pp_sections_in_order(r->answer, a->items, labels);
+    a->ok = a->answered == a->items && a->in_order == a->items;
+}

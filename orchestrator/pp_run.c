@@ -102,6 +102,7 @@ static int collect(run *r, int *live, eng_err *err) {
         if ((rc = o->last(o->ctx, c->seq, &id)))
             return eng_seterr(err, rc, "orc_pp_run: subtask %d has no token", i);
         if (o->is_eos(o->ctx, id)) {
+            r->res->n_eos_first += r->res->n_gen[i] == 0;
             if ((rc = finish(r, i, err))) return rc;
             continue;
         }
@@ -152,6 +153,7 @@ static int results(run *r, int aggregate, eng_err *err) {
         res->outputs[i] = pp_buf_take(&r->c[i].out);
         if (!res->outputs[i]) return eng_seterr(err, ENG_ENOMEM, "orc_pp_run: out of memory");
         res->n_nonempty += !pp_is_blank(res->outputs[i]);
+        res->n_answered += res->n_gen[i] >= 1;
     }
     res->answer = pp_strdup(aggregate ? orc_pp_agg_text(r->agg) : res->outputs[0]);
     return res->answer ? ENG_OK : eng_seterr(err, ENG_ENOMEM, "orc_pp_run: out of memory");
@@ -177,11 +179,13 @@ int orc_pp_run_prompts(const orc_pp_ops *ops, char *const *prompts, int k,
     for (int i = 0; i < k; i++) r.c[i].seq = -1;
     if (aggregate && (rc = orc_pp_agg_create(k, labels, forward_section, (void *)cb, &r.agg, err))) goto out;
     if ((rc = encode_all(&r, prompts, ids, n, err))) goto out;
+    res->ms_encode = now_ms() - t0;
     if ((rc = start(&r, ids, n, s, err))) goto out;
     res->ms_prefill = now_ms() - t0;
+    /* the first step runs every child's own prompt tokens in one pass */
     for (int live = k; live > 0;) {
         if ((rc = ops->step(ops->ctx, err))) goto out;
-        res->steps++;
+        if (res->steps++ == 0) res->ms_first = now_ms() - t0;
         if ((rc = collect(&r, &live, err))) goto out;
     }
     res->ms_total = now_ms() - t0;

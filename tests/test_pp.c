@@ -77,24 +77,31 @@ static void test_schema_malformed_rows(void) {
     T_CHECK(strstr(e.msg, "'data'") != NULL);
 }
 
+static const char *const pp_files[] = {"generate_n_lmsys", "keyword_extraction_lmsys",
+                                       "reading_comprehension_lmsys"};
+
+/* One of the dataset files under the shared data. */
+static int load_file(const char *name, orc_pp_row **rows, int *n, eng_err *e) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/data/parallelprompt/lmsys_old/%s.json", t_shared(), name);
+    return orc_pp_load(path, rows, n, e);
+}
+
 static void test_dataset_files_load(void) {
-    static const char *files[] = {"generate_n_lmsys", "keyword_extraction_lmsys", "reading_comprehension_lmsys"};
     for (int f = 0; f < 3; f++) {
-        char path[512];
-        snprintf(path, sizeof path, "%s/data/parallelprompt/lmsys_old/%s.json", t_shared(), files[f]);
         orc_pp_row *rows;
         int n, valid = 0;
         eng_err e = {0};
-        if (orc_pp_load(path, &rows, &n, &e)) T_SKIP("%s", e.msg);
+        if (load_file(pp_files[f], &rows, &n, &e)) T_SKIP("%s", e.msg);
         for (int i = 0; i < n; i++) {
             valid += rows[i].valid;
             T_CHECK(rows[i].original != NULL);
             if (!rows[i].valid) T_CHECKF(strstr(rows[i].error, "row ") != NULL, "%s", rows[i].error);
         }
-        printf("  %s: %d rows, %d valid\n", files[f], n, valid);
+        printf("  %s: %d rows, %d valid\n", pp_files[f], n, valid);
         /* 2 malformed rows per file: template without its item placeholder, or
          * a context the template neither names nor writes out */
-        T_CHECKF(n - valid == 2, "%s: %d malformed rows", files[f], n - valid);
+        T_CHECKF(n - valid == 2, "%s: %d malformed rows", pp_files[f], n - valid);
         orc_pp_rows_free(rows, n);
     }
     orc_pp_row *rows;
@@ -151,6 +158,66 @@ static void test_hoist_context(void) {
     orc_pp_schema_free(&h);
     s.tmpl = "no placeholder";
     T_CHECK(orc_pp_hoist_context(&s, &h, &e) == ENG_EFORMAT);
+}
+
+/* Copy of s with every "from" replaced by "to". */
+static char *replace_all(const char *s, const char *from, const char *to) {
+    size_t nf = strlen(from), nt = strlen(to), n = 0;
+    for (const char *p = strstr(s, from); p; p = strstr(p + nf, from)) n++;
+    char *out = malloc(strlen(s) + n * nt + 1), *w = out;
+    if (!out) return NULL;
+    for (const char *p = s;;) {
+        const char *q = strstr(p, from);
+        if (!q) { strcpy(w, p); break; }
+        memcpy(w, p, (size_t)(q - p));
+        w += q - p;
+        memcpy(w, to, nt);
+        w += nt;
+        p = q + nf;
+    }
+    return out;
+}
+
+/* On every annotated row of the dataset: a hoisted subtask prompt is the
+ * context, a blank line, then the original subtask prompt with the context
+ * read as "the text above"; so each subtask still sees the same context and
+ * item, and nothing else changes. */
+static void test_hoist_dataset_rows(void) {
+    int hoisted = 0, checked = 0;
+    for (int f = 0; f < 3; f++) {
+        orc_pp_row *rows;
+        int n;
+        eng_err e = {0};
+        if (load_file(pp_files[f], &rows, &n, &e)) T_SKIP("%s", e.msg);
+        for (int i = 0; i < n; i++) {
+            if (!rows[i].valid) continue;
+            orc_pp_schema h;
+            char **a = NULL, **b = NULL;
+            int ka = 0, kb = 0;
+            T_CHECKF(orc_pp_hoist_context(&rows[i].schema, &h, &e) == ENG_OK, "%s row %d: %s", pp_files[f], i, e.msg);
+            T_CHECK(orc_pp_fill(&rows[i].schema, &a, &ka, &e) == ENG_OK && orc_pp_fill(&h, &b, &kb, &e) == ENG_OK);
+            T_CHECK(ka == kb && ka == orc_pp_count(&rows[i].schema));
+            int moved = strcmp(h.tmpl, rows[i].schema.tmpl) != 0;
+            hoisted += moved;
+            for (int j = 0; moved && j < ka && j < kb; j++) {
+                const char *ctx = rows[i].schema.context;
+                size_t nc = strlen(ctx);
+                T_CHECKF(!strncmp(b[j], ctx, nc) && !strncmp(b[j] + nc, "\n\n", 2), "%s row %d", pp_files[f], i);
+                char *back = replace_all(b[j] + nc + 2, "the text above", ctx);
+                T_CHECKF(back && !strcmp(back, a[j]), "%s row %d item %d:\n%s\nvs\n%s", pp_files[f], i, j,
+                         back ? back : "(oom)", a[j]);
+                if (rows[i].schema.kind == ORC_PP_DATA) T_CHECK(strstr(b[j] + nc, rows[i].schema.data[j]) != NULL);
+                free(back);
+                checked++;
+            }
+            orc_pp_strv_free(a, ka);
+            orc_pp_strv_free(b, kb);
+            orc_pp_schema_free(&h);
+        }
+        orc_pp_rows_free(rows, n);
+    }
+    printf("  %d rows hoisted, %d subtask prompts checked\n", hoisted, checked);
+    T_CHECK(hoisted >= 50);   /* nearly every keyword row puts {data} first */
 }
 
 /* ------------------------------------------------------------ detection */
@@ -372,13 +439,62 @@ static void test_aggregation_order(void) {
     T_CHECK(orc_pp_agg_create(0, NULL, NULL, NULL, &a, &e) == ENG_EINVAL);
 }
 
+/* ------------------------------------------------------------ adherence */
+static void test_adherence(void) {
+    char long_label[200];
+    memset(long_label, 'x', sizeof long_label - 1);
+    long_label[sizeof long_label - 1] = 0;
+    const char *labels[] = {"salary", long_label, "line one\nline two"};
+    orc_pp_agg *a;
+    eng_err e = {0};
+    T_CHECK(orc_pp_agg_create(3, labels, NULL, NULL, &a, &e) == ENG_OK);
+    T_CHECK(orc_pp_agg_put(a, 2, "C", &e) == ENG_OK && orc_pp_agg_put(a, 0, "A", &e) == ENG_OK &&
+            orc_pp_agg_put(a, 1, " ", &e) == ENG_OK);
+    char *outs[] = {"A", " ", "C"};
+    int gen[] = {3, 2, 1};
+    orc_pp_result r = {.answer = (char *)orc_pp_agg_text(a), .outputs = outs, .n_outputs = 3, .n_gen = gen};
+    orc_pp_adherence ad;
+    orc_pp_adherence_of(&r, labels, &ad);
+    /* item 2's tokens had no visible text: still answered */
+    T_CHECKF(ad.items == 3 && ad.answered == 3 && ad.in_order == 3 && ad.nonblank == 2 && ad.ok,
+             "%d %d %d %d %d", ad.items, ad.answered, ad.in_order, ad.nonblank, ad.ok);
+    gen[1] = 0;                                   /* EOS first: not answered */
+    orc_pp_adherence_of(&r, labels, &ad);
+    T_CHECK(ad.answered == 2 && ad.in_order == 3 && !ad.ok);
+    gen[1] = 2;
+    orc_pp_adherence_of(&r, NULL, &ad);           /* headers without labels do not match */
+    T_CHECK(ad.in_order == 0 && !ad.ok);
+    /* hand-written answers: sections swapped, one missing, all there */
+    r.answer = "1. salary\nA\n\n3. line one\nC\n\n2. x\nB\n\n";
+    orc_pp_adherence_of(&r, labels, &ad);
+    T_CHECK(ad.in_order == 1 && !ad.ok);
+    const char *nl[] = {NULL, NULL, NULL};
+    T_CHECK(orc_pp_sections_in_order("1.\nA\n\n2.\nB\n\n3.\nC\n\n", 3, nl) == 3);
+    T_CHECK(orc_pp_sections_in_order("1.\nA\n\n3.\nC\n\n2.\nB\n\n", 3, NULL) == 2);
+    T_CHECK(orc_pp_sections_in_order("1.\nA\n\n3.\nC\n\n", 3, NULL) == 1);
+    T_CHECK(orc_pp_sections_in_order("intro\n1.\nA\n\n", 1, NULL) == 0);   /* must start the answer */
+    T_CHECK(orc_pp_sections_in_order(NULL, 3, NULL) == 0);
+    orc_pp_adherence_of(NULL, labels, &ad);
+    T_CHECK(!ad.ok && ad.items == 0);
+    r.n_gen = NULL;
+    orc_pp_adherence_of(&r, labels, &ad);
+    T_CHECK(!ad.ok);
+    orc_pp_agg_destroy(a);
+}
+
 /* ------------------------------------------------------------ fake engine */
 /* Tokens are bytes; id 0 is EOS.  A sequence answers with as many 'a'+item
  * tokens as the digit that ends its prompt, then EOS; so subtasks finish out
  * of order.  It counts the prompt tokens it processes. */
 #define FAKE_SEQS 80
 typedef struct fake_seq { int live, n_tok, n_done, n_prompt_end, gen, last; int tok[512]; uint64_t seed; } fake_seq;
-typedef struct fake { fake_seq s[FAKE_SEQS]; long processed; int forks, appends, max_live; uint64_t seeds[FAKE_SEQS]; } fake;
+typedef struct fake {
+    fake_seq s[FAKE_SEQS];
+    long processed;
+    int forks, appends, max_live, prefills;
+    int steps, prompt_steps, first_step_prompts;   /* steps; those with prompt rows; prompts in step 1 */
+    uint64_t seeds[FAKE_SEQS];
+} fake;
 
 static int f_encode(void *ctx, const char *text, int **ids, int *n, eng_err *err) {
     size_t len = strlen(text);
@@ -410,6 +526,7 @@ static int f_add(void *ctx, const int *ids, int n, const eng_sampling *s, int *s
 static int f_prefill(void *ctx, int seq, eng_err *err) {
     fake *f = ctx;
     fake_seq *q = &f->s[seq];
+    f->prefills++;
     f->processed += q->n_tok - 1 - q->n_done;
     q->n_done = q->n_tok - 1;
     return ENG_OK;
@@ -440,7 +557,7 @@ static int f_remove(void *ctx, int seq) { ((fake *)ctx)->s[seq].live = 0; return
 
 static int f_step(void *ctx, eng_err *err) {
     fake *f = ctx;
-    int live = 0;
+    int live = 0, prompt = 0;
     for (int i = 0; i < FAKE_SEQS; i++) {
         fake_seq *q = &f->s[i];
         if (!q->live) continue;
@@ -448,6 +565,8 @@ static int f_step(void *ctx, eng_err *err) {
         if (q->gen == 0) {                       /* first step: the rest of the prompt */
             f->processed += q->n_tok - q->n_done;
             q->n_prompt_end = q->n_tok;
+            prompt = 1;
+            if (f->steps == 0) f->first_step_prompts++;
         }
         int want = 0;
         for (int k = q->n_prompt_end - 1; k >= 0; k--)
@@ -456,6 +575,8 @@ static int f_step(void *ctx, eng_err *err) {
         q->gen++;
     }
     if (live > f->max_live) f->max_live = live;
+    f->steps++;
+    f->prompt_steps += prompt;
     return live ? ENG_OK : eng_seterr(err, ENG_EINVAL, "step with nothing live");
 }
 
@@ -503,6 +624,11 @@ static void test_runner_fake_engine(void) {
     T_CHECK(r.prompt_tokens == 4 * 23);
     T_CHECKF(f.processed == 21 + 4 * 2, "processed %ld", f.processed);
     T_CHECK(f.forks == 4 && f.appends == 4);
+    /* one pass for the shared prefix, then every child's own tokens in one batched step */
+    T_CHECKF(f.prefills == 1 && f.prompt_steps == 1 && f.first_step_prompts == 4, "%d %d %d", f.prefills,
+             f.prompt_steps, f.first_step_prompts);
+    T_CHECK(r.ms_encode <= r.ms_prefill && r.ms_prefill <= r.ms_first && r.ms_first <= r.ms_total);
+    T_CHECK(r.n_answered == 4 && r.n_eos_first == 0);
     T_CHECK(r.total_gen == 11 && r.n_gen[0] == 5 && r.n_gen[1] == 1);
     T_CHECK(r.n_nonempty == 4 && r.steps == 6);
     int live = 0;
@@ -529,6 +655,20 @@ static void test_runner_limits_and_repeats(void) {
     T_CHECK(strcmp(r.outputs[0], r.outputs[1]) != 0);
     T_CHECK(r.shared_tokens == (int)strlen(same[0]));
     orc_pp_result_free(&r);
+    /* an item whose first token is EOS: not answered, its section is empty */
+    memset(&f, 0, sizeof f);
+    char *some_empty[] = {"Item 2", "Item 0", "Item 1"};
+    const char *lab[] = {"two", "zero", "one"};
+    rc = orc_pp_run_prompts(&ops, some_empty, 3, lab, 1, &s, 10, NULL, &r, &e);
+    T_CHECKF(rc == ENG_OK, "%s", e.msg);
+    if (!rc) {
+        T_CHECK(r.n_answered == 2 && r.n_eos_first == 1 && r.n_gen[1] == 0);
+        orc_pp_adherence ad;
+        orc_pp_adherence_of(&r, lab, &ad);
+        T_CHECK(ad.answered == 2 && ad.in_order == 3 && !ad.ok);
+        T_CHECKF(strstr(r.answer, "2. zero\n\n\n3. one") != NULL, "%s", r.answer);
+    }
+    orc_pp_result_free(&r);
     /* a single prompt (serial): added whole, no fork, answer is the output */
     memset(&f, 0, sizeof f);
     char *one[] = {"Whole prompt 2"};
@@ -554,15 +694,21 @@ static void test_runner_limits_and_repeats(void) {
 }
 
 /* ------------------------------------------------------------ real engine */
+/* The tiny CPU model and an engine for it (2 threads, 8192 KV tokens). */
+static int open_tiny(eng_model **m, eng_engine **e, eng_err *err) {
+    eng_opts o = {.backend = ENG_BACKEND_CPU, .n_threads = 2, .max_seqs = 16, .n_blocks = 512};
+    int rc = eng_model_load("tests/fixtures/tiny-qwen2", m, err);
+    if (!rc && (rc = eng_create(*m, &o, e, err))) { eng_model_free(*m); *m = NULL; }
+    return rc;
+}
+
 /* On the tiny CPU model: each subtask's greedy answer from the forked batch
  * equals its answer when run alone, and the shared prefix is real. */
 static void test_runner_tiny_model(void) {
     eng_model *m = NULL;
     eng_engine *e = NULL;
     eng_err err = {0};
-    if (eng_model_load("tests/fixtures/tiny-qwen2", &m, &err)) T_SKIP("tiny-qwen2: %s", err.msg);
-    eng_opts o = {.backend = ENG_BACKEND_CPU, .n_threads = 2, .max_seqs = 16, .n_blocks = 256};
-    if (eng_create(m, &o, &e, &err)) { eng_model_free(m); T_SKIP("engine: %s", err.msg); }
+    if (open_tiny(&m, &e, &err)) T_SKIP("tiny-qwen2: %s", err.msg);
     const eng_tok *tok = eng_model_tok(m);
     char *items[] = {"red apples", "green pears", "blue plums"};
     orc_pp_schema s = {.kind = ORC_PP_DATA, .tmpl = "Context: {context}\nDescribe {data} briefly.",
@@ -591,26 +737,122 @@ static void test_runner_tiny_model(void) {
     eng_model_free(m);
 }
 
+/* Reference for the runner's batched prefill: the same fork off the shared
+ * prefix, but each child's own prompt tokens go through the model in a pass
+ * of their own (eng_seq_prefill per child) before the children decode
+ * together.  Greedy; out[i] gets the text, n_gen[i] the token count. */
+static int one_by_one(eng_engine *e, const eng_tok *tok, char **prompts, int k, int max_tokens,
+                      char out[][512], int *n_gen, eng_err *err) {
+    int *ids[8] = {0}, n[8] = {0}, seq[8], done[8] = {0}, rc = ENG_OK, parent = -1, forked = 0;
+    eng_tok_stream st[8];
+    if (k < 1 || k > 8) return eng_seterr(err, ENG_EINVAL, "one_by_one: 1..8 prompts");
+    memset(st, 0, sizeof st);
+    const eng_config *c = eng_model_config(eng_engine_model(e));
+    int im_end = eng_tok_find(tok, "<|im_end|>"), eot = eng_tok_find(tok, "<|endoftext|>");
+    for (int i = 0; i < k && !rc; i++) {
+        eng_chat_msg m = {"user", prompts[i]};
+        char *chat = eng_chat_format(&m, 1, 1);
+        rc = chat ? eng_tok_encode(tok, chat, strlen(chat), 1, &ids[i], &n[i], err) : ENG_ENOMEM;
+        free(chat);
+    }
+    int p = n[0];
+    for (int i = 1; i < k; i++) {
+        int j = 0;
+        while (j < p && j < n[i] && ids[i][j] == ids[0][j]) j++;
+        p = j;
+    }
+    eng_sampling g = {0};
+    if (!rc) rc = eng_seq_add(e, ids[0], p, &g, &parent, err);
+    if (!rc) rc = eng_seq_prefill(e, parent, err);
+    for (int i = 0; i < k && !rc; i++) {
+        if (!(rc = eng_seq_fork(e, parent, &g, &seq[i], err))) forked++;
+        if (!rc && n[i] > p) rc = eng_seq_append(e, seq[i], ids[i] + p, n[i] - p, err);
+        if (!rc) rc = eng_seq_prefill(e, seq[i], err);     /* this child alone */
+    }
+    if (parent >= 0) eng_seq_remove(e, parent);
+    for (int live = k; !rc && live > 0;) {
+        if ((rc = eng_step(e, err))) break;
+        live = 0;
+        for (int i = 0; i < k; i++) {
+            if (done[i]) continue;
+            eng_token t;
+            eng_seq_last(e, seq[i], &t);
+            int eos = t.id == im_end || t.id == eot;
+            for (int j = 0; j < c->n_eos; j++) eos |= t.id == c->eos_ids[j];
+            if (!eos) {
+                size_t len = strlen(out[i]);
+                eng_tok_stream_put(tok, &st[i], t.id, 1, out[i] + len, (int)(512 - len));
+                n_gen[i]++;
+            }
+            if (eos || n_gen[i] >= max_tokens) { done[i] = 1; eng_seq_remove(e, seq[i]); }
+            else live++;
+        }
+    }
+    for (int i = 0; i < forked; i++) if (!done[i]) eng_seq_remove(e, seq[i]);
+    for (int i = 0; i < k; i++) free(ids[i]);
+    return rc;
+}
+
+/* The runner's one batched pass over every child's own tokens gives the same
+ * greedy answers as prefilling the children one by one, with the item first
+ * (short shared prefix) and with the context hoisted (long one). */
+static void test_batched_prefill_tiny(void) {
+    eng_model *m = NULL;
+    eng_engine *e = NULL;
+    eng_err err = {0};
+    if (open_tiny(&m, &e, &err)) T_SKIP("tiny-qwen2: %s", err.msg);
+    const eng_tok *tok = eng_model_tok(m);
+    char *items[] = {"the salary", "the contract type", "the benefits", "the location"};
+    orc_pp_schema s = {.kind = ORC_PP_DATA, .tmpl = "Extract {data} from the job description: {context}",
+                       .context = "We pay 40k a year on a permanent contract, with free lunch, in an office "
+                                  "near the station of a small town by the sea.",
+                       .data = items, .n_data = 4}, h;
+    T_CHECK(orc_pp_hoist_context(&s, &h, &err) == ENG_OK);
+    eng_sampling g = {.temperature = 0};
+    int shared[2] = {0};
+    for (int v = 0; v < 2; v++) {
+        const orc_pp_schema *use = v ? &h : &s;
+        orc_pp_result par;
+        int rc = orc_pp_run(e, tok, use, &g, 12, NULL, &par, &err);
+        T_CHECKF(rc == ENG_OK, "%s", err.msg);
+        if (rc) break;
+        shared[v] = par.shared_tokens;
+        char **prompts, ref[4][512] = {{0}};
+        int k, n_ref[4] = {0};
+        T_CHECK(orc_pp_fill(use, &prompts, &k, &err) == ENG_OK && k == 4);
+        rc = one_by_one(e, tok, prompts, k, 12, ref, n_ref, &err);
+        T_CHECKF(rc == ENG_OK, "%s", err.msg);
+        for (int i = 0; !rc && i < k; i++)
+            T_CHECKF(n_ref[i] == par.n_gen[i] && !strcmp(ref[i], par.outputs[i]),
+                     "%s item %d: one by one '%s' (%d), batched '%s' (%d)", v ? "hoisted" : "plain", i,
+                     ref[i], n_ref[i], par.outputs[i], par.n_gen[i]);
+        T_CHECK(eng_n_live(e) == 0);
+        orc_pp_strv_free(prompts, k);
+        orc_pp_result_free(&par);
+    }
+    T_CHECKF(shared[1] > shared[0] + 20, "shared prefix %d plain, %d hoisted", shared[0], shared[1]);
+    orc_pp_schema_free(&h);
+    eng_destroy(e);
+    eng_model_free(m);
+}
+
 /* ------------------------------------------------------------ dataset agreement */
 /* Floors are the measured figures less about 3 points, so a regression in
  * any rule family fails; the overall floor is the issue's 80% bar. */
 static void test_detector_agreement(void) {
-    static const char *files[] = {"generate_n_lmsys", "keyword_extraction_lmsys", "reading_comprehension_lmsys"};
     static const double floor_pct[] = {95.0, 76.0, 70.0};
     int all_valid = 0, all_loose = 0;
     for (int f = 0; f < 3; f++) {
-        char path[512];
-        snprintf(path, sizeof path, "%s/data/parallelprompt/lmsys_old/%s.json", t_shared(), files[f]);
         orc_pp_row *rows;
         int n;
         eng_err e = {0};
-        if (orc_pp_load(path, &rows, &n, &e)) T_SKIP("%s", e.msg);
+        if (load_file(pp_files[f], &rows, &n, &e)) T_SKIP("%s", e.msg);
         int valid = 0, kind = 0, count = 0, exact = 0, loose = 0;
         for (int i = 0; i < n; i++) {
             if (!rows[i].valid) continue;
             orc_pp_schema d;
             T_CHECK(orc_pp_detect(rows[i].original, &d, &e) == ENG_OK);
-            if (d.kind) T_CHECKF(orc_pp_check(&d, rows[i].original, &e) == ENG_OK, "%s row %d: %s", files[f], i, e.msg);
+            if (d.kind) T_CHECKF(orc_pp_check(&d, rows[i].original, &e) == ENG_OK, "%s row %d: %s", pp_files[f], i, e.msg);
             orc_pp_agreement a;
             orc_pp_compare(&rows[i].schema, &d, &a);
             valid++;
@@ -621,9 +863,9 @@ static void test_detector_agreement(void) {
             orc_pp_schema_free(&d);
         }
         double p = 100.0 * loose / valid;
-        printf("  %-28s valid %3d  kind %5.1f%%  count %5.1f%%  exact %5.1f%%  loose %5.1f%%\n", files[f], valid,
+        printf("  %-28s valid %3d  kind %5.1f%%  count %5.1f%%  exact %5.1f%%  loose %5.1f%%\n", pp_files[f], valid,
                100.0 * kind / valid, 100.0 * count / valid, 100.0 * exact / valid, p);
-        T_CHECKF(p >= floor_pct[f], "%s: %.1f%% < %.1f%%", files[f], p, floor_pct[f]);
+        T_CHECKF(p >= floor_pct[f], "%s: %.1f%% < %.1f%%", pp_files[f], p, floor_pct[f]);
         all_valid += valid;
         all_loose += loose;
         orc_pp_rows_free(rows, n);
@@ -639,15 +881,18 @@ int main(void) {
     T_RUN(test_dataset_files_load);
     T_RUN(test_fill_braces);
     T_RUN(test_hoist_context);
+    T_RUN(test_hoist_dataset_rows);
     T_RUN(test_detect_prompts);
     T_RUN(test_detect_template_fills);
     T_RUN(test_check_proposals);
     T_RUN(test_extract_prompt_and_answer);
     T_RUN(test_items_compare);
     T_RUN(test_aggregation_order);
+    T_RUN(test_adherence);
     T_RUN(test_runner_fake_engine);
     T_RUN(test_runner_limits_and_repeats);
     T_RUN(test_runner_tiny_model);
+    T_RUN(test_batched_prefill_tiny);
     T_RUN(test_detector_agreement);
     T_DONE();
 }

@@ -198,7 +198,9 @@ const eng_model *eng_engine_model(const eng_engine *e);
  * measured by the engine (or set with eng_spec_set_cost), draft-model
  * passes included, and only when that promises at least 5% more.  So k grows while drafts are accepted, falls to 0 when they are not
  * (probes of k = 1 after 16 steps at 0, then 32, 64, ... while they fail,
- * keep a low estimate fresh), and speculation switches itself off when the
+ * keep a low estimate fresh; they run only where drafts always right would
+ * pay, and those that find nothing cost at most 1% of the step time, since
+ * a draft model's probe first catches its sequence up), and speculation switches itself off when the
  * batch is large enough that extra rows cost more than they return.  With
  * measured costs, a step without adaptive drafts runs when the plain
  * batch's row count was never timed, and one step in 32 after, so that the

@@ -86,8 +86,7 @@ struct eng_engine {
     int cost_given;
     float *pbuf, *rbuf;       /* [vocab] each: p and the residual in verification */
     eng_cand *cands;          /* [vocab] scratch of eng_spec_probs */
-    void *plan;               /* adaptive planning candidates */
-    int cap_plan;
+    void *plan;               /* spec.c's engine-wide state (planning scratch, probe budget) */
 };
 
 static inline seq *eng_get_seq(const eng_engine *e, int id) {

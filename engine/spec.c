@@ -31,10 +31,16 @@
  * none, for what the model does not see (drafting on the host).
  *
  * Alpha is the mean of the first verified drafts (the prior ALPHA0 counting
- * as one), then an EWMA.  A sequence held at k = 0 by a low or untried
- * alpha (not by cost) probes with k = 1 after PROBE_EVERY idle steps, twice
- * as long after each probe that fails, all idle sequences on the same step
- * (one draft pass for all).
+ * as one), then an EWMA.  A sequence at k = 0 probes with k = 1 after
+ * PROBE_EVERY idle steps, twice as long after each probe that fails, idle
+ * sequences on the same step (one draft pass for all).  A probe is not free:
+ * the draft model first catches up on every token since the sequence last
+ * drafted (its whole prompt the first time), which with a useless drafter
+ * made probing alone cost 7% at batch 8 on an H100.  So probes run only
+ * where drafts always right would pay, and within a budget: those that
+ * find nothing may cost PROBE_SHARE of the modelled step time (see
+ * plan_probes).  A draft sequence is only brought up to date when its
+ * sequence drafts; at k = 0 nothing is done for it.
  *
  * Step time.  The model interpolates the measured time of a step (drafting
  * left out) per power-of-two bucket of rows (robust to spikes, see
@@ -52,6 +58,8 @@
 #include "engine_int.h"
 
 enum { PROBE_EVERY = 16, PROBE_MAX = 512 };   /* adaptive: steps at k = 0 before a probe */
+#define PROBE_SHARE 0.01     /* probes that find nothing: at most this share of the step time */
+#define PROBE_BETA 0.5       /* EWMA weight of one probe's outcome in the engine's hit rate */
 enum { EXPLORE_EVERY = 32 };   /* measured costs: a step without adaptive drafts this often */
 #define ALPHA0 0.5           /* acceptance estimate of a new sequence */
 #define BETA 0.2             /* EWMA weight of one verified draft token */
@@ -474,6 +482,21 @@ static void fit_blocks(eng_engine *e, int spare) {
 
 typedef struct kcand { double g; int slot, j; } kcand;   /* j-th draft of a sequence, its gain */
 
+/* Engine-wide speculation state (e->plan), made by the first
+ * eng_seq_spec_set: planning scratch and the probes' budget. */
+typedef struct spec_eng {
+    kcand *cand;       /* [max_seqs * ENG_SPEC_KMAX] adaptive candidates */
+    int *due;          /* [max_seqs] sequences due for a probe */
+    double *charge;    /* [max_seqs] modelled cost of a sequence's probe in this step */
+    double credit;     /* modelled seconds that probes finding nothing may still cost */
+    double hit;        /* EWMA of probe outcomes (1: the probe's draft was kept) */
+    int left;          /* the last probe step left due sequences out */
+} spec_eng;
+
+/* The step as planned so far: its rows, the rows of each draft-model pass,
+ * expected tokens and modelled seconds. */
+typedef struct step_plan { int rows, dr[ENG_SPEC_KMAX]; double G, C; } step_plan;
+
 static int cmp_kcand(const void *a, const void *b) {
     const kcand *x = a, *y = b;
     if (x->g != y->g) return x->g > y->g ? -1 : 1;
@@ -490,36 +513,27 @@ static int explore(const eng_engine *e, int rows) {
                               e->n_steps % EXPLORE_EVERY == EXPLORE_EVERY / 4);
 }
 
-int eng_sp_plan(eng_engine *e, int n_active, int rows, int spare, eng_err *err) {
-    int dr[ENG_SPEC_KMAX] = { 0 };   /* dr[j]: rows of the draft model's (j+1)-th pass */
-    int n = 0, any = 0, plain = explore(e, rows);
-    double G = n_active;             /* expected tokens of the step */
-    for (int i = 0; i < e->max_seqs; i++) {
-        seq *s = &e->seqs[i];
-        if (!s->spec) continue;
-        spec_seq *sp = s->spec;
-        sp->k = 0;
-        sp->probing = 0;
-        if (!can_speculate(s)) continue;
-        int cap = k_cap(e, s);
-        if (sp->o.adaptive) { any = !plain; continue; }
-        sp->k = cap;
-        rows += cap;
-        for (int j = 0; j < cap; j++) {
-            G += pow(sp->alpha, j + 1);
-            if (sp->o.mode == ENG_SPEC_DRAFT) dr[j] += j ? 1 : catch_up(e, s);
-        }
+/* Adds the j-th draft of s to p (drafts 1..j-1 are in); returns what it
+ * adds to the step's modelled seconds. */
+static double plan_add(const eng_engine *e, step_plan *p, const seq *s, int j) {
+    double c = target_cost(e, p->rows + 1) - target_cost(e, p->rows);
+    p->rows++;
+    if (s->spec->o.mode == ENG_SPEC_DRAFT) {
+        int add = j > 1 ? 1 : catch_up(e, s);   /* the first pass catches up too */
+        c += draft_cost(e, p->dr[j - 1] + add) - draft_cost(e, p->dr[j - 1]);
+        p->dr[j - 1] += add;
     }
-    if (any && !e->plan) {
-        e->cap_plan = e->max_seqs * ENG_SPEC_KMAX;
-        e->plan = malloc(sizeof(kcand) * (size_t)e->cap_plan);
-        if (!e->plan) {
-            e->cap_plan = 0;
-            return eng_seterr(err, ENG_ENOMEM, "speculation: out of memory for planning");
-        }
-    }
-    if (!any) { fit_blocks(e, spare); return ENG_OK; }
-    kcand *c = e->plan;
+    p->C += c;
+    return c;
+}
+
+/* Adaptive drafts: candidates (sequence, j) in order of expected gain, and
+ * of them the prefix with the most expected tokens per second (a prefix,
+ * not a marginal test: a draft model's pass costs about the same for one
+ * sequence or many). */
+static void plan_adaptive(eng_engine *e, spec_eng *se, step_plan *p) {
+    kcand *c = se->cand;
+    int n = 0;
     for (int i = 0; i < e->max_seqs; i++) {
         seq *s = &e->seqs[i];
         if (!s->spec || !s->spec->o.adaptive || !can_speculate(s)) continue;
@@ -527,45 +541,129 @@ int eng_sp_plan(eng_engine *e, int n_active, int rows, int spare, eng_err *err) 
         for (int j = 1, cap = k_cap(e, s); j <= cap && g >= MIN_GAIN; j++, g *= a)
             c[n++] = (kcand){ g, i, j };
     }
-    /* the best prefix of the candidates by gain: a draft pass's fixed cost
-     * pays off only once enough sequences share it */
+    if (!n) return;
     qsort(c, (size_t)n, sizeof *c, cmp_kcand);
-    double C = target_cost(e, rows);
-    for (int j = 0; j < ENG_SPEC_KMAX; j++) C += draft_cost(e, dr[j]);
-    double base = G / C, best = base;
+    step_plan t = *p;
+    double base = p->G / p->C, best = base;
     int take = 0;
     for (int i = 0; i < n; i++) {
-        int j = c[i].j;
-        C += target_cost(e, rows + i + 1) - target_cost(e, rows + i);
-        const seq *s = &e->seqs[c[i].slot];
-        if (s->spec->o.mode == ENG_SPEC_DRAFT) {
-            int add = j > 1 ? 1 : catch_up(e, s);   /* the first pass catches up too */
-            C += draft_cost(e, dr[j - 1] + add) - draft_cost(e, dr[j - 1]);
-            dr[j - 1] += add;
-        }
-        G += c[i].g;
-        if (G / C > best) { best = G / C; take = i + 1; }
+        plan_add(e, &t, &e->seqs[c[i].slot], c[i].j);
+        t.G += c[i].g;
+        if (t.G / t.C > best) { best = t.G / t.C; take = i + 1; }
     }
-    if (best < MARGIN * base) take = 0;   /* unmeasured costs (drafting on the host) */
-    for (int i = 0; i < take; i++) e->seqs[c[i].slot].spec->k = c[i].j;   /* j ascends per sequence */
-    /* At k = 0 alpha would never move: when it (or the untried prior) is
-     * what holds k at 0, a probe of k = 1 after probe_gap idle steps, on steps that are
-     * multiples of PROBE_EVERY so that idle sequences probe together (one
-     * draft pass); each failed probe doubles the gap. */
-    int probe_step = e->n_steps % PROBE_EVERY == 0;
+    if (best < MARGIN * base) return;   /* unmeasured costs (drafting on the host) */
+    for (int i = 0; i < take; i++) {   /* j ascends per sequence */
+        seq *s = &e->seqs[c[i].slot];
+        s->spec->k = c[i].j;
+        plan_add(e, p, s, c[i].j);
+        p->G += c[i].g;
+    }
+}
+
+/* Would drafts always right pay in this step if every sequence left at
+ * k = 0 had them (draft sequences caught up)?  If not, no estimate of
+ * alpha makes them draft, and probes would tell nothing worth their cost. */
+static int perfect_pays(const eng_engine *e, const step_plan *p) {
+    step_plan t = *p;
+    double base = p->G / p->C;
+    for (int j = 1; j <= ENG_SPEC_KMAX; j++) {
+        int more = 0;
+        for (int i = 0; i < e->max_seqs; i++) {
+            const seq *s = &e->seqs[i];
+            const spec_seq *sp = s->spec;
+            if (!sp || !sp->o.adaptive || sp->k || !can_speculate(s) || k_cap(e, s) < j) continue;
+            t.C += target_cost(e, t.rows + 1) - target_cost(e, t.rows);
+            t.rows++;
+            if (sp->o.mode == ENG_SPEC_DRAFT) {
+                t.C += draft_cost(e, t.dr[j - 1] + 1) - draft_cost(e, t.dr[j - 1]);
+                t.dr[j - 1]++;
+            }
+            t.G += 1;
+            more = 1;
+            if (t.G / t.C >= MARGIN * base) return 1;
+        }
+        if (!more) break;
+    }
+    return 0;
+}
+
+/* At k = 0 alpha would never move: a sequence left there probes k = 1
+ * after probe_gap steps, on a step that is a multiple of PROBE_EVERY so that
+ * idle sequences probe together (one draft pass); each probe that fails
+ * doubles its gap.  Only where drafts always right would pay, and within a
+ * budget: probes that find nothing may cost PROBE_SHARE of the modelled
+ * step time (credit; unspent, no more than PROBE_MAX steps earn is kept, so
+ * that a quiet spell does not pay for a burst of probes).  Due sequences go
+ * cheapest first (a draft model's probe catches its sequence up on every
+ * token since it last drafted) while their cost times the recent failure
+ * rate of probes (1 - hit) fits in the credit.  While probes have been
+ * finding drafts that hold (hit >= ALPHA0) the first needs only some credit,
+ * and those left out try again on the next step, not PROBE_EVERY later. */
+static void plan_probes(eng_engine *e, spec_eng *se, const step_plan *p) {
+    int probe_step = e->n_steps % PROBE_EVERY == 0 || (se->left && se->hit >= ALPHA0), n = 0;
+    se->left = 0;
     for (int i = 0; i < e->max_seqs; i++) {
         seq *s = &e->seqs[i];
         spec_seq *sp = s->spec;
         if (!sp || !sp->o.adaptive || !can_speculate(s)) continue;
-        if (sp->k || (sp->alpha >= ALPHA0 && sp->n_obs)) {   /* the cost holds it at 0 */
-            sp->idle = 0;
-            continue;
+        if (sp->k) { sp->idle = 0; continue; }
+        if (++sp->idle >= sp->probe_gap && probe_step && k_cap(e, s) >= 1) se->due[n++] = i;
+    }
+    if (!n || !perfect_pays(e, p)) return;
+    for (int i = 1; i < n; i++)   /* by catch-up, insertion sort: few and rare */
+        for (int j = i; j > 0 && catch_up(e, &e->seqs[se->due[j]]) <
+                                 catch_up(e, &e->seqs[se->due[j - 1]]); j--) {
+            int x = se->due[j];
+            se->due[j] = se->due[j - 1];
+            se->due[j - 1] = x;
         }
-        if (++sp->idle >= sp->probe_gap && probe_step && k_cap(e, s) >= 1) {
-            sp->k = 1;
-            sp->probing = 1;
-            sp->idle = 0;
+    se->left = se->credit <= 0;
+    step_plan t = *p;
+    for (int i = 0; i < n && se->credit > 0; i++) {
+        seq *s = &e->seqs[se->due[i]];
+        step_plan u = t;
+        double c = plan_add(e, &u, s, 1);
+        if ((i || se->hit < ALPHA0) && (1 - se->hit) * (u.C - p->C) > se->credit) {
+            se->left = 1;
+            break;
         }
+        t = u;
+        se->charge[se->due[i]] = c;
+        s->spec->k = 1;
+        s->spec->probing = 1;
+        s->spec->idle = 0;
+    }
+}
+
+int eng_sp_plan(eng_engine *e, int n_active, int rows, int spare, eng_err *err) {
+    (void)err;
+    spec_eng *se = e->plan;
+    if (!se) return ENG_OK;   /* speculation was never on */
+    step_plan p = { .rows = rows, .G = n_active };
+    int any = 0, plain = explore(e, rows);
+    double step = target_cost(e, rows);   /* probes' credit: a share of every step, kept a while */
+    se->credit = fmin(se->credit + PROBE_SHARE * step, PROBE_SHARE * PROBE_MAX * step);
+    for (int i = 0; i < e->max_seqs; i++) {
+        seq *s = &e->seqs[i];
+        spec_seq *sp = s->spec;
+        if (!sp) continue;
+        sp->k = 0;
+        sp->probing = 0;
+        if (!can_speculate(s)) continue;
+        if (sp->o.adaptive) { any = !plain; continue; }
+        int cap = k_cap(e, s);
+        for (int j = 1; j <= cap; j++) {
+            p.rows++;
+            p.G += pow(sp->alpha, j);
+            if (sp->o.mode == ENG_SPEC_DRAFT) p.dr[j - 1] += j > 1 ? 1 : catch_up(e, s);
+        }
+        sp->k = cap;
+    }
+    if (any) {
+        p.C = target_cost(e, p.rows);
+        for (int j = 0; j < ENG_SPEC_KMAX; j++) p.C += draft_cost(e, p.dr[j]);
+        plan_adaptive(e, se, &p);
+        plan_probes(e, se, &p);
     }
     fit_blocks(e, spare);
     return ENG_OK;
@@ -636,9 +734,12 @@ void eng_sp_verify(eng_engine *e, seq *s, const eng_token *sampled, const float 
         sp->alpha += (w > BETA ? w : BETA) * ((i < a) - sp->alpha);
     }
     if (sp->probing) {
+        spec_eng *se = e->plan;
         int gap = sp->probe_gap * 2 < PROBE_MAX ? sp->probe_gap * 2 : PROBE_MAX;
         sp->probe_gap = a ? PROBE_EVERY : gap;
         sp->probing = 0;
+        se->hit += PROBE_BETA * ((a > 0) - se->hit);
+        if (!a) se->credit -= se->charge[s - e->seqs];
     }
     sp->k = 0;
     if (sp->o.mode == ENG_SPEC_DRAFT && e->draft && sp->dseq >= 0) {
@@ -648,6 +749,34 @@ void eng_sp_verify(eng_engine *e, seq *s, const eng_token *sampled, const float 
 }
 
 /* ----------------------------------------------------------- lifecycle */
+static void spec_eng_free(spec_eng *se) {
+    if (!se) return;
+    free(se->cand);
+    free(se->due);
+    free(se->charge);
+    free(se);
+}
+
+/* The engine's speculation state, made with the first sequence that
+ * speculates. */
+static int spec_eng_make(eng_engine *e, eng_err *err) {
+    if (e->plan) return ENG_OK;
+    size_t n = (size_t)e->max_seqs;
+    spec_eng *se = calloc(1, sizeof *se);
+    if (se) {
+        se->cand = malloc(sizeof *se->cand * n * ENG_SPEC_KMAX);
+        se->due = malloc(sizeof *se->due * n);
+        se->charge = calloc(n, sizeof *se->charge);
+        se->hit = ALPHA0;
+    }
+    if (!se || !se->cand || !se->due || !se->charge) {
+        spec_eng_free(se);
+        return eng_seterr(err, ENG_ENOMEM, "eng_seq_spec_set: out of memory");
+    }
+    e->plan = se;
+    return ENG_OK;
+}
+
 /* Forgets s's draft-model sequence and probabilities. */
 static void drop_draft(eng_engine *e, seq *s) {
     spec_seq *sp = s->spec;
@@ -724,6 +853,7 @@ int eng_seq_spec_set(eng_engine *e, int id, const eng_spec_opts *o, eng_err *err
     if (!e->cands) e->cands = malloc(sizeof *e->cands * V);
     if (!e->pbuf || !e->rbuf || !e->cands)
         return eng_seterr(err, ENG_ENOMEM, "eng_seq_spec_set: out of memory");
+    if ((rc = spec_eng_make(e, err))) return rc;
     if (s->spec) drop_draft(e, s);   /* settings change: the draft sequence starts over */
     if (d.mode == ENG_SPEC_DRAFT && (rc = use_draft_model(e, s, d.draft_model, d.draft_n_blocks,
                                                         d.draft_n_threads, err)))
@@ -784,7 +914,8 @@ void eng_sp_engine_free(eng_engine *e) {
     free(e->pbuf);
     free(e->rbuf);
     free(e->cands);
-    free(e->plan);
+    spec_eng_free(e->plan);
+    e->plan = NULL;
 }
 
 int eng_seq_spec_stats(const eng_engine *e, int id, eng_spec_stats *out) {

@@ -17,7 +17,7 @@
 #include <stdint.h>
 #include <time.h>
 #include <cJSON.h>
-#include "internal.h"
+#include "engine_int.h"
 
 #define N_GEN 24
 enum { MAXP = 96 };
@@ -677,6 +677,214 @@ static void test_adaptive(void) {
     free_ref(ref, 1);
 }
 
+/* ----------------------------------------------- overhead of probing */
+/* A backend between an engine and its own that counts passes and rows and
+ * what they cost under a linear step-time model. */
+typedef struct counted {
+    eng_backend self, *inner;
+    double base_s, row_s;
+    long passes, rows;
+    double secs;
+} counted;
+
+static int counted_forward(eng_backend *b, const eng_fwd_batch *x, eng_err *err) {
+    counted *c = b->ctx;
+    c->passes++;
+    c->rows += x->n_rows;
+    c->secs += c->base_s + c->row_s * x->n_rows;
+    return c->inner->forward(c->inner, x, err);
+}
+
+static int counted_copy(eng_backend *b, int src, int dst, eng_err *err) {
+    counted *c = b->ctx;
+    return c->inner->copy_block(c->inner, src, dst, err);
+}
+
+static void counted_destroy(eng_backend *b) {
+    counted *c = b->ctx;
+    c->inner->destroy(c->inner);
+}
+
+static void count_passes(eng_engine *e, counted *c, double base_s, double row_s) {
+    *c = (counted){ .inner = e->be, .base_s = base_s, .row_s = row_s };
+    c->self = (eng_backend){ .ctx = c, .forward = counted_forward, .copy_block = counted_copy,
+                             .destroy = counted_destroy };
+    e->be = &c->self;
+}
+
+/* H100 figures of a 1.5B target and a 0.5B draft (spec_h100_*.json): a
+ * target row costs 2% of a pass, a draft pass half a target pass. */
+static const eng_spec_cost h100 = { 2.2e-3, 0.045e-3, 1.0e-3, 0.03e-3 };
+
+typedef struct ovh {
+    long steps, drafted, accepted, dpasses, drows;
+    double latency;   /* modelled: both engines' passes until a sequence is done, mean */
+    int differ;
+} ovh;
+
+/* b sequences (prompts 0.. of p) generate T tokens each, with speculation
+ * o (NULL: none) under cost: steps, passes and rows of both engines, the
+ * mean modelled time until a sequence is done, and sequences whose tokens
+ * are not ref's (plain greedy). */
+static void overhead_run(eng_model *m, const prompts *p, int b, int T, const eng_spec_opts *o,
+                         const eng_spec_cost *cost, int **ref, ovh *r) {
+    memset(r, 0, sizeof *r);
+    eng_opts eo = { .backend = ENG_BACKEND_CPU, .n_threads = 1, .block_size = 16,
+                    .n_blocks = b * ((40 + T + ENG_SPEC_KMAX) / 16 + 2), .max_seqs = b };
+    eng_engine *e = NULL;
+    eng_err err = { 0 };
+    if (eng_create(m, &eo, &e, &err)) {
+        printf("  eng_create: %s\n", err.msg);
+        r->differ = b;
+        return;
+    }
+    eng_spec_set_cost(e, cost);
+    counted tc, dc = { 0 };
+    count_passes(e, &tc, cost->base_s, cost->row_s);
+    int ids[64] = { 0 }, want[64] = { 0 };
+    for (int i = 0; i < b; i++) {
+        ids[i] = add(e, p->ids[i], p->len[i], NULL);
+        want[i] = p->len[i] + T;
+        if (o) set_spec(e, ids[i], o);
+        if (i == 0 && e->draft) count_passes(e->draft, &dc, cost->draft_base_s, cost->draft_row_s);
+    }
+    int done[64] = { 0 };
+    for (int left = b, guard = 0; left && guard < 4 * T && !step(e); guard++)
+        for (int i = 0; i < b; i++) {   /* a sequence that is done pauses */
+            const int *tk;
+            int nt;
+            eng_seq_tokens(e, ids[i], &tk, &nt);
+            if (done[i] || nt < want[i]) continue;
+            done[i] = 1;
+            left--;
+            r->latency += (tc.secs + dc.secs) / b;
+            eng_seq_pause(e, ids[i], 1);
+        }
+    for (int i = 0; i < b; i++) {
+        eng_spec_stats st;
+        eng_seq_spec_stats(e, ids[i], &st);
+        r->drafted += st.drafted;
+        r->accepted += st.accepted;
+        const int *tk;
+        int nt;
+        eng_seq_tokens(e, ids[i], &tk, &nt);
+        r->differ += nt < want[i] || memcmp(tk + p->len[i], ref[i], sizeof(int) * (size_t)T);
+    }
+    r->steps = tc.passes;
+    r->dpasses = dc.passes;
+    r->drows = dc.rows;
+    eng_destroy(e);
+}
+
+/* Runs o; returns its mean modelled time per answer over that of plain
+ * (the same without speculation). */
+static double overhead_vs_plain(const char *what, eng_model *m, const prompts *p, int b, int T,
+                                const eng_spec_opts *o, const eng_spec_cost *cost, int **ref,
+                                const ovh *plain, ovh *r) {
+    overhead_run(m, p, b, T, o, cost, ref, r);
+    double x = r->latency / plain->latency;
+    printf("  %-27s batch %2d: %3ld steps (plain %3ld), %4ld drafted, %4ld accepted, %3ld draft "
+           "passes of %4ld rows; time per answer %+.2f%%\n", what, b, r->steps, plain->steps,
+           r->drafted, r->accepted, r->dpasses, r->drows, 100 * (x - 1));
+    T_CHECKF(r->differ == 0 && plain->differ == 0, "%s, batch %d: %d sequences differ from "
+             "plain greedy", what, b, r->differ);
+    return x;
+}
+
+/* A copy of m whose logits are m's negated: its greedy token is m's least
+ * likely one, so none of its drafts is ever accepted. */
+static eng_model *contrary(const char *name) {
+    eng_model *d = load(name);
+    for (int i = 0; d && i < d->cfg.hidden; i++) d->final_norm[i] = -d->final_norm[i];
+    return d;
+}
+
+/* Custom drafter never right: each token of the plain greedy continuation
+ * plus one (sequence i runs prompt i). */
+typedef struct wrong { int **ref; const prompts *p; int n_ref, vocab; } wrong;
+
+static int wrong_propose(void *user, int seq, const int *tokens, int n, int k, int *out) {
+    (void)tokens;
+    wrong *w = user;
+    for (int i = 0, at = n - w->p->len[seq]; i < k; i++)
+        out[i] = (at + i >= 0 && at + i < w->n_ref ? w->ref[seq][at + i] + 1 : 0) % w->vocab;
+    return k;
+}
+
+static void test_overhead(void) {
+    if (!load_all()) T_SKIP("fixtures did not load");
+    enum { T = 192 };
+    eng_model *m = m_llama, *anti = contrary("tiny-llama");
+    T_CHECK(anti != NULL);
+    if (!anti) return;
+    prompts first = { .n = 16 };
+    for (int i = 0; i < 16; i++) {
+        first.ids[i] = p_llama.ids[i];
+        first.len[i] = p_llama.len[i];
+    }
+    int **ref = plain_greedy(m, &first, T);
+    static const int batches[] = { 1, 8, 16 };
+    eng_spec_opts od = { .mode = ENG_SPEC_DRAFT, .adaptive = 1, .kmax = 8, .draft_model = anti,
+                         .draft_n_threads = 1 };
+    wrong w = { ref, &first, T, m->cfg.vocab_size };
+    eng_spec_opts oc = { .mode = ENG_SPEC_CUSTOM, .adaptive = 1, .kmax = 8,
+                         .propose = wrong_propose, .user = &w };
+    ovh plain, r;
+    for (int i = 0; i < 3; i++) {
+        overhead_run(m, &first, batches[i], T, NULL, &h100, ref, &plain);
+        /* a draft model never right: few probes, little time */
+        double x = overhead_vs_plain("draft model never right", m, &first, batches[i], T, &od,
+                                     &h100, ref, &plain, &r);
+        T_CHECK(r.accepted == 0);
+        T_CHECKF(x < 1.01 && r.dpasses <= 2, "batch %d: %ld draft passes of %ld rows, %ld drafts: "
+                 "%+.2f%%", batches[i], r.dpasses, r.drows, r.drafted, 100 * (x - 1));
+        /* a custom drafter never right: only verification rows */
+        x = overhead_vs_plain("custom drafter never right", m, &first, batches[i], T, &oc, &h100,
+                              ref, &plain, &r);
+        T_CHECK(r.accepted == 0 && r.dpasses == 0);
+        T_CHECKF(x < 1.01, "batch %d: %ld drafts, %+.2f%%", batches[i], r.drafted, 100 * (x - 1));
+    }
+
+    /* always right but as costly as the target: never worth a probe */
+    eng_spec_cost same = { 1e-3, 0.03e-3, 1e-3, 0.03e-3 };
+    eng_spec_opts os = od;
+    os.draft_model = m;
+    overhead_run(m, &first, 8, 64, NULL, &same, ref, &plain);
+    overhead_vs_plain("own copy, as costly", m, &first, 8, 64, &os, &same, ref, &plain, &r);
+    T_CHECKF(r.dpasses == 0 && r.drafted == 0, "%ld draft passes, %ld drafts", r.dpasses,
+             r.drafted);
+
+    /* always right and cheap: soon drafting for every sequence */
+    eng_spec_cost small = { 2.2e-3, 0.045e-3, 0.4e-3, 0.01e-3 };   /* a draft 1/5 the size */
+    for (int i = 0; i < 3; i++) {
+        overhead_run(m, &first, batches[i], 96, NULL, &small, ref, &plain);
+        double x = overhead_vs_plain("own copy, cheap", m, &first, batches[i], 96, &os, &small,
+                                     ref, &plain, &r);
+        T_CHECK(r.accepted == r.drafted);
+        T_CHECKF(x < 0.6, "batch %d: %ld steps for 96 tokens, time x %.2f", batches[i], r.steps,
+                 x);
+    }
+    free_ref(ref, first.n);
+
+    /* n-gram drafts on repetitive text keep their gain */
+    prompts rep = { .n = 8 };
+    for (int i = 0; i < 8; i++) {
+        rep.ids[i] = p_llama.ids[p_llama.n - 8 + i];
+        rep.len[i] = p_llama.len[p_llama.n - 8 + i];
+    }
+    ref = plain_greedy(m, &rep, 96);
+    eng_spec_opts on = { .mode = ENG_SPEC_NGRAM, .adaptive = 1, .kmax = 8 };
+    for (int i = 0; i < 2; i++) {
+        overhead_run(m, &rep, batches[i], 96, NULL, &h100, ref, &plain);
+        double x = overhead_vs_plain("n-gram, repetitive text", m, &rep, batches[i], 96, &on,
+                                     &h100, ref, &plain, &r);
+        T_CHECKF(x < (i ? 0.9 : 0.5), "batch %d: %ld steps for 96 tokens, time x %.2f",
+                 batches[i], r.steps, x);
+    }
+    free_ref(ref, rep.n);
+    eng_model_free(anti);
+}
+
 /* ---------------------------------------------------------- sampling */
 enum { DRAWS = 3000, ROUND = 500 };
 
@@ -1045,6 +1253,7 @@ int main(void) {
     T_RUN(test_greedy_draft);
     T_RUN(test_rollback);
     T_RUN(test_adaptive);
+    T_RUN(test_overhead);
     T_RUN(test_sampling);
     T_RUN(test_force_pause_append);
     T_RUN(test_limits);

@@ -9,6 +9,7 @@
 #include <math.h>
 #include <cjson/cJSON.h>
 #include "cmds.h"
+#include "eng.h"
 
 typedef struct preset {
     const char *name, *arch;
@@ -70,7 +71,7 @@ static int list_tensors(const preset *p, tensor_spec *t) {
     return n;
 }
 
-static int write_config(const char *dir, const preset *p) {
+static int write_config(const char *dir, const preset *p, int eos) {
     cJSON *c = cJSON_CreateObject();
     cJSON *arch = cJSON_AddArrayToObject(c, "architectures");
     cJSON_AddItemToArray(arch, cJSON_CreateString(strcmp(p->arch, "qwen2") ? "LlamaForCausalLM" : "Qwen2ForCausalLM"));
@@ -87,7 +88,7 @@ static int write_config(const char *dir, const preset *p) {
     cJSON_AddBoolToObject(c, "tie_word_embeddings", p->tied);
     cJSON_AddStringToObject(c, "hidden_act", "silu");
     cJSON_AddStringToObject(c, "torch_dtype", "bfloat16");
-    cJSON_AddNumberToObject(c, "eos_token_id", 2);
+    cJSON_AddNumberToObject(c, "eos_token_id", eos);
     char path[1024], *s = cJSON_Print(c);
     cJSON_Delete(c);
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -172,10 +173,25 @@ int cmd_mkmodel(int argc, char **argv) {
         fprintf(stderr, "\n");
         return 2;
     }
+    /* the chat turn's end token of the copied tokenizer ends generation, as
+     * in the real models' generation settings */
+    eng_err err = {0};
+    eng_tok *tk = NULL;
+    if (eng_tok_load(tok, &tk, &err)) {
+        fprintf(stderr, "brisk mkmodel: %s\n", err.msg);
+        return 1;
+    }
+    int eos = eng_tok_find(tk, "<|im_end|>");
+    if (eos < 0) eos = eng_tok_find(tk, "<|endoftext|>");
+    eng_tok_free(tk);
+    if (eos < 0 || eos >= p->vocab) {
+        fprintf(stderr, "brisk mkmodel: %s has no <|im_end|> or <|endoftext|> token below %d\n", tok, p->vocab);
+        return 1;
+    }
     char cmd[1200], dst[1100];
     snprintf(cmd, sizeof cmd, "mkdir -p '%s'", out);
     snprintf(dst, sizeof dst, "%s/tokenizer.json", out);
-    if (system(cmd) || write_config(out, p) || write_weights(out, p, seed) || copy_file(tok, dst)) {
+    if (system(cmd) || write_config(out, p, eos) || write_weights(out, p, seed) || copy_file(tok, dst)) {
         fprintf(stderr, "brisk mkmodel: could not write %s\n", out);
         return 1;
     }

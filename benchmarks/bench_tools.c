@@ -2,104 +2,197 @@
  * partial execution (tools starting while the call is still being decoded).
  *
  * The model's output is scripted (teacher forcing: the model runs every
- * step, so decode time is real, but the text is fixed), so every mode sees
- * the same calls and the final outputs can be compared.  Tools are real:
- * fetch_url and web_search over HTTP against the local web environment,
- * whose per-request latency is lognormal (median 400 ms, sigma 0.6 by
- * default), re-seeded per mode so each mode meets the same latencies.
+ * step, so prefill and decode times are real, but the text is fixed), so
+ * every mode sees the same calls and the outputs can be compared.  Tools are
+ * real: fetch_url and web_search over HTTP against the local web
+ * environment, whose per-request latency is lognormal (median 400 ms, sigma
+ * 0.6 by default).
  *
- * Workloads: "search+fetch" (search, then open the hit, then answer) and
- * "multi-call" (four fetches in one turn, then answer).  Modes: tools start
- * at the end of the turn one after another (a plain agent loop), at the end
- * of the turn all at once, at the end of each call, or as soon as the call's
- * url/query is decoded (partial execution). */
+ * Workloads: "multi-call" (a short preamble and four fetch_url calls in one
+ * turn, then a one-line answer) and "search+fetch" (search, then open the
+ * hit, then answer).  Modes: tools start at the end of the turn one after
+ * another (turn_serial, a plain agent loop), at the end of the turn all at
+ * once (turn_end), at the end of each call (call_end), or as soon as the
+ * call's url/query is decoded (partial execution).
+ *
+ * Fairness: each request runs in every mode back to back (the order rotates
+ * per request), and before each run the web environment's latency draws
+ * restart from the request's seed, so every mode meets the same latencies.
+ * Bounded: a per-request timeout stops a run and reports it, and a time
+ * budget stops starting requests once the next one would not fit.
+ *
+ * The tiny fixture declares a 1024-token context, too short for four pages
+ * in its 1K-token vocabulary; run it from a copy that declares 8192 (same
+ * weights), as tests/test_agent.c does:
+ *   mkdir -p /tmp/tiny8k && for f in model.safetensors tokenizer.json \
+ *     generation_config.json; do ln -sf $PWD/tests/fixtures/tiny-qwen2/$f /tmp/tiny8k/; done &&
+ *   sed 's/"max_position_embeddings": *1024/"max_position_embeddings": 8192/' \
+ *     tests/fixtures/tiny-qwen2/config.json > /tmp/tiny8k/config.json
+ *   build/benchmarks/bench_tools --model /tmp/tiny8k --out benchmarks/results/tools_cpu_tiny-qwen2.json */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "orc.h"
 
+enum { N_MODES = 4, N_WORK = 2, WORK_MULTI = 0, WORK_SEARCH = 1, SCRIPT_CAP = 2048 };
+static const char *mode_name[N_MODES] = { "partial", "call_end", "turn_end", "turn_serial" };
+static const char *work_name[N_WORK] = { "multi-call", "search+fetch" };
+
 typedef struct bench {
-    const char *model_dir, *out;
-    int requests, cuda;
-    double median_ms, sigma;
+    const char *model_dir, *device, *workloads;
+    char out[512];
+    int requests, cuda, result_bytes, warmup;
+    double median_ms, sigma, timeout_s, budget_s, t_begin;
+    unsigned long long seed;
     eng_model *m;
     eng_engine *e;
+    tool_webenv *web;
+    tool_registry *reg;
     char db[64];
 } bench;
 
-typedef struct run_rec { cJSON *msgs; } run_rec;
-static void rec_emit(void *ud, cJSON *m) { cJSON_AddItemToArray(((run_rec *)ud)->msgs, m); }
+/* One request in one mode. */
+typedef struct outcome {
+    int ok, timed_out;          /* ok: answered with finish "stop", no error */
+    double wall_ms;             /* completion latency: submit to the final answer */
+    double prefill_ms;          /* tool turns: input queued to first token */
+    double decode_ms;           /* tool turns: first token to end-of-turn token */
+    double wait_ms;             /* paused waiting for tool results */
+    double answer_ms;           /* final turn: results queued to end of answer */
+    int tool_tokens, result_tokens, early;
+    char *results, *answer;     /* tool results concatenated, final text */
+    char error[600];
+} outcome;
 
-static const char *mode_name[] = { "partial", "call_end", "turn_end", "turn_serial" };
+typedef struct run_rec { cJSON *msgs; int done; } run_rec;
 
-/* Script of request r of a workload, in buf (turns separated into sc[]). */
-static int make_script(int workload, int r, const char *base, char bufs[3][2048], const char *sc[3]) {
+static void rec_emit(void *ud, cJSON *m) {
+    run_rec *r = ud;
+    const cJSON *type = cJSON_GetObjectItem(m, "type");
+    if (cJSON_IsString(type) && !strcmp(type->valuestring, "token")) { cJSON_Delete(m); return; }
+    r->done |= cJSON_IsString(type) && !strcmp(type->valuestring, "stats");
+    cJSON_AddItemToArray(r->msgs, m);
+}
+
+static const char *jstr(const cJSON *m, const char *k) {
+    const cJSON *v = cJSON_GetObjectItem(m, k);
+    return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+static double jnum(const cJSON *m, const char *k) {
+    const cJSON *v = cJSON_GetObjectItem(m, k);
+    return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+/* Script of request r of a workload: turn texts in bufs, pointers in sc. */
+static int make_script(int work, int r, const char *base, char bufs[3][SCRIPT_CAP], const char *sc[3]) {
     char name[128];
     int page = 3 + r * 5;
     tool_corpus_page_name(11, page, name, sizeof name);
-    if (workload == 0) {
-        snprintf(bufs[0], 2048, "I should look this up first.\n<tool_call>\n{\"name\": \"web_search\", "
+    if (work == WORK_SEARCH) {
+        snprintf(bufs[0], SCRIPT_CAP, "I should look this up first.\n<tool_call>\n{\"name\": \"web_search\", "
                  "\"arguments\": {\"query\": \"%s\"}}\n</tool_call><|im_end|>", name);
-        snprintf(bufs[1], 2048, "The first result looks right; let me open it.\n<tool_call>\n{\"name\": "
+        snprintf(bufs[1], SCRIPT_CAP, "The first result looks right; let me open it.\n<tool_call>\n{\"name\": "
                  "\"fetch_url\", \"arguments\": {\"url\": \"%s/page/%d\"}}\n</tool_call><|im_end|>", base, page);
-        snprintf(bufs[2], 2048, "%s is described on that page.<|im_end|>", name);
+        snprintf(bufs[2], SCRIPT_CAP, "%s is described on that page.<|im_end|>", name);
         for (int i = 0; i < 3; i++) sc[i] = bufs[i];
         return 3;
     }
-    int k = snprintf(bufs[0], 2048, "I will open the four related pages at once.\n");
+    int k = snprintf(bufs[0], SCRIPT_CAP, "I will open the four related pages at once.\n");
     for (int i = 0; i < 4; i++)
-        k += snprintf(bufs[0] + k, 2048 - (size_t)k, "<tool_call>\n{\"name\": \"fetch_url\", \"arguments\": "
+        k += snprintf(bufs[0] + k, SCRIPT_CAP - (size_t)k, "<tool_call>\n{\"name\": \"fetch_url\", \"arguments\": "
                       "{\"url\": \"%s/page/%d\"}}\n</tool_call>\n", base, page + i);
-    snprintf(bufs[0] + k, 2048 - (size_t)k, "<|im_end|>");
-    snprintf(bufs[1], 2048, "All four pages are read; here is the summary.<|im_end|>");
+    snprintf(bufs[0] + k, SCRIPT_CAP - (size_t)k, "<|im_end|>");
+    snprintf(bufs[1], SCRIPT_CAP, "All four pages are read; here is the summary.<|im_end|>");
     sc[0] = bufs[0];
     sc[1] = bufs[1];
     return 2;
 }
 
-/* Runs one request; returns its wall time in seconds, its tool results
- * concatenated in *results and its answer in *answer (malloc'd). */
-static double run_one(bench *b, const tool_registry *reg, const char *const *sc, int n_sc, int mode,
-                      char **results, char **answer) {
-    run_rec rr = { cJSON_CreateArray() };
+/* Appends s to the malloc'd string *acc (left as is when out of memory). */
+static void append(char **acc, const char *s) {
+    size_t a = *acc ? strlen(*acc) : 0, n = strlen(s);
+    char *p = realloc(*acc, a + n + 1);
+    if (!p) return;
+    memcpy(p + a, s, n + 1);
+    *acc = p;
+}
+
+/* Fills o from the messages of a finished run. */
+static void read_messages(const cJSON *msgs, outcome *o) {
+    const cJSON *m, *stats = NULL;
+    const char *finish = "";
+    cJSON_ArrayForEach(m, msgs) {
+        const char *type = jstr(m, "type");
+        if (!strcmp(type, "error") && !o->error[0]) snprintf(o->error, sizeof o->error, "%s", jstr(m, "message"));
+        if (!strcmp(type, "answer")) { free(o->answer); o->answer = strdup(jstr(m, "text")); finish = jstr(m, "finish"); }
+        if (!strcmp(type, "tool_result")) {
+            append(&o->results, jstr(m, "result"));
+            o->early += cJSON_IsTrue(cJSON_GetObjectItem(m, "early"));
+        }
+        if (!strcmp(type, "stats")) stats = m;
+    }
+    if (strcmp(finish, "stop") && !o->error[0])
+        snprintf(o->error, sizeof o->error, "finish \"%s\"%s", finish, !strcmp(finish, "length") ?
+                 ": the turn did not end (is <|im_end|> the model's end-of-turn token?)" : "");
+    o->ok = !o->error[0] && stats;
+    const cJSON *log = stats ? cJSON_GetObjectItem(stats, "turn_log") : NULL;
+    int n = cJSON_GetArraySize(log);
+    for (int i = 0; i < n; i++) {   /* every turn but the last called tools */
+        const cJSON *t = cJSON_GetArrayItem(log, i);
+        if (i == n - 1) { o->answer_ms = jnum(t, "end_ms"); break; }
+        o->prefill_ms += jnum(t, "first_ms");
+        o->decode_ms += jnum(t, "end_ms") - jnum(t, "first_ms");
+        o->wait_ms += jnum(t, "wait_ms");
+        o->tool_tokens += (int)jnum(t, "tokens");
+        o->result_tokens += (int)jnum(t, "result_tokens");
+    }
+}
+
+/* Runs one request to its end or its timeout. */
+static void run_one(bench *b, const char *const *sc, int n_sc, int mode, outcome *o) {
+    memset(o, 0, sizeof *o);
+    run_rec rr = { cJSON_CreateArray(), 0 };
     eng_err err = { 0 };
     orc_sched *s = NULL;
-    orc_sched_create(b->e, 2, &s, &err);
     orc_query q = { .prompt = "Find out about the pages.", .max_tokens = 2000 };
     snprintf(q.id, sizeof q.id, "r");
-    orc_agent_opts ao = { .tools = reg, .tool_start = mode, .script = sc, .n_script = n_sc };
+    orc_agent_opts ao = { .tools = b->reg, .tool_start = mode, .script = sc, .n_script = n_sc };
     orc_sink sink = { &rr, rec_emit, NULL, NULL };
     orc_task *t = NULL;
-    double t0 = orc_now(), wall = -1;
-    if (orc_task_agent_create(&q, b->m, sink, &ao, &t, &err) || orc_sched_submit(s, t, &err)) {
-        fprintf(stderr, "bench_tools: %s\n", err.msg);
-    } else {
-        int done = 0;
-        while (!done) {
-            if (orc_sched_step(s, &err) == 0) usleep(200);
-            const cJSON *m;
-            cJSON_ArrayForEach(m, rr.msgs) done |= !strcmp(cJSON_GetObjectItem(m, "type")->valuestring, "stats");
-        }
-        wall = orc_now() - t0;
+    double t0 = orc_now();
+    if (!rr.msgs || orc_sched_create(b->e, 2, &s, &err) ||
+        orc_task_agent_create(&q, b->m, sink, &ao, &t, &err) || orc_sched_submit(s, t, &err)) {
+        snprintf(o->error, sizeof o->error, "%s", err.msg[0] ? err.msg : "out of memory");
+        orc_sched_destroy(s);
+        cJSON_Delete(rr.msgs);
+        return;
     }
+    while (!rr.done) {
+        if (!o->timed_out && orc_now() - t0 > b->timeout_s) {
+            o->timed_out = 1;               /* the task reports its end at once */
+            orc_sched_stop(s, "r", NULL, "timeout");
+            continue;
+        }
+        int rc = orc_sched_step(s, &err);
+        if (rc < 0) { snprintf(o->error, sizeof o->error, "%s", err.msg); break; }
+        if (rc == 0) usleep(200);
+    }
+    o->wall_ms = (orc_now() - t0) * 1e3;
     orc_sched_destroy(s);
-    size_t cap = 1, len = 0;
-    *results = calloc(1, 1);
-    *answer = NULL;
-    const cJSON *m;
-    cJSON_ArrayForEach(m, rr.msgs) {
-        const char *type = cJSON_GetObjectItem(m, "type")->valuestring;
-        if (!strcmp(type, "error")) fprintf(stderr, "bench_tools: %s\n", cJSON_GetObjectItem(m, "message")->valuestring);
-        if (!strcmp(type, "answer")) *answer = strdup(cJSON_GetObjectItem(m, "text")->valuestring);
-        if (strcmp(type, "tool_result") || !*results) continue;
-        const char *r = cJSON_GetObjectItem(m, "result")->valuestring;
-        cap += strlen(r) + len;
-        char *p = realloc(*results, cap);
-        if (p) { *results = p; memcpy(p + len, r, strlen(r) + 1); len += strlen(r); }
+    read_messages(rr.msgs, o);
+    if (o->timed_out) {
+        snprintf(o->error, sizeof o->error, "timed out after %.1f s", b->timeout_s);
+        o->ok = 0;
     }
     cJSON_Delete(rr.msgs);
-    return wall;
+}
+
+static void outcome_clear(outcome *o) {
+    free(o->results);
+    free(o->answer);
+    memset(o, 0, sizeof *o);
 }
 
 static int cmp_d(const void *a, const void *b) {
@@ -107,104 +200,268 @@ static int cmp_d(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-int main(int argc, char **argv) {
-    bench b = { "tests/fixtures/tiny-qwen2", "benchmarks/results/tools.json", 6, 0, 400, 0.6, NULL, NULL, "" };
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--cuda")) { b.cuda = 1; continue; }
-        if (i + 1 == argc) break;
-        if (!strcmp(argv[i], "--model")) b.model_dir = argv[i + 1];
-        else if (!strcmp(argv[i], "--requests")) b.requests = atoi(argv[i + 1]);
-        else if (!strcmp(argv[i], "--median-ms")) b.median_ms = atof(argv[i + 1]);
-        else if (!strcmp(argv[i], "--sigma")) b.sigma = atof(argv[i + 1]);
-        else if (!strcmp(argv[i], "--out")) b.out = argv[i + 1];
-        i++;
+/* Summary of one mode over the requests that completed in every mode. */
+typedef struct summary {
+    int n, ok, same, timeouts, early;
+    double mean, p50, p90, prefill, decode, wait, answer, tool_tokens, result_tokens, ms_per_token;
+} summary;
+
+static summary summarise(outcome *o, const outcome *ref, int n) {
+    summary s = { .n = n };
+    double *w = calloc((size_t)n + 1, sizeof *w);
+    if (!w || !n) { free(w); return s; }
+    double tok_ms = 0;
+    int tok_n = 0;
+    for (int r = 0; r < n; r++) {
+        w[r] = o[r].wall_ms;
+        s.mean += o[r].wall_ms / n;
+        s.prefill += o[r].prefill_ms / n;
+        s.decode += o[r].decode_ms / n;
+        s.wait += o[r].wait_ms / n;
+        s.answer += o[r].answer_ms / n;
+        s.tool_tokens += (double)o[r].tool_tokens / n;
+        s.result_tokens += (double)o[r].result_tokens / n;
+        s.ok += o[r].ok;
+        s.timeouts += o[r].timed_out;
+        s.early += o[r].early;
+        s.same += o[r].ok && ref[r].ok && o[r].results && ref[r].results && o[r].answer && ref[r].answer &&
+                  !strcmp(o[r].results, ref[r].results) && !strcmp(o[r].answer, ref[r].answer);
+        if (o[r].tool_tokens > 1) { tok_ms += o[r].decode_ms; tok_n += o[r].tool_tokens - 1; }
     }
-    setvbuf(stdout, NULL, _IOLBF, 0);   /* progress shows when piped */
-    eng_err err = { 0 };
-    eng_opts eo = { .max_seqs = 8, .backend = b.cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU };
-    if (eng_model_load(b.model_dir, &b.m, &err) || eng_create(b.m, &eo, &b.e, &err)) {
-        fprintf(stderr, "bench_tools: %s\n", err.msg);
+    qsort(w, (size_t)n, sizeof *w, cmp_d);
+    s.p50 = w[n / 2];
+    s.p90 = w[(int)(0.9 * (n - 1) + 0.5)];
+    s.ms_per_token = tok_n ? tok_ms / tok_n : 0;
+    free(w);
+    return s;
+}
+
+static cJSON *summary_json(const summary *s, int work, int mode) {
+    cJSON *row = cJSON_CreateObject();
+    cJSON_AddStringToObject(row, "workload", work_name[work]);
+    cJSON_AddStringToObject(row, "mode", mode_name[mode]);
+    cJSON_AddNumberToObject(row, "requests", s->n);
+    cJSON_AddNumberToObject(row, "completed", s->ok);
+    cJSON_AddNumberToObject(row, "timeouts", s->timeouts);
+    cJSON_AddNumberToObject(row, "same_output", s->same);
+    cJSON_AddNumberToObject(row, "calls_started_early", s->early);
+    cJSON_AddNumberToObject(row, "mean_ms", s->mean);
+    cJSON_AddNumberToObject(row, "p50_ms", s->p50);
+    cJSON_AddNumberToObject(row, "p90_ms", s->p90);
+    cJSON_AddNumberToObject(row, "tool_turn_prefill_ms", s->prefill);
+    cJSON_AddNumberToObject(row, "tool_turn_decode_ms", s->decode);
+    cJSON_AddNumberToObject(row, "tool_wait_ms", s->wait);
+    cJSON_AddNumberToObject(row, "answer_turn_ms", s->answer);
+    cJSON_AddNumberToObject(row, "tool_turn_tokens", s->tool_tokens);
+    cJSON_AddNumberToObject(row, "result_tokens", s->result_tokens);
+    cJSON_AddNumberToObject(row, "decode_ms_per_token", s->ms_per_token);
+    return row;
+}
+
+static int usage(void) {
+    fprintf(stderr,
+            "usage: bench_tools [--model DIR] [--cuda] [--device NAME] [--requests N] [--workloads multi|search|both]\n"
+            "                   [--result-bytes N] [--timeout-s S] [--budget-s S] [--median-ms MS] [--sigma S]\n"
+            "                   [--seed N] [--out FILE]\n");
+    return 2;
+}
+
+static int parse_args(bench *b, int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--cuda")) { b->cuda = 1; continue; }
+        if (!v) { fprintf(stderr, "bench_tools: %s needs a value\n", a); return -1; }
+        i++;
+        if (!strcmp(a, "--model")) b->model_dir = v;
+        else if (!strcmp(a, "--device")) b->device = v;
+        else if (!strcmp(a, "--requests")) b->requests = atoi(v);
+        else if (!strcmp(a, "--workloads")) b->workloads = v;
+        else if (!strcmp(a, "--result-bytes")) b->result_bytes = atoi(v);
+        else if (!strcmp(a, "--timeout-s")) b->timeout_s = atof(v);
+        else if (!strcmp(a, "--budget-s")) b->budget_s = atof(v);
+        else if (!strcmp(a, "--median-ms")) b->median_ms = atof(v);
+        else if (!strcmp(a, "--sigma")) b->sigma = atof(v);
+        else if (!strcmp(a, "--seed")) b->seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--out")) snprintf(b->out, sizeof b->out, "%s", v);
+        else { fprintf(stderr, "bench_tools: unknown option %s\n", a); return -1; }
+    }
+    if (b->requests < 1 || b->requests > 1000 || b->result_bytes < 1 || b->timeout_s <= 0 ||
+        (strcmp(b->workloads, "multi") && strcmp(b->workloads, "search") && strcmp(b->workloads, "both"))) {
+        fprintf(stderr, "bench_tools: bad value (requests 1..1000, result-bytes >= 1, timeout-s > 0)\n");
+        return -1;
+    }
+    if (!b->device) b->device = b->cuda ? "cuda" : "cpu";
+    if (!b->out[0]) {   /* benchmarks/results/tools_<device>_<model directory name>.json */
+        const char *name = b->model_dir, *p;
+        size_t len = strlen(name);
+        while (len > 1 && name[len - 1] == '/') len--;
+        for (p = name + len; p > name && p[-1] != '/'; p--) {}
+        snprintf(b->out, sizeof b->out, "benchmarks/results/tools_%s_%.*s.json", b->device,
+                 (int)(name + len - p), p);
+    }
+    return 0;
+}
+
+/* Model, engine, corpus, web environment and tools. */
+static int setup(bench *b, eng_err *err) {
+    if (eng_model_load(b->model_dir, &b->m, err)) return -1;
+    /* one sequence at a time; KV room for its whole context, at most 16K tokens */
+    int ctx = eng_model_config(b->m)->max_pos;
+    eng_opts eo = { .max_seqs = 1, .n_blocks = (ctx < 16384 ? ctx : 16384) / 16 + 1,
+                    .backend = b->cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU };
+    if (eng_create(b->m, &eo, &b->e, err)) return -1;
+    snprintf(b->db, sizeof b->db, "/tmp/brisk_bench_tools_%d.db", (int)getpid());
+    if (tool_corpus_generate(b->db, 200, 11, err)) return -1;
+    tool_webenv_opts wo = { .db_path = b->db, .latency_median_ms = b->median_ms,
+                            .latency_sigma = b->sigma, .seed = b->seed };
+    if (tool_webenv_start(&wo, &b->web, err)) return -1;
+    char endpoint[128];   /* the tool keeps a copy */
+    snprintf(endpoint, sizeof endpoint, "%s/search", tool_webenv_url(b->web));
+    b->reg = tool_registry_create();
+    if (!b->reg) return eng_seterr(err, ENG_ENOMEM, "out of memory");
+    tool_fetch_opts fo = { .max_text = (size_t)b->result_bytes, .max_links = 3 };
+    tool_search_opts so = { .endpoint = endpoint, .k = 3 };
+    if (tool_register_fetch_url(b->reg, &fo, err) || tool_register_web_search(b->reg, &so, err)) return -1;
+    return 0;
+}
+
+static void teardown(bench *b) {
+    tool_registry_destroy(b->reg);
+    if (b->web) tool_webenv_stop(b->web);
+    if (b->db[0]) unlink(b->db);
+    eng_destroy(b->e);
+    eng_model_free(b->m);
+}
+
+/* Runs up to b->requests requests of a workload in every mode; returns how
+ * many ran in all modes before the time budget ran out. */
+static int run_workload(bench *b, int work, outcome *res[N_MODES]) {
+    double round_s = 0;
+    for (int r = 0; r < b->requests; r++) {
+        double now = orc_now();
+        if (b->budget_s > 0 && now + round_s - b->t_begin > b->budget_s) {
+            printf("%s: time budget (%.0f s) reached after %d of %d requests\n", work_name[work],
+                   b->budget_s, r, b->requests);
+            return r;
+        }
+        char bufs[3][SCRIPT_CAP];
+        const char *sc[3];
+        int n_sc = make_script(work, r, tool_webenv_url(b->web), bufs, sc);
+        for (int i = 0; i < N_MODES; i++) {
+            int mode = (r + i) % N_MODES;
+            tool_webenv_reseed(b->web, b->seed * 1000003ull + (unsigned long long)(work * 1000 + r));
+            outcome *o = &res[mode][r];
+            run_one(b, sc, n_sc, mode, o);
+            if (o->error[0]) fprintf(stderr, "bench_tools: %s request %d, %s: %s\n", work_name[work], r,
+                                     mode_name[mode], o->error);
+        }
+        round_s = orc_now() - now;
+    }
+    return b->requests;
+}
+
+/* Columns (means in ms over the requests): completion latency mean/p50/p90;
+ * tool turns' prefill (input queued to first token), decode (first token to
+ * end of turn) and tool wait; the answer turn (results prefill + answer);
+ * tool-turn tokens and result tokens fed back; decode ms per token; calls
+ * started before their call ended; completed / same outputs as partial / n. */
+static void print_header(void) {
+    printf("%-12s %-11s %8s %8s %8s %8s %8s %8s %8s %6s %6s %5s %5s %s\n", "workload", "mode", "mean_ms", "p50_ms",
+           "p90_ms", "prefill", "decode", "wait", "answer", "tokens", "result", "ms/t", "early", "done/same/n");
+}
+
+static void print_row(const summary *s, int work, int mode) {
+    printf("%-12s %-11s %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %8.1f %6.0f %6.0f %5.2f %5d %d/%d/%d%s\n", work_name[work],
+           mode_name[mode], s->mean, s->p50, s->p90, s->prefill, s->decode, s->wait, s->answer, s->tool_tokens,
+           s->result_tokens, s->ms_per_token, s->early, s->ok, s->same, s->n, s->timeouts ? " TIMEOUTS" : "");
+}
+
+/* Summaries, the table, reductions; returns 1 when every request of every
+ * mode completed with the same outputs as in partial mode. */
+static int report(int work, outcome *res[N_MODES], int n, cJSON *json) {
+    summary s[N_MODES];
+    int good = 1;
+    if (n == 0) {
+        printf("%-12s not run (time budget)\n", work_name[work]);
         return 1;
     }
-    snprintf(b.db, sizeof b.db, "/tmp/brisk_bench_tools_%d.db", (int)getpid());
-    if (tool_corpus_generate(b.db, 200, 11, &err)) { fprintf(stderr, "bench_tools: %s\n", err.msg); return 1; }
-    printf("model %s on %s, %d requests per workload, web latency lognormal median %.0f ms sigma %.2f\n",
-           b.model_dir, b.cuda ? "CUDA" : "CPU", b.requests, b.median_ms, b.sigma);
-    printf("%-13s %-12s %10s %10s %10s %12s\n", "workload", "mode", "mean_ms", "p50_ms", "max_ms", "same_output");
-    cJSON *json = cJSON_CreateObject(), *rows = cJSON_AddArrayToObject(json, "rows");
+    cJSON *rows = cJSON_GetObjectItem(json, "rows");
+    for (int mode = 0; mode < N_MODES; mode++) {
+        s[mode] = summarise(res[mode], res[ORC_TOOLS_PARTIAL], n);
+        print_row(&s[mode], work, mode);
+        cJSON_AddItemToArray(rows, summary_json(&s[mode], work, mode));
+        good &= s[mode].ok == n && s[mode].same == n;
+    }
+    for (int mode = ORC_TOOLS_CALL_END; mode < N_MODES; mode++) {
+        double red = 1 - s[ORC_TOOLS_PARTIAL].mean / s[mode].mean;
+        printf("  %s: mean completion latency, partial vs %-11s: %5.1f%% reduction (%.0f ms; tool wait %.0f -> %.0f ms)\n",
+               work_name[work], mode_name[mode], red * 100, s[mode].mean - s[ORC_TOOLS_PARTIAL].mean, s[mode].wait,
+               s[ORC_TOOLS_PARTIAL].wait);
+        char key[96];
+        snprintf(key, sizeof key, "%s_reduction_vs_%s", work_name[work], mode_name[mode]);
+        cJSON_AddNumberToObject(json, key, red);
+    }
+    return good;
+}
+
+int main(int argc, char **argv) {
+    bench b = { .model_dir = "tests/fixtures/tiny-qwen2", .workloads = "both", .requests = 6,
+                .result_bytes = 400, .median_ms = 400, .sigma = 0.6, .timeout_s = 60, .seed = 5 };
+    b.t_begin = orc_now();
+    if (parse_args(&b, argc, argv)) return usage();
+    setvbuf(stdout, NULL, _IOLBF, 0);   /* progress shows when piped */
+    eng_err err = { 0 };
+    if (setup(&b, &err)) {
+        fprintf(stderr, "bench_tools: %s\n", err.msg);
+        teardown(&b);
+        return 1;
+    }
+    printf("model %s on %s (%s), loaded in %.1f s; web latency lognormal median %.0f ms sigma %.2f;\n"
+           "fetched pages cut at %d bytes of text + 3 links; timeout %.0f s per request, budget %.0f s\n",
+           b.model_dir, b.cuda ? "CUDA" : "CPU", b.device, orc_now() - b.t_begin, b.median_ms, b.sigma,
+           b.result_bytes, b.timeout_s, b.budget_s);
+    {   /* warm-up (not counted): first-use costs of the backend and the tools */
+        char bufs[3][SCRIPT_CAP];
+        const char *sc[3];
+        outcome o;
+        int n_sc = make_script(WORK_MULTI, 99, tool_webenv_url(b.web), bufs, sc);
+        run_one(&b, sc, n_sc, ORC_TOOLS_PARTIAL, &o);
+        if (o.error[0]) fprintf(stderr, "bench_tools: warm-up: %s\n", o.error);
+        outcome_clear(&o);
+    }
+    cJSON *json = cJSON_CreateObject();
     cJSON_AddStringToObject(json, "model", b.model_dir);
+    cJSON_AddStringToObject(json, "device", b.device);
+    cJSON_AddStringToObject(json, "backend", b.cuda ? "cuda" : "cpu");
     cJSON_AddNumberToObject(json, "latency_median_ms", b.median_ms);
     cJSON_AddNumberToObject(json, "latency_sigma", b.sigma);
-    double mean[2][4] = { { 0 } };
-    int all_same = 1;
-    for (int w = 0; w < 2; w++) {
-        char **ref_res = calloc((size_t)b.requests, sizeof *ref_res), **ref_ans = calloc((size_t)b.requests, sizeof *ref_ans);
-        for (int mode = ORC_TOOLS_TURN_SERIAL; mode >= ORC_TOOLS_PARTIAL; mode--) {
-            tool_webenv *web = NULL;
-            tool_webenv_opts wo = { .db_path = b.db, .latency_median_ms = b.median_ms, .latency_sigma = b.sigma, .seed = 5 };
-            if (tool_webenv_start(&wo, &web, &err)) { fprintf(stderr, "bench_tools: %s\n", err.msg); return 1; }
-            char endpoint[128];
-            snprintf(endpoint, sizeof endpoint, "%s/search", tool_webenv_url(web));
-            tool_registry *reg = tool_registry_create();
-            tool_fetch_opts fo = { .max_text = 400, .max_links = 3 };
-            tool_search_opts so = { .endpoint = endpoint, .k = 3 };
-            tool_register_fetch_url(reg, &fo, &err);
-            tool_register_web_search(reg, &so, &err);
-            double *t = calloc((size_t)b.requests, sizeof *t);
-            int same = 0;
-            for (int r = 0; r < b.requests; r++) {
-                char bufs[3][2048];
-                const char *sc[3];
-                int n = make_script(w, r, tool_webenv_url(web), bufs, sc);
-                char *res = NULL, *ans = NULL;
-                t[r] = run_one(&b, reg, sc, n, mode, &res, &ans);
-                if (!ref_res[r]) { ref_res[r] = res; ref_ans[r] = ans; same++; continue; }
-                same += res && ans && !strcmp(res, ref_res[r]) && !strcmp(ans, ref_ans[r]);
-                free(res);
-                free(ans);
-            }
-            double sum = 0;
-            for (int r = 0; r < b.requests; r++) sum += t[r];
-            qsort(t, (size_t)b.requests, sizeof *t, cmp_d);
-            mean[w][mode] = sum / b.requests;
-            all_same &= same == b.requests;
-            printf("%-13s %-12s %10.1f %10.1f %10.1f %9d/%d\n", w ? "multi-call" : "search+fetch", mode_name[mode],
-                   mean[w][mode] * 1e3, t[b.requests / 2] * 1e3, t[b.requests - 1] * 1e3, same, b.requests);
-            cJSON *row = cJSON_CreateObject();
-            cJSON_AddStringToObject(row, "workload", w ? "multi-call" : "search+fetch");
-            cJSON_AddStringToObject(row, "mode", mode_name[mode]);
-            cJSON_AddNumberToObject(row, "mean_ms", mean[w][mode] * 1e3);
-            cJSON_AddNumberToObject(row, "p50_ms", t[b.requests / 2] * 1e3);
-            cJSON_AddNumberToObject(row, "same_output", same);
-            cJSON_AddItemToArray(rows, row);
-            free(t);
-            tool_registry_destroy(reg);
-            tool_webenv_stop(web);
-        }
-        for (int r = 0; r < b.requests; r++) { free(ref_res[r]); free(ref_ans[r]); }
-        free(ref_res);
-        free(ref_ans);
-    }
-    printf("\nreduction in mean completion latency by partial execution:\n");
-    for (int w = 0; w < 2; w++) {
-        const char *wn = w ? "multi-call" : "search+fetch";
-        for (int mode = ORC_TOOLS_CALL_END; mode <= ORC_TOOLS_TURN_SERIAL; mode++) {
-            double red = 1 - mean[w][ORC_TOOLS_PARTIAL] / mean[w][mode];
-            printf("  %-13s vs %-12s %5.1f%%\n", wn, mode_name[mode], red * 100);
-            char key[64];
-            snprintf(key, sizeof key, "%s_reduction_vs_%s", wn, mode_name[mode]);
-            cJSON_AddNumberToObject(json, key, red);
+    cJSON_AddNumberToObject(json, "result_bytes", b.result_bytes);
+    cJSON_AddArrayToObject(json, "rows");
+    print_header();
+    int all_good = 1;
+    for (int work = 0; work < N_WORK; work++) {
+        if (!strcmp(b.workloads, work == WORK_MULTI ? "search" : "multi")) continue;
+        outcome *res[N_MODES];
+        int ok = 1;
+        for (int mode = 0; mode < N_MODES; mode++) ok &= !!(res[mode] = calloc((size_t)b.requests, sizeof(outcome)));
+        int n = ok ? run_workload(&b, work, res) : 0;
+        all_good &= report(work, res, n, json);
+        for (int mode = 0; mode < N_MODES; mode++) {
+            for (int r = 0; res[mode] && r < b.requests; r++) outcome_clear(&res[mode][r]);
+            free(res[mode]);
         }
     }
-    printf("same tool results and answers in every mode: %s\n", all_same ? "yes" : "NO");
-    cJSON_AddBoolToObject(json, "same_outputs", all_same);
+    printf("every request completed in every mode with the same tool results and answer: %s\n",
+           all_good ? "yes" : "NO");
+    printf("total %.1f s\n", orc_now() - b.t_begin);
+    cJSON_AddBoolToObject(json, "same_outputs", all_good);
     char *s = cJSON_Print(json);
     FILE *f = fopen(b.out, "w");
-    if (f) { fputs(s, f); fclose(f); printf("wrote %s\n", b.out); }
+    if (f && s) { fputs(s, f); printf("wrote %s\n", b.out); }
+    else fprintf(stderr, "bench_tools: cannot write %s\n", b.out);
+    if (f) fclose(f);
     free(s);
     cJSON_Delete(json);
-    unlink(b.db);
-    eng_destroy(b.e);
-    eng_model_free(b.m);
-    return all_same ? 0 : 1;
+    teardown(&b);
+    return all_good ? 0 : 1;
 }

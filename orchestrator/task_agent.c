@@ -4,7 +4,12 @@
  * Tool calls are parsed and started by tools/tool_sched.c while the model is
  * still decoding.  When a turn ends (end-of-turn token) with calls in it, the
  * sequence is paused and a collector thread waits for the results, so the
- * engine thread never blocks; begin() returns ORC_WAIT until they are in. */
+ * engine thread never blocks; begin() returns ORC_WAIT until they are in.
+ *
+ * A turn ends on the model's end-of-sequence token or on ChatML's
+ * <|im_end|>: the agent writes ChatML turns itself, and checkpoints whose
+ * config names another end token (base models, random-weight models) would
+ * otherwise decode past the end of every turn. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -19,7 +24,7 @@ typedef struct agent {
     orc_sink sink;
     char id[64];
     tool_sched *ts;
-    int seq, n_prompt, n_gen, turn, turn_tokens;
+    int seq, n_prompt, n_gen, turn, turn_tokens, im_end;
     eng_tok_stream stream;
     orc_text text;           /* the current turn's text (the last one is the answer) */
     /* collector thread of the current turn */
@@ -31,6 +36,11 @@ typedef struct agent {
     eng_err cerr;
     double t_start, t_first, tool_wait_s, t_wait_start;
     int n_calls_total, n_early;
+    /* per-turn timings for the stats message (benchmarks split a request's
+     * time into prefill, decode and tool wait with them) */
+    cJSON *turn_log;
+    double t_turn, t_turn_first;
+    int n_appended;
 } agent;
 
 static const char *default_system =
@@ -82,7 +92,7 @@ static int start(agent *a, eng_engine *e, eng_err *err) {
     free(ids);
     if (rc) return rc;
     a->n_prompt = n;
-    a->t_start = orc_now();
+    a->t_start = a->t_turn = orc_now();
     return force_script(a, e, err);
 }
 
@@ -91,6 +101,32 @@ static void *collect_main(void *ud) {
     tool_sched_collect(a->ts, &a->res, &a->n_res, &a->cerr);
     atomic_store(&a->collected, 1);
     return NULL;
+}
+
+/* The turn that just ended, in the stats' "turn_log": tokens, time from the
+ * turn's start (its input queued) to its first token and to its last. */
+static void log_turn_end(agent *a) {
+    double now = orc_now();
+    cJSON *l = a->turn_log ? cJSON_CreateObject() : NULL;
+    if (!l) return;
+    cJSON_AddNumberToObject(l, "tokens", a->turn_tokens);
+    cJSON_AddNumberToObject(l, "first_ms", a->t_turn_first > 0 ? (a->t_turn_first - a->t_turn) * 1e3 : -1);
+    cJSON_AddNumberToObject(l, "end_ms", (now - a->t_turn) * 1e3);
+    cJSON_AddItemToArray(a->turn_log, l);
+}
+
+/* Completes the last logged turn with its tool wait and the result tokens
+ * fed back; the next turn starts now. */
+static void log_resume(agent *a, int n_appended) {
+    double now = orc_now();
+    cJSON *l = cJSON_GetArrayItem(a->turn_log, cJSON_GetArraySize(a->turn_log) - 1);
+    if (l) {
+        cJSON_AddNumberToObject(l, "wait_ms", (now - a->t_wait_start) * 1e3);
+        cJSON_AddNumberToObject(l, "result_tokens", n_appended);
+    }
+    a->n_appended += n_appended;
+    a->t_turn = now;
+    a->t_turn_first = 0;
 }
 
 /* Tool results are in: report them and append the ChatML tool turn. */
@@ -129,6 +165,7 @@ static int resume(agent *a, eng_engine *e, eng_err *err) {
     if (!rc) rc = eng_seq_append(e, a->seq, ids, n, err);
     free(ids);
     if (rc) return rc;
+    log_resume(a, n);
     a->turn++;
     a->turn_tokens = 0;
     a->text.len = 0;
@@ -160,8 +197,11 @@ static void emit_final(orc_task *t, const char *finish) {
     cJSON_AddNumberToObject(s, "tool_calls", a->n_calls_total);
     cJSON_AddNumberToObject(s, "tool_calls_early", a->n_early);
     cJSON_AddNumberToObject(s, "tool_wait_ms", a->tool_wait_s * 1e3);
+    cJSON_AddNumberToObject(s, "result_tokens", a->n_appended);
     cJSON_AddNumberToObject(s, "ttft_ms", a->t_first > 0 ? (a->t_first - t->t_submit) * 1e3 : -1);
     cJSON_AddNumberToObject(s, "wall_ms", (now - t->t_submit) * 1e3);
+    if (a->turn_log) cJSON_AddItemToObject(s, "turn_log", a->turn_log);
+    a->turn_log = NULL;
     a->sink.emit(a->sink.ud, s);
 }
 
@@ -169,6 +209,7 @@ static void emit_final(orc_task *t, const char *finish) {
 static int end_turn(orc_task *t, eng_engine *e, eng_err *err) {
     agent *a = t->impl;
     int max_turns = a->o.max_turns > 0 ? a->o.max_turns : 8;
+    log_turn_end(a);
     if (a->o.tool_start >= ORC_TOOLS_TURN_END)   /* the whole turn at once, now */
         tool_sched_feed(a->ts, orc_text_str(&a->text), a->text.len);
     if (tool_sched_n_calls(a->ts) == 0 || a->turn + 1 >= max_turns) {
@@ -192,8 +233,8 @@ static int agent_end(orc_task *t, eng_engine *e, eng_err *err) {
     eng_token tk;
     if (eng_seq_last(e, a->seq, &tk)) return -eng_seterr(err, ENG_EINVAL, "lost sequence");
     if (!a->n_gen++) a->t_first = orc_now();
-    a->turn_tokens++;
-    if (orc_is_eos(eng_model_config(a->m), tk.id)) return end_turn(t, e, err);
+    if (!a->turn_tokens++) a->t_turn_first = orc_now();
+    if (orc_is_eos(eng_model_config(a->m), tk.id) || tk.id == a->im_end) return end_turn(t, e, err);
     char buf[1024];
     int w = eng_tok_stream_put(eng_model_tok(a->m), &a->stream, tk.id, 1, buf, sizeof buf);
     if (orc_text_add(&a->text, buf, (size_t)w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
@@ -257,6 +298,7 @@ static void agent_destroy(orc_task *t) {
     orc_query_free(&a->q);
     free_script(&a->o);
     free(a->text.p);
+    cJSON_Delete(a->turn_log);
     free(a);
     free(t);
 }
@@ -285,13 +327,15 @@ int orc_task_agent_create(const orc_query *q, const eng_model *m, orc_sink sink,
     a->m = m;
     a->sink = sink;
     a->seq = -1;
+    a->im_end = eng_tok_find(eng_model_tok(m), "<|im_end|>");   /* -1 when absent */
+    a->turn_log = cJSON_CreateArray();
     if (a->q.max_tokens <= 0) a->q.max_tokens = 1024;
     snprintf(a->id, sizeof a->id, "%s", q->id);
     tool_sched_opts so = { .no_partial = o->tool_start != ORC_TOOLS_PARTIAL,
                            .n_workers = o->tool_start == ORC_TOOLS_TURN_SERIAL ? 1 : 0,
                            .on_event = on_tool_event, .user = a };
     int rc = tool_sched_create(o->tools, &so, &a->ts, err);
-    if (rc) { orc_query_free(&a->q); free(a); free(t); return rc; }
+    if (rc) { orc_query_free(&a->q); free_script(&a->o); cJSON_Delete(a->turn_log); free(a); free(t); return rc; }
     snprintf(t->id, sizeof t->id, "%s", q->id);
     t->sink = sink;
     t->impl = a;

@@ -47,7 +47,7 @@ part_test() {
 }
 part_ablate() {
     model qwen2.5-1.5b
-    $BIN/bench_cuda $MD/qwen2.5-1.5b --out "$OUT/ablate_qwen2.5-1.5b.json" --batches 1,32 --ablate --kernels 2>&1 | tail -22
+    $BIN/bench_cuda $MD/qwen2.5-1.5b --out "$OUT/ablate_qwen2.5-1.5b.json" --batches 1,32 --ablate --kernels 2>&1 | tail -36
 }
 part_cuda() {
     for m in qwen2.5-0.5b qwen2.5-1.5b qwen2.5-7b; do
@@ -62,19 +62,26 @@ part_peer() {
     timeout 200 python3 scripts/bench_peer.py bench $MD/qwen2.5-1.5b --out "$OUT/peer_compiled_qwen2.5-1.5b.json" \
         --batches "" --compile-batches 1,32 --compile-budget 150 2>&1 | grep -v Warning | tail -5
 }
-part_spec() {
+part_spec() {   # a never-right draft (random 0.5B for random 1.5B): adaptive must cost ~nothing
     model qwen2.5-0.5b; model qwen2.5-1.5b
-    ${SPEC_CMD:-$BIN/bench_spec --cuda --model $MD/qwen2.5-1.5b --draft $MD/qwen2.5-0.5b \
-        --data .dev/data/math500/test.jsonl --limit 4 --batch 1,8,16 --max-tokens 128 \
-        --out "$OUT/spec_h100_qwen1.5b-draft0.5b.json"} 2>&1 | tail -30
+    local D="--data .dev/data/math500/test.jsonl" S=$BIN/bench_spec
+    $S --cuda --model $MD/qwen2.5-1.5b --draft $MD/qwen2.5-0.5b $D --limit 12 --max-tokens 192 --batch 1 \
+        --k none --repeat 1 --out "$OUT/spec_h100_qwen1.5b-draft0.5b-b1.json" 2>&1 | tail -8
+    $S --cuda --model $MD/qwen2.5-1.5b --draft $MD/qwen2.5-0.5b $D --limit 16 --max-tokens 192 --batch 8,16 \
+        --k none --repeat 3 --out "$OUT/spec_h100_qwen1.5b-draft0.5b-b8-16.json" 2>&1 | tail -10
+    $S --cuda --model $MD/qwen2.5-0.5b --draft $MD/qwen2.5-0.5b $D --limit 8 --max-tokens 128 --batch 1,8 \
+        --k 4 --out "$OUT/spec_h100_qwen0.5b-self.json" 2>&1 | tail -14
 }
-part_tools() {
-    for m in qwen2.5-1.5b qwen2.5-7b; do
-        model $m
-        ${TOOLS_CMD:-timeout 150 $BIN/bench_tools --cuda --model $MD/$m --requests 4} \
-            --out "$OUT/tools_h100_$m.json" 2>&1 | tail -16
+
+part_tools() {   # four fetch calls in one turn; same latency draws in every mode
+    for m in ${TOOLS_MODELS:-qwen2.5-1.5b:12:20 qwen2.5-7b:6:30}; do
+        IFS=: read -r name req tmo <<< "$m"
+        model $name
+        timeout 130 $BIN/bench_tools --cuda --model $MD/$name --device h100 --workloads multi \
+            --requests $req --budget-s 100 --timeout-s $tmo --out "$OUT/tools_h100_$name.json" 2>&1 | tail -14
     done
 }
+
 part_pp() {   # with and without --hoist-context (the context moved ahead of the item)
     model qwen2.5-0.5b
     for f in keyword_extraction reading_comprehension; do

@@ -39,13 +39,17 @@ typedef struct env {
 
 /* The tiny model declares a 1024-token context, too short for tool
  * prompts and pages in its 1K-token vocabulary: a copy in dir declares 8192
- * (same weights; its RoPE does not depend on the declared length). */
-static int long_context_copy(const char *dir) {
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "mkdir -p %s && for f in model.safetensors tokenizer.json "
-             "generation_config.json; do ln -sf \"$PWD/tests/fixtures/tiny-qwen2/$f\" %s/$f; done && "
-             "sed 's/\"max_position_embeddings\": *1024/\"max_position_embeddings\": 8192/' "
-             "tests/fixtures/tiny-qwen2/config.json > %s/config.json", dir, dir, dir);
+ * (same weights; its RoPE does not depend on the declared length).  With
+ * other_eos, the copy's end-of-sequence token is id 2 instead of <|im_end|>
+ * and it has no generation_config.json (as `brisk mkmodel` writes them). */
+static int long_context_copy(const char *dir, int other_eos) {
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s && for f in model.safetensors tokenizer.json %s; do "
+             "ln -sf \"$PWD/tests/fixtures/tiny-qwen2/$f\" %s/$f; done && "
+             "sed -e 's/\"max_position_embeddings\": *1024/\"max_position_embeddings\": 8192/' %s "
+             "tests/fixtures/tiny-qwen2/config.json > %s/config.json", dir,
+             other_eos ? "" : "generation_config.json", dir,
+             other_eos ? "-e 's/\"eos_token_id\": *1026/\"eos_token_id\": 2/'" : "", dir);
     return system(cmd);
 }
 
@@ -53,7 +57,7 @@ static int env_open(env *v) {
     eng_err err = { 0 };
     memset(v, 0, sizeof *v);
     snprintf(v->model_dir, sizeof v->model_dir, "/tmp/brisk_agent_model_%d", (int)getpid());
-    if (long_context_copy(v->model_dir)) return -1;
+    if (long_context_copy(v->model_dir, 0)) return -1;
     if (eng_model_load(v->model_dir, &v->m, &err)) { printf("  %s\n", err.msg); return -1; }
     if (eng_model_config(v->m)->max_pos != 8192) { printf("  context not extended\n"); return -1; }
     eng_opts o = { .n_threads = 1 };
@@ -205,6 +209,68 @@ static void test_turn_cap(void) {
     cJSON_Delete(r.msgs);
 }
 
+static int n_tokens(const eng_model *m, const char *text) {
+    int *ids = NULL, n = -1;
+    eng_err err = { 0 };
+    if (eng_tok_encode(eng_model_tok(m), text, strlen(text), 1, &ids, &n, &err)) n = -1;
+    free(ids);
+    return n;
+}
+
+static const char *calc_script[] = {
+    "Let me compute.\n<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"2+3*4\"}}\n</tool_call><|im_end|>",
+    "The answer is 14.<|im_end|>" };
+
+/* The stats' turn_log: one entry per turn with its forced tokens, timings
+ * in order, and the tool turn's wait and result tokens. */
+static void test_turn_log(void) {
+    rec r = run(&V, V.calc, calc_script, 2, ORC_TOOLS_TURN_END, 8);
+    const cJSON *st = nth(&r, "stats", 0), *log = st ? cJSON_GetObjectItem(st, "turn_log") : NULL;
+    T_CHECKF(cJSON_GetArraySize(log) == 2, "%d turns logged", cJSON_GetArraySize(log));
+    for (int i = 0; i < 2 && cJSON_GetArraySize(log) == 2; i++) {
+        const cJSON *t = cJSON_GetArrayItem(log, i);
+        int want = n_tokens(V.m, calc_script[i]);
+        double tok = cJSON_GetObjectItem(t, "tokens")->valuedouble, first = cJSON_GetObjectItem(t, "first_ms")->valuedouble;
+        T_CHECKF(tok == want, "turn %d: %.0f tokens, script has %d", i, tok, want);
+        T_CHECKF(first >= 0 && cJSON_GetObjectItem(t, "end_ms")->valuedouble >= first, "turn %d timings", i);
+        T_CHECK(!!cJSON_GetObjectItem(t, "wait_ms") == (i == 0));
+    }
+    const cJSON *t0 = cJSON_GetArrayItem(log, 0), *rt = t0 ? cJSON_GetObjectItem(t0, "result_tokens") : NULL;
+    T_CHECK(rt && rt->valuedouble > 5 && rt->valuedouble == cJSON_GetObjectItem(st, "result_tokens")->valuedouble);
+    cJSON_Delete(r.msgs);
+}
+
+/* A model whose config names another end token (base checkpoints, `brisk
+ * mkmodel`) still ends its turns on <|im_end|>, not at max_tokens. */
+static void test_turn_ends_on_im_end(void) {
+    env v = V;
+    eng_err err = { 0 };
+    snprintf(v.model_dir, sizeof v.model_dir, "/tmp/brisk_agent_eos_%d", (int)getpid());
+    v.m = NULL;
+    v.e = NULL;
+    eng_opts o = { .n_threads = 1 };
+    int ok = !long_context_copy(v.model_dir, 1) && !eng_model_load(v.model_dir, &v.m, &err) &&
+             !eng_create(v.m, &o, &v.e, &err);
+    T_CHECKF(ok, "setup: %s", err.msg);
+    if (ok) {
+        const eng_config *c = eng_model_config(v.m);
+        T_CHECKF(c->n_eos == 1 && c->eos_ids[0] == 2, "the copy's end token is not id 2");
+        rec r = run(&v, v.calc, calc_script, 2, ORC_TOOLS_PARTIAL, 8);
+        const cJSON *a = nth(&r, "answer", 0), *st = nth(&r, "stats", 0);
+        T_CHECKF(!strcmp(str(a, "finish"), "stop") && !strcmp(str(a, "text"), "The answer is 14."),
+                 "finish %s, '%s'", str(a, "finish"), str(a, "text"));
+        int want = n_tokens(v.m, calc_script[0]) + n_tokens(v.m, calc_script[1]);
+        T_CHECKF(st && cJSON_GetObjectItem(st, "tokens")->valueint == want, "%d tokens, script has %d",
+                 st ? cJSON_GetObjectItem(st, "tokens")->valueint : -1, want);
+        cJSON_Delete(r.msgs);
+    }
+    eng_destroy(v.e);
+    eng_model_free(v.m);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", v.model_dir);
+    if (system(cmd)) printf("  could not remove %s\n", v.model_dir);
+}
+
 /* Stopping a query while its tools run neither hangs nor leaks sequences. */
 static void test_stop_while_tools_run(void) {
     char s0[512];
@@ -236,6 +302,8 @@ int main(void) {
     T_RUN(test_modes_agree);
     T_RUN(test_bad_calls_reported);
     T_RUN(test_turn_cap);
+    T_RUN(test_turn_log);
+    T_RUN(test_turn_ends_on_im_end);
     T_RUN(test_stop_while_tools_run);
     env_close(&V);
     T_DONE();

@@ -531,6 +531,38 @@ static void test_request_latency(void) {
     tool_webenv_stop(w);
 }
 
+/* After a reseed the requests meet the seed's draws again, in order (the
+ * benchmark gives every mode the same latencies this way). */
+static void test_reseed(void) {
+    tool_webenv_opts o = {.db_path = g_db, .latency_median_ms = 30, .latency_sigma = 1.2, .seed = 3};
+    tool_webenv *w;
+    eng_err e = {0};
+    T_CHECK(tool_webenv_start(&o, &w, &e) == ENG_OK);
+    tool_latency l;
+    tool_latency_init(&l, 30, 1.2, 3);
+    double want[8];
+    for (int i = 0; i < 8; i++) want[i] = tool_latency_draw_ms(&l) / 1e3;
+    const double slack = 0.25;   /* above the draw, for a loaded machine */
+    int apart = 0;               /* without the reseed some request would fail the checks below */
+    for (int i = 0; i < 4; i++) apart += want[i + 4] < want[i] - 0.01 || want[i + 4] > want[i] + slack;
+    T_CHECKF(apart > 0, "seed gives look-alike draws");
+    char url[256];
+    snprintf(url, sizeof url, "%s/page/2", tool_webenv_url(w));
+    for (int round = 0; round < 2; round++) {
+        if (round) tool_webenv_reseed(w, 3);
+        for (int i = 0; i < 4; i++) {
+            double t0 = tool_now();
+            tool_page *p = NULL;
+            T_CHECK(tool_fetch_page(url, NULL, NULL, &p, &e) == ENG_OK);
+            double dt = tool_now() - t0;
+            tool_page_free(p);
+            T_CHECKF(dt >= want[i] - 0.002 && dt < want[i] + slack, "round %d request %d: %.3f s, draw %.3f s",
+                     round, i, dt, want[i]);
+        }
+    }
+    tool_webenv_stop(w);
+}
+
 /* Stopping does not wait for slow requests in flight. */
 static void *slow_client(void *arg) {
     tool_page *p = NULL;
@@ -646,6 +678,7 @@ int main(void) {
     T_RUN(test_malformed_requests);
     T_RUN(test_concurrent_clients);
     T_RUN(test_request_latency);
+    T_RUN(test_reseed);
     T_RUN(test_stop_with_requests_in_flight);
     T_RUN(test_import_dir);
     tool_webenv_stop(g_env);

@@ -351,5 +351,8 @@ void tool_webenv_stop(tool_webenv *w);           /* closes everything, frees w *
 int  tool_webenv_port(const tool_webenv *w);
 const char *tool_webenv_url(const tool_webenv *w); /* "http://127.0.0.1:PORT" */
 long tool_webenv_requests(const tool_webenv *w);   /* requests answered so far */
+/* Restarts the latency draws from seed, so that runs compared with each
+ * other (benchmark modes) meet the same latencies in the same order. */
+void tool_webenv_reseed(tool_webenv *w, uint64_t seed);
 
 #endif

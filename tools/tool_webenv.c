@@ -435,3 +435,9 @@ void tool_webenv_stop(tool_webenv *w) {
 int tool_webenv_port(const tool_webenv *w) { return w->port; }
 const char *tool_webenv_url(const tool_webenv *w) { return w->url; }
 long tool_webenv_requests(const tool_webenv *w) { return atomic_load(&w->requests); }
+
+void tool_webenv_reseed(tool_webenv *w, uint64_t seed) {
+    pthread_mutex_lock(&w->mu);
+    tool_latency_init(&w->lat, w->lat.median_ms, w->lat.sigma, seed);
+    pthread_mutex_unlock(&w->mu);
+}

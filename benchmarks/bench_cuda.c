@@ -206,11 +206,12 @@ static cJSON *dres_json(const char *variant, const dres *r) {
     return o;
 }
 
-/* --ablate, batch 1: the step again with other options and with stages left
+/* --ablate, batch 1 and 32: the step again with other options and with stages left
  * out (their outputs are then wrong, the time is what counts): the time a
  * stage costs inside the step, overlap with its neighbours included, is the
  * default step's time minus the step without it. */
 static int ablate(bench *B, bseqs *S, const dres *def, cJSON *arr, eng_err *err) {
+    const int n = S->n;
     static const struct { const char *name; int unfused, variant, span, skip; } v[] = {
         {"unfused_rope", 1, 0, 0, 0},
         {"attn_v1", 0, 1, 0, 0},
@@ -220,6 +221,7 @@ static int ablate(bench *B, bseqs *S, const dres *def, cJSON *arr, eng_err *err)
         {"attn_span128", 0, 2, 128, 0},
         {"attn_span256", 0, 2, 256, 0},
         {"-attn", 0, 0, 0, KERN_SKIP_ATTN},
+        {"-rope", 1, 0, 0, KERN_SKIP_ROPE},
         {"-qkv,o", 0, 0, 0, KERN_SKIP_QKVO},
         {"-ffn", 0, 0, 0, KERN_SKIP_FFN},
         {"-head", 0, 0, 0, KERN_SKIP_HEAD},
@@ -239,10 +241,10 @@ static int ablate(bench *B, bseqs *S, const dres *def, cJSON *arr, eng_err *err)
         dres r;
         if ((rc = decode(B, S, &r, err))) break;
         cJSON *j = dres_json(v[i].name, &r);
-        cJSON_AddNumberToObject(j, "batch", 1);
+        cJSON_AddNumberToObject(j, "batch", n);
         cJSON_AddNumberToObject(j, "delta_ms", def->step_ms - r.step_ms);
         cJSON_AddItemToArray(arr, j);
-        printf("  %5d  %-12s %8.3f   (default - this: %+.3f ms)\n", 1, v[i].name, r.step_ms,
+        printf("  %5d  %-12s %8.3f   (default - this: %+.3f ms)\n", n, v[i].name, r.step_ms,
                def->step_ms - r.step_ms);
     }
     set_opts(B, 0, -1, 0, 0);
@@ -279,8 +281,8 @@ static int run_batch(bench *B, int n, cJSON *arr, eng_err *err) {
         cJSON_AddNumberToObject(o, "batch", n);
         cJSON_AddItemToArray(arr, o);
         printf("  %5d  %-10s %8.3f %10.1f %8.0f\n", n, "no_graphs", v2.step_ms, v2.tok_s, v2.ctx);
-        if (B->ablate && (rc = ablate(B, &S, &d, arr, err))) goto done;
     }
+    if (B->ablate && (n == 1 || n == 32) && (rc = ablate(B, &S, &d, arr, err))) goto done;
     cJSON *o = dres_json("default", &d);
     cJSON_AddNumberToObject(o, "batch", n);
     cJSON_AddNumberToObject(o, "floor_tok_s", n / (d.floor_ms * 1e-3));
@@ -314,6 +316,25 @@ static int prefill(bench *B, int n, cJSON *root, eng_err *err) {
     cJSON_AddNumberToObject(o, "seconds", med);
     cJSON_AddNumberToObject(o, "tok_s", n / med);
     printf("prefill %d tokens: %.2f ms, %.0f tokens/s\n", n, 1e3 * med, n / med);
+    {   /* the same through the decode attention kernels (one block per row);
+         * the default picks the prefill kernel only for >= n_sms 16-row tiles */
+        eng_cuda_opts op;
+        eng_cuda_opts_default(&op);
+        op.prefill_attn = KERN_PF_NEVER;
+        eng_cuda_set_opts(B->b, &op);
+        double td[4];
+        for (int i = 0; i < 4; i++) {
+            S.len[0] = 0;
+            double t0 = now();
+            if ((rc = pass(B, &S, 0, 1, n, err))) goto done;
+            td[i] = now() - t0;
+        }
+        set_opts(B, 0, -1, 0, 0);
+        double md = median(td + 1, 3);
+        printf("prefill %d tokens, decode attention kernels: %.2f ms (default %.2fx faster)\n", n,
+               1e3 * md, md / med);
+        cJSON_AddNumberToObject(o, "seconds_decode_attention", md);
+    }
     /* a length never seen before pays for new cuBLASLt plans (and, up to the
      * graph limit, a graph per row bucket): first pass vs the same length again */
     static const int fresh[2][5] = {{41, 57, 73, 89, 105}, {301, 302, 303, 304, 305}};

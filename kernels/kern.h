@@ -28,8 +28,13 @@ typedef struct eng_cuda_opts {
     int unfused_rope;   /* 1: GEMV passes run RoPE + KV write as a kernel of its own */
     int attn_variant;   /* 1: kern_attention, 2: kern_attention2; 0: BRISK_ATTN or 2 */
     int attn_span;      /* variant 2's positions per block before splitting; 0: default */
+    int prefill_attn;   /* KERN_PF_*: when prompt passes take kern_attention_prefill */
     int ablate;         /* benchmarks only: KERN_SKIP_* stages left out (output is wrong) */
 } eng_cuda_opts;
+
+/* prefill_attn: 0 reads BRISK_PREFILL_ATTN (never | always), else auto:
+ * passes of >= 4 rows per sequence with enough 16-row tiles to fill the GPU. */
+enum { KERN_PF_DEFAULT = 0, KERN_PF_AUTO = 1, KERN_PF_NEVER = 2, KERN_PF_ALWAYS = 3 };
 
 /* Stages a benchmark may leave out of every pass, to time the rest. */
 enum { KERN_SKIP_ATTN = 1, KERN_SKIP_ROPE = 2, KERN_SKIP_QKVO = 4, KERN_SKIP_FFN = 8,
@@ -133,6 +138,12 @@ int kern_attn_splits(int R, int n_kv, int n_sms);
 int kern_attention2(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st, int R,
                     int n_heads, int splits, int span, float *out, void *act, int act_mode,
                     float *part, unsigned *counters, int pdl);
+/* Prompt passes (kern_attn_pf.cu): same semantics as kern_attention for
+ * any rows, in tiles of 16 rows so that consecutive rows of one sequence
+ * share each K/V load; head_dim 16/32/64/128, at most 8 query heads per kv
+ * head. */
+int kern_attention_prefill(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st, int R,
+                           int n_heads, float *out, void *act, int act_mode, int pdl);
 size_t kern_attn_part_floats(int R, int n_heads, int head_dim, int splits);
 /* For each out row o: log-softmax, entropy, greedy argmax (lowest id on
  * ties) or temperature / top-k / top-p sampling with u[o].  logits rows are

@@ -50,7 +50,7 @@ part_ablate() {
     $BIN/bench_cuda $MD/qwen2.5-1.5b --out "$OUT/ablate_qwen2.5-1.5b.json" --batches 1,32 --ablate --kernels 2>&1 | tail -36
 }
 part_cuda() {
-    for m in qwen2.5-0.5b qwen2.5-1.5b qwen2.5-7b; do
+    for m in ${CUDA_MODELS:-qwen2.5-0.5b qwen2.5-1.5b qwen2.5-7b}; do
         model $m
         $BIN/bench_cuda $MD/$m --out "$OUT/cuda_h100_$m.json" --batches 1,8,32,64,256 2>&1 | tail -12
     done
@@ -60,7 +60,7 @@ part_peer() {
     python3 scripts/bench_peer.py bench $MD/qwen2.5-1.5b --out "$OUT/peer_qwen2.5-1.5b.json" \
         --batches 1,32 --compile-batches "" 2>&1 | grep -v Warning | tail -6
     timeout 200 python3 scripts/bench_peer.py bench $MD/qwen2.5-1.5b --out "$OUT/peer_compiled_qwen2.5-1.5b.json" \
-        --batches "" --compile-batches 1,32 --compile-budget 150 2>&1 | grep -v Warning | tail -5
+        --batches "" --compile-batches 1,32 --compile-budget ${PEER_BUDGET:-150} 2>&1 | grep -v Warning | tail -5
 }
 part_spec() {   # a never-right draft (random 0.5B for random 1.5B): adaptive must cost ~nothing
     model qwen2.5-0.5b; model qwen2.5-1.5b

@@ -638,6 +638,44 @@ done:
     free(out); free(hact);
 }
 
+
+/* kern_attention_prefill on prompt-like rows of the a2 fixture: runs of
+ * consecutive positions of one sequence interleaved with other sequences'
+ * rows (tiles hold several groups), against the double reference, into f32
+ * and hi/lo bf16 (outputs poisoned with NaN first). */
+static void pf_case(const a2_fix *f) {
+    enum { MAXR = 160 };
+    int seqs[MAXR], pos[MAXR], R = 0;
+    const struct { int seq, from, n; } runs[] = {{4, 0, 50}, {1, 0, 15}, {4, 50, 50}, {0, 0, 1},
+                                                 {5, 3980, 20}, {3, 16, 1}};
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++)
+        for (int j = 0; j < runs[i].n; j++) { seqs[R] = runs[i].seq; pos[R] = runs[i].from + j; R++; }
+    int nq = f->nh * f->hd;
+    size_t n = (size_t)R * nq;
+    float *q = malloc(n * 4), *out = malloc(n * 4);
+    uint16_t *hact = malloc(n * 4);
+    double *ref = malloc(n * 8), *sc = malloc(4000 * 8);
+    kern_step *st = make_step(R, NULL, pos, seqs, f->table, A2_NS, f->stride, 0, NULL, NULL, NULL, NULL, NULL);
+    if (!q || !out || !hact || !ref || !sc || !st) { T_CHECK(0); goto done; }
+    for (size_t i = 0; i < n; i++) q[i] = nrand();
+    for (int r = 0; r < R; r++) a2_ref(f, seqs[r], pos[r], q + (size_t)r * nq, ref + (size_t)r * nq, sc);
+    float *dq = dup_up(q, n * 4), *dout = dnew(n * 4);
+    uint16_t *dact = dnew(n * 4);
+    if (!dq || !dout || !dact) { T_CHECK(0); goto done; }
+    kern_kv k = {f->dkv, (long long)2 * f->nkv * f->bs * f->hd, f->nkv, f->hd, f->bs, 0};
+    T_CHECK(kern_attention_prefill(0, dq, k, st, R, f->nh, dout, NULL, 0, 1) == 0);
+    double e = sync_ok() && down(out, dout, n * 4) ? rel_err(out, ref, n) : INFINITY;
+    T_CHECKF(e <= 1e-5, "prefill attention nh=%d nkv=%d hd=%d: rel err %.3g", f->nh, f->nkv, f->hd, e);
+    T_CHECK(kern_attention_prefill(0, dq, k, st, R, f->nh, NULL, dact, KERN_ACT_SPLIT, 0) == 0);
+    if (sync_ok() && down(hact, dact, n * 4)) {
+        for (size_t j = 0; j < n; j++) out[j] = bf16_val(hact[j]) + bf16_val(hact[n + j]);
+        e = rel_err(out, ref, n);
+    } else e = INFINITY;
+    T_CHECKF(e <= 2e-5, "prefill attention hd=%d into hi/lo bf16: rel err %.3g", f->hd, e);
+done:
+    free(q); free(out); free(hact); free(ref); free(sc);
+}
+
 static void attn2_case(int nh, int nkv, int hd) {
     a2_fix f = {nh, nkv, hd, 16, (4000 + 15) / 16, 0, NULL, NULL, NULL, NULL, NULL};
     for (int s = 0; s < A2_NS; s++) f.n_blocks += (a2_lens[s] + f.bs - 1) / f.bs;
@@ -683,6 +721,7 @@ static void attn2_case(int nh, int nkv, int hd) {
                    spans[p], what);
     }
     f.dq = dq_all;
+    pf_case(&f);
 done:
     free(perm); free(ref); free(sc); free(f.table); free(f.kv); free(f.q);
     dfree_all();
@@ -1330,6 +1369,21 @@ static void attn1_backend(fixture *f) {
 }
 FIXTURE_TEST(test_attn1_backend, attn1_backend)
 
+/* The whole-backend checks with every pass of 3 rows or more through the
+ * prefill attention kernel (BRISK_PREFILL_ATTN=always; by default only long
+ * prompts take it): prompts, batches, continuous batching with decode rows
+ * beside prompt rows, and the 1000-token logits check. */
+static void pf_backend(fixture *f) {
+    setenv("BRISK_PREFILL_ATTN", "always", 1);
+    fixture_greedy(f);
+    batched_case(f, f->n_prompts);
+    batched_case(f, 20);
+    continuous_case(f);
+    long_case(f);
+    unsetenv("BRISK_PREFILL_ATTN");
+}
+FIXTURE_TEST(test_prefill_attn_backend, pf_backend)
+
 int main(void) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
@@ -1358,6 +1412,7 @@ int main(void) {
     T_RUN(test_errors);
     T_RUN(test_engine);
     T_RUN(test_attn1_backend);
+    T_RUN(test_prefill_attn_backend);
     for (int i = 0; i < 2; i++) {
         eng_model_free(fx[i].m);
         for (int p = 0; p < fx[i].n_prompts; p++) free(fx[i].p[p].ids);

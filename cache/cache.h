@@ -107,6 +107,11 @@ int cache_put(cache *c, const char *key, const void *value, size_t len,
 /* *found = 1 and *out filled on a hit.  An expired entry is a miss and is
  * deleted; so is one whose checksum does not match. */
 int cache_get(cache *c, const char *key, cache_entry *out, int *found, eng_err *err);
+/* Like cache_get for a reader that is not a use (a speculator looking at
+ * what was prefetched): nothing counted, the entry neither marked used nor
+ * touched for LRU; expired or corrupt entries are reported missing and
+ * left for cache_get to remove. */
+int cache_peek(cache *c, const char *key, cache_entry *out, int *found, eng_err *err);
 /* Like cache_get without copying or counting: is there a live entry? */
 int cache_contains(cache *c, const char *key, int *found, eng_err *err);
 int cache_delete(cache *c, const char *key, eng_err *err);
@@ -148,6 +153,12 @@ typedef struct cache_prefetch_opts {
     /* Monotonic clock in us for fetch durations and waits; NULL = real. */
     int64_t (*now_us)(void *ud);
     void   *clock_ud;
+    /* Called by a pool thread (no lock held) when it takes a key off the
+     * queue, before it checks the cache for it; lookups of the key join it
+     * from then on.  Tests use it to hold a prefetch in that state; NULL =
+     * none. */
+    void  (*on_take)(void *ud, const char *key);
+    void   *hook_ud;
 } cache_prefetch_opts;
 
 /* The byte budget: the pool starts no fetch once the bytes it has fetched
@@ -193,9 +204,11 @@ int  cache_prefetch_wait_idle(cache_prefetch *p, int timeout_ms, eng_err *err);
 int  cache_prefetch_get_stats(cache_prefetch *p, cache_prefetch_stats *out, eng_err *err);
 
 /* A hit returns at once; a fetch of key already in flight is joined (its
- * result shared, no second fetch); otherwise key is fetched now, stored and
- * returned (a queued prefetch of it is taken off the queue).  *out is a copy
- * to free with cache_entry_free. */
+ * result shared, no second fetch), also while the pool is still checking
+ * the cache for it (if the check finds it cached, the joiners read it from
+ * the cache; either way the lookup counts as a join); otherwise key is
+ * fetched now, stored and returned (a queued prefetch of it is taken off
+ * the queue).  *out is a copy to free with cache_entry_free. */
 int cache_lookup_or_fetch(cache_prefetch *p, const char *key, cache_entry *out,
                           eng_err *err);
 
@@ -203,11 +216,16 @@ int cache_lookup_or_fetch(cache_prefetch *p, const char *key, cache_entry *out,
 /* Collects candidate next actions and ranks them.  Built-in proposer: word
  * overlap with the question.  Words are lowercase ASCII letter/digit runs
  * (bytes >= 0x80 count as letters), stop words and one-letter words
- * dropped, a plural "s" stripped.  A candidate's words come from its text
- * (anchor text, or title and snippet) and its URL's path and query.
- * score = sum over question words w found in the candidate of
- *         idf(w) = ln(1 + N / df(w)), N candidates, df(w) of them holding w
+ * dropped, then stemmed (plural and verb endings, a final "e" and a doubled
+ * consonant stripped).  A candidate's words come from its text (anchor
+ * text, or title and snippet) and its URL's path and query.
+ * score = (sum over question words w found in the candidate of
+ *          idf(w) = ln(1 + N / df(w)), N candidates, df(w) of them holding w)
+ *         * 2.2 / (1 + 1.2 * (0.25 + 0.75 * words / mean words))   [BM25]
  *       + 0.25 / (1 + rank) for a search result of 0-based rank
+ *       + 1 / (1 + r) for a link whose URL is a directory above an unopened
+ *         search result (same host, a proper path prefix), r its best rank
+ *   all times 0.25 for a URL off the task's site (cache_spec_set_site),
  *       + whatever other proposers added (cache_spec_add).
  * Candidates with the same key are merged (texts joined, best rank, added
  * scores summed). */
@@ -225,6 +243,14 @@ typedef struct cache_cand {
 
 int  cache_spec_create(const char *question, cache_spec **out, eng_err *err);
 void cache_spec_destroy(cache_spec *s);
+/* The task's site (its start URL): candidates on other hosts ("www."
+ * ignored) score less.  Optional. */
+int  cache_spec_set_site(cache_spec *s, const char *url, eng_err *err);
+/* A page a search ranked at 0-based rank for the question that is not a
+ * candidate itself (e.g. a wider search the speculator ran on its own):
+ * a candidate at that URL gets + 2 / (1 + rank / 5), a link that is a
+ * directory above it half that. */
+int  cache_spec_add_hint(cache_spec *s, const char *url, int rank, eng_err *err);
 /* A link on the current page. */
 int  cache_spec_add_link(cache_spec *s, const char *url, const char *anchor, eng_err *err);
 /* A search result not opened yet; rank is its 0-based position. */
@@ -341,16 +367,18 @@ const char *cache_wwsite_public_url(const cache_wwsite *s, const char *local_pat
  * then answer with the sentence of each final page holding the answer.
  * Every web action goes through cache_lookup_or_fetch of a fresh cache.
  * Before each one the main model "thinks" (its prompt, then think_tokens
- * engine steps) while a speculator thread queues top_k new prefetches:
- * before the search, the task's query and root_url; then unopened search
- * results and the current page's links.  Modes: */
+ * engine steps) while a speculator thread queues up to top_k new
+ * prefetches from one pool of candidates: the task's search and root_url
+ * until done, unopened search results, the current page's links, and the
+ * links of prefetched pages not opened yet (lookahead; see wwagent.c for
+ * how they are ranked).  Modes: */
 enum {
     CACHE_WW_NONE = 0,    /* no prefetch */
     CACHE_WW_SPEC,        /* cheap signals + draft model: half the slots from the
                              cheap ranking at once, the rest after the draft's
                              scores are added (dropped if the agent acted first) */
     CACHE_WW_CHEAP,       /* cheap signals only */
-    CACHE_WW_RANDOM,      /* top_k random links of the current page */
+    CACHE_WW_RANDOM,      /* top_k drawn at random from the same pool */
     CACHE_WW_N_MODES
 };
 const char *cache_ww_mode_name(int mode);
@@ -368,23 +396,30 @@ typedef struct cache_ww_opts {
     int think_tokens;           /* 0 = 64 */
     double median_ms, sigma;    /* per-fetch latency, lognormal; sigma 0 = 0.6 */
     uint64_t seed;              /* latency (per question and URL) and random picks */
-    int top_k;                  /* prefetches queued per think; 0 = 3 */
+    int top_k;                  /* most prefetches queued per think; 0 = 3 */
     int max_concurrent;         /* prefetch fetches at once; 0 = 4 */
     int64_t byte_budget;        /* prefetch bytes per question; 0 = 64 KiB */
     double draft_weight;        /* 0 = 1 */
 } cache_ww_opts;
 
-/* Kinds of web action, for the breakdown below. */
+/* Kinds of web action, and how each was served, for the breakdown below. */
 enum { CACHE_WW_ACT_SEARCH = 0, CACHE_WW_ACT_ROOT, CACHE_WW_ACT_CLICK, CACHE_WW_N_ACTS };
+enum { CACHE_WW_HIT = 0, CACHE_WW_JOIN, CACHE_WW_MISS, CACHE_WW_N_SERVED };
+
+typedef struct cache_ww_kind {
+    int n[CACHE_WW_N_SERVED];          /* actions served from the cache, by joining a
+                                          fetch in flight, by fetching */
+    double wait_ms[CACHE_WW_N_SERVED]; /* web wait of each */
+    int miss_queued;                   /* misses of keys the speculator had queued (the
+                                          pool had not started them): late, not wrong */
+} cache_ww_kind;
 
 typedef struct cache_ww_result {
     int actions;                /* web actions: search, root, clicks */
     int hits, joins;            /* actions served from the cache / joined a fetch */
     int clicks, click_hits;     /* link clicks, and those hit or joined */
     double wait_ms;             /* time the agent waited on the web */
-    /* The same by kind of action (CACHE_WW_ACT_*): */
-    int kind_n[CACHE_WW_N_ACTS], kind_hits[CACHE_WW_N_ACTS], kind_joins[CACHE_WW_N_ACTS];
-    double kind_wait_ms[CACHE_WW_N_ACTS];
+    cache_ww_kind kind[CACHE_WW_N_ACTS];
     double think_ms;            /* main model time */
     double spec_ms;             /* speculator time (beside the think) */
     double late_ms;             /* waited for the speculator after a think */

@@ -13,7 +13,7 @@
 typedef struct flight {
     char *key;
     int prefetch;            /* started by the pool */
-    int checking;            /* pool: still checking the cache, not fetching yet */
+    int cached;              /* the pool's check found it cached: no fetch, joiners read the cache */
     int done, rc;
     eng_err err;
     char *body, *ctype;
@@ -84,18 +84,12 @@ static void queue_push(cache_prefetch *p, char *key, double prio) {
     p->q[p->nq++] = (qitem){ key, prio, p->seq++ };
 }
 
-/* The flight for key; checking ones only when asked (a lookup cannot join
- * a flight that may turn out to fetch nothing). */
-static flight *flight_find(const cache_prefetch *p, const char *key, int checking) {
+/* The flight for key, in whatever state.  Every path that starts a flight
+ * looks here first, so a key has at most one flight. */
+static flight *flight_find(const cache_prefetch *p, const char *key) {
     for (flight *f = p->flights; f; f = f->next)
-        if ((checking || !f->checking) && !strcmp(f->key, key)) return f;
+        if (!strcmp(f->key, key)) return f;
     return NULL;
-}
-
-/* Is there a flight for key other than f? */
-static int other_flight(const cache_prefetch *p, const flight *f) {
-    for (flight *g = p->flights; g; g = g->next) if (g != f && !strcmp(g->key, f->key)) return 1;
-    return 0;
 }
 
 /* Registers a new flight for key (ownership taken); NULL if out of memory. */
@@ -158,31 +152,32 @@ static int store(cache_prefetch *p, const flight *f) {
 
 /* ------------------------------------------------------------ pool thread */
 /* Pops the best queued key that still needs fetching and starts its flight;
- * NULL when the queue ran dry.  Called and returns with mu held.  While it
- * checks the cache the flight is registered as "checking", so requests see
- * the key as in flight and wait_idle sees the pool busy. */
+ * NULL when the queue ran dry.  Called and returns with mu held.  The
+ * flight is registered before the cache is checked: requests see the key as
+ * in flight, wait_idle sees the pool busy, and lookups join it (if the
+ * check finds the key cached, they read it from the cache). */
 static flight *next_job(cache_prefetch *p) {
     while (p->nq > 0) {
         int b = queue_best(p);
         char *key = p->q[b].key;
         p->q[b] = p->q[--p->nq];
         pthread_cond_broadcast(&p->changed);
-        if (flight_find(p, key, 1)) { free(key); continue; }
+        if (flight_find(p, key)) { free(key); continue; }
         flight *f = flight_start(p, key, 1);
         if (!f) continue;
-        f->checking = 1;
         p->running++;
         pthread_mutex_unlock(&p->mu);
+        if (p->o.on_take) p->o.on_take(p->o.hook_ud, f->key);
         int found = 0;
         cache_contains(p->c, f->key, &found, NULL);
         pthread_mutex_lock(&p->mu);
-        if (found || other_flight(p, f)) {     /* cached, or a lookup is fetching it */
+        if (found) {
+            f->cached = 1;
             p->running--;
             flight_finish(p, f);
             flight_release(f);
             continue;
         }
-        f->checking = 0;
         p->st.issued++;
         if (p->running > p->st.max_running) p->st.max_running = p->running;
         return f;
@@ -282,7 +277,7 @@ void cache_prefetch_destroy(cache_prefetch *p) {
 
 /* Already queued (priority raised) or in flight?  mu held. */
 static int pending(cache_prefetch *p, const char *key, double priority) {
-    if (flight_find(p, key, 1)) return 1;
+    if (flight_find(p, key)) return 1;
     int i = queue_find(p, key);
     if (i < 0) return 0;
     if (priority > p->q[i].prio) p->q[i].prio = priority;
@@ -368,9 +363,28 @@ static int copy_result(const flight *f, cache_entry *out, eng_err *err) {
     return ENG_OK;
 }
 
-/* Waits for f (mu held, a reference taken) and copies its result. */
+enum { JOIN_AGAIN = -1 };     /* the flight found the key cached: read it there */
+
+/* Counts a lookup served from the cache; after a join (already counted as
+ * one) the time waited for the flight counts too.  mu held. */
+static void count_cached(cache_prefetch *p, const cache_entry *e, int joined, int64_t t0) {
+    int64_t waited = joined ? now_us(p) - t0 : 0;
+    if (joined) p->st.wait_us += waited;
+    else p->st.hits++;
+    if (!e->first_use) return;
+    p->st.prefetch_hits++;
+    if (e->fetch_us > waited) p->st.saved_us += e->fetch_us - waited;
+}
+
+/* Waits for f (mu held, a reference taken) and copies its result, or
+ * returns JOIN_AGAIN when the flight ended without fetching because the
+ * key was cached. */
 static int join(cache_prefetch *p, flight *f, int64_t t0, cache_entry *out, eng_err *err) {
     while (!f->done) pthread_cond_wait(&p->changed, &p->mu);
+    if (f->cached) {
+        flight_release(f);
+        return JOIN_AGAIN;
+    }
     int rc = copy_result(f, out, err);
     int prefetch = f->prefetch;
     int64_t waited = now_us(p) - t0, fetch_us = f->fetch_us;
@@ -408,39 +422,41 @@ static int fetch_now(cache_prefetch *p, char *key, int64_t t0, cache_entry *out,
     return rc;
 }
 
+/* A hit returns; a flight of key in any state (checking the cache
+ * included) is joined, never fetched a second time; else key is fetched. */
 int cache_lookup_or_fetch(cache_prefetch *p, const char *key, cache_entry *out, eng_err *err) {
     memset(out, 0, sizeof *out);
     char *k;
     int rc = cache_key(key, &k, err);
     if (rc != ENG_OK) return rc;
     int64_t t0 = now_us(p);
+    int joined = 0;
     for (;;) {
         /* A flight that finishes between our cache read and taking mu has
          * stored its result: the generation tells us to read again. */
         uint64_t gen = __atomic_load_n(&p->gen, __ATOMIC_ACQUIRE);
         int found = 0;
         rc = cache_get(p->c, k, out, &found, err);
-        if (rc != ENG_OK || found) {
-            pthread_mutex_lock(&p->mu);
-            if (found) p->st.hits++;
-            if (found && out->first_use) { p->st.prefetch_hits++; p->st.saved_us += out->fetch_us; }
-            pthread_mutex_unlock(&p->mu);
-            free(k);
-            return rc;
-        }
         pthread_mutex_lock(&p->mu);
-        if (!flight_find(p, k, 0) && p->gen != gen) { pthread_mutex_unlock(&p->mu); continue; }
-        break;
-    }
-    flight *f = flight_find(p, k, 0);
-    if (f) {
+        if (rc != ENG_OK || found) {
+            if (found) count_cached(p, out, joined, t0);
+            break;
+        }
+        flight *f = flight_find(p, k);
+        if (!f && p->gen != gen) { pthread_mutex_unlock(&p->mu); continue; }
+        if (!f) {
+            rc = fetch_now(p, k, t0, out, err);
+            k = NULL;
+            break;
+        }
         f->refs++;
-        p->st.joins++;
-        free(k);
+        if (!joined) p->st.joins++;
+        joined = 1;
         rc = join(p, f, t0, out, err);
-    } else {
-        rc = fetch_now(p, k, t0, out, err);
+        if (rc != JOIN_AGAIN) break;
+        pthread_mutex_unlock(&p->mu);
     }
     pthread_mutex_unlock(&p->mu);
+    free(k);
     return rc;
 }

@@ -675,6 +675,21 @@ int cache_get(cache *c, const char *key, cache_entry *out, int *found, eng_err *
     return rc;
 }
 
+int cache_peek(cache *c, const char *key, cache_entry *out, int *found, eng_err *err) {
+    memset(out, 0, sizeof *out);
+    *found = 0;
+    char *k;
+    int rc = cache_key(key, &k, err);
+    if (rc != ENG_OK) return rc;
+    int64_t sum = 0;
+    int state = ROW_NONE, unread = 0;
+    rc = read_row(c, k, now_ms(c), out, &state, &sum, &unread, err);
+    *found = rc == ENG_OK && state == ROW_LIVE;
+    if (!*found) cache_entry_free(out);
+    free(k);
+    return rc;
+}
+
 int cache_contains(cache *c, const char *key, int *found, eng_err *err) {
     *found = 0;
     char *k;

@@ -44,6 +44,8 @@ static void prefetch_links(cache_web *w, const tool_page *pg) {
 /* tool_fetch_opts.get: the page from the cache, fetched on a miss. */
 static int cached_get(void *ud, const char *url, const tool_ctx *ctx, tool_page **out, eng_err *err) {
     cache_web *w = ud;
+    (void)ctx;                 /* cancel and deadline do not reach the cache: a fetch, once
+                                  started, finishes for whoever joins it */
     cache_entry e = { 0 };
     int rc = cache_lookup_or_fetch(w->p, url, &e, err);
     if (rc) return rc;

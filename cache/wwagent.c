@@ -4,9 +4,10 @@
  * and the byte budget is per question), then the golden trajectory.  Before
  * each web action the main model decodes think_tokens tokens (real engine
  * steps: the time a model would spend choosing the action) while a
- * speculator thread queues prefetches; the action then goes through
- * cache_lookup_or_fetch, which returns a hit at once, joins a fetch in
- * flight, or fetches.  The "network" is the local web environment plus a
+ * speculator thread queues prefetches (before the first action, which only
+ * the task's own actions can precede, they are queued on the agent's
+ * thread); the action then goes through cache_lookup_or_fetch, which
+ * returns a hit at once, joins a fetch in flight, or fetches.  The "network" is the local web environment plus a
  * lognormal delay drawn per (question, URL) before each request, so every
  * mode meets the same latency for the same page whatever order its fetches
  * run in (the environment's own delay is drawn per request, in arrival
@@ -25,6 +26,7 @@
 
 #define THINK_PROMPT_MAX 384     /* tokens of the main model's prompt */
 #define SEARCH_K 5
+#define TASK_PRIO 1000.0         /* the task's own next actions: above any ranking score */
 
 const char *cache_ww_mode_name(int mode) {
     static const char *const names[] = {"none", "spec", "cheap", "random"};
@@ -149,6 +151,7 @@ static int net_fetch(void *ud, const char *key, char **body, size_t *len, char *
 typedef struct page {
     char *key, *title, *text;
     char **lurl, **ltext;
+    char **lsnip;                /* search results: their snippets; else NULL */
     int n_links;
 } page;
 
@@ -157,9 +160,14 @@ static void page_free(page *p) {
     free(p->key);
     free(p->title);
     free(p->text);
-    for (int i = 0; i < p->n_links; i++) free(p->lurl[i]), free(p->ltext[i]);
+    for (int i = 0; i < p->n_links; i++) {
+        free(p->lurl[i]);
+        free(p->ltext[i]);
+        if (p->lsnip) free(p->lsnip[i]);
+    }
     free(p->lurl);
     free(p->ltext);
+    free(p->lsnip);
     free(p);
 }
 
@@ -182,16 +190,23 @@ static page *page_parse(const char *key, const char *json) {
     p->text = strdup(search ? "" : str_or(cJSON_GetObjectItemCaseSensitive(doc, "text")));
     p->lurl = calloc((size_t)n + 1, sizeof *p->lurl);
     p->ltext = calloc((size_t)n + 1, sizeof *p->ltext);
-    if (!p->key || !p->title || !p->text || !p->lurl || !p->ltext) goto fail;
+    p->lsnip = search ? calloc((size_t)n + 1, sizeof *p->lsnip) : NULL;
+    if (!p->key || !p->title || !p->text || !p->lurl || !p->ltext || (search && !p->lsnip)) goto fail;
     const cJSON *it;
     cJSON_ArrayForEach(it, arr) {
         const char *u = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "url"));
         const char *t = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, search ? "title" : "text"));
-        if (!u) continue;
-        p->lurl[p->n_links] = NULL;
-        if (cache_key(u, &p->lurl[p->n_links], NULL) != ENG_OK) continue;
-        p->ltext[p->n_links] = cache_ww_norm_text(t ? t : "");
-        if (!p->ltext[p->n_links]) { free(p->lurl[p->n_links]); goto fail; }
+        const char *sn = search ? cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "snippet")) : NULL;
+        int i = p->n_links;
+        if (!u || cache_key(u, &p->lurl[i], NULL) != ENG_OK) continue;
+        p->ltext[i] = cache_ww_norm_text(t ? t : "");
+        if (search) p->lsnip[i] = cache_ww_norm_text(sn ? sn : "");
+        if (!p->ltext[i] || (search && !p->lsnip[i])) {
+            free(p->lurl[i]);
+            free(p->ltext[i]);
+            if (search) free(p->lsnip[i]);
+            goto fail;
+        }
         p->n_links++;
     }
     cJSON_Delete(doc);
@@ -203,8 +218,22 @@ fail:
 }
 
 /* --------------------------------------------------------- speculator */
-/* What the speculator sees of the agent, copied when it starts: the agent
- * goes on (and opens pages) while a late draft phase still runs. */
+/* Before every web action the speculator builds one pool of candidate
+ * actions and queues up to top_k of them that were not queued before:
+ *   - the task's own actions: its question as a search and its start page
+ *     (root_url), until they are done;
+ *   - the search results not opened;
+ *   - the links of the page in front of the agent;
+ *   - lookahead: the links of pages prefetched earlier that have arrived in
+ *     the cache and that the agent has not opened.
+ * Speculative modes rank the pool (cache_spec: question words against
+ * anchor text, result titles and snippets, URL path words; search rank;
+ * links above an unopened result; the task's site) and queue the best;
+ * a lookahead link scores its own ranking on its page times that page's
+ * weight: 1 for the start page before it is opened (the agent opens it
+ * after searching), else the page's score over the best score of this
+ * think.  Random mode queues top_k drawn uniformly from the same pool.
+ * Nothing here reads the golden path or the answer. */
 typedef struct spec_job {
     struct agent *a;
     int step;                    /* 0: before the search, 1: before the root, 2: before a click */
@@ -222,15 +251,21 @@ typedef struct agent {
     const cache_ww_env *env;
     cache_ww_opts o;
     const cache_ww_row *row;
+    cache *c;
     cache_prefetch *pf;
     page **open;                 /* pages opened this question */
     int n_open;
     page *results;
     cache_ww_result *res;
+    /* Keys queued for prefetch: the speculator appends (under req_mu),
+     * act() reads them to tell a ranking miss from a late prefetch. */
+    pthread_mutex_t req_mu;
+    char **req;
+    int n_req;
     /* Used by the speculator thread only (one at a time): */
     uint64_t rng;                /* random picks */
-    char **req;                  /* keys already queued for prefetch */
-    int n_req;
+    page **ahead;                /* prefetched pages read back from the cache */
+    int n_ahead;
     spec_job job;
     pthread_t th;
     int running;                 /* th is a speculator not joined yet */
@@ -246,28 +281,209 @@ static int seen(const spec_job *j, const char *key) {
     return 0;
 }
 
-/* Cheap-signal candidates: the task before anything is open, unopened
- * search results, the current page's unopened links. */
-static int spec_candidates(spec_job *j, cache_spec *s) {
+/* Only the speculator thread writes req, so it reads it without the lock. */
+static int was_requested(const agent *a, const char *key) {
+    for (int i = 0; i < a->n_req; i++) if (!strcmp(a->req[i], key)) return 1;
+    return 0;
+}
+
+static int requested_locked(agent *a, const char *key) {
+    pthread_mutex_lock(&a->req_mu);
+    int r = was_requested(a, key);
+    pthread_mutex_unlock(&a->req_mu);
+    return r;
+}
+
+/* Queues key for prefetch and remembers it. */
+static int request(spec_job *j, const char *key, double prio) {
+    agent *a = j->a;
+    char *k = strdup(key);
+    pthread_mutex_lock(&a->req_mu);
+    char **v = k ? realloc(a->req, (size_t)(a->n_req + 1) * sizeof *v) : NULL;
+    if (v) {
+        a->req = v;
+        a->req[a->n_req++] = k;
+    }
+    pthread_mutex_unlock(&a->req_mu);
+    if (!v) {
+        free(k);
+        return eng_seterr(&j->err, ENG_ENOMEM, "out of memory");
+    }
+    return cache_prefetch_request(a->pf, key, prio, &j->err);
+}
+
+/* ------------------------------------------------------------- the pool */
+typedef struct pool {
+    char **key;                  /* normalised keys, in the order added */
+    double *prio;                /* 0: in the pool, no signal for it */
+    int n, cap;
+} pool;
+
+static void pool_free(pool *p) {
+    for (int i = 0; i < p->n; i++) free(p->key[i]);
+    free(p->key);
+    free(p->prio);
+}
+
+/* Adds key (normalised) or raises its priority to prio. */
+static int pool_add(pool *p, const char *key, double prio) {
+    for (int i = 0; i < p->n; i++) {
+        if (strcmp(p->key[i], key)) continue;
+        if (prio > p->prio[i]) p->prio[i] = prio;
+        return ENG_OK;
+    }
+    if (p->n == p->cap) {
+        int cap = p->cap ? 2 * p->cap : 64;
+        char **k = realloc(p->key, (size_t)cap * sizeof *k);
+        if (k) p->key = k;
+        double *pr = k ? realloc(p->prio, (size_t)cap * sizeof *pr) : NULL;
+        if (!pr) return ENG_ENOMEM;
+        p->prio = pr;
+        p->cap = cap;
+    }
+    if (!(p->key[p->n] = strdup(key))) return ENG_ENOMEM;
+    p->prio[p->n++] = prio;
+    return ENG_OK;
+}
+
+/* The task's actions, unopened search results and the current page's
+ * links: into the ranking s and the pool.  The agent's plan is to search,
+ * then open the start page: those rank above any other candidate, the
+ * start page first (it is needed after the search and a think, so its
+ * prefetch saves a whole fetch; the search follows a short think). */
+static int spec_candidates(spec_job *j, cache_spec *s, pool *pl) {
     agent *a = j->a;
     eng_err *err = &j->err;
     int rc = ENG_OK;
     if (j->step == 0) {
-        /* Only the task is known: its question as a query, its start page. */
         size_t n = strlen(a->row->question) + 8;
-        char *q = malloc(n);
+        char *q = malloc(n), *k = NULL;
         if (!q) return eng_seterr(err, ENG_ENOMEM, "out of memory");
         snprintf(q, n, "search:%s", a->row->question);
-        rc = cache_spec_add(s, q, NULL, 1.0, err);
+        rc = cache_key(q, &k, err);
+        if (!rc) rc = cache_spec_add(s, k, NULL, TASK_PRIO, err);
+        if (!rc && pool_add(pl, k, 0)) rc = eng_seterr(err, ENG_ENOMEM, "out of memory");
         free(q);
+        free(k);
     }
-    if (!rc && j->step <= 1 && !seen(j, a->row->root_url))
-        rc = cache_spec_add(s, a->row->root_url, NULL, 1.0, err);
+    if (!rc && !seen(j, a->row->root_url)) {
+        rc = cache_spec_add(s, a->row->root_url, NULL, 2 * TASK_PRIO, err);
+        if (!rc && pool_add(pl, a->row->root_url, 0)) rc = eng_seterr(err, ENG_ENOMEM, "out of memory");
+    }
+    const page *r = j->results;
+    for (int i = 0; r && i < r->n_links && !rc; i++) {
+        if (seen(j, r->lurl[i])) continue;
+        rc = cache_spec_add_result(s, r->lurl[i], r->ltext[i], r->lsnip ? r->lsnip[i] : NULL, i, err);
+        if (!rc && pool_add(pl, r->lurl[i], 0)) rc = eng_seterr(err, ENG_ENOMEM, "out of memory");
+    }
+    for (int i = 0; j->step == 2 && i < j->cur->n_links && !rc; i++) {
+        if (seen(j, j->cur->lurl[i])) continue;
+        rc = cache_spec_add_link(s, j->cur->lurl[i], j->cur->ltext[i], err);
+        if (!rc && pool_add(pl, j->cur->lurl[i], 0)) rc = eng_seterr(err, ENG_ENOMEM, "out of memory");
+    }
+    return rc;
+}
+
+/* A page prefetched earlier, parsed from the cache without counting a use;
+ * NULL if it has not arrived (or is a search). */
+static const page *ahead_page(agent *a, const char *key) {
+    for (int i = 0; i < a->n_ahead; i++) if (!strcmp(a->ahead[i]->key, key)) return a->ahead[i];
+    if (!strncmp(key, "search:", 7)) return NULL;
+    cache_entry e;
+    int found = 0;
+    if (cache_peek(a->c, key, &e, &found, NULL) != ENG_OK || !found) return NULL;
+    page *p = page_parse(key, e.value);
+    cache_entry_free(&e);
+    page **v = p ? realloc(a->ahead, (size_t)(a->n_ahead + 1) * sizeof *v) : NULL;
+    if (!v) {
+        page_free(p);
+        return NULL;
+    }
+    a->ahead = v;
+    a->ahead[a->n_ahead++] = p;
+    return p;
+}
+
+/* Adds page q's unopened links to the pool; with weight w > 0 each gets
+ * w times its score in a ranking of q's links (with the unopened search
+ * results as hints, as the main ranking has them as candidates). */
+static int add_ahead(spec_job *j, const page *q, double w, pool *pl) {
+    agent *a = j->a;
+    int rc = ENG_OK;
+    for (int i = 0; i < q->n_links && !rc; i++)
+        if (!seen(j, q->lurl[i]) && pool_add(pl, q->lurl[i], 0)) rc = eng_seterr(&j->err, ENG_ENOMEM, "out of memory");
+    if (rc || w <= 0) return rc;
+    cache_spec *s = NULL;
+    rc = cache_spec_create(a->row->question, &s, &j->err);
+    if (!rc) rc = cache_spec_set_site(s, a->row->root_url, &j->err);
     for (int i = 0; j->results && i < j->results->n_links && !rc; i++)
-        if (!seen(j, j->results->lurl[i]))
-            rc = cache_spec_add_result(s, j->results->lurl[i], j->results->ltext[i], NULL, i, err);
-    for (int i = 0; j->step == 2 && i < j->cur->n_links && !rc; i++)
-        if (!seen(j, j->cur->lurl[i])) rc = cache_spec_add_link(s, j->cur->lurl[i], j->cur->ltext[i], err);
+        if (!seen(j, j->results->lurl[i])) rc = cache_spec_add_hint(s, j->results->lurl[i], i, &j->err);
+    for (int i = 0; i < q->n_links && !rc; i++)
+        if (!seen(j, q->lurl[i])) rc = cache_spec_add_link(s, q->lurl[i], q->ltext[i], &j->err);
+    const cache_cand *c = NULL;
+    int n = 0;
+    if (!rc) rc = cache_spec_rank(s, 1 << 20, &c, &n, &j->err);
+    for (int i = 0; i < n && !rc; i++)
+        if (pool_add(pl, c[i].key, w * c[i].score)) rc = eng_seterr(&j->err, ENG_ENOMEM, "out of memory");
+    cache_spec_destroy(s);
+    return rc;
+}
+
+/* Ranks s into the pool's priorities, then adds the lookahead links. */
+static int score_pool(spec_job *j, cache_spec *s, pool *pl) {
+    agent *a = j->a;
+    const cache_cand *c = NULL;
+    int n = 0, rc = cache_spec_rank(s, 1 << 20, &c, &n, &j->err);
+    double top = 0;
+    for (int i = 0; i < n && !rc; i++) {
+        if (pool_add(pl, c[i].key, c[i].score)) rc = eng_seterr(&j->err, ENG_ENOMEM, "out of memory");
+        if (c[i].score > top && c[i].score < TASK_PRIO) top = c[i].score;   /* the plan's actions aside */
+    }
+    for (int r = 0; r < a->n_req && !rc; r++) {
+        const char *k = a->req[r];
+        if (seen(j, k)) continue;
+        const page *q = ahead_page(a, k);
+        if (!q) continue;
+        double w = 0;
+        if (!strcmp(k, a->row->root_url)) w = 1;
+        for (int i = 0; i < n && w == 0 && top > 0; i++) if (!strcmp(c[i].key, k)) w = c[i].score / top;
+        rc = add_ahead(j, q, w, pl);
+    }
+    return rc;
+}
+
+/* Queues the pool's best (priority > 0, not opened or queued before)
+ * until *issued reaches want: every think adds new prefetches. */
+static int request_best(spec_job *j, const pool *pl, int want, int *issued) {
+    int *order = malloc(((size_t)pl->n + 1) * sizeof *order), n = 0;
+    if (!order) return eng_seterr(&j->err, ENG_ENOMEM, "out of memory");
+    for (int i = 0; i < pl->n; i++) {
+        if (pl->prio[i] <= 0 || seen(j, pl->key[i]) || was_requested(j->a, pl->key[i])) continue;
+        int k = n++;                          /* insertion sort, stable: few dozen entries */
+        while (k > 0 && pl->prio[order[k - 1]] < pl->prio[i]) { order[k] = order[k - 1]; k--; }
+        order[k] = i;
+    }
+    int rc = ENG_OK;
+    for (int i = 0; i < n && !rc && *issued < want; i++, (*issued)++)
+        rc = request(j, pl->key[order[i]], pl->prio[order[i]]);
+    free(order);
+    return rc;
+}
+
+/* Queues top_k of the pool (not opened or queued before) at random. */
+static int request_random(spec_job *j, const pool *pl) {
+    agent *a = j->a;
+    int *idx = malloc(((size_t)pl->n + 1) * sizeof *idx), n = 0;
+    if (!idx) return eng_seterr(&j->err, ENG_ENOMEM, "out of memory");
+    for (int i = 0; i < pl->n; i++)
+        if (!seen(j, pl->key[i]) && !was_requested(a, pl->key[i])) idx[n++] = i;
+    int rc = ENG_OK;
+    for (int k = 0; k < a->o.top_k && n > 0 && !rc; k++) {
+        int r = (int)(mix(a->rng++) % (uint64_t)n);
+        rc = request(j, pl->key[idx[r]], 1.0);
+        idx[r] = idx[--n];
+    }
+    free(idx);
     return rc;
 }
 
@@ -289,97 +505,53 @@ static int spec_draft(spec_job *j, cache_spec *s) {
     return rc;
 }
 
-static int was_requested(const agent *a, const char *key) {
-    for (int i = 0; i < a->n_req; i++) if (!strcmp(a->req[i], key)) return 1;
-    return 0;
-}
-
-/* Queues key for prefetch and remembers it. */
-static int request(spec_job *j, const char *key, double prio) {
-    agent *a = j->a;
-    char **v = realloc(a->req, (size_t)(a->n_req + 1) * sizeof *v);
-    char *k = strdup(key);
-    if (v) a->req = v;
-    if (!v || !k) {
-        free(k);
-        return eng_seterr(&j->err, ENG_ENOMEM, "out of memory");
-    }
-    a->req[a->n_req++] = k;
-    return cache_prefetch_request(a->pf, key, prio, &j->err);
-}
-
-/* Queues the best ranked candidates not opened or queued before until
- * *issued reaches want: every think adds new prefetches, instead of
- * repeating the search results queued at an earlier one. */
-static int request_top(spec_job *j, cache_spec *s, int want, int *issued) {
-    const cache_cand *c = NULL;
-    int n = 0, rc = cache_spec_rank(s, 1 << 20, &c, &n, &j->err);
-    for (int i = 0; i < n && !rc && *issued < want; i++) {
-        if (seen(j, c[i].key) || was_requested(j->a, c[i].key)) continue;
-        rc = request(j, c[i].key, c[i].score);
-        (*issued)++;
-    }
-    return rc;
-}
-
-/* top_k new links of the current page (or of the results, before the
- * root) at random. */
-static int spec_random(spec_job *j) {
-    agent *a = j->a;
-    const page *c = j->step == 2 ? j->cur : j->step == 1 ? j->results : NULL;
-    if (!c || c->n_links == 0) return ENG_OK;
-    int *idx = malloc((size_t)c->n_links * sizeof *idx), n = 0;
-    if (!idx) return eng_seterr(&j->err, ENG_ENOMEM, "out of memory");
-    for (int i = 0; i < c->n_links; i++)
-        if (!seen(j, c->lurl[i]) && !was_requested(a, c->lurl[i])) idx[n++] = i;
-    int rc = ENG_OK;
-    for (int k = 0; k < a->o.top_k && n > 0 && !rc; k++) {
-        int r = (int)(mix(a->rng++) % (uint64_t)n);
-        rc = request(j, c->lurl[idx[r]], 1.0);
-        idx[r] = idx[--n];
-    }
-    free(idx);
-    return rc;
-}
-
 /* Cheap signals are ready at once: half of the top_k slots go to their
  * best candidates at the start of the think.  The draft model's scores
  * arrive later and the combined ranking fills the other slots, unless the
- * agent has acted by then.  Cheap-only mode fills every slot at once. */
+ * agent has acted by then.  Cheap-only mode fills every slot at once;
+ * random mode draws them from the same pool. */
 static void *spec_main(void *arg) {
     spec_job *j = arg;
     agent *a = j->a;
     double t0 = now_ms();
-    if (a->o.mode == CACHE_WW_RANDOM) {
-        j->rc = spec_random(j);
-    } else {
-        int draft = a->o.mode == CACHE_WW_SPEC && a->env->draft && j->step == 2, issued = 0;
-        cache_spec *s = NULL;
-        j->rc = cache_spec_create(a->row->question, &s, &j->err);
-        if (!j->rc) j->rc = spec_candidates(j, s);
-        if (!j->rc) j->rc = request_top(j, s, draft ? (a->o.top_k + 1) / 2 : a->o.top_k, &issued);
-        if (!j->rc && draft) {
-            j->rc = spec_draft(j, s);
-            if (!j->rc && !atomic_load(&j->stale)) j->rc = request_top(j, s, a->o.top_k, &issued);
-        }
-        cache_spec_destroy(s);
+    int draft = a->o.mode == CACHE_WW_SPEC && a->env->draft && j->step == 2, issued = 0;
+    cache_spec *s = NULL;
+    pool pl = {0};
+    j->rc = cache_spec_create(a->row->question, &s, &j->err);
+    if (!j->rc) j->rc = cache_spec_set_site(s, a->row->root_url, &j->err);
+    if (!j->rc) j->rc = spec_candidates(j, s, &pl);
+    if (!j->rc) j->rc = score_pool(j, s, &pl);
+    if (!j->rc && a->o.mode == CACHE_WW_RANDOM) j->rc = request_random(j, &pl);
+    else if (!j->rc) j->rc = request_best(j, &pl, draft ? (a->o.top_k + 1) / 2 : a->o.top_k, &issued);
+    if (!j->rc && draft) {
+        j->rc = spec_draft(j, s);
+        if (!j->rc) j->rc = score_pool(j, s, &pl);
+        if (!j->rc && !atomic_load(&j->stale)) j->rc = request_best(j, &pl, a->o.top_k, &issued);
     }
+    cache_spec_destroy(s);
+    pool_free(&pl);
     j->ms = now_ms() - t0;
     return NULL;
 }
 
-/* Waits for the last speculator; its time and error are counted here. */
-static int spec_join(agent *a, eng_err *err) {
-    if (!a->running) return ENG_OK;
-    double t0 = now_ms();
-    pthread_join(a->th, NULL);
-    a->running = 0;
-    a->res->late_ms += now_ms() - t0;
+/* Counts a finished speculator's time (late: what the agent waited for
+ * it) and returns its error. */
+static int spec_done(agent *a, double late_ms, eng_err *err) {
+    a->res->late_ms += late_ms;
     a->res->spec_ms += a->job.ms;
     free(a->job.seen);
     a->job.seen = NULL;
     if (a->job.rc && err) *err = a->job.err;
     return a->job.rc;
+}
+
+/* Waits for the last speculator. */
+static int spec_join(agent *a, eng_err *err) {
+    if (!a->running) return ENG_OK;
+    double t0 = now_ms();
+    pthread_join(a->th, NULL);
+    a->running = 0;
+    return spec_done(a, now_ms() - t0, err);
 }
 
 static int spec_start(agent *a, int step, const page *cur, eng_err *err) {
@@ -392,6 +564,13 @@ static int spec_start(agent *a, int step, const page *cur, eng_err *err) {
     j->seen = malloc(((size_t)a->n_open + 1) * sizeof *j->seen);
     if (!j->seen) return eng_seterr(err, ENG_ENOMEM, "out of memory");
     for (int i = 0; i < a->n_open; i++) j->seen[j->n_seen++] = a->open[i]->key;
+    if (step == 0) {
+        /* Only the task's own actions: queued on the agent's thread before
+         * it thinks (a thread would start late on a busy machine, after a
+         * think this short); the agent waits for it, counted as late. */
+        spec_main(j);
+        return spec_done(a, j->ms, err);
+    }
     if (pthread_create(&a->th, NULL, spec_main, j) != 0) {
         free(j->seen);
         j->seen = NULL;
@@ -455,32 +634,36 @@ static int think_and_speculate(agent *a, int step, const page *cur, eng_err *err
 /* ------------------------------------------------------------ actions */
 /* One web action through the cache: counts the wait and how it was served. */
 static int act(agent *a, const char *key, int kind, page **out, eng_err *err) {
+    char *k = NULL;
+    int rc = cache_key(key, &k, err);
+    if (rc) return rc;
     cache_prefetch_stats s0, s1;
     cache_prefetch_get_stats(a->pf, &s0, NULL);
     cache_entry e;
     double t0 = now_ms();
-    int rc = cache_lookup_or_fetch(a->pf, key, &e, err);
+    rc = cache_lookup_or_fetch(a->pf, k, &e, err);
     double waited = now_ms() - t0;
     a->res->wait_ms += waited;
-    if (rc) return rc;
+    if (rc) {
+        free(k);
+        return rc;
+    }
     cache_prefetch_get_stats(a->pf, &s1, NULL);
-    int hit = s1.hits > s0.hits, join = s1.joins > s0.joins, click = kind == CACHE_WW_ACT_CLICK;
+    int how = s1.hits > s0.hits ? CACHE_WW_HIT : s1.joins > s0.joins ? CACHE_WW_JOIN : CACHE_WW_MISS;
     cache_ww_result *r = a->res;
+    cache_ww_kind *kd = &r->kind[kind];
     r->actions++;
-    r->hits += hit;
-    r->joins += join;
-    r->clicks += click;
-    r->click_hits += click && (hit || join);
-    r->kind_n[kind]++;
-    r->kind_hits[kind] += hit;
-    r->kind_joins[kind] += join;
-    r->kind_wait_ms[kind] += waited;
-    char *k = NULL;
-    rc = cache_key(key, &k, err);
-    *out = rc ? NULL : page_parse(k, e.value);
+    r->hits += how == CACHE_WW_HIT;
+    r->joins += how == CACHE_WW_JOIN;
+    r->clicks += kind == CACHE_WW_ACT_CLICK;
+    r->click_hits += kind == CACHE_WW_ACT_CLICK && how != CACHE_WW_MISS;
+    kd->n[how]++;
+    kd->wait_ms[how] += waited;
+    kd->miss_queued += how == CACHE_WW_MISS && requested_locked(a, k);
+    *out = page_parse(k, e.value);
     free(k);
     cache_entry_free(&e);
-    if (!rc && !*out) rc = eng_seterr(err, ENG_EFORMAT, "%.200s: cannot read the fetched page", key);
+    if (!*out) rc = eng_seterr(err, ENG_EFORMAT, "%.200s: cannot read the fetched page", key);
     return rc;
 }
 
@@ -567,6 +750,7 @@ int cache_ww_episode(const cache_ww_env *env, const cache_ww_opts *opts, const c
     agent a = { .env = env, .o = *opts, .row = row, .res = out };
     if (a.o.mode < 0 || a.o.mode >= CACHE_WW_N_MODES)
         return eng_seterr(err, ENG_EINVAL, "cache_ww_episode: unknown mode %d", a.o.mode);
+    pthread_mutex_init(&a.req_mu, NULL);
     if (a.o.think_tokens <= 0) a.o.think_tokens = 64;
     if (a.o.sigma == 0) a.o.sigma = 0.6;
     if (a.o.top_k <= 0) a.o.top_k = 3;
@@ -581,6 +765,7 @@ int cache_ww_episode(const cache_ww_env *env, const cache_ww_opts *opts, const c
     cache *c = NULL;
     cache_opts co = { .skip_check = 1, .default_ttl_ms = -1 };
     int rc = cache_open(path, &co, &c, err);
+    a.c = c;
     cache_prefetch_opts po = { .max_concurrent = a.o.max_concurrent, .byte_budget = a.o.byte_budget };
     if (!rc) rc = cache_prefetch_create(c, net_fetch, &nt, &po, &a.pf, err);
     if (!rc) rc = walk(&a, err);
@@ -604,6 +789,9 @@ int cache_ww_episode(const cache_ww_env *env, const cache_ww_opts *opts, const c
     free(a.open);
     for (int i = 0; i < a.n_req; i++) free(a.req[i]);
     free(a.req);
+    for (int i = 0; i < a.n_ahead; i++) page_free(a.ahead[i]);
+    free(a.ahead);
+    pthread_mutex_destroy(&a.req_mu);
     page_free(a.results);
     static const char *const sfx[] = {"", "-wal", "-shm"};
     for (int i = 0; i < 3; i++) {

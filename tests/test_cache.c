@@ -285,6 +285,42 @@ static void test_lru_eviction(void) {
     cache_close(c);
 }
 
+/* A peek reads without using: no hit counted, a prefetched entry stays
+ * unread, LRU order unchanged, an expired entry missing but left alone. */
+static void test_peek(void) {
+    fake_ms = 100;
+    cache *c = open_fake("peek.db", 700);
+    if (!c) return;
+    eng_err e = {0};
+    put_n(c, "a", 300, 1);
+    fake_ms = 101; put_n(c, "b", 300, 0);
+    fake_ms = 102;
+    cache_entry en;
+    int found = 0;
+    T_CHECK(cache_peek(c, "a", &en, &found, &e) == ENG_OK && found && en.len == 300 && en.value[0] == 'a' &&
+            en.prefetched && !en.first_use);
+    cache_entry_free(&en);
+    T_CHECK(cache_peek(c, "zz", &en, &found, &e) == ENG_OK && !found && !en.value);
+    T_CHECK(cache_peek(c, "http://", &en, &found, &e) == ENG_EINVAL && !found);
+    cache_stats st;
+    T_CHECK(cache_get_stats(c, &st, &e) == ENG_OK && st.hits == 0 && st.misses == 0 &&
+            st.unused_prefetch_stored == 300);
+    fake_ms = 103; put_n(c, "c", 300, 0);           /* a is still the oldest: it goes */
+    T_CHECK(!has(c, "a") && has(c, "b") && has(c, "c"));
+    T_CHECK(cache_get_stats(c, &st, &e) == ENG_OK && st.unused_prefetch_dropped == 300);
+    cache_meta m = { .ttl_ms = 10, .prefetched = 1 };
+    T_CHECK(cache_put(c, "d", "dd", 2, &m, &e) == ENG_OK);
+    T_CHECK(cache_peek(c, "d", &en, &found, &e) == ENG_OK && found);
+    cache_entry_free(&en);
+    /* Still unread: the first real read says so. */
+    T_CHECK(cache_get(c, "d", &en, &found, &e) == ENG_OK && found && en.first_use);
+    cache_entry_free(&en);
+    fake_ms = 200;
+    T_CHECK(cache_peek(c, "d", &en, &found, &e) == ENG_OK && !found);
+    T_CHECK(cache_get_stats(c, &st, &e) == ENG_OK && st.expired == 0 && st.entries == 3);
+    cache_close(c);
+}
+
 /* Many reads of the same entries keep their last access in memory; the next
  * put must still see them (LRU over more touches than one batch). */
 static void test_lru_many_touches(void) {
@@ -629,6 +665,7 @@ int main(void) {
     T_RUN(test_ttl_expiry);
     T_RUN(test_lru_eviction);
     T_RUN(test_lru_many_touches);
+    T_RUN(test_peek);
     T_RUN(test_concurrency);
     T_RUN(test_crash_safety);
     T_RUN(test_corrupt_files);

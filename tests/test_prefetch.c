@@ -150,6 +150,116 @@ static void test_join_instead_of_second_fetch(void) {
     close_tmp(c);
 }
 
+/* Holds the pool thread that takes a key holding `key` before it checks
+ * the cache (on_take), until the test lets it go. */
+typedef struct holder {
+    const char *key;
+    sem_t taken, go;
+} holder;
+
+static void hold_take(void *ud, const char *key) {
+    holder *h = ud;
+    if (!strstr(key, h->key)) return;
+    sem_post(&h->taken);
+    sem_wait(&h->go);
+}
+
+typedef struct stalled {
+    fx f;
+    holder h;
+    cache *c;
+    cache_prefetch *p;
+    pthread_t t[8];
+    looker ls[8];
+} stalled;
+
+/* A prefetch of key taken by the pool and held before its cache check,
+ * with n lookups of key started against it. */
+static int stall_and_look(stalled *s, const char *key, int n) {
+    s->c = open_tmp(0);
+    if (!s->c) return -1;
+    fx_init(&s->f, 20, 0);
+    s->h.key = key;
+    sem_init(&s->h.taken, 0, 0);
+    sem_init(&s->h.go, 0, 0);
+    cache_prefetch_opts o = { .max_concurrent = 2, .on_take = hold_take, .hook_ud = &s->h };
+    eng_err e = {0};
+    if (cache_prefetch_create(s->c, fetch_counting, &s->f, &o, &s->p, &e) != ENG_OK) {
+        T_CHECKF(0, "%s", e.msg);
+        close_tmp(s->c);
+        return -1;
+    }
+    T_CHECK(cache_prefetch_request(s->p, key, 1.0, &e) == ENG_OK);
+    sem_wait(&s->h.taken);
+    for (int i = 0; i < n; i++) {
+        s->ls[i] = (looker){ .p = s->p, .key = key };
+        pthread_create(&s->t[i], NULL, look, &s->ls[i]);
+    }
+    /* Every lookup must now be waiting on the held prefetch. */
+    cache_prefetch_stats st = {0};
+    for (int i = 0; i < 5000 && st.joins + st.misses < n; i++) {
+        cache_prefetch_get_stats(s->p, &st, NULL);
+        usleep(1000);
+    }
+    usleep(30000);
+    return 0;
+}
+
+static void stall_finish(stalled *s, int n) {
+    sem_post(&s->h.go);
+    for (int i = 0; i < n; i++) pthread_join(s->t[i], NULL);
+}
+
+/* Lets the held prefetch go: every lookup must get body and count as a
+ * join, with `fetches` calls of the fetcher in all. */
+static void stall_check(stalled *s, int n, const char *body, int fetches) {
+    stall_finish(s, n);
+    for (int i = 0; i < n; i++)
+        T_CHECKF(s->ls[i].rc == ENG_OK && s->ls[i].e.value && !strcmp(s->ls[i].e.value, body),
+                 "lookup %d: rc %d %s", i, s->ls[i].rc, s->ls[i].err.msg);
+    T_CHECK(cache_prefetch_wait_idle(s->p, 5000, NULL) == ENG_OK);
+    cache_prefetch_stats st;
+    T_CHECK(cache_prefetch_get_stats(s->p, &st, NULL) == ENG_OK);
+    T_CHECKF(calls(&s->f) == fetches && st.issued == fetches && st.misses == 0 && st.joins == n && st.hits == 0,
+             "%d fetches, issued %lld, misses %lld, joins %lld, hits %lld", calls(&s->f),
+             (long long)st.issued, (long long)st.misses, (long long)st.joins, (long long)st.hits);
+}
+
+static void stall_free(stalled *s, int n) {
+    for (int i = 0; i < n; i++) cache_entry_free(&s->ls[i].e);
+    cache_prefetch_destroy(s->p);
+    close_tmp(s->c);
+    sem_destroy(&s->h.taken);
+    sem_destroy(&s->h.go);
+}
+
+/* Lookups of a key whose prefetch is still checking the cache join it:
+ * none fetches while it is held, and the web sees exactly one fetch. */
+static void test_join_while_checking(void) {
+    enum { N = 8 };
+    stalled s;
+    if (stall_and_look(&s, "http://hold.test/page", N)) return;
+    cache_prefetch_stats st;
+    T_CHECK(cache_prefetch_get_stats(s.p, &st, NULL) == ENG_OK);
+    T_CHECKF(calls(&s.f) == 0 && st.misses == 0 && st.joins == N,
+             "while held: %d fetches, %lld misses, %lld joins", calls(&s.f), (long long)st.misses,
+             (long long)st.joins);
+    stall_check(&s, N, "body of http://hold.test/page", 1);
+    stall_free(&s, N);
+}
+
+/* The held check finds the key cached (stored meanwhile): the joined
+ * lookups read it from the cache and nothing is fetched. */
+static void test_join_check_finds_cached(void) {
+    enum { N = 4 };
+    stalled s;
+    if (stall_and_look(&s, "http://hold.test/stored", N)) return;
+    const char body[] = "stored while the prefetch was held";
+    T_CHECK(cache_put(s.c, "http://hold.test/stored", body, sizeof body - 1, NULL, NULL) == ENG_OK);
+    stall_check(&s, N, body, 0);
+    stall_free(&s, N);
+}
+
 static void test_fetch_errors(void) {
     cache *c = open_tmp(0);
     if (!c) return;
@@ -434,6 +544,12 @@ static cache_spec *example_spec(void) {
     return s;
 }
 
+/* The documented score of a candidate holding question words of total
+ * idf m, with len distinct words against a mean of avg. */
+static double bm25(double m, int len, double avg) {
+    return m * 2.2 / (1 + 1.2 * (0.25 + 0.75 * len / avg));
+}
+
 static void test_speculator_ranking(void) {
     cache_spec *s = example_spec();
     if (!s) { T_CHECK(0); return; }
@@ -441,15 +557,19 @@ static void test_speculator_ranking(void) {
     int n;
     eng_err e = {0};
     T_CHECK(cache_spec_rank(s, 10, &c, &n, &e) == ENG_OK);
-    /* Question words: won nobel prize physic(s) 1921.  Seven candidates:
-     * "won" is in 1 (idf ln 8), the others in 3 each (idf ln(10/3)). */
-    double w8 = log(8.0), w3 = log(10.0 / 3.0);
+    /* Question words, stemmed: won nobel priz physic 1921.  Seven
+     * candidates: "won" is in 1 (idf ln 8), the others in 3 each (idf
+     * ln(10/3)).  Distinct words per candidate: prize page 4 (nobel priz
+     * physic history), Einstein 2, list 4 (list nobel laureat physic), main
+     * page 2, 1921 in science 2, nobelprize.org 10 (its title, snippet and
+     * path), example.com 5 (einstein 1921 priz got lat); mean 29/7. */
+    double w8 = log(8.0), w3 = log(10.0 / 3.0), avg = 29.0 / 7;
     struct { const char *key; double score; } want[] = {
-        {"https://www.nobelprize.org/prizes/physics/1921/summary", w8 + 4 * w3 + 0.25},
-        {"https://en.wikipedia.org/wiki/Nobel_Prize_in_Physics", 3 * w3},
-        {"https://example.com/einstein-1921", 2 * w3 + 0.125},
-        {"https://en.wikipedia.org/wiki/List_of_Nobel_laureates_in_Physics", 2 * w3},
-        {"https://en.wikipedia.org/wiki/1921_in_science", w3},
+        {"https://www.nobelprize.org/prizes/physics/1921/summary", bm25(w8 + 4 * w3, 10, avg) + 0.25},
+        {"https://en.wikipedia.org/wiki/Nobel_Prize_in_Physics", bm25(3 * w3, 4, avg)},
+        {"https://en.wikipedia.org/wiki/List_of_Nobel_laureates_in_Physics", bm25(2 * w3, 4, avg)},
+        {"https://example.com/einstein-1921", bm25(2 * w3, 5, avg) + 0.125},
+        {"https://en.wikipedia.org/wiki/1921_in_science", bm25(w3, 2, avg)},
     };
     T_CHECKF(n == 5, "%d candidates ranked", n);
     for (int i = 0; i < n && i < 5; i++) {
@@ -469,7 +589,7 @@ static void test_speculator_ranking(void) {
     T_CHECK(cache_spec_rank(s, 10, &c, &n, &e) == ENG_OK && n == 5);
     if (n == 5) {
         T_CHECK(!strcmp(c[1].key, "https://en.wikipedia.org/wiki/List_of_Nobel_laureates_in_Physics"));
-        T_CHECK(fabs(c[1].score - (2 * w3 + 2.0)) < 1e-9);
+        T_CHECK(fabs(c[1].score - (bm25(2 * w3, 4, avg) + 2.0)) < 1e-9);
         T_CHECK(c[1].sources == (CACHE_SPEC_LINK | CACHE_SPEC_OTHER));
     }
     /* A proposed search counts its query words. */
@@ -490,6 +610,63 @@ static void test_speculator_ranking(void) {
     cache_spec_add_result(s, "http://r.test/0", "a", NULL, 0, NULL);
     cache_spec_add_link(s, "http://r.test/link", "anything", NULL);
     T_CHECK(cache_spec_rank(s, 10, &c, &n, &e) == ENG_OK && n == 2 && !strcmp(c[0].key, "http://r.test/0"));
+    cache_spec_destroy(s);
+}
+
+/* Score of key in a ranking (0 when not ranked). */
+static double score_of(cache_spec *s, const char *key) {
+    const cache_cand *c;
+    int n;
+    if (cache_spec_rank(s, 1000, &c, &n, NULL) != ENG_OK) return -1;
+    for (int i = 0; i < n; i++) if (!strcmp(c[i].key, key)) return c[i].score;
+    return 0;
+}
+
+/* Stemming joins word forms; the task's site, links above a search result
+ * and hints move candidates as documented. */
+static void test_speculator_signals(void) {
+    eng_err e = {0};
+    cache_spec *s;
+    /* "funding"/"funded", "elections"/"election", "organized"/"organization". */
+    T_CHECK(cache_spec_create("Who organized the funding of the 2024 elections?", &s, &e) == ENG_OK);
+    cache_spec_add_link(s, "http://a.test/x", "Funded election work", NULL);
+    cache_spec_add_link(s, "http://a.test/y", "Organization", NULL);
+    cache_spec_add_link(s, "http://a.test/z", "Contact us", NULL);
+    cache_spec_add_link(s, "http://a.test/w", "Fun and games", NULL);      /* "fun" is not "fund" */
+    T_CHECKF(score_of(s, "http://a.test/x") > score_of(s, "http://a.test/y") && score_of(s, "http://a.test/y") > 0,
+             "x %.3f y %.3f", score_of(s, "http://a.test/x"), score_of(s, "http://a.test/y"));
+    T_CHECK(score_of(s, "http://a.test/z") == 0 && score_of(s, "http://a.test/w") == 0);
+    cache_spec_destroy(s);
+
+    /* Two identical results, one off the task's site: a quarter the score.
+     * A link that is a directory above the on-site result gets 1 / (1 + its
+     * rank); one above nothing, or above the site's root, gets nothing. */
+    T_CHECK(cache_spec_create("annual meeting program 2024", &s, &e) == ENG_OK);
+    T_CHECK(cache_spec_set_site(s, "https://WWW.Site.test/index.html", &e) == ENG_OK);
+    T_CHECK(cache_spec_set_site(s, "not a url", &e) == ENG_EINVAL);
+    cache_spec_add_result(s, "https://site.test/events/x/annual-program-2024", "Annual meeting program 2024", NULL, 1, NULL);
+    cache_spec_add_result(s, "https://other.test/events/x/annual-program-2024", "Annual meeting program 2024", NULL, 1, NULL);
+    cache_spec_add_link(s, "https://www.site.test/events", "Calendar", NULL);
+    cache_spec_add_link(s, "https://site.test/even", "Calendar two", NULL);
+    cache_spec_add_link(s, "https://site.test/", "Home", NULL);
+    double on = score_of(s, "https://site.test/events/x/annual-program-2024");
+    double off = score_of(s, "https://other.test/events/x/annual-program-2024");
+    T_CHECKF(on > 0 && fabs(off - on / 4) < 1e-9, "on site %.4f, off %.4f", on, off);
+    T_CHECKF(fabs(score_of(s, "https://www.site.test/events") - 0.5) < 1e-9, "above: %.4f",
+             score_of(s, "https://www.site.test/events"));
+    T_CHECK(score_of(s, "https://site.test/even") == 0 && score_of(s, "https://site.test/") == 0);
+    cache_spec_destroy(s);
+
+    /* A hint: 2 / (1 + rank / 5) at the page, half that above it. */
+    T_CHECK(cache_spec_create("nothing in common", &s, &e) == ENG_OK);
+    T_CHECK(cache_spec_add_hint(s, "http://h.test/a/b", 5, &e) == ENG_OK);
+    T_CHECK(cache_spec_add_hint(s, "http://h.test/a/b", -1, &e) == ENG_EINVAL);
+    cache_spec_add_link(s, "http://h.test/a/b", "x", NULL);
+    cache_spec_add_link(s, "http://h.test/a", "y", NULL);
+    cache_spec_add_link(s, "http://h.test/c", "z", NULL);
+    T_CHECK(fabs(score_of(s, "http://h.test/a/b") - 1.0) < 1e-9);
+    T_CHECK(fabs(score_of(s, "http://h.test/a") - 0.5) < 1e-9);
+    T_CHECK(score_of(s, "http://h.test/c") == 0);
     cache_spec_destroy(s);
 }
 
@@ -519,6 +696,8 @@ int main(void) {
     snprintf(tmpdir, sizeof tmpdir, "/tmp/brisk_prefetch_XXXXXX");
     if (!mkdtemp(tmpdir)) { printf("mkdtemp failed\n"); return 1; }
     T_RUN(test_join_instead_of_second_fetch);
+    T_RUN(test_join_while_checking);
+    T_RUN(test_join_check_finds_cached);
     T_RUN(test_fetch_errors);
     T_RUN(test_dedup_requests);
     T_RUN(test_priority_and_lookup_of_queued);
@@ -527,6 +706,7 @@ int main(void) {
     T_RUN(test_stats_script);
     T_RUN(test_unused_after_eviction);
     T_RUN(test_speculator_ranking);
+    T_RUN(test_speculator_signals);
     T_RUN(test_speculator_prefetch);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);

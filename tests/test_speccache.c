@@ -4,6 +4,7 @@
  * continuation ranked first, batching changes nothing) and a short run of
  * the oracle agent (speculative beats random prefetch, same answers). */
 #include <dirent.h>
+#include <math.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <unistd.h>
@@ -341,6 +342,28 @@ static void test_draft_propose(void) {
 }
 
 /* ---------------------------------------------------------------- agent */
+/* The per-action breakdown adds up to the totals; one search and one root;
+ * at most top_k prefetches queued per think (one think per action). */
+static void check_breakdown(const cache_ww_result *r, int top_k) {
+    int n = 0, hits = 0, joins = 0, miss = 0, queued = 0;
+    double wait = 0;
+    for (int k = 0; k < CACHE_WW_N_ACTS; k++) {
+        const cache_ww_kind *kd = &r->kind[k];
+        int nk = kd->n[CACHE_WW_HIT] + kd->n[CACHE_WW_JOIN] + kd->n[CACHE_WW_MISS];
+        if (k != CACHE_WW_ACT_CLICK) T_CHECKF(nk == 1, "%d actions of kind %d", nk, k);
+        n += nk;
+        hits += kd->n[CACHE_WW_HIT];
+        joins += kd->n[CACHE_WW_JOIN];
+        miss += kd->n[CACHE_WW_MISS];
+        queued += kd->miss_queued;
+        for (int h = 0; h < CACHE_WW_N_SERVED; h++) wait += kd->wait_ms[h];
+    }
+    T_CHECKF(n == r->actions && hits == r->hits && joins == r->joins && queued <= miss,
+             "breakdown %d/%d/%d of %d, totals %d/%d of %d", hits, joins, miss, n, r->hits, r->joins, r->actions);
+    T_CHECKF(fabs(wait - r->wait_ms) < 1e-6, "wait by kind %.3f, total %.3f", wait, r->wait_ms);
+    T_CHECKF(r->issued <= (int64_t)top_k * r->actions, "%lld prefetches for %d thinks", (long long)r->issued, r->actions);
+}
+
 static void test_short_benchmark(void) {
     if (!have_site()) T_SKIP("no WebWalkerQA data under %s", t_shared());
     if (!have_model()) return;
@@ -365,6 +388,7 @@ static void test_short_benchmark(void) {
             T_CHECKF(rc == ENG_OK, "row %d %s: %s", q, cache_ww_mode_name(m), e.msg);
             T_CHECK(r.hits + r.joins <= r.actions && r.click_hits <= r.clicks && r.wait_ms >= 0);
             T_CHECK(r.actions == 2 + r.clicks && r.clicks >= 1);
+            check_breakdown(&r, o.top_k ? o.top_k : 3);
             acts[m] += r.actions;
             served[m] += r.hits + r.joins;
             wait[m] += r.wait_ms;

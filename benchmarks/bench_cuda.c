@@ -144,7 +144,7 @@ static int pass(bench *B, bseqs *S, int s0, int ns, int rows_each, eng_err *err)
         out[i] = r - 1;
         slen[i] = S->len[s] + rows_each;
     }
-    eng_fwd_batch b = {R, tok, pos, rs, ns, slen, S->tab + s0, ns, out, NULL, t, sp, rng};
+    eng_fwd_batch b = {R, tok, pos, rs, ns, slen, S->tab + s0, ns, out, NULL, t, sp, rng, NULL};
     rc = B->b->forward(B->b, &b, err);
     if (!rc)
         for (int i = 0; i < ns; i++) {

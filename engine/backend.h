@@ -23,6 +23,10 @@ typedef struct eng_fwd_batch {
     eng_token *sampled;
     const eng_sampling *samp;      /* [n_out] */
     uint64_t *rng;                 /* [n_out] advanced by sampling */
+    /* [n_out] or NULL: an id >= 0 is the row's token whatever sampling draws
+     * (teacher forcing); sampled[i] then holds it with its log-prob and the
+     * entropy, and rng[i] advances as for a draw. */
+    const int *force;
 } eng_fwd_batch;
 
 typedef struct eng_backend eng_backend;

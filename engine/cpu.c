@@ -533,9 +533,11 @@ typedef struct samp_job { const eng_fwd_batch *b; const float *logits; int vocab
 
 static void samp_worker(void *arg, int tid, int nth) {
     const samp_job *j = arg;
-    for (int i = tid; i < j->b->n_out; i += nth)
-        j->b->sampled[i] = eng_sample(j->logits + (size_t)i * j->vocab, j->vocab, &j->b->samp[i],
-                                      &j->b->rng[i]);
+    for (int i = tid; i < j->b->n_out; i += nth) {
+        const float *l = j->logits + (size_t)i * j->vocab;
+        j->b->sampled[i] = eng_sample(l, j->vocab, &j->b->samp[i], &j->b->rng[i]);
+        if (j->b->force && j->b->force[i] >= 0) j->b->sampled[i] = eng_token_of(l, j->vocab, j->b->force[i]);
+    }
 }
 
 /* Everything a pass reads is checked first, so bad input is an error
@@ -551,6 +553,10 @@ static int check_batch(const cpu *s, const eng_fwd_batch *b, eng_err *err) {
         return eng_seterr(err, ENG_EINVAL, "cpu: batch sequences without seq_len/block_table");
     if (b->n_out && !b->out_rows)
         return eng_seterr(err, ENG_EINVAL, "cpu: batch has %d out rows but no out_rows", b->n_out);
+    for (int i = 0; b->force && i < b->n_out; i++)
+        if (b->force[i] >= c->vocab_size)
+            return eng_seterr(err, ENG_EINVAL, "cpu: forced id %d of out row %d outside vocab %d",
+                              b->force[i], i, c->vocab_size);
     if (b->sampled && b->n_out && (!b->samp || !b->rng))
         return eng_seterr(err, ENG_EINVAL, "cpu: sampling asked without samp/rng");
     for (int i = 0; i < b->n_seqs; i++) {

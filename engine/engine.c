@@ -66,6 +66,7 @@ static int reserve_batch(eng_engine *e, int rows, int n_out, int with_logits, en
     }
     if (!rc && n_out > e->cap_out) {
         if (!rc) rc = eng_grow((void **)&e->out_rows, n_out, sizeof *e->out_rows, err);
+        if (!rc) rc = eng_grow((void **)&e->force, n_out, sizeof *e->force, err);
         if (!rc) rc = eng_grow((void **)&e->samp, n_out, sizeof *e->samp, err);
         if (!rc) rc = eng_grow((void **)&e->rng, n_out, sizeof *e->rng, err);
         if (!rc) rc = eng_grow((void **)&e->sampled, n_out, sizeof *e->sampled, err);
@@ -186,7 +187,7 @@ void eng_destroy(eng_engine *e) {
     eng_kv_destroy(e->kv);
     free(e->seqs);
     free(e->tokens); free(e->pos); free(e->row_seq); free(e->out_rows);
-    free(e->samp); free(e->rng); free(e->sampled); free(e->logits);
+    free(e->samp); free(e->rng); free(e->sampled); free(e->logits); free(e->force);
     free(e->seq_len); free(e->slot_of); free(e->first_out); free(e->tables);
     free(e);
 }
@@ -305,19 +306,6 @@ int eng_seq_force(eng_engine *e, int id, const int *ids, int n, eng_err *err) {
     return ENG_OK;
 }
 
-eng_token eng_token_of(const float *logits, int vocab, int id) {
-    float mx = logits[0];
-    for (int i = 1; i < vocab; i++) mx = logits[i] > mx ? logits[i] : mx;
-    double z = 0, ez = 0;
-    for (int i = 0; i < vocab; i++) {
-        double p = exp((double)logits[i] - mx);
-        z += p;
-        ez += p * ((double)logits[i] - mx);
-    }
-    double lz = log(z);
-    eng_token t = { id, (float)((double)logits[id] - mx - lz), (float)(lz - ez / z) };
-    return t;
-}
 
 int eng_seq_keep_all_logits(eng_engine *e, int id, int on) {
     seq *s = eng_get_seq(e, id);
@@ -448,6 +436,7 @@ static int build_step(eng_engine *e) {
             int last = r == row - 1 && !k;   /* only this row's draw counts; the others stay greedy */
             e->samp[out] = last ? s->samp : greedy;
             e->rng[out] = last ? s->rng : 0;
+            e->force[out] = last && s->i_forced < s->n_forced ? s->forced[s->i_forced] : -1;
         }
         bi++;
     }
@@ -460,9 +449,7 @@ static void finish_plain(eng_engine *e, seq *s, int last) {
     s->last = e->sampled[last];
     s->has_last = 1;
     s->rng = e->rng[last];
-    if (s->i_forced < s->n_forced)
-        s->last = eng_token_of(e->logits + (size_t)last * e->c.vocab_size, e->c.vocab_size,
-                               s->forced[s->i_forced++]);
+    if (s->i_forced < s->n_forced) s->i_forced++;   /* the backend scored the forced id */
     s->tok[s->n_tok++] = s->last.id;
     s->new_at = s->n_tok - 1;
     s->n_new = 1;
@@ -475,8 +462,7 @@ static int want_logits(const eng_engine *e) {
     if (e->host_logits) return 1;
     for (int i = 0; i < e->max_seqs; i++) {
         const seq *s = &e->seqs[i];
-        if (eng_seq_active(s) && (s->keep_all || s->i_forced < s->n_forced || s->want_logits ||
-                                  eng_sp_wants_logits(s)))
+        if (eng_seq_active(s) && (s->keep_all || s->want_logits || eng_sp_wants_logits(s)))
             return 1;
     }
     return 0;
@@ -519,7 +505,7 @@ int eng_step(eng_engine *e, eng_err *err) {
         .n_rows = rows, .tokens = e->tokens, .pos = e->pos, .row_seq = e->row_seq,
         .n_seqs = n_seqs, .seq_len = e->seq_len, .block_table = e->tables,
         .n_out = outs, .out_rows = e->out_rows, .logits = want ? e->logits : NULL,
-        .sampled = e->sampled, .samp = e->samp, .rng = e->rng,
+        .sampled = e->sampled, .samp = e->samp, .rng = e->rng, .force = e->force,
     };
     rc = e->be->forward(e->be, &b, err);
     if (rc) return rc;

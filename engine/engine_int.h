@@ -68,7 +68,7 @@ struct eng_engine {
     seq *seqs;                /* [max_seqs]; a sequence id is its slot */
     /* one batch, grown on demand */
     int cap_rows, cap_out, cap_logits;
-    int *tokens, *pos, *row_seq, *out_rows;
+    int *tokens, *pos, *row_seq, *out_rows, *force;
     eng_sampling *samp;
     uint64_t *rng;
     eng_token *sampled;
@@ -102,7 +102,6 @@ static inline int eng_seq_active(const seq *s) {
 /* engine.c */
 int  eng_grow(void **p, size_t n, size_t size, eng_err *err);
 /* A token's log-prob and the row's entropy, from host logits. */
-eng_token eng_token_of(const float *logits, int vocab, int id);
 /* Keeps the first n_tok tokens of s and at most n_cached of them cached;
  * its block table shrinks to match.  The caller leaves a token pending
  * before the next step. */

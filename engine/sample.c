@@ -229,3 +229,19 @@ eng_token eng_sample(const float *logits, int vocab, const eng_sampling *s, uint
     }
     return t;
 }
+
+/* id's log-probability and the distribution's entropy (temperature 1), as
+ * eng_sample reports them for a drawn token: for forced (teacher) tokens. */
+eng_token eng_token_of(const float *logits, int vocab, int id) {
+    float mx = logits[0];
+    for (int i = 1; i < vocab; i++) mx = logits[i] > mx ? logits[i] : mx;
+    double z = 0, ez = 0;
+    for (int i = 0; i < vocab; i++) {
+        double p = exp((double)logits[i] - mx);
+        z += p;
+        ez += p * ((double)logits[i] - mx);
+    }
+    double lz = log(z);
+    eng_token t = { id, (float)((double)logits[id] - mx - lz), (float)(lz - ez / z) };
+    return t;
+}

@@ -552,6 +552,10 @@ static int check_batch(const cu_ctx *c, const eng_fwd_batch *b, eng_err *err) {
     for (int i = 0; i < b->n_out; i++)
         if (b->out_rows[i] < 0 || b->out_rows[i] >= b->n_rows)
             return eng_seterr(err, ENG_EINVAL, "CUDA forward: out row %d is %d", i, b->out_rows[i]);
+    for (int i = 0; b->force && i < b->n_out; i++)
+        if (b->force[i] >= g->vocab_size)
+            return eng_seterr(err, ENG_EINVAL, "CUDA forward: forced id %d of out row %d outside vocab %d",
+                              b->force[i], i, g->vocab_size);
     return ENG_OK;
 }
 
@@ -580,12 +584,14 @@ static int pack(cu_ctx *c, const eng_fwd_batch *b, int Rp, int Op, size_t *bytes
     size_t o_rs = align16(o_pos + 4 * (size_t)Rp), o_out = align16(o_rs + 4 * (size_t)Rp);
     size_t o_k = align16(o_out + 4 * (size_t)Op), o_t = align16(o_k + 4 * (size_t)Op);
     size_t o_p = align16(o_t + 4 * (size_t)Op), o_u = align16(o_p + 4 * (size_t)Op);
-    size_t o_tab = align16(o_u + 8 * (size_t)Op), end = o_tab + 4 * (size_t)S1 * width;
+    size_t o_f = align16(o_u + 8 * (size_t)Op);
+    size_t o_tab = align16(o_f + 4 * (size_t)Op), end = o_tab + 4 * (size_t)S1 * width;
     int rc = ensure_in(c, end, err);
     if (rc) return rc;
     char *h = c->h_in, *d = c->d_in;
     int *tok = (int *)(h + o_tok), *pos = (int *)(h + o_pos), *rs = (int *)(h + o_rs);
     int *out = (int *)(h + o_out), *tk = (int *)(h + o_k), *tab = (int *)(h + o_tab);
+    int *fo = (int *)(h + o_f);
     float *tt = (float *)(h + o_t), *tp = (float *)(h + o_p);
     double *uu = (double *)(h + o_u);
     for (int r = 0; r < Rp; r++) {
@@ -597,6 +603,7 @@ static int pack(cu_ctx *c, const eng_fwd_batch *b, int Rp, int Op, size_t *bytes
     for (int i = 0; i < Op; i++) {
         bool real = i < b->n_out;
         out[i] = real ? b->out_rows[i] : 0;
+        fo[i] = real && b->force ? b->force[i] : -1;
         tt[i] = 0.f; tk[i] = 0; tp[i] = 1.f; uu[i] = 0.0;
         if (real && b->sampled) {
             const eng_sampling *sp = &b->samp[i];
@@ -616,6 +623,7 @@ static int pack(cu_ctx *c, const eng_fwd_batch *b, int Rp, int Op, size_t *bytes
     hd->out_rows = (const int *)(d + o_out); hd->top_k = (const int *)(d + o_k);
     hd->temp = (const float *)(d + o_t); hd->top_p = (const float *)(d + o_p);
     hd->u = (const double *)(d + o_u);
+    hd->force = (const int *)(d + o_f);
     *bytes = end;
     return ENG_OK;
 }

@@ -80,6 +80,7 @@ typedef struct kern_step {
     const int *out_rows, *top_k;         /* [n_out] */
     const float *temp, *top_p;           /* [n_out] */
     const double *u;                     /* [n_out] uniform draw in [0,1) */
+    const int *force;                    /* [n_out] or NULL: id >= 0 is scored, not drawn */
 } kern_step;
 
 /* Paged KV pool of one layer: block b's keys of kv head h, slot s, lie at

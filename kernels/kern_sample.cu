@@ -182,7 +182,9 @@ sample_kernel(const float *__restrict__ lg, const float *__restrict__ lglo, int 
     int id = (tot.am >= 0 && tot.am < V) ? tot.am : 0;
 
     const float temp = st->temp[o];
-    if (temp > 0.f) {
+    const int forced = st->force ? st->force[o] : -1;
+    if (forced >= 0 && forced < V) id = forced;   /* teacher forcing: its log-prob, no draw */
+    else if (temp > 0.f) {
         const float inv_t = 1.0f / temp, m = tot.m;
         const int k = st->top_k[o];
         const float p = st->top_p[o];

@@ -78,7 +78,7 @@ part_tools() {   # four fetch calls in one turn; same latency draws in every mod
         IFS=: read -r name req tmo <<< "$m"
         model $name
         timeout 130 $BIN/bench_tools --cuda --model $MD/$name --device h100 --workloads multi \
-            --requests $req --budget-s 100 --timeout-s $tmo --out "$OUT/tools_h100_$name.json" 2>&1 | tail -14
+            --requests $req --budget-s ${TOOLS_BUDGET:-100} --timeout-s $tmo --out "$OUT/tools_h100_$name.json" 2>&1 | tail -14
     done
 }
 

@@ -972,7 +972,7 @@ static int drv_pass(tdrv *d, tseq **sq, int ns, const int *nnew, float *logits, 
             if (j == nnew[s] - 1) { last[s] = r; if (!logits) outr[no++] = r; }
         }
     }
-    eng_fwd_batch b = {R, tok, pos, rs, ns, slen, tab, no, outr, logits, smp, sp, rng};
+    eng_fwd_batch b = {R, tok, pos, rs, ns, slen, tab, no, outr, logits, smp, sp, rng, NULL};
     rc = d->b->forward(d->b, &b, err);
     if (rc) goto done;
     for (int s = 0; s < ns; s++) {
@@ -1278,7 +1278,7 @@ static void errors_case(fixture *f) {
     eng_token t;
     eng_sampling sp = {0};
     uint64_t rng = 0;
-    eng_fwd_batch b = {1, &tok, &pos, &rs, 1, &len, tab, 1, &out, NULL, &t, &sp, &rng};
+    eng_fwd_batch b = {1, &tok, &pos, &rs, 1, &len, tab, 1, &out, NULL, &t, &sp, &rng, NULL};
     tok = f->vocab;
     T_CHECK(d.b->forward(d.b, &b, &err) == ENG_EINVAL);
     tok = 5; blk = TBLOCKS;
@@ -1294,6 +1294,22 @@ static void errors_case(fixture *f) {
     T_CHECK(d.b->copy_block(d.b, 0, TBLOCKS, &err) == ENG_EINVAL);
     T_CHECKF(d.b->forward(d.b, &b, &err) == ENG_OK, "%s", err.msg);
     T_CHECK(t.id >= 0 && t.id < f->vocab && t.logprob <= 0 && t.entropy >= 0);
+    /* a forced id: outside the vocabulary is refused; inside, it is the token,
+     * with the log-prob and entropy the CPU computes from the same logits
+     * (f32 log-sum-exp on the GPU vs double on the CPU: 1e-4 absolute) */
+    int force = f->vocab;
+    b.force = &force;
+    T_CHECK(d.b->forward(d.b, &b, &err) == ENG_EINVAL);
+    float *lg = malloc((size_t)f->vocab * 4);
+    force = (t.id + 1) % f->vocab;
+    b.logits = lg;
+    if (lg && d.b->forward(d.b, &b, &err) == ENG_OK) {
+        eng_token want = eng_token_of(lg, f->vocab, force);
+        T_CHECKF(t.id == force && fabsf(t.logprob - want.logprob) < 1e-4f &&
+                 fabsf(t.entropy - want.entropy) < 1e-4f, "forced %d: got %d lp %.6f ent %.6f, want lp %.6f "
+                 "ent %.6f", force, t.id, t.logprob, t.entropy, want.logprob, want.entropy);
+    } else T_CHECKF(0, "forced forward: %s", err.msg);
+    free(lg);
     drv_close(&d);
     eng_backend *bb = NULL;
     T_CHECK(eng_backend_cuda_create(f->m, 0, 16, &bb, &err) == ENG_EINVAL && !bb);

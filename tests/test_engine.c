@@ -647,6 +647,25 @@ static void test_backend_checks(void) {
     out = 3;
     T_CHECK(be->forward(be, &b, &err) == ENG_EINVAL);
     out = 2;
+    /* a forced id: outside the vocabulary refused; inside, it is the token,
+     * scored from the same row's logits (the draw still advances rng) */
+    eng_token st;
+    eng_sampling sp = { .temperature = 1.0f };
+    uint64_t rng = 7, rng_drawn = 7;
+    int force = f->vocab;
+    float *lgf = malloc(sizeof(float) * f->vocab);
+    b.sampled = &st; b.samp = &sp; b.rng = &rng; b.force = &force; b.logits = lgf;
+    b.tokens = ptok;   /* the prompt's K/V again: the copy check below reads them */
+    T_CHECK(be->forward(be, &b, &err) == ENG_EINVAL);
+    force = 9;
+    T_CHECK(lgf && be->forward(be, &b, &err) == ENG_OK);
+    if (lgf) {
+        eng_token want = eng_token_of(lgf, f->vocab, 9);
+        eng_sample(lgf, f->vocab, &sp, &rng_drawn);
+        T_CHECK(st.id == 9 && st.logprob == want.logprob && st.entropy == want.entropy && rng == rng_drawn);
+    }
+    free(lgf);
+    b.sampled = NULL; b.samp = NULL; b.rng = NULL; b.force = NULL; b.logits = lg;
     T_CHECK(be->copy_block(be, 2, 4, &err) == ENG_EINVAL);
     T_CHECK(be->copy_block(be, 2, 3, &err) == ENG_OK);
     table[0] = 3;   /* the copy holds the same keys and values */

@@ -329,6 +329,9 @@ static int ensure_rows(cu_ctx *c, int R, int O, eng_err *err) {
                                          kern_attn_splits(r, g->n_kv_heads, c->n_sms));
         if (p > part) part = p;
     }
+    /* a product's input: 2R bf16 rows (hi/lo) or R f32 rows, padded as gemm_cols pads */
+    size_t act_bytes = (size_t)gemm_cols(2 * nr) * 2;
+    if ((size_t)gemm_cols(nr) * 4 > act_bytes) act_bytes = (size_t)gemm_cols(nr) * 4;
     struct { void **p; size_t bytes; } want[] = {
         {(void **)&c->x, (size_t)nr * H * 4},
         {(void **)&c->y, (size_t)gemm_cols(2 * nr) * maxN * 4},
@@ -338,8 +341,7 @@ static int ensure_rows(cu_ctx *c, int R, int O, eng_err *err) {
         {(void **)&c->part, part * 4},
         {(void **)&c->xo, (size_t)no * H * 4},
         {(void **)&c->logits, (size_t)gemm_cols(2 * no) * V * 4},
-        {(void **)&c->act, maxK * (size_t)(gemm_cols(2 * nr) * 2 > gemm_cols(nr) * 4 ? gemm_cols(2 * nr) * 2
-                                                                          : gemm_cols(nr) * 4)},
+        {(void **)&c->act, maxK * act_bytes},
         {(void **)&c->d_res, (size_t)no * 12},
         {(void **)&c->counters, (size_t)nr * g->n_kv_heads * sizeof(unsigned)},
         {(void **)&c->sscratch, (size_t)no * 16 * 16},
@@ -399,7 +401,7 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
     const int splits = kern_attn_splits(R, g->n_kv_heads, sms);
     const int pdl = !c->opt.no_pdl;
     int rc;
-    /* [attn2] one call site for both attention variants */
+    /* one call site for both decode attention variants */
     const int skip = c->opt.ablate;
 #define ATTN(out, act, mode) ((skip & KERN_SKIP_ATTN) ? 0 : (c->opt.attn_variant == 2) \
         ? kern_attention2(s, c->q, kv, stp, R, nh, splits, c->opt.attn_span, out, act, mode, c->part, c->counters, pdl) \

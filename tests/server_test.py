@@ -105,6 +105,24 @@ async def t_basic(port):
         msgs = await collect(ws, "pd")
         ans = [m for m in msgs if m["type"] == "answer"]
         check("parallel mode detects a numbered list", ans and ans[0]["subtasks"] == 3, msgs[-2:])
+        # hoist_context: the context moves ahead of the item, so the subtasks share it
+        spec = {"template": "Find {data} in this text: {context}", "data": ["cats", "dogs"],
+                "context": "Cats and dogs live together in the old house by the river, " * 4}
+        shared = {}
+        for qid, hoist in (("ph0", False), ("ph1", True)):
+            await ws.send(json.dumps({"type": "query", "id": qid, "mode": "parallel", "max_tokens": 3,
+                                      "parallel": dict(spec, hoist_context=hoist)}))
+            msgs = await collect(ws, qid)
+            st = [m for m in msgs if m["type"] == "stats"]
+            ans = [m for m in msgs if m["type"] == "answer"]
+            shared[hoist] = st[0]["shared_prompt_tokens"] if st and ans and ans[0]["subtasks"] == 2 else -1
+        check("parallel hoist_context shares the context (more shared prompt tokens)",
+              shared[False] >= 0 and shared[True] > shared[False] + 20, shared)
+        await ws.send(json.dumps({"type": "query", "id": "phb", "mode": "parallel",
+                                  "parallel": dict(spec, hoist_context="yes")}))
+        m = await recv_json(ws)
+        check("parallel hoist_context must be a boolean", m["type"] == "error" and m["id"] == "phb"
+              and "hoist_context" in m.get("message", ""), m)
         await ws.send(json.dumps({"type": "query", "id": "pn", "mode": "parallel", "prompt": "Hello there"}))
         m = await recv_json(ws)
         check("parallel mode refuses a prompt with no items", m["type"] == "error" and m["id"] == "pn", m)

@@ -190,16 +190,19 @@ static int cmp_double(const void *x, const void *y) {
 
 /* The issue's bars for one prefetching mode against no prefetch and
  * random; printed, and returned as JSON. */
-static cJSON *print_bars(int mode, const totals *m, const totals *none, const totals *rnd) {
+static cJSON *print_bars(int mode, const totals *m, const totals *none, const totals *rnd,
+                         const totals *rlinks) {
     double wait_ratio = m->wait_ms > 0 ? none->wait_ms / m->wait_ms : 0;
     double hit_ratio = hit_rate(rnd) > 0 ? hit_rate(m) / hit_rate(rnd) : 0;
     double click_ratio = click_rate(rnd) > 0 ? click_rate(m) / click_rate(rnd) : 0;
+    double links_ratio = hit_rate(rlinks) > 0 ? hit_rate(m) / hit_rate(rlinks) : 0;
     int same_ok = m->same == m->questions && m->questions == none->questions && !m->failed;
     printf("\nbars (%s): web wait no-prefetch / %s = %.2fx (bar >= 2x: %s); hit rate %s / random = "
-           "%.2fx (bar >= 5x: %s; clicks only %.2fx); answers identical: %d/%d (%s)\n",
+           "%.2fx (bar >= 5x: %s; clicks only %.2fx), / random links = %.2fx (%s); answers identical: "
+           "%d/%d (%s)\n",
            cache_ww_mode_name(mode), cache_ww_mode_name(mode), wait_ratio, wait_ratio >= 2 ? "met" : "NOT met",
-           cache_ww_mode_name(mode), hit_ratio, hit_ratio >= 5 ? "met" : "NOT met", click_ratio, m->same,
-           m->questions, same_ok ? "met" : "NOT met");
+           cache_ww_mode_name(mode), hit_ratio, hit_ratio >= 5 ? "met" : "NOT met", click_ratio, links_ratio,
+           links_ratio >= 5 ? "met" : "NOT met", m->same, m->questions, same_ok ? "met" : "NOT met");
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "mode", cache_ww_mode_name(mode));
     cJSON_AddNumberToObject(o, "web_wait_none_over_mode", wait_ratio);
@@ -207,6 +210,8 @@ static cJSON *print_bars(int mode, const totals *m, const totals *none, const to
     cJSON_AddNumberToObject(o, "hit_rate_mode_over_random", hit_ratio);
     cJSON_AddNumberToObject(o, "click_hit_rate_mode_over_random", click_ratio);
     cJSON_AddBoolToObject(o, "hit_rate_5x_met", hit_ratio >= 5);
+    cJSON_AddNumberToObject(o, "hit_rate_mode_over_random_links", links_ratio);
+    cJSON_AddBoolToObject(o, "hit_rate_5x_over_random_links_met", links_ratio >= 5);
     cJSON_AddBoolToObject(o, "same_answers_met", same_ok);
     return o;
 }
@@ -362,7 +367,8 @@ int main(int argc, char **argv) {
     const totals *none = &t[CACHE_WW_NONE], *rnd = &t[CACHE_WW_RANDOM];
     cJSON *bars[2] = {0};
     for (int b = 0; b < 2; b++)
-        bars[b] = print_bars(b ? CACHE_WW_CHEAP : CACHE_WW_SPEC, &t[b ? CACHE_WW_CHEAP : CACHE_WW_SPEC], none, rnd);
+        bars[b] = print_bars(b ? CACHE_WW_CHEAP : CACHE_WW_SPEC, &t[b ? CACHE_WW_CHEAP : CACHE_WW_SPEC], none, rnd,
+                             &t[CACHE_WW_RANDOM_LINKS]);
     printf("(random's hit rate of %.1f%% caps any hit-rate ratio at %.2fx: the task's search and start "
            "page are in every pool)\n", 100 * hit_rate(rnd), hit_rate(rnd) > 0 ? 1 / hit_rate(rnd) : 0.0);
     printf("wall %.1f s (hit%% = (hits + joins) / web actions; click%% the same over link clicks; "
@@ -387,6 +393,9 @@ int main(int argc, char **argv) {
     cJSON_AddStringToObject(cfg, "speculator_signals", SIGNALS);
     cJSON_AddStringToObject(cfg, "random", "top_k per think drawn uniformly from the speculator's "
                             "candidate pool, same byte budget");
+    cJSON_AddStringToObject(cfg, "random_links", "top_k per think drawn uniformly from the current "
+                            "page's unopened links (no predicted search, start page or lookahead), "
+                            "same byte budget");
     char agent[256];
     snprintf(agent, sizeof agent, "oracle navigation along the golden path: no model here can "
              "browse (shared models folder %s); think time = real decode steps of the model",

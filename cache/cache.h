@@ -379,6 +379,9 @@ enum {
                              scores are added (dropped if the agent acted first) */
     CACHE_WW_CHEAP,       /* cheap signals only */
     CACHE_WW_RANDOM,      /* top_k drawn at random from the same pool */
+    CACHE_WW_RANDOM_LINKS, /* top_k drawn at random from the current page's unopened
+                             links: a prefetcher with no speculator (no predicted
+                             search, start page or lookahead) */
     CACHE_WW_N_MODES
 };
 const char *cache_ww_mode_name(int mode);

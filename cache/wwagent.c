@@ -29,7 +29,7 @@
 #define TASK_PRIO 1000.0         /* the task's own next actions: above any ranking score */
 
 const char *cache_ww_mode_name(int mode) {
-    static const char *const names[] = {"none", "spec", "cheap", "random"};
+    static const char *const names[] = {"none", "spec", "cheap", "random", "rlinks"};
     return mode >= 0 && mode < CACHE_WW_N_MODES ? names[mode] : "?";
 }
 
@@ -487,6 +487,14 @@ static int request_random(spec_job *j, const pool *pl) {
     return rc;
 }
 
+/* The current page's unopened links (random-links mode's whole pool). */
+static int links_pool(spec_job *j, pool *pl) {
+    for (int i = 0; j->cur && i < j->cur->n_links; i++)
+        if (!seen(j, j->cur->lurl[i]) && pool_add(pl, j->cur->lurl[i], 0))
+            return eng_seterr(&j->err, ENG_ENOMEM, "out of memory");
+    return ENG_OK;
+}
+
 /* The draft model's scores for the current page's unopened links. */
 static int spec_draft(spec_job *j, cache_spec *s) {
     const page *c = j->cur;
@@ -517,6 +525,13 @@ static void *spec_main(void *arg) {
     int draft = a->o.mode == CACHE_WW_SPEC && a->env->draft && j->step == 2, issued = 0;
     cache_spec *s = NULL;
     pool pl = {0};
+    if (a->o.mode == CACHE_WW_RANDOM_LINKS) {
+        j->rc = links_pool(j, &pl);
+        if (!j->rc) j->rc = request_random(j, &pl);
+        pool_free(&pl);
+        j->ms = now_ms() - t0;
+        return NULL;
+    }
     j->rc = cache_spec_create(a->row->question, &s, &j->err);
     if (!j->rc) j->rc = cache_spec_set_site(s, a->row->root_url, &j->err);
     if (!j->rc) j->rc = spec_candidates(j, s, &pl);

@@ -393,6 +393,10 @@ static void test_short_benchmark(void) {
             served[m] += r.hits + r.joins;
             wait[m] += r.wait_ms;
             correct += r.correct;
+            if (m == CACHE_WW_RANDOM_LINKS) {   /* no speculator: the search is never prefetched */
+                const cache_ww_kind *ks = &r.kind[CACHE_WW_ACT_SEARCH];
+                T_CHECK(ks->n[CACHE_WW_HIT] + ks->n[CACHE_WW_JOIN] == 0);
+            }
             if (m == CACHE_WW_NONE) {
                 T_CHECK(r.hits == 0 && r.joins == 0 && r.issued == 0);
                 base[q] = strdup(r.answer);

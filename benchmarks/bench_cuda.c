@@ -299,17 +299,22 @@ done:
     return rc;
 }
 
+/* One prompt of n tokens from an empty sequence; its wall time in *secs. */
+static int prompt_pass(bench *B, bseqs *S, int n, double *secs, eng_err *err) {
+    S->len[0] = 0;
+    double t0 = now();
+    int rc = pass(B, S, 0, 1, n, err);
+    *secs = now() - t0;
+    return rc;
+}
+
 static int prefill(bench *B, int n, cJSON *root, eng_err *err) {
     bseqs S;
     double t[6];
     int rc = ENG_ENOMEM;
     if (!seqs_open(&S, 1, B->nb_per > (n + BS - 1) / BS ? B->nb_per : (n + BS - 1) / BS)) goto done;
-    for (int i = 0; i < 6; i++) {
-        S.len[0] = 0;
-        double t0 = now();
-        if ((rc = pass(B, &S, 0, 1, n, err))) goto done;
-        t[i] = now() - t0;
-    }
+    for (int i = 0; i < 6; i++)
+        if ((rc = prompt_pass(B, &S, n, &t[i], err))) goto done;
     double med = median(t + 1, 5);
     cJSON *o = cJSON_AddObjectToObject(root, "prefill");
     cJSON_AddNumberToObject(o, "tokens", n);
@@ -323,12 +328,8 @@ static int prefill(bench *B, int n, cJSON *root, eng_err *err) {
         op.prefill_attn = KERN_PF_NEVER;
         eng_cuda_set_opts(B->b, &op);
         double td[4];
-        for (int i = 0; i < 4; i++) {
-            S.len[0] = 0;
-            double t0 = now();
-            if ((rc = pass(B, &S, 0, 1, n, err))) goto done;
-            td[i] = now() - t0;
-        }
+        for (int i = 0; i < 4; i++)
+            if ((rc = prompt_pass(B, &S, n, &td[i], err))) goto done;
         set_opts(B, 0, -1, 0, 0);
         double md = median(td + 1, 3);
         printf("prefill %d tokens, decode attention kernels: %.2f ms (default %.2fx faster)\n", n,
@@ -342,10 +343,9 @@ static int prefill(bench *B, int n, cJSON *root, eng_err *err) {
         double first = 0, again = 0;
         for (int i = 0; i < 5; i++)
             for (int rep = 0; rep < 2; rep++) {
-                S.len[0] = 0;
-                double t0 = now();
-                if ((rc = pass(B, &S, 0, 1, fresh[g][i], err))) goto done;
-                *(rep ? &again : &first) += (now() - t0) / 5;
+                double ts;
+                if ((rc = prompt_pass(B, &S, fresh[g][i], &ts, err))) goto done;
+                *(rep ? &again : &first) += ts / 5;
             }
         printf("prefill of a new length (%d..%d tokens): first %.2f ms, again %.2f ms\n", fresh[g][0],
                fresh[g][4], 1e3 * first, 1e3 * again);

@@ -648,11 +648,11 @@ static int cu_forward(eng_backend *be, const eng_fwd_batch *b, eng_err *err) {
      * 16-row tiles to fill the GPU take the tiled prefill attention (at 512
      * rows of 1.5B, 64 tiles, it was 8% slower than the per-row kernels) */
     const int pfm = c->opt.prefill_attn;
-    c->pf = pfm != KERN_PF_NEVER && Rp > c->opt.gemv_max_rows && c->cfg.n_heads / c->cfg.n_kv_heads <= 8 &&
-            (c->cfg.head_dim == 16 || c->cfg.head_dim == 32 || c->cfg.head_dim == 64 ||
-             c->cfg.head_dim == 128) &&
-            (pfm == KERN_PF_ALWAYS || (b->n_rows >= PF_ROWS_PER_SEQ * b->n_seqs &&
-                                       (b->n_rows + 15) / 16 * c->cfg.n_kv_heads >= c->n_sms));
+    c->pf = pfm != KERN_PF_NEVER && Rp > c->opt.gemv_max_rows &&
+            kern_attention_prefill_fits(c->cfg.n_heads, c->cfg.n_kv_heads, c->cfg.head_dim) &&
+            (pfm == KERN_PF_ALWAYS ||
+             (b->n_rows >= PF_ROWS_PER_SEQ * b->n_seqs &&
+              (b->n_rows + KERN_PF_TILE - 1) / KERN_PF_TILE * c->cfg.n_kv_heads >= c->n_sms));
     rc = graph ? run_graph(c, Rp, Op, err) : enqueue(c, Rp, Op, err);
     if (rc) {
         cudaStreamSynchronize(c->st);

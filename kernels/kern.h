@@ -143,8 +143,11 @@ int kern_attention2(cudaStream_t s, const float *q, kern_kv kv, const kern_step 
  * any rows, in tiles of 16 rows so that consecutive rows of one sequence
  * share each K/V load; head_dim 16/32/64/128, at most 8 query heads per kv
  * head. */
+enum { KERN_PF_TILE = 16 };
 int kern_attention_prefill(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st, int R,
                            int n_heads, float *out, void *act, int act_mode, int pdl);
+/* Whether kern_attention_prefill takes this head layout. */
+int kern_attention_prefill_fits(int n_heads, int n_kv, int head_dim);
 size_t kern_attn_part_floats(int R, int n_heads, int head_dim, int splits);
 /* For each out row o: log-softmax, entropy, greedy argmax (lowest id on
  * ties) or temperature / top-k / top-p sampling with u[o].  logits rows are

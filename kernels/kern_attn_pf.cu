@@ -17,7 +17,7 @@
 #include <math.h>
 #include "kern_common.cuh"
 
-#define PF_QT 16                  /* rows per tile, at most */
+#define PF_QT KERN_PF_TILE         /* rows per tile */
 #define PF_TK 32                  /* keys per step */
 #define PF_GMAX 8                 /* query heads per kv head */
 #define PF_QH (PF_QT * PF_GMAX)   /* query vectors per group, at most */
@@ -207,12 +207,16 @@ attn_pf_kernel(const float *__restrict__ q, kern_kv kv, const kern_step *st, int
     }
 }
 
+extern "C" int kern_attention_prefill_fits(int n_heads, int n_kv, int head_dim) {
+    return n_kv >= 1 && n_heads % n_kv == 0 && n_heads / n_kv <= PF_GMAX &&
+           (head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128);
+}
+
 extern "C" int kern_attention_prefill(cudaStream_t s, const float *q, kern_kv kv,
                                       const kern_step *st, int R, int n_heads, float *out,
                                       void *act, int act_mode, int pdl) {
     const int hd = kv.head_dim;
-    if (R < 1 || kv.n_kv < 1 || kv.block_size < 1 || n_heads % kv.n_kv ||
-        n_heads / kv.n_kv > PF_GMAX || (hd != 16 && hd != 32 && hd != 64 && hd != 128))
+    if (R < 1 || kv.block_size < 1 || !kern_attention_prefill_fits(n_heads, kv.n_kv, hd))
         return (int)cudaErrorInvalidValue;
     /* full tiles only: a block's work is PF_QH x PF_TK per key step whatever
      * its rows fill (measured: 4-row tiles made a 512-token prompt slower

@@ -1366,6 +1366,16 @@ FIXTURE_TEST(test_engine, engine_case)
  * creation): attention variant 1 must give the CPU backend's greedy tokens
  * alone, batched (GEMV and cuBLASLt paths), continuously batched, and the
  * CPU's logits on a 1000-token context. */
+/* The whole-backend checks a variant must pass: greedy alone, batched (GEMV
+ * and cuBLASLt paths), continuous batching and the 1000-token logits. */
+static void backend_checks(fixture *f) {
+    fixture_greedy(f);
+    batched_case(f, f->n_prompts);
+    batched_case(f, 20);
+    continuous_case(f);
+    long_case(f);
+}
+
 static void attn1_backend(fixture *f) {
     setenv("BRISK_ATTN", "1", 1);
     eng_err err = {0};
@@ -1376,11 +1386,7 @@ static void attn1_backend(fixture *f) {
                  "%s: BRISK_ATTN=1 not taken (variant %d)", f->name, info.attn_variant);
         drv_close(&d);
     } else T_CHECKF(0, "%s: %s", f->name, err.msg);
-    fixture_greedy(f);
-    batched_case(f, f->n_prompts);
-    batched_case(f, 20);
-    continuous_case(f);
-    long_case(f);
+    backend_checks(f);
     unsetenv("BRISK_ATTN");
 }
 FIXTURE_TEST(test_attn1_backend, attn1_backend)
@@ -1391,11 +1397,7 @@ FIXTURE_TEST(test_attn1_backend, attn1_backend)
  * beside prompt rows, and the 1000-token logits check. */
 static void pf_backend(fixture *f) {
     setenv("BRISK_PREFILL_ATTN", "always", 1);
-    fixture_greedy(f);
-    batched_case(f, f->n_prompts);
-    batched_case(f, 20);
-    continuous_case(f);
-    long_case(f);
+    backend_checks(f);
     unsetenv("BRISK_PREFILL_ATTN");
 }
 FIXTURE_TEST(test_prefill_attn_backend, pf_backend)

@@ -1,7 +1,7 @@
 /* cuda_backend.cu — brisk's CUDA backend behind engine/backend.h.
  *
  * Create uploads the weights (fused: q|k|v and gate|up), allocates the paged
- * KV pool (f32, one extra scratch block for padding rows) and a cuBLASLt
+ * KV pool (f32, layer-major, one extra scratch block for padding rows) and a cuBLASLt
  * handle on one stream.  Forward packs the pass's inputs into one host
  * buffer (kern_step header + arrays), copies it up in one transfer, runs the
  * model and copies back only ids, log-probabilities and entropies (logits
@@ -23,6 +23,9 @@
 #define GRAPH_MAX_ROWS 256
 #define PF_ROWS_PER_SEQ 4   /* rows per sequence from which a pass counts as a prompt pass */
 #define MAX_GRAPHS 48
+/* decode attention: variant 3 from this many rows (measured on the H100,
+ * 1.5B: 12-18% faster steps at 64 and 256 rows, 3-16% slower at 8 and 32) */
+#define ATTN3_MIN_ROWS 48
 
 typedef struct cu_layer {
     void *wqkv, *wo, *wgu, *wdown;
@@ -50,7 +53,8 @@ typedef struct cu_ctx {
     float *final_norm, *inv_freq;
     size_t weight_bytes;
     float *kv;
-    size_t blk_floats;
+    size_t blk_floats;           /* one layer's block: K and V of every kv head */
+    size_t layer_floats;         /* one layer's pool: (n_blocks + 1) blocks */
     /* activations for up to cap_rows rows / cap_out out rows */
     int cap_rows, cap_out;
     float *x, *y, *q, *attn, *h, *part, *xo, *logits;
@@ -98,15 +102,16 @@ extern "C" void eng_cuda_opts_default(eng_cuda_opts *o) {
     o->gemv_max_rows = 2;   /* measured: cuBLASLt wins from 4 rows on (kernels/NOTES.md) */
 }
 
-/* Options into range; attention variant 0 takes BRISK_ATTN (1 selects
- * kern_attn.cu; variant 2 is the default since it measured faster: NOTES.md),
- * so a benchmark can time both without code changes. */
+/* Options into range; attention variant 0 takes BRISK_ATTN (1, 2 or 3 for
+ * every pass), else stays 0: variant 2 below ATTN3_MIN_ROWS rows, 3 from
+ * there (NOTES.md), so a benchmark can time each without code changes. */
 static void opts_clamp(eng_cuda_opts *o) {
     if (o->gemv_max_rows < 0) o->gemv_max_rows = 0;
     if (o->gemv_max_rows > 8) o->gemv_max_rows = 8;
-    if (o->attn_variant != 1 && o->attn_variant != 2) {
+    if (o->attn_variant < 1 || o->attn_variant > 3) {
         const char *v = getenv("BRISK_ATTN");
-        o->attn_variant = v && atoi(v) == 1 ? 1 : 2;
+        int a = v ? atoi(v) : 0;
+        o->attn_variant = a >= 1 && a <= 3 ? a : 0;
     }
     if (o->attn_span < 0 || o->attn_span > 1 << 20) o->attn_span = 0;
     if (o->prefill_attn < KERN_PF_AUTO || o->prefill_attn > KERN_PF_ALWAYS) {
@@ -403,7 +408,10 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
     int rc;
     /* one call site for both decode attention variants */
     const int skip = c->opt.ablate;
-#define ATTN(out, act, mode) ((skip & KERN_SKIP_ATTN) ? 0 : (c->opt.attn_variant == 2) \
+    const int av = c->opt.attn_variant ? c->opt.attn_variant : R >= ATTN3_MIN_ROWS ? 3 : 2;
+#define ATTN(out, act, mode) ((skip & KERN_SKIP_ATTN) ? 0 : (av == 3) \
+        ? kern_attention3(s, c->q, kv, stp, R, nh, splits, c->opt.attn_span, out, act, mode, c->part, c->counters, pdl) \
+        : (av == 2) \
         ? kern_attention2(s, c->q, kv, stp, R, nh, splits, c->opt.attn_span, out, act, mode, c->part, c->counters, pdl) \
         : kern_attention(s, c->q, kv, stp, R, nh, splits, out, act, mode, c->part, c->counters, pdl))
 #define SKIP(mask, call) ((skip & (mask)) ? 0 : (call))
@@ -417,8 +425,7 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
         KC(kern_add_norm(s, c->x, NULL, NULL, R, H, c->layers[0].attn_norm, eps, c->act, amode, pdl));
     for (int l = 0; l < g->n_layers; l++) {
         const cu_layer *w = &c->layers[l];
-        kern_kv kv = {c->kv + (size_t)l * 2 * g->n_kv_heads * c->block_size * g->head_dim,
-                      (long long)c->blk_floats, g->n_kv_heads, g->head_dim, c->block_size, 0};
+        kern_kv kv = {c->kv + (size_t)l * c->layer_floats, (long long)c->blk_floats, g->n_kv_heads, g->head_dim, c->block_size, 0};
         if (small && !c->opt.unfused_rope) {
             KC(SKIP(KERN_SKIP_QKVO, kern_gemv_qkv(s, w->wqkv, wdt, H, c->x, R, w->attn_norm, eps, w->bqkv,
                                                   stp, nh, c->inv_freq, c->q, kv, sms, pdl)));
@@ -690,9 +697,10 @@ static int cu_copy_block(eng_backend *be, int src, int dst, eng_err *err) {
         return eng_seterr(err, ENG_EINVAL, "CUDA copy_block: %d -> %d outside pool of %d", src, dst,
                           c->n_blocks);
     if (src == dst) return ENG_OK;
-    size_t n = c->blk_floats * sizeof(float);
-    CK(cudaMemcpyAsync(c->kv + (size_t)dst * c->blk_floats, c->kv + (size_t)src * c->blk_floats, n,
-                       cudaMemcpyDeviceToDevice, c->st));
+    const size_t w = c->blk_floats * sizeof(float), pitch = c->layer_floats * sizeof(float);
+    CK(cudaMemcpy2DAsync(c->kv + (size_t)dst * c->blk_floats, pitch,
+                         c->kv + (size_t)src * c->blk_floats, pitch, w, c->cfg.n_layers,
+                         cudaMemcpyDeviceToDevice, c->st));
     return ENG_OK;
 }
 
@@ -763,8 +771,11 @@ static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
     if ((rc = put_vec(c, &c->inv_freq, NULL, m->rope_inv_freq, g->head_dim / 2, "rope", err)))
         return rc;
 
-    c->blk_floats = (size_t)g->n_layers * 2 * g->n_kv_heads * c->block_size * g->head_dim;
-    size_t kv_bytes = (size_t)(c->n_blocks + 1) * c->blk_floats * sizeof(float);
+    /* layer-major: one layer's blocks lie together, so a decode step's
+     * attention for that layer touches few pages (kernels/NOTES.md, v6) */
+    c->blk_floats = (size_t)2 * g->n_kv_heads * c->block_size * g->head_dim;
+    c->layer_floats = (size_t)(c->n_blocks + 1) * c->blk_floats;
+    size_t kv_bytes = (size_t)g->n_layers * c->layer_floats * sizeof(float);
     if ((rc = dev_alloc(c, kv_bytes, (void **)&c->kv, "KV pool", err))) return rc;
     CK(cudaMemset(c->kv, 0, kv_bytes));
     return ensure_rows(c, 16, 8, err);

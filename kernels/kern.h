@@ -26,7 +26,7 @@ typedef struct eng_cuda_opts {
     int no_graphs;      /* 1: launch kernels directly, never replay CUDA graphs */
     int no_pdl;         /* 1: no programmatic dependent launch between kernels */
     int unfused_rope;   /* 1: GEMV passes run RoPE + KV write as a kernel of its own */
-    int attn_variant;   /* 1: kern_attention, 2: kern_attention2; 0: BRISK_ATTN or 2 */
+    int attn_variant;   /* 1-3: kern_attention{,2,3} for every pass; 0: BRISK_ATTN, else by rows */
     int attn_span;      /* variant 2's positions per block before splitting; 0: default */
     int prefill_attn;   /* KERN_PF_*: when prompt passes take kern_attention_prefill */
     int ablate;         /* benchmarks only: KERN_SKIP_* stages left out (output is wrong) */
@@ -58,7 +58,7 @@ int  eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o);
 typedef struct eng_cuda_info {
     size_t weight_bytes, kv_bytes_per_token;
     int weights_bf16, n_sms, graphs;
-    int attn_variant;   /* 1: kern_attention, 2: kern_attention2 */
+    int attn_variant;   /* as set in eng_cuda_opts: 0 = by rows (2, or 3 from 48) */
     char device[128];
 } eng_cuda_info;
 int eng_cuda_get_info(const eng_backend *b, eng_cuda_info *info);
@@ -137,6 +137,12 @@ int kern_attn_splits(int R, int n_kv, int n_sms);
  * head_dim other than 16/32/64/128 or more than 8 heads per kv head fall
  * back to kern_attention. */
 int kern_attention2(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st, int R,
+                    int n_heads, int splits, int span, float *out, void *act, int act_mode,
+                    float *part, unsigned *counters, int pdl);
+/* Variant 3 (kern_attn2.cu): same contract, a lane per position (for many
+ * rows); span < 1: default 128.  head_dim 32/64/128 and up to 8 query heads
+ * per kv head, else variant 2. */
+int kern_attention3(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st, int R,
                     int n_heads, int splits, int span, float *out, void *act, int act_mode,
                     float *part, unsigned *counters, int pdl);
 /* Prompt passes (kern_attn_pf.cu): same semantics as kern_attention for

@@ -23,37 +23,74 @@ extern "C" int kern_embed(cudaStream_t s, const void *E, int wdt, int H, const k
     return (int)klaunch(embed_kernel, dim3(R), dim3(ROW_THREADS), 0, s, pdl, E, wdt, H, st, x);
 }
 
-/* One block per row: x += y (+ylo), then act = x * rstd * w. */
-__global__ void add_norm_kernel(float *x, const float *y, const float *ylo, int R, int H,
-                                const float *nw, float eps, void *act, int act_mode) {
+/* One block per row: x += y (+ylo), then act = x * rstd * w.  Rows of up to
+ * AN_PER elements per thread (H <= 8192 with the launcher's block sizes)
+ * keep them in registers and issue every load at once; the norm weights
+ * are read before the wait.  Wider rows loop (two reads of x). */
+#define AN_PER 8
+__global__ void add_norm_kernel(float *__restrict__ x, const float *__restrict__ y,
+                                const float *__restrict__ ylo, int R, int H,
+                                const float *__restrict__ nw, float eps, void *act,
+                                int act_mode) {
     pdl_launch();
-    pdl_wait();
     __shared__ float s_tmp[32];
-    int r = blockIdx.x;
+    const int r = blockIdx.x, nt = blockDim.x, t = threadIdx.x;
     float *xr = x + (size_t)r * H;
+    const float *yr = y ? y + (size_t)r * H : NULL, *lr = ylo ? ylo + (size_t)r * H : NULL;
+    if (H <= AN_PER * nt) {
+        float w[AN_PER], v[AN_PER];
+#pragma unroll
+        for (int j = 0; j < AN_PER; j++) {
+            int k = t + j * nt;
+            w[j] = nw && k < H ? nw[k] : 0.f;
+        }
+        pdl_wait();
+        float ss = 0.f;
+#pragma unroll
+        for (int j = 0; j < AN_PER; j++) {
+            int k = t + j * nt;
+            v[j] = k < H ? xr[k] + (yr ? yr[k] : 0.f) + (lr ? lr[k] : 0.f) : 0.f;
+        }
+#pragma unroll
+        for (int j = 0; j < AN_PER; j++) {
+            int k = t + j * nt;
+            if (yr && k < H) xr[k] = v[j];
+            ss += v[j] * v[j];
+        }
+        if (!nw) return;
+        ss = block_sum(ss, s_tmp);
+        const float rs = 1.0f / sqrtf(ss / (float)H + eps);
+#pragma unroll
+        for (int j = 0; j < AN_PER; j++) {
+            int k = t + j * nt;
+            if (k < H) act_store(act, act_mode, R, H, r, k, v[j] * rs * w[j]);
+        }
+        return;
+    }
+    pdl_wait();
     float ss = 0.f;
-    for (int k = threadIdx.x; k < H; k += blockDim.x) {
+    for (int k = t; k < H; k += nt) {
         float v = xr[k];
-        if (y) {
-            v += y[(size_t)r * H + k];
-            if (ylo) v += ylo[(size_t)r * H + k];
+        if (yr) {
+            v += yr[k];
+            if (lr) v += lr[k];
             xr[k] = v;
         }
         ss += v * v;
     }
     if (!nw) return;
     ss = block_sum(ss, s_tmp);
-    float rs = 1.0f / sqrtf(ss / (float)H + eps);
-    for (int k = threadIdx.x; k < H; k += blockDim.x)
-        act_store(act, act_mode, R, H, r, k, xr[k] * rs * nw[k]);
+    const float rs = 1.0f / sqrtf(ss / (float)H + eps);
+    for (int k = t; k < H; k += nt) act_store(act, act_mode, R, H, r, k, xr[k] * rs * nw[k]);
 }
 
 extern "C" int kern_add_norm(cudaStream_t s, float *x, const float *y, const float *ylo, int R,
                              int H, const float *norm_w, float eps, void *act, int act_mode,
                              int pdl) {
-    if (R < 1) return (int)cudaErrorInvalidValue;
-    return (int)klaunch(add_norm_kernel, dim3(R), dim3(ROW_THREADS), 0, s, pdl, x, y, ylo, R, H,
-                        norm_w, eps, act, act_mode);
+    if (R < 1 || H < 1) return (int)cudaErrorInvalidValue;
+    const int nt = H <= AN_PER * 256 ? 256 : H <= AN_PER * 512 ? 512 : 1024;
+    return (int)klaunch(add_norm_kernel, dim3(R), dim3(nt), 0, s, pdl, x, y, ylo, R, H, norm_w,
+                        eps, act, act_mode);
 }
 
 __global__ void gather_norm_kernel(const float *x, const kern_step *st, int O, int H,
@@ -132,55 +169,48 @@ extern "C" int kern_add_rows(cudaStream_t s, float *y, const float *lo, size_t n
     return (int)klaunch(add_rows_kernel, dim3(grid_for(n)), dim3(256), 0, s, pdl, y, lo, n);
 }
 
-/* One block per row.  HF's rotate_half pairs element i with i + hd/2; the
- * angle is computed in double so long positions keep their accuracy. */
-__global__ void rope_kv_kernel(const float *qkv, const float *qkv_lo, const float *bias,
-                               const kern_step *st, int n_heads, const float *inv_freq,
-                               float *q, kern_kv kv) {
+/* A block per (row, head) of hd/2 threads, thread i owning the pair (i, i +
+ * hd/2) -- HF's rotate_half: q and k heads are rotated (angle in double so
+ * long positions keep their accuracy), v heads copied.  Why so many small
+ * blocks: one block per row left a row's ~900 rotations as a chain of
+ * dependent loads and sincos in 4 warps (7 us a layer at 32 rows). */
+__global__ void rope_kv_kernel(const float *__restrict__ qkv, const float *__restrict__ qkv_lo,
+                               const float *__restrict__ bias, const kern_step *st, int n_heads,
+                               const float *__restrict__ inv_freq, float *__restrict__ q,
+                               kern_kv kv) {
     pdl_launch();
+    const int r = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
+    const int hd = kv.head_dim, half = hd / 2, nkv = kv.n_kv;
+    /* the step's positions and block table come from the host: read before the wait */
+    const int pos = st->pos[r], seq = st->row_seq[r];
+    const int blk = st->table[(size_t)seq * st->table_stride + pos / kv.block_size];
+    const int slot = pos % kv.block_size;
+    double sd = 0.0, cd = 1.0;
+    if (h < n_heads + nkv) sincos((double)pos * (double)inv_freq[i], &sd, &cd);
     pdl_wait();
-    int r = blockIdx.x;
-    int hd = kv.head_dim, half = hd / 2, nkv = kv.n_kv;
-    int width = (n_heads + 2 * nkv) * hd;
-    int pos = st->pos[r], seq = st->row_seq[r];
-    int blk = st->table[(size_t)seq * st->table_stride + pos / kv.block_size];
-    int slot = pos % kv.block_size;
-    const float *row = qkv + (size_t)r * width;
-    const float *lrow = qkv_lo ? qkv_lo + (size_t)r * width : NULL;
-    float *kbase = kv.base + (size_t)blk * kv.blk_stride;
-    float *vbase = kbase + (size_t)nkv * kv.block_size * hd;
-    for (int idx = threadIdx.x; idx < (n_heads + nkv) * half; idx += blockDim.x) {
-        int h = idx / half, i = idx % half;
-        int c0 = h * hd + i, c1 = c0 + half;
-        float x1 = row[c0], x2 = row[c1];
-        if (lrow) { x1 += lrow[c0]; x2 += lrow[c1]; }
-        if (bias) { x1 += bias[c0]; x2 += bias[c1]; }
-        double sd, cd;
-        sincos((double)pos * (double)inv_freq[i], &sd, &cd);
-        float sn = (float)sd, cs = (float)cd;
-        float o1 = x1 * cs - x2 * sn, o2 = x2 * cs + x1 * sn;
-        if (h < n_heads) {
-            float *qr = q + ((size_t)r * n_heads + h) * hd;
-            qr[i] = o1; qr[i + half] = o2;
-        } else {
-            float *kr = kbase + ((size_t)(h - n_heads) * kv.block_size + slot) * hd;
-            kr[i] = o1; kr[i + half] = o2;
-        }
-    }
-    int voff = (n_heads + nkv) * hd;
-    for (int idx = threadIdx.x; idx < nkv * hd; idx += blockDim.x) {
-        int h = idx / hd, d = idx % hd;
-        float v = row[voff + idx];
-        if (lrow) v += lrow[voff + idx];
-        if (bias) v += bias[voff + idx];
-        vbase[((size_t)h * kv.block_size + slot) * hd + d] = v;
+    const size_t c0 = (size_t)r * (n_heads + 2 * nkv) * hd + (size_t)h * hd + i, c1 = c0 + half;
+    const int bc = h * hd + i;
+    float x1 = qkv[c0], x2 = qkv[c1];
+    if (qkv_lo) { x1 += qkv_lo[c0]; x2 += qkv_lo[c1]; }
+    if (bias) { x1 += bias[bc]; x2 += bias[bc + half]; }
+    /* the pool holds a block's nkv k heads, then its nkv v heads: head h - n_heads */
+    float *dst = h < n_heads ? q + ((size_t)r * n_heads + h) * hd
+                             : kv.base + (size_t)blk * kv.blk_stride +
+                                   ((size_t)(h - n_heads) * kv.block_size + slot) * hd;
+    if (h < n_heads + nkv) {
+        const float sn = (float)sd, cs = (float)cd;
+        dst[i] = x1 * cs - x2 * sn;
+        dst[i + half] = x2 * cs + x1 * sn;
+    } else {
+        dst[i] = x1;
+        dst[i + half] = x2;
     }
 }
 
 extern "C" int kern_rope_kv(cudaStream_t s, const float *qkv, const float *qkv_lo,
                             const float *bias, const kern_step *st, int R, int n_heads,
                             const float *inv_freq, float *q, kern_kv kv, int pdl) {
-    if (R < 1 || kv.head_dim % 2) return (int)cudaErrorInvalidValue;
-    return (int)klaunch(rope_kv_kernel, dim3(R), dim3(128), 0, s, pdl, qkv, qkv_lo, bias, st,
-                        n_heads, inv_freq, q, kv);
+    if (R < 1 || kv.head_dim % 2 || kv.head_dim > 2048) return (int)cudaErrorInvalidValue;
+    return (int)klaunch(rope_kv_kernel, dim3(R, n_heads + 2 * kv.n_kv), dim3(kv.head_dim / 2), 0,
+                        s, pdl, qkv, qkv_lo, bias, st, n_heads, inv_freq, q, kv);
 }

@@ -258,6 +258,43 @@ done:
 }
 
 /* ------------------------------------------- norms, SwiGLU, embedding */
+/* add_norm at widths that take its other block sizes: 3000 (512 threads, in
+ * registers) and 9000 (past 8192: the looping path). */
+static void check_add_norm_width(int R, int H) {
+    float *x = malloc((size_t)R * H * 4), *y = malloc((size_t)R * H * 4), *nw = malloc(H * 4);
+    float *o = malloc((size_t)R * H * 4);
+    double *rx = malloc((size_t)R * H * 8), *ra = malloc((size_t)R * H * 8);
+    if (!x || !y || !nw || !o || !rx || !ra) { T_CHECK(0); goto done; }
+    for (int i = 0; i < R * H; i++) { x[i] = nrand(); y[i] = nrand(); }
+    for (int k = 0; k < H; k++) nw[k] = 1.0f + 0.1f * nrand();
+    for (int r = 0; r < R; r++) {
+        double ss = 0;
+        for (int k = 0; k < H; k++) {
+            rx[r * H + k] = (double)x[r * H + k] + y[r * H + k];
+            ss += rx[r * H + k] * rx[r * H + k];
+        }
+        for (int k = 0; k < H; k++) ra[r * H + k] = rx[r * H + k] / sqrt(ss / H + 1e-6) * nw[k];
+    }
+    float *dx = dup_up(x, (size_t)R * H * 4), *dy = dup_up(y, (size_t)R * H * 4);
+    float *dn = dup_up(nw, H * 4), *dact = dnew((size_t)R * H * 4);
+    if (!dx || !dy || !dn || !dact) { T_CHECK(0); goto done; }
+    T_CHECK(kern_add_norm(0, dx, dy, NULL, R, H, dn, 1e-6f, dact, KERN_ACT_F32, 1) == 0);
+    T_CHECK(sync_ok() && down(o, dx, (size_t)R * H * 4));
+    double e1 = rel_err(o, rx, (size_t)R * H);
+    T_CHECK(sync_ok() && down(o, dact, (size_t)R * H * 4));
+    double e2 = rel_err(o, ra, (size_t)R * H);
+    T_CHECKF(e1 <= 1e-6 && e2 <= 1e-5, "add_norm H=%d: x rel err %.3g, act rel err %.3g", H, e1, e2);
+done:
+    free(x); free(y); free(nw); free(o); free(rx); free(ra);
+    dfree_all();
+}
+
+static void test_add_norm_widths(void) {
+    g_rng = 313;
+    check_add_norm_width(3, 3000);
+    check_add_norm_width(2, 9000);
+}
+
 static void test_rowwise(void) {
     g_rng = 303;
     const int R = 5, H = 896, I = 200, V = 300, He = 64;
@@ -563,8 +600,8 @@ static void test_attention(void) {
     T_CHECK(kern_attn_splits(1, 2, 132) > 1 && kern_attn_splits(256, 2, 132) == 1);
 }
 
-/* ------------------------------------------- attention, variant 2 */
-/* kern_attention2 (BRISK_ATTN=2) against the same double-precision
+/* ---------------------------------------- attention, variants 2 and 3 */
+/* kern_attention2 and kern_attention3 against the same double-precision
  * reference and tolerances as kern_attention: sequences of 1, 15, 16, 17,
  * 1000 and 4000 tokens in one batch (their last positions plus prefill
  * rows of the longest), then each sequence alone (batch-1 decode, where
@@ -604,8 +641,11 @@ static void a2_ref(const a2_fix *f, int seq, int pos, const float *q, double *re
     }
 }
 
-/* Runs variant 2 on R rows (q rows q_rows) into f32 and into hi/lo bf16
- * with a poisoned output each time; checks both and the counters. */
+typedef int (*attn_fn)(cudaStream_t, const float *, kern_kv, const kern_step *, int, int, int, int,
+                       float *, void *, int, float *, unsigned *, int);
+
+/* Runs variants 2 and 3 on R rows into f32 and into hi/lo bf16 with a
+ * poisoned output each time; checks both and the counters. */
 static void a2_run(const a2_fix *f, int R, const int *seqs, const int *pos, const double *ref,
                    int splits, int span, const char *what) {
     size_t n = (size_t)R * f->nh * f->hd;
@@ -619,25 +659,29 @@ static void a2_run(const a2_fix *f, int R, const int *seqs, const int *pos, cons
     if (!out || !hact || !st || !dout || !dpart || !dcnt || !dact) { T_CHECK(0); goto done; }
     cudaMemset(dcnt, 0, (size_t)R * f->nkv * 4);
     kern_kv k = {f->dkv, (long long)2 * f->nkv * f->bs * f->hd, f->nkv, f->hd, f->bs, 0};
-    T_CHECK(kern_attention2(0, f->dq, k, st, R, f->nh, splits, span, dout, NULL, 0, dpart, dcnt, 1) == 0);
-    double e = sync_ok() && down(out, dout, n * 4) ? rel_err(out, ref, n) : INFINITY;
-    T_CHECKF(e <= 1e-5, "attn2 %s nh=%d nkv=%d hd=%d splits=%d span=%d: rel err %.3g", what, f->nh,
-             f->nkv, f->hd, splits, span, e);
-    int nz = 0;
-    if (down(cnt, dcnt, (size_t)R * f->nkv * 4))
-        for (int i = 0; i < R * f->nkv; i++) nz += cnt[i] != 0;
-    T_CHECKF(nz == 0, "attn2 %s: %d split counters left non-zero", what, nz);
-    T_CHECK(kern_attention2(0, f->dq, k, st, R, f->nh, splits, span, NULL, dact, KERN_ACT_SPLIT, dpart, dcnt, 0) == 0);
-    if (sync_ok() && down(hact, dact, n * 4)) {
-        for (size_t i = 0; i < n; i++) out[i] = bf16_val(hact[i]) + bf16_val(hact[n + i]);
-        e = rel_err(out, ref, n);
-    } else e = INFINITY;
-    T_CHECKF(e <= 2e-5, "attn2 %s nh=%d hd=%d splits=%d span=%d into hi/lo bf16: rel err %.3g", what,
-             f->nh, f->hd, splits, span, e);
+    for (int v = 2; v <= 3; v++) {
+        attn_fn fn = v == 2 ? kern_attention2 : kern_attention3;
+        cudaMemset(dout, 0xFF, n * 4);
+        T_CHECK(fn(0, f->dq, k, st, R, f->nh, splits, span, dout, NULL, 0, dpart, dcnt, 1) == 0);
+        double e = sync_ok() && down(out, dout, n * 4) ? rel_err(out, ref, n) : INFINITY;
+        T_CHECKF(e <= 1e-5, "attn%d %s nh=%d nkv=%d hd=%d splits=%d span=%d: rel err %.3g", v, what,
+                 f->nh, f->nkv, f->hd, splits, span, e);
+        int nz = 0;
+        if (down(cnt, dcnt, (size_t)R * f->nkv * 4))
+            for (int i = 0; i < R * f->nkv; i++) nz += cnt[i] != 0;
+        T_CHECKF(nz == 0, "attn%d %s: %d split counters left non-zero", v, what, nz);
+        cudaMemset(dact, 0xFF, n * 4);
+        T_CHECK(fn(0, f->dq, k, st, R, f->nh, splits, span, NULL, dact, KERN_ACT_SPLIT, dpart, dcnt, 0) == 0);
+        if (sync_ok() && down(hact, dact, n * 4)) {
+            for (size_t i = 0; i < n; i++) out[i] = bf16_val(hact[i]) + bf16_val(hact[n + i]);
+            e = rel_err(out, ref, n);
+        } else e = INFINITY;
+        T_CHECKF(e <= 2e-5, "attn%d %s nh=%d hd=%d splits=%d span=%d into hi/lo bf16: rel err %.3g", v,
+                 what, f->nh, f->hd, splits, span, e);
+    }
 done:
     free(out); free(hact);
 }
-
 
 /* kern_attention_prefill on prompt-like rows of the a2 fixture: runs of
  * consecutive positions of one sequence interleaved with other sequences'
@@ -1391,6 +1435,14 @@ static void attn1_backend(fixture *f) {
 }
 FIXTURE_TEST(test_attn1_backend, attn1_backend)
 
+/* The same with variant 3 (a lane per position) for every pass. */
+static void attn3_backend(fixture *f) {
+    setenv("BRISK_ATTN", "3", 1);
+    backend_checks(f);
+    unsetenv("BRISK_ATTN");
+}
+FIXTURE_TEST(test_attn3_backend, attn3_backend)
+
 /* The whole-backend checks with every pass of 3 rows or more through the
  * prefill attention kernel (BRISK_PREFILL_ATTN=always; by default only long
  * prompts take it): prompts, batches, continuous batching with decode rows
@@ -1416,6 +1468,7 @@ int main(void) {
     T_RUN(test_gemm);
     T_RUN(test_rowwise);
     T_RUN(test_rope_kv);
+    T_RUN(test_add_norm_widths);
     T_RUN(test_gemv_qkv);
     T_RUN(test_attention);
     T_RUN(test_attention2);
@@ -1430,6 +1483,7 @@ int main(void) {
     T_RUN(test_errors);
     T_RUN(test_engine);
     T_RUN(test_attn1_backend);
+    T_RUN(test_attn3_backend);
     T_RUN(test_prefill_attn_backend);
     for (int i = 0; i < 2; i++) {
         eng_model_free(fx[i].m);

@@ -99,7 +99,7 @@ extern "C" uint16_t kern_f32_to_bf16(float f) {
 
 extern "C" void eng_cuda_opts_default(eng_cuda_opts *o) {
     memset(o, 0, sizeof *o);
-    o->gemv_max_rows = 2;   /* measured: cuBLASLt wins from 4 rows on (kernels/NOTES.md) */
+    o->gemv_max_rows = 4;   /* measured: cuBLASLt wins from ~6 rows on (kernels/NOTES.md, v6) */
 }
 
 /* Options into range; attention variant 0 takes BRISK_ATTN (1, 2 or 3 for

@@ -22,7 +22,7 @@ extern "C" {
 typedef struct eng_cuda_opts {
     int bf16_weights;   /* 1: convert f32/f16 checkpoints to bf16 as well */
     int fast_gemm;      /* 1: cuBLASLt takes bf16-rounded activations (no hi/lo split) */
-    int gemv_max_rows;  /* passes of up to this many rows (0..8) use the GEMV kernel; default 2 */
+    int gemv_max_rows;  /* passes of up to this many rows (0..8) use the GEMV kernel; default 4 */
     int no_graphs;      /* 1: launch kernels directly, never replay CUDA graphs */
     int no_pdl;         /* 1: no programmatic dependent launch between kernels */
     int unfused_rope;   /* 1: GEMV passes run RoPE + KV write as a kernel of its own */

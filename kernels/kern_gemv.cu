@@ -131,6 +131,36 @@ __device__ __forceinline__ void rope_store(const gemv_rope &rp, int u, int j, in
     dst[i + half] = o2;
 }
 
+/* s_rstd[r] = 1 / rms(x[r]) for the R rows, all rows in one pass and one
+ * block reduction: a reduction per row put R dependent rounds of loads and
+ * barriers ahead of the products (8 rows, 1.5B: 4.25 -> 3.31 ms a step).
+ * Partial sums are added in warp order, as block_sum does. */
+template <int R>
+__device__ __forceinline__ void gemv_rstd(const float *x, int K, float eps, float *s_rstd,
+                                          float (*s_part)[R]) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    float ss[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) ss[r] = 0.f;
+    for (int i = threadIdx.x; i < K / 4; i += blockDim.x)
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            float4 v = ((const float4 *)(x + (size_t)r * K))[i];
+            ss[r] += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        float t = warp_sum(ss[r]);
+        if (lane == 0) s_part[warp][r] = t;
+    }
+    __syncthreads();
+    if (threadIdx.x < R) {
+        float t = 0.f;
+        for (int w = 0; w < nw; w++) t += s_part[w][threadIdx.x];
+        s_rstd[threadIdx.x] = 1.0f / sqrtf(t / (float)K + eps);
+    }
+}
+
 template <int WDT, int R, int MODE>
 __global__ void __launch_bounds__(GEMV_THREADS)
 gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *__restrict__ x,
@@ -138,7 +168,7 @@ gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *__restrict__
     constexpr int VEC = wvec<WDT>::n;
     constexpr int EB = WDT == KERN_BF16 ? 2 : 4;
     __shared__ float s_rstd[R];
-    __shared__ float s_tmp[32];
+    __shared__ float s_part[GEMV_WARPS][R];
     __shared__ float s_red[GEMV_WARPS][GEMV_NR][R];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 
@@ -176,18 +206,7 @@ gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *__restrict__
     pdl_launch();
     pdl_wait();
 
-    if (nw) {
-        for (int r = 0; r < R; r++) {
-            float ss = 0.f;
-            const float4 *xr = (const float4 *)(x + (size_t)r * K);
-            for (int i = threadIdx.x; i < K / 4; i += GEMV_THREADS) {
-                float4 v = xr[i];
-                ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
-            }
-            ss = block_sum(ss, s_tmp);
-            if (threadIdx.x == 0) s_rstd[r] = 1.0f / sqrtf(ss / (float)K + eps);
-        }
-    }
+    if (nw) gemv_rstd<R>(x, K, eps, s_rstd, s_part);
 
     float acc[GEMV_NR][R];
 #pragma unroll

@@ -117,6 +117,23 @@ __device__ __forceinline__ int attn_split_range(int L, int splits, int span_min,
     return sp < *active;
 }
 
+/* Asks L2 for the K and V rows of positions [t0, t1) while the previous
+ * kernel drains (before the PDL wait).  Only a hint: the row of the step's
+ * own position may still be written by that kernel, and L2 is where the
+ * write lands, so nothing stale can be read. */
+template <int HD>
+__device__ __forceinline__ void attn_prefetch(const kern_kv &kv, const int *tbl, int kvh, int t0,
+                                              int t1, size_t v_off) {
+    constexpr int NL = HD >= 32 ? HD / 32 : 1;   /* 128-byte lines per row */
+    for (int i = threadIdx.x; i < (t1 - t0) * 2 * NL; i += blockDim.x) {
+        const int t = t0 + i / (2 * NL), w = i % (2 * NL);
+        const float *p = kv.base + (size_t)tbl[t / kv.block_size] * kv.blk_stride +
+                         ((size_t)kvh * kv.block_size + t % kv.block_size) * HD +
+                         (w >= NL ? v_off : 0) + (size_t)(w % NL) * 32;
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+    }
+}
+
 /* After the NG lane groups (or warps) of a block left their sums in s_acc
  * and their running max / sum in s_m / s_l (and synced): merges them for
  * the block's nhb heads (query heads head0..) and writes the result of row
@@ -172,7 +189,6 @@ attn2_kernel(const float *__restrict__ q, kern_kv kv, const kern_step *st, int n
     __shared__ float s_m[NGRP][HPB], s_l[NGRP][HPB], s_wg[NGRP][HPB];
     __shared__ float s_M[A2_GMAX], s_Lb[A2_GMAX];
     pdl_launch();
-    pdl_wait();
     const int G = n_heads / kv.n_kv;
     /* HPB 1: a block per query head (blockIdx.y = kv head * G + head in group) */
     const int r = blockIdx.x, sp = blockIdx.z;
@@ -181,8 +197,15 @@ attn2_kernel(const float *__restrict__ q, kern_kv kv, const kern_step *st, int n
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int sub = lane / LP, li = lane % LP, grp = warp * PPW + sub;
 
+    /* before the wait: the step's positions and tables (from the host) */
     const int pos = st->pos[r], seq = st->row_seq[r];
-    /* q for every head of this kv head, pre-scaled; independent of pos */
+    int t0, t1, active;
+    if (!attn_split_range(pos + 1, splits, span_min, sp, &t0, &t1, &active)) return;
+    const int *tbl = st->table + (size_t)seq * st->table_stride;
+    const size_t v_off = (size_t)kv.n_kv * kv.block_size * HD;
+    attn_prefetch<HD>(kv, tbl, kvh, t0, t1, v_off);
+    pdl_wait();
+    /* q for every head of this kv head, pre-scaled */
     const float scale = (float)rsqrt((double)HD);
     const float4 *qr = (const float4 *)(q + ((size_t)r * n_heads + (size_t)kvh * G + h0) * HD);
     float4 qv[HPB];
@@ -191,10 +214,6 @@ attn2_kernel(const float *__restrict__ q, kern_kv kv, const kern_step *st, int n
         float4 x = h < nhb ? qr[h * LP + li] : make_float4(0.f, 0.f, 0.f, 0.f);
         qv[h] = make_float4(x.x * scale, x.y * scale, x.z * scale, x.w * scale);
     }
-    int t0, t1, active;
-    if (!attn_split_range(pos + 1, splits, span_min, sp, &t0, &t1, &active)) return;
-    const int *tbl = st->table + (size_t)seq * st->table_stride;
-    const size_t v_off = (size_t)kv.n_kv * kv.block_size * HD;
 
     float m[HPB], l[HPB];
     float4 acc[HPB];

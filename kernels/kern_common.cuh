@@ -45,7 +45,9 @@ __device__ __forceinline__ float block_sum(float v, float *s_tmp /* [32] */) {
  * attribute may start while its predecessor drains.  Every kernel lets its
  * successor launch at once (pdl_launch) and waits for its predecessor's
  * results (pdl_wait) before it touches any activation; only reads of
- * weights may come before the wait.  Without the attribute both are no-ops. */
+ * weights and of the step's header (kern_step: copied from the host before
+ * the pass) and L2 prefetch hints may come before the wait.  Without the
+ * attribute both are no-ops. */
 __device__ __forceinline__ void pdl_launch() {
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 }

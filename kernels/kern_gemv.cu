@@ -98,37 +98,58 @@ __device__ __forceinline__ void rope_rows(const gemv_rope &rp, int unit, int row
     }
 }
 
-/* Row j of unit u for input row r holds v (and, for j < 2 of a q/k unit, its
- * rotate_half partner v2): add the bias, rotate (angle in double, as the
- * RoPE kernel does) and store q, or write k / v into the row's KV slot. */
-__device__ __forceinline__ void rope_store(const gemv_rope &rp, int u, int j, int r, float v,
-                                           float v2) {
+/* Where row j of unit u for input row r goes, worked out before the wait
+ * (positions, block table and weights are known then; the angle's double
+ * sincos and three dependent loads left the kernel's critical path): a q/k
+ * row j < 2 is rotated with its rotate_half partner and stored as q or into
+ * the row's KV slot; a v row is copied into the slot; q/k rows j >= 2 are
+ * done by their partner. */
+typedef struct rope_pre {
+    float *dst;                 /* NULL: nothing to store */
+    float b1, b2, cs, sn;       /* biases of the row and its partner; cos, sin */
+    int half, rotate;
+} rope_pre;
+
+__device__ __forceinline__ rope_pre rope_prepare(const gemv_rope &rp, int u, int j, int r) {
+    rope_pre p = {};
     int rows[GEMV_NR];
     rope_rows(rp, u, rows);
     const int hd = rp.kv.head_dim, half = hd / 2, nh = rp.n_heads, nkv = rp.kv.n_kv;
     const int qu = (nh + nkv) * hd / 4, c = rows[j];
-    if (u < qu && j >= 2) return;   /* done with its partner */
+    if (u < qu && j >= 2) return p;
     const kern_step *st = rp.st;
-    int pos = st->pos[r], seq = st->row_seq[r];
-    int blk = st->table[(size_t)seq * st->table_stride + pos / rp.kv.block_size];
-    int slot = pos % rp.kv.block_size;
+    const int pos = st->pos[r], seq = st->row_seq[r];
+    const int blk = st->table[(size_t)seq * st->table_stride + pos / rp.kv.block_size];
+    const int slot = pos % rp.kv.block_size;
     float *kbase = rp.kv.base + (size_t)blk * rp.kv.blk_stride;
-    if (rp.bias) v += rp.bias[c];
+    p.b1 = rp.bias ? rp.bias[c] : 0.f;
+    p.half = half;
     if (u >= qu) {   /* v head */
-        int h = c / hd - nh - nkv, d = c % hd;
-        kbase[((size_t)(nkv + h) * rp.kv.block_size + slot) * hd + d] = v;
-        return;
+        const int h = c / hd - nh - nkv, d = c % hd;
+        p.dst = kbase + ((size_t)(nkv + h) * rp.kv.block_size + slot) * hd + d;
+        return p;
     }
-    if (rp.bias) v2 += rp.bias[c + half];
-    int h = c / hd, i = c % hd;
+    p.b2 = rp.bias ? rp.bias[c + half] : 0.f;
+    const int h = c / hd, i = c % hd;
     double sd, cd;
     sincos((double)pos * (double)rp.inv_freq[i], &sd, &cd);
-    float sn = (float)sd, cs = (float)cd;
-    float o1 = v * cs - v2 * sn, o2 = v2 * cs + v * sn;
-    float *dst = h < nh ? rp.q + ((size_t)r * nh + h) * hd
-                        : kbase + ((size_t)(h - nh) * rp.kv.block_size + slot) * hd;
-    dst[i] = o1;
-    dst[i + half] = o2;
+    p.sn = (float)sd;
+    p.cs = (float)cd;
+    p.rotate = 1;
+    p.dst = (h < nh ? rp.q + ((size_t)r * nh + h) * hd
+                    : kbase + ((size_t)(h - nh) * rp.kv.block_size + slot) * hd) + i;
+    return p;
+}
+
+/* v is the row's sum, v2 its partner's: bias, rotation (angle in double, as
+ * the RoPE kernel does), store. */
+__device__ __forceinline__ void rope_finish(const rope_pre &p, bool bias, float v, float v2) {
+    if (!p.dst) return;
+    if (bias) v += p.b1;
+    if (!p.rotate) { *p.dst = v; return; }
+    if (bias) v2 += p.b2;
+    p.dst[0] = v * p.cs - v2 * p.sn;
+    p.dst[p.half] = v2 * p.cs + v * p.sn;
 }
 
 /* s_rstd[r] = 1 / rms(x[r]) for the R rows, all rows in one pass and one
@@ -203,10 +224,16 @@ gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *__restrict__
         if (k < K) w0[j] = __ldg((const uint4 *)(wr[j] + (size_t)k * EB));
         if (k + step < K) w1[j] = __ldg((const uint4 *)(wr[j] + (size_t)(k + step) * EB));
     }
+    /* upc * GEMV_NR * R <= 8 * 4 * 8 = GEMV_THREADS: a thread has at most one
+     * epilogue item, so the ROPE item's destination is ready before the wait */
+    rope_pre pre = {};
+    if (MODE == KERN_ROPE && threadIdx.x < upc * GEMV_NR * R) {
+        const int ul = threadIdx.x / (GEMV_NR * R), u = blockIdx.x * upc + ul;
+        if (u < n_units)
+            pre = rope_prepare(rp, u, (threadIdx.x / R) % GEMV_NR, threadIdx.x % R);
+    }
     pdl_launch();
     pdl_wait();
-
-    if (nw) gemv_rstd<R>(x, K, eps, s_rstd, s_part);
 
     float acc[GEMV_NR][R];
 #pragma unroll
@@ -232,6 +259,9 @@ gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *__restrict__
             float v = warp_sum(acc[j][r]);
             if (lane == 0) s_red[warp][j][r] = v;
         }
+    /* the RMS statistics only scale the sums, so they come after the products:
+     * x is in L1 by now, and the products did not wait for a reduction */
+    if (nw) gemv_rstd<R>(x, K, eps, s_rstd, s_part);
     __syncthreads();
 
     for (int idx = threadIdx.x; idx < upc * GEMV_NR * R; idx += GEMV_THREADS) {
@@ -253,7 +283,7 @@ gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *__restrict__
             float v2 = 0.f;
             if (j < 2)
                 for (int kp = 0; kp < KS; kp++) v2 += s_red[ul * KS + kp][j + 2][r];
-            rope_store(rp, u, j, r, v, v2 * rs);
+            rope_finish(pre, rp.bias != NULL, v, v2 * rs);
         } else {
             int n = u * GEMV_NR + j;
             if (n >= N) continue;

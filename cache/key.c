@@ -7,24 +7,6 @@
 #include <strings.h>
 #include "cache.h"
 
-/* A growable string; oom is sticky so callers check once at the end. */
-typedef struct sbuf { char *p; size_t n, cap; int oom; } sbuf;
-
-static void sb_putn(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) { b->oom = 1; return; }
-        b->p = p; b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void sb_putc(sbuf *b, char c) { sb_putn(b, &c, 1); }
-
 static int is_unreserved(unsigned char c) {
     return isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~';
 }
@@ -34,27 +16,27 @@ static int hexval(unsigned char c) {
     if (c >= 'A' && c <= 'F') return c - 'A' + 10;
     return -1;
 }
-static void put_escape(sbuf *b, unsigned char c) {
+static void put_escape(eng_buf *b, unsigned char c) {
     static const char hex[] = "0123456789ABCDEF";
     char e[3] = { '%', hex[c >> 4], hex[c & 15] };
-    sb_putn(b, e, 3);
+    eng_buf_add(b, e, 3);
 }
 
 /* Copies n bytes of a path or query part: escapes of unreserved characters
  * decoded, other escapes uppercased, a stray '%' and bytes outside
  * unreserved + allowed escaped. */
-static void norm_escapes(sbuf *b, const char *s, size_t n, const char *allowed) {
+static void norm_escapes(eng_buf *b, const char *s, size_t n, const char *allowed) {
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c == '%' && i + 2 < n &&
             hexval((unsigned char)s[i + 1]) >= 0 && hexval((unsigned char)s[i + 2]) >= 0) {
             unsigned char v = (unsigned char)(hexval((unsigned char)s[i + 1]) * 16 +
                                               hexval((unsigned char)s[i + 2]));
-            if (is_unreserved(v)) sb_putc(b, (char)v);
+            if (is_unreserved(v)) eng_buf_addc(b, (char)v);
             else put_escape(b, v);
             i += 2;
         } else if (c != '%' && (is_unreserved(c) || (c && strchr(allowed, c)))) {
-            sb_putc(b, (char)c);
+            eng_buf_addc(b, (char)c);
         } else {
             put_escape(b, c);
         }
@@ -63,7 +45,7 @@ static void norm_escapes(sbuf *b, const char *s, size_t n, const char *allowed) 
 
 /* Resolves "." and ".." segments of an absolute path in place and drops
  * trailing slashes (but keeps "/"). */
-static void resolve_path(sbuf *b, size_t start) {
+static void resolve_path(eng_buf *b, size_t start) {
     char *p = b->p + start;
     size_t len = b->n - start, out = 0, i = 0;
     while (i < len) {                        /* p[i] == '/' here */
@@ -91,7 +73,7 @@ static int cmp_str(const void *a, const void *b) {
 }
 
 /* Appends "?a&b" with the query's parameters normalised and sorted. */
-static int put_query(sbuf *b, const char *q, size_t n, eng_err *err) {
+static int put_query(eng_buf *b, const char *q, size_t n, eng_err *err) {
     size_t np = 1;
     for (size_t i = 0; i < n; i++) np += q[i] == '&';
     char **parts = calloc(np, sizeof *parts);
@@ -102,7 +84,7 @@ static int put_query(sbuf *b, const char *q, size_t n, eng_err *err) {
         size_t j = i;
         while (j < n && q[j] != '&') j++;
         if (j > i) {
-            sbuf one = {0};
+            eng_buf one = {0};
             norm_escapes(&one, q + i, j - i, "!$'()*+,;=:@/?");
             if (one.oom) rc = eng_seterr(err, ENG_ENOMEM, "cache key: out of memory");
             else parts[k++] = one.p;
@@ -112,8 +94,8 @@ static int put_query(sbuf *b, const char *q, size_t n, eng_err *err) {
     if (rc == ENG_OK && k) {
         qsort(parts, k, sizeof *parts, cmp_str);
         for (size_t m = 0; m < k; m++) {
-            sb_putc(b, m ? '&' : '?');
-            sb_putn(b, parts[m], strlen(parts[m]));
+            eng_buf_addc(b, m ? '&' : '?');
+            eng_buf_add(b, parts[m], strlen(parts[m]));
         }
     }
     for (size_t m = 0; m < k; m++) free(parts[m]);
@@ -131,14 +113,14 @@ static int default_port(const char *scheme, long port) {
 }
 
 /* Appends "//userinfo@host:port" from the authority a[0..n). */
-static int put_authority(sbuf *b, const char *scheme, const char *a, size_t n,
+static int put_authority(eng_buf *b, const char *scheme, const char *a, size_t n,
                          const char *url, eng_err *err) {
     const char *at = NULL;
     for (size_t i = 0; i < n; i++) if (a[i] == '@') at = a + i;
-    sb_putn(b, "//", 2);
+    eng_buf_add(b, "//", 2);
     if (at) {
         norm_escapes(b, a, (size_t)(at - a), "!$&'()*+,;=:");
-        sb_putc(b, '@');
+        eng_buf_addc(b, '@');
         n -= (size_t)(at + 1 - a);
         a = at + 1;
     }
@@ -156,7 +138,7 @@ static int put_authority(sbuf *b, const char *scheme, const char *a, size_t n,
         unsigned char c = (unsigned char)a[i];
         if (c <= ' ' || c == 0x7f || strchr("<>\"{}|\\^`", c))
             return eng_seterr(err, ENG_EINVAL, "cache key: bad character in host of \"%.200s\"", url);
-        sb_putc(b, (char)tolower(c));
+        eng_buf_addc(b, (char)tolower(c));
     }
     if (hl < n && a[hl] != ':')
         return eng_seterr(err, ENG_EINVAL, "cache key: junk after host in \"%.200s\"", url);
@@ -172,7 +154,7 @@ static int put_authority(sbuf *b, const char *scheme, const char *a, size_t n,
         if (!default_port(scheme, port)) {
             char pb[16];
             int pn = snprintf(pb, sizeof pb, ":%ld", port);
-            sb_putn(b, pb, (size_t)pn);
+            eng_buf_add(b, pb, (size_t)pn);
         }
     }
     return ENG_OK;
@@ -186,7 +168,7 @@ static size_t scheme_len(const char *s) {
     return (i < 32 && !strncmp(s + i, "://", 3)) ? i : 0;
 }
 
-static int finish(sbuf *b, char **out, const char *what, eng_err *err) {
+static int finish(eng_buf *b, char **out, const char *what, eng_err *err) {
     if (b->oom) { free(b->p); return eng_seterr(err, ENG_ENOMEM, "cache key: out of memory"); }
     if (b->n > CACHE_KEY_MAX) {
         free(b->p);
@@ -218,16 +200,16 @@ int cache_key_url(const char *url, char **out, eng_err *err) {
     if (hash) end = hash;                                 /* fragment dropped */
     const char *a = url + sl + 3, *ae = a;
     while (ae < end && *ae != '/' && *ae != '?') ae++;
-    const char *q = memchr(ae, '?', (size_t)(end - ae));
+    const char *q = end > ae ? memchr(ae, '?', (size_t)(end - ae)) : NULL;
     const char *pe = q ? q : end;
 
-    sbuf b = {0};
-    sb_putn(&b, scheme, sl);
-    sb_putc(&b, ':');
+    eng_buf b = {0};
+    eng_buf_add(&b, scheme, sl);
+    eng_buf_addc(&b, ':');
     int rc = put_authority(&b, scheme, a, (size_t)(ae - a), url, err);
     if (rc == ENG_OK) {
         size_t start = b.n;
-        sb_putc(&b, '/');
+        eng_buf_addc(&b, '/');
         if (pe > ae) norm_escapes(&b, ae + 1, (size_t)(pe - ae - 1), "!$&'()*+,;=:@/");
         if (!b.oom) resolve_path(&b, start);
         if (q) rc = put_query(&b, q + 1, (size_t)(end - q - 1), err);
@@ -242,14 +224,14 @@ int cache_key_search(const char *query, char **out, eng_err *err) {
     size_t n = strlen(query);
     trim(&query, &n);
     if (!n) return eng_seterr(err, ENG_EINVAL, "cache key: empty search query");
-    sbuf b = {0};
-    sb_putn(&b, "search:", 7);
+    eng_buf b = {0};
+    eng_buf_add(&b, "search:", 7);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)query[i];
         if (isspace(c)) {
-            if (!isspace((unsigned char)query[i - 1])) sb_putc(&b, ' ');  /* i > 0: trimmed */
+            if (!isspace((unsigned char)query[i - 1])) eng_buf_addc(&b, ' ');  /* i > 0: trimmed */
         } else {
-            sb_putc(&b, (char)tolower(c));
+            eng_buf_addc(&b, (char)tolower(c));
         }
     }
     return finish(&b, out, "search query", err);
@@ -263,7 +245,7 @@ int cache_key(const char *raw, char **out, eng_err *err) {
     trim(&raw, &n);
     if (scheme_len(raw)) return cache_key_url(raw, out, err);
     if (!n) return eng_seterr(err, ENG_EINVAL, "cache key: empty key");
-    sbuf b = {0};
-    sb_putn(&b, raw, n);
+    eng_buf b = {0};
+    eng_buf_add(&b, raw, n);
     return finish(&b, out, "key", err);
 }

@@ -28,34 +28,15 @@
 #include "tool.h"
 
 /* ------------------------------------------------------------ helpers */
-typedef struct sbuf { char *p; size_t n, cap; int oom; } sbuf;
-
-static void sb_add(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) { b->oom = 1; return; }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void sb_adds(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
-
 /* HTML-escapes s into b. */
-static void sb_esc(sbuf *b, const char *s) {
+static void sb_esc(eng_buf *b, const char *s) {
     for (; *s; s++) {
         switch (*s) {
-        case '&': sb_adds(b, "&amp;"); break;
-        case '<': sb_adds(b, "&lt;"); break;
-        case '>': sb_adds(b, "&gt;"); break;
-        case '"': sb_adds(b, "&quot;"); break;
-        default: sb_add(b, s, 1);
+        case '&': eng_buf_adds(b, "&amp;"); break;
+        case '<': eng_buf_adds(b, "&lt;"); break;
+        case '>': eng_buf_adds(b, "&gt;"); break;
+        case '"': eng_buf_adds(b, "&quot;"); break;
+        default: eng_buf_add(b, s, 1);
         }
     }
 }
@@ -557,26 +538,26 @@ static int build_fillers(cache_wwsite *s, int site, int root, const cache_ww_row
 }
 
 /* ------------------------------------------------------------ the pages */
-static void add_prose(sbuf *b, uint64_t *rng, int words) {
+static void add_prose(eng_buf *b, uint64_t *rng, int words) {
     while (words > 0) {
         int n = 8 + rng_int(rng, 10);
-        sb_adds(b, "<p>");
+        eng_buf_adds(b, "<p>");
         for (int s = 0; s < 3 && words > 0; s++, words -= n) {
             for (int w = 0; w < n; w++) {
                 const char *x = WORDS[rng_int(rng, N_WORDS)];
                 if (w == 0) {
                     char c = (char)toupper((unsigned char)x[0]);
-                    if (s) sb_add(b, " ", 1);
-                    sb_add(b, &c, 1);
-                    sb_adds(b, x + 1);
+                    if (s) eng_buf_add(b, " ", 1);
+                    eng_buf_add(b, &c, 1);
+                    eng_buf_adds(b, x + 1);
                 } else {
-                    sb_add(b, " ", 1);
-                    sb_adds(b, x);
+                    eng_buf_add(b, " ", 1);
+                    eng_buf_adds(b, x);
                 }
             }
-            sb_add(b, ".", 1);
+            eng_buf_add(b, ".", 1);
         }
-        sb_adds(b, "</p>\n");
+        eng_buf_adds(b, "</p>\n");
     }
 }
 
@@ -650,35 +631,34 @@ static char *page_html(const cache_wwsite *s, int id, const cache_ww_row *rows,
     link *links = NULL;
     int nl = 0;
     if (page_links(s, id, o, &rng, &links, &nl)) return NULL;
-    sbuf b = {0};
-    sb_adds(&b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>");
+    eng_buf b = {0};
+    eng_buf_adds(&b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>");
     sb_esc(&b, title);
-    sb_adds(&b, "</title></head>\n<body><main>\n<h1>");
+    eng_buf_adds(&b, "</title></head>\n<body><main>\n<h1>");
     sb_esc(&b, title);
-    sb_adds(&b, "</h1>\n");
+    eng_buf_adds(&b, "</h1>\n");
     add_prose(&b, &rng, o->filler_words / 2);
     for (int i = 0; i < n->n_answers; i++) {
         /* The answer as a sentence of its own inside a paragraph. */
         const char *a = rows[n->answers[i]].answer;
         size_t al = strlen(a);
-        sb_adds(&b, "<p>In brief, here is what was reported. ");
+        eng_buf_adds(&b, "<p>In brief, here is what was reported. ");
         sb_esc(&b, a);
-        if (al && !strchr(".!?", a[al - 1])) sb_add(&b, ".", 1);
-        sb_adds(&b, " Further details follow below.</p>\n");
+        if (al && !strchr(".!?", a[al - 1])) eng_buf_add(&b, ".", 1);
+        eng_buf_adds(&b, " Further details follow below.</p>\n");
     }
     add_prose(&b, &rng, o->filler_words - o->filler_words / 2);
-    sb_adds(&b, "<ul>\n");
+    eng_buf_adds(&b, "<ul>\n");
     for (int i = 0; i < nl; i++) {
-        sb_adds(&b, "<li><a href=\"");
+        eng_buf_adds(&b, "<li><a href=\"");
         sb_esc(&b, links[i].url);
-        sb_adds(&b, "\">");
+        eng_buf_adds(&b, "\">");
         sb_esc(&b, links[i].text);
-        sb_adds(&b, "</a></li>\n");
+        eng_buf_adds(&b, "</a></li>\n");
     }
-    sb_adds(&b, "</ul>\n</main></body></html>\n");
+    eng_buf_adds(&b, "</ul>\n</main></body></html>\n");
     free(links);
-    if (b.oom) { free(b.p); return NULL; }
-    return b.p;
+    return eng_buf_take(&b);
 }
 
 /* ----------------------------------------------------------- database */

@@ -25,6 +25,20 @@ int eng_seterr(eng_err *err, int code, const char *fmt, ...);
  * errno says why (ENOENT: absent). */
 int eng_read_file(const char *path, size_t max, char **buf, size_t *len, eng_err *err);
 
+/* Growable string, used by every module.  NUL-terminated once non-empty.
+ * Appends return 0, or -1 when memory ran out: the buffer then keeps what it
+ * had and oom stays set, so later appends do nothing and a caller may check
+ * each append or only once at the end. */
+typedef struct eng_buf { char *p; size_t n, cap; int oom; } eng_buf;
+int         eng_buf_add(eng_buf *b, const char *s, size_t n);
+int         eng_buf_adds(eng_buf *b, const char *s);
+int         eng_buf_addc(eng_buf *b, char c);
+int         eng_buf_printf(eng_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+const char *eng_buf_str(const eng_buf *b);   /* "" while empty */
+void        eng_buf_clear(eng_buf *b);       /* empties b, keeps its memory (and oom) */
+char       *eng_buf_take(eng_buf *b);        /* the string ("" if empty), NULL after oom; b emptied */
+void        eng_buf_free(eng_buf *b);
+
 /* ---------------------------------------------------------------- model */
 typedef struct eng_config {
     char arch[32];          /* "qwen2" or "llama" */

@@ -1,4 +1,5 @@
-/* util.c — error reporting shared by every module. */
+/* util.c — error reporting, file reading and a growable string, shared by
+ * every module. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -42,4 +43,63 @@ int eng_read_file(const char *path, size_t max, char **buf, size_t *len, eng_err
     (*buf)[size] = 0;
     if (len) *len = (size_t)size;
     return ENG_OK;
+}
+
+/* ------------------------------------------------------------ eng_buf */
+static int buf_reserve(eng_buf *b, size_t extra) {
+    if (b->oom) return -1;
+    if (extra > ((size_t)-1) / 4 - b->n) { b->oom = 1; return -1; }
+    size_t need = b->n + extra + 1;
+    if (need <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 64;
+    while (cap < need) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) { b->oom = 1; return -1; }
+    b->p = p;
+    b->cap = cap;
+    return 0;
+}
+
+int eng_buf_add(eng_buf *b, const char *s, size_t n) {
+    if (buf_reserve(b, n)) return -1;
+    if (n) memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+    return 0;
+}
+
+int eng_buf_adds(eng_buf *b, const char *s) { return eng_buf_add(b, s, strlen(s)); }
+int eng_buf_addc(eng_buf *b, char c) { return eng_buf_add(b, &c, 1); }
+
+int eng_buf_printf(eng_buf *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) { b->oom = 1; return -1; }
+    if (buf_reserve(b, (size_t)n)) return -1;
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->n, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->n += (size_t)n;
+    return 0;
+}
+
+const char *eng_buf_str(const eng_buf *b) { return b->p ? b->p : ""; }
+
+void eng_buf_clear(eng_buf *b) {
+    b->n = 0;
+    if (b->p) b->p[0] = 0;
+}
+
+void eng_buf_free(eng_buf *b) {
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
+char *eng_buf_take(eng_buf *b) {
+    char *s = b->oom ? NULL : b->p ? b->p : calloc(1, 1);
+    if (b->oom) free(b->p);
+    memset(b, 0, sizeof *b);
+    return s;
 }

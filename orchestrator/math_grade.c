@@ -7,6 +7,7 @@
  * Nothing here recurses without a depth limit, so hostile input cannot blow
  * the stack. */
 #include "orc_math.h"
+#include "eng.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -74,37 +75,6 @@ static int tok_delta(const char *t, size_t len) {
     return 0;
 }
 
-/* ---------------------------------------------------------------- buffer */
-
-typedef struct { char *p; size_t n, cap; int oom; } sbuf;
-
-static void sb_putn(sbuf *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->n + n + 1) {
-            if (cap > SIZE_MAX / 2) { b->oom = 1; return; }
-            cap *= 2;
-        }
-        char *p = realloc(b->p, cap);
-        if (!p) { b->oom = 1; return; }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void sb_putc(sbuf *b, char c) { sb_putn(b, &c, 1); }
-static void sb_puts(sbuf *b, const char *s) { sb_putn(b, s, strlen(s)); }
-
-/* The finished string (never NULL unless out of memory). */
-static char *sb_take(sbuf *b) {
-    if (b->oom) { free(b->p); return NULL; }
-    if (!b->p) return strdup("");
-    return b->p;
-}
-
 /* ------------------------------------------------------ pass 1: characters */
 
 /* Unicode math symbols models sometimes print instead of LaTeX. */
@@ -121,7 +91,7 @@ static const struct { const char *utf8, *tex; } UNICODE_MAP[] = {
 };
 
 static char *pass_chars(const char *s, size_t n) {
-    sbuf b = {0};
+    eng_buf b = {0};
     for (size_t i = 0; i < n;) {
         char c = s[i];
         if ((unsigned char)c >= 0x80) {
@@ -129,17 +99,17 @@ static char *pass_chars(const char *s, size_t n) {
             for (k = 0; k < nm; k++) {
                 size_t len = strlen(UNICODE_MAP[k].utf8);
                 if (i + len <= n && memcmp(s + i, UNICODE_MAP[k].utf8, len) == 0) {
-                    sb_puts(&b, UNICODE_MAP[k].tex);
+                    eng_buf_adds(&b, UNICODE_MAP[k].tex);
                     i += len;
                     break;
                 }
             }
             if (k < nm) continue;
         }
-        sb_putc(&b, (is_space(c) || c == '~') ? ' ' : c);
+        eng_buf_addc(&b, (is_space(c) || c == '~') ? ' ' : c);
         i++;
     }
-    return sb_take(&b);
+    return eng_buf_take(&b);
 }
 
 /* ---------------------------------------------------------- pass 2: macros */
@@ -175,53 +145,53 @@ static char *pass_macros(const char *s, size_t n) {
     char *stack = malloc(n + 1);
     if (!stack) return NULL;
     size_t sp = 0, i = 0;
-    sbuf b = {0};
+    eng_buf b = {0};
     while (i < n && !b.oom) {
         char c = s[i];
         if (c == '\\') {
             size_t len = macro_len(s, i, n);
             const char *m = s + i;
             if (len == 2 && m[1] == '\\') {
-                sb_putn(&b, m, 2);
+                eng_buf_add(&b, m, 2);
                 i += 2;
             } else if (in_list(m, len, DROP_MACROS)) {
                 int delim = name_eq(m, len, "\\left") || name_eq(m, len, "\\right");
                 i += len;
                 if (delim && i < n && s[i] == '.') i++;   /* \left. is "no delimiter" */
             } else if (in_list(m, len, SPACE_MACROS)) {
-                sb_putc(&b, ' ');
+                eng_buf_addc(&b, ' ');
                 i += len;
             } else if (in_list(m, len, UNWRAP_MACROS)) {
                 size_t j = i + len;
                 while (j < n && s[j] == ' ') j++;
-                sb_putc(&b, ' ');
+                eng_buf_addc(&b, ' ');
                 if (j < n && s[j] == '{') { stack[sp++] = 'U'; i = j + 1; }
                 else i += len;
             } else {
                 const char *to = rename_of(m, len);
-                if (to) sb_puts(&b, to); else sb_putn(&b, m, len);
+                if (to) eng_buf_adds(&b, to); else eng_buf_add(&b, m, len);
                 i += len;
             }
         } else if (c == '$' || c == '%') {
             i++;
         } else if (c == '{' && i + 2 < n && s[i + 1] == ',' && s[i + 2] == '}') {
-            sb_putc(&b, ',');                       /* 1{,}000 */
+            eng_buf_addc(&b, ',');                       /* 1{,}000 */
             i += 3;
         } else if (c == '{') {
             stack[sp++] = 'K';
-            sb_putc(&b, '{');
+            eng_buf_addc(&b, '{');
             i++;
         } else if (c == '}') {
-            if (sp && stack[--sp] == 'U') sb_putc(&b, ' ');
-            else sb_putc(&b, '}');
+            if (sp && stack[--sp] == 'U') eng_buf_addc(&b, ' ');
+            else eng_buf_addc(&b, '}');
             i++;
         } else {
-            sb_putc(&b, c);
+            eng_buf_addc(&b, c);
             i++;
         }
     }
     free(stack);
-    return sb_take(&b);
+    return eng_buf_take(&b);
 }
 
 /* ------------------------------------------------- pass 3: words and units */
@@ -236,13 +206,13 @@ static size_t joiner_at(const char *s, size_t i, size_t n) {
 
 /* "3 and 5", "x=3 or x=5": the joining word becomes a comma. */
 static char *pass_and(const char *s, size_t n) {
-    sbuf b = {0};
+    eng_buf b = {0};
     for (size_t i = 0; i < n;) {
         size_t len = joiner_at(s, i, n);
-        sb_putc(&b, len ? ',' : s[i]);
+        eng_buf_addc(&b, len ? ',' : s[i]);
         i += len ? len : 1;
     }
-    return sb_take(&b);
+    return eng_buf_take(&b);
 }
 
 /* Unit words dropped after a number.  One-letter units ("m", "g", "s") are
@@ -315,20 +285,20 @@ static int ends_with_macro(const char *p, size_t n) {
 /* Removes every space except one between a control word and a letter
  * ("\pi r"); also collapses ",," left by "and" after a comma. */
 static char *pass_spaces(const char *s, size_t n) {
-    sbuf b = {0};
+    eng_buf b = {0};
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         if (c == ' ') {
             size_t j = i;
             while (j < n && s[j] == ' ') j++;
-            if (j < n && is_alpha(s[j]) && b.p && ends_with_macro(b.p, b.n)) sb_putc(&b, ' ');
+            if (j < n && is_alpha(s[j]) && b.p && ends_with_macro(b.p, b.n)) eng_buf_addc(&b, ' ');
             i = j - 1;
             continue;
         }
         if (c == ',' && b.n && b.p[b.n - 1] == ',') continue;
-        sb_putc(&b, c);
+        eng_buf_addc(&b, c);
     }
-    return sb_take(&b);
+    return eng_buf_take(&b);
 }
 
 /* ------------------------------------------------------- pass 5: structure */
@@ -360,7 +330,7 @@ static void want_arg(unsigned char *fix, size_t at, int k) {
  * "\sqrt2", "x^2", "52_8").  k = arguments still to check from here.
  * Returns the index to continue from. */
 static size_t fix_arg(const char *s, size_t n, size_t i, int k, const size_t *m,
-                      unsigned char *fix, sbuf *b) {
+                      unsigned char *fix, eng_buf *b) {
     size_t j = i;
     while (j < n && s[j] == ' ') j++;
     if (j >= n) return i;
@@ -372,9 +342,9 @@ static size_t fix_arg(const char *s, size_t n, size_t i, int k, const size_t *m,
     if (is_alnum(s[j])) len = 1;
     else if (s[j] == '\\' && j + 1 < n && is_alpha(s[j + 1])) len = macro_len(s, j, n);
     if (!len) return i;
-    sb_putc(b, '{');
-    sb_putn(b, s + j, len);
-    sb_putc(b, '}');
+    eng_buf_addc(b, '{');
+    eng_buf_add(b, s + j, len);
+    eng_buf_addc(b, '}');
     if (k > 1) want_arg(fix, j + len, k - 1);
     return j + len;
 }
@@ -385,7 +355,7 @@ static char *pass_struct(const char *s, size_t n) {
     size_t *m = brace_matches(s, n);
     unsigned char *fix = calloc(n + 1, 1);
     if (!m || !fix) { free(m); free(fix); return NULL; }
-    sbuf b = {0};
+    eng_buf b = {0};
     size_t i = 0;
     while (i < n && !b.oom) {
         if (fix[i]) {
@@ -395,7 +365,7 @@ static char *pass_struct(const char *s, size_t n) {
         char c = s[i];
         if (c == '\\') {
             size_t len = tok_len(s, i, n);
-            sb_putn(&b, s + i, len);
+            eng_buf_add(&b, s + i, len);
             if (name_eq(s + i, len, "\\frac")) {
                 want_arg(fix, i + len, 2);
             } else if (name_eq(s + i, len, "\\sqrt")) {
@@ -412,21 +382,21 @@ static char *pass_struct(const char *s, size_t n) {
         } else if (c == '^' && i + 8 <= n && memcmp(s + i, "^{\\circ}", 8) == 0) {
             i += 8;
         } else if (c == '^' || c == '_') {
-            sb_putc(&b, c);
+            eng_buf_addc(&b, c);
             i++;
             want_arg(fix, i, 1);
         } else if (c == '.' && i + 1 < n && is_digit(s[i + 1]) &&
                    (b.n == 0 || !is_digit(b.p[b.n - 1]))) {
-            sb_puts(&b, "0.");
+            eng_buf_adds(&b, "0.");
             i++;
         } else {
-            sb_putc(&b, c);
+            eng_buf_addc(&b, c);
             i++;
         }
     }
     free(m);
     free(fix);
-    return sb_take(&b);
+    return eng_buf_take(&b);
 }
 
 /* ---------------------------------------------------- whole-string rules */

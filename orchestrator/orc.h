@@ -123,8 +123,4 @@ int    orc_is_eos(const eng_config *c, int id);
 int    orc_encode_query(const orc_query *q, const eng_tok *tok, int **ids, int *n, eng_err *err);
 cJSON *orc_msg(const char *type, const char *id);
 
-/* A growing NUL-terminated text (a task's answer so far). */
-typedef struct orc_text { char *p; size_t len, cap; } orc_text;
-int         orc_text_add(orc_text *t, const char *s, size_t n);   /* 0, or -1: out of memory */
-const char *orc_text_str(const orc_text *t);                      /* "" while empty */
 #endif

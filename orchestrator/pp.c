@@ -1,64 +1,12 @@
 /* pp.c — ParallelPrompt schemas: parsing and validation of annotated rows,
  * template filling, item normalisation and agreement between two schemas. */
 #include <ctype.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "pp_internal.h"
 
 /* ------------------------------------------------------------ helpers */
-static void buf_grow(pp_buf *b, size_t extra) {
-    if (b->oom) return;
-    if (b->n + extra + 1 <= b->cap) return;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < b->n + extra + 1) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) { b->oom = 1; return; }
-    b->p = p;
-    b->cap = cap;
-}
-
-void pp_buf_add(pp_buf *b, const char *s, size_t len) {
-    buf_grow(b, len);
-    if (b->oom) return;
-    memcpy(b->p + b->n, s, len);
-    b->n += len;
-    b->p[b->n] = 0;
-}
-
-void pp_buf_str(pp_buf *b, const char *s) { pp_buf_add(b, s, strlen(s)); }
-
-void pp_buf_fmt(pp_buf *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int len = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (len < 0) { b->oom = 1; return; }
-    buf_grow(b, (size_t)len);
-    if (b->oom) return;
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->n, (size_t)len + 1, fmt, ap);
-    va_end(ap);
-    b->n += (size_t)len;
-}
-
-char *pp_buf_take(pp_buf *b) {
-    if (b->oom) { pp_buf_free(b); return NULL; }
-    buf_grow(b, 0);               /* an empty buffer still yields "" */
-    if (b->oom) { pp_buf_free(b); return NULL; }
-    char *p = b->p;
-    b->p = NULL;
-    b->n = b->cap = 0;
-    return p;
-}
-
-void pp_buf_free(pp_buf *b) {
-    free(b->p);
-    b->p = NULL;
-    b->n = b->cap = 0;
-}
-
 char *pp_strndup(const char *s, size_t n) {
     char *p = malloc(n + 1);
     if (!p) return NULL;
@@ -93,16 +41,16 @@ long pp_ci_find(const char *hay, size_t n, const char *needle) {
 
 char *pp_unescape(const char *text) {
     if (strchr(text, '\n') || !strstr(text, "\\n")) return pp_strdup(text);
-    pp_buf b = {0};
+    eng_buf b = {0};
     for (const char *p = text; *p; p++) {
         if (p[0] == '\\' && (p[1] == 'n' || p[1] == 't' || p[1] == 'r')) {
-            pp_buf_add(&b, p[1] == 'n' ? "\n" : p[1] == 't' ? "\t" : "\r", 1);
+            eng_buf_add(&b, p[1] == 'n' ? "\n" : p[1] == 't' ? "\t" : "\r", 1);
             p++;
         } else {
-            pp_buf_add(&b, p, 1);
+            eng_buf_add(&b, p, 1);
         }
     }
-    return pp_buf_take(&b);
+    return eng_buf_take(&b);
 }
 
 /* ------------------------------------------------------------ schema */
@@ -312,15 +260,15 @@ void orc_pp_rows_free(orc_pp_row *rows, int n_rows) {
 /* One pass over the template: placeholders are replaced where they stand, so
  * braces inside the item or the context are never expanded again. */
 static char *fill_one(const char *tmpl, const char *context, const char *item, int kind) {
-    pp_buf b = {0};
+    eng_buf b = {0};
     for (const char *p = tmpl; *p;) {
-        if (!strncmp(p, "{context}", 9)) { pp_buf_str(&b, context); p += 9; continue; }
-        if (kind == ORC_PP_DATA && !strncmp(p, "{data}", 6)) { pp_buf_str(&b, item); p += 6; continue; }
-        if (kind == ORC_PP_N && !strncmp(p, "{n}", 3)) { pp_buf_str(&b, item); p += 3; continue; }
-        pp_buf_add(&b, p, 1);
+        if (!strncmp(p, "{context}", 9)) { eng_buf_adds(&b, context); p += 9; continue; }
+        if (kind == ORC_PP_DATA && !strncmp(p, "{data}", 6)) { eng_buf_adds(&b, item); p += 6; continue; }
+        if (kind == ORC_PP_N && !strncmp(p, "{n}", 3)) { eng_buf_adds(&b, item); p += 3; continue; }
+        eng_buf_add(&b, p, 1);
         p++;
     }
-    return pp_buf_take(&b);
+    return eng_buf_take(&b);
 }
 
 int orc_pp_fill(const orc_pp_schema *s, char ***out, int *n_out, eng_err *err) {
@@ -371,13 +319,13 @@ int orc_pp_hoist_context(const orc_pp_schema *in, orc_pp_schema *out, eng_err *e
     const char *d = strstr(in->tmpl, in->kind == ORC_PP_DATA ? "{data}" : "{n}");
     const char *c = strstr(in->tmpl, "{context}");
     if (!c || !d || c < d || pp_is_blank(in->context)) return ENG_OK;
-    pp_buf b = {0};
-    pp_buf_str(&b, "{context}\n\n");
+    eng_buf b = {0};
+    eng_buf_adds(&b, "{context}\n\n");
     for (const char *p = in->tmpl; *p;) {
-        if (!strncmp(p, "{context}", 9)) { pp_buf_str(&b, "the text above"); p += 9; }
-        else pp_buf_add(&b, p++, 1);
+        if (!strncmp(p, "{context}", 9)) { eng_buf_adds(&b, "the text above"); p += 9; }
+        else eng_buf_add(&b, p++, 1);
     }
-    char *t = pp_buf_take(&b);
+    char *t = eng_buf_take(&b);
     if (!t) { orc_pp_schema_free(out); return eng_seterr(err, ENG_ENOMEM, "orc_pp_hoist_context: out of memory"); }
     free(out->tmpl);
     out->tmpl = t;
@@ -406,7 +354,7 @@ static int trim_tail(char c) { return trim_char(c) || c == '.' || c == ',' || c 
 
 char *orc_pp_norm(const char *s) {
     if (!s) return NULL;
-    pp_buf b = {0};
+    eng_buf b = {0};
     int space = 0;
     for (const char *p = s; *p;) {
         int skip = 1;
@@ -415,14 +363,14 @@ char *orc_pp_norm(const char *s) {
         if (isspace((unsigned char)c)) {
             space = 1;
         } else {
-            if (space && b.n) pp_buf_add(&b, " ", 1);
+            if (space && b.n) eng_buf_add(&b, " ", 1);
             space = 0;
-            if (f) pp_buf_str(&b, f);
-            else { char l = (char)tolower((unsigned char)c); pp_buf_add(&b, &l, 1); }
+            if (f) eng_buf_adds(&b, f);
+            else { char l = (char)tolower((unsigned char)c); eng_buf_add(&b, &l, 1); }
         }
         p += skip;
     }
-    char *t = pp_buf_take(&b);
+    char *t = eng_buf_take(&b);
     if (!t) return NULL;
     size_t a = 0, n = strlen(t);
     for (;;) {   /* peel quotes and closing punctuation until nothing changes */

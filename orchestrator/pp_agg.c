@@ -9,7 +9,7 @@ struct orc_pp_agg {
     char **labels, **answers; /* answers[i] != NULL once item i is in */
     orc_pp_section_fn on_section;
     void *user;
-    pp_buf text;              /* released sections */
+    eng_buf text;              /* released sections */
 };
 
 /* First line of a label, cut to at most 80 bytes on a UTF-8 boundary. */
@@ -18,10 +18,10 @@ static char *short_label(const char *s) {
     if (n > 80) {
         n = 80;
         while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--;
-        pp_buf b = {0};
-        pp_buf_add(&b, s, n);
-        pp_buf_str(&b, "...");
-        return pp_buf_take(&b);
+        eng_buf b = {0};
+        eng_buf_add(&b, s, n);
+        eng_buf_adds(&b, "...");
+        return eng_buf_take(&b);
     }
     return pp_trimdup(s, n);
 }
@@ -53,28 +53,28 @@ void orc_pp_agg_destroy(orc_pp_agg *a) {
     if (!a) return;
     orc_pp_strv_free(a->labels, a->n);
     orc_pp_strv_free(a->answers, a->n);
-    pp_buf_free(&a->text);
+    eng_buf_free(&a->text);
     free(a);
 }
 
 /* A section's first line: "<i>. <label>\n", or "<i>.\n" without a label. */
-static void header(pp_buf *b, int i, const char *label) {
-    if (label && *label) pp_buf_fmt(b, "%d. %s\n", i + 1, label);
-    else pp_buf_fmt(b, "%d.\n", i + 1);
+static void header(eng_buf *b, int i, const char *label) {
+    if (label && *label) eng_buf_printf(b, "%d. %s\n", i + 1, label);
+    else eng_buf_printf(b, "%d.\n", i + 1);
 }
 
 static int release(orc_pp_agg *a, int i) {
-    pp_buf s = {0};
+    eng_buf s = {0};
     header(&s, i, a->labels[i]);
     const char *ans = a->answers[i];
     size_t n = strlen(ans);
     char *trim = pp_trimdup(ans, n);
-    if (trim) pp_buf_str(&s, trim);
+    if (trim) eng_buf_adds(&s, trim);
     free(trim);
-    pp_buf_str(&s, "\n\n");
-    char *sec = pp_buf_take(&s);
+    eng_buf_adds(&s, "\n\n");
+    char *sec = eng_buf_take(&s);
     if (!trim || !sec) { free(sec); return ENG_ENOMEM; }
-    pp_buf_str(&a->text, sec);
+    eng_buf_adds(&a->text, sec);
     if (a->on_section) a->on_section(a->user, i, sec);
     free(sec);
     return a->text.oom ? ENG_ENOMEM : ENG_OK;
@@ -104,11 +104,11 @@ const char *orc_pp_agg_text(const orc_pp_agg *a) { return a && a->text.p ? a->te
 static char *header_at(int i, const char *const *labels) {
     char *label = labels && labels[i] ? short_label(labels[i]) : NULL;
     if (labels && labels[i] && !label) return NULL;
-    pp_buf b = {0};
-    if (i > 0) pp_buf_str(&b, "\n\n");
+    eng_buf b = {0};
+    if (i > 0) eng_buf_adds(&b, "\n\n");
     header(&b, i, label);
     free(label);
-    return pp_buf_take(&b);
+    return eng_buf_take(&b);
 }
 
 int orc_pp_sections_in_order(const char *answer, int k, const char *const *labels) {

@@ -562,17 +562,17 @@ static char **span_strings(const text *x, const span *s, int n) {
  * lines of one shape): the context is the prompt without the list, so the
  * shared part comes first and is prefilled once. */
 static int list_schema(const text *x, const list *l, orc_pp_schema *out) {
-    pp_buf c = {0}, tb = {0};
+    eng_buf c = {0}, tb = {0};
     span before = trim_span(x, (span){0, l->whole.a}), after = trim_span(x, (span){l->whole.b, x->len});
-    pp_buf_add(&c, x->t + before.a, before.b - before.a);
-    if (before.b > before.a && after.b > after.a) pp_buf_str(&c, "\n\n");
-    pp_buf_add(&c, x->t + after.a, after.b - after.a);
-    out->context = pp_buf_take(&c);
-    if (out->context && *out->context) pp_buf_str(&tb, "{context}\n\n");
-    if (l->shaped) pp_buf_add(&tb, x->t + l->pre.a, l->pre.b - l->pre.a);
-    pp_buf_str(&tb, "{data}");
-    if (l->shaped) pp_buf_add(&tb, x->t + l->suf.a, l->suf.b - l->suf.a);
-    out->tmpl = pp_buf_take(&tb);
+    eng_buf_add(&c, x->t + before.a, before.b - before.a);
+    if (before.b > before.a && after.b > after.a) eng_buf_adds(&c, "\n\n");
+    eng_buf_add(&c, x->t + after.a, after.b - after.a);
+    out->context = eng_buf_take(&c);
+    if (out->context && *out->context) eng_buf_adds(&tb, "{context}\n\n");
+    if (l->shaped) eng_buf_add(&tb, x->t + l->pre.a, l->pre.b - l->pre.a);
+    eng_buf_adds(&tb, "{data}");
+    if (l->shaped) eng_buf_add(&tb, x->t + l->suf.a, l->suf.b - l->suf.a);
+    out->tmpl = eng_buf_take(&tb);
     out->data = span_strings(x, l->item, l->n);
     out->n_data = l->n;
     out->kind = ORC_PP_DATA;
@@ -740,12 +740,12 @@ static size_t context_start(const text *x, size_t i) {
 
 static int fields_schema(const text *x, list *l, size_t ctx, const char *rule, orc_pp_schema *out) {
     span c = trim_span(x, (span){ctx, x->len});
-    pp_buf tb = {0};
-    pp_buf_add(&tb, x->t, l->whole.a);
-    pp_buf_str(&tb, "{data}");
-    pp_buf_add(&tb, x->t + l->whole.b, (c.a > l->whole.b ? c.a : l->whole.b) - l->whole.b);
-    if (c.b > c.a) pp_buf_str(&tb, "{context}");
-    out->tmpl = pp_buf_take(&tb);
+    eng_buf tb = {0};
+    eng_buf_add(&tb, x->t, l->whole.a);
+    eng_buf_adds(&tb, "{data}");
+    eng_buf_add(&tb, x->t + l->whole.b, (c.a > l->whole.b ? c.a : l->whole.b) - l->whole.b);
+    if (c.b > c.a) eng_buf_adds(&tb, "{context}");
+    out->tmpl = eng_buf_take(&tb);
     out->context = pp_strndup(x->t + c.a, c.b - c.a);
     out->data = span_strings(x, l->item, l->n);
     out->n_data = l->n;
@@ -961,11 +961,11 @@ static int generate_n(const text *x, orc_pp_schema *out) {
         size_t w = skip_sp(t, ne, x->len), we;
         if (w >= x->len || !(isalpha((unsigned char)t[w]) || (unsigned char)t[w] >= 0x80 || t[w] == '"')) continue;
         if (is_word(t, x->len, w, not_things, sizeof not_things / sizeof *not_things, &we)) continue;
-        pp_buf tb = {0};
-        pp_buf_add(&tb, t, j);
-        pp_buf_str(&tb, "{n}");
-        pp_buf_add(&tb, t + ne, x->len - ne);
-        out->tmpl = pp_buf_take(&tb);
+        eng_buf tb = {0};
+        eng_buf_add(&tb, t, j);
+        eng_buf_adds(&tb, "{n}");
+        eng_buf_add(&tb, t + ne, x->len - ne);
+        out->tmpl = eng_buf_take(&tb);
         out->context = pp_strdup("");
         out->kind = ORC_PP_N;
         out->n = n;
@@ -1003,10 +1003,10 @@ static int sentences(const text *x, const char *prompt, orc_pp_schema *out) {
     }
     if (l.n < 2 || l.over || (want && l.n != want)) return ENG_OK;
     l.whole = body;
-    pp_buf tb = {0};
-    pp_buf_add(&tb, x->t, body.a);
-    pp_buf_str(&tb, "{data}");
-    out->tmpl = pp_buf_take(&tb);
+    eng_buf tb = {0};
+    eng_buf_add(&tb, x->t, body.a);
+    eng_buf_adds(&tb, "{data}");
+    out->tmpl = eng_buf_take(&tb);
     out->context = pp_strdup("");
     out->data = span_strings(x, l.item, l.n);
     out->n_data = l.n;

@@ -28,11 +28,11 @@ static const char extract_head[] =
 
 char *orc_pp_extract_prompt(const char *prompt) {
     if (!prompt) return NULL;
-    pp_buf b = {0};
-    pp_buf_str(&b, extract_head);
-    pp_buf_str(&b, prompt);
-    pp_buf_str(&b, "\n-----\nJSON:");
-    return pp_buf_take(&b);
+    eng_buf b = {0};
+    eng_buf_adds(&b, extract_head);
+    eng_buf_adds(&b, prompt);
+    eng_buf_adds(&b, "\n-----\nJSON:");
+    return eng_buf_take(&b);
 }
 
 /* The first JSON object in text that looks like an answer (models wrap it in

@@ -25,7 +25,7 @@ void orc_pp_result_free(orc_pp_result *r) {
 typedef struct child {
     int seq, done, limit;     /* limit: tokens it may generate */
     eng_tok_stream st;
-    pp_buf out;
+    eng_buf out;
 } child;
 
 typedef struct run {
@@ -108,7 +108,7 @@ static int collect(run *r, int *live, eng_err *err) {
         }
         char piece[256];
         int len = o->put(o->ctx, &c->st, id, piece, sizeof piece);
-        pp_buf_add(&c->out, piece, (size_t)len);
+        eng_buf_add(&c->out, piece, (size_t)len);
         if (len > 0 && r->cb && r->cb->on_token) r->cb->on_token(r->cb->user, i, piece, len);
         r->res->n_gen[i]++;
         r->res->total_gen++;
@@ -150,7 +150,7 @@ static int results(run *r, int aggregate, eng_err *err) {
     if (!res->outputs) return eng_seterr(err, ENG_ENOMEM, "orc_pp_run: out of memory");
     res->n_outputs = r->k;
     for (int i = 0; i < r->k; i++) {
-        res->outputs[i] = pp_buf_take(&r->c[i].out);
+        res->outputs[i] = eng_buf_take(&r->c[i].out);
         if (!res->outputs[i]) return eng_seterr(err, ENG_ENOMEM, "orc_pp_run: out of memory");
         res->n_nonempty += !pp_is_blank(res->outputs[i]);
         res->n_answered += res->n_gen[i] >= 1;
@@ -193,7 +193,7 @@ int orc_pp_run_prompts(const orc_pp_ops *ops, char *const *prompts, int k,
 out:
     for (int i = 0; i < k && r.c; i++) {
         if (r.c[i].seq >= 0) ops->remove(ops->ctx, r.c[i].seq);
-        pp_buf_free(&r.c[i].out);
+        eng_buf_free(&r.c[i].out);
     }
     for (int i = 0; i < k && ids; i++) free(ids[i]);
     free(ids);

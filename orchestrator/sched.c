@@ -77,22 +77,6 @@ int orc_encode_query(const orc_query *q, const eng_tok *tok, int **ids, int *n, 
     return rc;
 }
 
-int orc_text_add(orc_text *t, const char *s, size_t n) {
-    if (t->len + n + 1 > t->cap) {
-        size_t nc = (t->cap ? t->cap * 2 : 256) + n;
-        char *p = realloc(t->p, nc);
-        if (!p) return -1;
-        t->p = p;
-        t->cap = nc;
-    }
-    memcpy(t->p + t->len, s, n);
-    t->len += n;
-    t->p[t->len] = 0;
-    return 0;
-}
-
-const char *orc_text_str(const orc_text *t) { return t->p ? t->p : ""; }
-
 void orc_query_free(orc_query *q) {
     if (!q) return;
     free(q->prompt);

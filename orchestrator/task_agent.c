@@ -26,7 +26,7 @@ typedef struct agent {
     tool_sched *ts;
     int seq, n_prompt, n_gen, turn, turn_tokens, im_end;
     eng_tok_stream stream;
-    orc_text text;           /* the current turn's text (the last one is the answer) */
+    eng_buf text;           /* the current turn's text (the last one is the answer) */
     /* collector thread of the current turn */
     pthread_t collector;
     int collecting;
@@ -168,8 +168,7 @@ static int resume(agent *a, eng_engine *e, eng_err *err) {
     log_resume(a, n);
     a->turn++;
     a->turn_tokens = 0;
-    a->text.len = 0;
-    if (a->text.p) a->text.p[0] = 0;
+    eng_buf_clear(&a->text);
     a->stream.n_pend = 0;
     eng_seq_pause(e, a->seq, 0);
     return force_script(a, e, err);
@@ -186,7 +185,7 @@ static int agent_begin(orc_task *t, eng_engine *e, eng_err *err) {
 static void emit_final(orc_task *t, const char *finish) {
     agent *a = t->impl;
     cJSON *m = orc_msg("answer", a->id);
-    cJSON_AddStringToObject(m, "text", orc_text_str(&a->text));
+    cJSON_AddStringToObject(m, "text", eng_buf_str(&a->text));
     cJSON_AddStringToObject(m, "finish", finish);
     a->sink.emit(a->sink.ud, m);
     double now = orc_now();
@@ -211,7 +210,7 @@ static int end_turn(orc_task *t, eng_engine *e, eng_err *err) {
     int max_turns = a->o.max_turns > 0 ? a->o.max_turns : 8;
     log_turn_end(a);
     if (a->o.tool_start >= ORC_TOOLS_TURN_END)   /* the whole turn at once, now */
-        tool_sched_feed(a->ts, orc_text_str(&a->text), a->text.len);
+        tool_sched_feed(a->ts, eng_buf_str(&a->text), a->text.n);
     if (tool_sched_n_calls(a->ts) == 0 || a->turn + 1 >= max_turns) {
         if (tool_sched_n_calls(a->ts)) tool_sched_cancel(a->ts);
         emit_final(t, tool_sched_n_calls(a->ts) ? "turns" : "stop");
@@ -237,7 +236,7 @@ static int agent_end(orc_task *t, eng_engine *e, eng_err *err) {
     if (orc_is_eos(eng_model_config(a->m), tk.id) || tk.id == a->im_end) return end_turn(t, e, err);
     char buf[1024];
     int w = eng_tok_stream_put(eng_model_tok(a->m), &a->stream, tk.id, 1, buf, sizeof buf);
-    if (orc_text_add(&a->text, buf, (size_t)w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
+    if (eng_buf_add(&a->text, buf, (size_t)w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
     if (a->o.tool_start <= ORC_TOOLS_CALL_END) tool_sched_feed(a->ts, buf, (size_t)w);
     cJSON *m = orc_msg("token", a->id);
     cJSON_AddStringToObject(m, "text", buf);

@@ -10,7 +10,7 @@ typedef struct chat {
     int seq;                 /* -1 until admitted */
     int n_prompt, n_gen;
     eng_tok_stream ts;
-    orc_text text;           /* the answer so far */
+    eng_buf text;           /* the answer so far */
     double t_start, t_first;
 } chat;
 
@@ -38,7 +38,7 @@ static int chat_begin(orc_task *t, eng_engine *e, eng_err *err) {
 static void emit_final(orc_task *t, const char *finish) {
     chat *c = t->impl;
     cJSON *a = orc_msg("answer", t->id);
-    cJSON_AddStringToObject(a, "text", orc_text_str(&c->text));
+    cJSON_AddStringToObject(a, "text", eng_buf_str(&c->text));
     cJSON_AddStringToObject(a, "finish", finish);
     t->sink.emit(t->sink.ud, a);
     double now = orc_now();
@@ -65,7 +65,7 @@ static int take_token(orc_task *t, int id, float logprob, eng_err *err) {
     if (orc_is_eos(eng_model_config(c->m), id)) return 1;
     char buf[1024];
     int w = eng_tok_stream_put(eng_model_tok(c->m), &c->ts, id, 1, buf, sizeof buf);
-    if (orc_text_add(&c->text, buf, (size_t)w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
+    if (eng_buf_add(&c->text, buf, (size_t)w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
     cJSON *m = orc_msg("token", t->id);
     cJSON_AddStringToObject(m, "text", buf);
     cJSON_AddNumberToObject(m, "token", id);

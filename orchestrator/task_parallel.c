@@ -15,7 +15,7 @@ typedef struct sub {
     int seq, done, n_gen;
     int *ids, n_ids;
     eng_tok_stream ts;
-    orc_text text;
+    eng_buf text;
 } sub;
 
 typedef struct par {
@@ -125,7 +125,7 @@ static int finish_sub(par *p, eng_engine *e, int i, eng_err *err) {
     p->n_done++;
     eng_seq_remove(e, s->seq);
     s->seq = -1;
-    return orc_pp_agg_put(p->agg, i, orc_text_str(&s->text), err);
+    return orc_pp_agg_put(p->agg, i, eng_buf_str(&s->text), err);
 }
 
 static int par_end(orc_task *t, eng_engine *e, eng_err *err) {
@@ -141,7 +141,7 @@ static int par_end(orc_task *t, eng_engine *e, eng_err *err) {
         if (!eos) {
             char buf[1024];
             int w = eng_tok_stream_put(eng_model_tok(p->m), &s->ts, tk.id, 1, buf, sizeof buf);
-            if (orc_text_add(&s->text, buf, (size_t)w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
+            if (eng_buf_add(&s->text, buf, (size_t)w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
             cJSON *m = orc_msg("token", p->id);
             cJSON_AddNumberToObject(m, "branch", i);
             cJSON_AddStringToObject(m, "text", buf);

@@ -20,8 +20,6 @@
 
 enum { B_RUN = 0, B_DONE, B_STOPPED };
 
-typedef struct sbuf { char *s; size_t len, cap; } sbuf;
-
 typedef struct branch {
     int seq, probe;            /* engine ids; -1 when none */
     int state;
@@ -29,11 +27,11 @@ typedef struct branch {
     int n_gen;
     double lp_sum;
     eng_tok_stream ts;
-    sbuf text;
+    eng_buf text;
     /* the probe in flight */
     int probe_n;
     eng_tok_stream pts;
-    sbuf ptext;
+    eng_buf ptext;
     char *probed;              /* latest probed answer */
     int streak;                /* probes in a row with the same answer */
     char *answer;              /* set when the branch ends */
@@ -70,20 +68,6 @@ void orc_tts_default_opts(orc_tts_opts *o) {
 
 uint64_t orc_tts_branch_seed(uint64_t seed, int i) {
     return seed + (uint64_t)i * 0x9E3779B97F4A7C15ull;
-}
-
-static int sb_put(sbuf *b, const char *s, size_t n) {
-    if (b->len + n + 1 > b->cap) {
-        size_t nc = (b->cap ? b->cap * 2 : 256) + n;
-        char *p = realloc(b->s, nc);
-        if (!p) return -1;
-        b->s = p;
-        b->cap = nc;
-    }
-    memcpy(b->s + b->len, s, n);
-    b->len += n;
-    b->s[b->len] = 0;
-    return 0;
 }
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
@@ -230,7 +214,7 @@ static void start_probes(reason *r, eng_engine *e) {
         }
         b->probe_n = 0;
         b->pts = (eng_tok_stream){ .n_pend = 0 };
-        b->ptext.len = 0;
+        eng_buf_clear(&b->ptext);
         r->in_flight++;
         r->probes++;
         r->cue_tokens += r->n_cue;
@@ -259,8 +243,8 @@ static int probe_step(orc_task *t, eng_engine *e, int i, eng_err *err) {
         if ((eos = orc_is_eos(eng_model_config(r->m), tk[j].id))) break;
         char buf[1024];
         int w = eng_tok_stream_put(tok_of(r), &b->pts, tk[j].id, 1, buf, sizeof buf);
-        if (sb_put(&b->ptext, buf, (size_t)w)) return eng_seterr(err, ENG_ENOMEM, "out of memory");
-        ans = orc_tts_probe_answer(b->ptext.s);
+        if (eng_buf_add(&b->ptext, buf, (size_t)w)) return eng_seterr(err, ENG_ENOMEM, "out of memory");
+        ans = orc_tts_probe_answer(b->ptext.p);
     }
     if (!ans && !eos && b->probe_n < r->o.probe_tokens) return ENG_OK;
     if (r->o.probe_fn) {
@@ -293,8 +277,8 @@ static void end_branch(orc_task *t, eng_engine *e, int i, int state, const char 
     b->finish = finish;
     char buf[64];
     int w = eng_tok_stream_put(tok_of(r), &b->ts, -1, 1, buf, sizeof buf);   /* held-back bytes */
-    if (w > 0) sb_put(&b->text, buf, (size_t)w);
-    char *a = state == B_DONE ? orc_math_extract(b->text.s ? b->text.s : "") : NULL;
+    if (w > 0) eng_buf_add(&b->text, buf, (size_t)w);
+    char *a = state == B_DONE ? orc_math_extract(eng_buf_str(&b->text)) : NULL;
     if (!a) a = dup_or_null(b->probed);   /* stopped, or ran out before boxing one */
     set_str(&b->answer, a);
     emit_branch(t, i, state == B_DONE ? "done" : "stopped", b->answer);
@@ -305,7 +289,7 @@ static int emit_token(orc_task *t, int i, const eng_token *tk) {
     branch *b = &r->b[i];
     char buf[1024];
     int w = eng_tok_stream_put(tok_of(r), &b->ts, tk->id, 1, buf, sizeof buf);
-    if (sb_put(&b->text, buf, (size_t)w)) return ENG_ENOMEM;
+    if (eng_buf_add(&b->text, buf, (size_t)w)) return ENG_ENOMEM;
     if (!r->o.stream) return ENG_OK;
     cJSON *m = orc_msg("token", t->id);
     if (m) {
@@ -390,7 +374,7 @@ static void emit_final(orc_task *t, const char *reason_finish) {
     const char *finish = reason_finish ? reason_finish : r->early ? "stop" : r->b[show].finish;
     cJSON *m = orc_msg("answer", t->id);
     if (m) {
-        cJSON_AddStringToObject(m, "text", r->b[show].text.s ? r->b[show].text.s : "");
+        cJSON_AddStringToObject(m, "text", eng_buf_str(&r->b[show].text));
         add_str_or_null(m, "answer", pick >= 0 ? c[pick].answer : NULL);
         cJSON_AddStringToObject(m, "finish", finish ? finish : "stop");
         cJSON_AddStringToObject(m, "method", r->o.aggregate == ORC_TTS_BEST ? "best" : "vote");
@@ -493,8 +477,8 @@ static void reason_destroy(orc_task *t) {
     reason *r = t->impl;
     orc_query_free(&r->q);
     for (int i = 0; i < ORC_TTS_MAX_N; i++) {
-        free(r->b[i].text.s);
-        free(r->b[i].ptext.s);
+        free(r->b[i].text.p);
+        free(r->b[i].ptext.p);
         free(r->b[i].probed);
         free(r->b[i].answer);
     }

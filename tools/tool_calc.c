@@ -228,19 +228,19 @@ static double expr(calc *c) {
 
 /* Replaces the Unicode signs models like to write (× ÷ −) with ASCII ones. */
 static char *normalise(const char *s) {
-    tool_buf b = {0};
-    int rc = tool_buf_add(&b, "", 0);
+    eng_buf b = {0};
+    int rc = eng_buf_add(&b, "", 0);
     for (size_t i = 0; s[i] && !rc;) {
-        if (!strncmp(s + i, "\xC3\x97", 2)) rc = tool_buf_addc(&b, '*'), i += 2;
-        else if (!strncmp(s + i, "\xC3\xB7", 2)) rc = tool_buf_addc(&b, '/'), i += 2;
-        else if (!strncmp(s + i, "\xE2\x88\x92", 3)) rc = tool_buf_addc(&b, '-'), i += 3;
-        else rc = tool_buf_addc(&b, s[i++]);
+        if (!strncmp(s + i, "\xC3\x97", 2)) rc = eng_buf_addc(&b, '*'), i += 2;
+        else if (!strncmp(s + i, "\xC3\xB7", 2)) rc = eng_buf_addc(&b, '/'), i += 2;
+        else if (!strncmp(s + i, "\xE2\x88\x92", 3)) rc = eng_buf_addc(&b, '-'), i += 3;
+        else rc = eng_buf_addc(&b, s[i++]);
     }
     if (rc) {
-        tool_buf_free(&b);
+        eng_buf_free(&b);
         return NULL;
     }
-    return tool_buf_take(&b);
+    return eng_buf_take(&b);
 }
 
 int tool_calc_eval(const char *expression, double *out, eng_err *err) {

@@ -138,93 +138,93 @@ static void page_title(uint64_t seed, int i, char *buf, size_t cap) {
 
 #define PICK(arr, s) (arr[tool_rng_next(s) % (sizeof arr / sizeof arr[0])])
 
-static int link_to(tool_buf *b, uint64_t seed, int j) {
+static int link_to(eng_buf *b, uint64_t seed, int j) {
     char title[128];
     page_title(seed, j, title, sizeof title);
-    return tool_buf_printf(b, "<a href=\"/page/%d\">%s</a>", j, title);
+    return eng_buf_printf(b, "<a href=\"/page/%d\">%s</a>", j, title);
 }
 
 /* One paragraph of facts about page i, with links to other pages. */
-static int paragraph(tool_buf *b, uint64_t seed, uint64_t *s, int i, int n, int *links_left) {
+static int paragraph(eng_buf *b, uint64_t seed, uint64_t *s, int i, int n, int *links_left) {
     char name[64];
     tool_corpus_page_name(seed, i, name, sizeof name);
-    int rc = tool_buf_adds(b, "<p>");
+    int rc = eng_buf_adds(b, "<p>");
     int n_sent = 3 + (int)(tool_rng_next(s) % 3);
     for (int k = 0; k < n_sent; k++) {
         int year = 1500 + (int)(tool_rng_next(s) % 520), num = 2 + (int)(tool_rng_next(s) % 9000);
         switch (tool_rng_next(s) % 9) {
-        case 0: rc |= tool_buf_printf(b, "%s was first recorded in %d by %s %s. ", name, year,
+        case 0: rc |= eng_buf_printf(b, "%s was first recorded in %d by %s %s. ", name, year,
                                       PICK(ADJ, s), PICK(PEOPLE, s)); break;
-        case 1: rc |= tool_buf_printf(b, "About %d people visit %s each year. ", num, name); break;
-        case 2: rc |= tool_buf_printf(b, "The %s records of %s list %d entries from %d. ",
+        case 1: rc |= eng_buf_printf(b, "About %d people visit %s each year. ", num, name); break;
+        case 2: rc |= eng_buf_printf(b, "The %s records of %s list %d entries from %d. ",
                                       PICK(ADJ, s), name, num, year); break;
-        case 3: rc |= tool_buf_printf(b, "Local %s say %s is older than it looks. ",
+        case 3: rc |= eng_buf_printf(b, "Local %s say %s is older than it looks. ",
                                       PICK(PEOPLE, s), name); break;
-        case 4: rc |= tool_buf_printf(b, "In %d the %s of %s measured %d units. ", year,
+        case 4: rc |= eng_buf_printf(b, "In %d the %s of %s measured %d units. ", year,
                                       PICK(PEOPLE, s), name, num); break;
-        case 5: rc |= tool_buf_printf(b, "Its %s archive holds %d letters written before %d. ",
+        case 5: rc |= eng_buf_printf(b, "Its %s archive holds %d letters written before %d. ",
                                       PICK(ADJ, s), num, year); break;
-        case 6: rc |= tool_buf_printf(b, "%s lies %d km from the nearest %s settlement. ", name,
+        case 6: rc |= eng_buf_printf(b, "%s lies %d km from the nearest %s settlement. ", name,
                                       2 + num % 400, PICK(ADJ, s)); break;
         default:
             if (*links_left > 0 && n > 1) {
                 int j = (int)(tool_rng_next(s) % (uint64_t)n);
                 if (j == i) j = (j + 1) % n;
-                rc |= tool_buf_printf(b, "It is often compared with ");
+                rc |= eng_buf_printf(b, "It is often compared with ");
                 rc |= link_to(b, seed, j);
-                rc |= tool_buf_adds(b, ". ");
+                rc |= eng_buf_adds(b, ". ");
                 (*links_left)--;
             } else {
-                rc |= tool_buf_printf(b, "Little else is known about %s. ", name);
+                rc |= eng_buf_printf(b, "Little else is known about %s. ", name);
             }
         }
     }
-    return rc | tool_buf_adds(b, "</p>\n");
+    return rc | eng_buf_adds(b, "</p>\n");
 }
 
-static int gen_page(tool_buf *b, uint64_t seed, int i, int n) {
+static int gen_page(eng_buf *b, uint64_t seed, int i, int n) {
     char title[128];
     uint64_t s = seed ^ (0x9E3779B9ull * (uint64_t)(i + 7));
     page_title(seed, i, title, sizeof title);
     const topic *t = &TOPICS[page_topic(seed, i)];
     int links = 4 + (int)(tool_rng_next(&s) % 7), n_par = 2 + (int)(tool_rng_next(&s) % 4);
-    int rc = tool_buf_printf(b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>%s</title>"
+    int rc = eng_buf_printf(b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>%s</title>"
                              "<style>body{font-family:serif}</style></head>\n<body>\n"
                              "<nav><a href=\"/\">Home</a> | <a href=\"/topic/%s\">%s</a></nav>\n"
                              "<h1>%s</h1>\n", title, t->slug, t->label, title);
     for (int k = 0; k < n_par; k++) rc |= paragraph(b, seed, &s, i, n, &links);
-    rc |= tool_buf_adds(b, "<h2>See also</h2>\n<ul>\n");
+    rc |= eng_buf_adds(b, "<h2>See also</h2>\n<ul>\n");
     for (int k = 0; k < links && n > 1; k++) {   /* the rest of the page's links */
         int j = (int)(tool_rng_next(&s) % (uint64_t)n);
         if (j == i) j = (j + 1) % n;
-        rc |= tool_buf_adds(b, "<li>");
+        rc |= eng_buf_adds(b, "<li>");
         rc |= link_to(b, seed, j);
-        rc |= tool_buf_adds(b, "</li>\n");
+        rc |= eng_buf_adds(b, "</li>\n");
     }
-    rc |= tool_buf_adds(b, "</ul>\n<script>var views = 0;</script>\n</body></html>\n");
+    rc |= eng_buf_adds(b, "</ul>\n<script>var views = 0;</script>\n</body></html>\n");
     return rc;
 }
 
-static int gen_hub(tool_buf *b, uint64_t seed, int t, int n) {
-    int rc = tool_buf_printf(b, "<!DOCTYPE html>\n<html><head><title>%s</title></head><body>\n"
+static int gen_hub(eng_buf *b, uint64_t seed, int t, int n) {
+    int rc = eng_buf_printf(b, "<!DOCTYPE html>\n<html><head><title>%s</title></head><body>\n"
                              "<nav><a href=\"/\">Home</a></nav>\n<h1>%s</h1>\n<ul>\n",
                              TOPICS[t].label, TOPICS[t].label);
     for (int i = 0; i < n; i++)
         if (page_topic(seed, i) == t) {
-            rc |= tool_buf_adds(b, "<li>");
+            rc |= eng_buf_adds(b, "<li>");
             rc |= link_to(b, seed, i);
-            rc |= tool_buf_adds(b, "</li>\n");
+            rc |= eng_buf_adds(b, "</li>\n");
         }
-    return rc | tool_buf_adds(b, "</ul>\n</body></html>\n");
+    return rc | eng_buf_adds(b, "</ul>\n</body></html>\n");
 }
 
-static int gen_home(tool_buf *b) {
-    int rc = tool_buf_adds(b, "<!DOCTYPE html>\n<html><head><title>Atlas of Invented Places</title>"
+static int gen_home(eng_buf *b) {
+    int rc = eng_buf_adds(b, "<!DOCTYPE html>\n<html><head><title>Atlas of Invented Places</title>"
                               "</head><body>\n<h1>Atlas of Invented Places</h1>\n<p>A generated "
                               "encyclopedia. Browse by topic:</p>\n<ul>\n");
     for (int t = 0; t < N_TOPICS; t++)
-        rc |= tool_buf_printf(b, "<li><a href=\"/topic/%s\">%s</a></li>\n", TOPICS[t].slug, TOPICS[t].label);
-    return rc | tool_buf_adds(b, "</ul>\n</body></html>\n");
+        rc |= eng_buf_printf(b, "<li><a href=\"/topic/%s\">%s</a></li>\n", TOPICS[t].slug, TOPICS[t].label);
+    return rc | eng_buf_adds(b, "</ul>\n</body></html>\n");
 }
 
 static int exec_sql(sqlite3 *db, const char *sql, eng_err *err) {
@@ -242,7 +242,7 @@ int tool_corpus_generate(const char *db_path, int n_pages, uint64_t seed, eng_er
     int rc = tool_corpus_open(db_path, 0, &db, err);
     if (rc) return rc;
     rc = exec_sql(db, "BEGIN; DELETE FROM pages; DELETE FROM pages_fts;", err);
-    tool_buf b = {0};
+    eng_buf b = {0};
     char url[64];
     for (int i = -1 - N_TOPICS; i < n_pages && !rc; i++) {
         b.n = 0;
@@ -254,7 +254,7 @@ int tool_corpus_generate(const char *db_path, int n_pages, uint64_t seed, eng_er
         else snprintf(url, sizeof url, "/page/%d", i);
         rc = brc ? eng_seterr(err, ENG_ENOMEM, "out of memory") : tool_corpus_put(db, url, NULL, b.p, err);
     }
-    tool_buf_free(&b);
+    eng_buf_free(&b);
     if (!rc) rc = exec_sql(db, "COMMIT;", err);
     else sqlite3_exec(db, "ROLLBACK;", NULL, NULL, NULL);
     sqlite3_close(db);
@@ -285,14 +285,14 @@ static int import_file(importer *im, const char *path, const char *rel) {
     buf[n] = 0;
     int rc = ENG_OK;
     if (!too_big && strlen(buf) == n) {   /* no NUL bytes: text */
-        tool_buf url = {0};
-        if (tool_buf_printf(&url, "%s/%s", im->prefix, rel)) {
+        eng_buf url = {0};
+        if (eng_buf_printf(&url, "%s/%s", im->prefix, rel)) {
             rc = eng_seterr(im->err, ENG_ENOMEM, "out of memory");
         } else {
             rc = tool_corpus_put(im->db, url.p, NULL, buf, im->err);
             if (!rc) im->n++;
         }
-        tool_buf_free(&url);
+        eng_buf_free(&url);
     }
     free(buf);
     return rc;
@@ -306,9 +306,9 @@ static int import_walk(importer *im, const char *dir, const char *rel, int depth
     struct dirent *e;
     while (!rc && (e = readdir(d)) && (im->max_files <= 0 || im->n < im->max_files)) {
         if (e->d_name[0] == '.') continue;
-        tool_buf path = {0}, r = {0};
-        if (tool_buf_printf(&path, "%s/%s", dir, e->d_name) ||
-            tool_buf_printf(&r, "%s%s%s", rel, rel[0] ? "/" : "", e->d_name)) {
+        eng_buf path = {0}, r = {0};
+        if (eng_buf_printf(&path, "%s/%s", dir, e->d_name) ||
+            eng_buf_printf(&r, "%s%s%s", rel, rel[0] ? "/" : "", e->d_name)) {
             rc = eng_seterr(im->err, ENG_ENOMEM, "out of memory");
         } else {
             struct stat lst, st;
@@ -317,8 +317,8 @@ static int import_walk(importer *im, const char *dir, const char *rel, int depth
             else if (stat(path.p, &st) == 0 && S_ISREG(st.st_mode) && has_html_ext(e->d_name))
                 rc = import_file(im, path.p, r.p);
         }
-        tool_buf_free(&path);
-        tool_buf_free(&r);
+        eng_buf_free(&path);
+        eng_buf_free(&r);
     }
     closedir(d);
     return rc;
@@ -349,8 +349,8 @@ int tool_corpus_import_dir(const char *db_path, const char *dir, const char *pre
 /* Query words become an FTS5 OR of quoted terms: user text can never be
  * FTS5 syntax, and bm25 ranks pages matching more words first. */
 static char *fts_query(const char *q) {
-    tool_buf b = {0};
-    int rc = tool_buf_add(&b, "", 0), n = 0;
+    eng_buf b = {0};
+    int rc = eng_buf_add(&b, "", 0), n = 0;
     for (const char *p = q; *p && n < 32;) {
         while (*p && !((unsigned char)*p >= 0x80 || (*p >= '0' && *p <= '9') ||
                        ((*p | 32) >= 'a' && (*p | 32) <= 'z')))
@@ -359,35 +359,35 @@ static char *fts_query(const char *q) {
         while ((unsigned char)*p >= 0x80 || (*p >= '0' && *p <= '9') || ((*p | 32) >= 'a' && (*p | 32) <= 'z'))
             p++;
         if (p > st) {
-            rc |= tool_buf_printf(&b, "%s\"%.*s\"", n ? " OR " : "", (int)(p - st), st);
+            rc |= eng_buf_printf(&b, "%s\"%.*s\"", n ? " OR " : "", (int)(p - st), st);
             n++;
         }
     }
     if (rc) {
-        tool_buf_free(&b);
+        eng_buf_free(&b);
         return NULL;
     }
-    return tool_buf_take(&b);
+    return eng_buf_take(&b);
 }
 
 /* Snippets come from multi-line page text; results read better on one line. */
 static char *one_line(const char *s) {
-    tool_buf b = {0};
-    int rc = tool_buf_add(&b, "", 0), space = 0;
+    eng_buf b = {0};
+    int rc = eng_buf_add(&b, "", 0), space = 0;
     for (; s && *s && !rc; s++) {
         if (*s == ' ' || *s == '\n' || *s == '\t' || *s == '\r') {
             space = b.n > 0;
             continue;
         }
-        if (space) rc |= tool_buf_addc(&b, ' ');
+        if (space) rc |= eng_buf_addc(&b, ' ');
         space = 0;
-        rc |= tool_buf_addc(&b, *s);
+        rc |= eng_buf_addc(&b, *s);
     }
     if (rc) {
-        tool_buf_free(&b);
+        eng_buf_free(&b);
         return NULL;
     }
-    return tool_buf_take(&b);
+    return eng_buf_take(&b);
 }
 
 int tool_corpus_search(sqlite3 *db, const char *q, int k, const char *base_url, cJSON **out,
@@ -415,15 +415,15 @@ int tool_corpus_search(sqlite3 *db, const char *q, int k, const char *base_url, 
             int s;
             while ((s = sqlite3_step(st)) == SQLITE_ROW) {
                 cJSON *r = cJSON_CreateObject();
-                tool_buf url = {0};
-                tool_buf_printf(&url, "%s%s", base_url ? base_url : "", (const char *)sqlite3_column_text(st, 0));
+                eng_buf url = {0};
+                eng_buf_printf(&url, "%s%s", base_url ? base_url : "", (const char *)sqlite3_column_text(st, 0));
                 cJSON_AddStringToObject(r, "title", (const char *)sqlite3_column_text(st, 1));
                 cJSON_AddStringToObject(r, "url", url.p ? url.p : "");
                 char *snip = one_line((const char *)sqlite3_column_text(st, 2));
                 cJSON_AddStringToObject(r, "snippet", snip ? snip : "");
                 free(snip);
                 cJSON_AddItemToArray(*out, r);
-                tool_buf_free(&url);
+                eng_buf_free(&url);
             }
             if (s != SQLITE_DONE) rc = db_fail(db, err, "search");
         }

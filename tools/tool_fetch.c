@@ -17,7 +17,7 @@ enum { STOP_NONE, STOP_SIZE, STOP_TYPE, STOP_CANCEL, STOP_NOMEM };
 
 typedef struct xfer {
     CURL *h;
-    tool_buf body;
+    eng_buf body;
     size_t max_bytes;
     const char *const *accept;
     int stop;
@@ -52,7 +52,7 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *user) {
     size_t n = size * nmemb;
     if (!type_ok(x)) return x->stop = STOP_TYPE, 0;
     if (x->body.n + n > x->max_bytes) return x->stop = STOP_SIZE, 0;
-    if (tool_buf_add(&x->body, data, n)) return x->stop = STOP_NOMEM, 0;
+    if (eng_buf_add(&x->body, data, n)) return x->stop = STOP_NOMEM, 0;
     return n;
 }
 
@@ -160,11 +160,11 @@ int tool_http_get(const tool_http_req *q, const char *const *accept, tool_http_r
         r->ctype = ctype ? tool_strdup(ctype) : NULL;
         r->final_url = tool_strdup(final ? final : q->url);
         r->n_body = x.body.n;
-        r->body = tool_buf_take(&x.body);
+        r->body = eng_buf_take(&x.body);
         if (!r->final_url || !r->body || (ctype && !r->ctype))
             ret = eng_seterr(err, ENG_ENOMEM, "out of memory");
     }
-    tool_buf_free(&x.body);
+    eng_buf_free(&x.body);
     curl_easy_cleanup(h);
     if (ret) tool_http_resp_free(r);
     return ret;
@@ -191,15 +191,15 @@ void tool_page_free(tool_page *p) {
 
 /* Latin-1 (also used for windows-1252) to UTF-8. */
 static char *latin1_to_utf8(const char *s, size_t n, size_t *out_n) {
-    tool_buf b = {0};
-    int rc = tool_buf_add(&b, "", 0);
-    for (size_t i = 0; i < n && !rc; i++) rc = tool_buf_add_utf8(&b, (unsigned char)s[i]);
+    eng_buf b = {0};
+    int rc = eng_buf_add(&b, "", 0);
+    for (size_t i = 0; i < n && !rc; i++) rc = tool_add_utf8(&b, (unsigned char)s[i]);
     if (rc) {
-        tool_buf_free(&b);
+        eng_buf_free(&b);
         return NULL;
     }
     *out_n = b.n;
-    return tool_buf_take(&b);
+    return eng_buf_take(&b);
 }
 
 static int is_latin1(const char *ctype) {
@@ -298,27 +298,27 @@ int tool_fetch_page(const char *url, const tool_fetch_opts *o, const tool_ctx *c
 }
 
 char *tool_page_format(const tool_page *p, size_t max_text, int max_links) {
-    tool_buf b = {0};
+    eng_buf b = {0};
     size_t n = strlen(p->text), cut = tool_utf8_cut(p->text, n, max_text);
     int rc = 0;
-    if (p->title && p->title[0]) rc |= tool_buf_printf(&b, "Title: %s\n", p->title);
-    rc |= tool_buf_printf(&b, "URL: %s\n\n", p->url);
-    rc |= tool_buf_add(&b, p->text, cut);
-    if (cut < n) rc |= tool_buf_printf(&b, "\n[... %zu more bytes not shown]", n - cut);
+    if (p->title && p->title[0]) rc |= eng_buf_printf(&b, "Title: %s\n", p->title);
+    rc |= eng_buf_printf(&b, "URL: %s\n\n", p->url);
+    rc |= eng_buf_add(&b, p->text, cut);
+    if (cut < n) rc |= eng_buf_printf(&b, "\n[... %zu more bytes not shown]", n - cut);
     int shown = p->n_links < max_links ? p->n_links : max_links;
-    if (shown > 0) rc |= tool_buf_adds(&b, "\n\nLinks:");
+    if (shown > 0) rc |= eng_buf_adds(&b, "\n\nLinks:");
     for (int i = 0; i < shown; i++) {
         const char *t = p->links[i].text;
         size_t tl = tool_utf8_cut(t, strlen(t), 80);
-        rc |= tool_buf_printf(&b, "\n[%d] %.*s%s%s", i + 1, (int)tl, t, tl ? " - " : "",
+        rc |= eng_buf_printf(&b, "\n[%d] %.*s%s%s", i + 1, (int)tl, t, tl ? " - " : "",
                               p->links[i].url);
     }
-    if (p->n_links > shown) rc |= tool_buf_printf(&b, "\n(%d more links)", p->n_links - shown);
+    if (p->n_links > shown) rc |= eng_buf_printf(&b, "\n(%d more links)", p->n_links - shown);
     if (rc) {
-        tool_buf_free(&b);
+        eng_buf_free(&b);
         return NULL;
     }
-    return tool_buf_take(&b);
+    return eng_buf_take(&b);
 }
 
 /* ---------------------------------------------------------------- fetch_url */
@@ -379,7 +379,7 @@ typedef struct search_cfg { tool_search_opts o; char *endpoint; } search_cfg;
 static const char *const JSON_TYPES[] = {"application/json", NULL};
 
 static int format_results(const char *query, const cJSON *results, char **text) {
-    tool_buf b = {0};
+    eng_buf b = {0};
     int rc = 0, i = 0;
     const cJSON *it;
     cJSON_ArrayForEach(it, results) {
@@ -387,16 +387,16 @@ static int format_results(const char *query, const cJSON *results, char **text) 
         const char *u = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "url"));
         const char *s = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "snippet"));
         if (!u) continue;
-        rc |= tool_buf_printf(&b, "%s%d. %s\n   %s", i ? "\n\n" : "", i + 1, t ? t : u, u);
-        if (s && s[0]) rc |= tool_buf_printf(&b, "\n   %s", s);
+        rc |= eng_buf_printf(&b, "%s%d. %s\n   %s", i ? "\n\n" : "", i + 1, t ? t : u, u);
+        if (s && s[0]) rc |= eng_buf_printf(&b, "\n   %s", s);
         i++;
     }
-    if (i == 0) rc |= tool_buf_printf(&b, "No results for \"%s\".", query);
+    if (i == 0) rc |= eng_buf_printf(&b, "No results for \"%s\".", query);
     if (rc) {
-        tool_buf_free(&b);
+        eng_buf_free(&b);
         return ENG_ENOMEM;
     }
-    *text = tool_buf_take(&b);
+    *text = eng_buf_take(&b);
     return ENG_OK;
 }
 
@@ -409,18 +409,18 @@ int tool_search(const tool_search_opts *o, const char *query, int k, const tool_
     if (k <= 0) k = o->k > 0 ? o->k : 5;
     if (k > 50) k = 50;
     char *q = tool_url_encode(query);
-    tool_buf url = {0};
-    int rc = q ? tool_buf_printf(&url, "%s%cq=%s&k=%d", o->endpoint,
+    eng_buf url = {0};
+    int rc = q ? eng_buf_printf(&url, "%s%cq=%s&k=%d", o->endpoint,
                                  strchr(o->endpoint, '?') ? '&' : '?', q, k) : -1;
     free(q);
     if (rc) {
-        tool_buf_free(&url);
+        eng_buf_free(&url);
         return eng_seterr(err, ENG_ENOMEM, "out of memory");
     }
     tool_http_req req = {url.p, 5, o->timeout_s > 0 ? o->timeout_s : 10, 1u << 20, 3, NULL, ctx};
     tool_http_resp r;
     rc = tool_http_get(&req, JSON_TYPES, &r, err);
-    tool_buf_free(&url);
+    eng_buf_free(&url);
     if (rc) return rc;
     cJSON *doc = r.status < 400 ? cJSON_ParseWithLength(r.body, r.n_body) : NULL;
     cJSON *arr = cJSON_GetObjectItemCaseSensitive(doc, "results");

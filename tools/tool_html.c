@@ -9,7 +9,7 @@
 #define MAX_LINKS 1000
 
 typedef struct writer {
-    tool_buf out;
+    eng_buf out;
     int pend_space, pend_nl;   /* whitespace owed before the next visible char */
     int err;
 } writer;
@@ -21,11 +21,11 @@ static void w_newline(writer *w, int n) { if (n > w->pend_nl) w->pend_nl = n; }
 
 static void w_put(writer *w, const char *s, size_t n) {
     if (w->out.n) {
-        if (w->pend_nl) w->err |= tool_buf_add(&w->out, "\n\n", (size_t)w->pend_nl);
-        else if (w->pend_space) w->err |= tool_buf_addc(&w->out, ' ');
+        if (w->pend_nl) w->err |= eng_buf_add(&w->out, "\n\n", (size_t)w->pend_nl);
+        else if (w->pend_space) w->err |= eng_buf_addc(&w->out, ' ');
     }
     w->pend_nl = w->pend_space = 0;
-    w->err |= tool_buf_add(&w->out, s, n);
+    w->err |= eng_buf_add(&w->out, s, n);
 }
 
 /* ---------------------------------------------------------------- entities */
@@ -88,10 +88,10 @@ static void w_text(writer *w, const char *s, size_t n) {
             i += used;
             if (cp == 0xA0) w_space(w);
             else if (cp != 0xAD) {
-                tool_buf u = {0};
-                w->err |= tool_buf_add_utf8(&u, cp);
+                eng_buf u = {0};
+                w->err |= tool_add_utf8(&u, cp);
                 if (u.p) w_put(w, u.p, u.n);
-                tool_buf_free(&u);
+                eng_buf_free(&u);
             }
             continue;
         }
@@ -227,13 +227,13 @@ static void add_link(linkset *ls, char *url, const char *text, size_t tlen) {
 /* Text of an element such as <title>, decoded and collapsed. */
 static char *element_text(const char *h, size_t from, size_t to) {
     writer w = {0};
-    w.err |= tool_buf_add(&w.out, "", 0);
+    w.err |= eng_buf_add(&w.out, "", 0);
     w_text(&w, h + from, to > from ? to - from : 0);
     if (w.err) {
-        tool_buf_free(&w.out);
+        eng_buf_free(&w.out);
         return NULL;
     }
-    return tool_buf_take(&w.out);
+    return eng_buf_take(&w.out);
 }
 
 int tool_html_to_text(const char *h, size_t n, const char *base_url, tool_page *p) {
@@ -241,7 +241,7 @@ int tool_html_to_text(const char *h, size_t n, const char *base_url, tool_page *
     linkset ls = {0};
     char *base = tool_strdup(base_url), *href = NULL, *title = NULL;
     size_t a_start = 0, i = 0;
-    w.err |= tool_buf_add(&w.out, "", 0);
+    w.err |= eng_buf_add(&w.out, "", 0);
     while (i < n && !w.err) {
         if (h[i] != '<') {
             const char *lt = memchr(h + i, '<', n - i);
@@ -313,7 +313,7 @@ int tool_html_to_text(const char *h, size_t n, const char *base_url, tool_page *
     if (!title) title = tool_strdup("");
     if (w.err || ls.err || !title) {
         free(title);
-        tool_buf_free(&w.out);
+        eng_buf_free(&w.out);
         for (int k = 0; k < ls.n; k++) free(ls.v[k].url), free(ls.v[k].text);
         free(ls.v);
         return ENG_ENOMEM;
@@ -323,7 +323,7 @@ int tool_html_to_text(const char *h, size_t n, const char *base_url, tool_page *
     free(p->title);
     free(p->text);
     p->title = title;
-    p->text = tool_buf_take(&w.out);
+    p->text = eng_buf_take(&w.out);
     for (int k = 0; k < p->n_links; k++) free(p->links[k].url), free(p->links[k].text);
     free(p->links);
     p->links = ls.v;

@@ -4,23 +4,13 @@
 #include <stddef.h>
 #include "tool.h"
 
-/* Growable byte buffer, always NUL-terminated when p != NULL.  Appends
- * return 0, or -1 when memory ran out (the buffer is left as it was). */
-typedef struct tool_buf { char *p; size_t n, cap; } tool_buf;
-int  tool_buf_add(tool_buf *b, const char *s, size_t n);
-int  tool_buf_adds(tool_buf *b, const char *s);
-int  tool_buf_addc(tool_buf *b, char c);
-int  tool_buf_printf(tool_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void tool_buf_free(tool_buf *b);
-char *tool_buf_take(tool_buf *b);            /* the string ("" if empty); b emptied */
-
 char *tool_strdup(const char *s);            /* NULL on NULL or no memory */
 char *tool_strndup(const char *s, size_t n);
 /* Length of the longest prefix of s (n bytes) that ends on a UTF-8
  * character boundary, at most cap. */
 size_t tool_utf8_cut(const char *s, size_t n, size_t cap);
 /* Appends code point cp as UTF-8. */
-int  tool_buf_add_utf8(tool_buf *b, unsigned cp);
+int  tool_add_utf8(eng_buf *b, unsigned cp);
 
 /* Resolves ref against base (either may be relative/NULL) into a malloc'd
  * absolute http(s) URL without fragment, or NULL when it is not one. */

@@ -43,12 +43,12 @@ struct tool_parser {
     int mode, line_start, oom;
     char hold[HOLD_MAX];
     int n_hold;
-    tool_buf text;               /* TEXT not yet handed out */
+    eng_buf text;               /* TEXT not yet handed out */
     int n_calls;
     /* the current call */
     int variant, failed, have_args;
     char errmsg[200];
-    tool_buf raw;
+    eng_buf raw;
     jscan js;
     char *name, *key1, *arg;
     cJSON *acc;                  /* arguments completed so far */
@@ -89,7 +89,7 @@ static void flush_text(tool_parser *p, int all) {
 }
 
 static void add_text(tool_parser *p, const char *s, size_t n) {
-    if (tool_buf_add(&p->text, s, n)) p->oom = 1;
+    if (eng_buf_add(&p->text, s, n)) p->oom = 1;
 }
 
 /* ---------------------------------------------------------------- matching */
@@ -468,7 +468,7 @@ static void json_byte(tool_parser *p, unsigned char c) {
         process_byte(p, c);
         return;
     }
-    if (tool_buf_addc(&p->raw, (char)c)) {
+    if (eng_buf_addc(&p->raw, (char)c)) {
         p->oom = 1;
         return;
     }
@@ -631,8 +631,8 @@ void tool_parser_reset(tool_parser *p) {
 void tool_parser_destroy(tool_parser *p) {
     if (!p) return;
     call_clear(p);
-    tool_buf_free(&p->raw);
-    tool_buf_free(&p->text);
+    eng_buf_free(&p->raw);
+    eng_buf_free(&p->text);
     free(p);
 }
 

@@ -1,7 +1,6 @@
 /* tool_util.c — small helpers of the tools module: buffers, strings, UTF-8,
  * clock, random numbers, URLs. */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,57 +27,6 @@ double tool_ctx_left(const tool_ctx *c) {
     return left > 0 ? left : 0;
 }
 
-/* ---------------------------------------------------------------- buffers */
-static int buf_reserve(tool_buf *b, size_t extra) {
-    if (extra > ((size_t)-1) / 4 - b->n) return -1;
-    size_t need = b->n + extra + 1;
-    if (need <= b->cap) return 0;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < need) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) return -1;
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
-int tool_buf_add(tool_buf *b, const char *s, size_t n) {
-    if (buf_reserve(b, n)) return -1;
-    if (n) memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-    return 0;
-}
-
-int tool_buf_adds(tool_buf *b, const char *s) { return tool_buf_add(b, s, strlen(s)); }
-int tool_buf_addc(tool_buf *b, char c) { return tool_buf_add(b, &c, 1); }
-
-int tool_buf_printf(tool_buf *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || buf_reserve(b, (size_t)n)) return -1;
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->n, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->n += (size_t)n;
-    return 0;
-}
-
-void tool_buf_free(tool_buf *b) {
-    free(b->p);
-    b->p = NULL;
-    b->n = b->cap = 0;
-}
-
-char *tool_buf_take(tool_buf *b) {
-    char *s = b->p ? b->p : calloc(1, 1);
-    b->p = NULL;
-    b->n = b->cap = 0;
-    return s;
-}
-
 char *tool_strndup(const char *s, size_t n) {
     if (!s) return NULL;
     char *d = malloc(n + 1);
@@ -98,22 +46,22 @@ size_t tool_utf8_cut(const char *s, size_t n, size_t cap) {
     return i;
 }
 
-int tool_buf_add_utf8(tool_buf *b, unsigned cp) {
+int tool_add_utf8(eng_buf *b, unsigned cp) {
     char u[4];
     if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) cp = 0xFFFD;
-    if (cp < 0x80) return tool_buf_addc(b, (char)cp);
+    if (cp < 0x80) return eng_buf_addc(b, (char)cp);
     if (cp < 0x800) {
         u[0] = (char)(0xC0 | (cp >> 6)); u[1] = (char)(0x80 | (cp & 0x3F));
-        return tool_buf_add(b, u, 2);
+        return eng_buf_add(b, u, 2);
     }
     if (cp < 0x10000) {
         u[0] = (char)(0xE0 | (cp >> 12)); u[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
         u[2] = (char)(0x80 | (cp & 0x3F));
-        return tool_buf_add(b, u, 3);
+        return eng_buf_add(b, u, 3);
     }
     u[0] = (char)(0xF0 | (cp >> 18)); u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
     u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[3] = (char)(0x80 | (cp & 0x3F));
-    return tool_buf_add(b, u, 4);
+    return eng_buf_add(b, u, 4);
 }
 
 /* ----------------------------------------------------------------- random */
@@ -172,17 +120,17 @@ char *tool_url_resolve(const char *base, const char *ref) {
 }
 
 char *tool_url_encode(const char *s) {
-    tool_buf b = {0};
+    eng_buf b = {0};
     static const char hex[] = "0123456789ABCDEF";
-    if (tool_buf_add(&b, "", 0)) return NULL;
+    if (eng_buf_add(&b, "", 0)) return NULL;
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         int plain = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
                     (*p >= '0' && *p <= '9') || strchr("-_.~", *p);
         char esc[3] = {'%', hex[*p >> 4], hex[*p & 15]};
-        if (plain ? tool_buf_addc(&b, (char)*p) : tool_buf_add(&b, esc, 3)) {
-            tool_buf_free(&b);
+        if (plain ? eng_buf_addc(&b, (char)*p) : eng_buf_add(&b, esc, 3)) {
+            eng_buf_free(&b);
             return NULL;
         }
     }
-    return tool_buf_take(&b);
+    return eng_buf_take(&b);
 }

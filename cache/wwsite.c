@@ -92,6 +92,17 @@ void cache_ww_rows_free(cache_ww_row *rows, int n) {
     free(rows);
 }
 
+/* cache_ww_norm_text of s[0..n); NULL when out of memory. */
+static char *norm_piece(const char *s, size_t n) {
+    char *raw = malloc(n + 1);
+    if (!raw) return NULL;
+    memcpy(raw, s, n);
+    raw[n] = 0;
+    char *t = cache_ww_norm_text(raw);
+    free(raw);
+    return t;
+}
+
 /* Splits "root->A->B" into its anchors after "root" (normalised, empty
  * ones dropped). */
 static int parse_path(const char *s, cache_ww_path *p) {
@@ -99,13 +110,7 @@ static int parse_path(const char *s, cache_ww_path *p) {
     int first = 1;
     while (cur) {
         const char *sep = strstr(cur, "->");
-        size_t n = sep ? (size_t)(sep - cur) : strlen(cur);
-        char *raw = malloc(n + 1);
-        if (!raw) return ENG_ENOMEM;
-        memcpy(raw, cur, n);
-        raw[n] = 0;
-        char *a = cache_ww_norm_text(raw);
-        free(raw);
+        char *a = norm_piece(cur, sep ? (size_t)(sep - cur) : strlen(cur));
         if (!a) return ENG_ENOMEM;
         if ((first && !strcmp(a, "root")) || !a[0]) {
             free(a);
@@ -128,13 +133,7 @@ static int split_sources(const cJSON *src, char ***out, int *n) {
         const char *s = cJSON_GetStringValue(it);
         while (s && *s) {
             const char *sep = strstr(s, "\xEF\xBC\x9B");     /* "；" */
-            size_t len = sep ? (size_t)(sep - s) : strlen(s);
-            char *raw = malloc(len + 1);
-            if (!raw) return ENG_ENOMEM;
-            memcpy(raw, s, len);
-            raw[len] = 0;
-            char *u = cache_ww_norm_text(raw);
-            free(raw);
+            char *u = norm_piece(s, sep ? (size_t)(sep - s) : strlen(s));
             char **v = u ? realloc(*out, (size_t)(*n + 1) * sizeof *v) : NULL;
             if (!v) { free(u); return ENG_ENOMEM; }
             *out = v;

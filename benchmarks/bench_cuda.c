@@ -19,7 +19,7 @@
  * 2..8 through the other matrix path (GEMV kernel or cuBLASLt); batch > 8
  * with bf16-rounded GEMM activations (fast_gemm).  With --kernels, first
  * each kernel of a batch-1 step alone (see kernel_bench); with --ablate, the
- * batch-1 step with stages left out (see ablate).  Prints a table;
+ * step of every batch asked with stages left out (see ablate).  Prints a table;
  * writes JSON (default benchmarks/results/cuda_<model>.json). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -185,14 +185,25 @@ static int decode(bench *B, bseqs *S, dres *r, eng_err *err) {
     return rc;
 }
 
-static void set_opts(bench *B, int fast_gemm, int gemv_max, int no_graphs, int no_pdl) {
+/* A variant of the default options for a decode run. */
+typedef struct bvar {
+    const char *name;
+    int fast_gemm, gemv_max, no_graphs, no_pdl;   /* gemv_max < 0: default */
+} bvar;
+
+static void set_var(bench *B, const bvar *v) {
     eng_cuda_opts o;
     eng_cuda_opts_default(&o);
-    o.fast_gemm = fast_gemm;
-    if (gemv_max >= 0) o.gemv_max_rows = gemv_max;
-    o.no_graphs = no_graphs;
-    o.no_pdl = no_pdl;
+    o.fast_gemm = v->fast_gemm;
+    if (v->gemv_max >= 0) o.gemv_max_rows = v->gemv_max;
+    o.no_graphs = v->no_graphs;
+    o.no_pdl = v->no_pdl;
     eng_cuda_set_opts(B->b, &o);
+}
+
+static void set_opts(bench *B, int fast_gemm, int gemv_max, int no_graphs, int no_pdl) {
+    bvar v = {"", fast_gemm, gemv_max, no_graphs, no_pdl};
+    set_var(B, &v);
 }
 
 static cJSON *dres_json(const char *variant, const dres *r) {
@@ -206,7 +217,7 @@ static cJSON *dres_json(const char *variant, const dres *r) {
     return o;
 }
 
-/* --ablate, batch 1 and 32: the step again with other options and with stages left
+/* --ablate, at every batch asked: the step again with other options and with stages left
  * out (their outputs are then wrong, the time is what counts): the time a
  * stage costs inside the step, overlap with its neighbours included, is the
  * default step's time minus the step without it. */
@@ -255,7 +266,27 @@ static int ablate(bench *B, bseqs *S, const dres *def, cJSON *arr, eng_err *err)
     return rc;
 }
 
-/* Decode at batch n: prefill, then the default run and one variant. */
+/* The variants worth timing beside the default at batch n: the other matrix
+ * path (GEMV kernel or cuBLASLt) up to 8 rows, and the switches. */
+static int batch_variants(int n, bvar *v) {
+    eng_cuda_opts def;
+    eng_cuda_opts_default(&def);
+    int k = 0;
+    if (n == 1) {
+        v[k++] = (bvar){"no_pdl", 0, -1, 0, 1};
+        v[k++] = (bvar){"no_graphs", 0, -1, 1, 0};
+    }
+    if (n > 1 && n <= 8)
+        v[k++] = n <= def.gemv_max_rows ? (bvar){"cublas", 0, 0, 0, 0} : (bvar){"gemv", 0, 8, 0, 0};
+    if (n > 8) v[k++] = (bvar){"fast_gemm", 1, -1, 0, 0};
+    return k;
+}
+
+static void print_var(int n, const char *name, const dres *r) {
+    printf("  %5d  %-10s %8.3f %10.1f %8.0f\n", n, name, r->step_ms, r->tok_s, r->ctx);
+}
+
+/* Decode at batch n: prefill, then the default run and its variants. */
 static int run_batch(bench *B, int n, cJSON *arr, eng_err *err) {
     bseqs S;
     int rc = ENG_ENOMEM;
@@ -266,37 +297,29 @@ static int run_batch(bench *B, int n, cJSON *arr, eng_err *err) {
         int ns = n - s0 < per ? n - s0 : per;
         if ((rc = pass(B, &S, s0, ns, B->prompt, err))) goto done;
     }
-    dres d, v;
+    dres d;
     set_opts(B, 0, -1, 0, 0);
     if ((rc = decode(B, &S, &d, err))) goto done;
-    eng_cuda_opts def;
-    eng_cuda_opts_default(&def);
-    const char *vname = n == 1 ? "no_pdl" : n > 8 ? "fast_gemm" : n <= def.gemv_max_rows ? "cublas" : "gemv";
-    set_opts(B, n > 8, n == 1 ? def.gemv_max_rows : n > 8 ? def.gemv_max_rows : n <= def.gemv_max_rows ? 0 : 8,
-             0, n == 1);
-    if ((rc = decode(B, &S, &v, err))) goto done;
-    set_opts(B, 0, -1, 0, 0);
-    if (n == 1) {   /* batch 1 without graphs too */
-        dres v2;
-        set_opts(B, 0, -1, 1, 0);
-        if ((rc = decode(B, &S, &v2, err))) goto done;
-        set_opts(B, 0, -1, 0, 0);
-        cJSON *o = dres_json("no_graphs", &v2);
-        cJSON_AddNumberToObject(o, "batch", n);
-        cJSON_AddItemToArray(arr, o);
-        printf("  %5d  %-10s %8.3f %10.1f %8.0f\n", n, "no_graphs", v2.step_ms, v2.tok_s, v2.ctx);
-    }
-    if (B->ablate && (n == 1 || n == 32) && (rc = ablate(B, &S, &d, arr, err))) goto done;
     cJSON *o = dres_json("default", &d);
     cJSON_AddNumberToObject(o, "batch", n);
     cJSON_AddNumberToObject(o, "floor_tok_s", n / (d.floor_ms * 1e-3));
     cJSON_AddItemToArray(arr, o);
-    o = dres_json(vname, &v);
-    cJSON_AddNumberToObject(o, "batch", n);
-    cJSON_AddItemToArray(arr, o);
     printf("  %5d  %-10s %8.3f %10.1f %8.0f %9.3f %10.1f %7.1f%%\n", n, "default", d.step_ms,
            d.tok_s, d.ctx, d.floor_ms, n / (d.floor_ms * 1e-3), 100 * d.floor_ms / d.step_ms);
-    printf("  %5d  %-10s %8.3f %10.1f %8.0f\n", n, vname, v.step_ms, v.tok_s, v.ctx);
+    bvar v[4];
+    int nv = batch_variants(n, v);
+    for (int i = 0; i < nv; i++) {
+        dres r;
+        set_var(B, &v[i]);
+        rc = decode(B, &S, &r, err);
+        set_opts(B, 0, -1, 0, 0);
+        if (rc) goto done;
+        o = dres_json(v[i].name, &r);
+        cJSON_AddNumberToObject(o, "batch", n);
+        cJSON_AddItemToArray(arr, o);
+        print_var(n, v[i].name, &r);
+    }
+    if (B->ablate && (rc = ablate(B, &S, &d, arr, err))) goto done;
     rc = ENG_OK;
 done:
     seqs_close(&S);

@@ -33,7 +33,7 @@ typedef struct cu_layer {
 } cu_layer;
 
 typedef struct cu_graph {
-    int R, O, pf, seen;          /* seen: eager runs so far; captured once exec != NULL */
+    int R, O, pf, splits, seen;  /* seen: eager runs so far; captured once exec != NULL */
     cudaGraphExec_t exec;
     unsigned long long used;
 } cu_graph;
@@ -68,6 +68,7 @@ typedef struct cu_ctx {
     size_t cap_in;
     cu_graph graphs[MAX_GRAPHS];
     int pf;                      /* this pass is prompt-like: prefill attention kernel */
+    int att_splits;              /* this pass's decode attention splits (grid depth) */
     int n_graphs;
     unsigned long long tick;
     int broken;
@@ -391,6 +392,12 @@ static int ensure_in(cu_ctx *c, size_t bytes, eng_err *err) {
 }
 
 /* ------------------------------------------------------------ forward */
+/* Decode attention's variant for passes of R rows: as set, else 2, or 3
+ * from ATTN3_MIN_ROWS rows. */
+static int attn_variant(const cu_ctx *c, int R) {
+    return c->opt.attn_variant ? c->opt.attn_variant : R >= ATTN3_MIN_ROWS ? 3 : 2;
+}
+
 /* Enqueues the whole model for R rows (O out rows) on the stream. */
 static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
     const eng_config *g = &c->cfg;
@@ -403,12 +410,12 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
     const int amode = wdt == KERN_F32 ? KERN_ACT_F32 : c->opt.fast_gemm ? KERN_ACT_BF16
                                                                        : KERN_ACT_SPLIT;
     const int mul = amode == KERN_ACT_SPLIT ? 2 : 1, act_bf16 = amode != KERN_ACT_F32;
-    const int splits = kern_attn_splits(R, g->n_kv_heads, sms);
+    const int splits = c->att_splits;
     const int pdl = !c->opt.no_pdl;
     int rc;
     /* one call site for both decode attention variants */
     const int skip = c->opt.ablate;
-    const int av = c->opt.attn_variant ? c->opt.attn_variant : R >= ATTN3_MIN_ROWS ? 3 : 2;
+    const int av = attn_variant(c, R);
 #define ATTN(out, act, mode) ((skip & KERN_SKIP_ATTN) ? 0 : (av == 3) \
         ? kern_attention3(s, c->q, kv, stp, R, nh, splits, c->opt.attn_span, out, act, mode, c->part, c->counters, pdl) \
         : (av == 2) \
@@ -495,7 +502,9 @@ static int bucket(int n) {
 static int run_graph(cu_ctx *c, int R, int O, eng_err *err) {
     cu_graph *gr = NULL;
     for (int i = 0; i < c->n_graphs; i++)
-        if (c->graphs[i].R == R && c->graphs[i].O == O && c->graphs[i].pf == c->pf) gr = &c->graphs[i];
+        if (c->graphs[i].R == R && c->graphs[i].O == O && c->graphs[i].pf == c->pf &&
+            c->graphs[i].splits == c->att_splits)
+            gr = &c->graphs[i];
     if (!gr) {
         if (c->n_graphs < MAX_GRAPHS) gr = &c->graphs[c->n_graphs++];
         else {
@@ -505,7 +514,7 @@ static int run_graph(cu_ctx *c, int R, int O, eng_err *err) {
             if (gr->exec) cudaGraphExecDestroy(gr->exec);
         }
         memset(gr, 0, sizeof *gr);
-        gr->R = R; gr->O = O; gr->pf = c->pf;
+        gr->R = R; gr->O = O; gr->pf = c->pf; gr->splits = c->att_splits;
     }
     gr->used = ++c->tick;
     /* decode shapes recur at once; a prompt-sized shape is captured only when
@@ -660,6 +669,12 @@ static int cu_forward(eng_backend *be, const eng_fwd_batch *b, eng_err *err) {
             (pfm == KERN_PF_ALWAYS ||
              (b->n_rows >= PF_ROWS_PER_SEQ * b->n_seqs &&
               (b->n_rows + KERN_PF_TILE - 1) / KERN_PF_TILE * c->cfg.n_kv_heads >= c->n_sms));
+    /* decode attention's grid as deep as the longest row needs */
+    int max_len = 1;
+    for (int r = 0; r < b->n_rows; r++)
+        if (b->pos[r] + 1 > max_len) max_len = b->pos[r] + 1;
+    c->att_splits = kern_attn_grid_splits(attn_variant(c, Rp), Rp, kern_attn_splits(Rp, c->cfg.n_kv_heads, c->n_sms),
+                                          c->opt.attn_span, max_len);
     rc = graph ? run_graph(c, Rp, Op, err) : enqueue(c, Rp, Op, err);
     if (rc) {
         cudaStreamSynchronize(c->st);

@@ -29,7 +29,7 @@ __device__ __forceinline__ const float *kv_key(const kern_kv &kv, const int *s_b
 }
 
 __global__ void __launch_bounds__(ATT_THREADS)
-attn_kernel(const float *__restrict__ q, kern_kv kv, const kern_step *st, int n_heads,
+attn_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
             int splits, float *__restrict__ out, void *act, int act_mode, int R,
             float *__restrict__ part, unsigned *counters) {
     extern __shared__ float sm[];

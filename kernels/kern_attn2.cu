@@ -178,7 +178,7 @@ __device__ void attn_groups_out(const float (*s_acc)[HS][HD], const float (*s_m)
 
 template <int HD, int HPB>
 __global__ void __launch_bounds__(A2_THREADS)
-attn2_kernel(const float *__restrict__ q, kern_kv kv, const kern_step *st, int n_heads,
+attn2_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
              int splits, int span_min, float *__restrict__ out, void *act, int act_mode, int R,
              float *__restrict__ part, unsigned *counters) {
     /* a block per query head has registers to spare: twice the positions in flight */
@@ -211,7 +211,7 @@ attn2_kernel(const float *__restrict__ q, kern_kv kv, const kern_step *st, int n
     float4 qv[HPB];
 #pragma unroll
     for (int h = 0; h < HPB; h++) {
-        float4 x = h < nhb ? qr[h * LP + li] : make_float4(0.f, 0.f, 0.f, 0.f);
+        float4 x = h < nhb ? __ldcg(qr + h * LP + li) : make_float4(0.f, 0.f, 0.f, 0.f);
         qv[h] = make_float4(x.x * scale, x.y * scale, x.z * scale, x.w * scale);
     }
 
@@ -340,7 +340,7 @@ extern "C" int kern_attention2(cudaStream_t s, const float *q, kern_kv kv, const
 
 template <int HD>
 __global__ void __launch_bounds__(A3_THREADS)
-attn3_kernel(const float *__restrict__ q, kern_kv kv, const kern_step *st, int n_heads,
+attn3_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
              int splits, int span_min, float *__restrict__ out, void *act, int act_mode, int R,
              float *__restrict__ part, unsigned *counters) {
     constexpr int NV4 = HD / 4, DPL = HD / 32, KR = NV4 < A3_KR ? NV4 : A3_KR;
@@ -390,7 +390,7 @@ attn3_kernel(const float *__restrict__ q, kern_kv kv, const kern_step *st, int n
             for (int d0 = 0; d0 < NV4; d0 += KR) {
                 float4 kr[KR];
 #pragma unroll
-                for (int i = 0; i < KR; i++) kr[i] = __ldg(kp + d0 + i);
+                for (int i = 0; i < KR; i++) kr[i] = __ldcg(kp + d0 + i);
 #pragma unroll
                 for (int h = 0; h < A2_GMAX; h++) {
                     if (h >= G) break;
@@ -428,13 +428,13 @@ attn3_kernel(const float *__restrict__ q, kern_kv kv, const kern_step *st, int n
                                       v_off + ((size_t)kvh * kv.block_size + tj % kv.block_size) * HD +
                                       lane * DPL;
                     if constexpr (DPL == 4) {
-                        float4 x = __ldg((const float4 *)vp);
+                        float4 x = __ldcg((const float4 *)vp);
                         vr[u][0] = x.x; vr[u][1] = x.y; vr[u][2] = x.z; vr[u][3] = x.w;
                     } else if constexpr (DPL == 2) {
-                        float2 x = __ldg((const float2 *)vp);
+                        float2 x = __ldcg((const float2 *)vp);
                         vr[u][0] = x.x; vr[u][1] = x.y;
                     } else {
-                        vr[u][0] = __ldg(vp);
+                        vr[u][0] = __ldcg(vp);
                     }
                 }
 #pragma unroll
@@ -488,4 +488,13 @@ extern "C" int kern_attention3(cudaStream_t s, const float *q, kern_kv kv, const
     cudaError_t e = hd == 32 ? A3_LAUNCH(32) : hd == 64 ? A3_LAUNCH(64) : A3_LAUNCH(128);
 #undef A3_LAUNCH
     return (int)e;
+}
+
+extern "C" int kern_attn_grid_splits(int variant, int R, int splits, int span, int max_len) {
+    if (variant != 2 && variant != 3) return splits;
+    if (span < 1) span = variant == 3 ? A3_SPAN : R <= A2_PER_HEAD_ROWS ? A2_SPAN_HEAD : A2_SPAN;
+    const int need = (max_len + span - 1) / span;
+    int z = 1;
+    while (z < need && z < splits) z *= 2;
+    return z < splits ? z : splits;
 }

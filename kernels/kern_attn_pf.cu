@@ -125,7 +125,7 @@ __device__ __forceinline__ void pf_softmax(pf_smem<HD> &S) {
 
 template <int HD>
 __global__ void __launch_bounds__(PF_THREADS)
-attn_pf_kernel(const float *__restrict__ q, kern_kv kv, const kern_step *st, int n_heads, int qt,
+attn_pf_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads, int qt,
                float *__restrict__ out, void *act, int act_mode, int R) {
     constexpr int DPT = HD / 8;   /* output dims per thread */
     extern __shared__ __align__(16) unsigned char pf_raw[];

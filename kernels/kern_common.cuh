@@ -53,6 +53,15 @@ __device__ __forceinline__ void pdl_launch() {
 }
 __device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 
+/* Data an earlier kernel of the pass wrote (activations, q, logits, the
+ * KV rows of this step) is read with coherent loads: plain, __ldca or
+ * __ldcg, never __ldg, and through pointers without __restrict__ (which
+ * lets the compiler pick the read-only path).  With programmatic dependent
+ * launch a kernel is already running while its predecessor writes, so the
+ * read-only path's contract (unchanged for the kernel's lifetime) does not
+ * hold: measured, a decode kernel read stale q through it.  Weights stay
+ * on __ldg. */
+
 template <typename... KArgs, typename... Args>
 static inline cudaError_t klaunch(void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem,
                                   cudaStream_t s, int pdl, Args... args) {

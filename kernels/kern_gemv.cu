@@ -48,7 +48,7 @@ struct gemv_rope {
  * rows. */
 template <int WDT, int R>
 __device__ __forceinline__ void gemv_step(float (&acc)[GEMV_NR][R], const uint4 (&w)[GEMV_NR],
-                                          const float *__restrict__ x, int K, int k,
+                                          const float *x, int K, int k,
                                           const float *__restrict__ nw) {
     constexpr int VEC = wvec<WDT>::n;
     constexpr bool scale_w = R > GEMV_NR;
@@ -73,7 +73,7 @@ __device__ __forceinline__ void gemv_step(float (&acc)[GEMV_NR][R], const uint4 
         float xv[VEC];
 #pragma unroll
         for (int i = 0; i < VEC; i += 4) {
-            float4 t = __ldg((const float4 *)(x + (size_t)r * K + k + i));
+            float4 t = __ldca((const float4 *)(x + (size_t)r * K + k + i));
             xv[i] = t.x; xv[i + 1] = t.y; xv[i + 2] = t.z; xv[i + 3] = t.w;
         }
         if (nw && !scale_w)
@@ -184,7 +184,7 @@ __device__ __forceinline__ void gemv_rstd(const float *x, int K, float eps, floa
 
 template <int WDT, int R, int MODE>
 __global__ void __launch_bounds__(GEMV_THREADS)
-gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *__restrict__ x,
+gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *x,
             const float *__restrict__ nw, float eps, float *y, int KS, gemv_rope rp) {
     constexpr int VEC = wvec<WDT>::n;
     constexpr int EB = WDT == KERN_BF16 ? 2 : 4;

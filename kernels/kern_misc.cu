@@ -28,8 +28,8 @@ extern "C" int kern_embed(cudaStream_t s, const void *E, int wdt, int H, const k
  * keep them in registers and issue every load at once; the norm weights
  * are read before the wait.  Wider rows loop (two reads of x). */
 #define AN_PER 8
-__global__ void add_norm_kernel(float *__restrict__ x, const float *__restrict__ y,
-                                const float *__restrict__ ylo, int R, int H,
+__global__ void add_norm_kernel(float *x, const float *y,
+                                const float *ylo, int R, int H,
                                 const float *__restrict__ nw, float eps, void *act,
                                 int act_mode) {
     pdl_launch();
@@ -174,7 +174,7 @@ extern "C" int kern_add_rows(cudaStream_t s, float *y, const float *lo, size_t n
  * long positions keep their accuracy), v heads copied.  Why so many small
  * blocks: one block per row left a row's ~900 rotations as a chain of
  * dependent loads and sincos in 4 warps (7 us a layer at 32 rows). */
-__global__ void rope_kv_kernel(const float *__restrict__ qkv, const float *__restrict__ qkv_lo,
+__global__ void rope_kv_kernel(const float *qkv, const float *qkv_lo,
                                const float *__restrict__ bias, const kern_step *st, int n_heads,
                                const float *__restrict__ inv_freq, float *__restrict__ q,
                                kern_kv kv) {

@@ -110,7 +110,7 @@ __device__ __forceinline__ void smax_add(smax &a, float l, int i) {
 }
 
 __global__ void __launch_bounds__(SAMP_THREADS)
-sample_kernel(const float *__restrict__ lg, const float *__restrict__ lglo, int V,
+sample_kernel(const float *lg, const float *lglo, int V,
               const kern_step *st, int *ids, float *lps, float *ents, float4 *scratch,
               unsigned *counters) {
     __shared__ smax s_red[SAMP_WARPS];

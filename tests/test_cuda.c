@@ -1313,6 +1313,70 @@ static void long_case(fixture *f) {
     free(q); free(qc); free(lg); free(lc);
 }
 
+/* Forks of one 300-token prompt decoding together (they share its full KV
+ * blocks; the part-filled one is copied): every child's logits must match
+ * the CPU backend's, for 6 and for 12 children. */
+static int forks_run(fixture *f, tdrv *d, tseq *q, int k, const int *ids, int np,
+                             int steps, float *lg, eng_err *err) {
+    seq_init(&q[0], ids, np);
+    int rc = drv_pass(d, &q, 1, &np, NULL, err);
+    q[0].ntok = np;
+    for (int i = 1; i < k && !rc; i++) {
+        q[i] = q[0];
+        if (q[0].len % d->bs) {   /* the part-filled block is copied, as a fork does on write */
+            q[i].blk[q[i].nblk - 1] = d->next_blk++;
+            rc = d->b->copy_block(d->b, q[0].blk[q[0].nblk - 1], q[i].blk[q[i].nblk - 1], err);
+        }
+    }
+    if (!rc && q[0].len % d->bs) {
+        q[0].blk[q[0].nblk - 1] = d->next_blk++;
+        rc = d->b->copy_block(d->b, q[1].blk[q[1].nblk - 1], q[0].blk[q[0].nblk - 1], err);
+    }
+    tseq *qs[12];
+    int one[12];
+    for (int i = 0; i < k; i++) {
+        qs[i] = &q[i];
+        one[i] = 1;
+        for (int t = 0; t < steps; t++) q[i].toks[np + t] = ids[np + (i * 7 + t) % 40];
+    }
+    for (int t = 0; t < steps && !rc; t++) {
+        rc = drv_pass(d, qs, k, one, lg + (size_t)t * k * f->vocab, err);
+        for (int i = 0; i < k; i++) q[i].ntok = np + steps;   /* the preset ids continue */
+    }
+    return rc;
+}
+
+static void forks_case(fixture *f) {
+    enum { NP = 300, STEPS = 6 };
+    static const int ks[2] = {6, 12};
+    int ids[NP + 40];
+    for (int i = 0; i < NP + 40; i++) ids[i] = (int)(rnd64() % (uint64_t)f->tok_vocab);
+    for (int ki = 0; ki < 2; ki++) {
+        const int k = ks[ki];
+        eng_err err = {0};
+        tdrv d, c;
+        tseq *q = malloc(k * sizeof *q), *qc = malloc(k * sizeof *qc);
+        float *lg = malloc((size_t)STEPS * k * f->vocab * 4), *lc = malloc((size_t)STEPS * k * f->vocab * 4);
+        int rc = !q || !qc || !lg || !lc ? ENG_ENOMEM : drv_open(&d, f->m, 1, NULL, &err);
+        if (!rc) {
+            rc = drv_open(&c, f->m, 0, NULL, &err);
+            if (!rc) {
+                rc = forks_run(f, &d, q, k, ids, NP, STEPS, lg, &err);
+                if (!rc) rc = forks_run(f, &c, qc, k, ids, NP, STEPS, lc, &err);
+                drv_close(&c);
+            }
+            drv_close(&d);
+        }
+        T_CHECKF(rc == 0, "%s: %s", f->name, err.msg);
+        if (!rc) {
+            double e = rel_err_f(lg, lc, (size_t)STEPS * k * f->vocab);
+            T_CHECKF(e <= 1e-4, "%s %d forks of a %d-token prompt: rel err %.3g vs CPU", f->name, k, NP, e);
+            printf("  %s %d forks: logits rel err %.2e vs CPU\n", f->name, k, e);
+        }
+        free(q); free(qc); free(lg); free(lc);
+    }
+}
+
 static void errors_case(fixture *f) {
     eng_err err = {0};
     tdrv d;
@@ -1404,6 +1468,7 @@ FIXTURE_TEST(test_continuous, continuous_case)
 FIXTURE_TEST(test_fork, fork_case)
 FIXTURE_TEST(test_long_context, long_case)
 FIXTURE_TEST(test_errors, errors_case)
+FIXTURE_TEST(test_forks, forks_case)
 FIXTURE_TEST(test_engine, engine_case)
 
 /* The whole-backend checks again with BRISK_ATTN=1 (read at backend
@@ -1480,6 +1545,7 @@ int main(void) {
     T_RUN(test_continuous);
     T_RUN(test_fork);
     T_RUN(test_long_context);
+    T_RUN(test_forks);
     T_RUN(test_errors);
     T_RUN(test_engine);
     T_RUN(test_attn1_backend);

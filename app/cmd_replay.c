@@ -33,11 +33,12 @@
     "serial: the original prompt as one request, same sampling, stopping at EOS or at max_tokens x " \
     "items tokens (the parallel run's total budget; --serial-max-tokens overrides); parallel: " \
     "one subtask per item, each stopping at EOS or max_tokens; both timed from before " \
-    "tokenisation to the last token, after a warm-up of every batch size used."
+    "tokenisation to the last token, after a warm-up of every batch size used and of prompt " \
+    "passes of every 32 tokens up to --warmup (eng_warmup)."
 
 typedef struct replay_args {
     const char *file, *model, *out;
-    int limit, max_tokens, serial_cap, cuda, kv_tokens, verbose, hoist;
+    int limit, max_tokens, serial_cap, cuda, kv_tokens, verbose, hoist, warmup;
     eng_sampling samp;
 } replay_args;
 
@@ -60,7 +61,9 @@ static void usage(void) {
     fprintf(stderr,
         "usage: brisk replay parallelprompt FILE.json [--model DIR] [--limit K] [--max-tokens N]\n"
         "         [--serial-max-tokens N] [--out PATH.json] [--temperature T] [--seed S]\n"
-        "         [--kv-tokens N] [--cuda] [--hoist-context] [--verbose]\n"
+        "         [--kv-tokens N] [--cuda] [--warmup N] [--hoist-context] [--verbose]\n"
+        "  --warmup N             prompt passes of every 32 tokens up to N before timing (eng_warmup;\n"
+        "                         default 2048 with --cuda, 0 on the CPU), as a server does at start\n"
         "  --max-tokens N         per subtask (default 128)\n"
         "  --serial-max-tokens N  for the whole-prompt baseline (default N x items, at most 4096)\n"
         "  --out                  default benchmarks/results/pp_<file name>.json; the SVG goes beside it\n"
@@ -74,6 +77,7 @@ static int parse_args(int argc, char **argv, replay_args *a) {
     a->limit = -1;
     a->max_tokens = 128;
     a->kv_tokens = 65536;
+    a->warmup = -1;
     a->samp.seed = 1;
     if (argc < 3 || strcmp(argv[1], "parallelprompt")) return -1;
     a->file = argv[2];
@@ -91,6 +95,7 @@ static int parse_args(int argc, char **argv, replay_args *a) {
         else if (!strcmp(k, "--temperature")) a->samp.temperature = (float)atof(v);
         else if (!strcmp(k, "--seed")) a->samp.seed = strtoull(v, NULL, 10);
         else if (!strcmp(k, "--kv-tokens")) a->kv_tokens = atoi(v);
+        else if (!strcmp(k, "--warmup")) a->warmup = atoi(v);
         else { fprintf(stderr, "brisk replay: unknown option %s\n", k); return -1; }
         i++;
     }
@@ -161,6 +166,13 @@ static int model_open(const replay_args *a, model_ctx *mc, eng_err *err) {
     eng_sampling g = {0};
     rc = orc_pp_run_serial(mc->e, mc->tok, "Hello", &g, 4, NULL, &warm, err);
     orc_pp_result_free(&warm);
+    int upto = a->warmup >= 0 ? a->warmup : a->cuda ? 2048 : 0, done = 0;
+    if (!rc && upto > 0) {
+        double t0 = eng_now_s();
+        rc = eng_warmup(mc->e, upto, &done, err);
+        fprintf(stderr, "warm-up: prompt passes up to %d tokens in %.0f ms\n", done,
+                1e3 * (eng_now_s() - t0));
+    }
     return rc;
 }
 

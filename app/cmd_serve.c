@@ -24,8 +24,19 @@ static int usage(void) {
                     "       [--search URL]  (a JSON search endpoint for the agent's web_search tool)\n"
                     "       [--web-cache PATH|off]  (SQLite cache of fetched pages; default /tmp/brisk-webcache-UID.db)\n"
                     "       [--plan]        (measure step times at start: reason queries may give budget_s)\n"
+                    "       [--warmup N]    (prompt passes of every 32 tokens up to N at start; default 2048\n"
+                    "                        with --cuda: a new prompt length then costs no kernel loading)\n"
                     "  the token can also come from $BRISK_TOKEN; it is required off loopback\n");
     return 2;
+}
+
+static int warm_up(eng_engine *e, int upto, eng_err *err) {
+    if (upto <= 0) return ENG_OK;
+    double t0 = eng_now_s();
+    int done = 0, rc = eng_warmup(e, upto, &done, err);
+    if (!rc) printf("brisk: warm-up: prompt passes up to %d tokens in %.0f ms\n", done,
+                    1e3 * (eng_now_s() - t0));
+    return rc;
 }
 
 int cmd_serve(int argc, char **argv) {
@@ -36,7 +47,7 @@ int cmd_serve(int argc, char **argv) {
     char default_cache[64];
     snprintf(default_cache, sizeof default_cache, "/tmp/brisk-webcache-%d.db", (int)getuid());
     web_cache = default_cache;
-    int cuda = 0;
+    int cuda = 0, warmup = -1;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "--cuda")) { cuda = 1; continue; }
@@ -53,6 +64,7 @@ int cmd_serve(int argc, char **argv) {
         else if (!strcmp(k, "--web-cache")) web_cache = strcmp(v, "off") ? v : NULL;
         else if (!strcmp(k, "--max-tokens-cap")) o.lim.max_tokens_cap = atoi(v);
         else if (!strcmp(k, "--max-queries-per-client")) o.lim.max_queries_per_client = atoi(v);
+        else if (!strcmp(k, "--warmup")) warmup = atoi(v);
         else return usage();
         i++;
     }
@@ -79,6 +91,7 @@ int cmd_serve(int argc, char **argv) {
     o.tools = tools;
     if (!rc) rc = eng_model_load(model_dir, &m, &err);
     if (!rc) rc = eng_create(m, &eo, &e, &err);
+    if (!rc) rc = warm_up(e, warmup >= 0 ? warmup : cuda ? 2048 : 0, &err);
     if (!rc) rc = srv_create(e, &o, &s, &err);
     if (rc) {
         fprintf(stderr, "brisk serve: %s\n", err.msg);

@@ -39,6 +39,9 @@ void        eng_buf_clear(eng_buf *b);       /* empties b, keeps its memory (and
 char       *eng_buf_take(eng_buf *b);        /* the string ("" if empty), NULL after oom; b emptied */
 void        eng_buf_free(eng_buf *b);
 
+/* Seconds on the monotonic clock (for timings). */
+double eng_now_s(void);
+
 /* ---------------------------------------------------------------- model */
 typedef struct eng_config {
     char arch[32];          /* "qwen2" or "llama" */
@@ -139,6 +142,13 @@ int  eng_seq_prefill(eng_engine *e, int seq, eng_err *err);
  * tokens; s == NULL copies the parent's sampling settings. */
 int  eng_seq_fork(eng_engine *e, int seq, const eng_sampling *s, int *child, eng_err *err);
 int  eng_seq_remove(eng_engine *e, int seq);
+/* Runs a prompt pass of every ENG_WARMUP_STEP tokens up to max_tokens (capped
+ * by the context and the free KV blocks) on a scratch sequence, then removes
+ * it: the CUDA backend pays ~5-10 ms for the first pass of each padded size
+ * (kernel loading, cuBLASLt planning), which a server should pay at start,
+ * not in a user's first request of that length.  *done: tokens warmed. */
+#define ENG_WARMUP_STEP 32   /* CUDA pads products to 64 hi/lo columns: 32 rows */
+int  eng_warmup(eng_engine *e, int max_tokens, int *done, eng_err *err);
 /* Appends tokens (e.g. a tool result, a probe cue) as pending input of seq;
  * they are processed at the next step. */
 int  eng_seq_append(eng_engine *e, int seq, const int *ids, int n, eng_err *err);

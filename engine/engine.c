@@ -328,6 +328,30 @@ static int add_rows(eng_engine *e, int slot, int bi, int from, int to, int row) 
     return row;
 }
 
+int eng_warmup(eng_engine *e, int max_tokens, int *done, eng_err *err) {
+    if (done) *done = 0;
+    if (!e || max_tokens < 1) return eng_seterr(err, ENG_EINVAL, "eng_warmup: bad arguments");
+    int cap = e->c.max_pos - 1, fit = (eng_kv_n_free(e->kv) - 1) * e->bs - 1;
+    if (max_tokens > cap) max_tokens = cap;
+    if (max_tokens > fit) max_tokens = fit;
+    if (max_tokens < 1) return ENG_OK;
+    int *ids = calloc((size_t)max_tokens + 1, sizeof *ids), rc = ENG_OK;
+    if (!ids) return eng_seterr(err, ENG_ENOMEM, "eng_warmup: out of memory");
+    eng_sampling g = {0};
+    for (int n = ENG_WARMUP_STEP < max_tokens ? ENG_WARMUP_STEP : max_tokens;; n += ENG_WARMUP_STEP) {
+        if (n > max_tokens) n = max_tokens;
+        int seq;
+        if ((rc = eng_seq_add(e, ids, n + 1, &g, &seq, err))) break;   /* prefill runs n rows */
+        rc = eng_seq_prefill(e, seq, err);
+        eng_seq_remove(e, seq);
+        if (rc) break;
+        if (done) *done = n;
+        if (n == max_tokens) break;
+    }
+    free(ids);
+    return rc;
+}
+
 int eng_seq_prefill(eng_engine *e, int id, eng_err *err) {
     seq *s = eng_get_seq(e, id);
     if (!s) return bad_seq(id, err);

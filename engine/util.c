@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "eng.h"
 
 int eng_seterr(eng_err *err, int code, const char *fmt, ...) {
@@ -102,4 +103,10 @@ char *eng_buf_take(eng_buf *b) {
     if (b->oom) free(b->p);
     memset(b, 0, sizeof *b);
     return s;
+}
+
+double eng_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
 }

@@ -561,6 +561,35 @@ static void test_efull(void) {
     eng_destroy(e);
 }
 
+/* ------------------------------------------------------------ warm-up */
+/* eng_warmup runs prompt passes up to the size asked (capped by the free KV
+ * blocks), gives every block back, and leaves the engine computing the
+ * reference logits. */
+static void test_warmup(void) {
+    fixture *f = &fx[0];
+    if (!load_fixture(f)) T_SKIP("fixture did not load");
+    const prompt *p = &f->p[0];
+    eng_engine *e = make_engine(f, 16, 16, 2);   /* room for 256 tokens */
+    eng_err err = { 0 };
+    int done = -1, free0 = eng_kv_free_blocks(e);
+    T_CHECK(eng_warmup(e, 100, &done, &err) == ENG_OK);
+    T_CHECKF(done == 100, "warmed %d of 100 tokens", done);
+    T_CHECK(eng_kv_free_blocks(e) == free0);
+    T_CHECK(eng_warmup(e, 100000, &done, &err) == ENG_OK);
+    T_CHECKF(done == (free0 - 1) * 16 - 1, "warmed %d tokens with %d free blocks", done, free0);
+    T_CHECK(eng_kv_free_blocks(e) == free0);
+    int s = add(e, p->ids, p->n_prompt, NULL);
+    eng_seq_keep_all_logits(e, s, 1);
+    T_CHECK(step(e) == ENG_OK);
+    int rows = 0;
+    const float *lg = eng_seq_logits(e, s, &rows);
+    T_CHECK(lg && rows == p->n_prompt);
+    if (lg) check_rows(f, p, lg, rows, 0, "after warm-up");
+    T_CHECK(eng_warmup(e, 0, &done, &err) == ENG_EINVAL && done == 0);
+    T_CHECK(eng_warmup(NULL, 10, NULL, &err) == ENG_EINVAL);
+    eng_destroy(e);
+}
+
 /* ------------------------------------------------------ bad arguments */
 static void test_bad_args(void) {
     fixture *f = &fx[0];
@@ -694,6 +723,7 @@ int main(void) {
     T_RUN(test_keep_all_sampling);
     T_RUN(test_pause_append);
     T_RUN(test_efull);
+    T_RUN(test_warmup);
     T_RUN(test_bad_args);
     T_RUN(test_backend_checks);
     for (int i = 0; i < 2; i++) {

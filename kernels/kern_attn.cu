@@ -25,7 +25,7 @@
 __device__ __forceinline__ const float *kv_key(const kern_kv &kv, const int *s_blk, int b0, int kvh,
                                                int t) {
     int blk = s_blk[t / kv.block_size - b0], slot = t % kv.block_size;
-    return kv.base + (size_t)blk * kv.blk_stride + ((size_t)kvh * kv.block_size + slot) * kv.head_dim;
+    return kv_row(kv, blk, kvh, slot);
 }
 
 __global__ void __launch_bounds__(ATT_THREADS)

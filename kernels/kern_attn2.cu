@@ -45,8 +45,7 @@ __device__ __forceinline__ void a2_load(float4 *k, float4 *v, const kern_kv &kv,
         int t = it + u * NGRP + grp;
         if (t < t_end) {
             int blk = s_blk[t / kv.block_size - b0], slot = t % kv.block_size;
-            const float *p = kv.base + (size_t)blk * kv.blk_stride +
-                             ((size_t)kvh * kv.block_size + slot) * HD + li * 4;
+            const float *p = kv_row<HD>(kv, blk, kvh, slot) + li * 4;
             k[u] = *(const float4 *)p;
             v[u] = *(const float4 *)(p + v_off);
         } else {
@@ -127,8 +126,7 @@ __device__ __forceinline__ void attn_prefetch(const kern_kv &kv, const int *tbl,
     constexpr int NL = HD >= 32 ? HD / 32 : 1;   /* 128-byte lines per row */
     for (int i = threadIdx.x; i < (t1 - t0) * 2 * NL; i += blockDim.x) {
         const int t = t0 + i / (2 * NL), w = i % (2 * NL);
-        const float *p = kv.base + (size_t)tbl[t / kv.block_size] * kv.blk_stride +
-                         ((size_t)kvh * kv.block_size + t % kv.block_size) * HD +
+        const float *p = kv_row<HD>(kv, tbl[t / kv.block_size], kvh, t % kv.block_size) +
                          (w >= NL ? v_off : 0) + (size_t)(w % NL) * 32;
         asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
     }
@@ -380,9 +378,9 @@ attn3_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
         for (int c = c0 + warp * 32; c < c1; c += A3_WARPS * 32) {
             const int t = c + lane, n = min(32, c1 - c);
             const bool ok = lane < n;
-            const float4 *kp = (const float4 *)(kv.base +
-                (size_t)s_blk[(ok ? t : c) / kv.block_size - b0] * kv.blk_stride +
-                ((size_t)kvh * kv.block_size + (ok ? t : c) % kv.block_size) * HD);
+            const int tk = ok ? t : c;
+            const float4 *kp = (const float4 *)kv_row<HD>(kv, s_blk[tk / kv.block_size - b0], kvh,
+                                                          tk % kv.block_size);
             float s[A2_GMAX];
 #pragma unroll
             for (int h = 0; h < A2_GMAX; h++) s[h] = 0.f;
@@ -424,9 +422,8 @@ attn3_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
 #pragma unroll
                 for (int u = 0; u < A3_VR; u++) {
                     const int tj = c + min(j0 + u, n - 1);
-                    const float *vp = kv.base + (size_t)s_blk[tj / kv.block_size - b0] * kv.blk_stride +
-                                      v_off + ((size_t)kvh * kv.block_size + tj % kv.block_size) * HD +
-                                      lane * DPL;
+                    const float *vp = kv_row<HD>(kv, s_blk[tj / kv.block_size - b0], kvh,
+                                                 tj % kv.block_size) + v_off + lane * DPL;
                     if constexpr (DPL == 4) {
                         float4 x = __ldcg((const float4 *)vp);
                         vr[u][0] = x.x; vr[u][1] = x.y; vr[u][2] = x.z; vr[u][3] = x.w;

@@ -66,8 +66,7 @@ __device__ __forceinline__ void pf_load_kv(pf_smem<HD> &S, const kern_kv &kv, co
         int t = idx / HD, d = idx % HD, tp = t0 + t;
         float kx = 0.f, vx = 0.f;
         if (tp <= maxpos) {
-            const float *p = kv.base + (size_t)tbl[tp / kv.block_size] * kv.blk_stride +
-                             ((size_t)kvh * kv.block_size + tp % kv.block_size) * HD + d;
+            const float *p = kv_row<HD>(kv, tbl[tp / kv.block_size], kvh, tp % kv.block_size) + d;
             kx = p[0];
             vx = p[v_off];
         }

@@ -41,6 +41,15 @@ __device__ __forceinline__ float block_sum(float v, float *s_tmp /* [32] */) {
     return t;
 }
 
+/* Start of a row of the paged KV pool: head h of slot `slot` in block blk
+ * (heads 0..n_kv-1 are keys, n_kv..2n_kv-1 values); HD > 0 fixes the head
+ * size at compile time. */
+template <int HD = 0>
+__device__ __forceinline__ float *kv_row(const kern_kv &kv, int blk, int h, int slot) {
+    const int hd = HD > 0 ? HD : kv.head_dim;
+    return kv.base + (size_t)blk * kv.blk_stride + ((size_t)h * kv.block_size + slot) * hd;
+}
+
 /* Programmatic dependent launch (Hopper): a kernel launched with the
  * attribute may start while its predecessor drains.  Every kernel lets its
  * successor launch at once (pdl_launch) and waits for its predecessor's

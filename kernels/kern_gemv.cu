@@ -121,12 +121,11 @@ __device__ __forceinline__ rope_pre rope_prepare(const gemv_rope &rp, int u, int
     const int pos = st->pos[r], seq = st->row_seq[r];
     const int blk = st->table[(size_t)seq * st->table_stride + pos / rp.kv.block_size];
     const int slot = pos % rp.kv.block_size;
-    float *kbase = rp.kv.base + (size_t)blk * rp.kv.blk_stride;
     p.b1 = rp.bias ? rp.bias[c] : 0.f;
     p.half = half;
     if (u >= qu) {   /* v head */
         const int h = c / hd - nh - nkv, d = c % hd;
-        p.dst = kbase + ((size_t)(nkv + h) * rp.kv.block_size + slot) * hd + d;
+        p.dst = kv_row(rp.kv, blk, nkv + h, slot) + d;
         return p;
     }
     p.b2 = rp.bias ? rp.bias[c + half] : 0.f;
@@ -136,8 +135,7 @@ __device__ __forceinline__ rope_pre rope_prepare(const gemv_rope &rp, int u, int
     p.sn = (float)sd;
     p.cs = (float)cd;
     p.rotate = 1;
-    p.dst = (h < nh ? rp.q + ((size_t)r * nh + h) * hd
-                    : kbase + ((size_t)(h - nh) * rp.kv.block_size + slot) * hd) + i;
+    p.dst = (h < nh ? rp.q + ((size_t)r * nh + h) * hd : kv_row(rp.kv, blk, h - nh, slot)) + i;
     return p;
 }
 

@@ -194,9 +194,7 @@ __global__ void rope_kv_kernel(const float *qkv, const float *qkv_lo,
     if (qkv_lo) { x1 += qkv_lo[c0]; x2 += qkv_lo[c1]; }
     if (bias) { x1 += bias[bc]; x2 += bias[bc + half]; }
     /* the pool holds a block's nkv k heads, then its nkv v heads: head h - n_heads */
-    float *dst = h < n_heads ? q + ((size_t)r * n_heads + h) * hd
-                             : kv.base + (size_t)blk * kv.blk_stride +
-                                   ((size_t)(h - n_heads) * kv.block_size + slot) * hd;
+    float *dst = h < n_heads ? q + ((size_t)r * n_heads + h) * hd : kv_row(kv, blk, h - n_heads, slot);
     if (h < n_heads + nkv) {
         const float sn = (float)sd, cs = (float)cd;
         dst[i] = x1 * cs - x2 * sn;

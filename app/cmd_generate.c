@@ -39,11 +39,6 @@ static int parse_args(int argc, char **argv, gen_args *a) {
     return 0;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int is_eos(const eng_config *c, int id) {
     for (int i = 0; i < c->n_eos; i++) if (c->eos_ids[i] == id) return 1;
@@ -77,13 +72,13 @@ static int run(const gen_args *a, eng_err *err) {
     if ((rc = eng_seq_add(e, ids, n, &a->samp, &seq, err))) goto out;
     eng_tok_stream ts = { .n_pend = 0 };
     char buf[256];
-    double t0 = now_s(), t_first = 0;
+    double t0 = eng_now_s(), t_first = 0;
     int produced = 0;
     while (produced < a->max_tokens) {
         if ((rc = eng_step(e, err))) goto out;
         eng_token t;
         eng_seq_last(e, seq, &t);
-        if (!produced) t_first = now_s();
+        if (!produced) t_first = eng_now_s();
         produced++;
         if (is_eos(eng_model_config(m), t.id)) break;
         int w = eng_tok_stream_put(tok, &ts, t.id, 1, buf, sizeof buf);
@@ -92,7 +87,7 @@ static int run(const gen_args *a, eng_err *err) {
     }
     putchar('\n');
     if (a->stats) {
-        double t1 = now_s();
+        double t1 = eng_now_s();
         fprintf(stderr, "prompt %d tokens, generated %d, first token %.1f ms, %.1f tokens/s after it\n",
                 n, produced, (t_first - t0) * 1e3, produced > 1 ? (produced - 1) / (t1 - t_first) : 0.0);
     }

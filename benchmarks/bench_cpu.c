@@ -23,11 +23,6 @@
 
 enum { PREFILL = 128, DECODE_PROMPT = 16 };
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* ------------------------------------------------------------ bandwidth */
 typedef struct cp { char *dst; const char *src; size_t n; } cp;
@@ -50,7 +45,7 @@ static double memory_bandwidth(int n_threads) {
     cp parts[64];
     if (n_threads > 64) n_threads = 64;
     for (int rep = 0; rep < 5; rep++) {
-        double t0 = now();
+        double t0 = eng_now_s();
         for (int i = 0; i < n_threads; i++) {
             size_t a = n / n_threads * i, b = i == n_threads - 1 ? n : n / n_threads * (i + 1);
             parts[i] = (cp){ dst + a, src + a, b - a };
@@ -58,7 +53,7 @@ static double memory_bandwidth(int n_threads) {
         }
         copy_part(&parts[0]);
         for (int i = 1; i < n_threads; i++) pthread_join(th[i], NULL);
-        double t = now() - t0;
+        double t = eng_now_s() - t0;
         if (t < best) best = t;
     }
     free(src);
@@ -106,12 +101,12 @@ static double decode_time(eng_model *m, int n_threads, int batch, eng_err *err) 
     double t = -1;
     if (!eng_step(e, err)) {
         int steps = 0;
-        double t0 = now();
-        while (steps < steps_max && (steps < 8 || now() - t0 < 1.0)) {
+        double t0 = eng_now_s();
+        while (steps < steps_max && (steps < 8 || eng_now_s() - t0 < 1.0)) {
             if (eng_step(e, err)) break;
             steps++;
         }
-        if (steps >= 8) t = (now() - t0) / steps;
+        if (steps >= 8) t = (eng_now_s() - t0) / steps;
     }
     eng_destroy(e);
     return t;
@@ -127,9 +122,9 @@ static double prefill_time(eng_model *m, int n_threads, eng_err *err) {
     for (int rep = 0; rep < 5 && (rep < 2 || spent < 2.0); rep++) {
         int s = add_prompt(e, PREFILL, c->vocab_size, rep, err);
         if (s < 0) break;
-        double t0 = now();
+        double t0 = eng_now_s();
         int rc = eng_step(e, err);
-        double t = now() - t0;
+        double t = eng_now_s() - t0;
         spent += t;
         eng_seq_remove(e, s);
         if (rc) { best = -1; break; }

@@ -49,11 +49,6 @@ typedef struct bench {
     uint64_t rng;
 } bench;
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -168,9 +163,9 @@ static int decode(bench *B, bseqs *S, dres *r, eng_err *err) {
     for (int i = 0; i < B->warm && !rc; i++) rc = pass(B, S, 0, S->n, 1, err);
     for (int i = 0; i < B->steps && !rc; i++) {
         for (int s = 0; s < S->n; s++) kv += (double)(S->len[s] + 1) * B->info.kv_bytes_per_token;
-        double t0 = now();
+        double t0 = eng_now_s();
         rc = pass(B, S, 0, S->n, 1, err);
-        t[i] = now() - t0;
+        t[i] = eng_now_s() - t0;
         total += t[i];
     }
     if (!rc) {
@@ -329,9 +324,9 @@ done:
 /* One prompt of n tokens from an empty sequence; its wall time in *secs. */
 static int prompt_pass(bench *B, bseqs *S, int n, double *secs, eng_err *err) {
     S->len[0] = 0;
-    double t0 = now();
+    double t0 = eng_now_s();
     int rc = pass(B, S, 0, 1, n, err);
-    *secs = now() - t0;
+    *secs = eng_now_s() - t0;
     return rc;
 }
 
@@ -609,11 +604,11 @@ int main(int argc, char **argv) {
     }
     eng_err err = {0};
     eng_model *m = NULL;
-    double t0 = now();
+    double t0 = eng_now_s();
     if (eng_model_load(dir, &m, &err)) { fprintf(stderr, "bench_cuda: %s\n", err.msg); return 1; }
     B.m = m;
     B.vocab = eng_model_config(m)->vocab_size;
-    printf("model %s loaded in %.1f s\n", name, now() - t0);
+    printf("model %s loaded in %.1f s\n", name, eng_now_s() - t0);
     B.bw = device_bandwidth();
     if (B.bw <= 0) { fprintf(stderr, "bench_cuda: bandwidth measurement failed\n"); return 1; }
     int maxb = 1;
@@ -621,14 +616,14 @@ int main(int argc, char **argv) {
     B.nb_per = (B.prompt + 4 * (B.warm + B.steps) + 1 + BS - 1) / BS;
     int pf_blocks = (pf + BS - 1) / BS, n_blocks = maxb * B.nb_per;
     if (n_blocks < pf_blocks) n_blocks = pf_blocks;
-    t0 = now();
+    t0 = eng_now_s();
     if (eng_backend_cuda_create(m, n_blocks, BS, &B.b, &err)) {
         fprintf(stderr, "bench_cuda: %s\n", err.msg);
         return 1;
     }
     eng_cuda_get_info(B.b, &B.info);
     printf("backend up in %.1f s on %s (%d SMs): weights %.3f GB (%s), KV %zu bytes/token (f32), "
-           "%d blocks\n", now() - t0, B.info.device, B.info.n_sms, B.info.weight_bytes / 1e9,
+           "%d blocks\n", eng_now_s() - t0, B.info.device, B.info.n_sms, B.info.weight_bytes / 1e9,
            B.info.weights_bf16 ? "bf16" : "f32", B.info.kv_bytes_per_token, n_blocks);
     printf("device copy bandwidth: %.0f GB/s (read + write)\n", B.bw / 1e9);
     cJSON *root = cJSON_CreateObject();

@@ -49,11 +49,6 @@ typedef struct result {
     double step_ms[8];   /* the engine's measured time of a pass of 1, 2, 4, ... 128 rows */
 } result;
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static int parse_list(const char *s, int *out, int max) {
     int n = 0;
@@ -204,7 +199,7 @@ static int run(bench *b, int batch, const config *cf, int **answers, int *alen, 
         if (s >= 0) eng_seq_remove(e, s);
     }
     int next = 0, done = 0, live = 0;
-    double t0 = now();
+    double t0 = eng_now_s();
     while (!rc && done < b->n_prompts) {
         while (live < batch && next < b->n_prompts) {   /* admit */
             int s = -1;
@@ -214,7 +209,7 @@ static int run(bench *b, int batch, const config *cf, int **answers, int *alen, 
             answers[next] = malloc(sizeof(int) * (size_t)(a->max_tokens + 1));
             if (!answers[next]) { rc = eng_seterr(err, ENG_ENOMEM, "bench: out of memory"); break; }
             alen[next] = 0;
-            t_start[next++] = now();
+            t_start[next++] = eng_now_s();
             live++;
         }
         if (rc || (rc = eng_step(e, err))) break;
@@ -235,14 +230,14 @@ static int run(bench *b, int batch, const config *cf, int **answers, int *alen, 
             r->accepted += st.accepted;
             r->spec_steps += st.steps;
             r->tokens += alen[p];
-            lat += now() - t_start[p];
+            lat += eng_now_s() - t_start[p];
             eng_seq_remove(e, s);
             slot_prompt[s] = -1;
             live--;
             done++;
         }
     }
-    r->secs = now() - t0;
+    r->secs = eng_now_s() - t0;
     for (int i = 0; i < 8; i++) r->step_ms[i] = 1e3 * eng_spec_step_cost(e, 1 << i);
     r->answers = done;
     r->tok_s = r->secs > 0 ? r->tokens / r->secs : 0;

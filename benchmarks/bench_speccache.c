@@ -318,7 +318,7 @@ int main(int argc, char **argv) {
 
     totals t[CACHE_WW_N_MODES] = {0};
     char **answers = calloc((size_t)nq, sizeof *answers);
-    double t0 = tool_now();
+    double t0 = eng_now_s();
     for (int q = 0; q < nq && answers; q++) {
         for (int mode = 0; mode < CACHE_WW_N_MODES; mode++) {
             cache_ww_opts o = base;
@@ -337,7 +337,7 @@ int main(int argc, char **argv) {
         }
         t[CACHE_WW_NONE].same += answers[q] != NULL;
     }
-    double wall = tool_now() - t0;
+    double wall = eng_now_s() - t0;
 
     printf("%-7s %7s %7s %7s %10s %10s %9s %9s %8s %9s %9s %6s %7s\n", "mode", "actions",
            "hit%", "click%", "wait_ms", "wait/q_ms", "think/q", "spec/q", "late/q", "pf_KiB",

@@ -161,7 +161,7 @@ static void run_one(bench *b, const char *const *sc, int n_sc, int mode, outcome
     orc_agent_opts ao = { .tools = b->reg, .tool_start = mode, .script = sc, .n_script = n_sc };
     orc_sink sink = { &rr, rec_emit, NULL, NULL };
     orc_task *t = NULL;
-    double t0 = orc_now();
+    double t0 = eng_now_s();
     if (!rr.msgs || orc_sched_create(b->e, 2, &s, &err) ||
         orc_task_agent_create(&q, b->m, sink, &ao, &t, &err) || orc_sched_submit(s, t, &err)) {
         snprintf(o->error, sizeof o->error, "%s", err.msg[0] ? err.msg : "out of memory");
@@ -170,7 +170,7 @@ static void run_one(bench *b, const char *const *sc, int n_sc, int mode, outcome
         return;
     }
     while (!rr.done) {
-        if (!o->timed_out && orc_now() - t0 > b->timeout_s) {
+        if (!o->timed_out && eng_now_s() - t0 > b->timeout_s) {
             o->timed_out = 1;               /* the task reports its end at once */
             orc_sched_stop(s, "r", NULL, "timeout");
             continue;
@@ -179,7 +179,7 @@ static void run_one(bench *b, const char *const *sc, int n_sc, int mode, outcome
         if (rc < 0) { snprintf(o->error, sizeof o->error, "%s", err.msg); break; }
         if (rc == 0) usleep(200);
     }
-    o->wall_ms = (orc_now() - t0) * 1e3;
+    o->wall_ms = (eng_now_s() - t0) * 1e3;
     orc_sched_destroy(s);
     read_messages(rr.msgs, o);
     if (o->timed_out) {
@@ -338,7 +338,7 @@ static void teardown(bench *b) {
 static int run_workload(bench *b, int work, outcome *res[N_MODES]) {
     double round_s = 0;
     for (int r = 0; r < b->requests; r++) {
-        double now = orc_now();
+        double now = eng_now_s();
         if (b->budget_s > 0 && now + round_s - b->t_begin > b->budget_s) {
             printf("%s: time budget (%.0f s) reached after %d of %d requests\n", work_name[work],
                    b->budget_s, r, b->requests);
@@ -355,7 +355,7 @@ static int run_workload(bench *b, int work, outcome *res[N_MODES]) {
             if (o->error[0]) fprintf(stderr, "bench_tools: %s request %d, %s: %s\n", work_name[work], r,
                                      mode_name[mode], o->error);
         }
-        round_s = orc_now() - now;
+        round_s = eng_now_s() - now;
     }
     return b->requests;
 }
@@ -407,7 +407,7 @@ static int report(int work, outcome *res[N_MODES], int n, cJSON *json) {
 int main(int argc, char **argv) {
     bench b = { .model_dir = "tests/fixtures/tiny-qwen2", .workloads = "both", .requests = 6,
                 .result_bytes = 400, .median_ms = 400, .sigma = 0.6, .timeout_s = 60, .seed = 5 };
-    b.t_begin = orc_now();
+    b.t_begin = eng_now_s();
     if (parse_args(&b, argc, argv)) return usage();
     setvbuf(stdout, NULL, _IOLBF, 0);   /* progress shows when piped */
     eng_err err = { 0 };
@@ -418,7 +418,7 @@ int main(int argc, char **argv) {
     }
     printf("model %s on %s (%s), loaded in %.1f s; web latency lognormal median %.0f ms sigma %.2f;\n"
            "fetched pages cut at %d bytes of text + 3 links; timeout %.0f s per request, budget %.0f s\n",
-           b.model_dir, b.cuda ? "CUDA" : "CPU", b.device, orc_now() - b.t_begin, b.median_ms, b.sigma,
+           b.model_dir, b.cuda ? "CUDA" : "CPU", b.device, eng_now_s() - b.t_begin, b.median_ms, b.sigma,
            b.result_bytes, b.timeout_s, b.budget_s);
     {   /* warm-up (not counted): first-use costs of the backend and the tools */
         char bufs[3][SCRIPT_CAP];
@@ -453,7 +453,7 @@ int main(int argc, char **argv) {
     }
     printf("every request completed in every mode with the same tool results and answer: %s\n",
            all_good ? "yes" : "NO");
-    printf("total %.1f s\n", orc_now() - b.t_begin);
+    printf("total %.1f s\n", eng_now_s() - b.t_begin);
     cJSON_AddBoolToObject(json, "same_outputs", all_good);
     char *s = cJSON_Print(json);
     FILE *f = fopen(b.out, "w");

@@ -39,11 +39,6 @@ void cache_ww_result_clear(cache_ww_result *r) {
     memset(r, 0, sizeof *r);
 }
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
 
 static void sleep_ms(double ms) {
     if (ms <= 0) return;
@@ -521,7 +516,7 @@ static int spec_draft(spec_job *j, cache_spec *s) {
 static void *spec_main(void *arg) {
     spec_job *j = arg;
     agent *a = j->a;
-    double t0 = now_ms();
+    double t0 = 1e3 * eng_now_s();
     int draft = a->o.mode == CACHE_WW_SPEC && a->env->draft && j->step == 2, issued = 0;
     cache_spec *s = NULL;
     pool pl = {0};
@@ -529,7 +524,7 @@ static void *spec_main(void *arg) {
         j->rc = links_pool(j, &pl);
         if (!j->rc) j->rc = request_random(j, &pl);
         pool_free(&pl);
-        j->ms = now_ms() - t0;
+        j->ms = 1e3 * eng_now_s() - t0;
         return NULL;
     }
     j->rc = cache_spec_create(a->row->question, &s, &j->err);
@@ -545,7 +540,7 @@ static void *spec_main(void *arg) {
     }
     cache_spec_destroy(s);
     pool_free(&pl);
-    j->ms = now_ms() - t0;
+    j->ms = 1e3 * eng_now_s() - t0;
     return NULL;
 }
 
@@ -563,10 +558,10 @@ static int spec_done(agent *a, double late_ms, eng_err *err) {
 /* Waits for the last speculator. */
 static int spec_join(agent *a, eng_err *err) {
     if (!a->running) return ENG_OK;
-    double t0 = now_ms();
+    double t0 = 1e3 * eng_now_s();
     pthread_join(a->th, NULL);
     a->running = 0;
-    return spec_done(a, now_ms() - t0, err);
+    return spec_done(a, 1e3 * eng_now_s() - t0, err);
 }
 
 static int spec_start(agent *a, int step, const page *cur, eng_err *err) {
@@ -639,9 +634,9 @@ static int think(agent *a, const page *cur, eng_err *err) {
  * once (a speculator still busy is not waited for). */
 static int think_and_speculate(agent *a, int step, const page *cur, eng_err *err) {
     int rc = spec_start(a, step, cur, err);
-    double t0 = now_ms();
+    double t0 = 1e3 * eng_now_s();
     if (!rc) rc = think(a, cur, err);
-    a->res->think_ms += now_ms() - t0;
+    a->res->think_ms += 1e3 * eng_now_s() - t0;
     if (a->running) atomic_store(&a->job.stale, 1);
     return rc;
 }
@@ -655,9 +650,9 @@ static int act(agent *a, const char *key, int kind, page **out, eng_err *err) {
     cache_prefetch_stats s0, s1;
     cache_prefetch_get_stats(a->pf, &s0, NULL);
     cache_entry e;
-    double t0 = now_ms();
+    double t0 = 1e3 * eng_now_s();
     rc = cache_lookup_or_fetch(a->pf, k, &e, err);
-    double waited = now_ms() - t0;
+    double waited = 1e3 * eng_now_s() - t0;
     a->res->wait_ms += waited;
     if (rc) {
         free(k);

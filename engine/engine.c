@@ -96,11 +96,6 @@ static int reserve_new(seq *s, int n, eng_err *err) {
     return rc;
 }
 
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* ------------------------------------------------------------- create */
 int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) {
@@ -383,10 +378,10 @@ int eng_seq_prefill(eng_engine *e, int id, eng_err *err) {
         .n_seqs = 1, .seq_len = e->seq_len, .block_table = e->tables,
         .n_out = n_out, .out_rows = e->out_rows, .logits = n_out ? s->own_logits : NULL,
     };
-    double t0 = now_s();
+    double t0 = eng_now_s();
     rc = e->be->forward(e->be, &b, err);
     if (rc) return rc;
-    eng_sp_time(&e->timing, rows, now_s() - t0);
+    eng_sp_time(&e->timing, rows, eng_now_s() - t0);
     s->n_cached = to;
     if (n_out) { s->logits = s->own_logits; s->logit_rows = rows; }
     return eng_sp_prefill(e, s, err);   /* the draft model's copy too, so forks share it */
@@ -494,7 +489,7 @@ static int want_logits(const eng_engine *e) {
 
 int eng_step(eng_engine *e, eng_err *err) {
     if (!e) return eng_seterr(err, ENG_EINVAL, "eng_step: no engine");
-    double t0 = now_s();   /* the step's time, drafting left out, feeds the cost model */
+    double t0 = eng_now_s();   /* the step's time, drafting left out, feeds the cost model */
     int n_active = 0, rows = 0, outs = 0, need = 0;
     int rc = plan_step(e, &n_active, &rows, &outs, &need, err);
     if (rc || !rows) return rc;   /* nothing to run: every sequence is paused */
@@ -505,9 +500,9 @@ int eng_step(eng_engine *e, eng_err *err) {
     }
     /* speculation: draft lengths within the free blocks, then the drafts */
     rc = eng_sp_plan(e, n_active, rows, eng_kv_n_free(e->kv) - need, err);
-    double td = now_s();
+    double td = eng_now_s();
     if (!rc) rc = eng_sp_draft(e, err);
-    e->draft_secs = now_s() - td;
+    e->draft_secs = eng_now_s() - td;
     if (rc) return rc;
     for (int i = 0; i < e->max_seqs; i++)
         if (eng_seq_active(&e->seqs[i])) {
@@ -548,7 +543,7 @@ int eng_step(eng_engine *e, eng_err *err) {
         }
     }
     e->n_steps++;
-    eng_sp_time(&e->timing, rows, now_s() - t0 - e->draft_secs);
+    eng_sp_time(&e->timing, rows, eng_now_s() - t0 - e->draft_secs);
     return ENG_OK;
 }
 

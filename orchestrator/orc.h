@@ -116,7 +116,6 @@ int  orc_sched_step(orc_sched *s, eng_err *err);
 void orc_sched_get_stats(const orc_sched *s, orc_sched_stats *st);
 
 /* Small helpers shared by tasks. */
-double orc_now(void);
 int    orc_is_eos(const eng_config *c, int id);
 /* Builds the prompt's token ids (ChatML for messages; special tokens only in
  * the template's markers, never from user text). */

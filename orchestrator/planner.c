@@ -70,10 +70,10 @@ double orc_lat_step_ctx(const orc_lat_model *m, double batch, double ctx) {
 
 /* Runs steps eng_steps and returns their mean time in seconds (or -1). */
 static double time_steps(eng_engine *e, int steps, eng_err *err) {
-    double t0 = orc_now();
+    double t0 = eng_now_s();
     for (int i = 0; i < steps; i++)
         if (eng_step(e, err)) return -1;
-    return (orc_now() - t0) / steps;
+    return (eng_now_s() - t0) / steps;
 }
 
 /* Mean step time of b forks of root (sampling s, seeds apart): one warm-up
@@ -102,9 +102,9 @@ static int make_root(eng_engine *e, const int *prompt, int n, int *root, double 
     eng_sampling greedy = { 0 };
     int rc = eng_seq_add(e, prompt, n, &greedy, root, err);
     if (rc) return rc;
-    double t0 = orc_now();
+    double t0 = eng_now_s();
     rc = eng_seq_prefill(e, *root, err);
-    if (prefill_s) *prefill_s = n > 1 ? (orc_now() - t0) / (n - 1) : 0;
+    if (prefill_s) *prefill_s = n > 1 ? (eng_now_s() - t0) / (n - 1) : 0;
     if (!rc) rc = eng_seq_pause(e, *root, 1);
     if (rc) { eng_seq_remove(e, *root); *root = -1; }
     return rc;

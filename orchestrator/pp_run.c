@@ -7,11 +7,6 @@
 #include <time.h>
 #include "pp_internal.h"
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec * 1e-6;
-}
 
 void orc_pp_result_free(orc_pp_result *r) {
     if (!r) return;
@@ -167,7 +162,7 @@ int orc_pp_run_prompts(const orc_pp_ops *ops, char *const *prompts, int k,
     memset(res, 0, sizeof *res);
     if (!ops || !prompts || !s || k < 1 || k > ORC_PP_MAX_ITEMS || max_tokens < 1)
         return eng_seterr(err, ENG_EINVAL, "orc_pp_run: bad arguments (k=%d, max_tokens=%d)", k, max_tokens);
-    double t0 = now_ms();
+    double t0 = 1e3 * eng_now_s();
     run r = {.ops = ops, .cb = cb, .k = k, .max_tokens = max_tokens, .res = res};
     int **ids = calloc((size_t)k, sizeof *ids), *n = calloc((size_t)k, sizeof *n), rc = ENG_OK;
     r.c = calloc((size_t)k, sizeof *r.c);
@@ -179,16 +174,16 @@ int orc_pp_run_prompts(const orc_pp_ops *ops, char *const *prompts, int k,
     for (int i = 0; i < k; i++) r.c[i].seq = -1;
     if (aggregate && (rc = orc_pp_agg_create(k, labels, forward_section, (void *)cb, &r.agg, err))) goto out;
     if ((rc = encode_all(&r, prompts, ids, n, err))) goto out;
-    res->ms_encode = now_ms() - t0;
+    res->ms_encode = 1e3 * eng_now_s() - t0;
     if ((rc = start(&r, ids, n, s, err))) goto out;
-    res->ms_prefill = now_ms() - t0;
+    res->ms_prefill = 1e3 * eng_now_s() - t0;
     /* the first step runs every child's own prompt tokens in one pass */
     for (int live = k; live > 0;) {
         if ((rc = ops->step(ops->ctx, err))) goto out;
-        if (res->steps++ == 0) res->ms_first = now_ms() - t0;
+        if (res->steps++ == 0) res->ms_first = 1e3 * eng_now_s() - t0;
         if ((rc = collect(&r, &live, err))) goto out;
     }
-    res->ms_total = now_ms() - t0;
+    res->ms_total = 1e3 * eng_now_s() - t0;
     rc = results(&r, aggregate, err);
 out:
     for (int i = 0; i < k && r.c; i++) {

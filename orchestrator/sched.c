@@ -15,11 +15,6 @@ struct orc_sched {
     int batch_seqs;
 };
 
-double orc_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 int orc_is_eos(const eng_config *c, int id) {
     for (int i = 0; i < c->n_eos; i++)
@@ -136,7 +131,7 @@ void orc_sched_destroy(orc_sched *s) {
 int orc_sched_submit(orc_sched *s, orc_task *t, eng_err *err) {
     if (s->n == s->cap)
         return eng_seterr(err, ENG_EFULL, "server busy: %d queries in flight", s->cap);
-    t->t_submit = orc_now();
+    t->t_submit = eng_now_s();
     s->tasks[s->n++] = t;
     return ENG_OK;
 }
@@ -209,9 +204,9 @@ int orc_sched_step(orc_sched *s, eng_err *err) {
     }
     if (!active) return 0;
     s->batch_seqs = eng_n_live(s->e);
-    double t0 = orc_now();
+    double t0 = eng_now_s();
     int rc = eng_step(s->e, err);
-    s->step_seconds += orc_now() - t0;
+    s->step_seconds += eng_now_s() - t0;
     if (rc == ENG_EFULL && s->n > 0) {
         /* Out of KV blocks: the newest query gives way so the rest go on. */
         fail_task(s, s->n - 1, err);

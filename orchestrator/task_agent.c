@@ -92,7 +92,7 @@ static int start(agent *a, eng_engine *e, eng_err *err) {
     free(ids);
     if (rc) return rc;
     a->n_prompt = n;
-    a->t_start = a->t_turn = orc_now();
+    a->t_start = a->t_turn = eng_now_s();
     return force_script(a, e, err);
 }
 
@@ -106,7 +106,7 @@ static void *collect_main(void *ud) {
 /* The turn that just ended, in the stats' "turn_log": tokens, time from the
  * turn's start (its input queued) to its first token and to its last. */
 static void log_turn_end(agent *a) {
-    double now = orc_now();
+    double now = eng_now_s();
     cJSON *l = a->turn_log ? cJSON_CreateObject() : NULL;
     if (!l) return;
     cJSON_AddNumberToObject(l, "tokens", a->turn_tokens);
@@ -118,7 +118,7 @@ static void log_turn_end(agent *a) {
 /* Completes the last logged turn with its tool wait and the result tokens
  * fed back; the next turn starts now. */
 static void log_resume(agent *a, int n_appended) {
-    double now = orc_now();
+    double now = eng_now_s();
     cJSON *l = cJSON_GetArrayItem(a->turn_log, cJSON_GetArraySize(a->turn_log) - 1);
     if (l) {
         cJSON_AddNumberToObject(l, "wait_ms", (now - a->t_wait_start) * 1e3);
@@ -133,7 +133,7 @@ static void log_resume(agent *a, int n_appended) {
 static int resume(agent *a, eng_engine *e, eng_err *err) {
     pthread_join(a->collector, NULL);
     a->collecting = 0;
-    a->tool_wait_s += orc_now() - a->t_wait_start;
+    a->tool_wait_s += eng_now_s() - a->t_wait_start;
     for (int i = 0; i < a->n_res; i++) {
         tool_result *r = &a->res[i];
         cJSON *m = orc_msg("tool_result", a->id);
@@ -188,7 +188,7 @@ static void emit_final(orc_task *t, const char *finish) {
     cJSON_AddStringToObject(m, "text", eng_buf_str(&a->text));
     cJSON_AddStringToObject(m, "finish", finish);
     a->sink.emit(a->sink.ud, m);
-    double now = orc_now();
+    double now = eng_now_s();
     cJSON *s = orc_msg("stats", a->id);
     cJSON_AddNumberToObject(s, "prompt_tokens", a->n_prompt);
     cJSON_AddNumberToObject(s, "tokens", a->n_gen);
@@ -220,7 +220,7 @@ static int end_turn(orc_task *t, eng_engine *e, eng_err *err) {
     }
     eng_seq_pause(e, a->seq, 1);
     atomic_store(&a->collected, 0);
-    a->t_wait_start = orc_now();
+    a->t_wait_start = eng_now_s();
     if (pthread_create(&a->collector, NULL, collect_main, a))
         return -eng_seterr(err, ENG_ENOMEM, "cannot start a tool collector thread");
     a->collecting = 1;
@@ -231,8 +231,8 @@ static int agent_end(orc_task *t, eng_engine *e, eng_err *err) {
     agent *a = t->impl;
     eng_token tk;
     if (eng_seq_last(e, a->seq, &tk)) return -eng_seterr(err, ENG_EINVAL, "lost sequence");
-    if (!a->n_gen++) a->t_first = orc_now();
-    if (!a->turn_tokens++) a->t_turn_first = orc_now();
+    if (!a->n_gen++) a->t_first = eng_now_s();
+    if (!a->turn_tokens++) a->t_turn_first = eng_now_s();
     if (orc_is_eos(eng_model_config(a->m), tk.id) || tk.id == a->im_end) return end_turn(t, e, err);
     char buf[1024];
     int w = eng_tok_stream_put(eng_model_tok(a->m), &a->stream, tk.id, 1, buf, sizeof buf);

@@ -31,7 +31,7 @@ static int chat_begin(orc_task *t, eng_engine *e, eng_err *err) {
     }
     if (rc) return rc;
     c->n_prompt = n;
-    c->t_start = orc_now();
+    c->t_start = eng_now_s();
     return ORC_RUNNING;
 }
 
@@ -41,7 +41,7 @@ static void emit_final(orc_task *t, const char *finish) {
     cJSON_AddStringToObject(a, "text", eng_buf_str(&c->text));
     cJSON_AddStringToObject(a, "finish", finish);
     t->sink.emit(t->sink.ud, a);
-    double now = orc_now();
+    double now = eng_now_s();
     cJSON *s = orc_msg("stats", t->id);
     cJSON_AddNumberToObject(s, "prompt_tokens", c->n_prompt);
     cJSON_AddNumberToObject(s, "tokens", c->n_gen);
@@ -61,7 +61,7 @@ static void release(orc_task *t, eng_engine *e) {
 /* One generated token: stream it, or end the answer. 1 = finished. */
 static int take_token(orc_task *t, int id, float logprob, eng_err *err) {
     chat *c = t->impl;
-    if (!c->n_gen++) c->t_first = orc_now();
+    if (!c->n_gen++) c->t_first = eng_now_s();
     if (orc_is_eos(eng_model_config(c->m), id)) return 1;
     char buf[1024];
     int w = eng_tok_stream_put(eng_model_tok(c->m), &c->ts, id, 1, buf, sizeof buf);

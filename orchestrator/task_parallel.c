@@ -115,7 +115,7 @@ static void emit_final(orc_task *t, const char *finish) {
     cJSON_AddNumberToObject(s, "shared_prompt_tokens", p->n_prompt_shared);
     cJSON_AddNumberToObject(s, "tokens", tokens);
     cJSON_AddNumberToObject(s, "ttft_ms", p->t_first > 0 ? (p->t_first - t->t_submit) * 1e3 : -1);
-    cJSON_AddNumberToObject(s, "wall_ms", (orc_now() - t->t_submit) * 1e3);
+    cJSON_AddNumberToObject(s, "wall_ms", (eng_now_s() - t->t_submit) * 1e3);
     p->sink.emit(p->sink.ud, s);
 }
 
@@ -135,7 +135,7 @@ static int par_end(orc_task *t, eng_engine *e, eng_err *err) {
         sub *s = &p->subs[i];
         eng_token tk;
         if (s->done || eng_seq_last(e, s->seq, &tk)) continue;
-        if (!p->t_first) p->t_first = orc_now();
+        if (!p->t_first) p->t_first = eng_now_s();
         s->n_gen++;
         int eos = orc_is_eos(c, tk.id);
         if (!eos) {

@@ -181,7 +181,7 @@ static int admit(orc_task *t, eng_engine *e, eng_err *err) {
     r->next_probe = r->o.probe_every;
     r->n_prompt = n;
     r->max_gen = max_gen;
-    r->t_start = orc_now();
+    r->t_start = eng_now_s();
     return ORC_RUNNING;
 }
 
@@ -310,7 +310,7 @@ static int branch_step(orc_task *t, eng_engine *e, int i, eng_err *err) {
     const eng_token *tk;
     int k = 0;
     if (eng_seq_new_info(e, b->seq, &tk, &k)) return eng_seterr(err, ENG_EINVAL, "lost a branch sequence");
-    if (k > 0 && !r->t_first) r->t_first = orc_now();
+    if (k > 0 && !r->t_first) r->t_first = eng_now_s();
     for (int j = 0; j < k && b->state == B_RUN; j++) {   /* tk dies with the sequence */
         b->n_gen++;
         b->lp_sum += tk[j].logprob;
@@ -391,7 +391,7 @@ static void emit_final(orc_task *t, const char *reason_finish) {
         }
         emit(t, m);
     }
-    double now = orc_now();
+    double now = eng_now_s();
     long long toks = 0;
     int stopped = 0;
     cJSON *s = orc_msg("stats", t->id);

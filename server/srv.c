@@ -307,7 +307,7 @@ static char *metrics_text(srv *s) {
     int n_conns = 0;
     for (conn *c = s->conns; c; c = c->next) n_conns++;
     pthread_mutex_unlock(&s->mu);
-    double up = orc_now() - s->t_start;
+    double up = eng_now_s() - s->t_start;
     char *out = malloc(2048);
     if (!out) return NULL;
     snprintf(out, 2048,
@@ -532,7 +532,7 @@ int srv_create(eng_engine *e, const srv_opts *o, srv **out, eng_err *err) {
     if (!s) return eng_seterr(err, ENG_ENOMEM, "out of memory");
     s->o = *o;
     s->e = e;
-    s->t_start = orc_now();
+    s->t_start = eng_now_s();
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     int rc = orc_sched_create(e, o->max_tasks, &s->sched, err);
@@ -580,8 +580,8 @@ int srv_run(srv *s) {
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->engine_thread, NULL);
     /* Flush the final messages (bounded: 2 s). */
-    double t0 = orc_now();
-    while (!outboxes_empty(s) && orc_now() - t0 < 2.0) lws_service(s->ctx, 0);
+    double t0 = eng_now_s();
+    while (!outboxes_empty(s) && eng_now_s() - t0 < 2.0) lws_service(s->ctx, 0);
     return ENG_OK;
 }
 

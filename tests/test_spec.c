@@ -178,11 +178,6 @@ static void free_ref(int **r, int n) {
 
 typedef struct totals { int64_t drafted, accepted, steps, multi, seqs; double secs; } totals;
 
-static double now(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* Steps e until every sequence in ids[0..n) holds want[i] tokens, pausing
  * each when it does; checks what each step reports as new tokens. */
@@ -233,7 +228,7 @@ static int spec_greedy(eng_model *m, const prompts *p, int **ref, const eng_spec
     eng_engine *e = mk(m, 8, 0, 256);
     if (!e) return p->n;
     eng_spec_set_cost(e, cost_for_next);
-    int ids[256], want[256], of[256], n = 0;
+    int ids[256] = {0}, want[256] = {0}, of[256], n = 0;   /* {0}: gcc cannot see run_to reads only n */
     eng_err err = { 0 };
     for (int i = 0; i < p->n; i++) {
         int s = add(e, p->ids[i], p->len[i], NULL);
@@ -250,9 +245,9 @@ static int spec_greedy(eng_model *m, const prompts *p, int **ref, const eng_spec
             ids[n++] = c;
         }
     }
-    double t0 = now();
+    double t0 = eng_now_s();
     run_to(e, ids, want, n, t);
-    if (t) t->secs = now() - t0;
+    if (t) t->secs = eng_now_s() - t0;
     int bad = 0;
     for (int i = 0; i < n; i++) {
         const int *tk;

@@ -23,11 +23,6 @@ static cJSON *load_json(const char *path) {
     return j;
 }
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void print_ids(const char *label, const int *ids, int n) {
     printf("    %s (%d):", label, n);
@@ -588,12 +583,12 @@ static void test_speed(void) {
     cJSON_Delete(rows);
     eng_tok *t;
     eng_err err;
-    double t0 = now();
+    double t0 = eng_now_s();
     T_CHECK(eng_tok_load("tests/fixtures/tok-qwen2/tokenizer.json", &t, &err) == ENG_OK);
-    double t1 = now();
+    double t1 = eng_now_s();
     int *ids = NULL, n = 0;
     T_CHECK(eng_tok_encode(t, text, len, 1, &ids, &n, &err) == ENG_OK);
-    double t2 = now();
+    double t2 = eng_now_s();
     printf("  load %.1f ms; encode %zu bytes -> %d tokens in %.1f ms (%.1f MB/s)\n",
            (t1 - t0) * 1e3, len, n, (t2 - t1) * 1e3, len / (t2 - t1) / 1e6);
     T_CHECK(t2 - t1 < 5.0);
@@ -613,9 +608,9 @@ static void test_real_models(void) {
     for (size_t i = 0; i < g.gl_pathc; i++) {
         eng_tok *t;
         eng_err err = {0};
-        double t0 = now();
+        double t0 = eng_now_s();
         int rc = eng_tok_load(g.gl_pathv[i], &t, &err);
-        double ms = (now() - t0) * 1e3;
+        double ms = (eng_now_s() - t0) * 1e3;
         if (rc == ENG_EUNSUPPORTED) { printf("  %s: unsupported: %s\n", g.gl_pathv[i], err.msg); continue; }
         T_CHECKF(rc == ENG_OK, "%s", err.msg);
         if (rc) continue;

@@ -293,8 +293,8 @@ static int g_work_ms = 200;
 /* A slow tool: works g_work_ms, checking for cancellation every 2 ms. */
 static int slow_exec(const cJSON *args, const tool_ctx *ctx, char **text, cJSON **meta, eng_err *err) {
     atomic_fetch_add(&g_runs, 1);
-    double end = tool_now() + g_work_ms / 1000.0;
-    while (tool_now() < end) {
+    double end = eng_now_s() + g_work_ms / 1000.0;
+    while (eng_now_s() < end) {
         if (ctx->cancel && atomic_load(ctx->cancel)) {
             atomic_fetch_add(&g_cancelled, 1);
             return eng_seterr(err, ENG_EIO, "stopped");
@@ -350,10 +350,10 @@ static double run_early_case(tool_registry *r, int no_partial, tool_result **res
     tool_sched_create(r, &o, &s, NULL);
     const char *head = "Fetching.\n<tool_call>\n{\"name\": \"slow\", \"arguments\": {\"url\": \"http://a.test/x\"";
     tool_sched_feed(s, head, strlen(head));
-    double t0 = tool_now();
+    double t0 = eng_now_s();
     feed_slowly(s, "}}\n</tool_call>", 300);  /* the model takes 300 ms to finish the call */
     tool_sched_collect(s, res, n, NULL);
-    double dt = tool_now() - t0;
+    double dt = eng_now_s() - t0;
     tool_sched_destroy(s);
     return dt;
 }
@@ -424,7 +424,7 @@ static void test_sched_batch(void) {
     tool_sched *s;
     tool_sched_create(r, NULL, &s, NULL);
     g_work_ms = 200;
-    double t0 = tool_now();
+    double t0 = eng_now_s();
     for (int i = 0; i < 3; i++) {
         char buf[160];
         snprintf(buf, sizeof buf, "<tool_call>\n{\"name\": \"slow_late\", \"arguments\": {\"url\": \"u%d\"}}\n"
@@ -435,7 +435,7 @@ static void test_sched_batch(void) {
     tool_result *res;
     int n;
     tool_sched_collect(s, &res, &n, NULL);
-    double dt = tool_now() - t0;
+    double dt = eng_now_s() - t0;
     T_CHECK(n == 3);
     for (int i = 0; i < n; i++) {
         char want[64];
@@ -501,11 +501,11 @@ static void test_sched_timeout_and_cancel(void) {
     tool_sched_create(r, &o, &s, NULL);
     const char *a = "<tool_call>{\"name\": \"stubborn\", \"arguments\": {}}</tool_call>";
     tool_sched_feed(s, a, strlen(a));
-    double t0 = tool_now();
+    double t0 = eng_now_s();
     tool_result *res;
     int n;
     tool_sched_collect(s, &res, &n, NULL);
-    double dt = tool_now() - t0;
+    double dt = eng_now_s() - t0;
     T_CHECKF(n == 1 && res[0].is_error && strstr(res[0].text, "timed out"), "%s", n ? res[0].text : "");
     T_CHECKF(dt > 0.25 && dt < 1.0, "%.3f s", dt);
     tool_results_free(res, n);
@@ -517,18 +517,18 @@ static void test_sched_timeout_and_cancel(void) {
     tool_sched_feed(s, b, strlen(b));
     sleep_ms(30);
     tool_sched_cancel(s);
-    t0 = tool_now();
+    t0 = eng_now_s();
     tool_sched_collect(s, &res, &n, NULL);
-    T_CHECK(tool_now() - t0 < 0.5);
+    T_CHECK(eng_now_s() - t0 < 0.5);
     T_CHECK(n == 2 && res[0].is_error && !strcmp(res[0].text, "cancelled") && res[1].is_error);
     T_CHECK(atomic_load(&g_cancelled) == 2);
     tool_results_free(res, n);
     /* destroy with calls still running */
     tool_sched_feed(s, b, strlen(b));
     sleep_ms(20);
-    t0 = tool_now();
+    t0 = eng_now_s();
     tool_sched_destroy(s);
-    T_CHECK(tool_now() - t0 < 0.5);
+    T_CHECK(eng_now_s() - t0 < 0.5);
     g_work_ms = 200;
     tool_registry_destroy(r);
 }

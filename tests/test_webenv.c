@@ -301,9 +301,9 @@ static int fetch_err(const char *path, const tool_fetch_opts *o, eng_err *e, dou
     char url[256];
     tool_page *p = NULL;
     make_url(url, sizeof url, path);
-    double t0 = tool_now();
+    double t0 = eng_now_s();
     int rc = tool_fetch_page(url, o, NULL, &p, e);
-    if (dt) *dt = tool_now() - t0;
+    if (dt) *dt = eng_now_s() - t0;
     tool_page_free(p);
     return rc;
 }
@@ -396,15 +396,15 @@ static void test_fetch_cancel_and_deadline(void) {
     tool_page *p = NULL;
     eng_err e = {0};
     make_url(url, sizeof url, "/_test/slow?ms=5000");
-    double t0 = tool_now();
+    double t0 = eng_now_s();
     T_CHECK(tool_fetch_page(url, NULL, &ctx, &p, &e) == ENG_EIO && strstr(e.msg, "cancelled"));
-    double dt = tool_now() - t0;
+    double dt = eng_now_s() - t0;
     pthread_join(th, NULL);
     T_CHECKF(dt < 1.5, "cancel took %.2f s", dt);
-    tool_ctx dl = {NULL, tool_now() + 0.2, NULL};   /* the ctx deadline caps the timeout */
-    t0 = tool_now();
+    tool_ctx dl = {NULL, eng_now_s() + 0.2, NULL};   /* the ctx deadline caps the timeout */
+    t0 = eng_now_s();
     T_CHECK(tool_fetch_page(url, NULL, &dl, &p, &e) == ENG_EIO && strstr(e.msg, "timed out"));
-    T_CHECK(tool_now() - t0 < 0.8);
+    T_CHECK(eng_now_s() - t0 < 0.8);
 }
 
 /* ------------------------------------------------------- malformed HTTP */
@@ -522,10 +522,10 @@ static void test_request_latency(void) {
     T_CHECK(tool_webenv_start(&o, &w, &e) == ENG_OK);
     char url[256];
     snprintf(url, sizeof url, "%s/page/2", tool_webenv_url(w));
-    double t0 = tool_now();
+    double t0 = eng_now_s();
     tool_page *p = NULL;
     T_CHECK(tool_fetch_page(url, NULL, NULL, &p, &e) == ENG_OK);
-    double dt = tool_now() - t0;
+    double dt = eng_now_s() - t0;
     tool_page_free(p);
     T_CHECKF(dt >= 0.058 && dt < 0.3, "fixed 60 ms latency, request took %.3f s", dt);
     tool_webenv_stop(w);
@@ -551,10 +551,10 @@ static void test_reseed(void) {
     for (int round = 0; round < 2; round++) {
         if (round) tool_webenv_reseed(w, 3);
         for (int i = 0; i < 4; i++) {
-            double t0 = tool_now();
+            double t0 = eng_now_s();
             tool_page *p = NULL;
             T_CHECK(tool_fetch_page(url, NULL, NULL, &p, &e) == ENG_OK);
-            double dt = tool_now() - t0;
+            double dt = eng_now_s() - t0;
             tool_page_free(p);
             T_CHECKF(dt >= want[i] - 0.002 && dt < want[i] + slack, "round %d request %d: %.3f s, draw %.3f s",
                      round, i, dt, want[i]);
@@ -581,9 +581,9 @@ static void test_stop_with_requests_in_flight(void) {
     pthread_t th[3];
     for (int i = 0; i < 3; i++) pthread_create(&th[i], NULL, slow_client, url);
     usleep(100 * 1000);
-    double t0 = tool_now();
+    double t0 = eng_now_s();
     tool_webenv_stop(w);
-    double dt = tool_now() - t0;
+    double dt = eng_now_s() - t0;
     for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);
     T_CHECKF(dt < 0.5, "stop took %.2f s", dt);
 }

@@ -20,7 +20,6 @@
 #include "eng.h"
 
 /* Monotonic clock in seconds. */
-double tool_now(void);
 
 /* ================================================================ registry */
 
@@ -28,7 +27,7 @@ double tool_now(void);
  * and return promptly once it is true; the scheduler waits for them. */
 typedef struct tool_ctx {
     const atomic_int *cancel;  /* nonzero: result no longer wanted (may be NULL) */
-    double deadline;           /* tool_now() time limit; 0 = none */
+    double deadline;           /* eng_now_s() time limit; 0 = none */
     void *user;                /* the tool's user pointer */
 } tool_ctx;
 
@@ -82,7 +81,7 @@ typedef struct tool_result {
     cJSON *meta;        /* tool extras, may be NULL */
     int    early;       /* the run that produced the result began before CALL_END */
     int    restarts;    /* runs cancelled because the final args differed */
-    double t_call_end;  /* tool_now() when the call's text was complete */
+    double t_call_end;  /* eng_now_s() when the call's text was complete */
     double t_start, t_done; /* the run that produced the result (0 if none) */
 } tool_result;
 

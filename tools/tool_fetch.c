@@ -142,9 +142,9 @@ int tool_http_get(const tool_http_req *q, const char *const *accept, tool_http_r
     curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(h, CURLOPT_USERAGENT, q->user_agent ? q->user_agent : "brisk/0.1");
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-    double t0 = tool_now();
+    double t0 = eng_now_s();
     CURLcode rc = curl_easy_perform(h);
-    r->elapsed_s = tool_now() - t0;
+    r->elapsed_s = eng_now_s() - t0;
     int ret = ENG_OK;
     if (rc == CURLE_OK && !type_ok(&x)) {
         x.stop = STOP_TYPE;  /* empty body: the write callback never ran */

@@ -192,7 +192,7 @@ void tool_registry_call(const tool_registry *r, const char *name, const cJSON *a
     out->name = tool_strdup(name);
     if (!args) args = empty = cJSON_CreateObject();
     out->args = cJSON_Duplicate(args, 1);
-    out->t_start = tool_now();
+    out->t_start = eng_now_s();
     const tool_def *d = tool_registry_find(r, name);
     if (!name) {
         set_error(out, "tool call has no name");
@@ -222,7 +222,7 @@ void tool_registry_call(const tool_registry *r, const char *name, const cJSON *a
             }
         }
     }
-    out->t_done = tool_now();
+    out->t_done = eng_now_s();
     if (!out->text) set_error(out, "out of memory");
     cJSON_Delete(empty);
 }

@@ -75,7 +75,7 @@ static void *worker(void *arg) {
             continue;
         }
         j->state = J_RUNNING;
-        j->t_run = tool_now();
+        j->t_run = eng_now_s();
         pthread_mutex_unlock(&s->mu);
         tool_result r = {0};
         tool_registry_call(s->reg, j->name, j->args, &j->cancel, j->timeout_s, &r);
@@ -154,7 +154,7 @@ static void on_arg(tool_sched *s, call *c, const tool_event *ev) {
 
 static void on_end(tool_sched *s, call *c, const tool_event *ev) {
     c->ended = 1;
-    c->t_end = tool_now();
+    c->t_end = eng_now_s();
     c->final = ev->value ? cJSON_Duplicate(ev->value, 1) : cJSON_CreateObject();
     if (c->run && c->final && cJSON_Compare(c->run->args, c->final, 1)) return;
     if (c->run) {
@@ -186,7 +186,7 @@ void tool_sched_event(tool_sched *s, const tool_event *ev) {
     case TOOL_EV_CALL_ERROR:
         if (c && !c->ended) {
             c->ended = 1;
-            c->t_end = tool_now();
+            c->t_end = eng_now_s();
             c->error = tool_strndup(ev->text ? ev->text : "malformed tool call", ev->len);
             job_abandon(s, c->run);
             c->run = NULL;
@@ -284,7 +284,7 @@ static int job_wait(tool_sched *s, job *j) {
     int timed_out = 0;
     pthread_mutex_lock(&s->mu);
     while (j->state != J_DONE) {
-        double now = tool_now(), wake = now + 0.05;
+        double now = eng_now_s(), wake = now + 0.05;
         if (j->state == J_RUNNING && !timed_out) {
             double limit = j->t_run + j->timeout_s + s->o.grace_s;
             if (now >= limit) {

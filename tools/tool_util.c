@@ -9,21 +9,16 @@
 #include <curl/curl.h>
 #include "tool_internal.h"
 
-double tool_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 int tool_ctx_stop(const tool_ctx *c) {
     if (!c) return 0;
     if (c->cancel && atomic_load(c->cancel)) return 1;
-    return c->deadline > 0 && tool_now() >= c->deadline;
+    return c->deadline > 0 && eng_now_s() >= c->deadline;
 }
 
 double tool_ctx_left(const tool_ctx *c) {
     if (!c || c->deadline <= 0) return 1e9;
-    double left = c->deadline - tool_now();
+    double left = c->deadline - eng_now_s();
     return left > 0 ? left : 0;
 }
 

@@ -53,9 +53,9 @@ static int wait_fd(tool_webenv *w, int fd, short ev, int ms) {
 static int nap(tool_webenv *w, double ms) {
     if (ms <= 0) return 0;
     struct pollfd p = {w->stop_pipe[0], POLLIN, 0};
-    double end = tool_now() + ms / 1000;
+    double end = eng_now_s() + ms / 1000;
     for (;;) {
-        double left = (end - tool_now()) * 1000;
+        double left = (end - eng_now_s()) * 1000;
         if (left <= 0) return 0;
         int n = poll(&p, 1, (int)left + 1);
         if (n > 0) return 1;
@@ -249,10 +249,10 @@ static int serve_test(tool_webenv *w, int fd, const char *path, const char *quer
  * or -(HTTP status) for a bad one. */
 static int read_request(tool_webenv *w, int fd, char *buf, size_t cap) {
     size_t n = 0;
-    double end = tool_now() + READ_TIMEOUT_MS / 1000.0;
+    double end = eng_now_s() + READ_TIMEOUT_MS / 1000.0;
     for (;;) {
-        int left = (int)((end - tool_now()) * 1000);
-        if (left <= 0 || wait_fd(w, fd, POLLIN, left)) return tool_now() >= end ? -408 : 0;
+        int left = (int)((end - eng_now_s()) * 1000);
+        if (left <= 0 || wait_fd(w, fd, POLLIN, left)) return eng_now_s() >= end ? -408 : 0;
         ssize_t k = recv(fd, buf + n, cap - 1 - n, MSG_DONTWAIT);
         if (k == 0) return 0;
         if (k < 0) {

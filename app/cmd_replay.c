@@ -166,7 +166,7 @@ static int model_open(const replay_args *a, model_ctx *mc, eng_err *err) {
     eng_sampling g = {0};
     rc = orc_pp_run_serial(mc->e, mc->tok, "Hello", &g, 4, NULL, &warm, err);
     orc_pp_result_free(&warm);
-    int upto = a->warmup >= 0 ? a->warmup : a->cuda ? 2048 : 0, done = 0;
+    int upto = a->warmup >= 0 ? a->warmup : a->cuda ? ENG_WARMUP_DEFAULT : 0, done = 0;
     if (!rc && upto > 0) {
         double t0 = eng_now_s();
         rc = eng_warmup(mc->e, upto, &done, err);

@@ -91,7 +91,7 @@ int cmd_serve(int argc, char **argv) {
     o.tools = tools;
     if (!rc) rc = eng_model_load(model_dir, &m, &err);
     if (!rc) rc = eng_create(m, &eo, &e, &err);
-    if (!rc) rc = warm_up(e, warmup >= 0 ? warmup : cuda ? 2048 : 0, &err);
+    if (!rc) rc = warm_up(e, warmup >= 0 ? warmup : cuda ? ENG_WARMUP_DEFAULT : 0, &err);
     if (!rc) rc = srv_create(e, &o, &s, &err);
     if (rc) {
         fprintf(stderr, "brisk serve: %s\n", err.msg);

@@ -148,6 +148,7 @@ int  eng_seq_remove(eng_engine *e, int seq);
  * (kernel loading, cuBLASLt planning), which a server should pay at start,
  * not in a user's first request of that length.  *done: tokens warmed. */
 #define ENG_WARMUP_STEP 32   /* CUDA pads products to 64 hi/lo columns: 32 rows */
+#define ENG_WARMUP_DEFAULT 2048   /* what serve and replay warm with --cuda */
 int  eng_warmup(eng_engine *e, int max_tokens, int *done, eng_err *err);
 /* Appends tokens (e.g. a tool result, a probe cue) as pending input of seq;
  * they are processed at the next step. */

@@ -292,6 +292,12 @@ attn2_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
                           act_mode, R);
 }
 
+/* Positions per block before variant 2 splits a row's context (span < 1:
+ * the default for R rows). */
+static int a2_span(int R, int span) {
+    return span > 0 ? span : R <= A2_PER_HEAD_ROWS ? A2_SPAN_HEAD : A2_SPAN;
+}
+
 extern "C" int kern_attention2(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st,
                                int R, int n_heads, int splits, int span, float *out, void *act,
                                int act_mode, float *part, unsigned *counters, int pdl) {
@@ -307,7 +313,7 @@ extern "C" int kern_attention2(cudaStream_t s, const float *q, kern_kv kv, const
      * own instruction latency at 2 warps per scheduler); K/V are then read
      * G times, from L2.  Many rows fill the GPU anyway and share K/V loads. */
     const bool per_head = R <= A2_PER_HEAD_ROWS;
-    if (span < 1) span = per_head ? A2_SPAN_HEAD : A2_SPAN;
+    span = a2_span(R, span);
     dim3 grid(R, per_head ? n_heads : kv.n_kv, splits);
 #define A2_LAUNCH(H, P) klaunch(attn2_kernel<H, P>, grid, dim3(A2_THREADS), 0, s, pdl, q, kv, st, \
                                   n_heads, splits, span, out, act, act_mode, R, part, counters)
@@ -335,6 +341,8 @@ extern "C" int kern_attention2(cudaStream_t s, const float *q, kern_kv kv, const
 #define A3_SPAN 128        /* default positions per block: a chunk per warp */
 #define A3_KR 16           /* K float4s in flight per lane */
 #define A3_VR 8            /* V rows in flight per warp */
+
+static int a3_span(int span) { return span > 0 ? span : A3_SPAN; }
 
 template <int HD>
 __global__ void __launch_bounds__(A3_THREADS)
@@ -478,7 +486,7 @@ extern "C" int kern_attention3(cudaStream_t s, const float *q, kern_kv kv, const
     if (R < 1 || splits < 1 || splits > A2_MAX_SPLITS || kv.block_size < 1 ||
         (splits > 1 && (!part || !counters)))
         return (int)cudaErrorInvalidValue;
-    if (span < 1) span = A3_SPAN;
+    span = a3_span(span);
     dim3 grid(R, kv.n_kv, splits);
 #define A3_LAUNCH(H) klaunch(attn3_kernel<H>, grid, dim3(A3_THREADS), 0, s, pdl, q, kv, st, n_heads, \
                              splits, span, out, act, act_mode, R, part, counters)
@@ -489,7 +497,7 @@ extern "C" int kern_attention3(cudaStream_t s, const float *q, kern_kv kv, const
 
 extern "C" int kern_attn_grid_splits(int variant, int R, int splits, int span, int max_len) {
     if (variant != 2 && variant != 3) return splits;
-    if (span < 1) span = variant == 3 ? A3_SPAN : R <= A2_PER_HEAD_ROWS ? A2_SPAN_HEAD : A2_SPAN;
+    span = variant == 3 ? a3_span(span) : a2_span(R, span);
     const int need = (max_len + span - 1) / span;
     int z = 1;
     while (z < need && z < splits) z *= 2;

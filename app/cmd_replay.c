@@ -61,15 +61,16 @@ static void usage(void) {
     fprintf(stderr,
         "usage: brisk replay parallelprompt FILE.json [--model DIR] [--limit K] [--max-tokens N]\n"
         "         [--serial-max-tokens N] [--out PATH.json] [--temperature T] [--seed S]\n"
-        "         [--kv-tokens N] [--cuda] [--warmup N] [--hoist-context] [--verbose]\n"
+        "         [--kv-tokens N] [--cuda] [--warmup N] [--literal-template] [--verbose]\n"
         "  --warmup N             prompt passes of every 32 tokens up to N before timing (eng_warmup;\n"
         "                         default 2048 with --cuda, 0 on the CPU), as a server does at start\n"
         "  --max-tokens N         per subtask (default 128)\n"
         "  --serial-max-tokens N  for the whole-prompt baseline (default N x items, at most 4096)\n"
         "  --out                  default benchmarks/results/pp_<file name>.json; the SVG goes beside it\n"
-        "  --hoist-context        subtasks get the context before the item (\"{context}\\n\\n\" + the template\n"
-        "                         with {context} read as \"the text above\"), so it is prefilled once;\n"
-        "                         same context and item in every subtask prompt, rows say when it applied\n");
+        "  --literal-template     subtasks get the template as written; by default the context goes\n"
+        "                         before the item (\"{context}\\n\\n\" + the template with {context} read as\n"
+        "                         \"the text above\"), so it is prefilled once; same context and item in every\n"
+        "                         subtask prompt either way, rows say when it applied\n");
 }
 
 static int parse_args(int argc, char **argv, replay_args *a) {
@@ -78,6 +79,7 @@ static int parse_args(int argc, char **argv, replay_args *a) {
     a->max_tokens = 128;
     a->kv_tokens = 65536;
     a->warmup = -1;
+    a->hoist = 1;
     a->samp.seed = 1;
     if (argc < 3 || strcmp(argv[1], "parallelprompt")) return -1;
     a->file = argv[2];
@@ -85,7 +87,8 @@ static int parse_args(int argc, char **argv, replay_args *a) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "--cuda")) { a->cuda = 1; continue; }
         if (!strcmp(k, "--verbose")) { a->verbose = 1; continue; }
-        if (!strcmp(k, "--hoist-context")) { a->hoist = 1; continue; }
+        if (!strcmp(k, "--hoist-context")) { a->hoist = 1; continue; }   /* the default */
+        if (!strcmp(k, "--literal-template")) { a->hoist = 0; continue; }
         if (!v) { fprintf(stderr, "brisk replay: %s needs a value\n", k); return -1; }
         if (!strcmp(k, "--model")) a->model = v;
         else if (!strcmp(k, "--limit")) a->limit = atoi(v);

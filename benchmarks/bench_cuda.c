@@ -3,6 +3,7 @@
  *
  *   build/benchmarks/bench_cuda MODEL_DIR [--out FILE] [--prompt N]
  *        [--steps N] [--prefill N] [--batches 1,8,32,64,256] [--kernels] [--ablate]
+ *        [--ablate-only NAME,...]
  *
  * Measures, on one GPU: the device bandwidth (a 1 GiB device-to-device
  * copy, bytes read + written, median of 10); prefill tokens/s (one prompt of
@@ -45,6 +46,7 @@ typedef struct bench {
     eng_backend *b;
     eng_cuda_info info;
     int vocab, prompt, steps, warm, nb_per, ablate;
+    const char *only;   /* --ablate-only: comma-separated variant names, NULL: all */
     double bw;                   /* bytes / s */
     uint64_t rng;
 } bench;
@@ -212,41 +214,69 @@ static cJSON *dres_json(const char *variant, const dres *r) {
     return o;
 }
 
+/* An ablation variant: options that differ from the defaults, stages left out. */
+typedef struct avar {
+    const char *name;
+    int unfused, variant, span, skip, fast, pf, gemm;
+} avar;
+
+static void set_avar(bench *B, const avar *v) {
+    eng_cuda_opts o;
+    eng_cuda_opts_default(&o);
+    o.unfused_rope = v->unfused;
+    o.attn_variant = v->variant;
+    o.attn_span = v->span;
+    o.ablate = v->skip;
+    o.fast_gemm = v->fast;
+    o.prefill_attn = v->pf;
+    o.gemm_attn = v->gemm;
+    eng_cuda_set_opts(B->b, &o);
+}
+
+/* Whether name is in the comma-separated list (every name when list is NULL). */
+static int picked(const char *list, const char *name) {
+    if (!list) return 1;
+    size_t n = strlen(name);
+    for (const char *p = list; *p;) {
+        const char *e = strchr(p, ',');
+        size_t k = e ? (size_t)(e - p) : strlen(p);
+        if (k == n && !strncmp(p, name, n)) return 1;
+        if (!e) break;
+        p = e + 1;
+    }
+    return 0;
+}
+
 /* --ablate, at every batch asked: the step again with other options and with stages left
  * out (their outputs are then wrong, the time is what counts): the time a
  * stage costs inside the step, overlap with its neighbours included, is the
  * default step's time minus the step without it. */
 static int ablate(bench *B, bseqs *S, const dres *def, cJSON *arr, eng_err *err) {
     const int n = S->n;
-    static const struct { const char *name; int unfused, variant, span, skip; } v[] = {
-        {"unfused_rope", 1, 0, 0, 0},
-        {"attn_v1", 0, 1, 0, 0},
-        {"attn_span16", 0, 2, 16, 0},
-        {"attn_span32", 0, 2, 32, 0},
-        {"attn_span64", 0, 2, 64, 0},
-        {"attn_span128", 0, 2, 128, 0},
-        {"attn_span256", 0, 2, 256, 0},
-        {"attn_v3", 0, 3, 0, 0},
-        {"attn_v3_span32", 0, 3, 32, 0},
-        {"attn_v3_span64", 0, 3, 64, 0},
-        {"attn_v3_span256", 0, 3, 256, 0},
-        {"-attn", 0, 0, 0, KERN_SKIP_ATTN},
-        {"-rope", 1, 0, 0, KERN_SKIP_ROPE},
-        {"-qkv,o", 0, 0, 0, KERN_SKIP_QKVO},
-        {"-ffn", 0, 0, 0, KERN_SKIP_FFN},
-        {"-head", 0, 0, 0, KERN_SKIP_HEAD},
-        {"-layers", 0, 0, 0, KERN_SKIP_ATTN | KERN_SKIP_QKVO | KERN_SKIP_FFN},
-        {"-all", 0, 0, 0, KERN_SKIP_ATTN | KERN_SKIP_QKVO | KERN_SKIP_FFN | KERN_SKIP_HEAD},
+    static const avar v[] = {
+        {"unfused_rope", .unfused = 1},
+        {"attn_v1", .variant = 1},
+        {"attn_span16", .variant = 2, .span = 16},
+        {"attn_span32", .variant = 2, .span = 32},
+        {"attn_span64", .variant = 2, .span = 64},
+        {"attn_span128", .variant = 2, .span = 128},
+        {"attn_span256", .variant = 2, .span = 256},
+        {"attn_v3", .variant = 3},
+        {"attn_v3_span32", .variant = 3, .span = 32},
+        {"attn_v3_span64", .variant = 3, .span = 64},
+        {"attn_v3_span256", .variant = 3, .span = 256},
+        {"-attn", .skip = KERN_SKIP_ATTN},
+        {"-rope", .unfused = 1, .skip = KERN_SKIP_ROPE},
+        {"-qkvo", .skip = KERN_SKIP_QKVO},
+        {"-ffn", .skip = KERN_SKIP_FFN},
+        {"-head", .skip = KERN_SKIP_HEAD},
+        {"-layers", .skip = KERN_SKIP_ATTN | KERN_SKIP_QKVO | KERN_SKIP_FFN},
+        {"-all", .skip = KERN_SKIP_ATTN | KERN_SKIP_QKVO | KERN_SKIP_FFN | KERN_SKIP_HEAD},
     };
     int rc = 0;
     for (size_t i = 0; i < sizeof v / sizeof v[0] && !rc; i++) {
-        eng_cuda_opts o;
-        eng_cuda_opts_default(&o);
-        o.unfused_rope = v[i].unfused;
-        o.attn_variant = v[i].variant;
-        o.attn_span = v[i].span;
-        o.ablate = v[i].skip;
-        eng_cuda_set_opts(B->b, &o);
+        if (!picked(B->only, v[i].name)) continue;
+        set_avar(B, &v[i]);
         for (int q = 0; q < S->n; q++) S->len[q] = B->prompt;   /* same contexts as the default run */
         dres r;
         if ((rc = decode(B, S, &r, err))) break;
@@ -330,11 +360,49 @@ static int prompt_pass(bench *B, bseqs *S, int n, double *secs, eng_err *err) {
     return rc;
 }
 
+/* The prompt pass again with other options and with stages left out (as
+ * ablate does for decode): where a prefill's time goes. */
+static int prefill_ablate(bench *B, bseqs *S, int n, double def, cJSON *o, eng_err *err) {
+    static const avar v[] = {
+        {"fast_gemm", .fast = 1},
+        {"pf_always", .pf = KERN_PF_ALWAYS},
+        {"pf_never", .pf = KERN_PF_NEVER},
+        {"gemm_off", .gemm = -1},
+        {"gemm_off_pf", .pf = KERN_PF_ALWAYS, .gemm = -1},
+        {"-attn", .skip = KERN_SKIP_ATTN},
+        {"-qkvo", .skip = KERN_SKIP_QKVO},
+        {"-ffn", .skip = KERN_SKIP_FFN},
+    };
+    cJSON *arr = cJSON_AddArrayToObject(o, "ablate");
+    int rc = 0;
+    for (size_t i = 0; i < sizeof v / sizeof v[0] && !rc; i++) {
+        if (!picked(B->only, v[i].name)) continue;
+        set_avar(B, &v[i]);
+        double t[4];
+        for (int k = 0; k < 4 && !rc; k++) rc = prompt_pass(B, S, n, &t[k], err);
+        if (rc) break;
+        const double md = median(t + 1, 3);
+        printf("prefill %d tokens, %-10s %7.2f ms (default - this: %+.2f ms)\n", n, v[i].name,
+               1e3 * md, 1e3 * (def - md));
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "variant", v[i].name);
+        cJSON_AddNumberToObject(j, "ms", 1e3 * md);
+        cJSON_AddItemToArray(arr, j);
+    }
+    set_opts(B, 0, -1, 0, 0);
+    return rc;
+}
+
+/* Blocks prefill() needs for a prompt of n tokens and its new-length passes. */
+#define FRESH_MAX 305
+static int prefill_blocks(int n) { return ((n > FRESH_MAX ? n : FRESH_MAX) + BS - 1) / BS; }
+
 static int prefill(bench *B, int n, cJSON *root, eng_err *err) {
     bseqs S;
     double t[6];
     int rc = ENG_ENOMEM;
-    if (!seqs_open(&S, 1, B->nb_per > (n + BS - 1) / BS ? B->nb_per : (n + BS - 1) / BS)) goto done;
+    const int nbp = prefill_blocks(n);
+    if (!seqs_open(&S, 1, B->nb_per > nbp ? B->nb_per : nbp)) goto done;
     for (int i = 0; i < 6; i++)
         if ((rc = prompt_pass(B, &S, n, &t[i], err))) goto done;
     double med = median(t + 1, 5);
@@ -348,6 +416,7 @@ static int prefill(bench *B, int n, cJSON *root, eng_err *err) {
         eng_cuda_opts op;
         eng_cuda_opts_default(&op);
         op.prefill_attn = KERN_PF_NEVER;
+        op.gemm_attn = -1;
         eng_cuda_set_opts(B->b, &op);
         double td[4];
         for (int i = 0; i < 4; i++)
@@ -358,9 +427,10 @@ static int prefill(bench *B, int n, cJSON *root, eng_err *err) {
                1e3 * md, md / med);
         cJSON_AddNumberToObject(o, "seconds_decode_attention", md);
     }
+    if (B->ablate && (rc = prefill_ablate(B, &S, n, med, o, err))) goto done;
     /* a length never seen before pays for new cuBLASLt plans (and, up to the
      * graph limit, a graph per row bucket): first pass vs the same length again */
-    static const int fresh[2][5] = {{41, 57, 73, 89, 105}, {301, 302, 303, 304, 305}};
+    static const int fresh[2][5] = {{41, 57, 73, 89, 105}, {301, 302, 303, 304, FRESH_MAX}};
     for (int g = 0; g < 2; g++) {
         double first = 0, again = 0;
         for (int i = 0; i < 5; i++)
@@ -582,12 +652,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--batches") && v) { nb = parse_batches(v, batches, MAX_B); i++; }
         else if (!strcmp(a, "--kernels")) kernels = 1;
         else if (!strcmp(a, "--ablate")) B.ablate = 1;
+        else if (!strcmp(a, "--ablate-only") && v) { B.ablate = 1; B.only = v; i++; }
         else if (a[0] != '-' && !dir) dir = a;
         else { fprintf(stderr, "bench_cuda: unknown argument %s\n", a); return 2; }
     }
     if (!dir || nb < 1 || B.prompt < 2 || B.steps < 1 || pf < 1) {
         fprintf(stderr, "usage: bench_cuda MODEL_DIR [--out FILE] [--prompt N] [--steps N] "
-                        "[--prefill N] [--batches 1,8,...] [--kernels] [--ablate]\n");
+                        "[--prefill N] [--batches 1,8,...] [--kernels] [--ablate] [--ablate-only a,b]\n");
         return 2;
     }
     int ndev = 0;
@@ -614,7 +685,7 @@ int main(int argc, char **argv) {
     int maxb = 1;
     for (int i = 0; i < nb; i++) if (batches[i] > maxb) maxb = batches[i];
     B.nb_per = (B.prompt + 4 * (B.warm + B.steps) + 1 + BS - 1) / BS;
-    int pf_blocks = (pf + BS - 1) / BS, n_blocks = maxb * B.nb_per;
+    int pf_blocks = prefill_blocks(pf), n_blocks = maxb * B.nb_per;
     if (n_blocks < pf_blocks) n_blocks = pf_blocks;
     t0 = eng_now_s();
     if (eng_backend_cuda_create(m, n_blocks, BS, &B.b, &err)) {

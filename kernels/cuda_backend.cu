@@ -24,8 +24,15 @@
 #define PF_ROWS_PER_SEQ 4   /* rows per sequence from which a pass counts as a prompt pass */
 #define MAX_GRAPHS 48
 /* decode attention: variant 3 from this many rows (measured on the H100,
- * 1.5B: 12-18% faster steps at 64 and 256 rows, 3-16% slower at 8 and 32) */
+ * 1.5B: 12-18% faster steps at 64 and 256 rows, 3-16% slower at 8 and 32),
+ * and from ATTN3_FEW_ROWS rows when rows x longest context reaches
+ * ATTN3_FEW_WORK, up to ATTN3_FEW_MAX rows (0.5B and 1.5B, 512-1536 positions: 5-29% faster steps at
+ * 5-8 rows over >= 768 positions and at 8 over 512; 4-23% slower at 2-4
+ * rows and at 5-6 over 512; NOTES.md v8) */
 #define ATTN3_MIN_ROWS 48
+#define ATTN3_FEW_ROWS 5
+#define ATTN3_FEW_MAX 16
+#define ATTN3_FEW_WORK 4096
 
 typedef struct cu_layer {
     void *wqkv, *wo, *wgu, *wdown;
@@ -33,7 +40,7 @@ typedef struct cu_layer {
 } cu_layer;
 
 typedef struct cu_graph {
-    int R, O, pf, splits, seen;  /* seen: eager runs so far; captured once exec != NULL */
+    int R, O, pf, splits, variant, seen;  /* seen: eager runs so far; captured once exec != NULL */
     cudaGraphExec_t exec;
     unsigned long long used;
 } cu_graph;
@@ -69,6 +76,14 @@ typedef struct cu_ctx {
     cu_graph graphs[MAX_GRAPHS];
     int pf;                      /* this pass is prompt-like: prefill attention kernel */
     int att_splits;              /* this pass's decode attention splits (grid depth) */
+    int att_variant;             /* and its variant (attn_variant) */
+    int pg;                      /* this pass: attention through cuBLAS (kern_attention_gemm) */
+    kern_keys keys;              /* its keys (arrays in dk) */
+    float *gw;                   /* kern_attention_gemm's work buffer, gw_floats long */
+    size_t gw_floats;
+    int *hk, *dk;                /* keys' arrays on the host and the device, k_cap ints each */
+    size_t k_cap;
+    int *stamp;                  /* [n_blocks]: a block's place in the keys, or -1 (host) */
     int n_graphs;
     unsigned long long tick;
     int broken;
@@ -392,10 +407,13 @@ static int ensure_in(cu_ctx *c, size_t bytes, eng_err *err) {
 }
 
 /* ------------------------------------------------------------ forward */
-/* Decode attention's variant for passes of R rows: as set, else 2, or 3
- * from ATTN3_MIN_ROWS rows. */
-static int attn_variant(const cu_ctx *c, int R) {
-    return c->opt.attn_variant ? c->opt.attn_variant : R >= ATTN3_MIN_ROWS ? 3 : 2;
+/* Decode attention's variant for passes of R rows whose longest row has
+ * max_len positions: as set, else 3 for many rows or for a few long ones,
+ * else 2. */
+static int attn_variant(const cu_ctx *c, int R, int max_len) {
+    if (c->opt.attn_variant) return c->opt.attn_variant;
+    if (R >= ATTN3_MIN_ROWS) return 3;
+    return R >= ATTN3_FEW_ROWS && R <= ATTN3_FEW_MAX && (long)R * max_len >= ATTN3_FEW_WORK ? 3 : 2;
 }
 
 /* Enqueues the whole model for R rows (O out rows) on the stream. */
@@ -415,7 +433,7 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
     int rc;
     /* one call site for both decode attention variants */
     const int skip = c->opt.ablate;
-    const int av = attn_variant(c, R);
+    const int av = c->att_variant;
 #define ATTN(out, act, mode) ((skip & KERN_SKIP_ATTN) ? 0 : (av == 3) \
         ? kern_attention3(s, c->q, kv, stp, R, nh, splits, c->opt.attn_span, out, act, mode, c->part, c->counters, pdl) \
         : (av == 2) \
@@ -455,7 +473,12 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
             if (!(skip & KERN_SKIP_QKVO)) GEMM(w->wqkv, QKV, H, R, c->y);
             KC(SKIP(KERN_SKIP_ROPE, kern_rope_kv(s, c->y, LO(c->y, R, QKV), w->bqkv, stp, R, nh,
                                                  c->inv_freq, c->q, kv, pdl)));
-            if (c->pf)
+            if (c->pg && !(skip & KERN_SKIP_ATTN)) {
+                if ((rc = kern_attention_gemm(c->blas, s, c->q, kv, stp, c->keys, R, nh, c->gw,
+                                              c->gw_floats, c->attn, pdl, err)))
+                    return rc;
+                KC(kern_to_act(s, c->attn, R, QD, c->act, amode, pdl));
+            } else if (c->pf)
                 KC(SKIP(KERN_SKIP_ATTN, kern_attention_prefill(s, c->q, kv, stp, R, nh, NULL, c->act, amode,
                                                                pdl)));
             else
@@ -503,7 +526,7 @@ static int run_graph(cu_ctx *c, int R, int O, eng_err *err) {
     cu_graph *gr = NULL;
     for (int i = 0; i < c->n_graphs; i++)
         if (c->graphs[i].R == R && c->graphs[i].O == O && c->graphs[i].pf == c->pf &&
-            c->graphs[i].splits == c->att_splits)
+            c->graphs[i].splits == c->att_splits && c->graphs[i].variant == c->att_variant)
             gr = &c->graphs[i];
     if (!gr) {
         if (c->n_graphs < MAX_GRAPHS) gr = &c->graphs[c->n_graphs++];
@@ -515,6 +538,7 @@ static int run_graph(cu_ctx *c, int R, int O, eng_err *err) {
         }
         memset(gr, 0, sizeof *gr);
         gr->R = R; gr->O = O; gr->pf = c->pf; gr->splits = c->att_splits;
+        gr->variant = c->att_variant;
     }
     gr->used = ++c->tick;
     /* decode shapes recur at once; a prompt-sized shape is captured only when
@@ -646,6 +670,93 @@ static int pack(cu_ctx *c, const eng_fwd_batch *b, int Rp, int Op, size_t *bytes
     return ENG_OK;
 }
 
+/* kern_attention_gemm serves passes that no graph holds (more than
+ * GRAPH_MAX_ROWS rows; measured faster than the other kernels from 300
+ * prompt rows to 3072, NOTES.md v8) whose sequences' distinct keys are at
+ * most GEMM_KEYS_MAX_RATIO times the longest row's context (forks of one
+ * prompt share its blocks; unrelated sequences would multiply keys their
+ * rows do not see), with a work buffer of at most GW_MAX_BYTES. */
+#define GW_MAX_BYTES ((size_t)256 << 20)
+#define GEMM_KEYS_MAX_RATIO 2
+
+static int grow_ints(int **h, int **d, size_t *cap, size_t n) {
+    if (n <= *cap) return 1;
+    size_t want = n > 2 * *cap ? n : 2 * *cap;
+    int *nh = (int *)realloc(*h, want * sizeof *nh), *nd = NULL;
+    if (!nh) return 0;
+    *h = nh;
+    if (cudaMalloc((void **)&nd, want * sizeof *nd) != cudaSuccess) { cudaGetLastError(); return 0; }
+    cudaFree(*d);
+    *d = nd;
+    *cap = want;
+    return 1;
+}
+
+/* The pass's distinct blocks and each sequence's view of them (c->keys:
+ * block ids, valid slots, then [n_seqs][U] places, uploaded on the stream
+ * as one array); 0 when they are too many or memory is short. */
+#define GEMM_MAX_SEQS 64
+static int gemm_keys(cu_ctx *c, const eng_fwd_batch *b, int max_len) {
+    const int bs = c->block_size, ns = b->n_seqs;
+    int need[GEMM_MAX_SEQS], total = 0, U = 0;
+    if (ns > GEMM_MAX_SEQS) return 0;
+    for (int q = 0; q < ns; q++) need[q] = 0;
+    for (int r = 0; r < b->n_rows; r++)
+        if (b->pos[r] + 1 > need[b->row_seq[r]]) need[b->row_seq[r]] = b->pos[r] + 1;
+    for (int q = 0; q < ns; q++) total += (need[q] + bs - 1) / bs;
+    if (!c->stamp && !(c->stamp = (int *)malloc((size_t)c->n_blocks * sizeof *c->stamp))) return 0;
+    if (!grow_ints(&c->hk, &c->dk, &c->k_cap, (size_t)total * (2 + ns))) return 0;
+    for (int q = 0; q < ns; q++)
+        for (int j = 0; j * bs < need[q]; j++) c->stamp[b->block_table[q][j]] = -1;
+    int *blk = c->hk, *valid = c->hk + total;   /* valid moves to hk + U once U is known */
+    for (int q = 0; q < ns; q++)
+        for (int j = 0; j * bs < need[q]; j++) {
+            const int pb = b->block_table[q][j], v = need[q] - j * bs < bs ? need[q] - j * bs : bs;
+            if (c->stamp[pb] < 0) { c->stamp[pb] = U; blk[U] = pb; valid[U] = v; U++; }
+            else if (v > valid[c->stamp[pb]]) valid[c->stamp[pb]] = v;
+        }
+    if ((long)U * bs > (long)GEMM_KEYS_MAX_RATIO * max_len + bs) return 0;
+    memmove(c->hk + U, valid, (size_t)U * sizeof *valid);
+    int *index = c->hk + 2 * U;
+    for (size_t i = 0; i < (size_t)ns * U; i++) index[i] = -1;
+    for (int q = 0; q < ns; q++)
+        for (int j = 0; j * bs < need[q]; j++) index[(size_t)q * U + c->stamp[b->block_table[q][j]]] = j;
+    if (cudaMemcpyAsync(c->dk, c->hk, (size_t)U * (2 + ns) * sizeof *c->hk, cudaMemcpyHostToDevice,
+                        c->st) != cudaSuccess) { cudaGetLastError(); return 0; }
+    c->keys.block = c->dk;
+    c->keys.valid = c->dk + U;
+    c->keys.index = c->dk + 2 * U;
+    c->keys.n_blocks = U;
+    c->keys.n_seqs = ns;
+    c->keys.p0 = -1;
+    int one_run = ns == 1;
+    for (int r = 1; r < b->n_rows && one_run; r++) one_run = b->pos[r] == b->pos[0] + r;
+    if (one_run) c->keys.p0 = b->pos[0];
+    return 1;
+}
+
+/* Whether this pass takes kern_attention_gemm (see GW_MAX_BYTES); grows gw. */
+static int gemm_attn_fits(cu_ctx *c, const eng_fwd_batch *b, int max_len) {
+    const eng_config *g = &c->cfg;
+    if (c->opt.gemm_attn < 0 || b->n_rows <= GRAPH_MAX_ROWS || !gemm_keys(c, b, max_len)) return 0;
+    const int nk = c->keys.n_blocks * c->block_size;
+    size_t want = kern_attention_gemm_floats(g->n_heads, g->head_dim, nk, 1024);
+    const size_t least = kern_attention_gemm_floats(g->n_heads, g->head_dim, nk, 16);
+    if (want * 4 > GW_MAX_BYTES) want = GW_MAX_BYTES / 4;
+    if (want < least) return 0;
+    if (c->gw_floats < want) {
+        cudaFree(c->gw);
+        c->gw_floats = 0;
+        if (cudaMalloc((void **)&c->gw, want * 4) != cudaSuccess) {
+            c->gw = NULL;
+            cudaGetLastError();   /* out of memory is not sticky: the other kernels serve */
+            return 0;
+        }
+        c->gw_floats = want;
+    }
+    return 1;
+}
+
 static int cu_forward(eng_backend *be, const eng_fwd_batch *b, eng_err *err) {
     cu_ctx *c = (cu_ctx *)be->ctx;
     if (c->broken)
@@ -673,7 +784,9 @@ static int cu_forward(eng_backend *be, const eng_fwd_batch *b, eng_err *err) {
     int max_len = 1;
     for (int r = 0; r < b->n_rows; r++)
         if (b->pos[r] + 1 > max_len) max_len = b->pos[r] + 1;
-    c->att_splits = kern_attn_grid_splits(attn_variant(c, Rp), Rp, kern_attn_splits(Rp, c->cfg.n_kv_heads, c->n_sms),
+    c->pg = !graph && gemm_attn_fits(c, b, max_len);
+    c->att_variant = attn_variant(c, Rp, max_len);
+    c->att_splits = kern_attn_grid_splits(c->att_variant, Rp, kern_attn_splits(Rp, c->cfg.n_kv_heads, c->n_sms),
                                           c->opt.attn_span, max_len);
     rc = graph ? run_graph(c, Rp, Op, err) : enqueue(c, Rp, Op, err);
     if (rc) {
@@ -728,6 +841,10 @@ static void cu_destroy(eng_backend *be) {
         acts_free(c);
         cudaFree(c->d_in);
         cudaFreeHost(c->h_in);
+        cudaFree(c->gw);
+        cudaFree(c->dk);
+        free(c->hk);
+        free(c->stamp);
         for (int i = 0; i < c->n_allocs; i++) cudaFree(c->allocs[i]);
         free(c->allocs);
         free(c->layers);

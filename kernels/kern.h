@@ -29,6 +29,7 @@ typedef struct eng_cuda_opts {
     int attn_variant;   /* 1-3: kern_attention{,2,3} for every pass; 0: BRISK_ATTN, else by rows */
     int attn_span;      /* variant 2's positions per block before splitting; 0: default */
     int prefill_attn;   /* KERN_PF_*: when prompt passes take kern_attention_prefill */
+    int gemm_attn;      /* < 0: never kern_attention_gemm; 0: for long prompts of one sequence */
     int ablate;         /* benchmarks only: KERN_SKIP_* stages left out (output is wrong) */
 } eng_cuda_opts;
 
@@ -145,7 +146,7 @@ int kern_attention2(cudaStream_t s, const float *q, kern_kv kv, const kern_step 
                     int n_heads, int splits, int span, float *out, void *act, int act_mode,
                     float *part, unsigned *counters, int pdl);
 /* Variant 3 (kern_attn2.cu): same contract, a lane per position (for many
- * rows); span < 1: default 128.  head_dim 32/64/128 and up to 8 query heads
+ * rows); span < 1: default 128 (64 up to 16 rows).  head_dim 32/64/128 and up to 8 query heads
  * per kv head, else variant 2. */
 int kern_attention3(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st, int R,
                     int n_heads, int splits, int span, float *out, void *act, int act_mode,
@@ -178,6 +179,36 @@ int  kern_blas_create(kern_blas **out, eng_err *err);
 void kern_blas_destroy(kern_blas *b);
 int  kern_blas_gemm(kern_blas *b, cudaStream_t s, const void *W, int wdt, int N, int K,
                     const void *act, int act_is_bf16, int n, float *Y, eng_err *err);
+
+/* Column-major C_i = op(A_i) . B_i, i < batch, operands i at A + i*sA etc.
+ * (stride 0 repeats one matrix), f32 throughout; op(A) = A^T if trans_a. */
+int  kern_blas_sgemm_batched(kern_blas *b, cudaStream_t s, int trans_a, int M, int N, int K,
+                             const float *A, int lda, long long sA, const float *B, int ldb,
+                             long long sB, float *C, int ldc, long long sC, int batch,
+                             eng_err *err);
+
+/* The keys of a pass for kern_attention_gemm: its sequences' distinct KV
+ * blocks (device arrays).  Key u is slot u % block_size of block[u /
+ * block_size]; slots from valid[] on are read as zero; index[s * n_blocks +
+ * i] is block i's place in sequence s's table (-1: not in it).  p0 >= 0:
+ * one sequence whose blocks are in table order and whose rows sit at
+ * positions p0, p0+1, ...; -1 otherwise. */
+typedef struct kern_keys {
+    const int *block, *valid, *index;
+    int n_blocks, n_seqs, p0, pad_;
+} kern_keys;
+
+/* Attention of a prompt pass through cuBLAS (kern_attn_gemm.cu): row r
+ * (sequence row_seq[r] at pos[r]) attends to the keys of its sequence up to
+ * its position.  K and V are gathered into work, then for chunks of rows:
+ * scores S = q K^T (f32 products), softmax over the keys each row sees,
+ * out = P V.  out is [R][n_heads*hd] f32.  work must hold at least
+ * kern_attention_gemm_floats(.., n_blocks * block_size, 16) floats; more
+ * lets chunks be longer (up to 1024 rows). */
+size_t kern_attention_gemm_floats(int n_heads, int head_dim, int n_keys, int chunk);
+int kern_attention_gemm(kern_blas *b, cudaStream_t s, const float *q, kern_kv kv,
+                        const kern_step *st, kern_keys keys, int R, int n_heads, float *work,
+                        size_t work_floats, float *out, int pdl, eng_err *err);
 
 /* Host-side bf16 rounding (round to nearest even), shared with the tests. */
 uint16_t kern_f32_to_bf16(float f);

@@ -339,10 +339,13 @@ extern "C" int kern_attention2(cudaStream_t s, const float *q, kern_kv kv, const
 #define A3_WARPS 4
 #define A3_THREADS (A3_WARPS * 32)
 #define A3_SPAN 128        /* default positions per block: a chunk per warp */
+#define A3_SPAN_FEW 64     /* for up to A2_PER_HEAD_ROWS rows (measured: 2-3% faster steps) */
 #define A3_KR 16           /* K float4s in flight per lane */
 #define A3_VR 8            /* V rows in flight per warp */
 
-static int a3_span(int span) { return span > 0 ? span : A3_SPAN; }
+static int a3_span(int R, int span) {
+    return span > 0 ? span : R <= A2_PER_HEAD_ROWS ? A3_SPAN_FEW : A3_SPAN;
+}
 
 template <int HD>
 __global__ void __launch_bounds__(A3_THREADS)
@@ -486,7 +489,7 @@ extern "C" int kern_attention3(cudaStream_t s, const float *q, kern_kv kv, const
     if (R < 1 || splits < 1 || splits > A2_MAX_SPLITS || kv.block_size < 1 ||
         (splits > 1 && (!part || !counters)))
         return (int)cudaErrorInvalidValue;
-    span = a3_span(span);
+    span = a3_span(R, span);
     dim3 grid(R, kv.n_kv, splits);
 #define A3_LAUNCH(H) klaunch(attn3_kernel<H>, grid, dim3(A3_THREADS), 0, s, pdl, q, kv, st, n_heads, \
                              splits, span, out, act, act_mode, R, part, counters)
@@ -497,7 +500,7 @@ extern "C" int kern_attention3(cudaStream_t s, const float *q, kern_kv kv, const
 
 extern "C" int kern_attn_grid_splits(int variant, int R, int splits, int span, int max_len) {
     if (variant != 2 && variant != 3) return splits;
-    span = variant == 3 ? a3_span(span) : a2_span(R, span);
+    span = variant == 3 ? a3_span(R, span) : a2_span(R, span);
     const int need = (max_len + span - 1) / span;
     int z = 1;
     while (z < need && z < splits) z *= 2;

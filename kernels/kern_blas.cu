@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cublasLt.h>
+#include <cublas_v2.h>
 #include "kern_common.cuh"
 
 #define BLAS_WS_BYTES (32u << 20)
@@ -23,6 +24,7 @@ typedef struct blas_plan {
 
 struct kern_blas {
     cublasLtHandle_t lt;
+    cublasHandle_t h;   /* plain f32 batched products (kern_blas_sgemm_batched) */
     void *ws;
     blas_plan plan[BLAS_CACHE];
     int n_plan, next_evict;
@@ -42,8 +44,11 @@ extern "C" int kern_blas_create(kern_blas **out, eng_err *err) {
     if (!b) return eng_seterr(err, ENG_ENOMEM, "cuBLASLt wrapper: out of host memory");
     cublasStatus_t s = cublasLtCreate(&b->lt);
     if (s != CUBLAS_STATUS_SUCCESS) { free(b); return lt_fail(err, s, "cublasLtCreate"); }
+    s = cublasCreate(&b->h);
+    if (s != CUBLAS_STATUS_SUCCESS) { cublasLtDestroy(b->lt); free(b); return lt_fail(err, s, "cublasCreate"); }
     cudaError_t e = cudaMalloc(&b->ws, BLAS_WS_BYTES);
     if (e != cudaSuccess) {
+        cublasDestroy(b->h);
         cublasLtDestroy(b->lt);
         free(b);
         return eng_seterr(err, ENG_ENOMEM, "cuBLASLt workspace: %s", cudaGetErrorString(e));
@@ -64,6 +69,7 @@ extern "C" void kern_blas_destroy(kern_blas *b) {
     if (!b) return;
     for (int i = 0; i < b->n_plan; i++) plan_free(&b->plan[i]);
     cudaFree(b->ws);
+    cublasDestroy(b->h);
     cublasLtDestroy(b->lt);
     free(b);
 }
@@ -138,5 +144,21 @@ extern "C" int kern_blas_gemm(kern_blas *b, cudaStream_t s, const void *W, int w
     LT(cublasLtMatmul(b->lt, p->desc, &one, W, p->a, act, p->b, &zero, Y, p->d, Y, p->d, &p->algo,
                       b->ws, BLAS_WS_BYTES, s),
        "Matmul");
+    return ENG_OK;
+}
+
+/* Column-major C_i = op(A_i) B_i for i < batch (A_i = A + i sA, ...), f32 in
+ * and out with f32 arithmetic (cuBLAS's default math: no TF32). */
+extern "C" int kern_blas_sgemm_batched(kern_blas *b, cudaStream_t s, int trans_a, int M, int N,
+                                       int K, const float *A, int lda, long long sA,
+                                       const float *B, int ldb, long long sB, float *C, int ldc,
+                                       long long sC, int batch, eng_err *err) {
+    if (M < 1 || N < 1 || K < 1 || batch < 1)
+        return eng_seterr(err, ENG_EINVAL, "cuBLAS: bad batched shape %dx%dx%d x%d", M, N, K, batch);
+    const float one = 1.f, zero = 0.f;
+    LT(cublasSetStream(b->h, s), "SetStream");
+    LT(cublasSgemmStridedBatched(b->h, trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, CUBLAS_OP_N, M, N, K,
+                                 &one, A, lda, sA, B, ldb, sB, &zero, C, ldc, sC, batch),
+       "SgemmStridedBatched");
     return ENG_OK;
 }

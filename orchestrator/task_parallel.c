@@ -178,24 +178,9 @@ static void par_destroy(orc_task *t) {
     free(t);
 }
 
-/* A client's schema, with the context moved ahead of the item when it asks
- * ("hoist_context": true), so the subtasks share it in the KV cache. */
-static int client_schema(par *p, const cJSON *spec, eng_err *err) {
-    const cJSON *h = cJSON_GetObjectItemCaseSensitive(spec, "hoist_context");
-    if (h && !cJSON_IsBool(h))
-        return eng_seterr(err, ENG_EINVAL, "parallel: field 'hoist_context': must be true or false");
-    int rc = orc_pp_schema_from_json(spec, "parallel", &p->schema, err);
-    if (rc || !cJSON_IsTrue(h)) return rc;
-    orc_pp_schema hoisted;
-    if ((rc = orc_pp_hoist_context(&p->schema, &hoisted, err))) return rc;
-    orc_pp_schema_free(&p->schema);
-    p->schema = hoisted;
-    return ENG_OK;
-}
-
 /* The schema: given by the client, or detected in the prompt. */
 static int get_schema(par *p, const cJSON *spec, eng_err *err) {
-    if (spec) return client_schema(p, spec, err);
+    if (spec) return orc_pp_schema_from_json(spec, "parallel", &p->schema, err);
     if (!p->q.prompt) return eng_seterr(err, ENG_EINVAL, "parallel mode needs 'parallel' or a 'prompt'");
     int rc = orc_pp_detect(p->q.prompt, &p->schema, err);
     if (!rc && p->schema.kind == ORC_PP_NONE)
@@ -204,10 +189,27 @@ static int get_schema(par *p, const cJSON *spec, eng_err *err) {
     return rc;
 }
 
+/* The context moved ahead of the item (orc_pp_hoist_context), so that every
+ * subtask shares it in the KV cache and it is prefilled once, unless the
+ * client's schema says "hoist_context": false. */
+static int hoist(par *p, const cJSON *spec, eng_err *err) {
+    const cJSON *h = spec ? cJSON_GetObjectItemCaseSensitive(spec, "hoist_context") : NULL;
+    if (h && !cJSON_IsBool(h))
+        return eng_seterr(err, ENG_EINVAL, "parallel: field 'hoist_context': must be true or false");
+    if (cJSON_IsFalse(h)) return ENG_OK;
+    orc_pp_schema hoisted;
+    int rc = orc_pp_hoist_context(&p->schema, &hoisted, err);
+    if (rc) return rc;
+    orc_pp_schema_free(&p->schema);
+    p->schema = hoisted;
+    return ENG_OK;
+}
+
 static int setup(par *p, const cJSON *spec, eng_err *err) {
     char **prompts = NULL;
     int rc = get_schema(p, spec, err);
     if (!rc) rc = orc_pp_validate(&p->schema, err);
+    if (!rc) rc = hoist(p, spec, err);
     if (!rc) rc = orc_pp_fill(&p->schema, &prompts, &p->k, err);
     if (!rc && !(p->subs = calloc((size_t)p->k, sizeof *p->subs)))
         rc = eng_seterr(err, ENG_ENOMEM, "out of memory");

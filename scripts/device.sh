@@ -82,13 +82,13 @@ part_tools() {   # four fetch calls in one turn; same latency draws in every mod
     done
 }
 
-part_pp() {   # with and without --hoist-context (the context moved ahead of the item)
+part_pp() {   # context hoisted ahead of the item (the default) and the template as written
     model qwen2.5-0.5b
     for f in keyword_extraction reading_comprehension; do
-        for h in "" --hoist-context; do
+        for h in "" --literal-template; do
             timeout 100 $BIN/brisk replay parallelprompt .dev/data/parallelprompt/lmsys_old/${f}_lmsys.json \
                 --cuda --model $MD/qwen2.5-0.5b --limit 30 --max-tokens 32 $h \
-                --out "$OUT/pp_h100_qwen2.5-0.5b_${f}${h:+_hoist}.json" 2>&1 | grep -E "model runs|every item|speedup|wrote"
+                --out "$OUT/pp_h100_qwen2.5-0.5b_${f}${h:+_literal}.json" 2>&1 | grep -E "model runs|every item|speedup|wrote"
         done
     done
 }

@@ -109,15 +109,17 @@ async def t_basic(port):
         spec = {"template": "Find {data} in this text: {context}", "data": ["cats", "dogs"],
                 "context": "Cats and dogs live together in the old house by the river, " * 4}
         shared = {}
-        for qid, hoist in (("ph0", False), ("ph1", True)):
+        for qid, hoist in (("ph0", False), ("ph1", True), ("ph2", None)):
+            sp = dict(spec) if hoist is None else dict(spec, hoist_context=hoist)
             await ws.send(json.dumps({"type": "query", "id": qid, "mode": "parallel", "max_tokens": 3,
-                                      "parallel": dict(spec, hoist_context=hoist)}))
+                                      "parallel": sp}))
             msgs = await collect(ws, qid)
             st = [m for m in msgs if m["type"] == "stats"]
             ans = [m for m in msgs if m["type"] == "answer"]
             shared[hoist] = st[0]["shared_prompt_tokens"] if st and ans and ans[0]["subtasks"] == 2 else -1
         check("parallel hoist_context shares the context (more shared prompt tokens)",
               shared[False] >= 0 and shared[True] > shared[False] + 20, shared)
+        check("parallel mode hoists the context by default", shared[None] == shared[True], shared)
         await ws.send(json.dumps({"type": "query", "id": "phb", "mode": "parallel",
                                   "parallel": dict(spec, hoist_context="yes")}))
         m = await recv_json(ws)

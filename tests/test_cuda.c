@@ -720,6 +720,94 @@ done:
     free(q); free(out); free(hact); free(ref); free(sc);
 }
 
+/* The keys of rows (seqs, pos) of the a2 fixture for kern_attention_gemm:
+ * every block each sequence needs, in order of first use, uploaded. */
+static kern_keys gemm_keys_of(const a2_fix *f, int R, const int *seqs, const int *pos, int p0) {
+    kern_keys k = {0};
+    int need[A2_NS] = {0}, U = 0, *blk = malloc(4000 * 4), *valid = malloc(4000 * 4);
+    int *index = malloc((size_t)A2_NS * 4000 * 4);
+    if (!blk || !valid || !index) goto done;
+    for (int r = 0; r < R; r++)
+        if (pos[r] + 1 > need[seqs[r]]) need[seqs[r]] = pos[r] + 1;
+    for (int i = 0; i < A2_NS * 4000; i++) index[i] = -1;
+    for (int q = 0; q < A2_NS; q++)
+        for (int j = 0; j * f->bs < need[q]; j++) {
+            int pb = f->table[q * f->stride + j], v = need[q] - j * f->bs, u = 0;
+            while (u < U && blk[u] != pb) u++;
+            if (u == U) { blk[U] = pb; valid[U] = 0; U++; }
+            if (v > f->bs) v = f->bs;
+            if (v > valid[u]) valid[u] = v;
+            index[q * 4000 + u] = j;
+        }
+    for (int q = 0; q < A2_NS; q++)   /* [n_seqs][U] */
+        memmove(index + q * U, index + q * 4000, (size_t)U * 4);
+    k.block = dup_up(blk, (size_t)U * 4);
+    k.valid = dup_up(valid, (size_t)U * 4);
+    k.index = dup_up(index, (size_t)A2_NS * U * 4);
+    k.n_blocks = U;
+    k.n_seqs = A2_NS;
+    k.p0 = p0;
+done:
+    free(blk); free(valid); free(index);
+    return k;
+}
+
+/* kern_attention_gemm against the double reference (output poisoned with
+ * NaN first): prompt rows of the 4000-token sequence from position 0 (one
+ * chunk) and from 3600 with a work buffer that only fits 32-row chunks,
+ * then rows of three sequences in one pass (each row must see only its own
+ * sequence's keys). */
+static void gemm_case(const a2_fix *f) {
+    enum { MAXR = 400 };
+    const int seq = A2_NS - 1, from[2] = {0, 3600}, rows[2] = {300, 400};
+    int nq = f->nh * f->hd, seqs[MAXR], pos[MAXR];
+    size_t n = (size_t)MAXR * nq;
+    float *q = malloc(n * 4), *out = malloc(n * 4);
+    double *ref = malloc(n * 8), *sc = malloc(4000 * 8);
+    kern_blas *bl = NULL;
+    eng_err err = {0};
+    if (!q || !out || !ref || !sc || kern_blas_create(&bl, &err)) { T_CHECK(0); goto done; }
+    for (size_t i = 0; i < n; i++) q[i] = nrand();
+    float *dq = dup_up(q, n * 4), *dout = dnew(n * 4);
+    /* three sequences: 100 rows of the 1000-token one, 50 of the longest, all 15 of the short one */
+    const struct { int seq, from, n; } mix[3] = {{4, 900, 100}, {5, 3950, 50}, {1, 0, 15}};
+    int keys_all = 0;
+    for (int i = 0; i < 3; i++) keys_all += (mix[i].from + mix[i].n + f->bs - 1) / f->bs * f->bs;
+    size_t big = kern_attention_gemm_floats(f->nh, f->hd, keys_all, 1024);
+    float *work = dnew(big * 4);
+    if (!dq || !dout || !work) { T_CHECK(0); goto done; }
+    kern_kv k = {f->dkv, (long long)2 * f->nkv * f->bs * f->hd, f->nkv, f->hd, f->bs, 0};
+    for (int c = 0; c < 3; c++) {
+        int R = 0;
+        if (c < 2)
+            for (int r = 0; r < rows[c]; r++) { seqs[R] = seq; pos[R] = from[c] + r; R++; }
+        else
+            for (int i = 0; i < 3; i++)
+                for (int r = 0; r < mix[i].n; r++) { seqs[R] = mix[i].seq; pos[R] = mix[i].from + r; R++; }
+        for (int r = 0; r < R; r++) a2_ref(f, seqs[r], pos[r], q + (size_t)r * nq, ref + (size_t)r * nq, sc);
+        kern_step *st = make_step(R, NULL, pos, seqs, f->table, A2_NS, f->stride, 0, NULL, NULL, NULL,
+                                  NULL, NULL);
+        kern_keys keys = gemm_keys_of(f, R, seqs, pos, c < 2 ? from[c] : -1);
+        int nk = keys.n_blocks * f->bs;
+        size_t wf = c == 1 ? kern_attention_gemm_floats(f->nh, f->hd, nk, 32) : big;
+        cudaMemset(dout, 0xFF, n * 4);
+        int rc = st && keys.block && keys.valid && keys.index
+                     ? kern_attention_gemm(bl, 0, dq, k, st, keys, R, f->nh, work, wf, dout, 1, &err) : -1;
+        T_CHECKF(rc == 0, "gemm attention case %d: %s", c, err.msg);
+        double e = rc == 0 && sync_ok() && down(out, dout, (size_t)R * nq * 4)
+                       ? rel_err(out, ref, (size_t)R * nq) : INFINITY;
+        T_CHECKF(e <= 1e-5, "gemm attention nh=%d nkv=%d hd=%d case %d (%d rows, %d keys): rel err %.3g",
+                 f->nh, f->nkv, f->hd, c, R, nk, e);
+        /* a buffer under one 16-row chunk is refused, not overrun */
+        T_CHECK(kern_attention_gemm(bl, 0, dq, k, st, keys, R, f->nh, work,
+                                    kern_attention_gemm_floats(f->nh, f->hd, nk, 16) - 1, dout, 1,
+                                    &err) == ENG_EINVAL);
+    }
+done:
+    kern_blas_destroy(bl);
+    free(q); free(out); free(ref); free(sc);
+}
+
 static void attn2_case(int nh, int nkv, int hd) {
     a2_fix f = {nh, nkv, hd, 16, (4000 + 15) / 16, 0, NULL, NULL, NULL, NULL, NULL};
     for (int s = 0; s < A2_NS; s++) f.n_blocks += (a2_lens[s] + f.bs - 1) / f.bs;
@@ -766,6 +854,7 @@ static void attn2_case(int nh, int nkv, int hd) {
     }
     f.dq = dq_all;
     pf_case(&f);
+    gemm_case(&f);
 done:
     free(perm); free(ref); free(sc); free(f.table); free(f.kv); free(f.q);
     dfree_all();

@@ -23,16 +23,17 @@
 #define GRAPH_MAX_ROWS 256
 #define PF_ROWS_PER_SEQ 4   /* rows per sequence from which a pass counts as a prompt pass */
 #define MAX_GRAPHS 48
-/* decode attention: variant 3 from this many rows (measured on the H100,
- * 1.5B: 12-18% faster steps at 64 and 256 rows, 3-16% slower at 8 and 32),
- * and from ATTN3_FEW_ROWS rows when rows x longest context reaches
- * ATTN3_FEW_WORK, up to ATTN3_FEW_MAX rows (0.5B and 1.5B, 512-1536 positions: 5-29% faster steps at
- * 5-8 rows over >= 768 positions and at 8 over 512; 4-23% slower at 2-4
- * rows and at 5-6 over 512; NOTES.md v8) */
+/* decode attention: variant 3 from ATTN3_MIN_ROWS rows (measured on the
+ * H100, 1.5B: 12-18% faster steps at 64 and 256 rows, 3-16% slower at 8 and
+ * 32), and from ATTN3_FEW_ROWS up to ATTN3_FEW_MAX rows once rows x longest
+ * context reaches ATTN3_FEW_WORK (ATTN3_FEW_WORK_8 up to 8 rows, where
+ * variant 2 held to one wave of blocks is as fast up to ~1000 positions).
+ * Measured on 0.5B and 1.5B over 300-2048 positions (NOTES.md v8). */
 #define ATTN3_MIN_ROWS 48
 #define ATTN3_FEW_ROWS 5
 #define ATTN3_FEW_MAX 16
 #define ATTN3_FEW_WORK 4096
+#define ATTN3_FEW_WORK_8 8192
 
 typedef struct cu_layer {
     void *wqkv, *wo, *wgu, *wdown;
@@ -413,7 +414,9 @@ static int ensure_in(cu_ctx *c, size_t bytes, eng_err *err) {
 static int attn_variant(const cu_ctx *c, int R, int max_len) {
     if (c->opt.attn_variant) return c->opt.attn_variant;
     if (R >= ATTN3_MIN_ROWS) return 3;
-    return R >= ATTN3_FEW_ROWS && R <= ATTN3_FEW_MAX && (long)R * max_len >= ATTN3_FEW_WORK ? 3 : 2;
+    const long work = (long)R * max_len;
+    if (R < ATTN3_FEW_ROWS || R > ATTN3_FEW_MAX) return 2;
+    return work >= (R <= 8 ? ATTN3_FEW_WORK_8 : ATTN3_FEW_WORK) ? 3 : 2;
 }
 
 /* Enqueues the whole model for R rows (O out rows) on the stream. */
@@ -787,7 +790,7 @@ static int cu_forward(eng_backend *be, const eng_fwd_batch *b, eng_err *err) {
     c->pg = !graph && gemm_attn_fits(c, b, max_len);
     c->att_variant = attn_variant(c, Rp, max_len);
     c->att_splits = kern_attn_grid_splits(c->att_variant, Rp, kern_attn_splits(Rp, c->cfg.n_kv_heads, c->n_sms),
-                                          c->opt.attn_span, max_len);
+                                          c->opt.attn_span, max_len, c->cfg.n_heads, c->n_sms);
     rc = graph ? run_graph(c, Rp, Op, err) : enqueue(c, Rp, Op, err);
     if (rc) {
         cudaStreamSynchronize(c->st);

@@ -133,10 +133,12 @@ int kern_attention(cudaStream_t s, const float *q, kern_kv kv, const kern_step *
                    unsigned *counters, int pdl);
 int kern_attn_splits(int R, int n_kv, int n_sms);
 /* The splits a launch of variant 2 or 3 needs when no row has more than
- * max_len positions: a power of two (so few graph shapes), at most splits.
- * Blocks past a row's splits return at once, but each still takes a slot on
- * a multiprocessor; the result is the same as with splits. */
-int kern_attn_grid_splits(int variant, int R, int splits, int span, int max_len);
+ * max_len positions: a power of two (so few graph shapes), at most splits
+ * (and, for variant 2 at 4-16 rows, one wave of blocks over n_sms).  Blocks
+ * past a row's splits return at once, but each still takes a slot on a
+ * multiprocessor. */
+int kern_attn_grid_splits(int variant, int R, int splits, int span, int max_len, int n_heads,
+                          int n_sms);
 /* Variant 2 (kern_attn2.cu; the backend's default): same contract and
  * buffers as kern_attention, tuned for decode latency; a row's context is
  * split over blocks only past span positions (span < 1: default 128).

@@ -414,9 +414,8 @@ static int ensure_in(cu_ctx *c, size_t bytes, eng_err *err) {
 static int attn_variant(const cu_ctx *c, int R, int max_len) {
     if (c->opt.attn_variant) return c->opt.attn_variant;
     if (R >= ATTN3_MIN_ROWS) return 3;
-    const long work = (long)R * max_len;
     if (R < ATTN3_FEW_ROWS || R > ATTN3_FEW_MAX) return 2;
-    return work >= (R <= 8 ? ATTN3_FEW_WORK_8 : ATTN3_FEW_WORK) ? 3 : 2;
+    return (long)R * max_len >= (R <= 8 ? ATTN3_FEW_WORK_8 : ATTN3_FEW_WORK) ? 3 : 2;
 }
 
 /* Enqueues the whole model for R rows (O out rows) on the stream. */

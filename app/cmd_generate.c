@@ -2,7 +2,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include "eng.h"
 #include "cmds.h"
 
@@ -38,7 +37,6 @@ static int parse_args(int argc, char **argv, gen_args *a) {
     }
     return 0;
 }
-
 
 static int is_eos(const eng_config *c, int id) {
     for (int i = 0; i < c->n_eos; i++) if (c->eos_ids[i] == id) return 1;

@@ -23,7 +23,6 @@
 
 enum { PREFILL = 128, DECODE_PROMPT = 16 };
 
-
 /* ------------------------------------------------------------ bandwidth */
 typedef struct cp { char *dst; const char *src; size_t n; } cp;
 static void *copy_part(void *a) {

@@ -51,7 +51,6 @@ typedef struct bench {
     uint64_t rng;
 } bench;
 
-
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -455,7 +454,6 @@ done:
     seqs_close(&S);
     return rc;
 }
-
 
 /* ------------------------------------------------- per-kernel timings */
 /* Each kernel of a batch-1 decode step alone, at the model's shapes: 32

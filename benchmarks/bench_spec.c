@@ -23,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <cJSON.h>
 #include "eng.h"
 
@@ -48,7 +47,6 @@ typedef struct result {
     int answers, identical, differ;
     double step_ms[8];   /* the engine's measured time of a pass of 1, 2, 4, ... 128 rows */
 } result;
-
 
 static int parse_list(const char *s, int *out, int max) {
     int n = 0;

@@ -39,7 +39,6 @@ void cache_ww_result_clear(cache_ww_result *r) {
     memset(r, 0, sizeof *r);
 }
 
-
 static void sleep_ms(double ms) {
     if (ms <= 0) return;
     struct timespec ts = { (time_t)(ms / 1000), (long)(fmod(ms, 1000) * 1e6) };

@@ -96,7 +96,6 @@ static int reserve_new(seq *s, int n, eng_err *err) {
     return rc;
 }
 
-
 /* ------------------------------------------------------------- create */
 int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) {
     if (!out) return eng_seterr(err, ENG_EINVAL, "eng_create: no output pointer");
@@ -300,7 +299,6 @@ int eng_seq_force(eng_engine *e, int id, const int *ids, int n, eng_err *err) {
     s->i_forced = 0;
     return ENG_OK;
 }
-
 
 int eng_seq_keep_all_logits(eng_engine *e, int id, int on) {
     seq *s = eng_get_seq(e, id);

@@ -101,7 +101,6 @@ static inline int eng_seq_active(const seq *s) {
 
 /* engine.c */
 int  eng_grow(void **p, size_t n, size_t size, eng_err *err);
-/* A token's log-prob and the row's entropy, from host logits. */
 /* Keeps the first n_tok tokens of s and at most n_cached of them cached;
  * its block table shrinks to match.  The caller leaves a token pending
  * before the next step. */

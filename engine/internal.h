@@ -43,15 +43,15 @@ struct eng_model {
 
 /* safetensors: open and mmap one file; tensors are listed in order. */
 typedef struct eng_st eng_st;
-/* The log-probability of id and the entropy of one row of logits
- * (temperature 1), for tokens that are forced rather than drawn. */
-eng_token eng_token_of(const float *logits, int vocab, int id);
-
 int  eng_st_open(const char *path, eng_st **out, eng_err *err);
 void eng_st_close(eng_st *f);
 int  eng_st_count(const eng_st *f);
 const eng_tensor *eng_st_get(const eng_st *f, int i);
 const eng_tensor *eng_st_find(const eng_st *f, const char *name);
+
+/* sample.c: the log-probability of id and the entropy of one row of
+ * logits (temperature 1), for tokens that are forced rather than drawn. */
+eng_token eng_token_of(const float *logits, int vocab, int id);
 
 /* Converts n elements of a stored tensor to f32. */
 void eng_to_f32(const eng_tensor *t, float *dst);

@@ -554,10 +554,6 @@ static char **span_strings(const text *x, const span *s, int n) {
     return v;
 }
 
-
-
-
-
 /* Template "{context}\n\n{data}" (or "{context}\n\n<pre>{data}<suf>" for
  * lines of one shape): the context is the prompt without the list, so the
  * shared part comes first and is prefilled once. */

@@ -4,9 +4,7 @@
  * orc_pp_ops table, so tests can drive it with a fake engine. */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include "pp_internal.h"
-
 
 void orc_pp_result_free(orc_pp_result *r) {
     if (!r) return;

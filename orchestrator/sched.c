@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include "orc.h"
 
 struct orc_sched {
@@ -14,7 +13,6 @@ struct orc_sched {
     double step_seconds;
     int batch_seqs;
 };
-
 
 int orc_is_eos(const eng_config *c, int id) {
     for (int i = 0; i < c->n_eos; i++)

@@ -443,7 +443,6 @@ static void test_rope_kv(void) {
     rope_case(14, 2, 64);
 }
 
-
 /* kern_gemv_qkv (the q/k/v product with RoPE and the KV write as its
  * epilogue) against kern_gemv + kern_rope_kv on the same inputs.  Every
  * output row is summed in the same order by both, so the tolerance is 1e-6

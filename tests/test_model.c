@@ -4,7 +4,6 @@
 #include <dirent.h>
 #include <stdint.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #include <cJSON.h>
 #include "t.h"
@@ -15,7 +14,6 @@
 #define LLAMA "tests/fixtures/tiny-llama"
 
 /* ------------------------------------------------------------- helpers */
-
 
 static char *read_all(const char *path, size_t *len) {
     char *b = NULL;
@@ -368,7 +366,6 @@ static int bf16_exact(const eng_tensor *t, const float *f) {
     }
     return 1;
 }
-
 
 /* Writes a synthetic llama folder (random bf16 weights, large enough that
  * conversion runs on several threads and in several chunks per tensor). */

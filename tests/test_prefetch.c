@@ -25,7 +25,6 @@ static void close_tmp(cache *c) {
     cache_close(c);
 }
 
-
 /* ----------------------------------------------------- a counting fetcher */
 typedef struct fx {
     int calls, cur, max_cur;     /* atomics */

@@ -15,7 +15,6 @@
  *    of the context; bad arguments. */
 #include "t.h"
 #include <stdint.h>
-#include <time.h>
 #include <cJSON.h>
 #include "engine_int.h"
 
@@ -177,7 +176,6 @@ static void free_ref(int **r, int n) {
 }
 
 typedef struct totals { int64_t drafted, accepted, steps, multi, seqs; double secs; } totals;
-
 
 /* Steps e until every sequence in ids[0..n) holds want[i] tokens, pausing
  * each when it does; checks what each step reports as new tokens. */

@@ -3,7 +3,6 @@
  * plus decoding, streaming, special tokens, the chat template, NFC and bad
  * input. */
 #include <glob.h>
-#include <time.h>
 #include <cJSON.h>
 #include "t.h"
 #include "eng.h"
@@ -22,7 +21,6 @@ static cJSON *load_json(const char *path) {
     free(s);
     return j;
 }
-
 
 static void print_ids(const char *label, const int *ids, int n) {
     printf("    %s (%d):", label, n);

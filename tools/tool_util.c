@@ -5,10 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 #include <curl/curl.h>
 #include "tool_internal.h"
-
 
 int tool_ctx_stop(const tool_ctx *c) {
     if (!c) return 0;

@@ -511,10 +511,8 @@ extern "C" int kern_attention3(cudaStream_t s, const float *q, kern_kv kv, const
 extern "C" int kern_attn_grid_splits(int variant, int R, int splits, int span, int max_len,
                                      int n_heads, int n_sms) {
     if (variant != 2 && variant != 3) return splits;
-    if (variant == 2 && R >= A2_WAVE_ROWS && R <= A2_PER_HEAD_ROWS && n_heads > 0) {
-        const int wave = n_sms / (R * n_heads);
-        if (splits > (wave > 1 ? wave : 1)) splits = wave > 1 ? wave : 1;
-    }
+    if (variant == 2 && R >= A2_WAVE_ROWS && R <= A2_PER_HEAD_ROWS && n_heads > 0)
+        splits = min(splits, max(1, n_sms / (R * n_heads)));
     span = variant == 3 ? a3_span(R, span) : a2_span(R, span);
     const int need = (max_len + span - 1) / span;
     int z = 1;

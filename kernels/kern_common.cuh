@@ -50,6 +50,14 @@ __device__ __forceinline__ float *kv_row(const kern_kv &kv, int blk, int h, int 
     return kv.base + (size_t)blk * kv.blk_stride + ((size_t)h * kv.block_size + slot) * hd;
 }
 
+/* Row r's own KV row (its position in its sequence's table) for head h:
+ * where the step writes its k or v. */
+__device__ __forceinline__ float *kv_step_row(const kern_kv &kv, const kern_step *st, int r, int h) {
+    const int pos = st->pos[r], seq = st->row_seq[r];
+    const int blk = st->table[(size_t)seq * st->table_stride + pos / kv.block_size];
+    return kv_row(kv, blk, h, pos % kv.block_size);
+}
+
 /* Programmatic dependent launch (Hopper): a kernel launched with the
  * attribute may start while its predecessor drains.  Every kernel lets its
  * successor launch at once (pdl_launch) and waits for its predecessor's

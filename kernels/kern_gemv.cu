@@ -117,25 +117,21 @@ __device__ __forceinline__ rope_pre rope_prepare(const gemv_rope &rp, int u, int
     const int hd = rp.kv.head_dim, half = hd / 2, nh = rp.n_heads, nkv = rp.kv.n_kv;
     const int qu = (nh + nkv) * hd / 4, c = rows[j];
     if (u < qu && j >= 2) return p;
-    const kern_step *st = rp.st;
-    const int pos = st->pos[r], seq = st->row_seq[r];
-    const int blk = st->table[(size_t)seq * st->table_stride + pos / rp.kv.block_size];
-    const int slot = pos % rp.kv.block_size;
     p.b1 = rp.bias ? rp.bias[c] : 0.f;
     p.half = half;
     if (u >= qu) {   /* v head */
         const int h = c / hd - nh - nkv, d = c % hd;
-        p.dst = kv_row(rp.kv, blk, nkv + h, slot) + d;
+        p.dst = kv_step_row(rp.kv, rp.st, r, nkv + h) + d;
         return p;
     }
     p.b2 = rp.bias ? rp.bias[c + half] : 0.f;
     const int h = c / hd, i = c % hd;
     double sd, cd;
-    sincos((double)pos * (double)rp.inv_freq[i], &sd, &cd);
+    sincos((double)rp.st->pos[r] * (double)rp.inv_freq[i], &sd, &cd);
     p.sn = (float)sd;
     p.cs = (float)cd;
     p.rotate = 1;
-    p.dst = (h < nh ? rp.q + ((size_t)r * nh + h) * hd : kv_row(rp.kv, blk, h - nh, slot)) + i;
+    p.dst = (h < nh ? rp.q + ((size_t)r * nh + h) * hd : kv_step_row(rp.kv, rp.st, r, h - nh)) + i;
     return p;
 }
 

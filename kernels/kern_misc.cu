@@ -181,10 +181,10 @@ __global__ void rope_kv_kernel(const float *qkv, const float *qkv_lo,
     pdl_launch();
     const int r = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
     const int hd = kv.head_dim, half = hd / 2, nkv = kv.n_kv;
-    /* the step's positions and block table come from the host: read before the wait */
-    const int pos = st->pos[r], seq = st->row_seq[r];
-    const int blk = st->table[(size_t)seq * st->table_stride + pos / kv.block_size];
-    const int slot = pos % kv.block_size;
+    /* the step's positions and block table come from the host: read before the wait;
+     * the pool holds a block's nkv k heads, then its nkv v heads: head h - n_heads */
+    const int pos = st->pos[r];
+    float *dst = h < n_heads ? q + ((size_t)r * n_heads + h) * hd : kv_step_row(kv, st, r, h - n_heads);
     double sd = 0.0, cd = 1.0;
     if (h < n_heads + nkv) sincos((double)pos * (double)inv_freq[i], &sd, &cd);
     pdl_wait();
@@ -193,8 +193,6 @@ __global__ void rope_kv_kernel(const float *qkv, const float *qkv_lo,
     float x1 = qkv[c0], x2 = qkv[c1];
     if (qkv_lo) { x1 += qkv_lo[c0]; x2 += qkv_lo[c1]; }
     if (bias) { x1 += bias[bc]; x2 += bias[bc + half]; }
-    /* the pool holds a block's nkv k heads, then its nkv v heads: head h - n_heads */
-    float *dst = h < n_heads ? q + ((size_t)r * n_heads + h) * hd : kv_row(kv, blk, h - n_heads, slot);
     if (h < n_heads + nkv) {
         const float sn = (float)sd, cs = (float)cd;
         dst[i] = x1 * cs - x2 * sn;

@@ -120,8 +120,8 @@ extern "C" void eng_cuda_opts_default(eng_cuda_opts *o) {
 }
 
 /* Options into range; attention variant 0 takes BRISK_ATTN (1, 2 or 3 for
- * every pass), else stays 0: variant 2 below ATTN3_MIN_ROWS rows, 3 from
- * there (NOTES.md), so a benchmark can time each without code changes. */
+ * every pass), else stays 0: attn_variant() picks per pass, so a benchmark
+ * can time each without code changes. */
 static void opts_clamp(eng_cuda_opts *o) {
     if (o->gemv_max_rows < 0) o->gemv_max_rows = 0;
     if (o->gemv_max_rows > 8) o->gemv_max_rows = 8;
@@ -433,7 +433,7 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
     const int splits = c->att_splits;
     const int pdl = !c->opt.no_pdl;
     int rc;
-    /* one call site for both decode attention variants */
+    /* one call site for the three decode attention variants */
     const int skip = c->opt.ablate;
     const int av = c->att_variant;
 #define ATTN(out, act, mode) ((skip & KERN_SKIP_ATTN) ? 0 : (av == 3) \

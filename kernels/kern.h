@@ -26,8 +26,9 @@ typedef struct eng_cuda_opts {
     int no_graphs;      /* 1: launch kernels directly, never replay CUDA graphs */
     int no_pdl;         /* 1: no programmatic dependent launch between kernels */
     int unfused_rope;   /* 1: GEMV passes run RoPE + KV write as a kernel of its own */
-    int attn_variant;   /* 1-3: kern_attention{,2,3} for every pass; 0: BRISK_ATTN, else by rows */
-    int attn_span;      /* variant 2's positions per block before splitting; 0: default */
+    int attn_variant;   /* 1-3: kern_attention{,2,3} for every pass; 0: BRISK_ATTN, else
+                           chosen per pass by rows and context */
+    int attn_span;      /* variant 2/3's positions per block before splitting; 0: default */
     int prefill_attn;   /* KERN_PF_*: when prompt passes take kern_attention_prefill */
     int gemm_attn;      /* < 0: never kern_attention_gemm; 0: for long prompts of one sequence */
     int ablate;         /* benchmarks only: KERN_SKIP_* stages left out (output is wrong) */
@@ -59,7 +60,7 @@ int  eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o);
 typedef struct eng_cuda_info {
     size_t weight_bytes, kv_bytes_per_token;
     int weights_bf16, n_sms, graphs;
-    int attn_variant;   /* as set in eng_cuda_opts: 0 = by rows (2, or 3 from 48) */
+    int attn_variant;   /* as set in eng_cuda_opts: 0 = per pass (2 or 3 by rows and context) */
     char device[128];
 } eng_cuda_info;
 int eng_cuda_get_info(const eng_backend *b, eng_cuda_info *info);

@@ -19,8 +19,6 @@
 #include <cJSON.h>
 #include "eng.h"
 
-/* Monotonic clock in seconds. */
-
 /* ================================================================ registry */
 
 /* What a running tool sees.  Tools check tool_ctx_stop() between slow steps

@@ -263,10 +263,14 @@ static int ablate(bench *B, bseqs *S, const dres *def, cJSON *arr, eng_err *err)
         {"attn_span512", .variant = 2, .span = 512},
         {"attn_span1024", .variant = 2, .span = 1024},
         {"attn_span2048", .variant = 2, .span = 2048},
+        {"attn_v2", .variant = 2},
         {"attn_v3", .variant = 3},
         {"attn_v3_span32", .variant = 3, .span = 32},
         {"attn_v3_span64", .variant = 3, .span = 64},
+        {"attn_v3_span128", .variant = 3, .span = 128},
+        {"attn_v3_span160", .variant = 3, .span = 160},
         {"attn_v3_span256", .variant = 3, .span = 256},
+        {"attn_v3_span512", .variant = 3, .span = 512},
         {"-attn", .skip = KERN_SKIP_ATTN},
         {"-rope", .unfused = 1, .skip = KERN_SKIP_ROPE},
         {"-qkvo", .skip = KERN_SKIP_QKVO},
@@ -657,7 +661,7 @@ int main(int argc, char **argv) {
         else if (a[0] != '-' && !dir) dir = a;
         else { fprintf(stderr, "bench_cuda: unknown argument %s\n", a); return 2; }
     }
-    if (!dir || nb < 1 || B.prompt < 2 || B.steps < 1 || pf < 1) {
+    if (!dir || nb < 1 || B.prompt < 2 || B.steps < 1 || pf < 0) {
         fprintf(stderr, "usage: bench_cuda MODEL_DIR [--out FILE] [--prompt N] [--steps N] "
                         "[--prefill N] [--batches 1,8,...] [--kernels] [--ablate] [--ablate-only a,b]\n");
         return 2;
@@ -707,7 +711,7 @@ int main(int argc, char **argv) {
     cJSON_AddNumberToObject(root, "prompt", B.prompt);
     cJSON_AddNumberToObject(root, "steps", B.steps);
     if (kernels) kernel_bench(eng_model_config(m), B.bw, B.info.n_sms, root);
-    int rc = prefill(&B, pf, root, &err);
+    int rc = pf > 0 ? prefill(&B, pf, root, &err) : 0;   /* --prefill 0: decode only */
     cJSON *arr = cJSON_AddArrayToObject(root, "decode");
     printf("  batch  variant     step ms   tokens/s      ctx  floor ms  floor t/s  of floor\n");
     for (int i = 0; i < nb && !rc; i++) rc = run_batch(&B, batches[i], arr, &err);

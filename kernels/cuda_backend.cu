@@ -23,17 +23,15 @@
 #define GRAPH_MAX_ROWS 256
 #define PF_ROWS_PER_SEQ 4   /* rows per sequence from which a pass counts as a prompt pass */
 #define MAX_GRAPHS 48
-/* decode attention: variant 3 from ATTN3_MIN_ROWS rows (measured on the
- * H100, 1.5B: 12-18% faster steps at 64 and 256 rows, 3-16% slower at 8 and
- * 32), and from ATTN3_FEW_ROWS up to ATTN3_FEW_MAX rows once rows x longest
- * context reaches ATTN3_FEW_WORK (ATTN3_FEW_WORK_8 up to 8 rows, where
- * variant 2 held to one wave of blocks is as fast up to ~1000 positions).
- * Measured on 0.5B and 1.5B over 300-2048 positions (NOTES.md v8). */
-#define ATTN3_MIN_ROWS 48
+/* decode attention: variant 3 from ATTN3_MIN_ROWS rows, and from
+ * ATTN3_FEW_ROWS rows once rows x longest context reaches ATTN3_FEW_WORK;
+ * variant 2 below.  Measured on the H200, 1.5B (NOTES.md v9): at 147
+ * positions 16 rows 2.112 -> 1.983 ms a step, 32 rows 2.381 -> 2.155, 64
+ * rows 2.673 -> 2.368; at 1019 positions 8 rows 2.702 -> 2.040, 32 rows
+ * 5.121 -> 3.170; 8 rows at 147 positions 1.834 vs 1.901 (variant 2). */
+#define ATTN3_MIN_ROWS 9
 #define ATTN3_FEW_ROWS 5
-#define ATTN3_FEW_MAX 16
-#define ATTN3_FEW_WORK 4096
-#define ATTN3_FEW_WORK_8 8192
+#define ATTN3_FEW_WORK 3072
 
 typedef struct cu_layer {
     void *wqkv, *wo, *wgu, *wdown;
@@ -414,8 +412,7 @@ static int ensure_in(cu_ctx *c, size_t bytes, eng_err *err) {
 static int attn_variant(const cu_ctx *c, int R, int max_len) {
     if (c->opt.attn_variant) return c->opt.attn_variant;
     if (R >= ATTN3_MIN_ROWS) return 3;
-    if (R < ATTN3_FEW_ROWS || R > ATTN3_FEW_MAX) return 2;
-    return (long)R * max_len >= (R <= 8 ? ATTN3_FEW_WORK_8 : ATTN3_FEW_WORK) ? 3 : 2;
+    return R >= ATTN3_FEW_ROWS && (long)R * max_len >= ATTN3_FEW_WORK ? 3 : 2;
 }
 
 /* Enqueues the whole model for R rows (O out rows) on the stream. */

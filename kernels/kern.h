@@ -148,9 +148,11 @@ int kern_attn_grid_splits(int variant, int R, int splits, int span, int max_len,
 int kern_attention2(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st, int R,
                     int n_heads, int splits, int span, float *out, void *act, int act_mode,
                     float *part, unsigned *counters, int pdl);
-/* Variant 3 (kern_attn2.cu): same contract, a lane per position (for many
- * rows); span < 1: default 128 (64 up to 16 rows).  head_dim 32/64/128 and up to 8 query heads
- * per kv head, else variant 2. */
+/* Variant 3 (kern_attn2.cu): same contract, a lane per position and a warp
+ * per query head and 32 positions, over K/V chunks copied to shared memory
+ * at once (for 9 rows and more, or fewer rows with long contexts); span < 1:
+ * default 128 (256 from 17 rows).  head_dim 32/64/128 and up to 8 query
+ * heads per kv head, else variant 2. */
 int kern_attention3(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st, int R,
                     int n_heads, int splits, int span, float *out, void *act, int act_mode,
                     float *part, unsigned *counters, int pdl);

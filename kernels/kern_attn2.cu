@@ -140,7 +140,7 @@ __device__ __forceinline__ void attn_prefetch(const kern_kv &kv, const int *tbl,
     }
 }
 
-/* After the NG lane groups (or warps) of a block left their sums in s_acc
+/* After the ng (<= NG) lane groups (or warps) of a block left their sums in s_acc
  * and their running max / sum in s_m / s_l (and synced): merges them for
  * the block's nhb heads (query heads head0..) and writes the result of row
  * r, or, when the context is split (active > 1), split sp's partial sums
@@ -148,15 +148,15 @@ __device__ __forceinline__ void attn_prefetch(const kern_kv &kv, const int *tbl,
 template <int HD, int NG, int HS>
 __device__ void attn_groups_out(const float (*s_acc)[HS][HD], const float (*s_m)[HS],
                                 const float (*s_l)[HS], float (*s_wg)[HS], float *s_M,
-                                float *s_L, int nhb, int head0, int r, int sp, int active,
+                                float *s_L, int ng, int nhb, int head0, int r, int sp, int active,
                                 int splits, int n_heads, float *__restrict__ out, void *act,
                                 int act_mode, int R, float *__restrict__ part) {
     const int tid = threadIdx.x;
     if (tid < nhb) {
         const int h = tid;
         float M = -INFINITY, Ls = 0.f;
-        for (int g = 0; g < NG; g++) M = fmaxf(M, s_m[g][h]);
-        for (int g = 0; g < NG; g++) {
+        for (int g = 0; g < ng; g++) M = fmaxf(M, s_m[g][h]);
+        for (int g = 0; g < ng; g++) {
             float w = s_l[g][h] > 0.f ? expf(s_m[g][h] - M) : 0.f;
             s_wg[g][h] = w;
             Ls += s_l[g][h] * w;
@@ -170,7 +170,8 @@ __device__ void attn_groups_out(const float (*s_acc)[HS][HD], const float (*s_m)
         const int h = idx / HD, d = idx % HD, gh = head0 + h;
         float o = 0.f;
 #pragma unroll
-        for (int g = 0; g < NG; g++) o += s_acc[g][h][d] * s_wg[g][h];
+        for (int g = 0; g < NG; g++)
+            if (g < ng) o += s_acc[g][h][d] * s_wg[g][h];
         if (active == 1) {
             if (act) act_store(act, act_mode, R, width, r, gh * HD + d, o / s_L[h]);
             else out[(size_t)r * width + gh * HD + d] = o / s_L[h];
@@ -292,7 +293,7 @@ attn2_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
             if (li == 0) { s_m[grp][h] = m[h]; s_l[grp][h] = l[h]; }
         }
     __syncthreads();
-    attn_groups_out<HD, NGRP, HPB>(s_acc, s_m, s_l, s_wg, s_M, s_Lb, nhb, kvh * G + h0, r, sp, active,
+    attn_groups_out<HD, NGRP, HPB>(s_acc, s_m, s_l, s_wg, s_M, s_Lb, NGRP, nhb, kvh * G + h0, r, sp, active,
                                    splits, n_heads, out, act, act_mode, R, part);
     if (active == 1) return;
 
@@ -336,156 +337,195 @@ extern "C" int kern_attention2(cudaStream_t s, const float *q, kern_kv kv, const
 }
 
 /* ------------------------------------------------------------ variant 3 */
-/* A lane per position, for many rows (kern_attention3).  Variant 2 gives a
- * position hd/4 lanes, so every score costs a 5-step shuffle reduction and
- * every lane repeats the softmax of every (position, head); at 32 rows that
- * made attention ~24 us a layer, 7x its bytes.  Here lane l of a warp owns
- * position c + l of a 32-position chunk: its scores for the G query heads
- * are plain FMA chains over its K row against q in shared memory
- * (broadcast reads), the chunk's softmax takes two warp reductions per
- * head, and P.V gives each lane hd/32 output dimensions of every head,
- * reading V rows whole (coalesced) with p from shared memory.  Same
- * contract, partial buffer and counters as variant 2. */
-#define A3_WARPS 4
-#define A3_THREADS (A3_WARPS * 32)
-#define A3_SPAN 128        /* default positions per block: a chunk per warp */
-#define A3_SPAN_FEW 64     /* for up to A2_PER_HEAD_ROWS rows (measured: 2-3% faster steps) */
-#define A3_KR 16           /* K float4s in flight per lane */
-#define A3_VR 8            /* V rows in flight per warp */
+/* A lane per position and a warp per (query head, 32 positions), over K/V
+ * chunks copied into shared memory at once (kern_attention3).  ncu at 32
+ * rows (1.5B, 147 positions, H200): variant 2 and the first variant 3 (a
+ * warp walking every head of its kv head, K and V loaded in rounds) took
+ * ~25 us a layer for ~5 MB at one warp per scheduler, long dependent
+ * chains in every warp.  Here a block of (row, kv head, split) has W x G
+ * warps, each holding one head's scores, softmax and P.V over its 32
+ * positions: the same work on G times more warps with short chains.  The
+ * step's table entries are read and the block's rows asked of L2 before the
+ * PDL wait (neither is written by the previous kernel); then every row of a
+ * chunk is requested at once (cp.async) and the math reads shared memory
+ * only.  K rows are padded by 4 floats so the lanes' 16-byte reads of
+ * different rows fall in different banks.  A chunk is W x 32 positions (W
+ * from the span, at most 32 / G and what shared memory holds); a block walks
+ * its range chunk by chunk. */
+#define A3_KPAD 4
+#define A3_WMAX 8          /* 32-position slices per chunk */
+#define A3_SMEM_MAX (200 << 10)   /* dynamic shared memory for one chunk (static: ~17 KB) */
+#define A3_SPAN 128        /* default positions per block before splitting, up to 16 rows */
+#define A3_SPAN_MANY 256   /* from 17 rows (measured: 32 rows 2-10% faster steps than 128) */
 
-static int a3_span(int R, int span) {
-    return span > 0 ? span : R <= A2_PER_HEAD_ROWS ? A3_SPAN_FEW : A3_SPAN;
+static size_t a3_slice_bytes(int hd) { return (size_t)32 * (2 * hd + A3_KPAD) * sizeof(float); }
+
+/* Slices per chunk for positions-per-block span and G heads per kv head. */
+static int a3_slices(int span, int G, int hd) {
+    int w = (span + 31) / 32, cap = 32 / G;
+    if (cap > A3_WMAX) cap = A3_WMAX;
+    while (cap > 1 && (size_t)cap * a3_slice_bytes(hd) > A3_SMEM_MAX) cap--;
+    return w < 1 ? 1 : w > cap ? cap : w;
+}
+
+__device__ __forceinline__ void cp_async16(void *dst, const void *src) {
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+    asm volatile("cp.async.wait_all;" ::: "memory");
+}
+
+/* Stages the table entries of positions [c0, c1) in s_blk (from entry b0). */
+__device__ __forceinline__ void a3_stage_table(int *s_blk, const int *tbl, int bs, int c0, int c1) {
+    const int b0 = c0 / bs, nb = (c1 - 1) / bs - b0 + 1;
+    for (int i = threadIdx.x; i < nb; i += blockDim.x) s_blk[i] = tbl[b0 + i];
+}
+
+/* Asks for the K and V rows of positions [c0, c1) in 16-byte pieces. */
+template <int HD>
+__device__ __forceinline__ void a3_copy_rows(float *s_k, float *s_v, const kern_kv &kv,
+                                             const int *s_blk, int kvh, int c0, int c1,
+                                             size_t v_off) {
+    constexpr int P = HD / 4;   /* pieces per row */
+    const int b0 = c0 / kv.block_size;
+    for (int i = threadIdx.x; i < (c1 - c0) * 2 * P; i += blockDim.x) {
+        const int j = i / (2 * P), w = i % (2 * P), t = c0 + j;
+        const float *src = kv_row<HD>(kv, s_blk[t / kv.block_size - b0], kvh, t % kv.block_size);
+        if (w < P) cp_async16(s_k + (size_t)j * (HD + A3_KPAD) + w * 4, src + w * 4);
+        else cp_async16(s_v + (size_t)j * HD + (w - P) * 4, src + v_off + (w - P) * 4);
+    }
+}
+
+/* One warp's 32 positions (n of them valid) of one head against q in s_qh:
+ * folds them into the running max m, sum l and output dims acc. */
+template <int HD>
+__device__ __forceinline__ void a3_slice(const float *s_k, const float *s_v, const float *s_qh,
+                                         float *s_pw, int n, float &m, float &l,
+                                         float (&acc)[HD / 32]) {
+    constexpr int DPL = HD / 32;
+    const int lane = threadIdx.x & 31;
+    const bool ok = lane < n;
+    const float4 *kr = (const float4 *)(s_k + (size_t)(ok ? lane : 0) * (HD + A3_KPAD));
+    const float4 *qh = (const float4 *)s_qh;
+    float s0 = 0.f, s1 = 0.f;   /* two chains: half the FMA latency */
+#pragma unroll 8
+    for (int d4 = 0; d4 < HD / 4; d4 += 2) {
+        const float4 k0 = kr[d4], x0 = qh[d4], k1 = kr[d4 + 1], x1 = qh[d4 + 1];
+        s0 = fmaf(x0.x, k0.x, s0); s0 = fmaf(x0.y, k0.y, s0);
+        s0 = fmaf(x0.z, k0.z, s0); s0 = fmaf(x0.w, k0.w, s0);
+        s1 = fmaf(x1.x, k1.x, s1); s1 = fmaf(x1.y, k1.y, s1);
+        s1 = fmaf(x1.z, k1.z, s1); s1 = fmaf(x1.w, k1.w, s1);
+    }
+    const float sc = s0 + s1;
+    const float mn = fmaxf(m, warp_max(ok ? sc : -INFINITY));
+    const float cf = expf(m - mn), p = ok ? expf(sc - mn) : 0.f;
+    l = l * cf + warp_sum(p);
+    m = mn;
+#pragma unroll
+    for (int d = 0; d < DPL; d++) acc[d] *= cf;
+    s_pw[lane] = p;
+    __syncwarp();
+    const float *vb = s_v + lane * DPL;
+#pragma unroll 4
+    for (int j = 0; j < n; j++) {
+        const float pj = s_pw[j];
+        if constexpr (DPL == 4) {
+            const float4 x = *(const float4 *)(vb + (size_t)j * HD);
+            acc[0] = fmaf(pj, x.x, acc[0]); acc[1] = fmaf(pj, x.y, acc[1]);
+            acc[2] = fmaf(pj, x.z, acc[2]); acc[3] = fmaf(pj, x.w, acc[3]);
+        } else if constexpr (DPL == 2) {
+            const float2 x = *(const float2 *)(vb + (size_t)j * HD);
+            acc[0] = fmaf(pj, x.x, acc[0]); acc[1] = fmaf(pj, x.y, acc[1]);
+        } else {
+            acc[0] = fmaf(pj, vb[(size_t)j * HD], acc[0]);
+        }
+    }
 }
 
 template <int HD>
-__global__ void __launch_bounds__(A3_THREADS)
+__global__ void __launch_bounds__(1024)
 attn3_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
              int splits, int span_min, float *__restrict__ out, void *act, int act_mode, int R,
              float *__restrict__ part, unsigned *counters) {
-    constexpr int NV4 = HD / 4, DPL = HD / 32, KR = NV4 < A3_KR ? NV4 : A3_KR;
+    constexpr int DPL = HD / 32;
+    extern __shared__ __align__(16) float a3_dyn[];
     __shared__ __align__(16) float s_q[A2_GMAX][HD];
-    __shared__ __align__(16) float s_p[A3_WARPS][A2_GMAX][32];
-    __shared__ __align__(16) float s_acc[A3_WARPS][A2_GMAX][HD];
-    __shared__ float s_m[A3_WARPS][A2_GMAX], s_l[A3_WARPS][A2_GMAX], s_wg[A3_WARPS][A2_GMAX];
+    __shared__ float s_p[A3_WMAX * A2_GMAX][32];
+    __shared__ float s_m[A3_WMAX][A2_GMAX], s_l[A3_WMAX][A2_GMAX], s_wg[A3_WMAX][A2_GMAX];
     __shared__ float s_M[A2_GMAX], s_Lb[A2_GMAX];
-    __shared__ int s_blk[A2_BLKS];
+    __shared__ int s_blk[A3_WMAX * 32 + 1];
     pdl_launch();
-    pdl_wait();
     const int G = n_heads / kv.n_kv, r = blockIdx.x, kvh = blockIdx.y, sp = blockIdx.z;
-    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int tid = threadIdx.x, warp = tid >> 5, nt = blockDim.x;
+    const int W = nt / (32 * G), CH = W * 32;
+    const int h = warp / W, cw = warp % W;   /* this warp's query head and 32-position slice */
+    float *s_k = a3_dyn, *s_v = a3_dyn + (size_t)CH * (HD + A3_KPAD);
+
+    /* before the wait: positions and tables come from the host */
     const int pos = st->pos[r], seq = st->row_seq[r];
     int t0, t1, active;
     if (!attn_split_range(pos + 1, splits, span_min, sp, &t0, &t1, &active)) return;
     const int *tbl = st->table + (size_t)seq * st->table_stride;
     const size_t v_off = (size_t)kv.n_kv * kv.block_size * HD;
+    a3_stage_table(s_blk, tbl, kv.block_size, t0, min(t1, t0 + CH));
+    attn_prefetch<HD>(kv, tbl, kvh, t0, t1, v_off);
+    __syncthreads();
+    pdl_wait();
+    a3_copy_rows<HD>(s_k, s_v, kv, s_blk, kvh, t0, min(t1, t0 + CH), v_off);
     const float scale = (float)rsqrt((double)HD);
     const float *qr = q + ((size_t)r * n_heads + (size_t)kvh * G) * HD;
-    for (int i = tid; i < G * HD; i += A3_THREADS) s_q[i / HD][i % HD] = qr[i] * scale;
+    for (int i = tid; i < G * HD; i += nt) s_q[i / HD][i % HD] = __ldcg(qr + i) * scale;
 
-    float m[A2_GMAX], l[A2_GMAX], acc[A2_GMAX][DPL];
+    float m = -INFINITY, l = 0.f, acc[DPL];
 #pragma unroll
-    for (int h = 0; h < A2_GMAX; h++) {
-        m[h] = -INFINITY; l[h] = 0.f;
-#pragma unroll
-        for (int d = 0; d < DPL; d++) acc[h][d] = 0.f;
-    }
-    for (int c0 = t0; c0 < t1;) {
-        const int b0 = c0 / kv.block_size;
-        const int c1 = min(t1, (b0 + A2_BLKS) * kv.block_size);
-        const int nb = (c1 - 1) / kv.block_size - b0 + 1;
-        __syncthreads();   /* s_q written; s_blk free */
-        for (int i = tid; i < nb; i += A3_THREADS) s_blk[i] = tbl[b0 + i];
-        __syncthreads();
-        for (int c = c0 + warp * 32; c < c1; c += A3_WARPS * 32) {
-            const int t = c + lane, n = min(32, c1 - c);
-            const bool ok = lane < n;
-            const int tk = ok ? t : c;
-            const float4 *kp = (const float4 *)kv_row<HD>(kv, s_blk[tk / kv.block_size - b0], kvh,
-                                                          tk % kv.block_size);
-            float s[A2_GMAX];
-#pragma unroll
-            for (int h = 0; h < A2_GMAX; h++) s[h] = 0.f;
-#pragma unroll
-            for (int d0 = 0; d0 < NV4; d0 += KR) {
-                float4 kr[KR];
-#pragma unroll
-                for (int i = 0; i < KR; i++) kr[i] = __ldcg(kp + d0 + i);
-#pragma unroll
-                for (int h = 0; h < A2_GMAX; h++) {
-                    if (h >= G) break;
-                    const float4 *qh = (const float4 *)s_q[h] + d0;
-                    float a = s[h];
-#pragma unroll
-                    for (int i = 0; i < KR; i++) {
-                        const float4 x = qh[i];
-                        a = fmaf(x.x, kr[i].x, a); a = fmaf(x.y, kr[i].y, a);
-                        a = fmaf(x.z, kr[i].z, a); a = fmaf(x.w, kr[i].w, a);
-                    }
-                    s[h] = a;
-                }
-            }
-            /* online softmax over the chunk, one head at a time */
-#pragma unroll
-            for (int h = 0; h < A2_GMAX; h++) {
-                if (h >= G) break;
-                const float mn = fmaxf(m[h], warp_max(ok ? s[h] : -INFINITY));
-                const float cf = expf(m[h] - mn), p = ok ? expf(s[h] - mn) : 0.f;
-                l[h] = l[h] * cf + warp_sum(p);
-                m[h] = mn;
-#pragma unroll
-                for (int d = 0; d < DPL; d++) acc[h][d] *= cf;
-                s_p[warp][h][lane] = p;
-            }
-            __syncwarp();
-            /* P.V: row j of the chunk, lane's DPL dims of every head */
-            for (int j0 = 0; j0 < n; j0 += A3_VR) {
-                float vr[A3_VR][DPL];
-#pragma unroll
-                for (int u = 0; u < A3_VR; u++) {
-                    const int tj = c + min(j0 + u, n - 1);
-                    const float *vp = kv_row<HD>(kv, s_blk[tj / kv.block_size - b0], kvh,
-                                                 tj % kv.block_size) + v_off + lane * DPL;
-                    if constexpr (DPL == 4) {
-                        float4 x = __ldcg((const float4 *)vp);
-                        vr[u][0] = x.x; vr[u][1] = x.y; vr[u][2] = x.z; vr[u][3] = x.w;
-                    } else if constexpr (DPL == 2) {
-                        float2 x = __ldcg((const float2 *)vp);
-                        vr[u][0] = x.x; vr[u][1] = x.y;
-                    } else {
-                        vr[u][0] = __ldcg(vp);
-                    }
-                }
-#pragma unroll
-                for (int u = 0; u < A3_VR; u++) {
-                    if (j0 + u >= n) break;
-#pragma unroll
-                    for (int h = 0; h < A2_GMAX; h++) {
-                        if (h >= G) break;
-                        const float p = s_p[warp][h][j0 + u];
-#pragma unroll
-                        for (int d = 0; d < DPL; d++) acc[h][d] = fmaf(p, vr[u][d], acc[h][d]);
-                    }
-                }
-            }
-            __syncwarp();
+    for (int d = 0; d < DPL; d++) acc[d] = 0.f;
+    for (int c0 = t0; c0 < t1; c0 += CH) {
+        const int c1 = min(t1, c0 + CH);
+        if (c0 > t0) {   /* the next chunk: smem is free after the sync below */
+            a3_stage_table(s_blk, tbl, kv.block_size, c0, c1);
+            __syncthreads();
+            a3_copy_rows<HD>(s_k, s_v, kv, s_blk, kvh, c0, c1, v_off);
         }
-        c0 = c1;
+        cp_async_wait_all();
+        __syncthreads();
+        const int n = min(32, c1 - c0 - cw * 32);   /* this warp's positions */
+        if (n > 0)
+            a3_slice<HD>(s_k + (size_t)cw * 32 * (HD + A3_KPAD), s_v + (size_t)cw * 32 * HD, s_q[h],
+                         s_p[warp], n, m, l, acc);
+        __syncthreads();   /* s_k, s_v, s_blk free for the next chunk */
     }
 
-    /* merge the warps of this block */
+    /* merge the slices of each head (their sums where the chunk was) */
+    float (*s_acc)[A2_GMAX][HD] = (float (*)[A2_GMAX][HD])a3_dyn;
+    const int lane = tid & 31;
 #pragma unroll
-    for (int h = 0; h < A2_GMAX; h++) {
-        if (h >= G) break;
-#pragma unroll
-        for (int d = 0; d < DPL; d++) s_acc[warp][h][lane * DPL + d] = acc[h][d];
-        if (lane == 0) { s_m[warp][h] = m[h]; s_l[warp][h] = l[h]; }
-    }
+    for (int d = 0; d < DPL; d++) s_acc[cw][h][lane * DPL + d] = acc[d];
+    if (lane == 0) { s_m[cw][h] = m; s_l[cw][h] = l; }
     __syncthreads();
-    attn_groups_out<HD, A3_WARPS, A2_GMAX>(s_acc, s_m, s_l, s_wg, s_M, s_Lb, G, kvh * G, r, sp, active,
-                                           splits, n_heads, out, act, act_mode, R, part);
+    attn_groups_out<HD, A3_WMAX, A2_GMAX>(s_acc, s_m, s_l, s_wg, s_M, s_Lb, W, G, kvh * G, r, sp,
+                                          active, splits, n_heads, out, act, act_mode, R, part);
     if (active == 1) return;
     attn_merge_splits<HD>(part, counters, r, kvh, G, active, 1, splits, n_heads, out, act,
                           act_mode, R);
+}
+
+static int a3_span(int R, int span) {
+    return span > 0 ? span : R <= A2_PER_HEAD_ROWS ? A3_SPAN : A3_SPAN_MANY;
+}
+
+template <int HD>
+static cudaError_t a3_launch(cudaStream_t s, dim3 grid, int pdl, const float *q, kern_kv kv,
+                             const kern_step *st, int n_heads, int splits, int span, float *out,
+                             void *act, int act_mode, int R, float *part, unsigned *counters) {
+    const int G = n_heads / kv.n_kv, W = a3_slices(span, G, HD);
+    const size_t smem = (size_t)W * a3_slice_bytes(HD);
+    /* above 48 KB of dynamic shared memory needs the opt-in, per kernel */
+    cudaError_t e = cudaFuncSetAttribute(attn3_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         A3_SMEM_MAX);
+    if (e != cudaSuccess) return e;
+    return klaunch(attn3_kernel<HD>, grid, dim3(W * G * 32), smem, s, pdl, q, kv, st, n_heads,
+                   splits, span, out, act, act_mode, R, part, counters);
 }
 
 extern "C" int kern_attention3(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st,
@@ -501,10 +541,9 @@ extern "C" int kern_attention3(cudaStream_t s, const float *q, kern_kv kv, const
         return (int)cudaErrorInvalidValue;
     span = a3_span(R, span);
     dim3 grid(R, kv.n_kv, splits);
-#define A3_LAUNCH(H) klaunch(attn3_kernel<H>, grid, dim3(A3_THREADS), 0, s, pdl, q, kv, st, n_heads, \
-                             splits, span, out, act, act_mode, R, part, counters)
-    cudaError_t e = hd == 32 ? A3_LAUNCH(32) : hd == 64 ? A3_LAUNCH(64) : A3_LAUNCH(128);
-#undef A3_LAUNCH
+    cudaError_t e = hd == 32 ? a3_launch<32>(s, grid, pdl, q, kv, st, n_heads, splits, span, out, act, act_mode, R, part, counters)
+                  : hd == 64 ? a3_launch<64>(s, grid, pdl, q, kv, st, n_heads, splits, span, out, act, act_mode, R, part, counters)
+                  : a3_launch<128>(s, grid, pdl, q, kv, st, n_heads, splits, span, out, act, act_mode, R, part, counters);
     return (int)e;
 }
 

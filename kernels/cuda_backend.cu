@@ -23,14 +23,15 @@
 #define GRAPH_MAX_ROWS 256
 #define PF_ROWS_PER_SEQ 4   /* rows per sequence from which a pass counts as a prompt pass */
 #define MAX_GRAPHS 48
-/* decode attention: variant 3 from ATTN3_MIN_ROWS rows, and from
- * ATTN3_FEW_ROWS rows once rows x longest context reaches ATTN3_FEW_WORK;
- * variant 2 below.  Measured on the H200, 1.5B (NOTES.md v9): at 147
- * positions 16 rows 2.112 -> 1.983 ms a step, 32 rows 2.381 -> 2.155, 64
- * rows 2.673 -> 2.368; at 1019 positions 8 rows 2.702 -> 2.040, 32 rows
- * 5.121 -> 3.170; 8 rows at 147 positions 1.834 vs 1.901 (variant 2). */
+/* decode attention: variant 3 from ATTN3_MIN_ROWS rows, and for fewer rows
+ * once rows x longest context reaches ATTN3_FEW_WORK; variant 2 below.
+ * Measured on the H100, 1.5B (NOTES.md v9), steps before -> with this
+ * choice: at 147 positions 16 rows 2.447 -> 2.298 ms a step, 32 rows 2.683 -> 2.458, 64
+ * rows 3.087 -> 2.795; at 4019 positions 1 row 2.139 -> 1.873, 4 rows 4.253
+ * -> 2.840; at 1019 positions 4 rows 2.603 -> 2.288, 8 rows 3.075 -> 2.465;
+ * variant 2 stays ahead for few rows over short contexts (1 row at 147
+ * positions ~3%, 8 rows ~3.5%). */
 #define ATTN3_MIN_ROWS 9
-#define ATTN3_FEW_ROWS 5
 #define ATTN3_FEW_WORK 3072
 
 typedef struct cu_layer {
@@ -411,8 +412,7 @@ static int ensure_in(cu_ctx *c, size_t bytes, eng_err *err) {
  * else 2. */
 static int attn_variant(const cu_ctx *c, int R, int max_len) {
     if (c->opt.attn_variant) return c->opt.attn_variant;
-    if (R >= ATTN3_MIN_ROWS) return 3;
-    return R >= ATTN3_FEW_ROWS && (long)R * max_len >= ATTN3_FEW_WORK ? 3 : 2;
+    return R >= ATTN3_MIN_ROWS || (long)R * max_len >= ATTN3_FEW_WORK ? 3 : 2;
 }
 
 /* Enqueues the whole model for R rows (O out rows) on the stream. */

@@ -13,11 +13,12 @@
  * not depend on timing. */
 #include <math.h>
 #include "kern_common.cuh"
+#include "kern_attn_merge.cuh"
 
 #define ATT_THREADS 128
 #define ATT_TILE 64
-#define ATT_GMAX 8
-#define ATT_MAX_SPLITS 64
+#define ATT_GMAX ATTN_MERGE_GMAX
+#define ATT_MAX_SPLITS ATTN_MERGE_SPLITS
 #define ATT_MIN_SPAN 16   /* a split gets at least this many positions */
 
 /* Key row of position t; s_blk holds the block ids of the current tile,
@@ -34,8 +35,7 @@ attn_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
             float *__restrict__ part, unsigned *counters) {
     extern __shared__ float sm[];
     __shared__ float s_m[ATT_GMAX], s_l[ATT_GMAX], s_scale[ATT_GMAX];
-    __shared__ int s_last, s_blk[ATT_TILE + 1];
-    __shared__ float s_sm[ATT_GMAX][ATT_MAX_SPLITS], s_sl[ATT_GMAX][ATT_MAX_SPLITS], s_L[ATT_GMAX];
+    __shared__ int s_blk[ATT_TILE + 1];
     pdl_launch();
     pdl_wait();
     const int r = blockIdx.x, kvh = blockIdx.y, sp = blockIdx.z;
@@ -184,43 +184,8 @@ attn_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
         }
     }
     if (active == 1) return;
-    /* the last split to finish merges, split by split: weights e^(m_s - M) */
-    __threadfence();
-    __syncthreads();
-    if (tid == 0) s_last = atomicAdd(&counters[r * kv.n_kv + kvh], 1u) == (unsigned)active - 1;
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();
-    const size_t stride = (size_t)n_heads * (hd + 2);
-    const float *pr = part + ((size_t)r * splits * n_heads + (size_t)kvh * G) * (hd + 2);
-    for (int idx = tid; idx < G * active; idx += ATT_THREADS) {
-        int h = idx / active, s = idx % active;
-        s_sm[h][s] = __ldcg(pr + s * stride + (size_t)h * (hd + 2) + hd);
-        s_sl[h][s] = __ldcg(pr + s * stride + (size_t)h * (hd + 2) + hd + 1);
-    }
-    __syncthreads();
-    for (int h = warp; h < G; h += ATT_THREADS / 32) {
-        float M = -INFINITY, Ls = 0.f;
-        for (int s = lane; s < active; s += 32)
-            if (s_sl[h][s] > 0.f) M = fmaxf(M, s_sm[h][s]);
-        M = warp_max(M);
-        for (int s = lane; s < active; s += 32) {
-            float w = s_sl[h][s] > 0.f ? expf(s_sm[h][s] - M) : 0.f;
-            Ls += s_sl[h][s] * w;
-            s_sm[h][s] = w;
-        }
-        Ls = warp_sum(Ls);
-        if (lane == 0) s_L[h] = Ls;
-    }
-    __syncthreads();
-    for (int idx = tid; idx < G * hd; idx += ATT_THREADS) {
-        int h = idx / hd, d = idx % hd, gh = kvh * G + h;
-        float o = 0.f;
-        for (int s = 0; s < active; s++) o += __ldcg(pr + s * stride + (size_t)h * (hd + 2) + d) * s_sm[h][s];
-        if (act) act_store(act, act_mode, R, width, r, gh * hd + d, o / s_L[h]);
-        else out[(size_t)r * width + gh * hd + d] = o / s_L[h];
-    }
-    if (tid == 0) counters[r * kv.n_kv + kvh] = 0;
+    attn_merge_splits<0>(part, counters, r, kvh, G, active, 1, splits, n_heads, out, act, act_mode,
+                         R, hd);
 }
 
 extern "C" int kern_attn_splits(int R, int n_kv, int n_sms) {

@@ -23,13 +23,14 @@
  * query heads per kv head fall back to kern_attention. */
 #include <math.h>
 #include "kern_common.cuh"
+#include "kern_attn_merge.cuh"
 
 #define A2_WARPS 8
 #define A2_THREADS (A2_WARPS * 32)
-#define A2_GMAX 8          /* query heads per kv head */
+#define A2_GMAX ATTN_MERGE_GMAX   /* query heads per kv head */
 #define A2_SLOTS 4         /* positions per lane group per iteration */
 #define A2_BLKS 256        /* table entries staged in shared memory at once */
-#define A2_MAX_SPLITS 64   /* = ATT_MAX_SPLITS: shares kern_attn_part_floats */
+#define A2_MAX_SPLITS ATTN_MERGE_SPLITS   /* as kern_attn.cu: shares kern_attn_part_floats */
 #define A2_SPAN 128        /* default: positions per block before splitting */
 #define A2_PER_HEAD_ROWS 16   /* up to this many rows: a block per query head (32: 5% slower) */
 #define A2_SPAN_HEAD 256   /* its default span (measured at ctx 147: no split beat 2-10) */
@@ -61,54 +62,6 @@ __device__ __forceinline__ void a2_load(float4 *k, float4 *v, const kern_kv &kv,
             v[u] = k[u];
         }
     }
-}
-
-/* After a block of (row r, kv head kvh) wrote its partial sums: the last
- * block of the kv head to finish (of active * per_kv) merges every head's
- * splits, in split order, and resets the counter. */
-template <int HD>
-__device__ void attn_merge_splits(const float *part, unsigned *counters, int r, int kvh, int G,
-                                  int active, int per_kv, int splits, int n_heads,
-                                  float *__restrict__ out, void *act, int act_mode, int R) {
-    __shared__ float s_w[A2_GMAX][A2_MAX_SPLITS];
-    __shared__ float s_L[A2_GMAX];
-    __shared__ int s_last;
-    const int tid = threadIdx.x, nt = blockDim.x, nkv = n_heads / G, width = n_heads * HD;
-    __threadfence();
-    __syncthreads();
-    if (tid == 0)
-        s_last = atomicAdd(&counters[r * nkv + kvh], 1u) == (unsigned)(active * per_kv) - 1;
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();
-    const size_t stride = (size_t)n_heads * (HD + 2);
-    const float *pr = part + ((size_t)r * splits * n_heads + (size_t)kvh * G) * (HD + 2);
-    for (int idx = tid; idx < G * active; idx += nt) {
-        int h = idx / active, s2 = idx % active;
-        s_w[h][s2] = __ldcg(pr + s2 * stride + (size_t)h * (HD + 2) + HD);
-    }
-    __syncthreads();
-    if (tid < G) {
-        const int h = tid;
-        float M = -INFINITY, Ls = 0.f;
-        for (int s2 = 0; s2 < active; s2++) M = fmaxf(M, s_w[h][s2]);
-        for (int s2 = 0; s2 < active; s2++) {
-            float w = expf(s_w[h][s2] - M);
-            Ls += __ldcg(pr + s2 * stride + (size_t)h * (HD + 2) + HD + 1) * w;
-            s_w[h][s2] = w;
-        }
-        s_L[h] = Ls;
-    }
-    __syncthreads();
-    for (int idx = tid; idx < G * HD; idx += nt) {
-        const int h = idx / HD, d = idx % HD, gh = kvh * G + h;
-        float o = 0.f;
-        for (int s2 = 0; s2 < active; s2++)
-            o += __ldcg(pr + s2 * stride + (size_t)h * (HD + 2) + d) * s_w[h][s2];
-        if (act) act_store(act, act_mode, R, width, r, gh * HD + d, o / s_L[h]);
-        else out[(size_t)r * width + gh * HD + d] = o / s_L[h];
-    }
-    if (tid == 0) counters[r * nkv + kvh] = 0;
 }
 
 /* Positions [t0, t1) of split sp of a row with L positions: the context is
@@ -298,7 +251,7 @@ attn2_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
     if (active == 1) return;
 
     attn_merge_splits<HD>(part, counters, r, kvh, G, active, per_kv, splits, n_heads, out, act,
-                          act_mode, R);
+                          act_mode, R, HD);
 }
 
 /* Positions per block before variant 2 splits a row's context (span < 1:
@@ -507,7 +460,7 @@ attn3_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
                                           active, splits, n_heads, out, act, act_mode, R, part);
     if (active == 1) return;
     attn_merge_splits<HD>(part, counters, r, kvh, G, active, 1, splits, n_heads, out, act,
-                          act_mode, R);
+                          act_mode, R, HD);
 }
 
 static int a3_span(int R, int span) {

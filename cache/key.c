@@ -169,13 +169,12 @@ static size_t scheme_len(const char *s) {
 }
 
 static int finish(eng_buf *b, char **out, const char *what, eng_err *err) {
-    if (b->oom) { free(b->p); return eng_seterr(err, ENG_ENOMEM, "cache key: out of memory"); }
-    if (b->n > CACHE_KEY_MAX) {
-        free(b->p);
+    if (!b->oom && b->n > CACHE_KEY_MAX) {
+        eng_buf_free(b);
         return eng_seterr(err, ENG_EINVAL, "cache key: %s longer than %d bytes", what, CACHE_KEY_MAX);
     }
-    *out = b->p;
-    return ENG_OK;
+    *out = eng_buf_take(b);   /* NULL after an allocation failed */
+    return *out ? ENG_OK : eng_seterr(err, ENG_ENOMEM, "cache key: out of memory");
 }
 
 /* Trims ASCII whitespace: *s and *n describe what is left. */
@@ -214,7 +213,7 @@ int cache_key_url(const char *url, char **out, eng_err *err) {
         if (!b.oom) resolve_path(&b, start);
         if (q) rc = put_query(&b, q + 1, (size_t)(end - q - 1), err);
     }
-    if (rc != ENG_OK) { free(b.p); return rc; }
+    if (rc != ENG_OK) { eng_buf_free(&b); return rc; }
     return finish(&b, out, "url", err);
 }
 

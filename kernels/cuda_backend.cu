@@ -26,11 +26,11 @@
 /* decode attention: variant 3 from ATTN3_MIN_ROWS rows, and for fewer rows
  * once rows x longest context reaches ATTN3_FEW_WORK; variant 2 below.
  * Measured on the H100, 1.5B (NOTES.md v9), steps before -> with this
- * choice: at 147 positions 16 rows 2.447 -> 2.298 ms a step, 32 rows 2.683 -> 2.458, 64
- * rows 3.087 -> 2.795; at 4019 positions 1 row 2.139 -> 1.873, 4 rows 4.253
- * -> 2.840; at 1019 positions 4 rows 2.603 -> 2.288, 8 rows 3.075 -> 2.465;
- * variant 2 stays ahead for few rows over short contexts (1 row at 147
- * positions ~3%, 8 rows ~3.5%). */
+ * choice: at 147 positions 16 rows 2.447 -> 2.298 ms, 32 rows 2.683 ->
+ * 2.458, 64 rows 3.087 -> 2.795; at 4019 positions 1 row 2.163 -> 1.865, 4
+ * rows 4.237 -> 2.864; at 1019 positions 4 rows 2.587 -> 2.278, 8 rows 3.075
+ * -> 2.465.  Variant 2 stays ahead for few rows over short contexts (1 row
+ * at 147 positions ~3%, 8 rows 3-4%). */
 #define ATTN3_MIN_ROWS 9
 #define ATTN3_FEW_WORK 3072
 

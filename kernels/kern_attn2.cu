@@ -495,10 +495,9 @@ extern "C" int kern_attention3(cudaStream_t s, const float *q, kern_kv kv, const
         return (int)cudaErrorInvalidValue;
     span = a3_span(R, span);
     dim3 grid(R, kv.n_kv, splits);
-    cudaError_t e = hd == 32 ? a3_launch<32>(s, grid, pdl, q, kv, st, n_heads, splits, span, out, act, act_mode, R, part, counters)
-                  : hd == 64 ? a3_launch<64>(s, grid, pdl, q, kv, st, n_heads, splits, span, out, act, act_mode, R, part, counters)
-                  : a3_launch<128>(s, grid, pdl, q, kv, st, n_heads, splits, span, out, act, act_mode, R, part, counters);
-    return (int)e;
+    auto launch = hd == 32 ? a3_launch<32> : hd == 64 ? a3_launch<64> : a3_launch<128>;
+    return (int)launch(s, grid, pdl, q, kv, st, n_heads, splits, span, out, act, act_mode, R, part,
+                       counters);
 }
 
 extern "C" int kern_attn_grid_splits(int variant, int R, int splits, int span, int max_len,

@@ -3,9 +3,9 @@
  *
  * Each warp owns 4 weight rows (a "unit") and walks K with 16-byte loads,
  * two steps in flight; the activations (f32, up to 8 rows) come through L1.
- * When there are too few units to fill the GPU, KS warps of a block share a
- * unit's K range and add their sums in shared memory (split-K inside the
- * block, so the result does not depend on timing).  The first weights are
+ * For long rows KS warps of a block share a unit's K range and add their
+ * sums in shared memory (split-K inside the block, so the result does not
+ * depend on timing); blocks stride over the units (gemv_grid says why).  The first weights are
  * loaded before waiting on the previous kernel (programmatic dependent
  * launch), so their memory latency overlaps its tail.  Optional prologue:
  * RMS statistics of x, so the norm costs no launch of its own.  Epilogues: store,
@@ -176,6 +176,40 @@ __device__ __forceinline__ void gemv_rstd(const float *x, int K, float eps, floa
     }
 }
 
+/* The four weight rows of unit u (clamped: a unit past the end reads row 0
+ * and its sums are dropped). */
+template <int MODE>
+__device__ __forceinline__ void unit_rows(const gemv_rope &rp, int N, int n_units, int u,
+                                          int rows[GEMV_NR]) {
+    if (u >= n_units) u = 0;
+    if (MODE == KERN_SWIGLU) {
+        const int I = N / 2, i0 = u * 2, i1 = i0 + 1 < I ? i0 + 1 : i0;
+        rows[0] = i0; rows[1] = i1; rows[2] = I + i0; rows[3] = I + i1;
+    } else if (MODE == KERN_ROPE) {
+        rope_rows(rp, u, rows);
+    } else {
+#pragma unroll
+        for (int j = 0; j < GEMV_NR; j++) {
+            int n = u * GEMV_NR + j;
+            rows[j] = n < N ? n : N - 1;
+        }
+    }
+}
+
+/* w0/w1 = the unit's weights at k and k + step (where inside K). */
+template <int EB>
+__device__ __forceinline__ void gemv_load(uint4 (&w0)[GEMV_NR], uint4 (&w1)[GEMV_NR],
+                                          const char *const (&wr)[GEMV_NR], int k, int step, int K) {
+#pragma unroll
+    for (int j = 0; j < GEMV_NR; j++) {
+        if (k < K) w0[j] = __ldg((const uint4 *)(wr[j] + (size_t)k * EB));
+        if (k + step < K) w1[j] = __ldg((const uint4 *)(wr[j] + (size_t)(k + step) * EB));
+    }
+}
+
+/* A block takes upc units at a time (KS warps per unit), striding over the
+ * units by the grid; the grid may be smaller than the units so that the next
+ * kernel's blocks fit beside it and load their weights early (PDL). */
 template <int WDT, int R, int MODE>
 __global__ void __launch_bounds__(GEMV_THREADS)
 gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *x,
@@ -190,130 +224,145 @@ gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *x,
     const int upc = GEMV_WARPS / KS;
     const int I = N / 2;
     const int n_units = MODE == KERN_SWIGLU ? (I + 1) / 2 : (N + GEMV_NR - 1) / GEMV_NR;
-    const int unit = blockIdx.x * upc + warp / KS, kpart = warp % KS;
-    int rows[GEMV_NR];
-    if (MODE == KERN_SWIGLU) {
-        int i0 = unit < n_units ? unit * 2 : 0, i1 = i0 + 1 < I ? i0 + 1 : i0;
-        rows[0] = i0; rows[1] = i1; rows[2] = I + i0; rows[3] = I + i1;
-    } else if (MODE == KERN_ROPE) {
-        rope_rows(rp, unit < n_units ? unit : 0, rows);
-    } else {
-#pragma unroll
-        for (int j = 0; j < GEMV_NR; j++) {
-            int n = unit * GEMV_NR + j;
-            rows[j] = unit < n_units ? (n < N ? n : N - 1) : 0;
-        }
-    }
+    const int stride = gridDim.x * upc;
     const char *Wb = (const char *)Wv;
+    const int step = KS * 32 * VEC, k0 = (warp % KS * 32 + lane) * VEC;
+    int unit = blockIdx.x * upc + warp / KS;
+    int rows[GEMV_NR];
     const char *wr[GEMV_NR];
+    unit_rows<MODE>(rp, N, n_units, unit, rows);
 #pragma unroll
     for (int j = 0; j < GEMV_NR; j++) wr[j] = Wb + (size_t)rows[j] * K * EB;
 
     /* the first two steps' weights are read before waiting for x */
-    const int step = KS * 32 * VEC;
-    int k = (kpart * 32 + lane) * VEC;
     uint4 w0[GEMV_NR], w1[GEMV_NR];
-#pragma unroll
-    for (int j = 0; j < GEMV_NR; j++) {
-        if (k < K) w0[j] = __ldg((const uint4 *)(wr[j] + (size_t)k * EB));
-        if (k + step < K) w1[j] = __ldg((const uint4 *)(wr[j] + (size_t)(k + step) * EB));
-    }
+    gemv_load<EB>(w0, w1, wr, k0, step, K);
     /* upc * GEMV_NR * R <= 8 * 4 * 8 = GEMV_THREADS: a thread has at most one
-     * epilogue item, so the ROPE item's destination is ready before the wait */
+     * epilogue item, so the ROPE item's destination is ready before the wait
+     * (for the first round of units; later rounds work it out after) */
     rope_pre pre = {};
-    if (MODE == KERN_ROPE && threadIdx.x < upc * GEMV_NR * R) {
-        const int ul = threadIdx.x / (GEMV_NR * R), u = blockIdx.x * upc + ul;
-        if (u < n_units)
-            pre = rope_prepare(rp, u, (threadIdx.x / R) % GEMV_NR, threadIdx.x % R);
-    }
+    const int eu = threadIdx.x / (GEMV_NR * R), ej = (threadIdx.x / R) % GEMV_NR,
+              er = threadIdx.x % R;
+    const bool has_item = threadIdx.x < upc * GEMV_NR * R;
+    if (MODE == KERN_ROPE && has_item && blockIdx.x * upc + eu < n_units)
+        pre = rope_prepare(rp, blockIdx.x * upc + eu, ej, er);
     pdl_launch();
     pdl_wait();
 
-    float acc[GEMV_NR][R];
+    for (int base = blockIdx.x * upc; base < n_units; base += stride) {
+        float acc[GEMV_NR][R];
 #pragma unroll
-    for (int j = 0; j < GEMV_NR; j++)
+        for (int j = 0; j < GEMV_NR; j++)
 #pragma unroll
-        for (int r = 0; r < R; r++) acc[j][r] = 0.f;
+            for (int r = 0; r < R; r++) acc[j][r] = 0.f;
 
-    while (k < K) {
-        gemv_step<WDT, R>(acc, w0, x, K, k, nw);
-        if (k + step < K) gemv_step<WDT, R>(acc, w1, x, K, k + step, nw);
-        k += 2 * step;
-#pragma unroll
-        for (int j = 0; j < GEMV_NR; j++) {
-            if (k < K) w0[j] = __ldg((const uint4 *)(wr[j] + (size_t)k * EB));
-            if (k + step < K) w1[j] = __ldg((const uint4 *)(wr[j] + (size_t)(k + step) * EB));
+        for (int k = k0; k < K;) {
+            gemv_step<WDT, R>(acc, w0, x, K, k, nw);
+            if (k + step < K) gemv_step<WDT, R>(acc, w1, x, K, k + step, nw);
+            k += 2 * step;
+            if (k < K) gemv_load<EB>(w0, w1, wr, k, step, K);
         }
+        /* the next round's first weights are in flight during this round's
+         * reduction and epilogue */
+        unit += stride;
+        if (base + stride < n_units) {
+            unit_rows<MODE>(rp, N, n_units, unit, rows);
+#pragma unroll
+            for (int j = 0; j < GEMV_NR; j++) wr[j] = Wb + (size_t)rows[j] * K * EB;
+            gemv_load<EB>(w0, w1, wr, k0, step, K);
+        }
+
+#pragma unroll
+        for (int j = 0; j < GEMV_NR; j++)
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                float v = warp_sum(acc[j][r]);
+                if (lane == 0) s_red[warp][j][r] = v;
+            }
+        /* the RMS statistics only scale the sums, so they come after the
+         * first products: x is in L1 by now, and the products did not wait
+         * for a reduction */
+        if (nw && base == blockIdx.x * upc) gemv_rstd<R>(x, K, eps, s_rstd, s_part);
+        __syncthreads();
+
+        const int u = base + eu;
+        if (has_item && u < n_units) {
+            const int j = ej, r = er, ul = eu;
+            float rs = nw ? s_rstd[r] : 1.f;
+            float v = 0.f;
+            for (int kp = 0; kp < KS; kp++) v += s_red[ul * KS + kp][j][r];
+            v *= rs;
+            if (MODE == KERN_SWIGLU) {
+                int i = u * 2 + j;
+                if (j < 2 && i < I) {
+                    float up = 0.f;
+                    for (int kp = 0; kp < KS; kp++) up += s_red[ul * KS + kp][j + 2][r];
+                    up *= rs;
+                    y[(size_t)r * I + i] = v / (1.0f + expf(-v)) * up;
+                }
+            } else if (MODE == KERN_ROPE) {
+                float v2 = 0.f;
+                if (j < 2)
+                    for (int kp = 0; kp < KS; kp++) v2 += s_red[ul * KS + kp][j + 2][r];
+                if (base != blockIdx.x * upc) pre = rope_prepare(rp, u, j, r);
+                rope_finish(pre, rp.bias != NULL, v, v2 * rs);
+            } else {
+                int n = u * GEMV_NR + j;
+                if (n < N) {
+                    if (MODE == KERN_RESID) y[(size_t)r * N + n] += v;
+                    else y[(size_t)r * N + n] = v;
+                }
+            }
+        }
+        if (base + stride < n_units) __syncthreads();   /* s_red is reused */
     }
+}
 
-#pragma unroll
-    for (int j = 0; j < GEMV_NR; j++)
-#pragma unroll
-        for (int r = 0; r < R; r++) {
-            float v = warp_sum(acc[j][r]);
-            if (lane == 0) s_red[warp][j][r] = v;
-        }
-    /* the RMS statistics only scale the sums, so they come after the products:
-     * x is in L1 by now, and the products did not wait for a reduction */
-    if (nw) gemv_rstd<R>(x, K, eps, s_rstd, s_part);
-    __syncthreads();
-
-    for (int idx = threadIdx.x; idx < upc * GEMV_NR * R; idx += GEMV_THREADS) {
-        int ul = idx / (GEMV_NR * R), j = (idx / R) % GEMV_NR, r = idx % R;
-        int u = blockIdx.x * upc + ul;
-        if (u >= n_units) continue;
-        float rs = nw ? s_rstd[r] : 1.f;
-        float v = 0.f;
-        for (int kp = 0; kp < KS; kp++) v += s_red[ul * KS + kp][j][r];
-        v *= rs;
-        if (MODE == KERN_SWIGLU) {
-            int i = u * 2 + j;
-            if (j >= 2 || i >= I) continue;
-            float up = 0.f;
-            for (int kp = 0; kp < KS; kp++) up += s_red[ul * KS + kp][j + 2][r];
-            up *= rs;
-            y[(size_t)r * I + i] = v / (1.0f + expf(-v)) * up;
-        } else if (MODE == KERN_ROPE) {
-            float v2 = 0.f;
-            if (j < 2)
-                for (int kp = 0; kp < KS; kp++) v2 += s_red[ul * KS + kp][j + 2][r];
-            rope_finish(pre, rp.bias != NULL, v, v2 * rs);
-        } else {
-            int n = u * GEMV_NR + j;
-            if (n >= N) continue;
-            if (MODE == KERN_RESID) y[(size_t)r * N + n] += v;
-            else y[(size_t)r * N + n] = v;
-        }
-    }
+/* The launch shape, measured on 0.5B, 1.5B and 7B shapes at 1-4 rows
+ * (kernels/NOTES.md, v10): K is split over KS = 2 warps of a block, 8 for
+ * long rows (down, K = 4864..18944); the grid holds at most 3 blocks per
+ * multiprocessor at 1 row and 2 from 2 rows, its blocks striding over the
+ * units in rounds of equal size.  Other splits and caps (1, 4, none) were
+ * slower.  The old grid, at least two blocks per multiprocessor and no cap,
+ * ran q/k/v and gate|up in more than one wave and left no room for the next
+ * kernel's blocks to start early and load their first weights (PDL). */
+static dim3 gemv_grid(int n_units, int K, int R, int n_sms, int *KS) {
+    int ks = K > 4096 ? 8 : 2;
+    *KS = ks;
+    int nb = (n_units + GEMV_WARPS / ks - 1) / (GEMV_WARPS / ks);
+    int cap = (R == 1 ? 3 : 2) * n_sms;
+    int rounds = (nb + cap - 1) / cap;
+    return dim3((nb + rounds - 1) / rounds);
 }
 
 template <int WDT, int R>
-static cudaError_t gemv_launch(int mode, dim3 grid, cudaStream_t s, int pdl, const void *W, int N,
-                               int K, const float *x, const float *nw, float eps, float *y, int KS,
-                               const gemv_rope &rp) {
-    dim3 blk(GEMV_THREADS);
-    if (mode == KERN_STORE)
-        return klaunch(gemv_kernel<WDT, R, KERN_STORE>, grid, blk, 0, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
-    if (mode == KERN_RESID)
-        return klaunch(gemv_kernel<WDT, R, KERN_RESID>, grid, blk, 0, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
-    if (mode == KERN_ROPE)
-        return klaunch(gemv_kernel<WDT, R, KERN_ROPE>, grid, blk, 0, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
-    return klaunch(gemv_kernel<WDT, R, KERN_SWIGLU>, grid, blk, 0, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
+static cudaError_t gemv_launch(int mode, int n_units, cudaStream_t s, int pdl, const void *W,
+                               int N, int K, const float *x, const float *nw, float eps, float *y,
+                               int n_sms, const gemv_rope &rp) {
+    typedef void (*kfn)(const void *, int, int, const float *, const float *, float, float *,
+                        int, gemv_rope);
+    kfn k = mode == KERN_STORE ? gemv_kernel<WDT, R, KERN_STORE>
+          : mode == KERN_RESID ? gemv_kernel<WDT, R, KERN_RESID>
+          : mode == KERN_ROPE  ? gemv_kernel<WDT, R, KERN_ROPE>
+                               : gemv_kernel<WDT, R, KERN_SWIGLU>;
+    int KS;
+    dim3 grid = gemv_grid(n_units, K, R, n_sms, &KS);
+    return klaunch(k, grid, dim3(GEMV_THREADS), 0, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
 }
 
 template <int WDT>
-static cudaError_t gemv_dispatch(int R, int mode, dim3 grid, cudaStream_t s, int pdl, const void *W,
-                                 int N, int K, const float *x, const float *nw, float eps, float *y,
-                                 int KS, const gemv_rope &rp) {
+static cudaError_t gemv_dispatch(int R, int mode, int n_units, cudaStream_t s, int pdl,
+                                 const void *W, int N, int K, const float *x, const float *nw,
+                                 float eps, float *y, int n_sms, const gemv_rope &rp) {
     switch (R) {
-    case 1: return gemv_launch<WDT, 1>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
-    case 2: return gemv_launch<WDT, 2>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
-    case 3: return gemv_launch<WDT, 3>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
-    case 4: return gemv_launch<WDT, 4>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
-    case 5: return gemv_launch<WDT, 5>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
-    case 6: return gemv_launch<WDT, 6>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
-    case 7: return gemv_launch<WDT, 7>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
-    default: return gemv_launch<WDT, 8>(mode, grid, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
+    case 1: return gemv_launch<WDT, 1>(mode, n_units, s, pdl, W, N, K, x, nw, eps, y, n_sms, rp);
+    case 2: return gemv_launch<WDT, 2>(mode, n_units, s, pdl, W, N, K, x, nw, eps, y, n_sms, rp);
+    case 3: return gemv_launch<WDT, 3>(mode, n_units, s, pdl, W, N, K, x, nw, eps, y, n_sms, rp);
+    case 4: return gemv_launch<WDT, 4>(mode, n_units, s, pdl, W, N, K, x, nw, eps, y, n_sms, rp);
+    case 5: return gemv_launch<WDT, 5>(mode, n_units, s, pdl, W, N, K, x, nw, eps, y, n_sms, rp);
+    case 6: return gemv_launch<WDT, 6>(mode, n_units, s, pdl, W, N, K, x, nw, eps, y, n_sms, rp);
+    case 7: return gemv_launch<WDT, 7>(mode, n_units, s, pdl, W, N, K, x, nw, eps, y, n_sms, rp);
+    default: return gemv_launch<WDT, 8>(mode, n_units, s, pdl, W, N, K, x, nw, eps, y, n_sms, rp);
     }
 }
 
@@ -321,18 +370,15 @@ static int gemv_run(cudaStream_t s, const void *W, int wdt, int N, int K, const 
                     const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl,
                     const gemv_rope &rp) {
     int vec = wdt == KERN_BF16 ? 8 : 4;
-    if (R < 1 || R > 8 || N < 1 || K < vec || K % vec || (mode == KERN_SWIGLU && N % 2))
+    if (R < 1 || R > 8 || N < 1 || K < vec || K % vec || (mode == KERN_SWIGLU && N % 2) ||
+        n_sms < 1)
         return (int)cudaErrorInvalidValue;
     int n_units = mode == KERN_SWIGLU ? (N / 2 + 1) / 2 : (N + GEMV_NR - 1) / GEMV_NR;
-    /* Split K inside the block until the grid covers the GPU about twice. */
-    int KS = 1;
-    while (KS < GEMV_WARPS && (n_units + GEMV_WARPS / KS - 1) / (GEMV_WARPS / KS) < 2 * n_sms)
-        KS *= 2;
-    int upc = GEMV_WARPS / KS;
-    dim3 grid((n_units + upc - 1) / upc);
     if (wdt == KERN_BF16)
-        return (int)gemv_dispatch<KERN_BF16>(R, mode, grid, s, pdl, W, N, K, x, norm_w, eps, y, KS, rp);
-    return (int)gemv_dispatch<KERN_F32>(R, mode, grid, s, pdl, W, N, K, x, norm_w, eps, y, KS, rp);
+        return (int)gemv_dispatch<KERN_BF16>(R, mode, n_units, s, pdl, W, N, K, x, norm_w, eps, y,
+                                             n_sms, rp);
+    return (int)gemv_dispatch<KERN_F32>(R, mode, n_units, s, pdl, W, N, K, x, norm_w, eps, y,
+                                        n_sms, rp);
 }
 
 extern "C" int kern_gemv(cudaStream_t s, const void *W, int wdt, int N, int K, const float *x,

@@ -194,6 +194,11 @@ static void test_gemv(void) {
     T_CHECKF(e <= 1e-5, "2048x1536: rel err %.3g", e);
     e = gemv_case(KERN_BF16, 5, KERN_STORE, 0, 1027, 64, 132);
     T_CHECKF(e <= 1e-5, "1027x64: rel err %.3g", e);
+    /* long rows (K split over 8 warps), in one round and in many */
+    e = gemv_case(KERN_BF16, 2, KERN_RESID, 0, 1536, 8960, 40);
+    T_CHECKF(e <= 1e-5, "1536x8960 R=2: rel err %.3g", e);
+    e = gemv_case(KERN_BF16, 4, KERN_SWIGLU, 1, 1000, 4864, 1);
+    T_CHECKF(e <= 1e-5, "1000x4864 R=4 swiglu, 1 SM: rel err %.3g", e);
     T_CHECK(kern_gemv(0, NULL, KERN_BF16, 10, 12, NULL, 1, NULL, 0, 0, NULL, 1, 0) != 0);
     T_CHECK(kern_gemv(0, NULL, KERN_BF16, 10, 16, NULL, 9, NULL, 0, 0, NULL, 1, 0) != 0);
 }
@@ -503,7 +508,8 @@ static void test_gemv_qkv(void) {
     for (int R = 1; R <= 3; R++) {
         qkv_case(R, 12, 2, 128, 1536, KERN_BF16, 132);   /* Qwen2.5-1.5B */
         qkv_case(R, 4, 2, 16, 64, KERN_F32, 132);        /* the tiny fixture's shape */
-        qkv_case(R, 14, 2, 64, 896, KERN_BF16, 40);      /* Qwen2.5-0.5B, fewer SMs: other split-K */
+        qkv_case(R, 14, 2, 64, 896, KERN_BF16, 40);      /* Qwen2.5-0.5B, fewer SMs */
+        qkv_case(R, 12, 2, 128, 1536, KERN_BF16, 1);     /* one SM: blocks take many rounds */
     }
     T_CHECK(kern_gemv(0, NULL, KERN_BF16, 16, 16, NULL, 1, NULL, 0, KERN_ROPE, NULL, 1, 0) != 0);
 }

@@ -3,11 +3,11 @@
  *
  * Each warp owns 4 weight rows (a "unit") and walks K with 16-byte loads,
  * two steps in flight; the activations (f32, up to 8 rows) come through L1.
- * For long rows KS warps of a block share a unit's K range and add their
- * sums in shared memory (split-K inside the block, so the result does not
- * depend on timing); blocks stride over the units (gemv_grid says why).  The first weights are
- * loaded before waiting on the previous kernel (programmatic dependent
- * launch), so their memory latency overlaps its tail.  Optional prologue:
+ * KS warps of a block share a unit's K range and add their sums in shared
+ * memory (split-K inside the block, so the result does not depend on
+ * timing); blocks stride over the units (gemv_grid says why).  The first
+ * weights are loaded before waiting on the previous kernel (programmatic
+ * dependent launch), so their memory latency overlaps its tail.  Optional prologue:
  * RMS statistics of x, so the norm costs no launch of its own.  Epilogues: store,
  * add into the residual, SwiGLU over a [gate; up] weight, or (ROPE) bias +
  * RoPE of q/k and the KV write of k/v, so the q/k/v product needs no second

@@ -17,9 +17,11 @@
  * step whatever the batch; attention reads each sequence's whole KV.
  * Variants, each run right after the default on the same sequences: batch
  * 1 without programmatic dependent launch and without CUDA graphs; batch
- * 2..8 through the other matrix path (GEMV kernel or cuBLASLt); batch > 8
- * with bf16-rounded GEMM activations (fast_gemm).  With --kernels, first
- * each kernel of a batch-1 step alone (see kernel_bench); with --ablate, the
+ * 2..8 through the other matrix path (GEMV kernel or cuBLASLt); batches
+ * that kern_skinny serves (5..16 rows) through cuBLASLt; batch > 8 with
+ * bf16-rounded GEMM activations (fast_gemm).  With --kernels, first each
+ * kernel of a batch-1 step alone (see kernel_bench) and each decode product
+ * at 8-64 rows through kern_skinny and cuBLASLt; with --ablate, the
  * step of every batch asked with stages left out (see ablate).  Prints a table;
  * writes JSON (default benchmarks/results/cuda_<model>.json). */
 #include <stdio.h>
@@ -185,6 +187,7 @@ static int decode(bench *B, bseqs *S, dres *r, eng_err *err) {
 typedef struct bvar {
     const char *name;
     int fast_gemm, gemv_max, no_graphs, no_pdl;   /* gemv_max < 0: default */
+    int skinny_max;                               /* < 0: default */
 } bvar;
 
 static void set_var(bench *B, const bvar *v) {
@@ -194,11 +197,12 @@ static void set_var(bench *B, const bvar *v) {
     if (v->gemv_max >= 0) o.gemv_max_rows = v->gemv_max;
     o.no_graphs = v->no_graphs;
     o.no_pdl = v->no_pdl;
+    if (v->skinny_max >= 0) o.skinny_max_rows = v->skinny_max;
     eng_cuda_set_opts(B->b, &o);
 }
 
 static void set_opts(bench *B, int fast_gemm, int gemv_max, int no_graphs, int no_pdl) {
-    bvar v = {"", fast_gemm, gemv_max, no_graphs, no_pdl};
+    bvar v = {"", fast_gemm, gemv_max, no_graphs, no_pdl, -1};
     set_var(B, &v);
 }
 
@@ -304,12 +308,13 @@ static int batch_variants(int n, bvar *v) {
     eng_cuda_opts_default(&def);
     int k = 0;
     if (n == 1) {
-        v[k++] = (bvar){"no_pdl", 0, -1, 0, 1};
-        v[k++] = (bvar){"no_graphs", 0, -1, 1, 0};
+        v[k++] = (bvar){"no_pdl", 0, -1, 0, 1, -1};
+        v[k++] = (bvar){"no_graphs", 0, -1, 1, 0, -1};
     }
-    if (n > 1 && n <= 8)
-        v[k++] = n <= def.gemv_max_rows ? (bvar){"cublas", 0, 0, 0, 0} : (bvar){"gemv", 0, 8, 0, 0};
-    if (n > 8) v[k++] = (bvar){"fast_gemm", 1, -1, 0, 0};
+    if (n > 1 && n <= 8 && n <= def.gemv_max_rows) v[k++] = (bvar){"cublas", 0, 0, 0, 0, 0};
+    if (n > 1 && n <= 8 && n > def.gemv_max_rows) v[k++] = (bvar){"gemv", 0, 8, 0, 0, -1};
+    if (n > def.gemv_max_rows && n <= def.skinny_max_rows) v[k++] = (bvar){"cublas", 0, -1, 0, 0, 0};
+    if (n > 8) v[k++] = (bvar){"fast_gemm", 1, -1, 0, 0, -1};
     return k;
 }
 
@@ -480,10 +485,19 @@ static const void *kb_weights(kb_ctx *k, size_t bytes) {
     return p;
 }
 
-typedef struct kb_gemv { int N, K, mode, norm; } kb_gemv;
+/* A product: GEMV (mode, norm) or, for which 5/6, kern_skinny / cuBLASLt
+ * over R rows of act (high and low parts) into y2. */
+typedef struct kb_gemv {
+    int N, K, mode, norm;
+    int R, parts;
+    kern_blas *bl;
+    const void *act;
+    float *y2;
+} kb_gemv;
 
 /* Times n launches of kernel `which` (0 GEMV, 1 attention, 2 sampling, 3
- * RoPE, 4 attention variant 2) in one graph; returns seconds per launch, or -1. */
+ * RoPE, 4 attention variant 2, 5 kern_skinny, 6 cuBLASLt) in one graph;
+ * returns seconds per launch, or -1. */
 static double kb_time(kb_ctx *k, int which, const kb_gemv *g, const float *x, float *y,
                       const float *nw, const kern_step *st, kern_kv kv, int nh, int splits,
                       float *part, unsigned *cnt, int V, int *ids, int sms, int pdl) {
@@ -501,11 +515,18 @@ static double kb_time(kb_ctx *k, int which, const kb_gemv *g, const float *x, fl
             err = kern_attention(k->s, x, kv, st, 1, nh, splits, y, NULL, 0, part, cnt, pdl);
         else if (which == 4)   /* V carries variant 2's span */
             err = kern_attention2(k->s, x, kv, st, 1, nh, splits, V, y, NULL, 0, part, cnt, pdl);
-        else if (which == 2)
+        else if (which == 5)
+            err = kern_skinny(k->s, kb_weights(k, (size_t)g->N * g->K * 2), g->N, g->K, g->act, g->R,
+                              g->parts, g->y2, sms, pdl);
+        else if (which == 6) {
+            eng_err e2;
+            err = kern_blas_gemm(g->bl, k->s, kb_weights(k, (size_t)g->N * g->K * 2), KERN_BF16, g->N,
+                                 g->K, g->act, 1, 2 * g->R, g->y2, &e2);
+        } else if (which == 2)
             err = kern_sample(k->s, x, NULL, 1, V, st, ids, y, y + 1, kern_sample_blocks(1, sms),
                               part, cnt + 8, pdl);
         else
-            err = kern_rope_kv(k->s, x, NULL, NULL, st, 1, nh, nw, y, kv, pdl);
+            err = kern_rope_kv(k->s, x, 1, NULL, st, 1, nh, nw, y, kv, pdl);
     }
     cudaError_t e = cudaStreamEndCapture(k->s, &graph);
     if (err || e || cudaGraphInstantiate(&exec, graph, 0)) goto done;
@@ -525,6 +546,65 @@ done:
     if (graph) cudaGraphDestroy(graph);
     cudaGetLastError();
     return res;
+}
+
+/* The decode products at 8..64 rows (2..32 for the lm_head's share), each
+ * through kern_skinny and through cuBLASLt, weights cold (the pool is
+ * larger than L2): time per product, bandwidth, and the ratio. */
+static void kb_products(kb_ctx *k, const eng_config *c, double bw, int sms, size_t big,
+                        cJSON *root) {
+    const int H = c->hidden, I = c->intermediate, QD = c->n_heads * c->head_dim;
+    const int QKV = QD + 2 * c->n_kv_heads * c->head_dim, V = c->vocab_size;
+    const int shapes[5][2] = {{QKV, H}, {H, QD}, {2 * I, H}, {H, I}, {V, H}};
+    const char *names[5] = {"qkv", "o_proj", "gate|up", "down", "lm_head"};
+    const int rows[4] = {8, 16, 32, 64};
+    kern_blas *bl = NULL;
+    eng_err err;
+    void *act = NULL;
+    float *y2 = NULL;
+    size_t ybytes = (size_t)2 * 64 * V * 4;
+    for (int i = 0; i < 5; i++)
+        for (int r = 0; r < 4; r++) {
+            size_t b = (size_t)kern_skinny_parts(shapes[i][0], shapes[i][1], rows[r], sms, 1 << 20) *
+                       rows[r] * shapes[i][0] * 4;
+            if (b > ybytes) ybytes = b;
+        }
+    if (kern_blas_create(&bl, &err) || cudaMalloc(&act, (size_t)2 * 64 * (I > H ? I : H) * 2) ||
+        cudaMalloc((void **)&y2, ybytes)) {
+        printf("products: setup failed\n");
+        goto done;
+    }
+    cudaMemset(act, 0x3c, (size_t)2 * 64 * (I > H ? I : H) * 2);   /* bf16 ~0.011 */
+    cJSON *arr = cJSON_AddArrayToObject(root, "products");
+    printf("products (graph of 32 launches, cold weights): kern_skinny | cuBLASLt\n");
+    for (int i = 0; i < 5; i++) {
+        if ((size_t)shapes[i][0] * shapes[i][1] * 2 > big) continue;
+        for (int r = 0; r < 4; r++) {
+            kb_gemv g = {.N = shapes[i][0], .K = shapes[i][1], .R = rows[r], .bl = bl, .act = act,
+                         .y2 = y2};
+            g.parts = kern_skinny_parts(g.N, g.K, g.R, sms, 1 << 20);
+            double ts = g.parts ? kb_time(k, 5, &g, NULL, NULL, NULL, NULL, (kern_kv){0}, 0, 0, NULL,
+                                          NULL, 0, NULL, sms, 1) : -1;
+            double tb = kb_time(k, 6, &g, NULL, NULL, NULL, NULL, (kern_kv){0}, 0, 0, NULL, NULL, 0,
+                                NULL, sms, 1);
+            double bytes = (double)g.N * g.K * 2;
+            printf("  %-8s %6d x %-6d %3d rows %8.2f us (%2d parts, %4.0f%% of copy) | %8.2f us (%4.0f%%)  %.2fx\n",
+                   names[i], g.N, g.K, g.R, ts * 1e6, g.parts, 100 * bytes / ts / bw, tb * 1e6,
+                   100 * bytes / tb / bw, tb / ts);
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "product", names[i]);
+            cJSON_AddNumberToObject(o, "rows", g.R);
+            cJSON_AddNumberToObject(o, "parts", g.parts);
+            cJSON_AddNumberToObject(o, "skinny_us", ts * 1e6);
+            cJSON_AddNumberToObject(o, "cublaslt_us", tb * 1e6);
+            cJSON_AddItemToArray(arr, o);
+        }
+    }
+done:
+    kern_blas_destroy(bl);
+    cudaFree(act);
+    cudaFree(y2);
+    cudaGetLastError();
 }
 
 static void kernel_bench(const eng_config *c, double bw, int sms, cJSON *root) {
@@ -574,8 +654,10 @@ static void kernel_bench(const eng_config *c, double bw, int sms, cJSON *root) {
     cudaEventCreate(&k.e0);
     cudaEventCreate(&k.e1);
     {
-        kb_gemv gs[5] = {{QKV, H, KERN_STORE, 1}, {H, QD, KERN_RESID, 0}, {2 * I, H, KERN_SWIGLU, 1},
-                         {H, I, KERN_RESID, 0}, {V, H, KERN_STORE, 0}};
+        kb_gemv gs[5] = {{.N = QKV, .K = H, .mode = KERN_STORE, .norm = 1},
+                         {.N = H, .K = QD, .mode = KERN_RESID},
+                         {.N = 2 * I, .K = H, .mode = KERN_SWIGLU, .norm = 1},
+                         {.N = H, .K = I, .mode = KERN_RESID}, {.N = V, .K = H, .mode = KERN_STORE}};
         const char *names[5] = {"qkv (+norm)", "o_proj (+resid)", "gate|up (+norm, swiglu)",
                                 "down (+resid)", "lm_head"};
         kern_kv kv = {kvp, (long long)(2 * c->n_kv_heads * bs * c->head_dim), c->n_kv_heads,
@@ -621,6 +703,7 @@ static void kernel_bench(const eng_config *c, double bw, int sms, cJSON *root) {
         cJSON_AddNumberToObject(root, "rope_us", tr * 1e6);
         cJSON_AddNumberToObject(root, "sample_us", ts * 1e6);
     }
+    kb_products(&k, c, bw, sms, big, root);
 done:
     free(h);
     cudaFree(k.pool); cudaFree(x); cudaFree(y); cudaFree(nw); cudaFree(part); cudaFree(kvp);

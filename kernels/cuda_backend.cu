@@ -11,8 +11,10 @@
  * memory, so one graph serves every pass of its shape.
  *
  * Two paths per pass: up to gemv_max_rows rows, the GEMV kernel (f32
- * activations, RMSNorm, residual and SwiGLU fused); above, cuBLASLt with
- * separate norm / SwiGLU / residual kernels.  Kernels are launched with
+ * activations, RMSNorm, residual and SwiGLU fused); above, matrix products
+ * (kern_skinny up to skinny_max_rows rows where it serves the shape, else
+ * cuBLASLt) with separate norm / SwiGLU / residual kernels that add the
+ * products' parts.  Kernels are launched with
  * programmatic dependent launch, so each starts (and prefetches weights)
  * while its predecessor drains. */
 #include <stdio.h>
@@ -77,6 +79,7 @@ typedef struct cu_ctx {
     int pf;                      /* this pass is prompt-like: prefill attention kernel */
     int att_splits;              /* this pass's decode attention splits (grid depth) */
     int att_variant;             /* and its variant (attn_variant) */
+    size_t y_floats;             /* y's length: the widest product's parts */
     int pg;                      /* this pass: attention through cuBLAS (kern_attention_gemm) */
     kern_keys keys;              /* its keys (arrays in dk) */
     float *gw;                   /* kern_attention_gemm's work buffer, gw_floats long */
@@ -116,6 +119,7 @@ extern "C" uint16_t kern_f32_to_bf16(float f) {
 extern "C" void eng_cuda_opts_default(eng_cuda_opts *o) {
     memset(o, 0, sizeof *o);
     o->gemv_max_rows = 4;   /* measured: cuBLASLt wins from ~6 rows on (kernels/NOTES.md, v6) */
+    o->skinny_max_rows = 16;   /* measured: slower than cuBLASLt from 32 rows (NOTES.md, v11) */
 }
 
 /* Options into range; attention variant 0 takes BRISK_ATTN (1, 2 or 3 for
@@ -124,6 +128,8 @@ extern "C" void eng_cuda_opts_default(eng_cuda_opts *o) {
 static void opts_clamp(eng_cuda_opts *o) {
     if (o->gemv_max_rows < 0) o->gemv_max_rows = 0;
     if (o->gemv_max_rows > 8) o->gemv_max_rows = 8;
+    if (o->skinny_max_rows < 0) o->skinny_max_rows = 0;
+    if (o->skinny_max_rows > 64) o->skinny_max_rows = 64;
     if (o->attn_variant < 1 || o->attn_variant > 3) {
         const char *v = getenv("BRISK_ATTN");
         int a = v ? atoi(v) : 0;
@@ -350,12 +356,23 @@ static int ensure_rows(cu_ctx *c, int R, int O, eng_err *err) {
                                          kern_attn_splits(r, g->n_kv_heads, c->n_sms));
         if (p > part) part = p;
     }
+    /* products' outputs: cuBLASLt's 2R columns, or kern_skinny's parts */
+    size_t y_floats = (size_t)gemm_cols(2 * nr) * maxN;
+    const int h = g->hidden, prods[4][2] = {{c->qkv_dim, h}, {h, c->q_dim}, {2 * g->intermediate, h},
+                                            {h, g->intermediate}};
+    for (int r = 8; r <= (nr < 64 ? nr : 64); r += 8)
+        for (int i = 0; i < 4; i++) {
+            size_t f = (size_t)kern_skinny_parts(prods[i][0], prods[i][1], r, c->n_sms, 1 << 20) *
+                       r * prods[i][0];
+            if (f > y_floats) y_floats = f;
+        }
+    c->y_floats = y_floats;
     /* a product's input: 2R bf16 rows (hi/lo) or R f32 rows, padded as gemm_cols pads */
     size_t act_bytes = (size_t)gemm_cols(2 * nr) * 2;
     if ((size_t)gemm_cols(nr) * 4 > act_bytes) act_bytes = (size_t)gemm_cols(nr) * 4;
     struct { void **p; size_t bytes; } want[] = {
         {(void **)&c->x, (size_t)nr * H * 4},
-        {(void **)&c->y, (size_t)gemm_cols(2 * nr) * maxN * 4},
+        {(void **)&c->y, y_floats * 4},
         {(void **)&c->q, (size_t)nr * c->q_dim * 4},
         {(void **)&c->attn, (size_t)nr * c->q_dim * 4},
         {(void **)&c->h, (size_t)(nr < 8 ? nr : 8) * I * 4},
@@ -415,6 +432,22 @@ static int attn_variant(const cu_ctx *c, int R, int max_len) {
     return R >= ATTN3_MIN_ROWS || (long)R * max_len >= ATTN3_FEW_WORK ? 3 : 2;
 }
 
+/* kern_skinny takes products of up to this many weight bytes: on larger
+ * ones cuBLASLt streams at 85-91% of the copy bandwidth and won (7B, 8-16
+ * rows: gate|up 271 MB 100 vs 115 us, down 136 MB, steps 6-9% slower with
+ * kern_skinny on every product; NOTES.md v11). */
+#define SKINNY_MAX_BYTES ((size_t)64 << 20)
+
+/* The parts kern_skinny writes for this product of R rows (bf16 weights,
+ * activations split into high and low parts), or 0: cuBLASLt serves it. */
+static int skinny_parts(const cu_ctx *c, int N, int K, int R, size_t cap_floats) {
+    if (R <= c->opt.gemv_max_rows || R > c->opt.skinny_max_rows || c->wdt != KERN_BF16 ||
+        c->opt.fast_gemm || (size_t)N * K * 2 > SKINNY_MAX_BYTES)
+        return 0;
+    size_t mp = cap_floats / ((size_t)R * N);
+    return kern_skinny_parts(N, K, R, c->n_sms, mp > 1 << 20 ? 1 << 20 : (int)mp);
+}
+
 /* Enqueues the whole model for R rows (O out rows) on the stream. */
 static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
     const eng_config *g = &c->cfg;
@@ -429,7 +462,7 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
     const int mul = amode == KERN_ACT_SPLIT ? 2 : 1, act_bf16 = amode != KERN_ACT_F32;
     const int splits = c->att_splits;
     const int pdl = !c->opt.no_pdl;
-    int rc;
+    int rc, np = 1;   /* np: parts of the last product (see PROD) */
     /* one call site for the three decode attention variants */
     const int skip = c->opt.ablate;
     const int av = c->att_variant;
@@ -439,14 +472,21 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
         ? kern_attention2(s, c->q, kv, stp, R, nh, splits, c->opt.attn_span, out, act, mode, c->part, c->counters, pdl) \
         : kern_attention(s, c->q, kv, stp, R, nh, splits, out, act, mode, c->part, c->counters, pdl))
 #define SKIP(mask, call) ((skip & (mask)) ? 0 : (call))
-#define LO(buf, rows, n) (amode == KERN_ACT_SPLIT ? (buf) + (size_t)(rows) * (n) : NULL)
 #define GEMM(W, N, K, rows, out) do { \
         if ((rc = kern_blas_gemm(c->blas, s, W, wdt, N, K, c->act, act_bf16, gemm_cols((rows) * mul), out, err))) \
             return rc; } while (0)
+    /* out = W act by kern_skinny or cuBLASLt (left out under the ablation mask);
+     * np = the parts of out that the consumer adds */
+#define PROD(W, N, K, rows, out, mask) do { \
+        const int sp_ = skinny_parts(c, N, K, rows, c->y_floats); \
+        np = sp_ ? sp_ : mul; \
+        if (skip & (mask)) break; \
+        if (sp_) KC(kern_skinny(s, W, N, K, c->act, rows, sp_, out, sms, pdl)); \
+        else GEMM(W, N, K, rows, out); } while (0)
 
     KC(kern_embed(s, c->embed, wdt, H, stp, R, c->x, pdl));
     if (!small)
-        KC(kern_add_norm(s, c->x, NULL, NULL, R, H, c->layers[0].attn_norm, eps, c->act, amode, pdl));
+        KC(kern_add_norm(s, c->x, NULL, 0, R, H, c->layers[0].attn_norm, eps, c->act, amode, pdl));
     for (int l = 0; l < g->n_layers; l++) {
         const cu_layer *w = &c->layers[l];
         kern_kv kv = {c->kv + (size_t)l * c->layer_floats, (long long)c->blk_floats, g->n_kv_heads, g->head_dim, c->block_size, 0};
@@ -456,7 +496,7 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
         } else if (small) {
             KC(SKIP(KERN_SKIP_QKVO, kern_gemv(s, w->wqkv, wdt, QKV, H, c->x, R, w->attn_norm, eps,
                                               KERN_STORE, c->y, sms, pdl)));
-            KC(SKIP(KERN_SKIP_ROPE, kern_rope_kv(s, c->y, NULL, w->bqkv, stp, R, nh, c->inv_freq, c->q,
+            KC(SKIP(KERN_SKIP_ROPE, kern_rope_kv(s, c->y, 1, w->bqkv, stp, R, nh, c->inv_freq, c->q,
                                                  kv, pdl)));
         }
         if (small) {
@@ -469,8 +509,8 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
                                              c->x, sms, pdl)));
         } else {
             const float *next = l + 1 < g->n_layers ? c->layers[l + 1].attn_norm : NULL;
-            if (!(skip & KERN_SKIP_QKVO)) GEMM(w->wqkv, QKV, H, R, c->y);
-            KC(SKIP(KERN_SKIP_ROPE, kern_rope_kv(s, c->y, LO(c->y, R, QKV), w->bqkv, stp, R, nh,
+            PROD(w->wqkv, QKV, H, R, c->y, KERN_SKIP_QKVO);
+            KC(SKIP(KERN_SKIP_ROPE, kern_rope_kv(s, c->y, np, w->bqkv, stp, R, nh,
                                                  c->inv_freq, c->q, kv, pdl)));
             if (c->pg && !(skip & KERN_SKIP_ATTN)) {
                 if ((rc = kern_attention_gemm(c->blas, s, c->q, kv, stp, c->keys, R, nh, c->gw,
@@ -482,12 +522,12 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
                                                                pdl)));
             else
                 KC(ATTN(NULL, c->act, amode));
-            if (!(skip & KERN_SKIP_QKVO)) GEMM(w->wo, H, QD, R, c->y);
-            KC(kern_add_norm(s, c->x, c->y, LO(c->y, R, H), R, H, w->ffn_norm, eps, c->act, amode, pdl));
-            if (!(skip & KERN_SKIP_FFN)) GEMM(w->wgu, 2 * I, H, R, c->y);
-            KC(SKIP(KERN_SKIP_FFN, kern_swiglu(s, c->y, LO(c->y, R, 2 * I), R, I, c->act, amode, pdl)));
-            if (!(skip & KERN_SKIP_FFN)) GEMM(w->wdown, H, I, R, c->y);
-            KC(kern_add_norm(s, c->x, c->y, LO(c->y, R, H), R, H, next, eps, c->act, amode, pdl));
+            PROD(w->wo, H, QD, R, c->y, KERN_SKIP_QKVO);
+            KC(kern_add_norm(s, c->x, c->y, np, R, H, w->ffn_norm, eps, c->act, amode, pdl));
+            PROD(w->wgu, 2 * I, H, R, c->y, KERN_SKIP_FFN);
+            KC(SKIP(KERN_SKIP_FFN, kern_swiglu(s, c->y, np, R, I, c->act, amode, pdl)));
+            PROD(w->wdown, H, I, R, c->y, KERN_SKIP_FFN);
+            KC(kern_add_norm(s, c->x, c->y, np, R, H, next, eps, c->act, amode, pdl));
         }
     }
     if (O > 0 && !(skip & KERN_SKIP_HEAD)) {
@@ -499,8 +539,10 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
             KC(kern_gemv(s, c->lm_head, wdt, V, H, c->xo, O, NULL, 0.f, KERN_STORE, c->logits, sms, pdl));
         } else {
             KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->act, amode, pdl));
+            /* cuBLASLt: kern_skinny was slower on the lm_head at 8 and 16 rows
+             * (1.5B: 181 vs 173 us, 232 vs 178) */
             GEMM(c->lm_head, V, H, O, c->logits);
-            lo = LO(c->logits, O, V);
+            if (amode == KERN_ACT_SPLIT) lo = c->logits + (size_t)O * V;
         }
         KC(kern_sample(s, c->logits, lo, O, V, stp, ids, lp, ent, kern_sample_blocks(O, sms),
                        c->sscratch, c->scnt, pdl));
@@ -508,7 +550,7 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
 #undef ATTN
 #undef SKIP
 #undef GEMM
-#undef LO
+#undef PROD
     return ENG_OK;
 }
 
@@ -796,8 +838,7 @@ static int cu_forward(eng_backend *be, const eng_fwd_batch *b, eng_err *err) {
     if (O > 0 && b->sampled)
         CK(cudaMemcpyAsync(c->h_res, c->d_res, (size_t)c->cap_out * 12, cudaMemcpyDeviceToHost, c->st));
     if (O > 0 && b->logits) {
-        bool split = Op > c->opt.gemv_max_rows && c->wdt == KERN_BF16 && !c->opt.fast_gemm;
-        if (split)
+        if (Op > c->opt.gemv_max_rows && c->wdt == KERN_BF16 && !c->opt.fast_gemm)
             KC(kern_add_rows(c->st, c->logits, c->logits + (size_t)Op * V, (size_t)Op * V, 0));
         CK(cudaMemcpyAsync(b->logits, c->logits, (size_t)O * V * sizeof(float),
                            cudaMemcpyDeviceToHost, c->st));

@@ -23,6 +23,8 @@ typedef struct eng_cuda_opts {
     int bf16_weights;   /* 1: convert f32/f16 checkpoints to bf16 as well */
     int fast_gemm;      /* 1: cuBLASLt takes bf16-rounded activations (no hi/lo split) */
     int gemv_max_rows;  /* passes of up to this many rows (0..8) use the GEMV kernel; default 4 */
+    int skinny_max_rows;/* passes of more rows, up to this many (0..64), take kern_skinny for
+                           their products (bf16 weights, split activations); default 16 */
     int no_graphs;      /* 1: launch kernels directly, never replay CUDA graphs */
     int no_pdl;         /* 1: no programmatic dependent launch between kernels */
     int unfused_rope;   /* 1: GEMV passes run RoPE + KV write as a kernel of its own */
@@ -105,22 +107,33 @@ int kern_gemv(cudaStream_t s, const void *W, int wdt, int N, int K, const float 
 int kern_gemv_qkv(cudaStream_t s, const void *W, int wdt, int K, const float *x, int R,
                   const float *norm_w, float eps, const float *bias, const kern_step *st,
                   int n_heads, const float *inv_freq, float *q, kern_kv kv, int n_sms, int pdl);
+/* Y = W x for R = 1..64 rows of act ([2R][K] bf16: high rows, then low rows;
+ * W bf16 [N][K], K a multiple of 32) on tensor cores, written as `parts`
+ * partial products over slices of K: Y[p][r][n], p < parts, for the
+ * consumer to add in order.  kern_skinny_parts gives the parts for a shape
+ * (0 when it needs more than max_parts or the shape does not fit). */
+int kern_skinny_parts(int N, int K, int R, int n_sms, int max_parts);
+int kern_skinny(cudaStream_t s, const void *W, int N, int K, const void *act, int R, int parts,
+                float *Y, int n_sms, int pdl);
 int kern_embed(cudaStream_t s, const void *E, int wdt, int H, const kern_step *st, int R,
                float *x, int pdl);
-/* x += y (+ ylo) when y != NULL; then, when norm_w != NULL, act = norm(x)
- * in act_mode ([R][H] f32 or bf16, or [2R][H] bf16 high rows then low rows). */
-int kern_add_norm(cudaStream_t s, float *x, const float *y, const float *ylo, int R, int H,
+/* x += y when y != NULL, y being `parts` arrays of [R][H] one after the
+ * other (a product's parts: cuBLASLt's high and low halves, kern_skinny's K
+ * slices), added in order; then, when norm_w != NULL, act = norm(x) in
+ * act_mode ([R][H] f32 or bf16, or [2R][H] bf16 high rows then low rows). */
+int kern_add_norm(cudaStream_t s, float *x, const float *y, int parts, int R, int H,
                   const float *norm_w, float eps, void *act, int act_mode, int pdl);
 /* act[o] = norm(x[out_rows[o]]) for o < O. */
 int kern_gather_norm(cudaStream_t s, const float *x, const kern_step *st, int O, int H,
                      const float *norm_w, float eps, void *act, int act_mode, int pdl);
 int kern_to_act(cudaStream_t s, const float *in, int R, int K, void *act, int act_mode, int pdl);
-/* act[r][i] = silu(g) * u with g = y[r][i] (+ylo), u = y[r][I+i] (+ylo). */
-int kern_swiglu(cudaStream_t s, const float *y, const float *ylo, int R, int I, void *act,
+/* act[r][i] = silu(g) * u with g = y[r][i], u = y[r][I+i], each summed over
+ * y's parts ([R][2I] each). */
+int kern_swiglu(cudaStream_t s, const float *y, int parts, int R, int I, void *act,
                 int act_mode, int pdl);
-/* qkv rows ([R][(nh+2*nkv)*hd], plus ylo, plus bias) -> RoPE'd q [R][nh*hd],
- * RoPE'd k and v written into the pool at each row's position. */
-int kern_rope_kv(cudaStream_t s, const float *qkv, const float *qkv_lo, const float *bias,
+/* qkv rows ([R][(nh+2*nkv)*hd], summed over parts, plus bias) -> RoPE'd q
+ * [R][nh*hd], RoPE'd k and v written into the pool at each row's position. */
+int kern_rope_kv(cudaStream_t s, const float *qkv, int parts, const float *bias,
                  const kern_step *st, int R, int n_heads, const float *inv_freq, float *q,
                  kern_kv kv, int pdl);
 /* Row r attends to positions 0..pos[r] of its sequence; splits > 1 splits

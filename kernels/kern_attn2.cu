@@ -322,14 +322,6 @@ static int a3_slices(int span, int G, int hd) {
     return w < 1 ? 1 : w > cap ? cap : w;
 }
 
-__device__ __forceinline__ void cp_async16(void *dst, const void *src) {
-    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
-}
-__device__ __forceinline__ void cp_async_wait_all() {
-    asm volatile("cp.async.wait_all;" ::: "memory");
-}
-
 /* Stages the table entries of positions [c0, c1) in s_blk (from entry b0). */
 __device__ __forceinline__ void a3_stage_table(int *s_blk, const int *tbl, int bs, int c0, int c1) {
     const int b0 = c0 / bs, nb = (c1 - 1) / bs - b0 + 1;

@@ -97,6 +97,16 @@ static inline cudaError_t klaunch(void (*k)(KArgs...), dim3 grid, dim3 block, si
     return e != cudaSuccess ? e : cudaGetLastError();
 }
 
+/* 16 bytes global -> shared without registers (through L2: coherent, so
+ * allowed for activations after the PDL wait); wait_all waits for all. */
+__device__ __forceinline__ void cp_async16(void *dst, const void *src) {
+    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+    asm volatile("cp.async.wait_all;" ::: "memory");
+}
+
 /* Writes one activation element in the layout a GEMM expects (kern.h). */
 __device__ __forceinline__ void act_store(void *act, int mode, int R, int K, int r, int k,
                                           float v) {

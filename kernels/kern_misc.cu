@@ -23,20 +23,20 @@ extern "C" int kern_embed(cudaStream_t s, const void *E, int wdt, int H, const k
     return (int)klaunch(embed_kernel, dim3(R), dim3(ROW_THREADS), 0, s, pdl, E, wdt, H, st, x);
 }
 
-/* One block per row: x += y (+ylo), then act = x * rstd * w.  Rows of up to
+/* One block per row: x += y's parts (in order), then act = x * rstd * w.  Rows of up to
  * AN_PER elements per thread (H <= 8192 with the launcher's block sizes)
  * keep them in registers and issue every load at once; the norm weights
  * are read before the wait.  Wider rows loop (two reads of x). */
 #define AN_PER 8
-__global__ void add_norm_kernel(float *x, const float *y,
-                                const float *ylo, int R, int H,
+__global__ void add_norm_kernel(float *x, const float *y, int parts, int R, int H,
                                 const float *__restrict__ nw, float eps, void *act,
                                 int act_mode) {
     pdl_launch();
     __shared__ float s_tmp[32];
     const int r = blockIdx.x, nt = blockDim.x, t = threadIdx.x;
     float *xr = x + (size_t)r * H;
-    const float *yr = y ? y + (size_t)r * H : NULL, *lr = ylo ? ylo + (size_t)r * H : NULL;
+    const float *yr = y ? y + (size_t)r * H : NULL;
+    const size_t ps = (size_t)R * H;
     if (H <= AN_PER * nt) {
         float w[AN_PER], v[AN_PER];
 #pragma unroll
@@ -49,7 +49,9 @@ __global__ void add_norm_kernel(float *x, const float *y,
 #pragma unroll
         for (int j = 0; j < AN_PER; j++) {
             int k = t + j * nt;
-            v[j] = k < H ? xr[k] + (yr ? yr[k] : 0.f) + (lr ? lr[k] : 0.f) : 0.f;
+            v[j] = k < H ? xr[k] : 0.f;
+            if (yr && k < H)
+                for (int p = 0; p < parts; p++) v[j] += yr[p * ps + k];
         }
 #pragma unroll
         for (int j = 0; j < AN_PER; j++) {
@@ -72,8 +74,7 @@ __global__ void add_norm_kernel(float *x, const float *y,
     for (int k = t; k < H; k += nt) {
         float v = xr[k];
         if (yr) {
-            v += yr[k];
-            if (lr) v += lr[k];
+            for (int p = 0; p < parts; p++) v += yr[p * ps + k];
             xr[k] = v;
         }
         ss += v * v;
@@ -84,12 +85,11 @@ __global__ void add_norm_kernel(float *x, const float *y,
     for (int k = t; k < H; k += nt) act_store(act, act_mode, R, H, r, k, xr[k] * rs * nw[k]);
 }
 
-extern "C" int kern_add_norm(cudaStream_t s, float *x, const float *y, const float *ylo, int R,
-                             int H, const float *norm_w, float eps, void *act, int act_mode,
-                             int pdl) {
-    if (R < 1 || H < 1) return (int)cudaErrorInvalidValue;
+extern "C" int kern_add_norm(cudaStream_t s, float *x, const float *y, int parts, int R, int H,
+                             const float *norm_w, float eps, void *act, int act_mode, int pdl) {
+    if (R < 1 || H < 1 || (y && parts < 1)) return (int)cudaErrorInvalidValue;
     const int nt = H <= AN_PER * 256 ? 256 : H <= AN_PER * 512 ? 512 : 1024;
-    return (int)klaunch(add_norm_kernel, dim3(R), dim3(nt), 0, s, pdl, x, y, ylo, R, H, norm_w,
+    return (int)klaunch(add_norm_kernel, dim3(R), dim3(nt), 0, s, pdl, x, y, parts, R, H, norm_w,
                         eps, act, act_mode);
 }
 
@@ -136,8 +136,7 @@ extern "C" int kern_to_act(cudaStream_t s, const float *in, int R, int K, void *
                         K, act, act_mode);
 }
 
-__global__ void swiglu_kernel(const float *y, const float *ylo, int R, int I, void *act,
-                              int act_mode) {
+__global__ void swiglu_kernel(const float *y, int parts, int R, int I, void *act, int act_mode) {
     pdl_launch();
     pdl_wait();
     size_t n = (size_t)R * I;
@@ -146,14 +145,15 @@ __global__ void swiglu_kernel(const float *y, const float *ylo, int R, int I, vo
         int r = (int)(i / I), c = (int)(i % I);
         size_t gi = (size_t)r * 2 * I + c, ui = gi + I;
         float g = y[gi], u = y[ui];
-        if (ylo) { g += ylo[gi]; u += ylo[ui]; }
+        for (int p = 1; p < parts; p++) { g += y[p * n * 2 + gi]; u += y[p * n * 2 + ui]; }
         act_store(act, act_mode, R, I, r, c, g / (1.0f + expf(-g)) * u);
     }
 }
 
-extern "C" int kern_swiglu(cudaStream_t s, const float *y, const float *ylo, int R, int I,
-                           void *act, int act_mode, int pdl) {
-    return (int)klaunch(swiglu_kernel, dim3(grid_for((size_t)R * I)), dim3(256), 0, s, pdl, y, ylo,
+extern "C" int kern_swiglu(cudaStream_t s, const float *y, int parts, int R, int I, void *act,
+                           int act_mode, int pdl) {
+    if (R < 1 || I < 1 || parts < 1) return (int)cudaErrorInvalidValue;
+    return (int)klaunch(swiglu_kernel, dim3(grid_for((size_t)R * I)), dim3(256), 0, s, pdl, y, parts,
                         R, I, act, act_mode);
 }
 
@@ -174,7 +174,7 @@ extern "C" int kern_add_rows(cudaStream_t s, float *y, const float *lo, size_t n
  * long positions keep their accuracy), v heads copied.  Why so many small
  * blocks: one block per row left a row's ~900 rotations as a chain of
  * dependent loads and sincos in 4 warps (7 us a layer at 32 rows). */
-__global__ void rope_kv_kernel(const float *qkv, const float *qkv_lo,
+__global__ void rope_kv_kernel(const float *qkv, int parts,
                                const float *__restrict__ bias, const kern_step *st, int n_heads,
                                const float *__restrict__ inv_freq, float *__restrict__ q,
                                kern_kv kv) {
@@ -190,8 +190,9 @@ __global__ void rope_kv_kernel(const float *qkv, const float *qkv_lo,
     pdl_wait();
     const size_t c0 = (size_t)r * (n_heads + 2 * nkv) * hd + (size_t)h * hd + i, c1 = c0 + half;
     const int bc = h * hd + i;
+    const size_t ps = (size_t)gridDim.x * (n_heads + 2 * nkv) * hd;
     float x1 = qkv[c0], x2 = qkv[c1];
-    if (qkv_lo) { x1 += qkv_lo[c0]; x2 += qkv_lo[c1]; }
+    for (int p = 1; p < parts; p++) { x1 += qkv[p * ps + c0]; x2 += qkv[p * ps + c1]; }
     if (bias) { x1 += bias[bc]; x2 += bias[bc + half]; }
     if (h < n_heads + nkv) {
         const float sn = (float)sd, cs = (float)cd;
@@ -203,10 +204,10 @@ __global__ void rope_kv_kernel(const float *qkv, const float *qkv_lo,
     }
 }
 
-extern "C" int kern_rope_kv(cudaStream_t s, const float *qkv, const float *qkv_lo,
+extern "C" int kern_rope_kv(cudaStream_t s, const float *qkv, int parts,
                             const float *bias, const kern_step *st, int R, int n_heads,
                             const float *inv_freq, float *q, kern_kv kv, int pdl) {
-    if (R < 1 || kv.head_dim % 2 || kv.head_dim > 2048) return (int)cudaErrorInvalidValue;
+    if (R < 1 || parts < 1 || kv.head_dim % 2 || kv.head_dim > 2048) return (int)cudaErrorInvalidValue;
     return (int)klaunch(rope_kv_kernel, dim3(R, n_heads + 2 * kv.n_kv), dim3(kv.head_dim / 2), 0,
-                        s, pdl, qkv, qkv_lo, bias, st, n_heads, inv_freq, q, kv);
+                        s, pdl, qkv, parts, bias, st, n_heads, inv_freq, q, kv);
 }

@@ -262,6 +262,66 @@ done:
     dfree_all();
 }
 
+/* ------------------------------------------------------- kern_skinny */
+/* kern_skinny's parts, added in order, against the double product of the
+ * bf16 weights with the activations' high + low parts.  Tolerance 1e-5
+ * relative: the operands are exact in bf16, the sums f32 over K <= 8960. */
+static double skinny_case(int N, int K, int R, int parts, int n_sms) {
+    float *x = malloc((size_t)R * K * 4), *out = malloc((size_t)R * N * 4);
+    uint16_t *Wb = malloc((size_t)N * K * 2), *ab = malloc((size_t)2 * R * K * 2);
+    double *ref = malloc((size_t)R * N * 8), e = INFINITY;
+    if (!x || !out || !Wb || !ab || !ref) goto done;
+    for (size_t i = 0; i < (size_t)N * K; i++) Wb[i] = kern_f32_to_bf16(nrand() / 32.0f);
+    for (size_t i = 0; i < (size_t)R * K; i++) x[i] = nrand();
+    float *dx = dup_up(x, (size_t)R * K * 4), *dy = dnew((size_t)parts * R * N * 4 + 64);
+    void *dW = dup_up(Wb, (size_t)N * K * 2), *act = dnew((size_t)2 * R * K * 2);
+    if (!dx || !dy || !dW || !act) goto done;
+    if (kern_to_act(0, dx, R, K, act, KERN_ACT_SPLIT, 0) || !sync_ok() ||
+        !down(ab, act, (size_t)2 * R * K * 2))
+        goto done;
+    for (int r = 0; r < R; r++)
+        for (int n = 0; n < N; n++) {
+            double s = 0;
+            for (int k = 0; k < K; k++)
+                s += (double)bf16_val(Wb[(size_t)n * K + k]) *
+                     ((double)bf16_val(ab[(size_t)r * K + k]) + bf16_val(ab[(size_t)(R + r) * K + k]));
+            ref[(size_t)r * N + n] = s;
+        }
+    cudaMemset(dy, 0xFF, (size_t)parts * R * N * 4);
+    if (kern_skinny(0, dW, N, K, act, R, parts, dy, n_sms, 1)) goto done;
+    if (parts > 1 && kern_add_norm(0, dy, dy + (size_t)R * N, parts - 1, 1, R * N, NULL, 0.f, NULL, 0, 1))
+        goto done;
+    if (sync_ok() && down(out, dy, (size_t)R * N * 4)) e = rel_err(out, ref, (size_t)R * N);
+done:
+    free(x); free(out); free(Wb); free(ab); free(ref);
+    dfree_all();
+    return e;
+}
+
+static void test_skinny(void) {
+    g_rng = 212;
+    /* shapes: 1.5B's o (16 parts), q/k/v rows not a multiple of 16, the
+     * down product's long K, 1..8 column tiles, slices not a multiple of 64 */
+    static const int c[][3] = {{1536, 1536, 32}, {2056, 896, 5}, {1536, 8960, 17},
+                               {300, 4864, 64}, {130, 96, 40}, {4000, 1536, 8}};
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        const int N = c[i][0], K = c[i][1], R = c[i][2];
+        const int parts = kern_skinny_parts(N, K, R, 132, 1000);
+        T_CHECKF(parts >= 1, "%dx%d R=%d: no parts", N, K, R);
+        if (parts < 1) continue;
+        double e = skinny_case(N, K, R, parts, 132);
+        T_CHECKF(e <= 1e-5, "%dx%d R=%d, %d parts: rel err %.3g", N, K, R, parts, e);
+    }
+    double e = skinny_case(700, 1024, 24, 1, 132);   /* one part: a 1024-wide slice */
+    T_CHECKF(e <= 1e-5, "700x1024 R=24, 1 part: rel err %.3g", e);
+    e = skinny_case(700, 1024, 24, 11, 3);   /* 96-wide slices, the last 64; 3 SMs: many rounds */
+    T_CHECKF(e <= 1e-5, "700x1024 R=24, 11 parts: rel err %.3g", e);
+    T_CHECK(kern_skinny(0, NULL, 100, 100, NULL, 8, 1, NULL, 132, 0) != 0);   /* K % 32 */
+    T_CHECK(kern_skinny(0, NULL, 100, 128, NULL, 65, 1, NULL, 132, 0) != 0);  /* too many rows */
+    T_CHECK(kern_skinny(0, NULL, 100, 128, NULL, 8, 3, NULL, 132, 0) != 0);   /* 3 parts of 64: 2 */
+    T_CHECK(kern_skinny_parts(1536, 8960, 32, 132, 4) == 0);
+}
+
 /* ------------------------------------------- norms, SwiGLU, embedding */
 /* add_norm at widths that take its other block sizes: 3000 (512 threads, in
  * registers) and 9000 (past 8192: the looping path). */
@@ -283,7 +343,7 @@ static void check_add_norm_width(int R, int H) {
     float *dx = dup_up(x, (size_t)R * H * 4), *dy = dup_up(y, (size_t)R * H * 4);
     float *dn = dup_up(nw, H * 4), *dact = dnew((size_t)R * H * 4);
     if (!dx || !dy || !dn || !dact) { T_CHECK(0); goto done; }
-    T_CHECK(kern_add_norm(0, dx, dy, NULL, R, H, dn, 1e-6f, dact, KERN_ACT_F32, 1) == 0);
+    T_CHECK(kern_add_norm(0, dx, dy, 1, R, H, dn, 1e-6f, dact, KERN_ACT_F32, 1) == 0);
     T_CHECK(sync_ok() && down(o, dx, (size_t)R * H * 4));
     double e1 = rel_err(o, rx, (size_t)R * H);
     T_CHECK(sync_ok() && down(o, dact, (size_t)R * H * 4));
@@ -303,32 +363,35 @@ static void test_add_norm_widths(void) {
 static void test_rowwise(void) {
     g_rng = 303;
     const int R = 5, H = 896, I = 200, V = 300, He = 64;
-    float *x = malloc(R * H * 4), *y = malloc(R * H * 4), *ylo = malloc(R * H * 4);
+    /* y: three parts of [R][H] (a product's K slices), added in order */
+    float *x = malloc(R * H * 4), *y = malloc(3 * R * H * 4), *ylo = y ? y + R * H : NULL;
     float *nw = malloc(H * 4), *o1 = malloc(R * H * 4), *o2 = malloc(2 * R * H * 4);
     double *rx = malloc(R * H * 8), *ra = malloc(R * H * 8);
-    float *g = malloc(R * 2 * I * 4), *glo = malloc(R * 2 * I * 4);
+    float *g = malloc(2 * R * 2 * I * 4), *glo = g ? g + R * 2 * I : NULL;
     uint16_t *E = malloc(V * He * 2);
     if (!x || !y || !ylo || !nw || !o1 || !o2 || !rx || !ra || !g || !glo || !E) { T_CHECK(0); goto done; }
-    for (int i = 0; i < R * H; i++) { x[i] = nrand(); y[i] = nrand(); ylo[i] = 1e-3f * nrand(); }
+    for (int i = 0; i < R * H; i++) {
+        x[i] = nrand(); y[i] = nrand(); ylo[i] = 1e-3f * nrand(); ylo[R * H + i] = 1e-2f * nrand();
+    }
     for (int k = 0; k < H; k++) nw[k] = 1.0f + 0.1f * nrand();
     for (int r = 0; r < R; r++) {
         double ss = 0;
         for (int k = 0; k < H; k++) {
-            rx[r * H + k] = (double)x[r * H + k] + y[r * H + k] + ylo[r * H + k];
+            rx[r * H + k] = (double)x[r * H + k] + y[r * H + k] + ylo[r * H + k] + ylo[R * H + r * H + k];
             ss += rx[r * H + k] * rx[r * H + k];
         }
         for (int k = 0; k < H; k++) ra[r * H + k] = rx[r * H + k] / sqrt(ss / H + 1e-5) * nw[k];
     }
-    float *dx = dup_up(x, R * H * 4), *dy = dup_up(y, R * H * 4), *dlo = dup_up(ylo, R * H * 4);
+    float *dx = dup_up(x, R * H * 4), *dy = dup_up(y, 3 * R * H * 4);
     float *dn = dup_up(nw, H * 4), *dact = dnew(2 * R * H * 4);
-    if (!dx || !dy || !dlo || !dn || !dact) { T_CHECK(0); goto done; }
-    T_CHECK(kern_add_norm(0, dx, dy, dlo, R, H, dn, 1e-5f, dact, KERN_ACT_F32, 1) == 0);
+    if (!dx || !dy || !dn || !dact) { T_CHECK(0); goto done; }
+    T_CHECK(kern_add_norm(0, dx, dy, 3, R, H, dn, 1e-5f, dact, KERN_ACT_F32, 1) == 0);
     T_CHECK(sync_ok() && down(o1, dx, R * H * 4) && down(o2, dact, R * H * 4));
     double e1 = rel_err(o1, rx, R * H), e2 = rel_err(o2, ra, R * H);
     T_CHECKF(e1 <= 1e-6 && e2 <= 1e-5, "add_norm: x rel err %.3g, act rel err %.3g", e1, e2);
     /* split output: high + low rows give the value to ~2^-16 */
     cudaMemset(dact, 0xFF, 2 * R * H * 4);
-    T_CHECK(kern_add_norm(0, dx, NULL, NULL, R, H, dn, 1e-5f, dact, KERN_ACT_SPLIT, 0) == 0);
+    T_CHECK(kern_add_norm(0, dx, NULL, 0, R, H, dn, 1e-5f, dact, KERN_ACT_SPLIT, 0) == 0);
     uint16_t *hb = (uint16_t *)o2;
     T_CHECK(sync_ok() && down(hb, dact, 2 * R * H * 2));
     for (int i = 0; i < R * H; i++) o1[i] = bf16_val(hb[i]) + bf16_val(hb[R * H + i]);
@@ -349,9 +412,9 @@ static void test_rowwise(void) {
     }
     /* SwiGLU over [gate | up] with low parts */
     for (int i = 0; i < R * 2 * I; i++) { g[i] = 2 * nrand(); glo[i] = 1e-3f * nrand(); }
-    float *dg = dup_up(g, R * 2 * I * 4), *dglo = dup_up(glo, R * 2 * I * 4);
+    float *dg = dup_up(g, 2 * R * 2 * I * 4);
     cudaMemset(dact, 0xFF, 2 * R * H * 4);
-    T_CHECK(dg && dglo && kern_swiglu(0, dg, dglo, R, I, dact, KERN_ACT_F32, 1) == 0);
+    T_CHECK(dg && kern_swiglu(0, dg, 2, R, I, dact, KERN_ACT_F32, 1) == 0);
     T_CHECK(sync_ok() && down(o2, dact, R * I * 4));
     for (int r = 0; r < R; r++)
         for (int i = 0; i < I; i++) {
@@ -374,8 +437,8 @@ static void test_rowwise(void) {
         for (int k = 0; k < He; k++) bad += o1[r * He + k] != bf16_val(E[toks[r] * He + k]);
     T_CHECKF(bad == 0, "embedding: %d wrong values", bad);
 done:
-    free(x); free(y); free(ylo); free(nw); free(o1); free(o2); free(rx); free(ra);
-    free(g); free(glo); free(E);
+    free(x); free(y); free(nw); free(o1); free(o2); free(rx); free(ra);
+    free(g); free(E);
     dfree_all();
 }
 
@@ -397,7 +460,7 @@ static void rope_case(int nh, int nkv, int hd) {
     float *dq = dnew(R * nh * hd * 4), *dkv = dnew(pool * 4);
     if (!st || !dqkv || !db || !dinv || !dq || !dkv) { T_CHECK(0); goto done; }
     kern_kv kv = {dkv + (size_t)layer * 2 * nkv * bs * hd, (long long)blk, nkv, hd, bs, 0};
-    T_CHECK(kern_rope_kv(0, dqkv, NULL, db, st, R, nh, dinv, dq, kv, 1) == 0);
+    T_CHECK(kern_rope_kv(0, dqkv, 1, db, st, R, nh, dinv, dq, kv, 1) == 0);
     T_CHECK(sync_ok() && down(q, dq, R * nh * hd * 4) && down(kvh, dkv, pool * 4));
     double num = 0, den = 0;
     int bad_kv = 0;
@@ -478,7 +541,7 @@ static void qkv_case(int R, int nh, int nkv, int hd, int K, int wdt, int n_sms) 
     kern_kv a = {dkv1, (long long)blk, nkv, hd, bs, 0}, b = a;
     b.base = dkv2;
     T_CHECK(kern_gemv(0, dW, wdt, N, K, dx, R, dn, 1e-6f, KERN_STORE, dy, n_sms, 1) == 0);
-    T_CHECK(kern_rope_kv(0, dy, NULL, db, st, R, nh, dinv, dq1, a, 1) == 0);
+    T_CHECK(kern_rope_kv(0, dy, 1, db, st, R, nh, dinv, dq1, a, 1) == 0);
     T_CHECK(kern_gemv_qkv(0, dW, wdt, K, dx, R, dn, 1e-6f, db, st, nh, dinv, dq2, b, n_sms, 1) == 0);
     if (!sync_ok() || !down(q1, dq1, (size_t)R * nh * hd * 4) || !down(q2, dq2, (size_t)R * nh * hd * 4) ||
         !down(kv1, dkv1, pool * 4) || !down(kv2, dkv2, pool * 4)) { T_CHECK(0); goto done; }
@@ -1248,13 +1311,13 @@ static void fixture_greedy(fixture *f) {
 
 /* n sequences (prompt i % n_prompts) prefilled together then decoded
  * together; each must follow the CPU backend's greedy tokens. */
-static void batched_case(fixture *f, int n) {
+static void batched_opts(fixture *f, int n, const eng_cuda_opts *o) {
     eng_err err = {0};
     tdrv d;
     tseq *q = malloc(n * sizeof *q);
     tseq **qs = malloc(n * sizeof *qs);
     int *nn = malloc(n * 4);
-    if (!q || !qs || !nn || drv_open(&d, f->m, 1, NULL, &err)) {
+    if (!q || !qs || !nn || drv_open(&d, f->m, 1, o, &err)) {
         T_CHECKF(0, "%s: %s", f->name, err.msg);
         free(q); free(qs); free(nn);
         return;
@@ -1280,6 +1343,8 @@ static void batched_case(fixture *f, int n) {
     drv_close(&d);
     free(q); free(qs); free(nn);
 }
+
+static void batched_case(fixture *f, int n) { batched_opts(f, n, NULL); }
 
 /* Sequences join one by one while others decode (mixed prefill and decode
  * rows, changing batch shapes); each must follow the CPU greedy tokens. */
@@ -1554,10 +1619,18 @@ static void engine_case(fixture *f) {
 
 static void batched_4(fixture *f) { batched_case(f, f->n_prompts); }
 static void batched_20(fixture *f) { batched_case(f, 20); }
+/* 20 rows through cuBLASLt (kern_skinny off; by default it takes bf16 weights) */
+static void batched_20_cublas(fixture *f) {
+    eng_cuda_opts o;
+    eng_cuda_opts_default(&o);
+    o.skinny_max_rows = 0;
+    batched_opts(f, 20, &o);
+}
 FIXTURE_TEST(test_fixture_logits, fixture_logits)
 FIXTURE_TEST(test_greedy_64, fixture_greedy)
 FIXTURE_TEST(test_batched, batched_4)
-FIXTURE_TEST(test_batched_cublas, batched_20)
+FIXTURE_TEST(test_batched_20, batched_20)
+FIXTURE_TEST(test_batched_cublas, batched_20_cublas)
 FIXTURE_TEST(test_continuous, continuous_case)
 FIXTURE_TEST(test_fork, fork_case)
 FIXTURE_TEST(test_long_context, long_case)
@@ -1625,6 +1698,7 @@ int main(void) {
         printf("device: %s, %d SMs, sm_%d%d\n", prop.name, prop.multiProcessorCount, prop.major, prop.minor);
     T_RUN(test_gemv);
     T_RUN(test_gemm);
+    T_RUN(test_skinny);
     T_RUN(test_rowwise);
     T_RUN(test_rope_kv);
     T_RUN(test_add_norm_widths);
@@ -1635,6 +1709,7 @@ int main(void) {
     T_RUN(test_fixture_logits);
     T_RUN(test_greedy_64);
     T_RUN(test_batched);
+    T_RUN(test_batched_20);
     T_RUN(test_batched_cublas);
     T_RUN(test_continuous);
     T_RUN(test_fork);

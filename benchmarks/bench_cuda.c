@@ -3,7 +3,7 @@
  *
  *   build/benchmarks/bench_cuda MODEL_DIR [--out FILE] [--prompt N]
  *        [--steps N] [--prefill N] [--batches 1,8,32,64,256] [--kernels] [--ablate]
- *        [--ablate-only NAME,...]
+ *        [--ablate-only NAME,...] [--skinny-max N]
  *
  * Measures, on one GPU: the device bandwidth (a 1 GiB device-to-device
  * copy, bytes read + written, median of 10); prefill tokens/s (one prompt of
@@ -21,7 +21,8 @@
  * that kern_skinny serves (5..16 rows) through cuBLASLt; batch > 8 with
  * bf16-rounded GEMM activations (fast_gemm).  With --kernels, first each
  * kernel of a batch-1 step alone (see kernel_bench) and each decode product
- * at 8-64 rows through kern_skinny and cuBLASLt; with --ablate, the
+ * at 8-64 rows through kern_skinny and cuBLASLt; --skinny-max N sets
+ * skinny_max_rows for every run (0..64; default the library's); with --ablate, the
  * step of every batch asked with stages left out (see ablate).  Prints a table;
  * writes JSON (default benchmarks/results/cuda_<model>.json). */
 #include <stdio.h>
@@ -49,6 +50,7 @@ typedef struct bench {
     eng_cuda_info info;
     int vocab, prompt, steps, warm, nb_per, ablate;
     const char *only;   /* --ablate-only: comma-separated variant names, NULL: all */
+    int skinny_max;     /* --skinny-max: skinny_max_rows of every run; < 0: the library's */
     double bw;                   /* bytes / s */
     uint64_t rng;
 } bench;
@@ -197,7 +199,8 @@ static void set_var(bench *B, const bvar *v) {
     if (v->gemv_max >= 0) o.gemv_max_rows = v->gemv_max;
     o.no_graphs = v->no_graphs;
     o.no_pdl = v->no_pdl;
-    if (v->skinny_max >= 0) o.skinny_max_rows = v->skinny_max;
+    const int sm = v->skinny_max >= 0 ? v->skinny_max : B->skinny_max;
+    if (sm >= 0) o.skinny_max_rows = sm;
     eng_cuda_set_opts(B->b, &o);
 }
 
@@ -233,6 +236,7 @@ static void set_avar(bench *B, const avar *v) {
     o.fast_gemm = v->fast;
     o.prefill_attn = v->pf;
     o.gemm_attn = v->gemm;
+    if (B->skinny_max >= 0) o.skinny_max_rows = B->skinny_max;
     eng_cuda_set_opts(B->b, &o);
 }
 
@@ -303,9 +307,10 @@ static int ablate(bench *B, bseqs *S, const dres *def, cJSON *arr, eng_err *err)
 
 /* The variants worth timing beside the default at batch n: the other matrix
  * path (GEMV kernel or cuBLASLt) up to 8 rows, and the switches. */
-static int batch_variants(int n, bvar *v) {
+static int batch_variants(const bench *B, int n, bvar *v) {
     eng_cuda_opts def;
     eng_cuda_opts_default(&def);
+    if (B->skinny_max >= 0) def.skinny_max_rows = B->skinny_max;
     int k = 0;
     if (n == 1) {
         v[k++] = (bvar){"no_pdl", 0, -1, 0, 1, -1};
@@ -343,7 +348,7 @@ static int run_batch(bench *B, int n, cJSON *arr, eng_err *err) {
     printf("  %5d  %-10s %8.3f %10.1f %8.0f %9.3f %10.1f %7.1f%%\n", n, "default", d.step_ms,
            d.tok_s, d.ctx, d.floor_ms, n / (d.floor_ms * 1e-3), 100 * d.floor_ms / d.step_ms);
     bvar v[4];
-    int nv = batch_variants(n, v);
+    int nv = batch_variants(B, n, v);
     for (int i = 0; i < nv; i++) {
         dres r;
         set_var(B, &v[i]);
@@ -730,7 +735,7 @@ int main(int argc, char **argv) {
     int batches[MAX_B] = {1, 8, 32, 64, 256}, nb = 5, pf = 512, kernels = 0;
     bench B;
     memset(&B, 0, sizeof B);
-    B.prompt = 128; B.steps = 32; B.warm = 3; B.rng = 12345;
+    B.prompt = 128; B.steps = 32; B.warm = 3; B.rng = 12345; B.skinny_max = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--out") && v) { out = v; i++; }
@@ -741,12 +746,14 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--kernels")) kernels = 1;
         else if (!strcmp(a, "--ablate")) B.ablate = 1;
         else if (!strcmp(a, "--ablate-only") && v) { B.ablate = 1; B.only = v; i++; }
+        else if (!strcmp(a, "--skinny-max") && v) { B.skinny_max = atoi(v); i++; }
         else if (a[0] != '-' && !dir) dir = a;
         else { fprintf(stderr, "bench_cuda: unknown argument %s\n", a); return 2; }
     }
     if (!dir || nb < 1 || B.prompt < 2 || B.steps < 1 || pf < 0) {
         fprintf(stderr, "usage: bench_cuda MODEL_DIR [--out FILE] [--prompt N] [--steps N] "
-                        "[--prefill N] [--batches 1,8,...] [--kernels] [--ablate] [--ablate-only a,b]\n");
+                        "[--prefill N] [--batches 1,8,...] [--kernels] [--ablate] [--ablate-only a,b] "
+                        "[--skinny-max N]\n");
         return 2;
     }
     int ndev = 0;
@@ -795,6 +802,7 @@ int main(int argc, char **argv) {
     cJSON_AddNumberToObject(root, "steps", B.steps);
     if (kernels) kernel_bench(eng_model_config(m), B.bw, B.info.n_sms, root);
     int rc = pf > 0 ? prefill(&B, pf, root, &err) : 0;   /* --prefill 0: decode only */
+    set_opts(&B, 0, -1, 0, 0);   /* --skinny-max from the first run on */
     cJSON *arr = cJSON_AddArrayToObject(root, "decode");
     printf("  batch  variant     step ms   tokens/s      ctx  floor ms  floor t/s  of floor\n");
     for (int i = 0; i < nb && !rc; i++) rc = run_batch(&B, batches[i], arr, &err);

@@ -475,13 +475,16 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
 #define GEMM(W, N, K, rows, out) do { \
         if ((rc = kern_blas_gemm(c->blas, s, W, wdt, N, K, c->act, act_bf16, gemm_cols((rows) * mul), out, err))) \
             return rc; } while (0)
-    /* out = W act by kern_skinny or cuBLASLt (left out under the ablation mask);
-     * np = the parts of out that the consumer adds */
-#define PROD(W, N, K, rows, out, mask) do { \
-        const int sp_ = skinny_parts(c, N, K, rows, c->y_floats); \
-        np = sp_ ? sp_ : mul; \
+    /* out = W act by kern_skinny when it takes the product (sp parts), else
+     * cuBLASLt, left out under the ablation mask; np = the parts of out
+     * that the consumer adds.  The parts of each layer product, worked out
+     * once for the pass: */
+    const int sp_qkv = skinny_parts(c, QKV, H, R, c->y_floats), sp_o = skinny_parts(c, H, QD, R, c->y_floats);
+    const int sp_gu = skinny_parts(c, 2 * I, H, R, c->y_floats), sp_dn = skinny_parts(c, H, I, R, c->y_floats);
+#define PROD(W, N, K, rows, out, sp, mask) do { \
+        np = (sp) ? (sp) : mul; \
         if (skip & (mask)) break; \
-        if (sp_) KC(kern_skinny(s, W, N, K, c->act, rows, sp_, out, sms, pdl)); \
+        if (sp) KC(kern_skinny(s, W, N, K, c->act, rows, sp, out, sms, pdl)); \
         else GEMM(W, N, K, rows, out); } while (0)
 
     KC(kern_embed(s, c->embed, wdt, H, stp, R, c->x, pdl));
@@ -509,7 +512,7 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
                                              c->x, sms, pdl)));
         } else {
             const float *next = l + 1 < g->n_layers ? c->layers[l + 1].attn_norm : NULL;
-            PROD(w->wqkv, QKV, H, R, c->y, KERN_SKIP_QKVO);
+            PROD(w->wqkv, QKV, H, R, c->y, sp_qkv, KERN_SKIP_QKVO);
             KC(SKIP(KERN_SKIP_ROPE, kern_rope_kv(s, c->y, np, w->bqkv, stp, R, nh,
                                                  c->inv_freq, c->q, kv, pdl)));
             if (c->pg && !(skip & KERN_SKIP_ATTN)) {
@@ -522,11 +525,11 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
                                                                pdl)));
             else
                 KC(ATTN(NULL, c->act, amode));
-            PROD(w->wo, H, QD, R, c->y, KERN_SKIP_QKVO);
+            PROD(w->wo, H, QD, R, c->y, sp_o, KERN_SKIP_QKVO);
             KC(kern_add_norm(s, c->x, c->y, np, R, H, w->ffn_norm, eps, c->act, amode, pdl));
-            PROD(w->wgu, 2 * I, H, R, c->y, KERN_SKIP_FFN);
+            PROD(w->wgu, 2 * I, H, R, c->y, sp_gu, KERN_SKIP_FFN);
             KC(SKIP(KERN_SKIP_FFN, kern_swiglu(s, c->y, np, R, I, c->act, amode, pdl)));
-            PROD(w->wdown, H, I, R, c->y, KERN_SKIP_FFN);
+            PROD(w->wdown, H, I, R, c->y, sp_dn, KERN_SKIP_FFN);
             KC(kern_add_norm(s, c->x, c->y, np, R, H, next, eps, c->act, amode, pdl));
         }
     }
@@ -838,7 +841,8 @@ static int cu_forward(eng_backend *be, const eng_fwd_batch *b, eng_err *err) {
     if (O > 0 && b->sampled)
         CK(cudaMemcpyAsync(c->h_res, c->d_res, (size_t)c->cap_out * 12, cudaMemcpyDeviceToHost, c->st));
     if (O > 0 && b->logits) {
-        if (Op > c->opt.gemv_max_rows && c->wdt == KERN_BF16 && !c->opt.fast_gemm)
+        bool split = Op > c->opt.gemv_max_rows && c->wdt == KERN_BF16 && !c->opt.fast_gemm;
+        if (split)
             KC(kern_add_rows(c->st, c->logits, c->logits + (size_t)Op * V, (size_t)Op * V, 0));
         CK(cudaMemcpyAsync(b->logits, c->logits, (size_t)O * V * sizeof(float),
                            cudaMemcpyDeviceToHost, c->st));

@@ -191,6 +191,18 @@ static size_t sk_smem(int NT, int ks) {
     return (size_t)2 * 8 * NT * sk_ld(ks) * 2 + (size_t)SK_WARPS * NT * 128 * 4;
 }
 
+/* Shapes the kernel takes: rows within its column tiles, K in 32-wide groups. */
+static bool sk_shape_ok(int N, int K, int R) {
+    return R >= 1 && R <= SK_MAX_ROWS && N >= 1 && K >= 32 && K % 32 == 0;
+}
+
+/* Whether K cuts into exactly `parts` slices whose activations fit the
+ * shared memory beside the reduction buffer. */
+static bool sk_slicing_ok(int K, int NT, int parts) {
+    const int ks = sk_slice(K, parts);
+    return sk_cdiv(K, ks) == parts && sk_smem(NT, ks) <= SK_SMEM;
+}
+
 /* Blocks per slice: two blocks per multiprocessor in all, at most one per unit. */
 static int sk_blocks(int N, int parts, int n_sms) {
     const int units = sk_cdiv(N, 16), b = 2 * n_sms / parts;
@@ -202,14 +214,14 @@ static int sk_blocks(int N, int parts, int n_sms) {
  * unit's bytes (weights, 2 per k, plus its part of the output, 4 per row);
  * fewer parts on a tie. */
 extern "C" int kern_skinny_parts(int N, int K, int R, int n_sms, int max_parts) {
-    if (R < 1 || R > SK_MAX_ROWS || N < 1 || K < 32 || K % 32 || n_sms < 1) return 0;
+    if (!sk_shape_ok(N, K, R) || n_sms < 1) return 0;
     const int NT = (R + 7) / 8, units = sk_cdiv(N, 16);
     int best = 0;
     double best_cost = 0;
     for (int p = 1; p <= SK_MAX_PARTS && p <= max_parts && p <= K / 32; p++) {
-        const int ks = sk_slice(K, p);
-        if (sk_cdiv(K, ks) != p || sk_smem(NT, ks) > SK_SMEM) continue;
-        const double cost = (double)sk_cdiv(units, sk_blocks(N, p, n_sms)) * (2.0 * ks + 4.0 * R);
+        if (!sk_slicing_ok(K, NT, p)) continue;
+        const double cost = (double)sk_cdiv(units, sk_blocks(N, p, n_sms)) *
+                            (2.0 * sk_slice(K, p) + 4.0 * R);
         if (!best || cost < best_cost) { best = p; best_cost = cost; }
     }
     return best;
@@ -218,20 +230,18 @@ extern "C" int kern_skinny_parts(int N, int K, int R, int n_sms, int max_parts) 
 template <int NT>
 static cudaError_t sk_launch(cudaStream_t s, int pdl, const void *W, int N, int K,
                              const void *act, int R, int parts, float *Y, int n_sms) {
+    if (!sk_slicing_ok(K, NT, parts)) return cudaErrorInvalidValue;
     const int ks = sk_slice(K, parts);
-    const size_t smem = sk_smem(NT, ks);
-    if (sk_cdiv(K, ks) != parts || smem > SK_SMEM) return cudaErrorInvalidValue;
     cudaError_t e = cudaFuncSetAttribute(skinny_kernel<NT>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM);
     if (e != cudaSuccess) return e;
-    return klaunch(skinny_kernel<NT>, dim3(sk_blocks(N, parts, n_sms), parts), dim3(SK_WARPS * 32), smem,
-                   s, pdl, (const uint16_t *)W, N, K, (const uint16_t *)act, R, ks, Y);
+    return klaunch(skinny_kernel<NT>, dim3(sk_blocks(N, parts, n_sms), parts), dim3(SK_WARPS * 32),
+                   sk_smem(NT, ks), s, pdl, (const uint16_t *)W, N, K, (const uint16_t *)act, R, ks, Y);
 }
 
 extern "C" int kern_skinny(cudaStream_t s, const void *W, int N, int K, const void *act, int R,
                            int parts, float *Y, int n_sms, int pdl) {
-    if (R < 1 || R > SK_MAX_ROWS || N < 1 || K < 32 || K % 32 || parts < 1 || n_sms < 1)
-        return (int)cudaErrorInvalidValue;
+    if (!sk_shape_ok(N, K, R) || parts < 1 || n_sms < 1) return (int)cudaErrorInvalidValue;
     switch ((R + 7) / 8) {
     case 1: return (int)sk_launch<1>(s, pdl, W, N, K, act, R, parts, Y, n_sms);
     case 2: return (int)sk_launch<2>(s, pdl, W, N, K, act, R, parts, Y, n_sms);

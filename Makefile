@@ -6,7 +6,9 @@ CFLAGS  += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -pthread -MMD -MP \
            -Iengine -Iorchestrator -Itools -Icache -Ikernels -Iserver -Iapp -I/usr/include/cjson
 LDLIBS  += -lcjson -lsqlite3 -lcurl -lwebsockets -lm -lpthread
 NVCC    ?= nvcc
-NVFLAGS ?= -O3 -std=c++17 -arch=sm_90a -Xcompiler -fPIC -Iengine -Ikernels -MMD -MP
+# sm_90a itself (not -arch=sm_90a, which also emits compute_90 PTX that
+# ptxas rejects): kern_skinny uses wgmma.
+NVFLAGS ?= -O3 -std=c++17 -gencode=arch=compute_90a,code=sm_90a -Xcompiler -fPIC -Iengine -Ikernels -MMD -MP
 CUDA_HOME ?= /usr/local/cuda
 
 B := build

@@ -119,7 +119,7 @@ extern "C" uint16_t kern_f32_to_bf16(float f) {
 extern "C" void eng_cuda_opts_default(eng_cuda_opts *o) {
     memset(o, 0, sizeof *o);
     o->gemv_max_rows = 4;   /* measured: cuBLASLt wins from ~6 rows on (kernels/NOTES.md, v6) */
-    o->skinny_max_rows = 16;   /* measured: slower than cuBLASLt from 32 rows (NOTES.md, v11) */
+    o->skinny_max_rows = 64;   /* from 17 rows for small products only (skinny_parts) */
 }
 
 /* Options into range; attention variant 0 takes BRISK_ATTN (1, 2 or 3 for
@@ -438,11 +438,20 @@ static int attn_variant(const cu_ctx *c, int R, int max_len) {
  * kern_skinny on every product; NOTES.md v11). */
 #define SKINNY_MAX_BYTES ((size_t)64 << 20)
 
+/* From 17 rows (kern_skinny's wgmma path) only products of up to this many
+ * weight bytes.  Steps on the H100 against cuBLASLt for every product: 0.5B
+ * (q/k/v 2.1 MB, o 1.6 MB on kern_skinny) 20 / 32 / 64 rows 1.294 / 1.332 /
+ * 1.520 vs 1.368 / 1.388 / 1.572 ms; 1.5B with q/k/v (6.3 MB) and o (4.7 MB)
+ * on it no faster at 20-32 rows and 4% slower at 64, with gate|up and down
+ * too 23-33% slower (NOTES.md v12). */
+#define SKINNY_WIDE_MAX_BYTES ((size_t)4 << 20)
+
 /* The parts kern_skinny writes for this product of R rows (bf16 weights,
  * activations split into high and low parts), or 0: cuBLASLt serves it. */
 static int skinny_parts(const cu_ctx *c, int N, int K, int R, size_t cap_floats) {
+    const size_t bytes = (size_t)N * K * 2;
     if (R <= c->opt.gemv_max_rows || R > c->opt.skinny_max_rows || c->wdt != KERN_BF16 ||
-        c->opt.fast_gemm || (size_t)N * K * 2 > SKINNY_MAX_BYTES)
+        c->opt.fast_gemm || bytes > SKINNY_MAX_BYTES || (R > 16 && bytes > SKINNY_WIDE_MAX_BYTES))
         return 0;
     size_t mp = cap_floats / ((size_t)R * N);
     return kern_skinny_parts(N, K, R, c->n_sms, mp > 1 << 20 ? 1 << 20 : (int)mp);

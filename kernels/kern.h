@@ -24,7 +24,8 @@ typedef struct eng_cuda_opts {
     int fast_gemm;      /* 1: cuBLASLt takes bf16-rounded activations (no hi/lo split) */
     int gemv_max_rows;  /* passes of up to this many rows (0..8) use the GEMV kernel; default 4 */
     int skinny_max_rows;/* passes of more rows, up to this many (0..64), take kern_skinny for
-                           their products (bf16 weights, split activations); default 16 */
+                           their products (bf16 weights, split activations; from 17 rows only
+                           products of up to 4 MB); default 64 */
     int no_graphs;      /* 1: launch kernels directly, never replay CUDA graphs */
     int no_pdl;         /* 1: no programmatic dependent launch between kernels */
     int unfused_rope;   /* 1: GEMV passes run RoPE + KV write as a kernel of its own */

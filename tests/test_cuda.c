@@ -301,9 +301,13 @@ done:
 static void test_skinny(void) {
     g_rng = 212;
     /* shapes: 1.5B's o (16 parts), q/k/v rows not a multiple of 16, the
-     * down product's long K, 1..8 column tiles, slices not a multiple of 64 */
+     * down product's long K, wgmma of 8-64 columns (17+ rows, or K <= 4096),
+     * mma.sync's 1..2 column tiles (up to 16 rows with K > 4096), slices
+     * not a multiple of 64, fewer weight rows than a wgmma unit */
     static const int c[][3] = {{1536, 1536, 32}, {2056, 896, 5}, {1536, 8960, 17},
-                               {300, 4864, 64}, {130, 96, 40}, {4000, 1536, 8}};
+                               {300, 4864, 64}, {130, 96, 40}, {4000, 1536, 8},
+                               {2048, 1536, 30}, {100, 64, 33}, {2056, 896, 12},
+                               {1536, 8960, 8}, {300, 4864, 13}, {2056, 4608, 5}};
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
         const int N = c[i][0], K = c[i][1], R = c[i][2];
         const int parts = kern_skinny_parts(N, K, R, 132, 1000);
@@ -312,8 +316,10 @@ static void test_skinny(void) {
         double e = skinny_case(N, K, R, parts, 132);
         T_CHECKF(e <= 1e-5, "%dx%d R=%d, %d parts: rel err %.3g", N, K, R, parts, e);
     }
-    double e = skinny_case(700, 1024, 24, 1, 132);   /* one part: a 1024-wide slice */
-    T_CHECKF(e <= 1e-5, "700x1024 R=24, 1 part: rel err %.3g", e);
+    double e = skinny_case(700, 1024, 16, 1, 132);   /* one part: a 1024-wide slice */
+    T_CHECKF(e <= 1e-5, "700x1024 R=16, 1 part: rel err %.3g", e);
+    e = skinny_case(700, 512, 24, 1, 132);
+    T_CHECKF(e <= 1e-5, "700x512 R=24, 1 part: rel err %.3g", e);
     e = skinny_case(700, 1024, 24, 11, 3);   /* 96-wide slices, the last 64; 3 SMs: many rounds */
     T_CHECKF(e <= 1e-5, "700x1024 R=24, 11 parts: rel err %.3g", e);
     T_CHECK(kern_skinny(0, NULL, 100, 100, NULL, 8, 1, NULL, 132, 0) != 0);   /* K % 32 */

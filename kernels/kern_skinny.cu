@@ -206,8 +206,8 @@ skinny_kernel(const uint16_t *__restrict__ W, int N, int K, const uint16_t *act,
  * path loses to mma.sync in the step, so it starts at 17 rows. */
 #define SK_WG_MIN_ROWS 17
 
-/* k groups in flight per warp, by padded rows (registers: 64 accumulators
- * at RP = 64). */
+/* k groups in flight per warp, by padded rows (registers: 32 accumulators
+ * a thread at RP = 64). */
 template <int RP> struct wg_depth { static constexpr int n = RP >= 64 ? 2 : 4; };
 
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }

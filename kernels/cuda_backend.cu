@@ -336,6 +336,43 @@ static int max3(int a, int b, int c) { return a > b ? (a > c ? a : c) : (b > c ?
 #define GEMM_PAD 64
 static int gemm_cols(int n) { return n <= GEMM_PAD ? n : (n + GEMM_PAD - 1) / GEMM_PAD * GEMM_PAD; }
 
+/* kern_skinny takes products of up to this many weight bytes: on larger
+ * ones cuBLASLt streams at 85-91% of the copy bandwidth and won (7B, 8-16
+ * rows: gate|up 271 MB 100 vs 115 us, down 136 MB, steps 6-9% slower with
+ * kern_skinny on every product; NOTES.md v11). */
+#define SKINNY_MAX_BYTES ((size_t)64 << 20)
+
+/* From 17 rows (kern_skinny's wgmma path) only products of up to this many
+ * weight bytes.  Steps on the H100 against cuBLASLt for every product: 0.5B
+ * (q/k/v 2.1 MB, o 1.6 MB on kern_skinny) 20 / 32 / 64 rows 1.294 / 1.332 /
+ * 1.520 vs 1.368 / 1.388 / 1.572 ms; 1.5B with q/k/v (6.3 MB) and o (4.7 MB)
+ * on it no faster at 20-32 rows and 4% slower at 64, with gate|up and down
+ * too 23-33% slower (NOTES.md v12). */
+#define SKINNY_WIDE_MAX_BYTES ((size_t)4 << 20)
+
+/* A layer's four products as [N][K]: q/k/v, o, gate|up, down. */
+enum { PR_QKV, PR_O, PR_GU, PR_DOWN };
+static void layer_products(const cu_ctx *c, int nk[4][2]) {
+    const int H = c->cfg.hidden, I = c->cfg.intermediate;
+    const int v[4][2] = {{c->qkv_dim, H}, {H, c->q_dim}, {2 * I, H}, {H, I}};
+    memcpy(nk, v, sizeof v);
+}
+
+/* Whether kern_skinny takes this product of R rows (bf16 weights,
+ * activations split into high and low parts); else cuBLASLt. */
+static bool skinny_serves(const cu_ctx *c, int N, int K, int R) {
+    const size_t bytes = (size_t)N * K * 2;
+    return R > c->opt.gemv_max_rows && R <= c->opt.skinny_max_rows && c->wdt == KERN_BF16 &&
+           !c->opt.fast_gemm && bytes <= SKINNY_MAX_BYTES && (R <= 16 || bytes <= SKINNY_WIDE_MAX_BYTES);
+}
+
+/* The parts kern_skinny writes for this product, or 0: cuBLASLt serves it. */
+static int skinny_parts(const cu_ctx *c, int N, int K, int R, size_t cap_floats) {
+    if (!skinny_serves(c, N, K, R)) return 0;
+    size_t mp = cap_floats / ((size_t)R * N);
+    return kern_skinny_parts(N, K, R, c->n_sms, mp > 1 << 20 ? 1 << 20 : (int)mp);
+}
+
 /* Grows the activation buffers to hold R rows and O out rows, at least
  * doubling them: a reallocation drops every captured graph. */
 static int ensure_rows(cu_ctx *c, int R, int O, eng_err *err) {
@@ -356,14 +393,15 @@ static int ensure_rows(cu_ctx *c, int R, int O, eng_err *err) {
                                          kern_attn_splits(r, g->n_kv_heads, c->n_sms));
         if (p > part) part = p;
     }
-    /* products' outputs: cuBLASLt's 2R columns, or kern_skinny's parts */
+    /* products' outputs: cuBLASLt's 2R columns, or the parts of the
+     * products kern_skinny serves, at any row count up to nr */
     size_t y_floats = (size_t)gemm_cols(2 * nr) * maxN;
-    const int h = g->hidden, prods[4][2] = {{c->qkv_dim, h}, {h, c->q_dim}, {2 * g->intermediate, h},
-                                            {h, g->intermediate}};
-    for (int r = 8; r <= (nr < 64 ? nr : 64); r += 8)
+    int nk[4][2];
+    layer_products(c, nk);
+    for (int r = 1; r <= nr && r <= c->opt.skinny_max_rows; r++)
         for (int i = 0; i < 4; i++) {
-            size_t f = (size_t)kern_skinny_parts(prods[i][0], prods[i][1], r, c->n_sms, 1 << 20) *
-                       r * prods[i][0];
+            if (!skinny_serves(c, nk[i][0], nk[i][1], r)) continue;
+            size_t f = (size_t)kern_skinny_parts(nk[i][0], nk[i][1], r, c->n_sms, 1 << 20) * r * nk[i][0];
             if (f > y_floats) y_floats = f;
         }
     c->y_floats = y_floats;
@@ -432,31 +470,6 @@ static int attn_variant(const cu_ctx *c, int R, int max_len) {
     return R >= ATTN3_MIN_ROWS || (long)R * max_len >= ATTN3_FEW_WORK ? 3 : 2;
 }
 
-/* kern_skinny takes products of up to this many weight bytes: on larger
- * ones cuBLASLt streams at 85-91% of the copy bandwidth and won (7B, 8-16
- * rows: gate|up 271 MB 100 vs 115 us, down 136 MB, steps 6-9% slower with
- * kern_skinny on every product; NOTES.md v11). */
-#define SKINNY_MAX_BYTES ((size_t)64 << 20)
-
-/* From 17 rows (kern_skinny's wgmma path) only products of up to this many
- * weight bytes.  Steps on the H100 against cuBLASLt for every product: 0.5B
- * (q/k/v 2.1 MB, o 1.6 MB on kern_skinny) 20 / 32 / 64 rows 1.294 / 1.332 /
- * 1.520 vs 1.368 / 1.388 / 1.572 ms; 1.5B with q/k/v (6.3 MB) and o (4.7 MB)
- * on it no faster at 20-32 rows and 4% slower at 64, with gate|up and down
- * too 23-33% slower (NOTES.md v12). */
-#define SKINNY_WIDE_MAX_BYTES ((size_t)4 << 20)
-
-/* The parts kern_skinny writes for this product of R rows (bf16 weights,
- * activations split into high and low parts), or 0: cuBLASLt serves it. */
-static int skinny_parts(const cu_ctx *c, int N, int K, int R, size_t cap_floats) {
-    const size_t bytes = (size_t)N * K * 2;
-    if (R <= c->opt.gemv_max_rows || R > c->opt.skinny_max_rows || c->wdt != KERN_BF16 ||
-        c->opt.fast_gemm || bytes > SKINNY_MAX_BYTES || (R > 16 && bytes > SKINNY_WIDE_MAX_BYTES))
-        return 0;
-    size_t mp = cap_floats / ((size_t)R * N);
-    return kern_skinny_parts(N, K, R, c->n_sms, mp > 1 << 20 ? 1 << 20 : (int)mp);
-}
-
 /* Enqueues the whole model for R rows (O out rows) on the stream. */
 static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
     const eng_config *g = &c->cfg;
@@ -488,8 +501,9 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
      * cuBLASLt, left out under the ablation mask; np = the parts of out
      * that the consumer adds.  The parts of each layer product, worked out
      * once for the pass: */
-    const int sp_qkv = skinny_parts(c, QKV, H, R, c->y_floats), sp_o = skinny_parts(c, H, QD, R, c->y_floats);
-    const int sp_gu = skinny_parts(c, 2 * I, H, R, c->y_floats), sp_dn = skinny_parts(c, H, I, R, c->y_floats);
+    int nk[4][2], sp[4];
+    layer_products(c, nk);
+    for (int i = 0; i < 4; i++) sp[i] = skinny_parts(c, nk[i][0], nk[i][1], R, c->y_floats);
 #define PROD(W, N, K, rows, out, sp, mask) do { \
         np = (sp) ? (sp) : mul; \
         if (skip & (mask)) break; \
@@ -521,7 +535,7 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
                                              c->x, sms, pdl)));
         } else {
             const float *next = l + 1 < g->n_layers ? c->layers[l + 1].attn_norm : NULL;
-            PROD(w->wqkv, QKV, H, R, c->y, sp_qkv, KERN_SKIP_QKVO);
+            PROD(w->wqkv, QKV, H, R, c->y, sp[PR_QKV], KERN_SKIP_QKVO);
             KC(SKIP(KERN_SKIP_ROPE, kern_rope_kv(s, c->y, np, w->bqkv, stp, R, nh,
                                                  c->inv_freq, c->q, kv, pdl)));
             if (c->pg && !(skip & KERN_SKIP_ATTN)) {
@@ -534,11 +548,11 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
                                                                pdl)));
             else
                 KC(ATTN(NULL, c->act, amode));
-            PROD(w->wo, H, QD, R, c->y, sp_o, KERN_SKIP_QKVO);
+            PROD(w->wo, H, QD, R, c->y, sp[PR_O], KERN_SKIP_QKVO);
             KC(kern_add_norm(s, c->x, c->y, np, R, H, w->ffn_norm, eps, c->act, amode, pdl));
-            PROD(w->wgu, 2 * I, H, R, c->y, sp_gu, KERN_SKIP_FFN);
+            PROD(w->wgu, 2 * I, H, R, c->y, sp[PR_GU], KERN_SKIP_FFN);
             KC(SKIP(KERN_SKIP_FFN, kern_swiglu(s, c->y, np, R, I, c->act, amode, pdl)));
-            PROD(w->wdown, H, I, R, c->y, sp_dn, KERN_SKIP_FFN);
+            PROD(w->wdown, H, I, R, c->y, sp[PR_DOWN], KERN_SKIP_FFN);
             KC(kern_add_norm(s, c->x, c->y, np, R, H, next, eps, c->act, amode, pdl));
         }
     }

@@ -347,8 +347,11 @@ static int gemm_cols(int n) { return n <= GEMM_PAD ? n : (n + GEMM_PAD - 1) / GE
  * (q/k/v 2.1 MB, o 1.6 MB on kern_skinny) 20 / 32 / 64 rows 1.294 / 1.332 /
  * 1.520 vs 1.368 / 1.388 / 1.572 ms; 1.5B with q/k/v (6.3 MB) and o (4.7 MB)
  * on it no faster at 20-32 rows and 4% slower at 64, with gate|up and down
- * too 23-33% slower (NOTES.md v12). */
+ * too 23-33% slower (NOTES.md v12); re-measured with the consumers' batched
+ * part loads, 8 MB up to 32 rows was within 1% (v13). */
+#ifndef SKINNY_WIDE_MAX_BYTES   /* -D for experiments */
 #define SKINNY_WIDE_MAX_BYTES ((size_t)4 << 20)
+#endif
 
 /* A layer's four products as [N][K]: q/k/v, o, gate|up, down. */
 enum { PR_QKV, PR_O, PR_GU, PR_DOWN };

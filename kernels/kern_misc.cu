@@ -5,6 +5,43 @@
 
 #define ROW_THREADS 256
 
+/* Consumers add a product's parts in part order, so a result never depends
+ * on timing.  A plain loop (acc += y[p]) waits for each load before issuing
+ * the next: one memory round trip per part, up to 22 for kern_skinny's
+ * outputs.  These issue PARTS_BATCH parts' loads together and then add them
+ * in the same order (bit-identical sums). */
+#define PARTS_BATCH 4
+
+/* a += y[p * ps + i] for parts p = p0 .. parts-1 */
+__device__ __forceinline__ void add_parts(float &a, const float *y, size_t ps, int p0, int parts,
+                                          size_t i) {
+    for (int p = p0; p < parts; p += PARTS_BATCH) {
+        float t[PARTS_BATCH];
+#pragma unroll
+        for (int u = 0; u < PARTS_BATCH; u++) t[u] = p + u < parts ? y[(p + u) * ps + i] : 0.f;
+#pragma unroll
+        for (int u = 0; u < PARTS_BATCH; u++)
+            if (p + u < parts) a += t[u];
+    }
+}
+
+/* the same for two elements at once (their loads in flight together) */
+__device__ __forceinline__ void add_parts2(float &a, float &b, const float *y, size_t ps, int p0,
+                                           int parts, size_t i, size_t j) {
+    for (int p = p0; p < parts; p += PARTS_BATCH) {
+        float ta[PARTS_BATCH], tb[PARTS_BATCH];
+#pragma unroll
+        for (int u = 0; u < PARTS_BATCH; u++) {
+            const bool in = p + u < parts;
+            ta[u] = in ? y[(p + u) * ps + i] : 0.f;
+            tb[u] = in ? y[(p + u) * ps + j] : 0.f;
+        }
+#pragma unroll
+        for (int u = 0; u < PARTS_BATCH; u++)
+            if (p + u < parts) { a += ta[u]; b += tb[u]; }
+    }
+}
+
 __global__ void embed_kernel(const void *E, int wdt, int H, const kern_step *st, float *x) {
     pdl_launch();
     pdl_wait();
@@ -24,13 +61,15 @@ extern "C" int kern_embed(cudaStream_t s, const void *E, int wdt, int H, const k
 }
 
 /* One block per row: x += y's parts (in order), then act = x * rstd * w.  Rows of up to
- * AN_PER elements per thread (H <= 8192 with the launcher's block sizes)
- * keep them in registers and issue every load at once; the norm weights
- * are read before the wait.  Wider rows loop (two reads of x). */
-#define AN_PER 8
-__global__ void add_norm_kernel(float *x, const float *y, int parts, int R, int H,
-                                const float *__restrict__ nw, float eps, void *act,
-                                int act_mode) {
+ * AN_PER elements per thread (H <= 4096 with the launcher's block sizes)
+ * keep them in registers and issue the loads of PARTS_BATCH parts at once
+ * (16 a thread; 8 elements a thread took 152 registers, too many for a
+ * block of 512); the norm weights are read before the wait.  Wider rows
+ * loop (two reads of x). */
+#define AN_PER 4
+__global__ void __launch_bounds__(1024)
+add_norm_kernel(float *x, const float *y, int parts, int R, int H, const float *__restrict__ nw,
+                float eps, void *act, int act_mode) {
     pdl_launch();
     __shared__ float s_tmp[32];
     const int r = blockIdx.x, nt = blockDim.x, t = threadIdx.x;
@@ -50,8 +89,21 @@ __global__ void add_norm_kernel(float *x, const float *y, int parts, int R, int 
         for (int j = 0; j < AN_PER; j++) {
             int k = t + j * nt;
             v[j] = k < H ? xr[k] : 0.f;
-            if (yr && k < H)
-                for (int p = 0; p < parts; p++) v[j] += yr[p * ps + k];
+        }
+        for (int p = 0; yr && p < parts; p += PARTS_BATCH) {   /* as add_parts, every element at once */
+            float tp[PARTS_BATCH][AN_PER];
+#pragma unroll
+            for (int u = 0; u < PARTS_BATCH; u++)
+#pragma unroll
+                for (int j = 0; j < AN_PER; j++) {
+                    int k = t + j * nt;
+                    tp[u][j] = p + u < parts && k < H ? yr[(p + u) * ps + k] : 0.f;
+                }
+#pragma unroll
+            for (int u = 0; u < PARTS_BATCH; u++)
+#pragma unroll
+                for (int j = 0; j < AN_PER; j++)
+                    if (p + u < parts) v[j] += tp[u][j];
         }
 #pragma unroll
         for (int j = 0; j < AN_PER; j++) {
@@ -74,7 +126,7 @@ __global__ void add_norm_kernel(float *x, const float *y, int parts, int R, int 
     for (int k = t; k < H; k += nt) {
         float v = xr[k];
         if (yr) {
-            for (int p = 0; p < parts; p++) v += yr[p * ps + k];
+            add_parts(v, yr, ps, 0, parts, k);
             xr[k] = v;
         }
         ss += v * v;
@@ -145,7 +197,7 @@ __global__ void swiglu_kernel(const float *y, int parts, int R, int I, void *act
         int r = (int)(i / I), c = (int)(i % I);
         size_t gi = (size_t)r * 2 * I + c, ui = gi + I;
         float g = y[gi], u = y[ui];
-        for (int p = 1; p < parts; p++) { g += y[p * n * 2 + gi]; u += y[p * n * 2 + ui]; }
+        add_parts2(g, u, y, n * 2, 1, parts, gi, ui);
         act_store(act, act_mode, R, I, r, c, g / (1.0f + expf(-g)) * u);
     }
 }
@@ -192,7 +244,7 @@ __global__ void rope_kv_kernel(const float *qkv, int parts,
     const int bc = h * hd + i;
     const size_t ps = (size_t)gridDim.x * (n_heads + 2 * nkv) * hd;
     float x1 = qkv[c0], x2 = qkv[c1];
-    for (int p = 1; p < parts; p++) { x1 += qkv[p * ps + c0]; x2 += qkv[p * ps + c1]; }
+    add_parts2(x1, x2, qkv, ps, 1, parts, c0, c1);
     if (bias) { x1 += bias[bc]; x2 += bias[bc + half]; }
     if (h < n_heads + nkv) {
         const float sn = (float)sd, cs = (float)cd;

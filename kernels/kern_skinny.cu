@@ -203,8 +203,11 @@ skinny_kernel(const uint16_t *__restrict__ W, int N, int K, const uint16_t *act,
  * Measured on the H100 (NOTES.md v12): each warpgroup on units of its own
  * was no better; one group in flight on the tensor cores while the next
  * issues (wait_group 1) no faster than waiting for each; at 8-16 rows this
- * path loses to mma.sync in the step, so it starts at 17 rows. */
+ * path loses to mma.sync in the step (again in v13: 1.5B 12 rows 2.68 vs
+ * 2.16 ms), so it starts at 17 rows. */
+#ifndef SK_WG_MIN_ROWS   /* -D for experiments */
 #define SK_WG_MIN_ROWS 17
+#endif
 
 /* k groups in flight per warp, by padded rows (registers: 32 accumulators
  * a thread at RP = 64). */

@@ -329,41 +329,76 @@ static void test_skinny(void) {
 }
 
 /* ------------------------------------------- norms, SwiGLU, embedding */
-/* add_norm at widths that take its other block sizes: 3000 (512 threads, in
- * registers) and 9000 (past 8192: the looping path). */
-static void check_add_norm_width(int R, int H) {
-    float *x = malloc((size_t)R * H * 4), *y = malloc((size_t)R * H * 4), *nw = malloc(H * 4);
+/* add_norm of P parts at widths that take its block sizes: 1536 (512
+ * threads), 3000 and 3584 (1024 threads, in registers), 9000 (past 4096: the
+ * looping path); P past PARTS_BATCH (4) and not a multiple of it. */
+static void check_add_norm_width(int R, int H, int P) {
+    float *x = malloc((size_t)R * H * 4), *y = malloc((size_t)P * R * H * 4), *nw = malloc(H * 4);
     float *o = malloc((size_t)R * H * 4);
     double *rx = malloc((size_t)R * H * 8), *ra = malloc((size_t)R * H * 8);
     if (!x || !y || !nw || !o || !rx || !ra) { T_CHECK(0); goto done; }
-    for (int i = 0; i < R * H; i++) { x[i] = nrand(); y[i] = nrand(); }
+    for (int i = 0; i < R * H; i++) x[i] = nrand();
+    for (int i = 0; i < P * R * H; i++) y[i] = nrand();
     for (int k = 0; k < H; k++) nw[k] = 1.0f + 0.1f * nrand();
     for (int r = 0; r < R; r++) {
         double ss = 0;
         for (int k = 0; k < H; k++) {
-            rx[r * H + k] = (double)x[r * H + k] + y[r * H + k];
-            ss += rx[r * H + k] * rx[r * H + k];
+            double v = x[r * H + k];
+            for (int p = 0; p < P; p++) v += y[(size_t)p * R * H + r * H + k];
+            rx[r * H + k] = v;
+            ss += v * v;
         }
         for (int k = 0; k < H; k++) ra[r * H + k] = rx[r * H + k] / sqrt(ss / H + 1e-6) * nw[k];
     }
-    float *dx = dup_up(x, (size_t)R * H * 4), *dy = dup_up(y, (size_t)R * H * 4);
+    float *dx = dup_up(x, (size_t)R * H * 4), *dy = dup_up(y, (size_t)P * R * H * 4);
     float *dn = dup_up(nw, H * 4), *dact = dnew((size_t)R * H * 4);
     if (!dx || !dy || !dn || !dact) { T_CHECK(0); goto done; }
-    T_CHECK(kern_add_norm(0, dx, dy, 1, R, H, dn, 1e-6f, dact, KERN_ACT_F32, 1) == 0);
+    T_CHECK(kern_add_norm(0, dx, dy, P, R, H, dn, 1e-6f, dact, KERN_ACT_F32, 1) == 0);
     T_CHECK(sync_ok() && down(o, dx, (size_t)R * H * 4));
     double e1 = rel_err(o, rx, (size_t)R * H);
     T_CHECK(sync_ok() && down(o, dact, (size_t)R * H * 4));
     double e2 = rel_err(o, ra, (size_t)R * H);
-    T_CHECKF(e1 <= 1e-6 && e2 <= 1e-5, "add_norm H=%d: x rel err %.3g, act rel err %.3g", H, e1, e2);
+    T_CHECKF(e1 <= 1e-6 && e2 <= 1e-5, "add_norm H=%d, %d parts: x rel err %.3g, act rel err %.3g",
+             H, P, e1, e2);
 done:
     free(x); free(y); free(nw); free(o); free(rx); free(ra);
     dfree_all();
 }
 
+/* SwiGLU over [gate | up] given as P parts, added in order */
+static void check_swiglu_parts(int R, int I, int P) {
+    const size_t n = (size_t)R * 2 * I;
+    float *g = malloc(P * n * 4), *o = malloc((size_t)R * I * 4);
+    double *ref = malloc((size_t)R * I * 8);
+    if (!g || !o || !ref) { T_CHECK(0); goto done; }
+    for (size_t i = 0; i < P * n; i++) g[i] = (i < n ? 2.0f : 0.3f) * nrand();
+    for (int r = 0; r < R; r++)
+        for (int i = 0; i < I; i++) {
+            double gg = 0, uu = 0;
+            for (int p = 0; p < P; p++) {
+                gg += g[p * n + (size_t)r * 2 * I + i];
+                uu += g[p * n + (size_t)r * 2 * I + I + i];
+            }
+            ref[r * I + i] = silu(gg) * uu;
+        }
+    float *dg = dup_up(g, P * n * 4), *dact = dnew((size_t)R * I * 4);
+    T_CHECK(dg && dact && kern_swiglu(0, dg, P, R, I, dact, KERN_ACT_F32, 1) == 0);
+    T_CHECK(sync_ok() && down(o, dact, (size_t)R * I * 4));
+    double e = rel_err(o, ref, (size_t)R * I);
+    T_CHECKF(e <= 1e-5, "swiglu, %d parts: rel err %.3g", P, e);
+done:
+    free(g); free(o); free(ref);
+    dfree_all();
+}
+
 static void test_add_norm_widths(void) {
     g_rng = 313;
-    check_add_norm_width(3, 3000);
-    check_add_norm_width(2, 9000);
+    check_add_norm_width(3, 3000, 1);
+    check_add_norm_width(2, 9000, 1);
+    check_add_norm_width(4, 1536, 9);
+    check_add_norm_width(2, 3584, 6);
+    check_add_norm_width(2, 9000, 5);
+    check_swiglu_parts(3, 700, 6);
 }
 
 static void test_rowwise(void) {
@@ -1023,7 +1058,7 @@ static void sample_case(int V) {
         }
         kern_step *st = make_step(0, NULL, NULL, NULL, NULL, 0, 0, O, rows, temp, topk, topp, u);
         cudaMemset(dids, 0xFF, O * 4);
-        int blocks = c % 2 ? 7 : 1;   /* first pass in one block or seven per row */
+        int blocks = c % 2 ? 7 : c == 4 ? 16 : 1;   /* first pass in 1, 7 or 16 blocks per row */
         T_CHECK(st && kern_sample(0, dl, NULL, O, V, st, dids, dlp, dent, blocks, dscr, dcnt, 1) == 0);
         unsigned cnt[O];
         if (!sync_ok() || !down(ids, dids, O * 4) || !down(lp, dlp, O * 4) || !down(en, dent, O * 4) ||

@@ -23,7 +23,9 @@
  * kernel of a batch-1 step alone (see kernel_bench) and each decode product
  * at 8-64 rows through kern_skinny and cuBLASLt; --skinny-max N sets
  * skinny_max_rows for every run (0..64; default the library's); with --ablate, the
- * step of every batch asked with stages left out (see ablate).  Prints a table;
+ * step of every batch asked with stages left out (see ablate); --ablate-only
+ * runs only the named ablation and batch variants ("none": the default run
+ * alone).  Prints a table;
  * writes JSON (default benchmarks/results/cuda_<model>.json). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -350,6 +352,7 @@ static int run_batch(bench *B, int n, cJSON *arr, eng_err *err) {
     bvar v[4];
     int nv = batch_variants(B, n, v);
     for (int i = 0; i < nv; i++) {
+        if (!picked(B->only, v[i].name)) continue;   /* --ablate-only names these too */
         dres r;
         set_var(B, &v[i]);
         rc = decode(B, &S, &r, err);

@@ -8,8 +8,10 @@
 #   scripts/device.sh PART [PART ...]      (GPU machine) runs the parts:
 #        test     test_cuda (every kernel against the CPU reference)
 #        ablate   bench_cuda at batch 1 and 32 on 1.5B, stages left out
-#        cuda     bench_cuda at batch 1..256 on 0.5B, 1.5B, 7B shapes
-#        peer     transformers eager + torch.compile on 1.5B (same run)
+#        cuda     bench_cuda at batch 1..256 (CUDA_BATCHES) on 0.5B, 1.5B, 7B
+#                 shapes (CUDA_MODELS)
+#        peer     transformers eager + torch.compile (same run); models in
+#                 PEER_MODELS (1.5B by default), eager left out if PEER_EAGER=0
 #        spec     bench_spec: none / n-gram / draft model, adaptive k
 #        tools    bench_tools: partial execution on 1.5B and 7B shapes
 #        pp       ParallelPrompt replay, keyword + reading files
@@ -52,15 +54,18 @@ part_ablate() {
 part_cuda() {
     for m in ${CUDA_MODELS:-qwen2.5-0.5b qwen2.5-1.5b qwen2.5-7b}; do
         model $m
-        $BIN/bench_cuda $MD/$m --out "$OUT/cuda_h100_$m.json" --batches 1,8,32,64,256 2>&1 | tail -12
+        $BIN/bench_cuda $MD/$m --out "$OUT/cuda_h100_$m.json" --batches ${CUDA_BATCHES:-1,8,32,64,256} 2>&1 | tail -12
     done
 }
 part_peer() {
-    model qwen2.5-1.5b
-    python3 scripts/bench_peer.py bench $MD/qwen2.5-1.5b --out "$OUT/peer_qwen2.5-1.5b.json" \
-        --batches 1,32 --compile-batches "" 2>&1 | grep -v Warning | tail -6
-    timeout 200 python3 scripts/bench_peer.py bench $MD/qwen2.5-1.5b --out "$OUT/peer_compiled_qwen2.5-1.5b.json" \
-        --batches "" --compile-batches 1,32 --compile-budget ${PEER_BUDGET:-150} 2>&1 | grep -v Warning | tail -5
+    for m in ${PEER_MODELS:-qwen2.5-1.5b}; do
+        model $m
+        [ "${PEER_EAGER:-1}" = 0 ] ||
+        python3 scripts/bench_peer.py bench $MD/$m --out "$OUT/peer_$m.json" \
+            --batches 1,32 --compile-batches "" 2>&1 | grep -v Warning | tail -6
+        timeout 200 python3 scripts/bench_peer.py bench $MD/$m --out "$OUT/peer_compiled_$m.json" \
+            --batches "" --compile-batches 1,32 --compile-budget ${PEER_BUDGET:-150} 2>&1 | grep -v Warning | tail -5
+    done
 }
 part_spec() {   # a never-right draft (random 0.5B for random 1.5B): adaptive must cost ~nothing
     model qwen2.5-0.5b; model qwen2.5-1.5b

@@ -369,6 +369,32 @@ static bool skinny_serves(const cu_ctx *c, int N, int K, int R) {
            !c->opt.fast_gemm && bytes <= SKINNY_MAX_BYTES && (R <= 16 || bytes <= SKINNY_WIDE_MAX_BYTES);
 }
 
+/* K slices of the down product where cuBLASLt serves it with a split-K
+ * plan, which ends with a reduce kernel: slices leave the adding to the
+ * consumer (add+norm), in order.  Only where the product's columns are not
+ * padded (gemm_cols), so slice s's high and low parts sit at parts 2s and
+ * 2s + 1.  H100 (NOTES.md v13): 2 slices beat 4 and 8 everywhere (1.5B 32
+ * rows 2.353 / 2.367 / 2.420 ms, one product 2.376).  Sliced only where
+ * cuBLASLt splits K (1.5B up to 64 rows, 7B up to 128): there 0.8-3.8%
+ * faster steps (0.5B 32 rows 1.227 -> 1.181 ms, 7B 64 rows 7.541 ->
+ * 7.392); slicing a plan without split-K was 1.5% slower on 7B at 256 rows
+ * (17.48 vs 17.74 ms).  Prompt passes (> 256 rows) keep one product. */
+#ifndef DOWN_SLICES   /* -D for experiments; 1: off */
+#define DOWN_SLICES 2
+#endif
+static int down_slices(cu_ctx *c, int R, int mul, int *slices, eng_err *err) {
+    const int K = c->cfg.intermediate;
+    *slices = 1;
+    if (DOWN_SLICES < 2 || R <= c->opt.gemv_max_rows || R > 256 || c->wdt != KERN_BF16 ||
+        skinny_serves(c, c->cfg.hidden, K, R) || gemm_cols(R * mul) != R * mul ||
+        K % (8 * DOWN_SLICES))
+        return ENG_OK;
+    const int sk = kern_blas_splits(c->blas, c->wdt, c->cfg.hidden, K, 1, R * mul, err);
+    if (sk < 1) return err && err->code ? err->code : ENG_EIO;
+    if (sk > 1) *slices = DOWN_SLICES;
+    return ENG_OK;
+}
+
 /* The parts kern_skinny writes for this product, or 0: cuBLASLt serves it. */
 static int skinny_parts(const cu_ctx *c, int N, int K, int R, size_t cap_floats) {
     if (!skinny_serves(c, N, K, R)) return 0;
@@ -407,6 +433,8 @@ static int ensure_rows(cu_ctx *c, int R, int O, eng_err *err) {
             size_t f = (size_t)kern_skinny_parts(nk[i][0], nk[i][1], r, c->n_sms, 1 << 20) * r * nk[i][0];
             if (f > y_floats) y_floats = f;
         }
+    if ((size_t)DOWN_SLICES * gemm_cols(2 * nr) * g->hidden > y_floats)
+        y_floats = (size_t)DOWN_SLICES * gemm_cols(2 * nr) * g->hidden;
     c->y_floats = y_floats;
     /* a product's input: 2R bf16 rows (hi/lo) or R f32 rows, padded as gemm_cols pads */
     size_t act_bytes = (size_t)gemm_cols(2 * nr) * 2;
@@ -507,6 +535,8 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
     int nk[4][2], sp[4];
     layer_products(c, nk);
     for (int i = 0; i < 4; i++) sp[i] = skinny_parts(c, nk[i][0], nk[i][1], R, c->y_floats);
+    int dsl = 1;
+    if (!small && (rc = down_slices(c, R, mul, &dsl, err))) return rc;
 #define PROD(W, N, K, rows, out, sp, mask) do { \
         np = (sp) ? (sp) : mul; \
         if (skip & (mask)) break; \
@@ -555,7 +585,14 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
             KC(kern_add_norm(s, c->x, c->y, np, R, H, w->ffn_norm, eps, c->act, amode, pdl));
             PROD(w->wgu, 2 * I, H, R, c->y, sp[PR_GU], KERN_SKIP_FFN);
             KC(SKIP(KERN_SKIP_FFN, kern_swiglu(s, c->y, np, R, I, c->act, amode, pdl)));
-            PROD(w->wdown, H, I, R, c->y, sp[PR_DOWN], KERN_SKIP_FFN);
+            if (dsl > 1) {
+                np = mul * dsl;
+                if (!(skip & KERN_SKIP_FFN) &&
+                    (rc = kern_blas_gemm_sliced(c->blas, s, w->wdown, wdt, H, I, c->act, act_bf16,
+                                                R * mul, dsl, c->y, err)))
+                    return rc;
+            } else
+                PROD(w->wdown, H, I, R, c->y, sp[PR_DOWN], KERN_SKIP_FFN);
             KC(kern_add_norm(s, c->x, c->y, np, R, H, next, eps, c->act, amode, pdl));
         }
     }

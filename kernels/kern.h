@@ -198,6 +198,15 @@ int  kern_blas_create(kern_blas **out, eng_err *err);
 void kern_blas_destroy(kern_blas *b);
 int  kern_blas_gemm(kern_blas *b, cudaStream_t s, const void *W, int wdt, int N, int K,
                     const void *act, int act_is_bf16, int n, float *Y, eng_err *err);
+/* K splits of cuBLASLt's plan for that product (1: none; its split-K plans
+ * end with a reduce kernel), 0 with err set on failure. */
+int  kern_blas_splits(kern_blas *b, int wdt, int N, int K, int act_is_bf16, int n, eng_err *err);
+/* The same product in `slices` K slices (K % (8 slices) == 0), one strided
+ * batch without cuBLASLt's split-K: Y[s][n][N] is slice s's partial product,
+ * for the consumer to add in order. */
+int  kern_blas_gemm_sliced(kern_blas *b, cudaStream_t s, const void *W, int wdt, int N, int K,
+                           const void *act, int act_is_bf16, int n, int slices, float *Y,
+                           eng_err *err);
 
 /* Column-major C_i = op(A_i) . B_i, i < batch, operands i at A + i*sA etc.
  * (stride 0 repeats one matrix), f32 throughout; op(A) = A^T if trans_a. */

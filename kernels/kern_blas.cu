@@ -4,7 +4,10 @@
  * (K x n), D = Y^T (N x n).  bf16 weights meet bf16 activations with f32
  * accumulation and f32 output; f32 weights meet f32 activations in plain
  * f32 (no TF32).  Descriptors and the heuristic's choice are cached per
- * shape, and the workspace is fixed, so products can be captured in graphs. */
+ * shape, and the workspace is fixed, so products can be captured in graphs.
+ * A product can also run as a strided batch of K slices (partial products
+ * for the consumer to add), in place of cuBLASLt's split-K and its reduce
+ * kernel. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +19,7 @@
 #define BLAS_CACHE 96
 
 typedef struct blas_plan {
-    int N, K, n, wdt, act_bf16;
+    int N, K, n, wdt, act_bf16, slices;
     cublasLtMatmulDesc_t desc;
     cublasLtMatrixLayout_t a, b, d;
     cublasLtMatmulAlgo_t algo;
@@ -74,6 +77,15 @@ extern "C" void kern_blas_destroy(kern_blas *b) {
     free(b);
 }
 
+/* Makes layout l a strided batch of count matrices, stride elements apart. */
+static cublasStatus_t layout_batch(cublasLtMatrixLayout_t l, int32_t count, int64_t stride) {
+    cublasStatus_t s = cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                                                        &count, sizeof count);
+    if (s != CUBLAS_STATUS_SUCCESS) return s;
+    return cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride,
+                                            sizeof stride);
+}
+
 static int plan_make(kern_blas *bl, blas_plan *p, eng_err *err) {
     cudaDataType_t in_t = p->wdt == KERN_BF16 ? CUDA_R_16BF : CUDA_R_32F;
     cublasOperation_t opT = CUBLAS_OP_T, opN = CUBLAS_OP_N;
@@ -82,14 +94,25 @@ static int plan_make(kern_blas *bl, blas_plan *p, eng_err *err) {
        "set TRANSA");
     LT(cublasLtMatmulDescSetAttribute(p->desc, CUBLASLT_MATMUL_DESC_TRANSB, &opN, sizeof opN),
        "set TRANSB");
-    LT(cublasLtMatrixLayoutCreate(&p->a, in_t, p->K, p->N, p->K), "layout A");
-    LT(cublasLtMatrixLayoutCreate(&p->b, in_t, p->K, p->n, p->K), "layout B");
+    const int ks = p->K / p->slices;   /* a slice: ks rows of A and B, leading dimension K */
+    LT(cublasLtMatrixLayoutCreate(&p->a, in_t, ks, p->N, p->K), "layout A");
+    LT(cublasLtMatrixLayoutCreate(&p->b, in_t, ks, p->n, p->K), "layout B");
     LT(cublasLtMatrixLayoutCreate(&p->d, CUDA_R_32F, p->N, p->n, p->N), "layout D");
+    if (p->slices > 1) {   /* slice i: A and B from element i ks on, D from i N n on */
+        LT(layout_batch(p->a, p->slices, ks), "layout A batch");
+        LT(layout_batch(p->b, p->slices, ks), "layout B batch");
+        LT(layout_batch(p->d, p->slices, (int64_t)p->N * p->n), "layout D batch");
+    }
     cublasLtMatmulPreference_t pref;
     LT(cublasLtMatmulPreferenceCreate(&pref), "PreferenceCreate");
     size_t ws = BLAS_WS_BYTES;
     cublasStatus_t s = cublasLtMatmulPreferenceSetAttribute(
         pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws);
+    if (s == CUBLAS_STATUS_SUCCESS && p->slices > 1) {   /* the slices are the split */
+        const uint32_t none = CUBLASLT_REDUCTION_SCHEME_NONE;
+        s = cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+                                                 &none, sizeof none);
+    }
     cublasLtMatmulHeuristicResult_t res;
     int n_res = 0;
     if (s == CUBLAS_STATUS_SUCCESS)
@@ -104,11 +127,12 @@ static int plan_make(kern_blas *bl, blas_plan *p, eng_err *err) {
     return ENG_OK;
 }
 
-static int plan_get(kern_blas *bl, int N, int K, int n, int wdt, int act_bf16, blas_plan **out,
-                    eng_err *err) {
+static int plan_get(kern_blas *bl, int N, int K, int n, int wdt, int act_bf16, int slices,
+                    blas_plan **out, eng_err *err) {
     for (int i = 0; i < bl->n_plan; i++) {
         blas_plan *p = &bl->plan[i];
-        if (p->N == N && p->K == K && p->n == n && p->wdt == wdt && p->act_bf16 == act_bf16) {
+        if (p->N == N && p->K == K && p->n == n && p->wdt == wdt && p->act_bf16 == act_bf16 &&
+            p->slices == slices) {
             *out = p;
             return ENG_OK;
         }
@@ -120,7 +144,7 @@ static int plan_get(kern_blas *bl, int N, int K, int n, int wdt, int act_bf16, b
         bl->next_evict = (bl->next_evict + 1) % BLAS_CACHE;
         plan_free(p);
     }
-    p->N = N; p->K = K; p->n = n; p->wdt = wdt; p->act_bf16 = act_bf16;
+    p->N = N; p->K = K; p->n = n; p->wdt = wdt; p->act_bf16 = act_bf16; p->slices = slices;
     int rc = plan_make(bl, p, err);
     if (rc) {
         plan_free(p);   /* leaves a zeroed slot that matches no shape */
@@ -131,14 +155,34 @@ static int plan_get(kern_blas *bl, int N, int K, int n, int wdt, int act_bf16, b
     return ENG_OK;
 }
 
+extern "C" int kern_blas_splits(kern_blas *b, int wdt, int N, int K, int act_is_bf16, int n,
+                                eng_err *err) {
+    blas_plan *p;
+    if (N < 1 || K < 1 || n < 1) return eng_seterr(err, ENG_EINVAL, "cuBLASLt: bad shape"), 0;
+    if (plan_get(b, N, K, n, wdt, act_is_bf16 != 0, 1, &p, err)) return 0;
+    int32_t splits = 1;
+    size_t got = 0;
+    cublasStatus_t s = cublasLtMatmulAlgoConfigGetAttribute(
+        &p->algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits, sizeof splits, &got);
+    if (s != CUBLAS_STATUS_SUCCESS) return lt_fail(err, s, "AlgoConfigGetAttribute"), 0;
+    return splits > 1 ? splits : 1;
+}
+
 extern "C" int kern_blas_gemm(kern_blas *b, cudaStream_t s, const void *W, int wdt, int N, int K,
                               const void *act, int act_is_bf16, int n, float *Y, eng_err *err) {
-    if (N < 1 || K < 1 || n < 1)
-        return eng_seterr(err, ENG_EINVAL, "cuBLASLt: bad shape %dx%dx%d", N, n, K);
+    return kern_blas_gemm_sliced(b, s, W, wdt, N, K, act, act_is_bf16, n, 1, Y, err);
+}
+
+extern "C" int kern_blas_gemm_sliced(kern_blas *b, cudaStream_t s, const void *W, int wdt, int N,
+                                     int K, const void *act, int act_is_bf16, int n, int slices,
+                                     float *Y, eng_err *err) {
+    if (N < 1 || K < 1 || n < 1 || slices < 1 || (slices > 1 && K % (8 * slices)))
+        return eng_seterr(err, ENG_EINVAL, "cuBLASLt: bad shape %dx%dx%d in %d slices", N, n, K,
+                          slices);
     if ((wdt == KERN_BF16) != (act_is_bf16 != 0))
         return eng_seterr(err, ENG_EINVAL, "cuBLASLt: weights and activations differ in type");
     blas_plan *p;
-    int rc = plan_get(b, N, K, n, wdt, act_is_bf16 != 0, &p, err);
+    int rc = plan_get(b, N, K, n, wdt, act_is_bf16 != 0, slices, &p, err);
     if (rc) return rc;
     const float one = 1.f, zero = 0.f;
     LT(cublasLtMatmul(b->lt, p->desc, &one, W, p->a, act, p->b, &zero, Y, p->d, Y, p->d, &p->algo,

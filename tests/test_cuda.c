@@ -241,6 +241,17 @@ static void test_gemm(void) {
     T_CHECK(kern_add_rows(0, dy, dy + (size_t)R * N, (size_t)R * N, 1) == 0);
     double e = sync_ok() && down(out, dy, (size_t)R * N * 4) ? rel_err(out, refb, (size_t)R * N) : INFINITY;
     T_CHECKF(e <= 2e-5, "bf16 weights, hi/lo activations: rel err %.3g", e);
+    /* the same in 4 K slices: 8 parts (slice s's high and low rows at 2s,
+     * 2s + 1), added in order by add+norm (one row of R N, no norm) */
+    float *dy4 = dnew((size_t)8 * R * N * 4);
+    T_CHECK(dy4 != NULL);
+    rc = dy4 ? kern_blas_gemm_sliced(bl, 0, dWb, KERN_BF16, N, K, act, 1, 2 * R, 4, dy4, &err) : -1;
+    T_CHECKF(rc == 0, "sliced: %s", err.msg);
+    T_CHECK(dy4 && kern_add_norm(0, dy4, dy4 + (size_t)R * N, 7, 1, R * N, NULL, 0.f, NULL, 0, 1) == 0);
+    e = dy4 && sync_ok() && down(out, dy4, (size_t)R * N * 4) ? rel_err(out, refb, (size_t)R * N) : INFINITY;
+    T_CHECKF(e <= 2e-5, "bf16, hi/lo, 4 K slices: rel err %.3g", e);
+    T_CHECK(kern_blas_gemm_sliced(bl, 0, dWb, KERN_BF16, N, K, act, 1, 2 * R, 3, dy4, &err) == ENG_EINVAL);
+    T_CHECK(kern_blas_splits(bl, KERN_BF16, N, K, 1, 2 * R, &err) >= 1);
     /* plain bf16 activations */
     cudaMemset(dy, 0xFF, (size_t)R * N * 4);
     T_CHECK(kern_to_act(0, dx, R, K, act, KERN_ACT_BF16, 0) == 0);

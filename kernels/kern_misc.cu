@@ -25,7 +25,9 @@ __device__ __forceinline__ void add_parts(float &a, const float *y, size_t ps, i
     }
 }
 
-/* the same for two elements at once (their loads in flight together) */
+/* the same for two elements at once (their loads in flight together).  One
+ * template for these two and add+norm's loop (elements i0 + j step, the first
+ * n of them) took more registers and made 0.5B steps 2-3% slower (v13). */
 __device__ __forceinline__ void add_parts2(float &a, float &b, const float *y, size_t ps, int p0,
                                            int parts, size_t i, size_t j) {
     for (int p = p0; p < parts; p += PARTS_BATCH) {

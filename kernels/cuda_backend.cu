@@ -525,23 +525,23 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
         ? kern_attention2(s, c->q, kv, stp, R, nh, splits, c->opt.attn_span, out, act, mode, c->part, c->counters, pdl) \
         : kern_attention(s, c->q, kv, stp, R, nh, splits, out, act, mode, c->part, c->counters, pdl))
 #define SKIP(mask, call) ((skip & (mask)) ? 0 : (call))
-#define GEMM(W, N, K, rows, out) do { \
-        if ((rc = kern_blas_gemm(c->blas, s, W, wdt, N, K, c->act, act_bf16, gemm_cols((rows) * mul), out, err))) \
+#define GEMM(W, N, K, rows, out, sl) do { \
+        if ((rc = kern_blas_gemm_sliced(c->blas, s, W, wdt, N, K, c->act, act_bf16, \
+                                        gemm_cols((rows) * mul), sl, out, err))) \
             return rc; } while (0)
     /* out = W act by kern_skinny when it takes the product (sp parts), else
-     * cuBLASLt, left out under the ablation mask; np = the parts of out
-     * that the consumer adds.  The parts of each layer product, worked out
-     * once for the pass: */
-    int nk[4][2], sp[4];
+     * cuBLASLt in sl K slices (mul * sl parts), left out under the ablation
+     * mask; np = the parts of out that the consumer adds.  The parts of
+     * each layer product, worked out once for the pass: */
+    int nk[4][2], sp[4], dsl = 1;
     layer_products(c, nk);
     for (int i = 0; i < 4; i++) sp[i] = skinny_parts(c, nk[i][0], nk[i][1], R, c->y_floats);
-    int dsl = 1;
     if (!small && (rc = down_slices(c, R, mul, &dsl, err))) return rc;
-#define PROD(W, N, K, rows, out, sp, mask) do { \
-        np = (sp) ? (sp) : mul; \
+#define PROD(W, N, K, rows, out, sp, sl, mask) do { \
+        np = (sp) ? (sp) : mul * (sl); \
         if (skip & (mask)) break; \
         if (sp) KC(kern_skinny(s, W, N, K, c->act, rows, sp, out, sms, pdl)); \
-        else GEMM(W, N, K, rows, out); } while (0)
+        else GEMM(W, N, K, rows, out, sl); } while (0)
 
     KC(kern_embed(s, c->embed, wdt, H, stp, R, c->x, pdl));
     if (!small)
@@ -568,7 +568,7 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
                                              c->x, sms, pdl)));
         } else {
             const float *next = l + 1 < g->n_layers ? c->layers[l + 1].attn_norm : NULL;
-            PROD(w->wqkv, QKV, H, R, c->y, sp[PR_QKV], KERN_SKIP_QKVO);
+            PROD(w->wqkv, QKV, H, R, c->y, sp[PR_QKV], 1, KERN_SKIP_QKVO);
             KC(SKIP(KERN_SKIP_ROPE, kern_rope_kv(s, c->y, np, w->bqkv, stp, R, nh,
                                                  c->inv_freq, c->q, kv, pdl)));
             if (c->pg && !(skip & KERN_SKIP_ATTN)) {
@@ -581,18 +581,11 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
                                                                pdl)));
             else
                 KC(ATTN(NULL, c->act, amode));
-            PROD(w->wo, H, QD, R, c->y, sp[PR_O], KERN_SKIP_QKVO);
+            PROD(w->wo, H, QD, R, c->y, sp[PR_O], 1, KERN_SKIP_QKVO);
             KC(kern_add_norm(s, c->x, c->y, np, R, H, w->ffn_norm, eps, c->act, amode, pdl));
-            PROD(w->wgu, 2 * I, H, R, c->y, sp[PR_GU], KERN_SKIP_FFN);
+            PROD(w->wgu, 2 * I, H, R, c->y, sp[PR_GU], 1, KERN_SKIP_FFN);
             KC(SKIP(KERN_SKIP_FFN, kern_swiglu(s, c->y, np, R, I, c->act, amode, pdl)));
-            if (dsl > 1) {
-                np = mul * dsl;
-                if (!(skip & KERN_SKIP_FFN) &&
-                    (rc = kern_blas_gemm_sliced(c->blas, s, w->wdown, wdt, H, I, c->act, act_bf16,
-                                                R * mul, dsl, c->y, err)))
-                    return rc;
-            } else
-                PROD(w->wdown, H, I, R, c->y, sp[PR_DOWN], KERN_SKIP_FFN);
+            PROD(w->wdown, H, I, R, c->y, sp[PR_DOWN], dsl, KERN_SKIP_FFN);
             KC(kern_add_norm(s, c->x, c->y, np, R, H, next, eps, c->act, amode, pdl));
         }
     }
@@ -607,7 +600,7 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
             KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->act, amode, pdl));
             /* cuBLASLt: kern_skinny was slower on the lm_head at 8 and 16 rows
              * (1.5B: 181 vs 173 us, 232 vs 178) */
-            GEMM(c->lm_head, V, H, O, c->logits);
+            GEMM(c->lm_head, V, H, O, c->logits, 1);
             if (amode == KERN_ACT_SPLIT) lo = c->logits + (size_t)O * V;
         }
         KC(kern_sample(s, c->logits, lo, O, V, stp, ids, lp, ent, kern_sample_blocks(O, sms),

@@ -536,7 +536,7 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
     int nk[4][2], sp[4], dsl = 1;
     layer_products(c, nk);
     for (int i = 0; i < 4; i++) sp[i] = skinny_parts(c, nk[i][0], nk[i][1], R, c->y_floats);
-    if (!small && (rc = down_slices(c, R, mul, &dsl, err))) return rc;
+    if ((rc = down_slices(c, R, mul, &dsl, err))) return rc;   /* 1 on the GEMV path */
 #define PROD(W, N, K, rows, out, sp, sl, mask) do { \
         np = (sp) ? (sp) : mul * (sl); \
         if (skip & (mask)) break; \

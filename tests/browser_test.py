@@ -84,7 +84,7 @@ async def main():
     finally:
         chrome.kill(); srv.terminate(); srv.wait(10)
         shutil.rmtree(profile, ignore_errors=True)
-    print(f"{int(ok)} passed, {int(not ok)} failed")
+    print(f"{int(ok)} passed, {int(not ok)} failed, 0 skipped")
     sys.exit(0 if ok else 1)
 
 asyncio.run(main())

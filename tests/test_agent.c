@@ -296,7 +296,7 @@ static void test_stop_while_tools_run(void) {
 }
 
 int main(void) {
-    if (env_open(&V)) { printf("setup failed\n0 passed, 1 failed\n"); return 1; }
+    if (env_open(&V)) { printf("setup failed\n0 passed, 1 failed, 0 skipped\n"); return 1; }
     T_RUN(test_calculator_turn);
     T_RUN(test_web_turns);
     T_RUN(test_modes_agree);

@@ -6,7 +6,7 @@
 
 int main(void) {
     if (system("command -v chromium >/dev/null 2>&1")) {
-        printf("  chromium is missing (scripts/deps.sh installs it)\n0 passed, 1 failed\n");
+        printf("  chromium is missing (scripts/deps.sh installs it)\n0 passed, 1 failed, 0 skipped\n");
         return 1;
     }
     fflush(stdout);

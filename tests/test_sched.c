@@ -75,7 +75,7 @@ static void test_stop_frees(void) {
 
 int main(void) {
     eng_err err = { 0 };
-    if (eng_model_load("tests/fixtures/tiny-qwen2", &M, &err)) { printf("%s\n0 passed, 1 failed\n", err.msg); return 1; }
+    if (eng_model_load("tests/fixtures/tiny-qwen2", &M, &err)) { printf("%s\n0 passed, 1 failed, 0 skipped\n", err.msg); return 1; }
     T_RUN(test_backpressure);
     T_RUN(test_stop_frees);
     eng_model_free(M);

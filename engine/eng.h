@@ -62,6 +62,8 @@ int  eng_model_load(const char *dir, eng_model **out, eng_err *err);
 void eng_model_free(eng_model *m);
 const eng_config *eng_model_config(const eng_model *m);
 struct eng_tok *eng_model_tok(const eng_model *m);  /* owned by the model */
+/* The chat template text the model files carry, or NULL when they carry none. */
+const char *eng_model_chat_template(const eng_model *m);
 
 /* ------------------------------------------------------------ tokenizer */
 typedef struct eng_tok eng_tok;

@@ -37,6 +37,8 @@ struct eng_model {
     eng_layer_w *layers; /* [n_layers] */
     float *rope_inv_freq; /* [head_dim/2], rope_scaling applied */
     const eng_tensor *t_embed, *t_final_norm, *t_lm_head;
+    char *chat_template;  /* Jinja text the model carries (tokenizer_config.json
+                           * chat_template, GGUF tokenizer.chat_template); NULL if none */
     /* ownership: mapped files, tensor table, f32 arena */
     void *priv;
 };

@@ -583,6 +583,30 @@ static int load_tokenizer(eng_model *m, const char *dir, eng_err *err) {
     return ENG_OK;
 }
 
+/* tokenizer_config.json's chat_template (a string), when the folder has one.
+ * Templates given as a list of named templates take the one named "default". */
+static int load_chat_template(eng_model *m, const char *dir, eng_err *err) {
+    char path[4096];
+    cJSON *c;
+    int rc = join_path(path, sizeof path, dir, "tokenizer_config.json", err);
+    if (rc || (rc = load_json(path, 1, &c, err)) || !c) return rc;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(c, "chat_template"), *e;
+    const char *text = cJSON_IsString(t) ? t->valuestring : NULL;
+    for (e = cJSON_IsArray(t) ? t->child : NULL; e && !text; e = e->next) {
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(e, "name");
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(e, "template");
+        if (cJSON_IsString(n) && !strcmp(n->valuestring, "default") && cJSON_IsString(v))
+            text = v->valuestring;
+    }
+    if (t && !cJSON_IsNull(t) && !text)
+        rc = eng_seterr(err, ENG_EFORMAT, "%s: chat_template must be a string or a list "
+                        "with a template named default", path);
+    else if (text && !(m->chat_template = strdup(text)))
+        rc = eng_seterr(err, ENG_ENOMEM, "%s: out of memory", path);
+    cJSON_Delete(c);
+    return rc;
+}
+
 static int load_config(eng_model *m, const char *dir, rope_cfg *r, eng_err *err) {
     char path[4096];
     cJSON *c;
@@ -623,7 +647,8 @@ int eng_model_load(const char *dir, eng_model **out, eng_err *err) {
         rc = eng_seterr(err, ENG_ENOMEM, "%s: out of memory", dir);
     if (!rc) {
         rope_freqs(&r, m->cfg.head_dim, m->rope_inv_freq);
-        if (!(rc = load_tokenizer(m, dir, err))) rc = load_weights(m, dir, err);
+        if (!(rc = load_tokenizer(m, dir, err)) && !(rc = load_chat_template(m, dir, err)))
+            rc = load_weights(m, dir, err);
     }
     if (rc) {
         eng_model_free(m);
@@ -650,8 +675,10 @@ void eng_model_free(eng_model *m) {
     if (m->tok) eng_tok_free(m->tok);
     free(m->layers);
     free(m->rope_inv_freq);
+    free(m->chat_template);
     free(m);
 }
 
 const eng_config *eng_model_config(const eng_model *m) { return &m->cfg; }
 eng_tok *eng_model_tok(const eng_model *m) { return m->tok; }
+const char *eng_model_chat_template(const eng_model *m) { return m->chat_template; }

@@ -21,6 +21,8 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "mkmodel"))  return cmd_mkmodel(argc - 1, argv + 1);
     if (!strcmp(c, "replay"))   return cmd_replay(argc - 1, argv + 1);
     if (!strcmp(c, "bench"))    return cmd_bench(argc - 1, argv + 1);
+    if (strcmp(c, "help") && strcmp(c, "--help") && strcmp(c, "-h"))
+        fprintf(stderr, "brisk: unknown command '%s'\n", c);
     usage();
     return 2;
 }

@@ -7,6 +7,7 @@
 #include "srv.h"
 #include "cache.h"
 #include "cmds.h"
+#include "args.h"
 
 /* The signal handler needs to reach the server; this is its only route. */
 static srv *g_srv;
@@ -39,36 +40,65 @@ static int warm_up(eng_engine *e, int upto, eng_err *err) {
     return rc;
 }
 
-int cmd_serve(int argc, char **argv) {
+typedef struct serve_args {
     srv_opts o;
-    srv_default_opts(&o);
-    o.token = getenv("BRISK_TOKEN");
-    const char *model_dir = NULL, *search = NULL, *web_cache = NULL;
+    const char *model_dir, *search, *web_cache;
     char default_cache[64];
-    snprintf(default_cache, sizeof default_cache, "/tmp/brisk-webcache-%d.db", (int)getuid());
-    web_cache = default_cache;
-    int cuda = 0, warmup = -1;
+    int cuda, warmup;
+} serve_args;
+
+/* 0, or -1 after saying what is wrong (usage() then follows). */
+static int parse_args(int argc, char **argv, serve_args *a) {
+    srv_opts *o = &a->o;
+    srv_default_opts(o);
+    o->token = getenv("BRISK_TOKEN");
+    snprintf(a->default_cache, sizeof a->default_cache, "/tmp/brisk-webcache-%d.db", (int)getuid());
+    a->web_cache = a->default_cache;
+    a->warmup = -1;
+    static const char *const valued[] = { "--model", "--port", "--host", "--token", "--web", "--origin",
+        "--search", "--web-cache", "--max-tokens-cap", "--max-queries-per-client", "--warmup", NULL };
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(k, "--cuda")) { cuda = 1; continue; }
-        if (!strcmp(k, "--allow-script")) { o.allow_script = 1; continue; }
-        if (!strcmp(k, "--plan")) { o.plan = 1; continue; }
-        if (!v) return usage();
-        if (!strcmp(k, "--model")) model_dir = v;
-        else if (!strcmp(k, "--port")) o.port = atoi(v);
-        else if (!strcmp(k, "--host")) o.host = v;
-        else if (!strcmp(k, "--token")) o.token = v;
-        else if (!strcmp(k, "--web")) o.web_root = v;
-        else if (!strcmp(k, "--origin")) o.allowed_origin = v;
-        else if (!strcmp(k, "--search")) search = v;
-        else if (!strcmp(k, "--web-cache")) web_cache = strcmp(v, "off") ? v : NULL;
-        else if (!strcmp(k, "--max-tokens-cap")) o.lim.max_tokens_cap = atoi(v);
-        else if (!strcmp(k, "--max-queries-per-client")) o.lim.max_queries_per_client = atoi(v);
-        else if (!strcmp(k, "--warmup")) warmup = atoi(v);
-        else return usage();
+        int rc = 0, known = 0;
+        if (!strcmp(k, "--cuda")) { a->cuda = 1; continue; }
+        if (!strcmp(k, "--allow-script")) { o->allow_script = 1; continue; }
+        if (!strcmp(k, "--plan")) { o->plan = 1; continue; }
+        for (int j = 0; valued[j]; j++) known |= !strcmp(k, valued[j]);
+        if (!known) return arg_unknown("serve", k);
+        if (!v) return arg_missing("serve", k);
+        if (!strcmp(k, "--model")) a->model_dir = v;
+        else if (!strcmp(k, "--port")) rc = arg_int("serve", k, v, 0, 65535, &o->port);
+        else if (!strcmp(k, "--host")) o->host = v;
+        else if (!strcmp(k, "--token")) o->token = v;
+        else if (!strcmp(k, "--web")) o->web_root = v;
+        else if (!strcmp(k, "--origin")) o->allowed_origin = v;
+        else if (!strcmp(k, "--search")) a->search = v;
+        else if (!strcmp(k, "--web-cache")) a->web_cache = strcmp(v, "off") ? v : NULL;
+        else if (!strcmp(k, "--max-tokens-cap")) rc = arg_int("serve", k, v, 1, 1 << 20, &o->lim.max_tokens_cap);
+        else if (!strcmp(k, "--max-queries-per-client"))
+            rc = arg_int("serve", k, v, 1, 4096, &o->lim.max_queries_per_client);
+        else rc = arg_int("serve", k, v, 0, 1 << 20, &a->warmup);
+        if (rc) return rc;
         i++;
     }
-    if (!model_dir || o.port < 0 || o.lim.max_tokens_cap < 1) return usage();
+    if (!a->model_dir) {
+        fprintf(stderr, "brisk serve: --model DIR is required\n");
+        return -1;
+    }
+    if (!*o->host) {
+        fprintf(stderr, "brisk serve: --host needs an address or a host name\n");
+        return -1;
+    }
+    return 0;
+}
+
+int cmd_serve(int argc, char **argv) {
+    serve_args a;
+    memset(&a, 0, sizeof a);
+    if (parse_args(argc, argv, &a)) return usage();
+    srv_opts o = a.o;
+    const char *model_dir = a.model_dir, *search = a.search, *web_cache = a.web_cache;
+    int cuda = a.cuda, warmup = a.warmup;
     if (o.token && !*o.token) o.token = NULL;
     eng_err err = { 0 };
     eng_model *m = NULL;
@@ -105,8 +135,10 @@ int cmd_serve(int argc, char **argv) {
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGPIPE, SIG_IGN);
-    printf("brisk: serving %s on http://%s:%d/ (websocket on the same port)%s\n", model_dir,
-           o.host, srv_port(s), o.token ? ", bearer token required" : "");
+    const char *addr = srv_address(s);
+    int v6 = strchr(addr, ':') != NULL;
+    printf("brisk: serving %s on http://%s%s%s:%d/ (websocket on the same port)%s\n", model_dir,
+           v6 ? "[" : "", addr, v6 ? "]" : "", srv_port(s), o.token ? ", bearer token required" : "");
     fflush(stdout);
     srv_run(s);
     g_srv = NULL;

@@ -5,7 +5,9 @@
  * (lws -> engine: query, cancel, client gone) and each client's outbox
  * (engine -> lws: JSON messages).  lws_cancel_service() wakes the lws loop
  * when an outbox fills; a condition variable wakes the engine thread. */
+#include <arpa/inet.h>
 #include <libwebsockets.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -56,6 +58,7 @@ struct srv {
     orc_lat_model lat;          /* step time vs batch size (--plan) */
     int has_lat;
     double t_start;
+    char addr[INET6_ADDRSTRLEN]; /* the bind address, numeric */
 };
 
 typedef struct pss { conn *c; char *body; size_t body_len, body_sent; } pss;
@@ -272,8 +275,32 @@ static void *engine_main(void *arg) {
 }
 
 /* ---------------------------------------------------------- HTTP */
-static int is_loopback(const char *host) {
-    return !strcmp(host, "127.0.0.1") || !strcmp(host, "::1") || !strcmp(host, "localhost");
+/* The bind address as a numeric address (a name such as "localhost" is
+ * resolved: libwebsockets takes an address or an interface name, and binds
+ * nowhere when given a host name); *loopback when it is 127.0.0.0/8 or ::1. */
+static int resolve_host(const char *host, char *num, size_t cap, int *loopback, eng_err *err) {
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    int gai = getaddrinfo(host, NULL, &hints, &res);
+    if (gai || !res)
+        return eng_seterr(err, ENG_EINVAL, "cannot use host '%s': %s", host,
+                          gai ? gai_strerror(gai) : "no address");
+    const void *a;
+    if (res->ai_family == AF_INET) {
+        const struct sockaddr_in *v4 = (const void *)res->ai_addr;
+        a = &v4->sin_addr;
+        *loopback = (ntohl(v4->sin_addr.s_addr) >> 24) == 127;
+    } else {
+        const struct sockaddr_in6 *v6 = (const void *)res->ai_addr;
+        a = &v6->sin6_addr;
+        *loopback = IN6_IS_ADDR_LOOPBACK(&v6->sin6_addr);
+    }
+    int ok = inet_ntop(res->ai_family, a, num, (socklen_t)cap) != NULL;
+    freeaddrinfo(res);
+    return ok ? ENG_OK : eng_seterr(err, ENG_EINVAL, "cannot use host '%s'", host);
 }
 
 /* Bearer token from the Authorization header or a ?token= argument (browsers
@@ -525,7 +552,13 @@ static const struct lws_protocols protocols[] = {
 
 /* ---------------------------------------------------------- lifecycle */
 int srv_create(eng_engine *e, const srv_opts *o, srv **out, eng_err *err) {
-    if (!o->token && !is_loopback(o->host))
+    char addr[INET6_ADDRSTRLEN];
+    int loopback = 0;
+    if (o->port < 0 || o->port > 65535)
+        return eng_seterr(err, ENG_EINVAL, "port %d is outside 0-65535", o->port);
+    int rc = resolve_host(o->host, addr, sizeof addr, &loopback, err);
+    if (rc) return rc;
+    if (!o->token && !loopback)
         return eng_seterr(err, ENG_EINVAL, "refusing to listen on %s without a token "
                           "(--token, or BRISK_TOKEN); only loopback may run without one", o->host);
     srv *s = calloc(1, sizeof *s);
@@ -533,28 +566,33 @@ int srv_create(eng_engine *e, const srv_opts *o, srv **out, eng_err *err) {
     s->o = *o;
     s->e = e;
     s->t_start = eng_now_s();
+    memcpy(s->addr, addr, sizeof addr);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
-    int rc = orc_sched_create(e, o->max_tasks, &s->sched, err);
+    rc = orc_sched_create(e, o->max_tasks, &s->sched, err);
     if (rc) { free(s); return rc; }
     lws_set_log_level(LLL_ERR, NULL);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     info.port = o->port;
-    info.iface = o->host;
+    info.iface = s->addr;
     info.protocols = protocols;
     info.vhost_name = "brisk";
     info.user = s;
     info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
-    if (!(s->ctx = lws_create_context(&info)) || !(s->vh = lws_create_vhost(s->ctx, &info))) {
+    if (!(s->ctx = lws_create_context(&info)) || !(s->vh = lws_create_vhost(s->ctx, &info)) ||
+        lws_get_vhost_listen_port(s->vh) <= 0) {
         if (s->ctx) lws_context_destroy(s->ctx);
         orc_sched_destroy(s->sched);
         free(s);
-        return eng_seterr(err, ENG_EIO, "cannot listen on %s:%d (port in use?)", o->host, o->port);
+        return eng_seterr(err, ENG_EIO, "cannot listen on %s port %d (in use, or not an "
+                          "address of this machine?)", addr, o->port);
     }
     *out = s;
     return ENG_OK;
 }
+
+const char *srv_address(const srv *s) { return s->addr; }
 
 int srv_port(const srv *s) { return lws_get_vhost_listen_port(s->vh); }
 

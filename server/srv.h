@@ -13,7 +13,7 @@ typedef struct srv_limits {
 } srv_limits;
 
 typedef struct srv_opts {
-    const char *host;          /* bind address; "127.0.0.1" default */
+    const char *host;          /* bind address or host name; "127.0.0.1" default */
     int port;                  /* 0 = pick a free port (see srv_port) */
     const char *token;         /* bearer token; NULL only allowed on loopback */
     const char *allowed_origin;/* NULL = same host only; "*" = any */
@@ -54,6 +54,7 @@ char *srv_error_json(const char *id, const char *code, const char *msg);
 typedef struct srv srv;
 int  srv_create(eng_engine *e, const srv_opts *o, srv **out, eng_err *err);
 int  srv_port(const srv *s);
+const char *srv_address(const srv *s);   /* the bind address, numeric */
 /* Runs until srv_stop (e.g. from a signal handler) is called. */
 int  srv_run(srv *s);
 void srv_stop(srv *s);        /* async-signal-safe */

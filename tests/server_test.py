@@ -2,7 +2,7 @@
 """Integration tests of `brisk serve` through a real websocket client (Debian's
 python3-websockets).  Usage: server_test.py BRISK_BINARY MODEL_DIR
 Prints one line per test and a closing "N passed, N failed, N skipped"."""
-import asyncio, json, os, signal, subprocess, sys, time, urllib.request, urllib.error
+import asyncio, json, os, re, signal, subprocess, sys, time, urllib.request, urllib.error
 import websockets
 
 BRISK, MODEL = sys.argv[1], sys.argv[2]
@@ -14,11 +14,14 @@ def start(*extra):
     line = p.stdout.readline()
     if "serving" not in line:
         raise RuntimeError("server did not start: " + line + p.stderr.read())
-    port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
+    port = int(re.search(r"http://\S+:(\d+)/", line).group(1))
     return p, port
 
 def http(port, path, headers=None):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
+    return http_url(f"http://127.0.0.1:{port}{path}", headers)
+
+def http_url(url, headers=None):
+    req = urllib.request.Request(url, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
             return r.status, r.read().decode()
@@ -358,6 +361,16 @@ async def main():
     p, port = start("--token", "s3cret")
     try:
         await t_auth(port)
+    finally:
+        p.terminate(); p.wait(10)
+    p = subprocess.Popen([BRISK, "serve", "--model", MODEL, "--host", "localhost", "--port", "0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+        m = re.search(r"http://(\S+):(\d+)/", line)
+        code = http_url(f"http://{m.group(1)}:{m.group(2)}/health")[0] if m else None
+        check("--host localhost listens where it says (a resolved address)",
+              m and m.group(1) in ("127.0.0.1", "[::1]") and code == 200, (line, code))
     finally:
         p.terminate(); p.wait(10)
     r = subprocess.run([BRISK, "serve", "--model", MODEL, "--host", "0.0.0.0", "--port", "0"],

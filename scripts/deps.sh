@@ -8,5 +8,33 @@ for p in $PKGS; do
 done
 [ -z "$missing" ] && exit 0
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing
+
+# On a fresh machine another apt (unattended-upgrades, cloud-init) often
+# holds the dpkg or lists lock for minutes.  apt-get waits for the dpkg lock
+# itself (DPkg::Lock::Timeout) but not for every lock in every version, so a
+# run that fails on a lock is tried again, for up to BRISK_APT_WAIT_S seconds
+# (default 900) in all.
+wait_s=${BRISK_APT_WAIT_S:-900}
+step=${BRISK_APT_STEP_S:-5}
+apt_get() {
+    waited=0
+    while :; do
+        log=$(mktemp)
+        if $SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout="$wait_s" "$@" 2>"$log"; then
+            rm -f "$log"
+            return 0
+        fi
+        if ! grep -qiE "could not get lock|unable to acquire|is another process using it" "$log" ||
+           [ "$(awk "BEGIN { print ($waited >= $wait_s) }")" = 1 ]; then
+            cat "$log" >&2
+            rm -f "$log"
+            return 1
+        fi
+        rm -f "$log"
+        echo "deps.sh: another apt holds its lock; waiting (${waited}s so far)" >&2
+        sleep "$step"
+        waited=$(awk "BEGIN { print $waited + $step }")
+    done
+}
+apt_get update -qq
+apt_get install -y -qq $missing

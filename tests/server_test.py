@@ -192,6 +192,11 @@ MALFORMED = [
     '{"type":"query","id":"a","prompt":"a","n":0}', '{"type":"query","id":"a","prompt":"a","budget_s":0}',
     '{"type":"cancel"}', '{"type":"query","id":"a","prompt":"a"', '{"type":"query","id":"a","prompt":"\\ud800"', "",
     '{"type":"query","id":"a","prompt":"a","mode":"chat","max_tokens":[1]}', '{"type":"query","id":"a","prompt":"a","spec":"magic"}',
+    # a NUL would cut the id or the text short; counts must be whole numbers
+    '{"type":"query","id":"a\\u0000b","prompt":"x"}', '{"type":"query","id":"a","prompt":"x\\u0000y"}',
+    '{"type":"query","id":"a","messages":[{"role":"user","content":"hi\\u0000there"}]}',
+    '{"type":"query","id":"a","prompt":"a","max_tokens":2.7}', '{"type":"query","id":"a","prompt":"a","top_k":1.5}',
+    '{"type":"query","id":"a","prompt":"a","seed":0.5}', '{"type":"query","id":"a","prompt":"a","n":2.5}',
 ]
 
 async def t_malformed(port):
@@ -214,6 +219,10 @@ async def t_malformed(port):
         check("oversized message gets too_large", m.get("code") == "too_large", m)
         await ws.send(json.dumps({"type": "ping", "id": "still"}))
         check("connection alive after oversized message", (await recv_json(ws)).get("id") == "still")
+        # an escaped backslash before "u0000" is text, not a NUL
+        await ws.send('{"type":"query","id":"bs","prompt":"x\\\\u0000y","max_tokens":2}')
+        msgs = await collect(ws, "bs")
+        check("a literal backslash-u0000 in a prompt is text", any(m["type"] == "answer" for m in msgs), msgs[-2:])
 
 async def t_limits(port):
     async with websockets.connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:

@@ -115,6 +115,15 @@ int  orc_sched_stop_all(orc_sched *s, void *sink_ud, const char *reason);
 int  orc_sched_step(orc_sched *s, eng_err *err);
 void orc_sched_get_stats(const orc_sched *s, orc_sched_stats *st);
 
+/* An eng_err code beyond ENG_*: the query's prompt leaves no room in the
+ * model's context.  The client's doing, not the engine's: the scheduler
+ * reports it as "prompt_too_long". */
+enum { ORC_ETOOLONG = 100 };
+/* Clamps *max_tokens to the context left after n_prompt tokens, so a query
+ * asking for more ends with finish "length" at the context's end; returns
+ * ORC_ETOOLONG, with a message for the client, when nothing is left. */
+int    orc_fit_context(const eng_model *m, int n_prompt, int *max_tokens, eng_err *err);
+
 /* Small helpers shared by tasks. */
 int    orc_is_eos(const eng_config *c, int id);
 /* Builds the prompt's token ids (ChatML for messages; special tokens only in

@@ -20,6 +20,15 @@ int orc_is_eos(const eng_config *c, int id) {
     return 0;
 }
 
+int orc_fit_context(const eng_model *m, int n_prompt, int *max_tokens, eng_err *err) {
+    int ctx = eng_model_config(m)->max_pos, room = ctx - n_prompt;
+    if (room < 1)
+        return eng_seterr(err, ORC_ETOOLONG, "the prompt is %d tokens; the model's context holds %d, "
+                          "prompt and answer together", n_prompt, ctx);
+    if (*max_tokens > room) *max_tokens = room;
+    return ENG_OK;
+}
+
 cJSON *orc_msg(const char *type, const char *id) {
     cJSON *m = cJSON_CreateObject();
     if (!m) return NULL;
@@ -179,8 +188,12 @@ static void apply_backpressure(orc_sched *s) {
 static void fail_task(orc_sched *s, int i, const eng_err *err) {
     orc_task *t = s->tasks[i];
     cJSON *m = orc_msg("error", t->id);
-    cJSON_AddStringToObject(m, "code", err->code == ENG_EFULL ? "busy" : "engine");
-    cJSON_AddStringToObject(m, "message", err->msg);
+    const char *code = err->code == ENG_EFULL ? "busy" : err->code == ORC_ETOOLONG ? "prompt_too_long"
+                     : "engine";
+    cJSON_AddStringToObject(m, "code", code);
+    /* the engine's own words name its internals: a client gets what happened */
+    cJSON_AddStringToObject(m, "message", err->code == ENG_EFULL
+        ? "the server ran out of KV cache room for this query; try again shortly" : err->msg);
     t->sink.emit(t->sink.ud, m);
     t->stop(t, s->e, "error");
     drop(s, i);

@@ -18,6 +18,7 @@
 #include "orc.h"
 
 typedef struct agent {
+    orc_task *task;
     orc_query q;
     orc_agent_opts o;
     const eng_model *m;
@@ -84,12 +85,14 @@ static int start(agent *a, eng_engine *e, eng_err *err) {
     orc_query tmp = a->q;
     tmp.messages = msgs;
     tmp.n_messages = n_user + 1;
-    int *ids = NULL, n = 0;
+    int *ids = NULL, n = 0, room = a->q.max_tokens;
     int rc = orc_encode_query(&tmp, eng_model_tok(a->m), &ids, &n, err);
     free(msgs);
     free(sys);
+    if (!rc) rc = orc_fit_context(a->m, n, &room, err);
     if (!rc) rc = eng_seq_add(e, ids, n, &a->q.samp, &a->seq, err);
     free(ids);
+    if (rc == ENG_EFULL && eng_n_live(e) > 0) return ORC_WAIT;   /* every sequence slot is taken */
     if (rc) return rc;
     a->n_prompt = n;
     a->t_start = a->t_turn = eng_now_s();
@@ -129,6 +132,19 @@ static void log_resume(agent *a, int n_appended) {
     a->t_turn_first = 0;
 }
 
+/* Tokens the sequence holds: the prompt, every turn's output, every tool turn. */
+static int seq_len(const agent *a) { return a->n_prompt + a->n_gen + a->n_appended; }
+
+static void emit_final(orc_task *t, const char *finish);
+
+/* Ends the query with its final messages; end() then reports it done. */
+static void finish(agent *a, eng_engine *e, const char *why) {
+    tool_sched_cancel(a->ts);
+    emit_final(a->task, why);
+    eng_seq_remove(e, a->seq);
+    a->seq = -2;
+}
+
 /* Tool results are in: report them and append the ChatML tool turn. */
 static int resume(agent *a, eng_engine *e, eng_err *err) {
     pthread_join(a->collector, NULL);
@@ -162,6 +178,11 @@ static int resume(agent *a, eng_engine *e, eng_err *err) {
     int *ids = NULL, n = 0;
     int rc = eng_tok_encode(eng_model_tok(a->m), turn, strlen(turn), 1, &ids, &n, err);
     free(turn);
+    if (!rc && seq_len(a) + n >= eng_model_config(a->m)->max_pos) {
+        free(ids);   /* the results do not fit the context: the answer so far is the answer */
+        finish(a, e, "length");
+        return ENG_OK;
+    }
     if (!rc) rc = eng_seq_append(e, a->seq, ids, n, err);
     free(ids);
     if (rc) return rc;
@@ -176,7 +197,10 @@ static int resume(agent *a, eng_engine *e, eng_err *err) {
 
 static int agent_begin(orc_task *t, eng_engine *e, eng_err *err) {
     agent *a = t->impl;
-    if (a->seq < 0) return start(a, e, err) ? err->code : ORC_RUNNING;
+    if (a->seq == -1) {
+        int rc = start(a, e, err);
+        return rc == ORC_WAIT ? ORC_WAIT : rc ? err->code : ORC_RUNNING;
+    }
     if (!a->collecting) return ORC_RUNNING;
     if (!atomic_load(&a->collected)) return ORC_WAIT;
     return resume(a, e, err) ? err->code : ORC_RUNNING;
@@ -230,6 +254,7 @@ static int end_turn(orc_task *t, eng_engine *e, eng_err *err) {
 static int agent_end(orc_task *t, eng_engine *e, eng_err *err) {
     agent *a = t->impl;
     eng_token tk;
+    if (a->seq == -2) return ORC_DONE;   /* finished in begin() (tool results past the context) */
     if (eng_seq_last(e, a->seq, &tk)) return -eng_seterr(err, ENG_EINVAL, "lost sequence");
     if (!a->n_gen++) a->t_first = eng_now_s();
     if (!a->turn_tokens++) a->t_turn_first = eng_now_s();
@@ -243,11 +268,8 @@ static int agent_end(orc_task *t, eng_engine *e, eng_err *err) {
     cJSON_AddNumberToObject(m, "token", tk.id);
     cJSON_AddNumberToObject(m, "logprob", tk.logprob);
     a->sink.emit(a->sink.ud, m);
-    if (a->n_gen >= a->q.max_tokens) {
-        tool_sched_cancel(a->ts);
-        emit_final(t, "length");
-        eng_seq_remove(e, a->seq);
-        a->seq = -2;
+    if (a->n_gen >= a->q.max_tokens || seq_len(a) >= eng_model_config(a->m)->max_pos) {
+        finish(a, e, "length");
         return ORC_DONE;
     }
     return ORC_RUNNING;
@@ -338,6 +360,7 @@ int orc_task_agent_create(const orc_query *q, const eng_model *m, orc_sink sink,
     snprintf(t->id, sizeof t->id, "%s", q->id);
     t->sink = sink;
     t->impl = a;
+    a->task = t;
     t->begin = agent_begin;
     t->end = agent_end;
     t->set_paused = agent_pause;

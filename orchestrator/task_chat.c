@@ -8,6 +8,7 @@ typedef struct chat {
     orc_query q;
     const eng_model *m;
     int seq;                 /* -1 until admitted */
+    int *ids, n_ids;         /* the prompt, until admitted */
     int n_prompt, n_gen;
     eng_tok_stream ts;
     eng_buf text;           /* the answer so far */
@@ -17,19 +18,24 @@ typedef struct chat {
 static int chat_begin(orc_task *t, eng_engine *e, eng_err *err) {
     chat *c = t->impl;
     if (c->seq >= 0) return ORC_RUNNING;
-    int *ids = NULL, n = 0;
-    int rc = orc_encode_query(&c->q, eng_model_tok(c->m), &ids, &n, err);
-    if (rc) return rc;
+    int rc;
+    if (!c->ids) {   /* once: a query that waits is not tokenised again every round */
+        if ((rc = orc_encode_query(&c->q, eng_model_tok(c->m), &c->ids, &c->n_ids, err))) return rc;
+        if ((rc = orc_fit_context(c->m, c->n_ids, &c->q.max_tokens, err))) return rc;
+    }
+    int n = c->n_ids;
     /* Admit only when the prompt plus a margin fits, unless nothing else runs. */
-    int need = n / 16 + 2;
-    if (eng_kv_free_blocks(e) < need && eng_n_live(e) > 0) { free(ids); return ORC_WAIT; }
-    rc = eng_seq_add(e, ids, n, &c->q.samp, &c->seq, err);
-    free(ids);
+    int need = n / 16 + 2, others = eng_n_live(e) > 0;
+    if (eng_kv_free_blocks(e) < need && others) return ORC_WAIT;
+    rc = eng_seq_add(e, c->ids, n, &c->q.samp, &c->seq, err);
+    if (rc == ENG_EFULL && others) return ORC_WAIT;   /* every sequence slot is taken */
     if (!rc && c->q.spec) {   /* n-gram drafting: lossless, helps repetitive text */
         eng_spec_opts so = { .mode = ENG_SPEC_NGRAM, .adaptive = 1 };
         rc = eng_seq_spec_set(e, c->seq, &so, err);
     }
     if (rc) return rc;
+    free(c->ids);
+    c->ids = NULL;
     c->n_prompt = n;
     c->t_start = eng_now_s();
     return ORC_RUNNING;
@@ -108,6 +114,7 @@ static void chat_stop(orc_task *t, eng_engine *e, const char *reason) {
 static void chat_destroy(orc_task *t) {
     chat *c = t->impl;
     orc_query_free(&c->q);
+    free(c->ids);
     free(c->text.p);
     free(c);
     free(t);

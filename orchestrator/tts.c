@@ -144,17 +144,15 @@ static int force_script(reason *r, eng_engine *e, int i, eng_err *err) {
  * forks so only the branches hold the shared blocks. */
 static int admit(orc_task *t, eng_engine *e, eng_err *err) {
     reason *r = t->impl;
-    const eng_config *c = eng_model_config(r->m);
     int *ids = NULL, n = 0, root = -1;
     int rc = encode_prompt(r, &ids, &n, err);
     if (rc) return rc;
-    if (n >= c->max_pos) {
+    int max_gen = r->q.max_tokens;
+    if ((rc = orc_fit_context(r->m, n, &max_gen, err))) {
         free(ids);
-        return eng_seterr(err, ENG_EINVAL, "the prompt of %d tokens leaves no room in the model's "
-                          "context of %d", n, c->max_pos);
+        return rc;
     }
     int bs = r->o.kv_block > 0 ? r->o.kv_block : 16;
-    int max_gen = r->q.max_tokens < c->max_pos - n ? r->q.max_tokens : c->max_pos - n;
     int first = max_gen < 4 * bs ? max_gen : 4 * bs;   /* room to get going, not the whole run */
     int need = (n + bs - 1) / bs + r->o.n * ((first + bs - 1) / bs + 1);
     int others = eng_n_live(e) > 0;

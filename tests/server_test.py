@@ -176,6 +176,54 @@ async def t_basic(port):
         await ws.send(json.dumps({"type": "cancel", "id": "d1"}))
         await collect(ws, "d1")
 
+async def t_context(port):
+    """max_tokens past the model's context (1024 for the tiny model) ends with
+    finish "length" at the context's end; a prompt that fills the context is
+    the client's error, named as such."""
+    async with websockets.connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+        for mode, extra in (("chat", {}), ("agent", {}), ("reason", {"n": 2})):
+            await ws.send(json.dumps({"type": "query", "id": "cx-" + mode, "mode": mode, "prompt": "go on",
+                                      "max_tokens": 4000, **extra}))
+            msgs = await collect(ws, "cx-" + mode, 60)
+            errs = [m for m in msgs if m["type"] == "error"]
+            ans = [m for m in msgs if m["type"] == "answer"]
+            st = msgs[-1]
+            check(f"{mode}: max_tokens past the context ends with finish length, no error",
+                  not errs and ans and ans[0]["finish"] in ("length", "stop") and
+                  (ans[0]["finish"] == "stop" or mode == "reason" or st["prompt_tokens"] + st["tokens"] >= 1000),
+                  (errs, ans and ans[0]["finish"], st))
+        await ws.send(json.dumps({"type": "query", "id": "cx-p", "mode": "parallel", "max_tokens": 4000,
+                                  "parallel": {"template": "Say {data}", "context": "", "data": ["a", "b"]}}))
+        msgs = await collect(ws, "cx-p", 60)
+        ans = [m for m in msgs if m["type"] == "answer"]
+        check("parallel: max_tokens past the context gives no error", ans and not [m for m in msgs if m["type"] == "error"],
+              msgs[-3:])
+        for mode in ("chat", "reason", "parallel", "agent"):
+            await ws.send(json.dumps({"type": "query", "id": "tl-" + mode, "mode": mode,
+                                      "prompt": "Summarize each of the following:\n1. a\n2. b\n" + "word " * 1500}))
+            m = await recv_json(ws)
+            while m.get("type") == "queued":
+                m = await recv_json(ws)
+            check(f"{mode}: a prompt longer than the context is refused as prompt_too_long, in the client's terms",
+                  m["type"] == "error" and m["code"] == "prompt_too_long" and "eng_" not in m["message"]
+                  and "context" in m["message"], m)
+            msgs = await collect(ws, "tl-" + mode)
+            check(f"{mode}: ... and the query still ends with answer (finish error) and stats",
+                  [x["type"] for x in msgs[-2:]] == ["answer", "stats"] and msgs[-2]["finish"] == "error", msgs[-2:])
+
+async def t_parallel_finish(port):
+    """Subtasks cut at max_tokens: each branch and the answer say "length"."""
+    async with websockets.connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+        await ws.send(json.dumps({"type": "query", "id": "pf", "mode": "parallel", "max_tokens": 2,
+            "parallel": {"template": "Write a long story about {data}", "context": "", "data": ["cats", "dogs", "owls"]}}))
+        msgs = await collect(ws, "pf")
+        br = [m for m in msgs if m["type"] == "branch"]
+        ans = [m for m in msgs if m["type"] == "answer"]
+        cut = [b for b in br if b["tokens"] >= 2]
+        check("parallel: subtasks cut at max_tokens report finish length, and so does the answer",
+              len(br) == 3 and all(b["finish"] == ("length" if b["tokens"] >= 2 else "stop") for b in br)
+              and ans and ans[0]["finish"] == ("length" if cut else "stop") and cut, (br, ans))
+
 MALFORMED = [
     "not json", "[1,2]", "\"str\"", "42", "null", "{}", '{"type":5}', '{"type":"bogus"}',
     '{"type":"query"}', '{"type":"query","id":""}', '{"type":"query","id":"' + "x" * 80 + '","prompt":"a"}',
@@ -361,6 +409,8 @@ async def main():
         code, _ = http(port, "/nope")
         check("unknown path is 404", code == 404, code)
         await t_basic(port)
+        await t_context(port)
+        await t_parallel_finish(port)
         await t_malformed(port)
         await t_limits(port)
         await t_load(p, port)

@@ -25,6 +25,9 @@ static int usage(void) {
                     "       [--search URL]  (a JSON search endpoint for the agent's web_search tool)\n"
                     "       [--web-cache PATH|off]  (SQLite cache of fetched pages; default /tmp/brisk-webcache-UID.db)\n"
                     "       [--plan]        (measure step times at start: reason queries may give budget_s)\n"
+                    "       [--max-batch N] (sequences the engine runs at once; default 256)\n"
+                    "       [--max-queue N] (queries waiting for a free sequence before more are refused\n"
+                    "                        with busy; default 256)\n"
                     "       [--warmup N]    (prompt passes of every 32 tokens up to N at start; default 2048\n"
                     "                        with --cuda: a new prompt length then costs no kernel loading)\n"
                     "  the token can also come from $BRISK_TOKEN; it is required off loopback\n");
@@ -44,7 +47,7 @@ typedef struct serve_args {
     srv_opts o;
     const char *model_dir, *search, *web_cache;
     char default_cache[64];
-    int cuda, warmup;
+    int cuda, warmup, max_batch;
 } serve_args;
 
 /* 0, or -1 after saying what is wrong (usage() then follows). */
@@ -56,7 +59,8 @@ static int parse_args(int argc, char **argv, serve_args *a) {
     a->web_cache = a->default_cache;
     a->warmup = -1;
     static const char *const valued[] = { "--model", "--port", "--host", "--token", "--web", "--origin",
-        "--search", "--web-cache", "--max-tokens-cap", "--max-queries-per-client", "--warmup", NULL };
+        "--search", "--web-cache", "--max-tokens-cap", "--max-queries-per-client", "--warmup", "--max-queue",
+        "--max-batch", NULL };
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0, known = 0;
@@ -77,6 +81,8 @@ static int parse_args(int argc, char **argv, serve_args *a) {
         else if (!strcmp(k, "--max-tokens-cap")) rc = arg_int("serve", k, v, 1, 1 << 20, &o->lim.max_tokens_cap);
         else if (!strcmp(k, "--max-queries-per-client"))
             rc = arg_int("serve", k, v, 1, 4096, &o->lim.max_queries_per_client);
+        else if (!strcmp(k, "--max-queue")) rc = arg_int("serve", k, v, 1, 1 << 20, &o->max_queue);
+        else if (!strcmp(k, "--max-batch")) rc = arg_int("serve", k, v, 1, 4096, &a->max_batch);
         else rc = arg_int("serve", k, v, 0, 1 << 20, &a->warmup);
         if (rc) return rc;
         i++;
@@ -104,7 +110,7 @@ int cmd_serve(int argc, char **argv) {
     eng_model *m = NULL;
     eng_engine *e = NULL;
     srv *s = NULL;
-    eng_opts eo = { .backend = cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU };
+    eng_opts eo = { .backend = cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU, .max_seqs = a.max_batch };
     tool_registry *tools = tool_registry_create();
     tool_fetch_opts fo = { 0 };
     tool_search_opts so = { .endpoint = search };

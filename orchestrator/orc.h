@@ -100,11 +100,16 @@ typedef struct orc_sched_stats {
     double step_seconds;         /* time spent in eng_step */
 } orc_sched_stats;
 
-int  orc_sched_create(eng_engine *e, int max_tasks, orc_sched **out, eng_err *err);
+/* Submission runs the task's begin() once: it starts at once when the
+ * engine has a sequence slot and KV room for it, else it waits in arrival
+ * order and is told its place with a "queued" message.  At most max_queued
+ * tasks wait; live ones are bounded by the engine's sequences. */
+int  orc_sched_create(eng_engine *e, int max_queued, orc_sched **out, eng_err *err);
 void orc_sched_destroy(orc_sched *s);           /* stops every task ("shutdown") */
-/* Takes ownership of t. Returns ENG_EFULL when max_tasks are queued+live. */
+/* Takes ownership of t, unless it returns an error: ENG_EFULL when
+ * max_queued tasks are waiting, or the error of t's begin() (e.g.
+ * ORC_ETOOLONG); t is then the caller's, and has emitted nothing. */
 int  orc_sched_submit(orc_sched *s, orc_task *t, eng_err *err);
-/* Stops the task with that id and sink user data (NULL ud: any); 1 if found. */
 int  orc_sched_stop(orc_sched *s, const char *id, void *sink_ud, const char *reason);
 /* 1 if a task with that id and sink user data is queued or live. */
 int  orc_sched_has(const orc_sched *s, const char *id, void *sink_ud);

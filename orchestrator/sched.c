@@ -9,6 +9,7 @@ struct orc_sched {
     eng_engine *e;
     orc_task **tasks;    /* live and queued, in arrival order */
     int n, cap;
+    int max_queued;      /* tasks not started yet, at most */
     long long steps, tokens;
     double step_seconds;
     int batch_seqs;
@@ -108,16 +109,20 @@ int orc_query_copy(orc_query *dst, const orc_query *q) {
     return 0;
 }
 
-int orc_sched_create(eng_engine *e, int max_tasks, orc_sched **out, eng_err *err) {
+int orc_sched_create(eng_engine *e, int max_queued, orc_sched **out, eng_err *err) {
     orc_sched *s = calloc(1, sizeof *s);
-    if (!s || !(s->tasks = calloc((size_t)max_tasks, sizeof *s->tasks))) {
-        free(s);
-        return eng_seterr(err, ENG_ENOMEM, "out of memory creating the scheduler");
-    }
+    if (!s) return eng_seterr(err, ENG_ENOMEM, "out of memory creating the scheduler");
     s->e = e;
-    s->cap = max_tasks;
+    s->max_queued = max_queued > 0 ? max_queued : 1;
     *out = s;
     return ENG_OK;
+}
+
+/* Tasks not started yet (waiting for sequence slots or KV room). */
+static int n_queued(const orc_sched *s) {
+    int k = 0;
+    for (int i = 0; i < s->n; i++) k += !s->tasks[i]->started;
+    return k;
 }
 
 static void drop(orc_sched *s, int i) {
@@ -135,11 +140,34 @@ void orc_sched_destroy(orc_sched *s) {
     free(s);
 }
 
+/* A task that cannot start yet hears its place in the queue:
+ * {"type":"queued","id":...,"position":p}, p = 1 for the next to start. */
+static void tell_queued(orc_task *t, int position) {
+    cJSON *m = orc_msg("queued", t->id);
+    cJSON_AddNumberToObject(m, "position", position);
+    t->sink.emit(t->sink.ud, m);
+}
+
 int orc_sched_submit(orc_sched *s, orc_task *t, eng_err *err) {
-    if (s->n == s->cap)
-        return eng_seterr(err, ENG_EFULL, "server busy: %d queries in flight", s->cap);
+    if (s->n == s->cap) {
+        int nc = s->cap ? s->cap * 2 : 64;
+        orc_task **p = realloc(s->tasks, (size_t)nc * sizeof *p);
+        if (!p) return eng_seterr(err, ENG_ENOMEM, "out of memory queueing a query");
+        s->tasks = p;
+        s->cap = nc;
+    }
+    /* Admission now, so that the queue holds only what really waits: a task
+     * starts at once when the engine has a sequence slot and KV room for it. */
+    int waiting = n_queued(s);
+    if (waiting >= s->max_queued)
+        return eng_seterr(err, ENG_EFULL, "server busy: %d queries are already waiting for the engine "
+                          "(the queue's limit); try again shortly", s->max_queued);
     t->t_submit = eng_now_s();
+    int r = t->begin(t, s->e, err);
+    if (r != ENG_OK && r != ORC_WAIT) return r;
+    t->started = r == ENG_OK;
     s->tasks[s->n++] = t;
+    if (!t->started) tell_queued(t, waiting + 1);
     return ENG_OK;
 }
 

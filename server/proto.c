@@ -10,7 +10,7 @@ void srv_default_opts(srv_opts *o) {
     o->host = "127.0.0.1";
     o->port = 8080;
     o->web_root = "server/web";
-    o->max_tasks = 512;
+    o->max_queue = 256;
     o->lim.max_message = 1 << 20;
     o->lim.max_queries_per_client = 16;
     o->lim.max_tokens_cap = 4096;

@@ -214,7 +214,8 @@ static int start_query(srv *s, cmd *k) {
     }
     if (!rc && (rc = orc_sched_submit(s->sched, t, &err))) t->destroy(t);
     if (rc) {
-        send_error(c, k->req.id, rc == ENG_EFULL ? "busy" : "bad_field", err.msg);
+        send_error(c, k->req.id, rc == ENG_EFULL ? "busy" : rc == ORC_ETOOLONG ? "prompt_too_long"
+                   : rc == ENG_EINVAL ? "bad_field" : "engine", err.msg);
         return 0;
     }
     c->n_live++;
@@ -569,7 +570,7 @@ int srv_create(eng_engine *e, const srv_opts *o, srv **out, eng_err *err) {
     memcpy(s->addr, addr, sizeof addr);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
-    rc = orc_sched_create(e, o->max_tasks, &s->sched, err);
+    rc = orc_sched_create(e, o->max_queue, &s->sched, err);
     if (rc) { free(s); return rc; }
     lws_set_log_level(LLL_ERR, NULL);
     struct lws_context_creation_info info;

@@ -18,7 +18,8 @@ typedef struct srv_opts {
     const char *token;         /* bearer token; NULL only allowed on loopback */
     const char *allowed_origin;/* NULL = same host only; "*" = any */
     const char *web_root;      /* folder with index.html */
-    int max_tasks;             /* queries in flight over all clients */
+    int max_queue;             /* queries waiting for the engine (all clients) before
+                                * new ones are refused with "busy" */
     const tool_registry *tools;/* agent mode's tools; NULL = no agent mode */
     int allow_script;          /* tests: a query's "script" forces the model's output */
     int plan;                  /* calibrate at start so reason queries may give budget_s */

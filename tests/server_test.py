@@ -202,14 +202,12 @@ async def t_context(port):
             await ws.send(json.dumps({"type": "query", "id": "tl-" + mode, "mode": mode,
                                       "prompt": "Summarize each of the following:\n1. a\n2. b\n" + "word " * 1500}))
             m = await recv_json(ws)
-            while m.get("type") == "queued":
-                m = await recv_json(ws)
             check(f"{mode}: a prompt longer than the context is refused as prompt_too_long, in the client's terms",
                   m["type"] == "error" and m["code"] == "prompt_too_long" and "eng_" not in m["message"]
                   and "context" in m["message"], m)
-            msgs = await collect(ws, "tl-" + mode)
-            check(f"{mode}: ... and the query still ends with answer (finish error) and stats",
-                  [x["type"] for x in msgs[-2:]] == ["answer", "stats"] and msgs[-2]["finish"] == "error", msgs[-2:])
+            await ws.send(json.dumps({"type": "ping", "id": "tl-p"}))
+            m = await recv_json(ws)
+            check(f"{mode}: ... and nothing else comes of it", m == {"type": "pong", "id": "tl-p"}, m)
 
 async def t_parallel_finish(port):
     """Subtasks cut at max_tokens: each branch and the answer say "length"."""
@@ -223,6 +221,50 @@ async def t_parallel_finish(port):
         check("parallel: subtasks cut at max_tokens report finish length, and so does the answer",
               len(br) == 3 and all(b["finish"] == ("length" if b["tokens"] >= 2 else "stop") for b in br)
               and ans and ans[0]["finish"] == ("length" if cut else "stop") and cut, (br, ans))
+
+async def t_queue():
+    """Past the engine's 256 sequences queries wait in a bounded queue (told
+    their place) instead of failing; past the queue they are refused busy."""
+    p, port = start("--max-queries-per-client", "16")
+    try:
+        errors, queued, answered = [], [], set()
+        async def client(ci):
+            async with websockets.connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+                ids = [f"q{ci}-{k}" for k in range(15)]
+                for q in ids:
+                    await ws.send(json.dumps({"type": "query", "id": q, "prompt": f"client {ci} says {q}",
+                                              "max_tokens": 24}))
+                done = set()
+                while len(done) < len(ids):
+                    m = await recv_json(ws, 60)
+                    if m["type"] == "error": errors.append(m)
+                    elif m["type"] == "queued": queued.append(m["position"])
+                    elif m["type"] == "answer": answered.add(m["id"])
+                    elif m["type"] == "stats": done.add(m["id"])
+        await asyncio.gather(*(client(i) for i in range(20)))
+        check("300 queries at once (engine: 256 sequences): none refused, all answered",
+              not errors and len(answered) == 300, (errors[:2], len(answered)))
+        check("queries past the engine's sequences are told their place in the queue",
+              queued and min(queued) == 1 and max(queued) <= 300 - 256 + 16, (len(queued), queued[:5]))
+    finally:
+        p.terminate(); p.wait(10)
+    p, port = start("--max-batch", "4", "--max-queue", "4")
+    try:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+            for k in range(10):
+                await ws.send(json.dumps({"type": "query", "id": f"b{k}", "prompt": "go on", "max_tokens": 100}))
+            errors, queued, done = {}, {}, set()
+            while len(done) + len(errors) < 10:
+                m = await recv_json(ws, 60)
+                if m["type"] == "error": errors[m["id"]] = m
+                elif m["type"] == "queued": queued[m["id"]] = m["position"]
+                elif m["type"] == "stats": done.add(m["id"])
+            busy = [e for e in errors.values() if e["code"] == "busy" and "queue" in e["message"]]
+            check("--max-queue 4 with 4 sequences: 4 run, 4 wait (positions 1-4), 2 are refused busy",
+                  len(done) == 8 and len(busy) == 2 and sorted(queued.values()) == [1, 2, 3, 4],
+                  (sorted(done), errors, queued))
+    finally:
+        p.terminate(); p.wait(10)
 
 MALFORMED = [
     "not json", "[1,2]", "\"str\"", "42", "null", "{}", '{"type":5}', '{"type":"bogus"}',
@@ -417,6 +459,7 @@ async def main():
         await t_shutdown(p, port)
     finally:
         if p.poll() is None: p.kill()
+    await t_queue()
     p, port = start("--token", "s3cret")
     try:
         await t_auth(port)

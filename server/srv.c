@@ -414,6 +414,62 @@ static int http_writeable(struct lws *wsi, pss *p) {
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
+/* Writes a whole small response now (headers and body), for refusals made
+ * before the connection has a writable callback of its own; 0 or -1. */
+static int reply_now(struct lws *wsi, int status, const char *extra_name, const char *extra_value,
+                     const char *body) {
+    unsigned char buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *q = start, *end = buf + sizeof buf - 1;
+    size_t len = strlen(body);
+    if (lws_add_http_common_headers(wsi, (unsigned)status, "application/json", len, &q, end) ||
+        (extra_name && lws_add_http_header_by_name(wsi, (const unsigned char *)extra_name,
+                                                   (const unsigned char *)extra_value,
+                                                   (int)strlen(extra_value), &q, end)) ||
+        lws_finalize_write_http_header(wsi, start, &q, end))
+        return -1;
+    unsigned char *b = malloc(LWS_PRE + len + 1);
+    if (!b) return -1;
+    memcpy(b + LWS_PRE, body, len);
+    int w = lws_write(wsi, b + LWS_PRE, len, LWS_WRITE_HTTP_FINAL);
+    free(b);
+    return w < (int)len ? -1 : 0;
+}
+
+/* Whether the client's Sec-WebSocket-Protocol list (if any) offers "brisk". */
+static int subprotocol_ok(struct lws *wsi) {
+    char list[256];
+    if (lws_hdr_copy(wsi, list, sizeof list, WSI_TOKEN_PROTOCOL) <= 0) return 1;
+    for (char *save = NULL, *t = strtok_r(list, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
+        if (!strcmp(t, "brisk")) return 1;
+    return 0;
+}
+
+/* A websocket upgrade is refused with an HTTP status saying why (libwebsockets
+ * would otherwise drop the connection without a word): 401 without the
+ * token, 403 from a foreign origin, 400 for a subprotocol other than brisk.
+ * Returns 0 to let the upgrade go on, 1 when refused (lws completes the
+ * transaction), -1 to hang up. */
+static int confirm_upgrade(srv *s, struct lws *wsi) {
+    int status = 0;
+    const char *body = NULL, *hname = NULL, *hvalue = NULL;
+    if (!authorized(s, wsi)) {
+        status = 401;
+        hname = "www-authenticate:";
+        hvalue = "Bearer";
+        body = "{\"error\":{\"message\":\"this server needs a bearer token: an Authorization: Bearer "
+               "header, or ?token= in the URL\",\"type\":\"authentication_error\",\"code\":\"unauthorized\"}}";
+    } else if (!origin_ok(s, wsi)) {
+        status = 403;
+        body = "{\"error\":{\"message\":\"websocket connections from this origin are not allowed "
+               "(see --origin)\",\"type\":\"permission_error\",\"code\":\"forbidden_origin\"}}";
+    } else if (!subprotocol_ok(wsi)) {
+        status = 400;
+        body = "{\"error\":{\"message\":\"unknown websocket subprotocol: this server speaks 'brisk' "
+               "(or none named)\",\"type\":\"invalid_request_error\",\"code\":\"bad_subprotocol\"}}";
+    }
+    if (!status) return 0;
+    return reply_now(wsi, status, hname, hvalue, body) ? -1 : 1;
+}
+
 /* ---------------------------------------------------------- websocket */
 static void on_message(srv *s, conn *c, const char *buf, size_t len) {
     cmd *k = calloc(1, sizeof *k);
@@ -516,8 +572,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_CLOSED_HTTP:
         if (p) { free(p->body); p->body = NULL; }
         return 0;
-    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        if (!authorized(s, wsi) || !origin_ok(s, wsi)) return 1;  /* refuse the upgrade */
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return confirm_upgrade(s, wsi);
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:   /* confirm_upgrade has said why already */
+        if (!authorized(s, wsi) || !origin_ok(s, wsi)) return 1;
         return 0;
     case LWS_CALLBACK_ESTABLISHED:
         if (!(p->c = new_conn(s, wsi))) return -1;

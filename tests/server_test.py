@@ -335,6 +335,35 @@ async def t_limits(port):
     code, _ = http(port, "/health")
     check("server healthy after disconnect", code == 200)
 
+def upgrade_status(port, headers, path="/"):
+    """Status of a websocket upgrade request, or the exception's name when the
+    server hung up without one."""
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    h = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+         "Sec-WebSocket-Version": "13", **headers}
+    try:
+        c.request("GET", path, headers=h)
+        r = c.getresponse()
+        return r.status, r.getheader("WWW-Authenticate"), r.read().decode()
+    except Exception as e:
+        return type(e).__name__, None, ""
+    finally:
+        c.close()
+
+def t_upgrade_refusals(port):
+    st, auth, body = upgrade_status(port, {})
+    check("upgrade without the token: 401 with WWW-Authenticate: Bearer", st == 401 and auth == "Bearer"
+          and "token" in body, (st, auth, body))
+    st, auth, body = upgrade_status(port, {"Authorization": "Bearer nope"})
+    check("upgrade with a wrong token: 401", st == 401, (st, body))
+    st, _, body = upgrade_status(port, {"Authorization": "Bearer s3cret", "Origin": "http://evil.example"})
+    check("upgrade from a foreign origin: 403", st == 403 and "origin" in body, (st, body))
+    st, _, body = upgrade_status(port, {"Authorization": "Bearer s3cret", "Sec-WebSocket-Protocol": "chat, superchat"})
+    check("upgrade asking for an unknown subprotocol: 400", st == 400 and "subprotocol" in body, (st, body))
+    st, _, _ = upgrade_status(port, {"Authorization": "Bearer s3cret", "Sec-WebSocket-Protocol": "chat, brisk"})
+    check("upgrade offering brisk among others: 101", st == 101, st)
+
 async def t_auth(port):
     for name, kw in (("no token", {}), ("wrong token", {"extra_headers": {"Authorization": "Bearer nope"}})):
         try:
@@ -463,6 +492,7 @@ async def main():
     p, port = start("--token", "s3cret")
     try:
         await t_auth(port)
+        t_upgrade_refusals(port)
     finally:
         p.terminate(); p.wait(10)
     p = subprocess.Popen([BRISK, "serve", "--model", MODEL, "--host", "localhost", "--port", "0"],

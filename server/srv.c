@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "srv.h"
+#include "srv_internal.h"
 #include "orc_tts.h"
 
 typedef struct out_msg { struct out_msg *next; size_t len; unsigned char buf[]; } out_msg;
@@ -29,6 +29,8 @@ typedef struct conn {
     size_t rx_len;
     int rx_too_big;
     int n_live;                 /* queries in flight (engine thread) */
+    int fd;                     /* the socket, while watched by ws_guard.c */
+    srv_ws_guard guard;
 } conn;
 
 typedef struct cmd {
@@ -579,14 +581,21 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return 0;
     case LWS_CALLBACK_ESTABLISHED:
         if (!(p->c = new_conn(s, wsi))) return -1;
+        p->c->fd = lws_get_socket_fd(wsi);
+        srv_ws_watch(p->c->fd, &p->c->guard);
         return 0;
     case LWS_CALLBACK_RECEIVE:
+        if (p->c && p->c->guard.bad) {   /* RFC 6455 5.1 */
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, (unsigned char *)"unmasked frame", 14);
+            return -1;
+        }
         if (p->c) on_receive(s, wsi, p->c, in, len);
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return p->c ? ws_writeable(s, wsi, p->c) : 0;
     case LWS_CALLBACK_CLOSED:
         if (p->c) {
+            srv_ws_unwatch(p->c->fd);
             pthread_mutex_lock(&s->mu);
             p->c->gone = 1;
             p->c->wsi = NULL;
@@ -638,7 +647,8 @@ int srv_create(eng_engine *e, const srv_opts *o, srv **out, eng_err *err) {
     info.protocols = protocols;
     info.vhost_name = "brisk";
     info.user = s;
-    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    /* text frames must be UTF-8: others are closed with 1007 (RFC 6455 8.1) */
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_VALIDATE_UTF8;
     if (!(s->ctx = lws_create_context(&info)) || !(s->vh = lws_create_vhost(s->ctx, &info)) ||
         lws_get_vhost_listen_port(s->vh) <= 0) {
         if (s->ctx) lws_context_destroy(s->ctx);

@@ -266,6 +266,62 @@ async def t_queue():
     finally:
         p.terminate(); p.wait(10)
 
+def raw_ws(port, frames):
+    """Opens a websocket by hand, sends the given raw frames, and returns the
+    messages and the close code the server answers with (None when it sent
+    none): python3-websockets cannot send broken frames."""
+    import base64, socket, struct
+    sk = socket.create_connection(("127.0.0.1", port), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sk.sendall((f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += sk.recv(4096)
+    head, buf = buf.split(b"\r\n\r\n", 1)
+    assert b" 101 " in head.split(b"\r\n")[0], head
+    for f in frames:
+        sk.sendall(f)
+    msgs, code = [], None
+    try:
+        while code is None:
+            while len(buf) < 2 or len(buf) < 2 + (buf[1] & 0x7f):
+                d = sk.recv(65536)
+                if not d: raise EOFError
+                buf += d
+            op, n = buf[0] & 0x0f, buf[1] & 0x7f
+            if n >= 126:   # long server messages: not expected here
+                raise ValueError("long frame")
+            body, buf = buf[2:2 + n], buf[2 + n:]
+            if op == 8: code = struct.unpack(">H", body[:2])[0] if len(body) >= 2 else 1005
+            else: msgs.append(body.decode(errors="replace"))
+    except (EOFError, OSError, ValueError):
+        pass
+    sk.close()
+    return msgs, code
+
+def ws_frame(payload, opcode=1, masked=True):
+    import struct
+    head = bytes([0x80 | opcode])
+    n = len(payload)
+    lb = bytes([n]) if n < 126 else bytes([126]) + struct.pack(">H", n)
+    if not masked:
+        return head + lb + payload
+    key = os.urandom(4)
+    lb = bytes([lb[0] | 0x80]) + lb[1:]
+    return head + lb + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+def t_frames(port):
+    ping = b'{"type":"ping","id":"r1"}'
+    msgs, code = raw_ws(port, [ws_frame(ping)])
+    check("raw client: a masked text frame is answered", msgs and '"r1"' in msgs[0], (msgs, code))
+    msgs, code = raw_ws(port, [ws_frame(b'{"type":"ping","id":"\xff\xfe"}')])
+    check("invalid UTF-8 in a text frame: closed with 1007", code == 1007 and not msgs, (msgs, code))
+    msgs, code = raw_ws(port, [ws_frame(ping, masked=False)])
+    check("an unmasked client frame: closed with 1002", code == 1002 and not msgs, (msgs, code))
+    msgs, code = raw_ws(port, [ws_frame(ping), ws_frame(b'{"type":"ping","id":"r2"}' + b" " * 300, masked=False)])
+    check("an unmasked frame after masked ones: closed with 1002", code == 1002 and len(msgs) == 1, (msgs, code))
+
 MALFORMED = [
     "not json", "[1,2]", "\"str\"", "42", "null", "{}", '{"type":5}', '{"type":"bogus"}',
     '{"type":"query"}', '{"type":"query","id":""}', '{"type":"query","id":"' + "x" * 80 + '","prompt":"a"}',
@@ -483,6 +539,7 @@ async def main():
         await t_context(port)
         await t_parallel_finish(port)
         await t_malformed(port)
+        t_frames(port)
         await t_limits(port)
         await t_load(p, port)
         await t_shutdown(p, port)

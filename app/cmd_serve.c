@@ -24,6 +24,8 @@ static int usage(void) {
                     "[--web DIR] [--cuda] [--max-tokens-cap N] [--max-queries-per-client N]\n"
                     "       [--search URL]  (a JSON search endpoint for the agent's web_search tool)\n"
                     "       [--web-cache PATH|off]  (SQLite cache of fetched pages; default /tmp/brisk-webcache-UID.db)\n"
+                    "       [--fetch-private] (fetch_url may read loopback, link-local and private addresses;\n"
+                    "                        refused by default, after DNS and on every redirect)\n"
                     "       [--plan]        (measure step times at start: reason queries may give budget_s)\n"
                     "       [--max-batch N] (sequences the engine runs at once; default 256)\n"
                     "       [--max-queue N] (queries waiting for a free sequence before more are refused\n"
@@ -47,7 +49,7 @@ typedef struct serve_args {
     srv_opts o;
     const char *model_dir, *search, *web_cache;
     char default_cache[64];
-    int cuda, warmup, max_batch;
+    int cuda, warmup, max_batch, fetch_private;
 } serve_args;
 
 /* 0, or -1 after saying what is wrong (usage() then follows). */
@@ -67,6 +69,7 @@ static int parse_args(int argc, char **argv, serve_args *a) {
         if (!strcmp(k, "--cuda")) { a->cuda = 1; continue; }
         if (!strcmp(k, "--allow-script")) { o->allow_script = 1; continue; }
         if (!strcmp(k, "--plan")) { o->plan = 1; continue; }
+        if (!strcmp(k, "--fetch-private")) { a->fetch_private = 1; continue; }
         for (int j = 0; valued[j]; j++) known |= !strcmp(k, valued[j]);
         if (!known) return arg_unknown("serve", k);
         if (!v) return arg_missing("serve", k);
@@ -112,7 +115,7 @@ int cmd_serve(int argc, char **argv) {
     srv *s = NULL;
     eng_opts eo = { .backend = cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU, .max_seqs = a.max_batch };
     tool_registry *tools = tool_registry_create();
-    tool_fetch_opts fo = { 0 };
+    tool_fetch_opts fo = { .allow_private = a.fetch_private };
     tool_search_opts so = { .endpoint = search };
     cache_web *wc = NULL;
     int rc = tools ? ENG_OK : eng_seterr(&err, ENG_ENOMEM, "out of memory");

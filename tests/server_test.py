@@ -420,6 +420,20 @@ def t_upgrade_refusals(port):
     st, _, _ = upgrade_status(port, {"Authorization": "Bearer s3cret", "Sec-WebSocket-Protocol": "chat, brisk"})
     check("upgrade offering brisk among others: 101", st == 101, st)
 
+async def t_fetch_refused(port):
+    """Without --fetch-private the agent's fetch_url may not read loopback
+    (here: the test web server, or this server's own /metrics)."""
+    async with websockets.connect(f"ws://127.0.0.1:{port}/", extra_headers={"Authorization": "Bearer s3cret"}) as ws:
+        for qid, url in (("fr1", f"http://127.0.0.1:{WEB_PORT}/page.html"), ("fr2", f"http://localhost:{port}/metrics")):
+            await ws.send(json.dumps({"type": "query", "id": qid, "mode": "agent", "prompt": "read it", "max_tokens": 300,
+                "script": ["<tool_call>\n{\"name\": \"fetch_url\", \"arguments\": {\"url\": \"" + url + "\"}}\n</tool_call><|im_end|>",
+                           "Read.<|im_end|>"]}))
+            msgs = await collect(ws, qid)
+            res = [m for m in msgs if m["type"] == "tool_result"]
+            check(f"fetch_url of {url.split('/')[2]} refused without --fetch-private",
+                  res and res[0]["error"] and "refused" in res[0]["result"] and "brisk_" not in res[0]["result"]
+                  and "Brisk test page" not in res[0]["result"], res)
+
 async def t_auth(port):
     for name, kw in (("no token", {}), ("wrong token", {"extra_headers": {"Authorization": "Bearer nope"}})):
         try:
@@ -525,7 +539,8 @@ async def main():
     import tempfile, shutil
     webdir = start_web()
     cache_db = os.path.join(webdir, "cache.db")
-    p, port = start("--max-queries-per-client", "4", "--allow-script", "--plan", "--web-cache", cache_db)
+    p, port = start("--max-queries-per-client", "4", "--allow-script", "--plan", "--web-cache", cache_db,
+                    "--fetch-private")
     try:
         code, body = http(port, "/health")
         check("GET /health", code == 200 and json.loads(body)["status"] == "ok", body)
@@ -546,8 +561,9 @@ async def main():
     finally:
         if p.poll() is None: p.kill()
     await t_queue()
-    p, port = start("--token", "s3cret")
+    p, port = start("--token", "s3cret", "--allow-script", "--web-cache", "off")
     try:
+        await t_fetch_refused(port)
         await t_auth(port)
         t_upgrade_refusals(port)
     finally:

@@ -1,7 +1,7 @@
 /* test_tok.c — the BPE tokenizer against ids recorded from Hugging Face
  * `tokenizers` (tests/fixtures/tok_ids_*.json, made by scripts/gen_fixtures.py),
- * plus decoding, streaming, special tokens, the chat template, NFC and bad
- * input. */
+ * plus decoding, streaming, special tokens, NFC and bad input (the chat
+ * template: test_chat.c). */
 #include <glob.h>
 #include <cJSON.h>
 #include "t.h"
@@ -207,21 +207,6 @@ static void test_stream_bytes(void) {
     out[2] = 'Z';
     T_CHECK(eng_tok_stream_put(t, &st, byte_id['q'], 0, out, 2) == 1 && out[1] == 0 && out[2] == 'Z');
     eng_tok_free(t);
-}
-
-static void test_chat(void) {
-    eng_chat_msg m[] = {{"system", "Be brief."}, {"user", "What is 2+2?"}};
-    char *s = eng_chat_format(m, 2, 1);
-    T_CHECK(s && !strcmp(s, "<|im_start|>system\nBe brief.<|im_end|>\n"
-                            "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"));
-    free(s);
-    s = eng_chat_format(m + 1, 1, 0);
-    T_CHECK(s && !strcmp(s, "<|im_start|>user\nWhat is 2+2?<|im_end|>\n"));
-    free(s);
-    s = eng_chat_format(NULL, 0, 1);
-    T_CHECK(s && !strcmp(s, "<|im_start|>assistant\n"));
-    free(s);
-    T_CHECK(eng_chat_format(NULL, 3, 1) == NULL);
 }
 
 /* Writes text to a temporary file and tries to load it. */
@@ -645,7 +630,6 @@ int main(void) {
     T_RUN(test_llama3);
     T_RUN(test_special);
     T_RUN(test_stream_bytes);
-    T_RUN(test_chat);
     T_RUN(test_malformed);
     T_RUN(test_merge_formats);
     T_RUN(test_legacy_merges);

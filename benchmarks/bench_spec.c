@@ -4,8 +4,9 @@
  *       [--limit N] [--batch 1,8,16] [--k 2,4,8 | none] [--max-tokens N]
  *       [--repeat N] [--threads N] [--draft-threads N] [--cuda] [--out FILE]
  *
- * Each problem becomes a ChatML user turn ("<problem>\nPlease reason step
- * by step, and put your final answer within \boxed{}.") and is answered
+ * Each problem becomes a user turn of the model's chat template
+ * ("<problem>\nPlease reason step by step, and put your final answer
+ * within \boxed{}.") and is answered
  * greedily up to --max-tokens or an end token.  For every batch size the
  * problems run with continuous batching (a finished answer's slot takes
  * the next problem) under each configuration: no speculation, n-gram

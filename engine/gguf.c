@@ -145,7 +145,7 @@ static int rd_str(rd *r, const char **s, uint64_t *len, const char *what) {
 static int check_count(rd *r, uint64_t n, uint64_t min_size, const char *what) {
     if (n <= left(r) / min_size) return ENG_OK;
     return eng_seterr(r->err, ENG_EFORMAT, "%s: %s%s%s count %llu is too large for the file "
-                      "(%zu bytes left)", r->g->path, r->ctx, *r->ctx ? ": " : "", what,
+                      "(%zu bytes left; truncated or corrupt)", r->g->path, r->ctx, *r->ctx ? ": " : "", what,
                       (unsigned long long)n, left(r));
 }
 
@@ -310,7 +310,7 @@ static int read_tensor_info(rd *r, eng_tensor *t, uint64_t *offset) {
     uint64_t nbytes = n_el / (uint64_t)blk * (uint64_t)eng_dt_block_bytes(t->dtype);
     if (nbytes > r->g->size)
         return eng_seterr(r->err, ENG_EFORMAT, "%s: tensor %s: %llu bytes of data, more than the "
-                          "file holds", p, t->name, (unsigned long long)nbytes);
+                          "file holds (truncated or corrupt)", p, t->name, (unsigned long long)nbytes);
     t->nbytes = (size_t)nbytes;
     return ENG_OK;
 }

@@ -27,7 +27,8 @@ typedef struct eng_layer_w {
     float *bq, *bk, *bv;              /* NULL unless cfg.qkv_bias */
     float *ffn_norm;                  /* [hidden] */
     float *w_gate, *w_up, *w_down;    /* [inter][hidden] x2, [hidden][inter] */
-    /* Raw tensors (dtype as stored) for backends that upload them, e.g. CUDA. */
+    /* Raw tensors (dtype as stored) for backends that upload them, e.g. CUDA;
+     * NULL where the f32 copy was reordered (llama GGUF q/k, see model.c). */
     const eng_tensor *t_attn_norm, *t_wq, *t_wk, *t_wv, *t_wo, *t_bq, *t_bk, *t_bv;
     const eng_tensor *t_ffn_norm, *t_gate, *t_up, *t_down;
 } eng_layer_w;

@@ -1,11 +1,17 @@
 /* test_tok.c — the BPE tokenizer against ids recorded from Hugging Face
  * `tokenizers` (tests/fixtures/tok_ids_*.json, made by scripts/gen_fixtures.py),
  * plus decoding, streaming, special tokens, the chat template, NFC and bad
- * input. */
+ * input; the real tokenizers (SmolLM2 from its GGUF file, Qwen3's
+ * tokenizer.json) against Hugging Face on tests/fixtures/tok_real_strings.json
+ * (scripts/record_tok_real.py); the GGUF tokenizer loader's checks; and
+ * `brisk tokenize` (app/cmd_tokenize.c is linked into this test). */
 #include <glob.h>
+#include <unistd.h>
 #include <cJSON.h>
 #include "t.h"
 #include "eng.h"
+#include "gguf.h"
+#include "cmds.h"
 #include "unicode.h"
 #include "pretok.h"
 
@@ -639,6 +645,122 @@ static void test_real_models(void) {
     globfree(&g);
 }
 
+/* ------------------------------------------------------------ real tokenizers */
+
+static const char *REAL_STRINGS = "tests/fixtures/tok_real_strings.json";
+static const char *SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/* The ints of a JSON array, malloc'd (one spare slot). */
+static int *json_ints(const cJSON *a, int *n) {
+    int *v = malloc(sizeof(int) * (size_t)(cJSON_GetArraySize(a) + 1)), k = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, a) if (v) v[k++] = it->valueint;
+    *n = k;
+    return v;
+}
+
+/* Encodes s and compares with want; prints the first few differences. */
+static int check_ids(const char *name, const eng_tok *t, const char *s, int allow_special,
+                     const cJSON *want, int *shown) {
+    eng_err err = {0};
+    int *got = NULL, n = 0, nw, *w = json_ints(want, &nw);
+    int good = eng_tok_encode(t, s, strlen(s), allow_special, &got, &n, &err) == ENG_OK && same_ids(want, got, n);
+    if (!good && (*shown)++ < 6) {
+        printf("  %s: ids (allow_special %d) differ for \"%.100s\"\n", name, allow_special, s);
+        print_ids("want", w, nw);
+        print_ids("got ", got, n);
+    }
+    free(w);
+    free(got);
+    return good;
+}
+
+/* Every string: ids with special tokens recognised and with special tokens
+ * as text, and decode(encode(s)), all equal to the reference's. */
+static void check_agreement(const char *name, const eng_tok *t, const char *ids_path) {
+    cJSON *strs = load_json(REAL_STRINGS), *ref = load_json(ids_path);
+    if (!cJSON_IsArray(strs) || !cJSON_IsObject(ref)) {
+        cJSON_Delete(strs); cJSON_Delete(ref);
+        T_FAIL("cannot read %s or %s", REAL_STRINGS, ids_path);
+    }
+    const cJSON *ids = cJSON_GetObjectItem(ref, "ids"), *nosp = cJSON_GetObjectItem(ref, "ids_nospecial");
+    const cJSON *dec = cJSON_GetObjectItem(ref, "decoded");
+    int n = cJSON_GetArraySize(strs), ok[3] = {0}, shown = 0;
+    T_CHECKF(cJSON_GetArraySize(ids) == n && cJSON_GetArraySize(nosp) == n && cJSON_GetArraySize(dec) == n,
+             "%s does not match %s (%d strings)", ids_path, REAL_STRINGS, n);
+    for (int i = 0; i < n && i < cJSON_GetArraySize(ids); i++) {
+        const char *s = cJSON_GetArrayItem(strs, i)->valuestring;
+        const cJSON *want = cJSON_GetArrayItem(ids, i), *want_ns = cJSON_GetArrayItem(nosp, i);
+        const cJSON *d = cJSON_GetArrayItem(dec, i);
+        const char *want_dec = cJSON_IsString(d) ? d->valuestring : s;
+        ok[0] += check_ids(name, t, s, 1, want, &shown);
+        ok[1] += check_ids(name, t, s, 0, cJSON_IsNull(want_ns) ? want : want_ns, &shown);
+        eng_err err = {0};
+        int *got = NULL, ng = 0;
+        char *back = eng_tok_encode(t, s, strlen(s), 1, &got, &ng, &err) ? NULL : eng_tok_decode(t, got, ng, 0);
+        int good = back && !strcmp(back, want_dec);
+        ok[2] += good;
+        if (!good && shown++ < 6) printf("  %s: decode(encode(s)) differs for \"%.100s\"\n", name, s);
+        free(back);
+        free(got);
+    }
+    printf("  %s: %d strings; ids identical %d (%.2f%%), with special tokens as text %d (%.2f%%), "
+           "decode(encode(s)) as Hugging Face %d (%.2f%%)\n", name, n, ok[0], 100.0 * ok[0] / n,
+           ok[1], 100.0 * ok[1] / n, ok[2], 100.0 * ok[2] / n);
+    T_CHECK(n >= 2000);
+    for (int k = 0; k < 3; k++) T_CHECK(ok[k] == n);
+    cJSON_Delete(strs);
+    cJSON_Delete(ref);
+}
+
+/* SmolLM2's tokenizer from its GGUF file.  The record also says on how many
+ * strings transformers' own GGUF conversion, which drops SmolLM2's digit
+ * split, differs from the reference (scripts/record_tok_real.py). */
+static void test_smollm2(void) {
+    T_MODEL(path, SMOL_GGUF);
+    eng_gguf *g;
+    eng_tok *t;
+    eng_err err = {0};
+    double t0 = eng_now_s();
+    if (eng_gguf_open(path, &g, &err)) T_FAIL("%s", err.msg);
+    double t1 = eng_now_s();
+    int rc = eng_tok_load_gguf(g, &t, &err);
+    double t2 = eng_now_s();
+    eng_gguf_close(g);
+    if (rc) T_FAIL("%s", err.msg);
+    printf("  smollm2: GGUF opened in %.1f ms, tokenizer loaded in %.1f ms, %d ids\n", (t1 - t0) * 1e3,
+           (t2 - t1) * 1e3, eng_tok_vocab_size(t));
+    T_CHECK(eng_tok_vocab_size(t) == 49152);
+    T_CHECK(eng_tok_bos(t) == -1);                   /* add_bos_token is false in this file */
+    T_CHECK(eng_tok_find(t, "<|im_start|>") == 1 && eng_tok_find(t, "<|im_end|>") == 2);
+    check_agreement("smollm2", t, "tests/fixtures/tok_real_ids_smollm2.json");
+    cJSON *ref = load_json("tests/fixtures/tok_real_ids_smollm2.json");
+    int differ = 0;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, cJSON_GetObjectItem(ref, "ids_transformers")) differ += !cJSON_IsNull(v);
+    printf("  smollm2: transformers' own GGUF conversion (no digit split) differs from the reference "
+           "on %d strings\n", differ);
+    cJSON_Delete(ref);
+    eng_tok_free(t);
+}
+
+static void test_qwen3(void) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/models/tokenizers/qwen3/tokenizer.json", t_shared());
+    if (access(path, R_OK)) T_SKIP("%s absent (../shared not here)", path);
+    eng_tok *t;
+    eng_err err = {0};
+    double t0 = eng_now_s();
+    int rc = eng_tok_load(path, &t, &err);
+    double ms = (eng_now_s() - t0) * 1e3;
+    if (rc) T_FAIL("%s", err.msg);
+    printf("  qwen3: tokenizer.json loaded in %.0f ms, %d ids\n", ms, eng_tok_vocab_size(t));
+    T_CHECK(eng_tok_vocab_size(t) == 151669);
+    T_CHECK(eng_tok_bos(t) == -1);
+    check_agreement("qwen3", t, "tests/fixtures/tok_real_ids_qwen3.json");
+    eng_tok_free(t);
+}
+
 int main(void) {
     T_RUN(test_qwen2);
     T_RUN(test_smol);
@@ -654,5 +776,7 @@ int main(void) {
     T_RUN(test_nfc);
     T_RUN(test_speed);
     T_RUN(test_real_models);
+    T_RUN(test_smollm2);
+    T_RUN(test_qwen3);
     T_DONE();
 }

@@ -48,6 +48,11 @@ $(B)/tests/%: tests/%.c tests/t.h $(B)/libbrisk.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< $(B)/libbrisk.a $(LDLIBS) -o $@
 
+# test_tok also runs `brisk tokenize` itself.
+$(B)/tests/test_tok: tests/test_tok.c app/cmd_tokenize.c tests/t.h $(B)/libbrisk.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests tests/test_tok.c app/cmd_tokenize.c $(B)/libbrisk.a $(LDLIBS) -o $@
+
 $(B)/benchmarks/%: benchmarks/%.c $(B)/libbrisk.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $< $(B)/libbrisk.a $(LDLIBS) -o $@

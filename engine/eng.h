@@ -69,6 +69,10 @@ const char *eng_model_chat_template(const eng_model *m);
 typedef struct eng_tok eng_tok;
 
 int  eng_tok_load(const char *tokenizer_json_path, eng_tok **out, eng_err *err);
+/* The tokenizer at path: a tokenizer.json, a GGUF file (its tokenizer.ggml.*
+ * metadata; told apart by the "GGUF" magic), or a folder holding a
+ * tokenizer.json or else exactly one .gguf file. */
+int  eng_tok_open(const char *path, eng_tok **out, eng_err *err);
 void eng_tok_free(eng_tok *t);
 int  eng_tok_vocab_size(const eng_tok *t);
 /* The token a prompt starts with when the model wants one, else -1: what

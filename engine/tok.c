@@ -12,10 +12,13 @@
  *   5. BPE each pre-token, merging the lowest-ranked pair first.
  * Vocabulary strings use GPT-2's byte-to-character mapping; they are turned
  * back into raw bytes at load time, so everything here works on bytes. */
+#include <errno.h>
+#include <glob.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <cJSON.h>
 #include "eng.h"
 #include "gguf.h"
@@ -837,6 +840,47 @@ int eng_tok_load_gguf(const eng_gguf *g, eng_tok **out, eng_err *err) {
     if (rc) { eng_tok_free(L.t); return rc; }
     *out = L.t;
     return ENG_OK;
+}
+
+/* ------------------------------------------------------------ any source */
+
+static int starts_gguf(const char *path) {
+    FILE *f = fopen(path, "rb");
+    char m[4];
+    int yes = f && fread(m, 1, 4, f) == 4 && !memcmp(m, "GGUF", 4);
+    if (f) fclose(f);
+    return yes;
+}
+
+static int load_gguf_path(const char *path, eng_tok **out, eng_err *err) {
+    eng_gguf *g;
+    int rc = eng_gguf_open(path, &g, err);
+    if (rc) return rc;
+    rc = eng_tok_load_gguf(g, out, err);
+    eng_gguf_close(g);
+    return rc;
+}
+
+int eng_tok_open(const char *path, eng_tok **out, eng_err *err) {
+    struct stat sb;
+    char p[4096];
+    if (!out) return eng_seterr(err, ENG_EINVAL, "eng_tok_open: NULL argument");
+    *out = NULL;
+    if (!path || stat(path, &sb))
+        return eng_seterr(err, ENG_EIO, "%s: %s", path ? path : "(null)", strerror(errno));
+    if (!S_ISDIR(sb.st_mode))
+        return starts_gguf(path) ? load_gguf_path(path, out, err) : eng_tok_load(path, out, err);
+    int n = snprintf(p, sizeof p, "%s/tokenizer.json", path);
+    if (n < 0 || (size_t)n >= sizeof p) return eng_seterr(err, ENG_EINVAL, "%s: path too long", path);
+    if (!stat(p, &sb)) return eng_tok_load(p, out, err);
+    snprintf(p, sizeof p, "%s/*.gguf", path);
+    glob_t gl;
+    int found = glob(p, 0, NULL, &gl) ? 0 : (int)gl.gl_pathc, rc;
+    if (found == 1) rc = load_gguf_path(gl.gl_pathv[0], out, err);
+    else rc = eng_seterr(err, ENG_EIO, "%s: no tokenizer.json, and %s .gguf file", path,
+                         found ? "more than one" : "no");
+    if (found) globfree(&gl);
+    return rc;
 }
 
 void eng_tok_free(eng_tok *t) {

@@ -6,6 +6,7 @@
  * (scripts/record_tok_real.py); the GGUF tokenizer loader's checks; and
  * `brisk tokenize` (app/cmd_tokenize.c is linked into this test). */
 #include <glob.h>
+#include <stdarg.h>
 #include <unistd.h>
 #include <cJSON.h>
 #include "t.h"
@@ -645,6 +646,380 @@ static void test_real_models(void) {
     globfree(&g);
 }
 
+/* ------------------------------------------------------------ GGUF loader */
+
+/* A tiny writer of metadata-only GGUF v3 files for the loader's tests. */
+typedef struct gw { eng_buf b; int n_kv; } gw;
+
+static void gw_int(eng_buf *b, uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; i++) eng_buf_addc(b, (char)(v >> (8 * i)));
+}
+
+static void gw_str(eng_buf *b, const char *s) {
+    gw_int(b, strlen(s), 8);
+    eng_buf_add(b, s, strlen(s));
+}
+
+static void gw_key(gw *w, const char *k, int type) {
+    gw_str(&w->b, k);
+    gw_int(&w->b, (uint64_t)type, 4);
+    w->n_kv++;
+}
+
+static void gw_kv_str(gw *w, const char *k, const char *v) { gw_key(w, k, ENG_GGUF_STR); gw_str(&w->b, v); }
+static void gw_kv_u32(gw *w, const char *k, uint32_t v) { gw_key(w, k, ENG_GGUF_U32); gw_int(&w->b, v, 4); }
+static void gw_kv_bool(gw *w, const char *k, int v) { gw_key(w, k, ENG_GGUF_BOOL); gw_int(&w->b, (uint64_t)v, 1); }
+
+static void gw_kv_strs(gw *w, const char *k, const char *const *v, int n) {
+    gw_key(w, k, ENG_GGUF_ARR);
+    gw_int(&w->b, ENG_GGUF_STR, 4);
+    gw_int(&w->b, (uint64_t)n, 8);
+    for (int i = 0; i < n; i++) gw_str(&w->b, v[i]);
+}
+
+static void gw_kv_i32s(gw *w, const char *k, const int *v, int n) {
+    gw_key(w, k, ENG_GGUF_ARR);
+    gw_int(&w->b, ENG_GGUF_I32, 4);
+    gw_int(&w->b, (uint64_t)n, 8);
+    for (int i = 0; i < n; i++) gw_int(&w->b, (uint64_t)(uint32_t)v[i], 4);
+}
+
+/* Writes the file to path and frees the writer; 0 on success. */
+static int gw_write(gw *w, const char *path) {
+    eng_buf f = {0};
+    eng_buf_add(&f, "GGUF", 4);
+    gw_int(&f, 3, 4);
+    gw_int(&f, 0, 8);
+    gw_int(&f, (uint64_t)w->n_kv, 8);
+    eng_buf_add(&f, w->b.p, w->b.n);
+    FILE *o = fopen(path, "wb");
+    int rc = !o || fwrite(f.p, 1, f.n, o) != f.n;
+    if (o && fclose(o)) rc = 1;
+    eng_buf_free(&f);
+    eng_buf_free(&w->b);
+    return rc;
+}
+
+/* Writes the file to a temporary path (room for 32 bytes) and loads its
+ * tokenizer. */
+static int gw_load(gw *w, char *path, eng_tok **t, eng_err *err) {
+    strcpy(path, "/tmp/test_tok_XXXXXX");
+    int fd = mkstemp(path), rc = -1;
+    *t = NULL;
+    if (fd >= 0) close(fd);
+    if (fd >= 0 && !gw_write(w, path)) {
+        eng_gguf *g;
+        rc = eng_gguf_open(path, &g, err);
+        if (!rc) {
+            rc = eng_tok_load_gguf(g, t, err);
+            eng_gguf_close(g);
+        }
+    }
+    remove(path);
+    return rc;
+}
+
+/* The tiny vocabulary: a b c ab bc abc Ġ, a control token and a
+ * user-defined one. */
+static const char *const TINY_TOKENS[] = {"a", "b", "c", "ab", "bc", "abc", "\xc4\xa0", "<|x|>", "<u>"};
+static const int TINY_TYPES[] = {1, 1, 1, 1, 1, 1, 1, 3, 4};
+static const char *const TINY_MERGES[] = {"b c", "a b"};
+
+/* A tiny GGUF tokenizer with one thing changed: what (0 = nothing). */
+static void tiny_gguf(gw *w, int what) {
+    memset(w, 0, sizeof *w);
+    gw_kv_str(w, "general.architecture", "llama");
+    gw_kv_str(w, "tokenizer.ggml.model", what == 1 ? "llama" : "gpt2");
+    gw_kv_str(w, "tokenizer.ggml.pre", what == 2 ? "nonesuch" : "smollm");
+    if (what != 3) gw_kv_strs(w, "tokenizer.ggml.tokens", TINY_TOKENS, what == 4 ? 8 : 9);
+    gw_kv_i32s(w, "tokenizer.ggml.token_type", TINY_TYPES, what == 5 ? 3 : 9);
+    const char *bad_merges[] = {"b c", "a x"}, *nospace[] = {"bc"};
+    if (what == 6) gw_kv_strs(w, "tokenizer.ggml.merges", bad_merges, 2);
+    else if (what == 7) gw_kv_strs(w, "tokenizer.ggml.merges", nospace, 1);
+    else if (what == 10) gw_kv_i32s(w, "tokenizer.ggml.merges", TINY_TYPES, 2);
+    else gw_kv_strs(w, "tokenizer.ggml.merges", TINY_MERGES, 2);
+    gw_kv_u32(w, "tokenizer.ggml.bos_token_id", what == 8 ? 99 : 7);
+    gw_kv_u32(w, "tokenizer.ggml.eos_token_id", 7);
+    gw_kv_bool(w, "tokenizer.ggml.add_bos_token", what != 9);
+}
+
+static void test_gguf_tiny(void) {
+    gw w;
+    eng_tok *t;
+    eng_err err = {0};
+    char path[32];
+    tiny_gguf(&w, 0);
+    T_CHECKF(gw_load(&w, path, &t, &err) == ENG_OK, "%s", err.msg);
+    if (!t) return;
+    T_CHECK(eng_tok_vocab_size(t) == 9 && eng_tok_bos(t) == 7);
+    int *ids, n;
+    const char *s = "abc<|x|>ab <u>";
+    /* smollm: ByteLevel regex; "b c" ranks first; the control token only
+     * with allow_special, the user-defined one always */
+    T_CHECK(eng_tok_encode(t, s, strlen(s), 1, &ids, &n, &err) == ENG_OK);
+    int want1[] = {0, 4, 7, 3, 6, 8};
+    T_CHECKF(n == 6 && !memcmp(ids, want1, sizeof want1), "n=%d", n);
+    char *back = eng_tok_decode(t, ids, n, 1);
+    T_CHECKF(back && !strcmp(back, "abcab <u>"), "%s", back);
+    free(back);
+    free(ids);
+    /* as text, <|x|>'s bytes are not in the vocabulary: dropped, as
+     * `tokenizers` does without an unknown token */
+    T_CHECK(eng_tok_encode(t, s, strlen(s), 0, &ids, &n, &err) == ENG_OK);
+    int want0[] = {0, 4, 3, 6, 8};
+    T_CHECKF(n == 5 && !memcmp(ids, want0, sizeof want0), "n=%d", n);
+    free(ids);
+    eng_tok_free(t);
+    tiny_gguf(&w, 9);
+    T_CHECKF(gw_load(&w, path, &t, &err) == ENG_OK && eng_tok_bos(t) == -1, "%s", err.msg);
+    eng_tok_free(t);
+}
+
+/* Broken or unsupported GGUF tokenizers: clear errors naming the file. */
+static void test_gguf_malformed(void) {
+    static const struct { int what, code; const char *needle; } cases[] = {
+        {1, ENG_EUNSUPPORTED, "tokenizer.ggml.model \"llama\""},
+        {2, ENG_EUNSUPPORTED, "tokenizer.ggml.pre \"nonesuch\""},
+        {3, ENG_EFORMAT, "missing metadata tokenizer.ggml.tokens"},
+        {4, ENG_EFORMAT, "token_type has 9 entries for 8 tokens"},
+        {5, ENG_EFORMAT, "token_type has 3 entries for 9 tokens"},
+        {6, ENG_EFORMAT, "tokenizer.ggml.merges[1]: \"x\" is not in the vocabulary"},
+        {7, ENG_EFORMAT, "tokenizer.ggml.merges[0]: expected \"a b\""},
+        {8, ENG_EFORMAT, "bos_token_id = 99 is out of range (9 tokens)"},
+        {10, ENG_EFORMAT, "tokenizer.ggml.merges is not an array of strings"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        gw w;
+        eng_tok *t;
+        eng_err err = {0};
+        char path[32];
+        tiny_gguf(&w, cases[i].what);
+        int rc = gw_load(&w, path, &t, &err);
+        T_CHECKF(rc == cases[i].code && t == NULL && strstr(err.msg, cases[i].needle) && strstr(err.msg, path),
+                 "case %d: rc %d, \"%s\"", cases[i].what, rc, err.msg);
+    }
+    /* a token type out of 0-6, and add_bos_token without a BOS id */
+    gw w = {0};
+    eng_tok *t;
+    eng_err err = {0};
+    char path[32];
+    int types[] = {1, 1, 1, 1, 1, 1, 1, 3, 9};
+    gw_kv_str(&w, "tokenizer.ggml.model", "gpt2");
+    gw_kv_strs(&w, "tokenizer.ggml.tokens", TINY_TOKENS, 9);
+    gw_kv_i32s(&w, "tokenizer.ggml.token_type", types, 9);
+    gw_kv_strs(&w, "tokenizer.ggml.merges", TINY_MERGES, 2);
+    T_CHECKF(gw_load(&w, path, &t, &err) == ENG_EFORMAT && strstr(err.msg, "token_type[8] = 9"), "%s", err.msg);
+    memset(&w, 0, sizeof w);
+    gw_kv_str(&w, "tokenizer.ggml.model", "gpt2");
+    gw_kv_strs(&w, "tokenizer.ggml.tokens", TINY_TOKENS, 9);
+    gw_kv_strs(&w, "tokenizer.ggml.merges", TINY_MERGES, 2);
+    gw_kv_bool(&w, "tokenizer.ggml.add_bos_token", 1);
+    T_CHECKF(gw_load(&w, path, &t, &err) == ENG_EFORMAT && strstr(err.msg, "bos_token_id is missing"),
+             "%s", err.msg);
+    T_CHECK(eng_tok_load_gguf(NULL, &t, &err) == ENG_EINVAL);
+}
+
+/* A fixture tokenizer.json (vocabulary, merges, added tokens) written as GGUF
+ * metadata naming pre-tokenizer pre: must give the `tokenizers` ids recorded
+ * for the fixture (tok_ids_<fixture>.json), i.e. pre stands for the same
+ * steps and normalizer as the fixture's tokenizer.json. */
+static void check_gguf_as_json(const char *fixture, const char *pre) {
+    char jpath[256], ipath[256], path[32];
+    snprintf(jpath, sizeof jpath, "tests/fixtures/tok-%s/tokenizer.json", fixture);
+    snprintf(ipath, sizeof ipath, "tests/fixtures/tok_ids_%s.json", fixture);
+    cJSON *j = load_json(jpath), *rows = load_json(ipath);
+    const cJSON *vocab = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "model"), "vocab"), *it;
+    const cJSON *merges = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "model"), "merges");
+    int n = 0;
+    cJSON_ArrayForEach(it, vocab) if (it->valueint >= n) n = it->valueint + 1;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItem(j, "added_tokens"))
+        if (cJSON_GetObjectItem(it, "id")->valueint >= n) n = cJSON_GetObjectItem(it, "id")->valueint + 1;
+    const char **toks = calloc((size_t)n, sizeof *toks);
+    int *types = calloc((size_t)n, sizeof *types), nm = cJSON_GetArraySize(merges), k = 0;
+    char **ms = calloc((size_t)nm + 1, sizeof *ms);
+    cJSON_ArrayForEach(it, vocab) { toks[it->valueint] = it->string; types[it->valueint] = 1; }
+    cJSON_ArrayForEach(it, cJSON_GetObjectItem(j, "added_tokens")) {
+        int id = cJSON_GetObjectItem(it, "id")->valueint;
+        toks[id] = cJSON_GetObjectItem(it, "content")->valuestring;
+        types[id] = cJSON_IsTrue(cJSON_GetObjectItem(it, "special")) ? 3 : 4;
+    }
+    int dense = 1;
+    for (int i = 0; i < n; i++) dense &= toks[i] != NULL;
+    T_CHECKF(dense, "%s: ids are not dense", jpath);
+    cJSON_ArrayForEach(it, merges) {
+        ms[k] = malloc(strlen(it->child->valuestring) + strlen(it->child->next->valuestring) + 2);
+        sprintf(ms[k++], "%s %s", it->child->valuestring, it->child->next->valuestring);
+    }
+    gw w = {0};
+    gw_kv_str(&w, "tokenizer.ggml.model", "gpt2");
+    gw_kv_str(&w, "tokenizer.ggml.pre", pre);
+    if (dense) gw_kv_strs(&w, "tokenizer.ggml.tokens", toks, n);
+    gw_kv_i32s(&w, "tokenizer.ggml.token_type", types, n);
+    gw_kv_strs(&w, "tokenizer.ggml.merges", (const char *const *)ms, nm);
+    eng_tok *t;
+    eng_err err = {0};
+    T_CHECKF(gw_load(&w, path, &t, &err) == ENG_OK, "%s", err.msg);
+    int ok = 0, total = 0;
+    const cJSON *row;
+    cJSON_ArrayForEach(row, rows) {
+        const char *text = cJSON_GetObjectItem(row, "text")->valuestring;
+        int *ids = NULL, ng = 0;
+        total++;
+        if (t && eng_tok_encode(t, text, strlen(text), 1, &ids, &ng, &err) == ENG_OK)
+            ok += same_ids(cJSON_GetObjectItem(row, "ids"), ids, ng);
+        free(ids);
+    }
+    printf("  GGUF pre \"%s\" on the %s fixture's vocabulary: ids %d/%d\n", pre, fixture, ok, total);
+    T_CHECK(ok == total && total == 249);
+    eng_tok_free(t);
+    for (int i = 0; i < nm; i++) free(ms[i]);
+    free(ms); free(toks); free(types);
+    cJSON_Delete(j);
+    cJSON_Delete(rows);
+}
+
+static void test_gguf_pre(void) {
+    check_gguf_as_json("smol", "smollm");
+    check_gguf_as_json("qwen2", "qwen2");
+    check_gguf_as_json("qwen2", "deepseek-r1-qwen");
+    check_gguf_as_json("llama3", "llama3");
+    check_gguf_as_json("llama3", "llama-bpe");
+    check_gguf_as_json("llama3", "llama-v3");
+}
+
+/* BOS from the tokenizer.json post-processor (what Hugging Face adds with
+ * add_special_tokens=True). */
+static void test_bos(void) {
+    static const struct { const char *post; int bos, code; } cases[] = {
+        {"null", -1, ENG_OK},
+        {"{\"type\": \"ByteLevel\"}", -1, ENG_OK},
+        {"{\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, "
+         "{\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}], \"special_tokens\": {\"<s>\": {\"id\": \"<s>\", "
+         "\"ids\": [7], \"tokens\": [\"<s>\"]}}}", 7, ENG_OK},
+        {"{\"type\": \"Sequence\", \"processors\": [{\"type\": \"ByteLevel\"}, {\"type\": \"TemplateProcessing\", "
+         "\"single\": [{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", "
+         "\"type_id\": 0}}], \"special_tokens\": {\"<s>\": {\"id\": \"<s>\", \"ids\": [7], \"tokens\": "
+         "[\"<s>\"]}}}]}", 7, ENG_OK},
+        {"{\"type\": \"TemplateProcessing\", \"single\": [{\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}, "
+         "{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}], \"special_tokens\": {\"<s>\": {\"id\": \"<s>\", "
+         "\"ids\": [7], \"tokens\": [\"<s>\"]}}}", -1, ENG_OK},
+        {"{\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, "
+         "{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}], "
+         "\"special_tokens\": {\"<s>\": {\"id\": \"<s>\", \"ids\": [7], \"tokens\": [\"<s>\"]}}}", -1,
+         ENG_EUNSUPPORTED},
+        {"{\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"<t>\", \"type_id\": 0}}, "
+         "{\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}], \"special_tokens\": {}}", -1, ENG_EFORMAT},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char json[2048];
+        snprintf(json, sizeof json, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\":0,\"b\":1,\"c\":2,"
+                 "\"ab\":3,\"bc\":4,\"abc\":5,\"\\u0120\":6}, \"merges\": []}, \"added_tokens\": [{\"id\": 7, "
+                 "\"content\": \"<s>\", \"special\": true}], \"pre_tokenizer\": {\"type\": \"ByteLevel\"}, "
+                 "\"post_processor\": %s}", cases[i].post);
+        cJSON *j = cJSON_Parse(json);
+        eng_err err = {0};
+        eng_tok *t = load_cjson(j, &err);
+        int rc = t ? ENG_OK : err.code;
+        T_CHECKF(j && rc == cases[i].code && eng_tok_bos(t) == cases[i].bos, "case %zu: rc %d bos %d %s", i, rc,
+                 eng_tok_bos(t), err.msg);
+        eng_tok_free(t);
+        cJSON_Delete(j);
+    }
+}
+
+/* Runs `brisk tokenize` with args (NULL-terminated); its output and errors
+ * into out / err_out (malloc'd); returns its exit status. */
+static int run_tokenize(char **out, char **err_out, ...) {
+    char *argv[16] = {"tokenize"};
+    int argc = 1;
+    va_list ap;
+    va_start(ap, err_out);
+    for (char *a; argc < 15 && (a = va_arg(ap, char *));) argv[argc++] = a;
+    va_end(ap);
+    FILE *o = tmpfile(), *e = tmpfile();
+    if (!o || !e) { if (o) fclose(o); if (e) fclose(e); return -1; }
+    int rc = cmd_tokenize_to(o, e, argc, argv);
+    FILE *fs[2] = {o, e};
+    char **dst[2] = {out, err_out};
+    for (int k = 0; k < 2; k++) {
+        long n = ftell(fs[k]);
+        rewind(fs[k]);
+        *dst[k] = calloc((size_t)(n > 0 ? n : 0) + 1, 1);
+        if (*dst[k] && n > 0 && fread(*dst[k], 1, (size_t)n, fs[k]) != (size_t)n) (*dst[k])[0] = 0;
+        fclose(fs[k]);
+    }
+    return rc;
+}
+
+/* The ids of text under a tokenizer, as `--ids` prints them. */
+static void ids_line(const char *model, const char *text, int special, char *buf, size_t cap) {
+    eng_tok *t;
+    eng_err err = {0};
+    int *ids = NULL, n = 0;
+    buf[0] = 0;
+    if (eng_tok_open(model, &t, &err) || eng_tok_encode(t, text, strlen(text), special, &ids, &n, &err)) return;
+    size_t k = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < n && k < cap; i++) k += (size_t)snprintf(buf + k, cap - k, i ? ", %d" : "%d", ids[i]);
+    if (k < cap) snprintf(buf + k, cap - k, "]\n");
+    free(ids);
+    eng_tok_free(t);
+}
+
+static void test_tokenize_cmd(void) {
+    const char *json = "tests/fixtures/tok-qwen2/tokenizer.json", *dir = "tests/fixtures/tok-qwen2";
+    int end = json_added_id(json, "<|im_end|>");
+    char *o, *e, want[512];
+    /* --special: the marker is its token; one line per token otherwise */
+    T_CHECK(run_tokenize(&o, &e, "--model", json, "--text", "<|im_end|>", "--special", "--ids", NULL) == 0);
+    snprintf(want, sizeof want, "[%d]\n", end);
+    T_CHECKF(!strcmp(o, want), "%s", o);
+    free(o); free(e);
+    T_CHECK(run_tokenize(&o, &e, "--special", "--model", dir, "--text", "<|im_end|>", NULL) == 0);
+    snprintf(want, sizeof want, "%6d -> '<|im_end|>'\n", end);
+    T_CHECKF(!strcmp(o, want), "%s", o);
+    free(o); free(e);
+    /* without --special the marker is text; a folder finds its tokenizer.json */
+    const char *text = "Hello  world 12345 <|im_end|>";
+    ids_line(json, text, 0, want, 256);
+    T_CHECK(run_tokenize(&o, &e, "--model", dir, "--text", text, "--ids", NULL) == 0);
+    snprintf(want + 256, 32, " %d]", end);
+    T_CHECKF(want[0] == '[' && !strcmp(o, want) && !strstr(o, want + 256), "%s", o);
+    free(o); free(e);
+    T_CHECK(run_tokenize(&o, &e, "--model", dir, "--text", "", "--ids", NULL) == 0 && !strcmp(o, "[]\n"));
+    free(o); free(e);
+    /* a .gguf file, and a folder holding one */
+    gw w;
+    char gdir[] = "/tmp/test_tok_XXXXXX", gpath[64];
+    T_CHECK(mkdtemp(gdir) != NULL);
+    snprintf(gpath, sizeof gpath, "%s/tiny.gguf", gdir);
+    tiny_gguf(&w, 0);
+    T_CHECK(gw_write(&w, gpath) == 0);
+    T_CHECK(run_tokenize(&o, &e, "--model", gpath, "--text", "abc<|x|>", "--special", "--ids", NULL) == 0);
+    T_CHECKF(!strcmp(o, "[0, 4, 7]\n"), "%s %s", o, e);
+    free(o); free(e);
+    T_CHECK(run_tokenize(&o, &e, "--model", gdir, "--text", "abc", NULL) == 0);
+    T_CHECKF(!strcmp(o, "     0 -> 'a'\n     4 -> 'bc'\n"), "%s %s", o, e);
+    free(o); free(e);
+    remove(gpath);
+    /* bad arguments and paths */
+    static const struct { const char *a[6]; int rc; const char *needle; } bad[] = {
+        {{"--text", "x"}, 2, "--model is required"},
+        {{"--model", "x"}, 2, "--text is required"},
+        {{"--model", "x", "--text"}, 2, "--text needs a value"},
+        {{"--model", "x", "--text", "y", "--bogus"}, 2, "unknown option --bogus"},
+        {{"--model", "/nonexistent/tok", "--text", "y"}, 1, "/nonexistent/tok"},
+        {{"--model", "tests/fixtures", "--text", "y"}, 1, "no tokenizer.json, and no .gguf file"},
+        {{"--model", "tests/fixtures/tok_strings.json", "--text", "y"}, 1, "not a JSON object"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *const *a = bad[i].a;
+        int rc = run_tokenize(&o, &e, a[0], a[1], a[2], a[3], a[4], a[5], NULL);
+        T_CHECKF(rc == bad[i].rc && !o[0] && strstr(e, bad[i].needle), "case %zu: rc %d, \"%s\"", i, rc, e);
+        free(o); free(e);
+    }
+    rmdir(gdir);
+}
+
 /* ------------------------------------------------------------ real tokenizers */
 
 static const char *REAL_STRINGS = "tests/fixtures/tok_real_strings.json";
@@ -776,6 +1151,11 @@ int main(void) {
     T_RUN(test_nfc);
     T_RUN(test_speed);
     T_RUN(test_real_models);
+    T_RUN(test_gguf_tiny);
+    T_RUN(test_gguf_malformed);
+    T_RUN(test_gguf_pre);
+    T_RUN(test_bos);
+    T_RUN(test_tokenize_cmd);
     T_RUN(test_smollm2);
     T_RUN(test_qwen3);
     T_DONE();

@@ -371,20 +371,20 @@ static int read_tensors(rd *r, uint64_t n_t) {
     if (!rc && (align < 1 || align > (1 << 30) || (align & (align - 1))))
         rc = eng_seterr(r->err, ENG_EFORMAT, "%s: general.alignment %lld is not a power of two "
                         "(up to 2^30)", g->path, (long long)align);
-    size_t start = (r->o + (size_t)align - 1) / (size_t)align * (size_t)align;
-    if (!rc && n_t && start > g->size)
-        rc = eng_seterr(r->err, ENG_EFORMAT, "%s: truncated: the data section would start at "
-                        "byte %zu, past the end (%zu bytes)", g->path, start, g->size);
+    /* the data section starts at the first aligned byte after the infos */
+    size_t start = rc ? 0 : (r->o + (size_t)align - 1) / (size_t)align * (size_t)align;
+    size_t data_size = start < g->size ? g->size - start : 0;
     for (int i = 0; i < g->n_t && !rc; i++) {
         eng_tensor *t = &g->t[i];
         if (off[i] % (uint64_t)align)
             rc = eng_seterr(r->err, ENG_EFORMAT, "%s: tensor %s: offset %llu is not a multiple of "
                             "the alignment %lld", g->path, t->name, (unsigned long long)off[i],
                             (long long)align);
-        else if (off[i] > g->size - start || t->nbytes > g->size - start - off[i])
+        else if (off[i] > data_size || t->nbytes > data_size - off[i])
             rc = eng_seterr(r->err, ENG_EFORMAT, "%s: tensor %s: data [%llu, +%zu) runs past the "
-                            "end of the file (data section %zu bytes)", g->path, t->name,
-                            (unsigned long long)off[i], t->nbytes, g->size - start);
+                            "end of the file (truncated? data section from byte %zu holds %zu "
+                            "bytes)", g->path, t->name, (unsigned long long)off[i], t->nbytes,
+                            start, data_size);
         else t->data = g->map + start + off[i];
     }
     free(off);

@@ -12,6 +12,7 @@
 #include "t.h"
 #include "eng.h"
 #include "gguf.h"
+#include "gguf_write.h"
 #include "cmds.h"
 #include "unicode.h"
 #include "pretok.h"
@@ -648,108 +649,59 @@ static void test_real_models(void) {
 
 /* ------------------------------------------------------------ GGUF loader */
 
-/* A tiny writer of metadata-only GGUF v3 files for the loader's tests. */
-typedef struct gw { eng_buf b; int n_kv; } gw;
-
-static void gw_int(eng_buf *b, uint64_t v, int bytes) {
-    for (int i = 0; i < bytes; i++) eng_buf_addc(b, (char)(v >> (8 * i)));
-}
-
-static void gw_str(eng_buf *b, const char *s) {
-    gw_int(b, strlen(s), 8);
-    eng_buf_add(b, s, strlen(s));
-}
-
-static void gw_key(gw *w, const char *k, int type) {
-    gw_str(&w->b, k);
-    gw_int(&w->b, (uint64_t)type, 4);
-    w->n_kv++;
-}
-
-static void gw_kv_str(gw *w, const char *k, const char *v) { gw_key(w, k, ENG_GGUF_STR); gw_str(&w->b, v); }
-static void gw_kv_u32(gw *w, const char *k, uint32_t v) { gw_key(w, k, ENG_GGUF_U32); gw_int(&w->b, v, 4); }
-static void gw_kv_bool(gw *w, const char *k, int v) { gw_key(w, k, ENG_GGUF_BOOL); gw_int(&w->b, (uint64_t)v, 1); }
-
-static void gw_kv_strs(gw *w, const char *k, const char *const *v, int n) {
-    gw_key(w, k, ENG_GGUF_ARR);
-    gw_int(&w->b, ENG_GGUF_STR, 4);
-    gw_int(&w->b, (uint64_t)n, 8);
-    for (int i = 0; i < n; i++) gw_str(&w->b, v[i]);
-}
-
-static void gw_kv_i32s(gw *w, const char *k, const int *v, int n) {
-    gw_key(w, k, ENG_GGUF_ARR);
-    gw_int(&w->b, ENG_GGUF_I32, 4);
-    gw_int(&w->b, (uint64_t)n, 8);
-    for (int i = 0; i < n; i++) gw_int(&w->b, (uint64_t)(uint32_t)v[i], 4);
-}
-
-/* Writes the file to path and frees the writer; 0 on success. */
-static int gw_write(gw *w, const char *path) {
-    eng_buf f = {0};
-    eng_buf_add(&f, "GGUF", 4);
-    gw_int(&f, 3, 4);
-    gw_int(&f, 0, 8);
-    gw_int(&f, (uint64_t)w->n_kv, 8);
-    eng_buf_add(&f, w->b.p, w->b.n);
-    FILE *o = fopen(path, "wb");
-    int rc = !o || fwrite(f.p, 1, f.n, o) != f.n;
-    if (o && fclose(o)) rc = 1;
-    eng_buf_free(&f);
-    eng_buf_free(&w->b);
+/* Loads the tokenizer of the GGUF file w describes (gguf_write.h; the file
+ * is removed again, tmp_path keeps its name) and frees w. */
+static int gw_load(gw *w, eng_tok **t, eng_err *err) {
+    eng_gguf *g;
+    *t = NULL;
+    int rc = open_gw(w, &g, err);
+    gw_free(w);
+    if (rc) return rc;
+    rc = eng_tok_load_gguf(g, t, err);
+    eng_gguf_close(g);
     return rc;
 }
 
-/* Writes the file to a temporary path (room for 32 bytes) and loads its
- * tokenizer. */
-static int gw_load(gw *w, char *path, eng_tok **t, eng_err *err) {
-    strcpy(path, "/tmp/test_tok_XXXXXX");
-    int fd = mkstemp(path), rc = -1;
-    *t = NULL;
-    if (fd >= 0) close(fd);
-    if (fd >= 0 && !gw_write(w, path)) {
-        eng_gguf *g;
-        rc = eng_gguf_open(path, &g, err);
-        if (!rc) {
-            rc = eng_tok_load_gguf(g, t, err);
-            eng_gguf_close(g);
-        }
-    }
-    remove(path);
+/* Writes the GGUF file w describes to path and frees w; 0 on success. */
+static int gw_write(gw *w, const char *path) {
+    size_t n;
+    uint8_t *p = gw_image(w, &n);
+    int rc = p ? write_bytes(path, p, n) : -1;
+    free(p);
+    gw_free(w);
     return rc;
 }
 
 /* The tiny vocabulary: a b c ab bc abc Ġ, a control token and a
  * user-defined one. */
 static const char *const TINY_TOKENS[] = {"a", "b", "c", "ab", "bc", "abc", "\xc4\xa0", "<|x|>", "<u>"};
-static const int TINY_TYPES[] = {1, 1, 1, 1, 1, 1, 1, 3, 4};
+static const int32_t TINY_TYPES[] = {1, 1, 1, 1, 1, 1, 1, 3, 4};
 static const char *const TINY_MERGES[] = {"b c", "a b"};
 
 /* A tiny GGUF tokenizer with one thing changed: what (0 = nothing). */
 static void tiny_gguf(gw *w, int what) {
-    memset(w, 0, sizeof *w);
-    gw_kv_str(w, "general.architecture", "llama");
-    gw_kv_str(w, "tokenizer.ggml.model", what == 1 ? "llama" : "gpt2");
-    gw_kv_str(w, "tokenizer.ggml.pre", what == 2 ? "nonesuch" : "smollm");
-    if (what != 3) gw_kv_strs(w, "tokenizer.ggml.tokens", TINY_TOKENS, what == 4 ? 8 : 9);
-    gw_kv_i32s(w, "tokenizer.ggml.token_type", TINY_TYPES, what == 5 ? 3 : 9);
+    gw_init(w);
+    gw_str(w, "general.architecture", "llama");
+    gw_str(w, "tokenizer.ggml.model", what == 1 ? "llama" : "gpt2");
+    gw_str(w, "tokenizer.ggml.pre", what == 2 ? "nonesuch" : "smollm");
+    if (what != 3) gw_arr_str(w, "tokenizer.ggml.tokens", TINY_TOKENS, what == 4 ? 8 : 9);
+    gw_arr_i32(w, "tokenizer.ggml.token_type", TINY_TYPES, what == 5 ? 3 : 9);
     const char *bad_merges[] = {"b c", "a x"}, *nospace[] = {"bc"};
-    if (what == 6) gw_kv_strs(w, "tokenizer.ggml.merges", bad_merges, 2);
-    else if (what == 7) gw_kv_strs(w, "tokenizer.ggml.merges", nospace, 1);
-    else if (what == 10) gw_kv_i32s(w, "tokenizer.ggml.merges", TINY_TYPES, 2);
-    else gw_kv_strs(w, "tokenizer.ggml.merges", TINY_MERGES, 2);
-    gw_kv_u32(w, "tokenizer.ggml.bos_token_id", what == 8 ? 99 : 7);
-    gw_kv_u32(w, "tokenizer.ggml.eos_token_id", 7);
-    gw_kv_bool(w, "tokenizer.ggml.add_bos_token", what != 9);
+    if (what == 6) gw_arr_str(w, "tokenizer.ggml.merges", bad_merges, 2);
+    else if (what == 7) gw_arr_str(w, "tokenizer.ggml.merges", nospace, 1);
+    else if (what == 10) gw_arr_i32(w, "tokenizer.ggml.merges", TINY_TYPES, 2);
+    else gw_arr_str(w, "tokenizer.ggml.merges", TINY_MERGES, 2);
+    gw_u32(w, "tokenizer.ggml.bos_token_id", what == 8 ? 99 : 7);
+    gw_u32(w, "tokenizer.ggml.eos_token_id", 7);
+    gw_scalar(w, "tokenizer.ggml.add_bos_token", ENG_GGUF_BOOL, what != 9, 1);
 }
 
 static void test_gguf_tiny(void) {
     gw w;
     eng_tok *t;
     eng_err err = {0};
-    char path[32];
     tiny_gguf(&w, 0);
-    T_CHECKF(gw_load(&w, path, &t, &err) == ENG_OK, "%s", err.msg);
+    T_CHECKF(gw_load(&w, &t, &err) == ENG_OK, "%s", err.msg);
     if (!t) return;
     T_CHECK(eng_tok_vocab_size(t) == 9 && eng_tok_bos(t) == 7);
     int *ids, n;
@@ -771,7 +723,7 @@ static void test_gguf_tiny(void) {
     free(ids);
     eng_tok_free(t);
     tiny_gguf(&w, 9);
-    T_CHECKF(gw_load(&w, path, &t, &err) == ENG_OK && eng_tok_bos(t) == -1, "%s", err.msg);
+    T_CHECKF(gw_load(&w, &t, &err) == ENG_OK && eng_tok_bos(t) == -1, "%s", err.msg);
     eng_tok_free(t);
 }
 
@@ -792,29 +744,28 @@ static void test_gguf_malformed(void) {
         gw w;
         eng_tok *t;
         eng_err err = {0};
-        char path[32];
         tiny_gguf(&w, cases[i].what);
-        int rc = gw_load(&w, path, &t, &err);
-        T_CHECKF(rc == cases[i].code && t == NULL && strstr(err.msg, cases[i].needle) && strstr(err.msg, path),
+        int rc = gw_load(&w, &t, &err);
+        T_CHECKF(rc == cases[i].code && t == NULL && strstr(err.msg, cases[i].needle) && strstr(err.msg, tmp_path),
                  "case %d: rc %d, \"%s\"", cases[i].what, rc, err.msg);
     }
     /* a token type out of 0-6, and add_bos_token without a BOS id */
-    gw w = {0};
+    gw w;
+    gw_init(&w);
     eng_tok *t;
     eng_err err = {0};
-    char path[32];
-    int types[] = {1, 1, 1, 1, 1, 1, 1, 3, 9};
-    gw_kv_str(&w, "tokenizer.ggml.model", "gpt2");
-    gw_kv_strs(&w, "tokenizer.ggml.tokens", TINY_TOKENS, 9);
-    gw_kv_i32s(&w, "tokenizer.ggml.token_type", types, 9);
-    gw_kv_strs(&w, "tokenizer.ggml.merges", TINY_MERGES, 2);
-    T_CHECKF(gw_load(&w, path, &t, &err) == ENG_EFORMAT && strstr(err.msg, "token_type[8] = 9"), "%s", err.msg);
-    memset(&w, 0, sizeof w);
-    gw_kv_str(&w, "tokenizer.ggml.model", "gpt2");
-    gw_kv_strs(&w, "tokenizer.ggml.tokens", TINY_TOKENS, 9);
-    gw_kv_strs(&w, "tokenizer.ggml.merges", TINY_MERGES, 2);
-    gw_kv_bool(&w, "tokenizer.ggml.add_bos_token", 1);
-    T_CHECKF(gw_load(&w, path, &t, &err) == ENG_EFORMAT && strstr(err.msg, "bos_token_id is missing"),
+    int32_t types[] = {1, 1, 1, 1, 1, 1, 1, 3, 9};
+    gw_str(&w, "tokenizer.ggml.model", "gpt2");
+    gw_arr_str(&w, "tokenizer.ggml.tokens", TINY_TOKENS, 9);
+    gw_arr_i32(&w, "tokenizer.ggml.token_type", types, 9);
+    gw_arr_str(&w, "tokenizer.ggml.merges", TINY_MERGES, 2);
+    T_CHECKF(gw_load(&w, &t, &err) == ENG_EFORMAT && strstr(err.msg, "token_type[8] = 9"), "%s", err.msg);
+    gw_init(&w);
+    gw_str(&w, "tokenizer.ggml.model", "gpt2");
+    gw_arr_str(&w, "tokenizer.ggml.tokens", TINY_TOKENS, 9);
+    gw_arr_str(&w, "tokenizer.ggml.merges", TINY_MERGES, 2);
+    gw_scalar(&w, "tokenizer.ggml.add_bos_token", ENG_GGUF_BOOL, 1, 1);
+    T_CHECKF(gw_load(&w, &t, &err) == ENG_EFORMAT && strstr(err.msg, "bos_token_id is missing"),
              "%s", err.msg);
     T_CHECK(eng_tok_load_gguf(NULL, &t, &err) == ENG_EINVAL);
 }
@@ -824,7 +775,7 @@ static void test_gguf_malformed(void) {
  * for the fixture (tok_ids_<fixture>.json), i.e. pre stands for the same
  * steps and normalizer as the fixture's tokenizer.json. */
 static void check_gguf_as_json(const char *fixture, const char *pre) {
-    char jpath[256], ipath[256], path[32];
+    char jpath[256], ipath[256];
     snprintf(jpath, sizeof jpath, "tests/fixtures/tok-%s/tokenizer.json", fixture);
     snprintf(ipath, sizeof ipath, "tests/fixtures/tok_ids_%s.json", fixture);
     cJSON *j = load_json(jpath), *rows = load_json(ipath);
@@ -835,7 +786,8 @@ static void check_gguf_as_json(const char *fixture, const char *pre) {
     cJSON_ArrayForEach(it, cJSON_GetObjectItem(j, "added_tokens"))
         if (cJSON_GetObjectItem(it, "id")->valueint >= n) n = cJSON_GetObjectItem(it, "id")->valueint + 1;
     const char **toks = calloc((size_t)n, sizeof *toks);
-    int *types = calloc((size_t)n, sizeof *types), nm = cJSON_GetArraySize(merges), k = 0;
+    int32_t *types = calloc((size_t)n, sizeof *types);
+    int nm = cJSON_GetArraySize(merges), k = 0;
     char **ms = calloc((size_t)nm + 1, sizeof *ms);
     cJSON_ArrayForEach(it, vocab) { toks[it->valueint] = it->string; types[it->valueint] = 1; }
     cJSON_ArrayForEach(it, cJSON_GetObjectItem(j, "added_tokens")) {
@@ -850,15 +802,16 @@ static void check_gguf_as_json(const char *fixture, const char *pre) {
         ms[k] = malloc(strlen(it->child->valuestring) + strlen(it->child->next->valuestring) + 2);
         sprintf(ms[k++], "%s %s", it->child->valuestring, it->child->next->valuestring);
     }
-    gw w = {0};
-    gw_kv_str(&w, "tokenizer.ggml.model", "gpt2");
-    gw_kv_str(&w, "tokenizer.ggml.pre", pre);
-    if (dense) gw_kv_strs(&w, "tokenizer.ggml.tokens", toks, n);
-    gw_kv_i32s(&w, "tokenizer.ggml.token_type", types, n);
-    gw_kv_strs(&w, "tokenizer.ggml.merges", (const char *const *)ms, nm);
+    gw w;
+    gw_init(&w);
+    gw_str(&w, "tokenizer.ggml.model", "gpt2");
+    gw_str(&w, "tokenizer.ggml.pre", pre);
+    if (dense) gw_arr_str(&w, "tokenizer.ggml.tokens", toks, n);
+    gw_arr_i32(&w, "tokenizer.ggml.token_type", types, n);
+    gw_arr_str(&w, "tokenizer.ggml.merges", (const char *const *)ms, nm);
     eng_tok *t;
     eng_err err = {0};
-    T_CHECKF(gw_load(&w, path, &t, &err) == ENG_OK, "%s", err.msg);
+    T_CHECKF(gw_load(&w, &t, &err) == ENG_OK, "%s", err.msg);
     int ok = 0, total = 0;
     const cJSON *row;
     cJSON_ArrayForEach(row, rows) {

@@ -74,8 +74,19 @@ const char *eng_model_chat_template(const eng_model *m);
 typedef struct eng_tok eng_tok;
 
 int  eng_tok_load(const char *tokenizer_json_path, eng_tok **out, eng_err *err);
+/* The tokenizer at path: a tokenizer.json, a GGUF file (its tokenizer.ggml.*
+ * metadata; told apart by the "GGUF" magic), or a folder holding a
+ * tokenizer.json or else exactly one .gguf file. */
+int  eng_tok_open(const char *path, eng_tok **out, eng_err *err);
 void eng_tok_free(eng_tok *t);
 int  eng_tok_vocab_size(const eng_tok *t);
+/* The token a prompt starts with when the model wants one, else -1: what
+ * Hugging Face puts first when encoding with add_special_tokens=True (the
+ * tokenizer.json post-processor's TemplateProcessing, e.g. Llama 3's
+ * <|begin_of_text|>; a GGUF file's tokenizer.ggml.bos_token_id when
+ * tokenizer.ggml.add_bos_token is true).  eng_tok_encode never adds it:
+ * the prompt builder does, once, before the formatted prompt. */
+int  eng_tok_bos(const eng_tok *t);
 /* Encodes len bytes of UTF-8 text.  With allow_special, added/special tokens
  * written literally in the text (e.g. "<|im_end|>") become their ids;
  * without it they are text (non-special added tokens still match).

@@ -19,8 +19,8 @@ Templates and tokenizers (see tests/fixtures/chat/PROVENANCE.md):
   qwen2.5   tests/fixtures/chat/qwen2.5.jinja with the Qwen3 tokenizer
   smollm2   tests/fixtures/chat/smollm2.jinja (checked equal to the GGUF's
             tokenizer.chat_template) with the GGUF's own tokenizer; ids_fixture
-            holds the ids of tests/fixtures/tok-smol for a build that cannot
-            read the GGUF's tokenizer
+            holds the ids of tests/fixtures/tok-smol as well, which the C test
+            checks without the fetched model
   llama3.1, llama3.2, llama3, gemma3, gemma2: tests/fixtures/chat/*.jinja with
             tests/fixtures/chat/tokenizer.json, a small byte-level BPE made here
             from tests/fixtures/tok-llama3 plus the Llama 3 and Gemma special

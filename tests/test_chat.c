@@ -215,8 +215,8 @@ static void test_llama3_0(void) { check_fixture_set("llama3", FIX "chat/tokenize
 static void test_gemma3(void) { check_fixture_set("gemma3", FIX "chat/tokenizer.json"); }
 static void test_gemma2(void) { check_fixture_set("gemma2", FIX "chat/tokenizer.json"); }
 
-/* SmolLM2's template with the small tok-smol vocabulary (ids recorded with
- * it too), so the renderer's ids are checked in every build. */
+/* SmolLM2's template with the small tok-smol vocabulary too (ids recorded
+ * with it as well): the renderer's ids without the fetched model. */
 static void test_smollm2_small_vocab(void) {
     const cJSON *s = find_set("smollm2");
     if (!s) T_FAIL("no smollm2 set");
@@ -225,6 +225,32 @@ static void test_smollm2_small_vocab(void) {
     if (eng_tok_load(FIX "tok-smol/tokenizer.json", &t, &err)) T_FAIL("%s", err.msg);
     check_set(s, t, "ids_fixture");
     eng_tok_free(t);
+}
+
+/* SmolLM2 as callers meet it: the GGUF model's own template and tokenizer. */
+static void test_smollm2_gguf(void) {
+    T_MODEL(path, "SmolLM2-135M-Instruct.Q4_1.gguf");
+    const cJSON *s = find_set("smollm2");
+    if (!s) T_FAIL("no smollm2 set");
+    eng_model *m = NULL;
+    eng_err err = {0};
+    if (eng_model_load(path, &m, &err)) T_FAIL("%s", err.msg);
+    char *fixture = set_template(s);
+    const char *own = eng_model_chat_template(m);
+    T_CHECKF(fixture && own && !strcmp(fixture, own), "the GGUF's template differs from "
+             FIX "chat/smollm2.jinja");
+    free(fixture);
+    eng_chat *c = NULL;
+    if (eng_chat_create(m, &c, &err)) T_FAIL("%s", err.msg);
+    int end = eng_chat_end_token(c);
+    T_CHECK(end == eng_tok_find(eng_model_tok(m), "<|im_end|>"));
+    const eng_config *cfg = eng_model_config(m);
+    int stops = 0;
+    for (int i = 0; i < cfg->n_eos; i++) stops |= cfg->eos_ids[i] == end;
+    T_CHECK(stops);
+    eng_chat_free(c);
+    check_set(s, eng_model_tok(m), "ids");
+    eng_model_free(m);
 }
 
 /* ------------------------------------------------------- beyond the record */
@@ -564,6 +590,7 @@ int main(void) {
     T_RUN(test_gemma3);
     T_RUN(test_gemma2);
     T_RUN(test_smollm2_small_vocab);
+    T_RUN(test_smollm2_gguf);
     T_RUN(test_typed_markers_stay_text);
     T_RUN(test_default_chatml);
     T_RUN(test_no_template_no_chatml);

@@ -160,8 +160,8 @@ int  eng_chat_create_from(const char *template_text, const eng_tok *tok, eng_cha
                           eng_err *err);
 void eng_chat_free(eng_chat *c);
 /* Renders n messages (o may be NULL: no tools, no generation prompt).  ids
- * (malloc'd) and text (the same conversation as text, for display) may each
- * be NULL, not both.  Bad input (unknown role, arguments that are no JSON
+ * (malloc'd) and text (its content replaced by the same conversation as
+ * text, for display and logs) may each be NULL, not both.  Bad input (unknown role, arguments that are no JSON
  * object, tools where the family has none, Gemma's roles not alternating)
  * is an error naming the message. */
 int  eng_chat_render(const eng_chat *c, const eng_chat_msg *msgs, int n, const eng_chat_opts *o,

@@ -11,7 +11,8 @@ The set (fixed seed, so re-running gives the same file):
   - WebWalkerQA questions and answers (Chinese and English), ParallelPrompt
     prompts (chat-style user text);
   - code: stretches of lines from this repository's own C, Python,
-    JavaScript and Makefile sources;
+    JavaScript and Makefile sources, as of commit CODE_COMMIT (read with
+    git, so that the set does not change with the sources);
   - hand-written cases: many languages and scripts, emoji sequences, runs of
     spaces/newlines/tabs, numbers, text that looks like chat markers and
     special tokens (whole, partial, spaced, nested), Unicode corners;
@@ -19,11 +20,12 @@ The set (fixed seed, so re-running gives the same file):
   - random mixtures of the pieces the pre-tokenizers split on.
 Long texts are cut to at most 700 characters (on a character boundary) to
 keep the recorded ids small."""
-import glob, json, os, random, sys
+import fnmatch, glob, json, os, random, subprocess, sys
 
 SHARED = sys.argv[1] if len(sys.argv) > 1 else "../shared"
 OUT = "tests/fixtures/tok_real_strings.json"
 MAXLEN = 700
+CODE_COMMIT = "c569993"
 rng = random.Random(20250601)
 
 
@@ -56,14 +58,21 @@ def datasets():
     return [cut(s) for s in rows]
 
 
+def git(*args):
+    return subprocess.run(["git", *args], check=True, capture_output=True).stdout.decode("utf-8", "replace")
+
+
 def code():
-    files = sorted(glob.glob("engine/*.c") + glob.glob("app/*.c") + glob.glob("scripts/*.py") +
-                   glob.glob("server/web/*.js") + glob.glob("tools/*.c") + ["Makefile"])
+    patterns = ("engine/*.c", "app/*.c", "scripts/*.py", "server/web/*.js", "tools/*.c", "Makefile")
+    files = sorted(f for f in git("ls-tree", "-r", "--name-only", CODE_COMMIT).split("\n")
+                   if any(fnmatch.fnmatch(f, p) for p in patterns))
+    text = {}
     out = []
     for _ in range(220):
         path = rng.choice(files)
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.read().split("\n")
+        if path not in text:
+            text[path] = git("show", f"{CODE_COMMIT}:{path}")
+        lines = text[path].split("\n")
         n = rng.randint(1, 14)
         a = rng.randrange(0, max(1, len(lines) - n))
         s = "\n".join(lines[a:a + n])

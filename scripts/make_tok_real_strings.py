@@ -17,7 +17,9 @@ The set (fixed seed, so re-running gives the same file):
     spaces/newlines/tabs, numbers, text that looks like chat markers and
     special tokens (whole, partial, spaced, nested), Unicode corners;
   - the 249 strings of tests/fixtures/tok_strings.json;
-  - random mixtures of the pieces the pre-tokenizers split on.
+  - random mixtures of the pieces the pre-tokenizers split on, and of
+    random code points from all planes (characters of recent Unicode
+    versions, combining marks: the versions of `tokenizers`' tables).
 Long texts are cut to at most 700 characters (on a character boundary) to
 keep the recorded ids small."""
 import fnmatch, glob, json, os, random, subprocess, sys
@@ -216,10 +218,22 @@ def fuzz():
     return out
 
 
+def any_char():
+    while True:
+        c = rng.choice([rng.randrange(0x80, 0x800), rng.randrange(0x800, 0x10000), rng.randrange(0x10000, 0x32000)])
+        if not 0xD800 <= c <= 0xDFFF:
+            return chr(c)
+
+
+def unicode_mix():
+    return ["".join(any_char() if rng.random() < 0.6 else rng.choice(FUZZ) for _ in range(rng.randint(2, 30)))
+            for _ in range(150)]
+
+
 def main():
     with open("tests/fixtures/tok_strings.json", encoding="utf-8") as f:
         old = json.load(f)
-    rows = datasets() + code() + LANGS + EMOJI + markers() + whitespace() + digits() + old + fuzz()
+    rows = datasets() + code() + LANGS + EMOJI + markers() + whitespace() + digits() + old + fuzz() + unicode_mix()
     seen, uniq = set(), []
     for s in rows:
         if s not in seen:

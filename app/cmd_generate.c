@@ -31,7 +31,7 @@ static int parse_args(int argc, char **argv, gen_args *a) {
         i++;
     }
     if (!a->model || !a->prompt || a->max_tokens < 1) {
-        fprintf(stderr, "usage: brisk generate --model DIR --prompt TEXT [--max-tokens N] "
+        fprintf(stderr, "usage: brisk generate --model DIR|FILE.gguf --prompt TEXT [--max-tokens N] "
                         "[--temperature T] [--top-k K] [--top-p P] [--seed S] [--chat] [--cuda] [--stats]\n");
         return -1;
     }

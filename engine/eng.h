@@ -51,14 +51,19 @@ typedef struct eng_config {
     int tie_embeddings;     /* lm_head shares embed_tokens */
     int qkv_bias;           /* qwen2: q/k/v projections carry biases */
     int bos_id;             /* -1 when none */
-    int eos_ids[8], n_eos;  /* from config.json / generation_config.json */
+    int eos_ids[8], n_eos;  /* from config.json / generation_config.json, or GGUF
+                             * metadata plus the chat end-of-turn token */
 } eng_config;
 
 typedef struct eng_model eng_model;
 
-/* dir holds config.json, *.safetensors (or model.safetensors.index.json),
- * tokenizer.json and optionally generation_config.json. */
-int  eng_model_load(const char *dir, eng_model **out, eng_err *err);
+/* path is a Hugging Face folder (config.json, *.safetensors or
+ * model.safetensors.index.json, tokenizer.json, optionally
+ * generation_config.json and tokenizer_config.json) or a GGUF file (any
+ * regular file is read as GGUF: llama or qwen2, weights F32/F16/BF16 or
+ * quantized Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K, dequantized to f32;
+ * tokenizer and chat template from its metadata). */
+int  eng_model_load(const char *path, eng_model **out, eng_err *err);
 void eng_model_free(eng_model *m);
 const eng_config *eng_model_config(const eng_model *m);
 struct eng_tok *eng_model_tok(const eng_model *m);  /* owned by the model */

@@ -27,7 +27,8 @@ typedef struct eng_layer_w {
     float *bq, *bk, *bv;              /* NULL unless cfg.qkv_bias */
     float *ffn_norm;                  /* [hidden] */
     float *w_gate, *w_up, *w_down;    /* [inter][hidden] x2, [hidden][inter] */
-    /* Raw tensors (dtype as stored) for backends that upload them, e.g. CUDA. */
+    /* Raw tensors (dtype as stored) for backends that upload them, e.g. CUDA;
+     * NULL where the f32 copy was reordered (llama GGUF q/k, see model.c). */
     const eng_tensor *t_attn_norm, *t_wq, *t_wk, *t_wv, *t_wo, *t_bq, *t_bk, *t_bv;
     const eng_tensor *t_ffn_norm, *t_gate, *t_up, *t_down;
 } eng_layer_w;
@@ -46,6 +47,12 @@ struct eng_model {
     /* ownership: mapped files, tensor table, f32 arena */
     void *priv;
 };
+
+/* util.c: maps a whole regular file read-only (*map NULL when it is empty);
+ * ENG_EIO naming path when it cannot be opened, is not a regular file or
+ * cannot be mapped.  eng_unmap_file undoes it (NULL map: nothing). */
+int  eng_map_file(const char *path, const void **map, size_t *size, eng_err *err);
+void eng_unmap_file(const void *map, size_t size);
 
 /* safetensors: open and mmap one file; tensors are listed in order. */
 typedef struct eng_st eng_st;

@@ -11,14 +11,9 @@
  * value and tensor types, dims, alignment, and that tensor data lie inside
  * the data section without overlapping; so the getters need no further
  * bounds checks against the file. */
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include "gguf.h"
 
 #define GGUF_MAX_DEPTH 8          /* nesting of arrays in arrays */
@@ -421,23 +416,9 @@ int eng_gguf_open(const char *path, eng_gguf **out, eng_err *err) {
         free(g);
         return eng_seterr(err, ENG_ENOMEM, "%s: out of memory", path);
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);   /* no hang on a FIFO */
-    if (fd < 0) {
-        int e = errno;
-        eng_gguf_close(g);
-        return eng_seterr(err, ENG_EIO, "%s: cannot open: %s", path, strerror(e));
-    }
-    struct stat sb;
-    int rc = ENG_OK;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
-        rc = eng_seterr(err, ENG_EIO, "%s: not a regular file", path);
-    else if ((g->size = (size_t)sb.st_size) > 0) {
-        void *m = mmap(NULL, g->size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m == MAP_FAILED)
-            rc = eng_seterr(err, ENG_EIO, "%s: cannot mmap: %s", path, strerror(errno));
-        else g->map = m;
-    }
-    close(fd);
+    const void *map;
+    int rc = eng_map_file(path, &map, &g->size, err);
+    g->map = map;
     if (!rc) rc = parse(g, err);
     if (rc) {
         eng_gguf_close(g);
@@ -449,7 +430,7 @@ int eng_gguf_open(const char *path, eng_gguf **out, eng_err *err) {
 
 void eng_gguf_close(eng_gguf *g) {
     if (!g) return;
-    if (g->map) munmap((void *)g->map, g->size);
+    eng_unmap_file(g->map, g->size);
     for (int i = 0; i < g->n_kv; i++) free(g->kv[i].strs);
     free(g->kv);
     free(g->kv_sorted);
@@ -536,16 +517,25 @@ static int wrong_type(const eng_gguf *g, const char *key, const gguf_kv *k, cons
                       type_name(k->type), want);
 }
 
+/* Looks up key and reads it as a number: *kind as num_at gives it (*k NULL
+ * when absent and not required). */
+static int get_num(const eng_gguf *g, const char *key, int required, const gguf_kv **k,
+                   int64_t *iv, double *fv, int *kind, eng_err *err) {
+    int rc = get_kv(g, key, required, k, err);
+    if (rc || !*k) return rc;
+    *kind = num_at((*k)->type, (*k)->val, iv, fv);
+    if (*kind == -1)
+        return eng_seterr(err, ENG_EFORMAT, "%s: metadata %s is out of range", g->path, key);
+    return ENG_OK;
+}
+
 int eng_gguf_get_int(const eng_gguf *g, const char *key, int required, int64_t *out,
                      eng_err *err) {
     const gguf_kv *k;
-    int rc = get_kv(g, key, required, &k, err);
-    if (rc || !k) return rc;
-    double f;
     int64_t v;
-    int kind = num_at(k->type, k->val, &v, &f);
-    if (kind == -1)
-        return eng_seterr(err, ENG_EFORMAT, "%s: metadata %s is out of range", g->path, key);
+    double f;
+    int kind, rc = get_num(g, key, required, &k, &v, &f, &kind, err);
+    if (rc || !k) return rc;
     if (kind != 1) return wrong_type(g, key, k, "an integer", err);
     *out = v;
     return ENG_OK;
@@ -554,13 +544,10 @@ int eng_gguf_get_int(const eng_gguf *g, const char *key, int required, int64_t *
 int eng_gguf_get_float(const eng_gguf *g, const char *key, int required, double *out,
                        eng_err *err) {
     const gguf_kv *k;
-    int rc = get_kv(g, key, required, &k, err);
-    if (rc || !k) return rc;
-    double f;
     int64_t v;
-    int kind = num_at(k->type, k->val, &v, &f);
-    if (kind == -1)
-        return eng_seterr(err, ENG_EFORMAT, "%s: metadata %s is out of range", g->path, key);
+    double f;
+    int kind, rc = get_num(g, key, required, &k, &v, &f, &kind, err);
+    if (rc || !k) return rc;
     if (kind == 0 || k->type == ENG_GGUF_BOOL) return wrong_type(g, key, k, "a number", err);
     *out = kind == 1 ? (double)v : f;
     return ENG_OK;

@@ -48,6 +48,12 @@ struct eng_model {
     void *priv;
 };
 
+/* util.c: maps a whole regular file read-only (*map NULL when it is empty);
+ * ENG_EIO naming path when it cannot be opened, is not a regular file or
+ * cannot be mapped.  eng_unmap_file undoes it (NULL map: nothing). */
+int  eng_map_file(const char *path, const void **map, size_t *size, eng_err *err);
+void eng_unmap_file(const void *map, size_t size);
+
 /* safetensors: open and mmap one file; tensors are listed in order. */
 typedef struct eng_st eng_st;
 int  eng_st_open(const char *path, eng_st **out, eng_err *err);

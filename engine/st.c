@@ -2,14 +2,9 @@
  * length N, N bytes of JSON {name: {dtype, shape, data_offsets}}, then the
  * data area.  The file stays mmap'd read-only; tensors point into it.  Every
  * field is checked, so a damaged file gives an error, never a bad read. */
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <cJSON.h>
 #include "internal.h"
 
@@ -18,7 +13,7 @@
 
 struct eng_st {
     char *path;
-    void *map;
+    const void *map;
     size_t size;
     eng_tensor *t;    /* in header order */
     int n;
@@ -165,24 +160,7 @@ int eng_st_open(const char *path, eng_st **out, eng_err *err) {
         free(f);
         return eng_seterr(err, ENG_ENOMEM, "%s: out of memory", path);
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);   /* no hang on a FIFO */
-    if (fd < 0) {
-        int e = errno;
-        eng_st_close(f);
-        return eng_seterr(err, ENG_EIO, "%s: cannot open: %s", path, strerror(e));
-    }
-    struct stat sb;
-    int rc = ENG_OK;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
-        rc = eng_seterr(err, ENG_EIO, "%s: not a regular file", path);
-    else if ((f->size = (size_t)sb.st_size) >= 8) {
-        f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (f->map == MAP_FAILED) {
-            f->map = NULL;
-            rc = eng_seterr(err, ENG_EIO, "%s: cannot mmap: %s", path, strerror(errno));
-        }
-    }
-    close(fd);
+    int rc = eng_map_file(path, &f->map, &f->size, err);
     if (rc == ENG_OK) rc = parse_header(f, err);
     if (rc != ENG_OK) {
         eng_st_close(f);
@@ -194,7 +172,7 @@ int eng_st_open(const char *path, eng_st **out, eng_err *err) {
 
 void eng_st_close(eng_st *f) {
     if (!f) return;
-    if (f->map) munmap(f->map, f->size);
+    eng_unmap_file(f->map, f->size);
     free(f->t);
     free(f->by_name);
     free(f->path);

@@ -317,35 +317,32 @@ static void one_tensor(gw *w, const char *name, uint32_t type, int nd, const uin
 
 static void test_bad_tensors(void) {
     gw w;
-    uint64_t ne1[1] = {16}, ne0[2] = {16, 0}, big[3] = {1u << 31, 1u << 31, 1u << 31};
-    uint64_t ne5[5] = {1, 1, 1, 1, 1}, ne48[1] = {48}, ne8[1] = {8};
-    one_tensor(&w, "t.unk", 99, 1, ne1, 0);
-    expect_gw("unknown type", &w, ENG_EFORMAT, "t.unk", "unknown tensor type 99");
-    gw_free(&w);
-    one_tensor(&w, "t.q2k", G_Q2_K, 1, ne1, 0);
-    expect_gw("unsupported type", &w, ENG_EUNSUPPORTED, "t.q2k", "Q2_K");
-    gw_free(&w);
-    one_tensor(&w, "t.zero", G_F32, 2, ne0, 0);
-    expect_gw("zero dim", &w, ENG_EFORMAT, "t.zero", "dim 1 is 0");
-    gw_free(&w);
-    one_tensor(&w, "t.big", G_F32, 3, big, 0);
-    expect_gw("dims overflow", &w, ENG_EFORMAT, "t.big", "overflows");
-    gw_free(&w);
-    one_tensor(&w, "t.five", G_F32, 5, ne5, 0);
-    expect_gw("5 dims", &w, ENG_EFORMAT, "t.five", "5 dims");
-    gw_free(&w);
-    one_tensor(&w, "t.q4", G_Q4_0, 1, ne48, 0);
-    expect_gw("block multiple", &w, ENG_EFORMAT, "t.q4", "block size 32");
-    gw_free(&w);
-    one_tensor(&w, "t.mis", G_F32, 1, ne8, 4);
-    expect_gw("misaligned", &w, ENG_EFORMAT, "t.mis", "alignment");
-    gw_free(&w);
-    one_tensor(&w, "t.out", G_F32, 1, ne8, 64);
-    expect_gw("out of file", &w, ENG_EFORMAT, "t.out", "past the end");
-    gw_free(&w);
-    one_tensor(&w, "t.far", G_F32, 1, ne8, (uint64_t)1 << 62);
-    expect_gw("offset far", &w, ENG_EFORMAT, "t.far", "past the end");
-    gw_free(&w);
+    static const uint64_t ne1[1] = {16}, ne0[2] = {16, 0}, big[3] = {1u << 31, 1u << 31, 1u << 31};
+    static const uint64_t ne5[5] = {1, 1, 1, 1, 1}, ne48[1] = {48}, ne8[1] = {8};
+    static const struct {
+        const char *name;
+        uint32_t type;
+        int nd;
+        const uint64_t *ne;
+        uint64_t offset;
+        int code;
+        const char *w1, *w2;
+    } cases[] = {
+        {"t.unk", 99, 1, ne1, 0, ENG_EFORMAT, "t.unk", "unknown tensor type 99"},
+        {"t.q2k", G_Q2_K, 1, ne1, 0, ENG_EUNSUPPORTED, "t.q2k", "Q2_K"},
+        {"t.zero", G_F32, 2, ne0, 0, ENG_EFORMAT, "t.zero", "dim 1 is 0"},
+        {"t.big", G_F32, 3, big, 0, ENG_EFORMAT, "t.big", "overflows"},
+        {"t.five", G_F32, 5, ne5, 0, ENG_EFORMAT, "t.five", "5 dims"},
+        {"t.q4", G_Q4_0, 1, ne48, 0, ENG_EFORMAT, "t.q4", "block size 32"},
+        {"t.mis", G_F32, 1, ne8, 4, ENG_EFORMAT, "t.mis", "alignment"},
+        {"t.out", G_F32, 1, ne8, 64, ENG_EFORMAT, "t.out", "past the end"},
+        {"t.far", G_F32, 1, ne8, (uint64_t)1 << 62, ENG_EFORMAT, "t.far", "past the end"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        one_tensor(&w, cases[i].name, cases[i].type, cases[i].nd, cases[i].ne, cases[i].offset);
+        expect_gw(cases[i].name, &w, cases[i].code, cases[i].w1, cases[i].w2);
+        gw_free(&w);
+    }
     one_tensor(&w, "t.a", G_F32, 1, ne1, 0);
     gw_tinfo(&w, "t.b", G_F32, 1, ne8, 32);
     expect_gw("overlap", &w, ENG_EFORMAT, "overlaps", "t.a");

@@ -1097,9 +1097,9 @@ static int split_digits(enc *e, span sp, int individual) {
     int n = decode_chars(e, sp);
     if (n < 0) return ENG_ENOMEM;
     for (int i = 0; i < n;) {
-        int digit = e->chars[i].cls == ENG_UNI_NUMBER, j = i + 1;
+        int digit = eng_uni_is_numeric(e->chars[i].cp), j = i + 1;
         if (!digit || !individual)
-            while (j < n && (e->chars[j].cls == ENG_UNI_NUMBER) == digit) j++;
+            while (j < n && eng_uni_is_numeric(e->chars[j].cp) == digit) j++;
         size_t a = e->chars[i].off, b = j < n ? e->chars[j].off : sp.len;
         if (push_span(e, sp.off + a, b - a)) return ENG_ENOMEM;
         i = j;

@@ -11,19 +11,23 @@ The set (fixed seed, so re-running gives the same file):
   - WebWalkerQA questions and answers (Chinese and English), ParallelPrompt
     prompts (chat-style user text);
   - code: stretches of lines from this repository's own C, Python,
-    JavaScript and Makefile sources;
+    JavaScript and Makefile sources, as of commit CODE_COMMIT (read with
+    git, so that the set does not change with the sources);
   - hand-written cases: many languages and scripts, emoji sequences, runs of
     spaces/newlines/tabs, numbers, text that looks like chat markers and
     special tokens (whole, partial, spaced, nested), Unicode corners;
   - the 249 strings of tests/fixtures/tok_strings.json;
-  - random mixtures of the pieces the pre-tokenizers split on.
+  - random mixtures of the pieces the pre-tokenizers split on, and of
+    random code points from all planes (characters of recent Unicode
+    versions, combining marks: the versions of `tokenizers`' tables).
 Long texts are cut to at most 700 characters (on a character boundary) to
 keep the recorded ids small."""
-import glob, json, os, random, sys
+import fnmatch, glob, json, os, random, subprocess, sys
 
 SHARED = sys.argv[1] if len(sys.argv) > 1 else "../shared"
 OUT = "tests/fixtures/tok_real_strings.json"
 MAXLEN = 700
+CODE_COMMIT = "c569993"
 rng = random.Random(20250601)
 
 
@@ -56,14 +60,21 @@ def datasets():
     return [cut(s) for s in rows]
 
 
+def git(*args):
+    return subprocess.run(["git", *args], check=True, capture_output=True).stdout.decode("utf-8", "replace")
+
+
 def code():
-    files = sorted(glob.glob("engine/*.c") + glob.glob("app/*.c") + glob.glob("scripts/*.py") +
-                   glob.glob("server/web/*.js") + glob.glob("tools/*.c") + ["Makefile"])
+    patterns = ("engine/*.c", "app/*.c", "scripts/*.py", "server/web/*.js", "tools/*.c", "Makefile")
+    files = sorted(f for f in git("ls-tree", "-r", "--name-only", CODE_COMMIT).split("\n")
+                   if any(fnmatch.fnmatch(f, p) for p in patterns))
+    text = {}
     out = []
     for _ in range(220):
         path = rng.choice(files)
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.read().split("\n")
+        if path not in text:
+            text[path] = git("show", f"{CODE_COMMIT}:{path}")
+        lines = text[path].split("\n")
         n = rng.randint(1, 14)
         a = rng.randrange(0, max(1, len(lines) - n))
         s = "\n".join(lines[a:a + n])
@@ -207,10 +218,22 @@ def fuzz():
     return out
 
 
+def any_char():
+    while True:
+        c = rng.choice([rng.randrange(0x80, 0x800), rng.randrange(0x800, 0x10000), rng.randrange(0x10000, 0x32000)])
+        if not 0xD800 <= c <= 0xDFFF:
+            return chr(c)
+
+
+def unicode_mix():
+    return ["".join(any_char() if rng.random() < 0.6 else rng.choice(FUZZ) for _ in range(rng.randint(2, 30)))
+            for _ in range(150)]
+
+
 def main():
     with open("tests/fixtures/tok_strings.json", encoding="utf-8") as f:
         old = json.load(f)
-    rows = datasets() + code() + LANGS + EMOJI + markers() + whitespace() + digits() + old + fuzz()
+    rows = datasets() + code() + LANGS + EMOJI + markers() + whitespace() + digits() + old + fuzz() + unicode_mix()
     seen, uniq = set(), []
     for s in rows:
         if s not in seen:

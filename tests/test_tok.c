@@ -1,10 +1,11 @@
 /* test_tok.c — the BPE tokenizer against ids recorded from Hugging Face
  * `tokenizers` (tests/fixtures/tok_ids_*.json, made by scripts/gen_fixtures.py),
- * plus decoding, streaming, special tokens, the chat template, NFC and bad
- * input; the real tokenizers (SmolLM2 from its GGUF file, Qwen3's
- * tokenizer.json) against Hugging Face on tests/fixtures/tok_real_strings.json
- * (scripts/record_tok_real.py); the GGUF tokenizer loader's checks; and
- * `brisk tokenize` (app/cmd_tokenize.c is linked into this test). */
+ * plus decoding, streaming, special tokens, NFC and bad input (the chat
+ * template: test_chat.c); the real tokenizers (SmolLM2 from its GGUF file,
+ * Qwen3's tokenizer.json) against Hugging Face on
+ * tests/fixtures/tok_real_strings.json (scripts/record_tok_real.py); the
+ * GGUF tokenizer loader's checks; and `brisk tokenize` (app/cmd_tokenize.c
+ * is linked into this test). */
 #include <glob.h>
 #include <stdarg.h>
 #include <unistd.h>
@@ -215,21 +216,6 @@ static void test_stream_bytes(void) {
     out[2] = 'Z';
     T_CHECK(eng_tok_stream_put(t, &st, byte_id['q'], 0, out, 2) == 1 && out[1] == 0 && out[2] == 'Z');
     eng_tok_free(t);
-}
-
-static void test_chat(void) {
-    eng_chat_msg m[] = {{"system", "Be brief."}, {"user", "What is 2+2?"}};
-    char *s = eng_chat_format(m, 2, 1);
-    T_CHECK(s && !strcmp(s, "<|im_start|>system\nBe brief.<|im_end|>\n"
-                            "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"));
-    free(s);
-    s = eng_chat_format(m + 1, 1, 0);
-    T_CHECK(s && !strcmp(s, "<|im_start|>user\nWhat is 2+2?<|im_end|>\n"));
-    free(s);
-    s = eng_chat_format(NULL, 0, 1);
-    T_CHECK(s && !strcmp(s, "<|im_start|>assistant\n"));
-    free(s);
-    T_CHECK(eng_chat_format(NULL, 3, 1) == NULL);
 }
 
 /* Writes text to a temporary file and tries to load it. */
@@ -645,6 +631,82 @@ static void test_real_models(void) {
     }
     cJSON_Delete(rows);
     globfree(&g);
+}
+
+/* engine/unicode.c against what `tokenizers` does for every code point
+ * (tests/fixtures/tok_unicode.json, scripts/record_tok_unicode.py): the
+ * regexes' \p{L} \p{N} \s, Digits' digits, single_word's \w, and NFC of each
+ * character alone, after "a" and before a class-1 mark, and of every
+ * canonical pair. */
+enum { N_CP = 0x110000 };
+
+/* Marks the code points of a [[first, last], ...] list in set. */
+static int mark_ranges(const cJSON *list, unsigned char *set, unsigned char bit) {
+    const cJSON *r;
+    int n = 0;
+    cJSON_ArrayForEach(r, list) {
+        int a = cJSON_GetArrayItem(r, 0)->valueint, b = cJSON_GetArrayItem(r, 1)->valueint;
+        for (int c = a; c <= b && c < N_CP; c++) set[c] |= bit;
+        n++;
+    }
+    return n;
+}
+
+/* NFC of the code points cps[0..n) equals want (NULL: the text unchanged). */
+static int nfc_is(const uint32_t *cps, int n, const char *want) {
+    unsigned char in[32];
+    size_t k = 0;
+    for (int i = 0; i < n; i++) k += (size_t)eng_utf8_put(cps[i], in + k);
+    char *out;
+    size_t nout;
+    if (eng_uni_nfc((const char *)in, k, &out, &nout)) return 0;
+    int ok = want ? nout == strlen(want) && !memcmp(out, want, nout) : nout == k && !memcmp(out, in, k);
+    free(out);
+    return ok;
+}
+
+static void test_unicode(void) {
+    cJSON *r = load_json("tests/fixtures/tok_unicode.json");
+    unsigned char *set = calloc(N_CP, 1);
+    const char **one = calloc(N_CP, sizeof *one), **mark = calloc(N_CP, sizeof *mark);
+    if (!r || !set || !one || !mark) {
+        cJSON_Delete(r); free(set); free(one); free(mark);
+        T_FAIL("cannot read tests/fixtures/tok_unicode.json");
+    }
+    static const char *const keys[] = {"letter", "number", "space", "numeric", "word"};
+    for (int k = 0; k < 5; k++) T_CHECK(mark_ranges(cJSON_GetObjectItem(r, keys[k]), set, (unsigned char)(1 << k)) > 0);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItem(r, "nfc_one")) one[atoi(it->string)] = it->valuestring;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItem(r, "nfc_mark")) mark[atoi(it->string)] = it->valuestring;
+    int bad[4] = {0}, shown = 0, total = 0;
+    for (uint32_t c = 0; c < N_CP; c++) {
+        if (c >= 0xD800 && c <= 0xDFFF) continue;
+        total++;
+        int want = set[c] & 1 ? ENG_UNI_LETTER : set[c] & 2 ? ENG_UNI_NUMBER : set[c] & 4 ? ENG_UNI_SPACE : ENG_UNI_OTHER;
+        int b[4] = { eng_uni_class(c) != want, eng_uni_is_numeric(c) != !!(set[c] & 8),
+                     eng_uni_is_word(c) != !!(set[c] & 16), 0 };
+        uint32_t m[3] = {'a', c, 0x334};
+        b[3] = !nfc_is(&c, 1, one[c]) || !nfc_is(m, 3, mark[c]);
+        for (int k = 0; k < 4; k++) {
+            bad[k] += b[k];
+            if (b[k] && shown++ < 8) printf("  U+%04X: %s differs\n", c, (const char *[]){"class", "numeric", "word", "NFC"}[k]);
+        }
+    }
+    int pairs = 0, bad_pairs = 0;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItem(r, "nfc_pair")) {
+        uint32_t ab[2] = {(uint32_t)cJSON_GetArrayItem(it, 0)->valueint, (uint32_t)cJSON_GetArrayItem(it, 1)->valueint};
+        pairs++;
+        int ok = nfc_is(ab, 2, cJSON_GetArrayItem(it, 2)->valuestring);
+        bad_pairs += !ok;
+        if (!ok && shown++ < 8) printf("  pair U+%04X U+%04X differs\n", ab[0], ab[1]);
+    }
+    printf("  %d code points: class differs %d, numeric %d, word %d, NFC %d; %d canonical pairs: NFC differs %d\n",
+           total, bad[0], bad[1], bad[2], bad[3], pairs, bad_pairs);
+    T_CHECK(total == N_CP - 2048 && pairs > 900);
+    for (int k = 0; k < 4; k++) T_CHECK(bad[k] == 0);
+    T_CHECK(bad_pairs == 0);
+    cJSON_Delete(r);
+    free(set); free(one); free(mark);
 }
 
 /* ------------------------------------------------------------ GGUF loader */
@@ -1095,13 +1157,13 @@ int main(void) {
     T_RUN(test_llama3);
     T_RUN(test_special);
     T_RUN(test_stream_bytes);
-    T_RUN(test_chat);
     T_RUN(test_malformed);
     T_RUN(test_merge_formats);
     T_RUN(test_legacy_merges);
     T_RUN(test_fuzz);
     T_RUN(test_pretok);
     T_RUN(test_nfc);
+    T_RUN(test_unicode);
     T_RUN(test_speed);
     T_RUN(test_real_models);
     T_RUN(test_gguf_tiny);

@@ -6,7 +6,8 @@
  * logits of a few greedy steps must equal the folder's.  A variant stores
  * attn_q and ffn_down as Q8_0, one leaves output.weight out (tied
  * embeddings); the rest are damaged files that must be refused with a
- * message naming the file and what is wrong. */
+ * message naming the file and what is wrong.  Built with CUDA on a GPU
+ * machine, the Q8_0 variant also runs on the CUDA backend. */
 #include <stdint.h>
 #include "t.h"
 #include "internal.h"
@@ -183,32 +184,42 @@ static int same(const float *a, const float *b, size_t n) {
     return a && b && !memcmp(a, b, n * sizeof(float));
 }
 
-/* Greedy steps from the same prompt on both models: identical logits. */
-static int same_logits(eng_model *a, eng_model *b) {
-    eng_model *ms[2] = {a, b};
-    float *rows[2] = {NULL, NULL};
-    int V = a->cfg.vocab_size, prompt[5] = {5, 17, 300, 2, 9}, ok = 1, seq;
-    eng_engine *e[2] = {NULL, NULL};
+#define STEPS 4
+
+/* STEPS greedy steps of m on backend from a fixed prompt: each step's
+ * logits into rows (STEPS x vocab) and token into ids. */
+static int run_steps(eng_model *m, int backend, float *rows, int *ids, eng_err *err) {
+    int V = m->cfg.vocab_size, prompt[5] = {5, 17, 300, 2, 9}, seq, n = 0;
+    eng_engine *e = NULL;
     eng_sampling greedy = {0};
+    eng_opts o = {.backend = backend, .max_seqs = 1, .n_threads = 1};
+    int rc = eng_create(m, &o, &e, err);
+    if (!rc) rc = eng_seq_add(e, prompt, 5, &greedy, &seq, err);
+    for (int s = 0; s < STEPS && !rc; s++) {
+        eng_token t;
+        if ((rc = eng_step(e, err))) break;
+        eng_seq_last(e, seq, &t);
+        ids[s] = t.id;
+        const float *l = eng_seq_logits(e, seq, &n);
+        if (!l || n != 1) rc = eng_seterr(err, ENG_EINVAL, "step %d: %d logits rows", s, n);
+        else memcpy(rows + (size_t)s * V, l, sizeof(float) * V);
+    }
+    eng_destroy(e);
+    return rc;
+}
+
+/* Greedy steps from the same prompt on both models (CPU): identical logits. */
+static int same_logits(eng_model *a, eng_model *b) {
+    size_t n = (size_t)a->cfg.vocab_size * STEPS;
+    float *ra = malloc(sizeof(float) * n), *rb = malloc(sizeof(float) * n);
+    int ia[STEPS], ib[STEPS];
     eng_err err = {0};
-    for (int i = 0; i < 2 && ok; i++) {
-        eng_opts o = {.max_seqs = 1, .n_threads = 1};
-        ok = !eng_create(ms[i], &o, &e[i], &err) && !eng_seq_add(e[i], prompt, 5, &greedy, &seq, &err);
-        rows[i] = malloc(sizeof(float) * V * 4);
-        for (int s = 0; s < 4 && ok; s++) {
-            int n = 0;
-            ok = !eng_step(e[i], &err);
-            const float *l = ok ? eng_seq_logits(e[i], seq, &n) : NULL;
-            ok = ok && l && n == 1;
-            if (ok) memcpy(rows[i] + (size_t)s * V, l, sizeof(float) * V);
-        }
-    }
+    int ok = !run_steps(a, ENG_BACKEND_CPU, ra, ia, &err) &&
+             !run_steps(b, ENG_BACKEND_CPU, rb, ib, &err);
     if (!ok) printf("  engine: %s\n", err.msg);
-    ok = ok && !memcmp(rows[0], rows[1], sizeof(float) * V * 4);
-    for (int i = 0; i < 2; i++) {
-        eng_destroy(e[i]);
-        free(rows[i]);
-    }
+    ok = ok && !memcmp(ra, rb, sizeof(float) * n) && !memcmp(ia, ib, sizeof ia);
+    free(ra);
+    free(rb);
     return ok;
 }
 
@@ -274,6 +285,61 @@ static void test_llama_q8(void) { check_roundtrip(LLAMA, V_Q8); }
 static void test_llama_tied(void) { check_roundtrip(LLAMA, V_TIED); }
 static void test_qwen2(void) { check_roundtrip(QWEN, V_PLAIN); }
 
+/* The CUDA backend on a GGUF model: Q8_0 tensors and llama's dropped raw
+ * q/k make it upload the f32 copy.  Greedy tokens equal the CPU backend's,
+ * logits within 1e-4 relative (test_cuda's whole-model tolerance).  Skips
+ * when built without CUDA or where no GPU is visible. */
+static void test_cuda(void) {
+#ifndef BRISK_CUDA
+    T_SKIP("built without CUDA (make CUDA=1; it runs on a GPU machine)");
+#else
+    eng_err err = {0};
+    eng_model *src = NULL, *m = NULL;
+    if (eng_model_load(LLAMA, &src, &err)) T_FAIL("%s", err.msg);
+    expect ex = {0};
+    size_t Q = (size_t)src->cfg.n_heads * src->cfg.head_dim, H = src->cfg.hidden;
+    for (int l = 0; l < src->cfg.n_layers && l < 8; l++) {
+        ex.wq[l] = malloc(sizeof(float) * Q * H);
+        ex.down[l] = malloc(sizeof(float) * H * src->cfg.intermediate);
+    }
+    int rc = load_variant(src, V_Q8, &ex, &m, &err);
+    for (int l = 0; l < 8; l++) {
+        free(ex.wq[l]);
+        free(ex.down[l]);
+    }
+    eng_model_free(src);
+    if (rc) T_FAIL("%s", err.msg);
+    size_t V = (size_t)m->cfg.vocab_size;
+    float *cpu = malloc(sizeof(float) * V * STEPS), *gpu = malloc(sizeof(float) * V * STEPS);
+    int ic[STEPS], ig[STEPS];
+    rc = run_steps(m, ENG_BACKEND_CPU, cpu, ic, &err);
+    T_CHECKF(!rc, "CPU: %s", err.msg);
+    int rg = rc ? rc : run_steps(m, ENG_BACKEND_CUDA, gpu, ig, &err);
+    if (!rc && rg == ENG_EUNSUPPORTED) {
+        free(cpu);
+        free(gpu);
+        eng_model_free(m);
+        T_SKIP("no CUDA device: %s", err.msg);
+    }
+    T_CHECKF(!rg, "CUDA: %s", err.msg);
+    for (int s = 0; s < STEPS && !rc && !rg; s++) {
+        double num = 0, den = 0;
+        for (size_t i = 0; i < V; i++) {
+            double d = gpu[s * V + i] - cpu[s * V + i];
+            num += d * d;
+            den += (double)cpu[s * V + i] * cpu[s * V + i];
+        }
+        double rel = sqrt(num / (den ? den : 1));
+        printf("  step %d: CPU token %d, CUDA token %d, logits relative error %.2e\n", s, ic[s],
+               ig[s], rel);
+        T_CHECK(ic[s] == ig[s] && rel <= 1e-4);
+    }
+    free(cpu);
+    free(gpu);
+    eng_model_free(m);
+#endif
+}
+
 static void test_refused(void) {
     static const struct { int variant, code; const char *w1, *w2; } cases[] = {
         {V_ARCH, ENG_EUNSUPPORTED, "architecture gpt2", NULL},
@@ -312,5 +378,6 @@ int main(void) {
     T_RUN(test_llama_tied);
     T_RUN(test_qwen2);
     T_RUN(test_refused);
+    T_RUN(test_cuda);
     T_DONE();
 }

@@ -126,6 +126,9 @@ part_real() {
             --dtype $dt --batches ${REAL_BATCHES:-1,8,32} --compile-batches ${REAL_BATCHES:-1,8,32} \
             --compile-budget 150 2>&1 | grep -v Warning | grep -E "^\{|loaded|wrote|Error"
     done
+    timeout 240 $BIN/brisk bench math500 --model $F --cuda --data .dev/data/math500/test.jsonl \
+        --limit ${REAL_MATH_LIMIT:-100} --max-tokens 512 --n 4,8 --budgets 5 --quiet \
+        --out "$OUT/math500_h100_smollm2-135m.json" 2>&1 | tail -12
 }
 
 stamp "device: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader)"

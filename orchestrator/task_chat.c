@@ -20,7 +20,7 @@ static int chat_begin(orc_task *t, eng_engine *e, eng_err *err) {
     if (c->seq >= 0) return ORC_RUNNING;
     int rc;
     if (!c->ids) {   /* once: a query that waits is not tokenised again every round */
-        if ((rc = orc_encode_query(&c->q, eng_model_tok(c->m), &c->ids, &c->n_ids, err))) return rc;
+        if ((rc = orc_encode_query(&c->q, c->m, &c->ids, &c->n_ids, err))) return rc;
         if ((rc = orc_fit_context(c->m, c->n_ids, &c->q.max_tokens, err))) return rc;
     }
     int n = c->n_ids;

@@ -1,4 +1,5 @@
 /* cmd_serve.c — `brisk serve`: the websocket agent server. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@ static int usage(void) {
                     "                        refused by default, after DNS and on every redirect)\n"
                     "       [--plan]        (measure step times at start: reason queries may give budget_s)\n"
                     "       [--max-batch N] (sequences the engine runs at once; default 256)\n"
+                    "       [--log PATH|-|off] (the request log, one line per query; default - = stderr)\n"
                     "       [--max-queue N] (queries waiting for a free sequence before more are refused\n"
                     "                        with busy; default 256)\n"
                     "       [--warmup N]    (prompt passes of every 32 tokens up to N at start; default 2048\n"
@@ -47,7 +49,7 @@ static int warm_up(eng_engine *e, int upto, eng_err *err) {
 
 typedef struct serve_args {
     srv_opts o;
-    const char *model_dir, *search, *web_cache;
+    const char *model_dir, *search, *web_cache, *log;
     char default_cache[64];
     int cuda, warmup, max_batch, fetch_private;
 } serve_args;
@@ -60,9 +62,10 @@ static int parse_args(int argc, char **argv, serve_args *a) {
     snprintf(a->default_cache, sizeof a->default_cache, "/tmp/brisk-webcache-%d.db", (int)getuid());
     a->web_cache = a->default_cache;
     a->warmup = -1;
+    a->log = "-";
     static const char *const valued[] = { "--model", "--port", "--host", "--token", "--web", "--origin",
         "--search", "--web-cache", "--max-tokens-cap", "--max-queries-per-client", "--warmup", "--max-queue",
-        "--max-batch", NULL };
+        "--max-batch", "--log", NULL };
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0, known = 0;
@@ -85,6 +88,7 @@ static int parse_args(int argc, char **argv, serve_args *a) {
         else if (!strcmp(k, "--max-queries-per-client"))
             rc = arg_int("serve", k, v, 1, 4096, &o->lim.max_queries_per_client);
         else if (!strcmp(k, "--max-queue")) rc = arg_int("serve", k, v, 1, 1 << 20, &o->max_queue);
+        else if (!strcmp(k, "--log")) a->log = v;
         else if (!strcmp(k, "--max-batch")) rc = arg_int("serve", k, v, 1, 4096, &a->max_batch);
         else rc = arg_int("serve", k, v, 0, 1 << 20, &a->warmup);
         if (rc) return rc;
@@ -106,6 +110,15 @@ int cmd_serve(int argc, char **argv) {
     memset(&a, 0, sizeof a);
     if (parse_args(argc, argv, &a)) return usage();
     srv_opts o = a.o;
+    FILE *log = NULL;
+    if (!strcmp(a.log, "-")) o.log = stderr;
+    else if (strcmp(a.log, "off")) {
+        if (!(log = fopen(a.log, "a"))) {
+            fprintf(stderr, "brisk serve: cannot open the request log %s: %s\n", a.log, strerror(errno));
+            return 1;
+        }
+        o.log = log;
+    }
     const char *model_dir = a.model_dir, *search = a.search, *web_cache = a.web_cache;
     int cuda = a.cuda, warmup = a.warmup;
     if (o.token && !*o.token) o.token = NULL;
@@ -138,6 +151,7 @@ int cmd_serve(int argc, char **argv) {
         eng_model_free(m);
         tool_registry_destroy(tools);
         cache_web_destroy(wc);
+        if (log) fclose(log);
         return 1;
     }
     g_srv = s;
@@ -156,6 +170,7 @@ int cmd_serve(int argc, char **argv) {
     eng_model_free(m);
     tool_registry_destroy(tools);
     cache_web_destroy(wc);
+    if (log) fclose(log);
     printf("brisk: stopped\n");
     return 0;
 }

@@ -28,10 +28,18 @@ typedef struct conn {
     char *rx;                   /* fragments of the message being received */
     size_t rx_len;
     int rx_too_big;
-    int n_live;                 /* queries in flight (engine thread) */
+    struct query *queries;      /* in flight (engine thread) */
+    int n_live;
     int fd;                     /* the socket, while watched by ws_guard.c */
     srv_ws_guard guard;
 } conn;
+
+/* One query in flight, the user data of its task's sink (engine thread). */
+typedef struct query {
+    struct query *next;         /* conn.queries */
+    conn *c;
+    char id[64], mode[16], finish[16];
+} query;
 
 typedef struct cmd {
     struct cmd *next;
@@ -86,34 +94,85 @@ static void send_json(conn *c, const char *json) {
     lws_cancel_service(s->ctx);
 }
 
-static void sink_emit(void *ud, cJSON *msg) {
-    conn *c = ud;
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(msg, "type");
-    if (cJSON_IsString(type) && !strcmp(type->valuestring, "error")) {
-        pthread_mutex_lock(&c->s->mu);
-        c->s->errors_total++;
-        pthread_mutex_unlock(&c->s->mu);
+/* The request log: one line per query, when it ends or is refused. */
+static void log_query(srv *s, const char *id, const char *mode, const cJSON *stats, const char *finish) {
+    if (!s->o.log) return;
+    struct timespec ts;
+    struct tm tm;
+    char when[32], *qid = NULL;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    cJSON *js = cJSON_CreateString(id ? id : "");   /* quoted: ids are the client's text */
+    if (js) qid = cJSON_PrintUnformatted(js);
+    cJSON_Delete(js);
+    double v[4] = { -1, -1, -1, -1 };
+    const char *keys[4] = { "prompt_tokens", "tokens", "ttft_ms", "wall_ms" };
+    for (int i = 0; i < 4; i++) {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(stats, keys[i]);
+        if (cJSON_IsNumber(f)) v[i] = f->valuedouble;
     }
-    char *s = cJSON_PrintUnformatted(msg);
+    fprintf(s->o.log, "%s.%03ldZ query id=%s mode=%s in=%.0f out=%.0f ttft_ms=%.1f total_ms=%.1f "
+            "finish=%s\n", when, ts.tv_nsec / 1000000, qid ? qid : "?", mode && *mode ? mode : "-",
+            v[0], v[1], v[2], v[3], finish && *finish ? finish : "-");
+    fflush(s->o.log);
+    free(qid);
+}
+
+static void sink_emit(void *ud, cJSON *msg) {
+    query *q = ud;
+    srv *s = q->c->s;
+    const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(msg, "type"));
+    if (type && !strcmp(type, "error")) {
+        pthread_mutex_lock(&s->mu);
+        s->errors_total++;
+        pthread_mutex_unlock(&s->mu);
+    } else if (type && !strcmp(type, "answer")) {
+        const char *f = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(msg, "finish"));
+        snprintf(q->finish, sizeof q->finish, "%s", f ? f : "");
+    } else if (type && !strcmp(type, "stats")) {
+        log_query(s, q->id, q->mode, msg, q->finish);
+    }
+    char *text = cJSON_PrintUnformatted(msg);
     cJSON_Delete(msg);
-    if (s) send_json(c, s);
-    free(s);
+    if (text) send_json(q->c, text);
+    free(text);
 }
 
 static int sink_congested(void *ud) {
-    conn *c = ud;
+    conn *c = ((query *)ud)->c;
     pthread_mutex_lock(&c->s->mu);
     int r = c->out_bytes > c->s->o.lim.max_outbox;
     pthread_mutex_unlock(&c->s->mu);
     return r;
 }
 
-static void sink_done(void *ud, const char *id) { ((conn *)ud)->n_live--; }
+/* The task left the scheduler: its query is over. */
+static void sink_done(void *ud, const char *id) {
+    query *q = ud;
+    conn *c = q->c;
+    for (query **p = &c->queries; *p; p = &(*p)->next)
+        if (*p == q) { *p = q->next; break; }
+    c->n_live--;
+    free(q);
+}
+
+static query *find_query(conn *c, const char *id) {
+    for (query *q = c->queries; q; q = q->next)
+        if (!strcmp(q->id, id)) return q;
+    return NULL;
+}
 
 static void send_error(conn *c, const char *id, const char *code, const char *msg) {
     char *j = srv_error_json(id, code, msg);
     if (j) send_json(c, j);
     free(j);
+}
+
+/* A query refused before it ran: the error to the client, a line to the log. */
+static void refuse(srv *s, conn *c, const srv_request *r, const char *code, const char *msg) {
+    send_error(c, r->id, code, msg);
+    log_query(s, r->id, r->mode, NULL, code);
 }
 
 /* ---------------------------------------------------------- engine thread */
@@ -200,42 +259,61 @@ static int start_query(srv *s, cmd *k) {
     conn *c = k->c;
     eng_err err = { 0 };
     if (c->n_live >= s->o.lim.max_queries_per_client) {
-        send_error(c, k->req.id, "too_many_queries", "too many queries in flight on this connection");
+        refuse(s, c, &k->req, "too_many_queries", "too many queries in flight on this connection");
         return 0;
     }
-    if (orc_sched_has(s->sched, k->req.id, c)) {
-        send_error(c, k->req.id, "duplicate_id", "a query with this id is already running");
+    if (find_query(c, k->req.id)) {
+        refuse(s, c, &k->req, "duplicate_id", "a query with this id is already running");
         return 0;
     }
-    orc_sink sink = { c, sink_emit, sink_congested, sink_done };
+    query *q = calloc(1, sizeof *q);
+    if (!q) {
+        refuse(s, c, &k->req, "internal", "out of memory");
+        return 0;
+    }
+    q->c = c;
+    snprintf(q->id, sizeof q->id, "%s", k->req.id);
+    snprintf(q->mode, sizeof q->mode, "%s", k->req.mode);
+    orc_sink sink = { q, sink_emit, sink_congested, sink_done };
     orc_task *t = NULL;
     int rc = create_task(s, &k->req, sink, &t, &err);
-    if (rc == ENG_EUNSUPPORTED) {
-        send_error(c, k->req.id, "unsupported_mode", err.msg);
-        return 0;
-    }
+    /* linked first: a task that starts at once may emit during submission */
+    q->next = c->queries;
+    c->queries = q;
+    c->n_live++;
     if (!rc && (rc = orc_sched_submit(s->sched, t, &err))) t->destroy(t);
     if (rc) {
-        send_error(c, k->req.id, rc == ENG_EFULL ? "busy" : rc == ORC_ETOOLONG ? "prompt_too_long"
-                   : rc == ENG_EINVAL ? "bad_field" : "engine", err.msg);
+        c->queries = q->next;
+        c->n_live--;
+        free(q);
+        refuse(s, c, &k->req, rc == ENG_EUNSUPPORTED ? "unsupported_mode" : rc == ENG_EFULL ? "busy"
+               : rc == ORC_ETOOLONG ? "prompt_too_long" : rc == ENG_EINVAL ? "bad_field" : "engine", err.msg);
         return 0;
     }
-    c->n_live++;
     pthread_mutex_lock(&s->mu);
     s->queries_total++;
     pthread_mutex_unlock(&s->mu);
     return 1;
 }
 
+/* Stops every query of a connection that went away. */
+static void stop_conn_queries(srv *s, conn *c, const char *reason) {
+    for (query *q = c->queries, *next; q; q = next) {
+        next = q->next;                 /* q is freed when its task leaves */
+        orc_sched_stop_all(s->sched, q, reason);
+    }
+}
+
 static void run_cmd(srv *s, cmd *k) {
+    query *q;
     switch (k->kind) {
     case CMD_QUERY: start_query(s, k); break;
     case CMD_CANCEL:
-        if (!orc_sched_stop(s->sched, k->req.id, k->c, "cancelled"))
+        if (!(q = find_query(k->c, k->req.id)) || !orc_sched_stop(s->sched, q->id, q, "cancelled"))
             send_error(k->c, k->req.id, "unknown_query", "no query with that id is running");
         break;
     case CMD_GONE:
-        orc_sched_stop_all(s->sched, k->c, "disconnected");
+        stop_conn_queries(s, k->c, "disconnected");
         free_conn(s, k->c);
         break;
     }
@@ -485,7 +563,10 @@ static void on_message(srv *s, conn *c, const char *buf, size_t len) {
     }
     if (k->req.type == SRV_REQ_PING) {
         cJSON *m = orc_msg("pong", k->req.id);
-        sink_emit(c, m);
+        char *text = m ? cJSON_PrintUnformatted(m) : NULL;
+        cJSON_Delete(m);
+        if (text) send_json(c, text);
+        free(text);
         srv_request_free(&k->req);
         free(k);
         return;
@@ -694,6 +775,7 @@ int srv_run(srv *s) {
 
 void srv_destroy(srv *s) {
     if (!s) return;
+    orc_sched_destroy(s->sched);   /* empty after srv_run; stops what is left otherwise */
     lws_context_destroy(s->ctx);   /* closes sockets: CLOSED posts CMD_GONE */
     for (cmd *k = s->cmd_head, *n; k; k = n) {
         n = k->next;
@@ -702,7 +784,6 @@ void srv_destroy(srv *s) {
         free(k);
     }
     while (s->conns) free_conn(s, s->conns);
-    orc_sched_destroy(s->sched);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);

@@ -3,6 +3,7 @@
  * the orchestrator's scheduler.  The protocol is in docs/protocol.md. */
 #ifndef SRV_H
 #define SRV_H
+#include <stdio.h>
 #include "orc.h"
 
 typedef struct srv_limits {
@@ -23,6 +24,7 @@ typedef struct srv_opts {
     const tool_registry *tools;/* agent mode's tools; NULL = no agent mode */
     int allow_script;          /* tests: a query's "script" forces the model's output */
     int plan;                  /* calibrate at start so reason queries may give budget_s */
+    FILE *log;                 /* request log, one line per query; NULL = none */
     double (*cache_hit_rate)(void *ud);   /* web cache, for /metrics; may be NULL */
     void *cache_ud;
     srv_limits lim;

@@ -8,9 +8,21 @@ import websockets
 BRISK, MODEL = sys.argv[1], sys.argv[2]
 results = []
 
+LOGS = []
+
 def start(*extra):
-    p = subprocess.Popen([BRISK, "serve", "--model", MODEL, "--port", "0", *extra],
+    """A server on a free port; its request log goes to a file of its own
+    (p.log_path) unless extra names --log."""
+    import tempfile
+    log = []
+    if "--log" not in extra:
+        fd, path = tempfile.mkstemp(prefix="brisk_log_", suffix=".txt")
+        os.close(fd)
+        log = ["--log", path]
+        LOGS.append(path)
+    p = subprocess.Popen([BRISK, "serve", "--model", MODEL, "--port", "0", *log, *extra],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.log_path = log[1] if log else None
     line = p.stdout.readline()
     if "serving" not in line:
         raise RuntimeError("server did not start: " + line + p.stderr.read())
@@ -322,6 +334,42 @@ def t_frames(port):
     msgs, code = raw_ws(port, [ws_frame(ping), ws_frame(b'{"type":"ping","id":"r2"}' + b" " * 300, masked=False)])
     check("an unmasked frame after masked ones: closed with 1002", code == 1002 and len(msgs) == 1, (msgs, code))
 
+def log_lines(p):
+    return open(p.log_path).read().splitlines()
+
+def t_request_log(p):
+    """One line per query: id, mode, tokens in and out, time to first token,
+    total time, finish; refused queries too."""
+    lines = log_lines(p)
+    a = [l for l in lines if ' id="a" ' in l]
+    ok = len(a) == 1 and re.search(r' mode=chat in=\d+ out=\d+ ttft_ms=[\d.]+ total_ms=[\d.]+ finish=(stop|length)$', a[0])
+    check("request log: one line for query a with mode, tokens, ttft, total, finish", ok, a)
+    rs = [l for l in lines if ' id="rs" ' in l]
+    check("request log: reason mode logged", len(rs) == 1 and " mode=reason " in rs[0], rs)
+    dup = [l for l in lines if ' id="d1" ' in l]
+    check("request log: a refused query is logged with its code", any(l.endswith("finish=duplicate_id") for l in dup), dup)
+    cx = [l for l in lines if ' id="cx-chat" ' in l]
+    check("request log: lines start with a UTC timestamp", cx and re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z query ", cx[0]), cx)
+    n_lines = len([l for l in lines if " query id=" in l])
+    check("request log: a line per query (at least the 256 of the load test)", n_lines >= 256, n_lines)
+
+async def t_log_default_stderr():
+    """Without --log the request log goes to stderr."""
+    import tempfile
+    err = tempfile.TemporaryFile("w+")
+    p = subprocess.Popen([BRISK, "serve", "--model", MODEL, "--port", "0"], stdout=subprocess.PIPE,
+                         stderr=err, text=True)
+    try:
+        port = int(re.search(r"http://\S+:(\d+)/", p.stdout.readline()).group(1))
+        async with websockets.connect(f"ws://127.0.0.1:{port}/") as ws:
+            await ws.send(json.dumps({"type": "query", "id": "lg", "prompt": "hi", "max_tokens": 3}))
+            await collect(ws, "lg")
+    finally:
+        p.terminate(); p.wait(10)
+    err.seek(0)
+    text = err.read()
+    check("request log: on stderr by default", ' query id="lg" mode=chat ' in text, text[-300:])
+
 MALFORMED = [
     "not json", "[1,2]", "\"str\"", "42", "null", "{}", '{"type":5}', '{"type":"bogus"}',
     '{"type":"query"}', '{"type":"query","id":""}', '{"type":"query","id":"' + "x" * 80 + '","prompt":"a"}',
@@ -558,8 +606,10 @@ async def main():
         await t_limits(port)
         await t_load(p, port)
         await t_shutdown(p, port)
+        t_request_log(p)
     finally:
         if p.poll() is None: p.kill()
+    await t_log_default_stderr()
     await t_queue()
     p, port = start("--token", "s3cret", "--allow-script", "--web-cache", "off")
     try:
@@ -588,6 +638,8 @@ try:
     asyncio.run(main())
 except Exception as e:
     check("server test harness ran to the end", False, repr(e))
+for path in LOGS:
+    os.unlink(path)
 passed = sum(1 for _, ok in results if ok)
 print(f"{passed} passed, {len(results) - passed} failed, 0 skipped")
 sys.exit(0 if passed == len(results) else 1)

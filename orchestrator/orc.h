@@ -42,21 +42,37 @@ struct orc_task {
 };
 
 /* Options shared by every mode. */
+enum { ORC_MAX_STOP = 4, ORC_MAX_TOP_LOGPROBS = 20, ORC_MAX_CHOICES = 64 };
 typedef struct orc_query {
     char id[64];
     char *prompt;              /* raw text, or NULL when messages are given */
-    eng_chat_msg *messages;    /* chat messages, role and content (strings owned by the query) */
+    eng_chat_msg *messages;    /* chat messages, every string (tool calls too) owned by the query */
     int n_messages;
+    char *tools_json;          /* tool definitions for the chat template; NULL = none */
+    char *prefill;             /* text the assistant's reply starts with (messages only) */
     int max_tokens;
     eng_sampling samp;
     int spec;                  /* chat: speculative decoding with n-gram drafts */
+    /* chat mode */
+    int n;                     /* choices, forked from one prefilled prompt; 0 = 1 */
+    char *stop[ORC_MAX_STOP];  /* a choice ends before the first of these it writes */
+    int n_stop;
+    int logprobs;              /* token messages carry "piece" and, when top_logprobs > 0, */
+    int top_logprobs;          /* the most likely alternatives ("top_logprobs") */
 } orc_query;
 
 void orc_query_free(orc_query *q);
 /* Deep copy (strings included), so a task owns its inputs; 0 or -1. */
 int  orc_query_copy(orc_query *dst, const orc_query *q);
 
-/* Chat mode: one sequence, streamed token by token. */
+/* Chat mode: q->n choices (one sequence each; more than one are forked from
+ * the prompt prefilled once), streamed token by token.  A choice ends on an
+ * end-of-sequence token or the chat template's end of turn (finish "stop"),
+ * on one of q->stop (finish "stop", the stop text left out and held back
+ * while it may still be one), or at max_tokens or the context's end
+ * ("length").  Token messages carry "branch" when there are several
+ * choices; each choice ends with a "branch" message (finish, tokens, text);
+ * the answer holds choice 0 and, with several, "choices". */
 int orc_task_chat_create(const orc_query *q, const eng_model *m, orc_sink sink,
                          orc_task **out, eng_err *err);
 

@@ -50,7 +50,7 @@ int orc_encode_query(const orc_query *q, const eng_model *m, int **ids, int *n, 
         rc = eng_tok_encode(eng_model_tok(m), p, strlen(p), 0, ids, n, err);
     } else {
         eng_chat *c = NULL;
-        eng_chat_opts o = { .add_generation_prompt = 1 };
+        eng_chat_opts o = { .add_generation_prompt = 1, .tools_json = q->tools_json, .prefill = q->prefill };
         if (!(rc = eng_chat_create(m, &c, err)))
             rc = eng_chat_render(c, q->messages, q->n_messages, &o, ids, n, NULL, err);
         eng_chat_free(c);
@@ -60,33 +60,76 @@ int orc_encode_query(const orc_query *q, const eng_model *m, int **ids, int *n, 
     return rc;
 }
 
+static void free_msg(eng_chat_msg *m) {
+    free((char *)m->role);
+    free((char *)m->content);
+    free((char *)m->reasoning);
+    free((char *)m->tool_call_id);
+    free((char *)m->name);
+    for (int k = 0; k < m->n_tool_calls; k++) {
+        free((char *)m->tool_calls[k].name);
+        free((char *)m->tool_calls[k].arguments);
+        free((char *)m->tool_calls[k].id);
+    }
+    free((void *)m->tool_calls);
+}
+
 void orc_query_free(orc_query *q) {
     if (!q) return;
     free(q->prompt);
-    for (int i = 0; i < q->n_messages; i++) {
-        free((char *)q->messages[i].role);
-        free((char *)q->messages[i].content);
-    }
+    for (int i = 0; i < q->n_messages; i++) free_msg(&q->messages[i]);
     free(q->messages);
+    free(q->tools_json);
+    free(q->prefill);
+    for (int i = 0; i < q->n_stop; i++) free(q->stop[i]);
     memset(q, 0, sizeof *q);
 }
 
+/* strdup that keeps NULL; *bad set when memory ran out. */
+static char *dup_or_null(const char *s, int *bad) {
+    char *d = s ? strdup(s) : NULL;
+    if (s && !d) *bad = 1;
+    return d;
+}
+
+static int copy_msg(eng_chat_msg *d, const eng_chat_msg *m) {
+    int bad = 0;
+    memset(d, 0, sizeof *d);
+    d->role = dup_or_null(m->role, &bad);
+    d->content = dup_or_null(m->content, &bad);
+    d->reasoning = dup_or_null(m->reasoning, &bad);
+    d->tool_call_id = dup_or_null(m->tool_call_id, &bad);
+    d->name = dup_or_null(m->name, &bad);
+    if (m->n_tool_calls > 0) {
+        eng_chat_call *calls = calloc((size_t)m->n_tool_calls, sizeof *calls);
+        if (!calls) return -1;
+        d->tool_calls = calls;
+        for (int k = 0; k < m->n_tool_calls; k++, d->n_tool_calls++) {
+            calls[k].name = dup_or_null(m->tool_calls[k].name, &bad);
+            calls[k].arguments = dup_or_null(m->tool_calls[k].arguments, &bad);
+            calls[k].id = dup_or_null(m->tool_calls[k].id, &bad);
+        }
+    }
+    return bad ? -1 : 0;
+}
+
 int orc_query_copy(orc_query *dst, const orc_query *q) {
+    int bad = 0;
     *dst = *q;
-    dst->prompt = NULL;
     dst->messages = NULL;
     dst->n_messages = 0;
-    if (q->prompt && !(dst->prompt = strdup(q->prompt))) return -1;
+    dst->n_stop = 0;
+    dst->prompt = dup_or_null(q->prompt, &bad);
+    dst->tools_json = dup_or_null(q->tools_json, &bad);
+    dst->prefill = dup_or_null(q->prefill, &bad);
+    for (int i = 0; i < q->n_stop; i++, dst->n_stop++) dst->stop[i] = dup_or_null(q->stop[i], &bad);
     if (q->n_messages) {
         dst->messages = calloc((size_t)q->n_messages, sizeof *dst->messages);
         if (!dst->messages) return -1;
-        for (int i = 0; i < q->n_messages; i++, dst->n_messages++) {
-            dst->messages[i].role = strdup(q->messages[i].role);
-            dst->messages[i].content = strdup(q->messages[i].content);
-            if (!dst->messages[i].role || !dst->messages[i].content) { dst->n_messages++; return -1; }
-        }
+        for (int i = 0; i < q->n_messages; i++, dst->n_messages++)
+            if (copy_msg(&dst->messages[i], &q->messages[i])) { dst->n_messages++; return -1; }
     }
-    return 0;
+    return bad ? -1 : 0;
 }
 
 int orc_sched_create(eng_engine *e, int max_queued, orc_sched **out, eng_err *err) {

@@ -86,6 +86,25 @@ fail:
     return rc;
 }
 
+int srv_parse_stop(const cJSON *st, orc_query *q, const char **code, eng_err *err) {
+    int rc = ENG_OK;
+    if (!st || cJSON_IsNull(st)) return ENG_OK;
+    if (cJSON_IsString(st)) {
+        if (!*st->valuestring) FAIL("bad_field", "stop must not be empty");
+        if (!(q->stop[q->n_stop++] = strdup(st->valuestring))) FAIL("internal", "out of memory");
+        return ENG_OK;
+    }
+    if (!cJSON_IsArray(st) || cJSON_GetArraySize(st) > ORC_MAX_STOP)
+        FAIL("bad_field", "stop must be a string or a list of up to %d strings", ORC_MAX_STOP);
+    const cJSON *x;
+    cJSON_ArrayForEach(x, st) {
+        if (!cJSON_IsString(x) || !*x->valuestring) FAIL("bad_field", "each stop string must be a non-empty string");
+        if (!(q->stop[q->n_stop++] = strdup(x->valuestring))) FAIL("internal", "out of memory");
+    }
+fail:
+    return rc;
+}
+
 static int parse_sampling(const cJSON *b, const srv_limits *lim, srv_request *r,
                           const char **code, eng_err *err) {
     int rc = ENG_OK;
@@ -110,6 +129,14 @@ static int parse_sampling(const cJSON *b, const srv_limits *lim, srv_request *r,
     r->n_branches = k ? (int)v : 1;
     if ((k = num_field(b, "budget_s", 0.01, 3600, 0, &v)) < 0) FAIL("bad_field", "budget_s must be in [0.01, 3600]");
     if (k) r->budget_s = v;
+    if ((rc = srv_parse_stop(cJSON_GetObjectItemCaseSensitive(b, "stop"), &r->q, code, err))) goto fail;
+    const cJSON *lp = cJSON_GetObjectItemCaseSensitive(b, "logprobs");
+    if (lp && !cJSON_IsBool(lp) && !cJSON_IsNull(lp)) FAIL("bad_field", "logprobs must be true or false");
+    r->q.logprobs = cJSON_IsTrue(lp);
+    if ((k = num_field(b, "top_logprobs", 0, ORC_MAX_TOP_LOGPROBS, 1, &v)) < 0)
+        FAIL("bad_field", "top_logprobs must be an integer from 0 to %d", ORC_MAX_TOP_LOGPROBS);
+    if (k) r->q.top_logprobs = (int)v;
+    if (r->q.top_logprobs) r->q.logprobs = 1;
 fail:
     return rc;
 }
@@ -136,6 +163,7 @@ static int parse_query(const cJSON *b, const srv_limits *lim, srv_request *r,
         FAIL("missing_field", "a query needs 'prompt' or 'messages'");
     }
     rc = parse_sampling(b, lim, r, code, err);
+    if (!rc && !strcmp(r->mode, "chat")) r->q.n = r->n_branches;   /* choices */
 fail:
     return rc;
 }

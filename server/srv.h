@@ -50,6 +50,9 @@ typedef struct srv_request {
 int  srv_parse_request(const char *buf, size_t len, const srv_limits *lim,
                        srv_request *out, const char **code, eng_err *err);
 void srv_request_free(srv_request *r);
+/* "stop": a string or a list of up to ORC_MAX_STOP non-empty strings (absent
+ * or null: none), into q->stop; as srv_parse_request on failure. */
+int  srv_parse_stop(const cJSON *stop, orc_query *q, const char **code, eng_err *err);
 /* {"type":"error","id":id,"code":code,"message":msg} as a malloc'd string. */
 char *srv_error_json(const char *id, const char *code, const char *msg);
 

@@ -370,6 +370,44 @@ async def t_log_default_stderr():
     text = err.read()
     check("request log: on stderr by default", ' query id="lg" mode=chat ' in text, text[-300:])
 
+async def t_chat_options(port):
+    """Chat mode: n choices forked from one prompt, stop strings, top_logprobs."""
+    async with websockets.connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+        await ws.send(json.dumps({"type": "query", "id": "n3", "prompt": "Once upon a time", "n": 3,
+                                  "max_tokens": 8, "temperature": 0.9, "seed": 5}))
+        msgs = await collect(ws, "n3")
+        toks = {}
+        for m in msgs:
+            if m["type"] == "token": toks[m["branch"]] = toks.get(m["branch"], "") + m["text"]
+        br = [m for m in msgs if m["type"] == "branch"]
+        ans = [m for m in msgs if m["type"] == "answer"]
+        ch = ans[0].get("choices", []) if ans else []
+        check("chat n=3: three choices streamed by branch, each ends with a branch message, answer lists them",
+              sorted(toks) == [0, 1, 2] and len(br) == 3 and len(ch) == 3
+              and all(toks[i] == ch[i]["text"] and ch[i]["finish"] in ("stop", "length") for i in range(3))
+              and ans[0]["text"] == ch[0]["text"], (toks, br, ans))
+        await ws.send(json.dumps({"type": "query", "id": "s0", "prompt": "The quick brown fox", "max_tokens": 12}))
+        full = [m for m in await collect(ws, "s0") if m["type"] == "answer"][0]["text"]
+        stop = full[5:8]
+        await ws.send(json.dumps({"type": "query", "id": "s1", "prompt": "The quick brown fox", "max_tokens": 12,
+                                  "stop": ["zzzz", stop]}))
+        msgs = await collect(ws, "s1")
+        ans = [m for m in msgs if m["type"] == "answer"][0]
+        streamed = "".join(m["text"] for m in msgs if m["type"] == "token")
+        check("stop: the answer ends before the stop string, finish stop, streamed text equals it",
+              ans["text"] == full[:full.index(stop)] and ans["finish"] == "stop" and streamed == ans["text"],
+              (full, stop, ans, streamed))
+        await ws.send(json.dumps({"type": "query", "id": "lp", "prompt": "The quick brown fox", "max_tokens": 4,
+                                  "top_logprobs": 3}))
+        toks = [m for m in await collect(ws, "lp") if m["type"] == "token"]
+        ok = len(toks) == 4
+        for t in toks:
+            alts = t.get("top_logprobs", [])
+            ok = ok and "piece" in t and len(alts) == 3 and alts[0]["token"] == t["token"] \
+                and abs(alts[0]["logprob"] - t["logprob"]) < 1e-3 \
+                and alts[0]["logprob"] >= alts[1]["logprob"] >= alts[2]["logprob"]
+        check("top_logprobs 3: each token carries its piece and 3 alternatives, the greedy one first", ok, toks[:1])
+
 MALFORMED = [
     "not json", "[1,2]", "\"str\"", "42", "null", "{}", '{"type":5}', '{"type":"bogus"}',
     '{"type":"query"}', '{"type":"query","id":""}', '{"type":"query","id":"' + "x" * 80 + '","prompt":"a"}',
@@ -391,6 +429,9 @@ MALFORMED = [
     '{"type":"query","id":"a","messages":[{"role":"user","content":"hi\\u0000there"}]}',
     '{"type":"query","id":"a","prompt":"a","max_tokens":2.7}', '{"type":"query","id":"a","prompt":"a","top_k":1.5}',
     '{"type":"query","id":"a","prompt":"a","seed":0.5}', '{"type":"query","id":"a","prompt":"a","n":2.5}',
+    '{"type":"query","id":"a","prompt":"a","stop":""}', '{"type":"query","id":"a","prompt":"a","stop":["a","b","c","d","e"]}',
+    '{"type":"query","id":"a","prompt":"a","stop":[1]}', '{"type":"query","id":"a","prompt":"a","top_logprobs":21}',
+    '{"type":"query","id":"a","prompt":"a","logprobs":"yes"}',
 ]
 
 async def t_malformed(port):
@@ -600,6 +641,7 @@ async def main():
         check("unknown path is 404", code == 404, code)
         await t_basic(port)
         await t_context(port)
+        await t_chat_options(port)
         await t_parallel_finish(port)
         await t_malformed(port)
         t_frames(port)

@@ -30,6 +30,8 @@ static int usage(void) {
                     "       [--plan]        (measure step times at start: reason queries may give budget_s)\n"
                     "       [--max-batch N] (sequences the engine runs at once; default 256)\n"
                     "       [--log PATH|-|off] (the request log, one line per query; default - = stderr)\n"
+                    "       [--model-name NAME] (the model's id in the OpenAI API; default the --model\n"
+                    "                        path's last part without .gguf)\n"
                     "       [--max-queue N] (queries waiting for a free sequence before more are refused\n"
                     "                        with busy; default 256)\n"
                     "       [--warmup N]    (prompt passes of every 32 tokens up to N at start; default 2048\n"
@@ -65,7 +67,7 @@ static int parse_args(int argc, char **argv, serve_args *a) {
     a->log = "-";
     static const char *const valued[] = { "--model", "--port", "--host", "--token", "--web", "--origin",
         "--search", "--web-cache", "--max-tokens-cap", "--max-queries-per-client", "--warmup", "--max-queue",
-        "--max-batch", "--log", NULL };
+        "--max-batch", "--log", "--model-name", NULL };
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0, known = 0;
@@ -89,6 +91,7 @@ static int parse_args(int argc, char **argv, serve_args *a) {
             rc = arg_int("serve", k, v, 1, 4096, &o->lim.max_queries_per_client);
         else if (!strcmp(k, "--max-queue")) rc = arg_int("serve", k, v, 1, 1 << 20, &o->max_queue);
         else if (!strcmp(k, "--log")) a->log = v;
+        else if (!strcmp(k, "--model-name")) o->model_name = v;
         else if (!strcmp(k, "--max-batch")) rc = arg_int("serve", k, v, 1, 4096, &a->max_batch);
         else rc = arg_int("serve", k, v, 0, 1 << 20, &a->warmup);
         if (rc) return rc;
@@ -110,6 +113,17 @@ int cmd_serve(int argc, char **argv) {
     memset(&a, 0, sizeof a);
     if (parse_args(argc, argv, &a)) return usage();
     srv_opts o = a.o;
+    char name[128];
+    if (!o.model_name) {   /* the OpenAI API's model: the path's last part, without .gguf */
+        size_t n = strlen(a.model_dir);
+        while (n > 1 && a.model_dir[n - 1] == '/') n--;
+        const char *b = a.model_dir + n;
+        while (b > a.model_dir && b[-1] != '/') b--;
+        size_t len = (size_t)(a.model_dir + n - b);
+        if (len > 5 && !strncmp(b + len - 5, ".gguf", 5)) len -= 5;
+        snprintf(name, sizeof name, "%.*s", (int)len, b);
+        o.model_name = name;
+    }
     FILE *log = NULL;
     if (!strcmp(a.log, "-")) o.log = stderr;
     else if (strcmp(a.log, "off")) {

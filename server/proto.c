@@ -48,7 +48,7 @@ static int num_field(const cJSON *o, const char *k, double lo, double hi, int in
 /* Where a JSON text holds a NUL character: 2 for a raw 0 byte, 1 for a
  * \u0000 escape inside a string, 0 for none.  cJSON ends its strings at the
  * first NUL, so such an id or prompt would be cut short without a word. */
-static int has_nul(const char *buf, size_t len) {
+int srv_json_has_nul(const char *buf, size_t len) {
     int in_str = 0;
     for (size_t i = 0; i < len; i++) {
         char c = buf[i];
@@ -105,8 +105,8 @@ fail:
     return rc;
 }
 
-static int parse_sampling(const cJSON *b, const srv_limits *lim, srv_request *r,
-                          const char **code, eng_err *err) {
+int srv_parse_sampling(const cJSON *b, const srv_limits *lim, srv_request *r,
+                       const char **code, eng_err *err) {
     int rc = ENG_OK;
     double v;
     r->q.max_tokens = 256 < lim->max_tokens_cap ? 256 : lim->max_tokens_cap;
@@ -125,7 +125,7 @@ static int parse_sampling(const cJSON *b, const srv_limits *lim, srv_request *r,
     if (sp && (!cJSON_IsString(sp) || (strcmp(sp->valuestring, "ngram") && strcmp(sp->valuestring, "off"))))
         FAIL("bad_field", "spec must be \"ngram\" or \"off\"");
     r->q.spec = sp && !strcmp(sp->valuestring, "ngram");
-    if ((k = num_field(b, "n", 1, 64, 1, &v)) < 0) FAIL("bad_field", "n (branches) must be an integer from 1 to 64");
+    if ((k = num_field(b, "n", 1, 64, 1, &v)) < 0) FAIL("bad_field", "n must be an integer from 1 to 64");
     r->n_branches = k ? (int)v : 1;
     if ((k = num_field(b, "budget_s", 0.01, 3600, 0, &v)) < 0) FAIL("bad_field", "budget_s must be in [0.01, 3600]");
     if (k) r->budget_s = v;
@@ -162,7 +162,7 @@ static int parse_query(const cJSON *b, const srv_limits *lim, srv_request *r,
     } else if (strcmp(r->mode, "parallel")) {
         FAIL("missing_field", "a query needs 'prompt' or 'messages'");
     }
-    rc = parse_sampling(b, lim, r, code, err);
+    rc = srv_parse_sampling(b, lim, r, code, err);
     if (!rc && !strcmp(r->mode, "chat")) r->q.n = r->n_branches;   /* choices */
 fail:
     return rc;
@@ -173,7 +173,7 @@ int srv_parse_request(const char *buf, size_t len, const srv_limits *lim,
     int rc = ENG_OK;
     memset(r, 0, sizeof *r);
     if (len > lim->max_message) FAIL("too_large", "message of %zu bytes exceeds the limit of %zu", len, lim->max_message);
-    int nul = has_nul(buf, len);
+    int nul = srv_json_has_nul(buf, len);
     if (nul == 2) FAIL("bad_json", "message holds a NUL byte");
     if (nul) FAIL("bad_field", "strings may not hold a NUL character (\\u0000)");
     r->body = cJSON_ParseWithLength(buf, len);

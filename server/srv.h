@@ -1,6 +1,7 @@
-/* srv.h — brisk's websocket agent server: one libwebsockets event loop for
- * clients (websocket + /health, /metrics, /) and one engine thread that runs
- * the orchestrator's scheduler.  The protocol is in docs/protocol.md. */
+/* srv.h — brisk's server: one libwebsockets event loop for clients (the
+ * websocket protocol, the OpenAI-compatible HTTP API under /v1, /health,
+ * /metrics, /) and one engine thread that runs the orchestrator's
+ * scheduler for both.  The protocols are in docs/protocol.md. */
 #ifndef SRV_H
 #define SRV_H
 #include <stdio.h>
@@ -25,6 +26,7 @@ typedef struct srv_opts {
     int allow_script;          /* tests: a query's "script" forces the model's output */
     int plan;                  /* calibrate at start so reason queries may give budget_s */
     FILE *log;                 /* request log, one line per query; NULL = none */
+    const char *model_name;    /* the model's name in the OpenAI API; NULL = "brisk" */
     double (*cache_hit_rate)(void *ud);   /* web cache, for /metrics; may be NULL */
     void *cache_ud;
     srv_limits lim;
@@ -50,6 +52,11 @@ typedef struct srv_request {
 int  srv_parse_request(const char *buf, size_t len, const srv_limits *lim,
                        srv_request *out, const char **code, eng_err *err);
 void srv_request_free(srv_request *r);
+/* The fields every mode shares (max_tokens, temperature, top_p, top_k, seed,
+ * spec, n, budget_s, stop, logprobs, top_logprobs) of a request object into
+ * r->q, r->n_branches and r->budget_s; as srv_parse_request on failure. */
+int  srv_parse_sampling(const cJSON *body, const srv_limits *lim, srv_request *r,
+                        const char **code, eng_err *err);
 /* "stop": a string or a list of up to ORC_MAX_STOP non-empty strings (absent
  * or null: none), into q->stop; as srv_parse_request on failure. */
 int  srv_parse_stop(const cJSON *stop, orc_query *q, const char **code, eng_err *err);

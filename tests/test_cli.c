@@ -134,13 +134,14 @@ static void test_deps_lock(void) {
              "printf '#!/bin/sh\\nn=$(cat %s/count 2>/dev/null || echo 0); echo $((n + 1)) > %s/count\\n"
              "if [ $n -lt 2 ]; then echo \"E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by "
              "process 4242 (apt)\" >&2; exit 100; fi\\necho \"$*\" >> %s/ran\\n' > apt-get && "
-             "printf '#!/bin/sh\nexit 0\n' > sha256sum && mkdir -p models && "
+             "printf '#!/bin/sh\nexit 0\n' > sha256sum && mkdir -p models venv/bin && "
+             "cp sha256sum venv/bin/python && "
              "touch models/SmolLM2-135M-Instruct.Q4_1.gguf && "
              "chmod +x dpkg-query sudo apt-get sha256sum", dir, dir, dir, dir);
     T_CHECK(run(cmd, out, sizeof out) == 0);
-    /* models.sh runs after the packages: it finds its model (a stand-in) in place */
-    snprintf(cmd, sizeof cmd, "PATH=%s:$PATH BRISK_MODELS=%s/models BRISK_APT_STEP_S=0.05 sh scripts/deps.sh",
-             dir, dir);
+    /* models.sh and the venv come after the packages: stand-ins are in place */
+    snprintf(cmd, sizeof cmd, "PATH=%s:$PATH BRISK_MODELS=%s/models BRISK_VENV=%s/venv BRISK_APT_STEP_S=0.05 "
+             "sh scripts/deps.sh", dir, dir, dir);
     int rc = run(cmd, out, sizeof out);
     T_CHECKF(rc == 0 && strstr(out, "waiting"), "deps.sh exit %d: %s", rc, out);
     char path[256], *ran = NULL;
@@ -153,8 +154,8 @@ static void test_deps_lock(void) {
     snprintf(cmd, sizeof cmd, "cd %s && printf '#!/bin/sh\\necho \"E: Unable to locate package x\" >&2; "
              "exit 100\\n' > apt-get", dir);
     T_CHECK(run(cmd, out, sizeof out) == 0);
-    snprintf(cmd, sizeof cmd, "PATH=%s:$PATH BRISK_MODELS=%s/models BRISK_APT_STEP_S=5 timeout 4 sh scripts/deps.sh",
-             dir, dir);
+    snprintf(cmd, sizeof cmd, "PATH=%s:$PATH BRISK_MODELS=%s/models BRISK_VENV=%s/venv BRISK_APT_STEP_S=5 "
+             "timeout 4 sh scripts/deps.sh", dir, dir, dir);
     rc = run(cmd, out, sizeof out);
     T_CHECKF(rc != 0 && rc != 124 && strstr(out, "Unable to locate"), "deps.sh exit %d: %s", rc, out);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);

@@ -209,7 +209,9 @@ static int parse_tools(const cJSON *b, const char *family, orc_query *q, oai_req
         if (cJSON_IsString(choice)) {
             const char *c = choice->valuestring;
             if (!strcmp(c, "none")) return 0;   /* no tools shown, none parsed */
-            if (!strcmp(c, "required")) forced = "";
+            if (!strcmp(c, "required"))   /* one tool: that one; more: the model names it */
+                forced = cJSON_GetArraySize(tools) == 1
+                       ? str_field(cJSON_GetObjectItemCaseSensitive(tools->child, "function"), "name") : "";
             else if (strcmp(c, "auto")) {
                 snprintf(emsg, cap, "tool_choice must be \"none\", \"auto\", \"required\" or a named function");
                 return -1;

@@ -117,6 +117,13 @@ typedef struct eng_token {
  * the engine and by speculative verification. */
 eng_token eng_sample(const float *logits, int vocab, const eng_sampling *s, uint64_t *rng);
 
+/* splitmix64, the one random stream of brisk (sampling, speculation, tools,
+ * simulated sites): each call adds 0x9E3779B97F4A7C15 to *state and returns
+ * the sum mixed; the same state gives the same numbers everywhere. */
+uint64_t eng_rng_next(uint64_t *state);
+/* Uniform in [0, 1) from the top 53 bits of eng_rng_next. */
+double   eng_rng_uniform(uint64_t *state);
+
 /* --------------------------------------------------------------- engine */
 enum { ENG_BACKEND_CPU = 0, ENG_BACKEND_CUDA = 1 };
 

@@ -1,6 +1,7 @@
 /* internal.h — engine structures shared by the engine's own files (not API). */
 #ifndef ENG_INTERNAL_H
 #define ENG_INTERNAL_H
+#include <math.h>
 #include "eng.h"
 
 enum { ENG_DT_F32 = 0, ENG_DT_F16, ENG_DT_BF16 };
@@ -54,6 +55,32 @@ const eng_tensor *eng_st_find(const eng_st *f, const char *name);
 /* sample.c: the log-probability of id and the entropy of one row of
  * logits (temperature 1), for tokens that are forced rather than drawn. */
 eng_token eng_token_of(const float *logits, int vocab, int id);
+
+/* sample.c: the distribution eng_sample draws from, built in one place for
+ * eng_sample and for speculative verification (spec.c), which is lossless
+ * only while the two agree exactly. */
+typedef struct eng_cand { float v; int id; } eng_cand;   /* a token and its logit or weight */
+/* NaN logits count as impossible tokens. */
+static inline float eng_logit_at(const float *l, int i) {
+    float v = l[i];
+    return v == v ? v : -INFINITY;
+}
+/* The largest logit of l[vocab] and in *best its id (the lowest on ties). */
+float eng_row_max(const float *l, int vocab, int *best);
+enum { ENG_SUPPORT_ALL = -1 };
+/* The tokens a draw under s may give for logits l[vocab] whose largest is
+ * max (eng_row_max), each with weight exp((l - max) / T): temperature, then
+ * top-k, then top-p.  Returns
+ *   n > 0: the tokens in (*c)[0..n), weights in .v, *total their sum (*c is
+ *          grown with realloc, *cap entries; the caller frees it);
+ *   ENG_SUPPORT_ALL: every token stays (temperature alone; no list is made),
+ *          *total the sum of all the weights;
+ *   0: the draw is the argmax (greedy settings, a row without a finite
+ *          logit, or no memory).
+ * z: the sum of exp(l - max) when the caller has it (the total at T = 1,
+ * saving a pass), else < 0. */
+int eng_sample_support(const float *l, int vocab, const eng_sampling *s, float max, double z,
+                       eng_cand **c, int *cap, double *total);
 
 /* Converts n elements of a stored tensor to f32. */
 void eng_to_f32(const eng_tensor *t, float *dst);

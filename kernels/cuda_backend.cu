@@ -701,15 +701,6 @@ static int check_batch(const cu_ctx *c, const eng_fwd_batch *b, eng_err *err) {
     return ENG_OK;
 }
 
-/* SplitMix64: the draw for one sampled token. */
-static double next_uniform(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
-}
-
 static size_t align16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 /* Packs the pass into h_in: header, then arrays; padding rows (R..Rp) run
@@ -750,7 +741,7 @@ static int pack(cu_ctx *c, const eng_fwd_batch *b, int Rp, int Op, size_t *bytes
         if (real && b->sampled) {
             const eng_sampling *sp = &b->samp[i];
             tt[i] = sp->temperature; tk[i] = sp->top_k; tp[i] = sp->top_p;
-            if (sp->temperature > 0.f) uu[i] = next_uniform(&b->rng[i]);
+            if (sp->temperature > 0.f) uu[i] = eng_rng_uniform(&b->rng[i]);   /* the draw, as eng_sample's */
         }
     }
     for (int s = 0; s < S1; s++) {

@@ -436,6 +436,28 @@ static void test_probs(void) {
     free(want);
 }
 
+/* At the nucleus' edge: token 0's logit is a hair below the others' but its
+ * weight rounds to theirs, so whether it or token 512 ends the nucleus
+ * depends on how the set is built.  Verification is lossless only if
+ * eng_spec_probs builds the set eng_sample draws from. */
+static void test_probs_edge(void) {
+    enum { E = 1024, N = 4000 };
+    static float l[E], p[E];
+    l[0] = -1e-9f;
+    for (int i = 1; i < E; i++) l[i] = 0;
+    eng_sampling s = { 1.0f, 0, 0.5f, 0 };
+    T_CHECK(eng_spec_probs(l, E, &s, p) == ENG_OK);
+    int kept = 0, outside = 0;
+    for (int i = 0; i < E; i++) kept += p[i] > 0;
+    uint64_t rng = 5;
+    for (int i = 0; i < N; i++) {
+        int id = eng_sample(l, E, &s, &rng).id;
+        outside += !(id >= 0 && id < E && p[id] > 0);
+    }
+    printf("  %d tokens kept; %d of %d draws outside them\n", kept, outside, N);
+    T_CHECK(kept == E / 2 && outside == 0);
+}
+
 /* ---------------------------------------------------- scripted drafter */
 /* Proposes the known greedy continuation with only its first right[call]
  * tokens right (cycling through right[]). */
@@ -1242,6 +1264,7 @@ static void test_bad_args(void) {
 
 int main(void) {
     T_RUN(test_probs);
+    T_RUN(test_probs_edge);
     T_RUN(test_greedy_ngram);
     T_RUN(test_greedy_draft);
     T_RUN(test_rollback);

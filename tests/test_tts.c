@@ -170,7 +170,7 @@ static void test_certainty(void) {
 
 /* -------------------------------------------------------- on the model */
 static void test_branches_share_prompt_blocks(void) {
-    if (!load()) T_SKIP("no tiny model");
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     eng_engine *e = engine(256);
     orc_sched *s = NULL;
     T_CHECK(orc_sched_create(e, 4, &s, NULL) == ENG_OK);
@@ -200,7 +200,7 @@ static int same_ids(const col *c, int a, int b) {
 }
 
 static void test_seeds(void) {
-    if (!load()) T_SKIP("no tiny model");
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     eng_engine *e = engine(256);
     col c;
     orc_query q = query(24, 1.0f, 11);
@@ -226,7 +226,7 @@ static void test_seeds(void) {
 }
 
 static void test_probe_leaves_branch_alone(void) {
-    if (!load()) T_SKIP("no tiny model");
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     eng_engine *e = engine(512);
     col with, without;
     orc_query q = query(40, 0.8f, 5);
@@ -279,7 +279,7 @@ static orc_tts_opts probe_opts(int n, const char *mode) {
 }
 
 static void test_early_stop_when_answers_agree(void) {
-    if (!load()) T_SKIP("no tiny model");
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     eng_engine *e = engine(512);
     int free0 = eng_kv_free_blocks(e);
     col c;
@@ -311,7 +311,7 @@ static void test_early_stop_when_answers_agree(void) {
 }
 
 static void test_no_early_stop_when_answers_disagree(void) {
-    if (!load()) T_SKIP("no tiny model");
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     eng_engine *e = engine(512);
     col c;
     orc_query q = query(40, 1.0f, 3);
@@ -326,7 +326,7 @@ static void test_no_early_stop_when_answers_disagree(void) {
 }
 
 static void test_stable_branch_stops_alone(void) {
-    if (!load()) T_SKIP("no tiny model");
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     eng_engine *e = engine(512);
     int free0 = eng_kv_free_blocks(e);
     orc_sched *s = NULL;
@@ -354,7 +354,7 @@ static void test_stable_branch_stops_alone(void) {
 }
 
 static void test_vote_and_best_end_to_end(void) {
-    if (!load()) T_SKIP("no tiny model");
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     eng_engine *e = engine(256);
     static const char *const script[] = { "so x is \\boxed{42}.", "hence \\boxed{42}", "\\boxed{7}" };
     col c;
@@ -383,7 +383,7 @@ static void test_vote_and_best_end_to_end(void) {
 }
 
 static void test_cancel_frees_everything(void) {
-    if (!load()) T_SKIP("no tiny model");
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     eng_engine *e = engine(512);
     int free0 = eng_kv_free_blocks(e);
     orc_sched *s = NULL;
@@ -413,7 +413,7 @@ static void wait_emit(void *ud, cJSON *m) {
 }
 
 static void test_admission_waits_for_room(void) {
-    if (!load()) T_SKIP("no tiny model");
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     eng_chat_msg msgs[2] = { { "system", ORC_TTS_MATH_SYSTEM }, { "user", PROBLEM } };
     orc_query pq = { .messages = msgs, .n_messages = 2 };
     int *ids = NULL, n = 0;
@@ -445,7 +445,7 @@ static void test_admission_waits_for_room(void) {
 }
 
 static void test_calibration(void) {
-    if (!load()) T_SKIP("no tiny model");
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     eng_engine *e = engine(512);
     int free0 = eng_kv_free_blocks(e), prompt[64];
     for (int i = 0; i < 64; i++) prompt[i] = (i * 37) % 1000;
@@ -468,7 +468,7 @@ static void test_calibration(void) {
 }
 
 static void test_bad_input(void) {
-    if (!load()) T_SKIP("no tiny model");
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     col c = { 0 };
     orc_sink sink = { .ud = &c, .emit = c_emit };
     orc_task *t = NULL;
@@ -502,13 +502,13 @@ static void test_bad_input(void) {
 
 /* --------------------------------------------------------------- bench */
 static void test_bench_math500(void) {
-    if (!load()) T_SKIP("no tiny model");
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     char data[512];
     snprintf(data, sizeof data, "%s/data/math500/test.jsonl", t_shared());
-    if (access(data, R_OK)) T_SKIP("no %s", data);
+    if (access(data, R_OK)) T_SKIP("MATH-500 data %s is absent (../shared is optional)", data);
     char out[] = "/tmp/brisk_test_tts_XXXXXX";
     int fd = mkstemp(out);
-    if (fd < 0) T_SKIP("no temporary file");
+    if (fd < 0) T_FAIL("cannot create a temporary file %s", out);
     close(fd);
     char json[600], svg[600];
     snprintf(json, sizeof json, "%s.json", out);

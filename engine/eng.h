@@ -196,6 +196,9 @@ int  eng_seq_n_prompt(const eng_engine *e, int seq);
  * otherwise NULL with rows = 0. */
 const float *eng_seq_logits(const eng_engine *e, int seq, int *rows);
 int  eng_n_live(const eng_engine *e);
+/* Tokens the last eng_step appended over all sequences: one per sequence
+ * that took part, accepted drafts included; 0 when it ran nothing. */
+int  eng_step_tokens(const eng_engine *e);
 int  eng_kv_free_blocks(const eng_engine *e);
 const eng_model *eng_engine_model(const eng_engine *e);
 

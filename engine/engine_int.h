@@ -76,6 +76,7 @@ struct eng_engine {
     const int **tables;
     step_timing timing;       /* steps of this engine (drafting not counted) */
     int64_t n_steps;          /* eng_step calls that ran */
+    int step_tokens;          /* tokens the last eng_step appended, all sequences */
     double draft_secs;        /* time spent drafting in the step being run */
     /* speculation (spec.c) */
     eng_engine *draft;        /* the draft model's engine, owned */

@@ -50,7 +50,8 @@ struct srv {
     conn *conns;
     volatile sig_atomic_t stopping;
     int engine_done;
-    /* metrics, written by the engine thread under mu */
+    /* metrics, written by the engine thread under mu: the lws thread reads
+     * only this snapshot, never the engine */
     orc_sched_stats st;
     long long queries_total, errors_total;
     orc_lat_model lat;          /* step time vs batch size (--plan) */
@@ -324,7 +325,7 @@ static char *metrics_text(srv *s) {
         "# TYPE brisk_cache_hit_rate gauge\nbrisk_cache_hit_rate %.4f\n"
         "# TYPE brisk_uptime_seconds counter\nbrisk_uptime_seconds %.1f\n",
         st.queued_tasks, st.live_tasks, st.batch_seqs, n_conns, st.tokens, st.steps, q, errs,
-        st.step_seconds > 0 ? st.tokens / st.step_seconds : 0.0, eng_kv_free_blocks(s->e),
+        st.step_seconds > 0 ? st.tokens / st.step_seconds : 0.0, st.kv_free_blocks,
         s->o.cache_hit_rate ? s->o.cache_hit_rate(s->o.cache_ud) : 0.0, up);
     return out;
 }
@@ -537,6 +538,7 @@ int srv_create(eng_engine *e, const srv_opts *o, srv **out, eng_err *err) {
     pthread_cond_init(&s->cv, NULL);
     int rc = orc_sched_create(e, o->max_tasks, &s->sched, err);
     if (rc) { free(s); return rc; }
+    orc_sched_get_stats(s->sched, &s->st);   /* the engine thread is not running yet */
     lws_set_log_level(LLL_ERR, NULL);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);

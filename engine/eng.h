@@ -200,6 +200,8 @@ int  eng_n_live(const eng_engine *e);
  * that took part, accepted drafts included; 0 when it ran nothing. */
 int  eng_step_tokens(const eng_engine *e);
 int  eng_kv_free_blocks(const eng_engine *e);
+/* KV blocks that hold n tokens of one sequence (the engine's block size). */
+int  eng_blocks_for(const eng_engine *e, int n);
 const eng_model *eng_engine_model(const eng_engine *e);
 
 /* ------------------------------------------------- speculative decoding */

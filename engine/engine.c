@@ -602,4 +602,7 @@ const float *eng_seq_logits(const eng_engine *e, int id, int *rows) {
 int eng_n_live(const eng_engine *e) { return e ? e->n_live : 0; }
 int eng_step_tokens(const eng_engine *e) { return e ? e->step_tokens : 0; }
 int eng_kv_free_blocks(const eng_engine *e) { return e ? eng_kv_n_free(e->kv) : 0; }
+int eng_blocks_for(const eng_engine *e, int n) {
+    return e && n > 0 ? (int)(((int64_t)n + e->bs - 1) / e->bs) : 0;
+}
 const eng_model *eng_engine_model(const eng_engine *e) { return e ? e->m : NULL; }

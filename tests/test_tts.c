@@ -444,6 +444,50 @@ static void test_admission_waits_for_room(void) {
     eng_destroy(e);
 }
 
+/* Admission counts KV blocks of the engine's own size (4 tokens here, not a
+ * guessed 16): with another sequence live and one block short of what two
+ * branches need to start, the query waits; with that block it starts.  The
+ * planner's KV inputs come from the same engine. */
+static void test_admission_block_size(void) {
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
+    eng_chat_msg msgs[2] = { { "system", ORC_TTS_MATH_SYSTEM }, { "user", PROBLEM } };
+    orc_query pq = { .messages = msgs, .n_messages = 2 };
+    int *ids = NULL, n = 0;
+    T_CHECK(orc_encode_query(&pq, eng_model_tok(model), &ids, &n, NULL) == ENG_OK);
+    free(ids);
+    int need = (n + 3) / 4 + 2 * (16 / 4 + 1);   /* prompt; 2 branches of 16 tokens + a copied block */
+    for (int room = 0; room < 2; room++) {
+        eng_opts eo = { .backend = ENG_BACKEND_CPU, .n_threads = 2, .block_size = 4,
+                        .n_blocks = need - 1 + room, .max_seqs = 8 };
+        eng_engine *e = NULL;
+        T_CHECK(eng_create(model, &eo, &e, NULL) == ENG_OK);
+        if (!e) return;
+        int one = 1, other = -1;
+        eng_sampling greedy = { 0 };
+        T_CHECK(eng_seq_add(e, &one, 1, &greedy, &other, NULL) == ENG_OK);
+        orc_query q = query(16, 1.0f, 1);
+        orc_tts_opts o = opts(2);
+        col c = { 0 };
+        orc_sink sink = { .ud = &c, .emit = c_emit, .done = c_done };
+        orc_task *t = NULL;
+        eng_err err = { 0 };
+        T_CHECK(orc_task_reason_create(&q, model, sink, &o, &t, &err) == ENG_OK);
+        int r = t ? t->begin(t, e, &err) : -1;
+        T_CHECKF(r == (room ? ORC_RUNNING : ORC_WAIT), "%d free blocks of %d needed: begin gave %d (%s)",
+                 eng_kv_free_blocks(e), need, r, err.msg);
+        if (!room) {
+            orc_plan_in in = { .prompt_tokens = n, .length = 16 };
+            orc_plan_kv(&in, e);
+            T_CHECKF(in.kv_free_blocks == need - 1 && in.kv_prompt_blocks == (n + 3) / 4 &&
+                     in.kv_branch_blocks == 16 / 4 + 1, "plan KV: %d free, prompt %d, branch %d",
+                     in.kv_free_blocks, in.kv_prompt_blocks, in.kv_branch_blocks);
+        }
+        if (t) { t->stop(t, e, "test"); t->destroy(t); }
+        col_free(&c);
+        eng_destroy(e);
+    }
+}
+
 static void test_calibration(void) {
     if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     eng_engine *e = engine(512);
@@ -565,6 +609,25 @@ static void test_bench_math500(void) {
         }
     }
     T_CHECK(na == 0 && planned == 2);   /* the engine speculates (n-gram drafter) */
+    /* the planner expects what the parallel runs measured, not a made-up curve */
+    const cJSON *pl = cJSON_GetObjectItem(j, "planner");
+    const cJSON *am = cJSON_GetObjectItem(pl, "accuracy_model");
+    T_CHECKF(cJSON_IsString(am) && strstr(am->valuestring, "measured"), "accuracy model %s",
+             cJSON_IsString(am) ? am->valuestring : "(missing)");
+    double lo = 1, hi = 0;
+    for (int i = 0; i < 2; i++)
+        if (par[i]) {
+            double a = cJSON_GetObjectItem(par[i], "accuracy")->valuedouble;
+            lo = a < lo ? a : lo;
+            hi = a > hi ? a : hi;
+        }
+    cJSON_ArrayForEach(x, cf) {
+        const cJSON *ea = cJSON_GetObjectItem(x, "expected_accuracy");
+        if (!cJSON_GetObjectItem(x, "budget_s")) continue;
+        T_CHECKF(cJSON_IsNumber(ea) && ea->valuedouble >= lo - 1e-12 && ea->valuedouble <= hi + 1e-12,
+                 "%s expects accuracy %g; the parallel runs measured %g to %g",
+                 cJSON_GetObjectItem(x, "name")->valuestring, cJSON_IsNumber(ea) ? ea->valuedouble : -1, lo, hi);
+    }
     /* sample i of the sequential run has parallel branch i's seed: same tokens */
     for (int i = 0; i < 2; i++) {
         T_CHECK(seq[i] && par[i]);
@@ -617,6 +680,7 @@ int main(void) {
     T_RUN(test_vote_and_best_end_to_end);
     T_RUN(test_cancel_frees_everything);
     T_RUN(test_admission_waits_for_room);
+    T_RUN(test_admission_block_size);
     T_RUN(test_calibration);
     T_RUN(test_bad_input);
     T_RUN(test_bench_args);

@@ -412,13 +412,19 @@ static void wait_emit(void *ud, cJSON *m) {
     cJSON_Delete(m);
 }
 
-static void test_admission_waits_for_room(void) {
-    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
+/* Tokens of PROBLEM as a reason query's prompt (system + user turn). */
+static int prompt_tokens(void) {
     eng_chat_msg msgs[2] = { { "system", ORC_TTS_MATH_SYSTEM }, { "user", PROBLEM } };
     orc_query pq = { .messages = msgs, .n_messages = 2 };
     int *ids = NULL, n = 0;
     T_CHECK(orc_encode_query(&pq, eng_model_tok(model), &ids, &n, NULL) == ENG_OK);
     free(ids);
+    return n;
+}
+
+static void test_admission_waits_for_room(void) {
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
+    int n = prompt_tokens();
     int pb = (n + 15) / 16;
     /* a query of 6 branches of 48 tokens needs pb + 6 x 4 blocks to start */
     eng_engine *e = engine(pb + 6 * 4 + 4);
@@ -450,11 +456,7 @@ static void test_admission_waits_for_room(void) {
  * planner's KV inputs come from the same engine. */
 static void test_admission_block_size(void) {
     if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
-    eng_chat_msg msgs[2] = { { "system", ORC_TTS_MATH_SYSTEM }, { "user", PROBLEM } };
-    orc_query pq = { .messages = msgs, .n_messages = 2 };
-    int *ids = NULL, n = 0;
-    T_CHECK(orc_encode_query(&pq, eng_model_tok(model), &ids, &n, NULL) == ENG_OK);
-    free(ids);
+    int n = prompt_tokens();
     int need = (n + 3) / 4 + 2 * (16 / 4 + 1);   /* prompt; 2 branches of 16 tokens + a copied block */
     for (int room = 0; room < 2; room++) {
         eng_opts eo = { .backend = ENG_BACKEND_CPU, .n_threads = 2, .block_size = 4,
@@ -467,6 +469,9 @@ static void test_admission_block_size(void) {
         T_CHECK(eng_seq_add(e, &one, 1, &greedy, &other, NULL) == ENG_OK);
         orc_query q = query(16, 1.0f, 1);
         orc_tts_opts o = opts(2);
+        int *ids = NULL, m = 0;   /* the task's own encoding, as the server plans with */
+        T_CHECK(orc_tts_encode_prompt(&q, &o, model, &ids, &m, NULL) == ENG_OK && m == n);
+        free(ids);
         col c = { 0 };
         orc_sink sink = { .ud = &c, .emit = c_emit, .done = c_done };
         orc_task *t = NULL;

@@ -8,12 +8,6 @@
 #include <curl/curl.h>
 #include "tool_internal.h"
 
-int tool_ctx_stop(const tool_ctx *c) {
-    if (!c) return 0;
-    if (c->cancel && atomic_load(c->cancel)) return 1;
-    return c->deadline > 0 && eng_now_s() >= c->deadline;
-}
-
 double tool_ctx_left(const tool_ctx *c) {
     if (!c || c->deadline <= 0) return 1e9;
     double left = c->deadline - eng_now_s();

@@ -74,13 +74,14 @@ enum { ENG_SUPPORT_ALL = -1 };
  *   n > 0: the tokens in (*c)[0..n), weights in .v, *total their sum (*c is
  *          grown with realloc, *cap entries; the caller frees it);
  *   ENG_SUPPORT_ALL: every token stays (temperature alone; no list is made),
- *          *total the sum of all the weights;
+ *          *total the sum of all the weights, which go to w[vocab] when w
+ *          is not NULL (written by the pass that sums them);
  *   0: the draw is the argmax (greedy settings, a row without a finite
  *          logit, or no memory).
  * z: the sum of exp(l - max) when the caller has it (the total at T = 1,
- * saving a pass), else < 0. */
+ * saving a pass when w is NULL), else < 0. */
 int eng_sample_support(const float *l, int vocab, const eng_sampling *s, float max, double z,
-                       eng_cand **c, int *cap, double *total);
+                       float *w, eng_cand **c, int *cap, double *total);
 
 /* Converts n elements of a stored tensor to f32. */
 void eng_to_f32(const eng_tensor *t, float *dst);

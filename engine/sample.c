@@ -147,7 +147,7 @@ float eng_row_max(const float *l, int vocab, int *best) {
 }
 
 int eng_sample_support(const float *l, int vocab, const eng_sampling *s, float max, double z,
-                       eng_cand **c, int *cap, double *total) {
+                       float *w, eng_cand **c, int *cap, double *total) {
     float temp = s ? s->temperature : 0;
     if (!(temp > 0 && isfinite(temp) && isfinite(max))) return 0;
     int k = s->top_k > 0 && s->top_k < vocab ? s->top_k : 0, n = 0;
@@ -160,6 +160,11 @@ int eng_sample_support(const float *l, int vocab, const eng_sampling *s, float m
         for (int i = 0; i < k; i++) *total += (*c)[i].v = expf(((*c)[i].v - max) / temp);
         n = k;
     } else {
+        if (!top_p && w) {
+            *total = 0;
+            for (int i = 0; i < vocab; i++) *total += w[i] = expf((eng_logit_at(l, i) - max) / temp);
+            return ENG_SUPPORT_ALL;
+        }
         if (temp != 1.0f || !(z >= 0)) {
             *total = 0;
             for (int i = 0; i < vocab; i++) *total += expf((eng_logit_at(l, i) - max) / temp);
@@ -224,7 +229,7 @@ eng_token eng_sample(const float *logits, int vocab, const eng_sampling *s, uint
     eng_cand *c = NULL;
     int cap = 0;
     double total = 0;
-    int n = eng_sample_support(logits, vocab, s, max, z, &c, &cap, &total);
+    int n = eng_sample_support(logits, vocab, s, max, z, NULL, &c, &cap, &total);
     if (n == ENG_SUPPORT_ALL) id = draw_full(logits, vocab, max, s->temperature, total, rng);
     else if (n > 0) id = draw(c, n, total, rng);
     free(c);

@@ -97,11 +97,13 @@ static void probs_into(const float *l, int V, const eng_sampling *s, float *p, e
     int best = 0;
     float max = eng_row_max(l, V, &best);
     double total = 0;
-    int n = eng_sample_support(l, V, s, max, -1, c, cap, &total);
+    int n = eng_sample_support(l, V, s, max, -1, p, c, cap, &total);   /* ALL: weights in p */
+    if (n == ENG_SUPPORT_ALL) {
+        for (int i = 0; i < V; i++) p[i] = (float)(p[i] / total);
+        return;
+    }
     memset(p, 0, sizeof *p * (size_t)V);
-    if (n == ENG_SUPPORT_ALL)
-        for (int i = 0; i < V; i++) p[i] = (float)(expf((eng_logit_at(l, i) - max) / s->temperature) / total);
-    else if (n > 0)
+    if (n > 0)
         for (int i = 0; i < n; i++) p[(*c)[i].id] = (float)((*c)[i].v / total);
     else
         p[best] = 1;

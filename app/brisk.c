@@ -10,7 +10,8 @@ static void usage(void) {
         "  serve    --model DIR [--port P]\n"
         "  replay   parallelprompt FILE.json [--model DIR]\n"
         "  bench    math500 --model DIR [--limit K]\n"
-        "  mkmodel  --preset NAME --out DIR   (random weights, real shapes, for speed tests)\n");
+        "  mkmodel  --preset NAME --out DIR   (random weights, real shapes, for speed tests)\n"
+        "  tokenize --model DIR|tokenizer.json|FILE.gguf --text TEXT [--ids] [--special]\n");
 }
 
 int main(int argc, char **argv) {
@@ -21,6 +22,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "mkmodel"))  return cmd_mkmodel(argc - 1, argv + 1);
     if (!strcmp(c, "replay"))   return cmd_replay(argc - 1, argv + 1);
     if (!strcmp(c, "bench"))    return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(c, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
     usage();
     return 2;
 }

@@ -104,16 +104,16 @@ static void emit_branch(orc_task *t, int i, const char *state, const char *answe
 /* ------------------------------------------------------------ admission */
 int orc_tts_encode_prompt(const orc_query *q, const orc_tts_opts *o, const eng_model *m,
                           int **ids, int *n, eng_err *err) {
-    if (q->messages) return orc_encode_query(q, eng_model_tok(m), ids, n, err);
+    if (q->messages) return orc_encode_query(q, m, ids, n, err);
     const char *system = o ? o->system : ORC_TTS_MATH_SYSTEM;
     eng_chat_msg msgs[2];
     int k = 0;
-    if (system && *system) msgs[k++] = (eng_chat_msg){ "system", system };
-    msgs[k++] = (eng_chat_msg){ "user", q->prompt ? q->prompt : "" };
+    if (system && *system) msgs[k++] = (eng_chat_msg){ .role = "system", .content = system };
+    msgs[k++] = (eng_chat_msg){ .role = "user", .content = q->prompt ? q->prompt : "" };
     orc_query qq = *q;
     qq.messages = msgs;
     qq.n_messages = k;
-    return orc_encode_query(&qq, eng_model_tok(m), ids, n, err);
+    return orc_encode_query(&qq, m, ids, n, err);
 }
 
 /* Removes every sequence the task holds. */

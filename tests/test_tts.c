@@ -414,10 +414,10 @@ static void wait_emit(void *ud, cJSON *m) {
 
 /* Tokens of PROBLEM as a reason query's prompt (system + user turn). */
 static int prompt_tokens(void) {
-    eng_chat_msg msgs[2] = { { "system", ORC_TTS_MATH_SYSTEM }, { "user", PROBLEM } };
+    eng_chat_msg msgs[2] = { { .role = "system", .content = ORC_TTS_MATH_SYSTEM }, { .role = "user", .content = PROBLEM } };
     orc_query pq = { .messages = msgs, .n_messages = 2 };
     int *ids = NULL, n = 0;
-    T_CHECK(orc_encode_query(&pq, eng_model_tok(model), &ids, &n, NULL) == ENG_OK);
+    T_CHECK(orc_encode_query(&pq, model, &ids, &n, NULL) == ENG_OK);
     free(ids);
     return n;
 }

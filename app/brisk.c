@@ -10,7 +10,8 @@ static void usage(void) {
         "  serve    --model DIR [--port P]\n"
         "  replay   parallelprompt FILE.json [--model DIR]\n"
         "  bench    math500 --model DIR [--limit K]\n"
-        "  mkmodel  --preset NAME --out DIR   (random weights, real shapes, for speed tests)\n");
+        "  mkmodel  --preset NAME --out DIR   (random weights, real shapes, for speed tests)\n"
+        "  grade    --gold G --answer A [--json] | --jsonl FILE   (MATH answer grading; --help)\n");
 }
 
 int main(int argc, char **argv) {
@@ -21,6 +22,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "mkmodel"))  return cmd_mkmodel(argc - 1, argv + 1);
     if (!strcmp(c, "replay"))   return cmd_replay(argc - 1, argv + 1);
     if (!strcmp(c, "bench"))    return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(c, "grade"))    return cmd_grade(argc - 1, argv + 1);
     usage();
     return 2;
 }

@@ -7,4 +7,5 @@ int cmd_replay(int argc, char **argv);     /* brisk replay parallelprompt FILE.j
 int cmd_serve(int argc, char **argv);      /* brisk serve --model DIR [--port P]          */
 int cmd_bench(int argc, char **argv);      /* brisk bench math500 --model DIR ...         */
 int cmd_mkmodel(int argc, char **argv);    /* brisk mkmodel --preset NAME --out DIR       */
+int cmd_grade(int argc, char **argv);      /* brisk grade --gold G --answer A | --jsonl F */
 #endif

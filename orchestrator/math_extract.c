@@ -13,9 +13,9 @@
  *     the same sentence, with math joined to it by "and" / "or" / ",", else
  *     the plain text up to the end of the sentence or line.
  *  3. The last math in the text (with math joined to it as above).
- *  4. The last number in the text ("12", "-3.5", "1,234", "1/2", "50%").
- * A reference answer (orc_math_extract_gold) takes its whole text instead
- * of step 4. */
+ *  4. A bare answer ("x^2+1", "(1,2) or (2,1)") whole; in prose, its last
+ *     number ("12", "-3.5", "1,234", "1/2", "50%").
+ * A reference answer (orc_math_extract_gold) is taken whole at step 4. */
 #include "math_int.h"
 #include "eng.h"
 #include <stdlib.h>
@@ -349,6 +349,21 @@ static char *last_number(const char *t, size_t n) {
     return best_b > best_a ? strndup(t + best_a, best_b - best_a) : NULL;
 }
 
+/* Prose rather than a bare answer: three words or more of two letters or
+ * more ("I think it is 42"), or long.  A bare answer ("x^2+1", "(1,2) or
+ * (2,1)", "5 apples") is taken whole. */
+static int looks_like_prose(const char *t, size_t n) {
+    if (n > 200) return 1;
+    int words = 0;
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+        while (j < n && mth_alpha(t[j])) j++;
+        if (j - i >= 2 && (i == 0 || t[i - 1] != '\\')) words++;
+        i = j > i ? j : i + 1;
+    }
+    return words >= 3;
+}
+
 /* ------------------------------------------------------------------ API */
 
 static char *extract(const char *text, int gold) {
@@ -369,7 +384,7 @@ static char *extract(const char *text, int gold) {
         if (*r) return r;
         free(r);
     }
-    if (!gold) return last_number(text, n);
+    if (!gold && looks_like_prose(text, n)) return last_number(text, n);
     size_t a = 0;
     while (a < n && mth_space(text[a])) a++;
     while (n > a && mth_space(text[n - 1])) n--;

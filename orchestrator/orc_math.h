@@ -20,6 +20,7 @@
  * answers: normalize returns NULL for them and equiv says 0. */
 #ifndef ORC_MATH_H
 #define ORC_MATH_H
+#include <cjson/cJSON.h>
 
 #define ORC_MATH_MAX_LEN (1u << 20)
 
@@ -63,5 +64,16 @@ int orc_math_eval(const char *s, double *out);
 /* orc_math_extract(response) against orc_math_extract_gold(gold) with
  * orc_math_equiv_gold: 1 correct, 0 otherwise. */
 int orc_math_grade(const char *response, const char *gold);
+
+/* One pair graded as orc_math_grade does, with what was extracted:
+ * {"correct":bool,"gold":"..."|null,"answer":"..."|null}.  NULL when out of
+ * memory; the caller deletes it. */
+cJSON *orc_math_grade_obj(const char *gold, const char *answer);
+
+/* One line of a JSON-lines batch: {"gold": G, "answer": A} (strings or
+ * numbers; an "id" is echoed).  Returns one line of JSON, malloc'd: the
+ * object above plus "line":lineno (and "id"), or, for a line that is not
+ * such an object, {"error":"why","line":N}.  NULL only when out of memory. */
+char *orc_math_grade_line(const char *line, long lineno);
 
 #endif

@@ -370,9 +370,10 @@ static mth_num ev_macro_primary(ev_t *e) {
     return ev_fail(e);
 }
 
-/* A letter run: a function name, "pi", else a product of one-letter
- * variables, e being Euler's number.  "1e5" is refused (an exponent or a
- * product?). */
+/* A letter run that names a function or pi; otherwise its first letter
+ * alone, a variable (with its subscript: "x_1", "a_{37}") or e, Euler's
+ * number.  The following letters are read as further factors, so "ab^2"
+ * is a times b squared.  "1e5" is refused (an exponent or a product?). */
 static mth_num ev_letters(ev_t *e) {
     size_t j = e->i;
     while (j < e->n && mth_alpha(e->s[j])) j++;
@@ -380,29 +381,28 @@ static mth_num ev_letters(ev_t *e) {
     size_t len = j - e->i;
     if (mth_is_func_name(w, len)) { e->i = j; return ev_func(e, w, len); }
     if (len == 2 && w[0] == 'p' && w[1] == 'i') { e->i = j; return inexact(PI_VAL); }
-    if (w[0] == 'e' && e->i > 0 && mth_digit(e->s[e->i - 1]) && len == 1 && j < e->n &&
-        (mth_digit(e->s[j]) || e->s[j] == '-' || e->s[j] == '+'))
-        return ev_fail(e);
-    mth_num v = num_int(1);
-    for (size_t k = 0; k < len && !e->bad; k++) {
-        size_t nl = 1;
-        if (w[k] != 'e' && j < e->n && k + 1 == len && e->s[j] == '_') {   /* x_1, a_{37} */
-            size_t t = j + 1;
-            if (t < e->n && e->s[t] == '{') {
-                while (t < e->n && e->s[t] != '}') t++;
-                if (t >= e->n) return ev_fail(e);
-                t++;
-            } else if (t < e->n && mth_alnum(e->s[t])) {
-                t++;
-            } else {
-                return ev_fail(e);
-            }
-            nl = t - (e->i + k);
-            j = t;
-        }
-        v = num_mul(v, w[k] == 'e' && nl == 1 ? inexact(E_VAL) : ev_var(e, w + k, nl));
+    size_t t = e->i + 1;
+    if (w[0] == 'e') {
+        if (e->i > 0 && mth_digit(e->s[e->i - 1]) && t < e->n &&
+            (mth_digit(e->s[t]) || e->s[t] == '-' || e->s[t] == '+'))
+            return ev_fail(e);
+        e->i = t;
+        return inexact(E_VAL);
     }
-    e->i = j;
+    if (t < e->n && e->s[t] == '_') {             /* x_1, a_{37} */
+        t++;
+        if (t < e->n && e->s[t] == '{') {
+            while (t < e->n && e->s[t] != '}') t++;
+            if (t >= e->n) return ev_fail(e);
+            t++;
+        } else if (t < e->n && mth_alnum(e->s[t])) {
+            t++;
+        } else {
+            return ev_fail(e);
+        }
+    }
+    mth_num v = ev_var(e, w, t - e->i);
+    e->i = t;
     return v;
 }
 

@@ -349,20 +349,26 @@ static char *last_number(const char *t, size_t n) {
     return best_b > best_a ? strndup(t + best_a, best_b - best_a) : NULL;
 }
 
-/* Prose rather than a bare answer: three words or more of two letters or
- * more ("I think it is 42"), or long.  A bare answer ("x^2+1", "(1,2) or
- * (2,1)", "5 apples") is taken whole. */
+/* Prose rather than a bare answer: two words or more of two letters or
+ * more outside braces ("I think it is 42", "no idea"), or long.  A bare
+ * answer ("x^2+1", "(1,2) or (2,1)", "5 apples", "\text{red and blue}") is
+ * taken whole. */
 static int looks_like_prose(const char *t, size_t n) {
     if (n > 200) return 1;
-    int words = 0;
+    int words = 0, depth = 0;
     for (size_t i = 0; i < n;) {
+        if (t[i] == '{') depth++;
+        else if (t[i] == '}' && depth) depth--;
         size_t j = i;
         while (j < n && mth_alpha(t[j])) j++;
-        if (j - i >= 2 && (i == 0 || t[i - 1] != '\\')) words++;
+        if (j - i >= 2 && !depth && (i == 0 || t[i - 1] != '\\')) words++;
         i = j > i ? j : i + 1;
     }
-    return words >= 3;
+    return words >= 2;
 }
+
+/* A box that did not close ("\boxed{5"): no answer at all. */
+static int has_box_macro(const char *t) { return strstr(t, "\\boxed") || strstr(t, "\\fbox"); }
 
 /* ------------------------------------------------------------------ API */
 
@@ -385,6 +391,7 @@ static char *extract(const char *text, int gold) {
         free(r);
     }
     if (!gold && looks_like_prose(text, n)) return last_number(text, n);
+    if (!gold && has_box_macro(text)) return NULL;
     size_t a = 0;
     while (a < n && mth_space(text[a])) a++;
     while (n > a && mth_space(text[n - 1])) n--;

@@ -296,6 +296,232 @@ static void test_grade(void) {
     T_CHECK(!orc_math_grade(NULL, "4"));
 }
 
+/* ------------------------------------------- families of real outputs */
+
+/* A model output against a reference, graded as `brisk grade` does. */
+typedef struct { const char *gold, *output; int correct; } grade_case;
+
+static void check_grades(const grade_case *c, size_t n, const char *family) {
+    int ok = 0;
+    for (size_t i = 0; i < n; i++) {
+        int got = orc_math_grade(c[i].output, c[i].gold);
+        if (got == c[i].correct) { ok++; continue; }
+        char *x = orc_math_extract(c[i].output), *g = orc_math_extract_gold(c[i].gold);
+        T_CHECKF(0, "%s: gold [%s] output [%s]: graded %d, want %d (extracted [%s] vs [%s])", family,
+                 c[i].gold, c[i].output, got, c[i].correct, x ? x : "(null)", g ? g : "(null)");
+        free(x);
+        free(g);
+    }
+    printf("  %s: %d/%zu\n", family, ok, n);
+}
+#define CHECK_GRADES(arr, family) check_grades(arr, sizeof arr / sizeof arr[0], family)
+
+static void test_final_answer_formats(void) {
+    static const grade_case C[] = {
+        /* Minerva: the answer between the dollar signs */
+        {"$\\frac{5}{3}$", "Adding gives $\\frac{10}{6}$.\nFinal Answer: The final answer is $\\frac{5}{3}$. "
+                           "I hope it is correct.", 1},
+        {"$7$", "Final Answer: The final answer is $8$. I hope it is correct.", 0},
+        /* a Minerva line after a box wins over the box */
+        {"$24$", "We guess \\boxed{12} first, then recount.\nFinal Answer: The final answer is $24$. "
+                 "I hope it is correct.", 1},
+        {"$x=4$", "so the answer is: \\[ \\boxed{x = 4} \\]", 1},
+        {"$-3$", "The answer is: \\[\n\\boxed{-3}\n\\]", 1},
+        /* several boxes in one answer */
+        {"$3, 8$", "The roots are $\\boxed{3}\\boxed{8}$.", 1},
+        {"$(2,5),(5,2)$", "The pairs are $\\boxed{(2, 5)}, \\boxed{(5, 2)}$.", 1},
+        {"$p=7, q=3$", "Hence $\\boxed{p = 7} \\quad \\text{and} \\quad \\boxed{q = 3}$.", 1},
+        {"$7, 3$", "Hence $\\boxed{p = 7} \\quad \\text{and} \\quad \\boxed{q = 3}$.", 1},
+        {"$3$", "Hence $\\boxed{p = 7} \\quad \\text{and} \\quad \\boxed{q = 3}$.", 0},
+        /* a box far before the last one is an earlier attempt */
+        {"$9$", "At first I got \\boxed{6}, but the second case was counted twice, so I redo the "
+                "whole count from the start: \\boxed{9}.", 1},
+        /* markers and plain math */
+        {"$\\frac{1}{4}$", "The probability that both are red is therefore $\\frac{1}{4}$.", 1},
+        {"$15$", "The answer to part (b) is $15$, as computed above.", 1},
+        {"$x=2$ and $y=-1$", "Solving, we find $x = 2$ and $y = -1$.", 1},
+        {"$42$", "After all the steps the total comes to 42.", 1},
+        {"$1/8$", "So the chance is 1/8.", 1},
+        {"$12$", "**Answer:** 12", 1},
+        /* a bare answer is taken whole */
+        {"$x^2+1$", "x^2+1", 1},
+        {"$(1,3),(3,1)$", "(1,3) or (3,1)", 1},
+        {"\\frac{9}{4}", "$\\dfrac94$", 1},
+        {"$12$", "no idea", 0},
+    };
+    CHECK_GRADES(C, "final answer formats");
+}
+
+static void test_solution_sets(void) {
+    static const grade_case C[] = {
+        {"$(4,9),(9,4)$", "\\boxed{(9,4) \\text{ or } (4,9)}", 1},
+        {"$(4,9),(9,4)$", "\\boxed{(9,4), (4,9)}", 1},
+        {"$(4,9),(9,4)$", "\\boxed{(4;9);(9;4)}", 1},
+        {"$(4,9),(9,4)$", "\\boxed{\\left(4, 9\\right), \\left(9, 4\\right)}", 1},
+        {"$(4,9),(9,4)$", "\\boxed{(4,9)}", 0},
+        {"$(4,9),(9,4)$", "\\boxed{(4,9),(9,4),(1,1)}", 0},
+        {"$\\{-3,-2,-1,\\dots\\}$", "\\boxed{-3;-2;-1;...}", 1},
+        {"$\\{-3,-2,-1,\\dots\\}$", "\\boxed{-3, -2, -1, \\ldots}", 1},
+        {"$\\{-3,-2,-1,\\dots\\}$", "\\boxed{-3, -2, \\ldots}", 0},
+        {"$-1, 5$", "\\boxed{5, -1}", 1},
+        {"$-1, 5$", "\\boxed{\\{5,-1\\}}", 1},
+        {"$-1, 5$", "\\boxed{x=5 \\text{ or } x=-1}", 1},
+        {"$-1, 5$", "\\boxed{5}", 0},
+        {"$1, 1, 2$", "\\boxed{1, 2}", 0},              /* a double root counts twice */
+        {"$(1,-1,2)$", "\\boxed{(1,-1,2)}", 1},
+        {"$(1,-1,2)$", "\\boxed{(-1,1,2)}", 0},         /* a tuple keeps its order */
+        {"$(3,2)$", "\\boxed{3, 2}", 1},                /* a point written without brackets */
+        {"$(3,2)$", "\\boxed{2, 3}", 0},
+        {"$(0,1)\\cup(2,3)$", "\\boxed{(2,3)\\cup(0,1)}", 1},
+        {"$2 \\pm \\sqrt{3}$", "\\boxed{2+\\sqrt3, 2-\\sqrt3}", 1},
+    };
+    CHECK_GRADES(C, "solution sets");
+}
+
+static void test_assignments(void) {
+    static const grade_case C[] = {
+        {"$(3,2)$", "\\boxed{(p,q)=(3,2)}", 1},
+        {"$(p,q)=(3,2)$", "\\boxed{(3, 2)}", 1},
+        {"$(3,2)$", "\\boxed{(p,q)=(2,3)}", 0},
+        {"$6, 10$", "\\boxed{AB = 6, BC = 10}", 1},
+        {"$AB=6, BC=10$", "\\boxed{BC = 10, AB = 6}", 1},
+        {"$AB=6, BC=10$", "\\boxed{AB = 10, BC = 6}", 0},
+        {"$a_2 = 5, a_{12} = 35$", "\\boxed{a_{12} = 35, a_2 = 5}", 1},
+        {"$a_2 = 5, a_{12} = 35$", "\\boxed{a_{12} = 5, a_2 = 35}", 0},
+        {"$x=7$", "\\boxed{7}", 1},
+        {"$7$", "\\boxed{x = 7}", 1},
+        {"$7$", "\\boxed{x = 3 + 4 = 7}", 1},           /* a chain: its last side */
+        {"$x=7$", "\\boxed{y = 7}", 0},                 /* another variable */
+        {"$y = 3x - 2$", "\\boxed{y=-2+3x}", 1},
+        {"$y = 3x - 2$", "\\boxed{3x - y - 2 = 0}", 1},
+        {"$y = 3x - 2$", "\\boxed{3x - 2}", 1},
+        {"$0$", "\\boxed{3x - y - 2 = 0}", 0},          /* an equation is not the value 0 */
+        {"$x \\in [1,4]$", "\\boxed{[1,4]}", 1},
+        {"$2x+3y=6$", "\\boxed{6}", 0},
+    };
+    CHECK_GRADES(C, "assignments");
+}
+
+static void test_number_forms(void) {
+    static const grade_case C[] = {
+        {"$20{,}736$", "\\boxed{20736}", 1},
+        {"$20736$", "\\boxed{20,736}", 1},
+        {"$20736$", "\\boxed{20,\\!736}", 1},
+        {"$20736$", "\\boxed{20\\,736}", 1},
+        {"$20736$", "\\boxed{20, 736}", 0},             /* a pair, not a number */
+        {"$20, 736$", "\\boxed{736, 20}", 1},
+        {"$35\\%$", "\\boxed{35}", 1},
+        {"$35\\%$", "\\boxed{0.35}", 1},
+        {"$35$", "\\boxed{35\\%}", 1},
+        {"$35\\%$", "\\boxed{35 \\text{ percent}}", 1},
+        {"$35\\%$", "\\boxed{35 percent}", 1},
+        {"$35\\%$", "\\boxed{3.5}", 0},
+        {"$\\frac{2}{3}$", "\\boxed{0.666667}", 1},      /* six decimal places */
+        {"$\\frac{2}{3}$", "\\boxed{0.67}", 0},
+        {"$2.75$", "\\boxed{\\frac{11}{4}}", 1},
+        {"$2.75$", "\\boxed{2.750}", 1},
+        {"$0.000125$", "\\boxed{1.25\\times 10^{-4}}", 1},
+        {"$0.000125$", "\\boxed{0.00012}", 0},
+        {"$18$", "\\boxed{18 \\text{ cm}^2}", 1},
+        {"$18$", "\\boxed{18\\,\\mathrm{m}}", 1},
+        {"$18$", "\\boxed{18 \\text{ marbles}}", 1},
+        {"$18$", "\\boxed{\\$18}", 1},
+        {"$18$", "\\boxed{18 \\text{ and } 2}", 0},
+        {"$120$", "\\boxed{120^\\circ}", 1},
+        {"$120^\\circ$", "\\boxed{120 \\text{ degrees}}", 1},
+        {"$\\text{Tuesday}$", "\\boxed{\\text{tuesday}}", 1},
+        {"$\\text{Tuesday}$", "\\boxed{\\text{Thursday}}", 0},
+        {"$1000001$", "\\boxed{10^6}", 0},               /* exact, not within 1e-6 */
+        {"$1000000$", "\\boxed{10^6}", 1},
+        {"$2^{70}$", "\\boxed{1180591620717411303424}", 1},
+        {"$2^{70}$", "\\boxed{1180591620717411303425}", 0},
+    };
+    CHECK_GRADES(C, "number forms");
+}
+
+static void test_expressions(void) {
+    static const grade_case C[] = {
+        {"$-3(x+2)^2+7$", "\\boxed{-3x^2-12x-5}", 1},
+        {"$-3(x+2)^2+7$", "\\boxed{-3x^2-12x+5}", 0},
+        {"$\\frac{3}{4}\\sqrt{2}$", "\\boxed{\\dfrac{3\\sqrt2}{4}}", 1},
+        {"$\\frac{3}{4}\\sqrt{2}$", "\\boxed{\\tfrac34\\sqrt{2}}", 1},
+        {"$4ab^2$", "\\boxed{4 b \\cdot a b}", 1},
+        {"$4ab^2$", "\\boxed{4a^2b}", 0},
+        {"$\\frac{x+1}{x-1}$", "\\boxed{1+\\frac{2}{x-1}}", 1},
+        {"$\\sqrt{x^2}$", "\\boxed{|x|}", 1},
+        {"$|x|$", "\\boxed{x}", 0},                      /* negative points tell them apart */
+        {"$\\sin^2\\theta+\\cos^2\\theta$", "\\boxed{1}", 1},
+        {"$\\sin 2x$", "\\boxed{2\\sin x\\cos x}", 1},
+        {"$\\log_3 81$", "\\boxed{4}", 1},
+        {"$\\ln(x^3)$", "\\boxed{3\\ln x}", 1},
+        {"$\\binom{7}{3}$", "\\boxed{35}", 1},
+        {"$e^2$", "\\boxed{e \\cdot e}", 1},
+        {"$\\sqrt[3]{-8}$", "\\boxed{-2}", 1},
+        {"$x^{1/3}$", "\\boxed{\\sqrt[3]{x}}", 1},
+    };
+    CHECK_GRADES(C, "expressions");
+}
+
+static void test_refusals(void) {
+    static const grade_case C[] = {
+        {"$1, 2, 3$", "\\boxed{1, 2}", 0},               /* a different number of elements */
+        {"$(1,2,3)$", "\\boxed{(1,2)}", 0},
+        {"$[2,5]$", "\\boxed{\\{2,5\\}}", 0},            /* an interval is not a set */
+        {"$\\{2,5\\}$", "\\boxed{[2,5]}", 0},
+        {"$[2,5]$", "\\boxed{2, 5}", 0},
+        {"$x \\le 4$", "\\boxed{x = 4}", 0},              /* an inequality is not an equation */
+        {"$x = 4$", "\\boxed{x < 4}", 0},
+        {"$x < 4$", "\\boxed{x \\le 4}", 0},
+        {"$(2,5)$", "\\boxed{[2,5)}", 0},
+    };
+    CHECK_GRADES(C, "refusals");
+}
+
+/* Which side is the reference matters in two rules (and orc_math_equiv,
+ * for votes, accepts either). */
+static void test_gold_direction(void) {
+    static const struct { const char *gold, *answer; int directed, sym; } C[] = {
+        {"2 < x \\le 5", "(2,5]", 1, 1},
+        {"(2,5]", "2 < x \\le 5", 0, 1},
+        {"x > 1", "(1, \\infty)", 1, 1},
+        {"x < -1 \\text{ or } x > 1", "(-\\infty,-1)\\cup(1,\\infty)", 1, 1},
+        {"x > 1 \\text{ and } x < 3", "(1, 3)", 1, 1},
+        {"x > 1", "(1, 3)", 0, 0},
+        {"x=5", "5", 1, 1},
+        {"5", "x=5", 1, 1},
+        {"5", "x+y=5", 1, 1},
+        {"3x+1=0", "-\\frac{1}{3}", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof C / sizeof C[0]; i++) {
+        int d = orc_math_equiv_gold(C[i].gold, C[i].answer), s = orc_math_equiv(C[i].gold, C[i].answer);
+        T_CHECKF(d == C[i].directed && s == C[i].sym, "gold [%s] answer [%s]: directed %d sym %d, want %d %d",
+                 C[i].gold, C[i].answer, d, s, C[i].directed, C[i].sym);
+        T_CHECK(s == orc_math_equiv(C[i].answer, C[i].gold));
+    }
+}
+
+static void test_grade_lines(void) {
+    static const struct { const char *line, *want; } C[] = {
+        {"{\"gold\":\"$\\\\frac12$\",\"answer\":\"so \\\\boxed{0.5}\",\"id\":\"a\"}",
+         "{\"correct\":true,\"gold\":\"\\\\frac12\",\"answer\":\"0.5\",\"line\":1,\"id\":\"a\"}"},
+        {"{\"gold\":4,\"answer\":\"The answer is 5.\"}",
+         "{\"correct\":false,\"gold\":\"4\",\"answer\":\"5\",\"line\":1}"},
+        {"{\"gold\":\"4\",\"answer\":\"I cannot tell\"}",
+         "{\"correct\":false,\"gold\":\"4\",\"answer\":null,\"line\":1}"},
+        {"{\"gold\":\"4\"}", "{\"error\":\"no \\\"answer\\\" field\",\"line\":1}"},
+        {"{\"gold\":[4],\"answer\":\"4\"}", "{\"error\":\"\\\"gold\\\" is not a string or a number\",\"line\":1}"},
+        {"[1,2]", "{\"error\":\"not a JSON object\",\"line\":1}"},
+        {"{\"gold\": \"4\", \"answer\": ", "{\"error\":\"not a JSON object\",\"line\":1}"},
+        {NULL, "{\"error\":\"not a JSON object\",\"line\":1}"},
+    };
+    for (size_t i = 0; i < sizeof C / sizeof C[0]; i++) {
+        char *got = orc_math_grade_line(C[i].line, 1);
+        T_CHECKF(got && !strcmp(got, C[i].want), "line %s -> %s, want %s", C[i].line ? C[i].line : "(null)",
+                 got ? got : "(null)", C[i].want);
+        free(got);
+    }
+}
+
 /* ------------------------------------------------------- robustness */
 
 static uint64_t rng_state = 88172645463325252ull;
@@ -557,6 +783,14 @@ int main(void) {
     T_RUN(test_eval);
     T_RUN(test_extract);
     T_RUN(test_grade);
+    T_RUN(test_final_answer_formats);
+    T_RUN(test_solution_sets);
+    T_RUN(test_assignments);
+    T_RUN(test_number_forms);
+    T_RUN(test_expressions);
+    T_RUN(test_refusals);
+    T_RUN(test_gold_direction);
+    T_RUN(test_grade_lines);
     T_RUN(test_fuzz);
     T_RUN(test_huge_inputs);
     T_RUN(test_math500);

@@ -4,7 +4,7 @@
  *  1. Boxes: the last \boxed{} / \fbox{} and the boxes just before it that
  *     belong to the same answer (less than 10 characters apart, or less than
  *     70 with "and", "or", "," or ";" between and a different content),
- *     joined by ", "; repeats of one content count once.  A Minerva line
+ *     joined by ", "; boxes restating one value count once.  A Minerva line
  *     "The final answer is $X$. I hope it is correct." after them wins.
  *  2. Markers: "final answer is" / "final answer:", then "answer is" /
  *     "answer:", then "answer" followed within 50 characters by math; the
@@ -104,6 +104,21 @@ static int same_text(const char *t, const box_t *x, const box_t *y) {
     return x->b - x->a == y->b - y->a && memcmp(t + x->a, t + y->a, x->b - x->a) == 0;
 }
 
+/* Does box x say what one of the chained boxes says ("15\frac{39}{40}, or
+ * \frac{639}{40}" restates one value)? */
+static int same_value(const char *t, const box_t *x, const box_t *bx, const size_t *chain, size_t m) {
+    char *a = strndup(t + x->a, x->b - x->a);
+    int r = 0;
+    for (size_t k = 0; a && k < m && !r; k++) {
+        const box_t *y = &bx[chain[k]];
+        char *b = strndup(t + y->a, y->b - y->a);
+        r = same_text(t, x, y) || (b && orc_math_equiv(a, b));
+        free(b);
+    }
+    free(a);
+    return r;
+}
+
 static void add_trimmed(eng_buf *b, const char *s, size_t a, size_t e) {
     while (a < e && mth_space(s[a])) a++;
     while (e > a && mth_space(s[e - 1])) e--;
@@ -133,7 +148,7 @@ static char *boxed_answer(const char *t, size_t n, size_t *end, int *oom) {
         if (!(gap < BOX_NEAR ||
               (gap < BOX_SEPARATED && differs && has_separator(t, bx[prev].end, bx[cur].start))))
             break;
-        if (!same_text(t, &bx[prev], &bx[chain[m - 1]])) chain[m++] = (size_t)prev;
+        if (!same_value(t, &bx[prev], bx, chain, m)) chain[m++] = (size_t)prev;
         cur = (size_t)prev;
     }
     eng_buf b = {0};

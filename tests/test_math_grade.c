@@ -681,38 +681,56 @@ static char *read_file(const char *path) {
     return b;
 }
 
-/* Reads the "answer" field of every row; returns the count. */
-static int load_answers(const char *path, char ***out) {
+/* Reads the "answer" and "solution" fields of every row; returns the count. */
+static int load_rows(const char *path, char ***answers, char ***solutions) {
     char *text = read_file(path);
     if (!text) return -1;
     int n = 0, cap = 0;
-    char **ans = NULL;
+    char **ans = NULL, **sol = NULL;
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
         cJSON *row = cJSON_Parse(line);
         const cJSON *a = cJSON_GetObjectItemCaseSensitive(row, "answer");
-        if (cJSON_IsString(a)) {
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(row, "solution");
+        if (cJSON_IsString(a) && cJSON_IsString(s)) {
             if (n == cap) {
                 cap = cap ? cap * 2 : 512;
                 char **na = realloc(ans, (size_t)cap * sizeof *na);
-                if (!na) { cJSON_Delete(row); break; }
-                ans = na;
+                if (na) ans = na;
+                char **ns = na ? realloc(sol, (size_t)cap * sizeof *ns) : NULL;
+                if (ns) sol = ns;
+                if (!na || !ns) { cJSON_Delete(row); break; }
             }
-            ans[n++] = strdup(a->valuestring);
+            ans[n] = strdup(a->valuestring);
+            sol[n++] = strdup(s->valuestring);
         }
         cJSON_Delete(row);
     }
     free(text);
-    *out = ans;
+    *answers = ans;
+    *solutions = sol;
     return n;
 }
 
 static void test_math500(void) {
     char path[1024];
     snprintf(path, sizeof path, "%s/data/math500/test.jsonl", t_shared());
-    char **ans = NULL;
-    int n = load_answers(path, &ans);
+    char **ans = NULL, **sol = NULL;
+    int n = load_rows(path, &ans, &sol);
     if (n < 0) T_SKIP("%s not found; MATH-500 checks skipped", path);
     T_CHECKF(n == 500, "%d rows", n);
+
+    /* every reference solution, graded as a model output, is right */
+    int sol_ok = 0;
+    for (int i = 0; i < n; i++) {
+        int g = orc_math_grade(sol[i], ans[i]);
+        sol_ok += g;
+        if (!g) {
+            char *x = orc_math_extract(sol[i]);
+            T_CHECKF(0, "row %d: the reference solution gives [%s], the answer is [%s]", i, x ? x : "(null)", ans[i]);
+            free(x);
+        }
+    }
+    printf("  reference solutions graded right: %d/%d\n", sol_ok, n);
 
     int exact = 0, same = 0, idem = 0, marker = 0;
     for (int i = 0; i < n; i++) {
@@ -770,9 +788,10 @@ static void test_math500(void) {
     printf("  all %ld distinct pairs: %ld judged equal\n", pairs, all_equal);
     T_CHECK(all_equal * 100 <= pairs);
 
-    for (int i = 0; i < n; i++) { free(ans[i]); if (norm) free(norm[i]); }
+    for (int i = 0; i < n; i++) { free(ans[i]); free(sol[i]); if (norm) free(norm[i]); }
     free(norm);
     free(ans);
+    free(sol);
 }
 
 int main(void) {

@@ -1,6 +1,7 @@
 /* test_math_grade.c — MATH answer extraction and equivalence (orc_math). */
 #include "t.h"
 #include "orc_math.h"
+#include "orc_tts.h"
 #include "eng.h"
 #include <cjson/cJSON.h>
 #include <stdint.h>
@@ -522,6 +523,26 @@ static void test_grade_lines(void) {
     }
 }
 
+/* The majority vote clusters answers with the same equivalence. */
+static void test_vote_clusters(void) {
+    const char *outputs[] = {
+        "so $\\boxed{(2,1)}$ or $\\boxed{(1,2)}$",
+        "The pairs are $(1,2)$ and $(2,1)$.",
+        "\\boxed{(1, 2) \\text{ or } (2, 1)}",
+        "\\boxed{(x,y)=(1,2)}",
+        "\\boxed{(1,2)}",
+    };
+    orc_tts_cand c[5];
+    char *ans[5];
+    for (int i = 0; i < 5; i++) {
+        ans[i] = orc_math_extract(outputs[i]);
+        c[i] = (orc_tts_cand){ans[i], -1.0 * (i + 1), 1};
+    }
+    int votes = 0, v = orc_tts_vote(c, 5, &votes);
+    T_CHECKF(v == 0 && votes == 3, "vote %d with %d votes", v, votes);
+    for (int i = 0; i < 5; i++) free(ans[i]);
+}
+
 /* ------------------------------------------------------- robustness */
 
 static uint64_t rng_state = 88172645463325252ull;
@@ -810,6 +831,7 @@ int main(void) {
     T_RUN(test_refusals);
     T_RUN(test_gold_direction);
     T_RUN(test_grade_lines);
+    T_RUN(test_vote_clusters);
     T_RUN(test_fuzz);
     T_RUN(test_huge_inputs);
     T_RUN(test_math500);

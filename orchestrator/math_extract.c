@@ -11,11 +11,15 @@
  *     last occurrence of the first kind found.  After the marker: the math
  *     ($..$, $$..$$, \(..\), \[..\]) that starts within 50 characters in
  *     the same sentence, with math joined to it by "and" / "or" / ",", else
- *     the plain text up to the end of the sentence or line.
- *  3. The last math in the text (with math joined to it as above).
- *  4. A bare answer ("x^2+1", "(1,2) or (2,1)") whole; in prose, its last
- *     number ("12", "-3.5", "1,234", "1/2", "50%").
- * A reference answer (orc_math_extract_gold) is taken whole at step 4. */
+ *     the plain text up to the end of the sentence or line (in prose, its
+ *     first number: "is 5 because ...").
+ *  3. The last math in the text (with math joined to it as above), unless
+ *     a number in the prose after it ends later ("so $x=5$, i.e. 10 in all"
+ *     gives 10, as Math-Verify's rightmost match does).
+ *  4. A bare answer ("x^2+1", "(1,2) or (2,1)", "5 apples") whole; in
+ *     prose, its last number ("12", "-3.5", "1,234", "1/2", "50%").
+ * A reference answer (orc_math_extract_gold) takes no number from prose
+ * and is taken whole at step 4. */
 #include "math_int.h"
 #include "eng.h"
 #include <stdlib.h>
@@ -256,12 +260,14 @@ static size_t find_envs(const char *t, size_t n, env_t **out) {
     return k;
 }
 
-/* The last math in the text with the math joined to it before it. */
-static char *last_env(const char *t, size_t n) {
+/* The last math in the text with the math joined to it before it; *end
+ * gets the index after it. */
+static char *last_env(const char *t, size_t n, size_t *end) {
     env_t *v;
     size_t k = find_envs(t, n, &v);
     char *r = NULL;
     if (k) {
+        *end = v[k - 1].close;
         size_t first = k - 1;
         while (first > 0 && k - first < MAX_CHAIN &&
                joined_next(t, n, v[first - 1].close) == v[first].open)
@@ -272,6 +278,45 @@ static char *last_env(const char *t, size_t n) {
     return r;
 }
 
+/* ------------------------------------------------------- plain numbers */
+
+/* The first (or last) number in plain text t[from, n): "-12", "3.5",
+ * "1,234", "1/2", "50%" (or "50 percent"), preceded by the start, a space,
+ * "=", "*" or "$".  Gives its span; 0 when there is none. */
+static int number_span(const char *t, size_t n, size_t from, int first, size_t *pa, size_t *pb) {
+    int found = 0;
+    for (size_t i = from; i < n; i++) {
+        if (!mth_digit(t[i])) continue;
+        size_t a = i;
+        if (a > from && t[a - 1] == '-') a--;
+        char p = a > 0 ? t[a - 1] : ' ';
+        if (!(mth_space(p) || p == '=' || p == '*' || p == '$')) {
+            while (i + 1 < n && mth_digit(t[i + 1])) i++;
+            continue;
+        }
+        size_t j = i, d = 0;
+        while (j < n && mth_digit(t[j])) { j++; d++; }
+        while (d <= 3 && j + 3 < n && t[j] == ',' && mth_digit(t[j + 1]) && mth_digit(t[j + 2]) &&
+               mth_digit(t[j + 3]) && (j + 4 >= n || !mth_digit(t[j + 4])))
+            j += 4;
+        if (j + 1 < n && t[j] == '.' && mth_digit(t[j + 1]))
+            for (j++; j < n && mth_digit(t[j]); j++) {}
+        if (j + 1 < n && t[j] == '/' && mth_digit(t[j + 1]))
+            for (j++; j < n && mth_digit(t[j]); j++) {}
+        size_t b = j;
+        while (j < n && t[j] == ' ') j++;
+        if (j < n && t[j] == '%') b = j + 1;
+        else if (j + 7 <= n && memcmp(t + j, "percent", 7) == 0) b = j + 7;
+        *pa = a;
+        *pb = b;
+        found = 1;
+        if (first) return 1;
+        i = b - 1;
+    }
+    return found;
+}
+
+
 /* ----------------------------------------------------------- markers */
 
 /* Case-insensitive: does marker m start at t[i]? */
@@ -280,6 +325,24 @@ static int marker_at(const char *t, size_t i, size_t n, const char *m) {
     if (i + len > n || (i > 0 && mth_alpha(t[i - 1]))) return 0;
     while (k < len && mth_lower(t[i + k]) == m[k]) k++;
     return k == len;
+}
+
+/* Prose rather than a bare answer: two words or more of two letters or
+ * more outside braces ("I think it is 42", "no idea"), or long.  A bare
+ * answer ("x^2+1", "(1,2) or (2,1)", "5 apples", "\text{red and blue}") is
+ * taken whole. */
+static int looks_like_prose(const char *t, size_t n) {
+    if (n > 200) return 1;
+    int words = 0, depth = 0;
+    for (size_t i = 0; i < n;) {
+        if (t[i] == '{') depth++;
+        else if (t[i] == '}' && depth) depth--;
+        size_t j = i;
+        while (j < n && mth_alpha(t[j])) j++;
+        if (j - i >= 2 && !depth && (i == 0 || t[i - 1] != '\\')) words++;
+        i = j > i ? j : i + 1;
+    }
+    return words >= 2;
 }
 
 /* The answer after a marker ending at i: math starting within reach in
@@ -298,6 +361,9 @@ static char *after_marker(const char *t, size_t n, size_t i, int math_only) {
         end++;
     while (a < end && mth_space(t[a])) a++;
     while (end > a && (mth_space(t[end - 1]) || t[end - 1] == '*' || t[end - 1] == '.')) end--;
+    size_t na, nb;                            /* "is 5 because ...": the number */
+    if (looks_like_prose(t + a, end - a) && number_span(t, end, a, 1, &na, &nb))
+        return strndup(t + na, nb - na);
     return end > a ? strndup(t + a, end - a) : NULL;
 }
 
@@ -329,59 +395,6 @@ static char *minerva_answer(const char *t, size_t n, size_t from) {
     return NULL;
 }
 
-/* ------------------------------------------------------- plain numbers */
-
-/* The last number in plain text: "-12", "3.5", "1,234", "1/2", "50%" (or
- * "50 percent"), preceded by the start, a space, "=", "*" or "$". */
-static char *last_number(const char *t, size_t n) {
-    size_t best_a = 0, best_b = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!mth_digit(t[i])) continue;
-        size_t a = i;
-        if (a > 0 && t[a - 1] == '-') a--;
-        char p = a > 0 ? t[a - 1] : ' ';
-        if (!(mth_space(p) || p == '=' || p == '*' || p == '$')) {
-            while (i + 1 < n && mth_digit(t[i + 1])) i++;
-            continue;
-        }
-        size_t j = i, d = 0;
-        while (j < n && mth_digit(t[j])) { j++; d++; }
-        while (d <= 3 && j + 3 < n && t[j] == ',' && mth_digit(t[j + 1]) && mth_digit(t[j + 2]) &&
-               mth_digit(t[j + 3]) && (j + 4 >= n || !mth_digit(t[j + 4])))
-            j += 4;
-        if (j + 1 < n && t[j] == '.' && mth_digit(t[j + 1]))
-            for (j++; j < n && mth_digit(t[j]); j++) {}
-        if (j + 1 < n && t[j] == '/' && mth_digit(t[j + 1]))
-            for (j++; j < n && mth_digit(t[j]); j++) {}
-        size_t b = j;
-        while (j < n && t[j] == ' ') j++;
-        if (j < n && t[j] == '%') b = j + 1;
-        else if (j + 7 <= n && memcmp(t + j, "percent", 7) == 0) b = j + 7;
-        best_a = a;
-        best_b = b;
-        i = (b > i ? b : i + 1) - 1;
-    }
-    return best_b > best_a ? strndup(t + best_a, best_b - best_a) : NULL;
-}
-
-/* Prose rather than a bare answer: two words or more of two letters or
- * more outside braces ("I think it is 42", "no idea"), or long.  A bare
- * answer ("x^2+1", "(1,2) or (2,1)", "5 apples", "\text{red and blue}") is
- * taken whole. */
-static int looks_like_prose(const char *t, size_t n) {
-    if (n > 200) return 1;
-    int words = 0, depth = 0;
-    for (size_t i = 0; i < n;) {
-        if (t[i] == '{') depth++;
-        else if (t[i] == '}' && depth) depth--;
-        size_t j = i;
-        while (j < n && mth_alpha(t[j])) j++;
-        if (j - i >= 2 && !depth && (i == 0 || t[i - 1] != '\\')) words++;
-        i = j > i ? j : i + 1;
-    }
-    return words >= 2;
-}
-
 /* A box that did not close ("\boxed{5"): no answer at all. */
 static int has_box_macro(const char *t) { return strstr(t, "\\boxed") || strstr(t, "\\fbox"); }
 
@@ -401,12 +414,15 @@ static char *extract(const char *text, int gold) {
     if ((r = marker_answer(text, n, FINAL_MARKERS, 0, 0))) return r;
     if ((r = marker_answer(text, n, ANSWER_MARKERS, 0, 0))) return r;
     if ((r = marker_answer(text, n, WORD_MARKERS, 1, 0))) return r;
-    if ((r = last_env(text, n))) {
-        if (*r) return r;
+    size_t env_end = 0, na, nb;
+    if ((r = last_env(text, n, &env_end)) && !*r) { free(r); r = NULL; }
+    /* in prose, a number after the last math is the later answer */
+    if (!gold && (r || looks_like_prose(text, n)) && number_span(text, n, env_end, 0, &na, &nb)) {
         free(r);
+        return strndup(text + na, nb - na);
     }
-    if (!gold && looks_like_prose(text, n)) return last_number(text, n);
-    if (!gold && has_box_macro(text)) return NULL;
+    if (r) return r;
+    if (!gold && (looks_like_prose(text, n) || has_box_macro(text))) return NULL;
     size_t a = 0;
     while (a < n && mth_space(text[a])) a++;
     while (n > a && mth_space(text[n - 1])) n--;

@@ -546,13 +546,21 @@ static int cmp_relation(const char *g, const char *a, cmp_ctx *c, int depth) {
     return 1;
 }
 
-/* "\begin{pmatrix}...\end{pmatrix}": gives the family and the body. */
+/* "\begin{pmatrix}...\end{pmatrix}", also "[\begin{matrix}...\end{matrix}]"
+ * and "\begin{array}{cc}...\end{array}": gives the family and the body. */
 static int matrix_of(const char *s, span *body, int *family) {
-    static const char *const ROUND[] = {"pmatrix", "bmatrix", "Bmatrix", "matrix", "smallmatrix", NULL};
+    static const char *const ROUND[] = {"pmatrix", "bmatrix", "Bmatrix", "matrix", "smallmatrix",
+                                        "array", NULL};
     static const char *const BARS[] = {"vmatrix", "Vmatrix", NULL};
     size_t n = strlen(s);
-    if (strncmp(s, "\\begin{", 7) != 0) return 0;
-    const char *name = s + 7, *end = strchr(name, '}');
+    span op, cl, in;
+    if (mth_group_of(s, n, &op, &cl, &in) && op.n == 1 && op.p[0] != '{' && in.n > 7 &&
+        strncmp(in.p, "\\begin{", 7) == 0) {
+        s = in.p;                              /* brackets around the environment */
+        n = in.n;
+    }
+    if (n < 7 || strncmp(s, "\\begin{", 7) != 0) return 0;
+    const char *name = s + 7, *end = memchr(name, '}', n - 7);
     if (!end) return 0;
     size_t len = (size_t)(end - name);
     if (mth_in_list(name, len, ROUND)) *family = 1;
@@ -563,6 +571,11 @@ static int matrix_of(const char *s, span *body, int *family) {
     if (n < head + tail) return 0;
     const char *t = s + n - tail;
     if (strncmp(t, "\\end{", 5) != 0 || memcmp(t + 5, name, len) != 0 || t[5 + len] != '}') return 0;
+    if (mth_name_eq(name, len, "array") && s[head] == '{') {   /* the column spec */
+        const char *c = memchr(s + head, '}', n - head - tail);
+        if (!c) return 0;
+        head = (size_t)(c + 1 - s);
+    }
     *body = (span){s + head, n - head - tail};
     return 1;
 }
@@ -668,15 +681,14 @@ static int is_word(const char *s) {
     return n >= 2;
 }
 
-/* Two values: a decimal on either side agrees to 6 decimal places (and, below
- * 1, to 1e-5 relative, so 0.000067 is not 0.0000672); exact rationals must be
- * equal; anything else agrees to EXPR_TOL. */
+/* Two values: a decimal on either side agrees when both round alike at 6
+ * decimal places (as Math-Verify rounds); exact rationals must be equal;
+ * anything else agrees to EXPR_TOL. */
 static int num_match(mth_num x, mth_num y, int decimal) {
-    double ax = fabs(x.v), ay = fabs(y.v), m = fmax(ax, ay);
+    double m = fmax(fabs(x.v), fabs(y.v));
     if (decimal) {
         if (m >= 1e9) return fabs(x.v - y.v) <= 1e-15 * m;
-        if (llround(x.v * 1e6) != llround(y.v * 1e6)) return 0;
-        return m >= 1 || fabs(x.v - y.v) <= 1e-5 * m;
+        return llround(x.v * 1e6) == llround(y.v * 1e6);
     }
     if (x.exact && y.exact) return x.p == y.p && x.q == y.q;
     double d = fabs(x.v - y.v);

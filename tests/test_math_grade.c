@@ -103,6 +103,12 @@ static const char *const EQ[][2] = {
     {"\xcf\x80 r^2", "\\pi r^2"}, {"x\xc2\xb2+1", "x^{2}+1"},
     /* boxed inside an answer */
     {"\\boxed{7}", "7"}, {"\\$1,\\!000", "1000"},
+    /* forms Math-Verify also accepts: lists in any order, a point without
+     * brackets, percent as a fraction, an assignment by its value, a unit in
+     * \text, a matrix in brackets */
+    {"1,-2", "-2,1"}, {"(1,2)", "1,2"}, {"5\\%", "0.05"}, {"2x+3", "y=2x+3"},
+    {"x=1, y=2", "2, 1"}, {"2 \\text{ apples}", "2"},
+    {"\\left[\\begin{matrix}1&2\\\\3&4\\end{matrix}\\right]", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}"},
 };
 
 /* Pairs that must not be judged equivalent (checked in both directions). */
@@ -114,7 +120,7 @@ static const char *const NE[][2] = {
     {"[0,1)", "[0,1]"}, {"(0,1)", "[0,1]"}, {"(3,4]", "(3,4)"}, {"(2,\\infty)", "[2,\\infty)"},
     {"(0,9)\\cup(9,36)", "(0,36)"},
     {"(-\\infty,2)\\cup(3,\\infty)", "(-\\infty,3)\\cup(2,\\infty)"},
-    {"3,5,7", "3,5"}, {"\\{1,2\\}", "\\{1,3\\}"}, 
+    {"3,5,7", "3,5"}, {"\\{1,2\\}", "\\{1,3\\}"},
     {"1,000", "1"}, {"1,000", "(1,000)"}, {"x=5", "x=6"}, {"x=5", "6"},
     {"y=2x+3", "y=2x-3"}, {"2k+2", "2k+1"}, {"2k", "2n"}, {"x^2", "x^3"},
     {"(a+5)(b+2)", "(a+2)(b+5)"}, {"6-5i", "6+5i"}, {"1+2i", "2+i"},
@@ -135,7 +141,6 @@ static const char *const NE[][2] = {
     {"3R^2", "3r^2"}, {"5 cm", "5 m"}, {"\\frac{11+9a}{20}", "\\frac{11+9b}{20}"},
     {"4210_5", "4210"}, {"(1,2)", "[1,2]"}, {"\\{1,2\\}", "\\{1,2,3\\}"},
     {"\\text{even}", "\\text{odd}"}, {"\\sqrt{-4}", "2"},
-    
     {"1\\pm 2", "3, 1"}, {"1\\pm 2", "3, -1, 0"}, {"\\pm 2", "2"}, {"2\\pm 1 \\pm 1", "3, 1"},
 };
 

@@ -268,11 +268,13 @@ static int rel_is_assignment(const rel_t *r) {
 }
 
 /* An equation that gives a value by its last side: an assignment, a chain
- * ("x = 2+3 = 5") or a computation ("2+3=5").  "5x-7y+4=0" is an equation
- * in its own right, not the value 0. */
+ * ("x = 2+3 = 5"), a computation ("2+3=5", "2y_1+2y_2=40"), as Math-Verify
+ * reads it; but not an equation set to zero ("5x-7y+4=0" is not the value
+ * 0). */
 static int rel_gives_value(const rel_t *r) {
     if (!rel_is_equation(r)) return 0;
-    if (r->n >= 2 || names_only(r->part[0])) return 1;
+    span last = r->part[r->n];
+    if (r->n >= 2 || names_only(r->part[0]) || !(last.n == 1 && last.p[0] == '0')) return 1;
     char *s = span_dup(r->part[0]), *n = s ? orc_math_normalize(s) : NULL;
     mth_num v;
     int k = n && mth_eval_const(n, &v);
@@ -440,22 +442,24 @@ static char *ineq_as_set(const char *s) {
 
 /* -------------------------------------------------------------- steps */
 
-/* "x \approx 3.14" is the assignment x=3.14; "\frac{\pi}{4} \approx 0.785"
- * is its exact side.  -1 when there is no top-level \approx. */
+/* "x \approx 3.14" is the assignment x=3.14 and "a \approx 0.05 = 5\%" a
+ * chain; "\frac{\pi}{4} \approx 0.785" is its exact side.  -1 when there
+ * is no top-level \approx. */
 static int cmp_approx(const char *g, const char *a, cmp_ctx *c, int depth, int gold_side) {
     const char *s = gold_side ? g : a;
     rel_t r;
     if (!rel_parse(s, strlen(s), &r)) return -1;
-    int k = 0;
-    while (k < r.n && r.op[k] != OP_APPROX) k++;
-    if (k == r.n) return -1;
+    int k = r.n - 1;
+    while (k >= 0 && r.op[k] != OP_APPROX) k--;
+    if (k < 0) return -1;
     eng_buf b = {0};
-    if (k == 0 && names_only(r.part[0])) {
-        eng_buf_add(&b, r.part[0].p, r.part[0].n);
+    size_t cut = (size_t)(r.part[k].p + r.part[k].n - s);
+    if (k < r.n - 1 || (k == 0 && names_only(r.part[0]))) {
+        eng_buf_add(&b, s, cut);                   /* read as "=" */
         eng_buf_addc(&b, '=');
-        eng_buf_add(&b, r.part[1].p, r.part[1].n);
+        eng_buf_adds(&b, r.part[k + 1].p);
     } else {
-        eng_buf_add(&b, s, (size_t)(r.part[k].p + r.part[k].n - s));
+        eng_buf_add(&b, s, cut);
     }
     char *t = eng_buf_take(&b);
     if (!t) return 0;

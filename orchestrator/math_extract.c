@@ -29,6 +29,7 @@
 #define BOX_SEPARATED 70     /* ... and up to this with a separator between */
 #define MARKER_REACH  50     /* math this close after a marker is the answer */
 #define MAX_CHAIN     6      /* math environments joined into one answer */
+#define MAX_BOXES     64     /* boxes looked at for one answer */
 
 typedef struct { size_t start, a, b, end; } box_t;   /* content [a, b), end: after it */
 
@@ -142,7 +143,7 @@ static char *boxed_answer(const char *t, size_t n, size_t *end, int *oom) {
     if (!chain) { *oom = 1; free(bx); return NULL; }
     chain[m++] = last;
     *end = bx[last].end;
-    for (size_t cur = last;;) {
+    for (size_t cur = last, steps = 0; steps < MAX_BOXES; steps++) {
         long prev = -1;                       /* the nearest box ending before cur */
         for (long k = 0; k < nb; k++)
             if (bx[k].end <= bx[cur].start && (prev < 0 || bx[k].start > bx[prev].start)) prev = k;
@@ -171,48 +172,93 @@ static char *boxed_answer(const char *t, size_t n, size_t *end, int *oom) {
 
 typedef struct { size_t open, a, b, close; } env_t;   /* content [a, b), close: after it */
 
+/* A text with its math environments, found once in one pass. */
+typedef struct { const char *t; size_t n; env_t *env; size_t n_env; } doc_t;
+
+static const struct { const char *open, *close; int line; } ENV[] = {
+    {"$$", "$$", 0}, {"\\[", "\\]", 0}, {"\\(", "\\)", 1}, {"$", "$", 1},
+};
+#define N_ENV (sizeof ENV / sizeof ENV[0])
+
 /* Index of close (an unescaped "$", "$$", "\)" or "\]") at or after i, or
- * SIZE_MAX; inline "$" and "\(" stay on one line. */
-static size_t find_close(const char *t, size_t n, size_t i, const char *close, int one_line) {
+ * SIZE_MAX; inline "$" and "\(" stay on one line.  *limit gets where a
+ * failed search stopped: no opener of this kind before it can close. */
+static size_t find_close(const char *t, size_t n, size_t i, const char *close, int one_line,
+                         size_t *limit) {
     size_t len = strlen(close);
     while (i + len <= n) {
-        if (one_line && t[i] == '\n') return SIZE_MAX;
+        if (one_line && t[i] == '\n') { *limit = i; return SIZE_MAX; }
         if (memcmp(t + i, close, len) == 0) return i;
         i += (t[i] == '\\' && i + 1 < n && close[0] == '$') ? 2 : 1;
     }
+    *limit = n;
     return SIZE_MAX;
 }
 
-/* The math environment opening at t[i], if any. */
-static int env_at(const char *t, size_t n, size_t i, env_t *e) {
-    static const struct { const char *open, *close; int line; } ENV[] = {
-        {"$$", "$$", 0}, {"\\[", "\\]", 0}, {"\\(", "\\)", 1}, {"$", "$", 1},
-    };
-    if (i > 0 && t[i - 1] == '\\') return 0;      /* "\$" is a dollar sign */
-    for (size_t k = 0; k < sizeof ENV / sizeof ENV[0]; k++) {
-        size_t lo = strlen(ENV[k].open);
-        if (i + lo > n || memcmp(t + i, ENV[k].open, lo) != 0) continue;
-        size_t c = find_close(t, n, i + lo, ENV[k].close, ENV[k].line);
-        if (c == SIZE_MAX || c == i + lo) return 0;
-        *e = (env_t){i, i + lo, c, c + strlen(ENV[k].close)};
-        return 1;
+/* Every math environment in order, an environment's inside skipped.
+ * Linear: an opener whose kind found no closer up to some point is not
+ * searched again before that point. */
+static void find_envs(doc_t *d) {
+    const char *t = d->t;
+    size_t n = d->n, cap = 0, dead[N_ENV] = {0};
+    for (size_t i = 0; i < n;) {
+        int found = 0;
+        if ((t[i] == '$' || t[i] == '\\') && !(i > 0 && t[i - 1] == '\\')) {
+            for (size_t k = 0; k < N_ENV; k++) {
+                size_t lo = strlen(ENV[k].open);
+                if (i + lo > n || memcmp(t + i, ENV[k].open, lo) != 0) continue;
+                if (i < dead[k]) break;
+                size_t c = find_close(t, n, i + lo, ENV[k].close, ENV[k].line, &dead[k]);
+                if (c == SIZE_MAX || c == i + lo) break;
+                if (d->n_env == cap) {
+                    size_t nc = cap ? cap * 2 : 16;
+                    env_t *nv = realloc(d->env, nc * sizeof *nv);
+                    if (!nv) return;
+                    d->env = nv;
+                    cap = nc;
+                }
+                d->env[d->n_env++] = (env_t){i, i + lo, c, c + strlen(ENV[k].close)};
+                i = c + strlen(ENV[k].close);
+                found = 1;
+                break;
+            }
+        }
+        if (!found) i += (t[i] == '\\' && i + 1 < n) ? 2 : 1;
     }
-    return 0;
 }
 
-/* After math ending at i: the start of the next math joined by "and",
- * "or" or "," (and spaces), or SIZE_MAX. */
+/* The math environment opening at t[i], if any. */
+static int env_at(const doc_t *d, size_t i, env_t *e) {
+    size_t lo = 0, hi = d->n_env;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (d->env[mid].open < i) lo = mid + 1; else hi = mid;
+    }
+    if (lo == d->n_env || d->env[lo].open != i) return 0;
+    *e = d->env[lo];
+    return 1;
+}
+
+/* After math ending at i: the start of the next math joined to it by one
+ * "and", "or", ",", ",and" or ",or" between spaces (", and" is a new
+ * clause, as in Math-Verify), or SIZE_MAX. */
 static size_t joined_next(const char *t, size_t n, size_t i) {
     size_t j = i;
-    int sep = 0;
-    for (;;) {
-        while (j < n && mth_space(t[j])) j++;
-        if (j < n && t[j] == ',') { j++; sep = 1; continue; }
-        if (word_at(t, j, n, "and")) { j += 3; sep = 1; continue; }
-        if (word_at(t, j, n, "or")) { j += 2; sep = 1; continue; }
-        break;
-    }
-    return sep && j < n ? j : SIZE_MAX;
+    while (j < n && mth_space(t[j])) j++;
+    if (j < n && t[j] == ',') j++;
+    if (word_at(t, j, n, "and")) j += 3;
+    else if (word_at(t, j, n, "or")) j += 2;
+    else if (j == i || t[j - 1] != ',') return SIZE_MAX;
+    while (j < n && mth_space(t[j])) j++;
+    return j < n ? j : SIZE_MAX;
+}
+
+/* Math that ends in "," ";" or "." ("$c = 14,$") reads as a clause of a
+ * sentence, not as one of several answers: it is not joined. */
+static int env_joinable(const char *t, const env_t *e) {
+    size_t b = e->b;
+    while (b > e->a && mth_space(t[b - 1])) b--;
+    return b > e->a && t[b - 1] != ',' && t[b - 1] != ';' && t[b - 1] != '.';
 }
 
 /* Appends the content of env, and a "%" right after it. */
@@ -225,67 +271,79 @@ static void add_env(eng_buf *b, const char *t, size_t n, const env_t *e) {
 }
 
 /* The math at i and what is joined to it, as one answer. */
-static char *env_chain_from(const char *t, size_t n, env_t e) {
+static char *env_chain_from(const doc_t *d, env_t e) {
+    const char *t = d->t;
     eng_buf b = {0};
-    add_env(&b, t, n, &e);
-    for (int k = 1; k < MAX_CHAIN; k++) {
-        size_t j = joined_next(t, n, e.close);
-        if (j == SIZE_MAX || !env_at(t, n, j, &e)) break;
+    add_env(&b, t, d->n, &e);
+    for (int k = 1; k < MAX_CHAIN && env_joinable(t, &e); k++) {
+        size_t j = joined_next(t, d->n, e.close);
+        env_t next;
+        if (j == SIZE_MAX || !env_at(d, j, &next) || !env_joinable(t, &next)) break;
+        e = next;
         eng_buf_adds(&b, ", ");
-        add_env(&b, t, n, &e);
+        add_env(&b, t, d->n, &e);
     }
     return eng_buf_take(&b);
 }
 
-/* All math environments in order (an environment's inside is skipped). */
-static size_t find_envs(const char *t, size_t n, env_t **out) {
-    size_t k = 0, cap = 0;
-    env_t *v = NULL, e;
-    for (size_t i = 0; i < n;) {
-        if ((t[i] == '$' || t[i] == '\\') && env_at(t, n, i, &e)) {
-            if (k == cap) {
-                size_t nc = cap ? cap * 2 : 16;
-                env_t *nv = realloc(v, nc * sizeof *nv);
-                if (!nv) break;
-                v = nv;
-                cap = nc;
-            }
-            v[k++] = e;
-            i = e.close;
-        } else {
-            i += (t[i] == '\\' && i + 1 < n) ? 2 : 1;
-        }
-    }
-    *out = v;
-    return k;
+/* Math that is one letter ("$x.$", "$n$"): it names what is asked about,
+ * it is not the answer. */
+static int lone_variable(const char *t, const env_t *e) {
+    size_t a = e->a, b = e->b;
+    while (a < b && mth_space(t[a])) a++;
+    while (b > a && (mth_space(t[b - 1]) || t[b - 1] == '.' || t[b - 1] == ',')) b--;
+    return b == a + 1 && mth_alpha(t[a]);
 }
 
 /* The last math in the text with the math joined to it before it; *end
  * gets the index after it. */
-static char *last_env(const char *t, size_t n, size_t *end) {
-    env_t *v;
-    size_t k = find_envs(t, n, &v);
+static char *last_env(const doc_t *d, size_t *end) {
+    const char *t = d->t;
+    const env_t *v = d->env;
+    size_t k = d->n_env;
     char *r = NULL;
+    while (k > 1 && lone_variable(t, &v[k - 1])) k--;   /* "... values of $x.$" */
     if (k) {
         *end = v[k - 1].close;
         size_t first = k - 1;
-        while (first > 0 && k - first < MAX_CHAIN &&
-               joined_next(t, n, v[first - 1].close) == v[first].open)
+        while (first > 0 && k - first < MAX_CHAIN && env_joinable(t, &v[first]) &&
+               env_joinable(t, &v[first - 1]) && joined_next(t, d->n, v[first - 1].close) == v[first].open)
             first--;
-        r = env_chain_from(t, n, v[first]);
+        r = env_chain_from(d, v[first]);
     }
-    free(v);
     return r;
 }
 
 /* ------------------------------------------------------- plain numbers */
 
+/* Length of "\frac{12}{34}" (digits only) at t[i], or 0. */
+static size_t frac_len(const char *t, size_t i, size_t n) {
+    if (i + 6 > n || memcmp(t + i, "\\frac{", 6) != 0) return 0;
+    size_t j = i + 6;
+    for (int arg = 0; arg < 2; arg++) {
+        if (arg && (j >= n || t[j++] != '{')) return 0;
+        size_t d = j;
+        while (j < n && mth_digit(t[j])) j++;
+        if (j == d || j >= n || t[j++] != '}') return 0;
+    }
+    return j - i;
+}
+
 /* The first (or last) number in plain text t[from, n): "-12", "3.5",
  * "1,234", "1/2", "50%" (or "50 percent"), preceded by the start, a space,
- * "=", "*" or "$".  Gives its span; 0 when there is none. */
+ * "=", "*" or "$"; or a fraction of digits "\frac{17}{21}".  Gives its span; 0 when there is none. */
 static int number_span(const char *t, size_t n, size_t from, int first, size_t *pa, size_t *pb) {
     int found = 0;
     for (size_t i = from; i < n; i++) {
+        size_t fl = frac_len(t, i, n);
+        if (fl) {                                  /* "\frac{17}{21}" in plain text */
+            *pa = i > from && t[i - 1] == '-' ? i - 1 : i;
+            *pb = i + fl;
+            found = 1;
+            if (first) return 1;
+            i += fl - 1;
+            continue;
+        }
         if (!mth_digit(t[i])) continue;
         size_t a = i;
         if (a > from && t[a - 1] == '-') a--;
@@ -328,11 +386,12 @@ static int marker_at(const char *t, size_t i, size_t n, const char *m) {
 }
 
 /* Prose rather than a bare answer: two words or more of two letters or
- * more outside braces ("I think it is 42", "no idea"), or long.  A bare
+ * more outside braces ("I think it is 42", "no idea"), several lines, or
+ * long.  A bare
  * answer ("x^2+1", "(1,2) or (2,1)", "5 apples", "\text{red and blue}") is
  * taken whole. */
 static int looks_like_prose(const char *t, size_t n) {
-    if (n > 200) return 1;
+    if (n > 200 || memchr(t, '\n', n)) return 1;
     int words = 0, depth = 0;
     for (size_t i = 0; i < n;) {
         if (t[i] == '{') depth++;
@@ -348,12 +407,14 @@ static int looks_like_prose(const char *t, size_t n) {
 /* The answer after a marker ending at i: math starting within reach in
  * the same sentence, else (unless math_only) the plain text to the end of
  * the sentence or line. */
-static char *after_marker(const char *t, size_t n, size_t i, int math_only) {
+static char *after_marker(const doc_t *d, size_t i, int math_only) {
+    const char *t = d->t;
+    size_t n = d->n;
     while (i < n && (mth_space(t[i]) || t[i] == ':' || t[i] == '*')) i++;
     env_t e;
     for (size_t j = i; j < n && j < i + MARKER_REACH; j++) {
         if (t[j] == '\n' || (t[j] == '.' && (j + 1 == n || mth_space(t[j + 1])))) break;
-        if ((t[j] == '$' || t[j] == '\\') && env_at(t, n, j, &e)) return env_chain_from(t, n, e);
+        if ((t[j] == '$' || t[j] == '\\') && env_at(d, j, &e)) return env_chain_from(d, e);
     }
     if (math_only) return NULL;
     size_t a = i, end = i;
@@ -368,12 +429,13 @@ static char *after_marker(const char *t, size_t n, size_t i, int math_only) {
 }
 
 /* The answer after the last marker of one kind that gives one. */
-static char *marker_answer(const char *t, size_t n, const char *const *kind, int math_only,
-                           size_t from) {
+static char *marker_answer(const doc_t *d, const char *const *kind, int math_only, size_t from) {
+    const char *t = d->t;
+    size_t n = d->n;
     for (size_t i = n; i-- > from;) {
         for (const char *const *m = kind; *m; m++)
             if (marker_at(t, i, n, *m)) {
-                char *r = after_marker(t, n, i + strlen(*m), math_only);
+                char *r = after_marker(d, i + strlen(*m), math_only);
                 if (r && *r) return r;
                 free(r);
             }
@@ -386,10 +448,10 @@ static const char *const ANSWER_MARKERS[] = {"answer is", "answer:", NULL};
 static const char *const WORD_MARKERS[] = {"answer", NULL};
 
 /* "The final answer is $X$. I hope it is correct." after index from. */
-static char *minerva_answer(const char *t, size_t n, size_t from) {
-    char *r = marker_answer(t, n, FINAL_MARKERS, 0, from);
+static char *minerva_answer(const doc_t *d, size_t from) {
+    char *r = marker_answer(d, FINAL_MARKERS, 0, from);
     if (!r) return NULL;
-    const char *hope = strstr(t + from, "I hope it is correct");
+    const char *hope = strstr(d->t + from, "I hope it is correct");
     if (hope) return r;
     free(r);
     return NULL;
@@ -400,22 +462,22 @@ static int has_box_macro(const char *t) { return strstr(t, "\\boxed") || strstr(
 
 /* ------------------------------------------------------------------ API */
 
-static char *extract(const char *text, int gold) {
-    if (!text) return NULL;
-    size_t n = strlen(text), end = 0;
+static char *extract_doc(const doc_t *d, int gold) {
+    const char *text = d->t;
+    size_t n = d->n, end = 0;
     int oom = 0;
     char *r = boxed_answer(text, n, &end, &oom);
     if (oom) return NULL;
     if (r) {
-        char *m = minerva_answer(text, n, end);
+        char *m = minerva_answer(d, end);
         if (m) { free(r); return m; }
         return r;
     }
-    if ((r = marker_answer(text, n, FINAL_MARKERS, 0, 0))) return r;
-    if ((r = marker_answer(text, n, ANSWER_MARKERS, 0, 0))) return r;
-    if ((r = marker_answer(text, n, WORD_MARKERS, 1, 0))) return r;
+    if ((r = marker_answer(d, FINAL_MARKERS, 0, 0))) return r;
+    if ((r = marker_answer(d, ANSWER_MARKERS, 0, 0))) return r;
+    if ((r = marker_answer(d, WORD_MARKERS, 1, 0))) return r;
     size_t env_end = 0, na, nb;
-    if ((r = last_env(text, n, &env_end)) && !*r) { free(r); r = NULL; }
+    if ((r = last_env(d, &env_end)) && !*r) { free(r); r = NULL; }
     /* in prose, a number after the last math is the later answer */
     if (!gold && (r || looks_like_prose(text, n)) && number_span(text, n, env_end, 0, &na, &nb)) {
         free(r);
@@ -427,6 +489,15 @@ static char *extract(const char *text, int gold) {
     while (a < n && mth_space(text[a])) a++;
     while (n > a && mth_space(text[n - 1])) n--;
     return n > a ? strndup(text + a, n - a) : NULL;
+}
+
+static char *extract(const char *text, int gold) {
+    if (!text) return NULL;
+    doc_t d = {text, strlen(text), NULL, 0};
+    find_envs(&d);
+    char *r = extract_doc(&d, gold);
+    free(d.env);
+    return r;
 }
 
 char *orc_math_extract(const char *text) { return extract(text, 0); }

@@ -163,6 +163,57 @@ static char *pass_chars(const char *s, size_t n) {
     return eng_buf_take(&b);
 }
 
+/* ------------------------------------------------ pass 1b: aligned lines */
+
+static const char *const ALIGN_ENVS[] = {
+    "align", "align*", "aligned", "gather", "gather*", "gathered", "eqnarray", "eqnarray*",
+    "split", NULL};
+
+/* Length of "\begin{align*}" / "\end{aligned}" ... at s[i], or 0. */
+static size_t align_tok(const char *s, size_t i, size_t n) {
+    size_t k = i + 1;
+    if (i + 6 < n && !memcmp(s + i, "\\begin{", 7)) k = i + 7;
+    else if (i + 4 < n && !memcmp(s + i, "\\end{", 5)) k = i + 5;
+    else return 0;
+    const char *close = memchr(s + k, '}', n - k);
+    if (!close || !mth_in_list(s + k, (size_t)(close - s - k), ALIGN_ENVS)) return 0;
+    return (size_t)(close + 1 - s - i);
+}
+
+/* Lines of an align-like environment as one chain: "x &= 2+3 \\ &= 5" is
+ * "x = 2+3 = 5"; a line that starts anew ("x=1 \\ y=2") is a list item. */
+static char *pass_align(const char *s, size_t n) {
+    eng_buf b = {0};
+    for (size_t i = 0; i < n;) {
+        size_t len = s[i] == '\\' ? align_tok(s, i, n) : 0;
+        if (len) { eng_buf_addc(&b, ' '); i += len; continue; }
+        if (s[i] == '&') { i++; continue; }
+        if (s[i] == '\\' && i + 1 < n && s[i + 1] == '\\') {
+            size_t j = i + 2;
+            while (j < n && (mth_space(s[j]) || s[j] == '&')) j++;
+            int goes_on = j < n && (s[j] == '=' || s[j] == '<' || s[j] == '>' ||
+                                    !strncmp(s + j, "\\leq", 4) || !strncmp(s + j, "\\geq", 4) ||
+                                    !strncmp(s + j, "\\le", 3) || !strncmp(s + j, "\\ge", 3) ||
+                                    !strncmp(s + j, "\\approx", 7));
+            int ends = j >= n || align_tok(s, j, n);
+            if (!goes_on && !ends) eng_buf_addc(&b, ',');
+            i += 2;
+            continue;
+        }
+        eng_buf_addc(&b, s[i++]);
+    }
+    return eng_buf_take(&b);
+}
+
+static int has_align(const char *s, size_t n) {
+    const char *p = s;
+    while ((p = strstr(p, "\\begin{"))) {
+        if (align_tok(s, (size_t)(p - s), n)) return 1;
+        p += 7;
+    }
+    return 0;
+}
+
 /* ---------------------------------------------------------- pass 2: macros */
 
 static const char *const DROP_MACROS[] = {
@@ -188,6 +239,28 @@ static const struct { const char *from, *to; } RENAMES[] = {
     {"\\lbrack", "["},     {"\\rbrack", "]"},     {"\\%", "%"},
     {"\\infin", "\\infty"}, {"\\lt", "<"},        {"\\gt", ">"},
 };
+
+/* What follows one of these is the conclusion. */
+static const char *const THEN_MACROS[] = {
+    "\\Rightarrow", "\\implies", "\\Longrightarrow", "\\therefore", NULL};
+
+/* The index after the argument at s[i] (spaces, then a {group} or one
+ * token). */
+static size_t skip_arg(const char *s, size_t n, size_t i) {
+    while (i < n && s[i] == ' ') i++;
+    if (i < n && s[i] == '{') {
+        int depth = 0;
+        for (; i < n; i++) {
+            if (s[i] == '\\' && i + 1 < n) { i++; continue; }
+            if (s[i] == '{') depth++;
+            else if (s[i] == '}' && --depth == 0) return i + 1;
+        }
+        return n;
+    }
+    if (i < n && s[i] == '\\') return i + mth_macro_len(s, i, n);
+    while (i < n && mth_alnum(s[i])) i++;
+    return i;
+}
 
 static const char *rename_of(const char *m, size_t len) {
     for (size_t k = 0; k < sizeof RENAMES / sizeof RENAMES[0]; k++)
@@ -215,6 +288,12 @@ static char *pass_macros(const char *s, size_t n) {
             } else if (len == 2 && m[1] == '!') {     /* negative space: 10,\!000 */
                 i += 2;
                 while (i < n && s[i] == ' ') i++;
+            } else if (sp == 0 && mth_in_list(m, len, THEN_MACROS)) {
+                b.n = 0;                                  /* "a \implies b": b */
+                i += len;
+            } else if (mth_name_eq(m, len, "\\pmod") || mth_name_eq(m, len, "\\bmod") ||
+                       mth_name_eq(m, len, "\\mod")) {
+                i = skip_arg(s, n, i + len);              /* "3 \pmod{7}": 3 */
             } else if (mth_in_list(m, len, DROP_MACROS)) {
                 int delim = len >= 5 && (mth_name_eq(m, len, "\\left") || mth_name_eq(m, len, "\\right") ||
                                          mth_name_eq(m, len, "\\mleft") || mth_name_eq(m, len, "\\mright"));
@@ -583,6 +662,7 @@ char *orc_math_normalize(const char *s) {
     size_t n = strlen(s);
     if (n > ORC_MATH_MAX_LEN) return NULL;
     char *t = pass_chars(s, n);
+    if (t && has_align(t, strlen(t)) && !run_pass(&t, pass_align)) return NULL;
     if (!t || !run_pass(&t, pass_macros) || !run_pass(&t, pass_words)) return NULL;
     strip_units(t);
     drop_thousands(t);

@@ -349,6 +349,19 @@ static void test_final_answer_formats(void) {
         {"$42$", "After all the steps the total comes to 42.", 1},
         {"$1/8$", "So the chance is 1/8.", 1},
         {"$12$", "**Answer:** 12", 1},
+        /* the last math, and what comes after it */
+        {"$\\frac{2}{7}$", "Both counts agree, so the ratio is $\\frac{4}{14} = \\frac{2}{7}.$", 1},
+        {"$9$", "There are $9$ ways to choose $k.$", 1},            /* a lone variable is not it */
+        {"$9$", "We need $n \\geq 3$, and in all there are 9 of them.", 1},
+        {"$\\frac{5}{6}$", "Then\n\\begin{align*}\nP &= 1 - \\frac{1}{6} \\\\\n&= \\frac{5}{6}.\n\\end{align*}", 1},
+        {"$84$", "Summing, \\[\\begin{aligned} S &= 40 + 44 \\\\ &= 84. \\end{aligned}\\]", 1},
+        {"$6$", "Hence $2x = 12 \\implies x = 6$.", 1},
+        {"$4$", "So $n \\equiv 11 \\equiv 4 \\pmod{7}$.", 1},
+        {"$0.3$", "It comes to $\\frac{3}{10} \\approx 0.30 = 30\\%$.", 1},
+        /* math joined by "and" / "or" / "," is one answer; ", and" starts a clause */
+        {"$2, 5$", "The roots are $2$ and $5$.", 1},
+        {"$5$", "We get $a = 3,$ and $b = 5.$", 1},
+        {"$2$", "We get $a = 1$, and then $b = 2$.", 1},
         /* a bare answer is taken whole */
         {"$x^2+1$", "x^2+1", 1},
         {"$(1,3),(3,1)$", "(1,3) or (3,1)", 1},
@@ -565,11 +578,16 @@ static const char *const PIECES[] = {
     "\\cup", "&", "\\begin{pmatrix}", "\\end{pmatrix}", "\\!", " ", "\n", "cm", " and ",
     "The answer is ", "final answer:", "\\circ", "!", "\xff", "\xc3", "\x80", "\xe2\x88",
     "\xcf\x80", "\\in", "1,000", "\\dfrac12", "\\times", "\\cdot", "*", "e", "\\pm",
+    "\\begin{aligned}", "\\end{aligned}", "\\implies", "\\pmod{", "\\approx", "<", "\\leq",
+    ";", "\\text{ and }", " or ", "\\sin", "\\log_", "|", "\\binom", "\\lfloor", "\\rfloor",
+    "\\ldots", "...", "x_", "a_{3}", "Final Answer: The final answer is ", " I hope it is correct.",
+    "answer", "percent", "\\text{ cm}", "\\mathbb{R}", ", and ", "^{1/3}", "10^{30}",
 };
+#define PIECE_MAX 40                               /* no piece is longer */
 
 static char *random_text(size_t max_pieces) {
     size_t np = sizeof PIECES / sizeof PIECES[0], k = rng() % (max_pieces + 1), len = 0;
-    char *s = malloc(k * 16 + 1);
+    char *s = malloc(k * PIECE_MAX + 1);
     if (!s) return NULL;
     for (size_t i = 0; i < k; i++) {
         if (rng() % 8 == 0) {                      /* a raw random byte now and then */
@@ -673,6 +691,11 @@ static void test_huge_inputs(void) {
         {"\\{", 100000, "\\}"},
         {"\xff\xfe", 300000, ""},        /* invalid UTF-8 */
         {"x^", 100000, "2"},
+        {"\\boxed{1}\\boxed{2}", 50000, ""},     /* a long run of adjacent boxes */
+        {"$1$ and ", 100000, "$2$"},             /* a long run of joined math */
+        {"\\begin{aligned}&=1\\\\", 50000, ""},
+        {"\\[", 200000, ""},                     /* math that never closes */
+        {"\\begin{", 100000, ""},
     };
     for (size_t i = 0; i < sizeof H / sizeof H[0]; i++) {
         char *s = repeat(H[i].piece, H[i].times, H[i].tail);

@@ -44,9 +44,14 @@ $(B)/%.o: %.cu
 $(B)/brisk: $(wildcard app/*.c) $(B)/libbrisk.a
 	$(CC) $(CFLAGS) $(wildcard app/*.c) $(B)/libbrisk.a $(LDLIBS) -o $@
 
-$(B)/tests/%: tests/%.c tests/t.h $(B)/libbrisk.a
+$(B)/tests/%: tests/%.c $(wildcard tests/*.h) $(B)/libbrisk.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Itests $< $(B)/libbrisk.a $(LDLIBS) -o $@
+
+# test_tok also runs `brisk tokenize` itself.
+$(B)/tests/test_tok: tests/test_tok.c app/cmd_tokenize.c app/cmds.h $(wildcard tests/*.h) $(B)/libbrisk.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Itests tests/test_tok.c app/cmd_tokenize.c $(B)/libbrisk.a $(LDLIBS) -o $@
 
 $(B)/benchmarks/%: benchmarks/%.c $(B)/libbrisk.a
 	@mkdir -p $(dir $@)

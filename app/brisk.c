@@ -11,6 +11,7 @@ static void usage(void) {
         "  replay   parallelprompt FILE.json [--model DIR]\n"
         "  bench    math500 --model DIR [--limit K]\n"
         "  mkmodel  --preset NAME --out DIR   (random weights, real shapes, for speed tests)\n"
+        "  tokenize --model DIR|tokenizer.json|FILE.gguf --text TEXT [--ids] [--special]\n"
         "  grade    --gold G --answer A [--json] | --jsonl FILE   (MATH answer grading; --help)\n");
 }
 
@@ -23,6 +24,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "replay"))   return cmd_replay(argc - 1, argv + 1);
     if (!strcmp(c, "bench"))    return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(c, "grade"))    return cmd_grade(argc - 1, argv + 1);
+    if (!strcmp(c, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
     usage();
     return 2;
 }

@@ -31,7 +31,7 @@ static int parse_args(int argc, char **argv, gen_args *a) {
         i++;
     }
     if (!a->model || !a->prompt || a->max_tokens < 1) {
-        fprintf(stderr, "usage: brisk generate --model DIR --prompt TEXT [--max-tokens N] "
+        fprintf(stderr, "usage: brisk generate --model DIR|FILE.gguf --prompt TEXT [--max-tokens N] "
                         "[--temperature T] [--top-k K] [--top-p P] [--seed S] [--chat] [--cuda] [--stats]\n");
         return -1;
     }
@@ -43,17 +43,19 @@ static int is_eos(const eng_config *c, int id) {
     return 0;
 }
 
-/* Tokenises the prompt (ChatML-wrapped with --chat). */
-static int encode_prompt(const eng_tok *tok, const gen_args *a, int **ids, int *n, eng_err *err) {
-    char *text = NULL;
+/* Tokenises the prompt: with --chat as a user message through the model's
+ * chat template, else as plain text. */
+static int encode_prompt(const eng_model *m, const gen_args *a, int **ids, int *n, eng_err *err) {
+    int rc;
     if (a->chat) {
-        eng_chat_msg m = { "user", a->prompt };
-        text = eng_chat_format(&m, 1, 1);
-        if (!text) return eng_seterr(err, ENG_ENOMEM, "chat template failed");
+        eng_chat *c = NULL;
+        eng_chat_msg msg = { .role = "user", .content = a->prompt };
+        eng_chat_opts o = { .add_generation_prompt = 1 };
+        if (!(rc = eng_chat_create(m, &c, err))) rc = eng_chat_render(c, &msg, 1, &o, ids, n, NULL, err);
+        eng_chat_free(c);
+    } else {
+        rc = eng_tok_encode(eng_model_tok(m), a->prompt, strlen(a->prompt), 0, ids, n, err);
     }
-    const char *t = text ? text : a->prompt;
-    int rc = eng_tok_encode(tok, t, strlen(t), a->chat, ids, n, err);
-    free(text);
     if (rc == ENG_OK && *n == 0) rc = eng_seterr(err, ENG_EINVAL, "prompt encodes to no tokens");
     return rc;
 }
@@ -66,7 +68,7 @@ static int run(const gen_args *a, eng_err *err) {
     eng_opts o = { .backend = a->cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU, .max_seqs = 4 };
     const eng_tok *tok = eng_model_tok(m);
     if ((rc = eng_create(m, &o, &e, err))) goto out;
-    if ((rc = encode_prompt(tok, a, &ids, &n, err))) goto out;
+    if ((rc = encode_prompt(m, a, &ids, &n, err))) goto out;
     if ((rc = eng_seq_add(e, ids, n, &a->samp, &seq, err))) goto out;
     eng_tok_stream ts = { .n_pend = 0 };
     char buf[256];

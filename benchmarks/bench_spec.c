@@ -4,8 +4,9 @@
  *       [--limit N] [--batch 1,8,16] [--k 2,4,8 | none] [--max-tokens N]
  *       [--repeat N] [--threads N] [--draft-threads N] [--cuda] [--out FILE]
  *
- * Each problem becomes a ChatML user turn ("<problem>\nPlease reason step
- * by step, and put your final answer within \boxed{}.") and is answered
+ * Each problem becomes a user turn of the model's chat template
+ * ("<problem>\nPlease reason step by step, and put your final answer
+ * within \boxed{}.") and is answered
  * greedily up to --max-tokens or an end token.  For every batch size the
  * problems run with continuous batching (a finished answer's slot takes
  * the next problem) under each configuration: no speculation, n-gram
@@ -99,42 +100,25 @@ static int parse_args(int argc, char **argv, args *a) {
 }
 
 /* ------------------------------------------------------------ prompts */
-/* ChatML with the special tokens by id: problem text never becomes one. */
-static int encode_chat(const eng_tok *t, const char *problem, int **ids, int *n) {
-    int start = eng_tok_find(t, "<|im_start|>"), end = eng_tok_find(t, "<|im_end|>");
-    if (start < 0 || end < 0) return -1;
+/* The problem as a user message through the model's chat template (its
+ * text never becomes control tokens). */
+static int encode_chat(const eng_chat *c, const char *problem, int **ids, int *n) {
     const char *tail = "\nPlease reason step by step, and put your final answer within \\boxed{}.";
-    size_t len = strlen(problem) + strlen(tail) + 8;
+    size_t len = strlen(problem) + strlen(tail) + 1;
     char *user = malloc(len);
     if (!user) return -1;
-    snprintf(user, len, "user\n%s%s", problem, tail);
-    const char *parts[3] = { user, "\n", "assistant\n" };
-    int lead[3] = { start, end, start }, cap = 0, rc = 0;
-    *ids = NULL;
-    *n = 0;
-    for (int p = 0; p < 3 && !rc; p++) {
-        int *pi = NULL, pn = 0;
-        eng_err err;
-        if (eng_tok_encode(t, parts[p], strlen(parts[p]), 0, &pi, &pn, &err)) { rc = -1; break; }
-        int need = *n + pn + 2;
-        if (need > cap) {
-            cap = need * 2;
-            int *g = realloc(*ids, sizeof *g * (size_t)cap);
-            if (!g) { free(pi); rc = -1; break; }
-            *ids = g;
-        }
-        (*ids)[(*n)++] = lead[p];   /* <|im_start|> user..., <|im_end|> \n, <|im_start|> assistant */
-        memcpy(*ids + *n, pi, sizeof *pi * (size_t)pn);
-        *n += pn;
-        free(pi);
-    }
+    snprintf(user, len, "%s%s", problem, tail);
+    eng_chat_msg m = { .role = "user", .content = user };
+    eng_chat_opts o = { .add_generation_prompt = 1 };
+    eng_err err;
+    int rc = eng_chat_render(c, &m, 1, &o, ids, n, NULL, &err);
+    if (rc) fprintf(stderr, "%s\n", err.msg);
     free(user);
-    if (rc) { free(*ids); *ids = NULL; }
-    return rc;
+    return rc ? -1 : 0;
 }
 
 /* Up to limit problems of a MATH-500 JSONL file as prompts. */
-static int load_prompts(const char *path, const eng_tok *t, int limit, int ***ids, int **lens) {
+static int load_prompts(const char *path, const eng_chat *c, int limit, int ***ids, int **lens) {
     FILE *f = fopen(path, "r");
     if (!f) { fprintf(stderr, "cannot open %s\n", path); return -1; }
     *ids = calloc((size_t)limit, sizeof **ids);
@@ -145,7 +129,7 @@ static int load_prompts(const char *path, const eng_tok *t, int limit, int ***id
     while (n < limit && *ids && *lens && getline(&line, &cap, f) > 0) {
         cJSON *j = cJSON_Parse(line);
         const cJSON *p = cJSON_GetObjectItem(j, "problem");
-        if (cJSON_IsString(p) && !encode_chat(t, p->valuestring, &(*ids)[n], &(*lens)[n])) n++;
+        if (cJSON_IsString(p) && !encode_chat(c, p->valuestring, &(*ids)[n], &(*lens)[n])) n++;
         cJSON_Delete(j);
     }
     free(line);
@@ -302,9 +286,14 @@ int main(int argc, char **argv) {
     }
     const eng_config *c = eng_model_config(b.m);
     for (int i = 0; i < c->n_eos && b.n_eos < 9; i++) b.eos[b.n_eos++] = c->eos_ids[i];
-    int im_end = eng_tok_find(eng_model_tok(b.m), "<|im_end|>");
-    if (im_end >= 0) b.eos[b.n_eos++] = im_end;
-    b.n_prompts = load_prompts(a.data, eng_model_tok(b.m), a.limit, &b.prompts, &b.plen);
+    eng_chat *chat = NULL;
+    if (eng_chat_create(b.m, &chat, &err)) {
+        fprintf(stderr, "%s: %s\n", a.model, err.msg);
+        return 1;
+    }
+    b.eos[b.n_eos++] = eng_chat_end_token(chat);
+    b.n_prompts = load_prompts(a.data, chat, a.limit, &b.prompts, &b.plen);
+    eng_chat_free(chat);
     if (b.n_prompts <= 0) { fprintf(stderr, "no prompts from %s\n", a.data); return 1; }
     for (int i = 0; i < b.n_prompts; i++) if (b.plen[i] > b.max_plen) b.max_plen = b.plen[i];
     if (b.max_plen + a.max_tokens + 40 > c->max_pos) {

@@ -62,25 +62,6 @@ void cache_draft_destroy(cache_draft *d) {
     free(d);
 }
 
-/* Appends the tokens of text (special tokens read as such when special) to
- * *ids. */
-static int encode_add(const eng_tok *t, const char *text, size_t len, int special, int **ids,
-                      int *n, eng_err *err) {
-    int *p = NULL, np = 0;
-    int rc = eng_tok_encode(t, text, len, special, &p, &np, err);
-    if (rc) return rc;
-    int *q = realloc(*ids, ((size_t)*n + (size_t)np + 1) * sizeof *q);
-    if (!q) {
-        free(p);
-        return eng_seterr(err, ENG_ENOMEM, "draft: out of memory");
-    }
-    if (np) memcpy(q + *n, p, (size_t)np * sizeof *p);
-    *ids = q;
-    *n += np;
-    free(p);
-    return ENG_OK;
-}
-
 /* Length of s cut to at most cap bytes on a UTF-8 character boundary. */
 static size_t utf8_cut(const char *s, size_t cap) {
     size_t n = strlen(s);
@@ -94,29 +75,23 @@ int cache_draft_context(cache_draft *d, const char *question, const char *title,
     *ids = NULL;
     *n = 0;
     if (!d || !question) return eng_seterr(err, ENG_EINVAL, "cache_draft_context: no question");
-    const eng_tok *t = eng_model_tok(d->m);
-    if (!t) return eng_seterr(err, ENG_EINVAL, "cache_draft_context: model has no tokenizer");
-    static const char head[] = "<|im_start|>user\n";
-    static const char tail[] = "<|im_end|>\n<|im_start|>assistant\nI open the link \"";
     const char *ti = title && title[0] ? title : "(untitled)";
     size_t qn = utf8_cut(question, QUESTION_MAX), tn = utf8_cut(ti, TITLE_MAX);
     size_t cap = qn + tn + 128;
     char *user = malloc(cap);
     if (!user) return eng_seterr(err, ENG_ENOMEM, "draft: out of memory");
-    int ul = snprintf(user, cap, "Question: %.*s\nI am on the page \"%.*s\". Which link do I "
-                      "open next?", (int)qn, question, (int)tn, ti);
-    /* The user's text is encoded without special tokens: a page title cannot
-     * end the turn. */
-    int rc = encode_add(t, head, strlen(head), 1, ids, n, err);
-    if (!rc) rc = encode_add(t, user, (size_t)ul, 0, ids, n, err);
-    if (!rc) rc = encode_add(t, tail, strlen(tail), 1, ids, n, err);
+    snprintf(user, cap, "Question: %.*s\nI am on the page \"%.*s\". Which link do I open next?",
+             (int)qn, question, (int)tn, ti);
+    /* A user turn of the model's template (its text never becomes control
+     * tokens: a page title cannot end the turn), then the reply's start. */
+    eng_chat *c = NULL;
+    eng_chat_msg m = { .role = "user", .content = user };
+    eng_chat_opts o = { .add_generation_prompt = 1, .prefill = "I open the link \"" };
+    int rc = eng_chat_create(d->m, &c, err);
+    if (!rc) rc = eng_chat_render(c, &m, 1, &o, ids, n, NULL, err);
+    eng_chat_free(c);
     free(user);
-    if (rc) {
-        free(*ids);
-        *ids = NULL;
-        *n = 0;
-        return rc;
-    }
+    if (rc) return rc;
     if (*n > d->o.max_ctx_tokens) {      /* keep the end: the cue and the question's tail */
         memmove(*ids, *ids + (*n - d->o.max_ctx_tokens), (size_t)d->o.max_ctx_tokens * sizeof **ids);
         *n = d->o.max_ctx_tokens;

@@ -601,13 +601,14 @@ static int think(agent *a, const page *cur, eng_err *err) {
         for (int i = 0; i < cur->n_links && n < (int)sizeof user; i++)
             n += snprintf(user + n, sizeof user - (size_t)n, " [%s]", cur->ltext[i]);
     }
-    eng_chat_msg m[2] = { {"system", "You are a web agent. Choose the next action."}, {"user", user} };
-    char *prompt = eng_chat_format(m, 2, 1);
-    if (!prompt) return eng_seterr(err, ENG_ENOMEM, "out of memory");
+    eng_chat_msg m[2] = { { .role = "system", .content = "You are a web agent. Choose the next action." },
+                          { .role = "user", .content = user } };
+    eng_chat_opts co = { .add_generation_prompt = 1 };
     int *ids = NULL, nid = 0;
-    const eng_tok *tok = eng_model_tok(eng_engine_model(a->env->think));
-    int rc = eng_tok_encode(tok, prompt, strlen(prompt), 1, &ids, &nid, err);
-    free(prompt);
+    eng_chat *chat = NULL;
+    int rc = eng_chat_create(eng_engine_model(a->env->think), &chat, err);
+    if (!rc) rc = eng_chat_render(chat, m, 2, &co, &ids, &nid, NULL, err);
+    eng_chat_free(chat);
     if (rc) return rc;
     int max_pos = eng_model_config(eng_engine_model(a->env->think))->max_pos;
     int cap = max_pos - a->o.think_tokens - 2 < THINK_PROMPT_MAX ? max_pos - a->o.think_tokens - 2 : THINK_PROMPT_MAX;

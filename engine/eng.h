@@ -51,14 +51,19 @@ typedef struct eng_config {
     int tie_embeddings;     /* lm_head shares embed_tokens */
     int qkv_bias;           /* qwen2: q/k/v projections carry biases */
     int bos_id;             /* -1 when none */
-    int eos_ids[8], n_eos;  /* from config.json / generation_config.json */
+    int eos_ids[8], n_eos;  /* from config.json / generation_config.json, or GGUF
+                             * metadata plus the chat end-of-turn token */
 } eng_config;
 
 typedef struct eng_model eng_model;
 
-/* dir holds config.json, *.safetensors (or model.safetensors.index.json),
- * tokenizer.json and optionally generation_config.json. */
-int  eng_model_load(const char *dir, eng_model **out, eng_err *err);
+/* path is a Hugging Face folder (config.json, *.safetensors or
+ * model.safetensors.index.json, tokenizer.json, optionally
+ * generation_config.json and tokenizer_config.json) or a GGUF file (any
+ * regular file is read as GGUF: llama or qwen2, weights F32/F16/BF16 or
+ * quantized Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K, dequantized to f32;
+ * tokenizer and chat template from its metadata). */
+int  eng_model_load(const char *path, eng_model **out, eng_err *err);
 void eng_model_free(eng_model *m);
 const eng_config *eng_model_config(const eng_model *m);
 struct eng_tok *eng_model_tok(const eng_model *m);  /* owned by the model */
@@ -69,8 +74,19 @@ const char *eng_model_chat_template(const eng_model *m);
 typedef struct eng_tok eng_tok;
 
 int  eng_tok_load(const char *tokenizer_json_path, eng_tok **out, eng_err *err);
+/* The tokenizer at path: a tokenizer.json, a GGUF file (its tokenizer.ggml.*
+ * metadata; told apart by the "GGUF" magic), or a folder holding a
+ * tokenizer.json or else exactly one .gguf file. */
+int  eng_tok_open(const char *path, eng_tok **out, eng_err *err);
 void eng_tok_free(eng_tok *t);
 int  eng_tok_vocab_size(const eng_tok *t);
+/* The token a prompt starts with when the model wants one, else -1: what
+ * Hugging Face puts first when encoding with add_special_tokens=True (the
+ * tokenizer.json post-processor's TemplateProcessing, e.g. Llama 3's
+ * <|begin_of_text|>; a GGUF file's tokenizer.ggml.bos_token_id when
+ * tokenizer.ggml.add_bos_token is true).  eng_tok_encode never adds it:
+ * the prompt builder does, once, before the formatted prompt. */
+int  eng_tok_bos(const eng_tok *t);
 /* Encodes len bytes of UTF-8 text.  With allow_special, added/special tokens
  * written literally in the text (e.g. "<|im_end|>") become their ids;
  * without it they are text (non-special added tokens still match).
@@ -93,10 +109,67 @@ typedef struct eng_tok_stream { unsigned char pend[8]; int n_pend; } eng_tok_str
 int  eng_tok_stream_put(const eng_tok *t, eng_tok_stream *s, int id, int skip_special,
                         char *out, int cap);
 
-/* ChatML (Qwen2.5, SmolLM2-Instruct):
- * <|im_start|>role\ncontent<|im_end|>\n ... then "<|im_start|>assistant\n". */
-typedef struct eng_chat_msg { const char *role, *content; } eng_chat_msg;
-char *eng_chat_format(const eng_chat_msg *msgs, int n, int add_generation_prompt);
+/* ----------------------------------------------------------------- chat */
+/* The chat renderer (chat.c): a conversation to the ids and text the model's
+ * chat template gives, as transformers' apply_chat_template does, for the
+ * ChatML (Qwen2.5, Qwen3, SmolLM2), Llama 3 and Gemma template families.
+ * The family comes from the template text (eng_model_chat_template); a model
+ * without one gets ChatML when its vocabulary has <|im_start|>, else an
+ * error; another template is refused (ENG_EUNSUPPORTED) naming the markers
+ * expected.  Message text is encoded with special tokens NOT allowed: only
+ * the template's own markers become control tokens.  chat.c's head comment
+ * gives each family's rules. */
+typedef struct eng_chat eng_chat;
+
+/* A tool call of an assistant message. */
+typedef struct eng_chat_call {
+    const char *name;
+    const char *arguments;   /* a JSON object, as text; NULL = {} */
+    const char *id;          /* none of the supported templates shows it */
+} eng_chat_call;
+
+typedef struct eng_chat_msg {
+    const char *role;        /* "system", "user", "assistant" or "tool" (a tool result) */
+    const char *content;     /* NULL = "" */
+    const eng_chat_call *tool_calls;   /* assistant */
+    int n_tool_calls;
+    const char *reasoning;   /* assistant: Qwen3's reasoning_content; NULL = what
+                              * <think>...</think> in content holds */
+    const char *tool_call_id, *name;   /* tool: kept for callers; no supported
+                                        * template shows them */
+} eng_chat_msg;
+
+typedef struct eng_chat_opts {
+    const char *tools_json;  /* JSON list of tool definitions ({"type": "function",
+                              * "function": {name, description, parameters}}), NULL = none */
+    int add_generation_prompt;
+    int no_thinking;         /* Qwen3's enable_thinking=false: an empty think block */
+    const char *prefill;     /* text the assistant's reply starts with (after the prompt) */
+    const char *date;        /* Llama 3.1's "Today Date"; NULL = the template's */
+    /* msgs follow an assistant turn that ended on eng_chat_end_token, which is
+     * already in the sequence: render what comes after that token (the rest
+     * of the turn's closing, these messages, the prompt).  No system turn,
+     * no tools, no assistant messages. */
+    int continuation;
+} eng_chat_opts;
+
+/* From the model's template and tokenizer (the model must outlive it). */
+int  eng_chat_create(const eng_model *m, eng_chat **out, eng_err *err);
+/* From a template text (NULL: none) and a tokenizer that outlives it. */
+int  eng_chat_create_from(const char *template_text, const eng_tok *tok, eng_chat **out,
+                          eng_err *err);
+void eng_chat_free(eng_chat *c);
+/* Renders n messages (o may be NULL: no tools, no generation prompt).  ids
+ * (malloc'd) and text (its content replaced by the same conversation as
+ * text, for display and logs) may each be NULL, not both.  Bad input (unknown role, arguments that are no JSON
+ * object, tools where the family has none, Gemma's roles not alternating)
+ * is an error naming the message. */
+int  eng_chat_render(const eng_chat *c, const eng_chat_msg *msgs, int n, const eng_chat_opts *o,
+                     int **ids, int *n_ids, eng_buf *text, eng_err *err);
+const char *eng_chat_family_name(const eng_chat *c);   /* "chatml", "llama3", "gemma" */
+/* The token that ends an assistant turn (<|im_end|>, <|eot_id|>,
+ * <end_of_turn>): generation stops there. */
+int  eng_chat_end_token(const eng_chat *c);
 
 /* ------------------------------------------------------------- sampling */
 typedef struct eng_sampling {

@@ -3,16 +3,20 @@
 #define ENG_INTERNAL_H
 #include "eng.h"
 
-enum { ENG_DT_F32 = 0, ENG_DT_F16, ENG_DT_BF16 };
+/* Stored element types.  The quantized ones are ggml's block formats: a
+ * block of 32 (Q8_0 .. Q5_1) or 256 (the K types) elements in a fixed
+ * number of bytes; quant.c dequantizes them. */
+enum { ENG_DT_F32 = 0, ENG_DT_F16, ENG_DT_BF16, ENG_DT_Q8_0, ENG_DT_Q4_0, ENG_DT_Q4_1,
+       ENG_DT_Q5_0, ENG_DT_Q5_1, ENG_DT_Q4_K, ENG_DT_Q5_K, ENG_DT_Q6_K, ENG_DT_COUNT };
 
-/* One tensor as it lies in a mmap'd safetensors file. */
+/* One tensor as it lies in a mmap'd safetensors or GGUF file. */
 typedef struct eng_tensor {
     char name[160];
     int dtype;               /* ENG_DT_* */
     int ndim;
     int64_t shape[4];
     const void *data;        /* points into the mapping */
-    size_t nbytes;
+    size_t nbytes;           /* stored bytes: whole blocks of dtype */
 } eng_tensor;
 
 /* Per-layer weights, converted to f32 for the CPU reference.  Linear weights
@@ -23,7 +27,8 @@ typedef struct eng_layer_w {
     float *bq, *bk, *bv;              /* NULL unless cfg.qkv_bias */
     float *ffn_norm;                  /* [hidden] */
     float *w_gate, *w_up, *w_down;    /* [inter][hidden] x2, [hidden][inter] */
-    /* Raw tensors (dtype as stored) for backends that upload them, e.g. CUDA. */
+    /* Raw tensors (dtype as stored) for backends that upload them, e.g. CUDA;
+     * NULL where the f32 copy was reordered (llama GGUF q/k, see model.c). */
     const eng_tensor *t_attn_norm, *t_wq, *t_wk, *t_wv, *t_wo, *t_bq, *t_bk, *t_bv;
     const eng_tensor *t_ffn_norm, *t_gate, *t_up, *t_down;
 } eng_layer_w;
@@ -43,6 +48,12 @@ struct eng_model {
     void *priv;
 };
 
+/* util.c: maps a whole regular file read-only (*map NULL when it is empty);
+ * ENG_EIO naming path when it cannot be opened, is not a regular file or
+ * cannot be mapped.  eng_unmap_file undoes it (NULL map: nothing). */
+int  eng_map_file(const char *path, const void **map, size_t *size, eng_err *err);
+void eng_unmap_file(const void *map, size_t size);
+
 /* safetensors: open and mmap one file; tensors are listed in order. */
 typedef struct eng_st eng_st;
 int  eng_st_open(const char *path, eng_st **out, eng_err *err);
@@ -55,7 +66,13 @@ const eng_tensor *eng_st_find(const eng_st *f, const char *name);
  * logits (temperature 1), for tokens that are forced rather than drawn. */
 eng_token eng_token_of(const float *logits, int vocab, int id);
 
-/* Converts n elements of a stored tensor to f32. */
+/* quant.c: element types and conversion to f32. */
+int  eng_dt_block(int dt);         /* elements per block (1 for F32/F16/BF16) */
+int  eng_dt_block_bytes(int dt);   /* bytes per block */
+const char *eng_dt_name(int dt);
+int64_t eng_tensor_elems(const eng_tensor *t);   /* product of the shape */
+/* Converts every element of t (nbytes / block bytes whole blocks) to f32,
+ * bit-exact with ggml's reference dequantization for quantized types. */
 void eng_to_f32(const eng_tensor *t, float *dst);
 float eng_bf16_to_f32(uint16_t v);
 float eng_f16_to_f32(uint16_t v);

@@ -1,8 +1,10 @@
-/* model.c — loads a Hugging Face model folder (Qwen2 / Llama): config.json,
- * optional generation_config.json, safetensors weights (one file, an index
- * with shards, or several files), tokenizer.json.  Weights are checked
- * against the config, then converted to f32 into one arena; the files stay
- * mapped so backends can upload the tensors as stored. */
+/* model.c — loads a model (Qwen2 / Llama) from a Hugging Face folder
+ * (config.json, optional generation_config.json, safetensors weights in one
+ * file, an index with shards, or several files, tokenizer.json) or from one
+ * GGUF file (metadata read by model_gguf.c, tokenizer by tok.c).  Weights
+ * are checked against the config, then converted (dequantized) to f32 into
+ * one arena; the files stay mapped so backends can upload the tensors as
+ * stored. */
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -14,16 +16,37 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cJSON.h>
-#include "internal.h"
+#include "gguf.h"
 
 #define MAX_JSON_FILE (64u << 20)
 #define MAX_SHARDS 4096
 #define CHUNK_ELEMS ((size_t)1 << 20)   /* conversion work unit */
 
+/* Tensor names: Hugging Face's and GGUF's. */
+typedef struct tensor_names {
+    const char *embed, *final_norm, *lm_head, *layer_prefix;   /* prefix: printf, layer index */
+    const char *layer[12];   /* attn norm, q, k, v, o, q/k/v bias, ffn norm, gate, up, down */
+} tensor_names;
+
+static const tensor_names hf_names = {
+    "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight", "model.layers.%d.",
+    {"input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+     "self_attn.v_proj.weight", "self_attn.o_proj.weight", "self_attn.q_proj.bias",
+     "self_attn.k_proj.bias", "self_attn.v_proj.bias", "post_attention_layernorm.weight",
+     "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"}};
+
+static const tensor_names gguf_names = {
+    "token_embd.weight", "output_norm.weight", "output.weight", "blk.%d.",
+    {"attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
+     "attn_output.weight", "attn_q.bias", "attn_k.bias", "attn_v.bias", "ffn_norm.weight",
+     "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"}};
+
 typedef struct model_priv {
     eng_st **shards;
     char **shard_paths;
     int n_shards;
+    eng_gguf *gguf;    /* a GGUF model: the one file, instead of shards */
+    const tensor_names *names;
     char *where;       /* what to name when a tensor is missing */
     float *arena;
 } model_priv;
@@ -306,8 +329,13 @@ static int add_shard(model_priv *p, const char *path, eng_err *err) {
     return ENG_OK;
 }
 
-/* Tensor by name in any shard; *shard gets its index. */
+/* Tensor by name in any shard (or the GGUF file); *shard gets its index
+ * (-1 for GGUF). */
 static const eng_tensor *find_tensor(const model_priv *p, const char *name, int *shard) {
+    if (p->gguf) {
+        if (shard) *shard = -1;
+        return eng_gguf_find_tensor(p->gguf, name);
+    }
     for (int i = 0; i < p->n_shards; i++) {
         const eng_tensor *t = eng_st_find(p->shards[i], name);
         if (t) {
@@ -444,7 +472,7 @@ static int want(const model_priv *p, weight_list *wl, const char *name, int64_t 
         fmt_shape(a, sizeof a, t->ndim, t->shape);
         fmt_shape(b, sizeof b, nd, exp);
         return eng_seterr(err, ENG_EFORMAT, "%s: tensor %s has shape %s, expected %s",
-                          p->shard_paths[s], name, a, b);
+                          s < 0 ? p->where : p->shard_paths[s], name, a, b);
     }
     *traw = t;
     wl->s[wl->n++] = (slot){t, dst};
@@ -455,13 +483,9 @@ static int want_layer(const model_priv *p, weight_list *wl, const eng_config *g,
                       eng_layer_w *L, eng_err *err) {
     int64_t H = g->hidden, Q = (int64_t)g->n_heads * g->head_dim;
     int64_t KV = (int64_t)g->n_kv_heads * g->head_dim, I = g->intermediate;
-    char n[12][96];
-    static const char *const names[12] = {
-        "input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
-        "self_attn.v_proj.weight", "self_attn.o_proj.weight", "self_attn.q_proj.bias",
-        "self_attn.k_proj.bias", "self_attn.v_proj.bias", "post_attention_layernorm.weight",
-        "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"};
-    for (int k = 0; k < 12; k++) snprintf(n[k], sizeof n[k], "model.layers.%d.%s", i, names[k]);
+    char n[12][96], prefix[32];
+    snprintf(prefix, sizeof prefix, p->names->layer_prefix, i);
+    for (int k = 0; k < 12; k++) snprintf(n[k], sizeof n[k], "%s%s", prefix, p->names->layer[k]);
     int rc;
     if ((rc = want(p, wl, n[0], H, 0, &L->t_attn_norm, &L->attn_norm, err)) ||
         (rc = want(p, wl, n[1], Q, H, &L->t_wq, &L->wq, err)) ||
@@ -484,16 +508,14 @@ static int want_layer(const model_priv *p, weight_list *wl, const eng_config *g,
 
 static int collect_weights(eng_model *m, weight_list *wl, eng_err *err) {
     const model_priv *p = m->priv;
+    const tensor_names *nm = p->names;
     const eng_config *g = &m->cfg;
     int rc;
-    if ((rc = want(p, wl, "model.embed_tokens.weight", g->vocab_size, g->hidden, &m->t_embed,
-                   &m->embed, err)) ||
-        (rc = want(p, wl, "model.norm.weight", g->hidden, 0, &m->t_final_norm, &m->final_norm,
-                   err)))
+    if ((rc = want(p, wl, nm->embed, g->vocab_size, g->hidden, &m->t_embed, &m->embed, err)) ||
+        (rc = want(p, wl, nm->final_norm, g->hidden, 0, &m->t_final_norm, &m->final_norm, err)))
         return rc;
     if (!g->tie_embeddings &&
-        (rc = want(p, wl, "lm_head.weight", g->vocab_size, g->hidden, &m->t_lm_head, &m->lm_head,
-                   err)))
+        (rc = want(p, wl, nm->lm_head, g->vocab_size, g->hidden, &m->t_lm_head, &m->lm_head, err)))
         return rc;
     for (int i = 0; i < g->n_layers; i++)
         if ((rc = want_layer(p, wl, g, i, &m->layers[i], err))) return rc;
@@ -511,19 +533,19 @@ static void *conv_thread(void *arg) {
     return NULL;
 }
 
-static size_t elem_size(const eng_tensor *t) { return t->dtype == ENG_DT_F32 ? 4 : 2; }
-
-/* Splits one tensor into jobs writing from dst on. */
+/* Splits one tensor into jobs writing from dst on.  CHUNK_ELEMS is a
+ * multiple of every block size, so chunks hold whole blocks. */
 static void add_jobs(conv_work *w, const eng_tensor *t, float *dst) {
-    size_t es = elem_size(t), n = t->nbytes / es, o = 0;
+    size_t n = (size_t)eng_tensor_elems(t), o = 0;
+    size_t bs = (size_t)eng_dt_block(t->dtype), bb = (size_t)eng_dt_block_bytes(t->dtype);
     do {    /* an empty tensor still gets one (empty) job */
         size_t k = n - o < CHUNK_ELEMS ? n - o : CHUNK_ELEMS;
         conv_job *j = &w->jobs[w->n++];
         j->view = *t;
         j->view.ndim = 1;
         j->view.shape[0] = (int64_t)k;
-        j->view.data = (const uint8_t *)t->data + o * es;
-        j->view.nbytes = k * es;
+        j->view.data = (const uint8_t *)t->data + o / bs * bb;
+        j->view.nbytes = k / bs * bb;
         j->dst = dst + o;
         o += k;
     } while (o < n);
@@ -546,7 +568,7 @@ static void run_jobs(conv_work *w, size_t total) {
 static int convert_all(model_priv *p, const weight_list *wl, eng_err *err) {
     size_t total = 0, n_jobs = 0;
     for (int i = 0; i < wl->n; i++) {
-        size_t n = wl->s[i].t->nbytes / elem_size(wl->s[i].t);
+        size_t n = (size_t)eng_tensor_elems(wl->s[i].t);
         total += (n + 15) & ~(size_t)15;
         n_jobs += n / CHUNK_ELEMS + 1;
     }
@@ -559,7 +581,7 @@ static int convert_all(model_priv *p, const weight_list *wl, eng_err *err) {
     for (int i = 0; i < wl->n; i++) {
         *wl->s[i].dst = at;
         add_jobs(&w, wl->s[i].t, at);
-        at += (wl->s[i].t->nbytes / elem_size(wl->s[i].t) + 15) & ~(size_t)15;
+        at += ((size_t)eng_tensor_elems(wl->s[i].t) + 15) & ~(size_t)15;
     }
     run_jobs(&w, total);
     free(w.jobs);
@@ -567,6 +589,16 @@ static int convert_all(model_priv *p, const weight_list *wl, eng_err *err) {
 }
 
 /* ------------------------------------------------------------------ load */
+
+/* The tokenizer may have fewer tokens than the embedding has rows (padding),
+ * never more. */
+static int check_tok_vocab(const eng_model *m, const char *path, eng_err *err) {
+    int tv = eng_tok_vocab_size(m->tok);
+    if (tv > m->cfg.vocab_size)
+        return eng_seterr(err, ENG_EFORMAT, "%s: tokenizer has %d tokens but the model's "
+                          "vocab_size is %d", path, tv, m->cfg.vocab_size);
+    return ENG_OK;
+}
 
 static int load_tokenizer(eng_model *m, const char *dir, eng_err *err) {
     char path[4096];
@@ -576,11 +608,7 @@ static int load_tokenizer(eng_model *m, const char *dir, eng_err *err) {
     if (stat(path, &sb) != 0)
         return eng_seterr(err, ENG_EIO, "%s: missing tokenizer: %s", path, strerror(errno));
     if ((rc = eng_tok_load(path, &m->tok, err))) return rc;
-    int tv = eng_tok_vocab_size(m->tok);
-    if (tv > m->cfg.vocab_size)
-        return eng_seterr(err, ENG_EFORMAT, "%s: tokenizer has %d tokens but the model's "
-                          "vocab_size is %d", path, tv, m->cfg.vocab_size);
-    return ENG_OK;
+    return check_tok_vocab(m, path, err);
 }
 
 /* tokenizer_config.json's chat_template (a string), when the folder has one.
@@ -617,13 +645,15 @@ static int load_config(eng_model *m, const char *dir, rope_cfg *r, eng_err *err)
     return rc ? rc : parse_gen_config(dir, &m->cfg, err);
 }
 
-static int load_weights(eng_model *m, const char *dir, eng_err *err) {
-    int rc = open_shards(m->priv, dir, err);
-    if (rc) return rc;
+/* Checks the weights against the config and converts them (shards or GGUF
+ * already open). */
+static int load_weights(eng_model *m, eng_err *err) {
+    model_priv *p = m->priv;
     weight_list *wl = malloc(sizeof *wl);
-    if (!wl) return eng_seterr(err, ENG_ENOMEM, "%s: out of memory", dir);
+    if (!wl) return eng_seterr(err, ENG_ENOMEM, "%s: out of memory", p->where);
     wl->n = 0;
-    if (!(rc = collect_weights(m, wl, err))) rc = convert_all(m->priv, wl, err);
+    int rc = collect_weights(m, wl, err);
+    if (!rc) rc = convert_all(p, wl, err);
     free(wl);
     if (!rc && m->cfg.tie_embeddings) {
         m->lm_head = m->embed;
@@ -632,24 +662,99 @@ static int load_weights(eng_model *m, const char *dir, eng_err *err) {
     return rc;
 }
 
-int eng_model_load(const char *dir, eng_model **out, eng_err *err) {
+/* Per-layer table and RoPE frequencies, once the config is known. */
+static int alloc_model(eng_model *m, const rope_cfg *r, const char *path, eng_err *err) {
+    if (!(m->layers = calloc(m->cfg.n_layers, sizeof *m->layers)) ||
+        !(m->rope_inv_freq = malloc(sizeof(float) * (m->cfg.head_dim / 2))))
+        return eng_seterr(err, ENG_ENOMEM, "%s: out of memory", path);
+    rope_freqs(r, m->cfg.head_dim, m->rope_inv_freq);
+    return ENG_OK;
+}
+
+static int load_folder(eng_model *m, const char *dir, eng_err *err) {
+    model_priv *p = m->priv;
+    rope_cfg r;
+    p->names = &hf_names;
+    int rc = load_config(m, dir, &r, err);
+    if (!rc) rc = alloc_model(m, &r, dir, err);
+    if (!rc) rc = load_tokenizer(m, dir, err);
+    if (!rc) rc = load_chat_template(m, dir, err);
+    if (!rc) rc = open_shards(p, dir, err);
+    if (!rc) rc = load_weights(m, err);
+    return rc;
+}
+
+/* Rows of one head group: file row 2i+s holds Hugging Face's row s*hd/2+i. */
+static void unpermute_rows(float *w, int n_heads, int hd, size_t cols, float *tmp) {
+    for (int h = 0; h < n_heads; h++) {
+        float *head = w + (size_t)h * hd * cols;
+        memcpy(tmp, head, sizeof(float) * hd * cols);
+        for (int r = 0; r < hd; r++)
+            memcpy(head + (size_t)((r % 2) * (hd / 2) + r / 2) * cols, tmp + (size_t)r * cols,
+                   sizeof(float) * cols);
+    }
+}
+
+/* llama.cpp's converter reorders the rows of each head of a llama model's
+ * attn_q and attn_k (and their biases) so that ggml's RoPE, which rotates
+ * adjacent pairs, sees the pairs Hugging Face's rotate_half forms from the
+ * two halves of a head.  brisk rotates halves, so the order is undone here,
+ * on the f32 copy (transformers' GGUF loader does the same).  The raw
+ * tensors then no longer match the f32 copy: the model drops them (t_wq,
+ * t_wk, t_bq, t_bk NULL), so backends upload the f32 copy.  Qwen2 files
+ * are written unpermuted. */
+static int unpermute_qk(eng_model *m, eng_err *err) {
+    const eng_config *g = &m->cfg;
+    size_t H = (size_t)g->hidden;
+    float *tmp = malloc(sizeof(float) * g->head_dim * H);
+    if (!tmp) return eng_seterr(err, ENG_ENOMEM, "out of memory");
+    for (int l = 0; l < g->n_layers; l++) {
+        eng_layer_w *L = &m->layers[l];
+        unpermute_rows(L->wq, g->n_heads, g->head_dim, H, tmp);
+        unpermute_rows(L->wk, g->n_kv_heads, g->head_dim, H, tmp);
+        if (L->bq) unpermute_rows(L->bq, g->n_heads, g->head_dim, 1, tmp);
+        if (L->bk) unpermute_rows(L->bk, g->n_kv_heads, g->head_dim, 1, tmp);
+        L->t_wq = L->t_wk = L->t_bq = L->t_bk = NULL;
+    }
+    free(tmp);
+    return ENG_OK;
+}
+
+static int load_gguf(eng_model *m, const char *path, eng_err *err) {
+    model_priv *p = m->priv;
+    rope_cfg r = {0};
+    const char *tmpl = NULL;
+    size_t n = 0;
+    p->names = &gguf_names;
+    int rc = eng_gguf_open(path, &p->gguf, err);
+    if (!rc && !(p->where = strdup(path))) rc = eng_seterr(err, ENG_ENOMEM, "out of memory");
+    if (!rc) rc = eng_gguf_config(p->gguf, &m->cfg, &r.theta, err);
+    if (!rc) rc = alloc_model(m, &r, path, err);
+    if (!rc) rc = eng_tok_load_gguf(p->gguf, &m->tok, err);
+    if (!rc) rc = check_tok_vocab(m, path, err);
+    if (!rc) rc = eng_gguf_get_str(p->gguf, "tokenizer.chat_template", 0, &tmpl, &n, err);
+    if (!rc && n && !(m->chat_template = strndup(tmpl, n)))
+        rc = eng_seterr(err, ENG_ENOMEM, "%s: out of memory", path);
+    if (!rc) {
+        eng_gguf_add_eot(&m->cfg, m->tok, m->chat_template);
+        rc = load_weights(m, err);
+    }
+    if (!rc && !strcmp(m->cfg.arch, "llama")) rc = unpermute_qk(m, err);
+    return rc;
+}
+
+int eng_model_load(const char *path, eng_model **out, eng_err *err) {
     *out = NULL;
     eng_model *m = calloc(1, sizeof *m);
     if (!m || !(m->priv = calloc(1, sizeof(model_priv)))) {
         free(m);
-        return eng_seterr(err, ENG_ENOMEM, "%s: out of memory", dir);
+        return eng_seterr(err, ENG_ENOMEM, "%s: out of memory", path);
     }
-    rope_cfg r;
-    int rc = load_config(m, dir, &r, err);
-    if (!rc && !(m->layers = calloc(m->cfg.n_layers, sizeof *m->layers)))
-        rc = eng_seterr(err, ENG_ENOMEM, "%s: out of memory", dir);
-    if (!rc && !(m->rope_inv_freq = malloc(sizeof(float) * (m->cfg.head_dim / 2))))
-        rc = eng_seterr(err, ENG_ENOMEM, "%s: out of memory", dir);
-    if (!rc) {
-        rope_freqs(&r, m->cfg.head_dim, m->rope_inv_freq);
-        if (!(rc = load_tokenizer(m, dir, err)) && !(rc = load_chat_template(m, dir, err)))
-            rc = load_weights(m, dir, err);
-    }
+    /* a regular file is read as GGUF (the reader checks its magic), anything
+     * else as a Hugging Face folder */
+    struct stat sb;
+    int rc = stat(path, &sb) == 0 && S_ISREG(sb.st_mode) ? load_gguf(m, path, err)
+                                                        : load_folder(m, path, err);
     if (rc) {
         eng_model_free(m);
         return rc;
@@ -668,6 +773,7 @@ void eng_model_free(eng_model *m) {
         }
         free(p->shards);
         free(p->shard_paths);
+        eng_gguf_close(p->gguf);
         free(p->where);
         free(p->arena);
         free(p);

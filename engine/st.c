@@ -2,14 +2,9 @@
  * length N, N bytes of JSON {name: {dtype, shape, data_offsets}}, then the
  * data area.  The file stays mmap'd read-only; tensors point into it.  Every
  * field is checked, so a damaged file gives an error, never a bad read. */
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <cJSON.h>
 #include "internal.h"
 
@@ -18,14 +13,12 @@
 
 struct eng_st {
     char *path;
-    void *map;
+    const void *map;
     size_t size;
     eng_tensor *t;    /* in header order */
     int n;
     const eng_tensor **by_name;  /* t sorted by name, for eng_st_find */
 };
-
-static int dtype_size(int dt) { return dt == ENG_DT_F32 ? 4 : 2; }
 
 /* Reads a JSON number that must be a non-negative integer below 2^53. */
 static int json_u64(const cJSON *v, uint64_t *out) {
@@ -90,7 +83,7 @@ static int parse_entry(const eng_st *f, const cJSON *e, const uint8_t *data, siz
         return eng_seterr(err, ENG_EFORMAT, "%s: tensor %s: data_offsets [%llu, %llu] reversed "
                           "or outside the data area (%zu bytes)", p, name, (unsigned long long)b,
                           (unsigned long long)en, data_size);
-    uint64_t want = count * (uint64_t)dtype_size(t->dtype);
+    uint64_t want = count * (uint64_t)eng_dt_block_bytes(t->dtype);
     if (en - b != want)
         return eng_seterr(err, ENG_EFORMAT, "%s: tensor %s: %llu bytes but shape x dtype "
                           "needs %llu", p, name, (unsigned long long)(en - b),
@@ -167,24 +160,7 @@ int eng_st_open(const char *path, eng_st **out, eng_err *err) {
         free(f);
         return eng_seterr(err, ENG_ENOMEM, "%s: out of memory", path);
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);   /* no hang on a FIFO */
-    if (fd < 0) {
-        int e = errno;
-        eng_st_close(f);
-        return eng_seterr(err, ENG_EIO, "%s: cannot open: %s", path, strerror(e));
-    }
-    struct stat sb;
-    int rc = ENG_OK;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
-        rc = eng_seterr(err, ENG_EIO, "%s: not a regular file", path);
-    else if ((f->size = (size_t)sb.st_size) >= 8) {
-        f->map = mmap(NULL, f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (f->map == MAP_FAILED) {
-            f->map = NULL;
-            rc = eng_seterr(err, ENG_EIO, "%s: cannot mmap: %s", path, strerror(errno));
-        }
-    }
-    close(fd);
+    int rc = eng_map_file(path, &f->map, &f->size, err);
     if (rc == ENG_OK) rc = parse_header(f, err);
     if (rc != ENG_OK) {
         eng_st_close(f);
@@ -196,7 +172,7 @@ int eng_st_open(const char *path, eng_st **out, eng_err *err) {
 
 void eng_st_close(eng_st *f) {
     if (!f) return;
-    if (f->map) munmap(f->map, f->size);
+    eng_unmap_file(f->map, f->size);
     free(f->t);
     free(f->by_name);
     free(f->path);
@@ -219,51 +195,4 @@ const eng_tensor *eng_st_find(const eng_st *f, const char *name) {
         if (c < 0) hi = mid - 1; else lo = mid + 1;
     }
     return NULL;
-}
-
-/* ------------------------------------------------------------ conversion */
-
-float eng_bf16_to_f32(uint16_t v) {
-    uint32_t bits = (uint32_t)v << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-float eng_f16_to_f32(uint16_t v) {
-    uint32_t sign = (uint32_t)(v & 0x8000) << 16, exp = (v >> 10) & 0x1f, man = v & 0x3ff;
-    uint32_t bits;
-    if (exp == 0x1f) bits = sign | 0x7f800000u | man << 13;           /* inf, nan */
-    else if (exp) bits = sign | (exp + 112) << 23 | man << 13;        /* normal: rebias 15 -> 127 */
-    else if (!man) bits = sign;                                       /* +-0 */
-    else {                                                            /* subnormal: normalise */
-        int e = 113;
-        while (!(man & 0x400)) { man <<= 1; e--; }
-        bits = sign | (uint32_t)e << 23 | (man & 0x3ff) << 13;
-    }
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
-}
-
-/* Data may sit at any byte offset in the mapping, so elements are read with
- * memcpy rather than through a cast pointer. */
-void eng_to_f32(const eng_tensor *t, float *dst) {
-    size_t n = t->nbytes / dtype_size(t->dtype);
-    const uint8_t *s = t->data;
-    if (t->dtype == ENG_DT_F32) {
-        memcpy(dst, s, n * 4);
-        return;
-    }
-    uint16_t v;
-    if (t->dtype == ENG_DT_F16)
-        for (size_t i = 0; i < n; i++) {
-            memcpy(&v, s + 2 * i, 2);
-            dst[i] = eng_f16_to_f32(v);
-        }
-    else
-        for (size_t i = 0; i < n; i++) {
-            memcpy(&v, s + 2 * i, 2);
-            dst[i] = eng_bf16_to_f32(v);
-        }
 }

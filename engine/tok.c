@@ -1,6 +1,8 @@
 /* tok.c — byte-level BPE tokenizer read from a Hugging Face tokenizer.json
- * (Qwen2/Qwen2.5, SmolLM2, Llama 3, GPT-2 style), matching the `tokenizers`
- * library's encode (add_special_tokens=False) and decode.
+ * or from a GGUF file's tokenizer.ggml.* metadata (Qwen2/Qwen2.5/Qwen3,
+ * SmolLM2, Llama 3, GPT-2 style), matching the `tokenizers` library's encode
+ * (add_special_tokens=False) and decode.  Both sources fill the same tables
+ * through the same functions (see "building"); encoding is one code path.
  *
  * Encoding runs the library's pipeline:
  *   1. split out added tokens that match the raw text (normalized: false);
@@ -10,11 +12,16 @@
  *   5. BPE each pre-token, merging the lowest-ranked pair first.
  * Vocabulary strings use GPT-2's byte-to-character mapping; they are turned
  * back into raw bytes at load time, so everything here works on bytes. */
+#include <errno.h>
+#include <glob.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <cJSON.h>
 #include "eng.h"
+#include "gguf.h"
 #include "pretok.h"
 #include "unicode.h"
 
@@ -46,6 +53,7 @@ struct eng_tok {
     uint32_t merge_mask;
     int byte_id[256];            /* id of each single byte, -1 if none */
     int unk_id, fuse_unk, ignore_merges;
+    int bos_id;                  /* prepended by the prompt builder; -1: none (eng_tok_bos) */
     int nfc;
     pt_step steps[MAX_STEPS];
     int n_steps;
@@ -144,7 +152,16 @@ static const merge_slot *merge_get(const eng_tok *t, int a, int b) {
     }
 }
 
-/* ------------------------------------------------------------ loading */
+/* ------------------------------------------------------------ building
+ *
+ * Both sources of a tokenizer, a tokenizer.json and the tokenizer.ggml.*
+ * metadata of a GGUF file, fill an eng_tok through the tb_* functions, in
+ * this order: tb_alloc (id count, vocabulary size); tb_vocab for every
+ * entry, tb_vocab_done; tb_merges_alloc, tb_merge for every merge (rank =
+ * position); tb_added_alloc, tb_added for every added token, tb_added_done;
+ * then the normalizer flag, the pre-tokenizer steps (add_step) and
+ * tb_steps_done.  Encoding and decoding know nothing of where a tokenizer
+ * came from. */
 
 typedef struct loader {
     eng_tok *t;
@@ -152,14 +169,31 @@ typedef struct loader {
     eng_err *err;
     char *scratch;               /* for unmapping strings */
     size_t scratch_cap;
+    /* Vocabulary and merge strings not made of byte-level characters:
+     * 0 = kept for decoding only (the `tokenizers` library's BPE never
+     * produces them from a tokenizer.json); 1 = they stand for their own
+     * UTF-8 bytes (transformers respells such GGUF tokens into the byte
+     * alphabet before building its BPE). */
+    int respell;
+    const char *merges_key;      /* where merges come from, for messages */
 } loader;
 
-static int fmt_err(loader *L, const char *what) {
-    return eng_seterr(L->err, ENG_EFORMAT, "%s: %s", L->path, what);
+static int fmt_err(loader *L, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fmt_err(loader *L, const char *fmt, ...) {
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    return eng_seterr(L->err, ENG_EFORMAT, "%s: %s", L->path, msg);
 }
 
 static int nomem(loader *L) {
     return eng_seterr(L->err, ENG_ENOMEM, "%s: out of memory", L->path);
+}
+
+static int unsupported(loader *L, const char *what, const char *name) {
+    return eng_seterr(L->err, ENG_EUNSUPPORTED, "%s: %s %s", L->path, what, name ? name : "(no type)");
 }
 
 static int scratch_room(loader *L, size_t n) {
@@ -170,6 +204,190 @@ static int scratch_room(loader *L, size_t n) {
     L->scratch_cap = n;
     return 0;
 }
+
+static int clip(size_t n) { return n > 64 ? 64 : (int)n; }   /* for messages */
+
+enum { MAX_STR = 1 << 24 };      /* longest vocabulary / merge / added string */
+
+/* Raw bytes of the vocabulary string s[0..n) into L->scratch + at.  Returns
+ * their count, -1 for a string that is not byte-level (see respell), -2 when
+ * out of memory. */
+static int raw_of(loader *L, const char *s, size_t n, size_t at) {
+    if (scratch_room(L, at + n + 1)) return -2;
+    int k = bytelevel_unmap(s, n, L->scratch + at);
+    if (k < 0 && L->respell) {
+        memcpy(L->scratch + at, s, n);
+        k = (int)n;
+    }
+    return k;
+}
+
+static int set_piece(eng_tok *t, int id, int64_t off, size_t len) {
+    if (off < 0) return -1;
+    t->piece_off[id] = (uint32_t)off;
+    t->piece_len[id] = (int32_t)len;
+    return 0;
+}
+
+/* Per-id tables for ids 0 .. n_ids-1, and the lookup table for n_vocab
+ * vocabulary entries. */
+static int tb_alloc(loader *L, int n_ids, size_t n_vocab) {
+    eng_tok *t = L->t;
+    t->n_ids = n_ids;
+    size_t n = (size_t)n_ids + 1;
+    t->piece_off = calloc(n, sizeof *t->piece_off);
+    t->piece_len = malloc(n * sizeof *t->piece_len);
+    t->special = calloc(n, 1);
+    t->vocab_mask = table_size(n_vocab) - 1;
+    t->vocab = calloc((size_t)t->vocab_mask + 1, sizeof *t->vocab);
+    if (!t->piece_off || !t->piece_len || !t->special || !t->vocab) return nomem(L);
+    for (size_t i = 0; i < n; i++) t->piece_len[i] = -1;
+    return ENG_OK;
+}
+
+/* One vocabulary entry, 0 <= id < n_ids.  Its raw bytes enter the lookup
+ * table; a string that is not byte-level (and not respelled) is kept as it
+ * is for decoding, as the ByteLevel decoder does, but BPE never reaches it. */
+static int tb_vocab(loader *L, const char *s, size_t len, int id) {
+    eng_tok *t = L->t;
+    if (len > MAX_STR) return fmt_err(L, "vocabulary entry %d is %zu bytes long", id, len);
+    int raw = raw_of(L, s, len, 0);
+    if (raw == -2) return nomem(L);
+    int64_t off = raw < 0 ? pool_add(t, s, len) : pool_add(t, L->scratch, (size_t)raw);
+    if (set_piece(t, id, off, raw < 0 ? len : (size_t)raw)) return nomem(L);
+    if (raw <= 0) return ENG_OK;
+    uint32_t h = hash_bytes(L->scratch, (size_t)raw);
+    vocab_slot *v = vocab_slot_for(t, L->scratch, (size_t)raw, h);
+    *v = (vocab_slot){ (uint32_t)off, (uint32_t)raw, h, id };   /* a repeated key: last wins */
+    return ENG_OK;
+}
+
+static void tb_vocab_done(loader *L) {
+    for (int b = 0; b < 256; b++) {
+        char c = (char)b;
+        L->t->byte_id[b] = vocab_get(L->t, &c, 1);
+    }
+}
+
+static int tb_merges_alloc(loader *L, size_t n) {
+    eng_tok *t = L->t;
+    t->merge_mask = table_size(n) - 1;
+    t->merges = calloc((size_t)t->merge_mask + 1, sizeof *t->merges);
+    return t->merges ? ENG_OK : nomem(L);
+}
+
+static void merge_put(eng_tok *t, int a, int b, int rank, int new_id) {
+    uint64_t key = (uint64_t)(uint32_t)(a + 1) << 32 | (uint32_t)(b + 1);
+    uint32_t i = (uint32_t)hash_u64(key) & t->merge_mask;
+    while (t->merges[i].key && t->merges[i].key != key) i = (i + 1) & t->merge_mask;
+    t->merges[i] = (merge_slot){ key, rank, new_id };   /* a repeated pair: last wins */
+}
+
+/* Merge number rank: the parts a and b and their concatenation must all be
+ * in the vocabulary. */
+static int tb_merge(loader *L, int rank, const char *a, size_t na, const char *b, size_t nb) {
+    eng_tok *t = L->t;
+    if (na > MAX_STR || nb > MAX_STR) return fmt_err(L, "%s[%d] is too long", L->merges_key, rank);
+    int ra = raw_of(L, a, na, 0);
+    int rb = ra < 0 ? ra : raw_of(L, b, nb, (size_t)ra);
+    if (ra == -2 || rb == -2) return nomem(L);
+    /* Parts that are not byte-level strings can never occur in a word. */
+    if (ra < 0 || rb < 0) return ENG_OK;
+    int ia = vocab_get(t, L->scratch, (size_t)ra);
+    int ib = vocab_get(t, L->scratch + ra, (size_t)rb);
+    int inew = vocab_get(t, L->scratch, (size_t)(ra + rb));
+    if (ia < 0 || ib < 0)
+        return fmt_err(L, "%s[%d]: \"%.*s\" is not in the vocabulary", L->merges_key, rank,
+                       clip(ia < 0 ? na : nb), ia < 0 ? a : b);
+    if (inew < 0)
+        return fmt_err(L, "%s[%d]: the merge of \"%.*s\" and \"%.*s\" is not in the vocabulary",
+                       L->merges_key, rank, clip(na), a, clip(nb), b);
+    merge_put(t, ia, ib, rank, inew);
+    return ENG_OK;
+}
+
+/* A merge written "a b": exactly one space between two non-empty parts. */
+static int split_merge(const char *s, size_t n, size_t *na) {
+    const char *sp = memchr(s, ' ', n);
+    if (!sp || sp == s || sp == s + n - 1 || memchr(sp + 1, ' ', n - (size_t)(sp - s) - 1)) return -1;
+    *na = (size_t)(sp - s);
+    return 0;
+}
+
+static int tb_added_alloc(loader *L, int n) {
+    L->t->added = calloc((size_t)n + 1, sizeof *L->t->added);
+    return L->t->added ? ENG_OK : nomem(L);
+}
+
+typedef struct added_flags { int special, lstrip, rstrip, normalized, single_word; } added_flags;
+
+/* An added token: content (matched in the text as it is), id < n_ids. */
+static int tb_added(loader *L, const char *content, size_t len, int id, added_flags f) {
+    eng_tok *t = L->t;
+    if (len > MAX_STR) return fmt_err(L, "added token %d is %zu bytes long", id, len);
+    int64_t off = pool_add(t, content, len);
+    if (off < 0 || scratch_room(L, len + 1)) return nomem(L);
+    added_tok *a = &t->added[t->n_added++];
+    a->off = (uint32_t)off;
+    a->len = (uint32_t)len;
+    a->id = id;
+    a->first = (unsigned char)content[0];
+    a->special = (unsigned char)f.special;
+    a->lstrip = (unsigned char)f.lstrip;
+    a->rstrip = (unsigned char)f.rstrip;
+    a->normalized = (unsigned char)f.normalized;
+    a->single_word = (unsigned char)f.single_word;
+    /* Decoding applies the ByteLevel decoder to added tokens too. */
+    int raw = bytelevel_unmap(content, len, L->scratch);
+    int64_t poff = raw < 0 ? off : pool_add(t, L->scratch, (size_t)raw);
+    if (set_piece(t, id, poff, raw < 0 ? len : (size_t)raw)) return nomem(L);
+    t->special[id] = (unsigned char)f.special;
+    return ENG_OK;
+}
+
+static int cmp_added(const void *x, const void *y) {
+    const added_tok *a = x, *b = y;
+    if (a->first != b->first) return a->first - b->first;
+    if (a->len != b->len) return a->len > b->len ? -1 : 1;   /* longest first */
+    return a->id - b->id;
+}
+
+static void tb_added_done(loader *L) {
+    eng_tok *t = L->t;
+    if (t->n_added) qsort(t->added, (size_t)t->n_added, sizeof *t->added, cmp_added);
+    int k = 0;
+    for (int b = 0; b <= 256; b++) {
+        while (k < t->n_added && t->added[k].first < b) k++;
+        t->added_first[b] = k;
+    }
+}
+
+static int add_step(loader *L, int kind, int a, int b) {
+    eng_tok *t = L->t;
+    if (t->n_steps == MAX_STEPS) return unsupported(L, "pre-tokenizer", "with too many steps");
+    t->steps[t->n_steps++] = (pt_step){ kind, a, b };
+    return ENG_OK;
+}
+
+/* The vocabulary is byte-level only when ByteLevel maps the text last; any
+ * step after it would see mapped characters. */
+static int tb_steps_done(loader *L) {
+    eng_tok *t = L->t;
+    for (int i = 0; i < t->n_steps; i++)
+        if (t->steps[i].kind == PT_BYTELEVEL && i != t->n_steps - 1)
+            return unsupported(L, "pre-tokenizer", "with a step after ByteLevel");
+    if (!t->n_steps || t->steps[t->n_steps - 1].kind != PT_BYTELEVEL)
+        return unsupported(L, "pre-tokenizer", "without ByteLevel (not a byte-level BPE)");
+    return ENG_OK;
+}
+
+static eng_tok *tok_new(void) {
+    eng_tok *t = calloc(1, sizeof *t);
+    if (t) t->unk_id = t->bos_id = -1;
+    return t;
+}
+
+/* ------------------------------------------------------------ tokenizer.json */
 
 static const char *jstr(const cJSON *o, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
@@ -189,15 +407,8 @@ static int json_id(const cJSON *v) {
     return (int)v->valuedouble;
 }
 
-static int set_piece(eng_tok *t, int id, int64_t off, size_t len) {
-    if (off < 0) return -1;
-    t->piece_off[id] = (uint32_t)off;
-    t->piece_len[id] = (int32_t)len;
-    return 0;
-}
-
-/* Sizes the per-id tables from the largest id in vocab and added_tokens. */
-static int alloc_ids(loader *L, const cJSON *vocab, const cJSON *added) {
+/* The per-id tables span the largest id in vocab and added_tokens. */
+static int json_alloc(loader *L, const cJSON *vocab, const cJSON *added) {
     int max_id = -1;
     const cJSON *it;
     cJSON_ArrayForEach(it, vocab) {
@@ -205,120 +416,47 @@ static int alloc_ids(loader *L, const cJSON *vocab, const cJSON *added) {
         if (id < 0) return fmt_err(L, "model.vocab: every value must be an id (0 <= id < 16M)");
         if (id > max_id) max_id = id;
     }
-    cJSON_ArrayForEach(it, added) {
-        int id = json_id(cJSON_GetObjectItemCaseSensitive(it, "id"));
-        if (id > max_id) max_id = id;
-    }
-    eng_tok *t = L->t;
-    t->n_ids = max_id + 1;
-    size_t n = (size_t)t->n_ids + 1;
-    t->piece_off = calloc(n, sizeof *t->piece_off);
-    t->piece_len = malloc(n * sizeof *t->piece_len);
-    t->special = calloc(n, 1);
-    if (!t->piece_off || !t->piece_len || !t->special) return nomem(L);
-    for (size_t i = 0; i < n; i++) t->piece_len[i] = -1;
-    return ENG_OK;
+    if (cJSON_IsArray(added))
+        cJSON_ArrayForEach(it, added) {
+            int id = json_id(cJSON_GetObjectItemCaseSensitive(it, "id"));
+            if (id > max_id) max_id = id;
+        }
+    return tb_alloc(L, max_id + 1, (size_t)cJSON_GetArraySize(vocab));
 }
 
-/* model.vocab: string -> id.  Strings made of byte-level characters become
- * raw bytes and enter the lookup table; any other string is kept as it is for
- * decoding (the ByteLevel decoder does the same) but BPE can never reach it. */
-static int load_vocab(loader *L, const cJSON *vocab) {
-    eng_tok *t = L->t;
-    int n = cJSON_GetArraySize(vocab);
-    t->vocab_mask = table_size((size_t)n) - 1;
-    t->vocab = calloc((size_t)t->vocab_mask + 1, sizeof *t->vocab);
-    if (!t->vocab) return nomem(L);
+static int json_vocab(loader *L, const cJSON *vocab) {
     const cJSON *it;
     cJSON_ArrayForEach(it, vocab) {
-        const char *s = it->string;
-        size_t len = strlen(s);
-        if (scratch_room(L, len + 1)) return nomem(L);
-        int raw = bytelevel_unmap(s, len, L->scratch);
-        int id = json_id(it);
-        int64_t off = raw < 0 ? pool_add(t, s, len) : pool_add(t, L->scratch, (size_t)raw);
-        if (set_piece(t, id, off, raw < 0 ? len : (size_t)raw)) return nomem(L);
-        if (raw <= 0) continue;
-        uint32_t h = hash_bytes(L->scratch, (size_t)raw);
-        vocab_slot *v = vocab_slot_for(t, L->scratch, (size_t)raw, h);
-        *v = (vocab_slot){ (uint32_t)off, (uint32_t)raw, h, id };   /* a repeated key: last wins */
+        int rc = tb_vocab(L, it->string, strlen(it->string), json_id(it));
+        if (rc) return rc;
     }
-    for (int b = 0; b < 256; b++) {
-        char c = (char)b;
-        t->byte_id[b] = vocab_get(t, &c, 1);
-    }
+    tb_vocab_done(L);
     return ENG_OK;
 }
 
-/* One merges entry, "a b" or ["a", "b"], as its two strings. */
-static int merge_parts(loader *L, const cJSON *m, int i, const char **a, size_t *na,
-                       const char **b, size_t *nb) {
-    char msg[96];
-    if (cJSON_IsString(m)) {
-        const char *sp = strchr(m->valuestring, ' ');
-        if (!sp) goto bad;
-        *a = m->valuestring; *na = (size_t)(sp - m->valuestring);
-        *b = sp + 1; *nb = strlen(sp + 1);
-        return ENG_OK;
-    }
-    if (cJSON_IsArray(m) && cJSON_GetArraySize(m) == 2 && cJSON_IsString(m->child) &&
-        cJSON_IsString(m->child->next)) {
-        *a = m->child->valuestring; *na = strlen(*a);
-        *b = m->child->next->valuestring; *nb = strlen(*b);
-        return ENG_OK;
-    }
-bad:
-    snprintf(msg, sizeof msg, "model.merges[%d]: expected \"a b\" or [\"a\", \"b\"]", i);
-    return fmt_err(L, msg);
-}
-
-static int clip(size_t n) { return n > 64 ? 64 : (int)n; }   /* for messages */
-
-static int merge_put(eng_tok *t, int a, int b, int rank, int new_id) {
-    uint64_t key = (uint64_t)(uint32_t)(a + 1) << 32 | (uint32_t)(b + 1);
-    uint32_t i = (uint32_t)hash_u64(key) & t->merge_mask;
-    while (t->merges[i].key && t->merges[i].key != key) i = (i + 1) & t->merge_mask;
-    t->merges[i] = (merge_slot){ key, rank, new_id };   /* a repeated pair: last wins */
-    return 0;
-}
-
-static int load_merges(loader *L, const cJSON *merges) {
-    eng_tok *t = L->t;
-    int n = cJSON_GetArraySize(merges), i = 0;
-    t->merge_mask = table_size((size_t)n) - 1;
-    t->merges = calloc((size_t)t->merge_mask + 1, sizeof *t->merges);
-    if (!t->merges) return nomem(L);
+/* merges: "a b" strings or ["a", "b"] pairs. */
+static int json_merges(loader *L, const cJSON *merges) {
+    int rc = tb_merges_alloc(L, (size_t)cJSON_GetArraySize(merges)), i = 0;
     const cJSON *m;
     cJSON_ArrayForEach(m, merges) {
-        const char *a = NULL, *b = NULL;
-        size_t na = 0, nb = 0;
-        int rc = merge_parts(L, m, i, &a, &na, &b, &nb);
         if (rc) return rc;
-        if (scratch_room(L, na + nb + 1)) return nomem(L);
-        int ra = bytelevel_unmap(a, na, L->scratch);
-        int rb = ra < 0 ? -1 : bytelevel_unmap(b, nb, L->scratch + ra);
-        /* Parts that are not byte-level strings can never occur in a word. */
-        if (ra < 0 || rb < 0) { i++; continue; }
-        int ia = vocab_get(t, L->scratch, (size_t)ra);
-        int ib = vocab_get(t, L->scratch + ra, (size_t)rb);
-        int inew = vocab_get(t, L->scratch, (size_t)(ra + rb));
-        if (ia < 0 || ib < 0 || inew < 0) {
-            char msg[200];
-            if (ia < 0 || ib < 0)
-                snprintf(msg, sizeof msg, "model.merges[%d]: \"%.*s\" is not in the vocabulary", i,
-                         clip(ia < 0 ? na : nb), ia < 0 ? a : b);
-            else
-                snprintf(msg, sizeof msg, "model.merges[%d]: the merge of \"%.*s\" and \"%.*s\" "
-                         "is not in the vocabulary", i, clip(na), a, clip(nb), b);
-            return fmt_err(L, msg);
+        size_t na;
+        if (cJSON_IsString(m) && !split_merge(m->valuestring, strlen(m->valuestring), &na)) {
+            const char *s = m->valuestring;
+            rc = tb_merge(L, i, s, na, s + na + 1, strlen(s + na + 1));
+        } else if (cJSON_IsArray(m) && cJSON_GetArraySize(m) == 2 && cJSON_IsString(m->child) &&
+                   cJSON_IsString(m->child->next)) {
+            const char *a = m->child->valuestring, *b = m->child->next->valuestring;
+            rc = tb_merge(L, i, a, strlen(a), b, strlen(b));
+        } else {
+            return fmt_err(L, "model.merges[%d]: expected \"a b\" or [\"a\", \"b\"]", i);
         }
-        merge_put(t, ia, ib, i, inew);
         i++;
     }
-    return ENG_OK;
+    return rc;
 }
 
-static int load_model(loader *L, const cJSON *model, const cJSON *added) {
+static int json_model(loader *L, const cJSON *model, const cJSON *added) {
     if (!cJSON_IsObject(model)) return fmt_err(L, "no \"model\" object");
     const char *type = jstr(model, "type");
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
@@ -335,77 +473,44 @@ static int load_model(loader *L, const cJSON *model, const cJSON *added) {
     if ((cont && *cont) || (eow && *eow))
         return eng_seterr(L->err, ENG_EUNSUPPORTED, "%s: BPE with %s", L->path,
                           cont && *cont ? "continuing_subword_prefix" : "end_of_word_suffix");
-    int rc = alloc_ids(L, vocab, added);
-    if (!rc) rc = load_vocab(L, vocab);
-    if (!rc) rc = load_merges(L, merges);
+    int rc = json_alloc(L, vocab, added);
+    if (!rc) rc = json_vocab(L, vocab);
+    if (!rc) rc = json_merges(L, merges);
     if (rc) return rc;
     eng_tok *t = L->t;
     t->ignore_merges = jbool(model, "ignore_merges", 0);
     t->fuse_unk = jbool(model, "fuse_unk", 0);
     const char *unk = jstr(model, "unk_token");
-    t->unk_id = -1;
-    if (unk && !scratch_room(L, strlen(unk) + 1)) {
-        int raw = bytelevel_unmap(unk, strlen(unk), L->scratch);
+    if (unk) {
+        int raw = raw_of(L, unk, strlen(unk), 0);
+        if (raw == -2) return nomem(L);
         if (raw > 0) t->unk_id = vocab_get(t, L->scratch, (size_t)raw);
     }
     return ENG_OK;
 }
 
-static int cmp_added(const void *x, const void *y) {
-    const added_tok *a = x, *b = y;
-    if (a->first != b->first) return a->first - b->first;
-    if (a->len != b->len) return a->len > b->len ? -1 : 1;   /* longest first */
-    return a->id - b->id;
-}
-
-static int load_added(loader *L, const cJSON *added) {
-    eng_tok *t = L->t;
-    if (!added || cJSON_IsNull(added)) return ENG_OK;
+static int json_added(loader *L, const cJSON *added) {
+    if (!added || cJSON_IsNull(added)) return tb_added_alloc(L, 0);
     if (!cJSON_IsArray(added)) return fmt_err(L, "added_tokens is not a list");
-    int n = cJSON_GetArraySize(added), i = 0;
-    t->added = calloc((size_t)n + 1, sizeof *t->added);
-    if (!t->added) return nomem(L);
+    int rc = tb_added_alloc(L, cJSON_GetArraySize(added)), i = 0;
     const cJSON *it;
     cJSON_ArrayForEach(it, added) {
+        if (rc) return rc;
         const char *content = jstr(it, "content");
         int id = json_id(cJSON_GetObjectItemCaseSensitive(it, "id"));
-        char msg[96];
-        snprintf(msg, sizeof msg, "added_tokens[%d]: needs an \"id\" and a non-empty \"content\"", i);
-        if (id < 0 || !content || !*content) return fmt_err(L, msg);
-        size_t len = strlen(content);
-        int64_t off = pool_add(t, content, len);
-        if (off < 0 || scratch_room(L, len + 1)) return nomem(L);
-        added_tok *a = &t->added[t->n_added++];
-        a->off = (uint32_t)off;
-        a->len = (uint32_t)len;
-        a->id = id;
-        a->first = (unsigned char)content[0];
-        a->special = (unsigned char)jbool(it, "special", 0);
-        a->lstrip = (unsigned char)jbool(it, "lstrip", 0);
-        a->rstrip = (unsigned char)jbool(it, "rstrip", 0);
-        a->single_word = (unsigned char)jbool(it, "single_word", 0);
-        a->normalized = (unsigned char)jbool(it, "normalized", !a->special);
-        /* Decoding applies the ByteLevel decoder to added tokens too. */
-        int raw = bytelevel_unmap(content, len, L->scratch);
-        int64_t poff = raw < 0 ? off : pool_add(t, L->scratch, (size_t)raw);
-        if (set_piece(t, id, poff, raw < 0 ? len : (size_t)raw)) return nomem(L);
-        t->special[id] = a->special;
+        if (id < 0 || !content || !*content)
+            return fmt_err(L, "added_tokens[%d]: needs an \"id\" and a non-empty \"content\"", i);
+        added_flags f = { jbool(it, "special", 0), jbool(it, "lstrip", 0), jbool(it, "rstrip", 0), 0,
+                          jbool(it, "single_word", 0) };
+        f.normalized = jbool(it, "normalized", !f.special);
+        rc = tb_added(L, content, strlen(content), id, f);
         i++;
     }
-    qsort(t->added, (size_t)t->n_added, sizeof *t->added, cmp_added);
-    int k = 0;
-    for (int b = 0; b <= 256; b++) {
-        while (k < t->n_added && t->added[k].first < b) k++;
-        t->added_first[b] = k;
-    }
-    return ENG_OK;
+    if (!rc) tb_added_done(L);
+    return rc;
 }
 
-static int unsupported(loader *L, const char *what, const char *name) {
-    return eng_seterr(L->err, ENG_EUNSUPPORTED, "%s: %s %s", L->path, what, name ? name : "(no type)");
-}
-
-static int load_normalizer(loader *L, const cJSON *nz) {
+static int json_normalizer(loader *L, const cJSON *nz) {
     if (!nz || cJSON_IsNull(nz)) return ENG_OK;
     const char *type = jstr(nz, "type");
     if (type && !strcmp(type, "NFC")) { L->t->nfc = 1; return ENG_OK; }
@@ -413,7 +518,7 @@ static int load_normalizer(loader *L, const cJSON *nz) {
         const cJSON *list = cJSON_GetObjectItemCaseSensitive(nz, "normalizers"), *it;
         if (!cJSON_IsArray(list)) return fmt_err(L, "normalizer Sequence without \"normalizers\"");
         cJSON_ArrayForEach(it, list) {
-            int rc = load_normalizer(L, it);
+            int rc = json_normalizer(L, it);
             if (rc) return rc;
         }
         return ENG_OK;
@@ -421,23 +526,16 @@ static int load_normalizer(loader *L, const cJSON *nz) {
     return unsupported(L, "normalizer", type);
 }
 
-static int add_step(loader *L, int kind, int a, int b) {
-    eng_tok *t = L->t;
-    if (t->n_steps == MAX_STEPS) return unsupported(L, "pre-tokenizer", "with too many steps");
-    t->steps[t->n_steps++] = (pt_step){ kind, a, b };
-    return ENG_OK;
-}
-
 /* Steps: PT_SPLIT (a = ENG_PT_* pattern), PT_DIGITS (a = individual_digits),
  * PT_BYTELEVEL (a = add_prefix_space, b = use_regex). */
-static int load_pretok_step(loader *L, const cJSON *p) {
+static int json_pretok_step(loader *L, const cJSON *p) {
     const char *type = jstr(p, "type");
     if (!type) return fmt_err(L, "pre_tokenizer without a \"type\"");
     if (!strcmp(type, "Sequence")) {
         const cJSON *list = cJSON_GetObjectItemCaseSensitive(p, "pretokenizers"), *it;
         if (!cJSON_IsArray(list)) return fmt_err(L, "pre_tokenizer Sequence without \"pretokenizers\"");
         cJSON_ArrayForEach(it, list) {
-            int rc = load_pretok_step(L, it);
+            int rc = json_pretok_step(L, it);
             if (rc) return rc;
         }
         return ENG_OK;
@@ -463,21 +561,49 @@ static int load_pretok_step(loader *L, const cJSON *p) {
     return unsupported(L, "pre-tokenizer type", type);
 }
 
-static int load_pretok(loader *L, const cJSON *p) {
-    eng_tok *t = L->t;
-    int rc = p && !cJSON_IsNull(p) ? load_pretok_step(L, p) : ENG_OK;
-    if (rc) return rc;
-    /* The vocabulary is byte-level only when ByteLevel maps the text last;
-     * any step after it would see mapped characters. */
-    for (int i = 0; i < t->n_steps; i++)
-        if (t->steps[i].kind == PT_BYTELEVEL && i != t->n_steps - 1)
-            return unsupported(L, "pre-tokenizer", "with a step after ByteLevel");
-    if (!t->n_steps || t->steps[t->n_steps - 1].kind != PT_BYTELEVEL)
-        return unsupported(L, "pre-tokenizer", "without ByteLevel (not a byte-level BPE)");
+static int json_pretok(loader *L, const cJSON *p) {
+    int rc = p && !cJSON_IsNull(p) ? json_pretok_step(L, p) : ENG_OK;
+    return rc ? rc : tb_steps_done(L);
+}
+
+/* The BOS a model wants: Hugging Face adds what the post-processor's
+ * TemplateProcessing puts before $A (e.g. Llama 3's <|begin_of_text|>)
+ * when encoding with add_special_tokens.  Other post-processors (ByteLevel,
+ * which only fixes offsets, and those of encoder models) add no BOS here. */
+static int json_post(loader *L, const cJSON *p) {
+    const char *type = p ? jstr(p, "type") : NULL;
+    if (!type) return ENG_OK;
+    if (!strcmp(type, "Sequence")) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(p, "processors")) {
+            int rc = json_post(L, it);
+            if (rc) return rc;
+        }
+        return ENG_OK;
+    }
+    if (strcmp(type, "TemplateProcessing")) return ENG_OK;
+    const cJSON *single = cJSON_GetObjectItemCaseSensitive(p, "single"), *it;
+    const cJSON *specials = cJSON_GetObjectItemCaseSensitive(p, "special_tokens");
+    int n_before = 0;
+    const char *name = NULL;
+    cJSON_ArrayForEach(it, single) {
+        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(it, "SpecialToken");
+        if (!sp) break;                       /* $A (a Sequence) comes next */
+        if (!n_before++) name = jstr(sp, "id");
+    }
+    if (!n_before) return ENG_OK;
+    const cJSON *ids = cJSON_GetObjectItemCaseSensitive(
+        cJSON_GetObjectItemCaseSensitive(specials, name ? name : ""), "ids");
+    int id = cJSON_GetArraySize(ids) == 1 ? json_id(cJSON_GetArrayItem(ids, 0)) : -1;
+    if (n_before > 1 || cJSON_GetArraySize(ids) > 1)
+        return unsupported(L, "post_processor", "putting more than one token before the text");
+    if (id < 0 || id >= L->t->n_ids)
+        return fmt_err(L, "post_processor: special token \"%.64s\" has no valid id", name ? name : "");
+    L->t->bos_id = id;
     return ENG_OK;
 }
 
-static int load_decoder(loader *L, const cJSON *d) {
+static int json_decoder(loader *L, const cJSON *d) {
     if (!d || cJSON_IsNull(d)) return ENG_OK;   /* taken as ByteLevel */
     const char *type = jstr(d, "type");
     if (type && !strcmp(type, "ByteLevel")) return ENG_OK;
@@ -487,11 +613,12 @@ static int load_decoder(loader *L, const cJSON *d) {
 static int load_json(loader *L, const cJSON *root) {
     if (!cJSON_IsObject(root)) return fmt_err(L, "not a JSON object");
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
-    int rc = load_model(L, cJSON_GetObjectItemCaseSensitive(root, "model"), added);
-    if (!rc) rc = load_added(L, added);
-    if (!rc) rc = load_normalizer(L, cJSON_GetObjectItemCaseSensitive(root, "normalizer"));
-    if (!rc) rc = load_pretok(L, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"));
-    if (!rc) rc = load_decoder(L, cJSON_GetObjectItemCaseSensitive(root, "decoder"));
+    int rc = json_model(L, cJSON_GetObjectItemCaseSensitive(root, "model"), added);
+    if (!rc) rc = json_added(L, added);
+    if (!rc) rc = json_normalizer(L, cJSON_GetObjectItemCaseSensitive(root, "normalizer"));
+    if (!rc) rc = json_pretok(L, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"));
+    if (!rc) rc = json_post(L, cJSON_GetObjectItemCaseSensitive(root, "post_processor"));
+    if (!rc) rc = json_decoder(L, cJSON_GetObjectItemCaseSensitive(root, "decoder"));
     return rc;
 }
 
@@ -509,13 +636,251 @@ int eng_tok_load(const char *path, eng_tok **out, eng_err *err) {
         return eng_seterr(err, ENG_EFORMAT, "%s: malformed JSON near byte %ld", path, at);
     }
     free(buf);
-    loader L = { calloc(1, sizeof(eng_tok)), path, err, NULL, 0 };
+    loader L = { .t = tok_new(), .path = path, .err = err, .merges_key = "model.merges" };
     rc = L.t ? load_json(&L, root) : nomem(&L);
     cJSON_Delete(root);
     free(L.scratch);
     if (rc) { eng_tok_free(L.t); return rc; }
     *out = L.t;
     return ENG_OK;
+}
+
+/* ------------------------------------------------------------ GGUF
+ *
+ * tokenizer.ggml.model "gpt2" (byte-level BPE; llama.cpp's name for it):
+ * tokens (index = id), token_type, merges ("a b" in byte-level characters),
+ * pre (the pre-tokenizer's name), bos/eos/unknown/padding ids and
+ * add_bos_token.  The tokenizer built is the one transformers builds from the
+ * same file (AutoTokenizer.from_pretrained(..., gguf_file=...)), except
+ * where transformers has no pre-tokenizer for a name that llama.cpp knows
+ * (see GGUF_PRE). */
+
+/* What each tokenizer.ggml.pre name stands for, as the pt_step list (and
+ * normalizer) of the tokenizer.json it was converted from; llama.cpp's
+ * llama-vocab.cpp gives each name's split regexes.
+ *   gpt2     GPT-2: ByteLevel with its own regex.
+ *   default  llama.cpp's fallback for files that name no pre-tokenizer; its
+ *            regex set matches no Hugging Face tokenizer, and transformers
+ *            gives such files GPT-2's ByteLevel, as here.
+ *   smollm   SmolLM2 (StarCoder's scheme): every digit apart, then
+ *            ByteLevel.  transformers drops the digit split; we follow
+ *            SmolLM2's tokenizer.json and llama.cpp.
+ *   qwen2    Qwen2/2.5/3: NFC, the Qwen2 split regex, ByteLevel without
+ *            regex (deepseek-r1-qwen: the same tokenizer).
+ *   llama3   Llama 3 (llama-bpe, llama-v3): the Llama 3 split regex, then
+ *            ByteLevel without regex. */
+static const struct gguf_pre {
+    const char *name;
+    int nfc, n_steps;
+    pt_step steps[2];
+} GGUF_PRE[] = {
+    {"gpt2", 0, 1, {{PT_BYTELEVEL, 0, 1}}},
+    {"default", 0, 1, {{PT_BYTELEVEL, 0, 1}}},
+    {"smollm", 0, 2, {{PT_DIGITS, 1, 0}, {PT_BYTELEVEL, 0, 1}}},
+    {"qwen2", 1, 2, {{PT_SPLIT, ENG_PT_QWEN2, 0}, {PT_BYTELEVEL, 0, 0}}},
+    {"deepseek-r1-qwen", 1, 2, {{PT_SPLIT, ENG_PT_QWEN2, 0}, {PT_BYTELEVEL, 0, 0}}},
+    {"llama3", 0, 2, {{PT_SPLIT, ENG_PT_LLAMA3, 0}, {PT_BYTELEVEL, 0, 0}}},
+    {"llama-bpe", 0, 2, {{PT_SPLIT, ENG_PT_LLAMA3, 0}, {PT_BYTELEVEL, 0, 0}}},
+    {"llama-v3", 0, 2, {{PT_SPLIT, ENG_PT_LLAMA3, 0}, {PT_BYTELEVEL, 0, 0}}},
+};
+
+static int gguf_pretok(loader *L, const eng_gguf *g) {
+    const char *pre = "default";
+    size_t n = strlen(pre);
+    int rc = eng_gguf_get_str(g, "tokenizer.ggml.pre", 0, &pre, &n, L->err);
+    if (rc) return rc;
+    for (size_t i = 0; i < sizeof GGUF_PRE / sizeof GGUF_PRE[0]; i++) {
+        const struct gguf_pre *p = &GGUF_PRE[i];
+        if (strlen(p->name) != n || memcmp(p->name, pre, n)) continue;
+        L->t->nfc = p->nfc;
+        for (int k = 0; k < p->n_steps; k++)
+            if ((rc = add_step(L, p->steps[k].kind, p->steps[k].a, p->steps[k].b))) return rc;
+        return tb_steps_done(L);
+    }
+    return eng_seterr(L->err, ENG_EUNSUPPORTED, "%s: tokenizer.ggml.pre \"%.*s\" is not a pre-tokenizer "
+                      "brisk knows (gpt2, default, smollm, qwen2, deepseek-r1-qwen, llama3, llama-bpe, "
+                      "llama-v3)", L->path, clip(n), pre);
+}
+
+/* The array metadata key: its index, checked to hold elements of the
+ * wanted kind (strings, or integers when want_int); -1 when absent. */
+static int gguf_array(loader *L, const eng_gguf *g, const char *key, int want_int, int *kv) {
+    *kv = eng_gguf_find(g, key);
+    if (*kv < 0) return ENG_OK;
+    int at = eng_gguf_arr_type(g, *kv);
+    int ok = want_int ? (at >= ENG_GGUF_U8 && at <= ENG_GGUF_I32) || at == ENG_GGUF_U64 || at == ENG_GGUF_I64
+                      : at == ENG_GGUF_STR;
+    if (eng_gguf_type(g, *kv) != ENG_GGUF_ARR || !ok)
+        return fmt_err(L, "%s is not an array of %s", key, want_int ? "integers" : "strings");
+    return ENG_OK;
+}
+
+/* Token types (llama.cpp's llama_token_type). */
+enum { TT_UNDEFINED, TT_NORMAL, TT_UNKNOWN, TT_CONTROL, TT_USER_DEFINED, TT_UNUSED, TT_BYTE };
+
+/* Whether token i becomes an added token (and how): control tokens are
+ * special, user-defined ones plain added tokens, both matched in the text
+ * unnormalized, as transformers adds them.  Like transformers, only tokens
+ * written in byte-level characters: llama.cpp marks some others control by
+ * mistake. */
+static int gguf_added_kind(loader *L, const char *s, size_t len, int64_t type) {
+    if ((type != TT_CONTROL && type != TT_USER_DEFINED) || !len) return 0;
+    if (scratch_room(L, len + 1)) return -1;
+    return bytelevel_unmap(s, len, L->scratch) < 0 ? 0 : (int)type;
+}
+
+static int gguf_vocab(loader *L, const eng_gguf *g, int kt, int ky, int n) {
+    int n_added = 0, rc;
+    for (int i = 0; i < n; i++) {
+        const char *s;
+        size_t len;
+        int64_t type = TT_NORMAL;
+        if (eng_gguf_arr_str(g, kt, (uint64_t)i, &s, &len))
+            return fmt_err(L, "tokenizer.ggml.tokens[%d] cannot be read", i);
+        if (ky >= 0) {
+            if (eng_gguf_arr_int(g, ky, (uint64_t)i, &type) || type < TT_UNDEFINED || type > TT_BYTE)
+                return fmt_err(L, "tokenizer.ggml.token_type[%d] = %lld is not a token type (0-6)", i,
+                               (long long)type);
+            int k = gguf_added_kind(L, s, len, type);
+            if (k < 0) return nomem(L);
+            n_added += k != 0;
+        }
+        if ((rc = tb_vocab(L, s, len, i))) return rc;
+    }
+    tb_vocab_done(L);
+    if ((rc = tb_added_alloc(L, n_added))) return rc;
+    for (int i = 0; ky >= 0 && i < n; i++) {
+        const char *s;
+        size_t len;
+        int64_t type;
+        eng_gguf_arr_str(g, kt, (uint64_t)i, &s, &len);
+        eng_gguf_arr_int(g, ky, (uint64_t)i, &type);
+        int k = gguf_added_kind(L, s, len, type);
+        if (k < 0) return nomem(L);
+        if (!k) continue;
+        added_flags f = { .special = k == TT_CONTROL };
+        if ((rc = tb_added(L, s, len, i, f))) return rc;
+    }
+    tb_added_done(L);
+    return ENG_OK;
+}
+
+static int gguf_merges(loader *L, const eng_gguf *g, int km) {
+    uint64_t n = eng_gguf_arr_len(g, km);
+    if (n >= MAX_IDS) return fmt_err(L, "tokenizer.ggml.merges has %llu entries", (unsigned long long)n);
+    int rc = tb_merges_alloc(L, (size_t)n);
+    for (uint64_t i = 0; !rc && i < n; i++) {
+        const char *s;
+        size_t len, na;
+        if (eng_gguf_arr_str(g, km, i, &s, &len) || split_merge(s, len, &na))
+            return fmt_err(L, "tokenizer.ggml.merges[%llu]: expected \"a b\" (two parts, one space)",
+                           (unsigned long long)i);
+        rc = tb_merge(L, (int)i, s, na, s + na + 1, len - na - 1);
+    }
+    return rc;
+}
+
+/* bos/eos/unknown/padding ids, when given, must name tokens.  Only BOS is
+ * kept (for eng_tok_bos); the unknown id is not the BPE's unknown token, as
+ * in transformers' conversion (bytes missing from the vocabulary are
+ * dropped, not replaced). */
+static int gguf_special_ids(loader *L, const eng_gguf *g, int n) {
+    static const char *const keys[] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                                       "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id"};
+    int64_t id[4] = {-1, -1, -1, -1}, add_bos = 0;
+    for (int k = 0; k < 4; k++) {
+        int rc = eng_gguf_get_int(g, keys[k], 0, &id[k], L->err);
+        if (rc) return rc;
+        if (eng_gguf_find(g, keys[k]) >= 0 && (id[k] < 0 || id[k] >= n))
+            return fmt_err(L, "%s = %lld is out of range (%d tokens)", keys[k], (long long)id[k], n);
+    }
+    int rc = eng_gguf_get_int(g, "tokenizer.ggml.add_bos_token", 0, &add_bos, L->err);
+    if (rc) return rc;
+    if (add_bos && id[0] < 0)
+        return fmt_err(L, "tokenizer.ggml.add_bos_token is true but tokenizer.ggml.bos_token_id is missing");
+    L->t->bos_id = add_bos ? (int)id[0] : -1;
+    return ENG_OK;
+}
+
+/* add_space_prefix is not read: llama.cpp applies it to sentencepiece
+ * vocabularies only and transformers ignores it for byte-level ones. */
+static int load_gguf(loader *L, const eng_gguf *g) {
+    const char *model;
+    size_t nm;
+    int rc = eng_gguf_get_str(g, "tokenizer.ggml.model", 1, &model, &nm, L->err), kt, ky, km;
+    if (rc) return rc;
+    if (nm != 4 || memcmp(model, "gpt2", 4))
+        return eng_seterr(L->err, ENG_EUNSUPPORTED, "%s: tokenizer.ggml.model \"%.*s\" (brisk reads "
+                          "byte-level BPE tokenizers, \"gpt2\")", L->path, clip(nm), model);
+    if ((rc = gguf_array(L, g, "tokenizer.ggml.tokens", 0, &kt)) ||
+        (rc = gguf_array(L, g, "tokenizer.ggml.token_type", 1, &ky)) ||
+        (rc = gguf_array(L, g, "tokenizer.ggml.merges", 0, &km)))
+        return rc;
+    if (kt < 0) return fmt_err(L, "missing metadata tokenizer.ggml.tokens");
+    if (km < 0) return fmt_err(L, "missing metadata tokenizer.ggml.merges");
+    uint64_t n = eng_gguf_arr_len(g, kt);
+    if (n == 0 || n >= MAX_IDS)
+        return fmt_err(L, "tokenizer.ggml.tokens has %llu entries (1 to 16M expected)", (unsigned long long)n);
+    if (ky >= 0 && eng_gguf_arr_len(g, ky) != n)
+        return fmt_err(L, "tokenizer.ggml.token_type has %llu entries for %llu tokens",
+                       (unsigned long long)eng_gguf_arr_len(g, ky), (unsigned long long)n);
+    if ((rc = tb_alloc(L, (int)n, (size_t)n)) || (rc = gguf_vocab(L, g, kt, ky, (int)n)) ||
+        (rc = gguf_merges(L, g, km)) || (rc = gguf_special_ids(L, g, (int)n)))
+        return rc;
+    return gguf_pretok(L, g);
+}
+
+int eng_tok_load_gguf(const eng_gguf *g, eng_tok **out, eng_err *err) {
+    if (out) *out = NULL;
+    if (!g || !out) return eng_seterr(err, ENG_EINVAL, "eng_tok_load_gguf: NULL argument");
+    loader L = { .t = tok_new(), .path = eng_gguf_path(g), .err = err, .respell = 1,
+                 .merges_key = "tokenizer.ggml.merges" };
+    int rc = L.t ? load_gguf(&L, g) : nomem(&L);
+    free(L.scratch);
+    if (rc) { eng_tok_free(L.t); return rc; }
+    *out = L.t;
+    return ENG_OK;
+}
+
+/* ------------------------------------------------------------ any source */
+
+static int starts_gguf(const char *path) {
+    FILE *f = fopen(path, "rb");
+    char m[4];
+    int yes = f && fread(m, 1, 4, f) == 4 && !memcmp(m, "GGUF", 4);
+    if (f) fclose(f);
+    return yes;
+}
+
+static int load_gguf_path(const char *path, eng_tok **out, eng_err *err) {
+    eng_gguf *g;
+    int rc = eng_gguf_open(path, &g, err);
+    if (rc) return rc;
+    rc = eng_tok_load_gguf(g, out, err);
+    eng_gguf_close(g);
+    return rc;
+}
+
+int eng_tok_open(const char *path, eng_tok **out, eng_err *err) {
+    struct stat sb;
+    char p[4096];
+    if (!out) return eng_seterr(err, ENG_EINVAL, "eng_tok_open: NULL argument");
+    *out = NULL;
+    if (!path || stat(path, &sb))
+        return eng_seterr(err, ENG_EIO, "%s: %s", path ? path : "(null)", strerror(errno));
+    if (!S_ISDIR(sb.st_mode))
+        return starts_gguf(path) ? load_gguf_path(path, out, err) : eng_tok_load(path, out, err);
+    int n = snprintf(p, sizeof p, "%s/tokenizer.json", path);
+    if (n < 0 || (size_t)n >= sizeof p) return eng_seterr(err, ENG_EINVAL, "%s: path too long", path);
+    if (!stat(p, &sb)) return eng_tok_load(p, out, err);
+    snprintf(p, sizeof p, "%s/*.gguf", path);
+    glob_t gl;
+    int found = glob(p, 0, NULL, &gl) ? 0 : (int)gl.gl_pathc, rc;
+    if (found == 1) rc = load_gguf_path(gl.gl_pathv[0], out, err);
+    else rc = eng_seterr(err, ENG_EIO, "%s: no tokenizer.json, and %s .gguf file", path,
+                         found ? "more than one" : "no");
+    if (found) globfree(&gl);
+    return rc;
 }
 
 void eng_tok_free(eng_tok *t) {
@@ -531,6 +896,8 @@ void eng_tok_free(eng_tok *t) {
 }
 
 int eng_tok_vocab_size(const eng_tok *t) { return t ? t->n_ids : 0; }
+
+int eng_tok_bos(const eng_tok *t) { return t ? t->bos_id : -1; }
 
 const char *eng_tok_piece(const eng_tok *t, int id, int *len) {
     if (!t || id < 0 || id >= t->n_ids || t->piece_len[id] < 0) {
@@ -730,9 +1097,9 @@ static int split_digits(enc *e, span sp, int individual) {
     int n = decode_chars(e, sp);
     if (n < 0) return ENG_ENOMEM;
     for (int i = 0; i < n;) {
-        int digit = e->chars[i].cls == ENG_UNI_NUMBER, j = i + 1;
+        int digit = eng_uni_is_numeric(e->chars[i].cp), j = i + 1;
         if (!digit || !individual)
-            while (j < n && (e->chars[j].cls == ENG_UNI_NUMBER) == digit) j++;
+            while (j < n && eng_uni_is_numeric(e->chars[j].cp) == digit) j++;
         size_t a = e->chars[i].off, b = j < n ? e->chars[j].off : sp.len;
         if (push_span(e, sp.off + a, b - a)) return ENG_ENOMEM;
         i = j;

@@ -1,12 +1,16 @@
-/* util.c — error reporting, file reading and a growable string, shared by
- * every module. */
+/* util.c — error reporting, file reading and mapping and a growable string,
+ * shared by every module. */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
-#include "eng.h"
+#include <unistd.h>
+#include "internal.h"
 
 int eng_seterr(eng_err *err, int code, const char *fmt, ...) {
     if (err) {
@@ -44,6 +48,35 @@ int eng_read_file(const char *path, size_t max, char **buf, size_t *len, eng_err
     (*buf)[size] = 0;
     if (len) *len = (size_t)size;
     return ENG_OK;
+}
+
+int eng_map_file(const char *path, const void **map, size_t *size, eng_err *err) {
+    *map = NULL;
+    *size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);   /* no hang on a FIFO */
+    if (fd < 0) {
+        int e = errno;
+        return eng_seterr(err, ENG_EIO, "%s: cannot open: %s", path, strerror(e));
+    }
+    struct stat sb;
+    int rc = ENG_OK;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode))
+        rc = eng_seterr(err, ENG_EIO, "%s: not a regular file", path);
+    else if (sb.st_size > 0) {
+        void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m == MAP_FAILED)
+            rc = eng_seterr(err, ENG_EIO, "%s: cannot mmap: %s", path, strerror(errno));
+        else {
+            *map = m;
+            *size = (size_t)sb.st_size;
+        }
+    }
+    close(fd);
+    return rc;
+}
+
+void eng_unmap_file(const void *map, size_t size) {
+    if (map) munmap((void *)map, size);
 }
 
 /* ------------------------------------------------------------ eng_buf */

@@ -45,7 +45,7 @@ struct orc_task {
 typedef struct orc_query {
     char id[64];
     char *prompt;              /* raw text, or NULL when messages are given */
-    eng_chat_msg *messages;    /* ChatML messages (strings owned by the query) */
+    eng_chat_msg *messages;    /* chat messages, role and content (strings owned by the query) */
     int n_messages;
     int max_tokens;
     eng_sampling samp;
@@ -62,8 +62,9 @@ int orc_task_chat_create(const orc_query *q, const eng_model *m, orc_sink sink,
 
 /* Agent mode: the model calls tools; each call starts as soon as its early
  * arguments are decoded (partial execution), results go back into the
- * sequence as a ChatML user turn of <tool_response> blocks, and decoding
- * goes on, for at most max_turns tool rounds. */
+ * sequence as tool messages in the template's form (Qwen's <tool_response>
+ * blocks, Llama 3.1's ipython turns), and decoding goes on, for at most
+ * max_turns tool rounds. */
 /* When a tool call starts (benchmarks compare them):
  *  PARTIAL      as soon as its early arguments are decoded (default)
  *  CALL_END     when its JSON is complete
@@ -77,7 +78,8 @@ typedef struct orc_agent_opts {
     int tool_start;               /* ORC_TOOLS_* */
     const char *system;           /* base system prompt; NULL = a default */
     /* Scripted output (tests, benchmarks): turn i's text is forced as the
-     * model's output of assistant turn i (tool calls and <|im_end|> included). */
+     * model's output of assistant turn i (tool calls and the end-of-turn
+     * token written out, e.g. <|im_end|>, included). */
     const char *const *script;
     int n_script;
 } orc_agent_opts;
@@ -117,9 +119,10 @@ void orc_sched_get_stats(const orc_sched *s, orc_sched_stats *st);
 
 /* Small helpers shared by tasks. */
 int    orc_is_eos(const eng_config *c, int id);
-/* Builds the prompt's token ids (ChatML for messages; special tokens only in
- * the template's markers, never from user text). */
-int    orc_encode_query(const orc_query *q, const eng_tok *tok, int **ids, int *n, eng_err *err);
+/* Builds the prompt's token ids: messages through the model's chat template
+ * with the generation prompt (special tokens only in the template's markers,
+ * never from user text), a raw prompt as plain text. */
+int    orc_encode_query(const orc_query *q, const eng_model *m, int **ids, int *n, eng_err *err);
 cJSON *orc_msg(const char *type, const char *id);
 
 #endif

@@ -188,7 +188,7 @@ int  orc_pp_sections_in_order(const char *answer, int k, const char *const *labe
  * bind a fake engine.  All return ENG_* codes. */
 typedef struct orc_pp_ops {
     void *ctx;
-    /* Prompt text -> token ids (the eng.h binding applies ChatML). */
+    /* Prompt text -> token ids (the eng.h binding applies the chat template). */
     int (*encode)(void *ctx, const char *text, int **ids, int *n, eng_err *err);
     int (*add)(void *ctx, const int *ids, int n, const eng_sampling *s, int *seq, eng_err *err);
     int (*prefill)(void *ctx, int seq, eng_err *err);

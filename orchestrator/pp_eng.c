@@ -1,5 +1,6 @@
-/* pp_eng.c — binds the ParallelPrompt runner to the engine (eng.h): ChatML
- * prompts, sequences, forks, appends, steps and end-of-sequence tokens. */
+/* pp_eng.c — binds the ParallelPrompt runner to the engine (eng.h): prompts
+ * through the model's chat template, sequences, forks, appends, steps and
+ * end-of-sequence tokens. */
 #include <stdlib.h>
 #include <string.h>
 #include "pp_internal.h"
@@ -8,17 +9,16 @@ typedef struct eng_ctx {
     eng_engine *e;
     const eng_tok *tok;
     const eng_config *cfg;
-    int im_end, endoftext;      /* ChatML ends, -1 when the vocabulary lacks them */
+    eng_chat *chat;             /* the model's chat template */
+    int end_turn, endoftext;    /* the template's end of turn; <|endoftext|> (-1 when absent) */
 } eng_ctx;
 
+/* The prompt as one user message; its text never becomes control tokens. */
 static int b_encode(void *ctx, const char *text, int **ids, int *n, eng_err *err) {
     eng_ctx *c = ctx;
-    eng_chat_msg m = {"user", text};
-    char *chat = eng_chat_format(&m, 1, 1);
-    if (!chat) return eng_seterr(err, ENG_ENOMEM, "orc_pp: out of memory formatting the prompt");
-    int rc = eng_tok_encode(c->tok, chat, strlen(chat), 1, ids, n, err);
-    free(chat);
-    return rc;
+    eng_chat_msg m = { .role = "user", .content = text };
+    eng_chat_opts o = { .add_generation_prompt = 1 };
+    return eng_chat_render(c->chat, &m, 1, &o, ids, n, NULL, err);
 }
 
 static int b_add(void *ctx, const int *ids, int n, const eng_sampling *s, int *seq, eng_err *err) {
@@ -49,7 +49,7 @@ static int b_last(void *ctx, int seq, int *id) {
 
 static int b_is_eos(void *ctx, int id) {
     eng_ctx *c = ctx;
-    if (id == c->im_end || id == c->endoftext) return 1;
+    if (id == c->end_turn || id == c->endoftext) return 1;
     for (int i = 0; i < c->cfg->n_eos; i++) if (c->cfg->eos_ids[i] == id) return 1;
     return 0;
 }
@@ -65,7 +65,9 @@ static int bind(eng_engine *e, const eng_tok *tok, eng_ctx *c, orc_pp_ops *o, en
     c->tok = tok;
     c->cfg = m ? eng_model_config(m) : NULL;
     if (!c->cfg) return eng_seterr(err, ENG_EINVAL, "orc_pp: engine has no model");
-    c->im_end = eng_tok_find(tok, "<|im_end|>");
+    int rc = eng_chat_create_from(eng_model_chat_template(m), tok, &c->chat, err);
+    if (rc) return rc;
+    c->end_turn = eng_chat_end_token(c->chat);
     c->endoftext = eng_tok_find(tok, "<|endoftext|>");
     *o = (orc_pp_ops){c, b_encode, b_add, b_prefill, b_fork, b_append, b_remove, b_step,
                       b_last, b_is_eos, b_put, c->cfg->max_pos};
@@ -81,10 +83,12 @@ int orc_pp_run(eng_engine *e, const eng_tok *tok, const orc_pp_schema *s,
     if (rc) return rc;
     char **prompts;
     int k;
-    if ((rc = orc_pp_fill(s, &prompts, &k, err))) return rc;
-    rc = orc_pp_run_prompts(&o, prompts, k, s->kind == ORC_PP_DATA ? (const char *const *)s->data : NULL,
-                            1, samp, max_tokens, cb, res, err);
-    orc_pp_strv_free(prompts, k);
+    if (!(rc = orc_pp_fill(s, &prompts, &k, err))) {
+        rc = orc_pp_run_prompts(&o, prompts, k, s->kind == ORC_PP_DATA ? (const char *const *)s->data : NULL,
+                                1, samp, max_tokens, cb, res, err);
+        orc_pp_strv_free(prompts, k);
+    }
+    eng_chat_free(c.chat);
     return rc;
 }
 
@@ -95,7 +99,9 @@ int orc_pp_run_serial(eng_engine *e, const eng_tok *tok, const char *prompt,
     orc_pp_ops o;
     int rc = bind(e, tok, &c, &o, err);
     if (rc) return rc;
-    if (!prompt) return eng_seterr(err, ENG_EINVAL, "orc_pp_run_serial: no prompt");
     char *p = (char *)prompt;
-    return orc_pp_run_prompts(&o, &p, 1, NULL, 0, samp, max_tokens, cb, res, err);
+    if (!prompt) rc = eng_seterr(err, ENG_EINVAL, "orc_pp_run_serial: no prompt");
+    else rc = orc_pp_run_prompts(&o, &p, 1, NULL, 0, samp, max_tokens, cb, res, err);
+    eng_chat_free(c.chat);
+    return rc;
 }

@@ -28,42 +28,22 @@ cJSON *orc_msg(const char *type, const char *id) {
     return m;
 }
 
-/* Appends the ids of text to (*ids, *n); specials: honour special tokens. */
-static int encode_part(const eng_tok *tok, const char *text, int specials,
-                       int **ids, int *n, int *cap, eng_err *err) {
-    int *part = NULL, k = 0;
-    int rc = eng_tok_encode(tok, text, strlen(text), specials, &part, &k, err);
-    if (rc) return rc;
-    if (*n + k > *cap) {
-        int nc = (*n + k) * 2 + 16;
-        int *p = realloc(*ids, (size_t)nc * sizeof *p);
-        if (!p) { free(part); return eng_seterr(err, ENG_ENOMEM, "out of memory encoding a prompt"); }
-        *ids = p;
-        *cap = nc;
-    }
-    memcpy(*ids + *n, part, (size_t)k * sizeof *part);
-    *n += k;
-    free(part);
-    return ENG_OK;
-}
-
-/* ChatML, with special tokens honoured only in the template's own markers:
- * a user who types "<|im_end|>" in a message gets text, not a forged turn. */
-int orc_encode_query(const orc_query *q, const eng_tok *tok, int **ids, int *n, eng_err *err) {
-    int cap = 0, rc = ENG_OK;
+/* Messages through the model's chat template (eng_chat_render: special
+ * tokens only in the template's markers, so a user who types "<|im_end|>"
+ * gets text, not a forged turn); a raw prompt as plain text. */
+int orc_encode_query(const orc_query *q, const eng_model *m, int **ids, int *n, eng_err *err) {
+    int rc;
     *ids = NULL;
     *n = 0;
     if (!q->messages) {
-        rc = encode_part(tok, q->prompt ? q->prompt : "", 0, ids, n, &cap, err);
+        const char *p = q->prompt ? q->prompt : "";
+        rc = eng_tok_encode(eng_model_tok(m), p, strlen(p), 0, ids, n, err);
     } else {
-        for (int i = 0; i < q->n_messages && !rc; i++) {
-            char head[96];
-            snprintf(head, sizeof head, "<|im_start|>%s\n", q->messages[i].role);
-            rc = encode_part(tok, head, 1, ids, n, &cap, err);
-            if (!rc) rc = encode_part(tok, q->messages[i].content, 0, ids, n, &cap, err);
-            if (!rc) rc = encode_part(tok, "<|im_end|>\n", 1, ids, n, &cap, err);
-        }
-        if (!rc) rc = encode_part(tok, "<|im_start|>assistant\n", 1, ids, n, &cap, err);
+        eng_chat *c = NULL;
+        eng_chat_opts o = { .add_generation_prompt = 1 };
+        if (!(rc = eng_chat_create(m, &c, err)))
+            rc = eng_chat_render(c, q->messages, q->n_messages, &o, ids, n, NULL, err);
+        eng_chat_free(c);
     }
     if (!rc && *n == 0) rc = eng_seterr(err, ENG_EINVAL, "the prompt is empty");
     if (rc) { free(*ids); *ids = NULL; *n = 0; }

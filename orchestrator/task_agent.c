@@ -6,10 +6,13 @@
  * sequence is paused and a collector thread waits for the results, so the
  * engine thread never blocks; begin() returns ORC_WAIT until they are in.
  *
- * A turn ends on the model's end-of-sequence token or on ChatML's
- * <|im_end|>: the agent writes ChatML turns itself, and checkpoints whose
- * config names another end token (base models, random-weight models) would
- * otherwise decode past the end of every turn. */
+ * Turns are written by the model's chat template (eng_chat_render): the
+ * system message with the tool list first, then after each turn with calls
+ * the results as tool messages (a continuation after the turn's end token).
+ * A turn ends on the model's end-of-sequence token or on the template's
+ * end-of-turn token (eng_chat_end_token): checkpoints whose config names
+ * another end token (base models, random-weight models) would otherwise
+ * decode past the end of every turn. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -24,7 +27,8 @@ typedef struct agent {
     orc_sink sink;
     char id[64];
     tool_sched *ts;
-    int seq, n_prompt, n_gen, turn, turn_tokens, im_end;
+    eng_chat *chat;         /* the model's chat template */
+    int seq, n_prompt, n_gen, turn, turn_tokens, end_tok;
     eng_tok_stream stream;
     eng_buf text;           /* the current turn's text (the last one is the answer) */
     /* collector thread of the current turn */
@@ -72,22 +76,19 @@ static int force_script(agent *a, eng_engine *e, eng_err *err) {
 }
 
 static int start(agent *a, eng_engine *e, eng_err *err) {
-    char *sys = tool_system_prompt(a->o.tools, a->o.system ? a->o.system : default_system);
-    if (!sys) return eng_seterr(err, ENG_ENOMEM, "out of memory");
-    /* system turn (ours, with the tool list) + the client's messages or prompt */
+    char *tools = tool_registry_json(a->o.tools);
+    /* system message (ours) + the client's messages or prompt */
     int n_user = a->q.messages ? a->q.n_messages : 1;
     eng_chat_msg *msgs = calloc((size_t)n_user + 1, sizeof *msgs);
-    if (!msgs) { free(sys); return eng_seterr(err, ENG_ENOMEM, "out of memory"); }
-    msgs[0] = (eng_chat_msg){ "system", sys };
+    if (!msgs || !tools) { free(msgs); free(tools); return eng_seterr(err, ENG_ENOMEM, "out of memory"); }
+    msgs[0] = (eng_chat_msg){ .role = "system", .content = a->o.system ? a->o.system : default_system };
     if (a->q.messages) memcpy(msgs + 1, a->q.messages, (size_t)n_user * sizeof *msgs);
-    else msgs[1] = (eng_chat_msg){ "user", a->q.prompt ? a->q.prompt : "" };
-    orc_query tmp = a->q;
-    tmp.messages = msgs;
-    tmp.n_messages = n_user + 1;
+    else msgs[1] = (eng_chat_msg){ .role = "user", .content = a->q.prompt ? a->q.prompt : "" };
+    eng_chat_opts co = { .tools_json = tools, .add_generation_prompt = 1 };
     int *ids = NULL, n = 0;
-    int rc = orc_encode_query(&tmp, eng_model_tok(a->m), &ids, &n, err);
+    int rc = eng_chat_render(a->chat, msgs, n_user + 1, &co, &ids, &n, NULL, err);
     free(msgs);
-    free(sys);
+    free(tools);
     if (!rc) rc = eng_seq_add(e, ids, n, &a->q.samp, &a->seq, err);
     free(ids);
     if (rc) return rc;
@@ -129,7 +130,7 @@ static void log_resume(agent *a, int n_appended) {
     a->t_turn_first = 0;
 }
 
-/* Tool results are in: report them and append the ChatML tool turn. */
+/* Tool results are in: report them and append them as tool messages. */
 static int resume(agent *a, eng_engine *e, eng_err *err) {
     pthread_join(a->collector, NULL);
     a->collecting = 0;
@@ -148,20 +149,27 @@ static int resume(agent *a, eng_engine *e, eng_err *err) {
         a->n_early += r->early;
     }
     a->n_calls_total += a->n_res;
-    char *resp = tool_format_responses(a->res, a->n_res);
+    /* The results as tool messages after the turn (whose end-of-turn token
+     * the model sampled is already pending), then the generation prompt. */
+    eng_chat_msg *msgs = calloc((size_t)a->n_res + 1, sizeof *msgs);
+    char **texts = calloc((size_t)a->n_res + 1, sizeof *texts);
+    int rc = msgs && texts ? ENG_OK : eng_seterr(err, ENG_ENOMEM, "out of memory");
+    for (int i = 0; i < a->n_res && !rc; i++) {
+        tool_result *r = &a->res[i];
+        eng_buf b = {0};
+        eng_buf_printf(&b, "%s%s", r->is_error ? "Error: " : "", r->text ? r->text : "");
+        if (!(texts[i] = eng_buf_take(&b))) rc = eng_seterr(err, ENG_ENOMEM, "out of memory");
+        msgs[i] = (eng_chat_msg){ .role = "tool", .content = texts[i], .name = r->name };
+    }
+    int *ids = NULL, n = 0;
+    eng_chat_opts co = { .add_generation_prompt = 1, .continuation = 1 };
+    if (!rc) rc = eng_chat_render(a->chat, msgs, a->n_res, &co, &ids, &n, NULL, err);
+    for (int i = 0; texts && i < a->n_res; i++) free(texts[i]);
+    free(texts);
+    free(msgs);
     tool_results_free(a->res, a->n_res);
     a->res = NULL;
     a->n_res = 0;
-    if (!resp) return eng_seterr(err, ENG_ENOMEM, "out of memory");
-    /* The end-of-turn token the model sampled is already pending. */
-    size_t need = strlen(resp) + 64;
-    char *turn = malloc(need);
-    if (!turn) { free(resp); return eng_seterr(err, ENG_ENOMEM, "out of memory"); }
-    snprintf(turn, need, "\n<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n", resp);
-    free(resp);
-    int *ids = NULL, n = 0;
-    int rc = eng_tok_encode(eng_model_tok(a->m), turn, strlen(turn), 1, &ids, &n, err);
-    free(turn);
     if (!rc) rc = eng_seq_append(e, a->seq, ids, n, err);
     free(ids);
     if (rc) return rc;
@@ -233,7 +241,7 @@ static int agent_end(orc_task *t, eng_engine *e, eng_err *err) {
     if (eng_seq_last(e, a->seq, &tk)) return -eng_seterr(err, ENG_EINVAL, "lost sequence");
     if (!a->n_gen++) a->t_first = eng_now_s();
     if (!a->turn_tokens++) a->t_turn_first = eng_now_s();
-    if (orc_is_eos(eng_model_config(a->m), tk.id) || tk.id == a->im_end) return end_turn(t, e, err);
+    if (orc_is_eos(eng_model_config(a->m), tk.id) || tk.id == a->end_tok) return end_turn(t, e, err);
     char buf[1024];
     int w = eng_tok_stream_put(eng_model_tok(a->m), &a->stream, tk.id, 1, buf, sizeof buf);
     if (eng_buf_add(&a->text, buf, (size_t)w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
@@ -294,6 +302,7 @@ static void agent_destroy(orc_task *t) {
     if (a->collecting) pthread_join(a->collector, NULL);
     tool_results_free(a->res, a->n_res);
     tool_sched_destroy(a->ts);
+    eng_chat_free(a->chat);
     orc_query_free(&a->q);
     free_script(&a->o);
     free(a->text.p);
@@ -326,15 +335,24 @@ int orc_task_agent_create(const orc_query *q, const eng_model *m, orc_sink sink,
     a->m = m;
     a->sink = sink;
     a->seq = -1;
-    a->im_end = eng_tok_find(eng_model_tok(m), "<|im_end|>");   /* -1 when absent */
     a->turn_log = cJSON_CreateArray();
     if (a->q.max_tokens <= 0) a->q.max_tokens = 1024;
     snprintf(a->id, sizeof a->id, "%s", q->id);
     tool_sched_opts so = { .no_partial = o->tool_start != ORC_TOOLS_PARTIAL,
                            .n_workers = o->tool_start == ORC_TOOLS_TURN_SERIAL ? 1 : 0,
                            .on_event = on_tool_event, .user = a };
-    int rc = tool_sched_create(o->tools, &so, &a->ts, err);
-    if (rc) { orc_query_free(&a->q); free_script(&a->o); cJSON_Delete(a->turn_log); free(a); free(t); return rc; }
+    int rc = eng_chat_create(m, &a->chat, err);
+    if (!rc) rc = tool_sched_create(o->tools, &so, &a->ts, err);
+    if (rc) {
+        eng_chat_free(a->chat);
+        orc_query_free(&a->q);
+        free_script(&a->o);
+        cJSON_Delete(a->turn_log);
+        free(a);
+        free(t);
+        return rc;
+    }
+    a->end_tok = eng_chat_end_token(a->chat);
     snprintf(t->id, sizeof t->id, "%s", q->id);
     t->sink = sink;
     t->impl = a;

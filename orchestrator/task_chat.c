@@ -18,7 +18,7 @@ static int chat_begin(orc_task *t, eng_engine *e, eng_err *err) {
     chat *c = t->impl;
     if (c->seq >= 0) return ORC_RUNNING;
     int *ids = NULL, n = 0;
-    int rc = orc_encode_query(&c->q, eng_model_tok(c->m), &ids, &n, err);
+    int rc = orc_encode_query(&c->q, c->m, &ids, &n, err);
     if (rc) return rc;
     /* Admit only when the prompt plus a margin fits, unless nothing else runs. */
     int need = n / 16 + 2;

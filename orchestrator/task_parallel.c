@@ -40,15 +40,15 @@ static void on_section(void *ud, int item, const char *section) {
     p->sink.emit(p->sink.ud, m);
 }
 
-/* Tokenises every subtask as a ChatML user turn. */
+/* Tokenises every subtask as a user turn of the model's chat template. */
 static int encode_all(par *p, char **prompts, eng_err *err) {
     for (int i = 0; i < p->k; i++) {
-        eng_chat_msg msg = { "user", prompts[i] };
+        eng_chat_msg msg = { .role = "user", .content = prompts[i] };
         orc_query q = p->q;
         q.prompt = NULL;
         q.messages = &msg;
         q.n_messages = 1;
-        int rc = orc_encode_query(&q, eng_model_tok(p->m), &p->subs[i].ids, &p->subs[i].n_ids, err);
+        int rc = orc_encode_query(&q, p->m, &p->subs[i].ids, &p->subs[i].n_ids, err);
         if (rc) return rc;
     }
     return ENG_OK;

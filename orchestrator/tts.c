@@ -103,15 +103,15 @@ static void emit_branch(orc_task *t, int i, const char *state, const char *answe
 
 /* ------------------------------------------------------------ admission */
 static int encode_prompt(reason *r, int **ids, int *n, eng_err *err) {
-    if (r->q.messages) return orc_encode_query(&r->q, tok_of(r), ids, n, err);
+    if (r->q.messages) return orc_encode_query(&r->q, r->m, ids, n, err);
     eng_chat_msg msgs[2];
     int k = 0;
-    if (r->o.system && *r->o.system) msgs[k++] = (eng_chat_msg){ "system", r->o.system };
-    msgs[k++] = (eng_chat_msg){ "user", r->q.prompt ? r->q.prompt : "" };
+    if (r->o.system && *r->o.system) msgs[k++] = (eng_chat_msg){ .role = "system", .content = r->o.system };
+    msgs[k++] = (eng_chat_msg){ .role = "user", .content = r->q.prompt ? r->q.prompt : "" };
     orc_query q = r->q;
     q.messages = msgs;
     q.n_messages = k;
-    return orc_encode_query(&q, tok_of(r), ids, n, err);
+    return orc_encode_query(&q, r->m, ids, n, err);
 }
 
 /* Removes every sequence the task holds. */

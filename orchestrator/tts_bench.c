@@ -730,10 +730,11 @@ static int setup_spec(bench *B, eng_err *err) {
 
 static int calibrate(bench *B, eng_err *err) {
     orc_query q = { .n_messages = 2 };
-    eng_chat_msg msgs[2] = { { "system", ORC_TTS_MATH_SYSTEM }, { "user", B->pb[0].text } };
+    eng_chat_msg msgs[2] = { { .role = "system", .content = ORC_TTS_MATH_SYSTEM },
+                             { .role = "user", .content = B->pb[0].text } };
     q.messages = msgs;
     int *ids = NULL, n = 0;
-    int rc = orc_encode_query(&q, eng_model_tok(B->m), &ids, &n, err);
+    int rc = orc_encode_query(&q, B->m, &ids, &n, err);
     if (rc) return rc;
     int room = eng_model_config(B->m)->max_pos - 16;
     if (n > room) n = room > 1 ? room : 1;

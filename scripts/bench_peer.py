@@ -7,9 +7,10 @@ models both run on (no real checkpoints are reachable from the GPU machine).
         from a fixed seed (transformers' own initialisation), saved as
         safetensors with the given tokenizer.json (ids beyond it are fine).
 
-    python3 scripts/bench_peer.py bench MODEL_DIR --out FILE
+    python3 scripts/bench_peer.py bench MODEL_DIR|FILE.gguf --out FILE
             [--batches 1,8,32,64,256] [--prompt 128] [--steps 32]
             [--compile-batches 1,32] [--compile-budget 240]
+            [--device cuda|cpu] [--dtype bfloat16|float32] [--threads N]
         Decode tokens/s of model.generate (bf16, greedy, static cache, SDPA
         attention) at each batch size: every sequence gets --prompt random
         tokens; the time of a generate() of 1 new token is subtracted from
@@ -17,6 +18,9 @@ models both run on (no real checkpoints are reachable from the GPU machine).
         counted.  "eager" disables transformers' automatic torch.compile;
         "compiled" leaves it on (mode reduce-overhead, CUDA graphs) for the
         --compile-batches, stopping once --compile-budget seconds are spent.
+        A .gguf file is loaded through transformers' GGUF reader, which
+        dequantizes it (the same weights brisk computes with).  On the CPU
+        (--device cpu) the cache is dynamic and nothing is compiled.
         Writes JSON."""
 import argparse, json, os, shutil, sys, time
 
@@ -50,23 +54,31 @@ def make(out_dir, which, tokenizer):
           flush=True)
 
 
-def timed_generate(model, ids, new, eager):
+def sync(dev):
     import torch
-    torch.cuda.synchronize()
+    if dev == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed_generate(model, ids, new, eager):
+    dev = ids.device.type
+    sync(dev)
     t0 = time.perf_counter()
+    import torch
+    extra = {"cache_implementation": "static"} if dev == "cuda" else {}
     with torch.no_grad():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                             max_new_tokens=new, min_new_tokens=new, cache_implementation="static",
-                             disable_compile=eager, pad_token_id=0)
-    torch.cuda.synchronize()
+                             max_new_tokens=new, min_new_tokens=new, disable_compile=eager,
+                             pad_token_id=0, **extra)
+    sync(dev)
     assert out.shape[1] == ids.shape[1] + new
     return time.perf_counter() - t0
 
 
-def decode_rate(model, vocab, batch, prompt, steps, eager):
+def decode_rate(model, vocab, batch, prompt, steps, eager, dev="cuda"):
     import torch
-    g = torch.Generator(device="cuda").manual_seed(batch)
-    ids = torch.randint(0, vocab, (batch, prompt), device="cuda", generator=g)
+    g = torch.Generator(device=dev).manual_seed(batch)
+    ids = torch.randint(0, vocab, (batch, prompt), device=dev, generator=g)
     timed_generate(model, ids, 1, eager)             # warm-up (compiles when not eager)
     timed_generate(model, ids, 1 + steps, eager)
     t1 = sorted(timed_generate(model, ids, 1, eager) for _ in range(2))[0]
@@ -81,12 +93,18 @@ def bench(a):
     from transformers import AutoModelForCausalLM
     batches = [int(x) for x in a.batches.split(",") if x]
     cbatches = [int(x) for x in a.compile_batches.split(",") if x]
+    if a.threads:
+        torch.set_num_threads(a.threads)
     t0 = time.time()
-    model = AutoModelForCausalLM.from_pretrained(a.model_dir, dtype=torch.bfloat16,
-                                                 attn_implementation="sdpa").cuda().eval()
+    path, kw = a.model_dir, {}
+    if path.endswith(".gguf"):
+        path, kw["gguf_file"] = os.path.dirname(os.path.abspath(path)), os.path.basename(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, a.dtype),
+                                                 attn_implementation="sdpa", **kw).to(a.device).eval()
     vocab = model.config.vocab_size
     print(f"loaded {a.model_dir} in {time.time() - t0:.1f} s", flush=True)
-    res = {"model": os.path.basename(a.model_dir.rstrip("/")), "device": torch.cuda.get_device_name(),
+    dev_name = torch.cuda.get_device_name() if a.device == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    res = {"model": os.path.basename(a.model_dir.rstrip("/")), "device": dev_name, "dtype": a.dtype,
            "torch": torch.__version__, "transformers": transformers.__version__,
            "prompt": a.prompt, "steps": a.steps, "decode": [], "compile": {}}
     def save():   # after every result, so a run stopped by a timeout keeps what it measured
@@ -94,7 +112,7 @@ def bench(a):
             json.dump(res, f, indent=1)
     for b in batches:
         try:
-            r = decode_rate(model, vocab, b, a.prompt, a.steps, True)
+            r = decode_rate(model, vocab, b, a.prompt, a.steps, True, a.device)
         except Exception as e:  # e.g. out of memory at a large batch
             r = {"batch": b, "mode": "eager", "error": repr(e)[:300]}
         res["decode"].append(r)
@@ -106,7 +124,7 @@ def bench(a):
             res["compile"][str(b)] = "skipped: budget spent"
             continue
         try:
-            r = decode_rate(model, vocab, b, a.prompt, a.steps, False)
+            r = decode_rate(model, vocab, b, a.prompt, a.steps, False, a.device)
             res["compile"][str(b)] = "ok"
         except Exception as e:
             r = {"batch": b, "mode": "compiled", "error": repr(e)[:300]}
@@ -135,6 +153,9 @@ def main():
     bp.add_argument("--steps", type=int, default=32)
     bp.add_argument("--compile-batches", default="1,32")
     bp.add_argument("--compile-budget", type=float, default=240)
+    bp.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
+    bp.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
+    bp.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     a = ap.parse_args()
     if a.cmd == "make":
         make(a.out_dir, a.which, a.tokenizer)

@@ -15,12 +15,24 @@
 #        spec     bench_spec: none / n-gram / draft model, adaptive k
 #        tools    bench_tools: partial execution on 1.5B and 7B shapes
 #        pp       ParallelPrompt replay, keyword + reading files
+#        real     the real SmolLM2-135M GGUF: test_real through the CUDA
+#                 backend (greedy identity and logits against transformers),
+#                 bench_cuda at batch 1/8/32, transformers eager + compiled
+#                 (f32, the same dequantized weights, and bf16) on the file.
+#                 The file (98 MB) is over one call's 64 MiB: stage it in
+#                 pieces first (`split -b 48M FILE .stage/smollm2.part.`,
+#                 carry one piece a call, `scripts/device.sh stage` each time
+#                 on the warm machine); wheels the peer needs (gguf) in .whl.
 # Models are random weights with real shapes (brisk mkmodel), made once per
 # machine under /tmp/brisk-models.  Results land in $OUT.
 set -u -o pipefail
+if [ "${1:-}" = stage ]; then   # on the GPU machine: keep the carried pieces in /tmp
+    mkdir -p /tmp/brisk-real && cp .stage/* /tmp/brisk-real/ && ls -la /tmp/brisk-real
+    exit 0
+fi
 if [ "${1:-}" = pack ]; then
     rm -rf .dev/bin .dev/lib && mkdir -p .dev/bin .dev/lib
-    cp build-cuda/brisk build-cuda/tests/test_cuda build-cuda/benchmarks/bench_cuda \
+    cp build-cuda/brisk build-cuda/tests/test_cuda build-cuda/tests/test_real build-cuda/benchmarks/bench_cuda \
        build-cuda/benchmarks/bench_spec build-cuda/benchmarks/bench_tools .dev/bin/
     strip .dev/bin/*
     for so in $(ldd build-cuda/brisk | awk '$3 ~ /^\// {print $3}' |
@@ -95,6 +107,24 @@ part_pp() {   # context hoisted ahead of the item (the default) and the template
                 --cuda --model $MD/qwen2.5-0.5b --limit 30 --max-tokens 32 $h \
                 --out "$OUT/pp_h100_qwen2.5-0.5b_${f}${h:+_literal}.json" 2>&1 | grep -E "model runs|every item|speedup|wrote"
         done
+    done
+}
+
+part_real() {
+    local R=/tmp/brisk-real F=/tmp/brisk-real/SmolLM2-135M-Instruct.Q4_1.gguf
+    [ -f $F ] || cat $R/smollm2.part.* > $F
+    echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  $F" | sha256sum -c || return
+    if [ -d .whl ]; then
+        python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+    fi
+    BRISK_MODELS=$R BRISK_TEST_BACKEND=cuda $BIN/test_real > "$OUT/test_real_cuda.log" 2>&1
+    echo "test_real (CUDA) exit $?"; grep -E "backend|greedy|logits|FAIL|passed" "$OUT/test_real_cuda.log"
+    $BIN/bench_cuda $F --out "$OUT/cuda_h100_smollm2-135m.json" --batches ${REAL_BATCHES:-1,8,32} 2>&1 | tail -14
+    for dt in float32 bfloat16; do
+        timeout 240 python3 scripts/bench_peer.py bench $F --out "$OUT/peer_smollm2-135m_$dt.json" \
+            --dtype $dt --batches ${REAL_BATCHES:-1,8,32} --compile-batches ${REAL_BATCHES:-1,8,32} \
+            --compile-budget 150 2>&1 | grep -v Warning | grep -E "^\{|loaded|wrote|Error"
     done
 }
 

@@ -1,22 +1,40 @@
 #!/usr/bin/env python3
-"""Writes engine/unicode.c: the Unicode tables the tokenizer needs, taken from
-Python's unicodedata (run with the Python whose Unicode version you want;
-the version is recorded in the output).
+"""Writes engine/unicode.c: the Unicode tables the tokenizer needs, as the
+`tokenizers` library (0.23) sees Unicode, which is not one Unicode version:
 
-  classes   letter (\\p{L}), number (\\p{N}) and White_Space (\\s) as ranges,
-            each value also flagging word characters (Rust regex's \\w)
+  classes   letter (\\p{L}), number (\\p{N}) and White_Space (\\s) as its
+            regex engine (Oniguruma) has them, and word characters as Rust's
+            regex crate's \\w (for single_word added tokens): Unicode 16.0;
+  numeric   the Digits pre-tokenizer's digits, Rust's char::is_numeric: the
+            numbers of Unicode 17.0 (16.0's plus RUST_NUMERIC_17);
+  NFC       combining classes, decompositions and compositions of its NFC
+            normalizer (the unicode-normalization-alignments crate): Unicode
+            9.0.  Newer combining marks (e.g. U+07FD) have class 0 there, and
+            pairs composed since (e.g. U+11935 U+11930) stay apart.
+
+tests/fixtures/tok_unicode.json (scripts/record_tok_unicode.py) records what
+`tokenizers` does for every code point, and test_tok checks these tables
+against it.  The classes come from PyPI's unicodedata2 16.0.0 in the Python
+running this script; the NFC tables from a second Python whose own
+unicodedata is Unicode 9.0 (Python 3.6), run on this same file:
+
+    python3 -m venv /tmp/u16 && /tmp/u16/bin/pip install unicodedata2==16.0.0
+    /tmp/u16/bin/python scripts/gen_unicode.py --nfc-python python3.6 [out]
+
+Every table is sorted for binary search:
+  classes   ranges of equal value: 1 letter, 2 number, 3 space, 0 other,
+            plus WORD_FLAG (\\w) and NUMERIC_FLAG (Digits)
   ccc       canonical combining class, ranges of equal non-zero class
   decomp    full canonical decomposition of every character that has one
             (Hangul syllables excluded: the code decomposes them by formula)
   compose   primary composites: (first, second) -> composite, i.e. two-char
             canonical decompositions that are not composition exclusions
-
-Every table is sorted for binary search.  Usage: scripts/gen_unicode.py [out]
 """
+import json
+import subprocess
 import sys
-import unicodedata as ud
 
-OUT = sys.argv[1] if len(sys.argv) > 1 else "engine/unicode.c"
+CLASS_VERSION, NFC_VERSION = "16.0.0", "9.0.0"
 MAXCP = 0x110000
 HANGUL_FIRST, HANGUL_LAST = 0xAC00, 0xD7A3
 
@@ -27,14 +45,16 @@ WHITE_SPACE = {0x9, 0xA, 0xB, 0xC, 0xD, 0x85}
 WHITE_SPACE_REF = {0x9, 0xA, 0xB, 0xC, 0xD, 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B),
                    0x2028, 0x2029, 0x202F, 0x205F, 0x3000}
 
-
 # Rust regex's Unicode \w: Alphabetic, marks, Nd, Pc and Join_Control.
 # Alphabetic is L, Nl and Other_Alphabetic; Python lacks the latter, but
 # apart from marks (already in M) it is only these circled/squared letters
 # (PropList.txt).
 OTHER_ALPHABETIC_SO = [(0x24B6, 0x24E9), (0x1F130, 0x1F149), (0x1F150, 0x1F169),
                        (0x1F170, 0x1F189)]
-WORD_FLAG = 4
+# Numbers Unicode 17.0 adds (Tolong Siki digits, Tangut numerals), which
+# the Rust standard library behind `tokenizers`' Digits already knows.
+RUST_NUMERIC_17 = [(0x11DE0, 0x11DE9), (0x16FF4, 0x16FF6)]
+WORD_FLAG, NUMERIC_FLAG = 4, 8
 
 
 def is_word(cp, cat):
@@ -43,17 +63,18 @@ def is_word(cp, cat):
     return any(a <= cp <= b for a, b in OTHER_ALPHABETIC_SO)
 
 
-def char_class(cp):
-    """1 letter, 2 number, 3 space, 0 other; plus WORD_FLAG for \\w."""
+def char_class(ud, cp):
+    """1 letter, 2 number, 3 space, 0 other; plus WORD_FLAG and NUMERIC_FLAG."""
     cat = ud.category(chr(cp))
     word = WORD_FLAG if is_word(cp, cat) else 0
+    numeric = NUMERIC_FLAG if cat[0] == "N" or any(a <= cp <= b for a, b in RUST_NUMERIC_17) else 0
     if cp in WHITE_SPACE or cat in ("Zs", "Zl", "Zp"):
         return 3
     if cat[0] == "L":
         return 1 | word
     if cat[0] == "N":
-        return 2 | word
-    return word
+        return 2 | word | numeric
+    return word | numeric
 
 
 def ranges(value_of):
@@ -68,44 +89,66 @@ def ranges(value_of):
     return out
 
 
-def canonical_decomp(cp):
-    d = ud.decomposition(chr(cp))
-    if not d or d.startswith("<"):
-        return None
-    return [int(x, 16) for x in d.split()]
+def nfc_tables():
+    """ccc ranges, decompositions and compositions from this Python's own
+    unicodedata (run as --nfc-json by the Python given as --nfc-python)."""
+    import unicodedata as ud
+    assert ud.unidata_version == NFC_VERSION, "NFC data must be Unicode %s, this Python has %s" % (
+        NFC_VERSION, ud.unidata_version)
 
+    def canonical_decomp(cp):
+        d = ud.decomposition(chr(cp))
+        if not d or d.startswith("<"):
+            return None
+        return [int(x, 16) for x in d.split()]
 
-def main():
-    for a, b in OTHER_ALPHABETIC_SO:
-        assert all(ud.category(chr(c)) == "So" for c in range(a, b + 1))
-    spaces = {cp for cp in range(MAXCP) if char_class(cp) == 3}
-    assert spaces == WHITE_SPACE_REF, sorted(spaces ^ WHITE_SPACE_REF)
-
-    classes = ranges(char_class)
     ccc = ranges(lambda cp: ud.combining(chr(cp)))
-
-    decomp, pool = [], []
+    decomp, pool, compose = [], [], []
     for cp in range(MAXCP):
         if HANGUL_FIRST <= cp <= HANGUL_LAST or canonical_decomp(cp) is None:
             continue
         full = [ord(c) for c in ud.normalize("NFD", chr(cp))]
         decomp.append((cp, len(pool), len(full)))
         pool.extend(full)
-
-    compose = []
-    for cp in range(MAXCP):
-        if HANGUL_FIRST <= cp <= HANGUL_LAST:
-            continue
         d = canonical_decomp(cp)
         # A composition exclusion (or non-starter decomposition) does not
         # survive NFC on its own; a primary composite does.
-        if d and len(d) == 2 and ud.normalize("NFC", chr(cp)) == chr(cp):
+        if len(d) == 2 and ud.normalize("NFC", chr(cp)) == chr(cp):
             compose.append((d[0], d[1], cp))
     compose.sort()
+    return {"version": ud.unidata_version, "ccc": ccc, "decomp": decomp, "pool": pool, "compose": compose}
+
+
+def main():
+    if sys.argv[1:] == ["--nfc-json"]:
+        json.dump(nfc_tables(), sys.stdout)
+        return
+    args = sys.argv[1:]
+    nfc_python = sys.executable
+    if args[:1] == ["--nfc-python"]:
+        nfc_python, args = args[1], args[2:]
+    out_path = args[0] if args else "engine/unicode.c"
+    try:
+        import unicodedata2 as ud
+    except ImportError:
+        import unicodedata as ud
+    assert ud.unidata_version == CLASS_VERSION, "classes must be Unicode %s, this Python has %s" % (
+        CLASS_VERSION, ud.unidata_version)
+    for a, b in OTHER_ALPHABETIC_SO:
+        assert all(ud.category(chr(c)) == "So" for c in range(a, b + 1))
+    for a, b in RUST_NUMERIC_17:
+        assert all(ud.category(chr(c)) == "Cn" for c in range(a, b + 1))
+    spaces = {cp for cp in range(MAXCP) if char_class(ud, cp) == 3}
+    assert spaces == WHITE_SPACE_REF, sorted(spaces ^ WHITE_SPACE_REF)
+    classes = ranges(lambda cp: char_class(ud, cp))
+    nfc = json.loads(subprocess.run([nfc_python, __file__, "--nfc-json"], check=True,
+                                    stdout=subprocess.PIPE).stdout)
+    ccc, decomp, pool, compose = nfc["ccc"], nfc["decomp"], nfc["pool"], nfc["compose"]
 
     w = []
-    w.append("/* unicode.c — GENERATED by scripts/gen_unicode.py from Python's unicodedata\n"
-             f" * (Unicode {ud.unidata_version}).  Do not edit; rerun the script. */\n")
+    w.append("/* unicode.c — GENERATED by scripts/gen_unicode.py: classes from Unicode "
+             f"{ud.unidata_version},\n * NFC from Unicode {nfc['version']} (as the `tokenizers` "
+             "library has them).  Do not edit; rerun the script. */\n")
     w.append('#include "unicode.h"\n\n')
     w.append("typedef struct { uint32_t first, last; uint8_t val; } uni_range;\n")
     w.append("typedef struct { uint32_t cp; uint16_t off; uint8_t len; } uni_decomp;\n")
@@ -117,20 +160,20 @@ def main():
             w.append("    " + " ".join(fmt(r) for r in rows[i:i + per_line]) + "\n")
         w.append("};\n\n")
 
-    rng = lambda r: "{0x%X,0x%X,%d}," % r
+    rng = lambda r: "{0x%X,0x%X,%d}," % tuple(r)
     table(f"static const uni_range class_tab[{len(classes)}]", classes, rng, 4)
     table(f"static const uni_range ccc_tab[{len(ccc)}]", ccc, rng, 4)
     assert len(pool) < 65536 and max(d[2] for d in decomp) < 256
     table(f"static const uni_decomp decomp_tab[{len(decomp)}]", decomp,
-          lambda r: "{0x%X,%d,%d}," % r, 5)
+          lambda r: "{0x%X,%d,%d}," % tuple(r), 5)
     table(f"static const uint32_t decomp_pool[{len(pool)}]", pool, lambda v: "0x%X," % v, 10)
     table(f"static const uni_pair compose_tab[{len(compose)}]", compose,
-          lambda r: "{0x%X,0x%X,0x%X}," % r, 4)
+          lambda r: "{0x%X,0x%X,0x%X}," % tuple(r), 4)
 
     w.append(LOOKUPS)
-    with open(OUT, "w") as f:
+    with open(out_path, "w") as f:
         f.write("".join(w))
-    print(f"{OUT}: {len(classes)} class ranges, {len(ccc)} ccc ranges, "
+    print(f"{out_path}: {len(classes)} class ranges, {len(ccc)} ccc ranges, "
           f"{len(decomp)} decompositions ({len(pool)} code points), {len(compose)} compositions")
 
 
@@ -156,6 +199,11 @@ int eng_uni_class(uint32_t cp) {
         return ENG_UNI_OTHER;
     }
     return range_find(class_tab, COUNT(class_tab), cp) & 3;
+}
+
+int eng_uni_is_numeric(uint32_t cp) {
+    if (cp < 0x80) return cp >= '0' && cp <= '9';
+    return (range_find(class_tab, COUNT(class_tab), cp) & 8) != 0;
 }
 
 int eng_uni_is_word(uint32_t cp) {

@@ -749,12 +749,14 @@ static int one_by_one(eng_engine *e, const eng_tok *tok, char **prompts, int k, 
     memset(st, 0, sizeof st);
     const eng_config *c = eng_model_config(eng_engine_model(e));
     int im_end = eng_tok_find(tok, "<|im_end|>"), eot = eng_tok_find(tok, "<|endoftext|>");
+    eng_chat *chat = NULL;
+    rc = eng_chat_create_from(eng_model_chat_template(eng_engine_model(e)), tok, &chat, err);
     for (int i = 0; i < k && !rc; i++) {
-        eng_chat_msg m = {"user", prompts[i]};
-        char *chat = eng_chat_format(&m, 1, 1);
-        rc = chat ? eng_tok_encode(tok, chat, strlen(chat), 1, &ids[i], &n[i], err) : ENG_ENOMEM;
-        free(chat);
+        eng_chat_msg m = { .role = "user", .content = prompts[i] };
+        eng_chat_opts o = { .add_generation_prompt = 1 };
+        rc = eng_chat_render(chat, &m, 1, &o, &ids[i], &n[i], NULL, err);
     }
+    eng_chat_free(chat);
     int p = n[0];
     for (int i = 1; i < k; i++) {
         int j = 0;

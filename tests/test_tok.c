@@ -1,11 +1,20 @@
 /* test_tok.c — the BPE tokenizer against ids recorded from Hugging Face
  * `tokenizers` (tests/fixtures/tok_ids_*.json, made by scripts/gen_fixtures.py),
- * plus decoding, streaming, special tokens, the chat template, NFC and bad
- * input. */
+ * plus decoding, streaming, special tokens, NFC and bad input (the chat
+ * template: test_chat.c); the real tokenizers (SmolLM2 from its GGUF file,
+ * Qwen3's tokenizer.json) against Hugging Face on
+ * tests/fixtures/tok_real_strings.json (scripts/record_tok_real.py); the
+ * GGUF tokenizer loader's checks; and `brisk tokenize` (app/cmd_tokenize.c
+ * is linked into this test). */
 #include <glob.h>
+#include <stdarg.h>
+#include <unistd.h>
 #include <cJSON.h>
 #include "t.h"
 #include "eng.h"
+#include "gguf.h"
+#include "gguf_write.h"
+#include "cmds.h"
 #include "unicode.h"
 #include "pretok.h"
 
@@ -207,21 +216,6 @@ static void test_stream_bytes(void) {
     out[2] = 'Z';
     T_CHECK(eng_tok_stream_put(t, &st, byte_id['q'], 0, out, 2) == 1 && out[1] == 0 && out[2] == 'Z');
     eng_tok_free(t);
-}
-
-static void test_chat(void) {
-    eng_chat_msg m[] = {{"system", "Be brief."}, {"user", "What is 2+2?"}};
-    char *s = eng_chat_format(m, 2, 1);
-    T_CHECK(s && !strcmp(s, "<|im_start|>system\nBe brief.<|im_end|>\n"
-                            "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"));
-    free(s);
-    s = eng_chat_format(m + 1, 1, 0);
-    T_CHECK(s && !strcmp(s, "<|im_start|>user\nWhat is 2+2?<|im_end|>\n"));
-    free(s);
-    s = eng_chat_format(NULL, 0, 1);
-    T_CHECK(s && !strcmp(s, "<|im_start|>assistant\n"));
-    free(s);
-    T_CHECK(eng_chat_format(NULL, 3, 1) == NULL);
 }
 
 /* Writes text to a temporary file and tries to load it. */
@@ -639,20 +633,545 @@ static void test_real_models(void) {
     globfree(&g);
 }
 
+/* engine/unicode.c against what `tokenizers` does for every code point
+ * (tests/fixtures/tok_unicode.json, scripts/record_tok_unicode.py): the
+ * regexes' \p{L} \p{N} \s, Digits' digits, single_word's \w, and NFC of each
+ * character alone, after "a" and before a class-1 mark, and of every
+ * canonical pair. */
+enum { N_CP = 0x110000 };
+
+/* Marks the code points of a [[first, last], ...] list in set. */
+static int mark_ranges(const cJSON *list, unsigned char *set, unsigned char bit) {
+    const cJSON *r;
+    int n = 0;
+    cJSON_ArrayForEach(r, list) {
+        int a = cJSON_GetArrayItem(r, 0)->valueint, b = cJSON_GetArrayItem(r, 1)->valueint;
+        for (int c = a; c <= b && c < N_CP; c++) set[c] |= bit;
+        n++;
+    }
+    return n;
+}
+
+/* NFC of the code points cps[0..n) equals want (NULL: the text unchanged). */
+static int nfc_is(const uint32_t *cps, int n, const char *want) {
+    unsigned char in[32];
+    size_t k = 0;
+    for (int i = 0; i < n; i++) k += (size_t)eng_utf8_put(cps[i], in + k);
+    char *out;
+    size_t nout;
+    if (eng_uni_nfc((const char *)in, k, &out, &nout)) return 0;
+    int ok = want ? nout == strlen(want) && !memcmp(out, want, nout) : nout == k && !memcmp(out, in, k);
+    free(out);
+    return ok;
+}
+
+static void test_unicode(void) {
+    cJSON *r = load_json("tests/fixtures/tok_unicode.json");
+    unsigned char *set = calloc(N_CP, 1);
+    const char **one = calloc(N_CP, sizeof *one), **mark = calloc(N_CP, sizeof *mark);
+    if (!r || !set || !one || !mark) {
+        cJSON_Delete(r); free(set); free(one); free(mark);
+        T_FAIL("cannot read tests/fixtures/tok_unicode.json");
+    }
+    static const char *const keys[] = {"letter", "number", "space", "numeric", "word"};
+    for (int k = 0; k < 5; k++) T_CHECK(mark_ranges(cJSON_GetObjectItem(r, keys[k]), set, (unsigned char)(1 << k)) > 0);
+    const cJSON *it;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItem(r, "nfc_one")) one[atoi(it->string)] = it->valuestring;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItem(r, "nfc_mark")) mark[atoi(it->string)] = it->valuestring;
+    int bad[4] = {0}, shown = 0, total = 0;
+    for (uint32_t c = 0; c < N_CP; c++) {
+        if (c >= 0xD800 && c <= 0xDFFF) continue;
+        total++;
+        int want = set[c] & 1 ? ENG_UNI_LETTER : set[c] & 2 ? ENG_UNI_NUMBER : set[c] & 4 ? ENG_UNI_SPACE : ENG_UNI_OTHER;
+        int b[4] = { eng_uni_class(c) != want, eng_uni_is_numeric(c) != !!(set[c] & 8),
+                     eng_uni_is_word(c) != !!(set[c] & 16), 0 };
+        uint32_t m[3] = {'a', c, 0x334};
+        b[3] = !nfc_is(&c, 1, one[c]) || !nfc_is(m, 3, mark[c]);
+        for (int k = 0; k < 4; k++) {
+            bad[k] += b[k];
+            if (b[k] && shown++ < 8) printf("  U+%04X: %s differs\n", c, (const char *[]){"class", "numeric", "word", "NFC"}[k]);
+        }
+    }
+    int pairs = 0, bad_pairs = 0;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItem(r, "nfc_pair")) {
+        uint32_t ab[2] = {(uint32_t)cJSON_GetArrayItem(it, 0)->valueint, (uint32_t)cJSON_GetArrayItem(it, 1)->valueint};
+        pairs++;
+        int ok = nfc_is(ab, 2, cJSON_GetArrayItem(it, 2)->valuestring);
+        bad_pairs += !ok;
+        if (!ok && shown++ < 8) printf("  pair U+%04X U+%04X differs\n", ab[0], ab[1]);
+    }
+    printf("  %d code points: class differs %d, numeric %d, word %d, NFC %d; %d canonical pairs: NFC differs %d\n",
+           total, bad[0], bad[1], bad[2], bad[3], pairs, bad_pairs);
+    T_CHECK(total == N_CP - 2048 && pairs > 900);
+    for (int k = 0; k < 4; k++) T_CHECK(bad[k] == 0);
+    T_CHECK(bad_pairs == 0);
+    cJSON_Delete(r);
+    free(set); free(one); free(mark);
+}
+
+/* ------------------------------------------------------------ GGUF loader */
+
+/* Loads the tokenizer of the GGUF file w describes (gguf_write.h; the file
+ * is removed again, tmp_path keeps its name) and frees w. */
+static int gw_load(gw *w, eng_tok **t, eng_err *err) {
+    eng_gguf *g;
+    *t = NULL;
+    int rc = open_gw(w, &g, err);
+    gw_free(w);
+    if (rc) return rc;
+    rc = eng_tok_load_gguf(g, t, err);
+    eng_gguf_close(g);
+    return rc;
+}
+
+/* Writes the GGUF file w describes to path and frees w; 0 on success. */
+static int gw_write(gw *w, const char *path) {
+    size_t n;
+    uint8_t *p = gw_image(w, &n);
+    int rc = p ? write_bytes(path, p, n) : -1;
+    free(p);
+    gw_free(w);
+    return rc;
+}
+
+/* The tiny vocabulary: a b c ab bc abc Ġ, a control token and a
+ * user-defined one. */
+static const char *const TINY_TOKENS[] = {"a", "b", "c", "ab", "bc", "abc", "\xc4\xa0", "<|x|>", "<u>"};
+static const int32_t TINY_TYPES[] = {1, 1, 1, 1, 1, 1, 1, 3, 4};
+static const char *const TINY_MERGES[] = {"b c", "a b"};
+
+/* A tiny GGUF tokenizer with one thing changed: what (0 = nothing). */
+static void tiny_gguf(gw *w, int what) {
+    gw_init(w);
+    gw_str(w, "general.architecture", "llama");
+    gw_str(w, "tokenizer.ggml.model", what == 1 ? "llama" : "gpt2");
+    gw_str(w, "tokenizer.ggml.pre", what == 2 ? "nonesuch" : "smollm");
+    if (what != 3) gw_arr_str(w, "tokenizer.ggml.tokens", TINY_TOKENS, what == 4 ? 8 : 9);
+    gw_arr_i32(w, "tokenizer.ggml.token_type", TINY_TYPES, what == 5 ? 3 : 9);
+    const char *bad_merges[] = {"b c", "a x"}, *nospace[] = {"bc"};
+    if (what == 6) gw_arr_str(w, "tokenizer.ggml.merges", bad_merges, 2);
+    else if (what == 7) gw_arr_str(w, "tokenizer.ggml.merges", nospace, 1);
+    else if (what == 10) gw_arr_i32(w, "tokenizer.ggml.merges", TINY_TYPES, 2);
+    else gw_arr_str(w, "tokenizer.ggml.merges", TINY_MERGES, 2);
+    gw_u32(w, "tokenizer.ggml.bos_token_id", what == 8 ? 99 : 7);
+    gw_u32(w, "tokenizer.ggml.eos_token_id", 7);
+    gw_scalar(w, "tokenizer.ggml.add_bos_token", ENG_GGUF_BOOL, what != 9, 1);
+}
+
+static void test_gguf_tiny(void) {
+    gw w;
+    eng_tok *t;
+    eng_err err = {0};
+    tiny_gguf(&w, 0);
+    T_CHECKF(gw_load(&w, &t, &err) == ENG_OK, "%s", err.msg);
+    if (!t) return;
+    T_CHECK(eng_tok_vocab_size(t) == 9 && eng_tok_bos(t) == 7);
+    int *ids, n;
+    const char *s = "abc<|x|>ab <u>";
+    /* smollm: ByteLevel regex; "b c" ranks first; the control token only
+     * with allow_special, the user-defined one always */
+    T_CHECK(eng_tok_encode(t, s, strlen(s), 1, &ids, &n, &err) == ENG_OK);
+    int want1[] = {0, 4, 7, 3, 6, 8};
+    T_CHECKF(n == 6 && !memcmp(ids, want1, sizeof want1), "n=%d", n);
+    char *back = eng_tok_decode(t, ids, n, 1);
+    T_CHECKF(back && !strcmp(back, "abcab <u>"), "%s", back);
+    free(back);
+    free(ids);
+    /* as text, <|x|>'s bytes are not in the vocabulary: dropped, as
+     * `tokenizers` does without an unknown token */
+    T_CHECK(eng_tok_encode(t, s, strlen(s), 0, &ids, &n, &err) == ENG_OK);
+    int want0[] = {0, 4, 3, 6, 8};
+    T_CHECKF(n == 5 && !memcmp(ids, want0, sizeof want0), "n=%d", n);
+    free(ids);
+    eng_tok_free(t);
+    tiny_gguf(&w, 9);
+    T_CHECKF(gw_load(&w, &t, &err) == ENG_OK && eng_tok_bos(t) == -1, "%s", err.msg);
+    eng_tok_free(t);
+}
+
+/* Broken or unsupported GGUF tokenizers: clear errors naming the file. */
+static void test_gguf_malformed(void) {
+    static const struct { int what, code; const char *needle; } cases[] = {
+        {1, ENG_EUNSUPPORTED, "tokenizer.ggml.model \"llama\""},
+        {2, ENG_EUNSUPPORTED, "tokenizer.ggml.pre \"nonesuch\""},
+        {3, ENG_EFORMAT, "missing metadata tokenizer.ggml.tokens"},
+        {4, ENG_EFORMAT, "token_type has 9 entries for 8 tokens"},
+        {5, ENG_EFORMAT, "token_type has 3 entries for 9 tokens"},
+        {6, ENG_EFORMAT, "tokenizer.ggml.merges[1]: \"x\" is not in the vocabulary"},
+        {7, ENG_EFORMAT, "tokenizer.ggml.merges[0]: expected \"a b\""},
+        {8, ENG_EFORMAT, "bos_token_id = 99 is out of range (9 tokens)"},
+        {10, ENG_EFORMAT, "tokenizer.ggml.merges is not an array of strings"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        gw w;
+        eng_tok *t;
+        eng_err err = {0};
+        tiny_gguf(&w, cases[i].what);
+        int rc = gw_load(&w, &t, &err);
+        T_CHECKF(rc == cases[i].code && t == NULL && strstr(err.msg, cases[i].needle) && strstr(err.msg, tmp_path),
+                 "case %d: rc %d, \"%s\"", cases[i].what, rc, err.msg);
+    }
+    /* a token type out of 0-6, and add_bos_token without a BOS id */
+    gw w;
+    gw_init(&w);
+    eng_tok *t;
+    eng_err err = {0};
+    int32_t types[] = {1, 1, 1, 1, 1, 1, 1, 3, 9};
+    gw_str(&w, "tokenizer.ggml.model", "gpt2");
+    gw_arr_str(&w, "tokenizer.ggml.tokens", TINY_TOKENS, 9);
+    gw_arr_i32(&w, "tokenizer.ggml.token_type", types, 9);
+    gw_arr_str(&w, "tokenizer.ggml.merges", TINY_MERGES, 2);
+    T_CHECKF(gw_load(&w, &t, &err) == ENG_EFORMAT && strstr(err.msg, "token_type[8] = 9"), "%s", err.msg);
+    gw_init(&w);
+    gw_str(&w, "tokenizer.ggml.model", "gpt2");
+    gw_arr_str(&w, "tokenizer.ggml.tokens", TINY_TOKENS, 9);
+    gw_arr_str(&w, "tokenizer.ggml.merges", TINY_MERGES, 2);
+    gw_scalar(&w, "tokenizer.ggml.add_bos_token", ENG_GGUF_BOOL, 1, 1);
+    T_CHECKF(gw_load(&w, &t, &err) == ENG_EFORMAT && strstr(err.msg, "bos_token_id is missing"),
+             "%s", err.msg);
+    T_CHECK(eng_tok_load_gguf(NULL, &t, &err) == ENG_EINVAL);
+}
+
+/* A fixture tokenizer.json (vocabulary, merges, added tokens) written as GGUF
+ * metadata naming pre-tokenizer pre: must give the `tokenizers` ids recorded
+ * for the fixture (tok_ids_<fixture>.json), i.e. pre stands for the same
+ * steps and normalizer as the fixture's tokenizer.json. */
+static void check_gguf_as_json(const char *fixture, const char *pre) {
+    char jpath[256], ipath[256];
+    snprintf(jpath, sizeof jpath, "tests/fixtures/tok-%s/tokenizer.json", fixture);
+    snprintf(ipath, sizeof ipath, "tests/fixtures/tok_ids_%s.json", fixture);
+    cJSON *j = load_json(jpath), *rows = load_json(ipath);
+    const cJSON *vocab = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "model"), "vocab"), *it;
+    const cJSON *merges = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "model"), "merges");
+    int n = 0;
+    cJSON_ArrayForEach(it, vocab) if (it->valueint >= n) n = it->valueint + 1;
+    cJSON_ArrayForEach(it, cJSON_GetObjectItem(j, "added_tokens"))
+        if (cJSON_GetObjectItem(it, "id")->valueint >= n) n = cJSON_GetObjectItem(it, "id")->valueint + 1;
+    const char **toks = calloc((size_t)n, sizeof *toks);
+    int32_t *types = calloc((size_t)n, sizeof *types);
+    int nm = cJSON_GetArraySize(merges), k = 0;
+    char **ms = calloc((size_t)nm + 1, sizeof *ms);
+    cJSON_ArrayForEach(it, vocab) { toks[it->valueint] = it->string; types[it->valueint] = 1; }
+    cJSON_ArrayForEach(it, cJSON_GetObjectItem(j, "added_tokens")) {
+        int id = cJSON_GetObjectItem(it, "id")->valueint;
+        toks[id] = cJSON_GetObjectItem(it, "content")->valuestring;
+        types[id] = cJSON_IsTrue(cJSON_GetObjectItem(it, "special")) ? 3 : 4;
+    }
+    int dense = 1;
+    for (int i = 0; i < n; i++) dense &= toks[i] != NULL;
+    T_CHECKF(dense, "%s: ids are not dense", jpath);
+    cJSON_ArrayForEach(it, merges) {
+        ms[k] = malloc(strlen(it->child->valuestring) + strlen(it->child->next->valuestring) + 2);
+        sprintf(ms[k++], "%s %s", it->child->valuestring, it->child->next->valuestring);
+    }
+    gw w;
+    gw_init(&w);
+    gw_str(&w, "tokenizer.ggml.model", "gpt2");
+    gw_str(&w, "tokenizer.ggml.pre", pre);
+    if (dense) gw_arr_str(&w, "tokenizer.ggml.tokens", toks, n);
+    gw_arr_i32(&w, "tokenizer.ggml.token_type", types, n);
+    gw_arr_str(&w, "tokenizer.ggml.merges", (const char *const *)ms, nm);
+    eng_tok *t;
+    eng_err err = {0};
+    T_CHECKF(gw_load(&w, &t, &err) == ENG_OK, "%s", err.msg);
+    int ok = 0, total = 0;
+    const cJSON *row;
+    cJSON_ArrayForEach(row, rows) {
+        const char *text = cJSON_GetObjectItem(row, "text")->valuestring;
+        int *ids = NULL, ng = 0;
+        total++;
+        if (t && eng_tok_encode(t, text, strlen(text), 1, &ids, &ng, &err) == ENG_OK)
+            ok += same_ids(cJSON_GetObjectItem(row, "ids"), ids, ng);
+        free(ids);
+    }
+    printf("  GGUF pre \"%s\" on the %s fixture's vocabulary: ids %d/%d\n", pre, fixture, ok, total);
+    T_CHECK(ok == total && total == 249);
+    eng_tok_free(t);
+    for (int i = 0; i < nm; i++) free(ms[i]);
+    free(ms); free(toks); free(types);
+    cJSON_Delete(j);
+    cJSON_Delete(rows);
+}
+
+static void test_gguf_pre(void) {
+    check_gguf_as_json("smol", "smollm");
+    check_gguf_as_json("qwen2", "qwen2");
+    check_gguf_as_json("qwen2", "deepseek-r1-qwen");
+    check_gguf_as_json("llama3", "llama3");
+    check_gguf_as_json("llama3", "llama-bpe");
+    check_gguf_as_json("llama3", "llama-v3");
+}
+
+/* BOS from the tokenizer.json post-processor (what Hugging Face adds with
+ * add_special_tokens=True). */
+static void test_bos(void) {
+    static const struct { const char *post; int bos, code; } cases[] = {
+        {"null", -1, ENG_OK},
+        {"{\"type\": \"ByteLevel\"}", -1, ENG_OK},
+        {"{\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, "
+         "{\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}], \"special_tokens\": {\"<s>\": {\"id\": \"<s>\", "
+         "\"ids\": [7], \"tokens\": [\"<s>\"]}}}", 7, ENG_OK},
+        {"{\"type\": \"Sequence\", \"processors\": [{\"type\": \"ByteLevel\"}, {\"type\": \"TemplateProcessing\", "
+         "\"single\": [{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", "
+         "\"type_id\": 0}}], \"special_tokens\": {\"<s>\": {\"id\": \"<s>\", \"ids\": [7], \"tokens\": "
+         "[\"<s>\"]}}}]}", 7, ENG_OK},
+        {"{\"type\": \"TemplateProcessing\", \"single\": [{\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}, "
+         "{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}], \"special_tokens\": {\"<s>\": {\"id\": \"<s>\", "
+         "\"ids\": [7], \"tokens\": [\"<s>\"]}}}", -1, ENG_OK},
+        {"{\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, "
+         "{\"SpecialToken\": {\"id\": \"<s>\", \"type_id\": 0}}, {\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}], "
+         "\"special_tokens\": {\"<s>\": {\"id\": \"<s>\", \"ids\": [7], \"tokens\": [\"<s>\"]}}}", -1,
+         ENG_EUNSUPPORTED},
+        {"{\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"<t>\", \"type_id\": 0}}, "
+         "{\"Sequence\": {\"id\": \"A\", \"type_id\": 0}}], \"special_tokens\": {}}", -1, ENG_EFORMAT},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char json[2048];
+        snprintf(json, sizeof json, "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\":0,\"b\":1,\"c\":2,"
+                 "\"ab\":3,\"bc\":4,\"abc\":5,\"\\u0120\":6}, \"merges\": []}, \"added_tokens\": [{\"id\": 7, "
+                 "\"content\": \"<s>\", \"special\": true}], \"pre_tokenizer\": {\"type\": \"ByteLevel\"}, "
+                 "\"post_processor\": %s}", cases[i].post);
+        cJSON *j = cJSON_Parse(json);
+        eng_err err = {0};
+        eng_tok *t = load_cjson(j, &err);
+        int rc = t ? ENG_OK : err.code;
+        T_CHECKF(j && rc == cases[i].code && eng_tok_bos(t) == cases[i].bos, "case %zu: rc %d bos %d %s", i, rc,
+                 eng_tok_bos(t), err.msg);
+        eng_tok_free(t);
+        cJSON_Delete(j);
+    }
+}
+
+/* Runs `brisk tokenize` with args (NULL-terminated); its output and errors
+ * into out / err_out (malloc'd); returns its exit status. */
+static int run_tokenize(char **out, char **err_out, ...) {
+    char *argv[16] = {"tokenize"};
+    int argc = 1;
+    va_list ap;
+    va_start(ap, err_out);
+    for (char *a; argc < 15 && (a = va_arg(ap, char *));) argv[argc++] = a;
+    va_end(ap);
+    FILE *o = tmpfile(), *e = tmpfile();
+    if (!o || !e) { if (o) fclose(o); if (e) fclose(e); return -1; }
+    int rc = cmd_tokenize_to(o, e, argc, argv);
+    FILE *fs[2] = {o, e};
+    char **dst[2] = {out, err_out};
+    for (int k = 0; k < 2; k++) {
+        long n = ftell(fs[k]);
+        rewind(fs[k]);
+        *dst[k] = calloc((size_t)(n > 0 ? n : 0) + 1, 1);
+        if (*dst[k] && n > 0 && fread(*dst[k], 1, (size_t)n, fs[k]) != (size_t)n) (*dst[k])[0] = 0;
+        fclose(fs[k]);
+    }
+    return rc;
+}
+
+/* The ids of text under a tokenizer, as `--ids` prints them. */
+static void ids_line(const char *model, const char *text, int special, char *buf, size_t cap) {
+    eng_tok *t;
+    eng_err err = {0};
+    int *ids = NULL, n = 0;
+    buf[0] = 0;
+    if (eng_tok_open(model, &t, &err) || eng_tok_encode(t, text, strlen(text), special, &ids, &n, &err)) return;
+    size_t k = (size_t)snprintf(buf, cap, "[");
+    for (int i = 0; i < n && k < cap; i++) k += (size_t)snprintf(buf + k, cap - k, i ? ", %d" : "%d", ids[i]);
+    if (k < cap) snprintf(buf + k, cap - k, "]\n");
+    free(ids);
+    eng_tok_free(t);
+}
+
+static void test_tokenize_cmd(void) {
+    const char *json = "tests/fixtures/tok-qwen2/tokenizer.json", *dir = "tests/fixtures/tok-qwen2";
+    int end = json_added_id(json, "<|im_end|>");
+    char *o, *e, want[512];
+    /* --special: the marker is its token; one line per token otherwise */
+    T_CHECK(run_tokenize(&o, &e, "--model", json, "--text", "<|im_end|>", "--special", "--ids", NULL) == 0);
+    snprintf(want, sizeof want, "[%d]\n", end);
+    T_CHECKF(!strcmp(o, want), "%s", o);
+    free(o); free(e);
+    T_CHECK(run_tokenize(&o, &e, "--special", "--model", dir, "--text", "<|im_end|>", NULL) == 0);
+    snprintf(want, sizeof want, "%6d -> '<|im_end|>'\n", end);
+    T_CHECKF(!strcmp(o, want), "%s", o);
+    free(o); free(e);
+    /* without --special the marker is text; a folder finds its tokenizer.json */
+    const char *text = "Hello  world 12345 <|im_end|>";
+    ids_line(json, text, 0, want, 256);
+    T_CHECK(run_tokenize(&o, &e, "--model", dir, "--text", text, "--ids", NULL) == 0);
+    snprintf(want + 256, 32, " %d]", end);
+    T_CHECKF(want[0] == '[' && !strcmp(o, want) && !strstr(o, want + 256), "%s", o);
+    free(o); free(e);
+    T_CHECK(run_tokenize(&o, &e, "--model", dir, "--text", "", "--ids", NULL) == 0 && !strcmp(o, "[]\n"));
+    free(o); free(e);
+    /* a .gguf file, and a folder holding one */
+    gw w;
+    char gdir[] = "/tmp/test_tok_XXXXXX", gpath[64];
+    T_CHECK(mkdtemp(gdir) != NULL);
+    snprintf(gpath, sizeof gpath, "%s/tiny.gguf", gdir);
+    tiny_gguf(&w, 0);
+    T_CHECK(gw_write(&w, gpath) == 0);
+    T_CHECK(run_tokenize(&o, &e, "--model", gpath, "--text", "abc<|x|>", "--special", "--ids", NULL) == 0);
+    T_CHECKF(!strcmp(o, "[0, 4, 7]\n"), "%s %s", o, e);
+    free(o); free(e);
+    T_CHECK(run_tokenize(&o, &e, "--model", gdir, "--text", "abc", NULL) == 0);
+    T_CHECKF(!strcmp(o, "     0 -> 'a'\n     4 -> 'bc'\n"), "%s %s", o, e);
+    free(o); free(e);
+    remove(gpath);
+    /* bad arguments and paths */
+    static const struct { const char *a[6]; int rc; const char *needle; } bad[] = {
+        {{"--text", "x"}, 2, "--model is required"},
+        {{"--model", "x"}, 2, "--text is required"},
+        {{"--model", "x", "--text"}, 2, "--text needs a value"},
+        {{"--model", "x", "--text", "y", "--bogus"}, 2, "unknown option --bogus"},
+        {{"--model", "/nonexistent/tok", "--text", "y"}, 1, "/nonexistent/tok"},
+        {{"--model", "tests/fixtures", "--text", "y"}, 1, "no tokenizer.json, and no .gguf file"},
+        {{"--model", "tests/fixtures/tok_strings.json", "--text", "y"}, 1, "not a JSON object"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *const *a = bad[i].a;
+        int rc = run_tokenize(&o, &e, a[0], a[1], a[2], a[3], a[4], a[5], NULL);
+        T_CHECKF(rc == bad[i].rc && !o[0] && strstr(e, bad[i].needle), "case %zu: rc %d, \"%s\"", i, rc, e);
+        free(o); free(e);
+    }
+    rmdir(gdir);
+}
+
+/* ------------------------------------------------------------ real tokenizers */
+
+static const char *REAL_STRINGS = "tests/fixtures/tok_real_strings.json";
+static const char *SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/* The ints of a JSON array, malloc'd (one spare slot). */
+static int *json_ints(const cJSON *a, int *n) {
+    int *v = malloc(sizeof(int) * (size_t)(cJSON_GetArraySize(a) + 1)), k = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, a) if (v) v[k++] = it->valueint;
+    *n = k;
+    return v;
+}
+
+/* Encodes s and compares with want; prints the first few differences. */
+static int check_ids(const char *name, const eng_tok *t, const char *s, int allow_special,
+                     const cJSON *want, int *shown) {
+    eng_err err = {0};
+    int *got = NULL, n = 0, nw, *w = json_ints(want, &nw);
+    int good = eng_tok_encode(t, s, strlen(s), allow_special, &got, &n, &err) == ENG_OK && same_ids(want, got, n);
+    if (!good && (*shown)++ < 6) {
+        printf("  %s: ids (allow_special %d) differ for \"%.100s\"\n", name, allow_special, s);
+        print_ids("want", w, nw);
+        print_ids("got ", got, n);
+    }
+    free(w);
+    free(got);
+    return good;
+}
+
+/* Every string: ids with special tokens recognised and with special tokens
+ * as text, and decode(encode(s)), all equal to the reference's. */
+static void check_agreement(const char *name, const eng_tok *t, const char *ids_path) {
+    cJSON *strs = load_json(REAL_STRINGS), *ref = load_json(ids_path);
+    if (!cJSON_IsArray(strs) || !cJSON_IsObject(ref)) {
+        cJSON_Delete(strs); cJSON_Delete(ref);
+        T_FAIL("cannot read %s or %s", REAL_STRINGS, ids_path);
+    }
+    const cJSON *ids = cJSON_GetObjectItem(ref, "ids"), *nosp = cJSON_GetObjectItem(ref, "ids_nospecial");
+    const cJSON *dec = cJSON_GetObjectItem(ref, "decoded");
+    int n = cJSON_GetArraySize(strs), ok[3] = {0}, shown = 0;
+    T_CHECKF(cJSON_GetArraySize(ids) == n && cJSON_GetArraySize(nosp) == n && cJSON_GetArraySize(dec) == n,
+             "%s does not match %s (%d strings)", ids_path, REAL_STRINGS, n);
+    for (int i = 0; i < n && i < cJSON_GetArraySize(ids); i++) {
+        const char *s = cJSON_GetArrayItem(strs, i)->valuestring;
+        const cJSON *want = cJSON_GetArrayItem(ids, i), *want_ns = cJSON_GetArrayItem(nosp, i);
+        const cJSON *d = cJSON_GetArrayItem(dec, i);
+        const char *want_dec = cJSON_IsString(d) ? d->valuestring : s;
+        ok[0] += check_ids(name, t, s, 1, want, &shown);
+        ok[1] += check_ids(name, t, s, 0, cJSON_IsNull(want_ns) ? want : want_ns, &shown);
+        eng_err err = {0};
+        int *got = NULL, ng = 0;
+        char *back = eng_tok_encode(t, s, strlen(s), 1, &got, &ng, &err) ? NULL : eng_tok_decode(t, got, ng, 0);
+        int good = back && !strcmp(back, want_dec);
+        ok[2] += good;
+        if (!good && shown++ < 6) printf("  %s: decode(encode(s)) differs for \"%.100s\"\n", name, s);
+        free(back);
+        free(got);
+    }
+    printf("  %s: %d strings; ids identical %d (%.2f%%), with special tokens as text %d (%.2f%%), "
+           "decode(encode(s)) as Hugging Face %d (%.2f%%)\n", name, n, ok[0], 100.0 * ok[0] / n,
+           ok[1], 100.0 * ok[1] / n, ok[2], 100.0 * ok[2] / n);
+    T_CHECK(n >= 2000);
+    for (int k = 0; k < 3; k++) T_CHECK(ok[k] == n);
+    cJSON_Delete(strs);
+    cJSON_Delete(ref);
+}
+
+/* SmolLM2's tokenizer from its GGUF file.  The record also says on how many
+ * strings transformers' own GGUF conversion, which drops SmolLM2's digit
+ * split, differs from the reference (scripts/record_tok_real.py). */
+static void test_smollm2(void) {
+    T_MODEL(path, SMOL_GGUF);
+    eng_gguf *g;
+    eng_tok *t;
+    eng_err err = {0};
+    double t0 = eng_now_s();
+    if (eng_gguf_open(path, &g, &err)) T_FAIL("%s", err.msg);
+    double t1 = eng_now_s();
+    int rc = eng_tok_load_gguf(g, &t, &err);
+    double t2 = eng_now_s();
+    eng_gguf_close(g);
+    if (rc) T_FAIL("%s", err.msg);
+    printf("  smollm2: GGUF opened in %.1f ms, tokenizer loaded in %.1f ms, %d ids\n", (t1 - t0) * 1e3,
+           (t2 - t1) * 1e3, eng_tok_vocab_size(t));
+    T_CHECK(eng_tok_vocab_size(t) == 49152);
+    T_CHECK(eng_tok_bos(t) == -1);                   /* add_bos_token is false in this file */
+    T_CHECK(eng_tok_find(t, "<|im_start|>") == 1 && eng_tok_find(t, "<|im_end|>") == 2);
+    check_agreement("smollm2", t, "tests/fixtures/tok_real_ids_smollm2.json");
+    cJSON *ref = load_json("tests/fixtures/tok_real_ids_smollm2.json");
+    int differ = 0;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, cJSON_GetObjectItem(ref, "ids_transformers")) differ += !cJSON_IsNull(v);
+    printf("  smollm2: transformers' own GGUF conversion (no digit split) differs from the reference "
+           "on %d strings\n", differ);
+    cJSON_Delete(ref);
+    eng_tok_free(t);
+}
+
+static void test_qwen3(void) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/models/tokenizers/qwen3/tokenizer.json", t_shared());
+    if (access(path, R_OK)) T_SKIP("%s absent (../shared not here)", path);
+    eng_tok *t;
+    eng_err err = {0};
+    double t0 = eng_now_s();
+    int rc = eng_tok_load(path, &t, &err);
+    double ms = (eng_now_s() - t0) * 1e3;
+    if (rc) T_FAIL("%s", err.msg);
+    printf("  qwen3: tokenizer.json loaded in %.0f ms, %d ids\n", ms, eng_tok_vocab_size(t));
+    T_CHECK(eng_tok_vocab_size(t) == 151669);
+    T_CHECK(eng_tok_bos(t) == -1);
+    check_agreement("qwen3", t, "tests/fixtures/tok_real_ids_qwen3.json");
+    eng_tok_free(t);
+}
+
 int main(void) {
     T_RUN(test_qwen2);
     T_RUN(test_smol);
     T_RUN(test_llama3);
     T_RUN(test_special);
     T_RUN(test_stream_bytes);
-    T_RUN(test_chat);
     T_RUN(test_malformed);
     T_RUN(test_merge_formats);
     T_RUN(test_legacy_merges);
     T_RUN(test_fuzz);
     T_RUN(test_pretok);
     T_RUN(test_nfc);
+    T_RUN(test_unicode);
     T_RUN(test_speed);
     T_RUN(test_real_models);
+    T_RUN(test_gguf_tiny);
+    T_RUN(test_gguf_malformed);
+    T_RUN(test_gguf_pre);
+    T_RUN(test_bos);
+    T_RUN(test_tokenize_cmd);
+    T_RUN(test_smollm2);
+    T_RUN(test_qwen3);
     T_DONE();
 }

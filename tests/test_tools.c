@@ -177,34 +177,25 @@ static void test_registry(void) {
     tool_registry_destroy(r);
 }
 
-static void test_prompt_and_responses(void) {
+/* The registry as the chat template's tool list: one function definition
+ * per tool, in order, with its schema. */
+static void test_registry_json(void) {
     tool_registry *r = tool_registry_create();
     tool_register_calculator(r, NULL);
     add_echo(r);
-    char *p = tool_system_prompt(r, "You are terse.");
-    T_CHECK(p && !strncmp(p, "You are terse.\n\n# Tools\n", 24));
-    T_CHECK(strstr(p, "<tools>\n{\"type\": \"function\", \"function\": {\"name\": \"calculator\", ") != NULL);
-    T_CHECK(strstr(p, "\"required\": [\"expression\"]") != NULL);
-    T_CHECK(strstr(p, "\n</tools>\n") && strstr(p, "<tool_call>\n{\"name\": <function-name>"));
-    /* every line inside <tools> is valid JSON */
-    char *s = strstr(p, "<tools>\n") + 8, *end = strstr(p, "\n</tools>");
-    int lines = 0;
-    while (s < end) {
-        char *nl = memchr(s, '\n', (size_t)(end - s));
-        if (!nl) nl = end;
-        cJSON *j = cJSON_ParseWithLength(s, (size_t)(nl - s));
-        T_CHECK(j != NULL);
-        cJSON_Delete(j);
-        lines++;
-        s = nl + 1;
-    }
-    T_CHECK(lines == 2);
+    char *p = tool_registry_json(r);
+    cJSON *j = p ? cJSON_Parse(p) : NULL;
+    T_CHECK(cJSON_IsArray(j) && cJSON_GetArraySize(j) == 2);
+    const cJSON *t0 = cJSON_GetArrayItem(j, 0);
+    const cJSON *f0 = cJSON_GetObjectItemCaseSensitive(t0, "function");
+    T_CHECK(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(t0, "type")) &&
+            !strcmp(cJSON_GetObjectItemCaseSensitive(t0, "type")->valuestring, "function"));
+    T_CHECK(!strcmp(cJSON_GetObjectItemCaseSensitive(f0, "name")->valuestring, "calculator"));
+    T_CHECK(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(f0, "description")));
+    const cJSON *req = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(f0, "parameters"), "required");
+    T_CHECK(cJSON_GetArraySize(req) == 1 && !strcmp(cJSON_GetArrayItem(req, 0)->valuestring, "expression"));
+    cJSON_Delete(j);
     free(p);
-    tool_result res[2] = {{.text = "14"}, {.text = "unknown tool 'x'", .is_error = 1}};
-    char *f = tool_format_responses(res, 2);
-    T_CHECKF(!strcmp(f, "<tool_response>\n14\n</tool_response>\n<tool_response>\nError: unknown tool 'x'\n"
-                        "</tool_response>"), "%s", f);
-    free(f);
     tool_registry_destroy(r);
 }
 
@@ -482,9 +473,6 @@ static void test_sched_errors_in_order(void) {
         T_CHECKF(!res[2].is_error && !strcmp(res[2].text, "42") && res[2].early == 1, "%s", res[2].text);
         T_CHECKF(res[3].is_error && strstr(res[3].text, "missing required argument 'expression'"), "%s", res[3].text);
         T_CHECKF(res[4].is_error && strstr(res[4].text, "division by zero"), "%s", res[4].text);
-        char *f = tool_format_responses(res, n);
-        T_CHECK(strstr(f, "<tool_response>\n42\n</tool_response>") != NULL);
-        free(f);
     }
     T_CHECK(g_text_events > 0);
     tool_results_free(res, n);
@@ -565,7 +553,7 @@ int main(void) {
     T_RUN(test_calculator_errors);
     T_RUN(test_calculator_format);
     T_RUN(test_registry);
-    T_RUN(test_prompt_and_responses);
+    T_RUN(test_registry_json);
     T_RUN(test_html_to_text);
     T_RUN(test_fetch_url_hook);
     T_RUN(test_sched_early_start);

@@ -414,10 +414,10 @@ static void wait_emit(void *ud, cJSON *m) {
 
 static void test_admission_waits_for_room(void) {
     if (!load()) T_SKIP("no tiny model");
-    eng_chat_msg msgs[2] = { { "system", ORC_TTS_MATH_SYSTEM }, { "user", PROBLEM } };
+    eng_chat_msg msgs[2] = { { .role = "system", .content = ORC_TTS_MATH_SYSTEM }, { .role = "user", .content = PROBLEM } };
     orc_query pq = { .messages = msgs, .n_messages = 2 };
     int *ids = NULL, n = 0;
-    T_CHECK(orc_encode_query(&pq, eng_model_tok(model), &ids, &n, NULL) == ENG_OK);
+    T_CHECK(orc_encode_query(&pq, model, &ids, &n, NULL) == ENG_OK);
     free(ids);
     int pb = (n + 15) / 16;
     /* a query of 6 branches of 48 tokens needs pb + 6 x 4 blocks to start */

@@ -93,14 +93,10 @@ void tool_results_free(tool_result *r, int n);        /* clears all, frees r */
 void tool_registry_call(const tool_registry *r, const char *name, const cJSON *args,
                         const atomic_int *cancel, double timeout_s, tool_result *out);
 
-/* Qwen2.5's tool-use system prompt: base_prompt (may be NULL), then the
- * tools' signatures inside <tools></tools> and the <tool_call> instruction.
- * malloc'd. */
-char *tool_system_prompt(const tool_registry *r, const char *base_prompt);
-/* The results as the model reads them back, one "<tool_response>\n...\n
- * </tool_response>" per result (errors start with "Error: "); the agent
- * loop puts this in the next user/tool turn.  malloc'd. */
-char *tool_format_responses(const tool_result *r, int n);
+/* The tools as the JSON list chat templates take (eng_chat_opts.tools_json):
+ * [{"type": "function", "function": {"name", "description", "parameters"}}]
+ * in registration order.  malloc'd (free()), NULL when out of memory. */
+char *tool_registry_json(const tool_registry *r);
 
 /* ================================================================== parser */
 

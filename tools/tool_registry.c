@@ -228,77 +228,23 @@ void tool_registry_call(const tool_registry *r, const char *name, const cJSON *a
 }
 
 /* ------------------------------------------------------------ prompt text */
-/* JSON the way Python's json.dumps writes it (", " and ": "), which is what
- * Qwen2.5's chat template shows the model. */
-static int dumps(eng_buf *b, const cJSON *v) {
-    int rc = 0;
-    if (cJSON_IsObject(v) || cJSON_IsArray(v)) {
-        int obj = cJSON_IsObject(v), first = 1;
-        const cJSON *c;
-        rc |= eng_buf_addc(b, obj ? '{' : '[');
-        cJSON_ArrayForEach(c, v) {
-            if (!first) rc |= eng_buf_adds(b, ", ");
-            first = 0;
-            if (obj) {
-                cJSON *k = cJSON_CreateString(c->string ? c->string : "");
-                char *ks = k ? cJSON_PrintUnformatted(k) : NULL;
-                rc |= ks ? eng_buf_adds(b, ks) : -1;
-                rc |= eng_buf_adds(b, ": ");
-                cJSON_free(ks);
-                cJSON_Delete(k);
-            }
-            rc |= dumps(b, c);
-        }
-        return rc | eng_buf_addc(b, obj ? '}' : ']');
-    }
-    char *s = cJSON_PrintUnformatted(v);
-    rc = s ? eng_buf_adds(b, s) : -1;
-    cJSON_free(s);
-    return rc;
-}
-
-char *tool_system_prompt(const tool_registry *r, const char *base_prompt) {
-    eng_buf b = {0};
-    int rc = eng_buf_adds(&b, base_prompt ? base_prompt
-                        : "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.");
-    rc |= eng_buf_adds(&b, "\n\n# Tools\n\nYou may call one or more functions to assist with "
-                        "the user query.\n\nYou are provided with function signatures within "
-                        "<tools></tools> XML tags:\n<tools>");
-    for (int i = 0; r && i < r->n; i++) {
+char *tool_registry_json(const tool_registry *r) {
+    cJSON *list = cJSON_CreateArray();
+    for (int i = 0; list && r && i < r->n; i++) {
         cJSON *t = cJSON_CreateObject(), *f = cJSON_CreateObject();
+        if (!t || !f || !cJSON_AddItemToArray(list, t)) {
+            cJSON_Delete(t);
+            cJSON_Delete(f);
+            cJSON_Delete(list);
+            return NULL;
+        }
         cJSON_AddStringToObject(t, "type", "function");
         cJSON_AddStringToObject(f, "name", r->e[i].d.name);
-        cJSON_AddStringToObject(f, "description", r->e[i].d.description);
+        cJSON_AddStringToObject(f, "description", r->e[i].d.description ? r->e[i].d.description : "");
         cJSON_AddItemToObject(f, "parameters", cJSON_Duplicate(r->e[i].schema, 1));
         cJSON_AddItemToObject(t, "function", f);
-        rc |= eng_buf_addc(&b, '\n');
-        rc |= dumps(&b, t);
-        cJSON_Delete(t);
     }
-    rc |= eng_buf_adds(&b, "\n</tools>\n\nFor each function call, return a json object with "
-                        "function name and arguments within <tool_call></tool_call> XML tags:\n"
-                        "<tool_call>\n{\"name\": <function-name>, \"arguments\": "
-                        "<args-json-object>}\n</tool_call>");
-    if (rc) {
-        eng_buf_free(&b);
-        return NULL;
-    }
-    return eng_buf_take(&b);
-}
-
-char *tool_format_responses(const tool_result *r, int n) {
-    eng_buf b = {0};
-    int rc = eng_buf_add(&b, "", 0);
-    for (int i = 0; i < n; i++) {
-        if (i) rc |= eng_buf_addc(&b, '\n');
-        rc |= eng_buf_adds(&b, "<tool_response>\n");
-        if (r[i].is_error) rc |= eng_buf_adds(&b, "Error: ");
-        rc |= eng_buf_adds(&b, r[i].text ? r[i].text : "");
-        rc |= eng_buf_adds(&b, "\n</tool_response>");
-    }
-    if (rc) {
-        eng_buf_free(&b);
-        return NULL;
-    }
-    return eng_buf_take(&b);
+    char *s = list ? cJSON_PrintUnformatted(list) : NULL;
+    cJSON_Delete(list);
+    return s;
 }

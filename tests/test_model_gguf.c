@@ -1,0 +1,383 @@
+/* test_model_gguf.c — loading a model from a GGUF file.  The tiny Llama and
+ * Qwen2 fixture folders are loaded, written out as GGUF the way llama.cpp's
+ * converter does (metadata llama.* / qwen2.*, tensor names blk.N.*, llama's
+ * attn_q / attn_k rows reordered for ggml's RoPE, a tokenizer in
+ * tokenizer.ggml.*), and loaded again: the config, every f32 weight and the
+ * logits of a few greedy steps must equal the folder's.  A variant stores
+ * attn_q and ffn_down as Q8_0, one leaves output.weight out (tied
+ * embeddings); the rest are damaged files that must be refused with a
+ * message naming the file and what is wrong.  Built with CUDA on a GPU
+ * machine, the Q8_0 variant also runs on the CUDA backend. */
+#include <stdint.h>
+#include "t.h"
+#include "internal.h"
+#include "gguf_write.h"
+
+#define QWEN "tests/fixtures/tiny-qwen2"
+#define LLAMA "tests/fixtures/tiny-llama"
+
+enum { V_PLAIN, V_Q8, V_TIED, V_ARCH, V_NO_BLOCKS, V_MOE, V_SHAPE, V_MISSING, V_ROPE_FREQS };
+
+/* f32 to f16 bits, truncating (normal range only: the Q8_0 scales here). */
+static uint16_t to_half(float f) {
+    uint32_t b;
+    memcpy(&b, &f, 4);
+    int e = (int)(b >> 23 & 0xff) - 112;
+    if (e <= 0) return (uint16_t)(b >> 16 & 0x8000);
+    return (uint16_t)((b >> 16 & 0x8000) | e << 10 | (b >> 13 & 0x3ff));
+}
+
+/* Row-wise Q8_0 of n floats (n a multiple of 32) into out; back into deq. */
+static void q8_0(const float *x, size_t n, uint8_t *out, float *deq) {
+    for (size_t b = 0; b < n / 32; b++, x += 32, out += 34, deq += 32) {
+        float amax = 0;
+        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
+        uint16_t h = to_half(amax / 127);
+        float d = eng_f16_to_f32(h);
+        out[0] = (uint8_t)h;
+        out[1] = (uint8_t)(h >> 8);
+        for (int j = 0; j < 32; j++) {
+            long q = d ? lrintf(x[j] / d) : 0;
+            q = q > 127 ? 127 : q < -127 ? -127 : q;
+            out[2 + j] = (uint8_t)(int8_t)q;
+            deq[j] = (float)q * d;
+        }
+    }
+}
+
+/* llama.cpp's order of a head group's rows: file row 2i+s is row s*hd/2+i. */
+static void permute_rows(const float *w, int n_heads, int hd, size_t cols, float *out) {
+    for (int h = 0; h < n_heads; h++)
+        for (int r = 0; r < hd; r++)
+            memcpy(out + ((size_t)h * hd + r) * cols,
+                   w + ((size_t)h * hd + (r % 2) * (hd / 2) + r / 2) * cols, sizeof(float) * cols);
+}
+
+/* One weight, [rows][cols] (cols 0: a vector), as F32 or Q8_0; *deq gets
+ * what the loader should make of it (NULL: the values themselves). */
+static void put_weight(gw *w, const char *name, const float *x, size_t rows, size_t cols, int q8,
+                       float *deq) {
+    uint64_t ne[2] = {cols ? cols : rows, rows};
+    size_t n = cols ? rows * cols : rows;
+    if (!q8) {
+        gw_tensor(w, name, G_F32, cols ? 2 : 1, ne, x, n * 4);
+        if (deq) memcpy(deq, x, n * 4);
+        return;
+    }
+    uint8_t *b = malloc(n / 32 * 34);
+    q8_0(x, n, b, deq);
+    gw_tensor(w, name, G_Q8_0, 2, ne, b, n / 32 * 34);
+    free(b);
+}
+
+/* Expected f32 weights of the GGUF model where they differ from the folder's. */
+typedef struct expect { float *wq[8], *down[8]; } expect;
+
+/* Writes folder model m as GGUF, with the change variant asks for. */
+static void build(gw *w, const eng_model *m, int variant, expect *ex) {
+    const eng_config *c = &m->cfg;
+    const char *arch = variant == V_ARCH ? "gpt2" : c->arch;
+    int llama = !strcmp(c->arch, "llama");
+    char k[128];
+    gw_init(w);
+    gw_str(w, "general.architecture", arch);
+#define AK(name) (snprintf(k, sizeof k, "%s.%s", arch, name), k)
+    if (variant != V_NO_BLOCKS) gw_u32(w, AK("block_count"), (uint32_t)c->n_layers);
+    gw_u32(w, AK("context_length"), (uint32_t)c->max_pos);
+    gw_u32(w, AK("embedding_length"), (uint32_t)c->hidden);
+    gw_u32(w, AK("feed_forward_length"), (uint32_t)c->intermediate);
+    gw_u32(w, AK("attention.head_count"), (uint32_t)c->n_heads);
+    gw_u32(w, AK("attention.head_count_kv"), (uint32_t)c->n_kv_heads);
+    gw_u32(w, AK("attention.key_length"), (uint32_t)c->head_dim);
+    gw_u32(w, AK("rope.dimension_count"), (uint32_t)c->head_dim);
+    gw_f32(w, AK("rope.freq_base"), c->rope_theta);
+    gw_f32(w, AK("attention.layer_norm_rms_epsilon"), c->rms_eps);
+    if (variant == V_MOE) gw_u32(w, AK("expert_count"), 8);
+#undef AK
+    /* tokenizer: control tokens, then t3 t4 ... up to the vocabulary size */
+    int V = c->vocab_size;
+    char **toks = malloc(sizeof *toks * V);
+    int32_t *types = malloc(sizeof *types * V);
+    static const char *const ctl[] = {"<|endoftext|>", "<|im_start|>", "<|im_end|>"};
+    for (int i = 0; i < V; i++) {
+        toks[i] = malloc(16);
+        snprintf(toks[i], 16, "%s", i < 3 ? ctl[i] : "");
+        if (i >= 3) snprintf(toks[i], 16, "t%d", i);
+        types[i] = i < 3 ? 3 : 1;
+    }
+    gw_str(w, "tokenizer.ggml.model", "gpt2");
+    gw_str(w, "tokenizer.ggml.pre", "smollm");
+    gw_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)toks, V);
+    gw_arr_i32(w, "tokenizer.ggml.token_type", types, V);
+    gw_arr_str(w, "tokenizer.ggml.merges", NULL, 0);
+    gw_u32(w, "tokenizer.ggml.bos_token_id", 1);
+    gw_u32(w, "tokenizer.ggml.eos_token_id", 0);
+    gw_str(w, "tokenizer.chat_template",
+           "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}");
+    for (int i = 0; i < V; i++) free(toks[i]);
+    free(toks);
+    free(types);
+    /* tensors */
+    size_t H = c->hidden, Q = (size_t)c->n_heads * c->head_dim, KV = (size_t)c->n_kv_heads * c->head_dim;
+    size_t I = c->intermediate;
+    put_weight(w, "token_embd.weight", m->embed, V, H, 0, NULL);
+    put_weight(w, "output_norm.weight", m->final_norm, H, 0, 0, NULL);
+    if (variant != V_TIED && !c->tie_embeddings)
+        put_weight(w, "output.weight", m->lm_head, V, H, 0, NULL);
+    if (variant == V_ROPE_FREQS) put_weight(w, "rope_freqs.weight", m->final_norm, 8, 0, 0, NULL);
+    float *tmp = malloc(sizeof(float) * (Q > KV ? Q : KV) * H);
+    for (int l = 0; l < c->n_layers; l++) {
+        const eng_layer_w *L = &m->layers[l];
+        char n[64];
+        int q8 = variant == V_Q8;
+#define NAME(s) (snprintf(n, sizeof n, "blk.%d.%s", l, s), n)
+        put_weight(w, NAME("attn_norm.weight"), L->attn_norm, H, 0, 0, NULL);
+        /* quantizing rows commutes with reordering them, so ex->wq holds
+         * the expected f32 in Hugging Face's order */
+        if (q8) {
+            uint8_t *blocks = malloc(Q * H / 32 * 34);
+            q8_0(L->wq, Q * H, blocks, ex->wq[l]);
+            free(blocks);
+        }
+        if (llama) permute_rows(L->wq, c->n_heads, c->head_dim, H, tmp);
+        else memcpy(tmp, L->wq, sizeof(float) * Q * H);
+        float *scratch = q8 ? malloc(sizeof(float) * Q * H) : NULL;
+        put_weight(w, NAME("attn_q.weight"), tmp, Q, H, q8, scratch);
+        free(scratch);
+        if (llama) permute_rows(L->wk, c->n_kv_heads, c->head_dim, H, tmp);
+        else memcpy(tmp, L->wk, sizeof(float) * KV * H);
+        put_weight(w, NAME("attn_k.weight"), tmp, variant == V_SHAPE && l == 1 ? KV - 1 : KV, H,
+                   0, NULL);
+        put_weight(w, NAME("attn_v.weight"), L->wv, KV, H, 0, NULL);
+        put_weight(w, NAME("attn_output.weight"), L->wo, H, Q, 0, NULL);
+        if (L->bq) {
+            put_weight(w, NAME("attn_q.bias"), L->bq, Q, 0, 0, NULL);
+            put_weight(w, NAME("attn_k.bias"), L->bk, KV, 0, 0, NULL);
+            put_weight(w, NAME("attn_v.bias"), L->bv, KV, 0, 0, NULL);
+        }
+        put_weight(w, NAME("ffn_norm.weight"), L->ffn_norm, H, 0, 0, NULL);
+        put_weight(w, NAME("ffn_gate.weight"), L->w_gate, I, H, 0, NULL);
+        if (!(variant == V_MISSING && l == c->n_layers - 1))
+            put_weight(w, NAME("ffn_up.weight"), L->w_up, I, H, 0, NULL);
+        put_weight(w, NAME("ffn_down.weight"), L->w_down, H, I, q8, q8 ? ex->down[l] : NULL);
+#undef NAME
+    }
+    free(tmp);
+}
+
+/* Writes the GGUF file for variant and loads it; the file is removed. */
+static int load_variant(const eng_model *src, int variant, expect *ex, eng_model **out,
+                        eng_err *err) {
+    gw w;
+    build(&w, src, variant, ex);
+    size_t n;
+    uint8_t *p = gw_image(&w, &n);
+    gw_free(&w);
+    const char *path = path_for("model");
+    int rc = write_bytes(path, p, n) ? ENG_EIO : eng_model_load(path, out, err);
+    unlink(path);
+    free(p);
+    return rc;
+}
+
+static int same(const float *a, const float *b, size_t n) {
+    return a && b && !memcmp(a, b, n * sizeof(float));
+}
+
+#define STEPS 4
+
+/* STEPS greedy steps of m on backend from a fixed prompt: each step's
+ * logits into rows (STEPS x vocab) and token into ids. */
+static int run_steps(eng_model *m, int backend, float *rows, int *ids, eng_err *err) {
+    int V = m->cfg.vocab_size, prompt[5] = {5, 17, 300, 2, 9}, seq, n = 0;
+    eng_engine *e = NULL;
+    eng_sampling greedy = {0};
+    eng_opts o = {.backend = backend, .max_seqs = 1, .n_threads = 1};
+    int rc = eng_create(m, &o, &e, err);
+    if (!rc) rc = eng_seq_add(e, prompt, 5, &greedy, &seq, err);
+    for (int s = 0; s < STEPS && !rc; s++) {
+        eng_token t;
+        if ((rc = eng_step(e, err))) break;
+        eng_seq_last(e, seq, &t);
+        ids[s] = t.id;
+        const float *l = eng_seq_logits(e, seq, &n);
+        if (!l || n != 1) rc = eng_seterr(err, ENG_EINVAL, "step %d: %d logits rows", s, n);
+        else memcpy(rows + (size_t)s * V, l, sizeof(float) * V);
+    }
+    eng_destroy(e);
+    return rc;
+}
+
+/* Greedy steps from the same prompt on both models (CPU): identical logits. */
+static int same_logits(eng_model *a, eng_model *b) {
+    size_t n = (size_t)a->cfg.vocab_size * STEPS;
+    float *ra = malloc(sizeof(float) * n), *rb = malloc(sizeof(float) * n);
+    int ia[STEPS], ib[STEPS];
+    eng_err err = {0};
+    int ok = !run_steps(a, ENG_BACKEND_CPU, ra, ia, &err) &&
+             !run_steps(b, ENG_BACKEND_CPU, rb, ib, &err);
+    if (!ok) printf("  engine: %s\n", err.msg);
+    ok = ok && !memcmp(ra, rb, sizeof(float) * n) && !memcmp(ia, ib, sizeof ia);
+    free(ra);
+    free(rb);
+    return ok;
+}
+
+/* Loads folder dir, writes it as GGUF (variant), loads that and compares. */
+static void check_roundtrip(const char *dir, int variant) {
+    eng_err err = {0};
+    eng_model *a = NULL, *b = NULL;
+    if (eng_model_load(dir, &a, &err)) T_FAIL("%s: %s", dir, err.msg);
+    const eng_config *c = &a->cfg;
+    expect ex = {0};
+    size_t H = c->hidden, Q = (size_t)c->n_heads * c->head_dim, KV = (size_t)c->n_kv_heads * c->head_dim;
+    size_t I = c->intermediate;
+    for (int l = 0; l < c->n_layers && l < 8 && variant == V_Q8; l++) {
+        ex.wq[l] = malloc(sizeof(float) * Q * H);
+        ex.down[l] = malloc(sizeof(float) * H * I);
+    }
+    int rc = load_variant(a, variant, &ex, &b, &err);
+    T_CHECKF(!rc, "%s as GGUF: %s", dir, err.msg);
+    if (!rc) {
+        const eng_config *d = &b->cfg;
+        T_CHECK(!strcmp(c->arch, d->arch) && c->n_layers == d->n_layers && c->hidden == d->hidden &&
+                c->n_heads == d->n_heads && c->n_kv_heads == d->n_kv_heads &&
+                c->head_dim == d->head_dim && c->intermediate == d->intermediate &&
+                c->vocab_size == d->vocab_size && c->max_pos == d->max_pos &&
+                c->rms_eps == d->rms_eps && c->rope_theta == d->rope_theta &&
+                c->qkv_bias == d->qkv_bias);
+        T_CHECK(d->tie_embeddings == (c->tie_embeddings || variant == V_TIED));
+        T_CHECK(d->bos_id == 1 && d->n_eos == 2 && d->eos_ids[0] == 0 && d->eos_ids[1] == 2);
+        T_CHECK(eng_model_chat_template(b) && strstr(eng_model_chat_template(b), "<|im_end|>"));
+        T_CHECK(same(a->embed, b->embed, (size_t)c->vocab_size * H) &&
+                same(a->final_norm, b->final_norm, H));
+        if (variant == V_TIED) T_CHECK(b->lm_head == b->embed);
+        else T_CHECK(same(a->lm_head, b->lm_head, (size_t)c->vocab_size * H));
+        for (int l = 0; l < c->n_layers; l++) {
+            const eng_layer_w *x = &a->layers[l], *y = &b->layers[l];
+            const float *wq = variant == V_Q8 ? ex.wq[l] : x->wq;
+            const float *down = variant == V_Q8 ? ex.down[l] : x->w_down;
+            T_CHECKF(same(wq, y->wq, Q * H) && same(x->wk, y->wk, KV * H) &&
+                     same(x->wv, y->wv, KV * H) && same(x->wo, y->wo, H * Q), "layer %d attn", l);
+            T_CHECKF(same(x->attn_norm, y->attn_norm, H) && same(x->ffn_norm, y->ffn_norm, H) &&
+                     same(x->w_gate, y->w_gate, I * H) && same(x->w_up, y->w_up, I * H) &&
+                     same(down, y->w_down, H * I), "layer %d mlp", l);
+            if (c->qkv_bias)
+                T_CHECKF(same(x->bq, y->bq, Q) && same(x->bk, y->bk, KV) && same(x->bv, y->bv, KV),
+                         "layer %d bias", l);
+            /* llama's q/k raw tensors are in another row order than the f32 copy */
+            int llama = !strcmp(c->arch, "llama");
+            T_CHECK(llama ? !y->t_wq && !y->t_wk : y->t_wq && y->t_wk);
+            T_CHECK(y->t_wv && y->t_down && y->t_down->dtype == (variant == V_Q8 ? ENG_DT_Q8_0 : ENG_DT_F32));
+        }
+        if (variant == V_PLAIN) T_CHECKF(same_logits(a, b), "%s: logits differ from the folder's", dir);
+    }
+    for (int l = 0; l < 8; l++) {
+        free(ex.wq[l]);
+        free(ex.down[l]);
+    }
+    eng_model_free(a);
+    eng_model_free(b);
+}
+
+static void test_llama(void) { check_roundtrip(LLAMA, V_PLAIN); }
+static void test_llama_q8(void) { check_roundtrip(LLAMA, V_Q8); }
+static void test_llama_tied(void) { check_roundtrip(LLAMA, V_TIED); }
+static void test_qwen2(void) { check_roundtrip(QWEN, V_PLAIN); }
+
+/* The CUDA backend on a GGUF model: Q8_0 tensors and llama's dropped raw
+ * q/k make it upload the f32 copy.  Greedy tokens equal the CPU backend's,
+ * logits within 1e-4 relative (test_cuda's whole-model tolerance).  Skips
+ * when built without CUDA or where no GPU is visible. */
+static void test_cuda(void) {
+#ifndef BRISK_CUDA
+    T_SKIP("built without CUDA (make CUDA=1; it runs on a GPU machine)");
+#else
+    eng_err err = {0};
+    eng_model *src = NULL, *m = NULL;
+    if (eng_model_load(LLAMA, &src, &err)) T_FAIL("%s", err.msg);
+    expect ex = {0};
+    size_t Q = (size_t)src->cfg.n_heads * src->cfg.head_dim, H = src->cfg.hidden;
+    for (int l = 0; l < src->cfg.n_layers && l < 8; l++) {
+        ex.wq[l] = malloc(sizeof(float) * Q * H);
+        ex.down[l] = malloc(sizeof(float) * H * src->cfg.intermediate);
+    }
+    int rc = load_variant(src, V_Q8, &ex, &m, &err);
+    for (int l = 0; l < 8; l++) {
+        free(ex.wq[l]);
+        free(ex.down[l]);
+    }
+    eng_model_free(src);
+    if (rc) T_FAIL("%s", err.msg);
+    size_t V = (size_t)m->cfg.vocab_size;
+    float *cpu = malloc(sizeof(float) * V * STEPS), *gpu = malloc(sizeof(float) * V * STEPS);
+    int ic[STEPS], ig[STEPS];
+    rc = run_steps(m, ENG_BACKEND_CPU, cpu, ic, &err);
+    T_CHECKF(!rc, "CPU: %s", err.msg);
+    int rg = rc ? rc : run_steps(m, ENG_BACKEND_CUDA, gpu, ig, &err);
+    if (!rc && rg == ENG_EUNSUPPORTED) {
+        free(cpu);
+        free(gpu);
+        eng_model_free(m);
+        T_SKIP("no CUDA device: %s", err.msg);
+    }
+    T_CHECKF(!rg, "CUDA: %s", err.msg);
+    for (int s = 0; s < STEPS && !rc && !rg; s++) {
+        double num = 0, den = 0;
+        for (size_t i = 0; i < V; i++) {
+            double d = gpu[s * V + i] - cpu[s * V + i];
+            num += d * d;
+            den += (double)cpu[s * V + i] * cpu[s * V + i];
+        }
+        double rel = sqrt(num / (den ? den : 1));
+        printf("  step %d: CPU token %d, CUDA token %d, logits relative error %.2e\n", s, ic[s],
+               ig[s], rel);
+        T_CHECK(ic[s] == ig[s] && rel <= 1e-4);
+    }
+    free(cpu);
+    free(gpu);
+    eng_model_free(m);
+#endif
+}
+
+static void test_refused(void) {
+    static const struct { int variant, code; const char *w1, *w2; } cases[] = {
+        {V_ARCH, ENG_EUNSUPPORTED, "architecture gpt2", NULL},
+        {V_NO_BLOCKS, ENG_EFORMAT, "missing metadata llama.block_count", NULL},
+        {V_MOE, ENG_EUNSUPPORTED, "llama.expert_count", NULL},
+        {V_SHAPE, ENG_EFORMAT, "blk.1.attn_k.weight", "shape"},
+        {V_MISSING, ENG_EFORMAT, "blk.2.ffn_up.weight", "missing"},
+        {V_ROPE_FREQS, ENG_EUNSUPPORTED, "rope_freqs.weight", NULL},
+    };
+    eng_err err = {0};
+    eng_model *src = NULL;
+    if (eng_model_load(LLAMA, &src, &err)) T_FAIL("%s", err.msg);
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        eng_model *m = NULL;
+        expect ex = {0};
+        int rc = load_variant(src, cases[i].variant, &ex, &m, &err);
+        T_CHECKF(rc == cases[i].code && !m && strstr(err.msg, "brisk_test_gguf") &&
+                 strstr(err.msg, cases[i].w1) && (!cases[i].w2 || strstr(err.msg, cases[i].w2)),
+                 "variant %d: rc %d: %s", cases[i].variant, rc, err.msg);
+        eng_model_free(m);
+    }
+    eng_model_free(src);
+    /* a regular file that is not GGUF */
+    const char *path = path_for("notgguf");
+    write_bytes(path, (const uint8_t *)"{\"model_type\": \"llama\"}", 23);
+    eng_model *m = NULL;
+    int rc = eng_model_load(path, &m, &err);
+    unlink(path);
+    T_CHECKF(rc == ENG_EFORMAT && !m && strstr(err.msg, path) && strstr(err.msg, "GGUF"), "%s",
+             err.msg);
+}
+
+int main(void) {
+    T_RUN(test_llama);
+    T_RUN(test_llama_q8);
+    T_RUN(test_llama_tied);
+    T_RUN(test_qwen2);
+    T_RUN(test_refused);
+    T_RUN(test_cuda);
+    T_DONE();
+}

@@ -334,7 +334,7 @@ static int run_query(bench *B, const problem *p, int n, const eng_sampling *samp
         const cJSON *sp = cJSON_GetObjectItemCaseSensitive(c.stats, "spec");
         r->spec_steps = (long long)num(sp, "steps");
         r->spec_accepted = (long long)num(sp, "accepted");
-        r->correct = r->answer && orc_math_equiv(r->answer, p->gold);
+        r->correct = r->answer && orc_math_equiv_gold(p->gold, r->answer);
     }
     cJSON_Delete(c.answer);
     cJSON_Delete(c.stats);
@@ -380,7 +380,7 @@ static int run_sequential(bench *B, const problem *p, int n, outcome *r, eng_err
     int v = rc ? -1 : orc_tts_vote(cand, n, NULL);
     if (v >= 0) {
         r->answer = strdup(one[v].answer);
-        r->correct = r->answer && orc_math_equiv(r->answer, p->gold);
+        r->correct = r->answer && orc_math_equiv_gold(p->gold, r->answer);
     }
     for (int i = 0; one && i < n; i++) free(one[i].answer);
     free(one);

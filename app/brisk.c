@@ -11,7 +11,8 @@ static void usage(void) {
         "  replay   parallelprompt FILE.json [--model DIR]\n"
         "  bench    math500 --model DIR [--limit K]\n"
         "  mkmodel  --preset NAME --out DIR   (random weights, real shapes, for speed tests)\n"
-        "  tokenize --model DIR|tokenizer.json|FILE.gguf --text TEXT [--ids] [--special]\n");
+        "  tokenize --model DIR|tokenizer.json|FILE.gguf --text TEXT [--ids] [--special]\n"
+        "  grade    --gold G --answer A [--json] | --jsonl FILE   (MATH answer grading; --help)\n");
 }
 
 int main(int argc, char **argv) {
@@ -22,6 +23,7 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "mkmodel"))  return cmd_mkmodel(argc - 1, argv + 1);
     if (!strcmp(c, "replay"))   return cmd_replay(argc - 1, argv + 1);
     if (!strcmp(c, "bench"))    return cmd_bench(argc - 1, argv + 1);
+    if (!strcmp(c, "grade"))    return cmd_grade(argc - 1, argv + 1);
     if (!strcmp(c, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
     if (strcmp(c, "help") && strcmp(c, "--help") && strcmp(c, "-h"))
         fprintf(stderr, "brisk: unknown command '%s'\n", c);

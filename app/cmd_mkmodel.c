@@ -30,13 +30,6 @@ static const preset presets[] = {
 
 typedef struct tensor_spec { char name[96]; long rows, cols; int kind; } tensor_spec; /* kind 0 matrix, 1 norm, 2 bias */
 
-static uint64_t rng_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 static uint16_t to_bf16(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
@@ -135,7 +128,7 @@ static int write_weights(const char *dir, const preset *p, uint64_t seed) {
         for (long j = 0; j < elems; j += 4096) {
             long k = elems - j < 4096 ? elems - j : 4096;
             for (long q = 0; q < k; q++) {
-                float u = (float)((rng_next(&seed) >> 40) * (1.0 / 16777216.0)) * 2 - 1;
+                float u = (float)((eng_rng_next(&seed) >> 40) * (1.0 / 16777216.0)) * 2 - 1;
                 buf[q] = to_bf16(t[i].kind == 1 ? 1.0f + scale * u : scale * u);
             }
             fwrite(buf, 2, (size_t)k, f);

@@ -66,12 +66,7 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-static int rnd_tok(bench *B) {
-    uint64_t z = (B->rng += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return (int)((z ^ (z >> 31)) % (uint64_t)B->vocab);
-}
+static int rnd_tok(bench *B) { return (int)(eng_rng_next(&B->rng) % (uint64_t)B->vocab); }
 
 /* Device-to-device copy bandwidth, bytes read + written per second. */
 static double device_bandwidth(void) {

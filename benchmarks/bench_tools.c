@@ -388,18 +388,13 @@ static void print_row(const summary *s, int work, int mode) {
  * that maximises the bound and *best its value. */
 static double bound_at(double median, double sigma, int k, double D, double other_ms) {
     enum { DRAWS = 100000 };
-    unsigned long long x = 0x9E3779B97F4A7C15ull;   /* same draws at every D */
+    uint64_t x = 0x9E3779B97F4A7C15ull;   /* same draws at every D */
     double te = 0, pa = 0;
     for (int n = 0; n < DRAWS; n++) {
         double mx = 0, mp = 0;
         for (int i = 0; i < k; i++) {
             double u[2];
-            for (int j = 0; j < 2; j++) {   /* splitmix64 -> (0, 1) */
-                unsigned long long z = (x += 0x9E3779B97F4A7C15ull);
-                z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-                z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-                u[j] = ((z ^ (z >> 31)) >> 11) * 0x1.0p-53 + 0x1.0p-54;
-            }
+            for (int j = 0; j < 2; j++) u[j] = eng_rng_uniform(&x) + 0x1.0p-54;   /* in (0, 1) */
             double L = median * exp(sigma * sqrt(-2 * log(u[0])) * cos(6.283185307179586 * u[1]));
             double c = D * (i + 1) / k;
             if (L > mx) mx = L;

@@ -41,14 +41,7 @@ static void sb_esc(eng_buf *b, const char *s) {
     }
 }
 
-static uint64_t rng_next(uint64_t *s) {   /* splitmix64 */
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static int rng_int(uint64_t *s, int n) { return n > 0 ? (int)(rng_next(s) % (uint64_t)n) : 0; }
+static int rng_int(uint64_t *s, int n) { return n > 0 ? (int)(eng_rng_next(s) % (uint64_t)n) : 0; }
 
 static uint64_t hash_str(const char *s) {   /* FNV-1a */
     uint64_t h = 0xCBF29CE484222325ull;

@@ -190,6 +190,13 @@ typedef struct eng_token {
  * the engine and by speculative verification. */
 eng_token eng_sample(const float *logits, int vocab, const eng_sampling *s, uint64_t *rng);
 
+/* splitmix64, the one random stream of brisk (sampling, speculation, tools,
+ * simulated sites): each call adds 0x9E3779B97F4A7C15 to *state and returns
+ * the sum mixed; the same state gives the same numbers everywhere. */
+uint64_t eng_rng_next(uint64_t *state);
+/* Uniform in [0, 1) from the top 53 bits of eng_rng_next. */
+double   eng_rng_uniform(uint64_t *state);
+
 /* --------------------------------------------------------------- engine */
 enum { ENG_BACKEND_CPU = 0, ENG_BACKEND_CUDA = 1 };
 
@@ -219,9 +226,10 @@ int  eng_seq_fork(eng_engine *e, int seq, const eng_sampling *s, int *child, eng
 int  eng_seq_remove(eng_engine *e, int seq);
 /* Runs a prompt pass of every ENG_WARMUP_STEP tokens up to max_tokens (capped
  * by the context and the free KV blocks) on a scratch sequence, then removes
- * it: the CUDA backend pays ~5-10 ms for the first pass of each padded size
- * (kernel loading, cuBLASLt planning), which a server should pay at start,
- * not in a user's first request of that length.  *done: tokens warmed. */
+ * it: the CUDA backend's first pass of each padded size loads kernels and
+ * plans its products (milliseconds; kernels/NOTES.md), which a server should
+ * pay at start, not in a user's first request of that length.  *done: tokens
+ * warmed. */
 #define ENG_WARMUP_STEP 32   /* CUDA pads products to 64 hi/lo columns: 32 rows */
 #define ENG_WARMUP_DEFAULT 2048   /* what serve and replay warm with --cuda */
 int  eng_warmup(eng_engine *e, int max_tokens, int *done, eng_err *err);
@@ -262,7 +270,12 @@ int  eng_seq_n_prompt(const eng_engine *e, int seq);
  * otherwise NULL with rows = 0. */
 const float *eng_seq_logits(const eng_engine *e, int seq, int *rows);
 int  eng_n_live(const eng_engine *e);
+/* Tokens the last eng_step appended over all sequences: one per sequence
+ * that took part, accepted drafts included; 0 when it ran nothing. */
+int  eng_step_tokens(const eng_engine *e);
 int  eng_kv_free_blocks(const eng_engine *e);
+/* KV blocks that hold n tokens of one sequence (the engine's block size). */
+int  eng_blocks_for(const eng_engine *e, int n);
 const eng_model *eng_engine_model(const eng_engine *e);
 
 /* ------------------------------------------------- speculative decoding */
@@ -296,15 +309,17 @@ const eng_model *eng_engine_model(const eng_engine *e);
  * draft is used with chance alpha^j), as many as give the most expected
  * tokens per second of step time, with step time a function of rows
  * measured by the engine (or set with eng_spec_set_cost), draft-model
- * passes included, and only when that promises at least 5% more.  So k grows while drafts are accepted, falls to 0 when they are not
- * (probes of k = 1 after 16 steps at 0, then 32, 64, ... while they fail,
- * keep a low estimate fresh; they run only where drafts always right would
- * pay, and those that find nothing cost at most 1% of the step time, since
- * a draft model's probe first catches its sequence up), and speculation switches itself off when the
- * batch is large enough that extra rows cost more than they return.  With
- * measured costs, a step without adaptive drafts runs when the plain
- * batch's row count was never timed, and one step in 32 after, so that the
- * cost of not speculating stays known.
+ * passes included, and only when that promises a margin over not
+ * speculating.  So k grows while drafts are accepted and falls to 0 when
+ * they are not; a sequence at 0 probes with k = 1 now and then, less often
+ * while probes fail, only where drafts always right would pay and within a
+ * small share of the step time (a draft model's probe first catches its
+ * sequence up); and speculation switches itself off when the batch is large
+ * enough that extra rows cost more than they return.  With measured costs,
+ * a step without adaptive drafts runs when the plain batch's row count was
+ * never timed, and regularly after, so that the cost of not speculating
+ * stays known.  The constants (margin, probe spacing and share, exploration
+ * period) are at the top of spec.c.
  *
  * Left out of speculation for a step: sequences with forced tokens pending
  * (eng_seq_force), with keep_all_logits on, paused, or at the end of the

@@ -489,6 +489,7 @@ int eng_step(eng_engine *e, eng_err *err) {
     if (!e) return eng_seterr(err, ENG_EINVAL, "eng_step: no engine");
     double t0 = eng_now_s();   /* the step's time, drafting left out, feeds the cost model */
     int n_active = 0, rows = 0, outs = 0, need = 0;
+    e->step_tokens = 0;
     int rc = plan_step(e, &n_active, &rows, &outs, &need, err);
     if (rc || !rows) return rc;   /* nothing to run: every sequence is paused */
     for (int i = 0; i < e->max_seqs; i++) {   /* the last step's rows end here */
@@ -539,6 +540,7 @@ int eng_step(eng_engine *e, eng_err *err) {
             s->logits = lg;
             s->logit_rows = want ? last - first + 1 : 0;
         }
+        e->step_tokens += s->n_new;
     }
     e->n_steps++;
     eng_sp_time(&e->timing, rows, eng_now_s() - t0 - e->draft_secs);
@@ -598,5 +600,9 @@ const float *eng_seq_logits(const eng_engine *e, int id, int *rows) {
 }
 
 int eng_n_live(const eng_engine *e) { return e ? e->n_live : 0; }
+int eng_step_tokens(const eng_engine *e) { return e ? e->step_tokens : 0; }
 int eng_kv_free_blocks(const eng_engine *e) { return e ? eng_kv_n_free(e->kv) : 0; }
+int eng_blocks_for(const eng_engine *e, int n) {
+    return e && n > 0 ? (int)(((int64_t)n + e->bs - 1) / e->bs) : 0;
+}
 const eng_model *eng_engine_model(const eng_engine *e) { return e ? e->m : NULL; }

@@ -55,8 +55,6 @@ typedef struct step_timing {
     int n[TIMING_BUCKETS];
 } step_timing;
 
-typedef struct eng_cand { float v; int id; } eng_cand;   /* a token and its logit or weight */
-
 struct eng_engine {
     eng_model *m;
     eng_config c;
@@ -78,6 +76,7 @@ struct eng_engine {
     const int **tables;
     step_timing timing;       /* steps of this engine (drafting not counted) */
     int64_t n_steps;          /* eng_step calls that ran */
+    int step_tokens;          /* tokens the last eng_step appended, all sequences */
     double draft_secs;        /* time spent drafting in the step being run */
     /* speculation (spec.c) */
     eng_engine *draft;        /* the draft model's engine, owned */
@@ -85,7 +84,8 @@ struct eng_engine {
     eng_spec_cost cost;
     int cost_given;
     float *pbuf, *rbuf;       /* [vocab] each: p and the residual in verification */
-    eng_cand *cands;          /* [vocab] scratch of eng_spec_probs */
+    eng_cand *cands;          /* [cap_cands] scratch of probs_into (spec.c) */
+    int cap_cands;
     void *plan;               /* spec.c's engine-wide state (planning scratch, probe budget) */
 };
 

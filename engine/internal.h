@@ -1,6 +1,7 @@
 /* internal.h — engine structures shared by the engine's own files (not API). */
 #ifndef ENG_INTERNAL_H
 #define ENG_INTERNAL_H
+#include <math.h>
 #include "eng.h"
 
 /* Stored element types.  The quantized ones are ggml's block formats: a
@@ -65,6 +66,33 @@ const eng_tensor *eng_st_find(const eng_st *f, const char *name);
 /* sample.c: the log-probability of id and the entropy of one row of
  * logits (temperature 1), for tokens that are forced rather than drawn. */
 eng_token eng_token_of(const float *logits, int vocab, int id);
+
+/* sample.c: the distribution eng_sample draws from, built in one place for
+ * eng_sample and for speculative verification (spec.c), which is lossless
+ * only while the two agree exactly. */
+typedef struct eng_cand { float v; int id; } eng_cand;   /* a token and its logit or weight */
+/* NaN logits count as impossible tokens. */
+static inline float eng_logit_at(const float *l, int i) {
+    float v = l[i];
+    return v == v ? v : -INFINITY;
+}
+/* The largest logit of l[vocab] and in *best its id (the lowest on ties). */
+float eng_row_max(const float *l, int vocab, int *best);
+enum { ENG_SUPPORT_ALL = -1 };
+/* The tokens a draw under s may give for logits l[vocab] whose largest is
+ * max (eng_row_max), each with weight exp((l - max) / T): temperature, then
+ * top-k, then top-p.  Returns
+ *   n > 0: the tokens in (*c)[0..n), weights in .v, *total their sum (*c is
+ *          grown with realloc, *cap entries; the caller frees it);
+ *   ENG_SUPPORT_ALL: every token stays (temperature alone; no list is made),
+ *          *total the sum of all the weights, which go to w[vocab] when w
+ *          is not NULL (written by the pass that sums them);
+ *   0: the draw is the argmax (greedy settings, a row without a finite
+ *          logit, or no memory).
+ * z: the sum of exp(l - max) when the caller has it (the total at T = 1,
+ * saving a pass when w is NULL), else < 0. */
+int eng_sample_support(const float *l, int vocab, const eng_sampling *s, float max, double z,
+                       float *w, eng_cand **c, int *cap, double *total);
 
 /* quant.c: element types and conversion to f32. */
 int  eng_dt_block(int dt);         /* elements per block (1 for F32/F16/BF16) */

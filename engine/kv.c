@@ -43,12 +43,7 @@ void eng_kv_destroy(eng_kv *kv) {
 }
 
 int eng_kv_n_blocks(const eng_kv *kv) { return kv->n_blocks; }
-int eng_kv_block_size(const eng_kv *kv) { return kv->block_size; }
 int eng_kv_n_free(const eng_kv *kv) { return kv->n_free; }
-
-int eng_kv_refs(const eng_kv *kv, int block) {
-    return block >= 0 && block < kv->n_blocks ? kv->refs[block] : 0;
-}
 
 /* Takes a block off the free list with one reference, or returns -1. */
 static int kv_alloc(eng_kv *kv) {

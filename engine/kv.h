@@ -17,9 +17,7 @@ typedef struct eng_kv eng_kv;
 int  eng_kv_create(int n_blocks, int block_size, eng_kv **out, eng_err *err);
 void eng_kv_destroy(eng_kv *kv);
 int  eng_kv_n_blocks(const eng_kv *kv);
-int  eng_kv_block_size(const eng_kv *kv);
 int  eng_kv_n_free(const eng_kv *kv);
-int  eng_kv_refs(const eng_kv *kv, int block);   /* 0 for a free block */
 
 /* A sequence's block table: ids[i] holds token positions
  * [i*block_size, (i+1)*block_size). */

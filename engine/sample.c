@@ -1,4 +1,6 @@
-/* sample.c — picks the next token from one row of logits.
+/* sample.c — picks the next token from one row of logits, and builds the
+ * distribution it draws from (eng_sample_support, also used by speculative
+ * verification in spec.c: one definition keeps speculation lossless).
  *
  * logprob and entropy always describe the model's own distribution
  * (softmax of the raw logits, temperature 1), whatever the sampling settings.
@@ -13,68 +15,71 @@
  * by quickselect on rank (expected linear time), so nothing is sorted.
  *
  * Random numbers: splitmix64 (Steele, Lea and Flood, "Fast splittable
- * pseudorandom number generators", 2014).  The state is the 64-bit value
- * *rng; each draw adds 0x9E3779B97F4A7C15 to it and mixes the result.  The
- * engine starts a sequence with *rng = its seed.  Greedy selection never
- * touches *rng. */
+ * pseudorandom number generators", 2014), eng_rng_next.  The state is the
+ * 64-bit value *rng; each draw adds 0x9E3779B97F4A7C15 to it and mixes the
+ * result.  The engine starts a sequence with *rng = its seed.  Greedy
+ * selection never touches *rng. */
 #include <math.h>
 #include <stdlib.h>
-#include "eng.h"
+#include "internal.h"
 
-static uint64_t splitmix64(uint64_t *state) {
+uint64_t eng_rng_next(uint64_t *state) {
     uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
 
-/* Uniform in [0, 1) with 53 random bits. */
-static double uniform01(uint64_t *state) {
-    return (double)(splitmix64(state) >> 11) * 0x1.0p-53;
+double eng_rng_uniform(uint64_t *state) {
+    return (double)(eng_rng_next(state) >> 11) * 0x1.0p-53;
 }
-
-/* NaN logits count as impossible tokens. */
-static inline float logit_at(const float *l, int i) {
-    float v = l[i];
-    return v == v ? v : -INFINITY;
-}
-
-typedef struct cand { float w; int id; } cand;   /* w: logit, later weight */
 
 /* a ranks before b: larger value first, lower id on ties. */
-static inline int ranks_before(cand a, cand b) {
-    return a.w > b.w || (a.w == b.w && a.id < b.id);
+static inline int ranks_before(eng_cand a, eng_cand b) {
+    return a.v > b.v || (a.v == b.v && a.id < b.id);
 }
 
 /* Min-heap on rank: h[0] is the worst of the k best seen so far. */
-static void heap_down(cand *h, int n, int i) {
+static void heap_down(eng_cand *h, int n, int i) {
     for (;;) {
         int l = 2 * i + 1, r = l + 1, m = i;
         if (l < n && ranks_before(h[m], h[l])) m = l;
         if (r < n && ranks_before(h[m], h[r])) m = r;
         if (m == i) return;
-        cand t = h[i]; h[i] = h[m]; h[m] = t;
+        eng_cand t = h[i]; h[i] = h[m]; h[m] = t;
         i = m;
     }
 }
 
-static void heap_up(cand *h, int i) {
+static void heap_up(eng_cand *h, int i) {
     while (i > 0) {
         int p = (i - 1) / 2;
         if (!ranks_before(h[p], h[i])) return;
-        cand t = h[i]; h[i] = h[p]; h[p] = t;
+        eng_cand t = h[i]; h[i] = h[p]; h[p] = t;
         i = p;
     }
 }
 
 /* The k best logits into c[0..k), in heap order. */
-static void top_k_select(const float *l, int vocab, int k, cand *c) {
+static void top_k_select(const float *l, int vocab, int k, eng_cand *c) {
     int n = 0;
     for (int i = 0; i < vocab; i++) {
-        cand x = { logit_at(l, i), i };
+        eng_cand x = { eng_logit_at(l, i), i };
         if (n < k) { c[n] = x; heap_up(c, n++); }
         else if (ranks_before(x, c[0])) { c[0] = x; heap_down(c, n, 0); }
     }
+}
+
+/* Makes room for n entries in (*c)[*cap]; 0, or -1 when out of memory. */
+static int room(eng_cand **c, int *cap, int n) {
+    if (n <= *cap) return 0;
+    int ncap = *cap > 0 ? *cap : 1024;
+    while (ncap < n) ncap *= 2;
+    eng_cand *nc = realloc(*c, (size_t)ncap * sizeof *nc);
+    if (!nc) return -1;
+    *c = nc;
+    *cap = ncap;
+    return 0;
 }
 
 /* Tokens whose weight exp((l - max)/T) is at least thr * total, found by
@@ -82,85 +87,119 @@ static void top_k_select(const float *l, int vocab, int k, cand *c) {
  * until they carry top_p of the total.  Returns the count (-1 when out of
  * memory); weights are filled in. */
 static int nucleus_candidates(const float *l, int vocab, float max, float temp, double total,
-                              double top_p, cand **out) {
-    cand *c = NULL;
-    int n = 0, cap = 0;
+                              double top_p, eng_cand **c, int *cap) {
+    int n = 0;
     for (double thr = 1.0 / 1024; ; thr /= 32) {
         if (thr < 1e-30) thr = 0;   /* last round: everything */
         float cut = thr > 0 ? max + temp * (float)log(thr * total) : -INFINITY;
         double sum = 0;
         n = 0;
         for (int i = 0; i < vocab; i++) {
-            float v = logit_at(l, i);
+            float v = eng_logit_at(l, i);
             if (v < cut || v == -INFINITY) continue;
-            if (n == cap) {
-                int ncap = cap ? 2 * cap : 1024;
-                cand *nc = realloc(c, (size_t)ncap * sizeof *nc);
-                if (!nc) { free(c); return -1; }
-                c = nc;
-                cap = ncap;
-            }
-            c[n].w = expf((v - max) / temp);
-            c[n++].id = i;
-            sum += c[n - 1].w;
+            if (room(c, cap, n + 1)) return -1;
+            (*c)[n].v = expf((v - max) / temp);
+            (*c)[n].id = i;
+            sum += (*c)[n++].v;
         }
         if (sum >= top_p * total || thr == 0) break;
     }
-    *out = c;
     return n;
 }
 
 /* Reorders c so that its best-ranked m entries come first, m being the
  * fewest whose weights sum to at least target; returns m.  Quickselect on
  * rank, O(n) expected: the nucleus is found without sorting it. */
-static int nucleus_cut(cand *c, int n, double target) {
+static int nucleus_cut(eng_cand *c, int n, double target) {
     int lo = 0, hi = n;        /* the cut lies in [lo, hi); c[0..lo) is inside */
     double acc = 0;            /* weight of c[0..lo) */
     while (hi - lo > 1) {
         int mid = lo + (hi - lo) / 2, last = hi - 1;
         /* median of three as pivot, moved to the end */
-        if (ranks_before(c[mid], c[lo])) { cand t = c[mid]; c[mid] = c[lo]; c[lo] = t; }
-        if (ranks_before(c[last], c[lo])) { cand t = c[last]; c[last] = c[lo]; c[lo] = t; }
-        if (ranks_before(c[mid], c[last])) { cand t = c[mid]; c[mid] = c[last]; c[last] = t; }
-        cand piv = c[last];
+        if (ranks_before(c[mid], c[lo])) { eng_cand t = c[mid]; c[mid] = c[lo]; c[lo] = t; }
+        if (ranks_before(c[last], c[lo])) { eng_cand t = c[last]; c[last] = c[lo]; c[lo] = t; }
+        if (ranks_before(c[mid], c[last])) { eng_cand t = c[mid]; c[mid] = c[last]; c[last] = t; }
+        eng_cand piv = c[last];
         int j = lo;
         double better = 0;
         for (int i = lo; i < last; i++)
             if (ranks_before(c[i], piv)) {
-                better += c[i].w;
-                cand t = c[i]; c[i] = c[j]; c[j] = t;
+                better += c[i].v;
+                eng_cand t = c[i]; c[i] = c[j]; c[j] = t;
                 j++;
             }
         c[last] = c[j];
         c[j] = piv;            /* c[lo..j) rank before the pivot, c[j+1..hi) after */
         if (acc + better >= target) hi = j;
-        else if (acc + better + piv.w >= target) return j + 1;
-        else { acc += better + piv.w; lo = j + 1; }
+        else if (acc + better + piv.v >= target) return j + 1;
+        else { acc += better + piv.v; lo = j + 1; }
     }
     return hi > lo ? lo + 1 : lo > 0 ? lo : 1;
 }
 
-/* Draws one of c[0..n) with probability proportional to c[i].w. */
-static int draw(const cand *c, int n, uint64_t *rng) {
-    double total = 0;
-    for (int i = 0; i < n; i++) total += c[i].w;
-    double u = uniform01(rng) * total, cum = 0;
+float eng_row_max(const float *l, int vocab, int *best) {
+    int b = 0;
+    float max = eng_logit_at(l, 0);
+    for (int i = 1; i < vocab; i++)
+        if (eng_logit_at(l, i) > max) { max = eng_logit_at(l, i); b = i; }
+    if (best) *best = b;
+    return max;
+}
+
+int eng_sample_support(const float *l, int vocab, const eng_sampling *s, float max, double z,
+                       float *w, eng_cand **c, int *cap, double *total) {
+    float temp = s ? s->temperature : 0;
+    if (!(temp > 0 && isfinite(temp) && isfinite(max))) return 0;
+    int k = s->top_k > 0 && s->top_k < vocab ? s->top_k : 0, n = 0;
+    double top_p = s->top_p > 0 && s->top_p < 1 ? s->top_p : 0;
+    *total = z;     /* sum of exp((l - max)/T) over the vocabulary */
+    if (k) {
+        if (room(c, cap, k)) return 0;
+        top_k_select(l, vocab, k, *c);
+        *total = 0;
+        for (int i = 0; i < k; i++) *total += (*c)[i].v = expf(((*c)[i].v - max) / temp);
+        n = k;
+    } else {
+        if (!top_p && w) {
+            *total = 0;
+            for (int i = 0; i < vocab; i++) *total += w[i] = expf((eng_logit_at(l, i) - max) / temp);
+            return ENG_SUPPORT_ALL;
+        }
+        if (temp != 1.0f || !(z >= 0)) {
+            *total = 0;
+            for (int i = 0; i < vocab; i++) *total += expf((eng_logit_at(l, i) - max) / temp);
+        }
+        if (!top_p) return ENG_SUPPORT_ALL;
+        n = nucleus_candidates(l, vocab, max, temp, *total, top_p, c, cap);
+        if (n <= 0) return 0;
+    }
+    if (top_p > 0) {
+        n = nucleus_cut(*c, n, top_p * *total);
+        *total = 0;
+        for (int i = 0; i < n; i++) *total += (*c)[i].v;
+    }
+    return n;
+}
+
+/* Draws one of c[0..n) with probability c[i].v / total. */
+static int draw(const eng_cand *c, int n, double total, uint64_t *rng) {
+    double u = eng_rng_uniform(rng) * total, cum = 0;
     for (int i = 0; i < n; i++) {
-        cum += c[i].w;
+        cum += c[i].v;
         if (u < cum) return c[i].id;
     }
     for (int i = n - 1; i > 0; i--)   /* rounding left u at the very end */
-        if (c[i].w > 0) return c[i].id;
+        if (c[i].v > 0) return c[i].id;
     return c[0].id;
 }
 
-/* Temperature only: one pass for the total, one to find the drawn token. */
+/* Every token kept (temperature only): draws without listing them. */
 static int draw_full(const float *l, int vocab, float max, float temp, double total,
                      uint64_t *rng) {
-    double u = uniform01(rng) * total, cum = 0;
+    double u = eng_rng_uniform(rng) * total, cum = 0;
     int last = 0;
     for (int i = 0; i < vocab; i++) {
-        float w = expf((logit_at(l, i) - max) / temp);
+        float w = expf((eng_logit_at(l, i) - max) / temp);
         cum += w;
         if (w > 0) last = i;
         if (u < cum) return i;
@@ -175,13 +214,11 @@ eng_token eng_sample(const float *logits, int vocab, const eng_sampling *s, uint
     /* argmax, then the model's distribution: Z = sum e^(l-max), entropy =
      * log Z - sum p (l - max). */
     int best = 0;
-    float max = logit_at(logits, 0);
-    for (int i = 1; i < vocab; i++)
-        if (logit_at(logits, i) > max) { max = logit_at(logits, i); best = i; }
+    float max = eng_row_max(logits, vocab, &best);
     double z = 0, zl = 0;
     if (isfinite(max)) {
         for (int i = 0; i < vocab; i++) {
-            float d = logit_at(logits, i) - max;
+            float d = eng_logit_at(logits, i) - max;
             double e = expf(d);
             z += e;
             if (e > 0) zl += e * d;
@@ -189,40 +226,18 @@ eng_token eng_sample(const float *logits, int vocab, const eng_sampling *s, uint
     }
 
     int id = best;
-    float temp = s ? s->temperature : 0;
-    if (temp > 0 && isfinite(temp) && isfinite(max)) {
-        int k = s->top_k > 0 && s->top_k < vocab ? s->top_k : 0;
-        double top_p = s->top_p > 0 && s->top_p < 1 ? s->top_p : 0;
-        double total = z;     /* sum of exp((l - max)/T) over the vocabulary */
-        if (temp != 1.0f && !k) {
-            total = 0;
-            for (int i = 0; i < vocab; i++) total += expf((logit_at(logits, i) - max) / temp);
-        }
-        cand *c = NULL;
-        int n = 0;
-        if (k) {
-            if ((c = malloc((size_t)k * sizeof *c))) {
-                top_k_select(logits, vocab, k, c);
-                total = 0;
-                for (int i = 0; i < k; i++) total += c[i].w = expf((c[i].w - max) / temp);
-                n = k;
-            }
-        } else if (top_p > 0) {
-            n = nucleus_candidates(logits, vocab, max, temp, total, top_p, &c);
-        } else {
-            id = draw_full(logits, vocab, max, temp, total, rng);
-        }
-        if (n > 0) {
-            if (top_p > 0) n = nucleus_cut(c, n, top_p * total);
-            id = draw(c, n, rng);
-        }   /* n < 0 or no memory for top-k: stay greedy */
-        free(c);
-    }
+    eng_cand *c = NULL;
+    int cap = 0;
+    double total = 0;
+    int n = eng_sample_support(logits, vocab, s, max, z, NULL, &c, &cap, &total);
+    if (n == ENG_SUPPORT_ALL) id = draw_full(logits, vocab, max, s->temperature, total, rng);
+    else if (n > 0) id = draw(c, n, total, rng);
+    free(c);
 
     t.id = id;
     if (z > 0) {
         double lz = log(z);
-        t.logprob = (float)((double)(logit_at(logits, id) - max) - lz);
+        t.logprob = (float)((double)(eng_logit_at(logits, id) - max) - lz);
         t.entropy = (float)(lz - zl / z);
     } else {
         t.logprob = -INFINITY;

@@ -73,22 +73,12 @@ static int is_greedy(const eng_sampling *s) {
     return !(s->temperature > 0 && isfinite(s->temperature));
 }
 
-/* ------------------------------------------------------------- random */
-/* splitmix64, the generator eng_sample uses. */
-static double unif(uint64_t *state) {
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * 0x1.0p-53;
-}
-
 /* Draws i with probability w[i] / sum(w); -1 when every weight is 0. */
 static int draw(const float *w, int vocab, uint64_t *rng) {
     double total = 0;
     for (int i = 0; i < vocab; i++) if (w[i] > 0) total += w[i];
     if (!(total > 0)) return -1;
-    double u = unif(rng) * total, cum = 0;
+    double u = eng_rng_uniform(rng) * total, cum = 0;
     int last = -1;
     for (int i = 0; i < vocab; i++) {
         if (!(w[i] > 0)) continue;
@@ -100,98 +90,30 @@ static int draw(const float *w, int vocab, uint64_t *rng) {
 }
 
 /* ------------------------------------------------ target distribution */
-static inline float logit_at(const float *l, int i) {
-    float v = l[i];
-    return v == v ? v : -INFINITY;   /* NaN: impossible, as in eng_sample */
-}
-
-/* a ranks before b: larger value first, lower id on ties (as eng_sample). */
-static inline int ranks_before(eng_cand a, eng_cand b) {
-    return a.v > b.v || (a.v == b.v && a.id < b.id);
-}
-
-static int cmp_rank(const void *a, const void *b) {
-    eng_cand x = *(const eng_cand *)a, y = *(const eng_cand *)b;
-    return ranks_before(x, y) ? -1 : ranks_before(y, x) ? 1 : 0;
-}
-
-/* Moves the k best-ranked of c[0..n) to c[0..k), in no order (quickselect). */
-static void select_best(eng_cand *c, int n, int k) {
-    int lo = 0, hi = n;   /* c[0..lo) rank before c[lo..n); c[0..hi) before c[hi..n) */
-    while (hi - lo > 1) {
-        int mid = lo + (hi - lo) / 2, j = lo;
-        eng_cand piv = c[mid];
-        c[mid] = c[hi - 1];
-        for (int i = lo; i < hi - 1; i++)
-            if (ranks_before(c[i], piv)) { eng_cand t = c[i]; c[i] = c[j]; c[j] = t; j++; }
-        c[hi - 1] = c[j];
-        c[j] = piv;
-        if (j == k || j + 1 == k) return;
-        if (k < j) hi = j;
-        else lo = j + 1;
-    }
-}
-
-/* Keeps the fewest best-ranked of c[0..n) whose weights reach target;
- * returns how many. */
-static int nucleus(eng_cand *c, int n, double target) {
-    qsort(c, (size_t)n, sizeof *c, cmp_rank);
-    double cum = 0;
-    for (int i = 0; i < n; i++) {
-        cum += c[i].v;
-        if (cum >= target) return i + 1;
-    }
-    return n;
-}
-
-/* p := what eng_sample draws from: weights exp((l - max) / T); top-k keeps
- * the k best logits; top-p then keeps the fewest best-weighted tokens that
- * hold top_p of the remaining weight; renormalised.  One-hot on the argmax
- * when greedy.  c: [vocab] scratch. */
-static void probs_into(const float *l, int V, const eng_sampling *s, float *p, eng_cand *c) {
+/* p := what eng_sample draws from (eng_sample_support builds it for both),
+ * renormalised; one-hot on the argmax when greedy.  *c, *cap: scratch. */
+static void probs_into(const float *l, int V, const eng_sampling *s, float *p, eng_cand **c,
+                       int *cap) {
     int best = 0;
-    float max = logit_at(l, 0);
-    for (int i = 1; i < V; i++)
-        if (logit_at(l, i) > max) { max = logit_at(l, i); best = i; }
-    memset(p, 0, sizeof *p * (size_t)V);
-    float temp = s ? s->temperature : 0;
-    if (!(temp > 0 && isfinite(temp) && isfinite(max))) { p[best] = 1; return; }
-    int k = s->top_k > 0 && s->top_k < V ? s->top_k : 0, n = 0;
-    double top_p = s->top_p > 0 && s->top_p < 1 ? s->top_p : 0, total = 0;
-    if (k) {
-        for (int i = 0; i < V; i++) { c[i].v = logit_at(l, i); c[i].id = i; }
-        select_best(c, V, k);
-        for (int i = 0; i < k; i++) total += c[i].v = expf((c[i].v - max) / temp);
-        n = k;
-    } else {
-        for (int i = 0; i < V; i++) total += p[i] = expf((logit_at(l, i) - max) / temp);
-        if (!top_p) {
-            for (int i = 0; i < V; i++) p[i] = (float)(p[i] / total);
-            return;
-        }
-        /* the nucleus lies among the weights above a threshold, lowered
-         * until they hold top_p: no sort of the whole vocabulary */
-        for (double thr = 1.0 / 1024;; thr /= 32) {
-            if (thr < 1e-30) thr = 0;
-            double sum = 0;
-            n = 0;
-            for (int i = 0; i < V; i++)
-                if (p[i] > 0 && p[i] >= thr * total) { c[n].v = p[i]; c[n++].id = i; sum += p[i]; }
-            if (sum >= top_p * total || thr == 0) break;
-        }
-        memset(p, 0, sizeof *p * (size_t)V);
+    float max = eng_row_max(l, V, &best);
+    double total = 0;
+    int n = eng_sample_support(l, V, s, max, -1, p, c, cap, &total);   /* ALL: weights in p */
+    if (n == ENG_SUPPORT_ALL) {
+        for (int i = 0; i < V; i++) p[i] = (float)(p[i] / total);
+        return;
     }
-    if (top_p) n = nucleus(c, n, top_p * total);
-    double sum = 0;
-    for (int i = 0; i < n; i++) sum += c[i].v;
-    for (int i = 0; i < n; i++) p[c[i].id] = (float)(c[i].v / sum);
+    memset(p, 0, sizeof *p * (size_t)V);
+    if (n > 0)
+        for (int i = 0; i < n; i++) p[(*c)[i].id] = (float)((*c)[i].v / total);
+    else
+        p[best] = 1;
 }
 
 int eng_spec_probs(const float *logits, int vocab, const eng_sampling *s, float *probs) {
     if (!logits || !probs || vocab <= 0) return ENG_EINVAL;
-    eng_cand *c = malloc(sizeof *c * (size_t)vocab);
-    if (!c) return ENG_ENOMEM;
-    probs_into(logits, vocab, s, probs, c);
+    eng_cand *c = NULL;
+    int cap = 0;
+    probs_into(logits, vocab, s, probs, &c, &cap);
     free(c);
     return ENG_OK;
 }
@@ -251,7 +173,7 @@ static void take_draft(eng_engine *e, seq *s, int j) {
         const float *lg = eng_seq_logits(e->draft, sp->dseq, &rows);
         int x = -1;
         if (lg && rows > 0) {
-            probs_into(lg + (size_t)(rows - 1) * V, V, &s->samp, q, e->cands);
+            probs_into(lg + (size_t)(rows - 1) * V, V, &s->samp, q, &e->cands, &e->cap_cands);
             x = draw(q, V, &sp->drng);
         }
         if (x >= 0) {
@@ -683,11 +605,11 @@ static int verify_sampled(eng_engine *e, seq *s, const float *logits, eng_token 
     float *p = e->pbuf, *r = e->rbuf;
     for (int i = 0; i < k; i++) {
         const float *row = logits + (size_t)i * V;
-        probs_into(row, V, &s->samp, p, e->cands);
+        probs_into(row, V, &s->samp, p, &e->cands, &e->cap_cands);
         int x = sp->draft[i];
         const float *q = sp->o.mode == ENG_SPEC_DRAFT ? sp->q + (size_t)i * V : NULL;
         double qx = q ? q[x] : 1.0;
-        if (unif(&s->rng) * qx < p[x]) {   /* kept with probability min(1, p/q) */
+        if (eng_rng_uniform(&s->rng) * qx < p[x]) {   /* kept with probability min(1, p/q) */
             out[i] = eng_token_of(row, V, x);
             continue;
         }
@@ -701,7 +623,7 @@ static int verify_sampled(eng_engine *e, seq *s, const float *logits, eng_token 
         return i;
     }
     const float *row = logits + (size_t)k * V;   /* all kept: a bonus token from p */
-    probs_into(row, V, &s->samp, p, e->cands);
+    probs_into(row, V, &s->samp, p, &e->cands, &e->cap_cands);
     int y = draw(p, V, &s->rng);
     out[k] = eng_token_of(row, V, y >= 0 ? y : 0);
     return k;
@@ -850,7 +772,10 @@ int eng_seq_spec_set(eng_engine *e, int id, const eng_spec_opts *o, eng_err *err
     size_t V = (size_t)e->c.vocab_size;
     if (!e->pbuf) e->pbuf = malloc(sizeof *e->pbuf * V);
     if (!e->rbuf) e->rbuf = malloc(sizeof *e->rbuf * V);
-    if (!e->cands) e->cands = malloc(sizeof *e->cands * V);
+    if (!e->cands) {   /* room for any support: probs_into never grows it mid-step */
+        e->cands = malloc(sizeof *e->cands * V);
+        e->cap_cands = e->cands ? (int)V : 0;
+    }
     if (!e->pbuf || !e->rbuf || !e->cands)
         return eng_seterr(err, ENG_ENOMEM, "eng_seq_spec_set: out of memory");
     if ((rc = spec_eng_make(e, err))) return rc;

@@ -26,13 +26,9 @@
 #define PF_ROWS_PER_SEQ 4   /* rows per sequence from which a pass counts as a prompt pass */
 #define MAX_GRAPHS 48
 /* decode attention: variant 3 from ATTN3_MIN_ROWS rows, and for fewer rows
- * once rows x longest context reaches ATTN3_FEW_WORK; variant 2 below.
- * Measured on the H100, 1.5B (NOTES.md v9), steps before -> with this
- * choice: at 147 positions 16 rows 2.447 -> 2.298 ms, 32 rows 2.683 ->
- * 2.458, 64 rows 3.087 -> 2.795; at 4019 positions 1 row 2.163 -> 1.865, 4
- * rows 4.237 -> 2.864; at 1019 positions 4 rows 2.587 -> 2.278, 8 rows 3.075
- * -> 2.465.  Variant 2 stays ahead for few rows over short contexts (1 row
- * at 147 positions ~3%, 8 rows 3-4%). */
+ * once rows x longest context reaches ATTN3_FEW_WORK; variant 2 below, where
+ * it stays ahead (few rows over short contexts).  Measurements:
+ * kernels/NOTES.md v9. */
 #define ATTN3_MIN_ROWS 9
 #define ATTN3_FEW_WORK 3072
 
@@ -337,18 +333,13 @@ static int max3(int a, int b, int c) { return a > b ? (a > c ? a : c) : (b > c ?
 static int gemm_cols(int n) { return n <= GEMM_PAD ? n : (n + GEMM_PAD - 1) / GEMM_PAD * GEMM_PAD; }
 
 /* kern_skinny takes products of up to this many weight bytes: on larger
- * ones cuBLASLt streams at 85-91% of the copy bandwidth and won (7B, 8-16
- * rows: gate|up 271 MB 100 vs 115 us, down 136 MB, steps 6-9% slower with
- * kern_skinny on every product; NOTES.md v11). */
+ * ones cuBLASLt streams near the copy bandwidth and is faster
+ * (kernels/NOTES.md v11). */
 #define SKINNY_MAX_BYTES ((size_t)64 << 20)
 
 /* From 17 rows (kern_skinny's wgmma path) only products of up to this many
- * weight bytes.  Steps on the H100 against cuBLASLt for every product: 0.5B
- * (q/k/v 2.1 MB, o 1.6 MB on kern_skinny) 20 / 32 / 64 rows 1.294 / 1.332 /
- * 1.520 vs 1.368 / 1.388 / 1.572 ms; 1.5B with q/k/v (6.3 MB) and o (4.7 MB)
- * on it no faster at 20-32 rows and 4% slower at 64, with gate|up and down
- * too 23-33% slower (NOTES.md v12); re-measured with the consumers' batched
- * part loads, 8 MB up to 32 rows was within 1% (v13). */
+ * weight bytes: the wgmma path beats cuBLASLt on small products (0.5B's
+ * q/k/v and o) and not on larger ones (kernels/NOTES.md v12, v13). */
 #ifndef SKINNY_WIDE_MAX_BYTES   /* -D for experiments */
 #define SKINNY_WIDE_MAX_BYTES ((size_t)4 << 20)
 #endif
@@ -373,12 +364,9 @@ static bool skinny_serves(const cu_ctx *c, int N, int K, int R) {
  * plan, which ends with a reduce kernel: slices leave the adding to the
  * consumer (add+norm), in order.  Only where the product's columns are not
  * padded (gemm_cols), so slice s's high and low parts sit at parts 2s and
- * 2s + 1.  H100 (NOTES.md v13): 2 slices beat 4 and 8 everywhere (1.5B 32
- * rows 2.353 / 2.367 / 2.420 ms, one product 2.376).  Sliced only where
- * cuBLASLt splits K (1.5B up to 64 rows, 7B up to 128): there 0.8-3.8%
- * faster steps (0.5B 32 rows 1.227 -> 1.181 ms, 7B 64 rows 7.541 ->
- * 7.392); slicing a plan without split-K was 1.5% slower on 7B at 256 rows
- * (17.48 vs 17.74 ms).  Prompt passes (> 256 rows) keep one product. */
+ * 2s + 1.  Two slices, and only where cuBLASLt splits K: slicing a plan
+ * without split-K is slower, and so are more slices (kernels/NOTES.md v13).
+ * Prompt passes (> 256 rows) keep one product. */
 #ifndef DOWN_SLICES   /* -D for experiments; 1: off */
 #define DOWN_SLICES 2
 #endif
@@ -701,15 +689,6 @@ static int check_batch(const cu_ctx *c, const eng_fwd_batch *b, eng_err *err) {
     return ENG_OK;
 }
 
-/* SplitMix64: the draw for one sampled token. */
-static double next_uniform(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
-}
-
 static size_t align16(size_t n) { return (n + 15) & ~(size_t)15; }
 
 /* Packs the pass into h_in: header, then arrays; padding rows (R..Rp) run
@@ -750,7 +729,7 @@ static int pack(cu_ctx *c, const eng_fwd_batch *b, int Rp, int Op, size_t *bytes
         if (real && b->sampled) {
             const eng_sampling *sp = &b->samp[i];
             tt[i] = sp->temperature; tk[i] = sp->top_k; tp[i] = sp->top_p;
-            if (sp->temperature > 0.f) uu[i] = next_uniform(&b->rng[i]);
+            if (sp->temperature > 0.f) uu[i] = eng_rng_uniform(&b->rng[i]);   /* the draw, as eng_sample's */
         }
     }
     for (int s = 0; s < S1; s++) {

@@ -116,8 +116,11 @@ int orc_task_parallel_create(const orc_query *q, const cJSON *spec, const eng_mo
 typedef struct orc_sched orc_sched;
 typedef struct orc_sched_stats {
     int live_tasks, queued_tasks, batch_seqs;
-    long long steps, tokens;     /* since creation */
+    long long steps, tokens;     /* since creation; tokens: what the steps generated
+                                    (eng_step_tokens: accepted drafts count, paused
+                                    sequences do not) */
     double step_seconds;         /* time spent in eng_step */
+    int kv_free_blocks;          /* the engine's, when the stats were taken */
 } orc_sched_stats;
 
 /* Submission runs the task's begin() once: it starts at once when the

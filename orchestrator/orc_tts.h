@@ -48,7 +48,6 @@ typedef struct orc_tts_opts {
     int same_seed;        /* every branch samples with the query's seed (tests) */
     int stream;           /* send token messages */
     const char *system;   /* system message for a raw-text prompt; NULL: none */
-    int kv_block;         /* the engine's KV block size, for admission; 0 = 16 */
     const eng_spec_opts *spec;   /* speculative decoding of the branches; NULL: off
                                     (copied; its draft model / user data are borrowed) */
     /* Certainty-based early stopping; off while probe_every is 0. */
@@ -81,6 +80,10 @@ uint64_t orc_tts_branch_seed(uint64_t seed, int i);
  * top_p and top_k; q->max_tokens bounds each branch.  opts NULL: defaults. */
 int orc_task_reason_create(const orc_query *q, const eng_model *m, orc_sink sink,
                            const orc_tts_opts *opts, orc_task **out, eng_err *err);
+/* The prompt's token ids as a reason task with these options runs it (opts
+ * NULL: defaults); *ids is malloc'd. */
+int orc_tts_encode_prompt(const orc_query *q, const orc_tts_opts *opts, const eng_model *m,
+                          int **ids, int *n, eng_err *err);
 
 /* ------------------------------------------------ aggregation (tts_agg.c) */
 typedef struct orc_tts_cand {
@@ -116,9 +119,10 @@ char *orc_tts_probe_answer(const char *text);
  * step (c < 0: at step(n (k+1)) / step(n), the n (k+1) rows priced as a
  * plain step of that batch).  So n branches of L tokens take
  *     P prefill_s + ceil(L / tokens) step(n, P + L/2) (1 + c k).
- * Accuracy model of majority vote over n: a table measured offline
- * (interpolated in log2 n, flat past its ends), else
- * p(n) = 1 - (1 - p1) r^(log2 n). */
+ * Accuracy model of majority vote over n: a table of measured accuracies
+ * (interpolated in log2 n, flat past its ends), or a given curve
+ * p(n) = 1 - (1 - p1) r^(log2 n), or none: then no accuracy is expected and
+ * a plan takes the most branches that fit. */
 #define ORC_PLAN_MAX_POINTS 16
 
 typedef struct orc_lat_model {
@@ -144,12 +148,15 @@ double orc_lat_step_ctx(const orc_lat_model *m, double batch, double ctx);
 int    orc_lat_calibrate(eng_engine *e, const int *prompt, int n_prompt, int max_batch,
                          int steps, const eng_sampling *s, orc_lat_model *m, eng_err *err);
 
+enum { ORC_ACC_NONE = 0, ORC_ACC_CURVE, ORC_ACC_TABLE };
 typedef struct orc_acc_model {
-    double p1, r;                 /* the curve; r outside (0, 1] means 0.8 */
-    int n_table;                  /* 0: use the curve */
+    int kind;                     /* ORC_ACC_*; a zeroed model is none */
+    double p1, r;                 /* CURVE; r outside (0, 1] means 0.8 */
+    int n_table;                  /* TABLE: its entries */
     double table_n[ORC_PLAN_MAX_POINTS], table_acc[ORC_PLAN_MAX_POINTS];
 } orc_acc_model;
 
+/* Expected accuracy of a vote over n branches; NAN without a model. */
 double orc_acc_expected(const orc_acc_model *m, int n);
 double orc_spec_tokens_per_step(double accept, int k);
 /* The per-token acceptance a that gives mean_accepted kept drafts per
@@ -164,19 +171,27 @@ typedef struct orc_plan_in {
     double length;                /* L: expected answer tokens */
     int prompt_tokens;
     int n_max;                    /* most branches (engine slots); 0 = ORC_TTS_MAX_N */
-    long long kv_tokens;          /* KV capacity in tokens; 0 = unbounded */
+    /* KV room: the prompt's blocks are shared, each branch adds its own;
+     * kv_free_blocks 0 = unbounded (orc_plan_kv fills these from an engine) */
+    int kv_free_blocks, kv_prompt_blocks, kv_branch_blocks;
     double budget_s;
 } orc_plan_in;
 
 typedef struct orc_plan {
     int n, k;
-    double latency_s, accuracy, tokens_per_step;
+    double latency_s, accuracy, tokens_per_step;   /* accuracy: NAN without an accuracy model */
     int feasible;                 /* 0: nothing fits; n = 1 at its fastest k */
 } orc_plan;
 
+/* The KV fields of in from e as it is now: its free blocks, the blocks of
+ * in->prompt_tokens, and those one branch of in->length tokens adds (the
+ * prompt's last block, which a branch copies when it writes into it, and
+ * its own). */
+void   orc_plan_kv(orc_plan_in *in, const eng_engine *e);
 double orc_plan_latency(const orc_plan_in *in, int n, int k);
-/* The (n, k) with the highest expected accuracy whose predicted latency fits
- * the budget; ties go to the lower latency. */
+/* The (n, k) with the highest expected accuracy (without an accuracy model:
+ * the most branches) whose predicted latency and KV blocks fit the budget
+ * and the engine; ties go to the lower latency. */
 int    orc_plan_choose(const orc_plan_in *in, orc_plan *out, eng_err *err);
 
 /* ------------------------------------------------- benchmark (tts_bench.c) */

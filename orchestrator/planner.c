@@ -161,9 +161,10 @@ int orc_lat_calibrate(eng_engine *e, const int *prompt, int n_prompt, int max_ba
 
 /* ------------------------------------------------------ accuracy model */
 double orc_acc_expected(const orc_acc_model *m, int n) {
+    if (!m || m->kind == ORC_ACC_NONE) return NAN;
     if (n < 1) return 0;
     double x = log2((double)n);
-    if (m && m->n_table > 0) {
+    if (m->kind == ORC_ACC_TABLE) {
         int k = m->n_table < ORC_PLAN_MAX_POINTS ? m->n_table : ORC_PLAN_MAX_POINTS;
         /* table entries may come in any order: find the neighbours of x */
         int lo = -1, hi = -1;
@@ -179,7 +180,7 @@ double orc_acc_expected(const orc_acc_model *m, int n) {
         double x0 = log2(m->table_n[lo]), x1 = log2(m->table_n[hi]);
         return m->table_acc[lo] + (x - x0) / (x1 - x0) * (m->table_acc[hi] - m->table_acc[lo]);
     }
-    double p1 = m ? m->p1 : 0.5, r = m ? m->r : 0.8;
+    double p1 = m->p1, r = m->r;
     if (p1 < 0) p1 = 0;
     if (p1 > 1) p1 = 1;
     if (!(r > 0 && r <= 1)) r = 0.8;
@@ -218,10 +219,16 @@ double orc_plan_latency(const orc_plan_in *in, int n, int k) {
     return in->prompt_tokens * in->lat.prefill_s + steps * step * factor;
 }
 
+void orc_plan_kv(orc_plan_in *in, const eng_engine *e) {
+    int len = in->length > 0 ? (int)ceil(in->length) : 0;
+    in->kv_free_blocks = eng_kv_free_blocks(e);
+    in->kv_prompt_blocks = eng_blocks_for(e, in->prompt_tokens);
+    in->kv_branch_blocks = eng_blocks_for(e, len) + 1;
+}
+
 static int fits_kv(const orc_plan_in *in, int n) {
-    if (in->kv_tokens <= 0) return 1;
-    double need = in->prompt_tokens + (double)n * (in->length + 1);   /* the prompt is shared */
-    return need <= (double)in->kv_tokens;
+    if (in->kv_free_blocks <= 0) return 1;
+    return in->kv_prompt_blocks + (long long)n * in->kv_branch_blocks <= in->kv_free_blocks;
 }
 
 int orc_plan_choose(const orc_plan_in *in, orc_plan *out, eng_err *err) {
@@ -231,15 +238,19 @@ int orc_plan_choose(const orc_plan_in *in, orc_plan *out, eng_err *err) {
         return eng_seterr(err, ENG_EINVAL, "orc_plan_choose: k_max must be from 0 to 64");
     int n_max = in->n_max > 0 ? in->n_max : ORC_TTS_MAX_N;
     orc_plan best = { .n = 0 }, fastest1 = { .n = 0 };
+    double best_gain = 0;
     for (int n = 1; n <= n_max; n++) {
         double acc = orc_acc_expected(&in->acc, n);
+        double gain = in->acc.kind == ORC_ACC_NONE ? n : acc;   /* what the plan maximises */
         for (int k = 0; k <= in->k_max; k++) {
             double lat = orc_plan_latency(in, n, k);
             orc_plan p = { n, k, lat, acc, orc_spec_tokens_per_step(in->accept, k), 1 };
             if (n == 1 && (!fastest1.n || lat < fastest1.latency_s)) fastest1 = p;
             if (lat > in->budget_s || !fits_kv(in, n)) continue;
-            if (!best.n || acc > best.accuracy || (acc == best.accuracy && lat < best.latency_s))
+            if (!best.n || gain > best_gain || (gain == best_gain && lat < best.latency_s)) {
                 best = p;
+                best_gain = gain;
+            }
         }
     }
     if (!best.n) {

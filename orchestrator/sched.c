@@ -278,7 +278,7 @@ int orc_sched_step(orc_sched *s, eng_err *err) {
     }
     if (rc) return -rc;
     s->steps++;
-    s->tokens += s->batch_seqs;
+    s->tokens += eng_step_tokens(s->e);
     for (int i = 0; i < s->n; i++) {
         orc_task *t = s->tasks[i];
         if (!t->in_round) continue;
@@ -300,4 +300,5 @@ void orc_sched_get_stats(const orc_sched *s, orc_sched_stats *st) {
     st->steps = s->steps;
     st->tokens = s->tokens;
     st->step_seconds = s->step_seconds;
+    st->kv_free_blocks = eng_kv_free_blocks(s->e);
 }

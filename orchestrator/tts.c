@@ -102,16 +102,18 @@ static void emit_branch(orc_task *t, int i, const char *state, const char *answe
 }
 
 /* ------------------------------------------------------------ admission */
-static int encode_prompt(reason *r, int **ids, int *n, eng_err *err) {
-    if (r->q.messages) return orc_encode_query(&r->q, r->m, ids, n, err);
+int orc_tts_encode_prompt(const orc_query *q, const orc_tts_opts *o, const eng_model *m,
+                          int **ids, int *n, eng_err *err) {
+    if (q->messages) return orc_encode_query(q, m, ids, n, err);
+    const char *system = o ? o->system : ORC_TTS_MATH_SYSTEM;
     eng_chat_msg msgs[2];
     int k = 0;
-    if (r->o.system && *r->o.system) msgs[k++] = (eng_chat_msg){ .role = "system", .content = r->o.system };
-    msgs[k++] = (eng_chat_msg){ .role = "user", .content = r->q.prompt ? r->q.prompt : "" };
-    orc_query q = r->q;
-    q.messages = msgs;
-    q.n_messages = k;
-    return orc_encode_query(&q, r->m, ids, n, err);
+    if (system && *system) msgs[k++] = (eng_chat_msg){ .role = "system", .content = system };
+    msgs[k++] = (eng_chat_msg){ .role = "user", .content = q->prompt ? q->prompt : "" };
+    orc_query qq = *q;
+    qq.messages = msgs;
+    qq.n_messages = k;
+    return orc_encode_query(&qq, m, ids, n, err);
 }
 
 /* Removes every sequence the task holds. */
@@ -145,16 +147,17 @@ static int force_script(reason *r, eng_engine *e, int i, eng_err *err) {
 static int admit(orc_task *t, eng_engine *e, eng_err *err) {
     reason *r = t->impl;
     int *ids = NULL, n = 0, root = -1;
-    int rc = encode_prompt(r, &ids, &n, err);
+    int rc = orc_tts_encode_prompt(&r->q, &r->o, r->m, &ids, &n, err);
     if (rc) return rc;
     int max_gen = r->q.max_tokens;
     if ((rc = orc_fit_context(r->m, n, &max_gen, err))) {
         free(ids);
         return rc;
     }
-    int bs = r->o.kv_block > 0 ? r->o.kv_block : 16;
-    int first = max_gen < 4 * bs ? max_gen : 4 * bs;   /* room to get going, not the whole run */
-    int need = (n + bs - 1) / bs + r->o.n * ((first + bs - 1) / bs + 1);
+    /* room to get going (four blocks a branch), not the whole run; a branch
+     * also copies the prompt's last block when it writes into it */
+    int first = eng_blocks_for(e, max_gen) < 4 ? eng_blocks_for(e, max_gen) : 4;
+    int need = eng_blocks_for(e, n) + r->o.n * (first + 1);
     int others = eng_n_live(e) > 0;
     if (others && eng_kv_free_blocks(e) < need) { free(ids); return ORC_WAIT; }
     eng_sampling s = r->q.samp;
@@ -492,7 +495,7 @@ static int check_opts(const orc_tts_opts *o, eng_err *err) {
         return eng_seterr(err, ENG_EINVAL, "reason: n must be from 1 to %d (got %d)", ORC_TTS_MAX_N, o->n);
     if (o->aggregate != ORC_TTS_VOTE && o->aggregate != ORC_TTS_BEST)
         return eng_seterr(err, ENG_EINVAL, "reason: unknown aggregation %d", o->aggregate);
-    if (o->probe_every < 0 || o->min_rounds < 0 || o->stable_k < 0 || o->kv_block < 0)
+    if (o->probe_every < 0 || o->min_rounds < 0 || o->stable_k < 0)
         return eng_seterr(err, ENG_EINVAL, "reason: negative probing parameter");
     if (o->probe_every > 0 && (o->probe_tokens < 1 || o->probe_tokens > 256))
         return eng_seterr(err, ENG_EINVAL, "reason: probe_tokens must be from 1 to 256 (got %d)",

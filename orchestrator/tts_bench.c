@@ -10,6 +10,7 @@
  * budget.  Sequential sample i uses the same seed as parallel branch i, so
  * the two give the same answers and differ only in time. */
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <math.h>
 #include <stdio.h>
@@ -118,8 +119,8 @@ static void default_opts(orc_bench_opts *o) {
     orc_tts_default_opts(&o->early);
     o->early.probe_every = 32;
     o->early.stable_k = 3;
-    o->acc.p1 = 0.5;
-    o->acc.r = 0.8;
+    o->acc.p1 = 0.5;   /* the curve's, if --p1 or --r asks for one; else the */
+    o->acc.r = 0.8;    /* parallel runs' measured accuracies (plan_inputs) */
     o->accept = 0.7;
     o->spec_cost = -1;
     o->calib_max_batch = 64;
@@ -158,8 +159,8 @@ static int set_num(orc_bench_opts *o, const char *k, const char *v, eng_err *err
     case 9:  o->early.stop_agree = x; break;
     case 10: o->early.stop_entropy = x; break;
     case 11: o->early.stable_k = (int)x; break;
-    case 12: o->acc.p1 = x; break;
-    case 13: o->acc.r = x; break;
+    case 12: o->acc.p1 = x; o->acc.kind = ORC_ACC_CURVE; break;
+    case 13: o->acc.r = x; o->acc.kind = ORC_ACC_CURVE; break;
     case 14: o->accept = x; break;
     case 15: o->spec_cost = x; break;
     case 16: o->calib_max_batch = (int)x; break;
@@ -306,7 +307,6 @@ static int run_query(bench *B, const problem *p, int n, const eng_sampling *samp
     orc_tts_opts o = *base;
     o.n = n;
     o.stream = 0;
-    o.kv_block = 16;
     collect c = { 0 };
     orc_sink sink = { .ud = &c, .emit = c_emit, .done = c_done };
     orc_task *t = NULL;
@@ -337,7 +337,7 @@ static int run_query(bench *B, const problem *p, int n, const eng_sampling *samp
         const cJSON *sp = cJSON_GetObjectItemCaseSensitive(c.stats, "spec");
         r->spec_steps = (long long)num(sp, "steps");
         r->spec_accepted = (long long)num(sp, "accepted");
-        r->correct = r->answer && orc_math_equiv(r->answer, p->gold);
+        r->correct = r->answer && orc_math_equiv_gold(p->gold, r->answer);
     }
     cJSON_Delete(c.answer);
     cJSON_Delete(c.stats);
@@ -383,7 +383,7 @@ static int run_sequential(bench *B, const problem *p, int n, outcome *r, eng_err
     int v = rc ? -1 : orc_tts_vote(cand, n, NULL);
     if (v >= 0) {
         r->answer = strdup(one[v].answer);
-        r->correct = r->answer && orc_math_equiv(r->answer, p->gold);
+        r->correct = r->answer && orc_math_equiv_gold(p->gold, r->answer);
     }
     for (int i = 0; one && i < n; i++) free(one[i].answer);
     free(one);
@@ -443,11 +443,26 @@ static int max_n(const orc_bench_opts *o) {
     return m;
 }
 
+/* The planner's accuracy model: the curve given with --p1 / --r, else the
+ * vote accuracies the parallel configurations of this run measured. */
+static orc_acc_model acc_model(const bench *B) {
+    orc_acc_model m = B->o->acc;
+    if (m.kind != ORC_ACC_NONE) return m;
+    for (int i = 0; i < B->n_cf && m.n_table < ORC_PLAN_MAX_POINTS; i++) {
+        const config *c = &B->cf[i];
+        if (strcmp(c->kind, "parallel") || !c->available) continue;
+        m.table_n[m.n_table] = c->n;
+        m.table_acc[m.n_table++] = c->acc;
+    }
+    if (m.n_table) m.kind = ORC_ACC_TABLE;
+    return m;
+}
+
 /* The planner's inputs from the calibration and the greedy run. */
 static void plan_inputs(const bench *B, orc_plan_in *in) {
     memset(in, 0, sizeof *in);
     in->lat = B->lat;
-    in->acc = B->o->acc;
+    in->acc = acc_model(B);
     in->accept = B->accept >= 0 ? B->accept : B->o->accept;
     in->spec_cost = B->o->spec_cost;
     in->k_max = B->spec_why[0] ? 0 : B->o->spec_kmax;
@@ -459,7 +474,7 @@ static void plan_inputs(const bench *B, orc_plan_in *in) {
     in->length = len / B->n_pb > 1 ? len / B->n_pb : 1;
     in->prompt_tokens = (int)(prompt / B->n_pb + 0.5);
     in->n_max = B->max_seqs / 2 < ORC_TTS_MAX_N ? B->max_seqs / 2 : ORC_TTS_MAX_N;
-    in->kv_tokens = (long long)B->n_blocks * 16;
+    orc_plan_kv(in, B->e);   /* the engine is idle between configurations */
 }
 
 static void name_config(config *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -538,7 +553,10 @@ static void print_table(const bench *B) {
             snprintf(note, sizeof note, "%.2f drafts kept per verify; ",
                      (double)c->spec_accepted / c->spec_steps);
         size_t u = strlen(note);
-        if (c->budget_s > 0)
+        if (c->budget_s > 0 && isnan(c->plan.accuracy))
+            snprintf(note + u, sizeof note - u, "predicted %.2f s, no accuracy model%s",
+                     c->plan.latency_s, c->note ? " (over budget)" : "");
+        else if (c->budget_s > 0)
             snprintf(note + u, sizeof note - u, "predicted %.2f s, expected acc %.3f%s", c->plan.latency_s,
                      c->plan.accuracy, c->note ? " (over budget)" : "");
         printf("%-16s %4d %3d %8.3f %10.3f %10.3f %12lld %6d  %s\n", c->name, c->n, c->k, c->acc,
@@ -569,7 +587,8 @@ static cJSON *config_json(const bench *B, const config *c) {
     if (c->budget_s > 0) {
         cJSON_AddNumberToObject(j, "budget_s", c->budget_s);
         cJSON_AddNumberToObject(j, "predicted_latency_s", c->plan.latency_s);
-        cJSON_AddNumberToObject(j, "expected_accuracy", c->plan.accuracy);
+        if (isnan(c->plan.accuracy)) cJSON_AddNullToObject(j, "expected_accuracy");
+        else cJSON_AddNumberToObject(j, "expected_accuracy", c->plan.accuracy);
         cJSON_AddBoolToObject(j, "feasible", c->plan.feasible);
     }
     cJSON *arr = cJSON_AddArrayToObject(j, "per_problem");
@@ -639,8 +658,21 @@ static int write_json(const bench *B, eng_err *err) {
     cJSON *pl = cJSON_AddObjectToObject(j, "planner");
     cJSON_AddNumberToObject(pl, "length", in.length);
     cJSON_AddNumberToObject(pl, "prompt_tokens", in.prompt_tokens);
-    cJSON_AddNumberToObject(pl, "p1", in.acc.p1);
-    cJSON_AddNumberToObject(pl, "r", in.acc.r);
+    if (in.acc.kind == ORC_ACC_CURVE) {
+        cJSON_AddStringToObject(pl, "accuracy_model", "curve (--p1, --r)");
+        cJSON_AddNumberToObject(pl, "p1", in.acc.p1);
+        cJSON_AddNumberToObject(pl, "r", in.acc.r);
+    } else if (in.acc.kind == ORC_ACC_TABLE) {
+        cJSON_AddStringToObject(pl, "accuracy_model", "measured (the parallel configurations)");
+        cJSON *tn = cJSON_AddArrayToObject(pl, "accuracy_n"), *ta = cJSON_AddArrayToObject(pl, "accuracy");
+        for (int i = 0; i < in.acc.n_table; i++) {
+            cJSON_AddItemToArray(tn, cJSON_CreateNumber(in.acc.table_n[i]));
+            cJSON_AddItemToArray(ta, cJSON_CreateNumber(in.acc.table_acc[i]));
+        }
+    } else {
+        cJSON_AddStringToObject(pl, "accuracy_model", "none");
+    }
+    cJSON_AddNumberToObject(pl, "kv_free_blocks", in.kv_free_blocks);
     cJSON_AddNumberToObject(pl, "accept", in.accept);
     cJSON_AddBoolToObject(pl, "accept_measured", B->accept >= 0);
     cJSON_AddNumberToObject(pl, "spec_cost", in.spec_cost);

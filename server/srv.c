@@ -71,7 +71,8 @@ struct srv {
     conn *conns;
     volatile sig_atomic_t stopping;
     int engine_done;
-    /* metrics, written by the engine thread under mu */
+    /* metrics, written by the engine thread under mu: the lws thread reads
+     * only this snapshot, never the engine */
     orc_sched_stats st;
     long long queries_total, errors_total;
     orc_lat_model lat;          /* step time vs batch size (--plan) */
@@ -259,6 +260,22 @@ static void free_conn(srv *s, conn *c) {
     free(c);
 }
 
+/* The plan a latency budget gave, sent before the query's own messages.
+ * The server has no accuracy model (none is measured for the model it
+ * serves): the plan takes the most branches that fit, and says so. */
+static void emit_plan(orc_sink sink, const char *id, const orc_plan_in *in, const orc_plan *p) {
+    cJSON *m = orc_msg("plan", id);
+    if (!m) return;
+    cJSON_AddNumberToObject(m, "n", p->n);
+    cJSON_AddNumberToObject(m, "budget_s", in->budget_s);
+    cJSON_AddNumberToObject(m, "predicted_latency_s", p->latency_s);
+    cJSON_AddBoolToObject(m, "feasible", p->feasible);
+    cJSON_AddNumberToObject(m, "prompt_tokens", in->prompt_tokens);
+    cJSON_AddNumberToObject(m, "kv_free_blocks", in->kv_free_blocks);
+    cJSON_AddStringToObject(m, "accuracy_model", "none");
+    sink.emit(sink.ud, m);
+}
+
 /* Reason mode: n branches, or as many as the latency budget allows. */
 static int create_reason(srv *s, const srv_request *r, orc_sink sink, orc_task **t, eng_err *err) {
     orc_tts_opts o;
@@ -276,21 +293,38 @@ static int create_reason(srv *s, const srv_request *r, orc_sink sink, orc_task *
         if (!s->has_lat)
             return eng_seterr(err, ENG_EINVAL, "budget_s needs a server started with --plan "
                               "(it measures the engine's step times once at start)");
-        orc_plan_in in = { .lat = s->lat, .length = r->q.max_tokens, .prompt_tokens = 64,
-                           .n_max = 64, .budget_s = r->budget_s, .spec_cost = -1 };
+        const eng_model *m = eng_engine_model(s->e);
+        int *ids = NULL, n = 0, rc = orc_tts_encode_prompt(&r->q, &o, m, &ids, &n, err);
+        free(ids);
+        if (rc) return rc;
+        orc_plan_in in = { .lat = s->lat, .length = r->q.max_tokens, .prompt_tokens = n,
+                           .n_max = ORC_TTS_MAX_N, .budget_s = r->budget_s, .spec_cost = -1 };
+        orc_plan_kv(&in, s->e);
         orc_plan plan;
         if (orc_plan_choose(&in, &plan, err)) return err->code;
         o.n = plan.n;
+        if ((rc = orc_task_reason_create(&r->q, m, sink, &o, t, err))) return rc;
+        emit_plan(sink, r->q.id, &in, &plan);
+        return ENG_OK;
     }
     return orc_task_reason_create(&r->q, eng_engine_model(s->e), sink, &o, t, err);
 }
 
-/* Measures step time against batch size once, for latency budgets. */
+/* A reason-mode prompt to calibrate on: MATH-500's first problem, as the
+ * reason task wraps it (system message and chat template). */
+#define CALIB_PROBLEM "Convert the point $(0,3)$ in rectangular coordinates to polar coordinates.  " \
+    "Enter your answer in the form $(r,\\theta),$ where $r > 0$ and $0 \\le \\theta < 2 \\pi.$"
+
+/* Measures step time against batch size once, for latency budgets, on the
+ * token ids of a real prompt. */
 static void calibrate(srv *s) {
-    int prompt[32];
-    for (int i = 0; i < 32; i++) prompt[i] = 100 + i;
+    orc_query q = { .prompt = CALIB_PROBLEM };
+    int *ids = NULL, n = 0;
     eng_err err = { 0 };
-    if (orc_lat_calibrate(s->e, prompt, 32, 32, 4, NULL, &s->lat, &err))
+    int rc = orc_tts_encode_prompt(&q, NULL, eng_engine_model(s->e), &ids, &n, &err);
+    if (!rc) rc = orc_lat_calibrate(s->e, ids, n, 32, 4, NULL, &s->lat, &err);
+    free(ids);
+    if (rc)
         fprintf(stderr, "brisk serve: calibration failed (%s); budgets are off\n", err.msg);
     else
         s->has_lat = 1;
@@ -517,7 +551,7 @@ static char *metrics_text(srv *s) {
         "# TYPE brisk_cache_hit_rate gauge\nbrisk_cache_hit_rate %.4f\n"
         "# TYPE brisk_uptime_seconds counter\nbrisk_uptime_seconds %.1f\n",
         st.queued_tasks, st.live_tasks, st.batch_seqs, n_conns, st.tokens, st.steps, q, errs,
-        st.step_seconds > 0 ? st.tokens / st.step_seconds : 0.0, eng_kv_free_blocks(s->e),
+        st.step_seconds > 0 ? st.tokens / st.step_seconds : 0.0, st.kv_free_blocks,
         s->o.cache_hit_rate ? s->o.cache_hit_rate(s->o.cache_ud) : 0.0, up);
     return out;
 }
@@ -987,6 +1021,7 @@ int srv_create(eng_engine *e, const srv_opts *o, srv **out, eng_err *err) {
     pthread_cond_init(&s->cv, NULL);
     rc = orc_sched_create(e, o->max_queue, &s->sched, err);
     if (rc) { free(s); return rc; }
+    orc_sched_get_stats(s->sched, &s->st);   /* the engine thread is not running yet */
     lws_set_log_level(LLL_ERR, NULL);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);

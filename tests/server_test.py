@@ -107,6 +107,13 @@ async def t_basic(port):
         await ws.send(json.dumps({"type": "query", "id": "rb", "mode": "reason", "prompt": "x", "budget_s": 0.5}))
         msgs = await collect(ws, "rb")
         check("reason mode with a latency budget answers (planner)", any(m["type"] == "answer" for m in msgs), msgs[-2:])
+        plan = [m for m in msgs if m["type"] == "plan"]
+        stats = [m for m in msgs if m["type"] == "stats"]
+        check("the plan comes first, names no accuracy model and plans on the real prompt and KV",
+              len(plan) == 1 and msgs[0] is plan[0] and plan[0]["accuracy_model"] == "none"
+              and "expected_accuracy" not in plan[0] and plan[0]["kv_free_blocks"] > 0
+              and stats and plan[0]["prompt_tokens"] == stats[0]["prompt_tokens"]
+              and plan[0]["n"] == len(stats[0]["branch_tokens"]), (plan, stats))
         # parallel mode: a schema given, and one detected in a raw prompt
         await ws.send(json.dumps({"type": "query", "id": "pp", "mode": "parallel", "max_tokens": 6,
             "parallel": {"template": "Translate to French: {data}", "context": "", "data": ["cat", "dog", "bird"]}}))
@@ -635,6 +642,8 @@ async def main():
         check("GET /health", code == 200 and json.loads(body)["status"] == "ok", body)
         code, body = http(port, "/metrics")
         check("GET /metrics is Prometheus text", code == 200 and "# TYPE brisk_queue_depth gauge" in body, body[:200])
+        kv = re.search(r"^brisk_kv_free_blocks (\d+)$", body, re.M)
+        check("free KV blocks come from the engine's snapshot (idle: all free)", kv and int(kv.group(1)) > 0, body)
         code, body = http(port, "/")
         check("GET / serves the page", code == 200 and "<title>brisk</title>" in body, code)
         code, _ = http(port, "/nope")

@@ -35,13 +35,8 @@ int main(void) {
 /* ------------------------------------------------------------ helpers */
 static uint64_t g_rng = 0x243F6A8885A308D3ull;   /* reseeded by each test */
 
-static uint64_t rnd64(void) {
-    uint64_t z = (g_rng += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-static double urand(void) { return (double)(rnd64() >> 11) * 0x1.0p-53; }
+static uint64_t rnd64(void) { return eng_rng_next(&g_rng); }
+static double urand(void) { return eng_rng_uniform(&g_rng); }
 static float nrand(void) {
     double u1 = urand() + 1e-300, u2 = urand();
     return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));

@@ -190,7 +190,7 @@ static void run_alone(fixture *f, int n_threads, int block_size, int steps, floa
 }
 
 static void batched(fixture *f) {
-    if (!load_fixture(f)) T_SKIP("fixture %s did not load", f->name);
+    if (!load_fixture(f)) T_FAIL("bundled fixture tests/fixtures/%s did not load", f->name);
     enum { STEPS = N_GEN + 1 };
     float *alone[8], *alone1[8];
     for (int i = 0; i < f->n_prompts; i++) {
@@ -240,7 +240,7 @@ static void test_batched_llama(void) { batched(&fx[1]); }
  * reference knows the continuation. */
 static void test_many_lengths(void) {
     fixture *f = &fx[1];
-    if (!load_fixture(f)) T_SKIP("fixture did not load");
+    if (!load_fixture(f)) T_FAIL("bundled fixture tests/fixtures/%s did not load", f->name);
     eng_engine *e = make_engine(f, 4, 0, 2);
     int s[64], pi_of[64], len_of[64], n = 0;
     for (int pi = 0; pi < f->n_prompts; pi++) {
@@ -293,7 +293,7 @@ static void test_many_lengths(void) {
  * logits. */
 static void test_long_prompt(void) {
     fixture *f = &fx[0];
-    if (!load_fixture(f)) T_SKIP("fixture did not load");
+    if (!load_fixture(f)) T_FAIL("bundled fixture tests/fixtures/%s did not load", f->name);
     enum { PROMPT = 500, GEN = 200, TOTAL = PROMPT + GEN };
     int *ids = malloc(sizeof(int) * (TOTAL + 1));
     float *want = malloc(sizeof(float) * (size_t)TOTAL * f->vocab);
@@ -359,7 +359,7 @@ static float *alone_with(fixture *f, const prompt *p, const eng_sampling *sp, in
 
 static void test_fork(void) {
     fixture *f = &fx[0];
-    if (!load_fixture(f)) T_SKIP("fixture did not load");
+    if (!load_fixture(f)) T_FAIL("bundled fixture tests/fixtures/%s did not load", f->name);
     const prompt *p = &f->p[1];   /* 29 tokens: block 0 full, block 1 partial after prefill */
     enum { N = 3, STEPS = 6 };
     eng_sampling sp[N] = { { 0.8f, 0, 0, 1 }, { 1.0f, 20, 0.9f, 2 }, { 0, 0, 0, 0 } };
@@ -419,7 +419,7 @@ static void test_fork(void) {
 /* A fork made right away (nothing cached) and removed right away. */
 static void test_fork_unprefilled(void) {
     fixture *f = &fx[0];
-    if (!load_fixture(f)) T_SKIP("fixture did not load");
+    if (!load_fixture(f)) T_FAIL("bundled fixture tests/fixtures/%s did not load", f->name);
     const prompt *p = &f->p[0];
     eng_engine *e = make_engine(f, 8, 32, 2);
     eng_err err;
@@ -442,7 +442,7 @@ static void test_fork_unprefilled(void) {
 /* Keeping every row's logits must not change what a sampled sequence draws. */
 static void test_keep_all_sampling(void) {
     fixture *f = &fx[0];
-    if (!load_fixture(f)) T_SKIP("fixture did not load");
+    if (!load_fixture(f)) T_FAIL("bundled fixture tests/fixtures/%s did not load", f->name);
     const prompt *p = &f->p[0];
     eng_engine *e = make_engine(f, 16, 0, 2);
     eng_sampling sp = { 1.2f, 0, 0.95f, 99 };
@@ -478,7 +478,7 @@ static void test_keep_all_sampling(void) {
 /* ---------------------------------------------------- pause, append */
 static void test_pause_append(void) {
     fixture *f = &fx[1];
-    if (!load_fixture(f)) T_SKIP("fixture did not load");
+    if (!load_fixture(f)) T_FAIL("bundled fixture tests/fixtures/%s did not load", f->name);
     const prompt *p = &f->p[1];
     eng_engine *e = make_engine(f, 16, 0, 2);
     eng_err err;
@@ -516,7 +516,7 @@ static void test_pause_append(void) {
 /* --------------------------------------------------------------- full */
 static void test_efull(void) {
     fixture *f = &fx[0];
-    if (!load_fixture(f)) T_SKIP("fixture did not load");
+    if (!load_fixture(f)) T_FAIL("bundled fixture tests/fixtures/%s did not load", f->name);
     const prompt *p = &f->p[0];
     eng_engine *e = make_engine(f, 4, 3, 2);   /* room for 12 tokens */
     eng_err err = { 0 };
@@ -567,7 +567,7 @@ static void test_efull(void) {
  * reference logits. */
 static void test_warmup(void) {
     fixture *f = &fx[0];
-    if (!load_fixture(f)) T_SKIP("fixture did not load");
+    if (!load_fixture(f)) T_FAIL("bundled fixture tests/fixtures/%s did not load", f->name);
     const prompt *p = &f->p[0];
     eng_engine *e = make_engine(f, 16, 16, 2);   /* room for 256 tokens */
     eng_err err = { 0 };
@@ -593,7 +593,7 @@ static void test_warmup(void) {
 /* ------------------------------------------------------ bad arguments */
 static void test_bad_args(void) {
     fixture *f = &fx[0];
-    if (!load_fixture(f)) T_SKIP("fixture did not load");
+    if (!load_fixture(f)) T_FAIL("bundled fixture tests/fixtures/%s did not load", f->name);
     eng_engine *e = make_engine(f, 16, 16, 1);
     eng_err err = { 0 };
     int id = -1, tok[3] = { 1, 2, 3 };
@@ -640,7 +640,7 @@ static void test_bad_args(void) {
 /* The backend checks what it is handed: bad rows are errors, not reads. */
 static void test_backend_checks(void) {
     fixture *f = &fx[0];
-    if (!load_fixture(f)) T_SKIP("fixture did not load");
+    if (!load_fixture(f)) T_FAIL("bundled fixture tests/fixtures/%s did not load", f->name);
     eng_backend *be = NULL;
     eng_err err = { 0 };
     T_CHECK(eng_backend_cpu_create(f->m, 4, 4, 2, &be, &err) == ENG_OK && be);

@@ -1,6 +1,7 @@
 /* test_math_grade.c — MATH answer extraction and equivalence (orc_math). */
 #include "t.h"
 #include "orc_math.h"
+#include "orc_tts.h"
 #include "eng.h"
 #include <cjson/cJSON.h>
 #include <stdint.h>
@@ -102,6 +103,12 @@ static const char *const EQ[][2] = {
     {"\xcf\x80 r^2", "\\pi r^2"}, {"x\xc2\xb2+1", "x^{2}+1"},
     /* boxed inside an answer */
     {"\\boxed{7}", "7"}, {"\\$1,\\!000", "1000"},
+    /* forms Math-Verify also accepts: lists in any order, a point without
+     * brackets, percent as a fraction, an assignment by its value, a unit in
+     * \text, a matrix in brackets */
+    {"1,-2", "-2,1"}, {"(1,2)", "1,2"}, {"5\\%", "0.05"}, {"2x+3", "y=2x+3"},
+    {"x=1, y=2", "2, 1"}, {"2 \\text{ apples}", "2"},
+    {"\\left[\\begin{matrix}1&2\\\\3&4\\end{matrix}\\right]", "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}"},
 };
 
 /* Pairs that must not be judged equivalent (checked in both directions). */
@@ -113,7 +120,7 @@ static const char *const NE[][2] = {
     {"[0,1)", "[0,1]"}, {"(0,1)", "[0,1]"}, {"(3,4]", "(3,4)"}, {"(2,\\infty)", "[2,\\infty)"},
     {"(0,9)\\cup(9,36)", "(0,36)"},
     {"(-\\infty,2)\\cup(3,\\infty)", "(-\\infty,3)\\cup(2,\\infty)"},
-    {"1,-2", "-2,1"}, {"3,5,7", "3,5"}, {"\\{1,2\\}", "\\{1,3\\}"}, {"(1,2)", "1,2"},
+    {"3,5,7", "3,5"}, {"\\{1,2\\}", "\\{1,3\\}"},
     {"1,000", "1"}, {"1,000", "(1,000)"}, {"x=5", "x=6"}, {"x=5", "6"},
     {"y=2x+3", "y=2x-3"}, {"2k+2", "2k+1"}, {"2k", "2n"}, {"x^2", "x^3"},
     {"(a+5)(b+2)", "(a+2)(b+5)"}, {"6-5i", "6+5i"}, {"1+2i", "2+i"},
@@ -123,9 +130,9 @@ static const char *const NE[][2] = {
     {"\\begin{pmatrix}1&2\\end{pmatrix}", "\\begin{pmatrix}1\\\\2\\end{pmatrix}"},
     {"\\begin{pmatrix}1\\\\2\\end{pmatrix}", "(1,2)"},
     {"\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{vmatrix}1&2\\\\3&4\\end{vmatrix}"},
-    {"\\infty", "-\\infty"}, {"0", "\\text{}"}, {"5", "5x"}, {"5\\%", "0.05"},
+    {"\\infty", "-\\infty"}, {"0", "\\text{}"}, {"5", "5x"},
     {"1\\frac{1}{2}", "\\frac{1}{2}"}, {"10080", "1008"}, {"2,500", "2.5"},
-    {"0.0000672", "0.000067"}, {"1e5", "100000"}, {"\\frac{1}{0}", "\\infty"},
+    {"0.00000672", "0.000067"}, {"1e5", "100000"}, {"\\frac{1}{0}", "\\infty"},
     {"x \\in [-2,7]", "[-2,7)"}, {"\\sqrt[3]{8}", "\\sqrt{8}"}, {"2^{10}", "2^{11}"},
     {"1\\pm\\sqrt{19}", "1+\\sqrt{19}"}, {"5x-7y+11z+4=0", "5x-7y+11z-4=0"},
     {"p-q", "q-p"}, {"\\cot x", "\\tan x"}, {"3", "33"}, {"12", "1,2"},
@@ -133,8 +140,7 @@ static const char *const NE[][2] = {
     {"11111111100", "11111111101"}, {"-0", "1"},
     {"3R^2", "3r^2"}, {"5 cm", "5 m"}, {"\\frac{11+9a}{20}", "\\frac{11+9b}{20}"},
     {"4210_5", "4210"}, {"(1,2)", "[1,2]"}, {"\\{1,2\\}", "\\{1,2,3\\}"},
-    {"\\text{even}", "\\text{odd}"}, {"2x+3", "y=2x+3"}, {"\\sqrt{-4}", "2"},
-    {"x=1, y=2", "2, 1"}, {"2 \\text{ apples}", "2"},
+    {"\\text{even}", "\\text{odd}"}, {"\\sqrt{-4}", "2"},
     {"1\\pm 2", "3, 1"}, {"1\\pm 2", "3, -1, 0"}, {"\\pm 2", "2"}, {"2\\pm 1 \\pm 1", "3, 1"},
 };
 
@@ -168,18 +174,22 @@ static void test_pairs_different(void) {
     T_CHECK(n >= 60);
 }
 
-static void test_unordered_option(void) {
-    orc_math_opts un = {.unordered = 1};
-    T_CHECK(!orc_math_equiv("1,-2", "-2,1"));
-    T_CHECK(orc_math_equiv_opts("1,-2", "-2,1", &un));
-    T_CHECK(orc_math_equiv_opts("3, 5, 7", "7,3,5", &un));
-    T_CHECK(orc_math_equiv_opts("x=1, x=-2", "-2, 1", &un));
-    T_CHECK(!orc_math_equiv_opts("1,-2", "-2,2", &un));
-    T_CHECK(!orc_math_equiv_opts("1,1,2", "1,2,2", &un));
-    T_CHECK(!orc_math_equiv_opts("1,2", "1,2,3", &un));
-    /* tuples and intervals stay ordered even then */
-    T_CHECK(!orc_math_equiv_opts("(1,2)", "(2,1)", &un));
-    T_CHECK(orc_math_equiv_opts("(1,2), (3,4)", "(3,4),(1,2)", &un));
+static void test_list_order(void) {
+    orc_math_opts ord = {.ordered = 1};
+    T_CHECK(orc_math_equiv("1,-2", "-2,1"));
+    T_CHECK(!orc_math_equiv_opts("1,-2", "-2,1", &ord));
+    T_CHECK(orc_math_equiv_opts("1,-2", "1, -2", &ord));
+    T_CHECK(orc_math_equiv("3, 5, 7", "7,3,5"));
+    T_CHECK(orc_math_equiv("x=1, x=-2", "-2, 1"));
+    T_CHECK(!orc_math_equiv("1,-2", "-2,2"));
+    /* multisets: a repeated root is not dropped */
+    T_CHECK(!orc_math_equiv("1,1,2", "1,2,2"));
+    T_CHECK(!orc_math_equiv("1,1,2", "1,2"));
+    T_CHECK(!orc_math_equiv("1,2", "1,2,3"));
+    /* tuples and intervals stay ordered; sets never are, even with ordered */
+    T_CHECK(!orc_math_equiv("(1,2)", "(2,1)"));
+    T_CHECK(orc_math_equiv("(1,2), (3,4)", "(3,4),(1,2)"));
+    T_CHECK(orc_math_equiv_opts("\\{1,2\\}", "\\{2,1\\}", &ord));
 }
 
 static void test_normalize_forms(void) {
@@ -190,8 +200,8 @@ static void test_normalize_forms(void) {
         {"\\dfrac{17}{50}", "\\frac{17}{50}"},
         {"11\\sqrt2", "11\\sqrt{2}"},
         {".0000672", "0.0000672"},
-        {"x \\in [-2,7]", "[-2,7]"},
-        {"x=5", "5"},
+        {"x \\in [-2,7]", "x\\in[-2,7]"},
+        {"x=5", "x=5"},
         {"y = 2x + 3", "y=2x+3"},
         {"\\text{(C)}", "C"},
         {"90^\\circ", "90"},
@@ -252,8 +262,9 @@ static void test_extract(void) {
     check_extract("\\boxed{\\{1\\pm\\sqrt{5},-2\\}}", "\\{1\\pm\\sqrt{5},-2\\}");
     check_extract("\\boxed{\\}}", "\\}");
     check_extract("\\boxed{a{b{c}}d}", "a{b{c}}d");
-    check_extract("first \\boxed{1}, then \\boxed{2}.", "2");
-    check_extract("\\boxed{1} \\fbox{3}", "3");
+    check_extract("first \\boxed{1}, then \\boxed{2}.", "1, 2");
+    check_extract("\\boxed{1} \\fbox{3}", "1, 3");
+    check_extract("We first try \\boxed{1}, but that fails the check in the second equation, so we start again from the top and find \\boxed{2}.", "2");
     check_extract("\\fbox{7}", "7");
     check_extract("no answer here", NULL);
     check_extract("", NULL);
@@ -291,6 +302,265 @@ static void test_grade(void) {
     T_CHECK(!orc_math_grade(NULL, "4"));
 }
 
+/* ------------------------------------------- families of real outputs */
+
+/* A model output against a reference, graded as `brisk grade` does. */
+typedef struct { const char *gold, *output; int correct; } grade_case;
+
+static void check_grades(const grade_case *c, size_t n, const char *family) {
+    int ok = 0;
+    for (size_t i = 0; i < n; i++) {
+        int got = orc_math_grade(c[i].output, c[i].gold);
+        if (got == c[i].correct) { ok++; continue; }
+        char *x = orc_math_extract(c[i].output), *g = orc_math_extract_gold(c[i].gold);
+        T_CHECKF(0, "%s: gold [%s] output [%s]: graded %d, want %d (extracted [%s] vs [%s])", family,
+                 c[i].gold, c[i].output, got, c[i].correct, x ? x : "(null)", g ? g : "(null)");
+        free(x);
+        free(g);
+    }
+    printf("  %s: %d/%zu\n", family, ok, n);
+}
+#define CHECK_GRADES(arr, family) check_grades(arr, sizeof arr / sizeof arr[0], family)
+
+static void test_final_answer_formats(void) {
+    static const grade_case C[] = {
+        /* Minerva: the answer between the dollar signs */
+        {"$\\frac{5}{3}$", "Adding gives $\\frac{10}{6}$.\nFinal Answer: The final answer is $\\frac{5}{3}$. "
+                           "I hope it is correct.", 1},
+        {"$7$", "Final Answer: The final answer is $8$. I hope it is correct.", 0},
+        /* a Minerva line after a box wins over the box */
+        {"$24$", "We guess \\boxed{12} first, then recount.\nFinal Answer: The final answer is $24$. "
+                 "I hope it is correct.", 1},
+        {"$x=4$", "so the answer is: \\[ \\boxed{x = 4} \\]", 1},
+        {"$-3$", "The answer is: \\[\n\\boxed{-3}\n\\]", 1},
+        /* several boxes in one answer */
+        {"$3, 8$", "The roots are $\\boxed{3}\\boxed{8}$.", 1},
+        {"$(2,5),(5,2)$", "The pairs are $\\boxed{(2, 5)}, \\boxed{(5, 2)}$.", 1},
+        {"$p=7, q=3$", "Hence $\\boxed{p = 7} \\quad \\text{and} \\quad \\boxed{q = 3}$.", 1},
+        {"$7, 3$", "Hence $\\boxed{p = 7} \\quad \\text{and} \\quad \\boxed{q = 3}$.", 1},
+        {"$3$", "Hence $\\boxed{p = 7} \\quad \\text{and} \\quad \\boxed{q = 3}$.", 0},
+        /* a box far before the last one is an earlier attempt */
+        {"$9$", "At first I got \\boxed{6}, but the second case was counted twice, so I redo the "
+                "whole count from the start: \\boxed{9}.", 1},
+        /* markers and plain math */
+        {"$\\frac{1}{4}$", "The probability that both are red is therefore $\\frac{1}{4}$.", 1},
+        {"$15$", "The answer to part (b) is $15$, as computed above.", 1},
+        {"$x=2$ and $y=-1$", "Solving, we find $x = 2$ and $y = -1$.", 1},
+        {"$42$", "After all the steps the total comes to 42.", 1},
+        {"$1/8$", "So the chance is 1/8.", 1},
+        {"$12$", "**Answer:** 12", 1},
+        /* the last math, and what comes after it */
+        {"$\\frac{2}{7}$", "Both counts agree, so the ratio is $\\frac{4}{14} = \\frac{2}{7}.$", 1},
+        {"$9$", "There are $9$ ways to choose $k.$", 1},            /* a lone variable is not it */
+        {"$9$", "We need $n \\geq 3$, and in all there are 9 of them.", 1},
+        {"$\\frac{5}{6}$", "Then\n\\begin{align*}\nP &= 1 - \\frac{1}{6} \\\\\n&= \\frac{5}{6}.\n\\end{align*}", 1},
+        {"$84$", "Summing, \\[\\begin{aligned} S &= 40 + 44 \\\\ &= 84. \\end{aligned}\\]", 1},
+        {"$6$", "Hence $2x = 12 \\implies x = 6$.", 1},
+        {"$4$", "So $n \\equiv 11 \\equiv 4 \\pmod{7}$.", 1},
+        {"$0.3$", "It comes to $\\frac{3}{10} \\approx 0.30 = 30\\%$.", 1},
+        /* math joined by "and" / "or" / "," is one answer; ", and" starts a clause */
+        {"$2, 5$", "The roots are $2$ and $5$.", 1},
+        {"$5$", "We get $a = 3,$ and $b = 5.$", 1},
+        {"$2$", "We get $a = 1$, and then $b = 2$.", 1},
+        /* a bare answer is taken whole */
+        {"$x^2+1$", "x^2+1", 1},
+        {"$(1,3),(3,1)$", "(1,3) or (3,1)", 1},
+        {"\\frac{9}{4}", "$\\dfrac94$", 1},
+        {"$12$", "no idea", 0},
+    };
+    CHECK_GRADES(C, "final answer formats");
+}
+
+static void test_solution_sets(void) {
+    static const grade_case C[] = {
+        {"$(4,9),(9,4)$", "\\boxed{(9,4) \\text{ or } (4,9)}", 1},
+        {"$(4,9),(9,4)$", "\\boxed{(9,4), (4,9)}", 1},
+        {"$(4,9),(9,4)$", "\\boxed{(4;9);(9;4)}", 1},
+        {"$(4,9),(9,4)$", "\\boxed{\\left(4, 9\\right), \\left(9, 4\\right)}", 1},
+        {"$(4,9),(9,4)$", "\\boxed{(4,9)}", 0},
+        {"$(4,9),(9,4)$", "\\boxed{(4,9),(9,4),(1,1)}", 0},
+        {"$\\{-3,-2,-1,\\dots\\}$", "\\boxed{-3;-2;-1;...}", 1},
+        {"$\\{-3,-2,-1,\\dots\\}$", "\\boxed{-3, -2, -1, \\ldots}", 1},
+        {"$\\{-3,-2,-1,\\dots\\}$", "\\boxed{-3, -2, \\ldots}", 0},
+        {"$-1, 5$", "\\boxed{5, -1}", 1},
+        {"$-1, 5$", "\\boxed{\\{5,-1\\}}", 1},
+        {"$-1, 5$", "\\boxed{x=5 \\text{ or } x=-1}", 1},
+        {"$-1, 5$", "\\boxed{5}", 0},
+        {"$1, 1, 2$", "\\boxed{1, 2}", 0},              /* a double root counts twice */
+        {"$(1,-1,2)$", "\\boxed{(1,-1,2)}", 1},
+        {"$(1,-1,2)$", "\\boxed{(-1,1,2)}", 0},         /* a tuple keeps its order */
+        {"$(3,2)$", "\\boxed{3, 2}", 1},                /* a point written without brackets */
+        {"$(3,2)$", "\\boxed{2, 3}", 0},
+        {"$(0,1)\\cup(2,3)$", "\\boxed{(2,3)\\cup(0,1)}", 1},
+        {"$2 \\pm \\sqrt{3}$", "\\boxed{2+\\sqrt3, 2-\\sqrt3}", 1},
+    };
+    CHECK_GRADES(C, "solution sets");
+}
+
+static void test_assignments(void) {
+    static const grade_case C[] = {
+        {"$(3,2)$", "\\boxed{(p,q)=(3,2)}", 1},
+        {"$(p,q)=(3,2)$", "\\boxed{(3, 2)}", 1},
+        {"$(3,2)$", "\\boxed{(p,q)=(2,3)}", 0},
+        {"$6, 10$", "\\boxed{AB = 6, BC = 10}", 1},
+        {"$AB=6, BC=10$", "\\boxed{BC = 10, AB = 6}", 1},
+        {"$AB=6, BC=10$", "\\boxed{AB = 10, BC = 6}", 0},
+        {"$a_2 = 5, a_{12} = 35$", "\\boxed{a_{12} = 35, a_2 = 5}", 1},
+        {"$a_2 = 5, a_{12} = 35$", "\\boxed{a_{12} = 5, a_2 = 35}", 0},
+        {"$x=7$", "\\boxed{7}", 1},
+        {"$7$", "\\boxed{x = 7}", 1},
+        {"$7$", "\\boxed{x = 3 + 4 = 7}", 1},           /* a chain: its last side */
+        {"$x=7$", "\\boxed{y = 7}", 0},                 /* another variable */
+        {"$y = 3x - 2$", "\\boxed{y=-2+3x}", 1},
+        {"$y = 3x - 2$", "\\boxed{3x - y - 2 = 0}", 1},
+        {"$y = 3x - 2$", "\\boxed{3x - 2}", 1},
+        {"$0$", "\\boxed{3x - y - 2 = 0}", 0},          /* an equation is not the value 0 */
+        {"$x \\in [1,4]$", "\\boxed{[1,4]}", 1},
+        {"$2x+3y=6$", "\\boxed{6}", 0},
+    };
+    CHECK_GRADES(C, "assignments");
+}
+
+static void test_number_forms(void) {
+    static const grade_case C[] = {
+        {"$20{,}736$", "\\boxed{20736}", 1},
+        {"$20736$", "\\boxed{20,736}", 1},
+        {"$20736$", "\\boxed{20,\\!736}", 1},
+        {"$20736$", "\\boxed{20\\,736}", 1},
+        {"$20736$", "\\boxed{20, 736}", 0},             /* a pair, not a number */
+        {"$20, 736$", "\\boxed{736, 20}", 1},
+        {"$35\\%$", "\\boxed{35}", 1},
+        {"$35\\%$", "\\boxed{0.35}", 1},
+        {"$35$", "\\boxed{35\\%}", 1},
+        {"$35\\%$", "\\boxed{35 \\text{ percent}}", 1},
+        {"$35\\%$", "\\boxed{35 percent}", 1},
+        {"$35\\%$", "\\boxed{3.5}", 0},
+        {"$\\frac{2}{3}$", "\\boxed{0.666667}", 1},      /* six decimal places */
+        {"$\\frac{2}{3}$", "\\boxed{0.67}", 0},
+        {"$2.75$", "\\boxed{\\frac{11}{4}}", 1},
+        {"$2.75$", "\\boxed{2.750}", 1},
+        {"$0.000125$", "\\boxed{1.25\\times 10^{-4}}", 1},
+        {"$0.000125$", "\\boxed{0.000126}", 0},
+        {"$18$", "\\boxed{18 \\text{ cm}^2}", 1},
+        {"$18$", "\\boxed{18\\,\\mathrm{m}}", 1},
+        {"$18$", "\\boxed{18 \\text{ marbles}}", 1},
+        {"$18$", "\\boxed{\\$18}", 1},
+        {"$18$", "\\boxed{18 \\text{ and } 2}", 0},
+        {"$120$", "\\boxed{120^\\circ}", 1},
+        {"$120^\\circ$", "\\boxed{120 \\text{ degrees}}", 1},
+        {"$\\text{Tuesday}$", "\\boxed{\\text{tuesday}}", 1},
+        {"$\\text{Tuesday}$", "\\boxed{\\text{Thursday}}", 0},
+        {"$1000001$", "\\boxed{10^6}", 0},               /* exact, not within 1e-6 */
+        {"$1000000$", "\\boxed{10^6}", 1},
+        {"$2^{70}$", "\\boxed{1180591620717411303424}", 1},
+        {"$2^{70}$", "\\boxed{1180591620717411303425}", 0},
+    };
+    CHECK_GRADES(C, "number forms");
+}
+
+static void test_expressions(void) {
+    static const grade_case C[] = {
+        {"$-3(x+2)^2+7$", "\\boxed{-3x^2-12x-5}", 1},
+        {"$-3(x+2)^2+7$", "\\boxed{-3x^2-12x+5}", 0},
+        {"$\\frac{3}{4}\\sqrt{2}$", "\\boxed{\\dfrac{3\\sqrt2}{4}}", 1},
+        {"$\\frac{3}{4}\\sqrt{2}$", "\\boxed{\\tfrac34\\sqrt{2}}", 1},
+        {"$4ab^2$", "\\boxed{4 b \\cdot a b}", 1},
+        {"$4ab^2$", "\\boxed{4a^2b}", 0},
+        {"$\\frac{x+1}{x-1}$", "\\boxed{1+\\frac{2}{x-1}}", 1},
+        {"$\\sqrt{x^2}$", "\\boxed{|x|}", 1},
+        {"$|x|$", "\\boxed{x}", 0},                      /* negative points tell them apart */
+        {"$\\sin^2\\theta+\\cos^2\\theta$", "\\boxed{1}", 1},
+        {"$\\sin 2x$", "\\boxed{2\\sin x\\cos x}", 1},
+        {"$\\log_3 81$", "\\boxed{4}", 1},
+        {"$\\ln(x^3)$", "\\boxed{3\\ln x}", 1},
+        {"$\\binom{7}{3}$", "\\boxed{35}", 1},
+        {"$e^2$", "\\boxed{e \\cdot e}", 1},
+        {"$\\sqrt[3]{-8}$", "\\boxed{-2}", 1},
+        {"$x^{1/3}$", "\\boxed{\\sqrt[3]{x}}", 1},
+    };
+    CHECK_GRADES(C, "expressions");
+}
+
+static void test_refusals(void) {
+    static const grade_case C[] = {
+        {"$1, 2, 3$", "\\boxed{1, 2}", 0},               /* a different number of elements */
+        {"$(1,2,3)$", "\\boxed{(1,2)}", 0},
+        {"$[2,5]$", "\\boxed{\\{2,5\\}}", 0},            /* an interval is not a set */
+        {"$\\{2,5\\}$", "\\boxed{[2,5]}", 0},
+        {"$[2,5]$", "\\boxed{2, 5}", 0},
+        {"$x \\le 4$", "\\boxed{x = 4}", 0},              /* an inequality is not an equation */
+        {"$x = 4$", "\\boxed{x < 4}", 0},
+        {"$x < 4$", "\\boxed{x \\le 4}", 0},
+        {"$(2,5)$", "\\boxed{[2,5)}", 0},
+    };
+    CHECK_GRADES(C, "refusals");
+}
+
+/* Which side is the reference matters in two rules (and orc_math_equiv,
+ * for votes, accepts either). */
+static void test_gold_direction(void) {
+    static const struct { const char *gold, *answer; int directed, sym; } C[] = {
+        {"2 < x \\le 5", "(2,5]", 1, 1},
+        {"(2,5]", "2 < x \\le 5", 0, 1},
+        {"x > 1", "(1, \\infty)", 1, 1},
+        {"x < -1 \\text{ or } x > 1", "(-\\infty,-1)\\cup(1,\\infty)", 1, 1},
+        {"x > 1 \\text{ and } x < 3", "(1, 3)", 1, 1},
+        {"x > 1", "(1, 3)", 0, 0},
+        {"x=5", "5", 1, 1},
+        {"5", "x=5", 1, 1},
+        {"5", "x+y=5", 1, 1},
+        {"3x+1=0", "-\\frac{1}{3}", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof C / sizeof C[0]; i++) {
+        int d = orc_math_equiv_gold(C[i].gold, C[i].answer), s = orc_math_equiv(C[i].gold, C[i].answer);
+        T_CHECKF(d == C[i].directed && s == C[i].sym, "gold [%s] answer [%s]: directed %d sym %d, want %d %d",
+                 C[i].gold, C[i].answer, d, s, C[i].directed, C[i].sym);
+        T_CHECK(s == orc_math_equiv(C[i].answer, C[i].gold));
+    }
+}
+
+static void test_grade_lines(void) {
+    static const struct { const char *line, *want; } C[] = {
+        {"{\"gold\":\"$\\\\frac12$\",\"answer\":\"so \\\\boxed{0.5}\",\"id\":\"a\"}",
+         "{\"correct\":true,\"gold\":\"\\\\frac12\",\"answer\":\"0.5\",\"line\":1,\"id\":\"a\"}"},
+        {"{\"gold\":4,\"answer\":\"The answer is 5.\"}",
+         "{\"correct\":false,\"gold\":\"4\",\"answer\":\"5\",\"line\":1}"},
+        {"{\"gold\":\"4\",\"answer\":\"I cannot tell\"}",
+         "{\"correct\":false,\"gold\":\"4\",\"answer\":null,\"line\":1}"},
+        {"{\"gold\":\"4\"}", "{\"error\":\"no \\\"answer\\\" field\",\"line\":1}"},
+        {"{\"gold\":[4],\"answer\":\"4\"}", "{\"error\":\"\\\"gold\\\" is not a string or a number\",\"line\":1}"},
+        {"[1,2]", "{\"error\":\"not a JSON object\",\"line\":1}"},
+        {"{\"gold\": \"4\", \"answer\": ", "{\"error\":\"not a JSON object\",\"line\":1}"},
+        {NULL, "{\"error\":\"not a JSON object\",\"line\":1}"},
+    };
+    for (size_t i = 0; i < sizeof C / sizeof C[0]; i++) {
+        char *got = orc_math_grade_line(C[i].line, 1);
+        T_CHECKF(got && !strcmp(got, C[i].want), "line %s -> %s, want %s", C[i].line ? C[i].line : "(null)",
+                 got ? got : "(null)", C[i].want);
+        free(got);
+    }
+}
+
+/* The majority vote clusters answers with the same equivalence. */
+static void test_vote_clusters(void) {
+    const char *outputs[] = {
+        "so $\\boxed{(2,1)}$ or $\\boxed{(1,2)}$",
+        "The pairs are $(1,2)$ and $(2,1)$.",
+        "\\boxed{(1, 2) \\text{ or } (2, 1)}",
+        "\\boxed{(x,y)=(1,2)}",
+        "\\boxed{(1,2)}",
+    };
+    orc_tts_cand c[5];
+    char *ans[5];
+    for (int i = 0; i < 5; i++) {
+        ans[i] = orc_math_extract(outputs[i]);
+        c[i] = (orc_tts_cand){ans[i], -1.0 * (i + 1), 1};
+    }
+    int votes = 0, v = orc_tts_vote(c, 5, &votes);
+    T_CHECKF(v == 0 && votes == 3, "vote %d with %d votes", v, votes);
+    for (int i = 0; i < 5; i++) free(ans[i]);
+}
+
 /* ------------------------------------------------------- robustness */
 
 static uint64_t rng_state = 88172645463325252ull;
@@ -308,11 +578,16 @@ static const char *const PIECES[] = {
     "\\cup", "&", "\\begin{pmatrix}", "\\end{pmatrix}", "\\!", " ", "\n", "cm", " and ",
     "The answer is ", "final answer:", "\\circ", "!", "\xff", "\xc3", "\x80", "\xe2\x88",
     "\xcf\x80", "\\in", "1,000", "\\dfrac12", "\\times", "\\cdot", "*", "e", "\\pm",
+    "\\begin{aligned}", "\\end{aligned}", "\\implies", "\\pmod{", "\\approx", "<", "\\leq",
+    ";", "\\text{ and }", " or ", "\\sin", "\\log_", "|", "\\binom", "\\lfloor", "\\rfloor",
+    "\\ldots", "...", "x_", "a_{3}", "Final Answer: The final answer is ", " I hope it is correct.",
+    "answer", "percent", "\\text{ cm}", "\\mathbb{R}", ", and ", "^{1/3}", "10^{30}",
 };
+#define PIECE_MAX 40                               /* no piece is longer */
 
 static char *random_text(size_t max_pieces) {
     size_t np = sizeof PIECES / sizeof PIECES[0], k = rng() % (max_pieces + 1), len = 0;
-    char *s = malloc(k * 16 + 1);
+    char *s = malloc(k * PIECE_MAX + 1);
     if (!s) return NULL;
     for (size_t i = 0; i < k; i++) {
         if (rng() % 8 == 0) {                      /* a raw random byte now and then */
@@ -342,8 +617,9 @@ static void test_fuzz(void) {
         int ab = orc_math_equiv(a, b), ba = orc_math_equiv(b, a);
         if (ab != ba) asym++;
         equal += ab;
-        orc_math_opts un = {.unordered = 1};
-        (void)orc_math_equiv_opts(a, b, &un);
+        orc_math_opts ord = {.ordered = 1};
+        (void)orc_math_equiv_opts(a, b, &ord);
+        (void)orc_math_equiv_gold(a, b);
         double v;
         (void)orc_math_eval(a, &v);
         free(a);
@@ -415,6 +691,11 @@ static void test_huge_inputs(void) {
         {"\\{", 100000, "\\}"},
         {"\xff\xfe", 300000, ""},        /* invalid UTF-8 */
         {"x^", 100000, "2"},
+        {"\\boxed{1}\\boxed{2}", 50000, ""},     /* a long run of adjacent boxes */
+        {"$1$ and ", 100000, "$2$"},             /* a long run of joined math */
+        {"\\begin{aligned}&=1\\\\", 50000, ""},
+        {"\\[", 200000, ""},                     /* math that never closes */
+        {"\\begin{", 100000, ""},
     };
     for (size_t i = 0; i < sizeof H / sizeof H[0]; i++) {
         char *s = repeat(H[i].piece, H[i].times, H[i].tail);
@@ -449,38 +730,56 @@ static char *read_file(const char *path) {
     return b;
 }
 
-/* Reads the "answer" field of every row; returns the count. */
-static int load_answers(const char *path, char ***out) {
+/* Reads the "answer" and "solution" fields of every row; returns the count. */
+static int load_rows(const char *path, char ***answers, char ***solutions) {
     char *text = read_file(path);
     if (!text) return -1;
     int n = 0, cap = 0;
-    char **ans = NULL;
+    char **ans = NULL, **sol = NULL;
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
         cJSON *row = cJSON_Parse(line);
         const cJSON *a = cJSON_GetObjectItemCaseSensitive(row, "answer");
-        if (cJSON_IsString(a)) {
+        const cJSON *s = cJSON_GetObjectItemCaseSensitive(row, "solution");
+        if (cJSON_IsString(a) && cJSON_IsString(s)) {
             if (n == cap) {
                 cap = cap ? cap * 2 : 512;
                 char **na = realloc(ans, (size_t)cap * sizeof *na);
-                if (!na) { cJSON_Delete(row); break; }
-                ans = na;
+                if (na) ans = na;
+                char **ns = na ? realloc(sol, (size_t)cap * sizeof *ns) : NULL;
+                if (ns) sol = ns;
+                if (!na || !ns) { cJSON_Delete(row); break; }
             }
-            ans[n++] = strdup(a->valuestring);
+            ans[n] = strdup(a->valuestring);
+            sol[n++] = strdup(s->valuestring);
         }
         cJSON_Delete(row);
     }
     free(text);
-    *out = ans;
+    *answers = ans;
+    *solutions = sol;
     return n;
 }
 
 static void test_math500(void) {
     char path[1024];
     snprintf(path, sizeof path, "%s/data/math500/test.jsonl", t_shared());
-    char **ans = NULL;
-    int n = load_answers(path, &ans);
+    char **ans = NULL, **sol = NULL;
+    int n = load_rows(path, &ans, &sol);
     if (n < 0) T_SKIP("%s not found; MATH-500 checks skipped", path);
     T_CHECKF(n == 500, "%d rows", n);
+
+    /* every reference solution, graded as a model output, is right */
+    int sol_ok = 0;
+    for (int i = 0; i < n; i++) {
+        int g = orc_math_grade(sol[i], ans[i]);
+        sol_ok += g;
+        if (!g) {
+            char *x = orc_math_extract(sol[i]);
+            T_CHECKF(0, "row %d: the reference solution gives [%s], the answer is [%s]", i, x ? x : "(null)", ans[i]);
+            free(x);
+        }
+    }
+    printf("  reference solutions graded right: %d/%d\n", sol_ok, n);
 
     int exact = 0, same = 0, idem = 0, marker = 0;
     for (int i = 0; i < n; i++) {
@@ -538,19 +837,29 @@ static void test_math500(void) {
     printf("  all %ld distinct pairs: %ld judged equal\n", pairs, all_equal);
     T_CHECK(all_equal * 100 <= pairs);
 
-    for (int i = 0; i < n; i++) { free(ans[i]); if (norm) free(norm[i]); }
+    for (int i = 0; i < n; i++) { free(ans[i]); free(sol[i]); if (norm) free(norm[i]); }
     free(norm);
     free(ans);
+    free(sol);
 }
 
 int main(void) {
     T_RUN(test_pairs_equal);
     T_RUN(test_pairs_different);
-    T_RUN(test_unordered_option);
+    T_RUN(test_list_order);
     T_RUN(test_normalize_forms);
     T_RUN(test_eval);
     T_RUN(test_extract);
     T_RUN(test_grade);
+    T_RUN(test_final_answer_formats);
+    T_RUN(test_solution_sets);
+    T_RUN(test_assignments);
+    T_RUN(test_number_forms);
+    T_RUN(test_expressions);
+    T_RUN(test_refusals);
+    T_RUN(test_gold_direction);
+    T_RUN(test_grade_lines);
+    T_RUN(test_vote_clusters);
     T_RUN(test_fuzz);
     T_RUN(test_huge_inputs);
     T_RUN(test_math500);

@@ -105,14 +105,15 @@ static void test_accept_from_mean(void) {
 }
 
 static void test_accuracy_models(void) {
-    orc_acc_model m = { .p1 = 0.4, .r = 0.8 };
+    orc_acc_model m = { .kind = ORC_ACC_CURVE, .p1 = 0.4, .r = 0.8 };
     T_CHECK(close_to(orc_acc_expected(&m, 1), 0.4, 1e-12));
     T_CHECK(close_to(orc_acc_expected(&m, 4), 1 - 0.6 * 0.64, 1e-12));
     for (int n = 1; n < 64; n++) T_CHECK(orc_acc_expected(&m, n + 1) > orc_acc_expected(&m, n));
     /* concave in log2 n: each doubling gains less */
     T_CHECK(orc_acc_expected(&m, 2) - orc_acc_expected(&m, 1) >
             orc_acc_expected(&m, 4) - orc_acc_expected(&m, 2));
-    orc_acc_model t = { .n_table = 3, .table_n = { 16, 1, 4 }, .table_acc = { 0.7, 0.5, 0.6 } };
+    orc_acc_model t = { .kind = ORC_ACC_TABLE, .n_table = 3, .table_n = { 16, 1, 4 },
+                        .table_acc = { 0.7, 0.5, 0.6 } };
     T_CHECK(close_to(orc_acc_expected(&t, 1), 0.5, 1e-12));
     T_CHECK(close_to(orc_acc_expected(&t, 2), 0.55, 1e-12));   /* halfway in log2 */
     T_CHECK(close_to(orc_acc_expected(&t, 8), 0.65, 1e-12));
@@ -120,7 +121,7 @@ static void test_accuracy_models(void) {
 }
 
 static orc_plan_in plan_in(double budget) {
-    orc_plan_in in = { .lat = synth_model(), .acc = { .p1 = 0.5, .r = 0.8 }, .accept = 0.8,
+    orc_plan_in in = { .lat = synth_model(), .acc = { .kind = ORC_ACC_CURVE, .p1 = 0.5, .r = 0.8 }, .accept = 0.8,
                        .spec_cost = 0.1, .k_max = 6, .length = 400, .prompt_tokens = 100,
                        .budget_s = budget };
     return in;
@@ -196,9 +197,28 @@ static void test_spec_cost_from_rows(void) {
     T_CHECK(p.k == 0);
 }
 
+/* Without an accuracy model (none measured: a zeroed one) the plan expects
+ * no accuracy and takes the most branches that fit; a made-up curve would
+ * promise a number for a model that may score 0. */
+static void test_plan_without_accuracy_model(void) {
+    for (double b = 2; b <= 60; b *= 2) {
+        orc_plan_in in = plan_in(b);
+        memset(&in.acc, 0, sizeof in.acc);
+        T_CHECK(isnan(orc_acc_expected(&in.acc, 4)));
+        orc_plan p;
+        T_CHECK(orc_plan_choose(&in, &p, NULL) == ENG_OK);
+        T_CHECKF(isnan(p.accuracy), "budget %g: expected accuracy %g without a model", b, p.accuracy);
+        for (int n = p.n + 1; n <= ORC_TTS_MAX_N; n++)
+            for (int k = 0; k <= in.k_max; k++)
+                T_CHECKF(orc_plan_latency(&in, n, k) > b, "budget %g: n %d k %d fits", b, n, k);
+    }
+}
+
 static void test_plan_kv_limit(void) {
     orc_plan_in in = plan_in(1e6);
-    in.kv_tokens = 100 + 10 * 401;       /* room for 10 branches */
+    in.kv_prompt_blocks = 7;             /* 100 tokens in blocks of 16 */
+    in.kv_branch_blocks = 27;            /* 400 tokens, and the prompt's last block */
+    in.kv_free_blocks = 7 + 10 * 27 + 26;   /* room for 10 branches, not 11 */
     orc_plan p;
     T_CHECK(orc_plan_choose(&in, &p, NULL) == ENG_OK);
     T_CHECK(p.n == 10);
@@ -224,6 +244,7 @@ int main(void) {
     T_RUN(test_plan_grows_with_budget);
     T_RUN(test_plan_speculation);
     T_RUN(test_spec_cost_from_rows);
+    T_RUN(test_plan_without_accuracy_model);
     T_RUN(test_plan_kv_limit);
     T_DONE();
 }

@@ -92,7 +92,7 @@ static void test_dataset_files_load(void) {
         orc_pp_row *rows;
         int n, valid = 0;
         eng_err e = {0};
-        if (load_file(pp_files[f], &rows, &n, &e)) T_SKIP("%s", e.msg);
+        if (load_file(pp_files[f], &rows, &n, &e)) T_SKIP("ParallelPrompt data under ../shared (optional): %s", e.msg);
         for (int i = 0; i < n; i++) {
             valid += rows[i].valid;
             T_CHECK(rows[i].original != NULL);
@@ -188,7 +188,7 @@ static void test_hoist_dataset_rows(void) {
         orc_pp_row *rows;
         int n;
         eng_err e = {0};
-        if (load_file(pp_files[f], &rows, &n, &e)) T_SKIP("%s", e.msg);
+        if (load_file(pp_files[f], &rows, &n, &e)) T_SKIP("ParallelPrompt data under ../shared (optional): %s", e.msg);
         for (int i = 0; i < n; i++) {
             if (!rows[i].valid) continue;
             orc_pp_schema h;
@@ -708,7 +708,7 @@ static void test_runner_tiny_model(void) {
     eng_model *m = NULL;
     eng_engine *e = NULL;
     eng_err err = {0};
-    if (open_tiny(&m, &e, &err)) T_SKIP("tiny-qwen2: %s", err.msg);
+    if (open_tiny(&m, &e, &err)) T_FAIL("bundled fixture tests/fixtures/tiny-qwen2: %s", err.msg);
     const eng_tok *tok = eng_model_tok(m);
     char *items[] = {"red apples", "green pears", "blue plums"};
     orc_pp_schema s = {.kind = ORC_PP_DATA, .tmpl = "Context: {context}\nDescribe {data} briefly.",
@@ -802,7 +802,7 @@ static void test_batched_prefill_tiny(void) {
     eng_model *m = NULL;
     eng_engine *e = NULL;
     eng_err err = {0};
-    if (open_tiny(&m, &e, &err)) T_SKIP("tiny-qwen2: %s", err.msg);
+    if (open_tiny(&m, &e, &err)) T_FAIL("bundled fixture tests/fixtures/tiny-qwen2: %s", err.msg);
     const eng_tok *tok = eng_model_tok(m);
     char *items[] = {"the salary", "the contract type", "the benefits", "the location"};
     orc_pp_schema s = {.kind = ORC_PP_DATA, .tmpl = "Extract {data} from the job description: {context}",
@@ -848,7 +848,7 @@ static void test_detector_agreement(void) {
         orc_pp_row *rows;
         int n;
         eng_err e = {0};
-        if (load_file(pp_files[f], &rows, &n, &e)) T_SKIP("%s", e.msg);
+        if (load_file(pp_files[f], &rows, &n, &e)) T_SKIP("ParallelPrompt data under ../shared (optional): %s", e.msg);
         int valid = 0, kind = 0, count = 0, exact = 0, loose = 0;
         for (int i = 0; i < n; i++) {
             if (!rows[i].valid) continue;

@@ -6,7 +6,7 @@
 
 int main(void) {
     if (access("/usr/bin/python3", X_OK) || system("/usr/bin/python3 -c 'import websockets' 2>/dev/null")) {
-        printf("  SKIP: /usr/bin/python3 with python3-websockets is missing (scripts/deps.sh installs it)\n");
+        printf("  FAIL: /usr/bin/python3 with python3-websockets is missing (scripts/deps.sh installs it)\n");
         printf("0 passed, 1 failed, 0 skipped\n");
         return 1;
     }

@@ -301,7 +301,7 @@ static void greedy_cfg(eng_model *m, eng_model *draft, const prompts *p, int **r
 }
 
 static void test_greedy_ngram(void) {
-    if (!load_all()) T_SKIP("fixtures did not load");
+    if (!load_all()) T_FAIL("bundled fixtures under tests/fixtures did not load");
     printf("  %d qwen2 prompts, %d llama prompts, %d tokens each\n", p_qwen.n, p_llama.n, N_GEN);
     T_CHECK(p_qwen.n >= 50 && p_llama.n >= 50);
     static const gcfg cf[] = {
@@ -320,7 +320,7 @@ static void test_greedy_ngram(void) {
 }
 
 static void test_greedy_draft(void) {
-    if (!load_all()) T_SKIP("fixtures did not load");
+    if (!load_all()) T_FAIL("bundled fixtures under tests/fixtures did not load");
     static const gcfg same[] = {
         { ENG_SPEC_DRAFT, 3, 0, 0, 0, 0 }, { ENG_SPEC_DRAFT, 0, 1, 0, 2, 0 },
     };
@@ -436,6 +436,28 @@ static void test_probs(void) {
     free(want);
 }
 
+/* At the nucleus' edge: token 0's logit is a hair below the others' but its
+ * weight rounds to theirs, so whether it or token 512 ends the nucleus
+ * depends on how the set is built.  Verification is lossless only if
+ * eng_spec_probs builds the set eng_sample draws from. */
+static void test_probs_edge(void) {
+    enum { E = 1024, N = 4000 };
+    static float l[E], p[E];
+    l[0] = -1e-9f;
+    for (int i = 1; i < E; i++) l[i] = 0;
+    eng_sampling s = { 1.0f, 0, 0.5f, 0 };
+    T_CHECK(eng_spec_probs(l, E, &s, p) == ENG_OK);
+    int kept = 0, outside = 0;
+    for (int i = 0; i < E; i++) kept += p[i] > 0;
+    uint64_t rng = 5;
+    for (int i = 0; i < N; i++) {
+        int id = eng_sample(l, E, &s, &rng).id;
+        outside += !(id >= 0 && id < E && p[id] > 0);
+    }
+    printf("  %d tokens kept; %d of %d draws outside them\n", kept, outside, N);
+    T_CHECK(kept == E / 2 && outside == 0);
+}
+
 /* ---------------------------------------------------- scripted drafter */
 /* Proposes the known greedy continuation with only its first right[call]
  * tokens right (cycling through right[]). */
@@ -514,7 +536,7 @@ static int rows_differ(eng_engine *e, int s, const plain_run *r, int V) {
 }
 
 static void test_rollback(void) {
-    if (!load_all()) T_SKIP("fixtures did not load");
+    if (!load_all()) T_FAIL("bundled fixtures under tests/fixtures did not load");
     eng_model *m = m_llama;
     int V = m->cfg.vocab_size;
     const int *prompt = p_llama.ids[5], n = p_llama.len[5];
@@ -604,7 +626,7 @@ static double adaptive_run(eng_model *m, const int *prompt, int n, script *sc, i
 }
 
 static void test_adaptive(void) {
-    if (!load_all()) T_SKIP("fixtures did not load");
+    if (!load_all()) T_FAIL("bundled fixtures under tests/fixtures did not load");
     eng_model *m = m_llama;
     const int *prompt = p_llama.ids[2], n = p_llama.len[2];
     enum { T = 120 };
@@ -805,7 +827,7 @@ static int wrong_propose(void *user, int seq, const int *tokens, int n, int k, i
 }
 
 static void test_overhead(void) {
-    if (!load_all()) T_SKIP("fixtures did not load");
+    if (!load_all()) T_FAIL("bundled fixtures under tests/fixtures did not load");
     enum { T = 192 };
     eng_model *m = m_llama, *anti = contrary("tiny-llama");
     T_CHECK(anti != NULL);
@@ -1011,7 +1033,7 @@ static void sampling_case(eng_model *m, const int *prompt, int n, const eng_samp
 }
 
 static void test_sampling(void) {
-    if (!load_all()) T_SKIP("fixtures did not load");
+    if (!load_all()) T_FAIL("bundled fixtures under tests/fixtures did not load");
     eng_model *m = m_llama;
     /* n-gram drafts need text that repeats: the prompt is S, its greedy
      * continuation G, then S again, so lookup proposes G */
@@ -1045,7 +1067,7 @@ static int *greedy_of(eng_model *m, const int *ids, int n, int n_gen) {
 }
 
 static void test_force_pause_append(void) {
-    if (!load_all()) T_SKIP("fixtures did not load");
+    if (!load_all()) T_FAIL("bundled fixtures under tests/fixtures did not load");
     eng_model *m = m_llama;
     const int *prompt = p_llama.ids[7], n = p_llama.len[7];
     eng_spec_opts o = { .mode = ENG_SPEC_DRAFT, .k = 3, .draft_model = m_llama };
@@ -1118,7 +1140,7 @@ static void test_force_pause_append(void) {
  * ENG_EFULL exactly where a plain run does; the same at the end of the
  * model's context. */
 static void test_limits(void) {
-    if (!load_all()) T_SKIP("fixtures did not load");
+    if (!load_all()) T_FAIL("bundled fixtures under tests/fixtures did not load");
     eng_model *m = m_qwen;
     int n = 10, V = m->cfg.vocab_size, prompt[10];
     for (int i = 0; i < n; i++) prompt[i] = 100 + 37 * i;
@@ -1177,7 +1199,7 @@ static int junk(void *user, int seq, const int *tokens, int n, int k, int *out) 
 }
 
 static void test_bad_args(void) {
-    if (!load_all()) T_SKIP("fixtures did not load");
+    if (!load_all()) T_FAIL("bundled fixtures under tests/fixtures did not load");
     eng_model *m = m_llama;
     eng_engine *e = mk(m, 16, 0, 8);
     eng_err err = { 0 };
@@ -1242,6 +1264,7 @@ static void test_bad_args(void) {
 
 int main(void) {
     T_RUN(test_probs);
+    T_RUN(test_probs_edge);
     T_RUN(test_greedy_ngram);
     T_RUN(test_greedy_draft);
     T_RUN(test_rollback);

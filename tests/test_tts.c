@@ -170,7 +170,7 @@ static void test_certainty(void) {
 
 /* -------------------------------------------------------- on the model */
 static void test_branches_share_prompt_blocks(void) {
-    if (!load()) T_SKIP("no tiny model");
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     eng_engine *e = engine(256);
     orc_sched *s = NULL;
     T_CHECK(orc_sched_create(e, 4, &s, NULL) == ENG_OK);
@@ -200,7 +200,7 @@ static int same_ids(const col *c, int a, int b) {
 }
 
 static void test_seeds(void) {
-    if (!load()) T_SKIP("no tiny model");
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     eng_engine *e = engine(256);
     col c;
     orc_query q = query(24, 1.0f, 11);
@@ -226,7 +226,7 @@ static void test_seeds(void) {
 }
 
 static void test_probe_leaves_branch_alone(void) {
-    if (!load()) T_SKIP("no tiny model");
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     eng_engine *e = engine(512);
     col with, without;
     orc_query q = query(40, 0.8f, 5);
@@ -279,7 +279,7 @@ static orc_tts_opts probe_opts(int n, const char *mode) {
 }
 
 static void test_early_stop_when_answers_agree(void) {
-    if (!load()) T_SKIP("no tiny model");
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     eng_engine *e = engine(512);
     int free0 = eng_kv_free_blocks(e);
     col c;
@@ -311,7 +311,7 @@ static void test_early_stop_when_answers_agree(void) {
 }
 
 static void test_no_early_stop_when_answers_disagree(void) {
-    if (!load()) T_SKIP("no tiny model");
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     eng_engine *e = engine(512);
     col c;
     orc_query q = query(40, 1.0f, 3);
@@ -326,7 +326,7 @@ static void test_no_early_stop_when_answers_disagree(void) {
 }
 
 static void test_stable_branch_stops_alone(void) {
-    if (!load()) T_SKIP("no tiny model");
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     eng_engine *e = engine(512);
     int free0 = eng_kv_free_blocks(e);
     orc_sched *s = NULL;
@@ -354,7 +354,7 @@ static void test_stable_branch_stops_alone(void) {
 }
 
 static void test_vote_and_best_end_to_end(void) {
-    if (!load()) T_SKIP("no tiny model");
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     eng_engine *e = engine(256);
     static const char *const script[] = { "so x is \\boxed{42}.", "hence \\boxed{42}", "\\boxed{7}" };
     col c;
@@ -383,7 +383,7 @@ static void test_vote_and_best_end_to_end(void) {
 }
 
 static void test_cancel_frees_everything(void) {
-    if (!load()) T_SKIP("no tiny model");
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     eng_engine *e = engine(512);
     int free0 = eng_kv_free_blocks(e);
     orc_sched *s = NULL;
@@ -412,13 +412,19 @@ static void wait_emit(void *ud, cJSON *m) {
     cJSON_Delete(m);
 }
 
-static void test_admission_waits_for_room(void) {
-    if (!load()) T_SKIP("no tiny model");
+/* Tokens of PROBLEM as a reason query's prompt (system + user turn). */
+static int prompt_tokens(void) {
     eng_chat_msg msgs[2] = { { .role = "system", .content = ORC_TTS_MATH_SYSTEM }, { .role = "user", .content = PROBLEM } };
     orc_query pq = { .messages = msgs, .n_messages = 2 };
     int *ids = NULL, n = 0;
     T_CHECK(orc_encode_query(&pq, model, &ids, &n, NULL) == ENG_OK);
     free(ids);
+    return n;
+}
+
+static void test_admission_waits_for_room(void) {
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
+    int n = prompt_tokens();
     int pb = (n + 15) / 16;
     /* a query of 6 branches of 48 tokens needs pb + 6 x 4 blocks to start */
     eng_engine *e = engine(pb + 6 * 4 + 4);
@@ -444,8 +450,51 @@ static void test_admission_waits_for_room(void) {
     eng_destroy(e);
 }
 
+/* Admission counts KV blocks of the engine's own size (4 tokens here, not a
+ * guessed 16): with another sequence live and one block short of what two
+ * branches need to start, the query waits; with that block it starts.  The
+ * planner's KV inputs come from the same engine. */
+static void test_admission_block_size(void) {
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
+    int n = prompt_tokens();
+    int need = (n + 3) / 4 + 2 * (16 / 4 + 1);   /* prompt; 2 branches of 16 tokens + a copied block */
+    for (int room = 0; room < 2; room++) {
+        eng_opts eo = { .backend = ENG_BACKEND_CPU, .n_threads = 2, .block_size = 4,
+                        .n_blocks = need - 1 + room, .max_seqs = 8 };
+        eng_engine *e = NULL;
+        T_CHECK(eng_create(model, &eo, &e, NULL) == ENG_OK);
+        if (!e) return;
+        int one = 1, other = -1;
+        eng_sampling greedy = { 0 };
+        T_CHECK(eng_seq_add(e, &one, 1, &greedy, &other, NULL) == ENG_OK);
+        orc_query q = query(16, 1.0f, 1);
+        orc_tts_opts o = opts(2);
+        int *ids = NULL, m = 0;   /* the task's own encoding, as the server plans with */
+        T_CHECK(orc_tts_encode_prompt(&q, &o, model, &ids, &m, NULL) == ENG_OK && m == n);
+        free(ids);
+        col c = { 0 };
+        orc_sink sink = { .ud = &c, .emit = c_emit, .done = c_done };
+        orc_task *t = NULL;
+        eng_err err = { 0 };
+        T_CHECK(orc_task_reason_create(&q, model, sink, &o, &t, &err) == ENG_OK);
+        int r = t ? t->begin(t, e, &err) : -1;
+        T_CHECKF(r == (room ? ORC_RUNNING : ORC_WAIT), "%d free blocks of %d needed: begin gave %d (%s)",
+                 eng_kv_free_blocks(e), need, r, err.msg);
+        if (!room) {
+            orc_plan_in in = { .prompt_tokens = n, .length = 16 };
+            orc_plan_kv(&in, e);
+            T_CHECKF(in.kv_free_blocks == need - 1 && in.kv_prompt_blocks == (n + 3) / 4 &&
+                     in.kv_branch_blocks == 16 / 4 + 1, "plan KV: %d free, prompt %d, branch %d",
+                     in.kv_free_blocks, in.kv_prompt_blocks, in.kv_branch_blocks);
+        }
+        if (t) { t->stop(t, e, "test"); t->destroy(t); }
+        col_free(&c);
+        eng_destroy(e);
+    }
+}
+
 static void test_calibration(void) {
-    if (!load()) T_SKIP("no tiny model");
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     eng_engine *e = engine(512);
     int free0 = eng_kv_free_blocks(e), prompt[64];
     for (int i = 0; i < 64; i++) prompt[i] = (i * 37) % 1000;
@@ -468,7 +517,7 @@ static void test_calibration(void) {
 }
 
 static void test_bad_input(void) {
-    if (!load()) T_SKIP("no tiny model");
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     col c = { 0 };
     orc_sink sink = { .ud = &c, .emit = c_emit };
     orc_task *t = NULL;
@@ -508,13 +557,13 @@ static void test_bad_input(void) {
 
 /* --------------------------------------------------------------- bench */
 static void test_bench_math500(void) {
-    if (!load()) T_SKIP("no tiny model");
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     char data[512];
     snprintf(data, sizeof data, "%s/data/math500/test.jsonl", t_shared());
-    if (access(data, R_OK)) T_SKIP("no %s", data);
+    if (access(data, R_OK)) T_SKIP("MATH-500 data %s is absent (../shared is optional)", data);
     char out[] = "/tmp/brisk_test_tts_XXXXXX";
     int fd = mkstemp(out);
-    if (fd < 0) T_SKIP("no temporary file");
+    if (fd < 0) T_FAIL("cannot create a temporary file %s", out);
     close(fd);
     char json[600], svg[600];
     snprintf(json, sizeof json, "%s.json", out);
@@ -571,6 +620,25 @@ static void test_bench_math500(void) {
         }
     }
     T_CHECK(na == 0 && planned == 2);   /* the engine speculates (n-gram drafter) */
+    /* the planner expects what the parallel runs measured, not a made-up curve */
+    const cJSON *pl = cJSON_GetObjectItem(j, "planner");
+    const cJSON *am = cJSON_GetObjectItem(pl, "accuracy_model");
+    T_CHECKF(cJSON_IsString(am) && strstr(am->valuestring, "measured"), "accuracy model %s",
+             cJSON_IsString(am) ? am->valuestring : "(missing)");
+    double lo = 1, hi = 0;
+    for (int i = 0; i < 2; i++)
+        if (par[i]) {
+            double a = cJSON_GetObjectItem(par[i], "accuracy")->valuedouble;
+            lo = a < lo ? a : lo;
+            hi = a > hi ? a : hi;
+        }
+    cJSON_ArrayForEach(x, cf) {
+        const cJSON *ea = cJSON_GetObjectItem(x, "expected_accuracy");
+        if (!cJSON_GetObjectItem(x, "budget_s")) continue;
+        T_CHECKF(cJSON_IsNumber(ea) && ea->valuedouble >= lo - 1e-12 && ea->valuedouble <= hi + 1e-12,
+                 "%s expects accuracy %g; the parallel runs measured %g to %g",
+                 cJSON_GetObjectItem(x, "name")->valuestring, cJSON_IsNumber(ea) ? ea->valuedouble : -1, lo, hi);
+    }
     /* sample i of the sequential run has parallel branch i's seed: same tokens */
     for (int i = 0; i < 2; i++) {
         T_CHECK(seq[i] && par[i]);
@@ -623,6 +691,7 @@ int main(void) {
     T_RUN(test_vote_and_best_end_to_end);
     T_RUN(test_cancel_frees_everything);
     T_RUN(test_admission_waits_for_room);
+    T_RUN(test_admission_block_size);
     T_RUN(test_calibration);
     T_RUN(test_bad_input);
     T_RUN(test_bench_args);

@@ -21,15 +21,15 @@
 
 /* ================================================================ registry */
 
-/* What a running tool sees.  Tools check tool_ctx_stop() between slow steps
- * and return promptly once it is true; the scheduler waits for them. */
+/* What a running tool sees.  A tool with slow steps stops promptly once
+ * *cancel is set and bounds its waits by tool_ctx_left (fetch_url: curl's
+ * progress callback and timeout); the scheduler waits for it. */
 typedef struct tool_ctx {
     const atomic_int *cancel;  /* nonzero: result no longer wanted (may be NULL) */
     double deadline;           /* eng_now_s() time limit; 0 = none */
     void *user;                /* the tool's user pointer */
 } tool_ctx;
 
-int    tool_ctx_stop(const tool_ctx *c);   /* cancelled or past the deadline */
 double tool_ctx_left(const tool_ctx *c);   /* seconds left (1e9 without deadline) */
 
 /* Execute callback: args is a JSON object.  On success returns ENG_OK with

@@ -118,7 +118,7 @@ static const char *const PEOPLE[] = {"surveyors", "monks", "traders", "engineers
  * page below 32768 has its own name), scrambled by the seed. */
 void tool_corpus_page_name(uint64_t seed, int i, char *buf, size_t cap) {
     uint64_t s = seed;
-    uint64_t mul = (tool_rng_next(&s) | 1) & 32767, off = tool_rng_next(&s) & 32767;
+    uint64_t mul = (eng_rng_next(&s) | 1) & 32767, off = eng_rng_next(&s) & 32767;
     unsigned v = (unsigned)(((uint64_t)(unsigned)i * mul + off) & 32767);
     snprintf(buf, cap, "%s%s%s", SYL[v & 31], SYL[(v >> 5) & 31], SYL[(v >> 10) & 31]);
     if (buf[0] >= 'a' && buf[0] <= 'z') buf[0] = (char)(buf[0] - 'a' + 'A');
@@ -126,7 +126,7 @@ void tool_corpus_page_name(uint64_t seed, int i, char *buf, size_t cap) {
 
 static int page_topic(uint64_t seed, int i) {
     uint64_t s = seed ^ (0x51ED270B27ull * (uint64_t)(i + 1));
-    return (int)(tool_rng_next(&s) % N_TOPICS);
+    return (int)(eng_rng_next(&s) % N_TOPICS);
 }
 
 static void page_title(uint64_t seed, int i, char *buf, size_t cap) {
@@ -136,7 +136,7 @@ static void page_title(uint64_t seed, int i, char *buf, size_t cap) {
     snprintf(buf, cap, "%s %s", name, t->noun);
 }
 
-#define PICK(arr, s) (arr[tool_rng_next(s) % (sizeof arr / sizeof arr[0])])
+#define PICK(arr, s) (arr[eng_rng_next(s) % (sizeof arr / sizeof arr[0])])
 
 static int link_to(eng_buf *b, uint64_t seed, int j) {
     char title[128];
@@ -149,10 +149,10 @@ static int paragraph(eng_buf *b, uint64_t seed, uint64_t *s, int i, int n, int *
     char name[64];
     tool_corpus_page_name(seed, i, name, sizeof name);
     int rc = eng_buf_adds(b, "<p>");
-    int n_sent = 3 + (int)(tool_rng_next(s) % 3);
+    int n_sent = 3 + (int)(eng_rng_next(s) % 3);
     for (int k = 0; k < n_sent; k++) {
-        int year = 1500 + (int)(tool_rng_next(s) % 520), num = 2 + (int)(tool_rng_next(s) % 9000);
-        switch (tool_rng_next(s) % 9) {
+        int year = 1500 + (int)(eng_rng_next(s) % 520), num = 2 + (int)(eng_rng_next(s) % 9000);
+        switch (eng_rng_next(s) % 9) {
         case 0: rc |= eng_buf_printf(b, "%s was first recorded in %d by %s %s. ", name, year,
                                       PICK(ADJ, s), PICK(PEOPLE, s)); break;
         case 1: rc |= eng_buf_printf(b, "About %d people visit %s each year. ", num, name); break;
@@ -168,7 +168,7 @@ static int paragraph(eng_buf *b, uint64_t seed, uint64_t *s, int i, int n, int *
                                       2 + num % 400, PICK(ADJ, s)); break;
         default:
             if (*links_left > 0 && n > 1) {
-                int j = (int)(tool_rng_next(s) % (uint64_t)n);
+                int j = (int)(eng_rng_next(s) % (uint64_t)n);
                 if (j == i) j = (j + 1) % n;
                 rc |= eng_buf_printf(b, "It is often compared with ");
                 rc |= link_to(b, seed, j);
@@ -187,7 +187,7 @@ static int gen_page(eng_buf *b, uint64_t seed, int i, int n) {
     uint64_t s = seed ^ (0x9E3779B9ull * (uint64_t)(i + 7));
     page_title(seed, i, title, sizeof title);
     const topic *t = &TOPICS[page_topic(seed, i)];
-    int links = 4 + (int)(tool_rng_next(&s) % 7), n_par = 2 + (int)(tool_rng_next(&s) % 4);
+    int links = 4 + (int)(eng_rng_next(&s) % 7), n_par = 2 + (int)(eng_rng_next(&s) % 4);
     int rc = eng_buf_printf(b, "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>%s</title>"
                              "<style>body{font-family:serif}</style></head>\n<body>\n"
                              "<nav><a href=\"/\">Home</a> | <a href=\"/topic/%s\">%s</a></nav>\n"
@@ -195,7 +195,7 @@ static int gen_page(eng_buf *b, uint64_t seed, int i, int n) {
     for (int k = 0; k < n_par; k++) rc |= paragraph(b, seed, &s, i, n, &links);
     rc |= eng_buf_adds(b, "<h2>See also</h2>\n<ul>\n");
     for (int k = 0; k < links && n > 1; k++) {   /* the rest of the page's links */
-        int j = (int)(tool_rng_next(&s) % (uint64_t)n);
+        int j = (int)(eng_rng_next(&s) % (uint64_t)n);
         if (j == i) j = (j + 1) % n;
         rc |= eng_buf_adds(b, "<li>");
         rc |= link_to(b, seed, j);

@@ -53,6 +53,5 @@ int tool_corpus_put(struct sqlite3 *db, const char *url, const char *title, cons
 int tool_corpus_search(struct sqlite3 *db, const char *q, int k, const char *base_url,
                        cJSON **out, eng_err *err);
 
-uint64_t tool_rng_next(uint64_t *s);        /* splitmix64 */
 double   tool_rng_unit(uint64_t *s);        /* uniform in (0, 1) */
 #endif

@@ -8,12 +8,6 @@
 #include <curl/curl.h>
 #include "tool_internal.h"
 
-int tool_ctx_stop(const tool_ctx *c) {
-    if (!c) return 0;
-    if (c->cancel && atomic_load(c->cancel)) return 1;
-    return c->deadline > 0 && eng_now_s() >= c->deadline;
-}
-
 double tool_ctx_left(const tool_ctx *c) {
     if (!c || c->deadline <= 0) return 1e9;
     double left = c->deadline - eng_now_s();
@@ -58,15 +52,8 @@ int tool_add_utf8(eng_buf *b, unsigned cp) {
 }
 
 /* ----------------------------------------------------------------- random */
-uint64_t tool_rng_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
 double tool_rng_unit(uint64_t *s) {
-    return ((tool_rng_next(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0);
+    return ((eng_rng_next(s) >> 11) + 0.5) * 0x1.0p-53;
 }
 
 void tool_latency_init(tool_latency *l, double median_ms, double sigma, uint64_t seed) {

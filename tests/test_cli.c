@@ -68,6 +68,7 @@ static void test_unknown(void) {
     refused(BRISK " replay frob", "the only replay is 'parallelprompt FILE.json' (got 'frob')");
     refused(BRISK " mkmodel --preset nope --out /tmp/x", "unknown preset 'nope'");
     refused(BRISK " mkmodel --preset qwen2.5-0.5b --out /tmp/x --what 1", "unknown option '--what'");
+    refused(BRISK " grade --bogus", "unknown option '--bogus'");
     char out[4096];
     int rc = run("timeout 10 " BRISK " serve --model " MODEL " --host nosuch.invalid --port 0", out, sizeof out);
     T_CHECKF(rc == 1 && strstr(out, "cannot use host 'nosuch.invalid'"), "exit %d: %s", rc, out);

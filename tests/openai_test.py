@@ -241,27 +241,19 @@ def t_errors(p):
     check("an unsupported parameter is refused (400), not ignored", st == 400 and "frequency_penalty" in str(e), e)
     st, e = status_of(lambda: c.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "x" * (2 << 20)}]))
     check("a body over 1 MiB: 413", st == 413, e)
-    req = urllib.request.Request(f"http://127.0.0.1:{p.port}/v1/chat/completions", data=b"{not json",
-                                 headers={"Content-Type": "application/json"})
-    try:
-        urllib.request.urlopen(req, timeout=10)
-        code, body = 200, ""
-    except urllib.error.HTTPError as he:
-        code, body = he.code, he.read().decode()
+    def raw(path, data=None):
+        req = urllib.request.Request(f"http://127.0.0.1:{p.port}{path}", data=data,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as he:
+            return he.code, he.read().decode()
+    code, body = raw("/v1/chat/completions", b"{not json")
     check("malformed JSON: 400 with an OpenAI error object",
           code == 400 and json.loads(body)["error"]["type"] == "invalid_request_error", (code, body))
-    try:
-        urllib.request.urlopen(f"http://127.0.0.1:{p.port}/v1/nope", timeout=10)
-        code = 200
-    except urllib.error.HTTPError as he:
-        code = he.code
-    check("unknown /v1 path: 404", code == 404, code)
-    try:
-        urllib.request.urlopen(f"http://127.0.0.1:{p.port}/v1/chat/completions", timeout=10)
-        code = 200
-    except urllib.error.HTTPError as he:
-        code = he.code
-    check("GET on a POST endpoint: 405", code == 405, code)
+    check("unknown /v1 path: 404", raw("/v1/nope")[0] == 404)
+    check("GET on a POST endpoint: 405", raw("/v1/chat/completions")[0] == 405)
 
 
 def t_auth():

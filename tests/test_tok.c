@@ -745,7 +745,7 @@ static const char *const TINY_MERGES[] = {"b c", "a b"};
 static void tiny_gguf(gw *w, int what) {
     gw_init(w);
     gw_str(w, "general.architecture", "llama");
-    gw_str(w, "tokenizer.ggml.model", what == 1 ? "llama" : "gpt2");
+    gw_str(w, "tokenizer.ggml.model", what == 1 ? "bert" : "gpt2");
     gw_str(w, "tokenizer.ggml.pre", what == 2 ? "nonesuch" : "smollm");
     if (what != 3) gw_arr_str(w, "tokenizer.ggml.tokens", TINY_TOKENS, what == 4 ? 8 : 9);
     gw_arr_i32(w, "tokenizer.ggml.token_type", TINY_TYPES, what == 5 ? 3 : 9);
@@ -793,7 +793,7 @@ static void test_gguf_tiny(void) {
 /* Broken or unsupported GGUF tokenizers: clear errors naming the file. */
 static void test_gguf_malformed(void) {
     static const struct { int what, code; const char *needle; } cases[] = {
-        {1, ENG_EUNSUPPORTED, "tokenizer.ggml.model \"llama\""},
+        {1, ENG_EUNSUPPORTED, "tokenizer.ggml.model \"bert\""},
         {2, ENG_EUNSUPPORTED, "tokenizer.ggml.pre \"nonesuch\""},
         {3, ENG_EFORMAT, "missing metadata tokenizer.ggml.tokens"},
         {4, ENG_EFORMAT, "token_type has 9 entries for 8 tokens"},
@@ -1040,6 +1040,7 @@ static void test_tokenize_cmd(void) {
 
 static const char *REAL_STRINGS = "tests/fixtures/tok_real_strings.json";
 static const char *SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf";
+static const char *GEMMA3_GGUF = "gemma-3-270m-q4_k_m.gguf";
 
 /* The ints of a JSON array, malloc'd (one spare slot). */
 static int *json_ints(const cJSON *a, int *n) {
@@ -1152,6 +1153,30 @@ static void test_qwen3(void) {
     eng_tok_free(t);
 }
 
+/* Gemma 3's SentencePiece BPE from its GGUF file (262,144 tokens, merges
+ * rebuilt from the vocabulary), against transformers' conversion of the same
+ * file (scripts/record_tok_real.py). */
+static void test_gemma3(void) {
+    T_MODEL(path, GEMMA3_GGUF);
+    eng_gguf *g;
+    eng_tok *t;
+    eng_err err = {0};
+    double t0 = eng_now_s();
+    if (eng_gguf_open(path, &g, &err)) T_FAIL("%s", err.msg);
+    double t1 = eng_now_s();
+    int rc = eng_tok_load_gguf(g, &t, &err);
+    double t2 = eng_now_s();
+    eng_gguf_close(g);
+    if (rc) T_FAIL("%s", err.msg);
+    printf("  gemma3: GGUF opened in %.1f ms, tokenizer loaded in %.1f ms, %d ids\n", (t1 - t0) * 1e3,
+           (t2 - t1) * 1e3, eng_tok_vocab_size(t));
+    T_CHECK(eng_tok_vocab_size(t) == 262144);
+    T_CHECK(eng_tok_bos(t) == 2);                    /* <bos>; add_bos_token is true */
+    T_CHECK(eng_tok_find(t, "<start_of_turn>") == 105 && eng_tok_find(t, "<end_of_turn>") == 106);
+    check_agreement("gemma3", t, "tests/fixtures/tok_real_ids_gemma3.json");
+    eng_tok_free(t);
+}
+
 int main(void) {
     T_RUN(test_qwen2);
     T_RUN(test_smol);
@@ -1174,5 +1199,6 @@ int main(void) {
     T_RUN(test_tokenize_cmd);
     T_RUN(test_smollm2);
     T_RUN(test_qwen3);
+    T_RUN(test_gemma3);
     T_DONE();
 }

@@ -81,6 +81,7 @@ struct eng_tok {
     uint32_t vocab_mask;
     merge_slot *merges;          /* (left id, right id) -> rank, merged id */
     uint32_t merge_mask;
+    uint32_t *merge_class;       /* merges implied by the vocabulary (see merge_of), else NULL */
     int byte_id[256];            /* id of each one-byte vocabulary string, -1 if none */
     int chars;                   /* SentencePiece style (words of characters), else byte-level */
     int fallback_id[256];        /* byte_fallback: the <0xNN> token of each byte, else -1 */
@@ -110,11 +111,14 @@ static uint64_t hash_u64(uint64_t x) {
     return x ^ (x >> 33);
 }
 
-static uint32_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ull;
+static uint64_t fnv(uint64_t h, const char *s, size_t n) {
     for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    return (uint32_t)hash_u64(h);
+    return h;
 }
+
+static const uint64_t FNV0 = 1469598103934665603ull;
+
+static uint32_t hash_bytes(const char *s, size_t n) { return (uint32_t)hash_u64(fnv(FNV0, s, n)); }
 
 static uint32_t table_size(size_t n) {
     uint32_t cap = 16;
@@ -178,19 +182,28 @@ static const char *find_bytes(const char *s, size_t n, const char *p, size_t np)
     return NULL;
 }
 
-static vocab_slot *vocab_slot_for(const eng_tok *t, const char *s, size_t n, uint32_t h) {
+/* The slot of the key a[0..na) followed by b[0..nb), hash h: its own, or
+ * the empty one where it would go. */
+static vocab_slot *vocab_slot_for(const eng_tok *t, const char *a, size_t na, const char *b, size_t nb,
+                                  uint32_t h) {
     for (uint32_t i = h & t->vocab_mask;; i = (i + 1) & t->vocab_mask) {
         vocab_slot *v = &t->vocab[i];
-        if (!v->len || (v->hash == h && v->len == n && !memcmp(t->pool + v->off, s, n))) return v;
+        if (!v->len || (v->hash == h && v->len == na + nb && !memcmp(t->pool + v->off, a, na) &&
+                        !memcmp(t->pool + v->off + na, b, nb)))
+            return v;
     }
 }
 
-/* Id of the token whose raw bytes are s[0..n), or -1. */
-static int vocab_get(const eng_tok *t, const char *s, size_t n) {
-    if (!n || !t->vocab) return -1;
-    const vocab_slot *v = vocab_slot_for(t, s, n, hash_bytes(s, n));
+/* Id of the token whose key is a[0..na) then b[0..nb), or -1. */
+static int vocab_get2(const eng_tok *t, const char *a, size_t na, const char *b, size_t nb) {
+    if (na + nb == 0 || !t->vocab) return -1;
+    uint32_t h = (uint32_t)hash_u64(fnv(fnv(FNV0, a, na), b, nb));
+    const vocab_slot *v = vocab_slot_for(t, a, na, b, nb, h);
     return v->len ? v->id : -1;
 }
+
+/* Id of the token whose key is s[0..n), or -1. */
+static int vocab_get(const eng_tok *t, const char *s, size_t n) { return vocab_get2(t, s, n, "", 0); }
 
 static const merge_slot *merge_get(const eng_tok *t, int a, int b) {
     uint64_t key = (uint64_t)(uint32_t)(a + 1) << 32 | (uint32_t)(b + 1);
@@ -375,7 +388,7 @@ static int tb_vocab(loader *L, const char *s, size_t len, int id) {
     int rc = tb_piece(L, id, t->pool + off, klen, off, klen);
     if (rc || raw <= 0) return rc;
     uint32_t h = hash_bytes(t->pool + off, klen);
-    vocab_slot *v = vocab_slot_for(t, t->pool + off, klen, h);
+    vocab_slot *v = vocab_slot_for(t, t->pool + off, klen, "", 0, h);
     *v = (vocab_slot){ (uint32_t)off, (uint32_t)klen, h, id };   /* a repeated key: last wins */
     return ENG_OK;
 }
@@ -1114,6 +1127,7 @@ static int gguf_special_ids(loader *L, const eng_gguf *g, int n, int64_t add_bos
  * tokenizer.ggml.add_space_prefix is not read: transformers ignores it. */
 
 enum { SPM_LLAMA, SPM_GEMMA, SPM_PHI3 };
+enum { SPM_MAX_KEY = 0xFFFFF };          /* longest token when merges are rebuilt (see merge_of) */
 
 static int spm_family(loader *L, const eng_gguf *g, int *fam) {
     const char *arch = "";
@@ -1127,59 +1141,48 @@ static int spm_family(loader *L, const eng_gguf *g, int *fam) {
     return rc;
 }
 
-typedef struct spm_merge { double score; int lenl, lenr, id, l, r; } spm_merge;
+static const double *sort_scores;       /* for cmp_by_score, during one qsort */
 
-/* transformers' generate_merges order: score (higher first), longer left
- * part, longer right part, then the merged token's position. */
-static int cmp_spm_merge(const void *x, const void *y) {
-    const spm_merge *a = x, *b = y;
-    if (a->score != b->score) return a->score > b->score ? -1 : 1;
-    if (a->lenl != b->lenl) return a->lenl > b->lenl ? -1 : 1;
-    if (a->lenr != b->lenr) return a->lenr > b->lenr ? -1 : 1;
-    return a->id - b->id;
+static int cmp_by_score(const void *x, const void *y) {
+    int a = *(const int *)x, b = *(const int *)y;
+    if (sort_scores[a] != sort_scores[b]) return sort_scores[a] > sort_scores[b] ? -1 : 1;
+    return a - b;
 }
 
-/* Merges rebuilt from the vocabulary, as transformers does for a file that
- * lists none: every split of a token into two vocabulary strings (at a
- * character boundary) is a merge, ranked as cmp_spm_merge says with the
- * token's score[id] and the parts' lengths in characters.  A string spelled
- * twice counts once, at its last id.  The loop visits each token's splits
- * longest left part first, so with scores falling by position (Gemma) the
- * list comes out sorted and no sort is needed. */
-static int spm_merges(loader *L, const double *score) {
+/* For a file that lists no merges, transformers rebuilds them from the
+ * vocabulary (generate_merges): every split of a token into two vocabulary
+ * strings at a character boundary, sorted by the token's score (higher
+ * first), then longer left part, then longer right part, then the token's
+ * position.  Encoding finds these merges from the vocabulary as it goes
+ * (merge_of); what it needs from here is each token's class: the rank of
+ * its score among the distinct scores (Gemma: its position). */
+static int spm_merge_classes(loader *L, const double *score, int by_position) {
     eng_tok *t = L->t;
-    size_t n = 0, cap = 0;
-    spm_merge *m = NULL;
-    for (int i = 0; i < t->n_ids; i++) {
-        const char *k = t->pool + t->key_off[i];
-        size_t kl = t->key_len[i] < 0 ? 0 : (size_t)t->key_len[i], nc = 0;
-        if (kl < 2 || vocab_get(t, k, kl) != i) continue;
-        for (size_t j = 0; j < kl; j++) nc += ((unsigned char)k[j] & 0xC0) != 0x80;
-        for (size_t j = kl, left = nc; left > 1;) {
-            do j--; while (j > 0 && ((unsigned char)k[j] & 0xC0) == 0x80);
-            left--;
-            int il = vocab_get(t, k, j), ir = il < 0 ? -1 : vocab_get(t, k + j, kl - j);
-            if (ir < 0) continue;
-            if (n == cap) {
-                cap = cap ? cap * 2 : 1 << 16;
-                spm_merge *p = realloc(m, cap * sizeof *m);
-                if (!p) { free(m); return nomem(L); }
-                m = p;
-            }
-            m[n++] = (spm_merge){ score[i], (int)left, (int)(nc - left), i, il, ir };
-        }
+    int n = t->n_ids, *order = NULL;
+    for (int i = 0; i < n; i++)
+        if (t->key_len[i] > SPM_MAX_KEY)
+            return fmt_err(L, "tokenizer.ggml.tokens[%d] is %d bytes long (at most %d here)", i, t->key_len[i],
+                           SPM_MAX_KEY);
+    t->merge_class = malloc((size_t)n * sizeof *t->merge_class);
+    if (!t->merge_class || (!by_position && !(order = malloc((size_t)n * sizeof *order)))) return nomem(L);
+    if (by_position) {
+        for (int i = 0; i < n; i++) t->merge_class[i] = (uint32_t)i;
+        return ENG_OK;
     }
-    size_t k = 1;
-    while (k < n && cmp_spm_merge(&m[k - 1], &m[k]) <= 0) k++;
-    if (k < n) qsort(m, n, sizeof *m, cmp_spm_merge);
-    int rc = tb_merges_alloc(L, n);
-    for (size_t i = 0; !rc && i < n; i++) merge_put(t, m[i].l, m[i].r, (int)i, m[i].id);
-    free(m);
-    return rc;
+    for (int i = 0; i < n; i++) order[i] = i;
+    sort_scores = score;
+    qsort(order, (size_t)n, sizeof *order, cmp_by_score);
+    uint32_t cls = 0;
+    for (int i = 0; i < n; i++) {
+        if (i && score[order[i]] != score[order[i - 1]]) cls++;
+        t->merge_class[order[i]] = cls;
+    }
+    free(order);
+    return ENG_OK;
 }
 
-/* Each token's score for ranking rebuilt merges: Gemma's is minus its
- * position; otherwise tokenizer.ggml.scores (checked: one number per token). */
+/* Each token's score for ranking rebuilt merges (from tokenizer.ggml.scores,
+ * checked: one number per token; Gemma's merges go by position instead). */
 static int spm_scores(loader *L, const eng_gguf *g, int fam, int n, int need, double **out) {
     int ks, rc = gguf_array(L, g, "tokenizer.ggml.scores", A_NUM, &ks);
     *out = NULL;
@@ -1190,11 +1193,10 @@ static int spm_scores(loader *L, const eng_gguf *g, int fam, int n, int need, do
     if (ks < 0 && need && fam != SPM_GEMMA)
         return fmt_err(L, "missing metadata tokenizer.ggml.scores (no tokenizer.ggml.merges either, so "
                        "nothing ranks the merges)");
-    if (!need) return ENG_OK;
+    if (!need || ks < 0) return ENG_OK;
     double *sc = malloc((size_t)n * sizeof *sc);
     if (!sc) return nomem(L);
     for (int i = 0; i < n; i++) {
-        if (fam == SPM_GEMMA) { sc[i] = -(double)i; continue; }
         if (eng_gguf_arr_float(g, ks, (uint64_t)i, &sc[i]) || sc[i] != sc[i]) {
             free(sc);
             return fmt_err(L, "tokenizer.ggml.scores[%d] is not a number", i);
@@ -1230,7 +1232,7 @@ static int gguf_spm(loader *L, const eng_gguf *g, int kt, int ky, int km, int n)
     if (!rc) rc = tb_alloc(L, n, (size_t)n);
     if (!rc) rc = gguf_vocab(L, g, kt, ky, n, fam == SPM_GEMMA);
     if (!rc) rc = spm_check_bytes(L);
-    if (!rc) rc = km >= 0 ? gguf_merges(L, g, km) : spm_merges(L, score);
+    if (!rc) rc = km >= 0 ? gguf_merges(L, g, km) : spm_merge_classes(L, score, fam == SPM_GEMMA);
     free(score);
     if (!rc) rc = gguf_special_ids(L, g, n, 1);
     if (rc) return rc;
@@ -1339,6 +1341,7 @@ void eng_tok_free(eng_tok *t) {
     free(t->pool);
     free(t->vocab);
     free(t->merges);
+    free(t->merge_class);
     free(t->added);
     free(t);
 }
@@ -1370,7 +1373,9 @@ int eng_tok_find(const eng_tok *t, const char *text) {
 
 typedef struct span { size_t off, len; } span;
 typedef struct sym { int id, prev, next, len; } sym;           /* len 0: merged away */
-typedef struct merge_ev { int rank, pos, new_id; } merge_ev;
+/* A merge waiting in the heap: the symbol at pos (id left) and the one
+ * after it (id right) make new_id; lower (rank, sub, pos) goes first. */
+typedef struct merge_ev { uint64_t rank; int sub, pos, left, right, new_id; } merge_ev;
 
 /* Scratch space for one encode call. */
 typedef struct enc {
@@ -1419,11 +1424,17 @@ static int push_span(enc *e, size_t off, size_t len) {
     return ENG_OK;
 }
 
+static int ev_before(const merge_ev *a, const merge_ev *b) {
+    if (a->rank != b->rank) return a->rank < b->rank;
+    if (a->sub != b->sub) return a->sub < b->sub;
+    return a->pos < b->pos;
+}
+
 static void heap_push(merge_ev *h, int *n, merge_ev v) {
     int i = (*n)++;
     while (i > 0) {
         int p = (i - 1) / 2;
-        if (h[p].rank < v.rank || (h[p].rank == v.rank && h[p].pos < v.pos)) break;
+        if (ev_before(&h[p], &v)) break;
         h[i] = h[p];
         i = p;
     }
@@ -1436,10 +1447,8 @@ static merge_ev heap_pop(merge_ev *h, int *n) {
     for (;;) {
         int c = 2 * i + 1;
         if (c >= *n) break;
-        if (c + 1 < *n && (h[c + 1].rank < h[c].rank ||
-                           (h[c + 1].rank == h[c].rank && h[c + 1].pos < h[c].pos)))
-            c++;
-        if (v.rank < h[c].rank || (v.rank == h[c].rank && v.pos < h[c].pos)) break;
+        if (c + 1 < *n && ev_before(&h[c + 1], &h[c])) c++;
+        if (ev_before(&v, &h[c])) break;
         h[i] = h[c];
         i = c;
     }
@@ -1447,12 +1456,49 @@ static merge_ev heap_pop(merge_ev *h, int *n) {
     return top;
 }
 
+static int n_chars(const char *s, int n) {
+    int k = 0;
+    for (int i = 0; i < n; i++) k += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return k;
+}
+
+/* Whether tokens a and b merge, and into what, at which rank.  From the
+ * merge table (listed merges: rank = position in the list), or, for merges
+ * implied by the vocabulary (merge_class, see spm_merge_classes): a and b
+ * merge when their keys joined are a token's key; the rank orders as
+ * transformers' rebuilt list does (class of the merged token, longer left
+ * part, longer right part: one 64-bit number), then the merged token's id
+ * (sub). */
+static int merge_of(const eng_tok *t, int a, int b, merge_ev *ev) {
+    if (!t->merge_class) {
+        const merge_slot *m = t->merges ? merge_get(t, a, b) : NULL;
+        if (!m) return 0;
+        ev->rank = (uint64_t)m->rank;
+        ev->sub = 0;
+        ev->new_id = m->new_id;
+        return 1;
+    }
+    int na = t->key_len[a], nb = t->key_len[b];
+    if (na <= 0 || nb <= 0) return 0;
+    const char *ka = t->pool + t->key_off[a], *kb = t->pool + t->key_off[b];
+    int id = vocab_get2(t, ka, (size_t)na, kb, (size_t)nb);
+    if (id < 0) return 0;
+    ev->rank = (uint64_t)t->merge_class[id] << 40 | (uint64_t)(SPM_MAX_KEY - n_chars(ka, na)) << 20 |
+               (uint64_t)(SPM_MAX_KEY - n_chars(kb, nb));
+    ev->sub = id;
+    ev->new_id = id;
+    return 1;
+}
+
 /* Queues the merge of the symbol at pos with the one after it, if any. */
 static void queue_pair(const eng_tok *t, enc *e, int *nh, int pos) {
     int nx = e->syms[pos].next;
-    if (nx < 0) return;
-    const merge_slot *m = merge_get(t, e->syms[pos].id, e->syms[nx].id);
-    if (m) heap_push(e->heap, nh, (merge_ev){ m->rank, pos, m->new_id });
+    merge_ev ev;
+    if (nx < 0 || !merge_of(t, e->syms[pos].id, e->syms[nx].id, &ev)) return;
+    ev.pos = pos;
+    ev.left = e->syms[pos].id;
+    ev.right = e->syms[nx].id;
+    heap_push(e->heap, nh, ev);
 }
 
 static void add_sym(enc *e, int *m, int id) {
@@ -1512,8 +1558,7 @@ static int bpe(enc *e, const char *word, size_t len) {
         sym *s = &e->syms[top.pos];
         if (!s->len || s->next < 0) continue;
         sym *r = &e->syms[s->next];
-        const merge_slot *cur = merge_get(t, s->id, r->id);
-        if (!cur || cur->new_id != top.new_id) continue;    /* stale entry */
+        if (s->id != top.left || r->id != top.right) continue;    /* stale entry */
         s->id = top.new_id;
         s->len += r->len;
         r->len = 0;

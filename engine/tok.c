@@ -1039,6 +1039,12 @@ static int gguf_vocab(loader *L, const eng_gguf *g, int kt, int ky, int n, int r
             return fmt_err(L, "tokenizer.ggml.tokens[%d] \"%.*s\" has token type 6 (byte) but is not spelled <0xHH>",
                            i, clip(len), s);
         n_added += type == TT_CONTROL || type == TT_USER_DEFINED;
+        /* The lookup table is far larger than the caches: ask for the slot
+         * of a token a few ahead while this one is stored. */
+        const char *ps;
+        size_t pn;
+        if (L->t->chars && i + 16 < n && !eng_gguf_arr_str(g, kt, (uint64_t)i + 16, &ps, &pn))
+            __builtin_prefetch(&L->t->vocab[hash_bytes(ps, pn) & L->t->vocab_mask], 1);
         char *re = NULL;
         size_t nre = 0;
         if (respell && respell_spaces(s, len, &re, &nre)) return nomem(L);
@@ -1193,7 +1199,7 @@ static int spm_scores(loader *L, const eng_gguf *g, int fam, int n, int need, do
     if (ks < 0 && need && fam != SPM_GEMMA)
         return fmt_err(L, "missing metadata tokenizer.ggml.scores (no tokenizer.ggml.merges either, so "
                        "nothing ranks the merges)");
-    if (!need || ks < 0) return ENG_OK;
+    if (!need || ks < 0 || fam == SPM_GEMMA) return ENG_OK;
     double *sc = malloc((size_t)n * sizeof *sc);
     if (!sc) return nomem(L);
     for (int i = 0; i < n; i++) {

@@ -863,6 +863,85 @@ static void test_gguf_malformed(void) {
     T_CHECK(eng_tok_load_gguf(NULL, &t, &err) == ENG_EINVAL);
 }
 
+/* A tiny SentencePiece GGUF tokenizer (architecture arch): <unk> <s> </s>,
+ * the 256 byte tokens, then "▁" "a" "b" "▁a" "ab" and a user-defined "  ",
+ * with one thing changed: what (0 = nothing). */
+static void spm_gguf(gw *w, const char *arch, int what) {
+    static char bytes[256][8];
+    const char *toks[265];
+    int32_t types[265];
+    float scores[265];
+    int n = 0;
+    toks[n] = "<unk>", types[n++] = 2;
+    toks[n] = "<s>", types[n++] = 3;
+    toks[n] = "</s>", types[n++] = 3;
+    for (int b = 0; b < 256; b++) {
+        snprintf(bytes[b], sizeof bytes[b], "<0x%02X>", b);
+        toks[n] = bytes[b], types[n++] = 6;
+    }
+    const char *rest[] = {"\xe2\x96\x81", "a", "b", "\xe2\x96\x81" "a", "ab", "  "};
+    for (int i = 0; i < 6; i++) toks[n] = rest[i], types[n++] = i == 5 ? 4 : 1;
+    for (int i = 0; i < n; i++) scores[i] = -(float)i;
+    if (what == 1) toks[3 + 0x41] = "A", types[3 + 0x41] = 1;     /* <0x41> missing */
+    if (what == 2) toks[3 + 0x41] = "A";                           /* typed byte, spelled otherwise */
+    gw_init(w);
+    gw_str(w, "general.architecture", arch);
+    gw_str(w, "tokenizer.ggml.model", "llama");
+    gw_arr_str(w, "tokenizer.ggml.tokens", toks, n);
+    gw_arr_i32(w, "tokenizer.ggml.token_type", types, n);
+    if (what == 3) gw_arr_f32(w, "tokenizer.ggml.scores", scores, 3);
+    else if (what == 4) gw_arr_str(w, "tokenizer.ggml.scores", toks, n);
+    else if (what != 5) gw_arr_f32(w, "tokenizer.ggml.scores", scores, n);
+    gw_u32(w, "tokenizer.ggml.bos_token_id", 1);
+}
+
+/* SentencePiece GGUF metadata: what loads, and clear errors naming the file
+ * for what is broken. */
+static void test_gguf_spm(void) {
+    gw w;
+    eng_tok *t;
+    eng_err err = {0};
+    int *ids, n;
+    /* Gemma: " " -> "▁", merges by position ("▁a" before "ab"), the
+     * respelled "  " is "▁▁" and not an added token, "é" falls back to its
+     * bytes; BOS added by default */
+    spm_gguf(&w, "gemma3", 0);
+    T_CHECKF(gw_load(&w, &t, &err) == ENG_OK, "%s", err.msg);
+    if (!t) return;
+    T_CHECK(eng_tok_bos(t) == 1 && eng_tok_find(t, "\xe2\x96\x81\xe2\x96\x81") == 264);
+    const char *s = "ab a\xc3\xa9";
+    T_CHECK(eng_tok_encode(t, s, strlen(s), 1, &ids, &n, &err) == ENG_OK);
+    int want[] = {263, 262, 3 + 0xC3, 3 + 0xA9};
+    T_CHECKF(n == 4 && !memcmp(ids, want, sizeof want), "n=%d", n);
+    char *back = eng_tok_decode(t, ids, n, 0);
+    T_CHECKF(back && !strcmp(back, s), "%s", back);
+    free(back);
+    free(ids);
+    /* a byte token alone is no character: one U+FFFD per byte, as ByteFallback gives */
+    int lone[] = {3 + 0xC3, 260, 3 + 0xE6, 3 + 0x97};
+    back = eng_tok_decode(t, lone, 4, 0);
+    T_CHECKF(back && !strcmp(back, "\xef\xbf\xbd" "a" "\xef\xbf\xbd\xef\xbf\xbd"), "%s", back);
+    free(back);
+    eng_tok_free(t);
+    static const struct { int what; const char *arch, *needle; } bad[] = {
+        {1, "gemma3", "byte tokens for only 255 of the 256 bytes (<0x41> is missing)"},
+        {2, "gemma3", "tokenizer.ggml.tokens[68] \"A\" has token type 6 (byte) but is not spelled <0xHH>"},
+        {3, "gemma3", "tokenizer.ggml.scores has 3 entries for 265 tokens"},
+        {4, "llama", "tokenizer.ggml.scores is not an array of numbers"},
+        {5, "llama", "missing metadata tokenizer.ggml.scores"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        spm_gguf(&w, bad[i].arch, bad[i].what);
+        int rc = gw_load(&w, &t, &err);
+        T_CHECKF(rc == ENG_EFORMAT && t == NULL && strstr(err.msg, bad[i].needle) && strstr(err.msg, tmp_path),
+                 "case %d: rc %d, \"%s\"", bad[i].what, rc, err.msg);
+    }
+    /* Gemma ranks merges by position and needs no scores */
+    spm_gguf(&w, "gemma3", 5);
+    T_CHECKF(gw_load(&w, &t, &err) == ENG_OK, "%s", err.msg);
+    eng_tok_free(t);
+}
+
 /* A fixture tokenizer.json (vocabulary, merges, added tokens) written as GGUF
  * metadata naming pre-tokenizer pre: must give the `tokenizers` ids recorded
  * for the fixture (tok_ids_<fixture>.json), i.e. pre stands for the same
@@ -1225,6 +1304,7 @@ int main(void) {
     T_RUN(test_real_models);
     T_RUN(test_gguf_tiny);
     T_RUN(test_gguf_malformed);
+    T_RUN(test_gguf_spm);
     T_RUN(test_gguf_pre);
     T_RUN(test_bos);
     T_RUN(test_tokenize_cmd);

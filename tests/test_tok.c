@@ -1283,6 +1283,28 @@ static void test_gemma3(void) {
     T_CHECK(eng_tok_bos(t) == 2);                    /* <bos>; add_bos_token is true */
     T_CHECK(eng_tok_find(t, "<start_of_turn>") == 105 && eng_tok_find(t, "<end_of_turn>") == 106);
     check_agreement("gemma3", t, "tests/fixtures/tok_real_ids_gemma3.json");
+    /* encoding speed on the MATH-500 problems (a measurement; ../shared is optional) */
+    char mpath[512];
+    snprintf(mpath, sizeof mpath, "%s/data/math500/test.jsonl", t_shared());
+    char *all = slurp(mpath, NULL);
+    int probs = 0;
+    long toks = 0;
+    double spent = 0;
+    for (char *line = all, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+        if ((nl = strchr(line, '\n'))) *nl = 0;
+        cJSON *row = cJSON_Parse(line);
+        const char *p = cJSON_GetStringValue(cJSON_GetObjectItem(row, "problem"));
+        int *ids = NULL, n = 0;
+        double a = eng_now_s();
+        if (p && eng_tok_encode(t, p, strlen(p), 0, &ids, &n, &err) == ENG_OK) probs++, toks += n;
+        spent += eng_now_s() - a;
+        free(ids);
+        cJSON_Delete(row);
+    }
+    free(all);
+    if (probs) printf("  gemma3: %d MATH-500 problems encoded, %.1f us per problem (%ld tokens)\n", probs,
+                      spent * 1e6 / probs, toks);
+    else printf("  gemma3: %s absent, encoding speed not measured\n", mpath);
     eng_tok_free(t);
 }
 

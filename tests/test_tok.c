@@ -1,8 +1,9 @@
 /* test_tok.c — the BPE tokenizer against ids recorded from Hugging Face
  * `tokenizers` (tests/fixtures/tok_ids_*.json, made by scripts/gen_fixtures.py),
  * plus decoding, streaming, special tokens, NFC and bad input (the chat
- * template: test_chat.c); the real tokenizers (SmolLM2 from its GGUF file,
- * Qwen3's tokenizer.json) against Hugging Face on
+ * template: test_chat.c); SentencePiece-style BPE (tok-spm-*, made by
+ * scripts/gen_tok_spm.py); the real tokenizers (SmolLM2 and Gemma 3 from
+ * their GGUF files, Qwen3's tokenizer.json) against Hugging Face on
  * tests/fixtures/tok_real_strings.json (scripts/record_tok_real.py); the
  * GGUF tokenizer loader's checks; and `brisk tokenize` (app/cmd_tokenize.c
  * is linked into this test). */
@@ -1214,23 +1215,32 @@ static void check_agreement(const char *name, const eng_tok *t, const char *ids_
     cJSON_Delete(ref);
 }
 
+/* The tokenizer of the GGUF file at path, printing how long opening the file
+ * and loading the tokenizer took. */
+static int load_gguf_timed(const char *name, const char *path, eng_tok **t, eng_err *err) {
+    eng_gguf *g;
+    *t = NULL;
+    double t0 = eng_now_s();
+    int rc = eng_gguf_open(path, &g, err);
+    if (rc) return rc;
+    double t1 = eng_now_s();
+    rc = eng_tok_load_gguf(g, t, err);
+    double t2 = eng_now_s();
+    eng_gguf_close(g);
+    if (!rc)
+        printf("  %s: GGUF opened in %.1f ms, tokenizer loaded in %.1f ms, %d ids\n", name, (t1 - t0) * 1e3,
+               (t2 - t1) * 1e3, eng_tok_vocab_size(*t));
+    return rc;
+}
+
 /* SmolLM2's tokenizer from its GGUF file.  The record also says on how many
  * strings transformers' own GGUF conversion, which drops SmolLM2's digit
  * split, differs from the reference (scripts/record_tok_real.py). */
 static void test_smollm2(void) {
     T_MODEL(path, SMOL_GGUF);
-    eng_gguf *g;
     eng_tok *t;
     eng_err err = {0};
-    double t0 = eng_now_s();
-    if (eng_gguf_open(path, &g, &err)) T_FAIL("%s", err.msg);
-    double t1 = eng_now_s();
-    int rc = eng_tok_load_gguf(g, &t, &err);
-    double t2 = eng_now_s();
-    eng_gguf_close(g);
-    if (rc) T_FAIL("%s", err.msg);
-    printf("  smollm2: GGUF opened in %.1f ms, tokenizer loaded in %.1f ms, %d ids\n", (t1 - t0) * 1e3,
-           (t2 - t1) * 1e3, eng_tok_vocab_size(t));
+    if (load_gguf_timed("smollm2", path, &t, &err)) T_FAIL("%s", err.msg);
     T_CHECK(eng_tok_vocab_size(t) == 49152);
     T_CHECK(eng_tok_bos(t) == -1);                   /* add_bos_token is false in this file */
     T_CHECK(eng_tok_find(t, "<|im_start|>") == 1 && eng_tok_find(t, "<|im_end|>") == 2);
@@ -1267,18 +1277,9 @@ static void test_qwen3(void) {
  * file (scripts/record_tok_real.py). */
 static void test_gemma3(void) {
     T_MODEL(path, GEMMA3_GGUF);
-    eng_gguf *g;
     eng_tok *t;
     eng_err err = {0};
-    double t0 = eng_now_s();
-    if (eng_gguf_open(path, &g, &err)) T_FAIL("%s", err.msg);
-    double t1 = eng_now_s();
-    int rc = eng_tok_load_gguf(g, &t, &err);
-    double t2 = eng_now_s();
-    eng_gguf_close(g);
-    if (rc) T_FAIL("%s", err.msg);
-    printf("  gemma3: GGUF opened in %.1f ms, tokenizer loaded in %.1f ms, %d ids\n", (t1 - t0) * 1e3,
-           (t2 - t1) * 1e3, eng_tok_vocab_size(t));
+    if (load_gguf_timed("gemma3", path, &t, &err)) T_FAIL("%s", err.msg);
     T_CHECK(eng_tok_vocab_size(t) == 262144);
     T_CHECK(eng_tok_bos(t) == 2);                    /* <bos>; add_bos_token is true */
     T_CHECK(eng_tok_find(t, "<start_of_turn>") == 105 && eng_tok_find(t, "<end_of_turn>") == 106);

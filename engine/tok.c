@@ -1147,12 +1147,12 @@ static int spm_family(loader *L, const eng_gguf *g, int *fam) {
     return rc;
 }
 
-static const double *sort_scores;       /* for cmp_by_score, during one qsort */
+typedef struct id_score { double score; int id; } id_score;
 
 static int cmp_by_score(const void *x, const void *y) {
-    int a = *(const int *)x, b = *(const int *)y;
-    if (sort_scores[a] != sort_scores[b]) return sort_scores[a] > sort_scores[b] ? -1 : 1;
-    return a - b;
+    const id_score *a = x, *b = y;
+    if (a->score != b->score) return a->score > b->score ? -1 : 1;
+    return a->id - b->id;
 }
 
 /* For a file that lists no merges, transformers rebuilds them from the
@@ -1164,7 +1164,8 @@ static int cmp_by_score(const void *x, const void *y) {
  * its score among the distinct scores (Gemma: its position). */
 static int spm_merge_classes(loader *L, const double *score, int by_position) {
     eng_tok *t = L->t;
-    int n = t->n_ids, *order = NULL;
+    int n = t->n_ids;
+    id_score *order = NULL;
     for (int i = 0; i < n; i++)
         if (t->key_len[i] > SPM_MAX_KEY)
             return fmt_err(L, "tokenizer.ggml.tokens[%d] is %d bytes long (at most %d here)", i, t->key_len[i],
@@ -1175,13 +1176,12 @@ static int spm_merge_classes(loader *L, const double *score, int by_position) {
         for (int i = 0; i < n; i++) t->merge_class[i] = (uint32_t)i;
         return ENG_OK;
     }
-    for (int i = 0; i < n; i++) order[i] = i;
-    sort_scores = score;
+    for (int i = 0; i < n; i++) order[i] = (id_score){ score[i], i };
     qsort(order, (size_t)n, sizeof *order, cmp_by_score);
     uint32_t cls = 0;
     for (int i = 0; i < n; i++) {
-        if (i && score[order[i]] != score[order[i - 1]]) cls++;
-        t->merge_class[order[i]] = cls;
+        if (i && order[i].score != order[i - 1].score) cls++;
+        t->merge_class[order[i].id] = cls;
     }
     free(order);
     return ENG_OK;

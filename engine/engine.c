@@ -300,6 +300,22 @@ int eng_seq_force(eng_engine *e, int id, const int *ids, int n, eng_err *err) {
     return ENG_OK;
 }
 
+int eng_seq_want_logits(eng_engine *e, int id, int on) {
+    seq *s = eng_get_seq(e, id);
+    if (!s) return ENG_EINVAL;
+    s->want_logits = on != 0;
+    return ENG_OK;
+}
+
+int eng_seq_truncate(eng_engine *e, int id, int n, eng_err *err) {
+    seq *s = eng_get_seq(e, id);
+    if (!s) return bad_seq(id, err);
+    if (n < 0 || n > s->n_tok)
+        return eng_seterr(err, ENG_EINVAL, "eng_seq_truncate: %d tokens outside [0, %d]", n, s->n_tok);
+    eng_seq_cut(e, s, n, s->n_cached);
+    return ENG_OK;
+}
+
 int eng_seq_keep_all_logits(eng_engine *e, int id, int on) {
     seq *s = eng_get_seq(e, id);
     if (!s) return ENG_EINVAL;
@@ -379,7 +395,7 @@ int eng_seq_prefill(eng_engine *e, int id, eng_err *err) {
     double t0 = eng_now_s();
     rc = e->be->forward(e->be, &b, err);
     if (rc) return rc;
-    eng_sp_time(&e->timing, rows, eng_now_s() - t0);
+    eng_steptime_add(&e->timing, rows, eng_now_s() - t0);
     s->n_cached = to;
     if (n_out) { s->logits = s->own_logits; s->logit_rows = rows; }
     return eng_sp_prefill(e, s, err);   /* the draft model's copy too, so forks share it */
@@ -498,10 +514,8 @@ int eng_step(eng_engine *e, eng_err *err) {
         e->seqs[i].n_new = 0;
     }
     /* speculation: draft lengths within the free blocks, then the drafts */
-    rc = eng_sp_plan(e, n_active, rows, eng_kv_n_free(e->kv) - need, err);
-    double td = eng_now_s();
-    if (!rc) rc = eng_sp_draft(e, err);
-    e->draft_secs = eng_now_s() - td;
+    double draft_secs = 0;
+    rc = eng_sp_prepare(e, n_active, rows, eng_kv_n_free(e->kv) - need, &draft_secs, err);
     if (rc) return rc;
     for (int i = 0; i < e->max_seqs; i++)
         if (eng_seq_active(&e->seqs[i])) {
@@ -543,7 +557,7 @@ int eng_step(eng_engine *e, eng_err *err) {
         e->step_tokens += s->n_new;
     }
     e->n_steps++;
-    eng_sp_time(&e->timing, rows, eng_now_s() - t0 - e->draft_secs);
+    eng_steptime_add(&e->timing, rows, eng_now_s() - t0 - draft_secs);
     return ENG_OK;
 }
 
@@ -586,6 +600,11 @@ int eng_seq_tokens(const eng_engine *e, int id, const int **ids, int *n) {
     *ids = s->tok;
     *n = s->n_tok;
     return ENG_OK;
+}
+
+int eng_seq_n_cached(const eng_engine *e, int id) {
+    const seq *s = eng_get_seq(e, id);
+    return s ? s->n_cached : -1;
 }
 
 int eng_seq_n_prompt(const eng_engine *e, int id) {

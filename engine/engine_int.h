@@ -90,13 +90,6 @@ static inline int eng_seq_active(const seq *s) {
     return s->live && !s->paused && s->n_tok > s->n_cached;
 }
 
-/* engine.c */
-int  eng_grow(void **p, size_t n, size_t size, eng_err *err);
-/* Keeps the first n_tok tokens of s and at most n_cached of them cached;
- * its block table shrinks to match.  The caller leaves a token pending
- * before the next step. */
-void eng_seq_cut(eng_engine *e, seq *s, int n_tok, int n_cached);
-
 /* spec.c: what a step asks of speculation */
 /* Before the pass: chooses k for every sequence taking part in this step
  * (n_active sequences, rows rows without drafts, spare free blocks beyond

@@ -190,6 +190,13 @@ typedef struct eng_token {
  * the engine and by speculative verification. */
 eng_token eng_sample(const float *logits, int vocab, const eng_sampling *s, uint64_t *rng);
 
+/* Greedy settings (eng_sample takes the argmax): temperature <= 0 or not finite. */
+int eng_sampling_greedy(const eng_sampling *s);
+/* Draws i with probability w[i] / (the sum of w's positive entries),
+ * advancing rng once; -1 when no entry is positive.  Drafters and
+ * speculative verification draw from distributions they hold this way. */
+int eng_sample_weights(const float *w, int vocab, uint64_t *rng);
+
 /* splitmix64, the one random stream of brisk (sampling, speculation, tools,
  * simulated sites): each call adds 0x9E3779B97F4A7C15 to *state and returns
  * the sum mixed; the same state gives the same numbers everywhere. */
@@ -240,6 +247,17 @@ int  eng_seq_append(eng_engine *e, int seq, const int *ids, int n, eng_err *err)
  * model still runs, so timings are real; logprob/entropy are the model's for
  * the forced token).  Scripted agents in tests and benchmarks use this. */
 int  eng_seq_force(eng_engine *e, int seq, const int *ids, int n, eng_err *err);
+/* Keeps the first n tokens of seq (0 <= n <= its length) and drops the
+ * rest, KV entries included; the KV of the kept tokens stays.  A sequence
+ * whose tokens are all cached has nothing to run: append one before its
+ * next step (a drafter rewinds its copy of a sequence this way). */
+int  eng_seq_truncate(eng_engine *e, int seq, int n, eng_err *err);
+/* Tokens of seq whose KV entries are cached; -1 for an unknown id. */
+int  eng_seq_n_cached(const eng_engine *e, int seq);
+/* Host logits of seq's last row at every step (on CUDA they are copied only
+ * when asked for; the CPU has them anyway), without keep_all_logits' rows
+ * for every position. */
+int  eng_seq_want_logits(eng_engine *e, int seq, int on);
 /* A paused sequence is left out of eng_step (waiting on a tool, a slow
  * client, or finished but kept for its KV blocks). */
 int  eng_seq_pause(eng_engine *e, int seq, int paused);

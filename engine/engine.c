@@ -8,7 +8,7 @@
  * the next step.  A sequence with speculation on (spec.c) adds its draft
  * tokens as rows after its pending ones, and keeps what verification
  * accepts: one step may append several tokens, and the rejected drafts'
- * KV entries are rolled back (eng_seq_cut).
+ * KV entries are rolled back (eng_kv_table_truncate).
  *
  * The engine decides which KV block holds which positions (kv.c); the
  * backend owns the memory and the math (backend.h).  Everything a step
@@ -46,7 +46,7 @@ static int copy_block(void *ctx, int src, int dst, eng_err *err) {
     return be->copy_block(be, src, dst, err);
 }
 
-int eng_grow(void **p, size_t n, size_t size, eng_err *err) {
+static int grow(void **p, size_t n, size_t size, eng_err *err) {
     void *q = realloc(*p, n * size);
     if (!q) return eng_seterr(err, ENG_ENOMEM, "engine: out of memory (%zu bytes)", n * size);
     *p = q;
@@ -59,21 +59,21 @@ int eng_grow(void **p, size_t n, size_t size, eng_err *err) {
 static int reserve_batch(eng_engine *e, int rows, int n_out, int with_logits, eng_err *err) {
     int rc = ENG_OK;
     if (rows > e->cap_rows) {
-        if (!rc) rc = eng_grow((void **)&e->tokens, rows, sizeof *e->tokens, err);
-        if (!rc) rc = eng_grow((void **)&e->pos, rows, sizeof *e->pos, err);
-        if (!rc) rc = eng_grow((void **)&e->row_seq, rows, sizeof *e->row_seq, err);
+        if (!rc) rc = grow((void **)&e->tokens, rows, sizeof *e->tokens, err);
+        if (!rc) rc = grow((void **)&e->pos, rows, sizeof *e->pos, err);
+        if (!rc) rc = grow((void **)&e->row_seq, rows, sizeof *e->row_seq, err);
         if (!rc) e->cap_rows = rows;
     }
     if (!rc && n_out > e->cap_out) {
-        if (!rc) rc = eng_grow((void **)&e->out_rows, n_out, sizeof *e->out_rows, err);
-        if (!rc) rc = eng_grow((void **)&e->force, n_out, sizeof *e->force, err);
-        if (!rc) rc = eng_grow((void **)&e->samp, n_out, sizeof *e->samp, err);
-        if (!rc) rc = eng_grow((void **)&e->rng, n_out, sizeof *e->rng, err);
-        if (!rc) rc = eng_grow((void **)&e->sampled, n_out, sizeof *e->sampled, err);
+        if (!rc) rc = grow((void **)&e->out_rows, n_out, sizeof *e->out_rows, err);
+        if (!rc) rc = grow((void **)&e->force, n_out, sizeof *e->force, err);
+        if (!rc) rc = grow((void **)&e->samp, n_out, sizeof *e->samp, err);
+        if (!rc) rc = grow((void **)&e->rng, n_out, sizeof *e->rng, err);
+        if (!rc) rc = grow((void **)&e->sampled, n_out, sizeof *e->sampled, err);
         if (!rc) e->cap_out = n_out;
     }
     if (!rc && with_logits && n_out > e->cap_logits) {
-        rc = eng_grow((void **)&e->logits, (size_t)n_out * e->c.vocab_size, sizeof *e->logits, err);
+        rc = grow((void **)&e->logits, (size_t)n_out * e->c.vocab_size, sizeof *e->logits, err);
         if (!rc) e->cap_logits = n_out;
     }
     return rc;
@@ -83,7 +83,7 @@ static int reserve_tokens(seq *s, int n, eng_err *err) {
     if (n <= s->cap_tok) return ENG_OK;
     int cap = s->cap_tok ? s->cap_tok : 16;
     while (cap < n) cap *= 2;
-    int rc = eng_grow((void **)&s->tok, cap, sizeof *s->tok, err);
+    int rc = grow((void **)&s->tok, cap, sizeof *s->tok, err);
     if (!rc) s->cap_tok = cap;
     return rc;
 }
@@ -91,7 +91,7 @@ static int reserve_tokens(seq *s, int n, eng_err *err) {
 /* Room for n new tokens' details. */
 static int reserve_new(seq *s, int n, eng_err *err) {
     if (n <= s->cap_new) return ENG_OK;
-    int rc = eng_grow((void **)&s->new_info, n, sizeof *s->new_info, err);
+    int rc = grow((void **)&s->new_info, n, sizeof *s->new_info, err);
     if (!rc) s->cap_new = n;
     return rc;
 }
@@ -300,6 +300,24 @@ int eng_seq_force(eng_engine *e, int id, const int *ids, int n, eng_err *err) {
     return ENG_OK;
 }
 
+int eng_seq_want_logits(eng_engine *e, int id, int on) {
+    seq *s = eng_get_seq(e, id);
+    if (!s) return ENG_EINVAL;
+    s->want_logits = on != 0;
+    return ENG_OK;
+}
+
+int eng_seq_truncate(eng_engine *e, int id, int n, eng_err *err) {
+    seq *s = eng_get_seq(e, id);
+    if (!s) return bad_seq(id, err);
+    if (n < 0 || n > s->n_tok)
+        return eng_seterr(err, ENG_EINVAL, "eng_seq_truncate: %d tokens outside [0, %d]", n, s->n_tok);
+    s->n_tok = n;
+    if (s->n_cached > n) s->n_cached = n;
+    eng_kv_table_truncate(e->kv, &s->table, s->n_cached);
+    return ENG_OK;
+}
+
 int eng_seq_keep_all_logits(eng_engine *e, int id, int on) {
     seq *s = eng_get_seq(e, id);
     if (!s) return ENG_EINVAL;
@@ -362,7 +380,7 @@ int eng_seq_prefill(eng_engine *e, int id, eng_err *err) {
     if (!rc) rc = eng_kv_table_reserve(&s->table, e->bs, to, err);
     size_t nl = (size_t)n_out * e->c.vocab_size;
     if (!rc && nl > s->own_cap) {
-        rc = eng_grow((void **)&s->own_logits, nl, sizeof *s->own_logits, err);
+        rc = grow((void **)&s->own_logits, nl, sizeof *s->own_logits, err);
         if (!rc) s->own_cap = nl;
     }
     if (!rc) rc = eng_kv_table_prepare(e->kv, &s->table, s->n_cached, to, copy_block, e->be, err);
@@ -379,7 +397,7 @@ int eng_seq_prefill(eng_engine *e, int id, eng_err *err) {
     double t0 = eng_now_s();
     rc = e->be->forward(e->be, &b, err);
     if (rc) return rc;
-    eng_sp_time(&e->timing, rows, eng_now_s() - t0);
+    eng_steptime_add(&e->timing, rows, eng_now_s() - t0);
     s->n_cached = to;
     if (n_out) { s->logits = s->own_logits; s->logit_rows = rows; }
     return eng_sp_prefill(e, s, err);   /* the draft model's copy too, so forks share it */
@@ -498,10 +516,8 @@ int eng_step(eng_engine *e, eng_err *err) {
         e->seqs[i].n_new = 0;
     }
     /* speculation: draft lengths within the free blocks, then the drafts */
-    rc = eng_sp_plan(e, n_active, rows, eng_kv_n_free(e->kv) - need, err);
-    double td = eng_now_s();
-    if (!rc) rc = eng_sp_draft(e, err);
-    e->draft_secs = eng_now_s() - td;
+    double draft_secs = 0;
+    rc = eng_sp_prepare(e, n_active, rows, eng_kv_n_free(e->kv) - need, &draft_secs, err);
     if (rc) return rc;
     for (int i = 0; i < e->max_seqs; i++)
         if (eng_seq_active(&e->seqs[i])) {
@@ -543,17 +559,8 @@ int eng_step(eng_engine *e, eng_err *err) {
         e->step_tokens += s->n_new;
     }
     e->n_steps++;
-    eng_sp_time(&e->timing, rows, eng_now_s() - t0 - e->draft_secs);
+    eng_steptime_add(&e->timing, rows, eng_now_s() - t0 - draft_secs);
     return ENG_OK;
-}
-
-void eng_seq_cut(eng_engine *e, seq *s, int n_tok, int n_cached) {
-    if (n_tok < s->n_tok) s->n_tok = n_tok;
-    if (n_cached > s->n_cached) n_cached = s->n_cached;
-    if (n_cached > s->n_tok) n_cached = s->n_tok;
-    if (n_cached < 0) n_cached = 0;
-    s->n_cached = n_cached;
-    eng_kv_table_truncate(e->kv, &s->table, n_cached);
 }
 
 /* ------------------------------------------------------------ reading */
@@ -586,6 +593,11 @@ int eng_seq_tokens(const eng_engine *e, int id, const int **ids, int *n) {
     *ids = s->tok;
     *n = s->n_tok;
     return ENG_OK;
+}
+
+int eng_seq_n_cached(const eng_engine *e, int id) {
+    const seq *s = eng_get_seq(e, id);
+    return s ? s->n_cached : -1;
 }
 
 int eng_seq_n_prompt(const eng_engine *e, int id) {

@@ -4,16 +4,17 @@
 #ifndef ENG_ENGINE_INT_H
 #define ENG_ENGINE_INT_H
 #include "backend.h"
+#include "drafter.h"
 #include "kv.h"
+#include "steptime.h"
 
 /* Speculation state of one sequence (spec.c). */
 typedef struct spec_seq {
     eng_spec_opts o;          /* mode != ENG_SPEC_OFF, defaults filled in */
     int k;                    /* drafts in the step being run (0: a plain step) */
     int draft[ENG_SPEC_KMAX]; /* the proposed tokens */
+    eng_drafter *d;           /* its drafter (the engine's draft model, or a shared one) */
     float *q;                 /* [kmax][vocab] draft-model probabilities (sampling only) */
-    int dseq;                 /* its sequence in the draft engine; -1: none yet */
-    int dsynced;              /* leading tokens of dseq known equal to ours */
     uint64_t drng;            /* random stream of draft-model draws */
     double alpha;             /* EWMA of the chance that a draft token is kept */
     int n_obs;                /* drafts verified so far (a mean before the EWMA) */
@@ -47,14 +48,6 @@ typedef struct seq {
     spec_seq *spec;           /* NULL: no speculation */
 } seq;
 
-/* Seconds of a forward pass against its rows: a running average per
- * power-of-two bucket of rows (bucket b: rows in [2^b, 2^(b+1))). */
-enum { TIMING_BUCKETS = 24 };
-typedef struct step_timing {
-    double secs[TIMING_BUCKETS], rows[TIMING_BUCKETS];
-    int n[TIMING_BUCKETS];
-} step_timing;
-
 struct eng_engine {
     eng_model *m;
     eng_config c;
@@ -74,19 +67,17 @@ struct eng_engine {
     /* per sequence in the batch */
     int *seq_len, *slot_of, *first_out;
     const int **tables;
-    step_timing timing;       /* steps of this engine (drafting not counted) */
+    eng_steptime timing;      /* passes of this engine (drafting not counted) */
     int64_t n_steps;          /* eng_step calls that ran */
     int step_tokens;          /* tokens the last eng_step appended, all sequences */
-    double draft_secs;        /* time spent drafting in the step being run */
     /* speculation (spec.c) */
-    eng_engine *draft;        /* the draft model's engine, owned */
-    eng_model *draft_model;
+    eng_drafter *draft;       /* the draft model's drafter, owned; NULL: none */
     eng_spec_cost cost;
     int cost_given;
     float *pbuf, *rbuf;       /* [vocab] each: p and the residual in verification */
     eng_cand *cands;          /* [cap_cands] scratch of probs_into (spec.c) */
     int cap_cands;
-    void *plan;               /* spec.c's engine-wide state (planning scratch, probe budget) */
+    struct spec_eng *plan;    /* spec.c's engine-wide state (planning scratch, probe budget) */
 };
 
 static inline seq *eng_get_seq(const eng_engine *e, int id) {
@@ -99,27 +90,23 @@ static inline int eng_seq_active(const seq *s) {
     return s->live && !s->paused && s->n_tok > s->n_cached;
 }
 
-/* engine.c */
-int  eng_grow(void **p, size_t n, size_t size, eng_err *err);
-/* Keeps the first n_tok tokens of s and at most n_cached of them cached;
- * its block table shrinks to match.  The caller leaves a token pending
- * before the next step. */
-void eng_seq_cut(eng_engine *e, seq *s, int n_tok, int n_cached);
-
-/* spec.c */
-/* Chooses k for every sequence taking part in this step: n_active
- * sequences, rows rows without drafts, spare free blocks beyond theirs. */
-int  eng_sp_plan(eng_engine *e, int n_active, int rows, int spare, eng_err *err);
-/* Fills in the drafts (k may come down to what the drafter proposes). */
-int  eng_sp_draft(eng_engine *e, eng_err *err);
-/* Needs host logits for its rows this step. */
-int  eng_sp_wants_logits(const seq *s);
+/* spec.c: what a step asks of speculation */
+/* Before the pass: chooses k for every sequence taking part in this step
+ * (n_active sequences, rows rows without drafts, spare free blocks beyond
+ * theirs) and has the drafters fill in the drafts (k may come down to what
+ * they propose); *draft_secs: the time drafting took. */
+int  eng_sp_prepare(eng_engine *e, int n_active, int rows, int spare, double *draft_secs,
+                    eng_err *err);
+/* Needs host logits for its rows this step (sampling verification). */
+static inline int eng_sp_wants_logits(const seq *s) {
+    return s->spec && s->spec->k > 0 && !eng_sampling_greedy(&s->samp);
+}
 /* After the pass: keeps what survives of s's drafts; sampled and logits are
  * its k + 1 out rows (logits only when eng_sp_wants_logits). */
 void eng_sp_verify(eng_engine *e, seq *s, const eng_token *sampled, const float *logits);
+/* Sequence lifecycle: the drafter follows forks and prefills, and forgets. */
 int  eng_sp_fork(eng_engine *e, seq *parent, seq *child, eng_err *err);
 int  eng_sp_prefill(eng_engine *e, seq *s, eng_err *err);
 void eng_sp_seq_free(eng_engine *e, seq *s);
 void eng_sp_engine_free(eng_engine *e);
-void eng_sp_time(step_timing *t, int rows, double secs);
 #endif

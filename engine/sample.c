@@ -181,6 +181,25 @@ int eng_sample_support(const float *l, int vocab, const eng_sampling *s, float m
     return n;
 }
 
+int eng_sampling_greedy(const eng_sampling *s) {
+    return !(s->temperature > 0 && isfinite(s->temperature));
+}
+
+int eng_sample_weights(const float *w, int vocab, uint64_t *rng) {
+    double total = 0;
+    for (int i = 0; i < vocab; i++) if (w[i] > 0) total += w[i];
+    if (!(total > 0)) return -1;
+    double u = eng_rng_uniform(rng) * total, cum = 0;
+    int last = -1;
+    for (int i = 0; i < vocab; i++) {
+        if (!(w[i] > 0)) continue;
+        cum += w[i];
+        last = i;
+        if (u < cum) return i;
+    }
+    return last;   /* rounding left u at the very end */
+}
+
 /* Draws one of c[0..n) with probability c[i].v / total. */
 static int draw(const eng_cand *c, int n, double total, uint64_t *rng) {
     double u = eng_rng_uniform(rng) * total, cum = 0;

@@ -1,19 +1,24 @@
-/* spec.c — speculative decoding: drafters, lossless verification, adaptive
- * draft length and the step-time model behind it (API in eng.h).
+/* spec.c — speculative decoding on the engine's side: lossless
+ * verification, adaptive draft length and the cost model behind it (API in
+ * eng.h).  The drafters are clients of the engine (drafter.h); the step
+ * time the cost model reads is measured by the engine (steptime.h).
  *
- * One step of eng_step (engine.c) with speculation:
- *   1. eng_sp_plan gives every sequence that may speculate a draft length
- *      k: fixed, or adaptive (below), then shrunk until the drafts' KV
- *      blocks fit in what the plain step leaves free;
- *   2. eng_sp_draft fills in the drafts: n-gram lookup or a custom drafter
- *      per sequence, or the draft model for all its sequences at once
- *      (one draft-engine step per draft position, batched);
+ * One step of eng_step (engine.c) with speculation (eng_sp_prepare, then
+ * eng_sp_verify):
+ *   1. every sequence that may speculate gets a draft length k: fixed, or
+ *      adaptive (below), then shrunk until the drafts' KV blocks fit in
+ *      what the plain step leaves free;
+ *   2. each drafter fills in the drafts of all its sequences in one call
+ *      (prompt lookup, the caller's propose function, or the draft model,
+ *      which batches them: one draft-engine step per draft position);
+ *      drafts past k or outside the vocabulary are dropped;
  *   3. the engine runs pending tokens + drafts in one pass, every row from
  *      the last pending one on an out row sampled greedily;
  *   4. eng_sp_verify keeps the accepted drafts and one more token, rolls
  *      back the KV of the rest (eng_kv_table_truncate drops the blocks a
  *      sequence no longer covers; shared blocks only lose a reference) and
- *      brings the draft model's sequence to the same tokens.
+ *      tells the drafter the tokens kept (a draft model brings its
+ *      sequence to the same tokens).
  *
  * Greedy verification needs only each row's argmax, which the backend
  * samples (on CUDA without copying logits); sampling verification needs
@@ -43,10 +48,10 @@
  * sequence drafts; at k = 0 nothing is done for it.
  *
  * Step time.  The model interpolates the measured time of a step (drafting
- * left out) per power-of-two bucket of rows (robust to spikes, see
- * eng_sp_time; non-decreasing;
- * extrapolated from the last two buckets; before any measurement a row is
- * taken to cost PRIOR_ROW of a pass), so a large batch, where rows cost
+ * left out) per power-of-two bucket of rows (steptime.c: robust to spikes,
+ * non-decreasing, extrapolated from the last two buckets; before any
+ * measurement a row is taken to cost ENG_STEPTIME_PRIOR_ROW of a pass),
+ * so a large batch, where rows cost
  * nearly their full share, stops speculating by itself.  A draft model's
  * passes, until timed, are taken to cost its weights' share of a target
  * pass.  With measured costs, a step without adaptive drafts runs when the
@@ -65,29 +70,8 @@ enum { EXPLORE_EVERY = 32 };   /* measured costs: a step without adaptive drafts
 #define BETA 0.2             /* EWMA weight of one verified draft token */
 #define MIN_GAIN 0.1         /* a draft used with less chance than this is not made */
 #define MARGIN 1.05          /* speculate for at least this much more expected tokens/s */
-#define PRIOR_ROW 0.02       /* unmeasured: one row costs this fraction of a pass */
 
 #define DRAFT_SEED 0xD1B54A32D192ED03ull   /* draft draws: a stream apart from the target's */
-
-static int is_greedy(const eng_sampling *s) {
-    return !(s->temperature > 0 && isfinite(s->temperature));
-}
-
-/* Draws i with probability w[i] / sum(w); -1 when every weight is 0. */
-static int draw(const float *w, int vocab, uint64_t *rng) {
-    double total = 0;
-    for (int i = 0; i < vocab; i++) if (w[i] > 0) total += w[i];
-    if (!(total > 0)) return -1;
-    double u = eng_rng_uniform(rng) * total, cum = 0;
-    int last = -1;
-    for (int i = 0; i < vocab; i++) {
-        if (!(w[i] > 0)) continue;
-        cum += w[i];
-        last = i;
-        if (u < cum) return i;
-    }
-    return last;   /* rounding left u at the very end */
-}
 
 /* ------------------------------------------------ target distribution */
 /* p := what eng_sample draws from (eng_sample_support builds it for both),
@@ -118,202 +102,11 @@ int eng_spec_probs(const float *logits, int vocab, const eng_sampling *s, float 
     return ENG_OK;
 }
 
-/* ------------------------------------------------------------ drafters */
-/* Prompt lookup: the latest earlier occurrence of the last g tokens (g =
- * nmax..1) and the k tokens after it; a continuation that runs into the
- * end repeats itself (the text so far, extended by the proposal). */
-static int ngram_propose(const int *t, int n, int nmax, int k, int *out) {
-    for (int g = nmax < n - 1 ? nmax : n - 1; g >= 1; g--) {
-        const int *suf = t + n - g;
-        for (int j = n - g - 1; j >= 0; j--) {
-            if (t[j] != suf[0] || memcmp(t + j, suf, sizeof *t * (size_t)g)) continue;
-            for (int i = 0; i < k; i++) {
-                int x = j + g + i;
-                out[i] = x < n ? t[x] : out[x - n];
-            }
-            return k;
-        }
-    }
-    return 0;
-}
-
-/* Makes the draft model's sequence of s hold exactly s's tokens: drops the
- * drafts s did not keep (their KV too), appends what s gained, and leaves
- * one token pending.  Creates it on first use. */
-static int draft_sync(eng_engine *e, seq *s, eng_err *err) {
-    eng_engine *de = e->draft;
-    spec_seq *sp = s->spec;
-    if (sp->dseq < 0) {
-        static const eng_sampling greedy = { 0 };
-        int rc = eng_seq_add(de, s->tok, s->n_tok, &greedy, &sp->dseq, err);
-        if (rc) { sp->dseq = -1; return rc; }
-        sp->dsynced = s->n_tok;
-        return ENG_OK;
-    }
-    seq *d = &de->seqs[sp->dseq];
-    int lim = d->n_tok < s->n_tok ? d->n_tok : s->n_tok;
-    int same = sp->dsynced < lim ? sp->dsynced : lim;
-    while (same < lim && d->tok[same] == s->tok[same]) same++;
-    eng_seq_cut(de, d, same, d->n_cached);
-    int rc = eng_seq_append(de, sp->dseq, s->tok + same, s->n_tok - same, err);
-    if (rc) return rc;
-    if (d->n_cached >= d->n_tok) eng_seq_cut(de, d, d->n_tok, d->n_tok - 1);
-    sp->dsynced = s->n_tok;
-    return ENG_OK;
-}
-
-/* Draft j of s from the draft engine's last step: its greedy token, or
- * when sampling a draw from q (kept for verification). */
-static void take_draft(eng_engine *e, seq *s, int j) {
-    spec_seq *sp = s->spec;
-    seq *d = &e->draft->seqs[sp->dseq];
-    int id = d->last.id, V = e->c.vocab_size, rows = 0;
-    if (!is_greedy(&s->samp)) {
-        float *q = sp->q + (size_t)j * V;
-        const float *lg = eng_seq_logits(e->draft, sp->dseq, &rows);
-        int x = -1;
-        if (lg && rows > 0) {
-            probs_into(lg + (size_t)(rows - 1) * V, V, &s->samp, q, &e->cands, &e->cap_cands);
-            x = draw(q, V, &sp->drng);
-        }
-        if (x >= 0) {
-            id = x;
-        } else {   /* no logits: the greedy token, as a point mass */
-            memset(q, 0, sizeof *q * (size_t)V);
-            q[id] = 1;
-        }
-        d->tok[d->n_tok - 1] = id;   /* pending, not cached: free to replace */
-        d->last.id = id;
-    }
-    sp->draft[j] = id;
-}
-
-/* The draft model's part: every sequence drafting with it is synced, then
- * one draft-engine step per draft position runs them all together (those
- * with fewer drafts sit out the later steps).  No room in the draft engine
- * means fewer or no drafts, not a failed step. */
-static int draft_run(eng_engine *e, eng_err *err) {
-    eng_engine *de = e->draft;
-    int maxk = 0, V = e->c.vocab_size;
-    for (int i = 0; i < e->max_seqs; i++) {
-        seq *s = &e->seqs[i];
-        spec_seq *sp = s->spec;
-        if (!s->live || !sp || sp->o.mode != ENG_SPEC_DRAFT || !sp->k) continue;
-        int rc = de ? draft_sync(e, s, err) : ENG_EINVAL;
-        if (!rc && !is_greedy(&s->samp) && !sp->q) {
-            int rows = sp->o.k > sp->o.kmax ? sp->o.k : sp->o.kmax;
-            sp->q = malloc(sizeof *sp->q * (size_t)rows * V);
-            if (!sp->q) return eng_seterr(err, ENG_ENOMEM, "speculation: out of memory for draft "
-                                          "probabilities");
-        }
-        if (rc == ENG_ENOMEM || rc == ENG_EIO) return rc;
-        if (rc) { sp->k = 0; continue; }
-        if (sp->k > maxk) maxk = sp->k;
-    }
-    if (!maxk) return ENG_OK;
-    for (int i = 0; i < de->max_seqs; i++) de->seqs[i].paused = 1;
-    for (int i = 0; i < e->max_seqs; i++) {
-        spec_seq *sp = e->seqs[i].spec;
-        if (!e->seqs[i].live || !sp || sp->o.mode != ENG_SPEC_DRAFT || !sp->k) continue;
-        de->seqs[sp->dseq].paused = 0;
-        de->seqs[sp->dseq].want_logits = !is_greedy(&e->seqs[i].samp);
-    }
-    for (int j = 0; j < maxk; j++) {
-        for (int i = 0; i < e->max_seqs; i++) {
-            spec_seq *sp = e->seqs[i].spec;
-            if (e->seqs[i].live && sp && sp->o.mode == ENG_SPEC_DRAFT && sp->k && sp->k <= j)
-                de->seqs[sp->dseq].paused = 1;
-        }
-        eng_err derr = { 0 };
-        int rc = eng_step(de, &derr);
-        if (rc == ENG_ENOMEM || rc == ENG_EIO) {
-            if (err) *err = derr;
-            return rc;
-        }
-        for (int i = 0; i < e->max_seqs; i++) {
-            seq *s = &e->seqs[i];
-            spec_seq *sp = s->spec;
-            if (!s->live || !sp || sp->o.mode != ENG_SPEC_DRAFT || sp->k <= j) continue;
-            if (rc) sp->k = j;   /* the draft engine is full: what we have */
-            else take_draft(e, s, j);
-        }
-        if (rc) break;
-    }
-    return ENG_OK;
-}
-
-int eng_sp_draft(eng_engine *e, eng_err *err) {
-    int model = 0, rc = ENG_OK, V = e->c.vocab_size;
-    for (int i = 0; i < e->max_seqs; i++) {
-        seq *s = &e->seqs[i];
-        spec_seq *sp = s->spec;
-        if (!s->live || !sp || !sp->k) continue;
-        if (sp->o.mode == ENG_SPEC_NGRAM) {
-            sp->k = ngram_propose(s->tok, s->n_tok, sp->o.ngram_n, sp->k, sp->draft);
-        } else if (sp->o.mode == ENG_SPEC_CUSTOM) {
-            int n = sp->o.propose(sp->o.user, i, s->tok, s->n_tok, sp->k, sp->draft);
-            n = n < 0 ? 0 : n > sp->k ? sp->k : n;
-            for (int j = 0; j < n; j++)
-                if (sp->draft[j] < 0 || sp->draft[j] >= V) { n = j; break; }
-            sp->k = n;
-        } else {
-            model = 1;
-        }
-    }
-    if (model) rc = draft_run(e, err);
-    for (int i = 0; i < e->max_seqs; i++)
-        if (e->seqs[i].live && e->seqs[i].spec) e->seqs[i].spec->st.k = e->seqs[i].spec->k;
-    return rc;
-}
-
 /* ------------------------------------------------------------ planning */
-enum { TRUSTED = 3 };   /* samples before a bucket counts */
-
-/* Seconds of a pass of R rows from the measured buckets; < 0: none yet. */
-static double measured(const step_timing *t, double R) {
-    double r[TIMING_BUCKETS], c[TIMING_BUCKETS], top = 0;
-    int n = 0;
-    for (int b = 0; b < TIMING_BUCKETS; b++)
-        if (t->n[b] >= TRUSTED) {
-            if (t->secs[b] > top) top = t->secs[b];
-            r[n] = t->rows[b];
-            c[n++] = top;   /* more rows never cost less */
-        }
-    if (!n) return -1;
-    if (R <= r[0]) return c[0];
-    if (n == 1) return c[0] * (1 + PRIOR_ROW * (R - r[0]));
-    for (int i = 1; i < n; i++)
-        if (R <= r[i]) return c[i - 1] + (c[i] - c[i - 1]) * (R - r[i - 1]) / (r[i] - r[i - 1]);
-    return c[n - 1] + (c[n - 1] - c[n - 2]) / (r[n - 1] - r[n - 2]) * (R - r[n - 1]);
-}
-
-static int bucket_of(int rows) {
-    int b = 0;
-    while (b + 1 < TIMING_BUCKETS && (2 << b) <= rows) b++;
-    return b;
-}
-
-/* One-off costs come as spikes: the first passes of a shape (the CUDA
- * backend runs it eagerly, then captures a graph), page faults, a busy
- * machine.  So a bucket starts from the least of its first TRUSTED
- * samples, then follows faster down than up, an upward step clipped to
- * twice the estimate. */
-void eng_sp_time(step_timing *t, int rows, double secs) {
-    if (rows <= 0 || !(secs >= 0)) return;
-    int b = bucket_of(rows), n = ++t->n[b];
-    if (n == 1 || (n <= TRUSTED && secs < t->secs[b])) t->secs[b] = secs;
-    else if (n > TRUSTED) {
-        double x = secs < 2 * t->secs[b] ? secs : 2 * t->secs[b];
-        t->secs[b] += (x < t->secs[b] ? 0.5 : 0.05) * (x - t->secs[b]);
-    }
-    double w = n < 10 ? 1.0 / n : 0.1;   /* rows: a mean, then an EWMA */
-    t->rows[b] += w * (rows - t->rows[b]);
-}
-
 static double target_cost(const eng_engine *e, double R) {
     if (e->cost_given) return e->cost.base_s + e->cost.row_s * R;
-    double c = measured(&e->timing, R);
-    return c >= 0 ? c : 1e-3 * (1 + PRIOR_ROW * (R - 1));
+    double c = eng_steptime_secs(&e->timing, R);
+    return c >= 0 ? c : 1e-3 * (1 + ENG_STEPTIME_PRIOR_ROW * (R - 1));
 }
 
 /* Weights a decode step reads: what its time follows before it is measured. */
@@ -327,8 +120,9 @@ static double draft_cost(const eng_engine *e, double R) {
     if (R <= 0) return 0;
     if (e->cost_given) return e->cost.draft_base_s + e->cost.draft_row_s * R;
     if (!e->draft) return 0;
-    double c = measured(&e->draft->timing, R);
-    return c >= 0 ? c : target_cost(e, R) * weights(&e->draft->c) / weights(&e->c);
+    double c = e->draft->pass_cost(e->draft, R);
+    return c >= 0 ? c : target_cost(e, R) * weights(eng_model_config(e->draft->model)) /
+                        weights(&e->c);
 }
 
 /* Rows the draft model runs before s's first draft: what its sequence has
@@ -336,15 +130,14 @@ static double draft_cost(const eng_engine *e, double R) {
 static int catch_up(const eng_engine *e, const seq *s) {
     const spec_seq *sp = s->spec;
     if (sp->o.mode != ENG_SPEC_DRAFT) return 0;
-    if (sp->dseq < 0 || !e->draft) return s->n_tok;
-    int cached = e->draft->seqs[sp->dseq].n_cached;
-    return s->n_tok - (cached < sp->dsynced ? cached : sp->dsynced);
+    if (!sp->d->catch_up) return s->n_tok;
+    return sp->d->catch_up(sp->d, (int)(s - e->seqs), s->n_tok);
 }
 
 double eng_spec_step_cost(const eng_engine *e, int rows) {
     if (!e) return -1;
     if (e->cost_given) return e->cost.base_s + e->cost.row_s * rows;
-    return measured(&e->timing, rows);
+    return eng_steptime_secs(&e->timing, rows);
 }
 
 int eng_spec_set_cost(eng_engine *e, const eng_spec_cost *c) {
@@ -371,7 +164,7 @@ static int k_cap(const eng_engine *e, const seq *s) {
     int cap = sp->o.adaptive ? sp->o.kmax : sp->o.k, room = e->c.max_pos - s->n_tok;
     if (sp->o.mode == ENG_SPEC_DRAFT) {
         if (!e->draft) return 0;
-        int droom = e->draft->c.max_pos - s->n_tok;
+        int droom = eng_model_config(e->draft->model)->max_pos - s->n_tok;
         if (droom < room) room = droom;
     }
     return cap < room ? cap : room > 0 ? room : 0;
@@ -413,6 +206,7 @@ typedef struct spec_eng {
     double credit;     /* modelled seconds that probes finding nothing may still cost */
     double hit;        /* EWMA of probe outcomes (1: the probe's draft was kept) */
     int left;          /* the last probe step left due sequences out */
+    eng_draft_req *req, *grp;   /* [max_seqs] this step's drafts, and one drafter's of them */
 } spec_eng;
 
 /* The step as planned so far: its rows, the rows of each draft-model pass,
@@ -431,7 +225,7 @@ static int cmp_kcand(const void *a, const void *b) {
  * and regularly after (the model is never told about fewer rows
  * otherwise). */
 static int explore(const eng_engine *e, int rows) {
-    return !e->cost_given && (e->timing.n[bucket_of(rows)] < TRUSTED ||
+    return !e->cost_given && (!eng_steptime_known(&e->timing, rows) ||
                               e->n_steps % EXPLORE_EVERY == EXPLORE_EVERY / 4);
 }
 
@@ -557,10 +351,8 @@ static void plan_probes(eng_engine *e, spec_eng *se, const step_plan *p) {
     }
 }
 
-int eng_sp_plan(eng_engine *e, int n_active, int rows, int spare, eng_err *err) {
-    (void)err;
-    spec_eng *se = e->plan;
-    if (!se) return ENG_OK;   /* speculation was never on */
+/* Chooses k for every sequence taking part in this step. */
+static void plan(eng_engine *e, spec_eng *se, int n_active, int rows, int spare) {
     step_plan p = { .rows = rows, .G = n_active };
     int any = 0, plain = explore(e, rows);
     double step = target_cost(e, rows);   /* probes' credit: a share of every step, kept a while */
@@ -588,14 +380,69 @@ int eng_sp_plan(eng_engine *e, int n_active, int rows, int spare, eng_err *err) 
         plan_probes(e, se, &p);
     }
     fit_blocks(e, spare);
+}
+
+/* A drafter's answer for sequence slot: at most the k asked for, cut at
+ * the first id outside the vocabulary. */
+static void take_drafts(eng_engine *e, const eng_draft_req *r) {
+    spec_seq *sp = e->seqs[r->seq].spec;
+    int n = r->k < 0 ? 0 : r->k > sp->k ? sp->k : r->k;
+    for (int j = 0; j < n; j++)
+        if (sp->draft[j] < 0 || sp->draft[j] >= e->c.vocab_size) { n = j; break; }
+    sp->k = n;
+}
+
+/* Fills in the drafts: one call per drafter with all its sequences, in the
+ * order of their first sequences. */
+static int draft(eng_engine *e, spec_eng *se, eng_err *err) {
+    int n = 0, V = e->c.vocab_size;
+    for (int i = 0; i < e->max_seqs; i++) {
+        seq *s = &e->seqs[i];
+        spec_seq *sp = s->spec;
+        if (!s->live || !sp || !sp->k) continue;
+        int model = sp->o.mode == ENG_SPEC_DRAFT;
+        if (model && !eng_sampling_greedy(&s->samp) && !sp->q) {
+            int rows = sp->o.k > sp->o.kmax ? sp->o.k : sp->o.kmax;
+            sp->q = malloc(sizeof *sp->q * (size_t)rows * V);
+            if (!sp->q) return eng_seterr(err, ENG_ENOMEM, "speculation: out of memory for draft "
+                                          "probabilities");
+        }
+        se->req[n++] = (eng_draft_req){ .seq = i, .tokens = s->tok, .n_tokens = s->n_tok,
+                                        .o = &sp->o, .samp = &s->samp, .k = sp->k,
+                                        .out = sp->draft, .q = model ? sp->q : NULL,
+                                        .rng = &sp->drng };
+    }
+    for (int i = 0; i < n; i++) {
+        if (se->req[i].seq < 0) continue;   /* done with its drafter */
+        eng_drafter *d = e->seqs[se->req[i].seq].spec->d;
+        int m = 0;
+        for (int j = i; j < n; j++)
+            if (se->req[j].seq >= 0 && e->seqs[se->req[j].seq].spec->d == d) {
+                se->grp[m++] = se->req[j];
+                se->req[j].seq = -1;
+            }
+        int rc = d->propose(d, se->grp, m, err);
+        if (rc) return rc;
+        for (int j = 0; j < m; j++) take_drafts(e, &se->grp[j]);
+    }
+    for (int i = 0; i < e->max_seqs; i++)
+        if (e->seqs[i].live && e->seqs[i].spec) e->seqs[i].spec->st.k = e->seqs[i].spec->k;
     return ENG_OK;
 }
 
-/* -------------------------------------------------------- verification */
-int eng_sp_wants_logits(const seq *s) {
-    return s->spec && s->spec->k > 0 && !is_greedy(&s->samp);
+int eng_sp_prepare(eng_engine *e, int n_active, int rows, int spare, double *draft_secs,
+                   eng_err *err) {
+    spec_eng *se = e->plan;
+    *draft_secs = 0;
+    if (!se) return ENG_OK;   /* speculation was never on */
+    plan(e, se, n_active, rows, spare);
+    double t0 = eng_now_s();
+    int rc = draft(e, se, err);
+    *draft_secs = eng_now_s() - t0;
+    return rc;
 }
 
+/* -------------------------------------------------------- verification */
 /* Rejection sampling over s's k drafts; returns how many were accepted,
  * with the tokens (accepted drafts, then the resampled or bonus token) in
  * out[0..a]. */
@@ -617,14 +464,14 @@ static int verify_sampled(eng_engine *e, seq *s, const float *logits, eng_token 
             float d = p[t] - (q ? q[t] : (float)(t == x));
             r[t] = d > 0 ? d : 0;
         }
-        int y = draw(r, V, &s->rng);
-        if (y < 0) y = draw(p, V, &s->rng);   /* p == q up to rounding */
+        int y = eng_sample_weights(r, V, &s->rng);
+        if (y < 0) y = eng_sample_weights(p, V, &s->rng);   /* p == q up to rounding */
         out[i] = eng_token_of(row, V, y >= 0 ? y : x);
         return i;
     }
     const float *row = logits + (size_t)k * V;   /* all kept: a bonus token from p */
     probs_into(row, V, &s->samp, p, &e->cands, &e->cap_cands);
-    int y = draw(p, V, &s->rng);
+    int y = eng_sample_weights(p, V, &s->rng);
     out[k] = eng_token_of(row, V, y >= 0 ? y : 0);
     return k;
 }
@@ -633,7 +480,7 @@ void eng_sp_verify(eng_engine *e, seq *s, const eng_token *sampled, const float 
     spec_seq *sp = s->spec;
     int k = sp->k, n0 = s->n_tok, a = 0;
     eng_token *out = s->new_info;   /* room for k + 1 (reserve_step) */
-    if (is_greedy(&s->samp) || !logits) {
+    if (eng_sampling_greedy(&s->samp) || !logits) {
         while (a < k && sp->draft[a] == sampled[a].id) { out[a] = sampled[a]; a++; }
         out[a] = sampled[a];
     } else {
@@ -664,10 +511,7 @@ void eng_sp_verify(eng_engine *e, seq *s, const eng_token *sampled, const float 
         if (!a) se->credit -= se->charge[s - e->seqs];
     }
     sp->k = 0;
-    if (sp->o.mode == ENG_SPEC_DRAFT && e->draft && sp->dseq >= 0) {
-        eng_err ignored;
-        draft_sync(e, s, &ignored);   /* fails only for want of room: synced at the next draft */
-    }
+    if (sp->d->accepted) sp->d->accepted(sp->d, (int)(s - e->seqs), s->tok, s->n_tok);
 }
 
 /* ----------------------------------------------------------- lifecycle */
@@ -676,6 +520,8 @@ static void spec_eng_free(spec_eng *se) {
     free(se->cand);
     free(se->due);
     free(se->charge);
+    free(se->req);
+    free(se->grp);
     free(se);
 }
 
@@ -689,9 +535,11 @@ static int spec_eng_make(eng_engine *e, eng_err *err) {
         se->cand = malloc(sizeof *se->cand * n * ENG_SPEC_KMAX);
         se->due = malloc(sizeof *se->due * n);
         se->charge = calloc(n, sizeof *se->charge);
+        se->req = malloc(sizeof *se->req * n);
+        se->grp = malloc(sizeof *se->grp * n);
         se->hit = ALPHA0;
     }
-    if (!se || !se->cand || !se->due || !se->charge) {
+    if (!se || !se->cand || !se->due || !se->charge || !se->req || !se->grp) {
         spec_eng_free(se);
         return eng_seterr(err, ENG_ENOMEM, "eng_seq_spec_set: out of memory");
     }
@@ -699,20 +547,19 @@ static int spec_eng_make(eng_engine *e, eng_err *err) {
     return ENG_OK;
 }
 
-/* Forgets s's draft-model sequence and probabilities. */
+/* Has s's drafter forget it, and drops its draft probabilities. */
 static void drop_draft(eng_engine *e, seq *s) {
     spec_seq *sp = s->spec;
-    if (sp->dseq >= 0 && e->draft) eng_seq_remove(e->draft, sp->dseq);
-    sp->dseq = -1;
+    if (sp->d && sp->d->forget) sp->d->forget(sp->d, (int)(s - e->seqs));
     free(sp->q);
     sp->q = NULL;
 }
 
-/* The engine's draft engine runs m, made on first use; a different model
+/* The engine's draft-model drafter runs m, made on first use; a different model
  * replaces it only when no other sequence drafts with it. */
 static int use_draft_model(eng_engine *e, const seq *s, eng_model *m, int n_blocks, int n_threads,
                            eng_err *err) {
-    if (e->draft && e->draft_model == m) return ENG_OK;
+    if (e->draft && e->draft->model == m) return ENG_OK;
     if (e->draft) {
         for (int i = 0; i < e->max_seqs; i++) {
             const seq *o = &e->seqs[i];
@@ -720,16 +567,13 @@ static int use_draft_model(eng_engine *e, const seq *s, eng_model *m, int n_bloc
                 return eng_seterr(err, ENG_EINVAL, "eng_seq_spec_set: sequence %d drafts with "
                                   "another model; one draft model per engine", i);
         }
-        eng_destroy(e->draft);
+        e->draft->destroy(e->draft);
         e->draft = NULL;
-        e->draft_model = NULL;
     }
     eng_opts o = e->opts;
     if (n_blocks) o.n_blocks = n_blocks;
     if (n_threads) o.n_threads = n_threads;
-    int rc = eng_create(m, &o, &e->draft, err);
-    if (!rc) e->draft_model = m;
-    return rc;
+    return eng_drafter_model_create(m, &o, e->max_seqs, &e->draft, err);
 }
 
 static int check_opts(const eng_engine *e, const eng_spec_opts *o, eng_err *err) {
@@ -781,18 +625,24 @@ int eng_seq_spec_set(eng_engine *e, int id, const eng_spec_opts *o, eng_err *err
     if ((rc = spec_eng_make(e, err))) return rc;
     if (s->spec) drop_draft(e, s);   /* settings change: the draft sequence starts over */
     if (d.mode == ENG_SPEC_DRAFT && (rc = use_draft_model(e, s, d.draft_model, d.draft_n_blocks,
-                                                        d.draft_n_threads, err)))
+                                                        d.draft_n_threads, err))) {
+        if (s->spec && s->spec->o.mode == ENG_SPEC_DRAFT && s->spec->d != e->draft) {
+            s->spec->d = NULL;   /* its draft model is gone (forgotten above): speculation off */
+            eng_sp_seq_free(e, s);
+        }
         return rc;
+    }
     if (!s->spec) {
         spec_seq *sp = calloc(1, sizeof *sp);
         if (!sp) return eng_seterr(err, ENG_ENOMEM, "eng_seq_spec_set: out of memory");
-        sp->dseq = -1;
         sp->alpha = ALPHA0;
         sp->probe_gap = PROBE_EVERY;
         sp->drng = s->samp.seed ^ DRAFT_SEED;
         s->spec = sp;
     }
     s->spec->o = d;
+    s->spec->d = d.mode == ENG_SPEC_DRAFT ? e->draft : d.mode == ENG_SPEC_NGRAM
+                 ? eng_drafter_ngram() : eng_drafter_custom();
     return ENG_OK;
 }
 
@@ -805,25 +655,17 @@ int eng_sp_fork(eng_engine *e, seq *p, seq *c, eng_err *err) {
     sp->k = 0;
     sp->idle = 0;
     sp->probing = 0;
-    sp->dseq = -1;
     sp->drng = c->rng ^ DRAFT_SEED;
     memset(&sp->st, 0, sizeof sp->st);
     c->spec = sp;
-    if (p->spec->dseq >= 0 && e->draft) {   /* share the draft model's KV too */
-        int rc = eng_seq_fork(e->draft, p->spec->dseq, NULL, &sp->dseq, err);
-        if (rc == ENG_ENOMEM) return rc;
-        if (rc) sp->dseq = -1;   /* no slot now: made when it first drafts */
-    }
+    if (sp->d->fork) return sp->d->fork(sp->d, (int)(p - e->seqs), (int)(c - e->seqs), err);
     return ENG_OK;
 }
 
 int eng_sp_prefill(eng_engine *e, seq *s, eng_err *err) {
     spec_seq *sp = s->spec;
-    if (!sp || sp->o.mode != ENG_SPEC_DRAFT || !e->draft || s->n_tok > e->draft->c.max_pos)
-        return ENG_OK;
-    int rc = draft_sync(e, s, err);
-    if (!rc) rc = eng_seq_prefill(e->draft, sp->dseq, err);
-    return rc == ENG_EFULL || rc == ENG_EINVAL ? ENG_OK : rc;   /* no room: drafts later or not */
+    if (!sp || !sp->d->prefill) return ENG_OK;
+    return sp->d->prefill(sp->d, (int)(s - e->seqs), s->tok, s->n_tok, err);
 }
 
 void eng_sp_seq_free(eng_engine *e, seq *s) {
@@ -834,7 +676,7 @@ void eng_sp_seq_free(eng_engine *e, seq *s) {
 }
 
 void eng_sp_engine_free(eng_engine *e) {
-    eng_destroy(e->draft);
+    if (e->draft) e->draft->destroy(e->draft);
     e->draft = NULL;
     free(e->pbuf);
     free(e->rbuf);

@@ -8,7 +8,8 @@
  * too when asked).  Passes of up to GRAPH_MAX_ROWS rows are padded to a
  * bucket and replayed from a CUDA graph captured the second time that shape
  * is seen; the kernels read every per-pass value from the header in device
- * memory, so one graph serves every pass of its shape.
+ * memory, so one graph serves every pass of its shape and choices (the
+ * pass_plan made once per pass: the graph's key).
  *
  * Two paths per pass: up to gemv_max_rows rows, the GEMV kernel (f32
  * activations, RMSNorm, residual and SwiGLU fused); above, matrix products
@@ -37,8 +38,21 @@ typedef struct cu_layer {
     float *bqkv, *attn_norm, *ffn_norm;
 } cu_layer;
 
+/* The choices one pass runs with, made once per pass (cu_forward) and
+ * handed to enqueue.  Zero-initialised and compared whole (memcmp) as the
+ * key of its CUDA graph: a field added here keys the graphs too. */
+typedef struct pass_plan {
+    int R, O;           /* rows and out rows, padded to their buckets in a graph */
+    int pf;             /* prompt-like: prefill attention kernel */
+    int pg;             /* attention through cuBLAS (kern_attention_gemm; never in a graph) */
+    int att_variant;    /* decode attention variant (attn_variant) */
+    int att_splits;     /* and its splits (grid depth) */
+    kern_keys keys;     /* pg: its keys (arrays in dk); zero otherwise */
+} pass_plan;
+
 typedef struct cu_graph {
-    int R, O, pf, splits, variant, seen;  /* seen: eager runs so far; captured once exec != NULL */
+    pass_plan plan;
+    int seen;                  /* eager runs so far; captured once exec != NULL */
     cudaGraphExec_t exec;
     unsigned long long used;
 } cu_graph;
@@ -72,12 +86,7 @@ typedef struct cu_ctx {
     char *d_in, *h_in;
     size_t cap_in;
     cu_graph graphs[MAX_GRAPHS];
-    int pf;                      /* this pass is prompt-like: prefill attention kernel */
-    int att_splits;              /* this pass's decode attention splits (grid depth) */
-    int att_variant;             /* and its variant (attn_variant) */
     size_t y_floats;             /* y's length: the widest product's parts */
-    int pg;                      /* this pass: attention through cuBLAS (kern_attention_gemm) */
-    kern_keys keys;              /* its keys (arrays in dk) */
     float *gw;                   /* kern_attention_gemm's work buffer, gw_floats long */
     size_t gw_floats;
     int *hk, *dk;                /* keys' arrays on the host and the device, k_cap ints each */
@@ -489,8 +498,9 @@ static int attn_variant(const cu_ctx *c, int R, int max_len) {
     return R >= ATTN3_MIN_ROWS || (long)R * max_len >= ATTN3_FEW_WORK ? 3 : 2;
 }
 
-/* Enqueues the whole model for R rows (O out rows) on the stream. */
-static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
+/* Enqueues the whole model for the pass p on the stream. */
+static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
+    const int R = p->R, O = p->O;
     const eng_config *g = &c->cfg;
     const kern_step *stp = (const kern_step *)c->d_in;
     cudaStream_t s = c->st;
@@ -501,12 +511,12 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
     const int amode = wdt == KERN_F32 ? KERN_ACT_F32 : c->opt.fast_gemm ? KERN_ACT_BF16
                                                                        : KERN_ACT_SPLIT;
     const int mul = amode == KERN_ACT_SPLIT ? 2 : 1, act_bf16 = amode != KERN_ACT_F32;
-    const int splits = c->att_splits;
+    const int splits = p->att_splits;
     const int pdl = !c->opt.no_pdl;
     int rc, np = 1;   /* np: parts of the last product (see PROD) */
     /* one call site for the three decode attention variants */
     const int skip = c->opt.ablate;
-    const int av = c->att_variant;
+    const int av = p->att_variant;
 #define ATTN(out, act, mode) ((skip & KERN_SKIP_ATTN) ? 0 : (av == 3) \
         ? kern_attention3(s, c->q, kv, stp, R, nh, splits, c->opt.attn_span, out, act, mode, c->part, c->counters, pdl) \
         : (av == 2) \
@@ -559,12 +569,12 @@ static int enqueue(cu_ctx *c, int R, int O, eng_err *err) {
             PROD(w->wqkv, QKV, H, R, c->y, sp[PR_QKV], 1, KERN_SKIP_QKVO);
             KC(SKIP(KERN_SKIP_ROPE, kern_rope_kv(s, c->y, np, w->bqkv, stp, R, nh,
                                                  c->inv_freq, c->q, kv, pdl)));
-            if (c->pg && !(skip & KERN_SKIP_ATTN)) {
-                if ((rc = kern_attention_gemm(c->blas, s, c->q, kv, stp, c->keys, R, nh, c->gw,
+            if (p->pg && !(skip & KERN_SKIP_ATTN)) {
+                if ((rc = kern_attention_gemm(c->blas, s, c->q, kv, stp, p->keys, R, nh, c->gw,
                                               c->gw_floats, c->attn, pdl, err)))
                     return rc;
                 KC(kern_to_act(s, c->attn, R, QD, c->act, amode, pdl));
-            } else if (c->pf)
+            } else if (p->pf)
                 KC(SKIP(KERN_SKIP_ATTN, kern_attention_prefill(s, c->q, kv, stp, R, nh, NULL, c->act, amode,
                                                                pdl)));
             else
@@ -610,12 +620,10 @@ static int bucket(int n) {
 /* Runs the model from a graph for this shape: eagerly at first (so modules
  * load and cuBLASLt picks its algorithms outside capture), then captured,
  * then replayed. */
-static int run_graph(cu_ctx *c, int R, int O, eng_err *err) {
+static int run_graph(cu_ctx *c, const pass_plan *p, eng_err *err) {
     cu_graph *gr = NULL;
     for (int i = 0; i < c->n_graphs; i++)
-        if (c->graphs[i].R == R && c->graphs[i].O == O && c->graphs[i].pf == c->pf &&
-            c->graphs[i].splits == c->att_splits && c->graphs[i].variant == c->att_variant)
-            gr = &c->graphs[i];
+        if (!memcmp(&c->graphs[i].plan, p, sizeof *p)) gr = &c->graphs[i];
     if (!gr) {
         if (c->n_graphs < MAX_GRAPHS) gr = &c->graphs[c->n_graphs++];
         else {
@@ -625,16 +633,15 @@ static int run_graph(cu_ctx *c, int R, int O, eng_err *err) {
             if (gr->exec) cudaGraphExecDestroy(gr->exec);
         }
         memset(gr, 0, sizeof *gr);
-        gr->R = R; gr->O = O; gr->pf = c->pf; gr->splits = c->att_splits;
-        gr->variant = c->att_variant;
+        memcpy(&gr->plan, p, sizeof *p);
     }
     gr->used = ++c->tick;
     /* decode shapes recur at once; a prompt-sized shape is captured only when
      * seen a third time (capture + instantiation cost ~4 ms, measured) */
-    if (!gr->exec && gr->seen++ < (R <= 16 ? 1 : 2)) return enqueue(c, R, O, err);
+    if (!gr->exec && gr->seen++ < (p->R <= 16 ? 1 : 2)) return enqueue(c, p, err);
     if (!gr->exec) {
         CK(cudaStreamBeginCapture(c->st, cudaStreamCaptureModeThreadLocal));
-        int rc = enqueue(c, R, O, err);
+        int rc = enqueue(c, p, err);
         cudaGraph_t graph = NULL;
         cudaError_t e = cudaStreamEndCapture(c->st, &graph);
         if (rc) { if (graph) cudaGraphDestroy(graph); return rc; }
@@ -771,11 +778,11 @@ static int grow_ints(int **h, int **d, size_t *cap, size_t n) {
     return 1;
 }
 
-/* The pass's distinct blocks and each sequence's view of them (c->keys:
+/* The pass's distinct blocks and each sequence's view of them (*keys:
  * block ids, valid slots, then [n_seqs][U] places, uploaded on the stream
  * as one array); 0 when they are too many or memory is short. */
 #define GEMM_MAX_SEQS 64
-static int gemm_keys(cu_ctx *c, const eng_fwd_batch *b, int max_len) {
+static int gemm_keys(cu_ctx *c, const eng_fwd_batch *b, int max_len, kern_keys *keys) {
     const int bs = c->block_size, ns = b->n_seqs;
     int need[GEMM_MAX_SEQS], total = 0, U = 0;
     if (ns > GEMM_MAX_SEQS) return 0;
@@ -802,23 +809,25 @@ static int gemm_keys(cu_ctx *c, const eng_fwd_batch *b, int max_len) {
         for (int j = 0; j * bs < need[q]; j++) index[(size_t)q * U + c->stamp[b->block_table[q][j]]] = j;
     if (cudaMemcpyAsync(c->dk, c->hk, (size_t)U * (2 + ns) * sizeof *c->hk, cudaMemcpyHostToDevice,
                         c->st) != cudaSuccess) { cudaGetLastError(); return 0; }
-    c->keys.block = c->dk;
-    c->keys.valid = c->dk + U;
-    c->keys.index = c->dk + 2 * U;
-    c->keys.n_blocks = U;
-    c->keys.n_seqs = ns;
-    c->keys.p0 = -1;
+    keys->block = c->dk;
+    keys->valid = c->dk + U;
+    keys->index = c->dk + 2 * U;
+    keys->n_blocks = U;
+    keys->n_seqs = ns;
+    keys->p0 = -1;
     int one_run = ns == 1;
     for (int r = 1; r < b->n_rows && one_run; r++) one_run = b->pos[r] == b->pos[0] + r;
-    if (one_run) c->keys.p0 = b->pos[0];
+    if (one_run) keys->p0 = b->pos[0];
     return 1;
 }
 
-/* Whether this pass takes kern_attention_gemm (see GW_MAX_BYTES); grows gw. */
-static int gemm_attn_fits(cu_ctx *c, const eng_fwd_batch *b, int max_len) {
+/* Whether this pass takes kern_attention_gemm (see GW_MAX_BYTES), with
+ * its keys in *keys; grows gw. */
+static int gemm_attn_fits(cu_ctx *c, const eng_fwd_batch *b, int max_len, kern_keys *keys) {
     const eng_config *g = &c->cfg;
-    if (c->opt.gemm_attn < 0 || b->n_rows <= GRAPH_MAX_ROWS || !gemm_keys(c, b, max_len)) return 0;
-    const int nk = c->keys.n_blocks * c->block_size;
+    if (c->opt.gemm_attn < 0 || b->n_rows <= GRAPH_MAX_ROWS || !gemm_keys(c, b, max_len, keys))
+        return 0;
+    const int nk = keys->n_blocks * c->block_size;
     size_t want = kern_attention_gemm_floats(g->n_heads, g->head_dim, nk, 1024);
     const size_t least = kern_attention_gemm_floats(g->n_heads, g->head_dim, nk, 16);
     if (want * 4 > GW_MAX_BYTES) want = GW_MAX_BYTES / 4;
@@ -853,8 +862,12 @@ static int cu_forward(eng_backend *be, const eng_fwd_batch *b, eng_err *err) {
     /* prompt-like passes (several rows per sequence on average) with enough
      * 16-row tiles to fill the GPU take the tiled prefill attention (at 512
      * rows of 1.5B, 64 tiles, it was 8% slower than the per-row kernels) */
+    pass_plan p;
+    memset(&p, 0, sizeof p);   /* compared whole as a graph's key */
+    p.R = Rp;
+    p.O = Op;
     const int pfm = c->opt.prefill_attn;
-    c->pf = pfm != KERN_PF_NEVER && Rp > c->opt.gemv_max_rows &&
+    p.pf = pfm != KERN_PF_NEVER && Rp > c->opt.gemv_max_rows &&
             kern_attention_prefill_fits(c->cfg.n_heads, c->cfg.n_kv_heads, c->cfg.head_dim) &&
             (pfm == KERN_PF_ALWAYS ||
              (b->n_rows >= PF_ROWS_PER_SEQ * b->n_seqs &&
@@ -863,11 +876,12 @@ static int cu_forward(eng_backend *be, const eng_fwd_batch *b, eng_err *err) {
     int max_len = 1;
     for (int r = 0; r < b->n_rows; r++)
         if (b->pos[r] + 1 > max_len) max_len = b->pos[r] + 1;
-    c->pg = !graph && gemm_attn_fits(c, b, max_len);
-    c->att_variant = attn_variant(c, Rp, max_len);
-    c->att_splits = kern_attn_grid_splits(c->att_variant, Rp, kern_attn_splits(Rp, c->cfg.n_kv_heads, c->n_sms),
-                                          c->opt.attn_span, max_len, c->cfg.n_heads, c->n_sms);
-    rc = graph ? run_graph(c, Rp, Op, err) : enqueue(c, Rp, Op, err);
+    p.pg = !graph && gemm_attn_fits(c, b, max_len, &p.keys);
+    if (!p.pg) memset(&p.keys, 0, sizeof p.keys);
+    p.att_variant = attn_variant(c, Rp, max_len);
+    p.att_splits = kern_attn_grid_splits(p.att_variant, Rp, kern_attn_splits(Rp, c->cfg.n_kv_heads, c->n_sms),
+                                         c->opt.attn_span, max_len, c->cfg.n_heads, c->n_sms);
+    rc = graph ? run_graph(c, &p, err) : enqueue(c, &p, err);
     if (rc) {
         cudaStreamSynchronize(c->st);
         return rc;

@@ -513,6 +513,46 @@ static void test_pause_append(void) {
     eng_destroy(e);
 }
 
+/* A truncated sequence keeps the KV of what it keeps: appending the cut
+ * tokens again runs only them, with the reference logits, and the
+ * continuation is the one before the cut. */
+static void test_truncate(void) {
+    fixture *f = &fx[1];
+    if (!load_fixture(f)) T_FAIL("bundled fixture tests/fixtures/%s did not load", f->name);
+    const prompt *p = &f->p[1];
+    int np = p->n_prompt;
+    eng_engine *e = make_engine(f, 16, 0, 2);
+    eng_err err;
+    int a = add(e, p->ids, np, NULL);
+    T_CHECK(eng_seq_n_cached(e, a) == 0);
+    T_CHECK(step(e) == ENG_OK);
+    eng_token t0, t1;
+    T_CHECK(eng_seq_last(e, a, &t0) == ENG_OK && t0.id == p->ids[np]);
+    T_CHECK(eng_seq_n_cached(e, a) == np);
+    T_CHECK(eng_seq_truncate(e, a, np - 2, &err) == ENG_OK);
+    const int *ids;
+    int n;
+    eng_seq_tokens(e, a, &ids, &n);
+    T_CHECK(n == np - 2);
+    T_CHECK(eng_seq_n_cached(e, a) == np - 2);
+    T_CHECK(eng_seq_append(e, a, p->ids + np - 2, 2, &err) == ENG_OK);
+    eng_seq_keep_all_logits(e, a, 1);
+    T_CHECK(step(e) == ENG_OK);
+    int rows = 0;
+    const float *lg = eng_seq_logits(e, a, &rows);
+    T_CHECK(lg && rows == 2);   /* only the two cut tokens ran */
+    if (lg && rows == 2) check_rows(f, p, lg, rows, np - 2, "truncate");
+    T_CHECK(eng_seq_last(e, a, &t1) == ENG_OK && t1.id == t0.id);
+    /* bad arguments */
+    T_CHECK(eng_seq_truncate(e, a, np + 2, &err) == ENG_EINVAL);
+    T_CHECK(eng_seq_truncate(e, a, -1, &err) == ENG_EINVAL);
+    T_CHECK(eng_seq_truncate(e, 63, 0, &err) == ENG_EINVAL);
+    T_CHECK(eng_seq_n_cached(e, 63) == -1);
+    T_CHECK(eng_seq_want_logits(e, 63, 1) == ENG_EINVAL);
+    T_CHECK(eng_seq_want_logits(e, a, 1) == ENG_OK);
+    eng_destroy(e);
+}
+
 /* --------------------------------------------------------------- full */
 static void test_efull(void) {
     fixture *f = &fx[0];
@@ -722,6 +762,7 @@ int main(void) {
     T_RUN(test_fork_unprefilled);
     T_RUN(test_keep_all_sampling);
     T_RUN(test_pause_append);
+    T_RUN(test_truncate);
     T_RUN(test_efull);
     T_RUN(test_warmup);
     T_RUN(test_bad_args);

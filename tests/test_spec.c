@@ -761,7 +761,8 @@ static void overhead_run(eng_model *m, const prompts *p, int b, int T, const eng
         ids[i] = add(e, p->ids[i], p->len[i], NULL);
         want[i] = p->len[i] + T;
         if (o) set_spec(e, ids[i], o);
-        if (i == 0 && e->draft) count_passes(e->draft, &dc, cost->draft_base_s, cost->draft_row_s);
+        if (i == 0 && e->draft)
+            count_passes(eng_drafter_engine(e->draft), &dc, cost->draft_base_s, cost->draft_row_s);
     }
     int done[64] = { 0 };
     for (int left = b, guard = 0; left && guard < 4 * T && !step(e); guard++)

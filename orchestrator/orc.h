@@ -20,11 +20,31 @@ typedef struct orc_sink {
 /* begin() may return ORC_WAIT: not admitted yet (e.g. the KV cache is short). */
 enum { ORC_RUNNING = 0, ORC_DONE = 1, ORC_WAIT = 2 };
 
+/* Options shared by every mode. */
+typedef struct orc_query {
+    char id[64];
+    char *prompt;              /* raw text, or NULL when messages are given */
+    eng_chat_msg *messages;    /* chat messages, role and content (strings owned by the query) */
+    int n_messages;
+    int max_tokens;            /* <= 0: ORC_MAX_TOKENS */
+    eng_sampling samp;
+    int spec;                  /* chat: speculative decoding with n-gram drafts */
+} orc_query;
+
+/* Every mode's token budget when the query gives none: per answer in chat
+ * and agent mode, per subtask in parallel mode, per branch in reason mode
+ * (the server protocol's default too).  Chat, parallel and reason mode also
+ * stop where the model's context ends (orc_task_gen_limit). */
+#define ORC_MAX_TOKENS 256
+
+void orc_query_free(orc_query *q);
+/* Deep copy (strings included), so a task owns its inputs; 0 or -1. */
+int  orc_query_copy(orc_query *dst, const orc_query *q);
+
 typedef struct orc_task orc_task;
-struct orc_task {
-    char id[64];              /* the client's query id */
-    orc_sink sink;
-    void *impl;
+
+/* What a mode does; the scheduler calls these.  One static table per mode. */
+typedef struct orc_task_ops {
     /* Before eng_step: add/fork/append/pause sequences. */
     int  (*begin)(orc_task *t, eng_engine *e, eng_err *err);
     /* After eng_step: read new tokens, emit; returns ORC_RUNNING or ORC_DONE
@@ -35,26 +55,37 @@ struct orc_task {
     /* Ends the task early: emits its final messages with the given reason
      * ("cancelled", "disconnected", "shutdown", "error"), frees its sequences. */
     void (*stop)(orc_task *t, eng_engine *e, const char *reason);
-    void (*destroy)(orc_task *t);
+    /* Frees the mode's state (impl and what it holds). */
+    void (*free)(void *impl);
+} orc_task_ops;
+
+struct orc_task {
+    char id[64];              /* the client's query id (q.id) */
+    orc_query q;              /* the task's own copy, max_tokens set */
+    orc_sink sink;
+    const orc_task_ops *ops;
+    void *impl;               /* the mode's state */
     /* Set by the scheduler. */
     int paused, started, in_round;
     double t_submit;
 };
 
-/* Options shared by every mode. */
-typedef struct orc_query {
-    char id[64];
-    char *prompt;              /* raw text, or NULL when messages are given */
-    eng_chat_msg *messages;    /* chat messages, role and content (strings owned by the query) */
-    int n_messages;
-    int max_tokens;
-    eng_sampling samp;
-    int spec;                  /* chat: speculative decoding with n-gram drafts */
-} orc_query;
-
-void orc_query_free(orc_query *q);
-/* Deep copy (strings included), so a task owns its inputs; 0 or -1. */
-int  orc_query_copy(orc_query *dst, const orc_query *q);
+/* The part every mode's create shares: a task with its own copy of q
+ * (max_tokens <= 0 becomes ORC_MAX_TOKENS), the sink, the mode's ops and
+ * its state impl.  The task owns impl from here on, also when this fails
+ * (then ops->free(impl) has run).  A mode's create makes impl, calls this,
+ * then sets impl up from t->q, calling orc_task_free(t) if that fails. */
+int  orc_task_new(const orc_query *q, orc_sink sink, const orc_task_ops *ops, void *impl,
+                  orc_task **out, eng_err *err);
+/* Frees a task the scheduler does not own (never submitted, or submit
+ * failed); the scheduler frees the tasks it holds.  NULL is fine. */
+void orc_task_free(orc_task *t);
+/* Sends msg to the task's sink (ownership passes); NULL msg: nothing. */
+void orc_task_emit(orc_task *t, cJSON *msg);
+/* Tokens a sequence of this task may generate after a prompt of n_prompt
+ * tokens: q.max_tokens, or less where the model's context ends (0 when the
+ * prompt fills it). */
+int  orc_task_gen_limit(const orc_task *t, const eng_model *m, int n_prompt);
 
 /* Chat mode: one sequence, streamed token by token. */
 int orc_task_chat_create(const orc_query *q, const eng_model *m, orc_sink sink,

@@ -14,71 +14,6 @@ struct orc_sched {
     int batch_seqs;
 };
 
-int orc_is_eos(const eng_config *c, int id) {
-    for (int i = 0; i < c->n_eos; i++)
-        if (c->eos_ids[i] == id) return 1;
-    return 0;
-}
-
-cJSON *orc_msg(const char *type, const char *id) {
-    cJSON *m = cJSON_CreateObject();
-    if (!m) return NULL;
-    cJSON_AddStringToObject(m, "type", type);
-    if (id && *id) cJSON_AddStringToObject(m, "id", id);
-    return m;
-}
-
-/* Messages through the model's chat template (eng_chat_render: special
- * tokens only in the template's markers, so a user who types "<|im_end|>"
- * gets text, not a forged turn); a raw prompt as plain text. */
-int orc_encode_query(const orc_query *q, const eng_model *m, int **ids, int *n, eng_err *err) {
-    int rc;
-    *ids = NULL;
-    *n = 0;
-    if (!q->messages) {
-        const char *p = q->prompt ? q->prompt : "";
-        rc = eng_tok_encode(eng_model_tok(m), p, strlen(p), 0, ids, n, err);
-    } else {
-        eng_chat *c = NULL;
-        eng_chat_opts o = { .add_generation_prompt = 1 };
-        if (!(rc = eng_chat_create(m, &c, err)))
-            rc = eng_chat_render(c, q->messages, q->n_messages, &o, ids, n, NULL, err);
-        eng_chat_free(c);
-    }
-    if (!rc && *n == 0) rc = eng_seterr(err, ENG_EINVAL, "the prompt is empty");
-    if (rc) { free(*ids); *ids = NULL; *n = 0; }
-    return rc;
-}
-
-void orc_query_free(orc_query *q) {
-    if (!q) return;
-    free(q->prompt);
-    for (int i = 0; i < q->n_messages; i++) {
-        free((char *)q->messages[i].role);
-        free((char *)q->messages[i].content);
-    }
-    free(q->messages);
-    memset(q, 0, sizeof *q);
-}
-
-int orc_query_copy(orc_query *dst, const orc_query *q) {
-    *dst = *q;
-    dst->prompt = NULL;
-    dst->messages = NULL;
-    dst->n_messages = 0;
-    if (q->prompt && !(dst->prompt = strdup(q->prompt))) return -1;
-    if (q->n_messages) {
-        dst->messages = calloc((size_t)q->n_messages, sizeof *dst->messages);
-        if (!dst->messages) return -1;
-        for (int i = 0; i < q->n_messages; i++, dst->n_messages++) {
-            dst->messages[i].role = strdup(q->messages[i].role);
-            dst->messages[i].content = strdup(q->messages[i].content);
-            if (!dst->messages[i].role || !dst->messages[i].content) { dst->n_messages++; return -1; }
-        }
-    }
-    return 0;
-}
-
 int orc_sched_create(eng_engine *e, int max_tasks, orc_sched **out, eng_err *err) {
     orc_sched *s = calloc(1, sizeof *s);
     if (!s || !(s->tasks = calloc((size_t)max_tasks, sizeof *s->tasks))) {
@@ -94,7 +29,7 @@ int orc_sched_create(eng_engine *e, int max_tasks, orc_sched **out, eng_err *err
 static void drop(orc_sched *s, int i) {
     orc_task *t = s->tasks[i];
     if (t->sink.done) t->sink.done(t->sink.ud, t->id);
-    t->destroy(t);
+    orc_task_free(t);
     memmove(s->tasks + i, s->tasks + i + 1, (size_t)(s->n - i - 1) * sizeof *s->tasks);
     s->n--;
 }
@@ -118,7 +53,7 @@ int orc_sched_stop(orc_sched *s, const char *id, void *sink_ud, const char *reas
     for (int i = 0; i < s->n; i++) {
         orc_task *t = s->tasks[i];
         if (strcmp(t->id, id) || (sink_ud && t->sink.ud != sink_ud)) continue;
-        t->stop(t, s->e, reason);
+        t->ops->stop(t, s->e, reason);
         drop(s, i);
         return 1;
     }
@@ -136,7 +71,7 @@ int orc_sched_stop_all(orc_sched *s, void *sink_ud, const char *reason) {
     for (int i = s->n - 1; i >= 0; i--) {
         orc_task *t = s->tasks[i];
         if (sink_ud && t->sink.ud != sink_ud) continue;
-        t->stop(t, s->e, reason);
+        t->ops->stop(t, s->e, reason);
         drop(s, i);
         k++;
     }
@@ -149,7 +84,7 @@ static void apply_backpressure(orc_sched *s) {
         orc_task *t = s->tasks[i];
         int c = t->started && t->sink.congested && t->sink.congested(t->sink.ud);
         if (c != t->paused) {
-            t->set_paused(t, s->e, c);
+            t->ops->set_paused(t, s->e, c);
             t->paused = c;
         }
     }
@@ -162,7 +97,7 @@ static void fail_task(orc_sched *s, int i, const eng_err *err) {
     cJSON_AddStringToObject(m, "code", err->code == ENG_EFULL ? "busy" : "engine");
     cJSON_AddStringToObject(m, "message", err->msg);
     t->sink.emit(t->sink.ud, m);
-    t->stop(t, s->e, "error");
+    t->ops->stop(t, s->e, "error");
     drop(s, i);
 }
 
@@ -174,7 +109,7 @@ int orc_sched_step(orc_sched *s, eng_err *err) {
         t->in_round = 0;
         if (t->paused) continue;
         eng_err e2 = { 0 };
-        int r = t->begin(t, s->e, &e2);
+        int r = t->ops->begin(t, s->e, &e2);
         if (r == ORC_WAIT) continue;
         if (r) { fail_task(s, i--, &e2); continue; }
         t->started = t->in_round = 1;
@@ -197,7 +132,7 @@ int orc_sched_step(orc_sched *s, eng_err *err) {
         orc_task *t = s->tasks[i];
         if (!t->in_round) continue;
         eng_err e2 = { 0 };
-        int r = t->end(t, s->e, &e2);
+        int r = t->ops->end(t, s->e, &e2);
         if (r < 0) fail_task(s, i--, &e2);
         else if (r == ORC_DONE) drop(s, i--);
     }

@@ -5,10 +5,9 @@
 #include "orc.h"
 
 typedef struct chat {
-    orc_query q;
     const eng_model *m;
     int seq;                 /* -1 until admitted */
-    int n_prompt, n_gen;
+    int n_prompt, n_gen, max_gen;
     eng_tok_stream ts;
     eng_buf text;           /* the answer so far */
     double t_start, t_first;
@@ -18,19 +17,20 @@ static int chat_begin(orc_task *t, eng_engine *e, eng_err *err) {
     chat *c = t->impl;
     if (c->seq >= 0) return ORC_RUNNING;
     int *ids = NULL, n = 0;
-    int rc = orc_encode_query(&c->q, c->m, &ids, &n, err);
+    int rc = orc_encode_query(&t->q, c->m, &ids, &n, err);
     if (rc) return rc;
     /* Admit only when the prompt plus a margin fits, unless nothing else runs. */
     int need = n / 16 + 2;
     if (eng_kv_free_blocks(e) < need && eng_n_live(e) > 0) { free(ids); return ORC_WAIT; }
-    rc = eng_seq_add(e, ids, n, &c->q.samp, &c->seq, err);
+    rc = eng_seq_add(e, ids, n, &t->q.samp, &c->seq, err);
     free(ids);
-    if (!rc && c->q.spec) {   /* n-gram drafting: lossless, helps repetitive text */
+    if (!rc && t->q.spec) {   /* n-gram drafting: lossless, helps repetitive text */
         eng_spec_opts so = { .mode = ENG_SPEC_NGRAM, .adaptive = 1 };
         rc = eng_seq_spec_set(e, c->seq, &so, err);
     }
     if (rc) return rc;
     c->n_prompt = n;
+    c->max_gen = orc_task_gen_limit(t, c->m, n);
     c->t_start = eng_now_s();
     return ORC_RUNNING;
 }
@@ -40,7 +40,7 @@ static void emit_final(orc_task *t, const char *finish) {
     cJSON *a = orc_msg("answer", t->id);
     cJSON_AddStringToObject(a, "text", eng_buf_str(&c->text));
     cJSON_AddStringToObject(a, "finish", finish);
-    t->sink.emit(t->sink.ud, a);
+    orc_task_emit(t, a);
     double now = eng_now_s();
     cJSON *s = orc_msg("stats", t->id);
     cJSON_AddNumberToObject(s, "prompt_tokens", c->n_prompt);
@@ -49,7 +49,7 @@ static void emit_final(orc_task *t, const char *finish) {
     cJSON_AddNumberToObject(s, "ttft_ms", c->t_first > 0 ? (c->t_first - t->t_submit) * 1e3 : -1);
     cJSON_AddNumberToObject(s, "decode_ms", c->t_first > 0 ? (now - c->t_first) * 1e3 : 0);
     cJSON_AddNumberToObject(s, "wall_ms", (now - t->t_submit) * 1e3);
-    t->sink.emit(t->sink.ud, s);
+    orc_task_emit(t, s);
 }
 
 static void release(orc_task *t, eng_engine *e) {
@@ -70,8 +70,8 @@ static int take_token(orc_task *t, int id, float logprob, eng_err *err) {
     cJSON_AddStringToObject(m, "text", buf);
     cJSON_AddNumberToObject(m, "token", id);
     if (logprob <= 0) cJSON_AddNumberToObject(m, "logprob", logprob);
-    t->sink.emit(t->sink.ud, m);
-    return c->n_gen >= c->q.max_tokens ? 2 : 0;
+    orc_task_emit(t, m);
+    return c->n_gen >= c->max_gen ? 2 : 0;
 }
 
 static int chat_end(orc_task *t, eng_engine *e, eng_err *err) {
@@ -105,35 +105,19 @@ static void chat_stop(orc_task *t, eng_engine *e, const char *reason) {
     release(t, e);
 }
 
-static void chat_destroy(orc_task *t) {
-    chat *c = t->impl;
-    orc_query_free(&c->q);
-    free(c->text.p);
+static void chat_free(void *impl) {
+    chat *c = impl;
+    if (c) free(c->text.p);
     free(c);
-    free(t);
 }
+
+static const orc_task_ops chat_ops = { chat_begin, chat_end, chat_pause, chat_stop, chat_free };
 
 int orc_task_chat_create(const orc_query *q, const eng_model *m, orc_sink sink,
                          orc_task **out, eng_err *err) {
-    orc_task *t = calloc(1, sizeof *t);
     chat *c = calloc(1, sizeof *c);
-    if (!t || !c || orc_query_copy(&c->q, q)) {
-        if (c) orc_query_free(&c->q);
-        free(t);
-        free(c);
-        return eng_seterr(err, ENG_ENOMEM, "out of memory creating a query");
-    }
-    if (c->q.max_tokens <= 0) c->q.max_tokens = 256;
+    if (!c) return eng_seterr(err, ENG_ENOMEM, "out of memory creating a query");
     c->m = m;
     c->seq = -1;
-    snprintf(t->id, sizeof t->id, "%s", q->id);
-    t->sink = sink;
-    t->impl = c;
-    t->begin = chat_begin;
-    t->end = chat_end;
-    t->set_paused = chat_pause;
-    t->stop = chat_stop;
-    t->destroy = chat_destroy;
-    *out = t;
-    return ENG_OK;
+    return orc_task_new(q, sink, &chat_ops, c, out, err);
 }

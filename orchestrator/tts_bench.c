@@ -309,7 +309,7 @@ static int run_query(bench *B, const problem *p, int n, const eng_sampling *samp
     orc_task *t = NULL;
     int rc = orc_task_reason_create(&q, B->m, sink, &o, &t, err);
     if (!rc) rc = orc_sched_submit(B->s, t, err);
-    if (rc && t) t->destroy(t);
+    if (rc) orc_task_free(t);
     for (int idle = 0; !rc && !c.done;) {
         int k = orc_sched_step(B->s, err);
         if (k < 0) rc = -k;

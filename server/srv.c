@@ -243,7 +243,7 @@ static int start_query(srv *s, cmd *k) {
         send_error(c, k->req.id, "unsupported_mode", err.msg);
         return 0;
     }
-    if (!rc && (rc = orc_sched_submit(s->sched, t, &err))) t->destroy(t);
+    if (!rc && (rc = orc_sched_submit(s->sched, t, &err))) orc_task_free(t);
     if (rc) {
         send_error(c, k->req.id, rc == ENG_EFULL ? "busy" : "bad_field", err.msg);
         return 0;

@@ -67,7 +67,7 @@ static void test_stop_frees(void) {
     T_CHECK(!orc_sched_submit(s, chat(&b, "b", 500), &err));
     orc_task *t3 = chat(&c, "c", 5);
     T_CHECK(orc_sched_submit(s, t3, &err) == ENG_EFULL);   /* max_tasks 2 */
-    t3->destroy(t3);
+    orc_task_free(t3);
     for (int i = 0; i < 20; i++) orc_sched_step(s, &err);
     T_CHECK(eng_kv_free_blocks(e) < free0);
     T_CHECK(orc_sched_has(s, "a", &a) && !orc_sched_has(s, "a", &b));

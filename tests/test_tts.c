@@ -101,7 +101,7 @@ static int submit(orc_sched *s, const orc_query *q, const orc_tts_opts *o, col *
     orc_task *t = NULL;
     eng_err err = { 0 };
     if (orc_task_reason_create(q, model, sink, o, &t, &err)) { printf("  create: %s\n", err.msg); return -1; }
-    if (orc_sched_submit(s, t, &err)) { t->destroy(t); printf("  submit: %s\n", err.msg); return -1; }
+    if (orc_sched_submit(s, t, &err)) { orc_task_free(t); printf("  submit: %s\n", err.msg); return -1; }
     return 0;
 }
 
@@ -477,7 +477,7 @@ static void test_admission_block_size(void) {
         orc_task *t = NULL;
         eng_err err = { 0 };
         T_CHECK(orc_task_reason_create(&q, model, sink, &o, &t, &err) == ENG_OK);
-        int r = t ? t->begin(t, e, &err) : -1;
+        int r = t ? t->ops->begin(t, e, &err) : -1;
         T_CHECKF(r == (room ? ORC_RUNNING : ORC_WAIT), "%d free blocks of %d needed: begin gave %d (%s)",
                  eng_kv_free_blocks(e), need, r, err.msg);
         if (!room) {
@@ -487,7 +487,7 @@ static void test_admission_block_size(void) {
                      in.kv_branch_blocks == 16 / 4 + 1, "plan KV: %d free, prompt %d, branch %d",
                      in.kv_free_blocks, in.kv_prompt_blocks, in.kv_branch_blocks);
         }
-        if (t) { t->stop(t, e, "test"); t->destroy(t); }
+        if (t) { t->ops->stop(t, e, "test"); orc_task_free(t); }
         col_free(&c);
         eng_destroy(e);
     }

@@ -7,6 +7,7 @@
 #include "t.h"
 #include <unistd.h>
 #include "orc_tts.h"
+#include "bench.h"
 
 #define MODEL "tests/fixtures/tiny-qwen2"
 #define MAXB 16
@@ -565,11 +566,11 @@ static void test_bench_math500(void) {
     char *argv[] = { "bench", "math500", "--model", MODEL, "--data", data, "--limit", "2",
                      "--max-tokens", "12", "--n", "2,4", "--budgets", "0.00001,30", "--out", json,
                      "--threads", "2", "--calib-batch", "8", "--probe-every", "4", "--quiet" };
-    orc_bench_opts o;
+    bench_math500_opts o;
     eng_err err = { 0 };
-    T_CHECK(orc_bench_parse((int)(sizeof argv / sizeof *argv), argv, &o, &err) == ENG_OK);
+    T_CHECK(bench_math500_parse((int)(sizeof argv / sizeof *argv), argv, &o, &err) == ENG_OK);
     T_CHECK(o.limit == 2 && o.n_ns == 2 && o.ns[1] == 4 && o.n_budgets == 2 && o.early.probe_every == 4);
-    int rc = orc_bench_run(&o, &err);
+    int rc = bench_math500_run(&o, &err);
     T_CHECKF(rc == ENG_OK, "%s", err.msg);
     FILE *f = fopen(json, "r");
     char *buf = calloc(1, 1 << 20);
@@ -652,24 +653,24 @@ static void test_bench_math500(void) {
 }
 
 static void test_bench_args(void) {
-    orc_bench_opts o;
+    bench_math500_opts o;
     eng_err err = { 0 };
     char *no_model[] = { "bench", "math500" };
-    T_CHECK(orc_bench_parse(2, no_model, &o, &err) == ENG_EINVAL && strstr(err.msg, "--model"));
+    T_CHECK(bench_math500_parse(2, no_model, &o, &err) == ENG_EINVAL && strstr(err.msg, "--model"));
     char *other[] = { "bench", "gsm8k", "--model", "m" };
-    T_CHECK(orc_bench_parse(4, other, &o, &err) == ENG_EINVAL);
+    T_CHECK(bench_math500_parse(4, other, &o, &err) == ENG_EINVAL);
     char *bad_num[] = { "bench", "math500", "--model", "m", "--limit", "abc" };
-    T_CHECK(orc_bench_parse(6, bad_num, &o, &err) == ENG_EINVAL && strstr(err.msg, "--limit"));
+    T_CHECK(bench_math500_parse(6, bad_num, &o, &err) == ENG_EINVAL && strstr(err.msg, "--limit"));
     char *bad_n[] = { "bench", "math500", "--model", "m", "--n", "4,100" };
-    T_CHECK(orc_bench_parse(6, bad_n, &o, &err) == ENG_EINVAL);
+    T_CHECK(bench_math500_parse(6, bad_n, &o, &err) == ENG_EINVAL);
     char *unknown[] = { "bench", "math500", "--model", "m", "--frobnicate", "1" };
-    T_CHECK(orc_bench_parse(6, unknown, &o, &err) == ENG_EINVAL && strstr(err.msg, "frobnicate"));
+    T_CHECK(bench_math500_parse(6, unknown, &o, &err) == ENG_EINVAL && strstr(err.msg, "frobnicate"));
     char *missing[] = { "bench", "math500", "--model" };
-    T_CHECK(orc_bench_parse(3, missing, &o, &err) == ENG_EINVAL);
+    T_CHECK(bench_math500_parse(3, missing, &o, &err) == ENG_EINVAL);
     char *ok[] = { "bench", "math500", "--model", "m", "--cuda", "--budgets", "1.5" };
-    T_CHECK(orc_bench_parse(7, ok, &o, &err) == ENG_OK && o.cuda && o.n_budgets == 1 && o.budgets[0] == 1.5);
+    T_CHECK(bench_math500_parse(7, ok, &o, &err) == ENG_OK && o.cuda && o.n_budgets == 1 && o.budgets[0] == 1.5);
     o.data = "/nonexistent/math.jsonl";
-    T_CHECK(orc_bench_run(&o, &err) == ENG_EIO);
+    T_CHECK(bench_math500_run(&o, &err) == ENG_EIO);
 }
 
 int main(void) {

@@ -1,9 +1,9 @@
-/* tts_svg.c — a scatter plot as a small SVG file: axes with a few ticks,
+/* svg.c — a scatter plot as a small SVG file: axes with a few ticks,
  * one dot and one label per point.  Enough for benchmark result plots. */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include "orc_tts.h"
+#include "bench.h"
 
 enum { W = 720, H = 480, ML = 70, MR = 170, MT = 40, MB = 60 };
 
@@ -27,7 +27,7 @@ static double tick_step(double span) {
     return (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10) * p;
 }
 
-static void range_of(const orc_svg_point *p, int n, int y, double *lo, double *hi) {
+static void range_of(const bench_svg_point *p, int n, int y, double *lo, double *hi) {
     *lo = INFINITY;
     *hi = -INFINITY;
     for (int i = 0; i < n; i++) {
@@ -58,8 +58,8 @@ static void axis(FILE *f, double lo, double hi, int vertical) {
     }
 }
 
-int orc_svg_scatter(const char *path, const char *title, const char *xlabel, const char *ylabel,
-                    const orc_svg_point *p, int n, eng_err *err) {
+int bench_svg_scatter(const char *path, const char *title, const char *xlabel, const char *ylabel,
+                    const bench_svg_point *p, int n, eng_err *err) {
     if (!path || (n > 0 && !p)) return eng_seterr(err, ENG_EINVAL, "svg: missing path or points");
     FILE *f = fopen(path, "w");
     if (!f) return eng_seterr(err, ENG_EIO, "svg: cannot write %s", path);

@@ -1,4 +1,4 @@
-/* tts_bench.c — `brisk bench math500`: accuracy against latency of the
+/* math500.c — `brisk bench math500`: accuracy against latency of the
  * test-time-scaling configurations on MATH-500, driven through the scheduler
  * exactly as the server drives queries (one query at a time, so latencies
  * are those of an otherwise idle engine).
@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include "orc_tts.h"
 #include "orc_math.h"
+#include "bench.h"
 
 #define MAX_CONFIGS 32
 
@@ -48,7 +49,7 @@ typedef struct config {
 } config;
 
 typedef struct bench {
-    const orc_bench_opts *o;
+    const bench_math500_opts *o;
     problem *pb;
     int n_pb;
     eng_model *m;
@@ -65,7 +66,7 @@ typedef struct bench {
 } bench;
 
 /* ------------------------------------------------------------- options */
-void orc_bench_usage(void) {
+void bench_math500_usage(void) {
     fprintf(stderr,
         "usage: brisk bench math500 --model DIR [--data FILE] [--limit K] [--max-tokens N]\n"
         "         [--cuda] [--threads N] [--out FILE.json] [--n 4,8,16] [--budgets 2,5,10]\n"
@@ -101,7 +102,7 @@ static int num_arg(const char *k, const char *v, double lo, double hi, double *o
     return ENG_OK;
 }
 
-static void default_opts(orc_bench_opts *o) {
+static void default_opts(bench_math500_opts *o) {
     memset(o, 0, sizeof *o);
     o->data = "../shared/data/math500/test.jsonl";
     o->out = "benchmarks/results/math500.json";
@@ -136,7 +137,7 @@ static const struct { const char *name; double lo, hi; } NUMS[] = {
     { "--spec-k", 0, ENG_SPEC_KMAX }, { "--spec-kmax", 0, ENG_SPEC_KMAX },
 };
 
-static int set_num(orc_bench_opts *o, const char *k, const char *v, eng_err *err) {
+static int set_num(bench_math500_opts *o, const char *k, const char *v, eng_err *err) {
     int i = 0, n = (int)(sizeof NUMS / sizeof *NUMS);
     while (i < n && strcmp(k, NUMS[i].name)) i++;
     if (i == n) return eng_seterr(err, ENG_EINVAL, "unknown option %s", k);
@@ -168,7 +169,7 @@ static int set_num(orc_bench_opts *o, const char *k, const char *v, eng_err *err
     return ENG_OK;
 }
 
-static int set_lists(orc_bench_opts *o, const char *k, const char *v, eng_err *err) {
+static int set_lists(bench_math500_opts *o, const char *k, const char *v, eng_err *err) {
     double x[8];
     int n = parse_list(v, x, 8);
     if (!strcmp(k, "--n")) {
@@ -190,7 +191,7 @@ static int set_lists(orc_bench_opts *o, const char *k, const char *v, eng_err *e
     return ENG_OK;
 }
 
-int orc_bench_parse(int argc, char **argv, orc_bench_opts *o, eng_err *err) {
+int bench_math500_parse(int argc, char **argv, bench_math500_opts *o, eng_err *err) {
     default_opts(o);
     int rc = ENG_OK;
     if (argc < 2 || strcmp(argv[1], "math500"))
@@ -434,7 +435,7 @@ static int run_config(bench *B, config *c, eng_err *err) {
     return ENG_OK;
 }
 
-static int max_n(const orc_bench_opts *o) {
+static int max_n(const bench_math500_opts *o) {
     int m = 1;
     for (int i = 0; i < o->n_ns; i++) if (o->ns[i] > m) m = o->ns[i];
     return m;
@@ -501,7 +502,7 @@ static int run_parallel(bench *B, const char *kind, int n, int k, int probing, e
 }
 
 static int run_all(bench *B, eng_err *err) {
-    const orc_bench_opts *o = B->o;
+    const bench_math500_opts *o = B->o;
     int rc = ENG_OK, nmax = max_n(o);
     config *c = new_config(B, "greedy", 1, err);
     if (!c) return err->code;
@@ -631,7 +632,7 @@ static void make_parents(const char *path) {
 }
 
 static int write_json(const bench *B, eng_err *err) {
-    const orc_bench_opts *o = B->o;
+    const bench_math500_opts *o = B->o;
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "benchmark", "math500");
     cJSON_AddStringToObject(j, "model", o->model);
@@ -701,12 +702,12 @@ static int write_svg(const bench *B, eng_err *err) {
     if (stem + 5 > sizeof path) return eng_seterr(err, ENG_EINVAL, "output path too long");
     memcpy(path, out, stem);
     strcpy(path + stem, ".svg");
-    orc_svg_point pts[MAX_CONFIGS];
+    bench_svg_point pts[MAX_CONFIGS];
     int n = 0;
     for (int i = 0; i < B->n_cf; i++)
         if (B->cf[i].available)
-            pts[n++] = (orc_svg_point){ B->cf[i].mean_s, B->cf[i].acc, B->cf[i].name };
-    return orc_svg_scatter(path, "MATH-500: accuracy vs latency", "mean latency per problem (s)",
+            pts[n++] = (bench_svg_point){ B->cf[i].mean_s, B->cf[i].acc, B->cf[i].name };
+    return bench_svg_scatter(path, "MATH-500: accuracy vs latency", "mean latency per problem (s)",
                            "accuracy", pts, n, err);
 }
 
@@ -714,7 +715,7 @@ static int write_svg(const bench *B, eng_err *err) {
 /* Engine sized for the widest run: nmax branches plus as many probes, or
  * the calibration's batch, each with a full context. */
 static int open_engine(bench *B, eng_err *err) {
-    const orc_bench_opts *o = B->o;
+    const bench_math500_opts *o = B->o;
     int rc = eng_model_load(o->model, &B->m, err);
     if (rc) return rc;
     const eng_config *c = eng_model_config(B->m);
@@ -736,7 +737,7 @@ static int open_engine(bench *B, eng_err *err) {
  * far) and whether the engine takes it; a refusal marks the speculative
  * configurations n/a with the reason. */
 static int setup_spec(bench *B, eng_err *err) {
-    const orc_bench_opts *o = B->o;
+    const bench_math500_opts *o = B->o;
     B->accept = -1;
     B->spec = (eng_spec_opts){ .mode = ENG_SPEC_NGRAM };
     if (o->draft) {
@@ -776,7 +777,7 @@ static int calibrate(bench *B, eng_err *err) {
     return rc;
 }
 
-int orc_bench_run(const orc_bench_opts *o, eng_err *err) {
+int bench_math500_run(const bench_math500_opts *o, eng_err *err) {
     bench B = { .o = o };
     int rc = load_problems(o->data, o->limit, &B.pb, &B.n_pb, err);
     if (!rc) rc = open_engine(&B, err);

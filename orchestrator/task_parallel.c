@@ -25,7 +25,7 @@ typedef struct par {
     sub *subs;
     int k, n_done, started, n_prompt_shared;
     orc_pp_agg *agg;
-    double t_first;
+    double t_start, t_first;   /* admitted (shared prefix prefilled, forks made); first token */
 } par;
 
 static void on_section(void *ud, int item, const char *section) {
@@ -89,6 +89,7 @@ static int start(par *p, eng_engine *e, eng_err *err) {
     if (root >= 0) eng_seq_remove(e, root);
     p->n_prompt_shared = P > 1 ? P : 0;
     p->started = 1;
+    p->t_start = eng_now_s();
     return ORC_RUNNING;
 fail:
     if (root >= 0) eng_seq_remove(e, root);
@@ -108,11 +109,16 @@ static void emit_final(orc_task *t, const char *finish) {
     cJSON_AddNumberToObject(a, "subtasks", p->k);
     orc_task_emit(p->t, a);
     cJSON *s = orc_msg("stats", t->id);
-    int tokens = 0;
-    for (int i = 0; i < p->k; i++) tokens += p->subs[i].n_gen;
+    int tokens = 0, prompt = 0;
+    for (int i = 0; i < p->k; i++) {
+        tokens += p->subs[i].n_gen;
+        prompt += p->subs[i].n_ids;
+    }
     cJSON_AddNumberToObject(s, "subtasks", p->k);
+    cJSON_AddNumberToObject(s, "prompt_tokens", prompt);
     cJSON_AddNumberToObject(s, "shared_prompt_tokens", p->n_prompt_shared);
     cJSON_AddNumberToObject(s, "tokens", tokens);
+    cJSON_AddNumberToObject(s, "queue_ms", p->t_start > 0 ? (p->t_start - t->t_submit) * 1e3 : 0);
     cJSON_AddNumberToObject(s, "ttft_ms", p->t_first > 0 ? (p->t_first - t->t_submit) * 1e3 : -1);
     cJSON_AddNumberToObject(s, "wall_ms", (eng_now_s() - t->t_submit) * 1e3);
     orc_task_emit(p->t, s);

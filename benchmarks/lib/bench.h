@@ -8,9 +8,13 @@
  *   WebWalkerQA       sites built from the dataset for the web environment
  *                     (wwsite.c) and the oracle agent that measures what
  *                     speculative prefetch saves (wwagent.c)
+ *   task runs         one orchestrator task driven through the scheduler to
+ *                     its end, as the server drives a query (run.c)
  *   MATH-500          accuracy against latency of the test-time-scaling
  *                     configurations (math500.c)
- *   plots             SVG scatter plots (svg.c)
+ *   ParallelPrompt    one prompt as the server answers it in chat mode
+ *                     (serial) and in parallel mode (pp.c), for the replay
+ *   plots             SVG scatter plots and bar charts (svg.c)
  *
  * Every call that can fail returns an ENG_* code and fills an eng_err. */
 #ifndef BENCH_H
@@ -21,6 +25,7 @@
 #include "eng.h"
 #include "cache.h"
 #include "orc_tts.h"
+#include "orc_pp.h"
 
 /* ===================================================== web environment */
 
@@ -208,6 +213,37 @@ int  bench_ww_episode(const bench_ww_env *env, const bench_ww_opts *o, const ben
                       bench_ww_result *out, eng_err *err);
 void bench_ww_result_clear(bench_ww_result *r);
 
+/* =========================================================== task runs */
+
+/* Most branches (parallel subtasks, reason branches) whose token messages a
+ * collector counts; ORC_PP_MAX_ITEMS and ORC_TTS_MAX_N both fit. */
+#define BENCH_MAX_BRANCHES 64
+
+/* What a task said: its last answer, stats and error messages, and per
+ * branch (the token message's "branch"; 0 when it has none) the token
+ * messages and their text.  Token messages come only for tokens before a
+ * stop (none for an end-of-sequence token). */
+typedef struct bench_collect {
+    cJSON *answer, *stats, *error;
+    int tokens[BENCH_MAX_BRANCHES];
+    eng_buf text[BENCH_MAX_BRANCHES];
+    int n_branches;               /* 1 + the highest branch seen */
+    double t_answer;              /* eng_now_s() when the answer came */
+    int done, oom;
+} bench_collect;
+
+/* A sink that fills c (zeroed here); bench_collect_clear frees what it kept. */
+orc_sink bench_collect_sink(bench_collect *c);
+void     bench_collect_clear(bench_collect *c);
+/* Submits t (taken over; freed if the submit fails) and steps s until t has
+ * left the scheduler.  *t_submit (may be NULL): the task's submission time,
+ * which its stats' times count from.  An engine error fails the run; a task
+ * that ended on an error message does not (see c->error). */
+int      bench_run_task(orc_sched *s, orc_task *t, const bench_collect *c, double *t_submit,
+                        eng_err *err);
+/* A number field of a message (0 when absent). */
+double   bench_num(const cJSON *o, const char *k);
+
 /* ============================================================ MATH-500 */
 
 typedef struct bench_math500_opts {
@@ -234,9 +270,62 @@ void bench_math500_usage(void);   /* to stderr */
  * (same path, .svg) of accuracy against mean latency. */
 int bench_math500_run(const bench_math500_opts *o, eng_err *err);
 
-/* A scatter plot with labelled points (svg.c). */
+/* ====================================================== ParallelPrompt */
+
+/* One request as the server runs it, read back from its messages.  Times in
+ * ms from before the task was created (its prompts tokenised) on an engine
+ * that runs nothing else. */
+typedef struct bench_pp_result {
+    char *answer;          /* parallel: the numbered sections; serial: the answer */
+    char **outputs;        /* per subtask (serial: one): its tokens' text */
+    int n_outputs;
+    int *n_gen;            /* tokens generated per subtask before its stop (EOS not counted) */
+    int total_gen;
+    int prompt_tokens;     /* summed over the subtasks' prompts */
+    int shared_tokens;     /* parallel: the common prefix prefilled once */
+    int n_eos_first;       /* subtasks whose first token ended them */
+    double ms_total;       /* until the answer */
+    double ms_encode;      /* creating the task: schema, prompts, tokens */
+    double ms_prefill;     /* until admitted (parallel: the shared prefix prefilled, forks made) */
+    double ms_first;       /* until the first step's tokens (every subtask has its first) */
+} bench_pp_result;
+void bench_pp_result_free(bench_pp_result *r);
+
+/* Parallel mode: the schema's subtasks as one orc_task_parallel_create task
+ * (the context hoisted unless hoist is 0, as the server's "hoist_context"),
+ * max_tokens per subtask, driven through s to its end. */
+int  bench_pp_parallel(orc_sched *s, const eng_model *m, const orc_pp_schema *schema, int hoist,
+                       const eng_sampling *samp, int max_tokens, bench_pp_result *r, eng_err *err);
+/* Serial baseline: the whole prompt as one chat-mode request (a user turn). */
+int  bench_pp_serial(orc_sched *s, const eng_model *m, const char *prompt, const eng_sampling *samp,
+                     int max_tokens, bench_pp_result *r, eng_err *err);
+
+/* Structural adherence of a parallel answer: every item's section is there,
+ * in item order, and not empty.  "Not empty" is judged on tokens (>= 1
+ * generated before the stop), not on text, so that it means the same for a
+ * model whose tokens have no printable text (random weights with a small
+ * test tokenizer); the non-blank text count is kept beside it. */
+typedef struct bench_pp_adherence {
+    int items;      /* subtasks */
+    int answered;   /* with >= 1 generated token */
+    int in_order;   /* leading sections found in the answer in item order */
+    int nonblank;   /* with visible answer text */
+    int ok;         /* every item answered and every section in order */
+} bench_pp_adherence;
+/* labels: the schema's items (NULL for kind N).  Bad input (NULL, outputs
+ * missing) gives ok = 0. */
+void bench_pp_adherence_of(const bench_pp_result *r, const char *const *labels,
+                           bench_pp_adherence *a);
+
+/* ================================================================ plots */
+
+/* A scatter plot with labelled points. */
 typedef struct bench_svg_point { double x, y; const char *label; } bench_svg_point;
 int bench_svg_scatter(const char *path, const char *title, const char *xlabel, const char *ylabel,
-                    const bench_svg_point *p, int n, eng_err *err);
+                      const bench_svg_point *p, int n, eng_err *err);
+/* A bar chart: one bar per value (labels under them up to 40 bars), blue
+ * at or above ref and orange below, a dashed line at ref (none when ref <= 0). */
+int bench_svg_bars(const char *path, const char *title, const char *ylabel,
+                   const char *const *labels, const double *v, int n, double ref, eng_err *err);
 
 #endif

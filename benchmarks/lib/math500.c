@@ -269,33 +269,6 @@ static int load_problems(const char *path, int limit, problem **out, int *n_out,
 }
 
 /* ------------------------------------------------------------ one query */
-typedef struct collect { cJSON *answer, *stats, *error; int done; } collect;
-
-static void keep(cJSON **slot, cJSON *m) {
-    cJSON_Delete(*slot);
-    *slot = m;
-}
-
-static void c_emit(void *ud, cJSON *m) {
-    collect *c = ud;
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(m, "type");
-    const char *ty = cJSON_IsString(t) ? t->valuestring : "";
-    if (!strcmp(ty, "answer")) keep(&c->answer, m);
-    else if (!strcmp(ty, "stats")) keep(&c->stats, m);
-    else if (!strcmp(ty, "error")) keep(&c->error, m);
-    else cJSON_Delete(m);
-}
-
-static void c_done(void *ud, const char *id) {
-    (void)id;
-    ((collect *)ud)->done = 1;
-}
-
-static double num(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : 0;
-}
-
 /* Runs one reason query to its end and fills r (answer, time, tokens). */
 static int run_query(bench *B, const problem *p, int n, const eng_sampling *samp,
                      const orc_tts_opts *base, outcome *r, eng_err *err) {
@@ -305,17 +278,11 @@ static int run_query(bench *B, const problem *p, int n, const eng_sampling *samp
     orc_tts_opts o = *base;
     o.n = n;
     o.stream = 0;
-    collect c = { 0 };
-    orc_sink sink = { .ud = &c, .emit = c_emit, .done = c_done };
+    bench_collect c;
+    orc_sink sink = bench_collect_sink(&c);
     orc_task *t = NULL;
     int rc = orc_task_reason_create(&q, B->m, sink, &o, &t, err);
-    if (!rc) rc = orc_sched_submit(B->s, t, err);
-    if (rc) orc_task_free(t);
-    for (int idle = 0; !rc && !c.done;) {
-        int k = orc_sched_step(B->s, err);
-        if (k < 0) rc = -k;
-        else if (k == 0 && ++idle > 1000) rc = eng_seterr(err, ENG_EINVAL, "the query never started");
-    }
+    if (!rc) rc = bench_run_task(B->s, t, &c, NULL, err);
     memset(r, 0, sizeof *r);
     if (!rc && c.error) {
         const cJSON *msg = cJSON_GetObjectItemCaseSensitive(c.error, "message");
@@ -327,19 +294,17 @@ static int run_query(bench *B, const problem *p, int n, const eng_sampling *samp
         const cJSON *es = cJSON_GetObjectItemCaseSensitive(c.answer, "early_stop");
         if (cJSON_IsString(a)) r->answer = strdup(a->valuestring);
         r->early = cJSON_IsTrue(es);
-        r->mean_lp = num(best, "mean_logprob");
-        r->latency_s = num(c.stats, "wall_ms") / 1e3;
-        r->tokens = (long long)num(c.stats, "decoded_tokens");
-        r->branch_tokens = (long long)num(c.stats, "tokens");
-        r->prompt_tokens = (int)num(c.stats, "prompt_tokens");
+        r->mean_lp = bench_num(best, "mean_logprob");
+        r->latency_s = bench_num(c.stats, "wall_ms") / 1e3;
+        r->tokens = (long long)bench_num(c.stats, "decoded_tokens");
+        r->branch_tokens = (long long)bench_num(c.stats, "tokens");
+        r->prompt_tokens = (int)bench_num(c.stats, "prompt_tokens");
         const cJSON *sp = cJSON_GetObjectItemCaseSensitive(c.stats, "spec");
-        r->spec_steps = (long long)num(sp, "steps");
-        r->spec_accepted = (long long)num(sp, "accepted");
+        r->spec_steps = (long long)bench_num(sp, "steps");
+        r->spec_accepted = (long long)bench_num(sp, "accepted");
         r->correct = r->answer && orc_math_equiv_gold(p->gold, r->answer);
     }
-    cJSON_Delete(c.answer);
-    cJSON_Delete(c.stats);
-    cJSON_Delete(c.error);
+    bench_collect_clear(&c);
     return rc;
 }
 

@@ -21,7 +21,7 @@
 #include "orc.h"
 
 typedef struct agent {
-    orc_task *t;            /* the task this is the state of */
+    orc_task *task;
     orc_agent_opts o;
     const eng_model *m;
     tool_sched *ts;
@@ -52,14 +52,14 @@ static const char *default_system =
 static void on_tool_event(void *ud, const tool_event *ev) {
     agent *a = ud;
     if (ev->type != TOOL_EV_CALL_END && ev->type != TOOL_EV_CALL_ERROR) return;
-    cJSON *m = orc_msg("tool_call", a->t->id);
+    cJSON *m = orc_msg("tool_call", a->task->id);
     cJSON_AddNumberToObject(m, "turn", a->turn);
     cJSON_AddNumberToObject(m, "call", ev->call);
     if (ev->name) cJSON_AddStringToObject(m, "name", ev->name);
     if (ev->type == TOOL_EV_CALL_END && ev->value)
         cJSON_AddItemToObject(m, "arguments", cJSON_Duplicate(ev->value, 1));
     if (ev->type == TOOL_EV_CALL_ERROR) cJSON_AddStringToObject(m, "error", ev->text ? ev->text : "malformed call");
-    orc_task_emit(a->t, m);
+    orc_task_emit(a->task, m);
 }
 
 /* Forces this turn's scripted text, when there is a script. */
@@ -76,19 +76,21 @@ static int force_script(agent *a, eng_engine *e, eng_err *err) {
 static int start(agent *a, eng_engine *e, eng_err *err) {
     char *tools = tool_registry_json(a->o.tools);
     /* system message (ours) + the client's messages or prompt */
-    int n_user = a->t->q.messages ? a->t->q.n_messages : 1;
+    int n_user = a->task->q.messages ? a->task->q.n_messages : 1;
     eng_chat_msg *msgs = calloc((size_t)n_user + 1, sizeof *msgs);
     if (!msgs || !tools) { free(msgs); free(tools); return eng_seterr(err, ENG_ENOMEM, "out of memory"); }
     msgs[0] = (eng_chat_msg){ .role = "system", .content = a->o.system ? a->o.system : default_system };
-    if (a->t->q.messages) memcpy(msgs + 1, a->t->q.messages, (size_t)n_user * sizeof *msgs);
-    else msgs[1] = (eng_chat_msg){ .role = "user", .content = a->t->q.prompt ? a->t->q.prompt : "" };
+    if (a->task->q.messages) memcpy(msgs + 1, a->task->q.messages, (size_t)n_user * sizeof *msgs);
+    else msgs[1] = (eng_chat_msg){ .role = "user", .content = a->task->q.prompt ? a->task->q.prompt : "" };
     eng_chat_opts co = { .tools_json = tools, .add_generation_prompt = 1 };
-    int *ids = NULL, n = 0;
+    int *ids = NULL, n = 0, room = a->task->q.max_tokens;
     int rc = eng_chat_render(a->chat, msgs, n_user + 1, &co, &ids, &n, NULL, err);
     free(msgs);
     free(tools);
-    if (!rc) rc = eng_seq_add(e, ids, n, &a->t->q.samp, &a->seq, err);
+    if (!rc) rc = orc_fit_context(a->m, n, &room, err);
+    if (!rc) rc = eng_seq_add(e, ids, n, &a->task->q.samp, &a->seq, err);
     free(ids);
+    if (rc == ENG_EFULL && eng_n_live(e) > 0) return ORC_WAIT;   /* every sequence slot is taken */
     if (rc) return rc;
     a->n_prompt = n;
     a->t_start = a->t_turn = eng_now_s();
@@ -128,6 +130,19 @@ static void log_resume(agent *a, int n_appended) {
     a->t_turn_first = 0;
 }
 
+/* Tokens the sequence holds: the prompt, every turn's output, every tool turn. */
+static int seq_len(const agent *a) { return a->n_prompt + a->n_gen + a->n_appended; }
+
+static void emit_final(orc_task *t, const char *finish);
+
+/* Ends the query with its final messages; end() then reports it done. */
+static void finish(agent *a, eng_engine *e, const char *why) {
+    tool_sched_cancel(a->ts);
+    emit_final(a->task, why);
+    eng_seq_remove(e, a->seq);
+    a->seq = -2;
+}
+
 /* Tool results are in: report them and append them as tool messages. */
 static int resume(agent *a, eng_engine *e, eng_err *err) {
     pthread_join(a->collector, NULL);
@@ -135,7 +150,7 @@ static int resume(agent *a, eng_engine *e, eng_err *err) {
     a->tool_wait_s += eng_now_s() - a->t_wait_start;
     for (int i = 0; i < a->n_res; i++) {
         tool_result *r = &a->res[i];
-        cJSON *m = orc_msg("tool_result", a->t->id);
+        cJSON *m = orc_msg("tool_result", a->task->id);
         cJSON_AddNumberToObject(m, "turn", a->turn);
         cJSON_AddNumberToObject(m, "call", r->call);
         if (r->name) cJSON_AddStringToObject(m, "name", r->name);
@@ -143,7 +158,7 @@ static int resume(agent *a, eng_engine *e, eng_err *err) {
         cJSON_AddStringToObject(m, "result", r->text ? r->text : "");
         cJSON_AddBoolToObject(m, "early", r->early);
         cJSON_AddNumberToObject(m, "ms", r->t_done > r->t_start ? (r->t_done - r->t_start) * 1e3 : 0);
-        orc_task_emit(a->t, m);
+        orc_task_emit(a->task, m);
         a->n_early += r->early;
     }
     a->n_calls_total += a->n_res;
@@ -168,6 +183,11 @@ static int resume(agent *a, eng_engine *e, eng_err *err) {
     tool_results_free(a->res, a->n_res);
     a->res = NULL;
     a->n_res = 0;
+    if (!rc && seq_len(a) + n >= eng_model_config(a->m)->max_pos) {
+        free(ids);   /* the results do not fit the context: the answer so far is the answer */
+        finish(a, e, "length");
+        return ENG_OK;
+    }
     if (!rc) rc = eng_seq_append(e, a->seq, ids, n, err);
     free(ids);
     if (rc) return rc;
@@ -182,7 +202,10 @@ static int resume(agent *a, eng_engine *e, eng_err *err) {
 
 static int agent_begin(orc_task *t, eng_engine *e, eng_err *err) {
     agent *a = t->impl;
-    if (a->seq < 0) return start(a, e, err) ? err->code : ORC_RUNNING;
+    if (a->seq == -1) {
+        int rc = start(a, e, err);
+        return rc == ORC_WAIT ? ORC_WAIT : rc ? err->code : ORC_RUNNING;
+    }
     if (!a->collecting) return ORC_RUNNING;
     if (!atomic_load(&a->collected)) return ORC_WAIT;
     return resume(a, e, err) ? err->code : ORC_RUNNING;
@@ -190,12 +213,12 @@ static int agent_begin(orc_task *t, eng_engine *e, eng_err *err) {
 
 static void emit_final(orc_task *t, const char *finish) {
     agent *a = t->impl;
-    cJSON *m = orc_msg("answer", t->id);
+    cJSON *m = orc_msg("answer", a->task->id);
     cJSON_AddStringToObject(m, "text", eng_buf_str(&a->text));
     cJSON_AddStringToObject(m, "finish", finish);
-    orc_task_emit(a->t, m);
+    orc_task_emit(a->task, m);
     double now = eng_now_s();
-    cJSON *s = orc_msg("stats", t->id);
+    cJSON *s = orc_msg("stats", a->task->id);
     cJSON_AddNumberToObject(s, "prompt_tokens", a->n_prompt);
     cJSON_AddNumberToObject(s, "tokens", a->n_gen);
     cJSON_AddNumberToObject(s, "turns", a->turn + 1);
@@ -207,7 +230,7 @@ static void emit_final(orc_task *t, const char *finish) {
     cJSON_AddNumberToObject(s, "wall_ms", (now - t->t_submit) * 1e3);
     if (a->turn_log) cJSON_AddItemToObject(s, "turn_log", a->turn_log);
     a->turn_log = NULL;
-    orc_task_emit(a->t, s);
+    orc_task_emit(a->task, s);
 }
 
 /* Ends a turn on the end-of-turn token: tools, or the final answer. */
@@ -236,6 +259,7 @@ static int end_turn(orc_task *t, eng_engine *e, eng_err *err) {
 static int agent_end(orc_task *t, eng_engine *e, eng_err *err) {
     agent *a = t->impl;
     eng_token tk;
+    if (a->seq == -2) return ORC_DONE;   /* finished in begin() (tool results past the context) */
     if (eng_seq_last(e, a->seq, &tk)) return -eng_seterr(err, ENG_EINVAL, "lost sequence");
     if (!a->n_gen++) a->t_first = eng_now_s();
     if (!a->turn_tokens++) a->t_turn_first = eng_now_s();
@@ -244,16 +268,13 @@ static int agent_end(orc_task *t, eng_engine *e, eng_err *err) {
     int w = eng_tok_stream_put(eng_model_tok(a->m), &a->stream, tk.id, 1, buf, sizeof buf);
     if (eng_buf_add(&a->text, buf, (size_t)w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
     if (a->o.tool_start <= ORC_TOOLS_CALL_END) tool_sched_feed(a->ts, buf, (size_t)w);
-    cJSON *m = orc_msg("token", t->id);
+    cJSON *m = orc_msg("token", a->task->id);
     cJSON_AddStringToObject(m, "text", buf);
     cJSON_AddNumberToObject(m, "token", tk.id);
     cJSON_AddNumberToObject(m, "logprob", tk.logprob);
-    orc_task_emit(a->t, m);
-    if (a->n_gen >= a->t->q.max_tokens) {
-        tool_sched_cancel(a->ts);
-        emit_final(t, "length");
-        eng_seq_remove(e, a->seq);
-        a->seq = -2;
+    orc_task_emit(a->task, m);
+    if (a->n_gen >= a->task->q.max_tokens || seq_len(a) >= eng_model_config(a->m)->max_pos) {
+        finish(a, e, "length");
         return ORC_DONE;
     }
     return ORC_RUNNING;
@@ -323,7 +344,7 @@ int orc_task_agent_create(const orc_query *q, const eng_model *m, orc_sink sink,
     orc_task *t;
     int rc = orc_task_new(q, sink, &agent_ops, a, &t, err);
     if (rc) return rc;
-    a->t = t;
+    a->task = t;
     if (o->n_script > 0 && copy_script(&a->o, o->script, o->n_script))
         rc = eng_seterr(err, ENG_ENOMEM, "out of memory copying a script");
     if (!rc && !(a->turn_log = cJSON_CreateArray())) rc = eng_seterr(err, ENG_ENOMEM, "out of memory");

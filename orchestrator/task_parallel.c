@@ -12,7 +12,9 @@
 #include "orc_pp.h"
 
 typedef struct sub {
-    int seq, done, n_gen, limit;   /* limit: tokens it may generate (orc_task_gen_limit) */
+    int seq, done, n_gen;
+    int limit;               /* max_tokens, or less where the context ends first */
+    int hit_limit;           /* ended at limit, not on an end-of-sequence token */
     int *ids, n_ids;
     eng_tok_stream ts;
     eng_buf text;
@@ -34,6 +36,7 @@ static void on_section(void *ud, int item, const char *section) {
     cJSON_AddNumberToObject(m, "branch", item);
     cJSON_AddStringToObject(m, "state", "done");
     cJSON_AddNumberToObject(m, "tokens", p->subs[item].n_gen);
+    cJSON_AddStringToObject(m, "finish", p->subs[item].hit_limit ? "length" : "stop");
     cJSON_AddStringToObject(m, "section", section);
     orc_task_emit(p->t, m);
 }
@@ -48,7 +51,6 @@ static int encode_all(par *p, char **prompts, eng_err *err) {
         q.n_messages = 1;
         int rc = orc_encode_query(&q, p->m, &p->subs[i].ids, &p->subs[i].n_ids, err);
         if (rc) return rc;
-        p->subs[i].limit = orc_task_gen_limit(p->t, p->m, p->subs[i].n_ids);
     }
     return ENG_OK;
 }
@@ -66,9 +68,13 @@ static int shared_prefix(const par *p) {
 
 static int start(par *p, eng_engine *e, eng_err *err) {
     int P = shared_prefix(p), root = -1, rc;
-    int need = 0;
-    for (int i = 0; i < p->k; i++) need += (p->subs[i].n_ids - P + p->t->q.max_tokens) / 16 + 2;
-    if (eng_kv_free_blocks(e) < need + P / 16 + 1 && eng_n_live(e) > 0) return ORC_WAIT;
+    int need = 0, others = eng_n_live(e) > 0;
+    for (int i = 0; i < p->k; i++) {
+        p->subs[i].limit = p->t->q.max_tokens;
+        if ((rc = orc_fit_context(p->m, p->subs[i].n_ids, &p->subs[i].limit, err))) return rc;
+        need += (p->subs[i].n_ids - P + p->subs[i].limit) / 16 + 2;
+    }
+    if (eng_kv_free_blocks(e) < need + P / 16 + 1 && others) return ORC_WAIT;
     if (P > 1) {   /* prefill the shared part once; children fork from it */
         if ((rc = eng_seq_add(e, p->subs[0].ids, P, &p->t->q.samp, &root, err)) ||
             (rc = eng_seq_prefill(e, root, err)))
@@ -93,6 +99,9 @@ static int start(par *p, eng_engine *e, eng_err *err) {
     return ORC_RUNNING;
 fail:
     if (root >= 0) eng_seq_remove(e, root);
+    for (int i = 0; i < p->k; i++)
+        if (p->subs[i].seq >= 0) { eng_seq_remove(e, p->subs[i].seq); p->subs[i].seq = -1; }
+    if (rc == ENG_EFULL && others) return ORC_WAIT;   /* sequence slots or KV: after the others */
     return rc;
 }
 
@@ -147,15 +156,19 @@ static int par_end(orc_task *t, eng_engine *e, eng_err *err) {
             char buf[1024];
             int w = eng_tok_stream_put(eng_model_tok(p->m), &s->ts, tk.id, 1, buf, sizeof buf);
             if (eng_buf_add(&s->text, buf, (size_t)w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
-            cJSON *m = orc_msg("token", t->id);
+            cJSON *m = orc_msg("token", p->t->id);
             cJSON_AddNumberToObject(m, "branch", i);
             cJSON_AddStringToObject(m, "text", buf);
             orc_task_emit(p->t, m);
         }
-        if ((eos || s->n_gen >= s->limit) && finish_sub(p, e, i, err)) return -err->code;
+        s->hit_limit = !eos && s->n_gen >= s->limit;
+        if ((eos || s->hit_limit) && finish_sub(p, e, i, err)) return -err->code;
     }
     if (p->n_done < p->k) return ORC_RUNNING;
-    emit_final(t, "stop");
+    /* "length" when any subtask was cut short: its section is unfinished */
+    int cut = 0;
+    for (int i = 0; i < p->k; i++) cut |= p->subs[i].hit_limit;
+    emit_final(t, cut ? "length" : "stop");
     return ORC_DONE;
 }
 

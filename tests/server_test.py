@@ -270,8 +270,8 @@ async def t_queue():
     p, port = start("--max-batch", "4", "--max-queue", "4")
     try:
         async with websockets.connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
-            for k in range(10):
-                await ws.send(json.dumps({"type": "query", "id": f"b{k}", "prompt": "go on", "max_tokens": 100}))
+            for k in range(10):   # 240 tokens: long enough that none ends before all 10 arrive, short enough for the KV pool of 4 x context/4
+                await ws.send(json.dumps({"type": "query", "id": f"b{k}", "prompt": "go on", "max_tokens": 240}))
             errors, queued, done = {}, {}, set()
             while len(done) + len(errors) < 10:
                 m = await recv_json(ws, 60)

@@ -21,6 +21,13 @@ CFLAGS  += -DBRISK_CUDA -I$(CUDA_HOME)/include
 LDLIBS  += -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
 endif
 CU_OBJ  := $(CU_SRC:%.cu=$(B)/%.o)
+# The benchmark library: harnesses (web environment, WebWalkerQA sites and
+# agent, MATH-500 and ParallelPrompt runs, plots) for the benchmarks, the
+# app's bench/replay commands and the tests; never part of libbrisk.
+BENCH_LIB_SRC := $(wildcard benchmarks/lib/*.c)
+BENCH_LIB_OBJ := $(BENCH_LIB_SRC:%.c=$(B)/%.o)
+BENCH_INC := -Ibenchmarks/lib
+LIBS    := $(B)/libbench.a $(B)/libbrisk.a
 TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(B)/tests/%)
 BENCH_SRC := $(wildcard benchmarks/bench_*.c)
@@ -33,6 +40,13 @@ all: $(B)/brisk $(TEST_BIN) $(BENCH_BIN)
 $(B)/libbrisk.a: $(LIB_OBJ) $(CU_OBJ)
 	rm -f $@ && ar rcsT $@ $^
 
+$(B)/libbench.a: $(BENCH_LIB_OBJ)
+	rm -f $@ && ar rcsT $@ $^
+
+$(B)/benchmarks/lib/%.o: benchmarks/lib/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(BENCH_INC) -c $< -o $@
+
 $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -c $< -o $@
@@ -41,21 +55,21 @@ $(B)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 
-$(B)/brisk: $(wildcard app/*.c) $(B)/libbrisk.a
-	$(CC) $(CFLAGS) $(wildcard app/*.c) $(B)/libbrisk.a $(LDLIBS) -o $@
+$(B)/brisk: $(wildcard app/*.c) $(LIBS)
+	$(CC) $(CFLAGS) $(BENCH_INC) $(wildcard app/*.c) $(LIBS) $(LDLIBS) -o $@
 
-$(B)/tests/%: tests/%.c $(wildcard tests/*.h) $(B)/libbrisk.a
+$(B)/tests/%: tests/%.c $(wildcard tests/*.h) $(LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests $< $(B)/libbrisk.a $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) $(BENCH_INC) -Itests $< $(LIBS) $(LDLIBS) -o $@
 
 # test_tok also runs `brisk tokenize` itself.
-$(B)/tests/test_tok: tests/test_tok.c app/cmd_tokenize.c app/cmds.h $(wildcard tests/*.h) $(B)/libbrisk.a
+$(B)/tests/test_tok: tests/test_tok.c app/cmd_tokenize.c app/cmds.h $(wildcard tests/*.h) $(LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Itests tests/test_tok.c app/cmd_tokenize.c $(B)/libbrisk.a $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) -Itests tests/test_tok.c app/cmd_tokenize.c $(LIBS) $(LDLIBS) -o $@
 
-$(B)/benchmarks/%: benchmarks/%.c $(B)/libbrisk.a
+$(B)/benchmarks/%: benchmarks/%.c $(LIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $< $(B)/libbrisk.a $(LDLIBS) -o $@
+	$(CC) $(CFLAGS) $(BENCH_INC) $< $(LIBS) $(LDLIBS) -o $@
 
 test: all
 	tests/run.sh $(B)/tests
@@ -64,4 +78,4 @@ clean:
 	rm -rf $(B)
 
 .PHONY: all test clean
--include $(LIB_OBJ:.o=.d) $(CU_OBJ:.o=.d)
+-include $(LIB_OBJ:.o=.d) $(CU_OBJ:.o=.d) $(BENCH_LIB_OBJ:.o=.d)

@@ -1,18 +1,18 @@
 /* cmd_bench.c — `brisk bench math500 --model DIR ...`: the test-time-scaling
- * benchmark (orchestrator/tts_bench.c does the work; see orc_tts.h). */
+ * benchmark (orchestrator/math500.c does the work; see orc_tts.h). */
 #include <stdio.h>
-#include "orc_tts.h"
+#include "bench.h"
 #include "cmds.h"
 
 int cmd_bench(int argc, char **argv) {
-    orc_bench_opts o;
+    bench_math500_opts o;
     eng_err err = { 0 };
-    if (orc_bench_parse(argc, argv, &o, &err)) {
+    if (bench_math500_parse(argc, argv, &o, &err)) {
         fprintf(stderr, "brisk bench: %s\n", err.msg);
-        orc_bench_usage();
+        bench_math500_usage();
         return 2;
     }
-    if (orc_bench_run(&o, &err)) {
+    if (bench_math500_run(&o, &err)) {
         fprintf(stderr, "brisk bench: %s\n", err.msg);
         return 1;
     }

@@ -1,9 +1,11 @@
 /* cmd_replay.c — `brisk replay parallelprompt FILE.json`: replays a
  * ParallelPrompt file.  For every row: the rule-based detector's schema
  * against the annotated one and, with --model, the serial answer (the whole
- * prompt as one request) against the parallel one (the annotated schema's
- * subtasks forked off a shared prefix).  Prints a table, writes JSON and an
- * SVG bar chart next to it. */
+ * prompt as one chat-mode request) against the parallel one (the annotated
+ * schema as a parallel-mode request: subtasks forked off a shared prefix),
+ * both run as the server runs them, as tasks through the scheduler
+ * (benchmarks/lib/pp.c).  Prints a table, writes JSON and an SVG bar chart
+ * next to it. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 #include <cjson/cJSON.h>
 #include "eng.h"
 #include "orc_pp.h"
+#include "bench.h"
 #include "cmds.h"
 #include "args.h"
 
@@ -32,11 +35,13 @@
     "answers every item needs a reader or real weights."
 
 #define SERIAL_DEF \
-    "serial: the original prompt as one request, same sampling, stopping at EOS or at max_tokens x " \
-    "items tokens (the parallel run's total budget; --serial-max-tokens overrides); parallel: " \
-    "one subtask per item, each stopping at EOS or max_tokens; both timed from before " \
-    "tokenisation to the last token, after a warm-up of every batch size used and of prompt " \
-    "passes of every 32 tokens up to --warmup (eng_warmup)."
+    "serial: the original prompt as one chat-mode request, same sampling, stopping at EOS or at " \
+    "max_tokens x items tokens (the parallel run's total budget; --serial-max-tokens overrides); " \
+    "parallel: one parallel-mode request, one subtask per item, each stopping at EOS or " \
+    "max_tokens; both run as the server runs them (a task driven through the scheduler, one at " \
+    "a time) and timed from before the task is created (tokenisation) to its answer message, " \
+    "after a warm-up of every batch size used and of prompt passes of every 32 tokens up to " \
+    "--warmup (eng_warmup)."
 
 typedef struct replay_args {
     const char *file, *model, *out;
@@ -56,7 +61,7 @@ typedef struct row_result {
     int k, shared_tokens, prompt_tokens_par, prompt_tokens_ser, hoisted;
     double ser_ms, par_ms, ser_first_ms, par_encode_ms, par_prefix_ms, par_first_ms;
     int ser_tokens, par_tokens, eos_first;
-    orc_pp_adherence adh;
+    bench_pp_adherence adh;
 } row_result;
 
 static void usage(void) {
@@ -153,7 +158,7 @@ static void detect_row(const orc_pp_row *r, int i, row_result *o, orc_pp_schema 
 }
 
 /* ------------------------------------------------------------ model runs */
-typedef struct model_ctx { eng_model *m; eng_engine *e; const eng_tok *tok; } model_ctx;
+typedef struct model_ctx { eng_model *m; eng_engine *e; orc_sched *s; } model_ctx;
 
 /* One short run per batch size up to max_k, so that no row pays for a size
  * seen first (the CUDA backend captures a graph per pass shape); the serial
@@ -162,9 +167,9 @@ static int warm_batches(model_ctx *mc, int max_k, eng_err *err) {
     eng_sampling g = {0};
     for (int k = 2; k <= max_k && k <= ORC_PP_MAX_ITEMS; k++) {
         orc_pp_schema s = {.kind = ORC_PP_N, .tmpl = "Say {n} word.", .context = "", .n = k};
-        orc_pp_result r;
-        int rc = orc_pp_run(mc->e, mc->tok, &s, &g, 4, NULL, &r, err);
-        orc_pp_result_free(&r);
+        bench_pp_result r;
+        int rc = bench_pp_parallel(mc->s, mc->m, &s, 1, &g, 4, &r, err);
+        bench_pp_result_free(&r);
         if (rc) return rc;
     }
     return ENG_OK;
@@ -177,14 +182,14 @@ static int model_open(const replay_args *a, model_ctx *mc, eng_err *err) {
     eng_opts o = {.backend = a->cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU,
                   .max_seqs = ORC_PP_MAX_ITEMS + 2, .block_size = 16,
                   .n_blocks = a->kv_tokens / 16};
-    mc->tok = eng_model_tok(mc->m);
-    if ((rc = eng_create(mc->m, &o, &mc->e, err))) return rc;
+    if ((rc = eng_create(mc->m, &o, &mc->e, err)) || (rc = orc_sched_create(mc->e, 4, &mc->s, err)))
+        return rc;
     /* one short request first, so that no row's timing pays for start-up
      * (allocations, GPU context and kernel loading) */
-    orc_pp_result warm;
+    bench_pp_result warm;
     eng_sampling g = {0};
-    rc = orc_pp_run_serial(mc->e, mc->tok, "Hello", &g, 4, NULL, &warm, err);
-    orc_pp_result_free(&warm);
+    rc = bench_pp_serial(mc->s, mc->m, "Hello", &g, 4, &warm, err);
+    bench_pp_result_free(&warm);
     int upto = a->warmup >= 0 ? a->warmup : a->cuda ? ENG_WARMUP_DEFAULT : 0, done = 0;
     if (!rc && upto > 0) {
         double t0 = eng_now_s();
@@ -196,6 +201,7 @@ static int model_open(const replay_args *a, model_ctx *mc, eng_err *err) {
 }
 
 static void model_close(model_ctx *mc) {
+    orc_sched_destroy(mc->s);
     eng_destroy(mc->e);
     eng_model_free(mc->m);
 }
@@ -208,12 +214,12 @@ static void run_row(const replay_args *a, model_ctx *mc, const orc_pp_row *r,
     o->k = orc_pp_count(s);
     int cap = a->serial_cap > 0 ? a->serial_cap : a->max_tokens * o->k;
     if (a->serial_cap <= 0 && cap > 4096) cap = 4096;
-    orc_pp_result ser = {0}, par = {0};
-    orc_pp_schema hoisted = {0};
+    bench_pp_result ser = {0}, par = {0};
+    orc_pp_schema hoisted = {0};   /* only to tell whether hoisting changed the template */
     eng_err err = {0};
     if ((a->hoist && orc_pp_hoist_context(s, &hoisted, &err)) ||
-        orc_pp_run_serial(mc->e, mc->tok, r->original, &a->samp, cap, NULL, &ser, &err) ||
-        orc_pp_run(mc->e, mc->tok, a->hoist ? &hoisted : s, &a->samp, a->max_tokens, NULL, &par, &err)) {
+        bench_pp_serial(mc->s, mc->m, r->original, &a->samp, cap, &ser, &err) ||
+        bench_pp_parallel(mc->s, mc->m, s, a->hoist, &a->samp, a->max_tokens, &par, &err)) {
         snprintf(o->error, sizeof o->error, "%s", err.msg);
     } else {
         o->ran = 1;
@@ -227,15 +233,15 @@ static void run_row(const replay_args *a, model_ctx *mc, const orc_pp_row *r,
         o->ser_tokens = ser.total_gen;
         o->par_tokens = par.total_gen;
         o->eos_first = par.n_eos_first;
-        orc_pp_adherence_of(&par, s->kind == ORC_PP_DATA ? (const char *const *)s->data : NULL, &o->adh);
+        bench_pp_adherence_of(&par, s->kind == ORC_PP_DATA ? (const char *const *)s->data : NULL, &o->adh);
         o->shared_tokens = par.shared_tokens;
         o->prompt_tokens_par = par.prompt_tokens;
         o->prompt_tokens_ser = ser.prompt_tokens;
         if (a->verbose) printf("--- row %d parallel answer:\n%s--- serial answer:\n%s\n", o->index,
                                par.answer, ser.answer);
     }
-    orc_pp_result_free(&ser);
-    orc_pp_result_free(&par);
+    bench_pp_result_free(&ser);
+    bench_pp_result_free(&par);
     orc_pp_schema_free(&hoisted);
 }
 
@@ -420,54 +426,6 @@ static int write_json(const char *path, const replay_args *a, const row_result *
 }
 
 /* ------------------------------------------------------------ SVG */
-/* Text inside SVG: & < > escaped. */
-static void xml_text(FILE *f, const char *s) {
-    for (; *s; s++) {
-        if (*s == '&') fputs("&amp;", f);
-        else if (*s == '<') fputs("&lt;", f);
-        else if (*s == '>') fputs("&gt;", f);
-        else fputc(*s, f);
-    }
-}
-
-/* A bar chart: one bar per value, a dashed line at ref (e.g. speedup 1). */
-static void svg_bars(FILE *f, const char *title, const char *ylabel, const char *const *labels,
-                     const double *v, int n, double ref) {
-    const double W = 900, H = 420, L = 60, R = 20, T = 40, B = 70, PH = H - T - B;
-    double top = ref;
-    for (int i = 0; i < n; i++) if (v[i] > top) top = v[i];
-    top = top > 0 ? top * 1.1 : 1;
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
-               "font-family=\"sans-serif\" font-size=\"11\">\n", W, H);
-    fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
-    fprintf(f, "<text x=\"%.0f\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">", W / 2);
-    xml_text(f, title);
-    fprintf(f, "</text>\n");
-    fprintf(f, "<text x=\"14\" y=\"%.0f\" transform=\"rotate(-90 14 %.0f)\" text-anchor=\"middle\">%s</text>\n",
-            T + PH / 2, T + PH / 2, ylabel);
-    fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, H - B, W - R, H - B);
-    fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, T, L, H - B);
-    for (int t = 0; t <= 4; t++)
-        fprintf(f, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.3g</text>\n", L - 4,
-                H - B - PH * t / 4 + 4, top * t / 4);
-    double bw = n ? (W - L - R) / n : 0;
-    for (int i = 0; i < n; i++) {
-        double h = PH * (v[i] > 0 ? v[i] : 0) / top, x = L + i * bw;
-        fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\">"
-                   "<title>%s: %.3f</title></rect>\n",
-                x + bw * 0.1, H - B - h, bw * 0.8, h, v[i] >= ref ? "#4a7bd0" : "#d0734a", labels[i], v[i]);
-        if (n <= 40)
-            fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"end\" transform=\"rotate(-60 %.1f %.0f)\">%s</text>\n",
-                    x + bw / 2, H - B + 12, x + bw / 2, H - B + 12, labels[i]);
-    }
-    if (ref > 0) {
-        double y = H - B - PH * ref / top;
-        fprintf(f, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"gray\" "
-                   "stroke-dasharray=\"4 3\"/>\n", L, y, W - R, y);
-    }
-    fprintf(f, "</svg>\n");
-}
-
 /* Speedup per row when the model ran, else the four agreement figures. */
 static int write_svg(const char *json_path, const char *file, const row_result *o, int n, const summary *s) {
     size_t len = strlen(json_path);
@@ -478,8 +436,9 @@ static int write_svg(const char *json_path, const char *file, const row_result *
     char (*names)[16] = calloc((size_t)n + 4, sizeof *names);
     const char **labels = calloc((size_t)n + 4, sizeof *labels);
     double *v = calloc((size_t)n + 4, sizeof *v);
-    FILE *f = names && labels && v ? fopen(path, "w") : NULL;
-    if (f && s->ran) {
+    eng_err err = {0};
+    int rc = names && labels && v ? ENG_OK : eng_seterr(&err, ENG_ENOMEM, "out of memory");
+    if (!rc && s->ran) {
         for (int i = 0; i < n; i++) {
             if (!o[i].ran) continue;
             snprintf(names[m], sizeof names[m], "row %d", o[i].index);
@@ -487,22 +446,20 @@ static int write_svg(const char *json_path, const char *file, const row_result *
             v[m++] = speedup(&o[i]);
         }
         snprintf(title, sizeof title, "ParallelPrompt speedup (serial / parallel latency): %s", base);
-        svg_bars(f, title, "speedup", labels, v, m, 1.0);
-    } else if (f) {
+        rc = bench_svg_bars(path, title, "speedup", labels, v, m, 1.0, &err);
+    } else if (!rc) {
         static const char *const kinds[] = {"kind", "count", "exact", "loose"};
         const int hits[] = {s->kind, s->count, s->exact, s->loose};
         for (m = 0; m < 4; m++) { labels[m] = kinds[m]; v[m] = pct(hits[m], s->valid); }
         snprintf(title, sizeof title, "Detector agreement with the annotations (%%): %s", base);
-        svg_bars(f, title, "% of valid rows", labels, v, 4, 80.0);
+        rc = bench_svg_bars(path, title, "% of valid rows", labels, v, 4, 80.0, &err);
     }
-    int rc = f && !ferror(f) ? 0 : -1;
-    if (f && fclose(f)) rc = -1;
-    if (rc) fprintf(stderr, "brisk replay: cannot write %s\n", path);
+    if (rc) fprintf(stderr, "brisk replay: %s\n", err.msg);
     else printf("wrote %s\n", path);
     free(names);
     free(labels);
     free(v);
-    return rc;
+    return rc ? -1 : 0;
 }
 
 /* ------------------------------------------------------------ main */

@@ -199,6 +199,7 @@ static void set_var(bench *B, const bvar *v) {
     const int sm = v->skinny_max >= 0 ? v->skinny_max : B->skinny_max;
     if (sm >= 0) o.skinny_max_rows = sm;
     eng_cuda_set_opts(B->b, &o);
+    eng_cuda_bench_skip(B->b, 0);
 }
 
 static void set_opts(bench *B, int fast_gemm, int gemv_max, int no_graphs, int no_pdl) {
@@ -229,12 +230,12 @@ static void set_avar(bench *B, const avar *v) {
     o.unfused_rope = v->unfused;
     o.attn_variant = v->variant;
     o.attn_span = v->span;
-    o.ablate = v->skip;
     o.fast_gemm = v->fast;
     o.prefill_attn = v->pf;
     o.gemm_attn = v->gemm;
     if (B->skinny_max >= 0) o.skinny_max_rows = B->skinny_max;
     eng_cuda_set_opts(B->b, &o);
+    eng_cuda_bench_skip(B->b, v->skip);
 }
 
 /* Whether name is in the comma-separated list (every name when list is NULL). */

@@ -6,15 +6,15 @@
  *
  * Corpus: the real WebWalkerQA sites are not reachable from here, so one
  * site per root_url of the English rows is generated from the dataset
- * (cache/wwsite.c): each golden path's anchor texts become a chain of links
+ * (benchmarks/lib/wwsite.c): each golden path's anchor texts become a chain of links
  * from the root page to a page holding the row's answer, every page also
  * links to 8-20 filler pages (anchors from other sites' golden paths and
- * site-section words), and tool_webenv serves it (public URL
+ * site-section words), and bench_webenv serves it (public URL
  * scheme://host/path as /host/path) with FTS5 search.
  *
  * Agent: oracle navigation along the golden path (no model here can browse:
  * the shared models folder is empty), with a think time before each web
- * action of T real decode steps of --model (cache/wwagent.c).  Web latency
+ * action of T real decode steps of --model (benchmarks/lib/wwagent.c).  Web latency
  * is lognormal, drawn per (question, URL) so all modes meet the same delay
  * for the same page; by default its median is the measured mean think time
  * of one action, i.e. the model thinks about as long as a page takes to load.
@@ -39,6 +39,7 @@
 #include <cJSON.h>
 #include "cache.h"
 #include "tool.h"
+#include "bench.h"
 
 typedef struct args {
     const char *model, *data, *json;
@@ -102,12 +103,12 @@ static int shared_models(void) {
 
 typedef struct totals {
     int questions, failed, actions, hits, joins, clicks, click_hits, same, correct;
-    cache_ww_kind kind[CACHE_WW_N_ACTS];
+    bench_ww_kind kind[BENCH_WW_N_ACTS];
     double wait_ms, think_ms, spec_ms, late_ms;
     long long issued, prefetch_bytes, unused_bytes;
 } totals;
 
-static void add(totals *t, const cache_ww_result *r) {
+static void add(totals *t, const bench_ww_result *r) {
     t->questions++;
     t->actions += r->actions;
     t->hits += r->hits;
@@ -122,8 +123,8 @@ static void add(totals *t, const cache_ww_result *r) {
     t->issued += r->issued;
     t->prefetch_bytes += r->prefetch_bytes;
     t->unused_bytes += r->unused_bytes;
-    for (int k = 0; k < CACHE_WW_N_ACTS; k++) {
-        for (int h = 0; h < CACHE_WW_N_SERVED; h++) {
+    for (int k = 0; k < BENCH_WW_N_ACTS; k++) {
+        for (int h = 0; h < BENCH_WW_N_SERVED; h++) {
             t->kind[k].n[h] += r->kind[k].n[h];
             t->kind[k].wait_ms[h] += r->kind[k].wait_ms[h];
         }
@@ -131,13 +132,13 @@ static void add(totals *t, const cache_ww_result *r) {
     }
 }
 
-static int kind_n(const cache_ww_kind *k) { return k->n[CACHE_WW_HIT] + k->n[CACHE_WW_JOIN] + k->n[CACHE_WW_MISS]; }
-static double kind_wait(const cache_ww_kind *k) {
-    return k->wait_ms[CACHE_WW_HIT] + k->wait_ms[CACHE_WW_JOIN] + k->wait_ms[CACHE_WW_MISS];
+static int kind_n(const bench_ww_kind *k) { return k->n[BENCH_WW_HIT] + k->n[BENCH_WW_JOIN] + k->n[BENCH_WW_MISS]; }
+static double kind_wait(const bench_ww_kind *k) {
+    return k->wait_ms[BENCH_WW_HIT] + k->wait_ms[BENCH_WW_JOIN] + k->wait_ms[BENCH_WW_MISS];
 }
 
-static const char *const KINDS[CACHE_WW_N_ACTS] = {"search", "root", "click"};
-static const char *const SERVED[CACHE_WW_N_SERVED] = {"hit", "join", "miss"};
+static const char *const KINDS[BENCH_WW_N_ACTS] = {"search", "root", "click"};
+static const char *const SERVED[BENCH_WW_N_SERVED] = {"hit", "join", "miss"};
 
 static double hit_rate(const totals *t) { return t->actions ? (double)(t->hits + t->joins) / t->actions : 0; }
 static double click_rate(const totals *t) { return t->clicks ? (double)t->click_hits / t->clicks : 0; }
@@ -166,12 +167,12 @@ static cJSON *totals_json(const totals *t) {
     cJSON_AddNumberToObject(o, "answers_same_as_no_prefetch", t->same);
     cJSON_AddNumberToObject(o, "answers_holding_gold_answer", t->correct);
     cJSON *by = cJSON_AddObjectToObject(o, "by_action");
-    for (int k = 0; k < CACHE_WW_N_ACTS; k++) {
-        const cache_ww_kind *kd = &t->kind[k];
+    for (int k = 0; k < BENCH_WW_N_ACTS; k++) {
+        const bench_ww_kind *kd = &t->kind[k];
         cJSON *x = cJSON_AddObjectToObject(by, KINDS[k]);
         cJSON_AddNumberToObject(x, "actions", kind_n(kd));
         cJSON_AddNumberToObject(x, "web_wait_ms", kind_wait(kd));
-        for (int h = 0; h < CACHE_WW_N_SERVED; h++) {
+        for (int h = 0; h < BENCH_WW_N_SERVED; h++) {
             cJSON *y = cJSON_AddObjectToObject(x, SERVED[h]);
             cJSON_AddNumberToObject(y, "actions", kd->n[h]);
             cJSON_AddNumberToObject(y, "web_wait_ms", kd->wait_ms[h]);
@@ -200,11 +201,11 @@ static cJSON *print_bars(int mode, const totals *m, const totals *none, const to
     printf("\nbars (%s): web wait no-prefetch / %s = %.2fx (bar >= 2x: %s); hit rate %s / random = "
            "%.2fx (bar >= 5x: %s; clicks only %.2fx), / random links = %.2fx (%s); answers identical: "
            "%d/%d (%s)\n",
-           cache_ww_mode_name(mode), cache_ww_mode_name(mode), wait_ratio, wait_ratio >= 2 ? "met" : "NOT met",
-           cache_ww_mode_name(mode), hit_ratio, hit_ratio >= 5 ? "met" : "NOT met", click_ratio, links_ratio,
+           bench_ww_mode_name(mode), bench_ww_mode_name(mode), wait_ratio, wait_ratio >= 2 ? "met" : "NOT met",
+           bench_ww_mode_name(mode), hit_ratio, hit_ratio >= 5 ? "met" : "NOT met", click_ratio, links_ratio,
            links_ratio >= 5 ? "met" : "NOT met", m->same, m->questions, same_ok ? "met" : "NOT met");
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "mode", cache_ww_mode_name(mode));
+    cJSON_AddStringToObject(o, "mode", bench_ww_mode_name(mode));
     cJSON_AddNumberToObject(o, "web_wait_none_over_mode", wait_ratio);
     cJSON_AddBoolToObject(o, "web_wait_2x_met", wait_ratio >= 2);
     cJSON_AddNumberToObject(o, "hit_rate_mode_over_random", hit_ratio);
@@ -233,7 +234,7 @@ static const char CORPUS[] =
     "one site per root_url; each golden path's anchor texts form a chain of links from the root "
     "page to a page holding the row's answer (at the row's source_website URL when usable); "
     "every page also links to 8-20 filler pages whose anchors are other sites' golden anchors "
-    "and site-section words; served by tool_webenv with FTS5 search, public "
+    "and site-section words; served by bench_webenv with FTS5 search, public "
     "scheme://host/path as /host/path";
 
 int main(int argc, char **argv) {
@@ -247,24 +248,24 @@ int main(int argc, char **argv) {
     if (parse_args(argc, argv, &a)) { usage(); return 2; }
 
     eng_err err = {0};
-    cache_ww_row *rows = NULL;
+    bench_ww_row *rows = NULL;
     int n_rows = 0;
-    if (cache_ww_load(a.data, "en", &rows, &n_rows, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
+    if (bench_ww_load(a.data, "en", &rows, &n_rows, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
     int nq = a.limit > 0 && a.limit < n_rows ? a.limit : n_rows;
 
     char tmp[] = "/tmp/bench_speccache-XXXXXX";
     if (!mkdtemp(tmp)) { perror("mkdtemp"); return 1; }
     char db[1100];
     snprintf(db, sizeof db, "%s/sites.db", tmp);
-    cache_wwsite *site = NULL;
-    cache_wwsite_opts so = { .seed = a.seed };
-    tool_webenv *web = NULL;
-    tool_webenv_opts wo = { .db_path = db, .latency_median_ms = -1, .seed = a.seed };
+    bench_wwsite *site = NULL;
+    bench_wwsite_opts so = { .seed = a.seed };
+    bench_webenv *web = NULL;
+    bench_webenv_opts wo = { .db_path = db, .latency_median_ms = -1, .seed = a.seed };
     eng_model *m = NULL;
     eng_engine *think = NULL;
     cache_draft *draft = NULL;
-    int rc = cache_wwsite_build(db, rows, n_rows, &so, &site, &err);
-    if (!rc) rc = tool_webenv_start(&wo, &web, &err);
+    int rc = bench_wwsite_build(db, rows, n_rows, &so, &site, &err);
+    if (!rc) rc = bench_webenv_start(&wo, &web, &err);
     if (!rc) rc = eng_model_load(a.model, &m, &err);
     if (!rc) {
         int pos = eng_model_config(m)->max_pos;
@@ -278,8 +279,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "setup: %s\n", err.msg);
         return 1;
     }
-    cache_ww_env env = { site, tool_webenv_url(web), think, draft, tmp };
-    cache_ww_opts base = { .think_tokens = a.think_tokens, .sigma = a.sigma, .seed = a.seed,
+    bench_ww_env env = { site, bench_webenv_url(web), think, draft, tmp };
+    bench_ww_opts base = { .think_tokens = a.think_tokens, .sigma = a.sigma, .seed = a.seed,
                            .top_k = a.top_k, .max_concurrent = a.concurrency,
                            .byte_budget = (int64_t)a.budget_kb << 10, .draft_weight = a.draft_weight };
 
@@ -291,13 +292,13 @@ int main(int argc, char **argv) {
         double per[CALIBRATE];
         int m = 0;
         for (int i = 0; i < CALIBRATE && i < n_rows; i++) {
-            cache_ww_opts o = base;
-            o.mode = CACHE_WW_NONE;
+            bench_ww_opts o = base;
+            o.mode = BENCH_WW_NONE;
             o.median_ms = 0;
-            cache_ww_result r;
-            if (cache_ww_episode(&env, &o, &rows[i], &r, &err) == ENG_OK && r.actions)
+            bench_ww_result r;
+            if (bench_ww_episode(&env, &o, &rows[i], &r, &err) == ENG_OK && r.actions)
                 per[m++] = r.think_ms / r.actions;
-            cache_ww_result_clear(&r);
+            bench_ww_result_clear(&r);
         }
         qsort(per, (size_t)m, sizeof *per, cmp_double);
         a.median_ms = m ? per[m / 2] : 400;
@@ -305,7 +306,7 @@ int main(int argc, char **argv) {
     base.median_ms = a.median_ms;
     int models = shared_models();
     printf("SpecCache benchmark: %d of %d English WebWalkerQA rows, %d pages in %s\n", nq, n_rows,
-           cache_wwsite_n_pages(site), db);
+           bench_wwsite_n_pages(site), db);
     printf("corpus: %s\n", CORPUS);
     printf("agent: oracle navigation along the golden path (no model here can browse: shared "
            "models folder %s); think = %d decode steps of %s before each web action\n",
@@ -316,46 +317,46 @@ int main(int argc, char **argv) {
            calibrated ? " (= measured think time per action)" : "", a.sigma, a.top_k,
            a.concurrency, a.budget_kb, a.draft_weight);
 
-    totals t[CACHE_WW_N_MODES] = {0};
+    totals t[BENCH_WW_N_MODES] = {0};
     char **answers = calloc((size_t)nq, sizeof *answers);
     double t0 = eng_now_s();
     for (int q = 0; q < nq && answers; q++) {
-        for (int mode = 0; mode < CACHE_WW_N_MODES; mode++) {
-            cache_ww_opts o = base;
+        for (int mode = 0; mode < BENCH_WW_N_MODES; mode++) {
+            bench_ww_opts o = base;
             o.mode = mode;
-            cache_ww_result r;
-            if (cache_ww_episode(&env, &o, &rows[q], &r, &err) != ENG_OK) {
-                fprintf(stderr, "row %d (%s): %s\n", rows[q].index, cache_ww_mode_name(mode), err.msg);
+            bench_ww_result r;
+            if (bench_ww_episode(&env, &o, &rows[q], &r, &err) != ENG_OK) {
+                fprintf(stderr, "row %d (%s): %s\n", rows[q].index, bench_ww_mode_name(mode), err.msg);
                 t[mode].failed++;
-                cache_ww_result_clear(&r);
+                bench_ww_result_clear(&r);
                 continue;
             }
             add(&t[mode], &r);
-            if (mode == CACHE_WW_NONE) answers[q] = strdup(r.answer);
+            if (mode == BENCH_WW_NONE) answers[q] = strdup(r.answer);
             else if (answers[q] && !strcmp(answers[q], r.answer)) t[mode].same++;
-            cache_ww_result_clear(&r);
+            bench_ww_result_clear(&r);
         }
-        t[CACHE_WW_NONE].same += answers[q] != NULL;
+        t[BENCH_WW_NONE].same += answers[q] != NULL;
     }
     double wall = eng_now_s() - t0;
 
     printf("%-7s %7s %7s %7s %10s %10s %9s %9s %8s %9s %9s %6s %7s\n", "mode", "actions",
            "hit%", "click%", "wait_ms", "wait/q_ms", "think/q", "spec/q", "late/q", "pf_KiB",
            "unusedKiB", "same", "correct");
-    for (int i = 0; i < CACHE_WW_N_MODES; i++) {
+    for (int i = 0; i < BENCH_WW_N_MODES; i++) {
         const totals *x = &t[i];
         printf("%-7s %7d %6.1f%% %6.1f%% %10.1f %10.2f %9.2f %9.2f %8.2f %9.1f %9.1f %3d/%-3d %3d\n",
-               cache_ww_mode_name(i), x->actions, 100 * hit_rate(x), 100 * click_rate(x), x->wait_ms,
+               bench_ww_mode_name(i), x->actions, 100 * hit_rate(x), 100 * click_rate(x), x->wait_ms,
                per_q(x->wait_ms, x), per_q(x->think_ms, x), per_q(x->spec_ms, x), per_q(x->late_ms, x),
                x->prefetch_bytes / 1024.0, x->unused_bytes / 1024.0, x->same, x->questions, x->correct);
     }
     printf("\nby action: served how / actions, web wait ms (mean per action); misses of queued keys\n");
     printf("%-7s %-7s %20s %20s %20s %8s %10s\n", "mode", "action", "hit", "join", "miss", "queued", "wait_ms");
-    for (int i = 0; i < CACHE_WW_N_MODES; i++) {
-        for (int k = 0; k < CACHE_WW_N_ACTS; k++) {
-            const cache_ww_kind *kd = &t[i].kind[k];
-            printf("%-7s %-7s", cache_ww_mode_name(i), KINDS[k]);
-            for (int h = 0; h < CACHE_WW_N_SERVED; h++) {
+    for (int i = 0; i < BENCH_WW_N_MODES; i++) {
+        for (int k = 0; k < BENCH_WW_N_ACTS; k++) {
+            const bench_ww_kind *kd = &t[i].kind[k];
+            printf("%-7s %-7s", bench_ww_mode_name(i), KINDS[k]);
+            for (int h = 0; h < BENCH_WW_N_SERVED; h++) {
                 char cell[64];
                 snprintf(cell, sizeof cell, "%d/%d %.0f (%.1f)", kd->n[h], kind_n(kd), kd->wait_ms[h],
                          kd->n[h] ? kd->wait_ms[h] / kd->n[h] : 0.0);
@@ -364,11 +365,11 @@ int main(int argc, char **argv) {
             printf(" %8d %10.0f\n", kd->miss_queued, kind_wait(kd));
         }
     }
-    const totals *none = &t[CACHE_WW_NONE], *rnd = &t[CACHE_WW_RANDOM];
+    const totals *none = &t[BENCH_WW_NONE], *rnd = &t[BENCH_WW_RANDOM];
     cJSON *bars[2] = {0};
     for (int b = 0; b < 2; b++)
-        bars[b] = print_bars(b ? CACHE_WW_CHEAP : CACHE_WW_SPEC, &t[b ? CACHE_WW_CHEAP : CACHE_WW_SPEC], none, rnd,
-                             &t[CACHE_WW_RANDOM_LINKS]);
+        bars[b] = print_bars(b ? BENCH_WW_CHEAP : BENCH_WW_SPEC, &t[b ? BENCH_WW_CHEAP : BENCH_WW_SPEC], none, rnd,
+                             &t[BENCH_WW_RANDOM_LINKS]);
     printf("(random's hit rate of %.1f%% caps any hit-rate ratio at %.2fx: the task's search and start "
            "page are in every pool)\n", 100 * hit_rate(rnd), hit_rate(rnd) > 0 ? 1 / hit_rate(rnd) : 0.0);
     printf("wall %.1f s (hit%% = (hits + joins) / web actions; click%% the same over link clicks; "
@@ -378,7 +379,7 @@ int main(int argc, char **argv) {
     cJSON_AddStringToObject(cfg, "model", a.model);
     cJSON_AddNumberToObject(cfg, "questions", nq);
     cJSON_AddNumberToObject(cfg, "english_rows", n_rows);
-    cJSON_AddNumberToObject(cfg, "pages", cache_wwsite_n_pages(site));
+    cJSON_AddNumberToObject(cfg, "pages", bench_wwsite_n_pages(site));
     cJSON_AddNumberToObject(cfg, "think_tokens", a.think_tokens);
     cJSON_AddNumberToObject(cfg, "latency_median_ms", a.median_ms);
     cJSON_AddBoolToObject(cfg, "latency_median_is_measured_think_time", calibrated);
@@ -402,8 +403,8 @@ int main(int argc, char **argv) {
              models < 0 ? "missing" : models == 0 ? "empty" : "not empty, unused");
     cJSON_AddStringToObject(cfg, "agent", agent);
     cJSON *modes = cJSON_AddObjectToObject(out, "modes");
-    for (int i = 0; i < CACHE_WW_N_MODES; i++)
-        cJSON_AddItemToObject(modes, cache_ww_mode_name(i), totals_json(&t[i]));
+    for (int i = 0; i < BENCH_WW_N_MODES; i++)
+        cJSON_AddItemToObject(modes, bench_ww_mode_name(i), totals_json(&t[i]));
     cJSON_AddItemToObject(out, "bars", bars[0]);
     cJSON_AddItemToObject(out, "bars_cheap", bars[1]);
     cJSON_AddNumberToObject(out, "hit_rate_ratio_ceiling", hit_rate(rnd) > 0 ? 1 / hit_rate(rnd) : 0);
@@ -426,9 +427,9 @@ int main(int argc, char **argv) {
     cache_draft_destroy(draft);
     eng_destroy(think);
     eng_model_free(m);
-    tool_webenv_stop(web);
-    cache_wwsite_free(site);
-    cache_ww_rows_free(rows, n_rows);
+    bench_webenv_stop(web);
+    bench_wwsite_free(site);
+    bench_ww_rows_free(rows, n_rows);
     unlink(db);
     rmdir(tmp);
     return 0;

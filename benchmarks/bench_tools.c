@@ -35,6 +35,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "orc.h"
+#include "bench.h"
 
 enum { N_MODES = 4, N_WORK = 2, WORK_MULTI = 0, WORK_SEARCH = 1, SCRIPT_CAP = 2048, MULTI_CALLS = 4 };
 static const char *mode_name[N_MODES] = { "partial", "call_end", "turn_end", "turn_serial" };
@@ -48,7 +49,7 @@ typedef struct bench {
     unsigned long long seed;
     eng_model *m;
     eng_engine *e;
-    tool_webenv *web;
+    bench_webenv *web;
     tool_registry *reg;
     char db[64];
 } bench;
@@ -90,7 +91,7 @@ static double jnum(const cJSON *m, const char *k) {
 static int make_script(int work, int r, const char *base, char bufs[3][SCRIPT_CAP], const char *sc[3]) {
     char name[128];
     int page = 3 + r * 5;
-    tool_corpus_page_name(11, page, name, sizeof name);
+    bench_corpus_page_name(11, page, name, sizeof name);
     if (work == WORK_SEARCH) {
         snprintf(bufs[0], SCRIPT_CAP, "I should look this up first.\n<tool_call>\n{\"name\": \"web_search\", "
                  "\"arguments\": {\"query\": \"%s\"}}\n</tool_call><|im_end|>", name);
@@ -312,12 +313,12 @@ static int setup(bench *b, eng_err *err) {
                     .backend = b->cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU };
     if (eng_create(b->m, &eo, &b->e, err)) return -1;
     snprintf(b->db, sizeof b->db, "/tmp/brisk_bench_tools_%d.db", (int)getpid());
-    if (tool_corpus_generate(b->db, 200, 11, err)) return -1;
-    tool_webenv_opts wo = { .db_path = b->db, .latency_median_ms = b->median_ms,
+    if (bench_corpus_generate(b->db, 200, 11, err)) return -1;
+    bench_webenv_opts wo = { .db_path = b->db, .latency_median_ms = b->median_ms,
                             .latency_sigma = b->sigma, .seed = b->seed };
-    if (tool_webenv_start(&wo, &b->web, err)) return -1;
+    if (bench_webenv_start(&wo, &b->web, err)) return -1;
     char endpoint[128];   /* the tool keeps a copy */
-    snprintf(endpoint, sizeof endpoint, "%s/search", tool_webenv_url(b->web));
+    snprintf(endpoint, sizeof endpoint, "%s/search", bench_webenv_url(b->web));
     b->reg = tool_registry_create();
     if (!b->reg) return eng_seterr(err, ENG_ENOMEM, "out of memory");
     tool_fetch_opts fo = { .max_text = (size_t)b->result_bytes, .max_links = 3,
@@ -329,7 +330,7 @@ static int setup(bench *b, eng_err *err) {
 
 static void teardown(bench *b) {
     tool_registry_destroy(b->reg);
-    if (b->web) tool_webenv_stop(b->web);
+    if (b->web) bench_webenv_stop(b->web);
     if (b->db[0]) unlink(b->db);
     eng_destroy(b->e);
     eng_model_free(b->m);
@@ -348,10 +349,10 @@ static int run_workload(bench *b, int work, outcome *res[N_MODES]) {
         }
         char bufs[3][SCRIPT_CAP];
         const char *sc[3];
-        int n_sc = make_script(work, r, tool_webenv_url(b->web), bufs, sc);
+        int n_sc = make_script(work, r, bench_webenv_url(b->web), bufs, sc);
         for (int i = 0; i < N_MODES; i++) {
             int mode = (r + i) % N_MODES;
-            tool_webenv_reseed(b->web, b->seed * 1000003ull + (unsigned long long)(work * 1000 + r));
+            bench_webenv_reseed(b->web, b->seed * 1000003ull + (unsigned long long)(work * 1000 + r));
             outcome *o = &res[mode][r];
             run_one(b, sc, n_sc, mode, o);
             if (o->error[0]) fprintf(stderr, "bench_tools: %s request %d, %s: %s\n", work_name[work], r,
@@ -477,7 +478,7 @@ int main(int argc, char **argv) {
         char bufs[3][SCRIPT_CAP];
         const char *sc[3];
         outcome o;
-        int n_sc = make_script(WORK_MULTI, 99, tool_webenv_url(b.web), bufs, sc);
+        int n_sc = make_script(WORK_MULTI, 99, bench_webenv_url(b.web), bufs, sc);
         run_one(&b, sc, n_sc, ORC_TOOLS_PARTIAL, &o);
         if (o.error[0]) fprintf(stderr, "bench_tools: warm-up: %s\n", o.error);
         outcome_clear(&o);

@@ -4,11 +4,17 @@
  * SpecCache: while the model thinks, the pages it will probably open next are
  * already on their way).
  *
- * Three parts, in this order below:
- *   cache_*           the store: one SQLite table keyed by a normalised key.
+ * Parts, in this order below (and their files):
+ *   cache_*           the store: one SQLite table keyed by a normalised key
+ *                     (key.c, store.c).
  *   cache_prefetch_*  a pthread pool that fills the store through a caller's
- *                     fetch callback, and cache_lookup_or_fetch for callers.
- *   cache_spec_*      ranks candidate URLs/searches from cheap signals.
+ *                     fetch callback, and cache_lookup_or_fetch for callers
+ *                     (prefetch.c).
+ *   cache_spec_*      ranks candidate URLs/searches from cheap signals
+ *                     (prefetch_rank.c; not the engine's speculative decoding).
+ *   cache_draft_*     a small model's scores for candidate links, another
+ *                     proposer for cache_spec (prefetch_draft.c).
+ *   cache_web_*       the cache in front of the agent's fetch_url tool (web.c).
  *
  * Concurrency.  One cache handle is shared by every thread of a process.  It
  * holds one write connection behind a mutex and a pool of read connections:
@@ -266,17 +272,6 @@ int  cache_spec_rank(cache_spec *s, int k, const cache_cand **out, int *n, eng_e
 /* Ranks and queues the top k on p with their scores as priorities. */
 int  cache_spec_prefetch(cache_spec *s, cache_prefetch *p, int k, eng_err *err);
 
-#endif
-
-/* =====================================================================
- * SpecCache benchmark parts (added after the cache above was finished):
- * the draft-model proposer (draft.c), WebWalkerQA sites for the local web
- * environment (wwsite.c) and the oracle agent that measures what
- * speculative prefetch saves (wwagent.c).
- * ===================================================================== */
-#ifndef CACHE_SPECCACHE_H
-#define CACHE_SPECCACHE_H
-
 /* ------------------------------------------------------- draft proposer */
 /* A small model scores candidate links: the context is the question and
  * the current page's title as a chat turn ending in 'I open the link "',
@@ -313,128 +308,6 @@ int  cache_draft_propose(cache_draft *d, cache_spec *s, const char *question, co
                          const char *const *urls, const char *const *anchors, int n,
                          double weight, eng_err *err);
 
-/* ------------------------------------------------- WebWalkerQA sites */
-/* One golden path: the anchor texts clicked from the root page. */
-typedef struct cache_ww_path {
-    char **anchors;
-    int n;
-    char *source;         /* the row's source_website for this path, or NULL */
-    char *url;            /* public URL of the page it ends on (set by the build) */
-} cache_ww_path;
-
-typedef struct cache_ww_row {
-    int index;            /* position in the dataset file */
-    char *question, *answer;   /* whitespace collapsed */
-    char *root_url;       /* normalised (cache_key_url) */
-    cache_ww_path *paths;
-    int n_paths;
-} cache_ww_row;
-
-/* Reads WebWalkerQA's test.json; keeps rows of language lang (NULL: all)
- * that have a question, an answer, a root_url and a golden path. */
-int  cache_ww_load(const char *json_path, const char *lang, cache_ww_row **rows, int *n,
-                   eng_err *err);
-void cache_ww_rows_free(cache_ww_row *rows, int n);
-/* s with whitespace runs made one space and the ends trimmed (malloc'd);
- * how page text and anchors are compared. */
-char *cache_ww_norm_text(const char *s);
-
-typedef struct cache_wwsite_opts {
-    uint64_t seed;        /* filler choice and order; same seed, same sites */
-    int min_links, max_links;  /* distractor links per page; 0 = 8 and 20 */
-    int n_filler;         /* filler pages per site; 0 = 40 */
-    int filler_words;     /* words of prose per page; 0 = 300 */
-} cache_wwsite_opts;
-
-/* Builds one site per root_url of rows into db_path (tables pages and
- * pages_fts, emptied first), which tool_webenv serves; see wwsite.c for how
- * pages are made.  Sets every path's url.  o may be NULL. */
-typedef struct cache_wwsite cache_wwsite;
-int  cache_wwsite_build(const char *db_path, cache_ww_row *rows, int n_rows,
-                        const cache_wwsite_opts *o, cache_wwsite **out, eng_err *err);
-void cache_wwsite_free(cache_wwsite *s);
-int  cache_wwsite_n_pages(const cache_wwsite *s);
-/* The web environment serves paths only: public scheme://host/path is
- * served as "/host/path" (the URL normalised first).  *out malloc'd. */
-int  cache_ww_local_path(const char *url, char **out, eng_err *err);
-/* The public URL of a served path (owned by s), or NULL. */
-const char *cache_wwsite_public_url(const cache_wwsite *s, const char *local_path);
-
-/* ------------------------------------------------------ oracle agent */
-/* One WebWalkerQA question walked by an agent that knows the golden path
- * (no model here can browse): search(question), open root_url, click each
- * path's anchors in turn (pages already open are reused, not fetched),
- * then answer with the sentence of each final page holding the answer.
- * Every web action goes through cache_lookup_or_fetch of a fresh cache.
- * Before each one the main model "thinks" (its prompt, then think_tokens
- * engine steps) while a speculator thread queues up to top_k new
- * prefetches from one pool of candidates: the task's search and root_url
- * until done, unopened search results, the current page's links, and the
- * links of prefetched pages not opened yet (lookahead; see wwagent.c for
- * how they are ranked).  Modes: */
-enum {
-    CACHE_WW_NONE = 0,    /* no prefetch */
-    CACHE_WW_SPEC,        /* cheap signals + draft model: half the slots from the
-                             cheap ranking at once, the rest after the draft's
-                             scores are added (dropped if the agent acted first) */
-    CACHE_WW_CHEAP,       /* cheap signals only */
-    CACHE_WW_RANDOM,      /* top_k drawn at random from the same pool */
-    CACHE_WW_RANDOM_LINKS, /* top_k drawn at random from the current page's unopened
-                             links: a prefetcher with no speculator (no predicted
-                             search, start page or lookahead) */
-    CACHE_WW_N_MODES
-};
-const char *cache_ww_mode_name(int mode);
-
-typedef struct cache_ww_env {
-    const cache_wwsite *site;
-    const char *base_url;       /* tool_webenv_url of a web environment over the site */
-    eng_engine *think;          /* the main model (one sequence at a time) */
-    cache_draft *draft;         /* NULL: CACHE_WW_SPEC runs without a draft */
-    const char *tmp_dir;        /* per-question cache files */
-} cache_ww_env;
-
-typedef struct cache_ww_opts {
-    int mode;                   /* CACHE_WW_* */
-    int think_tokens;           /* 0 = 64 */
-    double median_ms, sigma;    /* per-fetch latency, lognormal; sigma 0 = 0.6 */
-    uint64_t seed;              /* latency (per question and URL) and random picks */
-    int top_k;                  /* most prefetches queued per think; 0 = 3 */
-    int max_concurrent;         /* prefetch fetches at once; 0 = 4 */
-    int64_t byte_budget;        /* prefetch bytes per question; 0 = 64 KiB */
-    double draft_weight;        /* 0 = 1 */
-} cache_ww_opts;
-
-/* Kinds of web action, and how each was served, for the breakdown below. */
-enum { CACHE_WW_ACT_SEARCH = 0, CACHE_WW_ACT_ROOT, CACHE_WW_ACT_CLICK, CACHE_WW_N_ACTS };
-enum { CACHE_WW_HIT = 0, CACHE_WW_JOIN, CACHE_WW_MISS, CACHE_WW_N_SERVED };
-
-typedef struct cache_ww_kind {
-    int n[CACHE_WW_N_SERVED];          /* actions served from the cache, by joining a
-                                          fetch in flight, by fetching */
-    double wait_ms[CACHE_WW_N_SERVED]; /* web wait of each */
-    int miss_queued;                   /* misses of keys the speculator had queued (the
-                                          pool had not started them): late, not wrong */
-} cache_ww_kind;
-
-typedef struct cache_ww_result {
-    int actions;                /* web actions: search, root, clicks */
-    int hits, joins;            /* actions served from the cache / joined a fetch */
-    int clicks, click_hits;     /* link clicks, and those hit or joined */
-    double wait_ms;             /* time the agent waited on the web */
-    cache_ww_kind kind[CACHE_WW_N_ACTS];
-    double think_ms;            /* main model time */
-    double spec_ms;             /* speculator time (beside the think) */
-    double late_ms;             /* waited for the speculator after a think */
-    int64_t issued, prefetch_bytes, unused_bytes;
-    char *answer;               /* final pages' answer sentences, " | " between */
-    int correct;                /* every final page held the row's answer */
-} cache_ww_result;
-
-int  cache_ww_episode(const cache_ww_env *env, const cache_ww_opts *o, const cache_ww_row *row,
-                      cache_ww_result *out, eng_err *err);
-void cache_ww_result_clear(cache_ww_result *r);
-
 /* ------------------------------------------------------------ web (web.c)
  * The cache in front of the agent's fetch_url tool: pages come through
  * cache_lookup_or_fetch, misses go to the network as net says, and the
@@ -450,4 +323,4 @@ void   cache_web_hook(cache_web *w, struct tool_fetch_opts *o);
 /* (hits + joins) / lookups so far. */
 double cache_web_hit_rate(cache_web *w);
 
-#endif /* CACHE_SPECCACHE_H */
+#endif

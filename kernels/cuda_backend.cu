@@ -60,6 +60,7 @@ typedef struct cu_graph {
 typedef struct cu_ctx {
     eng_config cfg;
     eng_cuda_opts opt;
+    int skip;                    /* eng_cuda_bench_skip's KERN_SKIP_* mask; 0 but in benchmarks */
     int wdt, n_sms;
     char dev_name[128];
     int n_blocks, block_size, q_dim, kv_dim, qkv_dim;
@@ -515,7 +516,7 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
     const int pdl = !c->opt.no_pdl;
     int rc, np = 1;   /* np: parts of the last product (see PROD) */
     /* one call site for the three decode attention variants */
-    const int skip = c->opt.ablate;
+    const int skip = c->skip;
     const int av = p->att_variant;
 #define ATTN(out, act, mode) ((skip & KERN_SKIP_ATTN) ? 0 : (av == 3) \
         ? kern_attention3(s, c->q, kv, stp, R, nh, splits, c->opt.attn_span, out, act, mode, c->part, c->counters, pdl) \
@@ -1087,6 +1088,15 @@ extern "C" int eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o) {
     c->opt = *o;
     c->opt.bf16_weights = bf16;
     opts_clamp(&c->opt);
+    return ENG_OK;
+}
+
+extern "C" int eng_cuda_bench_skip(eng_backend *b, int mask) {
+    if (!b || b->forward != cu_forward) return ENG_EINVAL;
+    cu_ctx *c = (cu_ctx *)b->ctx;
+    cudaStreamSynchronize(c->st);
+    graphs_clear(c);
+    c->skip = mask;
     return ENG_OK;
 }
 

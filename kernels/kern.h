@@ -34,16 +34,11 @@ typedef struct eng_cuda_opts {
     int attn_span;      /* variant 2/3's positions per block before splitting; 0: default */
     int prefill_attn;   /* KERN_PF_*: when prompt passes take kern_attention_prefill */
     int gemm_attn;      /* < 0: never kern_attention_gemm; 0: for long prompts of one sequence */
-    int ablate;         /* benchmarks only: KERN_SKIP_* stages left out (output is wrong) */
 } eng_cuda_opts;
 
 /* prefill_attn: 0 reads BRISK_PREFILL_ATTN (never | always), else auto:
  * passes of >= 4 rows per sequence with enough 16-row tiles to fill the GPU. */
 enum { KERN_PF_DEFAULT = 0, KERN_PF_AUTO = 1, KERN_PF_NEVER = 2, KERN_PF_ALWAYS = 3 };
-
-/* Stages a benchmark may leave out of every pass, to time the rest. */
-enum { KERN_SKIP_ATTN = 1, KERN_SKIP_ROPE = 2, KERN_SKIP_QKVO = 4, KERN_SKIP_FFN = 8,
-       KERN_SKIP_HEAD = 16 };
 
 void eng_cuda_opts_default(eng_cuda_opts *o);
 /* How many KV blocks of block_size tokens fit in 90% of the device memory
@@ -67,6 +62,15 @@ typedef struct eng_cuda_info {
     char device[128];
 } eng_cuda_info;
 int eng_cuda_get_info(const eng_backend *b, eng_cuda_info *info);
+
+/* Benchmarks only (bench_cuda --ablate): every pass from now on leaves the
+ * KERN_SKIP_* stages in mask out, so the time of the rest can be measured;
+ * the outputs are wrong while mask != 0, and 0 restores the whole model.
+ * Drops captured graphs.  Kept out of eng_cuda_opts so that nothing that
+ * serves or tests a model can set it. */
+enum { KERN_SKIP_ATTN = 1, KERN_SKIP_ROPE = 2, KERN_SKIP_QKVO = 4, KERN_SKIP_FFN = 8,
+       KERN_SKIP_HEAD = 16 };
+int eng_cuda_bench_skip(eng_backend *b, int mask);
 
 /* ------------------------------------------------------ kernel launchers */
 enum { KERN_F32 = 0, KERN_BF16 = 1 };                       /* weight storage */

@@ -20,27 +20,6 @@ typedef struct orc_sink {
 /* begin() may return ORC_WAIT: not admitted yet (e.g. the KV cache is short). */
 enum { ORC_RUNNING = 0, ORC_DONE = 1, ORC_WAIT = 2 };
 
-typedef struct orc_task orc_task;
-struct orc_task {
-    char id[64];              /* the client's query id */
-    orc_sink sink;
-    void *impl;
-    /* Before eng_step: add/fork/append/pause sequences. */
-    int  (*begin)(orc_task *t, eng_engine *e, eng_err *err);
-    /* After eng_step: read new tokens, emit; returns ORC_RUNNING or ORC_DONE
-     * (or a negative ENG_* code on error). */
-    int  (*end)(orc_task *t, eng_engine *e, eng_err *err);
-    /* Pause/resume every sequence of the task (backpressure). */
-    void (*set_paused)(orc_task *t, eng_engine *e, int paused);
-    /* Ends the task early: emits its final messages with the given reason
-     * ("cancelled", "disconnected", "shutdown", "error"), frees its sequences. */
-    void (*stop)(orc_task *t, eng_engine *e, const char *reason);
-    void (*destroy)(orc_task *t);
-    /* Set by the scheduler. */
-    int paused, started, in_round;
-    double t_submit;
-};
-
 /* Options shared by every mode. */
 enum { ORC_MAX_STOP = 4, ORC_MAX_TOP_LOGPROBS = 20, ORC_MAX_CHOICES = 64 };
 typedef struct orc_query {
@@ -50,7 +29,7 @@ typedef struct orc_query {
     int n_messages;
     char *tools_json;          /* tool definitions for the chat template; NULL = none */
     char *prefill;             /* text the assistant's reply starts with (messages only) */
-    int max_tokens;
+    int max_tokens;            /* <= 0: ORC_MAX_TOKENS */
     eng_sampling samp;
     int spec;                  /* chat: speculative decoding with n-gram drafts */
     /* chat mode */
@@ -66,6 +45,54 @@ typedef struct orc_query {
 void orc_query_free(orc_query *q);
 /* Deep copy (strings included), so a task owns its inputs; 0 or -1. */
 int  orc_query_copy(orc_query *dst, const orc_query *q);
+
+/* Every mode's token budget when the query gives none: per choice in chat
+ * mode, per answer in agent mode, per subtask in parallel mode, per branch
+ * in reason mode (the protocols' default too).  Every mode also ends where
+ * the model's context does (orc_fit_context). */
+#define ORC_MAX_TOKENS 256
+
+typedef struct orc_task orc_task;
+
+/* What a mode does; the scheduler calls these.  One static table per mode. */
+typedef struct orc_task_ops {
+    /* Before eng_step: add/fork/append/pause sequences. */
+    int  (*begin)(orc_task *t, eng_engine *e, eng_err *err);
+    /* After eng_step: read new tokens, emit; returns ORC_RUNNING or ORC_DONE
+     * (or a negative ENG_* code on error). */
+    int  (*end)(orc_task *t, eng_engine *e, eng_err *err);
+    /* Pause/resume every sequence of the task (backpressure). */
+    void (*set_paused)(orc_task *t, eng_engine *e, int paused);
+    /* Ends the task early: emits its final messages with the given reason
+     * ("cancelled", "disconnected", "shutdown", "error"), frees its sequences. */
+    void (*stop)(orc_task *t, eng_engine *e, const char *reason);
+    /* Frees the mode's state (impl and what it holds). */
+    void (*free)(void *impl);
+} orc_task_ops;
+
+struct orc_task {
+    char id[64];              /* the client's query id (q.id) */
+    orc_query q;              /* the task's own copy; max_tokens set */
+    orc_sink sink;
+    const orc_task_ops *ops;
+    void *impl;               /* the mode's state */
+    /* Set by the scheduler. */
+    int paused, started, in_round;
+    double t_submit;
+};
+
+/* The part every mode's create shares (task.c): a task with its own copy of
+ * q (max_tokens <= 0 becomes ORC_MAX_TOKENS), the sink, the mode's ops and
+ * its state impl.  The task owns impl from here on, also when this fails
+ * (then ops->free(impl) has run).  A mode's create makes impl, calls this,
+ * then sets impl up from t->q, calling orc_task_free(t) if that fails. */
+int  orc_task_new(const orc_query *q, orc_sink sink, const orc_task_ops *ops, void *impl,
+                  orc_task **out, eng_err *err);
+/* Frees a task the scheduler does not own (never submitted, or its submit
+ * failed); the scheduler frees the tasks it holds.  NULL is fine. */
+void orc_task_free(orc_task *t);
+/* Sends msg to the task's sink (ownership passes); NULL msg: nothing. */
+void orc_task_emit(orc_task *t, cJSON *msg);
 
 /* Chat mode: q->n choices (one sequence each; more than one are forked from
  * the prompt prefilled once), streamed token by token.  A choice ends on an

@@ -13,8 +13,8 @@
  * template filling (orc_pp_fill), rule-based detection from a raw prompt
  * (orc_pp_detect), a validator for any proposed schema (orc_pp_check), a
  * prompt + answer check for model-assisted extraction, in-order aggregation
- * (orc_pp_agg_*), agreement between two schemas (orc_pp_compare) and execution
- * on the engine (orc_pp_run, orc_pp_run_serial). */
+ * (orc_pp_agg_*) and agreement between two schemas (orc_pp_compare).  The
+ * scheduler task of parallel mode (task_parallel.c) runs the subtasks. */
 #ifndef ORC_PP_H
 #define ORC_PP_H
 #include <stdint.h>
@@ -135,94 +135,12 @@ int  orc_pp_agg_done(const orc_pp_agg *a);        /* all items in */
 int  orc_pp_agg_released(const orc_pp_agg *a);    /* sections released so far */
 const char *orc_pp_agg_text(const orc_pp_agg *a); /* released sections, in order */
 
-/* ---------------------------------------------------------- execution */
-typedef struct orc_pp_callbacks {
-    void *user;
-    /* Text of each new token of a subtask, as it is generated (any order). */
-    void (*on_token)(void *user, int item, const char *text, int len);
-    /* A subtask finished (EOS or max_tokens), in completion order. */
-    void (*on_item)(void *user, int item, const char *answer);
-    /* Aggregated section released, in item order (parallel runs only). */
-    void (*on_section)(void *user, int item, const char *section);
-} orc_pp_callbacks;
-
-typedef struct orc_pp_result {
-    char *answer;          /* aggregated (parallel) or the single output (serial) */
-    char **outputs;        /* per subtask */
-    int n_outputs;
-    int *n_gen;            /* tokens generated per subtask (EOS not counted) */
-    int total_gen;
-    int prompt_tokens;     /* sum over subtasks of their prompt lengths */
-    int shared_tokens;     /* tokens of the common prefix prefilled once */
-    int steps;             /* engine steps */
-    int n_nonempty;        /* subtasks with a non-blank answer text */
-    int n_answered;        /* subtasks with >= 1 generated token before their stop */
-    int n_eos_first;       /* subtasks whose first token was an end of sequence */
-    double ms_total;       /* wall clock: start to last subtask done */
-    double ms_encode;      /* part of it spent tokenising */
-    double ms_prefill;     /* tokenising + prefilling the shared prefix */
-    double ms_first;       /* until every subtask has its first token (all prompts prefilled) */
-} orc_pp_result;
-void orc_pp_result_free(orc_pp_result *r);
-
-/* Structural adherence of a parallel answer: every item's section is there,
- * in item order, and not empty.  "Not empty" is judged on tokens (>= 1
- * generated before the stop), not on text, so that it means the same for a
- * model whose tokens have no printable text (random weights with a small
- * test tokenizer); the non-blank text count is kept beside it. */
-typedef struct orc_pp_adherence {
-    int items;      /* subtasks */
-    int answered;   /* with >= 1 generated token */
-    int in_order;   /* leading sections found in the answer in item order */
-    int nonblank;   /* with visible answer text */
-    int ok;         /* every item answered and every section in order */
-} orc_pp_adherence;
-/* labels: the ones given to the run (NULL for none).  Bad input (NULL,
- * outputs missing) gives ok = 0. */
-void orc_pp_adherence_of(const orc_pp_result *r, const char *const *labels, orc_pp_adherence *a);
 /* How many sections of an aggregated answer appear in item order, counted
  * from the first: k when all k section headers ("<i>. <label>") are there. */
 int  orc_pp_sections_in_order(const char *answer, int k, const char *const *labels);
 
-/* The engine calls the runner makes.  orc_pp_run binds them to eng.h; tests
- * bind a fake engine.  All return ENG_* codes. */
-typedef struct orc_pp_ops {
-    void *ctx;
-    /* Prompt text -> token ids (the eng.h binding applies the chat template). */
-    int (*encode)(void *ctx, const char *text, int **ids, int *n, eng_err *err);
-    int (*add)(void *ctx, const int *ids, int n, const eng_sampling *s, int *seq, eng_err *err);
-    int (*prefill)(void *ctx, int seq, eng_err *err);
-    int (*fork)(void *ctx, int seq, const eng_sampling *s, int *child, eng_err *err);
-    int (*append)(void *ctx, int seq, const int *ids, int n, eng_err *err);
-    int (*remove)(void *ctx, int seq);
-    int (*step)(void *ctx, eng_err *err);
-    int (*last)(void *ctx, int seq, int *id);
-    int (*is_eos)(void *ctx, int id);
-    /* Text of token id for a subtask's stream (holds split UTF-8). */
-    int (*put)(void *ctx, eng_tok_stream *st, int id, char *out, int cap);
-    int ctx_len;   /* model context in tokens (0: no limit): a subtask stops there */
-} orc_pp_ops;
-
-/* Runs k prompts as one batch: the longest common token prefix is added once,
- * prefilled, forked k ways; each child gets its own remaining tokens and
- * sampling seed (s->seed + item).  All the children's remaining prompt
- * tokens go through the model in one batched pass, which also samples every
- * child's first token; then they decode together until EOS, max_tokens or
- * the end of the model's context, each.
- * labels (may be NULL) head the aggregated sections; aggregate = 0 leaves
- * result->answer as outputs[0] (serial runs). */
-int orc_pp_run_prompts(const orc_pp_ops *ops, char *const *prompts, int k,
-                       const char *const *labels, int aggregate, const eng_sampling *s,
-                       int max_tokens, const orc_pp_callbacks *cb, orc_pp_result *res,
-                       eng_err *err);
-
-/* Parallel: the schema's subtasks on the engine (which should not be running
- * other sequences meanwhile: each eng_step advances every live sequence). */
-int orc_pp_run(eng_engine *e, const eng_tok *tok, const orc_pp_schema *s,
-               const eng_sampling *samp, int max_tokens, const orc_pp_callbacks *cb,
-               orc_pp_result *res, eng_err *err);
-/* Serial baseline: the whole prompt as one request. */
-int orc_pp_run_serial(eng_engine *e, const eng_tok *tok, const char *prompt,
-                      const eng_sampling *samp, int max_tokens, const orc_pp_callbacks *cb,
-                      orc_pp_result *res, eng_err *err);
+/* Running the subtasks is parallel mode's task (orc_task_parallel_create in
+ * orc.h): the longest common token prefix of the subtask prompts is
+ * prefilled once and forked, each child gets its own remaining tokens and
+ * sampling seed (seed + item), and the children decode in one batch. */
 #endif

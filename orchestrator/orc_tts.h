@@ -5,8 +5,9 @@
  * stops the query (or single branches) early once the answers are settled.
  *
  * Also here: the latency-aware planner (planner.c) that picks the number of
- * branches n and the speculation depth k for a latency budget, and the
- * MATH-500 benchmark behind `brisk bench math500` (tts_bench.c).
+ * branches n and the speculation depth k for a latency budget.  The MATH-500
+ * benchmark behind `brisk bench math500` is in the benchmark library
+ * (benchmarks/lib/math500.c).
  *
  * Messages of a reason task (docs/protocol.md):
  *   token   {"branch":b,"text","token","logprob"}      (when opts.stream)
@@ -194,33 +195,4 @@ double orc_plan_latency(const orc_plan_in *in, int n, int k);
  * and the engine; ties go to the lower latency. */
 int    orc_plan_choose(const orc_plan_in *in, orc_plan *out, eng_err *err);
 
-/* ------------------------------------------------- benchmark (tts_bench.c) */
-typedef struct orc_bench_opts {
-    const char *model, *data, *out;
-    int limit, max_tokens, cuda, threads, quiet;
-    int ns[8], n_ns;              /* branch counts; default 4 8 16 */
-    double budgets[8];            /* planner budgets (s); default 2 5 10 */
-    int n_budgets;
-    float temperature, top_p;
-    uint64_t seed;
-    orc_tts_opts early;           /* probing settings of the early-stop run */
-    orc_acc_model acc;
-    double accept, spec_cost;     /* for the planner; accept until the spec run measures it */
-    int calib_max_batch;
-    int kv_blocks;                /* 0: sized for 64 branches of full context */
-    int spec_k, spec_kmax;        /* drafts of the speculative runs; the planner's bound */
-    const char *draft;            /* draft model folder; NULL: n-gram drafter */
-} orc_bench_opts;
-
-/* Parses `bench math500 [options]` (argv[0] is "bench"). */
-int  orc_bench_parse(int argc, char **argv, orc_bench_opts *o, eng_err *err);
-void orc_bench_usage(void);   /* to stderr */
-/* Runs every configuration, prints a table, writes the JSON and an SVG plot
- * (same path, .svg) of accuracy against mean latency. */
-int orc_bench_run(const orc_bench_opts *o, eng_err *err);
-
-/* A scatter plot with labelled points (tts_svg.c). */
-typedef struct orc_svg_point { double x, y; const char *label; } orc_svg_point;
-int orc_svg_scatter(const char *path, const char *title, const char *xlabel, const char *ylabel,
-                    const orc_svg_point *p, int n, eng_err *err);
 #endif

@@ -125,16 +125,3 @@ int orc_pp_sections_in_order(const char *answer, int k, const char *const *label
     }
     return k;
 }
-
-void orc_pp_adherence_of(const orc_pp_result *r, const char *const *labels, orc_pp_adherence *a) {
-    if (!a) return;
-    memset(a, 0, sizeof *a);
-    if (!r || r->n_outputs < 1 || !r->outputs || !r->n_gen) return;
-    a->items = r->n_outputs;
-    for (int i = 0; i < r->n_outputs; i++) {
-        a->answered += r->n_gen[i] >= 1;
-        a->nonblank += r->outputs[i] && !pp_is_blank(r->outputs[i]);
-    }
-    a->in_order = orc_pp_sections_in_order(r->answer, a->items, labels);
-    a->ok = a->answered == a->items && a->in_order == a->items;
-}

@@ -153,7 +153,7 @@ static int n_queued(const orc_sched *s) {
 static void drop(orc_sched *s, int i) {
     orc_task *t = s->tasks[i];
     if (t->sink.done) t->sink.done(t->sink.ud, t->id);
-    t->destroy(t);
+    orc_task_free(t);
     memmove(s->tasks + i, s->tasks + i + 1, (size_t)(s->n - i - 1) * sizeof *s->tasks);
     s->n--;
 }
@@ -188,7 +188,7 @@ int orc_sched_submit(orc_sched *s, orc_task *t, eng_err *err) {
         return eng_seterr(err, ENG_EFULL, "server busy: %d queries are already waiting for the engine "
                           "(the queue's limit); try again shortly", s->max_queued);
     t->t_submit = eng_now_s();
-    int r = t->begin(t, s->e, err);
+    int r = t->ops->begin(t, s->e, err);
     if (r != ENG_OK && r != ORC_WAIT) return r;
     t->started = r == ENG_OK;
     s->tasks[s->n++] = t;
@@ -200,7 +200,7 @@ int orc_sched_stop(orc_sched *s, const char *id, void *sink_ud, const char *reas
     for (int i = 0; i < s->n; i++) {
         orc_task *t = s->tasks[i];
         if (strcmp(t->id, id) || (sink_ud && t->sink.ud != sink_ud)) continue;
-        t->stop(t, s->e, reason);
+        t->ops->stop(t, s->e, reason);
         drop(s, i);
         return 1;
     }
@@ -218,7 +218,7 @@ int orc_sched_stop_all(orc_sched *s, void *sink_ud, const char *reason) {
     for (int i = s->n - 1; i >= 0; i--) {
         orc_task *t = s->tasks[i];
         if (sink_ud && t->sink.ud != sink_ud) continue;
-        t->stop(t, s->e, reason);
+        t->ops->stop(t, s->e, reason);
         drop(s, i);
         k++;
     }
@@ -231,7 +231,7 @@ static void apply_backpressure(orc_sched *s) {
         orc_task *t = s->tasks[i];
         int c = t->started && t->sink.congested && t->sink.congested(t->sink.ud);
         if (c != t->paused) {
-            t->set_paused(t, s->e, c);
+            t->ops->set_paused(t, s->e, c);
             t->paused = c;
         }
     }
@@ -248,7 +248,7 @@ static void fail_task(orc_sched *s, int i, const eng_err *err) {
     cJSON_AddStringToObject(m, "message", err->code == ENG_EFULL
         ? "the server ran out of KV cache room for this query; try again shortly" : err->msg);
     t->sink.emit(t->sink.ud, m);
-    t->stop(t, s->e, "error");
+    t->ops->stop(t, s->e, "error");
     drop(s, i);
 }
 
@@ -260,7 +260,7 @@ int orc_sched_step(orc_sched *s, eng_err *err) {
         t->in_round = 0;
         if (t->paused) continue;
         eng_err e2 = { 0 };
-        int r = t->begin(t, s->e, &e2);
+        int r = t->ops->begin(t, s->e, &e2);
         if (r == ORC_WAIT) continue;
         if (r) { fail_task(s, i--, &e2); continue; }
         t->started = t->in_round = 1;
@@ -283,7 +283,7 @@ int orc_sched_step(orc_sched *s, eng_err *err) {
         orc_task *t = s->tasks[i];
         if (!t->in_round) continue;
         eng_err e2 = { 0 };
-        int r = t->end(t, s->e, &e2);
+        int r = t->ops->end(t, s->e, &e2);
         if (r < 0) fail_task(s, i--, &e2);
         else if (r == ORC_DONE) drop(s, i--);
     }

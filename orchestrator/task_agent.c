@@ -22,11 +22,8 @@
 
 typedef struct agent {
     orc_task *task;
-    orc_query q;
     orc_agent_opts o;
     const eng_model *m;
-    orc_sink sink;
-    char id[64];
     tool_sched *ts;
     eng_chat *chat;         /* the model's chat template */
     int seq, n_prompt, n_gen, turn, turn_tokens, end_tok;
@@ -55,14 +52,14 @@ static const char *default_system =
 static void on_tool_event(void *ud, const tool_event *ev) {
     agent *a = ud;
     if (ev->type != TOOL_EV_CALL_END && ev->type != TOOL_EV_CALL_ERROR) return;
-    cJSON *m = orc_msg("tool_call", a->id);
+    cJSON *m = orc_msg("tool_call", a->task->id);
     cJSON_AddNumberToObject(m, "turn", a->turn);
     cJSON_AddNumberToObject(m, "call", ev->call);
     if (ev->name) cJSON_AddStringToObject(m, "name", ev->name);
     if (ev->type == TOOL_EV_CALL_END && ev->value)
         cJSON_AddItemToObject(m, "arguments", cJSON_Duplicate(ev->value, 1));
     if (ev->type == TOOL_EV_CALL_ERROR) cJSON_AddStringToObject(m, "error", ev->text ? ev->text : "malformed call");
-    a->sink.emit(a->sink.ud, m);
+    orc_task_emit(a->task, m);
 }
 
 /* Forces this turn's scripted text, when there is a script. */
@@ -79,19 +76,19 @@ static int force_script(agent *a, eng_engine *e, eng_err *err) {
 static int start(agent *a, eng_engine *e, eng_err *err) {
     char *tools = tool_registry_json(a->o.tools);
     /* system message (ours) + the client's messages or prompt */
-    int n_user = a->q.messages ? a->q.n_messages : 1;
+    int n_user = a->task->q.messages ? a->task->q.n_messages : 1;
     eng_chat_msg *msgs = calloc((size_t)n_user + 1, sizeof *msgs);
     if (!msgs || !tools) { free(msgs); free(tools); return eng_seterr(err, ENG_ENOMEM, "out of memory"); }
     msgs[0] = (eng_chat_msg){ .role = "system", .content = a->o.system ? a->o.system : default_system };
-    if (a->q.messages) memcpy(msgs + 1, a->q.messages, (size_t)n_user * sizeof *msgs);
-    else msgs[1] = (eng_chat_msg){ .role = "user", .content = a->q.prompt ? a->q.prompt : "" };
+    if (a->task->q.messages) memcpy(msgs + 1, a->task->q.messages, (size_t)n_user * sizeof *msgs);
+    else msgs[1] = (eng_chat_msg){ .role = "user", .content = a->task->q.prompt ? a->task->q.prompt : "" };
     eng_chat_opts co = { .tools_json = tools, .add_generation_prompt = 1 };
-    int *ids = NULL, n = 0, room = a->q.max_tokens;
+    int *ids = NULL, n = 0, room = a->task->q.max_tokens;
     int rc = eng_chat_render(a->chat, msgs, n_user + 1, &co, &ids, &n, NULL, err);
     free(msgs);
     free(tools);
     if (!rc) rc = orc_fit_context(a->m, n, &room, err);
-    if (!rc) rc = eng_seq_add(e, ids, n, &a->q.samp, &a->seq, err);
+    if (!rc) rc = eng_seq_add(e, ids, n, &a->task->q.samp, &a->seq, err);
     free(ids);
     if (rc == ENG_EFULL && eng_n_live(e) > 0) return ORC_WAIT;   /* every sequence slot is taken */
     if (rc) return rc;
@@ -153,7 +150,7 @@ static int resume(agent *a, eng_engine *e, eng_err *err) {
     a->tool_wait_s += eng_now_s() - a->t_wait_start;
     for (int i = 0; i < a->n_res; i++) {
         tool_result *r = &a->res[i];
-        cJSON *m = orc_msg("tool_result", a->id);
+        cJSON *m = orc_msg("tool_result", a->task->id);
         cJSON_AddNumberToObject(m, "turn", a->turn);
         cJSON_AddNumberToObject(m, "call", r->call);
         if (r->name) cJSON_AddStringToObject(m, "name", r->name);
@@ -161,7 +158,7 @@ static int resume(agent *a, eng_engine *e, eng_err *err) {
         cJSON_AddStringToObject(m, "result", r->text ? r->text : "");
         cJSON_AddBoolToObject(m, "early", r->early);
         cJSON_AddNumberToObject(m, "ms", r->t_done > r->t_start ? (r->t_done - r->t_start) * 1e3 : 0);
-        a->sink.emit(a->sink.ud, m);
+        orc_task_emit(a->task, m);
         a->n_early += r->early;
     }
     a->n_calls_total += a->n_res;
@@ -216,12 +213,12 @@ static int agent_begin(orc_task *t, eng_engine *e, eng_err *err) {
 
 static void emit_final(orc_task *t, const char *finish) {
     agent *a = t->impl;
-    cJSON *m = orc_msg("answer", a->id);
+    cJSON *m = orc_msg("answer", a->task->id);
     cJSON_AddStringToObject(m, "text", eng_buf_str(&a->text));
     cJSON_AddStringToObject(m, "finish", finish);
-    a->sink.emit(a->sink.ud, m);
+    orc_task_emit(a->task, m);
     double now = eng_now_s();
-    cJSON *s = orc_msg("stats", a->id);
+    cJSON *s = orc_msg("stats", a->task->id);
     cJSON_AddNumberToObject(s, "prompt_tokens", a->n_prompt);
     cJSON_AddNumberToObject(s, "tokens", a->n_gen);
     cJSON_AddNumberToObject(s, "turns", a->turn + 1);
@@ -233,7 +230,7 @@ static void emit_final(orc_task *t, const char *finish) {
     cJSON_AddNumberToObject(s, "wall_ms", (now - t->t_submit) * 1e3);
     if (a->turn_log) cJSON_AddItemToObject(s, "turn_log", a->turn_log);
     a->turn_log = NULL;
-    a->sink.emit(a->sink.ud, s);
+    orc_task_emit(a->task, s);
 }
 
 /* Ends a turn on the end-of-turn token: tools, or the final answer. */
@@ -271,12 +268,12 @@ static int agent_end(orc_task *t, eng_engine *e, eng_err *err) {
     int w = eng_tok_stream_put(eng_model_tok(a->m), &a->stream, tk.id, 1, buf, sizeof buf);
     if (eng_buf_add(&a->text, buf, (size_t)w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
     if (a->o.tool_start <= ORC_TOOLS_CALL_END) tool_sched_feed(a->ts, buf, (size_t)w);
-    cJSON *m = orc_msg("token", a->id);
+    cJSON *m = orc_msg("token", a->task->id);
     cJSON_AddStringToObject(m, "text", buf);
     cJSON_AddNumberToObject(m, "token", tk.id);
     cJSON_AddNumberToObject(m, "logprob", tk.logprob);
-    a->sink.emit(a->sink.ud, m);
-    if (a->n_gen >= a->q.max_tokens || seq_len(a) >= eng_model_config(a->m)->max_pos) {
+    orc_task_emit(a->task, m);
+    if (a->n_gen >= a->task->q.max_tokens || seq_len(a) >= eng_model_config(a->m)->max_pos) {
         finish(a, e, "length");
         return ORC_DONE;
     }
@@ -319,71 +316,45 @@ static void free_script(orc_agent_opts *o) {
     o->n_script = 0;
 }
 
-static void agent_destroy(orc_task *t) {
-    agent *a = t->impl;
+static void agent_free(void *impl) {
+    agent *a = impl;
+    if (!a) return;
     if (a->collecting) pthread_join(a->collector, NULL);
     tool_results_free(a->res, a->n_res);
     tool_sched_destroy(a->ts);
     eng_chat_free(a->chat);
-    orc_query_free(&a->q);
     free_script(&a->o);
     free(a->text.p);
     cJSON_Delete(a->turn_log);
     free(a);
-    free(t);
 }
+
+static const orc_task_ops agent_ops = { agent_begin, agent_end, agent_pause, agent_stop, agent_free };
 
 int orc_task_agent_create(const orc_query *q, const eng_model *m, orc_sink sink,
                           const orc_agent_opts *o, orc_task **out, eng_err *err) {
     if (!o || !o->tools) return eng_seterr(err, ENG_EINVAL, "agent mode needs a tool registry");
-    orc_task *t = calloc(1, sizeof *t);
     agent *a = calloc(1, sizeof *a);
-    if (!t || !a || orc_query_copy(&a->q, q)) {
-        if (a) orc_query_free(&a->q);
-        free(t);
-        free(a);
-        return eng_seterr(err, ENG_ENOMEM, "out of memory creating a query");
-    }
+    if (!a) return eng_seterr(err, ENG_ENOMEM, "out of memory creating a query");
     a->o = *o;
     a->o.script = NULL;
     a->o.n_script = 0;
-    if (o->n_script > 0 && copy_script(&a->o, o->script, o->n_script)) {
-        free_script(&a->o);
-        orc_query_free(&a->q);
-        free(a);
-        free(t);
-        return eng_seterr(err, ENG_ENOMEM, "out of memory copying a script");
-    }
     a->m = m;
-    a->sink = sink;
     a->seq = -1;
-    a->turn_log = cJSON_CreateArray();
-    if (a->q.max_tokens <= 0) a->q.max_tokens = 1024;
-    snprintf(a->id, sizeof a->id, "%s", q->id);
+    orc_task *t;
+    int rc = orc_task_new(q, sink, &agent_ops, a, &t, err);
+    if (rc) return rc;
+    a->task = t;
+    if (o->n_script > 0 && copy_script(&a->o, o->script, o->n_script))
+        rc = eng_seterr(err, ENG_ENOMEM, "out of memory copying a script");
+    if (!rc && !(a->turn_log = cJSON_CreateArray())) rc = eng_seterr(err, ENG_ENOMEM, "out of memory");
     tool_sched_opts so = { .no_partial = o->tool_start != ORC_TOOLS_PARTIAL,
                            .n_workers = o->tool_start == ORC_TOOLS_TURN_SERIAL ? 1 : 0,
                            .on_event = on_tool_event, .user = a };
-    int rc = eng_chat_create(m, &a->chat, err);
+    if (!rc) rc = eng_chat_create(m, &a->chat, err);
     if (!rc) rc = tool_sched_create(o->tools, &so, &a->ts, err);
-    if (rc) {
-        eng_chat_free(a->chat);
-        orc_query_free(&a->q);
-        free_script(&a->o);
-        cJSON_Delete(a->turn_log);
-        free(a);
-        free(t);
-        return rc;
-    }
+    if (rc) { orc_task_free(t); return rc; }
     a->end_tok = eng_chat_end_token(a->chat);
-    snprintf(t->id, sizeof t->id, "%s", q->id);
-    t->sink = sink;
-    t->impl = a;
-    a->task = t;
-    t->begin = agent_begin;
-    t->end = agent_end;
-    t->set_paused = agent_pause;
-    t->stop = agent_stop;
-    t->destroy = agent_destroy;
     *out = t;
     return ENG_OK;
 }

@@ -22,7 +22,7 @@ typedef struct choice {
 } choice;
 
 typedef struct chat {
-    orc_query q;
+    orc_task *t;             /* the task this is the state of */
     const eng_model *m;
     int n;                   /* choices */
     choice *ch;
@@ -36,7 +36,7 @@ typedef struct chat {
 /* The template's end of turn ends a choice too: checkpoints whose config
  * names another end token would otherwise write past the turn. */
 static int end_turn_token(const chat *c) {
-    if (!c->q.messages) return -1;
+    if (!c->t->q.messages) return -1;
     eng_chat *ct = NULL;
     if (eng_chat_create(c->m, &ct, NULL)) return -1;
     int id = eng_chat_end_token(ct);
@@ -45,8 +45,8 @@ static int end_turn_token(const chat *c) {
 }
 
 static int add_seq(chat *c, eng_engine *e, int *seq, eng_err *err) {
-    int rc = eng_seq_add(e, c->ids, c->n_ids, &c->q.samp, seq, err);
-    if (!rc && c->q.spec) {   /* n-gram drafting: lossless, helps repetitive text */
+    int rc = eng_seq_add(e, c->ids, c->n_ids, &c->t->q.samp, seq, err);
+    if (!rc && c->t->q.spec) {   /* n-gram drafting: lossless, helps repetitive text */
         eng_spec_opts so = { .mode = ENG_SPEC_NGRAM, .adaptive = 1 };
         rc = eng_seq_spec_set(e, *seq, &so, err);
     }
@@ -61,7 +61,7 @@ static void drop_seqs(chat *c, eng_engine *e) {
 /* Scripted output (tests): every choice writes q.script, token by token. */
 static int force_script(chat *c, eng_engine *e, eng_err *err) {
     int *ids = NULL, n = 0;
-    int rc = eng_tok_encode(eng_model_tok(c->m), c->q.script, strlen(c->q.script), 1, &ids, &n, err);
+    int rc = eng_tok_encode(eng_model_tok(c->m), c->t->q.script, strlen(c->t->q.script), 1, &ids, &n, err);
     for (int i = 0; i < c->n && !rc && n; i++) rc = eng_seq_force(e, c->ch[i].seq, ids, n, err);
     free(ids);
     return rc;
@@ -77,19 +77,19 @@ static int admit(chat *c, eng_engine *e, eng_err *err) {
     /* The alternatives of a token need the logits of its step: the CUDA
      * backend keeps them only with keep_all_logits, which must not cover the
      * prompt (a vocabulary-sized row per position): prefill first. */
-    int prefill = c->n > 1 || c->q.top_logprobs > 0;
+    int prefill = c->n > 1 || c->t->q.top_logprobs > 0;
     if (!prefill) {
         rc = add_seq(c, e, &c->ch[0].seq, err);
     } else if (!(rc = add_seq(c, e, &root, err)) && !(rc = eng_seq_prefill(e, root, err))) {
         for (int i = 0; i < c->n && !rc; i++) {
-            eng_sampling s = c->q.samp;
-            s.seed = c->q.samp.seed + (uint64_t)i;   /* choices of one query differ */
+            eng_sampling s = c->t->q.samp;
+            s.seed = c->t->q.samp.seed + (uint64_t)i;   /* choices of one query differ */
             rc = eng_seq_fork(e, root, &s, &c->ch[i].seq, err);
-            if (!rc && c->q.top_logprobs > 0) rc = eng_seq_keep_all_logits(e, c->ch[i].seq, 1);
+            if (!rc && c->t->q.top_logprobs > 0) rc = eng_seq_keep_all_logits(e, c->ch[i].seq, 1);
         }
     }
     if (root >= 0) eng_seq_remove(e, root);
-    if (!rc && c->q.script) rc = force_script(c, e, err);
+    if (!rc && c->t->q.script) rc = force_script(c, e, err);
     if (rc) {
         drop_seqs(c, e);
         if (rc == ENG_EFULL && others) return ORC_WAIT;   /* sequence slots or KV: after the others */
@@ -108,8 +108,8 @@ static int chat_begin(orc_task *t, eng_engine *e, eng_err *err) {
     if (c->started) return ORC_RUNNING;
     int rc;
     if (!c->ids) {   /* once: a query that waits is not tokenised again every round */
-        if ((rc = orc_encode_query(&c->q, c->m, &c->ids, &c->n_ids, err))) return rc;
-        if ((rc = orc_fit_context(c->m, c->n_ids, &c->q.max_tokens, err))) return rc;
+        if ((rc = orc_encode_query(&c->t->q, c->m, &c->ids, &c->n_ids, err))) return rc;
+        if ((rc = orc_fit_context(c->m, c->n_ids, &c->t->q.max_tokens, err))) return rc;
         c->end_turn = end_turn_token(c);
     }
     return admit(c, e, err);
@@ -170,7 +170,7 @@ static void piece_text(const eng_tok *tok, int id, eng_buf *b) {
  * temperature 1 (as eng_token.logprob). */
 static cJSON *top_alternatives(chat *c, const float *row, eng_buf *tmp) {
     const eng_tok *tok = eng_model_tok(c->m);
-    int V = eng_model_config(c->m)->vocab_size, k = c->q.top_logprobs;
+    int V = eng_model_config(c->m)->vocab_size, k = c->t->q.top_logprobs;
     float mx = -INFINITY;
     for (int i = 0; i < V; i++) if (row[i] > mx) mx = row[i];
     double sum = 0;
@@ -205,7 +205,7 @@ static void emit_choice_end(orc_task *t, int i) {
     cJSON_AddStringToObject(m, "finish", c->ch[i].finish);
     cJSON_AddNumberToObject(m, "tokens", c->ch[i].n_gen);
     cJSON_AddStringToObject(m, "text", eng_buf_str(&c->ch[i].text));
-    t->sink.emit(t->sink.ud, m);
+    orc_task_emit(t, m);
 }
 
 static void emit_final(orc_task *t, const char *reason) {
@@ -225,7 +225,7 @@ static void emit_final(orc_task *t, const char *reason) {
             cJSON_AddItemToArray(arr, o);
         }
     }
-    t->sink.emit(t->sink.ud, a);
+    orc_task_emit(t, a);
     double now = eng_now_s();
     cJSON *s = orc_msg("stats", t->id);
     cJSON_AddNumberToObject(s, "prompt_tokens", c->n_prompt);
@@ -234,7 +234,7 @@ static void emit_final(orc_task *t, const char *reason) {
     cJSON_AddNumberToObject(s, "ttft_ms", c->t_first > 0 ? (c->t_first - t->t_submit) * 1e3 : -1);
     cJSON_AddNumberToObject(s, "decode_ms", c->t_first > 0 ? (now - c->t_first) * 1e3 : 0);
     cJSON_AddNumberToObject(s, "wall_ms", (now - t->t_submit) * 1e3);
-    t->sink.emit(t->sink.ud, s);
+    orc_task_emit(t, s);
 }
 
 /* Ends choice i: unless a stop string ended it, what is held back is text
@@ -269,7 +269,7 @@ static int take_token(orc_task *t, eng_engine *e, int i, const eng_token *tk_in,
     ch->n_gen++;
     eng_buf out = {0}, tmp = {0};
     eng_buf_add(&out, "", 0);
-    cJSON *alts = c->q.logprobs && c->q.top_logprobs > 0 && row ? top_alternatives(c, row, &tmp) : NULL;
+    cJSON *alts = c->t->q.logprobs && c->t->q.top_logprobs > 0 && row ? top_alternatives(c, row, &tmp) : NULL;
     const char *finish = NULL;
     if (orc_is_eos(eng_model_config(c->m), tk->id) || tk->id == c->end_turn) {
         finish = "stop";
@@ -278,9 +278,9 @@ static int take_token(orc_task *t, eng_engine *e, int i, const eng_token *tk_in,
         char buf[1024];
         int w = eng_tok_stream_put(tok, &ch->ts, tk->id, 1, buf, sizeof buf);
         int at_stop = 0;
-        if (c->q.n_stop) at_stop = release(&c->q, ch, buf, (size_t)w, &out);
+        if (c->t->q.n_stop) at_stop = release(&c->t->q, ch, buf, (size_t)w, &out);
         else eng_buf_add(&out, buf, (size_t)w);
-        finish = at_stop ? "stop" : ch->n_gen >= c->q.max_tokens ? "length" : NULL;
+        finish = at_stop ? "stop" : ch->n_gen >= c->t->q.max_tokens ? "length" : NULL;
         if (finish) end_choice(t, e, i, finish, at_stop, &out);
     }
     eng_buf_add(&ch->text, out.p, out.n);
@@ -289,12 +289,12 @@ static int take_token(orc_task *t, eng_engine *e, int i, const eng_token *tk_in,
     cJSON_AddStringToObject(m, "text", eng_buf_str(&out));
     cJSON_AddNumberToObject(m, "token", tk->id);
     if (tk->logprob <= 0) cJSON_AddNumberToObject(m, "logprob", tk->logprob);
-    if (c->q.logprobs) {
+    if (c->t->q.logprobs) {
         piece_text(tok, tk->id, &tmp);
         cJSON_AddStringToObject(m, "piece", eng_buf_str(&tmp));
         if (alts) cJSON_AddItemToObject(m, "top_logprobs", alts);
     }
-    t->sink.emit(t->sink.ud, m);
+    orc_task_emit(t, m);
     if (finish) emit_choice_end(t, i);
     int oom = out.oom || ch->text.oom || ch->hold.oom;
     eng_buf_free(&out);
@@ -312,7 +312,7 @@ static int chat_end(orc_task *t, eng_engine *e, eng_err *err) {
         int n, rows = 0;
         if (ch->seq < 0) continue;
         if (eng_seq_new_info(e, ch->seq, &info, &n)) return -eng_seterr(err, ENG_EINVAL, "lost sequence");
-        logits = c->q.top_logprobs > 0 ? eng_seq_logits(e, ch->seq, &rows) : NULL;
+        logits = c->t->q.top_logprobs > 0 ? eng_seq_logits(e, ch->seq, &rows) : NULL;
         int V = eng_model_config(c->m)->vocab_size;
         /* A speculative step may bring several tokens: one logits row each. */
         for (int j = 0; j < n && ch->seq >= 0; j++) {
@@ -338,18 +338,19 @@ static void chat_stop(orc_task *t, eng_engine *e, const char *reason) {
     drop_seqs(c, e);
 }
 
-static void chat_destroy(orc_task *t) {
-    chat *c = t->impl;
+static void chat_free(void *impl) {
+    chat *c = impl;
+    if (!c) return;
     for (int i = 0; c->ch && i < c->n; i++) {
         eng_buf_free(&c->ch[i].text);
         eng_buf_free(&c->ch[i].hold);
     }
     free(c->ch);
-    orc_query_free(&c->q);
     free(c->ids);
     free(c);
-    free(t);
 }
+
+static const orc_task_ops chat_ops = { chat_begin, chat_end, chat_pause, chat_stop, chat_free };
 
 int orc_task_chat_create(const orc_query *q, const eng_model *m, orc_sink sink,
                          orc_task **out, eng_err *err) {
@@ -359,28 +360,17 @@ int orc_task_chat_create(const orc_query *q, const eng_model *m, orc_sink sink,
                           "top_logprobs 0 to %d", ORC_MAX_CHOICES, ORC_MAX_STOP, ORC_MAX_TOP_LOGPROBS);
     for (int i = 0; i < q->n_stop; i++)
         if (!q->stop[i] || !*q->stop[i]) return eng_seterr(err, ENG_EINVAL, "chat: a stop string is empty");
-    orc_task *t = calloc(1, sizeof *t);
     chat *c = calloc(1, sizeof *c);
     int n = q->n > 0 ? q->n : 1;
-    if (!t || !c || orc_query_copy(&c->q, q) || !(c->ch = calloc((size_t)n, sizeof *c->ch))) {
-        if (c) orc_query_free(&c->q);
-        free(t);
+    if (!c || !(c->ch = calloc((size_t)n, sizeof *c->ch))) {
         free(c);
         return eng_seterr(err, ENG_ENOMEM, "out of memory creating a query");
     }
-    if (c->q.max_tokens <= 0) c->q.max_tokens = 256;
     c->m = m;
     c->n = n;
     c->end_turn = -1;
     for (int i = 0; i < n; i++) c->ch[i].seq = -1;
-    snprintf(t->id, sizeof t->id, "%s", q->id);
-    t->sink = sink;
-    t->impl = c;
-    t->begin = chat_begin;
-    t->end = chat_end;
-    t->set_paused = chat_pause;
-    t->stop = chat_stop;
-    t->destroy = chat_destroy;
-    *out = t;
-    return ENG_OK;
+    int rc = orc_task_new(q, sink, &chat_ops, c, out, err);
+    if (!rc) c->t = *out;
+    return rc;
 }

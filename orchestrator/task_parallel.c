@@ -21,33 +21,31 @@ typedef struct sub {
 } sub;
 
 typedef struct par {
-    orc_query q;
+    orc_task *t;            /* the task this is the state of */
     const eng_model *m;
-    orc_sink sink;
-    char id[64];
     orc_pp_schema schema;
     sub *subs;
     int k, n_done, started, n_prompt_shared;
     orc_pp_agg *agg;
-    double t_first;
+    double t_start, t_first;   /* admitted (shared prefix prefilled, forks made); first token */
 } par;
 
 static void on_section(void *ud, int item, const char *section) {
     par *p = ud;
-    cJSON *m = orc_msg("branch", p->id);
+    cJSON *m = orc_msg("branch", p->t->id);
     cJSON_AddNumberToObject(m, "branch", item);
     cJSON_AddStringToObject(m, "state", "done");
     cJSON_AddNumberToObject(m, "tokens", p->subs[item].n_gen);
     cJSON_AddStringToObject(m, "finish", p->subs[item].hit_limit ? "length" : "stop");
     cJSON_AddStringToObject(m, "section", section);
-    p->sink.emit(p->sink.ud, m);
+    orc_task_emit(p->t, m);
 }
 
 /* Tokenises every subtask as a user turn of the model's chat template. */
 static int encode_all(par *p, char **prompts, eng_err *err) {
     for (int i = 0; i < p->k; i++) {
         eng_chat_msg msg = { .role = "user", .content = prompts[i] };
-        orc_query q = p->q;
+        orc_query q = p->t->q;
         q.prompt = NULL;
         q.messages = &msg;
         q.n_messages = 1;
@@ -72,20 +70,20 @@ static int start(par *p, eng_engine *e, eng_err *err) {
     int P = shared_prefix(p), root = -1, rc;
     int need = 0, others = eng_n_live(e) > 0;
     for (int i = 0; i < p->k; i++) {
-        p->subs[i].limit = p->q.max_tokens;
+        p->subs[i].limit = p->t->q.max_tokens;
         if ((rc = orc_fit_context(p->m, p->subs[i].n_ids, &p->subs[i].limit, err))) return rc;
         need += (p->subs[i].n_ids - P + p->subs[i].limit) / 16 + 2;
     }
     if (eng_kv_free_blocks(e) < need + P / 16 + 1 && others) return ORC_WAIT;
     if (P > 1) {   /* prefill the shared part once; children fork from it */
-        if ((rc = eng_seq_add(e, p->subs[0].ids, P, &p->q.samp, &root, err)) ||
+        if ((rc = eng_seq_add(e, p->subs[0].ids, P, &p->t->q.samp, &root, err)) ||
             (rc = eng_seq_prefill(e, root, err)))
             goto fail;
     }
     for (int i = 0; i < p->k; i++) {
         sub *s = &p->subs[i];
-        eng_sampling sm = p->q.samp;
-        sm.seed = p->q.samp.seed + (uint64_t)i;   /* repeated prompts (n) must differ */
+        eng_sampling sm = p->t->q.samp;
+        sm.seed = p->t->q.samp.seed + (uint64_t)i;   /* repeated prompts (n) must differ */
         if (root >= 0) {
             if ((rc = eng_seq_fork(e, root, &sm, &s->seq, err)) ||
                 (rc = eng_seq_append(e, s->seq, s->ids + P, s->n_ids - P, err)))
@@ -97,6 +95,7 @@ static int start(par *p, eng_engine *e, eng_err *err) {
     if (root >= 0) eng_seq_remove(e, root);
     p->n_prompt_shared = P > 1 ? P : 0;
     p->started = 1;
+    p->t_start = eng_now_s();
     return ORC_RUNNING;
 fail:
     if (root >= 0) eng_seq_remove(e, root);
@@ -113,20 +112,25 @@ static int par_begin(orc_task *t, eng_engine *e, eng_err *err) {
 
 static void emit_final(orc_task *t, const char *finish) {
     par *p = t->impl;
-    cJSON *a = orc_msg("answer", p->id);
+    cJSON *a = orc_msg("answer", t->id);
     cJSON_AddStringToObject(a, "text", orc_pp_agg_text(p->agg));
     cJSON_AddStringToObject(a, "finish", finish);
     cJSON_AddNumberToObject(a, "subtasks", p->k);
-    p->sink.emit(p->sink.ud, a);
-    cJSON *s = orc_msg("stats", p->id);
-    int tokens = 0;
-    for (int i = 0; i < p->k; i++) tokens += p->subs[i].n_gen;
+    orc_task_emit(p->t, a);
+    cJSON *s = orc_msg("stats", t->id);
+    int tokens = 0, prompt = 0;
+    for (int i = 0; i < p->k; i++) {
+        tokens += p->subs[i].n_gen;
+        prompt += p->subs[i].n_ids;
+    }
     cJSON_AddNumberToObject(s, "subtasks", p->k);
+    cJSON_AddNumberToObject(s, "prompt_tokens", prompt);
     cJSON_AddNumberToObject(s, "shared_prompt_tokens", p->n_prompt_shared);
     cJSON_AddNumberToObject(s, "tokens", tokens);
+    cJSON_AddNumberToObject(s, "queue_ms", p->t_start > 0 ? (p->t_start - t->t_submit) * 1e3 : 0);
     cJSON_AddNumberToObject(s, "ttft_ms", p->t_first > 0 ? (p->t_first - t->t_submit) * 1e3 : -1);
     cJSON_AddNumberToObject(s, "wall_ms", (eng_now_s() - t->t_submit) * 1e3);
-    p->sink.emit(p->sink.ud, s);
+    orc_task_emit(p->t, s);
 }
 
 static int finish_sub(par *p, eng_engine *e, int i, eng_err *err) {
@@ -152,10 +156,10 @@ static int par_end(orc_task *t, eng_engine *e, eng_err *err) {
             char buf[1024];
             int w = eng_tok_stream_put(eng_model_tok(p->m), &s->ts, tk.id, 1, buf, sizeof buf);
             if (eng_buf_add(&s->text, buf, (size_t)w)) return -eng_seterr(err, ENG_ENOMEM, "out of memory");
-            cJSON *m = orc_msg("token", p->id);
+            cJSON *m = orc_msg("token", p->t->id);
             cJSON_AddNumberToObject(m, "branch", i);
             cJSON_AddStringToObject(m, "text", buf);
-            p->sink.emit(p->sink.ud, m);
+            orc_task_emit(p->t, m);
         }
         s->hit_limit = !eos && s->n_gen >= s->limit;
         if ((eos || s->hit_limit) && finish_sub(p, e, i, err)) return -err->code;
@@ -181,22 +185,21 @@ static void par_stop(orc_task *t, eng_engine *e, const char *reason) {
     emit_final(t, reason);
 }
 
-static void par_destroy(orc_task *t) {
-    par *p = t->impl;
+static void par_free(void *impl) {
+    par *p = impl;
+    if (!p) return;
     for (int i = 0; p->subs && i < p->k; i++) { free(p->subs[i].ids); free(p->subs[i].text.p); }
     free(p->subs);
     orc_pp_agg_destroy(p->agg);
     orc_pp_schema_free(&p->schema);
-    orc_query_free(&p->q);
     free(p);
-    free(t);
 }
 
 /* The schema: given by the client, or detected in the prompt. */
 static int get_schema(par *p, const cJSON *spec, eng_err *err) {
     if (spec) return orc_pp_schema_from_json(spec, "parallel", &p->schema, err);
-    if (!p->q.prompt) return eng_seterr(err, ENG_EINVAL, "parallel mode needs 'parallel' or a 'prompt'");
-    int rc = orc_pp_detect(p->q.prompt, &p->schema, err);
+    if (!p->t->q.prompt) return eng_seterr(err, ENG_EINVAL, "parallel mode needs 'parallel' or a 'prompt'");
+    int rc = orc_pp_detect(p->t->q.prompt, &p->schema, err);
     if (!rc && p->schema.kind == ORC_PP_NONE)
         rc = eng_seterr(err, ENG_EINVAL, "the prompt is not parallelisable (no list of items found); "
                         "send it in chat mode or give a 'parallel' schema");
@@ -237,30 +240,18 @@ static int setup(par *p, const cJSON *spec, eng_err *err) {
     return rc;
 }
 
+static const orc_task_ops par_ops = { par_begin, par_end, par_pause, par_stop, par_free };
+
 int orc_task_parallel_create(const orc_query *q, const cJSON *spec, const eng_model *m, orc_sink sink,
                              orc_task **out, eng_err *err) {
-    orc_task *t = calloc(1, sizeof *t);
     par *p = calloc(1, sizeof *p);
-    if (!t || !p || orc_query_copy(&p->q, q)) {
-        if (p) orc_query_free(&p->q);
-        free(t);
-        free(p);
-        return eng_seterr(err, ENG_ENOMEM, "out of memory creating a query");
-    }
+    if (!p) return eng_seterr(err, ENG_ENOMEM, "out of memory creating a query");
     p->m = m;
-    p->sink = sink;
-    if (p->q.max_tokens <= 0) p->q.max_tokens = 256;
-    snprintf(p->id, sizeof p->id, "%s", q->id);
-    snprintf(t->id, sizeof t->id, "%s", q->id);
-    t->impl = p;
-    t->destroy = par_destroy;
-    int rc = setup(p, spec, err);
-    if (rc) { par_destroy(t); return rc; }
-    t->sink = sink;
-    t->begin = par_begin;
-    t->end = par_end;
-    t->set_paused = par_pause;
-    t->stop = par_stop;
+    orc_task *t;
+    int rc = orc_task_new(q, sink, &par_ops, p, &t, err);
+    if (rc) return rc;
+    p->t = t;
+    if ((rc = setup(p, spec, err))) { orc_task_free(t); return rc; }
     *out = t;
     return ENG_OK;
 }

@@ -38,7 +38,6 @@ typedef struct branch {
 } branch;
 
 typedef struct reason {
-    orc_query q;
     orc_tts_opts o;
     const eng_model *m;
     char *system;              /* own copy of o.system */
@@ -80,10 +79,6 @@ static void set_str(char **dst, char *v) {
 static const eng_tok *tok_of(const reason *r) { return eng_model_tok(r->m); }
 
 /* ------------------------------------------------------------ messages */
-static void emit(orc_task *t, cJSON *m) {
-    if (m) t->sink.emit(t->sink.ud, m);
-}
-
 static void add_str_or_null(cJSON *o, const char *k, const char *v) {
     if (v) cJSON_AddStringToObject(o, k, v);
     else cJSON_AddNullToObject(o, k);
@@ -98,7 +93,7 @@ static void emit_branch(orc_task *t, int i, const char *state, const char *answe
     cJSON_AddNumberToObject(m, "tokens", r->b[i].n_gen);
     add_str_or_null(m, "answer", answer);
     if (r->b[i].state != B_RUN) cJSON_AddStringToObject(m, "finish", r->b[i].finish);
-    emit(t, m);
+    orc_task_emit(t, m);
 }
 
 /* ------------------------------------------------------------ admission */
@@ -147,9 +142,9 @@ static int force_script(reason *r, eng_engine *e, int i, eng_err *err) {
 static int admit(orc_task *t, eng_engine *e, eng_err *err) {
     reason *r = t->impl;
     int *ids = NULL, n = 0, root = -1;
-    int rc = orc_tts_encode_prompt(&r->q, &r->o, r->m, &ids, &n, err);
+    int rc = orc_tts_encode_prompt(&t->q, &r->o, r->m, &ids, &n, err);
     if (rc) return rc;
-    int max_gen = r->q.max_tokens;
+    int max_gen = t->q.max_tokens;
     if ((rc = orc_fit_context(r->m, n, &max_gen, err))) {
         free(ids);
         return rc;
@@ -160,14 +155,14 @@ static int admit(orc_task *t, eng_engine *e, eng_err *err) {
     int need = eng_blocks_for(e, n) + r->o.n * (first + 1);
     int others = eng_n_live(e) > 0;
     if (others && eng_kv_free_blocks(e) < need) { free(ids); return ORC_WAIT; }
-    eng_sampling s = r->q.samp;
+    eng_sampling s = t->q.samp;
     rc = eng_seq_add(e, ids, n, &s, &root, err);
     free(ids);
     /* before the prefill, so a draft model gets the prompt too; forks inherit it */
     if (!rc && r->spec.mode != ENG_SPEC_OFF) rc = eng_seq_spec_set(e, root, &r->spec, err);
     if (!rc) rc = eng_seq_prefill(e, root, err);
     for (int i = 0; i < r->o.n && !rc; i++) {
-        s.seed = r->o.same_seed ? r->q.samp.seed : orc_tts_branch_seed(r->q.samp.seed, i);
+        s.seed = r->o.same_seed ? t->q.samp.seed : orc_tts_branch_seed(t->q.samp.seed, i);
         rc = eng_seq_fork(e, root, &s, &r->b[i].seq, err);
     }
     if (root >= 0) eng_seq_remove(e, root);
@@ -298,7 +293,7 @@ static int emit_token(orc_task *t, int i, const eng_token *tk) {
         cJSON_AddStringToObject(m, "text", buf);
         cJSON_AddNumberToObject(m, "token", tk->id);
         cJSON_AddNumberToObject(m, "logprob", tk->logprob);
-        emit(t, m);
+        orc_task_emit(t, m);
     }
     return ENG_OK;
 }
@@ -390,7 +385,7 @@ static void emit_final(orc_task *t, const char *reason_finish) {
                                     c[best].logprob_sum / c[best].n_tokens : 0);
             cJSON_AddItemToObject(m, "best", bj);
         }
-        emit(t, m);
+        orc_task_emit(t, m);
     }
     double now = eng_now_s();
     long long toks = 0;
@@ -422,7 +417,7 @@ static void emit_final(orc_task *t, const char *reason_finish) {
     cJSON_AddNumberToObject(s, "ttft_ms", r->t_first > 0 ? (r->t_first - t->t_submit) * 1e3 : -1);
     cJSON_AddNumberToObject(s, "decode_ms", r->t_first > 0 ? (now - r->t_first) * 1e3 : 0);
     cJSON_AddNumberToObject(s, "wall_ms", (now - t->t_submit) * 1e3);
-    emit(t, s);
+    orc_task_emit(t, s);
 }
 
 /* ----------------------------------------------------------- task hooks */
@@ -474,9 +469,9 @@ static void reason_stop(orc_task *t, eng_engine *e, const char *why) {
     emit_final(t, why);
 }
 
-static void reason_destroy(orc_task *t) {
-    reason *r = t->impl;
-    orc_query_free(&r->q);
+static void reason_free(void *impl) {
+    reason *r = impl;
+    if (!r) return;
     for (int i = 0; i < ORC_TTS_MAX_N; i++) {
         free(r->b[i].text.p);
         free(r->b[i].ptext.p);
@@ -486,8 +481,10 @@ static void reason_destroy(orc_task *t) {
     free(r->cue);
     free(r->system);
     free(r);
-    free(t);
 }
+
+static const orc_task_ops reason_ops = { reason_begin, reason_end, reason_pause, reason_stop,
+                                         reason_free };
 
 /* --------------------------------------------------------------- create */
 static int check_opts(const orc_tts_opts *o, eng_err *err) {
@@ -503,8 +500,8 @@ static int check_opts(const orc_tts_opts *o, eng_err *err) {
     return ENG_OK;
 }
 
-static int encode_cue(reason *r, eng_err *err) {
-    const char *cue = r->o.cue ? r->o.cue : ORC_TTS_PROBE_CUE;
+static int encode_cue(reason *r, const char *cue, eng_err *err) {
+    if (!cue) cue = ORC_TTS_PROBE_CUE;
     int rc = eng_tok_encode(tok_of(r), cue, strlen(cue), 0, &r->cue, &r->n_cue, err);
     if (!rc && r->n_cue == 0) rc = eng_seterr(err, ENG_EINVAL, "reason: the probe cue is empty");
     return rc;
@@ -521,34 +518,22 @@ int orc_task_reason_create(const orc_query *q, const eng_model *m, orc_sink sink
     else orc_tts_default_opts(&o);
     int rc = check_opts(&o, err);
     if (rc) return rc;
-    orc_task *t = calloc(1, sizeof *t);
     reason *r = calloc(1, sizeof *r);
-    if (!t || !r || orc_query_copy(&r->q, q)) {
-        if (r) orc_query_free(&r->q);
-        free(t);
-        free(r);
-        return eng_seterr(err, ENG_ENOMEM, "out of memory creating a query");
-    }
+    if (!r) return eng_seterr(err, ENG_ENOMEM, "out of memory creating a query");
     r->o = o;
     r->m = m;
     if (o.spec) r->spec = *o.spec;
     r->o.spec = NULL;
-    if (r->q.max_tokens <= 0) r->q.max_tokens = 1024;
+    r->o.cue = NULL;      /* encoded below; the caller's strings are not kept */
+    r->o.system = NULL;   /* copied below */
     for (int i = 0; i < ORC_TTS_MAX_N; i++) r->b[i].seq = r->b[i].probe = -1;
-    t->impl = r;
-    t->destroy = reason_destroy;
-    if ((rc = encode_cue(r, err))) { t->destroy(t); return rc; }
-    r->o.cue = NULL;   /* encoded; the caller's strings are not kept */
+    orc_task *t;
+    if ((rc = orc_task_new(q, sink, &reason_ops, r, &t, err))) return rc;
+    if ((rc = encode_cue(r, o.cue, err))) { orc_task_free(t); return rc; }
     if (o.system && !(r->o.system = r->system = strdup(o.system))) {
-        t->destroy(t);
+        orc_task_free(t);
         return eng_seterr(err, ENG_ENOMEM, "out of memory creating a query");
     }
-    snprintf(t->id, sizeof t->id, "%s", q->id);
-    t->sink = sink;
-    t->begin = reason_begin;
-    t->end = reason_end;
-    t->set_paused = reason_pause;
-    t->stop = reason_stop;
     *out = t;
     return ENG_OK;
 }

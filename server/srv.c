@@ -398,7 +398,7 @@ static int start_query(srv *s, cmd *k) {
     q->next = c->queries;
     c->queries = q;
     c->n_live++;
-    if (!rc && (rc = orc_sched_submit(s->sched, t, &err))) t->destroy(t);
+    if (!rc && (rc = orc_sched_submit(s->sched, t, &err))) orc_task_free(t);
     if (rc) {
         c->queries = q->next;
         c->n_live--;

@@ -3,6 +3,7 @@
 #include "t.h"
 #include <unistd.h>
 #include "orc.h"
+#include "bench.h"
 
 typedef struct rec { cJSON *msgs; } rec;
 
@@ -33,7 +34,7 @@ typedef struct env {
     eng_model *m;
     eng_engine *e;
     tool_registry *reg, *calc;   /* web tools; calculator alone (the tiny model's context is short) */
-    tool_webenv *web;
+    bench_webenv *web;
     char db[64], search[128], model_dir[64];
 } env;
 
@@ -63,10 +64,10 @@ static int env_open(env *v) {
     eng_opts o = { .n_threads = 1 };
     if (eng_create(v->m, &o, &v->e, &err)) return -1;
     snprintf(v->db, sizeof v->db, "/tmp/brisk_agent_%d.db", (int)getpid());
-    if (tool_corpus_generate(v->db, 40, 7, &err)) { printf("  %s\n", err.msg); return -1; }
-    tool_webenv_opts wo = { .db_path = v->db, .latency_median_ms = 20, .latency_sigma = 0.3, .seed = 1 };
-    if (tool_webenv_start(&wo, &v->web, &err)) { printf("  %s\n", err.msg); return -1; }
-    snprintf(v->search, sizeof v->search, "%s/search", tool_webenv_url(v->web));
+    if (bench_corpus_generate(v->db, 40, 7, &err)) { printf("  %s\n", err.msg); return -1; }
+    bench_webenv_opts wo = { .db_path = v->db, .latency_median_ms = 20, .latency_sigma = 0.3, .seed = 1 };
+    if (bench_webenv_start(&wo, &v->web, &err)) { printf("  %s\n", err.msg); return -1; }
+    snprintf(v->search, sizeof v->search, "%s/search", bench_webenv_url(v->web));
     v->reg = tool_registry_create();
     v->calc = tool_registry_create();
     if (tool_register_calculator(v->calc, &err)) return -1;
@@ -80,7 +81,7 @@ static int env_open(env *v) {
 static void env_close(env *v) {
     tool_registry_destroy(v->reg);
     tool_registry_destroy(v->calc);
-    if (v->web) tool_webenv_stop(v->web);
+    if (v->web) bench_webenv_stop(v->web);
     unlink(v->db);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", v->model_dir);
@@ -137,11 +138,11 @@ static void test_calculator_turn(void) {
 
 static void test_web_turns(void) {
     char name[128], fetch[512], search[512];
-    tool_corpus_page_name(7, 3, name, sizeof name);
+    bench_corpus_page_name(7, 3, name, sizeof name);
     snprintf(search, sizeof search, "Searching.\n<tool_call>\n{\"name\": \"web_search\", \"arguments\": "
              "{\"query\": \"%s\"}}\n</tool_call><|im_end|>", name);
     snprintf(fetch, sizeof fetch, "Reading.\n<tool_call>\n{\"name\": \"fetch_url\", \"arguments\": "
-             "{\"url\": \"%s/page/3\"}}\n</tool_call><|im_end|>", tool_webenv_url(V.web));
+             "{\"url\": \"%s/page/3\"}}\n</tool_call><|im_end|>", bench_webenv_url(V.web));
     const char *script[] = { search, fetch, "Done.<|im_end|>" };
     rec r = run(&V, V.reg, script, 3, ORC_TOOLS_PARTIAL, 8);
     const cJSON *r0 = nth(&r, "tool_result", 0), *r1 = nth(&r, "tool_result", 1);
@@ -158,7 +159,7 @@ static void test_modes_agree(void) {
     int k = snprintf(s0, sizeof s0, "Opening pages.\n");
     for (int i = 0; i < 3; i++)
         k += snprintf(s0 + k, sizeof s0 - (size_t)k, "<tool_call>\n{\"name\": \"fetch_url\", \"arguments\": "
-                      "{\"url\": \"%s/page/%d\"}}\n</tool_call>\n", tool_webenv_url(V.web), i + 5);
+                      "{\"url\": \"%s/page/%d\"}}\n</tool_call>\n", bench_webenv_url(V.web), i + 5);
     snprintf(s0 + k, sizeof s0 - (size_t)k, "<|im_end|>");
     const char *script[] = { s0, "ok<|im_end|>" };
     char *first = NULL;
@@ -275,7 +276,7 @@ static void test_turn_ends_on_im_end(void) {
 static void test_stop_while_tools_run(void) {
     char s0[512];
     snprintf(s0, sizeof s0, "<tool_call>\n{\"name\": \"fetch_url\", \"arguments\": {\"url\": "
-             "\"%s/page/1\"}}\n</tool_call><|im_end|>", tool_webenv_url(V.web));
+             "\"%s/page/1\"}}\n</tool_call><|im_end|>", bench_webenv_url(V.web));
     const char *script[] = { s0 };
     rec r = { cJSON_CreateArray() };
     eng_err err = { 0 };

@@ -1,11 +1,14 @@
 /* test_pp.c — ParallelPrompt: schema parsing and validation, template
  * filling, rule-based detection, the proposal validator, model-assisted
- * extraction checks, in-order aggregation, the batched runner (on a fake
- * engine and on the tiny CPU model), and the detector's agreement with the
- * annotated dataset files. */
+ * extraction checks, in-order aggregation, parallel mode's task on the tiny
+ * CPU model (run through the scheduler as the server and the replay
+ * benchmark run it), and the detector's agreement with the annotated
+ * dataset files. */
 #include "t.h"
 #include <stdint.h>
 #include "orc_pp.h"
+#include "orc.h"
+#include "bench.h"
 
 /* ------------------------------------------------------------ schema */
 static void test_schema_good_rows(void) {
@@ -452,21 +455,21 @@ static void test_adherence(void) {
             orc_pp_agg_put(a, 1, " ", &e) == ENG_OK);
     char *outs[] = {"A", " ", "C"};
     int gen[] = {3, 2, 1};
-    orc_pp_result r = {.answer = (char *)orc_pp_agg_text(a), .outputs = outs, .n_outputs = 3, .n_gen = gen};
-    orc_pp_adherence ad;
-    orc_pp_adherence_of(&r, labels, &ad);
+    bench_pp_result r = {.answer = (char *)orc_pp_agg_text(a), .outputs = outs, .n_outputs = 3, .n_gen = gen};
+    bench_pp_adherence ad;
+    bench_pp_adherence_of(&r, labels, &ad);
     /* item 2's tokens had no visible text: still answered */
     T_CHECKF(ad.items == 3 && ad.answered == 3 && ad.in_order == 3 && ad.nonblank == 2 && ad.ok,
              "%d %d %d %d %d", ad.items, ad.answered, ad.in_order, ad.nonblank, ad.ok);
     gen[1] = 0;                                   /* EOS first: not answered */
-    orc_pp_adherence_of(&r, labels, &ad);
+    bench_pp_adherence_of(&r, labels, &ad);
     T_CHECK(ad.answered == 2 && ad.in_order == 3 && !ad.ok);
     gen[1] = 2;
-    orc_pp_adherence_of(&r, NULL, &ad);           /* headers without labels do not match */
+    bench_pp_adherence_of(&r, NULL, &ad);           /* headers without labels do not match */
     T_CHECK(ad.in_order == 0 && !ad.ok);
     /* hand-written answers: sections swapped, one missing, all there */
     r.answer = "1. salary\nA\n\n3. line one\nC\n\n2. x\nB\n\n";
-    orc_pp_adherence_of(&r, labels, &ad);
+    bench_pp_adherence_of(&r, labels, &ad);
     T_CHECK(ad.in_order == 1 && !ad.ok);
     const char *nl[] = {NULL, NULL, NULL};
     T_CHECK(orc_pp_sections_in_order("1.\nA\n\n2.\nB\n\n3.\nC\n\n", 3, nl) == 3);
@@ -474,289 +477,98 @@ static void test_adherence(void) {
     T_CHECK(orc_pp_sections_in_order("1.\nA\n\n3.\nC\n\n", 3, NULL) == 1);
     T_CHECK(orc_pp_sections_in_order("intro\n1.\nA\n\n", 1, NULL) == 0);   /* must start the answer */
     T_CHECK(orc_pp_sections_in_order(NULL, 3, NULL) == 0);
-    orc_pp_adherence_of(NULL, labels, &ad);
+    bench_pp_adherence_of(NULL, labels, &ad);
     T_CHECK(!ad.ok && ad.items == 0);
     r.n_gen = NULL;
-    orc_pp_adherence_of(&r, labels, &ad);
+    bench_pp_adherence_of(&r, labels, &ad);
     T_CHECK(!ad.ok);
     orc_pp_agg_destroy(a);
 }
 
-/* ------------------------------------------------------------ fake engine */
-/* Tokens are bytes; id 0 is EOS.  A sequence answers with as many 'a'+item
- * tokens as the digit that ends its prompt, then EOS; so subtasks finish out
- * of order.  It counts the prompt tokens it processes. */
-#define FAKE_SEQS 80
-typedef struct fake_seq { int live, n_tok, n_done, n_prompt_end, gen, last; int tok[512]; uint64_t seed; } fake_seq;
-typedef struct fake {
-    fake_seq s[FAKE_SEQS];
-    long processed;
-    int forks, appends, max_live, prefills;
-    int steps, prompt_steps, first_step_prompts;   /* steps; those with prompt rows; prompts in step 1 */
-    uint64_t seeds[FAKE_SEQS];
-} fake;
+/* ------------------------------------------------------------ parallel mode, tiny model */
+/* The tiny CPU model, an engine for it (2 threads, 8192 KV tokens) and a
+ * scheduler: parallel-mode and chat-mode requests run through it as the
+ * server runs them (benchmarks/lib/pp.c, the replay's runner). */
+typedef struct tiny { eng_model *m; eng_engine *e; orc_sched *s; } tiny;
 
-static int f_encode(void *ctx, const char *text, int **ids, int *n, eng_err *err) {
-    size_t len = strlen(text);
-    *ids = malloc((len ? len : 1) * sizeof **ids);
-    if (!*ids) return eng_seterr(err, ENG_ENOMEM, "oom");
-    for (size_t i = 0; i < len; i++) (*ids)[i] = (unsigned char)text[i];
-    *n = (int)len;
-    return ENG_OK;
-}
-
-static int f_slot(fake *f) {
-    for (int i = 0; i < FAKE_SEQS; i++) if (!f->s[i].live) return i;
-    return -1;
-}
-
-static int f_add(void *ctx, const int *ids, int n, const eng_sampling *s, int *seq, eng_err *err) {
-    fake *f = ctx;
-    int i = f_slot(f);
-    if (i < 0 || n > 512) return eng_seterr(err, ENG_EFULL, "fake full");
-    memset(&f->s[i], 0, sizeof f->s[i]);
-    memcpy(f->s[i].tok, ids, (size_t)n * sizeof *ids);
-    f->s[i].n_tok = n;
-    f->s[i].live = 1;
-    f->s[i].seed = s->seed;
-    *seq = i;
-    return ENG_OK;
-}
-
-static int f_prefill(void *ctx, int seq, eng_err *err) {
-    fake *f = ctx;
-    fake_seq *q = &f->s[seq];
-    f->prefills++;
-    f->processed += q->n_tok - 1 - q->n_done;
-    q->n_done = q->n_tok - 1;
-    return ENG_OK;
-}
-
-static int f_fork(void *ctx, int seq, const eng_sampling *s, int *child, eng_err *err) {
-    fake *f = ctx;
-    int i = f_slot(f);
-    if (i < 0) return eng_seterr(err, ENG_EFULL, "fake full");
-    f->s[i] = f->s[seq];
-    f->s[i].seed = s->seed;
-    f->seeds[f->forks++ % FAKE_SEQS] = s->seed;
-    *child = i;
-    return ENG_OK;
-}
-
-static int f_append(void *ctx, int seq, const int *ids, int n, eng_err *err) {
-    fake *f = ctx;
-    fake_seq *q = &f->s[seq];
-    if (q->n_tok + n > 512) return eng_seterr(err, ENG_EFULL, "fake full");
-    memcpy(q->tok + q->n_tok, ids, (size_t)n * sizeof *ids);
-    q->n_tok += n;
-    f->appends++;
-    return ENG_OK;
-}
-
-static int f_remove(void *ctx, int seq) { ((fake *)ctx)->s[seq].live = 0; return ENG_OK; }
-
-static int f_step(void *ctx, eng_err *err) {
-    fake *f = ctx;
-    int live = 0, prompt = 0;
-    for (int i = 0; i < FAKE_SEQS; i++) {
-        fake_seq *q = &f->s[i];
-        if (!q->live) continue;
-        live++;
-        if (q->gen == 0) {                       /* first step: the rest of the prompt */
-            f->processed += q->n_tok - q->n_done;
-            q->n_prompt_end = q->n_tok;
-            prompt = 1;
-            if (f->steps == 0) f->first_step_prompts++;
-        }
-        int want = 0;
-        for (int k = q->n_prompt_end - 1; k >= 0; k--)
-            if (q->tok[k] >= '0' && q->tok[k] <= '9') { want = q->tok[k] - '0'; break; }
-        q->last = q->gen < want ? 'a' + (int)(q->seed % 26) : 0;
-        q->gen++;
-    }
-    if (live > f->max_live) f->max_live = live;
-    f->steps++;
-    f->prompt_steps += prompt;
-    return live ? ENG_OK : eng_seterr(err, ENG_EINVAL, "step with nothing live");
-}
-
-static int f_last(void *ctx, int seq, int *id) { *id = ((fake *)ctx)->s[seq].last; return ENG_OK; }
-static int f_is_eos(void *ctx, int id) { return id == 0; }
-static int f_put(void *ctx, eng_tok_stream *st, int id, char *out, int cap) {
-    out[0] = (char)id;
-    return 1;
-}
-
-static orc_pp_ops fake_ops(fake *f) {
-    return (orc_pp_ops){f, f_encode, f_add, f_prefill, f_fork, f_append, f_remove, f_step, f_last,
-                        f_is_eos, f_put, 0};
-}
-
-typedef struct order { int items[16], n; } order;
-static void on_item(void *user, int item, const char *answer) {
-    order *o = user;
-    if (o->n < 16) o->items[o->n++] = item;
-}
-
-static void test_runner_fake_engine(void) {
-    static fake f;
-    memset(&f, 0, sizeof f);
-    orc_pp_ops ops = fake_ops(&f);
-    char *prompts[] = {"Shared context. Item: 5", "Shared context. Item: 1", "Shared context. Item: 3",
-                       "Shared context. Item: 2"};
-    const char *labels[] = {"five", "one", "three", "two"};
-    eng_sampling s = {.seed = 0};
-    order o = {0};
-    orc_pp_callbacks cb = {.user = &o, .on_item = on_item};
-    orc_pp_result r;
-    eng_err e = {0};
-    int rc = orc_pp_run_prompts(&ops, prompts, 4, labels, 1, &s, 100, &cb, &r, &e);
-    T_CHECKF(rc == ENG_OK, "%s", e.msg);
-    if (rc) return;
-    T_CHECK(r.n_outputs == 4);
-    T_CHECKF(!strcmp(r.outputs[0], "aaaaa") && !strcmp(r.outputs[1], "b") && !strcmp(r.outputs[2], "ccc") &&
-             !strcmp(r.outputs[3], "dd"), "%s %s %s %s", r.outputs[0], r.outputs[1], r.outputs[2], r.outputs[3]);
-    /* finished in order of length, assembled in item order */
-    T_CHECK(o.n == 4 && o.items[0] == 1 && o.items[1] == 3 && o.items[2] == 2 && o.items[3] == 0);
-    T_CHECKF(!strcmp(r.answer, "1. five\naaaaa\n\n2. one\nb\n\n3. three\nccc\n\n4. two\ndd\n\n"), "%s", r.answer);
-    /* the common prefix "Shared context. Item: " (22 bytes) went through once */
-    T_CHECK(r.shared_tokens == 22);
-    T_CHECK(r.prompt_tokens == 4 * 23);
-    T_CHECKF(f.processed == 21 + 4 * 2, "processed %ld", f.processed);
-    T_CHECK(f.forks == 4 && f.appends == 4);
-    /* one pass for the shared prefix, then every child's own tokens in one batched step */
-    T_CHECKF(f.prefills == 1 && f.prompt_steps == 1 && f.first_step_prompts == 4, "%d %d %d", f.prefills,
-             f.prompt_steps, f.first_step_prompts);
-    T_CHECK(r.ms_encode <= r.ms_prefill && r.ms_prefill <= r.ms_first && r.ms_first <= r.ms_total);
-    T_CHECK(r.n_answered == 4 && r.n_eos_first == 0);
-    T_CHECK(r.total_gen == 11 && r.n_gen[0] == 5 && r.n_gen[1] == 1);
-    T_CHECK(r.n_nonempty == 4 && r.steps == 6);
-    int live = 0;
-    for (int i = 0; i < FAKE_SEQS; i++) live += f.s[i].live;
-    T_CHECK(live == 0);     /* every sequence, the shared parent too, was removed */
-    orc_pp_result_free(&r);
-}
-
-static void test_runner_limits_and_repeats(void) {
-    static fake f;
-    memset(&f, 0, sizeof f);
-    orc_pp_ops ops = fake_ops(&f);
-    /* kind N: identical prompts, so nothing is appended and seeds differ */
-    char *same[] = {"Generate 1 joke 9", "Generate 1 joke 9", "Generate 1 joke 9"};
-    eng_sampling s = {.temperature = 0.8f, .seed = 7};
-    orc_pp_result r;
-    eng_err e = {0};
-    int rc = orc_pp_run_prompts(&ops, same, 3, NULL, 1, &s, 4, NULL, &r, &e);
-    T_CHECKF(rc == ENG_OK, "%s", e.msg);
-    if (rc) return;
-    for (int i = 0; i < 3; i++) T_CHECKF(r.n_gen[i] == 4 && strlen(r.outputs[i]) == 4, "max_tokens: %s", r.outputs[i]);
-    T_CHECK(f.appends == 0);
-    T_CHECK(f.seeds[0] == 7 && f.seeds[1] == 8 && f.seeds[2] == 9);
-    T_CHECK(strcmp(r.outputs[0], r.outputs[1]) != 0);
-    T_CHECK(r.shared_tokens == (int)strlen(same[0]));
-    orc_pp_result_free(&r);
-    /* an item whose first token is EOS: not answered, its section is empty */
-    memset(&f, 0, sizeof f);
-    char *some_empty[] = {"Item 2", "Item 0", "Item 1"};
-    const char *lab[] = {"two", "zero", "one"};
-    rc = orc_pp_run_prompts(&ops, some_empty, 3, lab, 1, &s, 10, NULL, &r, &e);
-    T_CHECKF(rc == ENG_OK, "%s", e.msg);
-    if (!rc) {
-        T_CHECK(r.n_answered == 2 && r.n_eos_first == 1 && r.n_gen[1] == 0);
-        orc_pp_adherence ad;
-        orc_pp_adherence_of(&r, lab, &ad);
-        T_CHECK(ad.answered == 2 && ad.in_order == 3 && !ad.ok);
-        T_CHECKF(strstr(r.answer, "2. zero\n\n\n3. one") != NULL, "%s", r.answer);
-    }
-    orc_pp_result_free(&r);
-    /* a single prompt (serial): added whole, no fork, answer is the output */
-    memset(&f, 0, sizeof f);
-    char *one[] = {"Whole prompt 2"};
-    rc = orc_pp_run_prompts(&ops, one, 1, NULL, 0, &s, 50, NULL, &r, &e);
-    T_CHECK(rc == ENG_OK && f.forks == 0 && r.shared_tokens == 0);
-    if (!rc) T_CHECK(!strcmp(r.answer, r.outputs[0]) && r.n_gen[0] == 2);
-    orc_pp_result_free(&r);
-    /* the model's context ends generation early, or refuses a prompt that fills it */
-    memset(&f, 0, sizeof f);
-    ops.ctx_len = 16;
-    char *near_full[] = {"Whole prompt 9"};     /* 14 tokens: room for 2 */
-    rc = orc_pp_run_prompts(&ops, near_full, 1, NULL, 0, &s, 50, NULL, &r, &e);
-    T_CHECK(rc == ENG_OK);
-    if (!rc) T_CHECKF(r.n_gen[0] == 2, "%d", r.n_gen[0]);
-    orc_pp_result_free(&r);
-    char *too_long[] = {"A prompt of twenty bytes 9"};
-    T_CHECK(orc_pp_run_prompts(&ops, too_long, 1, NULL, 0, &s, 50, NULL, &r, &e) == ENG_EINVAL);
-    T_CHECK(strstr(e.msg, "context") != NULL);
-    ops.ctx_len = 0;
-    /* bad arguments */
-    T_CHECK(orc_pp_run_prompts(&ops, one, 0, NULL, 0, &s, 5, NULL, &r, &e) == ENG_EINVAL);
-    T_CHECK(orc_pp_run_prompts(&ops, one, 1, NULL, 0, &s, 0, NULL, &r, &e) == ENG_EINVAL);
-}
-
-/* ------------------------------------------------------------ real engine */
-/* The tiny CPU model and an engine for it (2 threads, 8192 KV tokens). */
-static int open_tiny(eng_model **m, eng_engine **e, eng_err *err) {
+static int open_tiny(tiny *t, eng_err *err) {
+    memset(t, 0, sizeof *t);
     eng_opts o = {.backend = ENG_BACKEND_CPU, .n_threads = 2, .max_seqs = 16, .n_blocks = 512};
-    int rc = eng_model_load("tests/fixtures/tiny-qwen2", m, err);
-    if (!rc && (rc = eng_create(*m, &o, e, err))) { eng_model_free(*m); *m = NULL; }
+    int rc = eng_model_load("tests/fixtures/tiny-qwen2", &t->m, err);
+    if (!rc) rc = eng_create(t->m, &o, &t->e, err);
+    if (!rc) rc = orc_sched_create(t->e, 4, &t->s, err);
     return rc;
 }
 
-/* On the tiny CPU model: each subtask's greedy answer from the forked batch
- * equals its answer when run alone, and the shared prefix is real. */
-static void test_runner_tiny_model(void) {
-    eng_model *m = NULL;
-    eng_engine *e = NULL;
+static void close_tiny(tiny *t) {
+    orc_sched_destroy(t->s);
+    eng_destroy(t->e);
+    eng_model_free(t->m);
+}
+
+/* Each subtask's greedy answer from the forked batch equals its answer as a
+ * chat request of its own (the task hoists the context first), the shared
+ * prefix is real, the sections come in item order, and no sequence is left. */
+static void test_task_equals_alone_tiny(void) {
+    tiny T;
     eng_err err = {0};
-    if (open_tiny(&m, &e, &err)) T_FAIL("bundled fixture tests/fixtures/tiny-qwen2: %s", err.msg);
-    const eng_tok *tok = eng_model_tok(m);
+    if (open_tiny(&T, &err)) T_FAIL("bundled fixture tests/fixtures/tiny-qwen2: %s", err.msg);
     char *items[] = {"red apples", "green pears", "blue plums"};
-    orc_pp_schema s = {.kind = ORC_PP_DATA, .tmpl = "Context: {context}\nDescribe {data} briefly.",
-                       .context = "A market stall sells fruit of many colours.", .data = items, .n_data = 3};
+    orc_pp_schema s = {.kind = ORC_PP_DATA, .tmpl = "Describe {data} briefly, as sold here: {context}",
+                       .context = "A market stall sells fruit of many colours.", .data = items, .n_data = 3}, h;
     eng_sampling g = {.temperature = 0};
-    orc_pp_result par, one;
-    int rc = orc_pp_run(e, tok, &s, &g, 6, NULL, &par, &err);
+    bench_pp_result par, one;
+    T_CHECK(orc_pp_hoist_context(&s, &h, &err) == ENG_OK);
+    int rc = bench_pp_parallel(T.s, T.m, &s, 1, &g, 6, &par, &err);
     T_CHECKF(rc == ENG_OK, "%s", err.msg);
     if (!rc) {
         T_CHECK(par.n_outputs == 3 && par.shared_tokens > 10);
-        T_CHECK(eng_n_live(e) == 0);
+        T_CHECK(eng_n_live(T.e) == 0);
+        T_CHECKF(par.ms_encode <= par.ms_prefill && par.ms_prefill <= par.ms_first &&
+                 par.ms_first <= par.ms_total, "%.3f %.3f %.3f %.3f", par.ms_encode, par.ms_prefill,
+                 par.ms_first, par.ms_total);
+        bench_pp_adherence ad;
+        bench_pp_adherence_of(&par, (const char *const *)items, &ad);
+        T_CHECKF(ad.items == 3 && ad.in_order == 3, "%d sections in order\n%s", ad.in_order, par.answer);
         char **prompts;
-        int k;
-        T_CHECK(orc_pp_fill(&s, &prompts, &k, &err) == ENG_OK);
+        int k, prompt_tokens = 0;
+        T_CHECK(orc_pp_fill(&h, &prompts, &k, &err) == ENG_OK && k == 3);
         for (int i = 0; i < k; i++) {
-            if (orc_pp_run_serial(e, tok, prompts[i], &g, 6, NULL, &one, &err)) { T_CHECKF(0, "%s", err.msg); break; }
+            if (bench_pp_serial(T.s, T.m, prompts[i], &g, 6, &one, &err)) { T_CHECKF(0, "%s", err.msg); break; }
             T_CHECKF(one.n_gen[0] == par.n_gen[i] && !strcmp(one.outputs[0], par.outputs[i]),
                      "item %d: alone '%s' (%d), forked '%s' (%d)", i, one.outputs[0], one.n_gen[0],
                      par.outputs[i], par.n_gen[i]);
-            orc_pp_result_free(&one);
+            T_CHECK(!strcmp(one.answer, one.outputs[0]));
+            prompt_tokens += one.prompt_tokens;
+            bench_pp_result_free(&one);
         }
+        T_CHECKF(par.prompt_tokens == prompt_tokens, "%d %d", par.prompt_tokens, prompt_tokens);
         orc_pp_strv_free(prompts, k);
-        orc_pp_result_free(&par);
+        bench_pp_result_free(&par);
     }
-    eng_destroy(e);
-    eng_model_free(m);
+    orc_pp_schema_free(&h);
+    close_tiny(&T);
 }
 
-/* Reference for the runner's batched prefill: the same fork off the shared
- * prefix, but each child's own prompt tokens go through the model in a pass
- * of their own (eng_seq_prefill per child) before the children decode
- * together.  Greedy; out[i] gets the text, n_gen[i] the token count. */
-static int one_by_one(eng_engine *e, const eng_tok *tok, char **prompts, int k, int max_tokens,
+/* Reference for the task's batched prefill: the same fork off the shared
+ * prefix (the prompts as parallel mode renders them: one user turn each),
+ * but each child's own prompt tokens go through the model in a pass of
+ * their own (eng_seq_prefill per child) before the children decode
+ * together.  Greedy; stops where the task stops (the model's end of
+ * sequence, max_tokens); out[i] gets the text, n_gen[i] the token count. */
+static int one_by_one(eng_engine *e, char **prompts, int k, int max_tokens,
                       char out[][512], int *n_gen, eng_err *err) {
     int *ids[8] = {0}, n[8] = {0}, seq[8], done[8] = {0}, rc = ENG_OK, parent = -1, forked = 0;
     eng_tok_stream st[8];
     if (k < 1 || k > 8) return eng_seterr(err, ENG_EINVAL, "one_by_one: 1..8 prompts");
     memset(st, 0, sizeof st);
-    const eng_config *c = eng_model_config(eng_engine_model(e));
-    int im_end = eng_tok_find(tok, "<|im_end|>"), eot = eng_tok_find(tok, "<|endoftext|>");
-    eng_chat *chat = NULL;
-    rc = eng_chat_create_from(eng_model_chat_template(eng_engine_model(e)), tok, &chat, err);
+    const eng_model *m = eng_engine_model(e);
+    const eng_config *c = eng_model_config(m);
     for (int i = 0; i < k && !rc; i++) {
-        eng_chat_msg m = { .role = "user", .content = prompts[i] };
-        eng_chat_opts o = { .add_generation_prompt = 1 };
-        rc = eng_chat_render(chat, &m, 1, &o, &ids[i], &n[i], NULL, err);
+        eng_chat_msg msg = { .role = "user", .content = prompts[i] };
+        orc_query q = { .messages = &msg, .n_messages = 1 };
+        rc = orc_encode_query(&q, m, &ids[i], &n[i], err);
     }
-    eng_chat_free(chat);
     int p = n[0];
     for (int i = 1; i < k; i++) {
         int j = 0;
@@ -779,11 +591,10 @@ static int one_by_one(eng_engine *e, const eng_tok *tok, char **prompts, int k, 
             if (done[i]) continue;
             eng_token t;
             eng_seq_last(e, seq[i], &t);
-            int eos = t.id == im_end || t.id == eot;
-            for (int j = 0; j < c->n_eos; j++) eos |= t.id == c->eos_ids[j];
+            int eos = orc_is_eos(c, t.id);
             if (!eos) {
                 size_t len = strlen(out[i]);
-                eng_tok_stream_put(tok, &st[i], t.id, 1, out[i] + len, (int)(512 - len));
+                eng_tok_stream_put(eng_model_tok(m), &st[i], t.id, 1, out[i] + len, (int)(512 - len));
                 n_gen[i]++;
             }
             if (eos || n_gen[i] >= max_tokens) { done[i] = 1; eng_seq_remove(e, seq[i]); }
@@ -795,15 +606,13 @@ static int one_by_one(eng_engine *e, const eng_tok *tok, char **prompts, int k, 
     return rc;
 }
 
-/* The runner's one batched pass over every child's own tokens gives the same
+/* The task's one batched pass over every child's own tokens gives the same
  * greedy answers as prefilling the children one by one, with the item first
- * (short shared prefix) and with the context hoisted (long one). */
+ * (short shared prefix: hoisting off) and with the context hoisted (long one). */
 static void test_batched_prefill_tiny(void) {
-    eng_model *m = NULL;
-    eng_engine *e = NULL;
+    tiny T;
     eng_err err = {0};
-    if (open_tiny(&m, &e, &err)) T_FAIL("bundled fixture tests/fixtures/tiny-qwen2: %s", err.msg);
-    const eng_tok *tok = eng_model_tok(m);
+    if (open_tiny(&T, &err)) T_FAIL("bundled fixture tests/fixtures/tiny-qwen2: %s", err.msg);
     char *items[] = {"the salary", "the contract type", "the benefits", "the location"};
     orc_pp_schema s = {.kind = ORC_PP_DATA, .tmpl = "Extract {data} from the job description: {context}",
                        .context = "We pay 40k a year on a permanent contract, with free lunch, in an office "
@@ -813,29 +622,90 @@ static void test_batched_prefill_tiny(void) {
     eng_sampling g = {.temperature = 0};
     int shared[2] = {0};
     for (int v = 0; v < 2; v++) {
-        const orc_pp_schema *use = v ? &h : &s;
-        orc_pp_result par;
-        int rc = orc_pp_run(e, tok, use, &g, 12, NULL, &par, &err);
+        bench_pp_result par;
+        int rc = bench_pp_parallel(T.s, T.m, &s, v, &g, 12, &par, &err);
         T_CHECKF(rc == ENG_OK, "%s", err.msg);
         if (rc) break;
         shared[v] = par.shared_tokens;
         char **prompts, ref[4][512] = {{0}};
         int k, n_ref[4] = {0};
-        T_CHECK(orc_pp_fill(use, &prompts, &k, &err) == ENG_OK && k == 4);
-        rc = one_by_one(e, tok, prompts, k, 12, ref, n_ref, &err);
+        T_CHECK(orc_pp_fill(v ? &h : &s, &prompts, &k, &err) == ENG_OK && k == 4);
+        rc = one_by_one(T.e, prompts, k, 12, ref, n_ref, &err);
         T_CHECKF(rc == ENG_OK, "%s", err.msg);
         for (int i = 0; !rc && i < k; i++)
             T_CHECKF(n_ref[i] == par.n_gen[i] && !strcmp(ref[i], par.outputs[i]),
                      "%s item %d: one by one '%s' (%d), batched '%s' (%d)", v ? "hoisted" : "plain", i,
                      ref[i], n_ref[i], par.outputs[i], par.n_gen[i]);
-        T_CHECK(eng_n_live(e) == 0);
+        T_CHECK(eng_n_live(T.e) == 0);
         orc_pp_strv_free(prompts, k);
-        orc_pp_result_free(&par);
+        bench_pp_result_free(&par);
     }
     T_CHECKF(shared[1] > shared[0] + 20, "shared prefix %d plain, %d hoisted", shared[0], shared[1]);
     orc_pp_schema_free(&h);
-    eng_destroy(e);
-    eng_model_free(m);
+    close_tiny(&T);
+}
+
+/* Repeats (kind N): identical prompts share all but their last token and
+ * sample with seed + item, so they differ, and each equals that prompt
+ * alone with its seed; they decode in one batch (fewer scheduler steps than
+ * tokens).  Limits: max_tokens per subtask, and the model's context (1024
+ * positions) for a budget past it. */
+static void test_task_repeats_and_limits_tiny(void) {
+    tiny T;
+    eng_err err = {0};
+    if (open_tiny(&T, &err)) T_FAIL("bundled fixture tests/fixtures/tiny-qwen2: %s", err.msg);
+    orc_pp_schema s = {.kind = ORC_PP_N, .tmpl = "Write {n} short line about the sea.", .context = "", .n = 3};
+    eng_sampling t1 = {.temperature = 1.0f, .seed = 7};
+    orc_sched_stats before, after;
+    orc_sched_get_stats(T.s, &before);
+    bench_pp_result par, one;
+    int rc = bench_pp_parallel(T.s, T.m, &s, 1, &t1, 8, &par, &err);
+    orc_sched_get_stats(T.s, &after);
+    T_CHECKF(rc == ENG_OK, "%s", err.msg);
+    if (!rc) {
+        long long steps = after.steps - before.steps;
+        T_CHECKF(steps <= 8 && par.total_gen > steps, "%lld steps for %d tokens", steps, par.total_gen);
+        T_CHECK(par.shared_tokens == par.prompt_tokens / 3 - 1);
+        for (int i = 0; i < 3; i++) T_CHECKF(par.n_gen[i] <= 8, "item %d: %d tokens", i, par.n_gen[i]);
+        T_CHECK(strcmp(par.outputs[0], par.outputs[1]) || strcmp(par.outputs[1], par.outputs[2]));
+        char **prompts;
+        int k;
+        T_CHECK(orc_pp_fill(&s, &prompts, &k, &err) == ENG_OK && k == 3);
+        for (int i = 0; i < k; i++) {
+            eng_sampling si = t1;
+            si.seed = t1.seed + (uint64_t)i;
+            if (bench_pp_serial(T.s, T.m, prompts[i], &si, 8, &one, &err)) { T_CHECKF(0, "%s", err.msg); break; }
+            /* the same draws: as many tokens, the same text (a chat choice also
+             * writes out the bytes of a character its last token left unfinished,
+             * as U+FFFD; a subtask drops them) */
+            T_CHECKF(one.n_gen[0] == par.n_gen[i] &&
+                     !strncmp(one.outputs[0], par.outputs[i], strlen(par.outputs[i])),
+                     "item %d: alone '%s' (%d), forked '%s' (%d)", i, one.outputs[0], one.n_gen[0],
+                     par.outputs[i], par.n_gen[i]);
+            bench_pp_result_free(&one);
+        }
+        orc_pp_strv_free(prompts, k);
+        bench_pp_result_free(&par);
+    }
+    /* a budget past the context: every subtask stops at the context's end */
+    char *items[] = {"one", "two"};
+    orc_pp_schema d = {.kind = ORC_PP_DATA, .tmpl = "Count from {data}.", .context = "", .data = items, .n_data = 2};
+    eng_sampling g = {0};
+    const int max_pos = eng_model_config(T.m)->max_pos;
+    rc = bench_pp_parallel(T.s, T.m, &d, 1, &g, 4 * max_pos, &par, &err);
+    T_CHECKF(rc == ENG_OK, "%s", err.msg);
+    if (!rc) {
+        T_CHECKF(par.total_gen == 2 * max_pos - par.prompt_tokens, "%d tokens, %d prompt tokens",
+                 par.total_gen, par.prompt_tokens);
+        bench_pp_result_free(&par);
+    }
+    /* bad arguments */
+    T_CHECK(bench_pp_parallel(T.s, T.m, &d, 1, &g, 0, &par, &err) == ENG_EINVAL);
+    T_CHECK(bench_pp_serial(T.s, T.m, NULL, &g, 8, &par, &err) == ENG_EINVAL);
+    orc_pp_schema bad = {.kind = ORC_PP_DATA, .tmpl = "no placeholder", .context = "", .data = items, .n_data = 2};
+    T_CHECK(bench_pp_parallel(T.s, T.m, &bad, 1, &g, 8, &par, &err) == ENG_EFORMAT);
+    T_CHECK(eng_n_live(T.e) == 0);
+    close_tiny(&T);
 }
 
 /* ------------------------------------------------------------ dataset agreement */
@@ -891,10 +761,9 @@ int main(void) {
     T_RUN(test_items_compare);
     T_RUN(test_aggregation_order);
     T_RUN(test_adherence);
-    T_RUN(test_runner_fake_engine);
-    T_RUN(test_runner_limits_and_repeats);
-    T_RUN(test_runner_tiny_model);
+    T_RUN(test_task_equals_alone_tiny);
     T_RUN(test_batched_prefill_tiny);
+    T_RUN(test_task_repeats_and_limits_tiny);
     T_RUN(test_detector_agreement);
     T_DONE();
 }

@@ -96,7 +96,7 @@ static void test_queue(void) {
     T_CHECK(r[0].queued == 0 && r[1].queued == 0 && r[2].queued == 1 && r[3].queued == 2);
     orc_task *t5 = chat(&r[4], "q4", 8);
     T_CHECKF(orc_sched_submit(s, t5, &err) == ENG_EFULL && strstr(err.msg, "waiting"), "%s", err.msg);
-    t5->destroy(t5);
+    orc_task_free(t5);
     T_CHECK(r[4].queued == 0 && r[4].done == 0);
     for (int i = 0; i < 200 && orc_sched_step(s, &err) == 1; i++) {}
     for (int i = 0; i < 4; i++) T_CHECKF(r[i].done == 1 && r[i].tokens > 0, "query %d", i);

@@ -1,5 +1,5 @@
 /* test_speccache.c — SpecCache's benchmark parts: the WebWalkerQA site
- * builder (golden links and answer pages in place, served by tool_webenv),
+ * builder (golden links and answer pages in place, served by bench_webenv),
  * the draft-model proposer (finite scores, the model's own greedy
  * continuation ranked first, batching changes nothing) and a short run of
  * the oracle agent (speculative beats random prefetch, same answers). */
@@ -11,13 +11,14 @@
 #include "t.h"
 #include "cache.h"
 #include "tool.h"
+#include "bench.h"
 
 #define MODEL "tests/fixtures/tiny-qwen2"
 
 static char tmpdir[256];
-static cache_ww_row *rows;
+static bench_ww_row *rows;
 static int n_rows;
-static cache_wwsite *site;
+static bench_wwsite *site;
 static char site_db[512];
 
 static void clean_tmp(void) {
@@ -42,27 +43,27 @@ static int have_site(void) {
     snprintf(p, sizeof p, "%s/data/webwalkerqa/test.json", t_shared());
     if (access(p, R_OK)) return 0;
     eng_err e = {0};
-    T_CHECKF(cache_ww_load(p, "en", &rows, &n_rows, &e) == ENG_OK, "%s", e.msg);
+    T_CHECKF(bench_ww_load(p, "en", &rows, &n_rows, &e) == ENG_OK, "%s", e.msg);
     snprintf(site_db, sizeof site_db, "%s/sites.db", tmpdir);
-    cache_wwsite_opts o = { .seed = 11 };
-    T_CHECKF(n_rows > 0 && cache_wwsite_build(site_db, rows, n_rows, &o, &site, &e) == ENG_OK, "%s", e.msg);
+    bench_wwsite_opts o = { .seed = 11 };
+    T_CHECKF(n_rows > 0 && bench_wwsite_build(site_db, rows, n_rows, &o, &site, &e) == ENG_OK, "%s", e.msg);
     return site != NULL;
 }
 
-static tool_webenv *start_web(void) {
-    tool_webenv_opts o = { .db_path = site_db, .latency_median_ms = -1 };
-    tool_webenv *w = NULL;
+static bench_webenv *start_web(void) {
+    bench_webenv_opts o = { .db_path = site_db, .latency_median_ms = -1 };
+    bench_webenv *w = NULL;
     eng_err e = {0};
-    T_CHECKF(tool_webenv_start(&o, &w, &e) == ENG_OK, "%s", e.msg);
+    T_CHECKF(bench_webenv_start(&o, &w, &e) == ENG_OK, "%s", e.msg);
     return w;
 }
 
 /* Fetches a public URL from the web environment. */
-static tool_page *fetch(tool_webenv *w, const char *url) {
+static tool_page *fetch(bench_webenv *w, const char *url) {
     char *local = NULL, full[2048];
     eng_err e = {0};
-    if (cache_ww_local_path(url, &local, &e) != ENG_OK) return NULL;
-    snprintf(full, sizeof full, "%s%s", tool_webenv_url(w), local);
+    if (bench_ww_local_path(url, &local, &e) != ENG_OK) return NULL;
+    snprintf(full, sizeof full, "%s%s", bench_webenv_url(w), local);
     free(local);
     tool_page *p = NULL;
     tool_fetch_opts on_loopback = { .allow_private = 1 };
@@ -94,19 +95,19 @@ static void test_dataset_rows(void) {
 static void test_local_path(void) {
     char *p = NULL;
     eng_err e = {0};
-    T_CHECK(cache_ww_local_path("https://Ex.ORG/a/b/#top", &p, &e) == ENG_OK && p && !strcmp(p, "/ex.org/a/b"));
+    T_CHECK(bench_ww_local_path("https://Ex.ORG/a/b/#top", &p, &e) == ENG_OK && p && !strcmp(p, "/ex.org/a/b"));
     free(p);
-    T_CHECK(cache_ww_local_path("http://ex.org", &p, &e) == ENG_OK && p && !strcmp(p, "/ex.org/"));
+    T_CHECK(bench_ww_local_path("http://ex.org", &p, &e) == ENG_OK && p && !strcmp(p, "/ex.org/"));
     free(p);
-    T_CHECK(cache_ww_local_path("ftp://ex.org/x", &p, &e) == ENG_EINVAL && !p);
-    T_CHECK(cache_ww_local_path("not a url", &p, &e) != ENG_OK && !p);
+    T_CHECK(bench_ww_local_path("ftp://ex.org/x", &p, &e) == ENG_EINVAL && !p);
+    T_CHECK(bench_ww_local_path("not a url", &p, &e) != ENG_OK && !p);
 }
 
 /* Walks every golden path of rows [from, to) by anchor text through the
  * web environment and finds the answer at the end. */
-static void walk_rows(tool_webenv *w, int from, int to) {
+static void walk_rows(bench_webenv *w, int from, int to) {
     for (int i = from; i < to && i < n_rows; i++) {
-        const cache_ww_row *r = &rows[i];
+        const bench_ww_row *r = &rows[i];
         for (int p = 0; p < r->n_paths; p++) {
             tool_page *cur = fetch(w, r->root_url);
             T_CHECKF(cur != NULL, "row %d: root %s", r->index, r->root_url);
@@ -114,7 +115,7 @@ static void walk_rows(tool_webenv *w, int from, int to) {
                 const char *want = r->paths[p].anchors[a];
                 int li = -1, distract = 0;
                 for (int k = 0; k < cur->n_links; k++) {
-                    char *t = cache_ww_norm_text(cur->links[k].text);
+                    char *t = bench_ww_norm_text(cur->links[k].text);
                     if (t && !strcmp(t, want)) { T_CHECKF(li < 0, "two links \"%s\"", want); li = k; }
                     else distract++;
                     free(t);
@@ -124,7 +125,7 @@ static void walk_rows(tool_webenv *w, int from, int to) {
                 tool_page *next = NULL;
                 if (li >= 0) {
                     /* links name public URLs, not the local server */
-                    T_CHECK(strncmp(cur->links[li].url, tool_webenv_url(w), strlen(tool_webenv_url(w))));
+                    T_CHECK(strncmp(cur->links[li].url, bench_webenv_url(w), strlen(bench_webenv_url(w))));
                     next = fetch(w, cur->links[li].url);
                     T_CHECKF(next != NULL, "row %d: %s", r->index, cur->links[li].url);
                     if (next && a == r->paths[p].n - 1) {
@@ -139,7 +140,7 @@ static void walk_rows(tool_webenv *w, int from, int to) {
                 cur = next;
             }
             if (cur) {
-                char *text = cache_ww_norm_text(cur->text);
+                char *text = bench_ww_norm_text(cur->text);
                 T_CHECKF(text && strstr(text, r->answer), "row %d: answer \"%.60s\" not on %s",
                          r->index, r->answer, cur->url);
                 free(text);
@@ -151,11 +152,11 @@ static void walk_rows(tool_webenv *w, int from, int to) {
 
 static void test_golden_paths_served(void) {
     if (!have_site()) T_SKIP("no WebWalkerQA data under %s", t_shared());
-    tool_webenv *w = start_web();
+    bench_webenv *w = start_web();
     if (!w) return;
     walk_rows(w, 0, 12);                 /* single and two-path rows */
     walk_rows(w, n_rows - 4, n_rows);
-    tool_webenv_stop(w);
+    bench_webenv_stop(w);
 }
 
 static void test_site_database(void) {
@@ -170,15 +171,15 @@ static void test_site_database(void) {
         fts = sqlite3_column_int(st, 1);
     }
     sqlite3_finalize(st);
-    T_CHECKF(pages == cache_wwsite_n_pages(site) && pages == fts && pages > 1000, "%d pages, %d indexed", pages, fts);
+    T_CHECKF(pages == bench_wwsite_n_pages(site) && pages == fts && pages > 1000, "%d pages, %d indexed", pages, fts);
     /* Every stored path maps back to a public URL that maps to it again. */
     int bad = 0, n = 0;
     if (sqlite3_prepare_v2(db, "SELECT url FROM pages", -1, &st, NULL) == SQLITE_OK) {
         while (sqlite3_step(st) == SQLITE_ROW) {
             const char *local = (const char *)sqlite3_column_text(st, 0);
-            const char *pub = cache_wwsite_public_url(site, local);
+            const char *pub = bench_wwsite_public_url(site, local);
             char *back = NULL;
-            if (!pub || cache_ww_local_path(pub, &back, NULL) || strcmp(back, local)) bad++;
+            if (!pub || bench_ww_local_path(pub, &back, NULL) || strcmp(back, local)) bad++;
             free(back);
             n++;
         }
@@ -186,7 +187,7 @@ static void test_site_database(void) {
     sqlite3_finalize(st);
     sqlite3_close(db);
     T_CHECKF(bad == 0 && n == pages, "%d of %d paths do not map back", bad, n);
-    T_CHECK(cache_wwsite_public_url(site, "/no.such.host/") == NULL);
+    T_CHECK(bench_wwsite_public_url(site, "/no.such.host/") == NULL);
 }
 
 /* Same seed, same pages; another seed, other distractors. */
@@ -195,11 +196,11 @@ static void test_site_deterministic(void) {
     char a[600], b[600];
     snprintf(a, sizeof a, "%s/a.db", tmpdir);
     snprintf(b, sizeof b, "%s/b.db", tmpdir);
-    cache_wwsite *s1 = NULL, *s2 = NULL, *s3 = NULL;
-    cache_wwsite_opts o1 = { .seed = 5 }, o2 = { .seed = 6 };
+    bench_wwsite *s1 = NULL, *s2 = NULL, *s3 = NULL;
+    bench_wwsite_opts o1 = { .seed = 5 }, o2 = { .seed = 6 };
     eng_err e = {0};
-    T_CHECKF(cache_wwsite_build(a, rows, 30, &o1, &s1, &e) == ENG_OK, "%s", e.msg);
-    T_CHECKF(cache_wwsite_build(b, rows, 30, &o1, &s2, &e) == ENG_OK, "%s", e.msg);
+    T_CHECKF(bench_wwsite_build(a, rows, 30, &o1, &s1, &e) == ENG_OK, "%s", e.msg);
+    T_CHECKF(bench_wwsite_build(b, rows, 30, &o1, &s2, &e) == ENG_OK, "%s", e.msg);
     sqlite3 *db = NULL;
     sqlite3_open(a, &db);
     char sql[800];
@@ -213,17 +214,17 @@ static void test_site_deterministic(void) {
     sqlite3_finalize(st);
     T_CHECKF(diff == 0, "%d pages differ with the same seed", diff);
     sqlite3_exec(db, "DETACH o", NULL, NULL, NULL);
-    T_CHECKF(cache_wwsite_build(b, rows, 30, &o2, &s3, &e) == ENG_OK, "%s", e.msg);
+    T_CHECKF(bench_wwsite_build(b, rows, 30, &o2, &s3, &e) == ENG_OK, "%s", e.msg);
     sqlite3_exec(db, sql, NULL, NULL, NULL);
     diff = -1;
     if (sqlite3_prepare_v2(db, q, -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) diff = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
     T_CHECKF(diff > 0, "another seed changed %d pages", diff);
     sqlite3_close(db);
-    cache_wwsite_free(s1);
-    cache_wwsite_free(s2);
-    cache_wwsite_free(s3);
-    T_CHECK(cache_wwsite_build(a, rows, 0, &o1, &s1, &e) == ENG_EINVAL);
+    bench_wwsite_free(s1);
+    bench_wwsite_free(s2);
+    bench_wwsite_free(s3);
+    T_CHECK(bench_wwsite_build(a, rows, 0, &o1, &s1, &e) == ENG_EINVAL);
 }
 
 /* --------------------------------------------------------------- draft */
@@ -345,19 +346,19 @@ static void test_draft_propose(void) {
 /* ---------------------------------------------------------------- agent */
 /* The per-action breakdown adds up to the totals; one search and one root;
  * at most top_k prefetches queued per think (one think per action). */
-static void check_breakdown(const cache_ww_result *r, int top_k) {
+static void check_breakdown(const bench_ww_result *r, int top_k) {
     int n = 0, hits = 0, joins = 0, miss = 0, queued = 0;
     double wait = 0;
-    for (int k = 0; k < CACHE_WW_N_ACTS; k++) {
-        const cache_ww_kind *kd = &r->kind[k];
-        int nk = kd->n[CACHE_WW_HIT] + kd->n[CACHE_WW_JOIN] + kd->n[CACHE_WW_MISS];
-        if (k != CACHE_WW_ACT_CLICK) T_CHECKF(nk == 1, "%d actions of kind %d", nk, k);
+    for (int k = 0; k < BENCH_WW_N_ACTS; k++) {
+        const bench_ww_kind *kd = &r->kind[k];
+        int nk = kd->n[BENCH_WW_HIT] + kd->n[BENCH_WW_JOIN] + kd->n[BENCH_WW_MISS];
+        if (k != BENCH_WW_ACT_CLICK) T_CHECKF(nk == 1, "%d actions of kind %d", nk, k);
         n += nk;
-        hits += kd->n[CACHE_WW_HIT];
-        joins += kd->n[CACHE_WW_JOIN];
-        miss += kd->n[CACHE_WW_MISS];
+        hits += kd->n[BENCH_WW_HIT];
+        joins += kd->n[BENCH_WW_JOIN];
+        miss += kd->n[BENCH_WW_MISS];
         queued += kd->miss_queued;
-        for (int h = 0; h < CACHE_WW_N_SERVED; h++) wait += kd->wait_ms[h];
+        for (int h = 0; h < BENCH_WW_N_SERVED; h++) wait += kd->wait_ms[h];
     }
     T_CHECKF(n == r->actions && hits == r->hits && joins == r->joins && queued <= miss,
              "breakdown %d/%d/%d of %d, totals %d/%d of %d", hits, joins, miss, n, r->hits, r->joins, r->actions);
@@ -368,25 +369,25 @@ static void check_breakdown(const cache_ww_result *r, int top_k) {
 static void test_short_benchmark(void) {
     if (!have_site()) T_SKIP("no WebWalkerQA data under %s", t_shared());
     if (!have_model()) return;
-    tool_webenv *w = start_web();
+    bench_webenv *w = start_web();
     eng_engine *think = NULL;
     cache_draft *d = NULL;
     eng_err e = {0};
     eng_opts eo = { .n_threads = 1, .max_seqs = 2 };
     T_CHECK(eng_create(model, &eo, &think, &e) == ENG_OK);
     T_CHECK(cache_draft_create(model, NULL, &d, &e) == ENG_OK);
-    if (!w || !think || !d) { tool_webenv_stop(w); eng_destroy(think); cache_draft_destroy(d); return; }
-    cache_ww_env env = { site, tool_webenv_url(w), think, d, tmpdir };
-    int acts[CACHE_WW_N_MODES] = {0}, served[CACHE_WW_N_MODES] = {0};
-    double wait[CACHE_WW_N_MODES] = {0};
+    if (!w || !think || !d) { bench_webenv_stop(w); eng_destroy(think); cache_draft_destroy(d); return; }
+    bench_ww_env env = { site, bench_webenv_url(w), think, d, tmpdir };
+    int acts[BENCH_WW_N_MODES] = {0}, served[BENCH_WW_N_MODES] = {0};
+    double wait[BENCH_WW_N_MODES] = {0};
     char *base[3] = {0};
     int same = 0, correct = 0;
     for (int q = 0; q < 3; q++) {
-        for (int m = 0; m < CACHE_WW_N_MODES; m++) {
-            cache_ww_opts o = { .mode = m, .think_tokens = 32, .median_ms = 4, .seed = 3 };
-            cache_ww_result r;
-            int rc = cache_ww_episode(&env, &o, &rows[q], &r, &e);
-            T_CHECKF(rc == ENG_OK, "row %d %s: %s", q, cache_ww_mode_name(m), e.msg);
+        for (int m = 0; m < BENCH_WW_N_MODES; m++) {
+            bench_ww_opts o = { .mode = m, .think_tokens = 32, .median_ms = 4, .seed = 3 };
+            bench_ww_result r;
+            int rc = bench_ww_episode(&env, &o, &rows[q], &r, &e);
+            T_CHECKF(rc == ENG_OK, "row %d %s: %s", q, bench_ww_mode_name(m), e.msg);
             T_CHECK(r.hits + r.joins <= r.actions && r.click_hits <= r.clicks && r.wait_ms >= 0);
             T_CHECK(r.actions == 2 + r.clicks && r.clicks >= 1);
             check_breakdown(&r, o.top_k ? o.top_k : 3);
@@ -395,40 +396,40 @@ static void test_short_benchmark(void) {
              * queued by the speculator but not started yet (late, not wrong:
              * on a loaded machine the pool falls behind in every mode). */
             served[m] += r.hits + r.joins;
-            for (int a = 0; a < CACHE_WW_N_ACTS; a++) served[m] += r.kind[a].miss_queued;
+            for (int a = 0; a < BENCH_WW_N_ACTS; a++) served[m] += r.kind[a].miss_queued;
             wait[m] += r.wait_ms;
             correct += r.correct;
-            if (m == CACHE_WW_RANDOM_LINKS) {   /* no speculator: the search is never prefetched */
-                const cache_ww_kind *ks = &r.kind[CACHE_WW_ACT_SEARCH];
-                T_CHECK(ks->n[CACHE_WW_HIT] + ks->n[CACHE_WW_JOIN] == 0);
+            if (m == BENCH_WW_RANDOM_LINKS) {   /* no speculator: the search is never prefetched */
+                const bench_ww_kind *ks = &r.kind[BENCH_WW_ACT_SEARCH];
+                T_CHECK(ks->n[BENCH_WW_HIT] + ks->n[BENCH_WW_JOIN] == 0);
             }
-            if (m == CACHE_WW_NONE) {
+            if (m == BENCH_WW_NONE) {
                 T_CHECK(r.hits == 0 && r.joins == 0 && r.issued == 0);
                 base[q] = strdup(r.answer);
             } else {
                 same += base[q] && !strcmp(base[q], r.answer);
             }
-            if (m == CACHE_WW_NONE) T_CHECKF(strstr(r.answer, rows[q].answer) != NULL, "answer \"%s\"", r.answer);
-            cache_ww_result_clear(&r);
+            if (m == BENCH_WW_NONE) T_CHECKF(strstr(r.answer, rows[q].answer) != NULL, "answer \"%s\"", r.answer);
+            bench_ww_result_clear(&r);
         }
     }
-    double hs = (double)served[CACHE_WW_SPEC] / acts[CACHE_WW_SPEC];
-    double hr = (double)served[CACHE_WW_RANDOM] / acts[CACHE_WW_RANDOM];
+    double hs = (double)served[BENCH_WW_SPEC] / acts[BENCH_WW_SPEC];
+    double hr = (double)served[BENCH_WW_RANDOM] / acts[BENCH_WW_RANDOM];
     printf("  predicted rate: speculative %.2f, random %.2f\n", hs, hr);
     T_CHECKF(hs > hr, "predicted rate speculative %.2f, random %.2f", hs, hr);
     /* (Web wait is not compared: at a few ms of latency a loaded machine's
      * scheduling noise outweighs it; the benchmark measures it.) */
-    T_CHECK(wait[CACHE_WW_SPEC] > 0 && wait[CACHE_WW_NONE] > 0);
-    T_CHECKF(same == 3 * (CACHE_WW_N_MODES - 1), "%d of %d answers as without prefetch", same, 3 * (CACHE_WW_N_MODES - 1));
-    T_CHECKF(correct == 3 * CACHE_WW_N_MODES, "%d answers hold the gold answer", correct);
-    cache_ww_opts bad = { .mode = 9 };
-    cache_ww_result r;
-    T_CHECK(cache_ww_episode(&env, &bad, &rows[0], &r, &e) == ENG_EINVAL);
-    cache_ww_result_clear(&r);
+    T_CHECK(wait[BENCH_WW_SPEC] > 0 && wait[BENCH_WW_NONE] > 0);
+    T_CHECKF(same == 3 * (BENCH_WW_N_MODES - 1), "%d of %d answers as without prefetch", same, 3 * (BENCH_WW_N_MODES - 1));
+    T_CHECKF(correct == 3 * BENCH_WW_N_MODES, "%d answers hold the gold answer", correct);
+    bench_ww_opts bad = { .mode = 9 };
+    bench_ww_result r;
+    T_CHECK(bench_ww_episode(&env, &bad, &rows[0], &r, &e) == ENG_EINVAL);
+    bench_ww_result_clear(&r);
     for (int q = 0; q < 3; q++) free(base[q]);
     cache_draft_destroy(d);
     eng_destroy(think);
-    tool_webenv_stop(w);
+    bench_webenv_stop(w);
 }
 
 int main(void) {
@@ -443,8 +444,8 @@ int main(void) {
     T_RUN(test_draft_greedy_ranked_first);
     T_RUN(test_draft_propose);
     T_RUN(test_short_benchmark);
-    cache_wwsite_free(site);
-    cache_ww_rows_free(rows, n_rows);
+    bench_wwsite_free(site);
+    bench_ww_rows_free(rows, n_rows);
     eng_model_free(model);
     clean_tmp();
     T_DONE();

@@ -7,6 +7,7 @@
 #include "t.h"
 #include <unistd.h>
 #include "orc_tts.h"
+#include "bench.h"
 
 #define MODEL "tests/fixtures/tiny-qwen2"
 #define MAXB 16
@@ -101,7 +102,7 @@ static int submit(orc_sched *s, const orc_query *q, const orc_tts_opts *o, col *
     orc_task *t = NULL;
     eng_err err = { 0 };
     if (orc_task_reason_create(q, model, sink, o, &t, &err)) { printf("  create: %s\n", err.msg); return -1; }
-    if (orc_sched_submit(s, t, &err)) { t->destroy(t); printf("  submit: %s\n", err.msg); return -1; }
+    if (orc_sched_submit(s, t, &err)) { orc_task_free(t); printf("  submit: %s\n", err.msg); return -1; }
     return 0;
 }
 
@@ -477,7 +478,7 @@ static void test_admission_block_size(void) {
         orc_task *t = NULL;
         eng_err err = { 0 };
         T_CHECK(orc_task_reason_create(&q, model, sink, &o, &t, &err) == ENG_OK);
-        int r = t ? t->begin(t, e, &err) : -1;
+        int r = t ? t->ops->begin(t, e, &err) : -1;
         T_CHECKF(r == (room ? ORC_RUNNING : ORC_WAIT), "%d free blocks of %d needed: begin gave %d (%s)",
                  eng_kv_free_blocks(e), need, r, err.msg);
         if (!room) {
@@ -487,7 +488,7 @@ static void test_admission_block_size(void) {
                      in.kv_branch_blocks == 16 / 4 + 1, "plan KV: %d free, prompt %d, branch %d",
                      in.kv_free_blocks, in.kv_prompt_blocks, in.kv_branch_blocks);
         }
-        if (t) { t->stop(t, e, "test"); t->destroy(t); }
+        if (t) { t->ops->stop(t, e, "test"); orc_task_free(t); }
         col_free(&c);
         eng_destroy(e);
     }
@@ -547,7 +548,7 @@ static void test_bad_input(void) {
     T_CHECK(orc_sched_create(e, 4, &s, &err) == ENG_OK);
     T_CHECK(orc_task_reason_create(&q, model, sink, &o, &t, &err) == ENG_OK);
     T_CHECKF(orc_sched_submit(s, t, &err) == ORC_ETOOLONG && strstr(err.msg, "context"), "%s", err.msg);
-    t->destroy(t);
+    orc_task_free(t);
     T_CHECK(c.errors == 0 && c.answer == 0 && eng_n_live(e) == 0);
     orc_sched_destroy(s);
     free(text);
@@ -571,11 +572,11 @@ static void test_bench_math500(void) {
     char *argv[] = { "bench", "math500", "--model", MODEL, "--data", data, "--limit", "2",
                      "--max-tokens", "12", "--n", "2,4", "--budgets", "0.00001,30", "--out", json,
                      "--threads", "2", "--calib-batch", "8", "--probe-every", "4", "--quiet" };
-    orc_bench_opts o;
+    bench_math500_opts o;
     eng_err err = { 0 };
-    T_CHECK(orc_bench_parse((int)(sizeof argv / sizeof *argv), argv, &o, &err) == ENG_OK);
+    T_CHECK(bench_math500_parse((int)(sizeof argv / sizeof *argv), argv, &o, &err) == ENG_OK);
     T_CHECK(o.limit == 2 && o.n_ns == 2 && o.ns[1] == 4 && o.n_budgets == 2 && o.early.probe_every == 4);
-    int rc = orc_bench_run(&o, &err);
+    int rc = bench_math500_run(&o, &err);
     T_CHECKF(rc == ENG_OK, "%s", err.msg);
     FILE *f = fopen(json, "r");
     char *buf = calloc(1, 1 << 20);
@@ -658,24 +659,24 @@ static void test_bench_math500(void) {
 }
 
 static void test_bench_args(void) {
-    orc_bench_opts o;
+    bench_math500_opts o;
     eng_err err = { 0 };
     char *no_model[] = { "bench", "math500" };
-    T_CHECK(orc_bench_parse(2, no_model, &o, &err) == ENG_EINVAL && strstr(err.msg, "--model"));
+    T_CHECK(bench_math500_parse(2, no_model, &o, &err) == ENG_EINVAL && strstr(err.msg, "--model"));
     char *other[] = { "bench", "gsm8k", "--model", "m" };
-    T_CHECK(orc_bench_parse(4, other, &o, &err) == ENG_EINVAL);
+    T_CHECK(bench_math500_parse(4, other, &o, &err) == ENG_EINVAL);
     char *bad_num[] = { "bench", "math500", "--model", "m", "--limit", "abc" };
-    T_CHECK(orc_bench_parse(6, bad_num, &o, &err) == ENG_EINVAL && strstr(err.msg, "--limit"));
+    T_CHECK(bench_math500_parse(6, bad_num, &o, &err) == ENG_EINVAL && strstr(err.msg, "--limit"));
     char *bad_n[] = { "bench", "math500", "--model", "m", "--n", "4,100" };
-    T_CHECK(orc_bench_parse(6, bad_n, &o, &err) == ENG_EINVAL);
+    T_CHECK(bench_math500_parse(6, bad_n, &o, &err) == ENG_EINVAL);
     char *unknown[] = { "bench", "math500", "--model", "m", "--frobnicate", "1" };
-    T_CHECK(orc_bench_parse(6, unknown, &o, &err) == ENG_EINVAL && strstr(err.msg, "frobnicate"));
+    T_CHECK(bench_math500_parse(6, unknown, &o, &err) == ENG_EINVAL && strstr(err.msg, "frobnicate"));
     char *missing[] = { "bench", "math500", "--model" };
-    T_CHECK(orc_bench_parse(3, missing, &o, &err) == ENG_EINVAL);
+    T_CHECK(bench_math500_parse(3, missing, &o, &err) == ENG_EINVAL);
     char *ok[] = { "bench", "math500", "--model", "m", "--cuda", "--budgets", "1.5" };
-    T_CHECK(orc_bench_parse(7, ok, &o, &err) == ENG_OK && o.cuda && o.n_budgets == 1 && o.budgets[0] == 1.5);
+    T_CHECK(bench_math500_parse(7, ok, &o, &err) == ENG_OK && o.cuda && o.n_budgets == 1 && o.budgets[0] == 1.5);
     o.data = "/nonexistent/math.jsonl";
-    T_CHECK(orc_bench_run(&o, &err) == ENG_EIO);
+    T_CHECK(bench_math500_run(&o, &err) == ENG_EIO);
 }
 
 int main(void) {

@@ -10,6 +10,7 @@
 #include <sqlite3.h>
 #include "t.h"
 #include "tool.h"
+#include "bench.h"
 
 /* The web environment listens on loopback: fetches must be allowed there. */
 static const tool_fetch_opts LOCAL = {.allow_private = 1};
@@ -18,8 +19,8 @@ static const tool_fetch_opts LOCAL = {.allow_private = 1};
 #define N_PAGES 300
 
 static char g_dir[256], g_db[300];
-static tool_webenv *g_env;
-static const char *base(void) { return tool_webenv_url(g_env); }
+static bench_webenv *g_env;
+static const char *base(void) { return bench_webenv_url(g_env); }
 
 static void make_url(char *buf, size_t cap, const char *path) { snprintf(buf, cap, "%s%s", base(), path); }
 
@@ -33,10 +34,10 @@ static int cmp_double(const void *a, const void *b) {
 
 static void test_latency_sampler(void) {
     double v[200], logs = 0, logs2 = 0;
-    tool_latency l;
-    tool_latency_init(&l, 400, 0.6, 42);
+    bench_latency l;
+    bench_latency_init(&l, 400, 0.6, 42);
     for (int i = 0; i < 200; i++) {
-        v[i] = tool_latency_draw_ms(&l);
+        v[i] = bench_latency_draw_ms(&l);
         logs += log(v[i]);
         logs2 += log(v[i]) * log(v[i]);
     }
@@ -48,21 +49,21 @@ static void test_latency_sampler(void) {
     T_CHECKF(fabs(median - 400) < 100, "median %.1f", median);
     T_CHECKF(fabs(sd - 0.6) < 0.15, "sigma %.3f", sd);
     /* same seed, same draws; another seed, others; sigma 0 is fixed */
-    tool_latency a, b, c;
-    tool_latency_init(&a, 100, 0.5, 1);
-    tool_latency_init(&b, 100, 0.5, 1);
-    tool_latency_init(&c, 100, 0.5, 2);
+    bench_latency a, b, c;
+    bench_latency_init(&a, 100, 0.5, 1);
+    bench_latency_init(&b, 100, 0.5, 1);
+    bench_latency_init(&c, 100, 0.5, 2);
     int same = 1, diff = 0;
     for (int i = 0; i < 20; i++) {
-        double x = tool_latency_draw_ms(&a), y = tool_latency_draw_ms(&b), z = tool_latency_draw_ms(&c);
+        double x = bench_latency_draw_ms(&a), y = bench_latency_draw_ms(&b), z = bench_latency_draw_ms(&c);
         same &= x == y;
         diff += x != z;
     }
     T_CHECK(same && diff > 15);
-    tool_latency_init(&a, 50, 0, 1);
-    T_CHECK(tool_latency_draw_ms(&a) == 50);
-    tool_latency_init(&a, 0, 0.6, 1);
-    T_CHECK(tool_latency_draw_ms(&a) == 0);
+    bench_latency_init(&a, 50, 0, 1);
+    T_CHECK(bench_latency_draw_ms(&a) == 50);
+    bench_latency_init(&a, 0, 0.6, 1);
+    T_CHECK(bench_latency_draw_ms(&a) == 0);
 }
 
 /* -------------------------------------------------------------- corpus */
@@ -96,19 +97,19 @@ static int count_pages(const char *db_path) {
 
 static void test_corpus_generate(void) {
     eng_err e = {0};
-    T_CHECKF(tool_corpus_generate(g_db, N_PAGES, SEED, &e) == ENG_OK, "%s", e.msg);
+    T_CHECKF(bench_corpus_generate(g_db, N_PAGES, SEED, &e) == ENG_OK, "%s", e.msg);
     T_CHECKF(count_pages(g_db) == N_PAGES + 9, "%d pages", count_pages(g_db));  /* + home + 8 hubs */
     char other[320];
     snprintf(other, sizeof other, "%s/other.db", g_dir);
-    T_CHECK(tool_corpus_generate(other, 50, SEED, &e) == ENG_OK);
+    T_CHECK(bench_corpus_generate(other, 50, SEED, &e) == ENG_OK);
     char *a = page_html(g_db, "/page/5"), *b = page_html(other, "/page/5");
     T_CHECK(a && b && strstr(a, "<title>") && strstr(a, "<a href=\"/page/"));
-    T_CHECK(tool_corpus_generate(other, N_PAGES, SEED, &e) == ENG_OK);   /* regenerate: replaced */
+    T_CHECK(bench_corpus_generate(other, N_PAGES, SEED, &e) == ENG_OK);   /* regenerate: replaced */
     T_CHECK(count_pages(other) == N_PAGES + 9);
     free(b);
     b = page_html(other, "/page/5");
     T_CHECK(a && b && !strcmp(a, b));            /* same seed, same page */
-    T_CHECK(tool_corpus_generate(other, N_PAGES, SEED + 1, &e) == ENG_OK);
+    T_CHECK(bench_corpus_generate(other, N_PAGES, SEED + 1, &e) == ENG_OK);
     free(b);
     b = page_html(other, "/page/5");
     T_CHECK(a && b && strcmp(a, b) != 0);        /* another seed, another site */
@@ -119,32 +120,32 @@ static void test_corpus_generate(void) {
     int dup = 0;
     for (int i = 0; i < N_PAGES; i++)
         for (int j = i + 1; j < N_PAGES; j++) {
-            tool_corpus_page_name(SEED, i, n1, sizeof n1);
-            tool_corpus_page_name(SEED, j, n2, sizeof n2);
+            bench_corpus_page_name(SEED, i, n1, sizeof n1);
+            bench_corpus_page_name(SEED, j, n2, sizeof n2);
             dup += !strcmp(n1, n2);
         }
     T_CHECK(dup == 0);
-    T_CHECK(tool_corpus_generate(other, 0, 1, &e) == ENG_EINVAL);
+    T_CHECK(bench_corpus_generate(other, 0, 1, &e) == ENG_EINVAL);
     unlink(other);
 }
 
 static void test_start(void) {
-    tool_webenv_opts o = {.db_path = g_db, .port = 0, .latency_median_ms = 2, .latency_sigma = 0.5,
+    bench_webenv_opts o = {.db_path = g_db, .port = 0, .latency_median_ms = 2, .latency_sigma = 0.5,
                           .seed = 3, .test_endpoints = 1};
     eng_err e = {0};
-    T_CHECKF(tool_webenv_start(&o, &g_env, &e) == ENG_OK, "%s", e.msg);
+    T_CHECKF(bench_webenv_start(&o, &g_env, &e) == ENG_OK, "%s", e.msg);
     if (!g_env) exit(1);
-    T_CHECK(tool_webenv_port(g_env) > 0);
+    T_CHECK(bench_webenv_port(g_env) > 0);
     T_CHECK(!strncmp(base(), "http://127.0.0.1:", 17));
     /* bad options */
-    tool_webenv *w = NULL;
-    tool_webenv_opts bad = {.db_path = "/nonexistent/dir/x.db"};
-    T_CHECK(tool_webenv_start(&bad, &w, &e) != ENG_OK && !w);
+    bench_webenv *w = NULL;
+    bench_webenv_opts bad = {.db_path = "/nonexistent/dir/x.db"};
+    T_CHECK(bench_webenv_start(&bad, &w, &e) != ENG_OK && !w);
     bad.db_path = NULL;
-    T_CHECK(tool_webenv_start(&bad, &w, &e) == ENG_EINVAL);
+    T_CHECK(bench_webenv_start(&bad, &w, &e) == ENG_EINVAL);
     bad.db_path = g_db;
-    bad.port = tool_webenv_port(g_env);   /* taken */
-    T_CHECK(tool_webenv_start(&bad, &w, &e) == ENG_EIO && strstr(e.msg, "listen"));
+    bad.port = bench_webenv_port(g_env);   /* taken */
+    T_CHECK(bench_webenv_start(&bad, &w, &e) == ENG_EIO && strstr(e.msg, "listen"));
 }
 
 /* --------------------------------------------------------------- pages */
@@ -155,7 +156,7 @@ static void test_fetch_pages(void) {
     make_url(url, sizeof url, "/page/3");
     T_CHECKF(tool_fetch_page(url, &LOCAL, NULL, &p, &e) == ENG_OK, "%s", e.msg);
     if (!p) return;
-    tool_corpus_page_name(SEED, 3, name, sizeof name);
+    bench_corpus_page_name(SEED, 3, name, sizeof name);
     T_CHECKF(!strncmp(p->title, name, strlen(name)), "title '%s', name '%s'", p->title, name);
     snprintf(title, sizeof title, "%s", p->title);
     T_CHECK(p->status == 200 && strstr(p->content_type, "text/html") && !strcmp(p->url, url));
@@ -212,7 +213,7 @@ static void test_search(void) {
     tool_search_opts so = {.endpoint = ep};
     int found = 0;
     for (int i = 10; i < 20; i++) {
-        tool_corpus_page_name(SEED, i, name, sizeof name);
+        bench_corpus_page_name(SEED, i, name, sizeof name);
         T_CHECKF(tool_search(&so, name, 3, NULL, &text, &res, &e) == ENG_OK, "%s", e.msg);
         snprintf(want, sizeof want, "/page/%d", i);
         const cJSON *first = cJSON_GetArrayItem(res, 0);
@@ -264,7 +265,7 @@ static void test_tools_in_registry(void) {
     const tool_def *d = tool_registry_find(r, "web_search");
     T_CHECK(d && d->n_early == 1 && !strcmp(d->early[0], "query"));
     /* one model output calling both, run through the scheduler */
-    tool_corpus_page_name(SEED, 42, name, sizeof name);
+    bench_corpus_page_name(SEED, 42, name, sizeof name);
     make_url(url, sizeof url, "/page/7");
     char out[1024];
     snprintf(out, sizeof out, "<tool_call>\n{\"name\": \"web_search\", \"arguments\": {\"query\": \"%s\"}}\n"
@@ -355,11 +356,11 @@ static void test_fetch_limits(void) {
     T_CHECK(tool_fetch_page(NULL, &LOCAL, NULL, &p, &e) == ENG_EINVAL);
     T_CHECK(tool_fetch_page("http://", &LOCAL, NULL, &p, &e) != ENG_OK);
     /* connection refused: a port nobody listens on (the stopped server's) */
-    tool_webenv_opts wo = {.db_path = g_db, .latency_median_ms = -1};
-    tool_webenv *w = NULL;
-    T_CHECK(tool_webenv_start(&wo, &w, &e) == ENG_OK);
-    snprintf(url, sizeof url, "%s/", tool_webenv_url(w));
-    tool_webenv_stop(w);
+    bench_webenv_opts wo = {.db_path = g_db, .latency_median_ms = -1};
+    bench_webenv *w = NULL;
+    T_CHECK(bench_webenv_start(&wo, &w, &e) == ENG_OK);
+    snprintf(url, sizeof url, "%s/", bench_webenv_url(w));
+    bench_webenv_stop(w);
     T_CHECK(tool_fetch_page(url, &LOCAL, NULL, &p, &e) == ENG_EIO && strstr(e.msg, "failed"));
 }
 
@@ -453,7 +454,7 @@ static char *raw_request(const char *data, size_t n, int close_early) {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {0};
     a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)tool_webenv_port(g_env));
+    a.sin_port = htons((uint16_t)bench_webenv_port(g_env));
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     char *out = calloc(1, 65536);
     if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
@@ -529,7 +530,7 @@ static void test_malformed_requests(void) {
     make_url(url, sizeof url, "/page/1");
     T_CHECK(tool_fetch_page(url, &LOCAL, NULL, &p, &e) == ENG_OK);
     tool_page_free(p);
-    T_CHECK(tool_webenv_requests(g_env) > 20);
+    T_CHECK(bench_webenv_requests(g_env) > 20);
 }
 
 /* Many clients at once. */
@@ -556,40 +557,40 @@ static void test_concurrent_clients(void) {
 
 /* Latency of real requests follows the configured model (roughly). */
 static void test_request_latency(void) {
-    tool_webenv_opts o = {.db_path = g_db, .latency_median_ms = 60, .latency_sigma = -1};
-    tool_webenv *w;
+    bench_webenv_opts o = {.db_path = g_db, .latency_median_ms = 60, .latency_sigma = -1};
+    bench_webenv *w;
     eng_err e = {0};
-    T_CHECK(tool_webenv_start(&o, &w, &e) == ENG_OK);
+    T_CHECK(bench_webenv_start(&o, &w, &e) == ENG_OK);
     char url[256];
-    snprintf(url, sizeof url, "%s/page/2", tool_webenv_url(w));
+    snprintf(url, sizeof url, "%s/page/2", bench_webenv_url(w));
     double t0 = eng_now_s();
     tool_page *p = NULL;
     T_CHECK(tool_fetch_page(url, &LOCAL, NULL, &p, &e) == ENG_OK);
     double dt = eng_now_s() - t0;
     tool_page_free(p);
     T_CHECKF(dt >= 0.058 && dt < 0.3, "fixed 60 ms latency, request took %.3f s", dt);
-    tool_webenv_stop(w);
+    bench_webenv_stop(w);
 }
 
 /* After a reseed the requests meet the seed's draws again, in order (the
  * benchmark gives every mode the same latencies this way). */
 static void test_reseed(void) {
-    tool_webenv_opts o = {.db_path = g_db, .latency_median_ms = 30, .latency_sigma = 1.2, .seed = 3};
-    tool_webenv *w;
+    bench_webenv_opts o = {.db_path = g_db, .latency_median_ms = 30, .latency_sigma = 1.2, .seed = 3};
+    bench_webenv *w;
     eng_err e = {0};
-    T_CHECK(tool_webenv_start(&o, &w, &e) == ENG_OK);
-    tool_latency l;
-    tool_latency_init(&l, 30, 1.2, 3);
+    T_CHECK(bench_webenv_start(&o, &w, &e) == ENG_OK);
+    bench_latency l;
+    bench_latency_init(&l, 30, 1.2, 3);
     double want[8];
-    for (int i = 0; i < 8; i++) want[i] = tool_latency_draw_ms(&l) / 1e3;
+    for (int i = 0; i < 8; i++) want[i] = bench_latency_draw_ms(&l) / 1e3;
     const double slack = 0.25;   /* above the draw, for a loaded machine */
     int apart = 0;               /* without the reseed some request would fail the checks below */
     for (int i = 0; i < 4; i++) apart += want[i + 4] < want[i] - 0.01 || want[i + 4] > want[i] + slack;
     T_CHECKF(apart > 0, "seed gives look-alike draws");
     char url[256];
-    snprintf(url, sizeof url, "%s/page/2", tool_webenv_url(w));
+    snprintf(url, sizeof url, "%s/page/2", bench_webenv_url(w));
     for (int round = 0; round < 2; round++) {
-        if (round) tool_webenv_reseed(w, 3);
+        if (round) bench_webenv_reseed(w, 3);
         for (int i = 0; i < 4; i++) {
             double t0 = eng_now_s();
             tool_page *p = NULL;
@@ -600,7 +601,7 @@ static void test_reseed(void) {
                      round, i, dt, want[i]);
         }
     }
-    tool_webenv_stop(w);
+    bench_webenv_stop(w);
 }
 
 /* Stopping does not wait for slow requests in flight. */
@@ -612,17 +613,17 @@ static void *slow_client(void *arg) {
 }
 
 static void test_stop_with_requests_in_flight(void) {
-    tool_webenv_opts o = {.db_path = g_db, .latency_median_ms = 5000, .latency_sigma = -1,
+    bench_webenv_opts o = {.db_path = g_db, .latency_median_ms = 5000, .latency_sigma = -1,
                           .test_endpoints = 1};
-    tool_webenv *w;
-    T_CHECK(tool_webenv_start(&o, &w, NULL) == ENG_OK);
+    bench_webenv *w;
+    T_CHECK(bench_webenv_start(&o, &w, NULL) == ENG_OK);
     char url[256];
-    snprintf(url, sizeof url, "%s/_test/slow?ms=10000", tool_webenv_url(w));
+    snprintf(url, sizeof url, "%s/_test/slow?ms=10000", bench_webenv_url(w));
     pthread_t th[3];
     for (int i = 0; i < 3; i++) pthread_create(&th[i], NULL, slow_client, url);
     usleep(100 * 1000);
     double t0 = eng_now_s();
-    tool_webenv_stop(w);
+    bench_webenv_stop(w);
     double dt = eng_now_s() - t0;
     for (int i = 0; i < 3; i++) pthread_join(th[i], NULL);
     T_CHECKF(dt < 0.5, "stop took %.2f s", dt);
@@ -653,14 +654,14 @@ static void test_import_dir(void) {
     T_CHECK(symlink("..", path) == 0);     /* must not be followed */
     int n = 0;
     eng_err e = {0};
-    T_CHECKF(tool_corpus_import_dir(db, d, "/manual", 0, &n, &e) == ENG_OK && n == 2, "n %d %s", n, e.msg);
-    T_CHECK(tool_corpus_import_dir(db, "/nonexistent-dir", "/x", 0, &n, &e) == ENG_EIO);
-    T_CHECK(tool_corpus_import_dir(db, d, "nolead", 0, &n, &e) == ENG_EINVAL);
-    tool_webenv_opts o = {.db_path = db, .latency_median_ms = -1};
-    tool_webenv *w;
-    T_CHECK(tool_webenv_start(&o, &w, &e) == ENG_OK);
+    T_CHECKF(bench_corpus_import_dir(db, d, "/manual", 0, &n, &e) == ENG_OK && n == 2, "n %d %s", n, e.msg);
+    T_CHECK(bench_corpus_import_dir(db, "/nonexistent-dir", "/x", 0, &n, &e) == ENG_EIO);
+    T_CHECK(bench_corpus_import_dir(db, d, "nolead", 0, &n, &e) == ENG_EINVAL);
+    bench_webenv_opts o = {.db_path = db, .latency_median_ms = -1};
+    bench_webenv *w;
+    T_CHECK(bench_webenv_start(&o, &w, &e) == ENG_OK);
     char url[256], ep[256];
-    snprintf(url, sizeof url, "%s/manual/index.html", tool_webenv_url(w));
+    snprintf(url, sizeof url, "%s/manual/index.html", bench_webenv_url(w));
     tool_page *p = NULL;
     T_CHECK(tool_fetch_page(url, &LOCAL, NULL, &p, &e) == ENG_OK && p->n_links == 1);
     if (p && p->n_links == 1) {
@@ -671,7 +672,7 @@ static void test_import_dir(void) {
         T_CHECK(tool_fetch_page(next, &LOCAL, NULL, &p, &e) == ENG_OK && !strcmp(p->title, "Chapter One"));
     }
     tool_page_free(p);
-    snprintf(ep, sizeof ep, "%s/search", tool_webenv_url(w));
+    snprintf(ep, sizeof ep, "%s/search", bench_webenv_url(w));
     tool_search_opts so = {.endpoint = ep};
     char *text;
     cJSON *res;
@@ -679,11 +680,11 @@ static void test_import_dir(void) {
     T_CHECK(cJSON_GetArraySize(res) == 1 && strstr(text, "/manual/sub/ch1.html"));
     free(text);
     cJSON_Delete(res);
-    tool_webenv_stop(w);
+    bench_webenv_stop(w);
     /* real documentation, when this machine has some */
     struct stat st;
     if (stat("/usr/share/doc", &st) == 0) {
-        T_CHECK(tool_corpus_import_dir(db, "/usr/share/doc", "/usr-doc", 40, &n, &e) == ENG_OK);
+        T_CHECK(bench_corpus_import_dir(db, "/usr/share/doc", "/usr-doc", 40, &n, &e) == ENG_OK);
         printf("  imported %d HTML files from /usr/share/doc\n", n);
     }
     unlink(path);
@@ -722,7 +723,7 @@ int main(void) {
     T_RUN(test_reseed);
     T_RUN(test_stop_with_requests_in_flight);
     T_RUN(test_import_dir);
-    tool_webenv_stop(g_env);
+    bench_webenv_stop(g_env);
     unlink(g_db);
     rmdir(g_dir);
     T_DONE();

@@ -7,8 +7,8 @@
  *              early arguments are complete (partial execution: the tool runs
  *              while the model is still decoding the rest of the call)
  *   tools      calculator, fetch_url (libcurl + HTML to text), web_search
- *   webenv     a local HTTP server over a SQLite corpus with FTS5 search and
- *              simulated network latency, for tests and benchmarks
+ * (the local web environment tests and benchmarks search and fetch from is
+ * in the benchmark library, benchmarks/lib/bench.h)
  *
  * Every call that can fail returns an ENG_* code and fills an eng_err. */
 #ifndef TOOL_H
@@ -294,67 +294,5 @@ typedef struct tool_search_opts {
 int  tool_search(const tool_search_opts *o, const char *query, int k, const tool_ctx *ctx,
                  char **text, cJSON **results, eng_err *err);
 int  tool_register_web_search(tool_registry *r, const tool_search_opts *o, eng_err *err);
-
-/* ================================================================= webenv */
-
-/* Network latency model.  Each request of the local web environment waits a
- * lognormal time: median * exp(sigma * Z), Z standard normal.  Defaults
- * median 400 ms, sigma 0.6 (so p10 ~ 185 ms, p90 ~ 860 ms, p99 ~ 1.6 s): a
- * chosen stand-in for real page fetches by web agents, which take hundreds
- * of milliseconds to seconds; tests use a few ms.  Seeded, reproducible. */
-typedef struct tool_latency {
-    double median_ms, sigma;
-    uint64_t state;
-} tool_latency;
-void   tool_latency_init(tool_latency *l, double median_ms, double sigma, uint64_t seed);
-double tool_latency_draw_ms(tool_latency *l);     /* not thread-safe by itself */
-
-/* Corpus database: table pages(url TEXT PRIMARY KEY, title TEXT, body_html
- * TEXT) where url is the path the server answers ("/page/12"), links in
- * body_html are relative to the server; table pages_fts (FTS5 over title and
- * extracted text, rowid = pages.rowid) backs /search. */
-/* Builds a synthetic site in db_path (created or emptied): "/" links to
- * topic hubs "/topic/T", which link to their pages "/page/N"; every page has
- * a unique made-up name in its title, paragraphs, facts, and 4-10 links to
- * other pages.  Same seed, same site. */
-int  tool_corpus_generate(const char *db_path, int n_pages, uint64_t seed, eng_err *err);
-/* Name of generated page i (0 <= i < n_pages) for a seed, e.g. to search. */
-void tool_corpus_page_name(uint64_t seed, int i, char *buf, size_t cap);
-/* Adds every *.html / *.htm file under dir (recursively, at most max_files,
- * 0 = no limit, each at most 1 MiB) as url prefix + relative path. */
-int  tool_corpus_import_dir(const char *db_path, const char *dir, const char *prefix,
-                            int max_files, int *n_imported, eng_err *err);
-
-typedef struct tool_webenv_opts {
-    const char *db_path;       /* corpus (see above); required */
-    int    port;               /* 0 = any free port */
-    double latency_median_ms;  /* 0 = 400; negative = no latency */
-    double latency_sigma;      /* 0 = 0.6; negative = fixed latency */
-    uint64_t seed;
-    int    test_endpoints;     /* serve /_test/... (see below) */
-} tool_webenv_opts;
-
-/* Serves on 127.0.0.1, HTTP/1.1, GET only, Connection: close, one thread
- * per connection:
- *   /PATH               the page stored under PATH (text/html), else 404
- *   /search?q=Q&k=N     {"query": Q, "results": [{"title","url","snippet"}]}
- *                       best N (default 5, at most 50) by FTS5 bm25
- * With test_endpoints:
- *   /_test/slow?ms=N          answers after N ms more
- *   /_test/big?bytes=N[&nolen=1]  N bytes of text/plain (nolen: no
- *                                 Content-Length, body ends at close)
- *   /_test/redirect?n=N       302 chain of N hops, then a small page
- *   /_test/binary             application/octet-stream
- *   /_test/json               application/json
- * Malformed requests get 400 (or 405/414/431) and never stop the server. */
-typedef struct tool_webenv tool_webenv;
-int  tool_webenv_start(const tool_webenv_opts *o, tool_webenv **out, eng_err *err);
-void tool_webenv_stop(tool_webenv *w);           /* closes everything, frees w */
-int  tool_webenv_port(const tool_webenv *w);
-const char *tool_webenv_url(const tool_webenv *w); /* "http://127.0.0.1:PORT" */
-long tool_webenv_requests(const tool_webenv *w);   /* requests answered so far */
-/* Restarts the latency draws from seed, so that runs compared with each
- * other (benchmark modes) meet the same latencies in the same order. */
-void tool_webenv_reseed(tool_webenv *w, uint64_t seed);
 
 #endif

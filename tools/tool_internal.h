@@ -43,15 +43,4 @@ int  tool_http_get(const tool_http_req *q, const char *const *accept_types,
                    tool_http_resp *r, eng_err *err);
 void tool_http_resp_free(tool_http_resp *r);
 
-/* Corpus database (tool_corpus.c), shared with the web environment. */
-struct sqlite3;
-int tool_corpus_open(const char *path, int readonly, struct sqlite3 **db, eng_err *err);
-int tool_corpus_put(struct sqlite3 *db, const char *url, const char *title, const char *html,
-                    eng_err *err);
-/* Best k pages for q as a JSON array of {"title","url","snippet"}; urls
- * are base_url + the page's path. */
-int tool_corpus_search(struct sqlite3 *db, const char *q, int k, const char *base_url,
-                       cJSON **out, eng_err *err);
-
-double   tool_rng_unit(uint64_t *s);        /* uniform in (0, 1) */
 #endif

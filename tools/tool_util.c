@@ -1,6 +1,5 @@
 /* tool_util.c — small helpers of the tools module: buffers, strings, UTF-8,
- * clock, random numbers, URLs. */
-#include <math.h>
+ * clock, URLs. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,26 +48,6 @@ int tool_add_utf8(eng_buf *b, unsigned cp) {
     u[0] = (char)(0xF0 | (cp >> 18)); u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
     u[2] = (char)(0x80 | ((cp >> 6) & 0x3F)); u[3] = (char)(0x80 | (cp & 0x3F));
     return eng_buf_add(b, u, 4);
-}
-
-/* ----------------------------------------------------------------- random */
-double tool_rng_unit(uint64_t *s) {
-    return ((eng_rng_next(s) >> 11) + 0.5) * 0x1.0p-53;
-}
-
-void tool_latency_init(tool_latency *l, double median_ms, double sigma, uint64_t seed) {
-    l->median_ms = median_ms;
-    l->sigma = sigma;
-    l->state = seed ^ 0x6C61746E63790000ull;
-}
-
-double tool_latency_draw_ms(tool_latency *l) {
-    if (l->median_ms <= 0) return 0;
-    if (l->sigma <= 0) return l->median_ms;
-    /* Box-Muller: one standard normal from two uniforms */
-    double u1 = tool_rng_unit(&l->state), u2 = tool_rng_unit(&l->state);
-    double z = sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
-    return l->median_ms * exp(l->sigma * z);
 }
 
 /* -------------------------------------------------------------------- URLs */

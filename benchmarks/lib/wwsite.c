@@ -16,7 +16,7 @@
  * URL mapping: the web environment serves paths only, so the public URL
  * scheme://host/path is served as "/host/path" (query and fragment are
  * never generated).  Links inside pages are absolute public URLs; a client
- * maps them back with cache_ww_local_path before fetching. */
+ * maps them back with bench_ww_local_path before fetching. */
 #include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +26,7 @@
 #include <sqlite3.h>
 #include "cache.h"
 #include "tool.h"
+#include "bench.h"
 
 /* ------------------------------------------------------------ helpers */
 /* HTML-escapes s into b. */
@@ -49,7 +50,7 @@ static uint64_t hash_str(const char *s) {   /* FNV-1a */
     return h;
 }
 
-char *cache_ww_norm_text(const char *s) {
+char *bench_ww_norm_text(const char *s) {
     size_t n = s ? strlen(s) : 0, k = 0;
     char *o = malloc(n + 1);
     if (!o) return NULL;
@@ -66,7 +67,7 @@ char *cache_ww_norm_text(const char *s) {
 }
 
 /* --------------------------------------------------------------- rows */
-static void row_clear(cache_ww_row *r) {
+static void row_clear(bench_ww_row *r) {
     free(r->question);
     free(r->answer);
     free(r->root_url);
@@ -80,25 +81,25 @@ static void row_clear(cache_ww_row *r) {
     memset(r, 0, sizeof *r);
 }
 
-void cache_ww_rows_free(cache_ww_row *rows, int n) {
+void bench_ww_rows_free(bench_ww_row *rows, int n) {
     for (int i = 0; rows && i < n; i++) row_clear(&rows[i]);
     free(rows);
 }
 
-/* cache_ww_norm_text of s[0..n); NULL when out of memory. */
+/* bench_ww_norm_text of s[0..n); NULL when out of memory. */
 static char *norm_piece(const char *s, size_t n) {
     char *raw = malloc(n + 1);
     if (!raw) return NULL;
     memcpy(raw, s, n);
     raw[n] = 0;
-    char *t = cache_ww_norm_text(raw);
+    char *t = bench_ww_norm_text(raw);
     free(raw);
     return t;
 }
 
 /* Splits "root->A->B" into its anchors after "root" (normalised, empty
  * ones dropped). */
-static int parse_path(const char *s, cache_ww_path *p) {
+static int parse_path(const char *s, bench_ww_path *p) {
     const char *cur = s;
     int first = 1;
     while (cur) {
@@ -137,7 +138,7 @@ static int split_sources(const cJSON *src, char ***out, int *n) {
     return ENG_OK;
 }
 
-static int load_row(const cJSON *it, int index, cache_ww_row *r, int *keep) {
+static int load_row(const cJSON *it, int index, bench_ww_row *r, int *keep) {
     const char *q = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "Question"));
     const char *a = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "answer"));
     const char *root = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "root_url"));
@@ -146,8 +147,8 @@ static int load_row(const cJSON *it, int index, cache_ww_row *r, int *keep) {
     if (!q || !a || !root || !cJSON_IsArray(gp) || cJSON_GetArraySize(gp) == 0) return ENG_OK;
     memset(r, 0, sizeof *r);
     r->index = index;
-    r->question = cache_ww_norm_text(q);
-    r->answer = cache_ww_norm_text(a);
+    r->question = bench_ww_norm_text(q);
+    r->answer = bench_ww_norm_text(a);
     if (!r->question || !r->answer) return ENG_ENOMEM;
     if (!r->answer[0] || cache_key_url(root, &r->root_url, NULL) != ENG_OK) return ENG_OK;
     char **src = NULL;
@@ -157,7 +158,7 @@ static int load_row(const cJSON *it, int index, cache_ww_row *r, int *keep) {
     const cJSON *p;
     cJSON_ArrayForEach(p, gp) {
         if (rc || !cJSON_IsString(p)) continue;
-        cache_ww_path *path = &r->paths[r->n_paths++];
+        bench_ww_path *path = &r->paths[r->n_paths++];
         rc = parse_path(p->valuestring, path);
         if (!rc && r->n_paths - 1 < n_src) { path->source = src[r->n_paths - 1]; src[r->n_paths - 1] = NULL; }
     }
@@ -167,7 +168,7 @@ static int load_row(const cJSON *it, int index, cache_ww_row *r, int *keep) {
     return rc;
 }
 
-int cache_ww_load(const char *json_path, const char *lang, cache_ww_row **rows, int *n,
+int bench_ww_load(const char *json_path, const char *lang, bench_ww_row **rows, int *n,
                   eng_err *err) {
     *rows = NULL;
     *n = 0;
@@ -190,7 +191,7 @@ int cache_ww_load(const char *json_path, const char *lang, cache_ww_row **rows, 
         cJSON_Delete(doc);
         return eng_seterr(err, ENG_EFORMAT, "%s: not a JSON array of rows", json_path);
     }
-    cache_ww_row *v = calloc((size_t)cJSON_GetArraySize(doc) + 1, sizeof *v);
+    bench_ww_row *v = calloc((size_t)cJSON_GetArraySize(doc) + 1, sizeof *v);
     int k = 0, idx = 0, rc = v ? ENG_OK : ENG_ENOMEM;
     const cJSON *it;
     cJSON_ArrayForEach(it, doc) {
@@ -204,7 +205,7 @@ int cache_ww_load(const char *json_path, const char *lang, cache_ww_row **rows, 
     }
     cJSON_Delete(doc);
     if (rc) {
-        cache_ww_rows_free(v, k + 1);
+        bench_ww_rows_free(v, k + 1);
         return eng_seterr(err, ENG_ENOMEM, "%s: out of memory", json_path);
     }
     *rows = v;
@@ -213,7 +214,7 @@ int cache_ww_load(const char *json_path, const char *lang, cache_ww_row **rows, 
 }
 
 /* ---------------------------------------------------------- URL mapping */
-int cache_ww_local_path(const char *url, char **out, eng_err *err) {
+int bench_ww_local_path(const char *url, char **out, eng_err *err) {
     *out = NULL;
     char *k = NULL;
     int rc = cache_key_url(url, &k, err);
@@ -272,7 +273,7 @@ typedef struct node {
 
 typedef struct sitemap { char *local, *pub; } sitemap;
 
-struct cache_wwsite {
+struct bench_wwsite {
     node *nodes;
     int n_nodes, cap_nodes;
     char **set;                /* open-addressing set of used URLs */
@@ -281,7 +282,7 @@ struct cache_wwsite {
     int n_map;
 };
 
-void cache_wwsite_free(cache_wwsite *s) {
+void bench_wwsite_free(bench_wwsite *s) {
     if (!s) return;
     for (int i = 0; i < s->n_nodes; i++) {
         free(s->nodes[i].anchor);
@@ -297,14 +298,14 @@ void cache_wwsite_free(cache_wwsite *s) {
     free(s);
 }
 
-static int set_has(const cache_wwsite *s, const char *u) {
+static int set_has(const bench_wwsite *s, const char *u) {
     if (!s->set_cap) return 0;
     for (size_t i = hash_str(u) & (s->set_cap - 1); s->set[i]; i = (i + 1) & (s->set_cap - 1))
         if (!strcmp(s->set[i], u)) return 1;
     return 0;
 }
 
-static int set_add(cache_wwsite *s, const char *u) {
+static int set_add(bench_wwsite *s, const char *u) {
     if (2 * (s->set_n + 1) > s->set_cap) {
         size_t cap = s->set_cap ? 2 * s->set_cap : 1024;
         char **t = calloc(cap, sizeof *t);
@@ -328,7 +329,7 @@ static int set_add(cache_wwsite *s, const char *u) {
     return ENG_OK;
 }
 
-static int add_node(cache_wwsite *s, int site, int parent, const char *anchor, int *out) {
+static int add_node(bench_wwsite *s, int site, int parent, const char *anchor, int *out) {
     if (s->n_nodes == s->cap_nodes) {
         int cap = s->cap_nodes ? 2 * s->cap_nodes : 256;
         node *v = realloc(s->nodes, (size_t)cap * sizeof *v);
@@ -374,7 +375,7 @@ static char *usable_source(const char *src) {
 }
 
 /* base + "/" + slug, made unique with "-2", "-3", ...; claimed in the set. */
-static int claim_slug_url(cache_wwsite *s, const char *base, const char *slug, char **out) {
+static int claim_slug_url(bench_wwsite *s, const char *base, const char *slug, char **out) {
     size_t bl = strlen(base);
     int slash = bl && base[bl - 1] == '/';
     for (int i = 1; i < 10000; i++) {
@@ -407,7 +408,7 @@ static char *origin_of(const char *url) {
 
 /* Gives every golden node of the tree its URL: the root its root_url, a
  * path's last page its source URL when usable and free, others a slug. */
-static int assign_urls(cache_wwsite *s, int first) {
+static int assign_urls(bench_wwsite *s, int first) {
     for (int i = first; i < s->n_nodes; i++) {
         node *n = &s->nodes[i];
         if (n->url) continue;
@@ -426,7 +427,7 @@ static int assign_urls(cache_wwsite *s, int first) {
     return ENG_OK;
 }
 
-static int child_with_anchor(const cache_wwsite *s, int parent, const char *anchor) {
+static int child_with_anchor(const bench_wwsite *s, int parent, const char *anchor) {
     for (int i = parent + 1; i < s->n_nodes; i++)
         if (s->nodes[i].parent == parent && !s->nodes[i].filler && !strcmp(s->nodes[i].anchor, anchor))
             return i;
@@ -443,15 +444,15 @@ static int add_answer(node *n, int row) {
 }
 
 /* The golden tree of one site: rows r[0..m) share root_url. */
-static int build_tree(cache_wwsite *s, int site, cache_ww_row *rows, const int *r, int m) {
+static int build_tree(bench_wwsite *s, int site, bench_ww_row *rows, const int *r, int m) {
     int root, rc = add_node(s, site, -1, "", &root);
     if (rc) return rc;
     s->nodes[root].url = strdup(rows[r[0]].root_url);
     if (!s->nodes[root].url || set_add(s, rows[r[0]].root_url)) return ENG_ENOMEM;
     for (int i = 0; i < m && !rc; i++) {
-        cache_ww_row *row = &rows[r[i]];
+        bench_ww_row *row = &rows[r[i]];
         for (int p = 0; p < row->n_paths && !rc; p++) {
-            cache_ww_path *path = &row->paths[p];
+            bench_ww_path *path = &row->paths[p];
             int cur = root;
             for (int a = 0; a < path->n && !rc; a++) {
                 int c = child_with_anchor(s, cur, path->anchors[a]);
@@ -465,7 +466,7 @@ static int build_tree(cache_wwsite *s, int site, cache_ww_row *rows, const int *
     }
     if (!rc) rc = assign_urls(s, root);
     for (int i = 0; i < m && !rc; i++) {       /* tell each path where it ends */
-        cache_ww_row *row = &rows[r[i]];
+        bench_ww_row *row = &rows[r[i]];
         for (int p = 0; p < row->n_paths && !rc; p++) {
             int cur = root;
             for (int a = 0; a < row->paths[p].n; a++) cur = child_with_anchor(s, cur, row->paths[p].anchors[a]);
@@ -480,7 +481,7 @@ static int build_tree(cache_wwsite *s, int site, cache_ww_row *rows, const int *
 /* The site's filler pool: n pages with anchors from other sites' golden
  * paths (their source URLs' paths moved to this host for the last page of
  * a path) or from SECTIONS. */
-static int build_fillers(cache_wwsite *s, int site, int root, const cache_ww_row *rows, int n_rows,
+static int build_fillers(bench_wwsite *s, int site, int root, const bench_ww_row *rows, int n_rows,
                          const char *root_key, int n, uint64_t seed) {
     uint64_t rng = seed ^ hash_str(root_key);
     char *origin = origin_of(s->nodes[root].url);
@@ -489,9 +490,9 @@ static int build_fillers(cache_wwsite *s, int site, int root, const cache_ww_row
     for (int i = 0, tries = 0; i < n && !rc && tries < 50 * n; tries++) {
         const char *anchor, *src = NULL;
         if (rng_int(&rng, 10) < 7 && n_rows > 1) {
-            const cache_ww_row *o = &rows[rng_int(&rng, n_rows)];
+            const bench_ww_row *o = &rows[rng_int(&rng, n_rows)];
             if (!strcmp(o->root_url, root_key) || !o->n_paths) continue;
-            const cache_ww_path *p = &o->paths[rng_int(&rng, o->n_paths)];
+            const bench_ww_path *p = &o->paths[rng_int(&rng, o->n_paths)];
             if (!p->n) continue;
             int a = rng_int(&rng, p->n);
             anchor = p->anchors[a];
@@ -557,7 +558,7 @@ typedef struct link { const char *url, *text; } link;
 
 /* The real links of node id (its golden children) and distractors from the
  * site's filler pool, shuffled together. */
-static int page_links(const cache_wwsite *s, int id, const cache_wwsite_opts *o, uint64_t *rng,
+static int page_links(const bench_wwsite *s, int id, const bench_wwsite_opts *o, uint64_t *rng,
                       link **out, int *n_out) {
     const node *me = &s->nodes[id];
     int root = id;
@@ -602,7 +603,7 @@ static int page_links(const cache_wwsite *s, int id, const cache_wwsite_opts *o,
     return ENG_OK;
 }
 
-static const char *node_title(const cache_wwsite *s, int id, char *buf, size_t cap) {
+static const char *node_title(const bench_wwsite *s, int id, char *buf, size_t cap) {
     const node *n = &s->nodes[id];
     if (n->parent >= 0) return n->anchor;
     const char *h = strstr(n->url, "://");
@@ -614,8 +615,8 @@ static const char *node_title(const cache_wwsite *s, int id, char *buf, size_t c
 }
 
 /* One page's HTML: title, prose, answer paragraphs, links. */
-static char *page_html(const cache_wwsite *s, int id, const cache_ww_row *rows,
-                       const cache_wwsite_opts *o) {
+static char *page_html(const bench_wwsite *s, int id, const bench_ww_row *rows,
+                       const bench_wwsite_opts *o) {
     const node *n = &s->nodes[id];
     uint64_t rng = o->seed ^ hash_str(n->url);
     char tb[400];
@@ -695,8 +696,8 @@ static int cmp_map(const void *a, const void *b) {
     return strcmp(((const sitemap *)a)->local, ((const sitemap *)b)->local);
 }
 
-static int write_pages(cache_wwsite *s, const char *db_path, const cache_ww_row *rows,
-                       const cache_wwsite_opts *o, eng_err *err) {
+static int write_pages(bench_wwsite *s, const char *db_path, const bench_ww_row *rows,
+                       const bench_wwsite_opts *o, eng_err *err) {
     sqlite3 *db = NULL;
     if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
         int rc = eng_seterr(err, ENG_EIO, "cannot open %s: %s", db_path, db ? sqlite3_errmsg(db) : "no memory");
@@ -717,7 +718,7 @@ static int write_pages(cache_wwsite *s, const char *db_path, const cache_ww_row 
     if (!rc && !s->map) rc = eng_seterr(err, ENG_ENOMEM, "site: out of memory");
     for (int i = 0; i < s->n_nodes && !rc; i++) {
         char *local = NULL, tb[400];
-        rc = cache_ww_local_path(s->nodes[i].url, &local, err);
+        rc = bench_ww_local_path(s->nodes[i].url, &local, err);
         char *html = rc ? NULL : page_html(s, i, rows, o);
         if (!rc && !html) rc = eng_seterr(err, ENG_ENOMEM, "site: out of memory");
         if (!rc) rc = put_page(db, ins, fts, local, node_title(s, i, tb, sizeof tb), html, err);
@@ -739,17 +740,17 @@ static int write_pages(cache_wwsite *s, const char *db_path, const cache_ww_row 
     return rc;
 }
 
-int cache_wwsite_build(const char *db_path, cache_ww_row *rows, int n_rows,
-                       const cache_wwsite_opts *opts, cache_wwsite **out, eng_err *err) {
+int bench_wwsite_build(const char *db_path, bench_ww_row *rows, int n_rows,
+                       const bench_wwsite_opts *opts, bench_wwsite **out, eng_err *err) {
     *out = NULL;
-    if (!db_path || !rows || n_rows <= 0) return eng_seterr(err, ENG_EINVAL, "cache_wwsite_build: no rows");
-    cache_wwsite_opts o = { .seed = 1 };
+    if (!db_path || !rows || n_rows <= 0) return eng_seterr(err, ENG_EINVAL, "bench_wwsite_build: no rows");
+    bench_wwsite_opts o = { .seed = 1 };
     if (opts) o = *opts;
     if (o.min_links <= 0) o.min_links = 8;
     if (o.max_links < o.min_links) o.max_links = o.min_links > 20 ? o.min_links : 20;
     if (o.n_filler <= 0) o.n_filler = 40;
     if (o.filler_words <= 0) o.filler_words = 300;
-    cache_wwsite *s = calloc(1, sizeof *s);
+    bench_wwsite *s = calloc(1, sizeof *s);
     int *idx = malloc((size_t)n_rows * sizeof *idx), *done = calloc((size_t)n_rows, sizeof *done);
     int rc = s && idx && done ? ENG_OK : eng_seterr(err, ENG_ENOMEM, "site: out of memory");
     /* Sites in order of first appearance; a site's rows in dataset order. */
@@ -769,16 +770,16 @@ int cache_wwsite_build(const char *db_path, cache_ww_row *rows, int n_rows,
     free(done);
     if (!rc) rc = write_pages(s, db_path, rows, &o, err);
     if (rc) {
-        cache_wwsite_free(s);
+        bench_wwsite_free(s);
         return rc;
     }
     *out = s;
     return ENG_OK;
 }
 
-int cache_wwsite_n_pages(const cache_wwsite *s) { return s ? s->n_map : 0; }
+int bench_wwsite_n_pages(const bench_wwsite *s) { return s ? s->n_map : 0; }
 
-const char *cache_wwsite_public_url(const cache_wwsite *s, const char *local_path) {
+const char *bench_wwsite_public_url(const bench_wwsite *s, const char *local_path) {
     if (!s || !local_path) return NULL;
     sitemap key = { (char *)local_path, NULL };
     const sitemap *m = bsearch(&key, s->map, (size_t)s->n_map, sizeof *s->map, cmp_map);

@@ -1,4 +1,4 @@
-/* tool_corpus.c — the web environment's pages in SQLite: a synthetic,
+/* corpus.c — the web environment's pages in SQLite: a synthetic,
  * link-rich site built from a seed, an importer for real HTML files, and the
  * FTS5 index that backs /search. */
 #include <dirent.h>
@@ -8,14 +8,15 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <sqlite3.h>
-#include "tool_internal.h"
+#include "bench_internal.h"
+#include "tool.h"
 
 static const char SCHEMA[] =
     "CREATE TABLE IF NOT EXISTS pages(url TEXT PRIMARY KEY, title TEXT NOT NULL,"
     " body_html TEXT NOT NULL);"
     "CREATE VIRTUAL TABLE IF NOT EXISTS pages_fts USING fts5(title, body);";
 
-int tool_corpus_open(const char *path, int readonly, sqlite3 **db, eng_err *err) {
+int bench_corpus_open(const char *path, int readonly, sqlite3 **db, eng_err *err) {
     *db = NULL;
     int flags = readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     if (!path) return eng_seterr(err, ENG_EINVAL, "no corpus database path");
@@ -43,7 +44,7 @@ static int db_fail(sqlite3 *db, eng_err *err, const char *what) {
 }
 
 /* Inserts or replaces one page and its index row (same rowid). */
-int tool_corpus_put(sqlite3 *db, const char *url, const char *title, const char *html,
+int bench_corpus_put(sqlite3 *db, const char *url, const char *title, const char *html,
                     eng_err *err) {
     tool_page p = {0};
     if (tool_html_to_text(html, strlen(html), NULL, &p)) return eng_seterr(err, ENG_ENOMEM, "out of memory");
@@ -116,7 +117,7 @@ static const char *const PEOPLE[] = {"surveyors", "monks", "traders", "engineers
 
 /* Page i's name: three syllables whose choice is a bijection of i (so every
  * page below 32768 has its own name), scrambled by the seed. */
-void tool_corpus_page_name(uint64_t seed, int i, char *buf, size_t cap) {
+void bench_corpus_page_name(uint64_t seed, int i, char *buf, size_t cap) {
     uint64_t s = seed;
     uint64_t mul = (eng_rng_next(&s) | 1) & 32767, off = eng_rng_next(&s) & 32767;
     unsigned v = (unsigned)(((uint64_t)(unsigned)i * mul + off) & 32767);
@@ -131,7 +132,7 @@ static int page_topic(uint64_t seed, int i) {
 
 static void page_title(uint64_t seed, int i, char *buf, size_t cap) {
     char name[64];
-    tool_corpus_page_name(seed, i, name, sizeof name);
+    bench_corpus_page_name(seed, i, name, sizeof name);
     const topic *t = &TOPICS[page_topic(seed, i)];
     snprintf(buf, cap, "%s %s", name, t->noun);
 }
@@ -147,7 +148,7 @@ static int link_to(eng_buf *b, uint64_t seed, int j) {
 /* One paragraph of facts about page i, with links to other pages. */
 static int paragraph(eng_buf *b, uint64_t seed, uint64_t *s, int i, int n, int *links_left) {
     char name[64];
-    tool_corpus_page_name(seed, i, name, sizeof name);
+    bench_corpus_page_name(seed, i, name, sizeof name);
     int rc = eng_buf_adds(b, "<p>");
     int n_sent = 3 + (int)(eng_rng_next(s) % 3);
     for (int k = 0; k < n_sent; k++) {
@@ -235,11 +236,11 @@ static int exec_sql(sqlite3 *db, const char *sql, eng_err *err) {
     return ENG_EIO;
 }
 
-int tool_corpus_generate(const char *db_path, int n_pages, uint64_t seed, eng_err *err) {
+int bench_corpus_generate(const char *db_path, int n_pages, uint64_t seed, eng_err *err) {
     if (n_pages < 1 || n_pages > 32768)
         return eng_seterr(err, ENG_EINVAL, "corpus size %d outside 1..32768", n_pages);
     sqlite3 *db;
-    int rc = tool_corpus_open(db_path, 0, &db, err);
+    int rc = bench_corpus_open(db_path, 0, &db, err);
     if (rc) return rc;
     rc = exec_sql(db, "BEGIN; DELETE FROM pages; DELETE FROM pages_fts;", err);
     eng_buf b = {0};
@@ -252,7 +253,7 @@ int tool_corpus_generate(const char *db_path, int n_pages, uint64_t seed, eng_er
         if (i == -1 - N_TOPICS) snprintf(url, sizeof url, "/");
         else if (i < 0) snprintf(url, sizeof url, "/topic/%s", TOPICS[t - 1].slug);
         else snprintf(url, sizeof url, "/page/%d", i);
-        rc = brc ? eng_seterr(err, ENG_ENOMEM, "out of memory") : tool_corpus_put(db, url, NULL, b.p, err);
+        rc = brc ? eng_seterr(err, ENG_ENOMEM, "out of memory") : bench_corpus_put(db, url, NULL, b.p, err);
     }
     eng_buf_free(&b);
     if (!rc) rc = exec_sql(db, "COMMIT;", err);
@@ -289,7 +290,7 @@ static int import_file(importer *im, const char *path, const char *rel) {
         if (eng_buf_printf(&url, "%s/%s", im->prefix, rel)) {
             rc = eng_seterr(im->err, ENG_ENOMEM, "out of memory");
         } else {
-            rc = tool_corpus_put(im->db, url.p, NULL, buf, im->err);
+            rc = bench_corpus_put(im->db, url.p, NULL, buf, im->err);
             if (!rc) im->n++;
         }
         eng_buf_free(&url);
@@ -324,7 +325,7 @@ static int import_walk(importer *im, const char *dir, const char *rel, int depth
     return rc;
 }
 
-int tool_corpus_import_dir(const char *db_path, const char *dir, const char *prefix,
+int bench_corpus_import_dir(const char *db_path, const char *dir, const char *prefix,
                            int max_files, int *n_imported, eng_err *err) {
     if (n_imported) *n_imported = 0;
     struct stat st;
@@ -333,7 +334,7 @@ int tool_corpus_import_dir(const char *db_path, const char *dir, const char *pre
     if (prefix && prefix[0] && prefix[0] != '/')
         return eng_seterr(err, ENG_EINVAL, "URL prefix must start with '/': %s", prefix);
     sqlite3 *db;
-    int rc = tool_corpus_open(db_path, 0, &db, err);
+    int rc = bench_corpus_open(db_path, 0, &db, err);
     if (rc) return rc;
     importer im = {db, dir, prefix ? prefix : "", max_files, 0, err};
     rc = exec_sql(db, "BEGIN;", err);
@@ -390,7 +391,7 @@ static char *one_line(const char *s) {
     return eng_buf_take(&b);
 }
 
-int tool_corpus_search(sqlite3 *db, const char *q, int k, const char *base_url, cJSON **out,
+int bench_corpus_search(sqlite3 *db, const char *q, int k, const char *base_url, cJSON **out,
                        eng_err *err) {
     *out = cJSON_CreateArray();
     char *match = fts_query(q ? q : "");

@@ -1,4 +1,4 @@
-/* draft.c — the draft-model proposer of the speculator: a small model reads
+/* prefetch_draft.c — the draft-model proposer of the speculator: a small model reads
  * the question and the current page's title and scores each link on the
  * page by the mean log-probability of its anchor text as the answer to
  * "which link do you open next?".  The context is prefilled once; each

@@ -1,4 +1,4 @@
-/* spec.c — the speculator: ranks candidate next actions (links on the page,
+/* prefetch_rank.c — the speculator: ranks candidate next actions (links on the page,
  * unopened search results, anything another proposer adds) by how well
  * their words match the question's, so the prefetcher can fetch the likely
  * ones before the model asks.  Matching is BM25-like: each shared word

@@ -1,4 +1,4 @@
-/* tts_bench.c — `brisk bench math500`: accuracy against latency of the
+/* math500.c — `brisk bench math500`: accuracy against latency of the
  * test-time-scaling configurations on MATH-500, driven through the scheduler
  * exactly as the server drives queries (one query at a time, so latencies
  * are those of an otherwise idle engine).
@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include "orc_tts.h"
 #include "orc_math.h"
+#include "bench.h"
 
 #define MAX_CONFIGS 32
 
@@ -49,7 +50,7 @@ typedef struct config {
 } config;
 
 typedef struct bench {
-    const orc_bench_opts *o;
+    const bench_math500_opts *o;
     problem *pb;
     int n_pb;
     eng_model *m;
@@ -66,7 +67,7 @@ typedef struct bench {
 } bench;
 
 /* ------------------------------------------------------------- options */
-void orc_bench_usage(void) {
+void bench_math500_usage(void) {
     fprintf(stderr,
         "usage: brisk bench math500 --model DIR [--data FILE] [--limit K] [--max-tokens N]\n"
         "         [--cuda] [--threads N] [--out FILE.json] [--n 4,8,16] [--budgets 2,5,10]\n"
@@ -104,7 +105,7 @@ static int num_arg(const char *k, const char *v, double lo, double hi, int integ
     return ENG_OK;
 }
 
-static void default_opts(orc_bench_opts *o) {
+static void default_opts(bench_math500_opts *o) {
     memset(o, 0, sizeof *o);
     o->data = "../shared/data/math500/test.jsonl";
     o->out = "results/math500.json";   /* results/ is ignored by git; --out to keep a run */
@@ -139,7 +140,7 @@ static const struct { const char *name; double lo, hi; int integer; } NUMS[] = {
     { "--spec-k", 0, ENG_SPEC_KMAX, 1 }, { "--spec-kmax", 0, ENG_SPEC_KMAX, 1 },
 };
 
-static int set_num(orc_bench_opts *o, const char *k, const char *v, eng_err *err) {
+static int set_num(bench_math500_opts *o, const char *k, const char *v, eng_err *err) {
     int i = 0, n = (int)(sizeof NUMS / sizeof *NUMS);
     while (i < n && strcmp(k, NUMS[i].name)) i++;
     if (i == n) return eng_seterr(err, ENG_EINVAL, "unknown option %s", k);
@@ -171,7 +172,7 @@ static int set_num(orc_bench_opts *o, const char *k, const char *v, eng_err *err
     return ENG_OK;
 }
 
-static int set_lists(orc_bench_opts *o, const char *k, const char *v, eng_err *err) {
+static int set_lists(bench_math500_opts *o, const char *k, const char *v, eng_err *err) {
     double x[8];
     int n = parse_list(v, x, 8);
     if (!strcmp(k, "--n")) {
@@ -193,7 +194,7 @@ static int set_lists(orc_bench_opts *o, const char *k, const char *v, eng_err *e
     return ENG_OK;
 }
 
-int orc_bench_parse(int argc, char **argv, orc_bench_opts *o, eng_err *err) {
+int bench_math500_parse(int argc, char **argv, bench_math500_opts *o, eng_err *err) {
     default_opts(o);
     int rc = ENG_OK;
     if (argc < 2 || strcmp(argv[1], "math500"))
@@ -271,33 +272,6 @@ static int load_problems(const char *path, int limit, problem **out, int *n_out,
 }
 
 /* ------------------------------------------------------------ one query */
-typedef struct collect { cJSON *answer, *stats, *error; int done; } collect;
-
-static void keep(cJSON **slot, cJSON *m) {
-    cJSON_Delete(*slot);
-    *slot = m;
-}
-
-static void c_emit(void *ud, cJSON *m) {
-    collect *c = ud;
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(m, "type");
-    const char *ty = cJSON_IsString(t) ? t->valuestring : "";
-    if (!strcmp(ty, "answer")) keep(&c->answer, m);
-    else if (!strcmp(ty, "stats")) keep(&c->stats, m);
-    else if (!strcmp(ty, "error")) keep(&c->error, m);
-    else cJSON_Delete(m);
-}
-
-static void c_done(void *ud, const char *id) {
-    (void)id;
-    ((collect *)ud)->done = 1;
-}
-
-static double num(const cJSON *o, const char *k) {
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
-    return cJSON_IsNumber(v) ? v->valuedouble : 0;
-}
-
 /* Runs one reason query to its end and fills r (answer, time, tokens). */
 static int run_query(bench *B, const problem *p, int n, const eng_sampling *samp,
                      const orc_tts_opts *base, outcome *r, eng_err *err) {
@@ -307,17 +281,11 @@ static int run_query(bench *B, const problem *p, int n, const eng_sampling *samp
     orc_tts_opts o = *base;
     o.n = n;
     o.stream = 0;
-    collect c = { 0 };
-    orc_sink sink = { .ud = &c, .emit = c_emit, .done = c_done };
+    bench_collect c;
+    orc_sink sink = bench_collect_sink(&c);
     orc_task *t = NULL;
     int rc = orc_task_reason_create(&q, B->m, sink, &o, &t, err);
-    if (!rc) rc = orc_sched_submit(B->s, t, err);
-    if (rc && t) t->destroy(t);
-    for (int idle = 0; !rc && !c.done;) {
-        int k = orc_sched_step(B->s, err);
-        if (k < 0) rc = -k;
-        else if (k == 0 && ++idle > 1000) rc = eng_seterr(err, ENG_EINVAL, "the query never started");
-    }
+    if (!rc) rc = bench_run_task(B->s, t, &c, NULL, err);
     memset(r, 0, sizeof *r);
     if (!rc && c.error) {
         const cJSON *msg = cJSON_GetObjectItemCaseSensitive(c.error, "message");
@@ -329,19 +297,17 @@ static int run_query(bench *B, const problem *p, int n, const eng_sampling *samp
         const cJSON *es = cJSON_GetObjectItemCaseSensitive(c.answer, "early_stop");
         if (cJSON_IsString(a)) r->answer = strdup(a->valuestring);
         r->early = cJSON_IsTrue(es);
-        r->mean_lp = num(best, "mean_logprob");
-        r->latency_s = num(c.stats, "wall_ms") / 1e3;
-        r->tokens = (long long)num(c.stats, "decoded_tokens");
-        r->branch_tokens = (long long)num(c.stats, "tokens");
-        r->prompt_tokens = (int)num(c.stats, "prompt_tokens");
+        r->mean_lp = bench_num(best, "mean_logprob");
+        r->latency_s = bench_num(c.stats, "wall_ms") / 1e3;
+        r->tokens = (long long)bench_num(c.stats, "decoded_tokens");
+        r->branch_tokens = (long long)bench_num(c.stats, "tokens");
+        r->prompt_tokens = (int)bench_num(c.stats, "prompt_tokens");
         const cJSON *sp = cJSON_GetObjectItemCaseSensitive(c.stats, "spec");
-        r->spec_steps = (long long)num(sp, "steps");
-        r->spec_accepted = (long long)num(sp, "accepted");
+        r->spec_steps = (long long)bench_num(sp, "steps");
+        r->spec_accepted = (long long)bench_num(sp, "accepted");
         r->correct = r->answer && orc_math_equiv_gold(p->gold, r->answer);
     }
-    cJSON_Delete(c.answer);
-    cJSON_Delete(c.stats);
-    cJSON_Delete(c.error);
+    bench_collect_clear(&c);
     return rc;
 }
 
@@ -437,7 +403,7 @@ static int run_config(bench *B, config *c, eng_err *err) {
     return ENG_OK;
 }
 
-static int max_n(const orc_bench_opts *o) {
+static int max_n(const bench_math500_opts *o) {
     int m = 1;
     for (int i = 0; i < o->n_ns; i++) if (o->ns[i] > m) m = o->ns[i];
     return m;
@@ -504,7 +470,7 @@ static int run_parallel(bench *B, const char *kind, int n, int k, int probing, e
 }
 
 static int run_all(bench *B, eng_err *err) {
-    const orc_bench_opts *o = B->o;
+    const bench_math500_opts *o = B->o;
     int rc = ENG_OK, nmax = max_n(o);
     config *c = new_config(B, "greedy", 1, err);
     if (!c) return err->code;
@@ -634,7 +600,7 @@ static void make_parents(const char *path) {
 }
 
 static int write_json(const bench *B, eng_err *err) {
-    const orc_bench_opts *o = B->o;
+    const bench_math500_opts *o = B->o;
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "benchmark", "math500");
     cJSON_AddStringToObject(j, "model", o->model);
@@ -704,12 +670,12 @@ static int write_svg(const bench *B, eng_err *err) {
     if (stem + 5 > sizeof path) return eng_seterr(err, ENG_EINVAL, "output path too long");
     memcpy(path, out, stem);
     strcpy(path + stem, ".svg");
-    orc_svg_point pts[MAX_CONFIGS];
+    bench_svg_point pts[MAX_CONFIGS];
     int n = 0;
     for (int i = 0; i < B->n_cf; i++)
         if (B->cf[i].available)
-            pts[n++] = (orc_svg_point){ B->cf[i].mean_s, B->cf[i].acc, B->cf[i].name };
-    return orc_svg_scatter(path, "MATH-500: accuracy vs latency", "mean latency per problem (s)",
+            pts[n++] = (bench_svg_point){ B->cf[i].mean_s, B->cf[i].acc, B->cf[i].name };
+    return bench_svg_scatter(path, "MATH-500: accuracy vs latency", "mean latency per problem (s)",
                            "accuracy", pts, n, err);
 }
 
@@ -717,7 +683,7 @@ static int write_svg(const bench *B, eng_err *err) {
 /* Engine sized for the widest run: nmax branches plus as many probes, or
  * the calibration's batch, each with a full context. */
 static int open_engine(bench *B, eng_err *err) {
-    const orc_bench_opts *o = B->o;
+    const bench_math500_opts *o = B->o;
     int rc = eng_model_load(o->model, &B->m, err);
     if (rc) return rc;
     const eng_config *c = eng_model_config(B->m);
@@ -739,7 +705,7 @@ static int open_engine(bench *B, eng_err *err) {
  * far) and whether the engine takes it; a refusal marks the speculative
  * configurations n/a with the reason. */
 static int setup_spec(bench *B, eng_err *err) {
-    const orc_bench_opts *o = B->o;
+    const bench_math500_opts *o = B->o;
     B->accept = -1;
     B->spec = (eng_spec_opts){ .mode = ENG_SPEC_NGRAM };
     if (o->draft) {
@@ -779,7 +745,7 @@ static int calibrate(bench *B, eng_err *err) {
     return rc;
 }
 
-int orc_bench_run(const orc_bench_opts *o, eng_err *err) {
+int bench_math500_run(const bench_math500_opts *o, eng_err *err) {
     bench B = { .o = o };
     int rc = load_problems(o->data, o->limit, &B.pb, &B.n_pb, err);
     if (!rc) rc = open_engine(&B, err);

@@ -1,11 +1,12 @@
-/* tts_svg.c — a scatter plot as a small SVG file: axes with a few ticks,
- * one dot and one label per point.  Enough for benchmark result plots. */
+/* svg.c — benchmark plots as small SVG files: a scatter plot (axes with a
+ * few ticks, one dot and one label per point) and a bar chart (one bar per
+ * value, a dashed reference line). */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include "orc_tts.h"
+#include "bench.h"
 
-enum { W = 720, H = 480, ML = 70, MR = 170, MT = 40, MB = 60 };
+enum { W = 720, H = 480, ML = 70, MR = 170, MT = 40, MB = 60 };   /* the scatter plot */
 
 /* Writes s with XML's special characters escaped. */
 static void put_text(FILE *f, const char *s) {
@@ -27,7 +28,7 @@ static double tick_step(double span) {
     return (m < 1.5 ? 1 : m < 3.5 ? 2 : m < 7.5 ? 5 : 10) * p;
 }
 
-static void range_of(const orc_svg_point *p, int n, int y, double *lo, double *hi) {
+static void range_of(const bench_svg_point *p, int n, int y, double *lo, double *hi) {
     *lo = INFINITY;
     *hi = -INFINITY;
     for (int i = 0; i < n; i++) {
@@ -58,8 +59,8 @@ static void axis(FILE *f, double lo, double hi, int vertical) {
     }
 }
 
-int orc_svg_scatter(const char *path, const char *title, const char *xlabel, const char *ylabel,
-                    const orc_svg_point *p, int n, eng_err *err) {
+int bench_svg_scatter(const char *path, const char *title, const char *xlabel, const char *ylabel,
+                    const bench_svg_point *p, int n, eng_err *err) {
     if (!path || (n > 0 && !p)) return eng_seterr(err, ENG_EINVAL, "svg: missing path or points");
     FILE *f = fopen(path, "w");
     if (!f) return eng_seterr(err, ENG_EIO, "svg: cannot write %s", path);
@@ -91,5 +92,54 @@ int orc_svg_scatter(const char *path, const char *title, const char *xlabel, con
     }
     fputs("</svg>\n", f);
     if (fclose(f)) return eng_seterr(err, ENG_EIO, "svg: error writing %s", path);
+    return ENG_OK;
+}
+
+int bench_svg_bars(const char *path, const char *title, const char *ylabel,
+                   const char *const *labels, const double *v, int n, double ref, eng_err *err) {
+    if (!path || (n > 0 && (!labels || !v))) return eng_seterr(err, ENG_EINVAL, "svg: missing path or bars");
+    FILE *f = fopen(path, "w");
+    if (!f) return eng_seterr(err, ENG_EIO, "svg: cannot write %s", path);
+    const double BW = 900, BH = 420, L = 60, R = 20, T = 40, B = 70, PH = BH - T - B;
+    double top = ref;
+    for (int i = 0; i < n; i++) if (v[i] > top) top = v[i];
+    top = top > 0 ? top * 1.1 : 1;
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+               "font-family=\"sans-serif\" font-size=\"11\">\n", BW, BH);
+    fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
+    fprintf(f, "<text x=\"%.0f\" y=\"22\" font-size=\"15\" text-anchor=\"middle\">", BW / 2);
+    put_text(f, title);
+    fprintf(f, "</text>\n");
+    fprintf(f, "<text x=\"14\" y=\"%.0f\" transform=\"rotate(-90 14 %.0f)\" text-anchor=\"middle\">",
+            T + PH / 2, T + PH / 2);
+    put_text(f, ylabel);
+    fprintf(f, "</text>\n");
+    fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, BH - B, BW - R, BH - B);
+    fprintf(f, "<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"black\"/>\n", L, T, L, BH - B);
+    for (int t = 0; t <= 4; t++)
+        fprintf(f, "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.3g</text>\n", L - 4,
+                BH - B - PH * t / 4 + 4, top * t / 4);
+    double bw = n ? (BW - L - R) / n : 0;
+    for (int i = 0; i < n; i++) {
+        double h = PH * (v[i] > 0 ? v[i] : 0) / top, x = L + i * bw;
+        fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"><title>",
+                x + bw * 0.1, BH - B - h, bw * 0.8, h, v[i] >= ref ? "#4a7bd0" : "#d0734a");
+        put_text(f, labels[i]);
+        fprintf(f, ": %.3f</title></rect>\n", v[i]);
+        if (n <= 40) {
+            fprintf(f, "<text x=\"%.1f\" y=\"%.0f\" text-anchor=\"end\" transform=\"rotate(-60 %.1f %.0f)\">",
+                    x + bw / 2, BH - B + 12, x + bw / 2, BH - B + 12);
+            put_text(f, labels[i]);
+            fprintf(f, "</text>\n");
+        }
+    }
+    if (ref > 0) {
+        double y = BH - B - PH * ref / top;
+        fprintf(f, "<line x1=\"%.0f\" y1=\"%.1f\" x2=\"%.0f\" y2=\"%.1f\" stroke=\"gray\" "
+                   "stroke-dasharray=\"4 3\"/>\n", L, y, BW - R, y);
+    }
+    fprintf(f, "</svg>\n");
+    int bad = ferror(f);
+    if (fclose(f) || bad) return eng_seterr(err, ENG_EIO, "svg: error writing %s", path);
     return ENG_OK;
 }

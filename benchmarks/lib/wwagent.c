@@ -23,17 +23,18 @@
 #include <cJSON.h>
 #include "cache.h"
 #include "tool.h"
+#include "bench.h"
 
 #define THINK_PROMPT_MAX 384     /* tokens of the main model's prompt */
 #define SEARCH_K 5
 #define TASK_PRIO 1000.0         /* the task's own next actions: above any ranking score */
 
-const char *cache_ww_mode_name(int mode) {
+const char *bench_ww_mode_name(int mode) {
     static const char *const names[] = {"none", "spec", "cheap", "random", "rlinks"};
-    return mode >= 0 && mode < CACHE_WW_N_MODES ? names[mode] : "?";
+    return mode >= 0 && mode < BENCH_WW_N_MODES ? names[mode] : "?";
 }
 
-void cache_ww_result_clear(cache_ww_result *r) {
+void bench_ww_result_clear(bench_ww_result *r) {
     if (!r) return;
     free(r->answer);
     memset(r, 0, sizeof *r);
@@ -58,7 +59,7 @@ static uint64_t mix(uint64_t z) {                         /* splitmix64 finalise
 
 /* ------------------------------------------------------------ the network */
 typedef struct net {
-    const cache_ww_env *env;
+    const bench_ww_env *env;
     double median_ms, sigma;
     uint64_t seed;                /* per question */
 } net;
@@ -77,7 +78,7 @@ static char *search_json(const net *n, const char *query, eng_err *err) {
     cJSON_ArrayForEach(it, res) {
         cJSON *u = cJSON_GetObjectItemCaseSensitive(it, "url");
         const char *s = cJSON_GetStringValue(u);
-        const char *pub = s && !strncmp(s, n->env->base_url, bl) ? cache_wwsite_public_url(n->env->site, s + bl) : NULL;
+        const char *pub = s && !strncmp(s, n->env->base_url, bl) ? bench_wwsite_public_url(n->env->site, s + bl) : NULL;
         if (pub) cJSON_SetValuestring(u, pub);
     }
     cJSON *doc = cJSON_CreateObject();
@@ -96,7 +97,7 @@ static char *search_json(const net *n, const char *query, eng_err *err) {
 /* The page as {"url","title","text","links":[{"url","text"}]}. */
 static char *page_json(const net *n, const char *url, eng_err *err) {
     char *local = NULL;
-    if (cache_ww_local_path(url, &local, err) != ENG_OK) return NULL;
+    if (bench_ww_local_path(url, &local, err) != ENG_OK) return NULL;
     size_t len = strlen(n->env->base_url) + strlen(local) + 1;
     char *full = malloc(len);
     if (!full) {
@@ -131,9 +132,9 @@ static char *page_json(const net *n, const char *url, eng_err *err) {
 /* cache_fetch_fn: the same delay for the same key in every mode. */
 static int net_fetch(void *ud, const char *key, char **body, size_t *len, char **ctype, eng_err *err) {
     const net *n = ud;
-    tool_latency lat;
-    tool_latency_init(&lat, n->median_ms, n->sigma, mix(hash_str(key, n->seed)));
-    sleep_ms(tool_latency_draw_ms(&lat));
+    bench_latency lat;
+    bench_latency_init(&lat, n->median_ms, n->sigma, mix(hash_str(key, n->seed)));
+    sleep_ms(bench_latency_draw_ms(&lat));
     char *b = !strncmp(key, "search:", 7) ? search_json(n, key + 7, err) : page_json(n, key, err);
     if (!b) return err && err->code ? err->code : ENG_EIO;
     *body = b;
@@ -194,8 +195,8 @@ static page *page_parse(const char *key, const char *json) {
         const char *sn = search ? cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(it, "snippet")) : NULL;
         int i = p->n_links;
         if (!u || cache_key(u, &p->lurl[i], NULL) != ENG_OK) continue;
-        p->ltext[i] = cache_ww_norm_text(t ? t : "");
-        if (search) p->lsnip[i] = cache_ww_norm_text(sn ? sn : "");
+        p->ltext[i] = bench_ww_norm_text(t ? t : "");
+        if (search) p->lsnip[i] = bench_ww_norm_text(sn ? sn : "");
         if (!p->ltext[i] || (search && !p->lsnip[i])) {
             free(p->lurl[i]);
             free(p->ltext[i]);
@@ -243,15 +244,15 @@ typedef struct spec_job {
 } spec_job;
 
 typedef struct agent {
-    const cache_ww_env *env;
-    cache_ww_opts o;
-    const cache_ww_row *row;
+    const bench_ww_env *env;
+    bench_ww_opts o;
+    const bench_ww_row *row;
     cache *c;
     cache_prefetch *pf;
     page **open;                 /* pages opened this question */
     int n_open;
     page *results;
-    cache_ww_result *res;
+    bench_ww_result *res;
     /* Keys queued for prefetch: the speculator appends (under req_mu),
      * act() reads them to tell a ranking miss from a late prefetch. */
     pthread_mutex_t req_mu;
@@ -517,10 +518,10 @@ static void *spec_main(void *arg) {
     spec_job *j = arg;
     agent *a = j->a;
     double t0 = 1e3 * eng_now_s();
-    int draft = a->o.mode == CACHE_WW_SPEC && a->env->draft && j->step == 2, issued = 0;
+    int draft = a->o.mode == BENCH_WW_SPEC && a->env->draft && j->step == 2, issued = 0;
     cache_spec *s = NULL;
     pool pl = {0};
-    if (a->o.mode == CACHE_WW_RANDOM_LINKS) {
+    if (a->o.mode == BENCH_WW_RANDOM_LINKS) {
         j->rc = links_pool(j, &pl);
         if (!j->rc) j->rc = request_random(j, &pl);
         pool_free(&pl);
@@ -531,7 +532,7 @@ static void *spec_main(void *arg) {
     if (!j->rc) j->rc = cache_spec_set_site(s, a->row->root_url, &j->err);
     if (!j->rc) j->rc = spec_candidates(j, s, &pl);
     if (!j->rc) j->rc = score_pool(j, s, &pl);
-    if (!j->rc && a->o.mode == CACHE_WW_RANDOM) j->rc = request_random(j, &pl);
+    if (!j->rc && a->o.mode == BENCH_WW_RANDOM) j->rc = request_random(j, &pl);
     else if (!j->rc) j->rc = request_best(j, &pl, draft ? (a->o.top_k + 1) / 2 : a->o.top_k, &issued);
     if (!j->rc && draft) {
         j->rc = spec_draft(j, s);
@@ -566,7 +567,7 @@ static int spec_join(agent *a, eng_err *err) {
 
 static int spec_start(agent *a, int step, const page *cur, eng_err *err) {
     int rc = spec_join(a, err);
-    if (rc || a->o.mode == CACHE_WW_NONE) return rc;
+    if (rc || a->o.mode == BENCH_WW_NONE) return rc;
     spec_job *j = &a->job;
     memset(j, 0, sizeof *j);
     *j = (spec_job){ .a = a, .step = step, .cur = cur, .results = a->results };
@@ -660,17 +661,17 @@ static int act(agent *a, const char *key, int kind, page **out, eng_err *err) {
         return rc;
     }
     cache_prefetch_get_stats(a->pf, &s1, NULL);
-    int how = s1.hits > s0.hits ? CACHE_WW_HIT : s1.joins > s0.joins ? CACHE_WW_JOIN : CACHE_WW_MISS;
-    cache_ww_result *r = a->res;
-    cache_ww_kind *kd = &r->kind[kind];
+    int how = s1.hits > s0.hits ? BENCH_WW_HIT : s1.joins > s0.joins ? BENCH_WW_JOIN : BENCH_WW_MISS;
+    bench_ww_result *r = a->res;
+    bench_ww_kind *kd = &r->kind[kind];
     r->actions++;
-    r->hits += how == CACHE_WW_HIT;
-    r->joins += how == CACHE_WW_JOIN;
-    r->clicks += kind == CACHE_WW_ACT_CLICK;
-    r->click_hits += kind == CACHE_WW_ACT_CLICK && how != CACHE_WW_MISS;
+    r->hits += how == BENCH_WW_HIT;
+    r->joins += how == BENCH_WW_JOIN;
+    r->clicks += kind == BENCH_WW_ACT_CLICK;
+    r->click_hits += kind == BENCH_WW_ACT_CLICK && how != BENCH_WW_MISS;
     kd->n[how]++;
     kd->wait_ms[how] += waited;
-    kd->miss_queued += how == CACHE_WW_MISS && requested_locked(a, k);
+    kd->miss_queued += how == BENCH_WW_MISS && requested_locked(a, k);
     *out = page_parse(k, e.value);
     free(k);
     cache_entry_free(&e);
@@ -701,7 +702,7 @@ static char *answer_sentence(const char *text, const char *answer, int *found) {
     return o;
 }
 
-static int add_answer(cache_ww_result *r, const char *sentence) {
+static int add_answer(bench_ww_result *r, const char *sentence) {
     size_t a = r->answer ? strlen(r->answer) : 0, b = strlen(sentence);
     char *p = realloc(r->answer, a + b + 4);
     if (!p) return ENG_ENOMEM;
@@ -719,24 +720,24 @@ static int click(agent *a, const page *cur, const char *anchor, const page **nex
     if ((*next = opened(a, cur->lurl[li]))) return ENG_OK;
     int rc = think_and_speculate(a, 2, cur, err);
     page *p = NULL;
-    if (!rc) rc = act(a, cur->lurl[li], CACHE_WW_ACT_CLICK, &p, err);
+    if (!rc) rc = act(a, cur->lurl[li], BENCH_WW_ACT_CLICK, &p, err);
     if (!rc) rc = remember(a, p);
     *next = rc ? NULL : p;
     return rc;
 }
 
 static int walk(agent *a, eng_err *err) {
-    const cache_ww_row *r = a->row;
+    const bench_ww_row *r = a->row;
     size_t n = strlen(r->question) + 8;
     char *q = malloc(n);
     if (!q) return eng_seterr(err, ENG_ENOMEM, "out of memory");
     snprintf(q, n, "search:%s", r->question);
     int rc = think_and_speculate(a, 0, NULL, err);
-    if (!rc) rc = act(a, q, CACHE_WW_ACT_SEARCH, &a->results, err);
+    if (!rc) rc = act(a, q, BENCH_WW_ACT_SEARCH, &a->results, err);
     free(q);
     page *root = NULL;
     if (!rc) rc = think_and_speculate(a, 1, a->results, err);
-    if (!rc) rc = act(a, r->root_url, CACHE_WW_ACT_ROOT, &root, err);
+    if (!rc) rc = act(a, r->root_url, BENCH_WW_ACT_ROOT, &root, err);
     if (!rc) rc = remember(a, root);
     int all = 1;
     for (int p = 0; p < r->n_paths && !rc; p++) {
@@ -753,14 +754,14 @@ static int walk(agent *a, eng_err *err) {
     return rc;
 }
 
-int cache_ww_episode(const cache_ww_env *env, const cache_ww_opts *opts, const cache_ww_row *row,
-                     cache_ww_result *out, eng_err *err) {
+int bench_ww_episode(const bench_ww_env *env, const bench_ww_opts *opts, const bench_ww_row *row,
+                     bench_ww_result *out, eng_err *err) {
     memset(out, 0, sizeof *out);
     if (!env || !env->site || !env->base_url || !env->think || !env->tmp_dir || !opts || !row)
-        return eng_seterr(err, ENG_EINVAL, "cache_ww_episode: missing argument");
+        return eng_seterr(err, ENG_EINVAL, "bench_ww_episode: missing argument");
     agent a = { .env = env, .o = *opts, .row = row, .res = out };
-    if (a.o.mode < 0 || a.o.mode >= CACHE_WW_N_MODES)
-        return eng_seterr(err, ENG_EINVAL, "cache_ww_episode: unknown mode %d", a.o.mode);
+    if (a.o.mode < 0 || a.o.mode >= BENCH_WW_N_MODES)
+        return eng_seterr(err, ENG_EINVAL, "bench_ww_episode: unknown mode %d", a.o.mode);
     pthread_mutex_init(&a.req_mu, NULL);
     if (a.o.think_tokens <= 0) a.o.think_tokens = 64;
     if (a.o.sigma == 0) a.o.sigma = 0.6;

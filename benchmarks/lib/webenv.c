@@ -1,11 +1,12 @@
-/* tool_webenv.c — the local web environment: a small HTTP/1.1 server on
+/* webenv.c — the local web environment: a small HTTP/1.1 server on
  * 127.0.0.1 that serves the corpus pages, FTS5 search and a few test
- * endpoints, each answer delayed by a latency drawn from tool_latency.
+ * endpoints, each answer delayed by a latency drawn from bench_latency.
  *
  * One accept thread; one detached thread per connection (GET only,
  * Connection: close).  Stopping writes to a pipe that every wait also polls,
  * so sleeping or reading threads leave at once. */
 #include <errno.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <poll.h>
@@ -17,14 +18,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include <sqlite3.h>
-#include "tool_internal.h"
+#include "bench_internal.h"
 
 #define MAX_REQUEST 8192       /* request line + headers */
 #define READ_TIMEOUT_MS 5000
 #define MAX_CONNS 512          /* connections served at once; more are dropped */
 
-struct tool_webenv {
-    tool_webenv_opts o;
+struct bench_webenv {
+    bench_webenv_opts o;
     sqlite3 *db;
     int listen_fd, stop_pipe[2], port;
     char url[64];
@@ -32,15 +33,35 @@ struct tool_webenv {
     pthread_mutex_t mu;        /* latency sampler, db, active count */
     pthread_cond_t idle;
     int active;
-    tool_latency lat;
+    bench_latency lat;
     atomic_long requests;
 };
 
-typedef struct conn { tool_webenv *w; int fd; } conn;
+/* ------------------------------------------------------------- latency */
+static double rng_unit(uint64_t *s) {
+    return ((eng_rng_next(s) >> 11) + 0.5) * 0x1.0p-53;
+}
+
+void bench_latency_init(bench_latency *l, double median_ms, double sigma, uint64_t seed) {
+    l->median_ms = median_ms;
+    l->sigma = sigma;
+    l->state = seed ^ 0x6C61746E63790000ull;
+}
+
+double bench_latency_draw_ms(bench_latency *l) {
+    if (l->median_ms <= 0) return 0;
+    if (l->sigma <= 0) return l->median_ms;
+    /* Box-Muller: one standard normal from two uniforms */
+    double u1 = rng_unit(&l->state), u2 = rng_unit(&l->state);
+    double z = sqrt(-2.0 * log(u1)) * cos(2.0 * M_PI * u2);
+    return l->median_ms * exp(l->sigma * z);
+}
+
+typedef struct conn { bench_webenv *w; int fd; } conn;
 
 /* Waits up to ms (-1: no limit) for fd to be ready for ev; 0 when ready,
  * -1 on timeout or when the server stops. */
-static int wait_fd(tool_webenv *w, int fd, short ev, int ms) {
+static int wait_fd(bench_webenv *w, int fd, short ev, int ms) {
     struct pollfd p[2] = {{fd, ev, 0}, {w->stop_pipe[0], POLLIN, 0}};
     int n;
     do n = poll(p, 2, ms);
@@ -50,7 +71,7 @@ static int wait_fd(tool_webenv *w, int fd, short ev, int ms) {
 }
 
 /* Sleeps ms, returning early (nonzero) when the server stops. */
-static int nap(tool_webenv *w, double ms) {
+static int nap(bench_webenv *w, double ms) {
     if (ms <= 0) return 0;
     struct pollfd p = {w->stop_pipe[0], POLLIN, 0};
     double end = eng_now_s() + ms / 1000;
@@ -63,7 +84,7 @@ static int nap(tool_webenv *w, double ms) {
     }
 }
 
-static int send_all(tool_webenv *w, int fd, const char *s, size_t n) {
+static int send_all(bench_webenv *w, int fd, const char *s, size_t n) {
     while (n) {
         ssize_t k = send(fd, s, n, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (k > 0) {
@@ -93,7 +114,7 @@ static const char *status_text(int code) {
 }
 
 /* Sends a whole response; len < 0 leaves out Content-Length. */
-static int respond(tool_webenv *w, int fd, int code, const char *ctype, const char *extra,
+static int respond(bench_webenv *w, int fd, int code, const char *ctype, const char *extra,
                    const char *body, long len) {
     char head[512];
     int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nServer: brisk-webenv\r\n"
@@ -105,7 +126,7 @@ static int respond(tool_webenv *w, int fd, int code, const char *ctype, const ch
     return body && len != 0 ? send_all(w, fd, body, len > 0 ? (size_t)len : strlen(body)) : 0;
 }
 
-static int respond_error(tool_webenv *w, int fd, int code) {
+static int respond_error(bench_webenv *w, int fd, int code) {
     char body[160];
     snprintf(body, sizeof body, "<html><head><title>%d %s</title></head><body><h1>%d %s</h1>"
              "</body></html>\n", code, status_text(code), code, status_text(code));
@@ -144,7 +165,7 @@ static char *query_param(const char *q, const char *key) {
         const char *amp = strchr(q, '&'), *end = amp ? amp : q + strlen(q);
         if ((size_t)(end - q) > kl && !strncmp(q, key, kl) && q[kl] == '=')
             return url_decode(q + kl + 1, (size_t)(end - q) - kl - 1, 1);
-        if ((size_t)(end - q) == kl && !strncmp(q, key, kl)) return tool_strdup("");
+        if ((size_t)(end - q) == kl && !strncmp(q, key, kl)) return strdup("");
         q = amp ? amp + 1 : NULL;
     }
     return NULL;
@@ -163,13 +184,13 @@ static long param_long(const char *q, const char *key, long def, long lo, long h
 }
 
 /* ---------------------------------------------------------------- routes */
-static int serve_search(tool_webenv *w, int fd, const char *query) {
+static int serve_search(bench_webenv *w, int fd, const char *query) {
     char *q = query_param(query, "q");
     int k = (int)param_long(query, "k", 5, 1, 50);
     cJSON *res = NULL, *doc = cJSON_CreateObject();
     eng_err err = {0};
     pthread_mutex_lock(&w->mu);
-    int rc = tool_corpus_search(w->db, q ? q : "", k, w->url, &res, &err);
+    int rc = bench_corpus_search(w->db, q ? q : "", k, w->url, &res, &err);
     pthread_mutex_unlock(&w->mu);
     char *body = NULL;
     if (!rc && doc) {
@@ -187,15 +208,15 @@ static int serve_search(tool_webenv *w, int fd, const char *query) {
     return out;
 }
 
-static int serve_page(tool_webenv *w, int fd, const char *path) {
+static int serve_page(bench_webenv *w, int fd, const char *path) {
     sqlite3_stmt *st = NULL;
     char *body = NULL;
     pthread_mutex_lock(&w->mu);
     for (int pass = 0; pass < 2 && !body; pass++) {   /* as sent, then percent-decoded */
-        char *p = pass ? url_decode(path, strlen(path), 0) : tool_strdup(path);
+        char *p = pass ? url_decode(path, strlen(path), 0) : strdup(path);
         if (p && sqlite3_prepare_v2(w->db, "SELECT body_html FROM pages WHERE url = ?", -1, &st, NULL) == SQLITE_OK) {
             sqlite3_bind_text(st, 1, p, -1, SQLITE_STATIC);
-            if (sqlite3_step(st) == SQLITE_ROW) body = tool_strdup((const char *)sqlite3_column_text(st, 0));
+            if (sqlite3_step(st) == SQLITE_ROW) { const char *h = (const char *)sqlite3_column_text(st, 0); body = h ? strdup(h) : NULL; }
         }
         sqlite3_finalize(st);
         st = NULL;
@@ -208,7 +229,7 @@ static int serve_page(tool_webenv *w, int fd, const char *path) {
     return rc;
 }
 
-static int serve_big(tool_webenv *w, int fd, const char *query) {
+static int serve_big(bench_webenv *w, int fd, const char *query) {
     long n = param_long(query, "bytes", 1000, 0, 64L << 20);
     int nolen = param_long(query, "nolen", 0, 0, 1) == 1;
     if (respond(w, fd, 200, "text/plain; charset=utf-8", NULL, NULL, nolen ? -1 : n)) return -1;
@@ -222,7 +243,7 @@ static int serve_big(tool_webenv *w, int fd, const char *query) {
     return 0;
 }
 
-static int serve_test(tool_webenv *w, int fd, const char *path, const char *query) {
+static int serve_test(bench_webenv *w, int fd, const char *path, const char *query) {
     if (!strcmp(path, "/_test/slow")) {
         if (nap(w, (double)param_long(query, "ms", 1000, 0, 60000))) return -1;
         return respond(w, fd, 200, "text/plain", NULL, "slow response\n", 14);
@@ -247,7 +268,7 @@ static int serve_test(tool_webenv *w, int fd, const char *path, const char *quer
 /* ------------------------------------------------------------- requests */
 /* Reads the request head; returns its length, 0 for a closed connection,
  * or -(HTTP status) for a bad one. */
-static int read_request(tool_webenv *w, int fd, char *buf, size_t cap) {
+static int read_request(bench_webenv *w, int fd, char *buf, size_t cap) {
     size_t n = 0;
     double end = eng_now_s() + READ_TIMEOUT_MS / 1000.0;
     for (;;) {
@@ -289,14 +310,14 @@ static int parse_request_line(char *buf, char **target) {
     return 0;
 }
 
-static void handle(tool_webenv *w, int fd) {
+static void handle(bench_webenv *w, int fd) {
     char buf[MAX_REQUEST];
     int n = read_request(w, fd, buf, sizeof buf);
     if (n == 0) return;
     char *target = NULL;
     int bad = n < 0 ? -n : parse_request_line(buf, &target);
     pthread_mutex_lock(&w->mu);
-    double delay = tool_latency_draw_ms(&w->lat);
+    double delay = bench_latency_draw_ms(&w->lat);
     pthread_mutex_unlock(&w->mu);
     if (!bad && nap(w, delay)) return;
     atomic_fetch_add(&w->requests, 1);
@@ -313,7 +334,7 @@ static void handle(tool_webenv *w, int fd) {
 
 static void *conn_main(void *arg) {
     conn *c = arg;
-    tool_webenv *w = c->w;
+    bench_webenv *w = c->w;
     handle(w, c->fd);
     shutdown(c->fd, SHUT_WR);
     close(c->fd);
@@ -325,7 +346,7 @@ static void *conn_main(void *arg) {
 }
 
 static void *accept_main(void *arg) {
-    tool_webenv *w = arg;
+    bench_webenv *w = arg;
     for (;;) {
         if (wait_fd(w, w->listen_fd, POLLIN, -1)) break;
         int fd = accept(w->listen_fd, NULL, NULL);
@@ -378,21 +399,21 @@ static int listen_local(int port, int *fd_out, int *port_out, eng_err *err) {
     return ENG_OK;
 }
 
-int tool_webenv_start(const tool_webenv_opts *o, tool_webenv **out, eng_err *err) {
+int bench_webenv_start(const bench_webenv_opts *o, bench_webenv **out, eng_err *err) {
     *out = NULL;
     if (!o || !o->db_path) return eng_seterr(err, ENG_EINVAL, "webenv needs a corpus database");
     if (o->port < 0 || o->port > 65535) return eng_seterr(err, ENG_EINVAL, "bad port %d", o->port);
-    tool_webenv *w = calloc(1, sizeof *w);
+    bench_webenv *w = calloc(1, sizeof *w);
     if (!w) return eng_seterr(err, ENG_ENOMEM, "out of memory");
     w->o = *o;
     w->o.db_path = NULL;
     w->listen_fd = w->stop_pipe[0] = w->stop_pipe[1] = -1;
     double med = o->latency_median_ms == 0 ? 400 : o->latency_median_ms;
     double sig = o->latency_sigma == 0 ? 0.6 : o->latency_sigma;
-    tool_latency_init(&w->lat, med, sig, o->seed);
+    bench_latency_init(&w->lat, med, sig, o->seed);
     pthread_mutex_init(&w->mu, NULL);
     pthread_cond_init(&w->idle, NULL);
-    int rc = tool_corpus_open(o->db_path, 1, &w->db, err);
+    int rc = bench_corpus_open(o->db_path, 1, &w->db, err);
     sqlite3_stmt *st = NULL;
     if (!rc && sqlite3_prepare_v2(w->db, "SELECT url FROM pages, pages_fts LIMIT 0", -1, &st, NULL) != SQLITE_OK)
         rc = eng_seterr(err, ENG_EFORMAT, "%s holds no pages/pages_fts tables", o->db_path);
@@ -415,7 +436,7 @@ int tool_webenv_start(const tool_webenv_opts *o, tool_webenv **out, eng_err *err
     return ENG_OK;
 }
 
-void tool_webenv_stop(tool_webenv *w) {
+void bench_webenv_stop(bench_webenv *w) {
     if (!w) return;
     ssize_t k = write(w->stop_pipe[1], "x", 1);
     (void)k;
@@ -432,12 +453,12 @@ void tool_webenv_stop(tool_webenv *w) {
     free(w);
 }
 
-int tool_webenv_port(const tool_webenv *w) { return w->port; }
-const char *tool_webenv_url(const tool_webenv *w) { return w->url; }
-long tool_webenv_requests(const tool_webenv *w) { return atomic_load(&w->requests); }
+int bench_webenv_port(const bench_webenv *w) { return w->port; }
+const char *bench_webenv_url(const bench_webenv *w) { return w->url; }
+long bench_webenv_requests(const bench_webenv *w) { return atomic_load(&w->requests); }
 
-void tool_webenv_reseed(tool_webenv *w, uint64_t seed) {
+void bench_webenv_reseed(bench_webenv *w, uint64_t seed) {
     pthread_mutex_lock(&w->mu);
-    tool_latency_init(&w->lat, w->lat.median_ms, w->lat.sigma, seed);
+    bench_latency_init(&w->lat, w->lat.median_ms, w->lat.sigma, seed);
     pthread_mutex_unlock(&w->mu);
 }

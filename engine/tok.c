@@ -1,17 +1,29 @@
-/* tok.c — byte-level BPE tokenizer read from a Hugging Face tokenizer.json
- * or from a GGUF file's tokenizer.ggml.* metadata (Qwen2/Qwen2.5/Qwen3,
- * SmolLM2, Llama 3, GPT-2 style), matching the `tokenizers` library's encode
- * (add_special_tokens=False) and decode.  Both sources fill the same tables
- * through the same functions (see "building"); encoding is one code path.
+/* tok.c — BPE tokenizer read from a Hugging Face tokenizer.json or from a
+ * GGUF file's tokenizer.ggml.* metadata, matching the `tokenizers` library's
+ * encode (add_special_tokens=False) and decode.  Two kinds of BPE, one code
+ * path:
+ *   byte-level   (GPT-2 style: Qwen2/2.5/3, SmolLM2, Llama 3): the ByteLevel
+ *                pre-tokenizer maps every byte to a character, so words are
+ *                made of bytes;
+ *   SentencePiece style (Gemma, Llama 2, Mistral): words are made of the
+ *                text's characters, spaces written U+2581 ("▁") by a Replace
+ *                normalizer or the Metaspace pre-tokenizer, and a character
+ *                missing from the vocabulary becomes the <0xNN> tokens of
+ *                its bytes (byte_fallback).
+ * Both sources fill the same tables through the same functions (see
+ * "building").
  *
  * Encoding runs the library's pipeline:
  *   1. split out added tokens that match the raw text (normalized: false);
- *   2. normalize the rest (NFC or nothing);
+ *   2. normalize the rest (NFC, Replace, Prepend);
  *   3. split out added tokens that match normalized text (normalized: true);
- *   4. pre-tokenize each remaining stretch (Split regex, Digits, ByteLevel);
+ *   4. pre-tokenize each remaining stretch (Split, Digits, Metaspace, ByteLevel);
  *   5. BPE each pre-token, merging the lowest-ranked pair first.
- * Vocabulary strings use GPT-2's byte-to-character mapping; they are turned
- * back into raw bytes at load time, so everything here works on bytes. */
+ * Byte-level vocabulary strings use GPT-2's byte-to-character mapping; they
+ * are turned back into raw bytes at load time, so that kind works on bytes.
+ * SentencePiece vocabulary strings are kept as written (with U+2581); what a
+ * token decodes to (its piece) is worked out once at load time from the
+ * decoder (Replace, ByteFallback, Fuse, Strip, Metaspace). */
 #include <errno.h>
 #include <glob.h>
 #include <stdarg.h>
@@ -26,9 +38,25 @@
 #include "unicode.h"
 
 enum { MAX_IDS = 1 << 24, MAX_STEPS = 16 };
-enum { PT_SPLIT, PT_DIGITS, PT_BYTELEVEL };
+enum { PT_SPLIT, PT_DIGITS, PT_BYTELEVEL, PT_METASPACE, PT_SPLIT_STR };
+enum { NZ_NFC, NZ_REPLACE, NZ_PREPEND };
+/* Split behaviours (tokenizers' SplitDelimiterBehavior) of PT_SPLIT_STR. */
+enum { SB_REMOVED, SB_ISOLATED, SB_WITH_PREVIOUS, SB_WITH_NEXT };
+/* Metaspace prepend schemes. */
+enum { PS_NEVER, PS_FIRST, PS_ALWAYS };
+/* Per-id flags. */
+enum { TF_SPECIAL = 1, TF_BYTE = 2 };
 
-typedef struct pt_step { int kind, a, b; } pt_step;  /* see load_pretok */
+/* Pre-tokenizer steps: PT_SPLIT (a = ENG_PT_* pattern), PT_DIGITS (a =
+ * individual_digits), PT_BYTELEVEL (a = add_prefix_space, b = use_regex),
+ * PT_METASPACE (a = prepend scheme, b = split), PT_SPLIT_STR (a = pattern's
+ * offset in the pool, b = its length, c = behaviour). */
+typedef struct pt_step { int kind, a, b, c; } pt_step;
+/* Normalizer steps: NZ_REPLACE (every a turned into b), NZ_PREPEND (a before
+ * non-empty text); strings in the pool. */
+typedef struct nz_step { int kind; uint32_t a, na, b, nb; } nz_step;
+
+static const char META[] = "\xe2\x96\x81";   /* U+2581, SentencePiece's space */
 
 typedef struct added_tok {
     uint32_t off, len;          /* content, in the pool */
@@ -42,21 +70,34 @@ typedef struct merge_slot { uint64_t key; int32_t rank, new_id; } merge_slot; /*
 
 struct eng_tok {
     int n_ids;                   /* one past the largest id */
-    uint32_t *piece_off;         /* per id: raw bytes in the pool ... */
-    int32_t *piece_len;          /* ... and their length, -1 for no token */
-    unsigned char *special;      /* per id: a special added token */
+    uint32_t *piece_off;         /* per id: what it decodes to, in the pool ... */
+    int32_t *piece_len;          /* ... and its length, -1 for no token */
+    uint32_t *key_off;           /* per id: the vocabulary string (SentencePiece */
+    int32_t *key_len;            /* style; raw bytes for byte-level), -1: none */
+    unsigned char *flags;        /* per id: TF_* */
     char *pool;
     size_t pool_len, pool_cap;
     vocab_slot *vocab;           /* raw bytes -> id, open addressing */
     uint32_t vocab_mask;
     merge_slot *merges;          /* (left id, right id) -> rank, merged id */
     uint32_t merge_mask;
-    int byte_id[256];            /* id of each single byte, -1 if none */
+    uint32_t *merge_class;       /* merges implied by the vocabulary (see merge_of), else NULL */
+    int byte_id[256];            /* id of each one-byte vocabulary string, -1 if none */
+    int chars;                   /* SentencePiece style (words of characters), else byte-level */
+    int fallback_id[256];        /* byte_fallback: the <0xNN> token of each byte, else -1 */
     int unk_id, fuse_unk, ignore_merges;
     int bos_id;                  /* prepended by the prompt builder; -1: none (eng_tok_bos) */
-    int nfc;
+    nz_step norm[MAX_STEPS];
+    int n_norm;
     pt_step steps[MAX_STEPS];
     int n_steps;
+    /* decoder (SentencePiece style; byte-level vocabularies decode to their
+     * raw bytes): dec_from -> dec_to in every token (Replace, Metaspace),
+     * dec_bytes (ByteFallback), dec_strip leading spaces of the whole text
+     * (Strip after Fuse), dec_meta_first (Metaspace: the first token loses
+     * its U+2581 altogether) */
+    char dec_from[8], dec_to[8];
+    int dec_bytes, dec_strip, dec_meta_first;
     added_tok *added;            /* sorted by first byte, longest first */
     int n_added;
     int added_first[257];        /* added[added_first[b] .. added_first[b+1]) start with b */
@@ -70,11 +111,14 @@ static uint64_t hash_u64(uint64_t x) {
     return x ^ (x >> 33);
 }
 
-static uint32_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ull;
+static uint64_t fnv(uint64_t h, const char *s, size_t n) {
     for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    return (uint32_t)hash_u64(h);
+    return h;
 }
+
+static const uint64_t FNV0 = 1469598103934665603ull;
+
+static uint32_t hash_bytes(const char *s, size_t n) { return (uint32_t)hash_u64(fnv(FNV0, s, n)); }
 
 static uint32_t table_size(size_t n) {
     uint32_t cap = 16;
@@ -128,19 +172,38 @@ static int64_t pool_add(eng_tok *t, const char *s, size_t n) {
     return off;
 }
 
-static vocab_slot *vocab_slot_for(const eng_tok *t, const char *s, size_t n, uint32_t h) {
+/* First occurrence of p[0..np) in s[0..n), np > 0, or NULL. */
+static const char *find_bytes(const char *s, size_t n, const char *p, size_t np) {
+    for (const char *q = s; (size_t)(q - s) + np <= n; q++) {
+        q = memchr(q, p[0], n - np + 1 - (size_t)(q - s));
+        if (!q) return NULL;
+        if (!memcmp(q, p, np)) return q;
+    }
+    return NULL;
+}
+
+/* The slot of the key a[0..na) followed by b[0..nb), hash h: its own, or
+ * the empty one where it would go. */
+static vocab_slot *vocab_slot_for(const eng_tok *t, const char *a, size_t na, const char *b, size_t nb,
+                                  uint32_t h) {
     for (uint32_t i = h & t->vocab_mask;; i = (i + 1) & t->vocab_mask) {
         vocab_slot *v = &t->vocab[i];
-        if (!v->len || (v->hash == h && v->len == n && !memcmp(t->pool + v->off, s, n))) return v;
+        if (!v->len || (v->hash == h && v->len == na + nb && !memcmp(t->pool + v->off, a, na) &&
+                        !memcmp(t->pool + v->off + na, b, nb)))
+            return v;
     }
 }
 
-/* Id of the token whose raw bytes are s[0..n), or -1. */
-static int vocab_get(const eng_tok *t, const char *s, size_t n) {
-    if (!n || !t->vocab) return -1;
-    const vocab_slot *v = vocab_slot_for(t, s, n, hash_bytes(s, n));
+/* Id of the token whose key is a[0..na) then b[0..nb), or -1. */
+static int vocab_get2(const eng_tok *t, const char *a, size_t na, const char *b, size_t nb) {
+    if (na + nb == 0 || !t->vocab) return -1;
+    uint32_t h = (uint32_t)hash_u64(fnv(fnv(FNV0, a, na), b, nb));
+    const vocab_slot *v = vocab_slot_for(t, a, na, b, nb, h);
     return v->len ? v->id : -1;
 }
+
+/* Id of the token whose key is s[0..n), or -1. */
+static int vocab_get(const eng_tok *t, const char *s, size_t n) { return vocab_get2(t, s, n, "", 0); }
 
 static const merge_slot *merge_get(const eng_tok *t, int a, int b) {
     uint64_t key = (uint64_t)(uint32_t)(a + 1) << 32 | (uint32_t)(b + 1);
@@ -156,12 +219,14 @@ static const merge_slot *merge_get(const eng_tok *t, int a, int b) {
  *
  * Both sources of a tokenizer, a tokenizer.json and the tokenizer.ggml.*
  * metadata of a GGUF file, fill an eng_tok through the tb_* functions, in
- * this order: tb_alloc (id count, vocabulary size); tb_vocab for every
- * entry, tb_vocab_done; tb_merges_alloc, tb_merge for every merge (rank =
+ * this order: the kind (t->chars) and, for SentencePiece style, the decoder
+ * (tb_decoder), since each token's piece is worked out as it comes in;
+ * tb_alloc (id count, vocabulary size); tb_vocab for every entry,
+ * tb_vocab_done; tb_merges_alloc, tb_merge for every merge (rank =
  * position); tb_added_alloc, tb_added for every added token, tb_added_done;
- * then the normalizer flag, the pre-tokenizer steps (add_step) and
- * tb_steps_done.  Encoding and decoding know nothing of where a tokenizer
- * came from. */
+ * then the normalizer steps (add_norm), the pre-tokenizer steps (add_step)
+ * and tb_steps_done.  Encoding and decoding know nothing of where a
+ * tokenizer came from. */
 
 typedef struct loader {
     eng_tok *t;
@@ -169,12 +234,13 @@ typedef struct loader {
     eng_err *err;
     char *scratch;               /* for unmapping strings */
     size_t scratch_cap;
-    /* Vocabulary and merge strings not made of byte-level characters:
-     * 0 = kept for decoding only (the `tokenizers` library's BPE never
-     * produces them from a tokenizer.json); 1 = they stand for their own
-     * UTF-8 bytes (transformers respells such GGUF tokens into the byte
-     * alphabet before building its BPE). */
+    /* Byte-level vocabulary and merge strings not made of byte-level
+     * characters: 0 = kept for decoding only (the `tokenizers` library's
+     * BPE never produces them from a tokenizer.json); 1 = they stand for
+     * their own UTF-8 bytes (transformers respells such GGUF tokens into the
+     * byte alphabet before building its BPE). */
     int respell;
+    int byte_fallback;           /* SentencePiece style: the model's byte_fallback */
     const char *merges_key;      /* where merges come from, for messages */
 } loader;
 
@@ -209,13 +275,14 @@ static int clip(size_t n) { return n > 64 ? 64 : (int)n; }   /* for messages */
 
 enum { MAX_STR = 1 << 24 };      /* longest vocabulary / merge / added string */
 
-/* Raw bytes of the vocabulary string s[0..n) into L->scratch + at.  Returns
- * their count, -1 for a string that is not byte-level (see respell), -2 when
- * out of memory. */
+/* The key bytes of the vocabulary string s[0..n) into L->scratch + at: the
+ * string itself (SentencePiece style) or its raw bytes (byte-level).
+ * Returns their count, -1 for a string that is not byte-level (see
+ * respell), -2 when out of memory. */
 static int raw_of(loader *L, const char *s, size_t n, size_t at) {
     if (scratch_room(L, at + n + 1)) return -2;
-    int k = bytelevel_unmap(s, n, L->scratch + at);
-    if (k < 0 && L->respell) {
+    int k = L->t->chars ? -1 : bytelevel_unmap(s, n, L->scratch + at);
+    if (k < 0 && (L->respell || L->t->chars)) {
         memcpy(L->scratch + at, s, n);
         k = (int)n;
     }
@@ -229,6 +296,62 @@ static int set_piece(eng_tok *t, int id, int64_t off, size_t len) {
     return 0;
 }
 
+/* The byte a token spelled "<0xHH>" stands for, else -1. */
+static int byte_token(const char *s, size_t n) {
+    static const char hex[] = "0123456789abcdef";
+    if (n != 6 || memcmp(s, "<0x", 3) || s[5] != '>') return -1;
+    const char *h = strchr(hex, s[3] | 0x20), *l = strchr(hex, s[4] | 0x20);
+    return h && l && *h && *l ? (int)((h - hex) << 4 | (l - hex)) : -1;
+}
+
+/* The piece of token id, spelled s[0..n) (at key_off in the pool): what the
+ * decoder makes of it.  Byte-level: the key itself (raw bytes) or, for a
+ * string that is not byte-level, the string as it is (as the ByteLevel
+ * decoder leaves it).  SentencePiece style: ByteFallback turns "<0xHH>"
+ * into that byte; otherwise every dec_from becomes dec_to. */
+static int tb_piece(loader *L, int id, const char *s, size_t n, int64_t key_off, size_t key_len) {
+    eng_tok *t = L->t;
+    int b = t->chars && t->dec_bytes ? byte_token(s, n) : -1;
+    size_t nf = strlen(t->dec_from), nt = strlen(t->dec_to);
+    if (b >= 0) {
+        char c = (char)b;
+        t->flags[id] |= TF_BYTE;
+        return set_piece(t, id, pool_add(t, &c, 1), 1) ? nomem(L) : ENG_OK;
+    }
+    t->flags[id] &= (unsigned char)~TF_BYTE;
+    if (!t->chars || !nf || !find_bytes(s, n, t->dec_from, nf))
+        return set_piece(t, id, key_off, key_len) ? nomem(L) : ENG_OK;
+    if (scratch_room(L, n / nf * nt + n + 1)) return nomem(L);
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        if (i + nf <= n && !memcmp(s + i, t->dec_from, nf)) {
+            memcpy(L->scratch + k, t->dec_to, nt);
+            k += nt;
+            i += nf;
+        } else {
+            L->scratch[k++] = s[i++];
+        }
+    }
+    return set_piece(t, id, pool_add(t, L->scratch, k), k) ? nomem(L) : ENG_OK;
+}
+
+/* The decoder of a SentencePiece-style tokenizer (see struct eng_tok). */
+static int tb_decoder(loader *L, const char *from, const char *to, int bytes, int strip, int meta_first) {
+    eng_tok *t = L->t;
+    if (strlen(from) >= sizeof t->dec_from || strlen(to) >= sizeof t->dec_to)
+        return unsupported(L, "decoder", "Replace with a pattern or content over 7 bytes");
+    if (*t->dec_from && *from && strcmp(t->dec_from, from))
+        return unsupported(L, "decoder", "with two different replacements");
+    if (*from) {
+        strcpy(t->dec_from, from);
+        strcpy(t->dec_to, to);
+    }
+    t->dec_bytes |= bytes;
+    t->dec_strip += strip;
+    t->dec_meta_first |= meta_first;
+    return ENG_OK;
+}
+
 /* Per-id tables for ids 0 .. n_ids-1, and the lookup table for n_vocab
  * vocabulary entries. */
 static int tb_alloc(loader *L, int n_ids, size_t n_vocab) {
@@ -237,35 +360,48 @@ static int tb_alloc(loader *L, int n_ids, size_t n_vocab) {
     size_t n = (size_t)n_ids + 1;
     t->piece_off = calloc(n, sizeof *t->piece_off);
     t->piece_len = malloc(n * sizeof *t->piece_len);
-    t->special = calloc(n, 1);
+    t->key_off = calloc(n, sizeof *t->key_off);
+    t->key_len = malloc(n * sizeof *t->key_len);
+    t->flags = calloc(n, 1);
     t->vocab_mask = table_size(n_vocab) - 1;
     t->vocab = calloc((size_t)t->vocab_mask + 1, sizeof *t->vocab);
-    if (!t->piece_off || !t->piece_len || !t->special || !t->vocab) return nomem(L);
-    for (size_t i = 0; i < n; i++) t->piece_len[i] = -1;
+    if (!t->piece_off || !t->piece_len || !t->key_off || !t->key_len || !t->flags || !t->vocab)
+        return nomem(L);
+    for (size_t i = 0; i < n; i++) t->piece_len[i] = t->key_len[i] = -1;
     return ENG_OK;
 }
 
-/* One vocabulary entry, 0 <= id < n_ids.  Its raw bytes enter the lookup
- * table; a string that is not byte-level (and not respelled) is kept as it
- * is for decoding, as the ByteLevel decoder does, but BPE never reaches it. */
+/* One vocabulary entry, 0 <= id < n_ids.  Its key enters the lookup table;
+ * a byte-level string that is not byte-level (and not respelled) is kept as
+ * it is for decoding, as the ByteLevel decoder does, but BPE never reaches
+ * it. */
 static int tb_vocab(loader *L, const char *s, size_t len, int id) {
     eng_tok *t = L->t;
     if (len > MAX_STR) return fmt_err(L, "vocabulary entry %d is %zu bytes long", id, len);
     int raw = raw_of(L, s, len, 0);
     if (raw == -2) return nomem(L);
-    int64_t off = raw < 0 ? pool_add(t, s, len) : pool_add(t, L->scratch, (size_t)raw);
-    if (set_piece(t, id, off, raw < 0 ? len : (size_t)raw)) return nomem(L);
-    if (raw <= 0) return ENG_OK;
-    uint32_t h = hash_bytes(L->scratch, (size_t)raw);
-    vocab_slot *v = vocab_slot_for(t, L->scratch, (size_t)raw, h);
-    *v = (vocab_slot){ (uint32_t)off, (uint32_t)raw, h, id };   /* a repeated key: last wins */
+    size_t klen = raw < 0 ? len : (size_t)raw;
+    int64_t off = raw < 0 ? pool_add(t, s, len) : pool_add(t, L->scratch, klen);
+    if (off < 0) return nomem(L);
+    t->key_off[id] = (uint32_t)off;
+    t->key_len[id] = raw < 0 ? -1 : raw;
+    int rc = tb_piece(L, id, t->pool + off, klen, off, klen);
+    if (rc || raw <= 0) return rc;
+    uint32_t h = hash_bytes(t->pool + off, klen);
+    vocab_slot *v = vocab_slot_for(t, t->pool + off, klen, "", 0, h);
+    *v = (vocab_slot){ (uint32_t)off, (uint32_t)klen, h, id };   /* a repeated key: last wins */
     return ENG_OK;
 }
 
+/* Single bytes for byte-level words and one-byte characters; the <0xHH>
+ * tokens byte_fallback needs (tokenizers looks them up spelled "<0x%02X>"). */
 static void tb_vocab_done(loader *L) {
+    eng_tok *t = L->t;
     for (int b = 0; b < 256; b++) {
-        char c = (char)b;
-        L->t->byte_id[b] = vocab_get(L->t, &c, 1);
+        char c = (char)b, name[8];
+        t->byte_id[b] = vocab_get(t, &c, 1);
+        snprintf(name, sizeof name, "<0x%02X>", b);
+        t->fallback_id[b] = t->chars && L->byte_fallback ? vocab_get(t, name, 6) : -1;
     }
 }
 
@@ -321,7 +457,8 @@ static int tb_added_alloc(loader *L, int n) {
 
 typedef struct added_flags { int special, lstrip, rstrip, normalized, single_word; } added_flags;
 
-/* An added token: content (matched in the text as it is), id < n_ids. */
+/* An added token: content (matched in the text as it is), id < n_ids.  Its
+ * piece is the decoder's, as for vocabulary tokens. */
 static int tb_added(loader *L, const char *content, size_t len, int id, added_flags f) {
     eng_tok *t = L->t;
     if (len > MAX_STR) return fmt_err(L, "added token %d is %zu bytes long", id, len);
@@ -337,12 +474,19 @@ static int tb_added(loader *L, const char *content, size_t len, int id, added_fl
     a->rstrip = (unsigned char)f.rstrip;
     a->normalized = (unsigned char)f.normalized;
     a->single_word = (unsigned char)f.single_word;
-    /* Decoding applies the ByteLevel decoder to added tokens too. */
-    int raw = bytelevel_unmap(content, len, L->scratch);
-    int64_t poff = raw < 0 ? off : pool_add(t, L->scratch, (size_t)raw);
-    if (set_piece(t, id, poff, raw < 0 ? len : (size_t)raw)) return nomem(L);
-    t->special[id] = (unsigned char)f.special;
-    return ENG_OK;
+    t->key_off[id] = (uint32_t)off;
+    t->key_len[id] = (int32_t)len;
+    int rc;
+    if (t->chars) {
+        rc = tb_piece(L, id, content, len, off, len);
+    } else {
+        int raw = bytelevel_unmap(content, len, L->scratch);
+        int64_t poff = raw < 0 ? off : pool_add(t, L->scratch, (size_t)raw);
+        rc = set_piece(t, id, poff, raw < 0 ? len : (size_t)raw) ? nomem(L) : ENG_OK;
+    }
+    if (f.special) t->flags[id] |= TF_SPECIAL;
+    else t->flags[id] &= (unsigned char)~TF_SPECIAL;
+    return rc;
 }
 
 static int cmp_added(const void *x, const void *y) {
@@ -362,28 +506,43 @@ static void tb_added_done(loader *L) {
     }
 }
 
-static int add_step(loader *L, int kind, int a, int b) {
+/* A normalizer step (strings a[0..na), b[0..nb), as NZ_* says). */
+static int add_norm(loader *L, int kind, const char *a, size_t na, const char *b, size_t nb) {
     eng_tok *t = L->t;
-    if (t->n_steps == MAX_STEPS) return unsupported(L, "pre-tokenizer", "with too many steps");
-    t->steps[t->n_steps++] = (pt_step){ kind, a, b };
+    if (t->n_norm == MAX_STEPS) return unsupported(L, "normalizer", "with too many steps");
+    int64_t oa = pool_add(t, a ? a : "", na), ob = pool_add(t, b ? b : "", nb);
+    if (oa < 0 || ob < 0) return nomem(L);
+    t->norm[t->n_norm++] = (nz_step){ kind, (uint32_t)oa, (uint32_t)na, (uint32_t)ob, (uint32_t)nb };
     return ENG_OK;
 }
 
-/* The vocabulary is byte-level only when ByteLevel maps the text last; any
- * step after it would see mapped characters. */
+static int add_step(loader *L, int kind, int a, int b, int c) {
+    eng_tok *t = L->t;
+    if (t->n_steps == MAX_STEPS) return unsupported(L, "pre-tokenizer", "with too many steps");
+    t->steps[t->n_steps++] = (pt_step){ kind, a, b, c };
+    return ENG_OK;
+}
+
+/* A byte-level vocabulary works only when ByteLevel maps the text last; any
+ * step after it would see mapped characters.  A SentencePiece-style one has
+ * no ByteLevel step. */
 static int tb_steps_done(loader *L) {
     eng_tok *t = L->t;
-    for (int i = 0; i < t->n_steps; i++)
-        if (t->steps[i].kind == PT_BYTELEVEL && i != t->n_steps - 1)
-            return unsupported(L, "pre-tokenizer", "with a step after ByteLevel");
-    if (!t->n_steps || t->steps[t->n_steps - 1].kind != PT_BYTELEVEL)
+    for (int i = 0; i < t->n_steps; i++) {
+        if (t->steps[i].kind != PT_BYTELEVEL) continue;
+        if (t->chars) return unsupported(L, "pre-tokenizer", "ByteLevel in a SentencePiece-style tokenizer");
+        if (i != t->n_steps - 1) return unsupported(L, "pre-tokenizer", "with a step after ByteLevel");
+    }
+    if (!t->chars && (!t->n_steps || t->steps[t->n_steps - 1].kind != PT_BYTELEVEL))
         return unsupported(L, "pre-tokenizer", "without ByteLevel (not a byte-level BPE)");
     return ENG_OK;
 }
 
 static eng_tok *tok_new(void) {
     eng_tok *t = calloc(1, sizeof *t);
-    if (t) t->unk_id = t->bos_id = -1;
+    if (!t) return NULL;
+    t->unk_id = t->bos_id = -1;
+    for (int b = 0; b < 256; b++) t->byte_id[b] = t->fallback_id[b] = -1;
     return t;
 }
 
@@ -473,6 +632,7 @@ static int json_model(loader *L, const cJSON *model, const cJSON *added) {
     if ((cont && *cont) || (eow && *eow))
         return eng_seterr(L->err, ENG_EUNSUPPORTED, "%s: BPE with %s", L->path,
                           cont && *cont ? "continuing_subword_prefix" : "end_of_word_suffix");
+    L->byte_fallback = jbool(model, "byte_fallback", 0);
     int rc = json_alloc(L, vocab, added);
     if (!rc) rc = json_vocab(L, vocab);
     if (!rc) rc = json_merges(L, merges);
@@ -510,10 +670,26 @@ static int json_added(loader *L, const cJSON *added) {
     return rc;
 }
 
+/* A String pattern ({"String": "..."}) of Replace and Split; NULL if the
+ * pattern is missing or a Regex. */
+static const char *json_pattern(const cJSON *o) {
+    return jstr(cJSON_GetObjectItemCaseSensitive(o, "pattern"), "String");
+}
+
 static int json_normalizer(loader *L, const cJSON *nz) {
     if (!nz || cJSON_IsNull(nz)) return ENG_OK;
     const char *type = jstr(nz, "type");
-    if (type && !strcmp(type, "NFC")) { L->t->nfc = 1; return ENG_OK; }
+    if (type && !strcmp(type, "NFC")) return add_norm(L, NZ_NFC, NULL, 0, NULL, 0);
+    if (type && !strcmp(type, "Replace")) {
+        const char *pat = json_pattern(nz), *content = jstr(nz, "content");
+        if (!pat || !*pat || !content) return unsupported(L, "normalizer Replace", "without a String pattern");
+        return add_norm(L, NZ_REPLACE, pat, strlen(pat), content, strlen(content));
+    }
+    if (type && !strcmp(type, "Prepend")) {
+        const char *pre = jstr(nz, "prepend");
+        if (!pre) return fmt_err(L, "normalizer Prepend without \"prepend\"");
+        return add_norm(L, NZ_PREPEND, pre, strlen(pre), NULL, 0);
+    }
     if (type && !strcmp(type, "Sequence")) {
         const cJSON *list = cJSON_GetObjectItemCaseSensitive(nz, "normalizers"), *it;
         if (!cJSON_IsArray(list)) return fmt_err(L, "normalizer Sequence without \"normalizers\"");
@@ -526,8 +702,44 @@ static int json_normalizer(loader *L, const cJSON *nz) {
     return unsupported(L, "normalizer", type);
 }
 
-/* Steps: PT_SPLIT (a = ENG_PT_* pattern), PT_DIGITS (a = individual_digits),
- * PT_BYTELEVEL (a = add_prefix_space, b = use_regex). */
+/* Metaspace's prepend_scheme (older files: add_prefix_space); -1 if unknown. */
+static int json_prepend_scheme(const cJSON *p) {
+    const char *ps = jstr(p, "prepend_scheme");
+    if (!ps) return jbool(p, "add_prefix_space", 1) ? PS_ALWAYS : PS_NEVER;
+    return !strcmp(ps, "first") ? PS_FIRST : !strcmp(ps, "always") ? PS_ALWAYS : !strcmp(ps, "never") ? PS_NEVER : -1;
+}
+
+/* Metaspace (pre-tokenizer and decoder) with U+2581 as its replacement. */
+static int json_metaspace(loader *L, const cJSON *p, int *scheme) {
+    const char *rep = jstr(p, "replacement");
+    if (rep && strcmp(rep, META)) return unsupported(L, "Metaspace", "with a replacement other than U+2581");
+    *scheme = json_prepend_scheme(p);
+    if (*scheme < 0) return unsupported(L, "Metaspace prepend_scheme", jstr(p, "prepend_scheme"));
+    return ENG_OK;
+}
+
+static int json_split(loader *L, const cJSON *p) {
+    static const char *const behaviors[] = {"Removed", "Isolated", "MergedWithPrevious", "MergedWithNext"};
+    const char *behavior = jstr(p, "behavior"), *str = json_pattern(p);
+    const char *re = jstr(cJSON_GetObjectItemCaseSensitive(p, "pattern"), "Regex");
+    if (jbool(p, "invert", 0)) return unsupported(L, "Split", "with invert: true");
+    if (str && *str) {
+        for (int b = 0; b < 4; b++) {
+            if (!behavior || strcmp(behavior, behaviors[b])) continue;
+            int64_t off = pool_add(L->t, str, strlen(str));
+            if (off < 0) return nomem(L);
+            return add_step(L, PT_SPLIT_STR, (int)off, (int)strlen(str), b);
+        }
+        return unsupported(L, "Split behavior", behavior);
+    }
+    if (!re) return unsupported(L, "Split pattern", "that is neither a Regex nor a non-empty String");
+    if (!behavior || strcmp(behavior, "Isolated")) return unsupported(L, "Split behavior", behavior);
+    int pat = eng_pt_pattern(re);
+    if (pat < 0)
+        return eng_seterr(L->err, ENG_EUNSUPPORTED, "%s: Split regex not recognised: %.300s", L->path, re);
+    return add_step(L, PT_SPLIT, pat, 0, 0);
+}
+
 static int json_pretok_step(loader *L, const cJSON *p) {
     const char *type = jstr(p, "type");
     if (!type) return fmt_err(L, "pre_tokenizer without a \"type\"");
@@ -541,24 +753,28 @@ static int json_pretok_step(loader *L, const cJSON *p) {
         return ENG_OK;
     }
     if (!strcmp(type, "ByteLevel"))
-        return add_step(L, PT_BYTELEVEL, jbool(p, "add_prefix_space", 1), jbool(p, "use_regex", 1));
+        return add_step(L, PT_BYTELEVEL, jbool(p, "add_prefix_space", 1), jbool(p, "use_regex", 1), 0);
     if (!strcmp(type, "Digits"))
-        return add_step(L, PT_DIGITS, jbool(p, "individual_digits", 0), 0);
-    if (!strcmp(type, "Split")) {
-        const char *behavior = jstr(p, "behavior");
-        const char *re = jstr(cJSON_GetObjectItemCaseSensitive(p, "pattern"), "Regex");
-        if (!re) return unsupported(L, "Split pattern", "that is not a Regex");
-        if (!behavior || strcmp(behavior, "Isolated"))
-            return unsupported(L, "Split behavior", behavior);
-        if (jbool(p, "invert", 0)) return unsupported(L, "Split", "with invert: true");
-        int pat = eng_pt_pattern(re);
-        if (pat < 0) {
-            return eng_seterr(L->err, ENG_EUNSUPPORTED, "%s: Split regex not recognised: %.300s",
-                              L->path, re);
-        }
-        return add_step(L, PT_SPLIT, pat, 0);
+        return add_step(L, PT_DIGITS, jbool(p, "individual_digits", 0), 0, 0);
+    if (!strcmp(type, "Split")) return json_split(L, p);
+    if (!strcmp(type, "Metaspace")) {
+        int scheme, rc = json_metaspace(L, p, &scheme);
+        return rc ? rc : add_step(L, PT_METASPACE, scheme, jbool(p, "split", 1), 0);
     }
     return unsupported(L, "pre-tokenizer type", type);
+}
+
+/* Whether the pre-tokenizer has a ByteLevel step: the vocabulary is then
+ * byte-level, else SentencePiece style. */
+static int json_has_bytelevel(const cJSON *p) {
+    const char *type = p ? jstr(p, "type") : NULL;
+    if (!type) return 0;
+    if (!strcmp(type, "ByteLevel")) return 1;
+    const cJSON *it;
+    if (!strcmp(type, "Sequence"))
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(p, "pretokenizers"))
+            if (json_has_bytelevel(it)) return 1;
+    return 0;
 }
 
 static int json_pretok(loader *L, const cJSON *p) {
@@ -603,22 +819,71 @@ static int json_post(loader *L, const cJSON *p) {
     return ENG_OK;
 }
 
-static int json_decoder(loader *L, const cJSON *d) {
-    if (!d || cJSON_IsNull(d)) return ENG_OK;   /* taken as ByteLevel */
+/* One decoder of a SentencePiece-style tokenizer; *fused once Fuse is seen.
+ * Strip is only taken after Fuse (then it strips the whole text). */
+static int json_spm_decoder(loader *L, const cJSON *d, int *fused) {
     const char *type = jstr(d, "type");
-    if (type && !strcmp(type, "ByteLevel")) return ENG_OK;
+    if (!type) return fmt_err(L, "decoder without a \"type\"");
+    if (!strcmp(type, "Sequence")) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(d, "decoders")) {
+            int rc = json_spm_decoder(L, it, fused);
+            if (rc) return rc;
+        }
+        return ENG_OK;
+    }
+    if (!strcmp(type, "Replace")) {
+        const char *pat = json_pattern(d), *content = jstr(d, "content");
+        if (!pat || !*pat || !content) return unsupported(L, "decoder Replace", "without a String pattern");
+        return tb_decoder(L, pat, content, 0, 0, 0);
+    }
+    if (!strcmp(type, "ByteFallback")) {
+        if (*fused) return unsupported(L, "decoder", "ByteFallback after Fuse");
+        return tb_decoder(L, "", "", 1, 0, 0);
+    }
+    if (!strcmp(type, "Fuse")) { *fused = 1; return ENG_OK; }
+    if (!strcmp(type, "Strip")) {
+        const char *content = jstr(d, "content");
+        const cJSON *start = cJSON_GetObjectItemCaseSensitive(d, "start");
+        const cJSON *stop = cJSON_GetObjectItemCaseSensitive(d, "stop");
+        if (!*fused || !content || strcmp(content, " ") || !cJSON_IsNumber(start) || start->valueint < 0 ||
+            start->valueint > 64 || (cJSON_IsNumber(stop) && stop->valueint != 0))
+            return unsupported(L, "decoder", "Strip other than of leading spaces after Fuse");
+        return tb_decoder(L, "", "", 0, start->valueint, 0);
+    }
+    if (!strcmp(type, "Metaspace")) {
+        int scheme, rc = json_metaspace(L, d, &scheme);
+        return rc ? rc : tb_decoder(L, META, " ", 0, 0, scheme != PS_NEVER);
+    }
     return unsupported(L, "decoder", type);
+}
+
+static int json_decoder(loader *L, const cJSON *d) {
+    const char *type = d ? jstr(d, "type") : NULL;
+    if (!L->t->chars) {
+        if (!d || cJSON_IsNull(d) || (type && !strcmp(type, "ByteLevel"))) return ENG_OK;   /* null: taken as ByteLevel */
+        return unsupported(L, "decoder", type);
+    }
+    if (!d || cJSON_IsNull(d)) return ENG_OK;   /* refused in load_json, once the rest is checked */
+    int fused = 0;
+    return json_spm_decoder(L, d, &fused);
 }
 
 static int load_json(loader *L, const cJSON *root) {
     if (!cJSON_IsObject(root)) return fmt_err(L, "not a JSON object");
     const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
-    int rc = json_model(L, cJSON_GetObjectItemCaseSensitive(root, "model"), added);
+    const cJSON *pretok = cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer");
+    L->t->chars = !json_has_bytelevel(pretok);
+    int rc = json_decoder(L, cJSON_GetObjectItemCaseSensitive(root, "decoder"));
+    if (!rc) rc = json_model(L, cJSON_GetObjectItemCaseSensitive(root, "model"), added);
     if (!rc) rc = json_added(L, added);
     if (!rc) rc = json_normalizer(L, cJSON_GetObjectItemCaseSensitive(root, "normalizer"));
-    if (!rc) rc = json_pretok(L, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"));
+    if (!rc) rc = json_pretok(L, pretok);
     if (!rc) rc = json_post(L, cJSON_GetObjectItemCaseSensitive(root, "post_processor"));
-    if (!rc) rc = json_decoder(L, cJSON_GetObjectItemCaseSensitive(root, "decoder"));
+    const cJSON *dec = cJSON_GetObjectItemCaseSensitive(root, "decoder");
+    if (!rc && L->t->chars && (!dec || cJSON_IsNull(dec)))
+        rc = eng_seterr(L->err, ENG_EUNSUPPORTED, "%s: neither a ByteLevel pre-tokenizer (byte-level BPE) nor "
+                        "a decoder (SentencePiece style)", L->path);
     return rc;
 }
 
@@ -674,14 +939,14 @@ static const struct gguf_pre {
     int nfc, n_steps;
     pt_step steps[2];
 } GGUF_PRE[] = {
-    {"gpt2", 0, 1, {{PT_BYTELEVEL, 0, 1}}},
-    {"default", 0, 1, {{PT_BYTELEVEL, 0, 1}}},
-    {"smollm", 0, 2, {{PT_DIGITS, 1, 0}, {PT_BYTELEVEL, 0, 1}}},
-    {"qwen2", 1, 2, {{PT_SPLIT, ENG_PT_QWEN2, 0}, {PT_BYTELEVEL, 0, 0}}},
-    {"deepseek-r1-qwen", 1, 2, {{PT_SPLIT, ENG_PT_QWEN2, 0}, {PT_BYTELEVEL, 0, 0}}},
-    {"llama3", 0, 2, {{PT_SPLIT, ENG_PT_LLAMA3, 0}, {PT_BYTELEVEL, 0, 0}}},
-    {"llama-bpe", 0, 2, {{PT_SPLIT, ENG_PT_LLAMA3, 0}, {PT_BYTELEVEL, 0, 0}}},
-    {"llama-v3", 0, 2, {{PT_SPLIT, ENG_PT_LLAMA3, 0}, {PT_BYTELEVEL, 0, 0}}},
+    {"gpt2", 0, 1, {{PT_BYTELEVEL, 0, 1, 0}}},
+    {"default", 0, 1, {{PT_BYTELEVEL, 0, 1, 0}}},
+    {"smollm", 0, 2, {{PT_DIGITS, 1, 0, 0}, {PT_BYTELEVEL, 0, 1, 0}}},
+    {"qwen2", 1, 2, {{PT_SPLIT, ENG_PT_QWEN2, 0, 0}, {PT_BYTELEVEL, 0, 0, 0}}},
+    {"deepseek-r1-qwen", 1, 2, {{PT_SPLIT, ENG_PT_QWEN2, 0, 0}, {PT_BYTELEVEL, 0, 0, 0}}},
+    {"llama3", 0, 2, {{PT_SPLIT, ENG_PT_LLAMA3, 0, 0}, {PT_BYTELEVEL, 0, 0, 0}}},
+    {"llama-bpe", 0, 2, {{PT_SPLIT, ENG_PT_LLAMA3, 0, 0}, {PT_BYTELEVEL, 0, 0, 0}}},
+    {"llama-v3", 0, 2, {{PT_SPLIT, ENG_PT_LLAMA3, 0, 0}, {PT_BYTELEVEL, 0, 0, 0}}},
 };
 
 static int gguf_pretok(loader *L, const eng_gguf *g) {
@@ -692,9 +957,9 @@ static int gguf_pretok(loader *L, const eng_gguf *g) {
     for (size_t i = 0; i < sizeof GGUF_PRE / sizeof GGUF_PRE[0]; i++) {
         const struct gguf_pre *p = &GGUF_PRE[i];
         if (strlen(p->name) != n || memcmp(p->name, pre, n)) continue;
-        L->t->nfc = p->nfc;
+        if (p->nfc && (rc = add_norm(L, NZ_NFC, NULL, 0, NULL, 0))) return rc;
         for (int k = 0; k < p->n_steps; k++)
-            if ((rc = add_step(L, p->steps[k].kind, p->steps[k].a, p->steps[k].b))) return rc;
+            if ((rc = add_step(L, p->steps[k].kind, p->steps[k].a, p->steps[k].b, 0))) return rc;
         return tb_steps_done(L);
     }
     return eng_seterr(L->err, ENG_EUNSUPPORTED, "%s: tokenizer.ggml.pre \"%.*s\" is not a pre-tokenizer "
@@ -702,16 +967,21 @@ static int gguf_pretok(loader *L, const eng_gguf *g) {
                       "llama-v3)", L->path, clip(n), pre);
 }
 
+enum { A_STR, A_INT, A_NUM };
+
 /* The array metadata key: its index, checked to hold elements of the
- * wanted kind (strings, or integers when want_int); -1 when absent. */
-static int gguf_array(loader *L, const eng_gguf *g, const char *key, int want_int, int *kv) {
+ * wanted kind (A_STR strings, A_INT integers, A_NUM numbers); -1 when
+ * absent. */
+static int gguf_array(loader *L, const eng_gguf *g, const char *key, int want, int *kv) {
+    static const char *const names[] = {"strings", "integers", "numbers"};
     *kv = eng_gguf_find(g, key);
     if (*kv < 0) return ENG_OK;
     int at = eng_gguf_arr_type(g, *kv);
-    int ok = want_int ? (at >= ENG_GGUF_U8 && at <= ENG_GGUF_I32) || at == ENG_GGUF_U64 || at == ENG_GGUF_I64
-                      : at == ENG_GGUF_STR;
+    int is_int = (at >= ENG_GGUF_U8 && at <= ENG_GGUF_I32) || at == ENG_GGUF_U64 || at == ENG_GGUF_I64;
+    int ok = want == A_STR ? at == ENG_GGUF_STR
+           : want == A_INT ? is_int : is_int || at == ENG_GGUF_F32 || at == ENG_GGUF_F64;
     if (eng_gguf_type(g, *kv) != ENG_GGUF_ARR || !ok)
-        return fmt_err(L, "%s is not an array of %s", key, want_int ? "integers" : "strings");
+        return fmt_err(L, "%s is not an array of %s", key, names[want]);
     return ENG_OK;
 }
 
@@ -720,16 +990,42 @@ enum { TT_UNDEFINED, TT_NORMAL, TT_UNKNOWN, TT_CONTROL, TT_USER_DEFINED, TT_UNUS
 
 /* Whether token i becomes an added token (and how): control tokens are
  * special, user-defined ones plain added tokens, both matched in the text
- * unnormalized, as transformers adds them.  Like transformers, only tokens
- * written in byte-level characters: llama.cpp marks some others control by
- * mistake. */
+ * unnormalized, as transformers adds them.  Byte-level: like transformers,
+ * only tokens written in byte-level characters (llama.cpp marks some others
+ * control by mistake).  SentencePiece style: only tokens whose spelling in
+ * the file is a vocabulary string (not those respelled, see gguf_spm).
+ * Returns the type, 0 for none, -1 when out of memory. */
 static int gguf_added_kind(loader *L, const char *s, size_t len, int64_t type) {
     if ((type != TT_CONTROL && type != TT_USER_DEFINED) || !len) return 0;
+    if (L->t->chars) return vocab_get(L->t, s, len) >= 0 ? (int)type : 0;
     if (scratch_room(L, len + 1)) return -1;
     return bytelevel_unmap(s, len, L->scratch) < 0 ? 0 : (int)type;
 }
 
-static int gguf_vocab(loader *L, const eng_gguf *g, int kt, int ky, int n) {
+/* Gemma's respelling: a token of whitespace only that holds a space stands
+ * for that many U+2581 (llama.cpp's converter stores "▁▁" as two spaces,
+ * while the text reaches BPE with U+2581).  Returns a malloc'd string in
+ * *out, or 0 with *out NULL when the token stays as it is; -1: no memory. */
+static int respell_spaces(const char *s, size_t len, char **out, size_t *out_len) {
+    size_t nc = 0;
+    int space = 0;
+    *out = NULL;
+    for (size_t i = 0; i < len; nc++) {
+        uint32_t cp;
+        i += (size_t)eng_utf8_next((const unsigned char *)s + i, len - i, &cp);
+        if (eng_uni_class(cp) != ENG_UNI_SPACE) return 0;
+        space |= cp == ' ';
+    }
+    if (!space) return 0;
+    if (!(*out = malloc(nc * 3 + 1))) return -1;
+    for (size_t k = 0; k < nc; k++) memcpy(*out + 3 * k, META, 3);
+    *out_len = nc * 3;
+    return 0;
+}
+
+/* The vocabulary (respelled when respell, see respell_spaces) and the added
+ * tokens; a SentencePiece-style token of type byte must be spelled <0xHH>. */
+static int gguf_vocab(loader *L, const eng_gguf *g, int kt, int ky, int n, int respell) {
     int n_added = 0, rc;
     for (int i = 0; i < n; i++) {
         const char *s;
@@ -737,15 +1033,24 @@ static int gguf_vocab(loader *L, const eng_gguf *g, int kt, int ky, int n) {
         int64_t type = TT_NORMAL;
         if (eng_gguf_arr_str(g, kt, (uint64_t)i, &s, &len))
             return fmt_err(L, "tokenizer.ggml.tokens[%d] cannot be read", i);
-        if (ky >= 0) {
-            if (eng_gguf_arr_int(g, ky, (uint64_t)i, &type) || type < TT_UNDEFINED || type > TT_BYTE)
-                return fmt_err(L, "tokenizer.ggml.token_type[%d] = %lld is not a token type (0-6)", i,
-                               (long long)type);
-            int k = gguf_added_kind(L, s, len, type);
-            if (k < 0) return nomem(L);
-            n_added += k != 0;
-        }
-        if ((rc = tb_vocab(L, s, len, i))) return rc;
+        if (ky >= 0 && (eng_gguf_arr_int(g, ky, (uint64_t)i, &type) || type < TT_UNDEFINED || type > TT_BYTE))
+            return fmt_err(L, "tokenizer.ggml.token_type[%d] = %lld is not a token type (0-6)", i, (long long)type);
+        if (L->t->chars && type == TT_BYTE && byte_token(s, len) < 0)
+            return fmt_err(L, "tokenizer.ggml.tokens[%d] \"%.*s\" has token type 6 (byte) but is not spelled <0xHH>",
+                           i, clip(len), s);
+        n_added += type == TT_CONTROL || type == TT_USER_DEFINED;
+        /* The lookup table is far larger than the caches: ask for the slot
+         * of a token a few ahead while this one is stored. */
+        const char *ps;
+        size_t pn;
+        if (L->t->chars && i + 16 < n && !eng_gguf_arr_str(g, kt, (uint64_t)i + 16, &ps, &pn))
+            __builtin_prefetch(&L->t->vocab[hash_bytes(ps, pn) & L->t->vocab_mask], 1);
+        char *re = NULL;
+        size_t nre = 0;
+        if (respell && respell_spaces(s, len, &re, &nre)) return nomem(L);
+        rc = re ? tb_vocab(L, re, nre, i) : tb_vocab(L, s, len, i);
+        free(re);
+        if (rc) return rc;
     }
     tb_vocab_done(L);
     if ((rc = tb_added_alloc(L, n_added))) return rc;
@@ -759,7 +1064,7 @@ static int gguf_vocab(loader *L, const eng_gguf *g, int kt, int ky, int n) {
         if (k < 0) return nomem(L);
         if (!k) continue;
         added_flags f = { .special = k == TT_CONTROL };
-        if ((rc = tb_added(L, s, len, i, f))) return rc;
+        if ((rc = tb_added(L, s, len, L->t->chars ? vocab_get(L->t, s, len) : i, f))) return rc;
     }
     tb_added_done(L);
     return ENG_OK;
@@ -781,13 +1086,13 @@ static int gguf_merges(loader *L, const eng_gguf *g, int km) {
 }
 
 /* bos/eos/unknown/padding ids, when given, must name tokens.  Only BOS is
- * kept (for eng_tok_bos); the unknown id is not the BPE's unknown token, as
- * in transformers' conversion (bytes missing from the vocabulary are
- * dropped, not replaced). */
-static int gguf_special_ids(loader *L, const eng_gguf *g, int n) {
+ * kept (for eng_tok_bos), when tokenizer.ggml.add_bos_token (default
+ * add_bos) is true.  The unknown id is not the BPE's unknown token, as in
+ * transformers' conversion. */
+static int gguf_special_ids(loader *L, const eng_gguf *g, int n, int64_t add_bos) {
     static const char *const keys[] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
                                        "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id"};
-    int64_t id[4] = {-1, -1, -1, -1}, add_bos = 0;
+    int64_t id[4] = {-1, -1, -1, -1};
     for (int k = 0; k < 4; k++) {
         int rc = eng_gguf_get_int(g, keys[k], 0, &id[k], L->err);
         if (rc) return rc;
@@ -802,30 +1107,179 @@ static int gguf_special_ids(loader *L, const eng_gguf *g, int n) {
     return ENG_OK;
 }
 
-/* add_space_prefix is not read: llama.cpp applies it to sentencepiece
- * vocabularies only and transformers ignores it for byte-level ones. */
+/* ------------------------------------------------------------ GGUF SentencePiece
+ *
+ * tokenizer.ggml.model "llama" (SentencePiece BPE): tokens, scores,
+ * token_type, usually no merges.  The tokenizer built is the one
+ * transformers builds from the same file, which picks a tokenizer class by
+ * general.architecture:
+ *   gemma, gemma2, gemma3  GemmaTokenizer: normalizer Replace(" " -> "▁"),
+ *            byte_fallback, unknown token "<unk>", decoder Replace("▁" ->
+ *            " "), ByteFallback, Fuse (Gemma's own tokenizer.json has the
+ *            same; the Split(" ") pre-tokenizer transformers also sets
+ *            never sees a space after that normalizer, so it is left out);
+ *            whitespace tokens respelled (respell_spaces); merges ranked by
+ *            the merged token's position in the file (Gemma's scores do not
+ *            follow its merge order).
+ *   phi3     LlamaTokenizer with normalizer Prepend("▁"), Replace(" " ->
+ *            "▁") and no pre-tokenizer.
+ *   others   LlamaTokenizer: pre-tokenizer Metaspace(prepend_scheme first,
+ *            no split), byte_fallback and no unknown token; merges ranked
+ *            by the merged token's score.
+ * LlamaTokenizer's decoder is Gemma's plus Strip (one leading space).  A
+ * file without tokenizer.ggml.merges has them rebuilt from the vocabulary
+ * (spm_merges).  BOS is added unless tokenizer.ggml.add_bos_token says not
+ * (llama.cpp's default for SentencePiece vocabularies).
+ * tokenizer.ggml.add_space_prefix is not read: transformers ignores it. */
+
+enum { SPM_LLAMA, SPM_GEMMA, SPM_PHI3 };
+enum { SPM_MAX_KEY = 0xFFFFF };          /* longest token when merges are rebuilt (see merge_of) */
+
+static int spm_family(loader *L, const eng_gguf *g, int *fam) {
+    const char *arch = "";
+    size_t n = 0;
+    int rc = eng_gguf_get_str(g, "general.architecture", 0, &arch, &n, L->err);
+    *fam = SPM_LLAMA;
+    if ((n == 5 && !memcmp(arch, "gemma", 5)) || (n == 6 && (!memcmp(arch, "gemma2", 6) || !memcmp(arch, "gemma3", 6))))
+        *fam = SPM_GEMMA;
+    else if (n == 4 && !memcmp(arch, "phi3", 4))
+        *fam = SPM_PHI3;
+    return rc;
+}
+
+typedef struct id_score { double score; int id; } id_score;
+
+static int cmp_by_score(const void *x, const void *y) {
+    const id_score *a = x, *b = y;
+    if (a->score != b->score) return a->score > b->score ? -1 : 1;
+    return a->id - b->id;
+}
+
+/* For a file that lists no merges, transformers rebuilds them from the
+ * vocabulary (generate_merges): every split of a token into two vocabulary
+ * strings at a character boundary, sorted by the token's score (higher
+ * first), then longer left part, then longer right part, then the token's
+ * position.  Encoding finds these merges from the vocabulary as it goes
+ * (merge_of); what it needs from here is each token's class: the rank of
+ * its score among the distinct scores (Gemma: its position). */
+static int spm_merge_classes(loader *L, const double *score, int by_position) {
+    eng_tok *t = L->t;
+    int n = t->n_ids;
+    id_score *order = NULL;
+    for (int i = 0; i < n; i++)
+        if (t->key_len[i] > SPM_MAX_KEY)
+            return fmt_err(L, "tokenizer.ggml.tokens[%d] is %d bytes long (at most %d here)", i, t->key_len[i],
+                           SPM_MAX_KEY);
+    t->merge_class = malloc((size_t)n * sizeof *t->merge_class);
+    if (!t->merge_class || (!by_position && !(order = malloc((size_t)n * sizeof *order)))) return nomem(L);
+    if (by_position) {
+        for (int i = 0; i < n; i++) t->merge_class[i] = (uint32_t)i;
+        return ENG_OK;
+    }
+    for (int i = 0; i < n; i++) order[i] = (id_score){ score[i], i };
+    qsort(order, (size_t)n, sizeof *order, cmp_by_score);
+    uint32_t cls = 0;
+    for (int i = 0; i < n; i++) {
+        if (i && order[i].score != order[i - 1].score) cls++;
+        t->merge_class[order[i].id] = cls;
+    }
+    free(order);
+    return ENG_OK;
+}
+
+/* Each token's score for ranking rebuilt merges (from tokenizer.ggml.scores,
+ * checked: one number per token; Gemma's merges go by position instead). */
+static int spm_scores(loader *L, const eng_gguf *g, int fam, int n, int need, double **out) {
+    int ks, rc = gguf_array(L, g, "tokenizer.ggml.scores", A_NUM, &ks);
+    *out = NULL;
+    if (rc) return rc;
+    if (ks >= 0 && eng_gguf_arr_len(g, ks) != (uint64_t)n)
+        return fmt_err(L, "tokenizer.ggml.scores has %llu entries for %d tokens",
+                       (unsigned long long)eng_gguf_arr_len(g, ks), n);
+    if (ks < 0 && need && fam != SPM_GEMMA)
+        return fmt_err(L, "missing metadata tokenizer.ggml.scores (no tokenizer.ggml.merges either, so "
+                       "nothing ranks the merges)");
+    if (!need || ks < 0 || fam == SPM_GEMMA) return ENG_OK;
+    double *sc = malloc((size_t)n * sizeof *sc);
+    if (!sc) return nomem(L);
+    for (int i = 0; i < n; i++) {
+        if (eng_gguf_arr_float(g, ks, (uint64_t)i, &sc[i]) || sc[i] != sc[i]) {
+            free(sc);
+            return fmt_err(L, "tokenizer.ggml.scores[%d] is not a number", i);
+        }
+    }
+    *out = sc;
+    return ENG_OK;
+}
+
+/* All 256 <0xHH> tokens or none: byte fallback with some missing would
+ * silently drop characters. */
+static int spm_check_bytes(loader *L) {
+    int have = 0, missing = -1;
+    for (int b = 0; b < 256; b++) {
+        if (L->t->fallback_id[b] >= 0) have++;
+        else if (missing < 0) missing = b;
+    }
+    if (have && have < 256)
+        return fmt_err(L, "tokenizer.ggml.tokens has byte tokens for only %d of the 256 bytes (<0x%02X> is "
+                       "missing), so byte fallback cannot spell every character", have, missing);
+    return ENG_OK;
+}
+
+static int gguf_spm(loader *L, const eng_gguf *g, int kt, int ky, int km, int n) {
+    eng_tok *t = L->t;
+    int fam, rc = spm_family(L, g, &fam);
+    double *score = NULL;
+    t->chars = 1;
+    t->fuse_unk = 1;
+    L->byte_fallback = 1;
+    if (!rc) rc = spm_scores(L, g, fam, n, km < 0, &score);
+    if (!rc) rc = tb_decoder(L, META, " ", 1, fam == SPM_GEMMA ? 0 : 1, 0);
+    if (!rc) rc = tb_alloc(L, n, (size_t)n);
+    if (!rc) rc = gguf_vocab(L, g, kt, ky, n, fam == SPM_GEMMA);
+    if (!rc) rc = spm_check_bytes(L);
+    if (!rc) rc = km >= 0 ? gguf_merges(L, g, km) : spm_merge_classes(L, score, fam == SPM_GEMMA);
+    free(score);
+    if (!rc) rc = gguf_special_ids(L, g, n, 1);
+    if (rc) return rc;
+    if (fam == SPM_GEMMA) {
+        t->unk_id = vocab_get(t, "<unk>", 5);
+        rc = add_norm(L, NZ_REPLACE, " ", 1, META, 3);
+    } else if (fam == SPM_PHI3) {
+        rc = add_norm(L, NZ_PREPEND, META, 3, NULL, 0);
+        if (!rc) rc = add_norm(L, NZ_REPLACE, " ", 1, META, 3);
+    } else {
+        rc = add_step(L, PT_METASPACE, PS_FIRST, 0, 0);
+    }
+    return rc ? rc : tb_steps_done(L);
+}
+
 static int load_gguf(loader *L, const eng_gguf *g) {
     const char *model;
     size_t nm;
     int rc = eng_gguf_get_str(g, "tokenizer.ggml.model", 1, &model, &nm, L->err), kt, ky, km;
     if (rc) return rc;
-    if (nm != 4 || memcmp(model, "gpt2", 4))
-        return eng_seterr(L->err, ENG_EUNSUPPORTED, "%s: tokenizer.ggml.model \"%.*s\" (brisk reads "
-                          "byte-level BPE tokenizers, \"gpt2\")", L->path, clip(nm), model);
-    if ((rc = gguf_array(L, g, "tokenizer.ggml.tokens", 0, &kt)) ||
-        (rc = gguf_array(L, g, "tokenizer.ggml.token_type", 1, &ky)) ||
-        (rc = gguf_array(L, g, "tokenizer.ggml.merges", 0, &km)))
+    int spm = nm == 5 && !memcmp(model, "llama", 5);
+    if (!spm && (nm != 4 || memcmp(model, "gpt2", 4)))
+        return eng_seterr(L->err, ENG_EUNSUPPORTED, "%s: tokenizer.ggml.model \"%.*s\" (brisk reads \"gpt2\", "
+                          "byte-level BPE, and \"llama\", SentencePiece BPE)", L->path, clip(nm), model);
+    if ((rc = gguf_array(L, g, "tokenizer.ggml.tokens", A_STR, &kt)) ||
+        (rc = gguf_array(L, g, "tokenizer.ggml.token_type", A_INT, &ky)) ||
+        (rc = gguf_array(L, g, "tokenizer.ggml.merges", A_STR, &km)))
         return rc;
     if (kt < 0) return fmt_err(L, "missing metadata tokenizer.ggml.tokens");
-    if (km < 0) return fmt_err(L, "missing metadata tokenizer.ggml.merges");
     uint64_t n = eng_gguf_arr_len(g, kt);
     if (n == 0 || n >= MAX_IDS)
         return fmt_err(L, "tokenizer.ggml.tokens has %llu entries (1 to 16M expected)", (unsigned long long)n);
     if (ky >= 0 && eng_gguf_arr_len(g, ky) != n)
         return fmt_err(L, "tokenizer.ggml.token_type has %llu entries for %llu tokens",
                        (unsigned long long)eng_gguf_arr_len(g, ky), (unsigned long long)n);
-    if ((rc = tb_alloc(L, (int)n, (size_t)n)) || (rc = gguf_vocab(L, g, kt, ky, (int)n)) ||
-        (rc = gguf_merges(L, g, km)) || (rc = gguf_special_ids(L, g, (int)n)))
+    if (spm) return gguf_spm(L, g, kt, ky, km, (int)n);
+    /* add_space_prefix is not read: transformers ignores it for byte-level
+     * vocabularies (llama.cpp applies it to SentencePiece ones only). */
+    if (km < 0) return fmt_err(L, "missing metadata tokenizer.ggml.merges");
+    if ((rc = tb_alloc(L, (int)n, (size_t)n)) || (rc = gguf_vocab(L, g, kt, ky, (int)n, 0)) ||
+        (rc = gguf_merges(L, g, km)) || (rc = gguf_special_ids(L, g, (int)n, 0)))
         return rc;
     return gguf_pretok(L, g);
 }
@@ -887,10 +1341,13 @@ void eng_tok_free(eng_tok *t) {
     if (!t) return;
     free(t->piece_off);
     free(t->piece_len);
-    free(t->special);
+    free(t->key_off);
+    free(t->key_len);
+    free(t->flags);
     free(t->pool);
     free(t->vocab);
     free(t->merges);
+    free(t->merge_class);
     free(t->added);
     free(t);
 }
@@ -922,7 +1379,9 @@ int eng_tok_find(const eng_tok *t, const char *text) {
 
 typedef struct span { size_t off, len; } span;
 typedef struct sym { int id, prev, next, len; } sym;           /* len 0: merged away */
-typedef struct merge_ev { int rank, pos, new_id; } merge_ev;
+/* A merge waiting in the heap: the symbol at pos (id left) and the one
+ * after it (id right) make new_id; lower (rank, sub, pos) goes first. */
+typedef struct merge_ev { uint64_t rank; int sub, pos, left, right, new_id; } merge_ev;
 
 /* Scratch space for one encode call. */
 typedef struct enc {
@@ -939,6 +1398,7 @@ typedef struct enc {
     sym *syms;
     merge_ev *heap;
     int cap_syms, cap_heap;
+    int at_start;                /* the stretch being encoded begins the input */
 } enc;
 
 /* Grows the array *pp (any pointer type) to hold need elements. */
@@ -970,11 +1430,17 @@ static int push_span(enc *e, size_t off, size_t len) {
     return ENG_OK;
 }
 
+static int ev_before(const merge_ev *a, const merge_ev *b) {
+    if (a->rank != b->rank) return a->rank < b->rank;
+    if (a->sub != b->sub) return a->sub < b->sub;
+    return a->pos < b->pos;
+}
+
 static void heap_push(merge_ev *h, int *n, merge_ev v) {
     int i = (*n)++;
     while (i > 0) {
         int p = (i - 1) / 2;
-        if (h[p].rank < v.rank || (h[p].rank == v.rank && h[p].pos < v.pos)) break;
+        if (ev_before(&h[p], &v)) break;
         h[i] = h[p];
         i = p;
     }
@@ -987,10 +1453,8 @@ static merge_ev heap_pop(merge_ev *h, int *n) {
     for (;;) {
         int c = 2 * i + 1;
         if (c >= *n) break;
-        if (c + 1 < *n && (h[c + 1].rank < h[c].rank ||
-                           (h[c + 1].rank == h[c].rank && h[c + 1].pos < h[c].pos)))
-            c++;
-        if (v.rank < h[c].rank || (v.rank == h[c].rank && v.pos < h[c].pos)) break;
+        if (c + 1 < *n && ev_before(&h[c + 1], &h[c])) c++;
+        if (ev_before(&v, &h[c])) break;
         h[i] = h[c];
         i = c;
     }
@@ -998,28 +1462,82 @@ static merge_ev heap_pop(merge_ev *h, int *n) {
     return top;
 }
 
+static int n_chars(const char *s, int n) {
+    int k = 0;
+    for (int i = 0; i < n; i++) k += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return k;
+}
+
+/* Whether tokens a and b merge, and into what, at which rank.  From the
+ * merge table (listed merges: rank = position in the list), or, for merges
+ * implied by the vocabulary (merge_class, see spm_merge_classes): a and b
+ * merge when their keys joined are a token's key; the rank orders as
+ * transformers' rebuilt list does (class of the merged token, longer left
+ * part, longer right part: one 64-bit number), then the merged token's id
+ * (sub). */
+static int merge_of(const eng_tok *t, int a, int b, merge_ev *ev) {
+    if (!t->merge_class) {
+        const merge_slot *m = t->merges ? merge_get(t, a, b) : NULL;
+        if (!m) return 0;
+        ev->rank = (uint64_t)m->rank;
+        ev->sub = 0;
+        ev->new_id = m->new_id;
+        return 1;
+    }
+    int na = t->key_len[a], nb = t->key_len[b];
+    if (na <= 0 || nb <= 0) return 0;
+    const char *ka = t->pool + t->key_off[a], *kb = t->pool + t->key_off[b];
+    int id = vocab_get2(t, ka, (size_t)na, kb, (size_t)nb);
+    if (id < 0) return 0;
+    ev->rank = (uint64_t)t->merge_class[id] << 40 | (uint64_t)(SPM_MAX_KEY - n_chars(ka, na)) << 20 |
+               (uint64_t)(SPM_MAX_KEY - n_chars(kb, nb));
+    ev->sub = id;
+    ev->new_id = id;
+    return 1;
+}
+
 /* Queues the merge of the symbol at pos with the one after it, if any. */
 static void queue_pair(const eng_tok *t, enc *e, int *nh, int pos) {
     int nx = e->syms[pos].next;
-    if (nx < 0) return;
-    const merge_slot *m = merge_get(t, e->syms[pos].id, e->syms[nx].id);
-    if (m) heap_push(e->heap, nh, (merge_ev){ m->rank, pos, m->new_id });
+    merge_ev ev;
+    if (nx < 0 || !merge_of(t, e->syms[pos].id, e->syms[nx].id, &ev)) return;
+    ev.pos = pos;
+    ev.left = e->syms[pos].id;
+    ev.right = e->syms[nx].id;
+    heap_push(e->heap, nh, ev);
 }
 
-/* Initial symbols: one per byte; bytes missing from the vocabulary become
- * the unknown token (fused if asked) or, without one, are dropped. */
+static void add_sym(enc *e, int *m, int id) {
+    e->syms[*m] = (sym){ id, *m - 1, *m + 1, 1 };
+    ++*m;
+}
+
+/* Initial symbols: one per byte (byte-level) or character (SentencePiece
+ * style), as the vocabulary has it.  One it lacks becomes, as in
+ * `tokenizers`, the <0xHH> tokens of its bytes (byte_fallback, when all of
+ * them exist), else the unknown token (a run of them fused if asked; it
+ * waits for the next symbol found in the vocabulary, so byte-fallback
+ * symbols in between come first, as in `tokenizers`), else nothing. */
 static int init_syms(const eng_tok *t, enc *e, const unsigned char *w, int n) {
-    int m = 0;
-    for (int i = 0; i < n; i++) {
-        int id = t->byte_id[w[i]];
-        if (id < 0) {
-            if (t->unk_id < 0) continue;
-            if (t->fuse_unk && m > 0 && e->syms[m - 1].id == t->unk_id) { e->syms[m - 1].len++; continue; }
-            id = t->unk_id;
+    int m = 0, unk = 0;
+    for (int i = 0; i < n;) {
+        uint32_t cp;
+        int k = t->chars ? eng_utf8_next(w + i, (size_t)(n - i), &cp) : 1;
+        int id = k == 1 ? t->byte_id[w[i]] : vocab_get(t, (const char *)w + i, (size_t)k), fb = 1;
+        for (int j = 0; j < k; j++) fb &= t->fallback_id[w[i + j]] >= 0;
+        if (id >= 0) {
+            if (unk) add_sym(e, &m, t->unk_id);
+            unk = 0;
+            add_sym(e, &m, id);
+        } else if (fb) {
+            for (int j = 0; j < k; j++) add_sym(e, &m, t->fallback_id[w[i + j]]);
+        } else if (t->unk_id >= 0) {
+            if (unk && !t->fuse_unk) add_sym(e, &m, t->unk_id);
+            unk = 1;
         }
-        e->syms[m] = (sym){ id, m - 1, m + 1, 1 };
-        m++;
+        i += k;
     }
+    if (unk) add_sym(e, &m, t->unk_id);
     if (m) e->syms[m - 1].next = -1;
     return m;
 }
@@ -1046,8 +1564,7 @@ static int bpe(enc *e, const char *word, size_t len) {
         sym *s = &e->syms[top.pos];
         if (!s->len || s->next < 0) continue;
         sym *r = &e->syms[s->next];
-        const merge_slot *cur = merge_get(t, s->id, r->id);
-        if (!cur || cur->new_id != top.new_id) continue;    /* stale entry */
+        if (s->id != top.left || r->id != top.right) continue;    /* stale entry */
         s->id = top.new_id;
         s->len += r->len;
         r->len = 0;
@@ -1133,10 +1650,74 @@ static int step_bytelevel(enc *e, span sp, int add_prefix_space, int use_regex) 
     return push_span(e, sp.off, sp.len);
 }
 
+/* Split on every occurrence of p[0..np) (np > 0), the occurrence kept as
+ * behavior (SB_*) says; a merged occurrence joins its neighbour only when
+ * that neighbour is not an occurrence too, as in `tokenizers`. */
+static int split_string(enc *e, span sp, const char *p, size_t np, int behavior) {
+    size_t i = 0, pa = 0, pb = 0;       /* [pa, pb): a piece waiting for its neighbour */
+    int rc = ENG_OK;
+    while (!rc && i < sp.len) {
+        const char *s = e->work + sp.off, *q = find_bytes(s + i, sp.len - i, p, np);
+        size_t m = q ? (size_t)(q - s) : sp.len, me = q ? m + np : m;
+        if (m > i) {                     /* text [i, m) */
+            if (behavior == SB_WITH_NEXT && pb > pa) {
+                rc = push_span(e, sp.off + pa, m - pa);
+                pa = pb = 0;
+            } else if (behavior == SB_WITH_PREVIOUS) {
+                pa = i;
+                pb = m;
+            } else {
+                rc = push_span(e, sp.off + i, m - i);
+            }
+        }
+        if (q && !rc) {                  /* the occurrence [m, me) */
+            if (behavior == SB_ISOLATED) {
+                rc = push_span(e, sp.off + m, np);
+            } else if (behavior == SB_WITH_PREVIOUS) {
+                size_t a = pb > pa ? pa : m;
+                rc = push_span(e, sp.off + a, me - a);
+                pa = pb = 0;
+            } else if (behavior == SB_WITH_NEXT) {
+                if (pb > pa) rc = push_span(e, sp.off + pa, pb - pa);
+                pa = m;
+                pb = me;
+            }
+        }
+        i = me;
+    }
+    if (!rc && pb > pa) rc = push_span(e, sp.off + pa, pb - pa);
+    return rc;
+}
+
+/* Metaspace: spaces become U+2581; U+2581 goes in front (unless the text
+ * starts with one) always, or with prepend_scheme first only for text that
+ * begins the input; with split, every U+2581 starts a new piece. */
+static int step_metaspace(enc *e, span sp, int scheme, int split) {
+    size_t spaces = 0;
+    for (size_t i = 0; i < sp.len; i++) spaces += e->work[sp.off + i] == ' ';
+    int lead = sp.len && (e->work[sp.off] == ' ' || (sp.len >= 3 && !memcmp(e->work + sp.off, META, 3)));
+    int pre = !lead && (scheme == PS_ALWAYS || (scheme == PS_FIRST && e->at_start && sp.off == 0));
+    size_t n = sp.len + 2 * spaces + (pre ? 3 : 0);
+    if (work_reserve(e, n)) return ENG_ENOMEM;
+    char *d = e->work + e->work_len;
+    const char *s = e->work + sp.off;
+    if (pre) memcpy(d, META, 3), d += 3;
+    for (size_t i = 0; i < sp.len; i++) {
+        if (s[i] == ' ') memcpy(d, META, 3), d += 3;
+        else *d++ = s[i];
+    }
+    span out = { e->work_len, n };
+    e->work_len += n;
+    return split ? split_string(e, out, META, 3, SB_WITH_NEXT) : push_span(e, out.off, out.len);
+}
+
 static int run_step(enc *e, const pt_step *st, span sp) {
+    const eng_tok *t = e->t;
     switch (st->kind) {
     case PT_SPLIT: return split_regex(e, sp, st->a);
     case PT_DIGITS: return split_digits(e, sp, st->a);
+    case PT_METASPACE: return step_metaspace(e, sp, st->a, st->b);
+    case PT_SPLIT_STR: return split_string(e, sp, t->pool + st->a, (size_t)st->b, st->c);
     default: return step_bytelevel(e, sp, st->a, st->b);
     }
 }
@@ -1226,6 +1807,7 @@ typedef int (*text_fn)(enc *e, const char *s, size_t n);
 static int split_added(enc *e, const char *s, size_t n, int normalized, text_fn fn) {
     const eng_tok *t = e->t;
     size_t done = 0, pos = 0;
+    int at_start = e->at_start, rc;
     while (pos < n) {
         const added_tok *a = added_at(t, s, n, pos, normalized);
         if (!a) { pos++; continue; }
@@ -1235,21 +1817,66 @@ static int split_added(enc *e, const char *s, size_t n, int normalized, text_fn 
         if (a->single_word && !single_word_ok(s, n, ms, me)) continue;
         if (a->lstrip) ms = strip_left(s, n, ms, done);
         if (a->rstrip) me = pos = strip_right(s, n, me);
-        int rc = fn(e, s + done, ms - done);
+        e->at_start = at_start && done == 0;
+        rc = fn(e, s + done, ms - done);
         if (!rc) rc = push_id(e, a->id);
         if (rc) return rc;
         done = me;
     }
-    return fn(e, s + done, n - done);
+    e->at_start = at_start && done == 0;
+    rc = fn(e, s + done, n - done);
+    e->at_start = at_start;
+    return rc;
+}
+
+/* The normalizer's steps over s[0..n), into a malloc'd *out (*nout bytes);
+ * 0, or -1 when out of memory. */
+static int normalize(const eng_tok *t, const char *s, size_t n, char **out, size_t *nout) {
+    char *cur = NULL;
+    for (int k = 0; k < t->n_norm; k++) {
+        const nz_step *st = &t->norm[k];
+        const char *a = t->pool + st->a, *b = t->pool + st->b;
+        char *next = NULL;
+        size_t nn = 0;
+        if (st->kind == NZ_NFC) {
+            if (eng_uni_nfc(s, n, &next, &nn)) { free(cur); return -1; }
+        } else if (st->kind == NZ_PREPEND && n) {
+            if (!(next = malloc(st->na + n + 1))) { free(cur); return -1; }
+            memcpy(next, a, st->na);
+            memcpy(next + st->na, s, n);
+            nn = st->na + n;
+        } else if (st->kind == NZ_REPLACE) {
+            size_t hits = 0;
+            for (const char *q = s; (q = find_bytes(q, n - (size_t)(q - s), a, st->na)); q += st->na) hits++;
+            if (!(next = malloc(n + hits * st->nb + 1))) { free(cur); return -1; }
+            for (size_t i = 0; i < n;) {
+                if (i + st->na <= n && !memcmp(s + i, a, st->na)) {
+                    memcpy(next + nn, b, st->nb);
+                    nn += st->nb;
+                    i += st->na;
+                } else {
+                    next[nn++] = s[i++];
+                }
+            }
+        } else {
+            continue;                    /* Prepend on empty text */
+        }
+        free(cur);
+        cur = next;
+        s = cur;
+        n = nn;
+    }
+    *out = cur;
+    *nout = n;
+    return 0;
 }
 
 static int encode_normalized(enc *e, const char *s, size_t n) {
     if (!n) return ENG_OK;
-    if (!e->t->nfc) return split_added(e, s, n, 1, encode_text);
-    char *norm;
-    size_t nn;
-    if (eng_uni_nfc(s, n, &norm, &nn)) return ENG_ENOMEM;
-    int rc = split_added(e, norm, nn, 1, encode_text);
+    char *norm = NULL;
+    size_t nn = n;
+    if (normalize(e->t, s, n, &norm, &nn)) return ENG_ENOMEM;
+    int rc = split_added(e, norm ? norm : s, nn, 1, encode_text);
     free(norm);
     return rc;
 }
@@ -1260,7 +1887,7 @@ int eng_tok_encode(const eng_tok *t, const char *text, size_t len, int allow_spe
     if (n_ids) *n_ids = 0;
     if (!t || !ids || !n_ids || (!text && len))
         return eng_seterr(err, ENG_EINVAL, "eng_tok_encode: NULL argument");
-    enc e = { .t = t, .allow_special = allow_special };
+    enc e = { .t = t, .allow_special = allow_special, .at_start = 1 };
     int rc = split_added(&e, text ? text : "", len, 0, encode_normalized);
     free(e.work);
     free(e.cur);
@@ -1296,24 +1923,66 @@ static size_t utf8_lossy(const unsigned char *s, size_t n, char *out) {
 }
 
 static int skipped(const eng_tok *t, int id, int skip_special) {
-    return id < 0 || id >= t->n_ids || t->piece_len[id] < 0 || (skip_special && t->special[id]);
+    return id < 0 || id >= t->n_ids || t->piece_len[id] < 0 || (skip_special && (t->flags[id] & TF_SPECIAL));
 }
 
+static int utf8_valid(const unsigned char *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        int len;
+        if (eng_utf8_scan(s + i, n - i, &len) != 1) return 0;
+        i += (size_t)len;
+    }
+    return 1;
+}
+
+/* The tokens' pieces one after the other, then as valid UTF-8 (invalid
+ * sequences become U+FFFD as Rust's from_utf8_lossy does).  SentencePiece
+ * decoders: a run of byte tokens (ByteFallback) that is not valid UTF-8 as
+ * a whole gives one U+FFFD per byte; under the Metaspace decoder the first
+ * token loses its U+2581 instead of turning them into spaces; Strip takes
+ * up to dec_strip spaces off the front of the whole text. */
 char *eng_tok_decode(const eng_tok *t, const int *ids, int n_ids, int skip_special) {
     if (!t || (!ids && n_ids > 0)) return NULL;
     size_t total = 0;
     for (int i = 0; i < n_ids; i++)
-        if (!skipped(t, ids[i], skip_special)) total += (size_t)t->piece_len[ids[i]];
-    char *raw = malloc(total + 1), *out = malloc(total * 3 + 1);
-    if (!raw || !out) { free(raw); free(out); return NULL; }
+        if (!skipped(t, ids[i], skip_special))
+            total += (size_t)t->piece_len[ids[i]] + (size_t)(t->key_len[ids[i]] > 0 ? t->key_len[ids[i]] : 0);
+    unsigned char *raw = malloc(3 * total + 1);
+    if (!raw) return NULL;
     size_t k = 0;
+    int first = 1;
     for (int i = 0; i < n_ids; i++) {
-        if (skipped(t, ids[i], skip_special)) continue;
-        memcpy(raw + k, t->pool + t->piece_off[ids[i]], (size_t)t->piece_len[ids[i]]);
-        k += (size_t)t->piece_len[ids[i]];
+        int id = ids[i];
+        if (skipped(t, id, skip_special)) continue;
+        if (t->flags[id] & TF_BYTE) {
+            size_t a = k;
+            for (; i < n_ids; i++) {
+                if (skipped(t, ids[i], skip_special)) continue;
+                if (!(t->flags[ids[i]] & TF_BYTE)) break;
+                raw[k++] = (unsigned char)t->pool[t->piece_off[ids[i]]];
+            }
+            i--;
+            if (!utf8_valid(raw + a, k - a)) {
+                size_t n = k - a;
+                for (size_t j = 0; j < n; j++) memcpy(raw + a + 3 * j, "\xEF\xBF\xBD", 3);
+                k = a + 3 * n;
+            }
+        } else if (first && t->dec_meta_first && t->key_len[id] >= 0) {
+            const char *key = t->pool + t->key_off[id];
+            for (int j = 0; j < t->key_len[id];) {
+                if (j + 3 <= t->key_len[id] && !memcmp(key + j, META, 3)) { j += 3; continue; }
+                raw[k++] = (unsigned char)key[j++];
+            }
+        } else {
+            memcpy(raw + k, t->pool + t->piece_off[id], (size_t)t->piece_len[id]);
+            k += (size_t)t->piece_len[id];
+        }
+        first = 0;
     }
-    k = utf8_lossy((const unsigned char *)raw, k, out);
-    out[k] = 0;
+    size_t skip = 0;
+    while (skip < k && skip < (size_t)t->dec_strip && raw[skip] == ' ') skip++;
+    char *out = malloc(3 * (k - skip) + 1);
+    if (out) out[utf8_lossy(raw + skip, k - skip, out)] = 0;
     free(raw);
     return out;
 }
@@ -1321,7 +1990,10 @@ char *eng_tok_decode(const eng_tok *t, const int *ids, int n_ids, int skip_speci
 /* Streaming: the bytes of s->pend then the new piece are handed out one
  * character at a time; a valid but unfinished character at the end waits in
  * s->pend for the next token.  An id < 0 flushes: what waits is incomplete
- * for good and comes out as U+FFFD, as in eng_tok_decode. */
+ * for good and comes out as U+FFFD, as in eng_tok_decode (SentencePiece
+ * style: one per byte, as ByteFallback gives for a run of byte tokens that
+ * is invalid throughout).  A stream continues a text, so the decoder's
+ * Strip and the Metaspace first-token rule do not apply. */
 int eng_tok_stream_put(const eng_tok *t, eng_tok_stream *s, int id, int skip_special,
                        char *out, int cap) {
     if (!t || !s || !out || cap <= 0) return 0;
@@ -1349,11 +2021,13 @@ int eng_tok_stream_put(const eng_tok *t, eng_tok_stream *s, int id, int skip_spe
             out[k] = 0;
             return k;
         }
-        const void *src = r == 1 ? (const void *)win : "\xEF\xBF\xBD";
-        int n = r == 1 ? len : 3;
         if (r < 0) len = (int)w;
+        if (r == 1 && k + len < cap) { memcpy(out + k, win, (size_t)len); k += len; }
         /* What does not fit in out is lost: 3 * longest piece + 16 always fits. */
-        if (k + n < cap) { memcpy(out + k, src, (size_t)n); k += n; }
+        for (int f = r == 1 ? 0 : t->chars ? len : 1; f > 0 && k + 3 < cap; f--) {
+            memcpy(out + k, "\xEF\xBF\xBD", 3);
+            k += 3;
+        }
         i += (size_t)len;
     }
     s->n_pend = 0;

@@ -19,7 +19,10 @@ The set (fixed seed, so re-running gives the same file):
   - the 249 strings of tests/fixtures/tok_strings.json;
   - random mixtures of the pieces the pre-tokenizers split on, and of
     random code points from all planes (characters of recent Unicode
-    versions, combining marks: the versions of `tokenizers`' tables).
+    versions, combining marks: the versions of `tokenizers`' tables);
+  - last (so that the strings before them stay as they were): Gemma's
+    markers and SentencePiece corners (<start_of_turn>, HTML-tag tokens,
+    byte-token spellings and U+2581 typed as text), whole and glued.
 Long texts are cut to at most 700 characters (on a character boundary) to
 keep the recorded ids small."""
 import fnmatch, glob, json, os, random, subprocess, sys
@@ -230,10 +233,35 @@ def unicode_mix():
             for _ in range(150)]
 
 
+GEMMA = [
+    "<start_of_turn>", "<end_of_turn>", "<bos>", "<eos>", "<pad>", "<unk>", "<mask>", "[multimodal]",
+    "<start_of_image>", "<end_of_image>", "<image_soft_token>", "<unused0>", "<unused99>", "<unused6241>",
+    "<start_of_turn", "start_of_turn>", "<end_of_turn >", "< start_of_turn>", "<START_OF_TURN>",
+    "<table><tr><td>1</td></tr></table>", "<b>bold</b> and <i>italic</i>", "<h1>Title</h1>\n<p>text</p>",
+    "<code>x = 1</code>", "<s>x</s>", "<0x41>", "<0xFF><0x00>", "<0x0A>", "\u2581", "\u2581\u2581hello",
+    "a\u2581b \u2581 c", "\u2581the\u2581end", "\t\tindented\n\t\t\tmore",
+]
+
+
+def gemma():
+    out = list(GEMMA)
+    out += [
+        "<start_of_turn>user\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n",
+        "<bos><start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n",
+        "<start_of_turn>model\n<start_of_image><image_soft_token><end_of_image>caption<end_of_turn>",
+        "text<end_of_turn>more", "<eos><eos>", "a<pad>b<unk>c<mask>d",
+    ]
+    for _ in range(40):   # markers glued to words, spaces, newlines and each other
+        parts = [rng.choice(GEMMA + ["x", " ", "\n", "word", " word", "1", "é", "中", "  ", "\t", "\U0001F600"])
+                 for _ in range(rng.randint(2, 8))]
+        out.append("".join(parts))
+    return out
+
+
 def main():
     with open("tests/fixtures/tok_strings.json", encoding="utf-8") as f:
         old = json.load(f)
-    rows = datasets() + code() + LANGS + EMOJI + markers() + whitespace() + digits() + old + fuzz() + unicode_mix()
+    rows = datasets() + code() + LANGS + EMOJI + markers() + whitespace() + digits() + old + fuzz() + unicode_mix() + gemma()
     seen, uniq = set(), []
     for s in rows:
         if s not in seen:

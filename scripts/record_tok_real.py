@@ -6,6 +6,7 @@ tests/test_tok_real.c.  Needs `tokenizers` and `transformers` (e.g.
 
     python3 scripts/record_tok_real.py qwen3 ../shared/models/tokenizers/qwen3/tokenizer.json
     python3 scripts/record_tok_real.py smollm2 ~/.cache/brisk/models/SmolLM2-135M-Instruct.Q4_1.gguf
+    python3 scripts/record_tok_real.py gemma3 ~/.cache/brisk/models/gemma-3-270m-q4_k_m.gguf
 
 Writes tests/fixtures/tok_real_ids_NAME.json:
   {"reference": how the ids were made, "versions": {...}, "n": number of strings,
@@ -34,7 +35,20 @@ References:
            reference is transformers' tokenizer with that pre-tokenizer put
            back, i.e. SmolLM2's tokenizer.json behaviour on the GGUF's
            vocabulary; ids_transformers records where transformers' own
-           conversion differs."""
+           conversion differs.
+  gemma3   the model exists here only as a GGUF file (tokenizer.ggml.model
+           "llama": SentencePiece BPE, no merges listed).  The reference is
+           transformers' own conversion, unchanged: GemmaTokenizer (BPE with
+           byte_fallback, normalizer Replace(" " -> "\u2581"), decoder
+           Replace/ByteFallback/Fuse) over the file's vocabulary, with the
+           merges rebuilt from it (every split of a token into two tokens,
+           ranked by the token's position in the file, then longest left
+           part first), whitespace-only tokens respelled with "\u2581",
+           control tokens as special added tokens and user-defined ones as
+           plain added tokens.  This is the form of Gemma's own
+           tokenizer.json (BPE, byte_fallback, Replace normalizer, no
+           pre-tokenizer split); the Split(" ") pre-tokenizer transformers
+           adds never sees a space after that normalizer."""
 import json, os, sys
 
 STRINGS = "tests/fixtures/tok_real_strings.json"
@@ -71,6 +85,12 @@ def main():
         how = ("transformers AutoTokenizer.from_pretrained(gguf_file=SmolLM2-135M-Instruct.Q4_1.gguf), "
                "pre-tokenizer set to SmolLM2's tokenizer.json one: Sequence[Digits(individual_digits=true), "
                "ByteLevel(add_prefix_space=false, use_regex=true)]")
+    elif name == "gemma3":
+        from transformers import AutoTokenizer
+        tf = AutoTokenizer.from_pretrained(os.path.dirname(os.path.abspath(src)), gguf_file=os.path.basename(src))
+        tok = Tokenizer.from_str(tf.backend_tokenizer.to_str())
+        how = ("transformers AutoTokenizer.from_pretrained(gguf_file=gemma-3-270m-q4_k_m.gguf), "
+               "its backend tokenizer unchanged")
     else:
         tok = Tokenizer.from_file(src)
         how = f"tokenizers Tokenizer.from_file({os.path.basename(src)})"

@@ -647,6 +647,31 @@ static void test_bad_args(void) {
 }
 
 /* The backend checks what it is handed: bad rows are errors, not reads. */
+/* A model the CUDA backend does not implement is refused by eng_create with
+ * ENG_EUNSUPPORTED naming the architecture (before any device is touched,
+ * so this runs without a GPU); a build without CUDA refuses the backend. */
+static void test_cuda_unsupported(void) {
+    fixture *f = &fx[3];
+    if (!load_fixture(f)) T_FAIL("bundled fixture tests/fixtures/%s did not load", f->name);
+    char arch[32];
+    memcpy(arch, f->m->cfg.arch, sizeof arch);
+    snprintf(f->m->cfg.arch, sizeof f->m->cfg.arch, "mamba");
+    eng_opts o = { .backend = ENG_BACKEND_CUDA, .n_blocks = 16, .max_seqs = 1 };
+    eng_engine *e = NULL;
+    eng_err err = { 0 };
+    int rc = eng_create(f->m, &o, &e, &err);
+    memcpy(f->m->cfg.arch, arch, sizeof arch);
+    printf("  message: %s\n", err.msg);
+#ifdef BRISK_CUDA
+    T_CHECKF(rc == ENG_EUNSUPPORTED && !e && strstr(err.msg, "architecture mamba"), "rc %d: %s", rc,
+             err.msg);
+#else
+    T_CHECKF(rc == ENG_EUNSUPPORTED && !e && strstr(err.msg, "not available in this build"),
+             "rc %d: %s", rc, err.msg);
+#endif
+    eng_destroy(e);
+}
+
 static void test_backend_checks(void) {
     fixture *f = &fx[0];
     if (!load_fixture(f)) T_FAIL("bundled fixture tests/fixtures/%s did not load", f->name);
@@ -740,6 +765,7 @@ int main(void) {
     T_RUN(test_warmup);
     T_RUN(test_bad_args);
     T_RUN(test_backend_checks);
+    T_RUN(test_cuda_unsupported);
     for (int i = 0; i < 2; i++) {
         eng_model_free(fx[i].m);
         free(fx[i].ref);

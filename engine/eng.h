@@ -68,7 +68,8 @@ typedef struct eng_config {
     /* Sliding-window attention: with sliding_window > 0, layer l slides
      * unless swa_pattern > 0 and (l + 1) % swa_pattern == 0 (eng_layer_sliding);
      * a sliding layer's query at position p sees positions
-     * p - sliding_window + 1 .. p, with RoPE base rope_local_theta. */
+     * p - sliding_window + 1 .. p, with RoPE base rope_local_theta.  The KV
+     * cache still holds every position of every layer. */
     int sliding_window, swa_pattern;
     float rope_local_theta;
     int bos_id;             /* -1 when none */
@@ -86,7 +87,7 @@ typedef struct eng_model eng_model;
 /* path is a Hugging Face folder (config.json, *.safetensors or
  * model.safetensors.index.json, tokenizer.json, optionally
  * generation_config.json and tokenizer_config.json) or a GGUF file (any
- * regular file is read as GGUF: llama or qwen2, weights F32/F16/BF16 or
+ * regular file is read as GGUF: llama, qwen2, qwen3 or gemma3, weights F32/F16/BF16 or
  * quantized Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K, dequantized to f32;
  * tokenizer and chat template from its metadata). */
 int  eng_model_load(const char *path, eng_model **out, eng_err *err);

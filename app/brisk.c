@@ -25,6 +25,8 @@ int main(int argc, char **argv) {
     if (!strcmp(c, "bench"))    return cmd_bench(argc - 1, argv + 1);
     if (!strcmp(c, "grade"))    return cmd_grade(argc - 1, argv + 1);
     if (!strcmp(c, "tokenize")) return cmd_tokenize(argc - 1, argv + 1);
+    if (strcmp(c, "help") && strcmp(c, "--help") && strcmp(c, "-h"))
+        fprintf(stderr, "brisk: unknown command '%s'\n", c);
     usage();
     return 2;
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 #include "eng.h"
 #include "cmds.h"
+#include "args.h"
 
 typedef struct gen_args {
     const char *model, *prompt;
@@ -11,30 +12,40 @@ typedef struct gen_args {
     eng_sampling samp;
 } gen_args;
 
+static int gen_usage(void) {
+    fprintf(stderr, "usage: brisk generate --model DIR --prompt TEXT [--max-tokens N] "
+                    "[--temperature T] [--top-k K] [--top-p P] [--seed S] [--chat] [--cuda] [--stats]\n");
+    return -1;
+}
+
 static int parse_args(int argc, char **argv, gen_args *a) {
     memset(a, 0, sizeof *a);
     a->max_tokens = 128;
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        double x;
+        int rc = 0;
         if (!strcmp(k, "--chat")) { a->chat = 1; continue; }
         if (!strcmp(k, "--cuda")) { a->cuda = 1; continue; }
         if (!strcmp(k, "--stats")) { a->stats = 1; continue; }
-        if (!v) { fprintf(stderr, "brisk generate: %s needs a value\n", k); return -1; }
+        if (strcmp(k, "--model") && strcmp(k, "--prompt") && strcmp(k, "--max-tokens") &&
+            strcmp(k, "--temperature") && strcmp(k, "--top-k") && strcmp(k, "--top-p") &&
+            strcmp(k, "--seed"))
+            return arg_unknown("generate", k);
+        if (!v) return arg_missing("generate", k);
         if (!strcmp(k, "--model")) a->model = v;
         else if (!strcmp(k, "--prompt")) a->prompt = v;
-        else if (!strcmp(k, "--max-tokens")) a->max_tokens = atoi(v);
-        else if (!strcmp(k, "--temperature")) a->samp.temperature = (float)atof(v);
-        else if (!strcmp(k, "--top-k")) a->samp.top_k = atoi(v);
-        else if (!strcmp(k, "--top-p")) a->samp.top_p = (float)atof(v);
-        else if (!strcmp(k, "--seed")) a->samp.seed = strtoull(v, NULL, 10);
-        else { fprintf(stderr, "brisk generate: unknown option %s\n", k); return -1; }
+        else if (!strcmp(k, "--max-tokens")) rc = arg_int("generate", k, v, 1, 1 << 20, &a->max_tokens);
+        else if (!strcmp(k, "--temperature")) {
+            if (!(rc = arg_num("generate", k, v, 0, 5, &x))) a->samp.temperature = (float)x;
+        } else if (!strcmp(k, "--top-k")) rc = arg_int("generate", k, v, 0, 1000000, &a->samp.top_k);
+        else if (!strcmp(k, "--top-p")) {
+            if (!(rc = arg_num("generate", k, v, 0, 1, &x))) a->samp.top_p = (float)x;
+        } else rc = arg_u64("generate", k, v, &a->samp.seed);
+        if (rc) return rc;
         i++;
     }
-    if (!a->model || !a->prompt || a->max_tokens < 1) {
-        fprintf(stderr, "usage: brisk generate --model DIR|FILE.gguf --prompt TEXT [--max-tokens N] "
-                        "[--temperature T] [--top-k K] [--top-p P] [--seed S] [--chat] [--cuda] [--stats]\n");
-        return -1;
-    }
+    if (!a->model || !a->prompt) return gen_usage();
     return 0;
 }
 
@@ -86,6 +97,7 @@ static int run(const gen_args *a, eng_err *err) {
         fflush(stdout);
     }
     putchar('\n');
+    fflush(stdout);   /* the stats line (stderr) starts on a line of its own */
     if (a->stats) {
         double t1 = eng_now_s();
         fprintf(stderr, "prompt %d tokens, generated %d, first token %.1f ms, %.1f tokens/s after it\n",

@@ -8,6 +8,7 @@
 #include "eng.h"
 #include "orc_math.h"
 #include "cmds.h"
+#include "args.h"
 
 static void usage(FILE *f) {
     fprintf(f,
@@ -90,11 +91,15 @@ int cmd_grade(int argc, char **argv) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(k, "--help") || !strcmp(k, "-h")) { usage(stdout); return 0; }
         if (!strcmp(k, "--json")) { json = 1; continue; }
-        if (!v) { fprintf(stderr, "brisk grade: %s needs a value\n", k); usage(stderr); return 2; }
+        if (strcmp(k, "--gold") && strcmp(k, "--answer") && strcmp(k, "--jsonl")) {
+            arg_unknown("grade", k);
+            usage(stderr);
+            return 2;
+        }
+        if (!v) { arg_missing("grade", k); usage(stderr); return 2; }
         if (!strcmp(k, "--gold")) gold = v;
         else if (!strcmp(k, "--answer")) answer = v;
-        else if (!strcmp(k, "--jsonl")) jsonl = v;
-        else { fprintf(stderr, "brisk grade: unknown option %s\n", k); usage(stderr); return 2; }
+        else jsonl = v;
         i++;
     }
     if (jsonl && !gold && !answer) return grade_file(jsonl);

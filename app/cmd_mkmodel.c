@@ -9,6 +9,7 @@
 #include <math.h>
 #include <cjson/cJSON.h>
 #include "cmds.h"
+#include "args.h"
 #include "eng.h"
 
 typedef struct preset {
@@ -184,15 +185,21 @@ static int copy_file(const char *src, const char *dst) {
 int cmd_mkmodel(int argc, char **argv) {
     const char *name = NULL, *out = NULL, *tok = "tests/fixtures/tok-qwen2/tokenizer.json";
     uint64_t seed = 1;
-    for (int i = 1; i + 1 < argc; i += 2) {
-        if (!strcmp(argv[i], "--preset")) name = argv[i + 1];
-        else if (!strcmp(argv[i], "--out")) out = argv[i + 1];
-        else if (!strcmp(argv[i], "--tokenizer")) tok = argv[i + 1];
-        else if (!strcmp(argv[i], "--seed")) seed = strtoull(argv[i + 1], NULL, 10);
+    for (int i = 1; i < argc; i += 2) {
+        const char *k = argv[i];
+        if (strcmp(k, "--preset") && strcmp(k, "--out") && strcmp(k, "--tokenizer") && strcmp(k, "--seed"))
+            return arg_unknown("mkmodel", k), 2;
+        if (i + 1 == argc) return arg_missing("mkmodel", k), 2;
+        if (!strcmp(k, "--preset")) name = argv[i + 1];
+        else if (!strcmp(k, "--out")) out = argv[i + 1];
+        else if (!strcmp(k, "--tokenizer")) tok = argv[i + 1];
+        else if (arg_u64("mkmodel", k, argv[i + 1], &seed)) return 2;
     }
     const preset *p = NULL;
     for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
         if (name && !strcmp(name, presets[i].name)) p = &presets[i];
+    if (name && !p) fprintf(stderr, "brisk mkmodel: unknown preset '%s'\n", name);
+    else if (name && !out) fprintf(stderr, "brisk mkmodel: --out DIR is required\n");
     if (!p || !out) {
         fprintf(stderr, "usage: brisk mkmodel --preset NAME --out DIR [--tokenizer tokenizer.json] [--seed S]\n  presets:");
         for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) fprintf(stderr, " %s", presets[i].name);

@@ -8,10 +8,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <cjson/cJSON.h>
 #include "eng.h"
 #include "orc_pp.h"
 #include "cmds.h"
+#include "args.h"
 
 #define AGREEMENT_DEF \
     "kind: detector and annotation agree on data / n / not parallelisable; count: and on the " \
@@ -66,7 +68,7 @@ static void usage(void) {
         "                         default 2048 with --cuda, 0 on the CPU), as a server does at start\n"
         "  --max-tokens N         per subtask (default 128)\n"
         "  --serial-max-tokens N  for the whole-prompt baseline (default N x items, at most 4096)\n"
-        "  --out                  default benchmarks/results/pp_<file name>.json; the SVG goes beside it\n"
+        "  --out                  default results/pp_<file name>.json (ignored by git); the SVG goes beside it\n"
         "  --literal-template     subtasks get the template as written; by default the context goes\n"
         "                         before the item (\"{context}\\n\\n\" + the template with {context} read as\n"
         "                         \"the text above\"), so it is prefilled once; same context and item in every\n"
@@ -81,42 +83,56 @@ static int parse_args(int argc, char **argv, replay_args *a) {
     a->warmup = -1;
     a->hoist = 1;
     a->samp.seed = 1;
-    if (argc < 3 || strcmp(argv[1], "parallelprompt")) return -1;
+    if (argc < 2 || strcmp(argv[1], "parallelprompt")) {
+        fprintf(stderr, "brisk replay: the only replay is 'parallelprompt FILE.json'%s%s%s\n",
+                argc >= 2 ? " (got '" : "", argc >= 2 ? argv[1] : "", argc >= 2 ? "')" : "");
+        return -1;
+    }
+    if (argc < 3 || argv[2][0] == '-') {
+        fprintf(stderr, "brisk replay: parallelprompt needs a FILE.json\n");
+        return -1;
+    }
     a->file = argv[2];
     for (int i = 3; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        double x;
+        int rc = 0;
         if (!strcmp(k, "--cuda")) { a->cuda = 1; continue; }
         if (!strcmp(k, "--verbose")) { a->verbose = 1; continue; }
         if (!strcmp(k, "--hoist-context")) { a->hoist = 1; continue; }   /* the default */
         if (!strcmp(k, "--literal-template")) { a->hoist = 0; continue; }
-        if (!v) { fprintf(stderr, "brisk replay: %s needs a value\n", k); return -1; }
+        if (strcmp(k, "--model") && strcmp(k, "--limit") && strcmp(k, "--max-tokens") &&
+            strcmp(k, "--serial-max-tokens") && strcmp(k, "--out") && strcmp(k, "--temperature") &&
+            strcmp(k, "--seed") && strcmp(k, "--kv-tokens") && strcmp(k, "--warmup"))
+            return arg_unknown("replay", k);
+        if (!v) return arg_missing("replay", k);
         if (!strcmp(k, "--model")) a->model = v;
-        else if (!strcmp(k, "--limit")) a->limit = atoi(v);
-        else if (!strcmp(k, "--max-tokens")) a->max_tokens = atoi(v);
-        else if (!strcmp(k, "--serial-max-tokens")) a->serial_cap = atoi(v);
+        else if (!strcmp(k, "--limit")) rc = arg_int("replay", k, v, 0, 1 << 30, &a->limit);
+        else if (!strcmp(k, "--max-tokens")) rc = arg_int("replay", k, v, 1, 1 << 20, &a->max_tokens);
+        else if (!strcmp(k, "--serial-max-tokens")) rc = arg_int("replay", k, v, 1, 1 << 20, &a->serial_cap);
         else if (!strcmp(k, "--out")) a->out = v;
-        else if (!strcmp(k, "--temperature")) a->samp.temperature = (float)atof(v);
-        else if (!strcmp(k, "--seed")) a->samp.seed = strtoull(v, NULL, 10);
-        else if (!strcmp(k, "--kv-tokens")) a->kv_tokens = atoi(v);
-        else if (!strcmp(k, "--warmup")) a->warmup = atoi(v);
-        else { fprintf(stderr, "brisk replay: unknown option %s\n", k); return -1; }
+        else if (!strcmp(k, "--temperature")) {
+            if (!(rc = arg_num("replay", k, v, 0, 5, &x))) a->samp.temperature = (float)x;
+        } else if (!strcmp(k, "--seed")) rc = arg_u64("replay", k, v, &a->samp.seed);
+        else if (!strcmp(k, "--kv-tokens")) rc = arg_int("replay", k, v, 256, 1 << 30, &a->kv_tokens);
+        else rc = arg_int("replay", k, v, 0, 1 << 20, &a->warmup);
+        if (rc) return rc;
         i++;
-    }
-    if (a->max_tokens < 1 || a->kv_tokens < 256) {
-        fprintf(stderr, "brisk replay: --max-tokens must be >= 1 and --kv-tokens >= 256\n");
-        return -1;
     }
     return 0;
 }
 
-/* benchmarks/results/pp_<basename without .json>.json */
+/* results/pp_<basename without .json>.json: results/ is ignored by git, so a
+ * run never rewrites the tracked figures under benchmarks/results (--out
+ * does, on purpose). */
 static char *default_out(const char *file) {
     const char *b = strrchr(file, '/');
     b = b ? b + 1 : file;
     size_t n = strlen(b);
     if (n > 5 && !strcmp(b + n - 5, ".json")) n -= 5;
     char *p = malloc(n + 40);
-    if (p) snprintf(p, n + 40, "benchmarks/results/pp_%.*s.json", (int)n, b);
+    if (p) snprintf(p, n + 40, "results/pp_%.*s.json", (int)n, b);
+    mkdir("results", 0755);   /* EEXIST is fine; a real failure shows when the file is written */
     return p;
 }
 

@@ -1,15 +1,16 @@
 /* bench_cpu.c — speed of the CPU backend next to its memory-bandwidth floor.
  *
- *   build/benchmarks/bench_cpu [MODEL_DIR ...]
+ *   build/benchmarks/bench_cpu [--out FILE] [MODEL_DIR|FILE.gguf ...]
  *
  * Default models: the tiny test fixtures plus every folder in
- * $BRISK_SHARED/models (../shared/models).  For each model: prefill tokens/s
+ * $BRISK_SHARED/models (../shared/models).  scripts/bench_cpu_peer.sh runs
+ * it on the real SmolLM2 file beside transformers on the same CPU.  For each model: prefill tokens/s
  * (one 128-token prompt in one step) and decode tokens/s at batch 1 and 8.
  * A decode step must read every weight once, so its floor is the weight
  * bytes (f32, as the CPU backend holds them) over the memory bandwidth,
  * measured here with a large multi-threaded memcpy; "x floor" is measured
- * step time over that floor.  Prints a table and writes
- * benchmarks/results/cpu.json. */
+ * step time over that floor.  Prints a table and writes --out (default
+ * benchmarks/results/cpu.json). */
 #include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -163,7 +164,7 @@ static void bench_model(const char *dir, int n_threads, double bw, result *r) {
 }
 
 /* ------------------------------------------------------------- output */
-static void write_json(const result *r, int n, int n_threads, double bw) {
+static void write_json(const char *out, const result *r, int n, int n_threads, double bw) {
     cJSON *root = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(root, "models");
     cJSON_AddStringToObject(root, "backend", "cpu");
     cJSON_AddNumberToObject(root, "threads", n_threads);
@@ -186,13 +187,13 @@ static void write_json(const result *r, int n, int n_threads, double bw) {
     }
     char *s = cJSON_Print(root);
     mkdir("benchmarks/results", 0755);
-    FILE *f = fopen("benchmarks/results/cpu.json", "w");
+    FILE *f = fopen(out, "w");
     if (f && s) {
         fputs(s, f);
         fputc('\n', f);
-        printf("wrote benchmarks/results/cpu.json\n");
+        printf("wrote %s\n", out);
     } else {
-        fprintf(stderr, "cannot write benchmarks/results/cpu.json\n");
+        fprintf(stderr, "cannot write %s\n", out);
     }
     if (f) fclose(f);
     free(s);
@@ -224,10 +225,15 @@ static int list_models(char ***dirs, int n) {
 
 int main(int argc, char **argv) {
     char **dirs = NULL;
-    int n = 0;
-    if (argc > 1) {
+    const char *out = "benchmarks/results/cpu.json";
+    int n = 0, first = 1;
+    if (argc > 2 && !strcmp(argv[1], "--out")) {
+        out = argv[2];
+        first = 3;
+    }
+    if (argc > first) {
         dirs = malloc(sizeof *dirs * (size_t)argc);
-        for (int i = 1; i < argc; i++) dirs[n++] = strdup(argv[i]);
+        for (int i = first; i < argc; i++) dirs[n++] = strdup(argv[i]);
     } else {
         dirs = malloc(sizeof *dirs * 2);
         dirs[n++] = strdup("tests/fixtures/tiny-qwen2");
@@ -250,7 +256,7 @@ int main(int argc, char **argv) {
                r[i].d1_ms / r[i].floor_ms, r[i].d8_ms / r[i].floor_ms);
         fflush(stdout);
     }
-    write_json(r, n, n_threads, bw);
+    write_json(out, r, n, n_threads, bw);
     for (int i = 0; i < n; i++) free(dirs[i]);
     free(dirs);
     free(r);

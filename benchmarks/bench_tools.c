@@ -320,7 +320,8 @@ static int setup(bench *b, eng_err *err) {
     snprintf(endpoint, sizeof endpoint, "%s/search", tool_webenv_url(b->web));
     b->reg = tool_registry_create();
     if (!b->reg) return eng_seterr(err, ENG_ENOMEM, "out of memory");
-    tool_fetch_opts fo = { .max_text = (size_t)b->result_bytes, .max_links = 3 };
+    tool_fetch_opts fo = { .max_text = (size_t)b->result_bytes, .max_links = 3,
+                          .allow_private = 1 };   /* the web environment is on loopback */
     tool_search_opts so = { .endpoint = endpoint, .k = 3 };
     if (tool_register_fetch_url(b->reg, &fo, err) || tool_register_web_search(b->reg, &so, err)) return -1;
     return 0;

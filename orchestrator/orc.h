@@ -42,21 +42,39 @@ struct orc_task {
 };
 
 /* Options shared by every mode. */
+enum { ORC_MAX_STOP = 4, ORC_MAX_TOP_LOGPROBS = 20, ORC_MAX_CHOICES = 64 };
 typedef struct orc_query {
     char id[64];
     char *prompt;              /* raw text, or NULL when messages are given */
-    eng_chat_msg *messages;    /* chat messages, role and content (strings owned by the query) */
+    eng_chat_msg *messages;    /* chat messages, every string (tool calls too) owned by the query */
     int n_messages;
+    char *tools_json;          /* tool definitions for the chat template; NULL = none */
+    char *prefill;             /* text the assistant's reply starts with (messages only) */
     int max_tokens;
     eng_sampling samp;
     int spec;                  /* chat: speculative decoding with n-gram drafts */
+    /* chat mode */
+    int n;                     /* choices, forked from one prefilled prompt; 0 = 1 */
+    char *stop[ORC_MAX_STOP];  /* a choice ends before the first of these it writes */
+    int n_stop;
+    int logprobs;              /* token messages carry "piece" and, when top_logprobs > 0, */
+    int top_logprobs;          /* the most likely alternatives ("top_logprobs") */
+    char *script;              /* chat, tests: every choice's output is forced to this text
+                                * (special tokens written out count), the model still runs */
 } orc_query;
 
 void orc_query_free(orc_query *q);
 /* Deep copy (strings included), so a task owns its inputs; 0 or -1. */
 int  orc_query_copy(orc_query *dst, const orc_query *q);
 
-/* Chat mode: one sequence, streamed token by token. */
+/* Chat mode: q->n choices (one sequence each; more than one are forked from
+ * the prompt prefilled once), streamed token by token.  A choice ends on an
+ * end-of-sequence token or the chat template's end of turn (finish "stop"),
+ * on one of q->stop (finish "stop", the stop text left out and held back
+ * while it may still be one), or at max_tokens or the context's end
+ * ("length").  Token messages carry "branch" when there are several
+ * choices; each choice ends with a "branch" message (finish, tokens, text);
+ * the answer holds choice 0 and, with several, "choices". */
 int orc_task_chat_create(const orc_query *q, const eng_model *m, orc_sink sink,
                          orc_task **out, eng_err *err);
 
@@ -105,11 +123,16 @@ typedef struct orc_sched_stats {
     int kv_free_blocks;          /* the engine's, when the stats were taken */
 } orc_sched_stats;
 
-int  orc_sched_create(eng_engine *e, int max_tasks, orc_sched **out, eng_err *err);
+/* Submission runs the task's begin() once: it starts at once when the
+ * engine has a sequence slot and KV room for it, else it waits in arrival
+ * order and is told its place with a "queued" message.  At most max_queued
+ * tasks wait; live ones are bounded by the engine's sequences. */
+int  orc_sched_create(eng_engine *e, int max_queued, orc_sched **out, eng_err *err);
 void orc_sched_destroy(orc_sched *s);           /* stops every task ("shutdown") */
-/* Takes ownership of t. Returns ENG_EFULL when max_tasks are queued+live. */
+/* Takes ownership of t, unless it returns an error: ENG_EFULL when
+ * max_queued tasks are waiting, or the error of t's begin() (e.g.
+ * ORC_ETOOLONG); t is then the caller's, and has emitted nothing. */
 int  orc_sched_submit(orc_sched *s, orc_task *t, eng_err *err);
-/* Stops the task with that id and sink user data (NULL ud: any); 1 if found. */
 int  orc_sched_stop(orc_sched *s, const char *id, void *sink_ud, const char *reason);
 /* 1 if a task with that id and sink user data is queued or live. */
 int  orc_sched_has(const orc_sched *s, const char *id, void *sink_ud);
@@ -119,6 +142,15 @@ int  orc_sched_stop_all(orc_sched *s, void *sink_ud, const char *reason);
  * Returns 1 after a step, 0 when there was nothing to do, -ENG_* on error. */
 int  orc_sched_step(orc_sched *s, eng_err *err);
 void orc_sched_get_stats(const orc_sched *s, orc_sched_stats *st);
+
+/* An eng_err code beyond ENG_*: the query's prompt leaves no room in the
+ * model's context.  The client's doing, not the engine's: the scheduler
+ * reports it as "prompt_too_long". */
+enum { ORC_ETOOLONG = 100 };
+/* Clamps *max_tokens to the context left after n_prompt tokens, so a query
+ * asking for more ends with finish "length" at the context's end; returns
+ * ORC_ETOOLONG, with a message for the client, when nothing is left. */
+int    orc_fit_context(const eng_model *m, int n_prompt, int *max_tokens, eng_err *err);
 
 /* Small helpers shared by tasks. */
 int    orc_is_eos(const eng_config *c, int id);

@@ -9,6 +9,7 @@ struct orc_sched {
     eng_engine *e;
     orc_task **tasks;    /* live and queued, in arrival order */
     int n, cap;
+    int max_queued;      /* tasks not started yet, at most */
     long long steps, tokens;
     double step_seconds;
     int batch_seqs;
@@ -18,6 +19,15 @@ int orc_is_eos(const eng_config *c, int id) {
     for (int i = 0; i < c->n_eos; i++)
         if (c->eos_ids[i] == id) return 1;
     return 0;
+}
+
+int orc_fit_context(const eng_model *m, int n_prompt, int *max_tokens, eng_err *err) {
+    int ctx = eng_model_config(m)->max_pos, room = ctx - n_prompt;
+    if (room < 1)
+        return eng_seterr(err, ORC_ETOOLONG, "the prompt is %d tokens; the model's context holds %d, "
+                          "prompt and answer together", n_prompt, ctx);
+    if (*max_tokens > room) *max_tokens = room;
+    return ENG_OK;
 }
 
 cJSON *orc_msg(const char *type, const char *id) {
@@ -40,7 +50,7 @@ int orc_encode_query(const orc_query *q, const eng_model *m, int **ids, int *n, 
         rc = eng_tok_encode(eng_model_tok(m), p, strlen(p), 0, ids, n, err);
     } else {
         eng_chat *c = NULL;
-        eng_chat_opts o = { .add_generation_prompt = 1 };
+        eng_chat_opts o = { .add_generation_prompt = 1, .tools_json = q->tools_json, .prefill = q->prefill };
         if (!(rc = eng_chat_create(m, &c, err)))
             rc = eng_chat_render(c, q->messages, q->n_messages, &o, ids, n, NULL, err);
         eng_chat_free(c);
@@ -50,45 +60,94 @@ int orc_encode_query(const orc_query *q, const eng_model *m, int **ids, int *n, 
     return rc;
 }
 
+static void free_msg(eng_chat_msg *m) {
+    free((char *)m->role);
+    free((char *)m->content);
+    free((char *)m->reasoning);
+    free((char *)m->tool_call_id);
+    free((char *)m->name);
+    for (int k = 0; k < m->n_tool_calls; k++) {
+        free((char *)m->tool_calls[k].name);
+        free((char *)m->tool_calls[k].arguments);
+        free((char *)m->tool_calls[k].id);
+    }
+    free((void *)m->tool_calls);
+}
+
 void orc_query_free(orc_query *q) {
     if (!q) return;
     free(q->prompt);
-    for (int i = 0; i < q->n_messages; i++) {
-        free((char *)q->messages[i].role);
-        free((char *)q->messages[i].content);
-    }
+    for (int i = 0; i < q->n_messages; i++) free_msg(&q->messages[i]);
     free(q->messages);
+    free(q->tools_json);
+    free(q->prefill);
+    free(q->script);
+    for (int i = 0; i < q->n_stop; i++) free(q->stop[i]);
     memset(q, 0, sizeof *q);
 }
 
+/* strdup that keeps NULL; *bad set when memory ran out. */
+static char *dup_or_null(const char *s, int *bad) {
+    char *d = s ? strdup(s) : NULL;
+    if (s && !d) *bad = 1;
+    return d;
+}
+
+static int copy_msg(eng_chat_msg *d, const eng_chat_msg *m) {
+    int bad = 0;
+    memset(d, 0, sizeof *d);
+    d->role = dup_or_null(m->role, &bad);
+    d->content = dup_or_null(m->content, &bad);
+    d->reasoning = dup_or_null(m->reasoning, &bad);
+    d->tool_call_id = dup_or_null(m->tool_call_id, &bad);
+    d->name = dup_or_null(m->name, &bad);
+    if (m->n_tool_calls > 0) {
+        eng_chat_call *calls = calloc((size_t)m->n_tool_calls, sizeof *calls);
+        if (!calls) return -1;
+        d->tool_calls = calls;
+        for (int k = 0; k < m->n_tool_calls; k++, d->n_tool_calls++) {
+            calls[k].name = dup_or_null(m->tool_calls[k].name, &bad);
+            calls[k].arguments = dup_or_null(m->tool_calls[k].arguments, &bad);
+            calls[k].id = dup_or_null(m->tool_calls[k].id, &bad);
+        }
+    }
+    return bad ? -1 : 0;
+}
+
 int orc_query_copy(orc_query *dst, const orc_query *q) {
+    int bad = 0;
     *dst = *q;
-    dst->prompt = NULL;
     dst->messages = NULL;
     dst->n_messages = 0;
-    if (q->prompt && !(dst->prompt = strdup(q->prompt))) return -1;
+    dst->n_stop = 0;
+    dst->prompt = dup_or_null(q->prompt, &bad);
+    dst->tools_json = dup_or_null(q->tools_json, &bad);
+    dst->prefill = dup_or_null(q->prefill, &bad);
+    dst->script = dup_or_null(q->script, &bad);
+    for (int i = 0; i < q->n_stop; i++, dst->n_stop++) dst->stop[i] = dup_or_null(q->stop[i], &bad);
     if (q->n_messages) {
         dst->messages = calloc((size_t)q->n_messages, sizeof *dst->messages);
         if (!dst->messages) return -1;
-        for (int i = 0; i < q->n_messages; i++, dst->n_messages++) {
-            dst->messages[i].role = strdup(q->messages[i].role);
-            dst->messages[i].content = strdup(q->messages[i].content);
-            if (!dst->messages[i].role || !dst->messages[i].content) { dst->n_messages++; return -1; }
-        }
+        for (int i = 0; i < q->n_messages; i++, dst->n_messages++)
+            if (copy_msg(&dst->messages[i], &q->messages[i])) { dst->n_messages++; return -1; }
     }
-    return 0;
+    return bad ? -1 : 0;
 }
 
-int orc_sched_create(eng_engine *e, int max_tasks, orc_sched **out, eng_err *err) {
+int orc_sched_create(eng_engine *e, int max_queued, orc_sched **out, eng_err *err) {
     orc_sched *s = calloc(1, sizeof *s);
-    if (!s || !(s->tasks = calloc((size_t)max_tasks, sizeof *s->tasks))) {
-        free(s);
-        return eng_seterr(err, ENG_ENOMEM, "out of memory creating the scheduler");
-    }
+    if (!s) return eng_seterr(err, ENG_ENOMEM, "out of memory creating the scheduler");
     s->e = e;
-    s->cap = max_tasks;
+    s->max_queued = max_queued > 0 ? max_queued : 1;
     *out = s;
     return ENG_OK;
+}
+
+/* Tasks not started yet (waiting for sequence slots or KV room). */
+static int n_queued(const orc_sched *s) {
+    int k = 0;
+    for (int i = 0; i < s->n; i++) k += !s->tasks[i]->started;
+    return k;
 }
 
 static void drop(orc_sched *s, int i) {
@@ -106,11 +165,34 @@ void orc_sched_destroy(orc_sched *s) {
     free(s);
 }
 
+/* A task that cannot start yet hears its place in the queue:
+ * {"type":"queued","id":...,"position":p}, p = 1 for the next to start. */
+static void tell_queued(orc_task *t, int position) {
+    cJSON *m = orc_msg("queued", t->id);
+    cJSON_AddNumberToObject(m, "position", position);
+    t->sink.emit(t->sink.ud, m);
+}
+
 int orc_sched_submit(orc_sched *s, orc_task *t, eng_err *err) {
-    if (s->n == s->cap)
-        return eng_seterr(err, ENG_EFULL, "server busy: %d queries in flight", s->cap);
+    if (s->n == s->cap) {
+        int nc = s->cap ? s->cap * 2 : 64;
+        orc_task **p = realloc(s->tasks, (size_t)nc * sizeof *p);
+        if (!p) return eng_seterr(err, ENG_ENOMEM, "out of memory queueing a query");
+        s->tasks = p;
+        s->cap = nc;
+    }
+    /* Admission now, so that the queue holds only what really waits: a task
+     * starts at once when the engine has a sequence slot and KV room for it. */
+    int waiting = n_queued(s);
+    if (waiting >= s->max_queued)
+        return eng_seterr(err, ENG_EFULL, "server busy: %d queries are already waiting for the engine "
+                          "(the queue's limit); try again shortly", s->max_queued);
     t->t_submit = eng_now_s();
+    int r = t->begin(t, s->e, err);
+    if (r != ENG_OK && r != ORC_WAIT) return r;
+    t->started = r == ENG_OK;
     s->tasks[s->n++] = t;
+    if (!t->started) tell_queued(t, waiting + 1);
     return ENG_OK;
 }
 
@@ -159,8 +241,12 @@ static void apply_backpressure(orc_sched *s) {
 static void fail_task(orc_sched *s, int i, const eng_err *err) {
     orc_task *t = s->tasks[i];
     cJSON *m = orc_msg("error", t->id);
-    cJSON_AddStringToObject(m, "code", err->code == ENG_EFULL ? "busy" : "engine");
-    cJSON_AddStringToObject(m, "message", err->msg);
+    const char *code = err->code == ENG_EFULL ? "busy" : err->code == ORC_ETOOLONG ? "prompt_too_long"
+                     : "engine";
+    cJSON_AddStringToObject(m, "code", code);
+    /* the engine's own words name its internals: a client gets what happened */
+    cJSON_AddStringToObject(m, "message", err->code == ENG_EFULL
+        ? "the server ran out of KV cache room for this query; try again shortly" : err->msg);
     t->sink.emit(t->sink.ud, m);
     t->stop(t, s->e, "error");
     drop(s, i);

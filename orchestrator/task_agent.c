@@ -21,6 +21,7 @@
 #include "orc.h"
 
 typedef struct agent {
+    orc_task *task;
     orc_query q;
     orc_agent_opts o;
     const eng_model *m;
@@ -85,12 +86,14 @@ static int start(agent *a, eng_engine *e, eng_err *err) {
     if (a->q.messages) memcpy(msgs + 1, a->q.messages, (size_t)n_user * sizeof *msgs);
     else msgs[1] = (eng_chat_msg){ .role = "user", .content = a->q.prompt ? a->q.prompt : "" };
     eng_chat_opts co = { .tools_json = tools, .add_generation_prompt = 1 };
-    int *ids = NULL, n = 0;
+    int *ids = NULL, n = 0, room = a->q.max_tokens;
     int rc = eng_chat_render(a->chat, msgs, n_user + 1, &co, &ids, &n, NULL, err);
     free(msgs);
     free(tools);
+    if (!rc) rc = orc_fit_context(a->m, n, &room, err);
     if (!rc) rc = eng_seq_add(e, ids, n, &a->q.samp, &a->seq, err);
     free(ids);
+    if (rc == ENG_EFULL && eng_n_live(e) > 0) return ORC_WAIT;   /* every sequence slot is taken */
     if (rc) return rc;
     a->n_prompt = n;
     a->t_start = a->t_turn = eng_now_s();
@@ -128,6 +131,19 @@ static void log_resume(agent *a, int n_appended) {
     a->n_appended += n_appended;
     a->t_turn = now;
     a->t_turn_first = 0;
+}
+
+/* Tokens the sequence holds: the prompt, every turn's output, every tool turn. */
+static int seq_len(const agent *a) { return a->n_prompt + a->n_gen + a->n_appended; }
+
+static void emit_final(orc_task *t, const char *finish);
+
+/* Ends the query with its final messages; end() then reports it done. */
+static void finish(agent *a, eng_engine *e, const char *why) {
+    tool_sched_cancel(a->ts);
+    emit_final(a->task, why);
+    eng_seq_remove(e, a->seq);
+    a->seq = -2;
 }
 
 /* Tool results are in: report them and append them as tool messages. */
@@ -170,6 +186,11 @@ static int resume(agent *a, eng_engine *e, eng_err *err) {
     tool_results_free(a->res, a->n_res);
     a->res = NULL;
     a->n_res = 0;
+    if (!rc && seq_len(a) + n >= eng_model_config(a->m)->max_pos) {
+        free(ids);   /* the results do not fit the context: the answer so far is the answer */
+        finish(a, e, "length");
+        return ENG_OK;
+    }
     if (!rc) rc = eng_seq_append(e, a->seq, ids, n, err);
     free(ids);
     if (rc) return rc;
@@ -184,7 +205,10 @@ static int resume(agent *a, eng_engine *e, eng_err *err) {
 
 static int agent_begin(orc_task *t, eng_engine *e, eng_err *err) {
     agent *a = t->impl;
-    if (a->seq < 0) return start(a, e, err) ? err->code : ORC_RUNNING;
+    if (a->seq == -1) {
+        int rc = start(a, e, err);
+        return rc == ORC_WAIT ? ORC_WAIT : rc ? err->code : ORC_RUNNING;
+    }
     if (!a->collecting) return ORC_RUNNING;
     if (!atomic_load(&a->collected)) return ORC_WAIT;
     return resume(a, e, err) ? err->code : ORC_RUNNING;
@@ -238,6 +262,7 @@ static int end_turn(orc_task *t, eng_engine *e, eng_err *err) {
 static int agent_end(orc_task *t, eng_engine *e, eng_err *err) {
     agent *a = t->impl;
     eng_token tk;
+    if (a->seq == -2) return ORC_DONE;   /* finished in begin() (tool results past the context) */
     if (eng_seq_last(e, a->seq, &tk)) return -eng_seterr(err, ENG_EINVAL, "lost sequence");
     if (!a->n_gen++) a->t_first = eng_now_s();
     if (!a->turn_tokens++) a->t_turn_first = eng_now_s();
@@ -251,11 +276,8 @@ static int agent_end(orc_task *t, eng_engine *e, eng_err *err) {
     cJSON_AddNumberToObject(m, "token", tk.id);
     cJSON_AddNumberToObject(m, "logprob", tk.logprob);
     a->sink.emit(a->sink.ud, m);
-    if (a->n_gen >= a->q.max_tokens) {
-        tool_sched_cancel(a->ts);
-        emit_final(t, "length");
-        eng_seq_remove(e, a->seq);
-        a->seq = -2;
+    if (a->n_gen >= a->q.max_tokens || seq_len(a) >= eng_model_config(a->m)->max_pos) {
+        finish(a, e, "length");
         return ORC_DONE;
     }
     return ORC_RUNNING;
@@ -356,6 +378,7 @@ int orc_task_agent_create(const orc_query *q, const eng_model *m, orc_sink sink,
     snprintf(t->id, sizeof t->id, "%s", q->id);
     t->sink = sink;
     t->impl = a;
+    a->task = t;
     t->begin = agent_begin;
     t->end = agent_end;
     t->set_paused = agent_pause;

@@ -13,6 +13,8 @@
 
 typedef struct sub {
     int seq, done, n_gen;
+    int limit;               /* max_tokens, or less where the context ends first */
+    int hit_limit;           /* ended at limit, not on an end-of-sequence token */
     int *ids, n_ids;
     eng_tok_stream ts;
     eng_buf text;
@@ -36,6 +38,7 @@ static void on_section(void *ud, int item, const char *section) {
     cJSON_AddNumberToObject(m, "branch", item);
     cJSON_AddStringToObject(m, "state", "done");
     cJSON_AddNumberToObject(m, "tokens", p->subs[item].n_gen);
+    cJSON_AddStringToObject(m, "finish", p->subs[item].hit_limit ? "length" : "stop");
     cJSON_AddStringToObject(m, "section", section);
     p->sink.emit(p->sink.ud, m);
 }
@@ -67,9 +70,13 @@ static int shared_prefix(const par *p) {
 
 static int start(par *p, eng_engine *e, eng_err *err) {
     int P = shared_prefix(p), root = -1, rc;
-    int need = 0;
-    for (int i = 0; i < p->k; i++) need += (p->subs[i].n_ids - P + p->q.max_tokens) / 16 + 2;
-    if (eng_kv_free_blocks(e) < need + P / 16 + 1 && eng_n_live(e) > 0) return ORC_WAIT;
+    int need = 0, others = eng_n_live(e) > 0;
+    for (int i = 0; i < p->k; i++) {
+        p->subs[i].limit = p->q.max_tokens;
+        if ((rc = orc_fit_context(p->m, p->subs[i].n_ids, &p->subs[i].limit, err))) return rc;
+        need += (p->subs[i].n_ids - P + p->subs[i].limit) / 16 + 2;
+    }
+    if (eng_kv_free_blocks(e) < need + P / 16 + 1 && others) return ORC_WAIT;
     if (P > 1) {   /* prefill the shared part once; children fork from it */
         if ((rc = eng_seq_add(e, p->subs[0].ids, P, &p->q.samp, &root, err)) ||
             (rc = eng_seq_prefill(e, root, err)))
@@ -93,6 +100,9 @@ static int start(par *p, eng_engine *e, eng_err *err) {
     return ORC_RUNNING;
 fail:
     if (root >= 0) eng_seq_remove(e, root);
+    for (int i = 0; i < p->k; i++)
+        if (p->subs[i].seq >= 0) { eng_seq_remove(e, p->subs[i].seq); p->subs[i].seq = -1; }
+    if (rc == ENG_EFULL && others) return ORC_WAIT;   /* sequence slots or KV: after the others */
     return rc;
 }
 
@@ -147,10 +157,14 @@ static int par_end(orc_task *t, eng_engine *e, eng_err *err) {
             cJSON_AddStringToObject(m, "text", buf);
             p->sink.emit(p->sink.ud, m);
         }
-        if ((eos || s->n_gen >= p->q.max_tokens) && finish_sub(p, e, i, err)) return -err->code;
+        s->hit_limit = !eos && s->n_gen >= s->limit;
+        if ((eos || s->hit_limit) && finish_sub(p, e, i, err)) return -err->code;
     }
     if (p->n_done < p->k) return ORC_RUNNING;
-    emit_final(t, "stop");
+    /* "length" when any subtask was cut short: its section is unfinished */
+    int cut = 0;
+    for (int i = 0; i < p->k; i++) cut |= p->subs[i].hit_limit;
+    emit_final(t, cut ? "length" : "stop");
     return ORC_DONE;
 }
 

@@ -146,16 +146,14 @@ static int force_script(reason *r, eng_engine *e, int i, eng_err *err) {
  * forks so only the branches hold the shared blocks. */
 static int admit(orc_task *t, eng_engine *e, eng_err *err) {
     reason *r = t->impl;
-    const eng_config *c = eng_model_config(r->m);
     int *ids = NULL, n = 0, root = -1;
     int rc = orc_tts_encode_prompt(&r->q, &r->o, r->m, &ids, &n, err);
     if (rc) return rc;
-    if (n >= c->max_pos) {
+    int max_gen = r->q.max_tokens;
+    if ((rc = orc_fit_context(r->m, n, &max_gen, err))) {
         free(ids);
-        return eng_seterr(err, ENG_EINVAL, "the prompt of %d tokens leaves no room in the model's "
-                          "context of %d", n, c->max_pos);
+        return rc;
     }
-    int max_gen = r->q.max_tokens < c->max_pos - n ? r->q.max_tokens : c->max_pos - n;
     /* room to get going (four blocks a branch), not the whole run; a branch
      * also copies the prompt's last block when it writes into it */
     int first = eng_blocks_for(e, max_gen) < 4 ? eng_blocks_for(e, max_gen) : 4;

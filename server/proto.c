@@ -1,4 +1,5 @@
 /* proto.c — parsing and validating client messages (docs/protocol.md). */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +10,7 @@ void srv_default_opts(srv_opts *o) {
     o->host = "127.0.0.1";
     o->port = 8080;
     o->web_root = "server/web";
-    o->max_tasks = 512;
+    o->max_queue = 256;
     o->lim.max_message = 1 << 20;
     o->lim.max_queries_per_client = 16;
     o->lim.max_tokens_cap = 4096;
@@ -33,13 +34,33 @@ void srv_request_free(srv_request *r) {
 
 #define FAIL(c, ...) do { *code = (c); rc = eng_seterr(err, ENG_EINVAL, __VA_ARGS__); goto fail; } while (0)
 
-/* Reads an optional number field within [lo, hi]; 1 = present, 0 = absent, -1 = bad. */
-static int num_field(const cJSON *o, const char *k, double lo, double hi, double *v) {
+/* Reads an optional number field within [lo, hi] (a whole number when
+ * integer); 1 = present, 0 = absent, -1 = bad. */
+static int num_field(const cJSON *o, const char *k, double lo, double hi, int integer, double *v) {
     const cJSON *f = cJSON_GetObjectItemCaseSensitive(o, k);
     if (!f || cJSON_IsNull(f)) return 0;
-    if (!cJSON_IsNumber(f) || f->valuedouble < lo || f->valuedouble > hi) return -1;
+    if (!cJSON_IsNumber(f) || !(f->valuedouble >= lo && f->valuedouble <= hi)) return -1;
+    if (integer && f->valuedouble != floor(f->valuedouble)) return -1;
     *v = f->valuedouble;
     return 1;
+}
+
+/* Where a JSON text holds a NUL character: 2 for a raw 0 byte, 1 for a
+ * \u0000 escape inside a string, 0 for none.  cJSON ends its strings at the
+ * first NUL, so such an id or prompt would be cut short without a word. */
+int srv_json_has_nul(const char *buf, size_t len) {
+    int in_str = 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = buf[i];
+        if (!c) return 2;
+        if (!in_str) { in_str = c == '"'; continue; }
+        if (c == '"') in_str = 0;
+        else if (c == '\\' && i + 1 < len) {
+            if (buf[i + 1] == 'u' && i + 5 < len && !memcmp(buf + i + 2, "0000", 4)) return 1;
+            i++;   /* the escaped character */
+        }
+    }
+    return 0;
 }
 
 static int parse_messages(const cJSON *arr, orc_query *q, const char **code, eng_err *err) {
@@ -65,30 +86,57 @@ fail:
     return rc;
 }
 
-static int parse_sampling(const cJSON *b, const srv_limits *lim, srv_request *r,
-                          const char **code, eng_err *err) {
+int srv_parse_stop(const cJSON *st, orc_query *q, const char **code, eng_err *err) {
+    int rc = ENG_OK;
+    if (!st || cJSON_IsNull(st)) return ENG_OK;
+    if (cJSON_IsString(st)) {
+        if (!*st->valuestring) FAIL("bad_field", "stop must not be empty");
+        if (!(q->stop[q->n_stop++] = strdup(st->valuestring))) FAIL("internal", "out of memory");
+        return ENG_OK;
+    }
+    if (!cJSON_IsArray(st) || cJSON_GetArraySize(st) > ORC_MAX_STOP)
+        FAIL("bad_field", "stop must be a string or a list of up to %d strings", ORC_MAX_STOP);
+    const cJSON *x;
+    cJSON_ArrayForEach(x, st) {
+        if (!cJSON_IsString(x) || !*x->valuestring) FAIL("bad_field", "each stop string must be a non-empty string");
+        if (!(q->stop[q->n_stop++] = strdup(x->valuestring))) FAIL("internal", "out of memory");
+    }
+fail:
+    return rc;
+}
+
+int srv_parse_sampling(const cJSON *b, const srv_limits *lim, srv_request *r,
+                       const char **code, eng_err *err) {
     int rc = ENG_OK;
     double v;
     r->q.max_tokens = 256 < lim->max_tokens_cap ? 256 : lim->max_tokens_cap;
-    int k = num_field(b, "max_tokens", 1, lim->max_tokens_cap, &v);
-    if (k < 0) FAIL("bad_field", "max_tokens must be a number from 1 to %d", lim->max_tokens_cap);
+    int k = num_field(b, "max_tokens", 1, lim->max_tokens_cap, 1, &v);
+    if (k < 0) FAIL("bad_field", "max_tokens must be an integer from 1 to %d", lim->max_tokens_cap);
     if (k) r->q.max_tokens = (int)v;
-    if ((k = num_field(b, "temperature", 0, 5, &v)) < 0) FAIL("bad_field", "temperature must be in [0, 5]");
+    if ((k = num_field(b, "temperature", 0, 5, 0, &v)) < 0) FAIL("bad_field", "temperature must be in [0, 5]");
     if (k) r->q.samp.temperature = (float)v;
-    if ((k = num_field(b, "top_p", 0, 1, &v)) < 0) FAIL("bad_field", "top_p must be in [0, 1]");
+    if ((k = num_field(b, "top_p", 0, 1, 0, &v)) < 0) FAIL("bad_field", "top_p must be in [0, 1]");
     if (k) r->q.samp.top_p = (float)v;
-    if ((k = num_field(b, "top_k", 0, 1e6, &v)) < 0) FAIL("bad_field", "top_k must be in [0, 1000000]");
+    if ((k = num_field(b, "top_k", 0, 1e6, 1, &v)) < 0) FAIL("bad_field", "top_k must be an integer from 0 to 1000000");
     if (k) r->q.samp.top_k = (int)v;
-    if ((k = num_field(b, "seed", 0, 9007199254740991.0, &v)) < 0) FAIL("bad_field", "seed must be a non-negative integer");
+    if ((k = num_field(b, "seed", 0, 9007199254740991.0, 1, &v)) < 0) FAIL("bad_field", "seed must be a non-negative integer");
     if (k) r->q.samp.seed = (uint64_t)v;
     const cJSON *sp = cJSON_GetObjectItemCaseSensitive(b, "spec");
     if (sp && (!cJSON_IsString(sp) || (strcmp(sp->valuestring, "ngram") && strcmp(sp->valuestring, "off"))))
         FAIL("bad_field", "spec must be \"ngram\" or \"off\"");
     r->q.spec = sp && !strcmp(sp->valuestring, "ngram");
-    if ((k = num_field(b, "n", 1, 64, &v)) < 0) FAIL("bad_field", "n (branches) must be from 1 to 64");
+    if ((k = num_field(b, "n", 1, 64, 1, &v)) < 0) FAIL("bad_field", "n must be an integer from 1 to 64");
     r->n_branches = k ? (int)v : 1;
-    if ((k = num_field(b, "budget_s", 0.01, 3600, &v)) < 0) FAIL("bad_field", "budget_s must be in [0.01, 3600]");
+    if ((k = num_field(b, "budget_s", 0.01, 3600, 0, &v)) < 0) FAIL("bad_field", "budget_s must be in [0.01, 3600]");
     if (k) r->budget_s = v;
+    if ((rc = srv_parse_stop(cJSON_GetObjectItemCaseSensitive(b, "stop"), &r->q, code, err))) goto fail;
+    const cJSON *lp = cJSON_GetObjectItemCaseSensitive(b, "logprobs");
+    if (lp && !cJSON_IsBool(lp) && !cJSON_IsNull(lp)) FAIL("bad_field", "logprobs must be true or false");
+    r->q.logprobs = cJSON_IsTrue(lp);
+    if ((k = num_field(b, "top_logprobs", 0, ORC_MAX_TOP_LOGPROBS, 1, &v)) < 0)
+        FAIL("bad_field", "top_logprobs must be an integer from 0 to %d", ORC_MAX_TOP_LOGPROBS);
+    if (k) r->q.top_logprobs = (int)v;
+    if (r->q.top_logprobs) r->q.logprobs = 1;
 fail:
     return rc;
 }
@@ -114,7 +162,8 @@ static int parse_query(const cJSON *b, const srv_limits *lim, srv_request *r,
     } else if (strcmp(r->mode, "parallel")) {
         FAIL("missing_field", "a query needs 'prompt' or 'messages'");
     }
-    rc = parse_sampling(b, lim, r, code, err);
+    rc = srv_parse_sampling(b, lim, r, code, err);
+    if (!rc && !strcmp(r->mode, "chat")) r->q.n = r->n_branches;   /* choices */
 fail:
     return rc;
 }
@@ -124,6 +173,9 @@ int srv_parse_request(const char *buf, size_t len, const srv_limits *lim,
     int rc = ENG_OK;
     memset(r, 0, sizeof *r);
     if (len > lim->max_message) FAIL("too_large", "message of %zu bytes exceeds the limit of %zu", len, lim->max_message);
+    int nul = srv_json_has_nul(buf, len);
+    if (nul == 2) FAIL("bad_json", "message holds a NUL byte");
+    if (nul) FAIL("bad_field", "strings may not hold a NUL character (\\u0000)");
     r->body = cJSON_ParseWithLength(buf, len);
     if (!r->body) FAIL("bad_json", "message is not valid JSON");
     if (!cJSON_IsObject(r->body)) FAIL("bad_json", "message must be a JSON object");

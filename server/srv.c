@@ -5,13 +5,16 @@
  * (lws -> engine: query, cancel, client gone) and each client's outbox
  * (engine -> lws: JSON messages).  lws_cancel_service() wakes the lws loop
  * when an outbox fills; a condition variable wakes the engine thread. */
+#include <arpa/inet.h>
 #include <libwebsockets.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "srv.h"
+#include <time.h>
+#include "srv_internal.h"
 #include "orc_tts.h"
 
 typedef struct out_msg { struct out_msg *next; size_t len; unsigned char buf[]; } out_msg;
@@ -26,14 +29,32 @@ typedef struct conn {
     char *rx;                   /* fragments of the message being received */
     size_t rx_len;
     int rx_too_big;
-    int n_live;                 /* queries in flight (engine thread) */
+    struct query *queries;      /* in flight (engine thread) */
+    int n_live;
+    int fd;                     /* the socket, while watched by ws_guard.c */
+    srv_ws_guard guard;
+    /* An OpenAI API request (one query on its own HTTP connection), under mu:
+     * the response's status and type once its first bytes exist, and
+     * whether its last bytes are in the outbox. */
+    int http;
+    int http_status, http_done, http_stream;
+    const char *http_ctype;
 } conn;
+
+/* One query in flight, the user data of its task's sink (engine thread). */
+typedef struct query {
+    struct query *next;         /* conn.queries */
+    conn *c;
+    char id[64], mode[16], finish[16];
+    oai_req *oai;               /* OpenAI API: how the messages become its response */
+} query;
 
 typedef struct cmd {
     struct cmd *next;
     int kind;                   /* CMD_* */
     conn *c;
     srv_request req;
+    oai_req *oai;               /* CMD_QUERY from the OpenAI API */
 } cmd;
 enum { CMD_QUERY = 1, CMD_CANCEL, CMD_GONE };
 
@@ -57,9 +78,21 @@ struct srv {
     orc_lat_model lat;          /* step time vs batch size (--plan) */
     int has_lat;
     double t_start;
+    char addr[INET6_ADDRSTRLEN]; /* the bind address, numeric */
+    oai_model model;            /* what /v1/models says */
+    char model_id[128], chat_family[16];
 };
 
-typedef struct pss { conn *c; char *body; size_t body_len, body_sent; } pss;
+/* Per connection (lws user data).  HTTP: a reply of our own (body), or an
+ * OpenAI request: its body as it arrives (rx), then its conn (c). */
+typedef struct pss {
+    conn *c;
+    char *body;
+    size_t body_len, body_sent;
+    int route;                  /* OAI_CHAT or OAI_COMPLETIONS while a body arrives */
+    eng_buf rx;
+    int head_sent;
+} pss;
 
 /* ---------------------------------------------------------- outboxes */
 static void push_out(conn *c, const char *json, size_t len) {
@@ -82,34 +115,119 @@ static void send_json(conn *c, const char *json) {
     lws_cancel_service(s->ctx);
 }
 
-static void sink_emit(void *ud, cJSON *msg) {
-    conn *c = ud;
-    const cJSON *type = cJSON_GetObjectItemCaseSensitive(msg, "type");
-    if (cJSON_IsString(type) && !strcmp(type->valuestring, "error")) {
-        pthread_mutex_lock(&c->s->mu);
-        c->s->errors_total++;
-        pthread_mutex_unlock(&c->s->mu);
+/* Queues bytes of an OpenAI response; done: they are its last. */
+static void send_http(conn *c, const oai_req *r, const eng_buf *b, int done) {
+    srv *s = c->s;
+    pthread_mutex_lock(&s->mu);
+    if (!c->gone) {
+        if (!c->http_status && oai_status(r)) {
+            c->http_status = oai_status(r);
+            c->http_ctype = oai_content_type(r);
+            c->http_stream = c->http_status == 200 && oai_stream(r);
+        }
+        if (b->n) push_out(c, b->p, b->n);
+        if (done) c->http_done = 1;
     }
-    char *s = cJSON_PrintUnformatted(msg);
+    pthread_mutex_unlock(&s->mu);
+    lws_cancel_service(s->ctx);
+}
+
+/* The request log: one line per query, when it ends or is refused. */
+static void log_query(srv *s, const char *id, const char *mode, const cJSON *stats, const char *finish) {
+    if (!s->o.log) return;
+    struct timespec ts;
+    struct tm tm;
+    char when[32], *qid = NULL;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    cJSON *js = cJSON_CreateString(id ? id : "");   /* quoted: ids are the client's text */
+    if (js) qid = cJSON_PrintUnformatted(js);
+    cJSON_Delete(js);
+    double v[4] = { -1, -1, -1, -1 };
+    const char *keys[4] = { "prompt_tokens", "tokens", "ttft_ms", "wall_ms" };
+    for (int i = 0; i < 4; i++) {
+        const cJSON *f = cJSON_GetObjectItemCaseSensitive(stats, keys[i]);
+        if (cJSON_IsNumber(f)) v[i] = f->valuedouble;
+    }
+    fprintf(s->o.log, "%s.%03ldZ query id=%s mode=%s in=%.0f out=%.0f ttft_ms=%.1f total_ms=%.1f "
+            "finish=%s\n", when, ts.tv_nsec / 1000000, qid ? qid : "?", mode && *mode ? mode : "-",
+            v[0], v[1], v[2], v[3], finish && *finish ? finish : "-");
+    fflush(s->o.log);
+    free(qid);
+}
+
+static void sink_emit(void *ud, cJSON *msg) {
+    query *q = ud;
+    srv *s = q->c->s;
+    const char *type = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(msg, "type"));
+    if (type && !strcmp(type, "error")) {
+        pthread_mutex_lock(&s->mu);
+        s->errors_total++;
+        pthread_mutex_unlock(&s->mu);
+    } else if (type && !strcmp(type, "answer")) {
+        const char *f = cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(msg, "finish"));
+        snprintf(q->finish, sizeof q->finish, "%s", f ? f : "");
+    } else if (type && !strcmp(type, "stats")) {
+        log_query(s, q->id, q->mode, msg, q->finish);
+    }
+    if (q->oai) {
+        eng_buf b = {0};
+        int done = oai_feed(q->oai, msg, &b);
+        cJSON_Delete(msg);
+        send_http(q->c, q->oai, &b, done);
+        eng_buf_free(&b);
+        return;
+    }
+    char *text = cJSON_PrintUnformatted(msg);
     cJSON_Delete(msg);
-    if (s) send_json(c, s);
-    free(s);
+    if (text) send_json(q->c, text);
+    free(text);
 }
 
 static int sink_congested(void *ud) {
-    conn *c = ud;
+    conn *c = ((query *)ud)->c;
     pthread_mutex_lock(&c->s->mu);
     int r = c->out_bytes > c->s->o.lim.max_outbox;
     pthread_mutex_unlock(&c->s->mu);
     return r;
 }
 
-static void sink_done(void *ud, const char *id) { ((conn *)ud)->n_live--; }
+/* The task left the scheduler: its query is over. */
+static void sink_done(void *ud, const char *id) {
+    query *q = ud;
+    conn *c = q->c;
+    for (query **p = &c->queries; *p; p = &(*p)->next)
+        if (*p == q) { *p = q->next; break; }
+    c->n_live--;
+    oai_free(q->oai);
+    free(q);
+}
+
+static query *find_query(conn *c, const char *id) {
+    for (query *q = c->queries; q; q = q->next)
+        if (!strcmp(q->id, id)) return q;
+    return NULL;
+}
 
 static void send_error(conn *c, const char *id, const char *code, const char *msg) {
     char *j = srv_error_json(id, code, msg);
     if (j) send_json(c, j);
     free(j);
+}
+
+/* A query refused before it ran: the error to the client (an OpenAI
+ * response for oai), a line to the log. */
+static void refuse(srv *s, conn *c, const srv_request *r, oai_req *oai, const char *code, const char *msg) {
+    if (oai) {
+        eng_buf b = {0};
+        oai_refuse(oai, code, msg, &b);
+        send_http(c, oai, &b, 1);
+        eng_buf_free(&b);
+    } else {
+        send_error(c, r->id, code, msg);
+    }
+    log_query(s, r->id, r->mode, NULL, code);
 }
 
 /* ---------------------------------------------------------- engine thread */
@@ -119,6 +237,17 @@ static void post_cmd(srv *s, cmd *k) {
     s->cmd_tail = k;
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
+}
+
+/* The client is gone (lws thread): nothing more is queued for it, and the
+ * engine thread stops its queries and frees it. */
+static void conn_gone(srv *s, conn *c) {
+    pthread_mutex_lock(&s->mu);
+    c->gone = 1;
+    c->wsi = NULL;
+    pthread_mutex_unlock(&s->mu);
+    cmd *k = calloc(1, sizeof *k);
+    if (k) { k->kind = CMD_GONE; k->c = c; post_cmd(s, k); }
 }
 
 static void free_conn(srv *s, conn *c) {
@@ -204,7 +333,14 @@ static void calibrate(srv *s) {
 /* The task for a query's mode. */
 static int create_task(srv *s, const srv_request *r, orc_sink sink, orc_task **t, eng_err *err) {
     const eng_model *m = eng_engine_model(s->e);
-    if (!strcmp(r->mode, "chat")) return orc_task_chat_create(&r->q, m, sink, t, err);
+    if (!strcmp(r->mode, "chat")) {
+        const cJSON *sc = cJSON_GetObjectItemCaseSensitive(r->body, "script");
+        if (sc && !s->o.allow_script) return eng_seterr(err, ENG_EINVAL, "'script' needs a server started with --allow-script");
+        if (sc && !cJSON_IsString(sc)) return eng_seterr(err, ENG_EINVAL, "script must be a string in chat mode");
+        orc_query q = r->q;
+        q.script = sc ? sc->valuestring : NULL;   /* the task copies it */
+        return orc_task_chat_create(&q, m, sink, t, err);
+    }
     if (!strcmp(r->mode, "agent")) {
         if (!s->o.tools) return eng_seterr(err, ENG_EUNSUPPORTED, "this server has no tools");
         orc_agent_opts ao = { .tools = s->o.tools };
@@ -228,46 +364,79 @@ static int create_task(srv *s, const srv_request *r, orc_sink sink, orc_task **t
 static int start_query(srv *s, cmd *k) {
     conn *c = k->c;
     eng_err err = { 0 };
+    oai_req *oai = k->oai;
+    k->oai = NULL;   /* the query's, or freed here */
+    if (s->stopping) {
+        refuse(s, c, &k->req, oai, "shutdown", "the server is shutting down");
+        oai_free(oai);
+        return 0;
+    }
     if (c->n_live >= s->o.lim.max_queries_per_client) {
-        send_error(c, k->req.id, "too_many_queries", "too many queries in flight on this connection");
+        refuse(s, c, &k->req, oai, "too_many_queries", "too many queries in flight on this connection");
+        oai_free(oai);
         return 0;
     }
-    if (orc_sched_has(s->sched, k->req.id, c)) {
-        send_error(c, k->req.id, "duplicate_id", "a query with this id is already running");
+    if (find_query(c, k->req.id)) {
+        refuse(s, c, &k->req, oai, "duplicate_id", "a query with this id is already running");
+        oai_free(oai);
         return 0;
     }
-    orc_sink sink = { c, sink_emit, sink_congested, sink_done };
+    query *q = calloc(1, sizeof *q);
+    if (!q) {
+        refuse(s, c, &k->req, oai, "internal", "out of memory");
+        oai_free(oai);
+        return 0;
+    }
+    q->c = c;
+    q->oai = oai;
+    snprintf(q->id, sizeof q->id, "%s", k->req.id);
+    snprintf(q->mode, sizeof q->mode, "%s", k->req.mode);
+    orc_sink sink = { q, sink_emit, sink_congested, sink_done };
     orc_task *t = NULL;
     int rc = create_task(s, &k->req, sink, &t, &err);
-    if (rc == ENG_EUNSUPPORTED) {
-        send_error(c, k->req.id, "unsupported_mode", err.msg);
-        return 0;
-    }
+    /* linked first: a task that starts at once may emit during submission */
+    q->next = c->queries;
+    c->queries = q;
+    c->n_live++;
     if (!rc && (rc = orc_sched_submit(s->sched, t, &err))) t->destroy(t);
     if (rc) {
-        send_error(c, k->req.id, rc == ENG_EFULL ? "busy" : "bad_field", err.msg);
+        c->queries = q->next;
+        c->n_live--;
+        refuse(s, c, &k->req, oai, rc == ENG_EUNSUPPORTED ? "unsupported_mode" : rc == ENG_EFULL ? "busy"
+               : rc == ORC_ETOOLONG ? "prompt_too_long" : rc == ENG_EINVAL ? "bad_field" : "engine", err.msg);
+        oai_free(oai);
+        free(q);
         return 0;
     }
-    c->n_live++;
     pthread_mutex_lock(&s->mu);
     s->queries_total++;
     pthread_mutex_unlock(&s->mu);
     return 1;
 }
 
+/* Stops every query of a connection that went away. */
+static void stop_conn_queries(srv *s, conn *c, const char *reason) {
+    for (query *q = c->queries, *next; q; q = next) {
+        next = q->next;                 /* q is freed when its task leaves */
+        orc_sched_stop_all(s->sched, q, reason);
+    }
+}
+
 static void run_cmd(srv *s, cmd *k) {
+    query *q;
     switch (k->kind) {
     case CMD_QUERY: start_query(s, k); break;
     case CMD_CANCEL:
-        if (!orc_sched_stop(s->sched, k->req.id, k->c, "cancelled"))
+        if (!(q = find_query(k->c, k->req.id)) || !orc_sched_stop(s->sched, q->id, q, "cancelled"))
             send_error(k->c, k->req.id, "unknown_query", "no query with that id is running");
         break;
     case CMD_GONE:
-        orc_sched_stop_all(s->sched, k->c, "disconnected");
+        stop_conn_queries(s, k->c, "disconnected");
         free_conn(s, k->c);
         break;
     }
     srv_request_free(&k->req);
+    oai_free(k->oai);
     free(k);
 }
 
@@ -306,8 +475,32 @@ static void *engine_main(void *arg) {
 }
 
 /* ---------------------------------------------------------- HTTP */
-static int is_loopback(const char *host) {
-    return !strcmp(host, "127.0.0.1") || !strcmp(host, "::1") || !strcmp(host, "localhost");
+/* The bind address as a numeric address (a name such as "localhost" is
+ * resolved: libwebsockets takes an address or an interface name, and binds
+ * nowhere when given a host name); *loopback when it is 127.0.0.0/8 or ::1. */
+static int resolve_host(const char *host, char *num, size_t cap, int *loopback, eng_err *err) {
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    int gai = getaddrinfo(host, NULL, &hints, &res);
+    if (gai || !res)
+        return eng_seterr(err, ENG_EINVAL, "cannot use host '%s': %s", host,
+                          gai ? gai_strerror(gai) : "no address");
+    const void *a;
+    if (res->ai_family == AF_INET) {
+        const struct sockaddr_in *v4 = (const void *)res->ai_addr;
+        a = &v4->sin_addr;
+        *loopback = (ntohl(v4->sin_addr.s_addr) >> 24) == 127;
+    } else {
+        const struct sockaddr_in6 *v6 = (const void *)res->ai_addr;
+        a = &v6->sin6_addr;
+        *loopback = IN6_IS_ADDR_LOOPBACK(&v6->sin6_addr);
+    }
+    int ok = inet_ntop(res->ai_family, a, num, (socklen_t)cap) != NULL;
+    freeaddrinfo(res);
+    return ok ? ENG_OK : eng_seterr(err, ENG_EINVAL, "cannot use host '%s'", host);
 }
 
 /* Bearer token from the Authorization header or a ?token= argument (browsers
@@ -363,33 +556,97 @@ static char *metrics_text(srv *s) {
     return out;
 }
 
-/* Sends headers now and the body (owned by pss) on the next writable call. */
-static int http_reply(struct lws *wsi, pss *p, int status, const char *ctype, char *body, size_t len) {
+/* Sends headers now and the body (owned by pss) on the next writable call;
+ * extra: one more header ("name:", value) or NULL. */
+static int http_reply_h(struct lws *wsi, pss *p, int status, const char *ctype, char *body, size_t len,
+                        const char *extra_name, const char *extra_value) {
     unsigned char buf[LWS_PRE + 512], *start = buf + LWS_PRE, *q = start, *end = buf + sizeof buf - 1;
     p->body = body;
     p->body_len = len;
     p->body_sent = 0;
+    if (!body) return -1;
     if (lws_add_http_common_headers(wsi, (unsigned)status, ctype, len, &q, end) ||
         lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
                                     (const unsigned char *)"no-store", 8, &q, end) ||
+        (extra_name && lws_add_http_header_by_name(wsi, (const unsigned char *)extra_name,
+                                                   (const unsigned char *)extra_value,
+                                                   (int)strlen(extra_value), &q, end)) ||
         lws_finalize_write_http_header(wsi, start, &q, end))
         return 1;
     lws_callback_on_writable(wsi);
     return 0;
 }
 
+static int http_reply(struct lws *wsi, pss *p, int status, const char *ctype, char *body, size_t len) {
+    return http_reply_h(wsi, p, status, ctype, body, len, NULL, NULL);
+}
+
+/* An OpenAI error object with its status (401 names the Bearer scheme). */
+static int reply_error(struct lws *wsi, pss *p, int status, const char *msg, const char *type, const char *code) {
+    char *body = oai_error_body(msg, type, code);
+    return http_reply_h(wsi, p, status, "application/json", body, body ? strlen(body) : 0,
+                        status == 401 ? "www-authenticate:" : NULL, "Bearer");
+}
+
+static int reply_json(struct lws *wsi, pss *p, char *body) {
+    return http_reply(wsi, p, 200, "application/json", body, body ? strlen(body) : 0);
+}
+
+/* The request's method: 'G'ET, 'P'OST, or 0 for another. */
+static int method(struct lws *wsi) {
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI)) return 'G';
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI)) return 'P';
+    return 0;
+}
+
+static int unauthorized(struct lws *wsi, pss *p) {
+    return reply_error(wsi, p, 401, "this server needs a bearer token (Authorization: Bearer TOKEN)",
+                       "authentication_error", "unauthorized");
+}
+
+/* /v1/...: the OpenAI API.  A POST's body arrives through HTTP_BODY. */
+static int on_v1(srv *s, struct lws *wsi, pss *p, const char *uri) {
+    int m = method(wsi);
+    int chat = !strcmp(uri, "/v1/chat/completions"), compl = !strcmp(uri, "/v1/completions");
+    int models = !strcmp(uri, "/v1/models"), one = !strncmp(uri, "/v1/models/", 11);
+    if (!chat && !compl && !models && !one)
+        return reply_error(wsi, p, 404, "no such endpoint (brisk serves /v1/chat/completions, "
+                           "/v1/completions and /v1/models)", "invalid_request_error", "not_found");
+    if ((chat || compl) ? m != 'P' : m != 'G')
+        return reply_error(wsi, p, 405, chat || compl ? "use POST" : "use GET", "invalid_request_error",
+                           "method_not_allowed");
+    if (!authorized(s, wsi)) return unauthorized(wsi, p);
+    if (models) return reply_json(wsi, p, oai_models_body(&s->model, NULL));
+    if (one) {
+        char *body = oai_models_body(&s->model, uri + 11);
+        if (!body) return reply_error(wsi, p, 404, "no such model", "invalid_request_error", "model_not_found");
+        return reply_json(wsi, p, body);
+    }
+    char cl[32];
+    if (lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 &&
+        strtoull(cl, NULL, 10) > s->o.lim.max_message) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "the body is over the limit of %zu bytes", s->o.lim.max_message);
+        p->route = -1;   /* the body that still comes is dropped */
+        return reply_error(wsi, p, 413, msg, "invalid_request_error", "too_large");
+    }
+    p->route = chat ? OAI_CHAT : OAI_COMPLETIONS;
+    eng_buf_clear(&p->rx);
+    return 0;
+}
+
 static int on_http(srv *s, struct lws *wsi, pss *p, const char *uri) {
     size_t len = 0;
     char *body;
+    p->route = 0;
+    p->head_sent = 0;
+    if (!strncmp(uri, "/v1/", 4) || !strcmp(uri, "/v1")) return on_v1(s, wsi, p, uri);
     if (!strcmp(uri, "/health")) {
         body = strdup("{\"status\":\"ok\"}\n");
         return http_reply(wsi, p, 200, "application/json", body, body ? strlen(body) : 0);
     }
     if (!strcmp(uri, "/metrics")) {
-        if (!authorized(s, wsi)) {
-            body = strdup("unauthorized\n");
-            return http_reply(wsi, p, 401, "text/plain", body, body ? strlen(body) : 0);
-        }
+        if (!authorized(s, wsi)) return unauthorized(wsi, p);
         body = metrics_text(s);
         return http_reply(wsi, p, 200, "text/plain; version=0.0.4", body, body ? strlen(body) : 0);
     }
@@ -399,12 +656,111 @@ static int on_http(srv *s, struct lws *wsi, pss *p, const char *uri) {
         if (!eng_read_file(path, 0, &body, &len, NULL))
             return http_reply(wsi, p, 200, "text/html; charset=utf-8", body, len);
     }
-    body = strdup("not found\n");
-    return http_reply(wsi, p, 404, "text/plain", body, body ? strlen(body) : 0);
+    return reply_error(wsi, p, 404, "not found", "invalid_request_error", "not_found");
 }
 
-static int http_writeable(struct lws *wsi, pss *p) {
-    if (!p->body) return -1;
+static conn *new_conn(srv *s, struct lws *wsi);
+static void http_closed(srv *s, pss *p);
+
+/* A request body, as it arrives. */
+static int on_body(srv *s, pss *p, const char *in, size_t len) {
+    if (p->route <= 0) return 0;
+    if (p->rx.n + len > s->o.lim.max_message) {
+        p->route = -2;   /* over the limit: answered at the end */
+        eng_buf_free(&p->rx);
+        return 0;
+    }
+    return eng_buf_add(&p->rx, in, len) ? -1 : 0;
+}
+
+/* The whole body is in: parse it and hand the query to the engine thread. */
+static int on_body_done(srv *s, struct lws *wsi, pss *p) {
+    if (p->route == -1) return 0;   /* refused at the headers already */
+    if (p->route == -2) {
+        char msg[128];
+        p->route = 0;
+        snprintf(msg, sizeof msg, "the body is over the limit of %zu bytes", s->o.lim.max_message);
+        return reply_error(wsi, p, 413, msg, "invalid_request_error", "too_large");
+    }
+    if (p->route <= 0) return 0;
+    cmd *k = calloc(1, sizeof *k);
+    char *err_body = NULL;
+    int kind = p->route;
+    p->route = 0;
+    if (!k) return -1;
+    int status = oai_parse(kind, p->rx.p ? p->rx.p : "", p->rx.n, &s->o.lim, &s->model, &k->req, &k->oai,
+                           &err_body);
+    eng_buf_free(&p->rx);
+    if (status) {
+        free(k);
+        return http_reply(wsi, p, status, "application/json", err_body, err_body ? strlen(err_body) : 0);
+    }
+    if (!(p->c = new_conn(s, wsi))) {
+        srv_request_free(&k->req);
+        oai_free(k->oai);
+        free(k);
+        return -1;
+    }
+    p->c->http = 1;
+    p->head_sent = 0;
+    k->kind = CMD_QUERY;
+    k->c = p->c;
+    post_cmd(s, k);
+    return 0;
+}
+
+/* The OpenAI response from the conn's outbox: headers once its status is
+ * known (and, for a whole response, its length), then its bytes as they
+ * come.  A streamed response has no length: the connection closes after
+ * it; any other keeps the connection. */
+static int oai_writeable(srv *s, struct lws *wsi, pss *p) {
+    conn *c = p->c;
+    pthread_mutex_lock(&s->mu);
+    int status = c->http_status, done = c->http_done, stream = c->http_stream;
+    const char *ctype = c->http_ctype;
+    size_t total = c->out_bytes;
+    out_msg *m = NULL;
+    if (status && p->head_sent && (m = c->out_head)) {
+        c->out_head = m->next;
+        if (!c->out_head) c->out_tail = NULL;
+        c->out_bytes -= m->len;
+    }
+    int more = c->out_head != NULL;
+    pthread_mutex_unlock(&s->mu);
+    if (!status || (!p->head_sent && !stream && !done)) return 0;
+    if (!p->head_sent) {
+        unsigned char buf[LWS_PRE + 512], *start = buf + LWS_PRE, *q = start, *end = buf + sizeof buf - 1;
+        const char *retry = status == 429 || status == 503 ? "1" : NULL;
+        if (lws_add_http_common_headers(wsi, (unsigned)status, ctype,
+                                        stream ? LWS_ILLEGAL_HTTP_CONTENT_LEN : (lws_filepos_t)total, &q, end) ||
+            lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
+                                        (const unsigned char *)"no-cache", 8, &q, end) ||
+            (retry && lws_add_http_header_by_name(wsi, (const unsigned char *)"retry-after:",
+                                                  (const unsigned char *)retry, 1, &q, end)) ||
+            lws_finalize_write_http_header(wsi, start, &q, end))
+            return -1;
+        p->head_sent = 1;
+        lws_callback_on_writable(wsi);
+        return 0;
+    }
+    int last = done && !more;
+    if (m) {
+        int w = lws_write(wsi, m->buf + LWS_PRE, m->len, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP);
+        size_t len = m->len;
+        free(m);
+        if (w < (int)len) return -1;
+    }
+    if (more) lws_callback_on_writable(wsi);
+    if (!last || !m) return 0;
+    /* the response is out: the conn goes (its query has ended) */
+    http_closed(s, p);
+    if (stream) return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+static int http_writeable(srv *s, struct lws *wsi, pss *p) {
+    if (p->c) return oai_writeable(s, wsi, p);
+    if (!p->body) return 0;
     size_t n = p->body_len - p->body_sent, chunk = n > 16384 ? 16384 : n;
     unsigned char *tmp = malloc(LWS_PRE + chunk + 1);
     if (!tmp) return -1;
@@ -420,6 +776,74 @@ static int http_writeable(struct lws *wsi, pss *p) {
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
+/* An HTTP connection closed, or its response is out: its conn goes (a
+ * query still running for it is stopped). */
+static void http_closed(srv *s, pss *p) {
+    free(p->body);
+    p->body = NULL;
+    eng_buf_free(&p->rx);
+    p->head_sent = 0;
+    if (!p->c) return;
+    conn_gone(s, p->c);
+    p->c = NULL;
+}
+
+/* Writes a whole small response now (headers and body), for refusals made
+ * before the connection has a writable callback of its own; 0 or -1. */
+static int reply_now(struct lws *wsi, int status, const char *extra_name, const char *extra_value,
+                     const char *body) {
+    unsigned char buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *q = start, *end = buf + sizeof buf - 1;
+    size_t len = strlen(body);
+    if (lws_add_http_common_headers(wsi, (unsigned)status, "application/json", len, &q, end) ||
+        (extra_name && lws_add_http_header_by_name(wsi, (const unsigned char *)extra_name,
+                                                   (const unsigned char *)extra_value,
+                                                   (int)strlen(extra_value), &q, end)) ||
+        lws_finalize_write_http_header(wsi, start, &q, end))
+        return -1;
+    unsigned char *b = malloc(LWS_PRE + len + 1);
+    if (!b) return -1;
+    memcpy(b + LWS_PRE, body, len);
+    int w = lws_write(wsi, b + LWS_PRE, len, LWS_WRITE_HTTP_FINAL);
+    free(b);
+    return w < (int)len ? -1 : 0;
+}
+
+/* Whether the client's Sec-WebSocket-Protocol list (if any) offers "brisk". */
+static int subprotocol_ok(struct lws *wsi) {
+    char list[256];
+    if (lws_hdr_copy(wsi, list, sizeof list, WSI_TOKEN_PROTOCOL) <= 0) return 1;
+    for (char *save = NULL, *t = strtok_r(list, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
+        if (!strcmp(t, "brisk")) return 1;
+    return 0;
+}
+
+/* A websocket upgrade is refused with an HTTP status saying why (libwebsockets
+ * would otherwise drop the connection without a word): 401 without the
+ * token, 403 from a foreign origin, 400 for a subprotocol other than brisk.
+ * Returns 0 to let the upgrade go on, 1 when refused (lws completes the
+ * transaction), -1 to hang up. */
+static int confirm_upgrade(srv *s, struct lws *wsi) {
+    int status = 0;
+    const char *body = NULL, *hname = NULL, *hvalue = NULL;
+    if (!authorized(s, wsi)) {
+        status = 401;
+        hname = "www-authenticate:";
+        hvalue = "Bearer";
+        body = "{\"error\":{\"message\":\"this server needs a bearer token: an Authorization: Bearer "
+               "header, or ?token= in the URL\",\"type\":\"authentication_error\",\"code\":\"unauthorized\"}}";
+    } else if (!origin_ok(s, wsi)) {
+        status = 403;
+        body = "{\"error\":{\"message\":\"websocket connections from this origin are not allowed "
+               "(see --origin)\",\"type\":\"permission_error\",\"code\":\"forbidden_origin\"}}";
+    } else if (!subprotocol_ok(wsi)) {
+        status = 400;
+        body = "{\"error\":{\"message\":\"unknown websocket subprotocol: this server speaks 'brisk' "
+               "(or none named)\",\"type\":\"invalid_request_error\",\"code\":\"bad_subprotocol\"}}";
+    }
+    if (!status) return 0;
+    return reply_now(wsi, status, hname, hvalue, body) ? -1 : 1;
+}
+
 /* ---------------------------------------------------------- websocket */
 static void on_message(srv *s, conn *c, const char *buf, size_t len) {
     cmd *k = calloc(1, sizeof *k);
@@ -433,7 +857,10 @@ static void on_message(srv *s, conn *c, const char *buf, size_t len) {
     }
     if (k->req.type == SRV_REQ_PING) {
         cJSON *m = orc_msg("pong", k->req.id);
-        sink_emit(c, m);
+        char *text = m ? cJSON_PrintUnformatted(m) : NULL;
+        cJSON_Delete(m);
+        if (text) send_json(c, text);
+        free(text);
         srv_request_free(&k->req);
         free(k);
         return;
@@ -504,7 +931,7 @@ static conn *new_conn(srv *s, struct lws *wsi) {
 static void wake_writers(srv *s) {
     pthread_mutex_lock(&s->mu);
     for (conn *c = s->conns; c; c = c->next)
-        if (c->wsi && c->out_head) lws_callback_on_writable(c->wsi);
+        if (c->wsi && (c->out_head || (c->http && c->http_status))) lws_callback_on_writable(c->wsi);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -516,31 +943,39 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     switch (reason) {
     case LWS_CALLBACK_HTTP:
         return on_http(s, wsi, p, (const char *)in);
+    case LWS_CALLBACK_HTTP_BODY:
+        return on_body(s, p, in, len);
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        return on_body_done(s, wsi, p);
     case LWS_CALLBACK_HTTP_WRITEABLE:
-        return http_writeable(wsi, p);
+        return http_writeable(s, wsi, p);
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED_HTTP:
-        if (p) { free(p->body); p->body = NULL; }
+        if (p) http_closed(s, p);
         return 0;
-    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        if (!authorized(s, wsi) || !origin_ok(s, wsi)) return 1;  /* refuse the upgrade */
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return confirm_upgrade(s, wsi);
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:   /* confirm_upgrade has said why already */
+        if (!authorized(s, wsi) || !origin_ok(s, wsi)) return 1;
         return 0;
     case LWS_CALLBACK_ESTABLISHED:
         if (!(p->c = new_conn(s, wsi))) return -1;
+        p->c->fd = lws_get_socket_fd(wsi);
+        srv_ws_watch(p->c->fd, &p->c->guard);
         return 0;
     case LWS_CALLBACK_RECEIVE:
+        if (p->c && p->c->guard.bad) {   /* RFC 6455 5.1 */
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, (unsigned char *)"unmasked frame", 14);
+            return -1;
+        }
         if (p->c) on_receive(s, wsi, p->c, in, len);
         return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
         return p->c ? ws_writeable(s, wsi, p->c) : 0;
     case LWS_CALLBACK_CLOSED:
         if (p->c) {
-            pthread_mutex_lock(&s->mu);
-            p->c->gone = 1;
-            p->c->wsi = NULL;
-            pthread_mutex_unlock(&s->mu);
-            cmd *k = calloc(1, sizeof *k);
-            if (k) { k->kind = CMD_GONE; k->c = p->c; post_cmd(s, k); }
+            srv_ws_unwatch(p->c->fd);
+            conn_gone(s, p->c);
             p->c = NULL;
         }
         return 0;
@@ -559,7 +994,13 @@ static const struct lws_protocols protocols[] = {
 
 /* ---------------------------------------------------------- lifecycle */
 int srv_create(eng_engine *e, const srv_opts *o, srv **out, eng_err *err) {
-    if (!o->token && !is_loopback(o->host))
+    char addr[INET6_ADDRSTRLEN];
+    int loopback = 0;
+    if (o->port < 0 || o->port > 65535)
+        return eng_seterr(err, ENG_EINVAL, "port %d is outside 0-65535", o->port);
+    int rc = resolve_host(o->host, addr, sizeof addr, &loopback, err);
+    if (rc) return rc;
+    if (!o->token && !loopback)
         return eng_seterr(err, ENG_EINVAL, "refusing to listen on %s without a token "
                           "(--token, or BRISK_TOKEN); only loopback may run without one", o->host);
     srv *s = calloc(1, sizeof *s);
@@ -567,29 +1008,43 @@ int srv_create(eng_engine *e, const srv_opts *o, srv **out, eng_err *err) {
     s->o = *o;
     s->e = e;
     s->t_start = eng_now_s();
+    memcpy(s->addr, addr, sizeof addr);
+    const eng_model *m = eng_engine_model(e);
+    eng_chat *ct = NULL;
+    snprintf(s->model_id, sizeof s->model_id, "%s", o->model_name && *o->model_name ? o->model_name : "brisk");
+    snprintf(s->chat_family, sizeof s->chat_family, "%s",
+             eng_chat_create(m, &ct, NULL) ? "" : eng_chat_family_name(ct));
+    eng_chat_free(ct);
+    s->model = (oai_model){ .id = s->model_id, .chat_family = s->chat_family, .created = (long)time(NULL),
+                            .context = eng_model_config(m)->max_pos };
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
-    int rc = orc_sched_create(e, o->max_tasks, &s->sched, err);
+    rc = orc_sched_create(e, o->max_queue, &s->sched, err);
     if (rc) { free(s); return rc; }
     orc_sched_get_stats(s->sched, &s->st);   /* the engine thread is not running yet */
     lws_set_log_level(LLL_ERR, NULL);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     info.port = o->port;
-    info.iface = o->host;
+    info.iface = s->addr;
     info.protocols = protocols;
     info.vhost_name = "brisk";
     info.user = s;
-    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
-    if (!(s->ctx = lws_create_context(&info)) || !(s->vh = lws_create_vhost(s->ctx, &info))) {
+    /* text frames must be UTF-8: others are closed with 1007 (RFC 6455 8.1) */
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_VALIDATE_UTF8;
+    if (!(s->ctx = lws_create_context(&info)) || !(s->vh = lws_create_vhost(s->ctx, &info)) ||
+        lws_get_vhost_listen_port(s->vh) <= 0) {
         if (s->ctx) lws_context_destroy(s->ctx);
         orc_sched_destroy(s->sched);
         free(s);
-        return eng_seterr(err, ENG_EIO, "cannot listen on %s:%d (port in use?)", o->host, o->port);
+        return eng_seterr(err, ENG_EIO, "cannot listen on %s port %d (in use, or not an "
+                          "address of this machine?)", addr, o->port);
     }
     *out = s;
     return ENG_OK;
 }
+
+const char *srv_address(const srv *s) { return s->addr; }
 
 int srv_port(const srv *s) { return lws_get_vhost_listen_port(s->vh); }
 
@@ -622,15 +1077,16 @@ int srv_run(srv *s) {
 
 void srv_destroy(srv *s) {
     if (!s) return;
+    orc_sched_destroy(s->sched);   /* empty after srv_run; stops what is left otherwise */
     lws_context_destroy(s->ctx);   /* closes sockets: CLOSED posts CMD_GONE */
     for (cmd *k = s->cmd_head, *n; k; k = n) {
         n = k->next;
         if (k->kind == CMD_GONE) free_conn(s, k->c);
         srv_request_free(&k->req);
+        oai_free(k->oai);
         free(k);
     }
     while (s->conns) free_conn(s, s->conns);
-    orc_sched_destroy(s->sched);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     free(s);

@@ -1,13 +1,15 @@
 #!/usr/bin/python3
-"""The page at / in headless Chromium: a query typed and sent from the page,
-its streamed answer read back from the page and captured in a screenshot.
-Drives Chromium over the DevTools protocol with python3-websockets.
-Usage: browser_test.py BRISK_BINARY MODEL_DIR SCREENSHOT.png"""
+"""The page at / in headless Chromium, serving the real default model
+(SmolLM2-135M-Instruct): a question typed and sent from the page in chat
+mode, its streamed answer read back from the page (it must equal the
+websocket answer to the same messages and name Paris) and captured in a
+screenshot.  Drives Chromium over the DevTools protocol with python3-websockets.
+Usage: browser_test.py BRISK_BINARY MODEL SCREENSHOT.png"""
 import asyncio, base64, json, os, shutil, subprocess, sys, tempfile, time
 import websockets
 
 BRISK, MODEL, SHOT = sys.argv[1:4]
-PROMPT = "The quick brown fox"
+PROMPT = "What is the capital of France?"
 
 def start_server():
     p = subprocess.Popen([BRISK, "serve", "--model", MODEL, "--port", "0"], stdout=subprocess.PIPE, text=True)
@@ -43,7 +45,10 @@ class CDP:
 
 async def expected_answer(port):
     async with websockets.connect(f"ws://127.0.0.1:{port}/") as ws:
-        await ws.send(json.dumps({"type": "query", "id": "x", "prompt": PROMPT, "max_tokens": 24, "temperature": 0}))
+        # The page's chat mode sends the text as one user message (through the
+        # model's chat template), so the expected answer is asked the same way.
+        await ws.send(json.dumps({"type": "query", "id": "x", "messages": [{"role": "user", "content": PROMPT}],
+                                  "max_tokens": 24, "temperature": 0}))
         while True:
             m = json.loads(await ws.recv())
             if m["type"] == "answer": return m["text"]
@@ -76,9 +81,9 @@ async def main():
             shot = await cdp.call("Page.captureScreenshot", sid, format="png")
             png = base64.b64decode(shot["data"])
             open(SHOT, "wb").write(png)
-            ok = got == want and png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
-            print(("ok   " if ok else "FAIL ") + f"page streamed the answer ({len(got or '')} chars, "
-                  f"matches the websocket answer: {got == want}); screenshot {SHOT} ({len(png)} bytes)")
+            ok = got == want and "Paris" in (got or "") and png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+            print(("ok   " if ok else "FAIL ") + f"page streamed the answer {got!r} "
+                  f"(matches the websocket answer: {got == want}); screenshot {SHOT} ({len(png)} bytes)")
     except Exception as e:
         print("FAIL browser test:", repr(e))
     finally:

@@ -8,17 +8,32 @@ import websockets
 BRISK, MODEL = sys.argv[1], sys.argv[2]
 results = []
 
+LOGS = []
+
 def start(*extra):
-    p = subprocess.Popen([BRISK, "serve", "--model", MODEL, "--port", "0", *extra],
+    """A server on a free port; its request log goes to a file of its own
+    (p.log_path) unless extra names --log."""
+    import tempfile
+    log = []
+    if "--log" not in extra:
+        fd, path = tempfile.mkstemp(prefix="brisk_log_", suffix=".txt")
+        os.close(fd)
+        log = ["--log", path]
+        LOGS.append(path)
+    p = subprocess.Popen([BRISK, "serve", "--model", MODEL, "--port", "0", *log, *extra],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.log_path = log[1] if log else None
     line = p.stdout.readline()
     if "serving" not in line:
         raise RuntimeError("server did not start: " + line + p.stderr.read())
-    port = int(line.split("http://127.0.0.1:")[1].split("/")[0])
+    port = int(re.search(r"http://\S+:(\d+)/", line).group(1))
     return p, port
 
 def http(port, path, headers=None):
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers or {})
+    return http_url(f"http://127.0.0.1:{port}{path}", headers)
+
+def http_url(url, headers=None):
+    req = urllib.request.Request(url, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=5) as r:
             return r.status, r.read().decode()
@@ -180,6 +195,226 @@ async def t_basic(port):
         await ws.send(json.dumps({"type": "cancel", "id": "d1"}))
         await collect(ws, "d1")
 
+async def t_context(port):
+    """max_tokens past the model's context (1024 for the tiny model) ends with
+    finish "length" at the context's end; a prompt that fills the context is
+    the client's error, named as such."""
+    async with websockets.connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+        for mode, extra in (("chat", {}), ("agent", {}), ("reason", {"n": 2})):
+            await ws.send(json.dumps({"type": "query", "id": "cx-" + mode, "mode": mode, "prompt": "go on",
+                                      "max_tokens": 4000, **extra}))
+            msgs = await collect(ws, "cx-" + mode, 60)
+            errs = [m for m in msgs if m["type"] == "error"]
+            ans = [m for m in msgs if m["type"] == "answer"]
+            st = msgs[-1]
+            check(f"{mode}: max_tokens past the context ends with finish length, no error",
+                  not errs and ans and ans[0]["finish"] in ("length", "stop") and
+                  (ans[0]["finish"] == "stop" or mode == "reason" or st["prompt_tokens"] + st["tokens"] >= 1000),
+                  (errs, ans and ans[0]["finish"], st))
+        await ws.send(json.dumps({"type": "query", "id": "cx-p", "mode": "parallel", "max_tokens": 4000,
+                                  "parallel": {"template": "Say {data}", "context": "", "data": ["a", "b"]}}))
+        msgs = await collect(ws, "cx-p", 60)
+        ans = [m for m in msgs if m["type"] == "answer"]
+        check("parallel: max_tokens past the context gives no error", ans and not [m for m in msgs if m["type"] == "error"],
+              msgs[-3:])
+        for mode in ("chat", "reason", "parallel", "agent"):
+            await ws.send(json.dumps({"type": "query", "id": "tl-" + mode, "mode": mode,
+                                      "prompt": "Summarize each of the following:\n1. a\n2. b\n" + "word " * 1500}))
+            m = await recv_json(ws)
+            check(f"{mode}: a prompt longer than the context is refused as prompt_too_long, in the client's terms",
+                  m["type"] == "error" and m["code"] == "prompt_too_long" and "eng_" not in m["message"]
+                  and "context" in m["message"], m)
+            await ws.send(json.dumps({"type": "ping", "id": "tl-p"}))
+            m = await recv_json(ws)
+            check(f"{mode}: ... and nothing else comes of it", m == {"type": "pong", "id": "tl-p"}, m)
+
+async def t_parallel_finish(port):
+    """Subtasks cut at max_tokens: each branch and the answer say "length"."""
+    async with websockets.connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+        await ws.send(json.dumps({"type": "query", "id": "pf", "mode": "parallel", "max_tokens": 2,
+            "parallel": {"template": "Write a long story about {data}", "context": "", "data": ["cats", "dogs", "owls"]}}))
+        msgs = await collect(ws, "pf")
+        br = [m for m in msgs if m["type"] == "branch"]
+        ans = [m for m in msgs if m["type"] == "answer"]
+        cut = [b for b in br if b["tokens"] >= 2]
+        check("parallel: subtasks cut at max_tokens report finish length, and so does the answer",
+              len(br) == 3 and all(b["finish"] == ("length" if b["tokens"] >= 2 else "stop") for b in br)
+              and ans and ans[0]["finish"] == ("length" if cut else "stop") and cut, (br, ans))
+
+async def t_queue():
+    """Past the engine's 256 sequences queries wait in a bounded queue (told
+    their place) instead of failing; past the queue they are refused busy."""
+    p, port = start("--max-queries-per-client", "16")
+    try:
+        errors, queued, answered = [], [], set()
+        async def client(ci):
+            async with websockets.connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+                ids = [f"q{ci}-{k}" for k in range(15)]
+                for q in ids:
+                    await ws.send(json.dumps({"type": "query", "id": q, "prompt": f"client {ci} says {q}",
+                                              "max_tokens": 24}))
+                done = set()
+                while len(done) < len(ids):
+                    m = await recv_json(ws, 60)
+                    if m["type"] == "error": errors.append(m)
+                    elif m["type"] == "queued": queued.append(m["position"])
+                    elif m["type"] == "answer": answered.add(m["id"])
+                    elif m["type"] == "stats": done.add(m["id"])
+        await asyncio.gather(*(client(i) for i in range(20)))
+        check("300 queries at once (engine: 256 sequences): none refused, all answered",
+              not errors and len(answered) == 300, (errors[:2], len(answered)))
+        check("queries past the engine's sequences are told their place in the queue",
+              queued and min(queued) == 1 and max(queued) <= 300 - 256 + 16, (len(queued), queued[:5]))
+    finally:
+        p.terminate(); p.wait(10)
+    p, port = start("--max-batch", "4", "--max-queue", "4")
+    try:
+        async with websockets.connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+            for k in range(10):   # 240 tokens: long enough that none ends before all 10 arrive, short enough for the KV pool of 4 x context/4
+                await ws.send(json.dumps({"type": "query", "id": f"b{k}", "prompt": "go on", "max_tokens": 240}))
+            errors, queued, done = {}, {}, set()
+            while len(done) + len(errors) < 10:
+                m = await recv_json(ws, 60)
+                if m["type"] == "error": errors[m["id"]] = m
+                elif m["type"] == "queued": queued[m["id"]] = m["position"]
+                elif m["type"] == "stats": done.add(m["id"])
+            busy = [e for e in errors.values() if e["code"] == "busy" and "queue" in e["message"]]
+            check("--max-queue 4 with 4 sequences: 4 run, 4 wait (positions 1-4), 2 are refused busy",
+                  len(done) == 8 and len(busy) == 2 and sorted(queued.values()) == [1, 2, 3, 4],
+                  (sorted(done), errors, queued))
+    finally:
+        p.terminate(); p.wait(10)
+
+def raw_ws(port, frames):
+    """Opens a websocket by hand, sends the given raw frames, and returns the
+    messages and the close code the server answers with (None when it sent
+    none): python3-websockets cannot send broken frames."""
+    import base64, socket, struct
+    sk = socket.create_connection(("127.0.0.1", port), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sk.sendall((f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += sk.recv(4096)
+    head, buf = buf.split(b"\r\n\r\n", 1)
+    assert b" 101 " in head.split(b"\r\n")[0], head
+    for f in frames:
+        sk.sendall(f)
+    msgs, code = [], None
+    try:
+        while code is None:
+            while len(buf) < 2 or len(buf) < 2 + (buf[1] & 0x7f):
+                d = sk.recv(65536)
+                if not d: raise EOFError
+                buf += d
+            op, n = buf[0] & 0x0f, buf[1] & 0x7f
+            if n >= 126:   # long server messages: not expected here
+                raise ValueError("long frame")
+            body, buf = buf[2:2 + n], buf[2 + n:]
+            if op == 8: code = struct.unpack(">H", body[:2])[0] if len(body) >= 2 else 1005
+            else: msgs.append(body.decode(errors="replace"))
+    except (EOFError, OSError, ValueError):
+        pass
+    sk.close()
+    return msgs, code
+
+def ws_frame(payload, opcode=1, masked=True):
+    import struct
+    head = bytes([0x80 | opcode])
+    n = len(payload)
+    lb = bytes([n]) if n < 126 else bytes([126]) + struct.pack(">H", n)
+    if not masked:
+        return head + lb + payload
+    key = os.urandom(4)
+    lb = bytes([lb[0] | 0x80]) + lb[1:]
+    return head + lb + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+def t_frames(port):
+    ping = b'{"type":"ping","id":"r1"}'
+    msgs, code = raw_ws(port, [ws_frame(ping)])
+    check("raw client: a masked text frame is answered", msgs and '"r1"' in msgs[0], (msgs, code))
+    msgs, code = raw_ws(port, [ws_frame(b'{"type":"ping","id":"\xff\xfe"}')])
+    check("invalid UTF-8 in a text frame: closed with 1007", code == 1007 and not msgs, (msgs, code))
+    msgs, code = raw_ws(port, [ws_frame(ping, masked=False)])
+    check("an unmasked client frame: closed with 1002", code == 1002 and not msgs, (msgs, code))
+    msgs, code = raw_ws(port, [ws_frame(ping), ws_frame(b'{"type":"ping","id":"r2"}' + b" " * 300, masked=False)])
+    check("an unmasked frame after masked ones: closed with 1002", code == 1002 and len(msgs) == 1, (msgs, code))
+
+def log_lines(p):
+    return open(p.log_path).read().splitlines()
+
+def t_request_log(p):
+    """One line per query: id, mode, tokens in and out, time to first token,
+    total time, finish; refused queries too."""
+    lines = log_lines(p)
+    a = [l for l in lines if ' id="a" ' in l]
+    ok = len(a) == 1 and re.search(r' mode=chat in=\d+ out=\d+ ttft_ms=[\d.]+ total_ms=[\d.]+ finish=(stop|length)$', a[0])
+    check("request log: one line for query a with mode, tokens, ttft, total, finish", ok, a)
+    rs = [l for l in lines if ' id="rs" ' in l]
+    check("request log: reason mode logged", len(rs) == 1 and " mode=reason " in rs[0], rs)
+    dup = [l for l in lines if ' id="d1" ' in l]
+    check("request log: a refused query is logged with its code", any(l.endswith("finish=duplicate_id") for l in dup), dup)
+    cx = [l for l in lines if ' id="cx-chat" ' in l]
+    check("request log: lines start with a UTC timestamp", cx and re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z query ", cx[0]), cx)
+    n_lines = len([l for l in lines if " query id=" in l])
+    check("request log: a line per query (at least the 256 of the load test)", n_lines >= 256, n_lines)
+
+async def t_log_default_stderr():
+    """Without --log the request log goes to stderr."""
+    import tempfile
+    err = tempfile.TemporaryFile("w+")
+    p = subprocess.Popen([BRISK, "serve", "--model", MODEL, "--port", "0"], stdout=subprocess.PIPE,
+                         stderr=err, text=True)
+    try:
+        port = int(re.search(r"http://\S+:(\d+)/", p.stdout.readline()).group(1))
+        async with websockets.connect(f"ws://127.0.0.1:{port}/") as ws:
+            await ws.send(json.dumps({"type": "query", "id": "lg", "prompt": "hi", "max_tokens": 3}))
+            await collect(ws, "lg")
+    finally:
+        p.terminate(); p.wait(10)
+    err.seek(0)
+    text = err.read()
+    check("request log: on stderr by default", ' query id="lg" mode=chat ' in text, text[-300:])
+
+async def t_chat_options(port):
+    """Chat mode: n choices forked from one prompt, stop strings, top_logprobs."""
+    async with websockets.connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+        await ws.send(json.dumps({"type": "query", "id": "n3", "prompt": "Once upon a time", "n": 3,
+                                  "max_tokens": 8, "temperature": 0.9, "seed": 5}))
+        msgs = await collect(ws, "n3")
+        toks = {}
+        for m in msgs:
+            if m["type"] == "token": toks[m["branch"]] = toks.get(m["branch"], "") + m["text"]
+        br = [m for m in msgs if m["type"] == "branch"]
+        ans = [m for m in msgs if m["type"] == "answer"]
+        ch = ans[0].get("choices", []) if ans else []
+        check("chat n=3: three choices streamed by branch, each ends with a branch message, answer lists them",
+              sorted(toks) == [0, 1, 2] and len(br) == 3 and len(ch) == 3
+              and all(toks[i] == ch[i]["text"] and ch[i]["finish"] in ("stop", "length") for i in range(3))
+              and ans[0]["text"] == ch[0]["text"], (toks, br, ans))
+        await ws.send(json.dumps({"type": "query", "id": "s0", "prompt": "The quick brown fox", "max_tokens": 12}))
+        full = [m for m in await collect(ws, "s0") if m["type"] == "answer"][0]["text"]
+        stop = full[5:8]
+        await ws.send(json.dumps({"type": "query", "id": "s1", "prompt": "The quick brown fox", "max_tokens": 12,
+                                  "stop": ["zzzz", stop]}))
+        msgs = await collect(ws, "s1")
+        ans = [m for m in msgs if m["type"] == "answer"][0]
+        streamed = "".join(m["text"] for m in msgs if m["type"] == "token")
+        check("stop: the answer ends before the stop string, finish stop, streamed text equals it",
+              ans["text"] == full[:full.index(stop)] and ans["finish"] == "stop" and streamed == ans["text"],
+              (full, stop, ans, streamed))
+        await ws.send(json.dumps({"type": "query", "id": "lp", "prompt": "The quick brown fox", "max_tokens": 4,
+                                  "top_logprobs": 3}))
+        toks = [m for m in await collect(ws, "lp") if m["type"] == "token"]
+        ok = len(toks) == 4
+        for t in toks:
+            alts = t.get("top_logprobs", [])
+            ok = ok and "piece" in t and len(alts) == 3 and alts[0]["token"] == t["token"] \
+                and abs(alts[0]["logprob"] - t["logprob"]) < 1e-3 \
+                and alts[0]["logprob"] >= alts[1]["logprob"] >= alts[2]["logprob"]
+        check("top_logprobs 3: each token carries its piece and 3 alternatives, the greedy one first", ok, toks[:1])
+
 MALFORMED = [
     "not json", "[1,2]", "\"str\"", "42", "null", "{}", '{"type":5}', '{"type":"bogus"}',
     '{"type":"query"}', '{"type":"query","id":""}', '{"type":"query","id":"' + "x" * 80 + '","prompt":"a"}',
@@ -196,6 +431,14 @@ MALFORMED = [
     '{"type":"query","id":"a","prompt":"a","n":0}', '{"type":"query","id":"a","prompt":"a","budget_s":0}',
     '{"type":"cancel"}', '{"type":"query","id":"a","prompt":"a"', '{"type":"query","id":"a","prompt":"\\ud800"', "",
     '{"type":"query","id":"a","prompt":"a","mode":"chat","max_tokens":[1]}', '{"type":"query","id":"a","prompt":"a","spec":"magic"}',
+    # a NUL would cut the id or the text short; counts must be whole numbers
+    '{"type":"query","id":"a\\u0000b","prompt":"x"}', '{"type":"query","id":"a","prompt":"x\\u0000y"}',
+    '{"type":"query","id":"a","messages":[{"role":"user","content":"hi\\u0000there"}]}',
+    '{"type":"query","id":"a","prompt":"a","max_tokens":2.7}', '{"type":"query","id":"a","prompt":"a","top_k":1.5}',
+    '{"type":"query","id":"a","prompt":"a","seed":0.5}', '{"type":"query","id":"a","prompt":"a","n":2.5}',
+    '{"type":"query","id":"a","prompt":"a","stop":""}', '{"type":"query","id":"a","prompt":"a","stop":["a","b","c","d","e"]}',
+    '{"type":"query","id":"a","prompt":"a","stop":[1]}', '{"type":"query","id":"a","prompt":"a","top_logprobs":21}',
+    '{"type":"query","id":"a","prompt":"a","logprobs":"yes"}',
 ]
 
 async def t_malformed(port):
@@ -218,6 +461,10 @@ async def t_malformed(port):
         check("oversized message gets too_large", m.get("code") == "too_large", m)
         await ws.send(json.dumps({"type": "ping", "id": "still"}))
         check("connection alive after oversized message", (await recv_json(ws)).get("id") == "still")
+        # an escaped backslash before "u0000" is text, not a NUL
+        await ws.send('{"type":"query","id":"bs","prompt":"x\\\\u0000y","max_tokens":2}')
+        msgs = await collect(ws, "bs")
+        check("a literal backslash-u0000 in a prompt is text", any(m["type"] == "answer" for m in msgs), msgs[-2:])
 
 async def t_limits(port):
     async with websockets.connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
@@ -239,6 +486,49 @@ async def t_limits(port):
     check("disconnect mid-stream frees the client's queries", ok, body)
     code, _ = http(port, "/health")
     check("server healthy after disconnect", code == 200)
+
+def upgrade_status(port, headers, path="/"):
+    """Status of a websocket upgrade request, or the exception's name when the
+    server hung up without one."""
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    h = {"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+         "Sec-WebSocket-Version": "13", **headers}
+    try:
+        c.request("GET", path, headers=h)
+        r = c.getresponse()
+        return r.status, r.getheader("WWW-Authenticate"), r.read().decode()
+    except Exception as e:
+        return type(e).__name__, None, ""
+    finally:
+        c.close()
+
+def t_upgrade_refusals(port):
+    st, auth, body = upgrade_status(port, {})
+    check("upgrade without the token: 401 with WWW-Authenticate: Bearer", st == 401 and auth == "Bearer"
+          and "token" in body, (st, auth, body))
+    st, auth, body = upgrade_status(port, {"Authorization": "Bearer nope"})
+    check("upgrade with a wrong token: 401", st == 401, (st, body))
+    st, _, body = upgrade_status(port, {"Authorization": "Bearer s3cret", "Origin": "http://evil.example"})
+    check("upgrade from a foreign origin: 403", st == 403 and "origin" in body, (st, body))
+    st, _, body = upgrade_status(port, {"Authorization": "Bearer s3cret", "Sec-WebSocket-Protocol": "chat, superchat"})
+    check("upgrade asking for an unknown subprotocol: 400", st == 400 and "subprotocol" in body, (st, body))
+    st, _, _ = upgrade_status(port, {"Authorization": "Bearer s3cret", "Sec-WebSocket-Protocol": "chat, brisk"})
+    check("upgrade offering brisk among others: 101", st == 101, st)
+
+async def t_fetch_refused(port):
+    """Without --fetch-private the agent's fetch_url may not read loopback
+    (here: the test web server, or this server's own /metrics)."""
+    async with websockets.connect(f"ws://127.0.0.1:{port}/", extra_headers={"Authorization": "Bearer s3cret"}) as ws:
+        for qid, url in (("fr1", f"http://127.0.0.1:{WEB_PORT}/page.html"), ("fr2", f"http://localhost:{port}/metrics")):
+            await ws.send(json.dumps({"type": "query", "id": qid, "mode": "agent", "prompt": "read it", "max_tokens": 300,
+                "script": ["<tool_call>\n{\"name\": \"fetch_url\", \"arguments\": {\"url\": \"" + url + "\"}}\n</tool_call><|im_end|>",
+                           "Read.<|im_end|>"]}))
+            msgs = await collect(ws, qid)
+            res = [m for m in msgs if m["type"] == "tool_result"]
+            check(f"fetch_url of {url.split('/')[2]} refused without --fetch-private",
+                  res and res[0]["error"] and "refused" in res[0]["result"] and "brisk_" not in res[0]["result"]
+                  and "Brisk test page" not in res[0]["result"], res)
 
 async def t_auth(port):
     for name, kw in (("no token", {}), ("wrong token", {"extra_headers": {"Authorization": "Bearer nope"}})):
@@ -345,7 +635,8 @@ async def main():
     import tempfile, shutil
     webdir = start_web()
     cache_db = os.path.join(webdir, "cache.db")
-    p, port = start("--max-queries-per-client", "4", "--allow-script", "--plan", "--web-cache", cache_db)
+    p, port = start("--max-queries-per-client", "4", "--allow-script", "--plan", "--web-cache", cache_db,
+                    "--fetch-private")
     try:
         code, body = http(port, "/health")
         check("GET /health", code == 200 and json.loads(body)["status"] == "ok", body)
@@ -358,15 +649,34 @@ async def main():
         code, _ = http(port, "/nope")
         check("unknown path is 404", code == 404, code)
         await t_basic(port)
+        await t_context(port)
+        await t_chat_options(port)
+        await t_parallel_finish(port)
         await t_malformed(port)
+        t_frames(port)
         await t_limits(port)
         await t_load(p, port)
         await t_shutdown(p, port)
+        t_request_log(p)
     finally:
         if p.poll() is None: p.kill()
-    p, port = start("--token", "s3cret")
+    await t_log_default_stderr()
+    await t_queue()
+    p, port = start("--token", "s3cret", "--allow-script", "--web-cache", "off")
     try:
+        await t_fetch_refused(port)
         await t_auth(port)
+        t_upgrade_refusals(port)
+    finally:
+        p.terminate(); p.wait(10)
+    p = subprocess.Popen([BRISK, "serve", "--model", MODEL, "--host", "localhost", "--port", "0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+        m = re.search(r"http://(\S+):(\d+)/", line)
+        code = http_url(f"http://{m.group(1)}:{m.group(2)}/health")[0] if m else None
+        check("--host localhost listens where it says (a resolved address)",
+              m and m.group(1) in ("127.0.0.1", "[::1]") and code == 200, (line, code))
     finally:
         p.terminate(); p.wait(10)
     r = subprocess.run([BRISK, "serve", "--model", MODEL, "--host", "0.0.0.0", "--port", "0"],
@@ -379,6 +689,8 @@ try:
     asyncio.run(main())
 except Exception as e:
     check("server test harness ran to the end", False, repr(e))
+for path in LOGS:
+    os.unlink(path)
 passed = sum(1 for _, ok in results if ok)
 print(f"{passed} passed, {len(results) - passed} failed, 0 skipped")
 sys.exit(0 if passed == len(results) else 1)

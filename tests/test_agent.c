@@ -70,7 +70,7 @@ static int env_open(env *v) {
     v->reg = tool_registry_create();
     v->calc = tool_registry_create();
     if (tool_register_calculator(v->calc, &err)) return -1;
-    tool_fetch_opts fo = { .max_text = 600, .max_links = 4 };
+    tool_fetch_opts fo = { .max_text = 600, .max_links = 4, .allow_private = 1 };   /* local web */
     tool_search_opts so = { .endpoint = v->search };
     if (tool_register_fetch_url(v->reg, &fo, &err) ||
         tool_register_web_search(v->reg, &so, &err)) { printf("  %s\n", err.msg); return -1; }

@@ -1,17 +1,19 @@
 /* test_sched.c — the orchestrator's scheduler: queries share one engine
  * batch, a congested reader pauses its query (backpressure) and resumes it,
- * a stopped query frees its sequences at once; the token metrics count
- * generated tokens. */
+ * a stopped query frees its sequences at once, queries past the engine's
+ * sequences wait in a bounded queue; the token metrics count generated
+ * tokens. */
 #include "t.h"
 #include "orc.h"
 
-typedef struct reader { int tokens, done, congested; } reader;
+typedef struct reader { int tokens, done, congested, queued; } reader;
 
 static void emit(void *ud, cJSON *m) {
     reader *r = ud;
     const char *type = cJSON_GetObjectItem(m, "type")->valuestring;
     r->tokens += !strcmp(type, "token");
     r->done += !strcmp(type, "stats");
+    if (!strcmp(type, "queued")) r->queued = cJSON_GetObjectItem(m, "position")->valueint;
     cJSON_Delete(m);
 }
 static int congested(void *ud) { return ((reader *)ud)->congested; }
@@ -62,12 +64,9 @@ static void test_stop_frees(void) {
     eng_opts o = { .n_threads = 1 };
     T_CHECK(!eng_create(M, &o, &e, &err) && !orc_sched_create(e, 2, &s, &err));
     int free0 = eng_kv_free_blocks(e);
-    reader a = { 0 }, b = { 0 }, c = { 0 };
+    reader a = { 0 }, b = { 0 };
     T_CHECK(!orc_sched_submit(s, chat(&a, "a", 500), &err));
     T_CHECK(!orc_sched_submit(s, chat(&b, "b", 500), &err));
-    orc_task *t3 = chat(&c, "c", 5);
-    T_CHECK(orc_sched_submit(s, t3, &err) == ENG_EFULL);   /* max_tasks 2 */
-    t3->destroy(t3);
     for (int i = 0; i < 20; i++) orc_sched_step(s, &err);
     T_CHECK(eng_kv_free_blocks(e) < free0);
     T_CHECK(orc_sched_has(s, "a", &a) && !orc_sched_has(s, "a", &b));
@@ -75,6 +74,33 @@ static void test_stop_frees(void) {
     T_CHECK(orc_sched_stop(s, "b", NULL, "cancelled") == 1 && b.done == 1);
     T_CHECK(eng_n_live(e) == 0 && eng_kv_free_blocks(e) == free0);
     T_CHECK(orc_sched_step(s, &err) == 0);   /* nothing left to run */
+    orc_sched_destroy(s);
+    eng_destroy(e);
+}
+
+/* An engine of 2 sequences and a queue of 2: two queries run, two wait and
+ * are told their places, the fifth is refused; the waiting ones start as
+ * the running ones end, and all four finish. */
+static void test_queue(void) {
+    eng_err err = { 0 };
+    eng_engine *e = NULL;
+    orc_sched *s = NULL;
+    eng_opts o = { .n_threads = 1, .max_seqs = 2 };
+    T_CHECK(!eng_create(M, &o, &e, &err) && !orc_sched_create(e, 2, &s, &err));
+    reader r[5] = { { 0 } };
+    for (int i = 0; i < 4; i++) {
+        char id[8];
+        snprintf(id, sizeof id, "q%d", i);
+        T_CHECKF(!orc_sched_submit(s, chat(&r[i], id, 8), &err), "%d: %s", i, err.msg);
+    }
+    T_CHECK(r[0].queued == 0 && r[1].queued == 0 && r[2].queued == 1 && r[3].queued == 2);
+    orc_task *t5 = chat(&r[4], "q4", 8);
+    T_CHECKF(orc_sched_submit(s, t5, &err) == ENG_EFULL && strstr(err.msg, "waiting"), "%s", err.msg);
+    t5->destroy(t5);
+    T_CHECK(r[4].queued == 0 && r[4].done == 0);
+    for (int i = 0; i < 200 && orc_sched_step(s, &err) == 1; i++) {}
+    for (int i = 0; i < 4; i++) T_CHECKF(r[i].done == 1 && r[i].tokens > 0, "query %d", i);
+    T_CHECK(eng_n_live(e) == 0);
     orc_sched_destroy(s);
     eng_destroy(e);
 }
@@ -118,6 +144,7 @@ int main(void) {
     if (eng_model_load("tests/fixtures/tiny-qwen2", &M, &err)) { printf("%s\n0 passed, 1 failed, 0 skipped\n", err.msg); return 1; }
     T_RUN(test_backpressure);
     T_RUN(test_stop_frees);
+    T_RUN(test_queue);
     T_RUN(test_spec_tokens_counted);
     eng_model_free(M);
     T_DONE();

@@ -533,7 +533,8 @@ static void test_bad_input(void) {
     T_CHECK(orc_task_reason_create(&q, model, sink, &o, &t, &err) == ENG_EINVAL);
     q.prompt = NULL;
     T_CHECK(orc_task_reason_create(&q, model, sink, NULL, &t, &err) == ENG_EINVAL);
-    /* a prompt longer than the context: an error message, then answer + stats */
+    /* a prompt longer than the context: refused at submission (the client's
+     * error), nothing emitted, nothing left in the engine */
     size_t big = 9000;
     char *text = malloc(big + 1);
     for (size_t i = 0; i < big; i++) text[i] = "ab "[i % 3];
@@ -542,8 +543,13 @@ static void test_bad_input(void) {
     q.prompt = text;
     eng_engine *e = engine(256);
     o = opts(2);
-    T_CHECK(run(e, &q, &o, &c) == 0);
-    T_CHECK(c.errors == 1 && eng_n_live(e) == 0);
+    orc_sched *s = NULL;
+    T_CHECK(orc_sched_create(e, 4, &s, &err) == ENG_OK);
+    T_CHECK(orc_task_reason_create(&q, model, sink, &o, &t, &err) == ENG_OK);
+    T_CHECKF(orc_sched_submit(s, t, &err) == ORC_ETOOLONG && strstr(err.msg, "context"), "%s", err.msg);
+    t->destroy(t);
+    T_CHECK(c.errors == 0 && c.answer == 0 && eng_n_live(e) == 0);
+    orc_sched_destroy(s);
     free(text);
     col_free(&c);
     eng_destroy(e);

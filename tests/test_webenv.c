@@ -11,6 +11,9 @@
 #include "t.h"
 #include "tool.h"
 
+/* The web environment listens on loopback: fetches must be allowed there. */
+static const tool_fetch_opts LOCAL = {.allow_private = 1};
+
 #define SEED 7
 #define N_PAGES 300
 
@@ -150,7 +153,7 @@ static void test_fetch_pages(void) {
     tool_page *p = NULL;
     eng_err e = {0};
     make_url(url, sizeof url, "/page/3");
-    T_CHECKF(tool_fetch_page(url, NULL, NULL, &p, &e) == ENG_OK, "%s", e.msg);
+    T_CHECKF(tool_fetch_page(url, &LOCAL, NULL, &p, &e) == ENG_OK, "%s", e.msg);
     if (!p) return;
     tool_corpus_page_name(SEED, 3, name, sizeof name);
     T_CHECKF(!strncmp(p->title, name, strlen(name)), "title '%s', name '%s'", p->title, name);
@@ -172,20 +175,20 @@ static void test_fetch_pages(void) {
     snprintf(anchor, sizeof anchor, "%s", p->links[p->n_links - 1].text);
     page_free_all(p);
     p = NULL;
-    T_CHECK(tool_fetch_page(next, NULL, NULL, &p, &e) == ENG_OK);
+    T_CHECK(tool_fetch_page(next, &LOCAL, NULL, &p, &e) == ENG_OK);
     T_CHECKF(p && !strcmp(p->title, anchor), "followed '%s', got '%s'", anchor, p ? p->title : "");
     tool_page_free(p);
     p = NULL;
     /* home lists the 8 topic hubs; a hub lists its pages */
     make_url(url, sizeof url, "/");
-    T_CHECK(tool_fetch_page(url, NULL, NULL, &p, &e) == ENG_OK);
+    T_CHECK(tool_fetch_page(url, &LOCAL, NULL, &p, &e) == ENG_OK);
     int hubs = 0;
     for (int i = 0; p && i < p->n_links; i++) hubs += strstr(p->links[i].url, "/topic/") != NULL;
     T_CHECK(hubs == 8);
     tool_page_free(p);
     p = NULL;
     make_url(url, sizeof url, "/topic/rivers");
-    T_CHECK(tool_fetch_page(url, NULL, NULL, &p, &e) == ENG_OK && p->n_links > 5);
+    T_CHECK(tool_fetch_page(url, &LOCAL, NULL, &p, &e) == ENG_OK && p->n_links > 5);
     tool_page_free(p);
 }
 
@@ -194,10 +197,10 @@ static void test_404(void) {
     tool_page *p = NULL;
     eng_err e = {0};
     make_url(url, sizeof url, "/page/999999");
-    T_CHECK(tool_fetch_page(url, NULL, NULL, &p, &e) == ENG_EIO && !p);
+    T_CHECK(tool_fetch_page(url, &LOCAL, NULL, &p, &e) == ENG_EIO && !p);
     T_CHECKF(strstr(e.msg, "HTTP 404") != NULL, "%s", e.msg);
     make_url(url, sizeof url, "/_test/nothing");
-    T_CHECK(tool_fetch_page(url, NULL, NULL, &p, &e) == ENG_EIO && strstr(e.msg, "404"));
+    T_CHECK(tool_fetch_page(url, &LOCAL, NULL, &p, &e) == ENG_EIO && strstr(e.msg, "404"));
 }
 
 /* -------------------------------------------------------------- search */
@@ -252,7 +255,7 @@ static void test_tools_in_registry(void) {
     char ep[256], url[256], name[64];
     make_url(ep, sizeof ep, "/search");
     tool_search_opts so = {.endpoint = ep, .k = 4};
-    tool_fetch_opts fo = {.max_text = 300, .max_links = 5};
+    tool_fetch_opts fo = {.max_text = 300, .max_links = 5, .allow_private = 1};
     eng_err e = {0};
     T_CHECK(tool_register_fetch_url(r, &fo, &e) == ENG_OK);
     T_CHECK(tool_register_web_search(r, &so, &e) == ENG_OK);
@@ -311,12 +314,12 @@ static int fetch_err(const char *path, const tool_fetch_opts *o, eng_err *e, dou
 static void test_fetch_limits(void) {
     eng_err e = {0};
     double dt;
-    tool_fetch_opts o = {.timeout_s = 0.3};
+    tool_fetch_opts o = {.timeout_s = 0.3, .allow_private = 1};
     T_CHECK(fetch_err("/_test/slow?ms=3000", &o, &e, &dt) == ENG_EIO);
     T_CHECKF(strstr(e.msg, "timed out") && dt < 1.0, "%s (%.2f s)", e.msg, dt);
     T_CHECK(fetch_err("/_test/slow?ms=10", &o, &e, NULL) == ENG_OK);
     /* size cap, with and without Content-Length */
-    tool_fetch_opts cap = {.max_bytes = 10000};
+    tool_fetch_opts cap = {.max_bytes = 10000, .allow_private = 1};
     T_CHECK(fetch_err("/_test/big?bytes=50000", &cap, &e, NULL) == ENG_EFULL && strstr(e.msg, "larger than 10000"));
     T_CHECK(fetch_err("/_test/big?bytes=50000&nolen=1", &cap, &e, NULL) == ENG_EFULL && strstr(e.msg, "larger"));
     T_CHECK(fetch_err("/_test/big?bytes=2000000&nolen=1", &cap, &e, NULL) == ENG_EFULL);
@@ -329,55 +332,92 @@ static void test_fetch_limits(void) {
     /* redirects: 5 are followed, 6 are too many, a lower limit applies */
     p = NULL;
     make_url(url, sizeof url, "/_test/redirect?n=5");
-    T_CHECKF(tool_fetch_page(url, NULL, NULL, &p, &e) == ENG_OK, "%s", e.msg);
+    T_CHECKF(tool_fetch_page(url, &LOCAL, NULL, &p, &e) == ENG_OK, "%s", e.msg);
     T_CHECK(p && !strcmp(p->title, "Redirect target") && strstr(p->url, "n=0") && !strcmp(p->text, "arrived"));
     tool_page_free(p);
-    T_CHECK(fetch_err("/_test/redirect?n=6", NULL, &e, NULL) == ENG_EIO && strstr(e.msg, "too many redirects"));
-    tool_fetch_opts r2 = {.max_redirects = 2};
+    T_CHECK(fetch_err("/_test/redirect?n=6", &LOCAL, &e, NULL) == ENG_EIO && strstr(e.msg, "too many redirects"));
+    tool_fetch_opts r2 = {.max_redirects = 2, .allow_private = 1};
     T_CHECK(fetch_err("/_test/redirect?n=3", &r2, &e, NULL) == ENG_EIO && strstr(e.msg, "limit 2"));
-    tool_fetch_opts r0 = {.max_redirects = -1};
+    tool_fetch_opts r0 = {.max_redirects = -1, .allow_private = 1};
     T_CHECK(fetch_err("/_test/redirect?n=1", &r0, &e, NULL) == ENG_OK);   /* the 302 page itself */
     /* content types */
-    T_CHECK(fetch_err("/_test/binary", NULL, &e, NULL) == ENG_EUNSUPPORTED &&
+    T_CHECK(fetch_err("/_test/binary", &LOCAL, &e, NULL) == ENG_EUNSUPPORTED &&
             strstr(e.msg, "application/octet-stream"));
     p = NULL;
     make_url(url, sizeof url, "/_test/json");
-    T_CHECK(tool_fetch_page(url, NULL, NULL, &p, &e) == ENG_OK && p && strstr(p->text, "\"ok\": true"));
+    T_CHECK(tool_fetch_page(url, &LOCAL, NULL, &p, &e) == ENG_OK && p && strstr(p->text, "\"ok\": true"));
     tool_page_free(p);
     /* schemes */
     p = NULL;
-    T_CHECK(tool_fetch_page("file:///etc/passwd", NULL, NULL, &p, &e) == ENG_EINVAL && !p);
-    T_CHECK(tool_fetch_page("ftp://127.0.0.1/x", NULL, NULL, &p, &e) == ENG_EINVAL);
-    T_CHECK(tool_fetch_page("gopher://x", NULL, NULL, &p, &e) == ENG_EINVAL);
-    T_CHECK(tool_fetch_page(NULL, NULL, NULL, &p, &e) == ENG_EINVAL);
-    T_CHECK(tool_fetch_page("http://", NULL, NULL, &p, &e) != ENG_OK);
+    T_CHECK(tool_fetch_page("file:///etc/passwd", &LOCAL, NULL, &p, &e) == ENG_EINVAL && !p);
+    T_CHECK(tool_fetch_page("ftp://127.0.0.1/x", &LOCAL, NULL, &p, &e) == ENG_EINVAL);
+    T_CHECK(tool_fetch_page("gopher://x", &LOCAL, NULL, &p, &e) == ENG_EINVAL);
+    T_CHECK(tool_fetch_page(NULL, &LOCAL, NULL, &p, &e) == ENG_EINVAL);
+    T_CHECK(tool_fetch_page("http://", &LOCAL, NULL, &p, &e) != ENG_OK);
     /* connection refused: a port nobody listens on (the stopped server's) */
     tool_webenv_opts wo = {.db_path = g_db, .latency_median_ms = -1};
     tool_webenv *w = NULL;
     T_CHECK(tool_webenv_start(&wo, &w, &e) == ENG_OK);
     snprintf(url, sizeof url, "%s/", tool_webenv_url(w));
     tool_webenv_stop(w);
-    T_CHECK(tool_fetch_page(url, NULL, NULL, &p, &e) == ENG_EIO && strstr(e.msg, "failed"));
+    T_CHECK(tool_fetch_page(url, &LOCAL, NULL, &p, &e) == ENG_EIO && strstr(e.msg, "failed"));
 }
 
 /* The raw half plus tool_page_from_body give the same page. */
+/* By default a fetch may not reach loopback, link-local or private
+ * addresses, however the URL names them (checked on the address each
+ * connection goes to); allow_private lets it. */
+static void test_fetch_private_refused(void) {
+    eng_err e = {0};
+    tool_page *p = NULL;
+    char url[256], port[16];
+    make_url(url, sizeof url, "/page/3");
+    const char *colon = strrchr(base(), ':');
+    snprintf(port, sizeof port, "%s", colon ? colon + 1 : "80");
+    T_CHECKF(tool_fetch_page(url, NULL, NULL, &p, &e) == ENG_EINVAL && !p && strstr(e.msg, "refused")
+             && strstr(e.msg, "127.0.0.1"), "%s", e.msg);
+    tool_fetch_opts plain = {.max_text = 100};
+    T_CHECK(tool_fetch_page(url, &plain, NULL, &p, &e) == ENG_EINVAL && !p);
+    T_CHECKF(tool_fetch_page(url, &LOCAL, NULL, &p, &e) == ENG_OK && p, "%s", e.msg);
+    tool_page_free(p);
+    p = NULL;
+    const char *hosts[] = { "localhost", "0.0.0.0", "127.1", "2130706433", "[::1]", "[::ffff:127.0.0.1]",
+                            "169.254.169.254", "10.1.2.3", "172.16.5.4", "172.31.255.1", "192.168.0.1",
+                            "100.64.0.1", "224.0.0.1", "[fe80::1]", "[fd12::1]", "[::]" };
+    for (size_t i = 0; i < sizeof hosts / sizeof *hosts; i++) {
+        snprintf(url, sizeof url, "http://%s:%s/page/3", hosts[i], port);
+        double t0 = eng_now_s();
+        int rc = tool_fetch_page(url, NULL, NULL, &p, &e);
+        T_CHECKF(rc == ENG_EINVAL && !p && strstr(e.msg, "refused") && eng_now_s() - t0 < 2,
+                 "%s: %d %s", hosts[i], rc, e.msg);
+        tool_page_free(p);
+        p = NULL;
+    }
+    /* a public address is not refused by the check (no network here: the
+     * connection itself fails, or times out) */
+    tool_fetch_opts quick = {.connect_timeout_s = 0.3, .timeout_s = 0.5};
+    T_CHECK(tool_fetch_page("http://93.184.215.14:9/", &quick, NULL, &p, &e) != ENG_OK &&
+            !strstr(e.msg, "refused to fetch"));
+    tool_page_free(p);
+}
+
 static void test_fetch_raw_halves(void) {
     char url[256];
     tool_fetch_resp r;
     tool_page *a = NULL, *b = NULL;
     eng_err e = {0};
     make_url(url, sizeof url, "/page/4");
-    T_CHECK(tool_fetch_raw(url, NULL, NULL, &r, &e) == ENG_OK);
+    T_CHECK(tool_fetch_raw(url, &LOCAL, NULL, &r, &e) == ENG_OK);
     T_CHECK(r.status == 200 && r.body && strstr(r.body, "<html>") && r.len == strlen(r.body));
     T_CHECK(r.content_type && strstr(r.content_type, "text/html") && !strcmp(r.url, url));
     T_CHECK(tool_page_from_body(r.url, r.content_type, r.body, r.len, &a, &e) == ENG_OK);
-    T_CHECK(tool_fetch_page(url, NULL, NULL, &b, &e) == ENG_OK);
+    T_CHECK(tool_fetch_page(url, &LOCAL, NULL, &b, &e) == ENG_OK);
     T_CHECK(a && b && !strcmp(a->title, b->title) && !strcmp(a->text, b->text) && a->n_links == b->n_links);
     tool_page_free(a);
     tool_page_free(b);
     tool_fetch_resp_clear(&r);
     make_url(url, sizeof url, "/_test/binary");
-    T_CHECK(tool_fetch_raw(url, NULL, NULL, &r, &e) == ENG_EUNSUPPORTED && !r.body);
+    T_CHECK(tool_fetch_raw(url, &LOCAL, NULL, &r, &e) == ENG_EUNSUPPORTED && !r.body);
 }
 
 /* Cancelling a fetch in flight ends it promptly. */
@@ -397,13 +437,13 @@ static void test_fetch_cancel_and_deadline(void) {
     eng_err e = {0};
     make_url(url, sizeof url, "/_test/slow?ms=5000");
     double t0 = eng_now_s();
-    T_CHECK(tool_fetch_page(url, NULL, &ctx, &p, &e) == ENG_EIO && strstr(e.msg, "cancelled"));
+    T_CHECK(tool_fetch_page(url, &LOCAL, &ctx, &p, &e) == ENG_EIO && strstr(e.msg, "cancelled"));
     double dt = eng_now_s() - t0;
     pthread_join(th, NULL);
     T_CHECKF(dt < 1.5, "cancel took %.2f s", dt);
     tool_ctx dl = {NULL, eng_now_s() + 0.2, NULL};   /* the ctx deadline caps the timeout */
     t0 = eng_now_s();
-    T_CHECK(tool_fetch_page(url, NULL, &dl, &p, &e) == ENG_EIO && strstr(e.msg, "timed out"));
+    T_CHECK(tool_fetch_page(url, &LOCAL, &dl, &p, &e) == ENG_EIO && strstr(e.msg, "timed out"));
     T_CHECK(eng_now_s() - t0 < 0.8);
 }
 
@@ -487,7 +527,7 @@ static void test_malformed_requests(void) {
     tool_page *p = NULL;
     eng_err e = {0};
     make_url(url, sizeof url, "/page/1");
-    T_CHECK(tool_fetch_page(url, NULL, NULL, &p, &e) == ENG_OK);
+    T_CHECK(tool_fetch_page(url, &LOCAL, NULL, &p, &e) == ENG_OK);
     tool_page_free(p);
     T_CHECK(tool_webenv_requests(g_env) > 20);
 }
@@ -499,7 +539,7 @@ static void *fetch_many(void *arg) {
         char url[256];
         tool_page *p = NULL;
         snprintf(url, sizeof url, "%s/page/%d", base(), (i * 37 + *ok) % N_PAGES);
-        if (tool_fetch_page(url, NULL, NULL, &p, NULL) == ENG_OK && p->n_links > 0) (*ok) += 1000;
+        if (tool_fetch_page(url, &LOCAL, NULL, &p, NULL) == ENG_OK && p->n_links > 0) (*ok) += 1000;
         tool_page_free(p);
     }
     return NULL;
@@ -524,7 +564,7 @@ static void test_request_latency(void) {
     snprintf(url, sizeof url, "%s/page/2", tool_webenv_url(w));
     double t0 = eng_now_s();
     tool_page *p = NULL;
-    T_CHECK(tool_fetch_page(url, NULL, NULL, &p, &e) == ENG_OK);
+    T_CHECK(tool_fetch_page(url, &LOCAL, NULL, &p, &e) == ENG_OK);
     double dt = eng_now_s() - t0;
     tool_page_free(p);
     T_CHECKF(dt >= 0.058 && dt < 0.3, "fixed 60 ms latency, request took %.3f s", dt);
@@ -553,7 +593,7 @@ static void test_reseed(void) {
         for (int i = 0; i < 4; i++) {
             double t0 = eng_now_s();
             tool_page *p = NULL;
-            T_CHECK(tool_fetch_page(url, NULL, NULL, &p, &e) == ENG_OK);
+            T_CHECK(tool_fetch_page(url, &LOCAL, NULL, &p, &e) == ENG_OK);
             double dt = eng_now_s() - t0;
             tool_page_free(p);
             T_CHECKF(dt >= want[i] - 0.002 && dt < want[i] + slack, "round %d request %d: %.3f s, draw %.3f s",
@@ -566,7 +606,7 @@ static void test_reseed(void) {
 /* Stopping does not wait for slow requests in flight. */
 static void *slow_client(void *arg) {
     tool_page *p = NULL;
-    tool_fetch_page(arg, NULL, NULL, &p, NULL);
+    tool_fetch_page(arg, &LOCAL, NULL, &p, NULL);
     tool_page_free(p);
     return NULL;
 }
@@ -622,13 +662,13 @@ static void test_import_dir(void) {
     char url[256], ep[256];
     snprintf(url, sizeof url, "%s/manual/index.html", tool_webenv_url(w));
     tool_page *p = NULL;
-    T_CHECK(tool_fetch_page(url, NULL, NULL, &p, &e) == ENG_OK && p->n_links == 1);
+    T_CHECK(tool_fetch_page(url, &LOCAL, NULL, &p, &e) == ENG_OK && p->n_links == 1);
     if (p && p->n_links == 1) {
         char next[256];
         snprintf(next, sizeof next, "%s", p->links[0].url);
         tool_page_free(p);
         p = NULL;
-        T_CHECK(tool_fetch_page(next, NULL, NULL, &p, &e) == ENG_OK && !strcmp(p->title, "Chapter One"));
+        T_CHECK(tool_fetch_page(next, &LOCAL, NULL, &p, &e) == ENG_OK && !strcmp(p->title, "Chapter One"));
     }
     tool_page_free(p);
     snprintf(ep, sizeof ep, "%s/search", tool_webenv_url(w));
@@ -673,6 +713,7 @@ int main(void) {
     T_RUN(test_search);
     T_RUN(test_tools_in_registry);
     T_RUN(test_fetch_limits);
+    T_RUN(test_fetch_private_refused);
     T_RUN(test_fetch_raw_halves);
     T_RUN(test_fetch_cancel_and_deadline);
     T_RUN(test_malformed_requests);

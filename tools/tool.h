@@ -228,6 +228,15 @@ typedef struct tool_fetch_opts {
     size_t max_text;           /* text returned to the model; 0 = 8000 bytes */
     int    max_links;          /* links listed for the model; 0 = 40 (meta has all) */
     const char *user_agent;    /* NULL = "brisk/0.1" */
+    /* 0 (the default): no connection is made to a loopback, link-local,
+     * private (RFC 1918, unique local, carrier-grade NAT), multicast or
+     * unspecified address, whatever name led there: the check is on the
+     * address each connection goes to, after DNS and on every redirect, so
+     * a model cannot read the server's own /metrics, a cloud metadata
+     * service or the local network.  Proxies from the environment are not
+     * used then (the check must see the address connected to).  1: allowed
+     * (a local web environment, tests). */
+    int allow_private;
     /* Optional page source used instead of the network (e.g. a cache that
      * calls tool_fetch_page itself on a miss).  Same contract as
      * tool_fetch_page. */

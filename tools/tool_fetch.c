@@ -7,13 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include "tool_internal.h"
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static void curl_init_once(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
 
-enum { STOP_NONE, STOP_SIZE, STOP_TYPE, STOP_CANCEL, STOP_NOMEM };
+enum { STOP_NONE, STOP_SIZE, STOP_TYPE, STOP_CANCEL, STOP_NOMEM, STOP_PRIVATE };
 
 typedef struct xfer {
     CURL *h;
@@ -22,6 +25,8 @@ typedef struct xfer {
     const char *const *accept;
     int stop;
     char bad_type[128];
+    char bad_addr[64];          /* STOP_PRIVATE: the address refused */
+    int refuse_private;
     const tool_ctx *ctx;
 } xfer;
 
@@ -70,6 +75,40 @@ static int on_progress(void *user, curl_off_t dt, curl_off_t dn, curl_off_t ut, 
     return 0;
 }
 
+/* Loopback, link-local, private, shared (CGNAT), multicast, broadcast or
+ * unspecified: an address a fetch for a model must not reach. */
+static int private_v4(uint32_t a) {
+    return (a >> 24) == 0 || (a >> 24) == 10 || (a >> 24) == 127 || (a >> 16) == 0xA9FE ||
+           (a >> 20) == 0xAC1 || (a >> 16) == 0xC0A8 || (a >> 22) == (100 << 2 | 1) ||
+           (a >> 28) >= 0xE;
+}
+
+static int private_addr(const struct sockaddr *sa) {
+    if (sa->sa_family == AF_INET)
+        return private_v4(ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr));
+    if (sa->sa_family != AF_INET6) return 1;
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+    const unsigned char *b = a->s6_addr;
+    if (IN6_IS_ADDR_V4MAPPED(a) || IN6_IS_ADDR_V4COMPAT(a))
+        return private_v4((uint32_t)b[12] << 24 | (uint32_t)b[13] << 16 | (uint32_t)b[14] << 8 | b[15]);
+    return IN6_IS_ADDR_UNSPECIFIED(a) || IN6_IS_ADDR_LOOPBACK(a) || IN6_IS_ADDR_LINKLOCAL(a) ||
+           IN6_IS_ADDR_SITELOCAL(a) || IN6_IS_ADDR_MULTICAST(a) || (b[0] & 0xFE) == 0xFC;
+}
+
+/* libcurl asks for every socket it connects (each address tried, each
+ * redirect): one to a private address is refused here, after resolution. */
+static curl_socket_t on_open_socket(void *user, curlsocktype purpose, struct curl_sockaddr *a) {
+    xfer *x = user;
+    if (x->refuse_private && private_addr(&a->addr)) {
+        x->stop = STOP_PRIVATE;
+        const void *in = a->family == AF_INET ? (const void *)&((struct sockaddr_in *)&a->addr)->sin_addr
+                                              : (const void *)&((struct sockaddr_in6 *)&a->addr)->sin6_addr;
+        if (!inet_ntop(a->family, in, x->bad_addr, sizeof x->bad_addr)) snprintf(x->bad_addr, sizeof x->bad_addr, "?");
+        return CURL_SOCKET_BAD;
+    }
+    return socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+}
+
 static int curl_error(CURLcode rc, const xfer *x, const tool_http_req *q, double timeout,
                       const char *errbuf, eng_err *err) {
     switch (x->stop) {
@@ -81,6 +120,9 @@ static int curl_error(CURLcode rc, const xfer *x, const tool_http_req *q, double
         return eng_seterr(err, ENG_EIO, "cancelled");
     case STOP_NOMEM:
         return eng_seterr(err, ENG_ENOMEM, "out of memory");
+    case STOP_PRIVATE:
+        return eng_seterr(err, ENG_EINVAL, "refused to fetch %s: it leads to %s, a loopback, "
+                          "link-local or private address", q->url, x->bad_addr);
     }
     switch (rc) {
     case CURLE_OPERATION_TIMEDOUT:
@@ -117,7 +159,8 @@ int tool_http_get(const tool_http_req *q, const char *const *accept, tool_http_r
         return eng_seterr(err, ENG_EIO, "cancelled");
     if (timeout < 0.001) return eng_seterr(err, ENG_EIO, "no time left to fetch %s", q->url);
     pthread_once(&curl_once, curl_init_once);
-    xfer x = {.max_bytes = q->max_bytes ? q->max_bytes : 2u << 20, .accept = accept, .ctx = q->ctx};
+    xfer x = {.max_bytes = q->max_bytes ? q->max_bytes : 2u << 20, .accept = accept, .ctx = q->ctx,
+              .refuse_private = q->refuse_private};
     x.h = curl_easy_init();
     if (!x.h) return eng_seterr(err, ENG_ENOMEM, "cannot create a curl handle");
     char errbuf[CURL_ERROR_SIZE] = "";
@@ -142,6 +185,9 @@ int tool_http_get(const tool_http_req *q, const char *const *accept, tool_http_r
     curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(h, CURLOPT_USERAGENT, q->user_agent ? q->user_agent : "brisk/0.1");
     curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, on_open_socket);
+    curl_easy_setopt(h, CURLOPT_OPENSOCKETDATA, &x);
+    if (q->refuse_private) curl_easy_setopt(h, CURLOPT_PROXY, "");   /* see tool_fetch_opts */
     double t0 = eng_now_s();
     CURLcode rc = curl_easy_perform(h);
     r->elapsed_s = eng_now_s() - t0;
@@ -226,7 +272,8 @@ int tool_fetch_raw(const char *url, const tool_fetch_opts *o, const tool_ctx *ct
     if (!o) o = &d;
     memset(out, 0, sizeof *out);
     tool_http_req q = {url, o->connect_timeout_s, o->timeout_s, o->max_bytes,
-                       o->max_redirects == 0 ? 5 : o->max_redirects, o->user_agent, ctx};
+                       o->max_redirects == 0 ? 5 : o->max_redirects, o->user_agent, ctx,
+                       !o->allow_private};
     tool_http_resp r;
     int rc = tool_http_get(&q, PAGE_TYPES, &r, err);
     if (rc) return rc;
@@ -417,7 +464,8 @@ int tool_search(const tool_search_opts *o, const char *query, int k, const tool_
         eng_buf_free(&url);
         return eng_seterr(err, ENG_ENOMEM, "out of memory");
     }
-    tool_http_req req = {url.p, 5, o->timeout_s > 0 ? o->timeout_s : 10, 1u << 20, 3, NULL, ctx};
+    /* the search endpoint is the operator's choice, often a local service */
+    tool_http_req req = {url.p, 5, o->timeout_s > 0 ? o->timeout_s : 10, 1u << 20, 3, NULL, ctx, 0};
     tool_http_resp r;
     rc = tool_http_get(&req, JSON_TYPES, &r, err);
     eng_buf_free(&url);

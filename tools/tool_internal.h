@@ -27,6 +27,8 @@ typedef struct tool_http_req {
     int    max_redirects;          /* < 0: none followed */
     const char *user_agent;
     const tool_ctx *ctx;
+    int    refuse_private;         /* no connection to loopback, link-local, private or
+                                    * unspecified addresses (tool_fetch_opts.allow_private) */
 } tool_http_req;
 typedef struct tool_http_resp {
     long status;

@@ -1,0 +1,19 @@
+/* args.h — reading a subcommand's option values.  Every reader checks the
+ * whole text (no trailing junk, no silent wrap-around) and the range, and on
+ * failure prints "brisk CMD: OPTION ..." saying what was wrong; the caller
+ * then exits with status 2. */
+#ifndef ARGS_H
+#define ARGS_H
+#include <stdint.h>
+
+/* An integer in [lo, hi]; 0, or -1 after printing the error. */
+int arg_int(const char *cmd, const char *opt, const char *v, long lo, long hi, int *out);
+/* A number in [lo, hi]. */
+int arg_num(const char *cmd, const char *opt, const char *v, double lo, double hi, double *out);
+/* A seed: an integer from 0 to 2^64 - 1. */
+int arg_u64(const char *cmd, const char *opt, const char *v, uint64_t *out);
+/* "brisk CMD: unknown option OPT"; returns -1. */
+int arg_unknown(const char *cmd, const char *opt);
+/* "brisk CMD: OPT needs a value"; returns -1. */
+int arg_missing(const char *cmd, const char *opt);
+#endif

@@ -1,0 +1,178 @@
+/* test_cli.c — the `brisk` command line: unknown commands and options and bad
+ * values are refused with a message naming them, --stats starts its own
+ * line, bench and replay write under the ignored results/ folder by default,
+ * and scripts/deps.sh waits for another apt's lock.  (Serving on a host name
+ * is in tests/server_test.py, which runs servers.) */
+#include "t.h"
+#include "eng.h"
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define BRISK "build/brisk"
+#define MODEL "tests/fixtures/tiny-qwen2"
+
+/* Runs cmd through sh with stderr joined to stdout; returns the exit status
+ * (-1 when it did not exit) and the output in out. */
+static int run(const char *cmd, char *out, size_t cap) {
+    char full[4200];
+    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    size_t n = 0;
+    out[0] = 0;
+    if (!p) return -1;
+    while (n + 1 < cap) {
+        size_t k = fread(out + n, 1, cap - 1 - n, p);
+        if (!k) break;
+        n += k;
+    }
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* cmd fails with status 2 and says `want` (a server that starts instead is
+ * stopped after 10 s). */
+static void refused(const char *cmd, const char *want) {
+    char out[8192], full[1200];
+    snprintf(full, sizeof full, "timeout 10 %s", cmd);
+    int rc = run(full, out, sizeof out);
+    T_CHECKF(rc == 2 && strstr(out, want), "`%s`: exit %d, wanted '%s' in: %.300s", cmd, rc, want, out);
+}
+
+static void test_bad_values(void) {
+    refused(BRISK " serve --model " MODEL " --port 99999", "--port must be an integer from 0 to 65535 (got '99999')");
+    refused(BRISK " serve --model " MODEL " --port abc", "--port must be an integer from 0 to 65535 (got 'abc')");
+    refused(BRISK " serve --model " MODEL " --port 80x", "(got '80x')");
+    refused(BRISK " serve --model " MODEL " --max-tokens-cap 0", "--max-tokens-cap must be");
+    refused(BRISK " generate --model " MODEL " --prompt hi --max-tokens abc",
+            "--max-tokens must be an integer from 1 to");
+    refused(BRISK " generate --model " MODEL " --prompt hi --max-tokens 2.7", "(got '2.7')");
+    refused(BRISK " generate --model " MODEL " --prompt hi --temperature 99",
+            "--temperature must be a number from 0 to 5 (got '99')");
+    refused(BRISK " generate --model " MODEL " --prompt hi --seed -3", "--seed must be");
+    refused(BRISK " replay parallelprompt x.json --limit many", "--limit must be an integer");
+    refused(BRISK " bench math500 --model " MODEL " --max-tokens 2.7", "--max-tokens must be an integer");
+    refused(BRISK " bench math500 --model " MODEL " --bogus 1", "unknown option --bogus");
+    refused(BRISK " mkmodel --preset qwen2.5-0.5b --out /tmp/x --seed z", "--seed must be");
+}
+
+static void test_unknown(void) {
+    refused(BRISK " frob", "unknown command 'frob'");
+    refused(BRISK " generate --model " MODEL " --prompt hi --bogus", "unknown option '--bogus'");
+    refused(BRISK " serve --model " MODEL " --bogus 1", "unknown option '--bogus'");
+    refused(BRISK " serve --model " MODEL " --port", "--port needs a value");
+    refused(BRISK " replay parallelprompt x.json --bogus 1", "unknown option '--bogus'");
+    refused(BRISK " replay frob", "the only replay is 'parallelprompt FILE.json' (got 'frob')");
+    refused(BRISK " mkmodel --preset nope --out /tmp/x", "unknown preset 'nope'");
+    refused(BRISK " mkmodel --preset qwen2.5-0.5b --out /tmp/x --what 1", "unknown option '--what'");
+    refused(BRISK " grade --bogus", "unknown option '--bogus'");
+    char out[4096];
+    int rc = run("timeout 10 " BRISK " serve --model " MODEL " --host nosuch.invalid --port 0", out, sizeof out);
+    T_CHECKF(rc == 1 && strstr(out, "cannot use host 'nosuch.invalid'"), "exit %d: %s", rc, out);
+}
+
+/* The stats line goes to stderr after the text on stdout: it must start a
+ * line of its own even when both go to one pipe. */
+static void test_stats_line(void) {
+    char out[8192];
+    int rc = run(BRISK " generate --model " MODEL " --prompt 'The quick' --max-tokens 6 --stats", out, sizeof out);
+    T_CHECKF(rc == 0 && (!strncmp(out, "prompt ", 7) || strstr(out, "\nprompt ")), "exit %d: %s", rc, out);
+}
+
+/* Without --out, bench and replay write under results/ (ignored by git),
+ * never into the tracked benchmarks/results. */
+static void test_default_outputs(void) {
+    char dir[] = "/tmp/brisk_cli_XXXXXX", cmd[4096], out[16384], path[256];
+    T_CHECK(mkdtemp(dir) != NULL);
+    char cwd[1024];
+    T_CHECK(getcwd(cwd, sizeof cwd) != NULL);
+    snprintf(path, sizeof path, "%s/pp_rows.json", dir);
+    FILE *f = fopen(path, "w");
+    T_CHECK(f != NULL);
+    if (!f) return;
+    fputs("[{\"original\": \"Translate each word to French:\\n1. cat\\n2. dog\", \"serial\": \"x\"}]\n", f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/m.jsonl", dir);
+    f = fopen(path, "w");
+    T_CHECK(f != NULL);
+    if (!f) return;
+    fputs("{\"problem\": \"What is 1+1?\", \"answer\": \"2\", \"unique_id\": \"a\"}\n", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "cd %s && %s/" BRISK " replay parallelprompt pp_rows.json", dir, cwd);
+    int rc = run(cmd, out, sizeof out);
+    struct stat st;
+    snprintf(path, sizeof path, "%s/results/pp_pp_rows.json", dir);
+    T_CHECKF(rc == 0 && stat(path, &st) == 0, "replay exit %d, %s: %.400s", rc, path, out);
+    snprintf(path, sizeof path, "%s/benchmarks", dir);
+    T_CHECKF(stat(path, &st) != 0, "replay wrote under %s", path);
+    snprintf(cmd, sizeof cmd, "cd %s && %s/" BRISK " bench math500 --model %s/" MODEL " --data m.jsonl "
+             "--limit 1 --n 1 --budgets 1 --max-tokens 4 --quiet", dir, cwd, cwd);
+    rc = run(cmd, out, sizeof out);
+    snprintf(path, sizeof path, "%s/results/math500.json", dir);
+    T_CHECKF(rc == 0 && stat(path, &st) == 0, "bench exit %d, %s: %.400s", rc, path, out);
+    snprintf(path, sizeof path, "%s/benchmarks", dir);
+    T_CHECKF(stat(path, &st) != 0, "bench wrote under %s", path);
+    /* results/ is ignored in this repository */
+    rc = run("git check-ignore -q results/x.json", out, sizeof out);
+    T_CHECKF(rc == 0 || access(".git", F_OK) != 0, "results/ is not ignored by git (%d): %s", rc, out);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    T_CHECK(system(cmd) == 0);
+}
+
+/* scripts/deps.sh with stand-ins for dpkg-query, sudo, apt-get and sha256sum: the
+ * first two apt-get runs find the lock held (as when unattended-upgrades
+ * runs on a fresh machine); deps.sh must wait and go on, and must not wait
+ * on any other failure. */
+static void test_deps_lock(void) {
+    char dir[] = "/tmp/brisk_deps_XXXXXX", cmd[2048], out[8192];
+    T_CHECK(mkdtemp(dir) != NULL);
+    snprintf(cmd, sizeof cmd,
+             "cd %s && printf '#!/bin/sh\\nexit 1\\n' > dpkg-query && "
+             "printf '#!/bin/sh\\nexec \"$@\"\\n' > sudo && "
+             "printf '#!/bin/sh\\nn=$(cat %s/count 2>/dev/null || echo 0); echo $((n + 1)) > %s/count\\n"
+             "if [ $n -lt 2 ]; then echo \"E: Could not get lock /var/lib/dpkg/lock-frontend. It is held by "
+             "process 4242 (apt)\" >&2; exit 100; fi\\necho \"$*\" >> %s/ran\\n' > apt-get && "
+             "printf '#!/bin/sh\nexit 0\n' > sha256sum && mkdir -p models venv/bin && "
+             "cp sha256sum venv/bin/python && "
+             "touch models/SmolLM2-135M-Instruct.Q4_1.gguf && "
+             "chmod +x dpkg-query sudo apt-get sha256sum", dir, dir, dir, dir);
+    T_CHECK(run(cmd, out, sizeof out) == 0);
+    /* models.sh and the venv come after the packages: stand-ins are in place */
+    snprintf(cmd, sizeof cmd, "PATH=%s:$PATH BRISK_MODELS=%s/models BRISK_VENV=%s/venv BRISK_APT_STEP_S=0.05 "
+             "sh scripts/deps.sh", dir, dir, dir);
+    int rc = run(cmd, out, sizeof out);
+    T_CHECKF(rc == 0 && strstr(out, "waiting"), "deps.sh exit %d: %s", rc, out);
+    char path[256], *ran = NULL;
+    snprintf(path, sizeof path, "%s/ran", dir);
+    eng_read_file(path, 0, &ran, NULL, NULL);
+    T_CHECKF(ran && strstr(ran, "update") && strstr(ran, "install") && strstr(ran, "libwebsockets-dev"),
+             "apt-get runs: %s", ran ? ran : "(none)");
+    free(ran);
+    /* any other failure ends deps.sh at once */
+    snprintf(cmd, sizeof cmd, "cd %s && printf '#!/bin/sh\\necho \"E: Unable to locate package x\" >&2; "
+             "exit 100\\n' > apt-get", dir);
+    T_CHECK(run(cmd, out, sizeof out) == 0);
+    snprintf(cmd, sizeof cmd, "PATH=%s:$PATH BRISK_MODELS=%s/models BRISK_VENV=%s/venv BRISK_APT_STEP_S=5 "
+             "timeout 4 sh scripts/deps.sh", dir, dir, dir);
+    rc = run(cmd, out, sizeof out);
+    T_CHECKF(rc != 0 && rc != 124 && strstr(out, "Unable to locate"), "deps.sh exit %d: %s", rc, out);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    T_CHECK(system(cmd) == 0);
+}
+
+int main(void) {
+    if (access(BRISK, X_OK)) {
+        printf("  FAIL: %s is missing (make builds it)\n", BRISK);
+        printf("0 passed, 1 failed, 0 skipped\n");
+        return 1;
+    }
+    T_RUN(test_bad_values);
+    T_RUN(test_unknown);
+    T_RUN(test_stats_line);
+    T_RUN(test_default_outputs);
+    T_RUN(test_deps_lock);
+    T_DONE();
+}

@@ -13,20 +13,29 @@
 #include "eng.h"
 
 typedef struct preset {
-    const char *name, *arch;
+    const char *name, *arch;   /* arch: config.json model_type */
     int vocab, hidden, inter, layers, heads, kv_heads, tied;
     double theta;
+    int head_dim;              /* 0: hidden / heads */
+    int window;                /* gemma3_text: sliding window (every 6th layer global) */
 } preset;
 
 /* Shapes from the models' published config.json files. */
 static const preset presets[] = {
-    { "qwen2.5-0.5b", "qwen2", 151936, 896, 4864, 24, 14, 2, 1, 1000000.0 },
-    { "qwen2.5-1.5b", "qwen2", 151936, 1536, 8960, 28, 12, 2, 1, 1000000.0 },
-    { "qwen2.5-3b",   "qwen2", 151936, 2048, 11008, 36, 16, 2, 1, 1000000.0 },
-    { "qwen2.5-7b",   "qwen2", 152064, 3584, 18944, 28, 28, 4, 0, 1000000.0 },
-    { "smollm2-135m", "llama", 49152, 576, 1536, 30, 9, 3, 1, 100000.0 },
-    { "smollm2-360m", "llama", 49152, 960, 2560, 32, 15, 5, 1, 100000.0 },
+    { "qwen2.5-0.5b", "qwen2", 151936, 896, 4864, 24, 14, 2, 1, 1000000.0, 0, 0 },
+    { "qwen2.5-1.5b", "qwen2", 151936, 1536, 8960, 28, 12, 2, 1, 1000000.0, 0, 0 },
+    { "qwen2.5-3b",   "qwen2", 151936, 2048, 11008, 36, 16, 2, 1, 1000000.0, 0, 0 },
+    { "qwen2.5-7b",   "qwen2", 152064, 3584, 18944, 28, 28, 4, 0, 1000000.0, 0, 0 },
+    { "qwen3-0.6b",   "qwen3", 151936, 1024, 3072, 28, 16, 8, 1, 1000000.0, 128, 0 },
+    { "qwen3-1.7b",   "qwen3", 151936, 2048, 6144, 28, 16, 8, 1, 1000000.0, 128, 0 },
+    { "qwen3-8b",     "qwen3", 151936, 4096, 12288, 36, 32, 8, 0, 1000000.0, 128, 0 },
+    { "gemma3-1b",    "gemma3_text", 262144, 1152, 6912, 26, 4, 1, 1, 1000000.0, 256, 512 },
+    { "smollm2-135m", "llama", 49152, 576, 1536, 30, 9, 3, 1, 100000.0, 0, 0 },
+    { "smollm2-360m", "llama", 49152, 960, 2560, 32, 15, 5, 1, 100000.0, 0, 0 },
 };
+
+static int is_gemma(const preset *p) { return !strcmp(p->arch, "gemma3_text"); }
+static int head_dim(const preset *p) { return p->head_dim ? p->head_dim : p->hidden / p->heads; }
 
 typedef struct tensor_spec { char name[96]; long rows, cols; int kind; } tensor_spec; /* kind 0 matrix, 1 norm, 2 bias */
 
@@ -36,8 +45,12 @@ static uint16_t to_bf16(float f) {
     return (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);
 }
 
+/* Qwen2 has q/k/v biases; Qwen3 and Gemma 3 per-head q/k norms; Gemma 3
+ * norms on the attention and MLP outputs (its MLP input norm is
+ * pre_feedforward_layernorm, its post_attention_layernorm the attention
+ * output's). */
 static int list_tensors(const preset *p, tensor_spec *t) {
-    int n = 0, hd = p->hidden / p->heads;
+    int n = 0, hd = head_dim(p), gemma = is_gemma(p), qk = gemma || !strcmp(p->arch, "qwen3");
     snprintf(t[n].name, 96, "model.embed_tokens.weight"); t[n].rows = p->vocab; t[n].cols = p->hidden; t[n++].kind = 0;
     for (int l = 0; l < p->layers; l++) {
         const struct { const char *s; long r, c; int k; } w[] = {
@@ -49,15 +62,21 @@ static int list_tensors(const preset *p, tensor_spec *t) {
             { "self_attn.k_proj.bias", (long)p->kv_heads * hd, 0, 2 },
             { "self_attn.v_proj.bias", (long)p->kv_heads * hd, 0, 2 },
             { "self_attn.o_proj.weight", p->hidden, (long)p->heads * hd, 0 },
+            { "self_attn.q_norm.weight", hd, 0, 3 },
+            { "self_attn.k_norm.weight", hd, 0, 3 },
             { "post_attention_layernorm.weight", p->hidden, 0, 1 },
+            { "pre_feedforward_layernorm.weight", p->hidden, 0, 4 },
+            { "post_feedforward_layernorm.weight", p->hidden, 0, 4 },
             { "mlp.gate_proj.weight", p->inter, p->hidden, 0 },
             { "mlp.up_proj.weight", p->inter, p->hidden, 0 },
             { "mlp.down_proj.weight", p->hidden, p->inter, 0 },
         };
         for (size_t i = 0; i < sizeof w / sizeof w[0]; i++) {
-            if (w[i].k == 2 && strcmp(p->arch, "qwen2")) continue;
+            if ((w[i].k == 2 && strcmp(p->arch, "qwen2")) || (w[i].k == 3 && !qk) ||
+                (w[i].k == 4 && !gemma))
+                continue;
             snprintf(t[n].name, 96, "model.layers.%d.%s", l, w[i].s);
-            t[n].rows = w[i].r; t[n].cols = w[i].c; t[n++].kind = w[i].k;
+            t[n].rows = w[i].r; t[n].cols = w[i].c; t[n++].kind = w[i].k > 2 ? 1 : w[i].k;
         }
     }
     snprintf(t[n].name, 96, "model.norm.weight"); t[n].rows = p->hidden; t[n].cols = 0; t[n++].kind = 1;
@@ -68,8 +87,21 @@ static int list_tensors(const preset *p, tensor_spec *t) {
 static int write_config(const char *dir, const preset *p, int eos) {
     cJSON *c = cJSON_CreateObject();
     cJSON *arch = cJSON_AddArrayToObject(c, "architectures");
-    cJSON_AddItemToArray(arch, cJSON_CreateString(strcmp(p->arch, "qwen2") ? "LlamaForCausalLM" : "Qwen2ForCausalLM"));
+    const char *cls = !strcmp(p->arch, "qwen2") ? "Qwen2ForCausalLM"
+                    : !strcmp(p->arch, "qwen3") ? "Qwen3ForCausalLM"
+                    : is_gemma(p) ? "Gemma3ForCausalLM" : "LlamaForCausalLM";
+    cJSON_AddItemToArray(arch, cJSON_CreateString(cls));
     cJSON_AddStringToObject(c, "model_type", p->arch);
+    if (p->head_dim) cJSON_AddNumberToObject(c, "head_dim", p->head_dim);
+    if (is_gemma(p)) {
+        cJSON_AddNumberToObject(c, "query_pre_attn_scalar", head_dim(p));
+        cJSON_AddNumberToObject(c, "sliding_window", p->window);
+        cJSON_AddNumberToObject(c, "sliding_window_pattern", 6);
+        cJSON_AddNumberToObject(c, "rope_local_base_freq", 10000.0);
+        cJSON_AddStringToObject(c, "hidden_activation", "gelu_pytorch_tanh");
+    } else {
+        cJSON_AddStringToObject(c, "hidden_act", "silu");
+    }
     cJSON_AddNumberToObject(c, "vocab_size", p->vocab);
     cJSON_AddNumberToObject(c, "hidden_size", p->hidden);
     cJSON_AddNumberToObject(c, "intermediate_size", p->inter);
@@ -80,7 +112,6 @@ static int write_config(const char *dir, const preset *p, int eos) {
     cJSON_AddNumberToObject(c, "rms_norm_eps", 1e-6);
     cJSON_AddNumberToObject(c, "rope_theta", p->theta);
     cJSON_AddBoolToObject(c, "tie_word_embeddings", p->tied);
-    cJSON_AddStringToObject(c, "hidden_act", "silu");
     cJSON_AddStringToObject(c, "torch_dtype", "bfloat16");
     cJSON_AddNumberToObject(c, "eos_token_id", eos);
     char path[1024], *s = cJSON_Print(c);
@@ -94,7 +125,7 @@ static int write_config(const char *dir, const preset *p, int eos) {
 }
 
 static int write_weights(const char *dir, const preset *p, uint64_t seed) {
-    tensor_spec *t = calloc(16 + (size_t)p->layers * 12, sizeof *t);
+    tensor_spec *t = calloc(16 + (size_t)p->layers * 16, sizeof *t);
     if (!t) return -1;
     int n = list_tensors(p, t);
     cJSON *h = cJSON_CreateObject();
@@ -129,7 +160,9 @@ static int write_weights(const char *dir, const preset *p, uint64_t seed) {
             long k = elems - j < 4096 ? elems - j : 4096;
             for (long q = 0; q < k; q++) {
                 float u = (float)((eng_rng_next(&seed) >> 40) * (1.0 / 16777216.0)) * 2 - 1;
-                buf[q] = to_bf16(t[i].kind == 1 ? 1.0f + scale * u : scale * u);
+                /* norm weights near 1; Gemma's near 0 (it multiplies by 1 + w) */
+                float centre = t[i].kind == 1 && !is_gemma(p) ? 1.0f : 0.0f;
+                buf[q] = to_bf16(centre + scale * u);
             }
             fwrite(buf, 2, (size_t)k, f);
         }

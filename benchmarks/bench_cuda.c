@@ -530,7 +530,7 @@ static double kb_time(kb_ctx *k, int which, const kb_gemv *g, const float *x, fl
             err = kern_sample(k->s, x, NULL, 1, V, st, ids, y, y + 1, kern_sample_blocks(1, sms),
                               part, cnt + 8, pdl);
         else
-            err = kern_rope_kv(k->s, x, 1, NULL, st, 1, nh, nw, y, kv, pdl);
+            err = kern_rope_kv(k->s, x, 1, NULL, st, 1, nh, nw, NULL, NULL, 0.f, 1.0f, y, kv, pdl);
     }
     cudaError_t e = cudaStreamEndCapture(k->s, &graph);
     if (err || e || cudaGraphInstantiate(&exec, graph, 0)) goto done;

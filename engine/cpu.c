@@ -183,6 +183,7 @@ typedef struct cpu {
     /* scratch for one chunk of rows, grown on demand */
     int cap_rows, cap_len, cap_out, cap_logits;
     float *x, *h, *q, *k, *v, *att, *gate, *up, *rope_cos, *rope_sin;
+    float *rope_cos_l, *rope_sin_l;   /* sliding layers' (model's rope_inv_freq_local) */
     float *scores;           /* [nth][cap_len] */
     float *hout, *logits;    /* [cap_out][hidden], [cap_out][vocab] */
 } cpu;
@@ -217,6 +218,8 @@ static int ensure_rows(cpu *s, int rows, eng_err *err) {
     if (!rc) rc = grow(&s->up, r * c->intermediate, err);
     if (!rc) rc = grow(&s->rope_cos, r * (c->head_dim / 2), err);
     if (!rc) rc = grow(&s->rope_sin, r * (c->head_dim / 2), err);
+    if (!rc && s->m->rope_inv_freq_local) rc = grow(&s->rope_cos_l, r * (c->head_dim / 2), err);
+    if (!rc && s->m->rope_inv_freq_local) rc = grow(&s->rope_sin_l, r * (c->head_dim / 2), err);
     if (!rc) s->cap_rows = rows;
     return rc;
 }
@@ -393,33 +396,36 @@ static void att_worker(void *arg, int tid, int nth) {
     const eng_config *c = &s->c;
     const int hd = c->head_dim, bs = s->bs, grp = c->n_heads / c->n_kv_heads;
     const int qd = c->n_heads * hd;
-    const float scale = 1.0f / sqrtf((float)hd);
+    const int win = eng_layer_sliding(c, j->layer) ? c->sliding_window : 0;
+    const float scale = c->attn_scale;
     float *sc = s->scores + (size_t)tid * s->cap_len;
     int items = j->rows * c->n_heads;
     for (int it = tid; it < items; it += nth) {   /* interleaved: later rows are longer */
         int r = it / c->n_heads, head = it % c->n_heads, g = head / grp;
         int br = j->row0 + r, pos = j->b->pos[br];
+        int first = win && pos >= win ? pos - win + 1 : 0;   /* oldest position seen */
         const int *table = j->b->block_table[j->b->row_seq[br]];
         const float *q = s->q + (size_t)r * qd + (size_t)head * hd;
         float *out = s->att + (size_t)r * qd + (size_t)head * hd;
         float mx = -INFINITY;
-        for (int t0 = 0; t0 <= pos; t0 += bs) {
+        /* positions first..pos, block by block: [t0 + a, t0 + n) of each */
+        for (int t0 = first / bs * bs; t0 <= pos; t0 += bs) {
             const float *kb = kv_at(s, s->k_pool, table[t0 / bs], j->layer, g);
-            int n = pos - t0 + 1 < bs ? pos - t0 + 1 : bs;
-            for (int t = 0; t < n; t++) {
+            int a = first > t0 ? first - t0 : 0, n = pos - t0 + 1 < bs ? pos - t0 + 1 : bs;
+            for (int t = a; t < n; t++) {
                 float v = dot(q, kb + (size_t)t * hd, hd) * scale;
                 sc[t0 + t] = v;
                 if (v > mx) mx = v;
             }
         }
         float sum = 0;
-        for (int t = 0; t <= pos; t++) { sc[t] = expf(sc[t] - mx); sum += sc[t]; }
+        for (int t = first; t <= pos; t++) { sc[t] = expf(sc[t] - mx); sum += sc[t]; }
         float inv = 1.0f / sum;
         for (int d = 0; d < hd; d++) out[d] = 0;
-        for (int t0 = 0; t0 <= pos; t0 += bs) {
+        for (int t0 = first / bs * bs; t0 <= pos; t0 += bs) {
             const float *vb = kv_at(s, s->v_pool, table[t0 / bs], j->layer, g);
-            int n = pos - t0 + 1 < bs ? pos - t0 + 1 : bs;
-            for (int t = 0; t < n; t++) {
+            int a = first > t0 ? first - t0 : 0, n = pos - t0 + 1 < bs ? pos - t0 + 1 : bs;
+            for (int t = a; t < n; t++) {
                 const float *vv = vb + (size_t)t * hd;
                 float p = sc[t0 + t];
                 int d = 0;
@@ -443,29 +449,48 @@ static void norm_rows(cpu *s, float *out, const float *x, const float *w, int n)
                 s->c.rms_eps);
 }
 
-static void rope_tables(cpu *s, const eng_fwd_batch *b, int row0, int n) {
-    int h = s->c.head_dim / 2;
+/* cos and sin of each row's position times each frequency of inv_freq. */
+static void rope_table(const eng_fwd_batch *b, int row0, int n, int h, const float *inv_freq,
+                       float *cs, float *sn) {
     for (int i = 0; i < n; i++) {
         float p = (float)b->pos[row0 + i];
         for (int j = 0; j < h; j++) {
-            float ang = p * s->m->rope_inv_freq[j];   /* f32 product, as transformers does */
-            s->rope_cos[(size_t)i * h + j] = (float)cos((double)ang);
-            s->rope_sin[(size_t)i * h + j] = (float)sin((double)ang);
+            float ang = p * inv_freq[j];   /* f32 product, as transformers does */
+            cs[(size_t)i * h + j] = (float)cos((double)ang);
+            sn[(size_t)i * h + j] = (float)sin((double)ang);
         }
     }
 }
 
-/* RoPE on q and k, then k and v into the cache slot of each row. */
+/* The global layers' table, and the sliding layers' when the model has one. */
+static void rope_tables(cpu *s, const eng_fwd_batch *b, int row0, int n) {
+    int h = s->c.head_dim / 2;
+    rope_table(b, row0, n, h, s->m->rope_inv_freq, s->rope_cos, s->rope_sin);
+    if (s->m->rope_inv_freq_local)
+        rope_table(b, row0, n, h, s->m->rope_inv_freq_local, s->rope_cos_l, s->rope_sin_l);
+}
+
+/* Per-head RMSNorm of q and k (qk_norm), RoPE on them, then k and v into
+ * the cache slot of each row. */
 static void rope_and_store(cpu *s, const eng_fwd_batch *b, int row0, int n, int layer) {
     const eng_config *c = &s->c;
+    const eng_layer_w *w = &s->m->layers[layer];
     int hd = c->head_dim, h = hd / 2, qd = c->n_heads * hd, kd = c->n_kv_heads * hd;
+    int local = s->m->rope_inv_freq_local && eng_layer_sliding(c, layer);
+    const float *cos_t = local ? s->rope_cos_l : s->rope_cos;
+    const float *sin_t = local ? s->rope_sin_l : s->rope_sin;
     for (int i = 0; i < n; i++) {
-        const float *cs = s->rope_cos + (size_t)i * h, *sn = s->rope_sin + (size_t)i * h;
-        for (int hh = 0; hh < c->n_heads; hh++) rope(s->q + (size_t)i * qd + hh * hd, cs, sn, hd);
+        const float *cs = cos_t + (size_t)i * h, *sn = sin_t + (size_t)i * h;
+        for (int hh = 0; hh < c->n_heads; hh++) {
+            float *q = s->q + (size_t)i * qd + hh * hd;
+            if (c->qk_norm) rmsnorm(q, q, w->q_norm, hd, c->rms_eps);
+            rope(q, cs, sn, hd);
+        }
         int br = row0 + i, pos = b->pos[br];
         int blk = b->block_table[b->row_seq[br]][pos / s->bs], slot = pos % s->bs;
         for (int g = 0; g < c->n_kv_heads; g++) {
             float *k = s->k + (size_t)i * kd + g * hd;
+            if (c->qk_norm) rmsnorm(k, k, w->k_norm, hd, c->rms_eps);
             rope(k, cs, sn, hd);
             memcpy(kv_at(s, s->k_pool, blk, layer, g) + (size_t)slot * hd, k, hd * sizeof *k);
             memcpy(kv_at(s, s->v_pool, blk, layer, g) + (size_t)slot * hd,
@@ -474,20 +499,40 @@ static void rope_and_store(cpu *s, const eng_fwd_batch *b, int row0, int n, int 
     }
 }
 
-/* gate = silu(gate) * up over n values, split across the threads. */
-typedef struct swiglu_job { float *gate; const float *up; size_t n; } swiglu_job;
+/* gate = act(gate) * up over n values, split across the threads: SiLU, or
+ * GELU with PyTorch's tanh approximation (gelu_pytorch_tanh). */
+typedef struct glu_job { float *gate; const float *up; size_t n; int gelu; } glu_job;
 
-static void swiglu_worker(void *arg, int tid, int nth) {
-    const swiglu_job *j = arg;
+static void glu_worker(void *arg, int tid, int nth) {
+    const glu_job *j = arg;
     size_t a = j->n * (size_t)tid / (size_t)nth, b = j->n * (size_t)(tid + 1) / (size_t)nth;
-    for (size_t i = a; i < b; i++) j->gate[i] = j->gate[i] / (1.0f + expf(-j->gate[i])) * j->up[i];
+    if (!j->gelu) {
+        for (size_t i = a; i < b; i++) j->gate[i] = j->gate[i] / (1.0f + expf(-j->gate[i])) * j->up[i];
+        return;
+    }
+    const float beta = (float)(M_SQRT2 * M_2_SQRTPI * 0.5), kappa = 0.044715f;
+    for (size_t i = a; i < b; i++) {
+        float x = j->gate[i], inner = beta * (x + kappa * (x * x * x));
+        j->gate[i] = 0.5f * x * (1.0f + tanhf(inner)) * j->up[i];
+    }
+}
+
+/* x += out, where out (rows of hidden, in s->h) is first normed with w
+ * when the model norms its block outputs (post_norms). */
+static void add_out(cpu *s, const float *w, int n) {
+    size_t H = (size_t)s->c.hidden;
+    for (int i = 0; i < n; i++) {
+        float *o = s->h + i * H, *x = s->x + i * H;
+        if (w) rmsnorm(o, o, w, (int)H, s->c.rms_eps);
+        for (size_t k = 0; k < H; k++) x[k] += o[k];
+    }
 }
 
 static void layer_pass(cpu *s, const eng_fwd_batch *b, int row0, int n, int l) {
     const eng_config *c = &s->c;
     const eng_layer_w *w = &s->m->layers[l];
     int H = c->hidden, qd = c->n_heads * c->head_dim, kd = c->n_kv_heads * c->head_dim;
-    int I = c->intermediate;
+    int I = c->intermediate, post = c->post_norms;
 
     norm_rows(s, s->h, s->x, w->attn_norm, n);
     mm q = make_mm(s->h, n, H, w->wq, w->bq, qd, s->q, 0);
@@ -499,26 +544,33 @@ static void layer_pass(cpu *s, const eng_fwd_batch *b, int row0, int n, int l) {
     double work = 0;   /* two passes over head_dim per (row, head, position) */
     for (int i = 0; i < n; i++) work += 2.0 * (b->pos[row0 + i] + 1) * qd;
     pool_run(&s->tp, att_worker, &aj, work);
-    mm o = make_mm(s->att, n, qd, w->wo, NULL, H, s->x, 1);
+    /* without output norms the projection adds into x directly */
+    mm o = make_mm(s->att, n, qd, w->wo, NULL, H, post ? s->h : s->x, !post);
     run_mm(s, &o, NULL, NULL);
+    if (post) add_out(s, w->post_attn_norm, n);
 
     norm_rows(s, s->h, s->x, w->ffn_norm, n);
     mm g = make_mm(s->h, n, H, w->w_gate, NULL, I, s->gate, 0);
     mm u = make_mm(s->h, n, H, w->w_up, NULL, I, s->up, 0);
     run_mm(s, &g, &u, NULL);
-    swiglu_job sj = { s->gate, s->up, (size_t)n * I };
-    pool_run(&s->tp, swiglu_worker, &sj, 16.0 * sj.n);
-    mm d = make_mm(s->gate, n, I, w->w_down, NULL, H, s->x, 1);
+    glu_job gj = { s->gate, s->up, (size_t)n * I, c->gelu };
+    pool_run(&s->tp, glu_worker, &gj, 16.0 * gj.n);
+    mm d = make_mm(s->gate, n, I, w->w_down, NULL, H, post ? s->h : s->x, !post);
     run_mm(s, &d, NULL, NULL);
+    if (post) add_out(s, w->post_ffn_norm, n);
 }
 
 /* Rows [row0, row0+n) through every layer; the final norm of the out rows
  * among them goes into hout. */
 static void chunk_pass(cpu *s, const eng_fwd_batch *b, int row0, int n) {
     const eng_config *c = &s->c;
-    for (int i = 0; i < n; i++)
-        memcpy(s->x + (size_t)i * c->hidden, s->m->embed + (size_t)b->tokens[row0 + i] * c->hidden,
+    for (int i = 0; i < n; i++) {
+        float *x = s->x + (size_t)i * c->hidden;
+        memcpy(x, s->m->embed + (size_t)b->tokens[row0 + i] * c->hidden,
                (size_t)c->hidden * sizeof *s->x);
+        if (c->embed_scale != 1.0f)
+            for (int k = 0; k < c->hidden; k++) x[k] *= c->embed_scale;
+    }
     rope_tables(s, b, row0, n);
     for (int l = 0; l < c->n_layers; l++) layer_pass(s, b, row0, n, l);
     for (int i = 0; i < b->n_out; i++) {
@@ -643,7 +695,8 @@ static void cpu_destroy(eng_backend *be) {
         if (s->tp.th) pool_stop(&s->tp);
         if (s->k_pool) munmap(s->k_pool, s->pool_bytes);
         float *bufs[] = { s->x, s->h, s->q, s->k, s->v, s->att, s->gate, s->up, s->rope_cos,
-                          s->rope_sin, s->scores, s->hout, s->logits };
+                          s->rope_sin, s->rope_cos_l, s->rope_sin_l, s->scores, s->hout,
+                          s->logits };
         for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
         free(s);
     }
@@ -658,13 +711,18 @@ static int check_model(const eng_model *m, eng_err *err) {
     if (c->n_heads % c->n_kv_heads || c->head_dim % 2)
         return eng_seterr(err, ENG_EUNSUPPORTED, "cpu: need n_heads %% n_kv_heads == 0 and an "
                           "even head_dim (got %d, %d, %d)", c->n_heads, c->n_kv_heads, c->head_dim);
+    if (!(c->attn_scale > 0) || !(c->embed_scale > 0) || c->sliding_window < 0)
+        return eng_seterr(err, ENG_EINVAL, "cpu: model config has a bad attention or embedding "
+                          "scale or sliding window");
     if (!m->embed || !m->final_norm || !m->lm_head || !m->layers || !m->rope_inv_freq)
         return eng_seterr(err, ENG_EINVAL, "cpu: model has no f32 weights");
     for (int l = 0; l < c->n_layers; l++) {
         const eng_layer_w *w = &m->layers[l];
         if (!w->attn_norm || !w->wq || !w->wk || !w->wv || !w->wo || !w->ffn_norm ||
             !w->w_gate || !w->w_up || !w->w_down ||
-            (c->qkv_bias && (!w->bq || !w->bk || !w->bv)))
+            (c->qkv_bias && (!w->bq || !w->bk || !w->bv)) ||
+            (c->qk_norm && (!w->q_norm || !w->k_norm)) ||
+            (c->post_norms && (!w->post_attn_norm || !w->post_ffn_norm)))
             return eng_seterr(err, ENG_EINVAL, "cpu: layer %d is missing f32 weights", l);
     }
     return ENG_OK;

@@ -43,24 +43,51 @@ void        eng_buf_free(eng_buf *b);
 double eng_now_s(void);
 
 /* ---------------------------------------------------------------- model */
+/* A decoder layer: x += attn(norm(x)); x += mlp(norm(x)), RMSNorm and RoPE,
+ * SwiGLU MLP (Llama, Qwen2), with what the other architectures change:
+ *   qwen3   RMSNorm over each head of q and k before RoPE, no q/k/v bias;
+ *   gemma3  the same q/k norm; norms also on the attention and MLP outputs
+ *           before each residual add; GeGLU (tanh GELU); embeddings scaled
+ *           by sqrt(hidden); scores scaled by 1/sqrt(query_pre_attn_scalar);
+ *           sliding-window layers with their own RoPE base between global
+ *           ones; RMSNorm weights stored as w for a (1 + w) multiplier
+ *           (the model holds 1 + w, so backends multiply as for the others). */
 typedef struct eng_config {
-    char arch[32];          /* "qwen2" or "llama" */
+    char arch[32];          /* "llama", "qwen2", "qwen3" or "gemma3" */
     int vocab_size, hidden, n_layers, n_heads, n_kv_heads, head_dim;
     int intermediate, max_pos;
     float rms_eps, rope_theta;
     int tie_embeddings;     /* lm_head shares embed_tokens */
     int qkv_bias;           /* qwen2: q/k/v projections carry biases */
+    int qk_norm;            /* qwen3, gemma3: per-head RMSNorm of q and k before RoPE */
+    int post_norms;         /* gemma3: RMSNorm of the attention and MLP outputs */
+    int gelu;               /* gemma3: GeGLU with tanh GELU instead of SwiGLU */
+    float embed_scale;      /* embedding rows are multiplied by it (1 but gemma3) */
+    float attn_scale;       /* q.k is multiplied by it: 1/sqrt(head_dim), gemma3
+                             * 1/sqrt(query_pre_attn_scalar) */
+    /* Sliding-window attention: with sliding_window > 0, layer l slides
+     * unless swa_pattern > 0 and (l + 1) % swa_pattern == 0 (eng_layer_sliding);
+     * a sliding layer's query at position p sees positions
+     * p - sliding_window + 1 .. p, with RoPE base rope_local_theta.  The KV
+     * cache still holds every position of every layer. */
+    int sliding_window, swa_pattern;
+    float rope_local_theta;
     int bos_id;             /* -1 when none */
     int eos_ids[8], n_eos;  /* from config.json / generation_config.json, or GGUF
                              * metadata plus the chat end-of-turn token */
 } eng_config;
+
+/* Whether layer l of c attends through a sliding window. */
+static inline int eng_layer_sliding(const eng_config *c, int l) {
+    return c->sliding_window > 0 && (c->swa_pattern <= 0 || (l + 1) % c->swa_pattern != 0);
+}
 
 typedef struct eng_model eng_model;
 
 /* path is a Hugging Face folder (config.json, *.safetensors or
  * model.safetensors.index.json, tokenizer.json, optionally
  * generation_config.json and tokenizer_config.json) or a GGUF file (any
- * regular file is read as GGUF: llama or qwen2, weights F32/F16/BF16 or
+ * regular file is read as GGUF: llama, qwen2, qwen3 or gemma3, weights F32/F16/BF16 or
  * quantized Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K, dequantized to f32;
  * tokenizer and chat template from its metadata). */
 int  eng_model_load(const char *path, eng_model **out, eng_err *err);

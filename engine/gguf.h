@@ -58,10 +58,12 @@ const eng_tensor *eng_gguf_tensor(const eng_gguf *g, int i);
 const eng_tensor *eng_gguf_find_tensor(const eng_gguf *g, const char *name);
 
 /* model_gguf.c: the config a GGUF model's metadata gives (architectures
- * llama and qwen2); *rope_theta gets the RoPE base as stored.  The eos ids
- * are the file's eos and eot tokens; eng_gguf_add_eot adds the chat
- * end-of-turn token once the tokenizer and chat template are known. */
-int  eng_gguf_config(const eng_gguf *g, eng_config *cfg, double *rope_theta, eng_err *err);
+ * llama, qwen2, qwen3 and gemma3) and its RoPE bases as stored (global and
+ * sliding layers) with the global layers' linear scaling factor (1: none).
+ * The eos ids are the file's eos and eot tokens; eng_gguf_add_eot adds the
+ * chat end-of-turn token once the tokenizer and chat template are known. */
+typedef struct eng_gguf_rope { double theta, local_theta, linear_factor; } eng_gguf_rope;
+int  eng_gguf_config(const eng_gguf *g, eng_config *cfg, eng_gguf_rope *rope, eng_err *err);
 void eng_gguf_add_eot(eng_config *cfg, const eng_tok *tok, const char *chat_template);
 
 /* tok.c: the tokenizer a GGUF file carries (tokenizer.ggml.* metadata). */

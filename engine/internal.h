@@ -28,10 +28,14 @@ typedef struct eng_layer_w {
     float *bq, *bk, *bv;              /* NULL unless cfg.qkv_bias */
     float *ffn_norm;                  /* [hidden] */
     float *w_gate, *w_up, *w_down;    /* [inter][hidden] x2, [hidden][inter] */
+    float *q_norm, *k_norm;           /* [head_dim]; NULL unless cfg.qk_norm */
+    float *post_attn_norm, *post_ffn_norm;   /* [hidden]; NULL unless cfg.post_norms */
     /* Raw tensors (dtype as stored) for backends that upload them, e.g. CUDA;
-     * NULL where the f32 copy was reordered (llama GGUF q/k, see model.c). */
+     * NULL where the f32 copy differs from them (llama GGUF q/k rows
+     * reordered, Gemma's norms held as 1 + w; see model.c). */
     const eng_tensor *t_attn_norm, *t_wq, *t_wk, *t_wv, *t_wo, *t_bq, *t_bk, *t_bv;
     const eng_tensor *t_ffn_norm, *t_gate, *t_up, *t_down;
+    const eng_tensor *t_q_norm, *t_k_norm, *t_post_attn_norm, *t_post_ffn_norm;
 } eng_layer_w;
 
 struct eng_model {
@@ -41,13 +45,19 @@ struct eng_model {
     float *final_norm;   /* [hidden] */
     float *lm_head;      /* [vocab][hidden]; == embed when tied */
     eng_layer_w *layers; /* [n_layers] */
-    float *rope_inv_freq; /* [head_dim/2], rope_scaling applied */
+    float *rope_inv_freq; /* [head_dim/2], rope_scaling applied (global layers) */
+    float *rope_inv_freq_local; /* [head_dim/2] of sliding layers; NULL when none slides */
     const eng_tensor *t_embed, *t_final_norm, *t_lm_head;
     char *chat_template;  /* Jinja text the model carries (tokenizer_config.json
                            * chat_template, GGUF tokenizer.chat_template); NULL if none */
     /* ownership: mapped files, tensor table, f32 arena */
     void *priv;
 };
+
+/* model.c: what cfg->arch switches on (qk_norm, post_norms, gelu,
+ * embed_scale, and attn_scale = 1/sqrt(head_dim), which a loader may
+ * override), once arch, hidden and head_dim are set. */
+void eng_arch_features(eng_config *cfg);
 
 /* util.c: maps a whole regular file read-only (*map NULL when it is empty);
  * ENG_EIO naming path when it cannot be opened, is not a regular file or

@@ -1,10 +1,10 @@
-/* model.c — loads a model (Qwen2 / Llama) from a Hugging Face folder
- * (config.json, optional generation_config.json, safetensors weights in one
- * file, an index with shards, or several files, tokenizer.json) or from one
- * GGUF file (metadata read by model_gguf.c, tokenizer by tok.c).  Weights
- * are checked against the config, then converted (dequantized) to f32 into
- * one arena; the files stay mapped so backends can upload the tensors as
- * stored. */
+/* model.c — loads a model (Llama, Qwen2, Qwen3, Gemma 3) from a Hugging Face
+ * folder (config.json, optional generation_config.json, safetensors weights
+ * in one file, an index with shards, or several files, tokenizer.json) or
+ * from one GGUF file (metadata read by model_gguf.c, tokenizer by tok.c).
+ * Weights are checked against the config, then converted (dequantized) to
+ * f32 into one arena; the files stay mapped so backends can upload the
+ * tensors as stored. */
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -22,24 +22,47 @@
 #define MAX_SHARDS 4096
 #define CHUNK_ELEMS ((size_t)1 << 20)   /* conversion work unit */
 
-/* Tensor names: Hugging Face's and GGUF's. */
+/* Per-layer tensors, in the order of tensor_names.layer. */
+enum { T_ATTN_NORM, T_Q, T_K, T_V, T_O, T_BQ, T_BK, T_BV, T_FFN_NORM, T_GATE, T_UP, T_DOWN,
+       T_Q_NORM, T_K_NORM, T_POST_ATTN_NORM, T_POST_FFN_NORM, T_LAYER_COUNT };
+
+/* Tensor names: Hugging Face's and GGUF's.  embed, final_norm and the layer
+ * prefix follow the model's prefix (model_priv.prefix); lm_head does not. */
 typedef struct tensor_names {
     const char *embed, *final_norm, *lm_head, *layer_prefix;   /* prefix: printf, layer index */
-    const char *layer[12];   /* attn norm, q, k, v, o, q/k/v bias, ffn norm, gate, up, down */
+    const char *layer[T_LAYER_COUNT];
 } tensor_names;
 
 static const tensor_names hf_names = {
-    "model.embed_tokens.weight", "model.norm.weight", "lm_head.weight", "model.layers.%d.",
+    "embed_tokens.weight", "norm.weight", "lm_head.weight", "layers.%d.",
     {"input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
      "self_attn.v_proj.weight", "self_attn.o_proj.weight", "self_attn.q_proj.bias",
      "self_attn.k_proj.bias", "self_attn.v_proj.bias", "post_attention_layernorm.weight",
-     "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"}};
+     "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
+     "self_attn.q_norm.weight", "self_attn.k_norm.weight", NULL, NULL}};
+
+/* Gemma's post_attention_layernorm is the norm of the attention output; the
+ * MLP's input norm is pre_feedforward_layernorm. */
+static const tensor_names hf_gemma_names = {
+    "embed_tokens.weight", "norm.weight", "lm_head.weight", "layers.%d.",
+    {"input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight",
+     "self_attn.v_proj.weight", "self_attn.o_proj.weight", "self_attn.q_proj.bias",
+     "self_attn.k_proj.bias", "self_attn.v_proj.bias", "pre_feedforward_layernorm.weight",
+     "mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight",
+     "self_attn.q_norm.weight", "self_attn.k_norm.weight", "post_attention_layernorm.weight",
+     "post_feedforward_layernorm.weight"}};
 
 static const tensor_names gguf_names = {
     "token_embd.weight", "output_norm.weight", "output.weight", "blk.%d.",
     {"attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight",
      "attn_output.weight", "attn_q.bias", "attn_k.bias", "attn_v.bias", "ffn_norm.weight",
-     "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"}};
+     "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight", "attn_q_norm.weight",
+     "attn_k_norm.weight", "post_attention_norm.weight", "post_ffw_norm.weight"}};
+
+/* Where a folder's text model lies: Gemma 3's multimodal checkpoints keep it
+ * under model.language_model. (transformers 5) or language_model.model. */
+static const char *const hf_prefixes[] = {"model.", "model.language_model.",
+                                          "language_model.model."};
 
 typedef struct model_priv {
     eng_st **shards;
@@ -47,16 +70,19 @@ typedef struct model_priv {
     int n_shards;
     eng_gguf *gguf;    /* a GGUF model: the one file, instead of shards */
     const tensor_names *names;
+    const char *prefix;  /* of embed, final_norm and layer names: one of hf_prefixes, or "" */
     char *where;       /* what to name when a tensor is missing */
     float *arena;
 } model_priv;
 
-/* RoPE settings as read from the config, before inv_freq is computed. */
+/* RoPE settings as read from the config, before inv_freq is computed:
+ * the global layers' and the sliding layers' (Gemma 3). */
 typedef struct rope_cfg {
     double theta;
-    int llama3;
+    int llama3, linear;
     double factor, low_freq_factor, high_freq_factor, orig_max_pos;
 } rope_cfg;
+typedef struct ropes { rope_cfg global, local; } ropes;
 
 /* ------------------------------------------------------------ json files */
 
@@ -151,71 +177,96 @@ static int get_ids(const cJSON *o, const char *key, int *ids, int *n, int max, i
 
 /* ---------------------------------------------------------------- config */
 
-static int parse_arch(const cJSON *c, eng_config *cfg, const char *path, eng_err *err) {
+/* The architectures brisk runs, by config.json model_type and class name.
+ * Gemma 3's multimodal config (model_type gemma3) holds the text model's
+ * settings in text_config. */
+static const struct { const char *model_type, *cls, *arch; } archs[] = {
+    {"llama", "LlamaForCausalLM", "llama"},
+    {"qwen2", "Qwen2ForCausalLM", "qwen2"},
+    {"qwen3", "Qwen3ForCausalLM", "qwen3"},
+    {"gemma3_text", "Gemma3ForCausalLM", "gemma3"},
+    {"gemma3", "Gemma3ForConditionalGeneration", "gemma3"},
+};
+#define N_ARCHS (int)(sizeof archs / sizeof *archs)
+#define ARCH_LIST "llama, qwen2, qwen3, gemma3_text, gemma3"
+
+/* Sets cfg->arch and *text to the object holding the text model's settings. */
+static int parse_arch(const cJSON *c, eng_config *cfg, const cJSON **text, const char *path,
+                      eng_err *err) {
     const cJSON *mt = cJSON_GetObjectItemCaseSensitive(c, "model_type");
     if (mt && !cJSON_IsString(mt))
         return eng_seterr(err, ENG_EFORMAT, "%s: model_type must be a string", path);
-    if (mt) {
-        if (strcmp(mt->valuestring, "qwen2") && strcmp(mt->valuestring, "llama"))
-            return eng_seterr(err, ENG_EUNSUPPORTED, "%s: model_type %.64s not supported "
-                              "(qwen2, llama)", path, mt->valuestring);
-        strcpy(cfg->arch, mt->valuestring);
-        return ENG_OK;
-    }
+    int k = -1;
+    for (int i = 0; i < N_ARCHS && mt && k < 0; i++)
+        if (!strcmp(mt->valuestring, archs[i].model_type)) k = i;
+    if (mt && k < 0)
+        return eng_seterr(err, ENG_EUNSUPPORTED, "%s: model_type %.64s not supported (" ARCH_LIST
+                          ")", path, mt->valuestring);
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(c, "architectures"), *e;
-    for (e = cJSON_IsArray(a) ? a->child : NULL; e; e = e->next) {
-        if (!cJSON_IsString(e)) continue;
-        const char *arch = !strcmp(e->valuestring, "Qwen2ForCausalLM") ? "qwen2"
-                         : !strcmp(e->valuestring, "LlamaForCausalLM") ? "llama" : NULL;
-        if (arch) {
-            strcpy(cfg->arch, arch);
-            return ENG_OK;
-        }
+    for (e = cJSON_IsArray(a) ? a->child : NULL; e && k < 0; e = e->next)
+        for (int i = 0; i < N_ARCHS && k < 0 && cJSON_IsString(e); i++)
+            if (!strcmp(e->valuestring, archs[i].cls)) k = i;
+    if (k < 0)
+        return eng_seterr(err, ENG_EUNSUPPORTED, "%s: no model_type and no supported architecture "
+                          "(LlamaForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, "
+                          "Gemma3ForCausalLM, Gemma3ForConditionalGeneration)", path);
+    strcpy(cfg->arch, archs[k].arch);
+    *text = c;
+    if (!strcmp(archs[k].model_type, "gemma3")) {
+        *text = cJSON_GetObjectItemCaseSensitive(c, "text_config");
+        if (!cJSON_IsObject(*text))
+            return eng_seterr(err, ENG_EFORMAT, "%s: a gemma3 config needs a text_config object",
+                              path);
     }
-    return eng_seterr(err, ENG_EUNSUPPORTED, "%s: no model_type and no supported architecture "
-                      "(Qwen2ForCausalLM, LlamaForCausalLM)", path);
+    return ENG_OK;
 }
 
 /* Features these architectures may switch on that the engine lacks. */
-static int reject_features(const cJSON *c, const char *path, eng_err *err) {
-    const cJSON *act = cJSON_GetObjectItemCaseSensitive(c, "hidden_act");
-    if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "silu")))
-        return eng_seterr(err, ENG_EUNSUPPORTED, "%s: hidden_act %.32s not supported (silu)", path,
-                          cJSON_IsString(act) ? act->valuestring : "(not a string)");
+static int reject_features(const cJSON *c, int gemma, const char *path, eng_err *err) {
+    /* Gemma names its activation hidden_activation (tanh GELU by default) */
+    const char *key = gemma ? "hidden_activation" : "hidden_act";
+    const char *want = gemma ? "gelu_pytorch_tanh" : "silu";
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(c, key);
+    if (act && !cJSON_IsNull(act) && (!cJSON_IsString(act) || strcmp(act->valuestring, want)))
+        return eng_seterr(err, ENG_EUNSUPPORTED, "%s: %s %.32s not supported (%s)", path, key,
+                          cJSON_IsString(act) ? act->valuestring : "(not a string)", want);
     int on, rc;
     if ((rc = get_bool(c, "mlp_bias", 0, &on, path, err))) return rc;
     if (on) return eng_seterr(err, ENG_EUNSUPPORTED, "%s: mlp_bias not supported", path);
     if ((rc = get_bool(c, "use_sliding_window", 0, &on, path, err))) return rc;
     if (on) return eng_seterr(err, ENG_EUNSUPPORTED, "%s: use_sliding_window not supported", path);
-    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(c, "layer_types"), *e;
-    for (e = cJSON_IsArray(lt) ? lt->child : NULL; e; e = e->next)
-        if (!cJSON_IsString(e) || strcmp(e->valuestring, "full_attention"))
-            return eng_seterr(err, ENG_EUNSUPPORTED, "%s: layer_types other than "
-                              "full_attention not supported", path);
+    if ((rc = get_bool(c, "use_bidirectional_attention", 0, &on, path, err))) return rc;
+    if (on)
+        return eng_seterr(err, ENG_EUNSUPPORTED, "%s: use_bidirectional_attention not supported",
+                          path);
+    static const char *const caps[] = {"final_logit_softcapping", "attn_logit_softcapping"};
+    for (int i = 0; i < 2; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(c, caps[i]);
+        if (v && !cJSON_IsNull(v))
+            return eng_seterr(err, ENG_EUNSUPPORTED, "%s: %s not supported", path, caps[i]);
+    }
     return ENG_OK;
 }
 
-/* rope_theta and rope scaling: transformers 4 writes rope_theta and
- * rope_scaling at the top level, transformers 5 one rope_parameters object. */
-static int parse_rope(const cJSON *c, rope_cfg *r, const char *path, eng_err *err) {
-    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(c, "rope_parameters");
-    if (!rp || cJSON_IsNull(rp)) rp = cJSON_GetObjectItemCaseSensitive(c, "rope_scaling");
-    if (rp && !cJSON_IsNull(rp) && !cJSON_IsObject(rp))
-        return eng_seterr(err, ENG_EFORMAT, "%s: rope_scaling / rope_parameters must be an "
-                          "object or null", path);
-    if (cJSON_IsNull(rp)) rp = NULL;
-    int rc = get_pos(c, "rope_theta", 10000.0, &r->theta, path, err);
-    if (!rc && rp && cJSON_GetObjectItemCaseSensitive(rp, "rope_theta"))
-        rc = get_pos(rp, "rope_theta", -1, &r->theta, path, err);
-    if (rc || !rp) return rc;
+/* One RoPE setting: its rope_theta when given (else r->theta stays) and its
+ * scaling type: default, linear (frequencies divided by factor) or llama3. */
+static int parse_rope_type(const cJSON *rp, rope_cfg *r, const char *path, eng_err *err) {
+    int rc = ENG_OK;
+    if (cJSON_GetObjectItemCaseSensitive(rp, "rope_theta") &&
+        (rc = get_pos(rp, "rope_theta", -1, &r->theta, path, err)))
+        return rc;
     const cJSON *ty = cJSON_GetObjectItemCaseSensitive(rp, "rope_type");
     if (!ty) ty = cJSON_GetObjectItemCaseSensitive(rp, "type");
     if (ty && !cJSON_IsString(ty))
         return eng_seterr(err, ENG_EFORMAT, "%s: rope type must be a string", path);
     if (!ty || !strcmp(ty->valuestring, "default")) return ENG_OK;
+    if (!strcmp(ty->valuestring, "linear")) {
+        r->linear = 1;
+        return get_pos(rp, "factor", -1, &r->factor, path, err);
+    }
     if (strcmp(ty->valuestring, "llama3"))
         return eng_seterr(err, ENG_EUNSUPPORTED, "%s: rope scaling type %.32s not supported "
-                          "(default, llama3)", path, ty->valuestring);
+                          "(default, linear, llama3)", path, ty->valuestring);
     r->llama3 = 1;
     if ((rc = get_pos(rp, "factor", -1, &r->factor, path, err)) ||
         (rc = get_pos(rp, "low_freq_factor", -1, &r->low_freq_factor, path, err)) ||
@@ -228,21 +279,60 @@ static int parse_rope(const cJSON *c, rope_cfg *r, const char *path, eng_err *er
     return ENG_OK;
 }
 
-static int parse_sizes(const cJSON *c, eng_config *g, const char *path, eng_err *err) {
-    int rc;
-    if ((rc = get_int(c, "hidden_size", 1, 0, 1, 1 << 16, &g->hidden, path, err)) ||
-        (rc = get_int(c, "intermediate_size", 1, 0, 1, 1 << 20, &g->intermediate, path, err)) ||
-        (rc = get_int(c, "num_hidden_layers", 1, 0, 1, 1024, &g->n_layers, path, err)) ||
-        (rc = get_int(c, "num_attention_heads", 1, 0, 1, 1024, &g->n_heads, path, err)) ||
-        (rc = get_int(c, "num_key_value_heads", 0, g->n_heads, 1, g->n_heads, &g->n_kv_heads,
+/* rope_theta and rope scaling: transformers 4 writes rope_theta and
+ * rope_scaling at the top level, transformers 5 one rope_parameters object.
+ * Gemma 3: rope_local_base_freq is the sliding layers' base, and
+ * transformers 5 writes one rope_parameters object per layer type
+ * (full_attention, sliding_attention); rope_scaling is the global layers'. */
+static int parse_rope(const cJSON *c, int gemma, ropes *r, const char *path, eng_err *err) {
+    const cJSON *rp = cJSON_GetObjectItemCaseSensitive(c, "rope_parameters");
+    if (!rp || cJSON_IsNull(rp)) rp = cJSON_GetObjectItemCaseSensitive(c, "rope_scaling");
+    if (rp && !cJSON_IsNull(rp) && !cJSON_IsObject(rp))
+        return eng_seterr(err, ENG_EFORMAT, "%s: rope_scaling / rope_parameters must be an "
+                          "object or null", path);
+    if (cJSON_IsNull(rp)) rp = NULL;
+    int rc = get_pos(c, "rope_theta", gemma ? 1e6 : 1e4, &r->global.theta, path, err);
+    if (!rc && gemma) rc = get_pos(c, "rope_local_base_freq", 1e4, &r->local.theta, path, err);
+    if (rc || !rp) return rc;
+    const cJSON *full = cJSON_GetObjectItemCaseSensitive(rp, "full_attention");
+    const cJSON *slide = cJSON_GetObjectItemCaseSensitive(rp, "sliding_attention");
+    if (!gemma || (!full && !slide)) return parse_rope_type(rp, &r->global, path, err);
+    if ((full && !cJSON_IsObject(full)) || (slide && !cJSON_IsObject(slide)))
+        return eng_seterr(err, ENG_EFORMAT, "%s: rope_parameters per layer type must be "
+                          "objects", path);
+    if (full && (rc = parse_rope_type(full, &r->global, path, err))) return rc;
+    return slide ? parse_rope_type(slide, &r->local, path, err) : ENG_OK;
+}
+
+/* Gemma 3's sizes where its config leaves them out (transformers'
+ * Gemma3TextConfig defaults; the multimodal checkpoints rely on them). */
+typedef struct size_defaults { int vocab, hidden, inter, layers, heads, kv_heads, head_dim, max_pos; } size_defaults;
+static const size_defaults gemma3_defaults = {262208, 2304, 9216, 26, 8, 4, 256, 131072};
+
+static int parse_sizes(const cJSON *c, const size_defaults *d, eng_config *g, const char *path,
+                       eng_err *err) {
+    int rc, req = !d;
+    if ((rc = get_int(c, "hidden_size", req, d ? d->hidden : 0, 1, 1 << 16, &g->hidden, path,
+                      err)) ||
+        (rc = get_int(c, "intermediate_size", req, d ? d->inter : 0, 1, 1 << 20,
+                      &g->intermediate, path, err)) ||
+        (rc = get_int(c, "num_hidden_layers", req, d ? d->layers : 0, 1, 1024, &g->n_layers,
                       path, err)) ||
-        (rc = get_int(c, "vocab_size", 1, 0, 1, 1 << 24, &g->vocab_size, path, err)) ||
-        (rc = get_int(c, "max_position_embeddings", 1, 0, 1, 1 << 24, &g->max_pos, path, err)))
+        (rc = get_int(c, "num_attention_heads", req, d ? d->heads : 0, 1, 1024, &g->n_heads,
+                      path, err)) ||
+        (rc = get_int(c, "num_key_value_heads", 0, d ? d->kv_heads : g->n_heads, 1, g->n_heads,
+                      &g->n_kv_heads, path, err)) ||
+        (rc = get_int(c, "vocab_size", req, d ? d->vocab : 0, 1, 1 << 24, &g->vocab_size, path,
+                      err)) ||
+        (rc = get_int(c, "max_position_embeddings", req, d ? d->max_pos : 0, 1, 1 << 24,
+                      &g->max_pos, path, err)))
         return rc;
     if (g->n_heads % g->n_kv_heads)
         return eng_seterr(err, ENG_EFORMAT, "%s: num_attention_heads %d is not a multiple of "
                           "num_key_value_heads %d", path, g->n_heads, g->n_kv_heads);
-    int def_hd = g->hidden % g->n_heads ? 0 : g->hidden / g->n_heads;
+    /* transformers' Qwen3Config defaults head_dim to 128, not hidden / heads */
+    int def_hd = d ? d->head_dim : !strcmp(g->arch, "qwen3") ? 128
+               : g->hidden % g->n_heads ? 0 : g->hidden / g->n_heads;
     if ((rc = get_int(c, "head_dim", !def_hd, def_hd, 2, 4096, &g->head_dim, path, err)))
         return rc;
     if (g->head_dim % 2)
@@ -254,19 +344,75 @@ static int parse_sizes(const cJSON *c, eng_config *g, const char *path, eng_err 
     return ENG_OK;
 }
 
-static int parse_config(const cJSON *c, eng_config *g, rope_cfg *r, const char *path,
+/* Which layers slide: config layer_types (full_attention, and for Gemma 3
+ * sliding_attention), else Gemma 3's sliding_window_pattern (default 6:
+ * every 6th layer global).  brisk keeps the rule as a period (eng_config's
+ * swa_pattern), so a list must follow one. */
+static int parse_layers(const cJSON *c, int gemma, eng_config *g, const char *path,
+                        eng_err *err) {
+    const cJSON *lt = cJSON_GetObjectItemCaseSensitive(c, "layer_types"), *e;
+    int rc, period = 0;
+    if (lt && !cJSON_IsNull(lt)) {
+        if (!cJSON_IsArray(lt) || cJSON_GetArraySize(lt) != g->n_layers)
+            return eng_seterr(err, ENG_EFORMAT, "%s: layer_types must list %d layer types", path,
+                              g->n_layers);
+        int l = 0, first_full = -1, ok = 1;
+        for (e = lt->child; e; e = e->next, l++) {
+            int full = cJSON_IsString(e) && !strcmp(e->valuestring, "full_attention");
+            int slide = gemma && cJSON_IsString(e) && !strcmp(e->valuestring, "sliding_attention");
+            if (!full && !slide)
+                return eng_seterr(err, ENG_EUNSUPPORTED, "%s: layer type %.32s not supported (%s)",
+                                  path, cJSON_IsString(e) ? e->valuestring : "(not a string)",
+                                  gemma ? "full_attention, sliding_attention" : "full_attention");
+            if (full && first_full < 0) first_full = l;
+        }
+        period = first_full + 1;   /* 0: every layer slides */
+        for (l = 0, e = lt->child; e; e = e->next, l++)
+            ok &= !strcmp(e->valuestring, "full_attention") == (period && (l + 1) % period == 0);
+        if (!ok)
+            return eng_seterr(err, ENG_EUNSUPPORTED, "%s: layer_types do not repeat with a "
+                              "period ending in a full_attention layer", path);
+    } else if (gemma &&
+               (rc = get_int(c, "sliding_window_pattern", 0, 6, 1, 1 << 20, &period, path, err)))
+        return rc;
+    if (!gemma || period == 1) return ENG_OK;   /* no sliding layer */
+    g->swa_pattern = period;
+    return get_int(c, "sliding_window", 0, 4096, 1, 1 << 24, &g->sliding_window, path, err);
+}
+
+void eng_arch_features(eng_config *g) {
+    int qwen3 = !strcmp(g->arch, "qwen3"), gemma = !strcmp(g->arch, "gemma3");
+    g->qk_norm = qwen3 || gemma;
+    g->post_norms = g->gelu = gemma;
+    g->embed_scale = gemma ? (float)sqrt((double)g->hidden) : 1.0f;
+    g->attn_scale = (float)(1.0 / sqrt((double)g->head_dim));
+}
+
+static int parse_config(const cJSON *top, eng_config *g, ropes *r, const char *path,
                         eng_err *err) {
     int rc, attn_bias;
+    const cJSON *c = top;
     memset(g, 0, sizeof *g);
     memset(r, 0, sizeof *r);
-    if ((rc = parse_arch(c, g, path, err)) || (rc = reject_features(c, path, err)) ||
-        (rc = parse_sizes(c, g, path, err)) || (rc = parse_rope(c, r, path, err)) ||
-        (rc = get_bool(c, "tie_word_embeddings", 0, &g->tie_embeddings, path, err)) ||
+    if ((rc = parse_arch(top, g, &c, path, err))) return rc;
+    int gemma = !strcmp(g->arch, "gemma3");
+    if ((rc = reject_features(c, gemma, path, err)) ||
+        (rc = parse_sizes(c, gemma ? &gemma3_defaults : NULL, g, path, err)) ||
+        (rc = parse_rope(c, gemma, r, path, err)) || (rc = parse_layers(c, gemma, g, path, err)) ||
+        (rc = get_bool(c, "tie_word_embeddings", gemma, &g->tie_embeddings, path, err)) ||
         (rc = get_bool(c, "attention_bias", 0, &attn_bias, path, err)))
         return rc;
-    g->rope_theta = (float)r->theta;
+    g->rope_theta = (float)r->global.theta;
+    g->rope_local_theta = (float)r->local.theta;
     g->qkv_bias = !strcmp(g->arch, "qwen2") || attn_bias;
-    int bos[1], n_bos = 0;
+    eng_arch_features(g);
+    if (gemma) {
+        double s;
+        if ((rc = get_pos(c, "query_pre_attn_scalar", 256, &s, path, err))) return rc;
+        g->attn_scale = (float)(1.0 / sqrt(s));
+    }
+    int bos[1] = {gemma ? 2 : -1}, n_bos = gemma;   /* Gemma3TextConfig: bos 2, eos 1 */
+    if (gemma) g->eos_ids[g->n_eos++] = 1;
     if ((rc = get_ids(c, "bos_token_id", bos, &n_bos, 1, g->vocab_size, path, err)) ||
         (rc = get_ids(c, "eos_token_id", g->eos_ids, &g->n_eos, 8, g->vocab_size, path, err)))
         return rc;
@@ -289,11 +435,13 @@ static int parse_gen_config(const char *dir, eng_config *g, eng_err *err) {
     return rc;
 }
 
-/* Llama 3.1 scaling: low frequencies (long wavelengths) are slowed by
- * factor, high ones kept, and the band between blended smoothly. */
+/* Linear scaling divides every frequency by factor.  Llama 3.1 scaling:
+ * low frequencies (long wavelengths) are slowed by factor, high ones kept,
+ * and the band between blended smoothly. */
 static void rope_freqs(const rope_cfg *r, int head_dim, float *out) {
     for (int i = 0; i < head_dim / 2; i++) {
         double f = 1.0 / pow(r->theta, (2.0 * i) / head_dim);
+        if (r->linear) f /= r->factor;
         if (r->llama3) {
             double wavelen = 2 * M_PI / f;
             double lo_wl = r->orig_max_pos / r->low_freq_factor;
@@ -448,7 +596,7 @@ static int open_shards(model_priv *p, const char *dir, eng_err *err) {
 typedef struct slot { const eng_tensor *t; float **dst; } slot;
 
 typedef struct weight_list {
-    slot s[16 + 12 * 1024];
+    slot s[16 + T_LAYER_COUNT * 1024];
     int n;
 } weight_list;
 
@@ -481,38 +629,71 @@ static int want(const model_priv *p, weight_list *wl, const char *name, int64_t 
 
 static int want_layer(const model_priv *p, weight_list *wl, const eng_config *g, int i,
                       eng_layer_w *L, eng_err *err) {
-    int64_t H = g->hidden, Q = (int64_t)g->n_heads * g->head_dim;
+    int64_t H = g->hidden, Q = (int64_t)g->n_heads * g->head_dim, D = g->head_dim;
     int64_t KV = (int64_t)g->n_kv_heads * g->head_dim, I = g->intermediate;
-    char n[12][96], prefix[32];
-    snprintf(prefix, sizeof prefix, p->names->layer_prefix, i);
-    for (int k = 0; k < 12; k++) snprintf(n[k], sizeof n[k], "%s%s", prefix, p->names->layer[k]);
+    char n[T_LAYER_COUNT][128], prefix[64];
+    snprintf(prefix, sizeof prefix, "%s", p->prefix);
+    snprintf(prefix + strlen(prefix), sizeof prefix - strlen(prefix), p->names->layer_prefix, i);
+    for (int k = 0; k < T_LAYER_COUNT; k++)
+        if (p->names->layer[k]) snprintf(n[k], sizeof n[k], "%s%s", prefix, p->names->layer[k]);
     int rc;
-    if ((rc = want(p, wl, n[0], H, 0, &L->t_attn_norm, &L->attn_norm, err)) ||
-        (rc = want(p, wl, n[1], Q, H, &L->t_wq, &L->wq, err)) ||
-        (rc = want(p, wl, n[2], KV, H, &L->t_wk, &L->wk, err)) ||
-        (rc = want(p, wl, n[3], KV, H, &L->t_wv, &L->wv, err)) ||
-        (rc = want(p, wl, n[4], H, Q, &L->t_wo, &L->wo, err)))
+    if ((rc = want(p, wl, n[T_ATTN_NORM], H, 0, &L->t_attn_norm, &L->attn_norm, err)) ||
+        (rc = want(p, wl, n[T_Q], Q, H, &L->t_wq, &L->wq, err)) ||
+        (rc = want(p, wl, n[T_K], KV, H, &L->t_wk, &L->wk, err)) ||
+        (rc = want(p, wl, n[T_V], KV, H, &L->t_wv, &L->wv, err)) ||
+        (rc = want(p, wl, n[T_O], H, Q, &L->t_wo, &L->wo, err)))
         return rc;
     if (g->qkv_bias &&
-        ((rc = want(p, wl, n[5], Q, 0, &L->t_bq, &L->bq, err)) ||
-         (rc = want(p, wl, n[6], KV, 0, &L->t_bk, &L->bk, err)) ||
-         (rc = want(p, wl, n[7], KV, 0, &L->t_bv, &L->bv, err))))
+        ((rc = want(p, wl, n[T_BQ], Q, 0, &L->t_bq, &L->bq, err)) ||
+         (rc = want(p, wl, n[T_BK], KV, 0, &L->t_bk, &L->bk, err)) ||
+         (rc = want(p, wl, n[T_BV], KV, 0, &L->t_bv, &L->bv, err))))
         return rc;
-    if ((rc = want(p, wl, n[8], H, 0, &L->t_ffn_norm, &L->ffn_norm, err)) ||
-        (rc = want(p, wl, n[9], I, H, &L->t_gate, &L->w_gate, err)) ||
-        (rc = want(p, wl, n[10], I, H, &L->t_up, &L->w_up, err)) ||
-        (rc = want(p, wl, n[11], H, I, &L->t_down, &L->w_down, err)))
+    if (g->qk_norm &&
+        ((rc = want(p, wl, n[T_Q_NORM], D, 0, &L->t_q_norm, &L->q_norm, err)) ||
+         (rc = want(p, wl, n[T_K_NORM], D, 0, &L->t_k_norm, &L->k_norm, err))))
+        return rc;
+    if (g->post_norms && (!p->names->layer[T_POST_ATTN_NORM] || !p->names->layer[T_POST_FFN_NORM]))
+        return eng_seterr(err, ENG_EUNSUPPORTED, "%s: no tensor names for the output norms of %s",
+                          p->where, g->arch);
+    if (g->post_norms &&
+        ((rc = want(p, wl, n[T_POST_ATTN_NORM], H, 0, &L->t_post_attn_norm, &L->post_attn_norm,
+                    err)) ||
+         (rc = want(p, wl, n[T_POST_FFN_NORM], H, 0, &L->t_post_ffn_norm, &L->post_ffn_norm,
+                    err))))
+        return rc;
+    if ((rc = want(p, wl, n[T_FFN_NORM], H, 0, &L->t_ffn_norm, &L->ffn_norm, err)) ||
+        (rc = want(p, wl, n[T_GATE], I, H, &L->t_gate, &L->w_gate, err)) ||
+        (rc = want(p, wl, n[T_UP], I, H, &L->t_up, &L->w_up, err)) ||
+        (rc = want(p, wl, n[T_DOWN], H, I, &L->t_down, &L->w_down, err)))
         return rc;
     return ENG_OK;
 }
 
+/* A folder's prefix: the first of hf_prefixes under which the embedding is
+ * found (else "model.", so that the error names the usual tensor). */
+static void pick_prefix(model_priv *p) {
+    p->prefix = p->gguf ? "" : hf_prefixes[0];
+    for (size_t i = 0; !p->gguf && i < sizeof hf_prefixes / sizeof *hf_prefixes; i++) {
+        char name[128];
+        snprintf(name, sizeof name, "%s%s", hf_prefixes[i], p->names->embed);
+        if (find_tensor(p, name, NULL)) {
+            p->prefix = hf_prefixes[i];
+            return;
+        }
+    }
+}
+
 static int collect_weights(eng_model *m, weight_list *wl, eng_err *err) {
-    const model_priv *p = m->priv;
+    model_priv *p = m->priv;
     const tensor_names *nm = p->names;
     const eng_config *g = &m->cfg;
+    char embed[128], norm[128];
+    pick_prefix(p);
+    snprintf(embed, sizeof embed, "%s%s", p->prefix, nm->embed);
+    snprintf(norm, sizeof norm, "%s%s", p->prefix, nm->final_norm);
     int rc;
-    if ((rc = want(p, wl, nm->embed, g->vocab_size, g->hidden, &m->t_embed, &m->embed, err)) ||
-        (rc = want(p, wl, nm->final_norm, g->hidden, 0, &m->t_final_norm, &m->final_norm, err)))
+    if ((rc = want(p, wl, embed, g->vocab_size, g->hidden, &m->t_embed, &m->embed, err)) ||
+        (rc = want(p, wl, norm, g->hidden, 0, &m->t_final_norm, &m->final_norm, err)))
         return rc;
     if (!g->tie_embeddings &&
         (rc = want(p, wl, nm->lm_head, g->vocab_size, g->hidden, &m->t_lm_head, &m->lm_head, err)))
@@ -635,7 +816,7 @@ static int load_chat_template(eng_model *m, const char *dir, eng_err *err) {
     return rc;
 }
 
-static int load_config(eng_model *m, const char *dir, rope_cfg *r, eng_err *err) {
+static int load_config(eng_model *m, const char *dir, ropes *r, eng_err *err) {
     char path[4096];
     cJSON *c;
     int rc = join_path(path, sizeof path, dir, "config.json", err);
@@ -643,6 +824,33 @@ static int load_config(eng_model *m, const char *dir, rope_cfg *r, eng_err *err)
     rc = parse_config(c, &m->cfg, r, path, err);
     cJSON_Delete(c);
     return rc ? rc : parse_gen_config(dir, &m->cfg, err);
+}
+
+/* Gemma's RMSNorm multiplies by (1 + w) where the others multiply by w.
+ * The model holds the multiplier as transformers computes it in f32: 1 + w
+ * from a folder; a GGUF file holds w + 1 already (llama.cpp's converter
+ * adds it) and transformers' loader subtracts the 1 again, so 1 + (w' - 1),
+ * which differs from w' only where the subtraction rounds.  The raw tensors
+ * then differ from the f32 copy and are dropped (backends upload the copy). */
+static void plus_one(float *w, int n, int from_gguf) {
+    for (int i = 0; w && i < n; i++) w[i] = 1.0f + (from_gguf ? w[i] - 1.0f : w[i]);
+}
+
+static void gemma_norms(eng_model *m, int from_gguf) {
+    const eng_config *g = &m->cfg;
+    plus_one(m->final_norm, g->hidden, from_gguf);
+    m->t_final_norm = NULL;
+    for (int l = 0; l < g->n_layers; l++) {
+        eng_layer_w *L = &m->layers[l];
+        plus_one(L->attn_norm, g->hidden, from_gguf);
+        plus_one(L->ffn_norm, g->hidden, from_gguf);
+        plus_one(L->post_attn_norm, g->hidden, from_gguf);
+        plus_one(L->post_ffn_norm, g->hidden, from_gguf);
+        plus_one(L->q_norm, g->head_dim, from_gguf);
+        plus_one(L->k_norm, g->head_dim, from_gguf);
+        L->t_attn_norm = L->t_ffn_norm = L->t_post_attn_norm = L->t_post_ffn_norm = NULL;
+        L->t_q_norm = L->t_k_norm = NULL;
+    }
 }
 
 /* Checks the weights against the config and converts them (shards or GGUF
@@ -655,6 +863,7 @@ static int load_weights(eng_model *m, eng_err *err) {
     int rc = collect_weights(m, wl, err);
     if (!rc) rc = convert_all(p, wl, err);
     free(wl);
+    if (!rc && !strcmp(m->cfg.arch, "gemma3")) gemma_norms(m, p->gguf != NULL);
     if (!rc && m->cfg.tie_embeddings) {
         m->lm_head = m->embed;
         m->t_lm_head = m->t_embed;
@@ -662,20 +871,24 @@ static int load_weights(eng_model *m, eng_err *err) {
     return rc;
 }
 
-/* Per-layer table and RoPE frequencies, once the config is known. */
-static int alloc_model(eng_model *m, const rope_cfg *r, const char *path, eng_err *err) {
+/* Per-layer table and RoPE frequencies (the sliding layers' too, when
+ * some layer slides), once the config is known. */
+static int alloc_model(eng_model *m, const ropes *r, const char *path, eng_err *err) {
+    size_t n = sizeof(float) * (m->cfg.head_dim / 2);
     if (!(m->layers = calloc(m->cfg.n_layers, sizeof *m->layers)) ||
-        !(m->rope_inv_freq = malloc(sizeof(float) * (m->cfg.head_dim / 2))))
+        !(m->rope_inv_freq = malloc(n)) ||
+        (m->cfg.sliding_window > 0 && !(m->rope_inv_freq_local = malloc(n))))
         return eng_seterr(err, ENG_ENOMEM, "%s: out of memory", path);
-    rope_freqs(r, m->cfg.head_dim, m->rope_inv_freq);
+    rope_freqs(&r->global, m->cfg.head_dim, m->rope_inv_freq);
+    if (m->rope_inv_freq_local) rope_freqs(&r->local, m->cfg.head_dim, m->rope_inv_freq_local);
     return ENG_OK;
 }
 
 static int load_folder(eng_model *m, const char *dir, eng_err *err) {
     model_priv *p = m->priv;
-    rope_cfg r;
-    p->names = &hf_names;
+    ropes r;
     int rc = load_config(m, dir, &r, err);
+    p->names = strcmp(m->cfg.arch, "gemma3") ? &hf_names : &hf_gemma_names;
     if (!rc) rc = alloc_model(m, &r, dir, err);
     if (!rc) rc = load_tokenizer(m, dir, err);
     if (!rc) rc = load_chat_template(m, dir, err);
@@ -722,13 +935,18 @@ static int unpermute_qk(eng_model *m, eng_err *err) {
 
 static int load_gguf(eng_model *m, const char *path, eng_err *err) {
     model_priv *p = m->priv;
-    rope_cfg r = {0};
+    ropes r = {0};
+    eng_gguf_rope gr = {0};
     const char *tmpl = NULL;
     size_t n = 0;
     p->names = &gguf_names;
     int rc = eng_gguf_open(path, &p->gguf, err);
     if (!rc && !(p->where = strdup(path))) rc = eng_seterr(err, ENG_ENOMEM, "out of memory");
-    if (!rc) rc = eng_gguf_config(p->gguf, &m->cfg, &r.theta, err);
+    if (!rc) rc = eng_gguf_config(p->gguf, &m->cfg, &gr, err);
+    r.global.theta = gr.theta;
+    r.global.linear = gr.linear_factor != 1.0;
+    r.global.factor = gr.linear_factor;
+    r.local.theta = gr.local_theta;
     if (!rc) rc = alloc_model(m, &r, path, err);
     if (!rc) rc = eng_tok_load_gguf(p->gguf, &m->tok, err);
     if (!rc) rc = check_tok_vocab(m, path, err);
@@ -781,6 +999,7 @@ void eng_model_free(eng_model *m) {
     if (m->tok) eng_tok_free(m->tok);
     free(m->layers);
     free(m->rope_inv_freq);
+    free(m->rope_inv_freq_local);
     free(m->chat_template);
     free(m);
 }

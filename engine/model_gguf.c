@@ -1,5 +1,6 @@
 /* model_gguf.c — what a GGUF file says about its model: the config from the
- * metadata (architectures llama and qwen2), and the end-of-sequence ids.
+ * metadata (architectures llama, qwen2, qwen3, gemma3), and the
+ * end-of-sequence ids.
  * model.c loads the weights with the same checks as for safetensors. */
 #include <math.h>
 #include <stdio.h>
@@ -55,8 +56,10 @@ static void add_eos(eng_config *c, int id) {
     if (c->n_eos < (int)(sizeof c->eos_ids / sizeof *c->eos_ids)) c->eos_ids[c->n_eos++] = id;
 }
 
-/* Things these architectures may carry that the engine does not do. */
-static int reject_features(const eng_gguf *g, const char *arch, eng_err *err) {
+/* Things these architectures may carry that the engine does not do.  RoPE
+ * scaling may be linear (*linear_factor; 1 when none). */
+static int reject_features(const eng_gguf *g, const char *arch, double *linear_factor,
+                           eng_err *err) {
     const char *p = eng_gguf_path(g);
     int experts = 0, rc = arch_int(g, arch, "expert_count", 0, 0, 0, 1 << 20, &experts, err);
     if (rc) return rc;
@@ -68,27 +71,60 @@ static int reject_features(const eng_gguf *g, const char *arch, eng_err *err) {
     size_t n = 0;
     snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
     if ((rc = eng_gguf_get_str(g, key, 0, &s, &n, err))) return rc;
-    if (n && !(n == 4 && !memcmp(s, "none", 4)))
-        return eng_seterr(err, ENG_EUNSUPPORTED, "%s: %s %.*s not supported", p, key,
-                          n > 32 ? 32 : (int)n, s);
+    *linear_factor = 1.0;
+    if (n == 6 && !memcmp(s, "linear", 6)) {
+        if ((rc = arch_pos(g, arch, "rope.scaling.factor", -1, linear_factor, err))) return rc;
+    } else if (n && !(n == 4 && !memcmp(s, "none", 4)))
+        return eng_seterr(err, ENG_EUNSUPPORTED, "%s: %s %.*s not supported (none, linear)", p,
+                          key, n > 32 ? 32 : (int)n, s);
+    static const char *const caps[] = {"final_logit_softcapping", "attn_logit_softcapping"};
+    for (int i = 0; i < 2; i++) {
+        double cap = 0;
+        snprintf(key, sizeof key, "%s.%s", arch, caps[i]);
+        if ((rc = eng_gguf_get_float(g, key, 0, &cap, err))) return rc;
+        if (cap != 0)
+            return eng_seterr(err, ENG_EUNSUPPORTED, "%s: %s not supported", p, key);
+    }
     if (eng_gguf_find_tensor(g, "rope_freqs.weight"))
         return eng_seterr(err, ENG_EUNSUPPORTED, "%s: tensor rope_freqs.weight (scaled RoPE "
                           "frequencies) not supported", p);
     return ENG_OK;
 }
 
-int eng_gguf_config(const eng_gguf *g, eng_config *c, double *rope_theta, eng_err *err) {
+/* Gemma 3 as llama.cpp runs it: every 6th layer global, the others
+ * sliding with RoPE base 10000 (neither is in the file); queries scaled by
+ * 1/sqrt(head_dim), but by 1/sqrt(hidden / heads) for the 27B (62 layers),
+ * whose query_pre_attn_scalar that is.  A file without a sliding window has
+ * only global layers. */
+static int gemma3_config(const eng_gguf *g, eng_config *c, eng_gguf_rope *rope, eng_err *err) {
+    int rc = arch_int(g, c->arch, "attention.sliding_window", 0, 0, 0, 1 << 24,
+                      &c->sliding_window, err);
+    if (rc) return rc;
+    c->swa_pattern = 6;
+    rope->local_theta = 10000.0;
+    c->rope_local_theta = 10000.0f;
+    int scalar = c->n_layers == 62 ? c->hidden / c->n_heads : c->head_dim;
+    c->attn_scale = (float)(1.0 / sqrt((double)scalar));
+    return ENG_OK;
+}
+
+static const char *const archs[] = {"llama", "qwen2", "qwen3", "gemma3"};
+
+int eng_gguf_config(const eng_gguf *g, eng_config *c, eng_gguf_rope *rope, eng_err *err) {
     const char *p = eng_gguf_path(g), *s;
     size_t n;
     memset(c, 0, sizeof *c);
-    int rc = eng_gguf_get_str(g, "general.architecture", 1, &s, &n, err);
+    memset(rope, 0, sizeof *rope);
+    int rc = eng_gguf_get_str(g, "general.architecture", 1, &s, &n, err), known = 0;
     if (rc) return rc;
-    if (!(n == 5 && !memcmp(s, "llama", 5)) && !(n == 5 && !memcmp(s, "qwen2", 5)))
+    for (size_t i = 0; i < sizeof archs / sizeof *archs; i++)
+        known |= n == strlen(archs[i]) && !memcmp(s, archs[i], n);
+    if (!known)
         return eng_seterr(err, ENG_EUNSUPPORTED, "%s: architecture %.*s not supported (llama, "
-                          "qwen2)", p, n > 32 ? 32 : (int)n, s);
+                          "qwen2, qwen3, gemma3)", p, n > 32 ? 32 : (int)n, s);
     memcpy(c->arch, s, n);
     const char *a = c->arch;
-    if ((rc = reject_features(g, a, err)) ||
+    if ((rc = reject_features(g, a, &rope->linear_factor, err)) ||
         (rc = arch_int(g, a, "block_count", 1, 0, 1, 1024, &c->n_layers, err)) ||
         (rc = arch_int(g, a, "embedding_length", 1, 0, 1, 1 << 16, &c->hidden, err)) ||
         (rc = arch_int(g, a, "feed_forward_length", 1, 0, 1, 1 << 20, &c->intermediate, err)) ||
@@ -113,10 +149,12 @@ int eng_gguf_config(const eng_gguf *g, eng_config *c, double *rope_theta, eng_er
                           "the head dim %d (not supported)", p, vdim, rot, c->head_dim);
     double eps;
     if ((rc = arch_pos(g, a, "attention.layer_norm_rms_epsilon", -1, &eps, err)) ||
-        (rc = arch_pos(g, a, "rope.freq_base", 10000.0, rope_theta, err)))
+        (rc = arch_pos(g, a, "rope.freq_base", 10000.0, &rope->theta, err)))
         return rc;
     c->rms_eps = (float)eps;
-    c->rope_theta = (float)*rope_theta;
+    c->rope_theta = (float)rope->theta;
+    eng_arch_features(c);
+    if (!strcmp(a, "gemma3") && (rc = gemma3_config(g, c, rope, err))) return rc;
     /* vocabulary: the tokenizer's token list, else <arch>.vocab_size */
     int tk = eng_gguf_find(g, "tokenizer.ggml.tokens");
     if (tk >= 0) {
@@ -143,9 +181,13 @@ int eng_gguf_config(const eng_gguf *g, eng_config *c, double *rope_theta, eng_er
  * token that ends an assistant turn (SmolLM2's converter has at times
  * written <|im_start|> or <|endoftext|>).  Like llama.cpp, which also stops
  * at its end-of-turn token, generation stops at the file's eos, at
- * tokenizer.ggml.eot_token_id, and at <|im_end|> when the vocabulary has it
- * and the chat template writes it (ChatML). */
+ * tokenizer.ggml.eot_token_id, at <|im_end|> when the vocabulary has it and
+ * the chat template writes it (ChatML), and at <end_of_turn> when the
+ * vocabulary has it and the template writes it or the model is Gemma 3
+ * (Gemma's turns end with it; base models' files carry no template). */
 void eng_gguf_add_eot(eng_config *c, const eng_tok *tok, const char *chat_template) {
     if (chat_template && strstr(chat_template, "<|im_end|>"))
         add_eos(c, eng_tok_find(tok, "<|im_end|>"));
+    if ((chat_template && strstr(chat_template, "<end_of_turn>")) || !strcmp(c->arch, "gemma3"))
+        add_eos(c, eng_tok_find(tok, "<end_of_turn>"));
 }

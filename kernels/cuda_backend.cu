@@ -18,6 +18,7 @@
  * products' parts.  Kernels are launched with
  * programmatic dependent launch, so each starts (and prefetches weights)
  * while its predecessor drains. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,8 @@
 typedef struct cu_layer {
     void *wqkv, *wo, *wgu, *wdown;
     float *bqkv, *attn_norm, *ffn_norm;
+    float *q_norm, *k_norm;              /* [head_dim]; NULL without q/k norms */
+    float *post_attn_norm, *post_ffn_norm;   /* [hidden]; NULL without output norms */
 } cu_layer;
 
 /* The choices one pass runs with, made once per pass (cu_forward) and
@@ -71,6 +74,8 @@ typedef struct cu_ctx {
     cu_layer *layers;
     void *embed, *lm_head;
     float *final_norm, *inv_freq;
+    float *inv_freq_local;       /* sliding layers' RoPE frequencies; NULL when none slides */
+    float q_scale;               /* attn_scale * sqrt(head_dim): q's factor (kern_rope_kv) */
     size_t weight_bytes;
     float *kv;
     size_t blk_floats;           /* one layer's block: K and V of every kv head */
@@ -257,11 +262,23 @@ static int upload_layer(cu_ctx *c, const eng_layer_w *w, cu_layer *d, int l, eng
     if ((rc = dev_alloc(c, H * I * eb, &d->wdown, what, err))) return rc;
     if ((rc = put_weight(c, (char *)d->wdown, w->t_down, w->w_down, H * I, "down_proj", err)))
         return rc;
-    c->weight_bytes += ((qd + 2 * kd) * H + H * qd + 3 * I * H) * eb + 2 * H * 4;
+    c->weight_bytes += ((qd + 2 * kd) * H + H * qd + 3 * I * H) * eb + 2 * H * 4 +
+                       (g->qk_norm ? 2 * g->head_dim * 4 : 0) + (g->post_norms ? 2 * H * 4 : 0);
     if ((rc = put_vec(c, &d->attn_norm, w->t_attn_norm, w->attn_norm, H, "input_layernorm", err)))
         return rc;
     if ((rc = put_vec(c, &d->ffn_norm, w->t_ffn_norm, w->ffn_norm, H, "post_attention_layernorm",
                       err)))
+        return rc;
+    d->q_norm = d->k_norm = d->post_attn_norm = d->post_ffn_norm = NULL;
+    if (g->qk_norm &&
+        ((rc = put_vec(c, &d->q_norm, w->t_q_norm, w->q_norm, g->head_dim, "q_norm", err)) ||
+         (rc = put_vec(c, &d->k_norm, w->t_k_norm, w->k_norm, g->head_dim, "k_norm", err))))
+        return rc;
+    if (g->post_norms &&
+        ((rc = put_vec(c, &d->post_attn_norm, w->t_post_attn_norm, w->post_attn_norm, H,
+                       "post_attention_norm", err)) ||
+         (rc = put_vec(c, &d->post_ffn_norm, w->t_post_ffn_norm, w->post_ffn_norm, H,
+                       "post_feedforward_norm", err))))
         return rc;
     d->bqkv = NULL;
     if (g->qkv_bias) {
@@ -295,7 +312,21 @@ static int upload_layer(cu_ctx *c, const eng_layer_w *w, cu_layer *d, int l, eng
     return ENG_OK;
 }
 
+/* The architectures the kernels implement (eng.h: Llama and Qwen2, Qwen3's
+ * q/k norms, Gemma 3's output norms, GeGLU, embedding and query scales,
+ * sliding-window layers with their own RoPE base). */
+static const char *const cuda_archs[] = {"llama", "qwen2", "qwen3", "gemma3"};
+
 static int check_config(const eng_config *g, eng_err *err) {
+    int known = 0;
+    for (size_t i = 0; i < sizeof cuda_archs / sizeof *cuda_archs; i++)
+        known |= !strcmp(g->arch, cuda_archs[i]);
+    if (!known)
+        return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: architecture %.32s not supported "
+                          "(llama, qwen2, qwen3, gemma3)", g->arch);
+    if (!(g->attn_scale > 0) || !(g->embed_scale > 0) || g->sliding_window < 0)
+        return eng_seterr(err, ENG_EFORMAT, "CUDA backend: bad attention or embedding scale or "
+                          "sliding window");
     if (g->hidden < 8 || g->n_layers < 1 || g->n_heads < 1 || g->n_kv_heads < 1 ||
         g->head_dim < 4 || g->intermediate < 8 || g->vocab_size < 1)
         return eng_seterr(err, ENG_EFORMAT, "CUDA backend: bad model shape");
@@ -542,35 +573,58 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
         if (sp) KC(kern_skinny(s, W, N, K, c->act, rows, sp, out, sms, pdl)); \
         else GEMM(W, N, K, rows, out, sl); } while (0)
 
-    KC(kern_embed(s, c->embed, wdt, H, stp, R, c->x, pdl));
+    /* Gemma 3 and Qwen3 (eng.h): q/k norms and a query scale other than
+     * 1/sqrt(hd) are kern_rope_kv's work, so their GEMV passes take it
+     * apart from the q/k/v product; a sliding layer's attention
+     * (kv.window) is kern_attention's, with its own splits (the part
+     * buffer is sized for them); output norms go through add+norm; GeGLU
+     * is the GLU kernels' gelu flag. */
+    const bool fuse_rope = !c->opt.unfused_rope && !g->qk_norm && c->q_scale == 1.0f;
+    const int glu = g->gelu ? KERN_GEGLU : KERN_SWIGLU;
+    const int wsplits = kern_attn_splits(R, g->n_kv_heads, sms);
+#define ATTN_WIN(out, act, mode) SKIP(KERN_SKIP_ATTN, kern_attention(s, c->q, kv, stp, R, nh, \
+        wsplits, out, act, mode, c->part, c->counters, pdl))
+    KC(kern_embed(s, c->embed, wdt, H, stp, R, g->embed_scale, c->x, pdl));
     if (!small)
-        KC(kern_add_norm(s, c->x, NULL, 0, R, H, c->layers[0].attn_norm, eps, c->act, amode, pdl));
+        KC(kern_add_norm(s, c->x, NULL, 0, R, H, NULL, c->layers[0].attn_norm, eps, c->act, amode,
+                         pdl));
     for (int l = 0; l < g->n_layers; l++) {
         const cu_layer *w = &c->layers[l];
-        kern_kv kv = {c->kv + (size_t)l * c->layer_floats, (long long)c->blk_floats, g->n_kv_heads, g->head_dim, c->block_size, 0};
-        if (small && !c->opt.unfused_rope) {
+        const bool slide = eng_layer_sliding(g, l);
+        const float *freq = slide && c->inv_freq_local ? c->inv_freq_local : c->inv_freq;
+        kern_kv kv = {c->kv + (size_t)l * c->layer_floats, (long long)c->blk_floats, g->n_kv_heads,
+                      g->head_dim, c->block_size, slide ? g->sliding_window : 0};
+        if (small && fuse_rope) {
             KC(SKIP(KERN_SKIP_QKVO, kern_gemv_qkv(s, w->wqkv, wdt, H, c->x, R, w->attn_norm, eps, w->bqkv,
-                                                  stp, nh, c->inv_freq, c->q, kv, sms, pdl)));
+                                                  stp, nh, freq, c->q, kv, sms, pdl)));
         } else if (small) {
             KC(SKIP(KERN_SKIP_QKVO, kern_gemv(s, w->wqkv, wdt, QKV, H, c->x, R, w->attn_norm, eps,
                                               KERN_STORE, c->y, sms, pdl)));
-            KC(SKIP(KERN_SKIP_ROPE, kern_rope_kv(s, c->y, 1, w->bqkv, stp, R, nh, c->inv_freq, c->q,
-                                                 kv, pdl)));
+            KC(SKIP(KERN_SKIP_ROPE, kern_rope_kv(s, c->y, 1, w->bqkv, stp, R, nh, freq, w->q_norm,
+                                                 w->k_norm, eps, c->q_scale, c->q, kv, pdl)));
         }
         if (small) {
-            KC(ATTN(c->attn, NULL, 0));
-            KC(SKIP(KERN_SKIP_QKVO, kern_gemv(s, w->wo, wdt, H, QD, c->attn, R, NULL, 0.f, KERN_RESID,
-                                              c->x, sms, pdl)));
+            KC(kv.window ? ATTN_WIN(c->attn, NULL, 0) : ATTN(c->attn, NULL, 0));
+            /* with output norms: the product apart, then x += norm(product) */
+            const float *pa = w->post_attn_norm, *pf = w->post_ffn_norm;
+            KC(SKIP(KERN_SKIP_QKVO, kern_gemv(s, w->wo, wdt, H, QD, c->attn, R, NULL, 0.f,
+                                              pa ? KERN_STORE : KERN_RESID, pa ? c->y : c->x, sms,
+                                              pdl)));
+            if (pa) KC(kern_add_norm(s, c->x, c->y, 1, R, H, pa, NULL, eps, NULL, amode, pdl));
             KC(SKIP(KERN_SKIP_FFN, kern_gemv(s, w->wgu, wdt, 2 * I, H, c->x, R, w->ffn_norm, eps,
-                                             KERN_SWIGLU, c->h, sms, pdl)));
-            KC(SKIP(KERN_SKIP_FFN, kern_gemv(s, w->wdown, wdt, H, I, c->h, R, NULL, 0.f, KERN_RESID,
-                                             c->x, sms, pdl)));
+                                             glu, c->h, sms, pdl)));
+            KC(SKIP(KERN_SKIP_FFN, kern_gemv(s, w->wdown, wdt, H, I, c->h, R, NULL, 0.f,
+                                             pf ? KERN_STORE : KERN_RESID, pf ? c->y : c->x, sms,
+                                             pdl)));
+            if (pf) KC(kern_add_norm(s, c->x, c->y, 1, R, H, pf, NULL, eps, NULL, amode, pdl));
         } else {
             const float *next = l + 1 < g->n_layers ? c->layers[l + 1].attn_norm : NULL;
             PROD(w->wqkv, QKV, H, R, c->y, sp[PR_QKV], 1, KERN_SKIP_QKVO);
-            KC(SKIP(KERN_SKIP_ROPE, kern_rope_kv(s, c->y, np, w->bqkv, stp, R, nh,
-                                                 c->inv_freq, c->q, kv, pdl)));
-            if (p->pg && !(skip & KERN_SKIP_ATTN)) {
+            KC(SKIP(KERN_SKIP_ROPE, kern_rope_kv(s, c->y, np, w->bqkv, stp, R, nh, freq, w->q_norm,
+                                                 w->k_norm, eps, c->q_scale, c->q, kv, pdl)));
+            if (kv.window) {
+                KC(ATTN_WIN(NULL, c->act, amode));
+            } else if (p->pg && !(skip & KERN_SKIP_ATTN)) {
                 if ((rc = kern_attention_gemm(c->blas, s, c->q, kv, stp, p->keys, R, nh, c->gw,
                                               c->gw_floats, c->attn, pdl, err)))
                     return rc;
@@ -581,11 +635,13 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
             else
                 KC(ATTN(NULL, c->act, amode));
             PROD(w->wo, H, QD, R, c->y, sp[PR_O], 1, KERN_SKIP_QKVO);
-            KC(kern_add_norm(s, c->x, c->y, np, R, H, w->ffn_norm, eps, c->act, amode, pdl));
+            KC(kern_add_norm(s, c->x, c->y, np, R, H, w->post_attn_norm, w->ffn_norm, eps, c->act,
+                             amode, pdl));
             PROD(w->wgu, 2 * I, H, R, c->y, sp[PR_GU], 1, KERN_SKIP_FFN);
-            KC(SKIP(KERN_SKIP_FFN, kern_swiglu(s, c->y, np, R, I, c->act, amode, pdl)));
+            KC(SKIP(KERN_SKIP_FFN, kern_swiglu(s, c->y, np, R, I, g->gelu, c->act, amode, pdl)));
             PROD(w->wdown, H, I, R, c->y, sp[PR_DOWN], dsl, KERN_SKIP_FFN);
-            KC(kern_add_norm(s, c->x, c->y, np, R, H, next, eps, c->act, amode, pdl));
+            KC(kern_add_norm(s, c->x, c->y, np, R, H, w->post_ffn_norm, next, eps, c->act, amode,
+                             pdl));
         }
     }
     if (O > 0 && !(skip & KERN_SKIP_HEAD)) {
@@ -606,6 +662,7 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
                        c->sscratch, c->scnt, pdl));
     }
 #undef ATTN
+#undef ATTN_WIN
 #undef SKIP
 #undef GEMM
 #undef PROD
@@ -996,6 +1053,13 @@ static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
     if (!m->rope_inv_freq) return eng_seterr(err, ENG_EFORMAT, "CUDA backend: model has no RoPE table");
     if ((rc = put_vec(c, &c->inv_freq, NULL, m->rope_inv_freq, g->head_dim / 2, "rope", err)))
         return rc;
+    if (m->rope_inv_freq_local &&
+        (rc = put_vec(c, &c->inv_freq_local, NULL, m->rope_inv_freq_local, g->head_dim / 2,
+                      "rope (sliding layers)", err)))
+        return rc;
+    /* the attention kernels scale scores by 1/sqrt(hd); q carries the rest */
+    c->q_scale = (float)((double)g->attn_scale * sqrt((double)g->head_dim));
+    if (fabs((double)c->q_scale - 1.0) < 1e-6) c->q_scale = 1.0f;
 
     /* layer-major: one layer's blocks lie together, so a decode step's
      * attention for that layer touches few pages (kernels/NOTES.md, v6) */
@@ -1047,7 +1111,8 @@ static size_t weight_bytes_of(const eng_model *m, int bf16) {
     const eng_config *g = &m->cfg;
     size_t H = g->hidden, I = g->intermediate, eb = bf16 ? 2 : 4;
     size_t qd = (size_t)g->n_heads * g->head_dim, kd = (size_t)g->n_kv_heads * g->head_dim;
-    size_t layer = ((qd + 2 * kd) * H + H * qd + 3 * I * H) * eb + 2 * H * 4 + (qd + 2 * kd) * 4;
+    size_t layer = ((qd + 2 * kd) * H + H * qd + 3 * I * H) * eb + 2 * H * 4 + (qd + 2 * kd) * 4 +
+                   (g->qk_norm ? 2 * g->head_dim * 4 : 0) + (g->post_norms ? 2 * H * 4 : 0);
     size_t vh = (size_t)g->vocab_size * H * eb;
     return g->n_layers * layer + vh * (g->tie_embeddings ? 1 : 2) + H * 4;
 }

@@ -75,7 +75,7 @@ int eng_cuda_bench_skip(eng_backend *b, int mask);
 /* ------------------------------------------------------ kernel launchers */
 enum { KERN_F32 = 0, KERN_BF16 = 1 };                       /* weight storage */
 enum { KERN_ACT_F32 = 0, KERN_ACT_BF16 = 1, KERN_ACT_SPLIT = 2 }; /* GEMM input */
-enum { KERN_STORE = 0, KERN_RESID = 1, KERN_SWIGLU = 2, KERN_ROPE = 3 }; /* GEMV epilogue */
+enum { KERN_STORE = 0, KERN_RESID = 1, KERN_SWIGLU = 2, KERN_ROPE = 3, KERN_GEGLU = 4 }; /* GEMV epilogue */
 /* Every launcher's last argument, pdl, launches the kernel with
  * programmatic dependent launch (see kern_common.cuh). */
 
@@ -94,16 +94,19 @@ typedef struct kern_step {
 
 /* Paged KV pool of one layer: block b's keys of kv head h, slot s, lie at
  * base + b*blk_stride + (h*block_size + s)*head_dim; values n_kv*block_size*
- * head_dim floats further. */
+ * head_dim floats further.  window > 0 (a sliding-window layer): a row at
+ * position p attends to positions p - window + 1 .. p only; kern_attention
+ * is the one attention kernel that takes it (the others refuse it). */
 typedef struct kern_kv {
     float *base;
     long long blk_stride;
-    int n_kv, head_dim, block_size, pad_;
+    int n_kv, head_dim, block_size, window;
 } kern_kv;
 
 /* y[r][n] (mode STORE), y[r][n] += (RESID) or, with W = [gate; up] of
- * N = 2*I rows, y[r][i] = silu(gate_i.x_r) * (up_i.x_r) (SWIGLU); R <= 8
- * rows of x, each of K floats; with norm_w, x is RMS-normalised first. */
+ * N = 2*I rows, y[r][i] = silu(gate_i.x_r) * (up_i.x_r) (SWIGLU; GEGLU:
+ * tanh-approximated GELU instead of silu); R <= 8 rows of x, each of K
+ * floats; with norm_w, x is RMS-normalised first. */
 int kern_gemv(cudaStream_t s, const void *W, int wdt, int N, int K, const float *x, int R,
               const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl);
 /* The q/k/v product with kern_rope_kv's work as its epilogue: W is the
@@ -120,28 +123,39 @@ int kern_gemv_qkv(cudaStream_t s, const void *W, int wdt, int K, const float *x,
 int kern_skinny_parts(int N, int K, int R, int n_sms, int max_parts);
 int kern_skinny(cudaStream_t s, const void *W, int N, int K, const void *act, int R, int parts,
                 float *Y, int n_sms, int pdl);
+/* x[r] = embedding row of the row's token times scale (1 but Gemma's). */
 int kern_embed(cudaStream_t s, const void *E, int wdt, int H, const kern_step *st, int R,
-               float *x, int pdl);
+               float scale, float *x, int pdl);
 /* x += y when y != NULL, y being `parts` arrays of [R][H] one after the
  * other (a product's parts: cuBLASLt's high and low halves, kern_skinny's K
- * slices), added in order; then, when norm_w != NULL, act = norm(x) in
- * act_mode ([R][H] f32 or bf16, or [2R][H] bf16 high rows then low rows). */
+ * slices), added in order; with post_w, the summed y is RMS-normalised with
+ * post_w before it is added (Gemma's norms of the block outputs); then, when
+ * norm_w != NULL, act = norm(x) in act_mode ([R][H] f32 or bf16, or [2R][H]
+ * bf16 high rows then low rows).  y may be overwritten. */
 int kern_add_norm(cudaStream_t s, float *x, const float *y, int parts, int R, int H,
-                  const float *norm_w, float eps, void *act, int act_mode, int pdl);
+                  const float *post_w, const float *norm_w, float eps, void *act, int act_mode,
+                  int pdl);
 /* act[o] = norm(x[out_rows[o]]) for o < O. */
 int kern_gather_norm(cudaStream_t s, const float *x, const kern_step *st, int O, int H,
                      const float *norm_w, float eps, void *act, int act_mode, int pdl);
 int kern_to_act(cudaStream_t s, const float *in, int R, int K, void *act, int act_mode, int pdl);
-/* act[r][i] = silu(g) * u with g = y[r][i], u = y[r][I+i], each summed over
- * y's parts ([R][2I] each). */
-int kern_swiglu(cudaStream_t s, const float *y, int parts, int R, int I, void *act,
+/* act[r][i] = silu(g) * u (gelu: tanh-approximated GELU instead of silu)
+ * with g = y[r][i], u = y[r][I+i], each summed over y's parts ([R][2I]
+ * each). */
+int kern_swiglu(cudaStream_t s, const float *y, int parts, int R, int I, int gelu, void *act,
                 int act_mode, int pdl);
 /* qkv rows ([R][(nh+2*nkv)*hd], summed over parts, plus bias) -> RoPE'd q
- * [R][nh*hd], RoPE'd k and v written into the pool at each row's position. */
+ * [R][nh*hd], RoPE'd k and v written into the pool at each row's position.
+ * With q_norm / k_norm ([hd] each, both or neither), each q and k head is
+ * RMS-normalised (eps) before RoPE (Qwen3, Gemma 3); q is then multiplied
+ * by q_scale (1: unchanged), which lets a model scale scores other than by
+ * the attention kernels' 1/sqrt(hd). */
 int kern_rope_kv(cudaStream_t s, const float *qkv, int parts, const float *bias,
-                 const kern_step *st, int R, int n_heads, const float *inv_freq, float *q,
+                 const kern_step *st, int R, int n_heads, const float *inv_freq,
+                 const float *q_norm, const float *k_norm, float eps, float q_scale, float *q,
                  kern_kv kv, int pdl);
-/* Row r attends to positions 0..pos[r] of its sequence; splits > 1 splits
+/* Row r attends to positions 0..pos[r] of its sequence (the last
+ * kv.window of them when kv.window > 0); splits > 1 splits
  * the positions over that many blocks (flash-decoding): each writes partial
  * sums to part ([R][splits][nh][hd+2] floats) and the last block of a (row,
  * kv head) to finish, counted in counters ([R][n_kv], zero before and

@@ -1,7 +1,8 @@
 /* kern_attn.cu — attention over the paged f32 KV pool.
  *
  * One block per (row, kv head, split).  A row at position p attends to
- * positions 0..p of its own sequence, so one kernel serves decode rows and
+ * positions 0..p of its own sequence (p - window + 1..p in a sliding-window
+ * layer, kv.window > 0), so one kernel serves decode rows and
  * prefill rows alike (the batch's keys are written before it runs, which
  * makes prefill causal within the batch).  The block keeps the G query heads
  * that share its kv head (GQA) in shared memory, walks its positions in
@@ -44,11 +45,12 @@ attn_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
     float *s_q = sm, *s_p = s_q + G * hd, *s_red = s_p + G * ATT_TILE;
 
     const int pos = st->pos[r], seq = st->row_seq[r];
+    const int first = kv.window > 0 && pos >= kv.window ? pos - kv.window + 1 : 0;
     /* a short context uses fewer of the splits: the rest return at once */
-    const int L = pos + 1, active = min(splits, (L + ATT_MIN_SPAN - 1) / ATT_MIN_SPAN);
+    const int L = pos + 1 - first, active = min(splits, (L + ATT_MIN_SPAN - 1) / ATT_MIN_SPAN);
     if (sp >= active) return;
     const int span = (L + active - 1) / active;
-    const int t0 = sp * span, t1 = min(L, t0 + span);
+    const int t0 = first + sp * span, t1 = min(pos + 1, t0 + span);
     const int *tbl = st->table + (size_t)seq * st->table_stride;
     const float scale = (float)rsqrt((double)hd);
     const size_t v_off = (size_t)kv.n_kv * kv.block_size * hd;

@@ -267,8 +267,8 @@ extern "C" int kern_attention2(cudaStream_t s, const float *q, kern_kv kv, const
                                int act_mode, float *part, unsigned *counters, int pdl) {
     const int hd = kv.head_dim;
     if (R < 1 || splits < 1 || splits > A2_MAX_SPLITS || kv.n_kv < 1 || kv.block_size < 1 ||
-        n_heads % kv.n_kv || (splits > 1 && (!part || !counters)))
-        return (int)cudaErrorInvalidValue;
+        n_heads % kv.n_kv || (splits > 1 && (!part || !counters)) || kv.window)
+        return (int)cudaErrorInvalidValue;   /* a sliding window: kern_attention */
     if ((hd != 16 && hd != 32 && hd != 64 && hd != 128) || n_heads / kv.n_kv > A2_GMAX)
         return kern_attention(s, q, kv, st, R, n_heads, splits, out, act, act_mode, part,
                               counters, pdl);
@@ -478,6 +478,7 @@ extern "C" int kern_attention3(cudaStream_t s, const float *q, kern_kv kv, const
                                int R, int n_heads, int splits, int span, float *out, void *act,
                                int act_mode, float *part, unsigned *counters, int pdl) {
     const int hd = kv.head_dim;
+    if (kv.window) return (int)cudaErrorInvalidValue;   /* a sliding window: kern_attention */
     if ((hd != 32 && hd != 64 && hd != 128) || kv.n_kv < 1 || n_heads % kv.n_kv ||
         n_heads / kv.n_kv > A2_GMAX)
         return kern_attention2(s, q, kv, st, R, n_heads, splits, span, out, act, act_mode, part,

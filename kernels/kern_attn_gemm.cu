@@ -90,6 +90,9 @@ extern "C" int kern_attention_gemm(kern_blas *b, cudaStream_t s, const float *q,
         keys.n_seqs < 1)
         return eng_seterr(err, ENG_EINVAL, "gemm attention: bad shape (%d rows, %d blocks, %d/%d heads)",
                           R, keys.n_blocks, n_heads, nkv);
+    if (kv.window)
+        return eng_seterr(err, ENG_EINVAL, "gemm attention: no sliding window (kern_attention "
+                          "takes it)");
     if (work_floats < kern_attention_gemm_floats(n_heads, hd, nk, 16))
         return eng_seterr(err, ENG_EINVAL, "gemm attention: work buffer of %zu floats too small",
                           work_floats);

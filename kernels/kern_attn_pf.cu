@@ -215,7 +215,8 @@ extern "C" int kern_attention_prefill(cudaStream_t s, const float *q, kern_kv kv
                                       const kern_step *st, int R, int n_heads, float *out,
                                       void *act, int act_mode, int pdl) {
     const int hd = kv.head_dim;
-    if (R < 1 || kv.block_size < 1 || !kern_attention_prefill_fits(n_heads, kv.n_kv, hd))
+    if (R < 1 || kv.block_size < 1 || !kern_attention_prefill_fits(n_heads, kv.n_kv, hd) ||
+        kv.window)   /* a sliding window: kern_attention */
         return (int)cudaErrorInvalidValue;
     /* full tiles only: a block's work is PF_QH x PF_TK per key step whatever
      * its rows fill (measured: 4-row tiles made a 512-token prompt slower

@@ -29,6 +29,12 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
+/* GELU with PyTorch's tanh approximation (gelu_pytorch_tanh). */
+__device__ __forceinline__ float gelu_tanh(float x) {
+    const float beta = 0.7978845608028654f, kappa = 0.044715f;   /* sqrt(2/pi) */
+    return 0.5f * x * (1.0f + tanhf(beta * (x + kappa * (x * x * x))));
+}
+
 /* Block-wide sum for blocks of up to 1024 threads; every thread gets it. */
 __device__ __forceinline__ float block_sum(float v, float *s_tmp /* [32] */) {
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;

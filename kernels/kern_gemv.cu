@@ -182,7 +182,7 @@ template <int MODE>
 __device__ __forceinline__ void unit_rows(const gemv_rope &rp, int N, int n_units, int u,
                                           int rows[GEMV_NR]) {
     if (u >= n_units) u = 0;
-    if (MODE == KERN_SWIGLU) {
+    if (MODE == KERN_SWIGLU || MODE == KERN_GEGLU) {
         const int I = N / 2, i0 = u * 2, i1 = i0 + 1 < I ? i0 + 1 : i0;
         rows[0] = i0; rows[1] = i1; rows[2] = I + i0; rows[3] = I + i1;
     } else if (MODE == KERN_ROPE) {
@@ -223,7 +223,8 @@ gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *x,
 
     const int upc = GEMV_WARPS / KS;
     const int I = N / 2;
-    const int n_units = MODE == KERN_SWIGLU ? (I + 1) / 2 : (N + GEMV_NR - 1) / GEMV_NR;
+    constexpr bool GLU = MODE == KERN_SWIGLU || MODE == KERN_GEGLU;
+    const int n_units = GLU ? (I + 1) / 2 : (N + GEMV_NR - 1) / GEMV_NR;
     const int stride = gridDim.x * upc;
     const char *Wb = (const char *)Wv;
     const int step = KS * 32 * VEC, k0 = (warp % KS * 32 + lane) * VEC;
@@ -292,13 +293,14 @@ gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *x,
             float v = 0.f;
             for (int kp = 0; kp < KS; kp++) v += s_red[ul * KS + kp][j][r];
             v *= rs;
-            if (MODE == KERN_SWIGLU) {
+            if (GLU) {
                 int i = u * 2 + j;
                 if (j < 2 && i < I) {
                     float up = 0.f;
                     for (int kp = 0; kp < KS; kp++) up += s_red[ul * KS + kp][j + 2][r];
                     up *= rs;
-                    y[(size_t)r * I + i] = v / (1.0f + expf(-v)) * up;
+                    float a = MODE == KERN_GEGLU ? gelu_tanh(v) : v / (1.0f + expf(-v));
+                    y[(size_t)r * I + i] = a * up;
                 }
             } else if (MODE == KERN_ROPE) {
                 float v2 = 0.f;
@@ -344,6 +346,7 @@ static cudaError_t gemv_launch(int mode, int n_units, cudaStream_t s, int pdl, c
     kfn k = mode == KERN_STORE ? gemv_kernel<WDT, R, KERN_STORE>
           : mode == KERN_RESID ? gemv_kernel<WDT, R, KERN_RESID>
           : mode == KERN_ROPE  ? gemv_kernel<WDT, R, KERN_ROPE>
+          : mode == KERN_GEGLU ? gemv_kernel<WDT, R, KERN_GEGLU>
                                : gemv_kernel<WDT, R, KERN_SWIGLU>;
     int KS;
     dim3 grid = gemv_grid(n_units, K, R, n_sms, &KS);
@@ -370,10 +373,11 @@ static int gemv_run(cudaStream_t s, const void *W, int wdt, int N, int K, const 
                     const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl,
                     const gemv_rope &rp) {
     int vec = wdt == KERN_BF16 ? 8 : 4;
-    if (R < 1 || R > 8 || N < 1 || K < vec || K % vec || (mode == KERN_SWIGLU && N % 2) ||
-        n_sms < 1)
+    const bool glu = mode == KERN_SWIGLU || mode == KERN_GEGLU;
+    if (R < 1 || R > 8 || N < 1 || K < vec || K % vec || (glu && N % 2) || n_sms < 1 ||
+        mode < KERN_STORE || mode > KERN_GEGLU)
         return (int)cudaErrorInvalidValue;
-    int n_units = mode == KERN_SWIGLU ? (N / 2 + 1) / 2 : (N + GEMV_NR - 1) / GEMV_NR;
+    int n_units = glu ? (N / 2 + 1) / 2 : (N + GEMV_NR - 1) / GEMV_NR;
     if (wdt == KERN_BF16)
         return (int)gemv_dispatch<KERN_BF16>(R, mode, n_units, s, pdl, W, N, K, x, norm_w, eps, y,
                                              n_sms, rp);

@@ -1,6 +1,7 @@
 /* kern_misc.cu — the element-wise and per-row kernels around the matrix
- * products: embedding lookup, residual add + RMSNorm, SwiGLU, activation
- * conversion for cuBLASLt, and RoPE + KV write into the paged pool. */
+ * products: embedding lookup, residual add + RMSNorm, SwiGLU / GeGLU,
+ * activation conversion for cuBLASLt, and (q/k norm +) RoPE + KV write into
+ * the paged pool. */
 #include "kern_common.cuh"
 
 #define ROW_THREADS 256
@@ -44,7 +45,8 @@ __device__ __forceinline__ void add_parts2(float &a, float &b, const float *y, s
     }
 }
 
-__global__ void embed_kernel(const void *E, int wdt, int H, const kern_step *st, float *x) {
+__global__ void embed_kernel(const void *E, int wdt, int H, const kern_step *st, float scale,
+                             float *x) {
     pdl_launch();
     pdl_wait();
     int r = blockIdx.x;
@@ -52,17 +54,20 @@ __global__ void embed_kernel(const void *E, int wdt, int H, const kern_step *st,
     for (int k = threadIdx.x; k < H; k += blockDim.x) {
         float v = wdt == KERN_BF16 ? bf16_to_f32(((const uint16_t *)E)[tok * H + k])
                                    : ((const float *)E)[tok * H + k];
-        x[(size_t)r * H + k] = v;
+        x[(size_t)r * H + k] = scale == 1.0f ? v : v * scale;
     }
 }
 
 extern "C" int kern_embed(cudaStream_t s, const void *E, int wdt, int H, const kern_step *st,
-                          int R, float *x, int pdl) {
+                          int R, float scale, float *x, int pdl) {
     if (R < 1) return (int)cudaErrorInvalidValue;
-    return (int)klaunch(embed_kernel, dim3(R), dim3(ROW_THREADS), 0, s, pdl, E, wdt, H, st, x);
+    return (int)klaunch(embed_kernel, dim3(R), dim3(ROW_THREADS), 0, s, pdl, E, wdt, H, st, scale,
+                        x);
 }
 
-/* One block per row: x += y's parts (in order), then act = x * rstd * w.  Rows of up to
+/* One block per row: x += y's parts (in order), then act = x * rstd * w.
+ * With post_w, y's parts are summed first and normalised (Gemma's output
+ * norms) before x adds them.  Rows of up to
  * AN_PER elements per thread (H <= 4096 with the launcher's block sizes)
  * keep them in registers and issue the loads of PARTS_BATCH parts at once
  * (16 a thread; 8 elements a thread took 152 registers, too many for a
@@ -70,13 +75,13 @@ extern "C" int kern_embed(cudaStream_t s, const void *E, int wdt, int H, const k
  * loop (two reads of x). */
 #define AN_PER 4
 __global__ void __launch_bounds__(1024)
-add_norm_kernel(float *x, const float *y, int parts, int R, int H, const float *__restrict__ nw,
-                float eps, void *act, int act_mode) {
+add_norm_kernel(float *x, float *y, int parts, int R, int H, const float *__restrict__ pw,
+                const float *__restrict__ nw, float eps, void *act, int act_mode) {
     pdl_launch();
     __shared__ float s_tmp[32];
     const int r = blockIdx.x, nt = blockDim.x, t = threadIdx.x;
     float *xr = x + (size_t)r * H;
-    const float *yr = y ? y + (size_t)r * H : NULL;
+    float *yr = y ? y + (size_t)r * H : NULL;
     const size_t ps = (size_t)R * H;
     if (H <= AN_PER * nt) {
         float w[AN_PER], v[AN_PER];
@@ -90,7 +95,7 @@ add_norm_kernel(float *x, const float *y, int parts, int R, int H, const float *
 #pragma unroll
         for (int j = 0; j < AN_PER; j++) {
             int k = t + j * nt;
-            v[j] = k < H ? xr[k] : 0.f;
+            v[j] = k < H ? (pw && yr ? 0.f : xr[k]) : 0.f;   /* post_w: y's sum first, x after */
         }
         for (int p = 0; yr && p < parts; p += PARTS_BATCH) {   /* as add_parts, every element at once */
             float tp[PARTS_BATCH][AN_PER];
@@ -106,6 +111,18 @@ add_norm_kernel(float *x, const float *y, int parts, int R, int H, const float *
 #pragma unroll
                 for (int j = 0; j < AN_PER; j++)
                     if (p + u < parts) v[j] += tp[u][j];
+        }
+        if (pw && yr) {   /* v holds y's sum: x + norm(y) */
+            float sy = 0.f;
+#pragma unroll
+            for (int j = 0; j < AN_PER; j++) sy += v[j] * v[j];
+            sy = block_sum(sy, s_tmp);
+            const float ry = 1.0f / sqrtf(sy / (float)H + eps);
+#pragma unroll
+            for (int j = 0; j < AN_PER; j++) {
+                int k = t + j * nt;
+                if (k < H) v[j] = xr[k] + v[j] * ry * pw[k];
+            }
         }
 #pragma unroll
         for (int j = 0; j < AN_PER; j++) {
@@ -125,9 +142,24 @@ add_norm_kernel(float *x, const float *y, int parts, int R, int H, const float *
     }
     pdl_wait();
     float ss = 0.f;
+    float ry = 1.f;
+    if (pw && yr) {   /* y's sum into its first part, then its norm */
+        float sy = 0.f;
+        for (int k = t; k < H; k += nt) {
+            float v = yr[k];
+            add_parts(v, yr, ps, 1, parts, k);
+            yr[k] = v;
+            sy += v * v;
+        }
+        sy = block_sum(sy, s_tmp);
+        ry = 1.0f / sqrtf(sy / (float)H + eps);
+    }
     for (int k = t; k < H; k += nt) {
         float v = xr[k];
-        if (yr) {
+        if (yr && pw) {
+            v += yr[k] * ry * pw[k];
+            xr[k] = v;
+        } else if (yr) {
             add_parts(v, yr, ps, 0, parts, k);
             xr[k] = v;
         }
@@ -140,11 +172,12 @@ add_norm_kernel(float *x, const float *y, int parts, int R, int H, const float *
 }
 
 extern "C" int kern_add_norm(cudaStream_t s, float *x, const float *y, int parts, int R, int H,
-                             const float *norm_w, float eps, void *act, int act_mode, int pdl) {
+                             const float *post_w, const float *norm_w, float eps, void *act,
+                             int act_mode, int pdl) {
     if (R < 1 || H < 1 || (y && parts < 1)) return (int)cudaErrorInvalidValue;
     const int nt = H <= AN_PER * 256 ? 256 : H <= AN_PER * 512 ? 512 : 1024;
-    return (int)klaunch(add_norm_kernel, dim3(R), dim3(nt), 0, s, pdl, x, y, parts, R, H, norm_w,
-                        eps, act, act_mode);
+    return (int)klaunch(add_norm_kernel, dim3(R), dim3(nt), 0, s, pdl, x, (float *)y, parts, R, H,
+                        post_w, norm_w, eps, act, act_mode);
 }
 
 __global__ void gather_norm_kernel(const float *x, const kern_step *st, int O, int H,
@@ -190,7 +223,8 @@ extern "C" int kern_to_act(cudaStream_t s, const float *in, int R, int K, void *
                         K, act, act_mode);
 }
 
-__global__ void swiglu_kernel(const float *y, int parts, int R, int I, void *act, int act_mode) {
+__global__ void swiglu_kernel(const float *y, int parts, int R, int I, int gelu, void *act,
+                              int act_mode) {
     pdl_launch();
     pdl_wait();
     size_t n = (size_t)R * I;
@@ -200,15 +234,15 @@ __global__ void swiglu_kernel(const float *y, int parts, int R, int I, void *act
         size_t gi = (size_t)r * 2 * I + c, ui = gi + I;
         float g = y[gi], u = y[ui];
         add_parts2(g, u, y, n * 2, 1, parts, gi, ui);
-        act_store(act, act_mode, R, I, r, c, g / (1.0f + expf(-g)) * u);
+        act_store(act, act_mode, R, I, r, c, (gelu ? gelu_tanh(g) : g / (1.0f + expf(-g))) * u);
     }
 }
 
-extern "C" int kern_swiglu(cudaStream_t s, const float *y, int parts, int R, int I, void *act,
-                           int act_mode, int pdl) {
+extern "C" int kern_swiglu(cudaStream_t s, const float *y, int parts, int R, int I, int gelu,
+                           void *act, int act_mode, int pdl) {
     if (R < 1 || I < 1 || parts < 1) return (int)cudaErrorInvalidValue;
     return (int)klaunch(swiglu_kernel, dim3(grid_for((size_t)R * I)), dim3(256), 0, s, pdl, y, parts,
-                        R, I, act, act_mode);
+                        R, I, gelu, act, act_mode);
 }
 
 __global__ void add_rows_kernel(float *y, const float *lo, size_t n) {
@@ -225,13 +259,16 @@ extern "C" int kern_add_rows(cudaStream_t s, float *y, const float *lo, size_t n
 
 /* A block per (row, head) of hd/2 threads, thread i owning the pair (i, i +
  * hd/2) -- HF's rotate_half: q and k heads are rotated (angle in double so
- * long positions keep their accuracy), v heads copied.  Why so many small
- * blocks: one block per row left a row's ~900 rotations as a chain of
- * dependent loads and sincos in 4 warps (7 us a layer at 32 rows). */
+ * long positions keep their accuracy), after their RMSNorm when the model
+ * has q/k norms, v heads copied.  Why so many small blocks: one block per
+ * row left a row's ~900 rotations as a chain of dependent loads and sincos
+ * in 4 warps (7 us a layer at 32 rows). */
 __global__ void rope_kv_kernel(const float *qkv, int parts,
                                const float *__restrict__ bias, const kern_step *st, int n_heads,
-                               const float *__restrict__ inv_freq, float *__restrict__ q,
-                               kern_kv kv) {
+                               const float *__restrict__ inv_freq,
+                               const float *__restrict__ q_norm, const float *__restrict__ k_norm,
+                               float eps, float q_scale, float *__restrict__ q, kern_kv kv) {
+    __shared__ float s_tmp[32];
     pdl_launch();
     const int r = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
     const int hd = kv.head_dim, half = hd / 2, nkv = kv.n_kv;
@@ -248,10 +285,16 @@ __global__ void rope_kv_kernel(const float *qkv, int parts,
     float x1 = qkv[c0], x2 = qkv[c1];
     add_parts2(x1, x2, qkv, ps, 1, parts, c0, c1);
     if (bias) { x1 += bias[bc]; x2 += bias[bc + half]; }
+    const float *nw = h < n_heads ? q_norm : h < n_heads + nkv ? k_norm : NULL;
+    if (nw) {   /* the same for every thread of the block */
+        const float rs = 1.0f / sqrtf(block_sum(x1 * x1 + x2 * x2, s_tmp) / (float)hd + eps);
+        x1 = x1 * rs * nw[i];
+        x2 = x2 * rs * nw[i + half];
+    }
     if (h < n_heads + nkv) {
-        const float sn = (float)sd, cs = (float)cd;
-        dst[i] = x1 * cs - x2 * sn;
-        dst[i + half] = x2 * cs + x1 * sn;
+        const float sn = (float)sd, cs = (float)cd, m = h < n_heads ? q_scale : 1.0f;
+        dst[i] = (x1 * cs - x2 * sn) * m;
+        dst[i + half] = (x2 * cs + x1 * sn) * m;
     } else {
         dst[i] = x1;
         dst[i + half] = x2;
@@ -260,8 +303,11 @@ __global__ void rope_kv_kernel(const float *qkv, int parts,
 
 extern "C" int kern_rope_kv(cudaStream_t s, const float *qkv, int parts,
                             const float *bias, const kern_step *st, int R, int n_heads,
-                            const float *inv_freq, float *q, kern_kv kv, int pdl) {
-    if (R < 1 || parts < 1 || kv.head_dim % 2 || kv.head_dim > 2048) return (int)cudaErrorInvalidValue;
+                            const float *inv_freq, const float *q_norm, const float *k_norm,
+                            float eps, float q_scale, float *q, kern_kv kv, int pdl) {
+    if (R < 1 || parts < 1 || kv.head_dim % 2 || kv.head_dim > 2048 || !q_norm != !k_norm)
+        return (int)cudaErrorInvalidValue;
     return (int)klaunch(rope_kv_kernel, dim3(R, n_heads + 2 * kv.n_kv), dim3(kv.head_dim / 2), 0,
-                        s, pdl, qkv, parts, bias, st, n_heads, inv_freq, q, kv);
+                        s, pdl, qkv, parts, bias, st, n_heads, inv_freq, q_norm, k_norm, eps,
+                        q_scale, q, kv);
 }

@@ -4,16 +4,24 @@ tests/test_real.c:
 
     /work/.venv/bin/python scripts/record_gguf_ref.py \\
         ~/.cache/brisk/models/SmolLM2-135M-Instruct.Q4_1.gguf tests/fixtures/real/smollm2-135m.json
+    /work/.venv/bin/python scripts/record_gguf_ref.py \\
+        ~/.cache/brisk/models/gemma-3-270m-q4_k_m.gguf tests/fixtures/real/gemma3-270m.json
 
 transformers dequantizes the GGUF with the gguf package (so the weights are
-those brisk computes, bit for bit) and undoes llama.cpp's q/k row order.
+those brisk computes, bit for bit), undoes llama.cpp's q/k row order (llama)
+and subtracts the 1 llama.cpp's converter added to Gemma's norm weights.
 
 Recorded:
   dequant: a few rows of a few weights as transformers holds them (float32
     bit patterns; q_proj / k_proj after the un-permutation), so the C test
-    checks brisk's dequantized, reordered f32 copy row by row.
-  prompts: 5 chat prompts (the tokenizer's chat template, generation prompt
-    added) and 5 plain texts; for each the prompt ids, 64 greedy tokens (no
+    checks brisk's dequantized, reordered f32 copy row by row.  Gemma's
+    norms are recorded as the multiplier transformers applies, 1 + w in
+    float32, which is what brisk holds.
+  prompts: SmolLM2 (instruct): 5 chat prompts (the tokenizer's chat
+    template, generation prompt added) and 5 plain texts; Gemma 3 270M
+    (base, no chat template): 10 plain texts.  prompt_ids are what the model
+    is fed: the text's ids, after the bos token where the tokenizer adds one
+    (add_bos, Gemma).  For each prompt, 64 greedy tokens (no
     stop at eos; where an eos id first appears is recorded) and, at a few
     steps, the logits the step's token was chosen from: the top 20 (ids and
     values), 20 fixed ids spread over the vocabulary, the full-vocabulary
@@ -50,21 +58,39 @@ def unpermute(w, n_head):   # transformers' _reverse_permute_weights
 
 
 cfg = model.config
-checks = [  # (transformers name, gguf name, n_head for the q/k order or None, rows)
-    ("model.embed_tokens.weight", "token_embd.weight", None, [0, 2, 49151]),
-    ("model.layers.0.self_attn.q_proj.weight", "blk.0.attn_q.weight", cfg.num_attention_heads, [1, 100, 575]),
-    ("model.layers.29.self_attn.k_proj.weight", "blk.29.attn_k.weight", cfg.num_key_value_heads, [3, 191]),
-    ("model.layers.7.mlp.down_proj.weight", "blk.7.ffn_down.weight", None, [5]),
-    ("model.layers.12.self_attn.v_proj.weight", "blk.12.attn_v.weight", None, [64]),
-    ("model.layers.3.input_layernorm.weight", "blk.3.attn_norm.weight", None, None),
-]
+GEMMA = cfg.model_type == "gemma3_text"
+if GEMMA:
+    checks = [  # (transformers name, gguf name, n_head for the q/k order or None, rows)
+        ("model.embed_tokens.weight", "token_embd.weight", None, [0, 2, 262143]),        # Q8_0
+        ("model.layers.0.self_attn.q_proj.weight", "blk.0.attn_q.weight", None, [1, 700]),  # Q5_0
+        ("model.layers.17.self_attn.k_proj.weight", "blk.17.attn_k.weight", None, [3, 255]),
+        ("model.layers.7.mlp.down_proj.weight", "blk.7.ffn_down.weight", None, [5]),     # Q6_K
+        ("model.layers.12.self_attn.o_proj.weight", "blk.12.attn_output.weight", None, [64]),  # Q4_K
+        ("model.layers.3.input_layernorm.weight", "blk.3.attn_norm.weight", None, None),
+        ("model.layers.5.self_attn.q_norm.weight", "blk.5.attn_q_norm.weight", None, None),
+        ("model.layers.9.post_feedforward_layernorm.weight", "blk.9.post_ffw_norm.weight", None, None),
+    ]
+else:
+    checks = [
+        ("model.embed_tokens.weight", "token_embd.weight", None, [0, 2, 49151]),
+        ("model.layers.0.self_attn.q_proj.weight", "blk.0.attn_q.weight", cfg.num_attention_heads, [1, 100, 575]),
+        ("model.layers.29.self_attn.k_proj.weight", "blk.29.attn_k.weight", cfg.num_key_value_heads, [3, 191]),
+        ("model.layers.7.mlp.down_proj.weight", "blk.7.ffn_down.weight", None, [5]),
+        ("model.layers.12.self_attn.v_proj.weight", "blk.12.attn_v.weight", None, [64]),
+        ("model.layers.3.input_layernorm.weight", "blk.3.attn_norm.weight", None, None),
+    ]
 dq = []
 for hf, gg, nh, rows in checks:
     mine = deq(gg)
     if nh:
         mine = unpermute(mine, nh)
     theirs = sd[hf].numpy()
+    norm = GEMMA and hf.endswith("norm.weight")
+    if norm:   # llama.cpp stored w + 1; transformers subtracts the 1
+        mine = mine - np.float32(1)
     assert np.array_equal(mine.astype(np.float32), theirs), f"{hf}: transformers differs from gguf.quants"
+    if norm:   # the multiplier Gemma3RMSNorm applies
+        theirs = np.float32(1) + theirs
     sel = theirs.reshape(1, -1) if rows is None else theirs[rows]
     dq.append({"name": hf, "gguf": gg, "rows": rows if rows is not None else [0],
                "bits": [r.astype(np.float32).view(np.uint32).tolist() for r in sel]})
@@ -85,11 +111,21 @@ PLAIN = [
     "The three primary colors are",
     "Water boils at a temperature of",
 ]
+if GEMMA:   # a base model without a chat template: plain texts only
+    CHAT = []
+    PLAIN += [
+        "The capital of France is",
+        "Question: What is 17 times 23?\nAnswer:",
+        "import numpy as np\n\ndef softmax(x):",
+        "Photosynthesis is the process by which",
+        "Die Hauptstadt von Deutschland ist",
+    ]
+ADD_BOS = GEMMA   # the Gemma tokenizer puts <bos> first; SmolLM2's chat prompts carry their own markers
 STEPS = [0, 1, 16, 40, 63]
 N_NEW = 64
 vocab = cfg.vocab_size
 FIXED = [int(x) for x in np.linspace(0, vocab - 1, 20)]
-eos_ids = {tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id}
+eos_ids = {tok.convert_tokens_to_ids("<end_of_turn>" if GEMMA else "<|im_end|>"), tok.eos_token_id}
 prompts = []
 for kind, texts in (("chat", CHAT), ("plain", PLAIN)):
     for text in texts:
@@ -99,6 +135,8 @@ for kind, texts in (("chat", CHAT), ("plain", PLAIN)):
         else:
             s = text
         ids = tok(s, add_special_tokens=False).input_ids
+        if ADD_BOS:
+            ids = [tok.bos_token_id] + ids
         gen, logs, margins = [], [], []
         with torch.no_grad():
             o = model(torch.tensor([ids]), use_cache=True)
@@ -127,6 +165,7 @@ for kind, texts in (("chat", CHAT), ("plain", PLAIN)):
 
 with open(out, "w") as f:
     json.dump({"model": name, "n_new": N_NEW, "fixed_ids": FIXED, "eos_ids": sorted(eos_ids),
+               "add_bos": ADD_BOS,
                "dequant": dq, "prompts": prompts}, f, separators=(",", ":"))
     f.write("\n")
 print(out, os.path.getsize(out), "bytes")

@@ -1,9 +1,12 @@
 /* test_cuda.c — the CUDA backend (kernels/).  First each kernel against a
  * CPU reference in double precision, on fresh random inputs, with the output
  * poisoned (NaN bytes) before every run; then the whole backend against the
- * CPU backend and the transformers reference on tests/fixtures/tiny-qwen2
- * and tiny-llama: logits, 64 greedy tokens per prompt, batched, forked and
- * continuously batched sequences, long contexts, bad input.
+ * CPU backend and the transformers reference on tests/fixtures/tiny-qwen2,
+ * tiny-llama, tiny-qwen3 (q/k norms, head_dim 16 over hidden 32) and
+ * tiny-gemma3 (q/k norms, output norms, GeGLU, embedding and query scales,
+ * sliding window 6 with its own RoPE base): logits, 64 greedy tokens per
+ * prompt, batched, forked and continuously batched sequences, long
+ * contexts (past the window), bad input.
  *
  * Tolerances (relative error ||a-b|| / ||b||):
  *   f32 kernels (GEMV, norms, RoPE, attention) ........ 1e-5
@@ -120,6 +123,9 @@ static kern_step *make_step(int R, const int *tokens, const int *pos, const int 
 
 /* ------------------------------------------------------------- GEMV */
 static double silu(double g) { return g / (1.0 + exp(-g)); }
+static double gelu_tanh_ref(double x) {
+    return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
+}
 
 /* One GEMV case; returns the relative error (inf on a device error). */
 static double gemv_case(int wdt, int R, int mode, int use_norm, int N, int K, int n_sms) {
@@ -144,19 +150,21 @@ static double gemv_case(int wdt, int R, int mode, int use_norm, int N, int K, in
         double rs = use_norm ? 1.0 / sqrt(ss / K + 1e-6) : 1.0;
         for (int k = 0; k < K; k++) xh[r * K + k] = x[r * K + k] * rs * (use_norm ? nwt[k] : 1.0);
     }
-    int n_out = mode == KERN_SWIGLU ? N / 2 : N;
+    const int glu = mode == KERN_SWIGLU || mode == KERN_GEGLU;
+    int n_out = glu ? N / 2 : N;
     for (int r = 0; r < R; r++)
-        for (int n = 0; n < N; n++) {
+        for (int n = 0; n < N; n++) {   /* for a GLU: gate | up, combined below */
             double s = 0;
             for (int k = 0; k < K; k++) s += W[(size_t)n * K + k] * xh[r * K + k];
-            if (mode != KERN_SWIGLU) ref[(size_t)r * N + n] = s;
-            else if (n < N / 2) ref[(size_t)r * N + n] = s;   /* gate, combined below */
-            else ref[(size_t)r * N + n] = s;
+            ref[(size_t)r * N + n] = s;
         }
-    if (mode == KERN_SWIGLU)
+    if (glu)
         for (int r = 0; r < R; r++)
-            for (int i = 0; i < n_out; i++)
-                ref[(size_t)r * n_out + i] = silu(ref[(size_t)r * N + i]) * ref[(size_t)r * N + n_out + i];
+            for (int i = 0; i < n_out; i++) {
+                double g = ref[(size_t)r * N + i];
+                ref[(size_t)r * n_out + i] = (mode == KERN_GEGLU ? gelu_tanh_ref(g) : silu(g)) *
+                                             ref[(size_t)r * N + n_out + i];
+            }
     void *dW = wdt == KERN_BF16 ? dup_up(Wb, nw * 2) : dup_up(W, nw * 4);
     float *dx = dup_up(x, (size_t)R * K * 4), *dn = dup_up(nwt, (size_t)K * 4);
     float *dy = mode == KERN_RESID ? dup_up(y0, (size_t)R * N * 4) : dnew((size_t)R * n_out * 4);
@@ -174,14 +182,15 @@ done:
 
 static void test_gemv(void) {
     g_rng = 101;
-    static const char *mname[] = {"store", "resid", "swiglu"};
+    static const char *mname[] = {"store", "resid", "swiglu", "rope", "geglu"};
     int sms[3] = {1, 40, 132};
     int rows[3] = {1, 3, 8};
+    const int modes[4] = {KERN_STORE, KERN_RESID, KERN_SWIGLU, KERN_GEGLU};
     for (int wdt = 0; wdt < 2; wdt++)
         for (int ri = 0; ri < 3; ri++)
-            for (int mode = 0; mode < 3; mode++)
+            for (int mi = 0; mi < 4; mi++)
                 for (int s = 0; s < 3; s++) {
-                    int R = rows[ri], norm = mode != KERN_RESID && s != 1;
+                    int R = rows[ri], mode = modes[mi], norm = mode != KERN_RESID && s != 1;
                     double e = gemv_case(wdt, R, mode, norm, 1000, 520, sms[s]);
                     T_CHECKF(e <= 1e-5, "%s R=%d %s norm=%d sms=%d: rel err %.3g",
                              wdt ? "bf16" : "f32", R, mname[mode], norm, sms[s], e);
@@ -196,6 +205,8 @@ static void test_gemv(void) {
     T_CHECKF(e <= 1e-5, "1536x8960 R=2: rel err %.3g", e);
     e = gemv_case(KERN_BF16, 4, KERN_SWIGLU, 1, 1000, 4864, 1);
     T_CHECKF(e <= 1e-5, "1000x4864 R=4 swiglu, 1 SM: rel err %.3g", e);
+    e = gemv_case(KERN_BF16, 3, KERN_GEGLU, 1, 2 * 2048, 640, 132);   /* Gemma 3 270M's gate|up */
+    T_CHECKF(e <= 1e-5, "4096x640 R=3 geglu: rel err %.3g", e);
     T_CHECK(kern_gemv(0, NULL, KERN_BF16, 10, 12, NULL, 1, NULL, 0, 0, NULL, 1, 0) != 0);
     T_CHECK(kern_gemv(0, NULL, KERN_BF16, 10, 16, NULL, 9, NULL, 0, 0, NULL, 1, 0) != 0);
 }
@@ -244,7 +255,7 @@ static void test_gemm(void) {
     T_CHECK(dy4 != NULL);
     rc = dy4 ? kern_blas_gemm_sliced(bl, 0, dWb, KERN_BF16, N, K, act, 1, 2 * R, 4, dy4, &err) : -1;
     T_CHECKF(rc == 0, "sliced: %s", err.msg);
-    T_CHECK(dy4 && kern_add_norm(0, dy4, dy4 + (size_t)R * N, 7, 1, R * N, NULL, 0.f, NULL, 0, 1) == 0);
+    T_CHECK(dy4 && kern_add_norm(0, dy4, dy4 + (size_t)R * N, 7, 1, R * N, NULL, NULL, 0.f, NULL, 0, 1) == 0);
     e = dy4 && sync_ok() && down(out, dy4, (size_t)R * N * 4) ? rel_err(out, refb, (size_t)R * N) : INFINITY;
     T_CHECKF(e <= 2e-5, "bf16, hi/lo, 4 K slices: rel err %.3g", e);
     T_CHECK(kern_blas_gemm_sliced(bl, 0, dWb, KERN_BF16, N, K, act, 1, 2 * R, 3, dy4, &err) == ENG_EINVAL);
@@ -297,7 +308,7 @@ static double skinny_case(int N, int K, int R, int parts, int n_sms) {
         }
     cudaMemset(dy, 0xFF, (size_t)parts * R * N * 4);
     if (kern_skinny(0, dW, N, K, act, R, parts, dy, n_sms, 1)) goto done;
-    if (parts > 1 && kern_add_norm(0, dy, dy + (size_t)R * N, parts - 1, 1, R * N, NULL, 0.f, NULL, 0, 1))
+    if (parts > 1 && kern_add_norm(0, dy, dy + (size_t)R * N, parts - 1, 1, R * N, NULL, NULL, 0.f, NULL, 0, 1))
         goto done;
     if (sync_ok() && down(out, dy, (size_t)R * N * 4)) e = rel_err(out, ref, (size_t)R * N);
 done:
@@ -339,42 +350,49 @@ static void test_skinny(void) {
 /* ------------------------------------------- norms, SwiGLU, embedding */
 /* add_norm of P parts at widths that take its block sizes: 1536 (512
  * threads), 3000 and 3584 (1024 threads, in registers), 9000 (past 4096: the
- * looping path); P past PARTS_BATCH (4) and not a multiple of it. */
-static void check_add_norm_width(int R, int H, int P) {
+ * looping path); P past PARTS_BATCH (4) and not a multiple of it.  With
+ * post, the parts' sum is normalised (weights pw) before x adds it. */
+static void check_add_norm_width(int R, int H, int P, int post) {
     float *x = malloc((size_t)R * H * 4), *y = malloc((size_t)P * R * H * 4), *nw = malloc(H * 4);
-    float *o = malloc((size_t)R * H * 4);
+    float *o = malloc((size_t)R * H * 4), *pw = malloc(H * 4);
     double *rx = malloc((size_t)R * H * 8), *ra = malloc((size_t)R * H * 8);
-    if (!x || !y || !nw || !o || !rx || !ra) { T_CHECK(0); goto done; }
+    if (!x || !y || !nw || !o || !rx || !ra || !pw) { T_CHECK(0); goto done; }
     for (int i = 0; i < R * H; i++) x[i] = nrand();
     for (int i = 0; i < P * R * H; i++) y[i] = nrand();
     for (int k = 0; k < H; k++) nw[k] = 1.0f + 0.1f * nrand();
+    for (int k = 0; k < H; k++) pw[k] = 1.0f + 0.3f * nrand();
     for (int r = 0; r < R; r++) {
-        double ss = 0;
+        double ss = 0, sy = 0;
         for (int k = 0; k < H; k++) {
-            double v = x[r * H + k];
+            double v = 0;
             for (int p = 0; p < P; p++) v += y[(size_t)p * R * H + r * H + k];
             rx[r * H + k] = v;
+            sy += v * v;
+        }
+        for (int k = 0; k < H; k++) {
+            double v = post ? rx[r * H + k] / sqrt(sy / H + 1e-6) * pw[k] : rx[r * H + k];
+            rx[r * H + k] = v += x[r * H + k];
             ss += v * v;
         }
         for (int k = 0; k < H; k++) ra[r * H + k] = rx[r * H + k] / sqrt(ss / H + 1e-6) * nw[k];
     }
     float *dx = dup_up(x, (size_t)R * H * 4), *dy = dup_up(y, (size_t)P * R * H * 4);
-    float *dn = dup_up(nw, H * 4), *dact = dnew((size_t)R * H * 4);
-    if (!dx || !dy || !dn || !dact) { T_CHECK(0); goto done; }
-    T_CHECK(kern_add_norm(0, dx, dy, P, R, H, dn, 1e-6f, dact, KERN_ACT_F32, 1) == 0);
+    float *dn = dup_up(nw, H * 4), *dact = dnew((size_t)R * H * 4), *dpw = dup_up(pw, H * 4);
+    if (!dx || !dy || !dn || !dact || !dpw) { T_CHECK(0); goto done; }
+    T_CHECK(kern_add_norm(0, dx, dy, P, R, H, post ? dpw : NULL, dn, 1e-6f, dact, KERN_ACT_F32, 1) == 0);
     T_CHECK(sync_ok() && down(o, dx, (size_t)R * H * 4));
     double e1 = rel_err(o, rx, (size_t)R * H);
     T_CHECK(sync_ok() && down(o, dact, (size_t)R * H * 4));
     double e2 = rel_err(o, ra, (size_t)R * H);
-    T_CHECKF(e1 <= 1e-6 && e2 <= 1e-5, "add_norm H=%d, %d parts: x rel err %.3g, act rel err %.3g",
-             H, P, e1, e2);
+    T_CHECKF(e1 <= (post ? 1e-5 : 1e-6) && e2 <= 1e-5, "add_norm H=%d, %d parts%s: x rel err %.3g, "
+             "act rel err %.3g", H, P, post ? ", output norm" : "", e1, e2);
 done:
-    free(x); free(y); free(nw); free(o); free(rx); free(ra);
+    free(x); free(y); free(nw); free(o); free(rx); free(ra); free(pw);
     dfree_all();
 }
 
-/* SwiGLU over [gate | up] given as P parts, added in order */
-static void check_swiglu_parts(int R, int I, int P) {
+/* SwiGLU (GeGLU with gelu) over [gate | up] given as P parts, added in order */
+static void check_swiglu_parts(int R, int I, int P, int gelu) {
     const size_t n = (size_t)R * 2 * I;
     float *g = malloc(P * n * 4), *o = malloc((size_t)R * I * 4);
     double *ref = malloc((size_t)R * I * 8);
@@ -387,13 +405,13 @@ static void check_swiglu_parts(int R, int I, int P) {
                 gg += g[p * n + (size_t)r * 2 * I + i];
                 uu += g[p * n + (size_t)r * 2 * I + I + i];
             }
-            ref[r * I + i] = silu(gg) * uu;
+            ref[r * I + i] = (gelu ? gelu_tanh_ref(gg) : silu(gg)) * uu;
         }
     float *dg = dup_up(g, P * n * 4), *dact = dnew((size_t)R * I * 4);
-    T_CHECK(dg && dact && kern_swiglu(0, dg, P, R, I, dact, KERN_ACT_F32, 1) == 0);
+    T_CHECK(dg && dact && kern_swiglu(0, dg, P, R, I, gelu, dact, KERN_ACT_F32, 1) == 0);
     T_CHECK(sync_ok() && down(o, dact, (size_t)R * I * 4));
     double e = rel_err(o, ref, (size_t)R * I);
-    T_CHECKF(e <= 1e-5, "swiglu, %d parts: rel err %.3g", P, e);
+    T_CHECKF(e <= 1e-5, "%s, %d parts: rel err %.3g", gelu ? "geglu" : "swiglu", P, e);
 done:
     free(g); free(o); free(ref);
     dfree_all();
@@ -401,12 +419,16 @@ done:
 
 static void test_add_norm_widths(void) {
     g_rng = 313;
-    check_add_norm_width(3, 3000, 1);
-    check_add_norm_width(2, 9000, 1);
-    check_add_norm_width(4, 1536, 9);
-    check_add_norm_width(2, 3584, 6);
-    check_add_norm_width(2, 9000, 5);
-    check_swiglu_parts(3, 700, 6);
+    for (int post = 0; post < 2; post++) {
+        check_add_norm_width(3, 3000, 1, post);
+        check_add_norm_width(2, 9000, 1, post);
+        check_add_norm_width(4, 1536, 9, post);
+        check_add_norm_width(2, 3584, 6, post);
+        check_add_norm_width(2, 9000, 5, post);
+        check_add_norm_width(3, 640, 2, post);   /* Gemma 3 270M */
+    }
+    check_swiglu_parts(3, 700, 6, 0);
+    check_swiglu_parts(3, 700, 6, 1);
 }
 
 static void test_rowwise(void) {
@@ -434,13 +456,13 @@ static void test_rowwise(void) {
     float *dx = dup_up(x, R * H * 4), *dy = dup_up(y, 3 * R * H * 4);
     float *dn = dup_up(nw, H * 4), *dact = dnew(2 * R * H * 4);
     if (!dx || !dy || !dn || !dact) { T_CHECK(0); goto done; }
-    T_CHECK(kern_add_norm(0, dx, dy, 3, R, H, dn, 1e-5f, dact, KERN_ACT_F32, 1) == 0);
+    T_CHECK(kern_add_norm(0, dx, dy, 3, R, H, NULL, dn, 1e-5f, dact, KERN_ACT_F32, 1) == 0);
     T_CHECK(sync_ok() && down(o1, dx, R * H * 4) && down(o2, dact, R * H * 4));
     double e1 = rel_err(o1, rx, R * H), e2 = rel_err(o2, ra, R * H);
     T_CHECKF(e1 <= 1e-6 && e2 <= 1e-5, "add_norm: x rel err %.3g, act rel err %.3g", e1, e2);
     /* split output: high + low rows give the value to ~2^-16 */
     cudaMemset(dact, 0xFF, 2 * R * H * 4);
-    T_CHECK(kern_add_norm(0, dx, NULL, 0, R, H, dn, 1e-5f, dact, KERN_ACT_SPLIT, 0) == 0);
+    T_CHECK(kern_add_norm(0, dx, NULL, 0, R, H, NULL, dn, 1e-5f, dact, KERN_ACT_SPLIT, 0) == 0);
     uint16_t *hb = (uint16_t *)o2;
     T_CHECK(sync_ok() && down(hb, dact, 2 * R * H * 2));
     for (int i = 0; i < R * H; i++) o1[i] = bf16_val(hb[i]) + bf16_val(hb[R * H + i]);
@@ -463,7 +485,7 @@ static void test_rowwise(void) {
     for (int i = 0; i < R * 2 * I; i++) { g[i] = 2 * nrand(); glo[i] = 1e-3f * nrand(); }
     float *dg = dup_up(g, 2 * R * 2 * I * 4);
     cudaMemset(dact, 0xFF, 2 * R * H * 4);
-    T_CHECK(dg && kern_swiglu(0, dg, 2, R, I, dact, KERN_ACT_F32, 1) == 0);
+    T_CHECK(dg && kern_swiglu(0, dg, 2, R, I, 0, dact, KERN_ACT_F32, 1) == 0);
     T_CHECK(sync_ok() && down(o2, dact, R * I * 4));
     for (int r = 0; r < R; r++)
         for (int i = 0; i < I; i++) {
@@ -479,12 +501,20 @@ static void test_rowwise(void) {
     kern_step *st2 = make_step(5, toks, NULL, NULL, NULL, 0, 0, 0, NULL, NULL, NULL, NULL, NULL);
     void *dE = dup_up(E, V * He * 2);
     float *dxe = dnew(5 * He * 4);
-    T_CHECK(st2 && dE && dxe && kern_embed(0, dE, KERN_BF16, He, st2, 5, dxe, 0) == 0);
+    T_CHECK(st2 && dE && dxe && kern_embed(0, dE, KERN_BF16, He, st2, 5, 1.0f, dxe, 0) == 0);
     T_CHECK(sync_ok() && down(o1, dxe, 5 * He * 4));
     int bad = 0;
     for (int r = 0; r < 5; r++)
         for (int k = 0; k < He; k++) bad += o1[r * He + k] != bf16_val(E[toks[r] * He + k]);
     T_CHECKF(bad == 0, "embedding: %d wrong values", bad);
+    /* scaled (Gemma: sqrt(hidden)), one f32 product per value */
+    const float scale = sqrtf(640.0f);
+    T_CHECK(kern_embed(0, dE, KERN_BF16, He, st2, 5, scale, dxe, 0) == 0);
+    T_CHECK(sync_ok() && down(o1, dxe, 5 * He * 4));
+    bad = 0;
+    for (int r = 0; r < 5; r++)
+        for (int k = 0; k < He; k++) bad += o1[r * He + k] != bf16_val(E[toks[r] * He + k]) * scale;
+    T_CHECKF(bad == 0, "scaled embedding: %d wrong values", bad);
 done:
     free(x); free(y); free(nw); free(o1); free(o2); free(rx); free(ra);
     free(g); free(E);
@@ -492,24 +522,29 @@ done:
 }
 
 /* ------------------------------------------------------- RoPE + KV */
-static void rope_case(int nh, int nkv, int hd) {
+/* qk_norm: q and k heads RMS-normalised (per-dimension weights) before the
+ * rotation; q_scale multiplies q after it. */
+static void rope_case(int nh, int nkv, int hd, int qk_norm, float q_scale) {
     enum { R = 5 };
     const int bs = 16, n_blocks = 8, n_layers = 2, layer = 1;
     int table[2][2] = {{3, 1}, {6, 6}}, seqs[R] = {0, 0, 1, 0, 1}, pos[R] = {0, 17, 5, 31, 15};
     const int width = (nh + 2 * nkv) * hd;
     size_t blk = (size_t)n_layers * 2 * nkv * bs * hd, pool = blk * n_blocks;
     float *qkv = malloc(R * width * 4), *bias = malloc(width * 4), *invf = malloc(hd / 2 * 4);
-    float *q = malloc(R * nh * hd * 4), *kvh = malloc(pool * 4);
-    if (!qkv || !bias || !invf || !q || !kvh) { T_CHECK(0); goto done; }
+    float *q = malloc(R * nh * hd * 4), *kvh = malloc(pool * 4), *qn = malloc(hd * 4), *kn = malloc(hd * 4);
+    if (!qkv || !bias || !invf || !q || !kvh || !qn || !kn) { T_CHECK(0); goto done; }
     for (int i = 0; i < R * width; i++) qkv[i] = nrand();
     for (int i = 0; i < width; i++) bias[i] = 0.2f * nrand();
     for (int i = 0; i < hd / 2; i++) invf[i] = (float)(1.0 / pow(10000.0, 2.0 * i / hd));
+    for (int i = 0; i < hd; i++) { qn[i] = 1.0f + 0.3f * nrand(); kn[i] = 1.0f + 0.3f * nrand(); }
     kern_step *st = make_step(R, NULL, pos, seqs, &table[0][0], 2, 2, 0, NULL, NULL, NULL, NULL, NULL);
     float *dqkv = dup_up(qkv, R * width * 4), *db = dup_up(bias, width * 4), *dinv = dup_up(invf, hd * 2);
     float *dq = dnew(R * nh * hd * 4), *dkv = dnew(pool * 4);
-    if (!st || !dqkv || !db || !dinv || !dq || !dkv) { T_CHECK(0); goto done; }
+    float *dqn = dup_up(qn, hd * 4), *dkn = dup_up(kn, hd * 4);
+    if (!st || !dqkv || !db || !dinv || !dq || !dkv || !dqn || !dkn) { T_CHECK(0); goto done; }
     kern_kv kv = {dkv + (size_t)layer * 2 * nkv * bs * hd, (long long)blk, nkv, hd, bs, 0};
-    T_CHECK(kern_rope_kv(0, dqkv, 1, db, st, R, nh, dinv, dq, kv, 1) == 0);
+    T_CHECK(kern_rope_kv(0, dqkv, 1, db, st, R, nh, dinv, qk_norm ? dqn : NULL, qk_norm ? dkn : NULL,
+                         1e-6f, q_scale, dq, kv, 1) == 0);
     T_CHECK(sync_ok() && down(q, dq, R * nh * hd * 4) && down(kvh, dkv, pool * 4));
     double num = 0, den = 0;
     int bad_kv = 0;
@@ -517,12 +552,24 @@ static void rope_case(int nh, int nkv, int hd) {
         const float *row = qkv + r * width;
         int b = table[seqs[r]][pos[r] / bs], slot = pos[r] % bs;
         float *kb = kvh + (size_t)b * blk + (size_t)layer * 2 * nkv * bs * hd;
-        for (int h = 0; h < nh + nkv; h++)
+        for (int h = 0; h < nh + nkv; h++) {
+            double rs = 1.0;   /* the head's RMS norm factor */
+            if (qk_norm) {
+                double ss = 0;
+                for (int d = 0; d < hd; d++) {
+                    double x = (double)row[h * hd + d] + bias[h * hd + d];
+                    ss += x * x;
+                }
+                rs = 1.0 / sqrt(ss / hd + 1e-6);
+            }
+            const float *nw = h < nh ? qn : kn;
+            double m = h < nh ? q_scale : 1.0;
             for (int i = 0; i < hd / 2; i++) {
                 double x1 = (double)row[h * hd + i] + bias[h * hd + i];
                 double x2 = (double)row[h * hd + i + hd / 2] + bias[h * hd + i + hd / 2];
+                if (qk_norm) { x1 *= rs * nw[i]; x2 *= rs * nw[i + hd / 2]; }
                 double a = pos[r] * (double)invf[i];
-                double o1 = x1 * cos(a) - x2 * sin(a), o2 = x2 * cos(a) + x1 * sin(a);
+                double o1 = (x1 * cos(a) - x2 * sin(a)) * m, o2 = (x2 * cos(a) + x1 * sin(a)) * m;
                 float g1, g2;
                 if (h < nh) {
                     g1 = q[(r * nh + h) * hd + i]; g2 = q[(r * nh + h) * hd + i + hd / 2];
@@ -534,6 +581,7 @@ static void rope_case(int nh, int nkv, int hd) {
                 den += o1 * o1 + o2 * o2;
                 if (!isfinite(g1) || !isfinite(g2)) num = INFINITY;
             }
+        }
         for (int h = 0; h < nkv; h++)
             for (int d = 0; d < hd; d++) {
                 float want = row[(nh + nkv + h) * hd + d] + bias[(nh + nkv + h) * hd + d];
@@ -541,7 +589,8 @@ static void rope_case(int nh, int nkv, int hd) {
             }
     }
     double e = sqrt(num / den);
-    T_CHECKF(e <= 1e-5, "nh=%d nkv=%d hd=%d: q/k rel err %.3g", nh, nkv, hd, e);
+    T_CHECKF(e <= 1e-5, "nh=%d nkv=%d hd=%d qk_norm=%d q_scale=%g: q/k rel err %.3g", nh, nkv, hd,
+             qk_norm, q_scale, e);
     T_CHECKF(bad_kv == 0, "%d wrong values in V", bad_kv);
     /* nothing else in the pool was written: it is all NaN bytes still */
     size_t finite = 0;
@@ -549,15 +598,21 @@ static void rope_case(int nh, int nkv, int hd) {
     T_CHECKF(finite == (size_t)R * 2 * nkv * hd, "%zu finite floats in the pool, expected %d",
              finite, R * 2 * nkv * hd);
 done:
-    free(qkv); free(bias); free(invf); free(q); free(kvh);
+    free(qkv); free(bias); free(invf); free(q); free(kvh); free(qn); free(kn);
     dfree_all();
 }
 
 static void test_rope_kv(void) {
     g_rng = 404;
-    rope_case(4, 2, 16);
-    rope_case(12, 2, 128);
-    rope_case(14, 2, 64);
+    rope_case(4, 2, 16, 0, 1.0f);
+    rope_case(12, 2, 128, 0, 1.0f);
+    rope_case(14, 2, 64, 0, 1.0f);
+    rope_case(16, 8, 128, 1, 1.0f);              /* Qwen3-0.6B's heads */
+    rope_case(4, 1, 256, 1, 1.0f);               /* Gemma 3 270M's */
+    rope_case(2, 1, 32, 1, sqrtf(32.0f / 24));   /* the tiny Gemma fixture's query scale */
+    /* one norm without the other is refused */
+    T_CHECK(kern_rope_kv(0, NULL, 1, NULL, NULL, 1, 4, NULL, (const float *)16, NULL, 1e-6f, 1.0f,
+                         NULL, (kern_kv){NULL, 0, 2, 16, 16, 0}, 0) != 0);
 }
 
 /* kern_gemv_qkv (the q/k/v product with RoPE and the KV write as its
@@ -590,7 +645,7 @@ static void qkv_case(int R, int nh, int nkv, int hd, int K, int wdt, int n_sms) 
     kern_kv a = {dkv1, (long long)blk, nkv, hd, bs, 0}, b = a;
     b.base = dkv2;
     T_CHECK(kern_gemv(0, dW, wdt, N, K, dx, R, dn, 1e-6f, KERN_STORE, dy, n_sms, 1) == 0);
-    T_CHECK(kern_rope_kv(0, dy, 1, db, st, R, nh, dinv, dq1, a, 1) == 0);
+    T_CHECK(kern_rope_kv(0, dy, 1, db, st, R, nh, dinv, NULL, NULL, 0.f, 1.0f, dq1, a, 1) == 0);
     T_CHECK(kern_gemv_qkv(0, dW, wdt, K, dx, R, dn, 1e-6f, db, st, nh, dinv, dq2, b, n_sms, 1) == 0);
     if (!sync_ok() || !down(q1, dq1, (size_t)R * nh * hd * 4) || !down(q2, dq2, (size_t)R * nh * hd * 4) ||
         !down(kv1, dkv1, pool * 4) || !down(kv2, dkv2, pool * 4)) { T_CHECK(0); goto done; }
@@ -627,8 +682,9 @@ static void test_gemv_qkv(void) {
 }
 
 /* ------------------------------------------------------- attention */
-/* v2: run kern_attention2 (variant 2, default span) instead. */
-static void attn_case(int nh, int nkv, int hd, int splits, int v2) {
+/* v2: run kern_attention2 (variant 2, default span) instead; window > 0:
+ * each row sees its last window positions only (kern_attention). */
+static void attn_case(int nh, int nkv, int hd, int splits, int v2, int window) {
     enum { NS = 3 };
     const int bs = 16, lens[NS] = {1, 17, 300}, n_blocks = 40;
     int stride = (300 + bs - 1) / bs;
@@ -656,18 +712,19 @@ static void attn_case(int nh, int nkv, int hd, int splits, int v2) {
     for (int r = 0; r < R; r++)
         for (int h = 0; h < nh; h++) {
             int kh = h / G, L = pos[r] + 1;
+            int t0 = window > 0 && L > window ? L - window : 0;
             double mx = -1e300, sum = 0;
-            for (int t = 0; t < L; t++) {
+            for (int t = t0; t < L; t++) {
                 const float *k = kv + (size_t)table[seqs[r] * stride + t / bs] * blk + ((size_t)kh * bs + t % bs) * hd;
                 double d = 0;
                 for (int i = 0; i < hd; i++) d += (double)q[(r * nh + h) * hd + i] * k[i];
                 sc[t] = d / sqrt((double)hd);
                 if (sc[t] > mx) mx = sc[t];
             }
-            for (int t = 0; t < L; t++) { sc[t] = exp(sc[t] - mx); sum += sc[t]; }
+            for (int t = t0; t < L; t++) { sc[t] = exp(sc[t] - mx); sum += sc[t]; }
             for (int i = 0; i < hd; i++) {
                 double o = 0;
-                for (int t = 0; t < L; t++) {
+                for (int t = t0; t < L; t++) {
                     const float *v = kv + (size_t)table[seqs[r] * stride + t / bs] * blk + (size_t)nkv * bs * hd +
                                      ((size_t)kh * bs + t % bs) * hd;
                     o += sc[t] * v[i];
@@ -683,12 +740,13 @@ static void attn_case(int nh, int nkv, int hd, int splits, int v2) {
     uint16_t *dact = dnew((size_t)R * nh * hd * 4), *hact = malloc((size_t)R * nh * hd * 4);
     if (!st || !dkv || !dq || !dout || !dpart || !dcnt || !dact || !hact) { T_CHECK(0); free(hact); goto done; }
     cudaMemset(dcnt, 0, (size_t)R * nkv * 4);
-    kern_kv k = {dkv, (long long)blk, nkv, hd, bs, 0};
+    kern_kv k = {dkv, (long long)blk, nkv, hd, bs, window};
     T_CHECK((v2 ? kern_attention2(0, dq, k, st, R, nh, splits, 0, dout, NULL, 0, dpart, dcnt, 1)
                  : kern_attention(0, dq, k, st, R, nh, splits, dout, NULL, 0, dpart, dcnt, 1)) == 0);
     double e = sync_ok() && down(out, dout, (size_t)R * nh * hd * 4) ? rel_err(out, ref, (size_t)R * nh * hd)
                                                                    : INFINITY;
-    T_CHECKF(e <= 1e-5, "v%d nh=%d nkv=%d hd=%d splits=%d: rel err %.3g", v2 ? 2 : 1, nh, nkv, hd, splits, e);
+    T_CHECKF(e <= 1e-5, "v%d nh=%d nkv=%d hd=%d splits=%d window=%d: rel err %.3g", v2 ? 2 : 1, nh,
+             nkv, hd, splits, window, e);
     /* the split counters are back at zero; the same into hi/lo bf16 rows */
     int nz = 0;
     if (down(cnt, dcnt, (size_t)R * nkv * 4))
@@ -713,8 +771,21 @@ static void test_attention(void) {
     int cfg[4][3] = {{4, 2, 16}, {4, 1, 16}, {12, 2, 128}, {14, 2, 64}};
     int splits[3] = {1, 3, 64};
     for (int c = 0; c < 4; c++)
-        for (int s = 0; s < 3; s++) attn_case(cfg[c][0], cfg[c][1], cfg[c][2], splits[s], 0);
+        for (int s = 0; s < 3; s++) attn_case(cfg[c][0], cfg[c][1], cfg[c][2], splits[s], 0, 0);
+    /* sliding windows (Gemma 3): inside one block, across blocks, longer
+     * than some rows' contexts; head_dim 256 (Gemma 3 270M: 4 heads, 1 kv) */
+    int windows[3] = {6, 100, 512};
+    for (int w = 0; w < 3; w++)
+        for (int s = 0; s < 3; s++) {
+            attn_case(4, 1, 16, splits[s], 0, windows[w]);
+            attn_case(4, 1, 256, splits[s], 0, windows[w]);
+        }
     T_CHECK(kern_attn_splits(1, 2, 132) > 1 && kern_attn_splits(256, 2, 132) == 1);
+    /* the other attention kernels refuse a window */
+    kern_kv win = {(float *)16, 1024, 1, 64, 16, 6};
+    T_CHECK(kern_attention2(0, NULL, win, NULL, 1, 4, 1, 0, NULL, NULL, 0, NULL, NULL, 0) != 0);
+    T_CHECK(kern_attention3(0, NULL, win, NULL, 1, 4, 1, 0, NULL, NULL, 0, NULL, NULL, 0) != 0);
+    T_CHECK(kern_attention_prefill(0, NULL, win, NULL, 1, 4, NULL, NULL, 0, 0) != 0);
 }
 
 /* ---------------------------------------- attention, variants 2 and 3 */
@@ -986,7 +1057,7 @@ static void test_attention2(void) {
      * GQA 6 / 7 cases run variant 2 on 1-, 17- and 300-token contexts */
     int small[4][3] = {{4, 2, 16}, {4, 1, 16}, {12, 2, 128}, {14, 2, 64}}, splits[3] = {1, 3, 64};
     for (int c = 0; c < 4; c++)
-        for (int s = 0; s < 3; s++) attn_case(small[c][0], small[c][1], small[c][2], splits[s], 1);
+        for (int s = 0; s < 3; s++) attn_case(small[c][0], small[c][1], small[c][2], splits[s], 1, 0);
 }
 
 /* -------------------------------------------------------- sampling */
@@ -1115,7 +1186,9 @@ typedef struct fixture {
     int have_gen;
 } fixture;
 
-static fixture fx[2] = {{.name = "tiny-qwen2"}, {.name = "tiny-llama"}};
+#define N_FX 4
+static fixture fx[N_FX] = {{.name = "tiny-qwen2"}, {.name = "tiny-llama"}, {.name = "tiny-qwen3"},
+                           {.name = "tiny-gemma3"}};
 
 static char *slurp(const char *path, size_t *len) {
     char *b = NULL;
@@ -1659,7 +1732,7 @@ static void engine_case(fixture *f) {
 
 #define FIXTURE_TEST(fn, body) \
     static void fn(void) { \
-        for (int i = 0; i < 2; i++) { \
+        for (int i = 0; i < N_FX; i++) { \
             g_rng = 700 + i; \
             if (!fixture_load(&fx[i]) || !fixture_cpu_gen(&fx[i])) { T_CHECKF(0, "%s", fx[i].name); continue; } \
             body(&fx[i]); \
@@ -1769,7 +1842,7 @@ int main(void) {
     T_RUN(test_attn1_backend);
     T_RUN(test_attn3_backend);
     T_RUN(test_prefill_attn_backend);
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < N_FX; i++) {
         eng_model_free(fx[i].m);
         for (int p = 0; p < fx[i].n_prompts; p++) free(fx[i].p[p].ids);
         free(fx[i].ref);

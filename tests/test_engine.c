@@ -1,5 +1,6 @@
 /* test_engine.c — the engine on the CPU backend against logits computed by
- * transformers (tests/fixtures/<model>/ref.json + ref_logits.bin), and the
+ * transformers in float64 (tests/fixtures/<model>/ref.json + ref_logits.bin;
+ * Qwen2, Llama, Qwen3, Gemma 3), and the
  * engine's own promises: batching does not change results, forks share KV
  * blocks copy-on-write, a full cache is refused cleanly, bad arguments are
  * errors. */
@@ -20,7 +21,8 @@ typedef struct fixture {
     float *ref;   /* [rows][vocab] */
 } fixture;
 
-static fixture fx[2] = { { .name = "tiny-qwen2" }, { .name = "tiny-llama" } };
+static fixture fx[4] = { { .name = "tiny-qwen2" }, { .name = "tiny-llama" },
+                         { .name = "tiny-qwen3" }, { .name = "tiny-gemma3" } };
 
 static char *read_file(const char *path, size_t *len) {
     char *b = NULL;
@@ -170,6 +172,8 @@ static void reference(fixture *f) {
 
 static void test_reference_qwen2(void) { reference(&fx[0]); }
 static void test_reference_llama(void) { reference(&fx[1]); }
+static void test_reference_qwen3(void) { reference(&fx[2]); }
+static void test_reference_gemma3(void) { reference(&fx[3]); }
 
 /* ------------------------------------------------------------ batched */
 /* Runs each prompt of f for steps steps; logits of step k of prompt i go
@@ -233,13 +237,15 @@ static void batched(fixture *f) {
 
 static void test_batched_qwen2(void) { batched(&fx[0]); }
 static void test_batched_llama(void) { batched(&fx[1]); }
+static void test_batched_qwen3(void) { batched(&fx[2]); }
+static void test_batched_gemma3(void) { batched(&fx[3]); }
 
 /* Many sequences of different lengths (prefixes of the reference ids) in
- * one batch with 4-token blocks, so most span several blocks; every row of
- * every sequence against the reference, then greedy decode where the
- * reference knows the continuation. */
-static void test_many_lengths(void) {
-    fixture *f = &fx[1];
+ * one batch with 4-token blocks, so most span several blocks (and Gemma 3's
+ * sliding window of 6 starts inside a block); every row of every sequence
+ * against the reference, then greedy decode where the reference knows the
+ * continuation. */
+static void many_lengths(fixture *f) {
     if (!load_fixture(f)) T_FAIL("bundled fixture tests/fixtures/%s did not load", f->name);
     eng_engine *e = make_engine(f, 4, 0, 2);
     int s[64], pi_of[64], len_of[64], n = 0;
@@ -286,6 +292,9 @@ static void test_many_lengths(void) {
     T_CHECK(checked > 10);
     eng_destroy(e);
 }
+
+static void test_many_lengths_llama(void) { many_lengths(&fx[1]); }
+static void test_many_lengths_gemma3(void) { many_lengths(&fx[3]); }
 
 /* A prompt longer than the backend's 512-row pass: its rows are worked in
  * two passes, the second attending to keys written by the first.  The
@@ -678,6 +687,31 @@ static void test_bad_args(void) {
 }
 
 /* The backend checks what it is handed: bad rows are errors, not reads. */
+/* A model the CUDA backend does not implement is refused by eng_create with
+ * ENG_EUNSUPPORTED naming the architecture (before any device is touched,
+ * so this runs without a GPU); a build without CUDA refuses the backend. */
+static void test_cuda_unsupported(void) {
+    fixture *f = &fx[3];
+    if (!load_fixture(f)) T_FAIL("bundled fixture tests/fixtures/%s did not load", f->name);
+    char arch[32];
+    memcpy(arch, f->m->cfg.arch, sizeof arch);
+    snprintf(f->m->cfg.arch, sizeof f->m->cfg.arch, "mamba");
+    eng_opts o = { .backend = ENG_BACKEND_CUDA, .n_blocks = 16, .max_seqs = 1 };
+    eng_engine *e = NULL;
+    eng_err err = { 0 };
+    int rc = eng_create(f->m, &o, &e, &err);
+    memcpy(f->m->cfg.arch, arch, sizeof arch);
+    printf("  message: %s\n", err.msg);
+#ifdef BRISK_CUDA
+    T_CHECKF(rc == ENG_EUNSUPPORTED && !e && strstr(err.msg, "architecture mamba"), "rc %d: %s", rc,
+             err.msg);
+#else
+    T_CHECKF(rc == ENG_EUNSUPPORTED && !e && strstr(err.msg, "not available in this build"),
+             "rc %d: %s", rc, err.msg);
+#endif
+    eng_destroy(e);
+}
+
 static void test_backend_checks(void) {
     fixture *f = &fx[0];
     if (!load_fixture(f)) T_FAIL("bundled fixture tests/fixtures/%s did not load", f->name);
@@ -754,9 +788,14 @@ static void test_backend_checks(void) {
 int main(void) {
     T_RUN(test_reference_qwen2);
     T_RUN(test_reference_llama);
+    T_RUN(test_reference_qwen3);
+    T_RUN(test_reference_gemma3);
     T_RUN(test_batched_qwen2);
     T_RUN(test_batched_llama);
-    T_RUN(test_many_lengths);
+    T_RUN(test_batched_qwen3);
+    T_RUN(test_batched_gemma3);
+    T_RUN(test_many_lengths_llama);
+    T_RUN(test_many_lengths_gemma3);
     T_RUN(test_long_prompt);
     T_RUN(test_fork);
     T_RUN(test_fork_unprefilled);
@@ -767,6 +806,7 @@ int main(void) {
     T_RUN(test_warmup);
     T_RUN(test_bad_args);
     T_RUN(test_backend_checks);
+    T_RUN(test_cuda_unsupported);
     for (int i = 0; i < 2; i++) {
         eng_model_free(fx[i].m);
         free(fx[i].ref);

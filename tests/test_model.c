@@ -1,5 +1,6 @@
-/* test_model.c — safetensors reader and model folder loader: the three tiny
- * fixtures (f32 Qwen2, the same as f16, sharded bf16 Llama), rope scaling,
+/* test_model.c — safetensors reader and model folder loader: the tiny
+ * fixtures (f32 Qwen2, the same as f16, sharded bf16 Llama, bf16 Qwen3 and
+ * Gemma 3, the latter also in the multimodal layout), rope scaling,
  * config overrides, malformed folders and random corruption. */
 #include <dirent.h>
 #include <stdint.h>
@@ -12,6 +13,8 @@
 #define QWEN "tests/fixtures/tiny-qwen2"
 #define QWEN16 "tests/fixtures/tiny-qwen2-f16"
 #define LLAMA "tests/fixtures/tiny-llama"
+#define QWEN3 "tests/fixtures/tiny-qwen3"
+#define GEMMA3 "tests/fixtures/tiny-gemma3"
 
 /* ------------------------------------------------------------- helpers */
 
@@ -203,6 +206,14 @@ static int compare_weights(const eng_model *a, const eng_model *b, float tol) {
             CMP(x->bq, y->bq, Q);
             CMP(x->bk, y->bk, KV);
             CMP(x->bv, y->bv, KV);
+        }
+        if (g->qk_norm) {
+            CMP(x->q_norm, y->q_norm, g->head_dim);
+            CMP(x->k_norm, y->k_norm, g->head_dim);
+        }
+        if (g->post_norms) {
+            CMP(x->post_attn_norm, y->post_attn_norm, H);
+            CMP(x->post_ffn_norm, y->post_ffn_norm, H);
         }
     }
 #undef CMP
@@ -664,6 +675,174 @@ static void test_unsupported_config(void) {
     config_case(sliding, ENG_EUNSUPPORTED, "sliding");
 }
 
+/* ------------------------------------------------------- Qwen3, Gemma 3 */
+
+/* Qwen3: q/k norms, head_dim from the config (16, not hidden / heads = 8),
+ * no q/k/v bias.  Without head_dim the config means transformers' 128,
+ * which the weights do not have. */
+static void test_qwen3(void) {
+    eng_model *m = load_ok(QWEN3, NULL);
+    if (!m) return;
+    const eng_config *g = &m->cfg;
+    check_config(QWEN3, g);
+    T_CHECK(!strcmp(g->arch, "qwen3") && g->qk_norm && !g->qkv_bias && !g->post_norms &&
+            !g->gelu && g->head_dim == 16 && g->hidden == 32 && g->embed_scale == 1.0f &&
+            g->attn_scale == 0.25f && !g->sliding_window && !m->rope_inv_freq_local);
+    T_CHECK(m->layers[1].q_norm && m->layers[1].k_norm && !m->layers[1].bq);
+    /* plain RMSNorm weights: the stored values (bf16) */
+    T_CHECK(m->layers[1].t_k_norm && bf16_exact(m->layers[1].t_k_norm, m->layers[1].k_norm));
+    eng_model_free(m);
+    char *d = copy_fixture(QWEN3);
+    cJSON *c = read_json(d, "config.json");
+    cJSON_DeleteItemFromObject(c, "head_dim");
+    write_json(d, "config.json", c);
+    cJSON_Delete(c);
+    eng_err err;
+    CHECK_ERR(loads(d, &err), ENG_EFORMAT, err, "model.layers.0.self_attn.q_proj.weight has shape [64, 32], expected [512, 32]");
+    remove_dir(d);
+}
+
+/* Gemma 3 (text model): the config and the norms held as 1 + w. */
+static void test_gemma3(void) {
+    eng_model *m = load_ok(GEMMA3, NULL);
+    if (!m) return;
+    const eng_config *g = &m->cfg;
+    T_CHECK(!strcmp(g->arch, "gemma3") && g->qk_norm && g->post_norms && g->gelu &&
+            !g->qkv_bias && g->tie_embeddings && g->n_layers == 6 && g->head_dim == 32 &&
+            g->n_heads == 2 && g->n_kv_heads == 1 && g->hidden == 32);
+    T_CHECK(g->embed_scale == (float)sqrt(32.0) && g->attn_scale == (float)(1 / sqrt(24.0)));
+    T_CHECK(g->sliding_window == 6 && g->swa_pattern == 6 && g->rope_theta == 1e6f &&
+            g->rope_local_theta == 1e4f);
+    for (int l = 0; l < 6; l++) T_CHECK(eng_layer_sliding(g, l) == (l != 5));
+    T_CHECK(g->bos_id == 1024 && g->n_eos == 1 && g->eos_ids[0] == 1026);
+    /* global layers: base 1e6 with linear scaling 8; sliding: base 1e4 */
+    T_CHECK(m->rope_inv_freq_local);
+    for (int i = 0; i < 16 && m->rope_inv_freq_local; i++) {
+        double glob = 1.0 / pow(1e6, i / 16.0) / 8, loc = 1.0 / pow(1e4, i / 16.0);
+        T_CHECKF(fabs(m->rope_inv_freq[i] - glob) <= 1e-6 * glob &&
+                 fabs(m->rope_inv_freq_local[i] - loc) <= 1e-6 * loc, "inv_freq[%d]", i);
+    }
+    /* norms: 1 + the stored weight, and no raw tensor for them */
+    st_file s = st_read(GEMMA3 "/model.safetensors");
+    const eng_layer_w *L = &m->layers[2];
+    static const char *const names[] = {"input_layernorm", "pre_feedforward_layernorm",
+                                        "post_attention_layernorm", "post_feedforward_layernorm",
+                                        "self_attn.q_norm", "self_attn.k_norm"};
+    const float *held[] = {L->attn_norm, L->ffn_norm, L->post_attn_norm, L->post_ffn_norm,
+                           L->q_norm, L->k_norm};
+    for (int i = 0; i < 6; i++) {
+        char name[96];
+        snprintf(name, sizeof name, "model.layers.2.%s.weight", names[i]);
+        const cJSON *t = cJSON_GetObjectItem(s.h, name);
+        const cJSON *off = cJSON_GetObjectItem(t, "data_offsets");
+        T_CHECKF(t && held[i], "%s", name);
+        if (!t || !held[i]) continue;
+        const uint8_t *raw = (const uint8_t *)s.raw + s.data_off +
+                             (size_t)cJSON_GetArrayItem(off, 0)->valuedouble;
+        uint16_t b0 = (uint16_t)(raw[0] | raw[1] << 8);
+        T_CHECKF(held[i][0] == 1.0f + eng_bf16_to_f32(b0), "%s: %g", name, held[i][0]);
+    }
+    st_free(&s);
+    T_CHECK(!L->t_attn_norm && !L->t_q_norm && !L->t_post_ffn_norm && !m->t_final_norm);
+    T_CHECK(L->t_wq && L->t_down);   /* the projections keep theirs */
+    eng_model_free(m);
+}
+
+/* The same model as Gemma 3's multimodal checkpoints lay it out: config
+ * model_type gemma3 with the text model's settings in text_config (in
+ * transformers 4's form: rope_theta, rope_local_base_freq, rope_scaling;
+ * sliding_window_pattern instead of layer_types), tensors under
+ * model.language_model.  Every weight and RoPE table equals the plain
+ * folder's. */
+static void test_gemma3_multimodal(void) {
+    char *d = copy_fixture(GEMMA3);
+    cJSON *text = read_json(d, "config.json");
+    cJSON_DeleteItemFromObject(text, "rope_parameters");
+    cJSON_DeleteItemFromObject(text, "layer_types");
+    cJSON_AddNumberToObject(text, "rope_theta", 1e6);
+    cJSON_AddNumberToObject(text, "rope_local_base_freq", 1e4);
+    cJSON *rs = cJSON_AddObjectToObject(text, "rope_scaling");
+    cJSON_AddStringToObject(rs, "rope_type", "linear");
+    cJSON_AddNumberToObject(rs, "factor", 8);
+    cJSON_AddNumberToObject(text, "sliding_window_pattern", 6);
+    cJSON *top = cJSON_CreateObject();
+    cJSON_AddStringToObject(top, "model_type", "gemma3");
+    cJSON_AddItemToObject(top, "architectures",
+                          cJSON_CreateStringArray((const char *[]){"Gemma3ForConditionalGeneration"}, 1));
+    cJSON_AddItemToObject(top, "text_config", text);
+    write_json(d, "config.json", top);
+    cJSON_Delete(top);
+    char p[1024];
+    snprintf(p, sizeof p, "%s/model.safetensors", d);
+    st_file s = st_read(p);
+    cJSON *h = cJSON_CreateObject(), *t;
+    cJSON_ArrayForEach(t, s.h) {
+        char name[160];
+        if (!strncmp(t->string, "model.", 6))
+            snprintf(name, sizeof name, "model.language_model.%s", t->string + 6);
+        else snprintf(name, sizeof name, "%s", t->string);
+        cJSON_AddItemToObject(h, name, cJSON_Duplicate(t, 1));
+    }
+    cJSON_Delete(s.h);
+    s.h = h;
+    st_write(p, &s);
+    st_free(&s);
+    eng_model *a = load_ok(GEMMA3, NULL), *b = load_ok(d, NULL);
+    if (a && b) {
+        const eng_config *x = &a->cfg, *y = &b->cfg;
+        T_CHECK(!strcmp(y->arch, "gemma3") && y->sliding_window == x->sliding_window &&
+                y->swa_pattern == x->swa_pattern && y->attn_scale == x->attn_scale &&
+                y->bos_id == x->bos_id && y->n_eos == x->n_eos);
+        T_CHECK(compare_weights(a, b, 0) > 6 * 12);
+        T_CHECK(!memcmp(a->rope_inv_freq, b->rope_inv_freq, sizeof(float) * 16) &&
+                !memcmp(a->rope_inv_freq_local, b->rope_inv_freq_local, sizeof(float) * 16));
+    }
+    eng_model_free(a);
+    eng_model_free(b);
+    remove_dir(d);
+}
+
+static void gemma_case(void (*edit)(cJSON *c), int want, const char *needle) {
+    char *d = copy_fixture(GEMMA3);
+    cJSON *c = read_json(d, "config.json");
+    edit(c);
+    write_json(d, "config.json", c);
+    cJSON_Delete(c);
+    eng_err err;
+    CHECK_ERR(loads(d, &err), want, err, needle);
+    T_CHECKF(strstr(err.msg, "config.json"), "%s", err.msg);
+    remove_dir(d);
+}
+
+static void softcap(cJSON *c) { cJSON_ReplaceItemInObject(c, "final_logit_softcapping", cJSON_CreateNumber(30)); }
+static void attn_softcap(cJSON *c) { cJSON_ReplaceItemInObject(c, "attn_logit_softcapping", cJSON_CreateNumber(50)); }
+static void exact_gelu(cJSON *c) { cJSON_ReplaceItemInObject(c, "hidden_activation", cJSON_CreateString("gelu")); }
+static void bidir(cJSON *c) { cJSON_ReplaceItemInObject(c, "use_bidirectional_attention", cJSON_CreateTrue()); }
+static void odd_layers(cJSON *c) {   /* full, then sliding: no period ends in full */
+    cJSON *lt = cJSON_GetObjectItem(c, "layer_types");
+    cJSON_ReplaceItemInArray(lt, 0, cJSON_CreateString("full_attention"));
+    cJSON_ReplaceItemInArray(lt, 5, cJSON_CreateString("sliding_attention"));
+}
+static void chunked(cJSON *c) { cJSON_ReplaceItemInArray(cJSON_GetObjectItem(c, "layer_types"), 2, cJSON_CreateString("chunked_attention")); }
+static void short_types(cJSON *c) { cJSON_DeleteItemFromArray(cJSON_GetObjectItem(c, "layer_types"), 0); }
+static void no_text(cJSON *c) { cJSON_ReplaceItemInObject(c, "model_type", cJSON_CreateString("gemma3")); }
+static void yarn(cJSON *c) {
+    cJSON *f = cJSON_GetObjectItem(cJSON_GetObjectItem(c, "rope_parameters"), "full_attention");
+    cJSON_ReplaceItemInObject(f, "rope_type", cJSON_CreateString("yarn"));
+}
+
+static void test_gemma3_config(void) {
+    gemma_case(softcap, ENG_EUNSUPPORTED, "final_logit_softcapping");
+    gemma_case(attn_softcap, ENG_EUNSUPPORTED, "attn_logit_softcapping");
+    gemma_case(exact_gelu, ENG_EUNSUPPORTED, "hidden_activation gelu");
+    gemma_case(bidir, ENG_EUNSUPPORTED, "use_bidirectional_attention");
+    gemma_case(odd_layers, ENG_EUNSUPPORTED, "period");
+    gemma_case(chunked, ENG_EUNSUPPORTED, "chunked_attention");
+    gemma_case(short_types, ENG_EFORMAT, "layer_types");
+    gemma_case(no_text, ENG_EFORMAT, "text_config");
+    gemma_case(yarn, ENG_EUNSUPPORTED, "yarn");
+}
+
 /* Copies a fixture, edits one tensor entry of a safetensors file's header. */
 typedef void (*tensor_edit)(cJSON *t, size_t data_len);
 
@@ -947,6 +1126,10 @@ int main(void) {
     T_RUN(test_bad_config);
     T_RUN(test_config_fields);
     T_RUN(test_unsupported_config);
+    T_RUN(test_qwen3);
+    T_RUN(test_gemma3);
+    T_RUN(test_gemma3_multimodal);
+    T_RUN(test_gemma3_config);
     T_RUN(test_missing_tensor);
     T_RUN(test_wrong_shape);
     T_RUN(test_bad_entries);

@@ -1,7 +1,8 @@
-/* test_model_gguf.c — loading a model from a GGUF file.  The tiny Llama and
- * Qwen2 fixture folders are loaded, written out as GGUF the way llama.cpp's
- * converter does (metadata llama.* / qwen2.*, tensor names blk.N.*, llama's
- * attn_q / attn_k rows reordered for ggml's RoPE, a tokenizer in
+/* test_model_gguf.c — loading a model from a GGUF file.  The tiny Llama,
+ * Qwen2, Qwen3 and Gemma 3 fixture folders are loaded, written out as GGUF
+ * the way llama.cpp's converter does (metadata llama.* / qwen2.* / qwen3.* /
+ * gemma3.*, tensor names blk.N.*, llama's attn_q / attn_k rows reordered for
+ * ggml's RoPE, Gemma's norms stored as w + 1, a tokenizer in
  * tokenizer.ggml.*), and loaded again: the config, every f32 weight and the
  * logits of a few greedy steps must equal the folder's.  A variant stores
  * attn_q and ffn_down as Q8_0, one leaves output.weight out (tied
@@ -15,6 +16,8 @@
 
 #define QWEN "tests/fixtures/tiny-qwen2"
 #define LLAMA "tests/fixtures/tiny-llama"
+#define QWEN3 "tests/fixtures/tiny-qwen3"
+#define GEMMA3 "tests/fixtures/tiny-gemma3"
 
 enum { V_PLAIN, V_Q8, V_TIED, V_ARCH, V_NO_BLOCKS, V_MOE, V_SHAPE, V_MISSING, V_ROPE_FREQS };
 
@@ -93,6 +96,14 @@ static void build(gw *w, const eng_model *m, int variant, expect *ex) {
     gw_f32(w, AK("rope.freq_base"), c->rope_theta);
     gw_f32(w, AK("attention.layer_norm_rms_epsilon"), c->rms_eps);
     if (variant == V_MOE) gw_u32(w, AK("expert_count"), 8);
+    /* Gemma 3: the window (pattern and local base are llama.cpp's fixed
+     * ones, as in the fixture), and its global layers' linear scaling,
+     * which divides the first frequency (1) by the factor */
+    if (c->sliding_window) gw_u32(w, AK("attention.sliding_window"), (uint32_t)c->sliding_window);
+    if (m->rope_inv_freq[0] != 1.0f) {
+        gw_str(w, AK("rope.scaling.type"), "linear");
+        gw_f32(w, AK("rope.scaling.factor"), 1.0f / m->rope_inv_freq[0]);
+    }
 #undef AK
     /* tokenizer: control tokens, then t3 t4 ... up to the vocabulary size */
     int V = c->vocab_size;
@@ -150,6 +161,16 @@ static void build(gw *w, const eng_model *m, int variant, expect *ex) {
                    0, NULL);
         put_weight(w, NAME("attn_v.weight"), L->wv, KV, H, 0, NULL);
         put_weight(w, NAME("attn_output.weight"), L->wo, H, Q, 0, NULL);
+        /* Gemma's norms: the folder model holds 1 + w, which is what
+         * llama.cpp's converter stores */
+        if (L->q_norm) {
+            put_weight(w, NAME("attn_q_norm.weight"), L->q_norm, c->head_dim, 0, 0, NULL);
+            put_weight(w, NAME("attn_k_norm.weight"), L->k_norm, c->head_dim, 0, 0, NULL);
+        }
+        if (L->post_attn_norm) {
+            put_weight(w, NAME("post_attention_norm.weight"), L->post_attn_norm, H, 0, 0, NULL);
+            put_weight(w, NAME("post_ffw_norm.weight"), L->post_ffn_norm, H, 0, 0, NULL);
+        }
         if (L->bq) {
             put_weight(w, NAME("attn_q.bias"), L->bq, Q, 0, 0, NULL);
             put_weight(w, NAME("attn_k.bias"), L->bk, KV, 0, 0, NULL);
@@ -245,7 +266,19 @@ static void check_roundtrip(const char *dir, int variant) {
                 c->head_dim == d->head_dim && c->intermediate == d->intermediate &&
                 c->vocab_size == d->vocab_size && c->max_pos == d->max_pos &&
                 c->rms_eps == d->rms_eps && c->rope_theta == d->rope_theta &&
-                c->qkv_bias == d->qkv_bias);
+                c->qkv_bias == d->qkv_bias && c->qk_norm == d->qk_norm &&
+                c->post_norms == d->post_norms && c->gelu == d->gelu &&
+                c->embed_scale == d->embed_scale && c->sliding_window == d->sliding_window &&
+                c->swa_pattern == d->swa_pattern && c->rope_local_theta == d->rope_local_theta);
+        T_CHECK(same(a->rope_inv_freq, b->rope_inv_freq, c->head_dim / 2));
+        T_CHECK(!a->rope_inv_freq_local == !b->rope_inv_freq_local);
+        if (a->rope_inv_freq_local)
+            T_CHECK(same(a->rope_inv_freq_local, b->rope_inv_freq_local, c->head_dim / 2));
+        /* a GGUF file has no query_pre_attn_scalar: llama.cpp's rule scales
+         * by 1/sqrt(head_dim), which the Gemma fixture (24) does not; the
+         * logits below are compared at the folder's scale */
+        T_CHECK(d->attn_scale == (float)(1.0 / sqrt(c->head_dim)));
+        b->cfg.attn_scale = c->attn_scale;
         T_CHECK(d->tie_embeddings == (c->tie_embeddings || variant == V_TIED));
         T_CHECK(d->bos_id == 1 && d->n_eos == 2 && d->eos_ids[0] == 0 && d->eos_ids[1] == 2);
         T_CHECK(eng_model_chat_template(b) && strstr(eng_model_chat_template(b), "<|im_end|>"));
@@ -265,6 +298,14 @@ static void check_roundtrip(const char *dir, int variant) {
             if (c->qkv_bias)
                 T_CHECKF(same(x->bq, y->bq, Q) && same(x->bk, y->bk, KV) && same(x->bv, y->bv, KV),
                          "layer %d bias", l);
+            if (c->qk_norm)
+                T_CHECKF(same(x->q_norm, y->q_norm, c->head_dim) &&
+                         same(x->k_norm, y->k_norm, c->head_dim), "layer %d q/k norm", l);
+            if (c->post_norms)
+                T_CHECKF(same(x->post_attn_norm, y->post_attn_norm, H) &&
+                         same(x->post_ffn_norm, y->post_ffn_norm, H), "layer %d output norms", l);
+            /* Gemma's norms are held as 1 + w: their raw tensors are dropped */
+            T_CHECK(!c->post_norms == !!y->t_attn_norm && !c->post_norms == !!y->t_ffn_norm);
             /* llama's q/k raw tensors are in another row order than the f32 copy */
             int llama = !strcmp(c->arch, "llama");
             T_CHECK(llama ? !y->t_wq && !y->t_wk : y->t_wq && y->t_wk);
@@ -284,6 +325,8 @@ static void test_llama(void) { check_roundtrip(LLAMA, V_PLAIN); }
 static void test_llama_q8(void) { check_roundtrip(LLAMA, V_Q8); }
 static void test_llama_tied(void) { check_roundtrip(LLAMA, V_TIED); }
 static void test_qwen2(void) { check_roundtrip(QWEN, V_PLAIN); }
+static void test_qwen3(void) { check_roundtrip(QWEN3, V_PLAIN); }
+static void test_gemma3(void) { check_roundtrip(GEMMA3, V_PLAIN); }
 
 /* The CUDA backend on a GGUF model: Q8_0 tensors and llama's dropped raw
  * q/k make it upload the f32 copy.  Greedy tokens equal the CPU backend's,
@@ -377,6 +420,8 @@ int main(void) {
     T_RUN(test_llama_q8);
     T_RUN(test_llama_tied);
     T_RUN(test_qwen2);
+    T_RUN(test_qwen3);
+    T_RUN(test_gemma3);
     T_RUN(test_refused);
     T_RUN(test_cuda);
     T_DONE();

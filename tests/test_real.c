@@ -1,34 +1,89 @@
-/* test_real.c — the real model brisk runs by default, SmolLM2-135M-Instruct
- * as a Q4_1 GGUF file (fetched by scripts/models.sh; missing is a failure),
- * against transformers' f32 CPU run of the same file
- * (tests/fixtures/real/smollm2-135m.json, made by scripts/record_gguf_ref.py):
- *   - a few rows of a few weights (dequantized, q/k rows reordered) equal
- *     transformers' bit for bit;
- *   - each of the 10 prompts (5 chat, 5 plain) encodes to the recorded ids;
- *   - 64 greedy tokens per prompt equal transformers', token for token;
+/* test_real.c — the real models brisk runs, as GGUF files fetched by
+ * scripts/models.sh (missing is a failure), against transformers' f32 CPU
+ * run of the same file (tests/fixtures/real/<model>.json, made by
+ * scripts/record_gguf_ref.py):
+ *   SmolLM2-135M-Instruct, Q4_1 (llama architecture), 5 chat and 5 plain
+ *     prompts;
+ *   Gemma 3 270M (base), Q4_K_M (Q5_0, Q4_K, Q8_0, Q6_K and F32 tensors),
+ *     10 plain prompts after <bos>.
+ * For each model:
+ *   - a few rows of a few weights (dequantized; SmolLM2's q/k rows
+ *     reordered; Gemma's norms as the multiplier 1 + w) equal transformers'
+ *     bit for bit;
+ *   - each prompt encodes to the recorded ids;
+ *   - 64 greedy tokens per prompt, all prompts in one batch, equal
+ *     transformers', token for token;
  *   - the recorded logits (top 20, 20 fixed ids, at 5 steps per prompt) are
- *     within LOGIT_TOL of transformers', relative to the step's largest
- *     |logit| over the vocabulary.  Both run in f32 on the same weights; the
- *     difference is summation order, measured at 3.4e-6 relative (the test
- *     prints the measured maximum); the tolerance leaves 15x room and stays
- *     below the smallest top-2 margin of a recorded greedy step (0.0035 on
- *     logits of ~20, 1.7e-4 relative), so a real error cannot pass;
- *   - a truncated copy of the file fails with a message naming the copy.
+ *     within the model's tolerance of transformers', relative to the step's
+ *     largest |logit| over the vocabulary.  Both run in f32 on the same
+ *     weights; the difference is summation order (and for Gemma RoPE
+ *     tables, tanh and the embedding scale computed in another order), the
+ *     test prints the measured maximum.  SmolLM2: measured 3.4e-6, tolerance
+ *     5e-5 (15x room), below the smallest top-2 margin of a recorded greedy
+ *     step (0.0035 on logits of ~20, 1.7e-4 relative), so a real error
+ *     cannot pass.  Gemma 3: measured 1.05e-6, tolerance 3e-5 (28x room);
+ *     its smallest top-2 margin is 0.0024 on logits of up to 31 (7.7e-5
+ *     relative), more than twice the tolerance;
+ *   - (SmolLM2) a truncated copy of the file fails with a message naming
+ *     the copy.
  * With BRISK_TEST_BACKEND=cuda (a CUDA build on a GPU machine) the greedy
  * and logit checks run through the CUDA backend instead of the CPU's, with
- * the same tolerance: it keeps this model's weights in f32 (the GGUF's
+ * the same tolerance: it keeps these models' weights in f32 (the GGUFs'
  * types are not bf16) and computes in f32. */
 #include "t.h"
 #include <unistd.h>
 #include <cjson/cJSON.h>
 #include "internal.h"
 
-#define MODEL_FILE "SmolLM2-135M-Instruct.Q4_1.gguf"
-#define FIXTURE "tests/fixtures/real/smollm2-135m.json"
-#define LOGIT_TOL 5e-5
+#define SMOL_TOL 5e-5
+#define GEMMA_TOL 3e-5
 
-static eng_model *model;
-static cJSON *ref;
+typedef struct real {
+    const char *file, *fixture;
+    double tol;                              /* logit error, relative to max |logit| */
+    int (*config_ok)(const eng_model *m);    /* the config the file must give */
+    eng_model *model;
+    cJSON *ref;
+} real;
+
+static int smol_config(const eng_model *m) {
+    const eng_config *c = eng_model_config(m);
+    int ok = !strcmp(c->arch, "llama") && c->n_layers == 30 && c->hidden == 576 &&
+             c->n_heads == 9 && c->n_kv_heads == 3 && c->head_dim == 64 &&
+             c->intermediate == 1536 && c->vocab_size == 49152 && c->tie_embeddings &&
+             !c->qkv_bias && !c->qk_norm && !c->post_norms && !c->sliding_window &&
+             c->rope_theta == 100000.0f && c->rms_eps == 1e-5f;
+    int im_end = eng_tok_find(eng_model_tok(m), "<|im_end|>"), has = 0;
+    for (int i = 0; i < c->n_eos; i++) has |= c->eos_ids[i] == im_end;
+    const char *tmpl = eng_model_chat_template(m);
+    return ok && im_end >= 0 && has && tmpl && strstr(tmpl, "<|im_start|>");
+}
+
+/* Gemma 3 270M: what the metadata says, and llama.cpp's rules for what it
+ * does not (every 6th layer global, local RoPE base 1e4, queries scaled by
+ * 1/sqrt(head_dim)); <end_of_turn> (106) ends generation beside <eos> (1). */
+static int gemma_config(const eng_model *m) {
+    const eng_config *c = eng_model_config(m);
+    int ok = !strcmp(c->arch, "gemma3") && c->n_layers == 18 && c->hidden == 640 &&
+             c->n_heads == 4 && c->n_kv_heads == 1 && c->head_dim == 256 &&
+             c->intermediate == 2048 && c->vocab_size == 262144 && c->tie_embeddings &&
+             !c->qkv_bias && c->qk_norm && c->post_norms && c->gelu &&
+             c->embed_scale == (float)sqrt(640.0) && c->attn_scale == 1.0f / 16 &&
+             c->sliding_window == 512 && c->swa_pattern == 6 && c->rope_theta == 1e6f &&
+             c->rope_local_theta == 1e4f && c->rms_eps == 1e-6f && c->bos_id == 2 &&
+             !eng_layer_sliding(c, 5) && eng_layer_sliding(c, 4) && !eng_layer_sliding(c, 17);
+    int eos = 0, eot = 0;
+    for (int i = 0; i < c->n_eos; i++) {
+        eos |= c->eos_ids[i] == 1;
+        eot |= c->eos_ids[i] == 106;
+    }
+    return ok && eos && eot && eng_tok_find(eng_model_tok(m), "<end_of_turn>") == 106;
+}
+
+static real smol = {"SmolLM2-135M-Instruct.Q4_1.gguf", "tests/fixtures/real/smollm2-135m.json",
+                    SMOL_TOL, smol_config, NULL, NULL};
+static real gemma = {"gemma-3-270m-q4_k_m.gguf", "tests/fixtures/real/gemma3-270m.json", GEMMA_TOL,
+                     gemma_config, NULL, NULL};
 
 /* The fixture's shape, checked once so that the tests can index it freely:
  * n_new, fixed_ids, dequant entries, prompts with text, ids and logits. */
@@ -59,69 +114,62 @@ static int fixture_ok(const cJSON *r) {
     return 1;
 }
 
-/* Loads the model and the fixture once; later tests use them. */
-static void test_load(void) {
-    T_MODEL(path, MODEL_FILE);
+/* Loads the model and the fixture; the model's later tests use them. */
+static void load(real *r) {
+    T_MODEL(path, r->file);
     char *txt = NULL;
     eng_err err = {0};
-    if (eng_read_file(FIXTURE, 0, &txt, NULL, &err)) T_FAIL("%s", err.msg);
-    ref = cJSON_Parse(txt);
+    if (eng_read_file(r->fixture, 0, &txt, NULL, &err)) T_FAIL("%s", err.msg);
+    r->ref = cJSON_Parse(txt);
     free(txt);
-    if (!ref || !fixture_ok(ref)) {
-        cJSON_Delete(ref);
-        ref = NULL;
-        T_FAIL("%s is not valid JSON or lacks fields (scripts/record_gguf_ref.py)", FIXTURE);
+    if (!r->ref || !fixture_ok(r->ref)) {
+        cJSON_Delete(r->ref);
+        r->ref = NULL;
+        T_FAIL("%s is not valid JSON or lacks fields (scripts/record_gguf_ref.py)", r->fixture);
     }
     double t0 = eng_now_s();
-    int rc = eng_model_load(path, &model, &err);
+    int rc = eng_model_load(path, &r->model, &err);
     if (rc) T_FAIL("%s", err.msg);
     printf("  loaded %s in %.3f s\n", path, eng_now_s() - t0);
-    const eng_config *c = eng_model_config(model);
-    T_CHECK(!strcmp(c->arch, "llama") && c->n_layers == 30 && c->hidden == 576 &&
-            c->n_heads == 9 && c->n_kv_heads == 3 && c->head_dim == 64 &&
-            c->intermediate == 1536 && c->vocab_size == 49152 && c->tie_embeddings &&
-            !c->qkv_bias && c->rope_theta == 100000.0f && c->rms_eps == 1e-5f);
-    int im_end = eng_tok_find(eng_model_tok(model), "<|im_end|>"), has = 0;
-    for (int i = 0; i < c->n_eos; i++) has |= c->eos_ids[i] == im_end;
-    T_CHECKF(im_end >= 0 && has, "<|im_end|> (%d) is not an eos id", im_end);
-    const char *tmpl = eng_model_chat_template(model);
-    T_CHECK(tmpl && strstr(tmpl, "<|im_start|>"));
+    T_CHECKF(r->config_ok(r->model), "%s: the config differs from the model's", path);
 }
 
 /* The f32 array brisk holds for a transformers weight name. */
-static const float *weight_of(const char *name) {
+static const float *weight_of(const eng_model *m, const char *name) {
     int l;
     char what[64];
-    if (!strcmp(name, "model.embed_tokens.weight")) return model->embed;
-    if (sscanf(name, "model.layers.%d.%63s", &l, what) != 2 || l < 0 ||
-        l >= model->cfg.n_layers)
+    if (!strcmp(name, "model.embed_tokens.weight")) return m->embed;
+    if (sscanf(name, "model.layers.%d.%63s", &l, what) != 2 || l < 0 || l >= m->cfg.n_layers)
         return NULL;
-    const eng_layer_w *L = &model->layers[l];
-    if (!strcmp(what, "self_attn.q_proj.weight")) return L->wq;
-    if (!strcmp(what, "self_attn.k_proj.weight")) return L->wk;
-    if (!strcmp(what, "self_attn.v_proj.weight")) return L->wv;
-    if (!strcmp(what, "mlp.down_proj.weight")) return L->w_down;
-    if (!strcmp(what, "input_layernorm.weight")) return L->attn_norm;
+    const eng_layer_w *L = &m->layers[l];
+    static const char *const names[] = {
+        "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+        "self_attn.o_proj.weight", "mlp.down_proj.weight", "input_layernorm.weight",
+        "self_attn.q_norm.weight", "post_feedforward_layernorm.weight"};
+    const float *w[] = {L->wq, L->wk, L->wv, L->wo, L->w_down, L->attn_norm, L->q_norm,
+                        L->post_ffn_norm};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcmp(what, names[i])) return w[i];
     return NULL;
 }
 
-static void test_dequant_rows(void) {
-    if (!model || !ref) T_FAIL("no model or fixture (test_load failed)");
-    const cJSON *e, *dq = cJSON_GetObjectItem(ref, "dequant");
+static void dequant_rows(real *r) {
+    if (!r->model || !r->ref) T_FAIL("no model or fixture (loading failed)");
+    const cJSON *e, *dq = cJSON_GetObjectItem(r->ref, "dequant");
     int n_rows = 0;
     cJSON_ArrayForEach(e, dq) {
         const char *name = cJSON_GetObjectItem(e, "name")->valuestring;
-        const float *w = weight_of(name);
+        const float *w = weight_of(r->model, name);
         T_CHECKF(w, "%s: no such weight in brisk", name);
         if (!w) continue;
         const cJSON *rows = cJSON_GetObjectItem(e, "rows"), *bits = cJSON_GetObjectItem(e, "bits");
-        for (int r = 0; r < cJSON_GetArraySize(rows); r++) {
-            const cJSON *row = cJSON_GetArrayItem(bits, r), *b;
-            int idx = cJSON_GetArrayItem(rows, r)->valueint, cols = cJSON_GetArraySize(row);
-            int i = 0, diff = 0;
+        for (int i = 0; i < cJSON_GetArraySize(rows); i++) {
+            const cJSON *row = cJSON_GetArrayItem(bits, i), *b;
+            int idx = cJSON_GetArrayItem(rows, i)->valueint, cols = cJSON_GetArraySize(row);
+            int k = 0, diff = 0;
             cJSON_ArrayForEach(b, row) {
                 uint32_t u;
-                memcpy(&u, &w[(size_t)idx * cols + i++], 4);
+                memcpy(&u, &w[(size_t)idx * cols + k++], 4);
                 diff += u != (uint32_t)b->valuedouble;
             }
             T_CHECKF(!diff, "%s row %d: %d of %d values differ from transformers'", name, idx,
@@ -134,18 +182,25 @@ static void test_dequant_rows(void) {
     T_CHECK(n_rows >= 8);
 }
 
-static void test_prompt_ids(void) {
-    if (!model || !ref) T_FAIL("no model or fixture (test_load failed)");
+/* The prompt text encodes to the recorded ids (after the bos token where
+ * the fixture's tokenizer adds one, which must be brisk's eng_tok_bos). */
+static void prompt_ids(real *r) {
+    if (!r->model || !r->ref) T_FAIL("no model or fixture (loading failed)");
+    const eng_tok *tok = eng_model_tok(r->model);
+    int add_bos = cJSON_IsTrue(cJSON_GetObjectItem(r->ref, "add_bos"));
+    T_CHECKF(add_bos ? eng_tok_bos(tok) >= 0 : 1, "the fixture adds a bos token, brisk has none");
     const cJSON *p;
     int same = 0, n = 0;
-    cJSON_ArrayForEach(p, cJSON_GetObjectItem(ref, "prompts")) {
+    cJSON_ArrayForEach(p, cJSON_GetObjectItem(r->ref, "prompts")) {
         const char *text = cJSON_GetObjectItem(p, "prompt_text")->valuestring;
         const cJSON *want = cJSON_GetObjectItem(p, "prompt_ids");
-        int *ids = NULL, k = 0, ok;
+        int *ids = NULL, k = 0, ok, first = add_bos;
         eng_err err = {0};
-        int rc = eng_tok_encode(eng_model_tok(model), text, strlen(text), 1, &ids, &k, &err);
-        ok = !rc && k == cJSON_GetArraySize(want);
-        for (int i = 0; ok && i < k; i++) ok = ids[i] == cJSON_GetArrayItem(want, i)->valueint;
+        int rc = eng_tok_encode(tok, text, strlen(text), 1, &ids, &k, &err);
+        ok = !rc && k + first == cJSON_GetArraySize(want);
+        if (ok && add_bos) ok = cJSON_GetArrayItem(want, 0)->valueint == eng_tok_bos(tok);
+        for (int i = 0; ok && i < k; i++)
+            ok = ids[i] == cJSON_GetArrayItem(want, first + i)->valueint;
         T_CHECKF(ok, "prompt %d encodes differently from transformers (%d ids, %s)", n, k, err.msg);
         same += ok;
         n++;
@@ -156,11 +211,13 @@ static void test_prompt_ids(void) {
 
 /* All prompts run as one batch; each step's new token and logits row are
  * checked against the recording. */
-static void test_greedy(void) {
-    if (!model || !ref) T_FAIL("no model or fixture (test_load failed)");
-    const cJSON *prompts = cJSON_GetObjectItem(ref, "prompts"), *fixed = cJSON_GetObjectItem(ref, "fixed_ids");
-    int np = cJSON_GetArraySize(prompts), n_new = cJSON_GetObjectItem(ref, "n_new")->valueint;
-    if (np < 10 || np > 16 || n_new < 1) T_FAIL("%s: %d prompts, n_new %d", FIXTURE, np, n_new);
+static void greedy(real *r) {
+    if (!r->model || !r->ref) T_FAIL("no model or fixture (loading failed)");
+    eng_model *model = r->model;
+    const cJSON *prompts = cJSON_GetObjectItem(r->ref, "prompts");
+    const cJSON *fixed = cJSON_GetObjectItem(r->ref, "fixed_ids");
+    int np = cJSON_GetArraySize(prompts), n_new = cJSON_GetObjectItem(r->ref, "n_new")->valueint;
+    if (np < 10 || np > 16 || n_new < 1) T_FAIL("%s: %d prompts, n_new %d", r->fixture, np, n_new);
     eng_err err = {0};
     eng_engine *e = NULL;
     const char *be = getenv("BRISK_TEST_BACKEND");
@@ -233,11 +290,18 @@ static void test_greedy(void) {
     printf("  greedy: %d of %d prompts identical to transformers for %d tokens (%.1f s)\n",
            identical, np, n_new, dt);
     printf("  logits: max error %.3g of the step's max |logit| over %d recorded steps "
-           "(tolerance %.0e)\n", worst, n_logit_steps, LOGIT_TOL);
+           "(tolerance %.0e)\n", worst, n_logit_steps, r->tol);
     T_CHECKF(identical == np, "%d prompts diverged", np - identical);
     T_CHECK(n_logit_steps >= 5 * np);
-    T_CHECKF(worst <= LOGIT_TOL, "logit error %.3g above %.0e", worst, LOGIT_TOL);
+    T_CHECKF(worst <= r->tol, "logit error %.3g above %.0e", worst, r->tol);
     eng_destroy(e);
+}
+
+static void done(real *r) {
+    eng_model_free(r->model);
+    cJSON_Delete(r->ref);
+    r->model = NULL;
+    r->ref = NULL;
 }
 
 /* Copies the first n bytes of src to dst. */
@@ -256,7 +320,7 @@ static int copy_head(const char *src, const char *dst, long n) {
 }
 
 static void test_truncated(void) {
-    T_MODEL(path, MODEL_FILE);
+    T_MODEL(path, smol.file);
     /* cut in the tokenizer's metadata, and inside the first tensor's data */
     const long cuts[] = {1000000, 5000000};
     for (int i = 0; i < 2; i++) {
@@ -274,13 +338,26 @@ static void test_truncated(void) {
     }
 }
 
+static void test_smollm2_load(void) { load(&smol); }
+static void test_smollm2_dequant_rows(void) { dequant_rows(&smol); }
+static void test_smollm2_prompt_ids(void) { prompt_ids(&smol); }
+static void test_smollm2_greedy(void) { greedy(&smol); }
+static void test_gemma3_load(void) { load(&gemma); }
+static void test_gemma3_dequant_rows(void) { dequant_rows(&gemma); }
+static void test_gemma3_prompt_ids(void) { prompt_ids(&gemma); }
+static void test_gemma3_greedy(void) { greedy(&gemma); }
+
 int main(void) {
-    T_RUN(test_load);
-    T_RUN(test_dequant_rows);
-    T_RUN(test_prompt_ids);
-    T_RUN(test_greedy);
+    T_RUN(test_smollm2_load);
+    T_RUN(test_smollm2_dequant_rows);
+    T_RUN(test_smollm2_prompt_ids);
+    T_RUN(test_smollm2_greedy);
     T_RUN(test_truncated);
-    eng_model_free(model);
-    cJSON_Delete(ref);
+    done(&smol);
+    T_RUN(test_gemma3_load);
+    T_RUN(test_gemma3_dequant_rows);
+    T_RUN(test_gemma3_prompt_ids);
+    T_RUN(test_gemma3_greedy);
+    done(&gemma);
     T_DONE();
 }

@@ -55,7 +55,7 @@ static int is_eos(const eng_config *c, int id) {
 }
 
 /* Tokenises the prompt: with --chat as a user message through the model's
- * chat template, else as plain text. */
+ * chat template, else as plain text after the model's BOS (if it has one). */
 static int encode_prompt(const eng_model *m, const gen_args *a, int **ids, int *n, eng_err *err) {
     int rc;
     if (a->chat) {
@@ -65,7 +65,7 @@ static int encode_prompt(const eng_model *m, const gen_args *a, int **ids, int *
         if (!(rc = eng_chat_create(m, &c, err))) rc = eng_chat_render(c, &msg, 1, &o, ids, n, NULL, err);
         eng_chat_free(c);
     } else {
-        rc = eng_tok_encode(eng_model_tok(m), a->prompt, strlen(a->prompt), 0, ids, n, err);
+        rc = eng_tok_encode_prompt(eng_model_tok(m), a->prompt, strlen(a->prompt), ids, n, err);
     }
     if (rc == ENG_OK && *n == 0) rc = eng_seterr(err, ENG_EINVAL, "prompt encodes to no tokens");
     return rc;

@@ -120,6 +120,11 @@ int  eng_tok_bos(const eng_tok *t);
  * *ids is malloc'd; caller frees. */
 int  eng_tok_encode(const eng_tok *t, const char *text, size_t len, int allow_special,
                     int **ids, int *n_ids, eng_err *err);
+/* A raw prompt (no chat template) as Hugging Face's tokenizer(text) gives
+ * it: eng_tok_bos first when the tokenizer adds one (Gemma, Llama 3), then
+ * the text with special tokens as text.  Every raw-prompt path uses it. */
+int  eng_tok_encode_prompt(const eng_tok *t, const char *text, size_t len, int **ids, int *n_ids,
+                           eng_err *err);
 /* Raw bytes of one token (after byte-level decoding); NULL for a bad id. */
 const char *eng_tok_piece(const eng_tok *t, int id, int *len);
 /* Id of a token given its text (special tokens included), or -1. */

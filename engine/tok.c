@@ -1356,6 +1356,25 @@ int eng_tok_vocab_size(const eng_tok *t) { return t ? t->n_ids : 0; }
 
 int eng_tok_bos(const eng_tok *t) { return t ? t->bos_id : -1; }
 
+int eng_tok_encode_prompt(const eng_tok *t, const char *text, size_t len, int **ids, int *n_ids,
+                          eng_err *err) {
+    int rc = eng_tok_encode(t, text, len, 0, ids, n_ids, err);
+    int bos = eng_tok_bos(t);
+    if (rc || bos < 0) return rc;
+    int *p = realloc(*ids, sizeof *p * (size_t)(*n_ids + 1));
+    if (!p) {
+        free(*ids);
+        *ids = NULL;
+        *n_ids = 0;
+        return eng_seterr(err, ENG_ENOMEM, "out of memory encoding a prompt");
+    }
+    memmove(p + 1, p, sizeof *p * (size_t)*n_ids);
+    p[0] = bos;
+    *ids = p;
+    (*n_ids)++;
+    return ENG_OK;
+}
+
 const char *eng_tok_piece(const eng_tok *t, int id, int *len) {
     if (!t || id < 0 || id >= t->n_ids || t->piece_len[id] < 0) {
         if (len) *len = 0;

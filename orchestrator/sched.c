@@ -40,14 +40,15 @@ cJSON *orc_msg(const char *type, const char *id) {
 
 /* Messages through the model's chat template (eng_chat_render: special
  * tokens only in the template's markers, so a user who types "<|im_end|>"
- * gets text, not a forged turn); a raw prompt as plain text. */
+ * gets text, not a forged turn); a raw prompt as plain text after the
+ * model's BOS where its tokenizer adds one (eng_tok_encode_prompt). */
 int orc_encode_query(const orc_query *q, const eng_model *m, int **ids, int *n, eng_err *err) {
     int rc;
     *ids = NULL;
     *n = 0;
     if (!q->messages) {
         const char *p = q->prompt ? q->prompt : "";
-        rc = eng_tok_encode(eng_model_tok(m), p, strlen(p), 0, ids, n, err);
+        rc = eng_tok_encode_prompt(eng_model_tok(m), p, strlen(p), ids, n, err);
     } else {
         eng_chat *c = NULL;
         eng_chat_opts o = { .add_generation_prompt = 1, .tools_json = q->tools_json, .prefill = q->prefill };
@@ -55,7 +56,9 @@ int orc_encode_query(const orc_query *q, const eng_model *m, int **ids, int *n, 
             rc = eng_chat_render(c, q->messages, q->n_messages, &o, ids, n, NULL, err);
         eng_chat_free(c);
     }
-    if (!rc && *n == 0) rc = eng_seterr(err, ENG_EINVAL, "the prompt is empty");
+    /* a BOS alone is still an empty prompt */
+    if (!rc && (*n == 0 || (!q->messages && !*(q->prompt ? q->prompt : ""))))
+        rc = eng_seterr(err, ENG_EINVAL, "the prompt is empty");
     if (rc) { free(*ids); *ids = NULL; *n = 0; }
     return rc;
 }

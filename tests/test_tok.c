@@ -1233,6 +1233,19 @@ static int load_gguf_timed(const char *name, const char *path, eng_tok **t, eng_
     return rc;
 }
 
+/* eng_tok_encode_prompt(text) against the ids transformers' tokenizer(text)
+ * gives for the same file (recorded by hand with transformers 5.25). */
+static void check_prompt(const eng_tok *t, const char *text, const int *want, int n_want) {
+    int *ids = NULL, n = 0;
+    eng_err err = {0};
+    int rc = eng_tok_encode_prompt(t, text, strlen(text), &ids, &n, &err);
+    int same = !rc && n == n_want;
+    for (int i = 0; same && i < n; i++) same = ids[i] == want[i];
+    T_CHECKF(same, "prompt \"%s\": %d ids (first %d), transformers %d (first %d) %s", text, n,
+             n ? ids[0] : -1, n_want, want[0], err.msg);
+    free(ids);
+}
+
 /* SmolLM2's tokenizer from its GGUF file.  The record also says on how many
  * strings transformers' own GGUF conversion, which drops SmolLM2's digit
  * split, differs from the reference (scripts/record_tok_real.py). */
@@ -1245,6 +1258,9 @@ static void test_smollm2(void) {
     T_CHECK(eng_tok_bos(t) == -1);                   /* add_bos_token is false in this file */
     T_CHECK(eng_tok_find(t, "<|im_start|>") == 1 && eng_tok_find(t, "<|im_end|>") == 2);
     check_agreement("smollm2", t, "tests/fixtures/tok_real_ids_smollm2.json");
+    /* a raw prompt as transformers' tokenizer(text) gives it: no BOS here */
+    static const int want_prompt[] = {504, 3575, 282, 4649, 314};
+    check_prompt(t, "The capital of France is", want_prompt, 5);
     cJSON *ref = load_json("tests/fixtures/tok_real_ids_smollm2.json");
     int differ = 0;
     const cJSON *v;
@@ -1284,6 +1300,9 @@ static void test_gemma3(void) {
     T_CHECK(eng_tok_bos(t) == 2);                    /* <bos>; add_bos_token is true */
     T_CHECK(eng_tok_find(t, "<start_of_turn>") == 105 && eng_tok_find(t, "<end_of_turn>") == 106);
     check_agreement("gemma3", t, "tests/fixtures/tok_real_ids_gemma3.json");
+    /* a raw prompt as transformers' tokenizer(text) gives it: <bos> first */
+    static const int want_prompt[] = {2, 818, 5279, 529, 7001, 563};
+    check_prompt(t, "The capital of France is", want_prompt, 6);
     /* encoding speed on the MATH-500 problems (a measurement; ../shared is optional) */
     char mpath[512];
     snprintf(mpath, sizeof mpath, "%s/data/math500/test.jsonl", t_shared());

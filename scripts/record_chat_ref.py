@@ -33,6 +33,7 @@ FIX = os.path.join(ROOT, "tests", "fixtures")
 SHARED = os.environ.get("BRISK_SHARED", os.path.join(ROOT, "..", "shared"))
 GGUF = os.path.join(os.environ.get("BRISK_MODELS", os.path.expanduser("~/.cache/brisk/models")),
                     "SmolLM2-135M-Instruct.Q4_1.gguf")
+GEMMA_GGUF = os.path.join(os.path.dirname(GGUF), "gemma-3-270m-q4_k_m.gguf")
 
 # Special tokens added to the small tokenizer, in this order after its own.
 CHAT_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
@@ -268,6 +269,12 @@ def main():
 
     g3 = read(os.path.join(FIX, "chat", "gemma3.jinja"))
     sets.append(record_set("gemma3", "gemma", g3, gemma_tok, {"fixture": "chat/gemma3.jinja"}, csrc,
+                           COMMON + literal_cases("gemma") + GEMMA_ERRORS))
+    # The same template with Gemma 3's real tokenizer (transformers' conversion
+    # of the 270M GGUF, which carries no template of its own).
+    gtok = AutoTokenizer.from_pretrained(os.path.dirname(GEMMA_GGUF), gguf_file=os.path.basename(GEMMA_GGUF))
+    sets.append(record_set("gemma3-real", "gemma", g3, gtok, {"fixture": "chat/gemma3.jinja"},
+                           {"model": os.path.basename(GEMMA_GGUF)},
                            COMMON + literal_cases("gemma") + GEMMA_ERRORS))
     g2 = read(os.path.join(FIX, "chat", "gemma2.jinja"))
     sets.append(record_set("gemma2", "gemma", g2, gemma_tok, {"fixture": "chat/gemma2.jinja"}, csrc,

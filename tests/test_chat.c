@@ -215,6 +215,19 @@ static void test_llama3_0(void) { check_fixture_set("llama3", FIX "chat/tokenize
 static void test_gemma3(void) { check_fixture_set("gemma3", FIX "chat/tokenizer.json"); }
 static void test_gemma2(void) { check_fixture_set("gemma2", FIX "chat/tokenizer.json"); }
 
+/* Gemma 3's template with Gemma 3's real SentencePiece tokenizer, from the
+ * 270M GGUF (which carries no template of its own). */
+static void test_gemma3_real(void) {
+    T_MODEL(path, "gemma-3-270m-q4_k_m.gguf");
+    const cJSON *s = find_set("gemma3-real");
+    if (!s) T_FAIL("tests/fixtures/chat_ref.json has no set gemma3-real");
+    eng_tok *t = NULL;
+    eng_err err = {0};
+    if (eng_tok_open(path, &t, &err)) T_FAIL("%s", err.msg);
+    check_set(s, t, "ids");
+    eng_tok_free(t);
+}
+
 /* SmolLM2's template with the small tok-smol vocabulary too (ids recorded
  * with it as well): the renderer's ids without the fetched model. */
 static void test_smollm2_small_vocab(void) {
@@ -591,6 +604,7 @@ int main(void) {
     T_RUN(test_gemma2);
     T_RUN(test_smollm2_small_vocab);
     T_RUN(test_smollm2_gguf);
+    T_RUN(test_gemma3_real);
     T_RUN(test_typed_markers_stay_text);
     T_RUN(test_default_chatml);
     T_RUN(test_no_template_no_chatml);

@@ -637,9 +637,10 @@ static void test_bad_config(void) {
     remove_dir(d);
 }
 
-/* Copies the qwen2 fixture, applies one edit to config.json, checks the error. */
-static void config_case(void (*edit)(cJSON *c), int want, const char *needle) {
-    char *d = copy_fixture(QWEN);
+/* Copies a fixture, applies one edit to its config.json, checks the error. */
+static void fixture_case(const char *fixture, void (*edit)(cJSON *c), int want,
+                         const char *needle) {
+    char *d = copy_fixture(fixture);
     cJSON *c = read_json(d, "config.json");
     edit(c);
     write_json(d, "config.json", c);
@@ -648,6 +649,10 @@ static void config_case(void (*edit)(cJSON *c), int want, const char *needle) {
     CHECK_ERR(loads(d, &err), want, err, needle);
     T_CHECKF(strstr(err.msg, "config.json"), "%s", err.msg);
     remove_dir(d);
+}
+
+static void config_case(void (*edit)(cJSON *c), int want, const char *needle) {
+    fixture_case(QWEN, edit, want, needle);
 }
 
 static void no_hidden(cJSON *c) { cJSON_DeleteItemFromObject(c, "hidden_size"); }
@@ -803,15 +808,7 @@ static void test_gemma3_multimodal(void) {
 }
 
 static void gemma_case(void (*edit)(cJSON *c), int want, const char *needle) {
-    char *d = copy_fixture(GEMMA3);
-    cJSON *c = read_json(d, "config.json");
-    edit(c);
-    write_json(d, "config.json", c);
-    cJSON_Delete(c);
-    eng_err err;
-    CHECK_ERR(loads(d, &err), want, err, needle);
-    T_CHECKF(strstr(err.msg, "config.json"), "%s", err.msg);
-    remove_dir(d);
+    fixture_case(GEMMA3, edit, want, needle);
 }
 
 static void softcap(cJSON *c) { cJSON_ReplaceItemInObject(c, "final_logit_softcapping", cJSON_CreateNumber(30)); }

@@ -517,40 +517,37 @@ static int wrong_type(const eng_gguf *g, const char *key, const gguf_kv *k, cons
                       type_name(k->type), want);
 }
 
-/* Looks up key and reads it as a number: *kind as num_at gives it (*k NULL
- * when absent and not required). */
-static int get_num(const eng_gguf *g, const char *key, int required, const gguf_kv **k,
-                   int64_t *iv, double *fv, int *kind, eng_err *err) {
-    int rc = get_kv(g, key, required, k, err);
-    if (rc || !*k) return rc;
-    *kind = num_at((*k)->type, (*k)->val, iv, fv);
-    if (*kind == -1)
+/* Looks up key and reads it as a number: with want_int only an integer will
+ * do (into *iv), else any number but a bool (into *fv, an integer converted).
+ * Nothing is written when the key is absent and not required. */
+static int get_num(const eng_gguf *g, const char *key, int required, int want_int,
+                   int64_t *iv, double *fv, eng_err *err) {
+    const gguf_kv *k;
+    int rc = get_kv(g, key, required, &k, err);
+    if (rc || !k) return rc;
+    int64_t v;
+    double f;
+    int kind = num_at(k->type, k->val, &v, &f);
+    if (kind == -1)
         return eng_seterr(err, ENG_EFORMAT, "%s: metadata %s is out of range", g->path, key);
+    if (want_int) {
+        if (kind != 1) return wrong_type(g, key, k, "an integer", err);
+        *iv = v;
+    } else {
+        if (kind == 0 || k->type == ENG_GGUF_BOOL) return wrong_type(g, key, k, "a number", err);
+        *fv = kind == 1 ? (double)v : f;
+    }
     return ENG_OK;
 }
 
 int eng_gguf_get_int(const eng_gguf *g, const char *key, int required, int64_t *out,
                      eng_err *err) {
-    const gguf_kv *k;
-    int64_t v;
-    double f;
-    int kind, rc = get_num(g, key, required, &k, &v, &f, &kind, err);
-    if (rc || !k) return rc;
-    if (kind != 1) return wrong_type(g, key, k, "an integer", err);
-    *out = v;
-    return ENG_OK;
+    return get_num(g, key, required, 1, out, NULL, err);
 }
 
 int eng_gguf_get_float(const eng_gguf *g, const char *key, int required, double *out,
                        eng_err *err) {
-    const gguf_kv *k;
-    int64_t v;
-    double f;
-    int kind, rc = get_num(g, key, required, &k, &v, &f, &kind, err);
-    if (rc || !k) return rc;
-    if (kind == 0 || k->type == ENG_GGUF_BOOL) return wrong_type(g, key, k, "a number", err);
-    *out = kind == 1 ? (double)v : f;
-    return ENG_OK;
+    return get_num(g, key, required, 0, NULL, out, err);
 }
 
 int eng_gguf_get_str(const eng_gguf *g, const char *key, int required, const char **s,

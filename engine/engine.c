@@ -41,6 +41,16 @@ static int bad_seq(int id, eng_err *err) {
     return eng_seterr(err, ENG_EINVAL, "no live sequence with id %d", id);
 }
 
+/* Every one of the n ids must be a token of the vocabulary; fn names the
+ * caller in the error. */
+static int check_ids(const eng_engine *e, const char *fn, const int *ids, int n, eng_err *err) {
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= e->c.vocab_size)
+            return eng_seterr(err, ENG_EINVAL, "%s: token %d at %d is outside the "
+                              "vocabulary [0, %d)", fn, ids[i], i, e->c.vocab_size);
+    return ENG_OK;
+}
+
 static int copy_block(void *ctx, int src, int dst, eng_err *err) {
     eng_backend *be = ctx;
     return be->copy_block(be, src, dst, err);
@@ -202,10 +212,7 @@ int eng_seq_add(eng_engine *e, const int *prompt, int n, const eng_sampling *s, 
     if (n > e->c.max_pos)
         return eng_seterr(err, ENG_EINVAL, "eng_seq_add: prompt of %d tokens exceeds the model's "
                           "context of %d", n, e->c.max_pos);
-    for (int i = 0; i < n; i++)
-        if (prompt[i] < 0 || prompt[i] >= e->c.vocab_size)
-            return eng_seterr(err, ENG_EINVAL, "eng_seq_add: token %d at %d is outside the "
-                              "vocabulary [0, %d)", prompt[i], i, e->c.vocab_size);
+    if (check_ids(e, "eng_seq_add", prompt, n, err)) return ENG_EINVAL;
     int slot = free_slot(e, err);
     if (slot < 0) return ENG_EFULL;
     seq *q = &e->seqs[slot];
@@ -264,10 +271,7 @@ int eng_seq_append(eng_engine *e, int id, const int *ids, int n, eng_err *err) {
     if (n > e->c.max_pos - s->n_tok)
         return eng_seterr(err, ENG_EINVAL, "eng_seq_append: sequence %d would hold %d tokens, the "
                           "model's context is %d", id, s->n_tok + n, e->c.max_pos);
-    for (int i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= e->c.vocab_size)
-            return eng_seterr(err, ENG_EINVAL, "eng_seq_append: token %d at %d is outside the "
-                              "vocabulary [0, %d)", ids[i], i, e->c.vocab_size);
+    if (check_ids(e, "eng_seq_append", ids, n, err)) return ENG_EINVAL;
     int rc = reserve_tokens(s, s->n_tok + n + 16, err);
     if (rc) return rc;
     memcpy(s->tok + s->n_tok, ids, (size_t)n * sizeof *ids);
@@ -286,10 +290,7 @@ int eng_seq_force(eng_engine *e, int id, const int *ids, int n, eng_err *err) {
     seq *s = eng_get_seq(e, id);
     if (!s) return bad_seq(id, err);
     if (n < 0 || (n > 0 && !ids)) return eng_seterr(err, ENG_EINVAL, "eng_seq_force: no tokens");
-    for (int i = 0; i < n; i++)
-        if (ids[i] < 0 || ids[i] >= e->c.vocab_size)
-            return eng_seterr(err, ENG_EINVAL, "eng_seq_force: token %d at %d is outside the "
-                              "vocabulary [0, %d)", ids[i], i, e->c.vocab_size);
+    if (check_ids(e, "eng_seq_force", ids, n, err)) return ENG_EINVAL;
     int *f = malloc((size_t)(n ? n : 1) * sizeof *f);
     if (!f) return eng_seterr(err, ENG_ENOMEM, "eng_seq_force: out of memory");
     memcpy(f, ids, (size_t)n * sizeof *f);

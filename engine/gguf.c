@@ -144,6 +144,18 @@ static int check_count(rd *r, uint64_t n, uint64_t min_size, const char *what) {
                       (unsigned long long)n, left(r));
 }
 
+/* A table's entry count (metadata pairs, tensors): it fits the file as
+ * check_count says, and an int. */
+static int check_entries(rd *r, uint64_t n, uint64_t min_size, const char *what,
+                         const char *entries) {
+    int rc = check_count(r, n, min_size, what);
+    if (rc) return rc;
+    if (n > (uint64_t)INT32_MAX)
+        return eng_seterr(r->err, ENG_EFORMAT, "%s: %llu %s (too many)", r->g->path,
+                          (unsigned long long)n, entries);
+    return ENG_OK;
+}
+
 /* -------------------------------------------------------------- metadata */
 
 static int check_type(rd *r, uint32_t ty, const char *what) {
@@ -220,10 +232,7 @@ static int read_kvs(rd *r, uint64_t n_kv) {
     eng_gguf *g = r->g;
     int rc;
     /* a pair takes at least 8 (key length) + 1 (key) + 4 (type) + 1 (value) bytes */
-    if ((rc = check_count(r, n_kv, 14, "metadata"))) return rc;
-    if (n_kv > (uint64_t)INT32_MAX)
-        return eng_seterr(r->err, ENG_EFORMAT, "%s: %llu metadata pairs (too many)", g->path,
-                          (unsigned long long)n_kv);
+    if ((rc = check_entries(r, n_kv, 14, "metadata", "metadata pairs"))) return rc;
     g->kv = calloc(n_kv ? n_kv : 1, sizeof *g->kv);
     g->kv_sorted = malloc(sizeof *g->kv_sorted * (n_kv ? n_kv : 1));
     if (!g->kv || !g->kv_sorted) return eng_seterr(r->err, ENG_ENOMEM, "%s: out of memory", g->path);
@@ -345,10 +354,7 @@ static int read_tensors(rd *r, uint64_t n_t) {
     eng_gguf *g = r->g;
     int rc;
     /* an info takes at least 8 + 1 (name) + 4 + 8 (one dim) + 4 + 8 bytes */
-    if ((rc = check_count(r, n_t, 33, "tensor"))) return rc;
-    if (n_t > (uint64_t)INT32_MAX)
-        return eng_seterr(r->err, ENG_EFORMAT, "%s: %llu tensors (too many)", g->path,
-                          (unsigned long long)n_t);
+    if ((rc = check_entries(r, n_t, 33, "tensor", "tensors"))) return rc;
     uint64_t *off = malloc(sizeof *off * (n_t ? n_t : 1));
     g->t = calloc(n_t ? n_t : 1, sizeof *g->t);
     if (!off || !g->t) {

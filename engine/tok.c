@@ -676,6 +676,19 @@ static const char *json_pattern(const cJSON *o) {
     return jstr(cJSON_GetObjectItemCaseSensitive(o, "pattern"), "String");
 }
 
+/* A Sequence (what: "normalizer", "pre_tokenizer"): each member of its list,
+ * named key, through step in order. */
+static int json_sequence(loader *L, const cJSON *p, const char *what, const char *key,
+                         int (*step)(loader *L, const cJSON *p)) {
+    const cJSON *list = cJSON_GetObjectItemCaseSensitive(p, key), *it;
+    if (!cJSON_IsArray(list)) return fmt_err(L, "%s Sequence without \"%s\"", what, key);
+    cJSON_ArrayForEach(it, list) {
+        int rc = step(L, it);
+        if (rc) return rc;
+    }
+    return ENG_OK;
+}
+
 static int json_normalizer(loader *L, const cJSON *nz) {
     if (!nz || cJSON_IsNull(nz)) return ENG_OK;
     const char *type = jstr(nz, "type");
@@ -690,15 +703,8 @@ static int json_normalizer(loader *L, const cJSON *nz) {
         if (!pre) return fmt_err(L, "normalizer Prepend without \"prepend\"");
         return add_norm(L, NZ_PREPEND, pre, strlen(pre), NULL, 0);
     }
-    if (type && !strcmp(type, "Sequence")) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(nz, "normalizers"), *it;
-        if (!cJSON_IsArray(list)) return fmt_err(L, "normalizer Sequence without \"normalizers\"");
-        cJSON_ArrayForEach(it, list) {
-            int rc = json_normalizer(L, it);
-            if (rc) return rc;
-        }
-        return ENG_OK;
-    }
+    if (type && !strcmp(type, "Sequence"))
+        return json_sequence(L, nz, "normalizer", "normalizers", json_normalizer);
     return unsupported(L, "normalizer", type);
 }
 
@@ -743,15 +749,8 @@ static int json_split(loader *L, const cJSON *p) {
 static int json_pretok_step(loader *L, const cJSON *p) {
     const char *type = jstr(p, "type");
     if (!type) return fmt_err(L, "pre_tokenizer without a \"type\"");
-    if (!strcmp(type, "Sequence")) {
-        const cJSON *list = cJSON_GetObjectItemCaseSensitive(p, "pretokenizers"), *it;
-        if (!cJSON_IsArray(list)) return fmt_err(L, "pre_tokenizer Sequence without \"pretokenizers\"");
-        cJSON_ArrayForEach(it, list) {
-            int rc = json_pretok_step(L, it);
-            if (rc) return rc;
-        }
-        return ENG_OK;
-    }
+    if (!strcmp(type, "Sequence"))
+        return json_sequence(L, p, "pre_tokenizer", "pretokenizers", json_pretok_step);
     if (!strcmp(type, "ByteLevel"))
         return add_step(L, PT_BYTELEVEL, jbool(p, "add_prefix_space", 1), jbool(p, "use_regex", 1), 0);
     if (!strcmp(type, "Digits"))

@@ -11,26 +11,11 @@
 #include <time.h>
 #include <unistd.h>
 #include "t.h"
+#include "t_tmp.h"
 #include "cache.h"
-
-static char tmpdir[256];
 
 static void path_in_tmp(char *buf, size_t cap, const char *name) {
     snprintf(buf, cap, "%s/%s", tmpdir, name);
-}
-
-/* Removes every file in tmpdir (tests leave their databases there). */
-static void clean_tmp(void) {
-    DIR *d = opendir(tmpdir);
-    if (!d) return;
-    struct dirent *e;
-    char p[512];
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.') continue;
-        snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
 }
 
 static int64_t fake_ms;
@@ -657,8 +642,7 @@ static void test_bad_checksum(void) {
 }
 
 int main(void) {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/brisk_cache_XXXXXX");
-    if (!mkdtemp(tmpdir)) { printf("mkdtemp failed\n"); return 1; }
+    if (t_tmp_make("/tmp/brisk_cache_XXXXXX")) return 1;
     T_RUN(test_url_normalisation);
     T_RUN(test_search_and_dispatch_keys);
     T_RUN(test_put_get_delete);
@@ -670,7 +654,6 @@ int main(void) {
     T_RUN(test_crash_safety);
     T_RUN(test_corrupt_files);
     T_RUN(test_bad_checksum);
-    clean_tmp();
-    rmdir(tmpdir);
+    t_tmp_remove();
     T_DONE();
 }

@@ -6,9 +6,9 @@
 #include <time.h>
 #include <unistd.h>
 #include "t.h"
+#include "t_tmp.h"
 #include "cache.h"
 
-static char tmpdir[256];
 static int db_seq;
 
 static cache *open_tmp(int64_t max_bytes) {
@@ -687,8 +687,7 @@ static void test_speculator_prefetch(void) {
 }
 
 int main(void) {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/brisk_prefetch_XXXXXX");
-    if (!mkdtemp(tmpdir)) { printf("mkdtemp failed\n"); return 1; }
+    if (t_tmp_make("/tmp/brisk_prefetch_XXXXXX")) return 1;
     T_RUN(test_join_instead_of_second_fetch);
     T_RUN(test_join_while_checking);
     T_RUN(test_join_check_finds_cached);
@@ -702,8 +701,6 @@ int main(void) {
     T_RUN(test_speculator_ranking);
     T_RUN(test_speculator_signals);
     T_RUN(test_speculator_prefetch);
-    char cmd[300];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0) printf("could not remove %s\n", tmpdir);
+    t_tmp_remove();
     T_DONE();
 }

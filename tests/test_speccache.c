@@ -9,31 +9,17 @@
 #include <stdint.h>
 #include <unistd.h>
 #include "t.h"
+#include "t_tmp.h"
 #include "cache.h"
 #include "tool.h"
 #include "bench.h"
 
 #define MODEL "tests/fixtures/tiny-qwen2"
 
-static char tmpdir[256];
 static bench_ww_row *rows;
 static int n_rows;
 static bench_wwsite *site;
 static char site_db[512];
-
-static void clean_tmp(void) {
-    DIR *d = opendir(tmpdir);
-    if (!d) return;
-    struct dirent *e;
-    char p[600];
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.') continue;
-        snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(tmpdir);
-}
 
 /* The English rows and their sites, built once (NULL when the dataset is
  * not there). */
@@ -433,8 +419,7 @@ static void test_short_benchmark(void) {
 }
 
 int main(void) {
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/test_speccache-XXXXXX");
-    if (!mkdtemp(tmpdir)) { perror("mkdtemp"); return 1; }
+    if (t_tmp_make("/tmp/test_speccache-XXXXXX")) return 1;
     T_RUN(test_dataset_rows);
     T_RUN(test_local_path);
     T_RUN(test_golden_paths_served);
@@ -447,6 +432,6 @@ int main(void) {
     bench_wwsite_free(site);
     bench_ww_rows_free(rows, n_rows);
     eng_model_free(model);
-    clean_tmp();
+    t_tmp_remove();
     T_DONE();
 }

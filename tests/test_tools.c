@@ -113,6 +113,15 @@ static void call_json(tool_registry *r, const char *name, const char *args, tool
     cJSON_Delete(a);
 }
 
+/* Calls name with args (JSON text) and checks it fails with needle in its text. */
+static void call_fails(tool_registry *r, const char *name, const char *args, const char *needle) {
+    tool_result res;
+    call_json(r, name, args, &res);
+    T_CHECKF(res.is_error && strstr(res.text, needle), "%s %s: %s", name, args ? args : "(none)",
+             res.text);
+    tool_result_clear(&res);
+}
+
 static void test_registry(void) {
     tool_registry *r = tool_registry_create();
     eng_err e = {0};
@@ -138,36 +147,24 @@ static void test_registry(void) {
     T_CHECKF(!res.is_error && !strcmp(res.text, "14"), "%s", res.text);
     T_CHECK(res.t_done >= res.t_start && res.t_start > 0);
     tool_result_clear(&res);
-    call_json(r, "calculator", "{\"expression\": \"1/0\"}", &res);
-    T_CHECKF(res.is_error && strstr(res.text, "division by zero"), "%s", res.text);
-    tool_result_clear(&res);
+    call_fails(r, "calculator", "{\"expression\": \"1/0\"}", "division by zero");
     call_json(r, "x", "{}", &res);
     T_CHECKF(res.is_error && !strcmp(res.text, "unknown tool 'x'"), "%s", res.text);
     tool_result_clear(&res);
     call_json(r, NULL, "{}", &res);
     T_CHECK(res.is_error);
     tool_result_clear(&res);
-    call_json(r, "echo", "{}", &res);
-    T_CHECKF(res.is_error && strstr(res.text, "missing required argument 's'"), "%s", res.text);
-    tool_result_clear(&res);
-    call_json(r, "echo", "{\"s\": 5}", &res);
-    T_CHECKF(res.is_error && strstr(res.text, "type string"), "%s", res.text);
-    tool_result_clear(&res);
-    call_json(r, "echo", "{\"s\": \"x\", \"n\": 1.5}", &res);
-    T_CHECKF(res.is_error && strstr(res.text, "integer"), "%s", res.text);
-    tool_result_clear(&res);
-    call_json(r, "echo", "{\"s\": \"x\", \"mode\": \"c\"}", &res);
-    T_CHECKF(res.is_error && strstr(res.text, "not allowed"), "%s", res.text);
-    tool_result_clear(&res);
+    call_fails(r, "echo", "{}", "missing required argument 's'");
+    call_fails(r, "echo", "{\"s\": 5}", "type string");
+    call_fails(r, "echo", "{\"s\": \"x\", \"n\": 1.5}", "integer");
+    call_fails(r, "echo", "{\"s\": \"x\", \"mode\": \"c\"}", "not allowed");
     call_json(r, "echo", "{\"s\": \"x\", \"extra\": [1], \"n\": 3, \"mode\": \"b\"}", &res);
     T_CHECKF(!res.is_error && strstr(res.text, "\"extra\":[1]") && cJSON_IsString(res.meta), "%s", res.text);
     tool_result_clear(&res);
     call_json(r, "echo", "{\"s\": \"fail\"}", &res);
     T_CHECKF(res.is_error && !strcmp(res.text, "echo failed on purpose"), "%s", res.text);
     tool_result_clear(&res);
-    call_json(r, "calculator", NULL, &res);   /* no args: {} */
-    T_CHECKF(res.is_error && strstr(res.text, "missing required"), "%s", res.text);
-    tool_result_clear(&res);
+    call_fails(r, "calculator", NULL, "missing required");   /* no args: {} */
     atomic_int cancel = 1;
     cJSON *a = cJSON_Parse("{\"expression\": \"1\"}");
     tool_registry_call(r, "calculator", a, &cancel, 0, &res);

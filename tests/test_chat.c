@@ -8,6 +8,7 @@
 #include <time.h>
 #include <cJSON.h>
 #include "t.h"
+#include "t_util.h"
 #include "eng.h"
 
 #define FIX "tests/fixtures/"
@@ -86,14 +87,6 @@ static int conv_load(const cJSON *c, conv *cv) {
     return 0;
 }
 
-static int ids_equal(const cJSON *want, const int *ids, int n) {
-    if (cJSON_GetArraySize(want) != n) return 0;
-    int i = 0;
-    const cJSON *v;
-    cJSON_ArrayForEach(v, want) if (v->valueint != ids[i++]) return 0;
-    return 1;
-}
-
 static void show_diff(const cJSON *want, const int *ids, int n) {
     int i = 0, w = cJSON_GetArraySize(want);
     while (i < n && i < w && cJSON_GetArrayItem(want, i)->valueint == ids[i]) i++;
@@ -153,7 +146,7 @@ static void check_set(const cJSON *set, const eng_tok *tok, const char *ids_key)
         } else {
             const cJSON *want = cJSON_GetObjectItemCaseSensitive(cs, ids_key);
             int same_text = !strcmp(eng_buf_str(&text), jstr(cs, "text"));
-            int same_ids = ids_equal(want, ids, n);
+            int same_ids = t_ids_equal(want, ids, n);
             T_CHECKF(same_text, "%s/%s: text\n---got\n%s\n---want\n%s", name, cname, eng_buf_str(&text),
                      jstr(cs, "text"));
             T_CHECKF(same_ids, "%s/%s: ids", name, cname);
@@ -161,7 +154,7 @@ static void check_set(const cJSON *set, const eng_tok *tok, const char *ids_key)
             /* a control token typed in a message stayed text: transformers'
              * plain encoding (ids_plain) made it one */
             const cJSON *plain = cJSON_GetObjectItemCaseSensitive(cs, "ids_plain");
-            if (plain && !strcmp(ids_key, "ids")) T_CHECKF(!ids_equal(plain, ids, n), "%s/%s", name, cname);
+            if (plain && !strcmp(ids_key, "ids")) T_CHECKF(!t_ids_equal(plain, ids, n), "%s/%s", name, cname);
             n_same += same_text && same_ids;
         }
         free(ids);

@@ -5,6 +5,7 @@
  * blocks copy-on-write, a full cache is refused cleanly, bad arguments are
  * errors. */
 #include "t.h"
+#include "t_util.h"
 #include <cJSON.h>
 #include "backend.h"
 
@@ -97,20 +98,6 @@ static eng_engine *make_engine(fixture *f, int block_size, int n_blocks, int n_t
     return e;
 }
 
-static int step(eng_engine *e) {
-    eng_err err = { 0 };
-    int rc = eng_step(e, &err);
-    if (rc) printf("  eng_step: %d %s\n", rc, err.msg);
-    return rc;
-}
-
-static int add(eng_engine *e, const int *ids, int n, const eng_sampling *s) {
-    eng_err err = { 0 };
-    int id = -1;
-    if (eng_seq_add(e, ids, n, s, &id, &err)) printf("  eng_seq_add: %s\n", err.msg);
-    return id;
-}
-
 /* Checks logits rows [0, rows) of seq against reference positions pos0... */
 static void check_rows(const fixture *f, const prompt *p, const float *lg, int rows, int pos0,
                        const char *what) {
@@ -131,9 +118,9 @@ static void reference(fixture *f) {
     double worst = 0;
     for (int pi = 0; pi < f->n_prompts; pi++) {
         const prompt *p = &f->p[pi];
-        int s = add(e, p->ids, p->n_prompt, NULL);
+        int s = t_add(e, p->ids, p->n_prompt, NULL);
         eng_seq_keep_all_logits(e, s, 1);
-        T_CHECK(step(e) == ENG_OK);
+        T_CHECK(t_step(e) == ENG_OK);
         int rows = 0;
         const float *lg = eng_seq_logits(e, s, &rows);
         T_CHECKF(lg && rows == p->n_prompt, "prefill rows %d, want %d", rows, p->n_prompt);
@@ -149,7 +136,7 @@ static void reference(fixture *f) {
             T_CHECK(eng_seq_last(e, s, &t) == ENG_OK);
             T_CHECKF(t.id == p->ids[p->n_prompt + k], "%s prompt %d token %d: got %d want %d",
                      f->name, pi, k, t.id, p->ids[p->n_prompt + k]);
-            T_CHECK(step(e) == ENG_OK);
+            T_CHECK(t_step(e) == ENG_OK);
             lg = eng_seq_logits(e, s, &rows);
             T_CHECK(lg && rows == 1);
             if (!lg) break;
@@ -182,9 +169,9 @@ static void run_alone(fixture *f, int n_threads, int block_size, int steps, floa
     eng_engine *e = make_engine(f, block_size, 0, n_threads);
     if (!e) return;
     for (int pi = 0; pi < f->n_prompts; pi++) {
-        int s = add(e, f->p[pi].ids, f->p[pi].n_prompt, NULL);
+        int s = t_add(e, f->p[pi].ids, f->p[pi].n_prompt, NULL);
         for (int k = 0; k < steps; k++) {
-            step(e);
+            t_step(e);
             const float *lg = eng_seq_logits(e, s, NULL);
             if (lg) memcpy(out[pi] + (size_t)k * f->vocab, lg, sizeof(float) * f->vocab);
         }
@@ -209,10 +196,10 @@ static void batched(fixture *f) {
 
     eng_engine *e = make_engine(f, 16, 0, 2);
     int s[8];
-    for (int i = 0; i < f->n_prompts; i++) s[i] = add(e, f->p[i].ids, f->p[i].n_prompt, NULL);
+    for (int i = 0; i < f->n_prompts; i++) s[i] = t_add(e, f->p[i].ids, f->p[i].n_prompt, NULL);
     T_CHECK(eng_n_live(e) == f->n_prompts);
     for (int k = 0; k < STEPS; k++) {
-        T_CHECK(step(e) == ENG_OK);
+        T_CHECK(t_step(e) == ENG_OK);
         for (int i = 0; i < f->n_prompts; i++) {
             int rows = 0;
             const float *lg = eng_seq_logits(e, s[i], &rows);
@@ -252,7 +239,7 @@ static void many_lengths(fixture *f) {
     for (int pi = 0; pi < f->n_prompts; pi++) {
         const prompt *p = &f->p[pi];
         for (int len = 1; len <= p->n_ids - 4 && n < 64; len += 3 + pi) {
-            s[n] = add(e, p->ids, len, NULL);
+            s[n] = t_add(e, p->ids, len, NULL);
             eng_seq_keep_all_logits(e, s[n], 1);
             pi_of[n] = pi;
             len_of[n++] = len;
@@ -261,7 +248,7 @@ static void many_lengths(fixture *f) {
     int longest = 0;
     for (int i = 0; i < n; i++) if (len_of[i] > longest) longest = len_of[i];
     printf("  %d sequences, lengths 1..%d, block size 4\n", n, longest);
-    T_CHECK(step(e) == ENG_OK);
+    T_CHECK(t_step(e) == ENG_OK);
     for (int i = 0; i < n; i++) {
         int rows = 0;
         const float *lg = eng_seq_logits(e, s[i], &rows);
@@ -271,7 +258,7 @@ static void many_lengths(fixture *f) {
     }
     int checked = 0;
     for (int k = 0; k < 3; k++) {
-        T_CHECK(step(e) == ENG_OK);
+        T_CHECK(t_step(e) == ENG_OK);
         for (int i = 0; i < n; i++) {
             /* the reference applies while the tokens so far are its own */
             const prompt *p = &f->p[pi_of[i]];
@@ -308,16 +295,16 @@ static void test_long_prompt(void) {
     float *want = malloc(sizeof(float) * (size_t)TOTAL * f->vocab);
     for (int i = 0; i < PROMPT; i++) ids[i] = (i * 7919 + 13) % f->vocab;
     eng_engine *e = make_engine(f, 16, 0, 2);
-    int s = add(e, ids, PROMPT, NULL);
+    int s = t_add(e, ids, PROMPT, NULL);
     eng_seq_keep_all_logits(e, s, 1);
-    T_CHECK(step(e) == ENG_OK);
+    T_CHECK(t_step(e) == ENG_OK);
     int rows = 0;
     const float *lg = eng_seq_logits(e, s, &rows);
     T_CHECK(lg && rows == PROMPT);
     if (lg) memcpy(want, lg, sizeof(float) * (size_t)PROMPT * f->vocab);
     eng_seq_keep_all_logits(e, s, 0);
     for (int k = 0; k < GEN; k++) {
-        T_CHECK(step(e) == ENG_OK);
+        T_CHECK(t_step(e) == ENG_OK);
         lg = eng_seq_logits(e, s, NULL);
         if (lg) memcpy(want + (size_t)(PROMPT + k) * f->vocab, lg, sizeof(float) * f->vocab);
     }
@@ -328,9 +315,9 @@ static void test_long_prompt(void) {
     memcpy(ids, gen, sizeof(int) * (TOTAL + 1));
     eng_seq_remove(e, s);
 
-    s = add(e, ids, TOTAL, NULL);
+    s = t_add(e, ids, TOTAL, NULL);
     eng_seq_keep_all_logits(e, s, 1);
-    T_CHECK(step(e) == ENG_OK);
+    T_CHECK(t_step(e) == ENG_OK);
     lg = eng_seq_logits(e, s, &rows);
     T_CHECK(lg && rows == TOTAL);
     int bad = 0;
@@ -353,11 +340,11 @@ static float *alone_with(fixture *f, const prompt *p, const eng_sampling *sp, in
                          int *free_after) {
     eng_engine *e = make_engine(f, 16, 64, 2);
     float *out = calloc((size_t)steps * f->vocab, sizeof(float));
-    int s = add(e, p->ids, p->n_prompt, sp);
+    int s = t_add(e, p->ids, p->n_prompt, sp);
     eng_err err;
     eng_seq_prefill(e, s, &err);
     for (int k = 0; k < steps; k++) {
-        step(e);
+        t_step(e);
         const float *lg = eng_seq_logits(e, s, NULL);
         if (lg) memcpy(out + (size_t)k * f->vocab, lg, sizeof(float) * f->vocab);
     }
@@ -379,7 +366,7 @@ static void test_fork(void) {
 
     eng_engine *e = make_engine(f, 16, 64, 2);
     eng_err err = { 0 };
-    int par = add(e, p->ids, p->n_prompt, NULL);
+    int par = t_add(e, p->ids, p->n_prompt, NULL);
     int f0 = eng_kv_free_blocks(e);
     T_CHECK(eng_seq_prefill(e, par, &err) == ENG_OK);
     int f1 = eng_kv_free_blocks(e);
@@ -395,11 +382,11 @@ static void test_fork(void) {
 
     /* first step: all four write position 28 into the shared partial
      * block; three get private copies, the last one left writes in place */
-    T_CHECK(step(e) == ENG_OK);
+    T_CHECK(t_step(e) == ENG_OK);
     T_CHECKF(eng_kv_free_blocks(e) == f1 - N, "copy-on-write took %d blocks, want %d",
              f1 - eng_kv_free_blocks(e), N);
     for (int k = 0; k < STEPS; k++) {
-        if (k) T_CHECK(step(e) == ENG_OK);
+        if (k) T_CHECK(t_step(e) == ENG_OK);
         for (int i = 0; i < N; i++) {
             const float *lg = eng_seq_logits(e, ch[i], NULL);
             T_CHECKF(lg && !memcmp(lg, want[i] + (size_t)k * f->vocab, sizeof(float) * f->vocab),
@@ -412,7 +399,7 @@ static void test_fork(void) {
     /* removing the children gives back exactly their private blocks */
     for (int i = 0; i < N; i++) T_CHECK(eng_seq_remove(e, ch[i]) == ENG_OK);
     T_CHECK(eng_n_live(e) == 1);
-    T_CHECK(step(e) == ENG_OK);
+    T_CHECK(t_step(e) == ENG_OK);
     T_CHECKF(eng_kv_free_blocks(e) == free_parent_alone, "after removing the forks %d blocks "
              "free, the parent alone leaves %d", eng_kv_free_blocks(e), free_parent_alone);
     const float *lg = eng_seq_logits(e, par, NULL);
@@ -432,10 +419,10 @@ static void test_fork_unprefilled(void) {
     const prompt *p = &f->p[0];
     eng_engine *e = make_engine(f, 8, 32, 2);
     eng_err err;
-    int par = add(e, p->ids, p->n_prompt, NULL), c = -1;
+    int par = t_add(e, p->ids, p->n_prompt, NULL), c = -1;
     T_CHECK(eng_seq_fork(e, par, NULL, &c, &err) == ENG_OK && c != par);
     T_CHECK(eng_kv_free_blocks(e) == 32);
-    T_CHECK(step(e) == ENG_OK);
+    T_CHECK(t_step(e) == ENG_OK);
     eng_token a, b;
     T_CHECK(eng_seq_last(e, par, &a) == ENG_OK && eng_seq_last(e, c, &b) == ENG_OK);
     T_CHECK(a.id == b.id && a.id == p->ids[p->n_prompt]);
@@ -455,9 +442,9 @@ static void test_keep_all_sampling(void) {
     const prompt *p = &f->p[0];
     eng_engine *e = make_engine(f, 16, 0, 2);
     eng_sampling sp = { 1.2f, 0, 0.95f, 99 };
-    int a = add(e, p->ids, p->n_prompt, &sp), b = add(e, p->ids, p->n_prompt, &sp);
+    int a = t_add(e, p->ids, p->n_prompt, &sp), b = t_add(e, p->ids, p->n_prompt, &sp);
     eng_seq_keep_all_logits(e, b, 1);
-    for (int k = 0; k < 8; k++) T_CHECK(step(e) == ENG_OK);
+    for (int k = 0; k < 8; k++) T_CHECK(t_step(e) == ENG_OK);
     const int *ia, *ib;
     int na, nb;
     eng_seq_tokens(e, a, &ia, &na);
@@ -472,7 +459,7 @@ static void test_keep_all_sampling(void) {
      * the others' last logits in place */
     float *saved = malloc(sizeof(float) * f->vocab);
     memcpy(saved, eng_seq_logits(e, a, NULL), sizeof(float) * f->vocab);
-    int c = add(e, f->p[1].ids, f->p[1].n_prompt, NULL), rows = 0;
+    int c = t_add(e, f->p[1].ids, f->p[1].n_prompt, NULL), rows = 0;
     eng_seq_keep_all_logits(e, c, 1);
     eng_err err;
     T_CHECK(eng_seq_prefill(e, c, &err) == ENG_OK);
@@ -492,9 +479,9 @@ static void test_pause_append(void) {
     eng_engine *e = make_engine(f, 16, 0, 2);
     eng_err err;
     int half = p->n_prompt / 2;
-    int a = add(e, p->ids, half, NULL), b = add(e, f->p[0].ids, f->p[0].n_prompt, NULL);
+    int a = t_add(e, p->ids, half, NULL), b = t_add(e, f->p[0].ids, f->p[0].n_prompt, NULL);
     T_CHECK(eng_seq_pause(e, a, 1) == ENG_OK);
-    T_CHECK(step(e) == ENG_OK);
+    T_CHECK(t_step(e) == ENG_OK);
     const int *ids;
     int n;
     eng_seq_tokens(e, a, &ids, &n);
@@ -505,7 +492,7 @@ static void test_pause_append(void) {
     T_CHECK(eng_seq_pause(e, a, 0) == ENG_OK);
     T_CHECK(eng_seq_append(e, a, p->ids + half, p->n_prompt - half, &err) == ENG_OK);
     eng_seq_keep_all_logits(e, a, 1);
-    T_CHECK(step(e) == ENG_OK);
+    T_CHECK(t_step(e) == ENG_OK);
     int rows = 0;
     const float *lg = eng_seq_logits(e, a, &rows);
     T_CHECK(lg && rows == p->n_prompt);
@@ -516,7 +503,7 @@ static void test_pause_append(void) {
     T_CHECK(n == f->p[0].n_prompt + 1);
     /* all paused: a step does nothing */
     T_CHECK(eng_seq_pause(e, a, 1) == ENG_OK);
-    T_CHECK(step(e) == ENG_OK);
+    T_CHECK(t_step(e) == ENG_OK);
     eng_seq_tokens(e, a, &ids, &n);
     T_CHECK(n == p->n_prompt + 1);
     eng_destroy(e);
@@ -532,9 +519,9 @@ static void test_truncate(void) {
     int np = p->n_prompt;
     eng_engine *e = make_engine(f, 16, 0, 2);
     eng_err err;
-    int a = add(e, p->ids, np, NULL);
+    int a = t_add(e, p->ids, np, NULL);
     T_CHECK(eng_seq_n_cached(e, a) == 0);
-    T_CHECK(step(e) == ENG_OK);
+    T_CHECK(t_step(e) == ENG_OK);
     eng_token t0, t1;
     T_CHECK(eng_seq_last(e, a, &t0) == ENG_OK && t0.id == p->ids[np]);
     T_CHECK(eng_seq_n_cached(e, a) == np);
@@ -546,7 +533,7 @@ static void test_truncate(void) {
     T_CHECK(eng_seq_n_cached(e, a) == np - 2);
     T_CHECK(eng_seq_append(e, a, p->ids + np - 2, 2, &err) == ENG_OK);
     eng_seq_keep_all_logits(e, a, 1);
-    T_CHECK(step(e) == ENG_OK);
+    T_CHECK(t_step(e) == ENG_OK);
     int rows = 0;
     const float *lg = eng_seq_logits(e, a, &rows);
     T_CHECK(lg && rows == 2);   /* only the two cut tokens ran */
@@ -569,11 +556,11 @@ static void test_efull(void) {
     const prompt *p = &f->p[0];
     eng_engine *e = make_engine(f, 4, 3, 2);   /* room for 12 tokens */
     eng_err err = { 0 };
-    int s = add(e, p->ids, 10, NULL);
-    T_CHECK(step(e) == ENG_OK);               /* positions 0..9: 3 blocks */
+    int s = t_add(e, p->ids, 10, NULL);
+    T_CHECK(t_step(e) == ENG_OK);               /* positions 0..9: 3 blocks */
     T_CHECK(eng_kv_free_blocks(e) == 0);
-    T_CHECK(step(e) == ENG_OK);               /* 10 */
-    T_CHECK(step(e) == ENG_OK);               /* 11 */
+    T_CHECK(t_step(e) == ENG_OK);               /* 10 */
+    T_CHECK(t_step(e) == ENG_OK);               /* 11 */
     const int *ids;
     int n;
     eng_seq_tokens(e, s, &ids, &n);
@@ -588,7 +575,7 @@ static void test_efull(void) {
     T_CHECK(eng_kv_free_blocks(e) == 3);
 
     /* two sequences that fit one at a time but not together: no partial step */
-    int a = add(e, p->ids, 8, NULL), b = add(e, f->p[1].ids, 8, NULL);
+    int a = t_add(e, p->ids, 8, NULL), b = t_add(e, f->p[1].ids, 8, NULL);
     err.code = 0;
     T_CHECK(eng_step(e, &err) == ENG_EFULL);
     eng_seq_tokens(e, a, &ids, &n);
@@ -599,13 +586,13 @@ static void test_efull(void) {
     eng_seq_remove(e, b);
     /* still usable, and right */
     eng_seq_keep_all_logits(e, a, 1);
-    T_CHECK(step(e) == ENG_OK);
+    T_CHECK(t_step(e) == ENG_OK);
     int rows = 0;
     const float *lg = eng_seq_logits(e, a, &rows);
     T_CHECK(lg && rows == 8);
     if (lg) check_rows(f, p, lg, rows, 0, "after EFULL");
     /* prefill refuses too */
-    int c = add(e, f->p[1].ids, 12, NULL);
+    int c = t_add(e, f->p[1].ids, 12, NULL);
     T_CHECK(eng_seq_prefill(e, c, &err) == ENG_EFULL);
     eng_destroy(e);
 }
@@ -627,9 +614,9 @@ static void test_warmup(void) {
     T_CHECK(eng_warmup(e, 100000, &done, &err) == ENG_OK);
     T_CHECKF(done == (free0 - 1) * 16 - 1, "warmed %d tokens with %d free blocks", done, free0);
     T_CHECK(eng_kv_free_blocks(e) == free0);
-    int s = add(e, p->ids, p->n_prompt, NULL);
+    int s = t_add(e, p->ids, p->n_prompt, NULL);
     eng_seq_keep_all_logits(e, s, 1);
-    T_CHECK(step(e) == ENG_OK);
+    T_CHECK(t_step(e) == ENG_OK);
     int rows = 0;
     const float *lg = eng_seq_logits(e, s, &rows);
     T_CHECK(lg && rows == p->n_prompt);

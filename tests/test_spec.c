@@ -14,6 +14,7 @@
  *  - forced tokens, pause, append, keep_all_logits, a short KV pool, the end
  *    of the context; bad arguments. */
 #include "t.h"
+#include "t_util.h"
 #include <stdint.h>
 #include <cJSON.h>
 #include "engine_int.h"
@@ -131,20 +132,6 @@ static eng_engine *mk(eng_model *m, int block_size, int n_blocks, int max_seqs) 
     return e;
 }
 
-static int add(eng_engine *e, const int *ids, int n, const eng_sampling *s) {
-    eng_err err = { 0 };
-    int id = -1;
-    if (eng_seq_add(e, ids, n, s, &id, &err)) printf("  eng_seq_add: %s\n", err.msg);
-    return id;
-}
-
-static int step(eng_engine *e) {
-    eng_err err = { 0 };
-    int rc = eng_step(e, &err);
-    if (rc) printf("  eng_step: %d %s\n", rc, err.msg);
-    return rc;
-}
-
 static int set_spec(eng_engine *e, int s, const eng_spec_opts *o) {
     eng_err err = { 0 };
     int rc = eng_seq_spec_set(e, s, o, &err);
@@ -157,8 +144,8 @@ static int set_spec(eng_engine *e, int s, const eng_spec_opts *o) {
 static int **plain_greedy(eng_model *m, const prompts *p, int n_gen) {
     eng_engine *e = mk(m, 16, 0, 128);
     int **out = calloc((size_t)p->n, sizeof *out), s[MAXP];
-    for (int i = 0; i < p->n; i++) s[i] = add(e, p->ids[i], p->len[i], NULL);
-    for (int k = 0; k < n_gen; k++) step(e);
+    for (int i = 0; i < p->n; i++) s[i] = t_add(e, p->ids[i], p->len[i], NULL);
+    for (int k = 0; k < n_gen; k++) t_step(e);
     for (int i = 0; i < p->n; i++) {
         const int *ids;
         int n;
@@ -189,7 +176,7 @@ static void run_to(eng_engine *e, const int *ids, const int *want, int n, totals
             if (nt >= want[i]) eng_seq_pause(e, ids[i], 1);
             else left++;
         }
-        if (!left || step(e)) break;
+        if (!left || t_step(e)) break;
         for (int i = 0; i < n; i++) {
             const int *nw, *tk;
             int nn, nt;
@@ -229,7 +216,7 @@ static int spec_greedy(eng_model *m, const prompts *p, int **ref, const eng_spec
     int ids[256] = {0}, want[256] = {0}, of[256], n = 0;   /* {0}: gcc cannot see run_to reads only n */
     eng_err err = { 0 };
     for (int i = 0; i < p->n; i++) {
-        int s = add(e, p->ids[i], p->len[i], NULL);
+        int s = t_add(e, p->ids[i], p->len[i], NULL);
         if (o) set_spec(e, s, o);
         of[n] = i;
         want[n] = p->len[i] + N_GEN;
@@ -504,9 +491,9 @@ static void run_plain(eng_model *m, const int *ids, int n, plain_run *r) {
     int V = m->cfg.vocab_size;
     eng_engine *e = mk(m, 4, RB_BLOCKS, 8);
     r->logits = calloc((size_t)(n + RB_GEN) * V, sizeof(float));
-    int s = add(e, ids, n, NULL);
+    int s = t_add(e, ids, n, NULL);
     for (int k = 0; k < RB_GEN; k++) {
-        step(e);
+        t_step(e);
         memcpy(r->logits + (size_t)(n - 1 + k) * V, eng_seq_logits(e, s, NULL), sizeof(float) * V);
         r->free_at[n + k] = eng_kv_free_blocks(e);
     }
@@ -548,12 +535,12 @@ static void test_rollback(void) {
 
     /* alone: every step's rows and free blocks as the plain run's */
     eng_engine *e = mk(m, 4, RB_BLOCKS, 8);
-    int s = add(e, prompt, n, NULL), steps = 0, bad_rows = 0, bad_free = 0;
+    int s = t_add(e, prompt, n, NULL), steps = 0, bad_rows = 0, bad_free = 0;
     set_spec(e, s, &o);
     const int *tk;
     int nt = n;
     while (nt < n + RB_GEN - 4) {
-        if (step(e)) break;
+        if (t_step(e)) break;
         steps++;
         bad_rows += rows_differ(e, s, &pr, V);
         eng_seq_tokens(e, s, &tk, &nt);
@@ -576,7 +563,7 @@ static void test_rollback(void) {
     /* a fork that shares the prompt's blocks speculates; its parent runs plain */
     e = mk(m, 4, RB_BLOCKS, 8);
     eng_err err;
-    int par = add(e, prompt, n, NULL), ch = -1;
+    int par = t_add(e, prompt, n, NULL), ch = -1;
     T_CHECK(eng_seq_prefill(e, par, &err) == ENG_OK);
     T_CHECK(eng_seq_fork(e, par, NULL, &ch, &err) == ENG_OK);
     sc.calls = 0;
@@ -584,7 +571,7 @@ static void test_rollback(void) {
     int pn = n, cn = n;
     bad_rows = 0;
     while (cn < n + RB_GEN - 4 && pn < n + RB_GEN - 4) {
-        if (step(e)) break;
+        if (t_step(e)) break;
         bad_rows += rows_differ(e, par, &pr, V) + rows_differ(e, ch, &pr, V);
         eng_seq_tokens(e, par, &tk, &pn);
         eng_seq_tokens(e, ch, &tk, &cn);
@@ -610,10 +597,10 @@ static double adaptive_run(eng_model *m, const int *prompt, int n, script *sc, i
     eng_spec_opts o = { .mode = ENG_SPEC_CUSTOM, .adaptive = 1, .kmax = 8, .propose = scripted,
                         .user = sc };
     int ids[256];
-    for (int i = 0; i < b; i++) { ids[i] = add(e, prompt, n, NULL); set_spec(e, ids[i], &o); }
+    for (int i = 0; i < b; i++) { ids[i] = t_add(e, prompt, n, NULL); set_spec(e, ids[i], &o); }
     double sum = 0;
     for (int t = 0; t < to; t++) {
-        step(e);
+        t_step(e);
         for (int i = 0; i < b; i++) {
             eng_spec_stats st;
             eng_seq_spec_stats(e, ids[i], &st);
@@ -758,14 +745,14 @@ static void overhead_run(eng_model *m, const prompts *p, int b, int T, const eng
     count_passes(e, &tc, cost->base_s, cost->row_s);
     int ids[64] = { 0 }, want[64] = { 0 };
     for (int i = 0; i < b; i++) {
-        ids[i] = add(e, p->ids[i], p->len[i], NULL);
+        ids[i] = t_add(e, p->ids[i], p->len[i], NULL);
         want[i] = p->len[i] + T;
         if (o) set_spec(e, ids[i], o);
         if (i == 0 && e->draft)
             count_passes(eng_drafter_engine(e->draft), &dc, cost->draft_base_s, cost->draft_row_s);
     }
     int done[64] = { 0 };
-    for (int left = b, guard = 0; left && guard < 4 * T && !step(e); guard++)
+    for (int left = b, guard = 0; left && guard < 4 * T && !t_step(e); guard++)
         for (int i = 0; i < b; i++) {   /* a sequence that is done pauses */
             const int *tk;
             int nt;
@@ -917,8 +904,8 @@ static void expected_cells(eng_model *m, const int *prompt, int n, const eng_sam
     int V = m->cfg.vocab_size;
     double *p1 = malloc(sizeof(double) * V), *p2 = malloc(sizeof(double) * V);
     eng_engine *e = mk(m, 16, 0, 80);
-    int sq = add(e, prompt, n, NULL);
-    step(e);
+    int sq = t_add(e, prompt, n, NULL);
+    t_step(e);
     ref_probs(eng_seq_logits(e, sq, NULL), V, s, p1);
     eng_seq_remove(e, sq);
     c->n_x1 = 0;
@@ -926,8 +913,8 @@ static void expected_cells(eng_model *m, const int *prompt, int n, const eng_sam
         if (p1[x] * DRAWS >= 5) c->x1[c->n_x1++] = x;
     int ids[64], *buf = malloc(sizeof(int) * (size_t)(n + 1));
     memcpy(buf, prompt, sizeof(int) * (size_t)n);
-    for (int i = 0; i < c->n_x1; i++) { buf[n] = c->x1[i]; ids[i] = add(e, buf, n + 1, NULL); }
-    step(e);
+    for (int i = 0; i < c->n_x1; i++) { buf[n] = c->x1[i]; ids[i] = t_add(e, buf, n + 1, NULL); }
+    t_step(e);
     c->cell_of = malloc(sizeof(int) * (size_t)c->n_x1 * V);
     c->n = 1;   /* cell 0: everything else */
     double used = 0;
@@ -980,7 +967,7 @@ static void spec_draws(eng_model *m, const int *prompt, int n, const eng_samplin
     static const eng_spec_cost free_rows = { 1.0, 0.0002, 0.01, 0.0001 };   /* even for 500 */
     eng_spec_set_cost(e, &free_rows);
     eng_err err;
-    int par = add(e, prompt, n, s), ids[ROUND], want[ROUND];
+    int par = t_add(e, prompt, n, s), ids[ROUND], want[ROUND];
     set_spec(e, par, o);
     eng_seq_prefill(e, par, &err);
     eng_seq_pause(e, par, 1);
@@ -1076,18 +1063,18 @@ static void test_force_pause_append(void) {
     /* forced tokens: one per step, no drafting, then speculation resumes */
     int forced[5] = { 11, 22, 33, 44, 55 }, *buf = malloc(sizeof(int) * 2048);
     eng_engine *e = mk(m, 16, 0, 8);
-    int s = add(e, prompt, n, NULL);
+    int s = t_add(e, prompt, n, NULL);
     set_spec(e, s, &o);
     T_CHECK(eng_seq_force(e, s, forced, 5, &err) == ENG_OK);
     const int *nw, *tk;
     int nn, nt, multi = 0;
     for (int k = 0; k < 5; k++) {
-        T_CHECK(step(e) == ENG_OK);
+        T_CHECK(t_step(e) == ENG_OK);
         eng_seq_new_tokens(e, s, &nw, &nn);
         T_CHECK(nn == 1 && nw[0] == forced[k]);
     }
     for (int k = 0; k < 6; k++) {
-        T_CHECK(step(e) == ENG_OK);
+        T_CHECK(t_step(e) == ENG_OK);
         eng_seq_new_tokens(e, s, &nw, &nn);
         multi += nn == 4;
     }
@@ -1102,8 +1089,8 @@ static void test_force_pause_append(void) {
 
     /* paused: untouched; appended tokens run with the drafts after them */
     T_CHECK(eng_seq_pause(e, s, 1) == ENG_OK);
-    int other = add(e, prompt, n, NULL), before = nt;
-    T_CHECK(step(e) == ENG_OK);
+    int other = t_add(e, prompt, n, NULL), before = nt;
+    T_CHECK(t_step(e) == ENG_OK);
     eng_seq_new_tokens(e, s, &nw, &nn);
     eng_seq_tokens(e, s, &tk, &nt);
     T_CHECK(nn == 0 && nt == before);
@@ -1114,7 +1101,7 @@ static void test_force_pause_append(void) {
     eng_seq_tokens(e, s, &tk, &nt);
     memcpy(buf, tk, sizeof(int) * (size_t)nt);
     int base = nt;
-    for (int k = 0; k < 6; k++) T_CHECK(step(e) == ENG_OK);
+    for (int k = 0; k < 6; k++) T_CHECK(t_step(e) == ENG_OK);
     eng_seq_tokens(e, s, &tk, &nt);
     want = greedy_of(m, buf, base, nt - base);
     T_CHECKF(!memcmp(tk + base, want, sizeof(int) * (size_t)(nt - base)), "after append: "
@@ -1125,12 +1112,12 @@ static void test_force_pause_append(void) {
     /* keep_all_logits: no speculation, every pending row's logits */
     eng_seq_keep_all_logits(e, s, 1);
     T_CHECK(eng_seq_append(e, s, extra, 3, &err) == ENG_OK);
-    T_CHECK(step(e) == ENG_OK);
+    T_CHECK(t_step(e) == ENG_OK);
     int rows = 0;
     eng_seq_new_tokens(e, s, &nw, &nn);
     T_CHECK(eng_seq_logits(e, s, &rows) && rows == 4 && nn == 1);
     eng_seq_keep_all_logits(e, s, 0);
-    T_CHECK(step(e) == ENG_OK);
+    T_CHECK(t_step(e) == ENG_OK);
     eng_seq_new_tokens(e, s, &nw, &nn);
     T_CHECK(nn == 4 && eng_seq_logits(e, s, &rows) && rows == 4);
     eng_destroy(e);
@@ -1149,7 +1136,7 @@ static void test_limits(void) {
     int ntoks[2], *toks[2];
     for (int spec = 0; spec < 2; spec++) {
         eng_engine *e = mk(m, 4, 5, 4);   /* 20 positions */
-        int s = add(e, prompt, n, NULL), steps = 0;
+        int s = t_add(e, prompt, n, NULL), steps = 0;
         if (spec) set_spec(e, s, &o);
         eng_err err = { 0 };
         while (steps < 100 && !eng_step(e, &err)) steps++;
@@ -1173,7 +1160,7 @@ static void test_limits(void) {
     for (int i = 0; i < len; i++) ids[i] = (i * 7919 + 13) % V;
     for (int spec = 0; spec < 2; spec++) {
         eng_engine *e = mk(m, 16, 80, 2);
-        int s = add(e, ids, len, NULL), steps = 0;
+        int s = t_add(e, ids, len, NULL), steps = 0;
         if (spec) set_spec(e, s, &o);
         eng_err err = { 0 };
         while (steps++ < 100 && !eng_step(e, &err)) {}
@@ -1205,7 +1192,7 @@ static void test_bad_args(void) {
     eng_engine *e = mk(m, 16, 0, 8);
     eng_err err = { 0 };
     const int *prompt = p_llama.ids[3], n = p_llama.len[3];
-    int s = add(e, prompt, n, NULL);
+    int s = t_add(e, prompt, n, NULL);
     eng_spec_opts o = { .mode = ENG_SPEC_NGRAM };
     T_CHECK(eng_seq_spec_set(e, 7, &o, &err) == ENG_EINVAL);
     o.mode = 9;
@@ -1225,7 +1212,7 @@ static void test_bad_args(void) {
     T_CHECK(eng_seq_spec_set(e, s, &o, &err) == ENG_EINVAL);
     /* one draft model per engine */
     o = (eng_spec_opts){ .mode = ENG_SPEC_DRAFT, .draft_model = m_llama_noisy };
-    int s2 = add(e, prompt, n, NULL);
+    int s2 = t_add(e, prompt, n, NULL);
     T_CHECK(eng_seq_spec_set(e, s, &o, &err) == ENG_OK);
     o.draft_model = m_llama;
     T_CHECK(eng_seq_spec_set(e, s2, &o, &err) == ENG_EINVAL);
@@ -1254,7 +1241,7 @@ static void test_bad_args(void) {
         T_CHECK(eng_seq_spec_set(e, s, &o, &err) == ENG_OK);
         int before;
         eng_seq_tokens(e, s, &ids, &before);
-        for (int k = 0; k < 3; k++) T_CHECK(step(e) == ENG_OK);
+        for (int k = 0; k < 3; k++) T_CHECK(t_step(e) == ENG_OK);
         eng_seq_tokens(e, s, &ids, &nn);
         T_CHECK(nn == before + 3 && !memcmp(ids + n, ref[0], sizeof(int) * (size_t)(nn - n)));
     }

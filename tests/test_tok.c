@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <cJSON.h>
 #include "t.h"
+#include "t_util.h"
 #include "eng.h"
 #include "gguf.h"
 #include "gguf_write.h"
@@ -366,14 +367,6 @@ static eng_tok *load_cjson(const cJSON *j, eng_err *err) {
     return t;
 }
 
-static int same_ids(const cJSON *want, const int *ids, int n) {
-    if (cJSON_GetArraySize(want) != n) return 0;
-    int i = 0;
-    const cJSON *v;
-    cJSON_ArrayForEach(v, want) if (v->valueint != ids[i++]) return 0;
-    return 1;
-}
-
 /* The Qwen2 fixture with its merges rewritten in the older "a b" form must
  * still give the reference ids. */
 static void test_legacy_merges(void) {
@@ -399,7 +392,7 @@ static void test_legacy_merges(void) {
         int *ids = NULL, n = 0;
         total++;
         if (t && eng_tok_encode(t, text, strlen(text), 1, &ids, &n, &err) == ENG_OK)
-            ok += same_ids(cJSON_GetObjectItem(row, "ids"), ids, n);
+            ok += t_ids_equal(cJSON_GetObjectItem(row, "ids"), ids, n);
         free(ids);
     }
     printf("  legacy merges: ids %d/%d\n", ok, total);
@@ -443,7 +436,7 @@ static void test_fuzz(void) {
             const cJSON *v;
             cJSON_ArrayForEach(v, want) w[nw++] = v->valueint;
             int good = eng_tok_encode(t, text, strlen(text), 1, &got, &n, &err) == ENG_OK &&
-                       same_ids(want, got, n);
+                       t_ids_equal(want, got, n);
             ok[0] += good;
             if (!good && shown++ < 3) {
                 printf("  %s: ids differ for \"%.100s\"\n", name, text);
@@ -452,7 +445,7 @@ static void test_fuzz(void) {
             free(got);
             got = NULL;
             good = eng_tok_encode(t, text, strlen(text), 0, &got, &n, &err) == ENG_OK &&
-                   same_ids(want_ns, got, n);
+                   t_ids_equal(want_ns, got, n);
             ok[1] += good;
             if (!good && shown++ < 3) printf("  %s: ids without specials differ for \"%.100s\"\n", name, text);
             free(got);
@@ -992,7 +985,7 @@ static void check_gguf_as_json(const char *fixture, const char *pre) {
         int *ids = NULL, ng = 0;
         total++;
         if (t && eng_tok_encode(t, text, strlen(text), 1, &ids, &ng, &err) == ENG_OK)
-            ok += same_ids(cJSON_GetObjectItem(row, "ids"), ids, ng);
+            ok += t_ids_equal(cJSON_GetObjectItem(row, "ids"), ids, ng);
         free(ids);
     }
     printf("  GGUF pre \"%s\" on the %s fixture's vocabulary: ids %d/%d\n", pre, fixture, ok, total);
@@ -1166,7 +1159,7 @@ static int check_ids(const char *name, const eng_tok *t, const char *s, int allo
                      const cJSON *want, int *shown) {
     eng_err err = {0};
     int *got = NULL, n = 0, nw, *w = json_ints(want, &nw);
-    int good = eng_tok_encode(t, s, strlen(s), allow_special, &got, &n, &err) == ENG_OK && same_ids(want, got, n);
+    int good = eng_tok_encode(t, s, strlen(s), allow_special, &got, &n, &err) == ENG_OK && t_ids_equal(want, got, n);
     if (!good && (*shown)++ < 6) {
         printf("  %s: ids (allow_special %d) differ for \"%.100s\"\n", name, allow_special, s);
         print_ids("want", w, nw);

@@ -178,12 +178,15 @@ static const cJSON *find_set(const char *name) {
     return NULL;
 }
 
-static void check_fixture_set(const char *name, const char *tok_path, const char *ids_key) {
+/* Set name against the tokenizer that open (eng_tok_load or eng_tok_open)
+ * makes of tok_path, its ids under ids_key. */
+static void check_tok_set(const char *name, int (*open)(const char *, eng_tok **, eng_err *),
+                          const char *tok_path, const char *ids_key) {
     const cJSON *s = find_set(name);
     if (!s) T_FAIL("tests/fixtures/chat_ref.json has no set %s", name);
     eng_tok *t = NULL;
     eng_err err = {0};
-    if (eng_tok_load(tok_path, &t, &err)) T_FAIL("%s", err.msg);
+    if (open(tok_path, &t, &err)) T_FAIL("%s", err.msg);
     check_set(s, t, ids_key);
     eng_tok_free(t);
 }
@@ -202,29 +205,23 @@ static void test_qwen3(void) {
     eng_tok_free(t);
 }
 
-static void test_llama3_1(void) { check_fixture_set("llama3.1", FIX "chat/tokenizer.json", "ids"); }
-static void test_llama3_2(void) { check_fixture_set("llama3.2", FIX "chat/tokenizer.json", "ids"); }
-static void test_llama3_0(void) { check_fixture_set("llama3", FIX "chat/tokenizer.json", "ids"); }
-static void test_gemma3(void) { check_fixture_set("gemma3", FIX "chat/tokenizer.json", "ids"); }
-static void test_gemma2(void) { check_fixture_set("gemma2", FIX "chat/tokenizer.json", "ids"); }
+static void test_llama3_1(void) { check_tok_set("llama3.1", eng_tok_load, FIX "chat/tokenizer.json", "ids"); }
+static void test_llama3_2(void) { check_tok_set("llama3.2", eng_tok_load, FIX "chat/tokenizer.json", "ids"); }
+static void test_llama3_0(void) { check_tok_set("llama3", eng_tok_load, FIX "chat/tokenizer.json", "ids"); }
+static void test_gemma3(void) { check_tok_set("gemma3", eng_tok_load, FIX "chat/tokenizer.json", "ids"); }
+static void test_gemma2(void) { check_tok_set("gemma2", eng_tok_load, FIX "chat/tokenizer.json", "ids"); }
 
 /* Gemma 3's template with Gemma 3's real SentencePiece tokenizer, from the
  * 270M GGUF (which carries no template of its own). */
 static void test_gemma3_real(void) {
     T_MODEL(path, "gemma-3-270m-q4_k_m.gguf");
-    const cJSON *s = find_set("gemma3-real");
-    if (!s) T_FAIL("tests/fixtures/chat_ref.json has no set gemma3-real");
-    eng_tok *t = NULL;
-    eng_err err = {0};
-    if (eng_tok_open(path, &t, &err)) T_FAIL("%s", err.msg);
-    check_set(s, t, "ids");
-    eng_tok_free(t);
+    check_tok_set("gemma3-real", eng_tok_open, path, "ids");
 }
 
 /* SmolLM2's template with the small tok-smol vocabulary too (ids recorded
  * with it as well): the renderer's ids without the fetched model. */
 static void test_smollm2_small_vocab(void) {
-    check_fixture_set("smollm2", FIX "tok-smol/tokenizer.json", "ids_fixture");
+    check_tok_set("smollm2", eng_tok_load, FIX "tok-smol/tokenizer.json", "ids_fixture");
 }
 
 /* SmolLM2 as callers meet it: the GGUF model's own template and tokenizer. */

@@ -21,6 +21,7 @@
 #include <unistd.h>
 #include <cJSON.h>
 #include "eng.h"
+#include "bench.h"
 
 enum { PREFILL = 128, DECODE_PROMPT = 16 };
 
@@ -185,18 +186,8 @@ static void write_json(const char *out, const result *r, int n, int n_threads, d
         cJSON_AddNumberToObject(o, "b8_x_floor", r[i].floor_ms > 0 ? r[i].d8_ms / r[i].floor_ms : 0);
         cJSON_AddItemToArray(arr, o);
     }
-    char *s = cJSON_Print(root);
     mkdir("benchmarks/results", 0755);
-    FILE *f = fopen(out, "w");
-    if (f && s) {
-        fputs(s, f);
-        fputc('\n', f);
-        printf("wrote %s\n", out);
-    } else {
-        fprintf(stderr, "cannot write %s\n", out);
-    }
-    if (f) fclose(f);
-    free(s);
+    bench_write_json(out, root);
     cJSON_Delete(root);
 }
 

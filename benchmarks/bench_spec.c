@@ -26,6 +26,7 @@
 #include <string.h>
 #include <cJSON.h>
 #include "eng.h"
+#include "bench.h"
 
 enum { MAX_LIST = 16 };
 
@@ -392,17 +393,7 @@ int main(int argc, char **argv) {
     char path[512];
     if (a.out) snprintf(path, sizeof path, "%s", a.out);
     else snprintf(path, sizeof path, "benchmarks/results/spec_%s.json", base_name(a.model));
-    char *js = cJSON_Print(root);
-    FILE *f = fopen(path, "w");
-    if (f && js) {
-        fputs(js, f);
-        fputc('\n', f);
-        fclose(f);
-        printf("wrote %s\n", path);
-    } else {
-        fprintf(stderr, "cannot write %s\n", path);
-    }
-    free(js);
+    bench_write_json(path, root);
     cJSON_Delete(root);
     for (int i = 0; i < b.n_prompts; i++) free(b.prompts[i]);
     free(b.prompts);

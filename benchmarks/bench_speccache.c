@@ -409,17 +409,7 @@ int main(int argc, char **argv) {
     cJSON_AddItemToObject(out, "bars_cheap", bars[1]);
     cJSON_AddNumberToObject(out, "hit_rate_ratio_ceiling", hit_rate(rnd) > 0 ? 1 / hit_rate(rnd) : 0);
     cJSON_AddNumberToObject(out, "wall_s", wall);
-    char *js = cJSON_Print(out);
-    FILE *f = js ? fopen(a.json, "w") : NULL;
-    if (f) {
-        fputs(js, f);
-        fputc('\n', f);
-        fclose(f);
-        printf("wrote %s\n", a.json);
-    } else {
-        fprintf(stderr, "cannot write %s\n", a.json);
-    }
-    cJSON_free(js);
+    bench_write_json(a.json, out);
     cJSON_Delete(out);
 
     for (int q = 0; answers && q < nq; q++) free(answers[q]);

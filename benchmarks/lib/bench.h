@@ -243,6 +243,9 @@ int      bench_run_task(orc_sched *s, orc_task *t, const bench_collect *c, doubl
                         eng_err *err);
 /* A number field of a message (0 when absent). */
 double   bench_num(const cJSON *o, const char *k);
+/* Writes root, printed and closed by a newline, to path and says "wrote
+ * path" on stdout; -1, said on stderr, when it cannot. */
+int      bench_write_json(const char *path, const cJSON *root);
 
 /* ============================================================ MATH-500 */
 

@@ -1,6 +1,7 @@
 /* run.c — one orchestrator task driven through the scheduler to its end,
  * exactly as the server drives a query, with a sink that keeps what the
  * benchmarks read from its messages. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "bench.h"
@@ -63,6 +64,23 @@ void bench_collect_clear(bench_collect *c) {
 double bench_num(const cJSON *o, const char *k) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
     return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+int bench_write_json(const char *path, const cJSON *root) {
+    char *js = cJSON_Print(root);
+    FILE *f = js ? fopen(path, "w") : NULL;
+    int rc = -1;
+    if (f) {
+        fputs(js, f);
+        fputc('\n', f);
+        fclose(f);
+        printf("wrote %s\n", path);
+        rc = 0;
+    } else {
+        fprintf(stderr, "cannot write %s\n", path);
+    }
+    cJSON_free(js);
+    return rc;
 }
 
 int bench_run_task(orc_sched *s, orc_task *t, const bench_collect *c, double *t_submit,

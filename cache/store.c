@@ -645,7 +645,11 @@ static int read_row(cache *c, const char *key, int64_t now, cache_entry *e, int 
     return rc;
 }
 
-int cache_get(cache *c, const char *key, cache_entry *out, int *found, eng_err *err) {
+/* cache_get (use: 1) and cache_peek (use: 0): a peek reads the row as it
+ * stands and changes nothing, a get also drops an expired or corrupt row,
+ * marks a prefetched entry used, touches its LRU time and counts. */
+static int lookup(cache *c, const char *key, int use, cache_entry *out, int *found,
+                  eng_err *err) {
     memset(out, 0, sizeof *out);
     *found = 0;
     char *k;
@@ -655,7 +659,9 @@ int cache_get(cache *c, const char *key, cache_entry *out, int *found, eng_err *
     int state = ROW_NONE, unread = 0;
     removed r = {0};
     rc = read_row(c, k, now, out, &state, &sum, &unread, err);
-    if (rc == ENG_OK && state == ROW_EXPIRED) {
+    if (!use) {
+        *found = rc == ENG_OK && state == ROW_LIVE;
+    } else if (rc == ENG_OK && state == ROW_EXPIRED) {
         rc = delete_if(c, W_DEL_IF_EXPIRED, k, now, &r.expired, &r, err);
     } else if (rc == ENG_OK && state == ROW_BAD) {
         int64_t n = 0;
@@ -667,27 +673,22 @@ int cache_get(cache *c, const char *key, cache_entry *out, int *found, eng_err *
         if (unread) claim(c, k, &out->first_use, NULL);
         touch_key(c, k, now, NULL);
     }
-    count_removed(c, &r);
-    if (rc == ENG_OK && *found) COUNT(c, hits, 1);
-    if (rc == ENG_OK && !*found) COUNT(c, misses, 1);
+    if (use) {
+        count_removed(c, &r);
+        if (rc == ENG_OK && *found) COUNT(c, hits, 1);
+        if (rc == ENG_OK && !*found) COUNT(c, misses, 1);
+    }
     if (!*found) cache_entry_free(out);
     free(k);
     return rc;
 }
 
+int cache_get(cache *c, const char *key, cache_entry *out, int *found, eng_err *err) {
+    return lookup(c, key, 1, out, found, err);
+}
+
 int cache_peek(cache *c, const char *key, cache_entry *out, int *found, eng_err *err) {
-    memset(out, 0, sizeof *out);
-    *found = 0;
-    char *k;
-    int rc = cache_key(key, &k, err);
-    if (rc != ENG_OK) return rc;
-    int64_t sum = 0;
-    int state = ROW_NONE, unread = 0;
-    rc = read_row(c, k, now_ms(c), out, &state, &sum, &unread, err);
-    *found = rc == ENG_OK && state == ROW_LIVE;
-    if (!*found) cache_entry_free(out);
-    free(k);
-    return rc;
+    return lookup(c, key, 0, out, found, err);
 }
 
 int cache_contains(cache *c, const char *key, int *found, eng_err *err) {

@@ -66,6 +66,12 @@ static int shared_prefix(const par *p) {
     return n;
 }
 
+/* Ends the subtasks' sequences that still run. */
+static void drop_subs(par *p, eng_engine *e) {
+    for (int i = 0; i < p->k; i++)
+        if (p->subs[i].seq >= 0) { eng_seq_remove(e, p->subs[i].seq); p->subs[i].seq = -1; }
+}
+
 static int start(par *p, eng_engine *e, eng_err *err) {
     int P = shared_prefix(p), root = -1, rc;
     int need = 0, others = eng_n_live(e) > 0;
@@ -99,8 +105,7 @@ static int start(par *p, eng_engine *e, eng_err *err) {
     return ORC_RUNNING;
 fail:
     if (root >= 0) eng_seq_remove(e, root);
-    for (int i = 0; i < p->k; i++)
-        if (p->subs[i].seq >= 0) { eng_seq_remove(e, p->subs[i].seq); p->subs[i].seq = -1; }
+    drop_subs(p, e);
     if (rc == ENG_EFULL && others) return ORC_WAIT;   /* sequence slots or KV: after the others */
     return rc;
 }
@@ -180,8 +185,7 @@ static void par_pause(orc_task *t, eng_engine *e, int paused) {
 
 static void par_stop(orc_task *t, eng_engine *e, const char *reason) {
     par *p = t->impl;
-    for (int i = 0; i < p->k; i++)
-        if (p->subs[i].seq >= 0) { eng_seq_remove(e, p->subs[i].seq); p->subs[i].seq = -1; }
+    drop_subs(p, e);
     emit_final(t, reason);
 }
 

@@ -31,6 +31,7 @@
  *    stale but never read: a row attends to positions up to its own, and
  *    every row writes its K/V before any row attends. */
 #include <math.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -39,6 +40,15 @@
 
 static int bad_seq(int id, eng_err *err) {
     return eng_seterr(err, ENG_EINVAL, "no live sequence with id %d", id);
+}
+
+/* Sets the int flag at offset off in live sequence id (paused, want_logits,
+ * keep_all) to on != 0. */
+static int set_flag(eng_engine *e, int id, size_t off, int on) {
+    seq *s = eng_get_seq(e, id);
+    if (!s) return ENG_EINVAL;
+    *(int *)((char *)s + off) = on != 0;
+    return ENG_OK;
 }
 
 /* Every one of the n ids must be a token of the vocabulary; fn names the
@@ -280,10 +290,7 @@ int eng_seq_append(eng_engine *e, int id, const int *ids, int n, eng_err *err) {
 }
 
 int eng_seq_pause(eng_engine *e, int id, int paused) {
-    seq *s = eng_get_seq(e, id);
-    if (!s) return ENG_EINVAL;
-    s->paused = paused != 0;
-    return ENG_OK;
+    return set_flag(e, id, offsetof(seq, paused), paused);
 }
 
 int eng_seq_force(eng_engine *e, int id, const int *ids, int n, eng_err *err) {
@@ -302,10 +309,7 @@ int eng_seq_force(eng_engine *e, int id, const int *ids, int n, eng_err *err) {
 }
 
 int eng_seq_want_logits(eng_engine *e, int id, int on) {
-    seq *s = eng_get_seq(e, id);
-    if (!s) return ENG_EINVAL;
-    s->want_logits = on != 0;
-    return ENG_OK;
+    return set_flag(e, id, offsetof(seq, want_logits), on);
 }
 
 int eng_seq_truncate(eng_engine *e, int id, int n, eng_err *err) {
@@ -320,10 +324,7 @@ int eng_seq_truncate(eng_engine *e, int id, int n, eng_err *err) {
 }
 
 int eng_seq_keep_all_logits(eng_engine *e, int id, int on) {
-    seq *s = eng_get_seq(e, id);
-    if (!s) return ENG_EINVAL;
-    s->keep_all = on != 0;
-    return ENG_OK;
+    return set_flag(e, id, offsetof(seq, keep_all), on);
 }
 
 /* --------------------------------------------------------------- runs */

@@ -491,8 +491,19 @@ static char *extract_doc(const doc_t *d, int gold) {
     return n > a ? strndup(text + a, n - a) : NULL;
 }
 
+/* A reasoning model's final answer follows its thinking: in a response with
+ * "</think>" only the text after the last one counts (a box drafted while
+ * thinking is not the answer).  A thought still open (no "</think>" yet)
+ * leaves the whole text, so probes of a branch mid-thought still read it. */
+static const char *after_thinking(const char *text) {
+    const char *p = text, *last = NULL;
+    while ((p = strstr(p, "</think>"))) last = p += 8;
+    return last ? last : text;
+}
+
 static char *extract(const char *text, int gold) {
     if (!text) return NULL;
+    if (!gold) text = after_thinking(text);
     doc_t d = {text, strlen(text), NULL, 0};
     find_envs(&d);
     char *r = extract_doc(&d, gold);

@@ -33,7 +33,9 @@ typedef struct orc_math_opts {
  * (the last \boxed{} / \fbox{} with the boxes right before it, joined by
  * ", "), else the math or text after "final answer is" / "answer is" /
  * "answer:", else the last math ($..$, \(..\), \[..\]) in the text, else
- * its last number.  NULL when there is none (or out of memory). */
+ * its last number.  After a reasoning model's thinking: with "</think>" in
+ * the text, only what follows the last one is read.  NULL when there is
+ * none (or out of memory). */
 char *orc_math_extract(const char *text);
 
 /* The same for a reference answer, except that a text without box, marker

@@ -292,6 +292,12 @@ static void test_extract(void) {
     check_extract("The answer is", NULL);
     /* a box wins over a later marker */
     check_extract("\\boxed{4} ... the answer is 5", "4");
+    /* a reasoning model's answer follows its thinking (Qwen3 <think>) */
+    check_extract("<think>\nMaybe \\boxed{3}? No: 2+2 is 4.\n</think>\n\nSo the sum is \\boxed{4}.", "4");
+    check_extract("<think>\nfirst \\boxed{1}\n</think>\n\nThe answer is 7.", "7");
+    check_extract("<think>\nonly \\boxed{5} drafted\n</think>\n\nI could not finish.", NULL);
+    check_extract("<think>\nstill thinking, \\boxed{6} so far", "6");   /* open thought: probes read it */
+    check_extract("<think></think>\n\n\\boxed{8}", "8");   /* thinking off: an empty block */
 }
 
 static void test_grade(void) {

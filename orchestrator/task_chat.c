@@ -70,8 +70,9 @@ static int force_script(chat *c, eng_engine *e, eng_err *err) {
 /* All choices at once, or none (ORC_WAIT, or an error). */
 static int admit(chat *c, eng_engine *e, eng_err *err) {
     int n = c->n_ids, others = eng_n_live(e) > 0;
-    /* Admit only when the prompt plus a margin fits, unless nothing else runs. */
-    int need = n / 16 + 2 + c->n;
+    /* Admit only when the prompt and its next token, plus a block for each
+     * choice, fit, unless nothing else runs. */
+    int need = eng_blocks_for(e, n + 1) + 1 + c->n;
     if (eng_kv_free_blocks(e) < need && others) return ORC_WAIT;
     int rc, root = -1;
     /* The alternatives of a token need the logits of its step: the CUDA

@@ -78,9 +78,9 @@ static int start(par *p, eng_engine *e, eng_err *err) {
     for (int i = 0; i < p->k; i++) {
         p->subs[i].limit = p->t->q.max_tokens;
         if ((rc = orc_fit_context(p->m, p->subs[i].n_ids, &p->subs[i].limit, err))) return rc;
-        need += (p->subs[i].n_ids - P + p->subs[i].limit) / 16 + 2;
+        need += eng_blocks_for(e, p->subs[i].n_ids - P + p->subs[i].limit + 1) + 1;
     }
-    if (eng_kv_free_blocks(e) < need + P / 16 + 1 && others) return ORC_WAIT;
+    if (eng_kv_free_blocks(e) < need + eng_blocks_for(e, P + 1) && others) return ORC_WAIT;
     if (P > 1) {   /* prefill the shared part once; children fork from it */
         if ((rc = eng_seq_add(e, p->subs[0].ids, P, &p->t->q.samp, &root, err)) ||
             (rc = eng_seq_prefill(e, root, err)))

@@ -494,6 +494,40 @@ static void test_admission_block_size(void) {
     }
 }
 
+/* Chat admission counts the prompt's blocks at the engine's block size too:
+ * with 4-token blocks, a raw PROBLEM prompt needs about four times the
+ * blocks that a 16-token rule would ask for. */
+static void test_chat_admission_block_size(void) {
+    if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
+    int *ids = NULL, n = 0;
+    if (eng_tok_encode_prompt(eng_model_tok(model), PROBLEM, strlen(PROBLEM), &ids, &n, NULL))
+        T_FAIL("encode");
+    free(ids);
+    int need = (n + 1 + 3) / 4 + 1 + 1;   /* prompt + next token, a margin, one choice */
+    for (int room = 0; room < 2; room++) {
+        eng_opts eo = { .backend = ENG_BACKEND_CPU, .n_threads = 2, .block_size = 4,
+                        .n_blocks = need - 1 + room, .max_seqs = 8 };
+        eng_engine *e = NULL;
+        T_CHECK(eng_create(model, &eo, &e, NULL) == ENG_OK);
+        if (!e) return;
+        int one = 1, other = -1;   /* another sequence is live (its block comes at its first step) */
+        eng_sampling greedy = { 0 };
+        T_CHECK(eng_seq_add(e, &one, 1, &greedy, &other, NULL) == ENG_OK);
+        orc_query q = query(8, 0.0f, 1);
+        col c = { 0 };
+        orc_sink sink = { .ud = &c, .emit = c_emit, .done = c_done };
+        orc_task *t = NULL;
+        eng_err err = { 0 };
+        T_CHECK(orc_task_chat_create(&q, model, sink, &t, &err) == ENG_OK);
+        int r = t ? t->ops->begin(t, e, &err) : -1;
+        T_CHECKF(r == (room ? ORC_RUNNING : ORC_WAIT), "%d free blocks, %d needed: begin gave %d (%s)",
+                 eng_kv_free_blocks(e), need, r, err.msg);
+        if (t) { t->ops->stop(t, e, "test"); orc_task_free(t); }
+        col_free(&c);
+        eng_destroy(e);
+    }
+}
+
 static void test_calibration(void) {
     if (!load()) T_FAIL("bundled fixture %s did not load", MODEL);
     eng_engine *e = engine(512);
@@ -693,6 +727,7 @@ int main(void) {
     T_RUN(test_cancel_frees_everything);
     T_RUN(test_admission_waits_for_room);
     T_RUN(test_admission_block_size);
+    T_RUN(test_chat_admission_block_size);
     T_RUN(test_calibration);
     T_RUN(test_bad_input);
     T_RUN(test_bench_args);

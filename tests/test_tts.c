@@ -451,6 +451,20 @@ static void test_admission_waits_for_room(void) {
     eng_destroy(e);
 }
 
+/* An engine of n_blocks 4-token KV blocks with another sequence live (a
+ * 1-token prompt: its block comes at its first step), so that admission
+ * must wait rather than run alone when the blocks are short. */
+static eng_engine *engine_blocks4(int n_blocks) {
+    eng_opts eo = { .backend = ENG_BACKEND_CPU, .n_threads = 2, .block_size = 4,
+                    .n_blocks = n_blocks, .max_seqs = 8 };
+    eng_engine *e = NULL;
+    int one = 1, other = -1;
+    eng_sampling greedy = { 0 };
+    if (eng_create(model, &eo, &e, NULL)) return NULL;
+    if (eng_seq_add(e, &one, 1, &greedy, &other, NULL)) { eng_destroy(e); return NULL; }
+    return e;
+}
+
 /* Admission counts KV blocks of the engine's own size (4 tokens here, not a
  * guessed 16): with another sequence live and one block short of what two
  * branches need to start, the query waits; with that block it starts.  The
@@ -460,14 +474,8 @@ static void test_admission_block_size(void) {
     int n = prompt_tokens();
     int need = (n + 3) / 4 + 2 * (16 / 4 + 1);   /* prompt; 2 branches of 16 tokens + a copied block */
     for (int room = 0; room < 2; room++) {
-        eng_opts eo = { .backend = ENG_BACKEND_CPU, .n_threads = 2, .block_size = 4,
-                        .n_blocks = need - 1 + room, .max_seqs = 8 };
-        eng_engine *e = NULL;
-        T_CHECK(eng_create(model, &eo, &e, NULL) == ENG_OK);
-        if (!e) return;
-        int one = 1, other = -1;
-        eng_sampling greedy = { 0 };
-        T_CHECK(eng_seq_add(e, &one, 1, &greedy, &other, NULL) == ENG_OK);
+        eng_engine *e = engine_blocks4(need - 1 + room);
+        if (!e) T_FAIL("engine");
         orc_query q = query(16, 1.0f, 1);
         orc_tts_opts o = opts(2);
         int *ids = NULL, m = 0;   /* the task's own encoding, as the server plans with */
@@ -505,14 +513,8 @@ static void test_chat_admission_block_size(void) {
     free(ids);
     int need = (n + 1 + 3) / 4 + 1 + 1;   /* prompt + next token, a margin, one choice */
     for (int room = 0; room < 2; room++) {
-        eng_opts eo = { .backend = ENG_BACKEND_CPU, .n_threads = 2, .block_size = 4,
-                        .n_blocks = need - 1 + room, .max_seqs = 8 };
-        eng_engine *e = NULL;
-        T_CHECK(eng_create(model, &eo, &e, NULL) == ENG_OK);
-        if (!e) return;
-        int one = 1, other = -1;   /* another sequence is live (its block comes at its first step) */
-        eng_sampling greedy = { 0 };
-        T_CHECK(eng_seq_add(e, &one, 1, &greedy, &other, NULL) == ENG_OK);
+        eng_engine *e = engine_blocks4(need - 1 + room);
+        if (!e) T_FAIL("engine");
         orc_query q = query(8, 0.0f, 1);
         col c = { 0 };
         orc_sink sink = { .ud = &c, .emit = c_emit, .done = c_done };

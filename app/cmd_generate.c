@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "eng.h"
+#include "orc.h"
 #include "cmds.h"
 #include "args.h"
 
@@ -54,21 +55,14 @@ static int is_eos(const eng_config *c, int id) {
     return 0;
 }
 
-/* Tokenises the prompt: with --chat as a user message through the model's
- * chat template, else as plain text after the model's BOS (if it has one). */
+/* Tokenises the prompt as the server does (orc_encode_query): with --chat as
+ * a user message through the model's chat template, else as plain text
+ * after the model's BOS (if it has one). */
 static int encode_prompt(const eng_model *m, const gen_args *a, int **ids, int *n, eng_err *err) {
-    int rc;
-    if (a->chat) {
-        eng_chat *c = NULL;
-        eng_chat_msg msg = { .role = "user", .content = a->prompt };
-        eng_chat_opts o = { .add_generation_prompt = 1 };
-        if (!(rc = eng_chat_create(m, &c, err))) rc = eng_chat_render(c, &msg, 1, &o, ids, n, NULL, err);
-        eng_chat_free(c);
-    } else {
-        rc = eng_tok_encode_prompt(eng_model_tok(m), a->prompt, strlen(a->prompt), ids, n, err);
-    }
-    if (rc == ENG_OK && *n == 0) rc = eng_seterr(err, ENG_EINVAL, "prompt encodes to no tokens");
-    return rc;
+    eng_chat_msg msg = { .role = "user", .content = a->prompt };
+    orc_query q = { .prompt = a->chat ? NULL : (char *)a->prompt,
+                    .messages = a->chat ? &msg : NULL, .n_messages = a->chat ? 1 : 0 };
+    return orc_encode_query(&q, m, ids, n, err);
 }
 
 static int run(const gen_args *a, eng_err *err) {

@@ -4,7 +4,8 @@
 #   scripts/device.sh pack                 (development machine) copies the
 #        CUDA build (make CUDA=1 B=build-cuda) into .dev/bin and the shared
 #        libraries the GPU machine lacks (cJSON, curl, websockets, sqlite)
-#        into .dev/lib; the device call carries .dev (datasets in .dev/data).
+#        into .dev/lib (datasets in .dev/data), and packs .dev into
+#        .devpack/dev.tar.xz; a device call carries .devpack (or .dev).
 #   scripts/device.sh PART [PART ...]      (GPU machine) runs the parts:
 #        test     test_cuda (every kernel against the CPU reference)
 #        ablate   bench_cuda at batch 1 and 32 on 1.5B, stages left out
@@ -34,14 +35,19 @@ if [ "${1:-}" = pack ]; then
     rm -rf .dev/bin .dev/lib && mkdir -p .dev/bin .dev/lib
     cp build-cuda/brisk build-cuda/tests/test_cuda build-cuda/tests/test_real build-cuda/benchmarks/bench_cuda \
        build-cuda/benchmarks/bench_spec build-cuda/benchmarks/bench_tools .dev/bin/
+    [ -f "${BASE_BENCH:-}" ] && cp "$BASE_BENCH" .dev/bin/bench_cuda_base
     strip .dev/bin/*
     for so in $(ldd build-cuda/brisk | awk '$3 ~ /^\// {print $3}' |
                 grep -v -E 'libc\.so|libm\.so|libpthread|libdl|librt|ld-linux|libstdc|libgcc|cuda|cublas'); do
         cp -L "$so" .dev/lib/
     done
     du -sh .dev/bin .dev/lib
+    # The binaries share their kernels: one xz stream over all of them is ~9 MB
+    # where the folder is ~50, which leaves a call room for a staged piece.
+    mkdir -p .devpack && tar -cf - .dev | xz -9 -T0 > .devpack/dev.tar.xz && du -sh .devpack
     exit 0
 fi
+[ -f .devpack/dev.tar.xz ] && tar -xJf .devpack/dev.tar.xz   # carried as .devpack (see pack)
 OUT=${OUT:-/tmp/brisk-out}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$PWD/.dev/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
@@ -125,6 +131,8 @@ part_real() {
     BRISK_MODELS=$R BRISK_TEST_BACKEND=cuda $BIN/test_real > "$OUT/test_real_cuda.log" 2>&1
     echo "test_real (CUDA) exit $?"; grep -E "backend|greedy|logits|FAIL|passed" "$OUT/test_real_cuda.log"
     $BIN/bench_cuda $F --out "$OUT/cuda_h100_smollm2-135m.json" --batches ${REAL_BATCHES:-1,8,32} 2>&1 | tail -14
+    [ -f $G ] && $BIN/bench_cuda $G --out "$OUT/cuda_h100_gemma3-270m.json" --batches ${REAL_BATCHES:-1,8,32} 2>&1 | tail -14
+    [ "${REAL_PEER:-1}" = 0 ] && return
     for dt in float32 bfloat16; do
         timeout 240 python3 scripts/bench_peer.py bench $F --out "$OUT/peer_smollm2-135m_$dt.json" \
             --dtype $dt --batches ${REAL_BATCHES:-1,8,32} --compile-batches ${REAL_BATCHES:-1,8,32} \
@@ -133,6 +141,38 @@ part_real() {
     timeout 240 $BIN/brisk bench math500 --model $F --cuda --data .dev/data/math500/test.jsonl \
         --limit ${REAL_MATH_LIMIT:-100} --max-tokens 512 --n 4,8 --budgets 5 --quiet \
         --out "$OUT/math500_h100_smollm2-135m.json" 2>&1 | tail -12
+}
+
+part_arch() {   # Qwen3 and Gemma 3 shapes (random weights): brisk, then compiled transformers bf16
+    for m in ${ARCH_MODELS:-qwen3-1.7b gemma3-1b}; do
+        model $m
+        $BIN/bench_cuda $MD/$m --out "$OUT/cuda_h100_$m.json" --batches ${ARCH_BATCHES:-1,32} 2>&1 | tail -8
+        [ "${ARCH_PEER:-1}" = 0 ] ||
+        timeout 200 python3 scripts/bench_peer.py bench $MD/$m --out "$OUT/peer_compiled_$m.json" \
+            --batches "" --compile-batches ${ARCH_BATCHES:-1,32} --compile-budget ${PEER_BUDGET:-120} 2>&1 |
+            grep -v Warning | grep -E "^\{|loaded|wrote|Error|tok/s" | tail -4
+    done
+}
+part_base() {   # this build's bench_cuda against .dev/bin/bench_cuda_base (an earlier commit), same machine, alternating
+    for m in ${BASE_MODELS:-qwen2.5-0.5b qwen2.5-1.5b}; do
+        model $m
+        for r in 1 2; do
+            for b in bench_cuda_base bench_cuda; do
+                echo "-- $b $m run $r"
+                $BIN/$b $MD/$m --out "$OUT/base_${b}_${m}_$r.json" --batches ${BASE_BATCHES:-1,8,32,256} 2>&1 |
+                    grep -E "default|batch" | head -8
+            done
+        done
+    done
+}
+part_ngram() {  # n-gram speculation on the real models' own MATH-500 answers (needs part real's files)
+    local R=/tmp/brisk-real
+    for f in $R/SmolLM2-135M-Instruct.Q4_1.gguf $R/gemma-3-270m-q4_k_m.gguf; do
+        [ -f $f ] || continue
+        timeout 150 $BIN/bench_spec --cuda --model $f --data .dev/data/math500/test.jsonl --limit ${NGRAM_LIMIT:-16} \
+            --max-tokens 256 --batch 1,8 --k 4 --repeat 2 \
+            --out "$OUT/spec_h100_ngram_$(basename $f .gguf).json" 2>&1 | tail -12
+    done
 }
 
 stamp "device: $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader)"

@@ -36,10 +36,36 @@ struct eng_backend {
     /* Copies every layer's K and V of block src into block dst (copy-on-write). */
     int  (*copy_block)(eng_backend *b, int src, int dst, eng_err *err);
     void (*destroy)(eng_backend *b);
+    int n_ranks;             /* tensor-parallel ranks (1: unsplit) */
+    /* Rank rank's counters; NULL when unsplit. */
+    void (*rank_stats)(eng_backend *b, int rank, eng_tp_rank_stats *out);
 };
+
+/* Tensor parallelism, Megatron-style: each of n ranks holds a share of
+ * every layer.  Query heads are split evenly (n must divide them); KV heads
+ * too when n divides them, else each rank holds a replica of the one KV
+ * head its query heads read (n a multiple of the KV heads).  q, k, v, gate
+ * and up are split by output rows, o and down by input columns, whose
+ * partial sums an all-reduce adds after attention and after the MLP; the
+ * embedding and lm_head are split by vocabulary rows. */
+typedef struct eng_tp_slice {
+    int q0, nh;              /* query heads [q0, q0 + nh) */
+    int k0, nkv;             /* KV heads [k0, k0 + nkv): those its query heads read */
+    int i0, ni;              /* MLP columns [i0, i0 + ni) */
+    int v0, nv;              /* vocabulary rows [v0, v0 + nv) */
+} eng_tp_slice;
+/* Rank rank's share of a model with config c over n ranks; ENG_EUNSUPPORTED
+ * saying why when the model cannot be split n ways. */
+int eng_tp_slice_of(const eng_config *c, int n, int rank, eng_tp_slice *out, eng_err *err);
 
 int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int n_threads,
                            eng_backend **out, eng_err *err);
+/* The CPU backend split over n_ranks ranks, each a thread with its share
+ * of the weights (read in place from the model's), its own KV pool of its
+ * KV heads and n_threads / n_ranks threads for its products; all-reduces
+ * add the ranks' parts in rank order, so results do not depend on timing. */
+int eng_backend_split_create(const eng_model *m, int n_blocks, int block_size, int n_ranks,
+                             int n_threads, eng_backend **out, eng_err *err);
 #ifdef BRISK_CUDA
 int eng_backend_cuda_create(const eng_model *m, int n_blocks, int block_size,
                             eng_backend **out, eng_err *err);

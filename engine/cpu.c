@@ -172,14 +172,27 @@ static void pool_run(pool *p, job_fn fn, void *arg, double work) {
 }
 
 /* ---------------------------------------------------------------- state */
+typedef struct tp_group tp_group;
+
+/* One rank: the whole model when unsplit, else its share (tl) of a model
+ * split over the ranks of a tp_group.  Every routine below works on a rank's
+ * share, so the unsplit backend is the split one with a single rank and no
+ * all-reduce. */
 typedef struct cpu {
     const eng_model *m;
     eng_config c;
+    eng_tp_slice tl;         /* its heads, KV heads, MLP columns and vocabulary rows */
     int n_blocks, bs;
-    size_t block_floats;     /* one block's K (or V) over all layers */
-    float *k_pool, *v_pool;  /* [n_blocks][layers][kv_heads][bs][head_dim] */
+    size_t block_floats;     /* one block's K (or V) over all layers, its KV heads */
+    float *k_pool, *v_pool;  /* [n_blocks][layers][tl.nkv][bs][head_dim] */
     size_t pool_bytes;
     pool tp;
+    tp_group *g;             /* NULL: unsplit */
+    int rank;
+    float *part[2];          /* [cap_rows][hidden]: its share of a sum, read by every rank */
+    int par;                 /* which part the next all-reduce uses */
+    double ar_secs;          /* time in all-reduces, waiting for the other ranks included */
+    int64_t n_ar;
     /* scratch for one chunk of rows, grown on demand */
     int cap_rows, cap_len, cap_out, cap_logits;
     float *x, *h, *q, *k, *v, *att, *gate, *up, *rope_cos, *rope_sin;
@@ -190,9 +203,10 @@ typedef struct cpu {
 
 enum { CHUNK_ROWS = 512 };   /* rows per internal pass: bounds scratch memory */
 
+/* head: the rank's own numbering, 0 .. tl.nkv - 1 */
 static float *kv_at(const cpu *s, float *base, int block, int layer, int head) {
     return base + (size_t)block * s->block_floats +
-           ((size_t)layer * s->c.n_kv_heads + head) * (size_t)s->bs * s->c.head_dim;
+           ((size_t)layer * s->tl.nkv + head) * (size_t)s->bs * s->c.head_dim;
 }
 
 static int grow(float **p, size_t n, eng_err *err) {
@@ -205,8 +219,8 @@ static int grow(float **p, size_t n, eng_err *err) {
 static int ensure_rows(cpu *s, int rows, eng_err *err) {
     if (rows <= s->cap_rows) return ENG_OK;
     const eng_config *c = &s->c;
-    size_t r = (size_t)rows, qd = (size_t)c->n_heads * c->head_dim;
-    size_t kd = (size_t)c->n_kv_heads * c->head_dim;
+    size_t r = (size_t)rows, qd = (size_t)s->tl.nh * c->head_dim;
+    size_t kd = (size_t)s->tl.nkv * c->head_dim;
     int rc = 0;
     if (!rc) rc = grow(&s->x, r * c->hidden, err);
     if (!rc) rc = grow(&s->h, r * c->hidden, err);
@@ -214,8 +228,9 @@ static int ensure_rows(cpu *s, int rows, eng_err *err) {
     if (!rc) rc = grow(&s->k, r * kd, err);
     if (!rc) rc = grow(&s->v, r * kd, err);
     if (!rc) rc = grow(&s->att, r * qd, err);
-    if (!rc) rc = grow(&s->gate, r * c->intermediate, err);
-    if (!rc) rc = grow(&s->up, r * c->intermediate, err);
+    if (!rc) rc = grow(&s->gate, r * s->tl.ni, err);
+    if (!rc) rc = grow(&s->up, r * s->tl.ni, err);
+    for (int i = 0; i < 2 && s->g && !rc; i++) rc = grow(&s->part[i], r * c->hidden, err);
     if (!rc) rc = grow(&s->rope_cos, r * (c->head_dim / 2), err);
     if (!rc) rc = grow(&s->rope_sin, r * (c->head_dim / 2), err);
     if (!rc && s->m->rope_inv_freq_local) rc = grow(&s->rope_cos_l, r * (c->head_dim / 2), err);
@@ -247,11 +262,15 @@ static int ensure_out(cpu *s, int n_out, int own_logits, eng_err *err) {
 }
 
 /* ----------------------------------------------------------- matmul */
-/* Y[r][n] (+)= X[r] . W[n] (+ bias[n]) for r < R, n < N; X is [R][K]. */
+/* Y[r][n] (+)= X[r] . W[n] (+ bias[n]) for r < R, n < N; X is [R][K].
+ * Weight row n starts at W + n * ldw and output row r at Y + r * ldy, so a
+ * rank of a split model reads its columns of a weight in place (ldw the
+ * full row) and writes its share of the logits into the gathered rows. */
 typedef struct mm {
     const float *X, *W, *bias;
     float *Y;
     int R, K, N;
+    size_t ldw, ldy;
     int add;                 /* accumulate into Y (residual connections) */
 } mm;
 
@@ -259,7 +278,7 @@ typedef struct mm_job { mm m[3]; int n; } mm_job;
 
 INLINE void put(const mm *m, int r, int n, float v) {
     if (m->bias) v += m->bias[n];
-    float *y = m->Y + (size_t)r * m->N + n;
+    float *y = m->Y + (size_t)r * m->ldy + n;
     *y = m->add ? *y + v : v;
 }
 
@@ -267,7 +286,7 @@ INLINE void put(const mm *m, int r, int n, float v) {
 INLINE void kern_4x2(const mm *m, int r, int n) {
     const int K = m->K;
     const float *x0 = m->X + (size_t)r * K, *x1 = x0 + K, *x2 = x1 + K, *x3 = x2 + K;
-    const float *w0 = m->W + (size_t)n * K, *w1 = w0 + K;
+    const float *w0 = m->W + (size_t)n * m->ldw, *w1 = w0 + m->ldw;
     v8 a00 = { 0 }, a01 = { 0 }, a10 = { 0 }, a11 = { 0 };
     v8 a20 = { 0 }, a21 = { 0 }, a30 = { 0 }, a31 = { 0 };
     int k = 0;
@@ -291,8 +310,8 @@ INLINE void kern_4x2(const mm *m, int r, int n) {
 /* One row against four weight rows (decode). */
 INLINE void kern_1x4(const mm *m, int r, int n) {
     const int K = m->K;
-    const float *x = m->X + (size_t)r * K, *w0 = m->W + (size_t)n * K;
-    const float *w1 = w0 + K, *w2 = w1 + K, *w3 = w2 + K;
+    const float *x = m->X + (size_t)r * K, *w0 = m->W + (size_t)n * m->ldw;
+    const float *w1 = w0 + m->ldw, *w2 = w1 + m->ldw, *w3 = w2 + m->ldw;
     v8 a0 = { 0 }, a1 = { 0 }, a2 = { 0 }, a3 = { 0 };
     int k = 0;
     for (; k + 8 <= K; k += 8) {
@@ -306,7 +325,7 @@ INLINE void kern_1x4(const mm *m, int r, int n) {
 }
 
 INLINE void kern_1x1(const mm *m, int r, int n) {
-    put(m, r, n, dot(m->X + (size_t)r * m->K, m->W + (size_t)n * m->K, m->K));
+    put(m, r, n, dot(m->X + (size_t)r * m->K, m->W + (size_t)n * m->ldw, m->K));
 }
 
 /* Output columns [n0, n1) of one product.  Rows are taken in chunks whose
@@ -346,7 +365,8 @@ static void mm_worker(void *arg, int tid, int nth) {
 
 static mm make_mm(const float *X, int R, int K, const float *W, const float *bias, int N,
                   float *Y, int add) {
-    return (mm){ .X = X, .W = W, .bias = bias, .Y = Y, .R = R, .K = K, .N = N, .add = add };
+    return (mm){ .X = X, .W = W, .bias = bias, .Y = Y, .R = R, .K = K, .N = N,
+                 .ldw = (size_t)K, .ldy = (size_t)N, .add = add };
 }
 
 static void run_mm(cpu *s, const mm *a, const mm *b, const mm *c) {
@@ -382,7 +402,8 @@ static void rope(float *v, const float *cs, const float *sn, int d) {
 }
 
 /* ---------------------------------------------------------- attention */
-/* Rows [row0, row0+rows) of the batch, one (row, query head) pair at a time. */
+/* Rows [row0, row0+rows) of the batch, one (row, query head) pair at a time,
+ * over the rank's query heads. */
 typedef struct att_job {
     cpu *s;
     const eng_fwd_batch *b;
@@ -395,13 +416,13 @@ static void att_worker(void *arg, int tid, int nth) {
     cpu *s = j->s;
     const eng_config *c = &s->c;
     const int hd = c->head_dim, bs = s->bs, grp = c->n_heads / c->n_kv_heads;
-    const int qd = c->n_heads * hd;
+    const int nh = s->tl.nh, qd = nh * hd;
     const int win = eng_layer_sliding(c, j->layer) ? c->sliding_window : 0;
     const float scale = c->attn_scale;
     float *sc = s->scores + (size_t)tid * s->cap_len;
-    int items = j->rows * c->n_heads;
+    int items = j->rows * nh;
     for (int it = tid; it < items; it += nth) {   /* interleaved: later rows are longer */
-        int r = it / c->n_heads, head = it % c->n_heads, g = head / grp;
+        int r = it / nh, head = it % nh, g = (s->tl.q0 + head) / grp - s->tl.k0;
         int br = j->row0 + r, pos = j->b->pos[br];
         int first = win && pos >= win ? pos - win + 1 : 0;   /* oldest position seen */
         const int *table = j->b->block_table[j->b->row_seq[br]];
@@ -475,20 +496,20 @@ static void rope_tables(cpu *s, const eng_fwd_batch *b, int row0, int n) {
 static void rope_and_store(cpu *s, const eng_fwd_batch *b, int row0, int n, int layer) {
     const eng_config *c = &s->c;
     const eng_layer_w *w = &s->m->layers[layer];
-    int hd = c->head_dim, h = hd / 2, qd = c->n_heads * hd, kd = c->n_kv_heads * hd;
+    int hd = c->head_dim, h = hd / 2, qd = s->tl.nh * hd, kd = s->tl.nkv * hd;
     int local = s->m->rope_inv_freq_local && eng_layer_sliding(c, layer);
     const float *cos_t = local ? s->rope_cos_l : s->rope_cos;
     const float *sin_t = local ? s->rope_sin_l : s->rope_sin;
     for (int i = 0; i < n; i++) {
         const float *cs = cos_t + (size_t)i * h, *sn = sin_t + (size_t)i * h;
-        for (int hh = 0; hh < c->n_heads; hh++) {
+        for (int hh = 0; hh < s->tl.nh; hh++) {
             float *q = s->q + (size_t)i * qd + hh * hd;
             if (c->qk_norm) rmsnorm(q, q, w->q_norm, hd, c->rms_eps);
             rope(q, cs, sn, hd);
         }
         int br = row0 + i, pos = b->pos[br];
         int blk = b->block_table[b->row_seq[br]][pos / s->bs], slot = pos % s->bs;
-        for (int g = 0; g < c->n_kv_heads; g++) {
+        for (int g = 0; g < s->tl.nkv; g++) {
             float *k = s->k + (size_t)i * kd + g * hd;
             if (c->qk_norm) rmsnorm(k, k, w->k_norm, hd, c->rms_eps);
             rope(k, cs, sn, hd);
@@ -528,57 +549,140 @@ static void add_out(cpu *s, const float *w, int n) {
     }
 }
 
+/* ------------------------------------------------------- all-reduce */
+/* The ranks of a split model: one thread each (the caller is rank 0),
+ * meeting at a barrier for every all-reduce. */
+struct tp_group {
+    int n;
+    cpu **r;                 /* [n] */
+    pool ranks;              /* runs one pass of every rank at once */
+    pthread_barrier_t bar;
+    int bar_ok;
+    /* the pass being run */
+    const eng_fwd_batch *b;
+    float *logits;
+    int chunk;
+};
+
+/* out[n rows][hidden] = the sum of every rank's part, added in rank order
+ * whatever the threads' timing, so every rank gets the same bits.  Parts
+ * alternate between two buffers: a rank writes into this one again only
+ * after every rank has reached the next barrier, that is, has finished
+ * reading it. */
+static void all_reduce(cpu *s, float *out, int n) {
+    tp_group *g = s->g;
+    double t0 = eng_now_s();
+    pthread_barrier_wait(&g->bar);
+    size_t len = (size_t)n * s->c.hidden;
+    memcpy(out, g->r[0]->part[s->par], len * sizeof *out);
+    for (int r = 1; r < g->n; r++) {
+        const float *p = g->r[r]->part[s->par];
+        for (size_t k = 0; k < len; k++) out[k] += p[k];
+    }
+    s->par ^= 1;
+    s->ar_secs += eng_now_s() - t0;
+    s->n_ar++;
+}
+
+/* x += the output projection proj of attention or the MLP (rows of
+ * hidden), normed with post_w first when the model norms block outputs.
+ * Split, a rank's product covers its heads or MLP columns only: a partial
+ * sum, which the all-reduce completes.  proj->Y and add are set here. */
+static void block_out(cpu *s, mm *proj, const float *post_w, int n) {
+    if (!s->g && !post_w) {   /* the projection adds into x directly */
+        proj->Y = s->x;
+        proj->add = 1;
+        run_mm(s, proj, NULL, NULL);
+        return;
+    }
+    proj->Y = s->g ? s->part[s->par] : s->h;
+    proj->add = 0;
+    run_mm(s, proj, NULL, NULL);
+    if (s->g) all_reduce(s, s->h, n);
+    add_out(s, post_w, n);
+}
+
+/* One layer over the rank's share: q/k/v and gate/up by output rows
+ * (column-parallel), o and down by input columns (row-parallel, ldw the
+ * full row), all read in place from the model's weights. */
 static void layer_pass(cpu *s, const eng_fwd_batch *b, int row0, int n, int l) {
     const eng_config *c = &s->c;
     const eng_layer_w *w = &s->m->layers[l];
-    int H = c->hidden, qd = c->n_heads * c->head_dim, kd = c->n_kv_heads * c->head_dim;
-    int I = c->intermediate, post = c->post_norms;
+    const eng_tp_slice *t = &s->tl;
+    int H = c->hidden, hd = c->head_dim, qd = t->nh * hd, kd = t->nkv * hd;
+    size_t qr = (size_t)t->q0 * hd, kr = (size_t)t->k0 * hd;   /* first q and k/v rows */
+    int post = c->post_norms;
 
     norm_rows(s, s->h, s->x, w->attn_norm, n);
-    mm q = make_mm(s->h, n, H, w->wq, w->bq, qd, s->q, 0);
-    mm k = make_mm(s->h, n, H, w->wk, w->bk, kd, s->k, 0);
-    mm v = make_mm(s->h, n, H, w->wv, w->bv, kd, s->v, 0);
+    mm q = make_mm(s->h, n, H, w->wq + qr * H, w->bq ? w->bq + qr : NULL, qd, s->q, 0);
+    mm k = make_mm(s->h, n, H, w->wk + kr * H, w->bk ? w->bk + kr : NULL, kd, s->k, 0);
+    mm v = make_mm(s->h, n, H, w->wv + kr * H, w->bv ? w->bv + kr : NULL, kd, s->v, 0);
     run_mm(s, &q, &k, &v);
     rope_and_store(s, b, row0, n, l);
     att_job aj = { s, b, row0, n, l };
     double work = 0;   /* two passes over head_dim per (row, head, position) */
     for (int i = 0; i < n; i++) work += 2.0 * (b->pos[row0 + i] + 1) * qd;
     pool_run(&s->tp, att_worker, &aj, work);
-    /* without output norms the projection adds into x directly */
-    mm o = make_mm(s->att, n, qd, w->wo, NULL, H, post ? s->h : s->x, !post);
-    run_mm(s, &o, NULL, NULL);
-    if (post) add_out(s, w->post_attn_norm, n);
+    mm o = make_mm(s->att, n, qd, w->wo + qr, NULL, H, NULL, 0);
+    o.ldw = (size_t)c->n_heads * hd;
+    block_out(s, &o, post ? w->post_attn_norm : NULL, n);
 
     norm_rows(s, s->h, s->x, w->ffn_norm, n);
-    mm g = make_mm(s->h, n, H, w->w_gate, NULL, I, s->gate, 0);
-    mm u = make_mm(s->h, n, H, w->w_up, NULL, I, s->up, 0);
+    mm g = make_mm(s->h, n, H, w->w_gate + (size_t)t->i0 * H, NULL, t->ni, s->gate, 0);
+    mm u = make_mm(s->h, n, H, w->w_up + (size_t)t->i0 * H, NULL, t->ni, s->up, 0);
     run_mm(s, &g, &u, NULL);
-    glu_job gj = { s->gate, s->up, (size_t)n * I, c->gelu };
+    glu_job gj = { s->gate, s->up, (size_t)n * t->ni, c->gelu };
     pool_run(&s->tp, glu_worker, &gj, 16.0 * gj.n);
-    mm d = make_mm(s->gate, n, I, w->w_down, NULL, H, post ? s->h : s->x, !post);
-    run_mm(s, &d, NULL, NULL);
-    if (post) add_out(s, w->post_ffn_norm, n);
+    mm d = make_mm(s->gate, n, t->ni, w->w_down + t->i0, NULL, H, NULL, 0);
+    d.ldw = (size_t)c->intermediate;
+    block_out(s, &d, post ? w->post_ffn_norm : NULL, n);
 }
 
 /* Rows [row0, row0+n) through every layer; the final norm of the out rows
- * among them goes into hout. */
+ * among them goes into hout.  Split, the embedding is vocabulary-parallel:
+ * the rank holding a token's row gives it, the others zeros, and the
+ * all-reduce leaves the row itself on every rank. */
 static void chunk_pass(cpu *s, const eng_fwd_batch *b, int row0, int n) {
     const eng_config *c = &s->c;
+    size_t H = (size_t)c->hidden;
     for (int i = 0; i < n; i++) {
-        float *x = s->x + (size_t)i * c->hidden;
-        memcpy(x, s->m->embed + (size_t)b->tokens[row0 + i] * c->hidden,
-               (size_t)c->hidden * sizeof *s->x);
-        if (c->embed_scale != 1.0f)
-            for (int k = 0; k < c->hidden; k++) x[k] *= c->embed_scale;
+        int tok = b->tokens[row0 + i];
+        float *x = (s->g ? s->part[s->par] : s->x) + i * H;
+        if (tok >= s->tl.v0 && tok < s->tl.v0 + s->tl.nv)
+            memcpy(x, s->m->embed + (size_t)tok * H, H * sizeof *x);
+        else
+            memset(x, 0, H * sizeof *x);
     }
+    if (s->g) all_reduce(s, s->x, n);
+    if (c->embed_scale != 1.0f)
+        for (size_t k = 0; k < (size_t)n * H; k++) s->x[k] *= c->embed_scale;
     rope_tables(s, b, row0, n);
     for (int l = 0; l < c->n_layers; l++) layer_pass(s, b, row0, n, l);
     for (int i = 0; i < b->n_out; i++) {
         int r = b->out_rows[i];
         if (r >= row0 && r < row0 + n)
-            rmsnorm(s->hout + (size_t)i * c->hidden, s->x + (size_t)(r - row0) * c->hidden,
-                    s->m->final_norm, c->hidden, c->rms_eps);
+            rmsnorm(s->hout + (size_t)i * H, s->x + (size_t)(r - row0) * H, s->m->final_norm,
+                    c->hidden, c->rms_eps);
     }
+}
+
+/* The rank's part of a pass: every chunk of rows, then its vocabulary rows
+ * of the out rows' logits, written into their columns of the gathered
+ * logits (the lm_head is vocabulary-parallel). */
+static void rank_pass(cpu *s, const eng_fwd_batch *b, float *logits, int chunk) {
+    for (int r0 = 0; r0 < b->n_rows; r0 += chunk)
+        chunk_pass(s, b, r0, b->n_rows - r0 < chunk ? b->n_rows - r0 : chunk);
+    if (b->n_out == 0) return;
+    const eng_config *c = &s->c;
+    mm lm = make_mm(s->hout, b->n_out, c->hidden, s->m->lm_head + (size_t)s->tl.v0 * c->hidden,
+                    NULL, s->tl.nv, logits + s->tl.v0, 0);
+    lm.ldy = (size_t)c->vocab_size;
+    run_mm(s, &lm, NULL, NULL);   /* only the out rows: lm_head is the largest matrix */
+}
+
+static void rank_worker(void *arg, int tid, int nth) {
+    tp_group *g = arg;
+    rank_pass(g->r[tid], g->b, g->logits, g->chunk);
 }
 
 typedef struct samp_job { const eng_fwd_batch *b; const float *logits; int vocab; } samp_job;
@@ -649,6 +753,10 @@ static int check_batch(const cpu *s, const eng_fwd_batch *b, eng_err *err) {
     return rc;
 }
 
+/* The rank the backend's ctx is (rank 0 when split), and rank i. */
+static int n_ranks(const cpu *s) { return s->g ? s->g->n : 1; }
+static cpu *rank_of(cpu *s, int i) { return s->g ? s->g->r[i] : s; }
+
 static int cpu_forward(eng_backend *be, const eng_fwd_batch *b, eng_err *err) {
     cpu *s = be->ctx;
     if (!b) return eng_seterr(err, ENG_EINVAL, "cpu: no batch");
@@ -657,21 +765,26 @@ static int cpu_forward(eng_backend *be, const eng_fwd_batch *b, eng_err *err) {
     int max_len = 0;
     for (int i = 0; i < b->n_seqs; i++) if (b->seq_len[i] > max_len) max_len = b->seq_len[i];
     int chunk = b->n_rows < CHUNK_ROWS ? b->n_rows : CHUNK_ROWS;
-    if ((rc = ensure_rows(s, chunk, err)) || (rc = ensure_len(s, max_len, err)) ||
-        (rc = ensure_out(s, b->n_out, !b->logits, err)))
-        return rc;
+    for (int i = 0; i < n_ranks(s) && !rc; i++) {
+        cpu *r = rank_of(s, i);
+        if ((rc = ensure_rows(r, chunk, err)) || (rc = ensure_len(r, max_len, err)))
+            break;
+        rc = ensure_out(r, b->n_out, i == 0 && !b->logits, err);
+    }
+    if (rc) return rc;
 
-    for (int r0 = 0; r0 < b->n_rows; r0 += chunk)
-        chunk_pass(s, b, r0, b->n_rows - r0 < chunk ? b->n_rows - r0 : chunk);
-
-    if (b->n_out == 0) return ENG_OK;
-    const eng_config *c = &s->c;
     float *logits = b->logits ? b->logits : s->logits;
-    mm lm = make_mm(s->hout, b->n_out, c->hidden, s->m->lm_head, NULL, c->vocab_size, logits, 0);
-    run_mm(s, &lm, NULL, NULL);   /* only the out rows: lm_head is the largest matrix */
-    if (b->sampled) {
-        samp_job j = { b, logits, c->vocab_size };
-        pool_run(&s->tp, samp_worker, &j, 32.0 * b->n_out * c->vocab_size);
+    if (!s->g) {
+        rank_pass(s, b, logits, chunk);
+    } else {
+        s->g->b = b;
+        s->g->logits = logits;
+        s->g->chunk = chunk;
+        pool_run(&s->g->ranks, rank_worker, s->g, INFINITY);   /* every rank, always */
+    }
+    if (b->n_out && b->sampled) {
+        samp_job j = { b, logits, s->c.vocab_size };
+        pool_run(&s->tp, samp_worker, &j, 32.0 * b->n_out * s->c.vocab_size);
     }
     return ENG_OK;
 }
@@ -682,25 +795,51 @@ static int cpu_copy_block(eng_backend *be, int src, int dst, eng_err *err) {
         return eng_seterr(err, ENG_EINVAL, "cpu: copy_block %d -> %d outside the pool of %d",
                           src, dst, s->n_blocks);
     if (src == dst) return ENG_OK;
-    size_t n = s->block_floats * sizeof(float);
-    memcpy(s->k_pool + (size_t)dst * s->block_floats, s->k_pool + (size_t)src * s->block_floats, n);
-    memcpy(s->v_pool + (size_t)dst * s->block_floats, s->v_pool + (size_t)src * s->block_floats, n);
+    for (int i = 0; i < n_ranks(s); i++) {   /* each rank holds its KV heads of the block */
+        cpu *r = rank_of(s, i);
+        size_t n = r->block_floats * sizeof(float);
+        memcpy(r->k_pool + (size_t)dst * r->block_floats,
+               r->k_pool + (size_t)src * r->block_floats, n);
+        memcpy(r->v_pool + (size_t)dst * r->block_floats,
+               r->v_pool + (size_t)src * r->block_floats, n);
+    }
     return ENG_OK;
+}
+
+static void rank_destroy(cpu *s) {
+    if (!s) return;
+    if (s->tp.th) pool_stop(&s->tp);
+    if (s->k_pool) munmap(s->k_pool, s->pool_bytes);
+    float *bufs[] = { s->x, s->h, s->q, s->k, s->v, s->att, s->gate, s->up, s->rope_cos,
+                      s->rope_sin, s->rope_cos_l, s->rope_sin_l, s->scores, s->hout,
+                      s->logits, s->part[0], s->part[1] };
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
+    free(s);
 }
 
 static void cpu_destroy(eng_backend *be) {
     if (!be) return;
     cpu *s = be->ctx;
-    if (s) {
-        if (s->tp.th) pool_stop(&s->tp);
-        if (s->k_pool) munmap(s->k_pool, s->pool_bytes);
-        float *bufs[] = { s->x, s->h, s->q, s->k, s->v, s->att, s->gate, s->up, s->rope_cos,
-                          s->rope_sin, s->rope_cos_l, s->rope_sin_l, s->scores, s->hout,
-                          s->logits };
-        for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) free(bufs[i]);
-        free(s);
+    tp_group *g = s ? s->g : NULL;
+    if (g) {
+        if (g->ranks.th) pool_stop(&g->ranks);
+        if (g->bar_ok) pthread_barrier_destroy(&g->bar);
+        for (int i = 0; i < g->n; i++) rank_destroy(g->r[i]);
+        free(g->r);
+        free(g);
+    } else {
+        rank_destroy(s);
     }
     free(be);
+}
+
+static void cpu_rank_stats(eng_backend *be, int rank, eng_tp_rank_stats *out) {
+    cpu *s = be->ctx;
+    memset(out, 0, sizeof *out);
+    if (rank < 0 || rank >= n_ranks(s)) return;
+    const cpu *r = rank_of(s, rank);
+    out->allreduce_s = r->ar_secs;
+    out->n_allreduce = r->n_ar;
 }
 
 static int check_model(const eng_model *m, eng_err *err) {
@@ -728,33 +867,20 @@ static int check_model(const eng_model *m, eng_err *err) {
     return ENG_OK;
 }
 
-int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int n_threads,
-                           eng_backend **out, eng_err *err) {
-    if (!out) return eng_seterr(err, ENG_EINVAL, "cpu: no output pointer");
-    *out = NULL;
-    if (!m) return eng_seterr(err, ENG_EINVAL, "cpu: no model");
-    int rc = check_model(m, err);
-    if (rc) return rc;
-    if (n_blocks <= 0 || block_size <= 0)
-        return eng_seterr(err, ENG_EINVAL, "cpu: need n_blocks > 0 and block_size > 0 (got %d, %d)",
-                          n_blocks, block_size);
-    if (n_threads <= 0) n_threads = 1;
-    if (n_threads > 256) n_threads = 256;
-
-    eng_backend *be = calloc(1, sizeof *be);
+/* One rank with its share tl: a KV pool of its KV heads and n_threads
+ * threads for its products. */
+static int rank_create(const eng_model *m, const eng_tp_slice *tl, int n_blocks, int block_size,
+                       int n_threads, cpu **out, eng_err *err) {
     cpu *s = calloc(1, sizeof *s);
-    if (!be || !s) { free(be); free(s); return eng_seterr(err, ENG_ENOMEM, "cpu: out of memory"); }
-    be->ctx = s;
-    be->forward = cpu_forward;
-    be->copy_block = cpu_copy_block;
-    be->destroy = cpu_destroy;
+    if (!s) return eng_seterr(err, ENG_ENOMEM, "cpu: out of memory");
     s->m = m;
     s->c = m->cfg;
+    s->tl = *tl;
     s->n_blocks = n_blocks;
     s->bs = block_size;
-    s->block_floats = (size_t)s->c.n_layers * s->c.n_kv_heads * block_size * s->c.head_dim;
+    s->block_floats = (size_t)s->c.n_layers * tl->nkv * block_size * s->c.head_dim;
     if (s->block_floats > SIZE_MAX / sizeof(float) / 2 / (size_t)n_blocks) {
-        cpu_destroy(be);
+        rank_destroy(s);
         return eng_seterr(err, ENG_EINVAL, "cpu: KV pool of %d blocks is too large", n_blocks);
     }
     /* Reserved, not committed: pages are touched only when blocks are used. */
@@ -763,12 +889,100 @@ int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) {
         size_t mb = s->pool_bytes >> 20;
-        cpu_destroy(be);
+        rank_destroy(s);
         return eng_seterr(err, ENG_ENOMEM, "cpu: could not map a KV pool of %zu MiB", mb);
     }
     s->k_pool = p;
     s->v_pool = s->k_pool + s->block_floats * (size_t)n_blocks;
-    if ((rc = pool_start(&s->tp, n_threads, err))) { cpu_destroy(be); return rc; }
+    int rc = pool_start(&s->tp, n_threads, err);
+    if (rc) { rank_destroy(s); return rc; }
+    *out = s;
+    return ENG_OK;
+}
+
+static int check_args(const eng_model *m, int n_blocks, int block_size, eng_backend **out,
+                      eng_err *err) {
+    if (!out) return eng_seterr(err, ENG_EINVAL, "cpu: no output pointer");
+    *out = NULL;
+    if (!m) return eng_seterr(err, ENG_EINVAL, "cpu: no model");
+    int rc = check_model(m, err);
+    if (rc) return rc;
+    if (n_blocks <= 0 || block_size <= 0)
+        return eng_seterr(err, ENG_EINVAL, "cpu: need n_blocks > 0 and block_size > 0 (got %d, %d)",
+                          n_blocks, block_size);
+    return ENG_OK;
+}
+
+static eng_backend *new_backend(void) {
+    eng_backend *be = calloc(1, sizeof *be);
+    if (!be) return NULL;
+    be->forward = cpu_forward;
+    be->copy_block = cpu_copy_block;
+    be->destroy = cpu_destroy;
+    be->n_ranks = 1;
+    return be;
+}
+
+static int clamp_threads(int n) { return n <= 0 ? 1 : n > 256 ? 256 : n; }
+
+int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int n_threads,
+                           eng_backend **out, eng_err *err) {
+    int rc = check_args(m, n_blocks, block_size, out, err);
+    if (rc) return rc;
+    eng_tp_slice all;
+    if ((rc = eng_tp_slice_of(&m->cfg, 1, 0, &all, err))) return rc;
+    eng_backend *be = new_backend();
+    if (!be) return eng_seterr(err, ENG_ENOMEM, "cpu: out of memory");
+    cpu *s = NULL;
+    if ((rc = rank_create(m, &all, n_blocks, block_size, clamp_threads(n_threads), &s, err))) {
+        free(be);
+        return rc;
+    }
+    be->ctx = s;
+    *out = be;
+    return ENG_OK;
+}
+
+int eng_backend_split_create(const eng_model *m, int n_blocks, int block_size, int n_ranks,
+                             int n_threads, eng_backend **out, eng_err *err) {
+    int rc = check_args(m, n_blocks, block_size, out, err);
+    if (rc) return rc;
+    if (n_ranks < 1 || n_ranks > ENG_TP_MAX)
+        return eng_seterr(err, ENG_EINVAL, "split: %d ranks, need 1 to %d", n_ranks, ENG_TP_MAX);
+    eng_tp_slice tl[ENG_TP_MAX];
+    for (int i = 0; i < n_ranks; i++)
+        if ((rc = eng_tp_slice_of(&m->cfg, n_ranks, i, &tl[i], err))) return rc;
+    eng_backend *be = new_backend();
+    tp_group *g = calloc(1, sizeof *g);
+    cpu **r = calloc((size_t)n_ranks, sizeof *r);
+    if (!be || !g || !r) {
+        free(be); free(g); free(r);
+        return eng_seterr(err, ENG_ENOMEM, "split: out of memory");
+    }
+    g->n = n_ranks;
+    g->r = r;
+    int per = clamp_threads(n_threads / n_ranks);
+    for (int i = 0; i < n_ranks && !rc; i++) {
+        rc = rank_create(m, &tl[i], n_blocks, block_size, per, &r[i], err);
+        if (!rc) { r[i]->g = g; r[i]->rank = i; }
+    }
+    be->ctx = r[0];
+    be->n_ranks = n_ranks;
+    be->rank_stats = cpu_rank_stats;
+    if (!rc && pthread_barrier_init(&g->bar, NULL, (unsigned)n_ranks))
+        rc = eng_seterr(err, ENG_ENOMEM, "split: could not make a barrier for %d ranks", n_ranks);
+    else if (!rc)
+        g->bar_ok = 1;
+    if (!rc) rc = pool_start(&g->ranks, n_ranks, err);
+    if (rc) {
+        if (!r[0]) {   /* cpu_destroy finds the group through rank 0 */
+            for (int i = 1; i < n_ranks; i++) rank_destroy(r[i]);
+            free(r); free(g); free(be);
+        } else {
+            cpu_destroy(be);
+        }
+        return rc;
+    }
     *out = be;
     return ENG_OK;
 }

@@ -238,6 +238,7 @@ double   eng_rng_uniform(uint64_t *state);
 
 /* --------------------------------------------------------------- engine */
 enum { ENG_BACKEND_CPU = 0, ENG_BACKEND_CUDA = 1 };
+typedef struct eng_engine eng_engine;
 
 typedef struct eng_opts {
     int backend;      /* ENG_BACKEND_* */
@@ -245,9 +246,21 @@ typedef struct eng_opts {
     int block_size;   /* KV tokens per block; 0 = 16 */
     int n_blocks;     /* KV blocks in the pool; 0 = sized for max_seqs x max_pos/4 */
     int max_seqs;     /* live sequences at once; 0 = 256 */
+    int tp;           /* tensor-parallel ranks; 0 or 1 = unsplit.  CPU: ranks are threads
+                       * sharing n_threads (the "split" backend); CUDA: not in this build */
 } eng_opts;
+#define ENG_TP_MAX 64
 
-typedef struct eng_engine eng_engine;
+/* Tensor parallelism: ranks the engine's model is split over (1: unsplit),
+ * and one rank's counters.  All-reduce time includes waiting for the other
+ * ranks to arrive. */
+typedef struct eng_tp_rank_stats {
+    double allreduce_s;   /* seconds in all-reduces since the engine was made */
+    int64_t n_allreduce;  /* all-reduces run (two per layer and one per embedding per pass) */
+} eng_tp_rank_stats;
+int eng_tp_ranks(const eng_engine *e);
+/* ENG_EINVAL for a rank outside [0, eng_tp_ranks). */
+int eng_tp_stats(const eng_engine *e, int rank, eng_tp_rank_stats *out, eng_err *err);
 
 int  eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err);
 void eng_destroy(eng_engine *e);

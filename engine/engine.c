@@ -127,6 +127,11 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
         return eng_seterr(err, ENG_EINVAL, "eng_create: negative option (block_size %d, n_blocks %d, "
                           "max_seqs %d, n_threads %d)", d.block_size, d.n_blocks, d.max_seqs,
                           d.n_threads);
+    if (d.tp < 0 || d.tp > ENG_TP_MAX)
+        return eng_seterr(err, ENG_EINVAL, "eng_create: tp %d outside [0, %d]", d.tp, ENG_TP_MAX);
+    if (d.tp > 1 && d.backend != ENG_BACKEND_CPU)
+        return eng_seterr(err, ENG_EUNSUPPORTED, "eng_create: tensor parallelism (tp %d) runs on "
+                          "the CPU backend only in this build", d.tp);
     if (!d.block_size) d.block_size = 16;
     if (!d.max_seqs) d.max_seqs = 256;
     int blocks_given = d.n_blocks;   /* a draft engine follows the same policy */
@@ -166,7 +171,10 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
     if (!rc) rc = eng_kv_create(d.n_blocks, d.block_size, &e->kv, err);
     if (!rc) {
         e->host_logits = d.backend == ENG_BACKEND_CPU;   /* free there: already on the host */
-        if (d.backend == ENG_BACKEND_CPU)
+        if (d.backend == ENG_BACKEND_CPU && d.tp > 1)
+            rc = eng_backend_split_create(m, d.n_blocks, d.block_size, d.tp, d.n_threads, &e->be,
+                                          err);
+        else if (d.backend == ENG_BACKEND_CPU)
             rc = eng_backend_cpu_create(m, d.n_blocks, d.block_size, d.n_threads, &e->be, err);
 #ifdef BRISK_CUDA
         else if (d.backend == ENG_BACKEND_CUDA)
@@ -178,6 +186,20 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
     }
     if (rc) { eng_destroy(e); return rc; }
     *out = e;
+    return ENG_OK;
+}
+
+int eng_tp_ranks(const eng_engine *e) {
+    return e && e->be && e->be->n_ranks > 1 ? e->be->n_ranks : 1;
+}
+
+int eng_tp_stats(const eng_engine *e, int rank, eng_tp_rank_stats *out, eng_err *err) {
+    if (!e || !out) return eng_seterr(err, ENG_EINVAL, "eng_tp_stats: no engine or output");
+    if (rank < 0 || rank >= eng_tp_ranks(e))
+        return eng_seterr(err, ENG_EINVAL, "eng_tp_stats: rank %d outside [0, %d)", rank,
+                          eng_tp_ranks(e));
+    memset(out, 0, sizeof *out);
+    if (e->be->rank_stats) e->be->rank_stats(e->be, rank, out);
     return ENG_OK;
 }
 

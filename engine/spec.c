@@ -571,6 +571,7 @@ static int use_draft_model(eng_engine *e, const seq *s, eng_model *m, int n_bloc
         e->draft = NULL;
     }
     eng_opts o = e->opts;
+    o.tp = 0;   /* a draft model is small: one rank, whatever the target's split */
     if (n_blocks) o.n_blocks = n_blocks;
     if (n_threads) o.n_threads = n_threads;
     return eng_drafter_model_create(m, &o, e->max_seqs, &e->draft, err);

@@ -1088,6 +1088,7 @@ extern "C" int eng_backend_cuda_create_opts(const eng_model *m, int n_blocks, in
         free(c); free(be);
         return eng_seterr(err, ENG_ENOMEM, "CUDA backend: out of host memory");
     }
+    be->n_ranks = 1;
     c->cfg = m->cfg;
     if (o) c->opt = *o;
     else eng_cuda_opts_default(&c->opt);

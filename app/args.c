@@ -43,6 +43,18 @@ int arg_u64(const char *cmd, const char *opt, const char *v, uint64_t *out) {
     return 0;
 }
 
+int arg_engine(const char *cmd, int argc, char **argv, int *i, eng_opts *o) {
+    eng_err err = { 0 };
+    int used = 0;
+    if (eng_opts_arg(argv[*i], *i + 1 < argc ? argv[*i + 1] : NULL, o, &used, &err)) {
+        fprintf(stderr, "brisk %s: %s\n", cmd, err.msg);
+        return -1;
+    }
+    if (!used) return 0;
+    *i += used - 1;
+    return 1;
+}
+
 int arg_unknown(const char *cmd, const char *opt) {
     fprintf(stderr, "brisk %s: unknown option '%s'\n", cmd, opt);
     return -1;

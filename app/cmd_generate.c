@@ -9,13 +9,14 @@
 
 typedef struct gen_args {
     const char *model, *prompt;
-    int max_tokens, chat, cuda, stats;
+    int max_tokens, chat, stats;
+    eng_opts eng;
     eng_sampling samp;
 } gen_args;
 
 static int gen_usage(void) {
     fprintf(stderr, "usage: brisk generate --model DIR --prompt TEXT [--max-tokens N] "
-                    "[--temperature T] [--top-k K] [--top-p P] [--seed S] [--chat] [--cuda] [--stats]\n");
+                    "[--temperature T] [--top-k K] [--top-p P] [--seed S] [--chat] " ENG_OPTS_USAGE " [--stats]\n");
     return -1;
 }
 
@@ -25,9 +26,9 @@ static int parse_args(int argc, char **argv, gen_args *a) {
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         double x;
-        int rc = 0;
+        int rc = arg_engine("generate", argc, argv, &i, &a->eng);
+        if (rc) { if (rc < 0) return rc; continue; }
         if (!strcmp(k, "--chat")) { a->chat = 1; continue; }
-        if (!strcmp(k, "--cuda")) { a->cuda = 1; continue; }
         if (!strcmp(k, "--stats")) { a->stats = 1; continue; }
         if (strcmp(k, "--model") && strcmp(k, "--prompt") && strcmp(k, "--max-tokens") &&
             strcmp(k, "--temperature") && strcmp(k, "--top-k") && strcmp(k, "--top-p") &&
@@ -70,7 +71,8 @@ static int run(const gen_args *a, eng_err *err) {
     eng_engine *e = NULL;
     int *ids = NULL, n = 0, seq, rc;
     if ((rc = eng_model_load(a->model, &m, err))) return rc;
-    eng_opts o = { .backend = a->cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU, .max_seqs = 4 };
+    eng_opts o = a->eng;
+    o.max_seqs = 4;
     const eng_tok *tok = eng_model_tok(m);
     if ((rc = eng_create(m, &o, &e, err))) goto out;
     if ((rc = encode_prompt(m, a, &ids, &n, err))) goto out;

@@ -45,7 +45,8 @@
 
 typedef struct replay_args {
     const char *file, *model, *out;
-    int limit, max_tokens, serial_cap, cuda, kv_tokens, verbose, hoist, warmup;
+    int limit, max_tokens, serial_cap, kv_tokens, verbose, hoist, warmup;
+    eng_opts eng;
     eng_sampling samp;
 } replay_args;
 
@@ -68,7 +69,7 @@ static void usage(void) {
     fprintf(stderr,
         "usage: brisk replay parallelprompt FILE.json [--model DIR] [--limit K] [--max-tokens N]\n"
         "         [--serial-max-tokens N] [--out PATH.json] [--temperature T] [--seed S]\n"
-        "         [--kv-tokens N] [--cuda] [--warmup N] [--literal-template] [--verbose]\n"
+        "         [--kv-tokens N] " ENG_OPTS_USAGE " [--warmup N] [--literal-template] [--verbose]\n"
         "  --warmup N             prompt passes of every 32 tokens up to N before timing (eng_warmup;\n"
         "                         default 2048 with --cuda, 0 on the CPU), as a server does at start\n"
         "  --max-tokens N         per subtask (default 128)\n"
@@ -101,8 +102,8 @@ static int parse_args(int argc, char **argv, replay_args *a) {
     for (int i = 3; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         double x;
-        int rc = 0;
-        if (!strcmp(k, "--cuda")) { a->cuda = 1; continue; }
+        int rc = arg_engine("replay", argc, argv, &i, &a->eng);
+        if (rc) { if (rc < 0) return rc; continue; }
         if (!strcmp(k, "--verbose")) { a->verbose = 1; continue; }
         if (!strcmp(k, "--hoist-context")) { a->hoist = 1; continue; }   /* the default */
         if (!strcmp(k, "--literal-template")) { a->hoist = 0; continue; }
@@ -179,9 +180,10 @@ static int model_open(const replay_args *a, model_ctx *mc, eng_err *err) {
     memset(mc, 0, sizeof *mc);
     int rc = eng_model_load(a->model, &mc->m, err);
     if (rc) return rc;
-    eng_opts o = {.backend = a->cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU,
-                  .max_seqs = ORC_PP_MAX_ITEMS + 2, .block_size = 16,
-                  .n_blocks = a->kv_tokens / 16};
+    eng_opts o = a->eng;
+    o.max_seqs = ORC_PP_MAX_ITEMS + 2;
+    o.block_size = 16;
+    o.n_blocks = a->kv_tokens / 16;
     if ((rc = eng_create(mc->m, &o, &mc->e, err)) || (rc = orc_sched_create(mc->e, 4, &mc->s, err)))
         return rc;
     /* one short request first, so that no row's timing pays for start-up
@@ -190,7 +192,8 @@ static int model_open(const replay_args *a, model_ctx *mc, eng_err *err) {
     eng_sampling g = {0};
     rc = bench_pp_serial(mc->s, mc->m, "Hello", &g, 4, &warm, err);
     bench_pp_result_free(&warm);
-    int upto = a->warmup >= 0 ? a->warmup : a->cuda ? ENG_WARMUP_DEFAULT : 0, done = 0;
+    int cuda = a->eng.backend == ENG_BACKEND_CUDA;
+    int upto = a->warmup >= 0 ? a->warmup : cuda ? ENG_WARMUP_DEFAULT : 0, done = 0;
     if (!rc && upto > 0) {
         double t0 = eng_now_s();
         rc = eng_warmup(mc->e, upto, &done, err);
@@ -378,7 +381,8 @@ static cJSON *summary_json(const replay_args *a, const summary *s) {
     cJSON_AddStringToObject(j, "agreement_definition", AGREEMENT_DEF);
     if (s->ran) {
         cJSON_AddStringToObject(j, "model", a->model);
-        cJSON_AddStringToObject(j, "backend", a->cuda ? "cuda" : "cpu");
+        cJSON_AddStringToObject(j, "backend", a->eng.backend == ENG_BACKEND_CUDA ? "cuda" : "cpu");
+        cJSON_AddNumberToObject(j, "tp", a->eng.tp > 1 ? a->eng.tp : 1);
         cJSON_AddNumberToObject(j, "max_tokens_per_subtask", a->max_tokens);
         cJSON_AddNumberToObject(j, "temperature", a->samp.temperature);
         cJSON_AddBoolToObject(j, "hoist_context", a->hoist);

@@ -22,7 +22,7 @@ static double hit_rate(void *ud) { return cache_web_hit_rate(ud); }
 
 static int usage(void) {
     fprintf(stderr, "usage: brisk serve --model DIR [--port P] [--host ADDR] [--token T] "
-                    "[--web DIR] [--cuda] [--max-tokens-cap N] [--max-queries-per-client N]\n"
+                    "[--web DIR] " ENG_OPTS_USAGE " [--max-tokens-cap N] [--max-queries-per-client N]\n"
                     "       [--search URL]  (a JSON search endpoint for the agent's web_search tool)\n"
                     "       [--web-cache PATH|off]  (SQLite cache of fetched pages; default /tmp/brisk-webcache-UID.db)\n"
                     "       [--fetch-private] (fetch_url may read loopback, link-local and private addresses;\n"
@@ -53,7 +53,8 @@ typedef struct serve_args {
     srv_opts o;
     const char *model_dir, *search, *web_cache, *log;
     char default_cache[64];
-    int cuda, warmup, max_batch, fetch_private;
+    int warmup, max_batch, fetch_private;
+    eng_opts eng;
 } serve_args;
 
 /* 0, or -1 after saying what is wrong (usage() then follows). */
@@ -70,8 +71,8 @@ static int parse_args(int argc, char **argv, serve_args *a) {
         "--max-batch", "--log", "--model-name", NULL };
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        int rc = 0, known = 0;
-        if (!strcmp(k, "--cuda")) { a->cuda = 1; continue; }
+        int rc = arg_engine("serve", argc, argv, &i, &a->eng), known = 0;
+        if (rc) { if (rc < 0) return rc; continue; }
         if (!strcmp(k, "--allow-script")) { o->allow_script = 1; continue; }
         if (!strcmp(k, "--plan")) { o->plan = 1; continue; }
         if (!strcmp(k, "--fetch-private")) { a->fetch_private = 1; continue; }
@@ -134,13 +135,14 @@ int cmd_serve(int argc, char **argv) {
         o.log = log;
     }
     const char *model_dir = a.model_dir, *search = a.search, *web_cache = a.web_cache;
-    int cuda = a.cuda, warmup = a.warmup;
+    int cuda = a.eng.backend == ENG_BACKEND_CUDA, warmup = a.warmup;
     if (o.token && !*o.token) o.token = NULL;
     eng_err err = { 0 };
     eng_model *m = NULL;
     eng_engine *e = NULL;
     srv *s = NULL;
-    eng_opts eo = { .backend = cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU, .max_seqs = a.max_batch };
+    eng_opts eo = a.eng;
+    eo.max_seqs = a.max_batch;
     tool_registry *tools = tool_registry_create();
     tool_fetch_opts fo = { .allow_private = a.fetch_private };
     tool_search_opts so = { .endpoint = search };

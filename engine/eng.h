@@ -251,6 +251,14 @@ typedef struct eng_opts {
 } eng_opts;
 #define ENG_TP_MAX 64
 
+/* The engine options of the command line, read in this one place by every
+ * command that makes an engine: "--cuda" (the CUDA backend) and "--tp N"
+ * (tensor-parallel ranks, 1 to ENG_TP_MAX).  k is an argument and v the next
+ * one (NULL at the end).  *used: 0 when k is none of them, else how many
+ * arguments it took; ENG_EINVAL naming the option for a bad or missing value. */
+int eng_opts_arg(const char *k, const char *v, eng_opts *o, int *used, eng_err *err);
+#define ENG_OPTS_USAGE "[--cuda] [--tp N]"
+
 /* Tensor parallelism: ranks the engine's model is split over (1: unsplit),
  * and one rank's counters.  All-reduce time includes waiting for the other
  * ranks to arrive. */

@@ -189,6 +189,24 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
     return ENG_OK;
 }
 
+int eng_opts_arg(const char *k, const char *v, eng_opts *o, int *used, eng_err *err) {
+    *used = 0;
+    if (!strcmp(k, "--cuda")) {
+        o->backend = ENG_BACKEND_CUDA;
+        *used = 1;
+        return ENG_OK;
+    }
+    if (strcmp(k, "--tp")) return ENG_OK;
+    char *end = NULL;
+    long n = v ? strtol(v, &end, 10) : 0;
+    if (!v || end == v || *end || n < 1 || n > ENG_TP_MAX)
+        return eng_seterr(err, ENG_EINVAL, "--tp must be an integer from 1 to %d (got '%s')",
+                          ENG_TP_MAX, v ? v : "nothing");
+    o->tp = (int)n;
+    *used = 2;
+    return ENG_OK;
+}
+
 int eng_tp_ranks(const eng_engine *e) {
     return e && e->be && e->be->n_ranks > 1 ? e->be->n_ranks : 1;
 }

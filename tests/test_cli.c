@@ -57,6 +57,24 @@ static void test_bad_values(void) {
     refused(BRISK " bench math500 --model " MODEL " --max-tokens 2.7", "--max-tokens must be an integer");
     refused(BRISK " bench math500 --model " MODEL " --bogus 1", "unknown option --bogus");
     refused(BRISK " mkmodel --preset qwen2.5-0.5b --out /tmp/x --seed z", "--seed must be");
+    /* --tp: one parser (eng_opts_arg) for every command that makes an engine */
+    refused(BRISK " generate --model " MODEL " --prompt hi --tp 0", "--tp must be an integer from 1 to 64 (got '0')");
+    refused(BRISK " serve --model " MODEL " --tp two", "--tp must be an integer from 1 to 64 (got 'two')");
+    refused(BRISK " replay parallelprompt x.json --tp 65", "--tp must be an integer from 1 to 64");
+    refused(BRISK " bench math500 --model " MODEL " --tp", "--tp must be an integer from 1 to 64 (got 'nothing')");
+}
+
+/* generate --tp 2 (the CPU split over two ranks) writes the greedy text of
+ * the unsplit model; a split the model's heads do not allow is refused. */
+static void test_tp(void) {
+    char one[4096], two[4096], bad[4096];
+    int rc1 = run(BRISK " generate --model " MODEL " --prompt 'The quick' --max-tokens 24", one, sizeof one);
+    int rc2 = run(BRISK " generate --model " MODEL " --prompt 'The quick' --max-tokens 24 --tp 2", two,
+                  sizeof two);
+    T_CHECKF(rc1 == 0 && rc2 == 0 && !strcmp(one, two) && one[0], "exit %d / %d:\n%s\n--\n%s", rc1, rc2,
+             one, two);
+    int rc3 = run(BRISK " generate --model " MODEL " --prompt hi --tp 3", bad, sizeof bad);
+    T_CHECKF(rc3 != 0 && strstr(bad, "cannot split 4 attention heads over 3 ranks"), "exit %d: %s", rc3, bad);
 }
 
 static void test_unknown(void) {
@@ -171,6 +189,7 @@ int main(void) {
     }
     T_RUN(test_bad_values);
     T_RUN(test_unknown);
+    T_RUN(test_tp);
     T_RUN(test_stats_line);
     T_RUN(test_default_outputs);
     T_RUN(test_deps_lock);

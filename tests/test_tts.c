@@ -709,8 +709,11 @@ static void test_bench_args(void) {
     T_CHECK(bench_math500_parse(6, unknown, &o, &err) == ENG_EINVAL && strstr(err.msg, "frobnicate"));
     char *missing[] = { "bench", "math500", "--model" };
     T_CHECK(bench_math500_parse(3, missing, &o, &err) == ENG_EINVAL);
-    char *ok[] = { "bench", "math500", "--model", "m", "--cuda", "--budgets", "1.5" };
-    T_CHECK(bench_math500_parse(7, ok, &o, &err) == ENG_OK && o.cuda && o.n_budgets == 1 && o.budgets[0] == 1.5);
+    char *bad_tp[] = { "bench", "math500", "--model", "m", "--tp", "0" };
+    T_CHECK(bench_math500_parse(6, bad_tp, &o, &err) == ENG_EINVAL && strstr(err.msg, "--tp"));
+    char *ok[] = { "bench", "math500", "--model", "m", "--cuda", "--budgets", "1.5", "--tp", "2" };
+    T_CHECK(bench_math500_parse(9, ok, &o, &err) == ENG_OK && o.eng.backend == ENG_BACKEND_CUDA &&
+            o.eng.tp == 2 && o.n_budgets == 1 && o.budgets[0] == 1.5);
     o.data = "/nonexistent/math.jsonl";
     T_CHECK(bench_math500_run(&o, &err) == ENG_EIO);
 }

@@ -70,7 +70,7 @@ typedef struct bench {
 void bench_math500_usage(void) {
     fprintf(stderr,
         "usage: brisk bench math500 --model DIR [--data FILE] [--limit K] [--max-tokens N]\n"
-        "         [--cuda] [--threads N] [--out FILE.json] [--n 4,8,16] [--budgets 2,5,10]\n"
+        "         " ENG_OPTS_USAGE " [--threads N] [--out FILE.json] [--n 4,8,16] [--budgets 2,5,10]\n"
         "         [--temperature T] [--top-p P] [--seed S] [--probe-every T] [--probe-tokens N]\n"
         "         [--min-rounds M] [--agree F] [--entropy H] [--stable K] [--p1 P] [--r R]\n"
         "         [--spec-k K] [--spec-kmax K] [--draft DIR] [--accept A] [--spec-cost C]\n"
@@ -201,7 +201,9 @@ int bench_math500_parse(int argc, char **argv, bench_math500_opts *o, eng_err *e
         rc = eng_seterr(err, ENG_EINVAL, "the only benchmark is math500");
     for (int i = 2; i < argc && !rc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(k, "--cuda")) { o->cuda = 1; continue; }
+        int used = 0;
+        if ((rc = eng_opts_arg(k, v, &o->eng, &used, err))) break;
+        if (used) { i += used - 1; continue; }
         if (!strcmp(k, "--quiet")) { o->quiet = 1; continue; }
         if (!v) { rc = eng_seterr(err, ENG_EINVAL, "%s needs a value", k); break; }
         i++;
@@ -605,7 +607,8 @@ static int write_json(const bench *B, eng_err *err) {
     cJSON_AddStringToObject(j, "benchmark", "math500");
     cJSON_AddStringToObject(j, "model", o->model);
     cJSON_AddStringToObject(j, "data", o->data);
-    cJSON_AddStringToObject(j, "backend", o->cuda ? "cuda" : "cpu");
+    cJSON_AddStringToObject(j, "backend", o->eng.backend == ENG_BACKEND_CUDA ? "cuda" : "cpu");
+    cJSON_AddNumberToObject(j, "tp", o->eng.tp > 1 ? o->eng.tp : 1);
     cJSON_AddNumberToObject(j, "problems", B->n_pb);
     cJSON_AddNumberToObject(j, "max_tokens", o->max_tokens);
     cJSON_AddNumberToObject(j, "temperature", o->temperature);
@@ -694,9 +697,11 @@ static int open_engine(bench *B, eng_err *err) {
     B->max_seqs = width + 2;
     B->n_blocks = o->kv_blocks > 0 ? o->kv_blocks
                 : B->max_seqs / 2 * ((ctx + 15) / 16) + (ctx + 15) / 16 * 2 + 64;
-    eng_opts eo = { .backend = o->cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU,
-                    .n_threads = o->threads, .block_size = 16,
-                    .n_blocks = B->n_blocks, .max_seqs = B->max_seqs };
+    eng_opts eo = o->eng;
+    eo.n_threads = o->threads;
+    eo.block_size = 16;
+    eo.n_blocks = B->n_blocks;
+    eo.max_seqs = B->max_seqs;
     if ((rc = eng_create(B->m, &eo, &B->e, err))) return rc;
     return orc_sched_create(B->e, 4, &B->s, err);
 }

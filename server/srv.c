@@ -74,6 +74,8 @@ struct srv {
     /* metrics, written by the engine thread under mu: the lws thread reads
      * only this snapshot, never the engine */
     orc_sched_stats st;
+    int tp_ranks;               /* tensor-parallel ranks and their counters */
+    eng_tp_rank_stats tp[ENG_TP_MAX];
     long long queries_total, errors_total;
     orc_lat_model lat;          /* step time vs batch size (--plan) */
     int has_lat;
@@ -440,6 +442,14 @@ static void run_cmd(srv *s, cmd *k) {
     free(k);
 }
 
+/* The engine's counters into the metrics snapshot; the engine thread (or
+ * set-up, before it runs) calls this holding mu. */
+static void snapshot(srv *s) {
+    orc_sched_get_stats(s->sched, &s->st);
+    s->tp_ranks = eng_tp_ranks(s->e);
+    for (int r = 0; r < s->tp_ranks; r++) eng_tp_stats(s->e, r, &s->tp[r], NULL);
+}
+
 static void *engine_main(void *arg) {
     srv *s = arg;
     if (s->o.plan) calibrate(s);
@@ -455,7 +465,7 @@ static void *engine_main(void *arg) {
         int busy = orc_sched_step(s->sched, &err);
         if (busy < 0) fprintf(stderr, "brisk serve: engine step failed: %s\n", err.msg);
         pthread_mutex_lock(&s->mu);
-        orc_sched_get_stats(s->sched, &s->st);
+        snapshot(s);
         if (busy != 1 && !s->cmd_head && !s->stopping) {
             struct timespec ts;
             clock_gettime(CLOCK_REALTIME, &ts);
@@ -530,14 +540,18 @@ static int origin_ok(srv *s, struct lws *wsi) {
 static char *metrics_text(srv *s) {
     pthread_mutex_lock(&s->mu);
     orc_sched_stats st = s->st;
+    int ranks = s->tp_ranks;
+    eng_tp_rank_stats tp[ENG_TP_MAX];
+    memcpy(tp, s->tp, sizeof tp);
     long long q = s->queries_total, errs = s->errors_total;
     int n_conns = 0;
     for (conn *c = s->conns; c; c = c->next) n_conns++;
     pthread_mutex_unlock(&s->mu);
     double up = eng_now_s() - s->t_start;
-    char *out = malloc(2048);
+    size_t cap = 2048 + 160 * (size_t)ranks;
+    char *out = malloc(cap);
     if (!out) return NULL;
-    snprintf(out, 2048,
+    int len = snprintf(out, cap,
         "# TYPE brisk_queue_depth gauge\nbrisk_queue_depth %d\n"
         "# TYPE brisk_live_queries gauge\nbrisk_live_queries %d\n"
         "# TYPE brisk_batch_size gauge\nbrisk_batch_size %d\n"
@@ -553,6 +567,16 @@ static char *metrics_text(srv *s) {
         st.queued_tasks, st.live_tasks, st.batch_seqs, n_conns, st.tokens, st.steps, q, errs,
         st.step_seconds > 0 ? st.tokens / st.step_seconds : 0.0, st.kv_free_blocks,
         s->o.cache_hit_rate ? s->o.cache_hit_rate(s->o.cache_ud) : 0.0, up);
+    /* per rank of a tensor-parallel engine: time in all-reduces, waiting
+     * for the other ranks included (an unsplit engine has none) */
+    len += snprintf(out + len, cap - (size_t)len, "# TYPE brisk_tp_ranks gauge\nbrisk_tp_ranks %d\n"
+                    "# TYPE brisk_tp_allreduce_seconds_total counter\n"
+                    "# TYPE brisk_tp_allreduces_total counter\n", ranks);
+    for (int r = 0; r < ranks && ranks > 1; r++)
+        len += snprintf(out + len, cap - (size_t)len,
+                        "brisk_tp_allreduce_seconds_total{rank=\"%d\"} %.6f\n"
+                        "brisk_tp_allreduces_total{rank=\"%d\"} %lld\n",
+                        r, tp[r].allreduce_s, r, (long long)tp[r].n_allreduce);
     return out;
 }
 
@@ -1021,7 +1045,7 @@ int srv_create(eng_engine *e, const srv_opts *o, srv **out, eng_err *err) {
     pthread_cond_init(&s->cv, NULL);
     rc = orc_sched_create(e, o->max_queue, &s->sched, err);
     if (rc) { free(s); return rc; }
-    orc_sched_get_stats(s->sched, &s->st);   /* the engine thread is not running yet */
+    snapshot(s);   /* the engine thread is not running yet */
     lws_set_log_level(LLL_ERR, NULL);
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);

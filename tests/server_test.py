@@ -285,6 +285,33 @@ async def t_queue():
     finally:
         p.terminate(); p.wait(10)
 
+async def t_tp():
+    """--tp 2: the engine split over two ranks answers like the unsplit one
+    (greedy), and /metrics reports the ranks and each one's all-reduces."""
+    texts = {}
+    for tp in ("1", "2"):
+        p, port = start("--tp", tp, "--web-cache", "off")
+        try:
+            async with websockets.connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
+                await ws.send(json.dumps({"type": "query", "id": "t", "prompt": "The quick", "max_tokens": 12,
+                                          "temperature": 0}))
+                msgs = await collect(ws, "t")
+                texts[tp] = "".join(m.get("text", "") for m in msgs if m["type"] == "token")
+            _, body = http(port, "/metrics")
+            ranks = re.search(r"^brisk_tp_ranks (\d+)$", body, re.M)
+            counts = re.findall(r'^brisk_tp_allreduces_total\{rank="(\d)"\} (\d+)$', body, re.M)
+            secs = re.findall(r'^brisk_tp_allreduce_seconds_total\{rank="(\d)"\} ([0-9.]+)$', body, re.M)
+            if tp == "1":
+                check("/metrics unsplit: brisk_tp_ranks 1, no per-rank lines", ranks and ranks.group(1) == "1"
+                      and not counts, body[-400:])
+            else:
+                check("/metrics --tp 2: two ranks, each with all-reduces counted and timed",
+                      ranks and ranks.group(1) == "2" and [r for r, _ in counts] == ["0", "1"] and
+                      all(int(n) > 0 for _, n in counts) and len(secs) == 2, body[-400:])
+        finally:
+            p.terminate(); p.wait(10)
+    check("--tp 2 streams the unsplit greedy text", texts.get("1") and texts.get("1") == texts.get("2"), texts)
+
 def raw_ws(port, frames):
     """Opens a websocket by hand, sends the given raw frames, and returns the
     messages and the close code the server answers with (None when it sent
@@ -662,6 +689,7 @@ async def main():
         if p.poll() is None: p.kill()
     await t_log_default_stderr()
     await t_queue()
+    await t_tp()
     p, port = start("--token", "s3cret", "--allow-script", "--web-cache", "off")
     try:
         await t_fetch_refused(port)

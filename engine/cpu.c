@@ -1,5 +1,9 @@
 /* cpu.c — the CPU reference backend: f32 weights as the model holds them,
- * a paged KV pool in host memory, and a small persistent thread pool.
+ * a paged KV pool in host memory, and a small persistent thread pool; and
+ * the same code split over tensor-parallel ranks (eng_backend_split_create):
+ * each rank a thread with its share of the weights, read in place, its own
+ * KV pool and thread pool, the ranks adding their partial sums in
+ * all-reduces (see "all-reduce" below).
  *
  * A forward pass works on all rows of the batch at once: every projection is
  * one matrix product Y[rows][out] = X[rows][in] W[out][in]^T, its output

@@ -264,7 +264,8 @@ int eng_opts_arg(const char *k, const char *v, eng_opts *o, int *used, eng_err *
  * ranks to arrive. */
 typedef struct eng_tp_rank_stats {
     double allreduce_s;   /* seconds in all-reduces since the engine was made */
-    int64_t n_allreduce;  /* all-reduces run (two per layer and one per embedding per pass) */
+    int64_t n_allreduce;  /* all-reduces run: per pass (and per 512 rows of a longer one),
+                           * one after the embedding and two per layer */
 } eng_tp_rank_stats;
 int eng_tp_ranks(const eng_engine *e);
 /* ENG_EINVAL for a rank outside [0, eng_tp_ranks). */

@@ -16,9 +16,18 @@ LIB_SRC := $(wildcard engine/*.c orchestrator/*.c tools/*.c cache/*.c server/*.c
 LIB_OBJ := $(LIB_SRC:%.c=$(B)/%.o)
 CU_SRC  :=
 ifeq ($(CUDA),1)
-CU_SRC  := $(wildcard kernels/*.cu)
+CU_SRC  := $(filter-out kernels/kern_tp.cu,$(wildcard kernels/*.cu))
 CFLAGS  += -DBRISK_CUDA -I$(CUDA_HOME)/include
 LDLIBS  += -L$(CUDA_HOME)/lib64 -lcublasLt -lcublas -lcudart -lstdc++
+# NCCL (kern_tp: tensor parallelism across GPUs) only where its header is
+# found, so a CUDA toolkit without it still builds everything else.
+NCCL_H  := $(firstword $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.h))
+ifneq ($(NCCL_H),)
+CU_SRC  += kernels/kern_tp.cu
+CFLAGS  += -DBRISK_NCCL
+NVFLAGS += -I$(dir $(NCCL_H))
+LDLIBS  += -L$(CUDA_HOME)/lib64 -lnccl
+endif
 endif
 CU_OBJ  := $(CU_SRC:%.cu=$(B)/%.o)
 # The benchmark library: harnesses (web environment, WebWalkerQA sites and

@@ -24,6 +24,10 @@
 #                 pieces first (`split -b 48M FILE .stage/smollm2.part.`,
 #                 carry one piece a call, `scripts/device.sh stage` each time
 #                 on the warm machine); wheels the peer needs (gguf) in .whl.
+#        nccl     kern_tp (NCCL, tensor parallelism's communication; built where
+#                 nccl.h is found): test_nccl and bench_nccl (all-reduce time at
+#                 7B/32B decode-step sizes, eager and from CUDA graphs) over every
+#                 visible GPU (one rank each; a single GPU runs one rank)
 # Models are random weights with real shapes (brisk mkmodel), made once per
 # machine under /tmp/brisk-models.  Results land in $OUT.
 set -u -o pipefail
@@ -35,6 +39,9 @@ if [ "${1:-}" = pack ]; then
     rm -rf .dev/bin .dev/lib && mkdir -p .dev/bin .dev/lib
     cp build-cuda/brisk build-cuda/tests/test_cuda build-cuda/tests/test_real build-cuda/benchmarks/bench_cuda \
        build-cuda/benchmarks/bench_spec build-cuda/benchmarks/bench_tools .dev/bin/
+    for f in build-cuda/tests/test_nccl build-cuda/benchmarks/bench_nccl; do   # where NCCL was built
+        [ -f $f ] && cp $f .dev/bin/
+    done
     [ -f "${BASE_BENCH:-}" ] && cp "$BASE_BENCH" .dev/bin/bench_cuda_base
     strip .dev/bin/*
     for so in $(ldd build-cuda/brisk | awk '$3 ~ /^\// {print $3}' |
@@ -164,6 +171,13 @@ part_base() {   # this build's bench_cuda against .dev/bin/bench_cuda_base (an e
             done
         done
     done
+}
+part_nccl() {
+    [ -x $BIN/test_nccl ] || { echo "no test_nccl: this build has no NCCL"; return; }
+    ldd $BIN/test_nccl | grep "not found"
+    $BIN/test_nccl > "$OUT/test_nccl.log" 2>&1; echo "test_nccl exit $?"
+    grep -E "rank|SKIP|check failed|passed" "$OUT/test_nccl.log" | head -12
+    $BIN/bench_nccl --out "$OUT/nccl_$(nvidia-smi -L | wc -l)gpu.json" 2>&1 | tail -10
 }
 part_ngram() {  # n-gram speculation on the real models' own MATH-500 answers (needs part real's files)
     local R=/tmp/brisk-real

@@ -20,11 +20,11 @@
  * themselves. */
 #include <math.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include "backend.h"
+#include "pool.h"
 
 /* ------------------------------------------------------------ vectors */
 /* Hot loops use GCC vector types; on x86-64 they are compiled twice, for
@@ -59,122 +59,6 @@ INLINE float dot(const float *a, const float *b, int n) {
     return s;
 }
 
-/* ---------------------------------------------------------- thread pool */
-typedef void (*job_fn)(void *arg, int tid, int nth);
-
-/* Workers spin briefly on the job counter before sleeping on a condition
- * variable: the jobs of a forward pass come back to back, and a sleeping
- * thread can take tens of microseconds to wake. */
-typedef struct pool {
-    int nth;                 /* threads including the caller */
-    pthread_t *th;
-    int n_started;
-    pthread_mutex_t mu;
-    pthread_cond_t go, done;
-    atomic_ulong gen;        /* bumped for every job; fn and arg are set before */
-    atomic_int busy;         /* workers still running the current job */
-    atomic_int quit;
-    job_fn fn;
-    void *arg;
-} pool;
-
-enum { SPIN = 4000 };        /* polls before sleeping: up to ~100 microseconds */
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
-typedef struct worker_arg { pool *p; int tid; } worker_arg;
-
-/* Waits for a job newer than seen; returns its number, or 0 to quit. */
-static unsigned long wait_job(pool *p, unsigned long seen) {
-    for (int i = 0; i < SPIN; i++) {
-        if (atomic_load(&p->quit)) return 0;
-        unsigned long g = atomic_load(&p->gen);
-        if (g != seen) return g;
-        cpu_relax();
-    }
-    pthread_mutex_lock(&p->mu);
-    while (atomic_load(&p->gen) == seen && !atomic_load(&p->quit))
-        pthread_cond_wait(&p->go, &p->mu);
-    pthread_mutex_unlock(&p->mu);
-    return atomic_load(&p->quit) ? 0 : atomic_load(&p->gen);
-}
-
-static void *worker_main(void *a) {
-    worker_arg w = *(worker_arg *)a;
-    free(a);
-    pool *p = w.p;
-    unsigned long seen = 0;
-    while ((seen = wait_job(p, seen))) {
-        p->fn(p->arg, w.tid, p->nth);
-        if (atomic_fetch_sub(&p->busy, 1) == 1) {   /* last one out wakes the caller */
-            pthread_mutex_lock(&p->mu);
-            pthread_cond_signal(&p->done);
-            pthread_mutex_unlock(&p->mu);
-        }
-    }
-    return NULL;
-}
-
-static void pool_stop(pool *p) {
-    pthread_mutex_lock(&p->mu);
-    atomic_store(&p->quit, 1);
-    pthread_cond_broadcast(&p->go);
-    pthread_mutex_unlock(&p->mu);
-    for (int i = 0; i < p->n_started; i++) pthread_join(p->th[i], NULL);
-    free(p->th);
-    pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->go);
-    pthread_cond_destroy(&p->done);
-}
-
-static int pool_start(pool *p, int nth, eng_err *err) {
-    memset(p, 0, sizeof *p);
-    pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->go, NULL);
-    pthread_cond_init(&p->done, NULL);
-    p->nth = nth;
-    p->th = calloc((size_t)nth, sizeof *p->th);
-    if (!p->th) return eng_seterr(err, ENG_ENOMEM, "cpu: out of memory for %d threads", nth);
-    for (int i = 1; i < nth; i++) {
-        worker_arg *a = malloc(sizeof *a);
-        if (a) { a->p = p; a->tid = i; }
-        if (!a || pthread_create(&p->th[p->n_started], NULL, worker_main, a)) {
-            free(a);
-            return eng_seterr(err, ENG_ENOMEM, "cpu: could not start thread %d of %d", i, nth);
-        }
-        p->n_started++;
-    }
-    return ENG_OK;
-}
-
-/* Jobs smaller than this (in multiply-adds or so) run on the calling
- * thread alone: waking the others would cost more than it saves.  Results
- * do not depend on the split, so this changes only the time. */
-#define POOL_MIN_WORK (1 << 17)
-
-/* Runs fn(arg, tid, nth) on every thread, the caller being tid 0. */
-static void pool_run(pool *p, job_fn fn, void *arg, double work) {
-    if (p->nth == 1 || work < POOL_MIN_WORK) { fn(arg, 0, 1); return; }
-    p->fn = fn;
-    p->arg = arg;
-    atomic_store(&p->busy, p->nth - 1);
-    pthread_mutex_lock(&p->mu);          /* a worker between its check and its wait holds mu */
-    atomic_fetch_add(&p->gen, 1);
-    pthread_cond_broadcast(&p->go);
-    pthread_mutex_unlock(&p->mu);
-    fn(arg, 0, p->nth);
-    for (int i = 0; i < SPIN && atomic_load(&p->busy); i++) cpu_relax();
-    if (atomic_load(&p->busy)) {
-        pthread_mutex_lock(&p->mu);
-        while (atomic_load(&p->busy)) pthread_cond_wait(&p->done, &p->mu);
-        pthread_mutex_unlock(&p->mu);
-    }
-}
-
 /* ---------------------------------------------------------------- state */
 typedef struct tp_group tp_group;
 
@@ -190,7 +74,7 @@ typedef struct cpu {
     size_t block_floats;     /* one block's K (or V) over all layers, its KV heads */
     float *k_pool, *v_pool;  /* [n_blocks][layers][tl.nkv][bs][head_dim] */
     size_t pool_bytes;
-    pool tp;
+    eng_pool *tp;
     tp_group *g;             /* NULL: unsplit */
     int rank;
     float *part[2];          /* [cap_rows][hidden]: its share of a sum, read by every rank */
@@ -245,7 +129,7 @@ static int ensure_rows(cpu *s, int rows, eng_err *err) {
 
 static int ensure_len(cpu *s, int len, eng_err *err) {
     if (len <= s->cap_len) return ENG_OK;
-    int rc = grow(&s->scores, (size_t)s->tp.nth * len, err);
+    int rc = grow(&s->scores, (size_t)eng_pool_threads(s->tp) * len, err);
     if (!rc) s->cap_len = len;
     return rc;
 }
@@ -380,7 +264,7 @@ static void run_mm(cpu *s, const mm *a, const mm *b, const mm *c) {
     if (c) j.m[j.n++] = *c;
     double work = 0;
     for (int i = 0; i < j.n; i++) work += (double)j.m[i].R * j.m[i].K * j.m[i].N;
-    pool_run(&s->tp, mm_worker, &j, work);
+    eng_pool_run(s->tp, mm_worker, &j, work);
 }
 
 /* ------------------------------------------------------ small row ops */
@@ -559,7 +443,7 @@ static void add_out(cpu *s, const float *w, int n) {
 struct tp_group {
     int n;
     cpu **r;                 /* [n] */
-    pool ranks;              /* runs one pass of every rank at once */
+    eng_pool *ranks;             /* runs one pass of every rank at once */
     pthread_barrier_t bar;
     int bar_ok;
     /* the pass being run */
@@ -626,7 +510,7 @@ static void layer_pass(cpu *s, const eng_fwd_batch *b, int row0, int n, int l) {
     att_job aj = { s, b, row0, n, l };
     double work = 0;   /* two passes over head_dim per (row, head, position) */
     for (int i = 0; i < n; i++) work += 2.0 * (b->pos[row0 + i] + 1) * qd;
-    pool_run(&s->tp, att_worker, &aj, work);
+    eng_pool_run(s->tp, att_worker, &aj, work);
     mm o = make_mm(s->att, n, qd, w->wo + qr, NULL, H, NULL, 0);
     o.ldw = (size_t)c->n_heads * hd;
     block_out(s, &o, post ? w->post_attn_norm : NULL, n);
@@ -636,7 +520,7 @@ static void layer_pass(cpu *s, const eng_fwd_batch *b, int row0, int n, int l) {
     mm u = make_mm(s->h, n, H, w->w_up + (size_t)t->i0 * H, NULL, t->ni, s->up, 0);
     run_mm(s, &g, &u, NULL);
     glu_job gj = { s->gate, s->up, (size_t)n * t->ni, c->gelu };
-    pool_run(&s->tp, glu_worker, &gj, 16.0 * gj.n);
+    eng_pool_run(s->tp, glu_worker, &gj, 16.0 * gj.n);
     mm d = make_mm(s->gate, n, t->ni, w->w_down + t->i0, NULL, H, NULL, 0);
     d.ldw = (size_t)c->intermediate;
     block_out(s, &d, post ? w->post_ffn_norm : NULL, n);
@@ -784,11 +668,11 @@ static int cpu_forward(eng_backend *be, const eng_fwd_batch *b, eng_err *err) {
         s->g->b = b;
         s->g->logits = logits;
         s->g->chunk = chunk;
-        pool_run(&s->g->ranks, rank_worker, s->g, INFINITY);   /* every rank, always */
+        eng_pool_run(s->g->ranks, rank_worker, s->g, INFINITY);   /* every rank, always */
     }
     if (b->n_out && b->sampled) {
         samp_job j = { b, logits, s->c.vocab_size };
-        pool_run(&s->tp, samp_worker, &j, 32.0 * b->n_out * s->c.vocab_size);
+        eng_pool_run(s->tp, samp_worker, &j, 32.0 * b->n_out * s->c.vocab_size);
     }
     return ENG_OK;
 }
@@ -812,7 +696,7 @@ static int cpu_copy_block(eng_backend *be, int src, int dst, eng_err *err) {
 
 static void rank_destroy(cpu *s) {
     if (!s) return;
-    if (s->tp.th) pool_stop(&s->tp);
+    eng_pool_destroy(s->tp);
     if (s->k_pool) munmap(s->k_pool, s->pool_bytes);
     float *bufs[] = { s->x, s->h, s->q, s->k, s->v, s->att, s->gate, s->up, s->rope_cos,
                       s->rope_sin, s->rope_cos_l, s->rope_sin_l, s->scores, s->hout,
@@ -826,7 +710,7 @@ static void cpu_destroy(eng_backend *be) {
     cpu *s = be->ctx;
     tp_group *g = s ? s->g : NULL;
     if (g) {
-        if (g->ranks.th) pool_stop(&g->ranks);
+        eng_pool_destroy(g->ranks);
         if (g->bar_ok) pthread_barrier_destroy(&g->bar);
         for (int i = 0; i < g->n; i++) rank_destroy(g->r[i]);
         free(g->r);
@@ -898,7 +782,7 @@ static int rank_create(const eng_model *m, const eng_tp_slice *tl, int n_blocks,
     }
     s->k_pool = p;
     s->v_pool = s->k_pool + s->block_floats * (size_t)n_blocks;
-    int rc = pool_start(&s->tp, n_threads, err);
+    int rc = eng_pool_create(n_threads, &s->tp, err);
     if (rc) { rank_destroy(s); return rc; }
     *out = s;
     return ENG_OK;
@@ -977,7 +861,7 @@ int eng_backend_split_create(const eng_model *m, int n_blocks, int block_size, i
         rc = eng_seterr(err, ENG_ENOMEM, "split: could not make a barrier for %d ranks", n_ranks);
     else if (!rc)
         g->bar_ok = 1;
-    if (!rc) rc = pool_start(&g->ranks, n_ranks, err);
+    if (!rc) rc = eng_pool_create(n_ranks, &g->ranks, err);
     if (rc) {
         if (!r[0]) {   /* cpu_destroy finds the group through rank 0 */
             for (int i = 1; i < n_ranks; i++) rank_destroy(r[i]);

@@ -25,8 +25,8 @@ NCCL_H  := $(firstword $(wildcard $(CUDA_HOME)/include/nccl.h /usr/include/nccl.
 ifneq ($(NCCL_H),)
 CU_SRC  += kernels/kern_tp.cu
 CFLAGS  += -DBRISK_NCCL
-NVFLAGS += -I$(dir $(NCCL_H))
-LDLIBS  += -L$(CUDA_HOME)/lib64 -lnccl
+NVFLAGS += -DBRISK_NCCL -I$(dir $(NCCL_H))
+LDLIBS  += -ldl   # kern_tp opens libnccl at run time: binaries run where it is missing
 endif
 endif
 CU_OBJ  := $(CU_SRC:%.cu=$(B)/%.o)

@@ -69,7 +69,16 @@ int eng_backend_split_create(const eng_model *m, int n_blocks, int block_size, i
 #ifdef BRISK_CUDA
 int eng_backend_cuda_create(const eng_model *m, int n_blocks, int block_size,
                             eng_backend **out, eng_err *err);
-/* How many KV blocks fit in the GPU's free memory beside the weights. */
-int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int *n_blocks, eng_err *err);
+/* How many KV blocks fit in the GPU's free memory beside the weights (of
+ * one rank's share when split over n_ranks GPUs). */
+int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int n_ranks, int *n_blocks,
+                                eng_err *err);
+/* The CUDA backend split over n_ranks GPUs (rank r on device r) through
+ * NCCL: the shares of eng_tp_slice_of, the whole embedding on every rank,
+ * lm_head rows in equal vocabulary shares gathered before sampling; each
+ * rank's pass on a thread of its own.  ENG_EUNSUPPORTED in a build without
+ * NCCL. */
+int eng_backend_cuda_tp_create(const eng_model *m, int n_blocks, int block_size, int n_ranks,
+                               eng_backend **out, eng_err *err);
 #endif
 #endif

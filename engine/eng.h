@@ -247,7 +247,8 @@ typedef struct eng_opts {
     int n_blocks;     /* KV blocks in the pool; 0 = sized for max_seqs x max_pos/4 */
     int max_seqs;     /* live sequences at once; 0 = 256 */
     int tp;           /* tensor-parallel ranks; 0 or 1 = unsplit.  CPU: ranks are threads
-                       * sharing n_threads (the "split" backend); CUDA: not in this build */
+                       * sharing n_threads (the "split" backend); CUDA: one GPU per rank
+                       * through NCCL, in builds with NCCL only */
 } eng_opts;
 #define ENG_TP_MAX 64
 
@@ -260,8 +261,9 @@ int eng_opts_arg(const char *k, const char *v, eng_opts *o, int *used, eng_err *
 #define ENG_OPTS_USAGE "[--cuda] [--tp N]"
 
 /* Tensor parallelism: ranks the engine's model is split over (1: unsplit),
- * and one rank's counters.  All-reduce time includes waiting for the other
- * ranks to arrive. */
+ * and one rank's counters (CPU split backend; zeros on CUDA, whose
+ * all-reduces run inside the device's stream and graphs).  All-reduce time
+ * includes waiting for the other ranks to arrive. */
 typedef struct eng_tp_rank_stats {
     double allreduce_s;   /* seconds in all-reduces since the engine was made */
     int64_t n_allreduce;  /* all-reduces run: per pass (and per 512 rows of a longer one),

@@ -129,9 +129,6 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
                           d.n_threads);
     if (d.tp < 0 || d.tp > ENG_TP_MAX)
         return eng_seterr(err, ENG_EINVAL, "eng_create: tp %d outside [0, %d]", d.tp, ENG_TP_MAX);
-    if (d.tp > 1 && d.backend != ENG_BACKEND_CPU)
-        return eng_seterr(err, ENG_EUNSUPPORTED, "eng_create: tensor parallelism (tp %d) runs on "
-                          "the CPU backend only in this build", d.tp);
     if (!d.block_size) d.block_size = 16;
     if (!d.max_seqs) d.max_seqs = 256;
     int blocks_given = d.n_blocks;   /* a draft engine follows the same policy */
@@ -146,7 +143,8 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
 #ifdef BRISK_CUDA
         /* The GPU holds what fits in its free memory, not a host-sized pool. */
         int fit = 0;
-        if (d.backend == ENG_BACKEND_CUDA && !eng_backend_cuda_max_blocks(m, d.block_size, &fit, err) &&
+        if (d.backend == ENG_BACKEND_CUDA &&
+            !eng_backend_cuda_max_blocks(m, d.block_size, d.tp > 1 ? d.tp : 1, &fit, err) &&
             fit > 0 && fit < d.n_blocks)
             d.n_blocks = fit;
 #endif
@@ -177,6 +175,8 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
         else if (d.backend == ENG_BACKEND_CPU)
             rc = eng_backend_cpu_create(m, d.n_blocks, d.block_size, d.n_threads, &e->be, err);
 #ifdef BRISK_CUDA
+        else if (d.backend == ENG_BACKEND_CUDA && d.tp > 1)
+            rc = eng_backend_cuda_tp_create(m, d.n_blocks, d.block_size, d.tp, &e->be, err);
         else if (d.backend == ENG_BACKEND_CUDA)
             rc = eng_backend_cuda_create(m, d.n_blocks, d.block_size, &e->be, err);
 #endif

@@ -23,6 +23,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include "kern_common.cuh"
+#include "pool.h"
+#ifdef BRISK_NCCL
+#include "kern_tp.h"
+#endif
 
 #define GRAPH_MAX_ROWS 256
 #define PF_ROWS_PER_SEQ 4   /* rows per sequence from which a pass counts as a prompt pass */
@@ -102,6 +106,17 @@ typedef struct cu_ctx {
     unsigned long long tick;
     int broken;
     char broken_msg[256];
+    /* Tensor parallelism (kern_tp.h, built with NCCL): rank `rank` of n_ranks
+     * on device dev; cfg then holds the rank's share of query heads, KV heads
+     * and MLP columns (vocab_size stays the model's), and the lm_head its
+     * v_share vocabulary rows from v0 (zero rows past the vocabulary).  tp is
+     * NULL when unsplit. */
+    struct kern_tp *tp;
+    int rank, n_ranks, dev, v0, v_share;
+    eng_tp_slice tl;             /* its heads, KV heads and MLP columns */
+    eng_config full;             /* the model's own config */
+    float *llog;                 /* the rank's logits, [gemm_cols(2 cap_out)][v_share] */
+    float *gath;                 /* every rank's, [n_ranks][2 cap_out][v_share] */
 } cu_ctx;
 
 /* ------------------------------------------------------------ errors */
@@ -351,7 +366,7 @@ static void graphs_clear(cu_ctx *c) {
 }
 
 static void acts_free(cu_ctx *c) {
-    float *f[] = {c->x, c->y, c->q, c->attn, c->h, c->part, c->xo, c->logits};
+    float *f[] = {c->x, c->y, c->q, c->attn, c->h, c->part, c->xo, c->logits, c->llog, c->gath};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) cudaFree(f[i]);
     cudaFree(c->act);
     cudaFree(c->counters);
@@ -359,7 +374,7 @@ static void acts_free(cu_ctx *c) {
     cudaFree(c->scnt);
     cudaFree(c->d_res);
     cudaFreeHost(c->h_res);
-    c->x = c->y = c->q = c->attn = c->h = c->part = c->xo = c->logits = NULL;
+    c->x = c->y = c->q = c->attn = c->h = c->part = c->xo = c->logits = c->llog = c->gath = NULL;
     c->act = NULL; c->counters = NULL; c->d_res = NULL; c->h_res = NULL;
     c->sscratch = NULL; c->scnt = NULL;
     c->cap_rows = c->cap_out = 0;
@@ -482,6 +497,8 @@ static int ensure_rows(cu_ctx *c, int R, int O, eng_err *err) {
         {(void **)&c->counters, (size_t)nr * g->n_kv_heads * sizeof(unsigned)},
         {(void **)&c->sscratch, (size_t)no * 16 * 16},
         {(void **)&c->scnt, (size_t)no * sizeof(unsigned)},
+        {(void **)&c->llog, c->tp ? (size_t)gemm_cols(2 * no) * c->v_share * 4 : 0},
+        {(void **)&c->gath, c->tp ? (size_t)c->n_ranks * 2 * no * c->v_share * 4 : 0},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         cudaError_t e = cudaMalloc(want[i].p, want[i].bytes ? want[i].bytes : 16);
@@ -528,6 +545,31 @@ static int ensure_in(cu_ctx *c, size_t bytes, eng_err *err) {
 static int attn_variant(const cu_ctx *c, int R, int max_len) {
     if (c->opt.attn_variant) return c->opt.attn_variant;
     return R >= ATTN3_MIN_ROWS || (long)R * max_len >= ATTN3_FEW_WORK ? 3 : 2;
+}
+
+/* Split (c->tp): the sum over the ranks of n floats at buf, in place. */
+static int tp_sum(cu_ctx *c, float *buf, size_t n, eng_err *err) {
+#ifdef BRISK_NCCL
+    return kern_tp_allreduce(c->tp, c->rank, buf, n, c->st, err);
+#else
+    (void)c; (void)buf; (void)n;
+    return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: tensor parallelism needs NCCL");
+#endif
+}
+
+/* Split: the ranks' logits (rows x v_share at llog) put together into
+ * logits, [rows][V], on every rank. */
+static int tp_gather_logits(cu_ctx *c, int rows, eng_err *err) {
+#ifdef BRISK_NCCL
+    int rc = kern_tp_allgather(c->tp, c->rank, c->llog, c->gath, (size_t)rows * c->v_share, c->st,
+                               err);
+    if (rc) return rc;
+    KC(kern_tp_spread(c->st, c->gath, c->n_ranks, rows, c->v_share, c->cfg.vocab_size, c->logits));
+    return ENG_OK;
+#else
+    (void)c; (void)rows;
+    return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: tensor parallelism needs NCCL");
+#endif
 }
 
 /* Enqueues the whole model for the pass p on the stream. */
@@ -605,18 +647,22 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
         }
         if (small) {
             KC(kv.window ? ATTN_WIN(c->attn, NULL, 0) : ATTN(c->attn, NULL, 0));
-            /* with output norms: the product apart, then x += norm(product) */
+            /* with output norms, or split (a partial sum the ranks add up
+             * first): the product apart, then x += (norm of) the product */
             const float *pa = w->post_attn_norm, *pf = w->post_ffn_norm;
+            const bool sa = pa || c->tp, sf = pf || c->tp;
             KC(SKIP(KERN_SKIP_QKVO, kern_gemv(s, w->wo, wdt, H, QD, c->attn, R, NULL, 0.f,
-                                              pa ? KERN_STORE : KERN_RESID, pa ? c->y : c->x, sms,
+                                              sa ? KERN_STORE : KERN_RESID, sa ? c->y : c->x, sms,
                                               pdl)));
-            if (pa) KC(kern_add_norm(s, c->x, c->y, 1, R, H, pa, NULL, eps, NULL, amode, pdl));
+            if (c->tp && (rc = tp_sum(c, c->y, (size_t)R * H, err))) return rc;
+            if (sa) KC(kern_add_norm(s, c->x, c->y, 1, R, H, pa, NULL, eps, NULL, amode, pdl));
             KC(SKIP(KERN_SKIP_FFN, kern_gemv(s, w->wgu, wdt, 2 * I, H, c->x, R, w->ffn_norm, eps,
                                              glu, c->h, sms, pdl)));
             KC(SKIP(KERN_SKIP_FFN, kern_gemv(s, w->wdown, wdt, H, I, c->h, R, NULL, 0.f,
-                                             pf ? KERN_STORE : KERN_RESID, pf ? c->y : c->x, sms,
+                                             sf ? KERN_STORE : KERN_RESID, sf ? c->y : c->x, sms,
                                              pdl)));
-            if (pf) KC(kern_add_norm(s, c->x, c->y, 1, R, H, pf, NULL, eps, NULL, amode, pdl));
+            if (c->tp && (rc = tp_sum(c, c->y, (size_t)R * H, err))) return rc;
+            if (sf) KC(kern_add_norm(s, c->x, c->y, 1, R, H, pf, NULL, eps, NULL, amode, pdl));
         } else {
             const float *next = l + 1 < g->n_layers ? c->layers[l + 1].attn_norm : NULL;
             PROD(w->wqkv, QKV, H, R, c->y, sp[PR_QKV], 1, KERN_SKIP_QKVO);
@@ -635,11 +681,14 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
             else
                 KC(ATTN(NULL, c->act, amode));
             PROD(w->wo, H, QD, R, c->y, sp[PR_O], 1, KERN_SKIP_QKVO);
+            /* split: the ranks add up the parts add+norm reads, np of [R][H] */
+            if (c->tp && (rc = tp_sum(c, c->y, (size_t)np * R * H, err))) return rc;
             KC(kern_add_norm(s, c->x, c->y, np, R, H, w->post_attn_norm, w->ffn_norm, eps, c->act,
                              amode, pdl));
             PROD(w->wgu, 2 * I, H, R, c->y, sp[PR_GU], 1, KERN_SKIP_FFN);
             KC(SKIP(KERN_SKIP_FFN, kern_swiglu(s, c->y, np, R, I, g->gelu, c->act, amode, pdl)));
             PROD(w->wdown, H, I, R, c->y, sp[PR_DOWN], dsl, KERN_SKIP_FFN);
+            if (c->tp && (rc = tp_sum(c, c->y, (size_t)np * R * H, err))) return rc;
             KC(kern_add_norm(s, c->x, c->y, np, R, H, w->post_ffn_norm, next, eps, c->act, amode,
                              pdl));
         }
@@ -648,14 +697,20 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
         int *ids = c->d_res;
         float *lp = (float *)(c->d_res + c->cap_out), *ent = lp + c->cap_out;
         const float *lo = NULL;
+        /* split: each rank its vocabulary rows into llog, gathered after */
+        const int HV = c->tp ? c->v_share : V;
+        float *hl = c->tp ? c->llog : c->logits;
         if (O <= c->opt.gemv_max_rows) {
             KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->xo, KERN_ACT_F32, pdl));
-            KC(kern_gemv(s, c->lm_head, wdt, V, H, c->xo, O, NULL, 0.f, KERN_STORE, c->logits, sms, pdl));
+            KC(kern_gemv(s, c->lm_head, wdt, HV, H, c->xo, O, NULL, 0.f, KERN_STORE, hl, sms, pdl));
+            if (c->tp && (rc = tp_gather_logits(c, O, err))) return rc;
         } else {
             KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->act, amode, pdl));
             /* cuBLASLt: kern_skinny was slower on the lm_head at 8 and 16 rows
              * (1.5B: 181 vs 173 us, 232 vs 178) */
-            GEMM(c->lm_head, V, H, O, c->logits, 1);
+            GEMM(c->lm_head, HV, H, O, hl, 1);
+            /* hi/lo activations: high rows, then low rows */
+            if (c->tp && (rc = tp_gather_logits(c, O * mul, err))) return rc;
             if (amode == KERN_ACT_SPLIT) lo = c->logits + (size_t)O * V;
         }
         KC(kern_sample(s, c->logits, lo, O, V, stp, ids, lp, ent, kern_sample_blocks(O, sms),
@@ -903,8 +958,9 @@ static int gemm_attn_fits(cu_ctx *c, const eng_fwd_batch *b, int max_len, kern_k
     return 1;
 }
 
-static int cu_forward(eng_backend *be, const eng_fwd_batch *b, eng_err *err) {
-    cu_ctx *c = (cu_ctx *)be->ctx;
+/* One rank's pass (the only one unsplit); outputs: it writes the batch's
+ * results (rank 0: every rank computes the same ones). */
+static int forward_one(cu_ctx *c, const eng_fwd_batch *b, bool outputs, eng_err *err) {
     if (c->broken)
         return eng_seterr(err, ENG_EIO, "CUDA backend unusable after a device error (%s)",
                           c->broken_msg);
@@ -944,7 +1000,7 @@ static int cu_forward(eng_backend *be, const eng_fwd_batch *b, eng_err *err) {
         cudaStreamSynchronize(c->st);
         return rc;
     }
-    const int O = b->n_out, V = c->cfg.vocab_size;
+    const int O = outputs ? b->n_out : 0, V = c->cfg.vocab_size;
     if (O > 0 && b->sampled)
         CK(cudaMemcpyAsync(c->h_res, c->d_res, (size_t)c->cap_out * 12, cudaMemcpyDeviceToHost, c->st));
     if (O > 0 && b->logits) {
@@ -967,8 +1023,11 @@ static int cu_forward(eng_backend *be, const eng_fwd_batch *b, eng_err *err) {
     return ENG_OK;
 }
 
-static int cu_copy_block(eng_backend *be, int src, int dst, eng_err *err) {
-    cu_ctx *c = (cu_ctx *)be->ctx;
+static int cu_forward(eng_backend *be, const eng_fwd_batch *b, eng_err *err) {
+    return forward_one((cu_ctx *)be->ctx, b, true, err);
+}
+
+static int copy_one(cu_ctx *c, int src, int dst, eng_err *err) {
     if (c->broken)
         return eng_seterr(err, ENG_EIO, "CUDA backend unusable after a device error (%s)",
                           c->broken_msg);
@@ -983,9 +1042,11 @@ static int cu_copy_block(eng_backend *be, int src, int dst, eng_err *err) {
     return ENG_OK;
 }
 
-static void cu_destroy(eng_backend *be) {
-    if (!be) return;
-    cu_ctx *c = (cu_ctx *)be->ctx;
+static int cu_copy_block(eng_backend *be, int src, int dst, eng_err *err) {
+    return copy_one((cu_ctx *)be->ctx, src, dst, err);
+}
+
+static void destroy_one(cu_ctx *c) {
     if (c) {
         if (c->st) cudaStreamSynchronize(c->st);
         graphs_clear(c);
@@ -1003,7 +1064,51 @@ static void cu_destroy(eng_backend *be) {
         if (c->st) cudaStreamDestroy(c->st);
         free(c);
     }
+}
+
+static void cu_destroy(eng_backend *be) {
+    if (!be) return;
+    destroy_one((cu_ctx *)be->ctx);
     free(be);
+}
+
+/* Split: rank c->rank's share of layer w as upload_layer reads it, f32
+ * only: q/k/v and gate/up rows and the q/k/v biases point into the model's
+ * f32 weights; o's and down's columns are copied into tmp[0] and tmp[1]
+ * (the caller frees them); norms are whole. */
+static int tp_layer_view(const cu_ctx *c, const eng_layer_w *w, eng_layer_w *v, float **tmp,
+                         eng_err *err) {
+    const eng_config *f = &c->full;
+    const eng_tp_slice *t = &c->tl;
+    const size_t H = f->hidden, hd = f->head_dim, QD = (size_t)f->n_heads * hd;
+    const size_t qr = (size_t)t->q0 * hd, kr = (size_t)t->k0 * hd, qd = (size_t)t->nh * hd;
+    memset(v, 0, sizeof *v);
+    v->attn_norm = w->attn_norm;   v->t_attn_norm = w->t_attn_norm;
+    v->ffn_norm = w->ffn_norm;     v->t_ffn_norm = w->t_ffn_norm;
+    v->q_norm = w->q_norm;         v->t_q_norm = w->t_q_norm;
+    v->k_norm = w->k_norm;         v->t_k_norm = w->t_k_norm;
+    v->post_attn_norm = w->post_attn_norm;   v->t_post_attn_norm = w->t_post_attn_norm;
+    v->post_ffn_norm = w->post_ffn_norm;     v->t_post_ffn_norm = w->t_post_ffn_norm;
+    if (!w->wq || !w->wk || !w->wv || !w->wo || !w->w_gate || !w->w_up || !w->w_down)
+        return eng_seterr(err, ENG_EFORMAT, "CUDA backend: split needs the model's f32 weights");
+    v->wq = w->wq + qr * H;
+    v->wk = w->wk + kr * H;
+    v->wv = w->wv + kr * H;
+    v->bq = w->bq ? w->bq + qr : NULL;
+    v->bk = w->bk ? w->bk + kr : NULL;
+    v->bv = w->bv ? w->bv + kr : NULL;
+    v->w_gate = w->w_gate + (size_t)t->i0 * H;
+    v->w_up = w->w_up + (size_t)t->i0 * H;
+    tmp[0] = (float *)malloc(H * qd * sizeof(float));
+    tmp[1] = (float *)malloc(H * (size_t)t->ni * sizeof(float));
+    if (!tmp[0] || !tmp[1]) return eng_seterr(err, ENG_ENOMEM, "CUDA backend: out of host memory");
+    for (size_t r = 0; r < H; r++) {
+        memcpy(tmp[0] + r * qd, w->wo + r * QD + qr, qd * sizeof(float));
+        memcpy(tmp[1] + r * t->ni, w->w_down + r * f->intermediate + t->i0, t->ni * sizeof(float));
+    }
+    v->wo = tmp[0];
+    v->w_down = tmp[1];
+    return ENG_OK;
 }
 
 static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
@@ -1035,12 +1140,34 @@ static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
     c->layers = (cu_layer *)calloc(g->n_layers, sizeof *c->layers);
     if (!c->layers) return eng_seterr(err, ENG_ENOMEM, "CUDA backend: out of host memory");
     if (!m->layers) return eng_seterr(err, ENG_EFORMAT, "CUDA backend: model has no layers");
-    for (int l = 0; l < g->n_layers; l++)
-        if ((rc = upload_layer(c, &m->layers[l], &c->layers[l], l, err))) return rc;
+    for (int l = 0; l < g->n_layers; l++) {
+        if (!c->tp) {
+            if ((rc = upload_layer(c, &m->layers[l], &c->layers[l], l, err))) return rc;
+            continue;
+        }
+        eng_layer_w v;
+        float *tmp[2] = {NULL, NULL};
+        rc = tp_layer_view(c, &m->layers[l], &v, tmp, err);
+        if (!rc) rc = upload_layer(c, &v, &c->layers[l], l, err);
+        free(tmp[0]);
+        free(tmp[1]);
+        if (rc) return rc;
+    }
+    /* split: the whole embedding on every rank (one row per token is read),
+     * the lm_head's rows of the rank's vocabulary share */
     if ((rc = dev_alloc(c, VH * eb, &c->embed, "embed_tokens", err))) return rc;
     if ((rc = put_weight(c, (char *)c->embed, m->t_embed, m->embed, VH, "embed_tokens", err)))
         return rc;
-    if (g->tie_embeddings) {
+    if (c->tp) {
+        size_t H = g->hidden, share = (size_t)c->v_share * H;
+        int nv = g->vocab_size - c->v0 < c->v_share ? g->vocab_size - c->v0 : c->v_share;
+        if ((rc = dev_alloc(c, share * eb, &c->lm_head, "lm_head share", err))) return rc;
+        CK(cudaMemset(c->lm_head, 0, share * eb));
+        if (nv > 0 && (rc = put_weight(c, (char *)c->lm_head, NULL, m->lm_head + (size_t)c->v0 * H,
+                                       (size_t)nv * H, "lm_head share", err)))
+            return rc;
+        c->weight_bytes += share * eb;
+    } else if (g->tie_embeddings) {
         c->lm_head = c->embed;
     } else {
         if ((rc = dev_alloc(c, VH * eb, &c->lm_head, "lm_head", err))) return rc;
@@ -1107,6 +1234,168 @@ extern "C" int eng_backend_cuda_create_opts(const eng_model *m, int n_blocks, in
     return ENG_OK;
 }
 
+/* ------------------------------------------------ tensor parallelism */
+#ifndef BRISK_NCCL
+extern "C" int eng_backend_cuda_tp_create(const eng_model *m, int n_blocks, int block_size,
+                                          int n_ranks, eng_backend **out, eng_err *err) {
+    (void)m; (void)n_blocks; (void)block_size; (void)n_ranks;
+    if (out) *out = NULL;
+    return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: tensor parallelism needs a build with "
+                      "NCCL (make CUDA=1 where nccl.h is found)");
+}
+#else
+/* The ranks of a split model, one cu_ctx each on its own GPU, and one host
+ * thread each (eng_pool): a rank's NCCL calls block until its peers make
+ * theirs, so the ranks' passes run at once, each enqueueing (or replaying
+ * the CUDA graph of) the same pass on its device. */
+typedef struct cu_tp_set {
+    int n;
+    cu_ctx *r[ENG_TP_MAX];
+    eng_pool *pool;
+    struct kern_tp *tp;
+    const eng_fwd_batch *b;    /* the pass being run */
+    /* ranks > 0 run a copy of it whose rng they advance (pack draws the
+     * sampling uniforms on the host), so every rank samples alike and only
+     * rank 0 moves the caller's streams */
+    eng_fwd_batch bb[ENG_TP_MAX];
+    uint64_t *rngs;
+    size_t cap_rngs;
+    int rc[ENG_TP_MAX];
+    eng_err err[ENG_TP_MAX];
+} cu_tp_set;
+
+static void tp_worker(void *arg, int tid, int nth) {
+    (void)nth;
+    cu_tp_set *t = (cu_tp_set *)arg;
+    cu_ctx *c = t->r[tid];
+    cudaError_t e = cudaSetDevice(c->dev);
+    t->rc[tid] = e != cudaSuccess ? dev_fail(c, &t->err[tid], e, "cudaSetDevice")
+                                  : forward_one(c, tid ? &t->bb[tid] : t->b, tid == 0, &t->err[tid]);
+}
+
+static int cu_tp_forward(eng_backend *be, const eng_fwd_batch *b, eng_err *err) {
+    cu_tp_set *t = (cu_tp_set *)be->ctx;
+    if (!b) return eng_seterr(err, ENG_EINVAL, "CUDA forward: no batch");
+    t->b = b;
+    size_t nr = b->rng && b->n_out > 0 ? (size_t)b->n_out : 0;
+    if (nr * (t->n - 1) > t->cap_rngs) {
+        uint64_t *p = (uint64_t *)realloc(t->rngs, nr * (t->n - 1) * sizeof *p);
+        if (!p) return eng_seterr(err, ENG_ENOMEM, "CUDA backend: out of host memory");
+        t->rngs = p;
+        t->cap_rngs = nr * (t->n - 1);
+    }
+    for (int r = 1; r < t->n; r++) {
+        t->bb[r] = *b;
+        if (!nr) continue;
+        t->bb[r].rng = t->rngs + nr * (r - 1);
+        memcpy(t->bb[r].rng, b->rng, nr * sizeof *b->rng);
+    }
+    eng_pool_run(t->pool, tp_worker, t, INFINITY);   /* every rank, always */
+    for (int r = 0; r < t->n; r++)
+        if (t->rc[r]) {
+            if (err) *err = t->err[r];
+            return t->rc[r];
+        }
+    return ENG_OK;
+}
+
+static int cu_tp_copy_block(eng_backend *be, int src, int dst, eng_err *err) {
+    cu_tp_set *t = (cu_tp_set *)be->ctx;
+    for (int r = 0; r < t->n; r++) {
+        cu_ctx *c = t->r[r];
+        CK(cudaSetDevice(c->dev));
+        int rc = copy_one(c, src, dst, err);
+        if (rc) return rc;
+    }
+    return ENG_OK;
+}
+
+static void cu_tp_destroy(eng_backend *be) {
+    if (!be) return;
+    cu_tp_set *t = (cu_tp_set *)be->ctx;
+    if (t) {
+        eng_pool_destroy(t->pool);
+        for (int r = 0; r < t->n; r++) {
+            if (!t->r[r]) continue;
+            cudaSetDevice(t->r[r]->dev);
+            destroy_one(t->r[r]);
+        }
+        kern_tp_destroy(t->tp);
+        free(t->rngs);
+        free(t);
+    }
+    free(be);
+}
+
+extern "C" int eng_backend_cuda_tp_create(const eng_model *m, int n_blocks, int block_size,
+                                          int n_ranks, eng_backend **out, eng_err *err) {
+    if (!out) return eng_seterr(err, ENG_EINVAL, "CUDA backend: no output pointer");
+    *out = NULL;
+    if (!m) return eng_seterr(err, ENG_EINVAL, "CUDA backend: no model");
+    if (n_blocks < 1 || block_size < 1 || n_ranks < 1 || n_ranks > ENG_TP_MAX)
+        return eng_seterr(err, ENG_EINVAL, "CUDA backend: %d blocks of %d tokens over %d ranks",
+                          n_blocks, block_size, n_ranks);
+    int rc = check_config(&m->cfg, err);
+    if (rc) return rc;
+    eng_tp_slice tl[ENG_TP_MAX];
+    for (int r = 0; r < n_ranks; r++) {
+        if ((rc = eng_tp_slice_of(&m->cfg, n_ranks, r, &tl[r], err))) return rc;
+        eng_config local = m->cfg;
+        local.n_heads = tl[r].nh;
+        local.n_kv_heads = tl[r].nkv;
+        local.intermediate = tl[r].ni;
+        if ((rc = check_config(&local, err))) return rc;   /* e.g. MLP columns per rank % 8 */
+    }
+    cu_tp_set *t = (cu_tp_set *)calloc(1, sizeof *t);
+    eng_backend *be = (eng_backend *)calloc(1, sizeof *be);
+    if (!t || !be) {
+        free(t); free(be);
+        return eng_seterr(err, ENG_ENOMEM, "CUDA backend: out of host memory");
+    }
+    be->ctx = t;
+    be->forward = cu_tp_forward;
+    be->copy_block = cu_tp_copy_block;
+    be->destroy = cu_tp_destroy;
+    be->n_ranks = n_ranks;
+    if ((rc = kern_tp_create(n_ranks, &t->tp, err)) ||
+        (rc = eng_pool_create(n_ranks, &t->pool, err))) {
+        cu_tp_destroy(be);
+        return rc;
+    }
+    /* vocabulary shares of equal size (NCCL's all-gather takes one count) */
+    const int share = (m->cfg.vocab_size + n_ranks - 1) / n_ranks;
+    for (int r = 0; r < n_ranks && !rc; r++) {
+        cu_ctx *c = (cu_ctx *)calloc(1, sizeof *c);
+        if (!c) { rc = eng_seterr(err, ENG_ENOMEM, "CUDA backend: out of host memory"); break; }
+        t->r[t->n++] = c;
+        c->full = m->cfg;
+        c->cfg = m->cfg;
+        c->cfg.n_heads = tl[r].nh;
+        c->cfg.n_kv_heads = tl[r].nkv;
+        c->cfg.intermediate = tl[r].ni;
+        c->tl = tl[r];
+        eng_cuda_opts_default(&c->opt);
+        opts_clamp(&c->opt);
+        c->n_blocks = n_blocks;
+        c->block_size = block_size;
+        c->tp = t->tp;
+        c->rank = r;
+        c->n_ranks = n_ranks;
+        c->dev = r;
+        c->v0 = r * share;
+        c->v_share = share;
+        cudaError_t e = cudaSetDevice(r);
+        rc = e != cudaSuccess ? dev_fail(c, err, e, "cudaSetDevice") : create(c, m, err);
+    }
+    if (rc) {
+        cu_tp_destroy(be);
+        return rc;
+    }
+    *out = be;
+    return ENG_OK;
+}
+#endif
+
 /* Bytes of weights as create would upload them. */
 static size_t weight_bytes_of(const eng_model *m, int bf16) {
     const eng_config *g = &m->cfg;
@@ -1118,9 +1407,9 @@ static size_t weight_bytes_of(const eng_model *m, int bf16) {
     return g->n_layers * layer + vh * (g->tie_embeddings ? 1 : 2) + H * 4;
 }
 
-extern "C" int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int *n_blocks,
-                                           eng_err *err) {
-    if (!m || !n_blocks || block_size < 1)
+extern "C" int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int n_ranks,
+                                           int *n_blocks, eng_err *err) {
+    if (!m || !n_blocks || block_size < 1 || n_ranks < 1)
         return eng_seterr(err, ENG_EINVAL, "CUDA max_blocks: bad arguments");
     *n_blocks = 0;
     size_t free_b = 0, total_b = 0;
@@ -1130,8 +1419,13 @@ extern "C" int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, i
                           cudaGetErrorString(e));
     const eng_config *g = &m->cfg;
     int bf16 = m->t_embed && m->t_embed->dtype == ENG_DT_BF16;
-    size_t need = weight_bytes_of(m, bf16) + ((size_t)3 << 30);   /* activations, workspace */
-    size_t blk = (size_t)g->n_layers * 2 * g->n_kv_heads * block_size * g->head_dim * sizeof(float);
+    /* split: a rank holds its share of the layers and lm_head, the whole
+     * embedding, and its KV heads (one at least); device 0 stands for all */
+    size_t vh = (size_t)g->vocab_size * g->hidden * (bf16 ? 2 : 4);
+    size_t need = (n_ranks > 1 ? weight_bytes_of(m, bf16) / n_ranks + vh : weight_bytes_of(m, bf16)) +
+                  ((size_t)3 << 30);   /* activations, workspace */
+    int kv_heads = g->n_kv_heads >= n_ranks ? g->n_kv_heads / n_ranks : 1;
+    size_t blk = (size_t)g->n_layers * 2 * kv_heads * block_size * g->head_dim * sizeof(float);
     if (free_b <= need + 2 * blk)
         return eng_seterr(err, ENG_ENOMEM, "CUDA backend: %zu MiB free on the device, the model "
                           "needs about %zu MiB before any KV block", free_b >> 20, need >> 20);

@@ -44,7 +44,8 @@ void eng_cuda_opts_default(eng_cuda_opts *o);
 /* How many KV blocks of block_size tokens fit in 90% of the device memory
  * left after the model's weights and ~3 GiB of working buffers: the value
  * the engine should use (or cap its default at) for n_blocks on CUDA. */
-int  eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int *n_blocks, eng_err *err);
+int  eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int n_ranks, int *n_blocks,
+                                 eng_err *err);
 int  eng_backend_cuda_create_opts(const eng_model *m, int n_blocks, int block_size,
                                   const eng_cuda_opts *o, eng_backend **out, eng_err *err);
 

@@ -1,8 +1,52 @@
 /* kern_tp.cu — NCCL communicators and collectives for tensor parallelism
- * (kern_tp.h). */
+ * (kern_tp.h).  libnccl is opened at run time (dlopen), not linked: a
+ * binary built with NCCL still runs where the library is missing, and only
+ * a split over GPUs is refused, naming it. */
+#include <dlfcn.h>
+#include <stdio.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <nccl.h>
 #include "kern_tp.h"
+
+static struct {
+    int ok;
+    char why[200];
+    ncclResult_t (*init_all)(ncclComm_t *, int, const int *);
+    ncclResult_t (*destroy)(ncclComm_t);
+    ncclResult_t (*all_reduce)(const void *, void *, size_t, ncclDataType_t, ncclRedOp_t,
+                               ncclComm_t, cudaStream_t);
+    ncclResult_t (*all_gather)(const void *, void *, size_t, ncclDataType_t, ncclComm_t,
+                               cudaStream_t);
+    ncclResult_t (*group_start)(void);
+    ncclResult_t (*group_end)(void);
+    const char *(*error_string)(ncclResult_t);
+} nc;
+static pthread_once_t nc_once = PTHREAD_ONCE_INIT;
+
+static void nc_load(void) {
+    void *h = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+    if (!h) h = dlopen("libnccl.so", RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        snprintf(nc.why, sizeof nc.why, "cannot open libnccl.so.2 (%.150s)", dlerror());
+        return;
+    }
+#define SYM(field, name) (*(void **)&nc.field = dlsym(h, name))
+    if (!SYM(init_all, "ncclCommInitAll") || !SYM(destroy, "ncclCommDestroy") ||
+        !SYM(all_reduce, "ncclAllReduce") || !SYM(all_gather, "ncclAllGather") ||
+        !SYM(group_start, "ncclGroupStart") || !SYM(group_end, "ncclGroupEnd") ||
+        !SYM(error_string, "ncclGetErrorString")) {
+        snprintf(nc.why, sizeof nc.why, "libnccl lacks a function kern_tp calls");
+        return;
+    }
+#undef SYM
+    nc.ok = 1;
+}
+
+static int nc_ready(eng_err *err) {
+    pthread_once(&nc_once, nc_load);
+    return nc.ok ? ENG_OK : eng_seterr(err, ENG_EUNSUPPORTED, "NCCL: %s", nc.why);
+}
 
 struct kern_tp {
     int n;
@@ -11,11 +55,13 @@ struct kern_tp {
 
 static int nccl_fail(eng_err *err, ncclResult_t r, const char *what) {
     return eng_seterr(err, r == ncclSystemError ? ENG_EIO : ENG_EINVAL, "NCCL: %s: %s", what,
-                      ncclGetErrorString(r));
+                      nc.error_string(r));
 }
 
 extern "C" int kern_tp_create(int n, kern_tp **out, eng_err *err) {
     *out = NULL;
+    int rc = nc_ready(err);
+    if (rc) return rc;
     int have = 0;
     cudaError_t e = cudaGetDeviceCount(&have);
     if (e != cudaSuccess)
@@ -33,7 +79,7 @@ extern "C" int kern_tp_create(int n, kern_tp **out, eng_err *err) {
         return eng_seterr(err, ENG_ENOMEM, "NCCL: out of host memory");
     }
     for (int i = 0; i < n; i++) devs[i] = i;
-    ncclResult_t r = ncclCommInitAll(t->comm, n, devs);
+    ncclResult_t r = nc.init_all(t->comm, n, devs);
     free(devs);
     if (r != ncclSuccess) {
         free(t->comm);
@@ -47,13 +93,14 @@ extern "C" int kern_tp_create(int n, kern_tp **out, eng_err *err) {
 
 extern "C" void kern_tp_destroy(kern_tp *t) {
     if (!t) return;
-    for (int i = 0; i < t->n; i++) if (t->comm[i]) ncclCommDestroy(t->comm[i]);
+    for (int i = 0; i < t->n; i++) if (t->comm[i]) nc.destroy(t->comm[i]);
     free(t->comm);
     free(t);
 }
 
 extern "C" int kern_tp_ranks(const kern_tp *t) { return t ? t->n : 0; }
 
+/* t exists only once nc_ready succeeded */
 static int check_rank(const kern_tp *t, int r, eng_err *err) {
     if (!t || r < 0 || r >= t->n)
         return eng_seterr(err, ENG_EINVAL, "NCCL: rank %d outside [0, %d)", r, t ? t->n : 0);
@@ -64,7 +111,7 @@ extern "C" int kern_tp_allreduce(kern_tp *t, int r, float *buf, size_t count, cu
                                  eng_err *err) {
     int rc = check_rank(t, r, err);
     if (rc) return rc;
-    ncclResult_t e = ncclAllReduce(buf, buf, count, ncclFloat32, ncclSum, t->comm[r], s);
+    ncclResult_t e = nc.all_reduce(buf, buf, count, ncclFloat32, ncclSum, t->comm[r], s);
     return e == ncclSuccess ? ENG_OK : nccl_fail(err, e, "ncclAllReduce");
 }
 
@@ -72,16 +119,36 @@ extern "C" int kern_tp_allgather(kern_tp *t, int r, const float *send, float *re
                                  cudaStream_t s, eng_err *err) {
     int rc = check_rank(t, r, err);
     if (rc) return rc;
-    ncclResult_t e = ncclAllGather(send, recv, count, ncclFloat32, t->comm[r], s);
+    ncclResult_t e = nc.all_gather(send, recv, count, ncclFloat32, t->comm[r], s);
     return e == ncclSuccess ? ENG_OK : nccl_fail(err, e, "ncclAllGather");
 }
 
+__global__ void spread_kernel(const float *g, int rows, int share, int V, float *out) {
+    size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (size_t)rows * V) return;
+    int row = (int)(i / V), v = (int)(i % V), q = v / share, j = v % share;
+    out[i] = g[((size_t)q * rows + row) * share + j];
+}
+
+extern "C" int kern_tp_spread(cudaStream_t s, const float *g, int n, int rows, int share, int V,
+                              float *out) {
+    size_t total = (size_t)rows * V;
+    if (!total) return 0;
+    if (n * share < V) return (int)cudaErrorInvalidValue;
+    spread_kernel<<<(unsigned)((total + 255) / 256), 256, 0, s>>>(g, rows, share, V, out);
+    return (int)cudaGetLastError();
+}
+
 extern "C" int kern_tp_group_start(eng_err *err) {
-    ncclResult_t e = ncclGroupStart();
+    int rc = nc_ready(err);
+    if (rc) return rc;
+    ncclResult_t e = nc.group_start();
     return e == ncclSuccess ? ENG_OK : nccl_fail(err, e, "ncclGroupStart");
 }
 
 extern "C" int kern_tp_group_end(eng_err *err) {
-    ncclResult_t e = ncclGroupEnd();
+    int rc = nc_ready(err);
+    if (rc) return rc;
+    ncclResult_t e = nc.group_end();
     return e == ncclSuccess ? ENG_OK : nccl_fail(err, e, "ncclGroupEnd");
 }

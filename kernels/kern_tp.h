@@ -1,9 +1,10 @@
 /* kern_tp.h — NCCL between the GPUs of one host, the communication layer of
- * tensor parallelism on CUDA: one communicator per rank, rank r on device r.
- * Built only where nccl.h is found (the Makefile then defines BRISK_NCCL and
- * compiles kern_tp.cu); the CUDA backend does not use it yet, so this is the
- * layer alone, with test_nccl and bench_nccl (all-reduce time at the sizes a
- * split model's steps send).
+ * tensor parallelism on CUDA (eng_backend_cuda_tp_create): one communicator
+ * per rank, rank r on device r.  Built only where nccl.h is found (the
+ * Makefile then defines BRISK_NCCL and compiles kern_tp.cu); libnccl itself
+ * is opened at run time, so a missing library refuses a split and nothing
+ * else.  test_nccl checks it, bench_nccl times all-reduces at the sizes a
+ * split model's steps send.
  *
  * Every call of one collective must be made by every rank, in the same
  * order: from one thread per rank, or from one thread for all ranks between
@@ -34,6 +35,10 @@ int  kern_tp_allreduce(kern_tp *t, int r, float *buf, size_t count, cudaStream_t
  * (recv holds n * count floats). */
 int  kern_tp_allgather(kern_tp *t, int r, const float *send, float *recv, size_t count,
                        cudaStream_t s, eng_err *err);
+/* Vocabulary-parallel logits put together: g holds n ranks' blocks of
+ * [rows][share] (rank q's columns are vocabulary ids q * share + j), out
+ * gets [rows][V], ids past V (the last rank's padding) left out. */
+int  kern_tp_spread(cudaStream_t s, const float *g, int n, int rows, int share, int V, float *out);
 /* One thread calling for several ranks brackets the calls with these. */
 int  kern_tp_group_start(eng_err *err);
 int  kern_tp_group_end(eng_err *err);

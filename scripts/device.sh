@@ -27,7 +27,9 @@
 #        nccl     kern_tp (NCCL, tensor parallelism's communication; built where
 #                 nccl.h is found): test_nccl and bench_nccl (all-reduce time at
 #                 7B/32B decode-step sizes, eager and from CUDA graphs) over every
-#                 visible GPU (one rank each; a single GPU runs one rank)
+#                 visible GPU (one rank each; a single GPU runs one rank).
+#                 test_cuda's test_tp_backend runs the CUDA split through NCCL
+#                 over the GPUs there are (part test; one rank on one GPU)
 # Models are random weights with real shapes (brisk mkmodel), made once per
 # machine under /tmp/brisk-models.  Results land in $OUT.
 set -u -o pipefail

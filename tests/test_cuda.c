@@ -1257,9 +1257,14 @@ typedef struct tdrv {
 #define TBLOCKS 1024
 #define TBS 16
 
+/* > 0: drv_open's CUDA backends are split over this many GPUs through NCCL
+ * (eng_backend_cuda_tp_create, default options; test_tp_backend). */
+static int g_tp;
+
 static int drv_open(tdrv *d, const eng_model *m, int cuda, const eng_cuda_opts *o, eng_err *err) {
     memset(d, 0, sizeof *d);
     d->n_blocks = TBLOCKS; d->bs = TBS; d->vocab = eng_model_config(m)->vocab_size;
+    if (cuda && g_tp > 0) return eng_backend_cuda_tp_create(m, TBLOCKS, TBS, g_tp, &d->b, err);
     return cuda ? eng_backend_cuda_create_opts(m, TBLOCKS, TBS, o, &d->b, err)
                 : eng_backend_cpu_create(m, TBLOCKS, TBS, 2, &d->b, err);
 }
@@ -1808,6 +1813,40 @@ static void pf_backend(fixture *f) {
 }
 FIXTURE_TEST(test_prefill_attn_backend, pf_backend)
 
+/* Tensor parallelism through NCCL over every visible GPU the model's heads
+ * allow (one rank on a single GPU: the split code path, the NCCL calls, the
+ * vocabulary gather, with one share): the whole-backend checks again, plus
+ * copy-on-write forks (each rank copies its KV heads' block). */
+static void tp_backend(fixture *f) {
+    int ndev = 0;
+    cudaGetDeviceCount(&ndev);
+    int n = ndev;
+    eng_tp_slice sl;
+    eng_err err = {0};
+    while (n > 1 && (n > ENG_TP_MAX || eng_tp_slice_of(eng_model_config(f->m), n, 0, &sl, &err))) n--;
+#ifndef BRISK_NCCL
+    tdrv d;
+    g_tp = 1;
+    T_CHECKF(drv_open(&d, f->m, 1, NULL, &err) == ENG_EUNSUPPORTED && strstr(err.msg, "NCCL"),
+             "%s: without NCCL: %s", f->name, err.msg);
+    drv_close(&d);
+    g_tp = 0;
+    (void)n;
+#else
+    printf("  %s: %d rank%s on %d GPU%s\n", f->name, n, n == 1 ? "" : "s", ndev, ndev == 1 ? "" : "s");
+    g_tp = n;
+    backend_checks(f);
+    fork_case(f);
+    g_tp = ndev + 1;   /* more ranks than GPUs: refused */
+    tdrv d;
+    T_CHECKF(drv_open(&d, f->m, 1, NULL, &err) != ENG_OK && !d.b, "%s: %d ranks on %d GPUs", f->name,
+             ndev + 1, ndev);
+    drv_close(&d);
+    g_tp = 0;
+#endif
+}
+FIXTURE_TEST(test_tp_backend, tp_backend)
+
 int main(void) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
@@ -1842,6 +1881,7 @@ int main(void) {
     T_RUN(test_attn1_backend);
     T_RUN(test_attn3_backend);
     T_RUN(test_prefill_attn_backend);
+    T_RUN(test_tp_backend);
     for (int i = 0; i < N_FX; i++) {
         eng_model_free(fx[i].m);
         for (int p = 0; p < fx[i].n_prompts; p++) free(fx[i].p[p].ids);

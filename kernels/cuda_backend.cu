@@ -119,13 +119,7 @@ static int dev_fail(cu_ctx *c, eng_err *err, cudaError_t e, const char *what) {
 #define KC(call) do { int e_ = (call); \
     if (e_) return dev_fail(c, err, (cudaError_t)e_, #call); } while (0)
 
-extern "C" uint16_t kern_f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
+extern "C" uint16_t kern_f32_to_bf16(float f) { return eng_f32_to_bf16(f); }
 
 extern "C" void eng_cuda_opts_default(eng_cuda_opts *o) {
     memset(o, 0, sizeof *o);

@@ -16,6 +16,9 @@
 #        spec     bench_spec: none / n-gram / draft model, adaptive k
 #        tools    bench_tools: partial execution on 1.5B and 7B shapes
 #        pp       ParallelPrompt replay, keyword + reading files
+#        kv       bench_cuda with f32 and bf16 KV pools (--kv) on 1.5B: batch 8
+#                 at 4,000 positions (with attention variants 2/3 and the step
+#                 without attention), batch 1/32/256 at 150
 #        real     the real SmolLM2-135M GGUF: test_real through the CUDA
 #                 backend (greedy identity and logits against transformers),
 #                 bench_cuda at batch 1/8/32, transformers eager + compiled
@@ -113,6 +116,18 @@ part_pp() {   # context hoisted ahead of the item (the default) and the template
                 --cuda --model $MD/qwen2.5-0.5b --limit 30 --max-tokens 32 $h \
                 --out "$OUT/pp_h100_qwen2.5-0.5b_${f}${h:+_literal}.json" 2>&1 | grep -E "model runs|every item|speedup|wrote"
         done
+    done
+}
+
+part_kv() {   # issue 26 part 2: the floor counts the KV bytes of the format
+    model qwen2.5-1.5b
+    for kv in f32 bf16; do
+        $BIN/bench_cuda $MD/qwen2.5-1.5b --kv $kv --prompt 4000 --batches 8 --prefill 0 \
+            --ablate-only attn_v2,attn_v3,-attn --out "$OUT/kv_h100_${kv}_qwen2.5-1.5b_ctx4000.json" 2>&1 |
+            grep -E "backend up|batch|default|attn|bench_cuda"
+        $BIN/bench_cuda $MD/qwen2.5-1.5b --kv $kv --prompt 150 --batches 1,32,256 --prefill 0 \
+            --ablate-only none --out "$OUT/kv_h100_${kv}_qwen2.5-1.5b_ctx150.json" 2>&1 |
+            grep -E "backend up|batch|default|bench_cuda"
     done
 }
 

@@ -180,13 +180,20 @@ part_base() {   # this build's bench_cuda against .dev/bin/bench_cuda_base (an e
         done
     done
 }
-part_ngram() {  # n-gram speculation on the real models' own MATH-500 answers (needs part real's files)
-    local R=/tmp/brisk-real
+part_ngram() {  # n-gram speculation on the real models' own text (needs part real's files):
+                # MATH-500 problems and ParallelPrompt reading-comprehension rows; Gemma 3 270M
+                # is a base model without a chat template, so it gets them as raw prompts
+    local R=/tmp/brisk-real P=.dev/data/parallelprompt/reading_comprehension_lmsys.json
     for f in $R/SmolLM2-135M-Instruct.Q4_1.gguf $R/gemma-3-270m-q4_k_m.gguf; do
         [ -f $f ] || continue
-        timeout 150 $BIN/bench_spec --cuda --model $f --data .dev/data/math500/test.jsonl --limit ${NGRAM_LIMIT:-16} \
-            --max-tokens 256 --batch 1,8 --k 4 --repeat 2 \
-            --out "$OUT/spec_h100_ngram_$(basename $f .gguf).json" 2>&1 | tail -12
+        local n=$(basename $f .gguf) raw=
+        case $n in gemma*) raw=--raw;; esac
+        timeout 150 $BIN/bench_spec --cuda --model $f $raw --data .dev/data/math500/test.jsonl \
+            --limit ${NGRAM_LIMIT:-16} --max-tokens 256 --batch 1,8 --k 4 --repeat 2 \
+            --out "$OUT/spec_h100_ngram_math_$n.json" 2>&1 | tail -8
+        [ -f $P ] && timeout 150 $BIN/bench_spec --cuda --model $f $raw --pp $P \
+            --limit ${NGRAM_LIMIT:-16} --max-tokens 256 --batch 1,8 --k 4 --repeat 2 \
+            --out "$OUT/spec_h100_ngram_pp_$n.json" 2>&1 | tail -8
     done
 }
 

@@ -107,7 +107,7 @@ __device__ __forceinline__ void rope_rows(const gemv_rope &rp, int unit, int row
 typedef struct rope_pre {
     void *dst;                  /* q (f32) or the row's KV slot; NULL: nothing to store */
     float b1, b2, cs, sn;       /* biases of the row and its partner; cos, sin */
-    int rotate;
+    int half, rotate;
     int bf16;                   /* dst is a bf16 pool's slot: values rounded */
 } rope_pre;
 
@@ -130,6 +130,7 @@ __device__ __forceinline__ rope_pre rope_prepare(const gemv_rope &rp, int u, int
     const int qu = (nh + nkv) * hd / 4, c = rows[j];
     if (u < qu && j >= 2) return p;
     p.b1 = rp.bias ? rp.bias[c] : 0.f;
+    p.half = half;
     if (u >= qu) {   /* v head */
         const int h = c / hd - nh - nkv, d = c % hd;
         rope_kv_dst(p, rp.kv, kv_step_row(rp.kv, rp.st, r, nkv + h), d);
@@ -147,16 +148,15 @@ __device__ __forceinline__ rope_pre rope_prepare(const gemv_rope &rp, int u, int
     return p;
 }
 
-/* v is the row's sum, v2 its partner's (half = head_dim / 2 further): bias,
- * rotation (angle in double, as the RoPE kernel does), store. */
-__device__ __forceinline__ void rope_finish(const rope_pre &p, bool bias, float v, float v2,
-                                            int half) {
+/* v is the row's sum, v2 its partner's: bias, rotation (angle in double, as
+ * the RoPE kernel does), store. */
+__device__ __forceinline__ void rope_finish(const rope_pre &p, bool bias, float v, float v2) {
     if (!p.dst) return;
     if (bias) v += p.b1;
     if (!p.rotate) { rope_store(p, 0, v); return; }
     if (bias) v2 += p.b2;
     rope_store(p, 0, v * p.cs - v2 * p.sn);
-    rope_store(p, half, v2 * p.cs + v * p.sn);
+    rope_store(p, p.half, v2 * p.cs + v * p.sn);
 }
 
 /* s_rstd[r] = 1 / rms(x[r]) for the R rows, all rows in one pass and one
@@ -320,7 +320,7 @@ gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *x,
                 if (j < 2)
                     for (int kp = 0; kp < KS; kp++) v2 += s_red[ul * KS + kp][j + 2][r];
                 if (base != blockIdx.x * upc) pre = rope_prepare(rp, u, j, r);
-                rope_finish(pre, rp.bias != NULL, v, v2 * rs, rp.kv.head_dim / 2);
+                rope_finish(pre, rp.bias != NULL, v, v2 * rs);
             } else {
                 int n = u * GEMV_NR + j;
                 if (n < N) {

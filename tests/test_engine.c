@@ -769,6 +769,13 @@ static void test_bad_args(void) {
     o = (eng_opts){ .block_size = -1 };
     T_CHECK(eng_create(f->m, &o, &bad, &err) == ENG_EINVAL && !bad);
     T_CHECK(eng_create(NULL, NULL, &bad, &err) == ENG_EINVAL);
+    /* KV formats: the two names, nothing else */
+    o = (eng_opts){ .kv_format = 2 };
+    T_CHECK(eng_create(f->m, &o, &bad, &err) == ENG_EINVAL && !bad);
+    T_CHECK(eng_kv_format_parse("f32") == ENG_KV_F32 && eng_kv_format_parse("bf16") == ENG_KV_BF16);
+    T_CHECK(eng_kv_format_parse("BF16") < 0 && eng_kv_format_parse("bf16 ") < 0 &&
+            eng_kv_format_parse("") < 0 && eng_kv_format_parse(NULL) < 0);
+    T_CHECK(!strcmp(eng_kv_format_name(ENG_KV_BF16), "bf16") && !strcmp(eng_kv_format_name(9), "?"));
 }
 
 /* The backend checks what it is handed: bad rows are errors, not reads. */

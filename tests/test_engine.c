@@ -426,8 +426,9 @@ static void test_fork_kv_bf16(void) {
 
 /* ------------------------------------------------------------ bf16 KV */
 /* Keys and values rounded to bf16 move the fixtures' logits by about 1e-3
- * relative (measured worst over the four fixtures: see the printed figure);
- * TOL_BF16 bounds it against transformers' float64 reference.  The rows of
+ * relative (measured worst over the four fixtures: 5.1e-3, tiny-llama; see
+ * the printed figures); TOL_BF16 bounds it against transformers' float64
+ * reference and against the same engine with an f32 pool.  The rows of
  * one pass over prompt + generated tokens must differ from the f32 pool's
  * (the rounding happens) and equal, bit for bit, the rows of decode steps
  * forced along the same tokens (what a step writes is what later steps
@@ -472,8 +473,8 @@ static void kv_bf16(fixture *f) {
             double e2 = rel_err(a, b, f->vocab);
             if (er > worst) worst = er;
             if (e2 > worst32) worst32 = e2;
-            T_CHECKF(er < TOL_BF16, "%s prompt %d position %d: bf16 KV relative error %.3g", f->name,
-                     pi, r, er);
+            T_CHECKF(er < TOL_BF16 && e2 < TOL_BF16, "%s prompt %d position %d: bf16 KV relative "
+                     "error %.3g vs transformers, %.3g vs f32 KV", f->name, pi, r, er, e2);
             differ += memcmp(a, b, sizeof(float) * f->vocab) != 0;
             int ia = 0, ib = 0;
             for (int v = 1; v < f->vocab; v++) {

@@ -20,7 +20,8 @@
 #                 at 4,000 positions (with attention variants 2/3 and the step
 #                 without attention), batch 1/32/256 at 150
 #        real     the real SmolLM2-135M GGUF: test_real through the CUDA
-#                 backend (greedy identity and logits against transformers),
+#                 backend (greedy identity and logits against transformers;
+#                 again with bf16 KV: CUDA's tokens against the CPU's in bf16),
 #                 bench_cuda at batch 1/8/32, transformers eager + compiled
 #                 (f32, the same dequantized weights, and bf16) on the file.
 #                 The file (98 MB) is over one call's 64 MiB: stage it in
@@ -145,6 +146,8 @@ part_real() {
     fi
     BRISK_MODELS=$R BRISK_TEST_BACKEND=cuda $BIN/test_real > "$OUT/test_real_cuda.log" 2>&1
     echo "test_real (CUDA) exit $?"; grep -E "backend|greedy|logits|FAIL|passed" "$OUT/test_real_cuda.log"
+    BRISK_TEST_KV=bf16 BRISK_MODELS=$R BRISK_TEST_BACKEND=cuda $BIN/test_real > "$OUT/test_real_cuda_kv_bf16.log" 2>&1
+    echo "test_real (CUDA, bf16 KV) exit $?"; grep -E "backend|greedy|logits|bf16 KV|FAIL|passed" "$OUT/test_real_cuda_kv_bf16.log"
     $BIN/bench_cuda $F --out "$OUT/cuda_h100_smollm2-135m.json" --batches ${REAL_BATCHES:-1,8,32} 2>&1 | tail -14
     [ -f $G ] && $BIN/bench_cuda $G --out "$OUT/cuda_h100_gemma3-270m.json" --batches ${REAL_BATCHES:-1,8,32} 2>&1 | tail -14
     [ "${REAL_PEER:-1}" = 0 ] && return

@@ -22,8 +22,9 @@
 /* Key u of the pass is slot u % bs of the pass's distinct block u / bs
  * (keys.block); slots past keys.valid hold no token of any sequence of the
  * pass and are read as zero, so that P V never meets stale values.  K and V
- * (f32 or bf16 in the pool) go to kc / vc in f32 as [n_heads][n_keys][hd]: a copy per query head, so that
- * one strided batch of products covers every head. */
+ * (f32 or bf16 in the pool) go to kc / vc in f32 as [n_heads][n_keys][hd]:
+ * a copy per query head, so that one strided batch of products covers every
+ * head. */
 __global__ void attn_gather_kernel(kern_kv kv, kern_keys keys, int G, float *kc, float *vc) {
     pdl_launch();
     pdl_wait();

@@ -3,7 +3,7 @@
  *
  *   build/benchmarks/bench_cuda MODEL_DIR [--out FILE] [--prompt N]
  *        [--steps N] [--prefill N] [--batches 1,8,32,64,256] [--kernels] [--ablate]
- *        [--ablate-only NAME,...] [--skinny-max N]
+ *        [--ablate-only NAME,...] [--skinny-max N] [--kv f32|bf16]
  *
  * Measures, on one GPU: the device bandwidth (a 1 GiB device-to-device
  * copy, bytes read + written, median of 10); prefill tokens/s (one prompt of
@@ -14,7 +14,8 @@
  *
  * Floor of a decode step = (weight bytes + KV bytes read) / bandwidth: the
  * weights (every layer + lm_head, as stored on the GPU) are read once per
- * step whatever the batch; attention reads each sequence's whole KV.
+ * step whatever the batch; attention reads each sequence's whole KV, in
+ * the pool's format (--kv: f32, the default, or bf16: half the bytes).
  * Variants, each run right after the default on the same sequences: batch
  * 1 without programmatic dependent launch and without CUDA graphs; batch
  * 2..8 through the other matrix path (GEMV kernel or cuBLASLt); batches
@@ -665,7 +666,7 @@ static void kernel_bench(const eng_config *c, double bw, int sms, cJSON *root) {
         const char *names[5] = {"qkv (+norm)", "o_proj (+resid)", "gate|up (+norm, swiglu)",
                                 "down (+resid)", "lm_head"};
         kern_kv kv = {kvp, (long long)(2 * c->n_kv_heads * bs * c->head_dim), c->n_kv_heads,
-                      c->head_dim, bs, 0};
+                      c->head_dim, bs, 0, KERN_F32};
         cJSON *arr = cJSON_AddArrayToObject(root, "kernels_batch1");
         printf("per-kernel, batch 1 (graph of 32 launches, PDL on | off):\n");
         for (int i = 0; i < 5; i++) {
@@ -731,7 +732,7 @@ static int parse_batches(const char *s, int *b, int max) {
 
 int main(int argc, char **argv) {
     const char *dir = NULL, *out = NULL;
-    int batches[MAX_B] = {1, 8, 32, 64, 256}, nb = 5, pf = 512, kernels = 0;
+    int batches[MAX_B] = {1, 8, 32, 64, 256}, nb = 5, pf = 512, kernels = 0, kvf = ENG_KV_F32;
     bench B;
     memset(&B, 0, sizeof B);
     B.prompt = 128; B.steps = 32; B.warm = 3; B.rng = 12345; B.skinny_max = -1;
@@ -746,13 +747,20 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--ablate")) B.ablate = 1;
         else if (!strcmp(a, "--ablate-only") && v) { B.ablate = 1; B.only = v; i++; }
         else if (!strcmp(a, "--skinny-max") && v) { B.skinny_max = atoi(v); i++; }
+        else if (!strcmp(a, "--kv") && v) {
+            if ((kvf = eng_kv_format_parse(v)) < 0) {
+                fprintf(stderr, "bench_cuda: --kv takes f32 or bf16, not %s\n", v);
+                return 2;
+            }
+            i++;
+        }
         else if (a[0] != '-' && !dir) dir = a;
         else { fprintf(stderr, "bench_cuda: unknown argument %s\n", a); return 2; }
     }
     if (!dir || nb < 1 || B.prompt < 2 || B.steps < 1 || pf < 0) {
         fprintf(stderr, "usage: bench_cuda MODEL_DIR [--out FILE] [--prompt N] [--steps N] "
                         "[--prefill N] [--batches 1,8,...] [--kernels] [--ablate] [--ablate-only a,b] "
-                        "[--skinny-max N]\n");
+                        "[--skinny-max N] [--kv f32|bf16]\n");
         return 2;
     }
     int ndev = 0;
@@ -782,14 +790,15 @@ int main(int argc, char **argv) {
     int pf_blocks = prefill_blocks(pf), n_blocks = maxb * B.nb_per;
     if (n_blocks < pf_blocks) n_blocks = pf_blocks;
     t0 = eng_now_s();
-    if (eng_backend_cuda_create(m, n_blocks, BS, &B.b, &err)) {
+    if (eng_backend_cuda_create(m, n_blocks, BS, kvf, &B.b, &err)) {
         fprintf(stderr, "bench_cuda: %s\n", err.msg);
         return 1;
     }
     eng_cuda_get_info(B.b, &B.info);
-    printf("backend up in %.1f s on %s (%d SMs): weights %.3f GB (%s), KV %zu bytes/token (f32), "
+    printf("backend up in %.1f s on %s (%d SMs): weights %.3f GB (%s), KV %zu bytes/token (%s), "
            "%d blocks\n", eng_now_s() - t0, B.info.device, B.info.n_sms, B.info.weight_bytes / 1e9,
-           B.info.weights_bf16 ? "bf16" : "f32", B.info.kv_bytes_per_token, n_blocks);
+           B.info.weights_bf16 ? "bf16" : "f32", B.info.kv_bytes_per_token,
+           eng_kv_format_name(B.info.kv_format), n_blocks);
     printf("device copy bandwidth: %.0f GB/s (read + write)\n", B.bw / 1e9);
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "model", name);
@@ -797,6 +806,7 @@ int main(int argc, char **argv) {
     cJSON_AddNumberToObject(root, "bandwidth_GBps", B.bw / 1e9);
     cJSON_AddNumberToObject(root, "weight_bytes", (double)B.info.weight_bytes);
     cJSON_AddNumberToObject(root, "kv_bytes_per_token", (double)B.info.kv_bytes_per_token);
+    cJSON_AddStringToObject(root, "kv_format", eng_kv_format_name(B.info.kv_format));
     cJSON_AddNumberToObject(root, "prompt", B.prompt);
     cJSON_AddNumberToObject(root, "steps", B.steps);
     if (kernels) kernel_bench(eng_model_config(m), B.bw, B.info.n_sms, root);

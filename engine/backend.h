@@ -58,27 +58,31 @@ typedef struct eng_tp_slice {
  * saying why when the model cannot be split n ways. */
 int eng_tp_slice_of(const eng_config *c, int n, int rank, eng_tp_slice *out, eng_err *err);
 
-int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int n_threads,
-                           eng_backend **out, eng_err *err);
+/* Bytes of one stored K or V value in KV format f (ENG_KV_*). */
+static inline size_t eng_kv_elem_bytes(int f) { return f == ENG_KV_BF16 ? 2 : 4; }
+
+/* kv_format: ENG_KV_*, how the pool stores keys and values (eng.h). */
+int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int kv_format,
+                           int n_threads, eng_backend **out, eng_err *err);
 /* The CPU backend split over n_ranks ranks, each a thread with its share
  * of the weights (read in place from the model's), its own KV pool of its
  * KV heads and n_threads / n_ranks threads for its products; all-reduces
  * add the ranks' parts in rank order, so results do not depend on timing. */
-int eng_backend_split_create(const eng_model *m, int n_blocks, int block_size, int n_ranks,
-                             int n_threads, eng_backend **out, eng_err *err);
+int eng_backend_split_create(const eng_model *m, int n_blocks, int block_size, int kv_format,
+                             int n_ranks, int n_threads, eng_backend **out, eng_err *err);
 #ifdef BRISK_CUDA
-int eng_backend_cuda_create(const eng_model *m, int n_blocks, int block_size,
+int eng_backend_cuda_create(const eng_model *m, int n_blocks, int block_size, int kv_format,
                             eng_backend **out, eng_err *err);
 /* How many KV blocks fit in the GPU's free memory beside the weights (of
  * one rank's share when split over n_ranks GPUs). */
-int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int n_ranks, int *n_blocks,
-                                eng_err *err);
+int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int kv_format, int n_ranks,
+                                int *n_blocks, eng_err *err);
 /* The CUDA backend split over n_ranks GPUs (rank r on device r) through
  * NCCL: the shares of eng_tp_slice_of, the whole embedding on every rank,
  * lm_head rows in equal vocabulary shares gathered before sampling; each
  * rank's pass on a thread of its own.  ENG_EUNSUPPORTED in a build without
  * NCCL. */
-int eng_backend_cuda_tp_create(const eng_model *m, int n_blocks, int block_size, int n_ranks,
-                               eng_backend **out, eng_err *err);
+int eng_backend_cuda_tp_create(const eng_model *m, int n_blocks, int block_size, int kv_format,
+                               int n_ranks, eng_backend **out, eng_err *err);
 #endif
 #endif

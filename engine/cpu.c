@@ -1,5 +1,7 @@
 /* cpu.c — the CPU reference backend: f32 weights as the model holds them,
- * a paged KV pool in host memory, and a small persistent thread pool; and
+ * a paged KV pool in host memory (f32, or bf16 values rounded as the CUDA
+ * backend rounds them, so both compute from the same keys and values), and
+ * a small persistent thread pool (pool.h); and
  * the same code split over tensor-parallel ranks (eng_backend_split_create):
  * each rank a thread with its share of the weights, read in place, its own
  * KV pool and thread pool, the ranks adding their partial sums in
@@ -59,6 +61,29 @@ INLINE float dot(const float *a, const float *b, int n) {
     return s;
 }
 
+/* bf16 KV rows (ENG_KV_BF16): a bf16 value is the top half of an f32. */
+typedef uint16_t u16x8 __attribute__((vector_size(16)));
+typedef uint32_t u32x8 __attribute__((vector_size(32)));
+INLINE float bf16f(uint16_t v) { uint32_t u = (uint32_t)v << 16; float f; memcpy(&f, &u, 4); return f; }
+INLINE v8 ld8_bf16(const uint16_t *p) {
+    u16x8 h;
+    memcpy(&h, p, sizeof h);
+    u32x8 w = __builtin_convertvector(h, u32x8) << 16;
+    v8 v;
+    memcpy(&v, &w, sizeof v);
+    return v;
+}
+
+/* dot() with b in bf16: the same operations on b's f32 values. */
+INLINE float dot_bf16(const float *a, const uint16_t *b, int n) {
+    v8 acc = { 0 };
+    int k = 0;
+    for (; k + 8 <= n; k += 8) acc += ld8(a + k) * ld8_bf16(b + k);
+    float s = hsum8(&acc);
+    for (; k < n; k++) s += a[k] * bf16f(b[k]);
+    return s;
+}
+
 /* ---------------------------------------------------------------- state */
 typedef struct tp_group tp_group;
 
@@ -71,8 +96,10 @@ typedef struct cpu {
     eng_config c;
     eng_tp_slice tl;         /* its heads, KV heads, MLP columns and vocabulary rows */
     int n_blocks, bs;
-    size_t block_floats;     /* one block's K (or V) over all layers, its KV heads */
-    float *k_pool, *v_pool;  /* [n_blocks][layers][tl.nkv][bs][head_dim] */
+    int kv_bf16;             /* the pools hold bf16 values (ENG_KV_BF16), else f32 */
+    size_t kv_eb;            /* bytes of a stored value */
+    size_t block_elems;      /* one block's K (or V) over all layers, its KV heads */
+    void *k_pool, *v_pool;   /* [n_blocks][layers][tl.nkv][bs][head_dim] */
     size_t pool_bytes;
     eng_pool *tp;
     tp_group *g;             /* NULL: unsplit */
@@ -91,10 +118,19 @@ typedef struct cpu {
 
 enum { CHUNK_ROWS = 512 };   /* rows per internal pass: bounds scratch memory */
 
-/* head: the rank's own numbering, 0 .. tl.nkv - 1 */
-static float *kv_at(const cpu *s, float *base, int block, int layer, int head) {
-    return base + (size_t)block * s->block_floats +
+/* Element offset of slot 0 of (block, layer, kv head) in a pool; head: the
+ * rank's own numbering, 0 .. tl.nkv - 1. */
+static size_t kv_off(const cpu *s, int block, int layer, int head) {
+    return (size_t)block * s->block_elems +
            ((size_t)layer * s->tl.nkv + head) * (size_t)s->bs * s->c.head_dim;
+}
+
+/* Writes n values at element offset off of a pool, rounded to bf16 in a
+ * bf16 pool. */
+static void kv_put(const cpu *s, void *pool, size_t off, const float *x, int n) {
+    if (!s->kv_bf16) { memcpy((float *)pool + off, x, (size_t)n * sizeof *x); return; }
+    uint16_t *d = (uint16_t *)pool + off;
+    for (int i = 0; i < n; i++) d[i] = eng_f32_to_bf16(x[i]);
 }
 
 static int grow(float **p, size_t n, eng_err *err) {
@@ -307,6 +343,7 @@ static void att_worker(void *arg, int tid, int nth) {
     const int nh = s->tl.nh, qd = nh * hd;
     const int win = eng_layer_sliding(c, j->layer) ? c->sliding_window : 0;
     const float scale = c->attn_scale;
+    const int bf = s->kv_bf16;
     float *sc = s->scores + (size_t)tid * s->cap_len;
     int items = j->rows * nh;
     for (int it = tid; it < items; it += nth) {   /* interleaved: later rows are longer */
@@ -319,10 +356,12 @@ static void att_worker(void *arg, int tid, int nth) {
         float mx = -INFINITY;
         /* positions first..pos, block by block: [t0 + a, t0 + n) of each */
         for (int t0 = first / bs * bs; t0 <= pos; t0 += bs) {
-            const float *kb = kv_at(s, s->k_pool, table[t0 / bs], j->layer, g);
+            const size_t kb = kv_off(s, table[t0 / bs], j->layer, g);
             int a = first > t0 ? first - t0 : 0, n = pos - t0 + 1 < bs ? pos - t0 + 1 : bs;
             for (int t = a; t < n; t++) {
-                float v = dot(q, kb + (size_t)t * hd, hd) * scale;
+                const size_t o = kb + (size_t)t * hd;
+                float v = (bf ? dot_bf16(q, (const uint16_t *)s->k_pool + o, hd)
+                              : dot(q, (const float *)s->k_pool + o, hd)) * scale;
                 sc[t0 + t] = v;
                 if (v > mx) mx = v;
             }
@@ -332,17 +371,27 @@ static void att_worker(void *arg, int tid, int nth) {
         float inv = 1.0f / sum;
         for (int d = 0; d < hd; d++) out[d] = 0;
         for (int t0 = first / bs * bs; t0 <= pos; t0 += bs) {
-            const float *vb = kv_at(s, s->v_pool, table[t0 / bs], j->layer, g);
+            const size_t vb = kv_off(s, table[t0 / bs], j->layer, g);
             int a = first > t0 ? first - t0 : 0, n = pos - t0 + 1 < bs ? pos - t0 + 1 : bs;
             for (int t = a; t < n; t++) {
-                const float *vv = vb + (size_t)t * hd;
+                const size_t o = vb + (size_t)t * hd;
                 float p = sc[t0 + t];
                 int d = 0;
-                for (; d + 8 <= hd; d += 8) {
-                    v8 o = ld8(out + d) + ld8(vv + d) * p;
-                    st8(out + d, &o);
+                if (bf) {
+                    const uint16_t *vv = (const uint16_t *)s->v_pool + o;
+                    for (; d + 8 <= hd; d += 8) {
+                        v8 x = ld8(out + d) + ld8_bf16(vv + d) * p;
+                        st8(out + d, &x);
+                    }
+                    for (; d < hd; d++) out[d] += bf16f(vv[d]) * p;
+                } else {
+                    const float *vv = (const float *)s->v_pool + o;
+                    for (; d + 8 <= hd; d += 8) {
+                        v8 x = ld8(out + d) + ld8(vv + d) * p;
+                        st8(out + d, &x);
+                    }
+                    for (; d < hd; d++) out[d] += vv[d] * p;
                 }
-                for (; d < hd; d++) out[d] += vv[d] * p;
             }
         }
         for (int d = 0; d < hd; d++) out[d] *= inv;
@@ -401,9 +450,9 @@ static void rope_and_store(cpu *s, const eng_fwd_batch *b, int row0, int n, int 
             float *k = s->k + (size_t)i * kd + g * hd;
             if (c->qk_norm) rmsnorm(k, k, w->k_norm, hd, c->rms_eps);
             rope(k, cs, sn, hd);
-            memcpy(kv_at(s, s->k_pool, blk, layer, g) + (size_t)slot * hd, k, hd * sizeof *k);
-            memcpy(kv_at(s, s->v_pool, blk, layer, g) + (size_t)slot * hd,
-                   s->v + (size_t)i * kd + g * hd, hd * sizeof *k);
+            const size_t o = kv_off(s, blk, layer, g) + (size_t)slot * hd;
+            kv_put(s, s->k_pool, o, k, hd);
+            kv_put(s, s->v_pool, o, s->v + (size_t)i * kd + g * hd, hd);
         }
     }
 }
@@ -685,11 +734,10 @@ static int cpu_copy_block(eng_backend *be, int src, int dst, eng_err *err) {
     if (src == dst) return ENG_OK;
     for (int i = 0; i < n_ranks(s); i++) {   /* each rank holds its KV heads of the block */
         cpu *r = rank_of(s, i);
-        size_t n = r->block_floats * sizeof(float);
-        memcpy(r->k_pool + (size_t)dst * r->block_floats,
-               r->k_pool + (size_t)src * r->block_floats, n);
-        memcpy(r->v_pool + (size_t)dst * r->block_floats,
-               r->v_pool + (size_t)src * r->block_floats, n);
+        const size_t n = r->block_elems * r->kv_eb;
+        char *k = r->k_pool, *v = r->v_pool;
+        memcpy(k + (size_t)dst * n, k + (size_t)src * n, n);
+        memcpy(v + (size_t)dst * n, v + (size_t)src * n, n);
     }
     return ENG_OK;
 }
@@ -758,7 +806,7 @@ static int check_model(const eng_model *m, eng_err *err) {
 /* One rank with its share tl: a KV pool of its KV heads and n_threads
  * threads for its products. */
 static int rank_create(const eng_model *m, const eng_tp_slice *tl, int n_blocks, int block_size,
-                       int n_threads, cpu **out, eng_err *err) {
+                       int kv_format, int n_threads, cpu **out, eng_err *err) {
     cpu *s = calloc(1, sizeof *s);
     if (!s) return eng_seterr(err, ENG_ENOMEM, "cpu: out of memory");
     s->m = m;
@@ -766,13 +814,15 @@ static int rank_create(const eng_model *m, const eng_tp_slice *tl, int n_blocks,
     s->tl = *tl;
     s->n_blocks = n_blocks;
     s->bs = block_size;
-    s->block_floats = (size_t)s->c.n_layers * tl->nkv * block_size * s->c.head_dim;
-    if (s->block_floats > SIZE_MAX / sizeof(float) / 2 / (size_t)n_blocks) {
+    s->kv_bf16 = kv_format == ENG_KV_BF16;
+    const size_t eb = s->kv_eb = eng_kv_elem_bytes(kv_format);
+    s->block_elems = (size_t)s->c.n_layers * tl->nkv * block_size * s->c.head_dim;
+    if (s->block_elems > SIZE_MAX / eb / 2 / (size_t)n_blocks) {
         rank_destroy(s);
         return eng_seterr(err, ENG_EINVAL, "cpu: KV pool of %d blocks is too large", n_blocks);
     }
     /* Reserved, not committed: pages are touched only when blocks are used. */
-    s->pool_bytes = s->block_floats * sizeof(float) * 2 * (size_t)n_blocks;
+    s->pool_bytes = s->block_elems * eb * 2 * (size_t)n_blocks;
     void *p = mmap(NULL, s->pool_bytes, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) {
@@ -781,17 +831,19 @@ static int rank_create(const eng_model *m, const eng_tp_slice *tl, int n_blocks,
         return eng_seterr(err, ENG_ENOMEM, "cpu: could not map a KV pool of %zu MiB", mb);
     }
     s->k_pool = p;
-    s->v_pool = s->k_pool + s->block_floats * (size_t)n_blocks;
+    s->v_pool = (char *)p + s->block_elems * eb * (size_t)n_blocks;
     int rc = eng_pool_create(n_threads, &s->tp, err);
     if (rc) { rank_destroy(s); return rc; }
     *out = s;
     return ENG_OK;
 }
 
-static int check_args(const eng_model *m, int n_blocks, int block_size, eng_backend **out,
-                      eng_err *err) {
+static int check_args(const eng_model *m, int n_blocks, int block_size, int kv_format,
+                      eng_backend **out, eng_err *err) {
     if (!out) return eng_seterr(err, ENG_EINVAL, "cpu: no output pointer");
     *out = NULL;
+    if (kv_format != ENG_KV_F32 && kv_format != ENG_KV_BF16)
+        return eng_seterr(err, ENG_EINVAL, "cpu: unknown KV format %d", kv_format);
     if (!m) return eng_seterr(err, ENG_EINVAL, "cpu: no model");
     int rc = check_model(m, err);
     if (rc) return rc;
@@ -813,16 +865,17 @@ static eng_backend *new_backend(void) {
 
 static int clamp_threads(int n) { return n <= 0 ? 1 : n > 256 ? 256 : n; }
 
-int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int n_threads,
-                           eng_backend **out, eng_err *err) {
-    int rc = check_args(m, n_blocks, block_size, out, err);
+int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int kv_format,
+                           int n_threads, eng_backend **out, eng_err *err) {
+    int rc = check_args(m, n_blocks, block_size, kv_format, out, err);
     if (rc) return rc;
     eng_tp_slice all;
     if ((rc = eng_tp_slice_of(&m->cfg, 1, 0, &all, err))) return rc;
     eng_backend *be = new_backend();
     if (!be) return eng_seterr(err, ENG_ENOMEM, "cpu: out of memory");
     cpu *s = NULL;
-    if ((rc = rank_create(m, &all, n_blocks, block_size, clamp_threads(n_threads), &s, err))) {
+    if ((rc = rank_create(m, &all, n_blocks, block_size, kv_format, clamp_threads(n_threads), &s,
+                          err))) {
         free(be);
         return rc;
     }
@@ -831,9 +884,9 @@ int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int
     return ENG_OK;
 }
 
-int eng_backend_split_create(const eng_model *m, int n_blocks, int block_size, int n_ranks,
-                             int n_threads, eng_backend **out, eng_err *err) {
-    int rc = check_args(m, n_blocks, block_size, out, err);
+int eng_backend_split_create(const eng_model *m, int n_blocks, int block_size, int kv_format,
+                             int n_ranks, int n_threads, eng_backend **out, eng_err *err) {
+    int rc = check_args(m, n_blocks, block_size, kv_format, out, err);
     if (rc) return rc;
     if (n_ranks < 1 || n_ranks > ENG_TP_MAX)
         return eng_seterr(err, ENG_EINVAL, "split: %d ranks, need 1 to %d", n_ranks, ENG_TP_MAX);
@@ -851,7 +904,7 @@ int eng_backend_split_create(const eng_model *m, int n_blocks, int block_size, i
     g->r = r;
     int per = clamp_threads(n_threads / n_ranks);
     for (int i = 0; i < n_ranks && !rc; i++) {
-        rc = rank_create(m, &tl[i], n_blocks, block_size, per, &r[i], err);
+        rc = rank_create(m, &tl[i], n_blocks, block_size, kv_format, per, &r[i], err);
         if (!rc) { r[i]->g = g; r[i]->rank = i; }
     }
     be->ctx = r[0];

@@ -139,15 +139,16 @@ static void test_fixtures(void) {
 }
 
 /* One rank through the split path is the unsplit backend bit for bit: the
- * shares, strides and the all-reduce of one part change no operation. */
-static void test_one_rank_exact(void) {
+ * shares, strides and the all-reduce of one part change no operation (with
+ * f32 and bf16 KV pools). */
+static void one_rank_exact(int kv_format) {
     eng_model *m = load("tiny-gemma3");
     if (!m) T_FAIL("bundled fixture tiny-gemma3 does not load");
     const eng_config *c = eng_model_config(m);
     eng_backend *be[2] = { 0 };
     eng_err err = { 0 };
-    if (eng_backend_cpu_create(m, 8, 4, 1, &be[0], &err) ||
-        eng_backend_split_create(m, 8, 4, 1, 1, &be[1], &err)) {
+    if (eng_backend_cpu_create(m, 8, 4, kv_format, 1, &be[0], &err) ||
+        eng_backend_split_create(m, 8, 4, kv_format, 1, 1, &be[1], &err)) {
         printf("  %s\n", err.msg);
         T_CHECK(0);
     }
@@ -165,6 +166,11 @@ static void test_one_rank_exact(void) {
     for (int k = 0; k < 2; k++) if (be[k]) be[k]->destroy(be[k]);
     free(l[0]); free(l[1]);
     eng_model_free(m);
+}
+
+static void test_one_rank_exact(void) {
+    one_rank_exact(ENG_KV_F32);
+    one_rank_exact(ENG_KV_BF16);
 }
 
 /* Shares: every query head, MLP column and vocabulary row belongs to

@@ -34,6 +34,11 @@ typedef struct eng_cuda_opts {
     int attn_span;      /* variant 2/3's positions per block before splitting; 0: default */
     int prefill_attn;   /* KERN_PF_*: when prompt passes take kern_attention_prefill */
     int gemm_attn;      /* < 0: never kern_attention_gemm; 0: for long prompts of one sequence */
+    int no_quant;       /* 1: quantized (GGUF) weights go through their dense copy only, as
+                           every other product does (the blocks are not uploaded when set at
+                           create) */
+    int quant_max_rows; /* quantized weights: passes of up to this many rows (0..8) take
+                           kern_qgemv instead of gemv_max_rows' rule; default 8 */
 } eng_cuda_opts;
 
 /* prefill_attn: 0 reads BRISK_PREFILL_ATTN (never | always), else auto:
@@ -56,7 +61,9 @@ int  eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o);
  * plus the lm_head), KV bytes stored per token (all layers, K and V), the
  * device's name and multiprocessor count. */
 typedef struct eng_cuda_info {
-    size_t weight_bytes, kv_bytes_per_token;
+    size_t weight_bytes, kv_bytes_per_token;   /* the quantized bytes while quant is on */
+    int quant;          /* 1: decode passes read the quantized blocks (kern_qgemv) */
+    size_t dense_weight_bytes;   /* the dense copy's bytes (what no_quant reads) */
     int weights_bf16, n_sms, graphs;
     int attn_variant;   /* as set in eng_cuda_opts: 0 = per pass (2 or 3 by rows and context) */
     char device[128];
@@ -115,6 +122,32 @@ int kern_gemv(cudaStream_t s, const void *W, int wdt, int N, int K, const float 
 int kern_gemv_qkv(cudaStream_t s, const void *W, int wdt, int K, const float *x, int R,
                   const float *norm_w, float eps, const float *bias, const kern_step *st,
                   int n_heads, const float *inv_freq, float *q, kern_kv kv, int n_sms, int pdl);
+/* Quantized weights (ggml block formats, kept as the GGUF file stores
+ * them): N rows of K elements in up to KERN_QSEGS row segments, so that a
+ * fused weight (q|k|v, gate|up) may mix types (Q4_K_M files keep some
+ * attn_v in Q6_K).  Segment i holds rows [end[i-1], end[i]) (end[-1] = 0)
+ * at w[i], each row K / block elements in row_bytes bytes; types are
+ * ENG_DT_Q8_0 .. ENG_DT_Q6_K; blocks must sit at even addresses (row_bytes
+ * is even for every type; Q4_K and Q5_K rows at multiples of 16). */
+enum { KERN_QSEGS = 3 };
+typedef struct kern_qw {
+    const void *w[KERN_QSEGS];
+    int type[KERN_QSEGS];
+    int end[KERN_QSEGS];
+    int row_bytes[KERN_QSEGS];
+    int n_seg;
+} kern_qw;
+/* Whether the GEMV kernels take this block type. */
+int kern_qtype_ok(int type);
+/* kern_gemv and kern_gemv_qkv over quantized weights (K a multiple of 32,
+ * of 256 for the K types): every block is read once and dequantized in
+ * registers with the float operations of engine/quant.c (each weight
+ * bit-exact with the CPU's f32 copy), products accumulated in f32; R <= 8. */
+int kern_qgemv(cudaStream_t s, const kern_qw *W, int N, int K, const float *x, int R,
+               const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl);
+int kern_qgemv_qkv(cudaStream_t s, const kern_qw *W, int K, const float *x, int R,
+                   const float *norm_w, float eps, const float *bias, const kern_step *st,
+                   int n_heads, const float *inv_freq, float *q, kern_kv kv, int n_sms, int pdl);
 /* Y = W x for R = 1..64 rows of act ([2R][K] bf16: high rows, then low rows;
  * W bf16 [N][K], K a multiple of 32) on tensor cores, written as `parts`
  * partial products over slices of K: Y[p][r][n], p < parts, for the

@@ -13,6 +13,7 @@
  * RoPE of q/k and the KV write of k/v, so the q/k/v product needs no second
  * kernel: a unit then holds the two rotate_half pairs (i, i+hd/2), (i+1,
  * i+1+hd/2) of one head. */
+#include <cuda_fp16.h>
 #include "kern_common.cuh"
 
 #define GEMV_THREADS 256
@@ -196,6 +197,44 @@ __device__ __forceinline__ void unit_rows(const gemv_rope &rp, int N, int n_unit
     }
 }
 
+/* One epilogue item: row j of unit u (local index ul in the block) for
+ * input row r, its sum over the KS warps' partial sums in s_red scaled by
+ * rs (1/rms with a norm prologue, else 1); pre holds the ROPE item's
+ * destination when it was worked out before the wait (first round). */
+template <int R, int MODE>
+__device__ __forceinline__ void gemv_epilogue(const float (*s_red)[GEMV_NR][R], int KS, int ul,
+                                              int u, int j, int r, float rs, int N, float *y,
+                                              const gemv_rope &rp, rope_pre &pre,
+                                              bool first_round) {
+    constexpr bool GLU = MODE == KERN_SWIGLU || MODE == KERN_GEGLU;
+    const int I = N / 2;
+    float v = 0.f;
+    for (int kp = 0; kp < KS; kp++) v += s_red[ul * KS + kp][j][r];
+    v *= rs;
+    if (GLU) {
+        int i = u * 2 + j;
+        if (j < 2 && i < I) {
+            float up = 0.f;
+            for (int kp = 0; kp < KS; kp++) up += s_red[ul * KS + kp][j + 2][r];
+            up *= rs;
+            float a = MODE == KERN_GEGLU ? gelu_tanh(v) : v / (1.0f + expf(-v));
+            y[(size_t)r * I + i] = a * up;
+        }
+    } else if (MODE == KERN_ROPE) {
+        float v2 = 0.f;
+        if (j < 2)
+            for (int kp = 0; kp < KS; kp++) v2 += s_red[ul * KS + kp][j + 2][r];
+        if (!first_round) pre = rope_prepare(rp, u, j, r);
+        rope_finish(pre, rp.bias != NULL, v, v2 * rs);
+    } else {
+        int n = u * GEMV_NR + j;
+        if (n < N) {
+            if (MODE == KERN_RESID) y[(size_t)r * N + n] += v;
+            else y[(size_t)r * N + n] = v;
+        }
+    }
+}
+
 /* w0/w1 = the unit's weights at k and k + step (where inside K). */
 template <int EB>
 __device__ __forceinline__ void gemv_load(uint4 (&w0)[GEMV_NR], uint4 (&w1)[GEMV_NR],
@@ -287,35 +326,9 @@ gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *x,
         __syncthreads();
 
         const int u = base + eu;
-        if (has_item && u < n_units) {
-            const int j = ej, r = er, ul = eu;
-            float rs = nw ? s_rstd[r] : 1.f;
-            float v = 0.f;
-            for (int kp = 0; kp < KS; kp++) v += s_red[ul * KS + kp][j][r];
-            v *= rs;
-            if (GLU) {
-                int i = u * 2 + j;
-                if (j < 2 && i < I) {
-                    float up = 0.f;
-                    for (int kp = 0; kp < KS; kp++) up += s_red[ul * KS + kp][j + 2][r];
-                    up *= rs;
-                    float a = MODE == KERN_GEGLU ? gelu_tanh(v) : v / (1.0f + expf(-v));
-                    y[(size_t)r * I + i] = a * up;
-                }
-            } else if (MODE == KERN_ROPE) {
-                float v2 = 0.f;
-                if (j < 2)
-                    for (int kp = 0; kp < KS; kp++) v2 += s_red[ul * KS + kp][j + 2][r];
-                if (base != blockIdx.x * upc) pre = rope_prepare(rp, u, j, r);
-                rope_finish(pre, rp.bias != NULL, v, v2 * rs);
-            } else {
-                int n = u * GEMV_NR + j;
-                if (n < N) {
-                    if (MODE == KERN_RESID) y[(size_t)r * N + n] += v;
-                    else y[(size_t)r * N + n] = v;
-                }
-            }
-        }
+        if (has_item && u < n_units)
+            gemv_epilogue<R, MODE>(s_red, KS, eu, u, ej, er, nw ? s_rstd[er] : 1.f, N, y, rp, pre,
+                                   base == blockIdx.x * upc);
         if (base + stride < n_units) __syncthreads();   /* s_red is reused */
     }
 }
@@ -402,4 +415,356 @@ extern "C" int kern_gemv_qkv(cudaStream_t s, const void *W, int wdt, int K, cons
     gemv_rope rp = {bias, st, inv_freq, q, kv, n_heads};
     int N = (n_heads + 2 * kv.n_kv) * kv.head_dim;
     return gemv_run(s, W, wdt, N, K, x, R, norm_w, eps, KERN_ROPE, NULL, n_sms, pdl, rp);
+}
+
+/* ------------------------------------------------- quantized weights
+ *
+ * kern_qgemv: the same units, grid, split-K and epilogues as gemv_kernel;
+ * the weights are ggml blocks (engine/quant.c has the layouts).  A lane
+ * takes 32 consecutive elements of its unit's four rows at a time (a
+ * "chunk": one block of the 32-element formats, one sub-block of the K
+ * formats), decodes each row's chunk into 32 small integers and two
+ * (a, b) pairs, one per 16 elements, with weight = a * q + b rounded as
+ * engine/quant.c rounds it (no FMA, so each weight is bit-exact with the
+ * CPU's f32 copy), then multiplies 8 elements at a time against x.  A
+ * unit's rows may be of different types (gate and up, q|k|v segments):
+ * the type is the same across a warp, so the switch does not diverge. */
+
+/* One row's chunk: q[i] holds elements 4i..4i+3 as int8 bytes; elements
+ * 0..15 take a0, b0 and 16..31 a1, b1. */
+struct qchunk {
+    uint32_t q[8];
+    float a0, b0, a1, b1;
+};
+
+/* Blocks sit at even addresses: 16-bit loads (the 32-element formats and
+ * Q6_K are 18..210 bytes long, so wider loads would be misaligned). */
+__device__ __forceinline__ uint32_t ld_u16(const uint8_t *p) {
+    return __ldg((const unsigned short *)p);
+}
+__device__ __forceinline__ uint32_t ld_u32_a2(const uint8_t *p) {
+    return ld_u16(p) | ld_u16(p + 2) << 16;
+}
+__device__ __forceinline__ float ld_f16(const uint8_t *p) {
+    return __half2float(__ushort_as_half((unsigned short)ld_u16(p)));
+}
+/* n little-endian words from an even address */
+template <int n>
+__device__ __forceinline__ void ld_words(const uint8_t *p, uint32_t *w) {
+#pragma unroll
+    for (int i = 0; i < n; i++) w[i] = ld_u32_a2(p + 4 * i);
+}
+/* bit i of b4 (i < 4) -> bit 4 of byte i */
+__device__ __forceinline__ uint32_t spread4(uint32_t b4) {
+    return (b4 & 1) << 4 | (b4 & 2) << 11 | (b4 & 4) << 18 | (b4 & 8) << 25;
+}
+
+/* Scale and min of K-format sub-block j (engine/quant.c: scale_min_k4);
+ * s: the 12 scale bytes as three words. */
+__device__ __forceinline__ void qk_scale_min(int j, const uint32_t (&s)[3], int *sc, int *mn) {
+    auto byte = [&](int i) { return (int)(s[i >> 2] >> (8 * (i & 3)) & 0xff); };
+    if (j < 4) {
+        *sc = byte(j) & 63;
+        *mn = byte(j + 4) & 63;
+    } else {
+        *sc = (byte(j + 4) & 0xf) | (byte(j - 4) >> 6) << 4;
+        *mn = (byte(j + 4) >> 4) | (byte(j) >> 6) << 4;
+    }
+}
+
+/* Chunk c (elements 32c..32c+31) of a row of type t starting at row. */
+__device__ __forceinline__ void qdecode(int t, const uint8_t *row, int c, qchunk &o) {
+    o.b0 = o.b1 = 0.f;
+    switch (t) {
+    case ENG_DT_Q8_0: {   /* d, int8 q[32] */
+        const uint8_t *b = row + (size_t)c * 34;
+        o.a0 = o.a1 = ld_f16(b);
+        ld_words<8>(b + 2, o.q);
+        break;
+    }
+    case ENG_DT_Q4_0:     /* d, q[16]: element j low nibble of byte j, j+16 high */
+    case ENG_DT_Q4_1: {   /* d, m, q[16] */
+        const bool one = t == ENG_DT_Q4_1;
+        const uint8_t *b = row + (size_t)c * (one ? 20 : 18);
+        o.a0 = o.a1 = ld_f16(b);
+        if (one) o.b0 = o.b1 = ld_f16(b + 2);
+        uint32_t w[4];
+        ld_words<4>(b + (one ? 4 : 2), w);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            uint32_t lo = w[i] & 0x0f0f0f0fu, hi = w[i] >> 4 & 0x0f0f0f0fu;
+            o.q[i] = one ? lo : __vsub4(lo, 0x08080808u);
+            o.q[4 + i] = one ? hi : __vsub4(hi, 0x08080808u);
+        }
+        break;
+    }
+    case ENG_DT_Q5_0:     /* d, qh, q[16]: bit k of qh is element k's fifth bit */
+    case ENG_DT_Q5_1: {   /* d, m, qh, q[16] */
+        const bool one = t == ENG_DT_Q5_1;
+        const uint8_t *b = row + (size_t)c * (one ? 24 : 22);
+        o.a0 = o.a1 = ld_f16(b);
+        if (one) o.b0 = o.b1 = ld_f16(b + 2);
+        const uint32_t qh = ld_u32_a2(b + (one ? 4 : 2));
+        uint32_t w[4];
+        ld_words<4>(b + (one ? 8 : 6), w);
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            uint32_t lo = (w[i] & 0x0f0f0f0fu) | spread4(qh >> (4 * i) & 0xf);
+            uint32_t hi = (w[i] >> 4 & 0x0f0f0f0fu) | spread4(qh >> (16 + 4 * i) & 0xf);
+            o.q[i] = one ? lo : __vsub4(lo, 0x10101010u);
+            o.q[4 + i] = one ? hi : __vsub4(hi, 0x10101010u);
+        }
+        break;
+    }
+    case ENG_DT_Q4_K:     /* d, dmin, scales[12], q[128]; sub-block s: 32 bytes q[32*(s/2)..], */
+    case ENG_DT_Q5_K: {   /* low nibbles for even s, high for odd; Q5_K: qh[32] before q */
+        const bool five = t == ENG_DT_Q5_K;
+        const uint8_t *b = row + (size_t)(c >> 3) * (five ? 176 : 144);
+        const int s = c & 7;
+        const float d = ld_f16(b), dmin = ld_f16(b + 2);
+        const uint32_t *b32 = (const uint32_t *)b;   /* blocks of 144 / 176 bytes: 16-aligned */
+        const uint32_t sc3[3] = {__ldg(b32 + 1), __ldg(b32 + 2), __ldg(b32 + 3)};
+        int sc, mn;
+        qk_scale_min(s, sc3, &sc, &mn);
+        o.a0 = o.a1 = __fmul_rn(d, (float)sc);
+        o.b0 = o.b1 = -__fmul_rn(dmin, (float)mn);
+        const uint4 *qp = (const uint4 *)(b + (five ? 48 : 16) + 32 * (s >> 1));
+        const uint4 q0 = __ldg(qp), q1 = __ldg(qp + 1);
+        const uint32_t w[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
+        uint32_t h[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        if (five) {
+            const uint4 *hp = (const uint4 *)(b + 16);
+            const uint4 h0 = __ldg(hp), h1 = __ldg(hp + 1);
+            const uint32_t hw[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
+#pragma unroll
+            for (int i = 0; i < 8; i++) h[i] = (hw[i] >> s & 0x01010101u) << 4;
+        }
+#pragma unroll
+        for (int i = 0; i < 8; i++) o.q[i] = ((s & 1 ? w[i] >> 4 : w[i]) & 0x0f0f0f0fu) | h[i];
+        break;
+    }
+    default: {   /* ENG_DT_Q6_K: ql[128], qh[64], int8 scales[16], d; see engine/quant.c */
+        const uint8_t *b = row + (size_t)(c >> 3) * 210;
+        const int s = c & 7, half = s >> 2, tq = s & 3;
+        const float d = ld_f16(b + 208);
+        const uint32_t sc2 = ld_u16(b + 192 + 8 * half + 2 * tq);
+        o.a0 = __fmul_rn(d, (float)(int8_t)(sc2 & 0xff));
+        o.a1 = __fmul_rn(d, (float)(int8_t)(sc2 >> 8));
+        uint32_t ql[8], qh[8];
+        ld_words<8>(b + 64 * half + 32 * (tq & 1), ql);
+        ld_words<8>(b + 128 + 32 * half, qh);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            uint32_t lo = ql[i] >> (4 * (tq >> 1)) & 0x0f0f0f0fu;
+            uint32_t hi = (qh[i] >> (2 * tq) & 0x03030303u) << 4;
+            o.q[i] = __vsub4(lo | hi, 0x20202020u);
+        }
+        break;
+    }
+    }
+}
+
+/* Row n's start and type in W. */
+__device__ __forceinline__ const uint8_t *qrow(const kern_qw &W, int n, int *type) {
+    int s = 0, start = 0;
+    while (s + 1 < W.n_seg && n >= W.end[s]) start = W.end[s++];
+    *type = W.type[s];
+    return (const uint8_t *)W.w[s] + (size_t)(n - start) * W.row_bytes[s];
+}
+
+/* acc[j][r] += the unit's chunk c . x'[r] (x' = x * nw with a norm). */
+template <int R>
+__device__ __forceinline__ void qgemv_chunk(float (&acc)[GEMV_NR][R], const qchunk (&ch)[GEMV_NR],
+                                           const float *x, int K, int c,
+                                           const float *__restrict__ nw) {
+#pragma unroll
+    for (int st = 0; st < 4; st++) {
+        const int k = c * 32 + st * 8;
+        float wf[GEMV_NR][8];
+#pragma unroll
+        for (int j = 0; j < GEMV_NR; j++) {
+            const float a = st < 2 ? ch[j].a0 : ch[j].a1, b = st < 2 ? ch[j].b0 : ch[j].b1;
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                const int qv = (int)(int8_t)(ch[j].q[2 * st + i / 4] >> (8 * (i % 4)) & 0xff);
+                wf[j][i] = __fadd_rn(__fmul_rn(a, (float)qv), b);
+            }
+        }
+        float nv[8];
+        if (nw) {
+            const float4 t0 = __ldg((const float4 *)(nw + k)), t1 = __ldg((const float4 *)(nw + k + 4));
+            nv[0] = t0.x; nv[1] = t0.y; nv[2] = t0.z; nv[3] = t0.w;
+            nv[4] = t1.x; nv[5] = t1.y; nv[6] = t1.z; nv[7] = t1.w;
+        }
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const float4 t0 = __ldca((const float4 *)(x + (size_t)r * K + k));
+            const float4 t1 = __ldca((const float4 *)(x + (size_t)r * K + k + 4));
+            float xv[8] = {t0.x, t0.y, t0.z, t0.w, t1.x, t1.y, t1.z, t1.w};
+            if (nw)
+#pragma unroll
+                for (int i = 0; i < 8; i++) xv[i] *= nv[i];
+#pragma unroll
+            for (int j = 0; j < GEMV_NR; j++)
+#pragma unroll
+                for (int i = 0; i < 8; i++) acc[j][r] = fmaf(wf[j][i], xv[i], acc[j][r]);
+        }
+    }
+}
+
+template <int R, int MODE>
+__global__ void __launch_bounds__(GEMV_THREADS)
+qgemv_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__ nw, float eps,
+             float *y, int KS, gemv_rope rp) {
+    __shared__ float s_rstd[R];
+    __shared__ float s_part[GEMV_WARPS][R];
+    __shared__ float s_red[GEMV_WARPS][GEMV_NR][R];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int upc = GEMV_WARPS / KS;
+    constexpr bool GLU = MODE == KERN_SWIGLU || MODE == KERN_GEGLU;
+    const int n_units = GLU ? (N / 2 + 1) / 2 : (N + GEMV_NR - 1) / GEMV_NR;
+    const int stride = gridDim.x * upc;
+    const int n_chunks = K / 32, cstep = KS * 32, c0 = warp % KS * 32 + lane;
+    int unit = blockIdx.x * upc + warp / KS;
+
+    rope_pre pre = {};
+    const int eu = threadIdx.x / (GEMV_NR * R), ej = (threadIdx.x / R) % GEMV_NR,
+              er = threadIdx.x % R;
+    const bool has_item = threadIdx.x < upc * GEMV_NR * R;
+    if (MODE == KERN_ROPE && has_item && blockIdx.x * upc + eu < n_units)
+        pre = rope_prepare(rp, blockIdx.x * upc + eu, ej, er);
+    /* the first chunk's weights are decoded before waiting for x */
+    int rows[GEMV_NR], types[GEMV_NR];
+    const uint8_t *wr[GEMV_NR];
+    qchunk ch[GEMV_NR];
+    unit_rows<MODE>(rp, N, n_units, unit, rows);
+#pragma unroll
+    for (int j = 0; j < GEMV_NR; j++) wr[j] = qrow(W, rows[j], &types[j]);
+    if (c0 < n_chunks)
+#pragma unroll
+        for (int j = 0; j < GEMV_NR; j++) qdecode(types[j], wr[j], c0, ch[j]);
+    pdl_launch();
+    pdl_wait();
+
+    for (int base = blockIdx.x * upc; base < n_units; base += stride) {
+        float acc[GEMV_NR][R];
+#pragma unroll
+        for (int j = 0; j < GEMV_NR; j++)
+#pragma unroll
+            for (int r = 0; r < R; r++) acc[j][r] = 0.f;
+        for (int c = c0; c < n_chunks; c += cstep) {
+            if (c != c0)
+#pragma unroll
+                for (int j = 0; j < GEMV_NR; j++) qdecode(types[j], wr[j], c, ch[j]);
+            qgemv_chunk<R>(acc, ch, x, K, c, nw);
+        }
+        unit += stride;
+        if (base + stride < n_units) {
+            unit_rows<MODE>(rp, N, n_units, unit, rows);
+#pragma unroll
+            for (int j = 0; j < GEMV_NR; j++) wr[j] = qrow(W, rows[j], &types[j]);
+            if (c0 < n_chunks)
+#pragma unroll
+                for (int j = 0; j < GEMV_NR; j++) qdecode(types[j], wr[j], c0, ch[j]);
+        }
+#pragma unroll
+        for (int j = 0; j < GEMV_NR; j++)
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                float v = warp_sum(acc[j][r]);
+                if (lane == 0) s_red[warp][j][r] = v;
+            }
+        if (nw && base == blockIdx.x * upc) gemv_rstd<R>(x, K, eps, s_rstd, s_part);
+        __syncthreads();
+        const int u = base + eu;
+        if (has_item && u < n_units)
+            gemv_epilogue<R, MODE>(s_red, KS, eu, u, ej, er, nw ? s_rstd[er] : 1.f, N, y, rp, pre,
+                                   base == blockIdx.x * upc);
+        if (base + stride < n_units) __syncthreads();   /* s_red is reused */
+    }
+}
+
+template <int R>
+static cudaError_t qgemv_launch(int mode, int n_units, cudaStream_t s, int pdl, const kern_qw &W,
+                                int N, int K, const float *x, const float *nw, float eps, float *y,
+                                int n_sms, const gemv_rope &rp) {
+    typedef void (*kfn)(kern_qw, int, int, const float *, const float *, float, float *, int,
+                        gemv_rope);
+    kfn k = mode == KERN_STORE ? qgemv_kernel<R, KERN_STORE>
+          : mode == KERN_RESID ? qgemv_kernel<R, KERN_RESID>
+          : mode == KERN_ROPE  ? qgemv_kernel<R, KERN_ROPE>
+          : mode == KERN_GEGLU ? qgemv_kernel<R, KERN_GEGLU>
+                               : qgemv_kernel<R, KERN_SWIGLU>;
+    int KS;
+    dim3 grid = gemv_grid(n_units, K, R, n_sms, &KS);
+    return klaunch(k, grid, dim3(GEMV_THREADS), 0, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
+}
+
+extern "C" int kern_qtype_ok(int t) {
+    return t == ENG_DT_Q8_0 || t == ENG_DT_Q4_0 || t == ENG_DT_Q4_1 || t == ENG_DT_Q5_0 ||
+           t == ENG_DT_Q5_1 || t == ENG_DT_Q4_K || t == ENG_DT_Q5_K || t == ENG_DT_Q6_K;
+}
+
+/* Block elements and bytes of the types kern_qgemv takes (engine/quant.c's
+ * table; kernels do not link against the engine's statics). */
+static int qblock(int t, int *bytes) {
+    switch (t) {
+    case ENG_DT_Q8_0: *bytes = 34; return 32;
+    case ENG_DT_Q4_0: *bytes = 18; return 32;
+    case ENG_DT_Q4_1: *bytes = 20; return 32;
+    case ENG_DT_Q5_0: *bytes = 22; return 32;
+    case ENG_DT_Q5_1: *bytes = 24; return 32;
+    case ENG_DT_Q4_K: *bytes = 144; return 256;
+    case ENG_DT_Q5_K: *bytes = 176; return 256;
+    case ENG_DT_Q6_K: *bytes = 210; return 256;
+    default: *bytes = 0; return 0;
+    }
+}
+
+static int qgemv_run(cudaStream_t s, const kern_qw *W, int N, int K, const float *x, int R,
+                     const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl,
+                     const gemv_rope &rp) {
+    const bool glu = mode == KERN_SWIGLU || mode == KERN_GEGLU;
+    if (!W || R < 1 || R > 8 || N < 1 || K < 32 || K % 32 || (glu && N % 2) || n_sms < 1 ||
+        mode < KERN_STORE || mode > KERN_GEGLU || W->n_seg < 1 || W->n_seg > KERN_QSEGS ||
+        W->end[W->n_seg - 1] != N)
+        return (int)cudaErrorInvalidValue;
+    for (int i = 0, start = 0; i < W->n_seg; start = W->end[i++]) {
+        int bytes, be = qblock(W->type[i], &bytes);
+        if (!be || K % be || W->end[i] <= start || !W->w[i] ||
+            (long long)W->row_bytes[i] != (long long)(K / be) * bytes ||
+            ((uintptr_t)W->w[i] & ((be == 256 && W->type[i] != ENG_DT_Q6_K) ? 15 : 1)))
+            return (int)cudaErrorInvalidValue;
+    }
+    const int n_units = glu ? (N / 2 + 1) / 2 : (N + GEMV_NR - 1) / GEMV_NR;
+#define QL(r) qgemv_launch<r>(mode, n_units, s, pdl, *W, N, K, x, norm_w, eps, y, n_sms, rp)
+    switch (R) {
+    case 1: return (int)QL(1);
+    case 2: return (int)QL(2);
+    case 3: return (int)QL(3);
+    case 4: return (int)QL(4);
+    case 5: return (int)QL(5);
+    case 6: return (int)QL(6);
+    case 7: return (int)QL(7);
+    default: return (int)QL(8);
+    }
+#undef QL
+}
+
+extern "C" int kern_qgemv(cudaStream_t s, const kern_qw *W, int N, int K, const float *x, int R,
+                          const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl) {
+    if (mode == KERN_ROPE) return (int)cudaErrorInvalidValue;   /* kern_qgemv_qkv */
+    gemv_rope rp;
+    memset(&rp, 0, sizeof rp);
+    return qgemv_run(s, W, N, K, x, R, norm_w, eps, mode, y, n_sms, pdl, rp);
+}
+
+extern "C" int kern_qgemv_qkv(cudaStream_t s, const kern_qw *W, int K, const float *x, int R,
+                              const float *norm_w, float eps, const float *bias,
+                              const kern_step *st, int n_heads, const float *inv_freq, float *q,
+                              kern_kv kv, int n_sms, int pdl) {
+    if (kv.head_dim % 4 || n_heads < 1 || kv.n_kv < 1) return (int)cudaErrorInvalidValue;
+    gemv_rope rp = {bias, st, inv_freq, q, kv, n_heads};
+    int N = (n_heads + 2 * kv.n_kv) * kv.head_dim;
+    return qgemv_run(s, W, N, K, x, R, norm_w, eps, KERN_ROPE, NULL, n_sms, pdl, rp);
 }

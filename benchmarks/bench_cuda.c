@@ -14,9 +14,15 @@
  *
  * Floor of a decode step = (weight bytes + KV bytes read) / bandwidth: the
  * weights (every layer + lm_head, as stored on the GPU) are read once per
- * step whatever the batch; attention reads each sequence's whole KV.
+ * step whatever the batch; attention reads each sequence's whole KV.  A
+ * GGUF model with quantized weights: passes the quantized GEMV serves (up
+ * to 8 rows) read the blocks, so their floor counts the quantized bytes;
+ * wider passes (and the no_quant variant) read the dense copy and count its
+ * bytes.
  * Variants, each run right after the default on the same sequences: batch
- * 1 without programmatic dependent launch and without CUDA graphs; batch
+ * 1 without programmatic dependent launch and without CUDA graphs; with
+ * quantized weights, batch 1..8 with the quantized path off (no_quant, the
+ * dense copy through the usual paths), and no other matrix-path variant; batch
  * 2..8 through the other matrix path (GEMV kernel or cuBLASLt); batches
  * that kern_skinny serves (5..16 rows) through cuBLASLt; batch > 8 with
  * bf16-rounded GEMM activations (fast_gemm).  With --kernels, first each
@@ -176,7 +182,11 @@ static int decode(bench *B, bseqs *S, dres *r, eng_err *err) {
         r->step_ms = 1e3 * median(t, B->steps);
         r->tok_s = (double)S->n * B->steps / total;
         r->ctx = ctx / S->n - B->steps / 2.0;
-        r->floor_ms = 1e3 * ((double)B->info.weight_bytes + kv / B->steps) / B->bw;
+        eng_cuda_info in;   /* the bytes this pass reads: blocks or dense copy */
+        eng_cuda_get_info(B->b, &in);
+        double wb = in.quant && S->n <= in.quant_rows ? (double)in.weight_bytes
+                                                      : (double)in.dense_weight_bytes;
+        r->floor_ms = 1e3 * (wb + kv / B->steps) / B->bw;
     }
     free(t);
     return rc;
@@ -187,6 +197,7 @@ typedef struct bvar {
     const char *name;
     int fast_gemm, gemv_max, no_graphs, no_pdl;   /* gemv_max < 0: default */
     int skinny_max;                               /* < 0: default */
+    int no_quant;
 } bvar;
 
 static void set_var(bench *B, const bvar *v) {
@@ -196,6 +207,7 @@ static void set_var(bench *B, const bvar *v) {
     if (v->gemv_max >= 0) o.gemv_max_rows = v->gemv_max;
     o.no_graphs = v->no_graphs;
     o.no_pdl = v->no_pdl;
+    o.no_quant = v->no_quant;
     const int sm = v->skinny_max >= 0 ? v->skinny_max : B->skinny_max;
     if (sm >= 0) o.skinny_max_rows = sm;
     eng_cuda_set_opts(B->b, &o);
@@ -203,7 +215,7 @@ static void set_var(bench *B, const bvar *v) {
 }
 
 static void set_opts(bench *B, int fast_gemm, int gemv_max, int no_graphs, int no_pdl) {
-    bvar v = {"", fast_gemm, gemv_max, no_graphs, no_pdl, -1};
+    bvar v = {"", fast_gemm, gemv_max, no_graphs, no_pdl, -1, 0};
     set_var(B, &v);
 }
 
@@ -311,13 +323,17 @@ static int batch_variants(const bench *B, int n, bvar *v) {
     if (B->skinny_max >= 0) def.skinny_max_rows = B->skinny_max;
     int k = 0;
     if (n == 1) {
-        v[k++] = (bvar){"no_pdl", 0, -1, 0, 1, -1};
-        v[k++] = (bvar){"no_graphs", 0, -1, 1, 0, -1};
+        v[k++] = (bvar){"no_pdl", 0, -1, 0, 1, -1, 0};
+        v[k++] = (bvar){"no_graphs", 0, -1, 1, 0, -1, 0};
     }
-    if (n > 1 && n <= 8 && n <= def.gemv_max_rows) v[k++] = (bvar){"cublas", 0, 0, 0, 0, 0};
-    if (n > 1 && n <= 8 && n > def.gemv_max_rows) v[k++] = (bvar){"gemv", 0, 8, 0, 0, -1};
-    if (n > def.gemv_max_rows && n <= def.skinny_max_rows) v[k++] = (bvar){"cublas", 0, -1, 0, 0, 0};
-    if (n > 8) v[k++] = (bvar){"fast_gemm", 1, -1, 0, 0, -1};
+    if (B->info.quant && n <= B->info.quant_rows) {
+        v[k++] = (bvar){"no_quant", 0, -1, 0, 0, -1, 1};
+    } else if (!B->info.quant || n > 8) {
+        if (n > 1 && n <= 8 && n <= def.gemv_max_rows) v[k++] = (bvar){"cublas", 0, 0, 0, 0, 0, 0};
+        if (n > 1 && n <= 8 && n > def.gemv_max_rows) v[k++] = (bvar){"gemv", 0, 8, 0, 0, -1, 0};
+        if (n > def.gemv_max_rows && n <= def.skinny_max_rows) v[k++] = (bvar){"cublas", 0, -1, 0, 0, 0, 0};
+    }
+    if (n > 8) v[k++] = (bvar){"fast_gemm", 1, -1, 0, 0, -1, 0};
     return k;
 }
 
@@ -788,14 +804,23 @@ int main(int argc, char **argv) {
     }
     eng_cuda_get_info(B.b, &B.info);
     printf("backend up in %.1f s on %s (%d SMs): weights %.3f GB (%s), KV %zu bytes/token (f32), "
-           "%d blocks\n", eng_now_s() - t0, B.info.device, B.info.n_sms, B.info.weight_bytes / 1e9,
+           "%d blocks\n", eng_now_s() - t0, B.info.device, B.info.n_sms, B.info.dense_weight_bytes / 1e9,
            B.info.weights_bf16 ? "bf16" : "f32", B.info.kv_bytes_per_token, n_blocks);
+    if (B.info.quant)
+        printf("quantized blocks: %.3f GB read per step by passes of up to %d rows (the floor's "
+               "bytes there); wider passes read the %s copy above\n", B.info.weight_bytes / 1e9,
+               B.info.quant_rows, B.info.weights_bf16 ? "bf16" : "f32");
     printf("device copy bandwidth: %.0f GB/s (read + write)\n", B.bw / 1e9);
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "model", name);
     cJSON_AddStringToObject(root, "device", B.info.device);
     cJSON_AddNumberToObject(root, "bandwidth_GBps", B.bw / 1e9);
-    cJSON_AddNumberToObject(root, "weight_bytes", (double)B.info.weight_bytes);
+    cJSON_AddNumberToObject(root, "weight_bytes", (double)B.info.dense_weight_bytes);
+    cJSON_AddNumberToObject(root, "quant", B.info.quant);
+    if (B.info.quant) {
+        cJSON_AddNumberToObject(root, "quant_weight_bytes", (double)B.info.weight_bytes);
+        cJSON_AddNumberToObject(root, "quant_rows", B.info.quant_rows);
+    }
     cJSON_AddNumberToObject(root, "kv_bytes_per_token", (double)B.info.kv_bytes_per_token);
     cJSON_AddNumberToObject(root, "prompt", B.prompt);
     cJSON_AddNumberToObject(root, "steps", B.steps);

@@ -1303,6 +1303,7 @@ extern "C" int eng_cuda_get_info(const eng_backend *b, eng_cuda_info *info) {
     const cu_ctx *c = (const cu_ctx *)b->ctx;
     memset(info, 0, sizeof *info);
     info->quant = quant_on(c);
+    info->quant_rows = info->quant ? c->opt.quant_max_rows : 0;
     info->dense_weight_bytes = c->weight_bytes;
     info->weight_bytes = info->quant ? c->weight_bytes - c->q_dense_bytes + c->q_bytes
                                      : c->weight_bytes;

@@ -62,8 +62,9 @@ int  eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o);
  * device's name and multiprocessor count. */
 typedef struct eng_cuda_info {
     size_t weight_bytes, kv_bytes_per_token;   /* the quantized bytes while quant is on */
-    int quant;          /* 1: decode passes read the quantized blocks (kern_qgemv) */
-    size_t dense_weight_bytes;   /* the dense copy's bytes (what no_quant reads) */
+    int quant;          /* 1: passes of up to quant_rows rows read the quantized blocks */
+    int quant_rows;
+    size_t dense_weight_bytes;   /* the dense copy's bytes (what wider passes and no_quant read) */
     int weights_bf16, n_sms, graphs;
     int attn_variant;   /* as set in eng_cuda_opts: 0 = per pass (2 or 3 by rows and context) */
     char device[128];

@@ -462,7 +462,10 @@ __device__ __forceinline__ uint32_t spread4(uint32_t b4) {
 /* Scale and min of K-format sub-block j (engine/quant.c: scale_min_k4);
  * s: the 12 scale bytes as three words. */
 __device__ __forceinline__ void qk_scale_min(int j, const uint32_t (&s)[3], int *sc, int *mn) {
-    auto byte = [&](int i) { return (int)(s[i >> 2] >> (8 * (i & 3)) & 0xff); };
+    auto byte = [&](int i) {
+        const uint32_t w = i < 4 ? s[0] : i < 8 ? s[1] : s[2];
+        return (int)(w >> (8 * (i & 3)) & 0xff);
+    };
     if (j < 4) {
         *sc = byte(j) & 63;
         *mn = byte(j + 4) & 63;
@@ -572,6 +575,15 @@ __device__ __forceinline__ const uint8_t *qrow(const kern_qw &W, int n, int *typ
     return (const uint8_t *)W.w[s] + (size_t)(n - start) * W.row_bytes[s];
 }
 
+/* Int8 byte i of w as a float, exactly, without an int-to-float
+ * conversion (a slow pipe): the byte biased to unsigned (+128) becomes
+ * the low mantissa bits of 2^23, and the float subtraction of 2^23 + 128
+ * leaves the value. */
+__device__ __forceinline__ float qfloat(uint32_t w, int i) {
+    const uint32_t bits = __byte_perm(w ^ 0x80808080u, 0x4B000000u, 0x7440u | (uint32_t)i);
+    return __uint_as_float(bits) - 8388736.0f;
+}
+
 /* acc[j][r] += the unit's chunk c . x'[r] (x' = x * nw with a norm). */
 template <int R>
 __device__ __forceinline__ void qgemv_chunk(float (&acc)[GEMV_NR][R], const qchunk (&ch)[GEMV_NR],
@@ -585,10 +597,8 @@ __device__ __forceinline__ void qgemv_chunk(float (&acc)[GEMV_NR][R], const qchu
         for (int j = 0; j < GEMV_NR; j++) {
             const float a = st < 2 ? ch[j].a0 : ch[j].a1, b = st < 2 ? ch[j].b0 : ch[j].b1;
 #pragma unroll
-            for (int i = 0; i < 8; i++) {
-                const int qv = (int)(int8_t)(ch[j].q[2 * st + i / 4] >> (8 * (i % 4)) & 0xff);
-                wf[j][i] = __fadd_rn(__fmul_rn(a, (float)qv), b);
-            }
+            for (int i = 0; i < 8; i++)
+                wf[j][i] = __fadd_rn(__fmul_rn(a, qfloat(ch[j].q[2 * st + i / 4], i % 4)), b);
         }
         float nv[8];
         if (nw) {

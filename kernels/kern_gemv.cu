@@ -475,96 +475,157 @@ __device__ __forceinline__ void qk_scale_min(int j, const uint32_t (&s)[3], int 
     }
 }
 
-/* Chunk c (elements 32c..32c+31) of a row of type t starting at row. */
-__device__ __forceinline__ void qdecode(int t, const uint8_t *row, int c, qchunk &o) {
-    o.b0 = o.b1 = 0.f;
+/* A row's chunk as loaded, before decoding: the loads of a unit's four
+ * rows are all issued (qload) before any is decoded (qunpack), so their
+ * memory latencies overlap instead of adding up.  w: the quants (Q6_K, Q5_K:
+ * low bits in w[0..7], high bits in w[8..15]); s: the K formats' 12 scale
+ * bytes; h: the f16 scale(s) (d, and m or dmin in the high half; Q6_K: its
+ * two int8 scales in the high half); qh: Q5_0 / Q5_1's fifth bits. */
+struct qraw {
+    uint32_t w[16];
+    uint32_t s[3];
+    uint32_t h, qh;
+};
+
+__device__ __forceinline__ uint4 ldg4(const uint8_t *p) { return __ldg((const uint4 *)p); }
+__device__ __forceinline__ void put4(uint32_t *w, uint4 v) { w[0] = v.x; w[1] = v.y; w[2] = v.z; w[3] = v.w; }
+
+/* Loads chunk c (elements 32c..32c+31) of a row of type t starting at row
+ * (layouts: engine/quant.c). */
+__device__ __forceinline__ void qload(int t, const uint8_t *row, int c, qraw &r) {
     switch (t) {
     case ENG_DT_Q8_0: {   /* d, int8 q[32] */
         const uint8_t *b = row + (size_t)c * 34;
-        o.a0 = o.a1 = ld_f16(b);
-        ld_words<8>(b + 2, o.q);
+        r.h = ld_u16(b);
+        ld_words<8>(b + 2, r.w);
         break;
     }
-    case ENG_DT_Q4_0:     /* d, q[16]: element j low nibble of byte j, j+16 high */
+    case ENG_DT_Q4_0: {   /* d, q[16] */
+        const uint8_t *b = row + (size_t)c * 18;
+        r.h = ld_u16(b);
+        ld_words<4>(b + 2, r.w);
+        break;
+    }
     case ENG_DT_Q4_1: {   /* d, m, q[16] */
-        const bool one = t == ENG_DT_Q4_1;
-        const uint8_t *b = row + (size_t)c * (one ? 20 : 18);
-        o.a0 = o.a1 = ld_f16(b);
-        if (one) o.b0 = o.b1 = ld_f16(b + 2);
-        uint32_t w[4];
-        ld_words<4>(b + (one ? 4 : 2), w);
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            uint32_t lo = w[i] & 0x0f0f0f0fu, hi = w[i] >> 4 & 0x0f0f0f0fu;
-            o.q[i] = one ? lo : __vsub4(lo, 0x08080808u);
-            o.q[4 + i] = one ? hi : __vsub4(hi, 0x08080808u);
-        }
+        const uint8_t *b = row + (size_t)c * 20;
+        r.h = ld_u32_a2(b);
+        ld_words<4>(b + 4, r.w);
         break;
     }
-    case ENG_DT_Q5_0:     /* d, qh, q[16]: bit k of qh is element k's fifth bit */
+    case ENG_DT_Q5_0: {   /* d, qh, q[16] */
+        const uint8_t *b = row + (size_t)c * 22;
+        r.h = ld_u16(b);
+        r.qh = ld_u32_a2(b + 2);
+        ld_words<4>(b + 6, r.w);
+        break;
+    }
     case ENG_DT_Q5_1: {   /* d, m, qh, q[16] */
-        const bool one = t == ENG_DT_Q5_1;
-        const uint8_t *b = row + (size_t)c * (one ? 24 : 22);
-        o.a0 = o.a1 = ld_f16(b);
-        if (one) o.b0 = o.b1 = ld_f16(b + 2);
-        const uint32_t qh = ld_u32_a2(b + (one ? 4 : 2));
-        uint32_t w[4];
-        ld_words<4>(b + (one ? 8 : 6), w);
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            uint32_t lo = (w[i] & 0x0f0f0f0fu) | spread4(qh >> (4 * i) & 0xf);
-            uint32_t hi = (w[i] >> 4 & 0x0f0f0f0fu) | spread4(qh >> (16 + 4 * i) & 0xf);
-            o.q[i] = one ? lo : __vsub4(lo, 0x10101010u);
-            o.q[4 + i] = one ? hi : __vsub4(hi, 0x10101010u);
-        }
+        const uint8_t *b = row + (size_t)c * 24;
+        r.h = ld_u32_a2(b);
+        r.qh = ld_u32_a2(b + 4);
+        ld_words<4>(b + 8, r.w);
         break;
     }
-    case ENG_DT_Q4_K:     /* d, dmin, scales[12], q[128]; sub-block s: 32 bytes q[32*(s/2)..], */
-    case ENG_DT_Q5_K: {   /* low nibbles for even s, high for odd; Q5_K: qh[32] before q */
+    case ENG_DT_Q4_K:     /* d, dmin, scales[12], q[128]: 32 bytes of q per two sub-blocks */
+    case ENG_DT_Q5_K: {   /* Q5_K: qh[32] between scales and q */
         const bool five = t == ENG_DT_Q5_K;
-        const uint8_t *b = row + (size_t)(c >> 3) * (five ? 176 : 144);
-        const int s = c & 7;
-        const float d = ld_f16(b), dmin = ld_f16(b + 2);
-        const uint32_t *b32 = (const uint32_t *)b;   /* blocks of 144 / 176 bytes: 16-aligned */
-        const uint32_t sc3[3] = {__ldg(b32 + 1), __ldg(b32 + 2), __ldg(b32 + 3)};
-        int sc, mn;
-        qk_scale_min(s, sc3, &sc, &mn);
-        o.a0 = o.a1 = __fmul_rn(d, (float)sc);
-        o.b0 = o.b1 = -__fmul_rn(dmin, (float)mn);
-        const uint4 *qp = (const uint4 *)(b + (five ? 48 : 16) + 32 * (s >> 1));
-        const uint4 q0 = __ldg(qp), q1 = __ldg(qp + 1);
-        const uint32_t w[8] = {q0.x, q0.y, q0.z, q0.w, q1.x, q1.y, q1.z, q1.w};
-        uint32_t h[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        const uint8_t *b = row + (size_t)(c >> 3) * (five ? 176 : 144);   /* 16-aligned */
+        const uint32_t *b32 = (const uint32_t *)b;
+        r.h = __ldg(b32);
+        r.s[0] = __ldg(b32 + 1); r.s[1] = __ldg(b32 + 2); r.s[2] = __ldg(b32 + 3);
+        const uint8_t *q = b + (five ? 48 : 16) + 32 * ((c & 7) >> 1);
+        put4(r.w, ldg4(q));
+        put4(r.w + 4, ldg4(q + 16));
         if (five) {
-            const uint4 *hp = (const uint4 *)(b + 16);
-            const uint4 h0 = __ldg(hp), h1 = __ldg(hp + 1);
-            const uint32_t hw[8] = {h0.x, h0.y, h0.z, h0.w, h1.x, h1.y, h1.z, h1.w};
-#pragma unroll
-            for (int i = 0; i < 8; i++) h[i] = (hw[i] >> s & 0x01010101u) << 4;
+            put4(r.w + 8, ldg4(b + 16));
+            put4(r.w + 12, ldg4(b + 32));
         }
-#pragma unroll
-        for (int i = 0; i < 8; i++) o.q[i] = ((s & 1 ? w[i] >> 4 : w[i]) & 0x0f0f0f0fu) | h[i];
         break;
     }
-    default: {   /* ENG_DT_Q6_K: ql[128], qh[64], int8 scales[16], d; see engine/quant.c */
+    default: {   /* ENG_DT_Q6_K: ql[128], qh[64], int8 scales[16], d */
         const uint8_t *b = row + (size_t)(c >> 3) * 210;
         const int s = c & 7, half = s >> 2, tq = s & 3;
-        const float d = ld_f16(b + 208);
-        const uint32_t sc2 = ld_u16(b + 192 + 8 * half + 2 * tq);
-        o.a0 = __fmul_rn(d, (float)(int8_t)(sc2 & 0xff));
-        o.a1 = __fmul_rn(d, (float)(int8_t)(sc2 >> 8));
-        uint32_t ql[8], qh[8];
-        ld_words<8>(b + 64 * half + 32 * (tq & 1), ql);
-        ld_words<8>(b + 128 + 32 * half, qh);
+        r.h = ld_u16(b + 208) | ld_u16(b + 192 + 8 * half + 2 * tq) << 16;
+        ld_words<8>(b + 64 * half + 32 * (tq & 1), r.w);
+        ld_words<8>(b + 128 + 32 * half, r.w + 8);
+        break;
+    }
+    }
+}
+
+__device__ __forceinline__ float f16_lo(uint32_t h) {
+    return __half2float(__ushort_as_half((unsigned short)(h & 0xffff)));
+}
+
+/* Decodes chunk c of type t from r. */
+__device__ __forceinline__ void qunpack(int t, const qraw &r, int c, qchunk &o) {
+    o.b0 = o.b1 = 0.f;
+    switch (t) {
+    case ENG_DT_Q8_0:
+        o.a0 = o.a1 = f16_lo(r.h);
+#pragma unroll
+        for (int i = 0; i < 8; i++) o.q[i] = r.w[i];
+        break;
+    case ENG_DT_Q4_0:     /* element j: low nibble of byte j, j+16: its high nibble */
+    case ENG_DT_Q4_1:
+    case ENG_DT_Q5_0:     /* bit k of qh: element k's fifth bit */
+    case ENG_DT_Q5_1: {
+        const bool one = t == ENG_DT_Q4_1 || t == ENG_DT_Q5_1, five = t == ENG_DT_Q5_0 || t == ENG_DT_Q5_1;
+        o.a0 = o.a1 = f16_lo(r.h);
+        if (one) o.b0 = o.b1 = f16_lo(r.h >> 16);
+        const uint32_t off = one ? 0u : five ? 0x10101010u : 0x08080808u;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            uint32_t lo = r.w[i] & 0x0f0f0f0fu, hi = r.w[i] >> 4 & 0x0f0f0f0fu;
+            if (five) {
+                lo |= spread4(r.qh >> (4 * i) & 0xf);
+                hi |= spread4(r.qh >> (16 + 4 * i) & 0xf);
+            }
+            o.q[i] = __vsub4(lo, off);
+            o.q[4 + i] = __vsub4(hi, off);
+        }
+        break;
+    }
+    case ENG_DT_Q4_K:
+    case ENG_DT_Q5_K: {   /* sub-block s: low nibbles for even s, high for odd; Q5_K: bit s of qh */
+        const bool five = t == ENG_DT_Q5_K;
+        const int s = c & 7;
+        int sc, mn;
+        qk_scale_min(s, r.s, &sc, &mn);
+        o.a0 = o.a1 = __fmul_rn(f16_lo(r.h), (float)sc);
+        o.b0 = o.b1 = -__fmul_rn(f16_lo(r.h >> 16), (float)mn);
 #pragma unroll
         for (int i = 0; i < 8; i++) {
-            uint32_t lo = ql[i] >> (4 * (tq >> 1)) & 0x0f0f0f0fu;
-            uint32_t hi = (qh[i] >> (2 * tq) & 0x03030303u) << 4;
+            const uint32_t h = five ? (r.w[8 + i] >> s & 0x01010101u) << 4 : 0u;
+            o.q[i] = ((s & 1 ? r.w[i] >> 4 : r.w[i]) & 0x0f0f0f0fu) | h;
+        }
+        break;
+    }
+    default: {   /* ENG_DT_Q6_K: low 4 bits from ql, top 2 from qh, minus 32 */
+        const int tq = c & 3;
+        const float d = f16_lo(r.h);
+        o.a0 = __fmul_rn(d, (float)(int8_t)(r.h >> 16 & 0xff));
+        o.a1 = __fmul_rn(d, (float)(int8_t)(r.h >> 24));
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const uint32_t lo = r.w[i] >> (4 * (tq >> 1)) & 0x0f0f0f0fu;
+            const uint32_t hi = (r.w[8 + i] >> (2 * tq) & 0x03030303u) << 4;
             o.q[i] = __vsub4(lo | hi, 0x20202020u);
         }
         break;
     }
     }
+}
+
+/* The unit's four rows' chunk c, loads first. */
+__device__ __forceinline__ void qdecode4(const int (&types)[GEMV_NR],
+                                         const uint8_t *const (&wr)[GEMV_NR], int c,
+                                         qchunk (&ch)[GEMV_NR]) {
+    qraw raw[GEMV_NR];
+#pragma unroll
+    for (int j = 0; j < GEMV_NR; j++) qload(types[j], wr[j], c, raw[j]);
+#pragma unroll
+    for (int j = 0; j < GEMV_NR; j++) qunpack(types[j], raw[j], c, ch[j]);
 }
 
 /* Row n's start and type in W. */
@@ -650,9 +711,7 @@ qgemv_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__ 
     unit_rows<MODE>(rp, N, n_units, unit, rows);
 #pragma unroll
     for (int j = 0; j < GEMV_NR; j++) wr[j] = qrow(W, rows[j], &types[j]);
-    if (c0 < n_chunks)
-#pragma unroll
-        for (int j = 0; j < GEMV_NR; j++) qdecode(types[j], wr[j], c0, ch[j]);
+    if (c0 < n_chunks) qdecode4(types, wr, c0, ch);
     pdl_launch();
     pdl_wait();
 
@@ -663,9 +722,7 @@ qgemv_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__ 
 #pragma unroll
             for (int r = 0; r < R; r++) acc[j][r] = 0.f;
         for (int c = c0; c < n_chunks; c += cstep) {
-            if (c != c0)
-#pragma unroll
-                for (int j = 0; j < GEMV_NR; j++) qdecode(types[j], wr[j], c, ch[j]);
+            if (c != c0) qdecode4(types, wr, c, ch);
             qgemv_chunk<R>(acc, ch, x, K, c, nw);
         }
         unit += stride;
@@ -673,9 +730,7 @@ qgemv_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__ 
             unit_rows<MODE>(rp, N, n_units, unit, rows);
 #pragma unroll
             for (int j = 0; j < GEMV_NR; j++) wr[j] = qrow(W, rows[j], &types[j]);
-            if (c0 < n_chunks)
-#pragma unroll
-                for (int j = 0; j < GEMV_NR; j++) qdecode(types[j], wr[j], c0, ch[j]);
+            if (c0 < n_chunks) qdecode4(types, wr, c0, ch);
         }
 #pragma unroll
         for (int j = 0; j < GEMV_NR; j++)

@@ -3,7 +3,7 @@
  *
  *   build/benchmarks/bench_cuda MODEL_DIR [--out FILE] [--prompt N]
  *        [--steps N] [--prefill N] [--batches 1,8,32,64,256] [--kernels] [--ablate]
- *        [--ablate-only NAME,...] [--skinny-max N]
+ *        [--ablate-only NAME,...] [--skinny-max N] [--bf16-weights]
  *
  * Measures, on one GPU: the device bandwidth (a 1 GiB device-to-device
  * copy, bytes read + written, median of 10); prefill tokens/s (one prompt of
@@ -31,7 +31,9 @@
  * skinny_max_rows for every run (0..64; default the library's); with --ablate, the
  * step of every batch asked with stages left out (see ablate); --ablate-only
  * runs only the named ablation and batch variants ("none": the default run
- * alone).  Prints a table;
+ * alone); --bf16-weights creates the backend with bf16_weights (an f32 or
+ * quantized checkpoint's dense copy in bf16: the bf16 product paths, half the
+ * memory, not bit-exact with the CPU reference).  Prints a table;
  * writes JSON (default benchmarks/results/cuda_<model>.json). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -747,7 +749,7 @@ static int parse_batches(const char *s, int *b, int max) {
 
 int main(int argc, char **argv) {
     const char *dir = NULL, *out = NULL;
-    int batches[MAX_B] = {1, 8, 32, 64, 256}, nb = 5, pf = 512, kernels = 0;
+    int batches[MAX_B] = {1, 8, 32, 64, 256}, nb = 5, pf = 512, kernels = 0, bf16w = 0;
     bench B;
     memset(&B, 0, sizeof B);
     B.prompt = 128; B.steps = 32; B.warm = 3; B.rng = 12345; B.skinny_max = -1;
@@ -762,13 +764,14 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--ablate")) B.ablate = 1;
         else if (!strcmp(a, "--ablate-only") && v) { B.ablate = 1; B.only = v; i++; }
         else if (!strcmp(a, "--skinny-max") && v) { B.skinny_max = atoi(v); i++; }
+        else if (!strcmp(a, "--bf16-weights")) bf16w = 1;
         else if (a[0] != '-' && !dir) dir = a;
         else { fprintf(stderr, "bench_cuda: unknown argument %s\n", a); return 2; }
     }
     if (!dir || nb < 1 || B.prompt < 2 || B.steps < 1 || pf < 0) {
         fprintf(stderr, "usage: bench_cuda MODEL_DIR [--out FILE] [--prompt N] [--steps N] "
                         "[--prefill N] [--batches 1,8,...] [--kernels] [--ablate] [--ablate-only a,b] "
-                        "[--skinny-max N]\n");
+                        "[--skinny-max N] [--bf16-weights]\n");
         return 2;
     }
     int ndev = 0;
@@ -798,7 +801,10 @@ int main(int argc, char **argv) {
     int pf_blocks = prefill_blocks(pf), n_blocks = maxb * B.nb_per;
     if (n_blocks < pf_blocks) n_blocks = pf_blocks;
     t0 = eng_now_s();
-    if (eng_backend_cuda_create(m, n_blocks, BS, &B.b, &err)) {
+    eng_cuda_opts co;
+    eng_cuda_opts_default(&co);
+    co.bf16_weights = bf16w;
+    if (eng_backend_cuda_create_opts(m, n_blocks, BS, &co, &B.b, &err)) {
         fprintf(stderr, "bench_cuda: %s\n", err.msg);
         return 1;
     }

@@ -11,7 +11,8 @@
 #        quant    quantized GGUF (brisk mkmodel --format q4_k_m, q8_0) against
 #                 bf16 on 1.5B and 7B shapes (QUANT_MODELS): bench_cuda at
 #                 batch 1, 8, 32 (each quantized floor, and no_quant beside)
-#                 and the 1,024-token prompt pass; ~6 min with model making
+#                 and the 1,024-token prompt pass; then q4_k_m with a bf16
+#                 dense copy (--bf16-weights) at batch 1, 32; ~7 min
 #        ablate   bench_cuda at batch 1 and 32 on 1.5B, stages left out
 #        cuda     bench_cuda at batch 1..256 (CUDA_BATCHES) on 0.5B, 1.5B, 7B
 #                 shapes (CUDA_MODELS)
@@ -81,6 +82,10 @@ part_quant() {
                 --prefill 1024 2>&1 | grep -v "new length"
             stamp "$v done"
         done
+        # the same blocks with a bf16 dense copy for wide passes (bf16_weights)
+        timeout 200 $BIN/bench_cuda $MD/$m-q4_k_m.gguf --out "$OUT/quant_h100_$m-q4_k_m-bf16dense.json" \
+            --batches 1,32 --prefill 1024 --bf16-weights 2>&1 | grep -v "new length"
+        stamp "$m-q4_k_m bf16 dense done"
     done
 }
 part_ablate() {

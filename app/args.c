@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include "args.h"
+#include "eng.h"
 
 int arg_int(const char *cmd, const char *opt, const char *v, long lo, long hi, int *out) {
     char *end;
@@ -40,6 +41,16 @@ int arg_u64(const char *cmd, const char *opt, const char *v, uint64_t *out) {
         return -1;
     }
     *out = x;
+    return 0;
+}
+
+int arg_kv(const char *cmd, const char *opt, const char *v, int *out) {
+    int f = eng_kv_format_parse(v);
+    if (f < 0) {
+        fprintf(stderr, "brisk %s: %s must be f32 or bf16 (got '%s')\n", cmd, opt, v);
+        return -1;
+    }
+    *out = f;
     return 0;
 }
 

@@ -12,6 +12,8 @@ int arg_int(const char *cmd, const char *opt, const char *v, long lo, long hi, i
 int arg_num(const char *cmd, const char *opt, const char *v, double lo, double hi, double *out);
 /* A seed: an integer from 0 to 2^64 - 1. */
 int arg_u64(const char *cmd, const char *opt, const char *v, uint64_t *out);
+/* A KV format (--kv f32|bf16, eng_kv_format_parse) into *out (ENG_KV_*). */
+int arg_kv(const char *cmd, const char *opt, const char *v, int *out);
 /* "brisk CMD: unknown option OPT"; returns -1. */
 int arg_unknown(const char *cmd, const char *opt);
 /* "brisk CMD: OPT needs a value"; returns -1. */

@@ -9,13 +9,14 @@
 
 typedef struct gen_args {
     const char *model, *prompt;
-    int max_tokens, chat, cuda, stats;
+    int max_tokens, chat, cuda, stats, kv_format;
     eng_sampling samp;
 } gen_args;
 
 static int gen_usage(void) {
     fprintf(stderr, "usage: brisk generate --model DIR --prompt TEXT [--max-tokens N] "
-                    "[--temperature T] [--top-k K] [--top-p P] [--seed S] [--chat] [--cuda] [--stats]\n");
+                    "[--temperature T] [--top-k K] [--top-p P] [--seed S] [--chat] [--cuda] [--stats]\n"
+                    "       [--kv f32|bf16]  (how the KV cache stores keys and values; default f32)\n");
     return -1;
 }
 
@@ -31,12 +32,13 @@ static int parse_args(int argc, char **argv, gen_args *a) {
         if (!strcmp(k, "--stats")) { a->stats = 1; continue; }
         if (strcmp(k, "--model") && strcmp(k, "--prompt") && strcmp(k, "--max-tokens") &&
             strcmp(k, "--temperature") && strcmp(k, "--top-k") && strcmp(k, "--top-p") &&
-            strcmp(k, "--seed"))
+            strcmp(k, "--seed") && strcmp(k, "--kv"))
             return arg_unknown("generate", k);
         if (!v) return arg_missing("generate", k);
         if (!strcmp(k, "--model")) a->model = v;
         else if (!strcmp(k, "--prompt")) a->prompt = v;
         else if (!strcmp(k, "--max-tokens")) rc = arg_int("generate", k, v, 1, 1 << 20, &a->max_tokens);
+        else if (!strcmp(k, "--kv")) rc = arg_kv("generate", k, v, &a->kv_format);
         else if (!strcmp(k, "--temperature")) {
             if (!(rc = arg_num("generate", k, v, 0, 5, &x))) a->samp.temperature = (float)x;
         } else if (!strcmp(k, "--top-k")) rc = arg_int("generate", k, v, 0, 1000000, &a->samp.top_k);
@@ -70,7 +72,8 @@ static int run(const gen_args *a, eng_err *err) {
     eng_engine *e = NULL;
     int *ids = NULL, n = 0, seq, rc;
     if ((rc = eng_model_load(a->model, &m, err))) return rc;
-    eng_opts o = { .backend = a->cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU, .max_seqs = 4 };
+    eng_opts o = { .backend = a->cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU, .max_seqs = 4,
+                   .kv_format = a->kv_format };
     const eng_tok *tok = eng_model_tok(m);
     if ((rc = eng_create(m, &o, &e, err))) goto out;
     if ((rc = encode_prompt(m, a, &ids, &n, err))) goto out;
@@ -94,8 +97,10 @@ static int run(const gen_args *a, eng_err *err) {
     fflush(stdout);   /* the stats line (stderr) starts on a line of its own */
     if (a->stats) {
         double t1 = eng_now_s();
-        fprintf(stderr, "prompt %d tokens, generated %d, first token %.1f ms, %.1f tokens/s after it\n",
-                n, produced, (t_first - t0) * 1e3, produced > 1 ? (produced - 1) / (t1 - t_first) : 0.0);
+        fprintf(stderr, "prompt %d tokens, generated %d, first token %.1f ms, %.1f tokens/s after it; "
+                "KV %s, %zu bytes/token\n", n, produced, (t_first - t0) * 1e3,
+                produced > 1 ? (produced - 1) / (t1 - t_first) : 0.0,
+                eng_kv_format_name(eng_kv_format(e)), eng_kv_bytes_per_token(e));
     }
 out:
     free(ids);

@@ -45,7 +45,7 @@
 
 typedef struct replay_args {
     const char *file, *model, *out;
-    int limit, max_tokens, serial_cap, cuda, kv_tokens, verbose, hoist, warmup;
+    int limit, max_tokens, serial_cap, cuda, kv_tokens, verbose, hoist, warmup, kv_format;
     eng_sampling samp;
 } replay_args;
 
@@ -68,7 +68,7 @@ static void usage(void) {
     fprintf(stderr,
         "usage: brisk replay parallelprompt FILE.json [--model DIR] [--limit K] [--max-tokens N]\n"
         "         [--serial-max-tokens N] [--out PATH.json] [--temperature T] [--seed S]\n"
-        "         [--kv-tokens N] [--cuda] [--warmup N] [--literal-template] [--verbose]\n"
+        "         [--kv-tokens N] [--kv f32|bf16] [--cuda] [--warmup N] [--literal-template] [--verbose]\n"
         "  --warmup N             prompt passes of every 32 tokens up to N before timing (eng_warmup;\n"
         "                         default 2048 with --cuda, 0 on the CPU), as a server does at start\n"
         "  --max-tokens N         per subtask (default 128)\n"
@@ -108,7 +108,8 @@ static int parse_args(int argc, char **argv, replay_args *a) {
         if (!strcmp(k, "--literal-template")) { a->hoist = 0; continue; }
         if (strcmp(k, "--model") && strcmp(k, "--limit") && strcmp(k, "--max-tokens") &&
             strcmp(k, "--serial-max-tokens") && strcmp(k, "--out") && strcmp(k, "--temperature") &&
-            strcmp(k, "--seed") && strcmp(k, "--kv-tokens") && strcmp(k, "--warmup"))
+            strcmp(k, "--seed") && strcmp(k, "--kv-tokens") && strcmp(k, "--warmup") &&
+            strcmp(k, "--kv"))
             return arg_unknown("replay", k);
         if (!v) return arg_missing("replay", k);
         if (!strcmp(k, "--model")) a->model = v;
@@ -120,6 +121,7 @@ static int parse_args(int argc, char **argv, replay_args *a) {
             if (!(rc = arg_num("replay", k, v, 0, 5, &x))) a->samp.temperature = (float)x;
         } else if (!strcmp(k, "--seed")) rc = arg_u64("replay", k, v, &a->samp.seed);
         else if (!strcmp(k, "--kv-tokens")) rc = arg_int("replay", k, v, 256, 1 << 30, &a->kv_tokens);
+        else if (!strcmp(k, "--kv")) rc = arg_kv("replay", k, v, &a->kv_format);
         else rc = arg_int("replay", k, v, 0, 1 << 20, &a->warmup);
         if (rc) return rc;
         i++;
@@ -181,7 +183,7 @@ static int model_open(const replay_args *a, model_ctx *mc, eng_err *err) {
     if (rc) return rc;
     eng_opts o = {.backend = a->cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU,
                   .max_seqs = ORC_PP_MAX_ITEMS + 2, .block_size = 16,
-                  .n_blocks = a->kv_tokens / 16};
+                  .n_blocks = a->kv_tokens / 16, .kv_format = a->kv_format};
     if ((rc = eng_create(mc->m, &o, &mc->e, err)) || (rc = orc_sched_create(mc->e, 4, &mc->s, err)))
         return rc;
     /* one short request first, so that no row's timing pays for start-up

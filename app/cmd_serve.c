@@ -29,6 +29,7 @@ static int usage(void) {
                     "                        refused by default, after DNS and on every redirect)\n"
                     "       [--plan]        (measure step times at start: reason queries may give budget_s)\n"
                     "       [--max-batch N] (sequences the engine runs at once; default 256)\n"
+                    "       [--kv f32|bf16] (how the KV cache stores keys and values; default f32)\n"
                     "       [--log PATH|-|off] (the request log, one line per query; default - = stderr)\n"
                     "       [--model-name NAME] (the model's id in the OpenAI API; default the --model\n"
                     "                        path's last part without .gguf)\n"
@@ -53,7 +54,7 @@ typedef struct serve_args {
     srv_opts o;
     const char *model_dir, *search, *web_cache, *log;
     char default_cache[64];
-    int cuda, warmup, max_batch, fetch_private;
+    int cuda, warmup, max_batch, fetch_private, kv_format;
 } serve_args;
 
 /* 0, or -1 after saying what is wrong (usage() then follows). */
@@ -67,7 +68,7 @@ static int parse_args(int argc, char **argv, serve_args *a) {
     a->log = "-";
     static const char *const valued[] = { "--model", "--port", "--host", "--token", "--web", "--origin",
         "--search", "--web-cache", "--max-tokens-cap", "--max-queries-per-client", "--warmup", "--max-queue",
-        "--max-batch", "--log", "--model-name", NULL };
+        "--max-batch", "--log", "--model-name", "--kv", NULL };
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = 0, known = 0;
@@ -93,6 +94,7 @@ static int parse_args(int argc, char **argv, serve_args *a) {
         else if (!strcmp(k, "--log")) a->log = v;
         else if (!strcmp(k, "--model-name")) o->model_name = v;
         else if (!strcmp(k, "--max-batch")) rc = arg_int("serve", k, v, 1, 4096, &a->max_batch);
+        else if (!strcmp(k, "--kv")) rc = arg_kv("serve", k, v, &a->kv_format);
         else rc = arg_int("serve", k, v, 0, 1 << 20, &a->warmup);
         if (rc) return rc;
         i++;
@@ -140,7 +142,8 @@ int cmd_serve(int argc, char **argv) {
     eng_model *m = NULL;
     eng_engine *e = NULL;
     srv *s = NULL;
-    eng_opts eo = { .backend = cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU, .max_seqs = a.max_batch };
+    eng_opts eo = { .backend = cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU, .max_seqs = a.max_batch,
+                    .kv_format = a.kv_format };
     tool_registry *tools = tool_registry_create();
     tool_fetch_opts fo = { .allow_private = a.fetch_private };
     tool_search_opts so = { .endpoint = search };

@@ -3,7 +3,7 @@
  *
  *   build/benchmarks/bench_cuda MODEL_DIR [--out FILE] [--prompt N]
  *        [--steps N] [--prefill N] [--batches 1,8,32,64,256] [--kernels] [--ablate]
- *        [--ablate-only NAME,...] [--skinny-max N] [--bf16-weights]
+ *        [--ablate-only NAME,...] [--skinny-max N] [--kv f32|bf16] [--bf16-weights]
  *
  * Measures, on one GPU: the device bandwidth (a 1 GiB device-to-device
  * copy, bytes read + written, median of 10); prefill tokens/s (one prompt of
@@ -14,7 +14,8 @@
  *
  * Floor of a decode step = (weight bytes + KV bytes read) / bandwidth: the
  * weights (every layer + lm_head, as stored on the GPU) are read once per
- * step whatever the batch; attention reads each sequence's whole KV.  A
+ * step whatever the batch; attention reads each sequence's whole KV, in
+ * the pool's format (--kv: f32, the default, or bf16: half the bytes).  A
  * GGUF model with quantized weights: passes the quantized GEMV serves (up
  * to 8 rows) read the blocks, so their floor counts the quantized bytes;
  * wider passes (and the no_quant variant) read the dense copy and count its
@@ -683,7 +684,7 @@ static void kernel_bench(const eng_config *c, double bw, int sms, cJSON *root) {
         const char *names[5] = {"qkv (+norm)", "o_proj (+resid)", "gate|up (+norm, swiglu)",
                                 "down (+resid)", "lm_head"};
         kern_kv kv = {kvp, (long long)(2 * c->n_kv_heads * bs * c->head_dim), c->n_kv_heads,
-                      c->head_dim, bs, 0};
+                      c->head_dim, bs, 0, KERN_F32};
         cJSON *arr = cJSON_AddArrayToObject(root, "kernels_batch1");
         printf("per-kernel, batch 1 (graph of 32 launches, PDL on | off):\n");
         for (int i = 0; i < 5; i++) {
@@ -749,7 +750,8 @@ static int parse_batches(const char *s, int *b, int max) {
 
 int main(int argc, char **argv) {
     const char *dir = NULL, *out = NULL;
-    int batches[MAX_B] = {1, 8, 32, 64, 256}, nb = 5, pf = 512, kernels = 0, bf16w = 0;
+    int batches[MAX_B] = {1, 8, 32, 64, 256}, nb = 5, pf = 512, kernels = 0, kvf = ENG_KV_F32;
+    int bf16w = 0;
     bench B;
     memset(&B, 0, sizeof B);
     B.prompt = 128; B.steps = 32; B.warm = 3; B.rng = 12345; B.skinny_max = -1;
@@ -765,13 +767,20 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--ablate-only") && v) { B.ablate = 1; B.only = v; i++; }
         else if (!strcmp(a, "--skinny-max") && v) { B.skinny_max = atoi(v); i++; }
         else if (!strcmp(a, "--bf16-weights")) bf16w = 1;
+        else if (!strcmp(a, "--kv") && v) {
+            if ((kvf = eng_kv_format_parse(v)) < 0) {
+                fprintf(stderr, "bench_cuda: --kv takes f32 or bf16, not %s\n", v);
+                return 2;
+            }
+            i++;
+        }
         else if (a[0] != '-' && !dir) dir = a;
         else { fprintf(stderr, "bench_cuda: unknown argument %s\n", a); return 2; }
     }
     if (!dir || nb < 1 || B.prompt < 2 || B.steps < 1 || pf < 0) {
         fprintf(stderr, "usage: bench_cuda MODEL_DIR [--out FILE] [--prompt N] [--steps N] "
                         "[--prefill N] [--batches 1,8,...] [--kernels] [--ablate] [--ablate-only a,b] "
-                        "[--skinny-max N] [--bf16-weights]\n");
+                        "[--skinny-max N] [--kv f32|bf16] [--bf16-weights]\n");
         return 2;
     }
     int ndev = 0;
@@ -804,14 +813,16 @@ int main(int argc, char **argv) {
     eng_cuda_opts co;
     eng_cuda_opts_default(&co);
     co.bf16_weights = bf16w;
+    co.kv_format = kvf;
     if (eng_backend_cuda_create_opts(m, n_blocks, BS, &co, &B.b, &err)) {
         fprintf(stderr, "bench_cuda: %s\n", err.msg);
         return 1;
     }
     eng_cuda_get_info(B.b, &B.info);
-    printf("backend up in %.1f s on %s (%d SMs): weights %.3f GB (%s), KV %zu bytes/token (f32), "
-           "%d blocks\n", eng_now_s() - t0, B.info.device, B.info.n_sms, B.info.dense_weight_bytes / 1e9,
-           B.info.weights_bf16 ? "bf16" : "f32", B.info.kv_bytes_per_token, n_blocks);
+    printf("backend up in %.1f s on %s (%d SMs): weights %.3f GB (%s), KV %zu bytes/token (%s), "
+           "%d blocks\n", eng_now_s() - t0, B.info.device, B.info.n_sms,
+           B.info.dense_weight_bytes / 1e9, B.info.weights_bf16 ? "bf16" : "f32",
+           B.info.kv_bytes_per_token, eng_kv_format_name(B.info.kv_format), n_blocks);
     if (B.info.quant)
         printf("quantized blocks: %.3f GB read per step by passes of up to %d rows (the floor's "
                "bytes there); wider passes read the %s copy above\n", B.info.weight_bytes / 1e9,
@@ -828,6 +839,7 @@ int main(int argc, char **argv) {
         cJSON_AddNumberToObject(root, "quant_rows", B.info.quant_rows);
     }
     cJSON_AddNumberToObject(root, "kv_bytes_per_token", (double)B.info.kv_bytes_per_token);
+    cJSON_AddStringToObject(root, "kv_format", eng_kv_format_name(B.info.kv_format));
     cJSON_AddNumberToObject(root, "prompt", B.prompt);
     cJSON_AddNumberToObject(root, "steps", B.steps);
     if (kernels) kernel_bench(eng_model_config(m), B.bw, B.info.n_sms, root);

@@ -1,12 +1,15 @@
 /* bench_spec.c — speculative decoding on MATH-500 prompts.
  *
- *   build/benchmarks/bench_spec --model DIR [--draft DIR] [--data FILE]
- *       [--limit N] [--batch 1,8,16] [--k 2,4,8 | none] [--max-tokens N]
+ *   build/benchmarks/bench_spec --model DIR [--draft DIR] [--data FILE | --pp FILE]
+ *       [--raw] [--limit N] [--batch 1,8,16] [--k 2,4,8 | none] [--max-tokens N]
  *       [--repeat N] [--threads N] [--draft-threads N] [--cuda] [--out FILE]
  *
  * Each problem becomes a user turn of the model's chat template
  * ("<problem>\nPlease reason step by step, and put your final answer
- * within \boxed{}.") and is answered
+ * within \boxed{}."); with --pp the prompts are the rows of a ParallelPrompt
+ * file (each row's whole original prompt, as a user sent it); with --raw the
+ * same text is a raw prompt after the model's BOS (a base model without a
+ * chat template).  Each is answered
  * greedily up to --max-tokens or an end token.  For every batch size the
  * problems run with continuous batching (a finished answer's slot takes
  * the next problem) under each configuration: no speculation, n-gram
@@ -26,13 +29,14 @@
 #include <string.h>
 #include <cJSON.h>
 #include "eng.h"
+#include "orc_pp.h"
 #include "bench.h"
 
 enum { MAX_LIST = 16 };
 
 typedef struct args {
-    const char *model, *draft, *data, *out;
-    int limit, max_tokens, threads, draft_threads, cuda, repeat;
+    const char *model, *draft, *data, *pp, *out;
+    int raw, limit, max_tokens, threads, draft_threads, cuda, repeat;
     int batch[MAX_LIST], n_batch, ks[MAX_LIST], n_k;
 } args;
 
@@ -64,7 +68,7 @@ static int parse_list(const char *s, int *out, int max) {
 }
 
 static int usage(void) {
-    fprintf(stderr, "usage: bench_spec --model DIR [--draft DIR] [--data FILE] [--limit N] "
+    fprintf(stderr, "usage: bench_spec --model DIR [--draft DIR] [--data FILE | --pp FILE] [--raw] [--limit N] "
             "[--batch 1,8,16] [--k 2,4,8 | none] [--max-tokens N] [--repeat N] [--threads N] "
             "[--draft-threads N] [--cuda] [--out FILE]\n");
     return 2;
@@ -79,11 +83,13 @@ static int parse_args(int argc, char **argv, args *a) {
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(o, "--cuda")) { a->cuda = 1; continue; }
+        if (!strcmp(o, "--raw")) { a->raw = 1; continue; }
         if (!v) return -1;
         i++;
         if (!strcmp(o, "--model")) a->model = v;
         else if (!strcmp(o, "--draft")) a->draft = v;
         else if (!strcmp(o, "--data")) a->data = v;
+        else if (!strcmp(o, "--pp")) a->pp = v;
         else if (!strcmp(o, "--out")) a->out = v;
         else if (!strcmp(o, "--limit")) a->limit = atoi(v);
         else if (!strcmp(o, "--max-tokens")) a->max_tokens = atoi(v);
@@ -101,40 +107,57 @@ static int parse_args(int argc, char **argv, args *a) {
 }
 
 /* ------------------------------------------------------------ prompts */
-/* The problem as a user message through the model's chat template (its
- * text never becomes control tokens). */
-static int encode_chat(const eng_chat *c, const char *problem, int **ids, int *n) {
-    const char *tail = "\nPlease reason step by step, and put your final answer within \\boxed{}.";
-    size_t len = strlen(problem) + strlen(tail) + 1;
-    char *user = malloc(len);
-    if (!user) return -1;
-    snprintf(user, len, "%s%s", problem, tail);
-    eng_chat_msg m = { .role = "user", .content = user };
-    eng_chat_opts o = { .add_generation_prompt = 1 };
+/* The text as a user message through the model's chat template (its text
+ * never becomes control tokens), or with c == NULL as a raw prompt after
+ * the model's BOS. */
+static int encode(const eng_chat *c, const eng_tok *tok, const char *text, int **ids, int *n) {
     eng_err err;
-    int rc = eng_chat_render(c, &m, 1, &o, ids, n, NULL, &err);
+    int rc;
+    if (c) {
+        eng_chat_msg m = { .role = "user", .content = text };
+        eng_chat_opts o = { .add_generation_prompt = 1 };
+        rc = eng_chat_render(c, &m, 1, &o, ids, n, NULL, &err);
+    } else {
+        rc = eng_tok_encode_prompt(tok, text, strlen(text), ids, n, &err);
+    }
     if (rc) fprintf(stderr, "%s\n", err.msg);
-    free(user);
     return rc ? -1 : 0;
 }
 
 /* Up to limit problems of a MATH-500 JSONL file as prompts. */
-static int load_prompts(const char *path, const eng_chat *c, int limit, int ***ids, int **lens) {
+static int load_math(const char *path, const eng_chat *c, const eng_tok *tok, int limit,
+                     int **ids, int *lens) {
     FILE *f = fopen(path, "r");
     if (!f) { fprintf(stderr, "cannot open %s\n", path); return -1; }
-    *ids = calloc((size_t)limit, sizeof **ids);
-    *lens = calloc((size_t)limit, sizeof **lens);
+    const char *tail = "\nPlease reason step by step, and put your final answer within \\boxed{}.";
     char *line = NULL;
     size_t cap = 0;
     int n = 0;
-    while (n < limit && *ids && *lens && getline(&line, &cap, f) > 0) {
+    while (n < limit && getline(&line, &cap, f) > 0) {
         cJSON *j = cJSON_Parse(line);
         const cJSON *p = cJSON_GetObjectItem(j, "problem");
-        if (cJSON_IsString(p) && !encode_chat(c, p->valuestring, &(*ids)[n], &(*lens)[n])) n++;
+        size_t len = cJSON_IsString(p) ? strlen(p->valuestring) + strlen(tail) + 1 : 0;
+        char *text = len ? malloc(len) : NULL;
+        if (text) snprintf(text, len, "%s%s", p->valuestring, tail);
+        if (text && !encode(c, tok, text, &ids[n], &lens[n])) n++;
+        free(text);
         cJSON_Delete(j);
     }
     free(line);
     fclose(f);
+    return n;
+}
+
+/* Up to limit valid rows of a ParallelPrompt file, each row's original prompt. */
+static int load_pp(const char *path, const eng_chat *c, const eng_tok *tok, int limit,
+                   int **ids, int *lens) {
+    orc_pp_row *rows = NULL;
+    int n_rows = 0, n = 0;
+    eng_err err;
+    if (orc_pp_load(path, &rows, &n_rows, &err)) { fprintf(stderr, "%s\n", err.msg); return -1; }
+    for (int i = 0; i < n_rows && n < limit; i++)
+        if (rows[i].valid && !encode(c, tok, rows[i].original, &ids[n], &lens[n])) n++;
+    orc_pp_rows_free(rows, n_rows);
     return n;
 }
 
@@ -288,14 +311,19 @@ int main(int argc, char **argv) {
     const eng_config *c = eng_model_config(b.m);
     for (int i = 0; i < c->n_eos && b.n_eos < 9; i++) b.eos[b.n_eos++] = c->eos_ids[i];
     eng_chat *chat = NULL;
-    if (eng_chat_create(b.m, &chat, &err)) {
-        fprintf(stderr, "%s: %s\n", a.model, err.msg);
+    if (!a.raw && eng_chat_create(b.m, &chat, &err)) {
+        fprintf(stderr, "%s: %s (--raw gives it raw prompts)\n", a.model, err.msg);
         return 1;
     }
-    b.eos[b.n_eos++] = eng_chat_end_token(chat);
-    b.n_prompts = load_prompts(a.data, chat, a.limit, &b.prompts, &b.plen);
+    if (chat) b.eos[b.n_eos++] = eng_chat_end_token(chat);
+    b.prompts = calloc((size_t)a.limit, sizeof *b.prompts);
+    b.plen = calloc((size_t)a.limit, sizeof *b.plen);
+    if (!b.prompts || !b.plen) { fprintf(stderr, "bench_spec: out of memory\n"); return 1; }
+    const eng_tok *tok = eng_model_tok(b.m);
+    b.n_prompts = a.pp ? load_pp(a.pp, chat, tok, a.limit, b.prompts, b.plen)
+                       : load_math(a.data, chat, tok, a.limit, b.prompts, b.plen);
     eng_chat_free(chat);
-    if (b.n_prompts <= 0) { fprintf(stderr, "no prompts from %s\n", a.data); return 1; }
+    if (b.n_prompts <= 0) { fprintf(stderr, "no prompts from %s\n", a.pp ? a.pp : a.data); return 1; }
     for (int i = 0; i < b.n_prompts; i++) if (b.plen[i] > b.max_plen) b.max_plen = b.plen[i];
     if (b.max_plen + a.max_tokens + 40 > c->max_pos) {
         fprintf(stderr, "prompts of up to %d tokens + %d new exceed the model's context of %d\n",
@@ -316,9 +344,12 @@ int main(int argc, char **argv) {
         snprintf(cfs[n_cf++].name, 32, "%s adaptive", d ? "draft" : "ngram");
     }
 
-    printf("model %s%s%s, %d problems (prompts %d..%d tokens), up to %d new tokens, %s\n",
-           a.model, b.dm ? ", draft " : "", b.dm ? a.draft : "", b.n_prompts, b.plen[0],
-           b.max_plen, a.max_tokens, a.cuda ? "CUDA" : "CPU");
+    int min_plen = b.max_plen;
+    for (int i = 0; i < b.n_prompts; i++) if (b.plen[i] < min_plen) min_plen = b.plen[i];
+    printf("model %s%s%s, %d %s prompts (%d..%d tokens, %s), up to %d new tokens, %s\n",
+           a.model, b.dm ? ", draft " : "", b.dm ? a.draft : "", b.n_prompts,
+           a.pp ? "ParallelPrompt" : "MATH-500", min_plen, b.max_plen, a.raw ? "raw" : "chat",
+           a.max_tokens, a.cuda ? "CUDA" : "CPU");
     size_t np = (size_t)b.n_prompts;
     int **plain = calloc(np, sizeof *plain), *plen = calloc(np, sizeof *plen);
     int **ans = calloc(np, sizeof *ans), *alen = calloc(np, sizeof *alen);
@@ -343,6 +374,8 @@ int main(int argc, char **argv) {
     cJSON_AddStringToObject(root, "model", a.model);
     cJSON_AddStringToObject(root, "draft", a.draft ? a.draft : "");
     cJSON_AddStringToObject(root, "backend", a.cuda ? "cuda" : "cpu");
+    cJSON_AddStringToObject(root, "prompts", a.pp ? a.pp : a.data);
+    cJSON_AddStringToObject(root, "prompt_format", a.raw ? "raw" : "chat");
     cJSON_AddNumberToObject(root, "problems", b.n_prompts);
     cJSON_AddNumberToObject(root, "max_tokens", a.max_tokens);
     cJSON_AddNumberToObject(root, "repeat", a.repeat);   /* the fastest of this many runs */

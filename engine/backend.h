@@ -38,12 +38,17 @@ struct eng_backend {
     void (*destroy)(eng_backend *b);
 };
 
-int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int n_threads,
-                           eng_backend **out, eng_err *err);
+/* Bytes of one stored K or V value in KV format f (ENG_KV_*). */
+static inline size_t eng_kv_elem_bytes(int f) { return f == ENG_KV_BF16 ? 2 : 4; }
+
+/* kv_format: ENG_KV_*, how the pool stores keys and values (eng.h). */
+int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int kv_format,
+                           int n_threads, eng_backend **out, eng_err *err);
 #ifdef BRISK_CUDA
-int eng_backend_cuda_create(const eng_model *m, int n_blocks, int block_size,
+int eng_backend_cuda_create(const eng_model *m, int n_blocks, int block_size, int kv_format,
                             eng_backend **out, eng_err *err);
 /* How many KV blocks fit in the GPU's free memory beside the weights. */
-int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int *n_blocks, eng_err *err);
+int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int kv_format, int *n_blocks,
+                                eng_err *err);
 #endif
 #endif

@@ -1,5 +1,7 @@
 /* cpu.c — the CPU reference backend: f32 weights as the model holds them,
- * a paged KV pool in host memory, and a small persistent thread pool.
+ * a paged KV pool in host memory (f32, or bf16 values rounded as the CUDA
+ * backend rounds them, so both compute from the same keys and values), and
+ * a small persistent thread pool.
  *
  * A forward pass works on all rows of the batch at once: every projection is
  * one matrix product Y[rows][out] = X[rows][in] W[out][in]^T, its output
@@ -52,6 +54,29 @@ INLINE float dot(const float *a, const float *b, int n) {
     for (; k + 8 <= n; k += 8) acc += ld8(a + k) * ld8(b + k);
     float s = hsum8(&acc);
     for (; k < n; k++) s += a[k] * b[k];
+    return s;
+}
+
+/* bf16 KV rows (ENG_KV_BF16): a bf16 value is the top half of an f32. */
+typedef uint16_t u16x8 __attribute__((vector_size(16)));
+typedef uint32_t u32x8 __attribute__((vector_size(32)));
+INLINE float bf16f(uint16_t v) { uint32_t u = (uint32_t)v << 16; float f; memcpy(&f, &u, 4); return f; }
+INLINE v8 ld8_bf16(const uint16_t *p) {
+    u16x8 h;
+    memcpy(&h, p, sizeof h);
+    u32x8 w = __builtin_convertvector(h, u32x8) << 16;
+    v8 v;
+    memcpy(&v, &w, sizeof v);
+    return v;
+}
+
+/* dot() with b in bf16: the same operations on b's f32 values. */
+INLINE float dot_bf16(const float *a, const uint16_t *b, int n) {
+    v8 acc = { 0 };
+    int k = 0;
+    for (; k + 8 <= n; k += 8) acc += ld8(a + k) * ld8_bf16(b + k);
+    float s = hsum8(&acc);
+    for (; k < n; k++) s += a[k] * bf16f(b[k]);
     return s;
 }
 
@@ -176,8 +201,10 @@ typedef struct cpu {
     const eng_model *m;
     eng_config c;
     int n_blocks, bs;
-    size_t block_floats;     /* one block's K (or V) over all layers */
-    float *k_pool, *v_pool;  /* [n_blocks][layers][kv_heads][bs][head_dim] */
+    int kv_bf16;             /* the pools hold bf16 values (ENG_KV_BF16), else f32 */
+    size_t kv_eb;            /* bytes of a stored value */
+    size_t block_elems;      /* one block's K (or V) over all layers */
+    void *k_pool, *v_pool;   /* [n_blocks][layers][kv_heads][bs][head_dim] */
     size_t pool_bytes;
     pool tp;
     /* scratch for one chunk of rows, grown on demand */
@@ -190,9 +217,18 @@ typedef struct cpu {
 
 enum { CHUNK_ROWS = 512 };   /* rows per internal pass: bounds scratch memory */
 
-static float *kv_at(const cpu *s, float *base, int block, int layer, int head) {
-    return base + (size_t)block * s->block_floats +
+/* Element offset of slot 0 of (block, layer, kv head) in a pool. */
+static size_t kv_off(const cpu *s, int block, int layer, int head) {
+    return (size_t)block * s->block_elems +
            ((size_t)layer * s->c.n_kv_heads + head) * (size_t)s->bs * s->c.head_dim;
+}
+
+/* Writes n values at element offset off of a pool, rounded to bf16 in a
+ * bf16 pool. */
+static void kv_put(const cpu *s, void *pool, size_t off, const float *x, int n) {
+    if (!s->kv_bf16) { memcpy((float *)pool + off, x, (size_t)n * sizeof *x); return; }
+    uint16_t *d = (uint16_t *)pool + off;
+    for (int i = 0; i < n; i++) d[i] = eng_f32_to_bf16(x[i]);
 }
 
 static int grow(float **p, size_t n, eng_err *err) {
@@ -398,6 +434,7 @@ static void att_worker(void *arg, int tid, int nth) {
     const int qd = c->n_heads * hd;
     const int win = eng_layer_sliding(c, j->layer) ? c->sliding_window : 0;
     const float scale = c->attn_scale;
+    const int bf = s->kv_bf16;
     float *sc = s->scores + (size_t)tid * s->cap_len;
     int items = j->rows * c->n_heads;
     for (int it = tid; it < items; it += nth) {   /* interleaved: later rows are longer */
@@ -410,10 +447,12 @@ static void att_worker(void *arg, int tid, int nth) {
         float mx = -INFINITY;
         /* positions first..pos, block by block: [t0 + a, t0 + n) of each */
         for (int t0 = first / bs * bs; t0 <= pos; t0 += bs) {
-            const float *kb = kv_at(s, s->k_pool, table[t0 / bs], j->layer, g);
+            const size_t kb = kv_off(s, table[t0 / bs], j->layer, g);
             int a = first > t0 ? first - t0 : 0, n = pos - t0 + 1 < bs ? pos - t0 + 1 : bs;
             for (int t = a; t < n; t++) {
-                float v = dot(q, kb + (size_t)t * hd, hd) * scale;
+                const size_t o = kb + (size_t)t * hd;
+                float v = (bf ? dot_bf16(q, (const uint16_t *)s->k_pool + o, hd)
+                              : dot(q, (const float *)s->k_pool + o, hd)) * scale;
                 sc[t0 + t] = v;
                 if (v > mx) mx = v;
             }
@@ -423,17 +462,27 @@ static void att_worker(void *arg, int tid, int nth) {
         float inv = 1.0f / sum;
         for (int d = 0; d < hd; d++) out[d] = 0;
         for (int t0 = first / bs * bs; t0 <= pos; t0 += bs) {
-            const float *vb = kv_at(s, s->v_pool, table[t0 / bs], j->layer, g);
+            const size_t vb = kv_off(s, table[t0 / bs], j->layer, g);
             int a = first > t0 ? first - t0 : 0, n = pos - t0 + 1 < bs ? pos - t0 + 1 : bs;
             for (int t = a; t < n; t++) {
-                const float *vv = vb + (size_t)t * hd;
+                const size_t o = vb + (size_t)t * hd;
                 float p = sc[t0 + t];
                 int d = 0;
-                for (; d + 8 <= hd; d += 8) {
-                    v8 o = ld8(out + d) + ld8(vv + d) * p;
-                    st8(out + d, &o);
+                if (bf) {
+                    const uint16_t *vv = (const uint16_t *)s->v_pool + o;
+                    for (; d + 8 <= hd; d += 8) {
+                        v8 x = ld8(out + d) + ld8_bf16(vv + d) * p;
+                        st8(out + d, &x);
+                    }
+                    for (; d < hd; d++) out[d] += bf16f(vv[d]) * p;
+                } else {
+                    const float *vv = (const float *)s->v_pool + o;
+                    for (; d + 8 <= hd; d += 8) {
+                        v8 x = ld8(out + d) + ld8(vv + d) * p;
+                        st8(out + d, &x);
+                    }
+                    for (; d < hd; d++) out[d] += vv[d] * p;
                 }
-                for (; d < hd; d++) out[d] += vv[d] * p;
             }
         }
         for (int d = 0; d < hd; d++) out[d] *= inv;
@@ -492,9 +541,9 @@ static void rope_and_store(cpu *s, const eng_fwd_batch *b, int row0, int n, int 
             float *k = s->k + (size_t)i * kd + g * hd;
             if (c->qk_norm) rmsnorm(k, k, w->k_norm, hd, c->rms_eps);
             rope(k, cs, sn, hd);
-            memcpy(kv_at(s, s->k_pool, blk, layer, g) + (size_t)slot * hd, k, hd * sizeof *k);
-            memcpy(kv_at(s, s->v_pool, blk, layer, g) + (size_t)slot * hd,
-                   s->v + (size_t)i * kd + g * hd, hd * sizeof *k);
+            const size_t o = kv_off(s, blk, layer, g) + (size_t)slot * hd;
+            kv_put(s, s->k_pool, o, k, hd);
+            kv_put(s, s->v_pool, o, s->v + (size_t)i * kd + g * hd, hd);
         }
     }
 }
@@ -682,9 +731,10 @@ static int cpu_copy_block(eng_backend *be, int src, int dst, eng_err *err) {
         return eng_seterr(err, ENG_EINVAL, "cpu: copy_block %d -> %d outside the pool of %d",
                           src, dst, s->n_blocks);
     if (src == dst) return ENG_OK;
-    size_t n = s->block_floats * sizeof(float);
-    memcpy(s->k_pool + (size_t)dst * s->block_floats, s->k_pool + (size_t)src * s->block_floats, n);
-    memcpy(s->v_pool + (size_t)dst * s->block_floats, s->v_pool + (size_t)src * s->block_floats, n);
+    const size_t n = s->block_elems * s->kv_eb;
+    char *k = s->k_pool, *v = s->v_pool;
+    memcpy(k + (size_t)dst * n, k + (size_t)src * n, n);
+    memcpy(v + (size_t)dst * n, v + (size_t)src * n, n);
     return ENG_OK;
 }
 
@@ -728,8 +778,8 @@ static int check_model(const eng_model *m, eng_err *err) {
     return ENG_OK;
 }
 
-int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int n_threads,
-                           eng_backend **out, eng_err *err) {
+int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int kv_format,
+                           int n_threads, eng_backend **out, eng_err *err) {
     if (!out) return eng_seterr(err, ENG_EINVAL, "cpu: no output pointer");
     *out = NULL;
     if (!m) return eng_seterr(err, ENG_EINVAL, "cpu: no model");
@@ -738,6 +788,8 @@ int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int
     if (n_blocks <= 0 || block_size <= 0)
         return eng_seterr(err, ENG_EINVAL, "cpu: need n_blocks > 0 and block_size > 0 (got %d, %d)",
                           n_blocks, block_size);
+    if (kv_format != ENG_KV_F32 && kv_format != ENG_KV_BF16)
+        return eng_seterr(err, ENG_EINVAL, "cpu: unknown KV format %d", kv_format);
     if (n_threads <= 0) n_threads = 1;
     if (n_threads > 256) n_threads = 256;
 
@@ -752,13 +804,15 @@ int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int
     s->c = m->cfg;
     s->n_blocks = n_blocks;
     s->bs = block_size;
-    s->block_floats = (size_t)s->c.n_layers * s->c.n_kv_heads * block_size * s->c.head_dim;
-    if (s->block_floats > SIZE_MAX / sizeof(float) / 2 / (size_t)n_blocks) {
+    s->kv_bf16 = kv_format == ENG_KV_BF16;
+    const size_t eb = s->kv_eb = eng_kv_elem_bytes(kv_format);
+    s->block_elems = (size_t)s->c.n_layers * s->c.n_kv_heads * block_size * s->c.head_dim;
+    if (s->block_elems > SIZE_MAX / eb / 2 / (size_t)n_blocks) {
         cpu_destroy(be);
         return eng_seterr(err, ENG_EINVAL, "cpu: KV pool of %d blocks is too large", n_blocks);
     }
     /* Reserved, not committed: pages are touched only when blocks are used. */
-    s->pool_bytes = s->block_floats * sizeof(float) * 2 * (size_t)n_blocks;
+    s->pool_bytes = s->block_elems * eb * 2 * (size_t)n_blocks;
     void *p = mmap(NULL, s->pool_bytes, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) {
@@ -767,7 +821,7 @@ int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int
         return eng_seterr(err, ENG_ENOMEM, "cpu: could not map a KV pool of %zu MiB", mb);
     }
     s->k_pool = p;
-    s->v_pool = s->k_pool + s->block_floats * (size_t)n_blocks;
+    s->v_pool = (char *)p + s->block_elems * eb * (size_t)n_blocks;
     if ((rc = pool_start(&s->tp, n_threads, err))) { cpu_destroy(be); return rc; }
     *out = be;
     return ENG_OK;

@@ -239,12 +239,25 @@ double   eng_rng_uniform(uint64_t *state);
 /* --------------------------------------------------------------- engine */
 enum { ENG_BACKEND_CPU = 0, ENG_BACKEND_CUDA = 1 };
 
+/* How the KV cache stores keys and values.  BF16 rounds each K and V value
+ * to bf16 (round to nearest even, as CUDA's __float2bfloat16_rn) when it is
+ * written, on every backend, so the CPU reference and CUDA agree in either
+ * format; attention still computes in f32.  Half the bytes per token; logits
+ * move by ~1e-3 relative, enough to flip near-tied greedy choices against
+ * an F32 run (kernels/NOTES.md, "Precision choices"). */
+enum { ENG_KV_F32 = 0, ENG_KV_BF16 = 1 };
+/* "f32" or "bf16" -> ENG_KV_*; -1 for anything else.  The one parser of the
+ * commands' --kv option. */
+int eng_kv_format_parse(const char *name);
+const char *eng_kv_format_name(int format);   /* "f32", "bf16", or "?" */
+
 typedef struct eng_opts {
     int backend;      /* ENG_BACKEND_* */
     int n_threads;    /* CPU: 0 = number of cores */
     int block_size;   /* KV tokens per block; 0 = 16 */
     int n_blocks;     /* KV blocks in the pool; 0 = sized for max_seqs x max_pos/4 */
     int max_seqs;     /* live sequences at once; 0 = 256 */
+    int kv_format;    /* ENG_KV_*; 0 = F32 */
 } eng_opts;
 
 typedef struct eng_engine eng_engine;
@@ -324,6 +337,10 @@ int  eng_n_live(const eng_engine *e);
  * that took part, accepted drafts included; 0 when it ran nothing. */
 int  eng_step_tokens(const eng_engine *e);
 int  eng_kv_free_blocks(const eng_engine *e);
+/* The engine's KV format (ENG_KV_*) and the bytes one token's keys and
+ * values take in it over all layers. */
+int  eng_kv_format(const eng_engine *e);
+size_t eng_kv_bytes_per_token(const eng_engine *e);
 /* KV blocks that hold n tokens of one sequence (the engine's block size). */
 int  eng_blocks_for(const eng_engine *e, int n);
 const eng_model *eng_engine_model(const eng_engine *e);

@@ -127,6 +127,8 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
         return eng_seterr(err, ENG_EINVAL, "eng_create: negative option (block_size %d, n_blocks %d, "
                           "max_seqs %d, n_threads %d)", d.block_size, d.n_blocks, d.max_seqs,
                           d.n_threads);
+    if (d.kv_format != ENG_KV_F32 && d.kv_format != ENG_KV_BF16)
+        return eng_seterr(err, ENG_EINVAL, "eng_create: unknown KV format %d", d.kv_format);
     if (!d.block_size) d.block_size = 16;
     if (!d.max_seqs) d.max_seqs = 256;
     int blocks_given = d.n_blocks;   /* a draft engine follows the same policy */
@@ -141,7 +143,7 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
 #ifdef BRISK_CUDA
         /* The GPU holds what fits in its free memory, not a host-sized pool. */
         int fit = 0;
-        if (d.backend == ENG_BACKEND_CUDA && !eng_backend_cuda_max_blocks(m, d.block_size, &fit, err) &&
+        if (d.backend == ENG_BACKEND_CUDA && !eng_backend_cuda_max_blocks(m, d.block_size, d.kv_format, &fit, err) &&
             fit > 0 && fit < d.n_blocks)
             d.n_blocks = fit;
 #endif
@@ -167,10 +169,11 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
     if (!rc) {
         e->host_logits = d.backend == ENG_BACKEND_CPU;   /* free there: already on the host */
         if (d.backend == ENG_BACKEND_CPU)
-            rc = eng_backend_cpu_create(m, d.n_blocks, d.block_size, d.n_threads, &e->be, err);
+            rc = eng_backend_cpu_create(m, d.n_blocks, d.block_size, d.kv_format, d.n_threads,
+                                        &e->be, err);
 #ifdef BRISK_CUDA
         else if (d.backend == ENG_BACKEND_CUDA)
-            rc = eng_backend_cuda_create(m, d.n_blocks, d.block_size, &e->be, err);
+            rc = eng_backend_cuda_create(m, d.n_blocks, d.block_size, d.kv_format, &e->be, err);
 #endif
         else
             rc = eng_seterr(err, ENG_EUNSUPPORTED, "eng_create: backend %d not available in this "
@@ -616,6 +619,12 @@ const float *eng_seq_logits(const eng_engine *e, int id, int *rows) {
 int eng_n_live(const eng_engine *e) { return e ? e->n_live : 0; }
 int eng_step_tokens(const eng_engine *e) { return e ? e->step_tokens : 0; }
 int eng_kv_free_blocks(const eng_engine *e) { return e ? eng_kv_n_free(e->kv) : 0; }
+int eng_kv_format(const eng_engine *e) { return e ? e->opts.kv_format : ENG_KV_F32; }
+size_t eng_kv_bytes_per_token(const eng_engine *e) {
+    if (!e) return 0;
+    return (size_t)e->c.n_layers * 2 * e->c.n_kv_heads * e->c.head_dim *
+           eng_kv_elem_bytes(e->opts.kv_format);
+}
 int eng_blocks_for(const eng_engine *e, int n) {
     return e && n > 0 ? (int)(((int64_t)n + e->bs - 1) / e->bs) : 0;
 }

@@ -118,6 +118,9 @@ int64_t eng_tensor_elems(const eng_tensor *t);   /* product of the shape */
  * bit-exact with ggml's reference dequantization for quantized types. */
 void eng_to_f32(const eng_tensor *t, float *dst);
 float eng_bf16_to_f32(uint16_t v);
+/* f32 -> bf16 rounded to nearest even (CUDA's __float2bfloat16_rn for
+ * every finite value and infinity; NaN stays a quiet NaN). */
+uint16_t eng_f32_to_bf16(float f);
 float eng_f16_to_f32(uint16_t v);
 
 #endif

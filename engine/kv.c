@@ -124,3 +124,13 @@ int eng_kv_table_prepare(eng_kv *kv, eng_kv_table *t, int from, int to,
     }
     return ENG_OK;
 }
+
+int eng_kv_format_parse(const char *name) {
+    if (name && !strcmp(name, "f32")) return ENG_KV_F32;
+    if (name && !strcmp(name, "bf16")) return ENG_KV_BF16;
+    return -1;
+}
+
+const char *eng_kv_format_name(int format) {
+    return format == ENG_KV_F32 ? "f32" : format == ENG_KV_BF16 ? "bf16" : "?";
+}

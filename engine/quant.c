@@ -51,6 +51,14 @@ float eng_bf16_to_f32(uint16_t v) {
     return f;
 }
 
+uint16_t eng_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);   /* round to nearest, ties to even */
+    return (uint16_t)(u >> 16);
+}
+
 float eng_f16_to_f32(uint16_t v) {
     uint32_t sign = (uint32_t)(v & 0x8000) << 16, exp = (v >> 10) & 0x1f, man = v & 0x3ff;
     uint32_t bits;

@@ -1,7 +1,8 @@
 /* cuda_backend.cu — brisk's CUDA backend behind engine/backend.h.
  *
  * Create uploads the weights (fused: q|k|v and gate|up), allocates the paged
- * KV pool (f32, layer-major, one extra scratch block for padding rows) and a cuBLASLt
+ * KV pool (f32 or bf16 by eng_cuda_opts.kv_format, layer-major, one extra
+ * scratch block for padding rows) and a cuBLASLt
  * handle on one stream.  Forward packs the pass's inputs into one host
  * buffer (kern_step header + arrays), copies it up in one transfer, runs the
  * model and copies back only ids, log-probabilities and entropies (logits
@@ -81,9 +82,11 @@ typedef struct cu_ctx {
     float *inv_freq_local;       /* sliding layers' RoPE frequencies; NULL when none slides */
     float q_scale;               /* attn_scale * sqrt(head_dim): q's factor (kern_rope_kv) */
     size_t weight_bytes;
-    float *kv;
-    size_t blk_floats;           /* one layer's block: K and V of every kv head */
-    size_t layer_floats;         /* one layer's pool: (n_blocks + 1) blocks */
+    void *kv;
+    int kv_dt;                   /* its elements: KERN_F32 or KERN_BF16 (opt.kv_format) */
+    size_t kv_eb;                /* bytes per element */
+    size_t blk_elems;            /* one layer's block: K and V of every kv head */
+    size_t layer_elems;          /* one layer's pool: (n_blocks + 1) blocks */
     /* activations for up to cap_rows rows / cap_out out rows */
     int cap_rows, cap_out;
     float *x, *y, *q, *attn, *h, *part, *xo, *logits;
@@ -123,13 +126,7 @@ static int dev_fail(cu_ctx *c, eng_err *err, cudaError_t e, const char *what) {
 #define KC(call) do { int e_ = (call); \
     if (e_) return dev_fail(c, err, (cudaError_t)e_, #call); } while (0)
 
-extern "C" uint16_t kern_f32_to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);  /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
+extern "C" uint16_t kern_f32_to_bf16(float f) { return eng_f32_to_bf16(f); }
 
 extern "C" void eng_cuda_opts_default(eng_cuda_opts *o) {
     memset(o, 0, sizeof *o);
@@ -700,8 +697,9 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
         const cu_layer *w = &c->layers[l];
         const bool slide = eng_layer_sliding(g, l);
         const float *freq = slide && c->inv_freq_local ? c->inv_freq_local : c->inv_freq;
-        kern_kv kv = {c->kv + (size_t)l * c->layer_floats, (long long)c->blk_floats, g->n_kv_heads,
-                      g->head_dim, c->block_size, slide ? g->sliding_window : 0};
+        kern_kv kv = {(char *)c->kv + (size_t)l * c->layer_elems * c->kv_eb,
+                      (long long)c->blk_elems, g->n_kv_heads, g->head_dim, c->block_size,
+                      slide ? g->sliding_window : 0, c->kv_dt};
         if (small && fuse_rope) {
             KC(SKIP(KERN_SKIP_QKVO, (quant && w->qqkv.n_seg)
                     ? kern_qgemv_qkv(s, &w->qqkv, H, c->x, R, w->attn_norm, eps, w->bqkv, stp, nh,
@@ -1086,10 +1084,10 @@ static int cu_copy_block(eng_backend *be, int src, int dst, eng_err *err) {
         return eng_seterr(err, ENG_EINVAL, "CUDA copy_block: %d -> %d outside pool of %d", src, dst,
                           c->n_blocks);
     if (src == dst) return ENG_OK;
-    const size_t w = c->blk_floats * sizeof(float), pitch = c->layer_floats * sizeof(float);
-    CK(cudaMemcpy2DAsync(c->kv + (size_t)dst * c->blk_floats, pitch,
-                         c->kv + (size_t)src * c->blk_floats, pitch, w, c->cfg.n_layers,
-                         cudaMemcpyDeviceToDevice, c->st));
+    const size_t w = c->blk_elems * c->kv_eb, pitch = c->layer_elems * c->kv_eb;
+    char *kv = (char *)c->kv;
+    CK(cudaMemcpy2DAsync(kv + (size_t)dst * w, pitch, kv + (size_t)src * w, pitch, w,
+                         c->cfg.n_layers, cudaMemcpyDeviceToDevice, c->st));
     return ENG_OK;
 }
 
@@ -1181,10 +1179,12 @@ static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
 
     /* layer-major: one layer's blocks lie together, so a decode step's
      * attention for that layer touches few pages (kernels/NOTES.md, v6) */
-    c->blk_floats = (size_t)2 * g->n_kv_heads * c->block_size * g->head_dim;
-    c->layer_floats = (size_t)(c->n_blocks + 1) * c->blk_floats;
-    size_t kv_bytes = (size_t)g->n_layers * c->layer_floats * sizeof(float);
-    if ((rc = dev_alloc(c, kv_bytes, (void **)&c->kv, "KV pool", err))) return rc;
+    c->kv_dt = c->opt.kv_format == ENG_KV_BF16 ? KERN_BF16 : KERN_F32;
+    c->kv_eb = eng_kv_elem_bytes(c->opt.kv_format);
+    c->blk_elems = (size_t)2 * g->n_kv_heads * c->block_size * g->head_dim;
+    c->layer_elems = (size_t)(c->n_blocks + 1) * c->blk_elems;
+    size_t kv_bytes = (size_t)g->n_layers * c->layer_elems * c->kv_eb;
+    if ((rc = dev_alloc(c, kv_bytes, &c->kv, "KV pool", err))) return rc;
     CK(cudaMemset(c->kv, 0, kv_bytes));
     return ensure_rows(c, 16, 8, err);
 }
@@ -1200,6 +1200,8 @@ extern "C" int eng_backend_cuda_create_opts(const eng_model *m, int n_blocks, in
                           block_size);
     int rc = check_config(&m->cfg, err);
     if (rc) return rc;
+    if (o && o->kv_format != ENG_KV_F32 && o->kv_format != ENG_KV_BF16)
+        return eng_seterr(err, ENG_EINVAL, "CUDA backend: unknown KV format %d", o->kv_format);
     cu_ctx *c = (cu_ctx *)calloc(1, sizeof *c);
     eng_backend *be = (eng_backend *)calloc(1, sizeof *be);
     if (!c || !be) {
@@ -1250,8 +1252,8 @@ static size_t quant_bytes_of(const eng_model *m) {
     return n;
 }
 
-extern "C" int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int *n_blocks,
-                                           eng_err *err) {
+extern "C" int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int kv_format,
+                                           int *n_blocks, eng_err *err) {
     if (!m || !n_blocks || block_size < 1)
         return eng_seterr(err, ENG_EINVAL, "CUDA max_blocks: bad arguments");
     *n_blocks = 0;
@@ -1263,7 +1265,8 @@ extern "C" int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, i
     const eng_config *g = &m->cfg;
     int bf16 = m->t_embed && m->t_embed->dtype == ENG_DT_BF16;
     size_t need = weight_bytes_of(m, bf16) + quant_bytes_of(m) + ((size_t)3 << 30);   /* + activations, workspace */
-    size_t blk = (size_t)g->n_layers * 2 * g->n_kv_heads * block_size * g->head_dim * sizeof(float);
+    size_t blk = (size_t)g->n_layers * 2 * g->n_kv_heads * block_size * g->head_dim *
+                 eng_kv_elem_bytes(kv_format);
     if (free_b <= need + 2 * blk)
         return eng_seterr(err, ENG_ENOMEM, "CUDA backend: %zu MiB free on the device, the model "
                           "needs about %zu MiB before any KV block", free_b >> 20, need >> 20);
@@ -1273,8 +1276,11 @@ extern "C" int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, i
 }
 
 extern "C" int eng_backend_cuda_create(const eng_model *m, int n_blocks, int block_size,
-                                       eng_backend **out, eng_err *err) {
-    return eng_backend_cuda_create_opts(m, n_blocks, block_size, NULL, out, err);
+                                       int kv_format, eng_backend **out, eng_err *err) {
+    eng_cuda_opts o;
+    eng_cuda_opts_default(&o);
+    o.kv_format = kv_format;
+    return eng_backend_cuda_create_opts(m, n_blocks, block_size, &o, out, err);
 }
 
 extern "C" int eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o) {
@@ -1282,9 +1288,10 @@ extern "C" int eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o) {
     cu_ctx *c = (cu_ctx *)b->ctx;
     cudaStreamSynchronize(c->st);
     graphs_clear(c);
-    int bf16 = c->opt.bf16_weights;
+    int bf16 = c->opt.bf16_weights, kvf = c->opt.kv_format;
     c->opt = *o;
     c->opt.bf16_weights = bf16;
+    c->opt.kv_format = kvf;
     opts_clamp(&c->opt);
     return ENG_OK;
 }
@@ -1307,7 +1314,8 @@ extern "C" int eng_cuda_get_info(const eng_backend *b, eng_cuda_info *info) {
     info->dense_weight_bytes = c->weight_bytes;
     info->weight_bytes = info->quant ? c->weight_bytes - c->q_dense_bytes + c->q_bytes
                                      : c->weight_bytes;
-    info->kv_bytes_per_token = (size_t)c->cfg.n_layers * 2 * c->kv_dim * sizeof(float);
+    info->kv_bytes_per_token = (size_t)c->cfg.n_layers * 2 * c->kv_dim * c->kv_eb;
+    info->kv_format = c->opt.kv_format;
     info->weights_bf16 = c->wdt == KERN_BF16;
     info->n_sms = c->n_sms;
     info->graphs = !c->opt.no_graphs;

@@ -1,8 +1,8 @@
 /* kern.h — brisk's CUDA backend (built with `make CUDA=1` only) and the
  * launchers of its kernels, which tests/test_cuda.c checks one by one.
  *
- * Precision (see kernels/NOTES.md): the residual stream, attention, softmax
- * and the KV pool are f32; weights stay bf16 when the checkpoint is bf16 and
+ * Precision (see kernels/NOTES.md): the residual stream, attention and
+ * softmax are f32, the KV pool f32 or bf16 (eng_cuda_opts.kv_format); weights stay bf16 when the checkpoint is bf16 and
  * f32 otherwise (unless bf16_weights); the custom GEMV reads f32 activations;
  * cuBLASLt products split each activation into a bf16 high and low part
  * (two rows per row, one pass over the weights) unless fast_gemm is set.
@@ -34,6 +34,8 @@ typedef struct eng_cuda_opts {
     int attn_span;      /* variant 2/3's positions per block before splitting; 0: default */
     int prefill_attn;   /* KERN_PF_*: when prompt passes take kern_attention_prefill */
     int gemm_attn;      /* < 0: never kern_attention_gemm; 0: for long prompts of one sequence */
+    int kv_format;      /* ENG_KV_F32 or ENG_KV_BF16: how the KV pool stores keys and values
+                           (fixed at creation, as bf16_weights) */
     int no_quant;       /* 1: quantized (GGUF) weights go through their dense copy only, as
                            every other product does (the blocks are not uploaded when set at
                            create) */
@@ -49,12 +51,13 @@ void eng_cuda_opts_default(eng_cuda_opts *o);
 /* How many KV blocks of block_size tokens fit in 90% of the device memory
  * left after the model's weights and ~3 GiB of working buffers: the value
  * the engine should use (or cap its default at) for n_blocks on CUDA. */
-int  eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int *n_blocks, eng_err *err);
+int  eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int kv_format, int *n_blocks,
+                                 eng_err *err);
 int  eng_backend_cuda_create_opts(const eng_model *m, int n_blocks, int block_size,
                                   const eng_cuda_opts *o, eng_backend **out, eng_err *err);
 
-/* Changes the options of a live backend except bf16_weights (the weights stay
- * as uploaded); drops captured graphs. */
+/* Changes the options of a live backend except bf16_weights and kv_format
+ * (the weights and the pool stay as made); drops captured graphs. */
 int  eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o);
 
 /* Figures for benchmarks: weight bytes read by one decode step (every layer
@@ -66,6 +69,7 @@ typedef struct eng_cuda_info {
     int quant_rows;
     size_t dense_weight_bytes;   /* the dense copy's bytes (what wider passes and no_quant read) */
     int weights_bf16, n_sms, graphs;
+    int kv_format;      /* ENG_KV_*: the pool's format, which kv_bytes_per_token follows */
     int attn_variant;   /* as set in eng_cuda_opts: 0 = per pass (2 or 3 by rows and context) */
     char device[128];
 } eng_cuda_info;
@@ -101,14 +105,18 @@ typedef struct kern_step {
 } kern_step;
 
 /* Paged KV pool of one layer: block b's keys of kv head h, slot s, lie at
- * base + b*blk_stride + (h*block_size + s)*head_dim; values n_kv*block_size*
- * head_dim floats further.  window > 0 (a sliding-window layer): a row at
- * position p attends to positions p - window + 1 .. p only; kern_attention
- * is the one attention kernel that takes it (the others refuse it). */
+ * element base + b*blk_stride + (h*block_size + s)*head_dim; values
+ * n_kv*block_size*head_dim elements further.  Elements are dtype: KERN_F32
+ * (f32) or KERN_BF16 (bf16, written rounded to nearest even; every kernel
+ * that reads them computes in f32).  window > 0 (a sliding-window layer): a
+ * row at position p attends to positions p - window + 1 .. p only;
+ * kern_attention is the one attention kernel that takes it (the others
+ * refuse it). */
 typedef struct kern_kv {
-    float *base;
+    void *base;
     long long blk_stride;
     int n_kv, head_dim, block_size, window;
+    int dtype;
 } kern_kv;
 
 /* y[r][n] (mode STORE), y[r][n] += (RESID) or, with W = [gate; up] of

@@ -1,4 +1,5 @@
-/* kern_attn.cu — attention over the paged f32 KV pool.
+/* kern_attn.cu — attention over the paged KV pool (f32 or bf16 elements,
+ * f32 arithmetic).
  *
  * One block per (row, kv head, split).  A row at position p attends to
  * positions 0..p of its own sequence (p - window + 1..p in a sliding-window
@@ -24,12 +25,15 @@
 
 /* Key row of position t; s_blk holds the block ids of the current tile,
  * the first being block b0 of the sequence. */
-__device__ __forceinline__ const float *kv_key(const kern_kv &kv, const int *s_blk, int b0, int kvh,
-                                               int t) {
+template <typename T>
+__device__ __forceinline__ const T *kv_key(const kern_kv &kv, const int *s_blk, int b0, int kvh,
+                                           int t) {
     int blk = s_blk[t / kv.block_size - b0], slot = t % kv.block_size;
-    return kv_row(kv, blk, kvh, slot);
+    return kv_row<T>(kv, blk, kvh, slot);
 }
 
+/* T: the pool's element type (float or __nv_bfloat16). */
+template <typename T>
 __global__ void __launch_bounds__(ATT_THREADS)
 attn_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
             int splits, float *__restrict__ out, void *act, int act_mode, int R,
@@ -77,13 +81,13 @@ attn_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
          * two rounds' keys loaded at once */
         for (int base = warp * PPW; base < n; base += 8 * PPW) {
             float a[2][ATT_GMAX];
-            const float4 *kp[2];
+            const T *kp[2];
             bool ok[2];
 #pragma unroll
             for (int u = 0; u < 2; u++) {
                 int i = base + u * 4 * PPW + sub;
                 ok[u] = i < n;
-                kp[u] = ok[u] ? (const float4 *)kv_key(kv, s_blk, b0, kvh, tile + i) : NULL;
+                kp[u] = ok[u] ? kv_key<T>(kv, s_blk, b0, kvh, tile + i) : NULL;
 #pragma unroll
                 for (int h = 0; h < ATT_GMAX; h++) a[u][h] = 0.f;
             }
@@ -91,7 +95,7 @@ attn_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
                 float4 k4[2];
 #pragma unroll
                 for (int u = 0; u < 2; u++)
-                    k4[u] = ok[u] ? kp[u][v * LP + li] : make_float4(0.f, 0.f, 0.f, 0.f);
+                    k4[u] = ok[u] ? kv_ld4(kp[u] + (v * LP + li) * 4) : make_float4(0.f, 0.f, 0.f, 0.f);
 #pragma unroll
                 for (int h = 0; h < ATT_GMAX; h++)
                     if (h < G) {
@@ -148,7 +152,7 @@ attn_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
 #pragma unroll
             for (int u = 0; u < 4; u++) {
                 int ii = i + u * ngroups;
-                v4[u] = ii < n ? ((const float4 *)(kv_key(kv, s_blk, b0, kvh, tile + ii) + v_off))[d4]
+                v4[u] = ii < n ? kv_ld4(kv_key<T>(kv, s_blk, b0, kvh, tile + ii) + v_off + d4 * 4)
                                : make_float4(0.f, 0.f, 0.f, 0.f);
             }
 #pragma unroll
@@ -205,11 +209,12 @@ extern "C" int kern_attention(cudaStream_t s, const float *q, kern_kv kv, const 
     int hd = kv.head_dim;
     if (R < 1 || splits < 1 || kv.n_kv < 1 || n_heads % kv.n_kv || n_heads / kv.n_kv > ATT_GMAX ||
         hd < 4 || hd > 256 || hd % 4 || ATT_THREADS % (hd / 4) || splits > ATT_MAX_SPLITS ||
-        (splits > 1 && (!part || !counters)))
+        (splits > 1 && (!part || !counters)) || (kv.dtype != KERN_F32 && kv.dtype != KERN_BF16))
         return (int)cudaErrorInvalidValue;
     int G = n_heads / kv.n_kv;
     size_t smem = (size_t)G * (hd + ATT_TILE) * sizeof(float) +
                   (size_t)(ATT_THREADS / (hd / 4)) * G * hd * sizeof(float);
-    return (int)klaunch(attn_kernel, dim3(R, kv.n_kv, splits), dim3(ATT_THREADS), smem, s, pdl, q,
+    auto k = kv.dtype == KERN_BF16 ? attn_kernel<__nv_bfloat16> : attn_kernel<float>;
+    return (int)klaunch(k, dim3(R, kv.n_kv, splits), dim3(ATT_THREADS), smem, s, pdl, q,
                         kv, st, n_heads, splits, out, act, act_mode, R, part, counters);
 }

@@ -1,5 +1,7 @@
-/* kern_attn2.cu — decode-oriented attention over the paged f32 KV pool
+/* kern_attn2.cu — decode-oriented attention over the paged KV pool
  * (variant 2, the backend's default; BRISK_ATTN=1 selects kern_attn.cu).
+ * Every kernel here is a template on the pool's element type T (float or
+ * __nv_bfloat16, kern_kv.dtype) and computes in f32.
  *
  * Why a second kernel: at batch 1 the first one costs ~21 us per layer for
  * ~300 KB of K/V, i.e. it is a chain of dependent memory round trips (q,
@@ -45,7 +47,7 @@
 
 /* K (and V at +v_off) rows of NSL positions t = it + u*NGRP + grp, zero
  * where t >= t_end. */
-template <int HD, int NGRP, int NSL>
+template <typename T, int HD, int NGRP, int NSL>
 __device__ __forceinline__ void a2_load(float4 *k, float4 *v, const kern_kv &kv, const int *s_blk,
                                         int b0, int kvh, int it, int grp, int li, int t_end,
                                         size_t v_off) {
@@ -54,9 +56,9 @@ __device__ __forceinline__ void a2_load(float4 *k, float4 *v, const kern_kv &kv,
         int t = it + u * NGRP + grp;
         if (t < t_end) {
             int blk = s_blk[t / kv.block_size - b0], slot = t % kv.block_size;
-            const float *p = kv_row<HD>(kv, blk, kvh, slot) + li * 4;
-            k[u] = *(const float4 *)p;
-            v[u] = *(const float4 *)(p + v_off);
+            const T *p = kv_row<T, HD>(kv, blk, kvh, slot) + li * 4;
+            k[u] = kv_ld4(p);
+            v[u] = kv_ld4(p + v_off);
         } else {
             k[u] = make_float4(0.f, 0.f, 0.f, 0.f);
             v[u] = k[u];
@@ -81,14 +83,15 @@ __device__ __forceinline__ int attn_split_range(int L, int splits, int span_min,
  * kernel drains (before the PDL wait).  Only a hint: the row of the step's
  * own position may still be written by that kernel, and L2 is where the
  * write lands, so nothing stale can be read. */
-template <int HD>
+template <typename T, int HD>
 __device__ __forceinline__ void attn_prefetch(const kern_kv &kv, const int *tbl, int kvh, int t0,
                                               int t1, size_t v_off) {
-    constexpr int NL = HD >= 32 ? HD / 32 : 1;   /* 128-byte lines per row */
+    constexpr int LE = 128 / sizeof(T);              /* elements per 128-byte line */
+    constexpr int NL = HD >= LE ? HD / LE : 1;       /* lines per row */
     for (int i = threadIdx.x; i < (t1 - t0) * 2 * NL; i += blockDim.x) {
         const int t = t0 + i / (2 * NL), w = i % (2 * NL);
-        const float *p = kv_row<HD>(kv, tbl[t / kv.block_size], kvh, t % kv.block_size) +
-                         (w >= NL ? v_off : 0) + (size_t)(w % NL) * 32;
+        const T *p = kv_row<T, HD>(kv, tbl[t / kv.block_size], kvh, t % kv.block_size) +
+                     (w >= NL ? v_off : 0) + (size_t)(w % NL) * LE;
         asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
     }
 }
@@ -136,7 +139,7 @@ __device__ void attn_groups_out(const float (*s_acc)[HS][HD], const float (*s_m)
     }
 }
 
-template <int HD, int HPB>
+template <typename T, int HD, int HPB>
 __global__ void __launch_bounds__(A2_THREADS)
 attn2_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
              int splits, int span_min, float *__restrict__ out, void *act, int act_mode, int R,
@@ -163,7 +166,7 @@ attn2_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
     if (!attn_split_range(pos + 1, splits, span_min, sp, &t0, &t1, &active)) return;
     const int *tbl = st->table + (size_t)seq * st->table_stride;
     const size_t v_off = (size_t)kv.n_kv * kv.block_size * HD;
-    attn_prefetch<HD>(kv, tbl, kvh, t0, t1, v_off);
+    attn_prefetch<T, HD>(kv, tbl, kvh, t0, t1, v_off);
     pdl_wait();
     /* q for every head of this kv head, pre-scaled */
     const float scale = (float)rsqrt((double)HD);
@@ -192,10 +195,10 @@ attn2_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
         for (int i = tid; i < nb; i += A2_THREADS) s_blk[i] = tbl[b0 + i];
         __syncthreads();
         float4 k[NSL], v[NSL];
-        a2_load<HD, NGRP, NSL>(k, v, kv, s_blk, b0, kvh, c0, grp, li, c1, v_off);
+        a2_load<T, HD, NGRP, NSL>(k, v, kv, s_blk, b0, kvh, c0, grp, li, c1, v_off);
         for (int it = c0; it < c1; it += PER_IT) {
             float4 kn[NSL], vn[NSL];   /* next iteration in flight */
-            a2_load<HD, NGRP, NSL>(kn, vn, kv, s_blk, b0, kvh, it + PER_IT, grp, li, c1, v_off);
+            a2_load<T, HD, NGRP, NSL>(kn, vn, kv, s_blk, b0, kvh, it + PER_IT, grp, li, c1, v_off);
             float s[NSL][HPB];
 #pragma unroll
             for (int u = 0; u < NSL; u++)
@@ -262,12 +265,28 @@ static int a2_span(int R, int span) {
     return R >= A2_WAVE_ROWS ? A2_SPAN_WAVE : A2_SPAN_HEAD;
 }
 
+template <typename T>
+static cudaError_t a2_launch(cudaStream_t s, dim3 grid, bool per_head, int pdl, const float *q,
+                             kern_kv kv, const kern_step *st, int n_heads, int splits, int span,
+                             float *out, void *act, int act_mode, int R, float *part,
+                             unsigned *counters) {
+    const int hd = kv.head_dim;
+#define A2_LAUNCH(H, P) klaunch(attn2_kernel<T, H, P>, grid, dim3(A2_THREADS), 0, s, pdl, q, kv, \
+                                  st, n_heads, splits, span, out, act, act_mode, R, part, counters)
+#define A2_HD(P) (hd == 16 ? A2_LAUNCH(16, P) : hd == 32 ? A2_LAUNCH(32, P) \
+                  : hd == 64 ? A2_LAUNCH(64, P) : A2_LAUNCH(128, P))
+    return per_head ? A2_HD(1) : A2_HD(A2_GMAX);
+#undef A2_HD
+#undef A2_LAUNCH
+}
+
 extern "C" int kern_attention2(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st,
                                int R, int n_heads, int splits, int span, float *out, void *act,
                                int act_mode, float *part, unsigned *counters, int pdl) {
     const int hd = kv.head_dim;
     if (R < 1 || splits < 1 || splits > A2_MAX_SPLITS || kv.n_kv < 1 || kv.block_size < 1 ||
-        n_heads % kv.n_kv || (splits > 1 && (!part || !counters)) || kv.window)
+        n_heads % kv.n_kv || (splits > 1 && (!part || !counters)) || kv.window ||
+        (kv.dtype != KERN_F32 && kv.dtype != KERN_BF16))
         return (int)cudaErrorInvalidValue;   /* a sliding window: kern_attention */
     if ((hd != 16 && hd != 32 && hd != 64 && hd != 128) || n_heads / kv.n_kv > A2_GMAX)
         return kern_attention(s, q, kv, st, R, n_heads, splits, out, act, act_mode, part,
@@ -279,14 +298,9 @@ extern "C" int kern_attention2(cudaStream_t s, const float *q, kern_kv kv, const
     const bool per_head = R <= A2_PER_HEAD_ROWS;
     span = a2_span(R, span);
     dim3 grid(R, per_head ? n_heads : kv.n_kv, splits);
-#define A2_LAUNCH(H, P) klaunch(attn2_kernel<H, P>, grid, dim3(A2_THREADS), 0, s, pdl, q, kv, st, \
-                                  n_heads, splits, span, out, act, act_mode, R, part, counters)
-#define A2_HD(P) (hd == 16 ? A2_LAUNCH(16, P) : hd == 32 ? A2_LAUNCH(32, P) \
-                  : hd == 64 ? A2_LAUNCH(64, P) : A2_LAUNCH(128, P))
-    cudaError_t e = per_head ? A2_HD(1) : A2_HD(A2_GMAX);
-#undef A2_HD
-#undef A2_LAUNCH
-    return (int)e;
+    auto launch = kv.dtype == KERN_BF16 ? a2_launch<__nv_bfloat16> : a2_launch<float>;
+    return (int)launch(s, grid, per_head, pdl, q, kv, st, n_heads, splits, span, out, act, act_mode,
+                       R, part, counters);
 }
 
 /* ------------------------------------------------------------ variant 3 */
@@ -301,24 +315,27 @@ extern "C" int kern_attention2(cudaStream_t s, const float *q, kern_kv kv, const
  * step's table entries are read and the block's rows asked of L2 before the
  * PDL wait (neither is written by the previous kernel); then every row of a
  * chunk is requested at once (cp.async) and the math reads shared memory
- * only.  K rows are padded by 4 floats so the lanes' 16-byte reads of
- * different rows fall in different banks.  A chunk is W x 32 positions (W
+ * only.  K rows are padded by 16 bytes so the lanes' 16-byte reads of
+ * different rows fall in different banks (a bf16 pool's rows are copied as
+ * bf16 and converted as they are read).  A chunk is W x 32 positions (W
  * from the span, at most 32 / G and what shared memory holds); a block walks
  * its range chunk by chunk. */
-#define A3_KPAD 4
+#define A3_KPAD_BYTES 16
 #define A3_WMAX 8          /* 32-position slices per chunk */
 #define A3_SMEM_MAX (200 << 10)   /* dynamic shared memory for one chunk (static: ~17 KB) */
 #define A3_SPAN 128        /* default positions per block before splitting, up to 16 rows */
 #define A3_SPAN_MANY 256   /* from 17 rows (measured, 32 rows: 3-9% faster steps than 128 at
                               400-1000 positions, 2% slower at 147) */
 
-static size_t a3_slice_bytes(int hd) { return (size_t)32 * (2 * hd + A3_KPAD) * sizeof(float); }
+/* Shared memory of one 32-position slice: K (padded) and V rows of eb-byte
+ * elements. */
+static size_t a3_slice_bytes(int hd, size_t eb) { return 32 * (2 * hd * eb + A3_KPAD_BYTES); }
 
 /* Slices per chunk for positions-per-block span and G heads per kv head. */
-static int a3_slices(int span, int G, int hd) {
+static int a3_slices(int span, int G, int hd, size_t eb) {
     int w = (span + 31) / 32, cap = 32 / G;
     if (cap > A3_WMAX) cap = A3_WMAX;
-    while (cap > 1 && (size_t)cap * a3_slice_bytes(hd) > A3_SMEM_MAX) cap--;
+    while (cap > 1 && (size_t)cap * a3_slice_bytes(hd, eb) > A3_SMEM_MAX) cap--;
     return w < 1 ? 1 : w > cap ? cap : w;
 }
 
@@ -328,40 +345,57 @@ __device__ __forceinline__ void a3_stage_table(int *s_blk, const int *tbl, int b
     for (int i = threadIdx.x; i < nb; i += blockDim.x) s_blk[i] = tbl[b0 + i];
 }
 
-/* Asks for the K and V rows of positions [c0, c1) in 16-byte pieces. */
-template <int HD>
-__device__ __forceinline__ void a3_copy_rows(float *s_k, float *s_v, const kern_kv &kv,
+/* Asks for the K and V rows of positions [c0, c1) in 16-byte pieces (K
+ * rows KS elements apart, V rows HD). */
+template <typename T, int HD>
+__device__ __forceinline__ void a3_copy_rows(T *s_k, T *s_v, const kern_kv &kv,
                                              const int *s_blk, int kvh, int c0, int c1,
                                              size_t v_off) {
-    constexpr int P = HD / 4;   /* pieces per row */
+    constexpr int E = 16 / sizeof(T), P = HD / E;   /* elements per piece, pieces per row */
+    constexpr int KS = HD + A3_KPAD_BYTES / sizeof(T);
     const int b0 = c0 / kv.block_size;
     for (int i = threadIdx.x; i < (c1 - c0) * 2 * P; i += blockDim.x) {
         const int j = i / (2 * P), w = i % (2 * P), t = c0 + j;
-        const float *src = kv_row<HD>(kv, s_blk[t / kv.block_size - b0], kvh, t % kv.block_size);
-        if (w < P) cp_async16(s_k + (size_t)j * (HD + A3_KPAD) + w * 4, src + w * 4);
-        else cp_async16(s_v + (size_t)j * HD + (w - P) * 4, src + v_off + (w - P) * 4);
+        const T *src = kv_row<T, HD>(kv, s_blk[t / kv.block_size - b0], kvh, t % kv.block_size);
+        if (w < P) cp_async16(s_k + (size_t)j * KS + w * E, src + w * E);
+        else cp_async16(s_v + (size_t)j * HD + (w - P) * E, src + v_off + (w - P) * E);
     }
 }
 
 /* One warp's 32 positions (n of them valid) of one head against q in s_qh:
  * folds them into the running max m, sum l and output dims acc. */
-template <int HD>
-__device__ __forceinline__ void a3_slice(const float *s_k, const float *s_v, const float *s_qh,
+template <typename T, int HD>
+__device__ __forceinline__ void a3_slice(const T *s_k, const T *s_v, const float *s_qh,
                                          float *s_pw, int n, float &m, float &l,
                                          float (&acc)[HD / 32]) {
-    constexpr int DPL = HD / 32;
+    constexpr int DPL = HD / 32, KS = HD + A3_KPAD_BYTES / sizeof(T);
     const int lane = threadIdx.x & 31;
     const bool ok = lane < n;
-    const float4 *kr = (const float4 *)(s_k + (size_t)(ok ? lane : 0) * (HD + A3_KPAD));
+    const T *krow = s_k + (size_t)(ok ? lane : 0) * KS;
     const float4 *qh = (const float4 *)s_qh;
     float s0 = 0.f, s1 = 0.f;   /* two chains: half the FMA latency */
+    if constexpr (sizeof(T) == 4) {
+        const float4 *kr = (const float4 *)krow;
 #pragma unroll 8
-    for (int d4 = 0; d4 < HD / 4; d4 += 2) {
-        const float4 k0 = kr[d4], x0 = qh[d4], k1 = kr[d4 + 1], x1 = qh[d4 + 1];
-        s0 = fmaf(x0.x, k0.x, s0); s0 = fmaf(x0.y, k0.y, s0);
-        s0 = fmaf(x0.z, k0.z, s0); s0 = fmaf(x0.w, k0.w, s0);
-        s1 = fmaf(x1.x, k1.x, s1); s1 = fmaf(x1.y, k1.y, s1);
-        s1 = fmaf(x1.z, k1.z, s1); s1 = fmaf(x1.w, k1.w, s1);
+        for (int d4 = 0; d4 < HD / 4; d4 += 2) {
+            const float4 k0 = kr[d4], x0 = qh[d4], k1 = kr[d4 + 1], x1 = qh[d4 + 1];
+            s0 = fmaf(x0.x, k0.x, s0); s0 = fmaf(x0.y, k0.y, s0);
+            s0 = fmaf(x0.z, k0.z, s0); s0 = fmaf(x0.w, k0.w, s0);
+            s1 = fmaf(x1.x, k1.x, s1); s1 = fmaf(x1.y, k1.y, s1);
+            s1 = fmaf(x1.z, k1.z, s1); s1 = fmaf(x1.w, k1.w, s1);
+        }
+    } else {   /* bf16: eight values per 16-byte read */
+        const uint4 *kr = (const uint4 *)krow;
+#pragma unroll 8
+        for (int d8 = 0; d8 < HD / 8; d8++) {
+            float k[8];
+            bf16x8_to_f32(kr[d8], k);
+            const float4 x0 = qh[2 * d8], x1 = qh[2 * d8 + 1];
+            s0 = fmaf(x0.x, k[0], s0); s0 = fmaf(x0.y, k[1], s0);
+            s0 = fmaf(x0.z, k[2], s0); s0 = fmaf(x0.w, k[3], s0);
+            s1 = fmaf(x1.x, k[4], s1); s1 = fmaf(x1.y, k[5], s1);
+            s1 = fmaf(x1.z, k[6], s1); s1 = fmaf(x1.w, k[7], s1);
+        }
     }
     const float sc = s0 + s1;
     const float mn = fmaxf(m, warp_max(ok ? sc : -INFINITY));
@@ -372,29 +406,29 @@ __device__ __forceinline__ void a3_slice(const float *s_k, const float *s_v, con
     for (int d = 0; d < DPL; d++) acc[d] *= cf;
     s_pw[lane] = p;
     __syncwarp();
-    const float *vb = s_v + lane * DPL;
+    const T *vb = s_v + lane * DPL;
 #pragma unroll 4
     for (int j = 0; j < n; j++) {
         const float pj = s_pw[j];
         if constexpr (DPL == 4) {
-            const float4 x = *(const float4 *)(vb + (size_t)j * HD);
+            const float4 x = kv_ld4(vb + (size_t)j * HD);
             acc[0] = fmaf(pj, x.x, acc[0]); acc[1] = fmaf(pj, x.y, acc[1]);
             acc[2] = fmaf(pj, x.z, acc[2]); acc[3] = fmaf(pj, x.w, acc[3]);
         } else if constexpr (DPL == 2) {
-            const float2 x = *(const float2 *)(vb + (size_t)j * HD);
+            const float2 x = kv_ld2(vb + (size_t)j * HD);
             acc[0] = fmaf(pj, x.x, acc[0]); acc[1] = fmaf(pj, x.y, acc[1]);
         } else {
-            acc[0] = fmaf(pj, vb[(size_t)j * HD], acc[0]);
+            acc[0] = fmaf(pj, kv_ld1(vb + (size_t)j * HD), acc[0]);
         }
     }
 }
 
-template <int HD>
+template <typename T, int HD>
 __global__ void __launch_bounds__(1024)
 attn3_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
              int splits, int span_min, float *__restrict__ out, void *act, int act_mode, int R,
              float *__restrict__ part, unsigned *counters) {
-    constexpr int DPL = HD / 32;
+    constexpr int DPL = HD / 32, KS = HD + A3_KPAD_BYTES / sizeof(T);
     extern __shared__ __align__(16) float a3_dyn[];
     __shared__ __align__(16) float s_q[A2_GMAX][HD];
     __shared__ float s_p[A3_WMAX * A2_GMAX][32];
@@ -406,7 +440,7 @@ attn3_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
     const int tid = threadIdx.x, warp = tid >> 5, nt = blockDim.x;
     const int W = nt / (32 * G), CH = W * 32;
     const int h = warp / W, cw = warp % W;   /* this warp's query head and 32-position slice */
-    float *s_k = a3_dyn, *s_v = a3_dyn + (size_t)CH * (HD + A3_KPAD);
+    T *s_k = (T *)a3_dyn, *s_v = s_k + (size_t)CH * KS;
 
     /* before the wait: positions and tables come from the host */
     const int pos = st->pos[r], seq = st->row_seq[r];
@@ -415,10 +449,10 @@ attn3_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
     const int *tbl = st->table + (size_t)seq * st->table_stride;
     const size_t v_off = (size_t)kv.n_kv * kv.block_size * HD;
     a3_stage_table(s_blk, tbl, kv.block_size, t0, min(t1, t0 + CH));
-    attn_prefetch<HD>(kv, tbl, kvh, t0, t1, v_off);
+    attn_prefetch<T, HD>(kv, tbl, kvh, t0, t1, v_off);
     __syncthreads();
     pdl_wait();
-    a3_copy_rows<HD>(s_k, s_v, kv, s_blk, kvh, t0, min(t1, t0 + CH), v_off);
+    a3_copy_rows<T, HD>(s_k, s_v, kv, s_blk, kvh, t0, min(t1, t0 + CH), v_off);
     const float scale = (float)rsqrt((double)HD);
     const float *qr = q + ((size_t)r * n_heads + (size_t)kvh * G) * HD;
     for (int i = tid; i < G * HD; i += nt) s_q[i / HD][i % HD] = __ldcg(qr + i) * scale;
@@ -431,18 +465,19 @@ attn3_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
         if (c0 > t0) {   /* the next chunk: smem is free after the sync below */
             a3_stage_table(s_blk, tbl, kv.block_size, c0, c1);
             __syncthreads();
-            a3_copy_rows<HD>(s_k, s_v, kv, s_blk, kvh, c0, c1, v_off);
+            a3_copy_rows<T, HD>(s_k, s_v, kv, s_blk, kvh, c0, c1, v_off);
         }
         cp_async_wait_all();
         __syncthreads();
         const int n = min(32, c1 - c0 - cw * 32);   /* this warp's positions */
         if (n > 0)
-            a3_slice<HD>(s_k + (size_t)cw * 32 * (HD + A3_KPAD), s_v + (size_t)cw * 32 * HD, s_q[h],
-                         s_p[warp], n, m, l, acc);
+            a3_slice<T, HD>(s_k + (size_t)cw * 32 * KS, s_v + (size_t)cw * 32 * HD, s_q[h],
+                            s_p[warp], n, m, l, acc);
         __syncthreads();   /* s_k, s_v, s_blk free for the next chunk */
     }
 
-    /* merge the slices of each head (their sums where the chunk was) */
+    /* merge the slices of each head (their sums where the chunk was: W x
+     * A2_GMAX x HD floats, less than the chunk's bytes in either type) */
     float (*s_acc)[A2_GMAX][HD] = (float (*)[A2_GMAX][HD])a3_dyn;
     const int lane = tid & 31;
 #pragma unroll
@@ -460,17 +495,17 @@ static int a3_span(int R, int span) {
     return span > 0 ? span : R <= A2_PER_HEAD_ROWS ? A3_SPAN : A3_SPAN_MANY;
 }
 
-template <int HD>
+template <typename T, int HD>
 static cudaError_t a3_launch(cudaStream_t s, dim3 grid, int pdl, const float *q, kern_kv kv,
                              const kern_step *st, int n_heads, int splits, int span, float *out,
                              void *act, int act_mode, int R, float *part, unsigned *counters) {
-    const int G = n_heads / kv.n_kv, W = a3_slices(span, G, HD);
-    const size_t smem = (size_t)W * a3_slice_bytes(HD);
+    const int G = n_heads / kv.n_kv, W = a3_slices(span, G, HD, sizeof(T));
+    const size_t smem = (size_t)W * a3_slice_bytes(HD, sizeof(T));
     /* above 48 KB of dynamic shared memory needs the opt-in, per kernel */
-    cudaError_t e = cudaFuncSetAttribute(attn3_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         A3_SMEM_MAX);
+    cudaError_t e = cudaFuncSetAttribute(attn3_kernel<T, HD>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, A3_SMEM_MAX);
     if (e != cudaSuccess) return e;
-    return klaunch(attn3_kernel<HD>, grid, dim3(W * G * 32), smem, s, pdl, q, kv, st, n_heads,
+    return klaunch(attn3_kernel<T, HD>, grid, dim3(W * G * 32), smem, s, pdl, q, kv, st, n_heads,
                    splits, span, out, act, act_mode, R, part, counters);
 }
 
@@ -484,11 +519,14 @@ extern "C" int kern_attention3(cudaStream_t s, const float *q, kern_kv kv, const
         return kern_attention2(s, q, kv, st, R, n_heads, splits, span, out, act, act_mode, part,
                                counters, pdl);
     if (R < 1 || splits < 1 || splits > A2_MAX_SPLITS || kv.block_size < 1 ||
-        (splits > 1 && (!part || !counters)))
+        (splits > 1 && (!part || !counters)) || (kv.dtype != KERN_F32 && kv.dtype != KERN_BF16))
         return (int)cudaErrorInvalidValue;
     span = a3_span(R, span);
     dim3 grid(R, kv.n_kv, splits);
-    auto launch = hd == 32 ? a3_launch<32> : hd == 64 ? a3_launch<64> : a3_launch<128>;
+    const bool bf = kv.dtype == KERN_BF16;
+    auto launch = hd == 32 ? (bf ? a3_launch<__nv_bfloat16, 32> : a3_launch<float, 32>)
+                : hd == 64 ? (bf ? a3_launch<__nv_bfloat16, 64> : a3_launch<float, 64>)
+                           : (bf ? a3_launch<__nv_bfloat16, 128> : a3_launch<float, 128>);
     return (int)launch(s, grid, pdl, q, kv, st, n_heads, splits, span, out, act, act_mode, R, part,
                        counters);
 }

@@ -22,8 +22,9 @@
 /* Key u of the pass is slot u % bs of the pass's distinct block u / bs
  * (keys.block); slots past keys.valid hold no token of any sequence of the
  * pass and are read as zero, so that P V never meets stale values.  K and V
- * go to kc / vc as [n_heads][n_keys][hd]: a copy per query head, so that
- * one strided batch of products covers every head. */
+ * (f32 or bf16 in the pool) go to kc / vc in f32 as [n_heads][n_keys][hd]:
+ * a copy per query head, so that one strided batch of products covers every
+ * head. */
 __global__ void attn_gather_kernel(kern_kv kv, kern_keys keys, int G, float *kc, float *vc) {
     pdl_launch();
     pdl_wait();
@@ -36,8 +37,13 @@ __global__ void attn_gather_kernel(kern_kv kv, kern_keys keys, int G, float *kc,
         float k = 0.f, v = 0.f;
         if (slot < keys.valid[ub]) {
             const int blk = keys.block[ub];
-            k = kv_row(kv, blk, h, slot)[d];
-            v = kv_row(kv, blk, kv.n_kv + h, slot)[d];
+            if (kv.dtype == KERN_BF16) {
+                k = kv_ld1(kv_row<__nv_bfloat16>(kv, blk, h, slot) + d);
+                v = kv_ld1(kv_row<__nv_bfloat16>(kv, blk, kv.n_kv + h, slot) + d);
+            } else {
+                k = kv_row<float>(kv, blk, h, slot)[d];
+                v = kv_row<float>(kv, blk, kv.n_kv + h, slot)[d];
+            }
         }
         kc[i] = k;
         vc[i] = v;
@@ -93,6 +99,8 @@ extern "C" int kern_attention_gemm(kern_blas *b, cudaStream_t s, const float *q,
     if (kv.window)
         return eng_seterr(err, ENG_EINVAL, "gemm attention: no sliding window (kern_attention "
                           "takes it)");
+    if (kv.dtype != KERN_F32 && kv.dtype != KERN_BF16)
+        return eng_seterr(err, ENG_EINVAL, "gemm attention: KV element type %d", kv.dtype);
     if (work_floats < kern_attention_gemm_floats(n_heads, hd, nk, 16))
         return eng_seterr(err, ENG_EINVAL, "gemm attention: work buffer of %zu floats too small",
                           work_floats);

@@ -11,7 +11,9 @@
  *   scores  S[qi][t] = q[qi] . k[t]  (4 x 4 per thread, from transposed q/k tiles)
  *   softmax online per query vector (running max m, sum l, rescale c)
  *   output  O[qi][d] += p[qi][t] v[t][d]  (4 x HD/8 per thread, in registers)
- * All in f32, as the decode kernels, so results match them to rounding.
+ * All in f32, as the decode kernels, so results match them to rounding
+ * (a bf16 pool's K and V are converted as they are loaded; T is the pool's
+ * element type).
  * Rows of a tile from different sequences (a prompt next to decode rows in
  * a continuous batch) become separate groups, one after another. */
 #include <math.h>
@@ -58,7 +60,7 @@ __device__ void pf_group(pf_smem<HD> &S, int nt) {
 
 /* K and V of keys t0 .. t0+PF_TK-1 of sequence seq into shared memory (zero
  * past maxpos). */
-template <int HD>
+template <typename T, int HD>
 __device__ __forceinline__ void pf_load_kv(pf_smem<HD> &S, const kern_kv &kv, const int *tbl,
                                            int kvh, int t0, int maxpos) {
     const size_t v_off = (size_t)kv.n_kv * kv.block_size * HD;
@@ -66,9 +68,9 @@ __device__ __forceinline__ void pf_load_kv(pf_smem<HD> &S, const kern_kv &kv, co
         int t = idx / HD, d = idx % HD, tp = t0 + t;
         float kx = 0.f, vx = 0.f;
         if (tp <= maxpos) {
-            const float *p = kv_row<HD>(kv, tbl[tp / kv.block_size], kvh, tp % kv.block_size) + d;
-            kx = p[0];
-            vx = p[v_off];
+            const T *p = kv_row<T, HD>(kv, tbl[tp / kv.block_size], kvh, tp % kv.block_size) + d;
+            kx = kv_ld1(p);
+            vx = kv_ld1(p + v_off);
         }
         S.kT[d][t] = kx;
         S.v[t][d] = vx;
@@ -122,7 +124,7 @@ __device__ __forceinline__ void pf_softmax(pf_smem<HD> &S) {
     }
 }
 
-template <int HD>
+template <typename T, int HD>
 __global__ void __launch_bounds__(PF_THREADS)
 attn_pf_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads, int qt,
                float *__restrict__ out, void *act, int act_mode, int R) {
@@ -165,7 +167,7 @@ attn_pf_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads, int
         float acc[4][DPT] = {};
         for (int t0 = 0; t0 <= maxpos; t0 += PF_TK) {
             __syncthreads();   /* the last step's readers are done */
-            pf_load_kv(S, kv, tbl, kvh, t0, maxpos);
+            pf_load_kv<T, HD>(S, kv, tbl, kvh, t0, maxpos);
             __syncthreads();
             pf_scores(S, qi0, warp * 4, t0);
             __syncthreads();
@@ -211,13 +213,10 @@ extern "C" int kern_attention_prefill_fits(int n_heads, int n_kv, int head_dim) 
            (head_dim == 16 || head_dim == 32 || head_dim == 64 || head_dim == 128);
 }
 
-extern "C" int kern_attention_prefill(cudaStream_t s, const float *q, kern_kv kv,
-                                      const kern_step *st, int R, int n_heads, float *out,
-                                      void *act, int act_mode, int pdl) {
+template <typename T>
+static int pf_launch(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st, int R,
+                     int n_heads, float *out, void *act, int act_mode, int pdl) {
     const int hd = kv.head_dim;
-    if (R < 1 || kv.block_size < 1 || !kern_attention_prefill_fits(n_heads, kv.n_kv, hd) ||
-        kv.window)   /* a sliding window: kern_attention */
-        return (int)cudaErrorInvalidValue;
     /* full tiles only: a block's work is PF_QH x PF_TK per key step whatever
      * its rows fill (measured: 4-row tiles made a 512-token prompt slower
      * than the decode kernels) */
@@ -225,10 +224,10 @@ extern "C" int kern_attention_prefill(cudaStream_t s, const float *q, kern_kv kv
     dim3 grid((R + qt - 1) / qt, kv.n_kv);
 #define PF_LAUNCH(H) do { \
         size_t sm = sizeof(pf_smem<H>); \
-        cudaError_t e_ = cudaFuncSetAttribute(attn_pf_kernel<H>, \
+        cudaError_t e_ = cudaFuncSetAttribute(attn_pf_kernel<T, H>, \
                                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm); \
         if (e_ != cudaSuccess) return (int)e_; \
-        return (int)klaunch(attn_pf_kernel<H>, grid, dim3(PF_THREADS), sm, s, pdl, q, kv, st, \
+        return (int)klaunch(attn_pf_kernel<T, H>, grid, dim3(PF_THREADS), sm, s, pdl, q, kv, st, \
                             n_heads, qt, out, act, act_mode, R); \
     } while (0)
     if (hd == 16) PF_LAUNCH(16);
@@ -236,4 +235,15 @@ extern "C" int kern_attention_prefill(cudaStream_t s, const float *q, kern_kv kv
     if (hd == 64) PF_LAUNCH(64);
     PF_LAUNCH(128);
 #undef PF_LAUNCH
+}
+
+extern "C" int kern_attention_prefill(cudaStream_t s, const float *q, kern_kv kv,
+                                      const kern_step *st, int R, int n_heads, float *out,
+                                      void *act, int act_mode, int pdl) {
+    const int hd = kv.head_dim;
+    if (R < 1 || kv.block_size < 1 || !kern_attention_prefill_fits(n_heads, kv.n_kv, hd) ||
+        kv.window || (kv.dtype != KERN_F32 && kv.dtype != KERN_BF16))   /* a sliding window: kern_attention */
+        return (int)cudaErrorInvalidValue;
+    auto launch = kv.dtype == KERN_BF16 ? pf_launch<__nv_bfloat16> : pf_launch<float>;
+    return launch(s, q, kv, st, R, n_heads, out, act, act_mode, pdl);
 }

@@ -47,21 +47,47 @@ __device__ __forceinline__ float block_sum(float v, float *s_tmp /* [32] */) {
     return t;
 }
 
-/* Start of a row of the paged KV pool: head h of slot `slot` in block blk
- * (heads 0..n_kv-1 are keys, n_kv..2n_kv-1 values); HD > 0 fixes the head
- * size at compile time. */
-template <int HD = 0>
-__device__ __forceinline__ float *kv_row(const kern_kv &kv, int blk, int h, int slot) {
+/* Start of a row of the paged KV pool of element type T (float for
+ * KERN_F32, __nv_bfloat16 for KERN_BF16): head h of slot `slot` in block
+ * blk (heads 0..n_kv-1 are keys, n_kv..2n_kv-1 values); HD > 0 fixes the
+ * head size at compile time. */
+template <typename T, int HD = 0>
+__device__ __forceinline__ T *kv_row(const kern_kv &kv, int blk, int h, int slot) {
     const int hd = HD > 0 ? HD : kv.head_dim;
-    return kv.base + (size_t)blk * kv.blk_stride + ((size_t)h * kv.block_size + slot) * hd;
+    return (T *)kv.base + (size_t)blk * kv.blk_stride + ((size_t)h * kv.block_size + slot) * hd;
 }
 
 /* Row r's own KV row (its position in its sequence's table) for head h:
- * where the step writes its k or v. */
-__device__ __forceinline__ float *kv_step_row(const kern_kv &kv, const kern_step *st, int r, int h) {
+ * where the step writes its k or v (kv_put writes its elements). */
+__device__ __forceinline__ void *kv_step_row(const kern_kv &kv, const kern_step *st, int r, int h) {
     const int pos = st->pos[r], seq = st->row_seq[r];
     const int blk = st->table[(size_t)seq * st->table_stride + pos / kv.block_size];
-    return kv_row(kv, blk, h, pos % kv.block_size);
+    if (kv.dtype == KERN_BF16) return kv_row<__nv_bfloat16>(kv, blk, h, pos % kv.block_size);
+    return kv_row<float>(kv, blk, h, pos % kv.block_size);
+}
+
+/* Element i of a KV row := v, rounded to bf16 in a bf16 pool. */
+__device__ __forceinline__ void kv_put(const kern_kv &kv, void *row, int i, float v) {
+    if (kv.dtype == KERN_BF16) ((__nv_bfloat16 *)row)[i] = __float2bfloat16_rn(v);
+    else ((float *)row)[i] = v;
+}
+
+/* One, two or four consecutive KV elements as f32 (one load of 4/8/16
+ * bytes; p aligned to it).  Plain loads: the pool is written by the pass. */
+__device__ __forceinline__ float kv_ld1(const float *p) { return *p; }
+__device__ __forceinline__ float kv_ld1(const __nv_bfloat16 *p) {
+    return bf16_to_f32(*(const uint16_t *)p);
+}
+__device__ __forceinline__ float2 kv_ld2(const float *p) { return *(const float2 *)p; }
+__device__ __forceinline__ float2 kv_ld2(const __nv_bfloat16 *p) {
+    const unsigned u = *(const unsigned *)p;
+    return make_float2(__uint_as_float(u << 16), __uint_as_float(u & 0xffff0000u));
+}
+__device__ __forceinline__ float4 kv_ld4(const float *p) { return *(const float4 *)p; }
+__device__ __forceinline__ float4 kv_ld4(const __nv_bfloat16 *p) {
+    const uint2 u = *(const uint2 *)p;
+    return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u),
+                       __uint_as_float(u.y << 16), __uint_as_float(u.y & 0xffff0000u));
 }
 
 /* Programmatic dependent launch (Hopper): a kernel launched with the

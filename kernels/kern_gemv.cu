@@ -106,10 +106,22 @@ __device__ __forceinline__ void rope_rows(const gemv_rope &rp, int unit, int row
  * the row's KV slot; a v row is copied into the slot; q/k rows j >= 2 are
  * done by their partner. */
 typedef struct rope_pre {
-    float *dst;                 /* NULL: nothing to store */
+    void *dst;                  /* q (f32) or the row's KV slot; NULL: nothing to store */
     float b1, b2, cs, sn;       /* biases of the row and its partner; cos, sin */
     int half, rotate;
+    int bf16;                   /* dst is a bf16 pool's slot: values rounded */
 } rope_pre;
+
+/* dst := element d of a KV row, f32 or bf16 by the pool's type. */
+__device__ __forceinline__ void rope_kv_dst(rope_pre &p, const kern_kv &kv, void *row, int d) {
+    p.bf16 = kv.dtype == KERN_BF16;
+    p.dst = p.bf16 ? (void *)((__nv_bfloat16 *)row + d) : (void *)((float *)row + d);
+}
+
+__device__ __forceinline__ void rope_store(const rope_pre &p, int i, float v) {
+    if (p.bf16) ((__nv_bfloat16 *)p.dst)[i] = __float2bfloat16_rn(v);
+    else ((float *)p.dst)[i] = v;
+}
 
 __device__ __forceinline__ rope_pre rope_prepare(const gemv_rope &rp, int u, int j, int r) {
     rope_pre p = {};
@@ -122,7 +134,7 @@ __device__ __forceinline__ rope_pre rope_prepare(const gemv_rope &rp, int u, int
     p.half = half;
     if (u >= qu) {   /* v head */
         const int h = c / hd - nh - nkv, d = c % hd;
-        p.dst = kv_step_row(rp.kv, rp.st, r, nkv + h) + d;
+        rope_kv_dst(p, rp.kv, kv_step_row(rp.kv, rp.st, r, nkv + h), d);
         return p;
     }
     p.b2 = rp.bias ? rp.bias[c + half] : 0.f;
@@ -132,7 +144,8 @@ __device__ __forceinline__ rope_pre rope_prepare(const gemv_rope &rp, int u, int
     p.sn = (float)sd;
     p.cs = (float)cd;
     p.rotate = 1;
-    p.dst = (h < nh ? rp.q + ((size_t)r * nh + h) * hd : kv_step_row(rp.kv, rp.st, r, h - nh)) + i;
+    if (h < nh) p.dst = rp.q + ((size_t)r * nh + h) * hd + i;
+    else rope_kv_dst(p, rp.kv, kv_step_row(rp.kv, rp.st, r, h - nh), i);
     return p;
 }
 
@@ -141,10 +154,10 @@ __device__ __forceinline__ rope_pre rope_prepare(const gemv_rope &rp, int u, int
 __device__ __forceinline__ void rope_finish(const rope_pre &p, bool bias, float v, float v2) {
     if (!p.dst) return;
     if (bias) v += p.b1;
-    if (!p.rotate) { *p.dst = v; return; }
+    if (!p.rotate) { rope_store(p, 0, v); return; }
     if (bias) v2 += p.b2;
-    p.dst[0] = v * p.cs - v2 * p.sn;
-    p.dst[p.half] = v2 * p.cs + v * p.sn;
+    rope_store(p, 0, v * p.cs - v2 * p.sn);
+    rope_store(p, p.half, v2 * p.cs + v * p.sn);
 }
 
 /* s_rstd[r] = 1 / rms(x[r]) for the R rows, all rows in one pass and one

@@ -275,7 +275,8 @@ __global__ void rope_kv_kernel(const float *qkv, int parts,
     /* the step's positions and block table come from the host: read before the wait;
      * the pool holds a block's nkv k heads, then its nkv v heads: head h - n_heads */
     const int pos = st->pos[r];
-    float *dst = h < n_heads ? q + ((size_t)r * n_heads + h) * hd : kv_step_row(kv, st, r, h - n_heads);
+    float *qdst = h < n_heads ? q + ((size_t)r * n_heads + h) * hd : NULL;
+    void *kvdst = h < n_heads ? NULL : kv_step_row(kv, st, r, h - n_heads);
     double sd = 0.0, cd = 1.0;
     if (h < n_heads + nkv) sincos((double)pos * (double)inv_freq[i], &sd, &cd);
     pdl_wait();
@@ -293,11 +294,16 @@ __global__ void rope_kv_kernel(const float *qkv, int parts,
     }
     if (h < n_heads + nkv) {
         const float sn = (float)sd, cs = (float)cd, m = h < n_heads ? q_scale : 1.0f;
-        dst[i] = (x1 * cs - x2 * sn) * m;
-        dst[i + half] = (x2 * cs + x1 * sn) * m;
-    } else {
-        dst[i] = x1;
-        dst[i + half] = x2;
+        const float y1 = (x1 * cs - x2 * sn) * m, y2 = (x2 * cs + x1 * sn) * m;
+        x1 = y1;
+        x2 = y2;
+    }
+    if (qdst) {
+        qdst[i] = x1;
+        qdst[i + half] = x2;
+    } else {   /* k or v into the pool, rounded to bf16 in a bf16 pool */
+        kv_put(kv, kvdst, i, x1);
+        kv_put(kv, kvdst, i + half, x2);
     }
 }
 

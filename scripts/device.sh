@@ -21,8 +21,12 @@
 #        spec     bench_spec: none / n-gram / draft model, adaptive k
 #        tools    bench_tools: partial execution on 1.5B and 7B shapes
 #        pp       ParallelPrompt replay, keyword + reading files
+#        kv       bench_cuda with f32 and bf16 KV pools (--kv) on 1.5B: batch 8
+#                 at 4,000 positions (with attention variants 2/3 and the step
+#                 without attention), batch 1/32/256 at 150
 #        real     the real SmolLM2-135M GGUF: test_real through the CUDA
-#                 backend (greedy identity and logits against transformers),
+#                 backend (greedy identity and logits against transformers;
+#                 again with bf16 KV: CUDA's tokens against the CPU's in bf16),
 #                 bench_cuda at batch 1/8/32, transformers eager + compiled
 #                 (f32, the same dequantized weights, and bf16) on the file.
 #                 The file (98 MB) is over one call's 64 MiB: stage it in
@@ -139,6 +143,18 @@ part_pp() {   # context hoisted ahead of the item (the default) and the template
     done
 }
 
+part_kv() {   # issue 26 part 2: the floor counts the KV bytes of the format
+    model qwen2.5-1.5b
+    for kv in f32 bf16; do
+        $BIN/bench_cuda $MD/qwen2.5-1.5b --kv $kv --prompt 4000 --batches 8 --prefill 0 \
+            --ablate-only attn_v2,attn_v3,-attn --out "$OUT/kv_h100_${kv}_qwen2.5-1.5b_ctx4000.json" 2>&1 |
+            grep -E "backend up|batch|default|attn|bench_cuda"
+        $BIN/bench_cuda $MD/qwen2.5-1.5b --kv $kv --prompt 150 --batches 1,32,256 --prefill 0 \
+            --ablate-only none --out "$OUT/kv_h100_${kv}_qwen2.5-1.5b_ctx150.json" 2>&1 |
+            grep -E "backend up|batch|default|bench_cuda"
+    done
+}
+
 part_real() {
     local R=/tmp/brisk-real F=/tmp/brisk-real/SmolLM2-135M-Instruct.Q4_1.gguf G=/tmp/brisk-real/gemma-3-270m-q4_k_m.gguf
     [ -f $F ] || cat $R/smollm2.part.* > $F
@@ -153,6 +169,8 @@ part_real() {
     fi
     BRISK_MODELS=$R BRISK_TEST_BACKEND=cuda $BIN/test_real > "$OUT/test_real_cuda.log" 2>&1
     echo "test_real (CUDA) exit $?"; grep -E "backend|greedy|logits|FAIL|passed" "$OUT/test_real_cuda.log"
+    BRISK_TEST_KV=bf16 BRISK_MODELS=$R BRISK_TEST_BACKEND=cuda $BIN/test_real > "$OUT/test_real_cuda_kv_bf16.log" 2>&1
+    echo "test_real (CUDA, bf16 KV) exit $?"; grep -E "backend|greedy|logits|bf16 KV|FAIL|passed" "$OUT/test_real_cuda_kv_bf16.log"
     $BIN/bench_cuda $F --out "$OUT/cuda_h100_smollm2-135m.json" --batches ${REAL_BATCHES:-1,8,32} 2>&1 | tail -14
     [ -f $G ] && $BIN/bench_cuda $G --out "$OUT/cuda_h100_gemma3-270m.json" --batches ${REAL_BATCHES:-1,8,32} 2>&1 | tail -14
     [ "${REAL_PEER:-1}" = 0 ] && return
@@ -188,13 +206,20 @@ part_base() {   # this build's bench_cuda against .dev/bin/bench_cuda_base (an e
         done
     done
 }
-part_ngram() {  # n-gram speculation on the real models' own MATH-500 answers (needs part real's files)
-    local R=/tmp/brisk-real
+part_ngram() {  # n-gram speculation on the real models' own text (needs part real's files):
+                # MATH-500 problems and ParallelPrompt reading-comprehension rows; Gemma 3 270M
+                # is a base model without a chat template, so it gets them as raw prompts
+    local R=/tmp/brisk-real P=.dev/data/parallelprompt/reading_comprehension_lmsys.json
     for f in $R/SmolLM2-135M-Instruct.Q4_1.gguf $R/gemma-3-270m-q4_k_m.gguf; do
         [ -f $f ] || continue
-        timeout 150 $BIN/bench_spec --cuda --model $f --data .dev/data/math500/test.jsonl --limit ${NGRAM_LIMIT:-16} \
-            --max-tokens 256 --batch 1,8 --k 4 --repeat 2 \
-            --out "$OUT/spec_h100_ngram_$(basename $f .gguf).json" 2>&1 | tail -12
+        local n=$(basename $f .gguf) raw=
+        case $n in gemma*) raw=--raw;; esac
+        timeout 150 $BIN/bench_spec --cuda --model $f $raw --data .dev/data/math500/test.jsonl \
+            --limit ${NGRAM_LIMIT:-16} --max-tokens 256 --batch 1,8 --k 4 --repeat 2 \
+            --out "$OUT/spec_h100_ngram_math_$n.json" 2>&1 | tail -8
+        [ -f $P ] && timeout 150 $BIN/bench_spec --cuda --model $f $raw --pp $P \
+            --limit ${NGRAM_LIMIT:-16} --max-tokens 256 --batch 1,8 --k 4 --repeat 2 \
+            --out "$OUT/spec_h100_ngram_pp_$n.json" 2>&1 | tail -8
     done
 }
 

@@ -57,6 +57,10 @@ static void test_bad_values(void) {
     refused(BRISK " bench math500 --model " MODEL " --max-tokens 2.7", "--max-tokens must be an integer");
     refused(BRISK " bench math500 --model " MODEL " --bogus 1", "unknown option --bogus");
     refused(BRISK " mkmodel --preset qwen2.5-0.5b --out /tmp/x --seed z", "--seed must be");
+    refused(BRISK " generate --model " MODEL " --prompt hi --kv fp8", "--kv must be f32 or bf16 (got 'fp8')");
+    refused(BRISK " serve --model " MODEL " --kv BF16", "--kv must be f32 or bf16 (got 'BF16')");
+    refused(BRISK " replay parallelprompt x.json --kv f16", "--kv must be f32 or bf16 (got 'f16')");
+    refused(BRISK " bench math500 --model " MODEL " --kv 16", "--kv must be f32 or bf16 (got '16')");
 }
 
 static void test_unknown(void) {
@@ -81,6 +85,17 @@ static void test_stats_line(void) {
     char out[8192];
     int rc = run(BRISK " generate --model " MODEL " --prompt 'The quick' --max-tokens 6 --stats", out, sizeof out);
     T_CHECKF(rc == 0 && (!strncmp(out, "prompt ", 7) || strstr(out, "\nprompt ")), "exit %d: %s", rc, out);
+    /* it names the KV format, whose bytes per token follow it */
+    const eng_config *c = NULL;
+    eng_model *m = NULL;
+    T_CHECK(eng_model_load(MODEL, &m, NULL) == ENG_OK && (c = eng_model_config(m)));
+    if (!c) return;
+    char want[96];
+    rc = run(BRISK " generate --model " MODEL " --prompt 'The quick' --max-tokens 2 --stats --kv bf16", out,
+             sizeof out);
+    snprintf(want, sizeof want, "KV bf16, %d bytes/token", c->n_layers * 2 * c->n_kv_heads * c->head_dim * 2);
+    T_CHECKF(rc == 0 && strstr(out, want), "exit %d, wanted '%s' in: %s", rc, want, out);
+    eng_model_free(m);
 }
 
 /* Without --out, bench and replay write under results/ (ignored by git),

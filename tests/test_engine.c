@@ -89,9 +89,13 @@ static double rel_err(const float *a, const float *b, int n) {
     return sqrt(d) / (sqrt(nb) + 1e-30);
 }
 
+/* The KV format of the engines make_engine creates (the bf16 runs of the
+ * fork test set it). */
+static int kv_format = ENG_KV_F32;
+
 static eng_engine *make_engine(fixture *f, int block_size, int n_blocks, int n_threads) {
     eng_opts o = { .backend = ENG_BACKEND_CPU, .n_threads = n_threads, .block_size = block_size,
-                   .n_blocks = n_blocks, .max_seqs = 64 };
+                   .n_blocks = n_blocks, .max_seqs = 64, .kv_format = kv_format };
     eng_engine *e = NULL;
     eng_err err = { 0 };
     if (eng_create(f->m, &o, &e, &err)) printf("  eng_create: %s\n", err.msg);
@@ -412,6 +416,101 @@ static void test_fork(void) {
     eng_destroy(e);
 }
 
+/* The same promises with a bf16 KV pool: forks, copy-on-write included,
+ * match the sequence run alone bit for bit. */
+static void test_fork_kv_bf16(void) {
+    kv_format = ENG_KV_BF16;
+    test_fork();
+    kv_format = ENG_KV_F32;
+}
+
+/* ------------------------------------------------------------ bf16 KV */
+/* Keys and values rounded to bf16 move the fixtures' logits by about 1e-3
+ * relative (measured worst over the four fixtures: 5.1e-3, tiny-llama; see
+ * the printed figures); TOL_BF16 bounds it against transformers' float64
+ * reference and against the same engine with an f32 pool.  The rows of
+ * one pass over prompt + generated tokens must differ from the f32 pool's
+ * (the rounding happens) and equal, bit for bit, the rows of decode steps
+ * forced along the same tokens (what a step writes is what later steps
+ * read). */
+#define TOL_BF16 1e-2
+
+static void kv_bf16(fixture *f) {
+    if (!load_fixture(f)) T_FAIL("bundled fixture tests/fixtures/%s did not load", f->name);
+    kv_format = ENG_KV_BF16;
+    eng_engine *e = make_engine(f, 16, 0, 2);
+    kv_format = ENG_KV_F32;
+    eng_engine *e32 = make_engine(f, 16, 0, 2);
+    T_CHECK(e && e32);
+    if (!e || !e32) { eng_destroy(e); eng_destroy(e32); return; }
+    T_CHECK(eng_kv_format(e) == ENG_KV_BF16 && eng_kv_format(e32) == ENG_KV_F32);
+    const eng_config *c = eng_model_config(f->m);
+    T_CHECKF(eng_kv_bytes_per_token(e) == (size_t)c->n_layers * 2 * c->n_kv_heads * c->head_dim * 2 &&
+             2 * eng_kv_bytes_per_token(e) == eng_kv_bytes_per_token(e32),
+             "KV bytes per token: bf16 %zu, f32 %zu", eng_kv_bytes_per_token(e),
+             eng_kv_bytes_per_token(e32));
+    double worst = 0, worst32 = 0;
+    int rows_all = 0, differ = 0, argmax_same = 0;
+    for (int pi = 0; pi < f->n_prompts; pi++) {
+        const prompt *p = &f->p[pi];
+        const int n = p->n_prompt + N_GEN;
+        float *one[2];
+        for (int b = 0; b < 2; b++) {
+            eng_engine *x = b ? e32 : e;
+            int s = t_add(x, p->ids, n, NULL);
+            eng_seq_keep_all_logits(x, s, 1);
+            T_CHECK(t_step(x) == ENG_OK);
+            int rows = 0;
+            const float *lg = eng_seq_logits(x, s, &rows);
+            T_CHECK(lg && rows == n);
+            one[b] = calloc((size_t)n * f->vocab, sizeof(float));
+            if (lg && rows == n) memcpy(one[b], lg, sizeof(float) * (size_t)n * f->vocab);
+            eng_seq_remove(x, s);
+        }
+        for (int r = 0; r < n; r++) {
+            const float *a = one[0] + (size_t)r * f->vocab, *b = one[1] + (size_t)r * f->vocab;
+            double er = rel_err(a, ref_row(f, p, r), f->vocab);
+            double e2 = rel_err(a, b, f->vocab);
+            if (er > worst) worst = er;
+            if (e2 > worst32) worst32 = e2;
+            T_CHECKF(er < TOL_BF16 && e2 < TOL_BF16, "%s prompt %d position %d: bf16 KV relative "
+                     "error %.3g vs transformers, %.3g vs f32 KV", f->name, pi, r, er, e2);
+            differ += memcmp(a, b, sizeof(float) * f->vocab) != 0;
+            int ia = 0, ib = 0;
+            for (int v = 1; v < f->vocab; v++) {
+                if (a[v] > a[ia]) ia = v;
+                if (b[v] > b[ib]) ib = v;
+            }
+            argmax_same += ia == ib;
+            rows_all++;
+        }
+        /* decode steps forced along ids[n_prompt..n) read what earlier steps wrote */
+        int s = t_add(e, p->ids, p->n_prompt, NULL);
+        eng_err err = { 0 };
+        T_CHECK(eng_seq_force(e, s, p->ids + p->n_prompt, N_GEN, &err) == ENG_OK);
+        for (int k = 0; k <= N_GEN; k++) {   /* step k: the row of position n_prompt - 1 + k */
+            T_CHECK(t_step(e) == ENG_OK);
+            const float *lg = eng_seq_logits(e, s, NULL);
+            const float *want = one[0] + (size_t)(p->n_prompt - 1 + k) * f->vocab;
+            T_CHECKF(lg && !memcmp(lg, want, sizeof(float) * f->vocab),
+                     "%s prompt %d step %d: decode logits differ from the one-pass rows", f->name, pi, k);
+        }
+        eng_seq_remove(e, s);
+        free(one[0]);
+        free(one[1]);
+    }
+    T_CHECKF(differ > 0, "%s: bf16 KV logits equal f32 KV logits on every row", f->name);
+    printf("  %s: bf16 KV: worst relative error %.2e (vs transformers), %.2e (vs f32 KV); "
+           "argmax as f32 KV on %d of %d rows\n", f->name, worst, worst32, argmax_same, rows_all);
+    eng_destroy(e);
+    eng_destroy(e32);
+}
+
+static void test_kv_bf16_qwen2(void) { kv_bf16(&fx[0]); }
+static void test_kv_bf16_llama(void) { kv_bf16(&fx[1]); }
+static void test_kv_bf16_qwen3(void) { kv_bf16(&fx[2]); }
+static void test_kv_bf16_gemma3(void) { kv_bf16(&fx[3]); }
+
 /* A fork made right away (nothing cached) and removed right away. */
 static void test_fork_unprefilled(void) {
     fixture *f = &fx[0];
@@ -671,6 +770,13 @@ static void test_bad_args(void) {
     o = (eng_opts){ .block_size = -1 };
     T_CHECK(eng_create(f->m, &o, &bad, &err) == ENG_EINVAL && !bad);
     T_CHECK(eng_create(NULL, NULL, &bad, &err) == ENG_EINVAL);
+    /* KV formats: the two names, nothing else */
+    o = (eng_opts){ .kv_format = 2 };
+    T_CHECK(eng_create(f->m, &o, &bad, &err) == ENG_EINVAL && !bad);
+    T_CHECK(eng_kv_format_parse("f32") == ENG_KV_F32 && eng_kv_format_parse("bf16") == ENG_KV_BF16);
+    T_CHECK(eng_kv_format_parse("BF16") < 0 && eng_kv_format_parse("bf16 ") < 0 &&
+            eng_kv_format_parse("") < 0 && eng_kv_format_parse(NULL) < 0);
+    T_CHECK(!strcmp(eng_kv_format_name(ENG_KV_BF16), "bf16") && !strcmp(eng_kv_format_name(9), "?"));
 }
 
 /* The backend checks what it is handed: bad rows are errors, not reads. */
@@ -704,7 +810,7 @@ static void test_backend_checks(void) {
     if (!load_fixture(f)) T_FAIL("bundled fixture tests/fixtures/%s did not load", f->name);
     eng_backend *be = NULL;
     eng_err err = { 0 };
-    T_CHECK(eng_backend_cpu_create(f->m, 4, 4, 2, &be, &err) == ENG_OK && be);
+    T_CHECK(eng_backend_cpu_create(f->m, 4, 4, ENG_KV_F32, 2, &be, &err) == ENG_OK && be);
     if (!be) return;
     int tok[3] = { 5, 6, 7 }, pos[3] = { 0, 1, 2 }, rs[3] = { 0, 0, 0 }, len = 3;
     int table[1] = { 2 }, out = 2;
@@ -785,6 +891,11 @@ int main(void) {
     T_RUN(test_many_lengths_gemma3);
     T_RUN(test_long_prompt);
     T_RUN(test_fork);
+    T_RUN(test_fork_kv_bf16);
+    T_RUN(test_kv_bf16_qwen2);
+    T_RUN(test_kv_bf16_llama);
+    T_RUN(test_kv_bf16_qwen3);
+    T_RUN(test_kv_bf16_gemma3);
     T_RUN(test_fork_unprefilled);
     T_RUN(test_keep_all_sampling);
     T_RUN(test_pause_append);

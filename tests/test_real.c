@@ -29,7 +29,13 @@
  * With BRISK_TEST_BACKEND=cuda (a CUDA build on a GPU machine) the greedy
  * and logit checks run through the CUDA backend instead of the CPU's, with
  * the same tolerance: it keeps these models' weights in f32 (the GGUFs'
- * types are not bf16) and computes in f32. */
+ * types are not bf16) and computes in f32.
+ * With BRISK_TEST_KV=bf16 the engine's KV cache is bf16 (eng.h): the test
+ * prints how many prompts still follow transformers' greedy tokens (not
+ * required: bf16 keys and values move logits by ~1e-3) and checks the
+ * recorded logits, while they follow, within BF16_KV_TOL; on CUDA it also
+ * runs the CPU backend with a bf16 cache and requires the same tokens from
+ * both, prompt for prompt. */
 #include "t.h"
 #include <unistd.h>
 #include <cjson/cJSON.h>
@@ -37,6 +43,10 @@
 
 #define SMOL_TOL 5e-5
 #define GEMMA_TOL 3e-5
+/* bf16 KV cache: logit error relative to the step's max |logit|, measured
+ * on the CPU: SmolLM2 1.47e-2 (one prompt of 10 leaves transformers'
+ * greedy tokens at step 54), Gemma 3 3.6e-3 (10 of 10 follow) */
+#define BF16_KV_TOL 3e-2
 
 typedef struct real {
     const char *file, *fixture;
@@ -209,6 +219,39 @@ static void prompt_ids(real *r) {
     printf("  %d of %d prompts encode to transformers' ids\n", same, n);
 }
 
+/* The CPU backend with a bf16 KV cache on the same prompts (one batch,
+ * greedy, n_new steps) must give the tokens in got ([prompt][step]). */
+static void cpu_same_tokens(eng_model *model, const cJSON *prompts, int np, int n_new,
+                            const int *got) {
+    eng_err err = {0};
+    eng_engine *e = NULL;
+    eng_opts o = {.max_seqs = np, .backend = ENG_BACKEND_CPU, .kv_format = ENG_KV_BF16};
+    if (eng_create(model, &o, &e, &err)) T_FAIL("CPU engine: %s", err.msg);
+    int seq[16], same = 0, first[16];
+    eng_sampling greedy = {0};
+    for (int s = 0; s < np; s++) {
+        const cJSON *pid = cJSON_GetObjectItem(cJSON_GetArrayItem(prompts, s), "prompt_ids"), *x;
+        int ids[512], k = 0;
+        cJSON_ArrayForEach(x, pid) if (k < 512) ids[k++] = x->valueint;
+        if (eng_seq_add(e, ids, k, &greedy, &seq[s], &err)) { eng_destroy(e); T_FAIL("%s", err.msg); }
+        first[s] = -1;
+    }
+    for (int step = 0; step < n_new; step++) {
+        if (eng_step(e, &err)) { eng_destroy(e); T_FAIL("CPU step %d: %s", step, err.msg); }
+        for (int s = 0; s < np; s++) {
+            eng_token t;
+            eng_seq_last(e, seq[s], &t);
+            if (first[s] < 0 && t.id != got[s * n_new + step]) first[s] = step;
+        }
+    }
+    for (int s = 0; s < np; s++) {
+        same += first[s] < 0;
+        T_CHECKF(first[s] < 0, "prompt %d: CUDA and CPU (bf16 KV) differ at step %d", s, first[s]);
+    }
+    printf("  bf16 KV: CUDA and CPU give the same %d tokens on %d of %d prompts\n", n_new, same, np);
+    eng_destroy(e);
+}
+
 /* All prompts run as one batch; each step's new token and logits row are
  * checked against the recording. */
 static void greedy(real *r) {
@@ -220,11 +263,15 @@ static void greedy(real *r) {
     if (np < 10 || np > 16 || n_new < 1) T_FAIL("%s: %d prompts, n_new %d", r->fixture, np, n_new);
     eng_err err = {0};
     eng_engine *e = NULL;
-    const char *be = getenv("BRISK_TEST_BACKEND");
-    int cuda = be && !strcmp(be, "cuda");
-    eng_opts o = {.max_seqs = np, .backend = cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU};
+    const char *be = getenv("BRISK_TEST_BACKEND"), *kvs = getenv("BRISK_TEST_KV");
+    int cuda = be && !strcmp(be, "cuda"), kv = kvs ? eng_kv_format_parse(kvs) : ENG_KV_F32;
+    if (kv < 0) T_FAIL("BRISK_TEST_KV=%s: f32 or bf16", kvs);
+    eng_opts o = {.max_seqs = np, .backend = cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU,
+                  .kv_format = kv};
     if (eng_create(model, &o, &e, &err)) T_FAIL("%s", err.msg);
-    printf("  backend: %s\n", cuda ? "CUDA" : "CPU");
+    printf("  backend: %s, KV %s\n", cuda ? "CUDA" : "CPU", eng_kv_format_name(kv));
+    int *got = calloc((size_t)np * n_new, sizeof *got);   /* [prompt][step] tokens */
+    if (!got) { eng_destroy(e); T_FAIL("out of memory"); }
     int seq[16], matched[16] = {0}, diverged[16] = {0};
     eng_sampling greedy = {0};
     for (int s = 0; s < np; s++) {
@@ -233,6 +280,7 @@ static void greedy(real *r) {
         cJSON_ArrayForEach(x, pid) if (k < 512) ids[k++] = x->valueint;
         if (eng_seq_add(e, ids, k, &greedy, &seq[s], &err)) {
             eng_destroy(e);
+            free(got);
             T_FAIL("%s", err.msg);
         }
         if (cuda) eng_seq_keep_all_logits(e, seq[s], 1);   /* CUDA copies logits only then */
@@ -242,12 +290,14 @@ static void greedy(real *r) {
     for (int step = 0; step < n_new; step++) {
         if (eng_step(e, &err)) {
             eng_destroy(e);
+            free(got);
             T_FAIL("step %d: %s", step, err.msg);
         }
         for (int s = 0; s < np; s++) {
             const cJSON *p = cJSON_GetArrayItem(prompts, s), *lg;
             eng_token t;
             eng_seq_last(e, seq[s], &t);
+            got[s * n_new + step] = t.id;
             if (!diverged[s] && t.id == cJSON_GetArrayItem(cJSON_GetObjectItem(p, "ids"), step)->valueint)
                 matched[s]++;
             else if (!diverged[s]) {
@@ -289,12 +339,17 @@ static void greedy(real *r) {
     for (int s = 0; s < np; s++) identical += matched[s] == n_new;
     printf("  greedy: %d of %d prompts identical to transformers for %d tokens (%.1f s)\n",
            identical, np, n_new, dt);
+    const double tol = kv == ENG_KV_BF16 ? BF16_KV_TOL : r->tol;
     printf("  logits: max error %.3g of the step's max |logit| over %d recorded steps "
-           "(tolerance %.0e)\n", worst, n_logit_steps, r->tol);
-    T_CHECKF(identical == np, "%d prompts diverged", np - identical);
-    T_CHECK(n_logit_steps >= 5 * np);
-    T_CHECKF(worst <= r->tol, "logit error %.3g above %.0e", worst, r->tol);
+           "(tolerance %.0e)\n", worst, n_logit_steps, tol);
+    if (kv == ENG_KV_F32) {
+        T_CHECKF(identical == np, "%d prompts diverged", np - identical);
+        T_CHECK(n_logit_steps >= 5 * np);
+    }
+    T_CHECKF(worst <= tol, "logit error %.3g above %.0e", worst, tol);
     eng_destroy(e);
+    if (cuda && kv == ENG_KV_BF16) cpu_same_tokens(model, prompts, np, n_new, got);
+    free(got);
 }
 
 static void done(real *r) {

@@ -74,7 +74,7 @@ void bench_math500_usage(void) {
         "         [--temperature T] [--top-p P] [--seed S] [--probe-every T] [--probe-tokens N]\n"
         "         [--min-rounds M] [--agree F] [--entropy H] [--stable K] [--p1 P] [--r R]\n"
         "         [--spec-k K] [--spec-kmax K] [--draft DIR] [--accept A] [--spec-cost C]\n"
-        "         [--calib-batch B] [--kv-blocks N] [--quiet]\n");
+        "         [--calib-batch B] [--kv-blocks N] [--kv f32|bf16] [--quiet]\n");
 }
 
 /* Comma-separated numbers into v (at most cap); returns the count or -1. */
@@ -210,6 +210,10 @@ int bench_math500_parse(int argc, char **argv, bench_math500_opts *o, eng_err *e
         else if (!strcmp(k, "--out")) o->out = v;
         else if (!strcmp(k, "--draft")) o->draft = v;
         else if (!strcmp(k, "--n") || !strcmp(k, "--budgets")) rc = set_lists(o, k, v, err);
+        else if (!strcmp(k, "--kv")) {
+            if ((o->kv_format = eng_kv_format_parse(v)) < 0)
+                rc = eng_seterr(err, ENG_EINVAL, "--kv must be f32 or bf16 (got '%s')", v);
+        }
         else rc = set_num(o, k, v, err);
     }
     if (!rc && !o->model) rc = eng_seterr(err, ENG_EINVAL, "--model DIR is required");
@@ -696,7 +700,7 @@ static int open_engine(bench *B, eng_err *err) {
                 : B->max_seqs / 2 * ((ctx + 15) / 16) + (ctx + 15) / 16 * 2 + 64;
     eng_opts eo = { .backend = o->cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU,
                     .n_threads = o->threads, .block_size = 16,
-                    .n_blocks = B->n_blocks, .max_seqs = B->max_seqs };
+                    .n_blocks = B->n_blocks, .max_seqs = B->max_seqs, .kv_format = o->kv_format };
     if ((rc = eng_create(B->m, &eo, &B->e, err))) return rc;
     return orc_sched_create(B->e, 4, &B->s, err);
 }

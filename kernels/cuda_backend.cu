@@ -13,7 +13,9 @@
  * pass_plan made once per pass: the graph's key).
  *
  * Two paths per pass: up to gemv_max_rows rows, the GEMV kernel (f32
- * activations, RMSNorm, residual and SwiGLU fused); above, matrix products
+ * activations, RMSNorm, residual and SwiGLU fused; with a GGUF model's
+ * quantized blocks, kern_qgemv on the blocks up to quant_max_rows rows
+ * instead); above, matrix products
  * (kern_skinny up to skinny_max_rows rows where it serves the shape, else
  * cuBLASLt) with separate norm / SwiGLU / residual kernels that add the
  * products' parts.  Kernels are launched with

@@ -2,8 +2,10 @@
  * launchers of its kernels, which tests/test_cuda.c checks one by one.
  *
  * Precision (see kernels/NOTES.md): the residual stream, attention and
- * softmax are f32, the KV pool f32 or bf16 (eng_cuda_opts.kv_format); weights stay bf16 when the checkpoint is bf16 and
- * f32 otherwise (unless bf16_weights); the custom GEMV reads f32 activations;
+ * softmax are f32, the KV pool f32 or bf16 (eng_cuda_opts.kv_format);
+ * weights stay bf16 when the checkpoint is bf16 and f32 otherwise (unless
+ * bf16_weights), and a GGUF file's quantized blocks are kept as well for
+ * the GEMV passes (kern_qgemv); the custom GEMV reads f32 activations;
  * cuBLASLt products split each activation into a bf16 high and low part
  * (two rows per row, one pass over the weights) unless fast_gemm is set.
  * Every function returns ENG_OK or an ENG_* code with a message in err; the

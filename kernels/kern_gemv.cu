@@ -783,22 +783,6 @@ extern "C" int kern_qtype_ok(int t) {
            t == ENG_DT_Q5_1 || t == ENG_DT_Q4_K || t == ENG_DT_Q5_K || t == ENG_DT_Q6_K;
 }
 
-/* Block elements and bytes of the types kern_qgemv takes (engine/quant.c's
- * table; kernels do not link against the engine's statics). */
-static int qblock(int t, int *bytes) {
-    switch (t) {
-    case ENG_DT_Q8_0: *bytes = 34; return 32;
-    case ENG_DT_Q4_0: *bytes = 18; return 32;
-    case ENG_DT_Q4_1: *bytes = 20; return 32;
-    case ENG_DT_Q5_0: *bytes = 22; return 32;
-    case ENG_DT_Q5_1: *bytes = 24; return 32;
-    case ENG_DT_Q4_K: *bytes = 144; return 256;
-    case ENG_DT_Q5_K: *bytes = 176; return 256;
-    case ENG_DT_Q6_K: *bytes = 210; return 256;
-    default: *bytes = 0; return 0;
-    }
-}
-
 static int qgemv_run(cudaStream_t s, const kern_qw *W, int N, int K, const float *x, int R,
                      const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl,
                      const gemv_rope &rp) {
@@ -808,7 +792,8 @@ static int qgemv_run(cudaStream_t s, const kern_qw *W, int N, int K, const float
         W->end[W->n_seg - 1] != N)
         return (int)cudaErrorInvalidValue;
     for (int i = 0, start = 0; i < W->n_seg; start = W->end[i++]) {
-        int bytes, be = qblock(W->type[i], &bytes);
+        const int be = kern_qtype_ok(W->type[i]) ? eng_dt_block(W->type[i]) : 0;
+        const int bytes = eng_dt_block_bytes(W->type[i]);
         if (!be || K % be || W->end[i] <= start || !W->w[i] ||
             (long long)W->row_bytes[i] != (long long)(K / be) * bytes ||
             ((uintptr_t)W->w[i] & ((be == 256 && W->type[i] != ENG_DT_Q6_K) ? 15 : 1)))

@@ -59,7 +59,9 @@ int  eng_backend_cuda_create_opts(const eng_model *m, int n_blocks, int block_si
                                   const eng_cuda_opts *o, eng_backend **out, eng_err *err);
 
 /* Changes the options of a live backend except bf16_weights and kv_format
- * (the weights and the pool stay as made); drops captured graphs. */
+ * (the weights and the pool stay as made); drops captured graphs.  no_quant
+ * switches the quantized path off and on again, but not on where it was
+ * set at creation (no blocks were uploaded). */
 int  eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o);
 
 /* Figures for benchmarks: weight bytes read by one decode step (every layer

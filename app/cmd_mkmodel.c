@@ -1,7 +1,10 @@
 /* cmd_mkmodel.c — `brisk mkmodel`: writes a randomly initialised model with
- * the shapes of a real one (config.json + bf16 model.safetensors), for
- * benchmarks of speed, which does not depend on the weights' values, where
- * no real checkpoint is at hand.  Its answers are gibberish. */
+ * the shapes of a real one, for benchmarks of speed, which does not depend
+ * on the weights' values, where no real checkpoint is at hand.  Its answers
+ * are gibberish.  --format bf16 (default) writes a folder (config.json +
+ * bf16 model.safetensors + the tokenizer); q8_0, q4_0 and q4_k_m write one
+ * GGUF file (benchmarks/lib/mkgguf.h: the types per tensor, the tokenizer
+ * it carries). */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,6 +14,7 @@
 #include "cmds.h"
 #include "args.h"
 #include "eng.h"
+#include "mkgguf.h"
 
 typedef struct preset {
     const char *name, *arch;   /* arch: config.json model_type */
@@ -182,29 +186,52 @@ static int copy_file(const char *src, const char *dst) {
     return ok ? 0 : -1;
 }
 
+/* The preset as mkgguf takes it (GGUF architecture names). */
+static mkg_shape gguf_shape(const preset *p) {
+    mkg_shape s = {is_gemma(p) ? "gemma3" : p->arch, p->vocab, p->hidden, p->inter, p->layers,
+                   p->heads, p->kv_heads, p->head_dim, p->tied, p->window, p->theta};
+    return s;
+}
+
 int cmd_mkmodel(int argc, char **argv) {
     const char *name = NULL, *out = NULL, *tok = "tests/fixtures/tok-qwen2/tokenizer.json";
+    const char *format = "bf16";
     uint64_t seed = 1;
     for (int i = 1; i < argc; i += 2) {
         const char *k = argv[i];
-        if (strcmp(k, "--preset") && strcmp(k, "--out") && strcmp(k, "--tokenizer") && strcmp(k, "--seed"))
+        if (strcmp(k, "--preset") && strcmp(k, "--out") && strcmp(k, "--tokenizer") &&
+            strcmp(k, "--seed") && strcmp(k, "--format"))
             return arg_unknown("mkmodel", k), 2;
         if (i + 1 == argc) return arg_missing("mkmodel", k), 2;
         if (!strcmp(k, "--preset")) name = argv[i + 1];
         else if (!strcmp(k, "--out")) out = argv[i + 1];
         else if (!strcmp(k, "--tokenizer")) tok = argv[i + 1];
+        else if (!strcmp(k, "--format")) format = argv[i + 1];
         else if (arg_u64("mkmodel", k, argv[i + 1], &seed)) return 2;
     }
     const preset *p = NULL;
     for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++)
         if (name && !strcmp(name, presets[i].name)) p = &presets[i];
+    const int fmt = strcmp(format, "bf16") ? mkg_format(format) : -2;
     if (name && !p) fprintf(stderr, "brisk mkmodel: unknown preset '%s'\n", name);
     else if (name && !out) fprintf(stderr, "brisk mkmodel: --out DIR is required\n");
-    if (!p || !out) {
-        fprintf(stderr, "usage: brisk mkmodel --preset NAME --out DIR [--tokenizer tokenizer.json] [--seed S]\n  presets:");
+    else if (fmt == -1) fprintf(stderr, "brisk mkmodel: unknown format '%s' (bf16, q8_0, q4_0, q4_k_m)\n", format);
+    if (!p || !out || fmt == -1) {
+        fprintf(stderr, "usage: brisk mkmodel --preset NAME --out DIR [--tokenizer tokenizer.json] [--seed S]\n"
+                        "       brisk mkmodel --preset NAME --format q8_0|q4_0|q4_k_m --out FILE.gguf [--seed S]\n  presets:");
         for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) fprintf(stderr, " %s", presets[i].name);
         fprintf(stderr, "\n");
         return 2;
+    }
+    if (fmt >= 0) {
+        mkg_shape sh = gguf_shape(p);
+        char msg[512];
+        if (mkg_write(out, &sh, fmt, seed, msg, sizeof msg)) {
+            fprintf(stderr, "brisk mkmodel: %s\n", msg);
+            return 1;
+        }
+        printf("wrote %s (%s shapes, random %s weights)\n", out, p->name, format);
+        return 0;
     }
     /* the chat turn's end token of the copied tokenizer ends generation, as
      * in the real models' generation settings */

@@ -3,7 +3,7 @@
  *
  *   build/benchmarks/bench_cuda MODEL_DIR [--out FILE] [--prompt N]
  *        [--steps N] [--prefill N] [--batches 1,8,32,64,256] [--kernels] [--ablate]
- *        [--ablate-only NAME,...] [--skinny-max N] [--kv f32|bf16]
+ *        [--ablate-only NAME,...] [--skinny-max N] [--kv f32|bf16] [--bf16-weights]
  *
  * Measures, on one GPU: the device bandwidth (a 1 GiB device-to-device
  * copy, bytes read + written, median of 10); prefill tokens/s (one prompt of
@@ -15,9 +15,15 @@
  * Floor of a decode step = (weight bytes + KV bytes read) / bandwidth: the
  * weights (every layer + lm_head, as stored on the GPU) are read once per
  * step whatever the batch; attention reads each sequence's whole KV, in
- * the pool's format (--kv: f32, the default, or bf16: half the bytes).
+ * the pool's format (--kv: f32, the default, or bf16: half the bytes).  A
+ * GGUF model with quantized weights: passes the quantized GEMV serves (up
+ * to 8 rows) read the blocks, so their floor counts the quantized bytes;
+ * wider passes (and the no_quant variant) read the dense copy and count its
+ * bytes.
  * Variants, each run right after the default on the same sequences: batch
- * 1 without programmatic dependent launch and without CUDA graphs; batch
+ * 1 without programmatic dependent launch and without CUDA graphs; with
+ * quantized weights, batch 1..8 with the quantized path off (no_quant, the
+ * dense copy through the usual paths), and no other matrix-path variant; batch
  * 2..8 through the other matrix path (GEMV kernel or cuBLASLt); batches
  * that kern_skinny serves (5..16 rows) through cuBLASLt; batch > 8 with
  * bf16-rounded GEMM activations (fast_gemm).  With --kernels, first each
@@ -26,7 +32,9 @@
  * skinny_max_rows for every run (0..64; default the library's); with --ablate, the
  * step of every batch asked with stages left out (see ablate); --ablate-only
  * runs only the named ablation and batch variants ("none": the default run
- * alone).  Prints a table;
+ * alone); --bf16-weights creates the backend with bf16_weights (an f32 or
+ * quantized checkpoint's dense copy in bf16: the bf16 product paths, half the
+ * memory, not bit-exact with the CPU reference).  Prints a table;
  * writes JSON (default benchmarks/results/cuda_<model>.json). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,7 +185,11 @@ static int decode(bench *B, bseqs *S, dres *r, eng_err *err) {
         r->step_ms = 1e3 * median(t, B->steps);
         r->tok_s = (double)S->n * B->steps / total;
         r->ctx = ctx / S->n - B->steps / 2.0;
-        r->floor_ms = 1e3 * ((double)B->info.weight_bytes + kv / B->steps) / B->bw;
+        eng_cuda_info in;   /* the bytes this pass reads: blocks or dense copy */
+        eng_cuda_get_info(B->b, &in);
+        double wb = in.quant && S->n <= in.quant_rows ? (double)in.weight_bytes
+                                                      : (double)in.dense_weight_bytes;
+        r->floor_ms = 1e3 * (wb + kv / B->steps) / B->bw;
     }
     free(t);
     return rc;
@@ -188,6 +200,7 @@ typedef struct bvar {
     const char *name;
     int fast_gemm, gemv_max, no_graphs, no_pdl;   /* gemv_max < 0: default */
     int skinny_max;                               /* < 0: default */
+    int no_quant;
 } bvar;
 
 static void set_var(bench *B, const bvar *v) {
@@ -197,6 +210,7 @@ static void set_var(bench *B, const bvar *v) {
     if (v->gemv_max >= 0) o.gemv_max_rows = v->gemv_max;
     o.no_graphs = v->no_graphs;
     o.no_pdl = v->no_pdl;
+    o.no_quant = v->no_quant;
     const int sm = v->skinny_max >= 0 ? v->skinny_max : B->skinny_max;
     if (sm >= 0) o.skinny_max_rows = sm;
     eng_cuda_set_opts(B->b, &o);
@@ -204,7 +218,7 @@ static void set_var(bench *B, const bvar *v) {
 }
 
 static void set_opts(bench *B, int fast_gemm, int gemv_max, int no_graphs, int no_pdl) {
-    bvar v = {"", fast_gemm, gemv_max, no_graphs, no_pdl, -1};
+    bvar v = {"", fast_gemm, gemv_max, no_graphs, no_pdl, -1, 0};
     set_var(B, &v);
 }
 
@@ -312,13 +326,17 @@ static int batch_variants(const bench *B, int n, bvar *v) {
     if (B->skinny_max >= 0) def.skinny_max_rows = B->skinny_max;
     int k = 0;
     if (n == 1) {
-        v[k++] = (bvar){"no_pdl", 0, -1, 0, 1, -1};
-        v[k++] = (bvar){"no_graphs", 0, -1, 1, 0, -1};
+        v[k++] = (bvar){"no_pdl", 0, -1, 0, 1, -1, 0};
+        v[k++] = (bvar){"no_graphs", 0, -1, 1, 0, -1, 0};
     }
-    if (n > 1 && n <= 8 && n <= def.gemv_max_rows) v[k++] = (bvar){"cublas", 0, 0, 0, 0, 0};
-    if (n > 1 && n <= 8 && n > def.gemv_max_rows) v[k++] = (bvar){"gemv", 0, 8, 0, 0, -1};
-    if (n > def.gemv_max_rows && n <= def.skinny_max_rows) v[k++] = (bvar){"cublas", 0, -1, 0, 0, 0};
-    if (n > 8) v[k++] = (bvar){"fast_gemm", 1, -1, 0, 0, -1};
+    if (B->info.quant && n <= B->info.quant_rows) {
+        v[k++] = (bvar){"no_quant", 0, -1, 0, 0, -1, 1};
+    } else if (!B->info.quant || n > 8) {
+        if (n > 1 && n <= 8 && n <= def.gemv_max_rows) v[k++] = (bvar){"cublas", 0, 0, 0, 0, 0, 0};
+        if (n > 1 && n <= 8 && n > def.gemv_max_rows) v[k++] = (bvar){"gemv", 0, 8, 0, 0, -1, 0};
+        if (n > def.gemv_max_rows && n <= def.skinny_max_rows) v[k++] = (bvar){"cublas", 0, -1, 0, 0, 0, 0};
+    }
+    if (n > 8) v[k++] = (bvar){"fast_gemm", 1, -1, 0, 0, -1, 0};
     return k;
 }
 
@@ -733,6 +751,7 @@ static int parse_batches(const char *s, int *b, int max) {
 int main(int argc, char **argv) {
     const char *dir = NULL, *out = NULL;
     int batches[MAX_B] = {1, 8, 32, 64, 256}, nb = 5, pf = 512, kernels = 0, kvf = ENG_KV_F32;
+    int bf16w = 0;
     bench B;
     memset(&B, 0, sizeof B);
     B.prompt = 128; B.steps = 32; B.warm = 3; B.rng = 12345; B.skinny_max = -1;
@@ -747,6 +766,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--ablate")) B.ablate = 1;
         else if (!strcmp(a, "--ablate-only") && v) { B.ablate = 1; B.only = v; i++; }
         else if (!strcmp(a, "--skinny-max") && v) { B.skinny_max = atoi(v); i++; }
+        else if (!strcmp(a, "--bf16-weights")) bf16w = 1;
         else if (!strcmp(a, "--kv") && v) {
             if ((kvf = eng_kv_format_parse(v)) < 0) {
                 fprintf(stderr, "bench_cuda: --kv takes f32 or bf16, not %s\n", v);
@@ -760,7 +780,7 @@ int main(int argc, char **argv) {
     if (!dir || nb < 1 || B.prompt < 2 || B.steps < 1 || pf < 0) {
         fprintf(stderr, "usage: bench_cuda MODEL_DIR [--out FILE] [--prompt N] [--steps N] "
                         "[--prefill N] [--batches 1,8,...] [--kernels] [--ablate] [--ablate-only a,b] "
-                        "[--skinny-max N] [--kv f32|bf16]\n");
+                        "[--skinny-max N] [--kv f32|bf16] [--bf16-weights]\n");
         return 2;
     }
     int ndev = 0;
@@ -790,21 +810,34 @@ int main(int argc, char **argv) {
     int pf_blocks = prefill_blocks(pf), n_blocks = maxb * B.nb_per;
     if (n_blocks < pf_blocks) n_blocks = pf_blocks;
     t0 = eng_now_s();
-    if (eng_backend_cuda_create(m, n_blocks, BS, kvf, &B.b, &err)) {
+    eng_cuda_opts co;
+    eng_cuda_opts_default(&co);
+    co.bf16_weights = bf16w;
+    co.kv_format = kvf;
+    if (eng_backend_cuda_create_opts(m, n_blocks, BS, &co, &B.b, &err)) {
         fprintf(stderr, "bench_cuda: %s\n", err.msg);
         return 1;
     }
     eng_cuda_get_info(B.b, &B.info);
     printf("backend up in %.1f s on %s (%d SMs): weights %.3f GB (%s), KV %zu bytes/token (%s), "
-           "%d blocks\n", eng_now_s() - t0, B.info.device, B.info.n_sms, B.info.weight_bytes / 1e9,
-           B.info.weights_bf16 ? "bf16" : "f32", B.info.kv_bytes_per_token,
-           eng_kv_format_name(B.info.kv_format), n_blocks);
+           "%d blocks\n", eng_now_s() - t0, B.info.device, B.info.n_sms,
+           B.info.dense_weight_bytes / 1e9, B.info.weights_bf16 ? "bf16" : "f32",
+           B.info.kv_bytes_per_token, eng_kv_format_name(B.info.kv_format), n_blocks);
+    if (B.info.quant)
+        printf("quantized blocks: %.3f GB read per step by passes of up to %d rows (the floor's "
+               "bytes there); wider passes read the %s copy above\n", B.info.weight_bytes / 1e9,
+               B.info.quant_rows, B.info.weights_bf16 ? "bf16" : "f32");
     printf("device copy bandwidth: %.0f GB/s (read + write)\n", B.bw / 1e9);
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "model", name);
     cJSON_AddStringToObject(root, "device", B.info.device);
     cJSON_AddNumberToObject(root, "bandwidth_GBps", B.bw / 1e9);
-    cJSON_AddNumberToObject(root, "weight_bytes", (double)B.info.weight_bytes);
+    cJSON_AddNumberToObject(root, "weight_bytes", (double)B.info.dense_weight_bytes);
+    cJSON_AddNumberToObject(root, "quant", B.info.quant);
+    if (B.info.quant) {
+        cJSON_AddNumberToObject(root, "quant_weight_bytes", (double)B.info.weight_bytes);
+        cJSON_AddNumberToObject(root, "quant_rows", B.info.quant_rows);
+    }
     cJSON_AddNumberToObject(root, "kv_bytes_per_token", (double)B.info.kv_bytes_per_token);
     cJSON_AddStringToObject(root, "kv_format", eng_kv_format_name(B.info.kv_format));
     cJSON_AddNumberToObject(root, "prompt", B.prompt);

@@ -36,6 +36,11 @@ typedef struct eng_layer_w {
     const eng_tensor *t_attn_norm, *t_wq, *t_wk, *t_wv, *t_wo, *t_bq, *t_bk, *t_bv;
     const eng_tensor *t_ffn_norm, *t_gate, *t_up, *t_down;
     const eng_tensor *t_q_norm, *t_k_norm, *t_post_attn_norm, *t_post_ffn_norm;
+    /* llama GGUF files: attn_q / attn_k as stored (NULL otherwise), each
+     * head's rows in llama.cpp's order: file row 2i+s of a head is row
+     * s*hd/2+i of the f32 copy.  Rows are whole blocks, so a backend that
+     * keeps the quantized blocks reorders rows (see model.c). */
+    const eng_tensor *t_wq_gguf, *t_wk_gguf;
 } eng_layer_w;
 
 struct eng_model {

@@ -913,8 +913,9 @@ static void unpermute_rows(float *w, int n_heads, int hd, size_t cols, float *tm
  * adjacent pairs, sees the pairs Hugging Face's rotate_half forms from the
  * two halves of a head.  brisk rotates halves, so the order is undone here,
  * on the f32 copy (transformers' GGUF loader does the same).  The raw
- * tensors then no longer match the f32 copy: the model drops them (t_wq,
- * t_wk, t_bq, t_bk NULL), so backends upload the f32 copy.  Qwen2 files
+ * tensors then no longer match the f32 copy: the model moves them to
+ * t_wq_gguf / t_wk_gguf (t_wq, t_wk, t_bq, t_bk NULL), so backends upload
+ * the f32 copy or reorder the stored rows themselves.  Qwen2 files
  * are written unpermuted. */
 static int unpermute_qk(eng_model *m, eng_err *err) {
     const eng_config *g = &m->cfg;
@@ -927,6 +928,8 @@ static int unpermute_qk(eng_model *m, eng_err *err) {
         unpermute_rows(L->wk, g->n_kv_heads, g->head_dim, H, tmp);
         if (L->bq) unpermute_rows(L->bq, g->n_heads, g->head_dim, 1, tmp);
         if (L->bk) unpermute_rows(L->bk, g->n_kv_heads, g->head_dim, 1, tmp);
+        L->t_wq_gguf = L->t_wq;
+        L->t_wk_gguf = L->t_wk;
         L->t_wq = L->t_wk = L->t_bq = L->t_bk = NULL;
     }
     free(tmp);

@@ -13,7 +13,9 @@
  * pass_plan made once per pass: the graph's key).
  *
  * Two paths per pass: up to gemv_max_rows rows, the GEMV kernel (f32
- * activations, RMSNorm, residual and SwiGLU fused); above, matrix products
+ * activations, RMSNorm, residual and SwiGLU fused; with a GGUF model's
+ * quantized blocks, kern_qgemv on the blocks up to quant_max_rows rows
+ * instead); above, matrix products
  * (kern_skinny up to skinny_max_rows rows where it serves the shape, else
  * cuBLASLt) with separate norm / SwiGLU / residual kernels that add the
  * products' parts.  Kernels are launched with
@@ -41,6 +43,7 @@
 
 typedef struct cu_layer {
     void *wqkv, *wo, *wgu, *wdown;
+    kern_qw qqkv, qo, qgu, qdown;        /* quantized blocks; n_seg 0: dense only */
     float *bqkv, *attn_norm, *ffn_norm;
     float *q_norm, *k_norm;              /* [head_dim]; NULL without q/k norms */
     float *post_attn_norm, *post_ffn_norm;   /* [hidden]; NULL without output norms */
@@ -78,6 +81,9 @@ typedef struct cu_ctx {
     int n_allocs, cap_allocs;
     cu_layer *layers;
     void *embed, *lm_head;
+    kern_qw qhead;               /* the lm_head's quantized blocks; n_seg 0: dense only */
+    int has_q;                   /* some product has quantized blocks */
+    size_t q_bytes, q_dense_bytes;   /* quantized products' bytes: as blocks, as the dense copy */
     float *final_norm, *inv_freq;
     float *inv_freq_local;       /* sliding layers' RoPE frequencies; NULL when none slides */
     float q_scale;               /* attn_scale * sqrt(head_dim): q's factor (kern_rope_kv) */
@@ -143,6 +149,7 @@ extern "C" void eng_cuda_opts_default(eng_cuda_opts *o) {
     memset(o, 0, sizeof *o);
     o->gemv_max_rows = 4;   /* measured: cuBLASLt wins from ~6 rows on (kernels/NOTES.md, v6) */
     o->skinny_max_rows = 64;   /* from 17 rows for small products only (skinny_parts) */
+    o->quant_max_rows = 8;
 }
 
 /* Options into range; attention variant 0 takes BRISK_ATTN (1, 2 or 3 for
@@ -153,6 +160,8 @@ static void opts_clamp(eng_cuda_opts *o) {
     if (o->gemv_max_rows > 8) o->gemv_max_rows = 8;
     if (o->skinny_max_rows < 0) o->skinny_max_rows = 0;
     if (o->skinny_max_rows > 64) o->skinny_max_rows = 64;
+    if (o->quant_max_rows < 0) o->quant_max_rows = 0;
+    if (o->quant_max_rows > 8) o->quant_max_rows = 8;
     if (o->attn_variant < 1 || o->attn_variant > 3) {
         const char *v = getenv("BRISK_ATTN");
         int a = v ? atoi(v) : 0;
@@ -248,6 +257,96 @@ static int put_vec(cu_ctx *c, float **dst, const eng_tensor *t, const float *f32
     free(tmp);
     CK(e);
     return ENG_OK;
+}
+
+/* ---------------------------------------------------- quantized blocks
+ * Products whose every tensor is in a block type kern_qgemv takes keep
+ * those blocks on the device beside the dense copy: decode passes (up to
+ * quant_max_rows rows) read the blocks, wider passes the dense copy
+ * through the existing paths, so every batch size is served and exact
+ * (the blocks dequantize bit-exactly to the dense f32 copy).  The price is
+ * memory: the dense copy stays resident. */
+
+/* Whether t can go to kern_qgemv as rows of K elements. */
+static bool quantizable(const eng_tensor *t, int64_t rows, int64_t K) {
+    return t && kern_qtype_ok(t->dtype) && t->ndim == 2 && t->shape[0] == rows &&
+           t->shape[1] == K && K % eng_dt_block(t->dtype) == 0 &&
+           t->nbytes == (size_t)rows * (K / eng_dt_block(t->dtype)) * eng_dt_block_bytes(t->dtype);
+}
+
+/* Appends t (rows x K, quantizable) to q as a segment of its own; hd > 0:
+ * the rows are in llama.cpp's per-head order (eng_layer_w.t_wq_gguf) and
+ * go back to the f32 copy's order, head by head of hd rows. */
+static int put_qseg(cu_ctx *c, kern_qw *q, const eng_tensor *t, int rows, int hd,
+                    const char *what, eng_err *err) {
+    void *dst;
+    int rc = dev_alloc(c, t->nbytes, &dst, what, err);
+    if (rc) return rc;
+    const size_t rb = t->nbytes / (size_t)rows;
+    if (hd > 0) {
+        char *tmp = (char *)malloc(t->nbytes);
+        if (!tmp) return eng_seterr(err, ENG_ENOMEM, "CUDA backend: out of host memory (%s)", what);
+        const char *src = (const char *)t->data;
+        for (int h = 0; h < rows / hd; h++)
+            for (int r = 0; r < hd; r++)
+                memcpy(tmp + ((size_t)h * hd + (r % 2) * (hd / 2) + r / 2) * rb,
+                       src + ((size_t)h * hd + r) * rb, rb);
+        cudaError_t e = cudaMemcpy(dst, tmp, t->nbytes, cudaMemcpyHostToDevice);
+        free(tmp);
+        CK(e);
+    } else {
+        CK(cudaMemcpy(dst, t->data, t->nbytes, cudaMemcpyHostToDevice));
+    }
+    const int i = q->n_seg++;
+    q->w[i] = dst;
+    q->type[i] = t->dtype;
+    q->end[i] = (i ? q->end[i - 1] : 0) + rows;
+    q->row_bytes[i] = (int)rb;
+    c->q_bytes += t->nbytes;
+    return ENG_OK;
+}
+
+/* One product of n tensors (rows[i] x K each) as quantized segments when
+ * every tensor is quantizable; else q stays empty (the dense copy serves).
+ * dense_eb: the dense copy's bytes per element. */
+static int put_qprod(cu_ctx *c, kern_qw *q, int n, const eng_tensor *const *t, const int *rows,
+                     const int *hd, int K, size_t dense_eb, const char *what, eng_err *err) {
+    memset(q, 0, sizeof *q);
+    if (c->opt.no_quant) return ENG_OK;
+    size_t elems = 0;
+    for (int i = 0; i < n; i++) {
+        if (!quantizable(t[i], rows[i], K)) return ENG_OK;
+        elems += (size_t)rows[i] * K;
+    }
+    for (int i = 0; i < n; i++) {
+        int rc = put_qseg(c, q, t[i], rows[i], hd ? hd[i] : 0, what, err);
+        if (rc) return rc;
+    }
+    c->q_dense_bytes += elems * dense_eb;
+    c->has_q = 1;
+    return ENG_OK;
+}
+
+static int upload_qlayer(cu_ctx *c, const eng_layer_w *w, cu_layer *d, int l, eng_err *err) {
+    const eng_config *g = &c->cfg;
+    const int H = g->hidden, I = g->intermediate, eb = c->wdt == KERN_BF16 ? 2 : 4;
+    const int hd = g->head_dim;
+    char what[64];
+    snprintf(what, sizeof what, "layer %d q|k|v blocks", l);
+    /* llama GGUF: q and k as stored, rows reordered on the way up */
+    const bool perm = !w->t_wq && w->t_wq_gguf;
+    const eng_tensor *tq[3] = {perm ? w->t_wq_gguf : w->t_wq, perm ? w->t_wk_gguf : w->t_wk, w->t_wv};
+    const int rq[3] = {c->q_dim, c->kv_dim, c->kv_dim}, hq[3] = {perm ? hd : 0, perm ? hd : 0, 0};
+    int rc = put_qprod(c, &d->qqkv, 3, tq, rq, hq, H, eb, what, err);
+    if (rc) return rc;
+    snprintf(what, sizeof what, "layer %d o_proj blocks", l);
+    if ((rc = put_qprod(c, &d->qo, 1, &w->t_wo, &H, NULL, c->q_dim, eb, what, err))) return rc;
+    snprintf(what, sizeof what, "layer %d gate|up blocks", l);
+    const eng_tensor *tg[2] = {w->t_gate, w->t_up};
+    const int rg[2] = {I, I};
+    if ((rc = put_qprod(c, &d->qgu, 2, tg, rg, NULL, H, eb, what, err))) return rc;
+    snprintf(what, sizeof what, "layer %d down_proj blocks", l);
+    return put_qprod(c, &d->qdown, 1, &w->t_down, &H, NULL, I, eb, what, err);
 }
 
 static int upload_layer(cu_ctx *c, const eng_layer_w *w, cu_layer *d, int l, eng_err *err) {
@@ -405,11 +504,18 @@ static void layer_products(const cu_ctx *c, int nk[4][2]) {
     memcpy(nk, v, sizeof v);
 }
 
+/* Whether decode passes read the quantized blocks, and the most rows of
+ * a pass that takes the GEMV path (kern_gemv or kern_qgemv). */
+static bool quant_on(const cu_ctx *c) { return c->has_q && !c->opt.no_quant; }
+static int gemv_rows(const cu_ctx *c) {
+    return quant_on(c) ? c->opt.quant_max_rows : c->opt.gemv_max_rows;
+}
+
 /* Whether kern_skinny takes this product of R rows (bf16 weights,
  * activations split into high and low parts); else cuBLASLt. */
 static bool skinny_serves(const cu_ctx *c, int N, int K, int R) {
     const size_t bytes = (size_t)N * K * 2;
-    return R > c->opt.gemv_max_rows && R <= c->opt.skinny_max_rows && c->wdt == KERN_BF16 &&
+    return R > gemv_rows(c) && R <= c->opt.skinny_max_rows && c->wdt == KERN_BF16 &&
            !c->opt.fast_gemm && bytes <= SKINNY_MAX_BYTES && (R <= 16 || bytes <= SKINNY_WIDE_MAX_BYTES);
 }
 
@@ -426,7 +532,7 @@ static bool skinny_serves(const cu_ctx *c, int N, int K, int R) {
 static int down_slices(cu_ctx *c, int R, int mul, int *slices, eng_err *err) {
     const int K = c->cfg.intermediate;
     *slices = 1;
-    if (DOWN_SLICES < 2 || R <= c->opt.gemv_max_rows || R > 256 || c->wdt != KERN_BF16 ||
+    if (DOWN_SLICES < 2 || R <= gemv_rows(c) || R > 256 || c->wdt != KERN_BF16 ||
         skinny_serves(c, c->cfg.hidden, K, R) || gemm_cols(R * mul) != R * mul ||
         K % (8 * DOWN_SLICES))
         return ENG_OK;
@@ -578,7 +684,7 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
     const int H = g->hidden, I = g->intermediate, V = g->vocab_size, nh = g->n_heads;
     const int QKV = c->qkv_dim, QD = c->q_dim, wdt = c->wdt, sms = c->n_sms;
     const float eps = g->rms_eps;
-    const bool small = R <= c->opt.gemv_max_rows;
+    const bool small = R <= gemv_rows(c), quant = quant_on(c);
     const int amode = wdt == KERN_F32 ? KERN_ACT_F32 : c->opt.fast_gemm ? KERN_ACT_BF16
                                                                        : KERN_ACT_SPLIT;
     const int mul = amode == KERN_ACT_SPLIT ? 2 : 1, act_bf16 = amode != KERN_ACT_F32;
@@ -623,6 +729,10 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
     const int wsplits = kern_attn_splits(R, g->n_kv_heads, sms);
 #define ATTN_WIN(out, act, mode) SKIP(KERN_SKIP_ATTN, kern_attention(s, c->q, kv, stp, R, nh, \
         wsplits, out, act, mode, c->part, c->counters, pdl))
+    /* a GEMV product from the quantized blocks when the product has them */
+#define GEMV(qw, W, N, K, x, rows, nw, mode, y) ((quant && (qw).n_seg) \
+        ? kern_qgemv(s, &(qw), N, K, x, rows, nw, eps, mode, y, sms, pdl) \
+        : kern_gemv(s, W, wdt, N, K, x, rows, nw, eps, mode, y, sms, pdl))
     KC(kern_embed(s, c->embed, wdt, H, stp, R, g->embed_scale, c->x, pdl));
     if (!small)
         KC(kern_add_norm(s, c->x, NULL, 0, R, H, NULL, c->layers[0].attn_norm, eps, c->act, amode,
@@ -635,11 +745,14 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
                       (long long)c->blk_elems, g->n_kv_heads, g->head_dim, c->block_size,
                       slide ? g->sliding_window : 0, c->kv_dt};
         if (small && fuse_rope) {
-            KC(SKIP(KERN_SKIP_QKVO, kern_gemv_qkv(s, w->wqkv, wdt, H, c->x, R, w->attn_norm, eps, w->bqkv,
-                                                  stp, nh, freq, c->q, kv, sms, pdl)));
+            KC(SKIP(KERN_SKIP_QKVO, (quant && w->qqkv.n_seg)
+                    ? kern_qgemv_qkv(s, &w->qqkv, H, c->x, R, w->attn_norm, eps, w->bqkv, stp, nh,
+                                     freq, c->q, kv, sms, pdl)
+                    : kern_gemv_qkv(s, w->wqkv, wdt, H, c->x, R, w->attn_norm, eps, w->bqkv, stp,
+                                    nh, freq, c->q, kv, sms, pdl)));
         } else if (small) {
-            KC(SKIP(KERN_SKIP_QKVO, kern_gemv(s, w->wqkv, wdt, QKV, H, c->x, R, w->attn_norm, eps,
-                                              KERN_STORE, c->y, sms, pdl)));
+            KC(SKIP(KERN_SKIP_QKVO, GEMV(w->qqkv, w->wqkv, QKV, H, c->x, R, w->attn_norm,
+                                         KERN_STORE, c->y)));
             KC(SKIP(KERN_SKIP_ROPE, kern_rope_kv(s, c->y, 1, w->bqkv, stp, R, nh, freq, w->q_norm,
                                                  w->k_norm, eps, c->q_scale, c->q, kv, pdl)));
         }
@@ -649,16 +762,14 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
              * first): the product apart, then x += (norm of) the product */
             const float *pa = w->post_attn_norm, *pf = w->post_ffn_norm;
             const bool sa = pa || c->tp, sf = pf || c->tp;
-            KC(SKIP(KERN_SKIP_QKVO, kern_gemv(s, w->wo, wdt, H, QD, c->attn, R, NULL, 0.f,
-                                              sa ? KERN_STORE : KERN_RESID, sa ? c->y : c->x, sms,
-                                              pdl)));
+            KC(SKIP(KERN_SKIP_QKVO, GEMV(w->qo, w->wo, H, QD, c->attn, R, NULL,
+                                         sa ? KERN_STORE : KERN_RESID, sa ? c->y : c->x)));
             if (c->tp && (rc = tp_sum(c, c->y, (size_t)R * H, err))) return rc;
             if (sa) KC(kern_add_norm(s, c->x, c->y, 1, R, H, pa, NULL, eps, NULL, amode, pdl));
-            KC(SKIP(KERN_SKIP_FFN, kern_gemv(s, w->wgu, wdt, 2 * I, H, c->x, R, w->ffn_norm, eps,
-                                             glu, c->h, sms, pdl)));
-            KC(SKIP(KERN_SKIP_FFN, kern_gemv(s, w->wdown, wdt, H, I, c->h, R, NULL, 0.f,
-                                             sf ? KERN_STORE : KERN_RESID, sf ? c->y : c->x, sms,
-                                             pdl)));
+            KC(SKIP(KERN_SKIP_FFN, GEMV(w->qgu, w->wgu, 2 * I, H, c->x, R, w->ffn_norm, glu,
+                                        c->h)));
+            KC(SKIP(KERN_SKIP_FFN, GEMV(w->qdown, w->wdown, H, I, c->h, R, NULL,
+                                        sf ? KERN_STORE : KERN_RESID, sf ? c->y : c->x)));
             if (c->tp && (rc = tp_sum(c, c->y, (size_t)R * H, err))) return rc;
             if (sf) KC(kern_add_norm(s, c->x, c->y, 1, R, H, pf, NULL, eps, NULL, amode, pdl));
         } else {
@@ -698,9 +809,9 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
         /* split: each rank its vocabulary rows into llog, gathered after */
         const int HV = c->tp ? c->v_share : V;
         float *hl = c->tp ? c->llog : c->logits;
-        if (O <= c->opt.gemv_max_rows) {
+        if (O <= gemv_rows(c)) {
             KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->xo, KERN_ACT_F32, pdl));
-            KC(kern_gemv(s, c->lm_head, wdt, HV, H, c->xo, O, NULL, 0.f, KERN_STORE, hl, sms, pdl));
+            KC(GEMV(c->qhead, c->lm_head, HV, H, c->xo, O, NULL, KERN_STORE, hl));
             if (c->tp && (rc = tp_gather_logits(c, O, err))) return rc;
         } else {
             KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->act, amode, pdl));
@@ -718,6 +829,7 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
 #undef ATTN_WIN
 #undef SKIP
 #undef GEMM
+#undef GEMV
 #undef PROD
     return ENG_OK;
 }
@@ -979,7 +1091,7 @@ static int forward_one(cu_ctx *c, const eng_fwd_batch *b, bool outputs, eng_err 
     p.R = Rp;
     p.O = Op;
     const int pfm = c->opt.prefill_attn;
-    p.pf = pfm != KERN_PF_NEVER && Rp > c->opt.gemv_max_rows &&
+    p.pf = pfm != KERN_PF_NEVER && Rp > gemv_rows(c) &&
             kern_attention_prefill_fits(c->cfg.n_heads, c->cfg.n_kv_heads, c->cfg.head_dim) &&
             (pfm == KERN_PF_ALWAYS ||
              (b->n_rows >= PF_ROWS_PER_SEQ * b->n_seqs &&
@@ -1002,7 +1114,7 @@ static int forward_one(cu_ctx *c, const eng_fwd_batch *b, bool outputs, eng_err 
     if (O > 0 && b->sampled)
         CK(cudaMemcpyAsync(c->h_res, c->d_res, (size_t)c->cap_out * 12, cudaMemcpyDeviceToHost, c->st));
     if (O > 0 && b->logits) {
-        bool split = Op > c->opt.gemv_max_rows && c->wdt == KERN_BF16 && !c->opt.fast_gemm;
+        bool split = Op > gemv_rows(c) && c->wdt == KERN_BF16 && !c->opt.fast_gemm;
         if (split)
             KC(kern_add_rows(c->st, c->logits, c->logits + (size_t)Op * V, (size_t)Op * V, 0));
         CK(cudaMemcpyAsync(b->logits, c->logits, (size_t)O * V * sizeof(float),
@@ -1138,9 +1250,13 @@ static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
     c->layers = (cu_layer *)calloc(g->n_layers, sizeof *c->layers);
     if (!c->layers) return eng_seterr(err, ENG_ENOMEM, "CUDA backend: out of host memory");
     if (!m->layers) return eng_seterr(err, ENG_EFORMAT, "CUDA backend: model has no layers");
+    /* split: each rank its share of every layer (dense: the quantized
+     * blocks serve one GPU only) */
     for (int l = 0; l < g->n_layers; l++) {
         if (!c->tp) {
-            if ((rc = upload_layer(c, &m->layers[l], &c->layers[l], l, err))) return rc;
+            if ((rc = upload_layer(c, &m->layers[l], &c->layers[l], l, err)) ||
+                (rc = upload_qlayer(c, &m->layers[l], &c->layers[l], l, err)))
+                return rc;
             continue;
         }
         eng_layer_w v;
@@ -1150,6 +1266,12 @@ static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
         free(tmp[0]);
         free(tmp[1]);
         if (rc) return rc;
+    }
+    if (!c->tp) {
+        const eng_tensor *th = m->t_lm_head ? m->t_lm_head : m->t_embed;
+        const int V = g->vocab_size;
+        if ((rc = put_qprod(c, &c->qhead, 1, &th, &V, NULL, g->hidden, eb, "lm_head blocks", err)))
+            return rc;
     }
     /* split: the whole embedding on every rank (one row per token is read),
      * the lm_head's rows of the rank's vocabulary share */
@@ -1382,6 +1504,7 @@ extern "C" int eng_backend_cuda_tp_create(const eng_model *m, int n_blocks, int 
         c->tl = tl[r];
         eng_cuda_opts_default(&c->opt);
         c->opt.kv_format = kv_format;
+        c->opt.no_quant = 1;   /* the quantized blocks are whole tensors, not shares */
         opts_clamp(&c->opt);
         c->n_blocks = n_blocks;
         c->block_size = block_size;
@@ -1414,6 +1537,21 @@ static size_t weight_bytes_of(const eng_model *m, int bf16) {
     return g->n_layers * layer + vh * (g->tie_embeddings ? 1 : 2) + H * 4;
 }
 
+/* Bytes of the quantized blocks create keeps (at most: every 2-D weight). */
+static size_t quant_bytes_of(const eng_model *m) {
+    size_t n = 0;
+    for (int l = 0; l < m->cfg.n_layers && m->layers; l++) {
+        const eng_layer_w *w = &m->layers[l];
+        const eng_tensor *t[7] = {w->t_wq ? w->t_wq : w->t_wq_gguf, w->t_wk ? w->t_wk : w->t_wk_gguf,
+                                  w->t_wv, w->t_wo, w->t_gate, w->t_up, w->t_down};
+        for (int i = 0; i < 7; i++)
+            if (t[i] && kern_qtype_ok(t[i]->dtype)) n += t[i]->nbytes;
+    }
+    const eng_tensor *h = m->t_lm_head ? m->t_lm_head : m->t_embed;
+    if (h && kern_qtype_ok(h->dtype)) n += h->nbytes;
+    return n;
+}
+
 extern "C" int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int kv_format,
                                            int n_ranks, int *n_blocks, eng_err *err) {
     if (!m || !n_blocks || block_size < 1 || n_ranks < 1)
@@ -1427,9 +1565,11 @@ extern "C" int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, i
     const eng_config *g = &m->cfg;
     int bf16 = m->t_embed && m->t_embed->dtype == ENG_DT_BF16;
     /* split: a rank holds its share of the layers and lm_head, the whole
-     * embedding, and its KV heads (one at least); device 0 stands for all */
+     * embedding, and its KV heads (one at least); device 0 stands for all.
+     * One GPU also holds the quantized blocks beside the dense copy. */
     size_t vh = (size_t)g->vocab_size * g->hidden * (bf16 ? 2 : 4);
-    size_t need = (n_ranks > 1 ? weight_bytes_of(m, bf16) / n_ranks + vh : weight_bytes_of(m, bf16)) +
+    size_t need = (n_ranks > 1 ? weight_bytes_of(m, bf16) / n_ranks + vh
+                               : weight_bytes_of(m, bf16) + quant_bytes_of(m)) +
                   ((size_t)3 << 30);   /* activations, workspace */
     int kv_heads = g->n_kv_heads >= n_ranks ? g->n_kv_heads / n_ranks : 1;
     size_t blk = (size_t)g->n_layers * 2 * kv_heads * block_size * g->head_dim *
@@ -1476,7 +1616,11 @@ extern "C" int eng_cuda_get_info(const eng_backend *b, eng_cuda_info *info) {
     if (!b || !info || b->forward != cu_forward) return ENG_EINVAL;
     const cu_ctx *c = (const cu_ctx *)b->ctx;
     memset(info, 0, sizeof *info);
-    info->weight_bytes = c->weight_bytes;
+    info->quant = quant_on(c);
+    info->quant_rows = info->quant ? c->opt.quant_max_rows : 0;
+    info->dense_weight_bytes = c->weight_bytes;
+    info->weight_bytes = info->quant ? c->weight_bytes - c->q_dense_bytes + c->q_bytes
+                                     : c->weight_bytes;
     info->kv_bytes_per_token = (size_t)c->cfg.n_layers * 2 * c->kv_dim * c->kv_eb;
     info->kv_format = c->opt.kv_format;
     info->weights_bf16 = c->wdt == KERN_BF16;

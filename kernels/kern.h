@@ -2,8 +2,10 @@
  * launchers of its kernels, which tests/test_cuda.c checks one by one.
  *
  * Precision (see kernels/NOTES.md): the residual stream, attention and
- * softmax are f32, the KV pool f32 or bf16 (eng_cuda_opts.kv_format); weights stay bf16 when the checkpoint is bf16 and
- * f32 otherwise (unless bf16_weights); the custom GEMV reads f32 activations;
+ * softmax are f32, the KV pool f32 or bf16 (eng_cuda_opts.kv_format);
+ * weights stay bf16 when the checkpoint is bf16 and f32 otherwise (unless
+ * bf16_weights), and a GGUF file's quantized blocks are kept as well for
+ * the GEMV passes (kern_qgemv); the custom GEMV reads f32 activations;
  * cuBLASLt products split each activation into a bf16 high and low part
  * (two rows per row, one pass over the weights) unless fast_gemm is set.
  * Every function returns ENG_OK or an ENG_* code with a message in err; the
@@ -36,6 +38,11 @@ typedef struct eng_cuda_opts {
     int gemm_attn;      /* < 0: never kern_attention_gemm; 0: for long prompts of one sequence */
     int kv_format;      /* ENG_KV_F32 or ENG_KV_BF16: how the KV pool stores keys and values
                            (fixed at creation, as bf16_weights) */
+    int no_quant;       /* 1: quantized (GGUF) weights go through their dense copy only, as
+                           every other product does (the blocks are not uploaded when set at
+                           create) */
+    int quant_max_rows; /* quantized weights: passes of up to this many rows (0..8) take
+                           kern_qgemv instead of gemv_max_rows' rule; default 8 */
 } eng_cuda_opts;
 
 /* prefill_attn: 0 reads BRISK_PREFILL_ATTN (never | always), else auto:
@@ -53,14 +60,19 @@ int  eng_backend_cuda_create_opts(const eng_model *m, int n_blocks, int block_si
                                   const eng_cuda_opts *o, eng_backend **out, eng_err *err);
 
 /* Changes the options of a live backend except bf16_weights and kv_format
- * (the weights and the pool stay as made); drops captured graphs. */
+ * (the weights and the pool stay as made); drops captured graphs.  no_quant
+ * switches the quantized path off and on again, but not on where it was
+ * set at creation (no blocks were uploaded). */
 int  eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o);
 
 /* Figures for benchmarks: weight bytes read by one decode step (every layer
  * plus the lm_head), KV bytes stored per token (all layers, K and V), the
  * device's name and multiprocessor count. */
 typedef struct eng_cuda_info {
-    size_t weight_bytes, kv_bytes_per_token;
+    size_t weight_bytes, kv_bytes_per_token;   /* the quantized bytes while quant is on */
+    int quant;          /* 1: passes of up to quant_rows rows read the quantized blocks */
+    int quant_rows;
+    size_t dense_weight_bytes;   /* the dense copy's bytes (what wider passes and no_quant read) */
     int weights_bf16, n_sms, graphs;
     int kv_format;      /* ENG_KV_*: the pool's format, which kv_bytes_per_token follows */
     int attn_variant;   /* as set in eng_cuda_opts: 0 = per pass (2 or 3 by rows and context) */
@@ -124,6 +136,32 @@ int kern_gemv(cudaStream_t s, const void *W, int wdt, int N, int K, const float 
 int kern_gemv_qkv(cudaStream_t s, const void *W, int wdt, int K, const float *x, int R,
                   const float *norm_w, float eps, const float *bias, const kern_step *st,
                   int n_heads, const float *inv_freq, float *q, kern_kv kv, int n_sms, int pdl);
+/* Quantized weights (ggml block formats, kept as the GGUF file stores
+ * them): N rows of K elements in up to KERN_QSEGS row segments, so that a
+ * fused weight (q|k|v, gate|up) may mix types (Q4_K_M files keep some
+ * attn_v in Q6_K).  Segment i holds rows [end[i-1], end[i]) (end[-1] = 0)
+ * at w[i], each row K / block elements in row_bytes bytes; types are
+ * ENG_DT_Q8_0 .. ENG_DT_Q6_K; blocks must sit at even addresses (row_bytes
+ * is even for every type; Q4_K and Q5_K rows at multiples of 16). */
+enum { KERN_QSEGS = 3 };
+typedef struct kern_qw {
+    const void *w[KERN_QSEGS];
+    int type[KERN_QSEGS];
+    int end[KERN_QSEGS];
+    int row_bytes[KERN_QSEGS];
+    int n_seg;
+} kern_qw;
+/* Whether the GEMV kernels take this block type. */
+int kern_qtype_ok(int type);
+/* kern_gemv and kern_gemv_qkv over quantized weights (K a multiple of 32,
+ * of 256 for the K types): every block is read once and dequantized in
+ * registers with the float operations of engine/quant.c (each weight
+ * bit-exact with the CPU's f32 copy), products accumulated in f32; R <= 8. */
+int kern_qgemv(cudaStream_t s, const kern_qw *W, int N, int K, const float *x, int R,
+               const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl);
+int kern_qgemv_qkv(cudaStream_t s, const kern_qw *W, int K, const float *x, int R,
+                   const float *norm_w, float eps, const float *bias, const kern_step *st,
+                   int n_heads, const float *inv_freq, float *q, kern_kv kv, int n_sms, int pdl);
 /* Y = W x for R = 1..64 rows of act ([2R][K] bf16: high rows, then low rows;
  * W bf16 [N][K], K a multiple of 32) on tensor cores, written as `parts`
  * partial products over slices of K: Y[p][r][n], p < parts, for the

@@ -13,6 +13,7 @@
  * RoPE of q/k and the KV write of k/v, so the q/k/v product needs no second
  * kernel: a unit then holds the two rotate_half pairs (i, i+hd/2), (i+1,
  * i+1+hd/2) of one head. */
+#include <cuda_fp16.h>
 #include "kern_common.cuh"
 
 #define GEMV_THREADS 256
@@ -209,6 +210,44 @@ __device__ __forceinline__ void unit_rows(const gemv_rope &rp, int N, int n_unit
     }
 }
 
+/* One epilogue item: row j of unit u (local index ul in the block) for
+ * input row r, its sum over the KS warps' partial sums in s_red scaled by
+ * rs (1/rms with a norm prologue, else 1); pre holds the ROPE item's
+ * destination when it was worked out before the wait (first round). */
+template <int R, int MODE>
+__device__ __forceinline__ void gemv_epilogue(const float (*s_red)[GEMV_NR][R], int KS, int ul,
+                                              int u, int j, int r, float rs, int N, float *y,
+                                              const gemv_rope &rp, rope_pre &pre,
+                                              bool first_round) {
+    constexpr bool GLU = MODE == KERN_SWIGLU || MODE == KERN_GEGLU;
+    const int I = N / 2;
+    float v = 0.f;
+    for (int kp = 0; kp < KS; kp++) v += s_red[ul * KS + kp][j][r];
+    v *= rs;
+    if (GLU) {
+        int i = u * 2 + j;
+        if (j < 2 && i < I) {
+            float up = 0.f;
+            for (int kp = 0; kp < KS; kp++) up += s_red[ul * KS + kp][j + 2][r];
+            up *= rs;
+            float a = MODE == KERN_GEGLU ? gelu_tanh(v) : v / (1.0f + expf(-v));
+            y[(size_t)r * I + i] = a * up;
+        }
+    } else if (MODE == KERN_ROPE) {
+        float v2 = 0.f;
+        if (j < 2)
+            for (int kp = 0; kp < KS; kp++) v2 += s_red[ul * KS + kp][j + 2][r];
+        if (!first_round) pre = rope_prepare(rp, u, j, r);
+        rope_finish(pre, rp.bias != NULL, v, v2 * rs);
+    } else {
+        int n = u * GEMV_NR + j;
+        if (n < N) {
+            if (MODE == KERN_RESID) y[(size_t)r * N + n] += v;
+            else y[(size_t)r * N + n] = v;
+        }
+    }
+}
+
 /* w0/w1 = the unit's weights at k and k + step (where inside K). */
 template <int EB>
 __device__ __forceinline__ void gemv_load(uint4 (&w0)[GEMV_NR], uint4 (&w1)[GEMV_NR],
@@ -300,35 +339,9 @@ gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *x,
         __syncthreads();
 
         const int u = base + eu;
-        if (has_item && u < n_units) {
-            const int j = ej, r = er, ul = eu;
-            float rs = nw ? s_rstd[r] : 1.f;
-            float v = 0.f;
-            for (int kp = 0; kp < KS; kp++) v += s_red[ul * KS + kp][j][r];
-            v *= rs;
-            if (GLU) {
-                int i = u * 2 + j;
-                if (j < 2 && i < I) {
-                    float up = 0.f;
-                    for (int kp = 0; kp < KS; kp++) up += s_red[ul * KS + kp][j + 2][r];
-                    up *= rs;
-                    float a = MODE == KERN_GEGLU ? gelu_tanh(v) : v / (1.0f + expf(-v));
-                    y[(size_t)r * I + i] = a * up;
-                }
-            } else if (MODE == KERN_ROPE) {
-                float v2 = 0.f;
-                if (j < 2)
-                    for (int kp = 0; kp < KS; kp++) v2 += s_red[ul * KS + kp][j + 2][r];
-                if (base != blockIdx.x * upc) pre = rope_prepare(rp, u, j, r);
-                rope_finish(pre, rp.bias != NULL, v, v2 * rs);
-            } else {
-                int n = u * GEMV_NR + j;
-                if (n < N) {
-                    if (MODE == KERN_RESID) y[(size_t)r * N + n] += v;
-                    else y[(size_t)r * N + n] = v;
-                }
-            }
-        }
+        if (has_item && u < n_units)
+            gemv_epilogue<R, MODE>(s_red, KS, eu, u, ej, er, nw ? s_rstd[er] : 1.f, N, y, rp, pre,
+                                   base == blockIdx.x * upc);
         if (base + stride < n_units) __syncthreads();   /* s_red is reused */
     }
 }
@@ -415,4 +428,406 @@ extern "C" int kern_gemv_qkv(cudaStream_t s, const void *W, int wdt, int K, cons
     gemv_rope rp = {bias, st, inv_freq, q, kv, n_heads};
     int N = (n_heads + 2 * kv.n_kv) * kv.head_dim;
     return gemv_run(s, W, wdt, N, K, x, R, norm_w, eps, KERN_ROPE, NULL, n_sms, pdl, rp);
+}
+
+/* ------------------------------------------------- quantized weights
+ *
+ * kern_qgemv: the same units, grid, split-K and epilogues as gemv_kernel;
+ * the weights are ggml blocks (engine/quant.c has the layouts).  A lane
+ * takes 32 consecutive elements of its unit's four rows at a time (a
+ * "chunk": one block of the 32-element formats, one sub-block of the K
+ * formats), decodes each row's chunk into 32 small integers and two
+ * (a, b) pairs, one per 16 elements, with weight = a * q + b rounded as
+ * engine/quant.c rounds it (no FMA, so each weight is bit-exact with the
+ * CPU's f32 copy), then multiplies 8 elements at a time against x.  A
+ * unit's rows may be of different types (gate and up, q|k|v segments):
+ * the type is the same across a warp, so the switch does not diverge. */
+
+/* One row's chunk: q[i] holds elements 4i..4i+3 as int8 bytes; elements
+ * 0..15 take a0, b0 and 16..31 a1, b1. */
+struct qchunk {
+    uint32_t q[8];
+    float a0, b0, a1, b1;
+};
+
+/* Blocks sit at even addresses: 16-bit loads (the 32-element formats and
+ * Q6_K are 18..210 bytes long, so wider loads would be misaligned). */
+__device__ __forceinline__ uint32_t ld_u16(const uint8_t *p) {
+    return __ldg((const unsigned short *)p);
+}
+__device__ __forceinline__ uint32_t ld_u32_a2(const uint8_t *p) {
+    return ld_u16(p) | ld_u16(p + 2) << 16;
+}
+__device__ __forceinline__ float ld_f16(const uint8_t *p) {
+    return __half2float(__ushort_as_half((unsigned short)ld_u16(p)));
+}
+/* n little-endian words from an even address */
+template <int n>
+__device__ __forceinline__ void ld_words(const uint8_t *p, uint32_t *w) {
+#pragma unroll
+    for (int i = 0; i < n; i++) w[i] = ld_u32_a2(p + 4 * i);
+}
+/* bit i of b4 (i < 4) -> bit 4 of byte i */
+__device__ __forceinline__ uint32_t spread4(uint32_t b4) {
+    return (b4 & 1) << 4 | (b4 & 2) << 11 | (b4 & 4) << 18 | (b4 & 8) << 25;
+}
+
+/* Scale and min of K-format sub-block j (engine/quant.c: scale_min_k4);
+ * s: the 12 scale bytes as three words. */
+__device__ __forceinline__ void qk_scale_min(int j, const uint32_t (&s)[3], int *sc, int *mn) {
+    auto byte = [&](int i) {
+        const uint32_t w = i < 4 ? s[0] : i < 8 ? s[1] : s[2];
+        return (int)(w >> (8 * (i & 3)) & 0xff);
+    };
+    if (j < 4) {
+        *sc = byte(j) & 63;
+        *mn = byte(j + 4) & 63;
+    } else {
+        *sc = (byte(j + 4) & 0xf) | (byte(j - 4) >> 6) << 4;
+        *mn = (byte(j + 4) >> 4) | (byte(j) >> 6) << 4;
+    }
+}
+
+/* A row's chunk as loaded, before decoding: the loads of a unit's four
+ * rows are all issued (qload) before any is decoded (qunpack), so their
+ * memory latencies overlap instead of adding up.  w: the quants (Q6_K, Q5_K:
+ * low bits in w[0..7], high bits in w[8..15]); s: the K formats' 12 scale
+ * bytes; h: the f16 scale(s) (d, and m or dmin in the high half; Q6_K: its
+ * two int8 scales in the high half); qh: Q5_0 / Q5_1's fifth bits. */
+struct qraw {
+    uint32_t w[16];
+    uint32_t s[3];
+    uint32_t h, qh;
+};
+
+__device__ __forceinline__ uint4 ldg4(const uint8_t *p) { return __ldg((const uint4 *)p); }
+__device__ __forceinline__ void put4(uint32_t *w, uint4 v) { w[0] = v.x; w[1] = v.y; w[2] = v.z; w[3] = v.w; }
+
+/* Loads chunk c (elements 32c..32c+31) of a row of type t starting at row
+ * (layouts: engine/quant.c). */
+__device__ __forceinline__ void qload(int t, const uint8_t *row, int c, qraw &r) {
+    switch (t) {
+    case ENG_DT_Q8_0: {   /* d, int8 q[32] */
+        const uint8_t *b = row + (size_t)c * 34;
+        r.h = ld_u16(b);
+        ld_words<8>(b + 2, r.w);
+        break;
+    }
+    case ENG_DT_Q4_0: {   /* d, q[16] */
+        const uint8_t *b = row + (size_t)c * 18;
+        r.h = ld_u16(b);
+        ld_words<4>(b + 2, r.w);
+        break;
+    }
+    case ENG_DT_Q4_1: {   /* d, m, q[16] */
+        const uint8_t *b = row + (size_t)c * 20;
+        r.h = ld_u32_a2(b);
+        ld_words<4>(b + 4, r.w);
+        break;
+    }
+    case ENG_DT_Q5_0: {   /* d, qh, q[16] */
+        const uint8_t *b = row + (size_t)c * 22;
+        r.h = ld_u16(b);
+        r.qh = ld_u32_a2(b + 2);
+        ld_words<4>(b + 6, r.w);
+        break;
+    }
+    case ENG_DT_Q5_1: {   /* d, m, qh, q[16] */
+        const uint8_t *b = row + (size_t)c * 24;
+        r.h = ld_u32_a2(b);
+        r.qh = ld_u32_a2(b + 4);
+        ld_words<4>(b + 8, r.w);
+        break;
+    }
+    case ENG_DT_Q4_K:     /* d, dmin, scales[12], q[128]: 32 bytes of q per two sub-blocks */
+    case ENG_DT_Q5_K: {   /* Q5_K: qh[32] between scales and q */
+        const bool five = t == ENG_DT_Q5_K;
+        const uint8_t *b = row + (size_t)(c >> 3) * (five ? 176 : 144);   /* 16-aligned */
+        const uint32_t *b32 = (const uint32_t *)b;
+        r.h = __ldg(b32);
+        r.s[0] = __ldg(b32 + 1); r.s[1] = __ldg(b32 + 2); r.s[2] = __ldg(b32 + 3);
+        const uint8_t *q = b + (five ? 48 : 16) + 32 * ((c & 7) >> 1);
+        put4(r.w, ldg4(q));
+        put4(r.w + 4, ldg4(q + 16));
+        if (five) {
+            put4(r.w + 8, ldg4(b + 16));
+            put4(r.w + 12, ldg4(b + 32));
+        }
+        break;
+    }
+    default: {   /* ENG_DT_Q6_K: ql[128], qh[64], int8 scales[16], d */
+        const uint8_t *b = row + (size_t)(c >> 3) * 210;
+        const int s = c & 7, half = s >> 2, tq = s & 3;
+        r.h = ld_u16(b + 208) | ld_u16(b + 192 + 8 * half + 2 * tq) << 16;
+        ld_words<8>(b + 64 * half + 32 * (tq & 1), r.w);
+        ld_words<8>(b + 128 + 32 * half, r.w + 8);
+        break;
+    }
+    }
+}
+
+__device__ __forceinline__ float f16_lo(uint32_t h) {
+    return __half2float(__ushort_as_half((unsigned short)(h & 0xffff)));
+}
+
+/* Decodes chunk c of type t from r. */
+__device__ __forceinline__ void qunpack(int t, const qraw &r, int c, qchunk &o) {
+    o.b0 = o.b1 = 0.f;
+    switch (t) {
+    case ENG_DT_Q8_0:
+        o.a0 = o.a1 = f16_lo(r.h);
+#pragma unroll
+        for (int i = 0; i < 8; i++) o.q[i] = r.w[i];
+        break;
+    case ENG_DT_Q4_0:     /* element j: low nibble of byte j, j+16: its high nibble */
+    case ENG_DT_Q4_1:
+    case ENG_DT_Q5_0:     /* bit k of qh: element k's fifth bit */
+    case ENG_DT_Q5_1: {
+        const bool one = t == ENG_DT_Q4_1 || t == ENG_DT_Q5_1, five = t == ENG_DT_Q5_0 || t == ENG_DT_Q5_1;
+        o.a0 = o.a1 = f16_lo(r.h);
+        if (one) o.b0 = o.b1 = f16_lo(r.h >> 16);
+        const uint32_t off = one ? 0u : five ? 0x10101010u : 0x08080808u;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            uint32_t lo = r.w[i] & 0x0f0f0f0fu, hi = r.w[i] >> 4 & 0x0f0f0f0fu;
+            if (five) {
+                lo |= spread4(r.qh >> (4 * i) & 0xf);
+                hi |= spread4(r.qh >> (16 + 4 * i) & 0xf);
+            }
+            o.q[i] = __vsub4(lo, off);
+            o.q[4 + i] = __vsub4(hi, off);
+        }
+        break;
+    }
+    case ENG_DT_Q4_K:
+    case ENG_DT_Q5_K: {   /* sub-block s: low nibbles for even s, high for odd; Q5_K: bit s of qh */
+        const bool five = t == ENG_DT_Q5_K;
+        const int s = c & 7;
+        int sc, mn;
+        qk_scale_min(s, r.s, &sc, &mn);
+        o.a0 = o.a1 = __fmul_rn(f16_lo(r.h), (float)sc);
+        o.b0 = o.b1 = -__fmul_rn(f16_lo(r.h >> 16), (float)mn);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const uint32_t h = five ? (r.w[8 + i] >> s & 0x01010101u) << 4 : 0u;
+            o.q[i] = ((s & 1 ? r.w[i] >> 4 : r.w[i]) & 0x0f0f0f0fu) | h;
+        }
+        break;
+    }
+    default: {   /* ENG_DT_Q6_K: low 4 bits from ql, top 2 from qh, minus 32 */
+        const int tq = c & 3;
+        const float d = f16_lo(r.h);
+        o.a0 = __fmul_rn(d, (float)(int8_t)(r.h >> 16 & 0xff));
+        o.a1 = __fmul_rn(d, (float)(int8_t)(r.h >> 24));
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const uint32_t lo = r.w[i] >> (4 * (tq >> 1)) & 0x0f0f0f0fu;
+            const uint32_t hi = (r.w[8 + i] >> (2 * tq) & 0x03030303u) << 4;
+            o.q[i] = __vsub4(lo | hi, 0x20202020u);
+        }
+        break;
+    }
+    }
+}
+
+/* The unit's four rows' chunk c, loads first. */
+__device__ __forceinline__ void qdecode4(const int (&types)[GEMV_NR],
+                                         const uint8_t *const (&wr)[GEMV_NR], int c,
+                                         qchunk (&ch)[GEMV_NR]) {
+    qraw raw[GEMV_NR];
+#pragma unroll
+    for (int j = 0; j < GEMV_NR; j++) qload(types[j], wr[j], c, raw[j]);
+#pragma unroll
+    for (int j = 0; j < GEMV_NR; j++) qunpack(types[j], raw[j], c, ch[j]);
+}
+
+/* Row n's start and type in W. */
+__device__ __forceinline__ const uint8_t *qrow(const kern_qw &W, int n, int *type) {
+    int s = 0, start = 0;
+    while (s + 1 < W.n_seg && n >= W.end[s]) start = W.end[s++];
+    *type = W.type[s];
+    return (const uint8_t *)W.w[s] + (size_t)(n - start) * W.row_bytes[s];
+}
+
+/* Int8 byte i of w as a float, exactly, without an int-to-float
+ * conversion (a slow pipe): the byte biased to unsigned (+128) becomes
+ * the low mantissa bits of 2^23, and the float subtraction of 2^23 + 128
+ * leaves the value. */
+__device__ __forceinline__ float qfloat(uint32_t w, int i) {
+    const uint32_t bits = __byte_perm(w ^ 0x80808080u, 0x4B000000u, 0x7440u | (uint32_t)i);
+    return __uint_as_float(bits) - 8388736.0f;
+}
+
+/* acc[j][r] += the unit's chunk c . x'[r] (x' = x * nw with a norm). */
+template <int R>
+__device__ __forceinline__ void qgemv_chunk(float (&acc)[GEMV_NR][R], const qchunk (&ch)[GEMV_NR],
+                                           const float *x, int K, int c,
+                                           const float *__restrict__ nw) {
+#pragma unroll
+    for (int st = 0; st < 4; st++) {
+        const int k = c * 32 + st * 8;
+        float wf[GEMV_NR][8];
+#pragma unroll
+        for (int j = 0; j < GEMV_NR; j++) {
+            const float a = st < 2 ? ch[j].a0 : ch[j].a1, b = st < 2 ? ch[j].b0 : ch[j].b1;
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                wf[j][i] = __fadd_rn(__fmul_rn(a, qfloat(ch[j].q[2 * st + i / 4], i % 4)), b);
+        }
+        float nv[8];
+        if (nw) {
+            const float4 t0 = __ldg((const float4 *)(nw + k)), t1 = __ldg((const float4 *)(nw + k + 4));
+            nv[0] = t0.x; nv[1] = t0.y; nv[2] = t0.z; nv[3] = t0.w;
+            nv[4] = t1.x; nv[5] = t1.y; nv[6] = t1.z; nv[7] = t1.w;
+        }
+#pragma unroll
+        for (int r = 0; r < R; r++) {
+            const float4 t0 = __ldca((const float4 *)(x + (size_t)r * K + k));
+            const float4 t1 = __ldca((const float4 *)(x + (size_t)r * K + k + 4));
+            float xv[8] = {t0.x, t0.y, t0.z, t0.w, t1.x, t1.y, t1.z, t1.w};
+            if (nw)
+#pragma unroll
+                for (int i = 0; i < 8; i++) xv[i] *= nv[i];
+#pragma unroll
+            for (int j = 0; j < GEMV_NR; j++)
+#pragma unroll
+                for (int i = 0; i < 8; i++) acc[j][r] = fmaf(wf[j][i], xv[i], acc[j][r]);
+        }
+    }
+}
+
+template <int R, int MODE>
+__global__ void __launch_bounds__(GEMV_THREADS)
+qgemv_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__ nw, float eps,
+             float *y, int KS, gemv_rope rp) {
+    __shared__ float s_rstd[R];
+    __shared__ float s_part[GEMV_WARPS][R];
+    __shared__ float s_red[GEMV_WARPS][GEMV_NR][R];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int upc = GEMV_WARPS / KS;
+    constexpr bool GLU = MODE == KERN_SWIGLU || MODE == KERN_GEGLU;
+    const int n_units = GLU ? (N / 2 + 1) / 2 : (N + GEMV_NR - 1) / GEMV_NR;
+    const int stride = gridDim.x * upc;
+    const int n_chunks = K / 32, cstep = KS * 32, c0 = warp % KS * 32 + lane;
+    int unit = blockIdx.x * upc + warp / KS;
+
+    rope_pre pre = {};
+    const int eu = threadIdx.x / (GEMV_NR * R), ej = (threadIdx.x / R) % GEMV_NR,
+              er = threadIdx.x % R;
+    const bool has_item = threadIdx.x < upc * GEMV_NR * R;
+    if (MODE == KERN_ROPE && has_item && blockIdx.x * upc + eu < n_units)
+        pre = rope_prepare(rp, blockIdx.x * upc + eu, ej, er);
+    /* the first chunk's weights are decoded before waiting for x */
+    int rows[GEMV_NR], types[GEMV_NR];
+    const uint8_t *wr[GEMV_NR];
+    qchunk ch[GEMV_NR];
+    unit_rows<MODE>(rp, N, n_units, unit, rows);
+#pragma unroll
+    for (int j = 0; j < GEMV_NR; j++) wr[j] = qrow(W, rows[j], &types[j]);
+    if (c0 < n_chunks) qdecode4(types, wr, c0, ch);
+    pdl_launch();
+    pdl_wait();
+
+    for (int base = blockIdx.x * upc; base < n_units; base += stride) {
+        float acc[GEMV_NR][R];
+#pragma unroll
+        for (int j = 0; j < GEMV_NR; j++)
+#pragma unroll
+            for (int r = 0; r < R; r++) acc[j][r] = 0.f;
+        for (int c = c0; c < n_chunks; c += cstep) {
+            if (c != c0) qdecode4(types, wr, c, ch);
+            qgemv_chunk<R>(acc, ch, x, K, c, nw);
+        }
+        unit += stride;
+        if (base + stride < n_units) {
+            unit_rows<MODE>(rp, N, n_units, unit, rows);
+#pragma unroll
+            for (int j = 0; j < GEMV_NR; j++) wr[j] = qrow(W, rows[j], &types[j]);
+            if (c0 < n_chunks) qdecode4(types, wr, c0, ch);
+        }
+#pragma unroll
+        for (int j = 0; j < GEMV_NR; j++)
+#pragma unroll
+            for (int r = 0; r < R; r++) {
+                float v = warp_sum(acc[j][r]);
+                if (lane == 0) s_red[warp][j][r] = v;
+            }
+        if (nw && base == blockIdx.x * upc) gemv_rstd<R>(x, K, eps, s_rstd, s_part);
+        __syncthreads();
+        const int u = base + eu;
+        if (has_item && u < n_units)
+            gemv_epilogue<R, MODE>(s_red, KS, eu, u, ej, er, nw ? s_rstd[er] : 1.f, N, y, rp, pre,
+                                   base == blockIdx.x * upc);
+        if (base + stride < n_units) __syncthreads();   /* s_red is reused */
+    }
+}
+
+template <int R>
+static cudaError_t qgemv_launch(int mode, int n_units, cudaStream_t s, int pdl, const kern_qw &W,
+                                int N, int K, const float *x, const float *nw, float eps, float *y,
+                                int n_sms, const gemv_rope &rp) {
+    typedef void (*kfn)(kern_qw, int, int, const float *, const float *, float, float *, int,
+                        gemv_rope);
+    kfn k = mode == KERN_STORE ? qgemv_kernel<R, KERN_STORE>
+          : mode == KERN_RESID ? qgemv_kernel<R, KERN_RESID>
+          : mode == KERN_ROPE  ? qgemv_kernel<R, KERN_ROPE>
+          : mode == KERN_GEGLU ? qgemv_kernel<R, KERN_GEGLU>
+                               : qgemv_kernel<R, KERN_SWIGLU>;
+    int KS;
+    dim3 grid = gemv_grid(n_units, K, R, n_sms, &KS);
+    return klaunch(k, grid, dim3(GEMV_THREADS), 0, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
+}
+
+extern "C" int kern_qtype_ok(int t) {
+    return t == ENG_DT_Q8_0 || t == ENG_DT_Q4_0 || t == ENG_DT_Q4_1 || t == ENG_DT_Q5_0 ||
+           t == ENG_DT_Q5_1 || t == ENG_DT_Q4_K || t == ENG_DT_Q5_K || t == ENG_DT_Q6_K;
+}
+
+static int qgemv_run(cudaStream_t s, const kern_qw *W, int N, int K, const float *x, int R,
+                     const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl,
+                     const gemv_rope &rp) {
+    const bool glu = mode == KERN_SWIGLU || mode == KERN_GEGLU;
+    if (!W || R < 1 || R > 8 || N < 1 || K < 32 || K % 32 || (glu && N % 2) || n_sms < 1 ||
+        mode < KERN_STORE || mode > KERN_GEGLU || W->n_seg < 1 || W->n_seg > KERN_QSEGS ||
+        W->end[W->n_seg - 1] != N)
+        return (int)cudaErrorInvalidValue;
+    for (int i = 0, start = 0; i < W->n_seg; start = W->end[i++]) {
+        const int be = kern_qtype_ok(W->type[i]) ? eng_dt_block(W->type[i]) : 0;
+        const int bytes = eng_dt_block_bytes(W->type[i]);
+        if (!be || K % be || W->end[i] <= start || !W->w[i] ||
+            (long long)W->row_bytes[i] != (long long)(K / be) * bytes ||
+            ((uintptr_t)W->w[i] & ((be == 256 && W->type[i] != ENG_DT_Q6_K) ? 15 : 1)))
+            return (int)cudaErrorInvalidValue;
+    }
+    const int n_units = glu ? (N / 2 + 1) / 2 : (N + GEMV_NR - 1) / GEMV_NR;
+#define QL(r) qgemv_launch<r>(mode, n_units, s, pdl, *W, N, K, x, norm_w, eps, y, n_sms, rp)
+    switch (R) {
+    case 1: return (int)QL(1);
+    case 2: return (int)QL(2);
+    case 3: return (int)QL(3);
+    case 4: return (int)QL(4);
+    case 5: return (int)QL(5);
+    case 6: return (int)QL(6);
+    case 7: return (int)QL(7);
+    default: return (int)QL(8);
+    }
+#undef QL
+}
+
+extern "C" int kern_qgemv(cudaStream_t s, const kern_qw *W, int N, int K, const float *x, int R,
+                          const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl) {
+    if (mode == KERN_ROPE) return (int)cudaErrorInvalidValue;   /* kern_qgemv_qkv */
+    gemv_rope rp;
+    memset(&rp, 0, sizeof rp);
+    return qgemv_run(s, W, N, K, x, R, norm_w, eps, mode, y, n_sms, pdl, rp);
+}
+
+extern "C" int kern_qgemv_qkv(cudaStream_t s, const kern_qw *W, int K, const float *x, int R,
+                              const float *norm_w, float eps, const float *bias,
+                              const kern_step *st, int n_heads, const float *inv_freq, float *q,
+                              kern_kv kv, int n_sms, int pdl) {
+    if (kv.head_dim % 4 || n_heads < 1 || kv.n_kv < 1) return (int)cudaErrorInvalidValue;
+    gemv_rope rp = {bias, st, inv_freq, q, kv, n_heads};
+    int N = (n_heads + 2 * kv.n_kv) * kv.head_dim;
+    return qgemv_run(s, W, N, K, x, R, norm_w, eps, KERN_ROPE, NULL, n_sms, pdl, rp);
 }

@@ -89,6 +89,7 @@ static void test_unknown(void) {
     refused(BRISK " replay parallelprompt x.json --bogus 1", "unknown option '--bogus'");
     refused(BRISK " replay frob", "the only replay is 'parallelprompt FILE.json' (got 'frob')");
     refused(BRISK " mkmodel --preset nope --out /tmp/x", "unknown preset 'nope'");
+    refused(BRISK " mkmodel --preset qwen2.5-0.5b --format q3 --out /tmp/x", "unknown format 'q3'");
     refused(BRISK " mkmodel --preset qwen2.5-0.5b --out /tmp/x --what 1", "unknown option '--what'");
     refused(BRISK " grade --bogus", "unknown option '--bogus'");
     char out[4096];

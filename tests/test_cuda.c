@@ -37,9 +37,11 @@ int main(void) {
 }
 #else
 #include <stdint.h>
+#include <unistd.h>
 #include <cJSON.h>
 #include <cuda_runtime_api.h>
 #include "kern.h"
+#include "mkgguf.h"
 
 /* ------------------------------------------------------------ helpers */
 static uint64_t g_rng = 0x243F6A8885A308D3ull;   /* reseeded by each test */
@@ -160,23 +162,18 @@ static double gelu_tanh_ref(double x) {
     return 0.5 * x * (1.0 + tanh(sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x)));
 }
 
-/* One GEMV case; returns the relative error (inf on a device error). */
-static double gemv_case(int wdt, int R, int mode, int use_norm, int N, int K, int n_sms) {
-    size_t nw = (size_t)N * K;
-    float *W = malloc(nw * 4), *x = malloc((size_t)R * K * 4), *nwt = malloc((size_t)K * 4);
-    float *y0 = malloc((size_t)R * N * 4), *out = malloc((size_t)R * N * 4);
-    uint16_t *Wb = malloc(nw * 2);
-    double *ref = malloc((size_t)R * N * 8), *xh = malloc((size_t)R * K * 8);
-    double err = INFINITY;
-    if (!W || !x || !nwt || !y0 || !out || !Wb || !ref || !xh) goto done;
-    for (size_t i = 0; i < nw; i++) {
-        W[i] = nrand() / sqrtf((float)K);
-        Wb[i] = kern_f32_to_bf16(W[i]);
-        if (wdt == KERN_BF16) W[i] = bf16_val(Wb[i]);
-    }
+/* Random GEMV inputs x [R][K], norm weight [K] and residual y0 [R][N]. */
+static void gemv_inputs(float *x, float *nwt, float *y0, int R, int N, int K) {
     for (size_t i = 0; i < (size_t)R * K; i++) x[i] = nrand();
     for (int k = 0; k < K; k++) nwt[k] = 1.0f + 0.1f * nrand();
     for (size_t i = 0; i < (size_t)R * N; i++) y0[i] = nrand();
+}
+
+/* What kern_gemv's mode computes from W [N][K] (f32), in double: ref gets
+ * [R][N] (STORE, and RESID's added part) or [R][N/2] (GLU); xh is scratch
+ * of R*K. */
+static void gemv_ref(const float *W, int N, int K, const float *x, const float *nwt, int R,
+                     int mode, int use_norm, double *xh, double *ref) {
     for (int r = 0; r < R; r++) {
         double ss = 0;
         for (int k = 0; k < K; k++) ss += (double)x[r * K + k] * x[r * K + k];
@@ -198,6 +195,25 @@ static double gemv_case(int wdt, int R, int mode, int use_norm, int N, int K, in
                 ref[(size_t)r * n_out + i] = (mode == KERN_GEGLU ? gelu_tanh_ref(g) : silu(g)) *
                                              ref[(size_t)r * N + n_out + i];
             }
+}
+
+/* One GEMV case; returns the relative error (inf on a device error). */
+static double gemv_case(int wdt, int R, int mode, int use_norm, int N, int K, int n_sms) {
+    size_t nw = (size_t)N * K;
+    float *W = malloc(nw * 4), *x = malloc((size_t)R * K * 4), *nwt = malloc((size_t)K * 4);
+    float *y0 = malloc((size_t)R * N * 4), *out = malloc((size_t)R * N * 4);
+    uint16_t *Wb = malloc(nw * 2);
+    double *ref = malloc((size_t)R * N * 8), *xh = malloc((size_t)R * K * 8);
+    double err = INFINITY;
+    const int glu = mode == KERN_SWIGLU || mode == KERN_GEGLU, n_out = glu ? N / 2 : N;
+    if (!W || !x || !nwt || !y0 || !out || !Wb || !ref || !xh) goto done;
+    for (size_t i = 0; i < nw; i++) {
+        W[i] = nrand() / sqrtf((float)K);
+        Wb[i] = kern_f32_to_bf16(W[i]);
+        if (wdt == KERN_BF16) W[i] = bf16_val(Wb[i]);
+    }
+    gemv_inputs(x, nwt, y0, R, N, K);
+    gemv_ref(W, N, K, x, nwt, R, mode, use_norm, xh, ref);
     void *dW = wdt == KERN_BF16 ? dup_up(Wb, nw * 2) : dup_up(W, nw * 4);
     float *dx = dup_up(x, (size_t)R * K * 4), *dn = dup_up(nwt, (size_t)K * 4);
     float *dy = mode == KERN_RESID ? dup_up(y0, (size_t)R * N * 4) : dnew((size_t)R * n_out * 4);
@@ -242,6 +258,125 @@ static void test_gemv(void) {
     T_CHECKF(e <= 1e-5, "4096x640 R=3 geglu: rel err %.3g", e);
     T_CHECK(kern_gemv(0, NULL, KERN_BF16, 10, 12, NULL, 1, NULL, 0, 0, NULL, 1, 0) != 0);
     T_CHECK(kern_gemv(0, NULL, KERN_BF16, 10, 16, NULL, 9, NULL, 0, 0, NULL, 1, 0) != 0);
+}
+
+/* ------------------------------------------------- quantized GEMV */
+static const int qtypes[8] = {ENG_DT_Q8_0, ENG_DT_Q4_0, ENG_DT_Q4_1, ENG_DT_Q5_0,
+                              ENG_DT_Q5_1, ENG_DT_Q4_K, ENG_DT_Q5_K, ENG_DT_Q6_K};
+
+/* A quantized weight of n_seg segments (types[i], rows[i] rows of K):
+ * random blocks (mkgguf: weights of sigma ~ 1/sqrt(K)) uploaded into *qw;
+ * W [sum rows][K] gets them dequantized by the engine (engine/quant.c, the
+ * CPU reference's own weights).  0 on failure. */
+static int qweight(int n_seg, const int *types, const int *rows, int K, kern_qw *qw, float *W) {
+    memset(qw, 0, sizeof *qw);
+    int end = 0;
+    for (int i = 0; i < n_seg; i++) {
+        const int be = eng_dt_block(types[i]), bb = eng_dt_block_bytes(types[i]);
+        const size_t nb = (size_t)rows[i] * (K / be), bytes = nb * bb;
+        uint8_t *h = malloc(bytes);
+        if (!h || mkg_random_blocks(types[i], h, nb, 1.0f / sqrtf((float)K), &g_rng)) {
+            free(h);
+            return 0;
+        }
+        eng_tensor t;
+        memset(&t, 0, sizeof t);
+        t.dtype = types[i];
+        t.ndim = 1;
+        t.shape[0] = (int64_t)nb * be;
+        t.data = h;
+        t.nbytes = bytes;
+        eng_to_f32(&t, W + (size_t)end * K);
+        void *d = dup_up(h, bytes);
+        free(h);
+        if (!d) return 0;
+        end += rows[i];
+        qw->w[i] = d;
+        qw->type[i] = types[i];
+        qw->end[i] = end;
+        qw->row_bytes[i] = K / be * bb;
+    }
+    qw->n_seg = n_seg;
+    return 1;
+}
+
+/* kern_qgemv on a weight of segments (types[i], rows[i]) against the double
+ * product of the dequantized weights; the relative error (inf on a device
+ * error). */
+static double qgemv_case(int n_seg, const int *types, const int *rows, int R, int mode,
+                         int use_norm, int K, int n_sms) {
+    int N = 0;
+    for (int i = 0; i < n_seg; i++) N += rows[i];
+    const int glu = mode == KERN_SWIGLU || mode == KERN_GEGLU, n_out = glu ? N / 2 : N;
+    float *W = malloc((size_t)N * K * 4), *x = malloc((size_t)R * K * 4), *nwt = malloc((size_t)K * 4);
+    float *y0 = malloc((size_t)R * N * 4), *out = malloc((size_t)R * N * 4);
+    double *ref = malloc((size_t)R * N * 8), *xh = malloc((size_t)R * K * 8);
+    double err = INFINITY;
+    kern_qw qw;
+    if (!W || !x || !nwt || !y0 || !out || !ref || !xh || !qweight(n_seg, types, rows, K, &qw, W))
+        goto done;
+    gemv_inputs(x, nwt, y0, R, N, K);
+    gemv_ref(W, N, K, x, nwt, R, mode, use_norm, xh, ref);
+    float *dx = dup_up(x, (size_t)R * K * 4), *dn = dup_up(nwt, (size_t)K * 4);
+    float *dy = mode == KERN_RESID ? dup_up(y0, (size_t)R * N * 4) : dnew((size_t)R * n_out * 4);
+    if (!dx || !dn || !dy) goto done;
+    int e = kern_qgemv(0, &qw, N, K, dx, R, use_norm ? dn : NULL, 1e-6f, mode, dy, n_sms, n_sms > 1);
+    if (e || !sync_ok() || !down(out, dy, (size_t)R * n_out * 4)) goto done;
+    if (mode == KERN_RESID)
+        for (size_t i = 0; i < (size_t)R * N; i++) out[i] -= y0[i];
+    err = rel_err(out, ref, (size_t)R * n_out);
+done:
+    free(W); free(x); free(nwt); free(y0); free(out); free(ref); free(xh);
+    dfree_all();
+    return err;
+}
+
+/* Every block type at 1..8 rows in every mode, against the double product
+ * of the engine's dequantized weights: tolerance 1e-5 relative, as for the
+ * f32 GEMV (the kernel's weights are bit-exact with the engine's, so only
+ * the f32 summation differs).  Then mixed segments (Gemma 3 270M's q|k|v:
+ * Q5_0, Q5_0, Q8_0; gate Q4_K | up Q6_K), long rows (8 warps per unit) and
+ * refused shapes. */
+static void test_qgemv(void) {
+    g_rng = 707;
+    static const char *mname[] = {"store", "resid", "swiglu", "rope", "geglu"};
+    const int modes[4] = {KERN_STORE, KERN_RESID, KERN_SWIGLU, KERN_GEGLU}, sms[3] = {1, 40, 132};
+    for (int t = 0; t < 8; t++)
+        for (int R = 1; R <= 8; R++)
+            for (int mi = 0; mi < 4; mi++) {
+                const int mode = modes[mi], norm = mode != KERN_RESID && R % 2, rows = 260;
+                double e = qgemv_case(1, &qtypes[t], &rows, R, mode, norm, 512, sms[(R + mi) % 3]);
+                T_CHECKF(e <= 1e-5, "%s R=%d %s norm=%d: rel err %.3g", eng_dt_name(qtypes[t]), R,
+                         mname[mode], norm, e);
+            }
+    const int gemma_t[3] = {ENG_DT_Q5_0, ENG_DT_Q5_0, ENG_DT_Q8_0}, gemma_r[3] = {1024, 256, 256};
+    for (int R = 1; R <= 8; R += 3) {
+        double e = qgemv_case(3, gemma_t, gemma_r, R, KERN_STORE, 1, 640, 132);
+        T_CHECKF(e <= 1e-5, "q|k|v Q5_0/Q5_0/Q8_0 R=%d: rel err %.3g", R, e);
+    }
+    const int gu_t[2] = {ENG_DT_Q4_K, ENG_DT_Q6_K}, gu_r[2] = {512, 512};
+    double e = qgemv_case(2, gu_t, gu_r, 4, KERN_SWIGLU, 1, 1536, 132);
+    T_CHECKF(e <= 1e-5, "gate Q4_K | up Q6_K: rel err %.3g", e);
+    e = qgemv_case(2, gu_t, gu_r, 2, KERN_GEGLU, 0, 1536, 7);
+    T_CHECKF(e <= 1e-5, "gate Q4_K | up Q6_K geglu: rel err %.3g", e);
+    const int long_r = 1536;
+    for (int t = 5; t < 8; t++) {
+        e = qgemv_case(1, &qtypes[t], &long_r, 2, KERN_RESID, 0, 8960, 132);
+        T_CHECKF(e <= 1e-5, "%s 1536x8960: rel err %.3g", eng_dt_name(qtypes[t]), e);
+    }
+    e = qgemv_case(1, &qtypes[0], &long_r, 1, KERN_STORE, 1, 4864, 1);
+    T_CHECKF(e <= 1e-5, "Q8_0 1536x4864 on 1 SM: rel err %.3g", e);
+    /* refused: K not whole blocks, more than 8 rows, segments not covering N */
+    kern_qw bad;
+    memset(&bad, 0, sizeof bad);
+    bad.n_seg = 1; bad.type[0] = ENG_DT_Q4_K; bad.end[0] = 16; bad.row_bytes[0] = 144;
+    bad.w[0] = (void *)(uintptr_t)4096;
+    T_CHECK(kern_qgemv(0, &bad, 16, 288, NULL, 1, NULL, 0, KERN_STORE, NULL, 1, 0) != 0);
+    T_CHECK(kern_qgemv(0, &bad, 16, 256, NULL, 9, NULL, 0, KERN_STORE, NULL, 1, 0) != 0);
+    T_CHECK(kern_qgemv(0, &bad, 17, 256, NULL, 1, NULL, 0, KERN_STORE, NULL, 1, 0) != 0);
+    T_CHECK(kern_qgemv(0, &bad, 16, 256, NULL, 1, NULL, 0, KERN_ROPE, NULL, 1, 0) != 0);
+    bad.type[0] = ENG_DT_F32;
+    T_CHECK(kern_qgemv(0, &bad, 16, 256, NULL, 1, NULL, 0, KERN_STORE, NULL, 1, 0) != 0);
 }
 
 /* ---------------------------------------------------- cuBLASLt + to_act */
@@ -660,7 +795,8 @@ static void test_rope_kv(void) {
  * output row is summed in the same order by both, so the tolerance is 1e-6
  * relative (the rotation may be contracted into FMAs differently); the
  * pool cells that neither writes stay NaN. */
-static void qkv_case(int R, int nh, int nkv, int hd, int K, int wdt, int n_sms, int dt) {
+static void qkv_case(int R, int nh, int nkv, int hd, int K, int wdt, int n_sms, int dt,
+                     const int *qt) {
     const int bs = 16, n_blocks = 8, N = (nh + 2 * nkv) * hd;
     int table[2][2] = {{3, 1}, {6, 2}}, seqs[3] = {0, 1, 0}, pos[3] = {17, 5, 31};
     size_t blk = (size_t)2 * nkv * bs * hd, pool = blk * n_blocks, nw = (size_t)N * K;
@@ -671,6 +807,10 @@ static void qkv_case(int R, int nh, int nkv, int hd, int K, int wdt, int n_sms, 
     uint16_t *Wb = malloc(nw * 2);
     if (!W || !x || !nwt || !bias || !invf || !q1 || !q2 || !kv1 || !kv2 || !Wb) { T_CHECK(0); goto done; }
     for (size_t i = 0; i < nw; i++) { Wb[i] = kern_f32_to_bf16(nrand() / sqrtf((float)K)); W[i] = bf16_val(Wb[i]); }
+    /* qt: q, k and v segments of these block types instead */
+    kern_qw qw;
+    const int qrows[3] = {nh * hd, nkv * hd, nkv * hd};
+    if (qt && !qweight(3, qt, qrows, K, &qw, W)) { T_CHECK(0); goto done; }
     for (int i = 0; i < R * K; i++) x[i] = nrand();
     for (int k = 0; k < K; k++) nwt[k] = 1.0f + 0.1f * nrand();
     for (int i = 0; i < N; i++) bias[i] = 0.2f * nrand();
@@ -685,9 +825,11 @@ static void qkv_case(int R, int nh, int nkv, int hd, int K, int wdt, int n_sms, 
     if (!st || !dW || !dx || !dn || !db || !dinv || !dy || !dq1 || !dq2 || !dkv1 || !dkv2) { T_CHECK(0); goto done; }
     kern_kv a = {dkv1, (long long)blk, nkv, hd, bs, 0, dt}, b = a;
     b.base = dkv2;
-    T_CHECK(kern_gemv(0, dW, wdt, N, K, dx, R, dn, 1e-6f, KERN_STORE, dy, n_sms, 1) == 0);
+    T_CHECK((qt ? kern_qgemv(0, &qw, N, K, dx, R, dn, 1e-6f, KERN_STORE, dy, n_sms, 1)
+                : kern_gemv(0, dW, wdt, N, K, dx, R, dn, 1e-6f, KERN_STORE, dy, n_sms, 1)) == 0);
     T_CHECK(kern_rope_kv(0, dy, 1, db, st, R, nh, dinv, NULL, NULL, 0.f, 1.0f, dq1, a, 1) == 0);
-    T_CHECK(kern_gemv_qkv(0, dW, wdt, K, dx, R, dn, 1e-6f, db, st, nh, dinv, dq2, b, n_sms, 1) == 0);
+    T_CHECK((qt ? kern_qgemv_qkv(0, &qw, K, dx, R, dn, 1e-6f, db, st, nh, dinv, dq2, b, n_sms, 1)
+                : kern_gemv_qkv(0, dW, wdt, K, dx, R, dn, 1e-6f, db, st, nh, dinv, dq2, b, n_sms, 1)) == 0);
     if (!sync_ok() || !down(q1, dq1, (size_t)R * nh * hd * 4) || !down(q2, dq2, (size_t)R * nh * hd * 4) ||
         !kv_down(kv1, dkv1, pool, dt) || !kv_down(kv2, dkv2, pool, dt)) { T_CHECK(0); goto done; }
     double num = 0, den = 0, numk = 0, denk = 0;
@@ -709,7 +851,8 @@ static void qkv_case(int R, int nh, int nkv, int hd, int K, int wdt, int n_sms, 
     if (dt != KERN_BF16) { e = den + denk > 0 ? sqrt((num + numk) / (den + denk)) : INFINITY; ek = e; }
     T_CHECKF(e <= 1e-6 && ek <= (dt == KERN_BF16 ? 1e-3 : 1e-6) && nan_mismatch == 0,
              "R=%d nh=%d nkv=%d hd=%d K=%d %s sms=%d %s: rel err q %.3g, KV %.3g, %zu cells written by "
-             "one only", R, nh, nkv, hd, K, wdt ? "bf16" : "f32", n_sms, dt_name(dt), e, ek, nan_mismatch);
+             "one only", R, nh, nkv, hd, K, qt ? eng_dt_name(qt[0]) : wdt ? "bf16" : "f32", n_sms,
+             dt_name(dt), e, ek, nan_mismatch);
 done:
     free(W); free(x); free(nwt); free(bias); free(invf); free(q1); free(q2); free(kv1); free(kv2); free(Wb);
     dfree_all();
@@ -719,10 +862,19 @@ static void test_gemv_qkv(void) {
     g_rng = 405;
     for (int dt = KERN_F32; dt <= KERN_BF16; dt++)
         for (int R = 1; R <= 3; R++) {
-            qkv_case(R, 12, 2, 128, 1536, KERN_BF16, 132, dt);   /* Qwen2.5-1.5B */
-            qkv_case(R, 4, 2, 16, 64, KERN_F32, 132, dt);        /* the tiny fixture's shape */
-            qkv_case(R, 14, 2, 64, 896, KERN_BF16, 40, dt);      /* Qwen2.5-0.5B, fewer SMs */
-            qkv_case(R, 12, 2, 128, 1536, KERN_BF16, 1, dt);     /* one SM: blocks take many rounds */
+            qkv_case(R, 12, 2, 128, 1536, KERN_BF16, 132, dt, NULL);   /* Qwen2.5-1.5B */
+            qkv_case(R, 4, 2, 16, 64, KERN_F32, 132, dt, NULL);        /* the tiny fixture's shape */
+            qkv_case(R, 14, 2, 64, 896, KERN_BF16, 40, dt, NULL);      /* Qwen2.5-0.5B, fewer SMs */
+            qkv_case(R, 12, 2, 128, 1536, KERN_BF16, 1, dt, NULL);     /* one SM: blocks take many rounds */
+        }
+    /* quantized: Q4_K_M's q, k in Q4_K and v in Q6_K; Q8_0; SmolLM2's Q4_1 */
+    const int km[3] = {ENG_DT_Q4_K, ENG_DT_Q4_K, ENG_DT_Q6_K}, q8[3] = {ENG_DT_Q8_0, ENG_DT_Q8_0, ENG_DT_Q8_0};
+    const int q41[3] = {ENG_DT_Q4_1, ENG_DT_Q4_1, ENG_DT_Q4_1};
+    for (int dt = KERN_F32; dt <= KERN_BF16; dt++)
+        for (int R = 1; R <= 8; R += 2) {
+            qkv_case(R, 12, 2, 128, 1536, KERN_F32, 132, dt, km);
+            qkv_case(R, 12, 2, 128, 1536, KERN_F32, 40, dt, q8);
+            qkv_case(R, 9, 3, 64, 576, KERN_F32, 132, dt, q41);
         }
     T_CHECK(kern_gemv(0, NULL, KERN_BF16, 16, 16, NULL, 1, NULL, 0, KERN_ROPE, NULL, 1, 0) != 0);
 }
@@ -2024,6 +2176,80 @@ static void kv_bf16_variants(fixture *f) {
 }
 FIXTURE_TEST(test_kv_bf16_variants, kv_bf16_variants)
 
+/* Tiny random GGUF models written at test time by mkgguf (what `brisk
+ * mkmodel --format` writes): llama Q4_K_M (q|k|v of Q4_K, Q4_K, Q6_K in
+ * some layers, ffn_down Q6_K in some, q/k rows reordered on upload, Q6_K
+ * lm_head), qwen2 Q8_0 (q/k/v biases, tied Q8_0 lm_head), gemma3 Q4_0 (q/k
+ * norms: the q|k|v product apart from RoPE; GeGLU; tied Q6_K lm_head).  The
+ * CUDA backend reads the blocks in passes of up to 8 rows and the dense
+ * copy in wider ones: greedy tokens identical to the CPU backend's alone,
+ * batched at 4, 8 (quantized GEMV) and 20 rows (dense products), under
+ * continuous batching and with the quantized path off; decode logits
+ * after a 1000-token context within 1e-4 of the CPU's. */
+static const struct qmodel { const char *name; mkg_shape s; int format; } qmodels[] = {
+    {"llama q4_k_m", {"llama", 512, 256, 512, 8, 4, 2, 64, 0, 0, 10000.0}, MKG_Q4_K_M},
+    {"qwen2 q8_0", {"qwen2", 512, 256, 768, 4, 4, 2, 64, 1, 0, 1e6}, MKG_Q8_0},
+    {"gemma3 q4_0", {"gemma3", 512, 256, 512, 3, 4, 1, 64, 1, 0, 1e6}, MKG_Q4_0},
+};
+
+static void quant_model(const struct qmodel *qm, int i) {
+    char path[256], msg[256];
+    snprintf(path, sizeof path, "/tmp/brisk-test-cuda-%d-%d.gguf", (int)getpid(), i);
+    if (mkg_write(path, &qm->s, qm->format, 77 + i, msg, sizeof msg)) {
+        T_CHECKF(0, "%s: %s", qm->name, msg);
+        return;
+    }
+    fixture f;
+    memset(&f, 0, sizeof f);
+    f.name = qm->name;
+    eng_err err = {0};
+    int rc = eng_model_load(path, &f.m, &err);
+    unlink(path);   /* the mapping stays */
+    if (rc) {
+        T_CHECKF(0, "%s: %s", qm->name, err.msg);
+        return;
+    }
+    f.vocab = f.tok_vocab = qm->s.vocab;
+    f.n_prompts = 4;
+    g_rng = 900 + i;
+    for (int p = 0; p < f.n_prompts; p++) {
+        fprompt *pr = &f.p[p];
+        pr->n_ids = pr->n_prompt = 5 + 7 * p;
+        pr->ids = malloc(sizeof(int) * pr->n_ids);
+        for (int k = 0; pr->ids && k < pr->n_ids; k++) pr->ids[k] = (int)(rnd64() % (uint64_t)f.vocab);
+        if (!pr->ids) f.n_prompts = p;
+    }
+    tdrv d;
+    eng_cuda_info info = {0};
+    if (f.n_prompts == 4 && fixture_cpu_gen(&f) && drv_open(&d, f.m, 1, NULL, &err) == 0) {
+        T_CHECKF(eng_cuda_get_info(d.b, &info) == 0 && info.quant &&
+                 info.weight_bytes * 3 < info.dense_weight_bytes,
+                 "%s: quant %d, %zu bytes read per step against %zu dense", qm->name, info.quant,
+                 info.weight_bytes, info.dense_weight_bytes);
+        printf("  %s: %zu weight bytes per step (dense copy %zu)\n", qm->name, info.weight_bytes,
+               info.dense_weight_bytes);
+        drv_close(&d);
+        fixture_greedy(&f);
+        batched_case(&f, 4);
+        batched_case(&f, 8);
+        batched_case(&f, 20);
+        continuous_case(&f);
+        long_case(&f);
+        eng_cuda_opts o;
+        eng_cuda_opts_default(&o);
+        o.no_quant = 1;
+        batched_opts(&f, 4, &o);
+    } else {
+        T_CHECKF(0, "%s: %s", qm->name, err.msg);
+    }
+    for (int p = 0; p < f.n_prompts; p++) free(f.p[p].ids);
+    eng_model_free(f.m);
+}
+
+static void test_quant_models(void) {
+    for (int i = 0; i < (int)(sizeof qmodels / sizeof *qmodels); i++) quant_model(&qmodels[i], i);
+}
+
 int main(void) {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
@@ -2035,6 +2261,7 @@ int main(void) {
     if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess)
         printf("device: %s, %d SMs, sm_%d%d\n", prop.name, prop.multiProcessorCount, prop.major, prop.minor);
     T_RUN(test_gemv);
+    T_RUN(test_qgemv);
     T_RUN(test_gemm);
     T_RUN(test_skinny);
     T_RUN(test_rowwise);
@@ -2062,6 +2289,7 @@ int main(void) {
     T_RUN(test_tp_backend);
     T_RUN(test_kv_bf16_backend);
     T_RUN(test_kv_bf16_variants);
+    T_RUN(test_quant_models);
     for (int i = 0; i < N_FX; i++) {
         eng_model_free(fx[i].m);
         for (int p = 0; p < fx[i].n_prompts; p++) free(fx[i].p[p].ids);

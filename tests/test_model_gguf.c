@@ -13,6 +13,7 @@
 #include "t.h"
 #include "internal.h"
 #include "gguf_write.h"
+#include "mkgguf.h"
 
 #define QWEN "tests/fixtures/tiny-qwen2"
 #define LLAMA "tests/fixtures/tiny-llama"
@@ -383,6 +384,89 @@ static void test_cuda(void) {
 #endif
 }
 
+/* Random-weight GGUF files as `brisk mkmodel --format` writes them
+ * (benchmarks/lib/mkgguf): a tiny llama in Q4_K_M and a tiny qwen2 in Q8_0
+ * load with the documented type of each tensor, keep each weight's blocks
+ * (llama's q/k as stored, in llama.cpp's row order: the f32 copy is their
+ * rows reordered), and run greedy steps on the CPU with finite logits that
+ * are not flat; the same file cut short is refused, naming the file. */
+static void check_mkgguf(const char *arch, int format, int tied) {
+    const mkg_shape sh = {arch, 512, 256, 512, 8, 4, 2, 64, tied, 0, 10000.0};
+    const char *path = path_for("mk");
+    char msg[256];
+    eng_err err = {0};
+    eng_model *m = NULL;
+    if (mkg_write(path, &sh, format, 5, msg, sizeof msg)) T_FAIL("%s", msg);
+    int rc = eng_model_load(path, &m, &err);
+    T_CHECKF(!rc, "%s", err.msg);
+    if (rc) { unlink(path); return; }
+    const int q4km = format == MKG_Q4_K_M;
+    /* Q4_K_M: layers 0, 3, 6, 7 of 8 have more bits in attn_v and ffn_down */
+    for (int l = 0; l < 8; l++) {
+        const eng_layer_w *L = &m->layers[l];
+        const int more = l == 0 || l == 3 || l >= 6;
+        const int base = q4km ? ENG_DT_Q4_K : ENG_DT_Q8_0, hi = q4km && more ? ENG_DT_Q6_K : base;
+        const eng_tensor *q = L->t_wq ? L->t_wq : L->t_wq_gguf;
+        T_CHECKF(q && q->dtype == base && L->t_wv && L->t_wv->dtype == hi && L->t_down &&
+                 L->t_down->dtype == hi && L->t_gate && L->t_gate->dtype == base,
+                 "%s layer %d: types q %s v %s down %s", arch, l, q ? eng_dt_name(q->dtype) : "-",
+                 L->t_wv ? eng_dt_name(L->t_wv->dtype) : "-",
+                 L->t_down ? eng_dt_name(L->t_down->dtype) : "-");
+    }
+    const eng_tensor *head = m->t_lm_head;
+    T_CHECKF(head && head->dtype == (q4km ? ENG_DT_Q6_K : ENG_DT_Q8_0), "%s lm_head %s", arch,
+             head ? eng_dt_name(head->dtype) : "missing");
+    if (!strcmp(arch, "llama")) {
+        /* the stored q rows, dequantized and put in Hugging Face's order, are the f32 copy */
+        const eng_tensor *t = m->layers[1].t_wq_gguf;
+        size_t n = (size_t)256 * 256;
+        float *a = malloc(n * 4), *b = malloc(n * 4);
+        T_CHECK(t && !m->layers[1].t_wq && a && b);
+        if (t && a && b) {
+            eng_to_f32(t, a);
+            permute_rows(m->layers[1].wq, 4, 64, 256, b);
+            T_CHECK(!memcmp(a, b, n * 4));
+        }
+        free(a);
+        free(b);
+    }
+    float *rows = malloc(sizeof(float) * 512 * STEPS);
+    int ids[STEPS];
+    rc = run_steps(m, ENG_BACKEND_CPU, rows, ids, &err);
+    T_CHECKF(!rc, "%s: %s", arch, err.msg);
+    for (int s = 0; s < STEPS && !rc; s++) {
+        double sum = 0, ss = 0;
+        int finite = 1;
+        for (int i = 0; i < 512; i++) {
+            float v = rows[s * 512 + i];
+            finite &= isfinite(v);
+            sum += v;
+            ss += (double)v * v;
+        }
+        double sd = sqrt(ss / 512 - (sum / 512) * (sum / 512));
+        printf("  %s %s step %d: token %d, logits sd %.3f\n", arch, q4km ? "q4_k_m" : "q8_0", s,
+               ids[s], sd);
+        T_CHECKF(finite && sd > 0.05 && ids[s] >= 0 && ids[s] < 512, "%s step %d: token %d, sd %g",
+                 arch, s, ids[s], sd);
+    }
+    free(rows);
+    eng_model_free(m);
+    /* cut short: the last tensor's data runs past the end */
+    FILE *f = fopen(path, "rb");
+    long size = f && !fseek(f, 0, SEEK_END) ? ftell(f) : -1;
+    if (f) fclose(f);
+    T_CHECK(size > 4096 && truncate(path, size - 1000) == 0);
+    m = NULL;
+    rc = eng_model_load(path, &m, &err);
+    T_CHECKF(rc == ENG_EFORMAT && strstr(err.msg, path) && strstr(err.msg, "truncated"),
+             "cut file: rc %d, %s", rc, err.msg);
+    eng_model_free(m);
+    unlink(path);
+}
+
+static void test_mkgguf_q4_k_m(void) { check_mkgguf("llama", MKG_Q4_K_M, 0); }
+static void test_mkgguf_q8_0(void) { check_mkgguf("qwen2", MKG_Q8_0, 1); }
+
 static void test_refused(void) {
     static const struct { int variant, code; const char *w1, *w2; } cases[] = {
         {V_ARCH, ENG_EUNSUPPORTED, "architecture gpt2", NULL},
@@ -423,6 +507,8 @@ int main(void) {
     T_RUN(test_qwen3);
     T_RUN(test_gemma3);
     T_RUN(test_refused);
+    T_RUN(test_mkgguf_q4_k_m);
+    T_RUN(test_mkgguf_q8_0);
     T_RUN(test_cuda);
     T_DONE();
 }

@@ -220,13 +220,19 @@ static void prompt_ids(real *r) {
 }
 
 /* The CPU backend with a bf16 KV cache on the same prompts (one batch,
- * greedy, n_new steps) must give the tokens in got ([prompt][step]). */
+ * greedy, n_new steps) must give the tokens in got ([prompt][step]), up to
+ * a near tie: the two backends round K and V to bf16 from f32 sums taken in
+ * different orders, so a value can land one bf16 step apart and move
+ * logits by up to BF16_KV_TOL of the step's max |logit|.  Where the tokens
+ * first differ, the CPU's logit for its own token may exceed its logit for
+ * CUDA's token by no more than that; a wider margin is a real difference. */
 static void cpu_same_tokens(eng_model *model, const cJSON *prompts, int np, int n_new,
                             const int *got) {
     eng_err err = {0};
     eng_engine *e = NULL;
     eng_opts o = {.max_seqs = np, .backend = ENG_BACKEND_CPU, .kv_format = ENG_KV_BF16};
     if (eng_create(model, &o, &e, &err)) T_FAIL("CPU engine: %s", err.msg);
+    const int V = model->cfg.vocab_size;
     int seq[16], same = 0, first[16];
     eng_sampling greedy = {0};
     for (int s = 0; s < np; s++) {
@@ -241,14 +247,25 @@ static void cpu_same_tokens(eng_model *model, const cJSON *prompts, int np, int 
         for (int s = 0; s < np; s++) {
             eng_token t;
             eng_seq_last(e, seq[s], &t);
-            if (first[s] < 0 && t.id != got[s * n_new + step]) first[s] = step;
+            const int want = got[s * n_new + step];
+            if (first[s] >= 0 || t.id == want) continue;
+            first[s] = step;
+            int rows = 0;
+            const float *l = eng_seq_logits(e, seq[s], &rows);
+            if (!l || rows < 1) { T_CHECKF(0, "prompt %d step %d: no CPU logits", s, step); continue; }
+            l += (size_t)(rows - 1) * V;
+            double scale = 0;
+            for (int i = 0; i < V; i++) if (fabs(l[i]) > scale) scale = fabs(l[i]);
+            const double margin = (l[t.id] - l[want]) / scale;
+            printf("  bf16 KV: prompt %d step %d: CPU %d, CUDA %d, CPU margin %.3g of max |logit|\n",
+                   s, step, t.id, want, margin);
+            T_CHECKF(margin <= BF16_KV_TOL, "prompt %d: CUDA and CPU (bf16 KV) differ at step %d "
+                     "by a margin of %.3g, beyond a near tie (%.0e)", s, step, margin, BF16_KV_TOL);
         }
     }
-    for (int s = 0; s < np; s++) {
-        same += first[s] < 0;
-        T_CHECKF(first[s] < 0, "prompt %d: CUDA and CPU (bf16 KV) differ at step %d", s, first[s]);
-    }
-    printf("  bf16 KV: CUDA and CPU give the same %d tokens on %d of %d prompts\n", n_new, same, np);
+    for (int s = 0; s < np; s++) same += first[s] < 0;
+    printf("  bf16 KV: CUDA and CPU give the same %d tokens on %d of %d prompts (the rest part at "
+           "a near tie)\n", n_new, same, np);
     eng_destroy(e);
 }
 

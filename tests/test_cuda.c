@@ -380,6 +380,20 @@ static void test_qgemv(void) {
 }
 
 /* ---------------------------------------------------- cuBLASLt + to_act */
+/* One product with activations of one part (amode: bf16 or f32) into dy;
+ * its relative error against ref (INFINITY when a call fails). */
+static double plain_gemm(kern_blas *bl, const void *dW, int wdt, int amode, const float *dx,
+                         void *act, int N, int K, int R, float *dy, float *out, const double *ref) {
+    eng_err err = {0};
+    cudaMemset(dy, 0xFF, (size_t)R * N * 4);
+    if (kern_to_act(0, dx, R, K, act, amode, 0) ||
+        kern_blas_gemm(bl, 0, dW, wdt, N, K, act, amode == KERN_ACT_BF16, R, dy, &err)) {
+        T_CHECKF(0, "product: %s", err.msg);
+        return INFINITY;
+    }
+    return sync_ok() && down(out, dy, (size_t)R * N * 4) ? rel_err(out, ref, (size_t)R * N) : INFINITY;
+}
+
 static void test_gemm(void) {
     g_rng = 202;
     const int N = 768, K = 1024, R = 40;
@@ -428,19 +442,9 @@ static void test_gemm(void) {
     T_CHECKF(e <= 2e-5, "bf16, hi/lo, 4 K slices: rel err %.3g", e);
     T_CHECK(kern_blas_gemm_sliced(bl, 0, dWb, KERN_BF16, N, K, act, 1, 2 * R, 3, dy4, &err) == ENG_EINVAL);
     T_CHECK(kern_blas_splits(bl, KERN_BF16, N, K, 1, 2 * R, &err) >= 1);
-    /* plain bf16 activations */
-    cudaMemset(dy, 0xFF, (size_t)R * N * 4);
-    T_CHECK(kern_to_act(0, dx, R, K, act, KERN_ACT_BF16, 0) == 0);
-    rc = kern_blas_gemm(bl, 0, dWb, KERN_BF16, N, K, act, 1, R, dy, &err);
-    T_CHECKF(rc == 0, "%s", err.msg);
-    e = sync_ok() && down(out, dy, (size_t)R * N * 4) ? rel_err(out, refb, (size_t)R * N) : INFINITY;
+    e = plain_gemm(bl, dWb, KERN_BF16, KERN_ACT_BF16, dx, act, N, K, R, dy, out, refb);
     T_CHECKF(e <= 1e-2, "bf16 weights and activations: rel err %.3g", e);
-    /* f32 throughout */
-    cudaMemset(dy, 0xFF, (size_t)R * N * 4);
-    T_CHECK(kern_to_act(0, dx, R, K, act, KERN_ACT_F32, 0) == 0);
-    rc = kern_blas_gemm(bl, 0, dW, KERN_F32, N, K, act, 0, R, dy, &err);
-    T_CHECKF(rc == 0, "%s", err.msg);
-    e = sync_ok() && down(out, dy, (size_t)R * N * 4) ? rel_err(out, ref, (size_t)R * N) : INFINITY;
+    e = plain_gemm(bl, dW, KERN_F32, KERN_ACT_F32, dx, act, N, K, R, dy, out, ref);
     T_CHECKF(e <= 1e-5, "f32: rel err %.3g", e);
     T_CHECK(kern_blas_gemm(bl, 0, dW, KERN_F32, N, K, act, 1, R, dy, &err) == ENG_EINVAL);
 done:
@@ -2144,36 +2148,38 @@ static void kv_bf16_logits(fixture *f) {
     drv_close(&c);
 }
 
-/* The whole-backend checks with bf16 pools on both backends: greedy tokens
- * identical to the CPU's (alone, batched, continuous, forked with
- * copy_block, through the engine), logits of a 1000-token context (split
- * decode attention) and of forks. */
-static void kv_bf16_backend(fixture *f) {
+/* Runs checks with bf16 pools on both backends (the CPU reference
+ * regenerated in that format), then puts the f32 reference back. */
+static void with_bf16_kv(fixture *f, void (*checks)(fixture *)) {
     g_kv = ENG_KV_BF16;
-    if (fixture_cpu_gen(f)) {
-        kv_bf16_logits(f);
-        backend_checks(f);
-        fork_case(f);
-        forks_case(f);
-        engine_case(f);
-    } else T_CHECKF(0, "%s: CPU backend with bf16 KV", f->name);
+    if (fixture_cpu_gen(f)) checks(f);
+    else T_CHECKF(0, "%s: CPU backend with bf16 KV", f->name);
     g_kv = ENG_KV_F32;
     fixture_cpu_gen(f);
 }
+
+/* The whole-backend checks with bf16 pools: greedy tokens identical to the
+ * CPU's (alone, batched, continuous, forked with copy_block, through the
+ * engine), logits of a 1000-token context (split decode attention) and of
+ * forks. */
+static void kv_bf16_checks(fixture *f) {
+    kv_bf16_logits(f);
+    backend_checks(f);
+    fork_case(f);
+    forks_case(f);
+    engine_case(f);
+}
+static void kv_bf16_backend(fixture *f) { with_bf16_kv(f, kv_bf16_checks); }
 FIXTURE_TEST(test_kv_bf16_backend, kv_bf16_backend)
 
 /* The same checks through attention variants 1 and 3 and the prefill
  * kernel for every pass, with bf16 pools. */
-static void kv_bf16_variants(fixture *f) {
-    g_kv = ENG_KV_BF16;
-    if (fixture_cpu_gen(f)) {
-        attn1_backend(f);
-        attn3_backend(f);
-        pf_backend(f);
-    } else T_CHECKF(0, "%s: CPU backend with bf16 KV", f->name);
-    g_kv = ENG_KV_F32;
-    fixture_cpu_gen(f);
+static void kv_bf16_variant_checks(fixture *f) {
+    attn1_backend(f);
+    attn3_backend(f);
+    pf_backend(f);
 }
+static void kv_bf16_variants(fixture *f) { with_bf16_kv(f, kv_bf16_variant_checks); }
 FIXTURE_TEST(test_kv_bf16_variants, kv_bf16_variants)
 
 /* Tiny random GGUF models written at test time by mkgguf (what `brisk

@@ -798,7 +798,10 @@ static void test_rope_kv(void) {
 static void qkv_case(int R, int nh, int nkv, int hd, int K, int wdt, int n_sms, int dt,
                      const int *qt) {
     const int bs = 16, n_blocks = 8, N = (nh + 2 * nkv) * hd;
-    int table[2][2] = {{3, 1}, {6, 2}}, seqs[3] = {0, 1, 0}, pos[3] = {17, 5, 31};
+    /* up to 8 rows, each its own KV cell (sequence, position) inside the table */
+    int table[2][2] = {{3, 1}, {6, 2}}, seqs[8] = {0, 1, 0, 1, 0, 1, 0, 1};
+    int pos[8] = {17, 5, 31, 20, 3, 9, 0, 30};
+    if (R > 8) { T_CHECK(0); return; }
     size_t blk = (size_t)2 * nkv * bs * hd, pool = blk * n_blocks, nw = (size_t)N * K;
     float *W = malloc(nw * 4), *x = malloc((size_t)R * K * 4), *nwt = malloc(K * 4);
     float *bias = malloc(N * 4), *invf = malloc(hd / 2 * 4);
@@ -860,8 +863,10 @@ done:
 
 static void test_gemv_qkv(void) {
     g_rng = 405;
+    const int rs[5] = {1, 2, 3, 5, 8};
     for (int dt = KERN_F32; dt <= KERN_BF16; dt++)
-        for (int R = 1; R <= 3; R++) {
+        for (int ri = 0; ri < 5; ri++) {
+            const int R = rs[ri];
             qkv_case(R, 12, 2, 128, 1536, KERN_BF16, 132, dt, NULL);   /* Qwen2.5-1.5B */
             qkv_case(R, 4, 2, 16, 64, KERN_F32, 132, dt, NULL);        /* the tiny fixture's shape */
             qkv_case(R, 14, 2, 64, 896, KERN_BF16, 40, dt, NULL);      /* Qwen2.5-0.5B, fewer SMs */

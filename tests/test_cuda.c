@@ -1501,6 +1501,9 @@ static int g_kv = ENG_KV_F32;
 #define TOL_KV_BF16 1e-3
 #define TOL_KV_BF16_REF 1e-2
 static double kv_tol(void) { return g_kv == ENG_KV_BF16 ? TOL_KV_BF16 : 1e-4; }
+/* eng_cuda_opts.quant of the backends drv_open makes with default options
+ * (on in test_quant_models; the library's default is off). */
+static int g_quant;
 
 static int drv_open(tdrv *d, const eng_model *m, int cuda, const eng_cuda_opts *o, eng_err *err) {
     memset(d, 0, sizeof *d);
@@ -1509,7 +1512,10 @@ static int drv_open(tdrv *d, const eng_model *m, int cuda, const eng_cuda_opts *
     if (!cuda) return eng_backend_cpu_create(m, TBLOCKS, TBS, g_kv, 2, &d->b, err);
     eng_cuda_opts oo;
     if (o) oo = *o;
-    else eng_cuda_opts_default(&oo);
+    else {
+        eng_cuda_opts_default(&oo);
+        oo.quant = g_quant;
+    }
     oo.kv_format = g_kv;
     return eng_backend_cuda_create_opts(m, TBLOCKS, TBS, &oo, &d->b, err);
 }
@@ -1958,8 +1964,8 @@ static void errors_case(fixture *f) {
     free(lg);
     drv_close(&d);
     eng_backend *bb = NULL;
-    T_CHECK(eng_backend_cuda_create(f->m, 0, 16, ENG_KV_F32, &bb, &err) == ENG_EINVAL && !bb);
-    T_CHECK(eng_backend_cuda_create(f->m, 16, 16, 7, &bb, &err) == ENG_EINVAL && !bb);
+    T_CHECK(eng_backend_cuda_create(f->m, 0, 16, ENG_KV_F32, 0, &bb, &err) == ENG_EINVAL && !bb);
+    T_CHECK(eng_backend_cuda_create(f->m, 16, 16, 7, 0, &bb, &err) == ENG_EINVAL && !bb);
 }
 
 /* Through the engine (eng_create with ENG_BACKEND_CUDA): greedy tokens of
@@ -2242,7 +2248,7 @@ static void quant_model(const struct qmodel *qm, int i) {
         long_case(&f);
         eng_cuda_opts o;
         eng_cuda_opts_default(&o);
-        o.no_quant = 1;
+        o.quant = 0;   /* the dense copy alone */
         batched_opts(&f, 4, &o);
     } else {
         T_CHECKF(0, "%s: %s", qm->name, err.msg);
@@ -2252,7 +2258,9 @@ static void quant_model(const struct qmodel *qm, int i) {
 }
 
 static void test_quant_models(void) {
+    g_quant = 1;
     for (int i = 0; i < (int)(sizeof qmodels / sizeof *qmodels); i++) quant_model(&qmodels[i], i);
+    g_quant = 0;
 }
 
 int main(void) {

@@ -263,8 +263,9 @@ static int put_vec(cu_ctx *c, float **dst, const eng_tensor *t, const float *f32
  * Products whose every tensor is in a block type kern_qgemv takes keep
  * those blocks on the device beside the dense copy: decode passes (up to
  * quant_max_rows rows) read the blocks, wider passes the dense copy
- * through the existing paths, so every batch size is served and exact
- * (the blocks dequantize bit-exactly to the dense f32 copy).  The price is
+ * through the existing paths, so every batch size is served (the blocks
+ * dequantize to the dense f32 copy; kern_qgemv's sums are within ~1e-7 of
+ * its product).  The price is
  * memory: the dense copy stays resident. */
 
 /* Whether t can go to kern_qgemv as rows of K elements. */

@@ -156,9 +156,10 @@ typedef struct kern_qw {
 /* Whether the GEMV kernels take this block type. */
 int kern_qtype_ok(int type);
 /* kern_gemv and kern_gemv_qkv over quantized weights (K a multiple of 32,
- * of 256 for the K types): every block is read once and dequantized in
- * registers with the float operations of engine/quant.c (each weight
- * bit-exact with the CPU's f32 copy), products accumulated in f32; R <= 8. */
+ * of 256 for the K types): every block byte is read once and decoded once
+ * in registers for all R <= 8 rows; each 8 elements of one scale a and
+ * offset b add a * sum(q x) + b * sum(x) in f32 (within ~1e-7 relative of
+ * the product of engine/quant.c's dequantized f32 weights; tests: 1e-5). */
 int kern_qgemv(cudaStream_t s, const kern_qw *W, int N, int K, const float *x, int R,
                const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl);
 int kern_qgemv_qkv(cudaStream_t s, const kern_qw *W, int K, const float *x, int R,

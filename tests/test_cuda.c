@@ -333,8 +333,9 @@ done:
 
 /* Every block type at 1..8 rows in every mode, against the double product
  * of the engine's dequantized weights: tolerance 1e-5 relative, as for the
- * f32 GEMV (the kernel's weights are bit-exact with the engine's, so only
- * the f32 summation differs).  Then mixed segments (Gemma 3 270M's q|k|v:
+ * f32 GEMV (the kernel factors each 8 elements' scale out of their sum,
+ * a * sum(q x) + b * sum(x): the f32 rounding of a * q + b and the
+ * summation order differ, ~1e-7).  Then mixed segments (Gemma 3 270M's q|k|v:
  * Q5_0, Q5_0, Q8_0; gate Q4_K | up Q6_K), long rows (8 warps per unit) and
  * refused shapes. */
 static void test_qgemv(void) {

@@ -643,6 +643,45 @@ __device__ __forceinline__ void qload4(const int (&types)[GEMV_NR],
     for (int j = 0; j < GEMV_NR; j++) qpart_load(types[j], wr[j], c, p, raw[j]);
 }
 
+/* Bytes of a step (8 chunks) of a row of type t: 8 blocks of the
+ * 32-element formats, one block of the K formats. */
+__device__ __forceinline__ int qstep_bytes(int t) {
+    switch (t) {
+    case ENG_DT_Q8_0: return 8 * 34;
+    case ENG_DT_Q4_0: return 8 * 18;
+    case ENG_DT_Q4_1: return 8 * 20;
+    case ENG_DT_Q5_0: return 8 * 22;
+    case ENG_DT_Q5_1: return 8 * 24;
+    case ENG_DT_Q4_K: return 144;
+    case ENG_DT_Q5_K: return 176;
+    default: return 210;   /* ENG_DT_Q6_K */
+    }
+}
+
+/* L2 prefetches of the unit's rows at steps s0 + KS, s0 + 2 KS, ... (step
+ * s0 is loaded into registers by qload4): a warp then has its whole share
+ * of K on the way at once instead of one step, which the memory latency
+ * needs (~20-30 KB in flight per multiprocessor at ~3 TB/s); a prefetch
+ * takes no register.  The lanes spread over a step's bytes, so every
+ * 128-byte line of it is asked for; addresses stay inside the row
+ * (n_chunks chunks). */
+__device__ __forceinline__ void qprefetch(const int (&types)[GEMV_NR],
+                                          const uint8_t *const (&wr)[GEMV_NR], int s0, int KS,
+                                          int n_steps, int n_chunks, int lane) {
+#pragma unroll
+    for (int j = 0; j < GEMV_NR; j++) {
+        const int S = qstep_bytes(types[j]);
+        const int k_fmt = types[j] == ENG_DT_Q4_K || types[j] == ENG_DT_Q5_K || types[j] == ENG_DT_Q6_K;
+        const size_t row_len = k_fmt ? (size_t)(n_chunks / 8) * S : (size_t)n_chunks * (S / 8);
+        const size_t off = (size_t)lane * ((S + 31) / 32);
+        for (int st = s0 + KS; st < n_steps; st += KS) {
+            size_t a = (size_t)st * S + off;
+            if (a >= row_len) a = row_len - 1;
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(wr[j] + a));
+        }
+    }
+}
+
 /* acc[j][r] += a_j * sum_i q[j][i] x'[r][k + i] + b_j * sum_i x'[r][k + i]
  * over the lane's 8 elements k..k+7 (x' = x * nw with a norm). */
 template <int R>
@@ -677,8 +716,13 @@ __device__ __forceinline__ void qgemv_part(float (&acc)[GEMV_NR][R], const float
     }
 }
 
+/* Blocks of qgemv_kernel per multiprocessor: two (128 registers) up to 2
+ * rows, where that spills nothing; one from 3 rows, where 128 registers
+ * spilled 60-250 bytes a thread (qprefetch keeps the bytes in flight). */
+#define QGEMV_BLOCKS(R) ((R) <= 2 ? 2 : 1)
+
 template <int R, int MODE>
-__global__ void __launch_bounds__(GEMV_THREADS, 2)
+__global__ void __launch_bounds__(GEMV_THREADS, QGEMV_BLOCKS(R))
 qgemv_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__ nw, float eps,
              float *y, int KS, gemv_rope rp) {
     __shared__ float s_rstd[R];
@@ -708,6 +752,7 @@ qgemv_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__ 
 #pragma unroll
     for (int j = 0; j < GEMV_NR; j++) wr[j] = qrow(W, rows[j], &types[j]);
     qload4(types, wr, 8 * s0 + cl, p, n_chunks, raw);
+    qprefetch(types, wr, s0, KS, n_steps, n_chunks, lane);
     pdl_launch();
     pdl_wait();
 
@@ -736,6 +781,7 @@ qgemv_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__ 
 #pragma unroll
             for (int j = 0; j < GEMV_NR; j++) wr[j] = qrow(W, rows[j], &types[j]);
             qload4(types, wr, 8 * s0 + cl, p, n_chunks, raw);
+            qprefetch(types, wr, s0, KS, n_steps, n_chunks, lane);
         }
 #pragma unroll
         for (int j = 0; j < GEMV_NR; j++)
@@ -765,8 +811,8 @@ static cudaError_t qgemv_launch(int mode, int n_units, cudaStream_t s, int pdl, 
           : mode == KERN_ROPE  ? qgemv_kernel<R, KERN_ROPE>
           : mode == KERN_GEGLU ? qgemv_kernel<R, KERN_GEGLU>
                                : qgemv_kernel<R, KERN_SWIGLU>;
-    int KS;   /* two blocks a multiprocessor: qgemv_kernel's launch bounds */
-    dim3 grid = gemv_grid(n_units, K, R, n_sms, 2, &KS);
+    int KS;   /* as many blocks a multiprocessor as qgemv_kernel's launch bounds hold */
+    dim3 grid = gemv_grid(n_units, K, R, n_sms, QGEMV_BLOCKS(R), &KS);
     return klaunch(k, grid, dim3(GEMV_THREADS), 0, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
 }
 

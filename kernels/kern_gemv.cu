@@ -354,9 +354,10 @@ gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *x,
  * slower.  The old grid, at least two blocks per multiprocessor and no cap,
  * ran q/k/v and gate|up in more than one wave and left no room for the next
  * kernel's blocks to start early and load their first weights (PDL).
- * per_sm: the cap's blocks per multiprocessor (0: the rule above). */
-static dim3 gemv_grid(int n_units, int K, int R, int n_sms, int per_sm, int *KS) {
-    int ks = K > 4096 ? 8 : 2;
+ * per_sm: the cap's blocks per multiprocessor (0: the rule above); ks:
+ * the split (0: the rule above). */
+static dim3 gemv_grid(int n_units, int K, int R, int n_sms, int per_sm, int ks, int *KS) {
+    if (ks <= 0) ks = K > 4096 ? 8 : 2;
     *KS = ks;
     int nb = (n_units + GEMV_WARPS / ks - 1) / (GEMV_WARPS / ks);
     int cap = (per_sm > 0 ? per_sm : R == 1 ? 3 : 2) * n_sms;
@@ -376,7 +377,7 @@ static cudaError_t gemv_launch(int mode, int n_units, cudaStream_t s, int pdl, c
           : mode == KERN_GEGLU ? gemv_kernel<WDT, R, KERN_GEGLU>
                                : gemv_kernel<WDT, R, KERN_SWIGLU>;
     int KS;
-    dim3 grid = gemv_grid(n_units, K, R, n_sms, 0, &KS);
+    dim3 grid = gemv_grid(n_units, K, R, n_sms, 0, 0, &KS);
     return klaunch(k, grid, dim3(GEMV_THREADS), 0, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
 }
 
@@ -811,8 +812,14 @@ static cudaError_t qgemv_launch(int mode, int n_units, cudaStream_t s, int pdl, 
           : mode == KERN_ROPE  ? qgemv_kernel<R, KERN_ROPE>
           : mode == KERN_GEGLU ? qgemv_kernel<R, KERN_GEGLU>
                                : qgemv_kernel<R, KERN_SWIGLU>;
-    int KS;   /* as many blocks a multiprocessor as qgemv_kernel's launch bounds hold */
-    dim3 grid = gemv_grid(n_units, K, R, n_sms, QGEMV_BLOCKS(R), &KS);
+    /* as many blocks a multiprocessor as qgemv_kernel's launch bounds hold;
+     * K split further (4, 8 warps a unit) while the blocks would not cover
+     * the multiprocessors and each warp keeps a step of 256 elements */
+    const int n_steps = (K / 32 + 7) / 8;
+    int ks = K > 4096 ? 8 : 2;
+    while (ks < GEMV_WARPS && n_units / (GEMV_WARPS / ks) < n_sms && n_steps >= 2 * ks) ks *= 2;
+    int KS;
+    dim3 grid = gemv_grid(n_units, K, R, n_sms, QGEMV_BLOCKS(R), ks, &KS);
     return klaunch(k, grid, dim3(GEMV_THREADS), 0, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
 }
 

@@ -18,11 +18,13 @@
  * the pool's format (--kv: f32, the default, or bf16: half the bytes).  A
  * GGUF model with quantized weights: passes the quantized GEMV serves (up
  * to 8 rows) read the blocks, so their floor counts the quantized bytes;
- * wider passes (and the no_quant variant) read the dense copy and count its
- * bytes.
+ * wider passes (and the dense variant) read the dense copy and count its
+ * bytes.  The quantized path runs only with --quant (eng_cuda_opts.quant,
+ * off by default); then each batch it serves is timed twice, quant (the
+ * default row) and dense.
  * Variants, each run right after the default on the same sequences: batch
  * 1 without programmatic dependent launch and without CUDA graphs; with
- * quantized weights, batch 1..8 with the quantized path off (no_quant, the
+ * --quant, batch 1..8 with the quantized path off (dense, the
  * dense copy through the usual paths), and no other matrix-path variant; batch
  * 2..8 through the other matrix path (GEMV kernel or cuBLASLt); batches
  * that kern_skinny serves (5..16 rows) through cuBLASLt; batch > 8 with
@@ -62,9 +64,18 @@ typedef struct bench {
     int vocab, prompt, steps, warm, nb_per, ablate;
     const char *only;   /* --ablate-only: comma-separated variant names, NULL: all */
     int skinny_max;     /* --skinny-max: skinny_max_rows of every run; < 0: the library's */
+    int quant;          /* --quant: eng_cuda_opts.quant for every run but the "dense" variant */
     double bw;                   /* bytes / s */
     uint64_t rng;
 } bench;
+
+/* The library's default options with the bench's own switches (--quant,
+ * --skinny-max): what every run starts from. */
+static void bench_opts(const bench *B, eng_cuda_opts *o) {
+    eng_cuda_opts_default(o);
+    o->quant = B->quant;
+    if (B->skinny_max >= 0) o->skinny_max_rows = B->skinny_max;
+}
 
 static int cmp_d(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -200,19 +211,18 @@ typedef struct bvar {
     const char *name;
     int fast_gemm, gemv_max, no_graphs, no_pdl;   /* gemv_max < 0: default */
     int skinny_max;                               /* < 0: default */
-    int no_quant;
+    int dense;                                    /* 1: quant off (the dense copy) */
 } bvar;
 
 static void set_var(bench *B, const bvar *v) {
     eng_cuda_opts o;
-    eng_cuda_opts_default(&o);
+    bench_opts(B, &o);
     o.fast_gemm = v->fast_gemm;
     if (v->gemv_max >= 0) o.gemv_max_rows = v->gemv_max;
     o.no_graphs = v->no_graphs;
     o.no_pdl = v->no_pdl;
-    o.no_quant = v->no_quant;
-    const int sm = v->skinny_max >= 0 ? v->skinny_max : B->skinny_max;
-    if (sm >= 0) o.skinny_max_rows = sm;
+    if (v->dense) o.quant = 0;
+    if (v->skinny_max >= 0) o.skinny_max_rows = v->skinny_max;
     eng_cuda_set_opts(B->b, &o);
     eng_cuda_bench_skip(B->b, 0);
 }
@@ -241,14 +251,13 @@ typedef struct avar {
 
 static void set_avar(bench *B, const avar *v) {
     eng_cuda_opts o;
-    eng_cuda_opts_default(&o);
+    bench_opts(B, &o);
     o.unfused_rope = v->unfused;
     o.attn_variant = v->variant;
     o.attn_span = v->span;
     o.fast_gemm = v->fast;
     o.prefill_attn = v->pf;
     o.gemm_attn = v->gemm;
-    if (B->skinny_max >= 0) o.skinny_max_rows = B->skinny_max;
     eng_cuda_set_opts(B->b, &o);
     eng_cuda_bench_skip(B->b, v->skip);
 }
@@ -322,15 +331,14 @@ static int ablate(bench *B, bseqs *S, const dres *def, cJSON *arr, eng_err *err)
  * path (GEMV kernel or cuBLASLt) up to 8 rows, and the switches. */
 static int batch_variants(const bench *B, int n, bvar *v) {
     eng_cuda_opts def;
-    eng_cuda_opts_default(&def);
-    if (B->skinny_max >= 0) def.skinny_max_rows = B->skinny_max;
+    bench_opts(B, &def);
     int k = 0;
     if (n == 1) {
         v[k++] = (bvar){"no_pdl", 0, -1, 0, 1, -1, 0};
         v[k++] = (bvar){"no_graphs", 0, -1, 1, 0, -1, 0};
     }
     if (B->info.quant && n <= B->info.quant_rows) {
-        v[k++] = (bvar){"no_quant", 0, -1, 0, 0, -1, 1};
+        v[k++] = (bvar){"dense", 0, -1, 0, 0, -1, 1};
     } else if (!B->info.quant || n > 8) {
         if (n > 1 && n <= 8 && n <= def.gemv_max_rows) v[k++] = (bvar){"cublas", 0, 0, 0, 0, 0, 0};
         if (n > 1 && n <= 8 && n > def.gemv_max_rows) v[k++] = (bvar){"gemv", 0, 8, 0, 0, -1, 0};
@@ -448,7 +456,7 @@ static int prefill(bench *B, int n, cJSON *root, eng_err *err) {
     {   /* the same through the decode attention kernels (one block per row);
          * the default picks the prefill kernel only for >= n_sms 16-row tiles */
         eng_cuda_opts op;
-        eng_cuda_opts_default(&op);
+        bench_opts(B, &op);
         op.prefill_attn = KERN_PF_NEVER;
         op.gemm_attn = -1;
         eng_cuda_set_opts(B->b, &op);
@@ -767,6 +775,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--ablate-only") && v) { B.ablate = 1; B.only = v; i++; }
         else if (!strcmp(a, "--skinny-max") && v) { B.skinny_max = atoi(v); i++; }
         else if (!strcmp(a, "--bf16-weights")) bf16w = 1;
+        else if (!strcmp(a, "--quant")) B.quant = 1;
         else if (!strcmp(a, "--kv") && v) {
             if ((kvf = eng_kv_format_parse(v)) < 0) {
                 fprintf(stderr, "bench_cuda: --kv takes f32 or bf16, not %s\n", v);
@@ -780,7 +789,7 @@ int main(int argc, char **argv) {
     if (!dir || nb < 1 || B.prompt < 2 || B.steps < 1 || pf < 0) {
         fprintf(stderr, "usage: bench_cuda MODEL_DIR [--out FILE] [--prompt N] [--steps N] "
                         "[--prefill N] [--batches 1,8,...] [--kernels] [--ablate] [--ablate-only a,b] "
-                        "[--skinny-max N] [--kv f32|bf16] [--bf16-weights]\n");
+                        "[--skinny-max N] [--kv f32|bf16] [--bf16-weights] [--quant]\n");
         return 2;
     }
     int ndev = 0;
@@ -811,7 +820,7 @@ int main(int argc, char **argv) {
     if (n_blocks < pf_blocks) n_blocks = pf_blocks;
     t0 = eng_now_s();
     eng_cuda_opts co;
-    eng_cuda_opts_default(&co);
+    bench_opts(&B, &co);
     co.bf16_weights = bf16w;
     co.kv_format = kvf;
     if (eng_backend_cuda_create_opts(m, n_blocks, BS, &co, &B.b, &err)) {

@@ -71,8 +71,9 @@ int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int
 int eng_backend_split_create(const eng_model *m, int n_blocks, int block_size, int kv_format,
                              int n_ranks, int n_threads, eng_backend **out, eng_err *err);
 #ifdef BRISK_CUDA
+/* quant: eng_cuda_opts.quant (read a GGUF file's blocks in decode passes). */
 int eng_backend_cuda_create(const eng_model *m, int n_blocks, int block_size, int kv_format,
-                            eng_backend **out, eng_err *err);
+                            int quant, eng_backend **out, eng_err *err);
 /* How many KV blocks fit in the GPU's free memory beside the weights (of
  * one rank's share when split over n_ranks GPUs). */
 int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int kv_format, int n_ranks,

@@ -262,16 +262,18 @@ typedef struct eng_opts {
                        * sharing n_threads (the "split" backend); CUDA: one GPU per rank
                        * through NCCL, in builds with NCCL only */
     int kv_format;    /* ENG_KV_*; 0 = F32 */
+    int quant;        /* CUDA, unsplit: 1 reads a GGUF file's quantized blocks in decode
+                       * passes of up to 8 rows (eng_cuda_opts.quant); 0 = the dense copy */
 } eng_opts;
 #define ENG_TP_MAX 64
 
 /* The engine options of the command line, read in this one place by every
- * command that makes an engine: "--cuda" (the CUDA backend) and "--tp N"
- * (tensor-parallel ranks, 1 to ENG_TP_MAX).  k is an argument and v the next
+ * command that makes an engine: "--cuda" (the CUDA backend), "--tp N"
+ * (tensor-parallel ranks, 1 to ENG_TP_MAX) and "--quant" (quant above).  k is an argument and v the next
  * one (NULL at the end).  *used: 0 when k is none of them, else how many
  * arguments it took; ENG_EINVAL naming the option for a bad or missing value. */
 int eng_opts_arg(const char *k, const char *v, eng_opts *o, int *used, eng_err *err);
-#define ENG_OPTS_USAGE "[--cuda] [--tp N]"
+#define ENG_OPTS_USAGE "[--cuda] [--tp N] [--quant]"
 
 /* Tensor parallelism: ranks the engine's model is split over (1: unsplit),
  * and one rank's counters (CPU split backend; zeros on CUDA, whose

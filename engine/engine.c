@@ -183,7 +183,8 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
             rc = eng_backend_cuda_tp_create(m, d.n_blocks, d.block_size, d.kv_format, d.tp, &e->be,
                                             err);
         else if (d.backend == ENG_BACKEND_CUDA)
-            rc = eng_backend_cuda_create(m, d.n_blocks, d.block_size, d.kv_format, &e->be, err);
+            rc = eng_backend_cuda_create(m, d.n_blocks, d.block_size, d.kv_format, d.quant, &e->be,
+                                         err);
 #endif
         else
             rc = eng_seterr(err, ENG_EUNSUPPORTED, "eng_create: backend %d not available in this "
@@ -198,6 +199,11 @@ int eng_opts_arg(const char *k, const char *v, eng_opts *o, int *used, eng_err *
     *used = 0;
     if (!strcmp(k, "--cuda")) {
         o->backend = ENG_BACKEND_CUDA;
+        *used = 1;
+        return ENG_OK;
+    }
+    if (!strcmp(k, "--quant")) {
+        o->quant = 1;
         *used = 1;
         return ENG_OK;
     }

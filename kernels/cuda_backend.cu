@@ -14,7 +14,7 @@
  *
  * Two paths per pass: up to gemv_max_rows rows, the GEMV kernel (f32
  * activations, RMSNorm, residual and SwiGLU fused; with a GGUF model's
- * quantized blocks, kern_qgemv on the blocks up to quant_max_rows rows
+ * quantized blocks and eng_cuda_opts.quant, kern_qgemv on the blocks up to quant_max_rows rows
  * instead); above, matrix products
  * (kern_skinny up to skinny_max_rows rows where it serves the shape, else
  * cuBLASLt) with separate norm / SwiGLU / residual kernels that add the
@@ -263,8 +263,9 @@ static int put_vec(cu_ctx *c, float **dst, const eng_tensor *t, const float *f32
  * Products whose every tensor is in a block type kern_qgemv takes keep
  * those blocks on the device beside the dense copy: decode passes (up to
  * quant_max_rows rows) read the blocks, wider passes the dense copy
- * through the existing paths, so every batch size is served and exact
- * (the blocks dequantize bit-exactly to the dense f32 copy).  The price is
+ * through the existing paths, so every batch size is served (the blocks
+ * dequantize to the dense f32 copy; kern_qgemv's sums are within ~1e-7 of
+ * its product).  The price is
  * memory: the dense copy stays resident. */
 
 /* Whether t can go to kern_qgemv as rows of K elements. */
@@ -312,7 +313,7 @@ static int put_qseg(cu_ctx *c, kern_qw *q, const eng_tensor *t, int rows, int hd
 static int put_qprod(cu_ctx *c, kern_qw *q, int n, const eng_tensor *const *t, const int *rows,
                      const int *hd, int K, size_t dense_eb, const char *what, eng_err *err) {
     memset(q, 0, sizeof *q);
-    if (c->opt.no_quant) return ENG_OK;
+    if (!c->opt.quant) return ENG_OK;
     size_t elems = 0;
     for (int i = 0; i < n; i++) {
         if (!quantizable(t[i], rows[i], K)) return ENG_OK;
@@ -506,7 +507,7 @@ static void layer_products(const cu_ctx *c, int nk[4][2]) {
 
 /* Whether decode passes read the quantized blocks, and the most rows of
  * a pass that takes the GEMV path (kern_gemv or kern_qgemv). */
-static bool quant_on(const cu_ctx *c) { return c->has_q && !c->opt.no_quant; }
+static bool quant_on(const cu_ctx *c) { return c->has_q && c->opt.quant; }
 static int gemv_rows(const cu_ctx *c) {
     return quant_on(c) ? c->opt.quant_max_rows : c->opt.gemv_max_rows;
 }
@@ -1504,7 +1505,7 @@ extern "C" int eng_backend_cuda_tp_create(const eng_model *m, int n_blocks, int 
         c->tl = tl[r];
         eng_cuda_opts_default(&c->opt);
         c->opt.kv_format = kv_format;
-        c->opt.no_quant = 1;   /* the quantized blocks are whole tensors, not shares */
+        c->opt.quant = 0;   /* the quantized blocks are whole tensors, not shares */
         opts_clamp(&c->opt);
         c->n_blocks = n_blocks;
         c->block_size = block_size;
@@ -1583,10 +1584,11 @@ extern "C" int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, i
 }
 
 extern "C" int eng_backend_cuda_create(const eng_model *m, int n_blocks, int block_size,
-                                       int kv_format, eng_backend **out, eng_err *err) {
+                                       int kv_format, int quant, eng_backend **out, eng_err *err) {
     eng_cuda_opts o;
     eng_cuda_opts_default(&o);
     o.kv_format = kv_format;
+    o.quant = quant;
     return eng_backend_cuda_create_opts(m, n_blocks, block_size, &o, out, err);
 }
 

@@ -38,9 +38,11 @@ typedef struct eng_cuda_opts {
     int gemm_attn;      /* < 0: never kern_attention_gemm; 0: for long prompts of one sequence */
     int kv_format;      /* ENG_KV_F32 or ENG_KV_BF16: how the KV pool stores keys and values
                            (fixed at creation, as bf16_weights) */
-    int no_quant;       /* 1: quantized (GGUF) weights go through their dense copy only, as
-                           every other product does (the blocks are not uploaded when set at
-                           create) */
+    int quant;          /* 1: a GGUF file's quantized blocks are uploaded beside the dense
+                           copy and passes of up to quant_max_rows rows read them
+                           (kern_qgemv); 0, the default: every product reads the dense copy
+                           (no blocks uploaded when 0 at create).  Off by default until
+                           kern_qgemv is measured faster than the dense path on the GPU */
     int quant_max_rows; /* quantized weights: passes of up to this many rows (0..8) take
                            kern_qgemv instead of gemv_max_rows' rule; default 8 */
 } eng_cuda_opts;
@@ -60,9 +62,9 @@ int  eng_backend_cuda_create_opts(const eng_model *m, int n_blocks, int block_si
                                   const eng_cuda_opts *o, eng_backend **out, eng_err *err);
 
 /* Changes the options of a live backend except bf16_weights and kv_format
- * (the weights and the pool stay as made); drops captured graphs.  no_quant
+ * (the weights and the pool stay as made); drops captured graphs.  quant
  * switches the quantized path off and on again, but not on where it was
- * set at creation (no blocks were uploaded). */
+ * off at creation (no blocks were uploaded). */
 int  eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o);
 
 /* Figures for benchmarks: weight bytes read by one decode step (every layer
@@ -72,7 +74,7 @@ typedef struct eng_cuda_info {
     size_t weight_bytes, kv_bytes_per_token;   /* the quantized bytes while quant is on */
     int quant;          /* 1: passes of up to quant_rows rows read the quantized blocks */
     int quant_rows;
-    size_t dense_weight_bytes;   /* the dense copy's bytes (what wider passes and no_quant read) */
+    size_t dense_weight_bytes;   /* the dense copy's bytes (what wider passes and quant = 0 read) */
     int weights_bf16, n_sms, graphs;
     int kv_format;      /* ENG_KV_*: the pool's format, which kv_bytes_per_token follows */
     int attn_variant;   /* as set in eng_cuda_opts: 0 = per pass (2 or 3 by rows and context) */
@@ -154,9 +156,10 @@ typedef struct kern_qw {
 /* Whether the GEMV kernels take this block type. */
 int kern_qtype_ok(int type);
 /* kern_gemv and kern_gemv_qkv over quantized weights (K a multiple of 32,
- * of 256 for the K types): every block is read once and dequantized in
- * registers with the float operations of engine/quant.c (each weight
- * bit-exact with the CPU's f32 copy), products accumulated in f32; R <= 8. */
+ * of 256 for the K types): every block byte is read once and decoded once
+ * in registers for all R <= 8 rows; each 8 elements of one scale a and
+ * offset b add a * sum(q x) + b * sum(x) in f32 (within ~1e-7 relative of
+ * the product of engine/quant.c's dequantized f32 weights; tests: 1e-5). */
 int kern_qgemv(cudaStream_t s, const kern_qw *W, int N, int K, const float *x, int R,
                const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl);
 int kern_qgemv_qkv(cudaStream_t s, const kern_qw *W, int K, const float *x, int R,

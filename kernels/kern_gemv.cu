@@ -353,12 +353,14 @@ gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *x,
  * units in rounds of equal size.  Other splits and caps (1, 4, none) were
  * slower.  The old grid, at least two blocks per multiprocessor and no cap,
  * ran q/k/v and gate|up in more than one wave and left no room for the next
- * kernel's blocks to start early and load their first weights (PDL). */
-static dim3 gemv_grid(int n_units, int K, int R, int n_sms, int *KS) {
-    int ks = K > 4096 ? 8 : 2;
+ * kernel's blocks to start early and load their first weights (PDL).
+ * per_sm: the cap's blocks per multiprocessor (0: the rule above); ks:
+ * the split (0: the rule above). */
+static dim3 gemv_grid(int n_units, int K, int R, int n_sms, int per_sm, int ks, int *KS) {
+    if (ks <= 0) ks = K > 4096 ? 8 : 2;
     *KS = ks;
     int nb = (n_units + GEMV_WARPS / ks - 1) / (GEMV_WARPS / ks);
-    int cap = (R == 1 ? 3 : 2) * n_sms;
+    int cap = (per_sm > 0 ? per_sm : R == 1 ? 3 : 2) * n_sms;
     int rounds = (nb + cap - 1) / cap;
     return dim3((nb + rounds - 1) / rounds);
 }
@@ -375,7 +377,7 @@ static cudaError_t gemv_launch(int mode, int n_units, cudaStream_t s, int pdl, c
           : mode == KERN_GEGLU ? gemv_kernel<WDT, R, KERN_GEGLU>
                                : gemv_kernel<WDT, R, KERN_SWIGLU>;
     int KS;
-    dim3 grid = gemv_grid(n_units, K, R, n_sms, &KS);
+    dim3 grid = gemv_grid(n_units, K, R, n_sms, 0, 0, &KS);
     return klaunch(k, grid, dim3(GEMV_THREADS), 0, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
 }
 
@@ -432,40 +434,32 @@ extern "C" int kern_gemv_qkv(cudaStream_t s, const void *W, int wdt, int K, cons
 
 /* ------------------------------------------------- quantized weights
  *
- * kern_qgemv: the same units, grid, split-K and epilogues as gemv_kernel;
- * the weights are ggml blocks (engine/quant.c has the layouts).  A lane
- * takes 32 consecutive elements of its unit's four rows at a time (a
- * "chunk": one block of the 32-element formats, one sub-block of the K
- * formats), decodes each row's chunk into 32 small integers and two
- * (a, b) pairs, one per 16 elements, with weight = a * q + b rounded as
- * engine/quant.c rounds it (no FMA, so each weight is bit-exact with the
- * CPU's f32 copy), then multiplies 8 elements at a time against x.  A
- * unit's rows may be of different types (gate and up, q|k|v segments):
- * the type is the same across a warp, so the switch does not diverge. */
+ * kern_qgemv: the same units (4 weight rows a warp), grid, split-K and
+ * epilogues as gemv_kernel; the weights are ggml blocks (engine/quant.c has
+ * the layouts).  The layout of the work follows from the memory system:
+ * a warp step covers 256 consecutive elements of its 4 rows (8 chunks of
+ * 32: 8 blocks of the 32-element formats, one block of the K formats), and
+ * lane l takes elements 8(l%4)..8(l%4)+7 of chunk l/4.  So the lanes of a
+ * warp read consecutive block bytes (each byte loaded once, by one lane, in
+ * 8-16 byte pieces) and consecutive activations (the f32 x rows, as the
+ * dense kernel reads them), and each lane decodes only its 8 weights, once,
+ * for all R rows.  The 8 elements share one scale a and offset b (a 16- or
+ * 32-element group), so a lane adds a * sum(q x) + b * sum(x): two float
+ * operations a weight at one row (int8 to float, FMA) instead of five; the
+ * result differs from the product of the dequantized f32 weights by the
+ * rounding of a*q + b (~1e-7 relative, tests allow 1e-5).  The next step's
+ * blocks are loaded while the current step's products run, and the kernel
+ * keeps to 128 registers (two 256-thread blocks a multiprocessor).  A
+ * unit's rows may be of different types (gate and up, q|k|v segments): the
+ * type is the same across a warp, so the switch does not diverge. */
 
-/* One row's chunk: q[i] holds elements 4i..4i+3 as int8 bytes; elements
- * 0..15 take a0, b0 and 16..31 a1, b1. */
-struct qchunk {
-    uint32_t q[8];
-    float a0, b0, a1, b1;
-};
-
-/* Blocks sit at even addresses: 16-bit loads (the 32-element formats and
- * Q6_K are 18..210 bytes long, so wider loads would be misaligned). */
+/* Blocks sit at even addresses: 16-bit loads where a block's length is not
+ * a multiple of 4 (the 32-element formats, Q6_K). */
 __device__ __forceinline__ uint32_t ld_u16(const uint8_t *p) {
     return __ldg((const unsigned short *)p);
 }
 __device__ __forceinline__ uint32_t ld_u32_a2(const uint8_t *p) {
     return ld_u16(p) | ld_u16(p + 2) << 16;
-}
-__device__ __forceinline__ float ld_f16(const uint8_t *p) {
-    return __half2float(__ushort_as_half((unsigned short)ld_u16(p)));
-}
-/* n little-endian words from an even address */
-template <int n>
-__device__ __forceinline__ void ld_words(const uint8_t *p, uint32_t *w) {
-#pragma unroll
-    for (int i = 0; i < n; i++) w[i] = ld_u32_a2(p + 4 * i);
 }
 /* bit i of b4 (i < 4) -> bit 4 of byte i */
 __device__ __forceinline__ uint32_t spread4(uint32_t b4) {
@@ -474,9 +468,10 @@ __device__ __forceinline__ uint32_t spread4(uint32_t b4) {
 
 /* Scale and min of K-format sub-block j (engine/quant.c: scale_min_k4);
  * s: the 12 scale bytes as three words. */
-__device__ __forceinline__ void qk_scale_min(int j, const uint32_t (&s)[3], int *sc, int *mn) {
+__device__ __forceinline__ void qk_scale_min(int j, uint32_t s0, uint32_t s1, uint32_t s2, int *sc,
+                                             int *mn) {
     auto byte = [&](int i) {
-        const uint32_t w = i < 4 ? s[0] : i < 8 ? s[1] : s[2];
+        const uint32_t w = i < 4 ? s0 : i < 8 ? s1 : s2;
         return (int)(w >> (8 * (i & 3)) & 0xff);
     };
     if (j < 4) {
@@ -488,70 +483,52 @@ __device__ __forceinline__ void qk_scale_min(int j, const uint32_t (&s)[3], int 
     }
 }
 
-/* A row's chunk as loaded, before decoding: the loads of a unit's four
- * rows are all issued (qload) before any is decoded (qunpack), so their
- * memory latencies overlap instead of adding up.  w: the quants (Q6_K, Q5_K:
- * low bits in w[0..7], high bits in w[8..15]); s: the K formats' 12 scale
- * bytes; h: the f16 scale(s) (d, and m or dmin in the high half; Q6_K: its
- * two int8 scales in the high half); qh: Q5_0 / Q5_1's fifth bits. */
-struct qraw {
-    uint32_t w[16];
-    uint32_t s[3];
-    uint32_t h, qh;
+/* A lane's part of a row's chunk as loaded, before decoding: w0, w1 the 8
+ * bytes of quants that hold its elements (int8 for Q8_0, nibbles for the
+ * 4/5-bit formats, Q6_K's low 4 bits); e0, e1 the extra bits (Q5_K, Q6_K:
+ * the 8 high-bit bytes; Q5_0 / Q5_1: qh in e0); h the f16 scale(s) (d, and
+ * m or dmin in the high half; Q6_K: its group's int8 scales in the high
+ * half); s0..s2 the K formats' 12 scale bytes. */
+struct qpart {
+    uint32_t w0, w1, e0, e1, h, s0, s1, s2;
 };
 
-__device__ __forceinline__ uint4 ldg4(const uint8_t *p) { return __ldg((const uint4 *)p); }
-__device__ __forceinline__ void put4(uint32_t *w, uint4 v) { w[0] = v.x; w[1] = v.y; w[2] = v.z; w[3] = v.w; }
-
-/* Loads chunk c (elements 32c..32c+31) of a row of type t starting at row
- * (layouts: engine/quant.c). */
-__device__ __forceinline__ void qload(int t, const uint8_t *row, int c, qraw &r) {
+/* Loads part p (elements 8p..8p+7) of chunk c (elements 32c..32c+31) of a
+ * row of type t starting at row. */
+__device__ __forceinline__ void qpart_load(int t, const uint8_t *row, int c, int p, qpart &r) {
     switch (t) {
     case ENG_DT_Q8_0: {   /* d, int8 q[32] */
         const uint8_t *b = row + (size_t)c * 34;
         r.h = ld_u16(b);
-        ld_words<8>(b + 2, r.w);
+        r.w0 = ld_u32_a2(b + 2 + 8 * p);
+        r.w1 = ld_u32_a2(b + 6 + 8 * p);
         break;
     }
-    case ENG_DT_Q4_0: {   /* d, q[16] */
-        const uint8_t *b = row + (size_t)c * 18;
-        r.h = ld_u16(b);
-        ld_words<4>(b + 2, r.w);
-        break;
-    }
-    case ENG_DT_Q4_1: {   /* d, m, q[16] */
-        const uint8_t *b = row + (size_t)c * 20;
-        r.h = ld_u32_a2(b);
-        ld_words<4>(b + 4, r.w);
-        break;
-    }
-    case ENG_DT_Q5_0: {   /* d, qh, q[16] */
-        const uint8_t *b = row + (size_t)c * 22;
-        r.h = ld_u16(b);
-        r.qh = ld_u32_a2(b + 2);
-        ld_words<4>(b + 6, r.w);
-        break;
-    }
-    case ENG_DT_Q5_1: {   /* d, m, qh, q[16] */
-        const uint8_t *b = row + (size_t)c * 24;
-        r.h = ld_u32_a2(b);
-        r.qh = ld_u32_a2(b + 4);
-        ld_words<4>(b + 8, r.w);
+    case ENG_DT_Q4_0:     /* d, q[16] */
+    case ENG_DT_Q4_1:     /* d, m, q[16] */
+    case ENG_DT_Q5_0:     /* d, qh, q[16] */
+    case ENG_DT_Q5_1: {   /* d, m, qh, q[16]: element j < 16 low nibble of q[j], j + 16 its high */
+        const bool one = t == ENG_DT_Q4_1 || t == ENG_DT_Q5_1, five = t == ENG_DT_Q5_0 || t == ENG_DT_Q5_1;
+        const int bytes = 18 + (one ? 2 : 0) + (five ? 4 : 0);
+        const uint8_t *b = row + (size_t)c * bytes;
+        r.h = one ? ld_u32_a2(b) : ld_u16(b);
+        if (five) r.e0 = ld_u32_a2(b + (one ? 4 : 2));
+        const uint8_t *q = b + bytes - 16 + 8 * (p & 1);
+        r.w0 = ld_u32_a2(q);
+        r.w1 = ld_u32_a2(q + 4);
         break;
     }
     case ENG_DT_Q4_K:     /* d, dmin, scales[12], q[128]: 32 bytes of q per two sub-blocks */
     case ENG_DT_Q5_K: {   /* Q5_K: qh[32] between scales and q */
         const bool five = t == ENG_DT_Q5_K;
         const uint8_t *b = row + (size_t)(c >> 3) * (five ? 176 : 144);   /* 16-aligned */
-        const uint32_t *b32 = (const uint32_t *)b;
-        r.h = __ldg(b32);
-        r.s[0] = __ldg(b32 + 1); r.s[1] = __ldg(b32 + 2); r.s[2] = __ldg(b32 + 3);
-        const uint8_t *q = b + (five ? 48 : 16) + 32 * ((c & 7) >> 1);
-        put4(r.w, ldg4(q));
-        put4(r.w + 4, ldg4(q + 16));
+        const uint4 hd = __ldg((const uint4 *)b);
+        r.h = hd.x; r.s0 = hd.y; r.s1 = hd.z; r.s2 = hd.w;
+        const uint2 q = __ldg((const uint2 *)(b + (five ? 48 : 16) + 32 * ((c & 7) >> 1) + 8 * p));
+        r.w0 = q.x; r.w1 = q.y;
         if (five) {
-            put4(r.w + 8, ldg4(b + 16));
-            put4(r.w + 12, ldg4(b + 32));
+            const uint2 e = __ldg((const uint2 *)(b + 16 + 8 * p));
+            r.e0 = e.x; r.e1 = e.y;
         }
         break;
     }
@@ -559,8 +536,11 @@ __device__ __forceinline__ void qload(int t, const uint8_t *row, int c, qraw &r)
         const uint8_t *b = row + (size_t)(c >> 3) * 210;
         const int s = c & 7, half = s >> 2, tq = s & 3;
         r.h = ld_u16(b + 208) | ld_u16(b + 192 + 8 * half + 2 * tq) << 16;
-        ld_words<8>(b + 64 * half + 32 * (tq & 1), r.w);
-        ld_words<8>(b + 128 + 32 * half, r.w + 8);
+        const uint8_t *ql = b + 64 * half + 32 * (tq & 1) + 8 * p, *qh = b + 128 + 32 * half + 8 * p;
+        r.w0 = ld_u32_a2(ql);
+        r.w1 = ld_u32_a2(ql + 4);
+        r.e0 = ld_u32_a2(qh);
+        r.e1 = ld_u32_a2(qh + 4);
         break;
     }
     }
@@ -568,85 +548,6 @@ __device__ __forceinline__ void qload(int t, const uint8_t *row, int c, qraw &r)
 
 __device__ __forceinline__ float f16_lo(uint32_t h) {
     return __half2float(__ushort_as_half((unsigned short)(h & 0xffff)));
-}
-
-/* Decodes chunk c of type t from r. */
-__device__ __forceinline__ void qunpack(int t, const qraw &r, int c, qchunk &o) {
-    o.b0 = o.b1 = 0.f;
-    switch (t) {
-    case ENG_DT_Q8_0:
-        o.a0 = o.a1 = f16_lo(r.h);
-#pragma unroll
-        for (int i = 0; i < 8; i++) o.q[i] = r.w[i];
-        break;
-    case ENG_DT_Q4_0:     /* element j: low nibble of byte j, j+16: its high nibble */
-    case ENG_DT_Q4_1:
-    case ENG_DT_Q5_0:     /* bit k of qh: element k's fifth bit */
-    case ENG_DT_Q5_1: {
-        const bool one = t == ENG_DT_Q4_1 || t == ENG_DT_Q5_1, five = t == ENG_DT_Q5_0 || t == ENG_DT_Q5_1;
-        o.a0 = o.a1 = f16_lo(r.h);
-        if (one) o.b0 = o.b1 = f16_lo(r.h >> 16);
-        const uint32_t off = one ? 0u : five ? 0x10101010u : 0x08080808u;
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            uint32_t lo = r.w[i] & 0x0f0f0f0fu, hi = r.w[i] >> 4 & 0x0f0f0f0fu;
-            if (five) {
-                lo |= spread4(r.qh >> (4 * i) & 0xf);
-                hi |= spread4(r.qh >> (16 + 4 * i) & 0xf);
-            }
-            o.q[i] = __vsub4(lo, off);
-            o.q[4 + i] = __vsub4(hi, off);
-        }
-        break;
-    }
-    case ENG_DT_Q4_K:
-    case ENG_DT_Q5_K: {   /* sub-block s: low nibbles for even s, high for odd; Q5_K: bit s of qh */
-        const bool five = t == ENG_DT_Q5_K;
-        const int s = c & 7;
-        int sc, mn;
-        qk_scale_min(s, r.s, &sc, &mn);
-        o.a0 = o.a1 = __fmul_rn(f16_lo(r.h), (float)sc);
-        o.b0 = o.b1 = -__fmul_rn(f16_lo(r.h >> 16), (float)mn);
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const uint32_t h = five ? (r.w[8 + i] >> s & 0x01010101u) << 4 : 0u;
-            o.q[i] = ((s & 1 ? r.w[i] >> 4 : r.w[i]) & 0x0f0f0f0fu) | h;
-        }
-        break;
-    }
-    default: {   /* ENG_DT_Q6_K: low 4 bits from ql, top 2 from qh, minus 32 */
-        const int tq = c & 3;
-        const float d = f16_lo(r.h);
-        o.a0 = __fmul_rn(d, (float)(int8_t)(r.h >> 16 & 0xff));
-        o.a1 = __fmul_rn(d, (float)(int8_t)(r.h >> 24));
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            const uint32_t lo = r.w[i] >> (4 * (tq >> 1)) & 0x0f0f0f0fu;
-            const uint32_t hi = (r.w[8 + i] >> (2 * tq) & 0x03030303u) << 4;
-            o.q[i] = __vsub4(lo | hi, 0x20202020u);
-        }
-        break;
-    }
-    }
-}
-
-/* The unit's four rows' chunk c, loads first. */
-__device__ __forceinline__ void qdecode4(const int (&types)[GEMV_NR],
-                                         const uint8_t *const (&wr)[GEMV_NR], int c,
-                                         qchunk (&ch)[GEMV_NR]) {
-    qraw raw[GEMV_NR];
-#pragma unroll
-    for (int j = 0; j < GEMV_NR; j++) qload(types[j], wr[j], c, raw[j]);
-#pragma unroll
-    for (int j = 0; j < GEMV_NR; j++) qunpack(types[j], raw[j], c, ch[j]);
-}
-
-/* Row n's start and type in W. */
-__device__ __forceinline__ const uint8_t *qrow(const kern_qw &W, int n, int *type) {
-    int s = 0, start = 0;
-    while (s + 1 < W.n_seg && n >= W.end[s]) start = W.end[s++];
-    *type = W.type[s];
-    return (const uint8_t *)W.w[s] + (size_t)(n - start) * W.row_bytes[s];
 }
 
 /* Int8 byte i of w as a float, exactly, without an int-to-float
@@ -658,46 +559,171 @@ __device__ __forceinline__ float qfloat(uint32_t w, int i) {
     return __uint_as_float(bits) - 8388736.0f;
 }
 
-/* acc[j][r] += the unit's chunk c . x'[r] (x' = x * nw with a norm). */
-template <int R>
-__device__ __forceinline__ void qgemv_chunk(float (&acc)[GEMV_NR][R], const qchunk (&ch)[GEMV_NR],
-                                           const float *x, int K, int c,
-                                           const float *__restrict__ nw) {
-#pragma unroll
-    for (int st = 0; st < 4; st++) {
-        const int k = c * 32 + st * 8;
-        float wf[GEMV_NR][8];
-#pragma unroll
-        for (int j = 0; j < GEMV_NR; j++) {
-            const float a = st < 2 ? ch[j].a0 : ch[j].a1, b = st < 2 ? ch[j].b0 : ch[j].b1;
-#pragma unroll
-            for (int i = 0; i < 8; i++)
-                wf[j][i] = __fadd_rn(__fmul_rn(a, qfloat(ch[j].q[2 * st + i / 4], i % 4)), b);
+/* Decodes part p of chunk c of type t: the 8 quants as floats (small
+ * integers, exact) and the group's weight = a * q + b. */
+__device__ __forceinline__ void qpart_decode(int t, const qpart &r, int c, int p, float (&q)[8],
+                                             float &a, float &b) {
+    uint32_t v0, v1;
+    b = 0.f;
+    switch (t) {
+    case ENG_DT_Q8_0:
+        a = f16_lo(r.h);
+        v0 = r.w0; v1 = r.w1;
+        break;
+    case ENG_DT_Q4_0:
+    case ENG_DT_Q4_1:
+    case ENG_DT_Q5_0:     /* bit k of qh: element k's fifth bit */
+    case ENG_DT_Q5_1: {
+        const bool one = t == ENG_DT_Q4_1 || t == ENG_DT_Q5_1, five = t == ENG_DT_Q5_0 || t == ENG_DT_Q5_1;
+        a = f16_lo(r.h);
+        if (one) b = f16_lo(r.h >> 16);
+        const int sh = 4 * (p >> 1);
+        v0 = r.w0 >> sh & 0x0f0f0f0fu;
+        v1 = r.w1 >> sh & 0x0f0f0f0fu;
+        if (five) {
+            const uint32_t bits = r.e0 >> (8 * p);
+            v0 |= spread4(bits & 0xf);
+            v1 |= spread4(bits >> 4 & 0xf);
         }
-        float nv[8];
-        if (nw) {
-            const float4 t0 = __ldg((const float4 *)(nw + k)), t1 = __ldg((const float4 *)(nw + k + 4));
-            nv[0] = t0.x; nv[1] = t0.y; nv[2] = t0.z; nv[3] = t0.w;
-            nv[4] = t1.x; nv[5] = t1.y; nv[6] = t1.z; nv[7] = t1.w;
+        const uint32_t off = one ? 0u : five ? 0x10101010u : 0x08080808u;
+        v0 = __vsub4(v0, off);
+        v1 = __vsub4(v1, off);
+        break;
+    }
+    case ENG_DT_Q4_K:
+    case ENG_DT_Q5_K: {   /* sub-block s: low nibbles for even s, high for odd; Q5_K: bit s of qh */
+        const int s = c & 7, sh = 4 * (s & 1);
+        int sc, mn;
+        qk_scale_min(s, r.s0, r.s1, r.s2, &sc, &mn);
+        a = __fmul_rn(f16_lo(r.h), (float)sc);
+        b = -__fmul_rn(f16_lo(r.h >> 16), (float)mn);
+        v0 = r.w0 >> sh & 0x0f0f0f0fu;
+        v1 = r.w1 >> sh & 0x0f0f0f0fu;
+        if (t == ENG_DT_Q5_K) {
+            v0 |= (r.e0 >> s & 0x01010101u) << 4;
+            v1 |= (r.e1 >> s & 0x01010101u) << 4;
         }
+        break;
+    }
+    default: {   /* ENG_DT_Q6_K: low 4 bits from ql, top 2 from qh, minus 32 */
+        const int tq = c & 3;
+        a = __fmul_rn(f16_lo(r.h), (float)(int8_t)(r.h >> (p < 2 ? 16 : 24) & 0xff));
+        const int sl = 4 * (tq >> 1), sh = 2 * tq;
+        v0 = __vsub4((r.w0 >> sl & 0x0f0f0f0fu) | (r.e0 >> sh & 0x03030303u) << 4, 0x20202020u);
+        v1 = __vsub4((r.w1 >> sl & 0x0f0f0f0fu) | (r.e1 >> sh & 0x03030303u) << 4, 0x20202020u);
+        break;
+    }
+    }
 #pragma unroll
-        for (int r = 0; r < R; r++) {
-            const float4 t0 = __ldca((const float4 *)(x + (size_t)r * K + k));
-            const float4 t1 = __ldca((const float4 *)(x + (size_t)r * K + k + 4));
-            float xv[8] = {t0.x, t0.y, t0.z, t0.w, t1.x, t1.y, t1.z, t1.w};
-            if (nw)
+    for (int i = 0; i < 4; i++) {
+        q[i] = qfloat(v0, i);
+        q[4 + i] = qfloat(v1, i);
+    }
+}
+
+/* Row n's start, type and bytes per row in W (segments chosen with
+ * constant indices: no copy of W to local memory). */
+__device__ __forceinline__ const uint8_t *qrow(const kern_qw &W, int n, int *type) {
+    const void *w = W.w[0];
+    int t = W.type[0], start = 0, rb = W.row_bytes[0];
 #pragma unroll
-                for (int i = 0; i < 8; i++) xv[i] *= nv[i];
+    for (int s = 1; s < KERN_QSEGS; s++)
+        if (s < W.n_seg && n >= W.end[s - 1]) {
+            w = W.w[s]; t = W.type[s]; start = W.end[s - 1]; rb = W.row_bytes[s];
+        }
+    *type = t;
+    return (const uint8_t *)w + (size_t)(n - start) * rb;
+}
+
+/* The unit's four rows' parts of chunk c (nothing past the last chunk). */
+__device__ __forceinline__ void qload4(const int (&types)[GEMV_NR],
+                                       const uint8_t *const (&wr)[GEMV_NR], int c, int p,
+                                       int n_chunks, qpart (&raw)[GEMV_NR]) {
+    if (c >= n_chunks) return;
 #pragma unroll
-            for (int j = 0; j < GEMV_NR; j++)
+    for (int j = 0; j < GEMV_NR; j++) qpart_load(types[j], wr[j], c, p, raw[j]);
+}
+
+/* Bytes of a step (8 chunks) of a row of type t: 8 blocks of the
+ * 32-element formats, one block of the K formats. */
+__device__ __forceinline__ int qstep_bytes(int t) {
+    switch (t) {
+    case ENG_DT_Q8_0: return 8 * 34;
+    case ENG_DT_Q4_0: return 8 * 18;
+    case ENG_DT_Q4_1: return 8 * 20;
+    case ENG_DT_Q5_0: return 8 * 22;
+    case ENG_DT_Q5_1: return 8 * 24;
+    case ENG_DT_Q4_K: return 144;
+    case ENG_DT_Q5_K: return 176;
+    default: return 210;   /* ENG_DT_Q6_K */
+    }
+}
+
+/* L2 prefetches of the unit's rows at steps s0 + KS, s0 + 2 KS, ... (step
+ * s0 is loaded into registers by qload4): a warp then has its whole share
+ * of K on the way at once instead of one step, which the memory latency
+ * needs (~20-30 KB in flight per multiprocessor at ~3 TB/s); a prefetch
+ * takes no register.  The lanes spread over a step's bytes, so every
+ * 128-byte line of it is asked for; addresses stay inside the row
+ * (n_chunks chunks). */
+__device__ __forceinline__ void qprefetch(const int (&types)[GEMV_NR],
+                                          const uint8_t *const (&wr)[GEMV_NR], int s0, int KS,
+                                          int n_steps, int n_chunks, int lane) {
 #pragma unroll
-                for (int i = 0; i < 8; i++) acc[j][r] = fmaf(wf[j][i], xv[i], acc[j][r]);
+    for (int j = 0; j < GEMV_NR; j++) {
+        const int S = qstep_bytes(types[j]);
+        const int k_fmt = types[j] == ENG_DT_Q4_K || types[j] == ENG_DT_Q5_K || types[j] == ENG_DT_Q6_K;
+        const size_t row_len = k_fmt ? (size_t)(n_chunks / 8) * S : (size_t)n_chunks * (S / 8);
+        const size_t off = (size_t)lane * ((S + 31) / 32);
+        for (int st = s0 + KS; st < n_steps; st += KS) {
+            size_t a = (size_t)st * S + off;
+            if (a >= row_len) a = row_len - 1;
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(wr[j] + a));
         }
     }
 }
 
+/* acc[j][r] += a_j * sum_i q[j][i] x'[r][k + i] + b_j * sum_i x'[r][k + i]
+ * over the lane's 8 elements k..k+7 (x' = x * nw with a norm). */
+template <int R>
+__device__ __forceinline__ void qgemv_part(float (&acc)[GEMV_NR][R], const float (&q)[GEMV_NR][8],
+                                          const float (&a)[GEMV_NR], const float (&b)[GEMV_NR],
+                                          const float *x, int K, int k,
+                                          const float *__restrict__ nw) {
+    float nv[8];
+    if (nw) {
+        const float4 t0 = __ldg((const float4 *)(nw + k)), t1 = __ldg((const float4 *)(nw + k + 4));
+        nv[0] = t0.x; nv[1] = t0.y; nv[2] = t0.z; nv[3] = t0.w;
+        nv[4] = t1.x; nv[5] = t1.y; nv[6] = t1.z; nv[7] = t1.w;
+    }
+#pragma unroll
+    for (int r = 0; r < R; r++) {
+        const float4 t0 = __ldca((const float4 *)(x + (size_t)r * K + k));
+        const float4 t1 = __ldca((const float4 *)(x + (size_t)r * K + k + 4));
+        float xv[8] = {t0.x, t0.y, t0.z, t0.w, t1.x, t1.y, t1.z, t1.w};
+        if (nw)
+#pragma unroll
+            for (int i = 0; i < 8; i++) xv[i] *= nv[i];
+        float sx = 0.f;
+#pragma unroll
+        for (int i = 0; i < 8; i++) sx += xv[i];
+#pragma unroll
+        for (int j = 0; j < GEMV_NR; j++) {
+            float sq = 0.f;
+#pragma unroll
+            for (int i = 0; i < 8; i++) sq = fmaf(q[j][i], xv[i], sq);
+            acc[j][r] = fmaf(a[j], sq, fmaf(b[j], sx, acc[j][r]));
+        }
+    }
+}
+
+/* Blocks of qgemv_kernel per multiprocessor: two (128 registers) up to 2
+ * rows, where that spills nothing; one from 3 rows, where 128 registers
+ * spilled 60-250 bytes a thread (qprefetch keeps the bytes in flight). */
+#define QGEMV_BLOCKS(R) ((R) <= 2 ? 2 : 1)
+
 template <int R, int MODE>
-__global__ void __launch_bounds__(GEMV_THREADS)
+__global__ void __launch_bounds__(GEMV_THREADS, QGEMV_BLOCKS(R))
 qgemv_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__ nw, float eps,
              float *y, int KS, gemv_rope rp) {
     __shared__ float s_rstd[R];
@@ -708,7 +734,9 @@ qgemv_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__ 
     constexpr bool GLU = MODE == KERN_SWIGLU || MODE == KERN_GEGLU;
     const int n_units = GLU ? (N / 2 + 1) / 2 : (N + GEMV_NR - 1) / GEMV_NR;
     const int stride = gridDim.x * upc;
-    const int n_chunks = K / 32, cstep = KS * 32, c0 = warp % KS * 32 + lane;
+    /* a step: 8 chunks; the lane's chunk is c = 8 * step + lane / 4, part lane % 4 */
+    const int n_chunks = K / 32, n_steps = (n_chunks + 7) / 8, s0 = warp % KS;
+    const int p = lane & 3, cl = lane >> 2;
     int unit = blockIdx.x * upc + warp / KS;
 
     rope_pre pre = {};
@@ -717,14 +745,15 @@ qgemv_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__ 
     const bool has_item = threadIdx.x < upc * GEMV_NR * R;
     if (MODE == KERN_ROPE && has_item && blockIdx.x * upc + eu < n_units)
         pre = rope_prepare(rp, blockIdx.x * upc + eu, ej, er);
-    /* the first chunk's weights are decoded before waiting for x */
+    /* the first step's blocks are loaded before waiting for x */
     int rows[GEMV_NR], types[GEMV_NR];
     const uint8_t *wr[GEMV_NR];
-    qchunk ch[GEMV_NR];
+    qpart raw[GEMV_NR];
     unit_rows<MODE>(rp, N, n_units, unit, rows);
 #pragma unroll
     for (int j = 0; j < GEMV_NR; j++) wr[j] = qrow(W, rows[j], &types[j]);
-    if (c0 < n_chunks) qdecode4(types, wr, c0, ch);
+    qload4(types, wr, 8 * s0 + cl, p, n_chunks, raw);
+    qprefetch(types, wr, s0, KS, n_steps, n_chunks, lane);
     pdl_launch();
     pdl_wait();
 
@@ -734,16 +763,26 @@ qgemv_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__ 
         for (int j = 0; j < GEMV_NR; j++)
 #pragma unroll
             for (int r = 0; r < R; r++) acc[j][r] = 0.f;
-        for (int c = c0; c < n_chunks; c += cstep) {
-            if (c != c0) qdecode4(types, wr, c, ch);
-            qgemv_chunk<R>(acc, ch, x, K, c, nw);
+        for (int st = s0; st < n_steps; st += KS) {
+            const int c = 8 * st + cl;
+            float q[GEMV_NR][8], a[GEMV_NR], b[GEMV_NR];
+            if (c < n_chunks) {
+#pragma unroll
+                for (int j = 0; j < GEMV_NR; j++) qpart_decode(types[j], raw[j], c, p, q[j], a[j], b[j]);
+            }
+            /* the next step's blocks are in flight during this step's products */
+            if (st + KS < n_steps) qload4(types, wr, c + 8 * KS, p, n_chunks, raw);
+            if (c < n_chunks) qgemv_part<R>(acc, q, a, b, x, K, 32 * c + 8 * p, nw);
         }
+        /* the next round's first blocks are in flight during this round's
+         * reduction and epilogue */
         unit += stride;
         if (base + stride < n_units) {
             unit_rows<MODE>(rp, N, n_units, unit, rows);
 #pragma unroll
             for (int j = 0; j < GEMV_NR; j++) wr[j] = qrow(W, rows[j], &types[j]);
-            if (c0 < n_chunks) qdecode4(types, wr, c0, ch);
+            qload4(types, wr, 8 * s0 + cl, p, n_chunks, raw);
+            qprefetch(types, wr, s0, KS, n_steps, n_chunks, lane);
         }
 #pragma unroll
         for (int j = 0; j < GEMV_NR; j++)
@@ -773,8 +812,14 @@ static cudaError_t qgemv_launch(int mode, int n_units, cudaStream_t s, int pdl, 
           : mode == KERN_ROPE  ? qgemv_kernel<R, KERN_ROPE>
           : mode == KERN_GEGLU ? qgemv_kernel<R, KERN_GEGLU>
                                : qgemv_kernel<R, KERN_SWIGLU>;
+    /* as many blocks a multiprocessor as qgemv_kernel's launch bounds hold;
+     * K split further (4, 8 warps a unit) while the blocks would not cover
+     * the multiprocessors and each warp keeps a step of 256 elements */
+    const int n_steps = (K / 32 + 7) / 8;
+    int ks = K > 4096 ? 8 : 2;
+    while (ks < GEMV_WARPS && n_units / (GEMV_WARPS / ks) < n_sms && n_steps >= 2 * ks) ks *= 2;
     int KS;
-    dim3 grid = gemv_grid(n_units, K, R, n_sms, &KS);
+    dim3 grid = gemv_grid(n_units, K, R, n_sms, QGEMV_BLOCKS(R), ks, &KS);
     return klaunch(k, grid, dim3(GEMV_THREADS), 0, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
 }
 

@@ -9,10 +9,11 @@
 #   scripts/device.sh PART [PART ...]      (GPU machine) runs the parts:
 #        test     test_cuda (every kernel against the CPU reference)
 #        quant    quantized GGUF (brisk mkmodel --format q4_k_m, q8_0) against
-#                 bf16 on 1.5B and 7B shapes (QUANT_MODELS): bench_cuda at
-#                 batch 1, 8, 32 (each quantized floor, and no_quant beside)
-#                 and the 1,024-token prompt pass; then q4_k_m with a bf16
-#                 dense copy (--bf16-weights) at batch 1, 32; ~7 min
+#                 bf16 on the 1.5B shape (QUANT_MODELS; add qwen2.5-7b for 7B,
+#                 ~7 min with it): bench_cuda --quant at batch 1, 8, 32 (each
+#                 quantized floor, and the dense copy beside: rows "default"
+#                 and "dense") and the 1,024-token prompt pass; then q4_k_m
+#                 with a bf16 dense copy (--bf16-weights) at batch 1, 32; ~3 min
 #        ablate   bench_cuda at batch 1 and 32 on 1.5B, stages left out
 #        cuda     bench_cuda at batch 1..256 (CUDA_BATCHES) on 0.5B, 1.5B, 7B
 #                 shapes (CUDA_MODELS)
@@ -84,7 +85,7 @@ part_test() {
     grep -E "^(FAIL|SKIP)|check failed|passed" "$OUT/test_cuda.log" | head -30
 }
 part_quant() {
-    for m in ${QUANT_MODELS:-qwen2.5-1.5b qwen2.5-7b}; do
+    for m in ${QUANT_MODELS:-qwen2.5-1.5b}; do
         model $m
         for f in q4_k_m q8_0; do
             [ -f $MD/$m-$f.gguf ] || $BIN/brisk mkmodel --preset $m --format $f --out $MD/$m-$f.gguf > /dev/null
@@ -92,12 +93,12 @@ part_quant() {
         stamp "$m: models made"
         for v in $m-q4_k_m.gguf $m-q8_0.gguf $m; do
             timeout 240 $BIN/bench_cuda $MD/$v --out "$OUT/quant_h100_$v.json" --batches 1,8,32 \
-                --prefill 1024 2>&1 | grep -v "new length"
+                --prefill 1024 --quant 2>&1 | grep -v "new length"
             stamp "$v done"
         done
         # the same blocks with a bf16 dense copy for wide passes (bf16_weights)
         timeout 200 $BIN/bench_cuda $MD/$m-q4_k_m.gguf --out "$OUT/quant_h100_$m-q4_k_m-bf16dense.json" \
-            --batches 1,32 --prefill 1024 --bf16-weights 2>&1 | grep -v "new length"
+            --batches 1,32 --prefill 1024 --bf16-weights --quant 2>&1 | grep -v "new length"
         stamp "$m-q4_k_m bf16 dense done"
     done
 }

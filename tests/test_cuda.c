@@ -333,8 +333,9 @@ done:
 
 /* Every block type at 1..8 rows in every mode, against the double product
  * of the engine's dequantized weights: tolerance 1e-5 relative, as for the
- * f32 GEMV (the kernel's weights are bit-exact with the engine's, so only
- * the f32 summation differs).  Then mixed segments (Gemma 3 270M's q|k|v:
+ * f32 GEMV (the kernel factors each 8 elements' scale out of their sum,
+ * a * sum(q x) + b * sum(x): the f32 rounding of a * q + b and the
+ * summation order differ, ~1e-7).  Then mixed segments (Gemma 3 270M's q|k|v:
  * Q5_0, Q5_0, Q8_0; gate Q4_K | up Q6_K), long rows (8 warps per unit) and
  * refused shapes. */
 static void test_qgemv(void) {
@@ -802,7 +803,10 @@ static void test_rope_kv(void) {
 static void qkv_case(int R, int nh, int nkv, int hd, int K, int wdt, int n_sms, int dt,
                      const int *qt) {
     const int bs = 16, n_blocks = 8, N = (nh + 2 * nkv) * hd;
-    int table[2][2] = {{3, 1}, {6, 2}}, seqs[3] = {0, 1, 0}, pos[3] = {17, 5, 31};
+    /* up to 8 rows, each its own KV cell (sequence, position) inside the table */
+    int table[2][2] = {{3, 1}, {6, 2}}, seqs[8] = {0, 1, 0, 1, 0, 1, 0, 1};
+    int pos[8] = {17, 5, 31, 20, 3, 9, 0, 30};
+    if (R > 8) { T_CHECK(0); return; }
     size_t blk = (size_t)2 * nkv * bs * hd, pool = blk * n_blocks, nw = (size_t)N * K;
     float *W = malloc(nw * 4), *x = malloc((size_t)R * K * 4), *nwt = malloc(K * 4);
     float *bias = malloc(N * 4), *invf = malloc(hd / 2 * 4);
@@ -864,8 +868,10 @@ done:
 
 static void test_gemv_qkv(void) {
     g_rng = 405;
+    const int rs[5] = {1, 2, 3, 5, 8};
     for (int dt = KERN_F32; dt <= KERN_BF16; dt++)
-        for (int R = 1; R <= 3; R++) {
+        for (int ri = 0; ri < 5; ri++) {
+            const int R = rs[ri];
             qkv_case(R, 12, 2, 128, 1536, KERN_BF16, 132, dt, NULL);   /* Qwen2.5-1.5B */
             qkv_case(R, 4, 2, 16, 64, KERN_F32, 132, dt, NULL);        /* the tiny fixture's shape */
             qkv_case(R, 14, 2, 64, 896, KERN_BF16, 40, dt, NULL);      /* Qwen2.5-0.5B, fewer SMs */
@@ -1500,6 +1506,9 @@ static int g_kv = ENG_KV_F32;
 #define TOL_KV_BF16 1e-3
 #define TOL_KV_BF16_REF 1e-2
 static double kv_tol(void) { return g_kv == ENG_KV_BF16 ? TOL_KV_BF16 : 1e-4; }
+/* eng_cuda_opts.quant of the backends drv_open makes with default options
+ * (on in test_quant_models; the library's default is off). */
+static int g_quant;
 
 static int drv_open(tdrv *d, const eng_model *m, int cuda, const eng_cuda_opts *o, eng_err *err) {
     memset(d, 0, sizeof *d);
@@ -1508,7 +1517,10 @@ static int drv_open(tdrv *d, const eng_model *m, int cuda, const eng_cuda_opts *
     if (!cuda) return eng_backend_cpu_create(m, TBLOCKS, TBS, g_kv, 2, &d->b, err);
     eng_cuda_opts oo;
     if (o) oo = *o;
-    else eng_cuda_opts_default(&oo);
+    else {
+        eng_cuda_opts_default(&oo);
+        oo.quant = g_quant;
+    }
     oo.kv_format = g_kv;
     return eng_backend_cuda_create_opts(m, TBLOCKS, TBS, &oo, &d->b, err);
 }
@@ -1957,8 +1969,8 @@ static void errors_case(fixture *f) {
     free(lg);
     drv_close(&d);
     eng_backend *bb = NULL;
-    T_CHECK(eng_backend_cuda_create(f->m, 0, 16, ENG_KV_F32, &bb, &err) == ENG_EINVAL && !bb);
-    T_CHECK(eng_backend_cuda_create(f->m, 16, 16, 7, &bb, &err) == ENG_EINVAL && !bb);
+    T_CHECK(eng_backend_cuda_create(f->m, 0, 16, ENG_KV_F32, 0, &bb, &err) == ENG_EINVAL && !bb);
+    T_CHECK(eng_backend_cuda_create(f->m, 16, 16, 7, 0, &bb, &err) == ENG_EINVAL && !bb);
 }
 
 /* Through the engine (eng_create with ENG_BACKEND_CUDA): greedy tokens of
@@ -2243,7 +2255,7 @@ static void quant_model(const struct qmodel *qm, int i) {
         long_case(&f);
         eng_cuda_opts o;
         eng_cuda_opts_default(&o);
-        o.no_quant = 1;
+        o.quant = 0;   /* the dense copy alone */
         batched_opts(&f, 4, &o);
     } else {
         T_CHECKF(0, "%s: %s", qm->name, err.msg);
@@ -2253,7 +2265,9 @@ static void quant_model(const struct qmodel *qm, int i) {
 }
 
 static void test_quant_models(void) {
+    g_quant = 1;
     for (int i = 0; i < (int)(sizeof qmodels / sizeof *qmodels); i++) quant_model(&qmodels[i], i);
+    g_quant = 0;
 }
 
 int main(void) {

@@ -777,6 +777,14 @@ static void test_bad_args(void) {
     T_CHECK(eng_kv_format_parse("BF16") < 0 && eng_kv_format_parse("bf16 ") < 0 &&
             eng_kv_format_parse("") < 0 && eng_kv_format_parse(NULL) < 0);
     T_CHECK(!strcmp(eng_kv_format_name(ENG_KV_BF16), "bf16") && !strcmp(eng_kv_format_name(9), "?"));
+    /* --quant: a switch of its own (takes no value), off unless given */
+    eng_opts q = { 0 };
+    int used = -1;
+    T_CHECK(eng_opts_arg("--quant", "--cuda", &q, &used, &err) == ENG_OK && used == 1 && q.quant &&
+            q.backend != ENG_BACKEND_CUDA);
+    q = (eng_opts){ 0 };
+    T_CHECK(eng_opts_arg("--cuda", NULL, &q, &used, &err) == ENG_OK && used == 1 && !q.quant);
+    T_CHECK(eng_opts_arg("--quantize", NULL, &q, &used, &err) == ENG_OK && used == 0 && !q.quant);
 }
 
 /* The backend checks what it is handed: bad rows are errors, not reads. */

@@ -264,8 +264,8 @@ static void cpu_same_tokens(eng_model *model, const cJSON *prompts, int np, int 
         }
     }
     for (int s = 0; s < np; s++) same += first[s] < 0;
-    printf("  bf16 KV: CUDA and CPU give the same %d tokens on %d of %d prompts (the rest part at "
-           "a near tie)\n", n_new, same, np);
+    printf("  bf16 KV: CUDA and CPU give the same %d tokens on %d of %d prompts%s\n", n_new, same,
+           np, same < np ? " (the rest part at a near tie)" : "");
     eng_destroy(e);
 }
 

@@ -74,10 +74,12 @@ int eng_backend_split_create(const eng_model *m, int n_blocks, int block_size, i
 /* quant: eng_cuda_opts.quant (read a GGUF file's blocks in decode passes). */
 int eng_backend_cuda_create(const eng_model *m, int n_blocks, int block_size, int kv_format,
                             int quant, eng_backend **out, eng_err *err);
-/* How many KV blocks fit in the GPU's free memory beside the weights (of
- * one rank's share when split over n_ranks GPUs). */
+/* How many KV blocks of block_size tokens fit in 90% of the GPU memory
+ * left after the weights and ~3 GiB of working buffers (one rank's share
+ * when split over n_ranks GPUs; with quant, one GPU also holds the
+ * quantized blocks): the engine caps its default n_blocks on CUDA there. */
 int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int kv_format, int n_ranks,
-                                int *n_blocks, eng_err *err);
+                                int quant, int *n_blocks, eng_err *err);
 /* The CUDA backend split over n_ranks GPUs (rank r on device r) through
  * NCCL: the shares of eng_tp_slice_of, the whole embedding on every rank,
  * lm_head rows in equal vocabulary shares gathered before sampling; each

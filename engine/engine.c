@@ -146,8 +146,8 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
         /* The GPU holds what fits in its free memory, not a host-sized pool. */
         int fit = 0;
         if (d.backend == ENG_BACKEND_CUDA &&
-            !eng_backend_cuda_max_blocks(m, d.block_size, d.kv_format, d.tp > 1 ? d.tp : 1, &fit,
-                                         err) &&
+            !eng_backend_cuda_max_blocks(m, d.block_size, d.kv_format, d.tp > 1 ? d.tp : 1,
+                                         d.quant, &fit, err) &&
             fit > 0 && fit < d.n_blocks)
             d.n_blocks = fit;
 #endif

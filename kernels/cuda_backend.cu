@@ -1554,7 +1554,7 @@ static size_t quant_bytes_of(const eng_model *m) {
 }
 
 extern "C" int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int kv_format,
-                                           int n_ranks, int *n_blocks, eng_err *err) {
+                                           int n_ranks, int quant, int *n_blocks, eng_err *err) {
     if (!m || !n_blocks || block_size < 1 || n_ranks < 1)
         return eng_seterr(err, ENG_EINVAL, "CUDA max_blocks: bad arguments");
     *n_blocks = 0;
@@ -1567,10 +1567,11 @@ extern "C" int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, i
     int bf16 = m->t_embed && m->t_embed->dtype == ENG_DT_BF16;
     /* split: a rank holds its share of the layers and lm_head, the whole
      * embedding, and its KV heads (one at least); device 0 stands for all.
-     * One GPU also holds the quantized blocks beside the dense copy. */
+     * One GPU with quant also holds the quantized blocks beside the dense
+     * copy. */
     size_t vh = (size_t)g->vocab_size * g->hidden * (bf16 ? 2 : 4);
     size_t need = (n_ranks > 1 ? weight_bytes_of(m, bf16) / n_ranks + vh
-                               : weight_bytes_of(m, bf16) + quant_bytes_of(m)) +
+                               : weight_bytes_of(m, bf16) + (quant ? quant_bytes_of(m) : 0)) +
                   ((size_t)3 << 30);   /* activations, workspace */
     int kv_heads = g->n_kv_heads >= n_ranks ? g->n_kv_heads / n_ranks : 1;
     size_t blk = (size_t)g->n_layers * 2 * kv_heads * block_size * g->head_dim *

@@ -52,12 +52,6 @@ typedef struct eng_cuda_opts {
 enum { KERN_PF_DEFAULT = 0, KERN_PF_AUTO = 1, KERN_PF_NEVER = 2, KERN_PF_ALWAYS = 3 };
 
 void eng_cuda_opts_default(eng_cuda_opts *o);
-/* How many KV blocks of block_size tokens fit in 90% of the device memory
- * left after the model's weights and ~3 GiB of working buffers: the value
- * the engine should use (or cap its default at) for n_blocks on CUDA. */
-int  eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int kv_format, int n_ranks,
-                                 int *n_blocks,
-                                 eng_err *err);
 int  eng_backend_cuda_create_opts(const eng_model *m, int n_blocks, int block_size,
                                   const eng_cuda_opts *o, eng_backend **out, eng_err *err);
 

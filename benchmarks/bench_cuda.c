@@ -4,6 +4,7 @@
  *   build/benchmarks/bench_cuda MODEL_DIR [--out FILE] [--prompt N]
  *        [--steps N] [--prefill N] [--batches 1,8,32,64,256] [--kernels] [--ablate]
  *        [--ablate-only NAME,...] [--skinny-max N] [--kv f32|bf16] [--bf16-weights]
+ *        [--tp N]
  *
  * Measures, on one GPU: the device bandwidth (a 1 GiB device-to-device
  * copy, bytes read + written, median of 10); prefill tokens/s (one prompt of
@@ -37,15 +38,110 @@
  * alone); --bf16-weights creates the backend with bf16_weights (an f32 or
  * quantized checkpoint's dense copy in bf16: the bf16 product paths, half the
  * memory, not bit-exact with the CPU reference).  Prints a table;
- * writes JSON (default benchmarks/results/cuda_<model>.json). */
+ * writes JSON (default benchmarks/results/cuda_<model>.json).
+ *
+ * --tp N (2 and up; a build with NCCL, N GPUs visible): the same runs
+ * through the CUDA split (eng_backend_cuda_tp_create, rank r on device r;
+ * no --quant, --bf16-weights or --kernels).  The floor is then one GPU's:
+ * the rank that reads the most (its share of the layers and lm_head rows,
+ * its KV heads) over the copy bandwidth of device 0, since the ranks run at
+ * once.  The step's all-reduces (2 x layers of batch x hidden f32) are
+ * timed apart on a communicator of the bench's own, replayed from a CUDA
+ * graph as the step replays them: allreduce_ms, and floor + all-reduces
+ * beside the step; the logits' all-gather is in the step but not in that
+ * figure.  Default output cuda_tp<N>_<model>.json. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include "eng.h"
 
+#define MAX_B 16
+
+/* The command line. */
+typedef struct bargs {
+    const char *dir, *out, *only;
+    int batches[MAX_B], nb, pf, kernels, kvf, bf16w, prompt, steps, ablate, skinny_max, quant, tp;
+} bargs;
+
+static int parse_batches(const char *s, int *b, int max) {
+    int n = 0;
+    while (*s && n < max) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 1 || v > 4096) return -1;
+        b[n++] = (int)v;
+        s = *end == ',' ? end + 1 : end;
+        if (*end && *end != ',') return -1;
+    }
+    return n;
+}
+
+/* 0, or 2 after saying what is wrong. */
+static int parse_args(int argc, char **argv, bargs *A) {
+    static const int def_b[] = {1, 8, 32, 64, 256};
+    memset(A, 0, sizeof *A);
+    memcpy(A->batches, def_b, sizeof def_b);
+    A->nb = 5; A->pf = 512; A->kvf = ENG_KV_F32; A->prompt = 128; A->steps = 32;
+    A->skinny_max = -1; A->tp = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--out") && v) { A->out = v; i++; }
+        else if (!strcmp(a, "--prompt") && v) { A->prompt = atoi(v); i++; }
+        else if (!strcmp(a, "--steps") && v) { A->steps = atoi(v); i++; }
+        else if (!strcmp(a, "--prefill") && v) { A->pf = atoi(v); i++; }
+        else if (!strcmp(a, "--batches") && v) { A->nb = parse_batches(v, A->batches, MAX_B); i++; }
+        else if (!strcmp(a, "--kernels")) A->kernels = 1;
+        else if (!strcmp(a, "--ablate")) A->ablate = 1;
+        else if (!strcmp(a, "--ablate-only") && v) { A->ablate = 1; A->only = v; i++; }
+        else if (!strcmp(a, "--skinny-max") && v) { A->skinny_max = atoi(v); i++; }
+        else if (!strcmp(a, "--bf16-weights")) A->bf16w = 1;
+        else if (!strcmp(a, "--quant")) A->quant = 1;
+        else if (!strcmp(a, "--kv") && v) {
+            if ((A->kvf = eng_kv_format_parse(v)) < 0) {
+                fprintf(stderr, "bench_cuda: --kv takes f32 or bf16, not %s\n", v);
+                return 2;
+            }
+            i++;
+        }
+        else if (!strcmp(a, "--tp") && v) {
+            char *end;
+            long n = strtol(v, &end, 10);
+            if (end == v || *end || n < 1 || n > ENG_TP_MAX) {
+                fprintf(stderr, "bench_cuda: --tp takes 1 to %d GPUs, not %s\n", ENG_TP_MAX, v);
+                return 2;
+            }
+            A->tp = (int)n;
+            i++;
+        }
+        else if (a[0] != '-' && !A->dir) A->dir = a;
+        else { fprintf(stderr, "bench_cuda: unknown argument %s\n", a); return 2; }
+    }
+    if (!A->dir || A->nb < 1 || A->prompt < 2 || A->steps < 1 || A->pf < 0) {
+        fprintf(stderr, "usage: bench_cuda MODEL_DIR [--out FILE] [--prompt N] [--steps N] "
+                        "[--prefill N] [--batches 1,8,...] [--kernels] [--ablate] [--ablate-only a,b] "
+                        "[--skinny-max N] [--kv f32|bf16] [--bf16-weights] [--quant] [--tp N]\n");
+        return 2;
+    }
+    if (A->tp > 1 && (A->quant || A->bf16w || A->kernels)) {
+        fprintf(stderr, "bench_cuda: --tp %d takes none of --quant, --bf16-weights, --kernels (a "
+                        "split uploads the checkpoint's dense weights; --kernels times one GPU)\n",
+                A->tp);
+        return 2;
+    }
+    return 0;
+}
+
 #ifndef BRISK_CUDA
-int main(void) {
+int main(int argc, char **argv) {
+    bargs A;
+    int rc = parse_args(argc, argv, &A);
+    if (rc) return rc;
+    if (A.tp > 1) {
+        fprintf(stderr, "bench_cuda: --tp %d needs a CUDA build with NCCL; this one was built "
+                        "without CUDA (make CUDA=1)\n", A.tp);
+        return 2;
+    }
     printf("bench_cuda: built without CUDA (make CUDA=1 builds the CUDA backend)\n");
     return 0;
 }
@@ -53,9 +149,11 @@ int main(void) {
 #include <cJSON.h>
 #include <cuda_runtime_api.h>
 #include "kern.h"
+#ifdef BRISK_NCCL
+#include "kern_tp.h"
+#endif
 
 #define BS 16
-#define MAX_B 16
 
 typedef struct bench {
     const eng_model *m;
@@ -67,6 +165,7 @@ typedef struct bench {
     int quant;          /* --quant: eng_cuda_opts.quant for every run but the "dense" variant */
     double bw;                   /* bytes / s */
     uint64_t rng;
+    struct kern_tp *tp;          /* --tp N > 1: N ranks for the all-reduces timed apart */
 } bench;
 
 /* The library's default options with the bench's own switches (--quant,
@@ -179,12 +278,12 @@ typedef struct dres {
 
 /* warm + steps decode steps of every sequence; times the last steps. */
 static int decode(bench *B, bseqs *S, dres *r, eng_err *err) {
-    double *t = malloc(B->steps * sizeof(double)), total = 0, kv = 0;
+    double *t = malloc(B->steps * sizeof(double)), total = 0, toks = 0;
     if (!t) return ENG_ENOMEM;
     int rc = 0;
     for (int i = 0; i < B->warm && !rc; i++) rc = pass(B, S, 0, S->n, 1, err);
     for (int i = 0; i < B->steps && !rc; i++) {
-        for (int s = 0; s < S->n; s++) kv += (double)(S->len[s] + 1) * B->info.kv_bytes_per_token;
+        for (int s = 0; s < S->n; s++) toks += S->len[s] + 1;   /* positions attention reads */
         double t0 = eng_now_s();
         rc = pass(B, S, 0, S->n, 1, err);
         t[i] = eng_now_s() - t0;
@@ -196,11 +295,18 @@ static int decode(bench *B, bseqs *S, dres *r, eng_err *err) {
         r->step_ms = 1e3 * median(t, B->steps);
         r->tok_s = (double)S->n * B->steps / total;
         r->ctx = ctx / S->n - B->steps / 2.0;
-        eng_cuda_info in;   /* the bytes this pass reads: blocks or dense copy */
-        eng_cuda_get_info(B->b, &in);
-        double wb = in.quant && S->n <= in.quant_rows ? (double)in.weight_bytes
-                                                      : (double)in.dense_weight_bytes;
-        r->floor_ms = 1e3 * (wb + kv / B->steps) / B->bw;
+        /* the bytes this pass reads (blocks or dense copy) on the rank that
+         * reads the most: a split's ranks run at once, one GPU each */
+        double most = 0;
+        for (int q = 0; q < B->info.n_ranks; q++) {
+            eng_cuda_info in;
+            if (eng_cuda_get_rank_info(B->b, q, &in)) return free(t), ENG_EINVAL;
+            double wb = in.quant && S->n <= in.quant_rows ? (double)in.weight_bytes
+                                                          : (double)in.dense_weight_bytes;
+            double bytes = wb + toks / B->steps * (double)in.kv_bytes_per_token;
+            if (bytes > most) most = bytes;
+        }
+        r->floor_ms = 1e3 * most / B->bw;
     }
     free(t);
     return rc;
@@ -372,6 +478,23 @@ static int run_batch(bench *B, int n, cJSON *arr, eng_err *err) {
     cJSON_AddItemToArray(arr, o);
     printf("  %5d  %-10s %8.3f %10.1f %8.0f %9.3f %10.1f %7.1f%%\n", n, "default", d.step_ms,
            d.tok_s, d.ctx, d.floor_ms, n / (d.floor_ms * 1e-3), 100 * d.floor_ms / d.step_ms);
+#ifdef BRISK_NCCL
+    if (B->tp) {   /* the step's all-reduces, timed apart */
+        const eng_config *g = eng_model_config(B->m);
+        double eager, graph;
+        if ((rc = kern_tp_time_allreduce(B->tp, (size_t)n * g->hidden, 100, &eager, &graph, err)))
+            goto done;
+        double ar = 1e3 * 2.0 * g->n_layers * graph;
+        cJSON_AddNumberToObject(o, "allreduce_ms", ar);
+        cJSON_AddNumberToObject(o, "allreduce_us_each", graph * 1e6);
+        cJSON_AddNumberToObject(o, "allreduce_us_each_eager", eager * 1e6);
+        cJSON_AddNumberToObject(o, "floor_plus_allreduce_ms", d.floor_ms + ar);
+        printf("  %5d  all-reduces apart: %d x %zu bytes, %.2f us each, %.3f ms a step; floor + "
+               "all-reduces %.3f ms (%.1f%% of the step)\n", n, 2 * g->n_layers,
+               (size_t)n * g->hidden * 4, graph * 1e6, ar, d.floor_ms + ar,
+               100 * (d.floor_ms + ar) / d.step_ms);
+    }
+#endif
     bvar v[4];
     int nv = batch_variants(B, n, v);
     for (int i = 0; i < nv; i++) {
@@ -743,57 +866,31 @@ done:
     cudaGetLastError();
 }
 
-static int parse_batches(const char *s, int *b, int max) {
-    int n = 0;
-    while (*s && n < max) {
-        char *end;
-        long v = strtol(s, &end, 10);
-        if (end == s || v < 1 || v > 4096) return -1;
-        b[n++] = (int)v;
-        s = *end == ',' ? end + 1 : end;
-        if (*end && *end != ',') return -1;
-    }
-    return n;
-}
-
 int main(int argc, char **argv) {
-    const char *dir = NULL, *out = NULL;
-    int batches[MAX_B] = {1, 8, 32, 64, 256}, nb = 5, pf = 512, kernels = 0, kvf = ENG_KV_F32;
-    int bf16w = 0;
-    bench B;
-    memset(&B, 0, sizeof B);
-    B.prompt = 128; B.steps = 32; B.warm = 3; B.rng = 12345; B.skinny_max = -1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!strcmp(a, "--out") && v) { out = v; i++; }
-        else if (!strcmp(a, "--prompt") && v) { B.prompt = atoi(v); i++; }
-        else if (!strcmp(a, "--steps") && v) { B.steps = atoi(v); i++; }
-        else if (!strcmp(a, "--prefill") && v) { pf = atoi(v); i++; }
-        else if (!strcmp(a, "--batches") && v) { nb = parse_batches(v, batches, MAX_B); i++; }
-        else if (!strcmp(a, "--kernels")) kernels = 1;
-        else if (!strcmp(a, "--ablate")) B.ablate = 1;
-        else if (!strcmp(a, "--ablate-only") && v) { B.ablate = 1; B.only = v; i++; }
-        else if (!strcmp(a, "--skinny-max") && v) { B.skinny_max = atoi(v); i++; }
-        else if (!strcmp(a, "--bf16-weights")) bf16w = 1;
-        else if (!strcmp(a, "--quant")) B.quant = 1;
-        else if (!strcmp(a, "--kv") && v) {
-            if ((kvf = eng_kv_format_parse(v)) < 0) {
-                fprintf(stderr, "bench_cuda: --kv takes f32 or bf16, not %s\n", v);
-                return 2;
-            }
-            i++;
-        }
-        else if (a[0] != '-' && !dir) dir = a;
-        else { fprintf(stderr, "bench_cuda: unknown argument %s\n", a); return 2; }
-    }
-    if (!dir || nb < 1 || B.prompt < 2 || B.steps < 1 || pf < 0) {
-        fprintf(stderr, "usage: bench_cuda MODEL_DIR [--out FILE] [--prompt N] [--steps N] "
-                        "[--prefill N] [--batches 1,8,...] [--kernels] [--ablate] [--ablate-only a,b] "
-                        "[--skinny-max N] [--kv f32|bf16] [--bf16-weights] [--quant]\n");
+    bargs A;
+    int rc = parse_args(argc, argv, &A);
+    if (rc) return rc;
+#ifndef BRISK_NCCL
+    if (A.tp > 1) {
+        fprintf(stderr, "bench_cuda: --tp %d needs NCCL: this build has none (make CUDA=1 builds it "
+                        "where nccl.h is found)\n", A.tp);
         return 2;
     }
+#endif
+    const char *dir = A.dir, *out = A.out;
+    int *batches = A.batches, nb = A.nb, pf = A.pf, kernels = A.kernels, kvf = A.kvf;
+    int bf16w = A.bf16w;
+    bench B;
+    memset(&B, 0, sizeof B);
+    B.prompt = A.prompt; B.steps = A.steps; B.warm = 3; B.rng = 12345; B.skinny_max = A.skinny_max;
+    B.ablate = A.ablate; B.only = A.only; B.quant = A.quant;
     int ndev = 0;
-    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev < 1) {
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess) ndev = 0;
+    if (A.tp > 1 && ndev < A.tp) {   /* a split asked for is a failure, not a note */
+        fprintf(stderr, "bench_cuda: --tp %d needs %d GPUs, %d visible\n", A.tp, A.tp, ndev);
+        return 1;
+    }
+    if (ndev < 1) {
         printf("bench_cuda: no CUDA device visible\n");
         return 0;
     }
@@ -801,7 +898,8 @@ int main(int argc, char **argv) {
     name = name && name[1] ? name + 1 : dir;
     char outbuf[512];
     if (!out) {
-        snprintf(outbuf, sizeof outbuf, "benchmarks/results/cuda_%s.json", name);
+        if (A.tp > 1) snprintf(outbuf, sizeof outbuf, "benchmarks/results/cuda_tp%d_%s.json", A.tp, name);
+        else snprintf(outbuf, sizeof outbuf, "benchmarks/results/cuda_%s.json", name);
         out = outbuf;
     }
     eng_err err = {0};
@@ -823,15 +921,29 @@ int main(int argc, char **argv) {
     bench_opts(&B, &co);
     co.bf16_weights = bf16w;
     co.kv_format = kvf;
-    if (eng_backend_cuda_create_opts(m, n_blocks, BS, &co, &B.b, &err)) {
+    if (A.tp > 1 ? eng_backend_cuda_tp_create(m, n_blocks, BS, kvf, A.tp, &B.b, &err)
+                 : eng_backend_cuda_create_opts(m, n_blocks, BS, &co, &B.b, &err)) {
         fprintf(stderr, "bench_cuda: %s\n", err.msg);
         return 1;
     }
+    set_opts(&B, 0, -1, 0, 0);   /* the split's ranks too get --skinny-max */
     eng_cuda_get_info(B.b, &B.info);
-    printf("backend up in %.1f s on %s (%d SMs): weights %.3f GB (%s), KV %zu bytes/token (%s), "
+#ifdef BRISK_NCCL
+    /* a communicator of its own, for the all-reduces timed apart */
+    if (A.tp > 1 && kern_tp_create(A.tp, &B.tp, &err)) {
+        fprintf(stderr, "bench_cuda: %s\n", err.msg);
+        return 1;
+    }
+#endif
+    printf("backend up in %.1f s on %s (%d SMs)%s: weights %.3f GB (%s), KV %zu bytes/token (%s), "
            "%d blocks\n", eng_now_s() - t0, B.info.device, B.info.n_sms,
-           B.info.dense_weight_bytes / 1e9, B.info.weights_bf16 ? "bf16" : "f32",
-           B.info.kv_bytes_per_token, eng_kv_format_name(B.info.kv_format), n_blocks);
+           B.info.n_ranks > 1 ? ", rank 0 of the split" : "", B.info.dense_weight_bytes / 1e9,
+           B.info.weights_bf16 ? "bf16" : "f32", B.info.kv_bytes_per_token,
+           eng_kv_format_name(B.info.kv_format), n_blocks);
+    if (B.info.n_ranks > 1)
+        printf("split over %d GPUs: floor = the largest rank's weight + KV bytes over one GPU's copy "
+               "bandwidth; all-reduces timed apart (2 x layers of rows x hidden f32 a step)\n",
+               B.info.n_ranks);
     if (B.info.quant)
         printf("quantized blocks: %.3f GB read per step by passes of up to %d rows (the floor's "
                "bytes there); wider passes read the %s copy above\n", B.info.weight_bytes / 1e9,
@@ -841,7 +953,17 @@ int main(int argc, char **argv) {
     cJSON_AddStringToObject(root, "model", name);
     cJSON_AddStringToObject(root, "device", B.info.device);
     cJSON_AddNumberToObject(root, "bandwidth_GBps", B.bw / 1e9);
+    cJSON_AddNumberToObject(root, "tp", B.info.n_ranks);
     cJSON_AddNumberToObject(root, "weight_bytes", (double)B.info.dense_weight_bytes);
+    if (B.info.n_ranks > 1) {
+        cJSON_AddStringToObject(root, "floor_note", "per GPU: the largest rank's weight share + its "
+                                "KV bytes over one GPU's copy bandwidth (weight_bytes, "
+                                "kv_bytes_per_token: rank 0's)");
+        cJSON_AddStringToObject(root, "allreduce_note", "allreduce_ms: 2 x layers all-reduces of "
+                                "batch x hidden f32 on every GPU, replayed from a CUDA graph apart "
+                                "from the step (a communicator of its own); the logits all-gather "
+                                "and split-K passes' larger messages not counted");
+    }
     cJSON_AddNumberToObject(root, "quant", B.info.quant);
     if (B.info.quant) {
         cJSON_AddNumberToObject(root, "quant_weight_bytes", (double)B.info.weight_bytes);
@@ -852,7 +974,7 @@ int main(int argc, char **argv) {
     cJSON_AddNumberToObject(root, "prompt", B.prompt);
     cJSON_AddNumberToObject(root, "steps", B.steps);
     if (kernels) kernel_bench(eng_model_config(m), B.bw, B.info.n_sms, root);
-    int rc = pf > 0 ? prefill(&B, pf, root, &err) : 0;   /* --prefill 0: decode only */
+    rc = pf > 0 ? prefill(&B, pf, root, &err) : 0;   /* --prefill 0: decode only */
     set_opts(&B, 0, -1, 0, 0);   /* --skinny-max from the first run on */
     cJSON *arr = cJSON_AddArrayToObject(root, "decode");
     printf("  batch  variant     step ms   tokens/s      ctx  floor ms  floor t/s  of floor\n");
@@ -870,6 +992,9 @@ int main(int argc, char **argv) {
     free(js);
     cJSON_Delete(root);
     B.b->destroy(B.b);
+#ifdef BRISK_NCCL
+    kern_tp_destroy(B.tp);
+#endif
     eng_model_free(m);
     return rc ? 1 : 0;
 }

@@ -30,26 +30,6 @@ typedef struct shape { const char *name; int hidden, layers; } shape;
 static const shape shapes[] = { { "7b", 3584, 28 }, { "32b", 5120, 64 } };
 static const int rows[] = { 1, 8, 32 };
 
-static int sync_all(int n, cudaStream_t *st) {
-    for (int r = 0; r < n; r++) {
-        cudaSetDevice(r);
-        if (cudaStreamSynchronize(st[r]) != cudaSuccess) return -1;
-    }
-    return 0;
-}
-
-/* iters grouped all-reduces of count floats on every rank. */
-static int enqueue(kern_tp *t, int n, float **buf, size_t count, cudaStream_t *st, int iters,
-                   eng_err *err) {
-    for (int i = 0; i < iters; i++) {
-        int rc = kern_tp_group_start(err);
-        for (int r = 0; r < n && !rc; r++) rc = kern_tp_allreduce(t, r, buf[r], count, st[r], err);
-        if (!rc) rc = kern_tp_group_end(err);
-        if (rc) return rc;
-    }
-    return ENG_OK;
-}
-
 int main(int argc, char **argv) {
     int n = 0, iters = 200;
     const char *out = NULL;
@@ -71,17 +51,6 @@ int main(int argc, char **argv) {
     eng_err err = { 0 };
     kern_tp *t = NULL;
     if (kern_tp_create(n, &t, &err)) { fprintf(stderr, "bench_nccl: %s\n", err.msg); return 1; }
-    cudaStream_t st[MAXR];
-    float *buf[MAXR];
-    size_t cap = 32 * 5120;
-    for (int r = 0; r < n; r++) {
-        cudaSetDevice(r);
-        if (cudaStreamCreateWithFlags(&st[r], cudaStreamNonBlocking) ||
-            cudaMalloc((void **)&buf[r], cap * 4) || cudaMemset(buf[r], 0, cap * 4)) {
-            fprintf(stderr, "bench_nccl: CUDA set-up failed on device %d\n", r);
-            return 1;
-        }
-    }
     char dev[256] = "";
     struct cudaDeviceProp prop;
     if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) snprintf(dev, sizeof dev, "%s", prop.name);
@@ -96,36 +65,8 @@ int main(int argc, char **argv) {
     for (size_t s = 0; s < sizeof shapes / sizeof *shapes && !rc; s++)
         for (size_t k = 0; k < sizeof rows / sizeof *rows && !rc; k++) {
             size_t count = (size_t)rows[k] * shapes[s].hidden;
-            /* warm-up, then eager */
-            if ((rc = enqueue(t, n, buf, count, st, 10, &err)) || (rc = sync_all(n, st))) break;
-            double t0 = eng_now_s();
-            if ((rc = enqueue(t, n, buf, count, st, iters, &err)) || (rc = sync_all(n, st))) break;
-            double eager = (eng_now_s() - t0) / iters;
-            /* the same calls captured into one graph per rank */
-            cudaGraph_t g[MAXR];
-            cudaGraphExec_t x[MAXR];
-            for (int r = 0; r < n; r++) {
-                cudaSetDevice(r);
-                cudaStreamBeginCapture(st[r], cudaStreamCaptureModeRelaxed);
-            }
-            rc = enqueue(t, n, buf, count, st, iters, &err);
-            for (int r = 0; r < n; r++) {
-                cudaSetDevice(r);
-                if (cudaStreamEndCapture(st[r], &g[r]) || cudaGraphInstantiate(&x[r], g[r], 0))
-                    rc = rc ? rc : ENG_EIO;
-            }
-            if (rc) { if (!err.msg[0]) snprintf(err.msg, sizeof err.msg, "graph capture failed"); break; }
-            for (int r = 0; r < n; r++) { cudaSetDevice(r); cudaGraphLaunch(x[r], st[r]); }
-            if ((rc = sync_all(n, st))) break;
-            t0 = eng_now_s();
-            for (int r = 0; r < n; r++) { cudaSetDevice(r); cudaGraphLaunch(x[r], st[r]); }
-            if ((rc = sync_all(n, st))) break;
-            double graph = (eng_now_s() - t0) / iters;
-            for (int r = 0; r < n; r++) {
-                cudaSetDevice(r);
-                cudaGraphExecDestroy(x[r]);
-                cudaGraphDestroy(g[r]);
-            }
+            double eager, graph;
+            if ((rc = kern_tp_time_allreduce(t, count, iters, &eager, &graph, &err))) break;
             double step = 2.0 * shapes[s].layers * graph;
             printf("%-4s %5d %10zu %12.2f %12.2f %14.3f\n", shapes[s].name, rows[k], count * 4,
                    eager * 1e6, graph * 1e6, step * 1e3);
@@ -138,7 +79,7 @@ int main(int argc, char **argv) {
             cJSON_AddNumberToObject(o, "step_allreduce_ms", step * 1e3);
             cJSON_AddItemToArray(res, o);
         }
-    if (rc) fprintf(stderr, "bench_nccl: %s\n", err.msg[0] ? err.msg : "a CUDA call failed");
+    if (rc) fprintf(stderr, "bench_nccl: %s\n", err.msg);
     if (!rc && out) {
         char *js = cJSON_Print(root);
         FILE *f = fopen(out, "w");
@@ -147,7 +88,6 @@ int main(int argc, char **argv) {
         free(js);
     }
     cJSON_Delete(root);
-    for (int r = 0; r < n; r++) { cudaSetDevice(r); cudaFree(buf[r]); cudaStreamDestroy(st[r]); }
     kern_tp_destroy(t);
     return rc ? 1 : 0;
 }

@@ -1295,7 +1295,9 @@ static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
         if ((rc = put_weight(c, (char *)c->lm_head, m->t_lm_head, m->lm_head, VH, "lm_head", err)))
             return rc;
     }
-    c->weight_bytes += VH * eb + (size_t)g->hidden * 4;
+    /* the bytes a decode step reads: the lm_head (the tied embedding), not
+     * a split rank's whole embedding, of which a step reads a few rows */
+    c->weight_bytes += (c->tp ? 0 : VH * eb) + (size_t)g->hidden * 4;
     if ((rc = put_vec(c, &c->final_norm, m->t_final_norm, m->final_norm, g->hidden, "norm", err)))
         return rc;
     if (!m->rope_inv_freq) return eng_seterr(err, ENG_EFORMAT, "CUDA backend: model has no RoPE table");
@@ -1593,32 +1595,69 @@ extern "C" int eng_backend_cuda_create(const eng_model *m, int n_blocks, int blo
     return eng_backend_cuda_create_opts(m, n_blocks, block_size, &o, out, err);
 }
 
+/* The cu_ctx of each rank behind b into r (ENG_TP_MAX of them): one for an
+ * unsplit backend, n_ranks for a split; 0 for a backend not CUDA's. */
+static int ranks_of(const eng_backend *b, cu_ctx **r) {
+    if (!b) return 0;
+    if (b->forward == cu_forward) {
+        r[0] = (cu_ctx *)b->ctx;
+        return 1;
+    }
+#ifdef BRISK_NCCL
+    if (b->forward == cu_tp_forward) {
+        const cu_tp_set *t = (const cu_tp_set *)b->ctx;
+        for (int i = 0; i < t->n; i++) r[i] = t->r[i];
+        return t->n;
+    }
+#endif
+    return 0;
+}
+
+/* Rank c's device current for the calls that follow (a split's ranks each
+ * have their own; an unsplit backend's is the caller's). */
+static void rank_device(const cu_ctx *c) {
+    if (c->tp) cudaSetDevice(c->dev);
+}
+
 extern "C" int eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o) {
-    if (!b || !o || b->forward != cu_forward) return ENG_EINVAL;
-    cu_ctx *c = (cu_ctx *)b->ctx;
-    cudaStreamSynchronize(c->st);
-    graphs_clear(c);
-    int bf16 = c->opt.bf16_weights, kvf = c->opt.kv_format;
-    c->opt = *o;
-    c->opt.bf16_weights = bf16;
-    c->opt.kv_format = kvf;
-    opts_clamp(&c->opt);
+    cu_ctx *r[ENG_TP_MAX];
+    int n = o ? ranks_of(b, r) : 0;
+    if (!n) return ENG_EINVAL;
+    for (int i = 0; i < n; i++) {
+        cu_ctx *c = r[i];
+        rank_device(c);
+        cudaStreamSynchronize(c->st);
+        graphs_clear(c);
+        int bf16 = c->opt.bf16_weights, kvf = c->opt.kv_format;
+        c->opt = *o;
+        c->opt.bf16_weights = bf16;
+        c->opt.kv_format = kvf;
+        if (c->tp) c->opt.quant = 0;   /* the quantized blocks are whole tensors, not shares */
+        opts_clamp(&c->opt);
+    }
     return ENG_OK;
 }
 
 extern "C" int eng_cuda_bench_skip(eng_backend *b, int mask) {
-    if (!b || b->forward != cu_forward) return ENG_EINVAL;
-    cu_ctx *c = (cu_ctx *)b->ctx;
-    cudaStreamSynchronize(c->st);
-    graphs_clear(c);
-    c->skip = mask;
+    cu_ctx *r[ENG_TP_MAX];
+    int n = ranks_of(b, r);
+    if (!n) return ENG_EINVAL;
+    for (int i = 0; i < n; i++) {
+        rank_device(r[i]);
+        cudaStreamSynchronize(r[i]->st);
+        graphs_clear(r[i]);
+        r[i]->skip = mask;
+    }
     return ENG_OK;
 }
 
-extern "C" int eng_cuda_get_info(const eng_backend *b, eng_cuda_info *info) {
-    if (!b || !info || b->forward != cu_forward) return ENG_EINVAL;
-    const cu_ctx *c = (const cu_ctx *)b->ctx;
+extern "C" int eng_cuda_get_rank_info(const eng_backend *b, int rank, eng_cuda_info *info) {
+    cu_ctx *r[ENG_TP_MAX];
+    int n = ranks_of(b, r);
+    if (!info || rank < 0 || rank >= n) return ENG_EINVAL;
+    const cu_ctx *c = r[rank];
     memset(info, 0, sizeof *info);
+    info->n_ranks = n;
     info->quant = quant_on(c);
     info->quant_rows = info->quant ? c->opt.quant_max_rows : 0;
     info->dense_weight_bytes = c->weight_bytes;
@@ -1632,4 +1671,8 @@ extern "C" int eng_cuda_get_info(const eng_backend *b, eng_cuda_info *info) {
     info->attn_variant = c->opt.attn_variant;
     snprintf(info->device, sizeof info->device, "%s", c->dev_name);
     return ENG_OK;
+}
+
+extern "C" int eng_cuda_get_info(const eng_backend *b, eng_cuda_info *info) {
+    return eng_cuda_get_rank_info(b, 0, info);
 }

@@ -72,9 +72,15 @@ typedef struct eng_cuda_info {
     int weights_bf16, n_sms, graphs;
     int kv_format;      /* ENG_KV_*: the pool's format, which kv_bytes_per_token follows */
     int attn_variant;   /* as set in eng_cuda_opts: 0 = per pass (2 or 3 by rows and context) */
+    int n_ranks;        /* 1, or the GPUs of a split (eng_backend_cuda_tp_create) */
     char device[128];
 } eng_cuda_info;
+/* Rank 0's figures; for a split, every byte count is that rank's share (its
+ * weights: its heads and MLP columns, the whole embedding, its lm_head rows;
+ * its KV heads). */
 int eng_cuda_get_info(const eng_backend *b, eng_cuda_info *info);
+/* The same for rank 0 .. n_ranks - 1 (ENG_EINVAL past the last). */
+int eng_cuda_get_rank_info(const eng_backend *b, int rank, eng_cuda_info *info);
 
 /* Benchmarks only (bench_cuda --ablate): every pass from now on leaves the
  * KERN_SKIP_* stages in mask out, so the time of the rest can be measured;

@@ -152,3 +152,76 @@ extern "C" int kern_tp_group_end(eng_err *err) {
     ncclResult_t e = nc.group_end();
     return e == ncclSuccess ? ENG_OK : nccl_fail(err, e, "ncclGroupEnd");
 }
+
+static int sync_ranks(int n, cudaStream_t *st) {
+    for (int r = 0; r < n; r++)
+        if (cudaSetDevice(r) != cudaSuccess || cudaStreamSynchronize(st[r]) != cudaSuccess) return -1;
+    return 0;
+}
+
+/* iters all-reduces of count floats, every rank's call grouped. */
+static int enqueue_allreduces(kern_tp *t, float **buf, size_t count, cudaStream_t *st, int iters,
+                              eng_err *err) {
+    for (int i = 0; i < iters; i++) {
+        int rc = kern_tp_group_start(err);
+        for (int r = 0; r < t->n && !rc; r++) rc = kern_tp_allreduce(t, r, buf[r], count, st[r], err);
+        if (!rc) rc = kern_tp_group_end(err);
+        if (rc) return rc;
+    }
+    return ENG_OK;
+}
+
+extern "C" int kern_tp_time_allreduce(kern_tp *t, size_t count, int iters, double *eager_s,
+                                      double *graph_s, eng_err *err) {
+    if (!t || !count || iters < 1 || !eager_s || !graph_s)
+        return eng_seterr(err, ENG_EINVAL, "NCCL: all-reduce timing: bad arguments");
+    const int n = t->n;
+    cudaStream_t *st = (cudaStream_t *)calloc(n, sizeof *st);
+    float **buf = (float **)calloc(n, sizeof *buf);
+    cudaGraph_t *g = (cudaGraph_t *)calloc(n, sizeof *g);
+    cudaGraphExec_t *x = (cudaGraphExec_t *)calloc(n, sizeof *x);
+    int rc = !st || !buf || !g || !x ? eng_seterr(err, ENG_ENOMEM, "NCCL: out of host memory") : 0;
+    for (int r = 0; r < n && !rc; r++)
+        if (cudaSetDevice(r) || cudaStreamCreateWithFlags(&st[r], cudaStreamNonBlocking) ||
+            cudaMalloc((void **)&buf[r], count * 4) || cudaMemset(buf[r], 0, count * 4))
+            rc = eng_seterr(err, ENG_EIO, "NCCL: all-reduce timing: CUDA set-up failed on device %d", r);
+    /* warm-up, then eager */
+    if (!rc && !(rc = enqueue_allreduces(t, buf, count, st, 10, err)) && sync_ranks(n, st))
+        rc = eng_seterr(err, ENG_EIO, "NCCL: all-reduce timing: a stream failed");
+    double t0 = eng_now_s();
+    if (!rc && !(rc = enqueue_allreduces(t, buf, count, st, iters, err)) && sync_ranks(n, st))
+        rc = eng_seterr(err, ENG_EIO, "NCCL: all-reduce timing: a stream failed");
+    *eager_s = (eng_now_s() - t0) / iters;
+    /* the same calls captured into one graph per rank, replayed once to warm */
+    int captured = 0;
+    if (!rc) {
+        for (int r = 0; r < n; r++) {
+            cudaSetDevice(r);
+            cudaStreamBeginCapture(st[r], cudaStreamCaptureModeRelaxed);
+        }
+        rc = enqueue_allreduces(t, buf, count, st, iters, err);
+        for (int r = 0; r < n; r++) {
+            cudaSetDevice(r);
+            int bad = cudaStreamEndCapture(st[r], &g[r]) != cudaSuccess ||
+                      cudaGraphInstantiate(&x[r], g[r], 0) != cudaSuccess;
+            if (bad && !rc) rc = eng_seterr(err, ENG_EIO, "NCCL: all-reduce graph capture failed");
+        }
+        captured = 1;
+    }
+    for (int k = 0; k < 2 && !rc; k++) {
+        t0 = eng_now_s();
+        for (int r = 0; r < n; r++) { cudaSetDevice(r); cudaGraphLaunch(x[r], st[r]); }
+        if (sync_ranks(n, st)) rc = eng_seterr(err, ENG_EIO, "NCCL: all-reduce graph replay failed");
+        *graph_s = (eng_now_s() - t0) / iters;
+    }
+    for (int r = 0; r < n && st; r++) {
+        cudaSetDevice(r);
+        if (captured && x[r]) cudaGraphExecDestroy(x[r]);
+        if (captured && g[r]) cudaGraphDestroy(g[r]);
+        if (buf && buf[r]) cudaFree(buf[r]);
+        if (st[r]) cudaStreamDestroy(st[r]);
+    }
+    cudaGetLastError();
+    free(st); free(buf); free(g); free(x);
+    return rc;
+}

@@ -39,6 +39,12 @@ int  kern_tp_allgather(kern_tp *t, int r, const float *send, float *recv, size_t
  * [rows][share] (rank q's columns are vocabulary ids q * share + j), out
  * gets [rows][V], ids past V (the last rank's padding) left out. */
 int  kern_tp_spread(cudaStream_t s, const float *g, int n, int rows, int share, int V, float *out);
+/* Benchmarks: the time of one all-reduce of count floats on every rank
+ * (buffers of its own, iters calls after 10 to warm up), enqueued one by one
+ * (*eager_s) and replayed from a CUDA graph of the iters calls (*graph_s),
+ * as a decode step's graph replays them. */
+int  kern_tp_time_allreduce(kern_tp *t, size_t count, int iters, double *eager_s,
+                            double *graph_s, eng_err *err);
 /* One thread calling for several ranks brackets the calls with these. */
 int  kern_tp_group_start(eng_err *err);
 int  kern_tp_group_end(eng_err *err);

@@ -42,6 +42,28 @@ static void refused(const char *cmd, const char *want) {
     T_CHECKF(rc == 2 && strstr(out, want), "`%s`: exit %d, wanted '%s' in: %.300s", cmd, rc, want, out);
 }
 
+/* bench_cuda --tp: bad values refused in every build (the arguments are read
+ * first); a split asked of a build without CUDA refused, naming what it needs;
+ * a plain run there still only says it was built without CUDA. */
+#define BENCH_CUDA "build/benchmarks/bench_cuda"
+static void test_bench_cuda_tp(void) {
+    refused(BENCH_CUDA " " MODEL " --tp 0", "--tp takes 1 to 64 GPUs, not 0");
+    refused(BENCH_CUDA " " MODEL " --tp two", "--tp takes 1 to 64 GPUs, not two");
+    refused(BENCH_CUDA " " MODEL " --tp 2x", "not 2x");
+    refused(BENCH_CUDA " " MODEL " --tp 65", "not 65");
+    refused(BENCH_CUDA " " MODEL " --tp", "unknown argument --tp");
+    refused(BENCH_CUDA " " MODEL " --tp 2 --quant", "--tp 2 takes none of --quant");
+    refused(BENCH_CUDA " " MODEL " --tp 2 --bf16-weights", "takes none of");
+    refused(BENCH_CUDA " " MODEL " --tp 4 --kernels", "takes none of");
+    refused(BENCH_CUDA " --tp 2", "usage: bench_cuda MODEL_DIR");
+#ifndef BRISK_CUDA
+    refused(BENCH_CUDA " " MODEL " --tp 2", "--tp 2 needs a CUDA build with NCCL");
+    char out[1024];
+    int rc = run(BENCH_CUDA " " MODEL " --tp 1", out, sizeof out);
+    T_CHECKF(rc == 0 && strstr(out, "built without CUDA"), "--tp 1: exit %d: %s", rc, out);
+#endif
+}
+
 static void test_bad_values(void) {
     refused(BRISK " serve --model " MODEL " --port 99999", "--port must be an integer from 0 to 65535 (got '99999')");
     refused(BRISK " serve --model " MODEL " --port abc", "--port must be an integer from 0 to 65535 (got 'abc')");
@@ -206,6 +228,7 @@ int main(void) {
     T_RUN(test_bad_values);
     T_RUN(test_unknown);
     T_RUN(test_tp);
+    T_RUN(test_bench_cuda_tp);
     T_RUN(test_stats_line);
     T_RUN(test_default_outputs);
     T_RUN(test_deps_lock);

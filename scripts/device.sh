@@ -40,6 +40,19 @@
 #                 visible GPU (one rank each; a single GPU runs one rank).
 #                 test_cuda's test_tp_backend runs the CUDA split through NCCL
 #                 over the GPUs there are (part test; one rank on one GPU)
+#        tp       tensor parallelism on CUDA (issue 27; 2+ GPUs, a build with
+#                 NCCL): test_cuda's test_tp_backend (BRISK_TEST_ONLY) and
+#                 test_nccl, then bench_cuda --tp 1/2/4 (as many as there are
+#                 GPUs; TP_SIZES) at batch 1/8/32 (TP_BATCHES) on the 7B and
+#                 32B shapes (TP_MODELS; 32B ~65 GB on disk, made in ~2-3 min,
+#                 not at tp 1: its weights + KV pass one 80 GB card; left out
+#                 when the call is past TP_32B_BY seconds, default 240): per
+#                 GPU floor, the step, the all-reduces timed apart.  ~8-9 min
+#                 on 4 GPUs.  The transformers peer is not run split: its tensor
+#                 parallelism (tp_plan="auto") needs torchrun, one process per
+#                 GPU, which bench_peer.py (one process, one device) does not
+#                 do; device_map="auto" splits by layers (one GPU at a time), no
+#                 peer for a tensor-parallel step
 # Models are random weights with real shapes (brisk mkmodel), made once per
 # machine under /tmp/brisk-models.  Results land in $OUT.
 set -u -o pipefail
@@ -222,6 +235,33 @@ part_nccl() {
     $BIN/test_nccl > "$OUT/test_nccl.log" 2>&1; echo "test_nccl exit $?"
     grep -E "rank|SKIP|check failed|passed" "$OUT/test_nccl.log" | head -12
     $BIN/bench_nccl --out "$OUT/nccl_$(nvidia-smi -L | wc -l)gpu.json" 2>&1 | tail -10
+}
+part_tp() {
+    local ng=$(nvidia-smi -L | wc -l)
+    [ "$ng" -ge 2 ] || { echo "part tp: $ng GPU here; it needs 2 or more"; return; }
+    [ -x $BIN/test_nccl ] || { echo "part tp: no test_nccl: this build has no NCCL"; return; }
+    BRISK_TEST_ONLY=tp_backend timeout 150 $BIN/test_cuda > "$OUT/tp_test_cuda.log" 2>&1
+    echo "test_cuda (test_tp_backend) exit $?"
+    grep -E "rank|SKIP|check failed|passed" "$OUT/tp_test_cuda.log" | head -12
+    timeout 60 $BIN/test_nccl > "$OUT/tp_test_nccl.log" 2>&1; echo "test_nccl exit $?"
+    grep -E "rank|SKIP|check failed|passed" "$OUT/tp_test_nccl.log" | head -12
+    stamp "tp: tests done"
+    for m in ${TP_MODELS:-qwen2.5-7b qwen2.5-32b}; do
+        if [ $m = qwen2.5-32b ] && [ $(( $(date +%s) - T0 )) -gt ${TP_32B_BY:-240} ]; then
+            echo "tp: qwen2.5-32b left out (past ${TP_32B_BY:-240} s): TP_MODELS=qwen2.5-32b alone"
+            continue
+        fi
+        model $m || { echo "tp: cannot make $m ($(df -h /tmp | tail -1))"; continue; }
+        stamp "tp: $m made"
+        for n in ${TP_SIZES:-1 2 4}; do
+            [ $n -le $ng ] || continue
+            [ $m = qwen2.5-32b ] && [ $n = 1 ] && continue
+            timeout ${TP_TIMEOUT:-180} $BIN/bench_cuda $MD/$m --tp $n --batches ${TP_BATCHES:-1,8,32} \
+                --prefill 0 --steps 16 --ablate-only none --out "$OUT/tp${n}_${ng}gpu_$m.json" 2>&1 |
+                grep -E "backend up|split|copy bandwidth|batch|default|all-reduces|bench_cuda|wrote"
+            stamp "tp: $m at tp $n"
+        done
+    done
 }
 part_ngram() {  # n-gram speculation on the real models' own text (needs part real's files):
                 # MATH-500 problems and ParallelPrompt reading-comprehension rows; Gemma 3 270M

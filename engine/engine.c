@@ -207,6 +207,15 @@ int eng_opts_arg(const char *k, const char *v, eng_opts *o, int *used, eng_err *
         *used = 1;
         return ENG_OK;
     }
+    if (!strcmp(k, "--kv")) {
+        int f = v ? eng_kv_format_parse(v) : -1;
+        if (f < 0)
+            return eng_seterr(err, ENG_EINVAL, "--kv must be f32 or bf16 (got '%s')",
+                              v ? v : "nothing");
+        o->kv_format = f;
+        *used = 2;
+        return ENG_OK;
+    }
     if (strcmp(k, "--tp")) return ENG_OK;
     char *end = NULL;
     long n = v ? strtol(v, &end, 10) : 0;

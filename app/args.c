@@ -56,16 +56,6 @@ int arg_engine(const char *cmd, int argc, char **argv, int *i, eng_opts *o) {
     return 1;
 }
 
-int arg_kv(const char *cmd, const char *opt, const char *v, int *out) {
-    int f = eng_kv_format_parse(v);
-    if (f < 0) {
-        fprintf(stderr, "brisk %s: %s must be f32 or bf16 (got '%s')\n", cmd, opt, v);
-        return -1;
-    }
-    *out = f;
-    return 0;
-}
-
 int arg_unknown(const char *cmd, const char *opt) {
     fprintf(stderr, "brisk %s: unknown option '%s'\n", cmd, opt);
     return -1;

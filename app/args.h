@@ -13,12 +13,10 @@ int arg_int(const char *cmd, const char *opt, const char *v, long lo, long hi, i
 int arg_num(const char *cmd, const char *opt, const char *v, double lo, double hi, double *out);
 /* A seed: an integer from 0 to 2^64 - 1. */
 int arg_u64(const char *cmd, const char *opt, const char *v, uint64_t *out);
-/* The engine options (eng_opts_arg: --cuda, --tp N, --quant) at argv[*i]: 0 when it
+/* The engine options (eng_opts_arg: --cuda, --tp N, --quant, --kv) at argv[*i]: 0 when it
  * is none of them, 1 when taken (*i then on its last argument), -1 after
  * printing what is wrong. */
 int arg_engine(const char *cmd, int argc, char **argv, int *i, eng_opts *o);
-/* A KV format (--kv f32|bf16, eng_kv_format_parse) into *out (ENG_KV_*). */
-int arg_kv(const char *cmd, const char *opt, const char *v, int *out);
 /* "brisk CMD: unknown option OPT"; returns -1. */
 int arg_unknown(const char *cmd, const char *opt);
 /* "brisk CMD: OPT needs a value"; returns -1. */

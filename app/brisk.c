@@ -10,7 +10,7 @@ static void usage(void) {
         "  serve    --model DIR [--port P]\n"
         "  replay   parallelprompt FILE.json [--model DIR]\n"
         "  bench    math500 --model DIR [--limit K]\n"
-        "  mkmodel  --preset NAME --out DIR   (random weights, real shapes, for speed tests)\n"
+        "  mkmodel  --preset NAME --out DIR [--format q8_0|q4_0|q4_k_m]   (random weights, real shapes, for speed tests)\n"
         "  tokenize --model DIR|tokenizer.json|FILE.gguf --text TEXT [--ids] [--special]\n"
         "  grade    --gold G --answer A [--json] | --jsonl FILE   (MATH answer grading; --help)\n");
 }

@@ -9,7 +9,7 @@
 
 typedef struct gen_args {
     const char *model, *prompt;
-    int max_tokens, chat, stats, kv_format;
+    int max_tokens, chat, stats;
     eng_opts eng;
     eng_sampling samp;
 } gen_args;
@@ -33,13 +33,12 @@ static int parse_args(int argc, char **argv, gen_args *a) {
         if (!strcmp(k, "--stats")) { a->stats = 1; continue; }
         if (strcmp(k, "--model") && strcmp(k, "--prompt") && strcmp(k, "--max-tokens") &&
             strcmp(k, "--temperature") && strcmp(k, "--top-k") && strcmp(k, "--top-p") &&
-            strcmp(k, "--seed") && strcmp(k, "--kv"))
+            strcmp(k, "--seed"))
             return arg_unknown("generate", k);
         if (!v) return arg_missing("generate", k);
         if (!strcmp(k, "--model")) a->model = v;
         else if (!strcmp(k, "--prompt")) a->prompt = v;
         else if (!strcmp(k, "--max-tokens")) rc = arg_int("generate", k, v, 1, 1 << 20, &a->max_tokens);
-        else if (!strcmp(k, "--kv")) rc = arg_kv("generate", k, v, &a->kv_format);
         else if (!strcmp(k, "--temperature")) {
             if (!(rc = arg_num("generate", k, v, 0, 5, &x))) a->samp.temperature = (float)x;
         } else if (!strcmp(k, "--top-k")) rc = arg_int("generate", k, v, 0, 1000000, &a->samp.top_k);
@@ -75,7 +74,6 @@ static int run(const gen_args *a, eng_err *err) {
     if ((rc = eng_model_load(a->model, &m, err))) return rc;
     eng_opts o = a->eng;
     o.max_seqs = 4;
-    o.kv_format = a->kv_format;
     const eng_tok *tok = eng_model_tok(m);
     if ((rc = eng_create(m, &o, &e, err))) goto out;
     if ((rc = encode_prompt(m, a, &ids, &n, err))) goto out;

@@ -45,7 +45,7 @@
 
 typedef struct replay_args {
     const char *file, *model, *out;
-    int limit, max_tokens, serial_cap, kv_tokens, verbose, hoist, warmup, kv_format;
+    int limit, max_tokens, serial_cap, kv_tokens, verbose, hoist, warmup;
     eng_opts eng;
     eng_sampling samp;
 } replay_args;
@@ -109,8 +109,7 @@ static int parse_args(int argc, char **argv, replay_args *a) {
         if (!strcmp(k, "--literal-template")) { a->hoist = 0; continue; }
         if (strcmp(k, "--model") && strcmp(k, "--limit") && strcmp(k, "--max-tokens") &&
             strcmp(k, "--serial-max-tokens") && strcmp(k, "--out") && strcmp(k, "--temperature") &&
-            strcmp(k, "--seed") && strcmp(k, "--kv-tokens") && strcmp(k, "--warmup") &&
-            strcmp(k, "--kv"))
+            strcmp(k, "--seed") && strcmp(k, "--kv-tokens") && strcmp(k, "--warmup"))
             return arg_unknown("replay", k);
         if (!v) return arg_missing("replay", k);
         if (!strcmp(k, "--model")) a->model = v;
@@ -122,7 +121,6 @@ static int parse_args(int argc, char **argv, replay_args *a) {
             if (!(rc = arg_num("replay", k, v, 0, 5, &x))) a->samp.temperature = (float)x;
         } else if (!strcmp(k, "--seed")) rc = arg_u64("replay", k, v, &a->samp.seed);
         else if (!strcmp(k, "--kv-tokens")) rc = arg_int("replay", k, v, 256, 1 << 30, &a->kv_tokens);
-        else if (!strcmp(k, "--kv")) rc = arg_kv("replay", k, v, &a->kv_format);
         else rc = arg_int("replay", k, v, 0, 1 << 20, &a->warmup);
         if (rc) return rc;
         i++;
@@ -186,7 +184,6 @@ static int model_open(const replay_args *a, model_ctx *mc, eng_err *err) {
     o.max_seqs = ORC_PP_MAX_ITEMS + 2;
     o.block_size = 16;
     o.n_blocks = a->kv_tokens / 16;
-    o.kv_format = a->kv_format;
     if ((rc = eng_create(mc->m, &o, &mc->e, err)) || (rc = orc_sched_create(mc->e, 4, &mc->s, err)))
         return rc;
     /* one short request first, so that no row's timing pays for start-up

@@ -54,7 +54,7 @@ typedef struct serve_args {
     srv_opts o;
     const char *model_dir, *search, *web_cache, *log;
     char default_cache[64];
-    int warmup, max_batch, fetch_private, kv_format;
+    int warmup, max_batch, fetch_private;
     eng_opts eng;
 } serve_args;
 
@@ -69,7 +69,7 @@ static int parse_args(int argc, char **argv, serve_args *a) {
     a->log = "-";
     static const char *const valued[] = { "--model", "--port", "--host", "--token", "--web", "--origin",
         "--search", "--web-cache", "--max-tokens-cap", "--max-queries-per-client", "--warmup", "--max-queue",
-        "--max-batch", "--log", "--model-name", "--kv", NULL };
+        "--max-batch", "--log", "--model-name", NULL };
     for (int i = 1; i < argc; i++) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int rc = arg_engine("serve", argc, argv, &i, &a->eng), known = 0;
@@ -95,7 +95,6 @@ static int parse_args(int argc, char **argv, serve_args *a) {
         else if (!strcmp(k, "--log")) a->log = v;
         else if (!strcmp(k, "--model-name")) o->model_name = v;
         else if (!strcmp(k, "--max-batch")) rc = arg_int("serve", k, v, 1, 4096, &a->max_batch);
-        else if (!strcmp(k, "--kv")) rc = arg_kv("serve", k, v, &a->kv_format);
         else rc = arg_int("serve", k, v, 0, 1 << 20, &a->warmup);
         if (rc) return rc;
         i++;
@@ -145,7 +144,6 @@ int cmd_serve(int argc, char **argv) {
     srv *s = NULL;
     eng_opts eo = a.eng;
     eo.max_seqs = a.max_batch;
-    eo.kv_format = a.kv_format;
     tool_registry *tools = tool_registry_create();
     tool_fetch_opts fo = { .allow_private = a.fetch_private };
     tool_search_opts so = { .endpoint = search };

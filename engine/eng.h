@@ -269,11 +269,12 @@ typedef struct eng_opts {
 
 /* The engine options of the command line, read in this one place by every
  * command that makes an engine: "--cuda" (the CUDA backend), "--tp N"
- * (tensor-parallel ranks, 1 to ENG_TP_MAX) and "--quant" (quant above).  k is an argument and v the next
- * one (NULL at the end).  *used: 0 when k is none of them, else how many
- * arguments it took; ENG_EINVAL naming the option for a bad or missing value. */
+ * (tensor-parallel ranks, 1 to ENG_TP_MAX), "--quant" (quant above) and
+ * "--kv f32|bf16" (kv_format).  k is an argument and v the next one (NULL
+ * at the end).  *used: 0 when k is none of them, else how many arguments
+ * it took; ENG_EINVAL naming the option for a bad or missing value. */
 int eng_opts_arg(const char *k, const char *v, eng_opts *o, int *used, eng_err *err);
-#define ENG_OPTS_USAGE "[--cuda] [--tp N] [--quant]"
+#define ENG_OPTS_USAGE "[--cuda] [--tp N] [--quant] [--kv f32|bf16]"
 
 /* Tensor parallelism: ranks the engine's model is split over (1: unsplit),
  * and one rank's counters (CPU split backend; zeros on CUDA, whose

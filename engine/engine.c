@@ -131,6 +131,12 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
         return eng_seterr(err, ENG_EINVAL, "eng_create: tp %d outside [0, %d]", d.tp, ENG_TP_MAX);
     if (d.kv_format != ENG_KV_F32 && d.kv_format != ENG_KV_BF16)
         return eng_seterr(err, ENG_EINVAL, "eng_create: unknown KV format %d", d.kv_format);
+    /* the quantized blocks are read by the CUDA backend on one GPU only */
+    if (d.quant && (d.backend != ENG_BACKEND_CUDA || d.tp > 1))
+        return eng_seterr(err, ENG_EINVAL, "--quant reads a GGUF file's blocks on the CUDA "
+                          "backend (--cuda) of one GPU; %s",
+                          d.backend != ENG_BACKEND_CUDA ? "the CPU backend reads the dequantized weights"
+                                                        : "a split (--tp) keeps dense shares");
     if (!d.block_size) d.block_size = 16;
     if (!d.max_seqs) d.max_seqs = 256;
     int blocks_given = d.n_blocks;   /* a draft engine follows the same policy */
@@ -205,6 +211,15 @@ int eng_opts_arg(const char *k, const char *v, eng_opts *o, int *used, eng_err *
     if (!strcmp(k, "--quant")) {
         o->quant = 1;
         *used = 1;
+        return ENG_OK;
+    }
+    if (!strcmp(k, "--kv")) {
+        int f = v ? eng_kv_format_parse(v) : -1;
+        if (f < 0)
+            return eng_seterr(err, ENG_EINVAL, "--kv must be f32 or bf16 (got '%s')",
+                              v ? v : "nothing");
+        o->kv_format = f;
+        *used = 2;
         return ENG_OK;
     }
     if (strcmp(k, "--tp")) return ENG_OK;

@@ -208,22 +208,25 @@ static void test_slices(void) {
     }
 }
 
-/* eng_create refuses what it cannot split, saying why. */
+/* eng_create refuses what it cannot split (or read quantized), saying why. */
 static void test_refused(void) {
     eng_model *q = load("tiny-qwen2"), *g = load("tiny-gemma3");
     if (!q || !g) T_FAIL("bundled fixtures tiny-qwen2 / tiny-gemma3 do not load");
-    struct { eng_model *m; int tp, backend, rc; const char *says; } cs[] = {
-        { q, 3, ENG_BACKEND_CPU, ENG_EUNSUPPORTED, "4 attention heads over 3 ranks" },
-        { g, 4, ENG_BACKEND_CPU, ENG_EUNSUPPORTED, "2 attention heads over 4 ranks" },
-        { q, -1, ENG_BACKEND_CPU, ENG_EINVAL, "tp -1" },
-        { q, ENG_TP_MAX + 1, ENG_BACKEND_CPU, ENG_EINVAL, "outside" },
+    struct { eng_model *m; int tp, backend, quant, rc; const char *says; } cs[] = {
+        { q, 3, ENG_BACKEND_CPU, 0, ENG_EUNSUPPORTED, "4 attention heads over 3 ranks" },
+        { g, 4, ENG_BACKEND_CPU, 0, ENG_EUNSUPPORTED, "2 attention heads over 4 ranks" },
+        { q, -1, ENG_BACKEND_CPU, 0, ENG_EINVAL, "tp -1" },
+        { q, ENG_TP_MAX + 1, ENG_BACKEND_CPU, 0, ENG_EINVAL, "outside" },
+        /* quantized blocks: the CUDA backend of one GPU only */
+        { q, 1, ENG_BACKEND_CPU, 1, ENG_EINVAL, "the CPU backend reads the dequantized weights" },
+        { q, 2, ENG_BACKEND_CUDA, 1, ENG_EINVAL, "a split (--tp) keeps dense shares" },
 #ifndef BRISK_CUDA   /* with CUDA, test_cuda tries the split on the GPUs there are */
-        { q, 2, ENG_BACKEND_CUDA, ENG_EUNSUPPORTED, "not available in this build" },
+        { q, 2, ENG_BACKEND_CUDA, 0, ENG_EUNSUPPORTED, "not available in this build" },
 #endif
     };
     for (size_t i = 0; i < sizeof cs / sizeof *cs; i++) {
         eng_opts o = { .backend = cs[i].backend, .n_threads = 1, .max_seqs = 2, .n_blocks = 8,
-                       .tp = cs[i].tp };
+                       .tp = cs[i].tp, .quant = cs[i].quant };
         eng_engine *e = NULL;
         eng_err err = { 0 };
         int rc = eng_create(cs[i].m, &o, &e, &err);

@@ -253,7 +253,6 @@ typedef struct bench_math500_opts {
     const char *model, *data, *out;
     int limit, max_tokens, threads, quiet;
     eng_opts eng;                 /* --cuda, --tp N, --quant (eng_opts_arg) */
-    int kv_format;                /* ENG_KV_* (--kv f32|bf16); default f32 */
     int ns[8], n_ns;              /* branch counts; default 4 8 16 */
     double budgets[8];            /* planner budgets (s); default 2 5 10 */
     int n_budgets;

@@ -212,10 +212,6 @@ int bench_math500_parse(int argc, char **argv, bench_math500_opts *o, eng_err *e
         else if (!strcmp(k, "--out")) o->out = v;
         else if (!strcmp(k, "--draft")) o->draft = v;
         else if (!strcmp(k, "--n") || !strcmp(k, "--budgets")) rc = set_lists(o, k, v, err);
-        else if (!strcmp(k, "--kv")) {
-            if ((o->kv_format = eng_kv_format_parse(v)) < 0)
-                rc = eng_seterr(err, ENG_EINVAL, "--kv must be f32 or bf16 (got '%s')", v);
-        }
         else rc = set_num(o, k, v, err);
     }
     if (!rc && !o->model) rc = eng_seterr(err, ENG_EINVAL, "--model DIR is required");
@@ -706,7 +702,6 @@ static int open_engine(bench *B, eng_err *err) {
     eo.block_size = 16;
     eo.n_blocks = B->n_blocks;
     eo.max_seqs = B->max_seqs;
-    eo.kv_format = o->kv_format;
     if ((rc = eng_create(B->m, &eo, &B->e, err))) return rc;
     return orc_sched_create(B->e, 4, &B->s, err);
 }

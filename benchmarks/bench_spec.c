@@ -30,6 +30,7 @@
 #include <cJSON.h>
 #include "eng.h"
 #include "orc_pp.h"
+#include "orc_tts.h"
 #include "bench.h"
 
 enum { MAX_LIST = 16 };
@@ -129,7 +130,7 @@ static int load_math(const char *path, const eng_chat *c, const eng_tok *tok, in
                      int **ids, int *lens) {
     FILE *f = fopen(path, "r");
     if (!f) { fprintf(stderr, "cannot open %s\n", path); return -1; }
-    const char *tail = "\nPlease reason step by step, and put your final answer within \\boxed{}.";
+    const char *tail = "\n" ORC_TTS_MATH_SYSTEM;
     char *line = NULL;
     size_t cap = 0;
     int n = 0;

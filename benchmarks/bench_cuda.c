@@ -644,13 +644,15 @@ static const void *kb_weights(kb_ctx *k, size_t bytes) {
 typedef struct kb_gemv {
     int N, K, mode, norm;
     int R, parts;
+    int qtype;   /* which 7: the block type */
     kern_blas *bl;
     const void *act;
     float *y2;
 } kb_gemv;
 
 /* Times n launches of kernel `which` (0 GEMV, 1 attention, 2 sampling, 3
- * RoPE, 4 attention variant 2, 5 kern_skinny, 6 cuBLASLt) in one graph;
+ * RoPE, 4 attention variant 2, 5 kern_skinny, 6 cuBLASLt, 7 kern_qgemv
+ * over g->R rows of x) in one graph;
  * returns seconds per launch, or -1. */
 static double kb_time(kb_ctx *k, int which, const kb_gemv *g, const float *x, float *y,
                       const float *nw, const kern_step *st, kern_kv kv, int nh, int splits,
@@ -669,7 +671,17 @@ static double kb_time(kb_ctx *k, int which, const kb_gemv *g, const float *x, fl
             err = kern_attention(k->s, x, kv, st, 1, nh, splits, y, NULL, 0, part, cnt, pdl);
         else if (which == 4)   /* V carries variant 2's span */
             err = kern_attention2(k->s, x, kv, st, 1, nh, splits, V, y, NULL, 0, part, cnt, pdl);
-        else if (which == 5)
+        else if (which == 7) {
+            kern_qw qw;
+            memset(&qw, 0, sizeof qw);
+            qw.n_seg = 1;
+            qw.type[0] = g->qtype;
+            qw.end[0] = g->N;
+            qw.row_bytes[0] = (int)kern_qrow_bytes(g->qtype, g->K);
+            qw.w[0] = kb_weights(k, (size_t)qw.row_bytes[0] * g->N);
+            err = kern_qgemv(k->s, &qw, g->N, g->K, x, g->R, g->norm ? nw : NULL, 1e-6f, g->mode, y,
+                             sms, pdl);
+        } else if (which == 5)
             err = kern_skinny(k->s, kb_weights(k, (size_t)g->N * g->K * 2), g->N, g->K, g->act, g->R,
                               g->parts, g->y2, sms, pdl);
         else if (which == 6) {
@@ -761,7 +773,47 @@ done:
     cudaGetLastError();
 }
 
-static void kernel_bench(const eng_config *c, double bw, int sms, cJSON *root) {
+/* kern_qgemv on the model's four layer products in Q4_K, Q6_K and Q8_0 at
+ * 1, 2, 4 and 8 rows (the pool's bytes as blocks: the values do not matter
+ * for the time), weights cold; bandwidth counts the file's bytes
+ * (eng_dt_block_bytes), as the floor does. */
+static void kb_qproducts(kb_ctx *k, const eng_config *c, double bw, int sms, const float *x,
+                         float *y, const float *nw, cJSON *root) {
+    const int H = c->hidden, I = c->intermediate, QD = c->n_heads * c->head_dim;
+    const int QKV = QD + 2 * c->n_kv_heads * c->head_dim;
+    kb_gemv gs[4] = {{.N = QKV, .K = H, .mode = KERN_STORE, .norm = 1},
+                     {.N = H, .K = QD, .mode = KERN_RESID},
+                     {.N = 2 * I, .K = H, .mode = KERN_SWIGLU, .norm = 1},
+                     {.N = H, .K = I, .mode = KERN_RESID}};
+    const char *names[4] = {"qkv", "o_proj", "gate|up", "down"};
+    const int types[3] = {ENG_DT_Q4_K, ENG_DT_Q6_K, ENG_DT_Q8_0}, rows[4] = {1, 2, 4, 8};
+    cJSON *arr = cJSON_AddArrayToObject(root, "qproducts");
+    printf("kern_qgemv (graph of 32 launches, cold blocks): us and %% of copy bandwidth at 1 | 2 | 4 | 8 rows\n");
+    for (int ti = 0; ti < 3; ti++)
+        for (int i = 0; i < 4; i++) {
+            kb_gemv g = gs[i];
+            g.qtype = types[ti];
+            const size_t rb = kern_qrow_bytes(g.qtype, g.K);
+            if (!rb || rb * g.N > KB_POOL / 2) continue;
+            const double bytes = (double)g.N * (g.K / eng_dt_block(g.qtype)) * eng_dt_block_bytes(g.qtype);
+            printf("  %-5s %-8s %6d x %-6d", eng_dt_name(g.qtype), names[i], g.N, g.K);
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "type", eng_dt_name(g.qtype));
+            cJSON_AddStringToObject(o, "product", names[i]);
+            cJSON_AddNumberToObject(o, "bytes", bytes);
+            cJSON *us = cJSON_AddArrayToObject(o, "us");
+            for (int r = 0; r < 4; r++) {
+                g.R = rows[r];
+                double t = kb_time(k, 7, &g, x, y, nw, NULL, (kern_kv){0}, 0, 0, NULL, NULL, 0, NULL, sms, 1);
+                printf(" | %7.2f %3.0f%%", t * 1e6, t > 0 ? 100 * bytes / t / bw : 0.0);
+                cJSON_AddItemToArray(us, cJSON_CreateNumber(t * 1e6));
+            }
+            printf("\n");
+            cJSON_AddItemToArray(arr, o);
+        }
+}
+
+static void kernel_bench(const eng_config *c, double bw, int sms, int quant, cJSON *root) {
     kb_ctx k;
     memset(&k, 0, sizeof k);
     int H = c->hidden, I = c->intermediate, QD = c->n_heads * c->head_dim;
@@ -858,6 +910,7 @@ static void kernel_bench(const eng_config *c, double bw, int sms, cJSON *root) {
         cJSON_AddNumberToObject(root, "sample_us", ts * 1e6);
     }
     kb_products(&k, c, bw, sms, big, root);
+    if (quant) kb_qproducts(&k, c, bw, sms, x, y, nw, root);
 done:
     free(h);
     cudaFree(k.pool); cudaFree(x); cudaFree(y); cudaFree(nw); cudaFree(part); cudaFree(kvp);
@@ -973,7 +1026,7 @@ int main(int argc, char **argv) {
     cJSON_AddStringToObject(root, "kv_format", eng_kv_format_name(B.info.kv_format));
     cJSON_AddNumberToObject(root, "prompt", B.prompt);
     cJSON_AddNumberToObject(root, "steps", B.steps);
-    if (kernels) kernel_bench(eng_model_config(m), B.bw, B.info.n_sms, root);
+    if (kernels) kernel_bench(eng_model_config(m), B.bw, B.info.n_sms, A.quant, root);
     rc = pf > 0 ? prefill(&B, pf, root, &err) : 0;   /* --prefill 0: decode only */
     set_opts(&B, 0, -1, 0, 0);   /* --skinny-max from the first run on */
     cJSON *arr = cJSON_AddArrayToObject(root, "decode");

@@ -275,34 +275,32 @@ static bool quantizable(const eng_tensor *t, int64_t rows, int64_t K) {
            t->nbytes == (size_t)rows * (K / eng_dt_block(t->dtype)) * eng_dt_block_bytes(t->dtype);
 }
 
-/* Appends t (rows x K, quantizable) to q as a segment of its own; hd > 0:
- * the rows are in llama.cpp's per-head order (eng_layer_w.t_wq_gguf) and
- * go back to the f32 copy's order, head by head of hd rows. */
-static int put_qseg(cu_ctx *c, kern_qw *q, const eng_tensor *t, int rows, int hd,
+/* Appends t (rows x K, quantizable) to q as a segment of its own, its rows
+ * in the kernels' layout (kern_qpack_row); hd > 0: the rows are in
+ * llama.cpp's per-head order (eng_layer_w.t_wq_gguf) and go back to the
+ * f32 copy's order, head by head of hd rows.  q_bytes counts the file's
+ * bytes (the floor's), not the layout's padding. */
+static int put_qseg(cu_ctx *c, kern_qw *q, const eng_tensor *t, int rows, int K, int hd,
                     const char *what, eng_err *err) {
+    const size_t rb = t->nbytes / (size_t)rows, db = kern_qrow_bytes(t->dtype, K);
     void *dst;
-    int rc = dev_alloc(c, t->nbytes, &dst, what, err);
+    int rc = dev_alloc(c, db * rows, &dst, what, err);
     if (rc) return rc;
-    const size_t rb = t->nbytes / (size_t)rows;
-    if (hd > 0) {
-        char *tmp = (char *)malloc(t->nbytes);
-        if (!tmp) return eng_seterr(err, ENG_ENOMEM, "CUDA backend: out of host memory (%s)", what);
-        const char *src = (const char *)t->data;
-        for (int h = 0; h < rows / hd; h++)
-            for (int r = 0; r < hd; r++)
-                memcpy(tmp + ((size_t)h * hd + (r % 2) * (hd / 2) + r / 2) * rb,
-                       src + ((size_t)h * hd + r) * rb, rb);
-        cudaError_t e = cudaMemcpy(dst, tmp, t->nbytes, cudaMemcpyHostToDevice);
-        free(tmp);
-        CK(e);
-    } else {
-        CK(cudaMemcpy(dst, t->data, t->nbytes, cudaMemcpyHostToDevice));
+    char *tmp = (char *)malloc(db * rows);
+    if (!tmp) return eng_seterr(err, ENG_ENOMEM, "CUDA backend: out of host memory (%s)", what);
+    const char *src = (const char *)t->data;
+    for (int r = 0; r < rows; r++) {
+        const int to = hd > 0 ? r / hd * hd + (r % hd % 2) * (hd / 2) + r % hd / 2 : r;
+        kern_qpack_row(t->dtype, src + (size_t)r * rb, K, tmp + (size_t)to * db);
     }
+    cudaError_t e = cudaMemcpy(dst, tmp, db * rows, cudaMemcpyHostToDevice);
+    free(tmp);
+    CK(e);
     const int i = q->n_seg++;
     q->w[i] = dst;
     q->type[i] = t->dtype;
     q->end[i] = (i ? q->end[i - 1] : 0) + rows;
-    q->row_bytes[i] = (int)rb;
+    q->row_bytes[i] = (int)db;
     c->q_bytes += t->nbytes;
     return ENG_OK;
 }
@@ -320,7 +318,7 @@ static int put_qprod(cu_ctx *c, kern_qw *q, int n, const eng_tensor *const *t, c
         elems += (size_t)rows[i] * K;
     }
     for (int i = 0; i < n; i++) {
-        int rc = put_qseg(c, q, t[i], rows[i], hd ? hd[i] : 0, what, err);
+        int rc = put_qseg(c, q, t[i], rows[i], K, hd ? hd[i] : 0, what, err);
         if (rc) return rc;
     }
     c->q_dense_bytes += elems * dense_eb;
@@ -1540,6 +1538,12 @@ static size_t weight_bytes_of(const eng_model *m, int bf16) {
     return g->n_layers * layer + vh * (g->tie_embeddings ? 1 : 2) + H * 4;
 }
 
+/* Bytes of t's rows in the kernels' layout (kern_qrow_bytes; padded Q6_K). */
+static size_t qlayout_bytes(const eng_tensor *t) {
+    const size_t rb = t->ndim == 2 ? kern_qrow_bytes(t->dtype, (int)t->shape[1]) : 0;
+    return rb ? rb * (size_t)t->shape[0] : t->nbytes + t->nbytes / 8;
+}
+
 /* Bytes of the quantized blocks create keeps (at most: every 2-D weight). */
 static size_t quant_bytes_of(const eng_model *m) {
     size_t n = 0;
@@ -1548,10 +1552,10 @@ static size_t quant_bytes_of(const eng_model *m) {
         const eng_tensor *t[7] = {w->t_wq ? w->t_wq : w->t_wq_gguf, w->t_wk ? w->t_wk : w->t_wk_gguf,
                                   w->t_wv, w->t_wo, w->t_gate, w->t_up, w->t_down};
         for (int i = 0; i < 7; i++)
-            if (t[i] && kern_qtype_ok(t[i]->dtype)) n += t[i]->nbytes;
+            if (t[i] && kern_qtype_ok(t[i]->dtype)) n += qlayout_bytes(t[i]);
     }
     const eng_tensor *h = m->t_lm_head ? m->t_lm_head : m->t_embed;
-    if (h && kern_qtype_ok(h->dtype)) n += h->nbytes;
+    if (h && kern_qtype_ok(h->dtype)) n += qlayout_bytes(h);
     return n;
 }
 

@@ -138,13 +138,15 @@ int kern_gemv(cudaStream_t s, const void *W, int wdt, int N, int K, const float 
 int kern_gemv_qkv(cudaStream_t s, const void *W, int wdt, int K, const float *x, int R,
                   const float *norm_w, float eps, const float *bias, const kern_step *st,
                   int n_heads, const float *inv_freq, float *q, kern_kv kv, int n_sms, int pdl);
-/* Quantized weights (ggml block formats, kept as the GGUF file stores
- * them): N rows of K elements in up to KERN_QSEGS row segments, so that a
- * fused weight (q|k|v, gate|up) may mix types (Q4_K_M files keep some
- * attn_v in Q6_K).  Segment i holds rows [end[i-1], end[i]) (end[-1] = 0)
- * at w[i], each row K / block elements in row_bytes bytes; types are
- * ENG_DT_Q8_0 .. ENG_DT_Q6_K; blocks must sit at even addresses (row_bytes
- * is even for every type; Q4_K and Q5_K rows at multiples of 16). */
+/* Quantized weights (ggml block formats): N rows of K elements in up to
+ * KERN_QSEGS row segments, so that a fused weight (q|k|v, gate|up) may mix
+ * types (Q4_K_M files keep some attn_v in Q6_K).  Segment i holds rows
+ * [end[i-1], end[i]) (end[-1] = 0) at w[i], each row in row_bytes =
+ * kern_qrow_bytes(type, K) bytes of the device layout kern_qpack_row
+ * writes: the GGUF blocks as stored, except that Q6_K blocks are padded
+ * to 224 bytes and a Q8_0 row keeps its 32-byte quant runs apart from its
+ * scales (so every lane loads 16 aligned bytes); types ENG_DT_Q8_0 ..
+ * ENG_DT_Q6_K; segments start at 16-byte aligned addresses. */
 enum { KERN_QSEGS = 3 };
 typedef struct kern_qw {
     const void *w[KERN_QSEGS];
@@ -155,11 +157,19 @@ typedef struct kern_qw {
 } kern_qw;
 /* Whether the GEMV kernels take this block type. */
 int kern_qtype_ok(int type);
+/* Bytes of one row of K elements of type in the device layout (0: type
+ * not taken or K not whole blocks). */
+size_t kern_qrow_bytes(int type, int K);
+/* One row of K elements from the GGUF layout (src) to the device layout
+ * (dst, kern_qrow_bytes(type, K) bytes; padding zeroed). */
+void kern_qpack_row(int type, const void *src, int K, void *dst);
 /* kern_gemv and kern_gemv_qkv over quantized weights (K a multiple of 32,
  * of 256 for the K types): every block byte is read once and decoded once
- * in registers for all R <= 8 rows; each 8 elements of one scale a and
- * offset b add a * sum(q x) + b * sum(x) in f32 (within ~1e-7 relative of
- * the product of engine/quant.c's dequantized f32 weights; tests: 1e-5). */
+ * in registers for all R <= 8 rows; the elements of one scale a and offset
+ * b add a * sum(q x) + b * sum(x) in f32 (within ~1e-7 relative of the
+ * product of engine/quant.c's dequantized f32 weights; tests: 1e-5).  One
+ * row (R = 1, K a multiple of 64, every unit of four rows of one type)
+ * takes a kernel of its own (kern_gemv.cu: qgemv1_kernel). */
 int kern_qgemv(cudaStream_t s, const kern_qw *W, int N, int K, const float *x, int R,
                const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl);
 int kern_qgemv_qkv(cudaStream_t s, const kern_qw *W, int K, const float *x, int R,

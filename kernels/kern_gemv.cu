@@ -453,8 +453,66 @@ extern "C" int kern_gemv_qkv(cudaStream_t s, const void *W, int wdt, int K, cons
  * unit's rows may be of different types (gate and up, q|k|v segments): the
  * type is the same across a warp, so the switch does not diverge. */
 
-/* Blocks sit at even addresses: 16-bit loads where a block's length is not
- * a multiple of 4 (the 32-element formats, Q6_K). */
+/* The device layout (kern_qpack_row): the K formats' blocks as stored,
+ * Q6_K's (210 bytes) padded to QK6_STRIDE so that ql, qh and the scales
+ * sit at 16-byte boundaries; a row of a 32-element format (blocks of 18
+ * to 34 bytes) split into planes: its blocks' quant runs (16 bytes, Q8_0
+ * 32), then (Q5_0, Q5_1) their qh words, then their d (Q4_1, Q5_1: d and
+ * m), then zeros up to a multiple of 16 bytes.  Every row then starts
+ * 16-byte aligned and a lane loads a block's quants in 16-byte pieces.
+ * The padding costs Q6_K 6.7% more bytes read (the sector holding d holds
+ * the pad); the planes cost nothing. */
+#define QK6_STRIDE 224
+
+/* A 32-element format's planes in a row of nb blocks: quant run bytes qb,
+ * qh plane at hoff (Q5_0, Q5_1), d (| m) plane at doff, db bytes each. */
+struct q32_planes {
+    int qb, db;
+    size_t hoff, doff;
+};
+static __host__ __device__ inline q32_planes q32_layout(int t, int nb) {
+    const bool one = t == ENG_DT_Q4_1 || t == ENG_DT_Q5_1, five = t == ENG_DT_Q5_0 || t == ENG_DT_Q5_1;
+    q32_planes l;
+    l.qb = t == ENG_DT_Q8_0 ? 32 : 16;
+    l.db = one ? 4 : 2;
+    l.hoff = (size_t)nb * l.qb;
+    l.doff = l.hoff + (five ? (size_t)nb * 4 : 0);
+    return l;
+}
+
+extern "C" size_t kern_qrow_bytes(int type, int K) {
+    if (!kern_qtype_ok(type) || K <= 0 || K % eng_dt_block(type)) return 0;
+    const size_t nb = (size_t)(K / eng_dt_block(type));
+    if (type == ENG_DT_Q6_K) return nb * QK6_STRIDE;
+    if (eng_dt_block(type) == 32) return (nb * eng_dt_block_bytes(type) + 15) / 16 * 16;
+    return nb * eng_dt_block_bytes(type);
+}
+
+extern "C" void kern_qpack_row(int type, const void *src, int K, void *dst) {
+    const size_t rb = kern_qrow_bytes(type, K);
+    const uint8_t *s = (const uint8_t *)src;
+    uint8_t *d = (uint8_t *)dst;
+    if (!rb) return;
+    memset(d, 0, rb);
+    const int nb = K / eng_dt_block(type);
+    if (type == ENG_DT_Q6_K) {
+        for (int b = 0; b < nb; b++) memcpy(d + (size_t)b * QK6_STRIDE, s + (size_t)b * 210, 210);
+    } else if (eng_dt_block(type) == 32) {   /* GGUF: d (m) (qh) q */
+        const q32_planes l = q32_layout(type, nb);
+        const int bb = eng_dt_block_bytes(type), five = type == ENG_DT_Q5_0 || type == ENG_DT_Q5_1;
+        for (int b = 0; b < nb; b++) {
+            const uint8_t *blk = s + (size_t)b * bb;
+            memcpy(d + (size_t)b * l.qb, blk + bb - l.qb, l.qb);
+            memcpy(d + l.doff + (size_t)b * l.db, blk, l.db);
+            if (five) memcpy(d + l.hoff + (size_t)b * 4, blk + l.db, 4);
+        }
+    } else {
+        memcpy(d, s, rb);
+    }
+}
+
+/* Blocks of the 32-element formats (but Q8_0) sit at even addresses:
+ * 16-bit loads where a block's length is not a multiple of 4. */
 __device__ __forceinline__ uint32_t ld_u16(const uint8_t *p) {
     return __ldg((const unsigned short *)p);
 }
@@ -494,28 +552,27 @@ struct qpart {
 };
 
 /* Loads part p (elements 8p..8p+7) of chunk c (elements 32c..32c+31) of a
- * row of type t starting at row. */
-__device__ __forceinline__ void qpart_load(int t, const uint8_t *row, int c, int p, qpart &r) {
+ * row of type t (device layout, kern_qpack_row) of n_chunks chunks starting
+ * at row. */
+__device__ __forceinline__ void qpart_load(int t, const uint8_t *row, int c, int p, int n_chunks,
+                                           qpart &r) {
     switch (t) {
-    case ENG_DT_Q8_0: {   /* d, int8 q[32] */
-        const uint8_t *b = row + (size_t)c * 34;
-        r.h = ld_u16(b);
-        r.w0 = ld_u32_a2(b + 2 + 8 * p);
-        r.w1 = ld_u32_a2(b + 6 + 8 * p);
+    case ENG_DT_Q8_0: {   /* planes (q32_layout): int8 q[32] per block, d */
+        r.h = ld_u16(row + (size_t)n_chunks * 32 + 2 * c);
+        const uint2 q = __ldg((const uint2 *)(row + (size_t)c * 32 + 8 * p));
+        r.w0 = q.x; r.w1 = q.y;
         break;
     }
-    case ENG_DT_Q4_0:     /* d, q[16] */
-    case ENG_DT_Q4_1:     /* d, m, q[16] */
-    case ENG_DT_Q5_0:     /* d, qh, q[16] */
-    case ENG_DT_Q5_1: {   /* d, m, qh, q[16]: element j < 16 low nibble of q[j], j + 16 its high */
+    case ENG_DT_Q4_0:     /* planes: q[16] per block, (qh), d (m); element j < 16 low */
+    case ENG_DT_Q4_1:     /* nibble of q[j], j + 16 its high */
+    case ENG_DT_Q5_0:
+    case ENG_DT_Q5_1: {
         const bool one = t == ENG_DT_Q4_1 || t == ENG_DT_Q5_1, five = t == ENG_DT_Q5_0 || t == ENG_DT_Q5_1;
-        const int bytes = 18 + (one ? 2 : 0) + (five ? 4 : 0);
-        const uint8_t *b = row + (size_t)c * bytes;
-        r.h = one ? ld_u32_a2(b) : ld_u16(b);
-        if (five) r.e0 = ld_u32_a2(b + (one ? 4 : 2));
-        const uint8_t *q = b + bytes - 16 + 8 * (p & 1);
-        r.w0 = ld_u32_a2(q);
-        r.w1 = ld_u32_a2(q + 4);
+        const q32_planes l = q32_layout(t, n_chunks);
+        r.h = one ? __ldg((const unsigned *)(row + l.doff + 4 * (size_t)c)) : ld_u16(row + l.doff + 2 * (size_t)c);
+        if (five) r.e0 = __ldg((const unsigned *)(row + l.hoff + 4 * (size_t)c));
+        const uint2 q = __ldg((const uint2 *)(row + 16 * (size_t)c + 8 * (p & 1)));
+        r.w0 = q.x; r.w1 = q.y;
         break;
     }
     case ENG_DT_Q4_K:     /* d, dmin, scales[12], q[128]: 32 bytes of q per two sub-blocks */
@@ -532,8 +589,8 @@ __device__ __forceinline__ void qpart_load(int t, const uint8_t *row, int c, int
         }
         break;
     }
-    default: {   /* ENG_DT_Q6_K: ql[128], qh[64], int8 scales[16], d */
-        const uint8_t *b = row + (size_t)(c >> 3) * 210;
+    default: {   /* ENG_DT_Q6_K: ql[128], qh[64], int8 scales[16], d; padded to 224 bytes */
+        const uint8_t *b = row + (size_t)(c >> 3) * QK6_STRIDE;
         const int s = c & 7, half = s >> 2, tq = s & 3;
         r.h = ld_u16(b + 208) | ld_u16(b + 192 + 8 * half + 2 * tq) << 16;
         const uint8_t *ql = b + 64 * half + 32 * (tq & 1) + 8 * p, *qh = b + 128 + 32 * half + 8 * p;
@@ -641,7 +698,7 @@ __device__ __forceinline__ void qload4(const int (&types)[GEMV_NR],
                                        int n_chunks, qpart (&raw)[GEMV_NR]) {
     if (c >= n_chunks) return;
 #pragma unroll
-    for (int j = 0; j < GEMV_NR; j++) qpart_load(types[j], wr[j], c, p, raw[j]);
+    for (int j = 0; j < GEMV_NR; j++) qpart_load(types[j], wr[j], c, p, n_chunks, raw[j]);
 }
 
 /* Bytes of a step (8 chunks) of a row of type t: 8 blocks of the
@@ -655,7 +712,7 @@ __device__ __forceinline__ int qstep_bytes(int t) {
     case ENG_DT_Q5_1: return 8 * 24;
     case ENG_DT_Q4_K: return 144;
     case ENG_DT_Q5_K: return 176;
-    default: return 210;   /* ENG_DT_Q6_K */
+    default: return QK6_STRIDE;   /* ENG_DT_Q6_K */
     }
 }
 
@@ -801,6 +858,542 @@ qgemv_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__ 
     }
 }
 
+/* ------------------------------------------- quantized, one input row
+ *
+ * kern_qgemv at R = 1 (decode at batch 1) for the types whose quants a
+ * lane reads in aligned 16-byte pieces (Q4_K, Q5_K, Q6_K, Q8_0): the units,
+ * split-K and epilogues of qgemv_kernel, with three changes that cut the
+ * work per weight to about a byte permute and an FMA:
+ * - a lane takes a "lane chunk" of 32 weights of a row: 16 bytes of quants
+ *   (Q8_0: 32) holding two groups of 16 consecutive elements, L and H, each
+ *   of one scale a and offset b (w = a q + b), so the scales are decoded
+ *   once per 32 weights;
+ * - the block stages the activations once in shared memory, normalised
+ *   (x * norm_w), in the order the lanes read them (lane chunk by lane
+ *   chunk, its 8 float4 slots swizzled so that 8 consecutive lanes read 8
+ *   different bank quads), with the sum of each 16-element group; the RMS
+ *   statistics come out of the same pass;
+ * - a 4- to 6-bit quant q, shifted left to fill 7 bits (v = q 2^s), is put
+ *   into the mantissa of 0.5 by one byte permute: f = 0.5 + v / 256
+ *   exactly, so S = sum(x f) = sum(x)/2 + 2^s sum(x q) / 256, and a group
+ *   adds a sum(x q) + b sum(x) = A S + B sum(x), A = a 2^(8-s), B = b - A/2
+ *   (the cancellation costs a few bits of S's 24, well inside the 1e-5 the
+ *   tests allow).  Q8_0 quants (8 bits) take the 2^23 trick (qfloat).
+ * Rows of one unit may be of different types (a gate|up of two types):
+ * the activations are re-read from shared memory when the class changes. */
+enum { Q1_K4 = 0, Q1_K6 = 1, Q1_B32 = 2, Q1_CLASSES = 3 };
+
+/* Which elements a lane chunk holds (the class of its type); -1: a type
+ * qgemv1_kernel does not take. */
+static __host__ __device__ inline int q1_class(int t) {
+    return t == ENG_DT_Q4_K || t == ENG_DT_Q5_K ? Q1_K4 : t == ENG_DT_Q6_K ? Q1_K6
+         : t == ENG_DT_Q8_0 || t == ENG_DT_Q4_0 || t == ENG_DT_Q4_1 || t == ENG_DT_Q5_0 ||
+           t == ENG_DT_Q5_1 ? Q1_B32 : -1;
+}
+
+/* First element of lane chunk c's group L; group H starts q1_hoff later.
+ * K4: chunk i of a block = 16 bytes of qs at 16 + 16 i, whose low nibbles
+ * are sub-block 2(i/2) elements 16(i%2).., high nibbles sub-block 2(i/2)+1.
+ * K6: ql bytes 16 i..; low nibbles elements 128(i/4) + 16(i%4).., high
+ * ones 64 later.  B32: block c, elements 0..15 and 16..31. */
+__device__ __forceinline__ int q1_xl(int cls, int c) {
+    const int b = c >> 3, i = c & 7;
+    return cls == Q1_K4 ? 256 * b + 64 * (i >> 1) + 16 * (i & 1)
+         : cls == Q1_K6 ? 256 * b + 128 * (i >> 2) + 16 * (i & 3) : 32 * c;
+}
+__device__ __forceinline__ int q1_hoff(int cls) {
+    return cls == Q1_K4 ? 32 : cls == Q1_K6 ? 64 : 16;
+}
+/* The lane chunk and group (0: L, 1: H) holding elements e..e+15 (e a
+ * multiple of 16). */
+__device__ __forceinline__ int q1_chunk_of(int cls, int e, int *hi) {
+    const int b = e >> 8, r = e & 255;
+    if (cls == Q1_K4) {
+        *hi = (r >> 5) & 1;
+        return 8 * b + 2 * (r >> 6) + ((r >> 4) & 1);
+    }
+    if (cls == Q1_K6) {
+        *hi = (r >> 6) & 1;
+        return 8 * b + 4 * (r >> 7) + ((r >> 4) & 3);
+    }
+    *hi = (e >> 4) & 1;
+    return e >> 5;
+}
+/* The shared-memory slot of float4 t (0..3: group L, 4..7: H) of chunk c
+ * of class cls: the classes in cls_mask are staged one after another. */
+__device__ __forceinline__ int q1_slot(int cls_mask, int cls, int n_lc, int c, int t) {
+    return (__popc(cls_mask & ((1 << cls) - 1)) * n_lc + c) * 8 + (t ^ (c & 7));
+}
+
+/* A lane takes two chunks of a row at a time (a "pair"): twice the bytes in
+ * flight per load round, and what the two share is loaded and decoded
+ * once.  Pair p of a row is chunks (2p, 2p + 1) for Q4_K (the two halves of
+ * the same two sub-blocks: one header, one scale decode) and Q8_0; for
+ * Q5_K and Q6_K it is chunks i and i + 2 of block p / 4 (i = 0, 1, 4, 5),
+ * which share their 16 bytes of qh (and Q6_K its scales and d). */
+__device__ __forceinline__ int q1_pair_chunk(int t, int p) {
+    if (t == ENG_DT_Q5_K || t == ENG_DT_Q6_K) return 8 * (p >> 2) + (p & 1) + 4 * ((p >> 1) & 1);
+    return 2 * p;
+}
+__device__ __forceinline__ int q1_pair_step(int t) {
+    return t == ENG_DT_Q5_K || t == ENG_DT_Q6_K ? 2 : 1;
+}
+
+/* A row's pair as loaded: qa, qb the two chunks' 16 bytes of quants; e
+ * their shared qh (Q5_K, Q6_K) or chunk a's quants 16..31 (Q8_0; eb chunk
+ * b's); h0..h3 the block header (K4: d|dmin and the 12 scale bytes; Q6_K:
+ * h0, h1 the 8 scales of the half, h2 d; Q8_0: h0, h1 the two d). */
+struct q1raw {
+    uint4 qa, qb, e, eb;
+    uint32_t h0, h1, h2, h3;
+};
+
+__device__ __forceinline__ void q1_load(int t, const uint8_t *row, int p, int n_lc, q1raw &r) {
+    const int c = q1_pair_chunk(t, p), i = c & 7;
+    const uint8_t *b = row + (size_t)(c >> 3) * (t == ENG_DT_Q4_K ? 144 : t == ENG_DT_Q5_K ? 176 : QK6_STRIDE);
+    switch (t) {
+    case ENG_DT_Q4_K:
+    case ENG_DT_Q5_K: {   /* d, dmin, scales[12], (Q5_K: qh[32]), qs[128] */
+        const uint4 h = __ldg((const uint4 *)b);
+        r.h0 = h.x; r.h1 = h.y; r.h2 = h.z; r.h3 = h.w;
+        if (t == ENG_DT_Q5_K) {
+            r.e = __ldg((const uint4 *)(b + 16 + 16 * (i & 1)));
+            r.qa = __ldg((const uint4 *)(b + 48 + 16 * i));
+            r.qb = __ldg((const uint4 *)(b + 48 + 16 * (i + 2)));
+        } else {
+            r.qa = __ldg((const uint4 *)(b + 16 + 16 * i));
+            r.qb = __ldg((const uint4 *)(b + 32 + 16 * i));
+        }
+        break;
+    }
+    case ENG_DT_Q6_K: {   /* ql[128], qh[64], scales[16], d */
+        r.qa = __ldg((const uint4 *)(b + 16 * i));
+        r.qb = __ldg((const uint4 *)(b + 16 * (i + 2)));
+        r.e = __ldg((const uint4 *)(b + 128 + 32 * (i >> 2) + 16 * (i & 1)));
+        const uint2 sc = __ldg((const uint2 *)(b + 192 + 8 * (i >> 2)));
+        r.h0 = sc.x; r.h1 = sc.y;
+        r.h2 = ld_u16(b + 208);
+        break;
+    }
+    case ENG_DT_Q4_0:
+    case ENG_DT_Q4_1:
+    case ENG_DT_Q5_0:
+    case ENG_DT_Q5_1: {   /* planes: q runs, (qh), d (| m); blocks c and c + 1 (c even) */
+        const q32_planes l = q32_layout(t, n_lc);
+        r.qa = __ldg((const uint4 *)(row + (size_t)c * 16));
+        r.qb = __ldg((const uint4 *)(row + (size_t)c * 16 + 16));
+        if (t == ENG_DT_Q5_0 || t == ENG_DT_Q5_1) {
+            const uint2 h = __ldg((const uint2 *)(row + l.hoff + 4 * (size_t)c));
+            r.e.x = h.x; r.e.y = h.y;
+        }
+        if (l.db == 4) {
+            const uint2 d = __ldg((const uint2 *)(row + l.doff + 4 * (size_t)c));
+            r.h0 = d.x; r.h1 = d.y;
+        } else {
+            const uint32_t d = __ldg((const unsigned *)(row + l.doff + 2 * (size_t)c));
+            r.h0 = d & 0xffff; r.h1 = d >> 16;
+        }
+        break;
+    }
+    default: {   /* ENG_DT_Q8_0: q runs, then the d's */
+        const uint8_t *q = row + (size_t)c * 32;
+        r.qa = __ldg((const uint4 *)q);
+        r.e = __ldg((const uint4 *)(q + 16));
+        r.qb = __ldg((const uint4 *)(q + 32));
+        r.eb = __ldg((const uint4 *)(q + 48));
+        const uint32_t d = __ldg((const unsigned *)(row + (size_t)n_lc * 32 + 2 * c));   /* c even */
+        r.h0 = d & 0xffff; r.h1 = d >> 16;
+        break;
+    }
+    }
+}
+
+__device__ __forceinline__ void q1_load4(const int (&types)[GEMV_NR],
+                                         const uint8_t *const (&wr)[GEMV_NR], int p, int n_lc,
+                                         q1raw (&raw)[GEMV_NR]) {
+#pragma unroll
+    for (int j = 0; j < GEMV_NR; j++) q1_load(types[j], wr[j], p, n_lc, raw[j]);
+}
+
+/* 0.5 + (byte b of v) / 256, exactly (the byte below 128). */
+__device__ __forceinline__ float q1_f(uint32_t v, int b) {
+    return __uint_as_float(__byte_perm(v, 0x3F000000u, 0x7044u | ((uint32_t)b << 8)));
+}
+
+/* sum over the 16 elements of x[4 float4] times the bytes of v: f(byte)
+ * (q1_f), or with I8 the int8 value itself (qfloat) */
+template <bool I8>
+__device__ __forceinline__ float q1_dot(const uint32_t (&v)[4], const float4 *x) {
+    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        s0 = fmaf(x[k].x, I8 ? qfloat(v[k], 0) : q1_f(v[k], 0), s0);
+        s1 = fmaf(x[k].y, I8 ? qfloat(v[k], 1) : q1_f(v[k], 1), s1);
+        s0 = fmaf(x[k].z, I8 ? qfloat(v[k], 2) : q1_f(v[k], 2), s0);
+        s1 = fmaf(x[k].w, I8 ? qfloat(v[k], 3) : q1_f(v[k], 3), s1);
+    }
+    return s0 + s1;
+}
+
+/* A K4 block's scale and min of sub-blocks 2 j2 and 2 j2 + 1 (engine/quant.c
+ * scale_min_k4) as bytes 0 and 1 of *P and *M. */
+__device__ __forceinline__ void q1_k4_scales(const q1raw &r, int j2, uint32_t *P, uint32_t *M) {
+    const int sh = 16 * (j2 & 1);
+    const uint32_t plo = (r.h1 >> sh) & 0x3F3Fu, mlo = (r.h2 >> sh) & 0x3F3Fu;
+    const uint32_t phi = ((r.h3 >> sh) & 0x0F0Fu) | ((r.h1 >> (sh + 2)) & 0x3030u);
+    const uint32_t mhi = ((r.h3 >> (sh + 4)) & 0x0F0Fu) | ((r.h2 >> (sh + 2)) & 0x3030u);
+    *P = j2 < 2 ? plo : phi;
+    *M = j2 < 2 ? mlo : mhi;
+}
+
+/* A chunk's scales: it adds A_L S_L + B_L sum_L + A_H S_H + B_H sum_H (S:
+ * q1_dot's sums; Q8_0: A = d, B = 0 and S the plain sums).  i: the chunk
+ * within its block; b: the pair's second chunk. */
+struct q1sc {
+    float AL, BL, AH, BH;
+};
+
+__device__ __forceinline__ q1sc q1_scales(int t, const q1raw &r, int i, bool b) {
+    q1sc s;
+    switch (t) {
+    case ENG_DT_Q4_K:
+    case ENG_DT_Q5_K: {   /* v = 8 q (Q4_K), 4 q (Q5_K): A = a 2^(8-s) */
+        uint32_t P, M;
+        q1_k4_scales(r, i >> 1, &P, &M);
+        const float d = f16_lo(r.h0), dm = f16_lo(r.h0 >> 16), f = t == ENG_DT_Q4_K ? 32.f : 64.f;
+        s.AL = __fmul_rn(d, (float)(P & 0xff)) * f;
+        s.AH = __fmul_rn(d, (float)(P >> 8)) * f;
+        s.BL = fmaf(-0.5f, s.AL, -__fmul_rn(dm, (float)(M & 0xff)));
+        s.BH = fmaf(-0.5f, s.AH, -__fmul_rn(dm, (float)(M >> 8)));
+        break;
+    }
+    case ENG_DT_Q6_K: {   /* v = 2 q; w = d sc (q - 32): A = 128 a, B = -32 a - A/2 */
+        const int a = i & 3;
+        const float d = f16_lo(r.h2);
+        s.AL = __fmul_rn(d, (float)(int8_t)(r.h0 >> (8 * a))) * 128.f;
+        s.AH = __fmul_rn(d, (float)(int8_t)(r.h1 >> (8 * a))) * 128.f;
+        s.BL = -0.75f * s.AL;
+        s.BH = -0.75f * s.AH;
+        break;
+    }
+    case ENG_DT_Q4_0:     /* v = 8 q: w = d (q - 8), d q + m; A = 32 d */
+    case ENG_DT_Q4_1:
+    case ENG_DT_Q5_0:     /* v = 4 q: w = d (q - 16), d q + m; A = 64 d */
+    case ENG_DT_Q5_1: {
+        const uint32_t h = b ? r.h1 : r.h0;
+        const float d = f16_lo(h), A = d * (t == ENG_DT_Q4_0 || t == ENG_DT_Q4_1 ? 32.f : 64.f);
+        const float off = t == ENG_DT_Q4_0 ? -8.f * d : t == ENG_DT_Q5_0 ? -16.f * d : f16_lo(h >> 16);
+        s.AL = s.AH = A;
+        s.BL = s.BH = fmaf(-0.5f, A, off);
+        break;
+    }
+    default:   /* Q8_0: w = d q */
+        s.AL = s.AH = f16_lo(b ? r.h1 : r.h0);
+        s.BL = s.BH = 0.f;
+        break;
+    }
+    return s;
+}
+
+/* Row r's part of one chunk of its pair (b: the second): sum over its 32
+ * weights of w x' (x: the chunk's 8 float4, sL / sH the groups' sums, sc
+ * its scales, i its place in the block). */
+__device__ __forceinline__ float q1_sum(int t, const q1raw &r, bool b, int i, const float4 (&x)[8],
+                                        float sL, float sH, const q1sc &sc) {
+    const uint4 qq = b ? r.qb : r.qa;
+    const uint32_t q[4] = {qq.x, qq.y, qq.z, qq.w}, e[4] = {r.e.x, r.e.y, r.e.z, r.e.w};
+    uint32_t vL[4], vH[4];
+    switch (t) {
+    case ENG_DT_Q4_K:
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            vL[k] = (q[k] << 3) & 0x78787878u;
+            vH[k] = (q[k] >> 1) & 0x78787878u;
+        }
+        break;
+    case ENG_DT_Q5_K:   /* q's fifth bit from qh bit 2 j2 (L), 2 j2 + 1 (H) */
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const uint32_t h = e[k] >> (2 * (i >> 1));
+            vL[k] = ((q[k] << 2) & 0x3C3C3C3Cu) | ((h << 6) & 0x40404040u);
+            vH[k] = ((q[k] >> 2) & 0x3C3C3C3Cu) | ((h << 5) & 0x40404040u);
+        }
+        break;
+    case ENG_DT_Q6_K:   /* low 4 bits from ql, top 2 from qh (bits 0-1 / 4-5, or 2-3 / 6-7) */
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const uint32_t h = e[k] >> (2 * ((i & 3) >> 1));
+            vL[k] = ((q[k] << 1) & 0x1E1E1E1Eu) | ((h << 5) & 0x60606060u);
+            vH[k] = ((q[k] >> 3) & 0x1E1E1E1Eu) | ((h << 1) & 0x60606060u);
+        }
+        break;
+    case ENG_DT_Q4_0:   /* element j < 16: low nibble of q[j] (group L), j + 16: its high */
+    case ENG_DT_Q4_1:
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            vL[k] = (q[k] << 3) & 0x78787878u;
+            vH[k] = (q[k] >> 1) & 0x78787878u;
+        }
+        break;
+    case ENG_DT_Q5_0:   /* bit j of qh: element j's fifth bit, spread into bit 6 of byte j % 4 */
+    case ENG_DT_Q5_1: {
+        const uint32_t qh = b ? r.e.y : r.e.x;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            vL[k] = ((q[k] << 2) & 0x3C3C3C3Cu) | (((qh >> (4 * k)) & 15u) * 0x08102040u & 0x40404040u);
+            vH[k] = ((q[k] >> 2) & 0x3C3C3C3Cu) | (((qh >> (16 + 4 * k)) & 15u) * 0x08102040u & 0x40404040u);
+        }
+        break;
+    }
+    default: {   /* Q8_0 */
+        const uint4 e2 = b ? r.eb : r.e;
+        const uint32_t q2[4] = {e2.x, e2.y, e2.z, e2.w};
+        return sc.AL * (q1_dot<true>(q, x) + q1_dot<true>(q2, x + 4));
+    }
+    }
+    return fmaf(sc.AL, q1_dot<false>(vL, x), fmaf(sc.BL, sL, fmaf(sc.AH, q1_dot<false>(vH, x + 4), sc.BH * sH)));
+}
+
+/* L2 prefetch of the unit's rows (the first chunk is loaded into
+ * registers): the KS warps of a unit spread over a row's 128-byte lines. */
+__device__ __forceinline__ void q1_prefetch(const int (&types)[GEMV_NR],
+                                            const uint8_t *const (&wr)[GEMV_NR], int n_lc, int first,
+                                            int step) {
+#pragma unroll
+    for (int j = 0; j < GEMV_NR; j++) {
+        const int t = types[j];
+        const size_t rb = q1_class(t) == Q1_B32 ? (size_t)n_lc * (qstep_bytes(t) / 8)
+                        : (size_t)(n_lc / 8) * (t == ENG_DT_Q4_K ? 144 : t == ENG_DT_Q5_K ? 176 : QK6_STRIDE);
+        for (size_t o = (size_t)first * 128; o < rb; o += (size_t)step * 128)
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(wr[j] + o));
+    }
+}
+
+/* Stages x' = x * nw (x without a norm) in shared memory for each class in
+ * cls_mask, and the sums of its 16-element groups in sx; returns the
+ * thread's part of sum(x^2) (for the RMS statistics). */
+__device__ __forceinline__ float q1_stage(const float *x, const float *__restrict__ nw, int K,
+                                          float4 *xs, int cls_mask, float *sx) {
+    float ss = 0.f;
+    for (int g = threadIdx.x; g < K / 16; g += blockDim.x) {
+        float4 v[4];
+        float s = 0.f;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            v[k] = __ldca((const float4 *)(x + 16 * g + 4 * k));
+            ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
+            if (nw) {
+                const float4 n = __ldg((const float4 *)(nw + 16 * g + 4 * k));
+                v[k].x *= n.x; v[k].y *= n.y; v[k].z *= n.z; v[k].w *= n.w;
+            }
+            s += v[k].x + v[k].y + v[k].z + v[k].w;
+        }
+        sx[g] = s;
+#pragma unroll
+        for (int cls = 0; cls < Q1_CLASSES; cls++) {
+            if (!(cls_mask >> cls & 1)) continue;
+            int hi;
+            const int c = q1_chunk_of(cls, 16 * g, &hi);
+#pragma unroll
+            for (int k = 0; k < 4; k++) xs[q1_slot(cls_mask, cls, K / 32, c, 4 * hi + k)] = v[k];
+        }
+    }
+    return ss;
+}
+
+/* A unit's pairs p0, p0 + pstep, .. (n_pair a row) into acc; raw holds
+ * pair p0's blocks on entry.  T: the unit's rows' one type (a unit never
+ * mixes types: qgemv_run sends such products to qgemv_kernel). */
+template <int T>
+__device__ __forceinline__ void q1_kloop(float (&acc)[GEMV_NR], q1raw (&raw)[GEMV_NR],
+                                         const uint8_t *const (&wr)[GEMV_NR], const float4 *xs,
+                                         const float *sx, int cls_mask, int n_lc, int p0, int pstep) {
+    const int ty[GEMV_NR] = {T, T, T, T}, cls = q1_class(T), n_pair = n_lc / 2;
+    for (int p = p0; p < n_pair; p += pstep) {
+        const int c = q1_pair_chunk(T, p);
+        q1sc sc[GEMV_NR];
+#pragma unroll
+        for (int j = 0; j < GEMV_NR; j++) sc[j] = q1_scales(T, raw[j], c & 7, false);
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int cc = c + h * q1_pair_step(T);
+            float4 xv[8];
+#pragma unroll
+            for (int t = 0; t < 8; t++) xv[t] = xs[q1_slot(cls_mask, cls, n_lc, cc, t)];
+            const int xl = q1_xl(cls, cc);
+            const float sL = sx[xl >> 4], sH = sx[(xl + q1_hoff(cls)) >> 4];
+#pragma unroll
+            for (int j = 0; j < GEMV_NR; j++) {
+                /* a Q4_K pair shares its scales; the others' second chunk has its own */
+                if (h && T != ENG_DT_Q4_K) sc[j] = q1_scales(T, raw[j], cc & 7, true);
+                acc[j] += q1_sum(T, raw[j], h, cc & 7, xv, sL, sH, sc[j]);
+            }
+        }
+        if (p + pstep < n_pair) q1_load4(ty, wr, p + pstep, n_lc, raw);
+    }
+}
+
+/* Blocks of qgemv1_kernel per multiprocessor (registers <= 128). */
+#define Q1_BLOCKS 2
+
+/* qgemv1_kernel's T for a product of Q4_K and Q6_K segments (Q4_K_M's q|k|v). */
+#define Q1_MIX_K46 100
+
+/* A unit's rows, their types (T where one) and first pair's blocks, and
+ * the L2 prefetch of the rest. */
+template <int MODE, int T>
+__device__ __forceinline__ void q1_unit_start(const gemv_rope &rp, const kern_qw &W, int N,
+                                              int n_units, int unit, int n_lc, int p0, int pstep,
+                                              int (&types)[GEMV_NR], const uint8_t *(&wr)[GEMV_NR],
+                                              q1raw (&raw)[GEMV_NR]) {
+    int rows[GEMV_NR];
+    unit_rows<MODE>(rp, N, n_units, unit, rows);
+#pragma unroll
+    for (int j = 0; j < GEMV_NR; j++) {
+        wr[j] = qrow(W, rows[j], &types[j]);
+        if (T && T != Q1_MIX_K46) types[j] = T;
+    }
+    if (p0 < n_lc / 2) q1_load4(types, wr, p0, n_lc, raw);
+    q1_prefetch(types, wr, n_lc, p0, pstep);
+}
+
+/* T: the rows' one type, or 0 for units of types known only at run time
+ * (a product of segments of different types; Q1_MIX_K46: of Q4_K and
+ * Q6_K). */
+template <int MODE, int T>
+__global__ void __launch_bounds__(GEMV_THREADS, Q1_BLOCKS)
+qgemv1_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__ nw, float eps,
+              float *y, int KS, int cls_mask, gemv_rope rp) {
+    extern __shared__ float4 q1_smem[];
+    __shared__ float s_rstd[1];
+    __shared__ float s_part[GEMV_WARPS][1];
+    __shared__ float s_red[GEMV_WARPS][GEMV_NR][1];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int upc = GEMV_WARPS / KS;
+    constexpr bool GLU = MODE == KERN_SWIGLU || MODE == KERN_GEGLU;
+    const int n_units = GLU ? (N / 2 + 1) / 2 : (N + GEMV_NR - 1) / GEMV_NR;
+    const int stride = gridDim.x * upc;
+    /* a lane's pairs: p0, p0 + pstep, ... of n_lc / 2 */
+    const int n_lc = K / 32, p0 = (warp % KS) * 32 + lane, pstep = 32 * KS;
+    int unit = blockIdx.x * upc + warp / KS;
+
+    float4 *xs = q1_smem;
+    float *sx = (float *)(q1_smem + __popc(cls_mask) * n_lc * 8);
+
+    /* (the ROPE items' destinations are worked out in the epilogue: held
+     * across the loop they cost registers the loads need) */
+    rope_pre pre = {};
+    const int eu = threadIdx.x / GEMV_NR, ej = threadIdx.x % GEMV_NR;
+    const bool has_item = threadIdx.x < upc * GEMV_NR;
+    /* the first chunk's blocks are loaded before waiting for x */
+    int types[GEMV_NR];
+    const uint8_t *wr[GEMV_NR];
+    q1raw raw[GEMV_NR];
+    q1_unit_start<MODE, T>(rp, W, N, n_units, unit, n_lc, p0, pstep, types, wr, raw);
+    pdl_launch();
+    pdl_wait();
+
+    {   /* stage x', the group sums and 1/rms */
+        float ss = q1_stage(x, nw, K, xs, cls_mask, sx);
+        ss = warp_sum(ss);
+        if (lane == 0) s_part[warp][0] = ss;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            float t = 0.f;
+            for (int w = 0; w < GEMV_WARPS; w++) t += s_part[w][0];
+            s_rstd[0] = 1.0f / sqrtf(t / (float)K + eps);
+        }
+        __syncthreads();
+    }
+
+    for (int base = blockIdx.x * upc; base < n_units; base += stride) {
+        float acc[GEMV_NR] = {0.f, 0.f, 0.f, 0.f};
+        if (T == Q1_MIX_K46) {   /* Q4_K_M's q|k|v: two loops only (fewer live registers) */
+            if (types[0] == ENG_DT_Q4_K) q1_kloop<ENG_DT_Q4_K>(acc, raw, wr, xs, sx, cls_mask, n_lc, p0, pstep);
+            else q1_kloop<ENG_DT_Q6_K>(acc, raw, wr, xs, sx, cls_mask, n_lc, p0, pstep);
+        } else switch (T ? T : types[0]) {   /* T = 0: the unit's type (one for its four rows) */
+        case ENG_DT_Q4_K: q1_kloop<ENG_DT_Q4_K>(acc, raw, wr, xs, sx, cls_mask, n_lc, p0, pstep); break;
+        case ENG_DT_Q5_K: q1_kloop<ENG_DT_Q5_K>(acc, raw, wr, xs, sx, cls_mask, n_lc, p0, pstep); break;
+        case ENG_DT_Q6_K: q1_kloop<ENG_DT_Q6_K>(acc, raw, wr, xs, sx, cls_mask, n_lc, p0, pstep); break;
+        case ENG_DT_Q4_0: q1_kloop<ENG_DT_Q4_0>(acc, raw, wr, xs, sx, cls_mask, n_lc, p0, pstep); break;
+        case ENG_DT_Q4_1: q1_kloop<ENG_DT_Q4_1>(acc, raw, wr, xs, sx, cls_mask, n_lc, p0, pstep); break;
+        case ENG_DT_Q5_0: q1_kloop<ENG_DT_Q5_0>(acc, raw, wr, xs, sx, cls_mask, n_lc, p0, pstep); break;
+        case ENG_DT_Q5_1: q1_kloop<ENG_DT_Q5_1>(acc, raw, wr, xs, sx, cls_mask, n_lc, p0, pstep); break;
+        default: q1_kloop<ENG_DT_Q8_0>(acc, raw, wr, xs, sx, cls_mask, n_lc, p0, pstep); break;
+        }
+        /* the next round's first blocks are in flight during this round's
+         * reduction and epilogue */
+        unit += stride;
+        if (base + stride < n_units)
+            q1_unit_start<MODE, T>(rp, W, N, n_units, unit, n_lc, p0, pstep, types, wr, raw);
+#pragma unroll
+        for (int j = 0; j < GEMV_NR; j++) {
+            float v = warp_sum(acc[j]);
+            if (lane == 0) s_red[warp][j][0] = v;
+        }
+        __syncthreads();
+        const int u = base + eu;
+        if (has_item && u < n_units)
+            gemv_epilogue<1, MODE>(s_red, KS, eu, u, ej, 0, nw ? s_rstd[0] : 1.f, N, y, rp, pre,
+                                   false);
+        if (base + stride < n_units) __syncthreads();   /* s_red is reused */
+    }
+}
+
+/* K split over KS warps of a unit (n_lc: a row's chunk pairs, one a lane):
+ * the split that leaves the fewest lanes without a pair, weighed by
+ * whether the unit warps fill the multiprocessors (16 warps each); ties go
+ * to the smaller split. */
+static int q1_split(int n_units, int n_lc, int n_sms) {
+    int best = 1;
+    double best_s = -1;
+    for (int ks = 1; ks <= GEMV_WARPS; ks *= 2) {
+        const int iters = (n_lc + 32 * ks - 1) / (32 * ks);
+        const double eff = (double)n_lc / (iters * 32.0 * ks);
+        double par = (double)n_units * ks / (16.0 * n_sms);
+        if (par > 1) par = 1;
+        if (eff * par > best_s + 1e-9) { best_s = eff * par; best = ks; }
+    }
+    return best;
+}
+
+static cudaError_t qgemv1_launch(int mode, int n_units, cudaStream_t s, int pdl, const kern_qw &W,
+                                 int N, int K, const float *x, const float *nw, float eps, float *y,
+                                 int n_sms, const gemv_rope &rp) {
+    typedef void (*kfn)(kern_qw, int, int, const float *, const float *, float, float *, int, int,
+                        gemv_rope);
+    int mask = 0, n_cls = 0, t = W.type[0];
+    for (int i = 0; i < W.n_seg; i++) {
+        mask |= 1 << q1_class(W.type[i]);
+        if (W.type[i] != t) t = 0;
+    }
+#define Q1K(T) (mode == KERN_STORE ? qgemv1_kernel<KERN_STORE, T>           \
+              : mode == KERN_RESID ? qgemv1_kernel<KERN_RESID, T>           \
+              : mode == KERN_ROPE  ? qgemv1_kernel<KERN_ROPE, T>            \
+              : mode == KERN_GEGLU ? qgemv1_kernel<KERN_GEGLU, T> : qgemv1_kernel<KERN_SWIGLU, T>)
+    bool k46 = true;
+    for (int i = 0; i < W.n_seg; i++) k46 = k46 && (W.type[i] == ENG_DT_Q4_K || W.type[i] == ENG_DT_Q6_K);
+    kfn k = t == ENG_DT_Q4_K ? Q1K(ENG_DT_Q4_K) : t == ENG_DT_Q5_K ? Q1K(ENG_DT_Q5_K)
+          : t == ENG_DT_Q6_K ? Q1K(ENG_DT_Q6_K) : t == ENG_DT_Q8_0 ? Q1K(ENG_DT_Q8_0)
+          : t == ENG_DT_Q4_0 ? Q1K(ENG_DT_Q4_0) : t == ENG_DT_Q4_1 ? Q1K(ENG_DT_Q4_1)
+          : t == ENG_DT_Q5_0 ? Q1K(ENG_DT_Q5_0) : t == ENG_DT_Q5_1 ? Q1K(ENG_DT_Q5_1)
+          : k46 ? Q1K(Q1_MIX_K46) : Q1K(0);
+#undef Q1K
+    for (int c = 0; c < Q1_CLASSES; c++) n_cls += mask >> c & 1;
+    const int n_lc = K / 32;
+    const size_t smem = (size_t)n_cls * n_lc * 8 * sizeof(float4) + (size_t)(K / 16) * sizeof(float);
+    if (smem > 48 * 1024) {
+        cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (e) return e;
+    }
+    /* every unit's warps at once where the multiprocessors hold them (no
+     * rounds of equal size: the latency of a unit's loads needs the warps) */
+    const int KS = q1_split(n_units, n_lc / 2, n_sms), upb = GEMV_WARPS / KS;
+    int nb = (n_units + upb - 1) / upb;
+    if (nb > Q1_BLOCKS * n_sms) nb = Q1_BLOCKS * n_sms;
+    return klaunch(k, dim3(nb), dim3(GEMV_THREADS), smem, s, pdl, W, N, K, x, nw, eps, y, KS, mask, rp);
+}
+
 template <int R>
 static cudaError_t qgemv_launch(int mode, int n_units, cudaStream_t s, int pdl, const kern_qw &W,
                                 int N, int K, const float *x, const float *nw, float eps, float *y,
@@ -837,14 +1430,19 @@ static int qgemv_run(cudaStream_t s, const kern_qw *W, int N, int K, const float
         W->end[W->n_seg - 1] != N)
         return (int)cudaErrorInvalidValue;
     for (int i = 0, start = 0; i < W->n_seg; start = W->end[i++]) {
-        const int be = kern_qtype_ok(W->type[i]) ? eng_dt_block(W->type[i]) : 0;
-        const int bytes = eng_dt_block_bytes(W->type[i]);
-        if (!be || K % be || W->end[i] <= start || !W->w[i] ||
-            (long long)W->row_bytes[i] != (long long)(K / be) * bytes ||
-            ((uintptr_t)W->w[i] & ((be == 256 && W->type[i] != ENG_DT_Q6_K) ? 15 : 1)))
+        const size_t rb = kern_qrow_bytes(W->type[i], K);
+        if (!rb || W->end[i] <= start || !W->w[i] || (size_t)W->row_bytes[i] != rb ||
+            ((uintptr_t)W->w[i] & (q1_class(W->type[i]) >= 0 ? 15 : 1)))
             return (int)cudaErrorInvalidValue;
     }
     const int n_units = glu ? (N / 2 + 1) / 2 : (N + GEMV_NR - 1) / GEMV_NR;
+    /* qgemv1_kernel: chunk pairs (K / 32 even), every unit of one type (a
+     * gate | up of two types, or a segment boundary inside a unit of four
+     * rows, goes to qgemv_kernel) */
+    bool one = R == 1 && K % 64 == 0;
+    for (int i = 0; i < W->n_seg; i++)
+        one = one && q1_class(W->type[i]) >= 0 && (glu ? W->type[i] == W->type[0] : i == W->n_seg - 1 || W->end[i] % GEMV_NR == 0);
+    if (one) return (int)qgemv1_launch(mode, n_units, s, pdl, *W, N, K, x, norm_w, eps, y, n_sms, rp);
 #define QL(r) qgemv_launch<r>(mode, n_units, s, pdl, *W, N, K, x, norm_w, eps, y, n_sms, rp)
     switch (R) {
     case 1: return (int)QL(1);

@@ -85,7 +85,7 @@ mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$PWD/.dev/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export PYTHONUNBUFFERED=1
 BIN=.dev/bin
-MD=/tmp/brisk-models
+MD=/tmp/brisk-models; mkdir -p $MD
 T0=$(date +%s)
 stamp() { echo "== [$(( $(date +%s) - T0 )) s] $*"; }
 model() {   # model NAME: makes it once
@@ -114,6 +114,31 @@ part_quant() {
             --batches 1,32 --prefill 1024 --bf16-weights --quant 2>&1 | grep -v "new length"
         stamp "$m-q4_k_m bf16 dense done"
     done
+}
+part_q1() {   # issue 25: kern_qgemv per product (--kernels) and the step, this build and .dev/bin/bench_cuda_base
+    for m in ${QUANT_MODELS:-qwen2.5-1.5b}; do
+        for f in ${QUANT_FORMATS:-q4_k_m}; do
+            [ -f $MD/$m-$f.gguf ] || $BIN/brisk mkmodel --preset $m --format $f --out $MD/$m-$f.gguf > /dev/null
+            stamp "$m-$f made"
+            timeout 240 $BIN/bench_cuda $MD/$m-$f.gguf --out "$OUT/q1_h100_$m-$f.json" --batches ${Q1_BATCHES:-1,8} \
+                --prefill 0 --quant --kernels 2>&1 | grep -v -E "new length|attention variant"
+            [ -x $BIN/bench_cuda_base ] && [ -z "${Q1_NOBASE:-}" ] && timeout 200 $BIN/bench_cuda_base $MD/$m-$f.gguf --batches ${Q1_BATCHES:-1,8} \
+                --out "$OUT/q1base_h100_$m-$f.json" --prefill 0 --quant 2>&1 | grep -E "^ +[0-9]+ +(default|dense)" | sed 's/^/base /'
+            stamp "$m-$f done"
+        done
+    done
+}
+part_prof() {   # ncu of kern_qgemv's batch-1 kernels (1.5B Q4_K_M) and the SASS of its Q4_K SwiGLU instance
+    local m=qwen2.5-1.5b f=q4_k_m
+    [ -f $MD/$m-$f.gguf ] || $BIN/brisk mkmodel --preset $m --format $f --out $MD/$m-$f.gguf > /dev/null
+    cuobjdump --dump-sass -fun '_Z13qgemv1_kernelILi2ELi8EEv7kern_qwiiPKfS2_fPfii9gemv_rope' $BIN/bench_cuda \
+        > "$OUT/sass_q1_q4k_swiglu.txt" 2>&1
+    timeout 240 ncu --clock-control none -k regex:qgemv1 --launch-skip 100 --launch-count 4 --section SpeedOfLight \
+        --section Occupancy --section SchedulerStats --section WarpStateStats --section LaunchStats \
+        --section MemoryWorkloadAnalysis $BIN/bench_cuda $MD/$m-$f.gguf --out /tmp/prof.json --batches 1 \
+        --prefill 0 --quant --steps 4 > "$OUT/ncu_q1.txt" 2>&1
+    grep -E "qgemv1_kernel|Duration|Memory Throughput|DRAM Throughput|Issue Slots Busy|Achieved Occupancy|Registers Per|Grid Size|Warp Cycles Per Issued|No Eligible|Issued Warp|L1/TEX Hit|L2 Hit" \
+        "$OUT/ncu_q1.txt" | head -90
 }
 part_ablate() {
     model qwen2.5-1.5b

@@ -287,14 +287,20 @@ static int qweight(int n_seg, const int *types, const int *rows, int K, kern_qw 
         t.data = h;
         t.nbytes = bytes;
         eng_to_f32(&t, W + (size_t)end * K);
-        void *d = dup_up(h, bytes);
+        /* the kernels' layout (kern_qpack_row) */
+        const size_t db = kern_qrow_bytes(types[i], K);
+        uint8_t *p = db ? malloc(db * rows[i]) : NULL;
+        for (int r = 0; p && r < rows[i]; r++)
+            kern_qpack_row(types[i], h + (size_t)r * (K / be) * bb, K, p + (size_t)r * db);
+        void *d = p ? dup_up(p, db * rows[i]) : NULL;
         free(h);
+        free(p);
         if (!d) return 0;
         end += rows[i];
         qw->w[i] = d;
         qw->type[i] = types[i];
         qw->end[i] = end;
-        qw->row_bytes[i] = K / be * bb;
+        qw->row_bytes[i] = (int)db;
     }
     qw->n_seg = n_seg;
     return 1;
@@ -367,6 +373,25 @@ static void test_qgemv(void) {
     }
     e = qgemv_case(1, &qtypes[0], &long_r, 1, KERN_STORE, 1, 4864, 1);
     T_CHECKF(e <= 1e-5, "Q8_0 1536x4864 on 1 SM: rel err %.3g", e);
+    /* one input row (the kernel of its own for Q4_K, Q5_K, Q6_K, Q8_0):
+     * long rows, two types in one unit (gate | up), the 7B down shape
+     * (activations staged in over 48 KB of shared memory) */
+    for (int t = 5; t < 8; t++) {
+        e = qgemv_case(1, &qtypes[t], &long_r, 1, KERN_RESID, 0, 8960, 132);
+        T_CHECKF(e <= 1e-5, "%s 1536x8960 R=1: rel err %.3g", eng_dt_name(qtypes[t]), e);
+    }
+    e = qgemv_case(2, gu_t, gu_r, 1, KERN_SWIGLU, 1, 1536, 132);
+    T_CHECKF(e <= 1e-5, "gate Q4_K | up Q6_K R=1: rel err %.3g", e);
+    const int k8_t[2] = {ENG_DT_Q8_0, ENG_DT_Q5_K}, k8_r[2] = {36, 60};
+    e = qgemv_case(2, k8_t, k8_r, 1, KERN_STORE, 1, 2048, 3);
+    T_CHECKF(e <= 1e-5, "Q8_0 | Q5_K R=1 on 3 SMs: rel err %.3g", e);
+    const int down_r = 64;
+    for (int t = 5; t < 8; t += 2) {
+        e = qgemv_case(1, &qtypes[t], &down_r, 1, KERN_RESID, 0, 18944, 132);
+        T_CHECKF(e <= 1e-5, "%s 64x18944 R=1: rel err %.3g", eng_dt_name(qtypes[t]), e);
+    }
+    e = qgemv_case(1, &qtypes[0], &down_r, 1, KERN_STORE, 1, 18944, 132);
+    T_CHECKF(e <= 1e-5, "Q8_0 64x18944 R=1: rel err %.3g", e);
     /* refused: K not whole blocks, more than 8 rows, segments not covering N */
     kern_qw bad;
     memset(&bad, 0, sizeof bad);

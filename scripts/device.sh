@@ -217,6 +217,9 @@ part_real() {
     fi
     BRISK_MODELS=$R BRISK_TEST_BACKEND=cuda $BIN/test_real > "$OUT/test_real_cuda.log" 2>&1
     echo "test_real (CUDA) exit $?"; grep -E "backend|greedy|logits|FAIL|passed" "$OUT/test_real_cuda.log"
+    # issue 25: the quantized blocks (one prompt at a time: one row a decode step, qgemv1_kernel)
+    BRISK_TEST_QUANT=1 BRISK_MODELS=$R BRISK_TEST_BACKEND=cuda $BIN/test_real > "$OUT/test_real_cuda_quant.log" 2>&1
+    echo "test_real (CUDA, quantized) exit $?"; grep -E "backend|greedy|logits|FAIL|passed" "$OUT/test_real_cuda_quant.log"
     BRISK_TEST_KV=bf16 BRISK_MODELS=$R BRISK_TEST_BACKEND=cuda $BIN/test_real > "$OUT/test_real_cuda_kv_bf16.log" 2>&1
     echo "test_real (CUDA, bf16 KV) exit $?"; grep -E "backend|greedy|logits|bf16 KV|FAIL|passed" "$OUT/test_real_cuda_kv_bf16.log"
     $BIN/bench_cuda $F --out "$OUT/cuda_h100_smollm2-135m.json" --batches ${REAL_BATCHES:-1,8,32} 2>&1 | tail -14

@@ -30,6 +30,10 @@
  * and logit checks run through the CUDA backend instead of the CPU's, with
  * the same tolerance: it keeps these models' weights in f32 (the GGUFs'
  * types are not bf16) and computes in f32.
+ * With BRISK_TEST_QUANT=1 as well (CUDA) the prompts run one at a time with
+ * eng_opts.quant, so every decode step is one row through the GGUF blocks
+ * (kern_qgemv at one row) instead of the f32 copy; same checks, same
+ * tolerance.
  * With BRISK_TEST_KV=bf16 the engine's KV cache is bf16 (eng.h): the test
  * prints how many prompts still follow transformers' greedy tokens (not
  * required: bf16 keys and values move logits by ~1e-3) and checks the
@@ -269,8 +273,9 @@ static void cpu_same_tokens(eng_model *model, const cJSON *prompts, int np, int 
     eng_destroy(e);
 }
 
-/* All prompts run as one batch; each step's new token and logits row are
- * checked against the recording. */
+/* All prompts run as one batch (with BRISK_TEST_QUANT=1 on CUDA: one at a
+ * time, through the quantized blocks at one row a step); each step's new
+ * token and logits row are checked against the recording. */
 static void greedy(real *r) {
     if (!r->model || !r->ref) T_FAIL("no model or fixture (loading failed)");
     eng_model *model = r->model;
@@ -281,75 +286,88 @@ static void greedy(real *r) {
     eng_err err = {0};
     eng_engine *e = NULL;
     const char *be = getenv("BRISK_TEST_BACKEND"), *kvs = getenv("BRISK_TEST_KV");
+    const char *qs = getenv("BRISK_TEST_QUANT");
     int cuda = be && !strcmp(be, "cuda"), kv = kvs ? eng_kv_format_parse(kvs) : ENG_KV_F32;
+    int quant = qs && !strcmp(qs, "1");
     if (kv < 0) T_FAIL("BRISK_TEST_KV=%s: f32 or bf16", kvs);
-    eng_opts o = {.max_seqs = np, .backend = cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU,
-                  .kv_format = kv};
-    if (eng_create(model, &o, &e, &err)) T_FAIL("%s", err.msg);
-    printf("  backend: %s, KV %s\n", cuda ? "CUDA" : "CPU", eng_kv_format_name(kv));
+    if (quant && !cuda) T_FAIL("BRISK_TEST_QUANT=1 needs BRISK_TEST_BACKEND=cuda");
+    const int group = quant ? 1 : np;   /* prompts a batch */
+    printf("  backend: %s, KV %s%s\n", cuda ? "CUDA" : "CPU", eng_kv_format_name(kv),
+           quant ? ", quantized blocks, one prompt at a time" : "");
     int *got = calloc((size_t)np * n_new, sizeof *got);   /* [prompt][step] tokens */
-    if (!got) { eng_destroy(e); T_FAIL("out of memory"); }
+    if (!got) T_FAIL("out of memory");
     int seq[16], matched[16] = {0}, diverged[16] = {0};
     eng_sampling greedy = {0};
-    for (int s = 0; s < np; s++) {
-        const cJSON *pid = cJSON_GetObjectItem(cJSON_GetArrayItem(prompts, s), "prompt_ids"), *x;
-        int ids[512], k = 0;
-        cJSON_ArrayForEach(x, pid) if (k < 512) ids[k++] = x->valueint;
-        if (eng_seq_add(e, ids, k, &greedy, &seq[s], &err)) {
-            eng_destroy(e);
+    double worst = 0, t0 = eng_now_s();
+    int n_logit_steps = 0;
+    for (int g0 = 0; g0 < np; g0 += group) {
+        const int g1 = g0 + group < np ? g0 + group : np;
+        eng_opts o = {.max_seqs = g1 - g0, .backend = cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU,
+                      .kv_format = kv, .quant = quant};
+        if (eng_create(model, &o, &e, &err)) {
             free(got);
             T_FAIL("%s", err.msg);
         }
-        if (cuda) eng_seq_keep_all_logits(e, seq[s], 1);   /* CUDA copies logits only then */
-    }
-    double worst = 0, t0 = eng_now_s();
-    int n_logit_steps = 0;
-    for (int step = 0; step < n_new; step++) {
-        if (eng_step(e, &err)) {
-            eng_destroy(e);
-            free(got);
-            T_FAIL("step %d: %s", step, err.msg);
-        }
-        for (int s = 0; s < np; s++) {
-            const cJSON *p = cJSON_GetArrayItem(prompts, s), *lg;
-            eng_token t;
-            eng_seq_last(e, seq[s], &t);
-            got[s * n_new + step] = t.id;
-            if (!diverged[s] && t.id == cJSON_GetArrayItem(cJSON_GetObjectItem(p, "ids"), step)->valueint)
-                matched[s]++;
-            else if (!diverged[s]) {
-                diverged[s] = 1;
-                printf("  prompt %d (%s) step %d: brisk %d, transformers %d\n", s,
-                       cJSON_GetObjectItem(p, "kind")->valuestring, step, t.id,
-                       cJSON_GetArrayItem(cJSON_GetObjectItem(p, "ids"), step)->valueint);
+        for (int s = g0; s < g1; s++) {
+            const cJSON *pid = cJSON_GetObjectItem(cJSON_GetArrayItem(prompts, s), "prompt_ids"), *x;
+            int ids[512], k = 0;
+            cJSON_ArrayForEach(x, pid) if (k < 512) ids[k++] = x->valueint;
+            if (eng_seq_add(e, ids, k, &greedy, &seq[s], &err)) {
+                eng_destroy(e);
+                free(got);
+                T_FAIL("%s", err.msg);
             }
-            if (diverged[s]) continue;   /* later logits follow other tokens */
-            int rows = 0;
-            const float *l = eng_seq_logits(e, seq[s], &rows);
-            cJSON_ArrayForEach(lg, cJSON_GetObjectItem(p, "logits")) {
-                if (cJSON_GetObjectItem(lg, "step")->valueint != step) continue;
-                if (!l || rows < 1) {
-                    T_CHECKF(0, "prompt %d step %d: no logits", s, step);
-                    continue;
+            if (cuda) eng_seq_keep_all_logits(e, seq[s], 1);   /* CUDA copies logits only then */
+        }
+        for (int step = 0; step < n_new; step++) {
+            if (eng_step(e, &err)) {
+                eng_destroy(e);
+                free(got);
+                T_FAIL("step %d: %s", step, err.msg);
+            }
+            for (int s = g0; s < g1; s++) {
+                const cJSON *p = cJSON_GetArrayItem(prompts, s), *lg;
+                eng_token t;
+                eng_seq_last(e, seq[s], &t);
+                got[s * n_new + step] = t.id;
+                if (!diverged[s] && t.id == cJSON_GetArrayItem(cJSON_GetObjectItem(p, "ids"), step)->valueint)
+                    matched[s]++;
+                else if (!diverged[s]) {
+                    diverged[s] = 1;
+                    printf("  prompt %d (%s) step %d: brisk %d, transformers %d\n", s,
+                           cJSON_GetObjectItem(p, "kind")->valuestring, step, t.id,
+                           cJSON_GetArrayItem(cJSON_GetObjectItem(p, "ids"), step)->valueint);
                 }
-                l += (size_t)(rows - 1) * model->cfg.vocab_size;
-                double scale = cJSON_GetObjectItem(lg, "max_abs")->valuedouble;
-                const cJSON *ti = cJSON_GetObjectItem(lg, "top_ids");
-                const cJSON *tv = cJSON_GetObjectItem(lg, "top");
-                const cJSON *fv = cJSON_GetObjectItem(lg, "fixed");
-                for (int i = 0; i < cJSON_GetArraySize(ti); i++) {
-                    double d = fabs(l[cJSON_GetArrayItem(ti, i)->valueint] -
-                                    cJSON_GetArrayItem(tv, i)->valuedouble) / scale;
-                    if (d > worst) worst = d;
+                if (diverged[s]) continue;   /* later logits follow other tokens */
+                int rows = 0;
+                const float *l = eng_seq_logits(e, seq[s], &rows);
+                cJSON_ArrayForEach(lg, cJSON_GetObjectItem(p, "logits")) {
+                    if (cJSON_GetObjectItem(lg, "step")->valueint != step) continue;
+                    if (!l || rows < 1) {
+                        T_CHECKF(0, "prompt %d step %d: no logits", s, step);
+                        continue;
+                    }
+                    l += (size_t)(rows - 1) * model->cfg.vocab_size;
+                    double scale = cJSON_GetObjectItem(lg, "max_abs")->valuedouble;
+                    const cJSON *ti = cJSON_GetObjectItem(lg, "top_ids");
+                    const cJSON *tv = cJSON_GetObjectItem(lg, "top");
+                    const cJSON *fv = cJSON_GetObjectItem(lg, "fixed");
+                    for (int i = 0; i < cJSON_GetArraySize(ti); i++) {
+                        double d = fabs(l[cJSON_GetArrayItem(ti, i)->valueint] -
+                                        cJSON_GetArrayItem(tv, i)->valuedouble) / scale;
+                        if (d > worst) worst = d;
+                    }
+                    for (int i = 0; i < cJSON_GetArraySize(fixed); i++) {
+                        double d = fabs(l[cJSON_GetArrayItem(fixed, i)->valueint] -
+                                        cJSON_GetArrayItem(fv, i)->valuedouble) / scale;
+                        if (d > worst) worst = d;
+                    }
+                    n_logit_steps++;
                 }
-                for (int i = 0; i < cJSON_GetArraySize(fixed); i++) {
-                    double d = fabs(l[cJSON_GetArrayItem(fixed, i)->valueint] -
-                                    cJSON_GetArrayItem(fv, i)->valuedouble) / scale;
-                    if (d > worst) worst = d;
-                }
-                n_logit_steps++;
             }
         }
+        eng_destroy(e);
+        e = NULL;
     }
     double dt = eng_now_s() - t0;
     int identical = 0;
@@ -364,7 +382,6 @@ static void greedy(real *r) {
         T_CHECK(n_logit_steps >= 5 * np);
     }
     T_CHECKF(worst <= tol, "logit error %.3g above %.0e", worst, tol);
-    eng_destroy(e);
     if (cuda && kv == ENG_KV_BF16) cpu_same_tokens(model, prompts, np, n_new, got);
     free(got);
 }

@@ -14,6 +14,13 @@
 #                 quantized floor, and the dense copy beside: rows "default"
 #                 and "dense") and the 1,024-token prompt pass; then q4_k_m
 #                 with a bf16 dense copy (--bf16-weights) at batch 1, 32; ~3 min
+#        q1       kern_qgemv per layer product at 1/2/4/8 rows (bench_cuda
+#                 --kernels --quant) and the step at batch 1, 8 for the GGUFs
+#                 of QUANT_MODELS x QUANT_FORMATS, against .dev/bin/bench_cuda_base
+#                 (pack with BASE_BENCH=...; Q1_NOBASE=1 leaves it out); ~30 s
+#                 a 1.5B file, ~40 s a 7B one
+#        prof     ncu (--clock-control none) of four batch-1 kern_qgemv launches
+#                 on 1.5B Q4_K_M, and the SASS of its Q4_K SwiGLU instance
 #        ablate   bench_cuda at batch 1 and 32 on 1.5B, stages left out
 #        cuda     bench_cuda at batch 1..256 (CUDA_BATCHES) on 0.5B, 1.5B, 7B
 #                 shapes (CUDA_MODELS)
@@ -27,7 +34,8 @@
 #                 without attention), batch 1/32/256 at 150
 #        real     the real SmolLM2-135M GGUF: test_real through the CUDA
 #                 backend (greedy identity and logits against transformers;
-#                 again with bf16 KV: CUDA's tokens against the CPU's in bf16),
+#                 again through the quantized blocks one prompt at a time; again
+#                 with bf16 KV: CUDA's tokens against the CPU's in bf16),
 #                 bench_cuda at batch 1/8/32, transformers eager + compiled
 #                 (f32, the same dequantized weights, and bf16) on the file.
 #                 The file (98 MB) is over one call's 64 MiB: stage it in

@@ -1340,6 +1340,16 @@ qgemv1_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__
     }
 }
 
+/* Shared memory of qgemv1_kernel: x' once per class of W's types, and the
+ * group sums.  Past Q1_SMEM_MAX (a product of three classes at K over
+ * 17,000; none of today's shapes) the product goes to qgemv_kernel. */
+#define Q1_SMEM_MAX (200 << 10)
+static size_t q1_smem_bytes(const kern_qw &W, int K) {
+    int mask = 0;
+    for (int i = 0; i < W.n_seg; i++) mask |= 1 << (q1_class(W.type[i]) & 3);
+    return (size_t)__builtin_popcount(mask) * (K / 32) * 8 * sizeof(float4) + (size_t)(K / 16) * sizeof(float);
+}
+
 /* K split over KS warps of a unit (n_lc: a row's chunk pairs, one a lane):
  * the split that leaves the fewest lanes without a pair, weighed by
  * whether the unit warps fill the multiprocessors (16 warps each); ties go
@@ -1362,7 +1372,7 @@ static cudaError_t qgemv1_launch(int mode, int n_units, cudaStream_t s, int pdl,
                                  int n_sms, const gemv_rope &rp) {
     typedef void (*kfn)(kern_qw, int, int, const float *, const float *, float, float *, int, int,
                         gemv_rope);
-    int mask = 0, n_cls = 0, t = W.type[0];
+    int mask = 0, t = W.type[0];
     for (int i = 0; i < W.n_seg; i++) {
         mask |= 1 << q1_class(W.type[i]);
         if (W.type[i] != t) t = 0;
@@ -1379,9 +1389,8 @@ static cudaError_t qgemv1_launch(int mode, int n_units, cudaStream_t s, int pdl,
           : t == ENG_DT_Q5_0 ? Q1K(ENG_DT_Q5_0) : t == ENG_DT_Q5_1 ? Q1K(ENG_DT_Q5_1)
           : k46 ? Q1K(Q1_MIX_K46) : Q1K(0);
 #undef Q1K
-    for (int c = 0; c < Q1_CLASSES; c++) n_cls += mask >> c & 1;
     const int n_lc = K / 32;
-    const size_t smem = (size_t)n_cls * n_lc * 8 * sizeof(float4) + (size_t)(K / 16) * sizeof(float);
+    const size_t smem = q1_smem_bytes(W, K);
     if (smem > 48 * 1024) {
         cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e) return e;
@@ -1439,9 +1448,10 @@ static int qgemv_run(cudaStream_t s, const kern_qw *W, int N, int K, const float
     /* qgemv1_kernel: chunk pairs (K / 32 even), every unit of one type (a
      * gate | up of two types, or a segment boundary inside a unit of four
      * rows, goes to qgemv_kernel) */
-    bool one = R == 1 && K % 64 == 0;
+    bool one = R == 1 && K % 64 == 0 && q1_smem_bytes(*W, K) <= Q1_SMEM_MAX;
     for (int i = 0; i < W->n_seg; i++)
-        one = one && q1_class(W->type[i]) >= 0 && (glu ? W->type[i] == W->type[0] : i == W->n_seg - 1 || W->end[i] % GEMV_NR == 0);
+        one = one && q1_class(W->type[i]) >= 0 &&
+              (glu ? W->type[i] == W->type[0] : i == W->n_seg - 1 || W->end[i] % GEMV_NR == 0);
     if (one) return (int)qgemv1_launch(mode, n_units, s, pdl, *W, N, K, x, norm_w, eps, y, n_sms, rp);
 #define QL(r) qgemv_launch<r>(mode, n_units, s, pdl, *W, N, K, x, norm_w, eps, y, n_sms, rp)
     switch (R) {

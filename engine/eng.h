@@ -256,7 +256,8 @@ typedef struct eng_opts {
     int backend;      /* ENG_BACKEND_* */
     int n_threads;    /* CPU: 0 = number of cores */
     int block_size;   /* KV tokens per block; 0 = 16 */
-    int n_blocks;     /* KV blocks in the pool; 0 = sized for max_seqs x max_pos/4 */
+    int n_blocks;     /* KV blocks in the pool; 0 = sized for max_seqs x max_pos/4 tokens,
+                       * at least max_pos (one sequence may use the whole context) */
     int max_seqs;     /* live sequences at once; 0 = 256 */
     int tp;           /* tensor-parallel ranks; 0 or 1 = unsplit.  CPU: ranks are threads
                        * sharing n_threads (the "split" backend); CUDA: one GPU per rank

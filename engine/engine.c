@@ -145,7 +145,11 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
         d.n_threads = n > 0 ? (int)n : 1;
     }
     if (!d.n_blocks) {
+        /* a quarter of the context a sequence, but never less than one whole
+         * context: with few sequences (serve --max-batch 1) one of them may
+         * use all of it */
         int64_t tokens = (int64_t)d.max_seqs * (m->cfg.max_pos / 4 > 1 ? m->cfg.max_pos / 4 : 1);
+        if (tokens < m->cfg.max_pos) tokens = m->cfg.max_pos;
         int64_t nb = (tokens + d.block_size - 1) / d.block_size;
         d.n_blocks = nb > (1 << 30) ? 1 << 30 : (int)nb;
 #ifdef BRISK_CUDA

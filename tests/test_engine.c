@@ -700,6 +700,28 @@ static void test_efull(void) {
 /* eng_warmup runs prompt passes up to the size asked (capped by the free KV
  * blocks), gives every block back, and leaves the engine computing the
  * reference logits. */
+/* The default pool (n_blocks 0) holds one whole context even for one
+ * sequence (it was max_seqs x max_pos/4: serve --max-batch 1 stopped a
+ * stream at a quarter of the context), and max_seqs x max_pos/4 above. */
+static void test_default_pool(void) {
+    fixture *f = &fx[0];
+    if (!load_fixture(f)) T_FAIL("bundled fixture tests/fixtures/%s did not load", f->name);
+    const int max_pos = f->m->cfg.max_pos, seqs[3] = {1, 2, 64};
+    for (int i = 0; i < 3; i++) {
+        eng_opts o = { .backend = ENG_BACKEND_CPU, .n_threads = 1, .block_size = 16,
+                       .max_seqs = seqs[i], .kv_format = kv_format };
+        eng_engine *e = NULL;
+        eng_err err = { 0 };
+        if (eng_create(f->m, &o, &e, &err)) T_FAIL("eng_create: %s", err.msg);
+        const long want = (long)seqs[i] * (max_pos / 4) > max_pos ? (long)seqs[i] * (max_pos / 4) : max_pos;
+        const long have = (long)eng_kv_free_blocks(e) * 16;
+        printf("  %d sequences: %ld positions (max_pos %d)\n", seqs[i], have, max_pos);
+        T_CHECKF(have >= want && have < want + 16, "%d sequences: %ld positions, want %ld",
+                 seqs[i], have, want);
+        eng_destroy(e);
+    }
+}
+
 static void test_warmup(void) {
     fixture *f = &fx[0];
     if (!load_fixture(f)) T_FAIL("bundled fixture tests/fixtures/%s did not load", f->name);
@@ -909,6 +931,7 @@ int main(void) {
     T_RUN(test_pause_append);
     T_RUN(test_truncate);
     T_RUN(test_efull);
+    T_RUN(test_default_pool);
     T_RUN(test_warmup);
     T_RUN(test_bad_args);
     T_RUN(test_backend_checks);

@@ -860,14 +860,15 @@ qgemv_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__ 
 
 /* ------------------------------------------- quantized, one input row
  *
- * kern_qgemv at R = 1 (decode at batch 1) for the types whose quants a
- * lane reads in aligned 16-byte pieces (Q4_K, Q5_K, Q6_K, Q8_0): the units,
+ * kern_qgemv at R = 1 (decode at batch 1), every block type (the device
+ * layout puts each lane's quants in aligned 16-byte pieces): the units,
  * split-K and epilogues of qgemv_kernel, with three changes that cut the
  * work per weight to about a byte permute and an FMA:
- * - a lane takes a "lane chunk" of 32 weights of a row: 16 bytes of quants
- *   (Q8_0: 32) holding two groups of 16 consecutive elements, L and H, each
- *   of one scale a and offset b (w = a q + b), so the scales are decoded
- *   once per 32 weights;
+ * - a lane takes "lane chunks" of 32 weights of a row, two at a time (a
+ *   pair, q1_pair_chunk): 16 bytes of quants (Q8_0: 32) holding two groups
+ *   of 16 consecutive elements, L and H, each of one scale a and offset b
+ *   (w = a q + b), so the scales are decoded once per 32 weights (a Q4_K
+ *   pair: once per 64);
  * - the block stages the activations once in shared memory, normalised
  *   (x * norm_w), in the order the lanes read them (lane chunk by lane
  *   chunk, its 8 float4 slots swizzled so that 8 consecutive lanes read 8
@@ -879,8 +880,10 @@ qgemv_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__ 
  *   adds a sum(x q) + b sum(x) = A S + B sum(x), A = a 2^(8-s), B = b - A/2
  *   (the cancellation costs a few bits of S's 24, well inside the 1e-5 the
  *   tests allow).  Q8_0 quants (8 bits) take the 2^23 trick (qfloat).
- * Rows of one unit may be of different types (a gate|up of two types):
- * the activations are re-read from shared memory when the class changes. */
+ * A product may have segments of several types (q|k|v of Q4_K and Q6_K):
+ * x' is staged once per class of element order, and each unit, whose four
+ * rows share a type, runs its type's loop.  A unit of mixed rows (a gate |
+ * up of two types) goes to qgemv_kernel. */
 enum { Q1_K4 = 0, Q1_K6 = 1, Q1_B32 = 2, Q1_CLASSES = 3 };
 
 /* Which elements a lane chunk holds (the class of its type); -1: a type

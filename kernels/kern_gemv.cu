@@ -1370,9 +1370,10 @@ static int q1_split(int n_units, int n_lc, int n_sms) {
     return best;
 }
 
+/* smem: q1_smem_bytes(W, K) */
 static cudaError_t qgemv1_launch(int mode, int n_units, cudaStream_t s, int pdl, const kern_qw &W,
                                  int N, int K, const float *x, const float *nw, float eps, float *y,
-                                 int n_sms, const gemv_rope &rp) {
+                                 int n_sms, size_t smem, const gemv_rope &rp) {
     typedef void (*kfn)(kern_qw, int, int, const float *, const float *, float, float *, int, int,
                         gemv_rope);
     int mask = 0, t = W.type[0];
@@ -1393,7 +1394,6 @@ static cudaError_t qgemv1_launch(int mode, int n_units, cudaStream_t s, int pdl,
           : k46 ? Q1K(Q1_MIX_K46) : Q1K(0);
 #undef Q1K
     const int n_lc = K / 32;
-    const size_t smem = q1_smem_bytes(W, K);
     if (smem > 48 * 1024) {
         cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e) return e;
@@ -1451,11 +1451,12 @@ static int qgemv_run(cudaStream_t s, const kern_qw *W, int N, int K, const float
     /* qgemv1_kernel: chunk pairs (K / 32 even), every unit of one type (a
      * gate | up of two types, or a segment boundary inside a unit of four
      * rows, goes to qgemv_kernel) */
-    bool one = R == 1 && K % 64 == 0 && q1_smem_bytes(*W, K) <= Q1_SMEM_MAX;
+    const size_t smem = q1_smem_bytes(*W, K);
+    bool one = R == 1 && K % 64 == 0 && smem <= Q1_SMEM_MAX;
     for (int i = 0; i < W->n_seg; i++)
         one = one && q1_class(W->type[i]) >= 0 &&
               (glu ? W->type[i] == W->type[0] : i == W->n_seg - 1 || W->end[i] % GEMV_NR == 0);
-    if (one) return (int)qgemv1_launch(mode, n_units, s, pdl, *W, N, K, x, norm_w, eps, y, n_sms, rp);
+    if (one) return (int)qgemv1_launch(mode, n_units, s, pdl, *W, N, K, x, norm_w, eps, y, n_sms, smem, rp);
 #define QL(r) qgemv_launch<r>(mode, n_units, s, pdl, *W, N, K, x, norm_w, eps, y, n_sms, rp)
     switch (R) {
     case 1: return (int)QL(1);

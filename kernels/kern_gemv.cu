@@ -511,8 +511,9 @@ extern "C" void kern_qpack_row(int type, const void *src, int K, void *dst) {
     }
 }
 
-/* Blocks of the 32-element formats (but Q8_0) sit at even addresses:
- * 16-bit loads where a block's length is not a multiple of 4. */
+/* 16-bit loads: the 2-byte d fields; qgemv_kernel's Q6_K quant reads also
+ * go through them (written for 210-byte blocks; at QK6_STRIDE they are
+ * 8-byte aligned, so uint2 loads would do: not yet measured). */
 __device__ __forceinline__ uint32_t ld_u16(const uint8_t *p) {
     return __ldg((const unsigned short *)p);
 }

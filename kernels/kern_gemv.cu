@@ -954,7 +954,7 @@ struct q1raw {
 
 __device__ __forceinline__ void q1_load(int t, const uint8_t *row, int p, int n_lc, q1raw &r) {
     const int c = q1_pair_chunk(t, p), i = c & 7;
-    const uint8_t *b = row + (size_t)(c >> 3) * (t == ENG_DT_Q4_K ? 144 : t == ENG_DT_Q5_K ? 176 : QK6_STRIDE);
+    const uint8_t *b = row + (size_t)(c >> 3) * qstep_bytes(t);   /* K formats: one block */
     switch (t) {
     case ENG_DT_Q4_K:
     case ENG_DT_Q5_K: {   /* d, dmin, scales[12], (Q5_K: qh[32]), qs[128] */
@@ -1166,8 +1166,8 @@ __device__ __forceinline__ void q1_prefetch(const int (&types)[GEMV_NR],
 #pragma unroll
     for (int j = 0; j < GEMV_NR; j++) {
         const int t = types[j];
-        const size_t rb = q1_class(t) == Q1_B32 ? (size_t)n_lc * (qstep_bytes(t) / 8)
-                        : (size_t)(n_lc / 8) * (t == ENG_DT_Q4_K ? 144 : t == ENG_DT_Q5_K ? 176 : QK6_STRIDE);
+        /* a step: 8 blocks of a 32-element format, one block of a K format */
+        const size_t rb = (size_t)n_lc * qstep_bytes(t) / 8;
         for (size_t o = (size_t)first * 128; o < rb; o += (size_t)step * 128)
             asm volatile("prefetch.global.L2 [%0];" ::"l"(wr[j] + o));
     }

@@ -373,9 +373,10 @@ static void test_qgemv(void) {
     }
     e = qgemv_case(1, &qtypes[0], &long_r, 1, KERN_STORE, 1, 4864, 1);
     T_CHECKF(e <= 1e-5, "Q8_0 1536x4864 on 1 SM: rel err %.3g", e);
-    /* one input row (the kernel of its own for Q4_K, Q5_K, Q6_K, Q8_0):
-     * long rows, two types in one unit (gate | up), the 7B down shape
-     * (activations staged in over 48 KB of shared memory) */
+    /* one input row (qgemv1_kernel): long rows, segments of two types (a
+     * gate Q4_K | up Q6_K unit mixes them and goes to the 2-8 row kernel;
+     * Q8_0 | Q5_K units do not), the 7B down shape (activations staged in
+     * over 48 KB of shared memory) */
     for (int t = 5; t < 8; t++) {
         e = qgemv_case(1, &qtypes[t], &long_r, 1, KERN_RESID, 0, 8960, 132);
         T_CHECKF(e <= 1e-5, "%s 1536x8960 R=1: rel err %.3g", eng_dt_name(qtypes[t]), e);

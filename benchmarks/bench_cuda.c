@@ -318,6 +318,7 @@ typedef struct bvar {
     int fast_gemm, gemv_max, no_graphs, no_pdl;   /* gemv_max < 0: default */
     int skinny_max;                               /* < 0: default */
     int dense;                                    /* 1: quant off (the dense copy) */
+    int qgemv;                                    /* 1: quant_tc_rows 0 (kern_qgemv's rows) */
 } bvar;
 
 static void set_var(bench *B, const bvar *v) {
@@ -328,13 +329,14 @@ static void set_var(bench *B, const bvar *v) {
     o.no_graphs = v->no_graphs;
     o.no_pdl = v->no_pdl;
     if (v->dense) o.quant = 0;
+    if (v->qgemv) o.quant_tc_rows = 0;
     if (v->skinny_max >= 0) o.skinny_max_rows = v->skinny_max;
     eng_cuda_set_opts(B->b, &o);
     eng_cuda_bench_skip(B->b, 0);
 }
 
 static void set_opts(bench *B, int fast_gemm, int gemv_max, int no_graphs, int no_pdl) {
-    bvar v = {"", fast_gemm, gemv_max, no_graphs, no_pdl, -1, 0};
+    bvar v = {"", fast_gemm, gemv_max, no_graphs, no_pdl, -1, 0, 0};
     set_var(B, &v);
 }
 
@@ -440,17 +442,20 @@ static int batch_variants(const bench *B, int n, bvar *v) {
     bench_opts(B, &def);
     int k = 0;
     if (n == 1) {
-        v[k++] = (bvar){"no_pdl", 0, -1, 0, 1, -1, 0};
-        v[k++] = (bvar){"no_graphs", 0, -1, 1, 0, -1, 0};
+        v[k++] = (bvar){"no_pdl", 0, -1, 0, 1, -1, 0, 0};
+        v[k++] = (bvar){"no_graphs", 0, -1, 1, 0, -1, 0, 0};
     }
     if (B->info.quant && n <= B->info.quant_rows) {
-        v[k++] = (bvar){"dense", 0, -1, 0, 0, -1, 1};
+        v[k++] = (bvar){"dense", 0, -1, 0, 0, -1, 1, 0};
+        /* kern_qskinny's rows: the 2-8 row GEMV kernel beside it */
+        if (n > 1 && n <= 8 && B->info.quant_rows > 8)
+            v[k++] = (bvar){"qgemv", 0, -1, 0, 0, -1, 0, 1};
     } else if (!B->info.quant || n > 8) {
-        if (n > 1 && n <= 8 && n <= def.gemv_max_rows) v[k++] = (bvar){"cublas", 0, 0, 0, 0, 0, 0};
-        if (n > 1 && n <= 8 && n > def.gemv_max_rows) v[k++] = (bvar){"gemv", 0, 8, 0, 0, -1, 0};
-        if (n > def.gemv_max_rows && n <= def.skinny_max_rows) v[k++] = (bvar){"cublas", 0, -1, 0, 0, 0, 0};
+        if (n > 1 && n <= 8 && n <= def.gemv_max_rows) v[k++] = (bvar){"cublas", 0, 0, 0, 0, 0, 0, 0};
+        if (n > 1 && n <= 8 && n > def.gemv_max_rows) v[k++] = (bvar){"gemv", 0, 8, 0, 0, -1, 0, 0};
+        if (n > def.gemv_max_rows && n <= def.skinny_max_rows) v[k++] = (bvar){"cublas", 0, -1, 0, 0, 0, 0, 0};
     }
-    if (n > 8) v[k++] = (bvar){"fast_gemm", 1, -1, 0, 0, -1, 0};
+    if (n > 8) v[k++] = (bvar){"fast_gemm", 1, -1, 0, 0, -1, 0, 0};
     return k;
 }
 
@@ -650,9 +655,21 @@ typedef struct kb_gemv {
     float *y2;
 } kb_gemv;
 
+/* A weight of one segment of N rows of type t at w. */
+static kern_qw kb_qw(int t, int N, int K, const void *w) {
+    kern_qw qw;
+    memset(&qw, 0, sizeof qw);
+    qw.n_seg = 1;
+    qw.type[0] = t;
+    qw.end[0] = N;
+    qw.row_bytes[0] = (int)kern_qrow_bytes(t, K);
+    qw.w[0] = w;
+    return qw;
+}
+
 /* Times n launches of kernel `which` (0 GEMV, 1 attention, 2 sampling, 3
  * RoPE, 4 attention variant 2, 5 kern_skinny, 6 cuBLASLt, 7 kern_qgemv
- * over g->R rows of x) in one graph;
+ * over g->R rows of x, 8 kern_qskinny over g->R rows of g->act) in one graph;
  * returns seconds per launch, or -1. */
 static double kb_time(kb_ctx *k, int which, const kb_gemv *g, const float *x, float *y,
                       const float *nw, const kern_step *st, kern_kv kv, int nh, int splits,
@@ -671,16 +688,11 @@ static double kb_time(kb_ctx *k, int which, const kb_gemv *g, const float *x, fl
             err = kern_attention(k->s, x, kv, st, 1, nh, splits, y, NULL, 0, part, cnt, pdl);
         else if (which == 4)   /* V carries variant 2's span */
             err = kern_attention2(k->s, x, kv, st, 1, nh, splits, V, y, NULL, 0, part, cnt, pdl);
-        else if (which == 7) {
-            kern_qw qw;
-            memset(&qw, 0, sizeof qw);
-            qw.n_seg = 1;
-            qw.type[0] = g->qtype;
-            qw.end[0] = g->N;
-            qw.row_bytes[0] = (int)kern_qrow_bytes(g->qtype, g->K);
-            qw.w[0] = kb_weights(k, (size_t)qw.row_bytes[0] * g->N);
-            err = kern_qgemv(k->s, &qw, g->N, g->K, x, g->R, g->norm ? nw : NULL, 1e-6f, g->mode, y,
-                             sms, pdl);
+        else if (which == 7 || which == 8) {
+            kern_qw qw = kb_qw(g->qtype, g->N, g->K, kb_weights(k, kern_qrow_bytes(g->qtype, g->K) * g->N));
+            err = which == 7 ? kern_qgemv(k->s, &qw, g->N, g->K, x, g->R, g->norm ? nw : NULL, 1e-6f,
+                                          g->mode, y, sms, pdl)
+                             : kern_qskinny(k->s, &qw, g->N, g->K, g->act, g->R, g->parts, g->y2, sms, pdl);
         } else if (which == 5)
             err = kern_skinny(k->s, kb_weights(k, (size_t)g->N * g->K * 2), g->N, g->K, g->act, g->R,
                               g->parts, g->y2, sms, pdl);
@@ -786,31 +798,56 @@ static void kb_qproducts(kb_ctx *k, const eng_config *c, double bw, int sms, con
                      {.N = 2 * I, .K = H, .mode = KERN_SWIGLU, .norm = 1},
                      {.N = H, .K = I, .mode = KERN_RESID}};
     const char *names[4] = {"qkv", "o_proj", "gate|up", "down"};
-    const int types[3] = {ENG_DT_Q4_K, ENG_DT_Q6_K, ENG_DT_Q8_0}, rows[4] = {1, 2, 4, 8};
-    cJSON *arr = cJSON_AddArrayToObject(root, "qproducts");
-    printf("kern_qgemv (graph of 32 launches, cold blocks): us and %% of copy bandwidth at 1 | 2 | 4 | 8 rows\n");
-    for (int ti = 0; ti < 3; ti++)
-        for (int i = 0; i < 4; i++) {
-            kb_gemv g = gs[i];
-            g.qtype = types[ti];
-            const size_t rb = kern_qrow_bytes(g.qtype, g.K);
-            if (!rb || rb * g.N > KB_POOL / 2) continue;
-            const double bytes = (double)g.N * (g.K / eng_dt_block(g.qtype)) * eng_dt_block_bytes(g.qtype);
-            printf("  %-5s %-8s %6d x %-6d", eng_dt_name(g.qtype), names[i], g.N, g.K);
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "type", eng_dt_name(g.qtype));
-            cJSON_AddStringToObject(o, "product", names[i]);
-            cJSON_AddNumberToObject(o, "bytes", bytes);
-            cJSON *us = cJSON_AddArrayToObject(o, "us");
-            for (int r = 0; r < 4; r++) {
-                g.R = rows[r];
-                double t = kb_time(k, 7, &g, x, y, nw, NULL, (kern_kv){0}, 0, 0, NULL, NULL, 0, NULL, sms, 1);
-                printf(" | %7.2f %3.0f%%", t * 1e6, t > 0 ? 100 * bytes / t / bw : 0.0);
-                cJSON_AddItemToArray(us, cJSON_CreateNumber(t * 1e6));
+    const int types[3] = {ENG_DT_Q4_K, ENG_DT_Q6_K, ENG_DT_Q8_0};
+    /* kern_qgemv at 1..8 rows, then kern_qskinny (tensor cores; one row
+     * beside kern_qgemv's) with its parts left apart */
+    const int rows[2][4] = {{1, 2, 4, 8}, {1, 8, 16, 32}};
+    const char *kname[2] = {"kern_qgemv", "kern_qskinny"}, *jname[2] = {"qproducts", "qskinny"};
+    void *act = NULL;
+    float *y2 = NULL;
+    const size_t ybytes = (size_t)64 * 32 * (2 * I > QKV ? 2 * I : QKV) * 4;
+    if (cudaMalloc(&act, (size_t)2 * 32 * (I > H ? I : H) * 2) || cudaMalloc((void **)&y2, ybytes)) {
+        printf("quantized products: allocation failed\n");
+        goto done;
+    }
+    cudaMemset(act, 0x3c, (size_t)2 * 32 * (I > H ? I : H) * 2);   /* bf16 ~0.011 */
+    for (int kk = 0; kk < 2; kk++) {
+        cJSON *arr = cJSON_AddArrayToObject(root, jname[kk]);
+        printf("%s (graph of 32 launches, cold blocks): us and %% of copy bandwidth at %d | %d | %d | %d rows\n",
+               kname[kk], rows[kk][0], rows[kk][1], rows[kk][2], rows[kk][3]);
+        for (int ti = 0; ti < 3; ti++)
+            for (int i = 0; i < 4; i++) {
+                kb_gemv g = gs[i];
+                g.qtype = types[ti];
+                g.act = act;
+                g.y2 = y2;
+                const size_t rb = kern_qrow_bytes(g.qtype, g.K);
+                if (!rb || rb * g.N > KB_POOL / 2) continue;
+                const double bytes = (double)g.N * (g.K / eng_dt_block(g.qtype)) * eng_dt_block_bytes(g.qtype);
+                const kern_qw probe = kb_qw(g.qtype, g.N, g.K, k->pool);
+                printf("  %-5s %-8s %6d x %-6d", eng_dt_name(g.qtype), names[i], g.N, g.K);
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "type", eng_dt_name(g.qtype));
+                cJSON_AddStringToObject(o, "product", names[i]);
+                cJSON_AddNumberToObject(o, "bytes", bytes);
+                cJSON *us = cJSON_AddArrayToObject(o, "us");
+                for (int r = 0; r < 4; r++) {
+                    g.R = rows[kk][r];
+                    g.parts = kk ? kern_qskinny_parts(&probe, g.N, g.K, g.R, sms, 64) : 0;
+                    double t = !kk || g.parts ? kb_time(k, 7 + kk, &g, x, y, nw, NULL, (kern_kv){0}, 0, 0,
+                                                        NULL, NULL, 0, NULL, sms, 1) : -1;
+                    printf(" | %7.2f %3.0f%%", t * 1e6, t > 0 ? 100 * bytes / t / bw : 0.0);
+                    if (kk) printf(" %2dp", g.parts);
+                    cJSON_AddItemToArray(us, cJSON_CreateNumber(t * 1e6));
+                }
+                printf("\n");
+                cJSON_AddItemToArray(arr, o);
             }
-            printf("\n");
-            cJSON_AddItemToArray(arr, o);
-        }
+    }
+done:
+    cudaFree(act);
+    cudaFree(y2);
+    cudaGetLastError();
 }
 
 static void kernel_bench(const eng_config *c, double bw, int sms, int quant, cJSON *root) {

@@ -14,11 +14,12 @@
  *
  * Two paths per pass: up to gemv_max_rows rows, the GEMV kernel (f32
  * activations, RMSNorm, residual and SwiGLU fused; with a GGUF model's
- * quantized blocks and eng_cuda_opts.quant, kern_qgemv on the blocks up to quant_max_rows rows
- * instead); above, matrix products
- * (kern_skinny up to skinny_max_rows rows where it serves the shape, else
- * cuBLASLt) with separate norm / SwiGLU / residual kernels that add the
- * products' parts.  Kernels are launched with
+ * quantized blocks and eng_cuda_opts.quant, kern_qgemv on the blocks
+ * instead, for one row where kern_qskinny serves, else up to
+ * quant_max_rows rows); above, matrix products (kern_qskinny on the blocks
+ * up to quant_tc_rows rows; else kern_skinny up to skinny_max_rows rows
+ * where it serves the shape, else cuBLASLt) with separate norm / SwiGLU /
+ * residual kernels that add the products' parts.  Kernels are launched with
  * programmatic dependent launch, so each starts (and prefetches weights)
  * while its predecessor drains. */
 #include <math.h>
@@ -83,6 +84,7 @@ typedef struct cu_ctx {
     void *embed, *lm_head;
     kern_qw qhead;               /* the lm_head's quantized blocks; n_seg 0: dense only */
     int has_q;                   /* some product has quantized blocks */
+    int qs_ok;                   /* every product and the lm_head has blocks kern_qskinny takes */
     size_t q_bytes, q_dense_bytes;   /* quantized products' bytes: as blocks, as the dense copy */
     float *final_norm, *inv_freq;
     float *inv_freq_local;       /* sliding layers' RoPE frequencies; NULL when none slides */
@@ -150,6 +152,7 @@ extern "C" void eng_cuda_opts_default(eng_cuda_opts *o) {
     o->gemv_max_rows = 4;   /* measured: cuBLASLt wins from ~6 rows on (kernels/NOTES.md, v6) */
     o->skinny_max_rows = 64;   /* from 17 rows for small products only (skinny_parts) */
     o->quant_max_rows = 8;
+    o->quant_tc_rows = 32;
 }
 
 /* Options into range; attention variant 0 takes BRISK_ATTN (1, 2 or 3 for
@@ -162,6 +165,8 @@ static void opts_clamp(eng_cuda_opts *o) {
     if (o->skinny_max_rows > 64) o->skinny_max_rows = 64;
     if (o->quant_max_rows < 0) o->quant_max_rows = 0;
     if (o->quant_max_rows > 8) o->quant_max_rows = 8;
+    if (o->quant_tc_rows < 0) o->quant_tc_rows = 0;
+    if (o->quant_tc_rows > 32) o->quant_tc_rows = 32;
     if (o->attn_variant < 1 || o->attn_variant > 3) {
         const char *v = getenv("BRISK_ATTN");
         int a = v ? atoi(v) : 0;
@@ -261,8 +266,10 @@ static int put_vec(cu_ctx *c, float **dst, const eng_tensor *t, const float *f32
 
 /* ---------------------------------------------------- quantized blocks
  * Products whose every tensor is in a block type kern_qgemv takes keep
- * those blocks on the device beside the dense copy: decode passes (up to
- * quant_max_rows rows) read the blocks, wider passes the dense copy
+ * those blocks on the device beside the dense copy: decode passes (one row
+ * through kern_qgemv, 2..quant_tc_rows through kern_qskinny where every
+ * product suits it, else up to quant_max_rows rows through kern_qgemv)
+ * read the blocks, wider passes the dense copy
  * through the existing paths, so every batch size is served (the blocks
  * dequantize to the dense f32 copy; kern_qgemv's sums are within ~1e-7 of
  * its product).  The price is
@@ -346,6 +353,22 @@ static int upload_qlayer(cu_ctx *c, const eng_layer_w *w, cu_layer *d, int l, en
     if ((rc = put_qprod(c, &d->qgu, 2, tg, rg, NULL, H, eb, what, err))) return rc;
     snprintf(what, sizeof what, "layer %d down_proj blocks", l);
     return put_qprod(c, &d->qdown, 1, &w->t_down, &H, NULL, I, eb, what, err);
+}
+
+/* Whether every layer's four products and the lm_head have blocks
+ * kern_qskinny takes (qs_ready). */
+static int qs_check(const cu_ctx *c) {
+    const eng_config *g = &c->cfg;
+    const int H = g->hidden, I = g->intermediate;
+    if (!c->qhead.n_seg || !kern_qskinny_ok(&c->qhead, g->vocab_size, H)) return 0;
+    for (int l = 0; l < g->n_layers; l++) {
+        const cu_layer *d = &c->layers[l];
+        if (!d->qqkv.n_seg || !d->qo.n_seg || !d->qgu.n_seg || !d->qdown.n_seg ||
+            !kern_qskinny_ok(&d->qqkv, c->qkv_dim, H) || !kern_qskinny_ok(&d->qo, H, c->q_dim) ||
+            !kern_qskinny_ok(&d->qgu, 2 * I, H) || !kern_qskinny_ok(&d->qdown, H, I))
+            return 0;
+    }
+    return 1;
 }
 
 static int upload_layer(cu_ctx *c, const eng_layer_w *w, cu_layer *d, int l, eng_err *err) {
@@ -506,8 +529,16 @@ static void layer_products(const cu_ctx *c, int nk[4][2]) {
 /* Whether decode passes read the quantized blocks, and the most rows of
  * a pass that takes the GEMV path (kern_gemv or kern_qgemv). */
 static bool quant_on(const cu_ctx *c) { return c->has_q && c->opt.quant; }
+/* Whether passes of 2..quant_tc_rows rows take kern_qskinny for every
+ * product (and the lm_head), with split activations; the GEMV path then
+ * keeps one-row passes. */
+static bool qs_ready(const cu_ctx *c) {
+    return quant_on(c) && c->qs_ok && !c->tp && c->opt.quant_tc_rows >= 2;
+}
+static bool qs_pass(const cu_ctx *c, int R) { return qs_ready(c) && R > 1 && R <= c->opt.quant_tc_rows; }
 static int gemv_rows(const cu_ctx *c) {
-    return quant_on(c) ? c->opt.quant_max_rows : c->opt.gemv_max_rows;
+    return !quant_on(c) ? c->opt.gemv_max_rows : qs_ready(c) && c->opt.quant_max_rows > 1 ? 1
+                                                                                       : c->opt.quant_max_rows;
 }
 
 /* Whether kern_skinny takes this product of R rows (bf16 weights,
@@ -683,9 +714,9 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
     const int H = g->hidden, I = g->intermediate, V = g->vocab_size, nh = g->n_heads;
     const int QKV = c->qkv_dim, QD = c->q_dim, wdt = c->wdt, sms = c->n_sms;
     const float eps = g->rms_eps;
-    const bool small = R <= gemv_rows(c), quant = quant_on(c);
-    const int amode = wdt == KERN_F32 ? KERN_ACT_F32 : c->opt.fast_gemm ? KERN_ACT_BF16
-                                                                       : KERN_ACT_SPLIT;
+    const bool small = R <= gemv_rows(c), quant = quant_on(c), qs = qs_pass(c, R);
+    const int amode = qs ? KERN_ACT_SPLIT : wdt == KERN_F32 ? KERN_ACT_F32
+                    : c->opt.fast_gemm ? KERN_ACT_BF16 : KERN_ACT_SPLIT;
     const int mul = amode == KERN_ACT_SPLIT ? 2 : 1, act_bf16 = amode != KERN_ACT_F32;
     const int splits = p->att_splits;
     const int pdl = !c->opt.no_pdl;
@@ -711,10 +742,24 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
     layer_products(c, nk);
     for (int i = 0; i < 4; i++) sp[i] = skinny_parts(c, nk[i][0], nk[i][1], R, c->y_floats);
     if ((rc = down_slices(c, R, mul, &dsl, err))) return rc;   /* 1 on the GEMV path */
-#define PROD(W, N, K, rows, out, sp, sl, mask) do { \
-        np = (sp) ? (sp) : mul * (sl); \
+    /* qs: every product from the blocks by kern_qskinny, qp[i] parts (the
+     * same for every layer: one shape, and qs_ok holds for each layer) */
+    int qp[4] = {0, 0, 0, 0};
+    if (qs) {
+        const kern_qw *ql[4] = {&c->layers[0].qqkv, &c->layers[0].qo, &c->layers[0].qgu, &c->layers[0].qdown};
+        for (int i = 0; i < 4; i++) {
+            const size_t mp = c->y_floats / ((size_t)R * nk[i][0]);
+            qp[i] = kern_qskinny_parts(ql[i], nk[i][0], nk[i][1], R, sms, mp > 64 ? 64 : (int)mp);
+            if (qp[i] < 1)
+                return eng_seterr(err, ENG_EINVAL, "CUDA backend: no tensor-core plan for product %d "
+                                  "at %d rows", i, R);
+        }
+    }
+#define PROD(W, QW, N, K, rows, out, sp, sl, mask, pi) do { \
+        np = qs ? qp[pi] : (sp) ? (sp) : mul * (sl); \
         if (skip & (mask)) break; \
-        if (sp) KC(kern_skinny(s, W, N, K, c->act, rows, sp, out, sms, pdl)); \
+        if (qs) KC(kern_qskinny(s, &(QW), N, K, c->act, rows, np, out, sms, pdl)); \
+        else if (sp) KC(kern_skinny(s, W, N, K, c->act, rows, sp, out, sms, pdl)); \
         else GEMM(W, N, K, rows, out, sl); } while (0)
 
     /* Gemma 3 and Qwen3 (eng.h): q/k norms and a query scale other than
@@ -773,7 +818,7 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
             if (sf) KC(kern_add_norm(s, c->x, c->y, 1, R, H, pf, NULL, eps, NULL, amode, pdl));
         } else {
             const float *next = l + 1 < g->n_layers ? c->layers[l + 1].attn_norm : NULL;
-            PROD(w->wqkv, QKV, H, R, c->y, sp[PR_QKV], 1, KERN_SKIP_QKVO);
+            PROD(w->wqkv, w->qqkv, QKV, H, R, c->y, sp[PR_QKV], 1, KERN_SKIP_QKVO, PR_QKV);
             KC(SKIP(KERN_SKIP_ROPE, kern_rope_kv(s, c->y, np, w->bqkv, stp, R, nh, freq, w->q_norm,
                                                  w->k_norm, eps, c->q_scale, c->q, kv, pdl)));
             if (kv.window) {
@@ -788,14 +833,14 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
                                                                pdl)));
             else
                 KC(ATTN(NULL, c->act, amode));
-            PROD(w->wo, H, QD, R, c->y, sp[PR_O], 1, KERN_SKIP_QKVO);
+            PROD(w->wo, w->qo, H, QD, R, c->y, sp[PR_O], 1, KERN_SKIP_QKVO, PR_O);
             /* split: the ranks add up the parts add+norm reads, np of [R][H] */
             if (c->tp && (rc = tp_sum(c, c->y, (size_t)np * R * H, err))) return rc;
             KC(kern_add_norm(s, c->x, c->y, np, R, H, w->post_attn_norm, w->ffn_norm, eps, c->act,
                              amode, pdl));
-            PROD(w->wgu, 2 * I, H, R, c->y, sp[PR_GU], 1, KERN_SKIP_FFN);
+            PROD(w->wgu, w->qgu, 2 * I, H, R, c->y, sp[PR_GU], 1, KERN_SKIP_FFN, PR_GU);
             KC(SKIP(KERN_SKIP_FFN, kern_swiglu(s, c->y, np, R, I, g->gelu, c->act, amode, pdl)));
-            PROD(w->wdown, H, I, R, c->y, sp[PR_DOWN], dsl, KERN_SKIP_FFN);
+            PROD(w->wdown, w->qdown, H, I, R, c->y, sp[PR_DOWN], dsl, KERN_SKIP_FFN, PR_DOWN);
             if (c->tp && (rc = tp_sum(c, c->y, (size_t)np * R * H, err))) return rc;
             KC(kern_add_norm(s, c->x, c->y, np, R, H, w->post_ffn_norm, next, eps, c->act, amode,
                              pdl));
@@ -814,12 +859,16 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
             if (c->tp && (rc = tp_gather_logits(c, O, err))) return rc;
         } else {
             KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->act, amode, pdl));
-            /* cuBLASLt: kern_skinny was slower on the lm_head at 8 and 16 rows
-             * (1.5B: 181 vs 173 us, 232 vs 178) */
-            GEMM(c->lm_head, HV, H, O, hl, 1);
-            /* hi/lo activations: high rows, then low rows */
-            if (c->tp && (rc = tp_gather_logits(c, O * mul, err))) return rc;
-            if (amode == KERN_ACT_SPLIT) lo = c->logits + (size_t)O * V;
+            if (qs) {   /* one part: V rows fill the GPU */
+                KC(kern_qskinny(s, &c->qhead, HV, H, c->act, O, 1, hl, sms, pdl));
+            } else {
+                /* cuBLASLt: kern_skinny was slower on the lm_head at 8 and 16 rows
+                 * (1.5B: 181 vs 173 us, 232 vs 178) */
+                GEMM(c->lm_head, HV, H, O, hl, 1);
+                /* hi/lo activations: high rows, then low rows */
+                if (c->tp && (rc = tp_gather_logits(c, O * mul, err))) return rc;
+                if (amode == KERN_ACT_SPLIT) lo = c->logits + (size_t)O * V;
+            }
         }
         KC(kern_sample(s, c->logits, lo, O, V, stp, ids, lp, ent, kern_sample_blocks(O, sms),
                        c->sscratch, c->scnt, pdl));
@@ -1113,7 +1162,7 @@ static int forward_one(cu_ctx *c, const eng_fwd_batch *b, bool outputs, eng_err 
     if (O > 0 && b->sampled)
         CK(cudaMemcpyAsync(c->h_res, c->d_res, (size_t)c->cap_out * 12, cudaMemcpyDeviceToHost, c->st));
     if (O > 0 && b->logits) {
-        bool split = Op > gemv_rows(c) && c->wdt == KERN_BF16 && !c->opt.fast_gemm;
+        bool split = Op > gemv_rows(c) && c->wdt == KERN_BF16 && !c->opt.fast_gemm && !qs_pass(c, Rp);
         if (split)
             KC(kern_add_rows(c->st, c->logits, c->logits + (size_t)Op * V, (size_t)Op * V, 0));
         CK(cudaMemcpyAsync(b->logits, c->logits, (size_t)O * V * sizeof(float),
@@ -1271,6 +1320,7 @@ static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
         const int V = g->vocab_size;
         if ((rc = put_qprod(c, &c->qhead, 1, &th, &V, NULL, g->hidden, eb, "lm_head blocks", err)))
             return rc;
+        c->qs_ok = qs_check(c);
     }
     /* split: the whole embedding on every rank (one row per token is read),
      * the lm_head's rows of the rank's vocabulary share */
@@ -1663,7 +1713,7 @@ extern "C" int eng_cuda_get_rank_info(const eng_backend *b, int rank, eng_cuda_i
     memset(info, 0, sizeof *info);
     info->n_ranks = n;
     info->quant = quant_on(c);
-    info->quant_rows = info->quant ? c->opt.quant_max_rows : 0;
+    info->quant_rows = !info->quant ? 0 : qs_ready(c) ? c->opt.quant_tc_rows : c->opt.quant_max_rows;
     info->dense_weight_bytes = c->weight_bytes;
     info->weight_bytes = info->quant ? c->weight_bytes - c->q_dense_bytes + c->q_bytes
                                      : c->weight_bytes;

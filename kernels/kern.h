@@ -39,12 +39,17 @@ typedef struct eng_cuda_opts {
     int kv_format;      /* ENG_KV_F32 or ENG_KV_BF16: how the KV pool stores keys and values
                            (fixed at creation, as bf16_weights) */
     int quant;          /* 1: a GGUF file's quantized blocks are uploaded beside the dense
-                           copy and passes of up to quant_max_rows rows read them
-                           (kern_qgemv); 0, the default: every product reads the dense copy
+                           copy and decode passes read them (kern_qgemv up to quant_max_rows
+                           rows, kern_qskinny up to quant_tc_rows); 0, the default: every
+                           product reads the dense copy
                            (no blocks uploaded when 0 at create).  Off by default until
                            kern_qgemv is measured faster than the dense path on the GPU */
     int quant_max_rows; /* quantized weights: passes of up to this many rows (0..8) take
                            kern_qgemv instead of gemv_max_rows' rule; default 8 */
+    int quant_tc_rows;  /* quantized weights: passes of 2..quant_tc_rows rows (0..32) take
+                           kern_qskinny (tensor cores on the blocks) where every product's
+                           blocks suit it, and kern_qgemv keeps one-row passes; 0: off;
+                           default 32 */
 } eng_cuda_opts;
 
 /* prefill_attn: 0 reads BRISK_PREFILL_ATTN (never | always), else auto:
@@ -67,7 +72,7 @@ int  eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o);
 typedef struct eng_cuda_info {
     size_t weight_bytes, kv_bytes_per_token;   /* the quantized bytes while quant is on */
     int quant;          /* 1: passes of up to quant_rows rows read the quantized blocks */
-    int quant_rows;
+    int quant_rows;     /* (quant_tc_rows where kern_qskinny serves, else quant_max_rows) */
     size_t dense_weight_bytes;   /* the dense copy's bytes (what wider passes and quant = 0 read) */
     int weights_bf16, n_sms, graphs;
     int kv_format;      /* ENG_KV_*: the pool's format, which kv_bytes_per_token follows */
@@ -183,6 +188,18 @@ int kern_qgemv_qkv(cudaStream_t s, const kern_qw *W, int K, const float *x, int 
 int kern_skinny_parts(int N, int K, int R, int n_sms, int max_parts);
 int kern_skinny(cudaStream_t s, const void *W, int N, int K, const void *act, int R, int parts,
                 float *Y, int n_sms, int pdl);
+/* Y = W act for R = 1..32 rows of act ([2R][K] bf16: high rows, then low
+ * rows, as kern_skinny) with W quantized (kern_qw; kern_qtype_ok types, K a
+ * multiple of 32, of 256 where a segment is of a K format, segment ends
+ * multiples of 16) on tensor cores, the blocks decoded exactly: written as
+ * `parts` partial products over slices of K, Y[p][r][n], for the consumer
+ * to add in order.  kern_qskinny_ok: whether W's shape and segments suit it;
+ * kern_qskinny_parts: the parts for a shape (at most max_parts; 0: not
+ * taken). */
+int kern_qskinny_ok(const kern_qw *W, int N, int K);
+int kern_qskinny_parts(const kern_qw *W, int N, int K, int R, int n_sms, int max_parts);
+int kern_qskinny(cudaStream_t s, const kern_qw *W, int N, int K, const void *act, int R, int parts,
+                 float *Y, int n_sms, int pdl);
 /* x[r] = embedding row of the row's token times scale (1 but Gemma's). */
 int kern_embed(cudaStream_t s, const void *E, int wdt, int H, const kern_step *st, int R,
                float scale, float *x, int pdl);

@@ -44,24 +44,6 @@ __host__ __device__ __forceinline__ int sk_cdiv(int a, int b) { return (a + b - 
  * two (1.5B 12 rows 2.233 vs 2.316 ms), where registers are scarcer. */
 template <int NT> struct sk_depth { static constexpr int n = NT == 1 ? 4 : 2; };
 
-/* Weights are read once: no L1 line is allocated for them, so the loads in
- * flight are not bounded by the L1 left beside the shared memory. */
-__device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
-    uint4 v;
-    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p));
-    return v;
-}
-
-__device__ __forceinline__ void mma_bf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                         uint32_t a3, uint32_t b0, uint32_t b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-        "{%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 /* One k group: a = row g, b = row g + 8; xh/xl point at column g's k 8t of
  * the high/low parts, ld elements between columns. */
 template <int NT>

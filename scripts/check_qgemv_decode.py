@@ -7,7 +7,11 @@ Rows are first put in the device layout (pack: kern_qpack_row).  Then:
   integers q and one (a, b), weight = a * q + b (qpart_decode);
 - the one-row kernel (qgemv1_kernel): a lane takes a pair of 32-weight chunks
   (q1_pair_chunk), their scales as A, B (q1_scales) and each group's
-  S = sum x (0.5 + v/256) (q1_sum), adding A S + B sum(x) (Q8_0: d sum(x q)).
+  S = sum x (0.5 + v/256) (q1_sum), adding A S + B sum(x) (Q8_0: d sum(x q));
+- the tensor-core product (kern_qskinny.cu): lane t's loads of a 256-element
+  chunk (qs_load) and its A fragments of each 32-element group j (qs_decode):
+  bf16 pairs 2^7 + q by byte permute, the bias taken off in bf16, weight =
+  a[m] q + b, at the elements the fragment order gives (8t.. or Q6_K's 4t..).
 This script repeats that bit arithmetic in Python for every block type on
 random blocks and compares the weights (and the one-row dot product, in
 float64) with gguf's dequantize: a change to a lane mapping or the layout can
@@ -198,6 +202,90 @@ def q1_chunk(t, row, c, nc, x):
     return AL * q1_dot(vL, xL) + BL * xL.sum() + AH * q1_dot(vH, xH) + BH * xH.sum()
 
 
+def bf16(bits):
+    return float(np.array([bits << 16], dtype=np.uint32).view(np.float32)[0])
+
+
+def qs_pair(v, hi, bias, sign=None):
+    """qs_pair / qs_pair8: bytes (2hi, 2hi+1) of v as bf16 2^7 + byte, minus the bias."""
+    out = []
+    for k in (2 * hi, 2 * hi + 1):
+        byte = (v >> (8 * k)) & 0xff
+        if sign is None:
+            assert byte < 128
+            out.append(bf16(0x4300 | byte) - bias)
+        else:   # int8: low 7 bits in the mantissa, 2^7 or 2^8 off by the sign bit
+            out.append(bf16(0x4300 | (byte & 0x7f)) - bf16(0x4300 | (byte & 0x80)))
+    return out
+
+
+def qs_row(t, row, K):
+    """A row's weights as kern_qskinny's lanes decode them (qs_load + qs_decode)."""
+    w = np.full(K, np.nan)
+    nb = K // 32
+    for kc in range(0, K, 256):
+        ng = min(256, K - kc) // 32
+        for tl in range(4):
+            for j in range(ng):
+                b = 0.0
+                if t in ('Q4_K', 'Q5_K'):
+                    blk = (kc // 256) * TYPES[t][1]
+                    qo = 16 if t == 'Q4_K' else 48
+                    h = [u32(row, blk + 4 * i) for i in range(4)]
+                    p = j >> 1
+                    qx, qy = u32(row, blk + qo + 32 * p + 8 * tl), u32(row, blk + qo + 32 * p + 8 * tl + 4)
+                    sh = 4 * (j & 1)
+                    u0, u1 = qx >> sh & 0x0F0F0F0F, qy >> sh & 0x0F0F0F0F
+                    if t == 'Q5_K':
+                        ex, ey = u32(row, blk + 16 + 8 * tl), u32(row, blk + 16 + 8 * tl + 4)
+                        u0 |= (ex >> j & 0x01010101) << 4
+                        u1 |= (ey >> j & 0x01010101) << 4
+                    sc, mn = scale_min(j, h[1:])
+                    a = [f32(f16(h[0]) * sc)] * 2
+                    b = -f32(f16(h[0] >> 16) * mn)
+                    bias, el = 128.0, [8 * tl + i for i in range(8)]
+                elif t == 'Q6_K':
+                    blk = (kc // 256) * QK6_STRIDE
+                    hh, Q = j >> 2, j & 3
+                    k = 2 * hh + (Q & 1)
+                    qlx = u32(row, blk + 64 * (k >> 1) + 32 * (k & 1) + 4 * tl)
+                    qly = u32(row, blk + 64 * (k >> 1) + 32 * (k & 1) + 16 + 4 * tl)
+                    e0, e1 = u32(row, blk + 128 + 16 * (2 * hh) + 4 * tl), u32(row, blk + 128 + 16 * (2 * hh + 1) + 4 * tl)
+                    sl, sq = 4 * (Q >> 1), 2 * Q
+                    u0 = (qlx >> sl & 0x0F0F0F0F) | (e0 >> sq & 0x03030303) << 4
+                    u1 = (qly >> sl & 0x0F0F0F0F) | (e1 >> sq & 0x03030303) << 4
+                    d = f16(u16(row, blk + 208))
+                    s_ = 8 * hh + 2 * Q
+                    a = [f32(d * s8(int(row[blk + 192 + s_]))), f32(d * s8(int(row[blk + 192 + s_ + 1])))]
+                    bias, el = 160.0, [4 * tl + i for i in range(4)] + [16 + 4 * tl + i for i in range(4)]
+                else:
+                    qb, hoff, doff, db = planes(t, nb)
+                    c = kc // 32 + j
+                    o = c * qb + (8 * tl if t == 'Q8_0' else 8 * (tl & 1))
+                    qx, qy = u32(row, o), u32(row, o + 4)
+                    dd = u32(row, doff + 4 * c) if db == 4 else u16(row, doff + 2 * c)
+                    a = [f16(dd)] * 2
+                    el = [8 * tl + i for i in range(8)]
+                    if t == 'Q8_0':
+                        vals = qs_pair(qx, 0, 0, 1) + qs_pair(qx, 1, 0, 1) + qs_pair(qy, 0, 0, 1) + qs_pair(qy, 1, 0, 1)
+                        for i, e in enumerate(el):
+                            w[kc + 32 * j + e] = f32(a[i // 4] * vals[i])
+                        continue
+                    sh = 4 * (tl >> 1)
+                    u0, u1 = qx >> sh & 0x0F0F0F0F, qy >> sh & 0x0F0F0F0F
+                    if t in ('Q5_0', 'Q5_1'):
+                        qh = u32(row, hoff + 4 * c)
+                        u0 |= spread4(qh >> (8 * tl) & 15)
+                        u1 |= spread4(qh >> (8 * tl + 4) & 15)
+                    bias = {'Q4_0': 136.0, 'Q5_0': 144.0}.get(t, 128.0)
+                    if t in ('Q4_1', 'Q5_1'):
+                        b = f16(dd >> 16)
+                vals = qs_pair(u0, 0, bias) + qs_pair(u0, 1, bias) + qs_pair(u1, 0, bias) + qs_pair(u1, 1, bias)
+                for i, e in enumerate(el):
+                    w[kc + 32 * j + e] = a[i // 4] * vals[i] + b
+    return w
+
+
 def q1_row(t, row, K, x):
     """A row's w . x as the one-row kernel adds it: every pair's two chunks."""
     nc = K // 32
@@ -215,7 +303,7 @@ TYPES = {'Q8_0': (T.Q8_0, 34, 32), 'Q4_0': (T.Q4_0, 18, 32), 'Q4_1': (T.Q4_1, 20
 
 
 def main():
-    rng, K, bad = np.random.default_rng(1), 512, 0
+    rng, K, bad = np.random.default_rng(1), 768, 0
     for name, (tt, bb, be) in TYPES.items():
         nb = K // be
         row = rng.integers(0, 256, size=nb * bb, dtype=np.uint8)
@@ -234,8 +322,11 @@ def main():
         err = np.max(np.abs(mine - ref)) / np.max(np.abs(ref))
         x = rng.standard_normal(K)
         e1 = abs(q1_row(name, packed, K, x) - float(ref @ x)) / float(np.abs(ref * x).sum())
-        print(f"{name}: weights (2-8 rows) max rel err {err:.2e}; one-row dot rel err {e1:.2e}")
-        bad += err > 1e-6 or e1 > 1e-9
+        qs = qs_row(name, packed, K)
+        e2 = np.max(np.abs(qs - ref)) / np.max(np.abs(ref)) if not np.isnan(qs).any() else np.inf
+        print(f"{name}: weights (2-8 rows) max rel err {err:.2e}; one-row dot rel err {e1:.2e}; "
+              f"tensor-core fragments max rel err {e2:.2e}")
+        bad += err > 1e-6 or e1 > 1e-9 or e2 > 1e-6
     return 1 if bad else 0
 
 

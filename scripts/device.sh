@@ -19,6 +19,10 @@
 #                 of QUANT_MODELS x QUANT_FORMATS, against .dev/bin/bench_cuda_base
 #                 (pack with BASE_BENCH=...; Q1_NOBASE=1 leaves it out); ~30 s
 #                 a 1.5B file, ~40 s a 7B one
+#        qs       the step at 1, 2, 4, 8, 16, 32 rows (QS_BATCHES) on the GGUFs of
+#                 QUANT_MODELS (1.5B and 7B) x QUANT_FORMATS (q4_k_m q8_0): this
+#                 build (kern_qskinny from 2 rows) against bench_cuda_base at 2, 8,
+#                 32 rows, and the bf16 folder at 1, 8, 32; ~5 min with 7B
 #        prof     ncu (--clock-control none) of four batch-1 kern_qgemv launches
 #                 on 1.5B Q4_K_M, and the SASS of its Q4_K SwiGLU instance
 #        ablate   bench_cuda at batch 1 and 32 on 1.5B, stages left out
@@ -134,6 +138,24 @@ part_q1() {   # issue 25: kern_qgemv per product (--kernels) and the step, this 
                 --out "$OUT/q1base_h100_$m-$f.json" --prefill 0 --quant 2>&1 | grep -E "^ +[0-9]+ +(default|dense)" | sed 's/^/base /'
             stamp "$m-$f done"
         done
+    done
+}
+part_qs() {   # issue 25: the step at 1..32 rows on the blocks (kern_qskinny from 2 rows) against .dev/bin/bench_cuda_base, and bf16
+    for m in ${QUANT_MODELS:-qwen2.5-1.5b qwen2.5-7b}; do
+        for f in ${QUANT_FORMATS:-q4_k_m q8_0}; do
+            [ -f $MD/$m-$f.gguf ] || $BIN/brisk mkmodel --preset $m --format $f --out $MD/$m-$f.gguf > /dev/null
+            stamp "$m-$f made"
+            timeout 200 $BIN/bench_cuda $MD/$m-$f.gguf --out "$OUT/qs_h100_$m-$f.json" --batches ${QS_BATCHES:-1,2,4,8,16,32} \
+                --prefill 0 --quant ${QS_KERNELS:+--kernels} 2>&1 | tee "$OUT/qs_h100_$m-$f.log" |
+                grep -E "^ +[0-9]+ +(default|dense|qgemv)|rror|^  Q[0-9]_[0K0-9]* "
+            [ -x $BIN/bench_cuda_base ] && [ -z "${Q1_NOBASE:-}" ] && timeout 200 $BIN/bench_cuda_base $MD/$m-$f.gguf \
+                --batches ${QS_BASE_BATCHES:-2,8,32} --out "$OUT/qsbase_h100_$m-$f.json" --prefill 0 --quant 2>&1 |
+                grep -E "^ +[0-9]+ +(default|dense)" | sed 's/^/base /'
+            stamp "$m-$f done"
+        done
+        [ -z "${QS_NOBF16:-}" ] && model $m && timeout 200 $BIN/bench_cuda $MD/$m --out "$OUT/qsbf16_h100_$m.json" \
+            --batches ${QS_BF16_BATCHES:-1,8,32} --prefill 0 2>&1 | grep -E "^ +[0-9]+ +default" | sed 's/^/bf16 /'
+        stamp "$m bf16 done"
     done
 }
 part_prof() {   # ncu of kern_qgemv's batch-1 kernels (1.5B Q4_K_M) and the SASS of its Q4_K SwiGLU instance

@@ -481,19 +481,23 @@ done:
 }
 
 /* ------------------------------------------------------- kern_skinny */
-/* kern_skinny's parts, added in order, against the double product of the
- * bf16 weights with the activations' high + low parts.  Tolerance 1e-5
- * relative: the operands are exact in bf16, the sums f32 over K <= 8960. */
-static double skinny_case(int N, int K, int R, int parts, int n_sms) {
+/* A tensor-core product of weights W [N][K] (as floats, exactly what the
+ * kernel multiplies) with R random rows split into bf16 high and low parts:
+ * prod(ctx, act, parts, dy) launches it into parts partial products, which
+ * are added in order and compared with the double product of W and high +
+ * low; the relative error (inf on a device error, or when the kernel wrote
+ * past its parts). */
+typedef int (*tc_prod)(const void *ctx, const void *act, int parts, float *dy);
+static double split_case(const float *W, int N, int K, int R, int parts, tc_prod prod, const void *ctx) {
     float *x = malloc((size_t)R * K * 4), *out = malloc((size_t)R * N * 4);
-    uint16_t *Wb = malloc((size_t)N * K * 2), *ab = malloc((size_t)2 * R * K * 2);
+    uint16_t *ab = malloc((size_t)2 * R * K * 2);
     double *ref = malloc((size_t)R * N * 8), e = INFINITY;
-    if (!x || !out || !Wb || !ab || !ref) goto done;
-    for (size_t i = 0; i < (size_t)N * K; i++) Wb[i] = kern_f32_to_bf16(nrand() / 32.0f);
+    uint32_t tail[16];
+    if (!x || !out || !ab || !ref) goto done;
     for (size_t i = 0; i < (size_t)R * K; i++) x[i] = nrand();
     float *dx = dup_up(x, (size_t)R * K * 4), *dy = dnew((size_t)parts * R * N * 4 + 64);
-    void *dW = dup_up(Wb, (size_t)N * K * 2), *act = dnew((size_t)2 * R * K * 2);
-    if (!dx || !dy || !dW || !act) goto done;
+    void *act = dnew((size_t)2 * R * K * 2);
+    if (!dx || !dy || !act) goto done;
     if (kern_to_act(0, dx, R, K, act, KERN_ACT_SPLIT, 0) || !sync_ok() ||
         !down(ab, act, (size_t)2 * R * K * 2))
         goto done;
@@ -501,17 +505,47 @@ static double skinny_case(int N, int K, int R, int parts, int n_sms) {
         for (int n = 0; n < N; n++) {
             double s = 0;
             for (int k = 0; k < K; k++)
-                s += (double)bf16_val(Wb[(size_t)n * K + k]) *
+                s += (double)W[(size_t)n * K + k] *
                      ((double)bf16_val(ab[(size_t)r * K + k]) + bf16_val(ab[(size_t)(R + r) * K + k]));
             ref[(size_t)r * N + n] = s;
         }
-    cudaMemset(dy, 0xFF, (size_t)parts * R * N * 4);
-    if (kern_skinny(0, dW, N, K, act, R, parts, dy, n_sms, 1)) goto done;
+    cudaMemset(dy, 0xFF, (size_t)parts * R * N * 4 + 64);
+    if (prod(ctx, act, parts, dy)) goto done;
     if (parts > 1 && kern_add_norm(0, dy, dy + (size_t)R * N, parts - 1, 1, R * N, NULL, NULL, 0.f, NULL, 0, 1))
         goto done;
-    if (sync_ok() && down(out, dy, (size_t)R * N * 4)) e = rel_err(out, ref, (size_t)R * N);
+    if (!sync_ok() || !down(out, dy, (size_t)R * N * 4) ||
+        !down(tail, dy + (size_t)parts * R * N, sizeof tail))
+        goto done;
+    for (int i = 0; i < 16; i++)
+        if (tail[i] != 0xFFFFFFFFu) goto done;
+    e = rel_err(out, ref, (size_t)R * N);
 done:
-    free(x); free(out); free(Wb); free(ab); free(ref);
+    free(x); free(out); free(ab); free(ref);
+    return e;
+}
+
+/* ------------------------------------------------------- kern_skinny */
+struct sk_ctx { const void *W; int N, K, R, n_sms; };
+static int sk_prod(const void *p, const void *act, int parts, float *dy) {
+    const struct sk_ctx *c = p;
+    return kern_skinny(0, c->W, c->N, c->K, act, c->R, parts, dy, c->n_sms, 1);
+}
+
+/* kern_skinny's parts on random bf16 weights (split_case).  Tolerance 1e-5
+ * relative: the operands are exact in bf16, the sums f32 over K <= 8960. */
+static double skinny_case(int N, int K, int R, int parts, int n_sms) {
+    uint16_t *Wb = malloc((size_t)N * K * 2);
+    float *W = malloc((size_t)N * K * 4);
+    double e = INFINITY;
+    if (Wb && W) {
+        for (size_t i = 0; i < (size_t)N * K; i++) {
+            Wb[i] = kern_f32_to_bf16(nrand() / 32.0f);
+            W[i] = bf16_val(Wb[i]);
+        }
+        struct sk_ctx c = {dup_up(Wb, (size_t)N * K * 2), N, K, R, n_sms};
+        if (c.W) e = split_case(W, N, K, R, parts, sk_prod, &c);
+    }
+    free(Wb); free(W);
     dfree_all();
     return e;
 }
@@ -544,6 +578,86 @@ static void test_skinny(void) {
     T_CHECK(kern_skinny(0, NULL, 100, 128, NULL, 65, 1, NULL, 132, 0) != 0);  /* too many rows */
     T_CHECK(kern_skinny(0, NULL, 100, 128, NULL, 8, 3, NULL, 132, 0) != 0);   /* 3 parts of 64: 2 */
     T_CHECK(kern_skinny_parts(1536, 8960, 32, 132, 4) == 0);
+}
+
+/* ------------------------------------------------------ kern_qskinny */
+struct qs_ctx { const kern_qw *qw; int N, K, R, n_sms; };
+static int qs_prod(const void *p, const void *act, int parts, float *dy) {
+    const struct qs_ctx *c = p;
+    return kern_qskinny(0, c->qw, c->N, c->K, act, c->R, parts, dy, c->n_sms, 1);
+}
+
+/* kern_qskinny's parts on a quantized weight of segments (types[i],
+ * rows[i]) against the engine's dequantized weights (split_case). */
+static double qskinny_case(int n_seg, const int *types, const int *rows, int K, int R, int parts,
+                           int n_sms) {
+    int N = 0;
+    for (int i = 0; i < n_seg; i++) N += rows[i];
+    float *W = malloc((size_t)N * K * 4);
+    double e = INFINITY;
+    kern_qw qw;
+    if (W && qweight(n_seg, types, rows, K, &qw, W)) {
+        struct qs_ctx c = {&qw, N, K, R, n_sms};
+        e = split_case(W, N, K, R, parts, qs_prod, &c);
+    }
+    free(W);
+    dfree_all();
+    return e;
+}
+
+/* Every block type at 1, 5, 8, 12, 20 and 32 rows (the 1, 2 and 4 column
+ * tiles), one part, two and the parts kern_qskinny_parts picks; rows not
+ * a multiple of the block's 128; K of partial chunks (576: 32-element
+ * formats, slices of 288); Q4_K_M's q|k|v (Q4_K, Q4_K, Q6_K) and a Q8_0 | Q4_0 product;
+ * few SMs (many slices per block row).  Tolerance 1e-5 relative: the
+ * operands are exact (the blocks' integers, bf16 halves of x), the sums f32,
+ * and a q + b per group is factored as a sum(q x) + b sum(x) (~1e-7). */
+static void test_qskinny(void) {
+    g_rng = 313;
+    static const int Rs[] = {1, 5, 8, 12, 20, 32};
+    for (int ti = 0; ti < 8; ti++) {
+        const int t = qtypes[ti], kf = eng_dt_block(t) == 256;
+        for (int ri = 0; ri < 6; ri++) {
+            const int R = Rs[ri], rows = ri % 2 ? 200 : 136, K = kf ? 1024 : (ri % 2 ? 576 : 1024);
+            kern_qw probe;
+            memset(&probe, 0, sizeof probe);
+            const int parts = ri % 3 == 0 ? 1 : ri % 3 == 1 ? 2 : 0;   /* 0: kern_qskinny_parts's */
+            int p = parts;
+            if (!p) {   /* the shape's own choice (the weights are made below; the rule reads types) */
+                probe.n_seg = 1; probe.type[0] = t; probe.end[0] = rows;
+                probe.row_bytes[0] = (int)kern_qrow_bytes(t, K); probe.w[0] = (void *)(uintptr_t)4096;
+                p = kern_qskinny_parts(&probe, rows, K, R, 132, 64);
+            }
+            T_CHECKF(p >= 1, "type %d R=%d: no parts", t, R);
+            if (p < 1) continue;
+            double e = qskinny_case(1, &t, &rows, K, R, p, ri % 2 ? 132 : 7);
+            T_CHECKF(e <= 1e-5, "type %d %dx%d R=%d, %d parts: rel err %.3g", t, rows, K, R, p, e);
+        }
+    }
+    static const int qkv_t[3] = {ENG_DT_Q4_K, ENG_DT_Q4_K, ENG_DT_Q6_K}, qkv_r[3] = {512, 128, 128};
+    double e = qskinny_case(3, qkv_t, qkv_r, 1536, 20, 2, 132);
+    T_CHECKF(e <= 1e-5, "q|k|v Q4_K|Q4_K|Q6_K R=20: rel err %.3g", e);
+    e = qskinny_case(3, qkv_t, qkv_r, 2048, 7, 8, 132);
+    T_CHECKF(e <= 1e-5, "q|k|v Q4_K|Q4_K|Q6_K R=7, 8 parts: rel err %.3g", e);
+    static const int mix_t[2] = {ENG_DT_Q8_0, ENG_DT_Q4_0}, mix_r[2] = {48, 80};
+    e = qskinny_case(2, mix_t, mix_r, 640, 16, 1, 132);
+    T_CHECKF(e <= 1e-5, "Q8_0|Q4_0 R=16: rel err %.3g", e);
+    static const int down_t = ENG_DT_Q6_K, down_r = 264;
+    e = qskinny_case(1, &down_t, &down_r, 8960, 32, 6, 132);   /* 6 chunks a slice, the last 5 */
+    T_CHECKF(e <= 1e-5, "Q6_K 264x8960 R=32, 6 parts: rel err %.3g", e);
+    /* refused: a segment ending inside a warp's 16 rows, K not whole K blocks, 33 rows */
+    kern_qw bad;
+    memset(&bad, 0, sizeof bad);
+    bad.n_seg = 2; bad.type[0] = bad.type[1] = ENG_DT_Q8_0; bad.end[0] = 8; bad.end[1] = 32;
+    bad.row_bytes[0] = bad.row_bytes[1] = (int)kern_qrow_bytes(ENG_DT_Q8_0, 256);
+    bad.w[0] = bad.w[1] = (void *)(uintptr_t)4096;
+    T_CHECK(!kern_qskinny_ok(&bad, 32, 256));
+    bad.end[0] = 16;
+    T_CHECK(kern_qskinny_ok(&bad, 32, 256));
+    T_CHECK(kern_qskinny(0, &bad, 32, 256, NULL, 33, 1, NULL, 132, 0) != 0);
+    bad.type[0] = bad.type[1] = ENG_DT_Q4_K;
+    bad.row_bytes[0] = bad.row_bytes[1] = (int)kern_qrow_bytes(ENG_DT_Q4_K, 256);
+    T_CHECK(!kern_qskinny_ok(&bad, 32, 288));
 }
 
 /* ------------------------------------------- norms, SwiGLU, embedding */
@@ -2225,11 +2339,13 @@ FIXTURE_TEST(test_kv_bf16_variants, kv_bf16_variants)
  * some layers, ffn_down Q6_K in some, q/k rows reordered on upload, Q6_K
  * lm_head), qwen2 Q8_0 (q/k/v biases, tied Q8_0 lm_head), gemma3 Q4_0 (q/k
  * norms: the q|k|v product apart from RoPE; GeGLU; tied Q6_K lm_head).  The
- * CUDA backend reads the blocks in passes of up to 8 rows and the dense
- * copy in wider ones: greedy tokens identical to the CPU backend's alone,
- * batched at 4, 8 (quantized GEMV) and 20 rows (dense products), under
- * continuous batching and with the quantized path off; decode logits
- * after a 1000-token context within 1e-4 of the CPU's. */
+ * CUDA backend reads the blocks in passes of up to 32 rows (one row:
+ * kern_qgemv; 2..32: kern_qskinny) and the dense copy in wider ones:
+ * greedy tokens identical to the CPU backend's alone, batched at 4, 8, 20
+ * (kern_qskinny) and 40 rows (dense products), under continuous batching,
+ * at 4 and 8 rows through kern_qgemv (quant_tc_rows 0) and with the
+ * quantized path off; decode logits after a 1000-token context within 1e-4
+ * of the CPU's. */
 static const struct qmodel { const char *name; mkg_shape s; int format; } qmodels[] = {
     {"llama q4_k_m", {"llama", 512, 256, 512, 8, 4, 2, 64, 0, 0, 10000.0}, MKG_Q4_K_M},
     {"qwen2 q8_0", {"qwen2", 512, 256, 768, 4, 4, 2, 64, 1, 0, 1e6}, MKG_Q8_0},
@@ -2270,6 +2386,8 @@ static void quant_model(const struct qmodel *qm, int i) {
                  info.weight_bytes * 3 < info.dense_weight_bytes,
                  "%s: quant %d, %zu bytes read per step against %zu dense", qm->name, info.quant,
                  info.weight_bytes, info.dense_weight_bytes);
+        /* every product suits kern_qskinny: passes of 2..32 rows read the blocks */
+        T_CHECKF(info.quant_rows == 32, "%s: quantized passes up to %d rows", qm->name, info.quant_rows);
         printf("  %s: %zu weight bytes per step (dense copy %zu)\n", qm->name, info.weight_bytes,
                info.dense_weight_bytes);
         drv_close(&d);
@@ -2277,12 +2395,17 @@ static void quant_model(const struct qmodel *qm, int i) {
         batched_case(&f, 4);
         batched_case(&f, 8);
         batched_case(&f, 20);
+        batched_case(&f, 40);
         continuous_case(&f);
         long_case(&f);
         eng_cuda_opts o;
         eng_cuda_opts_default(&o);
         o.quant = 0;   /* the dense copy alone */
         batched_opts(&f, 4, &o);
+        o.quant = 1;   /* kern_qgemv's 2-8 rows instead of kern_qskinny */
+        o.quant_tc_rows = 0;
+        batched_opts(&f, 4, &o);
+        batched_opts(&f, 8, &o);
     } else {
         T_CHECKF(0, "%s: %s", qm->name, err.msg);
     }
@@ -2310,6 +2433,7 @@ int main(void) {
     T_RUN(test_qgemv);
     T_RUN(test_gemm);
     T_RUN(test_skinny);
+    T_RUN(test_qskinny);
     T_RUN(test_rowwise);
     T_RUN(test_rope_kv);
     T_RUN(test_add_norm_widths);

@@ -1022,7 +1022,9 @@ __device__ __forceinline__ float q1_sum(int t, const q1raw &r, bool b, int i, co
     const uint32_t q[4] = {qq.x, qq.y, qq.z, qq.w}, e[4] = {r.e.x, r.e.y, r.e.z, r.e.w};
     uint32_t vL[4], vH[4];
     switch (t) {
-    case ENG_DT_Q4_K:
+    case ENG_DT_Q4_K:   /* low nibbles group L, high ones H (Q4_0 / Q4_1: element j < 16 */
+    case ENG_DT_Q4_0:   /* the low nibble of q[j], j + 16 its high) */
+    case ENG_DT_Q4_1:
 #pragma unroll
         for (int k = 0; k < 4; k++) {
             vL[k] = (q[k] << 3) & 0x78787878u;
@@ -1043,14 +1045,6 @@ __device__ __forceinline__ float q1_sum(int t, const q1raw &r, bool b, int i, co
             const uint32_t h = e[k] >> (2 * ((i & 3) >> 1));
             vL[k] = ((q[k] << 1) & 0x1E1E1E1Eu) | ((h << 5) & 0x60606060u);
             vH[k] = ((q[k] >> 3) & 0x1E1E1E1Eu) | ((h << 1) & 0x60606060u);
-        }
-        break;
-    case ENG_DT_Q4_0:   /* element j < 16: low nibble of q[j] (group L), j + 16: its high */
-    case ENG_DT_Q4_1:
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            vL[k] = (q[k] << 3) & 0x78787878u;
-            vH[k] = (q[k] >> 1) & 0x78787878u;
         }
         break;
     case ENG_DT_Q5_0:   /* bit j of qh: element j's fifth bit, spread into bit 6 of byte j % 4 */

@@ -742,8 +742,9 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
     layer_products(c, nk);
     for (int i = 0; i < 4; i++) sp[i] = skinny_parts(c, nk[i][0], nk[i][1], R, c->y_floats);
     if ((rc = down_slices(c, R, mul, &dsl, err))) return rc;   /* 1 on the GEMV path */
-    /* qs: every product from the blocks by kern_qskinny, qp[i] parts (the
-     * same for every layer: one shape, and qs_ok holds for each layer) */
+    /* qs: every product from the blocks by kern_qskinny in qp[i] parts,
+     * layer 0's choice for every layer (a slicing depends on the shape
+     * only, and qs_ok holds for each layer) */
     int qp[4] = {0, 0, 0, 0};
     if (qs) {
         const kern_qw *ql[4] = {&c->layers[0].qqkv, &c->layers[0].qo, &c->layers[0].qgu, &c->layers[0].qdown};

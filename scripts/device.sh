@@ -66,7 +66,8 @@
 #                 do; device_map="auto" splits by layers (one GPU at a time), no
 #                 peer for a tensor-parallel step
 # Models are random weights with real shapes (brisk mkmodel), made once per
-# machine under /tmp/brisk-models.  Results land in $OUT.
+# machine under /tmp/brisk-models.  Results land in $OUT, named after the card
+# (h100, h200).
 set -u -o pipefail
 if [ "${1:-}" = stage ]; then   # on the GPU machine: keep the carried pieces in /tmp
     mkdir -p /tmp/brisk-real && cp .stage/* /tmp/brisk-real/ && ls -la /tmp/brisk-real
@@ -99,6 +100,9 @@ export PYTHONUNBUFFERED=1
 BIN=.dev/bin
 MD=/tmp/brisk-models; mkdir -p $MD
 T0=$(date +%s)
+# results are named after the card they ran on (h100, h200; "gpu" when neither)
+GPU=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | grep -o -i -m1 'h[0-9]00' | tr A-Z a-z)
+GPU=${GPU:-gpu}
 stamp() { echo "== [$(( $(date +%s) - T0 )) s] $*"; }
 model() {   # model NAME: makes it once
     [ -d $MD/$1 ] || $BIN/brisk mkmodel --preset $1 --out $MD/$1 \
@@ -117,12 +121,12 @@ part_quant() {
         done
         stamp "$m: models made"
         for v in $m-q4_k_m.gguf $m-q8_0.gguf $m; do
-            timeout 240 $BIN/bench_cuda $MD/$v --out "$OUT/quant_h100_$v.json" --batches 1,8,32 \
+            timeout 240 $BIN/bench_cuda $MD/$v --out "$OUT/quant_${GPU}_$v.json" --batches 1,8,32 \
                 --prefill 1024 --quant 2>&1 | grep -v "new length"
             stamp "$v done"
         done
         # the same blocks with a bf16 dense copy for wide passes (bf16_weights)
-        timeout 200 $BIN/bench_cuda $MD/$m-q4_k_m.gguf --out "$OUT/quant_h100_$m-q4_k_m-bf16dense.json" \
+        timeout 200 $BIN/bench_cuda $MD/$m-q4_k_m.gguf --out "$OUT/quant_${GPU}_$m-q4_k_m-bf16dense.json" \
             --batches 1,32 --prefill 1024 --bf16-weights --quant 2>&1 | grep -v "new length"
         stamp "$m-q4_k_m bf16 dense done"
     done
@@ -132,10 +136,10 @@ part_q1() {   # issue 25: kern_qgemv per product (--kernels) and the step, this 
         for f in ${QUANT_FORMATS:-q4_k_m}; do
             [ -f $MD/$m-$f.gguf ] || $BIN/brisk mkmodel --preset $m --format $f --out $MD/$m-$f.gguf > /dev/null
             stamp "$m-$f made"
-            timeout 240 $BIN/bench_cuda $MD/$m-$f.gguf --out "$OUT/q1_h100_$m-$f.json" --batches ${Q1_BATCHES:-1,8} \
+            timeout 240 $BIN/bench_cuda $MD/$m-$f.gguf --out "$OUT/q1_${GPU}_$m-$f.json" --batches ${Q1_BATCHES:-1,8} \
                 --prefill 0 --quant --kernels 2>&1 | grep -v -E "new length|attention variant"
             [ -x $BIN/bench_cuda_base ] && [ -z "${Q1_NOBASE:-}" ] && timeout 200 $BIN/bench_cuda_base $MD/$m-$f.gguf --batches ${Q1_BATCHES:-1,8} \
-                --out "$OUT/q1base_h100_$m-$f.json" --prefill 0 --quant 2>&1 | grep -E "^ +[0-9]+ +(default|dense)" | sed 's/^/base /'
+                --out "$OUT/q1base_${GPU}_$m-$f.json" --prefill 0 --quant 2>&1 | grep -E "^ +[0-9]+ +(default|dense)" | sed 's/^/base /'
             stamp "$m-$f done"
         done
     done
@@ -145,15 +149,15 @@ part_qs() {   # issue 25: the step at 1..32 rows on the blocks (kern_qskinny fro
         for f in ${QUANT_FORMATS:-q4_k_m q8_0}; do
             [ -f $MD/$m-$f.gguf ] || $BIN/brisk mkmodel --preset $m --format $f --out $MD/$m-$f.gguf > /dev/null
             stamp "$m-$f made"
-            timeout 200 $BIN/bench_cuda $MD/$m-$f.gguf --out "$OUT/qs_h100_$m-$f.json" --batches ${QS_BATCHES:-1,2,4,8,16,32} \
-                --prefill 0 --quant ${QS_KERNELS:+--kernels} 2>&1 | tee "$OUT/qs_h100_$m-$f.log" |
+            timeout 200 $BIN/bench_cuda $MD/$m-$f.gguf --out "$OUT/qs_${GPU}_$m-$f.json" --batches ${QS_BATCHES:-1,2,4,8,16,32} \
+                --prefill 0 --quant ${QS_KERNELS:+--kernels} 2>&1 | tee "$OUT/qs_${GPU}_$m-$f.log" |
                 grep -E "^ +[0-9]+ +(default|dense|qgemv)|rror|^  Q[0-9]_[0K0-9]* "
             [ -x $BIN/bench_cuda_base ] && [ -z "${Q1_NOBASE:-}" ] && timeout 200 $BIN/bench_cuda_base $MD/$m-$f.gguf \
-                --batches ${QS_BASE_BATCHES:-2,8,32} --out "$OUT/qsbase_h100_$m-$f.json" --prefill 0 --quant 2>&1 |
+                --batches ${QS_BASE_BATCHES:-2,8,32} --out "$OUT/qsbase_${GPU}_$m-$f.json" --prefill 0 --quant 2>&1 |
                 grep -E "^ +[0-9]+ +(default|dense)" | sed 's/^/base /'
             stamp "$m-$f done"
         done
-        [ -z "${QS_NOBF16:-}" ] && model $m && timeout 200 $BIN/bench_cuda $MD/$m --out "$OUT/qsbf16_h100_$m.json" \
+        [ -z "${QS_NOBF16:-}" ] && model $m && timeout 200 $BIN/bench_cuda $MD/$m --out "$OUT/qsbf16_${GPU}_$m.json" \
             --batches ${QS_BF16_BATCHES:-1,8,32} --prefill 0 2>&1 | grep -E "^ +[0-9]+ +default" | sed 's/^/bf16 /'
         stamp "$m bf16 done"
     done
@@ -177,7 +181,7 @@ part_ablate() {
 part_cuda() {
     for m in ${CUDA_MODELS:-qwen2.5-0.5b qwen2.5-1.5b qwen2.5-7b}; do
         model $m
-        $BIN/bench_cuda $MD/$m --out "$OUT/cuda_h100_$m.json" --batches ${CUDA_BATCHES:-1,8,32,64,256} 2>&1 | tail -12
+        $BIN/bench_cuda $MD/$m --out "$OUT/cuda_${GPU}_$m.json" --batches ${CUDA_BATCHES:-1,8,32,64,256} 2>&1 | tail -12
     done
 }
 part_peer() {
@@ -194,11 +198,11 @@ part_spec() {   # a never-right draft (random 0.5B for random 1.5B): adaptive mu
     model qwen2.5-0.5b; model qwen2.5-1.5b
     local D="--data .dev/data/math500/test.jsonl" S=$BIN/bench_spec
     $S --cuda --model $MD/qwen2.5-1.5b --draft $MD/qwen2.5-0.5b $D --limit 12 --max-tokens 192 --batch 1 \
-        --k none --repeat 1 --out "$OUT/spec_h100_qwen1.5b-draft0.5b-b1.json" 2>&1 | tail -8
+        --k none --repeat 1 --out "$OUT/spec_${GPU}_qwen1.5b-draft0.5b-b1.json" 2>&1 | tail -8
     $S --cuda --model $MD/qwen2.5-1.5b --draft $MD/qwen2.5-0.5b $D --limit 16 --max-tokens 192 --batch 8,16 \
-        --k none --repeat 3 --out "$OUT/spec_h100_qwen1.5b-draft0.5b-b8-16.json" 2>&1 | tail -10
+        --k none --repeat 3 --out "$OUT/spec_${GPU}_qwen1.5b-draft0.5b-b8-16.json" 2>&1 | tail -10
     $S --cuda --model $MD/qwen2.5-0.5b --draft $MD/qwen2.5-0.5b $D --limit 8 --max-tokens 128 --batch 1,8 \
-        --k 4 --out "$OUT/spec_h100_qwen0.5b-self.json" 2>&1 | tail -14
+        --k 4 --out "$OUT/spec_${GPU}_qwen0.5b-self.json" 2>&1 | tail -14
 }
 
 part_tools() {   # four fetch calls in one turn; same latency draws in every mode
@@ -206,7 +210,7 @@ part_tools() {   # four fetch calls in one turn; same latency draws in every mod
         IFS=: read -r name req tmo <<< "$m"
         model $name
         timeout 130 $BIN/bench_tools --cuda --model $MD/$name --device h100 --workloads multi \
-            --requests $req --budget-s ${TOOLS_BUDGET:-100} --timeout-s $tmo --out "$OUT/tools_h100_$name.json" 2>&1 | tail -14
+            --requests $req --budget-s ${TOOLS_BUDGET:-100} --timeout-s $tmo --out "$OUT/tools_${GPU}_$name.json" 2>&1 | tail -14
     done
 }
 
@@ -216,7 +220,7 @@ part_pp() {   # context hoisted ahead of the item (the default) and the template
         for h in "" --literal-template; do
             timeout 100 $BIN/brisk replay parallelprompt .dev/data/parallelprompt/lmsys_old/${f}_lmsys.json \
                 --cuda --model $MD/qwen2.5-0.5b --limit 30 --max-tokens 32 $h \
-                --out "$OUT/pp_h100_qwen2.5-0.5b_${f}${h:+_literal}.json" 2>&1 | grep -E "model runs|every item|speedup|wrote"
+                --out "$OUT/pp_${GPU}_qwen2.5-0.5b_${f}${h:+_literal}.json" 2>&1 | grep -E "model runs|every item|speedup|wrote"
         done
     done
 }
@@ -225,10 +229,10 @@ part_kv() {   # issue 26 part 2: the floor counts the KV bytes of the format
     model qwen2.5-1.5b
     for kv in f32 bf16; do
         $BIN/bench_cuda $MD/qwen2.5-1.5b --kv $kv --prompt 4000 --batches 8 --prefill 0 \
-            --ablate-only attn_v2,attn_v3,-attn --out "$OUT/kv_h100_${kv}_qwen2.5-1.5b_ctx4000.json" 2>&1 |
+            --ablate-only attn_v2,attn_v3,-attn --out "$OUT/kv_${GPU}_${kv}_qwen2.5-1.5b_ctx4000.json" 2>&1 |
             grep -E "backend up|batch|default|attn|bench_cuda"
         $BIN/bench_cuda $MD/qwen2.5-1.5b --kv $kv --prompt 150 --batches 1,32,256 --prefill 0 \
-            --ablate-only none --out "$OUT/kv_h100_${kv}_qwen2.5-1.5b_ctx150.json" 2>&1 |
+            --ablate-only none --out "$OUT/kv_${GPU}_${kv}_qwen2.5-1.5b_ctx150.json" 2>&1 |
             grep -E "backend up|batch|default|bench_cuda"
     done
 }
@@ -252,8 +256,8 @@ part_real() {
     echo "test_real (CUDA, quantized) exit $?"; grep -E "backend|greedy|logits|FAIL|passed" "$OUT/test_real_cuda_quant.log"
     BRISK_TEST_KV=bf16 BRISK_MODELS=$R BRISK_TEST_BACKEND=cuda $BIN/test_real > "$OUT/test_real_cuda_kv_bf16.log" 2>&1
     echo "test_real (CUDA, bf16 KV) exit $?"; grep -E "backend|greedy|logits|bf16 KV|FAIL|passed" "$OUT/test_real_cuda_kv_bf16.log"
-    $BIN/bench_cuda $F --out "$OUT/cuda_h100_smollm2-135m.json" --batches ${REAL_BATCHES:-1,8,32} 2>&1 | tail -14
-    [ -f $G ] && $BIN/bench_cuda $G --out "$OUT/cuda_h100_gemma3-270m.json" --batches ${REAL_BATCHES:-1,8,32} 2>&1 | tail -14
+    $BIN/bench_cuda $F --out "$OUT/cuda_${GPU}_smollm2-135m.json" --batches ${REAL_BATCHES:-1,8,32} 2>&1 | tail -14
+    [ -f $G ] && $BIN/bench_cuda $G --out "$OUT/cuda_${GPU}_gemma3-270m.json" --batches ${REAL_BATCHES:-1,8,32} 2>&1 | tail -14
     [ "${REAL_PEER:-1}" = 0 ] && return
     for dt in float32 bfloat16; do
         timeout 240 python3 scripts/bench_peer.py bench $F --out "$OUT/peer_smollm2-135m_$dt.json" \
@@ -262,13 +266,13 @@ part_real() {
     done
     timeout 240 $BIN/brisk bench math500 --model $F --cuda --data .dev/data/math500/test.jsonl \
         --limit ${REAL_MATH_LIMIT:-100} --max-tokens 512 --n 4,8 --budgets 5 --quiet \
-        --out "$OUT/math500_h100_smollm2-135m.json" 2>&1 | tail -12
+        --out "$OUT/math500_${GPU}_smollm2-135m.json" 2>&1 | tail -12
 }
 
 part_arch() {   # Qwen3 and Gemma 3 shapes (random weights): brisk, then compiled transformers bf16
     for m in ${ARCH_MODELS:-qwen3-1.7b gemma3-1b}; do
         model $m
-        $BIN/bench_cuda $MD/$m --out "$OUT/cuda_h100_$m.json" --batches ${ARCH_BATCHES:-1,32} 2>&1 | tail -8
+        $BIN/bench_cuda $MD/$m --out "$OUT/cuda_${GPU}_$m.json" --batches ${ARCH_BATCHES:-1,32} 2>&1 | tail -8
         [ "${ARCH_PEER:-1}" = 0 ] ||
         timeout 200 python3 scripts/bench_peer.py bench $MD/$m --out "$OUT/peer_compiled_$m.json" \
             --batches "" --compile-batches ${ARCH_BATCHES:-1,32} --compile-budget ${PEER_BUDGET:-120} 2>&1 |
@@ -331,10 +335,10 @@ part_ngram() {  # n-gram speculation on the real models' own text (needs part re
         case $n in gemma*) raw=--raw;; esac
         timeout 150 $BIN/bench_spec --cuda --model $f $raw --data .dev/data/math500/test.jsonl \
             --limit ${NGRAM_LIMIT:-16} --max-tokens 256 --batch 1,8 --k 4 --repeat 2 \
-            --out "$OUT/spec_h100_ngram_math_$n.json" 2>&1 | tail -8
+            --out "$OUT/spec_${GPU}_ngram_math_$n.json" 2>&1 | tail -8
         [ -f $P ] && timeout 150 $BIN/bench_spec --cuda --model $f $raw --pp $P \
             --limit ${NGRAM_LIMIT:-16} --max-tokens 256 --batch 1,8 --k 4 --repeat 2 \
-            --out "$OUT/spec_h100_ngram_pp_$n.json" 2>&1 | tail -8
+            --out "$OUT/spec_${GPU}_ngram_pp_$n.json" 2>&1 | tail -8
     done
 }
 

@@ -616,21 +616,6 @@ __device__ __forceinline__ void qload4(const int (&types)[GEMV_NR],
     for (int j = 0; j < GEMV_NR; j++) qpart_load(types[j], wr[j], c, p, n_chunks, raw[j]);
 }
 
-/* Bytes of a step (8 chunks) of a row of type t: 8 blocks of the
- * 32-element formats, one block of the K formats. */
-__device__ __forceinline__ int qstep_bytes(int t) {
-    switch (t) {
-    case ENG_DT_Q8_0: return 8 * 34;
-    case ENG_DT_Q4_0: return 8 * 18;
-    case ENG_DT_Q4_1: return 8 * 20;
-    case ENG_DT_Q5_0: return 8 * 22;
-    case ENG_DT_Q5_1: return 8 * 24;
-    case ENG_DT_Q4_K: return 144;
-    case ENG_DT_Q5_K: return 176;
-    default: return QK6_STRIDE;   /* ENG_DT_Q6_K */
-    }
-}
-
 /* L2 prefetches of the unit's rows at steps s0 + KS, s0 + 2 KS, ... (step
  * s0 is loaded into registers by qload4): a warp then has its whole share
  * of K on the way at once instead of one step, which the memory latency
@@ -1346,16 +1331,9 @@ static int qgemv_run(cudaStream_t s, const kern_qw *W, int N, int K, const float
                      const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl,
                      const gemv_rope &rp) {
     const bool glu = mode == KERN_SWIGLU || mode == KERN_GEGLU;
-    if (!W || R < 1 || R > 8 || N < 1 || K < 32 || K % 32 || (glu && N % 2) || n_sms < 1 ||
-        mode < KERN_STORE || mode > KERN_GEGLU || W->n_seg < 1 || W->n_seg > KERN_QSEGS ||
-        W->end[W->n_seg - 1] != N)
+    if (!qw_segments_ok(W, N, K) || R < 1 || R > 8 || (glu && N % 2) || n_sms < 1 ||
+        mode < KERN_STORE || mode > KERN_GEGLU)
         return (int)cudaErrorInvalidValue;
-    for (int i = 0, start = 0; i < W->n_seg; start = W->end[i++]) {
-        const size_t rb = kern_qrow_bytes(W->type[i], K);
-        if (!rb || W->end[i] <= start || !W->w[i] || (size_t)W->row_bytes[i] != rb ||
-            ((uintptr_t)W->w[i] & (q1_class(W->type[i]) >= 0 ? 15 : 1)))
-            return (int)cudaErrorInvalidValue;
-    }
     const int n_units = glu ? (N / 2 + 1) / 2 : (N + GEMV_NR - 1) / GEMV_NR;
     /* qgemv1_kernel: chunk pairs (K / 32 even), every unit of one type (a
      * gate | up of two types, or a segment boundary inside a unit of four

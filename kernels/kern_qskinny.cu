@@ -59,23 +59,23 @@ static size_t qs_smem(int NT) { return 2 * (size_t)qs_buf_elems(NT) * 2; }
 __device__ __forceinline__ void qs_sync() { asm volatile("barrier.sync 0;" ::: "memory"); }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 
-/* (2^7 + byte lo, 2^7 + byte lo+1 of v) as bf16 bits (bytes < 128), then
- * minus nb (bf16x2 bits of the negated bias): exact small integers. */
-__device__ __forceinline__ uint32_t qs_pair(uint32_t v, int hi, uint32_t nb) {
-    const uint32_t p = __byte_perm(v, 0x43u, hi ? 0x4342u : 0x4140u);
+/* p + nb as bf16 pairs (p * 1 + nb, one FMA): exact for the small integers here. */
+__device__ __forceinline__ uint32_t qs_add(uint32_t p, uint32_t nb) {
     uint32_t d;
     asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(p), "r"(0x3F803F80u), "r"(nb));
     return d;
+}
+/* (2^7 + byte lo, 2^7 + byte lo+1 of v) as bf16 bits (bytes < 128), then
+ * plus nb (bf16x2 bits of the negated bias): exact small integers. */
+__device__ __forceinline__ uint32_t qs_pair(uint32_t v, int hi, uint32_t nb) {
+    return qs_add(__byte_perm(v, 0x43u, hi ? 0x4342u : 0x4140u), nb);
 }
 /* Int8 bytes lo, lo+1 of v as a bf16 pair: 2^7 + (q & 127) minus 2^7
  * (q >= 0) or 2^8 (q < 0, its sign bit set), exactly. */
 __device__ __forceinline__ uint32_t qs_pair8(uint32_t v, int hi) {
     const uint32_t sel = hi ? 0x4342u : 0x4140u;
-    const uint32_t p = __byte_perm(v & 0x7F7F7F7Fu, 0x43u, sel);
-    const uint32_t nb = __byte_perm(v & 0x80808080u, 0xC3u, sel);   /* -(2^7 | 2^8) */
-    uint32_t d;
-    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(p), "r"(0x3F803F80u), "r"(nb));
-    return d;
+    return qs_add(__byte_perm(v & 0x7F7F7F7Fu, 0x43u, sel),
+                  __byte_perm(v & 0x80808080u, 0xC3u, sel));   /* -(2^7 | 2^8) */
 }
 /* The negated biases as bf16x2: -128, -136 (Q4_0: q - 8), -144 (Q5_0: q -
  * 16), -160 (Q6_K: q - 32). */
@@ -102,7 +102,7 @@ __device__ __forceinline__ void qs_load(qs_raw &r, const uint8_t *a, const uint8
     for (int i = 0; i < 2; i++) {
         const uint8_t *row = i ? b : a;
         if (T == ENG_DT_Q4_K || T == ENG_DT_Q5_K) {   /* d, dmin, scales[12], (qh[32]), qs[128] */
-            const uint8_t *blk = row + (size_t)(kc / 256) * (T == ENG_DT_Q4_K ? 144 : 176);
+            const uint8_t *blk = row + (size_t)(kc / 256) * qstep_bytes(T);
             const int qo = T == ENG_DT_Q4_K ? 16 : 48;
             r.h[i] = __ldg((const uint4 *)blk);
 #pragma unroll
@@ -112,7 +112,7 @@ __device__ __forceinline__ void qs_load(qs_raw &r, const uint8_t *a, const uint8
                 r.e[i][0] = h.x; r.e[i][1] = h.y;
             }
         } else if (T == ENG_DT_Q6_K) {   /* ql[128], qh[64], scales[16], d (QK6_STRIDE) */
-            const uint8_t *blk = row + (size_t)(kc / 256) * QK6_STRIDE;
+            const uint8_t *blk = row + (size_t)(kc / 256) * qstep_bytes(T);
 #pragma unroll
             for (int k = 0; k < 4; k++) {   /* ql words 64h + 16k' + 4t as q[i][2h + k'/2] */
                 r.q[i][k].x = __ldg((const unsigned *)(blk + 64 * (k >> 1) + 32 * (k & 1) + 4 * t));
@@ -151,7 +151,7 @@ __device__ __forceinline__ void qs_prefetch(const uint8_t *a, const uint8_t *b, 
     for (int i = 0; i < 2; i++) {
         const uint8_t *row = i ? b : a;
         if (qs_kfmt(T)) {
-            const int st = T == ENG_DT_Q4_K ? 144 : T == ENG_DT_Q5_K ? 176 : QK6_STRIDE;
+            const int st = qstep_bytes(T);
             p = t < 3 ? row + (size_t)(kc / 256) * st + min(128 * t, st - 1) : NULL;
         } else {
             const q32_planes l = q32_layout(T, nb);
@@ -402,17 +402,9 @@ static int qs_cdiv(int a, int b) { return (a + b - 1) / b; }
 static int qs_gran(int K) { return K % QS_CK ? 32 : QS_CK; }
 
 extern "C" int kern_qskinny_ok(const kern_qw *W, int N, int K) {
-    if (!W || W->n_seg < 1 || W->n_seg > KERN_QSEGS || N < 1 || K < 32 || K % 32 ||
-        W->end[W->n_seg - 1] != N)
-        return 0;
-    for (int i = 0, start = 0; i < W->n_seg; start = W->end[i++]) {
-        /* a warp's 16 rows are of one segment */
-        if (!kern_qtype_ok(W->type[i]) || (qs_kfmt(W->type[i]) && K % QS_CK) || W->end[i] <= start ||
-            (i < W->n_seg - 1 && W->end[i] % 16) ||
-            !W->w[i] || (size_t)W->row_bytes[i] != kern_qrow_bytes(W->type[i], K) ||
-            ((uintptr_t)W->w[i] & 15))
-            return 0;
-    }
+    if (!qw_segments_ok(W, N, K)) return 0;
+    for (int i = 0; i < W->n_seg - 1; i++)   /* a warp's 16 rows are of one segment */
+        if (W->end[i] % 16) return 0;
     return 1;
 }
 

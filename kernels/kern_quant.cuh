@@ -91,4 +91,36 @@ __device__ __forceinline__ const uint8_t *qrow(const kern_qw &W, int n, int *typ
     return (const uint8_t *)w + (size_t)(n - start) * rb;
 }
 
+/* Bytes of a step (8 chunks) of a row of type t: 8 blocks of the
+ * 32-element formats, one block of the K formats. */
+__device__ __forceinline__ int qstep_bytes(int t) {
+    switch (t) {
+    case ENG_DT_Q8_0: return 8 * 34;
+    case ENG_DT_Q4_0: return 8 * 18;
+    case ENG_DT_Q4_1: return 8 * 20;
+    case ENG_DT_Q5_0: return 8 * 22;
+    case ENG_DT_Q5_1: return 8 * 24;
+    case ENG_DT_Q4_K: return 144;
+    case ENG_DT_Q5_K: return 176;
+    default: return QK6_STRIDE;   /* ENG_DT_Q6_K */
+    }
+}
+
+/* Whether W is N rows of K elements in segments the kernels read: K a
+ * multiple of 32 (whole blocks of each segment's type, kern_qrow_bytes),
+ * segment ends increasing to N, rows in the device layout (row_bytes) and
+ * 16-byte aligned. */
+static inline bool qw_segments_ok(const kern_qw *W, int N, int K) {
+    if (!W || N < 1 || K < 32 || K % 32 || W->n_seg < 1 || W->n_seg > KERN_QSEGS ||
+        W->end[W->n_seg - 1] != N)
+        return false;
+    for (int i = 0, start = 0; i < W->n_seg; start = W->end[i++]) {
+        const size_t rb = kern_qrow_bytes(W->type[i], K);
+        if (!rb || W->end[i] <= start || !W->w[i] || (size_t)W->row_bytes[i] != rb ||
+            ((uintptr_t)W->w[i] & 15))
+            return false;
+    }
+    return true;
+}
+
 #endif

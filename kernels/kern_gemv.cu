@@ -1164,7 +1164,7 @@ qgemv1_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__
     extern __shared__ float4 q1_smem[];
     __shared__ float s_rstd[1];
     __shared__ float s_part[GEMV_WARPS][1];
-    __shared__ float s_red[GEMV_WARPS][GEMV_NR][1];
+    __shared__ float s_red[2][GEMV_WARPS][GEMV_NR][1];   /* by round parity */
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int upc = GEMV_WARPS / KS;
     constexpr bool GLU = MODE == KERN_SWIGLU || MODE == KERN_GEGLU;
@@ -1180,8 +1180,11 @@ qgemv1_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__
     /* (the ROPE items' destinations are worked out in the epilogue: held
      * across the loop they cost registers the loads need) */
     rope_pre pre = {};
-    const int eu = threadIdx.x / GEMV_NR, ej = threadIdx.x % GEMV_NR;
-    const bool has_item = threadIdx.x < upc * GEMV_NR;
+    /* a unit's KS warps meet at their own barrier (1 + the unit's place in
+     * the block), not the block's: a unit never waits for another unit's
+     * loads; its first warp's lanes 0..3 write its four rows */
+    const int eu = warp / KS, bar_id = 1 + eu;
+    const bool has_item = warp % KS == 0 && lane < GEMV_NR;
     /* the first chunk's blocks are loaded before waiting for x */
     int types[GEMV_NR];
     const uint8_t *wr[GEMV_NR];
@@ -1203,7 +1206,7 @@ qgemv1_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__
         __syncthreads();
     }
 
-    for (int base = blockIdx.x * upc; base < n_units; base += stride) {
+    for (int base = blockIdx.x * upc, par = 0; base < n_units; base += stride, par ^= 1) {
         float acc[GEMV_NR] = {0.f, 0.f, 0.f, 0.f};
         if (T == Q1_MIX_K46) {   /* Q4_K_M's q|k|v: two loops only (fewer live registers) */
             if (types[0] == ENG_DT_Q4_K) q1_kloop<ENG_DT_Q4_K>(acc, raw, wr, xs, sx, cls_mask, n_lc, p0, pstep);
@@ -1226,14 +1229,16 @@ qgemv1_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__
 #pragma unroll
         for (int j = 0; j < GEMV_NR; j++) {
             float v = warp_sum(acc[j]);
-            if (lane == 0) s_red[warp][j][0] = v;
+            if (lane == 0) s_red[par][warp][j][0] = v;
         }
-        __syncthreads();
+        /* s_red[par] is written again two rounds on, after the next
+         * barrier, which the epilogue's warp passes only when done here */
+        if (KS == 1) __syncwarp();
+        else asm volatile("bar.sync %0, %1;" ::"r"(bar_id), "r"(KS * 32) : "memory");
         const int u = base + eu;
         if (has_item && u < n_units)
-            gemv_epilogue<1, MODE>(s_red, KS, eu, u, ej, 0, nw ? s_rstd[0] : 1.f, N, y, rp, pre,
-                                   false);
-        if (base + stride < n_units) __syncthreads();   /* s_red is reused */
+            gemv_epilogue<1, MODE>(s_red[par], KS, eu, u, lane, 0, nw ? s_rstd[0] : 1.f, N, y, rp,
+                                   pre, false);
     }
 }
 

@@ -17,16 +17,17 @@
  * weights (every layer + lm_head, as stored on the GPU) are read once per
  * step whatever the batch; attention reads each sequence's whole KV, in
  * the pool's format (--kv: f32, the default, or bf16: half the bytes).  A
- * GGUF model with quantized weights: passes the quantized GEMV serves (up
- * to 8 rows) read the blocks, so their floor counts the quantized bytes;
- * wider passes (and the dense variant) read the dense copy and count its
- * bytes.  The quantized path runs only with --quant (eng_cuda_opts.quant,
- * off by default); then each batch it serves is timed twice, quant (the
- * default row) and dense.
+ * GGUF model with quantized weights: passes the quantized kernels serve
+ * (up to 32 rows) read the blocks, so their floor counts the quantized
+ * bytes; wider passes (and the dense variant) read the dense copy and count
+ * its bytes.  The quantized path is the library's default
+ * (eng_cuda_opts.quant; --no-quant turns it off); each batch it serves is
+ * timed twice, quant (the default row) and dense.
  * Variants, each run right after the default on the same sequences: batch
- * 1 without programmatic dependent launch and without CUDA graphs; with
- * --quant, batch 1..8 with the quantized path off (dense, the
- * dense copy through the usual paths), and no other matrix-path variant; batch
+ * 1 without programmatic dependent launch and without CUDA graphs; on
+ * quantized blocks, the batches they serve with the quantized path off
+ * (dense, the dense copy through the usual paths), and no other matrix-path
+ * variant; batch
  * 2..8 through the other matrix path (GEMV kernel or cuBLASLt); batches
  * that kern_skinny serves (5..16 rows) through cuBLASLt; batch > 8 with
  * bf16-rounded GEMM activations (fast_gemm).  With --kernels, first each
@@ -97,6 +98,7 @@ static int parse_args(int argc, char **argv, bargs *A) {
         else if (!strcmp(a, "--skinny-max") && v) { A->skinny_max = atoi(v); i++; }
         else if (!strcmp(a, "--bf16-weights")) A->bf16w = 1;
         else if (!strcmp(a, "--quant")) A->quant = 1;
+        else if (!strcmp(a, "--no-quant")) A->quant = 2;
         else if (!strcmp(a, "--kv") && v) {
             if ((A->kvf = eng_kv_format_parse(v)) < 0) {
                 fprintf(stderr, "bench_cuda: --kv takes f32 or bf16, not %s\n", v);
@@ -120,10 +122,10 @@ static int parse_args(int argc, char **argv, bargs *A) {
     if (!A->dir || A->nb < 1 || A->prompt < 2 || A->steps < 1 || A->pf < 0) {
         fprintf(stderr, "usage: bench_cuda MODEL_DIR [--out FILE] [--prompt N] [--steps N] "
                         "[--prefill N] [--batches 1,8,...] [--kernels] [--ablate] [--ablate-only a,b] "
-                        "[--skinny-max N] [--kv f32|bf16] [--bf16-weights] [--quant] [--tp N]\n");
+                        "[--skinny-max N] [--kv f32|bf16] [--bf16-weights] [--quant | --no-quant] [--tp N]\n");
         return 2;
     }
-    if (A->tp > 1 && (A->quant || A->bf16w || A->kernels)) {
+    if (A->tp > 1 && (A->quant == 1 || A->bf16w || A->kernels)) {
         fprintf(stderr, "bench_cuda: --tp %d takes none of --quant, --bf16-weights, --kernels (a "
                         "split uploads the checkpoint's dense weights; --kernels times one GPU)\n",
                 A->tp);
@@ -162,7 +164,8 @@ typedef struct bench {
     int vocab, prompt, steps, warm, nb_per, ablate;
     const char *only;   /* --ablate-only: comma-separated variant names, NULL: all */
     int skinny_max;     /* --skinny-max: skinny_max_rows of every run; < 0: the library's */
-    int quant;          /* --quant: eng_cuda_opts.quant for every run but the "dense" variant */
+    int quant;          /* eng_cuda_opts.quant for every run but the "dense" variant (0 with
+                           --no-quant) */
     double bw;                   /* bytes / s */
     uint64_t rng;
     struct kern_tp *tp;          /* --tp N > 1: N ranks for the all-reduces timed apart */
@@ -973,7 +976,7 @@ int main(int argc, char **argv) {
     bench B;
     memset(&B, 0, sizeof B);
     B.prompt = A.prompt; B.steps = A.steps; B.warm = 3; B.rng = 12345; B.skinny_max = A.skinny_max;
-    B.ablate = A.ablate; B.only = A.only; B.quant = A.quant;
+    B.ablate = A.ablate; B.only = A.only; B.quant = A.quant != 2;
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess) ndev = 0;
     if (A.tp > 1 && ndev < A.tp) {   /* a split asked for is a failure, not a note */
@@ -1063,7 +1066,7 @@ int main(int argc, char **argv) {
     cJSON_AddStringToObject(root, "kv_format", eng_kv_format_name(B.info.kv_format));
     cJSON_AddNumberToObject(root, "prompt", B.prompt);
     cJSON_AddNumberToObject(root, "steps", B.steps);
-    if (kernels) kernel_bench(eng_model_config(m), B.bw, B.info.n_sms, A.quant, root);
+    if (kernels) kernel_bench(eng_model_config(m), B.bw, B.info.n_sms, A.quant == 1, root);
     rc = pf > 0 ? prefill(&B, pf, root, &err) : 0;   /* --prefill 0: decode only */
     set_opts(&B, 0, -1, 0, 0);   /* --skinny-max from the first run on */
     cJSON *arr = cJSON_AddArrayToObject(root, "decode");

@@ -80,6 +80,8 @@ int eng_backend_cuda_create(const eng_model *m, int n_blocks, int block_size, in
  * quantized blocks): the engine caps its default n_blocks on CUDA there. */
 int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int kv_format, int n_ranks,
                                 int quant, int *n_blocks, eng_err *err);
+/* 1 when b is a CUDA backend whose decode passes read quantized blocks. */
+int eng_backend_cuda_quantized(const eng_backend *b);
 /* The CUDA backend split over n_ranks GPUs (rank r on device r) through
  * NCCL: the shares of eng_tp_slice_of, the whole embedding on every rank,
  * lm_head rows in equal vocabulary shares gathered before sampling; each

@@ -132,11 +132,17 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
     if (d.kv_format != ENG_KV_F32 && d.kv_format != ENG_KV_BF16)
         return eng_seterr(err, ENG_EINVAL, "eng_create: unknown KV format %d", d.kv_format);
     /* the quantized blocks are read by the CUDA backend on one GPU only */
-    if (d.quant && (d.backend != ENG_BACKEND_CUDA || d.tp > 1))
+    if (d.quant < ENG_QUANT_AUTO || d.quant > ENG_QUANT_OFF)
+        return eng_seterr(err, ENG_EINVAL, "eng_create: unknown quant setting %d", d.quant);
+    if (d.quant == ENG_QUANT_ON && (d.backend != ENG_BACKEND_CUDA || d.tp > 1))
         return eng_seterr(err, ENG_EINVAL, "--quant reads a GGUF file's blocks on the CUDA "
                           "backend (--cuda) of one GPU; %s",
                           d.backend != ENG_BACKEND_CUDA ? "the CPU backend reads the dequantized weights"
                                                         : "a split (--tp) keeps dense shares");
+    /* 1: the backend reads the blocks (of a file that has them), 0: the dense copy */
+    int quant = d.quant == ENG_QUANT_ON ||
+                (d.quant == ENG_QUANT_AUTO && d.backend == ENG_BACKEND_CUDA && d.tp <= 1);
+    (void)quant;   /* (read in CUDA builds only) */
     if (!d.block_size) d.block_size = 16;
     if (!d.max_seqs) d.max_seqs = 256;
     int blocks_given = d.n_blocks;   /* a draft engine follows the same policy */
@@ -153,13 +159,19 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
         int64_t nb = (tokens + d.block_size - 1) / d.block_size;
         d.n_blocks = nb > (1 << 30) ? 1 << 30 : (int)nb;
 #ifdef BRISK_CUDA
-        /* The GPU holds what fits in its free memory, not a host-sized pool. */
-        int fit = 0;
-        if (d.backend == ENG_BACKEND_CUDA &&
-            !eng_backend_cuda_max_blocks(m, d.block_size, d.kv_format, d.tp > 1 ? d.tp : 1,
-                                         d.quant, &fit, err) &&
-            fit > 0 && fit < d.n_blocks)
-            d.n_blocks = fit;
+        /* The GPU holds what fits in its free memory, not a host-sized pool;
+         * where the blocks beside the dense copy would not fit, AUTO drops
+         * them. */
+        int fit = 0, r = 1;
+        if (d.backend == ENG_BACKEND_CUDA) {
+            const int ranks = d.tp > 1 ? d.tp : 1;
+            r = eng_backend_cuda_max_blocks(m, d.block_size, d.kv_format, ranks, quant, &fit, err);
+            if (r == ENG_ENOMEM && quant && d.quant == ENG_QUANT_AUTO &&
+                !(r = eng_backend_cuda_max_blocks(m, d.block_size, d.kv_format, ranks, 0, &fit,
+                                                  err)))
+                quant = 0;
+        }
+        if (!r && fit > 0 && fit < d.n_blocks) d.n_blocks = fit;
 #endif
     }
 
@@ -193,7 +205,7 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
             rc = eng_backend_cuda_tp_create(m, d.n_blocks, d.block_size, d.kv_format, d.tp, &e->be,
                                             err);
         else if (d.backend == ENG_BACKEND_CUDA)
-            rc = eng_backend_cuda_create(m, d.n_blocks, d.block_size, d.kv_format, d.quant, &e->be,
+            rc = eng_backend_cuda_create(m, d.n_blocks, d.block_size, d.kv_format, quant, &e->be,
                                          err);
 #endif
         else
@@ -212,8 +224,8 @@ int eng_opts_arg(const char *k, const char *v, eng_opts *o, int *used, eng_err *
         *used = 1;
         return ENG_OK;
     }
-    if (!strcmp(k, "--quant")) {
-        o->quant = 1;
+    if (!strcmp(k, "--quant") || !strcmp(k, "--no-quant")) {
+        o->quant = k[2] == 'q' ? ENG_QUANT_ON : ENG_QUANT_OFF;
         *used = 1;
         return ENG_OK;
     }
@@ -687,6 +699,14 @@ int eng_n_live(const eng_engine *e) { return e ? e->n_live : 0; }
 int eng_step_tokens(const eng_engine *e) { return e ? e->step_tokens : 0; }
 int eng_kv_free_blocks(const eng_engine *e) { return e ? eng_kv_n_free(e->kv) : 0; }
 int eng_kv_format(const eng_engine *e) { return e ? e->opts.kv_format : ENG_KV_F32; }
+int eng_quantized(const eng_engine *e) {
+#ifdef BRISK_CUDA
+    return e && e->be && eng_backend_cuda_quantized(e->be);
+#else
+    (void)e;
+    return 0;
+#endif
+}
 size_t eng_kv_bytes_per_token(const eng_engine *e) {
     if (!e) return 0;
     return (size_t)e->c.n_layers * 2 * e->c.n_kv_heads * e->c.head_dim *

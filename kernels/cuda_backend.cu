@@ -151,6 +151,7 @@ extern "C" void eng_cuda_opts_default(eng_cuda_opts *o) {
     memset(o, 0, sizeof *o);
     o->gemv_max_rows = 4;   /* measured: cuBLASLt wins from ~6 rows on (kernels/NOTES.md, v6) */
     o->skinny_max_rows = 64;   /* from 17 rows for small products only (skinny_parts) */
+    o->quant = 1;
     o->quant_max_rows = 8;
     o->quant_tc_rows = 32;
 }
@@ -1730,4 +1731,9 @@ extern "C" int eng_cuda_get_rank_info(const eng_backend *b, int rank, eng_cuda_i
 
 extern "C" int eng_cuda_get_info(const eng_backend *b, eng_cuda_info *info) {
     return eng_cuda_get_rank_info(b, 0, info);
+}
+
+extern "C" int eng_backend_cuda_quantized(const eng_backend *b) {
+    eng_cuda_info info;
+    return eng_cuda_get_info(b, &info) == 0 && info.quant;
 }

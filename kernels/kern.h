@@ -38,12 +38,12 @@ typedef struct eng_cuda_opts {
     int gemm_attn;      /* < 0: never kern_attention_gemm; 0: for long prompts of one sequence */
     int kv_format;      /* ENG_KV_F32 or ENG_KV_BF16: how the KV pool stores keys and values
                            (fixed at creation, as bf16_weights) */
-    int quant;          /* 1: a GGUF file's quantized blocks are uploaded beside the dense
-                           copy and decode passes read them (kern_qgemv up to quant_max_rows
-                           rows, kern_qskinny up to quant_tc_rows); 0, the default: every
-                           product reads the dense copy
-                           (no blocks uploaded when 0 at create).  Off by default until
-                           kern_qgemv is measured faster than the dense path on the GPU */
+    int quant;          /* 1, the default: a GGUF file's quantized blocks are uploaded beside
+                           the dense copy and decode passes read them (kern_qgemv up to
+                           quant_max_rows rows, kern_qskinny up to quant_tc_rows), measured
+                           faster than the dense copy at every batch they serve (NOTES.md
+                           v18, v19); 0: every product reads the dense copy (no blocks
+                           uploaded when 0 at create) */
     int quant_max_rows; /* quantized weights: passes of up to this many rows (0..8) take
                            kern_qgemv instead of gemv_max_rows' rule; default 8 */
     int quant_tc_rows;  /* quantized weights: passes of 2..quant_tc_rows rows (0..32) take

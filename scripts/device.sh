@@ -29,7 +29,8 @@
 #        cuda     bench_cuda at batch 1..256 (CUDA_BATCHES) on 0.5B, 1.5B, 7B
 #                 shapes (CUDA_MODELS)
 #        peer     transformers eager + torch.compile (same run); models in
-#                 PEER_MODELS (1.5B by default), eager left out if PEER_EAGER=0
+#                 PEER_MODELS (1.5B by default), eager left out if PEER_EAGER=0,
+#                 compiled batches PEER_BATCHES (1,32)
 #        spec     bench_spec: none / n-gram / draft model, adaptive k
 #        tools    bench_tools: partial execution on 1.5B and 7B shapes
 #        pp       ParallelPrompt replay, keyword + reading files
@@ -191,7 +192,7 @@ part_peer() {
         python3 scripts/bench_peer.py bench $MD/$m --out "$OUT/peer_$m.json" \
             --batches 1,32 --compile-batches "" 2>&1 | grep -v Warning | tail -6
         timeout 200 python3 scripts/bench_peer.py bench $MD/$m --out "$OUT/peer_compiled_$m.json" \
-            --batches "" --compile-batches 1,32 --compile-budget ${PEER_BUDGET:-150} 2>&1 | grep -v Warning | tail -5
+            --batches "" --compile-batches ${PEER_BATCHES:-1,32} --compile-budget ${PEER_BUDGET:-150} 2>&1 | grep -v Warning | tail -5
     done
 }
 part_spec() {   # a never-right draft (random 0.5B for random 1.5B): adaptive must cost ~nothing

@@ -1647,7 +1647,8 @@ static int g_kv = ENG_KV_F32;
 #define TOL_KV_BF16_REF 1e-2
 static double kv_tol(void) { return g_kv == ENG_KV_BF16 ? TOL_KV_BF16 : 1e-4; }
 /* eng_cuda_opts.quant of the backends drv_open makes with default options
- * (on in test_quant_models; the library's default is off). */
+ * (on in test_quant_models, as the library's default; off elsewhere, where
+ * the fixtures' files have no blocks to read). */
 static int g_quant;
 
 static int drv_open(tdrv *d, const eng_model *m, int cuda, const eng_cuda_opts *o, eng_err *err) {
@@ -2406,6 +2407,23 @@ static void quant_model(const struct qmodel *qm, int i) {
         o.quant_tc_rows = 0;
         batched_opts(&f, 4, &o);
         batched_opts(&f, 8, &o);
+        /* through the engine: its default (AUTO) reads the blocks, greedy
+         * as the CPU; --no-quant does not */
+        engine_case(&f);
+        for (int s = ENG_QUANT_AUTO; s <= ENG_QUANT_OFF; s++) {
+            eng_opts eo = {0};
+            eo.backend = ENG_BACKEND_CUDA;
+            eo.quant = s;
+            eo.n_blocks = TBLOCKS;
+            eng_engine *e = NULL;
+            if (eng_create(f.m, &eo, &e, &err)) {
+                T_CHECKF(0, "%s quant %d: %s", qm->name, s, err.msg);
+                continue;
+            }
+            T_CHECKF(eng_quantized(e) == (s != ENG_QUANT_OFF), "%s quant %d: engine reads %s",
+                     qm->name, s, eng_quantized(e) ? "the blocks" : "the dense copy");
+            eng_destroy(e);
+        }
     } else {
         T_CHECKF(0, "%s: %s", qm->name, err.msg);
     }

@@ -799,14 +799,31 @@ static void test_bad_args(void) {
     T_CHECK(eng_kv_format_parse("BF16") < 0 && eng_kv_format_parse("bf16 ") < 0 &&
             eng_kv_format_parse("") < 0 && eng_kv_format_parse(NULL) < 0);
     T_CHECK(!strcmp(eng_kv_format_name(ENG_KV_BF16), "bf16") && !strcmp(eng_kv_format_name(9), "?"));
-    /* --quant: a switch of its own (takes no value), off unless given */
+    /* --quant / --no-quant: switches of their own (no value); AUTO unless given */
     eng_opts q = { 0 };
     int used = -1;
-    T_CHECK(eng_opts_arg("--quant", "--cuda", &q, &used, &err) == ENG_OK && used == 1 && q.quant &&
-            q.backend != ENG_BACKEND_CUDA);
+    T_CHECK(eng_opts_arg("--quant", "--cuda", &q, &used, &err) == ENG_OK && used == 1 &&
+            q.quant == ENG_QUANT_ON && q.backend != ENG_BACKEND_CUDA);
+    T_CHECK(eng_opts_arg("--no-quant", "--quant", &q, &used, &err) == ENG_OK && used == 1 &&
+            q.quant == ENG_QUANT_OFF);
     q = (eng_opts){ 0 };
-    T_CHECK(eng_opts_arg("--cuda", NULL, &q, &used, &err) == ENG_OK && used == 1 && !q.quant);
-    T_CHECK(eng_opts_arg("--quantize", NULL, &q, &used, &err) == ENG_OK && used == 0 && !q.quant);
+    T_CHECK(eng_opts_arg("--cuda", NULL, &q, &used, &err) == ENG_OK && used == 1 &&
+            q.quant == ENG_QUANT_AUTO);
+    T_CHECK(eng_opts_arg("--quantize", NULL, &q, &used, &err) == ENG_OK && used == 0 &&
+            q.quant == ENG_QUANT_AUTO);
+    /* on the CPU: AUTO and OFF read the dequantized weights, ON is refused,
+     * anything else is not a setting */
+    for (int s = ENG_QUANT_AUTO; s <= ENG_QUANT_OFF + 1; s++) {
+        o = (eng_opts){ .quant = s, .n_threads = 1 };
+        eng_engine *qe = NULL;
+        const int rc = eng_create(f->m, &o, &qe, &err);
+        if (s == ENG_QUANT_AUTO || s == ENG_QUANT_OFF)
+            T_CHECKF(rc == ENG_OK && qe && !eng_quantized(qe), "quant %d: %s", s, err.msg);
+        else
+            T_CHECKF(rc == ENG_EINVAL && !qe, "quant %d: rc %d", s, rc);
+        eng_destroy(qe);
+    }
+    T_CHECK(!eng_quantized(NULL));
 }
 
 /* The backend checks what it is handed: bad rows are errors, not reads. */

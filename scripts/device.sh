@@ -39,8 +39,10 @@
 #                 without attention), batch 1/32/256 at 150
 #        real     the real SmolLM2-135M GGUF: test_real through the CUDA
 #                 backend (greedy identity and logits against transformers;
-#                 again through the quantized blocks one prompt at a time; again
-#                 with bf16 KV: CUDA's tokens against the CPU's in bf16),
+#                 by default the prompts in one batch through the quantized
+#                 blocks, again one prompt at a time (one row a step), again
+#                 on the f32 copy alone, again with bf16 KV: CUDA's tokens
+#                 against the CPU's in bf16),
 #                 bench_cuda at batch 1/8/32, transformers eager + compiled
 #                 (f32, the same dequantized weights, and bf16) on the file.
 #                 The file (98 MB) is over one call's 64 MiB: stage it in
@@ -252,9 +254,11 @@ part_real() {
     fi
     BRISK_MODELS=$R BRISK_TEST_BACKEND=cuda $BIN/test_real > "$OUT/test_real_cuda.log" 2>&1
     echo "test_real (CUDA) exit $?"; grep -E "backend|greedy|logits|FAIL|passed" "$OUT/test_real_cuda.log"
-    # issue 25: the quantized blocks (one prompt at a time: one row a decode step, qgemv1_kernel)
+    # issue 25: the blocks one prompt at a time (one row a decode step, qgemv1_kernel), then no blocks
     BRISK_TEST_QUANT=1 BRISK_MODELS=$R BRISK_TEST_BACKEND=cuda $BIN/test_real > "$OUT/test_real_cuda_quant.log" 2>&1
-    echo "test_real (CUDA, quantized) exit $?"; grep -E "backend|greedy|logits|FAIL|passed" "$OUT/test_real_cuda_quant.log"
+    echo "test_real (CUDA, quantized, one row) exit $?"; grep -E "backend|greedy|logits|FAIL|passed" "$OUT/test_real_cuda_quant.log"
+    BRISK_TEST_QUANT=0 BRISK_MODELS=$R BRISK_TEST_BACKEND=cuda $BIN/test_real > "$OUT/test_real_cuda_dense.log" 2>&1
+    echo "test_real (CUDA, dense) exit $?"; grep -E "backend|greedy|logits|FAIL|passed" "$OUT/test_real_cuda_dense.log"
     BRISK_TEST_KV=bf16 BRISK_MODELS=$R BRISK_TEST_BACKEND=cuda $BIN/test_real > "$OUT/test_real_cuda_kv_bf16.log" 2>&1
     echo "test_real (CUDA, bf16 KV) exit $?"; grep -E "backend|greedy|logits|bf16 KV|FAIL|passed" "$OUT/test_real_cuda_kv_bf16.log"
     $BIN/bench_cuda $F --out "$OUT/cuda_${GPU}_smollm2-135m.json" --batches ${REAL_BATCHES:-1,8,32} 2>&1 | tail -14

@@ -29,11 +29,12 @@
  * With BRISK_TEST_BACKEND=cuda (a CUDA build on a GPU machine) the greedy
  * and logit checks run through the CUDA backend instead of the CPU's, with
  * the same tolerance: it keeps these models' weights in f32 (the GGUFs'
- * types are not bf16) and computes in f32.
- * With BRISK_TEST_QUANT=1 as well (CUDA) the prompts run one at a time with
- * eng_opts.quant, so every decode step is one row through the GGUF blocks
- * (kern_qgemv at one row) instead of the f32 copy; same checks, same
- * tolerance.
+ * types are not bf16) and computes in f32, and by default (eng_opts.quant
+ * AUTO) its decode passes read the file's quantized blocks (all prompts
+ * in one batch: kern_qskinny's rows).  BRISK_TEST_QUANT=0 runs them on the
+ * f32 copy alone (ENG_QUANT_OFF); BRISK_TEST_QUANT=1 one prompt at a time
+ * with the blocks required (ENG_QUANT_ON), so every decode step is one row
+ * through kern_qgemv.  Same checks, same tolerance.
  * With BRISK_TEST_KV=bf16 the engine's KV cache is bf16 (eng.h): the test
  * prints how many prompts still follow transformers' greedy tokens (not
  * required: bf16 keys and values move logits by ~1e-3) and checks the
@@ -288,12 +289,15 @@ static void greedy(real *r) {
     const char *be = getenv("BRISK_TEST_BACKEND"), *kvs = getenv("BRISK_TEST_KV");
     const char *qs = getenv("BRISK_TEST_QUANT");
     int cuda = be && !strcmp(be, "cuda"), kv = kvs ? eng_kv_format_parse(kvs) : ENG_KV_F32;
-    int quant = qs && !strcmp(qs, "1");
+    const int quant = !qs ? ENG_QUANT_AUTO : !strcmp(qs, "1") ? ENG_QUANT_ON
+                    : !strcmp(qs, "0") ? ENG_QUANT_OFF : -1;
     if (kv < 0) T_FAIL("BRISK_TEST_KV=%s: f32 or bf16", kvs);
-    if (quant && !cuda) T_FAIL("BRISK_TEST_QUANT=1 needs BRISK_TEST_BACKEND=cuda");
-    const int group = quant ? 1 : np;   /* prompts a batch */
+    if (quant < 0) T_FAIL("BRISK_TEST_QUANT=%s: 0 or 1", qs);
+    if (quant == ENG_QUANT_ON && !cuda) T_FAIL("BRISK_TEST_QUANT=1 needs BRISK_TEST_BACKEND=cuda");
+    const int group = quant == ENG_QUANT_ON ? 1 : np;   /* prompts a batch */
     printf("  backend: %s, KV %s%s\n", cuda ? "CUDA" : "CPU", eng_kv_format_name(kv),
-           quant ? ", quantized blocks, one prompt at a time" : "");
+           quant == ENG_QUANT_ON ? ", quantized blocks, one prompt at a time"
+           : quant == ENG_QUANT_OFF ? ", dense weights" : "");
     int *got = calloc((size_t)np * n_new, sizeof *got);   /* [prompt][step] tokens */
     if (!got) T_FAIL("out of memory");
     int seq[16], matched[16] = {0}, diverged[16] = {0};
@@ -308,6 +312,7 @@ static void greedy(real *r) {
             free(got);
             T_FAIL("%s", err.msg);
         }
+        if (!g0) printf("  decode reads: %s\n", eng_quantized(e) ? "the quantized blocks" : "dense weights");
         for (int s = g0; s < g1; s++) {
             const cJSON *pid = cJSON_GetObjectItem(cJSON_GetArrayItem(prompts, s), "prompt_ids"), *x;
             int ids[512], k = 0;

@@ -63,6 +63,7 @@
 typedef struct bargs {
     const char *dir, *out, *only;
     int batches[MAX_B], nb, pf, kernels, kvf, bf16w, prompt, steps, ablate, skinny_max, quant, tp;
+    int quant_wide;
 } bargs;
 
 static int parse_batches(const char *s, int *b, int max) {
@@ -99,6 +100,7 @@ static int parse_args(int argc, char **argv, bargs *A) {
         else if (!strcmp(a, "--bf16-weights")) A->bf16w = 1;
         else if (!strcmp(a, "--quant")) A->quant = 1;
         else if (!strcmp(a, "--no-quant")) A->quant = 2;
+        else if (!strcmp(a, "--quant-wide")) A->quant_wide = 1;
         else if (!strcmp(a, "--kv") && v) {
             if ((A->kvf = eng_kv_format_parse(v)) < 0) {
                 fprintf(stderr, "bench_cuda: --kv takes f32 or bf16, not %s\n", v);
@@ -122,7 +124,7 @@ static int parse_args(int argc, char **argv, bargs *A) {
     if (!A->dir || A->nb < 1 || A->prompt < 2 || A->steps < 1 || A->pf < 0) {
         fprintf(stderr, "usage: bench_cuda MODEL_DIR [--out FILE] [--prompt N] [--steps N] "
                         "[--prefill N] [--batches 1,8,...] [--kernels] [--ablate] [--ablate-only a,b] "
-                        "[--skinny-max N] [--kv f32|bf16] [--bf16-weights] [--quant | --no-quant] [--tp N]\n");
+                        "[--skinny-max N] [--kv f32|bf16] [--bf16-weights] [--quant | --no-quant] [--quant-wide] [--tp N]\n");
         return 2;
     }
     if (A->tp > 1 && (A->quant == 1 || A->bf16w || A->kernels)) {
@@ -166,6 +168,7 @@ typedef struct bench {
     int skinny_max;     /* --skinny-max: skinny_max_rows of every run; < 0: the library's */
     int quant;          /* eng_cuda_opts.quant for every run but the "dense" variant (0 with
                            --no-quant) */
+    int quant_wide;     /* --quant-wide: eng_cuda_opts.quant_wide */
     double bw;                   /* bytes / s */
     uint64_t rng;
     struct kern_tp *tp;          /* --tp N > 1: N ranks for the all-reduces timed apart */
@@ -176,6 +179,7 @@ typedef struct bench {
 static void bench_opts(const bench *B, eng_cuda_opts *o) {
     eng_cuda_opts_default(o);
     o->quant = B->quant;
+    o->quant_wide = B->quant_wide;
     if (B->skinny_max >= 0) o->skinny_max_rows = B->skinny_max;
 }
 
@@ -449,7 +453,7 @@ static int batch_variants(const bench *B, int n, bvar *v) {
         v[k++] = (bvar){"no_graphs", 0, -1, 1, 0, -1, 0, 0};
     }
     if (B->info.quant && n <= B->info.quant_rows) {
-        v[k++] = (bvar){"dense", 0, -1, 0, 0, -1, 1, 0};
+        if (!B->info.quant_wide) v[k++] = (bvar){"dense", 0, -1, 0, 0, -1, 1, 0};
         /* kern_qskinny's rows: the 2-8 row GEMV kernel beside it */
         if (n > 1 && n <= 8 && B->info.quant_rows > 8)
             v[k++] = (bvar){"qgemv", 0, -1, 0, 0, -1, 0, 1};
@@ -977,6 +981,7 @@ int main(int argc, char **argv) {
     memset(&B, 0, sizeof B);
     B.prompt = A.prompt; B.steps = A.steps; B.warm = 3; B.rng = 12345; B.skinny_max = A.skinny_max;
     B.ablate = A.ablate; B.only = A.only; B.quant = A.quant != 2;
+    B.quant_wide = A.quant_wide;
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess) ndev = 0;
     if (A.tp > 1 && ndev < A.tp) {   /* a split asked for is a failure, not a note */
@@ -1040,7 +1045,7 @@ int main(int argc, char **argv) {
     if (B.info.quant)
         printf("quantized blocks: %.3f GB read per step by passes of up to %d rows (the floor's "
                "bytes there); wider passes read the %s copy above\n", B.info.weight_bytes / 1e9,
-               B.info.quant_rows, B.info.weights_bf16 ? "bf16" : "f32");
+               B.info.quant_rows, B.info.quant_wide ? "bf16 halves" : B.info.weights_bf16 ? "bf16" : "f32");
     printf("device copy bandwidth: %.0f GB/s (read + write)\n", B.bw / 1e9);
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "model", name);
@@ -1058,6 +1063,7 @@ int main(int argc, char **argv) {
                                 "and split-K passes' larger messages not counted");
     }
     cJSON_AddNumberToObject(root, "quant", B.info.quant);
+    cJSON_AddNumberToObject(root, "quant_wide", B.info.quant_wide);
     if (B.info.quant) {
         cJSON_AddNumberToObject(root, "quant_weight_bytes", (double)B.info.weight_bytes);
         cJSON_AddNumberToObject(root, "quant_rows", B.info.quant_rows);

@@ -267,8 +267,10 @@ typedef struct eng_opts {
                        * file's quantized blocks in decode passes (eng_cuda_opts.quant) */
 } eng_opts;
 /* AUTO (0, the default): on where it can be (CUDA, one GPU) and the blocks
- * fit in device memory beside the dense copy; ON ("--quant"): the same, and
- * an error where it cannot be; OFF ("--no-quant"): the dense copy only. */
+ * fit in device memory beside the dense copy (which wider passes read, as
+ * bf16 halves where every product has blocks: kern.h quant_wide); ON
+ * ("--quant"): the same, and an error where it cannot be; OFF
+ * ("--no-quant"): the f32 dense copy only. */
 enum { ENG_QUANT_AUTO = 0, ENG_QUANT_ON = 1, ENG_QUANT_OFF = 2 };
 #define ENG_TP_MAX 64
 

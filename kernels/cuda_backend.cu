@@ -85,6 +85,7 @@ typedef struct cu_ctx {
     kern_qw qhead;               /* the lm_head's quantized blocks; n_seg 0: dense only */
     int has_q;                   /* some product has quantized blocks */
     int qs_ok;                   /* every product and the lm_head has blocks kern_qskinny takes */
+    int ws;                      /* the layer products' dense copy is bf16 halves (quant_wide) */
     size_t q_bytes, q_dense_bytes;   /* quantized products' bytes: as blocks, as the dense copy */
     float *final_norm, *inv_freq;
     float *inv_freq_local;       /* sliding layers' RoPE frequencies; NULL when none slides */
@@ -152,6 +153,7 @@ extern "C" void eng_cuda_opts_default(eng_cuda_opts *o) {
     o->gemv_max_rows = 4;   /* measured: cuBLASLt wins from ~6 rows on (kernels/NOTES.md, v6) */
     o->skinny_max_rows = 64;   /* from 17 rows for small products only (skinny_parts) */
     o->quant = 1;
+    o->quant_wide = 1;   /* wide passes on tensor cores, not f32 (kernels/NOTES.md v21) */
     o->quant_max_rows = 8;
     o->quant_tc_rows = 32;
 }
@@ -242,6 +244,42 @@ static int put_weight(cu_ctx *c, char *dst, const eng_tensor *t, const float *f3
     return ENG_OK;
 }
 
+/* Elements [off, off + n) of a layer product of total elements: where the
+ * dense copy is bf16 halves (c->ws), the high halves fill the product's
+ * first total bf16 and the low ones the next (w - hi rounded: hi + lo holds
+ * w to 16 bits); else put_weight at off. */
+static int put_part(cu_ctx *c, char *base, size_t total, size_t off, const eng_tensor *t,
+                    const float *f32, size_t n, const char *what, eng_err *err) {
+    if (!c->ws) return put_weight(c, base + off * (c->wdt == KERN_BF16 ? 2 : 4), t, f32, n, what, err);
+    if (t && tensor_elems(t) != (int64_t)n)
+        return eng_seterr(err, ENG_EFORMAT, "CUDA backend: %s (%s) has %lld elements, expected %zu",
+                          what, t->name, (long long)tensor_elems(t), n);
+    if (!f32 && !t) return eng_seterr(err, ENG_EFORMAT, "CUDA backend: model has no data for %s", what);
+    float *tmp = f32 ? NULL : (float *)malloc(n * sizeof(float));
+    uint16_t *hl = (uint16_t *)malloc(2 * n * sizeof(uint16_t));
+    if ((!f32 && !tmp) || !hl) {
+        free(tmp);
+        free(hl);
+        return eng_seterr(err, ENG_ENOMEM, "CUDA backend: out of host memory (%s)", what);
+    }
+    if (!f32) eng_to_f32(t, tmp);
+    const float *src = f32 ? f32 : tmp;
+    for (size_t i = 0; i < n; i++) {
+        const uint16_t h = kern_f32_to_bf16(src[i]);
+        float hf;
+        const uint32_t hb = (uint32_t)h << 16;
+        memcpy(&hf, &hb, sizeof hf);
+        hl[i] = h;
+        hl[n + i] = kern_f32_to_bf16(src[i] - hf);
+    }
+    cudaError_t e = cudaMemcpy(base + off * 2, hl, n * 2, cudaMemcpyHostToDevice);
+    if (e == cudaSuccess) e = cudaMemcpy(base + (total + off) * 2, hl + n, n * 2, cudaMemcpyHostToDevice);
+    free(tmp);
+    free(hl);
+    CK(e);
+    return ENG_OK;
+}
+
 /* A small f32 vector (norm weight, bias) into its own allocation. */
 static int put_vec(cu_ctx *c, float **dst, const eng_tensor *t, const float *f32, size_t n,
                    const char *what, eng_err *err) {
@@ -273,7 +311,8 @@ static int put_vec(cu_ctx *c, float **dst, const eng_tensor *t, const float *f32
  * read the blocks, wider passes the dense copy
  * through the existing paths, so every batch size is served (the blocks
  * dequantize to the dense f32 copy; kern_qgemv's sums are within ~1e-7 of
- * its product).  The price is
+ * its product); where kern_qskinny serves every product, the dense copy is
+ * bf16 halves (quant_wide, put_part; GEMM_WS in enqueue).  The price is
  * memory: the dense copy stays resident. */
 
 /* Whether t can go to kern_qgemv as rows of K elements. */
@@ -380,21 +419,23 @@ static int upload_layer(cu_ctx *c, const eng_layer_w *w, cu_layer *d, int l, eng
     int rc;
     snprintf(what, sizeof what, "layer %d q|k|v", l);
     if ((rc = dev_alloc(c, (qd + 2 * kd) * H * eb, &d->wqkv, what, err))) return rc;
+    /* (bf16 halves, c->ws: the same bytes as f32, eb 4) */
     char *p = (char *)d->wqkv;
-    if ((rc = put_weight(c, p, w->t_wq, w->wq, qd * H, "q_proj", err))) return rc;
-    if ((rc = put_weight(c, p + qd * H * eb, w->t_wk, w->wk, kd * H, "k_proj", err))) return rc;
-    if ((rc = put_weight(c, p + (qd + kd) * H * eb, w->t_wv, w->wv, kd * H, "v_proj", err))) return rc;
+    const size_t nqkv = (qd + 2 * kd) * H;
+    if ((rc = put_part(c, p, nqkv, 0, w->t_wq, w->wq, qd * H, "q_proj", err))) return rc;
+    if ((rc = put_part(c, p, nqkv, qd * H, w->t_wk, w->wk, kd * H, "k_proj", err))) return rc;
+    if ((rc = put_part(c, p, nqkv, (qd + kd) * H, w->t_wv, w->wv, kd * H, "v_proj", err))) return rc;
     snprintf(what, sizeof what, "layer %d o_proj", l);
     if ((rc = dev_alloc(c, H * qd * eb, &d->wo, what, err))) return rc;
-    if ((rc = put_weight(c, (char *)d->wo, w->t_wo, w->wo, H * qd, "o_proj", err))) return rc;
+    if ((rc = put_part(c, (char *)d->wo, H * qd, 0, w->t_wo, w->wo, H * qd, "o_proj", err))) return rc;
     snprintf(what, sizeof what, "layer %d gate|up", l);
     if ((rc = dev_alloc(c, 2 * I * H * eb, &d->wgu, what, err))) return rc;
     p = (char *)d->wgu;
-    if ((rc = put_weight(c, p, w->t_gate, w->w_gate, I * H, "gate_proj", err))) return rc;
-    if ((rc = put_weight(c, p + I * H * eb, w->t_up, w->w_up, I * H, "up_proj", err))) return rc;
+    if ((rc = put_part(c, p, 2 * I * H, 0, w->t_gate, w->w_gate, I * H, "gate_proj", err))) return rc;
+    if ((rc = put_part(c, p, 2 * I * H, I * H, w->t_up, w->w_up, I * H, "up_proj", err))) return rc;
     snprintf(what, sizeof what, "layer %d down_proj", l);
     if ((rc = dev_alloc(c, H * I * eb, &d->wdown, what, err))) return rc;
-    if ((rc = put_weight(c, (char *)d->wdown, w->t_down, w->w_down, H * I, "down_proj", err)))
+    if ((rc = put_part(c, (char *)d->wdown, H * I, 0, w->t_down, w->w_down, H * I, "down_proj", err)))
         return rc;
     c->weight_bytes += ((qd + 2 * kd) * H + H * qd + 3 * I * H) * eb + 2 * H * 4 +
                        (g->qk_norm ? 2 * g->head_dim * 4 : 0) + (g->post_norms ? 2 * H * 4 : 0);
@@ -613,6 +654,9 @@ static int ensure_rows(cu_ctx *c, int R, int O, eng_err *err) {
         }
     if ((size_t)DOWN_SLICES * gemm_cols(2 * nr) * g->hidden > y_floats)
         y_floats = (size_t)DOWN_SLICES * gemm_cols(2 * nr) * g->hidden;
+    /* bf16 halves: the lo weights' product lands at part 2, padding past it */
+    if (c->ws && (size_t)(2 * nr + gemm_cols(2 * nr)) * maxN > y_floats)
+        y_floats = (size_t)(2 * nr + gemm_cols(2 * nr)) * maxN;
     c->y_floats = y_floats;
     /* a product's input: 2R bf16 rows (hi/lo) or R f32 rows, padded as gemm_cols pads */
     size_t act_bytes = (size_t)gemm_cols(2 * nr) * 2;
@@ -716,7 +760,9 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
     const int QKV = c->qkv_dim, QD = c->q_dim, wdt = c->wdt, sms = c->n_sms;
     const float eps = g->rms_eps;
     const bool small = R <= gemv_rows(c), quant = quant_on(c), qs = qs_pass(c, R);
-    const int amode = qs ? KERN_ACT_SPLIT : wdt == KERN_F32 ? KERN_ACT_F32
+    /* ws: the layer products from their bf16 halves (c->ws), four parts */
+    const bool ws = c->ws && !small && !qs;
+    const int amode = qs || ws ? KERN_ACT_SPLIT : wdt == KERN_F32 ? KERN_ACT_F32
                     : c->opt.fast_gemm ? KERN_ACT_BF16 : KERN_ACT_SPLIT;
     const int mul = amode == KERN_ACT_SPLIT ? 2 : 1, act_bf16 = amode != KERN_ACT_F32;
     const int splits = p->att_splits;
@@ -757,10 +803,21 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
                                   "at %d rows", i, R);
         }
     }
+    /* ws: out = hi W (act hi, lo) then lo W (act hi, lo), the second at
+     * part 2 (its padding columns fall past part 3, in y's room for it) */
+#define GEMM_WS(W, N, K, rows, out) do { \
+        const int cols_ = gemm_cols(2 * (rows)); \
+        if ((rc = kern_blas_gemm_sliced(c->blas, s, W, KERN_BF16, N, K, c->act, 1, cols_, 1, out, \
+                                        err)) || \
+            (rc = kern_blas_gemm_sliced(c->blas, s, (const uint16_t *)(W) + (size_t)(N) * (K), \
+                                        KERN_BF16, N, K, c->act, 1, cols_, 1, \
+                                        (out) + (size_t)2 * (rows) * (N), err))) \
+            return rc; } while (0)
 #define PROD(W, QW, N, K, rows, out, sp, sl, mask, pi) do { \
-        np = qs ? qp[pi] : (sp) ? (sp) : mul * (sl); \
+        np = qs ? qp[pi] : ws ? 4 : (sp) ? (sp) : mul * (sl); \
         if (skip & (mask)) break; \
         if (qs) KC(kern_qskinny(s, &(QW), N, K, c->act, rows, np, out, sms, pdl)); \
+        else if (ws) GEMM_WS(W, N, K, rows, out); \
         else if (sp) KC(kern_skinny(s, W, N, K, c->act, rows, sp, out, sms, pdl)); \
         else GEMM(W, N, K, rows, out, sl); } while (0)
 
@@ -859,9 +916,15 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
             KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->xo, KERN_ACT_F32, pdl));
             KC(GEMV(c->qhead, c->lm_head, HV, H, c->xo, O, NULL, KERN_STORE, hl));
             if (c->tp && (rc = tp_gather_logits(c, O, err))) return rc;
+        } else if (ws && !qs_pass(c, O)) {
+            /* the lm_head stays f32 (with a tied embedding, the same rows) */
+            KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->act, KERN_ACT_F32, pdl));
+            if ((rc = kern_blas_gemm_sliced(c->blas, s, c->lm_head, KERN_F32, HV, H, c->act, 0,
+                                            gemm_cols(O), 1, hl, err)))
+                return rc;
         } else {
             KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->act, amode, pdl));
-            if (qs) {   /* one part: V rows fill the GPU */
+            if (qs || ws) {   /* one part: V rows fill the GPU */
                 KC(kern_qskinny(s, &c->qhead, HV, H, c->act, O, 1, hl, sms, pdl));
             } else {
                 /* cuBLASLt: kern_skinny was slower on the lm_head at 8 and 16 rows
@@ -879,6 +942,7 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
 #undef ATTN_WIN
 #undef SKIP
 #undef GEMM
+#undef GEMM_WS
 #undef GEMV
 #undef PROD
     return ENG_OK;
@@ -1302,11 +1366,19 @@ static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
     if (!m->layers) return eng_seterr(err, ENG_EFORMAT, "CUDA backend: model has no layers");
     /* split: each rank its share of every layer (dense: the quantized
      * blocks serve one GPU only) */
+    if (!c->tp) {   /* the blocks first: whether kern_qskinny serves them all decides c->ws */
+        for (int l = 0; l < g->n_layers && !rc; l++)
+            rc = upload_qlayer(c, &m->layers[l], &c->layers[l], l, err);
+        const eng_tensor *th = m->t_lm_head ? m->t_lm_head : m->t_embed;
+        const int V = g->vocab_size;
+        if (rc || (rc = put_qprod(c, &c->qhead, 1, &th, &V, NULL, g->hidden, eb, "lm_head blocks", err)))
+            return rc;
+        c->qs_ok = qs_check(c);
+        c->ws = c->opt.quant_wide && c->opt.quant && c->qs_ok && c->wdt == KERN_F32;
+    }
     for (int l = 0; l < g->n_layers; l++) {
         if (!c->tp) {
-            if ((rc = upload_layer(c, &m->layers[l], &c->layers[l], l, err)) ||
-                (rc = upload_qlayer(c, &m->layers[l], &c->layers[l], l, err)))
-                return rc;
+            if ((rc = upload_layer(c, &m->layers[l], &c->layers[l], l, err))) return rc;
             continue;
         }
         eng_layer_w v;
@@ -1316,13 +1388,6 @@ static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
         free(tmp[0]);
         free(tmp[1]);
         if (rc) return rc;
-    }
-    if (!c->tp) {
-        const eng_tensor *th = m->t_lm_head ? m->t_lm_head : m->t_embed;
-        const int V = g->vocab_size;
-        if ((rc = put_qprod(c, &c->qhead, 1, &th, &V, NULL, g->hidden, eb, "lm_head blocks", err)))
-            return rc;
-        c->qs_ok = qs_check(c);
     }
     /* split: the whole embedding on every rank (one row per token is read),
      * the lm_head's rows of the rank's vocabulary share */
@@ -1689,6 +1754,8 @@ extern "C" int eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o) {
         c->opt.bf16_weights = bf16;
         c->opt.kv_format = kvf;
         if (c->tp) c->opt.quant = 0;   /* the quantized blocks are whole tensors, not shares */
+        /* the bf16 halves serve the wide path only (GEMV kernels read f32) */
+        if (c->ws) c->opt.quant = 1;
         opts_clamp(&c->opt);
     }
     return ENG_OK;
@@ -1714,6 +1781,7 @@ extern "C" int eng_cuda_get_rank_info(const eng_backend *b, int rank, eng_cuda_i
     const cu_ctx *c = r[rank];
     memset(info, 0, sizeof *info);
     info->n_ranks = n;
+    info->quant_wide = c->ws;
     info->quant = quant_on(c);
     info->quant_rows = !info->quant ? 0 : qs_ready(c) ? c->opt.quant_tc_rows : c->opt.quant_max_rows;
     info->dense_weight_bytes = c->weight_bytes;

@@ -50,6 +50,15 @@ typedef struct eng_cuda_opts {
                            kern_qskinny (tensor cores on the blocks) where every product's
                            blocks suit it, and kern_qgemv keeps one-row passes; 0: off;
                            default 32 */
+    int quant_wide;     /* 1, the default (read at create): where kern_qskinny serves every
+                           decode product of an f32 dense copy (quant on, qs_ok), the layer
+                           products' dense copy is kept as bf16 high and low halves (w = hi
+                           + lo to 16 bits, the same bytes as f32) and passes wider than
+                           quant_tc_rows (prompts, batches past 32) run four bf16
+                           tensor-core products (hi and lo weights by hi and lo
+                           activations) instead of the f32 one, as bf16 weights' passes
+                           split their activations; quant then stays on (the halves cannot
+                           serve the one-row kernels); 0: the f32 copy */
 } eng_cuda_opts;
 
 /* prefill_attn: 0 reads BRISK_PREFILL_ATTN (never | always), else auto:
@@ -63,7 +72,8 @@ int  eng_backend_cuda_create_opts(const eng_model *m, int n_blocks, int block_si
 /* Changes the options of a live backend except bf16_weights and kv_format
  * (the weights and the pool stay as made); drops captured graphs.  quant
  * switches the quantized path off and on again, but not on where it was
- * off at creation (no blocks were uploaded). */
+ * off at creation (no blocks were uploaded), nor off where quant_wide took
+ * (the dense copy is bf16 halves). */
 int  eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o);
 
 /* Figures for benchmarks: weight bytes read by one decode step (every layer
@@ -78,6 +88,7 @@ typedef struct eng_cuda_info {
     int kv_format;      /* ENG_KV_*: the pool's format, which kv_bytes_per_token follows */
     int attn_variant;   /* as set in eng_cuda_opts: 0 = per pass (2 or 3 by rows and context) */
     int n_ranks;        /* 1, or the GPUs of a split (eng_backend_cuda_tp_create) */
+    int quant_wide;     /* 1: the dense copy is bf16 halves (eng_cuda_opts.quant_wide took) */
     char device[128];
 } eng_cuda_info;
 /* Rank 0's figures; for a split, every byte count is that rank's share (its

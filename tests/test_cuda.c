@@ -1650,6 +1650,10 @@ static double kv_tol(void) { return g_kv == ENG_KV_BF16 ? TOL_KV_BF16 : 1e-4; }
  * (on in test_quant_models, as the library's default; off elsewhere, where
  * the fixtures' files have no blocks to read). */
 static int g_quant;
+/* and their eng_cuda_opts.quant_wide (the library's default is on; on for
+ * one round of test_quant_models, so that the others keep the f32 copy's
+ * wide passes covered) */
+static int g_quant_wide;
 
 static int drv_open(tdrv *d, const eng_model *m, int cuda, const eng_cuda_opts *o, eng_err *err) {
     memset(d, 0, sizeof *d);
@@ -1661,6 +1665,7 @@ static int drv_open(tdrv *d, const eng_model *m, int cuda, const eng_cuda_opts *
     else {
         eng_cuda_opts_default(&oo);
         oo.quant = g_quant;
+        oo.quant_wide = g_quant_wide;
     }
     oo.kv_format = g_kv;
     return eng_backend_cuda_create_opts(m, TBLOCKS, TBS, &oo, &d->b, err);
@@ -2407,6 +2412,27 @@ static void quant_model(const struct qmodel *qm, int i) {
         o.quant_tc_rows = 0;
         batched_opts(&f, 4, &o);
         batched_opts(&f, 8, &o);
+        /* quant_wide: passes past 32 rows (40-row decode, the prompt
+         * passes: 62 rows in batched_case, 300 in long_case) on the dense
+         * copy's bf16 halves */
+        g_quant_wide = 1;
+        if (drv_open(&d, f.m, 1, NULL, &err) == 0) {
+            T_CHECKF(eng_cuda_get_info(d.b, &info) == 0 && info.quant_wide && info.quant,
+                     "%s: quant_wide %d, quant %d", qm->name, info.quant_wide, info.quant);
+            eng_cuda_opts so;
+            eng_cuda_opts_default(&so);
+            so.quant = 0;   /* refused: the halves cannot serve the one-row kernels */
+            T_CHECK(eng_cuda_set_opts(d.b, &so) == 0 && eng_cuda_get_info(d.b, &info) == 0 &&
+                    info.quant);
+            drv_close(&d);
+        } else {
+            T_CHECKF(0, "%s quant_wide: %s", qm->name, err.msg);
+        }
+        batched_case(&f, 4);
+        batched_case(&f, 40);
+        continuous_case(&f);
+        long_case(&f);
+        g_quant_wide = 0;
         /* through the engine: its default (AUTO) reads the blocks, greedy
          * as the CPU; --no-quant does not */
         engine_case(&f);

@@ -23,6 +23,10 @@
 #                 QUANT_MODELS (1.5B and 7B) x QUANT_FORMATS (q4_k_m q8_0): this
 #                 build (kern_qskinny from 2 rows) against bench_cuda_base at 2, 8,
 #                 32 rows, and the bf16 folder at 1, 8, 32; ~5 min with 7B
+#        wide     the 1,024-token prompt pass and decode at 64 and 256 rows
+#                 (WIDE_BATCHES) of the Q4_K_M files of QUANT_MODELS (1.5B,
+#                 7B): the bf16 halves (default), the f32 copy (--no-quant)
+#                 and bf16 weights; ~4 min with 7B
 #        prof     ncu (--clock-control none) of four batch-1 kern_qgemv launches
 #                 on 1.5B Q4_K_M, and the SASS of its Q4_K SwiGLU instance
 #        ablate   bench_cuda at batch 1 and 32 on 1.5B, stages left out
@@ -163,6 +167,21 @@ part_qs() {   # issue 25: the step at 1..32 rows on the blocks (kern_qskinny fro
         [ -z "${QS_NOBF16:-}" ] && model $m && timeout 200 $BIN/bench_cuda $MD/$m --out "$OUT/qsbf16_${GPU}_$m.json" \
             --batches ${QS_BF16_BATCHES:-1,8,32} --prefill 0 2>&1 | grep -E "^ +[0-9]+ +default" | sed 's/^/bf16 /'
         stamp "$m bf16 done"
+    done
+}
+part_wide() {   # issue 25: prompt passes and wide decode of a Q4_K_M file: the bf16 halves (default) against the f32 copy (--no-quant) and bf16 weights
+    for m in ${QUANT_MODELS:-qwen2.5-1.5b qwen2.5-7b}; do
+        [ -f $MD/$m-q4_k_m.gguf ] || $BIN/brisk mkmodel --preset $m --format q4_k_m --out $MD/$m-q4_k_m.gguf > /dev/null
+        model $m
+        stamp "$m made"
+        for v in "" --no-quant; do
+            timeout 200 $BIN/bench_cuda $MD/$m-q4_k_m.gguf --out "$OUT/wide_${GPU}_$m-q4_k_m$v.json" \
+                --batches ${WIDE_BATCHES:-64,256} --prefill 1024 $v 2>&1 |
+                grep -E "^prefill [0-9]+ tokens: |^ +[0-9]+ +default|rror" | sed "s/^/q4_k_m${v:- halves} /"
+        done
+        timeout 200 $BIN/bench_cuda $MD/$m --out "$OUT/wide_${GPU}_$m-bf16.json" --batches ${WIDE_BATCHES:-64,256} \
+            --prefill 1024 2>&1 | grep -E "^prefill [0-9]+ tokens: |^ +[0-9]+ +default|rror" | sed "s/^/bf16 /"
+        stamp "$m done"
     done
 }
 part_prof() {   # ncu of kern_qgemv's batch-1 kernels (1.5B Q4_K_M) and the SASS of its Q4_K SwiGLU instance

@@ -64,6 +64,9 @@ $(B)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
 
+# the CPU's dequantization on the GPU, bit for bit: no fused multiply-adds
+$(B)/kernels/kern_dequant.o: NVFLAGS += -fmad=false
+
 $(B)/brisk: $(wildcard app/*.c) $(LIBS)
 	$(CC) $(CFLAGS) $(BENCH_INC) $(wildcard app/*.c) $(LIBS) $(LDLIBS) -o $@
 

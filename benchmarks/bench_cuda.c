@@ -85,7 +85,7 @@ static int parse_args(int argc, char **argv, bargs *A) {
     memset(A, 0, sizeof *A);
     memcpy(A->batches, def_b, sizeof def_b);
     A->nb = 5; A->pf = 512; A->kvf = ENG_KV_F32; A->prompt = 128; A->steps = 32;
-    A->skinny_max = -1; A->tp = 1;
+    A->skinny_max = -1; A->tp = 1; A->quant_wide = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--out") && v) { A->out = v; i++; }
@@ -100,7 +100,14 @@ static int parse_args(int argc, char **argv, bargs *A) {
         else if (!strcmp(a, "--bf16-weights")) A->bf16w = 1;
         else if (!strcmp(a, "--quant")) A->quant = 1;
         else if (!strcmp(a, "--no-quant")) A->quant = 2;
-        else if (!strcmp(a, "--quant-wide")) A->quant_wide = 1;
+        else if (!strcmp(a, "--quant-wide") && v) {
+            if (strcmp(v, "0") && strcmp(v, "1") && strcmp(v, "2")) {
+                fprintf(stderr, "bench_cuda: --quant-wide takes 0, 1 or 2, not %s\n", v);
+                return 2;
+            }
+            A->quant_wide = atoi(v);
+            i++;
+        }
         else if (!strcmp(a, "--kv") && v) {
             if ((A->kvf = eng_kv_format_parse(v)) < 0) {
                 fprintf(stderr, "bench_cuda: --kv takes f32 or bf16, not %s\n", v);
@@ -124,7 +131,7 @@ static int parse_args(int argc, char **argv, bargs *A) {
     if (!A->dir || A->nb < 1 || A->prompt < 2 || A->steps < 1 || A->pf < 0) {
         fprintf(stderr, "usage: bench_cuda MODEL_DIR [--out FILE] [--prompt N] [--steps N] "
                         "[--prefill N] [--batches 1,8,...] [--kernels] [--ablate] [--ablate-only a,b] "
-                        "[--skinny-max N] [--kv f32|bf16] [--bf16-weights] [--quant | --no-quant] [--quant-wide] [--tp N]\n");
+                        "[--skinny-max N] [--kv f32|bf16] [--bf16-weights] [--quant | --no-quant] [--quant-wide 0|1|2] [--tp N]\n");
         return 2;
     }
     if (A->tp > 1 && (A->quant == 1 || A->bf16w || A->kernels)) {
@@ -168,7 +175,7 @@ typedef struct bench {
     int skinny_max;     /* --skinny-max: skinny_max_rows of every run; < 0: the library's */
     int quant;          /* eng_cuda_opts.quant for every run but the "dense" variant (0 with
                            --no-quant) */
-    int quant_wide;     /* --quant-wide: eng_cuda_opts.quant_wide */
+    int quant_wide;     /* --quant-wide N: eng_cuda_opts.quant_wide; < 0: the library's */
     double bw;                   /* bytes / s */
     uint64_t rng;
     struct kern_tp *tp;          /* --tp N > 1: N ranks for the all-reduces timed apart */
@@ -179,7 +186,7 @@ typedef struct bench {
 static void bench_opts(const bench *B, eng_cuda_opts *o) {
     eng_cuda_opts_default(o);
     o->quant = B->quant;
-    o->quant_wide = B->quant_wide;
+    if (B->quant_wide >= 0) o->quant_wide = B->quant_wide;
     if (B->skinny_max >= 0) o->skinny_max_rows = B->skinny_max;
 }
 

@@ -86,6 +86,8 @@ typedef struct cu_ctx {
     int has_q;                   /* some product has quantized blocks */
     int qs_ok;                   /* every product and the lm_head has blocks kern_qskinny takes */
     int ws;                      /* the layer products' dense copy is bf16 halves (quant_wide) */
+    int lean;                    /* ... made per wide product into wscratch (quant_wide 2) */
+    uint16_t *wscratch;          /* lean: the largest layer product's halves */
     size_t q_bytes, q_dense_bytes;   /* quantized products' bytes: as blocks, as the dense copy */
     float *final_norm, *inv_freq;
     float *inv_freq_local;       /* sliding layers' RoPE frequencies; NULL when none slides */
@@ -417,26 +419,31 @@ static int upload_layer(cu_ctx *c, const eng_layer_w *w, cu_layer *d, int l, eng
     size_t qd = c->q_dim, kd = c->kv_dim;
     char what[64];
     int rc;
-    snprintf(what, sizeof what, "layer %d q|k|v", l);
-    if ((rc = dev_alloc(c, (qd + 2 * kd) * H * eb, &d->wqkv, what, err))) return rc;
-    /* (bf16 halves, c->ws: the same bytes as f32, eb 4) */
-    char *p = (char *)d->wqkv;
-    const size_t nqkv = (qd + 2 * kd) * H;
-    if ((rc = put_part(c, p, nqkv, 0, w->t_wq, w->wq, qd * H, "q_proj", err))) return rc;
-    if ((rc = put_part(c, p, nqkv, qd * H, w->t_wk, w->wk, kd * H, "k_proj", err))) return rc;
-    if ((rc = put_part(c, p, nqkv, (qd + kd) * H, w->t_wv, w->wv, kd * H, "v_proj", err))) return rc;
-    snprintf(what, sizeof what, "layer %d o_proj", l);
-    if ((rc = dev_alloc(c, H * qd * eb, &d->wo, what, err))) return rc;
-    if ((rc = put_part(c, (char *)d->wo, H * qd, 0, w->t_wo, w->wo, H * qd, "o_proj", err))) return rc;
-    snprintf(what, sizeof what, "layer %d gate|up", l);
-    if ((rc = dev_alloc(c, 2 * I * H * eb, &d->wgu, what, err))) return rc;
-    p = (char *)d->wgu;
-    if ((rc = put_part(c, p, 2 * I * H, 0, w->t_gate, w->w_gate, I * H, "gate_proj", err))) return rc;
-    if ((rc = put_part(c, p, 2 * I * H, I * H, w->t_up, w->w_up, I * H, "up_proj", err))) return rc;
-    snprintf(what, sizeof what, "layer %d down_proj", l);
-    if ((rc = dev_alloc(c, H * I * eb, &d->wdown, what, err))) return rc;
-    if ((rc = put_part(c, (char *)d->wdown, H * I, 0, w->t_down, w->w_down, H * I, "down_proj", err)))
-        return rc;
+    /* lean: no dense copy of the products (the blocks make their halves
+     * per wide pass) */
+    d->wqkv = d->wo = d->wgu = d->wdown = NULL;
+    if (!c->lean) {
+        snprintf(what, sizeof what, "layer %d q|k|v", l);
+        if ((rc = dev_alloc(c, (qd + 2 * kd) * H * eb, &d->wqkv, what, err))) return rc;
+        /* (bf16 halves, c->ws: the same bytes as f32, eb 4) */
+        char *p = (char *)d->wqkv;
+        const size_t nqkv = (qd + 2 * kd) * H;
+        if ((rc = put_part(c, p, nqkv, 0, w->t_wq, w->wq, qd * H, "q_proj", err))) return rc;
+        if ((rc = put_part(c, p, nqkv, qd * H, w->t_wk, w->wk, kd * H, "k_proj", err))) return rc;
+        if ((rc = put_part(c, p, nqkv, (qd + kd) * H, w->t_wv, w->wv, kd * H, "v_proj", err))) return rc;
+        snprintf(what, sizeof what, "layer %d o_proj", l);
+        if ((rc = dev_alloc(c, H * qd * eb, &d->wo, what, err))) return rc;
+        if ((rc = put_part(c, (char *)d->wo, H * qd, 0, w->t_wo, w->wo, H * qd, "o_proj", err))) return rc;
+        snprintf(what, sizeof what, "layer %d gate|up", l);
+        if ((rc = dev_alloc(c, 2 * I * H * eb, &d->wgu, what, err))) return rc;
+        p = (char *)d->wgu;
+        if ((rc = put_part(c, p, 2 * I * H, 0, w->t_gate, w->w_gate, I * H, "gate_proj", err))) return rc;
+        if ((rc = put_part(c, p, 2 * I * H, I * H, w->t_up, w->w_up, I * H, "up_proj", err))) return rc;
+        snprintf(what, sizeof what, "layer %d down_proj", l);
+        if ((rc = dev_alloc(c, H * I * eb, &d->wdown, what, err))) return rc;
+        if ((rc = put_part(c, (char *)d->wdown, H * I, 0, w->t_down, w->w_down, H * I, "down_proj", err)))
+            return rc;
+    }
     c->weight_bytes += ((qd + 2 * kd) * H + H * qd + 3 * I * H) * eb + 2 * H * 4 +
                        (g->qk_norm ? 2 * g->head_dim * 4 : 0) + (g->post_norms ? 2 * H * 4 : 0);
     if ((rc = put_vec(c, &d->attn_norm, w->t_attn_norm, w->attn_norm, H, "input_layernorm", err)))
@@ -817,7 +824,10 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
         np = qs ? qp[pi] : ws ? 4 : (sp) ? (sp) : mul * (sl); \
         if (skip & (mask)) break; \
         if (qs) KC(kern_qskinny(s, &(QW), N, K, c->act, rows, np, out, sms, pdl)); \
-        else if (ws) GEMM_WS(W, N, K, rows, out); \
+        else if (ws) { \
+            if (c->lean) KC(kern_dequant_halves(s, &(QW), N, K, c->wscratch)); \
+            GEMM_WS(c->lean ? (const void *)c->wscratch : (const void *)(W), N, K, rows, out); \
+        } \
         else if (sp) KC(kern_skinny(s, W, N, K, c->act, rows, sp, out, sms, pdl)); \
         else GEMM(W, N, K, rows, out, sl); } while (0)
 
@@ -1375,6 +1385,7 @@ static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
             return rc;
         c->qs_ok = qs_check(c);
         c->ws = c->opt.quant_wide && c->opt.quant && c->qs_ok && c->wdt == KERN_F32;
+        c->lean = c->ws && c->opt.quant_wide == 2;
     }
     for (int l = 0; l < g->n_layers; l++) {
         if (!c->tp) {
@@ -1388,6 +1399,14 @@ static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
         free(tmp[0]);
         free(tmp[1]);
         if (rc) return rc;
+    }
+    if (c->lean) {   /* one product's halves at a time */
+        size_t most = 0;
+        const size_t prods[4] = {(size_t)c->qkv_dim * g->hidden, (size_t)g->hidden * c->q_dim,
+                                 (size_t)2 * g->intermediate * g->hidden,
+                                 (size_t)g->hidden * g->intermediate};
+        for (int i = 0; i < 4; i++) most = prods[i] > most ? prods[i] : most;
+        if ((rc = dev_alloc(c, most * 4, (void **)&c->wscratch, "halves scratch", err))) return rc;
     }
     /* split: the whole embedding on every rank (one row per token is read),
      * the lm_head's rows of the rank's vocabulary share */
@@ -1781,7 +1800,7 @@ extern "C" int eng_cuda_get_rank_info(const eng_backend *b, int rank, eng_cuda_i
     const cu_ctx *c = r[rank];
     memset(info, 0, sizeof *info);
     info->n_ranks = n;
-    info->quant_wide = c->ws;
+    info->quant_wide = c->lean ? 2 : c->ws;
     info->quant = quant_on(c);
     info->quant_rows = !info->quant ? 0 : qs_ready(c) ? c->opt.quant_tc_rows : c->opt.quant_max_rows;
     info->dense_weight_bytes = c->weight_bytes;

@@ -58,7 +58,11 @@ typedef struct eng_cuda_opts {
                            tensor-core products (hi and lo weights by hi and lo
                            activations) instead of the f32 one, as bf16 weights' passes
                            split their activations; quant then stays on (the halves cannot
-                           serve the one-row kernels); 0: the f32 copy */
+                           serve the one-row kernels); 0: the f32 copy; 2: no dense copy of
+                           the layer products at all: each wide product first writes its
+                           halves from the blocks into one scratch (kern_dequant_halves,
+                           bit-identical), about a seventh of the memory of 1 for Q4_K_M
+                           layers, plus that kernel in every wide pass */
 } eng_cuda_opts;
 
 /* prefill_attn: 0 reads BRISK_PREFILL_ATTN (never | always), else auto:
@@ -88,7 +92,8 @@ typedef struct eng_cuda_info {
     int kv_format;      /* ENG_KV_*: the pool's format, which kv_bytes_per_token follows */
     int attn_variant;   /* as set in eng_cuda_opts: 0 = per pass (2 or 3 by rows and context) */
     int n_ranks;        /* 1, or the GPUs of a split (eng_backend_cuda_tp_create) */
-    int quant_wide;     /* 1: the dense copy is bf16 halves (eng_cuda_opts.quant_wide took) */
+    int quant_wide;     /* 1: the dense copy is bf16 halves (eng_cuda_opts.quant_wide took);
+                           2: the halves are made per wide product, no dense layer copy */
     char device[128];
 } eng_cuda_info;
 /* Rank 0's figures; for a split, every byte count is that rank's share (its
@@ -211,6 +216,10 @@ int kern_qskinny_ok(const kern_qw *W, int N, int K);
 int kern_qskinny_parts(const kern_qw *W, int N, int K, int R, int n_sms, int max_parts);
 int kern_qskinny(cudaStream_t s, const kern_qw *W, int N, int K, const void *act, int R, int parts,
                  float *Y, int n_sms, int pdl);
+/* out = the bf16 halves of quantized W (N rows of K): hi = bf16(w) at
+ * out[n K + k], lo = bf16(w - hi) at out[N K + n K + k], w bit-identical to
+ * the CPU's dequantized value (engine/quant_block.h). */
+int kern_dequant_halves(cudaStream_t s, const kern_qw *W, int N, int K, uint16_t *out);
 /* x[r] = embedding row of the row's token times scale (1 but Gemma's). */
 int kern_embed(cudaStream_t s, const void *E, int wdt, int H, const kern_step *st, int R,
                float scale, float *x, int pdl);

@@ -25,8 +25,9 @@
 #                 32 rows, and the bf16 folder at 1, 8, 32; ~5 min with 7B
 #        wide     the 1,024-token prompt pass and decode at 64 and 256 rows
 #                 (WIDE_BATCHES) of the Q4_K_M files of QUANT_MODELS (1.5B,
-#                 7B): the bf16 halves (default), the f32 copy (--no-quant)
-#                 and bf16 weights; ~4 min with 7B
+#                 7B): the bf16 halves (default, quant_wide 1), the halves
+#                 made per product from the blocks (quant_wide 2), the f32
+#                 copy (--no-quant) and bf16 weights; ~5 min with 7B
 #        prof     ncu (--clock-control none) of four batch-1 kern_qgemv launches
 #                 on 1.5B Q4_K_M, and the SASS of its Q4_K SwiGLU instance
 #        ablate   bench_cuda at batch 1 and 32 on 1.5B, stages left out
@@ -174,10 +175,10 @@ part_wide() {   # issue 25: prompt passes and wide decode of a Q4_K_M file: the 
         [ -f $MD/$m-q4_k_m.gguf ] || $BIN/brisk mkmodel --preset $m --format q4_k_m --out $MD/$m-q4_k_m.gguf > /dev/null
         model $m
         stamp "$m made"
-        for v in "" --no-quant; do
-            timeout 200 $BIN/bench_cuda $MD/$m-q4_k_m.gguf --out "$OUT/wide_${GPU}_$m-q4_k_m$v.json" \
+        for v in "--quant-wide 1" "--quant-wide 2" --no-quant; do
+            timeout 200 $BIN/bench_cuda $MD/$m-q4_k_m.gguf --out "$OUT/wide_${GPU}_$m-q4_k_m${v// /}.json" \
                 --batches ${WIDE_BATCHES:-64,256} --prefill 1024 $v 2>&1 |
-                grep -E "^prefill [0-9]+ tokens: |^ +[0-9]+ +default|rror" | sed "s/^/q4_k_m${v:- halves} /"
+                grep -E "^prefill [0-9]+ tokens: |^ +[0-9]+ +default|rror" | sed "s/^/q4_k_m $v: /"
         done
         timeout 200 $BIN/bench_cuda $MD/$m --out "$OUT/wide_${GPU}_$m-bf16.json" --batches ${WIDE_BATCHES:-64,256} \
             --prefill 1024 2>&1 | grep -E "^prefill [0-9]+ tokens: |^ +[0-9]+ +default|rror" | sed "s/^/bf16 /"

@@ -612,6 +612,53 @@ static double qskinny_case(int n_seg, const int *types, const int *rows, int K, 
  * few SMs (many slices per block row).  Tolerance 1e-5 relative: the
  * operands are exact (the blocks' integers, bf16 halves of x), the sums f32,
  * and a q + b per group is factored as a sum(q x) + b sum(x) (~1e-7). */
+/* kern_dequant_halves: every element's hi and lo bit-identical to the
+ * halves of the CPU's dequantized value, for every block type, K of whole
+ * and partial 256-element chunks (576: SmolLM2), and a product of two
+ * segments of different types. */
+static uint16_t host_bf16(float f) { return eng_f32_to_bf16(f); }
+static int dequant_case(int n_seg, const int *types, const int *rows, int K) {
+    int N = 0;
+    for (int i = 0; i < n_seg; i++) N += rows[i];
+    float *W = malloc((size_t)N * K * 4);
+    uint16_t *got = malloc((size_t)N * K * 4);
+    kern_qw qw;
+    int bad = -1;
+    if (W && got && qweight(n_seg, types, rows, K, &qw, W)) {
+        uint16_t *d = dnew((size_t)N * K * 4);
+        if (d && !kern_dequant_halves(0, &qw, N, K, d) && sync_ok() && down(got, d, (size_t)N * K * 4)) {
+            bad = 0;
+            for (size_t i = 0; i < (size_t)N * K; i++) {
+                const uint16_t h = host_bf16(W[i]);
+                const uint16_t l = host_bf16(W[i] - eng_bf16_to_f32(h));
+                if (got[i] != h || got[(size_t)N * K + i] != l) bad++;
+            }
+        }
+    }
+    free(W);
+    free(got);
+    dfree_all();
+    return bad;
+}
+
+static void test_dequant(void) {
+    for (int i = 0; i < 8; i++) {
+        const int t = qtypes[i], rows = 48;
+        const int Ks[2] = {512, 576};
+        for (int k = 0; k < 2; k++) {
+            if (eng_dt_block(t) == 256 && Ks[k] % 256) continue;
+            const int bad = dequant_case(1, &t, &rows, Ks[k]);
+            T_CHECKF(bad == 0, "kern_dequant_halves %s K %d: %d elements differ (-1: failed)",
+                     eng_dt_name(t), Ks[k], bad);
+        }
+    }
+    const int mix[2] = {ENG_DT_Q4_K, ENG_DT_Q6_K}, mrows[2] = {32, 16};
+    T_CHECKF(dequant_case(2, mix, mrows, 768) == 0, "kern_dequant_halves Q4_K | Q6_K");
+    kern_qw none;
+    memset(&none, 0, sizeof none);
+    T_CHECK(kern_dequant_halves(0, &none, 16, 256, NULL) != 0);   /* no segments: refused */
+}
+
 static void test_qskinny(void) {
     g_rng = 313;
     static const int Rs[] = {1, 5, 8, 12, 20, 32};
@@ -2432,6 +2479,20 @@ static void quant_model(const struct qmodel *qm, int i) {
         batched_case(&f, 40);
         continuous_case(&f);
         long_case(&f);
+        /* quant_wide 2: no dense layer copy, the halves made from the
+         * blocks per wide product (bit-identical: long_case's error should
+         * print as in the round above) */
+        g_quant_wide = 2;
+        if (drv_open(&d, f.m, 1, NULL, &err) == 0) {
+            T_CHECKF(eng_cuda_get_info(d.b, &info) == 0 && info.quant_wide == 2,
+                     "%s: quant_wide %d, wanted 2", qm->name, info.quant_wide);
+            drv_close(&d);
+        } else {
+            T_CHECKF(0, "%s quant_wide 2: %s", qm->name, err.msg);
+        }
+        batched_case(&f, 40);
+        continuous_case(&f);
+        long_case(&f);
         g_quant_wide = 0;
         /* through the engine: its default (AUTO) reads the blocks, greedy
          * as the CPU; --no-quant does not */
@@ -2478,6 +2539,7 @@ int main(void) {
     T_RUN(test_gemm);
     T_RUN(test_skinny);
     T_RUN(test_qskinny);
+    T_RUN(test_dequant);
     T_RUN(test_rowwise);
     T_RUN(test_rope_kv);
     T_RUN(test_add_norm_widths);

@@ -1,0 +1,164 @@
+/* quant_block.h — one quantized block to f32: ggml's block formats (see
+ * quant.c for their layouts), shared by the CPU reference (quant.c) and the
+ * CUDA backend (kernels/kern_dequant.cu), so that a dequantized copy made on
+ * the GPU is bit-identical to the CPU's.
+ *
+ * Each element is one product, then one sum or difference, each rounded to
+ * float, in ggml's order.  Neither compiler may fuse them into an FMA: x86-64
+ * without -mfma does not, and the CUDA file that includes this is compiled
+ * with -fmad=false (Makefile).  Blocks are read byte by byte (they sit at
+ * any offset).  ENG_QB_FN marks the functions host and device code. */
+#ifndef BRISK_QUANT_BLOCK_H
+#define BRISK_QUANT_BLOCK_H
+#include <stdint.h>
+#include <string.h>
+
+#ifdef __CUDACC__
+#define ENG_QB_FN static __host__ __device__ __forceinline__
+#else
+#define ENG_QB_FN static inline
+#endif
+
+#define ENG_QB_QK 32     /* elements per block, 32-element formats */
+#define ENG_QB_QK_K 256  /* elements per super-block, K formats */
+
+ENG_QB_FN float eng_qb_f16(uint16_t v) {
+    uint32_t sign = (uint32_t)(v & 0x8000) << 16, exp = (v >> 10) & 0x1f, man = v & 0x3ff;
+    uint32_t bits;
+    if (exp == 0x1f) bits = sign | 0x7f800000u | man << 13;           /* inf, nan */
+    else if (exp) bits = sign | (exp + 112) << 23 | man << 13;        /* normal: rebias 15 -> 127 */
+    else if (!man) bits = sign;                                       /* +-0 */
+    else {                                                            /* subnormal: normalise */
+        int e = 113;
+        while (!(man & 0x400)) { man <<= 1; e--; }
+        bits = sign | (uint32_t)e << 23 | (man & 0x3ff) << 13;
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+/* Little-endian f16 / u32 at p. */
+ENG_QB_FN float eng_qb_half(const uint8_t *p) { return eng_qb_f16((uint16_t)(p[0] | p[1] << 8)); }
+ENG_QB_FN uint32_t eng_qb_u32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* ------------------------------------------------------ 32-element blocks */
+
+ENG_QB_FN void eng_qb_q8_0(const uint8_t *b, float *y) {
+    float d = eng_qb_half(b);
+    for (int j = 0; j < ENG_QB_QK; j++) y[j] = (float)(int8_t)b[2 + j] * d;
+}
+
+ENG_QB_FN void eng_qb_q4_0(const uint8_t *b, float *y) {
+    float d = eng_qb_half(b);
+    const uint8_t *q = b + 2;
+    for (int j = 0; j < ENG_QB_QK / 2; j++) {
+        y[j] = (float)((q[j] & 0xf) - 8) * d;
+        y[j + ENG_QB_QK / 2] = (float)((q[j] >> 4) - 8) * d;
+    }
+}
+
+ENG_QB_FN void eng_qb_q4_1(const uint8_t *b, float *y) {
+    float d = eng_qb_half(b), m = eng_qb_half(b + 2);
+    const uint8_t *q = b + 4;
+    for (int j = 0; j < ENG_QB_QK / 2; j++) {
+        y[j] = (float)(q[j] & 0xf) * d + m;
+        y[j + ENG_QB_QK / 2] = (float)(q[j] >> 4) * d + m;
+    }
+}
+
+/* Five-bit value j of a Q5_0 / Q5_1 block: its nibble from q, fifth bit from qh. */
+ENG_QB_FN int eng_qb_q5(uint32_t qh, const uint8_t *q, int j) {
+    return j < ENG_QB_QK / 2 ? (q[j] & 0xf) | (int)((qh >> j) & 1) << 4
+                             : (q[j - ENG_QB_QK / 2] >> 4) | (int)((qh >> j) & 1) << 4;
+}
+
+ENG_QB_FN void eng_qb_q5_0(const uint8_t *b, float *y) {
+    float d = eng_qb_half(b);
+    uint32_t qh = eng_qb_u32(b + 2);
+    for (int j = 0; j < ENG_QB_QK; j++) y[j] = (float)(eng_qb_q5(qh, b + 6, j) - 16) * d;
+}
+
+ENG_QB_FN void eng_qb_q5_1(const uint8_t *b, float *y) {
+    float d = eng_qb_half(b), m = eng_qb_half(b + 2);
+    uint32_t qh = eng_qb_u32(b + 4);
+    for (int j = 0; j < ENG_QB_QK; j++) y[j] = (float)eng_qb_q5(qh, b + 8, j) * d + m;
+}
+
+/* ---------------------------------------------------------- K-quants */
+
+/* Scale and min of sub-block j (0..7) from the 12 packed bytes of Q4_K /
+ * Q5_K: sub-blocks 0-3 keep 6 bits in bytes j and j+4; 4-7 take their low
+ * 4 bits from byte j+4 and their top 2 from the spare bits of bytes j-4, j. */
+ENG_QB_FN void eng_qb_scale_min_k4(int j, const uint8_t *s, int *sc, int *mn) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *mn = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0xf) | (s[j - 4] >> 6) << 4;
+        *mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+    }
+}
+
+/* Q4_K and Q5_K: element = d*scale * q - dmin*min per sub-block of 32;
+ * qh (NULL for Q4_K) adds a fifth bit: bit 2k / 2k+1 of qh[l] belongs to
+ * element l of sub-block 2k / 2k+1. */
+ENG_QB_FN void eng_qb_k45(const uint8_t *b, const uint8_t *qh, const uint8_t *q, float *y) {
+    float d = eng_qb_half(b), dmin = eng_qb_half(b + 2);
+    const uint8_t *scales = b + 4;
+    for (int s = 0; s < 8; s += 2, q += 32) {
+        int sc, mn;
+        eng_qb_scale_min_k4(s, scales, &sc, &mn);
+        float d1 = d * (float)sc, m1 = dmin * (float)mn;
+        eng_qb_scale_min_k4(s + 1, scales, &sc, &mn);
+        float d2 = d * (float)sc, m2 = dmin * (float)mn;
+        for (int l = 0; l < 32; l++) {
+            int hi = qh ? (qh[l] >> s & 1) << 4 : 0;
+            *y++ = d1 * (float)((q[l] & 0xf) | hi) - m1;
+        }
+        for (int l = 0; l < 32; l++) {
+            int hi = qh ? (qh[l] >> (s + 1) & 1) << 4 : 0;
+            *y++ = d2 * (float)((q[l] >> 4) | hi) - m2;
+        }
+    }
+}
+
+/* Q6_K: two halves of 128; in each, ql[l] / ql[l+32] hold the low 4 bits of
+ * elements l, l+32 (low nibble) and l+64, l+96 (high nibble), qh[l] their
+ * top 2 bits (bits 0-1, 2-3, 4-5, 6-7); 16 int8 scales, one per 16. */
+ENG_QB_FN void eng_qb_q6_k(const uint8_t *b, float *y) {
+    const uint8_t *ql = b, *qh = b + 128;
+    const int8_t *sc = (const int8_t *)(b + 192);
+    float d = eng_qb_half(b + 208);
+    for (int half = 0; half < 2; half++, y += 128, ql += 64, qh += 32, sc += 8)
+        for (int l = 0; l < 32; l++) {
+            int is = l / 16;
+            int q1 = ((ql[l] & 0xf) | (qh[l] & 3) << 4) - 32;
+            int q2 = ((ql[l + 32] & 0xf) | (qh[l] >> 2 & 3) << 4) - 32;
+            int q3 = ((ql[l] >> 4) | (qh[l] >> 4 & 3) << 4) - 32;
+            int q4 = ((ql[l + 32] >> 4) | (qh[l] >> 6 & 3) << 4) - 32;
+            y[l] = d * (float)sc[is] * (float)q1;
+            y[l + 32] = d * (float)sc[is + 2] * (float)q2;
+            y[l + 64] = d * (float)sc[is + 4] * (float)q3;
+            y[l + 96] = d * (float)sc[is + 6] * (float)q4;
+        }
+}
+
+/* One block of quantized type dt (ENG_DT_*, internal.h) into y (its
+ * eng_dt_block elements); 0 for a type that is not a block format here. */
+ENG_QB_FN int eng_qb_block(int dt, const uint8_t *b, float *y) {
+    switch (dt) {
+    case ENG_DT_Q8_0: eng_qb_q8_0(b, y); return 1;
+    case ENG_DT_Q4_0: eng_qb_q4_0(b, y); return 1;
+    case ENG_DT_Q4_1: eng_qb_q4_1(b, y); return 1;
+    case ENG_DT_Q5_0: eng_qb_q5_0(b, y); return 1;
+    case ENG_DT_Q5_1: eng_qb_q5_1(b, y); return 1;
+    case ENG_DT_Q4_K: eng_qb_k45(b, NULL, b + 16, y); return 1;
+    case ENG_DT_Q5_K: eng_qb_k45(b, b + 16, b + 48, y); return 1;
+    case ENG_DT_Q6_K: eng_qb_q6_k(b, y); return 1;
+    default: return 0;
+    }
+}
+#endif

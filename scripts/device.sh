@@ -51,9 +51,11 @@
 #                 bench_cuda at batch 1/8/32, transformers eager + compiled
 #                 (f32, the same dequantized weights, and bf16) on the file.
 #                 The file (98 MB) is over one call's 64 MiB: stage it in
-#                 pieces first (`split -b 48M FILE .stage/smollm2.part.`,
-#                 carry one piece a call, `scripts/device.sh stage` each time
-#                 on the warm machine); wheels the peer needs (gguf) in .whl.
+#                 pieces first (`split -b 33M FILE .stage/smollm2.part.`,
+#                 Gemma 3 270M's as gemma3.part.*: a piece, the tracked tree
+#                 (~16 MB) and .devpack (~9 MB) must pass together; carry one
+#                 piece a call, `scripts/device.sh stage` each time on the
+#                 warm machine); wheels the peer needs (gguf) in .whl.
 #        nccl     kern_tp (NCCL, tensor parallelism's communication; built where
 #                 nccl.h is found): test_nccl and bench_nccl (all-reduce time at
 #                 7B/32B decode-step sizes, eager and from CUDA graphs) over every

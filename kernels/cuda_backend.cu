@@ -212,25 +212,40 @@ static int64_t tensor_elems(const eng_tensor *t) {
 /* Writes n elements of one weight at dst (device) in the backend's weight
  * type, from the raw tensor t when it already has that type, else from the
  * f32 copy, else by converting t. */
-static int put_weight(cu_ctx *c, char *dst, const eng_tensor *t, const float *f32, size_t n,
-                      const char *what, eng_err *err) {
+static int elems_ok(const eng_tensor *t, size_t n, const char *what, eng_err *err) {
     if (t && tensor_elems(t) != (int64_t)n)
         return eng_seterr(err, ENG_EFORMAT, "CUDA backend: %s (%s) has %lld elements, expected %zu",
                           what, t->name, (long long)tensor_elems(t), n);
+    return ENG_OK;
+}
+
+/* *src = a weight's n elements in f32: f32 where the model has them, else t
+ * converted into *tmp (the caller frees it). */
+static int f32_of(const eng_tensor *t, const float *f32, size_t n, const float **src, float **tmp,
+                  const char *what, eng_err *err) {
+    *tmp = NULL;
+    *src = f32;
+    if (f32) return ENG_OK;
+    if (!t) return eng_seterr(err, ENG_EFORMAT, "CUDA backend: model has no data for %s", what);
+    if (!(*tmp = (float *)malloc(n * sizeof(float))))
+        return eng_seterr(err, ENG_ENOMEM, "CUDA backend: out of host memory (%s)", what);
+    eng_to_f32(t, *tmp);
+    *src = *tmp;
+    return ENG_OK;
+}
+
+static int put_weight(cu_ctx *c, char *dst, const eng_tensor *t, const float *f32, size_t n,
+                      const char *what, eng_err *err) {
+    int rc = elems_ok(t, n, what, err);
+    if (rc) return rc;
     if (t && ((t->dtype == ENG_DT_BF16 && c->wdt == KERN_BF16) ||
               (t->dtype == ENG_DT_F32 && c->wdt == KERN_F32))) {
         CK(cudaMemcpy(dst, t->data, n * (c->wdt == KERN_BF16 ? 2 : 4), cudaMemcpyHostToDevice));
         return ENG_OK;
     }
-    float *tmp = NULL;
-    const float *src = f32;
-    if (!src) {
-        if (!t) return eng_seterr(err, ENG_EFORMAT, "CUDA backend: model has no data for %s", what);
-        tmp = (float *)malloc(n * sizeof(float));
-        if (!tmp) return eng_seterr(err, ENG_ENOMEM, "CUDA backend: out of host memory (%s)", what);
-        eng_to_f32(t, tmp);
-        src = tmp;
-    }
+    float *tmp;
+    const float *src;
+    if ((rc = f32_of(t, f32, n, &src, &tmp, what, err))) return rc;
     cudaError_t e;
     if (c->wdt == KERN_F32) {
         e = cudaMemcpy(dst, src, n * sizeof(float), cudaMemcpyHostToDevice);
@@ -253,26 +268,18 @@ static int put_weight(cu_ctx *c, char *dst, const eng_tensor *t, const float *f3
 static int put_part(cu_ctx *c, char *base, size_t total, size_t off, const eng_tensor *t,
                     const float *f32, size_t n, const char *what, eng_err *err) {
     if (!c->ws) return put_weight(c, base + off * (c->wdt == KERN_BF16 ? 2 : 4), t, f32, n, what, err);
-    if (t && tensor_elems(t) != (int64_t)n)
-        return eng_seterr(err, ENG_EFORMAT, "CUDA backend: %s (%s) has %lld elements, expected %zu",
-                          what, t->name, (long long)tensor_elems(t), n);
-    if (!f32 && !t) return eng_seterr(err, ENG_EFORMAT, "CUDA backend: model has no data for %s", what);
-    float *tmp = f32 ? NULL : (float *)malloc(n * sizeof(float));
+    float *tmp;
+    const float *src;
+    int rc = elems_ok(t, n, what, err);
+    if (rc || (rc = f32_of(t, f32, n, &src, &tmp, what, err))) return rc;
     uint16_t *hl = (uint16_t *)malloc(2 * n * sizeof(uint16_t));
-    if ((!f32 && !tmp) || !hl) {
+    if (!hl) {
         free(tmp);
-        free(hl);
         return eng_seterr(err, ENG_ENOMEM, "CUDA backend: out of host memory (%s)", what);
     }
-    if (!f32) eng_to_f32(t, tmp);
-    const float *src = f32 ? f32 : tmp;
     for (size_t i = 0; i < n; i++) {
-        const uint16_t h = kern_f32_to_bf16(src[i]);
-        float hf;
-        const uint32_t hb = (uint32_t)h << 16;
-        memcpy(&hf, &hb, sizeof hf);
-        hl[i] = h;
-        hl[n + i] = kern_f32_to_bf16(src[i] - hf);
+        hl[i] = eng_f32_to_bf16(src[i]);
+        hl[n + i] = eng_f32_to_bf16(src[i] - eng_bf16_to_f32(hl[i]));
     }
     cudaError_t e = cudaMemcpy(base + off * 2, hl, n * 2, cudaMemcpyHostToDevice);
     if (e == cudaSuccess) e = cudaMemcpy(base + (total + off) * 2, hl + n, n * 2, cudaMemcpyHostToDevice);

@@ -616,7 +616,6 @@ static double qskinny_case(int n_seg, const int *types, const int *rows, int K, 
  * halves of the CPU's dequantized value, for every block type, K of whole
  * and partial 256-element chunks (576: SmolLM2), and a product of two
  * segments of different types. */
-static uint16_t host_bf16(float f) { return eng_f32_to_bf16(f); }
 static int dequant_case(int n_seg, const int *types, const int *rows, int K) {
     int N = 0;
     for (int i = 0; i < n_seg; i++) N += rows[i];
@@ -629,8 +628,8 @@ static int dequant_case(int n_seg, const int *types, const int *rows, int K) {
         if (d && !kern_dequant_halves(0, &qw, N, K, d) && sync_ok() && down(got, d, (size_t)N * K * 4)) {
             bad = 0;
             for (size_t i = 0; i < (size_t)N * K; i++) {
-                const uint16_t h = host_bf16(W[i]);
-                const uint16_t l = host_bf16(W[i] - eng_bf16_to_f32(h));
+                const uint16_t h = eng_f32_to_bf16(W[i]);
+                const uint16_t l = eng_f32_to_bf16(W[i] - eng_bf16_to_f32(h));
                 if (got[i] != h || got[(size_t)N * K + i] != l) bad++;
             }
         }
@@ -2461,38 +2460,28 @@ static void quant_model(const struct qmodel *qm, int i) {
         batched_opts(&f, 8, &o);
         /* quant_wide: passes past 32 rows (40-row decode, the prompt
          * passes: 62 rows in batched_case, 300 in long_case) on the dense
-         * copy's bf16 halves */
-        g_quant_wide = 1;
-        if (drv_open(&d, f.m, 1, NULL, &err) == 0) {
-            T_CHECKF(eng_cuda_get_info(d.b, &info) == 0 && info.quant_wide && info.quant,
-                     "%s: quant_wide %d, quant %d", qm->name, info.quant_wide, info.quant);
-            eng_cuda_opts so;
-            eng_cuda_opts_default(&so);
-            so.quant = 0;   /* refused: the halves cannot serve the one-row kernels */
-            T_CHECK(eng_cuda_set_opts(d.b, &so) == 0 && eng_cuda_get_info(d.b, &info) == 0 &&
-                    info.quant);
-            drv_close(&d);
-        } else {
-            T_CHECKF(0, "%s quant_wide: %s", qm->name, err.msg);
+         * copy's bf16 halves (1), or on halves made from the blocks per
+         * product (2: bit-identical, so long_case's error prints as for 1) */
+        for (int qw = 1; qw <= 2; qw++) {
+            g_quant_wide = qw;
+            if (drv_open(&d, f.m, 1, NULL, &err) == 0) {
+                T_CHECKF(eng_cuda_get_info(d.b, &info) == 0 && info.quant_wide == qw && info.quant,
+                         "%s: quant_wide %d (wanted %d), quant %d", qm->name, info.quant_wide, qw,
+                         info.quant);
+                eng_cuda_opts so;
+                eng_cuda_opts_default(&so);
+                so.quant = 0;   /* refused: the halves cannot serve the one-row kernels */
+                T_CHECK(eng_cuda_set_opts(d.b, &so) == 0 && eng_cuda_get_info(d.b, &info) == 0 &&
+                        info.quant);
+                drv_close(&d);
+            } else {
+                T_CHECKF(0, "%s quant_wide %d: %s", qm->name, qw, err.msg);
+            }
+            batched_case(&f, 4);
+            batched_case(&f, 40);
+            continuous_case(&f);
+            long_case(&f);
         }
-        batched_case(&f, 4);
-        batched_case(&f, 40);
-        continuous_case(&f);
-        long_case(&f);
-        /* quant_wide 2: no dense layer copy, the halves made from the
-         * blocks per wide product (bit-identical: long_case's error should
-         * print as in the round above) */
-        g_quant_wide = 2;
-        if (drv_open(&d, f.m, 1, NULL, &err) == 0) {
-            T_CHECKF(eng_cuda_get_info(d.b, &info) == 0 && info.quant_wide == 2,
-                     "%s: quant_wide %d, wanted 2", qm->name, info.quant_wide);
-            drv_close(&d);
-        } else {
-            T_CHECKF(0, "%s quant_wide 2: %s", qm->name, err.msg);
-        }
-        batched_case(&f, 40);
-        continuous_case(&f);
-        long_case(&f);
         g_quant_wide = 0;
         /* through the engine: its default (AUTO) reads the blocks, greedy
          * as the CPU; --no-quant does not */

@@ -49,12 +49,22 @@ __global__ void dequant_halves_kernel(kern_qw W, int N, int K, uint16_t *out) {
     float y[DQ_CHUNK];
     uint8_t buf[36];
     for (int k = k0; k < k1; k += be) eng_qb_block(t, dq_block(t, row, k / be, K / be, buf), y + (k - k0));
+    /* 8 elements a 16-byte store: n K + k is a multiple of 8 (K of 32) */
     uint16_t *hi = out + (size_t)n * K, *lo = out + (size_t)N * K + (size_t)n * K;
-    for (int k = k0; k < k1; k++) {
-        const float w = y[k - k0];
-        const __nv_bfloat16 h = __float2bfloat16_rn(w);
-        hi[k] = __bfloat16_as_ushort(h);
-        lo[k] = __bfloat16_as_ushort(__float2bfloat16_rn(__fsub_rn(w, __bfloat162float(h))));
+    for (int k = k0; k < k1; k += 8) {
+        uint16_t h8[8], l8[8];
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            const float w = y[k - k0 + j];
+            const __nv_bfloat16 h = __float2bfloat16_rn(w);
+            h8[j] = __bfloat16_as_ushort(h);
+            l8[j] = __bfloat16_as_ushort(__float2bfloat16_rn(__fsub_rn(w, __bfloat162float(h))));
+        }
+        uint4 hv, lv;
+        memcpy(&hv, h8, 16);
+        memcpy(&lv, l8, 16);
+        *(uint4 *)(hi + k) = hv;
+        *(uint4 *)(lo + k) = lv;
     }
 }
 

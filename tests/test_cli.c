@@ -56,6 +56,8 @@ static void test_bench_cuda_tp(void) {
     refused(BENCH_CUDA " " MODEL " --tp 2 --bf16-weights", "takes none of");
     refused(BENCH_CUDA " " MODEL " --tp 4 --kernels", "takes none of");
     refused(BENCH_CUDA " --tp 2", "usage: bench_cuda MODEL_DIR");
+    refused(BENCH_CUDA " " MODEL " --quant-wide 3", "--quant-wide takes 0, 1 or 2, not 3");
+    refused(BENCH_CUDA " " MODEL " --quant-wide", "unknown argument --quant-wide");
 #ifndef BRISK_CUDA
     refused(BENCH_CUDA " " MODEL " --tp 2", "--tp 2 needs a CUDA build with NCCL");
     char out[1024];

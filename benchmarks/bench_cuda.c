@@ -63,7 +63,7 @@
 typedef struct bargs {
     const char *dir, *out, *only;
     int batches[MAX_B], nb, pf, kernels, kvf, bf16w, prompt, steps, ablate, skinny_max, quant, tp;
-    int quant_wide;
+    int quant_wide;     /* quant: ENG_QUANT_* of --quant / --no-quant (AUTO: neither) */
 } bargs;
 
 static int parse_batches(const char *s, int *b, int max) {
@@ -98,8 +98,8 @@ static int parse_args(int argc, char **argv, bargs *A) {
         else if (!strcmp(a, "--ablate-only") && v) { A->ablate = 1; A->only = v; i++; }
         else if (!strcmp(a, "--skinny-max") && v) { A->skinny_max = atoi(v); i++; }
         else if (!strcmp(a, "--bf16-weights")) A->bf16w = 1;
-        else if (!strcmp(a, "--quant")) A->quant = 1;
-        else if (!strcmp(a, "--no-quant")) A->quant = 2;
+        else if (!strcmp(a, "--quant")) A->quant = ENG_QUANT_ON;
+        else if (!strcmp(a, "--no-quant")) A->quant = ENG_QUANT_OFF;
         else if (!strcmp(a, "--quant-wide") && v) {
             if (strcmp(v, "0") && strcmp(v, "1") && strcmp(v, "2")) {
                 fprintf(stderr, "bench_cuda: --quant-wide takes 0, 1 or 2, not %s\n", v);
@@ -134,7 +134,7 @@ static int parse_args(int argc, char **argv, bargs *A) {
                         "[--skinny-max N] [--kv f32|bf16] [--bf16-weights] [--quant | --no-quant] [--quant-wide 0|1|2] [--tp N]\n");
         return 2;
     }
-    if (A->tp > 1 && (A->quant == 1 || A->bf16w || A->kernels)) {
+    if (A->tp > 1 && (A->quant == ENG_QUANT_ON || A->bf16w || A->kernels)) {
         fprintf(stderr, "bench_cuda: --tp %d takes none of --quant, --bf16-weights, --kernels (a "
                         "split uploads the checkpoint's dense weights; --kernels times one GPU)\n",
                 A->tp);
@@ -987,7 +987,7 @@ int main(int argc, char **argv) {
     bench B;
     memset(&B, 0, sizeof B);
     B.prompt = A.prompt; B.steps = A.steps; B.warm = 3; B.rng = 12345; B.skinny_max = A.skinny_max;
-    B.ablate = A.ablate; B.only = A.only; B.quant = A.quant != 2;
+    B.ablate = A.ablate; B.only = A.only; B.quant = A.quant != ENG_QUANT_OFF;
     B.quant_wide = A.quant_wide;
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess) ndev = 0;
@@ -1079,7 +1079,7 @@ int main(int argc, char **argv) {
     cJSON_AddStringToObject(root, "kv_format", eng_kv_format_name(B.info.kv_format));
     cJSON_AddNumberToObject(root, "prompt", B.prompt);
     cJSON_AddNumberToObject(root, "steps", B.steps);
-    if (kernels) kernel_bench(eng_model_config(m), B.bw, B.info.n_sms, A.quant == 1, root);
+    if (kernels) kernel_bench(eng_model_config(m), B.bw, B.info.n_sms, A.quant == ENG_QUANT_ON, root);
     rc = pf > 0 ? prefill(&B, pf, root, &err) : 0;   /* --prefill 0: decode only */
     set_opts(&B, 0, -1, 0, 0);   /* --skinny-max from the first run on */
     cJSON *arr = cJSON_AddArrayToObject(root, "decode");

@@ -13,23 +13,14 @@
 
 #define DQ_CHUNK 256
 
-/* GGUF's bytes of a 32-element block of type t */
-__device__ __forceinline__ int dq_bytes(int t) {
-    return t == ENG_DT_Q8_0 ? 34 : t == ENG_DT_Q4_0 ? 18 : t == ENG_DT_Q4_1 ? 20 : t == ENG_DT_Q5_0 ? 22 : 24;
-}
-
 /* Block b of a row of type t in the device layout, as GGUF stores it, in
  * buf (32-element formats; K formats are read where they lie). */
 __device__ __forceinline__ const uint8_t *dq_block(int t, const uint8_t *row, int b, int nb,
                                                    uint8_t *buf) {
-    switch (t) {
-    case ENG_DT_Q4_K: return row + (size_t)b * 144;
-    case ENG_DT_Q5_K: return row + (size_t)b * 176;
-    case ENG_DT_Q6_K: return row + (size_t)b * QK6_STRIDE;
-    default: break;
-    }
+    /* qstep_bytes: a K-format block's stride, or eight GGUF 32-element blocks */
+    if (t == ENG_DT_Q4_K || t == ENG_DT_Q5_K || t == ENG_DT_Q6_K) return row + (size_t)b * qstep_bytes(t);
     const q32_planes l = q32_layout(t, nb);
-    const int bb = dq_bytes(t), five = t == ENG_DT_Q5_0 || t == ENG_DT_Q5_1;
+    const int bb = qstep_bytes(t) / 8, five = t == ENG_DT_Q5_0 || t == ENG_DT_Q5_1;
     for (int i = 0; i < l.db; i++) buf[i] = row[l.doff + (size_t)b * l.db + i];
     if (five)
         for (int i = 0; i < 4; i++) buf[l.db + i] = row[l.hoff + (size_t)b * 4 + i];

@@ -1696,9 +1696,9 @@ static double kv_tol(void) { return g_kv == ENG_KV_BF16 ? TOL_KV_BF16 : 1e-4; }
  * (on in test_quant_models, as the library's default; off elsewhere, where
  * the fixtures' files have no blocks to read). */
 static int g_quant;
-/* and their eng_cuda_opts.quant_wide (the library's default is on; on for
- * one round of test_quant_models, so that the others keep the f32 copy's
- * wide passes covered) */
+/* and their eng_cuda_opts.quant_wide (the library's default is 1; 0 but in
+ * test_quant_models' rounds of 1 and 2, so that the other quantized cases
+ * keep the f32 copy's wide passes covered) */
 static int g_quant_wide;
 
 static int drv_open(tdrv *d, const eng_model *m, int cuda, const eng_cuda_opts *o, eng_err *err) {

@@ -71,16 +71,20 @@ int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int
 int eng_backend_split_create(const eng_model *m, int n_blocks, int block_size, int kv_format,
                              int n_ranks, int n_threads, eng_backend **out, eng_err *err);
 #ifdef BRISK_CUDA
-/* quant: eng_cuda_opts.quant (read a GGUF file's blocks in decode passes). */
+/* quant: 0 the dense copy alone, 1 a GGUF file's blocks beside it
+ * (eng_cuda_opts.quant: the blocks in decode passes), 2 the blocks alone
+ * (quant_wide 2; ENG_EUNSUPPORTED where not every product has blocks the
+ * kernels take). */
 int eng_backend_cuda_create(const eng_model *m, int n_blocks, int block_size, int kv_format,
                             int quant, eng_backend **out, eng_err *err);
 /* How many KV blocks of block_size tokens fit in 90% of the GPU memory
- * left after the weights and ~3 GiB of working buffers (one rank's share
- * when split over n_ranks GPUs; with quant, one GPU also holds the
- * quantized blocks): the engine caps its default n_blocks on CUDA there. */
+ * left after the weights (quant as in create; one rank's share when split
+ * over n_ranks GPUs) and ~3 GiB of working buffers: the engine caps its
+ * default n_blocks on CUDA there. */
 int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int kv_format, int n_ranks,
                                 int quant, int *n_blocks, eng_err *err);
-/* 1 when b is a CUDA backend whose decode passes read quantized blocks. */
+/* 1 when b is a CUDA backend whose decode passes read quantized blocks, 2
+ * when it holds them alone (no dense copy), else 0. */
 int eng_backend_cuda_quantized(const eng_backend *b);
 /* The CUDA backend split over n_ranks GPUs (rank r on device r) through
  * NCCL: the shares of eng_tp_slice_of, the whole embedding on every rank,

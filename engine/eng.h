@@ -266,22 +266,26 @@ typedef struct eng_opts {
     int quant;        /* ENG_QUANT_*: whether the CUDA backend of one GPU reads a GGUF
                        * file's quantized blocks in decode passes (eng_cuda_opts.quant) */
 } eng_opts;
-/* AUTO (0, the default): on where it can be (CUDA, one GPU) and the blocks
- * fit in device memory beside the dense copy (which wider passes read, as
- * bf16 halves where every product has blocks: kern.h quant_wide); ON
- * ("--quant"): the same, and an error where it cannot be; OFF
- * ("--no-quant"): the f32 dense copy only. */
-enum { ENG_QUANT_AUTO = 0, ENG_QUANT_ON = 1, ENG_QUANT_OFF = 2 };
+/* AUTO (0, the default): on where it can be (CUDA, one GPU): the blocks
+ * beside the dense copy (which wider passes read, as bf16 halves where
+ * every product has blocks: kern.h quant_wide) where both fit in device
+ * memory, else the blocks alone where every product has blocks the
+ * kernels take (LEAN), else the dense copy alone; ON ("--quant"): the
+ * blocks, with the dense copy or alone, and an error where neither can be;
+ * OFF ("--no-quant"): the f32 dense copy only; LEAN ("--quant-lean"): the
+ * blocks alone (wide passes make each product's halves from them, about a
+ * quarter of the device memory), an error where the file cannot. */
+enum { ENG_QUANT_AUTO = 0, ENG_QUANT_ON = 1, ENG_QUANT_OFF = 2, ENG_QUANT_LEAN = 3 };
 #define ENG_TP_MAX 64
 
 /* The engine options of the command line, read in this one place by every
  * command that makes an engine: "--cuda" (the CUDA backend), "--tp N"
- * (tensor-parallel ranks, 1 to ENG_TP_MAX), "--quant" / "--no-quant" (quant above) and
+ * (tensor-parallel ranks, 1 to ENG_TP_MAX), "--quant" / "--no-quant" / "--quant-lean" (quant above) and
  * "--kv f32|bf16" (kv_format).  k is an argument and v the next one (NULL
  * at the end).  *used: 0 when k is none of them, else how many arguments
  * it took; ENG_EINVAL naming the option for a bad or missing value. */
 int eng_opts_arg(const char *k, const char *v, eng_opts *o, int *used, eng_err *err);
-#define ENG_OPTS_USAGE "[--cuda] [--tp N] [--quant | --no-quant] [--kv f32|bf16]"
+#define ENG_OPTS_USAGE "[--cuda] [--tp N] [--quant | --no-quant | --quant-lean] [--kv f32|bf16]"
 
 /* Tensor parallelism: ranks the engine's model is split over (1: unsplit),
  * and one rank's counters (CPU split backend; zeros on CUDA, whose
@@ -375,7 +379,8 @@ int  eng_kv_free_blocks(const eng_engine *e);
  * values take in it over all layers. */
 int  eng_kv_format(const eng_engine *e);
 /* 1 when the engine's decode passes read the model file's quantized blocks
- * (eng_opts.quant on the CUDA backend, a file that has them), else 0. */
+ * (eng_opts.quant on the CUDA backend, a file that has them), 2 when the
+ * device holds the blocks alone (ENG_QUANT_LEAN), else 0. */
 int  eng_quantized(const eng_engine *e);
 size_t eng_kv_bytes_per_token(const eng_engine *e);
 /* KV blocks that hold n tokens of one sequence (the engine's block size). */

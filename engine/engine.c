@@ -132,15 +132,17 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
     if (d.kv_format != ENG_KV_F32 && d.kv_format != ENG_KV_BF16)
         return eng_seterr(err, ENG_EINVAL, "eng_create: unknown KV format %d", d.kv_format);
     /* the quantized blocks are read by the CUDA backend on one GPU only */
-    if (d.quant < ENG_QUANT_AUTO || d.quant > ENG_QUANT_OFF)
+    if (d.quant < ENG_QUANT_AUTO || d.quant > ENG_QUANT_LEAN)
         return eng_seterr(err, ENG_EINVAL, "eng_create: unknown quant setting %d", d.quant);
-    if (d.quant == ENG_QUANT_ON && (d.backend != ENG_BACKEND_CUDA || d.tp > 1))
-        return eng_seterr(err, ENG_EINVAL, "--quant reads a GGUF file's blocks on the CUDA "
-                          "backend (--cuda) of one GPU; %s",
+    if ((d.quant == ENG_QUANT_ON || d.quant == ENG_QUANT_LEAN) && (d.backend != ENG_BACKEND_CUDA || d.tp > 1))
+        return eng_seterr(err, ENG_EINVAL, "%s reads a GGUF file's blocks on the CUDA backend (--cuda) "
+                          "of one GPU; %s", d.quant == ENG_QUANT_ON ? "--quant" : "--quant-lean",
                           d.backend != ENG_BACKEND_CUDA ? "the CPU backend reads the dequantized weights"
                                                         : "a split (--tp) keeps dense shares");
-    /* 1: the backend reads the blocks (of a file that has them), 0: the dense copy */
-    int quant = d.quant == ENG_QUANT_ON ||
+    /* eng_backend_cuda_create's quant: 0 the dense copy, 1 the blocks
+     * beside it, 2 the blocks alone */
+    int quant = d.quant == ENG_QUANT_LEAN ? 2
+              : d.quant == ENG_QUANT_ON ||
                 (d.quant == ENG_QUANT_AUTO && d.backend == ENG_BACKEND_CUDA && d.tp <= 1);
     (void)quant;   /* (read in CUDA builds only) */
     if (!d.block_size) d.block_size = 16;
@@ -160,16 +162,22 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
         d.n_blocks = nb > (1 << 30) ? 1 << 30 : (int)nb;
 #ifdef BRISK_CUDA
         /* The GPU holds what fits in its free memory, not a host-sized pool;
-         * where the blocks beside the dense copy would not fit, AUTO drops
-         * them. */
+         * where the blocks beside the dense copy would not fit, AUTO and ON
+         * keep the blocks alone, and AUTO then the dense copy alone.  (A
+         * failure here is not the engine's: create reports its own.) */
         int fit = 0, r = 1;
+        eng_err tmp;
         if (d.backend == ENG_BACKEND_CUDA) {
             const int ranks = d.tp > 1 ? d.tp : 1;
-            r = eng_backend_cuda_max_blocks(m, d.block_size, d.kv_format, ranks, quant, &fit, err);
-            if (r == ENG_ENOMEM && quant && d.quant == ENG_QUANT_AUTO &&
-                !(r = eng_backend_cuda_max_blocks(m, d.block_size, d.kv_format, ranks, 0, &fit,
-                                                  err)))
-                quant = 0;
+            r = eng_backend_cuda_max_blocks(m, d.block_size, d.kv_format, ranks, quant, &fit, &tmp);
+            if (r == ENG_ENOMEM && quant == 1) {
+                if (!(r = eng_backend_cuda_max_blocks(m, d.block_size, d.kv_format, ranks, 2, &fit, &tmp)))
+                    quant = 2;
+                else if (d.quant == ENG_QUANT_AUTO &&
+                         !(r = eng_backend_cuda_max_blocks(m, d.block_size, d.kv_format, ranks, 0, &fit,
+                                                           &tmp)))
+                    quant = 0;
+            }
         }
         if (!r && fit > 0 && fit < d.n_blocks) d.n_blocks = fit;
 #endif
@@ -224,8 +232,8 @@ int eng_opts_arg(const char *k, const char *v, eng_opts *o, int *used, eng_err *
         *used = 1;
         return ENG_OK;
     }
-    if (!strcmp(k, "--quant") || !strcmp(k, "--no-quant")) {
-        o->quant = k[2] == 'q' ? ENG_QUANT_ON : ENG_QUANT_OFF;
+    if (!strcmp(k, "--quant") || !strcmp(k, "--no-quant") || !strcmp(k, "--quant-lean")) {
+        o->quant = k[2] == 'n' ? ENG_QUANT_OFF : k[7] ? ENG_QUANT_LEAN : ENG_QUANT_ON;
         *used = 1;
         return ENG_OK;
     }
@@ -701,7 +709,7 @@ int eng_kv_free_blocks(const eng_engine *e) { return e ? eng_kv_n_free(e->kv) : 
 int eng_kv_format(const eng_engine *e) { return e ? e->opts.kv_format : ENG_KV_F32; }
 int eng_quantized(const eng_engine *e) {
 #ifdef BRISK_CUDA
-    return e && e->be && eng_backend_cuda_quantized(e->be);
+    return e && e->be ? eng_backend_cuda_quantized(e->be) : 0;
 #else
     (void)e;
     return 0;

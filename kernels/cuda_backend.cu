@@ -80,9 +80,12 @@ typedef struct cu_ctx {
     kern_blas *blas;
     void **allocs;               /* every weight allocation, freed on destroy */
     int n_allocs, cap_allocs;
+    size_t held_bytes;           /* their bytes (the KV pool's too, once made) */
+    size_t weights_held;         /* held_bytes before the KV pool: weights and their scratch */
     cu_layer *layers;
     void *embed, *lm_head;
     kern_qw qhead;               /* the lm_head's quantized blocks; n_seg 0: dense only */
+    kern_qw qembed;              /* lean: the embedding's blocks (qhead's when tied); n_seg 0: dense */
     int has_q;                   /* some product has quantized blocks */
     int qs_ok;                   /* every product and the lm_head has blocks kern_qskinny takes */
     int ws;                      /* the layer products' dense copy is bf16 halves (quant_wide) */
@@ -200,6 +203,7 @@ static int dev_alloc(cu_ctx *c, size_t bytes, void **p, const char *what, eng_er
         return eng_seterr(err, ENG_ENOMEM, "CUDA: cannot allocate %zu bytes for %s: %s", bytes,
                           what, cudaGetErrorString(e));
     c->allocs[c->n_allocs++] = *p;
+    c->held_bytes += bytes;
     return ENG_OK;
 }
 
@@ -382,26 +386,75 @@ static int put_qprod(cu_ctx *c, kern_qw *q, int n, const eng_tensor *const *t, c
     return ENG_OK;
 }
 
-static int upload_qlayer(cu_ctx *c, const eng_layer_w *w, cu_layer *d, int l, eng_err *err) {
-    const eng_config *g = &c->cfg;
-    const int H = g->hidden, I = g->intermediate, eb = c->wdt == KERN_BF16 ? 2 : 4;
-    const int hd = g->head_dim;
-    char what[64];
-    snprintf(what, sizeof what, "layer %d q|k|v blocks", l);
+/* A layer product as quantized tensors: n of them stacked (rows[i] x K
+ * each); hd[i] > 0: tensor i's rows are in llama.cpp's per-head order. */
+typedef struct qprod_src {
+    int n, K;
+    const eng_tensor *t[KERN_QSEGS];
+    int rows[KERN_QSEGS], hd[KERN_QSEGS];
+    const char *name;
+} qprod_src;
+
+/* Layer w's four products (q|k|v, o, gate|up, down) in upload order. */
+static void qlayer_srcs(const eng_config *g, const eng_layer_w *w, qprod_src p[4]) {
+    const int H = g->hidden, I = g->intermediate, hd = g->head_dim;
+    const int qd = g->n_heads * hd, kd = g->n_kv_heads * hd;
     /* llama GGUF: q and k as stored, rows reordered on the way up */
     const bool perm = !w->t_wq && w->t_wq_gguf;
-    const eng_tensor *tq[3] = {perm ? w->t_wq_gguf : w->t_wq, perm ? w->t_wk_gguf : w->t_wk, w->t_wv};
-    const int rq[3] = {c->q_dim, c->kv_dim, c->kv_dim}, hq[3] = {perm ? hd : 0, perm ? hd : 0, 0};
-    int rc = put_qprod(c, &d->qqkv, 3, tq, rq, hq, H, eb, what, err);
-    if (rc) return rc;
-    snprintf(what, sizeof what, "layer %d o_proj blocks", l);
-    if ((rc = put_qprod(c, &d->qo, 1, &w->t_wo, &H, NULL, c->q_dim, eb, what, err))) return rc;
-    snprintf(what, sizeof what, "layer %d gate|up blocks", l);
-    const eng_tensor *tg[2] = {w->t_gate, w->t_up};
-    const int rg[2] = {I, I};
-    if ((rc = put_qprod(c, &d->qgu, 2, tg, rg, NULL, H, eb, what, err))) return rc;
-    snprintf(what, sizeof what, "layer %d down_proj blocks", l);
-    return put_qprod(c, &d->qdown, 1, &w->t_down, &H, NULL, I, eb, what, err);
+    p[0] = (qprod_src){3, H, {perm ? w->t_wq_gguf : w->t_wq, perm ? w->t_wk_gguf : w->t_wk, w->t_wv},
+                       {qd, kd, kd}, {perm ? hd : 0, perm ? hd : 0, 0}, "q|k|v"};
+    p[1] = (qprod_src){1, qd, {w->t_wo}, {H}, {0}, "o_proj"};
+    p[2] = (qprod_src){2, H, {w->t_gate, w->t_up}, {I, I}, {0, 0}, "gate|up"};
+    p[3] = (qprod_src){1, I, {w->t_down}, {H}, {0}, "down_proj"};
+}
+
+static int upload_qlayer(cu_ctx *c, const eng_layer_w *w, cu_layer *d, int l, eng_err *err) {
+    const int eb = c->wdt == KERN_BF16 ? 2 : 4;
+    qprod_src p[4];
+    kern_qw *q[4] = {&d->qqkv, &d->qo, &d->qgu, &d->qdown};
+    qlayer_srcs(&c->cfg, w, p);
+    for (int i = 0; i < 4; i++) {
+        char what[64];
+        snprintf(what, sizeof what, "layer %d %s blocks", l, p[i].name);
+        int rc = put_qprod(c, q[i], p[i].n, p[i].t, p[i].rows, p[i].hd, p[i].K, eb, what, err);
+        if (rc) return rc;
+    }
+    return ENG_OK;
+}
+
+/* Whether p's tensors, uploaded, would make a product kern_qskinny takes
+ * (what qs_check asks of the uploaded blocks). */
+static bool qprod_src_ok(const qprod_src *p) {
+    static const uint4 stand_in = {0, 0, 0, 0};   /* an aligned address: shapes are checked, not bytes */
+    kern_qw q;
+    memset(&q, 0, sizeof q);
+    for (int i = 0, end = 0; i < p->n; i++) {
+        if (!quantizable(p->t[i], p->rows[i], p->K)) return false;
+        q.w[i] = &stand_in;
+        q.type[i] = p->t[i]->dtype;
+        q.end[i] = end += p->rows[i];
+        q.row_bytes[i] = (int)kern_qrow_bytes(p->t[i]->dtype, p->K);
+    }
+    q.n_seg = p->n;
+    return kern_qskinny_ok(&q, q.end[p->n - 1], p->K);
+}
+
+/* Whether m can run with no dense copy of its products (quant_wide 2): f32
+ * weights, every layer product and the lm_head of blocks kern_qskinny
+ * takes, as qs_check and c->ws would find after the upload. */
+static bool lean_possible(const eng_model *m) {
+    const eng_config *g = &m->cfg;
+    if (!m->layers || (m->t_embed && m->t_embed->dtype == ENG_DT_BF16)) return false;
+    const qprod_src head = {1, g->hidden, {m->t_lm_head ? m->t_lm_head : m->t_embed}, {g->vocab_size},
+                            {0}, "lm_head"};
+    if (!qprod_src_ok(&head)) return false;
+    for (int l = 0; l < g->n_layers; l++) {
+        qprod_src p[4];
+        qlayer_srcs(g, &m->layers[l], p);
+        for (int i = 0; i < 4; i++)
+            if (!qprod_src_ok(&p[i])) return false;
+    }
+    return true;
 }
 
 /* Whether every layer's four products and the lm_head have blocks
@@ -853,7 +906,8 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
 #define GEMV(qw, W, N, K, x, rows, nw, mode, y) ((quant && (qw).n_seg) \
         ? kern_qgemv(s, &(qw), N, K, x, rows, nw, eps, mode, y, sms, pdl) \
         : kern_gemv(s, W, wdt, N, K, x, rows, nw, eps, mode, y, sms, pdl))
-    KC(kern_embed(s, c->embed, wdt, H, stp, R, g->embed_scale, c->x, pdl));
+    if (c->qembed.n_seg) KC(kern_embed_q(s, &c->qembed, V, H, stp, R, g->embed_scale, c->x, pdl));
+    else KC(kern_embed(s, c->embed, wdt, H, stp, R, g->embed_scale, c->x, pdl));
     if (!small)
         KC(kern_add_norm(s, c->x, NULL, 0, R, H, NULL, c->layers[0].attn_norm, eps, c->act, amode,
                          pdl));
@@ -933,6 +987,16 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
             KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->xo, KERN_ACT_F32, pdl));
             KC(GEMV(c->qhead, c->lm_head, HV, H, c->xo, O, NULL, KERN_STORE, hl));
             if (c->tp && (rc = tp_gather_logits(c, O, err))) return rc;
+        } else if (ws && !qs_pass(c, O) && c->lean) {
+            /* no dense lm_head: kern_qskinny over slices of the rows it takes
+             * (xo: the normalised f32 rows, made split slice by slice) */
+            KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->xo, KERN_ACT_F32, pdl));
+            const int step = 32;   /* kern_qskinny's most rows */
+            for (int o0 = 0; o0 < O; o0 += step) {
+                const int n = O - o0 < step ? O - o0 : step;
+                KC(kern_to_act(s, c->xo + (size_t)o0 * H, n, H, c->act, KERN_ACT_SPLIT, pdl));
+                KC(kern_qskinny(s, &c->qhead, HV, H, c->act, n, 1, hl + (size_t)o0 * HV, sms, pdl));
+            }
         } else if (ws && !qs_pass(c, O)) {
             /* the lm_head stays f32 (with a tied embedding, the same rows) */
             KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->act, KERN_ACT_F32, pdl));
@@ -1415,12 +1479,27 @@ static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
         for (int i = 0; i < 4; i++) most = prods[i] > most ? prods[i] : most;
         if ((rc = dev_alloc(c, most * 4, (void **)&c->wscratch, "halves scratch", err))) return rc;
     }
+    /* lean: the embedding from its blocks where it has them (not counted in
+     * q_bytes: a step reads a few of its rows), and no dense lm_head (every
+     * pass reads qhead: kern_qgemv, kern_qskinny, 32 rows at a time past 32) */
+    if (c->lean && g->tie_embeddings) {
+        c->qembed = c->qhead;
+    } else if (c->lean && quantizable(m->t_embed, g->vocab_size, g->hidden)) {
+        if ((rc = put_qseg(c, &c->qembed, m->t_embed, g->vocab_size, g->hidden, 0,
+                           "embed_tokens blocks", err)))
+            return rc;
+        c->q_bytes -= m->t_embed->nbytes;
+    }
     /* split: the whole embedding on every rank (one row per token is read),
      * the lm_head's rows of the rank's vocabulary share */
-    if ((rc = dev_alloc(c, VH * eb, &c->embed, "embed_tokens", err))) return rc;
-    if ((rc = put_weight(c, (char *)c->embed, m->t_embed, m->embed, VH, "embed_tokens", err)))
-        return rc;
-    if (c->tp) {
+    if (!c->qembed.n_seg) {
+        if ((rc = dev_alloc(c, VH * eb, &c->embed, "embed_tokens", err))) return rc;
+        if ((rc = put_weight(c, (char *)c->embed, m->t_embed, m->embed, VH, "embed_tokens", err)))
+            return rc;
+    }
+    if (c->lean) {
+        c->lm_head = NULL;
+    } else if (c->tp) {
         size_t H = g->hidden, share = (size_t)c->v_share * H;
         int nv = g->vocab_size - c->v0 < c->v_share ? g->vocab_size - c->v0 : c->v_share;
         if ((rc = dev_alloc(c, share * eb, &c->lm_head, "lm_head share", err))) return rc;
@@ -1459,6 +1538,7 @@ static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
     c->blk_elems = (size_t)2 * g->n_kv_heads * c->block_size * g->head_dim;
     c->layer_elems = (size_t)(c->n_blocks + 1) * c->blk_elems;
     size_t kv_bytes = (size_t)g->n_layers * c->layer_elems * c->kv_eb;
+    c->weights_held = c->held_bytes;
     if ((rc = dev_alloc(c, kv_bytes, &c->kv, "KV pool", err))) return rc;
     CK(cudaMemset(c->kv, 0, kv_bytes));
     return ensure_rows(c, 16, 8, err);
@@ -1702,6 +1782,21 @@ static size_t quant_bytes_of(const eng_model *m) {
     return n;
 }
 
+/* Bytes create keeps for the blocks alone (quant 2): the blocks, one
+ * product's halves (wscratch), an untied embedding (its blocks where it
+ * has them) and the vectors. */
+static size_t lean_bytes_of(const eng_model *m) {
+    const eng_config *g = &m->cfg;
+    size_t H = g->hidden, I = g->intermediate, V = g->vocab_size;
+    size_t qd = (size_t)g->n_heads * g->head_dim, kd = (size_t)g->n_kv_heads * g->head_dim;
+    size_t most = (qd + 2 * kd) * H > 2 * I * H ? (qd + 2 * kd) * H : 2 * I * H;
+    if (H * qd > most) most = H * qd;
+    size_t n = quant_bytes_of(m) + most * 4 + (size_t)g->n_layers * (6 * H + qd + 2 * kd) * 4;
+    if (!g->tie_embeddings)
+        n += quantizable(m->t_embed, (int64_t)V, (int64_t)H) ? qlayout_bytes(m->t_embed) : V * H * 4;
+    return n;
+}
+
 extern "C" int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int kv_format,
                                            int n_ranks, int quant, int *n_blocks, eng_err *err) {
     if (!m || !n_blocks || block_size < 1 || n_ranks < 1)
@@ -1718,9 +1813,14 @@ extern "C" int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, i
      * embedding, and its KV heads (one at least); device 0 stands for all.
      * One GPU with quant also holds the quantized blocks beside the dense
      * copy. */
+    if (quant == 2 && (n_ranks > 1 || !lean_possible(m)))
+        return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: the quantized blocks alone need one "
+                          "GPU and blocks the kernels take for every layer product and the lm_head "
+                          "(this file needs its dense copy: --quant or --no-quant)");
     size_t vh = (size_t)g->vocab_size * g->hidden * (bf16 ? 2 : 4);
     size_t need = (n_ranks > 1 ? weight_bytes_of(m, bf16) / n_ranks + vh
-                               : weight_bytes_of(m, bf16) + (quant ? quant_bytes_of(m) : 0)) +
+                   : quant == 2 ? lean_bytes_of(m)
+                                : weight_bytes_of(m, bf16) + (quant ? quant_bytes_of(m) : 0)) +
                   ((size_t)3 << 30);   /* activations, workspace */
     int kv_heads = g->n_kv_heads >= n_ranks ? g->n_kv_heads / n_ranks : 1;
     size_t blk = (size_t)g->n_layers * 2 * kv_heads * block_size * g->head_dim *
@@ -1738,7 +1838,14 @@ extern "C" int eng_backend_cuda_create(const eng_model *m, int n_blocks, int blo
     eng_cuda_opts o;
     eng_cuda_opts_default(&o);
     o.kv_format = kv_format;
-    o.quant = quant;
+    o.quant = quant != 0;
+    if (quant == 2) {
+        if (!lean_possible(m))
+            return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: --quant-lean needs blocks the "
+                              "kernels take for every layer product and the lm_head; this file "
+                              "needs its dense copy (--quant or --no-quant)");
+        o.quant_wide = 2;
+    }
     return eng_backend_cuda_create_opts(m, n_blocks, block_size, &o, out, err);
 }
 
@@ -1808,6 +1915,7 @@ extern "C" int eng_cuda_get_rank_info(const eng_backend *b, int rank, eng_cuda_i
     memset(info, 0, sizeof *info);
     info->n_ranks = n;
     info->quant_wide = c->lean ? 2 : c->ws;
+    info->weights_held = c->weights_held;
     info->quant = quant_on(c);
     info->quant_rows = !info->quant ? 0 : qs_ready(c) ? c->opt.quant_tc_rows : c->opt.quant_max_rows;
     info->dense_weight_bytes = c->weight_bytes;
@@ -1829,5 +1937,6 @@ extern "C" int eng_cuda_get_info(const eng_backend *b, eng_cuda_info *info) {
 
 extern "C" int eng_backend_cuda_quantized(const eng_backend *b) {
     eng_cuda_info info;
-    return eng_cuda_get_info(b, &info) == 0 && info.quant;
+    if (eng_cuda_get_info(b, &info) || !info.quant) return 0;
+    return info.quant_wide == 2 ? 2 : 1;
 }

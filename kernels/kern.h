@@ -61,8 +61,10 @@ typedef struct eng_cuda_opts {
                            serve the one-row kernels); 0: the f32 copy; 2: no dense copy of
                            the layer products at all: each wide product first writes its
                            halves from the blocks into one scratch (kern_dequant_halves,
-                           bit-identical), about a seventh of the memory of 1 for Q4_K_M
-                           layers, plus that kernel in every wide pass */
+                           bit-identical), and no dense embedding (kern_embed_q from its
+                           blocks where it has them) or lm_head (kern_qskinny, 32 rows at a
+                           time past 32): about a seventh of the memory of 1 for Q4_K_M,
+                           plus that kernel in every wide pass */
 } eng_cuda_opts;
 
 /* prefill_attn: 0 reads BRISK_PREFILL_ATTN (never | always), else auto:
@@ -94,6 +96,7 @@ typedef struct eng_cuda_info {
     int n_ranks;        /* 1, or the GPUs of a split (eng_backend_cuda_tp_create) */
     int quant_wide;     /* 1: the dense copy is bf16 halves (eng_cuda_opts.quant_wide took);
                            2: the halves are made per wide product, no dense layer copy */
+    size_t weights_held;   /* device memory the weights take: blocks, dense copies, scratch */
     char device[128];
 } eng_cuda_info;
 /* Rank 0's figures; for a split, every byte count is that rank's share (its
@@ -223,6 +226,10 @@ int kern_dequant_halves(cudaStream_t s, const kern_qw *W, int N, int K, uint16_t
 /* x[r] = embedding row of the row's token times scale (1 but Gemma's). */
 int kern_embed(cudaStream_t s, const void *E, int wdt, int H, const kern_step *st, int R,
                float scale, float *x, int pdl);
+/* kern_embed from the quantized embedding E (V rows of H), each value the
+ * CPU's dequantized one (engine/quant_block.h) times scale. */
+int kern_embed_q(cudaStream_t s, const kern_qw *E, int V, int H, const kern_step *st, int R,
+                 float scale, float *x, int pdl);
 /* x += y when y != NULL, y being `parts` arrays of [R][H] one after the
  * other (a product's parts: cuBLASLt's high and low halves, kern_skinny's K
  * slices), added in order; with post_w, the summed y is RMS-normalised with

@@ -28,18 +28,25 @@ __device__ __forceinline__ const uint8_t *dq_block(int t, const uint8_t *row, in
     return buf;
 }
 
+/* Elements [c DQ_CHUNK, ...) of row n of W (K elements), as the CPU
+ * dequantizes them, into y; returns their count. */
+__device__ __forceinline__ int dq_chunk(const kern_qw &W, int n, int c, int K, float *y) {
+    int t;
+    const uint8_t *row = qrow(W, n, &t);
+    const int be = t == ENG_DT_Q4_K || t == ENG_DT_Q5_K || t == ENG_DT_Q6_K ? 256 : 32;
+    const int k0 = c * DQ_CHUNK, k1 = min(K, k0 + DQ_CHUNK);
+    uint8_t buf[36];
+    for (int k = k0; k < k1; k += be) eng_qb_block(t, dq_block(t, row, k / be, K / be, buf), y + (k - k0));
+    return k1 - k0;
+}
+
 __global__ void dequant_halves_kernel(kern_qw W, int N, int K, uint16_t *out) {
     const int chunks = (K + DQ_CHUNK - 1) / DQ_CHUNK;
     const long long id = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (id >= (long long)N * chunks) return;
     const int n = (int)(id / chunks), c = (int)(id % chunks);
-    int t;
-    const uint8_t *row = qrow(W, n, &t);
-    const int be = t == ENG_DT_Q4_K || t == ENG_DT_Q5_K || t == ENG_DT_Q6_K ? 256 : 32;
-    const int k0 = c * DQ_CHUNK, k1 = min(K, k0 + DQ_CHUNK);
     float y[DQ_CHUNK];
-    uint8_t buf[36];
-    for (int k = k0; k < k1; k += be) eng_qb_block(t, dq_block(t, row, k / be, K / be, buf), y + (k - k0));
+    const int k0 = c * DQ_CHUNK, k1 = k0 + dq_chunk(W, n, c, K, y);
     /* 8 elements a 16-byte store: n K + k is a multiple of 8 (K of 32) */
     uint16_t *hi = out + (size_t)n * K, *lo = out + (size_t)N * K + (size_t)n * K;
     for (int k = k0; k < k1; k += 8) {
@@ -65,4 +72,24 @@ extern "C" int kern_dequant_halves(cudaStream_t s, const kern_qw *W, int N, int 
     const int bs = 128;
     dequant_halves_kernel<<<(unsigned)((threads + bs - 1) / bs), bs, 0, s>>>(*W, N, K, out);
     return (int)cudaGetLastError();
+}
+
+/* One block a row, a thread a chunk: x[r] = row tokens[r] of E times scale,
+ * as kern_embed writes it from the dense copy. */
+__global__ void embed_q_kernel(kern_qw E, int H, const kern_step *st, float scale, float *x) {
+    pdl_launch();
+    pdl_wait();
+    const int r = blockIdx.x, tok = st->tokens[r];
+    float y[DQ_CHUNK];
+    for (int c = threadIdx.x; c * DQ_CHUNK < H; c += blockDim.x) {
+        const int n = dq_chunk(E, tok, c, H, y);
+        float *xr = x + (size_t)r * H + (size_t)c * DQ_CHUNK;
+        for (int k = 0; k < n; k++) xr[k] = scale == 1.0f ? y[k] : y[k] * scale;
+    }
+}
+
+extern "C" int kern_embed_q(cudaStream_t s, const kern_qw *E, int V, int H, const kern_step *st,
+                            int R, float scale, float *x, int pdl) {
+    if (R < 1 || !qw_segments_ok(E, V, H)) return (int)cudaErrorInvalidValue;
+    return (int)klaunch(embed_q_kernel, dim3(R), dim3(32), 0, s, pdl, *E, H, st, scale, x);
 }

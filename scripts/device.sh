@@ -46,7 +46,7 @@
 #                 backend (greedy identity and logits against transformers;
 #                 by default the prompts in one batch through the quantized
 #                 blocks, again one prompt at a time (one row a step), again
-#                 on the f32 copy alone, again with bf16 KV: CUDA's tokens
+#                 with the blocks alone (--quant-lean), again on the f32 copy alone, again with bf16 KV: CUDA's tokens
 #                 against the CPU's in bf16),
 #                 bench_cuda at batch 1/8/32, transformers eager + compiled
 #                 (f32, the same dequantized weights, and bf16) on the file.
@@ -279,6 +279,8 @@ part_real() {
     # issue 25: the blocks one prompt at a time (one row a decode step, qgemv1_kernel), then no blocks
     BRISK_TEST_QUANT=1 BRISK_MODELS=$R BRISK_TEST_BACKEND=cuda $BIN/test_real > "$OUT/test_real_cuda_quant.log" 2>&1
     echo "test_real (CUDA, quantized, one row) exit $?"; grep -E "backend|greedy|logits|FAIL|passed" "$OUT/test_real_cuda_quant.log"
+    BRISK_TEST_QUANT=lean BRISK_MODELS=$R BRISK_TEST_BACKEND=cuda $BIN/test_real > "$OUT/test_real_cuda_lean.log" 2>&1
+    echo "test_real (CUDA, blocks alone) exit $?"; grep -E "backend|decode reads|greedy|logits|FAIL|passed" "$OUT/test_real_cuda_lean.log"
     BRISK_TEST_QUANT=0 BRISK_MODELS=$R BRISK_TEST_BACKEND=cuda $BIN/test_real > "$OUT/test_real_cuda_dense.log" 2>&1
     echo "test_real (CUDA, dense) exit $?"; grep -E "backend|greedy|logits|FAIL|passed" "$OUT/test_real_cuda_dense.log"
     BRISK_TEST_KV=bf16 BRISK_MODELS=$R BRISK_TEST_BACKEND=cuda $BIN/test_real > "$OUT/test_real_cuda_kv_bf16.log" 2>&1

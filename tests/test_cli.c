@@ -140,6 +140,8 @@ static void test_stats_line(void) {
     /* --quant asks for the blocks the CPU backend cannot read: refused */
     rc = run(BRISK " generate --model " MODEL " --prompt 'The quick' --max-tokens 2 --quant", out, sizeof out);
     T_CHECKF(rc != 0 && strstr(out, "--quant"), "exit %d: %s", rc, out);
+    rc = run(BRISK " generate --model " MODEL " --prompt 'The quick' --max-tokens 2 --quant-lean", out, sizeof out);
+    T_CHECKF(rc != 0 && strstr(out, "--quant-lean"), "exit %d: %s", rc, out);
     eng_model_free(m);
 }
 

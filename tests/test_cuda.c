@@ -615,7 +615,8 @@ static double qskinny_case(int n_seg, const int *types, const int *rows, int K, 
 /* kern_dequant_halves: every element's hi and lo bit-identical to the
  * halves of the CPU's dequantized value, for every block type, K of whole
  * and partial 256-element chunks (576: SmolLM2), and a product of two
- * segments of different types. */
+ * segments of different types; kern_embed_q's rows of the same weight
+ * (unscaled and scaled) bit-identical to the CPU's embedding. */
 static int dequant_case(int n_seg, const int *types, const int *rows, int K) {
     int N = 0;
     for (int i = 0; i < n_seg; i++) N += rows[i];
@@ -632,6 +633,24 @@ static int dequant_case(int n_seg, const int *types, const int *rows, int K) {
                 const uint16_t l = eng_f32_to_bf16(W[i] - eng_bf16_to_f32(h));
                 if (got[i] != h || got[(size_t)N * K + i] != l) bad++;
             }
+            /* kern_embed_q: rows of W by token, scaled as Gemma's */
+            const int toks[5] = {N - 1, 0, 7 % N, 7 % N, N / 2};
+            const float scale = sqrtf(640.0f);
+            kern_step *st = make_step(5, toks, NULL, NULL, NULL, 0, 0, 0, NULL, NULL, NULL, NULL, NULL);
+            float *dx = dnew((size_t)5 * K * 4), *x = (float *)got;
+            for (int sc = 0; sc < 2; sc++) {
+                const float f = sc ? scale : 1.0f;
+                if (!st || !dx || kern_embed_q(0, &qw, N, K, st, 5, f, dx, 0) || !sync_ok() ||
+                    !down(x, dx, (size_t)5 * K * 4)) {
+                    bad = -1;
+                    break;
+                }
+                for (int r = 0; r < 5; r++)
+                    for (int k = 0; k < K; k++) {
+                        const float w = W[(size_t)toks[r] * K + k];
+                        bad += x[(size_t)r * K + k] != (sc ? w * scale : w);
+                    }
+            }
         }
     }
     free(W);
@@ -647,7 +666,7 @@ static void test_dequant(void) {
         for (int k = 0; k < 2; k++) {
             if (eng_dt_block(t) == 256 && Ks[k] % 256) continue;
             const int bad = dequant_case(1, &t, &rows, Ks[k]);
-            T_CHECKF(bad == 0, "kern_dequant_halves %s K %d: %d elements differ (-1: failed)",
+            T_CHECKF(bad == 0, "kern_dequant_halves / kern_embed_q %s K %d: %d elements differ (-1: failed)",
                      eng_dt_name(t), Ks[k], bad);
         }
     }
@@ -656,6 +675,7 @@ static void test_dequant(void) {
     kern_qw none;
     memset(&none, 0, sizeof none);
     T_CHECK(kern_dequant_halves(0, &none, 16, 256, NULL) != 0);   /* no segments: refused */
+    T_CHECK(kern_embed_q(0, &none, 16, 256, NULL, 1, 1.0f, NULL, 0) != 0);
 }
 
 static void test_qskinny(void) {
@@ -2167,11 +2187,15 @@ static void errors_case(fixture *f) {
 
 /* Through the engine (eng_create with ENG_BACKEND_CUDA): greedy tokens of
  * every prompt in one batch, against the CPU backend's. */
+/* eng_opts.quant of engine_case's engines */
+static int g_quant_engine = ENG_QUANT_AUTO;
+
 static void engine_case(fixture *f) {
     eng_err err = {0};
     eng_opts o = {0};
     o.backend = ENG_BACKEND_CUDA;
     o.kv_format = g_kv;
+    o.quant = g_quant_engine;
     eng_engine *e = NULL;
     if (eng_create(f->m, &o, &e, &err)) { T_CHECKF(0, "%s eng_create: %s", f->name, err.msg); return; }
     eng_sampling sp = {0};
@@ -2462,12 +2486,14 @@ static void quant_model(const struct qmodel *qm, int i) {
          * passes: 62 rows in batched_case, 300 in long_case) on the dense
          * copy's bf16 halves (1), or on halves made from the blocks per
          * product (2: bit-identical, so long_case's error prints as for 1) */
+        size_t held[3] = {0, 0, 0};
         for (int qw = 1; qw <= 2; qw++) {
             g_quant_wide = qw;
             if (drv_open(&d, f.m, 1, NULL, &err) == 0) {
                 T_CHECKF(eng_cuda_get_info(d.b, &info) == 0 && info.quant_wide == qw && info.quant,
                          "%s: quant_wide %d (wanted %d), quant %d", qm->name, info.quant_wide, qw,
                          info.quant);
+                held[qw] = info.weights_held;
                 eng_cuda_opts so;
                 eng_cuda_opts_default(&so);
                 so.quant = 0;   /* refused: the halves cannot serve the one-row kernels */
@@ -2483,10 +2509,19 @@ static void quant_model(const struct qmodel *qm, int i) {
             long_case(&f);
         }
         g_quant_wide = 0;
+        /* the blocks alone: no dense layer copy, embedding or lm_head (the
+         * fixtures' vocabulary is as wide as their layers: a third at most) */
+        printf("  %s: weights hold %zu bytes with the halves, %zu with the blocks alone\n",
+               qm->name, held[1], held[2]);
+        T_CHECKF(held[2] > 0 && 3 * held[2] < held[1], "%s: %zu bytes held alone, %zu with the halves",
+                 qm->name, held[2], held[1]);
         /* through the engine: its default (AUTO) reads the blocks, greedy
-         * as the CPU; --no-quant does not */
+         * as the CPU; --no-quant does not; --quant-lean holds them alone */
         engine_case(&f);
-        for (int s = ENG_QUANT_AUTO; s <= ENG_QUANT_OFF; s++) {
+        g_quant_engine = ENG_QUANT_LEAN;
+        engine_case(&f);
+        g_quant_engine = ENG_QUANT_AUTO;
+        for (int s = ENG_QUANT_AUTO; s <= ENG_QUANT_LEAN; s++) {
             eng_opts eo = {0};
             eo.backend = ENG_BACKEND_CUDA;
             eo.quant = s;
@@ -2496,8 +2531,9 @@ static void quant_model(const struct qmodel *qm, int i) {
                 T_CHECKF(0, "%s quant %d: %s", qm->name, s, err.msg);
                 continue;
             }
-            T_CHECKF(eng_quantized(e) == (s != ENG_QUANT_OFF), "%s quant %d: engine reads %s",
-                     qm->name, s, eng_quantized(e) ? "the blocks" : "the dense copy");
+            const int want = s == ENG_QUANT_OFF ? 0 : s == ENG_QUANT_LEAN ? 2 : 1;
+            T_CHECKF(eng_quantized(e) == want, "%s quant %d: engine's eng_quantized %d, wanted %d",
+                     qm->name, s, eng_quantized(e), want);
             eng_destroy(e);
         }
     } else {

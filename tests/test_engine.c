@@ -806,14 +806,16 @@ static void test_bad_args(void) {
             q.quant == ENG_QUANT_ON && q.backend != ENG_BACKEND_CUDA);
     T_CHECK(eng_opts_arg("--no-quant", "--quant", &q, &used, &err) == ENG_OK && used == 1 &&
             q.quant == ENG_QUANT_OFF);
+    T_CHECK(eng_opts_arg("--quant-lean", NULL, &q, &used, &err) == ENG_OK && used == 1 &&
+            q.quant == ENG_QUANT_LEAN);
     q = (eng_opts){ 0 };
     T_CHECK(eng_opts_arg("--cuda", NULL, &q, &used, &err) == ENG_OK && used == 1 &&
             q.quant == ENG_QUANT_AUTO);
     T_CHECK(eng_opts_arg("--quantize", NULL, &q, &used, &err) == ENG_OK && used == 0 &&
             q.quant == ENG_QUANT_AUTO);
-    /* on the CPU: AUTO and OFF read the dequantized weights, ON is refused,
-     * anything else is not a setting */
-    for (int s = ENG_QUANT_AUTO; s <= ENG_QUANT_OFF + 1; s++) {
+    /* on the CPU: AUTO and OFF read the dequantized weights, ON and LEAN
+     * are refused, anything else is not a setting */
+    for (int s = ENG_QUANT_AUTO; s <= ENG_QUANT_LEAN + 1; s++) {
         o = (eng_opts){ .quant = s, .n_threads = 1 };
         eng_engine *qe = NULL;
         const int rc = eng_create(f->m, &o, &qe, &err);

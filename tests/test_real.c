@@ -34,7 +34,10 @@
  * in one batch: kern_qskinny's rows).  BRISK_TEST_QUANT=0 runs them on the
  * f32 copy alone (ENG_QUANT_OFF); BRISK_TEST_QUANT=1 one prompt at a time
  * with the blocks required (ENG_QUANT_ON), so every decode step is one row
- * through kern_qgemv.  Same checks, same tolerance.
+ * through kern_qgemv; BRISK_TEST_QUANT=lean in one batch with the blocks
+ * alone on the device (ENG_QUANT_LEAN: the prompt pass makes each
+ * product's halves from them, the embedding comes from its blocks).  Same
+ * checks, same tolerance.
  * With BRISK_TEST_KV=bf16 the engine's KV cache is bf16 (eng.h): the test
  * prints how many prompts still follow transformers' greedy tokens (not
  * required: bf16 keys and values move logits by ~1e-3) and checks the
@@ -290,13 +293,15 @@ static void greedy(real *r) {
     const char *qs = getenv("BRISK_TEST_QUANT");
     int cuda = be && !strcmp(be, "cuda"), kv = kvs ? eng_kv_format_parse(kvs) : ENG_KV_F32;
     const int quant = !qs ? ENG_QUANT_AUTO : !strcmp(qs, "1") ? ENG_QUANT_ON
-                    : !strcmp(qs, "0") ? ENG_QUANT_OFF : -1;
+                    : !strcmp(qs, "0") ? ENG_QUANT_OFF : !strcmp(qs, "lean") ? ENG_QUANT_LEAN : -1;
     if (kv < 0) T_FAIL("BRISK_TEST_KV=%s: f32 or bf16", kvs);
-    if (quant < 0) T_FAIL("BRISK_TEST_QUANT=%s: 0 or 1", qs);
-    if (quant == ENG_QUANT_ON && !cuda) T_FAIL("BRISK_TEST_QUANT=1 needs BRISK_TEST_BACKEND=cuda");
+    if (quant < 0) T_FAIL("BRISK_TEST_QUANT=%s: 0, 1 or lean", qs);
+    if ((quant == ENG_QUANT_ON || quant == ENG_QUANT_LEAN) && !cuda)
+        T_FAIL("BRISK_TEST_QUANT=%s needs BRISK_TEST_BACKEND=cuda", qs);
     const int group = quant == ENG_QUANT_ON ? 1 : np;   /* prompts a batch */
     printf("  backend: %s, KV %s%s\n", cuda ? "CUDA" : "CPU", eng_kv_format_name(kv),
            quant == ENG_QUANT_ON ? ", quantized blocks, one prompt at a time"
+           : quant == ENG_QUANT_LEAN ? ", the quantized blocks alone"
            : quant == ENG_QUANT_OFF ? ", dense weights" : "");
     int *got = calloc((size_t)np * n_new, sizeof *got);   /* [prompt][step] tokens */
     if (!got) T_FAIL("out of memory");
@@ -312,7 +317,8 @@ static void greedy(real *r) {
             free(got);
             T_FAIL("%s", err.msg);
         }
-        if (!g0) printf("  decode reads: %s\n", eng_quantized(e) ? "the quantized blocks" : "dense weights");
+        if (!g0) printf("  decode reads: %s\n", eng_quantized(e) == 2 ? "the quantized blocks (held alone)"
+                                                 : eng_quantized(e) ? "the quantized blocks" : "dense weights");
         for (int s = g0; s < g1; s++) {
             const cJSON *pid = cJSON_GetObjectItem(cJSON_GetArrayItem(prompts, s), "prompt_ids"), *x;
             int ids[512], k = 0;

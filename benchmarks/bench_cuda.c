@@ -1051,8 +1051,11 @@ int main(int argc, char **argv) {
                B.info.n_ranks);
     if (B.info.quant)
         printf("quantized blocks: %.3f GB read per step by passes of up to %d rows (the floor's "
-               "bytes there); wider passes read the %s copy above\n", B.info.weight_bytes / 1e9,
-               B.info.quant_rows, B.info.quant_wide ? "bf16 halves" : B.info.weights_bf16 ? "bf16" : "f32");
+               "bytes there); wider passes read the %s\n", B.info.weight_bytes / 1e9,
+               B.info.quant_rows, B.info.quant_wide == 2 ? "halves made from the blocks per product"
+               : B.info.quant_wide ? "bf16 halves copy above" : B.info.weights_bf16 ? "bf16 copy above"
+                                                                 : "f32 copy above");
+    printf("weights hold %.3f GB of device memory\n", B.info.weights_held / 1e9);
     printf("device copy bandwidth: %.0f GB/s (read + write)\n", B.bw / 1e9);
     cJSON *root = cJSON_CreateObject();
     cJSON_AddStringToObject(root, "model", name);
@@ -1071,6 +1074,7 @@ int main(int argc, char **argv) {
     }
     cJSON_AddNumberToObject(root, "quant", B.info.quant);
     cJSON_AddNumberToObject(root, "quant_wide", B.info.quant_wide);
+    cJSON_AddNumberToObject(root, "weights_held_bytes", (double)B.info.weights_held);
     if (B.info.quant) {
         cJSON_AddNumberToObject(root, "quant_weight_bytes", (double)B.info.weight_bytes);
         cJSON_AddNumberToObject(root, "quant_rows", B.info.quant_rows);

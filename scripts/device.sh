@@ -27,7 +27,8 @@
 #                 (WIDE_BATCHES) of the Q4_K_M files of QUANT_MODELS (1.5B,
 #                 7B): the bf16 halves (default, quant_wide 1), the halves
 #                 made per product from the blocks (quant_wide 2), the f32
-#                 copy (--no-quant) and bf16 weights; ~5 min with 7B
+#                 copy (--no-quant) and bf16 weights (WIDE_VARIANTS: bench_cuda
+#                 options separated by ';'; WIDE_BF16=0 leaves bf16 out); ~5 min with 7B
 #        prof     ncu (--clock-control none) of four batch-1 kern_qgemv launches
 #                 on 1.5B Q4_K_M, and the SASS of its Q4_K SwiGLU instance
 #        ablate   bench_cuda at batch 1 and 32 on 1.5B, stages left out
@@ -121,7 +122,7 @@ model() {   # model NAME: makes it once
 
 part_test() {
     $BIN/test_cuda > "$OUT/test_cuda.log" 2>&1; echo "test_cuda exit $?"
-    grep -E "^(FAIL|SKIP)|check failed|passed" "$OUT/test_cuda.log" | head -30
+    grep -E "^(FAIL|SKIP)|check failed|passed|weights hold" "$OUT/test_cuda.log" | head -30
 }
 part_quant() {
     for m in ${QUANT_MODELS:-qwen2.5-1.5b}; do
@@ -175,13 +176,15 @@ part_qs() {   # issue 25: the step at 1..32 rows on the blocks (kern_qskinny fro
 part_wide() {   # issue 25: prompt passes and wide decode of a Q4_K_M file: the bf16 halves (default) against the f32 copy (--no-quant) and bf16 weights
     for m in ${QUANT_MODELS:-qwen2.5-1.5b qwen2.5-7b}; do
         [ -f $MD/$m-q4_k_m.gguf ] || $BIN/brisk mkmodel --preset $m --format q4_k_m --out $MD/$m-q4_k_m.gguf > /dev/null
-        model $m
+        [ "${WIDE_BF16:-1}" = 0 ] || model $m
         stamp "$m made"
-        for v in "--quant-wide 1" "--quant-wide 2" --no-quant; do
+        local IFS_=$IFS; IFS=';'; local vs=(${WIDE_VARIANTS:---quant-wide 1;--quant-wide 2;--no-quant}); IFS=$IFS_
+        for v in "${vs[@]}"; do
             timeout 200 $BIN/bench_cuda $MD/$m-q4_k_m.gguf --out "$OUT/wide_${GPU}_$m-q4_k_m${v// /}.json" \
                 --batches ${WIDE_BATCHES:-64,256} --prefill 1024 $v 2>&1 |
-                grep -E "^prefill [0-9]+ tokens: |^ +[0-9]+ +default|rror" | sed "s/^/q4_k_m $v: /"
+                grep -E "^prefill [0-9]+ tokens: |^ +[0-9]+ +default|rror|weights hold" | sed "s/^/q4_k_m $v: /"
         done
+        [ "${WIDE_BF16:-1}" = 0 ] ||
         timeout 200 $BIN/bench_cuda $MD/$m --out "$OUT/wide_${GPU}_$m-bf16.json" --batches ${WIDE_BATCHES:-64,256} \
             --prefill 1024 2>&1 | grep -E "^prefill [0-9]+ tokens: |^ +[0-9]+ +default|rror" | sed "s/^/bf16 /"
         stamp "$m done"

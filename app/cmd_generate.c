@@ -71,7 +71,7 @@ static int run(const gen_args *a, eng_err *err) {
     eng_model *m = NULL;
     eng_engine *e = NULL;
     int *ids = NULL, n = 0, seq, rc;
-    if ((rc = eng_model_load(a->model, &m, err))) return rc;
+    if ((rc = eng_model_load_blocks(a->model, &m, err))) return rc;
     eng_opts o = a->eng;
     o.max_seqs = 4;
     const eng_tok *tok = eng_model_tok(m);

@@ -178,7 +178,7 @@ static int warm_batches(model_ctx *mc, int max_k, eng_err *err) {
 
 static int model_open(const replay_args *a, model_ctx *mc, eng_err *err) {
     memset(mc, 0, sizeof *mc);
-    int rc = eng_model_load(a->model, &mc->m, err);
+    int rc = eng_model_load_blocks(a->model, &mc->m, err);
     if (rc) return rc;
     eng_opts o = a->eng;
     o.max_seqs = ORC_PP_MAX_ITEMS + 2;

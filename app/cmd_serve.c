@@ -158,7 +158,7 @@ int cmd_serve(int argc, char **argv) {
     if (!rc) rc = tool_register_fetch_url(tools, &fo, &err);
     if (!rc && search) rc = tool_register_web_search(tools, &so, &err);
     o.tools = tools;
-    if (!rc) rc = eng_model_load(model_dir, &m, &err);
+    if (!rc) rc = eng_model_load_blocks(model_dir, &m, &err);
     if (!rc) rc = eng_create(m, &eo, &e, &err);
     if (!rc) rc = warm_up(e, warmup >= 0 ? warmup : cuda ? ENG_WARMUP_DEFAULT : 0, &err);
     if (!rc) rc = srv_create(e, &o, &s, &err);

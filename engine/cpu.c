@@ -780,6 +780,9 @@ static void cpu_rank_stats(eng_backend *be, int rank, eng_tp_rank_stats *out) {
 
 static int check_model(const eng_model *m, eng_err *err) {
     const eng_config *c = &m->cfg;
+    if (!eng_model_has_dense(m))
+        return eng_seterr(err, ENG_EINVAL, "cpu: model loaded without its f32 copy "
+                          "(eng_model_load_blocks): call eng_model_dense first");
     if (c->vocab_size <= 0 || c->hidden <= 0 || c->n_layers <= 0 || c->n_heads <= 0 ||
         c->n_kv_heads <= 0 || c->head_dim <= 0 || c->intermediate <= 0 || c->max_pos <= 0)
         return eng_seterr(err, ENG_EINVAL, "cpu: model config has a non-positive size");

@@ -91,6 +91,24 @@ typedef struct eng_model eng_model;
  * quantized Q8_0/Q4_0/Q4_1/Q5_0/Q5_1/Q4_K/Q5_K/Q6_K, dequantized to f32;
  * tokenizer and chat template from its metadata). */
 int  eng_model_load(const char *path, eng_model **out, eng_err *err);
+/* As eng_model_load, but the f32 copy of the matrices stored in a
+ * block-quantized type (Q8_0 .. Q6_K) is not made: their f32 pointers stay
+ * NULL until eng_model_dense.  Vectors and F32/F16/BF16 tensors are
+ * converted at load as there, so a Hugging Face folder, or a GGUF file
+ * without such matrices, loads exactly as with eng_model_load.  eng_create
+ * makes the copy unless the backend reads the blocks alone (CUDA,
+ * --quant-lean); backends that read the f32 copy refuse a model without it
+ * (ENG_EINVAL). */
+int  eng_model_load_blocks(const char *path, eng_model **out, eng_err *err);
+/* Makes the f32 copy eng_model_load_blocks left out: the same values, bit
+ * for bit, as eng_model_load gives (llama's q/k rows reordered, a tied
+ * lm_head pointing at the embedding).  A no-op (ENG_OK) once made or when
+ * nothing waits; ENG_ENOMEM when its memory cannot be had, the model then
+ * unchanged.  The copy is a cache of the file's values, so the model is
+ * const; calls from several threads convert once. */
+int  eng_model_dense(const eng_model *m, eng_err *err);
+/* 1 once every f32 weight pointer is set (always after eng_model_load). */
+int  eng_model_has_dense(const eng_model *m);
 void eng_model_free(eng_model *m);
 const eng_config *eng_model_config(const eng_model *m);
 struct eng_tok *eng_model_tok(const eng_model *m);  /* owned by the model */

@@ -144,7 +144,6 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
     int quant = d.quant == ENG_QUANT_LEAN ? 2
               : d.quant == ENG_QUANT_ON ||
                 (d.quant == ENG_QUANT_AUTO && d.backend == ENG_BACKEND_CUDA && d.tp <= 1);
-    (void)quant;   /* (read in CUDA builds only) */
     if (!d.block_size) d.block_size = 16;
     if (!d.max_seqs) d.max_seqs = 256;
     int blocks_given = d.n_blocks;   /* a draft engine follows the same policy */
@@ -200,6 +199,9 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
     if (!e->seqs || !e->seq_len || !e->slot_of || !e->first_out || !e->tables)
         rc = eng_seterr(err, ENG_ENOMEM, "eng_create: out of memory for %d sequences", d.max_seqs);
     if (!rc) rc = eng_kv_create(d.n_blocks, d.block_size, &e->kv, err);
+    /* the f32 copy of a model loaded with eng_model_load_blocks: every
+     * backend reads it but the CUDA backend holding the blocks alone */
+    if (!rc && quant != 2) rc = eng_model_dense(m, err);
     if (!rc) {
         e->host_logits = d.backend == ENG_BACKEND_CPU;   /* free there: already on the host */
         if (d.backend == ENG_BACKEND_CPU && d.tp > 1)

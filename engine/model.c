@@ -4,7 +4,9 @@
  * from one GGUF file (metadata read by model_gguf.c, tokenizer by tok.c).
  * Weights are checked against the config, then converted (dequantized) to
  * f32 into one arena; the files stay mapped so backends can upload the
- * tensors as stored. */
+ * tensors as stored.  eng_model_load_blocks leaves the block-quantized
+ * matrices out of that arena: eng_model_dense converts them later, into a
+ * second one, with the same code. */
 #include <dirent.h>
 #include <errno.h>
 #include <math.h>
@@ -73,6 +75,15 @@ typedef struct model_priv {
     const char *prefix;  /* of embed, final_norm and layer names: one of hf_prefixes, or "" */
     char *where;       /* what to name when a tensor is missing */
     float *arena;
+    /* eng_model_load_blocks: the block-quantized matrices whose f32 copy
+     * waits for eng_model_dense (n_deferred 0 once it is made, or when none
+     * waited), and the arena it makes for them.  lock: that conversion runs
+     * once, whichever thread creates an engine first. */
+    int defer;
+    struct slot *deferred;
+    int n_deferred;
+    float *arena_dense;
+    pthread_mutex_t lock;
 } model_priv;
 
 /* RoPE settings as read from the config, before inv_freq is computed:
@@ -592,8 +603,11 @@ static int open_shards(model_priv *p, const char *dir, eng_err *err) {
 
 /* --------------------------------------------------------------- weights */
 
-/* One weight to convert: source tensor and the f32 pointer to set. */
-typedef struct slot { const eng_tensor *t; float **dst; } slot;
+/* One weight to convert: source tensor and the f32 pointer to set.  heads
+ * > 0: a llama GGUF's attn_q / attn_k (or bias), whose rows in groups of
+ * shape[0] / heads are put back in Hugging Face's order after conversion
+ * (unpermute_rows). */
+typedef struct slot { const eng_tensor *t; float **dst; int heads; } slot;
 
 typedef struct weight_list {
     slot s[16 + T_LAYER_COUNT * 1024];
@@ -623,8 +637,18 @@ static int want(const model_priv *p, weight_list *wl, const char *name, int64_t 
                           s < 0 ? p->where : p->shard_paths[s], name, a, b);
     }
     *traw = t;
-    wl->s[wl->n++] = (slot){t, dst};
+    wl->s[wl->n++] = (slot){t, dst, 0};
     return ENG_OK;
+}
+
+/* want for attn_q / attn_k and their biases: in a llama GGUF their rows
+ * are in llama.cpp's order (see gguf_qk_raw), undone per head after
+ * conversion. */
+static int want_qk(const model_priv *p, weight_list *wl, const eng_config *g, const char *name,
+                   int heads, int64_t d1, const eng_tensor **traw, float **dst, eng_err *err) {
+    int rc = want(p, wl, name, (int64_t)heads * g->head_dim, d1, traw, dst, err);
+    if (!rc && p->gguf && !strcmp(g->arch, "llama")) wl->s[wl->n - 1].heads = heads;
+    return rc;
 }
 
 static int want_layer(const model_priv *p, weight_list *wl, const eng_config *g, int i,
@@ -638,14 +662,14 @@ static int want_layer(const model_priv *p, weight_list *wl, const eng_config *g,
         if (p->names->layer[k]) snprintf(n[k], sizeof n[k], "%s%s", prefix, p->names->layer[k]);
     int rc;
     if ((rc = want(p, wl, n[T_ATTN_NORM], H, 0, &L->t_attn_norm, &L->attn_norm, err)) ||
-        (rc = want(p, wl, n[T_Q], Q, H, &L->t_wq, &L->wq, err)) ||
-        (rc = want(p, wl, n[T_K], KV, H, &L->t_wk, &L->wk, err)) ||
+        (rc = want_qk(p, wl, g, n[T_Q], g->n_heads, H, &L->t_wq, &L->wq, err)) ||
+        (rc = want_qk(p, wl, g, n[T_K], g->n_kv_heads, H, &L->t_wk, &L->wk, err)) ||
         (rc = want(p, wl, n[T_V], KV, H, &L->t_wv, &L->wv, err)) ||
         (rc = want(p, wl, n[T_O], H, Q, &L->t_wo, &L->wo, err)))
         return rc;
     if (g->qkv_bias &&
-        ((rc = want(p, wl, n[T_BQ], Q, 0, &L->t_bq, &L->bq, err)) ||
-         (rc = want(p, wl, n[T_BK], KV, 0, &L->t_bk, &L->bk, err)) ||
+        ((rc = want_qk(p, wl, g, n[T_BQ], g->n_heads, 0, &L->t_bq, &L->bq, err)) ||
+         (rc = want_qk(p, wl, g, n[T_BK], g->n_kv_heads, 0, &L->t_bk, &L->bk, err)) ||
          (rc = want(p, wl, n[T_BV], KV, 0, &L->t_bv, &L->bv, err))))
         return rc;
     if (g->qk_norm &&
@@ -745,27 +769,77 @@ static void run_jobs(conv_work *w, size_t total) {
     for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
 }
 
-/* Lays every weight out in one f32 arena (64-byte aligned starts) and fills it. */
-static int convert_all(model_priv *p, const weight_list *wl, eng_err *err) {
-    size_t total = 0, n_jobs = 0;
-    for (int i = 0; i < wl->n; i++) {
-        size_t n = (size_t)eng_tensor_elems(wl->s[i].t);
-        total += (n + 15) & ~(size_t)15;
-        n_jobs += n / CHUNK_ELEMS + 1;
+/* Rows of one head group: file row 2i+s holds Hugging Face's row s*hd/2+i. */
+static void unpermute_rows(float *w, int n_heads, int hd, size_t cols, float *tmp) {
+    for (int h = 0; h < n_heads; h++) {
+        float *head = w + (size_t)h * hd * cols;
+        memcpy(tmp, head, sizeof(float) * hd * cols);
+        for (int r = 0; r < hd; r++)
+            memcpy(head + (size_t)((r % 2) * (hd / 2) + r / 2) * cols, tmp + (size_t)r * cols,
+                   sizeof(float) * cols);
     }
-    if (total > SIZE_MAX / 4 || !(p->arena = aligned_alloc(64, total * 4)))
-        return eng_seterr(err, ENG_ENOMEM, "%s: cannot allocate %zu MB for f32 weights",
-                          p->where, total / 262144);
+}
+
+/* Lays the n weights of s out in one new f32 arena (64-byte aligned
+ * starts) for *arena, fills it, and puts llama's q/k rows in order (slot
+ * heads).  Everything is allocated before any f32 pointer is set, so a
+ * failure leaves the model as it was; what names the copy in the error. */
+static int convert_all(const model_priv *p, const slot *s, int n, float **arena, const char *what,
+                       eng_err *err) {
+    size_t total = 0, n_jobs = 0, head = 0;
+    for (int i = 0; i < n; i++) {
+        size_t k = (size_t)eng_tensor_elems(s[i].t);
+        total += (k + 15) & ~(size_t)15;
+        n_jobs += k / CHUNK_ELEMS + 1;
+        if (s[i].heads && k / s[i].heads > head) head = k / s[i].heads;
+    }
+    float *a = total <= SIZE_MAX / 4 ? aligned_alloc(64, total * 4) : NULL;
+    if (!a)
+        return eng_seterr(err, ENG_ENOMEM, "%s: cannot allocate %zu MB for %s", p->where,
+                          total / 262144, what);
     conv_work w = {.jobs = malloc(sizeof(conv_job) * n_jobs)};
-    if (!w.jobs) return eng_seterr(err, ENG_ENOMEM, "%s: out of memory", p->where);
-    float *at = p->arena;
-    for (int i = 0; i < wl->n; i++) {
-        *wl->s[i].dst = at;
-        add_jobs(&w, wl->s[i].t, at);
-        at += ((size_t)eng_tensor_elems(wl->s[i].t) + 15) & ~(size_t)15;
+    float *tmp = head ? malloc(sizeof(float) * head) : NULL;
+    if (!w.jobs || (head && !tmp)) {
+        free(w.jobs);
+        free(tmp);
+        free(a);
+        return eng_seterr(err, ENG_ENOMEM, "%s: out of memory", p->where);
+    }
+    float *at = *arena = a;
+    for (int i = 0; i < n; i++) {
+        *s[i].dst = at;
+        add_jobs(&w, s[i].t, at);
+        at += ((size_t)eng_tensor_elems(s[i].t) + 15) & ~(size_t)15;
     }
     run_jobs(&w, total);
+    for (int i = 0; i < n; i++)
+        if (s[i].heads)
+            unpermute_rows(*s[i].dst, s[i].heads, (int)(s[i].t->shape[0] / s[i].heads),
+                           s[i].t->ndim == 2 ? (size_t)s[i].t->shape[1] : 1, tmp);
+    free(tmp);
     free(w.jobs);
+    return ENG_OK;
+}
+
+/* What eng_model_load_blocks leaves for eng_model_dense: matrices stored in
+ * a block-quantized type (F32/F16/BF16 and vectors are converted at load). */
+static int deferrable(const eng_tensor *t) {
+    return t->ndim == 2 && eng_dt_block(t->dtype) > 1;
+}
+
+/* Moves the deferrable weights of wl to p->deferred (their f32 pointers
+ * stay NULL), keeping the others in order. */
+static int defer_blocks(model_priv *p, weight_list *wl, eng_err *err) {
+    int n = 0, k = 0;
+    for (int i = 0; i < wl->n; i++) n += deferrable(wl->s[i].t);
+    if (!n) return ENG_OK;
+    if (!(p->deferred = malloc(sizeof *p->deferred * n)))
+        return eng_seterr(err, ENG_ENOMEM, "%s: out of memory", p->where);
+    for (int i = 0; i < wl->n; i++) {
+        if (deferrable(wl->s[i].t)) p->deferred[p->n_deferred++] = wl->s[i];
+        else wl->s[k++] = wl->s[i];
+    }
+    wl->n = k;
     return ENG_OK;
 }
 
@@ -861,11 +935,12 @@ static int load_weights(eng_model *m, eng_err *err) {
     if (!wl) return eng_seterr(err, ENG_ENOMEM, "%s: out of memory", p->where);
     wl->n = 0;
     int rc = collect_weights(m, wl, err);
-    if (!rc) rc = convert_all(p, wl, err);
+    if (!rc && p->defer) rc = defer_blocks(p, wl, err);
+    if (!rc) rc = convert_all(p, wl->s, wl->n, &p->arena, "f32 weights", err);
     free(wl);
     if (!rc && !strcmp(m->cfg.arch, "gemma3")) gemma_norms(m, p->gguf != NULL);
     if (!rc && m->cfg.tie_embeddings) {
-        m->lm_head = m->embed;
+        m->lm_head = m->embed;   /* NULL while deferred: eng_model_dense ties it then */
         m->t_lm_head = m->t_embed;
     }
     return rc;
@@ -897,43 +972,22 @@ static int load_folder(eng_model *m, const char *dir, eng_err *err) {
     return rc;
 }
 
-/* Rows of one head group: file row 2i+s holds Hugging Face's row s*hd/2+i. */
-static void unpermute_rows(float *w, int n_heads, int hd, size_t cols, float *tmp) {
-    for (int h = 0; h < n_heads; h++) {
-        float *head = w + (size_t)h * hd * cols;
-        memcpy(tmp, head, sizeof(float) * hd * cols);
-        for (int r = 0; r < hd; r++)
-            memcpy(head + (size_t)((r % 2) * (hd / 2) + r / 2) * cols, tmp + (size_t)r * cols,
-                   sizeof(float) * cols);
-    }
-}
-
 /* llama.cpp's converter reorders the rows of each head of a llama model's
  * attn_q and attn_k (and their biases) so that ggml's RoPE, which rotates
  * adjacent pairs, sees the pairs Hugging Face's rotate_half forms from the
- * two halves of a head.  brisk rotates halves, so the order is undone here,
- * on the f32 copy (transformers' GGUF loader does the same).  The raw
- * tensors then no longer match the f32 copy: the model moves them to
- * t_wq_gguf / t_wk_gguf (t_wq, t_wk, t_bq, t_bk NULL), so backends upload
- * the f32 copy or reorder the stored rows themselves.  Qwen2 files
- * are written unpermuted. */
-static int unpermute_qk(eng_model *m, eng_err *err) {
-    const eng_config *g = &m->cfg;
-    size_t H = (size_t)g->hidden;
-    float *tmp = malloc(sizeof(float) * g->head_dim * H);
-    if (!tmp) return eng_seterr(err, ENG_ENOMEM, "out of memory");
-    for (int l = 0; l < g->n_layers; l++) {
+ * two halves of a head.  brisk rotates halves, so the order is undone on
+ * the f32 copy, as each is converted (want_qk; transformers' GGUF loader
+ * does the same).  The raw tensors then no longer match the f32 copy: the
+ * model moves them to t_wq_gguf / t_wk_gguf (t_wq, t_wk, t_bq, t_bk NULL),
+ * so backends upload the f32 copy or reorder the stored rows themselves.
+ * Qwen2 files are written unpermuted. */
+static void gguf_qk_raw(eng_model *m) {
+    for (int l = 0; l < m->cfg.n_layers; l++) {
         eng_layer_w *L = &m->layers[l];
-        unpermute_rows(L->wq, g->n_heads, g->head_dim, H, tmp);
-        unpermute_rows(L->wk, g->n_kv_heads, g->head_dim, H, tmp);
-        if (L->bq) unpermute_rows(L->bq, g->n_heads, g->head_dim, 1, tmp);
-        if (L->bk) unpermute_rows(L->bk, g->n_kv_heads, g->head_dim, 1, tmp);
         L->t_wq_gguf = L->t_wq;
         L->t_wk_gguf = L->t_wk;
         L->t_wq = L->t_wk = L->t_bq = L->t_bk = NULL;
     }
-    free(tmp);
-    return ENG_OK;
 }
 
 static int load_gguf(eng_model *m, const char *path, eng_err *err) {
@@ -960,17 +1014,22 @@ static int load_gguf(eng_model *m, const char *path, eng_err *err) {
         eng_gguf_add_eot(&m->cfg, m->tok, m->chat_template);
         rc = load_weights(m, err);
     }
-    if (!rc && !strcmp(m->cfg.arch, "llama")) rc = unpermute_qk(m, err);
+    if (!rc && !strcmp(m->cfg.arch, "llama")) gguf_qk_raw(m);
     return rc;
 }
 
-int eng_model_load(const char *path, eng_model **out, eng_err *err) {
+/* defer: eng_model_load_blocks's rule (model_priv.defer). */
+static int load_model(const char *path, int defer, eng_model **out, eng_err *err) {
     *out = NULL;
     eng_model *m = calloc(1, sizeof *m);
-    if (!m || !(m->priv = calloc(1, sizeof(model_priv)))) {
+    model_priv *p = m ? calloc(1, sizeof *p) : NULL;
+    if (!p || pthread_mutex_init(&p->lock, NULL)) {
+        free(p);
         free(m);
         return eng_seterr(err, ENG_ENOMEM, "%s: out of memory", path);
     }
+    m->priv = p;
+    p->defer = defer;
     /* a regular file is read as GGUF (the reader checks its magic), anything
      * else as a Hugging Face folder */
     struct stat sb;
@@ -982,6 +1041,42 @@ int eng_model_load(const char *path, eng_model **out, eng_err *err) {
     }
     *out = m;
     return ENG_OK;
+}
+
+int eng_model_load(const char *path, eng_model **out, eng_err *err) {
+    return load_model(path, 0, out, err);
+}
+
+int eng_model_load_blocks(const char *path, eng_model **out, eng_err *err) {
+    return load_model(path, 1, out, err);
+}
+
+int eng_model_dense(const eng_model *m, eng_err *err) {
+    if (!m) return eng_seterr(err, ENG_EINVAL, "eng_model_dense: no model");
+    /* The f32 copy is a cache of the file's values, not a change of the
+     * model: a const model gets it, written through this cast. */
+    eng_model *w = (eng_model *)m;
+    model_priv *p = w->priv;
+    pthread_mutex_lock(&p->lock);
+    int rc = p->n_deferred ? convert_all(p, p->deferred, p->n_deferred, &p->arena_dense,
+                                         "the f32 copy of its quantized matrices", err)
+                           : ENG_OK;
+    if (!rc && p->n_deferred) {
+        if (w->cfg.tie_embeddings) w->lm_head = w->embed;
+        free(p->deferred);
+        p->deferred = NULL;
+        p->n_deferred = 0;
+    }
+    pthread_mutex_unlock(&p->lock);
+    return rc;
+}
+
+int eng_model_has_dense(const eng_model *m) {
+    model_priv *p = m->priv;
+    pthread_mutex_lock(&p->lock);
+    int done = !p->n_deferred;
+    pthread_mutex_unlock(&p->lock);
+    return done;
 }
 
 void eng_model_free(eng_model *m) {
@@ -997,6 +1092,9 @@ void eng_model_free(eng_model *m) {
         eng_gguf_close(p->gguf);
         free(p->where);
         free(p->arena);
+        free(p->deferred);
+        free(p->arena_dense);
+        pthread_mutex_destroy(&p->lock);
         free(p);
     }
     if (m->tok) eng_tok_free(m->tok);

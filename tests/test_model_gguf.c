@@ -10,8 +10,9 @@
  * message naming the file and what is wrong.  Built with CUDA on a GPU
  * machine, the Q8_0 variant also runs on the CUDA backend. */
 #include <stdint.h>
+#include <sys/resource.h>
 #include "t.h"
-#include "internal.h"
+#include "backend.h"
 #include "gguf_write.h"
 #include "mkgguf.h"
 
@@ -187,18 +188,40 @@ static void build(gw *w, const eng_model *m, int variant, expect *ex) {
     free(tmp);
 }
 
-/* Writes the GGUF file for variant and loads it; the file is removed. */
-static int load_variant(const eng_model *src, int variant, expect *ex, eng_model **out,
-                        eng_err *err) {
+/* Writes the GGUF file for variant to path: 0, or -1. */
+static int write_variant(const eng_model *src, int variant, expect *ex, const char *path) {
     gw w;
     build(&w, src, variant, ex);
     size_t n;
     uint8_t *p = gw_image(&w, &n);
     gw_free(&w);
-    const char *path = path_for("model");
-    int rc = write_bytes(path, p, n) ? ENG_EIO : eng_model_load(path, out, err);
-    unlink(path);
+    int rc = write_bytes(path, p, n);
     free(p);
+    return rc;
+}
+
+/* Writes src's V_Q8 variant to path (the expected weights dropped): 0, or -1. */
+static int write_q8(const eng_model *src, const char *path) {
+    expect ex = {0};
+    size_t Q = (size_t)src->cfg.n_heads * src->cfg.head_dim, H = src->cfg.hidden;
+    for (int l = 0; l < src->cfg.n_layers && l < 8; l++) {
+        ex.wq[l] = malloc(sizeof(float) * Q * H);
+        ex.down[l] = malloc(sizeof(float) * H * src->cfg.intermediate);
+    }
+    int rc = write_variant(src, V_Q8, &ex, path);
+    for (int l = 0; l < 8; l++) {
+        free(ex.wq[l]);
+        free(ex.down[l]);
+    }
+    return rc;
+}
+
+/* Writes the GGUF file for variant and loads it; the file is removed. */
+static int load_variant(const eng_model *src, int variant, expect *ex, eng_model **out,
+                        eng_err *err) {
+    const char *path = path_for("model");
+    int rc = write_variant(src, variant, ex, path) ? ENG_EIO : eng_model_load(path, out, err);
+    unlink(path);
     return rc;
 }
 
@@ -208,14 +231,13 @@ static int same(const float *a, const float *b, size_t n) {
 
 #define STEPS 4
 
-/* STEPS greedy steps of m on backend from a fixed prompt: each step's
- * logits into rows (STEPS x vocab) and token into ids. */
-static int run_steps(eng_model *m, int backend, float *rows, int *ids, eng_err *err) {
+/* STEPS greedy steps of m on an engine of options o from a fixed prompt:
+ * each step's logits into rows (STEPS x vocab) and token into ids. */
+static int run_opts(eng_model *m, const eng_opts *o, float *rows, int *ids, eng_err *err) {
     int V = m->cfg.vocab_size, prompt[5] = {5, 17, 300, 2, 9}, seq, n = 0;
     eng_engine *e = NULL;
     eng_sampling greedy = {0};
-    eng_opts o = {.backend = backend, .max_seqs = 1, .n_threads = 1};
-    int rc = eng_create(m, &o, &e, err);
+    int rc = eng_create(m, o, &e, err);
     if (!rc) rc = eng_seq_add(e, prompt, 5, &greedy, &seq, err);
     for (int s = 0; s < STEPS && !rc; s++) {
         eng_token t;
@@ -228,6 +250,12 @@ static int run_steps(eng_model *m, int backend, float *rows, int *ids, eng_err *
     }
     eng_destroy(e);
     return rc;
+}
+
+/* run_opts on backend (one thread, one sequence). */
+static int run_steps(eng_model *m, int backend, float *rows, int *ids, eng_err *err) {
+    eng_opts o = {.backend = backend, .max_seqs = 1, .n_threads = 1};
+    return run_opts(m, &o, rows, ids, err);
 }
 
 /* Greedy steps from the same prompt on both models (CPU): identical logits. */
@@ -340,17 +368,9 @@ static void test_cuda(void) {
     eng_err err = {0};
     eng_model *src = NULL, *m = NULL;
     if (eng_model_load(LLAMA, &src, &err)) T_FAIL("%s", err.msg);
-    expect ex = {0};
-    size_t Q = (size_t)src->cfg.n_heads * src->cfg.head_dim, H = src->cfg.hidden;
-    for (int l = 0; l < src->cfg.n_layers && l < 8; l++) {
-        ex.wq[l] = malloc(sizeof(float) * Q * H);
-        ex.down[l] = malloc(sizeof(float) * H * src->cfg.intermediate);
-    }
-    int rc = load_variant(src, V_Q8, &ex, &m, &err);
-    for (int l = 0; l < 8; l++) {
-        free(ex.wq[l]);
-        free(ex.down[l]);
-    }
+    const char *path = path_for("model");
+    int rc = write_q8(src, path) ? ENG_EIO : eng_model_load(path, &m, &err);
+    unlink(path);
     eng_model_free(src);
     if (rc) T_FAIL("%s", err.msg);
     size_t V = (size_t)m->cfg.vocab_size;
@@ -467,6 +487,259 @@ static void check_mkgguf(const char *arch, int format, int tied) {
 static void test_mkgguf_q4_k_m(void) { check_mkgguf("llama", MKG_Q4_K_M, 0); }
 static void test_mkgguf_q8_0(void) { check_mkgguf("qwen2", MKG_Q8_0, 1); }
 
+/* ---------------------------------------------- eng_model_load_blocks */
+
+/* One f32 weight of a model: its pointer, element count and the raw tensor
+ * it comes from (llama's q/k: as stored; NULL where none is kept). */
+typedef struct wref { float *const *p; size_t n; const eng_tensor *t; } wref;
+
+#define WREFS(m) (3 + 16 * (m)->cfg.n_layers)
+
+/* Every f32 weight of m, in a fixed order; returns how many (WREFS). */
+static int weights_of(const eng_model *m, wref *r) {
+    const eng_config *c = &m->cfg;
+    size_t H = c->hidden, V = c->vocab_size, D = c->head_dim, I = c->intermediate;
+    size_t Q = (size_t)c->n_heads * D, KV = (size_t)c->n_kv_heads * D;
+    int k = 0;
+    r[k++] = (wref){&m->embed, V * H, m->t_embed};
+    r[k++] = (wref){&m->final_norm, H, m->t_final_norm};
+    r[k++] = (wref){&m->lm_head, V * H, m->t_lm_head};
+    for (int l = 0; l < c->n_layers; l++) {
+        const eng_layer_w *L = &m->layers[l];
+        r[k++] = (wref){&L->attn_norm, H, L->t_attn_norm};
+        r[k++] = (wref){&L->wq, Q * H, L->t_wq ? L->t_wq : L->t_wq_gguf};
+        r[k++] = (wref){&L->wk, KV * H, L->t_wk ? L->t_wk : L->t_wk_gguf};
+        r[k++] = (wref){&L->wv, KV * H, L->t_wv};
+        r[k++] = (wref){&L->wo, H * Q, L->t_wo};
+        r[k++] = (wref){&L->bq, Q, L->t_bq};
+        r[k++] = (wref){&L->bk, KV, L->t_bk};
+        r[k++] = (wref){&L->bv, KV, L->t_bv};
+        r[k++] = (wref){&L->ffn_norm, H, L->t_ffn_norm};
+        r[k++] = (wref){&L->w_gate, I * H, L->t_gate};
+        r[k++] = (wref){&L->w_up, I * H, L->t_up};
+        r[k++] = (wref){&L->w_down, H * I, L->t_down};
+        r[k++] = (wref){&L->q_norm, D, L->t_q_norm};
+        r[k++] = (wref){&L->k_norm, D, L->t_k_norm};
+        r[k++] = (wref){&L->post_attn_norm, H, L->t_post_attn_norm};
+        r[k++] = (wref){&L->post_ffn_norm, H, L->t_post_ffn_norm};
+    }
+    return k;
+}
+
+/* What eng_model_load_blocks leaves without an f32 copy. */
+static int is_blocks(const eng_tensor *t) {
+    return t && t->ndim == 2 && eng_dt_block(t->dtype) > 1;
+}
+
+/* path loaded with eng_model_load_blocks against eng_model_load: the same
+ * raw tensors; the block-quantized matrices have no f32 copy, everything
+ * else has the eager one, and the CPU backends refuse the model while a
+ * copy is missing; eng_model_dense then makes every f32 weight the eager
+ * one bit for bit (llama's reordered q/k, the tied lm_head included) and a
+ * second call changes nothing; an engine made from another lazily loaded
+ * model gives the eager model's greedy steps.  Returns how many weights
+ * waited (-1 when a load failed). */
+static int check_blocks(const char *path, const char *what) {
+    eng_err err = {0};
+    eng_model *a = NULL, *b = NULL, *c = NULL;
+    if (eng_model_load(path, &a, &err) || eng_model_load_blocks(path, &b, &err) ||
+        eng_model_load_blocks(path, &c, &err)) {
+        printf("  %s: %s\n", what, err.msg);
+        t_cur_failed = 1;
+        eng_model_free(a);
+        eng_model_free(b);
+        return -1;
+    }
+    wref *ra = malloc(sizeof *ra * WREFS(a)), *rb = malloc(sizeof *rb * WREFS(b));
+    float **before = malloc(sizeof *before * WREFS(b));
+    int n = weights_of(a, ra), deferred = 0;
+    weights_of(b, rb);
+    for (int i = 0; i < n; i++) {
+        int lazy = is_blocks(ra[i].t);
+        deferred += lazy && !(ra[i].p == &a->lm_head && a->cfg.tie_embeddings);   /* once */
+        T_CHECKF(!ra[i].t == !rb[i].t && (!ra[i].t || !strcmp(ra[i].t->name, rb[i].t->name)),
+                 "%s weight %d: raw tensors differ", what, i);
+        T_CHECKF(!*rb[i].p == (!*ra[i].p || lazy) &&
+                 (!*rb[i].p || same(*ra[i].p, *rb[i].p, ra[i].n)),
+                 "%s weight %d (%s): %s before eng_model_dense", what, i,
+                 ra[i].t ? ra[i].t->name : "-", *rb[i].p ? "f32 copy" : "no f32 copy");
+    }
+    T_CHECK(eng_model_has_dense(a) && eng_model_has_dense(b) == !deferred);
+    eng_backend *be = NULL;
+    int rc = eng_backend_cpu_create(b, 4, 16, ENG_KV_F32, 1, &be, &err);
+    T_CHECKF(deferred ? rc == ENG_EINVAL && !be && strstr(err.msg, "eng_model_dense") : !rc,
+             "%s: CPU backend: rc %d, %s", what, rc, err.msg);
+    if (be) be->destroy(be);
+    be = NULL;
+    rc = eng_backend_split_create(b, 4, 16, ENG_KV_F32, 2, 2, &be, &err);
+    T_CHECKF(deferred ? rc == ENG_EINVAL && !be && strstr(err.msg, "eng_model_dense") : !rc,
+             "%s: split backend: rc %d, %s", what, rc, err.msg);
+    if (be) be->destroy(be);
+    rc = eng_model_dense(b, &err);
+    T_CHECKF(!rc && eng_model_has_dense(b), "%s: eng_model_dense: %s", what, err.msg);
+    for (int i = 0; i < n; i++) {
+        T_CHECKF(!*ra[i].p ? !*rb[i].p : same(*ra[i].p, *rb[i].p, ra[i].n),
+                 "%s weight %d (%s) after eng_model_dense", what, i, ra[i].t ? ra[i].t->name : "-");
+        before[i] = *rb[i].p;
+    }
+    if (a->cfg.tie_embeddings) T_CHECK(b->lm_head == b->embed && a->lm_head == a->embed);
+    rc = eng_model_dense(b, &err);
+    T_CHECKF(!rc && eng_model_has_dense(b), "%s: second eng_model_dense: %s", what, err.msg);
+    for (int i = 0; i < n; i++) T_CHECKF(*rb[i].p == before[i], "%s weight %d moved", what, i);
+    T_CHECKF(same_logits(a, c), "%s: the lazily loaded model's steps differ", what);
+    T_CHECK(eng_model_has_dense(c));
+    free(ra);
+    free(rb);
+    free(before);
+    eng_model_free(a);
+    eng_model_free(b);
+    eng_model_free(c);
+    return deferred;
+}
+
+/* mkgguf's random models in Q4_K_M (llama: q/k rows reordered; tied: the
+ * Q6_K embedding is the lm_head; gemma3: norms held as 1 + w) and Q8_0
+ * (qwen2, tied), llama's own fixture as GGUF with attn_q and ffn_down in
+ * Q8_0 beside F32 (attn_k's rows reordered at load, attn_q's later), and a
+ * folder (nothing waits); a file cut short is refused as by
+ * eng_model_load. */
+static void test_load_blocks(void) {
+    static const struct { mkg_shape sh; int format; } cases[] = {
+        {{"llama", 512, 256, 512, 8, 4, 2, 64, 0, 0, 10000.0}, MKG_Q4_K_M},
+        {{"llama", 512, 256, 512, 8, 4, 2, 64, 1, 0, 10000.0}, MKG_Q4_K_M},
+        {{"qwen2", 512, 256, 512, 2, 4, 2, 64, 1, 0, 10000.0}, MKG_Q8_0},
+        {{"gemma3", 512, 256, 512, 4, 4, 2, 64, 1, 8, 10000.0}, MKG_Q4_K_M},
+    };
+    const char *path = path_for("blocks");
+    char msg[256], what[64];
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        snprintf(what, sizeof what, "%s %s%s", cases[i].sh.arch,
+                 cases[i].format == MKG_Q4_K_M ? "q4_k_m" : "q8_0", cases[i].sh.tied ? " tied" : "");
+        if (mkg_write(path, &cases[i].sh, cases[i].format, 7, msg, sizeof msg))
+            T_FAIL("%s: %s", what, msg);
+        int n = check_blocks(path, what);
+        printf("  %s: %d matrices waited for eng_model_dense\n", what, n);
+        T_CHECKF(n > 0, "%s: %d deferred", what, n);
+    }
+    eng_err err = {0};
+    eng_model *src = NULL, *m = NULL;
+    if (eng_model_load(LLAMA, &src, &err)) T_FAIL("%s", err.msg);
+    int rc = write_q8(src, path);
+    T_CHECK(!rc && check_blocks(path, "llama fixture, q8_0 attn_q") == 2 * src->cfg.n_layers);
+    eng_model_free(src);
+    T_CHECK(check_blocks(LLAMA, "llama fixture folder") == 0);
+    /* cut short: the last tensor's data runs past the end */
+    FILE *f = fopen(path, "rb");
+    long size = f && !fseek(f, 0, SEEK_END) ? ftell(f) : -1;
+    if (f) fclose(f);
+    T_CHECK(size > 4096 && truncate(path, size - 100) == 0);
+    rc = eng_model_load_blocks(path, &m, &err);
+    T_CHECKF(rc == ENG_EFORMAT && !m && strstr(err.msg, path) && strstr(err.msg, "truncated"),
+             "cut file: rc %d, %s", rc, err.msg);
+    eng_model_free(m);
+    unlink(path);
+}
+
+/* Writes mkgguf's model sh in format and loads it with eng_model_load into
+ * *eager (unless eager is NULL) and with eng_model_load_blocks into *lazy;
+ * the file is removed.  ENG_OK, or a code with both left NULL. */
+static int mk_models(const mkg_shape *sh, int format, eng_model **eager, eng_model **lazy,
+                     eng_err *err) {
+    const char *path = path_for("mk2");
+    char msg[256];
+    if (mkg_write(path, sh, format, 3, msg, sizeof msg))
+        return eng_seterr(err, ENG_EIO, "%s", msg);
+    int rc = eager ? eng_model_load(path, eager, err) : ENG_OK;
+    if (!rc) rc = eng_model_load_blocks(path, lazy, err);
+    unlink(path);
+    if (rc && eager) {
+        eng_model_free(*eager);
+        *eager = NULL;
+    }
+    return rc;
+}
+
+/* eng_model_dense without the memory for its arena: ENG_ENOMEM saying so,
+ * the model unchanged; with the memory back, it converts.  The address
+ * space is capped just above what the process maps, and the arena (an
+ * untied 40000-token vocabulary: 80 MB) is far above malloc's largest
+ * mmap threshold (32 MB), so no free heap can serve it.  Not under a
+ * sanitizer, whose allocator does not return NULL. */
+static void test_dense_enomem(void) {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    T_SKIP("sanitizer build: its allocator aborts instead of failing");
+#else
+    const mkg_shape sh = {"qwen2", 40000, 256, 512, 2, 4, 2, 64, 0, 0, 10000.0};
+    eng_err err = {0};
+    eng_model *m = NULL;
+    int rc = mk_models(&sh, MKG_Q8_0, NULL, &m, &err);
+    if (rc) T_FAIL("%s", err.msg);
+    struct rlimit old, cap;
+    long pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (!f || fscanf(f, "%ld", &pages) != 1 || getrlimit(RLIMIT_AS, &old)) {
+        if (f) fclose(f);
+        eng_model_free(m);
+        T_FAIL("cannot read the address space size or its limit");
+    }
+    fclose(f);
+    cap = old;
+    cap.rlim_cur = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + ((rlim_t)16 << 20);
+    if (old.rlim_cur != RLIM_INFINITY && cap.rlim_cur > old.rlim_cur) cap.rlim_cur = old.rlim_cur;
+    T_CHECK(!setrlimit(RLIMIT_AS, &cap));
+    rc = eng_model_dense(m, &err);
+    T_CHECK(!setrlimit(RLIMIT_AS, &old));
+    T_CHECKF(rc == ENG_ENOMEM && strstr(err.msg, "cannot allocate") &&
+             strstr(err.msg, "f32 copy") && strstr(err.msg, "brisk_test_gguf"), "rc %d: %s", rc, err.msg);
+    T_CHECK(!eng_model_has_dense(m) && !m->embed && !m->lm_head && !m->layers[0].wq);
+    rc = eng_model_dense(m, &err);
+    T_CHECKF(!rc && eng_model_has_dense(m) && m->embed && m->lm_head && m->layers[1].w_down,
+             "rc %d: %s", rc, err.msg);
+    eng_model_free(m);
+#endif
+}
+
+/* The CUDA backend holding the blocks alone (--quant-lean) on a lazily
+ * loaded Q4_K_M llama: eng_create leaves the f32 copy unmade, and the
+ * greedy steps are bit for bit those of the same engine on the eagerly
+ * loaded model.  Skips when built without CUDA or where no GPU is
+ * visible. */
+static void test_cuda_lean_blocks(void) {
+#ifndef BRISK_CUDA
+    T_SKIP("built without CUDA (make CUDA=1; it runs on a GPU machine)");
+#else
+    const mkg_shape sh = {"llama", 512, 256, 512, 8, 4, 2, 64, 0, 0, 10000.0};
+    eng_err err = {0};
+    eng_model *a = NULL, *b = NULL;
+    int rc = mk_models(&sh, MKG_Q4_K_M, &a, &b, &err);
+    if (rc) T_FAIL("%s", err.msg);
+    const size_t n = (size_t)512 * STEPS;
+    float *ra = malloc(sizeof(float) * n), *rb = malloc(sizeof(float) * n);
+    int ia[STEPS], ib[STEPS];
+    eng_opts o = {.backend = ENG_BACKEND_CUDA, .quant = ENG_QUANT_LEAN, .max_seqs = 1,
+                  .n_threads = 1};
+    rc = run_opts(a, &o, ra, ia, &err);
+    if (rc == ENG_EUNSUPPORTED && strstr(err.msg, "device")) {
+        free(ra);
+        free(rb);
+        eng_model_free(a);
+        eng_model_free(b);
+        T_SKIP("no CUDA device: %s", err.msg);
+    }
+    T_CHECKF(!rc, "eager: %s", err.msg);
+    int rl = run_opts(b, &o, rb, ib, &err);
+    T_CHECKF(!rl, "lazy: %s", err.msg);
+    T_CHECK(!eng_model_has_dense(b) && !b->embed && !b->layers[0].wq);
+    T_CHECK(!rc && !rl && !memcmp(ia, ib, sizeof ia) && !memcmp(ra, rb, sizeof(float) * n));
+    for (int s = 0; s < STEPS && !rc && !rl; s++)
+        printf("  step %d: token %d (eager), %d (lazy)\n", s, ia[s], ib[s]);
+    free(ra);
+    free(rb);
+    eng_model_free(a);
+    eng_model_free(b);
+#endif
+}
+
 static void test_refused(void) {
     static const struct { int variant, code; const char *w1, *w2; } cases[] = {
         {V_ARCH, ENG_EUNSUPPORTED, "architecture gpt2", NULL},
@@ -509,6 +782,9 @@ int main(void) {
     T_RUN(test_refused);
     T_RUN(test_mkgguf_q4_k_m);
     T_RUN(test_mkgguf_q8_0);
+    T_RUN(test_load_blocks);
+    T_RUN(test_dense_enomem);
     T_RUN(test_cuda);
+    T_RUN(test_cuda_lean_blocks);
     T_DONE();
 }

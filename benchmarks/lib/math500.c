@@ -687,7 +687,7 @@ static int write_svg(const bench *B, eng_err *err) {
  * the calibration's batch, each with a full context. */
 static int open_engine(bench *B, eng_err *err) {
     const bench_math500_opts *o = B->o;
-    int rc = eng_model_load(o->model, &B->m, err);
+    int rc = eng_model_load_blocks(o->model, &B->m, err);
     if (rc) return rc;
     const eng_config *c = eng_model_config(B->m);
     int width = 2 * max_n(o);
@@ -714,7 +714,7 @@ static int setup_spec(bench *B, eng_err *err) {
     B->accept = -1;
     B->spec = (eng_spec_opts){ .mode = ENG_SPEC_NGRAM };
     if (o->draft) {
-        int rc = eng_model_load(o->draft, &B->draft, err);
+        int rc = eng_model_load_blocks(o->draft, &B->draft, err);
         if (rc) return rc;
         B->spec.mode = ENG_SPEC_DRAFT;
         B->spec.draft_model = B->draft;

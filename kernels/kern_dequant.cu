@@ -3,93 +3,91 @@
  * bf16 halves the wide path reads (cuda_backend.cu, quant_wide): hi =
  * bf16(w), lo = bf16(w - hi).
  *
- * A thread takes 256 elements of a row (one K-format block, or eight
- * 32-element blocks rebuilt from their planes into GGUF's byte order) and
- * runs quant_block.h's function on them, the CPU's own code: this file is
+ * A warp takes 256 elements of a row (one K-format block, or eight
+ * 32-element blocks read from their planes), a lane 8 consecutive ones, and
+ * runs quant_block.h's element functions on them (which give the CPU's
+ * block functions' values bit for bit: tests/test_gguf.c): this file is
  * compiled with -fmad=false (Makefile) so that no product and sum fuse into
- * an FMA the CPU does not do, and the values are bit-identical. */
+ * an FMA the CPU does not do.  A lane's 8 values leave as one 16-byte store
+ * each of hi and lo, so a warp writes 512 contiguous bytes of each. */
 #include "kern_quant.cuh"
 #include "quant_block.h"
 
-#define DQ_CHUNK 256
+#define DQ_CHUNK 256   /* elements a warp */
+#define DQ_WARPS 8
 
-/* Block b of a row of type t in the device layout, as GGUF stores it, in
- * buf (32-element formats; K formats are read where they lie). */
-__device__ __forceinline__ const uint8_t *dq_block(int t, const uint8_t *row, int b, int nb,
-                                                   uint8_t *buf) {
-    /* qstep_bytes: a K-format block's stride, or eight GGUF 32-element blocks */
-    if (t == ENG_DT_Q4_K || t == ENG_DT_Q5_K || t == ENG_DT_Q6_K) return row + (size_t)b * qstep_bytes(t);
+/* Element k of a row of type t (K elements, nb = K / 32) in the device
+ * layout: K formats' blocks as GGUF stores them, the 32-element formats'
+ * fields from their planes (q32_layout). */
+__device__ __forceinline__ float dq_elem(int t, const uint8_t *row, int k, int nb) {
+    if (t == ENG_DT_Q4_K || t == ENG_DT_Q5_K || t == ENG_DT_Q6_K)
+        return eng_qb_elem_k(t, row + (size_t)(k / 256) * qstep_bytes(t), k % 256);
     const q32_planes l = q32_layout(t, nb);
-    const int bb = qstep_bytes(t) / 8, five = t == ENG_DT_Q5_0 || t == ENG_DT_Q5_1;
-    for (int i = 0; i < l.db; i++) buf[i] = row[l.doff + (size_t)b * l.db + i];
-    if (five)
-        for (int i = 0; i < 4; i++) buf[l.db + i] = row[l.hoff + (size_t)b * 4 + i];
-    for (int i = 0; i < l.qb; i++) buf[bb - l.qb + i] = row[(size_t)b * l.qb + i];
-    return buf;
+    const int b = k / 32;
+    return eng_qb_elem32(t, row + l.doff + (size_t)b * l.db, row + l.hoff + (size_t)b * 4,
+                         row + (size_t)b * l.qb, k % 32);
 }
 
-/* Elements [c DQ_CHUNK, ...) of row n of W (K elements), as the CPU
- * dequantizes them, into y; returns their count. */
-__device__ __forceinline__ int dq_chunk(const kern_qw &W, int n, int c, int K, float *y) {
+/* The 8 elements k.. of row n of W (K a multiple of 8: 32). */
+__device__ __forceinline__ void dq_eight(const kern_qw &W, int n, int k, int K, float (&w)[8]) {
     int t;
     const uint8_t *row = qrow(W, n, &t);
-    const int be = t == ENG_DT_Q4_K || t == ENG_DT_Q5_K || t == ENG_DT_Q6_K ? 256 : 32;
-    const int k0 = c * DQ_CHUNK, k1 = min(K, k0 + DQ_CHUNK);
-    uint8_t buf[36];
-    for (int k = k0; k < k1; k += be) eng_qb_block(t, dq_block(t, row, k / be, K / be, buf), y + (k - k0));
-    return k1 - k0;
+#pragma unroll
+    for (int j = 0; j < 8; j++) w[j] = dq_elem(t, row, k + j, K / 32);
 }
 
-__global__ void dequant_halves_kernel(kern_qw W, int N, int K, uint16_t *out) {
-    const int chunks = (K + DQ_CHUNK - 1) / DQ_CHUNK;
-    const long long id = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+__global__ void __launch_bounds__(DQ_WARPS * 32)
+dequant_halves_kernel(kern_qw W, int N, int K, uint16_t *out) {
+    const int chunks = (K + DQ_CHUNK - 1) / DQ_CHUNK, lane = threadIdx.x & 31;
+    const long long id = (long long)blockIdx.x * DQ_WARPS + (threadIdx.x >> 5);
     if (id >= (long long)N * chunks) return;
-    const int n = (int)(id / chunks), c = (int)(id % chunks);
-    float y[DQ_CHUNK];
-    const int k0 = c * DQ_CHUNK, k1 = k0 + dq_chunk(W, n, c, K, y);
-    /* 8 elements a 16-byte store: n K + k is a multiple of 8 (K of 32) */
-    uint16_t *hi = out + (size_t)n * K, *lo = out + (size_t)N * K + (size_t)n * K;
-    for (int k = k0; k < k1; k += 8) {
-        uint16_t h8[8], l8[8];
+    const int n = (int)(id / chunks), k = (int)(id % chunks) * DQ_CHUNK + 8 * lane;
+    if (k >= K) return;
+    float w[8];
+    dq_eight(W, n, k, K, w);
+    uint16_t h8[8], l8[8];
 #pragma unroll
-        for (int j = 0; j < 8; j++) {
-            const float w = y[k - k0 + j];
-            const __nv_bfloat16 h = __float2bfloat16_rn(w);
-            h8[j] = __bfloat16_as_ushort(h);
-            l8[j] = __bfloat16_as_ushort(__float2bfloat16_rn(__fsub_rn(w, __bfloat162float(h))));
-        }
-        uint4 hv, lv;
-        memcpy(&hv, h8, 16);
-        memcpy(&lv, l8, 16);
-        *(uint4 *)(hi + k) = hv;
-        *(uint4 *)(lo + k) = lv;
+    for (int j = 0; j < 8; j++) {
+        const __nv_bfloat16 h = __float2bfloat16_rn(w[j]);
+        h8[j] = __bfloat16_as_ushort(h);
+        l8[j] = __bfloat16_as_ushort(__float2bfloat16_rn(__fsub_rn(w[j], __bfloat162float(h))));
     }
+    uint4 hv, lv;
+    memcpy(&hv, h8, 16);
+    memcpy(&lv, l8, 16);
+    /* n K + k is a multiple of 8 */
+    *(uint4 *)(out + (size_t)n * K + k) = hv;
+    *(uint4 *)(out + (size_t)N * K + (size_t)n * K + k) = lv;
 }
 
 extern "C" int kern_dequant_halves(cudaStream_t s, const kern_qw *W, int N, int K, uint16_t *out) {
     if (!qw_segments_ok(W, N, K)) return (int)cudaErrorInvalidValue;
-    const long long threads = (long long)N * ((K + DQ_CHUNK - 1) / DQ_CHUNK);
-    const int bs = 128;
-    dequant_halves_kernel<<<(unsigned)((threads + bs - 1) / bs), bs, 0, s>>>(*W, N, K, out);
+    const long long warps = (long long)N * ((K + DQ_CHUNK - 1) / DQ_CHUNK);
+    dequant_halves_kernel<<<(unsigned)((warps + DQ_WARPS - 1) / DQ_WARPS), DQ_WARPS * 32, 0, s>>>(
+        *W, N, K, out);
     return (int)cudaGetLastError();
 }
 
-/* One block a row, a thread a chunk: x[r] = row tokens[r] of E times scale,
+/* A block a row, a lane 8 elements: x[r] = row tokens[r] of E times scale,
  * as kern_embed writes it from the dense copy. */
-__global__ void embed_q_kernel(kern_qw E, int H, const kern_step *st, float scale, float *x) {
+__global__ void __launch_bounds__(DQ_WARPS * 32)
+embed_q_kernel(kern_qw E, int H, const kern_step *st, float scale, float *x) {
     pdl_launch();
     pdl_wait();
     const int r = blockIdx.x, tok = st->tokens[r];
-    float y[DQ_CHUNK];
-    for (int c = threadIdx.x; c * DQ_CHUNK < H; c += blockDim.x) {
-        const int n = dq_chunk(E, tok, c, H, y);
-        float *xr = x + (size_t)r * H + (size_t)c * DQ_CHUNK;
-        for (int k = 0; k < n; k++) xr[k] = scale == 1.0f ? y[k] : y[k] * scale;
+    for (int k = 8 * threadIdx.x; k < H; k += 8 * blockDim.x) {
+        float w[8];
+        dq_eight(E, tok, k, H, w);
+#pragma unroll
+        for (int j = 0; j < 8; j++) w[j] = scale == 1.0f ? w[j] : w[j] * scale;
+        float4 *xr = (float4 *)(x + (size_t)r * H + k);
+        xr[0] = make_float4(w[0], w[1], w[2], w[3]);
+        xr[1] = make_float4(w[4], w[5], w[6], w[7]);
     }
 }
 
 extern "C" int kern_embed_q(cudaStream_t s, const kern_qw *E, int V, int H, const kern_step *st,
                             int R, float scale, float *x, int pdl) {
     if (R < 1 || !qw_segments_ok(E, V, H)) return (int)cudaErrorInvalidValue;
-    return (int)klaunch(embed_q_kernel, dim3(R), dim3(32), 0, s, pdl, *E, H, st, scale, x);
+    return (int)klaunch(embed_q_kernel, dim3(R), dim3(DQ_WARPS * 32), 0, s, pdl, *E, H, st, scale, x);
 }

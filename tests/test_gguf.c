@@ -16,6 +16,8 @@
 #include <cjson/cJSON.h>
 #include "gguf.h"
 #include "gguf_write.h"
+#include "internal.h"
+#include "quant_block.h"
 
 /* --------------------------------------------------------- a valid file */
 
@@ -630,6 +632,39 @@ static void test_dequant_known(void) {
     T_CHECK(eng_dt_block(ENG_DT_F32) == 1 && eng_dt_block_bytes(ENG_DT_BF16) == 2);
 }
 
+/* quant_block.h's element functions give every element of every type bit
+ * for bit as the block functions do (the GPU's dequantization runs the
+ * former, the CPU's the latter). */
+static void test_dequant_elements(void) {
+    static const int types[] = {ENG_DT_Q8_0, ENG_DT_Q4_0, ENG_DT_Q4_1, ENG_DT_Q5_0,
+                                ENG_DT_Q5_1, ENG_DT_Q4_K, ENG_DT_Q5_K, ENG_DT_Q6_K};
+    for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++) {
+        const int dt = types[ti], bs = eng_dt_block(dt), bb = eng_dt_block_bytes(dt);
+        int diff = 0;
+        for (int rep = 0; rep < 20; rep++) {
+            static uint8_t buf[NBLK * 256 + 8];
+            double want[NBLK * 256];
+            float got[NBLK * 256];
+            eng_tensor t = {.dtype = dt, .ndim = 1, .shape = {NBLK * bs, 1, 1, 1}, .data = buf + 1};
+            t.nbytes = build_blocks(dt, buf + 1, want);
+            eng_to_f32(&t, got);
+            for (int e = 0; e < NBLK * bs; e++) {
+                const uint8_t *b = buf + 1 + (size_t)(e / bs) * bb;
+                float v;
+                if (bs == 256) {
+                    v = eng_qb_elem_k(dt, b, e % bs);
+                } else {
+                    const int one = dt == ENG_DT_Q4_1 || dt == ENG_DT_Q5_1;
+                    const int five = dt == ENG_DT_Q5_0 || dt == ENG_DT_Q5_1;
+                    v = eng_qb_elem32(dt, b, b + 2 + 2 * one, b + 2 + 2 * one + 4 * five, e % bs);
+                }
+                diff += memcmp(&v, &got[e], 4) != 0;
+            }
+        }
+        T_CHECKF(diff == 0, "%s: %d elements differ from the block function's", eng_dt_name(dt), diff);
+    }
+}
+
 static int dt_by_name(const char *s) {
     for (int dt = 0; dt < ENG_DT_COUNT; dt++)
         if (!strcmp(eng_dt_name(dt), s)) return dt;
@@ -683,6 +718,7 @@ int main(void) {
     T_RUN(test_bad_tensors);
     T_RUN(test_fuzz);
     T_RUN(test_dequant_known);
+    T_RUN(test_dequant_elements);
     T_RUN(test_dequant_python);
     T_DONE();
 }

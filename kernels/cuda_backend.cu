@@ -1458,6 +1458,11 @@ static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
         c->ws = c->opt.quant_wide && c->opt.quant && c->qs_ok && c->wdt == KERN_F32;
         c->lean = c->ws && c->opt.quant_wide == 2;
     }
+    /* the f32 copy of a model loaded with eng_model_load_blocks: made here
+     * unless the blocks alone serve (a dense embedding beside them is
+     * converted from its tensor on the way up: put_weight) */
+    const bool embed_q = g->tie_embeddings || quantizable(m->t_embed, g->vocab_size, g->hidden);
+    if (!c->lean && (rc = eng_model_dense(m, err))) return rc;
     for (int l = 0; l < g->n_layers; l++) {
         if (!c->tp) {
             if ((rc = upload_layer(c, &m->layers[l], &c->layers[l], l, err))) return rc;
@@ -1484,7 +1489,7 @@ static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
      * pass reads qhead: kern_qgemv, kern_qskinny, 32 rows at a time past 32) */
     if (c->lean && g->tie_embeddings) {
         c->qembed = c->qhead;
-    } else if (c->lean && quantizable(m->t_embed, g->vocab_size, g->hidden)) {
+    } else if (c->lean && embed_q) {
         if ((rc = put_qseg(c, &c->qembed, m->t_embed, g->vocab_size, g->hidden, 0,
                            "embed_tokens blocks", err)))
             return rc;

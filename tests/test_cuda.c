@@ -2440,8 +2440,13 @@ static void quant_model(const struct qmodel *qm, int i) {
     f.name = qm->name;
     eng_err err = {0};
     int rc = eng_model_load(path, &f.m, &err);
-    unlink(path);   /* the mapping stays */
+    /* and without the f32 copy of the blocks, for the blocks alone below */
+    eng_model *lazy = NULL;
+    if (!rc) rc = eng_model_load_blocks(path, &lazy, &err);
+    unlink(path);   /* the mappings stay */
     if (rc) {
+        eng_model_free(f.m);
+        eng_model_free(lazy);
         T_CHECKF(0, "%s: %s", qm->name, err.msg);
         return;
     }
@@ -2520,6 +2525,12 @@ static void quant_model(const struct qmodel *qm, int i) {
         engine_case(&f);
         g_quant_engine = ENG_QUANT_LEAN;
         engine_case(&f);
+        /* the same from a model loaded without the f32 copy: none is made */
+        eng_model *eager = f.m;
+        f.m = lazy;
+        engine_case(&f);
+        T_CHECKF(!eng_model_has_dense(lazy), "%s: the blocks alone made the f32 copy", qm->name);
+        f.m = eager;
         g_quant_engine = ENG_QUANT_AUTO;
         for (int s = ENG_QUANT_AUTO; s <= ENG_QUANT_LEAN; s++) {
             eng_opts eo = {0};
@@ -2541,6 +2552,7 @@ static void quant_model(const struct qmodel *qm, int i) {
     }
     for (int p = 0; p < f.n_prompts; p++) free(f.p[p].ids);
     eng_model_free(f.m);
+    eng_model_free(lazy);
 }
 
 static void test_quant_models(void) {

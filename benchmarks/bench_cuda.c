@@ -1010,7 +1010,7 @@ int main(int argc, char **argv) {
     eng_err err = {0};
     eng_model *m = NULL;
     double t0 = eng_now_s();
-    if (eng_model_load(dir, &m, &err)) { fprintf(stderr, "bench_cuda: %s\n", err.msg); return 1; }
+    if (eng_model_load_blocks(dir, &m, &err)) { fprintf(stderr, "bench_cuda: %s\n", err.msg); return 1; }
     B.m = m;
     B.vocab = eng_model_config(m)->vocab_size;
     printf("model %s loaded in %.1f s\n", name, eng_now_s() - t0);

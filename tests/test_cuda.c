@@ -2490,7 +2490,8 @@ static void quant_model(const struct qmodel *qm, int i) {
         /* quant_wide: passes past 32 rows (40-row decode, the prompt
          * passes: 62 rows in batched_case, 300 in long_case) on the dense
          * copy's bf16 halves (1), or on halves made from the blocks per
-         * product (2: bit-identical, so long_case's error prints as for 1) */
+         * product (2: bit-identical halves; the lm_head of passes past 32
+         * output rows runs kern_qskinny's slices there, not f32) */
         size_t held[3] = {0, 0, 0};
         for (int qw = 1; qw <= 2; qw++) {
             g_quant_wide = qw;

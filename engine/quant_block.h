@@ -146,46 +146,60 @@ ENG_QB_FN void eng_qb_q6_k(const uint8_t *b, float *y) {
         }
 }
 
-/* ------------------------------------------------- one element at a time
+/* ------------------------------------------------------- runs of eight
  *
- * Element j of a block, by the same operations as the block functions
- * above (so the same float, bit for bit: tests/test_gguf.c compares every
- * element of every type).  The GPU's dequantization (kern_dequant.cu) runs
- * these, a lane a few elements. */
+ * Elements j0 .. j0 + 7 (j0 a multiple of 8) of a block, by the same
+ * operations as the block functions above, so the same floats bit for bit
+ * (tests/test_gguf.c compares every element of every type): eight
+ * consecutive elements share their scales, which are worked out once.  The
+ * GPU's dequantization (kern_dequant.cu) runs these, a lane a run. */
 
 /* 32-element formats, given the block's fields apart: dm its d (and m:
  * Q4_1, Q5_1), qh its 4 bytes of fifth bits (Q5_0, Q5_1; else unused), qs
  * its quants (GGUF's block is dm, qh, qs in that order). */
-ENG_QB_FN float eng_qb_elem32(int dt, const uint8_t *dm, const uint8_t *qh, const uint8_t *qs, int j) {
+ENG_QB_FN void eng_qb_run8_32(int dt, const uint8_t *dm, const uint8_t *qh, const uint8_t *qs, int j0,
+                              float *y) {
     const float d = eng_qb_half(dm);
-    switch (dt) {
-    case ENG_DT_Q8_0: return (float)(int8_t)qs[j] * d;
-    case ENG_DT_Q4_0: return (float)((j < 16 ? qs[j] & 0xf : qs[j - 16] >> 4) - 8) * d;
-    case ENG_DT_Q4_1: return (float)(j < 16 ? qs[j] & 0xf : qs[j - 16] >> 4) * d + eng_qb_half(dm + 2);
-    case ENG_DT_Q5_0: return (float)(eng_qb_q5(eng_qb_u32(qh), qs, j) - 16) * d;
-    case ENG_DT_Q5_1: return (float)eng_qb_q5(eng_qb_u32(qh), qs, j) * d + eng_qb_half(dm + 2);
-    default: return 0.0f;
+    const float m = dt == ENG_DT_Q4_1 || dt == ENG_DT_Q5_1 ? eng_qb_half(dm + 2) : 0.0f;
+    const uint32_t h = dt == ENG_DT_Q5_0 || dt == ENG_DT_Q5_1 ? eng_qb_u32(qh) : 0;
+    for (int i = 0; i < 8; i++) {
+        const int j = j0 + i, nib = j < 16 ? qs[j] & 0xf : qs[j - 16] >> 4;
+        switch (dt) {
+        case ENG_DT_Q8_0: y[i] = (float)(int8_t)qs[j] * d; break;
+        case ENG_DT_Q4_0: y[i] = (float)(nib - 8) * d; break;
+        case ENG_DT_Q4_1: y[i] = (float)nib * d + m; break;
+        case ENG_DT_Q5_0: y[i] = (float)(eng_qb_q5(h, qs, j) - 16) * d; break;
+        case ENG_DT_Q5_1: y[i] = (float)eng_qb_q5(h, qs, j) * d + m; break;
+        default: y[i] = 0.0f;
+        }
     }
 }
 
-/* K formats: element j (0..255) of block b as GGUF stores it. */
-ENG_QB_FN float eng_qb_elem_k(int dt, const uint8_t *b, int j) {
-    if (dt == ENG_DT_Q6_K) {
-        const int half = j / 128, Q = j % 128 / 32, l = j % 32;
-        const uint8_t *ql = b + 64 * half, *qh = b + 128 + 32 * half;
-        const int8_t *sc = (const int8_t *)(b + 192) + 8 * half;
-        const int lo = Q & 1 ? ql[l + 32] : ql[l];
-        const int q = ((Q & 2 ? lo >> 4 : lo & 0xf) | (qh[l] >> (2 * Q) & 3) << 4) - 32;
-        return eng_qb_half(b + 208) * (float)sc[l / 16 + 2 * Q] * (float)q;
+/* K formats: block b as GGUF stores it. */
+ENG_QB_FN void eng_qb_run8_k(int dt, const uint8_t *b, int j0, float *y) {
+    const int l0 = j0 % 32;
+    if (dt == ENG_DT_Q6_K) {   /* half, quarter Q: eng_qb_q6_k's y[l + 32 Q] */
+        const int half = j0 / 128, Q = j0 % 128 / 32;
+        const uint8_t *ql = b + 64 * half + (Q & 1) * 32, *qh = b + 128 + 32 * half;
+        const float ds = eng_qb_half(b + 208) * (float)(int8_t)b[192 + 8 * half + l0 / 16 + 2 * Q];
+        for (int i = 0; i < 8; i++) {
+            const int l = l0 + i;
+            const int q = ((Q & 2 ? ql[l] >> 4 : ql[l] & 0xf) | (qh[l] >> (2 * Q) & 3) << 4) - 32;
+            y[i] = ds * (float)q;
+        }
+        return;
     }
-    /* Q4_K, Q5_K: sub-block s = j / 32 of the pair j / 64 */
-    const int s = j / 32, l = j % 32;
+    /* Q4_K, Q5_K: sub-block s, its quants the low (s even) or high nibbles
+     * of the pair's 32 bytes */
+    const int s = j0 / 32;
     const uint8_t *q = b + (dt == ENG_DT_Q5_K ? 48 : 16) + 32 * (s / 2);
     int sc, mn;
     eng_qb_scale_min_k4(s, b + 4, &sc, &mn);
     const float d1 = eng_qb_half(b) * (float)sc, m1 = eng_qb_half(b + 2) * (float)mn;
-    const int hi = dt == ENG_DT_Q5_K ? (b[16 + l] >> s & 1) << 4 : 0;
-    return d1 * (float)((s & 1 ? q[l] >> 4 : q[l] & 0xf) | hi) - m1;
+    for (int i = 0; i < 8; i++) {
+        const int l = l0 + i, hi = dt == ENG_DT_Q5_K ? (b[16 + l] >> s & 1) << 4 : 0;
+        y[i] = d1 * (float)((s & 1 ? q[l] >> 4 : q[l] & 0xf) | hi) - m1;
+    }
 }
 
 /* One block of quantized type dt (ENG_DT_*, internal.h) into y (its

@@ -4,47 +4,73 @@
  * bf16(w), lo = bf16(w - hi).
  *
  * A warp takes 256 elements of a row (one K-format block, or eight
- * 32-element blocks read from their planes), a lane 8 consecutive ones, and
- * runs quant_block.h's element functions on them (which give the CPU's
- * block functions' values bit for bit: tests/test_gguf.c): this file is
- * compiled with -fmad=false (Makefile) so that no product and sum fuse into
- * an FMA the CPU does not do.  A lane's 8 values leave as one 16-byte store
- * each of hi and lo, so a warp writes 512 contiguous bytes of each. */
+ * 32-element blocks from their planes): it copies the chunk's bytes into
+ * shared memory with 16-byte loads, then each lane runs quant_block.h's run
+ * of eight on 8 consecutive elements (the same floats as the CPU's block
+ * functions: tests/test_gguf.c).  This file is compiled with -fmad=false
+ * (Makefile) so that no product and sum fuse into an FMA the CPU does not
+ * do.  A lane's 8 values leave as one 16-byte store each of hi and lo, so
+ * a warp writes 512 contiguous bytes of each. */
 #include "kern_quant.cuh"
 #include "quant_block.h"
 
 #define DQ_CHUNK 256   /* elements a warp */
 #define DQ_WARPS 8
 
-/* Element k of a row of type t (K elements, nb = K / 32) in the device
- * layout: K formats' blocks as GGUF stores them, the 32-element formats'
- * fields from their planes (q32_layout). */
-__device__ __forceinline__ float dq_elem(int t, const uint8_t *row, int k, int nb) {
-    if (t == ENG_DT_Q4_K || t == ENG_DT_Q5_K || t == ENG_DT_Q6_K)
-        return eng_qb_elem_k(t, row + (size_t)(k / 256) * qstep_bytes(t), k % 256);
-    const q32_planes l = q32_layout(t, nb);
-    const int b = k / 32;
-    return eng_qb_elem32(t, row + l.doff + (size_t)b * l.db, row + l.hoff + (size_t)b * 4,
-                         row + (size_t)b * l.qb, k % 32);
-}
+/* A warp's staging: a K-format block (up to the padded Q6_K's 224 bytes)
+ * at 0; or eight 32-element blocks' quants (up to 256 bytes) at 0, their
+ * d|m (up to 32) at DQ_DM and qh (32) at DQ_QH. */
+#define DQ_DM 256
+#define DQ_QH 288
+#define DQ_STAGE 320
 
-/* The 8 elements k.. of row n of W (K a multiple of 8: 32). */
-__device__ __forceinline__ void dq_eight(const kern_qw &W, int n, int k, int K, float (&w)[8]) {
+/* Copies chunk c of row n of W (K elements) into st; returns its type. */
+__device__ __forceinline__ int dq_stage(const kern_qw &W, int n, int c, int K, uint8_t *st, int lane) {
     int t;
     const uint8_t *row = qrow(W, n, &t);
-#pragma unroll
-    for (int j = 0; j < 8; j++) w[j] = dq_elem(t, row, k + j, K / 32);
+    if (t == ENG_DT_Q4_K || t == ENG_DT_Q5_K || t == ENG_DT_Q6_K) {
+        /* the stride (144, 176, padded 224) is a multiple of 16, rows 16-aligned */
+        const int bytes = qstep_bytes(t);
+        if (16 * lane < bytes)
+            ((uint4 *)st)[lane] = __ldg((const uint4 *)(row + (size_t)c * bytes) + lane);
+    } else {
+        const q32_planes l = q32_layout(t, K / 32);
+        const int b0 = 8 * c, nblk = min(8, K / 32 - b0);
+        /* quant runs: b0 qb is a multiple of 16 (qb 16 or 32) */
+        if (16 * lane < nblk * l.qb)
+            ((uint4 *)st)[lane] = __ldg((const uint4 *)(row + (size_t)b0 * l.qb) + lane);
+        /* d|m: 2-byte aligned only (the plane after qh starts at nb 4 bytes) */
+        if (2 * lane < nblk * l.db)
+            ((uint16_t *)(st + DQ_DM))[lane] = ld_u16(row + l.doff + (size_t)b0 * l.db + 2 * lane);
+        if ((t == ENG_DT_Q5_0 || t == ENG_DT_Q5_1) && 4 * lane < 4 * nblk)
+            ((uint32_t *)(st + DQ_QH))[lane] = __ldg((const unsigned *)(row + l.hoff + 4 * (size_t)b0) + lane);
+    }
+    return t;
+}
+
+/* The lane's 8 elements (8 lane ..) of a staged chunk of type t. */
+__device__ __forceinline__ void dq_run(int t, const uint8_t *st, int lane, float (&w)[8]) {
+    if (t == ENG_DT_Q4_K || t == ENG_DT_Q5_K || t == ENG_DT_Q6_K) {
+        eng_qb_run8_k(t, st, 8 * lane, w);
+        return;
+    }
+    const int b = lane / 4, qb = t == ENG_DT_Q8_0 ? 32 : 16;
+    const int db = t == ENG_DT_Q4_1 || t == ENG_DT_Q5_1 ? 4 : 2;
+    eng_qb_run8_32(t, st + DQ_DM + b * db, st + DQ_QH + 4 * b, st + b * qb, 8 * (lane % 4), w);
 }
 
 __global__ void __launch_bounds__(DQ_WARPS * 32)
 dequant_halves_kernel(kern_qw W, int N, int K, uint16_t *out) {
-    const int chunks = (K + DQ_CHUNK - 1) / DQ_CHUNK, lane = threadIdx.x & 31;
-    const long long id = (long long)blockIdx.x * DQ_WARPS + (threadIdx.x >> 5);
+    __shared__ __align__(16) uint8_t stage[DQ_WARPS][DQ_STAGE];
+    const int chunks = (K + DQ_CHUNK - 1) / DQ_CHUNK, lane = threadIdx.x & 31, wi = threadIdx.x >> 5;
+    const long long id = (long long)blockIdx.x * DQ_WARPS + wi;
     if (id >= (long long)N * chunks) return;
-    const int n = (int)(id / chunks), k = (int)(id % chunks) * DQ_CHUNK + 8 * lane;
+    const int n = (int)(id / chunks), c = (int)(id % chunks), k = c * DQ_CHUNK + 8 * lane;
+    const int t = dq_stage(W, n, c, K, stage[wi], lane);
+    __syncwarp();
     if (k >= K) return;
     float w[8];
-    dq_eight(W, n, k, K, w);
+    dq_run(t, stage[wi], lane, w);
     uint16_t h8[8], l8[8];
 #pragma unroll
     for (int j = 0; j < 8; j++) {
@@ -68,21 +94,27 @@ extern "C" int kern_dequant_halves(cudaStream_t s, const kern_qw *W, int N, int 
     return (int)cudaGetLastError();
 }
 
-/* A block a row, a lane 8 elements: x[r] = row tokens[r] of E times scale,
- * as kern_embed writes it from the dense copy. */
+/* A block a row, a warp a chunk at a time: x[r] = row tokens[r] of E times
+ * scale, as kern_embed writes it from the dense copy. */
 __global__ void __launch_bounds__(DQ_WARPS * 32)
 embed_q_kernel(kern_qw E, int H, const kern_step *st, float scale, float *x) {
+    __shared__ __align__(16) uint8_t stage[DQ_WARPS][DQ_STAGE];
     pdl_launch();
     pdl_wait();
-    const int r = blockIdx.x, tok = st->tokens[r];
-    for (int k = 8 * threadIdx.x; k < H; k += 8 * blockDim.x) {
-        float w[8];
-        dq_eight(E, tok, k, H, w);
+    const int r = blockIdx.x, tok = st->tokens[r], lane = threadIdx.x & 31, wi = threadIdx.x >> 5;
+    for (int c = wi; c * DQ_CHUNK < H; c += DQ_WARPS) {
+        const int t = dq_stage(E, tok, c, H, stage[wi], lane), k = c * DQ_CHUNK + 8 * lane;
+        __syncwarp();
+        if (k < H) {
+            float w[8];
+            dq_run(t, stage[wi], lane, w);
 #pragma unroll
-        for (int j = 0; j < 8; j++) w[j] = scale == 1.0f ? w[j] : w[j] * scale;
-        float4 *xr = (float4 *)(x + (size_t)r * H + k);
-        xr[0] = make_float4(w[0], w[1], w[2], w[3]);
-        xr[1] = make_float4(w[4], w[5], w[6], w[7]);
+            for (int j = 0; j < 8; j++) w[j] = scale == 1.0f ? w[j] : w[j] * scale;
+            float4 *xr = (float4 *)(x + (size_t)r * H + k);
+            xr[0] = make_float4(w[0], w[1], w[2], w[3]);
+            xr[1] = make_float4(w[4], w[5], w[6], w[7]);
+        }
+        __syncwarp();   /* the staging is read before the next chunk's copy */
     }
 }
 

@@ -632,9 +632,9 @@ static void test_dequant_known(void) {
     T_CHECK(eng_dt_block(ENG_DT_F32) == 1 && eng_dt_block_bytes(ENG_DT_BF16) == 2);
 }
 
-/* quant_block.h's element functions give every element of every type bit
- * for bit as the block functions do (the GPU's dequantization runs the
- * former, the CPU's the latter). */
+/* quant_block.h's runs of eight give every element of every type bit for
+ * bit as the block functions do (the GPU's dequantization runs the former,
+ * the CPU's the latter). */
 static void test_dequant_elements(void) {
     static const int types[] = {ENG_DT_Q8_0, ENG_DT_Q4_0, ENG_DT_Q4_1, ENG_DT_Q5_0,
                                 ENG_DT_Q5_1, ENG_DT_Q4_K, ENG_DT_Q5_K, ENG_DT_Q6_K};
@@ -644,24 +644,23 @@ static void test_dequant_elements(void) {
         for (int rep = 0; rep < 20; rep++) {
             static uint8_t buf[NBLK * 256 + 8];
             double want[NBLK * 256];
-            float got[NBLK * 256];
+            float got[NBLK * 256], v[8];
             eng_tensor t = {.dtype = dt, .ndim = 1, .shape = {NBLK * bs, 1, 1, 1}, .data = buf + 1};
             t.nbytes = build_blocks(dt, buf + 1, want);
             eng_to_f32(&t, got);
-            for (int e = 0; e < NBLK * bs; e++) {
+            for (int e = 0; e < NBLK * bs; e += 8) {
                 const uint8_t *b = buf + 1 + (size_t)(e / bs) * bb;
-                float v;
                 if (bs == 256) {
-                    v = eng_qb_elem_k(dt, b, e % bs);
+                    eng_qb_run8_k(dt, b, e % bs, v);
                 } else {
                     const int one = dt == ENG_DT_Q4_1 || dt == ENG_DT_Q5_1;
                     const int five = dt == ENG_DT_Q5_0 || dt == ENG_DT_Q5_1;
-                    v = eng_qb_elem32(dt, b, b + 2 + 2 * one, b + 2 + 2 * one + 4 * five, e % bs);
+                    eng_qb_run8_32(dt, b, b + 2 + 2 * one, b + 2 + 2 * one + 4 * five, e % bs, v);
                 }
-                diff += memcmp(&v, &got[e], 4) != 0;
+                diff += memcmp(v, &got[e], sizeof v) != 0;
             }
         }
-        T_CHECKF(diff == 0, "%s: %d elements differ from the block function's", eng_dt_name(dt), diff);
+        T_CHECKF(diff == 0, "%s: %d runs of 8 differ from the block function's", eng_dt_name(dt), diff);
     }
 }
 

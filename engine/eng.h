@@ -287,8 +287,10 @@ typedef struct eng_opts {
 /* AUTO (0, the default): on where it can be (CUDA, one GPU): the blocks
  * beside the dense copy (which wider passes read, as bf16 halves where
  * every product has blocks: kern.h quant_wide) where both fit in device
- * memory, else the blocks alone where every product has blocks the
- * kernels take (LEAN), else the dense copy alone; ON ("--quant"): the
+ * memory and leave the KV pool at least half what the blocks alone would
+ * (or the pool the engine wants), else the blocks alone where every
+ * product has blocks the kernels take (LEAN), else the dense copy alone
+ * (internal.h eng_quant_choice, when the engine sizes its pool); ON ("--quant"): the
  * blocks, with the dense copy or alone, and an error where neither can be;
  * OFF ("--no-quant"): the f32 dense copy only; LEAN ("--quant-lean"): the
  * blocks alone (wide passes make each product's halves from them, about a

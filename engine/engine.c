@@ -160,25 +160,21 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
         int64_t nb = (tokens + d.block_size - 1) / d.block_size;
         d.n_blocks = nb > (1 << 30) ? 1 << 30 : (int)nb;
 #ifdef BRISK_CUDA
-        /* The GPU holds what fits in its free memory, not a host-sized pool;
-         * where the blocks beside the dense copy would not fit, AUTO and ON
-         * keep the blocks alone, and AUTO then the dense copy alone.  (A
-         * failure here is not the engine's: create reports its own.) */
-        int fit = 0, r = 1;
-        eng_err tmp;
+        /* The GPU holds what fits in its free memory, not a host-sized pool,
+         * and AUTO / ON weigh what each way of holding the weights leaves
+         * for it (eng_quant_choice).  (A failure here is not the engine's:
+         * create reports its own.) */
         if (d.backend == ENG_BACKEND_CUDA) {
             const int ranks = d.tp > 1 ? d.tp : 1;
-            r = eng_backend_cuda_max_blocks(m, d.block_size, d.kv_format, ranks, quant, &fit, &tmp);
-            if (r == ENG_ENOMEM && quant == 1) {
-                if (!(r = eng_backend_cuda_max_blocks(m, d.block_size, d.kv_format, ranks, 2, &fit, &tmp)))
-                    quant = 2;
-                else if (d.quant == ENG_QUANT_AUTO &&
-                         !(r = eng_backend_cuda_max_blocks(m, d.block_size, d.kv_format, ranks, 0, &fit,
-                                                           &tmp)))
-                    quant = 0;
-            }
+            int ok[3] = {0, 0, 0}, fit[3] = {0, 0, 0};
+            eng_err tmp;
+            for (int q = 0; q < 3; q++)   /* the dense copy alone only where AUTO may take it */
+                if (q == quant || (quant == 1 && (q == 2 || d.quant == ENG_QUANT_AUTO)))
+                    ok[q] = !eng_backend_cuda_max_blocks(m, d.block_size, d.kv_format, ranks, q,
+                                                         &fit[q], &tmp);
+            if (quant == 1) quant = eng_quant_choice(d.quant, ok, fit, d.n_blocks);
+            if (ok[quant] && fit[quant] > 0 && fit[quant] < d.n_blocks) d.n_blocks = fit[quant];
         }
-        if (!r && fit > 0 && fit < d.n_blocks) d.n_blocks = fit;
 #endif
     }
 
@@ -225,6 +221,13 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
     if (rc) { eng_destroy(e); return rc; }
     *out = e;
     return ENG_OK;
+}
+
+int eng_quant_choice(int setting, const int ok[3], const int fit[3], int want) {
+    if (ok[1] && (!ok[2] || fit[1] >= want || fit[1] >= fit[2] / 2)) return 1;
+    if (ok[2]) return 2;
+    if (setting == ENG_QUANT_AUTO && ok[0]) return 0;
+    return 1;
 }
 
 int eng_opts_arg(const char *k, const char *v, eng_opts *o, int *used, eng_err *err) {

@@ -106,6 +106,16 @@ enum { ENG_SUPPORT_ALL = -1 };
  *          logit, or no memory).
  * z: the sum of exp(l - max) when the caller has it (the total at T = 1,
  * saving a pass when w is NULL), else < 0. */
+/* How eng_create holds a GGUF file's weights on one GPU under eng_opts.quant
+ * `setting` (AUTO or ON): 1 the blocks beside the dense copy, 2 the blocks
+ * alone, 0 the dense copy alone (AUTO only); ok[q] says whether way q fits
+ * at all and fit[q] how many KV blocks it leaves, want the pool the engine
+ * would make.  The dense copy beside the blocks (faster prompts and wide
+ * batches) where it leaves the wanted pool or at least half of what the
+ * blocks alone would (KV holds the reasoning branches), else the blocks
+ * alone, else the dense copy alone; 1 where nothing fits (the backend then
+ * reports it). */
+int eng_quant_choice(int setting, const int ok[3], const int fit[3], int want);
 int eng_sample_support(const float *l, int vocab, const eng_sampling *s, float max, double z,
                        float *w, eng_cand **c, int *cap, double *total);
 

@@ -826,6 +826,22 @@ static void test_bad_args(void) {
         eng_destroy(qe);
     }
     T_CHECK(!eng_quantized(NULL));
+    /* how AUTO / ON hold a GGUF file on the GPU: {dense alone, beside, alone} */
+    const struct { int set, ok[3], fit[3], want, got; } qc[] = {
+        {ENG_QUANT_AUTO, {1, 1, 1}, {900, 800, 1000}, 500, 1},   /* the wanted pool fits beside */
+        {ENG_QUANT_AUTO, {1, 1, 1}, {900, 500, 1000}, 5000, 1},  /* beside: half of alone's pool */
+        {ENG_QUANT_AUTO, {1, 1, 1}, {900, 499, 1000}, 5000, 2},  /* beside starves the pool */
+        {ENG_QUANT_AUTO, {1, 1, 0}, {900, 10, 0}, 5000, 1},      /* no blocks alone (types) */
+        {ENG_QUANT_AUTO, {1, 0, 1}, {900, 0, 1000}, 500, 2},     /* beside does not fit */
+        {ENG_QUANT_AUTO, {1, 0, 0}, {900, 0, 0}, 500, 0},        /* only the dense copy fits */
+        {ENG_QUANT_ON, {1, 0, 0}, {900, 0, 0}, 500, 1},          /* ON: never the dense copy alone */
+        {ENG_QUANT_ON, {0, 1, 1}, {0, 100, 1000}, 5000, 2},
+        {ENG_QUANT_AUTO, {0, 0, 0}, {0, 0, 0}, 500, 1},          /* nothing fits: create reports */
+    };
+    for (size_t i = 0; i < sizeof qc / sizeof *qc; i++)
+        T_CHECKF(eng_quant_choice(qc[i].set, qc[i].ok, qc[i].fit, qc[i].want) == qc[i].got,
+                 "eng_quant_choice case %zu: %d, wanted %d", i,
+                 eng_quant_choice(qc[i].set, qc[i].ok, qc[i].fit, qc[i].want), qc[i].got);
 }
 
 /* The backend checks what it is handed: bad rows are errors, not reads. */

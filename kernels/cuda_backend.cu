@@ -457,6 +457,12 @@ static bool lean_possible(const eng_model *m) {
     return true;
 }
 
+static int lean_refused(eng_err *err) {
+    return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: the quantized blocks alone (--quant-lean) "
+                      "need one GPU and blocks the kernels take for every layer product and the "
+                      "lm_head; this file needs its dense copy (--quant or --no-quant)");
+}
+
 /* Whether every layer's four products and the lm_head have blocks
  * kern_qskinny takes (qs_ready). */
 static int qs_check(const cu_ctx *c) {
@@ -1818,10 +1824,7 @@ extern "C" int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, i
      * embedding, and its KV heads (one at least); device 0 stands for all.
      * One GPU with quant also holds the quantized blocks beside the dense
      * copy. */
-    if (quant == 2 && (n_ranks > 1 || !lean_possible(m)))
-        return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: the quantized blocks alone need one "
-                          "GPU and blocks the kernels take for every layer product and the lm_head "
-                          "(this file needs its dense copy: --quant or --no-quant)");
+    if (quant == 2 && (n_ranks > 1 || !lean_possible(m))) return lean_refused(err);
     size_t vh = (size_t)g->vocab_size * g->hidden * (bf16 ? 2 : 4);
     size_t need = (n_ranks > 1 ? weight_bytes_of(m, bf16) / n_ranks + vh
                    : quant == 2 ? lean_bytes_of(m)
@@ -1845,10 +1848,7 @@ extern "C" int eng_backend_cuda_create(const eng_model *m, int n_blocks, int blo
     o.kv_format = kv_format;
     o.quant = quant != 0;
     if (quant == 2) {
-        if (!lean_possible(m))
-            return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: --quant-lean needs blocks the "
-                              "kernels take for every layer product and the lm_head; this file "
-                              "needs its dense copy (--quant or --no-quant)");
+        if (!lean_possible(m)) return lean_refused(err);
         o.quant_wide = 2;
     }
     return eng_backend_cuda_create_opts(m, n_blocks, block_size, &o, out, err);

@@ -7,6 +7,8 @@
  *   Gemma 3 270M (base), Q4_K_M (Q5_0, Q4_K, Q8_0, Q6_K and F32 tensors),
  *     10 plain prompts after <bos>.
  * For each model:
+ *   - loaded as the app loads it (eng_model_load_blocks: the quantized
+ *     matrices' f32 copy unmade), then the copy made (eng_model_dense);
  *   - a few rows of a few weights (dequantized; SmolLM2's q/k rows
  *     reordered; Gemma's norms as the multiplier 1 + w) equal transformers'
  *     bit for bit;
@@ -145,11 +147,14 @@ static void load(real *r) {
         r->ref = NULL;
         T_FAIL("%s is not valid JSON or lacks fields (scripts/record_gguf_ref.py)", r->fixture);
     }
+    /* as the app loads it: the f32 copy of the quantized matrices waits for
+     * eng_model_dense (dequant_rows; eng_create makes it too) */
     double t0 = eng_now_s();
-    int rc = eng_model_load(path, &r->model, &err);
+    int rc = eng_model_load_blocks(path, &r->model, &err);
     if (rc) T_FAIL("%s", err.msg);
     printf("  loaded %s in %.3f s\n", path, eng_now_s() - t0);
     T_CHECKF(r->config_ok(r->model), "%s: the config differs from the model's", path);
+    T_CHECKF(!eng_model_has_dense(r->model), "%s: its quantized matrices were converted at load", path);
 }
 
 /* The f32 array brisk holds for a transformers weight name. */
@@ -173,6 +178,10 @@ static const float *weight_of(const eng_model *m, const char *name) {
 
 static void dequant_rows(real *r) {
     if (!r->model || !r->ref) T_FAIL("no model or fixture (loading failed)");
+    eng_err err = {0};
+    double t0 = eng_now_s();
+    if (eng_model_dense(r->model, &err)) T_FAIL("eng_model_dense: %s", err.msg);
+    printf("  f32 copy made in %.3f s\n", eng_now_s() - t0);
     const cJSON *e, *dq = cJSON_GetObjectItem(r->ref, "dequant");
     int n_rows = 0;
     cJSON_ArrayForEach(e, dq) {

@@ -134,7 +134,8 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
     /* the quantized blocks are read by the CUDA backend on one GPU only */
     if (d.quant < ENG_QUANT_AUTO || d.quant > ENG_QUANT_LEAN)
         return eng_seterr(err, ENG_EINVAL, "eng_create: unknown quant setting %d", d.quant);
-    if ((d.quant == ENG_QUANT_ON || d.quant == ENG_QUANT_LEAN) && (d.backend != ENG_BACKEND_CUDA || d.tp > 1))
+    if ((d.quant == ENG_QUANT_ON || d.quant == ENG_QUANT_LEAN) &&
+        (d.backend != ENG_BACKEND_CUDA || d.tp > 1))
         return eng_seterr(err, ENG_EINVAL, "%s reads a GGUF file's blocks on the CUDA backend (--cuda) "
                           "of one GPU; %s", d.quant == ENG_QUANT_ON ? "--quant" : "--quant-lean",
                           d.backend != ENG_BACKEND_CUDA ? "the CPU backend reads the dequantized weights"

@@ -29,6 +29,10 @@
 #                 made per product from the blocks (quant_wide 2), the f32
 #                 copy (--no-quant) and bf16 weights (WIDE_VARIANTS: bench_cuda
 #                 options separated by ';'; WIDE_BF16=0 leaves bf16 out); ~5 min with 7B
+#        leanbase the blocks alone (--quant-wide 2: halves made per wide product)
+#                 on the Q4_K_M files of QUANT_MODELS, this build against
+#                 .dev/bin/bench_cuda_base (pack with BASE_BENCH=...), alternating
+#                 twice: the 1,024-token prompt and decode at WIDE_BATCHES (64)
 #        prof     ncu (--clock-control none) of four batch-1 kern_qgemv launches
 #                 on 1.5B Q4_K_M, and the SASS of its Q4_K SwiGLU instance
 #        ablate   bench_cuda at batch 1 and 32 on 1.5B, stages left out
@@ -187,6 +191,20 @@ part_wide() {   # issue 25: prompt passes and wide decode of a Q4_K_M file: the 
         [ "${WIDE_BF16:-1}" = 0 ] ||
         timeout 200 $BIN/bench_cuda $MD/$m --out "$OUT/wide_${GPU}_$m-bf16.json" --batches ${WIDE_BATCHES:-64,256} \
             --prefill 1024 2>&1 | grep -E "^prefill [0-9]+ tokens: |^ +[0-9]+ +default|rror" | sed "s/^/bf16 /"
+        stamp "$m done"
+    done
+}
+part_leanbase() {   # issue 25: the blocks alone (--quant-wide 2), this build against .dev/bin/bench_cuda_base, alternating
+    [ -x $BIN/bench_cuda_base ] || { echo "no bench_cuda_base: pack with BASE_BENCH=..."; return; }
+    for m in ${QUANT_MODELS:-qwen2.5-1.5b qwen2.5-7b}; do
+        [ -f $MD/$m-q4_k_m.gguf ] || $BIN/brisk mkmodel --preset $m --format q4_k_m --out $MD/$m-q4_k_m.gguf > /dev/null
+        for r in 1 2; do
+            for b in bench_cuda_base bench_cuda; do
+                timeout 200 $BIN/$b $MD/$m-q4_k_m.gguf --out "$OUT/leanbase_${GPU}_${b}_$m-q4_k_m_$r.json" \
+                    --batches ${WIDE_BATCHES:-64} --prefill 1024 --quant-wide 2 2>&1 |
+                    grep -E "^prefill [0-9]+ tokens: |^ +[0-9]+ +default|rror" | sed "s/^/$b $m run $r: /"
+            done
+        done
         stamp "$m done"
     done
 }

@@ -301,11 +301,11 @@ int main(int argc, char **argv) {
     if (parse_args(argc, argv, &a)) return usage();
     eng_err err = { 0 };
     bench b = { .a = &a };
-    if (eng_model_load(a.model, &b.m, &err)) {
+    if (eng_model_load_blocks(a.model, &b.m, &err)) {
         fprintf(stderr, "%s: %s\n", a.model, err.msg);
         return 1;
     }
-    if (a.draft && eng_model_load(a.draft, &b.dm, &err)) {
+    if (a.draft && eng_model_load_blocks(a.draft, &b.dm, &err)) {
         fprintf(stderr, "%s: %s\n", a.draft, err.msg);
         return 1;
     }

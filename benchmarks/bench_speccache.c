@@ -266,7 +266,7 @@ int main(int argc, char **argv) {
     cache_draft *draft = NULL;
     int rc = bench_wwsite_build(db, rows, n_rows, &so, &site, &err);
     if (!rc) rc = bench_webenv_start(&wo, &web, &err);
-    if (!rc) rc = eng_model_load(a.model, &m, &err);
+    if (!rc) rc = eng_model_load_blocks(a.model, &m, &err);
     if (!rc) {
         int pos = eng_model_config(m)->max_pos;
         int need = (384 + a.think_tokens + 8) < pos ? 384 + a.think_tokens + 8 : pos;

@@ -306,7 +306,7 @@ static int parse_args(bench *b, int argc, char **argv) {
 
 /* Model, engine, corpus, web environment and tools. */
 static int setup(bench *b, eng_err *err) {
-    if (eng_model_load(b->model_dir, &b->m, err)) return -1;
+    if (eng_model_load_blocks(b->model_dir, &b->m, err)) return -1;
     /* one sequence at a time; KV room for its whole context, at most 16K tokens */
     int ctx = eng_model_config(b->m)->max_pos;
     eng_opts eo = { .max_seqs = 1, .n_blocks = (ctx < 16384 ? ctx : 16384) / 16 + 1,

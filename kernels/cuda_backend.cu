@@ -422,8 +422,8 @@ static int upload_qlayer(cu_ctx *c, const eng_layer_w *w, cu_layer *d, int l, en
     return ENG_OK;
 }
 
-/* Whether p's tensors, uploaded, would make a product kern_qskinny takes
- * (what qs_check asks of the uploaded blocks). */
+/* Whether p's tensors, uploaded (put_qprod), make a product kern_qskinny
+ * takes. */
 static bool qprod_src_ok(const qprod_src *p) {
     static const uint4 stand_in = {0, 0, 0, 0};   /* an aligned address: shapes are checked, not bytes */
     kern_qw q;
@@ -439,12 +439,12 @@ static bool qprod_src_ok(const qprod_src *p) {
     return kern_qskinny_ok(&q, q.end[p->n - 1], p->K);
 }
 
-/* Whether m can run with no dense copy of its products (quant_wide 2): f32
- * weights, every layer product and the lm_head of blocks kern_qskinny
- * takes, as qs_check and c->ws would find after the upload. */
-static bool lean_possible(const eng_model *m) {
+/* Whether every layer's four products and the lm_head of m upload as blocks
+ * kern_qskinny takes: c->qs_ok where quant uploads them, and the condition
+ * for keeping no dense copy, known before any upload. */
+static bool qs_sources_ok(const eng_model *m) {
     const eng_config *g = &m->cfg;
-    if (!m->layers || (m->t_embed && m->t_embed->dtype == ENG_DT_BF16)) return false;
+    if (!m->layers) return false;
     const qprod_src head = {1, g->hidden, {m->t_lm_head ? m->t_lm_head : m->t_embed}, {g->vocab_size},
                             {0}, "lm_head"};
     if (!qprod_src_ok(&head)) return false;
@@ -457,26 +457,16 @@ static bool lean_possible(const eng_model *m) {
     return true;
 }
 
+/* Whether m can run with no dense copy of its products (quant_wide 2): f32
+ * weights (c->ws) and every product of blocks kern_qskinny takes. */
+static bool lean_possible(const eng_model *m) {
+    return !(m->t_embed && m->t_embed->dtype == ENG_DT_BF16) && qs_sources_ok(m);
+}
+
 static int lean_refused(eng_err *err) {
     return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: the quantized blocks alone (--quant-lean) "
                       "need one GPU and blocks the kernels take for every layer product and the "
                       "lm_head; this file needs its dense copy (--quant or --no-quant)");
-}
-
-/* Whether every layer's four products and the lm_head have blocks
- * kern_qskinny takes (qs_ready). */
-static int qs_check(const cu_ctx *c) {
-    const eng_config *g = &c->cfg;
-    const int H = g->hidden, I = g->intermediate;
-    if (!c->qhead.n_seg || !kern_qskinny_ok(&c->qhead, g->vocab_size, H)) return 0;
-    for (int l = 0; l < g->n_layers; l++) {
-        const cu_layer *d = &c->layers[l];
-        if (!d->qqkv.n_seg || !d->qo.n_seg || !d->qgu.n_seg || !d->qdown.n_seg ||
-            !kern_qskinny_ok(&d->qqkv, c->qkv_dim, H) || !kern_qskinny_ok(&d->qo, H, c->q_dim) ||
-            !kern_qskinny_ok(&d->qgu, 2 * I, H) || !kern_qskinny_ok(&d->qdown, H, I))
-            return 0;
-    }
-    return 1;
 }
 
 static int upload_layer(cu_ctx *c, const eng_layer_w *w, cu_layer *d, int l, eng_err *err) {
@@ -1460,7 +1450,7 @@ static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
         const int V = g->vocab_size;
         if (rc || (rc = put_qprod(c, &c->qhead, 1, &th, &V, NULL, g->hidden, eb, "lm_head blocks", err)))
             return rc;
-        c->qs_ok = qs_check(c);
+        c->qs_ok = c->opt.quant && qs_sources_ok(m);
         c->ws = c->opt.quant_wide && c->opt.quant && c->qs_ok && c->wdt == KERN_F32;
         c->lean = c->ws && c->opt.quant_wide == 2;
     }

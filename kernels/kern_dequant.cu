@@ -49,14 +49,14 @@ __device__ __forceinline__ int dq_stage(const kern_qw &W, int n, int c, int K, u
 }
 
 /* The lane's 8 elements (8 lane ..) of a staged chunk of type t. */
-__device__ __forceinline__ void dq_run(int t, const uint8_t *st, int lane, float (&w)[8]) {
+__device__ __forceinline__ void dq_run(int t, const uint8_t *st, int lane, int K, float (&w)[8]) {
     if (t == ENG_DT_Q4_K || t == ENG_DT_Q5_K || t == ENG_DT_Q6_K) {
         eng_qb_run8_k(t, st, 8 * lane, w);
         return;
     }
-    const int b = lane / 4, qb = t == ENG_DT_Q8_0 ? 32 : 16;
-    const int db = t == ENG_DT_Q4_1 || t == ENG_DT_Q5_1 ? 4 : 2;
-    eng_qb_run8_32(t, st + DQ_DM + b * db, st + DQ_QH + 4 * b, st + b * qb, 8 * (lane % 4), w);
+    const q32_planes l = q32_layout(t, K / 32);   /* (its qb and db: the staging's strides) */
+    const int b = lane / 4;
+    eng_qb_run8_32(t, st + DQ_DM + b * l.db, st + DQ_QH + 4 * b, st + b * l.qb, 8 * (lane % 4), w);
 }
 
 __global__ void __launch_bounds__(DQ_WARPS * 32)
@@ -70,7 +70,7 @@ dequant_halves_kernel(kern_qw W, int N, int K, uint16_t *out) {
     __syncwarp();
     if (k >= K) return;
     float w[8];
-    dq_run(t, stage[wi], lane, w);
+    dq_run(t, stage[wi], lane, K, w);
     uint16_t h8[8], l8[8];
 #pragma unroll
     for (int j = 0; j < 8; j++) {
@@ -107,7 +107,7 @@ embed_q_kernel(kern_qw E, int H, const kern_step *st, float scale, float *x) {
         __syncwarp();
         if (k < H) {
             float w[8];
-            dq_run(t, stage[wi], lane, w);
+            dq_run(t, stage[wi], lane, H, w);
 #pragma unroll
             for (int j = 0; j < 8; j++) w[j] = scale == 1.0f ? w[j] : w[j] * scale;
             float4 *xr = (float4 *)(x + (size_t)r * H + k);

@@ -64,6 +64,7 @@ typedef struct bargs {
     const char *dir, *out, *only;
     int batches[MAX_B], nb, pf, kernels, kvf, bf16w, prompt, steps, ablate, skinny_max, quant, tp;
     int quant_wide;     /* quant: ENG_QUANT_* of --quant / --no-quant (AUTO: neither) */
+    int quant_tc;       /* --quant-tc-rows N: eng_cuda_opts.quant_tc_rows; < 0: the library's */
 } bargs;
 
 static int parse_batches(const char *s, int *b, int max) {
@@ -85,7 +86,7 @@ static int parse_args(int argc, char **argv, bargs *A) {
     memset(A, 0, sizeof *A);
     memcpy(A->batches, def_b, sizeof def_b);
     A->nb = 5; A->pf = 512; A->kvf = ENG_KV_F32; A->prompt = 128; A->steps = 32;
-    A->skinny_max = -1; A->tp = 1; A->quant_wide = -1;
+    A->skinny_max = -1; A->tp = 1; A->quant_wide = -1; A->quant_tc = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--out") && v) { A->out = v; i++; }
@@ -108,6 +109,7 @@ static int parse_args(int argc, char **argv, bargs *A) {
             A->quant_wide = atoi(v);
             i++;
         }
+        else if (!strcmp(a, "--quant-tc-rows") && v) { A->quant_tc = atoi(v); i++; }
         else if (!strcmp(a, "--kv") && v) {
             if ((A->kvf = eng_kv_format_parse(v)) < 0) {
                 fprintf(stderr, "bench_cuda: --kv takes f32 or bf16, not %s\n", v);
@@ -131,7 +133,8 @@ static int parse_args(int argc, char **argv, bargs *A) {
     if (!A->dir || A->nb < 1 || A->prompt < 2 || A->steps < 1 || A->pf < 0) {
         fprintf(stderr, "usage: bench_cuda MODEL_DIR [--out FILE] [--prompt N] [--steps N] "
                         "[--prefill N] [--batches 1,8,...] [--kernels] [--ablate] [--ablate-only a,b] "
-                        "[--skinny-max N] [--kv f32|bf16] [--bf16-weights] [--quant | --no-quant] [--quant-wide 0|1|2] [--tp N]\n");
+                        "[--skinny-max N] [--kv f32|bf16] [--bf16-weights] [--quant | --no-quant] [--quant-wide 0|1|2] "
+                        "[--quant-tc-rows N] [--tp N]\n");
         return 2;
     }
     if (A->tp > 1 && (A->quant == ENG_QUANT_ON || A->bf16w || A->kernels)) {
@@ -176,6 +179,7 @@ typedef struct bench {
     int quant;          /* eng_cuda_opts.quant for every run but the "dense" variant (0 with
                            --no-quant) */
     int quant_wide;     /* --quant-wide N: eng_cuda_opts.quant_wide; < 0: the library's */
+    int quant_tc;       /* --quant-tc-rows N: eng_cuda_opts.quant_tc_rows; < 0: the library's */
     double bw;                   /* bytes / s */
     uint64_t rng;
     struct kern_tp *tp;          /* --tp N > 1: N ranks for the all-reduces timed apart */
@@ -187,6 +191,7 @@ static void bench_opts(const bench *B, eng_cuda_opts *o) {
     eng_cuda_opts_default(o);
     o->quant = B->quant;
     if (B->quant_wide >= 0) o->quant_wide = B->quant_wide;
+    if (B->quant_tc >= 0) o->quant_tc_rows = B->quant_tc;
     if (B->skinny_max >= 0) o->skinny_max_rows = B->skinny_max;
 }
 
@@ -423,6 +428,10 @@ static int ablate(bench *B, bseqs *S, const dres *def, cJSON *arr, eng_err *err)
         {"attn_v3_span160", .variant = 3, .span = 160},
         {"attn_v3_span256", .variant = 3, .span = 256},
         {"attn_v3_span512", .variant = 3, .span = 512},
+        {"attn_v4", .variant = 4},
+        {"attn_v4_span64", .variant = 4, .span = 64},
+        {"attn_v4_span96", .variant = 4, .span = 96},
+        {"attn_v4_span160", .variant = 4, .span = 160},
         {"-attn", .skip = KERN_SKIP_ATTN},
         {"-rope", .unfused = 1, .skip = KERN_SKIP_ROPE},
         {"-qkvo", .skip = KERN_SKIP_QKVO},
@@ -989,6 +998,7 @@ int main(int argc, char **argv) {
     B.prompt = A.prompt; B.steps = A.steps; B.warm = 3; B.rng = 12345; B.skinny_max = A.skinny_max;
     B.ablate = A.ablate; B.only = A.only; B.quant = A.quant != ENG_QUANT_OFF;
     B.quant_wide = A.quant_wide;
+    B.quant_tc = A.quant_tc;
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess) ndev = 0;
     if (A.tp > 1 && ndev < A.tp) {   /* a split asked for is a failure, not a note */

@@ -163,7 +163,7 @@ extern "C" void eng_cuda_opts_default(eng_cuda_opts *o) {
     o->quant_tc_rows = 32;
 }
 
-/* Options into range; attention variant 0 takes BRISK_ATTN (1, 2 or 3 for
+/* Options into range; attention variant 0 takes BRISK_ATTN (1 to 4 for
  * every pass), else stays 0: attn_variant() picks per pass, so a benchmark
  * can time each without code changes. */
 static void opts_clamp(eng_cuda_opts *o) {
@@ -174,11 +174,11 @@ static void opts_clamp(eng_cuda_opts *o) {
     if (o->quant_max_rows < 0) o->quant_max_rows = 0;
     if (o->quant_max_rows > 8) o->quant_max_rows = 8;
     if (o->quant_tc_rows < 0) o->quant_tc_rows = 0;
-    if (o->quant_tc_rows > 32) o->quant_tc_rows = 32;
-    if (o->attn_variant < 1 || o->attn_variant > 3) {
+    if (o->quant_tc_rows > GRAPH_MAX_ROWS) o->quant_tc_rows = GRAPH_MAX_ROWS;   /* kern_qskinny's most */
+    if (o->attn_variant < 1 || o->attn_variant > 4) {
         const char *v = getenv("BRISK_ATTN");
         int a = v ? atoi(v) : 0;
-        o->attn_variant = a >= 1 && a <= 3 ? a : 0;
+        o->attn_variant = a >= 1 && a <= 4 ? a : 0;
     }
     if (o->attn_span < 0 || o->attn_span > 1 << 20) o->attn_span = 0;
     if (o->prefill_attn < KERN_PF_AUTO || o->prefill_attn > KERN_PF_ALWAYS) {
@@ -780,12 +780,21 @@ static int ensure_in(cu_ctx *c, size_t bytes, eng_err *err) {
 }
 
 /* ------------------------------------------------------------ forward */
+/* The decode attention's layout for this model's global layers (a sliding
+ * layer runs kern_attention whatever the variant). */
+static kern_kv kv_shape(const cu_ctx *c) {
+    kern_kv kv = {c->kv, (long long)c->blk_elems, c->cfg.n_kv_heads, c->cfg.head_dim, c->block_size,
+                  0, c->kv_dt};
+    return kv;
+}
+
 /* Decode attention's variant for passes of R rows whose longest row has
- * max_len positions: as set, else 3 for many rows or for a few long ones,
- * else 2. */
+ * max_len positions: as set, else 3 for many rows or for a few long ones
+ * (4 where variant 3's blocks would walk several chunks), else 2. */
 static int attn_variant(const cu_ctx *c, int R, int max_len) {
     if (c->opt.attn_variant) return c->opt.attn_variant;
-    return R >= ATTN3_MIN_ROWS || (long)R * max_len >= ATTN3_FEW_WORK ? 3 : 2;
+    if (R < ATTN3_MIN_ROWS && (long)R * max_len < ATTN3_FEW_WORK) return 2;
+    return kern_attn_long(R, kv_shape(c), c->cfg.n_heads, c->opt.attn_span, max_len, c->n_sms) ? 4 : 3;
 }
 
 /* Split (c->tp): the sum over the ranks of n floats at buf, in place. */
@@ -831,10 +840,12 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
     const int splits = p->att_splits;
     const int pdl = !c->opt.no_pdl;
     int rc, np = 1;   /* np: parts of the last product (see PROD) */
-    /* one call site for the three decode attention variants */
+    /* one call site for the decode attention variants */
     const int skip = c->skip;
     const int av = p->att_variant;
-#define ATTN(out, act, mode) ((skip & KERN_SKIP_ATTN) ? 0 : (av == 3) \
+#define ATTN(out, act, mode) ((skip & KERN_SKIP_ATTN) ? 0 : (av == 4) \
+        ? kern_attention4(s, c->q, kv, stp, R, nh, splits, c->opt.attn_span, out, act, mode, c->part, c->counters, pdl) \
+        : (av == 3) \
         ? kern_attention3(s, c->q, kv, stp, R, nh, splits, c->opt.attn_span, out, act, mode, c->part, c->counters, pdl) \
         : (av == 2) \
         ? kern_attention2(s, c->q, kv, stp, R, nh, splits, c->opt.attn_span, out, act, mode, c->part, c->counters, pdl) \
@@ -987,7 +998,7 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
             /* no dense lm_head: kern_qskinny over slices of the rows it takes
              * (xo: the normalised f32 rows, made split slice by slice) */
             KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->xo, KERN_ACT_F32, pdl));
-            const int step = 32;   /* kern_qskinny's most rows */
+            const int step = GRAPH_MAX_ROWS;   /* kern_qskinny's most rows a launch */
             for (int o0 = 0; o0 < O; o0 += step) {
                 const int n = O - o0 < step ? O - o0 : step;
                 KC(kern_to_act(s, c->xo + (size_t)o0 * H, n, H, c->act, KERN_ACT_SPLIT, pdl));
@@ -1294,8 +1305,13 @@ static int forward_one(cu_ctx *c, const eng_fwd_batch *b, bool outputs, eng_err 
     p.pg = !graph && gemm_attn_fits(c, b, max_len, &p.keys);
     if (!p.pg) memset(&p.keys, 0, sizeof p.keys);
     p.att_variant = attn_variant(c, Rp, max_len);
-    p.att_splits = kern_attn_grid_splits(p.att_variant, Rp, kern_attn_splits(Rp, c->cfg.n_kv_heads, c->n_sms),
-                                         c->opt.attn_span, max_len, c->cfg.n_heads, c->n_sms);
+    /* c->part holds kern_attn_splits' splits at every row count */
+    const int split_cap = kern_attn_splits(Rp, c->cfg.n_kv_heads, c->n_sms);
+    const int s4 = p.att_variant == 4 ? kern_attn4_splits(Rp, kv_shape(c), c->cfg.n_heads, c->opt.attn_span,
+                                                         max_len, c->n_sms) : 0;
+    p.att_splits = p.att_variant == 4 ? (s4 < split_cap ? s4 : split_cap)
+        : kern_attn_grid_splits(p.att_variant, Rp, split_cap, c->opt.attn_span, max_len, c->cfg.n_heads,
+                                c->n_sms);
     rc = graph ? run_graph(c, &p, err) : enqueue(c, &p, err);
     if (rc) {
         cudaStreamSynchronize(c->st);

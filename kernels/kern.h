@@ -31,9 +31,9 @@ typedef struct eng_cuda_opts {
     int no_graphs;      /* 1: launch kernels directly, never replay CUDA graphs */
     int no_pdl;         /* 1: no programmatic dependent launch between kernels */
     int unfused_rope;   /* 1: GEMV passes run RoPE + KV write as a kernel of its own */
-    int attn_variant;   /* 1-3: kern_attention{,2,3} for every pass; 0: BRISK_ATTN, else
+    int attn_variant;   /* 1-4: kern_attention{,2,3,4} for every pass; 0: BRISK_ATTN, else
                            chosen per pass by rows and context */
-    int attn_span;      /* variant 2/3's positions per block before splitting; 0: default */
+    int attn_span;      /* variant 2-4's positions per block before splitting; 0: default */
     int prefill_attn;   /* KERN_PF_*: when prompt passes take kern_attention_prefill */
     int gemm_attn;      /* < 0: never kern_attention_gemm; 0: for long prompts of one sequence */
     int kv_format;      /* ENG_KV_F32 or ENG_KV_BF16: how the KV pool stores keys and values
@@ -46,10 +46,10 @@ typedef struct eng_cuda_opts {
                            uploaded when 0 at create) */
     int quant_max_rows; /* quantized weights: passes of up to this many rows (0..8) take
                            kern_qgemv instead of gemv_max_rows' rule; default 8 */
-    int quant_tc_rows;  /* quantized weights: passes of 2..quant_tc_rows rows (0..32) take
-                           kern_qskinny (tensor cores on the blocks) where every product's
-                           blocks suit it, and kern_qgemv keeps one-row passes; 0: off;
-                           default 32 */
+    int quant_tc_rows;  /* quantized weights: passes of 2..quant_tc_rows rows (0..256) take
+                           kern_qskinny (tensor cores on the blocks; past 32 rows in groups
+                           of 32) where every product's blocks suit it, and kern_qgemv keeps
+                           one-row passes; 0: off; default 32 */
     int quant_wide;     /* 1, the default (read at create): where kern_qskinny serves every
                            decode product of an f32 dense copy (quant on, qs_ok), the layer
                            products' dense copy is kept as bf16 high and low halves (w = hi
@@ -62,8 +62,8 @@ typedef struct eng_cuda_opts {
                            the layer products at all: each wide product first writes its
                            halves from the blocks into one scratch (kern_dequant_halves,
                            bit-identical), and no dense embedding (kern_embed_q from its
-                           blocks where it has them) or lm_head (kern_qskinny, 32 rows at a
-                           time past 32): about a seventh of the memory of 1 for Q4_K_M,
+                           blocks where it has them) or lm_head (kern_qskinny in groups of
+                           32 rows): about a seventh of the memory of 1 for Q4_K_M,
                            plus that kernel in every wide pass */
 } eng_cuda_opts;
 
@@ -92,7 +92,7 @@ typedef struct eng_cuda_info {
     size_t dense_weight_bytes;   /* the dense copy's bytes (what wider passes and quant = 0 read) */
     int weights_bf16, n_sms, graphs;
     int kv_format;      /* ENG_KV_*: the pool's format, which kv_bytes_per_token follows */
-    int attn_variant;   /* as set in eng_cuda_opts: 0 = per pass (2 or 3 by rows and context) */
+    int attn_variant;   /* as set in eng_cuda_opts: 0 = per pass (2, 3 or 4 by rows and context) */
     int n_ranks;        /* 1, or the GPUs of a split (eng_backend_cuda_tp_create) */
     int quant_wide;     /* 1: the dense copy is bf16 halves (eng_cuda_opts.quant_wide took);
                            2: the halves are made per wide product, no dense layer copy */
@@ -207,8 +207,8 @@ int kern_qgemv_qkv(cudaStream_t s, const kern_qw *W, int K, const float *x, int 
 int kern_skinny_parts(int N, int K, int R, int n_sms, int max_parts);
 int kern_skinny(cudaStream_t s, const void *W, int N, int K, const void *act, int R, int parts,
                 float *Y, int n_sms, int pdl);
-/* Y = W act for R = 1..32 rows of act ([2R][K] bf16: high rows, then low
- * rows, as kern_skinny) with W quantized (kern_qw; kern_qtype_ok types, K a
+/* Y = W act for R = 1..256 rows of act ([2R][K] bf16: high rows, then low
+ * rows, as kern_skinny; more than 32 in groups of 32) with W quantized (kern_qw; kern_qtype_ok types, K a
  * multiple of 32, of 256 where a segment is of a K format, segment ends
  * multiples of 16) on tensor cores, the blocks decoded exactly: written as
  * `parts` partial products over slices of K, Y[p][r][n], for the consumer
@@ -292,6 +292,19 @@ int kern_attention2(cudaStream_t s, const float *q, kern_kv kv, const kern_step 
 int kern_attention3(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st, int R,
                     int n_heads, int splits, int span, float *out, void *act, int act_mode,
                     float *part, unsigned *counters, int pdl);
+/* Variant 4 (kern_attn2.cu): variant 3's kernel with two chunk buffers, the
+ * next chunk's K/V rows copied while the current one is computed, for
+ * contexts long enough that a block walks several chunks; span < 1:
+ * default 128 (a chunk; a row splits only past it).  Its splits come from
+ * kern_attn4_splits: as many as fill one wave of blocks. */
+int kern_attention4(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st, int R,
+                    int n_heads, int splits, int span, float *out, void *act, int act_mode,
+                    float *part, unsigned *counters, int pdl);
+int kern_attn4_splits(int R, kern_kv kv, int n_heads, int span, int max_len, int n_sms);
+/* 1 where variant 4 should replace variant 3 for R rows of at most max_len
+ * positions: up to 16 rows, when variant 3's blocks would walk more than
+ * one chunk each (span: variant 3's, as in eng_cuda_opts). */
+int kern_attn_long(int R, kern_kv kv, int n_heads, int span, int max_len, int n_sms);
 /* Prompt passes (kern_attn_pf.cu): same semantics as kern_attention for
  * any rows, in tiles of 16 rows so that consecutive rows of one sequence
  * share each K/V load; head_dim 16/32/64/128, at most 8 query heads per kv

@@ -331,11 +331,12 @@ extern "C" int kern_attention2(cudaStream_t s, const float *q, kern_kv kv, const
  * elements. */
 static size_t a3_slice_bytes(int hd, size_t eb) { return 32 * (2 * hd * eb + A3_KPAD_BYTES); }
 
-/* Slices per chunk for positions-per-block span and G heads per kv head. */
-static int a3_slices(int span, int G, int hd, size_t eb) {
+/* Slices per chunk for positions-per-block span and G heads per kv head,
+ * with nbuf chunk buffers in shared memory. */
+static int a3_slices(int span, int G, int hd, size_t eb, int nbuf) {
     int w = (span + 31) / 32, cap = 32 / G;
     if (cap > A3_WMAX) cap = A3_WMAX;
-    while (cap > 1 && (size_t)cap * a3_slice_bytes(hd, eb) > A3_SMEM_MAX) cap--;
+    while (cap > 1 && (size_t)nbuf * cap * a3_slice_bytes(hd, eb) > A3_SMEM_MAX) cap--;
     return w < 1 ? 1 : w > cap ? cap : w;
 }
 
@@ -423,24 +424,28 @@ __device__ __forceinline__ void a3_slice(const T *s_k, const T *s_v, const float
     }
 }
 
-template <typename T, int HD>
+/* PIPE (variant 4): two chunk buffers, the next chunk's rows in flight
+ * while the current one is computed; else one, loaded then computed. */
+template <typename T, int HD, bool PIPE>
 __global__ void __launch_bounds__(1024)
 attn3_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
              int splits, int span_min, float *__restrict__ out, void *act, int act_mode, int R,
              float *__restrict__ part, unsigned *counters) {
-    constexpr int DPL = HD / 32, KS = HD + A3_KPAD_BYTES / sizeof(T);
+    constexpr int DPL = HD / 32, KS = HD + A3_KPAD_BYTES / sizeof(T), NB = PIPE ? 2 : 1;
     extern __shared__ __align__(16) float a3_dyn[];
     __shared__ __align__(16) float s_q[A2_GMAX][HD];
     __shared__ float s_p[A3_WMAX * A2_GMAX][32];
     __shared__ float s_m[A3_WMAX][A2_GMAX], s_l[A3_WMAX][A2_GMAX], s_wg[A3_WMAX][A2_GMAX];
     __shared__ float s_M[A2_GMAX], s_Lb[A2_GMAX];
-    __shared__ int s_blk[A3_WMAX * 32 + 1];
+    __shared__ int s_blk[NB][A3_WMAX * 32 + 1];
     pdl_launch();
     const int G = n_heads / kv.n_kv, r = blockIdx.x, kvh = blockIdx.y, sp = blockIdx.z;
     const int tid = threadIdx.x, warp = tid >> 5, nt = blockDim.x;
     const int W = nt / (32 * G), CH = W * 32;
     const int h = warp / W, cw = warp % W;   /* this warp's query head and 32-position slice */
-    T *s_k = (T *)a3_dyn, *s_v = s_k + (size_t)CH * KS;
+    /* buffer b: K rows (padded) then V rows of CH positions */
+    T *const s_kb = (T *)a3_dyn;
+    const size_t buf = (size_t)CH * (KS + HD);
 
     /* before the wait: positions and tables come from the host */
     const int pos = st->pos[r], seq = st->row_seq[r];
@@ -448,11 +453,13 @@ attn3_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
     if (!attn_split_range(pos + 1, splits, span_min, sp, &t0, &t1, &active)) return;
     const int *tbl = st->table + (size_t)seq * st->table_stride;
     const size_t v_off = (size_t)kv.n_kv * kv.block_size * HD;
-    a3_stage_table(s_blk, tbl, kv.block_size, t0, min(t1, t0 + CH));
+    a3_stage_table(s_blk[0], tbl, kv.block_size, t0, min(t1, t0 + CH));
+    if (PIPE && t0 + CH < t1) a3_stage_table(s_blk[NB - 1], tbl, kv.block_size, t0 + CH, min(t1, t0 + 2 * CH));
     attn_prefetch<T, HD>(kv, tbl, kvh, t0, t1, v_off);
     __syncthreads();
     pdl_wait();
-    a3_copy_rows<T, HD>(s_k, s_v, kv, s_blk, kvh, t0, min(t1, t0 + CH), v_off);
+    a3_copy_rows<T, HD>(s_kb, s_kb + (size_t)CH * KS, kv, s_blk[0], kvh, t0, min(t1, t0 + CH), v_off);
+    if (PIPE) cp_async_commit();
     const float scale = (float)rsqrt((double)HD);
     const float *qr = q + ((size_t)r * n_heads + (size_t)kvh * G) * HD;
     for (int i = tid; i < G * HD; i += nt) s_q[i / HD][i % HD] = __ldcg(qr + i) * scale;
@@ -460,24 +467,44 @@ attn3_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
     float m = -INFINITY, l = 0.f, acc[DPL];
 #pragma unroll
     for (int d = 0; d < DPL; d++) acc[d] = 0.f;
-    for (int c0 = t0; c0 < t1; c0 += CH) {
+    for (int c0 = t0, c = 0; c0 < t1; c0 += CH, c++) {
         const int c1 = min(t1, c0 + CH);
-        if (c0 > t0) {   /* the next chunk: smem is free after the sync below */
-            a3_stage_table(s_blk, tbl, kv.block_size, c0, c1);
+        T *s_k = s_kb + (PIPE ? (size_t)(c & 1) * buf : 0), *s_v = s_k + (size_t)CH * KS;
+        if (PIPE) {
+            /* the next chunk into the other buffer (free since the last
+             * sync; its table entries were staged before it) */
+            if (c1 < t1) {
+                T *n_k = s_kb + (size_t)((c + 1) & 1) * buf;
+                a3_copy_rows<T, HD>(n_k, n_k + (size_t)CH * KS, kv, s_blk[(c + 1) & 1], kvh, c1,
+                                    min(t1, c1 + CH), v_off);
+                cp_async_commit();
+                cp_async_wait_one();
+            } else {
+                cp_async_wait_all();
+            }
+            __syncthreads();   /* chunk c landed; every thread has issued chunk c + 1 */
+            /* the entries of chunk c + 2 where chunk c's were (last read
+             * when chunk c was issued, before the sync above) */
+            if (c1 + CH < t1)
+                a3_stage_table(s_blk[c & 1], tbl, kv.block_size, c1 + CH, min(t1, c1 + 2 * CH));
+        } else {
+            if (c0 > t0) {   /* the next chunk: smem is free after the sync below */
+                a3_stage_table(s_blk[0], tbl, kv.block_size, c0, c1);
+                __syncthreads();
+                a3_copy_rows<T, HD>(s_k, s_v, kv, s_blk[0], kvh, c0, c1, v_off);
+            }
+            cp_async_wait_all();
             __syncthreads();
-            a3_copy_rows<T, HD>(s_k, s_v, kv, s_blk, kvh, c0, c1, v_off);
         }
-        cp_async_wait_all();
-        __syncthreads();
         const int n = min(32, c1 - c0 - cw * 32);   /* this warp's positions */
         if (n > 0)
             a3_slice<T, HD>(s_k + (size_t)cw * 32 * KS, s_v + (size_t)cw * 32 * HD, s_q[h],
                             s_p[warp], n, m, l, acc);
-        __syncthreads();   /* s_k, s_v, s_blk free for the next chunk */
+        __syncthreads();   /* this buffer (and s_blk) free for the chunk after next */
     }
 
-    /* merge the slices of each head (their sums where the chunk was: W x
-     * A2_GMAX x HD floats, less than the chunk's bytes in either type) */
+    /* merge the slices of each head (their sums where the chunks were: W x
+     * A2_GMAX x HD floats, less than a chunk's bytes in either type) */
     float (*s_acc)[A2_GMAX][HD] = (float (*)[A2_GMAX][HD])a3_dyn;
     const int lane = tid & 31;
 #pragma unroll
@@ -495,40 +522,116 @@ static int a3_span(int R, int span) {
     return span > 0 ? span : R <= A2_PER_HEAD_ROWS ? A3_SPAN : A3_SPAN_MANY;
 }
 
-template <typename T, int HD>
+/* Variant 4's default span: one chunk of 128 positions (4 slices), split
+ * over blocks only where a row has more. */
+#define A4_SPAN 128
+/* Variant 4 is taken (kern_attn_long) up to this many rows. */
+#define A4_MAX_ROWS A2_PER_HEAD_ROWS
+
+template <typename T, int HD, bool PIPE>
+static cudaError_t a3_shape(int span, int G, int *threads, size_t *smem) {
+    const int nbuf = PIPE ? 2 : 1, W = a3_slices(span, G, HD, sizeof(T), nbuf);
+    *threads = W * G * 32;
+    *smem = (size_t)nbuf * W * a3_slice_bytes(HD, sizeof(T));
+    /* above 48 KB of dynamic shared memory needs the opt-in, per kernel */
+    return cudaFuncSetAttribute(attn3_kernel<T, HD, PIPE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                A3_SMEM_MAX);
+}
+
+template <typename T, int HD, bool PIPE>
 static cudaError_t a3_launch(cudaStream_t s, dim3 grid, int pdl, const float *q, kern_kv kv,
                              const kern_step *st, int n_heads, int splits, int span, float *out,
                              void *act, int act_mode, int R, float *part, unsigned *counters) {
-    const int G = n_heads / kv.n_kv, W = a3_slices(span, G, HD, sizeof(T));
-    const size_t smem = (size_t)W * a3_slice_bytes(HD, sizeof(T));
-    /* above 48 KB of dynamic shared memory needs the opt-in, per kernel */
-    cudaError_t e = cudaFuncSetAttribute(attn3_kernel<T, HD>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, A3_SMEM_MAX);
+    int threads;
+    size_t smem;
+    cudaError_t e = a3_shape<T, HD, PIPE>(span, n_heads / kv.n_kv, &threads, &smem);
     if (e != cudaSuccess) return e;
-    return klaunch(attn3_kernel<T, HD>, grid, dim3(W * G * 32), smem, s, pdl, q, kv, st, n_heads,
+    return klaunch(attn3_kernel<T, HD, PIPE>, grid, dim3(threads), smem, s, pdl, q, kv, st, n_heads,
                    splits, span, out, act, act_mode, R, part, counters);
 }
 
-extern "C" int kern_attention3(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st,
-                               int R, int n_heads, int splits, int span, float *out, void *act,
-                               int act_mode, float *part, unsigned *counters, int pdl) {
+/* Blocks of variant 4's launch a multiprocessor holds (at least 1). */
+template <typename T, int HD>
+static int a4_blocks_per_sm(int span, int G) {
+    int threads, n = 0;
+    size_t smem;
+    if (a3_shape<T, HD, true>(span, G, &threads, &smem) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attn3_kernel<T, HD, true>, threads, smem) !=
+            cudaSuccess)
+        n = 1;
+    return n < 1 ? 1 : n;
+}
+
+static bool a3_heads_ok(const kern_kv &kv, int n_heads) {
+    const int hd = kv.head_dim;
+    return (hd == 32 || hd == 64 || hd == 128) && kv.n_kv >= 1 && n_heads % kv.n_kv == 0 &&
+           n_heads / kv.n_kv <= A2_GMAX;
+}
+
+static int a3_run(bool pipe, cudaStream_t s, const float *q, kern_kv kv, const kern_step *st, int R,
+                  int n_heads, int splits, int span, float *out, void *act, int act_mode, float *part,
+                  unsigned *counters, int pdl) {
     const int hd = kv.head_dim;
     if (kv.window) return (int)cudaErrorInvalidValue;   /* a sliding window: kern_attention */
-    if ((hd != 32 && hd != 64 && hd != 128) || kv.n_kv < 1 || n_heads % kv.n_kv ||
-        n_heads / kv.n_kv > A2_GMAX)
+    if (!a3_heads_ok(kv, n_heads))
         return kern_attention2(s, q, kv, st, R, n_heads, splits, span, out, act, act_mode, part,
                                counters, pdl);
     if (R < 1 || splits < 1 || splits > A2_MAX_SPLITS || kv.block_size < 1 ||
         (splits > 1 && (!part || !counters)) || (kv.dtype != KERN_F32 && kv.dtype != KERN_BF16))
         return (int)cudaErrorInvalidValue;
-    span = a3_span(R, span);
+    span = pipe ? (span > 0 ? span : A4_SPAN) : a3_span(R, span);
     dim3 grid(R, kv.n_kv, splits);
     const bool bf = kv.dtype == KERN_BF16;
-    auto launch = hd == 32 ? (bf ? a3_launch<__nv_bfloat16, 32> : a3_launch<float, 32>)
-                : hd == 64 ? (bf ? a3_launch<__nv_bfloat16, 64> : a3_launch<float, 64>)
-                           : (bf ? a3_launch<__nv_bfloat16, 128> : a3_launch<float, 128>);
+    typedef cudaError_t (*lfn)(cudaStream_t, dim3, int, const float *, kern_kv, const kern_step *, int,
+                               int, int, float *, void *, int, int, float *, unsigned *);
+    lfn launch;
+    if (pipe)
+        launch = hd == 32 ? (bf ? a3_launch<__nv_bfloat16, 32, true> : a3_launch<float, 32, true>)
+               : hd == 64 ? (bf ? a3_launch<__nv_bfloat16, 64, true> : a3_launch<float, 64, true>)
+                          : (bf ? a3_launch<__nv_bfloat16, 128, true> : a3_launch<float, 128, true>);
+    else
+        launch = hd == 32 ? (bf ? a3_launch<__nv_bfloat16, 32, false> : a3_launch<float, 32, false>)
+               : hd == 64 ? (bf ? a3_launch<__nv_bfloat16, 64, false> : a3_launch<float, 64, false>)
+                          : (bf ? a3_launch<__nv_bfloat16, 128, false> : a3_launch<float, 128, false>);
     return (int)launch(s, grid, pdl, q, kv, st, n_heads, splits, span, out, act, act_mode, R, part,
                        counters);
+}
+
+extern "C" int kern_attention3(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st,
+                               int R, int n_heads, int splits, int span, float *out, void *act,
+                               int act_mode, float *part, unsigned *counters, int pdl) {
+    return a3_run(false, s, q, kv, st, R, n_heads, splits, span, out, act, act_mode, part, counters,
+                  pdl);
+}
+
+extern "C" int kern_attention4(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st,
+                               int R, int n_heads, int splits, int span, float *out, void *act,
+                               int act_mode, float *part, unsigned *counters, int pdl) {
+    return a3_run(true, s, q, kv, st, R, n_heads, splits, span, out, act, act_mode, part, counters,
+                  pdl);
+}
+
+extern "C" int kern_attn4_splits(int R, kern_kv kv, int n_heads, int span, int max_len, int n_sms) {
+    if (R < 1 || n_sms < 1 || !a3_heads_ok(kv, n_heads)) return 1;
+    span = span > 0 ? span : A4_SPAN;
+    const int G = n_heads / kv.n_kv, hd = kv.head_dim;
+    const bool bf = kv.dtype == KERN_BF16;
+    const int bps = hd == 32 ? (bf ? a4_blocks_per_sm<__nv_bfloat16, 32>(span, G) : a4_blocks_per_sm<float, 32>(span, G))
+                  : hd == 64 ? (bf ? a4_blocks_per_sm<__nv_bfloat16, 64>(span, G) : a4_blocks_per_sm<float, 64>(span, G))
+                             : (bf ? a4_blocks_per_sm<__nv_bfloat16, 128>(span, G) : a4_blocks_per_sm<float, 128>(span, G));
+    /* one wave: every (row, kv head) gets the same share of the slots */
+    const int fit = max(1, bps * n_sms / (R * kv.n_kv));
+    const int need = (max_len + span - 1) / span;
+    int z = 1;   /* a power of two at least need (few graph shapes) */
+    while (z < need && z < A2_MAX_SPLITS) z *= 2;
+    return min(min(fit, z), A2_MAX_SPLITS);
+}
+
+extern "C" int kern_attn_long(int R, kern_kv kv, int n_heads, int span, int max_len, int n_sms) {
+    if (R < 1 || R > A4_MAX_ROWS || kv.window || !a3_heads_ok(kv, n_heads)) return 0;
+    const int s3 = kern_attn_grid_splits(3, R, kern_attn_splits(R, kv.n_kv, n_sms), span, max_len,
+                                         n_heads, n_sms);
+    return max_len > s3 * a3_span(R, span);
 }
 
 extern "C" int kern_attn_grid_splits(int variant, int R, int splits, int span, int max_len,

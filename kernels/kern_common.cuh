@@ -138,6 +138,10 @@ __device__ __forceinline__ void cp_async16(void *dst, const void *src) {
 __device__ __forceinline__ void cp_async_wait_all() {
     asm volatile("cp.async.wait_all;" ::: "memory");
 }
+/* Groups: commit closes the copies issued so far into a group; wait_one
+ * waits for all groups but the newest. */
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
 
 /* Writes one activation element in the layout a GEMM expects (kern.h). */
 __device__ __forceinline__ void act_store(void *act, int mode, int R, int K, int r, int k,

@@ -1,6 +1,6 @@
 /* kern_qskinny.cu — products of quantized weights (kern_qw: GGUF blocks in
- * the device layout of kern_quant.cuh) with up to 32 activation rows on
- * tensor cores: the decode passes of several sequences (reasoning branches,
+ * the device layout of kern_quant.cuh) with up to 32 activation rows a block
+ * (256 a launch, in groups of 32) on tensor cores: the decode passes of several sequences (reasoning branches,
  * batched users) read the 4-8 bit blocks instead of a dense copy.
  *
  * Work: a block of QS_WARPS warps owns 16 * QS_WARPS weight rows (a warp 16
@@ -38,7 +38,8 @@
 #define QS_CK 256               /* elements of K staged per round: one K-format block */
 #define QS_LD (QS_CK + 32)      /* a staged row: 576 bytes, 64 mod 128 (kern_skinny's sk_ld) */
 #define QS_AHEAD 2              /* chunks of the warp's rows prefetched into L2 ahead */
-#define QS_MAX_ROWS 32
+#define QS_MAX_ROWS 32           /* rows of a block: more run in groups of 32 */
+#define QS_MAX_ALL 256           /* rows of a launch */
 #define QS_MAX_PARTS 64
 
 static __host__ __device__ constexpr bool qs_kfmt(int t) {
@@ -57,7 +58,6 @@ static size_t qs_smem(int NT) { return 2 * (size_t)qs_buf_elems(NT) * 2; }
  * product of several types run different loops, each reaching the same
  * number of barriers): the unaligned form, which counts arrivals. */
 __device__ __forceinline__ void qs_sync() { asm volatile("barrier.sync 0;" ::: "memory"); }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 
 /* p + nb as bf16 pairs (p * 1 + nb, one FMA): exact for the small integers here. */
 __device__ __forceinline__ uint32_t qs_add(uint32_t p, uint32_t nb) {
@@ -265,14 +265,15 @@ __device__ __forceinline__ void qs_group(float (&tot)[NT][4], const uint32_t (&A
     }
 }
 
-/* Copies chunk kc (kn elements) of the R high and R low rows into xs
- * (columns 0..R-1 of each half; the rest stay zero). */
+/* Copies chunk kc (kn elements) of the R high rows (ah) and R low rows (al)
+ * into xs (columns 0..R-1 of each half; the rest stay zero). */
 template <int NT>
-__device__ __forceinline__ void qs_stage(uint16_t *xs, const uint16_t *act, int R, int K, int kc, int kn) {
+__device__ __forceinline__ void qs_stage(uint16_t *xs, const uint16_t *ah, const uint16_t *al, int R, int K,
+                                         int kc, int kn) {
     const int cpr = kn / 8;
     for (int i = threadIdx.x; i < 2 * R * cpr; i += blockDim.x) {
         const int rr = i / cpr, c = i % cpr, hl = rr / R, n = rr % R;
-        cp_async16(xs + (size_t)(hl * 8 * NT + n) * QS_LD + 8 * c, act + (size_t)(hl * R + n) * K + kc + 8 * c);
+        cp_async16(xs + (size_t)(hl * 8 * NT + n) * QS_LD + 8 * c, (hl ? al : ah) + (size_t)n * K + kc + 8 * c);
     }
     cp_async_commit();
 }
@@ -301,8 +302,8 @@ __device__ __forceinline__ void qs_sums(const uint16_t *xs, float *S, int R, int
  * the same number of rounds and barriers, `live` or not. */
 template <int T, int NT>
 __device__ __forceinline__ void qs_loop(float (&tot)[NT][4], const uint8_t *ra, const uint8_t *rb,
-                                        bool live, int K, int k0, int kend, const uint16_t *act, int R,
-                                        uint16_t *x0, bool need_s) {
+                                        bool live, int K, int k0, int kend, const uint16_t *ah,
+                                        const uint16_t *al, int R, uint16_t *x0, bool need_s) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, nb = K / 32;
     const int n_ck = (kend - k0 + QS_CK - 1) / QS_CK;
     /* a chunk's loads are issued at its start, before the barriers (L2
@@ -318,7 +319,8 @@ __device__ __forceinline__ void qs_loop(float (&tot)[NT][4], const uint8_t *ra, 
         cp_async_wait_all();
         qs_sync();   /* chunk c staged; every warp is past chunk c - 1 */
         if (c + 1 < n_ck)
-            qs_stage<NT>(x0 + ((c + 1) & 1) * qs_buf_elems(NT), act, R, K, kc + QS_CK, min(QS_CK, kend - kc - QS_CK));
+            qs_stage<NT>(x0 + ((c + 1) & 1) * qs_buf_elems(NT), ah, al, R, K, kc + QS_CK,
+                         min(QS_CK, kend - kc - QS_CK));
         const uint16_t *xs = x0 + (c & 1) * qs_buf_elems(NT);
         float *S = (float *)(xs + qs_xs_elems(NT));
         if (need_s) {
@@ -338,15 +340,21 @@ __device__ __forceinline__ void qs_loop(float (&tot)[NT][4], const uint8_t *ra, 
     }
 }
 
+/* More than 32 rows run in groups of 32 (blockIdx.x = tile x groups +
+ * group: a tile's groups are scheduled together, so its blocks come from
+ * DRAM once and from L2 for the other groups). */
 template <int NT>
 __global__ void __launch_bounds__(QS_WARPS * 32, 2)
-qskinny_kernel(kern_qw W, int N, int K, const uint16_t *act, int R, int ks, int need_s, float *Y) {
+qskinny_kernel(kern_qw W, int N, int K, const uint16_t *act, int Rall, int ks, int need_s, float *Y) {
     extern __shared__ uint4 qs_dyn[];
     uint16_t *x0 = (uint16_t *)qs_dyn, *x1 = x0 + qs_buf_elems(NT);
     float *s0 = (float *)(x0 + qs_xs_elems(NT)), *s1 = (float *)(x1 + qs_xs_elems(NT));
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int k0 = blockIdx.y * ks, kend = min(K, k0 + ks);
-    const int row0 = (blockIdx.x * QS_WARPS + warp) * 16;
+    const int n_gr = (Rall + QS_MAX_ROWS - 1) / QS_MAX_ROWS;
+    const int r0 = blockIdx.x % n_gr * QS_MAX_ROWS, R = min(QS_MAX_ROWS, Rall - r0);
+    const uint16_t *ah = act + (size_t)r0 * K, *al = act + (size_t)(Rall + r0) * K;
+    const int row0 = (blockIdx.x / n_gr * QS_WARPS + warp) * 16;
     const bool live = row0 < N;
     int type, tb;
     const uint8_t *ra = qrow(W, min(row0 + g, N - 1), &type), *rb = qrow(W, min(row0 + g + 8, N - 1), &tb);
@@ -370,20 +378,20 @@ qskinny_kernel(kern_qw W, int N, int K, const uint16_t *act, int R, int ks, int 
         }
     pdl_launch();
     pdl_wait();
-    qs_stage<NT>(x0, act, R, K, k0, min(QS_CK, kend - k0));
+    qs_stage<NT>(x0, ah, al, R, K, k0, min(QS_CK, kend - k0));
 
     float tot[NT][4];
 #pragma unroll
     for (int nt = 0; nt < NT; nt++) tot[nt][0] = tot[nt][1] = tot[nt][2] = tot[nt][3] = 0.f;
     switch (type) {
-#define QS_RUN(T) case T: qs_loop<T, NT>(tot, ra, rb, live, K, k0, kend, act, R, x0, need_s); break;
+#define QS_RUN(T) case T: qs_loop<T, NT>(tot, ra, rb, live, K, k0, kend, ah, al, R, x0, need_s); break;
     QS_RUN(ENG_DT_Q4_K) QS_RUN(ENG_DT_Q5_K) QS_RUN(ENG_DT_Q6_K) QS_RUN(ENG_DT_Q8_0)
     QS_RUN(ENG_DT_Q4_0) QS_RUN(ENG_DT_Q4_1) QS_RUN(ENG_DT_Q5_0) QS_RUN(ENG_DT_Q5_1)
 #undef QS_RUN
     }
     if (!live) return;
     /* tot[nt][e]: row row0 + g + 8(e/2), column 8nt + 2t + e%2 */
-    float *Yp = Y + (size_t)blockIdx.y * R * N;
+    float *Yp = Y + (size_t)blockIdx.y * Rall * N + (size_t)r0 * N;
 #pragma unroll
     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
@@ -418,11 +426,11 @@ static int qs_step_bytes(int t) { return eng_dt_block_bytes(t) * (256 / eng_dt_b
  * are not overlapped), in rounds of the 2 n_sms blocks the multiprocessors
  * hold (a round half full costs a whole one), its blocks' bytes weighed 3x
  * (the blocks stream at about a third of the copy bandwidth, NOTES.md
- * v19); each part adds its output, written and read again (8 R N bytes).
- * Within max_parts. */
+ * v19; every group of 32 rows has its own blocks); each part adds its
+ * output, written and read again (8 R N bytes).  Within max_parts. */
 extern "C" int kern_qskinny_parts(const kern_qw *W, int N, int K, int R, int n_sms, int max_parts) {
-    if (!kern_qskinny_ok(W, N, K) || R < 1 || R > QS_MAX_ROWS || n_sms < 1 || max_parts < 1) return 0;
-    const int gran = qs_gran(K), tiles = qs_cdiv(N, 16 * QS_WARPS), slots = 2 * n_sms;
+    if (!kern_qskinny_ok(W, N, K) || R < 1 || R > QS_MAX_ALL || n_sms < 1 || max_parts < 1) return 0;
+    const int gran = qs_gran(K), tiles = qs_cdiv(N, 16 * QS_WARPS) * qs_cdiv(R, QS_MAX_ROWS), slots = 2 * n_sms;
     const double tile_bytes = 16.0 * QS_WARPS * qs_step_bytes(W->type[0]) * QS_CK / 256;
     int best = 0;
     double best_cost = 0;
@@ -438,7 +446,7 @@ extern "C" int kern_qskinny_parts(const kern_qw *W, int N, int K, int R, int n_s
 
 extern "C" int kern_qskinny(cudaStream_t s, const kern_qw *W, int N, int K, const void *act, int R,
                             int parts, float *Y, int n_sms, int pdl) {
-    if (!kern_qskinny_ok(W, N, K) || R < 1 || R > QS_MAX_ROWS || parts < 1 || n_sms < 1)
+    if (!kern_qskinny_ok(W, N, K) || R < 1 || R > QS_MAX_ALL || parts < 1 || n_sms < 1)
         return (int)cudaErrorInvalidValue;
     const int gran = qs_gran(K), ks = qs_slice(K, gran, parts);
     if (qs_cdiv(K, ks) != parts) return (int)cudaErrorInvalidValue;
@@ -447,7 +455,7 @@ extern "C" int kern_qskinny(cudaStream_t s, const kern_qw *W, int N, int K, cons
         const int t = W->type[i];
         need_s |= t == ENG_DT_Q4_K || t == ENG_DT_Q5_K || t == ENG_DT_Q4_1 || t == ENG_DT_Q5_1;
     }
-    const dim3 grid(qs_cdiv(N, 16 * QS_WARPS), parts);
+    const dim3 grid(qs_cdiv(N, 16 * QS_WARPS) * qs_cdiv(R, QS_MAX_ROWS), parts);
     typedef void (*kfn)(kern_qw, int, int, const uint16_t *, int, int, int, float *);
     const int NT = R <= 8 ? 1 : R <= 16 ? 2 : 4;
     const kfn k = NT == 1 ? qskinny_kernel<1> : NT == 2 ? qskinny_kernel<2> : qskinny_kernel<4>;

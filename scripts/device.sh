@@ -32,7 +32,8 @@
 #        leanbase the blocks alone (--quant-wide 2: halves made per wide product)
 #                 on the Q4_K_M files of QUANT_MODELS, this build against
 #                 .dev/bin/bench_cuda_base (pack with BASE_BENCH=...), alternating
-#                 twice: the 1,024-token prompt and decode at WIDE_BATCHES (64)
+#                 twice: the 1,024-token prompt and decode at WIDE_BATCHES (64);
+#                 LEAN_EXTRA: bench_cuda options for a third run of this build
 #        prof     ncu (--clock-control none) of four batch-1 kern_qgemv launches
 #                 on 1.5B Q4_K_M, and the SASS of its Q4_K SwiGLU instance
 #        ablate   bench_cuda at batch 1 and 32 on 1.5B, stages left out
@@ -44,9 +45,10 @@
 #        spec     bench_spec: none / n-gram / draft model, adaptive k
 #        tools    bench_tools: partial execution on 1.5B and 7B shapes
 #        pp       ParallelPrompt replay, keyword + reading files
-#        kv       bench_cuda with f32 and bf16 KV pools (--kv) on 1.5B: batch 8
-#                 at 4,000 positions (with attention variants 2/3 and the step
-#                 without attention), batch 1/32/256 at 150
+#        kv       bench_cuda with f32 and bf16 KV pools (--kv) on 1.5B: batch 1,
+#                 8, 16 (KV_BATCHES) at 4,000 positions with attention variants
+#                 3 and 4 and the step without attention (KV_ABLATE), batch
+#                 1/32/256 at 150
 #        real     the real SmolLM2-135M GGUF: test_real through the CUDA
 #                 backend (greedy identity and logits against transformers;
 #                 by default the prompts in one batch through the quantized
@@ -199,9 +201,11 @@ part_leanbase() {   # issue 25: the blocks alone (--quant-wide 2), this build ag
     for m in ${QUANT_MODELS:-qwen2.5-1.5b qwen2.5-7b}; do
         [ -f $MD/$m-q4_k_m.gguf ] || $BIN/brisk mkmodel --preset $m --format q4_k_m --out $MD/$m-q4_k_m.gguf > /dev/null
         for r in 1 2; do
-            for b in bench_cuda_base bench_cuda; do
-                timeout 200 $BIN/$b $MD/$m-q4_k_m.gguf --out "$OUT/leanbase_${GPU}_${b}_$m-q4_k_m_$r.json" \
-                    --batches ${WIDE_BATCHES:-64} --prefill 1024 --quant-wide 2 2>&1 |
+            for b in bench_cuda_base bench_cuda ${LEAN_EXTRA:+extra}; do
+                local x="" e=$b
+                [ $b = extra ] && { x=$LEAN_EXTRA; e=bench_cuda; }
+                timeout 200 $BIN/$e $MD/$m-q4_k_m.gguf --out "$OUT/leanbase_${GPU}_${b}_$m-q4_k_m_$r.json" \
+                    --batches ${WIDE_BATCHES:-64} --prefill 1024 --quant-wide 2 $x 2>&1 |
                     grep -E "^prefill [0-9]+ tokens: |^ +[0-9]+ +default|rror" | sed "s/^/$b $m run $r: /"
             done
         done
@@ -274,8 +278,8 @@ part_pp() {   # context hoisted ahead of the item (the default) and the template
 part_kv() {   # issue 26 part 2: the floor counts the KV bytes of the format
     model qwen2.5-1.5b
     for kv in f32 bf16; do
-        $BIN/bench_cuda $MD/qwen2.5-1.5b --kv $kv --prompt 4000 --batches 8 --prefill 0 \
-            --ablate-only attn_v2,attn_v3,-attn --out "$OUT/kv_${GPU}_${kv}_qwen2.5-1.5b_ctx4000.json" 2>&1 |
+        $BIN/bench_cuda $MD/qwen2.5-1.5b --kv $kv --prompt 4000 --batches ${KV_BATCHES:-1,8,16} --prefill 0 \
+            --ablate-only ${KV_ABLATE:-attn_v3,attn_v4,attn_v4_span64,attn_v4_span160,-attn} --out "$OUT/kv_${GPU}_${kv}_qwen2.5-1.5b_ctx4000.json" 2>&1 |
             grep -E "backend up|batch|default|attn|bench_cuda"
         $BIN/bench_cuda $MD/qwen2.5-1.5b --kv $kv --prompt 150 --batches 1,32,256 --prefill 0 \
             --ablate-only none --out "$OUT/kv_${GPU}_${kv}_qwen2.5-1.5b_ctx150.json" 2>&1 |

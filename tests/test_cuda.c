@@ -606,7 +606,7 @@ static double qskinny_case(int n_seg, const int *types, const int *rows, int K, 
 }
 
 /* Every block type at 1, 5, 8, 12, 20 and 32 rows (the 1, 2 and 4 column
- * tiles), one part, two and the parts kern_qskinny_parts picks; rows not
+ * tiles) and 33, 64, 70 (groups of 32, the last partial), one part, two and the parts kern_qskinny_parts picks; rows not
  * a multiple of the block's 128; K of partial chunks (576: 32-element
  * formats, slices of 288); Q4_K_M's q|k|v (Q4_K, Q4_K, Q6_K) and a Q8_0 | Q4_0 product;
  * few SMs (many slices per block row).  Tolerance 1e-5 relative: the
@@ -680,10 +680,10 @@ static void test_dequant(void) {
 
 static void test_qskinny(void) {
     g_rng = 313;
-    static const int Rs[] = {1, 5, 8, 12, 20, 32};
+    static const int Rs[] = {1, 5, 8, 12, 20, 32, 33, 64, 70};
     for (int ti = 0; ti < 8; ti++) {
         const int t = qtypes[ti], kf = eng_dt_block(t) == 256;
-        for (int ri = 0; ri < 6; ri++) {
+        for (int ri = 0; ri < 9; ri++) {
             const int R = Rs[ri], rows = ri % 2 ? 200 : 136, K = kf ? 1024 : (ri % 2 ? 576 : 1024);
             kern_qw probe;
             memset(&probe, 0, sizeof probe);
@@ -711,7 +711,7 @@ static void test_qskinny(void) {
     static const int down_t = ENG_DT_Q6_K, down_r = 264;
     e = qskinny_case(1, &down_t, &down_r, 8960, 32, 6, 132);   /* 6 chunks a slice, the last 5 */
     T_CHECKF(e <= 1e-5, "Q6_K 264x8960 R=32, 6 parts: rel err %.3g", e);
-    /* refused: a segment ending inside a warp's 16 rows, K not whole K blocks, 33 rows */
+    /* refused: a segment ending inside a warp's 16 rows, K not whole K blocks, 257 rows */
     kern_qw bad;
     memset(&bad, 0, sizeof bad);
     bad.n_seg = 2; bad.type[0] = bad.type[1] = ENG_DT_Q8_0; bad.end[0] = 8; bad.end[1] = 32;
@@ -720,7 +720,7 @@ static void test_qskinny(void) {
     T_CHECK(!kern_qskinny_ok(&bad, 32, 256));
     bad.end[0] = 16;
     T_CHECK(kern_qskinny_ok(&bad, 32, 256));
-    T_CHECK(kern_qskinny(0, &bad, 32, 256, NULL, 33, 1, NULL, 132, 0) != 0);
+    T_CHECK(kern_qskinny(0, &bad, 32, 256, NULL, 257, 1, NULL, 132, 0) != 0);
     bad.type[0] = bad.type[1] = ENG_DT_Q4_K;
     bad.row_bytes[0] = bad.row_bytes[1] = (int)kern_qrow_bytes(ENG_DT_Q4_K, 256);
     T_CHECK(!kern_qskinny_ok(&bad, 32, 288));
@@ -1275,8 +1275,8 @@ static void a2_run(const a2_fix *f, int R, const int *seqs, const int *pos, cons
     if (!out || !hact || !st || !dout || !dpart || !dcnt || !dact) { T_CHECK(0); goto done; }
     cudaMemset(dcnt, 0, (size_t)R * f->nkv * 4);
     kern_kv k = {f->dkv, (long long)2 * f->nkv * f->bs * f->hd, f->nkv, f->hd, f->bs, 0, f->dt};
-    for (int v = 2; v <= 3; v++) {
-        attn_fn fn = v == 2 ? kern_attention2 : kern_attention3;
+    for (int v = 2; v <= 4; v++) {
+        attn_fn fn = v == 2 ? kern_attention2 : v == 3 ? kern_attention3 : kern_attention4;
         cudaMemset(dout, 0xFF, n * 4);
         T_CHECK(fn(0, f->dq, k, st, R, f->nh, splits, span, dout, NULL, 0, dpart, dcnt, 1) == 0);
         double e = sync_ok() && down(out, dout, n * 4) ? rel_err(out, ref, n) : INFINITY;
@@ -1457,8 +1457,11 @@ static void attn2_case(int nh, int nkv, int hd, int dt) {
     f.dq = dup_up(f.q, (size_t)NR * nq * 4);
     if (!f.dkv || !f.dq) { T_CHECK(0); goto done; }
     /* the whole batch: split caps as the backend picks them and forced */
-    int caps[3] = {kern_attn_splits(NR, nkv, 132), 3, 64}, spans[3] = {0, 16, 1000};
-    for (int c = 0; c < 3; c++)
+    kern_kv shape = {f.dkv, (long long)2 * nkv * f.bs * hd, nkv, hd, f.bs, 0, dt};
+    const int s4 = kern_attn4_splits(NR, shape, nh, 0, 4000, 132);
+    T_CHECKF(s4 >= 1 && s4 <= 64, "kern_attn4_splits: %d", s4);
+    int caps[4] = {kern_attn_splits(NR, nkv, 132), 3, 64, s4}, spans[3] = {0, 16, 1000};
+    for (int c = 0; c < 4; c++)
         for (int p = 0; p < 3; p++) a2_run(&f, NR, seqs, pos, ref, caps[c], spans[p], "batch");
     /* each sequence alone at batch 1 (its q row is row s of the batch) */
     float *dq_all = f.dq;
@@ -2283,6 +2286,15 @@ static void attn3_backend(fixture *f) {
 }
 FIXTURE_TEST(test_attn3_backend, attn3_backend)
 
+/* The same with variant 4 (variant 3 double-buffered, a wave of blocks)
+ * for every pass. */
+static void attn4_backend(fixture *f) {
+    setenv("BRISK_ATTN", "4", 1);
+    backend_checks(f);
+    unsetenv("BRISK_ATTN");
+}
+FIXTURE_TEST(test_attn4_backend, attn4_backend)
+
 /* The whole-backend checks with every pass of 3 rows or more through the
  * prefill attention kernel (BRISK_PREFILL_ATTN=always; by default only long
  * prompts take it): prompts, batches, continuous batching with decode rows
@@ -2405,6 +2417,7 @@ FIXTURE_TEST(test_kv_bf16_backend, kv_bf16_backend)
 static void kv_bf16_variant_checks(fixture *f) {
     attn1_backend(f);
     attn3_backend(f);
+    attn4_backend(f);
     pf_backend(f);
 }
 static void kv_bf16_variants(fixture *f) { with_bf16_kv(f, kv_bf16_variant_checks); }
@@ -2513,6 +2526,13 @@ static void quant_model(const struct qmodel *qm, int i) {
             batched_case(&f, 40);
             continuous_case(&f);
             long_case(&f);
+            /* quant_tc_rows 64: 33-64 row decode passes (and their lm_head)
+             * through kern_qskinny's groups of 32 rows */
+            eng_cuda_opts_default(&o);
+            o.quant_wide = qw;
+            o.quant_tc_rows = 64;
+            batched_opts(&f, 40, &o);
+            batched_opts(&f, 64, &o);
         }
         g_quant_wide = 0;
         /* the blocks alone: no dense layer copy, embedding or lm_head (the
@@ -2599,6 +2619,7 @@ int main(void) {
     T_RUN(test_engine);
     T_RUN(test_attn1_backend);
     T_RUN(test_attn3_backend);
+    T_RUN(test_attn4_backend);
     T_RUN(test_prefill_attn_backend);
     T_RUN(test_tp_backend);
     T_RUN(test_kv_bf16_backend);

@@ -48,7 +48,7 @@
 #        kv       bench_cuda with f32 and bf16 KV pools (--kv) on 1.5B: batch 1,
 #                 8, 16 (KV_BATCHES) at 4,000 positions with attention variants
 #                 3 and 4 and the step without attention (KV_ABLATE), batch
-#                 1/32/256 at 150
+#                 1/32/256 at 150; batch 8 at 16,000 (bf16 pool; KV_LONG=0: not)
 #        real     the real SmolLM2-135M GGUF: test_real through the CUDA
 #                 backend (greedy identity and logits against transformers;
 #                 by default the prompts in one batch through the quantized
@@ -285,6 +285,10 @@ part_kv() {   # issue 26 part 2: the floor counts the KV bytes of the format
             --ablate-only none --out "$OUT/kv_${GPU}_${kv}_qwen2.5-1.5b_ctx150.json" 2>&1 |
             grep -E "backend up|batch|default|bench_cuda"
     done
+    [ "${KV_LONG:-1}" = 0 ] ||   # issue 26 asks for 16,000 positions at batch 8
+    timeout 200 $BIN/bench_cuda $MD/qwen2.5-1.5b --kv bf16 --prompt 16000 --batches 8 --prefill 0 \
+        --ablate-only attn_v3,attn_v4,-attn --out "$OUT/kv_${GPU}_bf16_qwen2.5-1.5b_ctx16000.json" 2>&1 |
+        grep -E "backend up|batch|default|attn|bench_cuda"
 }
 
 part_real() {

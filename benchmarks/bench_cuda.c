@@ -65,6 +65,7 @@ typedef struct bargs {
     int batches[MAX_B], nb, pf, kernels, kvf, bf16w, prompt, steps, ablate, skinny_max, quant, tp;
     int quant_wide;     /* quant: ENG_QUANT_* of --quant / --no-quant (AUTO: neither) */
     int quant_tc;       /* --quant-tc-rows N: eng_cuda_opts.quant_tc_rows; < 0: the library's */
+    int quant_stage;    /* --quant-tc-stage N: eng_cuda_opts.quant_tc_stage; < 0: the library's */
 } bargs;
 
 static int parse_batches(const char *s, int *b, int max) {
@@ -86,7 +87,7 @@ static int parse_args(int argc, char **argv, bargs *A) {
     memset(A, 0, sizeof *A);
     memcpy(A->batches, def_b, sizeof def_b);
     A->nb = 5; A->pf = 512; A->kvf = ENG_KV_F32; A->prompt = 128; A->steps = 32;
-    A->skinny_max = -1; A->tp = 1; A->quant_wide = -1; A->quant_tc = -1;
+    A->skinny_max = -1; A->tp = 1; A->quant_wide = -1; A->quant_tc = -1; A->quant_stage = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--out") && v) { A->out = v; i++; }
@@ -110,6 +111,7 @@ static int parse_args(int argc, char **argv, bargs *A) {
             i++;
         }
         else if (!strcmp(a, "--quant-tc-rows") && v) { A->quant_tc = atoi(v); i++; }
+        else if (!strcmp(a, "--quant-tc-stage") && v) { A->quant_stage = atoi(v); i++; }
         else if (!strcmp(a, "--kv") && v) {
             if ((A->kvf = eng_kv_format_parse(v)) < 0) {
                 fprintf(stderr, "bench_cuda: --kv takes f32 or bf16, not %s\n", v);
@@ -134,7 +136,7 @@ static int parse_args(int argc, char **argv, bargs *A) {
         fprintf(stderr, "usage: bench_cuda MODEL_DIR [--out FILE] [--prompt N] [--steps N] "
                         "[--prefill N] [--batches 1,8,...] [--kernels] [--ablate] [--ablate-only a,b] "
                         "[--skinny-max N] [--kv f32|bf16] [--bf16-weights] [--quant | --no-quant] [--quant-wide 0|1|2] "
-                        "[--quant-tc-rows N] [--tp N]\n");
+                        "[--quant-tc-rows N] [--quant-tc-stage 0|1] [--tp N]\n");
         return 2;
     }
     if (A->tp > 1 && (A->quant == ENG_QUANT_ON || A->bf16w || A->kernels)) {
@@ -180,6 +182,7 @@ typedef struct bench {
                            --no-quant) */
     int quant_wide;     /* --quant-wide N: eng_cuda_opts.quant_wide; < 0: the library's */
     int quant_tc;       /* --quant-tc-rows N: eng_cuda_opts.quant_tc_rows; < 0: the library's */
+    int quant_stage;    /* --quant-tc-stage N: eng_cuda_opts.quant_tc_stage; < 0: the library's */
     double bw;                   /* bytes / s */
     uint64_t rng;
     struct kern_tp *tp;          /* --tp N > 1: N ranks for the all-reduces timed apart */
@@ -192,6 +195,7 @@ static void bench_opts(const bench *B, eng_cuda_opts *o) {
     o->quant = B->quant;
     if (B->quant_wide >= 0) o->quant_wide = B->quant_wide;
     if (B->quant_tc >= 0) o->quant_tc_rows = B->quant_tc;
+    if (B->quant_stage >= 0) o->quant_tc_stage = B->quant_stage;
     if (B->skinny_max >= 0) o->skinny_max_rows = B->skinny_max;
 }
 
@@ -692,7 +696,8 @@ static kern_qw kb_qw(int t, int N, int K, const void *w) {
 
 /* Times n launches of kernel `which` (0 GEMV, 1 attention, 2 sampling, 3
  * RoPE, 4 attention variant 2, 5 kern_skinny, 6 cuBLASLt, 7 kern_qgemv
- * over g->R rows of x, 8 kern_qskinny over g->R rows of g->act) in one graph;
+ * over g->R rows of x, 8 kern_qskinny over g->R rows of g->act, 9 the same
+ * with its blocks staged in shared memory) in one graph;
  * returns seconds per launch, or -1. */
 static double kb_time(kb_ctx *k, int which, const kb_gemv *g, const float *x, float *y,
                       const float *nw, const kern_step *st, kern_kv kv, int nh, int splits,
@@ -711,11 +716,12 @@ static double kb_time(kb_ctx *k, int which, const kb_gemv *g, const float *x, fl
             err = kern_attention(k->s, x, kv, st, 1, nh, splits, y, NULL, 0, part, cnt, pdl);
         else if (which == 4)   /* V carries variant 2's span */
             err = kern_attention2(k->s, x, kv, st, 1, nh, splits, V, y, NULL, 0, part, cnt, pdl);
-        else if (which == 7 || which == 8) {
+        else if (which >= 7 && which <= 9) {
             kern_qw qw = kb_qw(g->qtype, g->N, g->K, kb_weights(k, kern_qrow_bytes(g->qtype, g->K) * g->N));
             err = which == 7 ? kern_qgemv(k->s, &qw, g->N, g->K, x, g->R, g->norm ? nw : NULL, 1e-6f,
                                           g->mode, y, sms, pdl)
-                             : kern_qskinny(k->s, &qw, g->N, g->K, g->act, g->R, g->parts, g->y2, sms, pdl);
+                             : kern_qskinny(k->s, &qw, g->N, g->K, g->act, g->R, g->parts, g->y2, sms, pdl,
+                                            which == 9);
         } else if (which == 5)
             err = kern_skinny(k->s, kb_weights(k, (size_t)g->N * g->K * 2), g->N, g->K, g->act, g->R,
                               g->parts, g->y2, sms, pdl);
@@ -823,9 +829,11 @@ static void kb_qproducts(kb_ctx *k, const eng_config *c, double bw, int sms, con
     const char *names[4] = {"qkv", "o_proj", "gate|up", "down"};
     const int types[3] = {ENG_DT_Q4_K, ENG_DT_Q6_K, ENG_DT_Q8_0};
     /* kern_qgemv at 1..8 rows, then kern_qskinny (tensor cores; one row
-     * beside kern_qgemv's) with its parts left apart */
-    const int rows[2][4] = {{1, 2, 4, 8}, {1, 8, 16, 32}};
-    const char *kname[2] = {"kern_qgemv", "kern_qskinny"}, *jname[2] = {"qproducts", "qskinny"};
+     * beside kern_qgemv's) with its parts left apart, its blocks loaded into
+     * registers and staged in shared memory (stage 1) */
+    const int rows[3][4] = {{1, 2, 4, 8}, {1, 8, 16, 32}, {1, 8, 16, 32}};
+    const char *kname[3] = {"kern_qgemv", "kern_qskinny", "kern_qskinny stage 1"};
+    const char *jname[3] = {"qproducts", "qskinny", "qskinny_stage"};
     void *act = NULL;
     float *y2 = NULL;
     const size_t ybytes = (size_t)64 * 32 * (2 * I > QKV ? 2 * I : QKV) * 4;
@@ -834,7 +842,7 @@ static void kb_qproducts(kb_ctx *k, const eng_config *c, double bw, int sms, con
         goto done;
     }
     cudaMemset(act, 0x3c, (size_t)2 * 32 * (I > H ? I : H) * 2);   /* bf16 ~0.011 */
-    for (int kk = 0; kk < 2; kk++) {
+    for (int kk = 0; kk < 3; kk++) {
         cJSON *arr = cJSON_AddArrayToObject(root, jname[kk]);
         printf("%s (graph of 32 launches, cold blocks): us and %% of copy bandwidth at %d | %d | %d | %d rows\n",
                kname[kk], rows[kk][0], rows[kk][1], rows[kk][2], rows[kk][3]);
@@ -999,6 +1007,7 @@ int main(int argc, char **argv) {
     B.ablate = A.ablate; B.only = A.only; B.quant = A.quant != ENG_QUANT_OFF;
     B.quant_wide = A.quant_wide;
     B.quant_tc = A.quant_tc;
+    B.quant_stage = A.quant_stage;
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess) ndev = 0;
     if (A.tp > 1 && ndev < A.tp) {   /* a split asked for is a failure, not a note */

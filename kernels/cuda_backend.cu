@@ -175,6 +175,7 @@ static void opts_clamp(eng_cuda_opts *o) {
     if (o->quant_max_rows > 8) o->quant_max_rows = 8;
     if (o->quant_tc_rows < 0) o->quant_tc_rows = 0;
     if (o->quant_tc_rows > GRAPH_MAX_ROWS) o->quant_tc_rows = GRAPH_MAX_ROWS;   /* kern_qskinny's most */
+    o->quant_tc_stage = o->quant_tc_stage != 0;
     if (o->attn_variant < 1 || o->attn_variant > 4) {
         const char *v = getenv("BRISK_ATTN");
         int a = v ? atoi(v) : 0;
@@ -838,7 +839,7 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
                     : c->opt.fast_gemm ? KERN_ACT_BF16 : KERN_ACT_SPLIT;
     const int mul = amode == KERN_ACT_SPLIT ? 2 : 1, act_bf16 = amode != KERN_ACT_F32;
     const int splits = p->att_splits;
-    const int pdl = !c->opt.no_pdl;
+    const int pdl = !c->opt.no_pdl, qst = c->opt.quant_tc_stage;
     int rc, np = 1;   /* np: parts of the last product (see PROD) */
     /* one call site for the decode attention variants */
     const int skip = c->skip;
@@ -890,7 +891,7 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
 #define PROD(W, QW, N, K, rows, out, sp, sl, mask, pi) do { \
         np = qs ? qp[pi] : ws ? 4 : (sp) ? (sp) : mul * (sl); \
         if (skip & (mask)) break; \
-        if (qs) KC(kern_qskinny(s, &(QW), N, K, c->act, rows, np, out, sms, pdl)); \
+        if (qs) KC(kern_qskinny(s, &(QW), N, K, c->act, rows, np, out, sms, pdl, qst)); \
         else if (ws) { \
             if (c->lean) KC(kern_dequant_halves(s, &(QW), N, K, c->wscratch)); \
             GEMM_WS(c->lean ? (const void *)c->wscratch : (const void *)(W), N, K, rows, out); \
@@ -1002,7 +1003,7 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
             for (int o0 = 0; o0 < O; o0 += step) {
                 const int n = O - o0 < step ? O - o0 : step;
                 KC(kern_to_act(s, c->xo + (size_t)o0 * H, n, H, c->act, KERN_ACT_SPLIT, pdl));
-                KC(kern_qskinny(s, &c->qhead, HV, H, c->act, n, 1, hl + (size_t)o0 * HV, sms, pdl));
+                KC(kern_qskinny(s, &c->qhead, HV, H, c->act, n, 1, hl + (size_t)o0 * HV, sms, pdl, qst));
             }
         } else if (ws && !qs_pass(c, O)) {
             /* the lm_head stays f32 (with a tied embedding, the same rows) */
@@ -1013,7 +1014,7 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
         } else {
             KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->act, amode, pdl));
             if (qs || ws) {   /* one part: V rows fill the GPU */
-                KC(kern_qskinny(s, &c->qhead, HV, H, c->act, O, 1, hl, sms, pdl));
+                KC(kern_qskinny(s, &c->qhead, HV, H, c->act, O, 1, hl, sms, pdl, qst));
             } else {
                 /* cuBLASLt: kern_skinny was slower on the lm_head at 8 and 16 rows
                  * (1.5B: 181 vs 173 us, 232 vs 178) */

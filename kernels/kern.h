@@ -50,6 +50,8 @@ typedef struct eng_cuda_opts {
                            kern_qskinny (tensor cores on the blocks; past 32 rows in groups
                            of 32) where every product's blocks suit it, and kern_qgemv keeps
                            one-row passes; 0: off; default 32 */
+    int quant_tc_stage; /* 1: kern_qskinny stages the blocks in shared memory a chunk ahead
+                           (stage 1 of kern_qskinny); 0: loads them into registers */
     int quant_wide;     /* 1, the default (read at create): where kern_qskinny serves every
                            decode product of an f32 dense copy (quant on, qs_ok), the layer
                            products' dense copy is kept as bf16 high and low halves (w = hi
@@ -212,13 +214,16 @@ int kern_skinny(cudaStream_t s, const void *W, int N, int K, const void *act, in
  * multiple of 32, of 256 where a segment is of a K format, segment ends
  * multiples of 16) on tensor cores, the blocks decoded exactly: written as
  * `parts` partial products over slices of K, Y[p][r][n], for the consumer
- * to add in order.  kern_qskinny_ok: whether W's shape and segments suit it;
+ * to add in order.  stage 1 (where K is a multiple of 256): each warp's
+ * blocks are copied into shared memory a chunk ahead, with the
+ * activations, instead of loaded into registers at the chunk's start.
+ * kern_qskinny_ok: whether W's shape and segments suit it;
  * kern_qskinny_parts: the parts for a shape (at most max_parts; 0: not
  * taken). */
 int kern_qskinny_ok(const kern_qw *W, int N, int K);
 int kern_qskinny_parts(const kern_qw *W, int N, int K, int R, int n_sms, int max_parts);
 int kern_qskinny(cudaStream_t s, const kern_qw *W, int N, int K, const void *act, int R, int parts,
-                 float *Y, int n_sms, int pdl);
+                 float *Y, int n_sms, int pdl, int stage);
 /* out = the bf16 halves of quantized W (N rows of K): hi = bf16(w) at
  * out[n K + k], lo = bf16(w - hi) at out[N K + n K + k], w bit-identical to
  * the CPU's dequantized value (engine/quant_block.h). */

@@ -93,9 +93,25 @@ struct qs_raw {
     uint32_t d[2][8];
 };
 
+/* The lane's loads of its blocks: from global memory by the read-only
+ * path, or (SM) from the warp's rows staged in shared memory. */
+template <bool SM> __device__ __forceinline__ uint4 qs_ld16(const uint8_t *p) {
+    return SM ? *(const uint4 *)p : __ldg((const uint4 *)p);
+}
+template <bool SM> __device__ __forceinline__ uint2 qs_ld8(const uint8_t *p) {
+    return SM ? *(const uint2 *)p : __ldg((const uint2 *)p);
+}
+template <bool SM> __device__ __forceinline__ uint32_t qs_ld4(const uint8_t *p) {
+    return SM ? *(const unsigned *)p : __ldg((const unsigned *)p);
+}
+template <bool SM> __device__ __forceinline__ uint32_t qs_ld2(const uint8_t *p) {
+    return SM ? (uint32_t)*(const unsigned short *)p : ld_u16(p);
+}
+
 /* Loads the lane's part of chunk kc (ng groups of 32) of rows a, b of type T
- * (nb: blocks of 32 in a row). */
-template <int T>
+ * (nb: blocks of 32 in a row).  A row staged in shared memory (SM) is one
+ * chunk laid out as a row of 8 blocks: kc 0, nb 8. */
+template <int T, bool SM>
 __device__ __forceinline__ void qs_load(qs_raw &r, const uint8_t *a, const uint8_t *b, int kc, int ng,
                                         int nb, int t) {
 #pragma unroll
@@ -104,24 +120,24 @@ __device__ __forceinline__ void qs_load(qs_raw &r, const uint8_t *a, const uint8
         if (T == ENG_DT_Q4_K || T == ENG_DT_Q5_K) {   /* d, dmin, scales[12], (qh[32]), qs[128] */
             const uint8_t *blk = row + (size_t)(kc / 256) * qstep_bytes(T);
             const int qo = T == ENG_DT_Q4_K ? 16 : 48;
-            r.h[i] = __ldg((const uint4 *)blk);
+            r.h[i] = qs_ld16<SM>(blk);
 #pragma unroll
-            for (int p = 0; p < 4; p++) r.q[i][p] = __ldg((const uint2 *)(blk + qo + 32 * p + 8 * t));
+            for (int p = 0; p < 4; p++) r.q[i][p] = qs_ld8<SM>(blk + qo + 32 * p + 8 * t);
             if (T == ENG_DT_Q5_K) {
-                const uint2 h = __ldg((const uint2 *)(blk + 16 + 8 * t));
+                const uint2 h = qs_ld8<SM>(blk + 16 + 8 * t);
                 r.e[i][0] = h.x; r.e[i][1] = h.y;
             }
         } else if (T == ENG_DT_Q6_K) {   /* ql[128], qh[64], scales[16], d (QK6_STRIDE) */
             const uint8_t *blk = row + (size_t)(kc / 256) * qstep_bytes(T);
 #pragma unroll
             for (int k = 0; k < 4; k++) {   /* ql words 64h + 16k' + 4t as q[i][2h + k'/2] */
-                r.q[i][k].x = __ldg((const unsigned *)(blk + 64 * (k >> 1) + 32 * (k & 1) + 4 * t));
-                r.q[i][k].y = __ldg((const unsigned *)(blk + 64 * (k >> 1) + 32 * (k & 1) + 16 + 4 * t));
+                r.q[i][k].x = qs_ld4<SM>(blk + 64 * (k >> 1) + 32 * (k & 1) + 4 * t);
+                r.q[i][k].y = qs_ld4<SM>(blk + 64 * (k >> 1) + 32 * (k & 1) + 16 + 4 * t);
             }
 #pragma unroll
-            for (int k = 0; k < 4; k++) r.e[i][k] = __ldg((const unsigned *)(blk + 128 + 16 * k + 4 * t));
-            r.h[i] = __ldg((const uint4 *)(blk + 192));
-            r.d[i][0] = ld_u16(blk + 208);
+            for (int k = 0; k < 4; k++) r.e[i][k] = qs_ld4<SM>(blk + 128 + 16 * k + 4 * t);
+            r.h[i] = qs_ld16<SM>(blk + 192);
+            r.d[i][0] = qs_ld2<SM>(blk + 208);
         } else {   /* 32-element formats: blocks kc/32 + j, planes (q32_layout) */
             const q32_planes l = q32_layout(T, nb);
             const bool one = T == ENG_DT_Q4_1 || T == ENG_DT_Q5_1;
@@ -129,13 +145,38 @@ __device__ __forceinline__ void qs_load(qs_raw &r, const uint8_t *a, const uint8
             for (int j = 0; j < 8; j++) {
                 if (j >= ng) break;
                 const int c = kc / 32 + j;
-                r.q[i][j] = __ldg((const uint2 *)(row + (size_t)c * l.qb +
-                                                  (T == ENG_DT_Q8_0 ? 8 * t : 8 * (t & 1))));
-                r.d[i][j] = one ? __ldg((const unsigned *)(row + l.doff + 4 * (size_t)c))
-                                : ld_u16(row + l.doff + 2 * (size_t)c);
+                r.q[i][j] = qs_ld8<SM>(row + (size_t)c * l.qb + (T == ENG_DT_Q8_0 ? 8 * t : 8 * (t & 1)));
+                r.d[i][j] = one ? qs_ld4<SM>(row + l.doff + 4 * (size_t)c) : qs_ld2<SM>(row + l.doff + 2 * (size_t)c);
                 if (T == ENG_DT_Q5_0 || T == ENG_DT_Q5_1)
-                    r.e[i][j] = __ldg((const unsigned *)(row + l.hoff + 4 * (size_t)c));
+                    r.e[i][j] = qs_ld4<SM>(row + l.hoff + 4 * (size_t)c);
             }
+        }
+    }
+}
+
+/* Staging (SW): a warp copies its 16 rows' chunk kc into its slots in
+ * shared memory (sb bytes apart), each row as qs_load reads a staged row.
+ * The four lanes of rows g and g + 8 (a, b) copy them, in 16-byte pieces,
+ * which needs every plane's chunk 16-byte aligned: K a multiple of 256. */
+template <int T>
+__device__ __forceinline__ void qs_copy_w(uint8_t *sw, int sb, const uint8_t *a, const uint8_t *b, int kc,
+                                          int nb, int g, int t) {
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const uint8_t *row = i ? b : a;
+        uint8_t *dst = sw + (g + 8 * i) * sb;
+        if (qs_kfmt(T)) {
+            const uint8_t *src = row + (size_t)(kc / 256) * qstep_bytes(T);
+            for (int j = t; j < qstep_bytes(T) / 16; j += 4) cp_async16(dst + 16 * j, src + 16 * j);
+        } else {
+            const q32_planes l = q32_layout(T, nb), s8 = q32_layout(T, 8);
+            const int c = kc / 32;
+            for (int j = t; j < l.qb / 2; j += 4)   /* 8 blocks' quants */
+                cp_async16(dst + 16 * j, row + (size_t)c * l.qb + 16 * j);
+            if ((T == ENG_DT_Q5_0 || T == ENG_DT_Q5_1) && t < 2)   /* 8 x 4 bytes of qh */
+                cp_async16(dst + s8.hoff + 16 * t, row + l.hoff + 4 * (size_t)c + 16 * t);
+            if (t < l.db / 2)   /* 8 d (| m) */
+                cp_async16(dst + s8.doff + 16 * t, row + l.doff + (size_t)c * l.db + 16 * t);
         }
     }
 }
@@ -299,33 +340,50 @@ __device__ __forceinline__ void qs_sums(const uint16_t *xs, float *S, int R, int
 }
 
 /* The block's chunks for a warp of type T: every warp of the block runs
- * the same number of rounds and barriers, `live` or not. */
-template <int T, int NT>
+ * the same number of rounds and barriers, `live` or not.  SW: the warp's
+ * blocks come from its slots sw (sb bytes a row), staged a chunk ahead
+ * with the activations. */
+template <int T, int NT, bool SW>
 __device__ __forceinline__ void qs_loop(float (&tot)[NT][4], const uint8_t *ra, const uint8_t *rb,
                                         bool live, int K, int k0, int kend, const uint16_t *ah,
-                                        const uint16_t *al, int R, uint16_t *x0, bool need_s) {
+                                        const uint16_t *al, int R, uint16_t *x0, bool need_s,
+                                        uint8_t *sw, int sb) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3, nb = K / 32;
     const int n_ck = (kend - k0 + QS_CK - 1) / QS_CK;
-    /* a chunk's loads are issued at its start, before the barriers (L2
-     * prefetch QS_AHEAD ahead).  Loading the next chunk's blocks a round
-     * early (twice the registers) was slower: NOTES.md v19. */
+    /* registers: a chunk's loads are issued at its start, before the
+     * barriers (L2 prefetch QS_AHEAD ahead).  Loading the next chunk's
+     * blocks a round early (twice the registers) was slower: NOTES.md v19. */
     for (int c = 0; c < n_ck; c++) {
         const int kc = k0 + c * QS_CK, kn = min(QS_CK, kend - kc), ng = kn / 32;
         qs_raw raw;
-        if (live) {
-            qs_load<T>(raw, ra, rb, kc, ng, nb, t);
+        if (!SW && live) {
+            qs_load<T, false>(raw, ra, rb, kc, ng, nb, t);
             if (c + QS_AHEAD < n_ck) qs_prefetch<T>(ra, rb, kc + QS_AHEAD * QS_CK, nb, t);
         }
         cp_async_wait_all();
         qs_sync();   /* chunk c staged; every warp is past chunk c - 1 */
-        if (c + 1 < n_ck)
-            qs_stage<NT>(x0 + ((c + 1) & 1) * qs_buf_elems(NT), ah, al, R, K, kc + QS_CK,
-                         min(QS_CK, kend - kc - QS_CK));
         const uint16_t *xs = x0 + (c & 1) * qs_buf_elems(NT);
         float *S = (float *)(xs + qs_xs_elems(NT));
-        if (need_s) {
-            qs_sums<NT>(xs, S, R, ng);
-            qs_sync();
+        if (SW) {
+            if (live) qs_load<T, true>(raw, sw + g * sb, sw + (g + 8) * sb, 0, ng, 8, t);
+            if (need_s) qs_sums<NT>(xs, S, R, ng);
+            qs_sync();   /* the slots read, the sums written */
+            if (c + 1 < n_ck) {
+                if (live) {
+                    qs_copy_w<T>(sw, sb, ra, rb, kc + QS_CK, nb, g, t);
+                    if (c + QS_AHEAD < n_ck) qs_prefetch<T>(ra, rb, kc + QS_AHEAD * QS_CK, nb, t);
+                }
+                qs_stage<NT>(x0 + ((c + 1) & 1) * qs_buf_elems(NT), ah, al, R, K, kc + QS_CK,
+                             min(QS_CK, kend - kc - QS_CK));
+            }
+        } else {
+            if (c + 1 < n_ck)
+                qs_stage<NT>(x0 + ((c + 1) & 1) * qs_buf_elems(NT), ah, al, R, K, kc + QS_CK,
+                             min(QS_CK, kend - kc - QS_CK));
+            if (need_s) {
+                qs_sums<NT>(xs, S, R, ng);
+                qs_sync();
+            }
         }
         if (!live) continue;
         const uint16_t *xh = xs + (size_t)g * QS_LD, *xl = xh + (size_t)8 * NT * QS_LD;
@@ -343,11 +401,13 @@ __device__ __forceinline__ void qs_loop(float (&tot)[NT][4], const uint8_t *ra, 
 /* More than 32 rows run in groups of 32 (blockIdx.x = tile x groups +
  * group: a tile's groups are scheduled together, so its blocks come from
  * DRAM once and from L2 for the other groups). */
-template <int NT>
+template <int NT, bool SW>
 __global__ void __launch_bounds__(QS_WARPS * 32, 2)
-qskinny_kernel(kern_qw W, int N, int K, const uint16_t *act, int Rall, int ks, int need_s, float *Y) {
+qskinny_kernel(kern_qw W, int N, int K, const uint16_t *act, int Rall, int ks, int need_s, int sb, float *Y) {
     extern __shared__ uint4 qs_dyn[];
     uint16_t *x0 = (uint16_t *)qs_dyn, *x1 = x0 + qs_buf_elems(NT);
+    /* SW: each warp's 16 row slots after the two stage buffers */
+    uint8_t *sw = (uint8_t *)(x0 + 2 * qs_buf_elems(NT)) + (size_t)(threadIdx.x >> 5) * 16 * sb;
     float *s0 = (float *)(x0 + qs_xs_elems(NT)), *s1 = (float *)(x1 + qs_xs_elems(NT));
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int k0 = blockIdx.y * ks, kend = min(K, k0 + ks);
@@ -366,11 +426,13 @@ qskinny_kernel(kern_qw W, int N, int K, const uint16_t *act, int Rall, int ks, i
         x1[(size_t)(hl * 8 * NT + n) * QS_LD + e] = 0;
     }
     for (int i = threadIdx.x; i < qs_s_floats(NT); i += blockDim.x) s0[i] = s1[i] = 0.f;
-    /* the first chunks of the weights do not depend on the previous kernel */
+    /* the first chunks of the weights do not depend on the previous kernel
+     * (SW: the first is copied, committed with the first activations) */
     if (live)
         for (int c = 0; c < QS_AHEAD && k0 + c * QS_CK < kend; c++) {
             switch (type) {
-#define QS_PF(T) case T: qs_prefetch<T>(ra, rb, k0 + c * QS_CK, K / 32, t); break;
+#define QS_PF(T) case T: qs_prefetch<T>(ra, rb, k0 + c * QS_CK, K / 32, t); \
+                     if (SW && c == 0) qs_copy_w<T>(sw, sb, ra, rb, k0, K / 32, g, t); break;
             QS_PF(ENG_DT_Q4_K) QS_PF(ENG_DT_Q5_K) QS_PF(ENG_DT_Q6_K) QS_PF(ENG_DT_Q8_0)
             QS_PF(ENG_DT_Q4_0) QS_PF(ENG_DT_Q4_1) QS_PF(ENG_DT_Q5_0) QS_PF(ENG_DT_Q5_1)
 #undef QS_PF
@@ -384,7 +446,7 @@ qskinny_kernel(kern_qw W, int N, int K, const uint16_t *act, int Rall, int ks, i
 #pragma unroll
     for (int nt = 0; nt < NT; nt++) tot[nt][0] = tot[nt][1] = tot[nt][2] = tot[nt][3] = 0.f;
     switch (type) {
-#define QS_RUN(T) case T: qs_loop<T, NT>(tot, ra, rb, live, K, k0, kend, ah, al, R, x0, need_s); break;
+#define QS_RUN(T) case T: qs_loop<T, NT, SW>(tot, ra, rb, live, K, k0, kend, ah, al, R, x0, need_s, sw, sb); break;
     QS_RUN(ENG_DT_Q4_K) QS_RUN(ENG_DT_Q5_K) QS_RUN(ENG_DT_Q6_K) QS_RUN(ENG_DT_Q8_0)
     QS_RUN(ENG_DT_Q4_0) QS_RUN(ENG_DT_Q4_1) QS_RUN(ENG_DT_Q5_0) QS_RUN(ENG_DT_Q5_1)
 #undef QS_RUN
@@ -444,26 +506,32 @@ extern "C" int kern_qskinny_parts(const kern_qw *W, int N, int K, int R, int n_s
     return best;
 }
 
+/* Bytes of 256 elements of a row in the device layout (Q6_K padded). */
+static int qs_dev_step(int t) { return t == ENG_DT_Q6_K ? QK6_STRIDE : qs_step_bytes(t); }
+
 extern "C" int kern_qskinny(cudaStream_t s, const kern_qw *W, int N, int K, const void *act, int R,
-                            int parts, float *Y, int n_sms, int pdl) {
+                            int parts, float *Y, int n_sms, int pdl, int stage) {
     if (!kern_qskinny_ok(W, N, K) || R < 1 || R > QS_MAX_ALL || parts < 1 || n_sms < 1)
         return (int)cudaErrorInvalidValue;
     const int gran = qs_gran(K), ks = qs_slice(K, gran, parts);
     if (qs_cdiv(K, ks) != parts) return (int)cudaErrorInvalidValue;
-    int need_s = 0;
+    int need_s = 0, sb = 0;
     for (int i = 0; i < W->n_seg; i++) {
         const int t = W->type[i];
         need_s |= t == ENG_DT_Q4_K || t == ENG_DT_Q5_K || t == ENG_DT_Q4_1 || t == ENG_DT_Q5_1;
+        if (qs_dev_step(t) > sb) sb = qs_dev_step(t);
     }
+    const bool sw = stage && K % 256 == 0;   /* every plane's chunk 16-byte aligned */
     const dim3 grid(qs_cdiv(N, 16 * QS_WARPS) * qs_cdiv(R, QS_MAX_ROWS), parts);
-    typedef void (*kfn)(kern_qw, int, int, const uint16_t *, int, int, int, float *);
+    typedef void (*kfn)(kern_qw, int, int, const uint16_t *, int, int, int, int, float *);
     const int NT = R <= 8 ? 1 : R <= 16 ? 2 : 4;
-    const kfn k = NT == 1 ? qskinny_kernel<1> : NT == 2 ? qskinny_kernel<2> : qskinny_kernel<4>;
-    const size_t smem = qs_smem(NT);
+    const kfn k = sw ? (NT == 1 ? qskinny_kernel<1, true> : NT == 2 ? qskinny_kernel<2, true> : qskinny_kernel<4, true>)
+                     : (NT == 1 ? qskinny_kernel<1, false> : NT == 2 ? qskinny_kernel<2, false> : qskinny_kernel<4, false>);
+    const size_t smem = qs_smem(NT) + (sw ? (size_t)QS_WARPS * 16 * sb : 0);
     if (smem > 48 * 1024) {
         cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e) return (int)e;
     }
     return (int)klaunch(k, grid, dim3(QS_WARPS * 32), smem, s, pdl, *W, N, K, (const uint16_t *)act, R,
-                        ks, need_s, Y);
+                        ks, need_s, sb, Y);
 }

@@ -34,6 +34,9 @@
 #                 .dev/bin/bench_cuda_base (pack with BASE_BENCH=...), alternating
 #                 twice: the 1,024-token prompt and decode at WIDE_BATCHES (64);
 #                 LEAN_EXTRA: bench_cuda options for a third run of this build
+#        qstage   kern_qskinny's blocks loaded into registers (--quant-tc-stage 0)
+#                 against staged in shared memory (1), alternating twice, at
+#                 QS_BATCHES (8,16,32) on the Q4_K_M files of QUANT_MODELS
 #        prof     ncu (--clock-control none) of four batch-1 kern_qgemv launches
 #                 on 1.5B Q4_K_M, and the SASS of its Q4_K SwiGLU instance
 #        ablate   bench_cuda at batch 1 and 32 on 1.5B, stages left out
@@ -207,6 +210,19 @@ part_leanbase() {   # issue 25: the blocks alone (--quant-wide 2), this build ag
                 timeout 200 $BIN/$e $MD/$m-q4_k_m.gguf --out "$OUT/leanbase_${GPU}_${b}_$m-q4_k_m_$r.json" \
                     --batches ${WIDE_BATCHES:-64} --prefill 1024 --quant-wide 2 $x 2>&1 |
                     grep -E "^prefill [0-9]+ tokens: |^ +[0-9]+ +default|rror" | sed "s/^/$b $m run $r: /"
+            done
+        done
+        stamp "$m done"
+    done
+}
+part_qstage() {   # issue 25: kern_qskinny's blocks in registers (stage 0) against shared memory (stage 1), alternating twice
+    for m in ${QUANT_MODELS:-qwen2.5-1.5b qwen2.5-7b}; do
+        [ -f $MD/$m-q4_k_m.gguf ] || $BIN/brisk mkmodel --preset $m --format q4_k_m --out $MD/$m-q4_k_m.gguf > /dev/null
+        for r in 1 2; do
+            for st in 0 1; do
+                timeout 200 $BIN/bench_cuda $MD/$m-q4_k_m.gguf --out "$OUT/qstage_${GPU}_$m-q4_k_m_s${st}_$r.json" \
+                    --batches ${QS_BATCHES:-8,16,32} --prefill 0 --quant-tc-stage $st --ablate-only none 2>&1 |
+                    grep -E "^ +[0-9]+ +default|rror" | sed "s/^/stage $st $m run $r: /"
             done
         done
         stamp "$m done"

@@ -581,23 +581,23 @@ static void test_skinny(void) {
 }
 
 /* ------------------------------------------------------ kern_qskinny */
-struct qs_ctx { const kern_qw *qw; int N, K, R, n_sms; };
+struct qs_ctx { const kern_qw *qw; int N, K, R, n_sms, stage; };
 static int qs_prod(const void *p, const void *act, int parts, float *dy) {
     const struct qs_ctx *c = p;
-    return kern_qskinny(0, c->qw, c->N, c->K, act, c->R, parts, dy, c->n_sms, 1);
+    return kern_qskinny(0, c->qw, c->N, c->K, act, c->R, parts, dy, c->n_sms, 1, c->stage);
 }
 
 /* kern_qskinny's parts on a quantized weight of segments (types[i],
  * rows[i]) against the engine's dequantized weights (split_case). */
 static double qskinny_case(int n_seg, const int *types, const int *rows, int K, int R, int parts,
-                           int n_sms) {
+                           int n_sms, int stage) {
     int N = 0;
     for (int i = 0; i < n_seg; i++) N += rows[i];
     float *W = malloc((size_t)N * K * 4);
     double e = INFINITY;
     kern_qw qw;
     if (W && qweight(n_seg, types, rows, K, &qw, W)) {
-        struct qs_ctx c = {&qw, N, K, R, n_sms};
+        struct qs_ctx c = {&qw, N, K, R, n_sms, stage};
         e = split_case(W, N, K, R, parts, qs_prod, &c);
     }
     free(W);
@@ -681,36 +681,46 @@ static void test_dequant(void) {
 static void test_qskinny(void) {
     g_rng = 313;
     static const int Rs[] = {1, 5, 8, 12, 20, 32, 33, 64, 70};
-    for (int ti = 0; ti < 8; ti++) {
-        const int t = qtypes[ti], kf = eng_dt_block(t) == 256;
-        for (int ri = 0; ri < 9; ri++) {
-            const int R = Rs[ri], rows = ri % 2 ? 200 : 136, K = kf ? 1024 : (ri % 2 ? 576 : 1024);
-            kern_qw probe;
-            memset(&probe, 0, sizeof probe);
-            const int parts = ri % 3 == 0 ? 1 : ri % 3 == 1 ? 2 : 0;   /* 0: kern_qskinny_parts's */
-            int p = parts;
-            if (!p) {   /* the shape's own choice (the weights are made below; the rule reads types) */
-                probe.n_seg = 1; probe.type[0] = t; probe.end[0] = rows;
-                probe.row_bytes[0] = (int)kern_qrow_bytes(t, K); probe.w[0] = (void *)(uintptr_t)4096;
-                p = kern_qskinny_parts(&probe, rows, K, R, 132, 64);
+    /* stage 0: blocks loaded into registers; 1: staged in shared memory
+     * (where K is a multiple of 256; 576 runs stage 0 either way) */
+    for (int st = 0; st < 2; st++) {
+        for (int ti = 0; ti < 8; ti++) {
+            const int t = qtypes[ti], kf = eng_dt_block(t) == 256;
+            for (int ri = 0; ri < 9; ri++) {
+                const int R = Rs[ri], rows = ri % 2 ? 200 : 136, K = kf ? 1024 : (ri % 2 ? 576 : 1024);
+                kern_qw probe;
+                memset(&probe, 0, sizeof probe);
+                const int parts = ri % 3 == 0 ? 1 : ri % 3 == 1 ? 2 : 0;   /* 0: kern_qskinny_parts's */
+                int p = parts;
+                if (!p) {   /* the shape's own choice (the weights are made below; the rule reads types) */
+                    probe.n_seg = 1; probe.type[0] = t; probe.end[0] = rows;
+                    probe.row_bytes[0] = (int)kern_qrow_bytes(t, K); probe.w[0] = (void *)(uintptr_t)4096;
+                    p = kern_qskinny_parts(&probe, rows, K, R, 132, 64);
+                }
+                T_CHECKF(p >= 1, "type %d R=%d: no parts", t, R);
+                if (p < 1) continue;
+                double e = qskinny_case(1, &t, &rows, K, R, p, ri % 2 ? 132 : 7, st);
+                T_CHECKF(e <= 1e-5, "type %d %dx%d R=%d, %d parts, stage %d: rel err %.3g", t, rows, K, R, p,
+                         st, e);
             }
-            T_CHECKF(p >= 1, "type %d R=%d: no parts", t, R);
-            if (p < 1) continue;
-            double e = qskinny_case(1, &t, &rows, K, R, p, ri % 2 ? 132 : 7);
-            T_CHECKF(e <= 1e-5, "type %d %dx%d R=%d, %d parts: rel err %.3g", t, rows, K, R, p, e);
         }
+        static const int qkv_t[3] = {ENG_DT_Q4_K, ENG_DT_Q4_K, ENG_DT_Q6_K}, qkv_r[3] = {512, 128, 128};
+        double e = qskinny_case(3, qkv_t, qkv_r, 1536, 20, 2, 132, st);
+        T_CHECKF(e <= 1e-5, "q|k|v Q4_K|Q4_K|Q6_K R=20, stage %d: rel err %.3g", st, e);
+        e = qskinny_case(3, qkv_t, qkv_r, 2048, 7, 8, 132, st);
+        T_CHECKF(e <= 1e-5, "q|k|v Q4_K|Q4_K|Q6_K R=7, 8 parts, stage %d: rel err %.3g", st, e);
+        static const int mix_t[2] = {ENG_DT_Q8_0, ENG_DT_Q4_0}, mix_r[2] = {48, 80};
+        e = qskinny_case(2, mix_t, mix_r, 768, 16, 1, 132, st);
+        T_CHECKF(e <= 1e-5, "Q8_0|Q4_0 R=16, stage %d: rel err %.3g", st, e);
+        e = qskinny_case(2, mix_t, mix_r, 640, 16, 1, 132, st);
+        T_CHECKF(e <= 1e-5, "Q8_0|Q4_0 K 640 R=16, stage %d: rel err %.3g", st, e);
+        static const int down_t = ENG_DT_Q6_K, down_r = 264;
+        e = qskinny_case(1, &down_t, &down_r, 8960, 32, 6, 132, st);   /* 6 chunks a slice, the last 5 */
+        T_CHECKF(e <= 1e-5, "Q6_K 264x8960 R=32, 6 parts, stage %d: rel err %.3g", st, e);
+        static const int q5_t[2] = {ENG_DT_Q5_0, ENG_DT_Q5_1}, q5_r[2] = {64, 72};
+        e = qskinny_case(2, q5_t, q5_r, 1536, 40, 3, 132, st);   /* qh planes, groups of 32 rows */
+        T_CHECKF(e <= 1e-5, "Q5_0|Q5_1 R=40, 3 parts, stage %d: rel err %.3g", st, e);
     }
-    static const int qkv_t[3] = {ENG_DT_Q4_K, ENG_DT_Q4_K, ENG_DT_Q6_K}, qkv_r[3] = {512, 128, 128};
-    double e = qskinny_case(3, qkv_t, qkv_r, 1536, 20, 2, 132);
-    T_CHECKF(e <= 1e-5, "q|k|v Q4_K|Q4_K|Q6_K R=20: rel err %.3g", e);
-    e = qskinny_case(3, qkv_t, qkv_r, 2048, 7, 8, 132);
-    T_CHECKF(e <= 1e-5, "q|k|v Q4_K|Q4_K|Q6_K R=7, 8 parts: rel err %.3g", e);
-    static const int mix_t[2] = {ENG_DT_Q8_0, ENG_DT_Q4_0}, mix_r[2] = {48, 80};
-    e = qskinny_case(2, mix_t, mix_r, 640, 16, 1, 132);
-    T_CHECKF(e <= 1e-5, "Q8_0|Q4_0 R=16: rel err %.3g", e);
-    static const int down_t = ENG_DT_Q6_K, down_r = 264;
-    e = qskinny_case(1, &down_t, &down_r, 8960, 32, 6, 132);   /* 6 chunks a slice, the last 5 */
-    T_CHECKF(e <= 1e-5, "Q6_K 264x8960 R=32, 6 parts: rel err %.3g", e);
     /* refused: a segment ending inside a warp's 16 rows, K not whole K blocks, 257 rows */
     kern_qw bad;
     memset(&bad, 0, sizeof bad);
@@ -720,7 +730,7 @@ static void test_qskinny(void) {
     T_CHECK(!kern_qskinny_ok(&bad, 32, 256));
     bad.end[0] = 16;
     T_CHECK(kern_qskinny_ok(&bad, 32, 256));
-    T_CHECK(kern_qskinny(0, &bad, 32, 256, NULL, 257, 1, NULL, 132, 0) != 0);
+    T_CHECK(kern_qskinny(0, &bad, 32, 256, NULL, 257, 1, NULL, 132, 0, 0) != 0);
     bad.type[0] = bad.type[1] = ENG_DT_Q4_K;
     bad.row_bytes[0] = bad.row_bytes[1] = (int)kern_qrow_bytes(ENG_DT_Q4_K, 256);
     T_CHECK(!kern_qskinny_ok(&bad, 32, 288));
@@ -2533,6 +2543,9 @@ static void quant_model(const struct qmodel *qm, int i) {
             o.quant_tc_rows = 64;
             batched_opts(&f, 40, &o);
             batched_opts(&f, 64, &o);
+            o.quant_tc_stage = 1;   /* the blocks staged in shared memory */
+            batched_opts(&f, 8, &o);
+            batched_opts(&f, 40, &o);
         }
         g_quant_wide = 0;
         /* the blocks alone: no dense layer copy, embedding or lm_head (the

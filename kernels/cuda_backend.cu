@@ -790,12 +790,12 @@ static kern_kv kv_shape(const cu_ctx *c) {
 }
 
 /* Decode attention's variant for passes of R rows whose longest row has
- * max_len positions: as set, else 3 for many rows or for a few long ones
- * (4 where variant 3's blocks would walk several chunks), else 2. */
+ * max_len positions: as set, else 3 for many rows or for a few long ones,
+ * else 2.  Variant 4 is taken only when set (BRISK_ATTN=4) until it has
+ * been timed against 3 (kern_attn_long: where it is meant to serve). */
 static int attn_variant(const cu_ctx *c, int R, int max_len) {
     if (c->opt.attn_variant) return c->opt.attn_variant;
-    if (R < ATTN3_MIN_ROWS && (long)R * max_len < ATTN3_FEW_WORK) return 2;
-    return kern_attn_long(R, kv_shape(c), c->cfg.n_heads, c->opt.attn_span, max_len, c->n_sms) ? 4 : 3;
+    return R >= ATTN3_MIN_ROWS || (long)R * max_len >= ATTN3_FEW_WORK ? 3 : 2;
 }
 
 /* Split (c->tp): the sum over the ranks of n floats at buf, in place. */

@@ -1470,6 +1470,12 @@ static void attn2_case(int nh, int nkv, int hd, int dt) {
     kern_kv shape = {f.dkv, (long long)2 * nkv * f.bs * hd, nkv, hd, f.bs, 0, dt};
     const int s4 = kern_attn4_splits(NR, shape, nh, 0, 4000, 132);
     T_CHECKF(s4 >= 1 && s4 <= 64, "kern_attn4_splits: %d", s4);
+    /* where variant 4 is meant to serve: 8 rows of 4,000 positions (variant
+     * 3's 17 splits of 128 leave each block several chunks), not of 150,
+     * nor past 16 rows */
+    T_CHECK(kern_attn_long(8, shape, nh, 0, 4000, 132) == 1);
+    T_CHECK(kern_attn_long(8, shape, nh, 0, 150, 132) == 0);
+    T_CHECK(kern_attn_long(17, shape, nh, 0, 4000, 132) == 0);
     int caps[4] = {kern_attn_splits(NR, nkv, 132), 3, 64, s4}, spans[3] = {0, 16, 1000};
     for (int c = 0; c < 4; c++)
         for (int p = 0; p < 3; p++) a2_run(&f, NR, seqs, pos, ref, caps[c], spans[p], "batch");

@@ -781,8 +781,9 @@ static int ensure_in(cu_ctx *c, size_t bytes, eng_err *err) {
 }
 
 /* ------------------------------------------------------------ forward */
-/* The decode attention's layout for this model's global layers (a sliding
- * layer runs kern_attention whatever the variant). */
+/* The KV pool's layout as the attention kernels take it: layer 0 of a
+ * global layer (enqueue sets each layer's base and a sliding layer's
+ * window). */
 static kern_kv kv_shape(const cu_ctx *c) {
     kern_kv kv = {c->kv, (long long)c->blk_elems, c->cfg.n_kv_heads, c->cfg.head_dim, c->block_size,
                   0, c->kv_dt};
@@ -923,9 +924,9 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
         const cu_layer *w = &c->layers[l];
         const bool slide = eng_layer_sliding(g, l);
         const float *freq = slide && c->inv_freq_local ? c->inv_freq_local : c->inv_freq;
-        kern_kv kv = {(char *)c->kv + (size_t)l * c->layer_elems * c->kv_eb,
-                      (long long)c->blk_elems, g->n_kv_heads, g->head_dim, c->block_size,
-                      slide ? g->sliding_window : 0, c->kv_dt};
+        kern_kv kv = kv_shape(c);
+        kv.base = (char *)c->kv + (size_t)l * c->layer_elems * c->kv_eb;
+        kv.window = slide ? g->sliding_window : 0;
         if (small && fuse_rope) {
             KC(SKIP(KERN_SKIP_QKVO, (quant && w->qqkv.n_seg)
                     ? kern_qgemv_qkv(s, &w->qqkv, H, c->x, R, w->attn_norm, eps, w->bqkv, stp, nh,
@@ -996,8 +997,8 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
             KC(GEMV(c->qhead, c->lm_head, HV, H, c->xo, O, NULL, KERN_STORE, hl));
             if (c->tp && (rc = tp_gather_logits(c, O, err))) return rc;
         } else if (ws && !qs_pass(c, O) && c->lean) {
-            /* no dense lm_head: kern_qskinny over slices of the rows it takes
-             * (xo: the normalised f32 rows, made split slice by slice) */
+            /* no dense lm_head: kern_qskinny in launches of up to 256 rows
+             * (xo: the normalised f32 rows, made split launch by launch) */
             KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->xo, KERN_ACT_F32, pdl));
             const int step = GRAPH_MAX_ROWS;   /* kern_qskinny's most rows a launch */
             for (int o0 = 0; o0 < O; o0 += step) {
@@ -1499,7 +1500,7 @@ static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
     }
     /* lean: the embedding from its blocks where it has them (not counted in
      * q_bytes: a step reads a few of its rows), and no dense lm_head (every
-     * pass reads qhead: kern_qgemv, kern_qskinny, 32 rows at a time past 32) */
+     * pass reads qhead: kern_qgemv, or kern_qskinny up to 256 rows a launch) */
     if (c->lean && g->tie_embeddings) {
         c->qembed = c->qhead;
     } else if (c->lean && embed_q) {

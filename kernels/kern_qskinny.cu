@@ -506,9 +506,6 @@ extern "C" int kern_qskinny_parts(const kern_qw *W, int N, int K, int R, int n_s
     return best;
 }
 
-/* Bytes of 256 elements of a row in the device layout (Q6_K padded). */
-static int qs_dev_step(int t) { return t == ENG_DT_Q6_K ? QK6_STRIDE : qs_step_bytes(t); }
-
 extern "C" int kern_qskinny(cudaStream_t s, const kern_qw *W, int N, int K, const void *act, int R,
                             int parts, float *Y, int n_sms, int pdl, int stage) {
     if (!kern_qskinny_ok(W, N, K) || R < 1 || R > QS_MAX_ALL || parts < 1 || n_sms < 1)
@@ -519,7 +516,8 @@ extern "C" int kern_qskinny(cudaStream_t s, const kern_qw *W, int N, int K, cons
     for (int i = 0; i < W->n_seg; i++) {
         const int t = W->type[i];
         need_s |= t == ENG_DT_Q4_K || t == ENG_DT_Q5_K || t == ENG_DT_Q4_1 || t == ENG_DT_Q5_1;
-        if (qs_dev_step(t) > sb) sb = qs_dev_step(t);
+        /* a slot: 256 elements of a row in the device layout */
+        if ((int)kern_qrow_bytes(t, QS_CK) > sb) sb = (int)kern_qrow_bytes(t, QS_CK);
     }
     const bool sw = stage && K % 256 == 0;   /* every plane's chunk 16-byte aligned */
     const dim3 grid(qs_cdiv(N, 16 * QS_WARPS) * qs_cdiv(R, QS_MAX_ROWS), parts);

@@ -1311,8 +1311,8 @@ static int forward_one(cu_ctx *c, const eng_fwd_batch *b, bool outputs, eng_err 
     const int split_cap = kern_attn_splits(Rp, c->cfg.n_kv_heads, c->n_sms);
     const int s4 = p.att_variant == 4 ? kern_attn4_splits(Rp, kv_shape(c), c->cfg.n_heads, c->opt.attn_span,
                                                          max_len, c->n_sms) : 0;
-    p.att_splits = p.att_variant == 4 ? (s4 < split_cap ? s4 : split_cap)
-        : kern_attn_grid_splits(p.att_variant, Rp, split_cap, c->opt.attn_span, max_len, c->cfg.n_heads,
+    p.att_splits = s4 > 0 ? (s4 < split_cap ? s4 : split_cap)
+        : kern_attn_grid_splits(p.att_variant == 4 ? 2 : p.att_variant, Rp, split_cap, c->opt.attn_span, max_len, c->cfg.n_heads,
                                 c->n_sms);
     rc = graph ? run_graph(c, &p, err) : enqueue(c, &p, err);
     if (rc) {

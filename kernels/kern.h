@@ -301,7 +301,9 @@ int kern_attention3(cudaStream_t s, const float *q, kern_kv kv, const kern_step 
  * next chunk's K/V rows copied while the current one is computed, for
  * contexts long enough that a block walks several chunks; span < 1:
  * default 128 (a chunk; a row splits only past it).  Its splits come from
- * kern_attn4_splits: as many as fill one wave of blocks. */
+ * kern_attn4_splits: as many as fill one wave of blocks; 0 for heads variant 4
+ * does not serve (kern_attention4 hands those to kern_attention2: take its
+ * splits from kern_attn_grid_splits(2, ...)). */
 int kern_attention4(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st, int R,
                     int n_heads, int splits, int span, float *out, void *act, int act_mode,
                     float *part, unsigned *counters, int pdl);

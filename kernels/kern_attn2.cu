@@ -455,7 +455,9 @@ attn3_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
     const size_t v_off = (size_t)kv.n_kv * kv.block_size * HD;
     a3_stage_table(s_blk[0], tbl, kv.block_size, t0, min(t1, t0 + CH));
     if (PIPE && t0 + CH < t1) a3_stage_table(s_blk[NB - 1], tbl, kv.block_size, t0 + CH, min(t1, t0 + 2 * CH));
-    attn_prefetch<T, HD>(kv, tbl, kvh, t0, t1, v_off);
+    /* pipelined: only the first two chunks (the pipeline covers the rest;
+     * a one-wave grid's whole ranges would overflow L2) */
+    attn_prefetch<T, HD>(kv, tbl, kvh, t0, PIPE ? min(t1, t0 + 2 * CH) : t1, v_off);
     __syncthreads();
     pdl_wait();
     a3_copy_rows<T, HD>(s_kb, s_kb + (size_t)CH * KS, kv, s_blk[0], kvh, t0, min(t1, t0 + CH), v_off);
@@ -612,7 +614,8 @@ extern "C" int kern_attention4(cudaStream_t s, const float *q, kern_kv kv, const
 }
 
 extern "C" int kern_attn4_splits(int R, kern_kv kv, int n_heads, int span, int max_len, int n_sms) {
-    if (R < 1 || n_sms < 1 || !a3_heads_ok(kv, n_heads)) return 1;
+    if (R < 1 || n_sms < 1) return 1;
+    if (!a3_heads_ok(kv, n_heads)) return 0;   /* kern_attention2 serves: its own splits */
     span = span > 0 ? span : A4_SPAN;
     const int G = n_heads / kv.n_kv, hd = kv.head_dim;
     const bool bf = kv.dtype == KERN_BF16;

@@ -506,6 +506,18 @@ extern "C" int kern_qskinny_parts(const kern_qw *W, int N, int K, int R, int n_s
     return best;
 }
 
+
+/* The largest stage-1 slot: 256 elements of a row in the device layout, over
+ * every type kern_qskinny serves. */
+static int qs_slot_max(void) {
+    static const int ts[] = {ENG_DT_Q4_K, ENG_DT_Q5_K, ENG_DT_Q6_K, ENG_DT_Q8_0,
+                             ENG_DT_Q4_0, ENG_DT_Q4_1, ENG_DT_Q5_0, ENG_DT_Q5_1};
+    int m = 0;
+    for (int i = 0; i < (int)(sizeof ts / sizeof ts[0]); i++)
+        if ((int)kern_qrow_bytes(ts[i], QS_CK) > m) m = (int)kern_qrow_bytes(ts[i], QS_CK);
+    return m;
+}
+
 extern "C" int kern_qskinny(cudaStream_t s, const kern_qw *W, int N, int K, const void *act, int R,
                             int parts, float *Y, int n_sms, int pdl, int stage) {
     if (!kern_qskinny_ok(W, N, K) || R < 1 || R > QS_MAX_ALL || parts < 1 || n_sms < 1)
@@ -526,8 +538,12 @@ extern "C" int kern_qskinny(cudaStream_t s, const kern_qw *W, int N, int K, cons
     const kfn k = sw ? (NT == 1 ? qskinny_kernel<1, true> : NT == 2 ? qskinny_kernel<2, true> : qskinny_kernel<4, true>)
                      : (NT == 1 ? qskinny_kernel<1, false> : NT == 2 ? qskinny_kernel<2, false> : qskinny_kernel<4, false>);
     const size_t smem = qs_smem(NT) + (sw ? (size_t)QS_WARPS * 16 * sb : 0);
-    if (smem > 48 * 1024) {
-        cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    /* the function's limit is process-wide: set it to the most any launch of
+     * k asks (the largest slot), so that it never drops below what another
+     * launch, or a captured graph's node, was made with */
+    const size_t most = qs_smem(NT) + (sw ? (size_t)QS_WARPS * 16 * qs_slot_max() : 0);
+    if (most > 48 * 1024) {
+        cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most);
         if (e) return (int)e;
     }
     return (int)klaunch(k, grid, dim3(QS_WARPS * 32), smem, s, pdl, *W, N, K, (const uint16_t *)act, R,

@@ -662,8 +662,8 @@ static int dequant_case(int n_seg, const int *types, const int *rows, int K) {
 static void test_dequant(void) {
     for (int i = 0; i < 8; i++) {
         const int t = qtypes[i], rows = 48;
-        const int Ks[2] = {512, 576};
-        for (int k = 0; k < 2; k++) {
+        const int Ks[3] = {512, 576, 2304};   /* 2304: 9 chunks, a warp's second round */
+        for (int k = 0; k < 3; k++) {
             if (eng_dt_block(t) == 256 && Ks[k] % 256) continue;
             const int bad = dequant_case(1, &t, &rows, Ks[k]);
             T_CHECKF(bad == 0, "kern_dequant_halves / kern_embed_q %s K %d: %d elements differ (-1: failed)",
@@ -682,12 +682,13 @@ static void test_qskinny(void) {
     g_rng = 313;
     static const int Rs[] = {1, 5, 8, 12, 20, 32, 33, 64, 70};
     /* stage 0: blocks loaded into registers; 1: staged in shared memory
-     * (where K is a multiple of 256; 576 runs stage 0 either way) */
+     * (where K is a multiple of 256: K 576, stage 0's case for the 32-element
+     * formats, is 1024 in stage 1) */
     for (int st = 0; st < 2; st++) {
         for (int ti = 0; ti < 8; ti++) {
             const int t = qtypes[ti], kf = eng_dt_block(t) == 256;
             for (int ri = 0; ri < 9; ri++) {
-                const int R = Rs[ri], rows = ri % 2 ? 200 : 136, K = kf ? 1024 : (ri % 2 ? 576 : 1024);
+                const int R = Rs[ri], rows = ri % 2 ? 200 : 136, K = kf || st ? 1024 : (ri % 2 ? 576 : 1024);
                 kern_qw probe;
                 memset(&probe, 0, sizeof probe);
                 const int parts = ri % 3 == 0 ? 1 : ri % 3 == 1 ? 2 : 0;   /* 0: kern_qskinny_parts's */
@@ -720,6 +721,11 @@ static void test_qskinny(void) {
         static const int q5_t[2] = {ENG_DT_Q5_0, ENG_DT_Q5_1}, q5_r[2] = {64, 72};
         e = qskinny_case(2, q5_t, q5_r, 1536, 40, 3, 132, st);   /* qh planes, groups of 32 rows */
         T_CHECKF(e <= 1e-5, "Q5_0|Q5_1 R=40, 3 parts, stage %d: rel err %.3g", st, e);
+        static const int big_t[2] = {ENG_DT_Q4_K, ENG_DT_Q8_0}, big_r = 136;
+        for (int i = 0; i < 2; i++) {   /* 256 rows: 8 groups, the lean lm_head's launch */
+            e = qskinny_case(1, &big_t[i], &big_r, 1024, 256, 1, 132, st);
+            T_CHECKF(e <= 1e-5, "%s R=256, stage %d: rel err %.3g", eng_dt_name(big_t[i]), st, e);
+        }
     }
     /* refused: a segment ending inside a warp's 16 rows, K not whole K blocks, 257 rows */
     kern_qw bad;
@@ -1502,6 +1508,7 @@ static void test_attention2(void) {
     /* GQA 6 and 7 (Qwen2.5 1.5B: 12/2, 0.5B: 14/2) at head_dim 64 and 128 */
     int cfg[4][3] = {{12, 2, 128}, {14, 2, 64}, {12, 2, 64}, {14, 2, 128}};
     for (int c = 0; c < 4; c++) attn2_case(cfg[c][0], cfg[c][1], cfg[c][2], KERN_F32);
+    attn2_case(8, 2, 32, KERN_F32);   /* variant 3/4's smallest heads over an f32 pool */
     /* the original small cases: hd 16 falls back to kern_attention, the
      * GQA 6 / 7 cases run variant 2 on 1-, 17- and 300-token contexts */
     int small[4][3] = {{4, 2, 16}, {4, 1, 16}, {12, 2, 128}, {14, 2, 64}}, splits[3] = {1, 3, 64};
@@ -2050,7 +2057,9 @@ static void long_case(fixture *f) {
     eng_err err = {0};
     tdrv d, c;
     tseq *q = malloc(sizeof *q), *qc = malloc(sizeof *qc);
-    float *lg = malloc((size_t)f->vocab * 4), *lc = malloc((size_t)f->vocab * 4);
+    /* logits of the 100-row chunk: decode attention at 100 rows of ~1000
+     * positions, several chunks a block */
+    float *lg = malloc((size_t)100 * f->vocab * 4), *lc = malloc((size_t)100 * f->vocab * 4);
     if (!q || !qc || !lg || !lc || drv_open(&d, f->m, 1, NULL, &err)) {
         T_CHECKF(0, "%s", err.msg);
         free(q); free(qc); free(lg); free(lc);
@@ -2067,12 +2076,18 @@ static void long_case(fixture *f) {
     seq_init(q, ids, 1004);
     seq_init(qc, ids, 1004);
     int chunks[4] = {300, 300, 300, 100}, rc = 0;
-    for (int i = 0; i < 4 && !rc; i++) {
-        rc = drv_pass(&d, &q, 1, &chunks[i], NULL, &err);
-        if (!rc) rc = drv_pass(&c, &qc, 1, &chunks[i], NULL, &err);
-        q->ntok = qc->ntok = 1004;   /* drop the sampled tokens: the ids continue */
-    }
     double worst = 0;
+    for (int i = 0; i < 4 && !rc; i++) {
+        float *a = i == 3 ? lg : NULL, *b = i == 3 ? lc : NULL;
+        if (a) memset(a, 0xFF, (size_t)100 * f->vocab * 4);
+        rc = drv_pass(&d, &q, 1, &chunks[i], a, &err);
+        if (!rc) rc = drv_pass(&c, &qc, 1, &chunks[i], b, &err);
+        q->ntok = qc->ntok = 1004;   /* drop the sampled tokens: the ids continue */
+        if (!rc && a) {
+            double e = rel_err_f(lg, lc, (size_t)100 * f->vocab);
+            if (e > worst) worst = e;
+        }
+    }
     for (int i = 0; i < 4 && !rc; i++) {
         int one = 1;
         memset(lg, 0xFF, (size_t)f->vocab * 4);
@@ -2306,6 +2321,14 @@ FIXTURE_TEST(test_attn3_backend, attn3_backend)
  * for every pass. */
 static void attn4_backend(fixture *f) {
     setenv("BRISK_ATTN", "4", 1);
+    eng_err err = {0};
+    tdrv d;
+    eng_cuda_info info = {0};
+    if (drv_open(&d, f->m, 1, NULL, &err) == 0) {
+        T_CHECKF(eng_cuda_get_info(d.b, &info) == 0 && info.attn_variant == 4,
+                 "%s: BRISK_ATTN=4 not taken (variant %d)", f->name, info.attn_variant);
+        drv_close(&d);
+    } else T_CHECKF(0, "%s: %s", f->name, err.msg);
     backend_checks(f);
     unsetenv("BRISK_ATTN");
 }

@@ -160,7 +160,7 @@ extern "C" void eng_cuda_opts_default(eng_cuda_opts *o) {
     o->quant = 1;
     o->quant_wide = 1;   /* wide passes on tensor cores, not f32 (kernels/NOTES.md v21) */
     o->quant_max_rows = 8;
-    o->quant_tc_rows = 32;
+    o->quant_tc_rows = 96;   /* measured: kern_qskinny's groups ahead of the halves to 96 rows (v25) */
 }
 
 /* Options into range; attention variant 0 takes BRISK_ATTN (1 to 4 for
@@ -791,11 +791,13 @@ static kern_kv kv_shape(const cu_ctx *c) {
 }
 
 /* Decode attention's variant for passes of R rows whose longest row has
- * max_len positions: as set, else 3 for many rows or for a few long ones,
- * else 2.  Variant 4 is taken only when set (BRISK_ATTN=4) until it has
- * been timed against 3 (kern_attn_long: where it is meant to serve). */
+ * max_len positions: as set, else 4 for up to 16 rows whose variant-3
+ * blocks would each walk several chunks (kern_attn_long; measured 1.2-1.4x
+ * faster there, NOTES.md v25), else 3 for many rows or for a few long ones,
+ * else 2. */
 static int attn_variant(const cu_ctx *c, int R, int max_len) {
     if (c->opt.attn_variant) return c->opt.attn_variant;
+    if (kern_attn_long(R, kv_shape(c), c->cfg.n_heads, c->opt.attn_span, max_len, c->n_sms)) return 4;
     return R >= ATTN3_MIN_ROWS || (long)R * max_len >= ATTN3_FEW_WORK ? 3 : 2;
 }
 

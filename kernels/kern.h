@@ -49,14 +49,14 @@ typedef struct eng_cuda_opts {
     int quant_tc_rows;  /* quantized weights: passes of 2..quant_tc_rows rows (0..256) take
                            kern_qskinny (tensor cores on the blocks; past 32 rows in groups
                            of 32) where every product's blocks suit it, and kern_qgemv keeps
-                           one-row passes; 0: off; default 32 */
+                           one-row passes; 0: off; default 96 */
     int quant_tc_stage; /* 1: kern_qskinny stages the blocks in shared memory a chunk ahead
                            (stage 1 of kern_qskinny); 0: loads them into registers */
     int quant_wide;     /* 1, the default (read at create): where kern_qskinny serves every
                            decode product of an f32 dense copy (quant on, qs_ok), the layer
                            products' dense copy is kept as bf16 high and low halves (w = hi
                            + lo to 16 bits, the same bytes as f32) and passes wider than
-                           quant_tc_rows (prompts, batches past 32) run four bf16
+                           quant_tc_rows (prompts, wide batches) run four bf16
                            tensor-core products (hi and lo weights by hi and lo
                            activations) instead of the f32 one, as bf16 weights' passes
                            split their activations; quant then stays on (the halves cannot
@@ -300,7 +300,7 @@ int kern_attention3(cudaStream_t s, const float *q, kern_kv kv, const kern_step 
 /* Variant 4 (kern_attn2.cu): variant 3's kernel with two chunk buffers, the
  * next chunk's K/V rows copied while the current one is computed, for
  * contexts long enough that a block walks several chunks; span < 1:
- * default 128 (a chunk; a row splits only past it).  Its splits come from
+ * default 64 (a chunk; a row splits only past it).  Its splits come from
  * kern_attn4_splits: as many as fill one wave of blocks; 0 for heads variant 4
  * does not serve (kern_attention4 hands those to kern_attention2: take its
  * splits from kern_attn_grid_splits(2, ...)). */

@@ -524,9 +524,10 @@ static int a3_span(int R, int span) {
     return span > 0 ? span : R <= A2_PER_HEAD_ROWS ? A3_SPAN : A3_SPAN_MANY;
 }
 
-/* Variant 4's default span: one chunk of 128 positions (4 slices), split
- * over blocks only where a row has more. */
-#define A4_SPAN 128
+/* Variant 4's default span: chunks of 64 positions (2 slices a head), so
+ * that more blocks fit a multiprocessor; measured ahead of 128 at 8 and 16
+ * rows on both pools but one case (NOTES.md v25). */
+#define A4_SPAN 64
 /* Variant 4 is taken (kern_attn_long) up to this many rows. */
 #define A4_MAX_ROWS A2_PER_HEAD_ROWS
 

@@ -37,6 +37,10 @@
 #        qstage   kern_qskinny's blocks loaded into registers (--quant-tc-stage 0)
 #                 against staged in shared memory (1), alternating twice, at
 #                 QS_BATCHES (8,16,32) on the Q4_K_M files of QUANT_MODELS
+#        qtc      decode at 32/48/64/96 rows (QTC_BATCHES) of the Q4_K_M files of
+#                 QUANT_MODELS: kern_qskinny's groups of 32 rows (the default
+#                 quant_tc_rows) against the halves past 32 rows (--quant-tc-rows
+#                 32), alternating twice
 #        prof     ncu (--clock-control none) of four batch-1 kern_qgemv launches
 #                 on 1.5B Q4_K_M, and the SASS of its Q4_K SwiGLU instance
 #        ablate   bench_cuda at batch 1 and 32 on 1.5B, stages left out
@@ -48,10 +52,11 @@
 #        spec     bench_spec: none / n-gram / draft model, adaptive k
 #        tools    bench_tools: partial execution on 1.5B and 7B shapes
 #        pp       ParallelPrompt replay, keyword + reading files
-#        kv       bench_cuda with f32 and bf16 KV pools (--kv) on 1.5B: batch 1,
-#                 8, 16 (KV_BATCHES) at 4,000 positions with attention variants
-#                 3 and 4 and the step without attention (KV_ABLATE), batch
-#                 1/32/256 at 150; batch 8 at 16,000 (bf16 pool; KV_LONG=0: not)
+#        kv       bench_cuda with f32 and bf16 KV pools (--kv) on KV_MODELS (1.5B):
+#                 batch 1, 8, 16 (KV_BATCHES) at 4,000 positions with attention
+#                 variants 3 and 4 and the step without attention (KV_ABLATE),
+#                 batch 1/32/256 (KV_SHORT_BATCHES; KV_SHORT=0: not) at 150 with
+#                 KV_SHORT_ABLATE (none); batch 8 at 16,000 (bf16 pool; KV_LONG=0: not)
 #        real     the real SmolLM2-135M GGUF: test_real through the CUDA
 #                 backend (greedy identity and logits against transformers;
 #                 by default the prompts in one batch through the quantized
@@ -228,6 +233,21 @@ part_qstage() {   # issue 25: kern_qskinny's blocks in registers (stage 0) again
         stamp "$m done"
     done
 }
+part_qtc() {   # issue 25: 33-96 row decode on kern_qskinny's groups (default quant_tc_rows) against the bf16 halves (--quant-tc-rows 32), alternating twice
+    for m in ${QUANT_MODELS:-qwen2.5-1.5b qwen2.5-7b}; do
+        [ -f $MD/$m-q4_k_m.gguf ] || $BIN/brisk mkmodel --preset $m --format q4_k_m --out $MD/$m-q4_k_m.gguf > /dev/null
+        for r in 1 2; do
+            for tc in 32 default; do
+                local x=""
+                [ $tc = 32 ] && x="--quant-tc-rows 32"
+                timeout 200 $BIN/bench_cuda $MD/$m-q4_k_m.gguf --out "$OUT/qtc_${GPU}_$m-q4_k_m_${tc}_$r.json" \
+                    --batches ${QTC_BATCHES:-32,48,64,96} --prefill 0 --ablate-only none $x 2>&1 |
+                    grep -E "^ +[0-9]+ +default|rror" | sed "s/^/tc $tc $m run $r: /"
+            done
+        done
+        stamp "$m done"
+    done
+}
 part_prof() {   # ncu of kern_qgemv's batch-1 kernels (1.5B Q4_K_M) and the SASS of its Q4_K SwiGLU instance
     local m=qwen2.5-1.5b f=q4_k_m
     [ -f $MD/$m-$f.gguf ] || $BIN/brisk mkmodel --preset $m --format $f --out $MD/$m-$f.gguf > /dev/null
@@ -292,19 +312,23 @@ part_pp() {   # context hoisted ahead of the item (the default) and the template
 }
 
 part_kv() {   # issue 26 part 2: the floor counts the KV bytes of the format
-    model qwen2.5-1.5b
-    for kv in f32 bf16; do
-        $BIN/bench_cuda $MD/qwen2.5-1.5b --kv $kv --prompt 4000 --batches ${KV_BATCHES:-1,8,16} --prefill 0 \
-            --ablate-only ${KV_ABLATE:-attn_v3,attn_v4,attn_v4_span64,attn_v4_span160,-attn} --out "$OUT/kv_${GPU}_${kv}_qwen2.5-1.5b_ctx4000.json" 2>&1 |
+    for m in ${KV_MODELS:-qwen2.5-1.5b}; do
+        model $m
+        for kv in f32 bf16; do
+            timeout 200 $BIN/bench_cuda $MD/$m --kv $kv --prompt 4000 --batches ${KV_BATCHES:-1,8,16} --prefill 0 \
+                --ablate-only ${KV_ABLATE:-attn_v3,attn_v4,attn_v4_span64,attn_v4_span160,-attn} --out "$OUT/kv_${GPU}_${kv}_${m}_ctx4000.json" 2>&1 |
+                grep -E "backend up|batch|default|attn|bench_cuda"
+            [ "${KV_SHORT:-1}" = 0 ] ||
+            timeout 200 $BIN/bench_cuda $MD/$m --kv $kv --prompt 150 --batches ${KV_SHORT_BATCHES:-1,32,256} --prefill 0 \
+                --ablate-only ${KV_SHORT_ABLATE:-none} --out "$OUT/kv_${GPU}_${kv}_${m}_ctx150.json" 2>&1 |
+                grep -E "backend up|batch|default|attn|bench_cuda"
+        done
+        [ "${KV_LONG:-1}" = 0 ] ||   # issue 26 asks for 16,000 positions at batch 8
+        timeout 200 $BIN/bench_cuda $MD/$m --kv bf16 --prompt 16000 --batches 8 --prefill 0 \
+            --ablate-only attn_v3,-attn --out "$OUT/kv_${GPU}_bf16_${m}_ctx16000.json" 2>&1 |
             grep -E "backend up|batch|default|attn|bench_cuda"
-        $BIN/bench_cuda $MD/qwen2.5-1.5b --kv $kv --prompt 150 --batches 1,32,256 --prefill 0 \
-            --ablate-only none --out "$OUT/kv_${GPU}_${kv}_qwen2.5-1.5b_ctx150.json" 2>&1 |
-            grep -E "backend up|batch|default|bench_cuda"
+        stamp "$m done"
     done
-    [ "${KV_LONG:-1}" = 0 ] ||   # issue 26 asks for 16,000 positions at batch 8
-    timeout 200 $BIN/bench_cuda $MD/qwen2.5-1.5b --kv bf16 --prompt 16000 --batches 8 --prefill 0 \
-        --ablate-only attn_v3,attn_v4,-attn --out "$OUT/kv_${GPU}_bf16_qwen2.5-1.5b_ctx16000.json" 2>&1 |
-        grep -E "backend up|batch|default|attn|bench_cuda"
 }
 
 part_real() {

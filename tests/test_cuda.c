@@ -1746,6 +1746,8 @@ static int g_quant;
  * test_quant_models' rounds of 1 and 2, so that the other quantized cases
  * keep the f32 copy's wide passes covered) */
 static int g_quant_wide;
+/* > 0: their quant_tc_rows (else the library's default) */
+static int g_quant_tc;
 
 static int drv_open(tdrv *d, const eng_model *m, int cuda, const eng_cuda_opts *o, eng_err *err) {
     memset(d, 0, sizeof *d);
@@ -1758,6 +1760,7 @@ static int drv_open(tdrv *d, const eng_model *m, int cuda, const eng_cuda_opts *
         eng_cuda_opts_default(&oo);
         oo.quant = g_quant;
         oo.quant_wide = g_quant_wide;
+        if (g_quant_tc > 0) oo.quant_tc_rows = g_quant_tc;
     }
     oo.kv_format = g_kv;
     return eng_backend_cuda_create_opts(m, TBLOCKS, TBS, &oo, &d->b, err);
@@ -2521,7 +2524,7 @@ static void quant_model(const struct qmodel *qm, int i) {
                  "%s: quant %d, %zu bytes read per step against %zu dense", qm->name, info.quant,
                  info.weight_bytes, info.dense_weight_bytes);
         /* every product suits kern_qskinny: passes of 2..32 rows read the blocks */
-        T_CHECKF(info.quant_rows == 32, "%s: quantized passes up to %d rows", qm->name, info.quant_rows);
+        T_CHECKF(info.quant_rows == 96, "%s: quantized passes up to %d rows", qm->name, info.quant_rows);
         printf("  %s: %zu weight bytes per step (dense copy %zu)\n", qm->name, info.weight_bytes,
                info.dense_weight_bytes);
         drv_close(&d);
@@ -2540,12 +2543,14 @@ static void quant_model(const struct qmodel *qm, int i) {
         o.quant_tc_rows = 0;
         batched_opts(&f, 4, &o);
         batched_opts(&f, 8, &o);
-        /* quant_wide: passes past 32 rows (40-row decode, the prompt
-         * passes: 62 rows in batched_case, 300 in long_case) on the dense
-         * copy's bf16 halves (1), or on halves made from the blocks per
-         * product (2: bit-identical halves; the lm_head of passes past 32
-         * output rows runs kern_qskinny's slices there, not f32) */
+        /* quant_wide, with quant_tc_rows 32: passes past 32 rows (40-row
+         * decode, the prompt passes: 62 rows in batched_case, 300 in
+         * long_case) on the dense copy's bf16 halves (1), or on halves made
+         * from the blocks per product (2: bit-identical halves; the lm_head
+         * of passes past 32 output rows runs kern_qskinny's slices there,
+         * not f32) */
         size_t held[3] = {0, 0, 0};
+        g_quant_tc = 32;
         for (int qw = 1; qw <= 2; qw++) {
             g_quant_wide = qw;
             if (drv_open(&d, f.m, 1, NULL, &err) == 0) {
@@ -2578,6 +2583,7 @@ static void quant_model(const struct qmodel *qm, int i) {
             batched_opts(&f, 40, &o);
         }
         g_quant_wide = 0;
+        g_quant_tc = 0;
         /* the blocks alone: no dense layer copy, embedding or lm_head (the
          * fixtures' vocabulary is as wide as their layers: a third at most) */
         printf("  %s: weights hold %zu bytes with the halves, %zu with the blocks alone\n",

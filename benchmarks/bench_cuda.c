@@ -436,6 +436,7 @@ static int ablate(bench *B, bseqs *S, const dres *def, cJSON *arr, eng_err *err)
         {"attn_v4_span64", .variant = 4, .span = 64},
         {"attn_v4_span96", .variant = 4, .span = 96},
         {"attn_v4_span160", .variant = 4, .span = 160},
+        {"attn_v5", .variant = 5},
         {"-attn", .skip = KERN_SKIP_ATTN},
         {"-rope", .unfused = 1, .skip = KERN_SKIP_ROPE},
         {"-qkvo", .skip = KERN_SKIP_QKVO},

@@ -176,10 +176,10 @@ static void opts_clamp(eng_cuda_opts *o) {
     if (o->quant_tc_rows < 0) o->quant_tc_rows = 0;
     if (o->quant_tc_rows > GRAPH_MAX_ROWS) o->quant_tc_rows = GRAPH_MAX_ROWS;   /* kern_qskinny's most */
     o->quant_tc_stage = o->quant_tc_stage != 0;
-    if (o->attn_variant < 1 || o->attn_variant > 4) {
+    if (o->attn_variant < 1 || o->attn_variant > 5) {
         const char *v = getenv("BRISK_ATTN");
         int a = v ? atoi(v) : 0;
-        o->attn_variant = a >= 1 && a <= 4 ? a : 0;
+        o->attn_variant = a >= 1 && a <= 5 ? a : 0;
     }
     if (o->attn_span < 0 || o->attn_span > 1 << 20) o->attn_span = 0;
     if (o->prefill_attn < KERN_PF_AUTO || o->prefill_attn > KERN_PF_ALWAYS) {
@@ -791,13 +791,15 @@ static kern_kv kv_shape(const cu_ctx *c) {
 }
 
 /* Decode attention's variant for passes of R rows whose longest row has
- * max_len positions: as set, else 4 for up to 16 rows whose variant-3
- * blocks would each walk several chunks (kern_attn_long; measured 1.2-1.4x
- * faster there, NOTES.md v25), else 3 for many rows or for a few long ones,
- * else 2. */
+ * max_len positions: as set, else, for up to 16 rows whose variant-3
+ * blocks would each walk several chunks (kern_attn_long; variant 4 measured
+ * 1.2-1.4x faster there, NOTES.md v25), 5 over a bf16 pool (its products
+ * on tensor cores) and 4 over an f32 one; else 3 for many rows or for a few
+ * long ones, else 2. */
 static int attn_variant(const cu_ctx *c, int R, int max_len) {
     if (c->opt.attn_variant) return c->opt.attn_variant;
-    if (kern_attn_long(R, kv_shape(c), c->cfg.n_heads, c->opt.attn_span, max_len, c->n_sms)) return 4;
+    if (kern_attn_long(R, kv_shape(c), c->cfg.n_heads, c->opt.attn_span, max_len, c->n_sms))
+        return c->kv_dt == KERN_BF16 ? 5 : 4;
     return R >= ATTN3_MIN_ROWS || (long)R * max_len >= ATTN3_FEW_WORK ? 3 : 2;
 }
 
@@ -847,7 +849,9 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
     /* one call site for the decode attention variants */
     const int skip = c->skip;
     const int av = p->att_variant;
-#define ATTN(out, act, mode) ((skip & KERN_SKIP_ATTN) ? 0 : (av == 4) \
+#define ATTN(out, act, mode) ((skip & KERN_SKIP_ATTN) ? 0 : (av == 5) \
+        ? kern_attention5(s, c->q, kv, stp, R, nh, splits, c->opt.attn_span, out, act, mode, c->part, c->counters, pdl) \
+        : (av == 4) \
         ? kern_attention4(s, c->q, kv, stp, R, nh, splits, c->opt.attn_span, out, act, mode, c->part, c->counters, pdl) \
         : (av == 3) \
         ? kern_attention3(s, c->q, kv, stp, R, nh, splits, c->opt.attn_span, out, act, mode, c->part, c->counters, pdl) \
@@ -1312,9 +1316,11 @@ static int forward_one(cu_ctx *c, const eng_fwd_batch *b, bool outputs, eng_err 
     /* c->part holds kern_attn_splits' splits at every row count */
     const int split_cap = kern_attn_splits(Rp, c->cfg.n_kv_heads, c->n_sms);
     const int s4 = p.att_variant == 4 ? kern_attn4_splits(Rp, kv_shape(c), c->cfg.n_heads, c->opt.attn_span,
-                                                         max_len, c->n_sms) : 0;
+                                                         max_len, c->n_sms)
+                 : p.att_variant == 5 ? kern_attn5_splits(Rp, kv_shape(c), c->cfg.n_heads, c->opt.attn_span,
+                                                          max_len, c->n_sms) : 0;
     p.att_splits = s4 > 0 ? (s4 < split_cap ? s4 : split_cap)
-        : kern_attn_grid_splits(p.att_variant == 4 ? 2 : p.att_variant, Rp, split_cap, c->opt.attn_span, max_len, c->cfg.n_heads,
+        : kern_attn_grid_splits(p.att_variant >= 4 ? 2 : p.att_variant, Rp, split_cap, c->opt.attn_span, max_len, c->cfg.n_heads,
                                 c->n_sms);
     rc = graph ? run_graph(c, &p, err) : enqueue(c, &p, err);
     if (rc) {

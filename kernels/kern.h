@@ -308,6 +308,16 @@ int kern_attention4(cudaStream_t s, const float *q, kern_kv kv, const kern_step 
                     int n_heads, int splits, int span, float *out, void *act, int act_mode,
                     float *part, unsigned *counters, int pdl);
 int kern_attn4_splits(int R, kern_kv kv, int n_heads, int span, int max_len, int n_sms);
+/* Variant 5 (kern_attn2.cu): variant 4's pipeline over a bf16 pool with
+ * q k and p v on tensor cores (q and p in three bf16 parts each, so the
+ * products are exact and only the f32 sums' order differs); 16 positions
+ * a warp, chunks of 64.  Other pools and heads: kern_attention4.  Its
+ * splits: kern_attn5_splits (one wave of its blocks; kern_attn4_splits'
+ * where it hands over). */
+int kern_attention5(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st, int R,
+                    int n_heads, int splits, int span, float *out, void *act, int act_mode,
+                    float *part, unsigned *counters, int pdl);
+int kern_attn5_splits(int R, kern_kv kv, int n_heads, int span, int max_len, int n_sms);
 /* 1 where variant 4 should replace variant 3 for R rows of at most max_len
  * positions: up to 16 rows, when variant 3's blocks would walk more than
  * one chunk each (span: variant 3's, as in eng_cuda_opts). */

@@ -649,3 +649,293 @@ extern "C" int kern_attn_grid_splits(int variant, int R, int splits, int span, i
     while (z < need && z < splits) z *= 2;
     return z < splits ? z : splits;
 }
+
+/* ------------------------------------------------------------------ variant 5
+ * Variant 4's pipeline over a bf16 pool with the products on tensor cores.
+ * At 8 rows x 4,000 positions variant 4 reads K/V at about a third of the
+ * copy bandwidth: its lanes spend ~1,500 FMAs, conversions and shared-memory
+ * loads per position and kv head (G heads x HD x 2), so the issue slots,
+ * not the bytes, set its pace.  Here a warp takes 16 positions of a chunk
+ * for all G <= 8 heads of its kv head at once:
+ *   S^T (16 positions x 8 heads) = K q^T     (mma m16n8k16: A = K rows by
+ *                                             ldmatrix, B = q in registers)
+ *   O^T (HD x 8 heads)          += V^T P^T   (A = V rows by ldmatrix.trans,
+ *                                             B = P moved across the warp
+ *                                             by movmatrix.trans)
+ * Exactness: K and V are bf16 already; q and P are f32 and enter as three
+ * bf16 parts each (x = hi + mid + lo holds all 24 bits of x's
+ * significand), every product of bf16 values is exact in the f32
+ * accumulators, so only the order of the f32 sums differs from the other
+ * variants (tested with their tolerance).  The online softmax runs in f32
+ * per head as in variant 3, with expf. */
+#define A5_WARPS 4
+#define A5_CH (A5_WARPS * 16)   /* positions a chunk: 16 a warp */
+#define A5_PAD 8                /* bf16 of padding a K/V row: ldmatrix's 8 rows on distinct banks */
+
+/* The three bf16 parts of x (x = hi + mid + lo exactly). */
+__device__ __forceinline__ void a5_split(float x, __nv_bfloat16 &h, __nv_bfloat16 &m, __nv_bfloat16 &l) {
+    h = __float2bfloat16_rn(x);
+    const float r = x - __bfloat162float(h);
+    m = __float2bfloat16_rn(r);
+    l = __float2bfloat16_rn(r - __bfloat162float(m));
+}
+__device__ __forceinline__ uint32_t a5_pack(__nv_bfloat16 lo_col, __nv_bfloat16 hi_col) {
+    return (uint32_t)__bfloat16_as_ushort(lo_col) | ((uint32_t)__bfloat16_as_ushort(hi_col) << 16);
+}
+__device__ __forceinline__ void ldsm_x4(uint32_t addr, uint32_t &r0, uint32_t &r1, uint32_t &r2,
+                                        uint32_t &r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_t(uint32_t addr, uint32_t &r0, uint32_t &r1, uint32_t &r2,
+                                          uint32_t &r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr));
+}
+__device__ __forceinline__ uint32_t movm_t(uint32_t x) {
+    uint32_t y;
+    asm volatile("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(y) : "r"(x));
+    return y;
+}
+
+/* K rows then V rows (A5_CH each, HD + A5_PAD apart) of positions [c0, c1)
+ * by cp.async; rows past c1 up to the next 16 are zeroed (a warp's masked
+ * positions must not carry NaN or infinity into P V). */
+template <int HD>
+__device__ __forceinline__ void a5_copy_rows(__nv_bfloat16 *dst, const kern_kv &kv, const int *s_blk,
+                                             int kvh, int c0, int c1, size_t v_off) {
+    constexpr int P = HD / 8, RS = HD + A5_PAD;   /* 16-byte pieces a row; row stride */
+    const int b0 = c0 / kv.block_size, nrow = c1 - c0, nfill = min(A5_CH, (nrow + 15) & ~15);
+    for (int i = threadIdx.x; i < nfill * 2 * P; i += blockDim.x) {
+        const int j = i / (2 * P), w = i % (2 * P), isv = w >= P, pc = w % P;
+        __nv_bfloat16 *d = dst + (isv ? (size_t)A5_CH * RS : 0) + (size_t)j * RS + pc * 8;
+        if (j < nrow) {
+            const int t = c0 + j;
+            const __nv_bfloat16 *src = kv_row<__nv_bfloat16, HD>(kv, s_blk[t / kv.block_size - b0], kvh,
+                                                                 t % kv.block_size);
+            cp_async16(d, src + (isv ? v_off : 0) + pc * 8);
+        } else {
+            *(uint4 *)d = make_uint4(0u, 0u, 0u, 0u);
+        }
+    }
+}
+
+/* One warp's 16 positions (n of them valid) of a chunk: folds them into
+ * the running max m, sum l (this lane's share) and O^T fragments o of
+ * heads 2 tg and 2 tg + 1. */
+template <int HD>
+__device__ __forceinline__ void a5_tile(const __nv_bfloat16 *s_k, const __nv_bfloat16 *s_v,
+                                        const uint32_t (&qf)[3][HD / 16][2], int n, float (&m)[2],
+                                        float (&l)[2], float (&o)[HD / 16][4]) {
+    constexpr int KT = HD / 16, RS = HD + A5_PAD;
+    const int lane = threadIdx.x & 31, g = lane >> 2;
+    /* S^T = K q^T: ldmatrix x4 gives K rows 0-7 / 8-15 x dims 0-7 / 8-15 */
+    float s[4] = {0.f, 0.f, 0.f, 0.f};
+    const uint32_t ka = (uint32_t)__cvta_generic_to_shared(
+        s_k + (size_t)((lane & 7) + ((lane >> 3) & 1) * 8) * RS + (lane >> 4) * 8);
+#pragma unroll
+    for (int ks = 0; ks < KT; ks++) {
+        uint32_t a0, a1, a2, a3;
+        ldsm_x4(ka + ks * 32, a0, a1, a2, a3);
+#pragma unroll
+        for (int p = 0; p < 3; p++) mma_bf16(s, a0, a1, a2, a3, qf[p][ks][0], qf[p][ks][1]);
+    }
+    /* s[0], s[1]: position g, heads 2tg, 2tg+1; s[2], s[3]: position g + 8 */
+    const bool v0 = g < n, v1 = g + 8 < n;
+    float p[4];
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        float mx = fmaxf(v0 ? s[hh] : -INFINITY, v1 ? s[2 + hh] : -INFINITY);
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+        const float mn = fmaxf(m[hh], mx);   /* finite: position 0 of the tile is valid */
+        const float cf = expf(m[hh] - mn);
+        p[hh] = v0 ? expf(s[hh] - mn) : 0.f;
+        p[2 + hh] = v1 ? expf(s[2 + hh] - mn) : 0.f;
+        l[hh] = l[hh] * cf + p[hh] + p[2 + hh];
+        m[hh] = mn;
+#pragma unroll
+        for (int mt = 0; mt < KT; mt++) { o[mt][hh] *= cf; o[mt][2 + hh] *= cf; }
+    }
+    /* P^T as B fragments: (position, head) pairs transposed across the warp */
+    uint32_t pb[3][2];
+    {
+        __nv_bfloat16 h[4], md[4], lo[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) a5_split(p[i], h[i], md[i], lo[i]);
+        pb[0][0] = movm_t(a5_pack(h[0], h[1]));   pb[0][1] = movm_t(a5_pack(h[2], h[3]));
+        pb[1][0] = movm_t(a5_pack(md[0], md[1])); pb[1][1] = movm_t(a5_pack(md[2], md[3]));
+        pb[2][0] = movm_t(a5_pack(lo[0], lo[1])); pb[2][1] = movm_t(a5_pack(lo[2], lo[3]));
+    }
+    /* O^T += V^T P^T: ldmatrix x4 trans gives V^T dims 0-7 / 8-15 x positions 0-7 / 8-15 */
+    const uint32_t va = (uint32_t)__cvta_generic_to_shared(
+        s_v + (size_t)((lane & 7) + (lane >> 4) * 8) * RS + ((lane >> 3) & 1) * 8);
+#pragma unroll
+    for (int mt = 0; mt < KT; mt++) {
+        uint32_t a0, a1, a2, a3;
+        ldsm_x4_t(va + mt * 32, a0, a1, a2, a3);
+#pragma unroll
+        for (int q3 = 0; q3 < 3; q3++) mma_bf16(o[mt], a0, a1, a2, a3, pb[q3][0], pb[q3][1]);
+    }
+}
+
+template <int HD>
+__global__ void __launch_bounds__(A5_WARPS * 32)
+attn5_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads, int splits, int span_min,
+             float *__restrict__ out, void *act, int act_mode, int R, float *__restrict__ part,
+             unsigned *counters) {
+    constexpr int KT = HD / 16, RS = HD + A5_PAD;
+    constexpr size_t BUF = (size_t)2 * A5_CH * RS;   /* a chunk buffer: K rows, V rows */
+    extern __shared__ __align__(16) float a5_dyn[];
+    __shared__ float s_m[A5_WARPS][A2_GMAX], s_l[A5_WARPS][A2_GMAX], s_wg[A5_WARPS][A2_GMAX];
+    __shared__ float s_M[A2_GMAX], s_Lb[A2_GMAX];
+    __shared__ int s_blk[2][A5_CH + 1];
+    pdl_launch();
+    const int G = n_heads / kv.n_kv, r = blockIdx.x, kvh = blockIdx.y, sp = blockIdx.z;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
+    __nv_bfloat16 *const s_buf = (__nv_bfloat16 *)a5_dyn;
+
+    /* before the wait: positions and tables come from the host */
+    const int pos = st->pos[r], seq = st->row_seq[r];
+    int t0, t1, active;
+    if (!attn_split_range(pos + 1, splits, span_min, sp, &t0, &t1, &active)) return;
+    const int *tbl = st->table + (size_t)seq * st->table_stride;
+    const size_t v_off = (size_t)kv.n_kv * kv.block_size * HD;
+    a3_stage_table(s_blk[0], tbl, kv.block_size, t0, min(t1, t0 + A5_CH));
+    if (t0 + A5_CH < t1) a3_stage_table(s_blk[1], tbl, kv.block_size, t0 + A5_CH, min(t1, t0 + 2 * A5_CH));
+    attn_prefetch<__nv_bfloat16, HD>(kv, tbl, kvh, t0, min(t1, t0 + 2 * A5_CH), v_off);
+    __syncthreads();
+    pdl_wait();
+    a5_copy_rows<HD>(s_buf, kv, s_blk[0], kvh, t0, min(t1, t0 + A5_CH), v_off);
+    cp_async_commit();
+    /* q of head g (zero past G) times 1/sqrt(HD), as B fragments in three parts */
+    uint32_t qf[3][KT][2];
+    {
+        const float scale = (float)rsqrt((double)HD);
+        const float *qr = q + ((size_t)r * n_heads + (size_t)kvh * G + g) * HD;
+#pragma unroll
+        for (int ks = 0; ks < KT; ks++)
+#pragma unroll
+            for (int j = 0; j < 2; j++) {
+                const int d = ks * 16 + j * 8 + tg * 2;
+                const float x0 = g < G ? __ldcg(qr + d) * scale : 0.f;
+                const float x1 = g < G ? __ldcg(qr + d + 1) * scale : 0.f;
+                __nv_bfloat16 h0, m0, l0, h1, m1, l1;
+                a5_split(x0, h0, m0, l0);
+                a5_split(x1, h1, m1, l1);
+                qf[0][ks][j] = a5_pack(h0, h1);
+                qf[1][ks][j] = a5_pack(m0, m1);
+                qf[2][ks][j] = a5_pack(l0, l1);
+            }
+    }
+
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, o[KT][4];
+#pragma unroll
+    for (int mt = 0; mt < KT; mt++) o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.f;
+    for (int c0 = t0, c = 0; c0 < t1; c0 += A5_CH, c++) {
+        const int c1 = min(t1, c0 + A5_CH);
+        const __nv_bfloat16 *s_k = s_buf + (size_t)(c & 1) * BUF, *s_v = s_k + (size_t)A5_CH * RS;
+        if (c1 < t1) {   /* the next chunk into the other buffer (free since the last sync) */
+            a5_copy_rows<HD>(s_buf + (size_t)((c + 1) & 1) * BUF, kv, s_blk[(c + 1) & 1], kvh, c1,
+                             min(t1, c1 + A5_CH), v_off);
+            cp_async_commit();
+            cp_async_wait_one();
+        } else {
+            cp_async_wait_all();
+        }
+        __syncthreads();   /* chunk c landed; every thread has issued chunk c + 1 */
+        if (c1 + A5_CH < t1)   /* chunk c + 2's entries where chunk c's were */
+            a3_stage_table(s_blk[c & 1], tbl, kv.block_size, c1 + A5_CH, min(t1, c1 + 2 * A5_CH));
+        const int n = min(16, c1 - c0 - warp * 16);
+        if (n > 0) a5_tile<HD>(s_k + (size_t)warp * 16 * RS, s_v + (size_t)warp * 16 * RS, qf, n, m, l, o);
+        __syncthreads();   /* this buffer (and s_blk) free for the chunk after next */
+    }
+
+    /* the warps' sums where the chunks were (A5_WARPS x A2_GMAX x HD floats) */
+    float (*s_acc)[A2_GMAX][HD] = (float (*)[A2_GMAX][HD])a5_dyn;
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        float ls = l[hh];
+        ls += __shfl_xor_sync(0xffffffffu, ls, 4);
+        ls += __shfl_xor_sync(0xffffffffu, ls, 8);
+        ls += __shfl_xor_sync(0xffffffffu, ls, 16);
+        const int hd_ = 2 * tg + hh;
+        if (hd_ < G) {
+#pragma unroll
+            for (int mt = 0; mt < KT; mt++) {
+                s_acc[warp][hd_][mt * 16 + g] = o[mt][hh];
+                s_acc[warp][hd_][mt * 16 + g + 8] = o[mt][2 + hh];
+            }
+            if (g == 0) { s_m[warp][hd_] = m[hh]; s_l[warp][hd_] = ls; }
+        }
+    }
+    __syncthreads();
+    attn_groups_out<HD, A5_WARPS, A2_GMAX>(s_acc, s_m, s_l, s_wg, s_M, s_Lb, A5_WARPS, G, kvh * G, r,
+                                           sp, active, splits, n_heads, out, act, act_mode, R, part);
+    if (active == 1) return;
+    attn_merge_splits<HD>(part, counters, r, kvh, G, active, 1, splits, n_heads, out, act, act_mode,
+                          R, HD);
+}
+
+template <int HD>
+static size_t a5_smem() { return (size_t)2 * 2 * A5_CH * (HD + A5_PAD) * sizeof(__nv_bfloat16); }
+
+template <int HD>
+static cudaError_t a5_attr() {
+    return cudaFuncSetAttribute(attn5_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)a5_smem<HD>());
+}
+
+template <int HD>
+static int a5_blocks_per_sm() {
+    int n = 0;
+    if (a5_attr<HD>() != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attn5_kernel<HD>, A5_WARPS * 32, a5_smem<HD>()) !=
+            cudaSuccess)
+        n = 1;
+    return n < 1 ? 1 : n;
+}
+
+static bool a5_ok(const kern_kv &kv, int n_heads) {
+    return kv.dtype == KERN_BF16 && !kv.window && a3_heads_ok(kv, n_heads);
+}
+
+extern "C" int kern_attention5(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st,
+                               int R, int n_heads, int splits, int span, float *out, void *act,
+                               int act_mode, float *part, unsigned *counters, int pdl) {
+    if (!a5_ok(kv, n_heads))
+        return kern_attention4(s, q, kv, st, R, n_heads, splits, span, out, act, act_mode, part,
+                               counters, pdl);
+    if (R < 1 || splits < 1 || splits > A2_MAX_SPLITS || kv.block_size < 1 ||
+        (splits > 1 && (!part || !counters)))
+        return (int)cudaErrorInvalidValue;
+    span = span > 0 ? span : A5_CH;
+    const dim3 grid(R, kv.n_kv, splits);
+    const int hd = kv.head_dim;
+    cudaError_t e = hd == 32 ? a5_attr<32>() : hd == 64 ? a5_attr<64>() : a5_attr<128>();
+    if (e != cudaSuccess) return (int)e;
+    if (hd == 32)
+        e = klaunch(attn5_kernel<32>, grid, dim3(A5_WARPS * 32), a5_smem<32>(), s, pdl, q, kv, st,
+                    n_heads, splits, span, out, act, act_mode, R, part, counters);
+    else if (hd == 64)
+        e = klaunch(attn5_kernel<64>, grid, dim3(A5_WARPS * 32), a5_smem<64>(), s, pdl, q, kv, st,
+                    n_heads, splits, span, out, act, act_mode, R, part, counters);
+    else
+        e = klaunch(attn5_kernel<128>, grid, dim3(A5_WARPS * 32), a5_smem<128>(), s, pdl, q, kv, st,
+                    n_heads, splits, span, out, act, act_mode, R, part, counters);
+    return (int)e;
+}
+
+extern "C" int kern_attn5_splits(int R, kern_kv kv, int n_heads, int span, int max_len, int n_sms) {
+    if (!a5_ok(kv, n_heads)) return kern_attn4_splits(R, kv, n_heads, span, max_len, n_sms);
+    if (R < 1 || n_sms < 1) return 1;
+    span = span > 0 ? span : A5_CH;
+    const int hd = kv.head_dim;
+    const int bps = hd == 32 ? a5_blocks_per_sm<32>() : hd == 64 ? a5_blocks_per_sm<64>() : a5_blocks_per_sm<128>();
+    const int fit = max(1, bps * n_sms / (R * kv.n_kv));
+    const int need = (max_len + span - 1) / span;
+    int z = 1;
+    while (z < need && z < A2_MAX_SPLITS) z *= 2;
+    return min(min(fit, z), A2_MAX_SPLITS);
+}

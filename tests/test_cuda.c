@@ -1291,8 +1291,9 @@ static void a2_run(const a2_fix *f, int R, const int *seqs, const int *pos, cons
     if (!out || !hact || !st || !dout || !dpart || !dcnt || !dact) { T_CHECK(0); goto done; }
     cudaMemset(dcnt, 0, (size_t)R * f->nkv * 4);
     kern_kv k = {f->dkv, (long long)2 * f->nkv * f->bs * f->hd, f->nkv, f->hd, f->bs, 0, f->dt};
-    for (int v = 2; v <= 4; v++) {
-        attn_fn fn = v == 2 ? kern_attention2 : v == 3 ? kern_attention3 : kern_attention4;
+    for (int v = 2; v <= 5; v++) {
+        attn_fn fn = v == 2 ? kern_attention2 : v == 3 ? kern_attention3 : v == 4 ? kern_attention4
+                                                                                  : kern_attention5;
         cudaMemset(dout, 0xFF, n * 4);
         T_CHECK(fn(0, f->dq, k, st, R, f->nh, splits, span, dout, NULL, 0, dpart, dcnt, 1) == 0);
         double e = sync_ok() && down(out, dout, n * 4) ? rel_err(out, ref, n) : INFINITY;
@@ -1476,14 +1477,16 @@ static void attn2_case(int nh, int nkv, int hd, int dt) {
     kern_kv shape = {f.dkv, (long long)2 * nkv * f.bs * hd, nkv, hd, f.bs, 0, dt};
     const int s4 = kern_attn4_splits(NR, shape, nh, 0, 4000, 132);
     T_CHECKF(s4 >= 1 && s4 <= 64, "kern_attn4_splits: %d", s4);
+    const int s5 = kern_attn5_splits(NR, shape, nh, 0, 4000, 132);
+    T_CHECKF(s5 >= 1 && s5 <= 64, "kern_attn5_splits: %d", s5);
     /* where variant 4 is meant to serve: 8 rows of 4,000 positions (variant
      * 3's 17 splits of 128 leave each block several chunks), not of 150,
      * nor past 16 rows */
     T_CHECK(kern_attn_long(8, shape, nh, 0, 4000, 132) == 1);
     T_CHECK(kern_attn_long(8, shape, nh, 0, 150, 132) == 0);
     T_CHECK(kern_attn_long(17, shape, nh, 0, 4000, 132) == 0);
-    int caps[4] = {kern_attn_splits(NR, nkv, 132), 3, 64, s4}, spans[3] = {0, 16, 1000};
-    for (int c = 0; c < 4; c++)
+    int caps[5] = {kern_attn_splits(NR, nkv, 132), 3, 64, s4, s5}, spans[3] = {0, 16, 1000};
+    for (int c = 0; c < 5; c++)
         for (int p = 0; p < 3; p++) a2_run(&f, NR, seqs, pos, ref, caps[c], spans[p], "batch");
     /* each sequence alone at batch 1 (its q row is row s of the batch) */
     float *dq_all = f.dq;
@@ -2338,6 +2341,22 @@ static void attn4_backend(fixture *f) {
 }
 FIXTURE_TEST(test_attn4_backend, attn4_backend)
 
+/* The same with variant 5 (tensor cores over a bf16 pool; on f32 pools it
+ * hands every pass to variant 4): run in the bf16-KV variants. */
+static void attn5_backend(fixture *f) {
+    setenv("BRISK_ATTN", "5", 1);
+    eng_err err = {0};
+    tdrv d;
+    eng_cuda_info info = {0};
+    if (drv_open(&d, f->m, 1, NULL, &err) == 0) {
+        T_CHECKF(eng_cuda_get_info(d.b, &info) == 0 && info.attn_variant == 5,
+                 "%s: BRISK_ATTN=5 not taken (variant %d)", f->name, info.attn_variant);
+        drv_close(&d);
+    } else T_CHECKF(0, "%s: %s", f->name, err.msg);
+    backend_checks(f);
+    unsetenv("BRISK_ATTN");
+}
+
 /* The whole-backend checks with every pass of 3 rows or more through the
  * prefill attention kernel (BRISK_PREFILL_ATTN=always; by default only long
  * prompts take it): prompts, batches, continuous batching with decode rows
@@ -2455,12 +2474,13 @@ static void kv_bf16_checks(fixture *f) {
 static void kv_bf16_backend(fixture *f) { with_bf16_kv(f, kv_bf16_checks); }
 FIXTURE_TEST(test_kv_bf16_backend, kv_bf16_backend)
 
-/* The same checks through attention variants 1 and 3 and the prefill
- * kernel for every pass, with bf16 pools. */
+/* The same checks through attention variants 1, 3, 4 and 5 and the
+ * prefill kernel for every pass, with bf16 pools. */
 static void kv_bf16_variant_checks(fixture *f) {
     attn1_backend(f);
     attn3_backend(f);
     attn4_backend(f);
+    attn5_backend(f);
     pf_backend(f);
 }
 static void kv_bf16_variants(fixture *f) { with_bf16_kv(f, kv_bf16_variant_checks); }

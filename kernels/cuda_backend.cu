@@ -791,15 +791,13 @@ static kern_kv kv_shape(const cu_ctx *c) {
 }
 
 /* Decode attention's variant for passes of R rows whose longest row has
- * max_len positions: as set, else, for up to 16 rows whose variant-3
- * blocks would each walk several chunks (kern_attn_long; variant 4 measured
- * 1.2-1.4x faster there, NOTES.md v25), 5 over a bf16 pool (its products
- * on tensor cores) and 4 over an f32 one; else 3 for many rows or for a few
- * long ones, else 2. */
+ * max_len positions: as set, else 4 for 2-64 rows whose variant-3 blocks
+ * would each walk several chunks (kern_attn_long; measured 1.2-1.5x faster
+ * there, NOTES.md v25), else 3 for many rows or for a few long ones, else
+ * 2.  Variant 5 only when set: measured slower than 4 at 8 rows. */
 static int attn_variant(const cu_ctx *c, int R, int max_len) {
     if (c->opt.attn_variant) return c->opt.attn_variant;
-    if (kern_attn_long(R, kv_shape(c), c->cfg.n_heads, c->opt.attn_span, max_len, c->n_sms))
-        return c->kv_dt == KERN_BF16 ? 5 : 4;
+    if (kern_attn_long(R, kv_shape(c), c->cfg.n_heads, c->opt.attn_span, max_len, c->n_sms)) return 4;
     return R >= ATTN3_MIN_ROWS || (long)R * max_len >= ATTN3_FEW_WORK ? 3 : 2;
 }
 

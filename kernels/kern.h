@@ -311,7 +311,8 @@ int kern_attn4_splits(int R, kern_kv kv, int n_heads, int span, int max_len, int
 /* Variant 5 (kern_attn2.cu): variant 4's pipeline over a bf16 pool with
  * q k and p v on tensor cores (q and p in three bf16 parts each, so the
  * products are exact and only the f32 sums' order differs); 16 positions
- * a warp, chunks of 64.  Other pools and heads: kern_attention4.  Its
+ * a warp, chunks of 64; only when set (BRISK_ATTN=5: slower than variant
+ * 4 at 8 rows on the H100).  Other pools and heads: kern_attention4.  Its
  * splits: kern_attn5_splits (one wave of its blocks; kern_attn4_splits'
  * where it hands over). */
 int kern_attention5(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st, int R,
@@ -319,8 +320,9 @@ int kern_attention5(cudaStream_t s, const float *q, kern_kv kv, const kern_step 
                     float *part, unsigned *counters, int pdl);
 int kern_attn5_splits(int R, kern_kv kv, int n_heads, int span, int max_len, int n_sms);
 /* 1 where variant 4 should replace variant 3 for R rows of at most max_len
- * positions: up to 16 rows, when variant 3's blocks would walk more than
- * one chunk each (span: variant 3's, as in eng_cuda_opts). */
+ * positions: 2 to 64 rows, when variant 3's blocks would walk more than
+ * one chunk each (span: variant 3's, as in eng_cuda_opts).  One row keeps
+ * variant 3 (its 64 splits; variant 4 measured slower at 4,000 positions). */
 int kern_attn_long(int R, kern_kv kv, int n_heads, int span, int max_len, int n_sms);
 /* Prompt passes (kern_attn_pf.cu): same semantics as kern_attention for
  * any rows, in tiles of 16 rows so that consecutive rows of one sequence

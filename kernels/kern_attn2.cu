@@ -528,8 +528,9 @@ static int a3_span(int R, int span) {
  * that more blocks fit a multiprocessor; measured ahead of 128 at 8 and 16
  * rows on both pools but one case (NOTES.md v25). */
 #define A4_SPAN 64
-/* Variant 4 is taken (kern_attn_long) up to this many rows. */
-#define A4_MAX_ROWS A2_PER_HEAD_ROWS
+/* Variant 4 is taken (kern_attn_long) up to this many rows (measured ahead
+ * of variant 3 at 8, 16, 32 and 64 rows x 4,000 positions, NOTES.md v25). */
+#define A4_MAX_ROWS 64
 
 template <typename T, int HD, bool PIPE>
 static cudaError_t a3_shape(int span, int G, int *threads, size_t *smem) {
@@ -632,7 +633,7 @@ extern "C" int kern_attn4_splits(int R, kern_kv kv, int n_heads, int span, int m
 }
 
 extern "C" int kern_attn_long(int R, kern_kv kv, int n_heads, int span, int max_len, int n_sms) {
-    if (R < 1 || R > A4_MAX_ROWS || kv.window || !a3_heads_ok(kv, n_heads)) return 0;
+    if (R < 2 || R > A4_MAX_ROWS || kv.window || !a3_heads_ok(kv, n_heads)) return 0;
     const int s3 = kern_attn_grid_splits(3, R, kern_attn_splits(R, kv.n_kv, n_sms), span, max_len,
                                          n_heads, n_sms);
     return max_len > s3 * a3_span(R, span);

@@ -1479,12 +1479,14 @@ static void attn2_case(int nh, int nkv, int hd, int dt) {
     T_CHECKF(s4 >= 1 && s4 <= 64, "kern_attn4_splits: %d", s4);
     const int s5 = kern_attn5_splits(NR, shape, nh, 0, 4000, 132);
     T_CHECKF(s5 >= 1 && s5 <= 64, "kern_attn5_splits: %d", s5);
-    /* where variant 4 is meant to serve: 8 rows of 4,000 positions (variant
-     * 3's 17 splits of 128 leave each block several chunks), not of 150,
-     * nor past 16 rows */
+    /* where variant 4 is meant to serve: 8 or 64 rows of 4,000 positions
+     * (variant 3's 17 splits of 128, 3 of 256, leave each block several
+     * chunks), not of 150, nor one row, nor past 64 rows */
     T_CHECK(kern_attn_long(8, shape, nh, 0, 4000, 132) == 1);
+    T_CHECK(kern_attn_long(64, shape, nh, 0, 4000, 132) == 1);
     T_CHECK(kern_attn_long(8, shape, nh, 0, 150, 132) == 0);
-    T_CHECK(kern_attn_long(17, shape, nh, 0, 4000, 132) == 0);
+    T_CHECK(kern_attn_long(1, shape, nh, 0, 16000, 132) == 0);
+    T_CHECK(kern_attn_long(65, shape, nh, 0, 4000, 132) == 0);
     int caps[5] = {kern_attn_splits(NR, nkv, 132), 3, 64, s4, s5}, spans[3] = {0, 16, 1000};
     for (int c = 0; c < 5; c++)
         for (int p = 0; p < 3; p++) a2_run(&f, NR, seqs, pos, ref, caps[c], spans[p], "batch");

@@ -43,6 +43,8 @@
 #                 32), alternating twice
 #        prof     ncu (--clock-control none) of four batch-1 kern_qgemv launches
 #                 on 1.5B Q4_K_M, and the SASS of its Q4_K SwiGLU instance
+#        profattn ncu of the decode attention kernels, variant 4 then 5, at 8 rows x
+#                 4,000 positions on 1.5B with the bf16 pool (three launches each)
 #        ablate   bench_cuda at batch 1 and 32 on 1.5B, stages left out
 #        cuda     bench_cuda at batch 1..256 (CUDA_BATCHES) on 0.5B, 1.5B, 7B
 #                 shapes (CUDA_MODELS)
@@ -259,6 +261,19 @@ part_prof() {   # ncu of kern_qgemv's batch-1 kernels (1.5B Q4_K_M) and the SASS
         --prefill 0 --quant --steps 4 > "$OUT/ncu_q1.txt" 2>&1
     grep -E "qgemv1_kernel|Duration|Memory Throughput|DRAM Throughput|Issue Slots Busy|Achieved Occupancy|Registers Per|Grid Size|Warp Cycles Per Issued|No Eligible|Issued Warp|L1/TEX Hit|L2 Hit" \
         "$OUT/ncu_q1.txt" | head -90
+}
+part_profattn() {   # ncu of the decode attention at 8 rows x 4,000 positions (1.5B, bf16 pool): variant 4 (the default there), then 5
+    model qwen2.5-1.5b
+    for v in 4 5; do
+        local k=attn3_kernel
+        [ $v = 5 ] && k=attn5_kernel
+        BRISK_ATTN=$v timeout 240 ncu --clock-control none -k regex:$k --launch-skip 60 --launch-count 3 \
+            --section SpeedOfLight --section Occupancy --section SchedulerStats --section WarpStateStats \
+            --section LaunchStats --section MemoryWorkloadAnalysis $BIN/bench_cuda $MD/qwen2.5-1.5b --kv bf16 \
+            --prompt 4000 --batches 8 --prefill 0 --steps 4 --ablate-only none --out /tmp/prof.json > "$OUT/ncu_attn$v.txt" 2>&1
+        grep -E "attn[35]_kernel|Duration|Memory Throughput|DRAM Throughput|Issue Slots Busy|Achieved Occupancy|Theoretical Occupancy|Registers Per|Grid Size|Block Size|Warp Cycles Per Issued|No Eligible|Issued Warp|L2 Hit|Dynamic Shared" \
+            "$OUT/ncu_attn$v.txt" | head -60
+    done
 }
 part_ablate() {
     model qwen2.5-1.5b

@@ -377,7 +377,7 @@ static cJSON *dres_json(const char *variant, const dres *r) {
 /* An ablation variant: options that differ from the defaults, stages left out. */
 typedef struct avar {
     const char *name;
-    int unfused, variant, span, skip, fast, pf, gemm;
+    int unfused, variant, span, skip, fast, pf, gemm, nopdl;
 } avar;
 
 static void set_avar(bench *B, const avar *v) {
@@ -389,6 +389,7 @@ static void set_avar(bench *B, const avar *v) {
     o.fast_gemm = v->fast;
     o.prefill_attn = v->pf;
     o.gemm_attn = v->gemm;
+    if (v->nopdl) o.no_pdl = 1;
     eng_cuda_set_opts(B->b, &o);
     eng_cuda_bench_skip(B->b, v->skip);
 }
@@ -437,6 +438,8 @@ static int ablate(bench *B, bseqs *S, const dres *def, cJSON *arr, eng_err *err)
         {"attn_v4_span96", .variant = 4, .span = 96},
         {"attn_v4_span160", .variant = 4, .span = 160},
         {"attn_v5", .variant = 5},
+        {"no_pdl", .nopdl = 1},   /* every kernel waits for the whole previous one */
+        {"-attn_no_pdl", .skip = KERN_SKIP_ATTN, .nopdl = 1},
         {"-attn", .skip = KERN_SKIP_ATTN},
         {"-rope", .unfused = 1, .skip = KERN_SKIP_ROPE},
         {"-qkvo", .skip = KERN_SKIP_QKVO},

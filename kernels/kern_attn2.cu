@@ -615,6 +615,17 @@ extern "C" int kern_attention4(cudaStream_t s, const float *q, kern_kv kv, const
                   pdl);
 }
 
+/* Splits for one wave of bps blocks a multiprocessor: every (row, kv head)
+ * gets the same share of the slots, and no more splits than span-position
+ * pieces of max_len need, rounded up to a power of two (few graph shapes). */
+static int wave_splits(int bps, int R, int n_kv, int span, int max_len, int n_sms) {
+    const int fit = max(1, bps * n_sms / (R * n_kv));
+    const int need = (max_len + span - 1) / span;
+    int z = 1;
+    while (z < need && z < A2_MAX_SPLITS) z *= 2;
+    return min(min(fit, z), A2_MAX_SPLITS);
+}
+
 extern "C" int kern_attn4_splits(int R, kern_kv kv, int n_heads, int span, int max_len, int n_sms) {
     if (R < 1 || n_sms < 1) return 1;
     if (!a3_heads_ok(kv, n_heads)) return 0;   /* kern_attention2 serves: its own splits */
@@ -624,12 +635,7 @@ extern "C" int kern_attn4_splits(int R, kern_kv kv, int n_heads, int span, int m
     const int bps = hd == 32 ? (bf ? a4_blocks_per_sm<__nv_bfloat16, 32>(span, G) : a4_blocks_per_sm<float, 32>(span, G))
                   : hd == 64 ? (bf ? a4_blocks_per_sm<__nv_bfloat16, 64>(span, G) : a4_blocks_per_sm<float, 64>(span, G))
                              : (bf ? a4_blocks_per_sm<__nv_bfloat16, 128>(span, G) : a4_blocks_per_sm<float, 128>(span, G));
-    /* one wave: every (row, kv head) gets the same share of the slots */
-    const int fit = max(1, bps * n_sms / (R * kv.n_kv));
-    const int need = (max_len + span - 1) / span;
-    int z = 1;   /* a power of two at least need (few graph shapes) */
-    while (z < need && z < A2_MAX_SPLITS) z *= 2;
-    return min(min(fit, z), A2_MAX_SPLITS);
+    return wave_splits(bps, R, kv.n_kv, span, max_len, n_sms);
 }
 
 extern "C" int kern_attn_long(int R, kern_kv kv, int n_heads, int span, int max_len, int n_sms) {
@@ -934,9 +940,5 @@ extern "C" int kern_attn5_splits(int R, kern_kv kv, int n_heads, int span, int m
     span = span > 0 ? span : A5_CH;
     const int hd = kv.head_dim;
     const int bps = hd == 32 ? a5_blocks_per_sm<32>() : hd == 64 ? a5_blocks_per_sm<64>() : a5_blocks_per_sm<128>();
-    const int fit = max(1, bps * n_sms / (R * kv.n_kv));
-    const int need = (max_len + span - 1) / span;
-    int z = 1;
-    while (z < need && z < A2_MAX_SPLITS) z *= 2;
-    return min(min(fit, z), A2_MAX_SPLITS);
+    return wave_splits(bps, R, kv.n_kv, span, max_len, n_sms);
 }

@@ -2303,61 +2303,38 @@ static void backend_checks(fixture *f) {
     long_case(f);
 }
 
-static void attn1_backend(fixture *f) {
-    setenv("BRISK_ATTN", "1", 1);
+/* The whole-backend checks with BRISK_ATTN=v for every pass, after
+ * checking that the backend took it. */
+static void forced_variant_checks(fixture *f, int v) {
+    char val[2] = {(char)('0' + v), 0};
+    setenv("BRISK_ATTN", val, 1);
     eng_err err = {0};
     tdrv d;
     eng_cuda_info info = {0};
     if (drv_open(&d, f->m, 1, NULL, &err) == 0) {
-        T_CHECKF(eng_cuda_get_info(d.b, &info) == 0 && info.attn_variant == 1,
-                 "%s: BRISK_ATTN=1 not taken (variant %d)", f->name, info.attn_variant);
+        T_CHECKF(eng_cuda_get_info(d.b, &info) == 0 && info.attn_variant == v,
+                 "%s: BRISK_ATTN=%d not taken (variant %d)", f->name, v, info.attn_variant);
         drv_close(&d);
     } else T_CHECKF(0, "%s: %s", f->name, err.msg);
     backend_checks(f);
     unsetenv("BRISK_ATTN");
 }
+
+static void attn1_backend(fixture *f) { forced_variant_checks(f, 1); }
 FIXTURE_TEST(test_attn1_backend, attn1_backend)
 
 /* The same with variant 3 (a lane per position) for every pass. */
-static void attn3_backend(fixture *f) {
-    setenv("BRISK_ATTN", "3", 1);
-    backend_checks(f);
-    unsetenv("BRISK_ATTN");
-}
+static void attn3_backend(fixture *f) { forced_variant_checks(f, 3); }
 FIXTURE_TEST(test_attn3_backend, attn3_backend)
 
 /* The same with variant 4 (variant 3 double-buffered, a wave of blocks)
  * for every pass. */
-static void attn4_backend(fixture *f) {
-    setenv("BRISK_ATTN", "4", 1);
-    eng_err err = {0};
-    tdrv d;
-    eng_cuda_info info = {0};
-    if (drv_open(&d, f->m, 1, NULL, &err) == 0) {
-        T_CHECKF(eng_cuda_get_info(d.b, &info) == 0 && info.attn_variant == 4,
-                 "%s: BRISK_ATTN=4 not taken (variant %d)", f->name, info.attn_variant);
-        drv_close(&d);
-    } else T_CHECKF(0, "%s: %s", f->name, err.msg);
-    backend_checks(f);
-    unsetenv("BRISK_ATTN");
-}
+static void attn4_backend(fixture *f) { forced_variant_checks(f, 4); }
 FIXTURE_TEST(test_attn4_backend, attn4_backend)
 
 /* The same with variant 5 (tensor cores over a bf16 pool; on f32 pools it
  * hands every pass to variant 4): run in the bf16-KV variants. */
-static void attn5_backend(fixture *f) {
-    setenv("BRISK_ATTN", "5", 1);
-    eng_err err = {0};
-    tdrv d;
-    eng_cuda_info info = {0};
-    if (drv_open(&d, f->m, 1, NULL, &err) == 0) {
-        T_CHECKF(eng_cuda_get_info(d.b, &info) == 0 && info.attn_variant == 5,
-                 "%s: BRISK_ATTN=5 not taken (variant %d)", f->name, info.attn_variant);
-        drv_close(&d);
-    } else T_CHECKF(0, "%s: %s", f->name, err.msg);
-    backend_checks(f);
-    unsetenv("BRISK_ATTN");
-}
+static void attn5_backend(fixture *f) { forced_variant_checks(f, 5); }
 
 /* The whole-backend checks with every pass of 3 rows or more through the
  * prefill attention kernel (BRISK_PREFILL_ATTN=always; by default only long

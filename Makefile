@@ -2,7 +2,11 @@
 # `make test` builds and runs the test suite.
 CC      ?= cc
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=gnu11 -Wall -Wextra -Wno-unused-parameter -pthread -MMD -MP \
+# -ffp-contract=off: the CPU reference rounds every product and sum on its
+# own (no fused multiply-add where the target has one, as on aarch64), so
+# its dequantized weights are bit-identical to the CUDA kernels' (built with
+# -fmad=false where that matters) on every host.
+CFLAGS  += -std=gnu11 -ffp-contract=off -Wall -Wextra -Wno-unused-parameter -pthread -MMD -MP \
            -Iengine -Iorchestrator -Itools -Icache -Ikernels -Iserver -Iapp -I/usr/include/cjson
 LDLIBS  += -lcjson -lsqlite3 -lcurl -lwebsockets -lm -lpthread
 NVCC    ?= nvcc

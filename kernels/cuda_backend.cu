@@ -163,7 +163,7 @@ extern "C" void eng_cuda_opts_default(eng_cuda_opts *o) {
     o->quant_tc_rows = 96;   /* measured: kern_qskinny's groups ahead of the halves to 96 rows (v25) */
 }
 
-/* Options into range; attention variant 0 takes BRISK_ATTN (1 to 4 for
+/* Options into range; attention variant 0 takes BRISK_ATTN (1 to 5 for
  * every pass), else stays 0: attn_variant() picks per pass, so a benchmark
  * can time each without code changes. */
 static void opts_clamp(eng_cuda_opts *o) {

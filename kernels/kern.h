@@ -31,9 +31,9 @@ typedef struct eng_cuda_opts {
     int no_graphs;      /* 1: launch kernels directly, never replay CUDA graphs */
     int no_pdl;         /* 1: no programmatic dependent launch between kernels */
     int unfused_rope;   /* 1: GEMV passes run RoPE + KV write as a kernel of its own */
-    int attn_variant;   /* 1-4: kern_attention{,2,3,4} for every pass; 0: BRISK_ATTN, else
+    int attn_variant;   /* 1-5: kern_attention{,2,3,4,5} for every pass; 0: BRISK_ATTN, else
                            chosen per pass by rows and context */
-    int attn_span;      /* variant 2-4's positions per block before splitting; 0: default */
+    int attn_span;      /* variant 2-5's positions per block before splitting; 0: default */
     int prefill_attn;   /* KERN_PF_*: when prompt passes take kern_attention_prefill */
     int gemm_attn;      /* < 0: never kern_attention_gemm; 0: for long prompts of one sequence */
     int kv_format;      /* ENG_KV_F32 or ENG_KV_BF16: how the KV pool stores keys and values

@@ -415,6 +415,7 @@ static int picked(const char *list, const char *name) {
 static int ablate(bench *B, bseqs *S, const dres *def, cJSON *arr, eng_err *err) {
     const int n = S->n;
     static const avar v[] = {
+        {"default", .variant = 0},   /* the default options again: what the order of runs costs */
         {"unfused_rope", .unfused = 1},
         {"attn_v1", .variant = 1},
         {"attn_span16", .variant = 2, .span = 16},
@@ -434,6 +435,7 @@ static int ablate(bench *B, bseqs *S, const dres *def, cJSON *arr, eng_err *err)
         {"attn_v3_span256", .variant = 3, .span = 256},
         {"attn_v3_span512", .variant = 3, .span = 512},
         {"attn_v4", .variant = 4},
+        {"attn_v4_span32", .variant = 4, .span = 32},
         {"attn_v4_span64", .variant = 4, .span = 64},
         {"attn_v4_span96", .variant = 4, .span = 96},
         {"attn_v4_span160", .variant = 4, .span = 160},

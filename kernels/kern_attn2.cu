@@ -340,27 +340,77 @@ static int a3_slices(int span, int G, int hd, size_t eb, int nbuf) {
     return w < 1 ? 1 : w > cap ? cap : w;
 }
 
-/* Stages the table entries of positions [c0, c1) in s_blk (from entry b0). */
-__device__ __forceinline__ void a3_stage_table(int *s_blk, const int *tbl, int bs, int c0, int c1) {
-    const int b0 = c0 / bs, nb = (c1 - 1) / bs - b0 + 1;
-    for (int i = threadIdx.x; i < nb; i += blockDim.x) s_blk[i] = tbl[b0 + i];
+/* The element offset (from kv.base) of the K row of position slot of
+ * table block blk, kv head kvh (kv_row's address). */
+template <int HD>
+__device__ __forceinline__ long long a3_row_off(const kern_kv &kv, int blk, int kvh, int slot) {
+    return (long long)blk * kv.blk_stride + ((long long)kvh * kv.block_size + slot) * HD;
 }
 
-/* Asks for the K and V rows of positions [c0, c1) in 16-byte pieces (K
- * rows KS elements apart, V rows HD). */
+/* Stages the K rows' offsets of positions [c0, c1) in s_off, a thread a
+ * position: the copies then read a row's address instead of dividing by
+ * the block size for every 16-byte piece. */
+template <int HD>
+__device__ __forceinline__ void a3_stage_rows(long long *s_off, const kern_kv &kv, const int *tbl,
+                                              int kvh, int c0, int c1) {
+    for (int j = threadIdx.x; j < c1 - c0; j += blockDim.x) {
+        const int t = c0 + j;
+        s_off[j] = a3_row_off<HD>(kv, tbl[t / kv.block_size], kvh, t % kv.block_size);
+    }
+}
+
+/* Asks for the K and V rows of n positions (offsets in s_off) in 16-byte
+ * pieces (K rows KS elements apart, V rows HD). */
 template <typename T, int HD>
 __device__ __forceinline__ void a3_copy_rows(T *s_k, T *s_v, const kern_kv &kv,
-                                             const int *s_blk, int kvh, int c0, int c1,
-                                             size_t v_off) {
+                                             const long long *s_off, int n, size_t v_off) {
     constexpr int E = 16 / sizeof(T), P = HD / E;   /* elements per piece, pieces per row */
     constexpr int KS = HD + A3_KPAD_BYTES / sizeof(T);
-    const int b0 = c0 / kv.block_size;
-    for (int i = threadIdx.x; i < (c1 - c0) * 2 * P; i += blockDim.x) {
-        const int j = i / (2 * P), w = i % (2 * P), t = c0 + j;
-        const T *src = kv_row<T, HD>(kv, s_blk[t / kv.block_size - b0], kvh, t % kv.block_size);
+    const T *base = (const T *)kv.base;
+    for (int i = threadIdx.x; i < n * 2 * P; i += blockDim.x) {
+        const int j = i / (2 * P), w = i % (2 * P);
+        const T *src = base + s_off[j];
         if (w < P) cp_async16(s_k + (size_t)j * KS + w * E, src + w * E);
         else cp_async16(s_v + (size_t)j * HD + (w - P) * E, src + v_off + (w - P) * E);
     }
+}
+
+/* The pipeline's step at chunk c (variants 4 and 5): the next chunk's rows
+ * asked for by issue() when there is a next chunk (more), then chunk c
+ * waited for and the block synced, after which chunk c's buffer is read
+ * and every thread has issued chunk c + 1. */
+template <typename F>
+__device__ __forceinline__ void a3_pipe_step(bool more, F issue) {
+    if (more) {
+        issue();
+        cp_async_commit();
+        cp_async_wait_one();
+    } else {
+        cp_async_wait_all();
+    }
+    __syncthreads();
+}
+
+/* A table entry read ahead: a thread's position t2 + threadIdx.x of chunk
+ * c + 2 ([t2, t3)), read before chunk c's arithmetic and staged
+ * (a3_put_row) after it, so that the load's latency is under the
+ * arithmetic.  Its offset goes where chunk c's were: those were last read
+ * when chunk c was issued, before the pipeline step's sync.  A block has
+ * at least a chunk's positions of threads (variant 4: W x G warps of 32
+ * for W x 32 positions; variant 5: 128 for 64). */
+struct a3_row { int blk, slot; };
+__device__ __forceinline__ a3_row a3_get_row(const int *tbl, int bs, int t2, int t3) {
+    a3_row x = {-1, 0};
+    const int t = t2 + (int)threadIdx.x;
+    if (t < t3) {
+        x.blk = tbl[t / bs];
+        x.slot = t % bs;
+    }
+    return x;
+}
+template <int HD>
+__device__ __forceinline__ void a3_put_row(long long *s_off, const kern_kv &kv, int kvh, a3_row x) {
+    if (x.blk >= 0) s_off[threadIdx.x] = a3_row_off<HD>(kv, x.blk, kvh, x.slot);
 }
 
 /* One warp's 32 positions (n of them valid) of one head against q in s_qh:
@@ -437,7 +487,7 @@ attn3_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
     __shared__ float s_p[A3_WMAX * A2_GMAX][32];
     __shared__ float s_m[A3_WMAX][A2_GMAX], s_l[A3_WMAX][A2_GMAX], s_wg[A3_WMAX][A2_GMAX];
     __shared__ float s_M[A2_GMAX], s_Lb[A2_GMAX];
-    __shared__ int s_blk[NB][A3_WMAX * 32 + 1];
+    __shared__ long long s_off[NB][A3_WMAX * 32];
     pdl_launch();
     const int G = n_heads / kv.n_kv, r = blockIdx.x, kvh = blockIdx.y, sp = blockIdx.z;
     const int tid = threadIdx.x, warp = tid >> 5, nt = blockDim.x;
@@ -453,14 +503,14 @@ attn3_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
     if (!attn_split_range(pos + 1, splits, span_min, sp, &t0, &t1, &active)) return;
     const int *tbl = st->table + (size_t)seq * st->table_stride;
     const size_t v_off = (size_t)kv.n_kv * kv.block_size * HD;
-    a3_stage_table(s_blk[0], tbl, kv.block_size, t0, min(t1, t0 + CH));
-    if (PIPE && t0 + CH < t1) a3_stage_table(s_blk[NB - 1], tbl, kv.block_size, t0 + CH, min(t1, t0 + 2 * CH));
+    a3_stage_rows<HD>(s_off[0], kv, tbl, kvh, t0, min(t1, t0 + CH));
+    if (PIPE && t0 + CH < t1) a3_stage_rows<HD>(s_off[NB - 1], kv, tbl, kvh, t0 + CH, min(t1, t0 + 2 * CH));
     /* pipelined: only the first two chunks (the pipeline covers the rest;
      * a one-wave grid's whole ranges would overflow L2) */
     attn_prefetch<T, HD>(kv, tbl, kvh, t0, PIPE ? min(t1, t0 + 2 * CH) : t1, v_off);
     __syncthreads();
     pdl_wait();
-    a3_copy_rows<T, HD>(s_kb, s_kb + (size_t)CH * KS, kv, s_blk[0], kvh, t0, min(t1, t0 + CH), v_off);
+    a3_copy_rows<T, HD>(s_kb, s_kb + (size_t)CH * KS, kv, s_off[0], min(t1, t0 + CH) - t0, v_off);
     if (PIPE) cp_async_commit();
     const float scale = (float)rsqrt((double)HD);
     const float *qr = q + ((size_t)r * n_heads + (size_t)kvh * G) * HD;
@@ -472,28 +522,21 @@ attn3_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
     for (int c0 = t0, c = 0; c0 < t1; c0 += CH, c++) {
         const int c1 = min(t1, c0 + CH);
         T *s_k = s_kb + (PIPE ? (size_t)(c & 1) * buf : 0), *s_v = s_k + (size_t)CH * KS;
+        a3_row nx = {-1, 0};
         if (PIPE) {
             /* the next chunk into the other buffer (free since the last
-             * sync; its table entries were staged before it) */
-            if (c1 < t1) {
+             * sync; its rows were staged before it) */
+            a3_pipe_step(c1 < t1, [&] {
                 T *n_k = s_kb + (size_t)((c + 1) & 1) * buf;
-                a3_copy_rows<T, HD>(n_k, n_k + (size_t)CH * KS, kv, s_blk[(c + 1) & 1], kvh, c1,
-                                    min(t1, c1 + CH), v_off);
-                cp_async_commit();
-                cp_async_wait_one();
-            } else {
-                cp_async_wait_all();
-            }
-            __syncthreads();   /* chunk c landed; every thread has issued chunk c + 1 */
-            /* the entries of chunk c + 2 where chunk c's were (last read
-             * when chunk c was issued, before the sync above) */
-            if (c1 + CH < t1)
-                a3_stage_table(s_blk[c & 1], tbl, kv.block_size, c1 + CH, min(t1, c1 + 2 * CH));
+                a3_copy_rows<T, HD>(n_k, n_k + (size_t)CH * KS, kv, s_off[(c + 1) & 1],
+                                    min(t1, c1 + CH) - c1, v_off);
+            });
+            nx = a3_get_row(tbl, kv.block_size, c1 + CH, min(t1, c1 + 2 * CH));
         } else {
             if (c0 > t0) {   /* the next chunk: smem is free after the sync below */
-                a3_stage_table(s_blk[0], tbl, kv.block_size, c0, c1);
+                a3_stage_rows<HD>(s_off[0], kv, tbl, kvh, c0, c1);
                 __syncthreads();
-                a3_copy_rows<T, HD>(s_k, s_v, kv, s_blk[0], kvh, c0, c1, v_off);
+                a3_copy_rows<T, HD>(s_k, s_v, kv, s_off[0], c1 - c0, v_off);
             }
             cp_async_wait_all();
             __syncthreads();
@@ -502,7 +545,8 @@ attn3_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
         if (n > 0)
             a3_slice<T, HD>(s_k + (size_t)cw * 32 * KS, s_v + (size_t)cw * 32 * HD, s_q[h],
                             s_p[warp], n, m, l, acc);
-        __syncthreads();   /* this buffer (and s_blk) free for the chunk after next */
+        a3_put_row<HD>(s_off[c & 1], kv, kvh, nx);
+        __syncthreads();   /* this buffer (and s_off) free for the chunk after next */
     }
 
     /* merge the slices of each head (their sums where the chunks were: W x
@@ -572,10 +616,16 @@ static bool a3_heads_ok(const kern_kv &kv, int n_heads) {
            n_heads / kv.n_kv <= A2_GMAX;
 }
 
+/* F's instance for the pool's element type (bf: bf16) and head size hd,
+ * and any further template arguments. */
+#define A3_PICK(F, bf, hd, ...)                                                                     \
+    ((hd) == 32   ? ((bf) ? F<__nv_bfloat16, 32, ##__VA_ARGS__> : F<float, 32, ##__VA_ARGS__>)      \
+     : (hd) == 64 ? ((bf) ? F<__nv_bfloat16, 64, ##__VA_ARGS__> : F<float, 64, ##__VA_ARGS__>)      \
+                  : ((bf) ? F<__nv_bfloat16, 128, ##__VA_ARGS__> : F<float, 128, ##__VA_ARGS__>))
+
 static int a3_run(bool pipe, cudaStream_t s, const float *q, kern_kv kv, const kern_step *st, int R,
                   int n_heads, int splits, int span, float *out, void *act, int act_mode, float *part,
                   unsigned *counters, int pdl) {
-    const int hd = kv.head_dim;
     if (kv.window) return (int)cudaErrorInvalidValue;   /* a sliding window: kern_attention */
     if (!a3_heads_ok(kv, n_heads))
         return kern_attention2(s, q, kv, st, R, n_heads, splits, span, out, act, act_mode, part,
@@ -588,15 +638,8 @@ static int a3_run(bool pipe, cudaStream_t s, const float *q, kern_kv kv, const k
     const bool bf = kv.dtype == KERN_BF16;
     typedef cudaError_t (*lfn)(cudaStream_t, dim3, int, const float *, kern_kv, const kern_step *, int,
                                int, int, float *, void *, int, int, float *, unsigned *);
-    lfn launch;
-    if (pipe)
-        launch = hd == 32 ? (bf ? a3_launch<__nv_bfloat16, 32, true> : a3_launch<float, 32, true>)
-               : hd == 64 ? (bf ? a3_launch<__nv_bfloat16, 64, true> : a3_launch<float, 64, true>)
-                          : (bf ? a3_launch<__nv_bfloat16, 128, true> : a3_launch<float, 128, true>);
-    else
-        launch = hd == 32 ? (bf ? a3_launch<__nv_bfloat16, 32, false> : a3_launch<float, 32, false>)
-               : hd == 64 ? (bf ? a3_launch<__nv_bfloat16, 64, false> : a3_launch<float, 64, false>)
-                          : (bf ? a3_launch<__nv_bfloat16, 128, false> : a3_launch<float, 128, false>);
+    const lfn launch = pipe ? A3_PICK(a3_launch, bf, kv.head_dim, true)
+                            : A3_PICK(a3_launch, bf, kv.head_dim, false);
     return (int)launch(s, grid, pdl, q, kv, st, n_heads, splits, span, out, act, act_mode, R, part,
                        counters);
 }
@@ -630,11 +673,7 @@ extern "C" int kern_attn4_splits(int R, kern_kv kv, int n_heads, int span, int m
     if (R < 1 || n_sms < 1) return 1;
     if (!a3_heads_ok(kv, n_heads)) return 0;   /* kern_attention2 serves: its own splits */
     span = span > 0 ? span : A4_SPAN;
-    const int G = n_heads / kv.n_kv, hd = kv.head_dim;
-    const bool bf = kv.dtype == KERN_BF16;
-    const int bps = hd == 32 ? (bf ? a4_blocks_per_sm<__nv_bfloat16, 32>(span, G) : a4_blocks_per_sm<float, 32>(span, G))
-                  : hd == 64 ? (bf ? a4_blocks_per_sm<__nv_bfloat16, 64>(span, G) : a4_blocks_per_sm<float, 64>(span, G))
-                             : (bf ? a4_blocks_per_sm<__nv_bfloat16, 128>(span, G) : a4_blocks_per_sm<float, 128>(span, G));
+    const int bps = A3_PICK(a4_blocks_per_sm, kv.dtype == KERN_BF16, kv.head_dim)(span, n_heads / kv.n_kv);
     return wave_splits(bps, R, kv.n_kv, span, max_len, n_sms);
 }
 
@@ -705,22 +744,21 @@ __device__ __forceinline__ uint32_t movm_t(uint32_t x) {
     return y;
 }
 
-/* K rows then V rows (A5_CH each, HD + A5_PAD apart) of positions [c0, c1)
- * by cp.async; rows past c1 up to the next 16 are zeroed (a warp's masked
- * positions must not carry NaN or infinity into P V). */
+/* K rows then V rows (A5_CH each, HD + A5_PAD apart) of nrow positions
+ * (offsets in s_off) by cp.async; rows past nrow up to the next 16 are
+ * zeroed (a warp's masked positions must not carry NaN or infinity into
+ * P V). */
 template <int HD>
-__device__ __forceinline__ void a5_copy_rows(__nv_bfloat16 *dst, const kern_kv &kv, const int *s_blk,
-                                             int kvh, int c0, int c1, size_t v_off) {
+__device__ __forceinline__ void a5_copy_rows(__nv_bfloat16 *dst, const kern_kv &kv,
+                                             const long long *s_off, int nrow, size_t v_off) {
     constexpr int P = HD / 8, RS = HD + A5_PAD;   /* 16-byte pieces a row; row stride */
-    const int b0 = c0 / kv.block_size, nrow = c1 - c0, nfill = min(A5_CH, (nrow + 15) & ~15);
+    const int nfill = min(A5_CH, (nrow + 15) & ~15);
+    const __nv_bfloat16 *base = (const __nv_bfloat16 *)kv.base;
     for (int i = threadIdx.x; i < nfill * 2 * P; i += blockDim.x) {
         const int j = i / (2 * P), w = i % (2 * P), isv = w >= P, pc = w % P;
         __nv_bfloat16 *d = dst + (isv ? (size_t)A5_CH * RS : 0) + (size_t)j * RS + pc * 8;
         if (j < nrow) {
-            const int t = c0 + j;
-            const __nv_bfloat16 *src = kv_row<__nv_bfloat16, HD>(kv, s_blk[t / kv.block_size - b0], kvh,
-                                                                 t % kv.block_size);
-            cp_async16(d, src + (isv ? v_off : 0) + pc * 8);
+            cp_async16(d, base + s_off[j] + (isv ? v_off : 0) + pc * 8);
         } else {
             *(uint4 *)d = make_uint4(0u, 0u, 0u, 0u);
         }
@@ -797,7 +835,7 @@ attn5_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads, int s
     extern __shared__ __align__(16) float a5_dyn[];
     __shared__ float s_m[A5_WARPS][A2_GMAX], s_l[A5_WARPS][A2_GMAX], s_wg[A5_WARPS][A2_GMAX];
     __shared__ float s_M[A2_GMAX], s_Lb[A2_GMAX];
-    __shared__ int s_blk[2][A5_CH + 1];
+    __shared__ long long s_off[2][A5_CH];
     pdl_launch();
     const int G = n_heads / kv.n_kv, r = blockIdx.x, kvh = blockIdx.y, sp = blockIdx.z;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
@@ -809,12 +847,12 @@ attn5_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads, int s
     if (!attn_split_range(pos + 1, splits, span_min, sp, &t0, &t1, &active)) return;
     const int *tbl = st->table + (size_t)seq * st->table_stride;
     const size_t v_off = (size_t)kv.n_kv * kv.block_size * HD;
-    a3_stage_table(s_blk[0], tbl, kv.block_size, t0, min(t1, t0 + A5_CH));
-    if (t0 + A5_CH < t1) a3_stage_table(s_blk[1], tbl, kv.block_size, t0 + A5_CH, min(t1, t0 + 2 * A5_CH));
+    a3_stage_rows<HD>(s_off[0], kv, tbl, kvh, t0, min(t1, t0 + A5_CH));
+    if (t0 + A5_CH < t1) a3_stage_rows<HD>(s_off[1], kv, tbl, kvh, t0 + A5_CH, min(t1, t0 + 2 * A5_CH));
     attn_prefetch<__nv_bfloat16, HD>(kv, tbl, kvh, t0, min(t1, t0 + 2 * A5_CH), v_off);
     __syncthreads();
     pdl_wait();
-    a5_copy_rows<HD>(s_buf, kv, s_blk[0], kvh, t0, min(t1, t0 + A5_CH), v_off);
+    a5_copy_rows<HD>(s_buf, kv, s_off[0], min(t1, t0 + A5_CH) - t0, v_off);
     cp_async_commit();
     /* q of head g (zero past G) times 1/sqrt(HD), as B fragments in three parts */
     uint32_t qf[3][KT][2];
@@ -843,20 +881,16 @@ attn5_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads, int s
     for (int c0 = t0, c = 0; c0 < t1; c0 += A5_CH, c++) {
         const int c1 = min(t1, c0 + A5_CH);
         const __nv_bfloat16 *s_k = s_buf + (size_t)(c & 1) * BUF, *s_v = s_k + (size_t)A5_CH * RS;
-        if (c1 < t1) {   /* the next chunk into the other buffer (free since the last sync) */
-            a5_copy_rows<HD>(s_buf + (size_t)((c + 1) & 1) * BUF, kv, s_blk[(c + 1) & 1], kvh, c1,
-                             min(t1, c1 + A5_CH), v_off);
-            cp_async_commit();
-            cp_async_wait_one();
-        } else {
-            cp_async_wait_all();
-        }
-        __syncthreads();   /* chunk c landed; every thread has issued chunk c + 1 */
-        if (c1 + A5_CH < t1)   /* chunk c + 2's entries where chunk c's were */
-            a3_stage_table(s_blk[c & 1], tbl, kv.block_size, c1 + A5_CH, min(t1, c1 + 2 * A5_CH));
+        /* the next chunk into the other buffer (free since the last sync) */
+        a3_pipe_step(c1 < t1, [&] {
+            a5_copy_rows<HD>(s_buf + (size_t)((c + 1) & 1) * BUF, kv, s_off[(c + 1) & 1],
+                             min(t1, c1 + A5_CH) - c1, v_off);
+        });
+        const a3_row nx = a3_get_row(tbl, kv.block_size, c1 + A5_CH, min(t1, c1 + 2 * A5_CH));
         const int n = min(16, c1 - c0 - warp * 16);
         if (n > 0) a5_tile<HD>(s_k + (size_t)warp * 16 * RS, s_v + (size_t)warp * 16 * RS, qf, n, m, l, o);
-        __syncthreads();   /* this buffer (and s_blk) free for the chunk after next */
+        a3_put_row<HD>(s_off[c & 1], kv, kvh, nx);
+        __syncthreads();   /* this buffer (and s_off) free for the chunk after next */
     }
 
     /* the warps' sums where the chunks were (A5_WARPS x A2_GMAX x HD floats) */

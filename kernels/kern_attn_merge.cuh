@@ -19,7 +19,7 @@ __device__ void attn_merge_splits(const float *part, unsigned *counters, int r, 
                                   int active, int per_kv, int splits, int n_heads,
                                   float *__restrict__ out, void *act, int act_mode, int R,
                                   int head_dim) {
-    __shared__ float s_w[ATTN_MERGE_GMAX][ATTN_MERGE_SPLITS];
+    __shared__ float s_w[ATTN_MERGE_GMAX][ATTN_MERGE_SPLITS], s_ls[ATTN_MERGE_GMAX][ATTN_MERGE_SPLITS];
     __shared__ float s_L[ATTN_MERGE_GMAX];
     __shared__ int s_last;
     const int hd = HD > 0 ? HD : head_dim;
@@ -31,11 +31,14 @@ __device__ void attn_merge_splits(const float *part, unsigned *counters, int r, 
     __syncthreads();
     if (!s_last) return;
     __threadfence();
+    /* This block alone runs now, at the kernel's tail: every split's max
+     * and sum in one round of loads, the sums' loads several at a time. */
     const size_t stride = (size_t)n_heads * (hd + 2);
     const float *pr = part + ((size_t)r * splits * n_heads + (size_t)kvh * G) * (hd + 2);
     for (int idx = tid; idx < G * active; idx += nt) {
         int h = idx / active, s2 = idx % active;
         s_w[h][s2] = __ldcg(pr + s2 * stride + (size_t)h * (hd + 2) + hd);
+        s_ls[h][s2] = __ldcg(pr + s2 * stride + (size_t)h * (hd + 2) + hd + 1);
     }
     __syncthreads();
     if (tid < G) {
@@ -44,7 +47,7 @@ __device__ void attn_merge_splits(const float *part, unsigned *counters, int r, 
         for (int s2 = 0; s2 < active; s2++) M = fmaxf(M, s_w[h][s2]);
         for (int s2 = 0; s2 < active; s2++) {
             float w = expf(s_w[h][s2] - M);
-            Ls += __ldcg(pr + s2 * stride + (size_t)h * (hd + 2) + hd + 1) * w;
+            Ls += s_ls[h][s2] * w;
             s_w[h][s2] = w;
         }
         s_L[h] = Ls;
@@ -52,9 +55,10 @@ __device__ void attn_merge_splits(const float *part, unsigned *counters, int r, 
     __syncthreads();
     for (int idx = tid; idx < G * hd; idx += nt) {
         const int h = idx / hd, d = idx % hd, gh = kvh * G + h;
+        const float *ps = pr + (size_t)h * (hd + 2) + d;
         float o = 0.f;
-        for (int s2 = 0; s2 < active; s2++)
-            o += __ldcg(pr + s2 * stride + (size_t)h * (hd + 2) + d) * s_w[h][s2];
+#pragma unroll 8
+        for (int s2 = 0; s2 < active; s2++) o += __ldcg(ps + s2 * stride) * s_w[h][s2];
         if (act) act_store(act, act_mode, R, width, r, gh * hd + d, o / s_L[h]);
         else out[(size_t)r * width + gh * hd + d] = o / s_L[h];
     }

@@ -44,7 +44,9 @@
 #        prof     ncu (--clock-control none) of four batch-1 kern_qgemv launches
 #                 on 1.5B Q4_K_M, and the SASS of its Q4_K SwiGLU instance
 #        profattn ncu of the decode attention kernels, variant 4 then 5, at 8 rows x
-#                 4,000 positions on 1.5B with the bf16 pool (three launches each)
+#                 4,000 positions on 1.5B with the bf16 pool (three launches each;
+#                 PROFATTN_VARIANTS picks them; with stall sampling), and the SASS of
+#                 variant 4's bf16 instance
 #        ablate   bench_cuda at batch 1 and 32 on 1.5B, stages left out
 #        cuda     bench_cuda at batch 1..256 (CUDA_BATCHES) on 0.5B, 1.5B, 7B
 #                 shapes (CUDA_MODELS)
@@ -59,6 +61,8 @@
 #                 variants 3 and 4 and the step without attention (KV_ABLATE),
 #                 batch 1/32/256 (KV_SHORT_BATCHES; KV_SHORT=0: not) at 150 with
 #                 KV_SHORT_ABLATE (none); batch 8 at 16,000 (bf16 pool; KV_LONG=0: not)
+#        kvbase   this build against bench_cuda_base (pack with BASE_BENCH=...) at
+#                 KV_BATCHES (8) x 4,000 positions on KV_MODELS, both pools, alternating twice
 #        real     the real SmolLM2-135M GGUF: test_real through the CUDA
 #                 backend (greedy identity and logits against transformers;
 #                 by default the prompts in one batch through the quantized
@@ -206,6 +210,22 @@ part_wide() {   # issue 25: prompt passes and wide decode of a Q4_K_M file: the 
         stamp "$m done"
     done
 }
+part_kvbase() {   # issue 26: this build against .dev/bin/bench_cuda_base at KV_BATCHES (8) x 4,000 positions, both pools, alternating twice
+    [ -x $BIN/bench_cuda_base ] || { echo "no bench_cuda_base: pack with BASE_BENCH=..."; return; }
+    for m in ${KV_MODELS:-qwen2.5-1.5b}; do
+        model $m
+        for r in 1 2; do
+            for kv in bf16 f32; do
+                for b in bench_cuda_base bench_cuda; do
+                    timeout 100 $BIN/$b $MD/$m --kv $kv --prompt 4000 --batches ${KV_BATCHES:-8} --prefill 0 \
+                        --ablate-only none --out "$OUT/kvbase_${GPU}_${b}_${kv}_${m}_$r.json" 2>&1 |
+                        grep -E "^ +[0-9]+ +default|rror" | sed "s/^/$b $kv run $r: /"
+                done
+            done
+        done
+        stamp "$m done"
+    done
+}
 part_leanbase() {   # issue 25: the blocks alone (--quant-wide 2), this build against .dev/bin/bench_cuda_base, alternating
     [ -x $BIN/bench_cuda_base ] || { echo "no bench_cuda_base: pack with BASE_BENCH=..."; return; }
     for m in ${QUANT_MODELS:-qwen2.5-1.5b qwen2.5-7b}; do
@@ -264,14 +284,17 @@ part_prof() {   # ncu of kern_qgemv's batch-1 kernels (1.5B Q4_K_M) and the SASS
 }
 part_profattn() {   # ncu of the decode attention at 8 rows x 4,000 positions (1.5B, bf16 pool): variant 4 (the default there), then 5
     model qwen2.5-1.5b
-    for v in 4 5; do
+    cuobjdump --dump-sass -fun '_Z12attn3_kernelI13__nv_bfloat16Li128ELb1EEvPKf7kern_kvPK9kern_stepiiiPfPviiS7_Pj' \
+        $BIN/bench_cuda > "$OUT/sass_attn4_bf16.txt" 2>&1
+    for v in ${PROFATTN_VARIANTS:-4 5}; do
         local k=attn3_kernel
         [ $v = 5 ] && k=attn5_kernel
         BRISK_ATTN=$v timeout 240 ncu --clock-control none -k regex:$k --launch-skip 60 --launch-count 3 \
             --section SpeedOfLight --section Occupancy --section SchedulerStats --section WarpStateStats \
-            --section LaunchStats --section MemoryWorkloadAnalysis $BIN/bench_cuda $MD/qwen2.5-1.5b --kv bf16 \
+            --section LaunchStats --section MemoryWorkloadAnalysis --section InstructionStats --section SourceCounters \
+            --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' $BIN/bench_cuda $MD/qwen2.5-1.5b --kv bf16 \
             --prompt 4000 --batches 8 --prefill 0 --steps 4 --ablate-only none --out /tmp/prof.json > "$OUT/ncu_attn$v.txt" 2>&1
-        grep -E "attn[35]_kernel|Duration|Memory Throughput|DRAM Throughput|Issue Slots Busy|Achieved Occupancy|Theoretical Occupancy|Registers Per|Grid Size|Block Size|Warp Cycles Per Issued|No Eligible|Issued Warp|L2 Hit|Dynamic Shared" \
+        grep -E "attn[35]_kernel|Duration|Memory Throughput|DRAM Throughput|Issue Slots Busy|Achieved Occupancy|Theoretical Occupancy|Registers Per|Grid Size|Block Size|Warp Cycles Per Issued|No Eligible|Issued Warp|L2 Hit|Dynamic Shared|stalled_|Executed Instructions " \
             "$OUT/ncu_attn$v.txt" | head -60
     done
 }

@@ -75,10 +75,12 @@ static void *dup_up(const void *h, size_t bytes) {
     if (d && cudaMemcpy(d, h, bytes, cudaMemcpyHostToDevice) != cudaSuccess) return NULL;
     return d;
 }
-static void dfree_all(void) {
-    for (int i = 0; i < g_ndev; i++) cudaFree(g_dev[i]);
-    g_ndev = 0;
+/* Frees the allocations made since g_ndev was mark (a helper called many
+ * times in one test keeps the table from filling). */
+static void dfree_to(int mark) {
+    while (g_ndev > mark) cudaFree(g_dev[--g_ndev]);
 }
+static void dfree_all(void) { dfree_to(0); }
 static int down(void *h, const void *d, size_t bytes) {
     return cudaMemcpy(h, d, bytes, cudaMemcpyDeviceToHost) == cudaSuccess;
 }
@@ -1284,6 +1286,7 @@ static void a2_run(const a2_fix *f, int R, const int *seqs, const int *pos, cons
     float *out = malloc(n * 4);
     uint16_t *hact = malloc(n * 4);
     unsigned cnt[64];
+    const int mark = g_ndev;
     kern_step *st = make_step(R, NULL, pos, seqs, f->table, A2_NS, f->stride, 0, NULL, NULL, NULL, NULL, NULL);
     float *dout = dnew(n * 4), *dpart = dnew(kern_attn_part_floats(R, f->nh, f->hd, splits) * 4 + 16);
     unsigned *dcnt = dnew((size_t)R * f->nkv * 4);
@@ -1314,6 +1317,7 @@ static void a2_run(const a2_fix *f, int R, const int *seqs, const int *pos, cons
     }
 done:
     free(out); free(hact);
+    dfree_to(mark);
 }
 
 /* kern_attention_prefill on prompt-like rows of the a2 fixture: runs of

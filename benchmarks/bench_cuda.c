@@ -440,6 +440,8 @@ static int ablate(bench *B, bseqs *S, const dres *def, cJSON *arr, eng_err *err)
         {"attn_v4_span96", .variant = 4, .span = 96},
         {"attn_v4_span160", .variant = 4, .span = 160},
         {"attn_v5", .variant = 5},
+        {"attn_v5_span32", .variant = 5, .span = 32},
+        {"attn_v5_span128", .variant = 5, .span = 128},
         {"no_pdl", .nopdl = 1},   /* every kernel waits for the whole previous one */
         {"-attn_no_pdl", .skip = KERN_SKIP_ATTN, .nopdl = 1},
         {"-attn", .skip = KERN_SKIP_ATTN},

@@ -702,7 +702,7 @@ static int ensure_rows(cu_ctx *c, int R, int O, eng_err *err) {
     size_t part = 0;
     for (int r = 1; r <= nr; r++) {
         size_t p = kern_attn_part_floats(r, g->n_heads, g->head_dim,
-                                         kern_attn_splits(r, g->n_kv_heads, c->n_sms));
+                                         kern_attn_split_cap(r, g->n_kv_heads, c->n_sms));
         if (p > part) part = p;
     }
     /* products' outputs: cuBLASLt's 2R columns, or the parts of the
@@ -793,11 +793,13 @@ static kern_kv kv_shape(const cu_ctx *c) {
 /* Decode attention's variant for passes of R rows whose longest row has
  * max_len positions: as set, else 4 for 2-64 rows whose variant-3 blocks
  * would each walk several chunks (kern_attn_long; measured 1.2-1.5x faster
- * there, NOTES.md v25), else 3 for many rows or for a few long ones, else
- * 2.  Variant 5 only when set: measured slower than 4 at 8 rows. */
+ * there, NOTES.md v25), or 5 in its place over a bf16 pool at 8-64 rows
+ * (kern_attn5_takes; up to 22% faster steps there, NOTES.md v27), else 3 for
+ * many rows or for a few long ones, else 2. */
 static int attn_variant(const cu_ctx *c, int R, int max_len) {
     if (c->opt.attn_variant) return c->opt.attn_variant;
-    if (kern_attn_long(R, kv_shape(c), c->cfg.n_heads, c->opt.attn_span, max_len, c->n_sms)) return 4;
+    if (kern_attn_long(R, kv_shape(c), c->cfg.n_heads, c->opt.attn_span, max_len, c->n_sms))
+        return kern_attn5_takes(R, kv_shape(c), c->cfg.n_heads) ? 5 : 4;
     return R >= ATTN3_MIN_ROWS || (long)R * max_len >= ATTN3_FEW_WORK ? 3 : 2;
 }
 
@@ -1311,14 +1313,15 @@ static int forward_one(cu_ctx *c, const eng_fwd_batch *b, bool outputs, eng_err 
     p.pg = !graph && gemm_attn_fits(c, b, max_len, &p.keys);
     if (!p.pg) memset(&p.keys, 0, sizeof p.keys);
     p.att_variant = attn_variant(c, Rp, max_len);
-    /* c->part holds kern_attn_splits' splits at every row count */
-    const int split_cap = kern_attn_splits(Rp, c->cfg.n_kv_heads, c->n_sms);
+    /* c->part holds kern_attn_split_cap's splits at every row count */
+    const int split_cap = kern_attn_split_cap(Rp, c->cfg.n_kv_heads, c->n_sms);
     const int s4 = p.att_variant == 4 ? kern_attn4_splits(Rp, kv_shape(c), c->cfg.n_heads, c->opt.attn_span,
                                                          max_len, c->n_sms)
                  : p.att_variant == 5 ? kern_attn5_splits(Rp, kv_shape(c), c->cfg.n_heads, c->opt.attn_span,
                                                           max_len, c->n_sms) : 0;
     p.att_splits = s4 > 0 ? (s4 < split_cap ? s4 : split_cap)
-        : kern_attn_grid_splits(p.att_variant >= 4 ? 2 : p.att_variant, Rp, split_cap, c->opt.attn_span, max_len, c->cfg.n_heads,
+        : kern_attn_grid_splits(p.att_variant >= 4 ? 2 : p.att_variant, Rp,
+                                kern_attn_splits(Rp, c->cfg.n_kv_heads, c->n_sms), c->opt.attn_span, max_len, c->cfg.n_heads,
                                 c->n_sms);
     rc = graph ? run_graph(c, &p, err) : enqueue(c, &p, err);
     if (rc) {

@@ -33,7 +33,8 @@ typedef struct eng_cuda_opts {
     int unfused_rope;   /* 1: GEMV passes run RoPE + KV write as a kernel of its own */
     int attn_variant;   /* 1-5: kern_attention{,2,3,4,5} for every pass; 0: BRISK_ATTN, else
                            chosen per pass by rows and context */
-    int attn_span;      /* variant 2-5's positions per block before splitting; 0: default */
+    int attn_span;      /* variant 2-5's positions per block before splitting (variant 5:
+                           also its block's width, kern_attention5); 0: default */
     int prefill_attn;   /* KERN_PF_*: when prompt passes take kern_attention_prefill */
     int gemm_attn;      /* < 0: never kern_attention_gemm; 0: for long prompts of one sequence */
     int kv_format;      /* ENG_KV_F32 or ENG_KV_BF16: how the KV pool stores keys and values
@@ -94,7 +95,7 @@ typedef struct eng_cuda_info {
     size_t dense_weight_bytes;   /* the dense copy's bytes (what wider passes and quant = 0 read) */
     int weights_bf16, n_sms, graphs;
     int kv_format;      /* ENG_KV_*: the pool's format, which kv_bytes_per_token follows */
-    int attn_variant;   /* as set in eng_cuda_opts: 0 = per pass (2, 3 or 4 by rows and context) */
+    int attn_variant;   /* as set in eng_cuda_opts: 0 = per pass (2-5 by rows, context and pool) */
     int n_ranks;        /* 1, or the GPUs of a split (eng_backend_cuda_tp_create) */
     int quant_wide;     /* 1: the dense copy is bf16 halves (eng_cuda_opts.quant_wide took);
                            2: the halves are made per wide product, no dense layer copy */
@@ -274,6 +275,11 @@ int kern_attention(cudaStream_t s, const float *q, kern_kv kv, const kern_step *
                    int n_heads, int splits, float *out, void *act, int act_mode, float *part,
                    unsigned *counters, int pdl);
 int kern_attn_splits(int R, int n_kv, int n_sms);
+/* The most splits a decode attention launch of R rows may take: the
+ * partial-sum buffer (kern_attn_part_floats) is sized for it.  Variants 4
+ * and 5 fill one wave of their blocks (up to 4 a multiprocessor), which at
+ * a few rows is more than kern_attn_splits. */
+int kern_attn_split_cap(int R, int n_kv, int n_sms);
 /* The splits a launch of variant 2 or 3 needs when no row has more than
  * max_len positions: a power of two (so few graph shapes), at most splits
  * (and, for variant 2 at 4-16 rows, one wave of blocks over n_sms).  Blocks
@@ -311,10 +317,10 @@ int kern_attn4_splits(int R, kern_kv kv, int n_heads, int span, int max_len, int
 /* Variant 5 (kern_attn2.cu): variant 4's pipeline over a bf16 pool with
  * q k and p v on tensor cores (q and p in three bf16 parts each, so the
  * products are exact and only the f32 sums' order differs); 16 positions
- * a warp, chunks of 64; only when set (BRISK_ATTN=5: slower than variant
- * 4 at 8 rows on the H100).  Other pools and heads: kern_attention4.  Its
- * splits: kern_attn5_splits (one wave of its blocks; kern_attn4_splits'
- * where it hands over). */
+ * a warp; span < 1: 8 warps a block (chunks of 128 positions, two
+ * buffers), span <= 32: 2 warps, else 4 (three buffers each).  Other pools
+ * and heads: kern_attention4.  Its splits: kern_attn5_splits (one wave of
+ * its blocks; kern_attn4_splits' where it hands over). */
 int kern_attention5(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st, int R,
                     int n_heads, int splits, int span, float *out, void *act, int act_mode,
                     float *part, unsigned *counters, int pdl);
@@ -324,6 +330,9 @@ int kern_attn5_splits(int R, kern_kv kv, int n_heads, int span, int max_len, int
  * one chunk each (span: variant 3's, as in eng_cuda_opts).  One row keeps
  * variant 3 (its 64 splits; variant 4 measured slower at 4,000 positions). */
 int kern_attn_long(int R, kern_kv kv, int n_heads, int span, int max_len, int n_sms);
+/* 1 where variant 5 should replace variant 4 (kern_attn_long said 1): a
+ * bf16 pool, heads it takes, 8 to 64 rows (measured there, NOTES.md v27). */
+int kern_attn5_takes(int R, kern_kv kv, int n_heads);
 /* Prompt passes (kern_attn_pf.cu): same semantics as kern_attention for
  * any rows, in tiles of 16 rows so that consecutive rows of one sequence
  * share each K/V load; head_dim 16/32/64/128, at most 8 query heads per kv

@@ -199,6 +199,12 @@ extern "C" int kern_attn_splits(int R, int n_kv, int n_sms) {
     return want < 1 ? 1 : want > ATT_MAX_SPLITS ? ATT_MAX_SPLITS : want;
 }
 
+extern "C" int kern_attn_split_cap(int R, int n_kv, int n_sms) {
+    const int rk = R * n_kv, wave = (4 * n_sms + rk - 1) / rk;   /* 4 blocks a multiprocessor */
+    const int s = kern_attn_splits(R, n_kv, n_sms);
+    return wave > s ? (wave > ATT_MAX_SPLITS ? ATT_MAX_SPLITS : wave) : s;
+}
+
 extern "C" size_t kern_attn_part_floats(int R, int n_heads, int head_dim, int splits) {
     return splits > 1 ? (size_t)R * splits * n_heads * (head_dim + 2) : 0;
 }

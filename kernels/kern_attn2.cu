@@ -392,12 +392,12 @@ __device__ __forceinline__ void a3_pipe_step(bool more, F issue) {
 }
 
 /* A table entry read ahead: a thread's position t2 + threadIdx.x of chunk
- * c + 2 ([t2, t3)), read before chunk c's arithmetic and staged
- * (a3_put_row) after it, so that the load's latency is under the
- * arithmetic.  Its offset goes where chunk c's were: those were last read
- * when chunk c was issued, before the pipeline step's sync.  A block has
- * at least a chunk's positions of threads (variant 4: W x G warps of 32
- * for W x 32 positions; variant 5: 128 for 64). */
+ * c + NB ([t2, t3); NB buffers, variant 4: 2), read before chunk c's
+ * arithmetic and staged (a3_put_row) after it, so that the load's latency
+ * is under the arithmetic.  Its offset goes where chunk c's were: those
+ * were last read when chunk c was issued, before a sync.  A block has at
+ * least a chunk's positions of threads (variant 4: W x G warps of 32 for
+ * W x 32 positions; variant 5: W warps for 16 W). */
 struct a3_row { int blk, slot; };
 __device__ __forceinline__ a3_row a3_get_row(const int *tbl, int bs, int t2, int t3) {
     a3_row x = {-1, 0};
@@ -698,11 +698,10 @@ extern "C" int kern_attn_grid_splits(int variant, int R, int splits, int span, i
 
 /* ------------------------------------------------------------------ variant 5
  * Variant 4's pipeline over a bf16 pool with the products on tensor cores.
- * At 8 rows x 4,000 positions variant 4 reads K/V at about a third of the
- * copy bandwidth: its lanes spend ~1,500 FMAs, conversions and shared-memory
- * loads per position and kv head (G heads x HD x 2), so the issue slots,
- * not the bytes, set its pace.  Here a warp takes 16 positions of a chunk
- * for all G <= 8 heads of its kv head at once:
+ * Variant 4's lanes spend G x HD x 2 FMAs, with their conversions and
+ * shared-memory loads, on each position and kv head, so its instruction
+ * issue, not the bytes, sets its pace.  Here a warp takes 16 positions of a
+ * chunk for all G <= 8 heads of its kv head at once:
  *   S^T (16 positions x 8 heads) = K q^T     (mma m16n8k16: A = K rows by
  *                                             ldmatrix, B = q in registers)
  *   O^T (HD x 8 heads)          += V^T P^T   (A = V rows by ldmatrix.trans,
@@ -713,9 +712,19 @@ extern "C" int kern_attn_grid_splits(int variant, int R, int splits, int span, i
  * significand), every product of bf16 values is exact in the f32
  * accumulators, so only the order of the f32 sums differs from the other
  * variants (tested with their tolerance).  The online softmax runs in f32
- * per head as in variant 3, with expf. */
-#define A5_WARPS 4
-#define A5_CH (A5_WARPS * 16)   /* positions a chunk: 16 a warp */
+ * per head as in variant 3, with expf.
+ * Shape: a block's fixed costs (q's parts, staging the first chunks, the
+ * partial sums and the split merge) are paid once per split, so the
+ * default is the widest block, 8 warps (chunks of 128 positions), with the
+ * fewest splits that fill a wave; its two buffers take 139 KB (one block a
+ * multiprocessor).  Narrower blocks keep three buffers. */
+#define A5_WARPS 8          /* default warps a block (W): chunks of 16 W positions */
+#define A5_MIN_ROWS 8       /* variant 5 replaces variant 4 for these rows (kern_attn5_takes) */
+#define A5_MAX_ROWS 64
+/* Chunk buffers (NB - 1 chunks in flight while one is computed) for W
+ * warps: 3 for 2-4 warps, 2 for 8 (measured, NOTES.md v27: at 8 warps
+ * three buffers take 209 KB and were 20% slower). */
+#define A5_NBUF(W) ((W) >= 8 ? 2 : 3)
 #define A5_PAD 8                /* bf16 of padding a K/V row: ldmatrix's 8 rows on distinct banks */
 
 /* The three bf16 parts of x (x = hi + mid + lo exactly). */
@@ -744,24 +753,22 @@ __device__ __forceinline__ uint32_t movm_t(uint32_t x) {
     return y;
 }
 
-/* K rows then V rows (A5_CH each, HD + A5_PAD apart) of nrow positions
+/* K rows then V rows (CH each, HD + A5_PAD apart) of nrow positions
  * (offsets in s_off) by cp.async; rows past nrow up to the next 16 are
  * zeroed (a warp's masked positions must not carry NaN or infinity into
  * P V). */
-template <int HD>
+template <int HD, int CH, int NT>
 __device__ __forceinline__ void a5_copy_rows(__nv_bfloat16 *dst, const kern_kv &kv,
                                              const long long *s_off, int nrow, size_t v_off) {
     constexpr int P = HD / 8, RS = HD + A5_PAD;   /* 16-byte pieces a row; row stride */
-    const int nfill = min(A5_CH, (nrow + 15) & ~15);
-    const __nv_bfloat16 *base = (const __nv_bfloat16 *)kv.base;
-    for (int i = threadIdx.x; i < nfill * 2 * P; i += blockDim.x) {
-        const int j = i / (2 * P), w = i % (2 * P), isv = w >= P, pc = w % P;
-        __nv_bfloat16 *d = dst + (isv ? (size_t)A5_CH * RS : 0) + (size_t)j * RS + pc * 8;
-        if (j < nrow) {
-            cp_async16(d, base + s_off[j] + (isv ? v_off : 0) + pc * 8);
-        } else {
-            *(uint4 *)d = make_uint4(0u, 0u, 0u, 0u);
-        }
+    static_assert(NT % (2 * P) == 0, "a thread copies the same piece of every row it takes");
+    const int nfill = min(CH, (nrow + 15) & ~15);
+    const int w = threadIdx.x % (2 * P), isv = w >= P, pc = w % P;
+    __nv_bfloat16 *d = dst + (isv ? (size_t)CH * RS : 0) + pc * 8;
+    const __nv_bfloat16 *src = (const __nv_bfloat16 *)kv.base + (isv ? v_off : 0) + pc * 8;
+    for (int j = threadIdx.x / (2 * P); j < nfill; j += NT / (2 * P)) {
+        if (j < nrow) cp_async16(d + (size_t)j * RS, src + s_off[j]);
+        else *(uint4 *)(d + (size_t)j * RS) = make_uint4(0u, 0u, 0u, 0u);
     }
 }
 
@@ -775,7 +782,8 @@ __device__ __forceinline__ void a5_tile(const __nv_bfloat16 *s_k, const __nv_bfl
     constexpr int KT = HD / 16, RS = HD + A5_PAD;
     const int lane = threadIdx.x & 31, g = lane >> 2;
     /* S^T = K q^T: ldmatrix x4 gives K rows 0-7 / 8-15 x dims 0-7 / 8-15 */
-    float s[4] = {0.f, 0.f, 0.f, 0.f};
+    /* an accumulator a part of q: three chains of KT mma, not one of 3 KT */
+    float sp[3][4] = {};
     const uint32_t ka = (uint32_t)__cvta_generic_to_shared(
         s_k + (size_t)((lane & 7) + ((lane >> 3) & 1) * 8) * RS + (lane >> 4) * 8);
 #pragma unroll
@@ -783,8 +791,11 @@ __device__ __forceinline__ void a5_tile(const __nv_bfloat16 *s_k, const __nv_bfl
         uint32_t a0, a1, a2, a3;
         ldsm_x4(ka + ks * 32, a0, a1, a2, a3);
 #pragma unroll
-        for (int p = 0; p < 3; p++) mma_bf16(s, a0, a1, a2, a3, qf[p][ks][0], qf[p][ks][1]);
+        for (int p = 0; p < 3; p++) mma_bf16(sp[p], a0, a1, a2, a3, qf[p][ks][0], qf[p][ks][1]);
     }
+    float s[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) s[i] = sp[0][i] + (sp[1][i] + sp[2][i]);
     /* s[0], s[1]: position g, heads 2tg, 2tg+1; s[2], s[3]: position g + 8 */
     const bool v0 = g < n, v1 = g + 8 < n;
     float p[4];
@@ -825,17 +836,17 @@ __device__ __forceinline__ void a5_tile(const __nv_bfloat16 *s_k, const __nv_bfl
     }
 }
 
-template <int HD>
-__global__ void __launch_bounds__(A5_WARPS * 32)
+template <int HD, int W, int NB>
+__global__ void __launch_bounds__(W * 32)
 attn5_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads, int splits, int span_min,
              float *__restrict__ out, void *act, int act_mode, int R, float *__restrict__ part,
              unsigned *counters) {
-    constexpr int KT = HD / 16, RS = HD + A5_PAD;
-    constexpr size_t BUF = (size_t)2 * A5_CH * RS;   /* a chunk buffer: K rows, V rows */
+    constexpr int KT = HD / 16, RS = HD + A5_PAD, CH = W * 16;   /* CH: positions a chunk */
+    constexpr size_t BUF = (size_t)2 * CH * RS;   /* a chunk buffer: K rows, V rows */
     extern __shared__ __align__(16) float a5_dyn[];
-    __shared__ float s_m[A5_WARPS][A2_GMAX], s_l[A5_WARPS][A2_GMAX], s_wg[A5_WARPS][A2_GMAX];
+    __shared__ float s_m[W][A2_GMAX], s_l[W][A2_GMAX], s_wg[W][A2_GMAX];
     __shared__ float s_M[A2_GMAX], s_Lb[A2_GMAX];
-    __shared__ long long s_off[2][A5_CH];
+    __shared__ long long s_off[NB][CH];
     pdl_launch();
     const int G = n_heads / kv.n_kv, r = blockIdx.x, kvh = blockIdx.y, sp = blockIdx.z;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
@@ -847,13 +858,19 @@ attn5_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads, int s
     if (!attn_split_range(pos + 1, splits, span_min, sp, &t0, &t1, &active)) return;
     const int *tbl = st->table + (size_t)seq * st->table_stride;
     const size_t v_off = (size_t)kv.n_kv * kv.block_size * HD;
-    a3_stage_rows<HD>(s_off[0], kv, tbl, kvh, t0, min(t1, t0 + A5_CH));
-    if (t0 + A5_CH < t1) a3_stage_rows<HD>(s_off[1], kv, tbl, kvh, t0 + A5_CH, min(t1, t0 + 2 * A5_CH));
-    attn_prefetch<__nv_bfloat16, HD>(kv, tbl, kvh, t0, min(t1, t0 + 2 * A5_CH), v_off);
+#pragma unroll
+    for (int b = 0; b < NB; b++)
+        if (t0 + b * CH < t1) a3_stage_rows<HD>(s_off[b], kv, tbl, kvh, t0 + b * CH, min(t1, t0 + (b + 1) * CH));
+    attn_prefetch<__nv_bfloat16, HD>(kv, tbl, kvh, t0, min(t1, t0 + NB * CH), v_off);
     __syncthreads();
     pdl_wait();
-    a5_copy_rows<HD>(s_buf, kv, s_off[0], min(t1, t0 + A5_CH) - t0, v_off);
-    cp_async_commit();
+    /* chunks 0 .. NB - 2 asked for, a commit group each (empty past t1) */
+#pragma unroll
+    for (int b = 0; b < NB - 1; b++) {
+        if (t0 + b * CH < t1)
+            a5_copy_rows<HD, CH, W * 32>(s_buf + (size_t)b * BUF, kv, s_off[b], min(t1, t0 + (b + 1) * CH) - t0 - b * CH, v_off);
+        cp_async_commit();
+    }
     /* q of head g (zero past G) times 1/sqrt(HD), as B fragments in three parts */
     uint32_t qf[3][KT][2];
     {
@@ -878,22 +895,25 @@ attn5_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads, int s
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, o[KT][4];
 #pragma unroll
     for (int mt = 0; mt < KT; mt++) o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.f;
-    for (int c0 = t0, c = 0; c0 < t1; c0 += A5_CH, c++) {
-        const int c1 = min(t1, c0 + A5_CH);
-        const __nv_bfloat16 *s_k = s_buf + (size_t)(c & 1) * BUF, *s_v = s_k + (size_t)A5_CH * RS;
-        /* the next chunk into the other buffer (free since the last sync) */
-        a3_pipe_step(c1 < t1, [&] {
-            a5_copy_rows<HD>(s_buf + (size_t)((c + 1) & 1) * BUF, kv, s_off[(c + 1) & 1],
-                             min(t1, c1 + A5_CH) - c1, v_off);
-        });
-        const a3_row nx = a3_get_row(tbl, kv.block_size, c1 + A5_CH, min(t1, c1 + 2 * A5_CH));
+    for (int c0 = t0, c = 0; c0 < t1; c0 += CH, c++) {
+        const int c1 = min(t1, c0 + CH);
+        const __nv_bfloat16 *s_k = s_buf + (size_t)(c % NB) * BUF, *s_v = s_k + (size_t)CH * RS;
+        /* chunk c + NB - 1 into the buffer chunk c - 1 had (free since the
+         * last sync), then chunk c waited for: NB - 1 chunks in flight */
+        const int cn = c0 + (NB - 1) * CH, nb = (c + NB - 1) % NB;
+        if (cn < t1) a5_copy_rows<HD, CH, W * 32>(s_buf + (size_t)nb * BUF, kv, s_off[nb], min(t1, cn + CH) - cn, v_off);
+        cp_async_commit();
+        cp_async_wait<NB - 1>();
+        __syncthreads();
+        /* chunk c + NB's table entries, staged where chunk c's were */
+        const a3_row nx = a3_get_row(tbl, kv.block_size, c0 + NB * CH, min(t1, c0 + (NB + 1) * CH));
         const int n = min(16, c1 - c0 - warp * 16);
         if (n > 0) a5_tile<HD>(s_k + (size_t)warp * 16 * RS, s_v + (size_t)warp * 16 * RS, qf, n, m, l, o);
-        a3_put_row<HD>(s_off[c & 1], kv, kvh, nx);
-        __syncthreads();   /* this buffer (and s_off) free for the chunk after next */
+        a3_put_row<HD>(s_off[c % NB], kv, kvh, nx);
+        __syncthreads();   /* this buffer free for chunk c + NB */
     }
 
-    /* the warps' sums where the chunks were (A5_WARPS x A2_GMAX x HD floats) */
+    /* the warps' sums where the chunks were (W x A2_GMAX x HD floats) */
     float (*s_acc)[A2_GMAX][HD] = (float (*)[A2_GMAX][HD])a5_dyn;
 #pragma unroll
     for (int hh = 0; hh < 2; hh++) {
@@ -912,27 +932,37 @@ attn5_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads, int s
         }
     }
     __syncthreads();
-    attn_groups_out<HD, A5_WARPS, A2_GMAX>(s_acc, s_m, s_l, s_wg, s_M, s_Lb, A5_WARPS, G, kvh * G, r,
+    attn_groups_out<HD, W, A2_GMAX>(s_acc, s_m, s_l, s_wg, s_M, s_Lb, W, G, kvh * G, r,
                                            sp, active, splits, n_heads, out, act, act_mode, R, part);
     if (active == 1) return;
     attn_merge_splits<HD>(part, counters, r, kvh, G, active, 1, splits, n_heads, out, act, act_mode,
                           R, HD);
 }
 
-template <int HD>
-static size_t a5_smem() { return (size_t)2 * 2 * A5_CH * (HD + A5_PAD) * sizeof(__nv_bfloat16); }
+template <int HD, int W>
+static size_t a5_smem() { return (size_t)A5_NBUF(W) * 2 * W * 16 * (HD + A5_PAD) * sizeof(__nv_bfloat16); }
 
-template <int HD>
+template <int HD, int W>
 static cudaError_t a5_attr() {
-    return cudaFuncSetAttribute(attn5_kernel<HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)a5_smem<HD>());
+    return cudaFuncSetAttribute(attn5_kernel<HD, W, A5_NBUF(W)>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)a5_smem<HD, W>());
 }
 
-template <int HD>
+template <int HD, int W>
+static cudaError_t a5_launch(cudaStream_t s, dim3 grid, int pdl, const float *q, kern_kv kv,
+                             const kern_step *st, int n_heads, int splits, int span, float *out,
+                             void *act, int act_mode, int R, float *part, unsigned *counters) {
+    const cudaError_t e = a5_attr<HD, W>();
+    if (e != cudaSuccess) return e;
+    return klaunch(attn5_kernel<HD, W, A5_NBUF(W)>, grid, dim3(W * 32), a5_smem<HD, W>(), s, pdl, q, kv, st,
+                   n_heads, splits, span, out, act, act_mode, R, part, counters);
+}
+
+template <int HD, int W>
 static int a5_blocks_per_sm() {
     int n = 0;
-    if (a5_attr<HD>() != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attn5_kernel<HD>, A5_WARPS * 32, a5_smem<HD>()) !=
+    if (a5_attr<HD, W>() != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attn5_kernel<HD, W, A5_NBUF(W)>, W * 32, a5_smem<HD, W>()) !=
             cudaSuccess)
         n = 1;
     return n < 1 ? 1 : n;
@@ -941,6 +971,16 @@ static int a5_blocks_per_sm() {
 static bool a5_ok(const kern_kv &kv, int n_heads) {
     return kv.dtype == KERN_BF16 && !kv.window && a3_heads_ok(kv, n_heads);
 }
+
+/* Warps a block for span (chunks of 16 W positions): A5_WARPS for the
+ * default span, 2 up to 32 positions, 8 from 128, else 4. */
+static int a5_warps(int span) { return span <= 0 ? A5_WARPS : span <= 32 ? 2 : span >= 128 ? 8 : 4; }
+
+/* F's instance for head size hd and W warps (a5_warps). */
+#define A5_PICK(F, hd, w)                                                                  \
+    ((hd) == 32   ? ((w) == 2 ? F<32, 2> : (w) == 8 ? F<32, 8> : F<32, 4>)                 \
+     : (hd) == 64 ? ((w) == 2 ? F<64, 2> : (w) == 8 ? F<64, 8> : F<64, 4>)                 \
+                  : ((w) == 2 ? F<128, 2> : (w) == 8 ? F<128, 8> : F<128, 4>))
 
 extern "C" int kern_attention5(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st,
                                int R, int n_heads, int splits, int span, float *out, void *act,
@@ -951,28 +991,20 @@ extern "C" int kern_attention5(cudaStream_t s, const float *q, kern_kv kv, const
     if (R < 1 || splits < 1 || splits > A2_MAX_SPLITS || kv.block_size < 1 ||
         (splits > 1 && (!part || !counters)))
         return (int)cudaErrorInvalidValue;
-    span = span > 0 ? span : A5_CH;
-    const dim3 grid(R, kv.n_kv, splits);
-    const int hd = kv.head_dim;
-    cudaError_t e = hd == 32 ? a5_attr<32>() : hd == 64 ? a5_attr<64>() : a5_attr<128>();
-    if (e != cudaSuccess) return (int)e;
-    if (hd == 32)
-        e = klaunch(attn5_kernel<32>, grid, dim3(A5_WARPS * 32), a5_smem<32>(), s, pdl, q, kv, st,
-                    n_heads, splits, span, out, act, act_mode, R, part, counters);
-    else if (hd == 64)
-        e = klaunch(attn5_kernel<64>, grid, dim3(A5_WARPS * 32), a5_smem<64>(), s, pdl, q, kv, st,
-                    n_heads, splits, span, out, act, act_mode, R, part, counters);
-    else
-        e = klaunch(attn5_kernel<128>, grid, dim3(A5_WARPS * 32), a5_smem<128>(), s, pdl, q, kv, st,
-                    n_heads, splits, span, out, act, act_mode, R, part, counters);
-    return (int)e;
+    const int w = a5_warps(span);
+    span = span > 0 ? span : 16 * w;
+    return (int)A5_PICK(a5_launch, kv.head_dim, w)(s, dim3(R, kv.n_kv, splits), pdl, q, kv, st, n_heads,
+                                                   splits, span, out, act, act_mode, R, part, counters);
 }
 
 extern "C" int kern_attn5_splits(int R, kern_kv kv, int n_heads, int span, int max_len, int n_sms) {
     if (!a5_ok(kv, n_heads)) return kern_attn4_splits(R, kv, n_heads, span, max_len, n_sms);
     if (R < 1 || n_sms < 1) return 1;
-    span = span > 0 ? span : A5_CH;
-    const int hd = kv.head_dim;
-    const int bps = hd == 32 ? a5_blocks_per_sm<32>() : hd == 64 ? a5_blocks_per_sm<64>() : a5_blocks_per_sm<128>();
-    return wave_splits(bps, R, kv.n_kv, span, max_len, n_sms);
+    const int w = a5_warps(span);
+    span = span > 0 ? span : 16 * w;
+    return wave_splits(A5_PICK(a5_blocks_per_sm, kv.head_dim, w)(), R, kv.n_kv, span, max_len, n_sms);
+}
+
+extern "C" int kern_attn5_takes(int R, kern_kv kv, int n_heads) {
+    return a5_ok(kv, n_heads) && R >= A5_MIN_ROWS && R <= A5_MAX_ROWS;
 }

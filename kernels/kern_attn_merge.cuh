@@ -32,7 +32,9 @@ __device__ void attn_merge_splits(const float *part, unsigned *counters, int r, 
     if (!s_last) return;
     __threadfence();
     /* This block alone runs now, at the kernel's tail: every split's max
-     * and sum in one round of loads, the sums' loads several at a time. */
+     * and sum in one round of loads, the sums' loads 16 at a time, two
+     * dims a load (each round is a round trip to L2: the tail's length).
+     * Blocks have whole warps. */
     const size_t stride = (size_t)n_heads * (hd + 2);
     const float *pr = part + ((size_t)r * splits * n_heads + (size_t)kvh * G) * (hd + 2);
     for (int idx = tid; idx < G * active; idx += nt) {
@@ -41,26 +43,42 @@ __device__ void attn_merge_splits(const float *part, unsigned *counters, int r, 
         s_ls[h][s2] = __ldcg(pr + s2 * stride + (size_t)h * (hd + 2) + hd + 1);
     }
     __syncthreads();
-    if (tid < G) {
-        const int h = tid;
-        float M = -INFINITY, Ls = 0.f;
-        for (int s2 = 0; s2 < active; s2++) M = fmaxf(M, s_w[h][s2]);
-        for (int s2 = 0; s2 < active; s2++) {
-            float w = expf(s_w[h][s2] - M);
-            Ls += s_ls[h][s2] * w;
-            s_w[h][s2] = w;
-        }
-        s_L[h] = Ls;
+    /* a warp a head: the splits' common max and weights, lanes over splits */
+    static_assert(ATTN_MERGE_SPLITS <= 64, "two splits a lane");
+    for (int h = tid >> 5, lane = tid & 31; h < G; h += nt >> 5) {
+        const bool a0 = lane < active, a1 = lane + 32 < active;
+        const float m0 = a0 ? s_w[h][lane] : -INFINITY, m1 = a1 ? s_w[h][lane + 32] : -INFINITY;
+        float M = fmaxf(m0, m1);
+#pragma unroll
+        for (int o = 16; o; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+        const float w0 = a0 ? expf(m0 - M) : 0.f, w1 = a1 ? expf(m1 - M) : 0.f;
+        float Ls = (a0 ? s_ls[h][lane] * w0 : 0.f) + (a1 ? s_ls[h][lane + 32] * w1 : 0.f);
+#pragma unroll
+        for (int o = 16; o; o >>= 1) Ls += __shfl_xor_sync(0xffffffffu, Ls, o);
+        if (a0) s_w[h][lane] = w0;
+        if (a1) s_w[h][lane + 32] = w1;
+        if (lane == 0) s_L[h] = Ls;
     }
     __syncthreads();
-    for (int idx = tid; idx < G * hd; idx += nt) {
-        const int h = idx / hd, d = idx % hd, gh = kvh * G + h;
-        const float *ps = pr + (size_t)h * (hd + 2) + d;
-        float o = 0.f;
-#pragma unroll 8
-        for (int s2 = 0; s2 < active; s2++) o += __ldcg(ps + s2 * stride) * s_w[h][s2];
-        if (act) act_store(act, act_mode, R, width, r, gh * hd + d, o / s_L[h]);
-        else out[(size_t)r * width + gh * hd + d] = o / s_L[h];
+    /* two dims a thread (hd and the part strides are even, so 8-byte loads) */
+    const int h2 = hd / 2;
+    for (int idx = tid; idx < G * h2; idx += nt) {
+        const int h = idx / h2, d = 2 * (idx % h2), gh = kvh * G + h;
+        const float2 *ps = (const float2 *)(pr + (size_t)h * (hd + 2) + d);
+        float o0 = 0.f, o1 = 0.f;
+#pragma unroll 16
+        for (int s2 = 0; s2 < active; s2++) {
+            const float2 v = __ldcg(ps + s2 * (stride / 2));
+            o0 += v.x * s_w[h][s2];
+            o1 += v.y * s_w[h][s2];
+        }
+        if (act) {
+            act_store(act, act_mode, R, width, r, gh * hd + d, o0 / s_L[h]);
+            act_store(act, act_mode, R, width, r, gh * hd + d + 1, o1 / s_L[h]);
+        } else {
+            out[(size_t)r * width + gh * hd + d] = o0 / s_L[h];
+            out[(size_t)r * width + gh * hd + d + 1] = o1 / s_L[h];
+        }
     }
     if (tid == 0) counters[r * nkv + kvh] = 0;
 }

@@ -43,7 +43,7 @@
 #                 32), alternating twice
 #        prof     ncu (--clock-control none) of four batch-1 kern_qgemv launches
 #                 on 1.5B Q4_K_M, and the SASS of its Q4_K SwiGLU instance
-#        profattn ncu of the decode attention kernels, variant 4 then 5, at 8 rows x
+#        profattn ncu of the decode attention kernels, variants 4 and 5, at 8 rows x
 #                 4,000 positions on 1.5B with the bf16 pool (three launches each;
 #                 PROFATTN_VARIANTS picks them; with stall sampling), and the SASS of
 #                 variant 4's bf16 instance
@@ -56,13 +56,14 @@
 #        spec     bench_spec: none / n-gram / draft model, adaptive k
 #        tools    bench_tools: partial execution on 1.5B and 7B shapes
 #        pp       ParallelPrompt replay, keyword + reading files
-#        kv       bench_cuda with f32 and bf16 KV pools (--kv) on KV_MODELS (1.5B):
+#        kv       bench_cuda with f32 and bf16 KV pools (--kv; KV_FORMATS) on KV_MODELS (1.5B):
 #                 batch 1, 8, 16 (KV_BATCHES) at 4,000 positions with attention
 #                 variants 3 and 4 and the step without attention (KV_ABLATE),
 #                 batch 1/32/256 (KV_SHORT_BATCHES; KV_SHORT=0: not) at 150 with
 #                 KV_SHORT_ABLATE (none); batch 8 at 16,000 (bf16 pool; KV_LONG=0: not)
 #        kvbase   this build against bench_cuda_base (pack with BASE_BENCH=...) at
-#                 KV_BATCHES (8) x 4,000 positions on KV_MODELS, both pools, alternating twice
+#                 KV_BATCHES (8) x 4,000 positions on KV_MODELS, both pools (KV_FORMATS),
+#                 alternating twice; KVBASE_ABLATE: ablations run by both (none)
 #        real     the real SmolLM2-135M GGUF: test_real through the CUDA
 #                 backend (greedy identity and logits against transformers;
 #                 by default the prompts in one batch through the quantized
@@ -215,11 +216,11 @@ part_kvbase() {   # issue 26: this build against .dev/bin/bench_cuda_base at KV_
     for m in ${KV_MODELS:-qwen2.5-1.5b}; do
         model $m
         for r in 1 2; do
-            for kv in bf16 f32; do
+            for kv in ${KV_FORMATS:-bf16 f32}; do
                 for b in bench_cuda_base bench_cuda; do
-                    timeout 100 $BIN/$b $MD/$m --kv $kv --prompt 4000 --batches ${KV_BATCHES:-8} --prefill 0 \
-                        --ablate-only none --out "$OUT/kvbase_${GPU}_${b}_${kv}_${m}_$r.json" 2>&1 |
-                        grep -E "^ +[0-9]+ +default|rror" | sed "s/^/$b $kv run $r: /"
+                    timeout 150 $BIN/$b $MD/$m --kv $kv --prompt 4000 --batches ${KV_BATCHES:-8} --prefill 0 \
+                        --ablate-only ${KVBASE_ABLATE:-none} --out "$OUT/kvbase_${GPU}_${b}_${kv}_${m}_$r.json" 2>&1 |
+                        grep -E "^ +[0-9]+ +(default|attn)|rror" | sed "s/^/$b $kv run $r: /"
                 done
             done
         done
@@ -282,7 +283,7 @@ part_prof() {   # ncu of kern_qgemv's batch-1 kernels (1.5B Q4_K_M) and the SASS
     grep -E "qgemv1_kernel|Duration|Memory Throughput|DRAM Throughput|Issue Slots Busy|Achieved Occupancy|Registers Per|Grid Size|Warp Cycles Per Issued|No Eligible|Issued Warp|L1/TEX Hit|L2 Hit" \
         "$OUT/ncu_q1.txt" | head -90
 }
-part_profattn() {   # ncu of the decode attention at 8 rows x 4,000 positions (1.5B, bf16 pool): variant 4 (the default there), then 5
+part_profattn() {   # ncu of the decode attention at 8 rows x 4,000 positions (1.5B, bf16 pool): variant 4, then 5 (the default there)
     model qwen2.5-1.5b
     cuobjdump --dump-sass -fun '_Z12attn3_kernelI13__nv_bfloat16Li128ELb1EEvPKf7kern_kvPK9kern_stepiiiPfPviiS7_Pj' \
         $BIN/bench_cuda > "$OUT/sass_attn4_bf16.txt" 2>&1
@@ -352,7 +353,7 @@ part_pp() {   # context hoisted ahead of the item (the default) and the template
 part_kv() {   # issue 26 part 2: the floor counts the KV bytes of the format
     for m in ${KV_MODELS:-qwen2.5-1.5b}; do
         model $m
-        for kv in f32 bf16; do
+        for kv in ${KV_FORMATS:-f32 bf16}; do
             timeout 200 $BIN/bench_cuda $MD/$m --kv $kv --prompt 4000 --batches ${KV_BATCHES:-1,8,16} --prefill 0 \
                 --ablate-only ${KV_ABLATE:-attn_v3,attn_v4,attn_v4_span64,attn_v4_span160,-attn} --out "$OUT/kv_${GPU}_${kv}_${m}_ctx4000.json" 2>&1 |
                 grep -E "backend up|batch|default|attn|bench_cuda"

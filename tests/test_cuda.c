@@ -1491,6 +1491,10 @@ static void attn2_case(int nh, int nkv, int hd, int dt) {
     T_CHECK(kern_attn_long(8, shape, nh, 0, 150, 132) == 0);
     T_CHECK(kern_attn_long(1, shape, nh, 0, 16000, 132) == 0);
     T_CHECK(kern_attn_long(65, shape, nh, 0, 4000, 132) == 0);
+    /* variant 5 in variant 4's place: a bf16 pool at 8-64 rows */
+    T_CHECK(kern_attn5_takes(8, shape, nh) == (dt == KERN_BF16));
+    T_CHECK(kern_attn5_takes(64, shape, nh) == (dt == KERN_BF16));
+    T_CHECK(kern_attn5_takes(4, shape, nh) == 0 && kern_attn5_takes(65, shape, nh) == 0);
     int caps[5] = {kern_attn_splits(NR, nkv, 132), 3, 64, s4, s5}, spans[3] = {0, 16, 1000};
     for (int c = 0; c < 5; c++)
         for (int p = 0; p < 3; p++) a2_run(&f, NR, seqs, pos, ref, caps[c], spans[p], "batch");

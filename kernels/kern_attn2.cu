@@ -375,19 +375,16 @@ __device__ __forceinline__ void a3_copy_rows(T *s_k, T *s_v, const kern_kv &kv,
     }
 }
 
-/* The pipeline's step at chunk c (variants 4 and 5): the next chunk's rows
- * asked for by issue() when there is a next chunk (more), then chunk c
- * waited for and the block synced, after which chunk c's buffer is read
- * and every thread has issued chunk c + 1. */
-template <typename F>
+/* The pipeline's step at chunk c over NB chunk buffers (variant 4: 2,
+ * variant 5: A5_NBUF): chunk c + NB - 1 asked for by issue() when there is
+ * one (more), a commit group every step (empty past the context), then
+ * chunk c waited for and the block synced, after which chunk c's buffer is
+ * read and every thread has issued chunk c + NB - 1. */
+template <int NB, typename F>
 __device__ __forceinline__ void a3_pipe_step(bool more, F issue) {
-    if (more) {
-        issue();
-        cp_async_commit();
-        cp_async_wait_one();
-    } else {
-        cp_async_wait_all();
-    }
+    if (more) issue();
+    cp_async_commit();
+    cp_async_wait<NB - 1>();
     __syncthreads();
 }
 
@@ -526,7 +523,7 @@ attn3_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
         if (PIPE) {
             /* the next chunk into the other buffer (free since the last
              * sync; its rows were staged before it) */
-            a3_pipe_step(c1 < t1, [&] {
+            a3_pipe_step<NB>(c1 < t1, [&] {
                 T *n_k = s_kb + (size_t)((c + 1) & 1) * buf;
                 a3_copy_rows<T, HD>(n_k, n_k + (size_t)CH * KS, kv, s_off[(c + 1) & 1],
                                     min(t1, c1 + CH) - c1, v_off);
@@ -901,10 +898,9 @@ attn5_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads, int s
         /* chunk c + NB - 1 into the buffer chunk c - 1 had (free since the
          * last sync), then chunk c waited for: NB - 1 chunks in flight */
         const int cn = c0 + (NB - 1) * CH, nb = (c + NB - 1) % NB;
-        if (cn < t1) a5_copy_rows<HD, CH, W * 32>(s_buf + (size_t)nb * BUF, kv, s_off[nb], min(t1, cn + CH) - cn, v_off);
-        cp_async_commit();
-        cp_async_wait<NB - 1>();
-        __syncthreads();
+        a3_pipe_step<NB>(cn < t1, [&] {
+            a5_copy_rows<HD, CH, W * 32>(s_buf + (size_t)nb * BUF, kv, s_off[nb], min(t1, cn + CH) - cn, v_off);
+        });
         /* chunk c + NB's table entries, staged where chunk c's were */
         const a3_row nx = a3_get_row(tbl, kv.block_size, c0 + NB * CH, min(t1, c0 + (NB + 1) * CH));
         const int n = min(16, c1 - c0 - warp * 16);

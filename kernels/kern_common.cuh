@@ -138,11 +138,9 @@ __device__ __forceinline__ void cp_async16(void *dst, const void *src) {
 __device__ __forceinline__ void cp_async_wait_all() {
     asm volatile("cp.async.wait_all;" ::: "memory");
 }
-/* Groups: commit closes the copies issued so far into a group; wait_one
- * waits for all groups but the newest. */
+/* Groups: commit closes the copies issued so far into a group (an empty
+ * one when there are none); wait<N> waits for all groups but the newest N. */
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-__device__ __forceinline__ void cp_async_wait_one() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
-/* waits for all groups but the newest N */
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
 

@@ -441,6 +441,7 @@ static int ablate(bench *B, bseqs *S, const dres *def, cJSON *arr, eng_err *err)
         {"attn_v4_span160", .variant = 4, .span = 160},
         {"attn_v5", .variant = 5},
         {"attn_v5_span32", .variant = 5, .span = 32},
+        {"attn_v5_span96", .variant = 5, .span = 96},   /* 6 warps a block */
         {"attn_v5_span128", .variant = 5, .span = 128},
         {"no_pdl", .nopdl = 1},   /* every kernel waits for the whole previous one */
         {"-attn_no_pdl", .skip = KERN_SKIP_ATTN, .nopdl = 1},

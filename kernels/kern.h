@@ -318,7 +318,8 @@ int kern_attn4_splits(int R, kern_kv kv, int n_heads, int span, int max_len, int
  * q k and p v on tensor cores (q and p in three bf16 parts each, so the
  * products are exact and only the f32 sums' order differs); 16 positions
  * a warp; span < 1: 8 warps a block (chunks of 128 positions, two
- * buffers), span <= 32: 2 warps, else 4 (three buffers each).  Other pools
+ * buffers), span <= 32: 2 warps, below 96: 4 (three buffers each), below
+ * 128: 6 (two buffers), else 8.  Other pools
  * and heads: kern_attention4.  Its splits: kern_attn5_splits (one wave of
  * its blocks; kern_attn4_splits' where it hands over). */
 int kern_attention5(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st, int R,

@@ -719,9 +719,10 @@ extern "C" int kern_attn_grid_splits(int variant, int R, int splits, int span, i
 #define A5_MIN_ROWS 8       /* variant 5 replaces variant 4 for these rows (kern_attn5_takes) */
 #define A5_MAX_ROWS 64
 /* Chunk buffers (NB - 1 chunks in flight while one is computed) for W
- * warps: 3 for 2-4 warps, 2 for 8 (measured, NOTES.md v27: at 8 warps
- * three buffers take 209 KB and were 20% slower). */
-#define A5_NBUF(W) ((W) >= 8 ? 2 : 3)
+ * warps: 3 for 2-4 warps, 2 from 6 (measured, NOTES.md v27: at 8 warps
+ * three buffers take 209 KB and were 20% slower; 6 warps with two, 104 KB,
+ * leave room for two blocks a multiprocessor). */
+#define A5_NBUF(W) ((W) >= 6 ? 2 : 3)
 #define A5_PAD 8                /* bf16 of padding a K/V row: ldmatrix's 8 rows on distinct banks */
 
 /* The three bf16 parts of x (x = hi + mid + lo exactly). */
@@ -969,14 +970,15 @@ static bool a5_ok(const kern_kv &kv, int n_heads) {
 }
 
 /* Warps a block for span (chunks of 16 W positions): A5_WARPS for the
- * default span, 2 up to 32 positions, 8 from 128, else 4. */
-static int a5_warps(int span) { return span <= 0 ? A5_WARPS : span <= 32 ? 2 : span >= 128 ? 8 : 4; }
+ * default span, 2 up to 32 positions, 4 below 96, 6 below 128, else 8. */
+static int a5_warps(int span) {
+    return span <= 0 ? A5_WARPS : span <= 32 ? 2 : span < 96 ? 4 : span < 128 ? 6 : 8;
+}
 
 /* F's instance for head size hd and W warps (a5_warps). */
-#define A5_PICK(F, hd, w)                                                                  \
-    ((hd) == 32   ? ((w) == 2 ? F<32, 2> : (w) == 8 ? F<32, 8> : F<32, 4>)                 \
-     : (hd) == 64 ? ((w) == 2 ? F<64, 2> : (w) == 8 ? F<64, 8> : F<64, 4>)                 \
-                  : ((w) == 2 ? F<128, 2> : (w) == 8 ? F<128, 8> : F<128, 4>))
+#define A5_PICK_W(F, h, w) ((w) == 2 ? F<h, 2> : (w) == 4 ? F<h, 4> : (w) == 6 ? F<h, 6> : F<h, 8>)
+#define A5_PICK(F, hd, w) \
+    ((hd) == 32 ? A5_PICK_W(F, 32, w) : (hd) == 64 ? A5_PICK_W(F, 64, w) : A5_PICK_W(F, 128, w))
 
 extern "C" int kern_attention5(cudaStream_t s, const float *q, kern_kv kv, const kern_step *st,
                                int R, int n_heads, int splits, int span, float *out, void *act,

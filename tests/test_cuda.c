@@ -1495,9 +1495,10 @@ static void attn2_case(int nh, int nkv, int hd, int dt) {
     T_CHECK(kern_attn5_takes(8, shape, nh) == (dt == KERN_BF16));
     T_CHECK(kern_attn5_takes(64, shape, nh) == (dt == KERN_BF16));
     T_CHECK(kern_attn5_takes(4, shape, nh) == 0 && kern_attn5_takes(65, shape, nh) == 0);
-    int caps[5] = {kern_attn_splits(NR, nkv, 132), 3, 64, s4, s5}, spans[3] = {0, 16, 1000};
+    /* spans: the defaults, and variant 5's 2-, 6- and 8-warp blocks */
+    int caps[5] = {kern_attn_splits(NR, nkv, 132), 3, 64, s4, s5}, spans[4] = {0, 16, 100, 1000};
     for (int c = 0; c < 5; c++)
-        for (int p = 0; p < 3; p++) a2_run(&f, NR, seqs, pos, ref, caps[c], spans[p], "batch");
+        for (int p = 0; p < 4; p++) a2_run(&f, NR, seqs, pos, ref, caps[c], spans[p], "batch");
     /* each sequence alone at batch 1 (its q row is row s of the batch) */
     float *dq_all = f.dq;
     for (int s = 0; s < A2_NS; s++) {

@@ -1321,8 +1321,8 @@ static int forward_one(cu_ctx *c, const eng_fwd_batch *b, bool outputs, eng_err 
                                                           max_len, c->n_sms) : 0;
     p.att_splits = s4 > 0 ? (s4 < split_cap ? s4 : split_cap)
         : kern_attn_grid_splits(p.att_variant >= 4 ? 2 : p.att_variant, Rp,
-                                kern_attn_splits(Rp, c->cfg.n_kv_heads, c->n_sms), c->opt.attn_span, max_len, c->cfg.n_heads,
-                                c->n_sms);
+                                kern_attn_splits(Rp, c->cfg.n_kv_heads, c->n_sms), c->opt.attn_span,
+                                max_len, c->cfg.n_heads, c->n_sms);
     rc = graph ? run_graph(c, &p, err) : enqueue(c, &p, err);
     if (rc) {
         cudaStreamSynchronize(c->st);

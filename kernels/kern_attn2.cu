@@ -856,17 +856,20 @@ attn5_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads, int s
     if (!attn_split_range(pos + 1, splits, span_min, sp, &t0, &t1, &active)) return;
     const int *tbl = st->table + (size_t)seq * st->table_stride;
     const size_t v_off = (size_t)kv.n_kv * kv.block_size * HD;
+    /* chunk positions [cb, min(t1, cb + CH)) into buffer b (offsets in s_off[b]) */
+    auto copy = [&](int b, int cb) {
+        a5_copy_rows<HD, CH, W * 32>(s_buf + (size_t)b * BUF, kv, s_off[b], min(t1, cb + CH) - cb, v_off);
+    };
 #pragma unroll
-    for (int b = 0; b < NB; b++)
-        if (t0 + b * CH < t1) a3_stage_rows<HD>(s_off[b], kv, tbl, kvh, t0 + b * CH, min(t1, t0 + (b + 1) * CH));
+    for (int b = 0, cb = t0; b < NB; b++, cb += CH)
+        if (cb < t1) a3_stage_rows<HD>(s_off[b], kv, tbl, kvh, cb, min(t1, cb + CH));
     attn_prefetch<__nv_bfloat16, HD>(kv, tbl, kvh, t0, min(t1, t0 + NB * CH), v_off);
     __syncthreads();
     pdl_wait();
     /* chunks 0 .. NB - 2 asked for, a commit group each (empty past t1) */
 #pragma unroll
-    for (int b = 0; b < NB - 1; b++) {
-        if (t0 + b * CH < t1)
-            a5_copy_rows<HD, CH, W * 32>(s_buf + (size_t)b * BUF, kv, s_off[b], min(t1, t0 + (b + 1) * CH) - t0 - b * CH, v_off);
+    for (int b = 0, cb = t0; b < NB - 1; b++, cb += CH) {
+        if (cb < t1) copy(b, cb);
         cp_async_commit();
     }
     /* q of head g (zero past G) times 1/sqrt(HD), as B fragments in three parts */
@@ -898,10 +901,8 @@ attn5_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads, int s
         const __nv_bfloat16 *s_k = s_buf + (size_t)(c % NB) * BUF, *s_v = s_k + (size_t)CH * RS;
         /* chunk c + NB - 1 into the buffer chunk c - 1 had (free since the
          * last sync), then chunk c waited for: NB - 1 chunks in flight */
-        const int cn = c0 + (NB - 1) * CH, nb = (c + NB - 1) % NB;
-        a3_pipe_step<NB>(cn < t1, [&] {
-            a5_copy_rows<HD, CH, W * 32>(s_buf + (size_t)nb * BUF, kv, s_off[nb], min(t1, cn + CH) - cn, v_off);
-        });
+        const int cn = c0 + (NB - 1) * CH;
+        a3_pipe_step<NB>(cn < t1, [&] { copy((c + NB - 1) % NB, cn); });
         /* chunk c + NB's table entries, staged where chunk c's were */
         const a3_row nx = a3_get_row(tbl, kv.block_size, c0 + NB * CH, min(t1, c0 + (NB + 1) * CH));
         const int n = min(16, c1 - c0 - warp * 16);
@@ -959,8 +960,8 @@ template <int HD, int W>
 static int a5_blocks_per_sm() {
     int n = 0;
     if (a5_attr<HD, W>() != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attn5_kernel<HD, W, A5_NBUF(W)>, W * 32, a5_smem<HD, W>()) !=
-            cudaSuccess)
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, attn5_kernel<HD, W, A5_NBUF(W)>, W * 32,
+                                                      a5_smem<HD, W>()) != cudaSuccess)
         n = 1;
     return n < 1 ? 1 : n;
 }

@@ -142,7 +142,9 @@ __device__ __forceinline__ void cp_async_wait_all() {
  * one when there are none); wait<N> waits for all groups but the newest N. */
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
 template <int N>
-__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
 
 /* Writes one activation element in the layout a GEMM expects (kern.h). */
 __device__ __forceinline__ void act_store(void *act, int mode, int R, int K, int r, int k,

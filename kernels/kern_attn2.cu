@@ -970,13 +970,17 @@ static bool a5_ok(const kern_kv &kv, int n_heads) {
     return kv.dtype == KERN_BF16 && !kv.window && a3_heads_ok(kv, n_heads);
 }
 
-/* Warps a block for span (chunks of 16 W positions): A5_WARPS for the
- * default span, 2 up to 32 positions, 4 below 96, 6 below 128, else 8. */
-static int a5_warps(int span) {
-    return span <= 0 ? A5_WARPS : span <= 32 ? 2 : span < 96 ? 4 : span < 128 ? 6 : 8;
+/* Warps a block for *span (chunks of 16 W positions): A5_WARPS for the
+ * default span, 2 up to 32 positions, 4 below 96, 6 below 128, else 8;
+ * a default span becomes a chunk.  The launch and its split count both
+ * take their shape from here. */
+static int a5_shape(int *span) {
+    const int s = *span, w = s <= 0 ? A5_WARPS : s <= 32 ? 2 : s < 96 ? 4 : s < 128 ? 6 : 8;
+    if (s <= 0) *span = 16 * w;
+    return w;
 }
 
-/* F's instance for head size hd and W warps (a5_warps). */
+/* F's instance for head size hd and W warps (a5_shape). */
 #define A5_PICK_W(F, h, w) ((w) == 2 ? F<h, 2> : (w) == 4 ? F<h, 4> : (w) == 6 ? F<h, 6> : F<h, 8>)
 #define A5_PICK(F, hd, w) \
     ((hd) == 32 ? A5_PICK_W(F, 32, w) : (hd) == 64 ? A5_PICK_W(F, 64, w) : A5_PICK_W(F, 128, w))
@@ -990,8 +994,7 @@ extern "C" int kern_attention5(cudaStream_t s, const float *q, kern_kv kv, const
     if (R < 1 || splits < 1 || splits > A2_MAX_SPLITS || kv.block_size < 1 ||
         (splits > 1 && (!part || !counters)))
         return (int)cudaErrorInvalidValue;
-    const int w = a5_warps(span);
-    span = span > 0 ? span : 16 * w;
+    const int w = a5_shape(&span);
     return (int)A5_PICK(a5_launch, kv.head_dim, w)(s, dim3(R, kv.n_kv, splits), pdl, q, kv, st, n_heads,
                                                    splits, span, out, act, act_mode, R, part, counters);
 }
@@ -999,8 +1002,7 @@ extern "C" int kern_attention5(cudaStream_t s, const float *q, kern_kv kv, const
 extern "C" int kern_attn5_splits(int R, kern_kv kv, int n_heads, int span, int max_len, int n_sms) {
     if (!a5_ok(kv, n_heads)) return kern_attn4_splits(R, kv, n_heads, span, max_len, n_sms);
     if (R < 1 || n_sms < 1) return 1;
-    const int w = a5_warps(span);
-    span = span > 0 ? span : 16 * w;
+    const int w = a5_shape(&span);
     return wave_splits(A5_PICK(a5_blocks_per_sm, kv.head_dim, w)(), R, kv.n_kv, span, max_len, n_sms);
 }
 

@@ -4,7 +4,7 @@
  *   build/benchmarks/bench_cuda MODEL_DIR [--out FILE] [--prompt N]
  *        [--steps N] [--prefill N] [--batches 1,8,32,64,256] [--kernels] [--ablate]
  *        [--ablate-only NAME,...] [--skinny-max N] [--kv f32|bf16] [--bf16-weights]
- *        [--tp N]
+ *        [--tp N] [--profile-step]
  *
  * Measures, on one GPU: the device bandwidth (a 1 GiB device-to-device
  * copy, bytes read + written, median of 10); prefill tokens/s (one prompt of
@@ -50,7 +50,11 @@
  * timed apart on a communicator of the bench's own, replayed from a CUDA
  * graph as the step replays them: allreduce_ms, and floor + all-reduces
  * beside the step; the logits' all-gather is in the step but not in that
- * figure.  Default output cuda_tp<N>_<model>.json. */
+ * figure.  Default output cuda_tp<N>_<model>.json.
+ *
+ * --profile-step: cudaProfilerStart / Stop around the last timed step of
+ * every decode run, so that `ncu --profile-from-start off` sees one step's
+ * kernels and nothing of the set-up, the prompt passes or the warm-up. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +70,7 @@ typedef struct bargs {
     int quant_wide;     /* quant: ENG_QUANT_* of --quant / --no-quant (AUTO: neither) */
     int quant_tc;       /* --quant-tc-rows N: eng_cuda_opts.quant_tc_rows; < 0: the library's */
     int quant_stage;    /* --quant-tc-stage N: eng_cuda_opts.quant_tc_stage; < 0: the library's */
+    int profile_step;   /* --profile-step */
 } bargs;
 
 static int parse_batches(const char *s, int *b, int max) {
@@ -100,6 +105,7 @@ static int parse_args(int argc, char **argv, bargs *A) {
         else if (!strcmp(a, "--ablate-only") && v) { A->ablate = 1; A->only = v; i++; }
         else if (!strcmp(a, "--skinny-max") && v) { A->skinny_max = atoi(v); i++; }
         else if (!strcmp(a, "--bf16-weights")) A->bf16w = 1;
+        else if (!strcmp(a, "--profile-step")) A->profile_step = 1;
         else if (!strcmp(a, "--quant")) A->quant = ENG_QUANT_ON;
         else if (!strcmp(a, "--no-quant")) A->quant = ENG_QUANT_OFF;
         else if (!strcmp(a, "--quant-wide") && v) {
@@ -164,6 +170,7 @@ int main(int argc, char **argv) {
 #else
 #include <cJSON.h>
 #include <cuda_runtime_api.h>
+#include <cuda_profiler_api.h>
 #include "kern.h"
 #ifdef BRISK_NCCL
 #include "kern_tp.h"
@@ -183,6 +190,7 @@ typedef struct bench {
     int quant_wide;     /* --quant-wide N: eng_cuda_opts.quant_wide; < 0: the library's */
     int quant_tc;       /* --quant-tc-rows N: eng_cuda_opts.quant_tc_rows; < 0: the library's */
     int quant_stage;    /* --quant-tc-stage N: eng_cuda_opts.quant_tc_stage; < 0: the library's */
+    int profile_step;   /* --profile-step: the profiler sees the last timed step of each run */
     double bw;                   /* bytes / s */
     uint64_t rng;
     struct kern_tp *tp;          /* --tp N > 1: N ranks for the all-reduces timed apart */
@@ -307,9 +315,12 @@ static int decode(bench *B, bseqs *S, dres *r, eng_err *err) {
     for (int i = 0; i < B->warm && !rc; i++) rc = pass(B, S, 0, S->n, 1, err);
     for (int i = 0; i < B->steps && !rc; i++) {
         for (int s = 0; s < S->n; s++) toks += S->len[s] + 1;   /* positions attention reads */
+        int prof = B->profile_step && i == B->steps - 1;
+        if (prof) cudaProfilerStart();
         double t0 = eng_now_s();
         rc = pass(B, S, 0, S->n, 1, err);
         t[i] = eng_now_s() - t0;
+        if (prof) cudaProfilerStop();
         total += t[i];
     }
     if (!rc) {
@@ -1012,7 +1023,7 @@ int main(int argc, char **argv) {
     int bf16w = A.bf16w;
     bench B;
     memset(&B, 0, sizeof B);
-    B.prompt = A.prompt; B.steps = A.steps; B.warm = 3; B.rng = 12345; B.skinny_max = A.skinny_max;
+    B.prompt = A.prompt; B.steps = A.steps; B.profile_step = A.profile_step; B.warm = 3; B.rng = 12345; B.skinny_max = A.skinny_max;
     B.ablate = A.ablate; B.only = A.only; B.quant = A.quant != ENG_QUANT_OFF;
     B.quant_wide = A.quant_wide;
     B.quant_tc = A.quant_tc;

@@ -47,6 +47,20 @@
 #                 4,000 positions on 1.5B with the bf16 pool (three launches each;
 #                 PROFATTN_VARIANTS picks them; with stall sampling), and the SASS of
 #                 variant 4's bf16 instance
+#        steps    ncu of one decode step (bench_cuda --profile-step): each kernel's
+#                 time, DRAM bytes and bandwidth (scripts/ncu_step.py) for the
+#                 cases of STEPS_CASES (model:kv:positions:rows, separated by
+#                 spaces; default 1.5B bf16 8 x 4,000, 1 x 150, bf16 256 x 150)
+#        bins     the bench_cuda builds in .dev/bin named by BINS (default
+#                 "bench_cuda_base bench_cuda"; pack more with EXTRA_BENCH="a b":
+#                 .dev/bin/<file name>), alternating twice, on BINS_MODELS (1.5B)
+#                 with the options BINS_ARGS (default: bf16 pool, 4,000
+#                 positions, batch 8, the default run alone)
+#        attnctx  ncu of the decode attention of one step (the default variant)
+#                 at ATTNCTX_ROWS (8) rows x ATTNCTX_LENS positions on 1.5B, bf16
+#                 pool: time a launch and DRAM bytes per length (a line through
+#                 them: the fixed cost and the cost a position), then the SASS
+#                 instructions with the most stall samples at ATTNCTX_SASS (4000)
 #        ablate   bench_cuda at batch 1 and 32 on 1.5B, stages left out
 #        cuda     bench_cuda at batch 1..256 (CUDA_BATCHES) on 0.5B, 1.5B, 7B
 #                 shapes (CUDA_MODELS)
@@ -113,6 +127,7 @@ if [ "${1:-}" = pack ]; then
         [ -f $f ] && cp $f .dev/bin/
     done
     [ -f "${BASE_BENCH:-}" ] && cp "$BASE_BENCH" .dev/bin/bench_cuda_base
+    for f in ${EXTRA_BENCH:-}; do cp "$f" .dev/bin/; done   # more builds for part bins
     strip .dev/bin/*
     for so in $(ldd build-cuda/brisk | awk '$3 ~ /^\// {print $3}' |
                 grep -v -E 'libc\.so|libm\.so|libpthread|libdl|librt|ld-linux|libstdc|libgcc|cuda|cublas'); do
@@ -283,6 +298,42 @@ part_prof() {   # ncu of kern_qgemv's batch-1 kernels (1.5B Q4_K_M) and the SASS
     grep -E "qgemv1_kernel|Duration|Memory Throughput|DRAM Throughput|Issue Slots Busy|Achieved Occupancy|Registers Per|Grid Size|Warp Cycles Per Issued|No Eligible|Issued Warp|L1/TEX Hit|L2 Hit" \
         "$OUT/ncu_q1.txt" | head -90
 }
+part_steps() {   # ncu of one decode step per case: each kernel's time and bytes
+    local bw
+    for c in ${STEPS_CASES:-qwen2.5-1.5b:bf16:4000:8 qwen2.5-1.5b:f32:150:1 qwen2.5-1.5b:bf16:150:256}; do
+        IFS=: read -r m kv pos rows <<< "$c"
+        model $m
+        local tag=${m}_${kv}_${pos}x$rows
+        timeout 300 ncu --profile-from-start off --clock-control none --csv --page raw \
+            --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
+            $BIN/bench_cuda $MD/$m --kv $kv --prompt $pos --batches $rows --prefill 0 --steps 3 \
+            --ablate-only none --profile-step --out "$OUT/steps_${GPU}_$tag.json" > /tmp/steps_$tag.csv 2>&1
+        bw=$(python3 -c "import json;print(json.load(open('$OUT/steps_${GPU}_$tag.json'))['bandwidth_GBps'])" 2>/dev/null || echo 0)
+        echo "== $tag (step in bench_cuda's own timing, under ncu:)"
+        grep -E "^ +$rows +default" /tmp/steps_$tag.csv | head -2
+        python3 scripts/ncu_step.py /tmp/steps_$tag.csv $bw ${STEPS_FIRST:-0} | tee "$OUT/steps_${GPU}_$tag.txt" |
+            head -${STEPS_LINES:-40}
+        stamp "$tag done"
+    done
+}
+part_attnctx() {   # the decode attention's fixed cost and cost a position (ncu), and its stalls by SASS line
+    model qwen2.5-1.5b
+    local rows=${ATTNCTX_ROWS:-8} k=${ATTNCTX_KERNEL:-regex:attn[0-9]_kernel}
+    for n in ${ATTNCTX_LENS-512 1000 2000 4000 8000}; do
+        timeout 200 ncu --profile-from-start off --clock-control none -k $k --csv --page raw \
+            --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
+            $BIN/bench_cuda $MD/qwen2.5-1.5b --kv bf16 --prompt $n --batches $rows --prefill 0 --steps 2 \
+            --ablate-only none --profile-step --out /tmp/attnctx.json > /tmp/attnctx_$n.csv 2>&1
+        python3 scripts/ncu_step.py /tmp/attnctx_$n.csv 0 | grep -E "^sum|_kernel" | sed "s/^/$rows x $n: /"
+    done
+    local n=${ATTNCTX_SASS:-4000}
+    timeout 240 ncu --profile-from-start off --clock-control none -k $k --launch-count 1 \
+        --section SourceCounters --section WarpStateStats --page source --print-source sass --csv \
+        $BIN/bench_cuda $MD/qwen2.5-1.5b --kv bf16 --prompt $n --batches $rows --prefill 0 --steps 2 \
+        --ablate-only none --profile-step --out /tmp/attnctx.json > /tmp/attnsass.csv 2>&1
+    cp /tmp/attnsass.csv "$OUT/attnsass_${GPU}.csv"; python3 scripts/ncu_sass_top.py /tmp/attnsass.csv ${ATTNCTX_TOP:-45} | tee "$OUT/attnsass_${GPU}.txt" ||
+        tail -5 /tmp/attnsass.csv
+}
 part_profattn() {   # ncu of the decode attention at 8 rows x 4,000 positions (1.5B, bf16 pool): variant 4, then 5 (the default there)
     model qwen2.5-1.5b
     cuobjdump --dump-sass -fun '_Z12attn3_kernelI13__nv_bfloat16Li128ELb1EEvPKf7kern_kvPK9kern_stepiiiPfPviiS7_Pj' \
@@ -414,6 +465,20 @@ part_arch() {   # Qwen3 and Gemma 3 shapes (random weights): brisk, then compile
         timeout 200 python3 scripts/bench_peer.py bench $MD/$m --out "$OUT/peer_compiled_$m.json" \
             --batches "" --compile-batches ${ARCH_BATCHES:-1,32} --compile-budget ${PEER_BUDGET:-120} 2>&1 |
             grep -v Warning | grep -E "^\{|loaded|wrote|Error|tok/s" | tail -4
+    done
+}
+part_bins() {   # builds of bench_cuda against each other, same machine, alternating
+    for m in ${BINS_MODELS:-qwen2.5-1.5b}; do
+        model $m
+        for r in 1 2; do
+            for b in ${BINS:-bench_cuda_base bench_cuda}; do
+                [ -x $BIN/$b ] || { echo "no $b: pack it with EXTRA_BENCH"; continue; }
+                timeout 200 $BIN/$b $MD/$m ${BINS_ARGS:---kv bf16 --prompt 4000 --batches 8 --prefill 0 --ablate-only none} \
+                    --out "$OUT/bins_${GPU}_${b}_${m}_$r.json" 2>&1 | grep -E "^ +[0-9]+ +(default|attn|fast)|rror" |
+                    sed "s/^/$b $m run $r: /"
+            done
+        done
+        stamp "$m done"
     done
 }
 part_base() {   # this build's bench_cuda against .dev/bin/bench_cuda_base (an earlier commit), same machine, alternating

@@ -262,9 +262,9 @@ __device__ __forceinline__ void gemv_load(uint4 (&w0)[GEMV_NR], uint4 (&w1)[GEMV
  * units by the grid; the grid may be smaller than the units so that the next
  * kernel's blocks fit beside it and load their weights early (PDL). */
 template <int WDT, int R, int MODE>
-__global__ void __launch_bounds__(GEMV_THREADS)
-gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *x,
-            const float *__restrict__ nw, float eps, float *y, int KS, gemv_rope rp) {
+__device__ __forceinline__ void gemv_body(const void *__restrict__ Wv, int N, int K, const float *x,
+                                          const float *__restrict__ nw, float eps, float *y, int KS,
+                                          const gemv_rope &rp) {
     constexpr int VEC = wvec<WDT>::n;
     constexpr int EB = WDT == KERN_BF16 ? 2 : 4;
     __shared__ float s_rstd[R];
@@ -345,6 +345,29 @@ gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *x,
     }
 }
 
+template <int WDT, int R, int MODE>
+__global__ void __launch_bounds__(GEMV_THREADS)
+gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *x,
+            const float *__restrict__ nw, float eps, float *y, int KS, gemv_rope rp) {
+    gemv_body<WDT, R, MODE>(Wv, N, K, x, nw, eps, y, KS, rp);
+}
+
+/* The q/k/v product with its ROPE epilogue (the items' destinations, worked
+ * out before the wait, live across the K loop) takes more registers than
+ * the other modes: 102 at one row (two blocks a multiprocessor where
+ * gemv_grid's cap is three) and 146-162 at three and four rows (one where
+ * the cap is two).  Where its grid would then run in two waves (7B's q/k/v:
+ * 288 blocks at one row), this instance, held to the cap's blocks, takes
+ * it: ptxas spills a few bytes of the held destinations (40 at one row, 92
+ * at four), which cost 1-4% where one wave held anyway (NOTES.md v28). */
+#define GEMV_ROPE_BLOCKS(R) ((R) == 1 ? 3 : (R) <= 4 ? 2 : 1)
+template <int WDT, int R>
+__global__ void __launch_bounds__(GEMV_THREADS, GEMV_ROPE_BLOCKS(R))
+gemv_rope_kernel(const void *__restrict__ Wv, int N, int K, const float *x,
+                 const float *__restrict__ nw, float eps, float *y, int KS, gemv_rope rp) {
+    gemv_body<WDT, R, KERN_ROPE>(Wv, N, K, x, nw, eps, y, KS, rp);
+}
+
 /* The launch shape, measured on 0.5B, 1.5B and 7B shapes at 1-4 rows
  * (kernels/NOTES.md, v10): K is split over KS = 2 warps of a block, 8 for
  * long rows (down, K = 4864..18944); the grid holds at most 3 blocks per
@@ -364,6 +387,14 @@ static dim3 gemv_grid(int n_units, int K, int R, int n_sms, int per_sm, int ks, 
     return dim3((nb + rounds - 1) / rounds);
 }
 
+/* Blocks of GEMV_THREADS a multiprocessor holds of kernel k. */
+template <typename F>
+static int gemv_fit(F k) {
+    int n = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, GEMV_THREADS, 0) != cudaSuccess || n < 1) n = 1;
+    return n;
+}
+
 template <int WDT, int R>
 static cudaError_t gemv_launch(int mode, int n_units, cudaStream_t s, int pdl, const void *W,
                                int N, int K, const float *x, const float *nw, float eps, float *y,
@@ -377,6 +408,19 @@ static cudaError_t gemv_launch(int mode, int n_units, cudaStream_t s, int pdl, c
                                : gemv_kernel<WDT, R, KERN_SWIGLU>;
     int KS;
     dim3 grid = gemv_grid(n_units, K, R, n_sms, 0, 0, &KS);
+    /* a grid past one wave of the instance (its blocks a multiprocessor
+     * below the cap's) would leave its last blocks a wave of their own:
+     * the ROPE product then takes its held instance, anything else a
+     * grid of what fits */
+    const int cap = R == 1 ? 3 : 2;
+    int fit = gemv_fit(k);
+    if (fit < cap && (int)grid.x > fit * n_sms) {
+        if (mode == KERN_ROPE) {
+            k = gemv_rope_kernel<WDT, R>;
+            fit = gemv_fit(k);
+        }
+        if (fit < cap) grid = gemv_grid(n_units, K, R, n_sms, fit, 0, &KS);
+    }
     return klaunch(k, grid, dim3(GEMV_THREADS), 0, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
 }
 

@@ -845,6 +845,7 @@ attn5_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads, int s
     __shared__ float s_m[W][A2_GMAX], s_l[W][A2_GMAX], s_wg[W][A2_GMAX];
     __shared__ float s_M[A2_GMAX], s_Lb[A2_GMAX];
     __shared__ long long s_off[NB][CH];
+    __shared__ __align__(16) float s_q[A2_GMAX][HD];
     pdl_launch();
     const int G = n_heads / kv.n_kv, r = blockIdx.x, kvh = blockIdx.y, sp = blockIdx.z;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tg = lane & 3;
@@ -872,18 +873,28 @@ attn5_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads, int s
         if (cb < t1) copy(b, cb);
         cp_async_commit();
     }
-    /* q of head g (zero past G) times 1/sqrt(HD), as B fragments in three parts */
+    /* q of head g (zero past G) times 1/sqrt(HD), as B fragments in three
+     * parts.  The G rows are read once a block, 16 bytes a thread, into
+     * s_q: every warp needs all of them, and a warp's own 4-byte loads of
+     * them (8 warps x 32 a lane) were the largest share of the kernel's
+     * stall samples after the wait (ncu, NOTES.md v28). */
     uint32_t qf[3][KT][2];
     {
         const float scale = (float)rsqrt((double)HD);
-        const float *qr = q + ((size_t)r * n_heads + (size_t)kvh * G + g) * HD;
+        const float4 *qb = (const float4 *)(q + ((size_t)r * n_heads + (size_t)kvh * G) * HD);
+        for (int i = tid; i < A2_GMAX * HD / 4; i += W * 32) {
+            float4 v = i < G * HD / 4 ? __ldcg(qb + i) : make_float4(0.f, 0.f, 0.f, 0.f);
+            v.x *= scale; v.y *= scale; v.z *= scale; v.w *= scale;
+            ((float4 *)s_q)[i] = v;
+        }
+        __syncthreads();
 #pragma unroll
         for (int ks = 0; ks < KT; ks++)
 #pragma unroll
             for (int j = 0; j < 2; j++) {
                 const int d = ks * 16 + j * 8 + tg * 2;
-                const float x0 = g < G ? __ldcg(qr + d) * scale : 0.f;
-                const float x1 = g < G ? __ldcg(qr + d + 1) * scale : 0.f;
+                const float2 x = *(const float2 *)&s_q[g][d];
+                const float x0 = x.x, x1 = x.y;
                 __nv_bfloat16 h0, m0, l0, h1, m1, l1;
                 a5_split(x0, h0, m0, l0);
                 a5_split(x1, h1, m1, l1);

@@ -474,7 +474,7 @@ part_bins() {   # builds of bench_cuda against each other, same machine, alterna
             for b in ${BINS:-bench_cuda_base bench_cuda}; do
                 [ -x $BIN/$b ] || { echo "no $b: pack it with EXTRA_BENCH"; continue; }
                 timeout 200 $BIN/$b $MD/$m ${BINS_ARGS:---kv bf16 --prompt 4000 --batches 8 --prefill 0 --ablate-only none} \
-                    --out "$OUT/bins_${GPU}_${b}_${m}_$r.json" 2>&1 | grep -E "^ +[0-9]+ +(default|attn|fast)|rror" |
+                    --out "$OUT/bins_${GPU}_${b}_${m}_${BINS_TAG:-}$r.json" 2>&1 | grep -E "^ +[0-9]+ +(default|attn|fast)|rror" |
                     sed "s/^/$b $m run $r: /"
             done
         done

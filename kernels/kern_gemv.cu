@@ -411,9 +411,10 @@ static cudaError_t gemv_launch(int mode, int n_units, cudaStream_t s, int pdl, c
     /* a grid past one wave of the instance (its blocks a multiprocessor
      * below the cap's) would leave its last blocks a wave of their own:
      * the ROPE product then takes its held instance, anything else a
-     * grid of what fits */
+     * grid of what fits; a grid of at most one block a multiprocessor
+     * always fits, so the occupancy is asked for only past that */
     const int cap = R == 1 ? 3 : 2;
-    int fit = gemv_fit(k);
+    int fit = (int)grid.x > n_sms ? gemv_fit(k) : cap;
     if (fit < cap && (int)grid.x > fit * n_sms) {
         if (mode == KERN_ROPE) {
             k = gemv_rope_kernel<WDT, R>;

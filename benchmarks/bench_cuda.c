@@ -682,7 +682,6 @@ typedef struct kb_ctx {
     char *pool;
     size_t off;
     cudaEvent_t e0, e1;
-    kern_qscratch qs;   /* kern_qgemv's, as the backend holds it */
 } kb_ctx;
 
 static const void *kb_weights(kb_ctx *k, size_t bytes) {
@@ -740,7 +739,7 @@ static double kb_time(kb_ctx *k, int which, const kb_gemv *g, const float *x, fl
         else if (which >= 7 && which <= 9) {
             kern_qw qw = kb_qw(g->qtype, g->N, g->K, kb_weights(k, kern_qrow_bytes(g->qtype, g->K) * g->N));
             err = which == 7 ? kern_qgemv(k->s, &qw, g->N, g->K, x, g->R, g->norm ? nw : NULL, 1e-6f,
-                                          g->mode, y, sms, pdl, &k->qs)
+                                          g->mode, y, sms, pdl)
                              : kern_qskinny(k->s, &qw, g->N, g->K, g->act, g->R, g->parts, g->y2, sms, pdl,
                                             which == 9);
         } else if (which == 5)
@@ -918,11 +917,7 @@ static void kernel_bench(const eng_config *c, double bw, int sms, int quant, cJS
         cudaMalloc((void **)&x, (size_t)V * 4) || cudaMalloc((void **)&y, (size_t)V * 4 + 64) ||
         cudaMalloc((void **)&nw, (size_t)(I > H ? I : H) * 4) || cudaMalloc((void **)&part, (size_t)64 * QD * 8) ||
         cudaMalloc((void **)&cnt, 64) || cudaMalloc((void **)&kvp, nkv * 4) ||
-        cudaMalloc((void **)&dint, 4096) || cudaMalloc((void **)&dst, sizeof(kern_step)) ||
-        (kern_qscratch_size(sms, 2 * I > V ? 2 * I : V, &k.qs.part_floats, &k.qs.n_count),
-         cudaMalloc((void **)&k.qs.part, k.qs.part_floats * 4)) ||
-        cudaMalloc((void **)&k.qs.count, k.qs.n_count * 4) ||
-        cudaMemset(k.qs.count, 0, k.qs.n_count * 4)) {
+        cudaMalloc((void **)&dint, 4096) || cudaMalloc((void **)&dst, sizeof(kern_step))) {
         printf("kernel bench: allocation failed\n");
         goto done;
     }
@@ -1006,7 +1001,6 @@ static void kernel_bench(const eng_config *c, double bw, int sms, int quant, cJS
     if (quant) kb_qproducts(&k, c, bw, sms, x, y, nw, root);
 done:
     free(h);
-    cudaFree(k.qs.part); cudaFree(k.qs.count);
     cudaFree(k.pool); cudaFree(x); cudaFree(y); cudaFree(nw); cudaFree(part); cudaFree(kvp);
     cudaFree(cnt); cudaFree(dint); cudaFree(dst);
     if (k.s) cudaStreamDestroy(k.s);

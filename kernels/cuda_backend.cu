@@ -108,7 +108,6 @@ typedef struct cu_ctx {
     unsigned *counters;          /* [cap_rows][n_kv] split counters of attention, kept at 0 */
     float *sscratch;             /* [cap_out][16] float4: sampling's first-pass summaries */
     unsigned *scnt;              /* [cap_out] sampling block counters, kept at 0 */
-    kern_qscratch qscr;          /* kern_qgemv's one-row flat split (counters kept at 0) */
     int *d_res;                  /* ids[cap_out], logprob[cap_out], entropy[cap_out] */
     int *h_res;
     char *d_in, *h_in;
@@ -597,9 +596,6 @@ static void acts_free(cu_ctx *c) {
     cudaFree(c->counters);
     cudaFree(c->sscratch);
     cudaFree(c->scnt);
-    cudaFree(c->qscr.part);
-    cudaFree(c->qscr.count);
-    memset(&c->qscr, 0, sizeof c->qscr);
     cudaFree(c->d_res);
     cudaFreeHost(c->h_res);
     c->x = c->y = c->q = c->attn = c->h = c->part = c->xo = c->logits = c->llog = c->gath = NULL;
@@ -729,8 +725,6 @@ static int ensure_rows(cu_ctx *c, int R, int O, eng_err *err) {
     /* a product's input: 2R bf16 rows (hi/lo) or R f32 rows, padded as gemm_cols pads */
     size_t act_bytes = (size_t)gemm_cols(2 * nr) * 2;
     if ((size_t)gemm_cols(nr) * 4 > act_bytes) act_bytes = (size_t)gemm_cols(nr) * 4;
-    size_t q_part, q_count;
-    kern_qscratch_size(c->n_sms, (int)(maxN > V ? maxN : V), &q_part, &q_count);
     struct { void **p; size_t bytes; } want[] = {
         {(void **)&c->x, (size_t)nr * H * 4},
         {(void **)&c->y, y_floats * 4},
@@ -745,8 +739,6 @@ static int ensure_rows(cu_ctx *c, int R, int O, eng_err *err) {
         {(void **)&c->counters, (size_t)nr * g->n_kv_heads * sizeof(unsigned)},
         {(void **)&c->sscratch, (size_t)no * 16 * 16},
         {(void **)&c->scnt, (size_t)no * sizeof(unsigned)},
-        {(void **)&c->qscr.part, q_part * 4},
-        {(void **)&c->qscr.count, q_count * sizeof(unsigned)},
         {(void **)&c->llog, c->tp ? (size_t)gemm_cols(2 * no) * c->v_share * 4 : 0},
         {(void **)&c->gath, c->tp ? (size_t)c->n_ranks * 2 * no * c->v_share * 4 : 0},
     };
@@ -760,9 +752,6 @@ static int ensure_rows(cu_ctx *c, int R, int O, eng_err *err) {
     }
     cudaError_t e = cudaMemset(c->counters, 0, (size_t)nr * g->n_kv_heads * sizeof(unsigned));
     if (e == cudaSuccess) e = cudaMemset(c->scnt, 0, (size_t)no * sizeof(unsigned));
-    if (e == cudaSuccess) e = cudaMemset(c->qscr.count, 0, q_count * sizeof(unsigned));
-    c->qscr.part_floats = q_part;
-    c->qscr.n_count = q_count;
     if (e == cudaSuccess) e = cudaMallocHost((void **)&c->h_res, (size_t)no * 12);
     if (e != cudaSuccess) {
         acts_free(c);
@@ -930,7 +919,7 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
         wsplits, out, act, mode, c->part, c->counters, pdl))
     /* a GEMV product from the quantized blocks when the product has them */
 #define GEMV(qw, W, N, K, x, rows, nw, mode, y) ((quant && (qw).n_seg) \
-        ? kern_qgemv(s, &(qw), N, K, x, rows, nw, eps, mode, y, sms, pdl, &c->qscr) \
+        ? kern_qgemv(s, &(qw), N, K, x, rows, nw, eps, mode, y, sms, pdl) \
         : kern_gemv(s, W, wdt, N, K, x, rows, nw, eps, mode, y, sms, pdl))
     if (c->qembed.n_seg) KC(kern_embed_q(s, &c->qembed, V, H, stp, R, g->embed_scale, c->x, pdl));
     else KC(kern_embed(s, c->embed, wdt, H, stp, R, g->embed_scale, c->x, pdl));
@@ -947,7 +936,7 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
         if (small && fuse_rope) {
             KC(SKIP(KERN_SKIP_QKVO, (quant && w->qqkv.n_seg)
                     ? kern_qgemv_qkv(s, &w->qqkv, H, c->x, R, w->attn_norm, eps, w->bqkv, stp, nh,
-                                     freq, c->q, kv, sms, pdl, &c->qscr)
+                                     freq, c->q, kv, sms, pdl)
                     : kern_gemv_qkv(s, w->wqkv, wdt, H, c->x, R, w->attn_norm, eps, w->bqkv, stp,
                                     nh, freq, c->q, kv, sms, pdl)));
         } else if (small) {

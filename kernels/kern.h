@@ -197,25 +197,11 @@ void kern_qpack_row(int type, const void *src, int K, void *dst);
  * product of engine/quant.c's dequantized f32 weights; tests: 1e-5).  One
  * row (R = 1, K a multiple of 64, every unit of four rows of one type)
  * takes a kernel of its own (kern_gemv.cu: qgemv1_kernel). */
-/* Scratch of the one-row kernel's flat split (kern_gemv.cu: qgemv1f_kernel):
- * part, two partial sums of a unit of four rows a warp; count, a counter a
- * unit, all 0 before the first launch and left at 0 by every launch.
- * kern_qscratch_size gives both for products of up to max_N rows on n_sms
- * multiprocessors.  With qs NULL (or too small for a product) one-row
- * passes take the split of whole units over warps. */
-typedef struct kern_qscratch {
-    float *part;
-    unsigned *count;
-    size_t part_floats, n_count;
-} kern_qscratch;
-void kern_qscratch_size(int n_sms, int max_N, size_t *part_floats, size_t *n_count);
 int kern_qgemv(cudaStream_t s, const kern_qw *W, int N, int K, const float *x, int R,
-               const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl,
-               const kern_qscratch *qs);
+               const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl);
 int kern_qgemv_qkv(cudaStream_t s, const kern_qw *W, int K, const float *x, int R,
                    const float *norm_w, float eps, const float *bias, const kern_step *st,
-                   int n_heads, const float *inv_freq, float *q, kern_kv kv, int n_sms, int pdl,
-                   const kern_qscratch *qs);
+                   int n_heads, const float *inv_freq, float *q, kern_kv kv, int n_sms, int pdl);
 /* Y = W x for R = 1..64 rows of act ([2R][K] bf16: high rows, then low rows;
  * W bf16 [N][K], K a multiple of 32) on tensor cores, written as `parts`
  * partial products over slices of K: Y[p][r][n], p < parts, for the

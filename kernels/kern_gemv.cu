@@ -13,8 +13,6 @@
  * RoPE of q/k and the KV write of k/v, so the q/k/v product needs no second
  * kernel: a unit then holds the two rotate_half pairs (i, i+hd/2), (i+1,
  * i+1+hd/2) of one head. */
-#include <stdio.h>
-#include <stdlib.h>
 #include "kern_quant.cuh"
 
 #define GEMV_THREADS 256
@@ -1289,382 +1287,6 @@ qgemv1_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__
     }
 }
 
-/* ---- one input row, the blocks staged through shared memory (qgemv1p) ----
- * qgemv1_kernel holds a round's blocks in registers: a warp loads them,
- * waits, decodes, and only then asks for the next round, so a warp has
- * bytes in flight only while it waits (latency-bound at the 16 warps a
- * multiprocessor its registers allow).  qgemv1p_kernel runs the same units,
- * split and arithmetic, but each warp copies its rounds into a ring of D
- * slots of shared memory by cp.async, D - 1 rounds ahead of the one it
- * decodes, across unit boundaries; the first D - 1 are asked for before the
- * wait on the previous kernel.  A round of a row is 32 consecutive pairs:
- * 8 whole blocks of a K format (contiguous bytes), or a Q8_0 row's 2 KB
- * of quant runs and 128 bytes of its d's. */
-
-/* Bytes of one row's round in a slot (a multiple of 16). */
-static __host__ __device__ inline int q1p_slot_bytes(int t) {
-    return t == ENG_DT_Q8_0 ? 2048 + 128 : t == ENG_DT_Q4_K ? 8 * 144 : t == ENG_DT_Q5_K ? 8 * 176
-         : t == ENG_DT_Q6_K ? 8 * QK6_STRIDE : 0;
-}
-
-__device__ __forceinline__ void cp_async4(void *dst, const void *src) {
-    const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(d), "l"(src) : "memory");
-}
-
-/* A Q8_0 pair's four 16-byte quads are read by one lane each in turn; 8
- * lanes (one shared-memory wavefront) would hit two bank groups, so pair pl
- * keeps its quad k at k ^ q1p_q8swz(pl). */
-__device__ __forceinline__ int q1p_q8swz(int pl) { return (pl >> 1) & 3; }
-
-/* Copies pairs [pb, pe) of a row (pb a multiple of 32) into dst. */
-__device__ __forceinline__ void q1p_copy(int t, const uint8_t *row, int n_lc, int pb, int pe,
-                                         uint8_t *dst, int lane) {
-    if (t == ENG_DT_Q8_0) {   /* quad k of pair pl at 4 pl + (k ^ q8_swz(pl)) */
-        const uint8_t *q = row + (size_t)pb * 64;
-        const int n = (pe - pb) * 4;
-        for (int i = lane; i < n; i += 32)
-            cp_async16(dst + 16 * ((i & ~3) | ((i & 3) ^ q1p_q8swz(i >> 2))), q + 16 * i);
-        if (lane < pe - pb) cp_async4(dst + 2048 + 4 * lane, row + (size_t)n_lc * 32 + 4 * (pb + lane));
-    } else {
-        const int sb = qstep_bytes(t), n = (pe - pb) / 4 * sb / 16;
-        const uint8_t *b = row + (size_t)(pb / 4) * sb;
-        for (int i = lane; i < n; i += 32) cp_async16(dst + 16 * i, b + 16 * i);
-    }
-}
-
-/* q1_load from a slot: pair pl of the round (seg: the row's slot). */
-template <int T>
-__device__ __forceinline__ void q1p_load(const uint8_t *seg, int pl, q1raw &r) {
-    const int c = q1_pair_chunk(T, pl), i = c & 7;
-    if (T == ENG_DT_Q8_0) {
-        const uint8_t *q = seg + c * 32;   /* c = 2 pl */
-        const int z = q1p_q8swz(pl);
-        r.qa = *(const uint4 *)(q + 16 * (0 ^ z));
-        r.e = *(const uint4 *)(q + 16 * (1 ^ z));
-        r.qb = *(const uint4 *)(q + 16 * (2 ^ z));
-        r.eb = *(const uint4 *)(q + 16 * (3 ^ z));
-        const uint32_t d = *(const uint32_t *)(seg + 2048 + 2 * c);
-        r.h0 = d & 0xffff; r.h1 = d >> 16;
-        return;
-    }
-    const uint8_t *b = seg + (c >> 3) * qstep_bytes(T);
-    if (T == ENG_DT_Q6_K) {
-        r.qa = *(const uint4 *)(b + 16 * i);
-        r.qb = *(const uint4 *)(b + 16 * (i + 2));
-        r.e = *(const uint4 *)(b + 128 + 32 * (i >> 2) + 16 * (i & 1));
-        const uint2 sc = *(const uint2 *)(b + 192 + 8 * (i >> 2));
-        r.h0 = sc.x; r.h1 = sc.y;
-        r.h2 = *(const unsigned short *)(b + 208);
-        return;
-    }
-    const uint4 h = *(const uint4 *)b;   /* Q4_K, Q5_K */
-    r.h0 = h.x; r.h1 = h.y; r.h2 = h.z; r.h3 = h.w;
-    if (T == ENG_DT_Q5_K) {
-        r.e = *(const uint4 *)(b + 16 + 16 * (i & 1));
-        r.qa = *(const uint4 *)(b + 48 + 16 * i);
-        r.qb = *(const uint4 *)(b + 48 + 16 * (i + 2));
-    } else {
-        r.qa = *(const uint4 *)(b + 16 + 16 * i);
-        r.qb = *(const uint4 *)(b + 32 + 16 * i);
-    }
-}
-
-/* Row j's part of pair p (global index; pl its place in the round) into
- * acc[j], for the four rows of a unit of type T staged at slot (rows SB
- * bytes apart). */
-template <int T>
-__device__ __forceinline__ void q1p_pair(float (&acc)[GEMV_NR], const uint8_t *slot, int SB, int p,
-                                         int pl, const float4 *xs, const float *sx, int cls_mask,
-                                         int n_lc) {
-    const int cls = q1_class(T), c = q1_pair_chunk(T, p);
-    q1raw raw[GEMV_NR];
-#pragma unroll
-    for (int j = 0; j < GEMV_NR; j++) q1p_load<T>(slot + j * SB, pl, raw[j]);
-    q1sc sc[GEMV_NR];
-#pragma unroll
-    for (int j = 0; j < GEMV_NR; j++) sc[j] = q1_scales(T, raw[j], c & 7, false);
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        const int cc = c + h * q1_pair_step(T);
-        float4 xv[8];
-#pragma unroll
-        for (int t = 0; t < 8; t++) xv[t] = xs[q1_slot(cls_mask, cls, n_lc, cc, t)];
-        const int xl = q1_xl(cls, cc);
-        const float sL = sx[xl >> 4], sH = sx[(xl + q1_hoff(cls)) >> 4];
-#pragma unroll
-        for (int j = 0; j < GEMV_NR; j++) {
-            if (h && T != ENG_DT_Q4_K) sc[j] = q1_scales(T, raw[j], cc & 7, true);
-            acc[j] += q1_sum(T, raw[j], h, cc & 7, xv, sL, sH, sc[j]);
-        }
-    }
-}
-
-/* T: the rows' one type (Q4_K, Q5_K, Q6_K, Q8_0), or Q1_MIX_K46 (units of
- * Q4_K or of Q6_K).  D: slots a warp (2..4); SB: bytes of a row's round. */
-template <int MODE, int T>
-__global__ void __launch_bounds__(GEMV_THREADS, 2)
-qgemv1p_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__ nw, float eps,
-               float *y, int KS, int cls_mask, int D, int SB, gemv_rope rp) {
-    extern __shared__ float4 q1_smem[];
-    __shared__ float s_rstd[1];
-    __shared__ float s_part[GEMV_WARPS][1];
-    __shared__ float s_red[2][GEMV_WARPS][GEMV_NR][1];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int upc = GEMV_WARPS / KS;
-    constexpr bool GLU = MODE == KERN_SWIGLU || MODE == KERN_GEGLU;
-    const int n_units = GLU ? (N / 2 + 1) / 2 : (N + GEMV_NR - 1) / GEMV_NR;
-    const int stride = gridDim.x * upc, n_lc = K / 32, n_pair = n_lc / 2;
-    const int eu = warp / KS, bar_id = 1 + eu, kw = warp % KS;
-    const int u0 = blockIdx.x * upc + eu;
-    const int J = (n_pair + 32 * KS - 1) / (32 * KS);   /* rounds of a unit */
-    const int total = u0 < n_units ? (n_units - u0 + stride - 1) / stride * J : 0;
-
-    const size_t xbytes = (size_t)__popc(cls_mask) * n_lc * 8 * sizeof(float4);
-    float4 *xs = q1_smem;
-    float *sx = (float *)(q1_smem + __popc(cls_mask) * n_lc * 8);
-    uint8_t *ring = (uint8_t *)q1_smem + ((xbytes + (size_t)(K / 16) * sizeof(float) + 15) & ~(size_t)15) +
-                    (size_t)warp * D * GEMV_NR * SB;
-
-    /* the copy side: the unit being asked for, its rows, its next round */
-    int iss = 0, iu = 0, ij = 0, islot = 0;
-    int itypes[GEMV_NR];
-    const uint8_t *iwr[GEMV_NR];
-    auto issue = [&]() {
-        if (iss < total) {
-            if (ij == 0) {
-                int rows[GEMV_NR];
-                unit_rows<MODE>(rp, N, n_units, u0 + iu * stride, rows);
-#pragma unroll
-                for (int j = 0; j < GEMV_NR; j++) iwr[j] = qrow(W, rows[j], &itypes[j]);
-            }
-            const int pb = kw * 32 + ij * 32 * KS, pe = min(pb + 32, n_pair);
-            if (pb < pe) {
-                uint8_t *dst = ring + (size_t)islot * GEMV_NR * SB;
-#pragma unroll
-                for (int j = 0; j < GEMV_NR; j++) q1p_copy(itypes[j], iwr[j], n_lc, pb, pe, dst + j * SB, lane);
-            }
-            if (++ij == J) { ij = 0; iu++; }
-            if (++islot == D) islot = 0;
-        }
-        iss++;
-        cp_async_commit();
-    };
-    for (int s = 0; s < D - 1; s++) issue();
-    pdl_launch();
-    pdl_wait();
-
-    {   /* stage x', the group sums and 1/rms */
-        float ss = q1_stage(x, nw, K, xs, cls_mask, sx);
-        ss = warp_sum(ss);
-        if (lane == 0) s_part[warp][0] = ss;
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            float t = 0.f;
-            for (int w = 0; w < GEMV_WARPS; w++) t += s_part[w][0];
-            s_rstd[0] = 1.0f / sqrtf(t / (float)K + eps);
-        }
-        __syncthreads();
-    }
-
-    rope_pre pre = {};
-    const bool has_item = kw == 0 && lane < GEMV_NR;
-    float acc[GEMV_NR] = {0.f, 0.f, 0.f, 0.f};
-    int cu = 0, cj = 0, cslot = 0, par = 0, ctype = T;
-    for (int it = 0; it < total; it++) {
-        issue();
-        if (D == 2) cp_async_wait<1>();
-        else if (D == 3) cp_async_wait<2>();
-        else cp_async_wait<3>();
-        __syncwarp();
-        if (T == Q1_MIX_K46 && cj == 0) {
-            int rows[GEMV_NR];
-            unit_rows<MODE>(rp, N, n_units, u0 + cu * stride, rows);
-            qrow(W, rows[0], &ctype);
-        }
-        const int pb = kw * 32 + cj * 32 * KS, p = pb + lane;
-        if (p < n_pair) {
-            const uint8_t *slot = ring + (size_t)cslot * GEMV_NR * SB;
-            if (T != Q1_MIX_K46) q1p_pair<T>(acc, slot, SB, p, lane, xs, sx, cls_mask, n_lc);
-            else if (ctype == ENG_DT_Q4_K) q1p_pair<ENG_DT_Q4_K>(acc, slot, SB, p, lane, xs, sx, cls_mask, n_lc);
-            else q1p_pair<ENG_DT_Q6_K>(acc, slot, SB, p, lane, xs, sx, cls_mask, n_lc);
-        }
-        __syncwarp();   /* the slot is copied into again D - 1 rounds on */
-        if (++cslot == D) cslot = 0;
-        if (++cj == J) {
-            const int u = u0 + cu * stride;
-#pragma unroll
-            for (int j = 0; j < GEMV_NR; j++) {
-                float v = warp_sum(acc[j]);
-                if (lane == 0) s_red[par][warp][j][0] = v;
-                acc[j] = 0.f;
-            }
-            if (KS == 1) __syncwarp();
-            else asm volatile("bar.sync %0, %1;" ::"r"(bar_id), "r"(KS * 32) : "memory");
-            if (has_item)
-                gemv_epilogue<1, MODE>(s_red[par], KS, eu, u, lane, 0, nw ? s_rstd[0] : 1.f, N, y, rp,
-                                       pre, false);
-            cj = 0; cu++; par ^= 1;
-        }
-    }
-    cp_async_wait_all();
-}
-
-/* The flat split (qgemv1f_kernel): units of four rows split over warps by a
- * unit's 4-pair granules, the product's granules dealt to the Wt warps in
- * equal consecutive ranges, so that every warp copies the same bytes
- * whatever the shape (a split of whole units over KS warps leaves up to a
- * third of the warps idle at the end on 7B's q|k|v, o and down).  A unit a
- * warp covers whole runs its epilogue at once; a unit split between warps
- * has each of them write its partial sums to part (two slots a warp: its
- * first unit's, its last's) and count itself in count[u]; the last to
- * arrive adds the partials in warp order (the sum does not depend on
- * timing), runs the epilogue and puts the counter back to 0. */
-__device__ __forceinline__ long long q1f_gbeg(int w, long long G, int Wt) { return (long long)w * G / Wt; }
-/* the warp whose range holds granule g */
-__device__ __forceinline__ int q1f_warp_of(long long g, long long G, int Wt) {
-    return (int)(((g + 1) * Wt - 1) / G);
-}
-
-template <int MODE, int T>
-__global__ void __launch_bounds__(GEMV_THREADS, 2)
-qgemv1f_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__ nw, float eps,
-               float *y, int cls_mask, int D, int SB, int Wt, float *part, unsigned *count,
-               gemv_rope rp) {
-    extern __shared__ float4 q1_smem[];
-    __shared__ float s_rstd[1];
-    __shared__ float s_part[GEMV_WARPS][1];
-    __shared__ float s_fin[GEMV_WARPS][GEMV_NR][1];
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    constexpr bool GLU = MODE == KERN_SWIGLU || MODE == KERN_GEGLU;
-    const int n_units = GLU ? (N / 2 + 1) / 2 : (N + GEMV_NR - 1) / GEMV_NR;
-    const int n_lc = K / 32, n_pair = n_lc / 2, Gu = (n_pair + 3) / 4;
-    const long long G = (long long)n_units * Gu;
-    const int gw = blockIdx.x * GEMV_WARPS + warp;
-    const long long gbeg = gw < Wt ? q1f_gbeg(gw, G, Wt) : G, gend = gw < Wt ? q1f_gbeg(gw + 1, G, Wt) : G;
-
-    const size_t xbytes = (size_t)__popc(cls_mask) * n_lc * 8 * sizeof(float4);
-    float4 *xs = q1_smem;
-    float *sx = (float *)(q1_smem + __popc(cls_mask) * n_lc * 8);
-    uint8_t *ring = (uint8_t *)q1_smem + ((xbytes + (size_t)(K / 16) * sizeof(float) + 15) & ~(size_t)15) +
-                    (size_t)warp * D * GEMV_NR * SB;
-
-    /* the copy side: granule ig of the warp's range, the unit iu it is in */
-    long long ig = gbeg;
-    int iu = -1, islot = 0;
-    int itypes[GEMV_NR];
-    const uint8_t *iwr[GEMV_NR];
-    auto issue = [&]() {
-        if (ig < gend) {
-            const int u = (int)(ig / Gu), lg = (int)(ig - (long long)u * Gu);
-            int n = Gu - lg < 8 ? Gu - lg : 8;
-            if (gend - ig < n) n = (int)(gend - ig);
-            if (u != iu) {
-                int rows[GEMV_NR];
-                unit_rows<MODE>(rp, N, n_units, u, rows);
-#pragma unroll
-                for (int j = 0; j < GEMV_NR; j++) iwr[j] = qrow(W, rows[j], &itypes[j]);
-                iu = u;
-            }
-            const int pb = 4 * lg, pe = min(4 * (lg + n), n_pair);
-            uint8_t *dst = ring + (size_t)islot * GEMV_NR * SB;
-#pragma unroll
-            for (int j = 0; j < GEMV_NR; j++) q1p_copy(itypes[j], iwr[j], n_lc, pb, pe, dst + j * SB, lane);
-            ig += n;
-            if (++islot == D) islot = 0;
-        }
-        cp_async_commit();
-    };
-    for (int s = 0; s < D - 1; s++) issue();
-    pdl_launch();
-    pdl_wait();
-
-    {   /* stage x', the group sums and 1/rms */
-        float ss = q1_stage(x, nw, K, xs, cls_mask, sx);
-        ss = warp_sum(ss);
-        if (lane == 0) s_part[warp][0] = ss;
-        __syncthreads();
-        if (threadIdx.x == 0) {
-            float t = 0.f;
-            for (int w = 0; w < GEMV_WARPS; w++) t += s_part[w][0];
-            s_rstd[0] = 1.0f / sqrtf(t / (float)K + eps);
-        }
-        __syncthreads();
-    }
-    const float rs = nw ? s_rstd[0] : 1.f;
-
-    rope_pre pre = {};
-    float acc[GEMV_NR] = {0.f, 0.f, 0.f, 0.f};
-    int cslot = 0, ctype = T, cu = -1;
-    for (long long g = gbeg; g < gend;) {
-        const int u = (int)(g / Gu), lg = (int)(g - (long long)u * Gu);
-        int n = Gu - lg < 8 ? Gu - lg : 8;
-        if (gend - g < n) n = (int)(gend - g);
-        issue();
-        if (D == 2) cp_async_wait<1>();
-        else if (D == 3) cp_async_wait<2>();
-        else cp_async_wait<3>();
-        __syncwarp();
-        if (T == Q1_MIX_K46 && u != cu) {
-            int rows[GEMV_NR];
-            unit_rows<MODE>(rp, N, n_units, u, rows);
-            qrow(W, rows[0], &ctype);
-            cu = u;
-        }
-        const int pb = 4 * lg, p = pb + lane;
-        if (p < min(4 * (lg + n), n_pair)) {
-            const uint8_t *slot = ring + (size_t)cslot * GEMV_NR * SB;
-            if (T != Q1_MIX_K46) q1p_pair<T>(acc, slot, SB, p, lane, xs, sx, cls_mask, n_lc);
-            else if (ctype == ENG_DT_Q4_K) q1p_pair<ENG_DT_Q4_K>(acc, slot, SB, p, lane, xs, sx, cls_mask, n_lc);
-            else q1p_pair<ENG_DT_Q6_K>(acc, slot, SB, p, lane, xs, sx, cls_mask, n_lc);
-        }
-        __syncwarp();   /* the slot is copied into again D - 1 rounds on */
-        if (++cslot == D) cslot = 0;
-        g += n;
-        if (lg + n < Gu && g < gend) continue;
-        /* the warp's part of unit u is done */
-        float v[GEMV_NR];
-#pragma unroll
-        for (int j = 0; j < GEMV_NR; j++) { v[j] = warp_sum(acc[j]); acc[j] = 0.f; }
-        const long long ub = (long long)u * Gu, ue = ub + Gu;
-        bool fin = true;
-        if (ub < gbeg || ue > gend) {   /* shared with other warps: lane 0 (warp_sum's
-                                           totals are in every lane) writes, counts, sums */
-            unsigned old = 0;
-            const int w0 = q1f_warp_of(ub, G, Wt), w1 = q1f_warp_of(ue - 1, G, Wt);
-            if (lane == 0) {
-                float4 *pp = (float4 *)part;
-                __stcg(pp + (size_t)gw * 2 + (ub < gbeg ? 0 : 1), make_float4(v[0], v[1], v[2], v[3]));
-                __threadfence();
-                old = atomicAdd(count + u, 1u);
-                if (old == (unsigned)(w1 - w0)) {   /* the last: every partial is written */
-                    __threadfence();
-                    float4 t = make_float4(0.f, 0.f, 0.f, 0.f);
-                    for (int w = w0; w <= w1; w++) {
-                        const float4 a = __ldcg(pp + (size_t)w * 2 + (ub < q1f_gbeg(w, G, Wt) ? 0 : 1));
-                        t.x += a.x; t.y += a.y; t.z += a.z; t.w += a.w;
-                    }
-                    s_fin[warp][0][0] = t.x; s_fin[warp][1][0] = t.y;
-                    s_fin[warp][2][0] = t.z; s_fin[warp][3][0] = t.w;
-                    count[u] = 0;
-                }
-            }
-            old = __shfl_sync(0xffffffffu, old, 0);
-            fin = old == (unsigned)(w1 - w0);
-        } else if (lane < GEMV_NR) {
-            float vj = v[0];
-#pragma unroll
-            for (int j = 1; j < GEMV_NR; j++) if (lane == j) vj = v[j];
-            s_fin[warp][lane][0] = vj;
-        }
-        __syncwarp();
-        if (fin && lane < GEMV_NR)
-            gemv_epilogue<1, MODE>(&s_fin[warp], 1, 0, u, lane, 0, rs, N, y, rp, pre, false);
-        __syncwarp();
-    }
-    cp_async_wait_all();
-}
-
 /* Shared memory of qgemv1_kernel: x' once per class of W's types, and the
  * group sums.  Past Q1_SMEM_MAX (a product of three classes at K over
  * 17,000; none of today's shapes) the product goes to qgemv_kernel. */
@@ -1728,104 +1350,6 @@ static cudaError_t qgemv1_launch(int mode, int n_units, cudaStream_t s, int pdl,
     return klaunch(k, dim3(nb), dim3(GEMV_THREADS), smem, s, pdl, W, N, K, x, nw, eps, y, KS, mask, rp);
 }
 
-/* Lets kernel k take all the dynamic shared memory a block may have beside
- * its static arrays (set once to the most: a lower limit set by a later
- * launch would fall under a captured graph node's size). */
-static cudaError_t q1p_smem_limit(const void *k) {
-    int dev = 0, optin = 0;
-    cudaFuncAttributes fa;
-    cudaError_t e = cudaGetDevice(&dev);
-    if (!e) e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-    if (!e) e = cudaFuncGetAttributes(&fa, k);
-    if (!e) e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, optin - (int)fa.sharedSizeBytes);
-    return e;
-}
-
-/* qgemv1p_kernel where W's types suit it and D slots a warp fit at B
- * blocks a multiprocessor; returns cudaErrorNotSupported where they do not
- * (the caller runs qgemv1_kernel). */
-static cudaError_t qgemv1p_launch(int mode, int n_units, cudaStream_t s, int pdl, const kern_qw &W,
-                                  int N, int K, const float *x, const float *nw, float eps, float *y,
-                                  int n_sms, size_t xsmem, int D, int B, int minw,
-                                  const kern_qscratch *qs, const gemv_rope &rp) {
-    typedef void (*kfn)(kern_qw, int, int, const float *, const float *, float, float *, int, int, int,
-                        int, gemv_rope);
-    int mask = 0, t = W.type[0], SB = 0;
-    bool k46 = true;
-    for (int i = 0; i < W.n_seg; i++) {
-        const int sb = q1p_slot_bytes(W.type[i]);
-        if (!sb) return cudaErrorNotSupported;
-        if (sb > SB) SB = sb;
-        mask |= 1 << q1_class(W.type[i]);
-        if (W.type[i] != t) t = 0;
-        k46 = k46 && (W.type[i] == ENG_DT_Q4_K || W.type[i] == ENG_DT_Q6_K);
-    }
-    if (!t && !k46) return cudaErrorNotSupported;
-    const size_t base = (xsmem + 15) & ~(size_t)15;
-    /* D slots a warp, fewer (down to 2) where B blocks would not fit, then
-     * one block a multiprocessor (228 KB of shared memory, 1 KB of it
-     * reserved a block, ~0.5 KB the static arrays) */
-    size_t smem = 0;
-    for (;; B--) {
-        const size_t per_block = (size_t)(233472 / B) - 1024 - 512;
-        int d = D;
-        while (d > 2 && base + (size_t)GEMV_WARPS * d * GEMV_NR * SB > per_block) d--;
-        smem = base + (size_t)GEMV_WARPS * d * GEMV_NR * SB;
-        if (smem <= per_block) { D = d; break; }
-        if (B == 1) return cudaErrorNotSupported;
-    }
-#define Q1P(T) (mode == KERN_STORE ? qgemv1p_kernel<KERN_STORE, T>           \
-              : mode == KERN_RESID ? qgemv1p_kernel<KERN_RESID, T>           \
-              : mode == KERN_ROPE  ? qgemv1p_kernel<KERN_ROPE, T>            \
-              : mode == KERN_GEGLU ? qgemv1p_kernel<KERN_GEGLU, T> : qgemv1p_kernel<KERN_SWIGLU, T>)
-    kfn k = t == ENG_DT_Q4_K ? Q1P(ENG_DT_Q4_K) : t == ENG_DT_Q5_K ? Q1P(ENG_DT_Q5_K)
-          : t == ENG_DT_Q6_K ? Q1P(ENG_DT_Q6_K) : t == ENG_DT_Q8_0 ? Q1P(ENG_DT_Q8_0) : Q1P(Q1_MIX_K46);
-#undef Q1P
-    /* the most any launch asks (a lower limit set later would fall under a
-     * captured graph node's size) */
-    cudaError_t e = q1p_smem_limit((const void *)k);
-    if (e) return e;
-    if (qs && minw > 0 && (size_t)n_units <= qs->n_count) {
-        /* the flat split: Wt warps, each at least minw granules */
-        typedef void (*kff)(kern_qw, int, int, const float *, const float *, float, float *, int, int,
-                            int, int, float *, unsigned *, gemv_rope);
-#define Q1F(T) (mode == KERN_STORE ? qgemv1f_kernel<KERN_STORE, T>           \
-              : mode == KERN_RESID ? qgemv1f_kernel<KERN_RESID, T>           \
-              : mode == KERN_ROPE  ? qgemv1f_kernel<KERN_ROPE, T>            \
-              : mode == KERN_GEGLU ? qgemv1f_kernel<KERN_GEGLU, T> : qgemv1f_kernel<KERN_SWIGLU, T>)
-        kff f = t == ENG_DT_Q4_K ? Q1F(ENG_DT_Q4_K) : t == ENG_DT_Q5_K ? Q1F(ENG_DT_Q5_K)
-              : t == ENG_DT_Q6_K ? Q1F(ENG_DT_Q6_K) : t == ENG_DT_Q8_0 ? Q1F(ENG_DT_Q8_0) : Q1F(Q1_MIX_K46);
-#undef Q1F
-        e = q1p_smem_limit((const void *)f);
-        if (e) return e;
-        const long long G = (long long)n_units * ((K / 64 + 3) / 4);
-        long long wt = (G + minw - 1) / minw;
-        if (wt > (long long)B * n_sms * GEMV_WARPS) wt = (long long)B * n_sms * GEMV_WARPS;
-        const int nbf = (int)((wt + GEMV_WARPS - 1) / GEMV_WARPS), Wt = (int)wt;
-        if ((size_t)Wt * 2 * GEMV_NR <= qs->part_floats)
-            return klaunch(f, dim3(nbf), dim3(GEMV_THREADS), smem, s, pdl, W, N, K, x, nw, eps, y, mask, D,
-                           SB, Wt, qs->part, qs->count, rp);
-    }
-    /* K split over KS warps of a unit: the split whose busiest warp copies
-     * the fewest pairs, over the share of the multiprocessors the grid
-     * covers (a round's cost is its bytes: a short round costs less) */
-    const int n_pair = K / 64;
-    int KS = 1, nb = 1;
-    double best = 0;
-    for (int ks = 1; ks <= GEMV_WARPS; ks *= 2) {
-        const int upb = GEMV_WARPS / ks;
-        int g = (n_units + upb - 1) / upb;
-        if (g > B * n_sms) g = B * n_sms;
-        const int units = (n_units + g * upb - 1) / (g * upb);
-        int pairs = 0;
-        for (int pb = 0; pb < n_pair; pb += 32 * ks) pairs += n_pair - pb < 32 ? n_pair - pb : 32;
-        const double cost = (double)units * pairs / (g < n_sms ? (double)g / n_sms : 1.0);
-        if (ks == 1 || cost < best - 1e-9) { best = cost; KS = ks; nb = g; }
-    }
-    return klaunch(k, dim3(nb), dim3(GEMV_THREADS), smem, s, pdl, W, N, K, x, nw, eps, y, KS, mask, D,
-                   SB, rp);
-}
-
 template <int R>
 static cudaError_t qgemv_launch(int mode, int n_units, cudaStream_t s, int pdl, const kern_qw &W,
                                 int N, int K, const float *x, const float *nw, float eps, float *y,
@@ -1855,7 +1379,7 @@ extern "C" int kern_qtype_ok(int t) {
 
 static int qgemv_run(cudaStream_t s, const kern_qw *W, int N, int K, const float *x, int R,
                      const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl,
-                     const kern_qscratch *qs, const gemv_rope &rp) {
+                     const gemv_rope &rp) {
     const bool glu = mode == KERN_SWIGLU || mode == KERN_GEGLU;
     if (!qw_segments_ok(W, N, K) || R < 1 || R > 8 || (glu && N % 2) || n_sms < 1 ||
         mode < KERN_STORE || mode > KERN_GEGLU)
@@ -1869,19 +1393,7 @@ static int qgemv_run(cudaStream_t s, const kern_qw *W, int N, int K, const float
     for (int i = 0; i < W->n_seg; i++)
         one = one && q1_class(W->type[i]) >= 0 &&
               (glu ? W->type[i] == W->type[0] : i == W->n_seg - 1 || W->end[i] % GEMV_NR == 0);
-    if (one) {
-        /* BRISK_Q1P=D:B (measurement): qgemv1p_kernel with D slots a warp at B
-         * blocks a multiprocessor; 0: qgemv1_kernel */
-        const char *ev = getenv("BRISK_Q1P");
-        int D = 3, B = 1, minw = 8;
-        if (ev && sscanf(ev, "%d:%d:%d", &D, &B, &minw) < 1) D = 0;
-        if (D >= 2 && D <= 4 && B >= 1 && B <= 2) {
-            cudaError_t e = qgemv1p_launch(mode, n_units, s, pdl, *W, N, K, x, norm_w, eps, y, n_sms, smem, D, B,
-                                           minw, qs, rp);
-            if (e != cudaErrorNotSupported) return (int)e;
-        }
-        return (int)qgemv1_launch(mode, n_units, s, pdl, *W, N, K, x, norm_w, eps, y, n_sms, smem, rp);
-    }
+    if (one) return (int)qgemv1_launch(mode, n_units, s, pdl, *W, N, K, x, norm_w, eps, y, n_sms, smem, rp);
 #define QL(r) qgemv_launch<r>(mode, n_units, s, pdl, *W, N, K, x, norm_w, eps, y, n_sms, rp)
     switch (R) {
     case 1: return (int)QL(1);
@@ -1896,26 +1408,20 @@ static int qgemv_run(cudaStream_t s, const kern_qw *W, int N, int K, const float
 #undef QL
 }
 
-extern "C" void kern_qscratch_size(int n_sms, int max_N, size_t *part_floats, size_t *n_count) {
-    *part_floats = (size_t)2 * n_sms * GEMV_WARPS * 2 * GEMV_NR;   /* two blocks a multiprocessor */
-    *n_count = (size_t)(max_N + GEMV_NR - 1) / GEMV_NR + 1;
-}
-
 extern "C" int kern_qgemv(cudaStream_t s, const kern_qw *W, int N, int K, const float *x, int R,
-                          const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl,
-                          const kern_qscratch *qs) {
+                          const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl) {
     if (mode == KERN_ROPE) return (int)cudaErrorInvalidValue;   /* kern_qgemv_qkv */
     gemv_rope rp;
     memset(&rp, 0, sizeof rp);
-    return qgemv_run(s, W, N, K, x, R, norm_w, eps, mode, y, n_sms, pdl, qs, rp);
+    return qgemv_run(s, W, N, K, x, R, norm_w, eps, mode, y, n_sms, pdl, rp);
 }
 
 extern "C" int kern_qgemv_qkv(cudaStream_t s, const kern_qw *W, int K, const float *x, int R,
                               const float *norm_w, float eps, const float *bias,
                               const kern_step *st, int n_heads, const float *inv_freq, float *q,
-                              kern_kv kv, int n_sms, int pdl, const kern_qscratch *qs) {
+                              kern_kv kv, int n_sms, int pdl) {
     if (kv.head_dim % 4 || n_heads < 1 || kv.n_kv < 1) return (int)cudaErrorInvalidValue;
     gemv_rope rp = {bias, st, inv_freq, q, kv, n_heads};
     int N = (n_heads + 2 * kv.n_kv) * kv.head_dim;
-    return qgemv_run(s, W, N, K, x, R, norm_w, eps, KERN_ROPE, NULL, n_sms, pdl, qs, rp);
+    return qgemv_run(s, W, N, K, x, R, norm_w, eps, KERN_ROPE, NULL, n_sms, pdl, rp);
 }

@@ -41,11 +41,6 @@
 #                 QUANT_MODELS: kern_qskinny's groups of 32 rows (the default
 #                 quant_tc_rows) against the halves past 32 rows (--quant-tc-rows
 #                 32), alternating twice
-#        q1v      batch 1 (Q1V_BATCHES) on the blocks of QUANT_MODELS (1.5B, 7B) x
-#                 QUANT_FORMATS (q4_k_m) for each BRISK_Q1P setting of Q1V_SETTINGS
-#                 ("0 3:1": qgemv1_kernel, then qgemv1p_kernel with 3 slots a warp at
-#                 one block a multiprocessor), alternating twice; Q1V_KERNELS=1 adds
-#                 each product alone at one row per setting
 #        prof     ncu (--clock-control none) of four batch-1 kern_qgemv launches
 #                 on 1.5B Q4_K_M, and the SASS of its Q4_K SwiGLU instance
 #        profattn ncu of the decode attention kernels, variants 4 and 5, at 8 rows x
@@ -289,29 +284,6 @@ part_qtc() {   # issue 25: 33-96 row decode on kern_qskinny's groups (default qu
             done
         done
         stamp "$m done"
-    done
-}
-part_q1v() {   # issue 25: batch 1 on the blocks, qgemv1p settings (BRISK_Q1P: 0 = qgemv1_kernel, D:B) alternating twice
-    for m in ${QUANT_MODELS:-qwen2.5-1.5b qwen2.5-7b}; do
-        for f in ${QUANT_FORMATS:-q4_k_m}; do
-            [ -f $MD/$m-$f.gguf ] || $BIN/brisk mkmodel --preset $m --format $f --out $MD/$m-$f.gguf > /dev/null
-            stamp "$m-$f made"
-            if [ -n "${Q1V_KERNELS:-}" ]; then   # each product alone, at 1 row (kern_qgemv's first column)
-                for v in ${Q1V_SETTINGS:-0 3:1}; do
-                    BRISK_Q1P=$v timeout 200 $BIN/bench_cuda $MD/$m-$f.gguf --out "$OUT/q1vk_${GPU}_$m-$f-${v//:/_}.json" \
-                        --batches 1 --prefill 0 --quant-wide 2 --ablate-only none --kernels 2>&1 |
-                        sed -n '/^kern_qgemv (/,/^kern_qskinny (/p' | grep -E "^  Q" | cut -c1-52 | sed "s/^/Q1P=$v /"
-                done
-            fi
-            for r in 1 2; do
-                for v in ${Q1V_SETTINGS:-0 3:1}; do
-                    BRISK_Q1P=$v timeout 200 $BIN/bench_cuda $MD/$m-$f.gguf --out "$OUT/q1v_${GPU}_$m-$f-${v//:/_}_$r.json" \
-                        --batches ${Q1V_BATCHES:-1} --prefill 0 --quant-wide 2 --ablate-only none 2>&1 |
-                        grep -E "^ +[0-9]+ +default|rror" | sed "s/^/Q1P=$v run $r: /"
-                done
-            done
-            stamp "$m-$f done"
-        done
     done
 }
 part_prof() {   # ncu of kern_qgemv's batch-1 kernels (1.5B Q4_K_M) and the SASS of its Q4_K SwiGLU instance

@@ -311,28 +311,6 @@ static int qweight(int n_seg, const int *types, const int *rows, int K, kern_qw 
 /* kern_qgemv on a weight of segments (types[i], rows[i]) against the double
  * product of the dequantized weights; the relative error (inf on a device
  * error). */
-/* kern_qgemv's scratch for n_sms multiprocessors and up to max_N rows (the
- * counters zeroed, as the backend leaves them), or NULL. */
-static kern_qscratch *qscratch_new(kern_qscratch *qs, int n_sms, int max_N) {
-    kern_qscratch_size(n_sms, max_N, &qs->part_floats, &qs->n_count);
-    qs->part = dnew(qs->part_floats * 4);
-    qs->count = dnew(qs->n_count * sizeof(unsigned));
-    if (!qs->part || !qs->count || cudaMemset(qs->count, 0, qs->n_count * sizeof(unsigned))) return NULL;
-    return qs;
-}
-
-/* Whether every counter of qs is back at 0 (an unreadable buffer: no). */
-static int qscratch_clear(const kern_qscratch *qs) {
-    unsigned *h = malloc(qs->n_count * sizeof(unsigned));
-    int ok = h && down(h, qs->count, qs->n_count * sizeof(unsigned));
-    for (size_t i = 0; ok && i < qs->n_count; i++) ok = h[i] == 0;
-    free(h);
-    return ok;
-}
-
-/* One product through kern_qgemv against the double reference: the larger
- * relative error of two launches, with the scratch (one-row passes: the
- * flat split, whose counters must be back at 0 after it) and without. */
 static double qgemv_case(int n_seg, const int *types, const int *rows, int R, int mode,
                          int use_norm, int K, int n_sms) {
     int N = 0;
@@ -349,25 +327,12 @@ static double qgemv_case(int n_seg, const int *types, const int *rows, int R, in
     gemv_ref(W, N, K, x, nwt, R, mode, use_norm, xh, ref);
     float *dx = dup_up(x, (size_t)R * K * 4), *dn = dup_up(nwt, (size_t)K * 4);
     float *dy = mode == KERN_RESID ? dup_up(y0, (size_t)R * N * 4) : dnew((size_t)R * n_out * 4);
-    kern_qscratch qs0, *qs = qscratch_new(&qs0, n_sms, N);
-    if (!dx || !dn || !dy || !qs) goto done;
-    err = 0;
-    for (int v = 0; v < 2; v++) {
-        if (v && mode == KERN_RESID && cudaMemcpy(dy, y0, (size_t)R * N * 4, cudaMemcpyHostToDevice)) {
-            err = INFINITY;
-            break;
-        }
-        int e = kern_qgemv(0, &qw, N, K, dx, R, use_norm ? dn : NULL, 1e-6f, mode, dy, n_sms, n_sms > 1,
-                           v ? NULL : qs);
-        if (e || !sync_ok() || !down(out, dy, (size_t)R * n_out * 4) || (!v && !qscratch_clear(qs))) {
-            err = INFINITY;
-            break;
-        }
-        if (mode == KERN_RESID)
-            for (size_t i = 0; i < (size_t)R * N; i++) out[i] -= y0[i];
-        double ev = rel_err(out, ref, (size_t)R * n_out);
-        if (!(ev <= err)) err = ev;
-    }
+    if (!dx || !dn || !dy) goto done;
+    int e = kern_qgemv(0, &qw, N, K, dx, R, use_norm ? dn : NULL, 1e-6f, mode, dy, n_sms, n_sms > 1);
+    if (e || !sync_ok() || !down(out, dy, (size_t)R * n_out * 4)) goto done;
+    if (mode == KERN_RESID)
+        for (size_t i = 0; i < (size_t)R * N; i++) out[i] -= y0[i];
+    err = rel_err(out, ref, (size_t)R * n_out);
 done:
     free(W); free(x); free(nwt); free(y0); free(out); free(ref); free(xh);
     dfree_all();
@@ -435,12 +400,12 @@ static void test_qgemv(void) {
     memset(&bad, 0, sizeof bad);
     bad.n_seg = 1; bad.type[0] = ENG_DT_Q4_K; bad.end[0] = 16; bad.row_bytes[0] = 144;
     bad.w[0] = (void *)(uintptr_t)4096;
-    T_CHECK(kern_qgemv(0, &bad, 16, 288, NULL, 1, NULL, 0, KERN_STORE, NULL, 1, 0, NULL) != 0);
-    T_CHECK(kern_qgemv(0, &bad, 16, 256, NULL, 9, NULL, 0, KERN_STORE, NULL, 1, 0, NULL) != 0);
-    T_CHECK(kern_qgemv(0, &bad, 17, 256, NULL, 1, NULL, 0, KERN_STORE, NULL, 1, 0, NULL) != 0);
-    T_CHECK(kern_qgemv(0, &bad, 16, 256, NULL, 1, NULL, 0, KERN_ROPE, NULL, 1, 0, NULL) != 0);
+    T_CHECK(kern_qgemv(0, &bad, 16, 288, NULL, 1, NULL, 0, KERN_STORE, NULL, 1, 0) != 0);
+    T_CHECK(kern_qgemv(0, &bad, 16, 256, NULL, 9, NULL, 0, KERN_STORE, NULL, 1, 0) != 0);
+    T_CHECK(kern_qgemv(0, &bad, 17, 256, NULL, 1, NULL, 0, KERN_STORE, NULL, 1, 0) != 0);
+    T_CHECK(kern_qgemv(0, &bad, 16, 256, NULL, 1, NULL, 0, KERN_ROPE, NULL, 1, 0) != 0);
     bad.type[0] = ENG_DT_F32;
-    T_CHECK(kern_qgemv(0, &bad, 16, 256, NULL, 1, NULL, 0, KERN_STORE, NULL, 1, 0, NULL) != 0);
+    T_CHECK(kern_qgemv(0, &bad, 16, 256, NULL, 1, NULL, 0, KERN_STORE, NULL, 1, 0) != 0);
 }
 
 /* ---------------------------------------------------- cuBLASLt + to_act */
@@ -1092,12 +1057,10 @@ static void qkv_case(int R, int nh, int nkv, int hd, int K, int wdt, int n_sms, 
     if (!st || !dW || !dx || !dn || !db || !dinv || !dy || !dq1 || !dq2 || !dkv1 || !dkv2) { T_CHECK(0); goto done; }
     kern_kv a = {dkv1, (long long)blk, nkv, hd, bs, 0, dt}, b = a;
     b.base = dkv2;
-    kern_qscratch qs0, *qs = qscratch_new(&qs0, n_sms, N);
-    T_CHECK(qs != NULL);
-    T_CHECK((qt ? kern_qgemv(0, &qw, N, K, dx, R, dn, 1e-6f, KERN_STORE, dy, n_sms, 1, qs)
+    T_CHECK((qt ? kern_qgemv(0, &qw, N, K, dx, R, dn, 1e-6f, KERN_STORE, dy, n_sms, 1)
                 : kern_gemv(0, dW, wdt, N, K, dx, R, dn, 1e-6f, KERN_STORE, dy, n_sms, 1)) == 0);
     T_CHECK(kern_rope_kv(0, dy, 1, db, st, R, nh, dinv, NULL, NULL, 0.f, 1.0f, dq1, a, 1) == 0);
-    T_CHECK((qt ? kern_qgemv_qkv(0, &qw, K, dx, R, dn, 1e-6f, db, st, nh, dinv, dq2, b, n_sms, 1, qs)
+    T_CHECK((qt ? kern_qgemv_qkv(0, &qw, K, dx, R, dn, 1e-6f, db, st, nh, dinv, dq2, b, n_sms, 1)
                 : kern_gemv_qkv(0, dW, wdt, K, dx, R, dn, 1e-6f, db, st, nh, dinv, dq2, b, n_sms, 1)) == 0);
     if (!sync_ok() || !down(q1, dq1, (size_t)R * nh * hd * 4) || !down(q2, dq2, (size_t)R * nh * hd * 4) ||
         !kv_down(kv1, dkv1, pool, dt) || !kv_down(kv2, dkv2, pool, dt)) { T_CHECK(0); goto done; }

@@ -579,8 +579,7 @@ static cudaError_t a3_shape(int span, int G, int *threads, size_t *smem) {
     *threads = W * G * 32;
     *smem = (size_t)nbuf * W * a3_slice_bytes(HD, sizeof(T));
     /* above 48 KB of dynamic shared memory needs the opt-in, per kernel */
-    return cudaFuncSetAttribute(attn3_kernel<T, HD, PIPE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                A3_SMEM_MAX);
+    return ksmem_limit(attn3_kernel<T, HD, PIPE>, A3_SMEM_MAX);
 }
 
 template <typename T, int HD, bool PIPE>
@@ -953,8 +952,7 @@ static size_t a5_smem() { return (size_t)A5_NBUF(W) * 2 * W * 16 * (HD + A5_PAD)
 
 template <int HD, int W>
 static cudaError_t a5_attr() {
-    return cudaFuncSetAttribute(attn5_kernel<HD, W, A5_NBUF(W)>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)a5_smem<HD, W>());
+    return ksmem_limit(attn5_kernel<HD, W, A5_NBUF(W)>, a5_smem<HD, W>());
 }
 
 template <int HD, int W>

@@ -224,8 +224,7 @@ static int pf_launch(cudaStream_t s, const float *q, kern_kv kv, const kern_step
     dim3 grid((R + qt - 1) / qt, kv.n_kv);
 #define PF_LAUNCH(H) do { \
         size_t sm = sizeof(pf_smem<H>); \
-        cudaError_t e_ = cudaFuncSetAttribute(attn_pf_kernel<T, H>, \
-                                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)sm); \
+        cudaError_t e_ = ksmem_limit(attn_pf_kernel<T, H>, sm); \
         if (e_ != cudaSuccess) return (int)e_; \
         return (int)klaunch(attn_pf_kernel<T, H>, grid, dim3(PF_THREADS), sm, s, pdl, q, kv, st, \
                             n_heads, qt, out, act, act_mode, R); \

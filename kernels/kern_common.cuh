@@ -111,6 +111,20 @@ __device__ __forceinline__ void pdl_wait() { asm volatile("griddepcontrol.wait;"
  * hold: measured, a decode kernel read stale q through it.  Weights stay
  * on __ldg. */
 
+/* The most dynamic shared memory k may be launched with (needed above 48
+ * KB).  The limit is process-wide per function: set it to the most any
+ * launch of k asks, never to one launch's own size, or a later smaller
+ * launch lowers it below what a captured graph's node was made with.  A
+ * failed call leaves CUDA's last-error state set, which klaunch would then
+ * report as the next, unrelated launch's failure: cleared here, and the
+ * error returned to this call's caller. */
+template <typename... KArgs>
+static inline cudaError_t ksmem_limit(void (*k)(KArgs...), size_t bytes) {
+    const cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes);
+    if (e != cudaSuccess) (void)cudaGetLastError();
+    return e;
+}
+
 template <typename... KArgs, typename... Args>
 static inline cudaError_t klaunch(void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem,
                                   cudaStream_t s, int pdl, Args... args) {

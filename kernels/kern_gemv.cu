@@ -1297,20 +1297,31 @@ static size_t q1_smem_bytes(const kern_qw &W, int K) {
     return (size_t)__builtin_popcount(mask) * (K / 32) * 8 * sizeof(float4) + (size_t)(K / 16) * sizeof(float);
 }
 
-/* K split over KS warps of a unit (n_lc: a row's chunk pairs, one a lane):
- * the split that leaves the fewest lanes without a pair, weighed by
- * whether the unit warps fill the multiprocessors (16 warps each); ties go
- * to the smaller split. */
-static int q1_split(int n_units, int n_lc, int n_sms) {
+/* K split over KS warps of a unit (n_pair: a row's chunk pairs, one a
+ * lane): the split that leaves the fewest lanes without a pair, weighed by
+ * whether the unit warps fill the multiprocessors (16 warps each).  Ties go
+ * to the larger split where every one of its warps has pairs (fewer rounds
+ * a unit), else to the smaller.  Then, while the grid would leave more than
+ * a tenth of the multiprocessors without a block, K is split further: more,
+ * smaller blocks, though some of their warps have no pairs.  Of the
+ * thresholds measured (kernels/NOTES.md v30: none, a tenth, every
+ * multiprocessor), a tenth was the one never slower on four shapes. */
+static int q1_split(int n_units, int n_pair, int n_sms) {
     int best = 1;
     double best_s = -1;
     for (int ks = 1; ks <= GEMV_WARPS; ks *= 2) {
-        const int iters = (n_lc + 32 * ks - 1) / (32 * ks);
-        const double eff = (double)n_lc / (iters * 32.0 * ks);
+        const int iters = (n_pair + 32 * ks - 1) / (32 * ks);
+        const double eff = (double)n_pair / (iters * 32.0 * ks);
         double par = (double)n_units * ks / (16.0 * n_sms);
         if (par > 1) par = 1;
-        if (eff * par > best_s + 1e-9) { best_s = eff * par; best = ks; }
+        const double sc = eff * par;
+        if (sc > best_s + 1e-9 || (sc > best_s - 1e-9 && 32 * (ks - 1) < n_pair)) {
+            if (sc > best_s) best_s = sc;
+            best = ks;
+        }
     }
+    while (best < GEMV_WARPS && (n_units + GEMV_WARPS / best - 1) / (GEMV_WARPS / best) < n_sms * 9 / 10)
+        best *= 2;
     return best;
 }
 
@@ -1338,13 +1349,14 @@ static cudaError_t qgemv1_launch(int mode, int n_units, cudaStream_t s, int pdl,
           : k46 ? Q1K(Q1_MIX_K46) : Q1K(0);
 #undef Q1K
     const int n_lc = K / 32;
-    if (smem > 48 * 1024) {
-        cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    if (smem > 48 * 1024) {   /* Q1_SMEM_MAX bounds every launch's smem */
+        cudaError_t e = ksmem_limit(k, Q1_SMEM_MAX);
         if (e) return e;
     }
     /* every unit's warps at once where the multiprocessors hold them (no
      * rounds of equal size: the latency of a unit's loads needs the warps) */
-    const int KS = q1_split(n_units, n_lc / 2, n_sms), upb = GEMV_WARPS / KS;
+    const int KS = q1_split(n_units, n_lc / 2, n_sms);
+    const int upb = GEMV_WARPS / KS;
     int nb = (n_units + upb - 1) / upb;
     if (nb > Q1_BLOCKS * n_sms) nb = Q1_BLOCKS * n_sms;
     return klaunch(k, dim3(nb), dim3(GEMV_THREADS), smem, s, pdl, W, N, K, x, nw, eps, y, KS, mask, rp);

@@ -538,12 +538,10 @@ extern "C" int kern_qskinny(cudaStream_t s, const kern_qw *W, int N, int K, cons
     const kfn k = sw ? (NT == 1 ? qskinny_kernel<1, true> : NT == 2 ? qskinny_kernel<2, true> : qskinny_kernel<4, true>)
                      : (NT == 1 ? qskinny_kernel<1, false> : NT == 2 ? qskinny_kernel<2, false> : qskinny_kernel<4, false>);
     const size_t smem = qs_smem(NT) + (sw ? (size_t)QS_WARPS * 16 * sb : 0);
-    /* the function's limit is process-wide: set it to the most any launch of
-     * k asks (the largest slot), so that it never drops below what another
-     * launch, or a captured graph's node, was made with */
+    /* the most any launch of k asks: the largest slot (ksmem_limit) */
     const size_t most = qs_smem(NT) + (sw ? (size_t)QS_WARPS * 16 * qs_slot_max() : 0);
     if (most > 48 * 1024) {
-        cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)most);
+        cudaError_t e = ksmem_limit(k, most);
         if (e) return (int)e;
     }
     return (int)klaunch(k, grid, dim3(QS_WARPS * 32), smem, s, pdl, *W, N, K, (const uint16_t *)act, R,

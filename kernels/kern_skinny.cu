@@ -405,7 +405,7 @@ static cudaError_t sk_launch(Kern k, cudaStream_t s, int pdl, const void *W, int
                              const void *act, int R, int parts, float *Y, int n_sms) {
     if (!sk_slicing_ok(K, R, parts)) return cudaErrorInvalidValue;
     const int ks = sk_slice(K, parts);
-    cudaError_t e = cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, SK_SMEM);
+    cudaError_t e = ksmem_limit(k, SK_SMEM);
     if (e != cudaSuccess) return e;
     return klaunch(k, dim3(sk_blocks(N, R, parts, n_sms), parts), dim3(SK_WARPS * 32),
                    sk_smem(R, ks), s, pdl, (const uint16_t *)W, N, K, (const uint16_t *)act, R, ks, Y);

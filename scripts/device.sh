@@ -42,7 +42,8 @@
 #                 quant_tc_rows) against the halves past 32 rows (--quant-tc-rows
 #                 32), alternating twice
 #        prof     ncu (--clock-control none) of four batch-1 kern_qgemv launches
-#                 on 1.5B Q4_K_M, and the SASS of its Q4_K SwiGLU instance
+#                 (one layer's) on 1.5B Q4_K_M (PROF_MODEL: another shape), and
+#                 the SASS of its Q4_K SwiGLU instance
 #        profattn ncu of the decode attention kernels, variants 4 and 5, at 8 rows x
 #                 4,000 positions on 1.5B with the bf16 pool (three launches each;
 #                 PROFATTN_VARIANTS picks them; with stall sampling), and the SASS of
@@ -50,7 +51,9 @@
 #        steps    ncu of one decode step (bench_cuda --profile-step): each kernel's
 #                 time, DRAM bytes and bandwidth (scripts/ncu_step.py) for the
 #                 cases of STEPS_CASES (model:kv:positions:rows, separated by
-#                 spaces; default 1.5B bf16 8 x 4,000, 1 x 150, bf16 256 x 150)
+#                 spaces; default 1.5B bf16 8 x 4,000, 1 x 150, bf16 256 x 150;
+#                 a model NAME-q4_k_m or NAME-q8_0 is that GGUF, made once);
+#                 STEPS_ARGS: more bench_cuda options
 #        bins     the bench_cuda builds in .dev/bin named by BINS (default
 #                 "bench_cuda_base bench_cuda"; pack more with EXTRA_BENCH="a b":
 #                 .dev/bin/<file name>), alternating twice, on BINS_MODELS (1.5B)
@@ -287,27 +290,36 @@ part_qtc() {   # issue 25: 33-96 row decode on kern_qskinny's groups (default qu
     done
 }
 part_prof() {   # ncu of kern_qgemv's batch-1 kernels (1.5B Q4_K_M) and the SASS of its Q4_K SwiGLU instance
-    local m=qwen2.5-1.5b f=q4_k_m
+    local m=${PROF_MODEL:-qwen2.5-1.5b} f=q4_k_m
     [ -f $MD/$m-$f.gguf ] || $BIN/brisk mkmodel --preset $m --format $f --out $MD/$m-$f.gguf > /dev/null
     cuobjdump --dump-sass -fun '_Z13qgemv1_kernelILi2ELi8EEv7kern_qwiiPKfS2_fPfii9gemv_rope' $BIN/bench_cuda \
         > "$OUT/sass_q1_q4k_swiglu.txt" 2>&1
     timeout 240 ncu --clock-control none -k regex:qgemv1 --launch-skip 100 --launch-count 4 --section SpeedOfLight \
         --section Occupancy --section SchedulerStats --section WarpStateStats --section LaunchStats \
-        --section MemoryWorkloadAnalysis $BIN/bench_cuda $MD/$m-$f.gguf --out /tmp/prof.json --batches 1 \
+        --section MemoryWorkloadAnalysis --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' \
+        $BIN/bench_cuda $MD/$m-$f.gguf --out /tmp/prof.json --batches 1 \
         --prefill 0 --quant --steps 4 > "$OUT/ncu_q1.txt" 2>&1
     grep -E "qgemv1_kernel|Duration|Memory Throughput|DRAM Throughput|Issue Slots Busy|Achieved Occupancy|Registers Per|Grid Size|Warp Cycles Per Issued|No Eligible|Issued Warp|L1/TEX Hit|L2 Hit" \
         "$OUT/ncu_q1.txt" | head -90
+    grep -E "qgemv1_kernel|stalled_" "$OUT/ncu_q1.txt" | awk '$NF+0 > 0.3 || /qgemv1/' | head -60
 }
 part_steps() {   # ncu of one decode step per case: each kernel's time and bytes
     local bw
     for c in ${STEPS_CASES:-qwen2.5-1.5b:bf16:4000:8 qwen2.5-1.5b:f32:150:1 qwen2.5-1.5b:bf16:150:256}; do
         IFS=: read -r m kv pos rows <<< "$c"
-        model $m
+        local path=$MD/$m
+        case $m in   # NAME-FORMAT (qwen2.5-7b-q4_k_m): the GGUF file, made once
+        *-q4_k_m|*-q8_0)
+            path=$MD/$m.gguf
+            [ -f $path ] || $BIN/brisk mkmodel --preset ${m%-q*} --format q${m##*-q} --out $path > /dev/null ;;
+        *) model $m ;;
+        esac
         local tag=${m}_${kv}_${pos}x$rows
         timeout 300 ncu --profile-from-start off --clock-control none --csv --page raw \
             --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
-            $BIN/bench_cuda $MD/$m --kv $kv --prompt $pos --batches $rows --prefill 0 --steps 3 \
-            --ablate-only none --profile-step --out "$OUT/steps_${GPU}_$tag.json" > /tmp/steps_$tag.csv 2>&1
+            $BIN/bench_cuda $path --kv $kv --prompt $pos --batches $rows --prefill 0 --steps 3 \
+            --ablate-only none --profile-step ${STEPS_ARGS:-} --out "$OUT/steps_${GPU}_$tag.json" \
+            > /tmp/steps_$tag.csv 2>&1
         bw=$(python3 -c "import json;print(json.load(open('$OUT/steps_${GPU}_$tag.json'))['bandwidth_GBps'])" 2>/dev/null || echo 0)
         echo "== $tag (step in bench_cuda's own timing, under ncu:)"
         grep -E "^ +$rows +default" /tmp/steps_$tag.csv | head -2

@@ -738,8 +738,10 @@ static double kb_time(kb_ctx *k, int which, const kb_gemv *g, const float *x, fl
             err = kern_attention2(k->s, x, kv, st, 1, nh, splits, V, y, NULL, 0, part, cnt, pdl);
         else if (which >= 7 && which <= 9) {
             kern_qw qw = kb_qw(g->qtype, g->N, g->K, kb_weights(k, kern_qrow_bytes(g->qtype, g->K) * g->N));
-            err = which == 7 ? kern_qgemv(k->s, &qw, g->N, g->K, x, g->R, g->norm ? nw : NULL, 1e-6f,
-                                          g->mode, y, sms, pdl)
+            err = which == 7 && g->mode == KERN_ROPE
+                      ? kern_qgemv_qkv(k->s, &qw, g->K, x, g->R, nw, 1e-6f, NULL, st, nh, nw, y, kv, sms, pdl)
+                  : which == 7 ? kern_qgemv(k->s, &qw, g->N, g->K, x, g->R, g->norm ? nw : NULL, 1e-6f,
+                                            g->mode, y, sms, pdl)
                              : kern_qskinny(k->s, &qw, g->N, g->K, g->act, g->R, g->parts, g->y2, sms, pdl,
                                             which == 9);
         } else if (which == 5)
@@ -837,16 +839,20 @@ done:
 /* kern_qgemv on the model's four layer products in Q4_K, Q6_K and Q8_0 at
  * 1, 2, 4 and 8 rows (the pool's bytes as blocks: the values do not matter
  * for the time), weights cold; bandwidth counts the file's bytes
- * (eng_dt_block_bytes), as the floor does. */
+ * (eng_dt_block_bytes), as the floor does.  The q|k|v is timed twice: as a
+ * plain product and as the step runs it (kern_qgemv_qkv: RoPE and the KV
+ * write in its epilogue, st / kv one row at position ctx - 1; nw stands in
+ * for the inverse frequencies). */
 static void kb_qproducts(kb_ctx *k, const eng_config *c, double bw, int sms, const float *x,
-                         float *y, const float *nw, cJSON *root) {
+                         float *y, const float *nw, const kern_step *st, kern_kv kv, cJSON *root) {
     const int H = c->hidden, I = c->intermediate, QD = c->n_heads * c->head_dim;
     const int QKV = QD + 2 * c->n_kv_heads * c->head_dim;
-    kb_gemv gs[4] = {{.N = QKV, .K = H, .mode = KERN_STORE, .norm = 1},
+    kb_gemv gs[5] = {{.N = QKV, .K = H, .mode = KERN_STORE, .norm = 1},
+                     {.N = QKV, .K = H, .mode = KERN_ROPE, .norm = 1},
                      {.N = H, .K = QD, .mode = KERN_RESID},
                      {.N = 2 * I, .K = H, .mode = KERN_SWIGLU, .norm = 1},
                      {.N = H, .K = I, .mode = KERN_RESID}};
-    const char *names[4] = {"qkv", "o_proj", "gate|up", "down"};
+    const char *names[5] = {"qkv", "qkv+rope", "o_proj", "gate|up", "down"};
     const int types[3] = {ENG_DT_Q4_K, ENG_DT_Q6_K, ENG_DT_Q8_0};
     /* kern_qgemv at 1..8 rows, then kern_qskinny (tensor cores; one row
      * beside kern_qgemv's) with its parts left apart, its blocks loaded into
@@ -867,7 +873,8 @@ static void kb_qproducts(kb_ctx *k, const eng_config *c, double bw, int sms, con
         printf("%s (graph of 32 launches, cold blocks): us and %% of copy bandwidth at %d | %d | %d | %d rows\n",
                kname[kk], rows[kk][0], rows[kk][1], rows[kk][2], rows[kk][3]);
         for (int ti = 0; ti < 3; ti++)
-            for (int i = 0; i < 4; i++) {
+            for (int i = 0; i < 5; i++) {
+                if (kk && gs[i].mode == KERN_ROPE) continue;   /* kern_qskinny has no epilogue */
                 kb_gemv g = gs[i];
                 g.qtype = types[ti];
                 g.act = act;
@@ -885,7 +892,7 @@ static void kb_qproducts(kb_ctx *k, const eng_config *c, double bw, int sms, con
                 for (int r = 0; r < 4; r++) {
                     g.R = rows[kk][r];
                     g.parts = kk ? kern_qskinny_parts(&probe, g.N, g.K, g.R, sms, 64) : 0;
-                    double t = !kk || g.parts ? kb_time(k, 7 + kk, &g, x, y, nw, NULL, (kern_kv){0}, 0, 0,
+                    double t = !kk || g.parts ? kb_time(k, 7 + kk, &g, x, y, nw, st, kv, c->n_heads, 0,
                                                         NULL, NULL, 0, NULL, sms, 1) : -1;
                     printf(" | %7.2f %3.0f%%", t * 1e6, t > 0 ? 100 * bytes / t / bw : 0.0);
                     if (kk) printf(" %2dp", g.parts);
@@ -947,6 +954,8 @@ static void kernel_bench(const eng_config *c, double bw, int sms, int quant, cJS
     }
     cudaEventCreate(&k.e0);
     cudaEventCreate(&k.e1);
+    const kern_kv kv = {kvp, (long long)(2 * c->n_kv_heads * bs * c->head_dim), c->n_kv_heads,
+                        c->head_dim, bs, 0, KERN_F32};
     {
         kb_gemv gs[5] = {{.N = QKV, .K = H, .mode = KERN_STORE, .norm = 1},
                          {.N = H, .K = QD, .mode = KERN_RESID},
@@ -954,8 +963,6 @@ static void kernel_bench(const eng_config *c, double bw, int sms, int quant, cJS
                          {.N = H, .K = I, .mode = KERN_RESID}, {.N = V, .K = H, .mode = KERN_STORE}};
         const char *names[5] = {"qkv (+norm)", "o_proj (+resid)", "gate|up (+norm, swiglu)",
                                 "down (+resid)", "lm_head"};
-        kern_kv kv = {kvp, (long long)(2 * c->n_kv_heads * bs * c->head_dim), c->n_kv_heads,
-                      c->head_dim, bs, 0, KERN_F32};
         cJSON *arr = cJSON_AddArrayToObject(root, "kernels_batch1");
         printf("per-kernel, batch 1 (graph of 32 launches, PDL on | off):\n");
         for (int i = 0; i < 5; i++) {
@@ -998,7 +1005,7 @@ static void kernel_bench(const eng_config *c, double bw, int sms, int quant, cJS
         cJSON_AddNumberToObject(root, "sample_us", ts * 1e6);
     }
     kb_products(&k, c, bw, sms, big, root);
-    if (quant) kb_qproducts(&k, c, bw, sms, x, y, nw, root);
+    if (quant) kb_qproducts(&k, c, bw, sms, x, y, nw, dst, kv, root);
 done:
     free(h);
     cudaFree(k.pool); cudaFree(x); cudaFree(y); cudaFree(nw); cudaFree(part); cudaFree(kvp);

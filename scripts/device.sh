@@ -158,6 +158,9 @@ model() {   # model NAME: makes it once
     [ -d $MD/$1 ] || $BIN/brisk mkmodel --preset $1 --out $MD/$1 \
         --tokenizer tests/fixtures/tok-qwen2/tokenizer.json > /dev/null
 }
+gguf() {    # gguf NAME FORMAT: $MD/NAME-FORMAT.gguf, made once
+    [ -f $MD/$1-$2.gguf ] || $BIN/brisk mkmodel --preset $1 --format $2 --out $MD/$1-$2.gguf > /dev/null
+}
 
 part_test() {
     $BIN/test_cuda > "$OUT/test_cuda.log" 2>&1; echo "test_cuda exit $?"
@@ -167,7 +170,7 @@ part_quant() {
     for m in ${QUANT_MODELS:-qwen2.5-1.5b}; do
         model $m
         for f in q4_k_m q8_0; do
-            [ -f $MD/$m-$f.gguf ] || $BIN/brisk mkmodel --preset $m --format $f --out $MD/$m-$f.gguf > /dev/null
+            gguf $m $f
         done
         stamp "$m: models made"
         for v in $m-q4_k_m.gguf $m-q8_0.gguf $m; do
@@ -184,7 +187,7 @@ part_quant() {
 part_q1() {   # issue 25: kern_qgemv per product (--kernels) and the step, this build and .dev/bin/bench_cuda_base
     for m in ${QUANT_MODELS:-qwen2.5-1.5b}; do
         for f in ${QUANT_FORMATS:-q4_k_m}; do
-            [ -f $MD/$m-$f.gguf ] || $BIN/brisk mkmodel --preset $m --format $f --out $MD/$m-$f.gguf > /dev/null
+            gguf $m $f
             stamp "$m-$f made"
             timeout 240 $BIN/bench_cuda $MD/$m-$f.gguf --out "$OUT/q1_${GPU}_$m-$f.json" --batches ${Q1_BATCHES:-1,8} \
                 --prefill 0 --quant --kernels 2>&1 | grep -v -E "new length|attention variant"
@@ -197,7 +200,7 @@ part_q1() {   # issue 25: kern_qgemv per product (--kernels) and the step, this 
 part_qs() {   # issue 25: the step at 1..32 rows on the blocks (kern_qskinny from 2 rows) against .dev/bin/bench_cuda_base, and bf16
     for m in ${QUANT_MODELS:-qwen2.5-1.5b qwen2.5-7b}; do
         for f in ${QUANT_FORMATS:-q4_k_m q8_0}; do
-            [ -f $MD/$m-$f.gguf ] || $BIN/brisk mkmodel --preset $m --format $f --out $MD/$m-$f.gguf > /dev/null
+            gguf $m $f
             stamp "$m-$f made"
             timeout 200 $BIN/bench_cuda $MD/$m-$f.gguf --out "$OUT/qs_${GPU}_$m-$f.json" --batches ${QS_BATCHES:-1,2,4,8,16,32} \
                 --prefill 0 --quant ${QS_KERNELS:+--kernels} 2>&1 | tee "$OUT/qs_${GPU}_$m-$f.log" |
@@ -214,7 +217,7 @@ part_qs() {   # issue 25: the step at 1..32 rows on the blocks (kern_qskinny fro
 }
 part_wide() {   # issue 25: prompt passes and wide decode of a Q4_K_M file: the bf16 halves (default) against the f32 copy (--no-quant) and bf16 weights
     for m in ${QUANT_MODELS:-qwen2.5-1.5b qwen2.5-7b}; do
-        [ -f $MD/$m-q4_k_m.gguf ] || $BIN/brisk mkmodel --preset $m --format q4_k_m --out $MD/$m-q4_k_m.gguf > /dev/null
+        gguf $m q4_k_m
         [ "${WIDE_BF16:-1}" = 0 ] || model $m
         stamp "$m made"
         local IFS_=$IFS; IFS=';'; local vs=(${WIDE_VARIANTS:---quant-wide 1;--quant-wide 2;--no-quant}); IFS=$IFS_
@@ -248,7 +251,7 @@ part_kvbase() {   # issue 26: this build against .dev/bin/bench_cuda_base at KV_
 part_leanbase() {   # issue 25: the blocks alone (--quant-wide 2), this build against .dev/bin/bench_cuda_base, alternating
     [ -x $BIN/bench_cuda_base ] || { echo "no bench_cuda_base: pack with BASE_BENCH=..."; return; }
     for m in ${QUANT_MODELS:-qwen2.5-1.5b qwen2.5-7b}; do
-        [ -f $MD/$m-q4_k_m.gguf ] || $BIN/brisk mkmodel --preset $m --format q4_k_m --out $MD/$m-q4_k_m.gguf > /dev/null
+        gguf $m q4_k_m
         for r in 1 2; do
             for b in bench_cuda_base bench_cuda ${LEAN_EXTRA:+extra}; do
                 local x="" e=$b
@@ -263,7 +266,7 @@ part_leanbase() {   # issue 25: the blocks alone (--quant-wide 2), this build ag
 }
 part_qstage() {   # issue 25: kern_qskinny's blocks in registers (stage 0) against shared memory (stage 1), alternating twice
     for m in ${QUANT_MODELS:-qwen2.5-1.5b qwen2.5-7b}; do
-        [ -f $MD/$m-q4_k_m.gguf ] || $BIN/brisk mkmodel --preset $m --format q4_k_m --out $MD/$m-q4_k_m.gguf > /dev/null
+        gguf $m q4_k_m
         for r in 1 2; do
             for st in 0 1; do
                 timeout 200 $BIN/bench_cuda $MD/$m-q4_k_m.gguf --out "$OUT/qstage_${GPU}_$m-q4_k_m_s${st}_$r.json" \
@@ -276,7 +279,7 @@ part_qstage() {   # issue 25: kern_qskinny's blocks in registers (stage 0) again
 }
 part_qtc() {   # issue 25: 33-96 row decode on kern_qskinny's groups (default quant_tc_rows) against the bf16 halves (--quant-tc-rows 32), alternating twice
     for m in ${QUANT_MODELS:-qwen2.5-1.5b qwen2.5-7b}; do
-        [ -f $MD/$m-q4_k_m.gguf ] || $BIN/brisk mkmodel --preset $m --format q4_k_m --out $MD/$m-q4_k_m.gguf > /dev/null
+        gguf $m q4_k_m
         for r in 1 2; do
             for tc in 32 default; do
                 local x=""
@@ -291,7 +294,7 @@ part_qtc() {   # issue 25: 33-96 row decode on kern_qskinny's groups (default qu
 }
 part_prof() {   # ncu of kern_qgemv's batch-1 kernels (1.5B Q4_K_M) and the SASS of its Q4_K SwiGLU instance
     local m=${PROF_MODEL:-qwen2.5-1.5b} f=q4_k_m
-    [ -f $MD/$m-$f.gguf ] || $BIN/brisk mkmodel --preset $m --format $f --out $MD/$m-$f.gguf > /dev/null
+    gguf $m $f
     cuobjdump --dump-sass -fun '_Z13qgemv1_kernelILi2ELi8EEv7kern_qwiiPKfS2_fPfii9gemv_rope' $BIN/bench_cuda \
         > "$OUT/sass_q1_q4k_swiglu.txt" 2>&1
     timeout 240 ncu --clock-control none -k regex:qgemv1 --launch-skip 100 --launch-count 4 --section SpeedOfLight \
@@ -311,7 +314,7 @@ part_steps() {   # ncu of one decode step per case: each kernel's time and bytes
         case $m in   # NAME-FORMAT (qwen2.5-7b-q4_k_m): the GGUF file, made once
         *-q4_k_m|*-q8_0)
             path=$MD/$m.gguf
-            [ -f $path ] || $BIN/brisk mkmodel --preset ${m%-q*} --format q${m##*-q} --out $path > /dev/null ;;
+            gguf ${m%-q*} q${m##*-q} ;;
         *) model $m ;;
         esac
         local tag=${m}_${kv}_${pos}x$rows

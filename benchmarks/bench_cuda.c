@@ -71,6 +71,7 @@ typedef struct bargs {
     int quant_tc;       /* --quant-tc-rows N: eng_cuda_opts.quant_tc_rows; < 0: the library's */
     int quant_stage;    /* --quant-tc-stage N: eng_cuda_opts.quant_tc_stage; < 0: the library's */
     int profile_step;   /* --profile-step */
+    int act;            /* --act f32|q16: eng_cuda_opts.act (ENG_ACT_*) */
 } bargs;
 
 static int parse_batches(const char *s, int *b, int max) {
@@ -118,6 +119,13 @@ static int parse_args(int argc, char **argv, bargs *A) {
         }
         else if (!strcmp(a, "--quant-tc-rows") && v) { A->quant_tc = atoi(v); i++; }
         else if (!strcmp(a, "--quant-tc-stage") && v) { A->quant_stage = atoi(v); i++; }
+        else if (!strcmp(a, "--act") && v) {
+            if ((A->act = eng_act_parse(v)) < 0) {
+                fprintf(stderr, "bench_cuda: --act takes f32 or q16, not %s\n", v);
+                return 2;
+            }
+            i++;
+        }
         else if (!strcmp(a, "--kv") && v) {
             if ((A->kvf = eng_kv_format_parse(v)) < 0) {
                 fprintf(stderr, "bench_cuda: --kv takes f32 or bf16, not %s\n", v);
@@ -141,7 +149,7 @@ static int parse_args(int argc, char **argv, bargs *A) {
     if (!A->dir || A->nb < 1 || A->prompt < 2 || A->steps < 1 || A->pf < 0) {
         fprintf(stderr, "usage: bench_cuda MODEL_DIR [--out FILE] [--prompt N] [--steps N] "
                         "[--prefill N] [--batches 1,8,...] [--kernels] [--ablate] [--ablate-only a,b] "
-                        "[--skinny-max N] [--kv f32|bf16] [--bf16-weights] [--quant | --no-quant] [--quant-wide 0|1|2] "
+                        "[--skinny-max N] [--kv f32|bf16] [--act f32|q16] [--bf16-weights] [--quant | --no-quant] [--quant-wide 0|1|2] "
                         "[--quant-tc-rows N] [--quant-tc-stage 0|1] [--tp N]\n");
         return 2;
     }
@@ -682,6 +690,7 @@ typedef struct kb_ctx {
     char *pool;
     size_t off;
     cudaEvent_t e0, e1;
+    int q16;            /* --act q16: kern_qw.q16 of the one-row quantized products */
 } kb_ctx;
 
 static const void *kb_weights(kb_ctx *k, size_t bytes) {
@@ -738,6 +747,7 @@ static double kb_time(kb_ctx *k, int which, const kb_gemv *g, const float *x, fl
             err = kern_attention2(k->s, x, kv, st, 1, nh, splits, V, y, NULL, 0, part, cnt, pdl);
         else if (which >= 7 && which <= 9) {
             kern_qw qw = kb_qw(g->qtype, g->N, g->K, kb_weights(k, kern_qrow_bytes(g->qtype, g->K) * g->N));
+            if (which == 7 && g->R == 1) qw.q16 = k->q16;
             err = which == 7 && g->mode == KERN_ROPE
                       ? kern_qgemv_qkv(k->s, &qw, g->K, x, g->R, nw, 1e-6f, NULL, st, nh, nw, y, kv, sms, pdl)
                   : which == 7 ? kern_qgemv(k->s, &qw, g->N, g->K, x, g->R, g->norm ? nw : NULL, 1e-6f,
@@ -908,9 +918,10 @@ done:
     cudaGetLastError();
 }
 
-static void kernel_bench(const eng_config *c, double bw, int sms, int quant, cJSON *root) {
+static void kernel_bench(const eng_config *c, double bw, int sms, int quant, int act, cJSON *root) {
     kb_ctx k;
     memset(&k, 0, sizeof k);
+    k.q16 = act == ENG_ACT_Q16;
     int H = c->hidden, I = c->intermediate, QD = c->n_heads * c->head_dim;
     int QKV = QD + 2 * c->n_kv_heads * c->head_dim, V = c->vocab_size, ctx = 147, bs = BS;
     size_t big = (size_t)V * H * 2 > KB_POOL ? KB_POOL : (size_t)V * H * 2;
@@ -1072,6 +1083,11 @@ int main(int argc, char **argv) {
     bench_opts(&B, &co);
     co.bf16_weights = bf16w;
     co.kv_format = kvf;
+    co.act = A.act;
+    if (A.tp > 1 && A.act) {
+        fprintf(stderr, "bench_cuda: --act %s runs on one GPU (no --tp)\n", eng_act_name(A.act));
+        return 2;
+    }
     if (A.tp > 1 ? eng_backend_cuda_tp_create(m, n_blocks, BS, kvf, A.tp, &B.b, &err)
                  : eng_backend_cuda_create_opts(m, n_blocks, BS, &co, &B.b, &err)) {
         fprintf(stderr, "bench_cuda: %s\n", err.msg);
@@ -1091,6 +1107,7 @@ int main(int argc, char **argv) {
            B.info.n_ranks > 1 ? ", rank 0 of the split" : "", B.info.dense_weight_bytes / 1e9,
            B.info.weights_bf16 ? "bf16" : "f32", B.info.kv_bytes_per_token,
            eng_kv_format_name(B.info.kv_format), n_blocks);
+    if (A.act) printf("activations: %s (the products' inputs rounded per 16 elements)\n", eng_act_name(A.act));
     if (B.info.n_ranks > 1)
         printf("split over %d GPUs: floor = the largest rank's weight + KV bytes over one GPU's copy "
                "bandwidth; all-reduces timed apart (2 x layers of rows x hidden f32 a step)\n",
@@ -1127,9 +1144,10 @@ int main(int argc, char **argv) {
     }
     cJSON_AddNumberToObject(root, "kv_bytes_per_token", (double)B.info.kv_bytes_per_token);
     cJSON_AddStringToObject(root, "kv_format", eng_kv_format_name(B.info.kv_format));
+    cJSON_AddStringToObject(root, "act", eng_act_name(A.act));
     cJSON_AddNumberToObject(root, "prompt", B.prompt);
     cJSON_AddNumberToObject(root, "steps", B.steps);
-    if (kernels) kernel_bench(eng_model_config(m), B.bw, B.info.n_sms, A.quant == ENG_QUANT_ON, root);
+    if (kernels) kernel_bench(eng_model_config(m), B.bw, B.info.n_sms, A.quant == ENG_QUANT_ON, A.act, root);
     rc = pf > 0 ? prefill(&B, pf, root, &err) : 0;   /* --prefill 0: decode only */
     set_opts(&B, 0, -1, 0, 0);   /* --skinny-max from the first run on */
     cJSON *arr = cJSON_AddArrayToObject(root, "decode");

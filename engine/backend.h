@@ -61,9 +61,11 @@ int eng_tp_slice_of(const eng_config *c, int n, int rank, eng_tp_slice *out, eng
 /* Bytes of one stored K or V value in KV format f (ENG_KV_*). */
 static inline size_t eng_kv_elem_bytes(int f) { return f == ENG_KV_BF16 ? 2 : 4; }
 
-/* kv_format: ENG_KV_*, how the pool stores keys and values (eng.h). */
+/* kv_format: ENG_KV_*, how the pool stores keys and values; act: ENG_ACT_*,
+ * what the products of quantized blocks take (eng.h; Q16: the caller has
+ * checked that every product is of blocks). */
 int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int kv_format,
-                           int n_threads, eng_backend **out, eng_err *err);
+                           int act, int n_threads, eng_backend **out, eng_err *err);
 /* The CPU backend split over n_ranks ranks, each a thread with its share
  * of the weights (read in place from the model's), its own KV pool of its
  * KV heads and n_threads / n_ranks threads for its products; all-reduces
@@ -74,9 +76,10 @@ int eng_backend_split_create(const eng_model *m, int n_blocks, int block_size, i
 /* quant: 0 the dense copy alone, 1 a GGUF file's blocks beside it
  * (eng_cuda_opts.quant: the blocks in decode passes), 2 the blocks alone
  * (quant_wide 2; ENG_EUNSUPPORTED where not every product has blocks the
- * kernels take). */
+ * kernels take).  act as for the CPU backend (Q16: ENG_EUNSUPPORTED unless
+ * quant is 1 or 2 and every product suits the kernels that round). */
 int eng_backend_cuda_create(const eng_model *m, int n_blocks, int block_size, int kv_format,
-                            int quant, eng_backend **out, eng_err *err);
+                            int act, int quant, eng_backend **out, eng_err *err);
 /* How many KV blocks of block_size tokens fit in 90% of the GPU memory
  * left after the weights (quant as in create; one rank's share when split
  * over n_ranks GPUs) and ~3 GiB of working buffers: the engine caps its

@@ -97,6 +97,7 @@ typedef struct cpu {
     eng_tp_slice tl;         /* its heads, KV heads, MLP columns and vocabulary rows */
     int n_blocks, bs;
     int kv_bf16;             /* the pools hold bf16 values (ENG_KV_BF16), else f32 */
+    int act_q16;             /* products' inputs rounded first (ENG_ACT_Q16) */
     size_t kv_eb;            /* bytes of a stored value */
     size_t block_elems;      /* one block's K (or V) over all layers, its KV heads */
     void *k_pool, *v_pool;   /* [n_blocks][layers][tl.nkv][bs][head_dim] */
@@ -521,6 +522,24 @@ static void all_reduce(cpu *s, float *out, int n) {
     s->n_ar++;
 }
 
+/* ENG_ACT_Q16 (eng.h): n rows of k elements rounded in place, each
+ * 16-element group to dx (q1 + q2 / 254), dx = max|x| / 127 (the CUDA
+ * kernels round the same way: kern_common.cuh act_q16).  k is a multiple
+ * of 16 wherever a product of blocks takes it (blocks hold 32 or 256
+ * elements). */
+static void act_q16(const cpu *s, float *x, int n, int k) {
+    if (!s->act_q16) return;
+    for (size_t g = 0; g < (size_t)n * (k / 16); g++) {
+        float *v = x + g * 16, amax = 0.f;
+        for (int i = 0; i < 16; i++) amax = fmaxf(amax, fabsf(v[i]));
+        const float dx = amax / 127.f, id = amax > 0.f ? 127.f / amax : 0.f;
+        for (int i = 0; i < 16; i++) {
+            const float t = v[i] * id, q1 = rintf(t);
+            v[i] = dx * (q1 + rintf((t - q1) * 254.f) / 254.f);
+        }
+    }
+}
+
 /* x += the output projection proj of attention or the MLP (rows of
  * hidden), normed with post_w first when the model norms block outputs.
  * Split, a rank's product covers its heads or MLP columns only: a partial
@@ -551,6 +570,7 @@ static void layer_pass(cpu *s, const eng_fwd_batch *b, int row0, int n, int l) {
     int post = c->post_norms;
 
     norm_rows(s, s->h, s->x, w->attn_norm, n);
+    act_q16(s, s->h, n, H);
     mm q = make_mm(s->h, n, H, w->wq + qr * H, w->bq ? w->bq + qr : NULL, qd, s->q, 0);
     mm k = make_mm(s->h, n, H, w->wk + kr * H, w->bk ? w->bk + kr : NULL, kd, s->k, 0);
     mm v = make_mm(s->h, n, H, w->wv + kr * H, w->bv ? w->bv + kr : NULL, kd, s->v, 0);
@@ -560,16 +580,19 @@ static void layer_pass(cpu *s, const eng_fwd_batch *b, int row0, int n, int l) {
     double work = 0;   /* two passes over head_dim per (row, head, position) */
     for (int i = 0; i < n; i++) work += 2.0 * (b->pos[row0 + i] + 1) * qd;
     eng_pool_run(s->tp, att_worker, &aj, work);
+    act_q16(s, s->att, n, qd);
     mm o = make_mm(s->att, n, qd, w->wo + qr, NULL, H, NULL, 0);
     o.ldw = (size_t)c->n_heads * hd;
     block_out(s, &o, post ? w->post_attn_norm : NULL, n);
 
     norm_rows(s, s->h, s->x, w->ffn_norm, n);
+    act_q16(s, s->h, n, H);
     mm g = make_mm(s->h, n, H, w->w_gate + (size_t)t->i0 * H, NULL, t->ni, s->gate, 0);
     mm u = make_mm(s->h, n, H, w->w_up + (size_t)t->i0 * H, NULL, t->ni, s->up, 0);
     run_mm(s, &g, &u, NULL);
     glu_job gj = { s->gate, s->up, (size_t)n * t->ni, c->gelu };
     eng_pool_run(s->tp, glu_worker, &gj, 16.0 * gj.n);
+    act_q16(s, s->gate, n, t->ni);
     mm d = make_mm(s->gate, n, t->ni, w->w_down + t->i0, NULL, H, NULL, 0);
     d.ldw = (size_t)c->intermediate;
     block_out(s, &d, post ? w->post_ffn_norm : NULL, n);
@@ -611,6 +634,7 @@ static void rank_pass(cpu *s, const eng_fwd_batch *b, float *logits, int chunk) 
         chunk_pass(s, b, r0, b->n_rows - r0 < chunk ? b->n_rows - r0 : chunk);
     if (b->n_out == 0) return;
     const eng_config *c = &s->c;
+    act_q16(s, s->hout, b->n_out, c->hidden);
     mm lm = make_mm(s->hout, b->n_out, c->hidden, s->m->lm_head + (size_t)s->tl.v0 * c->hidden,
                     NULL, s->tl.nv, logits + s->tl.v0, 0);
     lm.ldy = (size_t)c->vocab_size;
@@ -809,7 +833,7 @@ static int check_model(const eng_model *m, eng_err *err) {
 /* One rank with its share tl: a KV pool of its KV heads and n_threads
  * threads for its products. */
 static int rank_create(const eng_model *m, const eng_tp_slice *tl, int n_blocks, int block_size,
-                       int kv_format, int n_threads, cpu **out, eng_err *err) {
+                       int kv_format, int act, int n_threads, cpu **out, eng_err *err) {
     cpu *s = calloc(1, sizeof *s);
     if (!s) return eng_seterr(err, ENG_ENOMEM, "cpu: out of memory");
     s->m = m;
@@ -818,6 +842,7 @@ static int rank_create(const eng_model *m, const eng_tp_slice *tl, int n_blocks,
     s->n_blocks = n_blocks;
     s->bs = block_size;
     s->kv_bf16 = kv_format == ENG_KV_BF16;
+    s->act_q16 = act == ENG_ACT_Q16;
     const size_t eb = s->kv_eb = eng_kv_elem_bytes(kv_format);
     s->block_elems = (size_t)s->c.n_layers * tl->nkv * block_size * s->c.head_dim;
     if (s->block_elems > SIZE_MAX / eb / 2 / (size_t)n_blocks) {
@@ -869,16 +894,18 @@ static eng_backend *new_backend(void) {
 static int clamp_threads(int n) { return n <= 0 ? 1 : n > 256 ? 256 : n; }
 
 int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int kv_format,
-                           int n_threads, eng_backend **out, eng_err *err) {
+                           int act, int n_threads, eng_backend **out, eng_err *err) {
     int rc = check_args(m, n_blocks, block_size, kv_format, out, err);
     if (rc) return rc;
+    if (!strcmp(eng_act_name(act), "?"))
+        return eng_seterr(err, ENG_EINVAL, "cpu: unknown activation format %d", act);
     eng_tp_slice all;
     if ((rc = eng_tp_slice_of(&m->cfg, 1, 0, &all, err))) return rc;
     eng_backend *be = new_backend();
     if (!be) return eng_seterr(err, ENG_ENOMEM, "cpu: out of memory");
     cpu *s = NULL;
-    if ((rc = rank_create(m, &all, n_blocks, block_size, kv_format, clamp_threads(n_threads), &s,
-                          err))) {
+    if ((rc = rank_create(m, &all, n_blocks, block_size, kv_format, act, clamp_threads(n_threads),
+                          &s, err))) {
         free(be);
         return rc;
     }
@@ -907,7 +934,7 @@ int eng_backend_split_create(const eng_model *m, int n_blocks, int block_size, i
     g->r = r;
     int per = clamp_threads(n_threads / n_ranks);
     for (int i = 0; i < n_ranks && !rc; i++) {
-        rc = rank_create(m, &tl[i], n_blocks, block_size, kv_format, per, &r[i], err);
+        rc = rank_create(m, &tl[i], n_blocks, block_size, kv_format, ENG_ACT_F32, per, &r[i], err);
         if (!rc) { r[i]->g = g; r[i]->rank = i; }
     }
     be->ctx = r[0];

@@ -283,7 +283,26 @@ typedef struct eng_opts {
     int kv_format;    /* ENG_KV_*; 0 = F32 */
     int quant;        /* ENG_QUANT_*: whether the CUDA backend of one GPU reads a GGUF
                        * file's quantized blocks in decode passes (eng_cuda_opts.quant) */
+    int act;          /* ENG_ACT_*; 0 = F32 */
 } eng_opts;
+/* What the products of a GGUF file's quantized blocks take as input.  F32:
+ * the activations as they are.  Q16: each 16-element group of an input row
+ * rounded to two int8 planes: amax its largest |x|, t = x 127 / amax, q1 =
+ * rint(t), q2 = rint(254 (t - q1)), x -> amax / 127 (q1 + q2 / 254), within
+ * 1/508 of amax / 127 (~1e-5 of the group's largest element; the bf16
+ * high/low halves of the wide passes keep 2^-17).  Every backend and path
+ * rounds alike, so the CPU reference and CUDA agree, and the one-row GEMV
+ * sums the planes against the blocks' quants in integers (dp4a), a tenth
+ * to an eighth of a decode step faster at batch 1 (kernels/NOTES.md v31).
+ * A value that lands on a rounding edge of q1 gives the same result from
+ * either side (q2 = +-127), so f32 differences between backends do not
+ * grow into steps of amax / 127.  Needs every layer product and the
+ * lm_head in a block type, one rank and, on CUDA, the blocks on the
+ * device. */
+enum { ENG_ACT_F32 = 0, ENG_ACT_Q16 = 1 };
+/* "f32", "q16" -> ENG_ACT_*; -1 for anything else (the one parser of --act) */
+int eng_act_parse(const char *name);
+const char *eng_act_name(int act);   /* "f32", "q16", or "?" */
 /* AUTO (0, the default): on where it can be (CUDA, one GPU): the blocks
  * beside the dense copy (which wider passes read, as bf16 halves where
  * every product has blocks: kern.h quant_wide) where both fit in device
@@ -301,11 +320,11 @@ enum { ENG_QUANT_AUTO = 0, ENG_QUANT_ON = 1, ENG_QUANT_OFF = 2, ENG_QUANT_LEAN =
 /* The engine options of the command line, read in this one place by every
  * command that makes an engine: "--cuda" (the CUDA backend), "--tp N"
  * (tensor-parallel ranks, 1 to ENG_TP_MAX), "--quant" / "--no-quant" / "--quant-lean" (quant above) and
- * "--kv f32|bf16" (kv_format).  k is an argument and v the next one (NULL
+ * "--kv f32|bf16" (kv_format), "--act f32|q16" (act).  k is an argument and v the next one (NULL
  * at the end).  *used: 0 when k is none of them, else how many arguments
  * it took; ENG_EINVAL naming the option for a bad or missing value. */
 int eng_opts_arg(const char *k, const char *v, eng_opts *o, int *used, eng_err *err);
-#define ENG_OPTS_USAGE "[--cuda] [--tp N] [--quant | --no-quant | --quant-lean] [--kv f32|bf16]"
+#define ENG_OPTS_USAGE "[--cuda] [--tp N] [--quant | --no-quant | --quant-lean] [--kv f32|bf16] [--act f32|q16]"
 
 /* Tensor parallelism: ranks the engine's model is split over (1: unsplit),
  * and one rank's counters (CPU split backend; zeros on CUDA, whose

@@ -117,6 +117,31 @@ static int reserve_new(seq *s, int n, eng_err *err) {
 }
 
 /* ------------------------------------------------------------- create */
+int eng_act_parse(const char *name) {
+    return !strcmp(name, "f32") ? ENG_ACT_F32 : !strcmp(name, "q16") ? ENG_ACT_Q16 : -1;
+}
+
+const char *eng_act_name(int act) {
+    return act == ENG_ACT_F32 ? "f32" : act == ENG_ACT_Q16 ? "q16" : "?";
+}
+
+/* The first layer product or lm_head of m not stored in a block type (its
+ * name), or NULL when every one is: what ENG_ACT_Q16 needs. */
+static const char *dense_product(const eng_model *m) {
+    const eng_tensor *head = m->t_lm_head ? m->t_lm_head : m->t_embed;
+    if (!head || eng_dt_block(head->dtype) <= 1) return "the lm_head";
+    static const char *names[7] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate",
+                                   "ffn_up", "ffn_down"};
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        const eng_layer_w *w = &m->layers[l];
+        const eng_tensor *t[7] = {w->t_wq ? w->t_wq : w->t_wq_gguf, w->t_wk ? w->t_wk : w->t_wk_gguf,
+                                  w->t_wv, w->t_wo, w->t_gate, w->t_up, w->t_down};
+        for (int i = 0; i < 7; i++)
+            if (!t[i] || eng_dt_block(t[i]->dtype) <= 1) return names[i];
+    }
+    return NULL;
+}
+
 int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) {
     if (!out) return eng_seterr(err, ENG_EINVAL, "eng_create: no output pointer");
     *out = NULL;
@@ -140,6 +165,17 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
                           "of one GPU; %s", d.quant == ENG_QUANT_ON ? "--quant" : "--quant-lean",
                           d.backend != ENG_BACKEND_CUDA ? "the CPU backend reads the dequantized weights"
                                                         : "a split (--tp) keeps dense shares");
+    if (!strcmp(eng_act_name(d.act), "?"))
+        return eng_seterr(err, ENG_EINVAL, "eng_create: unknown activation format %d", d.act);
+    if (d.act != ENG_ACT_F32) {
+        const char *a = eng_act_name(d.act), *t = dense_product(m);
+        if (d.tp > 1) return eng_seterr(err, ENG_EUNSUPPORTED, "--act %s runs on one rank (no --tp)", a);
+        if (d.quant == ENG_QUANT_OFF && d.backend == ENG_BACKEND_CUDA)
+            return eng_seterr(err, ENG_EUNSUPPORTED, "--act %s reads the file's blocks (not --no-quant)", a);
+        if (t)
+            return eng_seterr(err, ENG_EUNSUPPORTED, "--act %s needs every layer product and the "
+                              "lm_head in a quantized block type; %s is not", a, t);
+    }
     /* eng_backend_cuda_create's quant: 0 the dense copy, 1 the blocks
      * beside it, 2 the blocks alone */
     int quant = d.quant == ENG_QUANT_LEAN ? 2
@@ -205,15 +241,15 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
             rc = eng_backend_split_create(m, d.n_blocks, d.block_size, d.kv_format, d.tp,
                                           d.n_threads, &e->be, err);
         else if (d.backend == ENG_BACKEND_CPU)
-            rc = eng_backend_cpu_create(m, d.n_blocks, d.block_size, d.kv_format, d.n_threads,
-                                        &e->be, err);
+            rc = eng_backend_cpu_create(m, d.n_blocks, d.block_size, d.kv_format, d.act,
+                                        d.n_threads, &e->be, err);
 #ifdef BRISK_CUDA
         else if (d.backend == ENG_BACKEND_CUDA && d.tp > 1)
             rc = eng_backend_cuda_tp_create(m, d.n_blocks, d.block_size, d.kv_format, d.tp, &e->be,
                                             err);
         else if (d.backend == ENG_BACKEND_CUDA)
-            rc = eng_backend_cuda_create(m, d.n_blocks, d.block_size, d.kv_format, quant, &e->be,
-                                         err);
+            rc = eng_backend_cuda_create(m, d.n_blocks, d.block_size, d.kv_format, d.act, quant,
+                                         &e->be, err);
 #endif
         else
             rc = eng_seterr(err, ENG_EUNSUPPORTED, "eng_create: backend %d not available in this "
@@ -241,6 +277,14 @@ int eng_opts_arg(const char *k, const char *v, eng_opts *o, int *used, eng_err *
     if (!strcmp(k, "--quant") || !strcmp(k, "--no-quant") || !strcmp(k, "--quant-lean")) {
         o->quant = k[2] == 'n' ? ENG_QUANT_OFF : k[7] ? ENG_QUANT_LEAN : ENG_QUANT_ON;
         *used = 1;
+        return ENG_OK;
+    }
+    if (!strcmp(k, "--act")) {
+        int f = v ? eng_act_parse(v) : -1;
+        if (f < 0)
+            return eng_seterr(err, ENG_EINVAL, "--act must be f32 or q16 (got '%s')", v ? v : "nothing");
+        o->act = f;
+        *used = 2;
         return ENG_OK;
     }
     if (!strcmp(k, "--kv")) {

@@ -105,6 +105,7 @@ typedef struct cu_ctx {
     int cap_rows, cap_out;
     float *x, *y, *q, *attn, *h, *part, *xo, *logits;
     void *act;
+    float *actf;                 /* ENG_ACT_Q16: attention's output, f32, rounded into act */
     unsigned *counters;          /* [cap_rows][n_kv] split counters of attention, kept at 0 */
     float *sscratch;             /* [cap_out][16] float4: sampling's first-pass summaries */
     unsigned *scnt;              /* [cap_out] sampling block counters, kept at 0 */
@@ -556,6 +557,37 @@ static int upload_layer(cu_ctx *c, const eng_layer_w *w, cu_layer *d, int l, eng
  * sliding-window layers with their own RoPE base). */
 static const char *const cuda_archs[] = {"llama", "qwen2", "qwen3", "gemma3"};
 
+/* ENG_ACT_Q16: every layer product and the lm_head from blocks that
+ * kern_qgemv rounds and takes at one row, widths that the kernels writing
+ * wider passes' inputs round (multiples of 16: enqueue); their kern_qw
+ * marked to round. */
+static int act_q16_setup(cu_ctx *c, eng_err *err) {
+    const eng_config *g = &c->cfg;
+    if (!c->opt.quant || c->tp)
+        return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: --act q16 needs the quantized blocks "
+                          "on one GPU");
+    const int H = g->hidden, I = g->intermediate;
+    if (H % 16 || I % 16 || c->q_dim % 16)
+        return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: --act q16 rounds rows of 16 elements; "
+                          "hidden %d, intermediate %d, attention %d", H, I, c->q_dim);
+    if (!c->qhead.n_seg || !kern_qgemv_q16_ok(&c->qhead, g->vocab_size, H, 0))
+        return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: --act q16: the lm_head's blocks are "
+                          "not in a shape the one-row kernel takes");
+    c->qhead.q16 = 1;
+    for (int l = 0; l < g->n_layers; l++) {
+        cu_layer *w = &c->layers[l];
+        kern_qw *q[4] = {&w->qqkv, &w->qo, &w->qgu, &w->qdown};
+        const int N[4] = {c->qkv_dim, H, 2 * I, H}, K[4] = {H, c->q_dim, H, I};
+        for (int i = 0; i < 4; i++) {
+            if (!q[i]->n_seg || !kern_qgemv_q16_ok(q[i], N[i], K[i], i == 2))
+                return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: --act q16: layer %d product %d "
+                                  "is not of blocks the one-row kernel takes", l, i);
+            q[i]->q16 = 1;
+        }
+    }
+    return ENG_OK;
+}
+
 static int check_config(const eng_config *g, eng_err *err) {
     int known = 0;
     for (size_t i = 0; i < sizeof cuda_archs / sizeof *cuda_archs; i++)
@@ -590,7 +622,7 @@ static void graphs_clear(cu_ctx *c) {
 }
 
 static void acts_free(cu_ctx *c) {
-    float *f[] = {c->x, c->y, c->q, c->attn, c->h, c->part, c->xo, c->logits, c->llog, c->gath};
+    float *f[] = {c->x, c->y, c->q, c->attn, c->h, c->part, c->xo, c->logits, c->llog, c->gath, c->actf};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) cudaFree(f[i]);
     cudaFree(c->act);
     cudaFree(c->counters);
@@ -599,6 +631,7 @@ static void acts_free(cu_ctx *c) {
     cudaFree(c->d_res);
     cudaFreeHost(c->h_res);
     c->x = c->y = c->q = c->attn = c->h = c->part = c->xo = c->logits = c->llog = c->gath = NULL;
+    c->actf = NULL;
     c->act = NULL; c->counters = NULL; c->d_res = NULL; c->h_res = NULL;
     c->sscratch = NULL; c->scnt = NULL;
     c->cap_rows = c->cap_out = 0;
@@ -643,6 +676,9 @@ static bool qs_ready(const cu_ctx *c) {
 }
 static bool qs_pass(const cu_ctx *c, int R) { return qs_ready(c) && R > 1 && R <= c->opt.quant_tc_rows; }
 static int gemv_rows(const cu_ctx *c) {
+    /* ENG_ACT_Q16: one row, the rows kern_qgemv rounds (quant_max_rows 0:
+     * none; every wider pass rounds c->act) */
+    if (c->opt.act != ENG_ACT_F32) return quant_on(c) && c->opt.quant_max_rows >= 1 ? 1 : 0;
     return !quant_on(c) ? c->opt.gemv_max_rows : qs_ready(c) && c->opt.quant_max_rows > 1 ? 1
                                                                                        : c->opt.quant_max_rows;
 }
@@ -735,6 +771,7 @@ static int ensure_rows(cu_ctx *c, int R, int O, eng_err *err) {
         {(void **)&c->xo, (size_t)no * H * 4},
         {(void **)&c->logits, (size_t)gemm_cols(2 * no) * V * 4},
         {(void **)&c->act, maxK * act_bytes},
+        {(void **)&c->actf, c->opt.act != ENG_ACT_F32 ? (size_t)nr * c->q_dim * 4 : 0},
         {(void **)&c->d_res, (size_t)no * 12},
         {(void **)&c->counters, (size_t)nr * g->n_kv_heads * sizeof(unsigned)},
         {(void **)&c->sscratch, (size_t)no * 16 * 16},
@@ -845,6 +882,7 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
     const int mul = amode == KERN_ACT_SPLIT ? 2 : 1, act_bf16 = amode != KERN_ACT_F32;
     const int splits = p->att_splits;
     const int pdl = !c->opt.no_pdl, qst = c->opt.quant_tc_stage;
+    const bool q16 = c->opt.act == ENG_ACT_Q16;
     int rc, np = 1;   /* np: parts of the last product (see PROD) */
     /* one call site for the decode attention variants */
     const int skip = c->skip;
@@ -923,9 +961,15 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
         : kern_gemv(s, W, wdt, N, K, x, rows, nw, eps, mode, y, sms, pdl))
     if (c->qembed.n_seg) KC(kern_embed_q(s, &c->qembed, V, H, stp, R, g->embed_scale, c->x, pdl));
     else KC(kern_embed(s, c->embed, wdt, H, stp, R, g->embed_scale, c->x, pdl));
+    /* ENG_ACT_Q16: in a wide pass the kernels that write a product's input
+     * round it (qm), but attention, which writes f32 rows (actf) that
+     * kern_act_q16 rounds into c->act; one-row passes' kernels round their
+     * own inputs */
+    const int qm = amode | (q16 ? KERN_ACT_Q16 : 0);
+    void *aa = q16 ? (void *)c->actf : c->act;   /* attention's output, and how */
+    const int am = q16 ? KERN_ACT_F32 : amode;
     if (!small)
-        KC(kern_add_norm(s, c->x, NULL, 0, R, H, NULL, c->layers[0].attn_norm, eps, c->act, amode,
-                         pdl));
+        KC(kern_add_norm(s, c->x, NULL, 0, R, H, NULL, c->layers[0].attn_norm, eps, c->act, qm, pdl));
     for (int l = 0; l < g->n_layers; l++) {
         const cu_layer *w = &c->layers[l];
         const bool slide = eng_layer_sliding(g, l);
@@ -967,27 +1011,28 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
             KC(SKIP(KERN_SKIP_ROPE, kern_rope_kv(s, c->y, np, w->bqkv, stp, R, nh, freq, w->q_norm,
                                                  w->k_norm, eps, c->q_scale, c->q, kv, pdl)));
             if (kv.window) {
-                KC(ATTN_WIN(NULL, c->act, amode));
+                KC(ATTN_WIN(NULL, aa, am));
             } else if (p->pg && !(skip & KERN_SKIP_ATTN)) {
                 if ((rc = kern_attention_gemm(c->blas, s, c->q, kv, stp, p->keys, R, nh, c->gw,
                                               c->gw_floats, c->attn, pdl, err)))
                     return rc;
-                KC(kern_to_act(s, c->attn, R, QD, c->act, amode, pdl));
+                KC(kern_to_act(s, c->attn, R, QD, aa, am, pdl));
             } else if (p->pf)
-                KC(SKIP(KERN_SKIP_ATTN, kern_attention_prefill(s, c->q, kv, stp, R, nh, NULL, c->act, amode,
+                KC(SKIP(KERN_SKIP_ATTN, kern_attention_prefill(s, c->q, kv, stp, R, nh, NULL, aa, am,
                                                                pdl)));
             else
-                KC(ATTN(NULL, c->act, amode));
+                KC(ATTN(NULL, aa, am));
+            if (q16) KC(kern_act_q16(s, c->actf, R, QD, c->act, amode, pdl));
             PROD(w->wo, w->qo, H, QD, R, c->y, sp[PR_O], 1, KERN_SKIP_QKVO, PR_O);
             /* split: the ranks add up the parts add+norm reads, np of [R][H] */
             if (c->tp && (rc = tp_sum(c, c->y, (size_t)np * R * H, err))) return rc;
             KC(kern_add_norm(s, c->x, c->y, np, R, H, w->post_attn_norm, w->ffn_norm, eps, c->act,
-                             amode, pdl));
+                             qm, pdl));
             PROD(w->wgu, w->qgu, 2 * I, H, R, c->y, sp[PR_GU], 1, KERN_SKIP_FFN, PR_GU);
-            KC(SKIP(KERN_SKIP_FFN, kern_swiglu(s, c->y, np, R, I, g->gelu, c->act, amode, pdl)));
+            KC(SKIP(KERN_SKIP_FFN, kern_swiglu(s, c->y, np, R, I, g->gelu, c->act, qm, pdl)));
             PROD(w->wdown, w->qdown, H, I, R, c->y, sp[PR_DOWN], dsl, KERN_SKIP_FFN, PR_DOWN);
             if (c->tp && (rc = tp_sum(c, c->y, (size_t)np * R * H, err))) return rc;
-            KC(kern_add_norm(s, c->x, c->y, np, R, H, w->post_ffn_norm, next, eps, c->act, amode,
+            KC(kern_add_norm(s, c->x, c->y, np, R, H, w->post_ffn_norm, next, eps, c->act, qm,
                              pdl));
         }
     }
@@ -1009,17 +1054,19 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
             const int step = GRAPH_MAX_ROWS;   /* kern_qskinny's most rows a launch */
             for (int o0 = 0; o0 < O; o0 += step) {
                 const int n = O - o0 < step ? O - o0 : step;
-                KC(kern_to_act(s, c->xo + (size_t)o0 * H, n, H, c->act, KERN_ACT_SPLIT, pdl));
+                KC(kern_to_act(s, c->xo + (size_t)o0 * H, n, H, c->act,
+                               KERN_ACT_SPLIT | (q16 ? KERN_ACT_Q16 : 0), pdl));
                 KC(kern_qskinny(s, &c->qhead, HV, H, c->act, n, 1, hl + (size_t)o0 * HV, sms, pdl, qst));
             }
         } else if (ws && !qs_pass(c, O)) {
             /* the lm_head stays f32 (with a tied embedding, the same rows) */
-            KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->act, KERN_ACT_F32, pdl));
+            KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->act,
+                                KERN_ACT_F32 | (q16 ? KERN_ACT_Q16 : 0), pdl));
             if ((rc = kern_blas_gemm_sliced(c->blas, s, c->lm_head, KERN_F32, HV, H, c->act, 0,
                                             gemm_cols(O), 1, hl, err)))
                 return rc;
         } else {
-            KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->act, amode, pdl));
+            KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->act, qm, pdl));
             if (qs || ws) {   /* one part: V rows fill the GPU */
                 KC(kern_qskinny(s, &c->qhead, HV, H, c->act, O, 1, hl, sms, pdl, qst));
             } else {
@@ -1481,6 +1528,7 @@ static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
         c->ws = c->opt.quant_wide && c->opt.quant && c->qs_ok && c->wdt == KERN_F32;
         c->lean = c->ws && c->opt.quant_wide == 2;
     }
+    if (c->opt.act == ENG_ACT_Q16 && (rc = act_q16_setup(c, err))) return rc;
     /* the f32 copy of a model loaded with eng_model_load_blocks: made here
      * unless the blocks alone serve (a dense embedding beside them is
      * converted from its tensor on the way up: put_weight) */
@@ -1585,6 +1633,8 @@ extern "C" int eng_backend_cuda_create_opts(const eng_model *m, int n_blocks, in
     if (rc) return rc;
     if (o && o->kv_format != ENG_KV_F32 && o->kv_format != ENG_KV_BF16)
         return eng_seterr(err, ENG_EINVAL, "CUDA backend: unknown KV format %d", o->kv_format);
+    if (o && !strcmp(eng_act_name(o->act), "?"))
+        return eng_seterr(err, ENG_EINVAL, "CUDA backend: unknown activation format %d", o->act);
     cu_ctx *c = (cu_ctx *)calloc(1, sizeof *c);
     eng_backend *be = (eng_backend *)calloc(1, sizeof *be);
     if (!c || !be) {
@@ -1859,10 +1909,12 @@ extern "C" int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, i
 }
 
 extern "C" int eng_backend_cuda_create(const eng_model *m, int n_blocks, int block_size,
-                                       int kv_format, int quant, eng_backend **out, eng_err *err) {
+                                       int kv_format, int act, int quant, eng_backend **out,
+                                       eng_err *err) {
     eng_cuda_opts o;
     eng_cuda_opts_default(&o);
     o.kv_format = kv_format;
+    o.act = act;
     o.quant = quant != 0;
     if (quant == 2) {
         if (!lean_possible(m)) return lean_refused(err);
@@ -1904,10 +1956,11 @@ extern "C" int eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o) {
         rank_device(c);
         cudaStreamSynchronize(c->st);
         graphs_clear(c);
-        int bf16 = c->opt.bf16_weights, kvf = c->opt.kv_format;
+        int bf16 = c->opt.bf16_weights, kvf = c->opt.kv_format, act = c->opt.act;
         c->opt = *o;
         c->opt.bf16_weights = bf16;
         c->opt.kv_format = kvf;
+        c->opt.act = act;
         if (c->tp) c->opt.quant = 0;   /* the quantized blocks are whole tensors, not shares */
         /* the bf16 halves serve the wide path only (GEMV kernels read f32) */
         if (c->ws) c->opt.quant = 1;

@@ -39,6 +39,12 @@ typedef struct eng_cuda_opts {
     int gemm_attn;      /* < 0: never kern_attention_gemm; 0: for long prompts of one sequence */
     int kv_format;      /* ENG_KV_F32 or ENG_KV_BF16: how the KV pool stores keys and values
                            (fixed at creation, as bf16_weights) */
+    int act;            /* ENG_ACT_F32 or ENG_ACT_Q16 (eng.h): the products' inputs rounded
+                           per 16 elements, in one-row passes by kern_qgemv as it stages
+                           them, in wider ones by the kernels that write them
+                           (KERN_ACT_Q16) or kern_act_q16 after attention; Q16 needs
+                           quant and every product's blocks in shapes kern_qgemv takes at
+                           one row (fixed at creation) */
     int quant;          /* 1, the default: a GGUF file's quantized blocks are uploaded beside
                            the dense copy and decode passes read them (kern_qgemv up to
                            quant_max_rows rows, kern_qskinny up to quant_tc_rows), measured
@@ -121,6 +127,10 @@ int eng_cuda_bench_skip(eng_backend *b, int mask);
 /* ------------------------------------------------------ kernel launchers */
 enum { KERN_F32 = 0, KERN_BF16 = 1 };                       /* weight storage */
 enum { KERN_ACT_F32 = 0, KERN_ACT_BF16 = 1, KERN_ACT_SPLIT = 2 }; /* GEMM input */
+/* Added to a layout for kern_add_norm, kern_gather_norm, kern_to_act and
+ * kern_swiglu: the rows are rounded as ENG_ACT_Q16 (eng.h) on the way out
+ * (widths a multiple of 16). */
+#define KERN_ACT_Q16 4
 enum { KERN_STORE = 0, KERN_RESID = 1, KERN_SWIGLU = 2, KERN_ROPE = 3, KERN_GEGLU = 4 }; /* GEMV epilogue */
 /* Every launcher's last argument, pdl, launches the kernel with
  * programmatic dependent launch (see kern_common.cuh). */
@@ -181,6 +191,10 @@ typedef struct kern_qw {
     int end[KERN_QSEGS];
     int row_bytes[KERN_QSEGS];
     int n_seg;
+    /* 1: the product's input is rounded as ENG_ACT_Q16 (eng.h) first, by
+     * kern_qgemv at one row only, as it stages the input (other paths take
+     * inputs rounded by the kernels that wrote them) */
+    int q16;
 } kern_qw;
 /* Whether the GEMV kernels take this block type. */
 int kern_qtype_ok(int type);
@@ -197,6 +211,9 @@ void kern_qpack_row(int type, const void *src, int K, void *dst);
  * product of engine/quant.c's dequantized f32 weights; tests: 1e-5).  One
  * row (R = 1, K a multiple of 64, every unit of four rows of one type)
  * takes a kernel of its own (kern_gemv.cu: qgemv1_kernel). */
+/* Whether kern_qgemv takes W at one row with W->q16 set (glu: a SwiGLU or
+ * GeGLU product). */
+int kern_qgemv_q16_ok(const kern_qw *W, int N, int K, int glu);
 int kern_qgemv(cudaStream_t s, const kern_qw *W, int N, int K, const float *x, int R,
                const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl);
 int kern_qgemv_qkv(cudaStream_t s, const kern_qw *W, int K, const float *x, int R,
@@ -249,6 +266,10 @@ int kern_add_norm(cudaStream_t s, float *x, const float *y, int parts, int R, in
 int kern_gather_norm(cudaStream_t s, const float *x, const kern_step *st, int O, int H,
                      const float *norm_w, float eps, void *act, int act_mode, int pdl);
 int kern_to_act(cudaStream_t s, const float *in, int R, int K, void *act, int act_mode, int pdl);
+/* kern_to_act with ENG_ACT_Q16's rounding (eng.h): R f32 rows of K
+ * elements (K a multiple of 16) into act in act_mode's layout.  act may be
+ * in when act_mode is KERN_ACT_F32. */
+int kern_act_q16(cudaStream_t s, const float *in, int R, int K, void *act, int act_mode, int pdl);
 /* act[r][i] = silu(g) * u (gelu: tanh-approximated GELU instead of silu)
  * with g = y[r][i], u = y[r][I+i], each summed over y's parts ([R][2I]
  * each). */

@@ -160,9 +160,32 @@ __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
-/* Writes one activation element in the layout a GEMM expects (kern.h). */
+/* ENG_ACT_Q16's rounding (eng.h) of v in its group of 16 elements, whose
+ * amax is given: dx (q1 + q2 / 254), dx = amax / 127 (engine/cpu.c
+ * act_q16 rounds the same way). */
+__device__ __forceinline__ float q16_round(float v, float amax) {
+    const float dx = amax / 127.f, id = amax > 0.f ? 127.f / amax : 0.f;
+    const float t = v * id, q1 = rintf(t);
+    return dx * (q1 + rintf((t - q1) * 254.f) / 254.f);
+}
+
+/* The same where the 16 lanes of each half-warp hold a group's 16
+ * consecutive elements (a kernel whose thread index and element index
+ * agree mod 16, rows a multiple of 16 wide); every lane of the half-warp
+ * must call it, with 0 where it holds no element. */
+__device__ __forceinline__ float act_q16(float v) {
+    const unsigned m = 0xffffu << (threadIdx.x & 16);
+    float a = fabsf(v);
+#pragma unroll
+    for (int o = 8; o; o >>= 1) a = fmaxf(a, __shfl_xor_sync(m, a, o));
+    return q16_round(v, a);
+}
+
+/* Writes one activation element in the layout a GEMM expects (kern.h; the
+ * KERN_ACT_Q16 flag is the caller's). */
 __device__ __forceinline__ void act_store(void *act, int mode, int R, int K, int r, int k,
                                           float v) {
+    mode &= 3;
     size_t i = (size_t)r * K + k;
     if (mode == KERN_ACT_F32) {
         ((float *)act)[i] = v;

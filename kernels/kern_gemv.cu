@@ -1043,14 +1043,14 @@ __device__ __forceinline__ q1sc q1_scales(int t, const q1raw &r, int i, bool b) 
     return s;
 }
 
-/* Row r's part of one chunk of its pair (b: the second): sum over its 32
- * weights of w x' (x: the chunk's 8 float4, sL / sH the groups' sums, sc
- * its scales, i its place in the block). */
-__device__ __forceinline__ float q1_sum(int t, const q1raw &r, bool b, int i, const float4 (&x)[8],
-                                        float sL, float sH, const q1sc &sc) {
+/* The byte values v = q 2^s of a chunk's groups L and H (b: the pair's
+ * second chunk, i its place in the block): what q1_sum's f32 trick and
+ * q16_sum's dp4a both take.  Not for Q8_0 (signed quants, used as they
+ * are). */
+__device__ __forceinline__ void q1_vals(int t, const q1raw &r, bool b, int i, uint32_t (&vL)[4],
+                                        uint32_t (&vH)[4]) {
     const uint4 qq = b ? r.qb : r.qa;
     const uint32_t q[4] = {qq.x, qq.y, qq.z, qq.w}, e[4] = {r.e.x, r.e.y, r.e.z, r.e.w};
-    uint32_t vL[4], vH[4];
     switch (t) {
     case ENG_DT_Q4_K:   /* low nibbles group L, high ones H (Q4_0 / Q4_1: element j < 16 */
     case ENG_DT_Q4_0:   /* the low nibble of q[j], j + 16 its high) */
@@ -1077,8 +1077,7 @@ __device__ __forceinline__ float q1_sum(int t, const q1raw &r, bool b, int i, co
             vH[k] = ((q[k] >> 3) & 0x1E1E1E1Eu) | ((h << 1) & 0x60606060u);
         }
         break;
-    case ENG_DT_Q5_0:   /* bit j of qh: element j's fifth bit, spread into bit 6 of byte j % 4 */
-    case ENG_DT_Q5_1: {
+    default: {   /* Q5_0 / Q5_1: bit j of qh, element j's fifth bit, spread into bit 6 of byte j % 4 */
         const uint32_t qh = b ? r.e.y : r.e.x;
 #pragma unroll
         for (int k = 0; k < 4; k++) {
@@ -1087,12 +1086,21 @@ __device__ __forceinline__ float q1_sum(int t, const q1raw &r, bool b, int i, co
         }
         break;
     }
-    default: {   /* Q8_0 */
-        const uint4 e2 = b ? r.eb : r.e;
-        const uint32_t q2[4] = {e2.x, e2.y, e2.z, e2.w};
+    }
+}
+
+/* Row r's part of one chunk of its pair (b: the second): sum over its 32
+ * weights of w x' (x: the chunk's 8 float4, sL / sH the groups' sums, sc
+ * its scales, i its place in the block). */
+__device__ __forceinline__ float q1_sum(int t, const q1raw &r, bool b, int i, const float4 (&x)[8],
+                                        float sL, float sH, const q1sc &sc) {
+    if (t == ENG_DT_Q8_0) {
+        const uint4 qq = b ? r.qb : r.qa, e2 = b ? r.eb : r.e;
+        const uint32_t q[4] = {qq.x, qq.y, qq.z, qq.w}, q2[4] = {e2.x, e2.y, e2.z, e2.w};
         return sc.AL * (q1_dot<true>(q, x) + q1_dot<true>(q2, x + 4));
     }
-    }
+    uint32_t vL[4], vH[4];
+    q1_vals(t, r, b, i, vL, vH);
     return fmaf(sc.AL, q1_dot<false>(vL, x), fmaf(sc.BL, sL, fmaf(sc.AH, q1_dot<false>(vH, x + 4), sc.BH * sH)));
 }
 
@@ -1143,14 +1151,104 @@ __device__ __forceinline__ float q1_stage(const float *x, const float *__restric
     return ss;
 }
 
+/* ENG_ACT_Q16 (kern_qw.q16; eng.h): x' is rounded per 16-element group g
+ * as kern_common.cuh q16_round does: t = x' 127 / amax_g, q1 = rint(t), q2
+ * = rint(254 (t - q1)), x' ~ dx_g (q1 + q2 / 254), dx_g = amax_g / 127.  A
+ * group adds dx_g a (S1 + S2 / 254) + b dx_g sum(q1 + q2 / 254), S = sum(v
+ * q) by dp4a over the byte values v = q 2^s of the f32 loop (q1_vals):
+ * four weights an instruction a plane, where the
+ * f32 loop spends a byte permute and an FMA on each weight.  Staged: the
+ * q1 plane then the q2 plane, each in the f32 loop's chunk order, two
+ * 16-byte groups a chunk (slots swizzled so that the 8 lanes of a load
+ * phase hit 8 different bank quads), then per group (dx, dx sum(q1 + q2 /
+ * 254)). */
+__device__ __forceinline__ int q16_slot(int cls_mask, int cls, int n_lc, int c, int hi) {
+    const int i = 2 * c + hi;
+    return __popc(cls_mask & ((1 << cls) - 1)) * n_lc * 2 + (i ^ ((i >> 3) & 7));
+}
+
+__device__ __forceinline__ float q16_stage(const float *x, const float *__restrict__ nw, int K,
+                                           uint4 *xq, int cls_mask, float2 *sg) {
+    const int plane = __popc(cls_mask) * (K / 32) * 2;   /* slots a plane */
+    float ss = 0.f;
+    for (int g = threadIdx.x; g < K / 16; g += blockDim.x) {
+        float v[16], amax = 0.f;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            float4 t = __ldca((const float4 *)(x + 16 * g + 4 * k));
+            ss += t.x * t.x + t.y * t.y + t.z * t.z + t.w * t.w;
+            if (nw) {
+                const float4 n = __ldg((const float4 *)(nw + 16 * g + 4 * k));
+                t.x *= n.x; t.y *= n.y; t.z *= n.z; t.w *= n.w;
+            }
+            v[4 * k] = t.x; v[4 * k + 1] = t.y; v[4 * k + 2] = t.z; v[4 * k + 3] = t.w;
+        }
+#pragma unroll
+        for (int k = 0; k < 16; k++) amax = fmaxf(amax, fabsf(v[k]));
+        const float dx = amax / 127.f, id = amax > 0.f ? 127.f / amax : 0.f;
+        uint32_t w1[4] = {0, 0, 0, 0}, w2[4] = {0, 0, 0, 0};
+        int s1 = 0, s2 = 0;
+#pragma unroll
+        for (int k = 0; k < 16; k++) {
+            const float t = v[k] * id, r = rintf(t);
+            const int q1 = (int)r, q2 = __float2int_rn((t - r) * 254.f);
+            s1 += q1;
+            s2 += q2;
+            w1[k >> 2] |= (uint32_t)(q1 & 0xff) << (8 * (k & 3));
+            w2[k >> 2] |= (uint32_t)(q2 & 0xff) << (8 * (k & 3));
+        }
+        sg[g] = make_float2(dx, dx * ((float)s1 + (float)s2 / 254.f));
+#pragma unroll
+        for (int cls = 0; cls < Q1_CLASSES; cls++) {
+            if (!(cls_mask >> cls & 1)) continue;
+            int hi;
+            const int c = q1_chunk_of(cls, 16 * g, &hi), sl = q16_slot(cls_mask, cls, K / 32, c, hi);
+            xq[sl] = make_uint4(w1[0], w1[1], w1[2], w1[3]);
+            xq[sl + plane] = make_uint4(w2[0], w2[1], w2[2], w2[3]);
+        }
+    }
+    return ss;
+}
+
+__device__ __forceinline__ int q16_dot4(const uint32_t (&v)[4], uint4 x) {
+    int s = __dp4a((int)v[0], (int)x.x, 0);
+    s = __dp4a((int)v[1], (int)x.y, s);
+    s = __dp4a((int)v[2], (int)x.z, s);
+    return __dp4a((int)v[3], (int)x.w, s);
+}
+
+/* sum(v q1) + sum(v q2) / 254 over a group (x: its two planes) */
+__device__ __forceinline__ float q16_dot(const uint32_t (&v)[4], const uint4 (&x)[2]) {
+    return fmaf((float)q16_dot4(v, x[1]), 1.f / 254.f, (float)q16_dot4(v, x[0]));
+}
+
+/* q1_sum with rounded activations (xL, xH: the groups' planes, gL, gH
+ * their dx and dx sum(q1 + q2 / 254)) */
+__device__ __forceinline__ float q16_sum(int t, const q1raw &r, bool b, int i, const uint4 (&xL)[2],
+                                         const uint4 (&xH)[2], float2 gL, float2 gH, const q1sc &sc) {
+    if (t == ENG_DT_Q8_0) {   /* the quants themselves */
+        const uint4 qq = b ? r.qb : r.qa, e2 = b ? r.eb : r.e;
+        const uint32_t q[4] = {qq.x, qq.y, qq.z, qq.w}, q2[4] = {e2.x, e2.y, e2.z, e2.w};
+        return sc.AL * fmaf(gL.x, q16_dot(q, xL), gH.x * q16_dot(q2, xH));
+    }
+    uint32_t vL[4], vH[4];
+    q1_vals(t, r, b, i, vL, vH);
+    /* from the f32 loop's A = a 2^(8-s), B = b - A/2 for v = q 2^s: a q = A v / 256 */
+    const float aL = sc.AL * (1.f / 256.f), aH = sc.AH * (1.f / 256.f);
+    const float bL = fmaf(0.5f, sc.AL, sc.BL), bH = fmaf(0.5f, sc.AH, sc.BH);
+    return fmaf(aL * gL.x, q16_dot(vL, xL), fmaf(bL, gL.y, fmaf(aH * gH.x, q16_dot(vH, xH), bH * gH.y)));
+}
+
 /* A unit's pairs p0, p0 + pstep, .. (n_pair a row) into acc; raw holds
  * pair p0's blocks on entry.  T: the unit's rows' one type (a unit never
- * mixes types: qgemv_run sends such products to qgemv_kernel). */
-template <int T>
+ * mixes types: qgemv_run sends such products to qgemv_kernel).  xs, gs:
+ * the staged x' and its group sums (Q16: the planes and (dx, sums)). */
+template <int T, bool Q16>
 __device__ __forceinline__ void q1_kloop(float (&acc)[GEMV_NR], q1raw (&raw)[GEMV_NR],
-                                         const uint8_t *const (&wr)[GEMV_NR], const float4 *xs,
-                                         const float *sx, int cls_mask, int n_lc, int p0, int pstep) {
+                                         const uint8_t *const (&wr)[GEMV_NR], const void *xs,
+                                         const void *gs, int cls_mask, int n_lc, int p0, int pstep) {
     const int ty[GEMV_NR] = {T, T, T, T}, cls = q1_class(T), n_pair = n_lc / 2;
+    const int plane = __popc(cls_mask) * n_lc * 2;
     for (int p = p0; p < n_pair; p += pstep) {
         const int c = q1_pair_chunk(T, p);
         q1sc sc[GEMV_NR];
@@ -1158,17 +1256,30 @@ __device__ __forceinline__ void q1_kloop(float (&acc)[GEMV_NR], q1raw (&raw)[GEM
         for (int j = 0; j < GEMV_NR; j++) sc[j] = q1_scales(T, raw[j], c & 7, false);
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            const int cc = c + h * q1_pair_step(T);
+            const int cc = c + h * q1_pair_step(T), xl = q1_xl(cls, cc), xh = xl + q1_hoff(cls);
             float4 xv[8];
+            uint4 xL[2], xH[2];
+            float sL, sH;
+            float2 gL, gH;
+            if constexpr (Q16) {
+                const uint4 *xq = (const uint4 *)xs;
+                const int iL = q16_slot(cls_mask, cls, n_lc, cc, 0), iH = q16_slot(cls_mask, cls, n_lc, cc, 1);
+                xL[0] = xq[iL]; xL[1] = xq[iL + plane];
+                xH[0] = xq[iH]; xH[1] = xq[iH + plane];
+                gL = ((const float2 *)gs)[xl >> 4];
+                gH = ((const float2 *)gs)[xh >> 4];
+            } else {
 #pragma unroll
-            for (int t = 0; t < 8; t++) xv[t] = xs[q1_slot(cls_mask, cls, n_lc, cc, t)];
-            const int xl = q1_xl(cls, cc);
-            const float sL = sx[xl >> 4], sH = sx[(xl + q1_hoff(cls)) >> 4];
+                for (int t = 0; t < 8; t++) xv[t] = ((const float4 *)xs)[q1_slot(cls_mask, cls, n_lc, cc, t)];
+                sL = ((const float *)gs)[xl >> 4];
+                sH = ((const float *)gs)[xh >> 4];
+            }
 #pragma unroll
             for (int j = 0; j < GEMV_NR; j++) {
                 /* a Q4_K pair shares its scales; the others' second chunk has its own */
                 if (h && T != ENG_DT_Q4_K) sc[j] = q1_scales(T, raw[j], cc & 7, true);
-                acc[j] += q1_sum(T, raw[j], h, cc & 7, xv, sL, sH, sc[j]);
+                if constexpr (Q16) acc[j] += q16_sum(T, raw[j], h, cc & 7, xL, xH, gL, gH, sc[j]);
+                else acc[j] += q1_sum(T, raw[j], h, cc & 7, xv, sL, sH, sc[j]);
             }
         }
         if (p + pstep < n_pair) q1_load4(ty, wr, p + pstep, n_lc, raw);
@@ -1202,7 +1313,7 @@ __device__ __forceinline__ void q1_unit_start(const gemv_rope &rp, const kern_qw
 /* T: the rows' one type, or 0 for units of types known only at run time
  * (a product of segments of different types; Q1_MIX_K46: of Q4_K and
  * Q6_K). */
-template <int MODE, int T>
+template <int MODE, int T, bool Q16 = false>
 __global__ void __launch_bounds__(GEMV_THREADS, Q1_BLOCKS)
 qgemv1_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__ nw, float eps,
               float *y, int KS, int cls_mask, gemv_rope rp) {
@@ -1221,6 +1332,8 @@ qgemv1_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__
 
     float4 *xs = q1_smem;
     float *sx = (float *)(q1_smem + __popc(cls_mask) * n_lc * 8);
+    uint4 *xq = (uint4 *)q1_smem;   /* Q16: two planes of quants, then the group scales */
+    float2 *sg = (float2 *)(xq + 2 * __popc(cls_mask) * n_lc * 2);
 
     /* (the ROPE items' destinations are worked out in the epilogue: held
      * across the loop they cost registers the loads need) */
@@ -1239,7 +1352,7 @@ qgemv1_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__
     pdl_wait();
 
     {   /* stage x', the group sums and 1/rms */
-        float ss = q1_stage(x, nw, K, xs, cls_mask, sx);
+        float ss = Q16 ? q16_stage(x, nw, K, xq, cls_mask, sg) : q1_stage(x, nw, K, xs, cls_mask, sx);
         ss = warp_sum(ss);
         if (lane == 0) s_part[warp][0] = ss;
         __syncthreads();
@@ -1253,18 +1366,20 @@ qgemv1_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__
 
     for (int base = blockIdx.x * upc, par = 0; base < n_units; base += stride, par ^= 1) {
         float acc[GEMV_NR] = {0.f, 0.f, 0.f, 0.f};
+        const void *xs_ = Q16 ? (const void *)xq : (const void *)xs;
+        const void *gs_ = Q16 ? (const void *)sg : (const void *)sx;
         if (T == Q1_MIX_K46) {   /* Q4_K_M's q|k|v: two loops only (fewer live registers) */
-            if (types[0] == ENG_DT_Q4_K) q1_kloop<ENG_DT_Q4_K>(acc, raw, wr, xs, sx, cls_mask, n_lc, p0, pstep);
-            else q1_kloop<ENG_DT_Q6_K>(acc, raw, wr, xs, sx, cls_mask, n_lc, p0, pstep);
+            if (types[0] == ENG_DT_Q4_K) q1_kloop<ENG_DT_Q4_K, Q16>(acc, raw, wr, xs_, gs_, cls_mask, n_lc, p0, pstep);
+            else q1_kloop<ENG_DT_Q6_K, Q16>(acc, raw, wr, xs_, gs_, cls_mask, n_lc, p0, pstep);
         } else switch (T ? T : types[0]) {   /* T = 0: the unit's type (one for its four rows) */
-        case ENG_DT_Q4_K: q1_kloop<ENG_DT_Q4_K>(acc, raw, wr, xs, sx, cls_mask, n_lc, p0, pstep); break;
-        case ENG_DT_Q5_K: q1_kloop<ENG_DT_Q5_K>(acc, raw, wr, xs, sx, cls_mask, n_lc, p0, pstep); break;
-        case ENG_DT_Q6_K: q1_kloop<ENG_DT_Q6_K>(acc, raw, wr, xs, sx, cls_mask, n_lc, p0, pstep); break;
-        case ENG_DT_Q4_0: q1_kloop<ENG_DT_Q4_0>(acc, raw, wr, xs, sx, cls_mask, n_lc, p0, pstep); break;
-        case ENG_DT_Q4_1: q1_kloop<ENG_DT_Q4_1>(acc, raw, wr, xs, sx, cls_mask, n_lc, p0, pstep); break;
-        case ENG_DT_Q5_0: q1_kloop<ENG_DT_Q5_0>(acc, raw, wr, xs, sx, cls_mask, n_lc, p0, pstep); break;
-        case ENG_DT_Q5_1: q1_kloop<ENG_DT_Q5_1>(acc, raw, wr, xs, sx, cls_mask, n_lc, p0, pstep); break;
-        default: q1_kloop<ENG_DT_Q8_0>(acc, raw, wr, xs, sx, cls_mask, n_lc, p0, pstep); break;
+        case ENG_DT_Q4_K: q1_kloop<ENG_DT_Q4_K, Q16>(acc, raw, wr, xs_, gs_, cls_mask, n_lc, p0, pstep); break;
+        case ENG_DT_Q5_K: q1_kloop<ENG_DT_Q5_K, Q16>(acc, raw, wr, xs_, gs_, cls_mask, n_lc, p0, pstep); break;
+        case ENG_DT_Q6_K: q1_kloop<ENG_DT_Q6_K, Q16>(acc, raw, wr, xs_, gs_, cls_mask, n_lc, p0, pstep); break;
+        case ENG_DT_Q4_0: q1_kloop<ENG_DT_Q4_0, Q16>(acc, raw, wr, xs_, gs_, cls_mask, n_lc, p0, pstep); break;
+        case ENG_DT_Q4_1: q1_kloop<ENG_DT_Q4_1, Q16>(acc, raw, wr, xs_, gs_, cls_mask, n_lc, p0, pstep); break;
+        case ENG_DT_Q5_0: q1_kloop<ENG_DT_Q5_0, Q16>(acc, raw, wr, xs_, gs_, cls_mask, n_lc, p0, pstep); break;
+        case ENG_DT_Q5_1: q1_kloop<ENG_DT_Q5_1, Q16>(acc, raw, wr, xs_, gs_, cls_mask, n_lc, p0, pstep); break;
+        default: q1_kloop<ENG_DT_Q8_0, Q16>(acc, raw, wr, xs_, gs_, cls_mask, n_lc, p0, pstep); break;
         }
         /* the next round's first blocks are in flight during this round's
          * reduction and epilogue */
@@ -1298,26 +1413,34 @@ static size_t q1_smem_bytes(const kern_qw &W, int K) {
 }
 
 /* K split over KS warps of a unit (n_pair: a row's chunk pairs, one a
- * lane): the split that leaves the fewest lanes without a pair, weighed by
- * whether the unit warps fill the multiprocessors (16 warps each).  Ties go
- * to the larger split where every one of its warps has pairs (fewer rounds
- * a unit), else to the smaller.  Then, while the grid would leave more than
- * a tenth of the multiprocessors without a block, K is split further: more,
- * smaller blocks, though some of their warps have no pairs.  Of the
- * thresholds measured (kernels/NOTES.md v30: none, a tenth, every
- * multiprocessor), a tenth was the one never slower on four shapes. */
+ * lane).  Among the splits that keep more than half of their lanes busy
+ * (KS 1 always), the one whose busiest multiprocessor has the fewest
+ * units, as the grid deals them (blocks to multiprocessors in order, each
+ * block its units in rounds of grid x units a block); ties go to the split
+ * that puts work on more multiprocessors, then to the larger split (fewer
+ * rounds a unit).  Then, while the grid would leave more than a tenth of
+ * the multiprocessors without a block, K is split further.  Both rules
+ * were chosen from per-product sweeps of KS (kernels/NOTES.md v30, v31). */
 static int q1_split(int n_units, int n_pair, int n_sms) {
-    int best = 1;
-    double best_s = -1;
+    int best = 1, best_busy = 1 << 30, best_used = 0;
     for (int ks = 1; ks <= GEMV_WARPS; ks *= 2) {
         const int iters = (n_pair + 32 * ks - 1) / (32 * ks);
-        const double eff = (double)n_pair / (iters * 32.0 * ks);
-        double par = (double)n_units * ks / (16.0 * n_sms);
-        if (par > 1) par = 1;
-        const double sc = eff * par;
-        if (sc > best_s + 1e-9 || (sc > best_s - 1e-9 && 32 * (ks - 1) < n_pair)) {
-            if (sc > best_s) best_s = sc;
+        if (ks > 1 && 2 * n_pair <= iters * 32 * ks) continue;   /* half the lanes idle or more */
+        const int upb = GEMV_WARPS / ks;
+        int nb = (n_units + upb - 1) / upb;
+        if (nb > Q1_BLOCKS * n_sms) nb = Q1_BLOCKS * n_sms;
+        int busy = 0, used = 0;
+        for (int sm = 0; sm < n_sms && sm < nb; sm++) {
+            int n = 0;
+            for (int b = sm; b < nb; b += n_sms)
+                for (int u = b * upb; u < n_units; u += nb * upb) n += n_units - u < upb ? n_units - u : upb;
+            if (n > busy) busy = n;
+            used += n > 0;
+        }
+        if (busy < best_busy || (busy == best_busy && used >= best_used)) {
             best = ks;
+            best_busy = busy;
+            best_used = used;
         }
     }
     while (best < GEMV_WARPS && (n_units + GEMV_WARPS / best - 1) / (GEMV_WARPS / best) < n_sms * 9 / 10)
@@ -1336,10 +1459,11 @@ static cudaError_t qgemv1_launch(int mode, int n_units, cudaStream_t s, int pdl,
         mask |= 1 << q1_class(W.type[i]);
         if (W.type[i] != t) t = 0;
     }
-#define Q1K(T) (mode == KERN_STORE ? qgemv1_kernel<KERN_STORE, T>           \
-              : mode == KERN_RESID ? qgemv1_kernel<KERN_RESID, T>           \
-              : mode == KERN_ROPE  ? qgemv1_kernel<KERN_ROPE, T>            \
-              : mode == KERN_GEGLU ? qgemv1_kernel<KERN_GEGLU, T> : qgemv1_kernel<KERN_SWIGLU, T>)
+#define Q1KQ(T, Q) (mode == KERN_STORE ? qgemv1_kernel<KERN_STORE, T, Q>           \
+              : mode == KERN_RESID ? qgemv1_kernel<KERN_RESID, T, Q>           \
+              : mode == KERN_ROPE  ? qgemv1_kernel<KERN_ROPE, T, Q>            \
+              : mode == KERN_GEGLU ? qgemv1_kernel<KERN_GEGLU, T, Q> : qgemv1_kernel<KERN_SWIGLU, T, Q>)
+#define Q1K(T) (W.q16 ? Q1KQ(T, true) : Q1KQ(T, false))
     bool k46 = true;
     for (int i = 0; i < W.n_seg; i++) k46 = k46 && (W.type[i] == ENG_DT_Q4_K || W.type[i] == ENG_DT_Q6_K);
     kfn k = t == ENG_DT_Q4_K ? Q1K(ENG_DT_Q4_K) : t == ENG_DT_Q5_K ? Q1K(ENG_DT_Q5_K)
@@ -1348,6 +1472,7 @@ static cudaError_t qgemv1_launch(int mode, int n_units, cudaStream_t s, int pdl,
           : t == ENG_DT_Q5_0 ? Q1K(ENG_DT_Q5_0) : t == ENG_DT_Q5_1 ? Q1K(ENG_DT_Q5_1)
           : k46 ? Q1K(Q1_MIX_K46) : Q1K(0);
 #undef Q1K
+#undef Q1KQ
     const int n_lc = K / 32;
     if (smem > 48 * 1024) {   /* Q1_SMEM_MAX bounds every launch's smem */
         cudaError_t e = ksmem_limit(k, Q1_SMEM_MAX);
@@ -1389,6 +1514,21 @@ extern "C" int kern_qtype_ok(int t) {
            t == ENG_DT_Q5_1 || t == ENG_DT_Q4_K || t == ENG_DT_Q5_K || t == ENG_DT_Q6_K;
 }
 
+/* Whether qgemv1_kernel takes one row of W (chunk pairs: K / 32 even;
+ * every unit of one type: a gate | up of two types, or a segment boundary
+ * inside a unit of four rows, goes to qgemv_kernel). */
+static bool q1_takes(const kern_qw *W, int K, bool glu) {
+    bool one = K % 64 == 0 && q1_smem_bytes(*W, K) <= Q1_SMEM_MAX;
+    for (int i = 0; i < W->n_seg; i++)
+        one = one && q1_class(W->type[i]) >= 0 &&
+              (glu ? W->type[i] == W->type[0] : i == W->n_seg - 1 || W->end[i] % GEMV_NR == 0);
+    return one;
+}
+
+extern "C" int kern_qgemv_q16_ok(const kern_qw *W, int N, int K, int glu) {
+    return qw_segments_ok(W, N, K) && q1_takes(W, K, glu != 0);
+}
+
 static int qgemv_run(cudaStream_t s, const kern_qw *W, int N, int K, const float *x, int R,
                      const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl,
                      const gemv_rope &rp) {
@@ -1397,15 +1537,10 @@ static int qgemv_run(cudaStream_t s, const kern_qw *W, int N, int K, const float
         mode < KERN_STORE || mode > KERN_GEGLU)
         return (int)cudaErrorInvalidValue;
     const int n_units = glu ? (N / 2 + 1) / 2 : (N + GEMV_NR - 1) / GEMV_NR;
-    /* qgemv1_kernel: chunk pairs (K / 32 even), every unit of one type (a
-     * gate | up of two types, or a segment boundary inside a unit of four
-     * rows, goes to qgemv_kernel) */
     const size_t smem = q1_smem_bytes(*W, K);
-    bool one = R == 1 && K % 64 == 0 && smem <= Q1_SMEM_MAX;
-    for (int i = 0; i < W->n_seg; i++)
-        one = one && q1_class(W->type[i]) >= 0 &&
-              (glu ? W->type[i] == W->type[0] : i == W->n_seg - 1 || W->end[i] % GEMV_NR == 0);
-    if (one) return (int)qgemv1_launch(mode, n_units, s, pdl, *W, N, K, x, norm_w, eps, y, n_sms, smem, rp);
+    if (R == 1 && q1_takes(W, K, glu))
+        return (int)qgemv1_launch(mode, n_units, s, pdl, *W, N, K, x, norm_w, eps, y, n_sms, smem, rp);
+    if (W->q16) return (int)cudaErrorInvalidValue;   /* only qgemv1_kernel rounds its input */
 #define QL(r) qgemv_launch<r>(mode, n_units, s, pdl, *W, N, K, x, norm_w, eps, y, n_sms, rp)
     switch (R) {
     case 1: return (int)QL(1);

@@ -136,7 +136,9 @@ add_norm_kernel(float *x, float *y, int parts, int R, int H, const float *__rest
 #pragma unroll
         for (int j = 0; j < AN_PER; j++) {
             int k = t + j * nt;
-            if (k < H) act_store(act, act_mode, R, H, r, k, v[j] * rs * w[j]);
+            float o = k < H ? v[j] * rs * w[j] : 0.f;
+            if (act_mode & KERN_ACT_Q16) o = act_q16(o);
+            if (k < H) act_store(act, act_mode, R, H, r, k, o);
         }
         return;
     }
@@ -168,7 +170,11 @@ add_norm_kernel(float *x, float *y, int parts, int R, int H, const float *__rest
     if (!nw) return;
     ss = block_sum(ss, s_tmp);
     const float rs = 1.0f / sqrtf(ss / (float)H + eps);
-    for (int k = t; k < H; k += nt) act_store(act, act_mode, R, H, r, k, xr[k] * rs * nw[k]);
+    for (int k = t; k < H; k += nt) {   /* H a multiple of 16 with KERN_ACT_Q16 */
+        float o = xr[k] * rs * nw[k];
+        if (act_mode & KERN_ACT_Q16) o = act_q16(o);
+        act_store(act, act_mode, R, H, r, k, o);
+    }
 }
 
 extern "C" int kern_add_norm(cudaStream_t s, float *x, const float *y, int parts, int R, int H,
@@ -191,8 +197,11 @@ __global__ void gather_norm_kernel(const float *x, const kern_step *st, int O, i
     for (int k = threadIdx.x; k < H; k += blockDim.x) ss += xr[k] * xr[k];
     ss = block_sum(ss, s_tmp);
     float rs = 1.0f / sqrtf(ss / (float)H + eps);
-    for (int k = threadIdx.x; k < H; k += blockDim.x)
-        act_store(act, act_mode, O, H, o, k, xr[k] * rs * nw[k]);
+    for (int k = threadIdx.x; k < H; k += blockDim.x) {
+        float v = xr[k] * rs * nw[k];
+        if (act_mode & KERN_ACT_Q16) v = act_q16(v);
+        act_store(act, act_mode, O, H, o, k, v);
+    }
 }
 
 extern "C" int kern_gather_norm(cudaStream_t s, const float *x, const kern_step *st, int O,
@@ -208,8 +217,11 @@ __global__ void to_act_kernel(const float *in, int R, int K, void *act, int act_
     pdl_wait();
     size_t n = (size_t)R * K;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        act_store(act, act_mode, R, K, (int)(i / K), (int)(i % K), in[i]);
+         i += (size_t)gridDim.x * blockDim.x) {
+        float v = in[i];
+        if (act_mode & KERN_ACT_Q16) v = act_q16(v);   /* K a multiple of 16 */
+        act_store(act, act_mode, R, K, (int)(i / K), (int)(i % K), v);
+    }
 }
 
 static int grid_for(size_t n) {
@@ -223,6 +235,12 @@ extern "C" int kern_to_act(cudaStream_t s, const float *in, int R, int K, void *
                         K, act, act_mode);
 }
 
+extern "C" int kern_act_q16(cudaStream_t s, const float *in, int R, int K, void *act, int act_mode,
+                            int pdl) {
+    if (R < 1 || K % 16 || (act_mode & 3) > KERN_ACT_SPLIT) return (int)cudaErrorInvalidValue;
+    return kern_to_act(s, in, R, K, act, (act_mode & 3) | KERN_ACT_Q16, pdl);
+}
+
 __global__ void swiglu_kernel(const float *y, int parts, int R, int I, int gelu, void *act,
                               int act_mode) {
     pdl_launch();
@@ -234,7 +252,9 @@ __global__ void swiglu_kernel(const float *y, int parts, int R, int I, int gelu,
         size_t gi = (size_t)r * 2 * I + c, ui = gi + I;
         float g = y[gi], u = y[ui];
         add_parts2(g, u, y, n * 2, 1, parts, gi, ui);
-        act_store(act, act_mode, R, I, r, c, (gelu ? gelu_tanh(g) : g / (1.0f + expf(-g))) * u);
+        float v = (gelu ? gelu_tanh(g) : g / (1.0f + expf(-g))) * u;
+        if (act_mode & KERN_ACT_Q16) v = act_q16(v);   /* I a multiple of 16 */
+        act_store(act, act_mode, R, I, r, c, v);
     }
 }
 

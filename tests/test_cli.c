@@ -85,6 +85,12 @@ static void test_bad_values(void) {
     refused(BRISK " serve --model " MODEL " --kv BF16", "--kv must be f32 or bf16 (got 'BF16')");
     refused(BRISK " replay parallelprompt x.json --kv f16", "--kv must be f32 or bf16 (got 'f16')");
     refused(BRISK " bench math500 --model " MODEL " --kv 16", "--kv must be f32 or bf16 (got '16')");
+    refused(BRISK " generate --model " MODEL " --prompt hi --act q8", "--act must be f32 or q16 (got 'q8')");
+    {   /* the fixture's products are not of quantized blocks: the engine refuses (exit 1) */
+        char out[8192];
+        int rc = run("timeout 10 " BRISK " generate --model " MODEL " --prompt hi --act q16", out, sizeof out);
+        T_CHECKF(rc == 1 && strstr(out, "--act q16 needs every layer product"), "exit %d: %.300s", rc, out);
+    }
     /* --tp: one parser (eng_opts_arg) for every command that makes an engine */
     refused(BRISK " generate --model " MODEL " --prompt hi --tp 0", "--tp must be an integer from 1 to 64 (got '0')");
     refused(BRISK " serve --model " MODEL " --tp two", "--tp must be an integer from 1 to 64 (got 'two')");

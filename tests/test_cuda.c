@@ -174,6 +174,11 @@ static void gemv_inputs(float *x, float *nwt, float *y0, int R, int N, int K) {
 /* What kern_gemv's mode computes from W [N][K] (f32), in double: ref gets
  * [R][N] (STORE, and RESID's added part) or [R][N/2] (GLU); xh is scratch
  * of R*K. */
+/* 1: gemv_ref rounds its input as ENG_ACT_Q16 (kern_qw.q16) does: x *
+ * norm weight in f32, each 16 elements to dx (q1 + q2 / 254) (eng.h), then
+ * the RMS factor. */
+static int g_ref_q16;
+
 static void gemv_ref(const float *W, int N, int K, const float *x, const float *nwt, int R,
                      int mode, int use_norm, double *xh, double *ref) {
     for (int r = 0; r < R; r++) {
@@ -181,6 +186,19 @@ static void gemv_ref(const float *W, int N, int K, const float *x, const float *
         for (int k = 0; k < K; k++) ss += (double)x[r * K + k] * x[r * K + k];
         double rs = use_norm ? 1.0 / sqrt(ss / K + 1e-6) : 1.0;
         for (int k = 0; k < K; k++) xh[r * K + k] = x[r * K + k] * rs * (use_norm ? nwt[k] : 1.0);
+        for (int k0 = 0; g_ref_q16 && k0 < K; k0 += 16) {
+            float v[16], amax = 0.f;
+            for (int k = 0; k < 16; k++) {
+                v[k] = use_norm ? x[r * K + k0 + k] * nwt[k0 + k] : x[r * K + k0 + k];
+                amax = fmaxf(amax, fabsf(v[k]));
+            }
+            const float dx = amax / 127.f, id = amax > 0.f ? 127.f / amax : 0.f;
+            for (int k = 0; k < 16; k++) {
+                const float t = v[k] * id, q1 = rintf(t);
+                const double q = q1 + rintf((t - q1) * 254.f) / 254.0;
+                xh[r * K + k0 + k] = (double)dx * q * rs;
+            }
+        }
     }
     const int glu = mode == KERN_SWIGLU || mode == KERN_GEGLU;
     int n_out = glu ? N / 2 : N;
@@ -310,9 +328,19 @@ static int qweight(int n_seg, const int *types, const int *rows, int K, kern_qw 
 
 /* kern_qgemv on a weight of segments (types[i], rows[i]) against the double
  * product of the dequantized weights; the relative error (inf on a device
- * error). */
+ * error).  q16: with kern_qw.q16, against the product of the rounded input
+ * (g_ref_q16), and *plain gets the error against the unrounded one. */
+static double qgemv_case_q16(int n_seg, const int *types, const int *rows, int R, int mode,
+                             int use_norm, int K, int n_sms, int q16, double *plain);
+static double qgemv_case(int n_seg, const int *types, const int *rows, int R, int mode,
+                         int use_norm, int K, int n_sms);
 static double qgemv_case(int n_seg, const int *types, const int *rows, int R, int mode,
                          int use_norm, int K, int n_sms) {
+    return qgemv_case_q16(n_seg, types, rows, R, mode, use_norm, K, n_sms, 0, NULL);
+}
+
+static double qgemv_case_q16(int n_seg, const int *types, const int *rows, int R, int mode,
+                             int use_norm, int K, int n_sms, int q16, double *plain) {
     int N = 0;
     for (int i = 0; i < n_seg; i++) N += rows[i];
     const int glu = mode == KERN_SWIGLU || mode == KERN_GEGLU, n_out = glu ? N / 2 : N;
@@ -324,7 +352,10 @@ static double qgemv_case(int n_seg, const int *types, const int *rows, int R, in
     if (!W || !x || !nwt || !y0 || !out || !ref || !xh || !qweight(n_seg, types, rows, K, &qw, W))
         goto done;
     gemv_inputs(x, nwt, y0, R, N, K);
+    g_ref_q16 = q16;
     gemv_ref(W, N, K, x, nwt, R, mode, use_norm, xh, ref);
+    g_ref_q16 = 0;
+    qw.q16 = q16;
     float *dx = dup_up(x, (size_t)R * K * 4), *dn = dup_up(nwt, (size_t)K * 4);
     float *dy = mode == KERN_RESID ? dup_up(y0, (size_t)R * N * 4) : dnew((size_t)R * n_out * 4);
     if (!dx || !dn || !dy) goto done;
@@ -333,6 +364,10 @@ static double qgemv_case(int n_seg, const int *types, const int *rows, int R, in
     if (mode == KERN_RESID)
         for (size_t i = 0; i < (size_t)R * N; i++) out[i] -= y0[i];
     err = rel_err(out, ref, (size_t)R * n_out);
+    if (plain) {
+        gemv_ref(W, N, K, x, nwt, R, mode, use_norm, xh, ref);
+        *plain = rel_err(out, ref, (size_t)R * n_out);
+    }
 done:
     free(W); free(x); free(nwt); free(y0); free(out); free(ref); free(xh);
     dfree_all();
@@ -395,6 +430,38 @@ static void test_qgemv(void) {
     }
     e = qgemv_case(1, &qtypes[0], &down_r, 1, KERN_STORE, 1, 18944, 132);
     T_CHECKF(e <= 1e-5, "Q8_0 64x18944 R=1: rel err %.3g", e);
+    /* ENG_ACT_Q16 (kern_qw.q16): one row, the input rounded per 16 elements
+     * while staged and summed in integers against the blocks; against the
+     * double product of the same rounded input, as close as the f32 kernel
+     * to its own (2e-6), and 3e-6 to 1e-4 from the unrounded product (the
+     * rounding happened, and its second plane counts: without it ~5e-3).
+     * Two rows, or a gate | up of two types at one row, are refused. */
+    for (int t = 0; t < 8; t++)
+        for (int mi = 0; mi < 4; mi++) {
+            const int mode = modes[mi], norm = mode != KERN_RESID, rows = 260;
+            double un = 0;
+            e = qgemv_case_q16(1, &qtypes[t], &rows, 1, mode, norm, 512, sms[mi % 3], 1, &un);
+            T_CHECKF(e <= 2e-6 && un > 3e-6 && un < 1e-4, "q16 %s %s norm=%d: rel err %.3g (%.3g "
+                     "unrounded)", eng_dt_name(qtypes[t]), mname[mode], norm, e, un);
+        }
+    for (int t = 5; t < 8; t++) {
+        double un = 0;
+        e = qgemv_case_q16(1, &qtypes[t], &down_r, 1, KERN_RESID, 0, 18944, 132, 1, &un);
+        T_CHECKF(e <= 2e-6 && un > 3e-6 && un < 1e-4, "q16 %s 64x18944: rel err %.3g (%.3g unrounded)",
+                 eng_dt_name(qtypes[t]), e, un);
+    }
+    {
+        const int qkv_t[3] = {ENG_DT_Q4_K, ENG_DT_Q4_K, ENG_DT_Q6_K}, qkv_r[3] = {1536, 256, 256};
+        double un = 0;
+        e = qgemv_case_q16(3, qkv_t, qkv_r, 1, KERN_STORE, 1, 1536, 132, 1, &un);
+        T_CHECKF(e <= 2e-6 && un > 3e-6 && un < 1e-4, "q16 q|k|v Q4_K/Q4_K/Q6_K: rel err %.3g (%.3g "
+                 "unrounded)", e, un);
+        const int r8 = 260;
+        e = qgemv_case_q16(1, &qtypes[5], &r8, 2, KERN_STORE, 1, 512, 132, 1, NULL);
+        T_CHECKF(isinf(e), "q16 at two rows: not refused (rel err %.3g)", e);
+        e = qgemv_case_q16(2, gu_t, gu_r, 1, KERN_SWIGLU, 1, 1536, 132, 1, NULL);
+        T_CHECKF(isinf(e), "q16 gate Q4_K | up Q6_K: not refused (rel err %.3g)", e);
+    }
     /* refused: K not whole blocks, more than 8 rows, segments not covering N */
     kern_qw bad;
     memset(&bad, 0, sizeof bad);
@@ -1752,6 +1819,9 @@ static int g_kv = ENG_KV_F32;
 #define TOL_KV_BF16 1e-3
 #define TOL_KV_BF16_REF 1e-2
 static double kv_tol(void) { return g_kv == ENG_KV_BF16 ? TOL_KV_BF16 : 1e-4; }
+/* The activation format of every backend drv_open makes (ENG_ACT_Q16 in
+ * test_act_q16 only). */
+static int g_act = ENG_ACT_F32;
 /* eng_cuda_opts.quant of the backends drv_open makes with default options
  * (on in test_quant_models, as the library's default; off elsewhere, where
  * the fixtures' files have no blocks to read). */
@@ -1767,7 +1837,7 @@ static int drv_open(tdrv *d, const eng_model *m, int cuda, const eng_cuda_opts *
     memset(d, 0, sizeof *d);
     d->n_blocks = TBLOCKS; d->bs = TBS; d->vocab = eng_model_config(m)->vocab_size;
     if (cuda && g_tp > 0) return eng_backend_cuda_tp_create(m, TBLOCKS, TBS, g_kv, g_tp, &d->b, err);
-    if (!cuda) return eng_backend_cpu_create(m, TBLOCKS, TBS, g_kv, 2, &d->b, err);
+    if (!cuda) return eng_backend_cpu_create(m, TBLOCKS, TBS, g_kv, g_act, 2, &d->b, err);
     eng_cuda_opts oo;
     if (o) oo = *o;
     else {
@@ -1777,6 +1847,7 @@ static int drv_open(tdrv *d, const eng_model *m, int cuda, const eng_cuda_opts *
         if (g_quant_tc > 0) oo.quant_tc_rows = g_quant_tc;
     }
     oo.kv_format = g_kv;
+    oo.act = g_act;
     return eng_backend_cuda_create_opts(m, TBLOCKS, TBS, &oo, &d->b, err);
 }
 static void drv_close(tdrv *d) { if (d->b) d->b->destroy(d->b); d->b = NULL; }
@@ -1943,7 +2014,7 @@ static void fixture_greedy(fixture *f) {
         while (i < NGEN && got[i] == f->cpu_gen[p][i]) i++;
         T_CHECKF(i == NGEN, "%s prompt %d: token %d is %d, CPU backend %d", f->name, p, i,
                  i < NGEN ? got[i] : -1, i < NGEN ? f->cpu_gen[p][i] : -1);
-        if (g_kv == ENG_KV_BF16) continue;   /* bf16 K/V may flip transformers' near-ties */
+        if (g_kv == ENG_KV_BF16 || g_act != ENG_ACT_F32) continue;   /* they may flip transformers' near-ties */
         int nh = f->p[p].n_ids - f->p[p].n_prompt, j = 0;
         while (j < nh && got[j] == f->p[p].ids[f->p[p].n_prompt + j]) j++;
         T_CHECKF(j == nh, "%s prompt %d: token %d differs from transformers' greedy", f->name, p, j);
@@ -2233,8 +2304,8 @@ static void errors_case(fixture *f) {
     free(lg);
     drv_close(&d);
     eng_backend *bb = NULL;
-    T_CHECK(eng_backend_cuda_create(f->m, 0, 16, ENG_KV_F32, 0, &bb, &err) == ENG_EINVAL && !bb);
-    T_CHECK(eng_backend_cuda_create(f->m, 16, 16, 7, 0, &bb, &err) == ENG_EINVAL && !bb);
+    T_CHECK(eng_backend_cuda_create(f->m, 0, 16, ENG_KV_F32, ENG_ACT_F32, 0, &bb, &err) == ENG_EINVAL && !bb);
+    T_CHECK(eng_backend_cuda_create(f->m, 16, 16, 7, ENG_ACT_F32, 0, &bb, &err) == ENG_EINVAL && !bb);
 }
 
 /* Through the engine (eng_create with ENG_BACKEND_CUDA): greedy tokens of
@@ -2247,6 +2318,7 @@ static void engine_case(fixture *f) {
     eng_opts o = {0};
     o.backend = ENG_BACKEND_CUDA;
     o.kv_format = g_kv;
+    o.act = g_act;
     o.quant = g_quant_engine;
     eng_engine *e = NULL;
     if (eng_create(f->m, &o, &e, &err)) { T_CHECKF(0, "%s eng_create: %s", f->name, err.msg); return; }
@@ -2492,38 +2564,52 @@ static const struct qmodel { const char *name; mkg_shape s; int format; } qmodel
     {"gemma3 q4_0", {"gemma3", 512, 256, 512, 3, 4, 1, 64, 1, 0, 1e6}, MKG_Q4_0},
 };
 
-static void quant_model(const struct qmodel *qm, int i) {
+/* qmodels[i] written and loaded into f (f->m with its f32 copy; *lazy
+ * without it), with four random prompts; 0 (a failed check) on failure. */
+static int qfixture_make(const struct qmodel *qm, int i, fixture *f, eng_model **lazy) {
     char path[256], msg[256];
     snprintf(path, sizeof path, "/tmp/brisk-test-cuda-%d-%d.gguf", (int)getpid(), i);
+    memset(f, 0, sizeof *f);
+    *lazy = NULL;
     if (mkg_write(path, &qm->s, qm->format, 77 + i, msg, sizeof msg)) {
         T_CHECKF(0, "%s: %s", qm->name, msg);
-        return;
+        return 0;
     }
-    fixture f;
-    memset(&f, 0, sizeof f);
-    f.name = qm->name;
+    f->name = qm->name;
     eng_err err = {0};
-    int rc = eng_model_load(path, &f.m, &err);
-    /* and without the f32 copy of the blocks, for the blocks alone below */
-    eng_model *lazy = NULL;
-    if (!rc) rc = eng_model_load_blocks(path, &lazy, &err);
+    int rc = eng_model_load(path, &f->m, &err);
+    if (!rc) rc = eng_model_load_blocks(path, lazy, &err);
     unlink(path);   /* the mappings stay */
     if (rc) {
-        eng_model_free(f.m);
-        eng_model_free(lazy);
+        eng_model_free(f->m);
+        eng_model_free(*lazy);
         T_CHECKF(0, "%s: %s", qm->name, err.msg);
-        return;
+        return 0;
     }
-    f.vocab = f.tok_vocab = qm->s.vocab;
-    f.n_prompts = 4;
+    f->vocab = f->tok_vocab = qm->s.vocab;
+    f->n_prompts = 4;
     g_rng = 900 + i;
-    for (int p = 0; p < f.n_prompts; p++) {
-        fprompt *pr = &f.p[p];
+    for (int p = 0; p < f->n_prompts; p++) {
+        fprompt *pr = &f->p[p];
         pr->n_ids = pr->n_prompt = 5 + 7 * p;
         pr->ids = malloc(sizeof(int) * pr->n_ids);
-        for (int k = 0; pr->ids && k < pr->n_ids; k++) pr->ids[k] = (int)(rnd64() % (uint64_t)f.vocab);
-        if (!pr->ids) f.n_prompts = p;
+        for (int k = 0; pr->ids && k < pr->n_ids; k++) pr->ids[k] = (int)(rnd64() % (uint64_t)f->vocab);
+        if (!pr->ids) f->n_prompts = p;
     }
+    return 1;
+}
+
+static void qfixture_free(fixture *f, eng_model *lazy) {
+    for (int p = 0; p < f->n_prompts; p++) free(f->p[p].ids);
+    eng_model_free(f->m);
+    eng_model_free(lazy);
+}
+
+static void quant_model(const struct qmodel *qm, int i) {
+    fixture f;
+    eng_model *lazy = NULL;
+    if (!qfixture_make(qm, i, &f, &lazy)) return;
+    eng_err err = {0};
     tdrv d;
     eng_cuda_info info = {0};
     if (f.n_prompts == 4 && fixture_cpu_gen(&f) && drv_open(&d, f.m, 1, NULL, &err) == 0) {
@@ -2628,15 +2714,147 @@ static void quant_model(const struct qmodel *qm, int i) {
     } else {
         T_CHECKF(0, "%s: %s", qm->name, err.msg);
     }
-    for (int p = 0; p < f.n_prompts; p++) free(f.p[p].ids);
-    eng_model_free(f.m);
-    eng_model_free(lazy);
+    qfixture_free(&f, lazy);
 }
 
 static void test_quant_models(void) {
     g_quant = 1;
     for (int i = 0; i < (int)(sizeof qmodels / sizeof *qmodels); i++) quant_model(&qmodels[i], i);
     g_quant = 0;
+}
+
+/* kern_act_q16 (kern_to_act with KERN_ACT_Q16: the half-warp rounding the
+ * wide passes' kernels share) against the host's rounding of the same f32
+ * rows (the CPU reference's rule), in each layout: f32 bit for bit, bf16
+ * and hi/lo the bf16 values of the same rounded floats; a group of zeros
+ * stays zeros. */
+static void act_q16_kernel_case(void) {
+    enum { R = 3, K = 1024 };
+    float *x = malloc(R * K * 4), *want = malloc(R * K * 4), *got = malloc(2 * R * K * 4);
+    if (!x || !want || !got) { T_CHECK(0); free(x); free(want); free(got); return; }
+    for (int i = 0; i < R * K; i++) x[i] = nrand() * (i % 97 == 0 ? 40.f : 1.f);
+    for (int k = 32; k < 48; k++) x[K + k] = 0.f;
+    for (int g = 0; g < R * K / 16; g++) {
+        float amax = 0.f;
+        for (int k = 0; k < 16; k++) amax = fmaxf(amax, fabsf(x[16 * g + k]));
+        const float dx = amax / 127.f, id = amax > 0.f ? 127.f / amax : 0.f;
+        for (int k = 0; k < 16; k++) {
+            const float t = x[16 * g + k] * id, q1 = rintf(t);
+            want[16 * g + k] = dx * (q1 + rintf((t - q1) * 254.f) / 254.f);
+        }
+    }
+    float *din = dup_up(x, R * K * 4);
+    void *dact = dnew(2 * R * K * 4);
+    int bad[3] = {0, 0, 0};
+    for (int mode = KERN_ACT_F32; din && dact && mode <= KERN_ACT_SPLIT; mode++) {
+        if (kern_act_q16(0, din, R, K, dact, mode, 0) || !sync_ok() ||
+            !down(got, dact, (size_t)(mode == KERN_ACT_SPLIT ? 2 : 1) * R * K * (mode ? 2 : 4))) {
+            bad[mode] = -1;
+            continue;
+        }
+        const uint16_t *h = (const uint16_t *)got;
+        for (int i = 0; i < R * K; i++) {
+            float v;
+            if (mode == KERN_ACT_F32) v = got[i];
+            else {
+                v = bf16_val(h[i]);
+                if (mode == KERN_ACT_SPLIT) v += bf16_val(h[R * K + i]);
+            }
+            const uint16_t hi = kern_f32_to_bf16(want[i]);
+            const float w = mode == KERN_ACT_F32 ? want[i] : mode == KERN_ACT_BF16 ? bf16_val(hi)
+                          : bf16_val(hi) + bf16_val(kern_f32_to_bf16(want[i] - bf16_val(hi)));
+            bad[mode] += v != w;
+        }
+    }
+    T_CHECKF(!bad[0] && !bad[1] && !bad[2], "kern_act_q16: %d / %d / %d elements differ (f32, bf16, "
+             "hi/lo; -1: failed)", bad[0], bad[1], bad[2]);
+    T_CHECK(kern_act_q16(0, din, R, 24, dact, KERN_ACT_F32, 0) != 0);   /* K not whole groups */
+    dfree_all();
+    free(x); free(want); free(got);
+}
+
+/* Prompt-pass logits (a wide pass: inputs rounded by the kernels that
+ * write them) of the CUDA backend against the CPU's, both with ENG_ACT_Q16
+ * (1e-4 relative, as f32), and the CPU's against its f32 logits (between
+ * 1e-7 and 1e-3 apart: the rounding happened, and is fine). */
+static void act_q16_logits(fixture *f) {
+    const int act = ENG_ACT_Q16;
+    const fprompt *pr = &f->p[f->n_prompts - 1];
+    const int n = pr->n_prompt, V = f->vocab;
+    float *l[3] = {malloc((size_t)n * V * 4), malloc((size_t)n * V * 4), malloc((size_t)n * V * 4)};
+    double *ref = malloc((size_t)n * V * 8);
+    eng_err err = {0};
+    int ok = l[0] && l[1] && l[2] && ref;
+    for (int k = 0; k < 3 && ok; k++) {   /* CPU q16, CUDA q16, CPU f32 */
+        g_act = k < 2 ? act : ENG_ACT_F32;
+        tdrv d;
+        tseq q, *qs = &q;
+        int nn = n;
+        seq_init(&q, pr->ids, n);
+        if (drv_open(&d, f->m, k == 1, NULL, &err) || drv_pass(&d, &qs, 1, &nn, l[k], &err)) {
+            T_CHECKF(0, "%s q16 logits (%d): %s", f->name, k, err.msg);
+            ok = 0;
+        }
+        drv_close(&d);
+    }
+    g_act = act;
+    if (ok) {
+        for (size_t i = 0; i < (size_t)n * V; i++) ref[i] = l[0][i];
+        const double e = rel_err(l[1], ref, (size_t)n * V);
+        for (size_t i = 0; i < (size_t)n * V; i++) ref[i] = l[2][i];
+        const double moved = rel_err(l[0], ref, (size_t)n * V);
+        const char *a = eng_act_name(act);
+        printf("  %s %s: CUDA %.3g from the CPU, the CPU's %s %.3g from its f32\n", f->name, a, e, a, moved);
+        T_CHECKF(e <= 1e-4 && moved > 1e-7 && moved < 1e-3,
+                 "%s %s logits: CUDA %.3g from CPU, %.3g from f32", f->name, a, e, moved);
+    }
+    for (int k = 0; k < 3; k++) free(l[k]);
+    free(ref);
+}
+
+/* ENG_ACT_Q16 end to end on the quantized fixtures: the CPU reference and
+ * the CUDA backend with rounded inputs agree, greedy token for token, on
+ * every path: one row (kern_qgemv rounds as it stages), 4 rows
+ * (kern_qskinny), 40 rows and the 300-row prompt (the dense copy, then the
+ * blocks alone), continuous batching and the engine (--act q16); refused
+ * where the blocks are not on the device. */
+static void test_act_q16(void) {
+    act_q16_kernel_case();
+    for (int i = 0; i < 2; i++) {
+        const struct qmodel *qm = &qmodels[i];
+        fixture f;
+        eng_model *lazy = NULL;
+        if (!qfixture_make(qm, i, &f, &lazy)) continue;
+        g_quant = 1;
+        g_act = ENG_ACT_Q16;
+        if (fixture_cpu_gen(&f)) {
+            act_q16_logits(&f);
+            fixture_greedy(&f);
+            batched_case(&f, 4);
+            batched_case(&f, 40);
+            continuous_case(&f);
+            long_case(&f);
+            g_quant_wide = 2;
+            batched_case(&f, 40);
+            long_case(&f);
+            g_quant_wide = 0;
+            engine_case(&f);
+        } else {
+            T_CHECKF(0, "%s: CPU backend with q16 activations", qm->name);
+        }
+        g_act = ENG_ACT_F32;
+        g_quant = 0;
+        eng_err err = {0};
+        eng_cuda_opts o;
+        eng_cuda_opts_default(&o);
+        o.act = ENG_ACT_Q16;
+        o.quant = 0;   /* no blocks on the device: refused */
+        eng_backend *b = NULL;
+        T_CHECKF(eng_backend_cuda_create_opts(f.m, TBLOCKS, TBS, &o, &b, &err) == ENG_EUNSUPPORTED && !b,
+                 "%s: q16 without the blocks not refused", qm->name);
+        if (b) b->destroy(b);
+        qfixture_free(&f, lazy);
+    }
 }
 
 int main(void) {
@@ -2682,6 +2900,7 @@ int main(void) {
     T_RUN(test_kv_bf16_backend);
     T_RUN(test_kv_bf16_variants);
     T_RUN(test_quant_models);
+    T_RUN(test_act_q16);
     for (int i = 0; i < N_FX; i++) {
         eng_model_free(fx[i].m);
         for (int p = 0; p < fx[i].n_prompts; p++) free(fx[i].p[p].ids);

@@ -799,6 +799,29 @@ static void test_bad_args(void) {
     T_CHECK(eng_kv_format_parse("BF16") < 0 && eng_kv_format_parse("bf16 ") < 0 &&
             eng_kv_format_parse("") < 0 && eng_kv_format_parse(NULL) < 0);
     T_CHECK(!strcmp(eng_kv_format_name(ENG_KV_BF16), "bf16") && !strcmp(eng_kv_format_name(9), "?"));
+    /* activation formats: the two names, nothing else; Q16 needs every
+     * product in a block type (this fixture's are f32) and one rank */
+    o = (eng_opts){ .act = 2 };
+    T_CHECK(eng_create(f->m, &o, &bad, &err) == ENG_EINVAL && !bad);
+    T_CHECK(eng_act_parse("f32") == ENG_ACT_F32 && eng_act_parse("q16") == ENG_ACT_Q16 &&
+            eng_act_parse("q8") < 0 && eng_act_parse("Q16") < 0 && eng_act_parse("") < 0);
+    T_CHECK(!strcmp(eng_act_name(ENG_ACT_Q16), "q16") && !strcmp(eng_act_name(7), "?"));
+    for (int a = ENG_ACT_Q16; a <= ENG_ACT_Q16; a++) {
+        o = (eng_opts){ .act = a, .n_threads = 1 };
+        T_CHECKF(eng_create(f->m, &o, &bad, &err) == ENG_EUNSUPPORTED && !bad &&
+                 strstr(err.msg, eng_act_name(a)) && strstr(err.msg, "block type"), "act %d: %s", a, err.msg);
+        o.tp = 2;
+        T_CHECKF(eng_create(f->m, &o, &bad, &err) == ENG_EUNSUPPORTED && !bad && strstr(err.msg, "one rank"),
+                 "act %d, tp 2: %s", a, err.msg);
+    }
+    {
+        eng_opts a = { 0 };
+        int u = -1;
+        T_CHECK(eng_opts_arg("--act", "q16", &a, &u, &err) == ENG_OK && u == 2 && a.act == ENG_ACT_Q16);
+        T_CHECK(eng_opts_arg("--act", "q8", &a, &u, &err) == ENG_EINVAL &&
+                strstr(err.msg, "--act must be f32 or q16 (got 'q8')") && a.act == ENG_ACT_Q16);
+        T_CHECK(eng_opts_arg("--act", NULL, &a, &u, &err) == ENG_EINVAL && strstr(err.msg, "nothing"));
+    }
     /* --quant / --no-quant: switches of their own (no value); AUTO unless given */
     eng_opts q = { 0 };
     int used = -1;
@@ -875,7 +898,7 @@ static void test_backend_checks(void) {
     if (!load_fixture(f)) T_FAIL("bundled fixture tests/fixtures/%s did not load", f->name);
     eng_backend *be = NULL;
     eng_err err = { 0 };
-    T_CHECK(eng_backend_cpu_create(f->m, 4, 4, ENG_KV_F32, 2, &be, &err) == ENG_OK && be);
+    T_CHECK(eng_backend_cpu_create(f->m, 4, 4, ENG_KV_F32, ENG_ACT_F32, 2, &be, &err) == ENG_OK && be);
     if (!be) return;
     int tok[3] = { 5, 6, 7 }, pos[3] = { 0, 1, 2 }, rs[3] = { 0, 0, 0 }, len = 3;
     int table[1] = { 2 }, out = 2;

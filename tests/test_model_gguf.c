@@ -566,7 +566,7 @@ static int check_blocks(const char *path, const char *what) {
     }
     T_CHECK(eng_model_has_dense(a) && eng_model_has_dense(b) == !deferred);
     eng_backend *be = NULL;
-    int rc = eng_backend_cpu_create(b, 4, 16, ENG_KV_F32, 1, &be, &err);
+    int rc = eng_backend_cpu_create(b, 4, 16, ENG_KV_F32, ENG_ACT_F32, 1, &be, &err);
     T_CHECKF(deferred ? rc == ENG_EINVAL && !be && strstr(err.msg, "eng_model_dense") : !rc,
              "%s: CPU backend: rc %d, %s", what, rc, err.msg);
     if (be) be->destroy(be);

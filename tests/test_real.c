@@ -45,7 +45,12 @@
  * required: bf16 keys and values move logits by ~1e-3) and checks the
  * recorded logits, while they follow, within BF16_KV_TOL; on CUDA it also
  * runs the CPU backend with a bf16 cache and requires the same tokens from
- * both, prompt for prompt. */
+ * both, prompt for prompt.
+ * test_*_greedy_q16 run the greedy checks again with --act q16 (eng.h: the
+ * products' inputs rounded to two int8 planes per 16 elements): every
+ * prompt must still follow transformers, the logits within Q16_ACT_TOL;
+ * BRISK_TEST_ACT=q16 makes every run so (on CUDA also checked against the
+ * CPU's q16 tokens). */
 #include "t.h"
 #include <unistd.h>
 #include <cjson/cJSON.h>
@@ -57,6 +62,14 @@
  * on the CPU: SmolLM2 1.47e-2 (one prompt of 10 leaves transformers'
  * greedy tokens at step 54), Gemma 3 3.6e-3 (10 of 10 follow) */
 #define BF16_KV_TOL 3e-2
+/* --act q16 (eng.h): the logit error bound, relative to the step's max
+ * |logit|: measured on the CPU 1.7e-4 (SmolLM2), 1.1e-4 (Gemma 3), every
+ * prompt following transformers' 64 greedy tokens */
+#define Q16_ACT_TOL 1e-3
+
+/* ENG_ACT_Q16 in the test_*_greedy_q16 runs, else BRISK_TEST_ACT (f32 or
+ * q16) for every run */
+static int g_act;
 
 typedef struct real {
     const char *file, *fixture;
@@ -244,10 +257,12 @@ static void prompt_ids(real *r) {
  * first differ, the CPU's logit for its own token may exceed its logit for
  * CUDA's token by no more than that; a wider margin is a real difference. */
 static void cpu_same_tokens(eng_model *model, const cJSON *prompts, int np, int n_new,
-                            const int *got) {
+                            const int *got, int kv, int act) {
     eng_err err = {0};
     eng_engine *e = NULL;
-    eng_opts o = {.max_seqs = np, .backend = ENG_BACKEND_CPU, .kv_format = ENG_KV_BF16};
+    eng_opts o = {.max_seqs = np, .backend = ENG_BACKEND_CPU, .kv_format = kv, .act = act};
+    const char *what = act == ENG_ACT_Q16 ? "q16 act" : "bf16 KV";
+    const double tol = act == ENG_ACT_Q16 ? Q16_ACT_TOL : BF16_KV_TOL;
     if (eng_create(model, &o, &e, &err)) T_FAIL("CPU engine: %s", err.msg);
     const int V = model->cfg.vocab_size;
     int seq[16], same = 0, first[16];
@@ -274,14 +289,14 @@ static void cpu_same_tokens(eng_model *model, const cJSON *prompts, int np, int 
             double scale = 0;
             for (int i = 0; i < V; i++) if (fabs(l[i]) > scale) scale = fabs(l[i]);
             const double margin = (l[t.id] - l[want]) / scale;
-            printf("  bf16 KV: prompt %d step %d: CPU %d, CUDA %d, CPU margin %.3g of max |logit|\n",
-                   s, step, t.id, want, margin);
-            T_CHECKF(margin <= BF16_KV_TOL, "prompt %d: CUDA and CPU (bf16 KV) differ at step %d "
-                     "by a margin of %.3g, beyond a near tie (%.0e)", s, step, margin, BF16_KV_TOL);
+            printf("  %s: prompt %d step %d: CPU %d, CUDA %d, CPU margin %.3g of max |logit|\n",
+                   what, s, step, t.id, want, margin);
+            T_CHECKF(margin <= tol, "prompt %d: CUDA and CPU (%s) differ at step %d "
+                     "by a margin of %.3g, beyond a near tie (%.0e)", s, what, step, margin, tol);
         }
     }
     for (int s = 0; s < np; s++) same += first[s] < 0;
-    printf("  bf16 KV: CUDA and CPU give the same %d tokens on %d of %d prompts%s\n", n_new, same,
+    printf("  %s: CUDA and CPU give the same %d tokens on %d of %d prompts%s\n", what, n_new, same,
            np, same < np ? " (the rest part at a near tie)" : "");
     eng_destroy(e);
 }
@@ -299,16 +314,19 @@ static void greedy(real *r) {
     eng_err err = {0};
     eng_engine *e = NULL;
     const char *be = getenv("BRISK_TEST_BACKEND"), *kvs = getenv("BRISK_TEST_KV");
-    const char *qs = getenv("BRISK_TEST_QUANT");
+    const char *qs = getenv("BRISK_TEST_QUANT"), *as = getenv("BRISK_TEST_ACT");
     int cuda = be && !strcmp(be, "cuda"), kv = kvs ? eng_kv_format_parse(kvs) : ENG_KV_F32;
     const int quant = !qs ? ENG_QUANT_AUTO : !strcmp(qs, "1") ? ENG_QUANT_ON
                     : !strcmp(qs, "0") ? ENG_QUANT_OFF : !strcmp(qs, "lean") ? ENG_QUANT_LEAN : -1;
     if (kv < 0) T_FAIL("BRISK_TEST_KV=%s: f32 or bf16", kvs);
+    if (as && eng_act_parse(as) < 0) T_FAIL("BRISK_TEST_ACT=%s: f32 or q16", as);
+    const int act = g_act ? g_act : as ? eng_act_parse(as) : ENG_ACT_F32;
     if (quant < 0) T_FAIL("BRISK_TEST_QUANT=%s: 0, 1 or lean", qs);
     if ((quant == ENG_QUANT_ON || quant == ENG_QUANT_LEAN) && !cuda)
         T_FAIL("BRISK_TEST_QUANT=%s needs BRISK_TEST_BACKEND=cuda", qs);
     const int group = quant == ENG_QUANT_ON ? 1 : np;   /* prompts a batch */
-    printf("  backend: %s, KV %s%s\n", cuda ? "CUDA" : "CPU", eng_kv_format_name(kv),
+    printf("  backend: %s, KV %s, activations %s%s\n", cuda ? "CUDA" : "CPU", eng_kv_format_name(kv),
+           eng_act_name(act),
            quant == ENG_QUANT_ON ? ", quantized blocks, one prompt at a time"
            : quant == ENG_QUANT_LEAN ? ", the quantized blocks alone"
            : quant == ENG_QUANT_OFF ? ", dense weights" : "");
@@ -321,7 +339,7 @@ static void greedy(real *r) {
     for (int g0 = 0; g0 < np; g0 += group) {
         const int g1 = g0 + group < np ? g0 + group : np;
         eng_opts o = {.max_seqs = g1 - g0, .backend = cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU,
-                      .kv_format = kv, .quant = quant};
+                      .kv_format = kv, .quant = quant, .act = act};
         if (eng_create(model, &o, &e, &err)) {
             free(got);
             T_FAIL("%s", err.msg);
@@ -394,15 +412,16 @@ static void greedy(real *r) {
     for (int s = 0; s < np; s++) identical += matched[s] == n_new;
     printf("  greedy: %d of %d prompts identical to transformers for %d tokens (%.1f s)\n",
            identical, np, n_new, dt);
-    const double tol = kv == ENG_KV_BF16 ? BF16_KV_TOL : r->tol;
+    const double tol = kv == ENG_KV_BF16 ? BF16_KV_TOL : act == ENG_ACT_Q16 ? Q16_ACT_TOL : r->tol;
     printf("  logits: max error %.3g of the step's max |logit| over %d recorded steps "
            "(tolerance %.0e)\n", worst, n_logit_steps, tol);
-    if (kv == ENG_KV_F32) {
+    if (kv == ENG_KV_F32) {   /* q16 too: every prompt followed on the CPU */
         T_CHECKF(identical == np, "%d prompts diverged", np - identical);
         T_CHECK(n_logit_steps >= 5 * np);
     }
     T_CHECKF(worst <= tol, "logit error %.3g above %.0e", worst, tol);
-    if (cuda && kv == ENG_KV_BF16) cpu_same_tokens(model, prompts, np, n_new, got);
+    if (cuda && (kv == ENG_KV_BF16 || act != ENG_ACT_F32))
+        cpu_same_tokens(model, prompts, np, n_new, got, kv, act);
     free(got);
 }
 
@@ -455,18 +474,22 @@ static void test_gemma3_load(void) { load(&gemma); }
 static void test_gemma3_dequant_rows(void) { dequant_rows(&gemma); }
 static void test_gemma3_prompt_ids(void) { prompt_ids(&gemma); }
 static void test_gemma3_greedy(void) { greedy(&gemma); }
+static void test_smollm2_greedy_q16(void) { g_act = ENG_ACT_Q16; greedy(&smol); g_act = 0; }
+static void test_gemma3_greedy_q16(void) { g_act = ENG_ACT_Q16; greedy(&gemma); g_act = 0; }
 
 int main(void) {
     T_RUN(test_smollm2_load);
     T_RUN(test_smollm2_dequant_rows);
     T_RUN(test_smollm2_prompt_ids);
     T_RUN(test_smollm2_greedy);
+    T_RUN(test_smollm2_greedy_q16);
     T_RUN(test_truncated);
     done(&smol);
     T_RUN(test_gemma3_load);
     T_RUN(test_gemma3_dequant_rows);
     T_RUN(test_gemma3_prompt_ids);
     T_RUN(test_gemma3_greedy);
+    T_RUN(test_gemma3_greedy_q16);
     done(&gemma);
     T_DONE();
 }

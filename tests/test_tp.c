@@ -147,7 +147,7 @@ static void one_rank_exact(int kv_format) {
     const eng_config *c = eng_model_config(m);
     eng_backend *be[2] = { 0 };
     eng_err err = { 0 };
-    if (eng_backend_cpu_create(m, 8, 4, kv_format, 1, &be[0], &err) ||
+    if (eng_backend_cpu_create(m, 8, 4, kv_format, ENG_ACT_F32, 1, &be[0], &err) ||
         eng_backend_split_create(m, 8, 4, kv_format, 1, 1, &be[1], &err)) {
         printf("  %s\n", err.msg);
         T_CHECK(0);

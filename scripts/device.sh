@@ -59,6 +59,10 @@
 #                 .dev/bin/<file name>), alternating twice, on BINS_MODELS (1.5B)
 #                 with the options BINS_ARGS (default: bf16 pool, 4,000
 #                 positions, batch 8, the default run alone)
+#        act      --act f32 against q16 (eng.h ENG_ACT_Q16), alternating twice, on the
+#                 Q4_K_M files of ACT_MODELS (1.5B, Qwen3 1.7B, 7B): the step at
+#                 ACT_BATCHES (1,8,32) and the 1,024-token prompt pass; then the
+#                 one-row products of 7B with q16 (--kernels --quant); ~4 min
 #        attnctx  ncu of the decode attention of one step (the default variant)
 #                 at ATTNCTX_ROWS (8) rows x ATTNCTX_LENS positions on 1.5B, bf16
 #                 pool: time a launch and DRAM bytes per length (a line through
@@ -263,6 +267,29 @@ part_leanbase() {   # issue 25: the blocks alone (--quant-wide 2), this build ag
         done
         stamp "$m done"
     done
+}
+part_act() {   # issue 25: the products' inputs as two int8 planes (--act q16) against f32, alternating twice
+    for m in ${ACT_MODELS:-qwen2.5-1.5b qwen3-1.7b qwen2.5-7b}; do
+        gguf $m q4_k_m
+        for r in 1 2; do
+            for a in f32 q16; do
+                timeout 200 $BIN/bench_cuda $MD/$m-q4_k_m.gguf --act $a --batches ${ACT_BATCHES:-1,8,32} \
+                    --prefill 1024 --steps 32 --ablate-only none --quant-wide 2 \
+                    --out "$OUT/act_${GPU}_$m-q4_k_m_${a}_$r.json" 2>&1 |
+                    grep -E "^prefill [0-9]+ tokens: |^ +[0-9]+ +default|rror" | sed "s/^/$a $m run $r: /"
+            done
+        done
+        stamp "$m done"
+    done
+    gguf qwen2.5-7b q4_k_m
+    timeout 200 $BIN/bench_cuda $MD/qwen2.5-7b-q4_k_m.gguf --act q16 --kernels --quant --batches 1 --prefill 0 \
+        --steps 16 --ablate-only none --quant-wide 2 --out "$OUT/act_${GPU}_kernels_q16.json" > /dev/null 2>&1
+    python3 - "$OUT/act_${GPU}_kernels_q16.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+print('7B q16 one-row products (us):', ' '.join('%s/%s %.1f' % (o['type'], o['product'], o['us'][0])
+                                             for o in d.get('qproducts', [])))
+PY
 }
 part_qstage() {   # issue 25: kern_qskinny's blocks in registers (stage 0) against shared memory (stage 1), alternating twice
     for m in ${QUANT_MODELS:-qwen2.5-1.5b qwen2.5-7b}; do

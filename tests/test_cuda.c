@@ -2812,15 +2812,16 @@ static void act_q16_logits(fixture *f) {
     free(ref);
 }
 
-/* ENG_ACT_Q16 end to end on the quantized fixtures: the CPU reference and
- * the CUDA backend with rounded inputs agree, greedy token for token, on
- * every path: one row (kern_qgemv rounds as it stages), 4 rows
+/* ENG_ACT_Q16 end to end on the quantized fixtures (llama Q4_K_M, qwen2
+ * Q8_0, gemma3 Q4_0: GeGLU, output norms, sliding layers): the CPU
+ * reference and the CUDA backend with rounded inputs agree, greedy token
+ * for token, on every path: one row (kern_qgemv rounds as it stages), 4 rows
  * (kern_qskinny), 40 rows and the 300-row prompt (the dense copy, then the
  * blocks alone), continuous batching and the engine (--act q16); refused
  * where the blocks are not on the device. */
 static void test_act_q16(void) {
     act_q16_kernel_case();
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < (int)(sizeof qmodels / sizeof *qmodels); i++) {
         const struct qmodel *qm = &qmodels[i];
         fixture f;
         eng_model *lazy = NULL;

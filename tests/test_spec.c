@@ -1250,6 +1250,21 @@ static void test_bad_args(void) {
     eng_destroy(e);
 }
 
+/* A draft model whose products are not of quantized blocks, under a
+ * target's --act q16: refused for itself (eng_create), taken as a draft
+ * with f32 inputs (its tokens are only proposals). */
+static void test_draft_act(void) {
+    if (!load_all()) T_FAIL("bundled fixtures under tests/fixtures did not load");
+    eng_opts o = { .n_threads = 1, .n_blocks = 64, .act = ENG_ACT_Q16 };
+    eng_engine *e = NULL;
+    eng_err err = { 0 };
+    T_CHECKF(eng_create(m_llama, &o, &e, &err) == ENG_EUNSUPPORTED && !e, "%s", err.msg);
+    eng_drafter *d = NULL;
+    T_CHECKF(eng_drafter_model_create(m_llama, &o, 4, &d, &err) == ENG_OK && d && eng_drafter_engine(d),
+             "%s", err.msg);
+    if (d) d->destroy(d);
+}
+
 int main(void) {
     T_RUN(test_probs);
     T_RUN(test_probs_edge);
@@ -1262,6 +1277,7 @@ int main(void) {
     T_RUN(test_force_pause_append);
     T_RUN(test_limits);
     T_RUN(test_bad_args);
+    T_RUN(test_draft_act);
     eng_model *ms[] = { m_qwen, m_llama, m_qwen16, m_qwen_noisy, m_llama_noisy };
     for (int i = 0; i < 5; i++) eng_model_free(ms[i]);
     for (int i = 0; i < p_qwen.n; i++) free(p_qwen.ids[i]);

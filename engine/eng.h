@@ -417,6 +417,7 @@ int  eng_kv_free_blocks(const eng_engine *e);
 /* The engine's KV format (ENG_KV_*) and the bytes one token's keys and
  * values take in it over all layers. */
 int  eng_kv_format(const eng_engine *e);
+int  eng_act(const eng_engine *e);   /* ENG_ACT_* of the engine's options */
 /* 1 when the engine's decode passes read the model file's quantized blocks
  * (eng_opts.quant on the CUDA backend, a file that has them), 2 when the
  * device holds the blocks alone (ENG_QUANT_LEAN), else 0. */

@@ -757,6 +757,7 @@ int eng_n_live(const eng_engine *e) { return e ? e->n_live : 0; }
 int eng_step_tokens(const eng_engine *e) { return e ? e->step_tokens : 0; }
 int eng_kv_free_blocks(const eng_engine *e) { return e ? eng_kv_n_free(e->kv) : 0; }
 int eng_kv_format(const eng_engine *e) { return e ? e->opts.kv_format : ENG_KV_F32; }
+int eng_act(const eng_engine *e) { return e ? e->opts.act : ENG_ACT_F32; }
 int eng_quantized(const eng_engine *e) {
 #ifdef BRISK_CUDA
     return e && e->be ? eng_backend_cuda_quantized(e->be) : 0;

@@ -965,7 +965,7 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
      * round it (qm), but attention, which writes f32 rows (actf) that
      * kern_act_q16 rounds into c->act; one-row passes' kernels round their
      * own inputs */
-    const int qm = amode | (q16 ? KERN_ACT_Q16 : 0);
+    const int qf = q16 ? KERN_ACT_Q16 : 0, qm = amode | qf;
     void *aa = q16 ? (void *)c->actf : c->act;   /* attention's output, and how */
     const int am = q16 ? KERN_ACT_F32 : amode;
     if (!small)
@@ -1054,14 +1054,13 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
             const int step = GRAPH_MAX_ROWS;   /* kern_qskinny's most rows a launch */
             for (int o0 = 0; o0 < O; o0 += step) {
                 const int n = O - o0 < step ? O - o0 : step;
-                KC(kern_to_act(s, c->xo + (size_t)o0 * H, n, H, c->act,
-                               KERN_ACT_SPLIT | (q16 ? KERN_ACT_Q16 : 0), pdl));
+                KC(kern_to_act(s, c->xo + (size_t)o0 * H, n, H, c->act, KERN_ACT_SPLIT | qf, pdl));
                 KC(kern_qskinny(s, &c->qhead, HV, H, c->act, n, 1, hl + (size_t)o0 * HV, sms, pdl, qst));
             }
         } else if (ws && !qs_pass(c, O)) {
             /* the lm_head stays f32 (with a tied embedding, the same rows) */
-            KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->act,
-                                KERN_ACT_F32 | (q16 ? KERN_ACT_Q16 : 0), pdl));
+            KC(kern_gather_norm(s, c->x, stp, O, H, c->final_norm, eps, c->act, KERN_ACT_F32 | qf,
+                                pdl));
             if ((rc = kern_blas_gemm_sliced(c->blas, s, c->lm_head, KERN_F32, HV, H, c->act, 0,
                                             gemm_cols(O), 1, hl, err)))
                 return rc;

@@ -1122,22 +1122,30 @@ __device__ __forceinline__ void q1_prefetch(const int (&types)[GEMV_NR],
 /* Stages x' = x * nw (x without a norm) in shared memory for each class in
  * cls_mask, and the sums of its 16-element groups in sx; returns the
  * thread's part of sum(x^2) (for the RMS statistics). */
+/* 16-element group g of x' = x * nw (x where nw is NULL) into v; its
+ * sum(x^2), before the norm weight, added to ss. */
+__device__ __forceinline__ void q1_group(const float *x, const float *__restrict__ nw, int g,
+                                         float4 (&v)[4], float &ss) {
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        v[k] = __ldca((const float4 *)(x + 16 * g + 4 * k));
+        ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
+        if (nw) {
+            const float4 n = __ldg((const float4 *)(nw + 16 * g + 4 * k));
+            v[k].x *= n.x; v[k].y *= n.y; v[k].z *= n.z; v[k].w *= n.w;
+        }
+    }
+}
+
 __device__ __forceinline__ float q1_stage(const float *x, const float *__restrict__ nw, int K,
                                           float4 *xs, int cls_mask, float *sx) {
     float ss = 0.f;
     for (int g = threadIdx.x; g < K / 16; g += blockDim.x) {
         float4 v[4];
         float s = 0.f;
+        q1_group(x, nw, g, v, ss);
 #pragma unroll
-        for (int k = 0; k < 4; k++) {
-            v[k] = __ldca((const float4 *)(x + 16 * g + 4 * k));
-            ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
-            if (nw) {
-                const float4 n = __ldg((const float4 *)(nw + 16 * g + 4 * k));
-                v[k].x *= n.x; v[k].y *= n.y; v[k].z *= n.z; v[k].w *= n.w;
-            }
-            s += v[k].x + v[k].y + v[k].z + v[k].w;
-        }
+        for (int k = 0; k < 4; k++) s += v[k].x + v[k].y + v[k].z + v[k].w;
         sx[g] = s;
 #pragma unroll
         for (int cls = 0; cls < Q1_CLASSES; cls++) {
@@ -1172,16 +1180,12 @@ __device__ __forceinline__ float q16_stage(const float *x, const float *__restri
     const int plane = __popc(cls_mask) * (K / 32) * 2;   /* slots a plane */
     float ss = 0.f;
     for (int g = threadIdx.x; g < K / 16; g += blockDim.x) {
+        float4 t4[4];
+        q1_group(x, nw, g, t4, ss);
         float v[16], amax = 0.f;
 #pragma unroll
         for (int k = 0; k < 4; k++) {
-            float4 t = __ldca((const float4 *)(x + 16 * g + 4 * k));
-            ss += t.x * t.x + t.y * t.y + t.z * t.z + t.w * t.w;
-            if (nw) {
-                const float4 n = __ldg((const float4 *)(nw + 16 * g + 4 * k));
-                t.x *= n.x; t.y *= n.y; t.z *= n.z; t.w *= n.w;
-            }
-            v[4 * k] = t.x; v[4 * k + 1] = t.y; v[4 * k + 2] = t.z; v[4 * k + 3] = t.w;
+            v[4 * k] = t4[k].x; v[4 * k + 1] = t4[k].y; v[4 * k + 2] = t4[k].z; v[4 * k + 3] = t4[k].w;
         }
 #pragma unroll
         for (int k = 0; k < 16; k++) amax = fmaxf(amax, fabsf(v[k]));

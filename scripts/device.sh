@@ -90,7 +90,7 @@
 #                 by default the prompts in one batch through the quantized
 #                 blocks, again one prompt at a time (one row a step), again
 #                 with the blocks alone (--quant-lean), again on the f32 copy alone, again with bf16 KV: CUDA's tokens
-#                 against the CPU's in bf16),
+#                 against the CPU's in bf16, again with --act q16, one row and batched: against the CPU's q16),
 #                 bench_cuda at batch 1/8/32, transformers eager + compiled
 #                 (f32, the same dequantized weights, and bf16) on the file.
 #                 The file (98 MB) is over one call's 64 MiB: stage it in
@@ -486,6 +486,13 @@ part_real() {
     echo "test_real (CUDA, dense) exit $?"; grep -E "backend|greedy|logits|FAIL|passed" "$OUT/test_real_cuda_dense.log"
     BRISK_TEST_KV=bf16 BRISK_MODELS=$R BRISK_TEST_BACKEND=cuda $BIN/test_real > "$OUT/test_real_cuda_kv_bf16.log" 2>&1
     echo "test_real (CUDA, bf16 KV) exit $?"; grep -E "backend|greedy|logits|bf16 KV|FAIL|passed" "$OUT/test_real_cuda_kv_bf16.log"
+    # --act q16 for every run, one prompt at a time (qgemv1_kernel rounds), then batched (the wide kernels do)
+    for q in 1 ""; do
+        env BRISK_TEST_ACT=q16 ${q:+BRISK_TEST_QUANT=$q} BRISK_MODELS=$R BRISK_TEST_BACKEND=cuda $BIN/test_real \
+            > "$OUT/test_real_cuda_q16${q:+_one}.log" 2>&1
+        echo "test_real (CUDA, --act q16${q:+, one row}) exit $?"
+        grep -E "backend|greedy|logits|q16 act|FAIL|passed" "$OUT/test_real_cuda_q16${q:+_one}.log"
+    done
     $BIN/bench_cuda $F --out "$OUT/cuda_${GPU}_smollm2-135m.json" --batches ${REAL_BATCHES:-1,8,32} 2>&1 | tail -14
     [ -f $G ] && $BIN/bench_cuda $G --out "$OUT/cuda_${GPU}_gemma3-270m.json" --batches ${REAL_BATCHES:-1,8,32} 2>&1 | tail -14
     [ "${REAL_PEER:-1}" = 0 ] && return

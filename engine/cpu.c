@@ -27,6 +27,7 @@
 #include <sys/mman.h>
 #include "backend.h"
 #include "pool.h"
+#include "quant_block.h"
 
 /* ------------------------------------------------------------ vectors */
 /* Hot loops use GCC vector types; on x86-64 they are compiled twice, for
@@ -523,20 +524,15 @@ static void all_reduce(cpu *s, float *out, int n) {
 }
 
 /* ENG_ACT_Q16 (eng.h): n rows of k elements rounded in place, each
- * 16-element group to dx (q1 + q2 / 254), dx = max|x| / 127 (the CUDA
- * kernels round the same way: kern_common.cuh act_q16).  k is a multiple
- * of 16 wherever a product of blocks takes it (blocks hold 32 or 256
- * elements). */
+ * 16-element group by quant_block.h's rule (the CUDA kernels' too).  k is
+ * a multiple of 16 wherever a product of blocks takes it (blocks hold 32
+ * or 256 elements). */
 static void act_q16(const cpu *s, float *x, int n, int k) {
     if (!s->act_q16) return;
     for (size_t g = 0; g < (size_t)n * (k / 16); g++) {
         float *v = x + g * 16, amax = 0.f;
         for (int i = 0; i < 16; i++) amax = fmaxf(amax, fabsf(v[i]));
-        const float dx = amax / 127.f, id = amax > 0.f ? 127.f / amax : 0.f;
-        for (int i = 0; i < 16; i++) {
-            const float t = v[i] * id, q1 = rintf(t);
-            v[i] = dx * (q1 + rintf((t - q1) * 254.f) / 254.f);
-        }
+        for (int i = 0; i < 16; i++) v[i] = eng_qb_act_q16_value(v[i], amax);
     }
 }
 

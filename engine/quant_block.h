@@ -10,6 +10,7 @@
  * any offset).  ENG_QB_FN marks the functions host and device code. */
 #ifndef BRISK_QUANT_BLOCK_H
 #define BRISK_QUANT_BLOCK_H
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -216,5 +217,22 @@ ENG_QB_FN int eng_qb_block(int dt, const uint8_t *b, float *y) {
     case ENG_DT_Q6_K: eng_qb_q6_k(b, y); return 1;
     default: return 0;
     }
+}
+
+/* ENG_ACT_Q16 (eng.h), the rounding of a product's input: element v of a
+ * 16-element group of largest |x| amax, id = 127 / amax (0 for a group of
+ * zeros), goes to planes q1 = rint(t), q2 = rint(254 (t - q1)), t = v id
+ * (rint: to nearest even, as CUDA's), and stands for amax / 127 (q1 + q2 /
+ * 254).  The CPU reference, the kernels that write wide passes' inputs and
+ * the one-row GEMV's staging (which keeps the planes) all round here. */
+ENG_QB_FN void eng_qb_act_q16(float v, float id, float *q1, float *q2) {
+    const float t = v * id;
+    *q1 = rintf(t);
+    *q2 = rintf((t - *q1) * 254.f);
+}
+ENG_QB_FN float eng_qb_act_q16_value(float v, float amax) {
+    float q1, q2;
+    eng_qb_act_q16(v, amax > 0.f ? 127.f / amax : 0.f, &q1, &q2);
+    return amax / 127.f * (q1 + q2 / 254.f);
 }
 #endif

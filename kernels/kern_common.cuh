@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <string.h>
 #include "kern.h"
+#include "quant_block.h"   /* (after kern.h: its ENG_DT_*) */
 
 /* bf16 -> f32 is a 16-bit shift; eight at once from one 16-byte load. */
 __device__ __forceinline__ void bf16x8_to_f32(uint4 v, float f[8]) {
@@ -160,16 +161,8 @@ __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
 }
 
-/* ENG_ACT_Q16's rounding (eng.h) of v in its group of 16 elements, whose
- * amax is given: dx (q1 + q2 / 254), dx = amax / 127 (engine/cpu.c
- * act_q16 rounds the same way). */
-__device__ __forceinline__ float q16_round(float v, float amax) {
-    const float dx = amax / 127.f, id = amax > 0.f ? 127.f / amax : 0.f;
-    const float t = v * id, q1 = rintf(t);
-    return dx * (q1 + rintf((t - q1) * 254.f) / 254.f);
-}
-
-/* The same where the 16 lanes of each half-warp hold a group's 16
+/* ENG_ACT_Q16's rounding (eng.h, quant_block.h) of v in its group of 16
+ * elements, where the 16 lanes of each half-warp hold a group's 16
  * consecutive elements (a kernel whose thread index and element index
  * agree mod 16, rows a multiple of 16 wide); every lane of the half-warp
  * must call it, with 0 where it holds no element. */
@@ -178,7 +171,7 @@ __device__ __forceinline__ float act_q16(float v) {
     float a = fabsf(v);
 #pragma unroll
     for (int o = 8; o; o >>= 1) a = fmaxf(a, __shfl_xor_sync(m, a, o));
-    return q16_round(v, a);
+    return eng_qb_act_q16_value(v, a);
 }
 
 /* Writes one activation element in the layout a GEMM expects (kern.h; the

@@ -1160,7 +1160,7 @@ __device__ __forceinline__ float q1_stage(const float *x, const float *__restric
 }
 
 /* ENG_ACT_Q16 (kern_qw.q16; eng.h): x' is rounded per 16-element group g
- * as kern_common.cuh q16_round does: t = x' 127 / amax_g, q1 = rint(t), q2
+ * by quant_block.h's eng_qb_act_q16: t = x' 127 / amax_g, q1 = rint(t), q2
  * = rint(254 (t - q1)), x' ~ dx_g (q1 + q2 / 254), dx_g = amax_g / 127.  A
  * group adds dx_g a (S1 + S2 / 254) + b dx_g sum(q1 + q2 / 254), S = sum(v
  * q) by dp4a over the byte values v = q 2^s of the f32 loop (q1_vals):
@@ -1194,8 +1194,9 @@ __device__ __forceinline__ float q16_stage(const float *x, const float *__restri
         int s1 = 0, s2 = 0;
 #pragma unroll
         for (int k = 0; k < 16; k++) {
-            const float t = v[k] * id, r = rintf(t);
-            const int q1 = (int)r, q2 = __float2int_rn((t - r) * 254.f);
+            float f1, f2;
+            eng_qb_act_q16(v[k], id, &f1, &f2);
+            const int q1 = (int)f1, q2 = (int)f2;
             s1 += q1;
             s2 += q2;
             w1[k >> 2] |= (uint32_t)(q1 & 0xff) << (8 * (k & 3));

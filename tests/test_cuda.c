@@ -42,6 +42,7 @@ int main(void) {
 #include <cuda_runtime_api.h>
 #include "kern.h"
 #include "mkgguf.h"
+#include "quant_block.h"
 
 /* ------------------------------------------------------------ helpers */
 static uint64_t g_rng = 0x243F6A8885A308D3ull;   /* reseeded by each test */
@@ -174,15 +175,6 @@ static void gemv_inputs(float *x, float *nwt, float *y0, int R, int N, int K) {
 /* What kern_gemv's mode computes from W [N][K] (f32), in double: ref gets
  * [R][N] (STORE, and RESID's added part) or [R][N/2] (GLU); xh is scratch
  * of R*K. */
-/* ENG_ACT_Q16's rounding of v in a group of largest |x| amax, as the CPU
- * reference (engine/cpu.c act_q16) and the kernels (kern_common.cuh
- * q16_round) do it. */
-static float q16_host(float v, float amax) {
-    const float dx = amax / 127.f, id = amax > 0.f ? 127.f / amax : 0.f;
-    const float t = v * id, q1 = rintf(t);
-    return dx * (q1 + rintf((t - q1) * 254.f) / 254.f);
-}
-
 /* 1: gemv_ref rounds its input as ENG_ACT_Q16 (kern_qw.q16) does: x *
  * norm weight in f32, each 16 elements to dx (q1 + q2 / 254) (eng.h), then
  * the RMS factor. */
@@ -201,7 +193,7 @@ static void gemv_ref(const float *W, int N, int K, const float *x, const float *
                 v[k] = use_norm ? x[r * K + k0 + k] * nwt[k0 + k] : x[r * K + k0 + k];
                 amax = fmaxf(amax, fabsf(v[k]));
             }
-            for (int k = 0; k < 16; k++) xh[r * K + k0 + k] = (double)q16_host(v[k], amax) * rs;
+            for (int k = 0; k < 16; k++) xh[r * K + k0 + k] = (double)eng_qb_act_q16_value(v[k], amax) * rs;
         }
     }
     const int glu = mode == KERN_SWIGLU || mode == KERN_GEGLU;
@@ -2741,7 +2733,7 @@ static void act_q16_kernel_case(void) {
     for (int g = 0; g < R * K / 16; g++) {
         float amax = 0.f;
         for (int k = 0; k < 16; k++) amax = fmaxf(amax, fabsf(x[16 * g + k]));
-        for (int k = 0; k < 16; k++) want[16 * g + k] = q16_host(x[16 * g + k], amax);
+        for (int k = 0; k < 16; k++) want[16 * g + k] = eng_qb_act_q16_value(x[16 * g + k], amax);
     }
     float *din = dup_up(x, R * K * 4);
     void *dact = dnew(2 * R * K * 4);

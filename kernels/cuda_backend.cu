@@ -105,7 +105,6 @@ typedef struct cu_ctx {
     int cap_rows, cap_out;
     float *x, *y, *q, *attn, *h, *part, *xo, *logits;
     void *act;
-    float *actf;                 /* ENG_ACT_Q16: attention's output, f32, rounded into act */
     unsigned *counters;          /* [cap_rows][n_kv] split counters of attention, kept at 0 */
     float *sscratch;             /* [cap_out][16] float4: sampling's first-pass summaries */
     unsigned *scnt;              /* [cap_out] sampling block counters, kept at 0 */
@@ -567,9 +566,9 @@ static int act_q16_setup(cu_ctx *c, eng_err *err) {
         return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: --act q16 needs the quantized blocks "
                           "on one GPU");
     const int H = g->hidden, I = g->intermediate;
-    if (H % 16 || I % 16 || c->q_dim % 16)
+    if (H % 16 || I % 16 || g->head_dim % 16)
         return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: --act q16 rounds rows of 16 elements; "
-                          "hidden %d, intermediate %d, attention %d", H, I, c->q_dim);
+                          "hidden %d, intermediate %d, head size %d", H, I, g->head_dim);
     if (!c->qhead.n_seg || !kern_qgemv_q16_ok(&c->qhead, g->vocab_size, H, 0))
         return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: --act q16: the lm_head's blocks are "
                           "not in a shape the one-row kernel takes");
@@ -622,7 +621,7 @@ static void graphs_clear(cu_ctx *c) {
 }
 
 static void acts_free(cu_ctx *c) {
-    float *f[] = {c->x, c->y, c->q, c->attn, c->h, c->part, c->xo, c->logits, c->llog, c->gath, c->actf};
+    float *f[] = {c->x, c->y, c->q, c->attn, c->h, c->part, c->xo, c->logits, c->llog, c->gath};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) cudaFree(f[i]);
     cudaFree(c->act);
     cudaFree(c->counters);
@@ -631,7 +630,6 @@ static void acts_free(cu_ctx *c) {
     cudaFree(c->d_res);
     cudaFreeHost(c->h_res);
     c->x = c->y = c->q = c->attn = c->h = c->part = c->xo = c->logits = c->llog = c->gath = NULL;
-    c->actf = NULL;
     c->act = NULL; c->counters = NULL; c->d_res = NULL; c->h_res = NULL;
     c->sscratch = NULL; c->scnt = NULL;
     c->cap_rows = c->cap_out = 0;
@@ -771,7 +769,6 @@ static int ensure_rows(cu_ctx *c, int R, int O, eng_err *err) {
         {(void **)&c->xo, (size_t)no * H * 4},
         {(void **)&c->logits, (size_t)gemm_cols(2 * no) * V * 4},
         {(void **)&c->act, maxK * act_bytes},
-        {(void **)&c->actf, c->opt.act != ENG_ACT_F32 ? (size_t)nr * c->q_dim * 4 : 0},
         {(void **)&c->d_res, (size_t)no * 12},
         {(void **)&c->counters, (size_t)nr * g->n_kv_heads * sizeof(unsigned)},
         {(void **)&c->sscratch, (size_t)no * 16 * 16},
@@ -962,12 +959,9 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
     if (c->qembed.n_seg) KC(kern_embed_q(s, &c->qembed, V, H, stp, R, g->embed_scale, c->x, pdl));
     else KC(kern_embed(s, c->embed, wdt, H, stp, R, g->embed_scale, c->x, pdl));
     /* ENG_ACT_Q16: in a wide pass the kernels that write a product's input
-     * round it (qm), but attention, which writes f32 rows (actf) that
-     * kern_act_q16 rounds into c->act; one-row passes' kernels round their
-     * own inputs */
+     * round it (qm), attention's among them; one-row passes' kernels round
+     * their own inputs */
     const int qf = q16 ? KERN_ACT_Q16 : 0, qm = amode | qf;
-    void *aa = q16 ? (void *)c->actf : c->act;   /* attention's output, and how */
-    const int am = q16 ? KERN_ACT_F32 : amode;
     if (!small)
         KC(kern_add_norm(s, c->x, NULL, 0, R, H, NULL, c->layers[0].attn_norm, eps, c->act, qm, pdl));
     for (int l = 0; l < g->n_layers; l++) {
@@ -1011,18 +1005,17 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
             KC(SKIP(KERN_SKIP_ROPE, kern_rope_kv(s, c->y, np, w->bqkv, stp, R, nh, freq, w->q_norm,
                                                  w->k_norm, eps, c->q_scale, c->q, kv, pdl)));
             if (kv.window) {
-                KC(ATTN_WIN(NULL, aa, am));
+                KC(ATTN_WIN(NULL, c->act, qm));
             } else if (p->pg && !(skip & KERN_SKIP_ATTN)) {
                 if ((rc = kern_attention_gemm(c->blas, s, c->q, kv, stp, p->keys, R, nh, c->gw,
                                               c->gw_floats, c->attn, pdl, err)))
                     return rc;
-                KC(kern_to_act(s, c->attn, R, QD, aa, am, pdl));
+                KC(kern_to_act(s, c->attn, R, QD, c->act, qm, pdl));
             } else if (p->pf)
-                KC(SKIP(KERN_SKIP_ATTN, kern_attention_prefill(s, c->q, kv, stp, R, nh, NULL, aa, am,
+                KC(SKIP(KERN_SKIP_ATTN, kern_attention_prefill(s, c->q, kv, stp, R, nh, NULL, c->act, qm,
                                                                pdl)));
             else
-                KC(ATTN(NULL, aa, am));
-            if (q16) KC(kern_act_q16(s, c->actf, R, QD, c->act, amode, pdl));
+                KC(ATTN(NULL, c->act, qm));
             PROD(w->wo, w->qo, H, QD, R, c->y, sp[PR_O], 1, KERN_SKIP_QKVO, PR_O);
             /* split: the ranks add up the parts add+norm reads, np of [R][H] */
             if (c->tp && (rc = tp_sum(c, c->y, (size_t)np * R * H, err))) return rc;

@@ -42,9 +42,9 @@ typedef struct eng_cuda_opts {
     int act;            /* ENG_ACT_F32 or ENG_ACT_Q16 (eng.h): the products' inputs rounded
                            per 16 elements, in one-row passes by kern_qgemv as it stages
                            them, in wider ones by the kernels that write them
-                           (KERN_ACT_Q16) or kern_act_q16 after attention; Q16 needs
-                           quant and every product's blocks in shapes kern_qgemv takes at
-                           one row (fixed at creation) */
+                           (KERN_ACT_Q16, attention's included); Q16 needs quant, a
+                           head size that is a multiple of 16 and every product's blocks
+                           in shapes kern_qgemv takes at one row (fixed at creation) */
     int quant;          /* 1, the default: a GGUF file's quantized blocks are uploaded beside
                            the dense copy and decode passes read them (kern_qgemv up to
                            quant_max_rows rows, kern_qskinny up to quant_tc_rows), measured
@@ -127,9 +127,10 @@ int eng_cuda_bench_skip(eng_backend *b, int mask);
 /* ------------------------------------------------------ kernel launchers */
 enum { KERN_F32 = 0, KERN_BF16 = 1 };                       /* weight storage */
 enum { KERN_ACT_F32 = 0, KERN_ACT_BF16 = 1, KERN_ACT_SPLIT = 2 }; /* GEMM input */
-/* Added to a layout for kern_add_norm, kern_gather_norm, kern_to_act and
- * kern_swiglu: the rows are rounded as ENG_ACT_Q16 (eng.h) on the way out
- * (widths a multiple of 16). */
+/* Added to a layout for kern_add_norm, kern_gather_norm, kern_to_act,
+ * kern_swiglu and the attention kernels: the rows are rounded as
+ * ENG_ACT_Q16 (eng.h) on the way out (widths, and attention's head size, a
+ * multiple of 16). */
 #define KERN_ACT_Q16 4
 enum { KERN_STORE = 0, KERN_RESID = 1, KERN_SWIGLU = 2, KERN_ROPE = 3, KERN_GEGLU = 4 }; /* GEMV epilogue */
 /* Every launcher's last argument, pdl, launches the kernel with
@@ -265,11 +266,10 @@ int kern_add_norm(cudaStream_t s, float *x, const float *y, int parts, int R, in
 /* act[o] = norm(x[out_rows[o]]) for o < O. */
 int kern_gather_norm(cudaStream_t s, const float *x, const kern_step *st, int O, int H,
                      const float *norm_w, float eps, void *act, int act_mode, int pdl);
+/* R f32 rows of K elements into act in act_mode's layout (with
+ * KERN_ACT_Q16: K a multiple of 16); act may be in when act_mode is
+ * KERN_ACT_F32 (| KERN_ACT_Q16: rounding in place). */
 int kern_to_act(cudaStream_t s, const float *in, int R, int K, void *act, int act_mode, int pdl);
-/* kern_to_act with ENG_ACT_Q16's rounding (eng.h): R f32 rows of K
- * elements (K a multiple of 16) into act in act_mode's layout.  act may be
- * in when act_mode is KERN_ACT_F32. */
-int kern_act_q16(cudaStream_t s, const float *in, int R, int K, void *act, int act_mode, int pdl);
 /* act[r][i] = silu(g) * u (gelu: tanh-approximated GELU instead of silu)
  * with g = y[r][i], u = y[r][I+i], each summed over y's parts ([R][2I]
  * each). */

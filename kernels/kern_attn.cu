@@ -181,7 +181,9 @@ attn_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
         float o = 0.f;
         for (int g = 0; g < ngroups; g++) o += s_red[(g * G + h) * hd + d];
         if (active == 1) {
-            if (act) act_store(act, act_mode, R, width, r, gh * hd + d, o / s_l[h]);
+            /* KERN_ACT_Q16: hd a multiple of 16 keeps a group in a half-warp */
+            if (act) act_store(act, act_mode, R, width, r, gh * hd + d,
+                               act_mode & KERN_ACT_Q16 ? act_q16(o / s_l[h]) : o / s_l[h]);
             else out[(size_t)r * width + gh * hd + d] = o / s_l[h];
         } else {
             float *pp = part + (((size_t)r * splits + sp) * n_heads + gh) * (hd + 2);
@@ -215,7 +217,8 @@ extern "C" int kern_attention(cudaStream_t s, const float *q, kern_kv kv, const 
     int hd = kv.head_dim;
     if (R < 1 || splits < 1 || kv.n_kv < 1 || n_heads % kv.n_kv || n_heads / kv.n_kv > ATT_GMAX ||
         hd < 4 || hd > 256 || hd % 4 || ATT_THREADS % (hd / 4) || splits > ATT_MAX_SPLITS ||
-        (splits > 1 && (!part || !counters)) || (kv.dtype != KERN_F32 && kv.dtype != KERN_BF16))
+        (splits > 1 && (!part || !counters)) || (kv.dtype != KERN_F32 && kv.dtype != KERN_BF16) ||
+        (act && (act_mode & KERN_ACT_Q16) && hd % 16))
         return (int)cudaErrorInvalidValue;
     int G = n_heads / kv.n_kv;
     size_t smem = (size_t)G * (hd + ATT_TILE) * sizeof(float) +

@@ -129,7 +129,10 @@ __device__ void attn_groups_out(const float (*s_acc)[HS][HD], const float (*s_m)
         for (int g = 0; g < NG; g++)
             if (g < ng) o += s_acc[g][h][d] * s_wg[g][h];
         if (active == 1) {
-            if (act) act_store(act, act_mode, R, width, r, gh * HD + d, o / s_L[h]);
+            /* KERN_ACT_Q16: HD a multiple of 16 and whole warps keep a
+             * group in a half-warp */
+            if (act) act_store(act, act_mode, R, width, r, gh * HD + d,
+                               act_mode & KERN_ACT_Q16 ? act_q16(o / s_L[h]) : o / s_L[h]);
             else out[(size_t)r * width + gh * HD + d] = o / s_L[h];
         } else {
             float *pp = part + (((size_t)r * splits + sp) * n_heads + gh) * (HD + 2);

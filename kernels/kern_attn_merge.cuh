@@ -73,8 +73,12 @@ __device__ void attn_merge_splits(const float *part, unsigned *counters, int r, 
             o1 += v.y * s_w[h][s2];
         }
         if (act) {
-            act_store(act, act_mode, R, width, r, gh * hd + d, o0 / s_L[h]);
-            act_store(act, act_mode, R, width, r, gh * hd + d + 1, o1 / s_L[h]);
+            float v0 = o0 / s_L[h], v1 = o1 / s_L[h];
+            /* KERN_ACT_Q16: hd a multiple of 16 puts a group's 8 pairs in
+             * an aligned group of 8 lanes (nt is whole warps) */
+            if (act_mode & KERN_ACT_Q16) act_q16_pair(v0, v1);
+            act_store(act, act_mode, R, width, r, gh * hd + d, v0);
+            act_store(act, act_mode, R, width, r, gh * hd + d + 1, v1);
         } else {
             out[(size_t)r * width + gh * hd + d] = o0 / s_L[h];
             out[(size_t)r * width + gh * hd + d + 1] = o1 / s_L[h];

@@ -192,6 +192,34 @@ attn_pf_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads, int
             }
         }
         __syncthreads();
+        /* KERN_ACT_Q16: each query vector's largest |output| per group of
+         * 16 dims; a thread holds DPT / 16 whole groups, or 16 / DPT warps
+         * (the same lane) hold one, whose parts meet in S.s (free now) */
+        constexpr int GPT = DPT >= 16 ? DPT / 16 : 1, WPG = DPT >= 16 ? 1 : 16 / DPT;
+        static_assert(8 * PF_QH <= PF_QH * (PF_TK + 1), "a part per warp and query vector in S.s");
+        float gm[4][GPT] = {};
+        const bool q16 = act && (act_mode & KERN_ACT_Q16);
+        if (q16) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                const float inv = qi0 + i < QH ? 1.f / S.l[qi0 + i] : 0.f;
+#pragma unroll
+                for (int j = 0; j < DPT; j++) gm[i][j / 16] = fmaxf(gm[i][j / 16], fabsf(acc[i][j] * inv));
+            }
+            if (WPG > 1) {
+                float *pm = &S.s[0][0];   /* [warp][query vector] */
+#pragma unroll
+                for (int i = 0; i < 4; i++) pm[warp * PF_QH + qi0 + i] = gm[i][0];
+                __syncthreads();
+                const int w0 = warp / WPG * WPG;
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    float m = 0.f;
+                    for (int w = 0; w < WPG; w++) m = fmaxf(m, pm[(w0 + w) * PF_QH + qi0 + i]);
+                    gm[i][0] = m;
+                }
+            }
+        }
 #pragma unroll
         for (int i = 0; i < 4; i++) {
             int qi = qi0 + i;
@@ -200,8 +228,10 @@ attn_pf_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads, int
             float inv = 1.f / S.l[qi];
 #pragma unroll
             for (int j = 0; j < DPT; j++) {
-                if (act) act_store(act, act_mode, R, width, r, col + j, acc[i][j] * inv);
-                else out[(size_t)r * width + col + j] = acc[i][j] * inv;
+                const float v = acc[i][j] * inv;
+                if (act) act_store(act, act_mode, R, width, r, col + j,
+                                   q16 ? eng_qb_act_q16_value(v, gm[i][j / 16]) : v);
+                else out[(size_t)r * width + col + j] = v;
             }
         }
         __syncthreads();   /* before the next group reuses the tile state */

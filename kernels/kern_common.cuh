@@ -174,6 +174,18 @@ __device__ __forceinline__ float act_q16(float v) {
     return eng_qb_act_q16_value(v, a);
 }
 
+/* The same where each lane holds two consecutive elements: the 8 lanes of
+ * each aligned group of 8 hold a group's 16 (thread index * 2 and element
+ * index agree mod 16); every lane of the 8 must call it. */
+__device__ __forceinline__ void act_q16_pair(float &v0, float &v1) {
+    const unsigned m = 0xffu << (threadIdx.x & 24);
+    float a = fmaxf(fabsf(v0), fabsf(v1));
+#pragma unroll
+    for (int o = 4; o; o >>= 1) a = fmaxf(a, __shfl_xor_sync(m, a, o));
+    v0 = eng_qb_act_q16_value(v0, a);
+    v1 = eng_qb_act_q16_value(v1, a);
+}
+
 /* Writes one activation element in the layout a GEMM expects (kern.h; the
  * KERN_ACT_Q16 flag is the caller's). */
 __device__ __forceinline__ void act_store(void *act, int mode, int R, int K, int r, int k,

@@ -231,14 +231,10 @@ static int grid_for(size_t n) {
 
 extern "C" int kern_to_act(cudaStream_t s, const float *in, int R, int K, void *act,
                            int act_mode, int pdl) {
+    if (R < 1 || K < 1 || (act_mode & 3) > KERN_ACT_SPLIT || ((act_mode & KERN_ACT_Q16) && K % 16))
+        return (int)cudaErrorInvalidValue;
     return (int)klaunch(to_act_kernel, dim3(grid_for((size_t)R * K)), dim3(256), 0, s, pdl, in, R,
                         K, act, act_mode);
-}
-
-extern "C" int kern_act_q16(cudaStream_t s, const float *in, int R, int K, void *act, int act_mode,
-                            int pdl) {
-    if (R < 1 || K % 16 || (act_mode & 3) > KERN_ACT_SPLIT) return (int)cudaErrorInvalidValue;
-    return kern_to_act(s, in, R, K, act, (act_mode & 3) | KERN_ACT_Q16, pdl);
 }
 
 __global__ void swiglu_kernel(const float *y, int parts, int R, int I, int gelu, void *act,

@@ -1180,6 +1180,25 @@ static void test_gemv_qkv(void) {
 /* v2: run kern_attention2 (variant 2, default span) instead; window > 0:
  * each row sees its last window positions only (kern_attention); dt: the
  * pool's element type (the reference reads the values it holds). */
+/* Elements of the f32 rows got (n, whole groups of 16) that are not the
+ * host's ENG_ACT_Q16 rounding (quant_block.h, the CPU reference's rule) of
+ * out, the same kernel's f32 output: an attention kernel with KERN_ACT_Q16
+ * must round its own output bit for bit (-1: got not read). */
+static long q16_diff(const void *dgot, const float *out, size_t n) {
+    float *got = malloc(n * 4);
+    long bad = -1;
+    if (got && sync_ok() && down(got, dgot, n * 4)) {
+        bad = 0;
+        for (size_t g = 0; g < n; g += 16) {
+            float amax = 0.f;
+            for (int k = 0; k < 16; k++) amax = fmaxf(amax, fabsf(out[g + k]));
+            for (int k = 0; k < 16; k++) bad += got[g + k] != eng_qb_act_q16_value(out[g + k], amax);
+        }
+    }
+    free(got);
+    return bad;
+}
+
 static void attn_case(int nh, int nkv, int hd, int splits, int v2, int window, int dt) {
     enum { NS = 3 };
     const int bs = 16, lens[NS] = {1, 17, 300}, n_blocks = 40;
@@ -1245,6 +1264,12 @@ static void attn_case(int nh, int nkv, int hd, int splits, int v2, int window, i
                                                                    : INFINITY;
     T_CHECKF(e <= 1e-5, "v%d nh=%d nkv=%d hd=%d splits=%d window=%d %s: rel err %.3g", v2 ? 2 : 1, nh,
              nkv, hd, splits, window, dt_name(dt), e);
+    const int q16m = KERN_ACT_F32 | KERN_ACT_Q16;
+    T_CHECK((v2 ? kern_attention2(0, dq, k, st, R, nh, splits, 0, NULL, dact, q16m, dpart, dcnt, 0)
+                 : kern_attention(0, dq, k, st, R, nh, splits, NULL, dact, q16m, dpart, dcnt, 0)) == 0);
+    long bad = q16_diff(dact, out, (size_t)R * nh * hd);
+    T_CHECKF(bad == 0, "v%d nh=%d hd=%d splits=%d window=%d %s, KERN_ACT_Q16: %ld elements not rounded "
+             "as the host rounds", v2 ? 2 : 1, nh, hd, splits, window, dt_name(dt), bad);
     /* the split counters are back at zero; the same into hi/lo bf16 rows */
     int nz = 0;
     if (down(cnt, dcnt, (size_t)R * nkv * 4))
@@ -1370,6 +1395,12 @@ static void a2_run(const a2_fix *f, int R, const int *seqs, const int *pos, cons
             for (int i = 0; i < R * f->nkv; i++) nz += cnt[i] != 0;
         T_CHECKF(nz == 0, "attn%d %s: %d split counters left non-zero", v, what, nz);
         cudaMemset(dact, 0xFF, n * 4);
+        T_CHECK(fn(0, f->dq, k, st, R, f->nh, splits, span, NULL, dact, KERN_ACT_F32 | KERN_ACT_Q16, dpart,
+                   dcnt, 0) == 0);
+        const long bad = q16_diff(dact, out, n);
+        T_CHECKF(bad == 0, "attn%d %s hd=%d splits=%d span=%d %s, KERN_ACT_Q16: %ld elements not rounded "
+                 "as the host rounds", v, what, f->hd, splits, span, dt_name(f->dt), bad);
+        cudaMemset(dact, 0xFF, n * 4);
         T_CHECK(fn(0, f->dq, k, st, R, f->nh, splits, span, NULL, dact, KERN_ACT_SPLIT, dpart, dcnt, 0) == 0);
         if (sync_ok() && down(hact, dact, n * 4)) {
             for (size_t i = 0; i < n; i++) out[i] = bf16_val(hact[i]) + bf16_val(hact[n + i]);
@@ -1411,6 +1442,12 @@ static void pf_case(const a2_fix *f) {
     double e = sync_ok() && down(out, dout, n * 4) ? rel_err(out, ref, n) : INFINITY;
     T_CHECKF(e <= 1e-5, "prefill attention nh=%d nkv=%d hd=%d %s: rel err %.3g", f->nh, f->nkv, f->hd,
              dt_name(f->dt), e);
+    /* KERN_ACT_Q16: a group of 16 dims is one thread's (hd 128) or spans
+     * 16 / (hd / 8) warps (hd 64, 32) */
+    T_CHECK(kern_attention_prefill(0, dq, k, st, R, f->nh, NULL, dact, KERN_ACT_F32 | KERN_ACT_Q16, 0) == 0);
+    const long bad = q16_diff(dact, out, n);
+    T_CHECKF(bad == 0, "prefill attention hd=%d %s, KERN_ACT_Q16: %ld elements not rounded as the host "
+             "rounds", f->hd, dt_name(f->dt), bad);
     T_CHECK(kern_attention_prefill(0, dq, k, st, R, f->nh, NULL, dact, KERN_ACT_SPLIT, 0) == 0);
     if (sync_ok() && down(hact, dact, n * 4)) {
         for (size_t j = 0; j < n; j++) out[j] = bf16_val(hact[j]) + bf16_val(hact[n + j]);
@@ -1814,10 +1851,17 @@ static int g_kv = ENG_KV_F32;
  * within the CPU reference's own bf16 distance (test_engine: 5e-3 worst). */
 #define TOL_KV_BF16 1e-3
 #define TOL_KV_BF16_REF 1e-2
-static double kv_tol(void) { return g_kv == ENG_KV_BF16 ? TOL_KV_BF16 : 1e-4; }
 /* The activation format of every backend drv_open makes (ENG_ACT_Q16 in
  * test_act_q16 only). */
 static int g_act = ENG_ACT_F32;
+/* Logits of the two backends with ENG_ACT_Q16 over a long context: an
+ * input whose f32 values on the two sides differ by a rounding and lie
+ * across a q2 edge moves by a step, 1/(127 * 254) of its group's largest;
+ * rare, but a 1000-token context's steps compound them (3x f32's 1e-4). */
+#define TOL_ACT_Q16 3e-4
+static double kv_tol(void) {
+    return g_kv == ENG_KV_BF16 ? TOL_KV_BF16 : g_act == ENG_ACT_Q16 ? TOL_ACT_Q16 : 1e-4;
+}
 /* eng_cuda_opts.quant of the backends drv_open makes with default options
  * (on in test_quant_models, as the library's default; off elsewhere, where
  * the fixtures' files have no blocks to read). */
@@ -2719,8 +2763,8 @@ static void test_quant_models(void) {
     g_quant = 0;
 }
 
-/* kern_act_q16 (kern_to_act with KERN_ACT_Q16: the half-warp rounding the
- * wide passes' kernels share) against the host's rounding of the same f32
+/* kern_to_act with KERN_ACT_Q16 (the half-warp rounding the wide passes'
+ * kernels share) against the host's rounding of the same f32
  * rows (the CPU reference's rule), in each layout: f32 bit for bit, bf16
  * and hi/lo the bf16 values of the same rounded floats; a group of zeros
  * stays zeros. */
@@ -2739,7 +2783,7 @@ static void act_q16_kernel_case(void) {
     void *dact = dnew(2 * R * K * 4);
     int bad[3] = {0, 0, 0};
     for (int mode = KERN_ACT_F32; din && dact && mode <= KERN_ACT_SPLIT; mode++) {
-        if (kern_act_q16(0, din, R, K, dact, mode, 0) || !sync_ok() ||
+        if (kern_to_act(0, din, R, K, dact, mode | KERN_ACT_Q16, 0) || !sync_ok() ||
             !down(got, dact, (size_t)(mode == KERN_ACT_SPLIT ? 2 : 1) * R * K * (mode ? 2 : 4))) {
             bad[mode] = -1;
             continue;
@@ -2758,9 +2802,12 @@ static void act_q16_kernel_case(void) {
             bad[mode] += v != w;
         }
     }
-    T_CHECKF(!bad[0] && !bad[1] && !bad[2], "kern_act_q16: %d / %d / %d elements differ (f32, bf16, "
+    T_CHECKF(!bad[0] && !bad[1] && !bad[2], "kern_to_act with KERN_ACT_Q16: %d / %d / %d elements differ (f32, bf16, "
              "hi/lo; -1: failed)", bad[0], bad[1], bad[2]);
-    T_CHECK(kern_act_q16(0, din, R, 24, dact, KERN_ACT_F32, 0) != 0);   /* K not whole groups */
+    T_CHECK(kern_to_act(0, din, R, 24, dact, KERN_ACT_F32 | KERN_ACT_Q16, 0) != 0);   /* K not whole groups */
+    /* attention's output: a head size not of whole groups is refused */
+    kern_kv hd8 = {(float *)16, 1024, 1, 8, 16, 0, KERN_F32};   /* else valid */
+    T_CHECK(kern_attention(0, NULL, hd8, NULL, 1, 4, 1, NULL, dact, KERN_ACT_Q16, NULL, NULL, 0) != 0);
     dfree_all();
     free(x); free(want); free(got);
 }

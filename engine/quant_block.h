@@ -223,8 +223,11 @@ ENG_QB_FN int eng_qb_block(int dt, const uint8_t *b, float *y) {
  * 16-element group of largest |x| amax, id = 127 / amax (0 for a group of
  * zeros), goes to planes q1 = rint(t), q2 = rint(254 (t - q1)), t = v id
  * (rint: to nearest even, as CUDA's), and stands for amax / 127 (q1 + q2 /
- * 254).  The CPU reference, the kernels that write wide passes' inputs and
- * the one-row GEMV's staging (which keeps the planes) all round here. */
+ * 254), computed as amax ((254 q1 + q2) / 32258): the integer is exact, so
+ * both sides of a q1 edge (q2 = +-127) give the same float, and the one
+ * division an element costs is id's (the kernels that write wide passes'
+ * inputs round every element).  The CPU reference, those kernels and the
+ * one-row GEMV's staging (which keeps the planes) all round here. */
 ENG_QB_FN void eng_qb_act_q16(float v, float id, float *q1, float *q2) {
     const float t = v * id;
     *q1 = rintf(t);
@@ -233,6 +236,6 @@ ENG_QB_FN void eng_qb_act_q16(float v, float id, float *q1, float *q2) {
 ENG_QB_FN float eng_qb_act_q16_value(float v, float amax) {
     float q1, q2;
     eng_qb_act_q16(v, amax > 0.f ? 127.f / amax : 0.f, &q1, &q2);
-    return amax / 127.f * (q1 + q2 / 254.f);
+    return amax * ((254.f * q1 + q2) * (1.f / 32258.f));
 }
 #endif

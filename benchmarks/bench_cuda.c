@@ -71,7 +71,8 @@ typedef struct bargs {
     int quant_tc;       /* --quant-tc-rows N: eng_cuda_opts.quant_tc_rows; < 0: the library's */
     int quant_stage;    /* --quant-tc-stage N: eng_cuda_opts.quant_tc_stage; < 0: the library's */
     int profile_step;   /* --profile-step */
-    int act;            /* --act f32|q16: eng_cuda_opts.act (ENG_ACT_*) */
+    int act;            /* --act auto|f32|q16: eng_cuda_opts.act (ENG_ACT_*; auto, the engine's
+                           default, unless given) */
 } bargs;
 
 static int parse_batches(const char *s, int *b, int max) {
@@ -121,7 +122,7 @@ static int parse_args(int argc, char **argv, bargs *A) {
         else if (!strcmp(a, "--quant-tc-stage") && v) { A->quant_stage = atoi(v); i++; }
         else if (!strcmp(a, "--act") && v) {
             if ((A->act = eng_act_parse(v)) < 0) {
-                fprintf(stderr, "bench_cuda: --act takes f32 or q16, not %s\n", v);
+                fprintf(stderr, "bench_cuda: --act takes auto, f32 or q16, not %s\n", v);
                 return 2;
             }
             i++;
@@ -1084,7 +1085,7 @@ int main(int argc, char **argv) {
     co.bf16_weights = bf16w;
     co.kv_format = kvf;
     co.act = A.act;
-    if (A.tp > 1 && A.act) {
+    if (A.tp > 1 && A.act == ENG_ACT_Q16) {
         fprintf(stderr, "bench_cuda: --act %s runs on one GPU (no --tp)\n", eng_act_name(A.act));
         return 2;
     }
@@ -1107,7 +1108,9 @@ int main(int argc, char **argv) {
            B.info.n_ranks > 1 ? ", rank 0 of the split" : "", B.info.dense_weight_bytes / 1e9,
            B.info.weights_bf16 ? "bf16" : "f32", B.info.kv_bytes_per_token,
            eng_kv_format_name(B.info.kv_format), n_blocks);
-    if (A.act) printf("activations: %s (the products' inputs rounded per 16 elements)\n", eng_act_name(A.act));
+    printf("activations: %s%s (--act %s)\n", eng_act_name(B.info.act),
+           B.info.act == ENG_ACT_Q16 ? ": the products' inputs rounded per 16 elements" : "",
+           eng_act_name(A.act));
     if (B.info.n_ranks > 1)
         printf("split over %d GPUs: floor = the largest rank's weight + KV bytes over one GPU's copy "
                "bandwidth; all-reduces timed apart (2 x layers of rows x hidden f32 a step)\n",
@@ -1144,10 +1147,10 @@ int main(int argc, char **argv) {
     }
     cJSON_AddNumberToObject(root, "kv_bytes_per_token", (double)B.info.kv_bytes_per_token);
     cJSON_AddStringToObject(root, "kv_format", eng_kv_format_name(B.info.kv_format));
-    cJSON_AddStringToObject(root, "act", eng_act_name(A.act));
+    cJSON_AddStringToObject(root, "act", eng_act_name(B.info.act));
     cJSON_AddNumberToObject(root, "prompt", B.prompt);
     cJSON_AddNumberToObject(root, "steps", B.steps);
-    if (kernels) kernel_bench(eng_model_config(m), B.bw, B.info.n_sms, A.quant == ENG_QUANT_ON, A.act, root);
+    if (kernels) kernel_bench(eng_model_config(m), B.bw, B.info.n_sms, A.quant == ENG_QUANT_ON, B.info.act, root);
     rc = pf > 0 ? prefill(&B, pf, root, &err) : 0;   /* --prefill 0: decode only */
     set_opts(&B, 0, -1, 0, 0);   /* --skinny-max from the first run on */
     cJSON *arr = cJSON_AddArrayToObject(root, "decode");

@@ -61,9 +61,9 @@ int eng_tp_slice_of(const eng_config *c, int n, int rank, eng_tp_slice *out, eng
 /* Bytes of one stored K or V value in KV format f (ENG_KV_*). */
 static inline size_t eng_kv_elem_bytes(int f) { return f == ENG_KV_BF16 ? 2 : 4; }
 
-/* kv_format: ENG_KV_*, how the pool stores keys and values; act: ENG_ACT_*,
- * what the products of quantized blocks take (eng.h; Q16: the caller has
- * checked that every product is of blocks). */
+/* kv_format: ENG_KV_*, how the pool stores keys and values; act:
+ * ENG_ACT_F32 or ENG_ACT_Q16, what the products of quantized blocks take
+ * (eng.h; Q16: the caller has checked that every product is of blocks). */
 int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int kv_format,
                            int act, int n_threads, eng_backend **out, eng_err *err);
 /* The CPU backend split over n_ranks ranks, each a thread with its share
@@ -77,7 +77,8 @@ int eng_backend_split_create(const eng_model *m, int n_blocks, int block_size, i
  * (eng_cuda_opts.quant: the blocks in decode passes), 2 the blocks alone
  * (quant_wide 2; ENG_EUNSUPPORTED where not every product has blocks the
  * kernels take).  act as for the CPU backend (Q16: ENG_EUNSUPPORTED unless
- * quant is 1 or 2 and every product suits the kernels that round). */
+ * quant is 1 or 2 and every product suits the kernels that round), or
+ * ENG_ACT_AUTO: Q16 where it would not be refused, else F32. */
 int eng_backend_cuda_create(const eng_model *m, int n_blocks, int block_size, int kv_format,
                             int act, int quant, eng_backend **out, eng_err *err);
 /* How many KV blocks of block_size tokens fit in 90% of the GPU memory
@@ -89,6 +90,8 @@ int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int kv_forma
 /* 1 when b is a CUDA backend whose decode passes read quantized blocks, 2
  * when it holds them alone (no dense copy), else 0. */
 int eng_backend_cuda_quantized(const eng_backend *b);
+/* ENG_ACT_F32 or ENG_ACT_Q16: what b's products take (AUTO resolved). */
+int eng_backend_cuda_act(const eng_backend *b);
 /* The CUDA backend split over n_ranks GPUs (rank r on device r) through
  * NCCL: the shares of eng_tp_slice_of, the whole embedding on every rank,
  * lm_head rows in equal vocabulary shares gathered before sampling; each

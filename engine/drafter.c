@@ -239,7 +239,7 @@ int eng_drafter_model_create(eng_model *model, const eng_opts *o, int max_seqs, 
     m->vocab = eng_model_config(model)->vocab_size;
     for (int i = 0; i < max_seqs; i++) m->s[i] = (dm_seq){ .dseq = -1 };
     int rc = eng_create(model, o, &m->e, err);
-    if (rc == ENG_EUNSUPPORTED && o && o->act != ENG_ACT_F32) {
+    if (rc == ENG_EUNSUPPORTED && o && o->act == ENG_ACT_Q16) {
         /* a draft whose products are not all of blocks runs with f32
          * inputs: its numbers only propose, the target checks every token */
         eng_opts f32 = *o;

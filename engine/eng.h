@@ -283,7 +283,7 @@ typedef struct eng_opts {
     int kv_format;    /* ENG_KV_*; 0 = F32 */
     int quant;        /* ENG_QUANT_*: whether the CUDA backend of one GPU reads a GGUF
                        * file's quantized blocks in decode passes (eng_cuda_opts.quant) */
-    int act;          /* ENG_ACT_*; 0 = F32 */
+    int act;          /* ENG_ACT_*; 0 = AUTO */
 } eng_opts;
 /* What the products of a GGUF file's quantized blocks take as input.  F32:
  * the activations as they are.  Q16: each 16-element group of an input row
@@ -299,10 +299,16 @@ typedef struct eng_opts {
  * grow into steps of amax / 127.  Needs every layer product and the
  * lm_head in a block type, one rank and, on CUDA, the blocks on the
  * device. */
-enum { ENG_ACT_F32 = 0, ENG_ACT_Q16 = 1 };
-/* "f32", "q16" -> ENG_ACT_*; -1 for anything else (the one parser of --act) */
+/* AUTO (0, the default): Q16 where it can be on the CUDA backend of one
+ * GPU reading the blocks (eng_opts.quant not OFF, every product of a
+ * block type and in a shape the one-row kernel takes), else F32; the CPU
+ * backend, the reference, keeps F32 unless asked.  eng_act says which an
+ * engine took. */
+enum { ENG_ACT_AUTO = 0, ENG_ACT_F32 = 1, ENG_ACT_Q16 = 2 };
+/* "auto", "f32", "q16" -> ENG_ACT_*; -1 for anything else (the one parser
+ * of --act) */
 int eng_act_parse(const char *name);
-const char *eng_act_name(int act);   /* "f32", "q16", or "?" */
+const char *eng_act_name(int act);   /* "auto", "f32", "q16", or "?" */
 /* AUTO (0, the default): on where it can be (CUDA, one GPU): the blocks
  * beside the dense copy (which wider passes read, as bf16 halves where
  * every product has blocks: kern.h quant_wide) where both fit in device
@@ -417,7 +423,7 @@ int  eng_kv_free_blocks(const eng_engine *e);
 /* The engine's KV format (ENG_KV_*) and the bytes one token's keys and
  * values take in it over all layers. */
 int  eng_kv_format(const eng_engine *e);
-int  eng_act(const eng_engine *e);   /* ENG_ACT_* of the engine's options */
+int  eng_act(const eng_engine *e);   /* ENG_ACT_F32 or ENG_ACT_Q16: what its passes take */
 /* 1 when the engine's decode passes read the model file's quantized blocks
  * (eng_opts.quant on the CUDA backend, a file that has them), 2 when the
  * device holds the blocks alone (ENG_QUANT_LEAN), else 0. */

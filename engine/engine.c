@@ -118,11 +118,12 @@ static int reserve_new(seq *s, int n, eng_err *err) {
 
 /* ------------------------------------------------------------- create */
 int eng_act_parse(const char *name) {
-    return !strcmp(name, "f32") ? ENG_ACT_F32 : !strcmp(name, "q16") ? ENG_ACT_Q16 : -1;
+    return !strcmp(name, "auto") ? ENG_ACT_AUTO : !strcmp(name, "f32") ? ENG_ACT_F32
+         : !strcmp(name, "q16") ? ENG_ACT_Q16 : -1;
 }
 
 const char *eng_act_name(int act) {
-    return act == ENG_ACT_F32 ? "f32" : act == ENG_ACT_Q16 ? "q16" : "?";
+    return act == ENG_ACT_AUTO ? "auto" : act == ENG_ACT_F32 ? "f32" : act == ENG_ACT_Q16 ? "q16" : "?";
 }
 
 /* The first layer product or lm_head of m not stored in a block type (its
@@ -167,7 +168,12 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
                                                         : "a split (--tp) keeps dense shares");
     if (!strcmp(eng_act_name(d.act), "?"))
         return eng_seterr(err, ENG_EINVAL, "eng_create: unknown activation format %d", d.act);
-    if (d.act != ENG_ACT_F32) {
+    /* AUTO: F32 but where the CUDA backend of one GPU reads every product
+     * from blocks (it then takes Q16 where its kernels do) */
+    if (d.act == ENG_ACT_AUTO && (d.backend != ENG_BACKEND_CUDA || d.tp > 1 || d.quant == ENG_QUANT_OFF ||
+                                  dense_product(m)))
+        d.act = ENG_ACT_F32;
+    if (d.act == ENG_ACT_Q16) {
         const char *a = eng_act_name(d.act), *t = dense_product(m);
         if (d.tp > 1) return eng_seterr(err, ENG_EUNSUPPORTED, "--act %s runs on one rank (no --tp)", a);
         if (d.quant == ENG_QUANT_OFF && d.backend == ENG_BACKEND_CUDA)
@@ -247,9 +253,11 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
         else if (d.backend == ENG_BACKEND_CUDA && d.tp > 1)
             rc = eng_backend_cuda_tp_create(m, d.n_blocks, d.block_size, d.kv_format, d.tp, &e->be,
                                             err);
-        else if (d.backend == ENG_BACKEND_CUDA)
+        else if (d.backend == ENG_BACKEND_CUDA) {
             rc = eng_backend_cuda_create(m, d.n_blocks, d.block_size, d.kv_format, d.act, quant,
                                          &e->be, err);
+            if (!rc) e->opts.act = eng_backend_cuda_act(e->be);   /* AUTO resolved */
+        }
 #endif
         else
             rc = eng_seterr(err, ENG_EUNSUPPORTED, "eng_create: backend %d not available in this "
@@ -282,7 +290,8 @@ int eng_opts_arg(const char *k, const char *v, eng_opts *o, int *used, eng_err *
     if (!strcmp(k, "--act")) {
         int f = v ? eng_act_parse(v) : -1;
         if (f < 0)
-            return eng_seterr(err, ENG_EINVAL, "--act must be f32 or q16 (got '%s')", v ? v : "nothing");
+            return eng_seterr(err, ENG_EINVAL, "--act must be auto, f32 or q16 (got '%s')",
+                              v ? v : "nothing");
         o->act = f;
         *used = 2;
         return ENG_OK;
@@ -757,7 +766,7 @@ int eng_n_live(const eng_engine *e) { return e ? e->n_live : 0; }
 int eng_step_tokens(const eng_engine *e) { return e ? e->step_tokens : 0; }
 int eng_kv_free_blocks(const eng_engine *e) { return e ? eng_kv_n_free(e->kv) : 0; }
 int eng_kv_format(const eng_engine *e) { return e ? e->opts.kv_format : ENG_KV_F32; }
-int eng_act(const eng_engine *e) { return e ? e->opts.act : ENG_ACT_F32; }
+int eng_act(const eng_engine *e) { return e && e->opts.act == ENG_ACT_Q16 ? ENG_ACT_Q16 : ENG_ACT_F32; }
 int eng_quantized(const eng_engine *e) {
 #ifdef BRISK_CUDA
     return e && e->be ? eng_backend_cuda_quantized(e->be) : 0;

@@ -161,6 +161,7 @@ extern "C" void eng_cuda_opts_default(eng_cuda_opts *o) {
     o->quant_wide = 1;   /* wide passes on tensor cores, not f32 (kernels/NOTES.md v21) */
     o->quant_max_rows = 8;
     o->quant_tc_rows = 96;   /* measured: kern_qskinny's groups ahead of the halves to 96 rows (v25) */
+    o->act = ENG_ACT_F32;    /* the engine's default (ENG_ACT_AUTO) is its own choice */
 }
 
 /* Options into range; attention variant 0 takes BRISK_ATTN (1 to 5 for
@@ -572,18 +573,19 @@ static int act_q16_setup(cu_ctx *c, eng_err *err) {
     if (!c->qhead.n_seg || !kern_qgemv_q16_ok(&c->qhead, g->vocab_size, H, 0))
         return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: --act q16: the lm_head's blocks are "
                           "not in a shape the one-row kernel takes");
-    c->qhead.q16 = 1;
-    for (int l = 0; l < g->n_layers; l++) {
-        cu_layer *w = &c->layers[l];
-        kern_qw *q[4] = {&w->qqkv, &w->qo, &w->qgu, &w->qdown};
-        const int N[4] = {c->qkv_dim, H, 2 * I, H}, K[4] = {H, c->q_dim, H, I};
-        for (int i = 0; i < 4; i++) {
-            if (!q[i]->n_seg || !kern_qgemv_q16_ok(q[i], N[i], K[i], i == 2))
-                return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: --act q16: layer %d product %d "
-                                  "is not of blocks the one-row kernel takes", l, i);
-            q[i]->q16 = 1;
+    for (int pass = 0; pass < 2; pass++)   /* every product checked, then every one marked */
+        for (int l = 0; l < g->n_layers; l++) {
+            cu_layer *w = &c->layers[l];
+            kern_qw *q[4] = {&w->qqkv, &w->qo, &w->qgu, &w->qdown};
+            const int N[4] = {c->qkv_dim, H, 2 * I, H}, K[4] = {H, c->q_dim, H, I};
+            for (int i = 0; i < 4; i++) {
+                if (pass) q[i]->q16 = 1;
+                else if (!q[i]->n_seg || !kern_qgemv_q16_ok(q[i], N[i], K[i], i == 2))
+                    return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: --act q16: layer %d product "
+                                      "%d is not of blocks the one-row kernel takes", l, i);
+            }
         }
-    }
+    c->qhead.q16 = 1;
     return ENG_OK;
 }
 
@@ -1521,6 +1523,8 @@ static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
         c->lean = c->ws && c->opt.quant_wide == 2;
     }
     if (c->opt.act == ENG_ACT_Q16 && (rc = act_q16_setup(c, err))) return rc;
+    if (c->opt.act == ENG_ACT_AUTO)   /* Q16 where it would not be refused */
+        c->opt.act = act_q16_setup(c, NULL) == ENG_OK ? ENG_ACT_Q16 : ENG_ACT_F32;
     /* the f32 copy of a model loaded with eng_model_load_blocks: made here
      * unless the blocks alone serve (a dense embedding beside them is
      * converted from its tensor on the way up: put_weight) */
@@ -1990,6 +1994,7 @@ extern "C" int eng_cuda_get_rank_info(const eng_backend *b, int rank, eng_cuda_i
                                      : c->weight_bytes;
     info->kv_bytes_per_token = (size_t)c->cfg.n_layers * 2 * c->kv_dim * c->kv_eb;
     info->kv_format = c->opt.kv_format;
+    info->act = c->opt.act;
     info->weights_bf16 = c->wdt == KERN_BF16;
     info->n_sms = c->n_sms;
     info->graphs = !c->opt.no_graphs;
@@ -2000,6 +2005,11 @@ extern "C" int eng_cuda_get_rank_info(const eng_backend *b, int rank, eng_cuda_i
 
 extern "C" int eng_cuda_get_info(const eng_backend *b, eng_cuda_info *info) {
     return eng_cuda_get_rank_info(b, 0, info);
+}
+
+extern "C" int eng_backend_cuda_act(const eng_backend *b) {
+    eng_cuda_info info;
+    return !eng_cuda_get_info(b, &info) && info.act == ENG_ACT_Q16 ? ENG_ACT_Q16 : ENG_ACT_F32;
 }
 
 extern "C" int eng_backend_cuda_quantized(const eng_backend *b) {

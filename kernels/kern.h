@@ -39,7 +39,8 @@ typedef struct eng_cuda_opts {
     int gemm_attn;      /* < 0: never kern_attention_gemm; 0: for long prompts of one sequence */
     int kv_format;      /* ENG_KV_F32 or ENG_KV_BF16: how the KV pool stores keys and values
                            (fixed at creation, as bf16_weights) */
-    int act;            /* ENG_ACT_F32 or ENG_ACT_Q16 (eng.h): the products' inputs rounded
+    int act;            /* ENG_ACT_F32 (the default), ENG_ACT_Q16 or ENG_ACT_AUTO (Q16 where
+                           it would not be refused, else F32; eng.h): the products' inputs rounded
                            per 16 elements, in one-row passes by kern_qgemv as it stages
                            them, in wider ones by the kernels that write them
                            (KERN_ACT_Q16, attention's included); Q16 needs quant, a
@@ -101,6 +102,7 @@ typedef struct eng_cuda_info {
     size_t dense_weight_bytes;   /* the dense copy's bytes (what wider passes and quant = 0 read) */
     int weights_bf16, n_sms, graphs;
     int kv_format;      /* ENG_KV_*: the pool's format, which kv_bytes_per_token follows */
+    int act;            /* ENG_ACT_F32 or ENG_ACT_Q16 (ENG_ACT_AUTO resolved at creation) */
     int attn_variant;   /* as set in eng_cuda_opts: 0 = per pass (2-5 by rows, context and pool) */
     int n_ranks;        /* 1, or the GPUs of a split (eng_backend_cuda_tp_create) */
     int quant_wide;     /* 1: the dense copy is bf16 halves (eng_cuda_opts.quant_wide took);

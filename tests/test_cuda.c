@@ -2749,6 +2749,10 @@ static void quant_model(const struct qmodel *qm, int i) {
             const int want = s == ENG_QUANT_OFF ? 0 : s == ENG_QUANT_LEAN ? 2 : 1;
             T_CHECKF(eng_quantized(e) == want, "%s quant %d: engine's eng_quantized %d, wanted %d",
                      qm->name, s, eng_quantized(e), want);
+            /* the default activations (ENG_ACT_AUTO): Q16 wherever the blocks are read */
+            const int act = s == ENG_QUANT_OFF ? ENG_ACT_F32 : ENG_ACT_Q16;
+            T_CHECKF(eng_act(e) == act, "%s quant %d: engine's activations %s, wanted %s", qm->name, s,
+                     eng_act_name(eng_act(e)), eng_act_name(act));
             eng_destroy(e);
         }
     } else {

@@ -799,13 +799,23 @@ static void test_bad_args(void) {
     T_CHECK(eng_kv_format_parse("BF16") < 0 && eng_kv_format_parse("bf16 ") < 0 &&
             eng_kv_format_parse("") < 0 && eng_kv_format_parse(NULL) < 0);
     T_CHECK(!strcmp(eng_kv_format_name(ENG_KV_BF16), "bf16") && !strcmp(eng_kv_format_name(9), "?"));
-    /* activation formats: the two names, nothing else; Q16 needs every
-     * product in a block type (this fixture's are f32) and one rank */
-    o = (eng_opts){ .act = 2 };
+    /* activation formats: the three names, nothing else; Q16 needs every
+     * product in a block type (this fixture's are f32) and one rank; AUTO
+     * (the default) takes F32 here, as on every CPU engine */
+    o = (eng_opts){ .act = 3 };
     T_CHECK(eng_create(f->m, &o, &bad, &err) == ENG_EINVAL && !bad);
     T_CHECK(eng_act_parse("f32") == ENG_ACT_F32 && eng_act_parse("q16") == ENG_ACT_Q16 &&
-            eng_act_parse("q8") < 0 && eng_act_parse("Q16") < 0 && eng_act_parse("") < 0);
-    T_CHECK(!strcmp(eng_act_name(ENG_ACT_Q16), "q16") && !strcmp(eng_act_name(7), "?"));
+            eng_act_parse("auto") == ENG_ACT_AUTO && ENG_ACT_AUTO == 0 && eng_act_parse("q8") < 0 &&
+            eng_act_parse("Q16") < 0 && eng_act_parse("") < 0);
+    T_CHECK(!strcmp(eng_act_name(ENG_ACT_Q16), "q16") && !strcmp(eng_act_name(ENG_ACT_AUTO), "auto") &&
+            !strcmp(eng_act_name(7), "?"));
+    for (int tp = 1; tp <= 2; tp++) {
+        o = (eng_opts){ .n_threads = 2, .tp = tp };
+        eng_engine *ea = NULL;
+        T_CHECKF(eng_create(f->m, &o, &ea, &err) == ENG_OK && ea && eng_act(ea) == ENG_ACT_F32,
+                 "tp %d, act auto: %s", tp, err.msg);
+        eng_destroy(ea);
+    }
     for (int a = ENG_ACT_Q16; a <= ENG_ACT_Q16; a++) {
         o = (eng_opts){ .act = a, .n_threads = 1 };
         T_CHECKF(eng_create(f->m, &o, &bad, &err) == ENG_EUNSUPPORTED && !bad &&
@@ -819,7 +829,8 @@ static void test_bad_args(void) {
         int u = -1;
         T_CHECK(eng_opts_arg("--act", "q16", &a, &u, &err) == ENG_OK && u == 2 && a.act == ENG_ACT_Q16);
         T_CHECK(eng_opts_arg("--act", "q8", &a, &u, &err) == ENG_EINVAL &&
-                strstr(err.msg, "--act must be f32 or q16 (got 'q8')") && a.act == ENG_ACT_Q16);
+                strstr(err.msg, "--act must be auto, f32 or q16 (got 'q8')") && a.act == ENG_ACT_Q16);
+        T_CHECK(eng_opts_arg("--act", "auto", &a, &u, &err) == ENG_OK && u == 2 && a.act == ENG_ACT_AUTO);
         T_CHECK(eng_opts_arg("--act", NULL, &a, &u, &err) == ENG_EINVAL && strstr(err.msg, "nothing"));
     }
     /* --quant / --no-quant: switches of their own (no value); AUTO unless given */

@@ -319,7 +319,7 @@ static void greedy(real *r) {
     const int quant = !qs ? ENG_QUANT_AUTO : !strcmp(qs, "1") ? ENG_QUANT_ON
                     : !strcmp(qs, "0") ? ENG_QUANT_OFF : !strcmp(qs, "lean") ? ENG_QUANT_LEAN : -1;
     if (kv < 0) T_FAIL("BRISK_TEST_KV=%s: f32 or bf16", kvs);
-    if (as && eng_act_parse(as) < 0) T_FAIL("BRISK_TEST_ACT=%s: f32 or q16", as);
+    if (as && eng_act_parse(as) < 0) T_FAIL("BRISK_TEST_ACT=%s: auto, f32 or q16", as);
     const int act = g_act ? g_act : as ? eng_act_parse(as) : ENG_ACT_F32;
     if (quant < 0) T_FAIL("BRISK_TEST_QUANT=%s: 0, 1 or lean", qs);
     if ((quant == ENG_QUANT_ON || quant == ENG_QUANT_LEAN) && !cuda)
@@ -335,7 +335,7 @@ static void greedy(real *r) {
     int seq[16], matched[16] = {0}, diverged[16] = {0};
     eng_sampling greedy = {0};
     double worst = 0, t0 = eng_now_s();
-    int n_logit_steps = 0;
+    int n_logit_steps = 0, took = act;   /* took: the engines' activations (auto resolved) */
     for (int g0 = 0; g0 < np; g0 += group) {
         const int g1 = g0 + group < np ? g0 + group : np;
         eng_opts o = {.max_seqs = g1 - g0, .backend = cuda ? ENG_BACKEND_CUDA : ENG_BACKEND_CPU,
@@ -344,8 +344,10 @@ static void greedy(real *r) {
             free(got);
             T_FAIL("%s", err.msg);
         }
-        if (!g0) printf("  decode reads: %s\n", eng_quantized(e) == 2 ? "the quantized blocks (held alone)"
-                                                 : eng_quantized(e) ? "the quantized blocks" : "dense weights");
+        if (!g0) printf("  decode reads: %s, activations %s\n",
+                        eng_quantized(e) == 2 ? "the quantized blocks (held alone)"
+                        : eng_quantized(e) ? "the quantized blocks" : "dense weights", eng_act_name(eng_act(e)));
+        took = eng_act(e);
         for (int s = g0; s < g1; s++) {
             const cJSON *pid = cJSON_GetObjectItem(cJSON_GetArrayItem(prompts, s), "prompt_ids"), *x;
             int ids[512], k = 0;
@@ -412,7 +414,7 @@ static void greedy(real *r) {
     for (int s = 0; s < np; s++) identical += matched[s] == n_new;
     printf("  greedy: %d of %d prompts identical to transformers for %d tokens (%.1f s)\n",
            identical, np, n_new, dt);
-    const double tol = kv == ENG_KV_BF16 ? BF16_KV_TOL : act == ENG_ACT_Q16 ? Q16_ACT_TOL : r->tol;
+    const double tol = kv == ENG_KV_BF16 ? BF16_KV_TOL : took == ENG_ACT_Q16 ? Q16_ACT_TOL : r->tol;
     printf("  logits: max error %.3g of the step's max |logit| over %d recorded steps "
            "(tolerance %.0e)\n", worst, n_logit_steps, tol);
     if (kv == ENG_KV_F32) {   /* q16 too: every prompt followed on the CPU */
@@ -420,8 +422,8 @@ static void greedy(real *r) {
         T_CHECK(n_logit_steps >= 5 * np);
     }
     T_CHECKF(worst <= tol, "logit error %.3g above %.0e", worst, tol);
-    if (cuda && (kv == ENG_KV_BF16 || act != ENG_ACT_F32))
-        cpu_same_tokens(model, prompts, np, n_new, got, kv, act);
+    if (cuda && (kv == ENG_KV_BF16 || took == ENG_ACT_Q16))
+        cpu_same_tokens(model, prompts, np, n_new, got, kv, took);
     free(got);
 }
 
@@ -475,6 +477,21 @@ static void test_gemma3_dequant_rows(void) { dequant_rows(&gemma); }
 static void test_gemma3_prompt_ids(void) { prompt_ids(&gemma); }
 static void test_gemma3_greedy(void) { greedy(&gemma); }
 static void test_smollm2_greedy_q16(void) { g_act = ENG_ACT_Q16; greedy(&smol); g_act = 0; }
+/* The default activations (ENG_ACT_AUTO) on the CPU: f32, though every
+ * product of the file is of blocks (the reference stays exact unless
+ * asked); q16 when asked. */
+static void test_smollm2_act_default(void) {
+    if (!smol.model) T_FAIL("no model (loading failed)");
+    eng_err err = {0};
+    for (int a = ENG_ACT_AUTO; a <= ENG_ACT_Q16; a++) {
+        eng_opts o = {.max_seqs = 1, .n_blocks = 64, .act = a};
+        eng_engine *e = NULL;
+        T_CHECKF(eng_create(smol.model, &o, &e, &err) == ENG_OK, "act %s: %s", eng_act_name(a), err.msg);
+        const int want = a == ENG_ACT_Q16 ? ENG_ACT_Q16 : ENG_ACT_F32;
+        T_CHECKF(eng_act(e) == want, "act %s: engine took %s", eng_act_name(a), eng_act_name(eng_act(e)));
+        eng_destroy(e);
+    }
+}
 static void test_gemma3_greedy_q16(void) { g_act = ENG_ACT_Q16; greedy(&gemma); g_act = 0; }
 
 int main(void) {
@@ -483,6 +500,7 @@ int main(void) {
     T_RUN(test_smollm2_prompt_ids);
     T_RUN(test_smollm2_greedy);
     T_RUN(test_smollm2_greedy_q16);
+    T_RUN(test_smollm2_act_default);
     T_RUN(test_truncated);
     done(&smol);
     T_RUN(test_gemma3_load);

@@ -120,7 +120,11 @@
 #                 peer for a tensor-parallel step
 # Models are random weights with real shapes (brisk mkmodel), made once per
 # machine under /tmp/brisk-models.  Results land in $OUT, named after the card
-# (h100, h200).
+# (h100, h200).  bench_cuda's activations default to auto (q16 where a GGUF
+# file's blocks serve every product, since kernels/NOTES.md v32); a
+# bench_cuda_base built before that defaults to f32, so a comparison of the
+# two on a GGUF file passes --act to both (bench_cuda_base of v31 on) or
+# --act f32 to this build.
 set -u -o pipefail
 if [ "${1:-}" = stage ]; then   # on the GPU machine: keep the carried pieces in /tmp
     mkdir -p /tmp/brisk-real && cp .stage/* /tmp/brisk-real/ && ls -la /tmp/brisk-real

@@ -97,13 +97,11 @@ static int run(const gen_args *a, eng_err *err) {
     fflush(stdout);   /* the stats line (stderr) starts on a line of its own */
     if (a->stats) {
         double t1 = eng_now_s();
-        fprintf(stderr, "prompt %d tokens, generated %d, first token %.1f ms, %.1f tokens/s after it; "
-                "KV %s, %zu bytes/token; weights %s; activations %s\n", n, produced,
-                (t_first - t0) * 1e3, produced > 1 ? (produced - 1) / (t1 - t_first) : 0.0,
-                eng_kv_format_name(eng_kv_format(e)), eng_kv_bytes_per_token(e),
-                eng_quantized(e) == 2 ? "quantized blocks alone"
-                : eng_quantized(e) ? "quantized blocks in decode" : "dense",
-                eng_act_name(eng_act(e)));
+        char what[256];
+        eng_describe(e, what, sizeof what);
+        fprintf(stderr, "prompt %d tokens, generated %d, first token %.1f ms, %.1f tokens/s after it; %s\n",
+                n, produced, (t_first - t0) * 1e3, produced > 1 ? (produced - 1) / (t1 - t_first) : 0.0,
+                what);
     }
 out:
     free(ids);

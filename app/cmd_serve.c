@@ -177,8 +177,11 @@ int cmd_serve(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     const char *addr = srv_address(s);
     int v6 = strchr(addr, ':') != NULL;
-    printf("brisk: serving %s on http://%s%s%s:%d/ (websocket on the same port)%s\n", model_dir,
-           v6 ? "[" : "", addr, v6 ? "]" : "", srv_port(s), o.token ? ", bearer token required" : "");
+    char what[256];
+    eng_describe(e, what, sizeof what);
+    printf("brisk: serving %s on http://%s%s%s:%d/ (websocket on the same port)%s\nbrisk: engine: %s\n",
+           model_dir, v6 ? "[" : "", addr, v6 ? "]" : "", srv_port(s), o.token ? ", bearer token required" : "",
+           what);
     fflush(stdout);
     srv_run(s);
     g_srv = NULL;

@@ -430,6 +430,11 @@ int  eng_act(const eng_engine *e);   /* ENG_ACT_F32 or ENG_ACT_Q16: what its pas
  * device holds the blocks alone (ENG_QUANT_LEAN), else 0. */
 int  eng_quantized(const eng_engine *e);
 size_t eng_kv_bytes_per_token(const eng_engine *e);
+/* What an engine runs on, in words, into buf (the one description the
+ * commands print): "CPU" or "CUDA" (with its ranks), "KV f32, N
+ * bytes/token", the weights its passes read, the activations its products
+ * take (eng_act: AUTO resolved).  Returns snprintf's count. */
+int  eng_describe(const eng_engine *e, char *buf, size_t n);
 /* KV blocks that hold n tokens of one sequence (the engine's block size). */
 int  eng_blocks_for(const eng_engine *e, int n);
 const eng_model *eng_engine_model(const eng_engine *e);

@@ -33,6 +33,7 @@
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -766,6 +767,18 @@ int eng_n_live(const eng_engine *e) { return e ? e->n_live : 0; }
 int eng_step_tokens(const eng_engine *e) { return e ? e->step_tokens : 0; }
 int eng_kv_free_blocks(const eng_engine *e) { return e ? eng_kv_n_free(e->kv) : 0; }
 int eng_kv_format(const eng_engine *e) { return e ? e->opts.kv_format : ENG_KV_F32; }
+int eng_describe(const eng_engine *e, char *buf, size_t n) {
+    if (!e) return snprintf(buf, n, "no engine");
+    const int q = eng_quantized(e), tp = eng_tp_ranks(e);
+    char ranks[32] = "";
+    if (tp > 1) snprintf(ranks, sizeof ranks, " (%d ranks)", tp);
+    return snprintf(buf, n, "%s%s; KV %s, %zu bytes/token; weights %s; activations %s",
+                    e->opts.backend == ENG_BACKEND_CUDA ? "CUDA" : "CPU", ranks,
+                    eng_kv_format_name(eng_kv_format(e)), eng_kv_bytes_per_token(e),
+                    q == 2 ? "quantized blocks alone" : q ? "quantized blocks in decode" : "dense",
+                    eng_act_name(eng_act(e)));
+}
+
 int eng_act(const eng_engine *e) { return e && e->opts.act == ENG_ACT_Q16 ? ENG_ACT_Q16 : ENG_ACT_F32; }
 int eng_quantized(const eng_engine *e) {
 #ifdef BRISK_CUDA

@@ -141,7 +141,8 @@ static void test_stats_line(void) {
     char want[96];
     rc = run(BRISK " generate --model " MODEL " --prompt 'The quick' --max-tokens 2 --stats --kv bf16", out,
              sizeof out);
-    snprintf(want, sizeof want, "KV bf16, %d bytes/token; weights dense", c->n_layers * 2 * c->n_kv_heads * c->head_dim * 2);
+    snprintf(want, sizeof want, "; CPU; KV bf16, %d bytes/token; weights dense; activations f32",
+             c->n_layers * 2 * c->n_kv_heads * c->head_dim * 2);
     T_CHECKF(rc == 0 && strstr(out, want), "exit %d, wanted '%s' in: %s", rc, want, out);
     /* --quant asks for the blocks the CPU backend cannot read: refused */
     rc = run(BRISK " generate --model " MODEL " --prompt 'The quick' --max-tokens 2 --quant", out, sizeof out);

@@ -161,7 +161,7 @@ extern "C" void eng_cuda_opts_default(eng_cuda_opts *o) {
     o->quant_wide = 1;   /* wide passes on tensor cores, not f32 (kernels/NOTES.md v21) */
     o->quant_max_rows = 8;
     o->quant_tc_rows = 96;   /* measured: kern_qskinny's groups ahead of the halves to 96 rows (v25) */
-    o->act = ENG_ACT_F32;    /* the engine's default (ENG_ACT_AUTO) is its own choice */
+    o->act = ENG_ACT_F32;    /* exact unless asked; the engine asks for ENG_ACT_AUTO, its default */
 }
 
 /* Options into range; attention variant 0 takes BRISK_ATTN (1 to 5 for

@@ -276,6 +276,17 @@ int eng_quant_choice(int setting, const int ok[3], const int fit[3], int want) {
     return 1;
 }
 
+/* Option k's value v through parse, its one parser (-1: not a value):
+ * into *dst, or an error naming the choices. */
+static int named_value(const char *k, const char *v, int (*parse)(const char *), const char *choices,
+                       int *dst, int *used, eng_err *err) {
+    const int f = v ? parse(v) : -1;
+    if (f < 0) return eng_seterr(err, ENG_EINVAL, "%s must be %s (got '%s')", k, choices, v ? v : "nothing");
+    *dst = f;
+    *used = 2;
+    return ENG_OK;
+}
+
 int eng_opts_arg(const char *k, const char *v, eng_opts *o, int *used, eng_err *err) {
     *used = 0;
     if (!strcmp(k, "--cuda")) {
@@ -288,24 +299,8 @@ int eng_opts_arg(const char *k, const char *v, eng_opts *o, int *used, eng_err *
         *used = 1;
         return ENG_OK;
     }
-    if (!strcmp(k, "--act")) {
-        int f = v ? eng_act_parse(v) : -1;
-        if (f < 0)
-            return eng_seterr(err, ENG_EINVAL, "--act must be auto, f32 or q16 (got '%s')",
-                              v ? v : "nothing");
-        o->act = f;
-        *used = 2;
-        return ENG_OK;
-    }
-    if (!strcmp(k, "--kv")) {
-        int f = v ? eng_kv_format_parse(v) : -1;
-        if (f < 0)
-            return eng_seterr(err, ENG_EINVAL, "--kv must be f32 or bf16 (got '%s')",
-                              v ? v : "nothing");
-        o->kv_format = f;
-        *used = 2;
-        return ENG_OK;
-    }
+    if (!strcmp(k, "--act")) return named_value(k, v, eng_act_parse, "auto, f32 or q16", &o->act, used, err);
+    if (!strcmp(k, "--kv")) return named_value(k, v, eng_kv_format_parse, "f32 or bf16", &o->kv_format, used, err);
     if (strcmp(k, "--tp")) return ENG_OK;
     char *end = NULL;
     long n = v ? strtol(v, &end, 10) : 0;

@@ -1180,22 +1180,30 @@ static void test_gemv_qkv(void) {
 /* v2: run kern_attention2 (variant 2, default span) instead; window > 0:
  * each row sees its last window positions only (kern_attention); dt: the
  * pool's element type (the reference reads the values it holds). */
+/* dst = the host's ENG_ACT_Q16 rounding (quant_block.h, the CPU
+ * reference's rule) of src, n elements in whole groups of 16. */
+static void q16_host(float *dst, const float *src, size_t n) {
+    for (size_t g = 0; g < n; g += 16) {
+        float amax = 0.f;
+        for (int k = 0; k < 16; k++) amax = fmaxf(amax, fabsf(src[g + k]));
+        for (int k = 0; k < 16; k++) dst[g + k] = eng_qb_act_q16_value(src[g + k], amax);
+    }
+}
+
 /* Elements of the f32 rows got (n, whole groups of 16) that are not the
- * host's ENG_ACT_Q16 rounding (quant_block.h, the CPU reference's rule) of
- * out, the same kernel's f32 output: an attention kernel with KERN_ACT_Q16
- * must round its own output bit for bit (-1: got not read). */
+ * host's rounding of out, the same kernel's f32 output: an attention kernel
+ * with KERN_ACT_Q16 must round its own output bit for bit (-1: got not
+ * read). */
 static long q16_diff(const void *dgot, const float *out, size_t n) {
-    float *got = malloc(n * 4);
+    float *got = malloc(n * 4), *want = malloc(n * 4);
     long bad = -1;
-    if (got && sync_ok() && down(got, dgot, n * 4)) {
+    if (got && want && sync_ok() && down(got, dgot, n * 4)) {
+        q16_host(want, out, n);
         bad = 0;
-        for (size_t g = 0; g < n; g += 16) {
-            float amax = 0.f;
-            for (int k = 0; k < 16; k++) amax = fmaxf(amax, fabsf(out[g + k]));
-            for (int k = 0; k < 16; k++) bad += got[g + k] != eng_qb_act_q16_value(out[g + k], amax);
-        }
+        for (size_t i = 0; i < n; i++) bad += got[i] != want[i];
     }
     free(got);
+    free(want);
     return bad;
 }
 
@@ -2778,11 +2786,7 @@ static void act_q16_kernel_case(void) {
     if (!x || !want || !got) { T_CHECK(0); free(x); free(want); free(got); return; }
     for (int i = 0; i < R * K; i++) x[i] = nrand() * (i % 97 == 0 ? 40.f : 1.f);
     for (int k = 32; k < 48; k++) x[K + k] = 0.f;
-    for (int g = 0; g < R * K / 16; g++) {
-        float amax = 0.f;
-        for (int k = 0; k < 16; k++) amax = fmaxf(amax, fabsf(x[16 * g + k]));
-        for (int k = 0; k < 16; k++) want[16 * g + k] = eng_qb_act_q16_value(x[16 * g + k], amax);
-    }
+    q16_host(want, x, R * K);
     float *din = dup_up(x, R * K * 4);
     void *dact = dnew(2 * R * K * 4);
     int bad[3] = {0, 0, 0};

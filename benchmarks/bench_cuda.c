@@ -70,6 +70,7 @@ typedef struct bargs {
     int quant_wide;     /* quant: ENG_QUANT_* of --quant / --no-quant (AUTO: neither) */
     int quant_tc;       /* --quant-tc-rows N: eng_cuda_opts.quant_tc_rows; < 0: the library's */
     int quant_stage;    /* --quant-tc-stage N: eng_cuda_opts.quant_tc_stage; < 0: the library's */
+    int quant_max;      /* --quant-max-rows N: eng_cuda_opts.quant_max_rows; < 0: the library's */
     int profile_step;   /* --profile-step */
     int act;            /* --act auto|f32|q16: eng_cuda_opts.act (ENG_ACT_*; auto, the engine's
                            default, unless given) */
@@ -95,6 +96,7 @@ static int parse_args(int argc, char **argv, bargs *A) {
     memcpy(A->batches, def_b, sizeof def_b);
     A->nb = 5; A->pf = 512; A->kvf = ENG_KV_F32; A->prompt = 128; A->steps = 32;
     A->skinny_max = -1; A->tp = 1; A->quant_wide = -1; A->quant_tc = -1; A->quant_stage = -1;
+    A->quant_max = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--out") && v) { A->out = v; i++; }
@@ -120,6 +122,7 @@ static int parse_args(int argc, char **argv, bargs *A) {
         }
         else if (!strcmp(a, "--quant-tc-rows") && v) { A->quant_tc = atoi(v); i++; }
         else if (!strcmp(a, "--quant-tc-stage") && v) { A->quant_stage = atoi(v); i++; }
+        else if (!strcmp(a, "--quant-max-rows") && v) { A->quant_max = atoi(v); i++; }
         else if (!strcmp(a, "--act") && v) {
             if ((A->act = eng_act_parse(v)) < 0) {
                 fprintf(stderr, "bench_cuda: --act takes auto, f32 or q16, not %s\n", v);
@@ -151,7 +154,7 @@ static int parse_args(int argc, char **argv, bargs *A) {
         fprintf(stderr, "usage: bench_cuda MODEL_DIR [--out FILE] [--prompt N] [--steps N] "
                         "[--prefill N] [--batches 1,8,...] [--kernels] [--ablate] [--ablate-only a,b] "
                         "[--skinny-max N] [--kv f32|bf16] [--act f32|q16] [--bf16-weights] [--quant | --no-quant] [--quant-wide 0|1|2] "
-                        "[--quant-tc-rows N] [--quant-tc-stage 0|1] [--tp N]\n");
+                        "[--quant-tc-rows N] [--quant-tc-stage 0|1] [--quant-max-rows N] [--tp N]\n");
         return 2;
     }
     if (A->tp > 1 && (A->quant == ENG_QUANT_ON || A->bf16w || A->kernels)) {
@@ -199,6 +202,7 @@ typedef struct bench {
     int quant_wide;     /* --quant-wide N: eng_cuda_opts.quant_wide; < 0: the library's */
     int quant_tc;       /* --quant-tc-rows N: eng_cuda_opts.quant_tc_rows; < 0: the library's */
     int quant_stage;    /* --quant-tc-stage N: eng_cuda_opts.quant_tc_stage; < 0: the library's */
+    int quant_max;      /* --quant-max-rows N: eng_cuda_opts.quant_max_rows; < 0: the library's */
     int profile_step;   /* --profile-step: the profiler sees the last timed step of each run */
     double bw;                   /* bytes / s */
     uint64_t rng;
@@ -213,6 +217,7 @@ static void bench_opts(const bench *B, eng_cuda_opts *o) {
     if (B->quant_wide >= 0) o->quant_wide = B->quant_wide;
     if (B->quant_tc >= 0) o->quant_tc_rows = B->quant_tc;
     if (B->quant_stage >= 0) o->quant_tc_stage = B->quant_stage;
+    if (B->quant_max >= 0) o->quant_max_rows = B->quant_max;
     if (B->skinny_max >= 0) o->skinny_max_rows = B->skinny_max;
 }
 
@@ -691,7 +696,7 @@ typedef struct kb_ctx {
     char *pool;
     size_t off;
     cudaEvent_t e0, e1;
-    int q16;            /* --act q16: kern_qw.q16 of the one-row quantized products */
+    int q16;            /* --act q16: kern_qw.q16 of the quantized products kern_qgemv rounds */
 } kb_ctx;
 
 static const void *kb_weights(kb_ctx *k, size_t bytes) {
@@ -748,7 +753,10 @@ static double kb_time(kb_ctx *k, int which, const kb_gemv *g, const float *x, fl
             err = kern_attention2(k->s, x, kv, st, 1, nh, splits, V, y, NULL, 0, part, cnt, pdl);
         else if (which >= 7 && which <= 9) {
             kern_qw qw = kb_qw(g->qtype, g->N, g->K, kb_weights(k, kern_qrow_bytes(g->qtype, g->K) * g->N));
-            if (which == 7 && g->R == 1) qw.q16 = k->q16;
+            /* q16: the rows kern_qgemv rounds (1, 2), f32 past them */
+            if (which == 7)
+                qw.q16 = k->q16 && kern_qgemv_q16_ok(&qw, g->N, g->K,
+                                                     g->mode == KERN_SWIGLU || g->mode == KERN_GEGLU, g->R);
             err = which == 7 && g->mode == KERN_ROPE
                       ? kern_qgemv_qkv(k->s, &qw, g->K, x, g->R, nw, 1e-6f, NULL, st, nh, nw, y, kv, sms, pdl)
                   : which == 7 ? kern_qgemv(k->s, &qw, g->N, g->K, x, g->R, g->norm ? nw : NULL, 1e-6f,
@@ -1047,6 +1055,7 @@ int main(int argc, char **argv) {
     B.quant_wide = A.quant_wide;
     B.quant_tc = A.quant_tc;
     B.quant_stage = A.quant_stage;
+    B.quant_max = A.quant_max;
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess) ndev = 0;
     if (A.tp > 1 && ndev < A.tp) {   /* a split asked for is a failure, not a note */

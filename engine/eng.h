@@ -291,10 +291,11 @@ typedef struct eng_opts {
  * rint(t), q2 = rint(254 (t - q1)), x -> amax / 127 (q1 + q2 / 254), within
  * 1/508 of amax / 127 (~1e-5 of the group's largest element; the bf16
  * high/low halves of the wide passes keep 2^-17).  Every backend and path
- * rounds alike, so the CPU reference and CUDA agree, and the one-row GEMV
- * sums the planes against the blocks' quants in integers (dp4a): 6-12% off
- * a decode step at batch 1 on the H100, 1-4% on at 8-32 rows, where each
- * input is rounded as it is written (kernels/NOTES.md v31, v32).
+ * rounds alike, so the CPU reference and CUDA agree, and the GEMV of one
+ * or two rows sums the planes against the blocks' quants in integers
+ * (dp4a): 6-12% off a decode step at batch 1 on the H100, 3-13% at 2 rows,
+ * 1-4% on at 8-32 rows, where each input is rounded as it is written
+ * (kernels/NOTES.md v31-v33).
  * A value that lands on a rounding edge of q1 gives the same result from
  * either side (q2 = +-127), so f32 differences between backends do not
  * grow into steps of amax / 127.  Needs every layer product and the

@@ -15,8 +15,8 @@
  * Two paths per pass: up to gemv_max_rows rows, the GEMV kernel (f32
  * activations, RMSNorm, residual and SwiGLU fused; with a GGUF model's
  * quantized blocks and eng_cuda_opts.quant, kern_qgemv on the blocks
- * instead, for one row where kern_qskinny serves, else up to
- * quant_max_rows rows); above, matrix products (kern_qskinny on the blocks
+ * instead, for one row where kern_qskinny serves (with rounded inputs,
+ * ENG_ACT_Q16: up to 2), else up to quant_max_rows rows); above, matrix products (kern_qskinny on the blocks
  * up to quant_tc_rows rows; else kern_skinny up to skinny_max_rows rows
  * where it serves the shape, else cuBLASLt) with separate norm / SwiGLU /
  * residual kernels that add the products' parts.  Kernels are launched with
@@ -88,6 +88,7 @@ typedef struct cu_ctx {
     kern_qw qembed;              /* lean: the embedding's blocks (qhead's when tied); n_seg 0: dense */
     int has_q;                   /* some product has quantized blocks */
     int qs_ok;                   /* every product and the lm_head has blocks kern_qskinny takes */
+    int q16_rows;                /* ENG_ACT_Q16: the most rows kern_qgemv takes for every product */
     int ws;                      /* the layer products' dense copy is bf16 halves (quant_wide) */
     int lean;                    /* ... made per wide product into wscratch (quant_wide 2) */
     uint16_t *wscratch;          /* lean: the largest layer product's halves */
@@ -321,7 +322,8 @@ static int put_vec(cu_ctx *c, float **dst, const eng_tensor *t, const float *f32
 /* ---------------------------------------------------- quantized blocks
  * Products whose every tensor is in a block type kern_qgemv takes keep
  * those blocks on the device beside the dense copy: decode passes (one row
- * through kern_qgemv, 2..quant_tc_rows through kern_qskinny where every
+ * through kern_qgemv, 1..2 with ENG_ACT_Q16 (c->q16_rows), then up to
+ * quant_tc_rows through kern_qskinny where every
  * product suits it, else up to quant_max_rows rows through kern_qgemv)
  * read the blocks, wider passes the dense copy
  * through the existing paths, so every batch size is served (the blocks
@@ -560,7 +562,8 @@ static const char *const cuda_archs[] = {"llama", "qwen2", "qwen3", "gemma3"};
 /* ENG_ACT_Q16: every layer product and the lm_head from blocks that
  * kern_qgemv rounds and takes at one row, widths that the kernels writing
  * wider passes' inputs round (multiples of 16: enqueue); their kern_qw
- * marked to round. */
+ * marked to round, and c->q16_rows the most rows (1 or 2) at which
+ * kern_qgemv takes them all. */
 static int act_q16_setup(cu_ctx *c, eng_err *err) {
     const eng_config *g = &c->cfg;
     if (!c->opt.quant || c->tp)
@@ -570,9 +573,11 @@ static int act_q16_setup(cu_ctx *c, eng_err *err) {
     if (H % 16 || I % 16 || g->head_dim % 16)
         return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: --act q16 rounds rows of 16 elements; "
                           "hidden %d, intermediate %d, head size %d", H, I, g->head_dim);
-    if (!c->qhead.n_seg || !kern_qgemv_q16_ok(&c->qhead, g->vocab_size, H, 0))
+    if (!c->qhead.n_seg || !kern_qgemv_q16_ok(&c->qhead, g->vocab_size, H, 0, 1))
         return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: --act q16: the lm_head's blocks are "
                           "not in a shape the one-row kernel takes");
+    int rows = 2;   /* kern_qgemv's most */
+    while (rows > 1 && !kern_qgemv_q16_ok(&c->qhead, g->vocab_size, H, 0, rows)) rows--;
     for (int pass = 0; pass < 2; pass++)   /* every product checked, then every one marked */
         for (int l = 0; l < g->n_layers; l++) {
             cu_layer *w = &c->layers[l];
@@ -580,12 +585,15 @@ static int act_q16_setup(cu_ctx *c, eng_err *err) {
             const int N[4] = {c->qkv_dim, H, 2 * I, H}, K[4] = {H, c->q_dim, H, I};
             for (int i = 0; i < 4; i++) {
                 if (pass) q[i]->q16 = 1;
-                else if (!q[i]->n_seg || !kern_qgemv_q16_ok(q[i], N[i], K[i], i == 2))
+                else if (!q[i]->n_seg || !kern_qgemv_q16_ok(q[i], N[i], K[i], i == 2, 1))
                     return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: --act q16: layer %d product "
                                       "%d is not of blocks the one-row kernel takes", l, i);
+                else
+                    while (rows > 1 && !kern_qgemv_q16_ok(q[i], N[i], K[i], i == 2, rows)) rows--;
             }
         }
     c->qhead.q16 = 1;
+    c->q16_rows = rows;
     return ENG_OK;
 }
 
@@ -676,9 +684,12 @@ static bool qs_ready(const cu_ctx *c) {
 }
 static bool qs_pass(const cu_ctx *c, int R) { return qs_ready(c) && R > 1 && R <= c->opt.quant_tc_rows; }
 static int gemv_rows(const cu_ctx *c) {
-    /* ENG_ACT_Q16: one row, the rows kern_qgemv rounds (quant_max_rows 0:
-     * none; every wider pass rounds c->act) */
-    if (c->opt.act != ENG_ACT_F32) return quant_on(c) && c->opt.quant_max_rows >= 1 ? 1 : 0;
+    /* ENG_ACT_Q16: up to q16_rows (quant_max_rows fewer), the rows
+     * kern_qgemv rounds; every wider pass rounds c->act */
+    if (c->opt.act != ENG_ACT_F32) {
+        if (!quant_on(c)) return 0;
+        return c->opt.quant_max_rows < c->q16_rows ? c->opt.quant_max_rows : c->q16_rows;
+    }
     return !quant_on(c) ? c->opt.gemv_max_rows : qs_ready(c) && c->opt.quant_max_rows > 1 ? 1
                                                                                        : c->opt.quant_max_rows;
 }
@@ -961,8 +972,8 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
     if (c->qembed.n_seg) KC(kern_embed_q(s, &c->qembed, V, H, stp, R, g->embed_scale, c->x, pdl));
     else KC(kern_embed(s, c->embed, wdt, H, stp, R, g->embed_scale, c->x, pdl));
     /* ENG_ACT_Q16: in a wide pass the kernels that write a product's input
-     * round it (qm), attention's among them; one-row passes' kernels round
-     * their own inputs */
+     * round it (qm), attention's among them; in GEMV passes (up to
+     * q16_rows) kern_qgemv rounds its own inputs */
     const int qf = q16 ? KERN_ACT_Q16 : 0, qm = amode | qf;
     if (!small)
         KC(kern_add_norm(s, c->x, NULL, 0, R, H, NULL, c->layers[0].attn_norm, eps, c->act, qm, pdl));

@@ -41,8 +41,8 @@ typedef struct eng_cuda_opts {
                            (fixed at creation, as bf16_weights) */
     int act;            /* ENG_ACT_F32 (the default), ENG_ACT_Q16 or ENG_ACT_AUTO (Q16 where
                            it would not be refused, else F32; eng.h): the products' inputs rounded
-                           per 16 elements, in one-row passes by kern_qgemv as it stages
-                           them, in wider ones by the kernels that write them
+                           per 16 elements, in passes of 1 or 2 rows by kern_qgemv as it
+                           stages them, in wider ones by the kernels that write them
                            (KERN_ACT_Q16, attention's included); Q16 needs quant, a
                            head size that is a multiple of 16 and every product's blocks
                            in shapes kern_qgemv takes at one row (fixed at creation) */
@@ -53,7 +53,8 @@ typedef struct eng_cuda_opts {
                            v18, v19); 0: every product reads the dense copy (no blocks
                            uploaded when 0 at create) */
     int quant_max_rows; /* quantized weights: passes of up to this many rows (0..8) take
-                           kern_qgemv instead of gemv_max_rows' rule; default 8 */
+                           kern_qgemv instead of gemv_max_rows' rule (with act Q16: up to
+                           the rows kern_qgemv rounds for every product, 1 or 2); default 8 */
     int quant_tc_rows;  /* quantized weights: passes of 2..quant_tc_rows rows (0..256) take
                            kern_qskinny (tensor cores on the blocks; past 32 rows in groups
                            of 32) where every product's blocks suit it, and kern_qgemv keeps
@@ -195,7 +196,7 @@ typedef struct kern_qw {
     int row_bytes[KERN_QSEGS];
     int n_seg;
     /* 1: the product's input is rounded as ENG_ACT_Q16 (eng.h) first, by
-     * kern_qgemv at one row only, as it stages the input (other paths take
+     * kern_qgemv at 1 or 2 rows, as it stages the input (other paths take
      * inputs rounded by the kernels that wrote them) */
     int q16;
 } kern_qw;
@@ -212,11 +213,13 @@ void kern_qpack_row(int type, const void *src, int K, void *dst);
  * in registers for all R <= 8 rows; the elements of one scale a and offset
  * b add a * sum(q x) + b * sum(x) in f32 (within ~1e-7 relative of the
  * product of engine/quant.c's dequantized f32 weights; tests: 1e-5).  One
- * row (R = 1, K a multiple of 64, every unit of four rows of one type)
- * takes a kernel of its own (kern_gemv.cu: qgemv1_kernel). */
-/* Whether kern_qgemv takes W at one row with W->q16 set (glu: a SwiGLU or
- * GeGLU product). */
-int kern_qgemv_q16_ok(const kern_qw *W, int N, int K, int glu);
+ * row (R = 1, K a multiple of 64, every unit of four rows of one type), and
+ * with W->q16 1 or 2 rows, take a kernel of their own (kern_gemv.cu:
+ * qgemv1_kernel). */
+/* Whether kern_qgemv takes W at R rows with W->q16 set (glu: a SwiGLU or
+ * GeGLU product): R 1 or 2, each row's rounded input staged in shared
+ * memory (2.5 K bytes a row for one block order). */
+int kern_qgemv_q16_ok(const kern_qw *W, int N, int K, int glu, int R);
 int kern_qgemv(cudaStream_t s, const kern_qw *W, int N, int K, const float *x, int R,
                const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl);
 int kern_qgemv_qkv(cudaStream_t s, const kern_qw *W, int K, const float *x, int R,

@@ -1247,11 +1247,15 @@ __device__ __forceinline__ float q16_sum(int t, const q1raw &r, bool b, int i, c
 /* A unit's pairs p0, p0 + pstep, .. (n_pair a row) into acc; raw holds
  * pair p0's blocks on entry.  T: the unit's rows' one type (a unit never
  * mixes types: qgemv_run sends such products to qgemv_kernel).  xs, gs:
- * the staged x' and its group sums (Q16: the planes and (dx, sums)). */
-template <int T, bool Q16>
-__device__ __forceinline__ void q1_kloop(float (&acc)[GEMV_NR], q1raw (&raw)[GEMV_NR],
+ * the staged x' and its group sums (Q16: the planes and (dx, sums)).  RA:
+ * input rows (Q16 only past one: row r's planes xrow uint4 slots and its
+ * group scales K / 16 further on); a pair's blocks, decoded once, meet
+ * every row's planes. */
+template <int T, bool Q16, int RA>
+__device__ __forceinline__ void q1_kloop(float (&acc)[RA][GEMV_NR], q1raw (&raw)[GEMV_NR],
                                          const uint8_t *const (&wr)[GEMV_NR], const void *xs,
-                                         const void *gs, int cls_mask, int n_lc, int p0, int pstep) {
+                                         const void *gs, int cls_mask, int n_lc, int p0, int pstep,
+                                         int xrow) {
     const int ty[GEMV_NR] = {T, T, T, T}, cls = q1_class(T), n_pair = n_lc / 2;
     const int plane = __popc(cls_mask) * n_lc * 2;
     for (int p = p0; p < n_pair; p += pstep) {
@@ -1262,29 +1266,29 @@ __device__ __forceinline__ void q1_kloop(float (&acc)[GEMV_NR], q1raw (&raw)[GEM
 #pragma unroll
         for (int h = 0; h < 2; h++) {
             const int cc = c + h * q1_pair_step(T), xl = q1_xl(cls, cc), xh = xl + q1_hoff(cls);
-            float4 xv[8];
-            uint4 xL[2], xH[2];
-            float sL, sH;
-            float2 gL, gH;
+            /* a Q4_K pair shares its scales; the others' second chunk has its own */
+            if (h && T != ENG_DT_Q4_K)
+#pragma unroll
+                for (int j = 0; j < GEMV_NR; j++) sc[j] = q1_scales(T, raw[j], cc & 7, true);
             if constexpr (Q16) {
-                const uint4 *xq = (const uint4 *)xs;
                 const int iL = q16_slot(cls_mask, cls, n_lc, cc, 0), iH = q16_slot(cls_mask, cls, n_lc, cc, 1);
-                xL[0] = xq[iL]; xL[1] = xq[iL + plane];
-                xH[0] = xq[iH]; xH[1] = xq[iH + plane];
-                gL = ((const float2 *)gs)[xl >> 4];
-                gH = ((const float2 *)gs)[xh >> 4];
+#pragma unroll
+                for (int r = 0; r < RA; r++) {
+                    const uint4 *xq = (const uint4 *)xs + (size_t)r * xrow;
+                    const float2 *g = (const float2 *)gs + (size_t)r * (n_lc * 2);
+                    const uint4 xL[2] = {xq[iL], xq[iL + plane]}, xH[2] = {xq[iH], xq[iH + plane]};
+                    const float2 gL = g[xl >> 4], gH = g[xh >> 4];
+#pragma unroll
+                    for (int j = 0; j < GEMV_NR; j++)
+                        acc[r][j] += q16_sum(T, raw[j], h, cc & 7, xL, xH, gL, gH, sc[j]);
+                }
             } else {
+                float4 xv[8];
 #pragma unroll
                 for (int t = 0; t < 8; t++) xv[t] = ((const float4 *)xs)[q1_slot(cls_mask, cls, n_lc, cc, t)];
-                sL = ((const float *)gs)[xl >> 4];
-                sH = ((const float *)gs)[xh >> 4];
-            }
+                const float sL = ((const float *)gs)[xl >> 4], sH = ((const float *)gs)[xh >> 4];
 #pragma unroll
-            for (int j = 0; j < GEMV_NR; j++) {
-                /* a Q4_K pair shares its scales; the others' second chunk has its own */
-                if (h && T != ENG_DT_Q4_K) sc[j] = q1_scales(T, raw[j], cc & 7, true);
-                if constexpr (Q16) acc[j] += q16_sum(T, raw[j], h, cc & 7, xL, xH, gL, gH, sc[j]);
-                else acc[j] += q1_sum(T, raw[j], h, cc & 7, xv, sL, sH, sc[j]);
+                for (int j = 0; j < GEMV_NR; j++) acc[0][j] += q1_sum(T, raw[j], h, cc & 7, xv, sL, sH, sc[j]);
             }
         }
         if (p + pstep < n_pair) q1_load4(ty, wr, p + pstep, n_lc, raw);
@@ -1317,15 +1321,17 @@ __device__ __forceinline__ void q1_unit_start(const gemv_rope &rp, const kern_qw
 
 /* T: the rows' one type, or 0 for units of types known only at run time
  * (a product of segments of different types; Q1_MIX_K46: of Q4_K and
- * Q6_K). */
-template <int MODE, int T, bool Q16 = false>
-__global__ void __launch_bounds__(GEMV_THREADS, Q1_BLOCKS)
+ * Q6_K).  RA 2 (Q16 only): two input rows, each staged as its
+ * planes, their products from one decode of the blocks; one block a
+ * multiprocessor (registers: at 128, two blocks' worth, it spills). */
+template <int MODE, int T, bool Q16 = false, int RA = 1>
+__global__ void __launch_bounds__(GEMV_THREADS, RA > 1 ? 1 : Q1_BLOCKS)
 qgemv1_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__ nw, float eps,
               float *y, int KS, int cls_mask, gemv_rope rp) {
     extern __shared__ float4 q1_smem[];
-    __shared__ float s_rstd[1];
-    __shared__ float s_part[GEMV_WARPS][1];
-    __shared__ float s_red[2][GEMV_WARPS][GEMV_NR][1];   /* by round parity */
+    __shared__ float s_rstd[RA];
+    __shared__ float s_part[GEMV_WARPS][RA];
+    __shared__ float s_red[2][GEMV_WARPS][GEMV_NR][RA];   /* by round parity */
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int upc = GEMV_WARPS / KS;
     constexpr bool GLU = MODE == KERN_SWIGLU || MODE == KERN_GEGLU;
@@ -1337,17 +1343,21 @@ qgemv1_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__
 
     float4 *xs = q1_smem;
     float *sx = (float *)(q1_smem + __popc(cls_mask) * n_lc * 8);
-    uint4 *xq = (uint4 *)q1_smem;   /* Q16: two planes of quants, then the group scales */
-    float2 *sg = (float2 *)(xq + 2 * __popc(cls_mask) * n_lc * 2);
+    /* Q16: each row's two planes of quants, then each row's group scales */
+    uint4 *xq = (uint4 *)q1_smem;
+    const int xrow = 2 * __popc(cls_mask) * n_lc * 2;
+    float2 *sg = (float2 *)(xq + (size_t)RA * xrow);
 
     /* (the ROPE items' destinations are worked out in the epilogue: held
      * across the loop they cost registers the loads need) */
     rope_pre pre = {};
     /* a unit's KS warps meet at their own barrier (1 + the unit's place in
      * the block), not the block's: a unit never waits for another unit's
-     * loads; its first warp's lanes 0..3 write its four rows */
+     * loads; its first warp's lanes 0..4 RA - 1 write its four rows of the
+     * RA input rows (lane = 4 r + j) */
     const int eu = warp / KS, bar_id = 1 + eu;
-    const bool has_item = warp % KS == 0 && lane < GEMV_NR;
+    const bool has_item = warp % KS == 0 && lane < GEMV_NR * RA;
+    const int ej = lane % GEMV_NR, er = lane / GEMV_NR;
     /* the first chunk's blocks are loaded before waiting for x */
     int types[GEMV_NR];
     const uint8_t *wr[GEMV_NR];
@@ -1356,84 +1366,117 @@ qgemv1_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__
     pdl_launch();
     pdl_wait();
 
-    {   /* stage x', the group sums and 1/rms */
-        float ss = Q16 ? q16_stage(x, nw, K, xq, cls_mask, sg) : q1_stage(x, nw, K, xs, cls_mask, sx);
-        ss = warp_sum(ss);
-        if (lane == 0) s_part[warp][0] = ss;
+    {   /* stage x', the group sums and 1/rms of each row */
+        float ss[RA];
+#pragma unroll
+        for (int r = 0; r < RA; r++) {
+            ss[r] = Q16 ? q16_stage(x + (size_t)r * K, nw, K, xq + (size_t)r * xrow, cls_mask,
+                                    sg + (size_t)r * (K / 16))
+                        : q1_stage(x, nw, K, xs, cls_mask, sx);
+            ss[r] = warp_sum(ss[r]);
+            if (lane == 0) s_part[warp][r] = ss[r];
+        }
         __syncthreads();
-        if (threadIdx.x == 0) {
+        if (threadIdx.x < RA) {
             float t = 0.f;
-            for (int w = 0; w < GEMV_WARPS; w++) t += s_part[w][0];
-            s_rstd[0] = 1.0f / sqrtf(t / (float)K + eps);
+            for (int w = 0; w < GEMV_WARPS; w++) t += s_part[w][threadIdx.x];
+            s_rstd[threadIdx.x] = 1.0f / sqrtf(t / (float)K + eps);
         }
         __syncthreads();
     }
 
     for (int base = blockIdx.x * upc, par = 0; base < n_units; base += stride, par ^= 1) {
-        float acc[GEMV_NR] = {0.f, 0.f, 0.f, 0.f};
+        float acc[RA][GEMV_NR];
+#pragma unroll
+        for (int r = 0; r < RA; r++)
+#pragma unroll
+            for (int j = 0; j < GEMV_NR; j++) acc[r][j] = 0.f;
         const void *xs_ = Q16 ? (const void *)xq : (const void *)xs;
         const void *gs_ = Q16 ? (const void *)sg : (const void *)sx;
+#define Q1_LOOP(TT) q1_kloop<TT, Q16, RA>(acc, raw, wr, xs_, gs_, cls_mask, n_lc, p0, pstep, xrow)
         if (T == Q1_MIX_K46) {   /* Q4_K_M's q|k|v: two loops only (fewer live registers) */
-            if (types[0] == ENG_DT_Q4_K) q1_kloop<ENG_DT_Q4_K, Q16>(acc, raw, wr, xs_, gs_, cls_mask, n_lc, p0, pstep);
-            else q1_kloop<ENG_DT_Q6_K, Q16>(acc, raw, wr, xs_, gs_, cls_mask, n_lc, p0, pstep);
+            if (types[0] == ENG_DT_Q4_K) Q1_LOOP(ENG_DT_Q4_K);
+            else Q1_LOOP(ENG_DT_Q6_K);
         } else switch (T ? T : types[0]) {   /* T = 0: the unit's type (one for its four rows) */
-        case ENG_DT_Q4_K: q1_kloop<ENG_DT_Q4_K, Q16>(acc, raw, wr, xs_, gs_, cls_mask, n_lc, p0, pstep); break;
-        case ENG_DT_Q5_K: q1_kloop<ENG_DT_Q5_K, Q16>(acc, raw, wr, xs_, gs_, cls_mask, n_lc, p0, pstep); break;
-        case ENG_DT_Q6_K: q1_kloop<ENG_DT_Q6_K, Q16>(acc, raw, wr, xs_, gs_, cls_mask, n_lc, p0, pstep); break;
-        case ENG_DT_Q4_0: q1_kloop<ENG_DT_Q4_0, Q16>(acc, raw, wr, xs_, gs_, cls_mask, n_lc, p0, pstep); break;
-        case ENG_DT_Q4_1: q1_kloop<ENG_DT_Q4_1, Q16>(acc, raw, wr, xs_, gs_, cls_mask, n_lc, p0, pstep); break;
-        case ENG_DT_Q5_0: q1_kloop<ENG_DT_Q5_0, Q16>(acc, raw, wr, xs_, gs_, cls_mask, n_lc, p0, pstep); break;
-        case ENG_DT_Q5_1: q1_kloop<ENG_DT_Q5_1, Q16>(acc, raw, wr, xs_, gs_, cls_mask, n_lc, p0, pstep); break;
-        default: q1_kloop<ENG_DT_Q8_0, Q16>(acc, raw, wr, xs_, gs_, cls_mask, n_lc, p0, pstep); break;
+        case ENG_DT_Q4_K: Q1_LOOP(ENG_DT_Q4_K); break;
+        case ENG_DT_Q5_K: Q1_LOOP(ENG_DT_Q5_K); break;
+        case ENG_DT_Q6_K: Q1_LOOP(ENG_DT_Q6_K); break;
+        case ENG_DT_Q4_0: Q1_LOOP(ENG_DT_Q4_0); break;
+        case ENG_DT_Q4_1: Q1_LOOP(ENG_DT_Q4_1); break;
+        case ENG_DT_Q5_0: Q1_LOOP(ENG_DT_Q5_0); break;
+        case ENG_DT_Q5_1: Q1_LOOP(ENG_DT_Q5_1); break;
+        default: Q1_LOOP(ENG_DT_Q8_0); break;
         }
+#undef Q1_LOOP
         /* the next round's first blocks are in flight during this round's
          * reduction and epilogue */
         unit += stride;
         if (base + stride < n_units)
             q1_unit_start<MODE, T>(rp, W, N, n_units, unit, n_lc, p0, pstep, types, wr, raw);
 #pragma unroll
-        for (int j = 0; j < GEMV_NR; j++) {
-            float v = warp_sum(acc[j]);
-            if (lane == 0) s_red[par][warp][j][0] = v;
-        }
+        for (int r = 0; r < RA; r++)
+#pragma unroll
+            for (int j = 0; j < GEMV_NR; j++) {
+                float v = warp_sum(acc[r][j]);
+                if (lane == 0) s_red[par][warp][j][r] = v;
+            }
         /* s_red[par] is written again two rounds on, after the next
          * barrier, which the epilogue's warp passes only when done here */
         if (KS == 1) __syncwarp();
         else asm volatile("bar.sync %0, %1;" ::"r"(bar_id), "r"(KS * 32) : "memory");
         const int u = base + eu;
         if (has_item && u < n_units)
-            gemv_epilogue<1, MODE>(s_red[par], KS, eu, u, lane, 0, nw ? s_rstd[0] : 1.f, N, y, rp,
-                                   pre, false);
+            gemv_epilogue<RA, MODE>(s_red[par], KS, eu, u, ej, er, nw ? s_rstd[er] : 1.f, N, y, rp,
+                                    pre, false);
     }
 }
 
 /* Shared memory of qgemv1_kernel: x' once per class of W's types, and the
- * group sums.  Past Q1_SMEM_MAX (a product of three classes at K over
- * 17,000; none of today's shapes) the product goes to qgemv_kernel. */
+ * group sums (f32, one row); or, Q16, each of R rows' two planes of quants
+ * per class and its group scales.  Past Q1_SMEM_MAX (a product of three
+ * classes at K over 17,000 at one row) the product goes to qgemv_kernel,
+ * or under Q16 is refused. */
 #define Q1_SMEM_MAX (200 << 10)
-static size_t q1_smem_bytes(const kern_qw &W, int K) {
+/* the most input rows qgemv1_kernel takes (Q16): 7B Q4_K_M's products at
+ * 2 rows take 1.1-1.4x their one-row time, at 4 rows 1.8-2.4x, no faster
+ * than kern_qskinny (kernels/NOTES.md v33) */
+#define Q1_MAX_ROWS 2
+static int q1_classes(const kern_qw &W) {
     int mask = 0;
     for (int i = 0; i < W.n_seg; i++) mask |= 1 << (q1_class(W.type[i]) & 3);
-    return (size_t)__builtin_popcount(mask) * (K / 32) * 8 * sizeof(float4) + (size_t)(K / 16) * sizeof(float);
+    return __builtin_popcount(mask);
+}
+static size_t q1_smem_bytes(const kern_qw &W, int K, int R) {
+    if (W.q16) return (size_t)R * (q1_classes(W) * (size_t)(K / 32) * 4 * 16 + (size_t)(K / 16) * 8);
+    return (size_t)q1_classes(W) * (K / 32) * 8 * sizeof(float4) + (size_t)(K / 16) * sizeof(float);
+}
+/* Blocks of the RA instance a multiprocessor holds: its launch bounds' and
+ * what the shared memory allows (228 KB, 1 KB of it the runtime's a
+ * block, and the kernel's static arrays). */
+static int q1_bps(int RA, size_t smem) {
+    const int lb = RA > 1 ? 1 : Q1_BLOCKS;
+    const int fit = (int)((228u << 10) / (smem + (2u << 10)));
+    return fit < 1 ? 1 : fit < lb ? fit : lb;
 }
 
 /* K split over KS warps of a unit (n_pair: a row's chunk pairs, one a
  * lane).  Among the splits that keep more than half of their lanes busy
  * (KS 1 always), the one whose busiest multiprocessor has the fewest
- * units, as the grid deals them (blocks to multiprocessors in order, each
- * block its units in rounds of grid x units a block); ties go to the split
- * that puts work on more multiprocessors, then to the larger split (fewer
- * rounds a unit).  Then, while the grid would leave more than a tenth of
- * the multiprocessors without a block, K is split further.  Both rules
- * were chosen from per-product sweeps of KS (kernels/NOTES.md v30, v31). */
-static int q1_split(int n_units, int n_pair, int n_sms) {
+ * units, as the grid deals them (blocks to multiprocessors in order, bps
+ * a multiprocessor, each block its units in rounds of grid x units a
+ * block); ties go to the split that puts work on more multiprocessors,
+ * then to the larger split (fewer rounds a unit).  Then, while the grid
+ * would leave more than a tenth of the multiprocessors without a block, K
+ * is split further.  Both rules were chosen from per-product sweeps of KS
+ * at one row (kernels/NOTES.md v30, v31). */
+static int q1_split(int n_units, int n_pair, int n_sms, int bps) {
     int best = 1, best_busy = 1 << 30, best_used = 0;
     for (int ks = 1; ks <= GEMV_WARPS; ks *= 2) {
         const int iters = (n_pair + 32 * ks - 1) / (32 * ks);
         if (ks > 1 && 2 * n_pair <= iters * 32 * ks) continue;   /* half the lanes idle or more */
         const int upb = GEMV_WARPS / ks;
         int nb = (n_units + upb - 1) / upb;
-        if (nb > Q1_BLOCKS * n_sms) nb = Q1_BLOCKS * n_sms;
+        if (nb > bps * n_sms) nb = bps * n_sms;
         int busy = 0, used = 0;
         for (int sm = 0; sm < n_sms && sm < nb; sm++) {
             int n = 0;
@@ -1453,10 +1496,10 @@ static int q1_split(int n_units, int n_pair, int n_sms) {
     return best;
 }
 
-/* smem: q1_smem_bytes(W, K) */
+/* smem: q1_smem_bytes(W, K, R); R 2 only with W.q16 */
 static cudaError_t qgemv1_launch(int mode, int n_units, cudaStream_t s, int pdl, const kern_qw &W,
                                  int N, int K, const float *x, const float *nw, float eps, float *y,
-                                 int n_sms, size_t smem, const gemv_rope &rp) {
+                                 int n_sms, size_t smem, const gemv_rope &rp, int R) {
     typedef void (*kfn)(kern_qw, int, int, const float *, const float *, float, float *, int, int,
                         gemv_rope);
     int mask = 0, t = W.type[0];
@@ -1464,11 +1507,8 @@ static cudaError_t qgemv1_launch(int mode, int n_units, cudaStream_t s, int pdl,
         mask |= 1 << q1_class(W.type[i]);
         if (W.type[i] != t) t = 0;
     }
-#define Q1KQ(T, Q) (mode == KERN_STORE ? qgemv1_kernel<KERN_STORE, T, Q>           \
-              : mode == KERN_RESID ? qgemv1_kernel<KERN_RESID, T, Q>           \
-              : mode == KERN_ROPE  ? qgemv1_kernel<KERN_ROPE, T, Q>            \
-              : mode == KERN_GEGLU ? qgemv1_kernel<KERN_GEGLU, T, Q> : qgemv1_kernel<KERN_SWIGLU, T, Q>)
-#define Q1K(T) (W.q16 ? Q1KQ(T, true) : Q1KQ(T, false))
+#define Q1KM(T, Q, A) (mode == KERN_STORE ? qgemv1_kernel<KERN_STORE, T, Q, A>                     : mode == KERN_RESID ? qgemv1_kernel<KERN_RESID, T, Q, A>                         : mode == KERN_ROPE  ? qgemv1_kernel<KERN_ROPE, T, Q, A>                          : mode == KERN_GEGLU ? qgemv1_kernel<KERN_GEGLU, T, Q, A> : qgemv1_kernel<KERN_SWIGLU, T, Q, A>)
+#define Q1K(T) (!W.q16 ? Q1KM(T, false, 1) : R == 1 ? Q1KM(T, true, 1) : Q1KM(T, true, 2))
     bool k46 = true;
     for (int i = 0; i < W.n_seg; i++) k46 = k46 && (W.type[i] == ENG_DT_Q4_K || W.type[i] == ENG_DT_Q6_K);
     kfn k = t == ENG_DT_Q4_K ? Q1K(ENG_DT_Q4_K) : t == ENG_DT_Q5_K ? Q1K(ENG_DT_Q5_K)
@@ -1477,7 +1517,7 @@ static cudaError_t qgemv1_launch(int mode, int n_units, cudaStream_t s, int pdl,
           : t == ENG_DT_Q5_0 ? Q1K(ENG_DT_Q5_0) : t == ENG_DT_Q5_1 ? Q1K(ENG_DT_Q5_1)
           : k46 ? Q1K(Q1_MIX_K46) : Q1K(0);
 #undef Q1K
-#undef Q1KQ
+#undef Q1KM
     const int n_lc = K / 32;
     if (smem > 48 * 1024) {   /* Q1_SMEM_MAX bounds every launch's smem */
         cudaError_t e = ksmem_limit(k, Q1_SMEM_MAX);
@@ -1485,10 +1525,10 @@ static cudaError_t qgemv1_launch(int mode, int n_units, cudaStream_t s, int pdl,
     }
     /* every unit's warps at once where the multiprocessors hold them (no
      * rounds of equal size: the latency of a unit's loads needs the warps) */
-    const int KS = q1_split(n_units, n_lc / 2, n_sms);
+    const int bps = q1_bps(R, smem), KS = q1_split(n_units, n_lc / 2, n_sms, bps);
     const int upb = GEMV_WARPS / KS;
     int nb = (n_units + upb - 1) / upb;
-    if (nb > Q1_BLOCKS * n_sms) nb = Q1_BLOCKS * n_sms;
+    if (nb > bps * n_sms) nb = bps * n_sms;
     return klaunch(k, dim3(nb), dim3(GEMV_THREADS), smem, s, pdl, W, N, K, x, nw, eps, y, KS, mask, rp);
 }
 
@@ -1519,19 +1559,23 @@ extern "C" int kern_qtype_ok(int t) {
            t == ENG_DT_Q5_1 || t == ENG_DT_Q4_K || t == ENG_DT_Q5_K || t == ENG_DT_Q6_K;
 }
 
-/* Whether qgemv1_kernel takes one row of W (chunk pairs: K / 32 even;
+/* Whether qgemv1_kernel takes R rows of W (chunk pairs: K / 32 even;
  * every unit of one type: a gate | up of two types, or a segment boundary
- * inside a unit of four rows, goes to qgemv_kernel). */
-static bool q1_takes(const kern_qw *W, int K, bool glu) {
-    bool one = K % 64 == 0 && q1_smem_bytes(*W, K) <= Q1_SMEM_MAX;
+ * inside a unit of four rows, goes to qgemv_kernel; more than one row only
+ * rounded, Q16, and up to Q1_MAX_ROWS with the planes in Q1_SMEM_MAX). */
+static bool q1_takes(const kern_qw *W, int K, bool glu, int R) {
+    bool one = K % 64 == 0 && (R == 1 || (W->q16 && R <= Q1_MAX_ROWS)) &&
+               q1_smem_bytes(*W, K, R) <= Q1_SMEM_MAX;
     for (int i = 0; i < W->n_seg; i++)
         one = one && q1_class(W->type[i]) >= 0 &&
               (glu ? W->type[i] == W->type[0] : i == W->n_seg - 1 || W->end[i] % GEMV_NR == 0);
     return one;
 }
 
-extern "C" int kern_qgemv_q16_ok(const kern_qw *W, int N, int K, int glu) {
-    return qw_segments_ok(W, N, K) && q1_takes(W, K, glu != 0);
+extern "C" int kern_qgemv_q16_ok(const kern_qw *W, int N, int K, int glu, int R) {
+    kern_qw q = *W;
+    q.q16 = 1;
+    return R >= 1 && qw_segments_ok(W, N, K) && q1_takes(&q, K, glu != 0, R);
 }
 
 static int qgemv_run(cudaStream_t s, const kern_qw *W, int N, int K, const float *x, int R,
@@ -1542,9 +1586,9 @@ static int qgemv_run(cudaStream_t s, const kern_qw *W, int N, int K, const float
         mode < KERN_STORE || mode > KERN_GEGLU)
         return (int)cudaErrorInvalidValue;
     const int n_units = glu ? (N / 2 + 1) / 2 : (N + GEMV_NR - 1) / GEMV_NR;
-    const size_t smem = q1_smem_bytes(*W, K);
-    if (R == 1 && q1_takes(W, K, glu))
-        return (int)qgemv1_launch(mode, n_units, s, pdl, *W, N, K, x, norm_w, eps, y, n_sms, smem, rp);
+    if (q1_takes(W, K, glu, R))
+        return (int)qgemv1_launch(mode, n_units, s, pdl, *W, N, K, x, norm_w, eps, y, n_sms,
+                                  q1_smem_bytes(*W, K, R), rp, R);
     if (W->q16) return (int)cudaErrorInvalidValue;   /* only qgemv1_kernel rounds its input */
 #define QL(r) qgemv_launch<r>(mode, n_units, s, pdl, *W, N, K, x, norm_w, eps, y, n_sms, rp)
     switch (R) {

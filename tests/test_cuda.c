@@ -426,26 +426,30 @@ static void test_qgemv(void) {
     }
     e = qgemv_case(1, &qtypes[0], &down_r, 1, KERN_STORE, 1, 18944, 132);
     T_CHECKF(e <= 1e-5, "Q8_0 64x18944 R=1: rel err %.3g", e);
-    /* ENG_ACT_Q16 (kern_qw.q16): one row, the input rounded per 16 elements
-     * while staged and summed in integers against the blocks; against the
-     * double product of the same rounded input, as close as the f32 kernel
-     * to its own (2e-6), and 3e-6 to 1e-4 from the unrounded product (the
-     * rounding happened, and its second plane counts: without it ~5e-3).
-     * Two rows, or a gate | up of two types at one row, are refused. */
+    /* ENG_ACT_Q16 (kern_qw.q16): 1 and 2 rows, each input row rounded per 16
+     * elements while staged and summed in integers against the blocks;
+     * against the double product of the same rounded input, as close as the
+     * f32 kernel to its own (2e-6), and 3e-6 to 1e-4 from the unrounded
+     * product (the rounding happened, and its second plane counts: without
+     * it ~5e-3).  Three rows, or a gate | up of two types, are refused. */
     for (int t = 0; t < 8; t++)
-        for (int mi = 0; mi < 4; mi++) {
-            const int mode = modes[mi], norm = mode != KERN_RESID, rows = 260;
+        for (int R = 1; R <= 2; R++)
+            for (int mi = 0; mi < 4; mi++) {
+                const int mode = modes[mi], norm = mode != KERN_RESID, rows = 260;
+                double un = 0;
+                e = qgemv_case_q16(1, &qtypes[t], &rows, R, mode, norm, 512, sms[(R + mi) % 3], 1, &un);
+                T_CHECKF(e <= 2e-6 && un > 3e-6 && un < 1e-4, "q16 %s R=%d %s norm=%d: rel err %.3g "
+                         "(%.3g unrounded)", eng_dt_name(qtypes[t]), R, mname[mode], norm, e, un);
+            }
+    for (int t = 5; t < 8; t++)
+        for (int R = 1; R <= 2; R++) {
             double un = 0;
-            e = qgemv_case_q16(1, &qtypes[t], &rows, 1, mode, norm, 512, sms[mi % 3], 1, &un);
-            T_CHECKF(e <= 2e-6 && un > 3e-6 && un < 1e-4, "q16 %s %s norm=%d: rel err %.3g (%.3g "
-                     "unrounded)", eng_dt_name(qtypes[t]), mname[mode], norm, e, un);
+            e = qgemv_case_q16(1, &qtypes[t], &down_r, R, KERN_RESID, 0, 18944, 132, 1, &un);
+            T_CHECKF(e <= 2e-6 && un > 3e-6 && un < 1e-4, "q16 %s 64x18944 R=%d: rel err %.3g (%.3g "
+                     "unrounded)", eng_dt_name(qtypes[t]), R, e, un);
         }
-    for (int t = 5; t < 8; t++) {
-        double un = 0;
-        e = qgemv_case_q16(1, &qtypes[t], &down_r, 1, KERN_RESID, 0, 18944, 132, 1, &un);
-        T_CHECKF(e <= 2e-6 && un > 3e-6 && un < 1e-4, "q16 %s 64x18944: rel err %.3g (%.3g unrounded)",
-                 eng_dt_name(qtypes[t]), e, un);
-    }
+    e = qgemv_case_q16(1, &qtypes[5], &down_r, 3, KERN_RESID, 0, 18944, 132, 1, NULL);
+    T_CHECKF(isinf(e), "q16 64x18944 at three rows: not refused (rel err %.3g)", e);
     {
         const int qkv_t[3] = {ENG_DT_Q4_K, ENG_DT_Q4_K, ENG_DT_Q6_K}, qkv_r[3] = {1536, 256, 256};
         double un = 0;
@@ -453,8 +457,8 @@ static void test_qgemv(void) {
         T_CHECKF(e <= 2e-6 && un > 3e-6 && un < 1e-4, "q16 q|k|v Q4_K/Q4_K/Q6_K: rel err %.3g (%.3g "
                  "unrounded)", e, un);
         const int r8 = 260;
-        e = qgemv_case_q16(1, &qtypes[5], &r8, 2, KERN_STORE, 1, 512, 132, 1, NULL);
-        T_CHECKF(isinf(e), "q16 at two rows: not refused (rel err %.3g)", e);
+        e = qgemv_case_q16(1, &qtypes[5], &r8, 3, KERN_STORE, 1, 512, 132, 1, NULL);
+        T_CHECKF(isinf(e), "q16 at three rows: not refused (rel err %.3g)", e);
         e = qgemv_case_q16(2, gu_t, gu_r, 1, KERN_SWIGLU, 1, 1536, 132, 1, NULL);
         T_CHECKF(isinf(e), "q16 gate Q4_K | up Q6_K: not refused (rel err %.3g)", e);
     }
@@ -1087,6 +1091,9 @@ static void test_rope_kv(void) {
  * output row is summed in the same order by both, so the tolerance is 1e-6
  * relative (the rotation may be contracted into FMAs differently); the
  * pool cells that neither writes stay NaN. */
+/* 1: qkv_case's quantized weights round their input (kern_qw.q16) */
+static int g_qkv_q16;
+
 static void qkv_case(int R, int nh, int nkv, int hd, int K, int wdt, int n_sms, int dt,
                      const int *qt) {
     const int bs = 16, n_blocks = 8, N = (nh + 2 * nkv) * hd;
@@ -1106,6 +1113,7 @@ static void qkv_case(int R, int nh, int nkv, int hd, int K, int wdt, int n_sms, 
     kern_qw qw;
     const int qrows[3] = {nh * hd, nkv * hd, nkv * hd};
     if (qt && !qweight(3, qt, qrows, K, &qw, W)) { T_CHECK(0); goto done; }
+    qw.q16 = qt ? g_qkv_q16 : 0;
     for (int i = 0; i < R * K; i++) x[i] = nrand();
     for (int k = 0; k < K; k++) nwt[k] = 1.0f + 0.1f * nrand();
     for (int i = 0; i < N; i++) bias[i] = 0.2f * nrand();
@@ -1173,6 +1181,14 @@ static void test_gemv_qkv(void) {
             qkv_case(R, 12, 2, 128, 1536, KERN_F32, 40, dt, q8);
             qkv_case(R, 9, 3, 64, 576, KERN_F32, 132, dt, q41);
         }
+    /* rounded inputs (ENG_ACT_Q16) at the rows kern_qgemv rounds: both
+     * paths round alike and sum in the same order */
+    g_qkv_q16 = 1;
+    for (int R = 1; R <= 2; R++) {
+        qkv_case(R, 12, 2, 128, 1536, KERN_F32, 132, KERN_BF16, km);
+        qkv_case(R, 9, 3, 64, 576, KERN_F32, 40, KERN_F32, q41);
+    }
+    g_qkv_q16 = 0;
     T_CHECK(kern_gemv(0, NULL, KERN_BF16, 16, 16, NULL, 1, NULL, 0, KERN_ROPE, NULL, 1, 0) != 0);
 }
 
@@ -2862,10 +2878,10 @@ static void act_q16_logits(fixture *f) {
 /* ENG_ACT_Q16 end to end on the quantized fixtures (llama Q4_K_M, qwen2
  * Q8_0, gemma3 Q4_0: GeGLU, output norms, sliding layers): the CPU
  * reference and the CUDA backend with rounded inputs agree, greedy token
- * for token, on every path: one row (kern_qgemv rounds as it stages), 4 rows
- * (kern_qskinny), 40 rows and the 300-row prompt (the dense copy, then the
- * blocks alone), continuous batching and the engine (--act q16); refused
- * where the blocks are not on the device. */
+ * for token, on every path: one row and 2 rows (kern_qgemv rounds as it
+ * stages), 4 and 8 rows (kern_qskinny), 40 rows and the 300-row prompt (the dense
+ * copy, then the blocks alone), continuous batching and the engine (--act
+ * q16); refused where the blocks are not on the device. */
 static void test_act_q16(void) {
     act_q16_kernel_case();
     for (int i = 0; i < (int)(sizeof qmodels / sizeof *qmodels); i++) {
@@ -2878,7 +2894,9 @@ static void test_act_q16(void) {
         if (fixture_cpu_gen(&f)) {
             act_q16_logits(&f);
             fixture_greedy(&f);
+            batched_case(&f, 2);
             batched_case(&f, 4);
+            batched_case(&f, 8);
             batched_case(&f, 40);
             continuous_case(&f);
             long_case(&f);

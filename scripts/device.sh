@@ -41,9 +41,13 @@
 #                 QUANT_MODELS: kern_qskinny's groups of 32 rows (the default
 #                 quant_tc_rows) against the halves past 32 rows (--quant-tc-rows
 #                 32), alternating twice
-#        prof     ncu (--clock-control none) of four batch-1 kern_qgemv launches
-#                 (one layer's) on 1.5B Q4_K_M (PROF_MODEL: another shape), and
-#                 the SASS of its Q4_K SwiGLU instance
+#        prof     ncu (--clock-control none) of four kern_qgemv launches (one
+#                 layer's) at PROF_ROWS rows (1; 2 with q16) on 1.5B Q4_K_M
+#                 (PROF_MODEL: another shape), and the SASS of its Q4_K SwiGLU
+#                 instance (q16)
+#        profqs   ncu of kern_qskinny's launches (one layer's) at 8 and 32 rows
+#                 (PROFQS_ROWS) on 7B Q4_K_M (PROFQS_MODEL), the blocks alone:
+#                 issue, stalls and DRAM, where the rows' cost goes (not run yet)
 #        profattn ncu of the decode attention kernels, variants 4 and 5, at 8 rows x
 #                 4,000 positions on 1.5B with the bf16 pool (three launches each;
 #                 PROFATTN_VARIANTS picks them; with stall sampling), and the SASS of
@@ -323,19 +327,35 @@ part_qtc() {   # issue 25: 33-96 row decode on kern_qskinny's groups (default qu
         stamp "$m done"
     done
 }
-part_prof() {   # ncu of kern_qgemv's batch-1 kernels (1.5B Q4_K_M) and the SASS of its Q4_K SwiGLU instance
-    local m=${PROF_MODEL:-qwen2.5-1.5b} f=q4_k_m
+part_prof() {   # ncu of kern_qgemv's kernels at PROF_ROWS (1) rows (1.5B Q4_K_M) and the SASS of its Q4_K SwiGLU instance
+    local m=${PROF_MODEL:-qwen2.5-1.5b} f=q4_k_m rows=${PROF_ROWS:-1}
     gguf $m $f
-    cuobjdump --dump-sass -fun '_Z13qgemv1_kernelILi2ELi8EEv7kern_qwiiPKfS2_fPfii9gemv_rope' $BIN/bench_cuda \
-        > "$OUT/sass_q1_q4k_swiglu.txt" 2>&1
+    # qgemv1_kernel<KERN_SWIGLU, Q4_K, q16, rows> (q16: the default, --act auto)
+    cuobjdump --dump-sass -fun "_Z13qgemv1_kernelILi2ELi8ELb1ELi${rows}EEv7kern_qwiiPKfS2_fPfii9gemv_rope" \
+        $BIN/bench_cuda > "$OUT/sass_q1_q4k_swiglu.txt" 2>&1
     timeout 240 ncu --clock-control none -k regex:qgemv1 --launch-skip 100 --launch-count 4 --section SpeedOfLight \
         --section Occupancy --section SchedulerStats --section WarpStateStats --section LaunchStats \
         --section MemoryWorkloadAnalysis --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' \
-        $BIN/bench_cuda $MD/$m-$f.gguf --out /tmp/prof.json --batches 1 \
+        $BIN/bench_cuda $MD/$m-$f.gguf --out /tmp/prof.json --batches $rows \
         --prefill 0 --quant --steps 4 > "$OUT/ncu_q1.txt" 2>&1
     grep -E "qgemv1_kernel|Duration|Memory Throughput|DRAM Throughput|Issue Slots Busy|Achieved Occupancy|Registers Per|Grid Size|Warp Cycles Per Issued|No Eligible|Issued Warp|L1/TEX Hit|L2 Hit" \
         "$OUT/ncu_q1.txt" | head -90
     grep -E "qgemv1_kernel|stalled_" "$OUT/ncu_q1.txt" | awk '$NF+0 > 0.3 || /qgemv1/' | head -60
+}
+part_profqs() {   # ncu of kern_qskinny's launches of one layer at PROFQS_ROWS (8 and 32) rows on 7B Q4_K_M
+    local m=${PROFQS_MODEL:-qwen2.5-7b} f=q4_k_m
+    gguf $m $f
+    for rows in ${PROFQS_ROWS:-8 32}; do
+        echo "== kern_qskinny at $rows rows"
+        timeout 240 ncu --clock-control none -k regex:qskinny --launch-skip 100 --launch-count 4 \
+            --section SpeedOfLight --section Occupancy --section SchedulerStats --section WarpStateStats \
+            --section InstructionStats --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' \
+            $BIN/bench_cuda $MD/$m-$f.gguf --quant-wide 2 --out /tmp/profqs.json --batches $rows \
+            --prefill 0 --steps 4 --ablate-only none > "$OUT/ncu_qs_$rows.txt" 2>&1
+        grep -E "qskinny_kernel|Duration|DRAM Throughput|Issue Slots Busy|Achieved Occupancy|Registers Per|Grid Size|Executed Ipc A|No Eligible" \
+            "$OUT/ncu_qs_$rows.txt" | head -50
+        grep -E "qskinny_kernel|stalled_" "$OUT/ncu_qs_$rows.txt" | awk '$NF+0 > 0.3 || /qskinny/' | head -40
+    done
 }
 part_steps() {   # ncu of one decode step per case: each kernel's time and bytes
     local bw

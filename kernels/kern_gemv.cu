@@ -1450,11 +1450,11 @@ static size_t q1_smem_bytes(const kern_qw &W, int K, int R) {
     if (W.q16) return (size_t)R * (q1_classes(W) * (size_t)(K / 32) * 4 * 16 + (size_t)(K / 16) * 8);
     return (size_t)q1_classes(W) * (K / 32) * 8 * sizeof(float4) + (size_t)(K / 16) * sizeof(float);
 }
-/* Blocks of the RA instance a multiprocessor holds: its launch bounds' and
- * what the shared memory allows (228 KB, 1 KB of it the runtime's a
- * block, and the kernel's static arrays). */
-static int q1_bps(int RA, size_t smem) {
-    const int lb = RA > 1 ? 1 : Q1_BLOCKS;
+/* Blocks of the R-row instance a multiprocessor holds: its launch bounds'
+ * and what the shared memory allows (228 KB; 2 KB a block for the
+ * runtime's reserve and the kernel's static arrays). */
+static int q1_bps(int R, size_t smem) {
+    const int lb = R > 1 ? 1 : Q1_BLOCKS;
     const int fit = (int)((228u << 10) / (smem + (2u << 10)));
     return fit < 1 ? 1 : fit < lb ? fit : lb;
 }
@@ -1507,7 +1507,10 @@ static cudaError_t qgemv1_launch(int mode, int n_units, cudaStream_t s, int pdl,
         mask |= 1 << q1_class(W.type[i]);
         if (W.type[i] != t) t = 0;
     }
-#define Q1KM(T, Q, A) (mode == KERN_STORE ? qgemv1_kernel<KERN_STORE, T, Q, A>                     : mode == KERN_RESID ? qgemv1_kernel<KERN_RESID, T, Q, A>                         : mode == KERN_ROPE  ? qgemv1_kernel<KERN_ROPE, T, Q, A>                          : mode == KERN_GEGLU ? qgemv1_kernel<KERN_GEGLU, T, Q, A> : qgemv1_kernel<KERN_SWIGLU, T, Q, A>)
+#define Q1KM(T, Q, A) (mode == KERN_STORE ? qgemv1_kernel<KERN_STORE, T, Q, A>          \
+              : mode == KERN_RESID ? qgemv1_kernel<KERN_RESID, T, Q, A>              \
+              : mode == KERN_ROPE  ? qgemv1_kernel<KERN_ROPE, T, Q, A>               \
+              : mode == KERN_GEGLU ? qgemv1_kernel<KERN_GEGLU, T, Q, A> : qgemv1_kernel<KERN_SWIGLU, T, Q, A>)
 #define Q1K(T) (!W.q16 ? Q1KM(T, false, 1) : R == 1 ? Q1KM(T, true, 1) : Q1KM(T, true, 2))
     bool k46 = true;
     for (int i = 0; i < W.n_seg; i++) k46 = k46 && (W.type[i] == ENG_DT_Q4_K || W.type[i] == ENG_DT_Q6_K);

@@ -16,9 +16,10 @@
  * activations, RMSNorm, residual and SwiGLU fused; with a GGUF model's
  * quantized blocks and eng_cuda_opts.quant, kern_qgemv on the blocks
  * instead, for one row where kern_qskinny serves (with rounded inputs,
- * ENG_ACT_Q16: up to 2), else up to quant_max_rows rows); above, matrix products (kern_qskinny on the blocks
- * up to quant_tc_rows rows; else kern_skinny up to skinny_max_rows rows
- * where it serves the shape, else cuBLASLt) with separate norm / SwiGLU /
+ * ENG_ACT_Q16: up to 2), else up to quant_max_rows rows); above, matrix
+ * products (kern_qskinny on the blocks up to quant_tc_rows rows; else
+ * kern_skinny up to skinny_max_rows rows where it serves the shape, else
+ * cuBLASLt) with separate norm / SwiGLU /
  * residual kernels that add the products' parts.  Kernels are launched with
  * programmatic dependent launch, so each starts (and prefetches weights)
  * while its predecessor drains. */
@@ -564,6 +565,13 @@ static const char *const cuda_archs[] = {"llama", "qwen2", "qwen3", "gemma3"};
  * wider passes' inputs round (multiples of 16: enqueue); their kern_qw
  * marked to round, and c->q16_rows the most rows (1 or 2) at which
  * kern_qgemv takes them all. */
+/* The most rows, rows or fewer (at least 1), at which kern_qgemv rounds
+ * and takes W. */
+static int q16_fit(const kern_qw *W, int N, int K, int glu, int rows) {
+    while (rows > 1 && !kern_qgemv_q16_ok(W, N, K, glu, rows)) rows--;
+    return rows;
+}
+
 static int act_q16_setup(cu_ctx *c, eng_err *err) {
     const eng_config *g = &c->cfg;
     if (!c->opt.quant || c->tp)
@@ -576,8 +584,7 @@ static int act_q16_setup(cu_ctx *c, eng_err *err) {
     if (!c->qhead.n_seg || !kern_qgemv_q16_ok(&c->qhead, g->vocab_size, H, 0, 1))
         return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: --act q16: the lm_head's blocks are "
                           "not in a shape the one-row kernel takes");
-    int rows = 2;   /* kern_qgemv's most */
-    while (rows > 1 && !kern_qgemv_q16_ok(&c->qhead, g->vocab_size, H, 0, rows)) rows--;
+    int rows = q16_fit(&c->qhead, g->vocab_size, H, 0, 2);   /* 2: kern_qgemv's most */
     for (int pass = 0; pass < 2; pass++)   /* every product checked, then every one marked */
         for (int l = 0; l < g->n_layers; l++) {
             cu_layer *w = &c->layers[l];
@@ -589,7 +596,7 @@ static int act_q16_setup(cu_ctx *c, eng_err *err) {
                     return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: --act q16: layer %d product "
                                       "%d is not of blocks the one-row kernel takes", l, i);
                 else
-                    while (rows > 1 && !kern_qgemv_q16_ok(q[i], N[i], K[i], i == 2, rows)) rows--;
+                    rows = q16_fit(q[i], N[i], K[i], i == 2, rows);
             }
         }
     c->qhead.q16 = 1;

@@ -307,35 +307,54 @@ __device__ __forceinline__ void qs_group(float (&tot)[NT][4], const uint32_t (&A
 }
 
 /* Copies chunk kc (kn elements) of the R high rows (ah) and R low rows (al)
- * into xs (columns 0..R-1 of each half; the rest stay zero). */
+ * into xs (columns 0..R-1 of each half; the rest stay zero).  A whole chunk
+ * is a row of 32 16-byte pieces: a warp copies a row, a lane a piece, so
+ * a piece is a pointer step (the general loop's two divisions by run-time
+ * values cost ~70 instructions a piece). */
 template <int NT>
 __device__ __forceinline__ void qs_stage(uint16_t *xs, const uint16_t *ah, const uint16_t *al, int R, int K,
                                          int kc, int kn) {
-    const int cpr = kn / 8;
-    for (int i = threadIdx.x; i < 2 * R * cpr; i += blockDim.x) {
-        const int rr = i / cpr, c = i % cpr, hl = rr / R, n = rr % R;
-        cp_async16(xs + (size_t)(hl * 8 * NT + n) * QS_LD + 8 * c, (hl ? al : ah) + (size_t)n * K + kc + 8 * c);
+    static_assert(QS_CK / 8 == 32, "a whole chunk's row is a warp's 32 pieces");
+    if (kn == QS_CK) {
+        const int c = threadIdx.x & 31, nw = blockDim.x >> 5;
+#pragma unroll
+        for (int hl = 0; hl < 2; hl++) {
+            const uint16_t *src = (hl ? al : ah) + kc + 8 * c;
+            uint16_t *dst = xs + (size_t)hl * 8 * NT * QS_LD + 8 * c;
+            for (int n = threadIdx.x >> 5; n < R; n += nw) cp_async16(dst + n * QS_LD, src + (size_t)n * K);
+        }
+    } else {
+        const int cpr = kn / 8;
+        for (int i = threadIdx.x; i < 2 * R * cpr; i += blockDim.x) {
+            const int rr = i / cpr, c = i % cpr, hl = rr / R, n = rr % R;
+            cp_async16(xs + (size_t)(hl * 8 * NT + n) * QS_LD + 8 * c, (hl ? al : ah) + (size_t)n * K + kc + 8 * c);
+        }
     }
     cp_async_commit();
 }
 
-/* S[j][n] = sum of group j (of ng) of column n, high + low, in f32. */
+/* S[j][n] = sum of group j (of ng) of column n, high + low, in f32: warp j
+ * multiplies the group by a tile of ones on the tensor cores (2 x 16-byte
+ * loads and 4 mma per 8 columns, where a thread a sum spent ~170
+ * instructions).  Any order of the group's elements over the mma's k gives
+ * the same products, so a lane loads its 8 consecutive elements as
+ * qs_group does; every row of C is S, and lanes 0..3 (row 0) write it. */
 template <int NT>
-__device__ __forceinline__ void qs_sums(const uint16_t *xs, float *S, int R, int ng) {
-    for (int i = threadIdx.x; i < ng * R; i += blockDim.x) {
-        const int j = i / R, n = i % R;
-        const uint4 *h = (const uint4 *)(xs + (size_t)n * QS_LD + 32 * j);
-        const uint4 *l = (const uint4 *)(xs + (size_t)(8 * NT + n) * QS_LD + 32 * j);
-        float s = 0.f;
+__device__ __forceinline__ void qs_sums(const uint16_t *xs, float *S, int ng) {
+    static_assert(QS_CK / 32 <= QS_WARPS, "a warp a group");
+    const int j = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    if (j >= ng) return;
+    const uint32_t one = 0x3F803F80u;   /* bf16 1.0, twice */
 #pragma unroll
-        for (int q = 0; q < 4; q++) {
-            float fh[8], fl[8];
-            bf16x8_to_f32(h[q], fh);
-            bf16x8_to_f32(l[q], fl);
-#pragma unroll
-            for (int k = 0; k < 8; k++) s += fh[k] + fl[k];
-        }
-        S[j * 8 * NT + n] = s;
+    for (int nt = 0; nt < NT; nt++) {
+        const uint16_t *ph = xs + (size_t)(8 * nt + g) * QS_LD + 32 * j + 8 * t;
+        const uint4 h = *(const uint4 *)ph, l = *(const uint4 *)(ph + (size_t)8 * NT * QS_LD);
+        float c[4] = {0.f, 0.f, 0.f, 0.f};
+        mma_bf16(c, one, one, one, one, h.x, h.y);
+        mma_bf16(c, one, one, one, one, h.z, h.w);
+        mma_bf16(c, one, one, one, one, l.x, l.y);
+        mma_bf16(c, one, one, one, one, l.z, l.w);
+        if (g == 0) *(float2 *)(S + j * 8 * NT + nt * 8 + 2 * t) = make_float2(c[0], c[1]);
     }
 }
 
@@ -365,8 +384,8 @@ __device__ __forceinline__ void qs_loop(float (&tot)[NT][4], const uint8_t *ra, 
         const uint16_t *xs = x0 + (c & 1) * qs_buf_elems(NT);
         float *S = (float *)(xs + qs_xs_elems(NT));
         if (SW) {
+            if (need_s) qs_sums<NT>(xs, S, ng);   /* before the slots' loads: fewer live registers */
             if (live) qs_load<T, true>(raw, sw + g * sb, sw + (g + 8) * sb, 0, ng, 8, t);
-            if (need_s) qs_sums<NT>(xs, S, R, ng);
             qs_sync();   /* the slots read, the sums written */
             if (c + 1 < n_ck) {
                 if (live) {
@@ -381,7 +400,7 @@ __device__ __forceinline__ void qs_loop(float (&tot)[NT][4], const uint8_t *ra, 
                 qs_stage<NT>(x0 + ((c + 1) & 1) * qs_buf_elems(NT), ah, al, R, K, kc + QS_CK,
                              min(QS_CK, kend - kc - QS_CK));
             if (need_s) {
-                qs_sums<NT>(xs, S, R, ng);
+                qs_sums<NT>(xs, S, ng);
                 qs_sync();
             }
         }
@@ -420,10 +439,13 @@ qskinny_kernel(kern_qw W, int N, int K, const uint16_t *act, int Rall, int ks, i
     const uint8_t *ra = qrow(W, min(row0 + g, N - 1), &type), *rb = qrow(W, min(row0 + g + 8, N - 1), &tb);
 
     /* columns past R (both halves, both buffers) and their sums are zero */
-    for (int i = threadIdx.x; i < 2 * (8 * NT - R) * QS_LD; i += blockDim.x) {
-        const int rr = i / QS_LD, e = i % QS_LD, hl = rr / (8 * NT - R), n = R + rr % (8 * NT - R);
-        x0[(size_t)(hl * 8 * NT + n) * QS_LD + e] = 0;
-        x1[(size_t)(hl * 8 * NT + n) * QS_LD + e] = 0;
+    {   /* 16 bytes a store; QS_LD / 8 is a constant divisor */
+        const int nz = 8 * NT - R;
+        for (int i = threadIdx.x; i < 2 * nz * (QS_LD / 8); i += blockDim.x) {
+            const int rr = i / (QS_LD / 8), e = 8 * (i % (QS_LD / 8)), hl = rr >= nz, n = R + (hl ? rr - nz : rr);
+            *(uint4 *)(x0 + (size_t)(hl * 8 * NT + n) * QS_LD + e) = make_uint4(0, 0, 0, 0);
+            *(uint4 *)(x1 + (size_t)(hl * 8 * NT + n) * QS_LD + e) = make_uint4(0, 0, 0, 0);
+        }
     }
     for (int i = threadIdx.x; i < qs_s_floats(NT); i += blockDim.x) s0[i] = s1[i] = 0.f;
     /* the first chunks of the weights do not depend on the previous kernel

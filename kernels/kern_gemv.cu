@@ -1175,6 +1175,11 @@ __device__ __forceinline__ int q16_slot(int cls_mask, int cls, int n_lc, int c, 
     return __popc(cls_mask & ((1 << cls) - 1)) * n_lc * 2 + (i ^ ((i >> 3) & 7));
 }
 
+/* The low bytes of b[0..3] as one word (b[0] lowest). */
+__device__ __forceinline__ uint32_t q16_pack(const uint32_t (&b)[4]) {
+    return __byte_perm(__byte_perm(b[0], b[1], 0x0040u), __byte_perm(b[2], b[3], 0x0040u), 0x5410u);
+}
+
 __device__ __forceinline__ float q16_stage(const float *x, const float *__restrict__ nw, int K,
                                            uint4 *xq, int cls_mask, float2 *sg) {
     const int plane = __popc(cls_mask) * (K / 32) * 2;   /* slots a plane */
@@ -1190,17 +1195,17 @@ __device__ __forceinline__ float q16_stage(const float *x, const float *__restri
 #pragma unroll
         for (int k = 0; k < 16; k++) amax = fmaxf(amax, fabsf(v[k]));
         const float dx = amax / 127.f, id = amax > 0.f ? 127.f / amax : 0.f;
-        uint32_t w1[4] = {0, 0, 0, 0}, w2[4] = {0, 0, 0, 0};
+        uint32_t w1[4], w2[4];
         int s1 = 0, s2 = 0;
 #pragma unroll
-        for (int k = 0; k < 16; k++) {
-            float f1, f2;
-            eng_qb_act_q16(v[k], id, &f1, &f2);
-            const int q1 = (int)f1, q2 = (int)f2;
-            s1 += q1;
-            s2 += q2;
-            w1[k >> 2] |= (uint32_t)(q1 & 0xff) << (8 * (k & 3));
-            w2[k >> 2] |= (uint32_t)(q2 & 0xff) << (8 * (k & 3));
+        for (int k = 0; k < 4; k++) {
+            uint32_t b1[4], b2[4];
+#pragma unroll
+            for (int e = 0; e < 4; e++) eng_qb_act_q16_bytes(v[4 * k + e], id, &b1[e], &b2[e]);
+            w1[k] = q16_pack(b1);
+            w2[k] = q16_pack(b2);
+            s1 = __dp4a((int)w1[k], 0x01010101, s1);
+            s2 = __dp4a((int)w2[k], 0x01010101, s2);
         }
         sg[g] = make_float2(dx, dx * ((float)s1 + (float)s2 / 254.f));
 #pragma unroll

@@ -664,6 +664,40 @@ static void test_dequant_elements(void) {
     }
 }
 
+/* eng_qb_act_q16_bytes (the one-row GEMV's staging) gives eng_qb_act_q16's
+ * q1, q2 as two's-complement bytes: groups of 16 over magnitudes 1e-10 to
+ * 1e10 with zeros, each group's largest element itself, a group of zeros,
+ * and values whose t = v id falls on a half (ties go to even both ways;
+ * |t| <= 127 as for any element of a group). */
+static void test_act_q16_bytes(void) {
+    uint64_t s = 0x9e3779b97f4a7c15ull;
+    long n = 0, bad = 0;
+    for (int g = 0; g < 200000; g++) {
+        float v[16], amax = 0.f;
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        const float scale = powf(10.f, (float)((int)(s >> 40) % 2001 - 1000) / 100.f);
+        for (int k = 0; k < 16; k++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            v[k] = (s >> 60) == 0 ? 0.f : ((float)(s >> 40) / (float)(1 << 24) * 2.f - 1.f) * scale;
+            if (g == 0) v[k] = 0.f;
+            amax = fmaxf(amax, fabsf(v[k]));
+        }
+        const float id = amax > 0.f ? 127.f / amax : 0.f;
+        for (int k = 0; k < 18; k++) {
+            /* k 16, 17: t on a half, and t's fraction a half of 1/254 */
+            const float x = k < 16 ? v[k] : id > 0.f ? (k == 16 ? (float)(g % 254 - 127) + 0.5f
+                                                                : 3.f + (2 * (g % 127) + 1) / 508.f) / id : 0.f;
+            float q1, q2;
+            uint32_t b1, b2;
+            eng_qb_act_q16(x, id, &q1, &q2);
+            eng_qb_act_q16_bytes(x, id, &b1, &b2);
+            n++;
+            bad += (int8_t)(b1 & 0xff) != (int)q1 || (int8_t)(b2 & 0xff) != (int)q2;
+        }
+    }
+    T_CHECKF(bad == 0, "eng_qb_act_q16_bytes: %ld of %ld elements differ from eng_qb_act_q16", bad, n);
+}
+
 static int dt_by_name(const char *s) {
     for (int dt = 0; dt < ENG_DT_COUNT; dt++)
         if (!strcmp(eng_dt_name(dt), s)) return dt;
@@ -718,6 +752,7 @@ int main(void) {
     T_RUN(test_fuzz);
     T_RUN(test_dequant_known);
     T_RUN(test_dequant_elements);
+    T_RUN(test_act_q16_bytes);
     T_RUN(test_dequant_python);
     T_DONE();
 }

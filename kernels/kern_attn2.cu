@@ -46,16 +46,25 @@
 #define A2_SPAN_WAVE 512
 
 /* K (and V at +v_off) rows of NSL positions t = it + u*NGRP + grp, zero
- * where t >= t_end. */
+ * where t >= t_end.  A position's block and slot (t / block_size, t %
+ * block_size) come from the previous one's by adding NGRP's (dq, dr =
+ * NGRP / block_size, NGRP % block_size): one division a call, where one a
+ * position cost ~40 instructions of the loop's ~100 a position. */
 template <typename T, int HD, int NGRP, int NSL>
 __device__ __forceinline__ void a2_load(float4 *k, float4 *v, const kern_kv &kv, const int *s_blk,
                                         int b0, int kvh, int it, int grp, int li, int t_end,
-                                        size_t v_off) {
+                                        size_t v_off, int dq, int dr) {
+    int q = (it + grp) / kv.block_size, r = it + grp - q * kv.block_size;
 #pragma unroll
     for (int u = 0; u < NSL; u++) {
         int t = it + u * NGRP + grp;
+        if (u) {
+            q += dq;
+            r += dr;
+            if (r >= kv.block_size) { r -= kv.block_size; q++; }
+        }
         if (t < t_end) {
-            int blk = s_blk[t / kv.block_size - b0], slot = t % kv.block_size;
+            int blk = s_blk[q - b0], slot = r;
             const T *p = kv_row<T, HD>(kv, blk, kvh, slot) + li * 4;
             k[u] = kv_ld4(p);
             v[u] = kv_ld4(p + v_off);
@@ -169,6 +178,7 @@ attn2_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
     if (!attn_split_range(pos + 1, splits, span_min, sp, &t0, &t1, &active)) return;
     const int *tbl = st->table + (size_t)seq * st->table_stride;
     const size_t v_off = (size_t)kv.n_kv * kv.block_size * HD;
+    const int dq = NGRP / kv.block_size, dr = NGRP % kv.block_size;   /* a2_load's step */
     attn_prefetch<T, HD>(kv, tbl, kvh, t0, t1, v_off);
     pdl_wait();
     /* q for every head of this kv head, pre-scaled */
@@ -198,10 +208,10 @@ attn2_kernel(const float *q, kern_kv kv, const kern_step *st, int n_heads,
         for (int i = tid; i < nb; i += A2_THREADS) s_blk[i] = tbl[b0 + i];
         __syncthreads();
         float4 k[NSL], v[NSL];
-        a2_load<T, HD, NGRP, NSL>(k, v, kv, s_blk, b0, kvh, c0, grp, li, c1, v_off);
+        a2_load<T, HD, NGRP, NSL>(k, v, kv, s_blk, b0, kvh, c0, grp, li, c1, v_off, dq, dr);
         for (int it = c0; it < c1; it += PER_IT) {
             float4 kn[NSL], vn[NSL];   /* next iteration in flight */
-            a2_load<T, HD, NGRP, NSL>(kn, vn, kv, s_blk, b0, kvh, it + PER_IT, grp, li, c1, v_off);
+            a2_load<T, HD, NGRP, NSL>(kn, vn, kv, s_blk, b0, kvh, it + PER_IT, grp, li, c1, v_off, dq, dr);
             float s[NSL][HPB];
 #pragma unroll
             for (int u = 0; u < NSL; u++)

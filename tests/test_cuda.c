@@ -1223,9 +1223,9 @@ static long q16_diff(const void *dgot, const float *out, size_t n) {
     return bad;
 }
 
-static void attn_case(int nh, int nkv, int hd, int splits, int v2, int window, int dt) {
+static void attn_case(int nh, int nkv, int hd, int splits, int v2, int window, int dt, int bs) {
     enum { NS = 3 };
-    const int bs = 16, lens[NS] = {1, 17, 300}, n_blocks = 40;
+    const int lens[NS] = {1, 17, 300}, n_blocks = 40;
     int stride = (300 + bs - 1) / bs;
     int *table = malloc(NS * stride * 4), perm[40];
     for (int i = 0; i < n_blocks; i++) perm[i] = i;
@@ -1286,8 +1286,8 @@ static void attn_case(int nh, int nkv, int hd, int splits, int v2, int window, i
                  : kern_attention(0, dq, k, st, R, nh, splits, dout, NULL, 0, dpart, dcnt, 1)) == 0);
     double e = sync_ok() && down(out, dout, (size_t)R * nh * hd * 4) ? rel_err(out, ref, (size_t)R * nh * hd)
                                                                    : INFINITY;
-    T_CHECKF(e <= 1e-5, "v%d nh=%d nkv=%d hd=%d splits=%d window=%d %s: rel err %.3g", v2 ? 2 : 1, nh,
-             nkv, hd, splits, window, dt_name(dt), e);
+    T_CHECKF(e <= 1e-5, "v%d nh=%d nkv=%d hd=%d splits=%d window=%d %s block %d: rel err %.3g", v2 ? 2 : 1,
+             nh, nkv, hd, splits, window, dt_name(dt), bs, e);
     const int q16m = KERN_ACT_F32 | KERN_ACT_Q16;
     T_CHECK((v2 ? kern_attention2(0, dq, k, st, R, nh, splits, 0, NULL, dact, q16m, dpart, dcnt, 0)
                  : kern_attention(0, dq, k, st, R, nh, splits, NULL, dact, q16m, dpart, dcnt, 0)) == 0);
@@ -1320,15 +1320,15 @@ static void test_attention(void) {
     int splits[3] = {1, 3, 64};
     for (int dt = KERN_F32; dt <= KERN_BF16; dt++)
         for (int c = 0; c < 4; c++)
-            for (int s = 0; s < 3; s++) attn_case(cfg[c][0], cfg[c][1], cfg[c][2], splits[s], 0, 0, dt);
+            for (int s = 0; s < 3; s++) attn_case(cfg[c][0], cfg[c][1], cfg[c][2], splits[s], 0, 0, dt, 16);
     /* sliding windows (Gemma 3): inside one block, across blocks, longer
      * than some rows' contexts; head_dim 256 (Gemma 3 270M: 4 heads, 1 kv) */
     int windows[3] = {6, 100, 512};
     for (int dt = KERN_F32; dt <= KERN_BF16; dt++)
         for (int w = 0; w < 3; w++)
             for (int s = 0; s < 3; s++) {
-                attn_case(4, 1, 16, splits[s], 0, windows[w], dt);
-                attn_case(4, 1, 256, splits[s], 0, windows[w], dt);
+                attn_case(4, 1, 16, splits[s], 0, windows[w], dt, 16);
+                attn_case(4, 1, 256, splits[s], 0, windows[w], dt, 16);
             }
     T_CHECK(kern_attn_splits(1, 2, 132) > 1 && kern_attn_splits(256, 2, 132) == 1);
     /* the other attention kernels refuse a window */
@@ -1652,7 +1652,12 @@ static void test_attention2(void) {
     int small[4][3] = {{4, 2, 16}, {4, 1, 16}, {12, 2, 128}, {14, 2, 64}}, splits[3] = {1, 3, 64};
     for (int dt = KERN_F32; dt <= KERN_BF16; dt++)
         for (int c = 0; c < 4; c++)
-            for (int s = 0; s < 3; s++) attn_case(small[c][0], small[c][1], small[c][2], splits[s], 1, 0, dt);
+            for (int s = 0; s < 3; s++) attn_case(small[c][0], small[c][1], small[c][2], splits[s], 1, 0, dt, 16);
+    /* blocks of 12 positions (not a power of two): variant 2 steps a lane's
+     * positions' block and slot by its group stride (8 positions at head_dim
+     * 128: within a block; 16 at 64: a block and 4) */
+    for (int c = 2; c < 4; c++)
+        for (int s = 0; s < 3; s++) attn_case(small[c][0], small[c][1], small[c][2], splits[s], 1, 0, KERN_F32, 12);
 }
 
 /* Variants 2 and 3, the prefill and the cuBLAS attention over a bf16 pool:

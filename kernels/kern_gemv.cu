@@ -1180,42 +1180,70 @@ __device__ __forceinline__ uint32_t q16_pack(const uint32_t (&b)[4]) {
     return __byte_perm(__byte_perm(b[0], b[1], 0x0040u), __byte_perm(b[2], b[3], 0x0040u), 0x5410u);
 }
 
+/* One group of q16_stage: x' = xin (x's 16 elements) * nw into the planes
+ * and (dx, dx sum(q1 + q2 / 254)); sum(x^2) added to ss. */
+__device__ __forceinline__ void q16_group(const float4 (&xin)[4], const float *__restrict__ nw, int g, int K,
+                                          uint4 *xq, int cls_mask, int plane, float2 *sg, float &ss) {
+    float v[16], amax = 0.f;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        float4 t = xin[k];
+        ss += t.x * t.x + t.y * t.y + t.z * t.z + t.w * t.w;
+        if (nw) {
+            const float4 n = __ldg((const float4 *)(nw + 16 * g + 4 * k));
+            t.x *= n.x; t.y *= n.y; t.z *= n.z; t.w *= n.w;
+        }
+        v[4 * k] = t.x; v[4 * k + 1] = t.y; v[4 * k + 2] = t.z; v[4 * k + 3] = t.w;
+    }
+#pragma unroll
+    for (int k = 0; k < 16; k++) amax = fmaxf(amax, fabsf(v[k]));
+    const float dx = amax / 127.f, id = amax > 0.f ? 127.f / amax : 0.f;
+    uint32_t w1[4], w2[4];
+    int s1 = 0, s2 = 0;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        uint32_t b1[4], b2[4];
+#pragma unroll
+        for (int e = 0; e < 4; e++) eng_qb_act_q16_bytes(v[4 * k + e], id, &b1[e], &b2[e]);
+        w1[k] = q16_pack(b1);
+        w2[k] = q16_pack(b2);
+        s1 = __dp4a((int)w1[k], 0x01010101, s1);
+        s2 = __dp4a((int)w2[k], 0x01010101, s2);
+    }
+    sg[g] = make_float2(dx, dx * ((float)s1 + (float)s2 / 254.f));
+#pragma unroll
+    for (int cls = 0; cls < Q1_CLASSES; cls++) {
+        if (!(cls_mask >> cls & 1)) continue;
+        int hi;
+        const int c = q1_chunk_of(cls, 16 * g, &hi), sl = q16_slot(cls_mask, cls, K / 32, c, hi);
+        xq[sl] = make_uint4(w1[0], w1[1], w1[2], w1[3]);
+        xq[sl + plane] = make_uint4(w2[0], w2[1], w2[2], w2[3]);
+    }
+}
+
+/* A thread's groups, PAIR: two at a time, both groups' x loaded before
+ * either is rounded, so a long K (7B's down: ~5 groups a thread) waits for
+ * L2 once a pair, not once a group.  PAIR is for the products without a
+ * norm (o, down: K up to the FFN width); the normed ones (K the hidden
+ * size, one group a thread or two) keep the registers it costs (ptxas:
+ * with it, several of their instances spill 4-144 more bytes, Q4_K_M's
+ * mixed q|k|v among them).  Returns the thread's part of sum(x^2). */
+template <bool PAIR>
 __device__ __forceinline__ float q16_stage(const float *x, const float *__restrict__ nw, int K,
                                            uint4 *xq, int cls_mask, float2 *sg) {
     const int plane = __popc(cls_mask) * (K / 32) * 2;   /* slots a plane */
+    const int G = K / 16, bd = blockDim.x;
     float ss = 0.f;
-    for (int g = threadIdx.x; g < K / 16; g += blockDim.x) {
-        float4 t4[4];
-        q1_group(x, nw, g, t4, ss);
-        float v[16], amax = 0.f;
+    for (int g = threadIdx.x; g < G; g += (PAIR ? 2 : 1) * bd) {
+        const bool two = PAIR && g + bd < G;
+        float4 a[4], b[4];
 #pragma unroll
-        for (int k = 0; k < 4; k++) {
-            v[4 * k] = t4[k].x; v[4 * k + 1] = t4[k].y; v[4 * k + 2] = t4[k].z; v[4 * k + 3] = t4[k].w;
-        }
+        for (int k = 0; k < 4; k++) a[k] = __ldca((const float4 *)(x + 16 * g + 4 * k));
+        if (two)
 #pragma unroll
-        for (int k = 0; k < 16; k++) amax = fmaxf(amax, fabsf(v[k]));
-        const float dx = amax / 127.f, id = amax > 0.f ? 127.f / amax : 0.f;
-        uint32_t w1[4], w2[4];
-        int s1 = 0, s2 = 0;
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            uint32_t b1[4], b2[4];
-#pragma unroll
-            for (int e = 0; e < 4; e++) eng_qb_act_q16_bytes(v[4 * k + e], id, &b1[e], &b2[e]);
-            w1[k] = q16_pack(b1);
-            w2[k] = q16_pack(b2);
-            s1 = __dp4a((int)w1[k], 0x01010101, s1);
-            s2 = __dp4a((int)w2[k], 0x01010101, s2);
-        }
-        sg[g] = make_float2(dx, dx * ((float)s1 + (float)s2 / 254.f));
-#pragma unroll
-        for (int cls = 0; cls < Q1_CLASSES; cls++) {
-            if (!(cls_mask >> cls & 1)) continue;
-            int hi;
-            const int c = q1_chunk_of(cls, 16 * g, &hi), sl = q16_slot(cls_mask, cls, K / 32, c, hi);
-            xq[sl] = make_uint4(w1[0], w1[1], w1[2], w1[3]);
-            xq[sl + plane] = make_uint4(w2[0], w2[1], w2[2], w2[3]);
-        }
+            for (int k = 0; k < 4; k++) b[k] = __ldca((const float4 *)(x + 16 * (g + bd) + 4 * k));
+        q16_group(a, nw, g, K, xq, cls_mask, plane, sg, ss);
+        if (two) q16_group(b, nw, g + bd, K, xq, cls_mask, plane, sg, ss);
     }
     return ss;
 }
@@ -1375,8 +1403,9 @@ qgemv1_kernel(kern_qw W, int N, int K, const float *x, const float *__restrict__
         float ss[RA];
 #pragma unroll
         for (int r = 0; r < RA; r++) {
-            ss[r] = Q16 ? q16_stage(x + (size_t)r * K, nw, K, xq + (size_t)r * xrow, cls_mask,
-                                    sg + (size_t)r * (K / 16))
+            constexpr bool PAIR = MODE == KERN_RESID || MODE == KERN_STORE;   /* no norm */
+            ss[r] = Q16 ? q16_stage<PAIR>(x + (size_t)r * K, nw, K, xq + (size_t)r * xrow, cls_mask,
+                                          sg + (size_t)r * (K / 16))
                         : q1_stage(x, nw, K, xs, cls_mask, sx);
             ss[r] = warp_sum(ss[r]);
             if (lane == 0) s_part[warp][r] = ss[r];

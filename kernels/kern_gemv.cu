@@ -1255,9 +1255,12 @@ __device__ __forceinline__ int q16_dot4(const uint32_t (&v)[4], uint4 x) {
     return __dp4a((int)v[3], (int)x.w, s);
 }
 
-/* sum(v q1) + sum(v q2) / 254 over a group (x: its two planes) */
+/* 254 sum(v q1) + sum(v q2) over a group (x: its two planes), i.e. its dot
+ * in units of dx / 254: an integer (|v|, |q| <= 128, 16 elements: under
+ * 2^27), so one conversion where the two planes' sums took two and an FMA
+ * (q16_sum's scales carry the 1 / 254). */
 __device__ __forceinline__ float q16_dot(const uint32_t (&v)[4], const uint4 (&x)[2]) {
-    return fmaf((float)q16_dot4(v, x[1]), 1.f / 254.f, (float)q16_dot4(v, x[0]));
+    return (float)(254 * q16_dot4(v, x[0]) + q16_dot4(v, x[1]));
 }
 
 /* q1_sum with rounded activations (xL, xH: the groups' planes, gL, gH
@@ -1267,12 +1270,13 @@ __device__ __forceinline__ float q16_sum(int t, const q1raw &r, bool b, int i, c
     if (t == ENG_DT_Q8_0) {   /* the quants themselves */
         const uint4 qq = b ? r.qb : r.qa, e2 = b ? r.eb : r.e;
         const uint32_t q[4] = {qq.x, qq.y, qq.z, qq.w}, q2[4] = {e2.x, e2.y, e2.z, e2.w};
-        return sc.AL * fmaf(gL.x, q16_dot(q, xL), gH.x * q16_dot(q2, xH));
+        return sc.AL * (1.f / 254.f) * fmaf(gL.x, q16_dot(q, xL), gH.x * q16_dot(q2, xH));
     }
     uint32_t vL[4], vH[4];
     q1_vals(t, r, b, i, vL, vH);
-    /* from the f32 loop's A = a 2^(8-s), B = b - A/2 for v = q 2^s: a q = A v / 256 */
-    const float aL = sc.AL * (1.f / 256.f), aH = sc.AH * (1.f / 256.f);
+    /* from the f32 loop's A = a 2^(8-s), B = b - A/2 for v = q 2^s: a q = A v / 256
+     * (and q16_dot's unit, 1 / 254) */
+    const float aL = sc.AL * (1.f / (256.f * 254.f)), aH = sc.AH * (1.f / (256.f * 254.f));
     const float bL = fmaf(0.5f, sc.AL, sc.BL), bH = fmaf(0.5f, sc.AH, sc.BH);
     return fmaf(aL * gL.x, q16_dot(vL, xL), fmaf(bL, gL.y, fmaf(aH * gH.x, q16_dot(vH, xH), bH * gH.y)));
 }

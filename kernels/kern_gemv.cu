@@ -1169,10 +1169,13 @@ __device__ __forceinline__ float q1_stage(const float *x, const float *__restric
  * q1 plane then the q2 plane, each in the f32 loop's chunk order, two
  * 16-byte groups a chunk (slots swizzled so that the 8 lanes of a load
  * phase hit 8 different bank quads), then per group (dx, dx sum(q1 + q2 /
- * 254)). */
+ * 254)).  The swizzle permutes slots within an aligned run of 8 only, so a
+ * class's last run, when 2 n_lc is not a multiple of 8 (K 576: 36 slots),
+ * stays in order: swizzled, it reached 4 slots past the class, into the
+ * q2 plane and, from it, the group scales (test_cuda's K 576 q|k|v). */
 __device__ __forceinline__ int q16_slot(int cls_mask, int cls, int n_lc, int c, int hi) {
     const int i = 2 * c + hi;
-    return __popc(cls_mask & ((1 << cls) - 1)) * n_lc * 2 + (i ^ ((i >> 3) & 7));
+    return __popc(cls_mask & ((1 << cls) - 1)) * n_lc * 2 + ((i | 7) < 2 * n_lc ? i ^ ((i >> 3) & 7) : i);
 }
 
 /* The low bytes of b[0..3] as one word (b[0] lowest). */

@@ -1122,19 +1122,30 @@ __device__ __forceinline__ void q1_prefetch(const int (&types)[GEMV_NR],
 /* Stages x' = x * nw (x without a norm) in shared memory for each class in
  * cls_mask, and the sums of its 16-element groups in sx; returns the
  * thread's part of sum(x^2) (for the RMS statistics). */
-/* 16-element group g of x' = x * nw (x where nw is NULL) into v; its
- * sum(x^2), before the norm weight, added to ss. */
-__device__ __forceinline__ void q1_group(const float *x, const float *__restrict__ nw, int g,
-                                         float4 (&v)[4], float &ss) {
+/* 16-element group g of x' = x * nw (x where nw is NULL) into v, from x's
+ * 16 elements as loaded (v may be them); its sum(x^2), before the norm
+ * weight, added to ss. */
+__device__ __forceinline__ void q1_norm_group(const float4 (&xg)[4], const float *__restrict__ nw, int g,
+                                              float4 (&v)[4], float &ss) {
 #pragma unroll
     for (int k = 0; k < 4; k++) {
-        v[k] = __ldca((const float4 *)(x + 16 * g + 4 * k));
-        ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
+        const float4 t = xg[k];
+        ss += t.x * t.x + t.y * t.y + t.z * t.z + t.w * t.w;
+        v[k] = t;
         if (nw) {
             const float4 n = __ldg((const float4 *)(nw + 16 * g + 4 * k));
             v[k].x *= n.x; v[k].y *= n.y; v[k].z *= n.z; v[k].w *= n.w;
         }
     }
+}
+__device__ __forceinline__ void q1_load_group(const float *x, int g, float4 (&xg)[4]) {
+#pragma unroll
+    for (int k = 0; k < 4; k++) xg[k] = __ldca((const float4 *)(x + 16 * g + 4 * k));
+}
+__device__ __forceinline__ void q1_group(const float *x, const float *__restrict__ nw, int g,
+                                         float4 (&v)[4], float &ss) {
+    q1_load_group(x, g, v);
+    q1_norm_group(v, nw, g, v, ss);
 }
 
 __device__ __forceinline__ float q1_stage(const float *x, const float *__restrict__ nw, int K,
@@ -1187,16 +1198,12 @@ __device__ __forceinline__ uint32_t q16_pack(const uint32_t (&b)[4]) {
  * and (dx, dx sum(q1 + q2 / 254)); sum(x^2) added to ss. */
 __device__ __forceinline__ void q16_group(const float4 (&xin)[4], const float *__restrict__ nw, int g, int K,
                                           uint4 *xq, int cls_mask, int plane, float2 *sg, float &ss) {
+    float4 t4[4];
+    q1_norm_group(xin, nw, g, t4, ss);
     float v[16], amax = 0.f;
 #pragma unroll
     for (int k = 0; k < 4; k++) {
-        float4 t = xin[k];
-        ss += t.x * t.x + t.y * t.y + t.z * t.z + t.w * t.w;
-        if (nw) {
-            const float4 n = __ldg((const float4 *)(nw + 16 * g + 4 * k));
-            t.x *= n.x; t.y *= n.y; t.z *= n.z; t.w *= n.w;
-        }
-        v[4 * k] = t.x; v[4 * k + 1] = t.y; v[4 * k + 2] = t.z; v[4 * k + 3] = t.w;
+        v[4 * k] = t4[k].x; v[4 * k + 1] = t4[k].y; v[4 * k + 2] = t4[k].z; v[4 * k + 3] = t4[k].w;
     }
 #pragma unroll
     for (int k = 0; k < 16; k++) amax = fmaxf(amax, fabsf(v[k]));
@@ -1240,11 +1247,8 @@ __device__ __forceinline__ float q16_stage(const float *x, const float *__restri
     for (int g = threadIdx.x; g < G; g += (PAIR ? 2 : 1) * bd) {
         const bool two = PAIR && g + bd < G;
         float4 a[4], b[4];
-#pragma unroll
-        for (int k = 0; k < 4; k++) a[k] = __ldca((const float4 *)(x + 16 * g + 4 * k));
-        if (two)
-#pragma unroll
-            for (int k = 0; k < 4; k++) b[k] = __ldca((const float4 *)(x + 16 * (g + bd) + 4 * k));
+        q1_load_group(x, g, a);
+        if (two) q1_load_group(x, g + bd, b);
         q16_group(a, nw, g, K, xq, cls_mask, plane, sg, ss);
         if (two) q16_group(b, nw, g + bd, K, xq, cls_mask, plane, sg, ss);
     }

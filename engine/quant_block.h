@@ -244,8 +244,9 @@ ENG_QB_FN void eng_qb_act_q16(float v, float id, float *q1, float *q2) {
  * with no float-to-integer conversion: adding 1.5 2^23 rounds t to an
  * integer, to nearest even as rint does, and leaves it in the low mantissa
  * bits (|q| <= 127); subtracting it back is exact.  The one-row GEMV's
- * staging packs these bytes (conversions run at a quarter of the FP32 rate
- * on sm_90, and eng_qb_act_q16 then needs three an element). */
+ * staging packs these bytes: float-to-integer conversions run at a quarter
+ * of the FP32 rate on sm_90, and rounding through eng_qb_act_q16 takes
+ * three an element. */
 ENG_QB_FN void eng_qb_act_q16_bytes(float v, float id, uint32_t *b1, uint32_t *b2) {
     const float M = 12582912.f;
     const float t = ENG_QB_MUL(v, id), m1 = t + M, q1 = m1 - M;

@@ -48,8 +48,8 @@
 /* K (and V at +v_off) rows of NSL positions t = it + u*NGRP + grp, zero
  * where t >= t_end.  A position's block and slot (t / block_size, t %
  * block_size) come from the previous one's by adding NGRP's (dq, dr =
- * NGRP / block_size, NGRP % block_size): one division a call, where one a
- * position cost ~40 instructions of the loop's ~100 a position. */
+ * NGRP / block_size, NGRP % block_size): one division by the run-time
+ * block size a call, not one a position. */
 template <typename T, int HD, int NGRP, int NSL>
 __device__ __forceinline__ void a2_load(float4 *k, float4 *v, const kern_kv &kv, const int *s_blk,
                                         int b0, int kvh, int it, int grp, int li, int t_end,

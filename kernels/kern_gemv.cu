@@ -1180,10 +1180,10 @@ __device__ __forceinline__ float q1_stage(const float *x, const float *__restric
  * q1 plane then the q2 plane, each in the f32 loop's chunk order, two
  * 16-byte groups a chunk (slots swizzled so that the 8 lanes of a load
  * phase hit 8 different bank quads), then per group (dx, dx sum(q1 + q2 /
- * 254)).  The swizzle permutes slots within an aligned run of 8 only, so a
+ * 254)).  The swizzle permutes slots within an aligned run of 8 only: a
  * class's last run, when 2 n_lc is not a multiple of 8 (K 576: 36 slots),
- * stays in order: swizzled, it reached 4 slots past the class, into the
- * q2 plane and, from it, the group scales (test_cuda's K 576 q|k|v). */
+ * stays in order, since swizzled it would reach past the class into the
+ * q2 plane and the group scales. */
 __device__ __forceinline__ int q16_slot(int cls_mask, int cls, int n_lc, int c, int hi) {
     const int i = 2 * c + hi;
     return __popc(cls_mask & ((1 << cls) - 1)) * n_lc * 2 + ((i | 7) < 2 * n_lc ? i ^ ((i >> 3) & 7) : i);
@@ -1235,9 +1235,9 @@ __device__ __forceinline__ void q16_group(const float4 (&xin)[4], const float *_
  * either is rounded, so a long K (7B's down: ~5 groups a thread) waits for
  * L2 once a pair, not once a group.  PAIR is for the products without a
  * norm (o, down: K up to the FFN width); the normed ones (K the hidden
- * size, one group a thread or two) keep the registers it costs (ptxas:
- * with it, several of their instances spill 4-144 more bytes, Q4_K_M's
- * mixed q|k|v among them).  Returns the thread's part of sum(x^2). */
+ * size, one group a thread or two) gain nothing from it and keep the
+ * registers it costs (with it, some of their instances spill: NOTES v34).
+ * Returns the thread's part of sum(x^2). */
 template <bool PAIR>
 __device__ __forceinline__ float q16_stage(const float *x, const float *__restrict__ nw, int K,
                                            uint4 *xq, int cls_mask, float2 *sg) {
@@ -1264,8 +1264,8 @@ __device__ __forceinline__ int q16_dot4(const uint32_t (&v)[4], uint4 x) {
 
 /* 254 sum(v q1) + sum(v q2) over a group (x: its two planes), i.e. its dot
  * in units of dx / 254: an integer (|v|, |q| <= 128, 16 elements: under
- * 2^27), so one conversion where the two planes' sums took two and an FMA
- * (q16_sum's scales carry the 1 / 254). */
+ * 2^27), so one conversion for both planes (q16_sum's scales carry the
+ * 1 / 254). */
 __device__ __forceinline__ float q16_dot(const uint32_t (&v)[4], const uint4 (&x)[2]) {
     return (float)(254 * q16_dot4(v, x[0]) + q16_dot4(v, x[1]));
 }

@@ -307,36 +307,29 @@ __device__ __forceinline__ void qs_group(float (&tot)[NT][4], const uint32_t (&A
 }
 
 /* Copies chunk kc (kn elements) of the R high rows (ah) and R low rows (al)
- * into xs (columns 0..R-1 of each half; the rest stay zero).  A whole chunk
- * is a row of 32 16-byte pieces: a warp copies a row, a lane a piece, so
- * a piece is a pointer step (the general loop's two divisions by run-time
- * values cost ~70 instructions a piece). */
+ * into xs (columns 0..R-1 of each half; the rest stay zero).  A chunk's
+ * row is at most 32 16-byte pieces: a warp copies a row, a lane a piece,
+ * so the indices are shifts and a pointer step, with no division by a
+ * run-time value. */
 template <int NT>
 __device__ __forceinline__ void qs_stage(uint16_t *xs, const uint16_t *ah, const uint16_t *al, int R, int K,
                                          int kc, int kn) {
-    static_assert(QS_CK / 8 == 32, "a whole chunk's row is a warp's 32 pieces");
-    if (kn == QS_CK) {
-        const int c = threadIdx.x & 31, nw = blockDim.x >> 5;
+    static_assert(QS_CK / 8 == 32, "a chunk's row is at most a warp's 32 pieces");
+    const int c = threadIdx.x & 31, nw = blockDim.x >> 5;
+    if (c < kn / 8)
 #pragma unroll
         for (int hl = 0; hl < 2; hl++) {
             const uint16_t *src = (hl ? al : ah) + kc + 8 * c;
             uint16_t *dst = xs + (size_t)hl * 8 * NT * QS_LD + 8 * c;
             for (int n = threadIdx.x >> 5; n < R; n += nw) cp_async16(dst + n * QS_LD, src + (size_t)n * K);
         }
-    } else {
-        const int cpr = kn / 8;
-        for (int i = threadIdx.x; i < 2 * R * cpr; i += blockDim.x) {
-            const int rr = i / cpr, c = i % cpr, hl = rr / R, n = rr % R;
-            cp_async16(xs + (size_t)(hl * 8 * NT + n) * QS_LD + 8 * c, (hl ? al : ah) + (size_t)n * K + kc + 8 * c);
-        }
-    }
     cp_async_commit();
 }
 
 /* S[j][n] = sum of group j (of ng) of column n, high + low, in f32: warp j
  * multiplies the group by a tile of ones on the tensor cores (2 x 16-byte
- * loads and 4 mma per 8 columns, where a thread a sum spent ~170
- * instructions).  Any order of the group's elements over the mma's k gives
+ * loads and 4 mma per 8 columns; on the CUDA cores a sum is 64 conversions
+ * and adds on one thread between two barriers).  Any order of the group's elements over the mma's k gives
  * the same products, so a lane loads its 8 consecutive elements as
  * qs_group does; every row of C is S, and lanes 0..3 (row 0) write it. */
 template <int NT>

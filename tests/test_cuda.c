@@ -811,6 +811,117 @@ static void test_qskinny(void) {
     T_CHECK(!kern_qskinny_ok(&bad, 32, 288));
 }
 
+/* ------------------------------------------------- kern_qskinny_glu */
+/* kern_qskinny_glu against kern_qskinny (stage: its blocks in registers
+ * or staged, the same sums) then kern_swiglu, in `parts` parts, on a
+ * gate|up weight of segments (types[i], rows[i]; the first
+ * half gate): the bytes of the output must be the same (the fused kernel
+ * computes the same f32 sums, adds the parts in the same order and takes
+ * the same GLU and rounding, kernels/kern_qskinny.cu), past it too (a
+ * guard), and most elements written; the fused kernel runs twice (its
+ * counters must be back at zero for the second).  Returns the differing
+ * bytes, or -1 on a device error or an output left unwritten. */
+static long qglu_case(int n_seg, const int *types, const int *rows, int K, int R, int parts, int gelu,
+                      int mode, int stage) {
+    int N = 0;
+    for (int i = 0; i < n_seg; i++) N += rows[i];
+    const int I = N / 2, m = mode & 3;
+    const size_t ob = (size_t)R * I * (m == KERN_ACT_F32 ? 4 : m == KERN_ACT_BF16 ? 2 : 4), guard = 256;
+    const size_t nc = (size_t)kern_qskinny_glu_counters(I, R);
+    float *W = malloc((size_t)N * K * 4), *x = malloc((size_t)R * K * 4);
+    uint8_t *a = malloc(ob + guard), *b = malloc(ob + guard);
+    long bad = -1;
+    kern_qw qw;
+    if (!W || !x || !a || !b || !qweight(n_seg, types, rows, K, &qw, W)) goto done;
+    for (size_t i = 0; i < (size_t)R * K; i++) x[i] = 2.0f * nrand();
+    float *dx = dup_up(x, (size_t)R * K * 4), *dy = dnew((size_t)parts * R * N * 4);
+    float *dy2 = dnew((size_t)parts * R * N * 4);
+    void *act = dnew((size_t)2 * R * K * 2), *da = dnew(ob + guard), *db = dnew(ob + guard);
+    unsigned *cnt = dnew(nc * sizeof(unsigned));
+    if (!dx || !dy || !dy2 || !act || !da || !db || !cnt) goto done;
+    cudaMemset(da, 0x5A, ob + guard);
+    cudaMemset(db, 0x5A, ob + guard);
+    cudaMemset(cnt, 0, nc * sizeof(unsigned));
+    if (kern_to_act(0, dx, R, K, act, KERN_ACT_SPLIT, 0) ||
+        kern_qskinny(0, &qw, N, K, act, R, parts, dy, 132, 1, stage) ||
+        kern_swiglu(0, dy, parts, R, I, gelu, da, mode, 1) || !down(a, da, ob + guard))
+        goto done;
+    long diff = 0;
+    for (int rep = 0; rep < 2; rep++) {
+        if (rep) cudaMemset(db, 0x5A, ob + guard);
+        if (kern_qskinny_glu(0, &qw, I, K, act, R, parts, dy2, cnt, gelu, db, mode, 132, 1) ||
+            !sync_ok() || !down(b, db, ob + guard))
+            goto done;
+        size_t unwritten = 0;
+        for (size_t i = 0; i + 4 <= ob; i += 4) unwritten += *(uint32_t *)(b + i) == 0x5A5A5A5Au;
+        if (unwritten * 100 > ob / 4) goto done;   /* zeros included, at most a few in 100 */
+        for (size_t i = 0; i < ob + guard; i++) diff += a[i] != b[i];
+    }
+    bad = diff;
+done:
+    free(W); free(x); free(a); free(b);
+    dfree_all();
+    return bad;
+}
+
+/* Every block type (K 1024, the 32-element formats also 576: partial
+ * chunks), I 112 and 144 (a block's last tile of 64 outputs partial), rows
+ * 1..70 (one to four column tiles, groups of 32), one part, two and
+ * kern_qskinny_parts's, SwiGLU and GeGLU, the act layouts f32, bf16 and
+ * split, with and without Q16, both stages; gate and up in two segments;
+ * refused: halves of different types, a segment end inside a warp's 8
+ * rows, Q16 with I not a multiple of 16, several parts without Y and
+ * counters. */
+static void test_qskinny_glu(void) {
+    g_rng = 414;
+    static const int Rs[] = {1, 5, 8, 12, 20, 32, 33, 70};
+    static const int modes[] = {KERN_ACT_SPLIT | KERN_ACT_Q16, KERN_ACT_SPLIT, KERN_ACT_F32,
+                                KERN_ACT_BF16 | KERN_ACT_Q16};
+    for (int ti = 0; ti < 8; ti++) {
+        const int t = qtypes[ti], kf = eng_dt_block(t) == 256;
+        for (int ri = 0; ri < 8; ri++) {
+            const int R = Rs[ri], rows = ri % 2 ? 224 : 288, K = kf || ri % 3 ? 1024 : 576;
+            const int mode = modes[(ti + ri) % 4], gelu = ri % 3 == 2, st = (ti + ri) % 2 && K % 256 == 0;
+            int parts = (ti + ri) % 3;   /* 0: kern_qskinny_parts's */
+            if (!parts) {
+                kern_qw probe;
+                memset(&probe, 0, sizeof probe);
+                probe.n_seg = 1; probe.type[0] = t; probe.end[0] = rows;
+                probe.row_bytes[0] = (int)kern_qrow_bytes(t, K); probe.w[0] = (void *)(uintptr_t)4096;
+                parts = kern_qskinny_parts(&probe, rows, K, R, 132, 64);
+            }
+            const long bad = qglu_case(1, &t, &rows, K, R, parts, gelu, mode, st);
+            T_CHECKF(bad == 0, "%s I %d K %d R=%d %d parts mode %d gelu %d stage %d: %ld bytes differ (-1: failed)",
+                     eng_dt_name(t), rows / 2, K, R, parts, mode, gelu, st, bad);
+        }
+    }
+    static const int two_t[2] = {ENG_DT_Q6_K, ENG_DT_Q6_K}, two_r[2] = {144, 144};
+    for (int st = 0; st < 2; st++)
+        for (int parts = 1; parts <= 3; parts += 2) {
+            const long bad = qglu_case(2, two_t, two_r, 768, 24, parts, 0, KERN_ACT_SPLIT | KERN_ACT_Q16, st);
+            T_CHECKF(bad == 0, "gate | up of two segments, %d parts, stage %d: %ld bytes differ (-1: failed)",
+                     parts, st, bad);
+        }
+    kern_qw q;
+    memset(&q, 0, sizeof q);
+    q.n_seg = 2; q.type[0] = ENG_DT_Q4_K; q.type[1] = ENG_DT_Q6_K; q.end[0] = 64; q.end[1] = 128;
+    q.row_bytes[0] = (int)kern_qrow_bytes(ENG_DT_Q4_K, 256);
+    q.row_bytes[1] = (int)kern_qrow_bytes(ENG_DT_Q6_K, 256);
+    q.w[0] = q.w[1] = (void *)(uintptr_t)4096;
+    T_CHECK(!kern_qskinny_glu_ok(&q, 64, 256));   /* gate Q4_K, up Q6_K */
+    q.type[1] = ENG_DT_Q4_K;
+    q.row_bytes[1] = q.row_bytes[0];
+    T_CHECK(kern_qskinny_glu_ok(&q, 64, 256));
+    q.end[0] = 60;
+    T_CHECK(!kern_qskinny_glu_ok(&q, 64, 256));   /* an end inside a warp's 8 rows */
+    q.end[0] = 64; q.end[1] = 112;
+    T_CHECK(kern_qskinny_glu_ok(&q, 56, 256));
+    void *some = (void *)(uintptr_t)4096;
+    T_CHECK(kern_qskinny_glu(0, &q, 56, 256, NULL, 4, 1, NULL, NULL, 0, some, KERN_ACT_SPLIT | KERN_ACT_Q16,
+                             132, 0) != 0);   /* Q16, I 56 */
+    T_CHECK(kern_qskinny_glu(0, &q, 56, 256, NULL, 4, 2, NULL, NULL, 0, some, KERN_ACT_SPLIT, 132, 0) != 0);
+}
+
 /* ------------------------------------------- norms, SwiGLU, embedding */
 /* add_norm of P parts at widths that take its block sizes: 1536 (512
  * threads), 3000 and 3584 (1024 threads, in registers), 9000 (past 4096: the
@@ -2943,6 +3054,7 @@ int main(void) {
     T_RUN(test_gemm);
     T_RUN(test_skinny);
     T_RUN(test_qskinny);
+    T_RUN(test_qskinny_glu);
     T_RUN(test_dequant);
     T_RUN(test_rowwise);
     T_RUN(test_rope_kv);

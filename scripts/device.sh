@@ -41,6 +41,10 @@
 #                 QUANT_MODELS: kern_qskinny's groups of 32 rows (the default
 #                 quant_tc_rows) against the halves past 32 rows (--quant-tc-rows
 #                 32), alternating twice
+#        glu      kern_qskinny_glu (opt-in fused_glu: gate|up and its GLU in one
+#                 kernel) against kern_qskinny + kern_swiglu, the same binary
+#                 (bench_cuda --ablate-only fused_glu), twice, at GLU_BATCHES
+#                 (8,16,32) on the Q4_K_M files of QUANT_MODELS (1.5B, 7B)
 #        prof     ncu (--clock-control none) of four kern_qgemv launches (one
 #                 layer's) at PROF_ROWS rows (1; 2 with q16) on 1.5B Q4_K_M
 #                 (PROF_MODEL: another shape), and the SASS of its Q4_K SwiGLU
@@ -323,6 +327,17 @@ part_qtc() {   # issue 25: 33-96 row decode on kern_qskinny's groups (default qu
                     --batches ${QTC_BATCHES:-32,48,64,96} --prefill 0 --ablate-only none $x 2>&1 |
                     grep -E "^ +[0-9]+ +default|rror" | sed "s/^/tc $tc $m run $r: /"
             done
+        done
+        stamp "$m done"
+    done
+}
+part_glu() {   # kern_qskinny_glu (fused_glu) against the two kernels, same binary, twice
+    for m in ${QUANT_MODELS:-qwen2.5-1.5b qwen2.5-7b}; do
+        gguf $m q4_k_m
+        for r in 1 2; do
+            timeout 200 $BIN/bench_cuda $MD/$m-q4_k_m.gguf --out "$OUT/glu_${GPU}_$m-q4_k_m_$r.json" \
+                --batches ${GLU_BATCHES:-8,16,32} --prefill 0 --ablate-only fused_glu 2>&1 |
+                grep -E "^ +[0-9]+ +(default|fused_glu)|rror" | sed "s/^/$m run $r: /"
         done
         stamp "$m done"
     done

@@ -444,6 +444,7 @@ static int ablate(bench *B, bseqs *S, const dres *def, cJSON *arr, eng_err *err)
         {"default", .variant = 0},   /* the default options again: what the order of runs costs */
         {"unfused_rope", .unfused = 1},
         {"fused_glu", .fused_glu = 1},   /* kern_qskinny's passes: gate|up and its GLU in one kernel */
+        {"fused_glu_one", .fused_glu = 2},   /* the same in one part */
         {"attn_v1", .variant = 1},
         {"attn_span16", .variant = 2, .span = 16},
         {"attn_span32", .variant = 2, .span = 32},

@@ -182,6 +182,7 @@ static void opts_clamp(eng_cuda_opts *o) {
     if (o->quant_tc_rows < 0) o->quant_tc_rows = 0;
     if (o->quant_tc_rows > GRAPH_MAX_ROWS) o->quant_tc_rows = GRAPH_MAX_ROWS;   /* kern_qskinny's most */
     o->quant_tc_stage = o->quant_tc_stage != 0;
+    if (o->fused_glu < 0 || o->fused_glu > 2) o->fused_glu = 0;
     if (o->attn_variant < 1 || o->attn_variant > 5) {
         const char *v = getenv("BRISK_ATTN");
         int a = v ? atoi(v) : 0;
@@ -1057,7 +1058,7 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
             /* opt-in: gate|up's GLU as kern_qskinny's epilogue, into gact */
             const bool fglu = qs && c->opt.fused_glu && c->gact && kern_qskinny_glu_ok(&w->qgu, I, H);
             if (fglu) {
-                np = qp[PR_GU];
+                np = c->opt.fused_glu == 2 ? 1 : qp[PR_GU];
                 KC(SKIP(KERN_SKIP_FFN, kern_qskinny_glu(s, &w->qgu, I, H, c->act, R, np, c->y, c->glu_cnt,
                                                         g->gelu, c->gact, qm, sms, pdl)));
             } else {

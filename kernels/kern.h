@@ -31,9 +31,11 @@ typedef struct eng_cuda_opts {
     int no_graphs;      /* 1: launch kernels directly, never replay CUDA graphs */
     int no_pdl;         /* 1: no programmatic dependent launch between kernels */
     int unfused_rope;   /* 1: GEMV passes run RoPE + KV write as a kernel of its own */
-    int fused_glu;      /* 1: kern_qskinny passes run gate|up and its GLU as one kernel
-                           (kern_qskinny_glu) where it takes the weight; 0, the default:
-                           kern_qskinny then kern_swiglu, measured faster (NOTES.md v35) */
+    int fused_glu;      /* kern_qskinny passes run gate|up and its GLU as one kernel
+                           (kern_qskinny_glu) where it takes the weight: 1 in the parts
+                           kern_qskinny_parts picks, 2 in one part (nothing to add up);
+                           0, the default: kern_qskinny then kern_swiglu, measured
+                           faster than 1's first version (NOTES.md v35) */
     int attn_variant;   /* 1-5: kern_attention{,2,3,4,5} for every pass; 0: BRISK_ATTN, else
                            chosen per pass by rows and context */
     int attn_span;      /* variant 2-5's positions per block before splitting (variant 5:

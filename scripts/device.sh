@@ -42,8 +42,9 @@
 #                 quant_tc_rows) against the halves past 32 rows (--quant-tc-rows
 #                 32), alternating twice
 #        glu      kern_qskinny_glu (opt-in fused_glu: gate|up and its GLU in one
-#                 kernel) against kern_qskinny + kern_swiglu, the same binary
-#                 (bench_cuda --ablate-only fused_glu), twice, at GLU_BATCHES
+#                 kernel, in kern_qskinny_parts's parts and in one) against
+#                 kern_qskinny + kern_swiglu, the same binary (bench_cuda
+#                 --ablate-only fused_glu,fused_glu_one), twice, at GLU_BATCHES
 #                 (8,16,32) on the Q4_K_M files of QUANT_MODELS (1.5B, 7B)
 #        prof     ncu (--clock-control none) of four kern_qgemv launches (one
 #                 layer's) at PROF_ROWS rows (1; 2 with q16) on 1.5B Q4_K_M
@@ -336,7 +337,7 @@ part_glu() {   # kern_qskinny_glu (fused_glu) against the two kernels, same bina
         gguf $m q4_k_m
         for r in 1 2; do
             timeout 200 $BIN/bench_cuda $MD/$m-q4_k_m.gguf --out "$OUT/glu_${GPU}_$m-q4_k_m_$r.json" \
-                --batches ${GLU_BATCHES:-8,16,32} --prefill 0 --ablate-only fused_glu 2>&1 |
+                --batches ${GLU_BATCHES:-8,16,32} --prefill 0 --ablate-only fused_glu,fused_glu_one 2>&1 |
                 grep -E "^ +[0-9]+ +(default|fused_glu)|rror" | sed "s/^/$m run $r: /"
         done
         stamp "$m done"

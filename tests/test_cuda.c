@@ -2203,7 +2203,10 @@ static void fixture_greedy(fixture *f) {
 
 /* n sequences (prompt i % n_prompts) prefilled together then decoded
  * together; each must follow the CPU backend's greedy tokens. */
-static void batched_opts(fixture *f, int n, const eng_cuda_opts *o) {
+/* n sequences decoded together from a backend opened with o (NULL: the
+ * defaults), with `then` (unless NULL) set on it after the prompt pass;
+ * each must follow the CPU greedy tokens. */
+static void batched_switch(fixture *f, int n, const eng_cuda_opts *o, const eng_cuda_opts *then) {
     eng_err err = {0};
     tdrv d;
     tseq *q = malloc(n * sizeof *q);
@@ -2224,6 +2227,7 @@ static void batched_opts(fixture *f, int n, const eng_cuda_opts *o) {
     for (int g = 0; g < NGEN && !rc; g++) {
         rc = drv_pass(&d, qs, n, nn, NULL, &err);
         for (int s = 0; s < n; s++) nn[s] = 1;
+        if (g == 0 && then && !rc) rc = eng_cuda_set_opts(d.b, then);
     }
     T_CHECKF(rc == 0, "%s batch %d: %s", f->name, n, err.msg);
     for (int s = 0; s < n && !rc; s++) {
@@ -2236,6 +2240,7 @@ static void batched_opts(fixture *f, int n, const eng_cuda_opts *o) {
     free(q); free(qs); free(nn);
 }
 
+static void batched_opts(fixture *f, int n, const eng_cuda_opts *o) { batched_switch(f, n, o, NULL); }
 static void batched_case(fixture *f, int n) { batched_opts(f, n, NULL); }
 
 /* Sequences join one by one while others decode (mixed prefill and decode
@@ -2817,6 +2822,16 @@ static void quant_model(const struct qmodel *qm, int i) {
         o.quant_tc_rows = 0;
         batched_opts(&f, 4, &o);
         batched_opts(&f, 8, &o);
+        /* fused_glu: gate|up and its GLU in one kernel, in kern_qskinny_parts's
+         * parts (1) and in one (2), from the start and switched on after the
+         * prompt pass (the activations made again with gact) */
+        for (int fg = 1; fg <= 2; fg++) {
+            eng_cuda_opts_default(&o);
+            o.fused_glu = fg;
+            batched_opts(&f, 8, &o);
+            batched_opts(&f, 40, &o);
+            batched_switch(&f, 20, NULL, &o);
+        }
         /* quant_wide, with quant_tc_rows 32: passes past 32 rows (40-row
          * decode, the prompt passes: 62 rows in batched_case, 300 in
          * long_case) on the dense copy's bf16 halves (1), or on halves made

@@ -13,6 +13,8 @@
  * 32-element group's sum of high + low per row.  A warp loads its rows'
  * blocks for the chunk into registers (from L2: the chunk QS_AHEAD ahead is
  * prefetched there), decodes them into A fragments and multiplies.
+ * kern_qskinny_glu is the same product of gate|up with the GLU as its
+ * epilogue (qs_glu_out), in template instances of its own.
  *
  * Exactness: a weight is a q + b within a group (a, b f32 from the block's
  * scales, q a small integer).  A byte permute writes 2^7 + q as bf16 bits

@@ -36,6 +36,13 @@ __device__ __forceinline__ float gelu_tanh(float x) {
     return 0.5f * x * (1.0f + tanhf(beta * (x + kappa * (x * x * x))));
 }
 
+/* The gate's activation of a GLU: GeGLU's gelu_tanh (gelu != 0) or
+ * SwiGLU's silu, the same arithmetic in every kernel that takes one (the
+ * fused and unfused GLU paths give the same bits). */
+__device__ __forceinline__ float glu_act(int gelu, float g) {
+    return gelu ? gelu_tanh(g) : g / (1.0f + expf(-g));
+}
+
 /* Block-wide sum for blocks of up to 1024 threads; every thread gets it. */
 __device__ __forceinline__ float block_sum(float v, float *s_tmp /* [32] */) {
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;

@@ -229,7 +229,7 @@ __device__ __forceinline__ void gemv_epilogue(const float (*s_red)[GEMV_NR][R], 
             float up = 0.f;
             for (int kp = 0; kp < KS; kp++) up += s_red[ul * KS + kp][j + 2][r];
             up *= rs;
-            float a = MODE == KERN_GEGLU ? gelu_tanh(v) : v / (1.0f + expf(-v));
+            float a = glu_act(MODE == KERN_GEGLU, v);
             y[(size_t)r * I + i] = a * up;
         }
     } else if (MODE == KERN_ROPE) {

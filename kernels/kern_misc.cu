@@ -248,7 +248,7 @@ __global__ void swiglu_kernel(const float *y, int parts, int R, int I, int gelu,
         size_t gi = (size_t)r * 2 * I + c, ui = gi + I;
         float g = y[gi], u = y[ui];
         add_parts2(g, u, y, n * 2, 1, parts, gi, ui);
-        float v = (gelu ? gelu_tanh(g) : g / (1.0f + expf(-g))) * u;
+        float v = glu_act(gelu, g) * u;
         if (act_mode & KERN_ACT_Q16) v = act_q16(v);   /* I a multiple of 16 */
         act_store(act, act_mode, R, I, r, c, v);
     }

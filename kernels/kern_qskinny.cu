@@ -424,10 +424,6 @@ struct qs_glu {
 #define QS_HLD (8 * QS_WARPS + 4)   /* a row of a block's GLU outputs in shared memory:
                                      * 2t rows apart land 8t banks apart */
 
-__device__ __forceinline__ float qs_glu_val(const qs_glu &G, float gv, float uv) {
-    return (G.gelu ? gelu_tanh(gv) : gv / (1.0f + expf(-gv))) * uv;   /* kern_swiglu's */
-}
-
 /* A block's GLU outputs (tile: its 8 QS_WARPS outputs of gate|up) for its
  * columns r0.. (R of Rall).  Each live lane holds the gate (tot[nt][0..1])
  * and up (tot[nt][2..3]) of output 8 warp + g for columns 8nt + 2t + 0..1.
@@ -453,7 +449,7 @@ __device__ __forceinline__ void qs_glu_out(const float (&tot)[NT][4], bool live,
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
                     const int n = 8 * nt + 2 * t + e;
-                    if (n < R) hs[n * QS_HLD + 8 * warp + g] = qs_glu_val(G, tot[nt][e], tot[nt][e + 2]);
+                    if (n < R) hs[n * QS_HLD + 8 * warp + g] = glu_act(G.gelu, tot[nt][e]) * tot[nt][e + 2];
                 }
     } else {
         const size_t ps = (size_t)Rall * N;
@@ -505,7 +501,7 @@ __device__ __forceinline__ void qs_glu_out(const float (&tot)[NT][4], bool live,
 #pragma unroll
             for (int k = 0; k < QS_FIX; k++) {
                 const int o = o0 + k * blockDim.x;
-                if (y[k]) hs[o / (8 * QS_WARPS) * QS_HLD + o % (8 * QS_WARPS)] = qs_glu_val(G, gv[k], uv[k]);
+                if (y[k]) hs[o / (8 * QS_WARPS) * QS_HLD + o % (8 * QS_WARPS)] = glu_act(G.gelu, gv[k]) * uv[k];
             }
         }
     }

@@ -747,6 +747,16 @@ static void test_dequant(void) {
     T_CHECK(kern_embed_q(0, &none, 16, 256, NULL, 1, 1.0f, NULL, 0) != 0);
 }
 
+/* The parts kern_qskinny_parts picks for rows x K of type t at R rows on
+ * 132 SMs (it reads the types and shape only: no weights behind it). */
+static int qs_parts_for(int t, int rows, int K, int R) {
+    kern_qw probe;
+    memset(&probe, 0, sizeof probe);
+    probe.n_seg = 1; probe.type[0] = t; probe.end[0] = rows;
+    probe.row_bytes[0] = (int)kern_qrow_bytes(t, K); probe.w[0] = (void *)(uintptr_t)4096;
+    return kern_qskinny_parts(&probe, rows, K, R, 132, 64);
+}
+
 static void test_qskinny(void) {
     g_rng = 313;
     static const int Rs[] = {1, 5, 8, 12, 20, 32, 33, 64, 70};
@@ -758,15 +768,8 @@ static void test_qskinny(void) {
             const int t = qtypes[ti], kf = eng_dt_block(t) == 256;
             for (int ri = 0; ri < 9; ri++) {
                 const int R = Rs[ri], rows = ri % 2 ? 200 : 136, K = kf || st ? 1024 : (ri % 2 ? 576 : 1024);
-                kern_qw probe;
-                memset(&probe, 0, sizeof probe);
                 const int parts = ri % 3 == 0 ? 1 : ri % 3 == 1 ? 2 : 0;   /* 0: kern_qskinny_parts's */
-                int p = parts;
-                if (!p) {   /* the shape's own choice (the weights are made below; the rule reads types) */
-                    probe.n_seg = 1; probe.type[0] = t; probe.end[0] = rows;
-                    probe.row_bytes[0] = (int)kern_qrow_bytes(t, K); probe.w[0] = (void *)(uintptr_t)4096;
-                    p = kern_qskinny_parts(&probe, rows, K, R, 132, 64);
-                }
+                const int p = parts ? parts : qs_parts_for(t, rows, K, R);
                 T_CHECKF(p >= 1, "type %d R=%d: no parts", t, R);
                 if (p < 1) continue;
                 double e = qskinny_case(1, &t, &rows, K, R, p, ri % 2 ? 132 : 7, st);
@@ -883,13 +886,7 @@ static void test_qskinny_glu(void) {
             const int R = Rs[ri], rows = ri % 2 ? 224 : 288, K = kf || ri % 3 ? 1024 : 576;
             const int mode = modes[(ti + ri) % 4], gelu = ri % 3 == 2, st = (ti + ri) % 2 && K % 256 == 0;
             int parts = (ti + ri) % 3;   /* 0: kern_qskinny_parts's */
-            if (!parts) {
-                kern_qw probe;
-                memset(&probe, 0, sizeof probe);
-                probe.n_seg = 1; probe.type[0] = t; probe.end[0] = rows;
-                probe.row_bytes[0] = (int)kern_qrow_bytes(t, K); probe.w[0] = (void *)(uintptr_t)4096;
-                parts = kern_qskinny_parts(&probe, rows, K, R, 132, 64);
-            }
+            if (!parts) parts = qs_parts_for(t, rows, K, R);
             const long bad = qglu_case(1, &t, &rows, K, R, parts, gelu, mode, st);
             T_CHECKF(bad == 0, "%s I %d K %d R=%d %d parts mode %d gelu %d stage %d: %ld bytes differ (-1: failed)",
                      eng_dt_name(t), rows / 2, K, R, parts, mode, gelu, st, bad);
@@ -2202,10 +2199,9 @@ static void fixture_greedy(fixture *f) {
 }
 
 /* n sequences (prompt i % n_prompts) prefilled together then decoded
- * together; each must follow the CPU backend's greedy tokens. */
-/* n sequences decoded together from a backend opened with o (NULL: the
- * defaults), with `then` (unless NULL) set on it after the prompt pass;
- * each must follow the CPU greedy tokens. */
+ * together, on a backend opened with o (NULL: the defaults), with `then`
+ * (unless NULL) set on it after the prompt pass; each must follow the CPU
+ * backend's greedy tokens. */
 static void batched_switch(fixture *f, int n, const eng_cuda_opts *o, const eng_cuda_opts *then) {
     eng_err err = {0};
     tdrv d;

@@ -402,14 +402,13 @@ static cJSON *dres_json(const char *variant, const dres *r) {
 /* An ablation variant: options that differ from the defaults, stages left out. */
 typedef struct avar {
     const char *name;
-    int unfused, variant, span, skip, fast, pf, gemm, nopdl, fused_glu;
+    int unfused, variant, span, skip, fast, pf, gemm, nopdl;
 } avar;
 
 static void set_avar(bench *B, const avar *v) {
     eng_cuda_opts o;
     bench_opts(B, &o);
     o.unfused_rope = v->unfused;
-    o.fused_glu = v->fused_glu;
     o.attn_variant = v->variant;
     o.attn_span = v->span;
     o.fast_gemm = v->fast;
@@ -443,8 +442,6 @@ static int ablate(bench *B, bseqs *S, const dres *def, cJSON *arr, eng_err *err)
     static const avar v[] = {
         {"default", .variant = 0},   /* the default options again: what the order of runs costs */
         {"unfused_rope", .unfused = 1},
-        {"fused_glu", .fused_glu = 1},   /* kern_qskinny's passes: gate|up and its GLU in one kernel */
-        {"fused_glu_one", .fused_glu = 2},   /* the same in one part */
         {"attn_v1", .variant = 1},
         {"attn_span16", .variant = 2, .span = 16},
         {"attn_span32", .variant = 2, .span = 32},

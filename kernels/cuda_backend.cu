@@ -107,9 +107,6 @@ typedef struct cu_ctx {
     int cap_rows, cap_out;
     float *x, *y, *q, *attn, *h, *part, *xo, *logits;
     void *act;
-    void *gact;                  /* kern_qskinny_glu's output, the down product's input (apart
-                                  * from act, which gate|up reads as it writes) */
-    unsigned *glu_cnt;           /* its counters (kern_qskinny_glu_counters for cap_rows), kept at 0 */
     unsigned *counters;          /* [cap_rows][n_kv] split counters of attention, kept at 0 */
     float *sscratch;             /* [cap_out][16] float4: sampling's first-pass summaries */
     unsigned *scnt;              /* [cap_out] sampling block counters, kept at 0 */
@@ -182,7 +179,6 @@ static void opts_clamp(eng_cuda_opts *o) {
     if (o->quant_tc_rows < 0) o->quant_tc_rows = 0;
     if (o->quant_tc_rows > GRAPH_MAX_ROWS) o->quant_tc_rows = GRAPH_MAX_ROWS;   /* kern_qskinny's most */
     o->quant_tc_stage = o->quant_tc_stage != 0;
-    if (o->fused_glu < 0 || o->fused_glu > 2) o->fused_glu = 0;
     if (o->attn_variant < 1 || o->attn_variant > 5) {
         const char *v = getenv("BRISK_ATTN");
         int a = v ? atoi(v) : 0;
@@ -645,15 +641,13 @@ static void acts_free(cu_ctx *c) {
     float *f[] = {c->x, c->y, c->q, c->attn, c->h, c->part, c->xo, c->logits, c->llog, c->gath};
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) cudaFree(f[i]);
     cudaFree(c->act);
-    cudaFree(c->gact);
-    cudaFree(c->glu_cnt);
     cudaFree(c->counters);
     cudaFree(c->sscratch);
     cudaFree(c->scnt);
     cudaFree(c->d_res);
     cudaFreeHost(c->h_res);
     c->x = c->y = c->q = c->attn = c->h = c->part = c->xo = c->logits = c->llog = c->gath = NULL;
-    c->act = c->gact = NULL; c->glu_cnt = NULL; c->counters = NULL; c->d_res = NULL; c->h_res = NULL;
+    c->act = NULL; c->counters = NULL; c->d_res = NULL; c->h_res = NULL;
     c->sscratch = NULL; c->scnt = NULL;
     c->cap_rows = c->cap_out = 0;
 }
@@ -782,7 +776,6 @@ static int ensure_rows(cu_ctx *c, int R, int O, eng_err *err) {
     if (c->ws && (size_t)(2 * nr + gemm_cols(2 * nr)) * maxN > y_floats)
         y_floats = (size_t)(2 * nr + gemm_cols(2 * nr)) * maxN;
     c->y_floats = y_floats;
-    const bool glu = c->has_q && c->opt.fused_glu;   /* kern_qskinny_glu's buffers */
     /* a product's input: 2R bf16 rows (hi/lo) or R f32 rows, padded as gemm_cols pads */
     size_t act_bytes = (size_t)gemm_cols(2 * nr) * 2;
     if ((size_t)gemm_cols(nr) * 4 > act_bytes) act_bytes = (size_t)gemm_cols(nr) * 4;
@@ -796,8 +789,6 @@ static int ensure_rows(cu_ctx *c, int R, int O, eng_err *err) {
         {(void **)&c->xo, (size_t)no * H * 4},
         {(void **)&c->logits, (size_t)gemm_cols(2 * no) * V * 4},
         {(void **)&c->act, maxK * act_bytes},
-        {(void **)&c->gact, glu ? I * act_bytes : 0},
-        {(void **)&c->glu_cnt, glu ? (size_t)kern_qskinny_glu_counters((int)I, nr) * sizeof(unsigned) : 0},
         {(void **)&c->d_res, (size_t)no * 12},
         {(void **)&c->counters, (size_t)nr * g->n_kv_heads * sizeof(unsigned)},
         {(void **)&c->sscratch, (size_t)no * 16 * 16},
@@ -815,8 +806,6 @@ static int ensure_rows(cu_ctx *c, int R, int O, eng_err *err) {
     }
     cudaError_t e = cudaMemset(c->counters, 0, (size_t)nr * g->n_kv_heads * sizeof(unsigned));
     if (e == cudaSuccess) e = cudaMemset(c->scnt, 0, (size_t)no * sizeof(unsigned));
-    if (e == cudaSuccess && glu)
-        e = cudaMemset(c->glu_cnt, 0, (size_t)kern_qskinny_glu_counters((int)I, nr) * sizeof(unsigned));
     if (e == cudaSuccess) e = cudaMallocHost((void **)&c->h_res, (size_t)no * 12);
     if (e != cudaSuccess) {
         acts_free(c);
@@ -961,13 +950,10 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
                                         KERN_BF16, N, K, c->act, 1, cols_, 1, \
                                         (out) + (size_t)2 * (rows) * (N), err))) \
             return rc; } while (0)
-/* PROD_IN: kern_qskinny's input is in (gact after kern_qskinny_glu, which
- * only qs passes run); the other paths read act */
-#define PROD(W, QW, N, K, rows, out, sp, sl, mask, pi) PROD_IN(W, QW, N, K, rows, out, sp, sl, mask, pi, c->act)
-#define PROD_IN(W, QW, N, K, rows, out, sp, sl, mask, pi, in) do { \
+#define PROD(W, QW, N, K, rows, out, sp, sl, mask, pi) do { \
         np = qs ? qp[pi] : ws ? 4 : (sp) ? (sp) : mul * (sl); \
         if (skip & (mask)) break; \
-        if (qs) KC(kern_qskinny(s, &(QW), N, K, in, rows, np, out, sms, pdl, qst)); \
+        if (qs) KC(kern_qskinny(s, &(QW), N, K, c->act, rows, np, out, sms, pdl, qst)); \
         else if (ws) { \
             if (c->lean) KC(kern_dequant_halves(s, &(QW), N, K, c->wscratch)); \
             GEMM_WS(c->lean ? (const void *)c->wscratch : (const void *)(W), N, K, rows, out); \
@@ -1055,18 +1041,9 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
             if (c->tp && (rc = tp_sum(c, c->y, (size_t)np * R * H, err))) return rc;
             KC(kern_add_norm(s, c->x, c->y, np, R, H, w->post_attn_norm, w->ffn_norm, eps, c->act,
                              qm, pdl));
-            /* opt-in: gate|up's GLU as kern_qskinny's epilogue, into gact */
-            const bool fglu = qs && c->opt.fused_glu && c->gact && kern_qskinny_glu_ok(&w->qgu, I, H);
-            if (fglu) {
-                np = c->opt.fused_glu == 2 ? 1 : qp[PR_GU];
-                KC(SKIP(KERN_SKIP_FFN, kern_qskinny_glu(s, &w->qgu, I, H, c->act, R, np, c->y, c->glu_cnt,
-                                                        g->gelu, c->gact, qm, sms, pdl)));
-            } else {
-                PROD(w->wgu, w->qgu, 2 * I, H, R, c->y, sp[PR_GU], 1, KERN_SKIP_FFN, PR_GU);
-                KC(SKIP(KERN_SKIP_FFN, kern_swiglu(s, c->y, np, R, I, g->gelu, c->act, qm, pdl)));
-            }
-            PROD_IN(w->wdown, w->qdown, H, I, R, c->y, sp[PR_DOWN], dsl, KERN_SKIP_FFN, PR_DOWN,
-                    fglu ? c->gact : c->act);
+            PROD(w->wgu, w->qgu, 2 * I, H, R, c->y, sp[PR_GU], 1, KERN_SKIP_FFN, PR_GU);
+            KC(SKIP(KERN_SKIP_FFN, kern_swiglu(s, c->y, np, R, I, g->gelu, c->act, qm, pdl)));
+            PROD(w->wdown, w->qdown, H, I, R, c->y, sp[PR_DOWN], dsl, KERN_SKIP_FFN, PR_DOWN);
             if (c->tp && (rc = tp_sum(c, c->y, (size_t)np * R * H, err))) return rc;
             KC(kern_add_norm(s, c->x, c->y, np, R, H, w->post_ffn_norm, next, eps, c->act, qm,
                              pdl));
@@ -1123,7 +1100,6 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
 #undef GEMM_WS
 #undef GEMV
 #undef PROD
-#undef PROD_IN
     return ENG_OK;
 }
 
@@ -1995,7 +1971,6 @@ extern "C" int eng_cuda_set_opts(eng_backend *b, const eng_cuda_opts *o) {
         cudaStreamSynchronize(c->st);
         graphs_clear(c);
         int bf16 = c->opt.bf16_weights, kvf = c->opt.kv_format, act = c->opt.act;
-        if (!o->fused_glu != !c->opt.fused_glu) acts_free(c);   /* gact: made by the next pass */
         c->opt = *o;
         c->opt.bf16_weights = bf16;
         c->opt.kv_format = kvf;

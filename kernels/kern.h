@@ -31,11 +31,6 @@ typedef struct eng_cuda_opts {
     int no_graphs;      /* 1: launch kernels directly, never replay CUDA graphs */
     int no_pdl;         /* 1: no programmatic dependent launch between kernels */
     int unfused_rope;   /* 1: GEMV passes run RoPE + KV write as a kernel of its own */
-    int fused_glu;      /* kern_qskinny passes run gate|up and its GLU as one kernel
-                           (kern_qskinny_glu) where it takes the weight: 1 in the parts
-                           kern_qskinny_parts picks, 2 in one part (nothing to add up);
-                           0, the default: kern_qskinny then kern_swiglu, measured
-                           faster than 1's first version (NOTES.md v35) */
     int attn_variant;   /* 1-5: kern_attention{,2,3,4,5} for every pass; 0: BRISK_ATTN, else
                            chosen per pass by rows and context */
     int attn_span;      /* variant 2-5's positions per block before splitting (variant 5:
@@ -253,23 +248,6 @@ int kern_qskinny_ok(const kern_qw *W, int N, int K);
 int kern_qskinny_parts(const kern_qw *W, int N, int K, int R, int n_sms, int max_parts);
 int kern_qskinny(cudaStream_t s, const kern_qw *W, int N, int K, const void *act, int R, int parts,
                  float *Y, int n_sms, int pdl, int stage);
-/* out = GLU(W act) for W = gate | up (2I rows of K: gate rows 0..I-1, up
- * rows I..2I-1), SwiGLU (gelu 0) or GeGLU (1), written as kern_swiglu
- * writes it (out_mode: KERN_ACT_*, | KERN_ACT_Q16 with I a multiple of 16;
- * out apart from act): kern_qskinny's product with a warp's 16 rows being
- * 8 gate rows and the up rows of the same outputs (stage 0: blocks
- * loaded into registers), and kern_swiglu as its epilogue, the same bits
- * as kern_qskinny then kern_swiglu in one launch.
- * In one part nothing else is written; in several, each slice writes its
- * part to Y as kern_qskinny does and the last slice of a block's outputs
- * to finish (cnt: kern_qskinny_glu_counters(I, R) counters, zero, and left
- * zero) adds them.  kern_qskinny_glu_ok: whether W suits it (I a multiple
- * of 8, segment ends multiples of 8, gate row j and up row I + j of one
- * type). */
-int kern_qskinny_glu_ok(const kern_qw *W, int I, int K);
-int kern_qskinny_glu_counters(int I, int R);
-int kern_qskinny_glu(cudaStream_t s, const kern_qw *W, int I, int K, const void *act, int R, int parts,
-                     float *Y, unsigned *cnt, int gelu, void *out, int out_mode, int n_sms, int pdl);
 /* out = the bf16 halves of quantized W (N rows of K): hi = bf16(w) at
  * out[n K + k], lo = bf16(w - hi) at out[N K + n K + k], w bit-identical to
  * the CPU's dequantized value (engine/quant_block.h). */

@@ -13,8 +13,6 @@
  * 32-element group's sum of high + low per row.  A warp loads its rows'
  * blocks for the chunk into registers (from L2: the chunk QS_AHEAD ahead is
  * prefetched there), decodes them into A fragments and multiplies.
- * kern_qskinny_glu is the same product of gate|up with the GLU as its
- * epilogue (qs_glu_out), in template instances of its own.
  *
  * Exactness: a weight is a q + b within a group (a, b f32 from the block's
  * scales, q a small integer).  A byte permute writes 2^7 + q as bf16 bits
@@ -412,120 +410,12 @@ __device__ __forceinline__ void qs_loop(float (&tot)[NT][4], const uint8_t *ra, 
     }
 }
 
-/* The GLU epilogue (kern_qskinny_glu): out = GLU(gate, up) in the act
- * layout, a launch without one having I = 0.  Mode: KERN_ACT_* |
- * KERN_ACT_Q16.  In several parts, cnt: a counter per block of the grid's
- * first slice, 0 before the launch and left at 0. */
-struct qs_glu {
-    void *out;
-    unsigned *cnt;
-    int I, mode, gelu;
-};
-#define QS_HLD (8 * QS_WARPS + 4)   /* a row of a block's GLU outputs in shared memory:
-                                     * 2t rows apart land 8t banks apart */
-
-/* A block's GLU outputs (tile: its 8 QS_WARPS outputs of gate|up) for its
- * columns r0.. (R of Rall).  Each live lane holds the gate (tot[nt][0..1])
- * and up (tot[nt][2..3]) of output 8 warp + g for columns 8nt + 2t + 0..1.
- * One part: the block computes the GLU as kern_swiglu does.  Several (the
- * grid's y): each slice writes its part to Y as kern_qskinny does, and the
- * last of a tile's slices to arrive (a counter per tile) adds the parts in
- * order, as kern_swiglu does, then takes the GLU.  Either way the outputs
- * are gathered in shared memory (hs, over the stage buffers, once every
- * warp is past them) so that a half-warp holds a Q16 group's 16
- * consecutive outputs, and written as kern_swiglu writes them: the same
- * bits. */
-template <int NT>
-__device__ __forceinline__ void qs_glu_out(const float (&tot)[NT][4], bool live, const qs_glu &G, float *hs,
-                                           float *Y, int N, int tile, int r0, int R, int Rall) {
-    __shared__ int last;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int P = gridDim.y;
-    qs_sync();   /* every warp is past the stage buffers */
-    if (P == 1) {
-        if (live)
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int n = 8 * nt + 2 * t + e;
-                    if (n < R) hs[n * QS_HLD + 8 * warp + g] = glu_act(G.gelu, tot[nt][e]) * tot[nt][e + 2];
-                }
-    } else {
-        const size_t ps = (size_t)Rall * N;
-        float *Yp = Y + (size_t)r0 * N;
-        const int j0 = tile * 8 * QS_WARPS;
-        if (live)
-#pragma unroll
-            for (int nt = 0; nt < NT; nt++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int n = 8 * nt + 2 * t + (e & 1), row = j0 + 8 * warp + g + (e >> 1) * G.I;
-                    if (n < R) Yp[blockIdx.y * ps + (size_t)n * N + row] = tot[nt][e];
-                }
-        __threadfence();   /* the part is visible before the count says so */
-        qs_sync();
-        if (threadIdx.x == 0) {
-            last = atomicAdd(&G.cnt[blockIdx.x], 1u) == (unsigned)P - 1;
-            if (last) G.cnt[blockIdx.x] = 0;   /* every slice has counted */
-        }
-        qs_sync();
-        if (!last) return;
-        __threadfence();
-        /* QS_FIX outputs a thread at once, each part's loads of all of them
-         * in flight together: a part costs one trip to L2, not one an output */
-        constexpr int QS_FIX = 8;
-        for (int o0 = threadIdx.x; o0 < R * 8 * QS_WARPS; o0 += QS_FIX * blockDim.x) {
-            float gv[QS_FIX], uv[QS_FIX];
-            const float *y[QS_FIX];
-#pragma unroll
-            for (int k = 0; k < QS_FIX; k++) {
-                const int o = o0 + k * blockDim.x, n = o / (8 * QS_WARPS), j = j0 + o % (8 * QS_WARPS);
-                y[k] = o < R * 8 * QS_WARPS && j < G.I ? Yp + (size_t)n * N + j : NULL;
-                gv[k] = y[k] ? __ldcg(y[k]) : 0.f;
-                uv[k] = y[k] ? __ldcg(y[k] + G.I) : 0.f;
-            }
-            for (int p = 1; p < P; p++) {   /* in kern_swiglu's order: part 0, then 1, ... */
-                float tg[QS_FIX], tu[QS_FIX];
-#pragma unroll
-                for (int k = 0; k < QS_FIX; k++) {
-                    tg[k] = y[k] ? __ldcg(y[k] + p * ps) : 0.f;
-                    tu[k] = y[k] ? __ldcg(y[k] + p * ps + G.I) : 0.f;
-                }
-#pragma unroll
-                for (int k = 0; k < QS_FIX; k++) {
-                    gv[k] += tg[k];
-                    uv[k] += tu[k];
-                }
-            }
-#pragma unroll
-            for (int k = 0; k < QS_FIX; k++) {
-                const int o = o0 + k * blockDim.x;
-                if (y[k]) hs[o / (8 * QS_WARPS) * QS_HLD + o % (8 * QS_WARPS)] = glu_act(G.gelu, gv[k]) * uv[k];
-            }
-        }
-    }
-    qs_sync();
-    constexpr int NG = 8 * QS_WARPS / 16;   /* Q16 groups of a tile's outputs */
-    const int l = threadIdx.x & 15;
-    for (int p = threadIdx.x >> 4; p < R * NG; p += blockDim.x >> 4) {   /* p: uniform in a half-warp */
-        const int n = p / NG, q = p % NG, j = tile * 8 * QS_WARPS + 16 * q + l;
-        float v = j < G.I ? hs[n * QS_HLD + 16 * q + l] : 0.f;
-        if (G.mode & KERN_ACT_Q16) v = act_q16(v);   /* I a multiple of 16: a group is in or out */
-        if (j < G.I) act_store(G.out, G.mode, Rall, G.I, r0 + n, j, v);
-    }
-}
-
 /* More than 32 rows run in groups of 32 (blockIdx.x = tile x groups +
  * group: a tile's groups are scheduled together, so its blocks come from
- * DRAM once and from L2 for the other groups).  GLU (G.I > 0): warp u's
- * rows g and g + 8 are gate row 8u + g and up row I + 8u + g, so a lane
- * holds both halves of its outputs; instances of their own, so that the
- * others compile as they would without it. */
-template <int NT, bool SW, bool GLU>
+ * DRAM once and from L2 for the other groups). */
+template <int NT, bool SW>
 __global__ void __launch_bounds__(QS_WARPS * 32, 2)
-qskinny_kernel(kern_qw W, int N, int K, const uint16_t *act, int Rall, int ks, int need_s, int sb, float *Y,
-               qs_glu G) {
+qskinny_kernel(kern_qw W, int N, int K, const uint16_t *act, int Rall, int ks, int need_s, int sb, float *Y) {
     extern __shared__ uint4 qs_dyn[];
     uint16_t *x0 = (uint16_t *)qs_dyn, *x1 = x0 + qs_buf_elems(NT);
     /* SW: each warp's 16 row slots after the two stage buffers */
@@ -536,11 +426,11 @@ qskinny_kernel(kern_qw W, int N, int K, const uint16_t *act, int Rall, int ks, i
     const int n_gr = (Rall + QS_MAX_ROWS - 1) / QS_MAX_ROWS;
     const int r0 = blockIdx.x % n_gr * QS_MAX_ROWS, R = min(QS_MAX_ROWS, Rall - r0);
     const uint16_t *ah = act + (size_t)r0 * K, *al = act + (size_t)(Rall + r0) * K;
-    const int u = blockIdx.x / n_gr * QS_WARPS + warp, row0 = u * 16;
-    const bool live = GLU ? 8 * u < G.I : row0 < N;
-    const int na = GLU ? min(8 * u + g, G.I - 1) : min(row0 + g, N - 1);
-    int type, tb;   /* tb == type: a warp's rows are of one segment (GLU: of one type) */
-    const uint8_t *ra = qrow(W, na, &type), *rb = qrow(W, GLU ? G.I + na : min(row0 + g + 8, N - 1), &tb);
+    const int row0 = (blockIdx.x / n_gr * QS_WARPS + warp) * 16;
+    const bool live = row0 < N;
+    int type, tb;
+    const uint8_t *ra = qrow(W, min(row0 + g, N - 1), &type), *rb = qrow(W, min(row0 + g + 8, N - 1), &tb);
+
     /* columns past R (both halves, both buffers) and their sums are zero */
     {   /* 16 bytes a store; QS_LD / 8 is a constant divisor */
         const int nz = 8 * NT - R;
@@ -575,10 +465,6 @@ qskinny_kernel(kern_qw W, int N, int K, const uint16_t *act, int Rall, int ks, i
     QS_RUN(ENG_DT_Q4_K) QS_RUN(ENG_DT_Q5_K) QS_RUN(ENG_DT_Q6_K) QS_RUN(ENG_DT_Q8_0)
     QS_RUN(ENG_DT_Q4_0) QS_RUN(ENG_DT_Q4_1) QS_RUN(ENG_DT_Q5_0) QS_RUN(ENG_DT_Q5_1)
 #undef QS_RUN
-    }
-    if constexpr (GLU) {
-        qs_glu_out<NT>(tot, live, G, (float *)qs_dyn, Y, N, blockIdx.x / n_gr, r0, R, Rall);
-        return;
     }
     if (!live) return;
     /* tot[nt][e]: row row0 + g + 8(e/2), column 8nt + 2t + e%2 */
@@ -647,11 +533,10 @@ static int qs_slot_max(void) {
     return m;
 }
 
-/* The launch of kern_qskinny and kern_qskinny_glu (G.I > 0), W's shape
- * checked by the caller. */
-static int qs_launch(cudaStream_t s, const kern_qw *W, int N, int K, const void *act, int R, int parts,
-                     float *Y, int n_sms, int pdl, int stage, qs_glu G) {
-    if (R < 1 || R > QS_MAX_ALL || parts < 1 || n_sms < 1) return (int)cudaErrorInvalidValue;
+extern "C" int kern_qskinny(cudaStream_t s, const kern_qw *W, int N, int K, const void *act, int R,
+                            int parts, float *Y, int n_sms, int pdl, int stage) {
+    if (!kern_qskinny_ok(W, N, K) || R < 1 || R > QS_MAX_ALL || parts < 1 || n_sms < 1)
+        return (int)cudaErrorInvalidValue;
     const int gran = qs_gran(K), ks = qs_slice(K, gran, parts);
     if (qs_cdiv(K, ks) != parts) return (int)cudaErrorInvalidValue;
     int need_s = 0, sb = 0;
@@ -661,23 +546,13 @@ static int qs_launch(cudaStream_t s, const kern_qw *W, int N, int K, const void 
         /* a slot: 256 elements of a row in the device layout */
         if ((int)kern_qrow_bytes(t, QS_CK) > sb) sb = (int)kern_qrow_bytes(t, QS_CK);
     }
-    /* every plane's chunk 16-byte aligned; GLU: stage 0 only */
-    const bool sw = stage && K % 256 == 0 && !G.I;
+    const bool sw = stage && K % 256 == 0;   /* every plane's chunk 16-byte aligned */
     const dim3 grid(qs_cdiv(N, 16 * QS_WARPS) * qs_cdiv(R, QS_MAX_ROWS), parts);
-    typedef void (*kfn)(kern_qw, int, int, const uint16_t *, int, int, int, int, float *, qs_glu);
+    typedef void (*kfn)(kern_qw, int, int, const uint16_t *, int, int, int, int, float *);
     const int NT = R <= 8 ? 1 : R <= 16 ? 2 : 4;
-    kfn k;
-    if (G.I)
-        k = NT == 1 ? qskinny_kernel<1, false, true> : NT == 2 ? qskinny_kernel<2, false, true>
-                                                              : qskinny_kernel<4, false, true>;
-    else if (sw)
-        k = NT == 1 ? qskinny_kernel<1, true, false> : NT == 2 ? qskinny_kernel<2, true, false>
-                                                              : qskinny_kernel<4, true, false>;
-    else
-        k = NT == 1 ? qskinny_kernel<1, false, false> : NT == 2 ? qskinny_kernel<2, false, false>
-                                                               : qskinny_kernel<4, false, false>;
+    const kfn k = sw ? (NT == 1 ? qskinny_kernel<1, true> : NT == 2 ? qskinny_kernel<2, true> : qskinny_kernel<4, true>)
+                     : (NT == 1 ? qskinny_kernel<1, false> : NT == 2 ? qskinny_kernel<2, false> : qskinny_kernel<4, false>);
     const size_t smem = qs_smem(NT) + (sw ? (size_t)QS_WARPS * 16 * sb : 0);
-    static_assert(8 * QS_HLD * 4 <= 2 * qs_buf_elems(1) * 2, "the GLU outputs fit the stage buffers");
     /* the most any launch of k asks: the largest slot (ksmem_limit) */
     const size_t most = qs_smem(NT) + (sw ? (size_t)QS_WARPS * 16 * qs_slot_max() : 0);
     if (most > 48 * 1024) {
@@ -685,46 +560,5 @@ static int qs_launch(cudaStream_t s, const kern_qw *W, int N, int K, const void 
         if (e) return (int)e;
     }
     return (int)klaunch(k, grid, dim3(QS_WARPS * 32), smem, s, pdl, *W, N, K, (const uint16_t *)act, R,
-                        ks, need_s, sb, Y, G);
-}
-
-extern "C" int kern_qskinny(cudaStream_t s, const kern_qw *W, int N, int K, const void *act, int R,
-                            int parts, float *Y, int n_sms, int pdl, int stage) {
-    if (!kern_qskinny_ok(W, N, K)) return (int)cudaErrorInvalidValue;
-    const qs_glu none = {NULL, NULL, 0, 0, 0};
-    return qs_launch(s, W, N, K, act, R, parts, Y, n_sms, pdl, stage, none);
-}
-
-/* The type of row n of W. */
-static int qs_row_type(const kern_qw *W, int n) {
-    int i = 0;
-    while (i < W->n_seg - 1 && n >= W->end[i]) i++;
-    return W->type[i];
-}
-
-extern "C" int kern_qskinny_glu_ok(const kern_qw *W, int I, int K) {
-    if (I < 8 || I % 8 || !qw_segments_ok(W, 2 * I, K)) return 0;
-    for (int i = 0; i < W->n_seg - 1; i++)   /* a warp's 8 gate rows, and its 8 up rows, of one segment */
-        if (W->end[i] % 8) return 0;
-    /* gate row j and up row I + j of one type: both sides are constant
-     * between segment ends, so agreeing at 0 and at every end does */
-    for (int i = -1; i < W->n_seg - 1; i++) {
-        const int b = i < 0 ? 0 : W->end[i], j = b < I ? b : b - I;
-        if (qs_row_type(W, j) != qs_row_type(W, I + j)) return 0;
-    }
-    return 1;
-}
-
-extern "C" int kern_qskinny_glu(cudaStream_t s, const kern_qw *W, int I, int K, const void *act, int R,
-                                int parts, float *Y, unsigned *cnt, int gelu, void *out, int out_mode,
-                                int n_sms, int pdl) {
-    if (!kern_qskinny_glu_ok(W, I, K) || !out || (out_mode & 3) > KERN_ACT_SPLIT ||
-        ((out_mode & KERN_ACT_Q16) && I % 16) || (parts > 1 && (!Y || !cnt)))
-        return (int)cudaErrorInvalidValue;
-    const qs_glu G = {out, cnt, I, out_mode, gelu ? 1 : 0};
-    return qs_launch(s, W, 2 * I, K, act, R, parts, Y, n_sms, pdl, 0, G);
-}
-
-extern "C" int kern_qskinny_glu_counters(int I, int R) {
-    return qs_cdiv(2 * I, 16 * QS_WARPS) * qs_cdiv(R, QS_MAX_ROWS);
+                        ks, need_s, sb, Y);
 }

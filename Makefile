@@ -45,6 +45,9 @@ TEST_SRC := $(wildcard tests/test_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(B)/tests/%)
 BENCH_SRC := $(wildcard benchmarks/bench_*.c)
 BENCH_BIN := $(BENCH_SRC:benchmarks/%.c=$(B)/benchmarks/%)
+ifeq ($(CUDA),1)
+BENCH_BIN += $(B)/benchmarks/bench_sync   # CUDA only: kernels of its own, no library
+endif
 
 all: $(B)/brisk $(TEST_BIN) $(BENCH_BIN)
 
@@ -86,6 +89,10 @@ $(B)/tests/test_tok: tests/test_tok.c app/cmd_tokenize.c app/cmds.h $(wildcard t
 $(B)/benchmarks/%: benchmarks/%.c $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(BENCH_INC) $< $(LIBS) $(LDLIBS) -o $@
+
+$(B)/benchmarks/bench_sync: benchmarks/bench_sync.cu kernels/kern_common.cuh
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) $< -o $@ -L$(CUDA_HOME)/lib64 -lcudart
 
 test: all
 	tests/run.sh $(B)/tests

@@ -41,15 +41,15 @@
 #                 QUANT_MODELS: kern_qskinny's groups of 32 rows (the default
 #                 quant_tc_rows) against the halves past 32 rows (--quant-tc-rows
 #                 32), alternating twice
-#        glu      kern_qskinny_glu (opt-in fused_glu: gate|up and its GLU in one
-#                 kernel, in kern_qskinny_parts's parts and in one) against
-#                 kern_qskinny + kern_swiglu, the same binary (bench_cuda
-#                 --ablate-only fused_glu,fused_glu_one), twice, at GLU_BATCHES
-#                 (8,16,32) on the Q4_K_M files of QUANT_MODELS (1.5B, 7B)
 #        prof     ncu (--clock-control none) of four kern_qgemv launches (one
 #                 layer's) at PROF_ROWS rows (1; 2 with q16) on 1.5B Q4_K_M
 #                 (PROF_MODEL: another shape), and the SASS of its Q4_K SwiGLU
 #                 instance (q16)
+#        sync     bench_sync: batch-1 bf16 products of the 0.5B, 1.5B and 7B
+#                 shapes chained as launches, with PDL, and as one persistent
+#                 kernel with grid barriers (and the last two with the next
+#                 product's rows prefetched into L2), each against the copy
+#                 bandwidth's floor; twice (~20 s)
 #        profqs   ncu of kern_qskinny's launches (one layer's) at 8 and 32 rows
 #                 (PROFQS_ROWS) on 7B Q4_K_M (PROFQS_MODEL), the blocks alone:
 #                 issue, stalls and DRAM, where the rows' cost goes (not run yet)
@@ -143,7 +143,7 @@ if [ "${1:-}" = pack ]; then
     rm -rf .dev/bin .dev/lib && mkdir -p .dev/bin .dev/lib
     cp build-cuda/brisk build-cuda/tests/test_cuda build-cuda/tests/test_real build-cuda/benchmarks/bench_cuda \
        build-cuda/benchmarks/bench_spec build-cuda/benchmarks/bench_tools .dev/bin/
-    for f in build-cuda/tests/test_nccl build-cuda/benchmarks/bench_nccl; do   # where NCCL was built
+    for f in build-cuda/tests/test_nccl build-cuda/benchmarks/bench_nccl build-cuda/benchmarks/bench_sync; do   # where built
         [ -f $f ] && cp $f .dev/bin/
     done
     [ -f "${BASE_BENCH:-}" ] && cp "$BASE_BENCH" .dev/bin/bench_cuda_base
@@ -332,17 +332,6 @@ part_qtc() {   # issue 25: 33-96 row decode on kern_qskinny's groups (default qu
         stamp "$m done"
     done
 }
-part_glu() {   # kern_qskinny_glu (fused_glu) against the two kernels, same binary, twice
-    for m in ${QUANT_MODELS:-qwen2.5-1.5b qwen2.5-7b}; do
-        gguf $m q4_k_m
-        for r in 1 2; do
-            timeout 200 $BIN/bench_cuda $MD/$m-q4_k_m.gguf --out "$OUT/glu_${GPU}_$m-q4_k_m_$r.json" \
-                --batches ${GLU_BATCHES:-8,16,32} --prefill 0 --ablate-only fused_glu,fused_glu_one 2>&1 |
-                grep -E "^ +[0-9]+ +(default|fused_glu)|rror" | sed "s/^/$m run $r: /"
-        done
-        stamp "$m done"
-    done
-}
 part_prof() {   # ncu of kern_qgemv's kernels at PROF_ROWS (1) rows (1.5B Q4_K_M) and the SASS of its Q4_K SwiGLU instance
     local m=${PROF_MODEL:-qwen2.5-1.5b} f=q4_k_m rows=${PROF_ROWS:-1}
     gguf $m $f
@@ -357,6 +346,11 @@ part_prof() {   # ncu of kern_qgemv's kernels at PROF_ROWS (1) rows (1.5B Q4_K_M
     grep -E "qgemv1_kernel|Duration|Memory Throughput|DRAM Throughput|Issue Slots Busy|Achieved Occupancy|Registers Per|Grid Size|Warp Cycles Per Issued|No Eligible|Issued Warp|L1/TEX Hit|L2 Hit" \
         "$OUT/ncu_q1.txt" | head -90
     grep -E "qgemv1_kernel|stalled_" "$OUT/ncu_q1.txt" | awk '$NF+0 > 0.3 || /qgemv1/' | head -60
+}
+part_sync() {   # issue 26: a kernel boundary against a persistent kernel's grid barrier (bench_sync), twice
+    for r in 1 2; do
+        $BIN/bench_sync --out "$OUT/sync_${GPU}_$r.json" --reps ${SYNC_REPS:-20}
+    done
 }
 part_profqs() {   # ncu of kern_qskinny's launches of one layer at PROFQS_ROWS (8 and 32) rows on 7B Q4_K_M
     local m=${PROFQS_MODEL:-qwen2.5-7b} f=q4_k_m

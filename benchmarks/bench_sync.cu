@@ -174,6 +174,9 @@ int main(int argc, char **argv) {
         else { fprintf(stderr, "usage: bench_sync [--shape 0.5b|1.5b|7b|all] [--reps N] [--out FILE]\n"); return 2; }
     }
     if (reps < 3) reps = 3;
+    int known = !strcmp(want, "all");
+    for (const shape &sh : SHAPES) known |= !strcmp(want, sh.name);
+    if (!known) { fprintf(stderr, "bench_sync: unknown shape '%s' (0.5b, 1.5b, 7b or all)\n", want); return 2; }
     cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
     const int n_sms = prop.multiProcessorCount;
@@ -239,16 +242,12 @@ int main(int argc, char **argv) {
                 op.K = dims[j][1];
                 op.x = buf[ops.size() & 1];
                 op.y = buf[(ops.size() + 1) & 1];
+                /* weights uniform in +-1.7 / sqrt(K): the chain's values stay finite */
+                bs_fill<<<4 * n_sms, 256>>>(W + off, (size_t)op.N * op.K, 1.7f / sqrtf((float)op.K),
+                                            (uint32_t)off);
                 off += (size_t)op.N * op.K;
                 ops.push_back(op);
             }
-        /* weights uniform in +-1.7 / sqrt(K): the chain's values stay finite */
-        off = 0;
-        for (const bs_op &op : ops) {
-            bs_fill<<<4 * n_sms, 256>>>(W + off, (size_t)op.N * op.K, 1.7f / sqrtf((float)op.K),
-                                        (uint32_t)off);
-            off += (size_t)op.N * op.K;
-        }
         CK(cudaGetLastError());
         bs_op *d_ops;
         CK(cudaMalloc(&d_ops, ops.size() * sizeof(bs_op)));

@@ -72,7 +72,7 @@ typedef struct bargs {
     int quant_stage;    /* --quant-tc-stage N: eng_cuda_opts.quant_tc_stage; < 0: the library's */
     int quant_max;      /* --quant-max-rows N: eng_cuda_opts.quant_max_rows; < 0: the library's */
     int profile_step;   /* --profile-step */
-    int act;            /* --act auto|f32|q16: eng_cuda_opts.act (ENG_ACT_*; auto, the engine's
+    int act;            /* --act auto|f32|q16|bf16: eng_cuda_opts.act (ENG_ACT_*; auto, the engine's
                            default, unless given) */
 } bargs;
 
@@ -125,7 +125,7 @@ static int parse_args(int argc, char **argv, bargs *A) {
         else if (!strcmp(a, "--quant-max-rows") && v) { A->quant_max = atoi(v); i++; }
         else if (!strcmp(a, "--act") && v) {
             if ((A->act = eng_act_parse(v)) < 0) {
-                fprintf(stderr, "bench_cuda: --act takes auto, f32 or q16, not %s\n", v);
+                fprintf(stderr, "bench_cuda: --act takes auto, f32, q16 or bf16, not %s\n", v);
                 return 2;
             }
             i++;
@@ -153,7 +153,7 @@ static int parse_args(int argc, char **argv, bargs *A) {
     if (!A->dir || A->nb < 1 || A->prompt < 2 || A->steps < 1 || A->pf < 0) {
         fprintf(stderr, "usage: bench_cuda MODEL_DIR [--out FILE] [--prompt N] [--steps N] "
                         "[--prefill N] [--batches 1,8,...] [--kernels] [--ablate] [--ablate-only a,b] "
-                        "[--skinny-max N] [--kv f32|bf16] [--act f32|q16] [--bf16-weights] [--quant | --no-quant] [--quant-wide 0|1|2] "
+                        "[--skinny-max N] [--kv f32|bf16] [--act f32|q16|bf16] [--bf16-weights] [--quant | --no-quant] [--quant-wide 0|1|2] "
                         "[--quant-tc-rows N] [--quant-tc-stage 0|1] [--quant-max-rows N] [--tp N]\n");
         return 2;
     }
@@ -1094,7 +1094,7 @@ int main(int argc, char **argv) {
     co.bf16_weights = bf16w;
     co.kv_format = kvf;
     co.act = A.act;
-    if (A.tp > 1 && A.act == ENG_ACT_Q16) {
+    if (A.tp > 1 && (A.act == ENG_ACT_Q16 || A.act == ENG_ACT_BF16)) {
         fprintf(stderr, "bench_cuda: --act %s runs on one GPU (no --tp)\n", eng_act_name(A.act));
         return 2;
     }
@@ -1118,7 +1118,8 @@ int main(int argc, char **argv) {
            B.info.weights_bf16 ? "bf16" : "f32", B.info.kv_bytes_per_token,
            eng_kv_format_name(B.info.kv_format), n_blocks);
     printf("activations: %s%s (--act %s)\n", eng_act_name(B.info.act),
-           B.info.act == ENG_ACT_Q16 ? ": the products' inputs rounded per 16 elements" : "",
+           B.info.act == ENG_ACT_Q16 ? ": the products' inputs rounded per 16 elements"
+           : B.info.act == ENG_ACT_BF16 ? ": the products' inputs rounded to bf16" : "",
            eng_act_name(A.act));
     if (B.info.n_ranks > 1)
         printf("split over %d GPUs: floor = the largest rank's weight + KV bytes over one GPU's copy "

@@ -62,8 +62,9 @@ int eng_tp_slice_of(const eng_config *c, int n, int rank, eng_tp_slice *out, eng
 static inline size_t eng_kv_elem_bytes(int f) { return f == ENG_KV_BF16 ? 2 : 4; }
 
 /* kv_format: ENG_KV_*, how the pool stores keys and values; act:
- * ENG_ACT_F32 or ENG_ACT_Q16, what the products of quantized blocks take
- * (eng.h; Q16: the caller has checked that every product is of blocks). */
+ * ENG_ACT_F32, ENG_ACT_Q16 or ENG_ACT_BF16, how the products' inputs are
+ * rounded (eng.h; Q16: the caller has checked that every product is of
+ * blocks). */
 int eng_backend_cpu_create(const eng_model *m, int n_blocks, int block_size, int kv_format,
                            int act, int n_threads, eng_backend **out, eng_err *err);
 /* The CPU backend split over n_ranks ranks, each a thread with its share
@@ -90,7 +91,7 @@ int eng_backend_cuda_max_blocks(const eng_model *m, int block_size, int kv_forma
 /* 1 when b is a CUDA backend whose decode passes read quantized blocks, 2
  * when it holds them alone (no dense copy), else 0. */
 int eng_backend_cuda_quantized(const eng_backend *b);
-/* ENG_ACT_F32 or ENG_ACT_Q16: what b's products take (AUTO resolved). */
+/* ENG_ACT_F32, ENG_ACT_Q16 or ENG_ACT_BF16: what b's products take (AUTO resolved). */
 int eng_backend_cuda_act(const eng_backend *b);
 /* The CUDA backend split over n_ranks GPUs (rank r on device r) through
  * NCCL: the shares of eng_tp_slice_of, the whole embedding on every rank,

@@ -98,7 +98,7 @@ typedef struct cpu {
     eng_tp_slice tl;         /* its heads, KV heads, MLP columns and vocabulary rows */
     int n_blocks, bs;
     int kv_bf16;             /* the pools hold bf16 values (ENG_KV_BF16), else f32 */
-    int act_q16;             /* products' inputs rounded first (ENG_ACT_Q16) */
+    int act;                 /* ENG_ACT_F32, _Q16 or _BF16: how products' inputs are rounded */
     size_t kv_eb;            /* bytes of a stored value */
     size_t block_elems;      /* one block's K (or V) over all layers, its KV heads */
     void *k_pool, *v_pool;   /* [n_blocks][layers][tl.nkv][bs][head_dim] */
@@ -523,12 +523,17 @@ static void all_reduce(cpu *s, float *out, int n) {
     s->n_ar++;
 }
 
-/* ENG_ACT_Q16 (eng.h): n rows of k elements rounded in place, each
- * 16-element group by quant_block.h's rule (the CUDA kernels' too).  k is
- * a multiple of 16 wherever a product of blocks takes it (blocks hold 32
- * or 256 elements). */
-static void act_q16(const cpu *s, float *x, int n, int k) {
-    if (!s->act_q16) return;
+/* A product's input, n rows of k elements, rounded in place as the
+ * engine's activation format says (eng.h), the CUDA kernels' way: Q16 each
+ * 16-element group by quant_block.h's rule (k is a multiple of 16 wherever
+ * a product of blocks takes it: blocks hold 32 or 256 elements), BF16 each
+ * element to bf16, to nearest even. */
+static void act_round(const cpu *s, float *x, int n, int k) {
+    if (s->act == ENG_ACT_BF16) {
+        for (size_t i = 0; i < (size_t)n * k; i++) x[i] = eng_bf16_to_f32(eng_f32_to_bf16(x[i]));
+        return;
+    }
+    if (s->act != ENG_ACT_Q16) return;
     for (size_t g = 0; g < (size_t)n * (k / 16); g++) {
         float *v = x + g * 16, amax = 0.f;
         for (int i = 0; i < 16; i++) amax = fmaxf(amax, fabsf(v[i]));
@@ -566,7 +571,7 @@ static void layer_pass(cpu *s, const eng_fwd_batch *b, int row0, int n, int l) {
     int post = c->post_norms;
 
     norm_rows(s, s->h, s->x, w->attn_norm, n);
-    act_q16(s, s->h, n, H);
+    act_round(s, s->h, n, H);
     mm q = make_mm(s->h, n, H, w->wq + qr * H, w->bq ? w->bq + qr : NULL, qd, s->q, 0);
     mm k = make_mm(s->h, n, H, w->wk + kr * H, w->bk ? w->bk + kr : NULL, kd, s->k, 0);
     mm v = make_mm(s->h, n, H, w->wv + kr * H, w->bv ? w->bv + kr : NULL, kd, s->v, 0);
@@ -576,19 +581,19 @@ static void layer_pass(cpu *s, const eng_fwd_batch *b, int row0, int n, int l) {
     double work = 0;   /* two passes over head_dim per (row, head, position) */
     for (int i = 0; i < n; i++) work += 2.0 * (b->pos[row0 + i] + 1) * qd;
     eng_pool_run(s->tp, att_worker, &aj, work);
-    act_q16(s, s->att, n, qd);
+    act_round(s, s->att, n, qd);
     mm o = make_mm(s->att, n, qd, w->wo + qr, NULL, H, NULL, 0);
     o.ldw = (size_t)c->n_heads * hd;
     block_out(s, &o, post ? w->post_attn_norm : NULL, n);
 
     norm_rows(s, s->h, s->x, w->ffn_norm, n);
-    act_q16(s, s->h, n, H);
+    act_round(s, s->h, n, H);
     mm g = make_mm(s->h, n, H, w->w_gate + (size_t)t->i0 * H, NULL, t->ni, s->gate, 0);
     mm u = make_mm(s->h, n, H, w->w_up + (size_t)t->i0 * H, NULL, t->ni, s->up, 0);
     run_mm(s, &g, &u, NULL);
     glu_job gj = { s->gate, s->up, (size_t)n * t->ni, c->gelu };
     eng_pool_run(s->tp, glu_worker, &gj, 16.0 * gj.n);
-    act_q16(s, s->gate, n, t->ni);
+    act_round(s, s->gate, n, t->ni);
     mm d = make_mm(s->gate, n, t->ni, w->w_down + t->i0, NULL, H, NULL, 0);
     d.ldw = (size_t)c->intermediate;
     block_out(s, &d, post ? w->post_ffn_norm : NULL, n);
@@ -630,7 +635,7 @@ static void rank_pass(cpu *s, const eng_fwd_batch *b, float *logits, int chunk) 
         chunk_pass(s, b, r0, b->n_rows - r0 < chunk ? b->n_rows - r0 : chunk);
     if (b->n_out == 0) return;
     const eng_config *c = &s->c;
-    act_q16(s, s->hout, b->n_out, c->hidden);
+    act_round(s, s->hout, b->n_out, c->hidden);
     mm lm = make_mm(s->hout, b->n_out, c->hidden, s->m->lm_head + (size_t)s->tl.v0 * c->hidden,
                     NULL, s->tl.nv, logits + s->tl.v0, 0);
     lm.ldy = (size_t)c->vocab_size;
@@ -838,7 +843,7 @@ static int rank_create(const eng_model *m, const eng_tp_slice *tl, int n_blocks,
     s->n_blocks = n_blocks;
     s->bs = block_size;
     s->kv_bf16 = kv_format == ENG_KV_BF16;
-    s->act_q16 = act == ENG_ACT_Q16;
+    s->act = act == ENG_ACT_Q16 || act == ENG_ACT_BF16 ? act : ENG_ACT_F32;
     const size_t eb = s->kv_eb = eng_kv_elem_bytes(kv_format);
     s->block_elems = (size_t)s->c.n_layers * tl->nkv * block_size * s->c.head_dim;
     if (s->block_elems > SIZE_MAX / eb / 2 / (size_t)n_blocks) {

@@ -306,11 +306,22 @@ typedef struct eng_opts {
  * block type and in a shape the one-row kernel takes), else F32; the CPU
  * backend, the reference, keeps F32 unless asked.  eng_act says which an
  * engine took. */
-enum { ENG_ACT_AUTO = 0, ENG_ACT_F32 = 1, ENG_ACT_Q16 = 2 };
-/* "auto", "f32", "q16" -> ENG_ACT_*; -1 for anything else (the one parser
- * of --act) */
+/* BF16: every product's input (the normed rows, attention's output, the
+ * GLU's output, the final norm's rows) rounded to bf16, to nearest even
+ * (CUDA's __float2bfloat16_rn), on every backend, so the CPU reference and
+ * CUDA agree; the residual stream, attention and the products' sums stay
+ * f32.  On CUDA a wide product is then one bf16 tensor-core product instead
+ * of two (the f32 path splits each input into bf16 high and low halves):
+ * for wide batches (kernels/NOTES.md v37).  Logits move by ~1e-3 relative,
+ * enough to flip near-tied greedy choices against an F32 run.  Needs dense
+ * weights (on CUDA, bf16 ones: a bf16 checkpoint or eng_cuda_opts.bf16_weights;
+ * a GGUF file's blocks are not read: quant AUTO takes the dense copy, ON
+ * and LEAN are refused) and one rank. */
+enum { ENG_ACT_AUTO = 0, ENG_ACT_F32 = 1, ENG_ACT_Q16 = 2, ENG_ACT_BF16 = 3 };
+/* "auto", "f32", "q16", "bf16" -> ENG_ACT_*; -1 for anything else (the one
+ * parser of --act) */
 int eng_act_parse(const char *name);
-const char *eng_act_name(int act);   /* "auto", "f32", "q16", or "?" */
+const char *eng_act_name(int act);   /* "auto", "f32", "q16", "bf16", or "?" */
 /* AUTO (0, the default): on where it can be (CUDA, one GPU): the blocks
  * beside the dense copy (which wider passes read, as bf16 halves where
  * every product has blocks: kern.h quant_wide) where both fit in device
@@ -328,11 +339,11 @@ enum { ENG_QUANT_AUTO = 0, ENG_QUANT_ON = 1, ENG_QUANT_OFF = 2, ENG_QUANT_LEAN =
 /* The engine options of the command line, read in this one place by every
  * command that makes an engine: "--cuda" (the CUDA backend), "--tp N"
  * (tensor-parallel ranks, 1 to ENG_TP_MAX), "--quant" / "--no-quant" / "--quant-lean" (quant above) and
- * "--kv f32|bf16" (kv_format), "--act f32|q16" (act).  k is an argument and v the next one (NULL
+ * "--kv f32|bf16" (kv_format), "--act f32|q16|bf16" (act).  k is an argument and v the next one (NULL
  * at the end).  *used: 0 when k is none of them, else how many arguments
  * it took; ENG_EINVAL naming the option for a bad or missing value. */
 int eng_opts_arg(const char *k, const char *v, eng_opts *o, int *used, eng_err *err);
-#define ENG_OPTS_USAGE "[--cuda] [--tp N] [--quant | --no-quant | --quant-lean] [--kv f32|bf16] [--act f32|q16]"
+#define ENG_OPTS_USAGE "[--cuda] [--tp N] [--quant | --no-quant | --quant-lean] [--kv f32|bf16] [--act f32|q16|bf16]"
 
 /* Tensor parallelism: ranks the engine's model is split over (1: unsplit),
  * and one rank's counters (CPU split backend; zeros on CUDA, whose
@@ -425,7 +436,7 @@ int  eng_kv_free_blocks(const eng_engine *e);
 /* The engine's KV format (ENG_KV_*) and the bytes one token's keys and
  * values take in it over all layers. */
 int  eng_kv_format(const eng_engine *e);
-int  eng_act(const eng_engine *e);   /* ENG_ACT_F32 or ENG_ACT_Q16: what its passes take */
+int  eng_act(const eng_engine *e);   /* ENG_ACT_F32, _Q16 or _BF16: what its passes take */
 /* 1 when the engine's decode passes read the model file's quantized blocks
  * (eng_opts.quant on the CUDA backend, a file that has them), 2 when the
  * device holds the blocks alone (ENG_QUANT_LEAN), else 0. */

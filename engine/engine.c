@@ -120,11 +120,12 @@ static int reserve_new(seq *s, int n, eng_err *err) {
 /* ------------------------------------------------------------- create */
 int eng_act_parse(const char *name) {
     return !strcmp(name, "auto") ? ENG_ACT_AUTO : !strcmp(name, "f32") ? ENG_ACT_F32
-         : !strcmp(name, "q16") ? ENG_ACT_Q16 : -1;
+         : !strcmp(name, "q16") ? ENG_ACT_Q16 : !strcmp(name, "bf16") ? ENG_ACT_BF16 : -1;
 }
 
 const char *eng_act_name(int act) {
-    return act == ENG_ACT_AUTO ? "auto" : act == ENG_ACT_F32 ? "f32" : act == ENG_ACT_Q16 ? "q16" : "?";
+    return act == ENG_ACT_AUTO ? "auto" : act == ENG_ACT_F32 ? "f32" : act == ENG_ACT_Q16 ? "q16"
+         : act == ENG_ACT_BF16 ? "bf16" : "?";
 }
 
 /* The first layer product or lm_head of m not stored in a block type (its
@@ -182,6 +183,16 @@ int eng_create(eng_model *m, const eng_opts *o, eng_engine **out, eng_err *err) 
         if (t)
             return eng_seterr(err, ENG_EUNSUPPORTED, "--act %s needs every layer product and the "
                               "lm_head in a quantized block type; %s is not", a, t);
+    }
+    /* BF16 rounds the inputs of dense products: the blocks' kernels take
+     * f32 or Q16 inputs, so a GGUF file runs from its dense copy */
+    if (d.act == ENG_ACT_BF16) {
+        if (d.tp > 1) return eng_seterr(err, ENG_EUNSUPPORTED, "--act bf16 runs on one rank (no --tp)");
+        if (d.quant == ENG_QUANT_ON || d.quant == ENG_QUANT_LEAN)
+            return eng_seterr(err, ENG_EUNSUPPORTED, "--act bf16 reads dense weights; %s reads the "
+                              "file's blocks (leave it out, or --no-quant)",
+                              d.quant == ENG_QUANT_ON ? "--quant" : "--quant-lean");
+        d.quant = ENG_QUANT_OFF;
     }
     /* eng_backend_cuda_create's quant: 0 the dense copy, 1 the blocks
      * beside it, 2 the blocks alone */
@@ -299,7 +310,7 @@ int eng_opts_arg(const char *k, const char *v, eng_opts *o, int *used, eng_err *
         *used = 1;
         return ENG_OK;
     }
-    if (!strcmp(k, "--act")) return named_value(k, v, eng_act_parse, "auto, f32 or q16", &o->act, used, err);
+    if (!strcmp(k, "--act")) return named_value(k, v, eng_act_parse, "auto, f32, q16 or bf16", &o->act, used, err);
     if (!strcmp(k, "--kv")) return named_value(k, v, eng_kv_format_parse, "f32 or bf16", &o->kv_format, used, err);
     if (strcmp(k, "--tp")) return ENG_OK;
     char *end = NULL;
@@ -774,7 +785,9 @@ int eng_describe(const eng_engine *e, char *buf, size_t n) {
                     eng_act_name(eng_act(e)));
 }
 
-int eng_act(const eng_engine *e) { return e && e->opts.act == ENG_ACT_Q16 ? ENG_ACT_Q16 : ENG_ACT_F32; }
+int eng_act(const eng_engine *e) {
+    return e && (e->opts.act == ENG_ACT_Q16 || e->opts.act == ENG_ACT_BF16) ? e->opts.act : ENG_ACT_F32;
+}
 int eng_quantized(const eng_engine *e) {
 #ifdef BRISK_CUDA
     return e && e->be ? eng_backend_cuda_quantized(e->be) : 0;

@@ -692,7 +692,8 @@ static bool qs_ready(const cu_ctx *c) {
 static bool qs_pass(const cu_ctx *c, int R) { return qs_ready(c) && R > 1 && R <= c->opt.quant_tc_rows; }
 static int gemv_rows(const cu_ctx *c) {
     /* ENG_ACT_Q16: up to q16_rows (quant_max_rows fewer), the rows
-     * kern_qgemv rounds; every wider pass rounds c->act */
+     * kern_qgemv rounds; every wider pass rounds c->act.  ENG_ACT_BF16 (no
+     * blocks): none, the GEMV kernels read f32 inputs */
     if (c->opt.act != ENG_ACT_F32) {
         if (!quant_on(c)) return 0;
         return c->opt.quant_max_rows < c->q16_rows ? c->opt.quant_max_rows : c->q16_rows;
@@ -701,12 +702,17 @@ static int gemv_rows(const cu_ctx *c) {
                                                                                        : c->opt.quant_max_rows;
 }
 
+/* Whether cuBLASLt and kern_skinny take bf16-rounded inputs, one column a
+ * row (ENG_ACT_BF16, or fast_gemm's approximation of the f32 path), rather
+ * than the f32 path's high and low halves. */
+static bool act_bf16_only(const cu_ctx *c) { return c->opt.fast_gemm || c->opt.act == ENG_ACT_BF16; }
+
 /* Whether kern_skinny takes this product of R rows (bf16 weights,
  * activations split into high and low parts); else cuBLASLt. */
 static bool skinny_serves(const cu_ctx *c, int N, int K, int R) {
     const size_t bytes = (size_t)N * K * 2;
     return R > gemv_rows(c) && R <= c->opt.skinny_max_rows && c->wdt == KERN_BF16 &&
-           !c->opt.fast_gemm && bytes <= SKINNY_MAX_BYTES && (R <= 16 || bytes <= SKINNY_WIDE_MAX_BYTES);
+           !act_bf16_only(c) && bytes <= SKINNY_MAX_BYTES && (R <= 16 || bytes <= SKINNY_WIDE_MAX_BYTES);
 }
 
 /* K slices of the down product where cuBLASLt serves it with a split-K
@@ -895,7 +901,7 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
     /* ws: the layer products from their bf16 halves (c->ws), four parts */
     const bool ws = c->ws && !small && !qs;
     const int amode = qs || ws ? KERN_ACT_SPLIT : wdt == KERN_F32 ? KERN_ACT_F32
-                    : c->opt.fast_gemm ? KERN_ACT_BF16 : KERN_ACT_SPLIT;
+                    : act_bf16_only(c) ? KERN_ACT_BF16 : KERN_ACT_SPLIT;
     const int mul = amode == KERN_ACT_SPLIT ? 2 : 1, act_bf16 = amode != KERN_ACT_F32;
     const int splits = p->att_splits;
     const int pdl = !c->opt.no_pdl, qst = c->opt.quant_tc_stage;
@@ -1391,7 +1397,7 @@ static int forward_one(cu_ctx *c, const eng_fwd_batch *b, bool outputs, eng_err 
     if (O > 0 && b->sampled)
         CK(cudaMemcpyAsync(c->h_res, c->d_res, (size_t)c->cap_out * 12, cudaMemcpyDeviceToHost, c->st));
     if (O > 0 && b->logits) {
-        bool split = Op > gemv_rows(c) && c->wdt == KERN_BF16 && !c->opt.fast_gemm && !qs_pass(c, Rp);
+        bool split = Op > gemv_rows(c) && c->wdt == KERN_BF16 && !act_bf16_only(c) && !qs_pass(c, Rp);
         if (split)
             KC(kern_add_rows(c->st, c->logits, c->logits + (size_t)Op * V, (size_t)Op * V, 0));
         CK(cudaMemcpyAsync(b->logits, c->logits, (size_t)O * V * sizeof(float),
@@ -1540,6 +1546,12 @@ static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
         c->ws = c->opt.quant_wide && c->opt.quant && c->qs_ok && c->wdt == KERN_F32;
         c->lean = c->ws && c->opt.quant_wide == 2;
     }
+    /* ENG_ACT_BF16: one bf16 tensor-core product per wide product, so bf16
+     * weights, read from the dense copy (the engine turns quant off) */
+    if (c->opt.act == ENG_ACT_BF16 && (c->wdt != KERN_BF16 || quant_on(c) || c->tp))
+        return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: --act bf16 needs %s",
+                          c->wdt != KERN_BF16 ? "bf16 weights (a bf16 checkpoint, or --bf16-weights)"
+                          : c->tp ? "one GPU (no --tp)" : "the dense weights (--no-quant)");
     if (c->opt.act == ENG_ACT_Q16 && (rc = act_q16_setup(c, err))) return rc;
     if (c->opt.act == ENG_ACT_AUTO)   /* Q16 where it would not be refused */
         c->opt.act = act_q16_setup(c, NULL) == ENG_OK ? ENG_ACT_Q16 : ENG_ACT_F32;

@@ -39,13 +39,16 @@ typedef struct eng_cuda_opts {
     int gemm_attn;      /* < 0: never kern_attention_gemm; 0: for long prompts of one sequence */
     int kv_format;      /* ENG_KV_F32 or ENG_KV_BF16: how the KV pool stores keys and values
                            (fixed at creation, as bf16_weights) */
-    int act;            /* ENG_ACT_F32 (the default), ENG_ACT_Q16 or ENG_ACT_AUTO (Q16 where
-                           it would not be refused, else F32; eng.h): the products' inputs rounded
-                           per 16 elements, in passes of 1 or 2 rows by kern_qgemv as it
-                           stages them, in wider ones by the kernels that write them
-                           (KERN_ACT_Q16, attention's included); Q16 needs quant, a
+    int act;            /* ENG_ACT_F32 (the default), ENG_ACT_Q16, ENG_ACT_BF16 or ENG_ACT_AUTO
+                           (Q16 where it would not be refused, else F32; eng.h).  Q16: the
+                           products' inputs rounded per 16 elements, in passes of 1 or 2 rows
+                           by kern_qgemv as it stages them, in wider ones by the kernels that
+                           write them (KERN_ACT_Q16, attention's included); needs quant, a
                            head size that is a multiple of 16 and every product's blocks
-                           in shapes kern_qgemv takes at one row (fixed at creation) */
+                           in shapes kern_qgemv takes at one row.  BF16: every pass takes
+                           the matrix-product path, whose input writers round to bf16
+                           (KERN_ACT_BF16, as fast_gemm); needs bf16 weights and quant off.
+                           Fixed at creation */
     int quant;          /* 1, the default: a GGUF file's quantized blocks are uploaded beside
                            the dense copy and decode passes read them (kern_qgemv up to
                            quant_max_rows rows, kern_qskinny up to quant_tc_rows), measured
@@ -103,7 +106,7 @@ typedef struct eng_cuda_info {
     size_t dense_weight_bytes;   /* the dense copy's bytes (what wider passes and quant = 0 read) */
     int weights_bf16, n_sms, graphs;
     int kv_format;      /* ENG_KV_*: the pool's format, which kv_bytes_per_token follows */
-    int act;            /* ENG_ACT_F32 or ENG_ACT_Q16 (ENG_ACT_AUTO resolved at creation) */
+    int act;            /* ENG_ACT_F32, _Q16 or _BF16 (ENG_ACT_AUTO resolved at creation) */
     int attn_variant;   /* as set in eng_cuda_opts: 0 = per pass (2-5 by rows, context and pool) */
     int n_ranks;        /* 1, or the GPUs of a split (eng_backend_cuda_tp_create) */
     int quant_wide;     /* 1: the dense copy is bf16 halves (eng_cuda_opts.quant_wide took);

@@ -77,6 +77,11 @@
 #                 pool: time a launch and DRAM bytes per length (a line through
 #                 them: the fixed cost and the cost a position), then the SASS
 #                 instructions with the most stall samples at ATTNCTX_SASS (4000)
+#        actbf16  issue 26 item 3, --act bf16 (eng.h ENG_ACT_BF16): test_cuda's bf16
+#                 activation tests, then the step of ACTBF16_MODELS (1.5B; add
+#                 qwen2.5-0.5b, qwen2.5-7b) at ACTBF16_BATCHES (1,8,32,64,256) x
+#                 150 positions with --act f32 and bf16, each with f32 and bf16
+#                 KV pools, alternating twice; ~3 min for 1.5B
 #        ablate   bench_cuda at batch 1 and 32 on 1.5B, stages left out
 #        cuda     bench_cuda at batch 1..256 (CUDA_BATCHES) on 0.5B, 1.5B, 7B
 #                 shapes (CUDA_MODELS)
@@ -424,6 +429,25 @@ part_profattn() {   # ncu of the decode attention at 8 rows x 4,000 positions (1
             --prompt 4000 --batches 8 --prefill 0 --steps 4 --ablate-only none --out /tmp/prof.json > "$OUT/ncu_attn$v.txt" 2>&1
         grep -E "attn[35]_kernel|Duration|Memory Throughput|DRAM Throughput|Issue Slots Busy|Achieved Occupancy|Theoretical Occupancy|Registers Per|Grid Size|Block Size|Warp Cycles Per Issued|No Eligible|Issued Warp|L2 Hit|Dynamic Shared|stalled_|Executed Instructions " \
             "$OUT/ncu_attn$v.txt" | head -60
+    done
+}
+part_actbf16() {   # issue 26 item 3: bf16 activations against today's f32 path
+    BRISK_TEST_ONLY=act_bf16 timeout 300 $BIN/test_cuda > "$OUT/test_act_bf16.log" 2>&1
+    echo "test_cuda act_bf16 exit $?"
+    grep -E "^(FAIL|ok)|check failed|passed" "$OUT/test_act_bf16.log" | head -30
+    stamp "test"
+    for m in ${ACTBF16_MODELS:-qwen2.5-1.5b}; do
+        model $m
+        for r in 1 2; do
+            for kv in f32 bf16; do
+                for act in f32 bf16; do
+                    timeout 200 $BIN/bench_cuda $MD/$m --kv $kv --act $act --batches ${ACTBF16_BATCHES:-1,8,32,64,256} \
+                        --prefill 0 --steps 12 --out "$OUT/actbf16_${GPU}_${m}_kv${kv}_${act}_$r.json" 2>&1 |
+                        grep -E "^ +[0-9]+ +default|rror" | sed "s/^/$m kv $kv act $act run $r: /"
+                done
+            done
+        done
+        stamp "$m done"
     done
 }
 part_ablate() {

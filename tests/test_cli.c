@@ -85,7 +85,7 @@ static void test_bad_values(void) {
     refused(BRISK " serve --model " MODEL " --kv BF16", "--kv must be f32 or bf16 (got 'BF16')");
     refused(BRISK " replay parallelprompt x.json --kv f16", "--kv must be f32 or bf16 (got 'f16')");
     refused(BRISK " bench math500 --model " MODEL " --kv 16", "--kv must be f32 or bf16 (got '16')");
-    refused(BRISK " generate --model " MODEL " --prompt hi --act q8", "--act must be auto, f32 or q16 (got 'q8')");
+    refused(BRISK " generate --model " MODEL " --prompt hi --act q8", "--act must be auto, f32, q16 or bf16 (got 'q8')");
     {   /* the fixture's products are not of quantized blocks: the engine refuses (exit 1) */
         char out[8192];
         int rc = run("timeout 10 " BRISK " generate --model " MODEL " --prompt hi --act q16", out, sizeof out);

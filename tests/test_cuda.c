@@ -1792,9 +1792,10 @@ typedef struct fixture {
     int vocab, rows, n_prompts, tok_vocab;
     fprompt p[8];
     float *ref;
-    int gen[2][8][NGEN];    /* CPU backend's greedy continuations, per KV format */
-    int have_gen[2];
-    int (*cpu_gen)[NGEN];   /* gen[g_kv]: set by fixture_cpu_gen */
+    int gen[3][8][NGEN];    /* CPU backend's greedy continuations: f32 KV, bf16 KV (f32 or q16
+                               activations, one per fixture), bf16 activations (f32 KV) */
+    int have_gen[3];
+    int (*cpu_gen)[NGEN];   /* gen[gen_slot()]: set by fixture_cpu_gen */
 } fixture;
 
 #define N_FX 4
@@ -1888,8 +1889,13 @@ static int g_act = ENG_ACT_F32;
  * across a q2 edge moves by a step, 1/(127 * 254) of its group's largest;
  * rare, but a 1000-token context's steps compound them (3x f32's 1e-4). */
 #define TOL_ACT_Q16 3e-4
+/* with ENG_ACT_BF16: an input whose f32 values on the two sides differ by
+ * a rounding and lie across a bf16 rounding edge moves by a bf16 step
+ * (2^-8 relative), as bf16 KV's values do */
+#define TOL_ACT_BF16 1e-3
 static double kv_tol(void) {
-    return g_kv == ENG_KV_BF16 ? TOL_KV_BF16 : g_act == ENG_ACT_Q16 ? TOL_ACT_Q16 : 1e-4;
+    return g_kv == ENG_KV_BF16 ? TOL_KV_BF16 : g_act == ENG_ACT_Q16 ? TOL_ACT_Q16
+         : g_act == ENG_ACT_BF16 ? TOL_ACT_BF16 : 1e-4;
 }
 /* eng_cuda_opts.quant of the backends drv_open makes with default options
  * (on in test_quant_models, as the library's default; off elsewhere, where
@@ -1990,9 +1996,11 @@ static int gen_greedy(tdrv *d, const int *ids, int n, int n_gen, int *out, eng_e
 
 /* The CPU backend's greedy continuations in the KV format g_kv, computed
  * once per fixture and format; f->cpu_gen points to them. */
+static int gen_slot(void) { return g_act == ENG_ACT_BF16 ? 2 : g_kv; }
 static int fixture_cpu_gen(fixture *f) {
-    f->cpu_gen = f->gen[g_kv];
-    if (f->have_gen[g_kv]) return 1;
+    const int slot = gen_slot();
+    f->cpu_gen = f->gen[slot];
+    if (f->have_gen[slot]) return 1;
     eng_err err = {0};
     for (int p = 0; p < f->n_prompts; p++) {
         tdrv d;
@@ -2004,7 +2012,7 @@ static int fixture_cpu_gen(fixture *f) {
         }
         drv_close(&d);
     }
-    f->have_gen[g_kv] = 1;
+    f->have_gen[slot] = 1;
     return 1;
 }
 
@@ -2538,13 +2546,21 @@ FIXTURE_TEST(test_tp_backend, tp_backend)
 static void kv_bf16_logits(fixture *f) {
     eng_err err = {0};
     tdrv d, c;
+    const char *fmt = g_act == ENG_ACT_BF16 ? "bf16 act" : "bf16 KV";
+    const double tol = g_act == ENG_ACT_BF16 ? TOL_ACT_BF16 : TOL_KV_BF16;
+    /* against transformers: the CPU reference's own distance in that
+     * format (test_engine: 5.1e-3 worst with bf16 KV, 9.8e-3 with bf16
+     * activations) */
+    const double tol_ref = g_act == ENG_ACT_BF16 ? 2e-2 : TOL_KV_BF16_REF;
     if (drv_open(&d, f->m, 1, NULL, &err)) { T_CHECKF(0, "%s: %s", f->name, err.msg); return; }
     if (drv_open(&c, f->m, 0, NULL, &err)) { T_CHECKF(0, "%s: %s", f->name, err.msg); drv_close(&d); return; }
     const eng_config *g = eng_model_config(f->m);
     eng_cuda_info info = {0};
-    T_CHECKF(eng_cuda_get_info(d.b, &info) == 0 && info.kv_format == ENG_KV_BF16 &&
-             info.kv_bytes_per_token == (size_t)g->n_layers * 2 * g->n_kv_heads * g->head_dim * 2,
-             "%s: KV format %d, %zu bytes per token", f->name, info.kv_format, info.kv_bytes_per_token);
+    const size_t eb = g_kv == ENG_KV_BF16 ? 2 : 4;
+    T_CHECKF(eng_cuda_get_info(d.b, &info) == 0 && info.kv_format == g_kv && info.act == g_act &&
+             info.kv_bytes_per_token == (size_t)g->n_layers * 2 * g->n_kv_heads * g->head_dim * eb,
+             "%s: KV format %d, activations %d, %zu bytes per token", f->name, info.kv_format, info.act,
+             info.kv_bytes_per_token);
     for (int p = 0; p <= f->n_prompts; p++) {   /* p == n_prompts: prompt 0 token by token */
         fprompt *pr = &f->p[p < f->n_prompts ? p : 0];
         size_t n = (size_t)pr->n_ids * f->vocab;
@@ -2568,10 +2584,10 @@ static void kv_bf16_logits(fixture *f) {
         if (!rc) {
             double ec = rel_err_f(lg, lc, n), e = rel_err_f(lg, f->ref + (size_t)pr->row_offset * f->vocab, n);
             const char *what = p < f->n_prompts ? "prefill" : "token by token";
-            T_CHECKF(ec <= TOL_KV_BF16 && e <= TOL_KV_BF16_REF, "%s bf16 KV prompt %d %s: rel err %.3g vs "
-                     "CPU bf16 KV, %.3g vs transformers", f->name, p % f->n_prompts, what, ec, e);
-            printf("  %s bf16 KV prompt %d %s: rel err %.2e vs CPU bf16 KV, %.2e vs transformers\n",
-                   f->name, p % f->n_prompts, what, ec, e);
+            T_CHECKF(ec <= tol && e <= tol_ref, "%s %s prompt %d %s: rel err %.3g vs "
+                     "CPU %s, %.3g vs transformers", f->name, fmt, p % f->n_prompts, what, ec, fmt, e);
+            printf("  %s %s prompt %d %s: rel err %.2e vs CPU %s, %.2e vs transformers\n",
+                   f->name, fmt, p % f->n_prompts, what, ec, fmt, e);
         }
         free(lg); free(lc); free(q); free(qc);
     }
@@ -2614,6 +2630,49 @@ static void kv_bf16_variant_checks(fixture *f) {
 }
 static void kv_bf16_variants(fixture *f) { with_bf16_kv(f, kv_bf16_variant_checks); }
 FIXTURE_TEST(test_kv_bf16_variants, kv_bf16_variants)
+
+/* ---------------------------------------------------- bf16 activations */
+/* ENG_ACT_BF16 on both backends: the products' inputs rounded to bf16, one
+ * bf16 tensor-core product each on CUDA (every pass on the matrix-product
+ * path).  Logits within TOL_ACT_BF16 of the CPU's (and within 2e-2 of
+ * transformers', the CPU reference's own distance), greedy tokens
+ * identical to the CPU's alone, batched (4, 20 and 40 rows), under
+ * continuous batching, after a 1000-token context, forked and through the
+ * engine; the fixtures of bf16 weights only: an f32 checkpoint is refused
+ * unless its weights are made bf16 (which the CPU reference does not do),
+ * and so are a split and the quantized blocks (test_act_q16). */
+static void act_bf16_backend(fixture *f) {
+    if (!strcmp(f->name, "tiny-qwen2")) {   /* the one fixture of f32 weights */
+        eng_err err = {0};
+        eng_cuda_opts o;
+        eng_cuda_opts_default(&o);
+        o.act = ENG_ACT_BF16;
+        o.quant = 0;
+        eng_backend *b = NULL;
+        T_CHECKF(eng_backend_cuda_create_opts(f->m, TBLOCKS, TBS, &o, &b, &err) == ENG_EUNSUPPORTED && !b &&
+                 strstr(err.msg, "bf16 weights"), "%s: bf16 activations on f32 weights: %s", f->name, err.msg);
+        if (b) b->destroy(b);
+        o.bf16_weights = 1;
+        T_CHECKF(eng_backend_cuda_create_opts(f->m, TBLOCKS, TBS, &o, &b, &err) == ENG_OK && b,
+                 "%s: bf16 activations with bf16_weights: %s", f->name, err.msg);
+        if (b) b->destroy(b);
+        return;
+    }
+    g_act = ENG_ACT_BF16;
+    if (fixture_cpu_gen(f)) {
+        kv_bf16_logits(f);
+        backend_checks(f);
+        batched_case(f, 40);
+        fork_case(f);
+        forks_case(f);
+        engine_case(f);
+    } else {
+        T_CHECKF(0, "%s: CPU backend with bf16 activations", f->name);
+    }
+    g_act = ENG_ACT_F32;
+    fixture_cpu_gen(f);
+}
+FIXTURE_TEST(test_act_bf16_backend, act_bf16_backend)
 
 /* Tiny random GGUF models written at test time by mkgguf (what `brisk
  * mkmodel --format` writes): llama Q4_K_M (q|k|v of Q4_K, Q4_K, Q6_K in
@@ -2924,6 +2983,13 @@ static void test_act_q16(void) {
         T_CHECKF(eng_backend_cuda_create_opts(f.m, TBLOCKS, TBS, &o, &b, &err) == ENG_EUNSUPPORTED && !b,
                  "%s: q16 without the blocks not refused", qm->name);
         if (b) b->destroy(b);
+        b = NULL;
+        o.act = ENG_ACT_BF16;   /* bf16 inputs are for dense products: refused beside the blocks */
+        o.quant = 1;
+        o.bf16_weights = 1;
+        T_CHECKF(eng_backend_cuda_create_opts(f.m, TBLOCKS, TBS, &o, &b, &err) == ENG_EUNSUPPORTED && !b &&
+                 strstr(err.msg, "--no-quant"), "%s: bf16 activations with the blocks: %s", qm->name, err.msg);
+        if (b) b->destroy(b);
         qfixture_free(&f, lazy);
     }
 }
@@ -2970,6 +3036,7 @@ int main(void) {
     T_RUN(test_tp_backend);
     T_RUN(test_kv_bf16_backend);
     T_RUN(test_kv_bf16_variants);
+    T_RUN(test_act_bf16_backend);
     T_RUN(test_quant_models);
     T_RUN(test_act_q16);
     for (int i = 0; i < N_FX; i++) {

@@ -764,7 +764,7 @@ static double kb_time(kb_ctx *k, int which, const kb_gemv *g, const float *x, fl
                              : kern_qskinny(k->s, &qw, g->N, g->K, g->act, g->R, g->parts, g->y2, sms, pdl,
                                             which == 9);
         } else if (which == 5)
-            err = kern_skinny(k->s, kb_weights(k, (size_t)g->N * g->K * 2), g->N, g->K, g->act, g->R,
+            err = kern_skinny(k->s, kb_weights(k, (size_t)g->N * g->K * 2), g->N, g->K, g->act, g->R, 1,
                               g->parts, g->y2, sms, pdl);
         else if (which == 6) {
             eng_err e2;
@@ -813,7 +813,7 @@ static void kb_products(kb_ctx *k, const eng_config *c, double bw, int sms, size
     size_t ybytes = (size_t)2 * 64 * V * 4;
     for (int i = 0; i < 5; i++)
         for (int r = 0; r < 4; r++) {
-            size_t b = (size_t)kern_skinny_parts(shapes[i][0], shapes[i][1], rows[r], sms, 1 << 20) *
+            size_t b = (size_t)kern_skinny_parts(shapes[i][0], shapes[i][1], rows[r], 1, sms, 1 << 20) *
                        rows[r] * shapes[i][0] * 4;
             if (b > ybytes) ybytes = b;
         }
@@ -830,7 +830,7 @@ static void kb_products(kb_ctx *k, const eng_config *c, double bw, int sms, size
         for (int r = 0; r < 4; r++) {
             kb_gemv g = {.N = shapes[i][0], .K = shapes[i][1], .R = rows[r], .bl = bl, .act = act,
                          .y2 = y2};
-            g.parts = kern_skinny_parts(g.N, g.K, g.R, sms, 1 << 20);
+            g.parts = kern_skinny_parts(g.N, g.K, g.R, 1, sms, 1 << 20);
             double ts = g.parts ? kb_time(k, 5, &g, NULL, NULL, NULL, NULL, (kern_kv){0}, 0, 0, NULL,
                                           NULL, 0, NULL, sms, 1) : -1;
             double tb = kb_time(k, 6, &g, NULL, NULL, NULL, NULL, (kern_kv){0}, 0, 0, NULL, NULL, 0,

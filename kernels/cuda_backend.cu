@@ -707,12 +707,13 @@ static int gemv_rows(const cu_ctx *c) {
  * than the f32 path's high and low halves. */
 static bool act_bf16_only(const cu_ctx *c) { return c->opt.fast_gemm || c->opt.act == ENG_ACT_BF16; }
 
-/* Whether kern_skinny takes this product of R rows (bf16 weights,
- * activations split into high and low parts); else cuBLASLt. */
+/* Whether kern_skinny takes this product of R rows (bf16 weights; inputs
+ * split into high and low halves, or bf16 alone with ENG_ACT_BF16); else
+ * cuBLASLt (and always under fast_gemm, an ablation of cuBLASLt's inputs). */
 static bool skinny_serves(const cu_ctx *c, int N, int K, int R) {
     const size_t bytes = (size_t)N * K * 2;
     return R > gemv_rows(c) && R <= c->opt.skinny_max_rows && c->wdt == KERN_BF16 &&
-           !act_bf16_only(c) && bytes <= SKINNY_MAX_BYTES && (R <= 16 || bytes <= SKINNY_WIDE_MAX_BYTES);
+           !c->opt.fast_gemm && bytes <= SKINNY_MAX_BYTES && (R <= 16 || bytes <= SKINNY_WIDE_MAX_BYTES);
 }
 
 /* K slices of the down product where cuBLASLt serves it with a split-K
@@ -742,7 +743,7 @@ static int down_slices(cu_ctx *c, int R, int mul, int *slices, eng_err *err) {
 static int skinny_parts(const cu_ctx *c, int N, int K, int R, size_t cap_floats) {
     if (!skinny_serves(c, N, K, R)) return 0;
     size_t mp = cap_floats / ((size_t)R * N);
-    return kern_skinny_parts(N, K, R, c->n_sms, mp > 1 << 20 ? 1 << 20 : (int)mp);
+    return kern_skinny_parts(N, K, R, !act_bf16_only(c), c->n_sms, mp > 1 << 20 ? 1 << 20 : (int)mp);
 }
 
 /* Grows the activation buffers to hold R rows and O out rows, at least
@@ -773,7 +774,8 @@ static int ensure_rows(cu_ctx *c, int R, int O, eng_err *err) {
     for (int r = 1; r <= nr && r <= c->opt.skinny_max_rows; r++)
         for (int i = 0; i < 4; i++) {
             if (!skinny_serves(c, nk[i][0], nk[i][1], r)) continue;
-            size_t f = (size_t)kern_skinny_parts(nk[i][0], nk[i][1], r, c->n_sms, 1 << 20) * r * nk[i][0];
+            size_t f = (size_t)kern_skinny_parts(nk[i][0], nk[i][1], r, !act_bf16_only(c), c->n_sms, 1 << 20) *
+                       r * nk[i][0];
             if (f > y_floats) y_floats = f;
         }
     if ((size_t)DOWN_SLICES * gemm_cols(2 * nr) * g->hidden > y_floats)
@@ -964,7 +966,7 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
             if (c->lean) KC(kern_dequant_halves(s, &(QW), N, K, c->wscratch)); \
             GEMM_WS(c->lean ? (const void *)c->wscratch : (const void *)(W), N, K, rows, out); \
         } \
-        else if (sp) KC(kern_skinny(s, W, N, K, c->act, rows, sp, out, sms, pdl)); \
+        else if (sp) KC(kern_skinny(s, W, N, K, c->act, rows, mul == 2, sp, out, sms, pdl)); \
         else GEMM(W, N, K, rows, out, sl); } while (0)
 
     /* Gemma 3 and Qwen3 (eng.h): q/k norms and a query scale other than

@@ -46,8 +46,9 @@ typedef struct eng_cuda_opts {
                            write them (KERN_ACT_Q16, attention's included); needs quant, a
                            head size that is a multiple of 16 and every product's blocks
                            in shapes kern_qgemv takes at one row.  BF16: every pass takes
-                           the matrix-product path, whose input writers round to bf16
-                           (KERN_ACT_BF16, as fast_gemm); needs bf16 weights and quant off.
+                           the matrix-product path (kern_skinny on bf16 inputs alone,
+                           cuBLASLt), whose input writers round to bf16 (KERN_ACT_BF16,
+                           as fast_gemm); needs bf16 weights and quant off.
                            Fixed at creation */
     int quant;          /* 1, the default: a GGUF file's quantized blocks are uploaded beside
                            the dense copy and decode passes read them (kern_qgemv up to
@@ -228,14 +229,15 @@ int kern_qgemv(cudaStream_t s, const kern_qw *W, int N, int K, const float *x, i
 int kern_qgemv_qkv(cudaStream_t s, const kern_qw *W, int K, const float *x, int R,
                    const float *norm_w, float eps, const float *bias, const kern_step *st,
                    int n_heads, const float *inv_freq, float *q, kern_kv kv, int n_sms, int pdl);
-/* Y = W x for R = 1..64 rows of act ([2R][K] bf16: high rows, then low rows;
- * W bf16 [N][K], K a multiple of 32) on tensor cores, written as `parts`
- * partial products over slices of K: Y[p][r][n], p < parts, for the
- * consumer to add in order.  kern_skinny_parts gives the parts for a shape
- * (0 when it needs more than max_parts or the shape does not fit). */
-int kern_skinny_parts(int N, int K, int R, int n_sms, int max_parts);
-int kern_skinny(cudaStream_t s, const void *W, int N, int K, const void *act, int R, int parts,
-                float *Y, int n_sms, int pdl);
+/* Y = W x for R = 1..64 rows of act (halves: [2R][K] bf16, high rows then
+ * low rows, KERN_ACT_SPLIT; else [R][K] bf16, KERN_ACT_BF16; W bf16 [N][K],
+ * K a multiple of 32) on tensor cores, written as `parts` partial products
+ * over slices of K: Y[p][r][n], p < parts, for the consumer to add in
+ * order.  kern_skinny_parts gives the parts for a shape (0 when it needs
+ * more than max_parts or the shape does not fit). */
+int kern_skinny_parts(int N, int K, int R, int halves, int n_sms, int max_parts);
+int kern_skinny(cudaStream_t s, const void *W, int N, int K, const void *act, int R, int halves,
+                int parts, float *Y, int n_sms, int pdl);
 /* Y = W act for R = 1..256 rows of act ([2R][K] bf16: high rows, then low
  * rows, as kern_skinny; more than 32 in groups of 32) with W quantized (kern_qw; kern_qtype_ok types, K a
  * multiple of 32, of 256 where a segment is of a K format, segment ends

@@ -45,28 +45,30 @@ __host__ __device__ __forceinline__ int sk_cdiv(int a, int b) { return (a + b - 
 template <int NT> struct sk_depth { static constexpr int n = NT == 1 ? 4 : 2; };
 
 /* One k group: a = row g, b = row g + 8; xh/xl point at column g's k 8t of
- * the high/low parts, ld elements between columns. */
-template <int NT>
+ * the high/low parts, ld elements between columns (H = 1: no low part). */
+template <int NT, int H>
 __device__ __forceinline__ void sk_group(float (&c)[NT][4], uint4 a, uint4 b,
                                          const uint16_t *xh, const uint16_t *xl, int ld) {
 #pragma unroll
     for (int nt = 0; nt < NT; nt++) {
         const uint4 h = *(const uint4 *)(xh + (size_t)nt * 8 * ld);
-        const uint4 l = *(const uint4 *)(xl + (size_t)nt * 8 * ld);
+        const uint4 l = H == 2 ? *(const uint4 *)(xl + (size_t)nt * 8 * ld) : h;
         mma_bf16(c[nt], a.x, b.x, a.y, b.y, h.x, h.y);
         mma_bf16(c[nt], a.z, b.z, a.w, b.w, h.z, h.w);
-        mma_bf16(c[nt], a.x, b.x, a.y, b.y, l.x, l.y);
-        mma_bf16(c[nt], a.z, b.z, a.w, b.w, l.z, l.w);
+        if (H == 2) {
+            mma_bf16(c[nt], a.x, b.x, a.y, b.y, l.x, l.y);
+            mma_bf16(c[nt], a.z, b.z, a.w, b.w, l.z, l.w);
+        }
     }
 }
 
-/* Copies k0..k0+kn of the activations' R high and R low rows into shared
- * memory as 2 x 8NT rows of ld elements; rows past R are zero. */
-template <int NT>
+/* Copies k0..k0+kn of the activations' R high (and, H = 2, R low) rows
+ * into shared memory as H x 8NT rows of ld elements; rows past R are zero. */
+template <int NT, int H>
 __device__ __forceinline__ void sk_stage(uint16_t *xs, const uint16_t *act, int R, int K, int k0,
                                          int kn, int ld) {
     const int rows = 8 * NT, cpr = kn / 8;
-    for (int i = threadIdx.x; i < 2 * rows * cpr; i += blockDim.x) {
+    for (int i = threadIdx.x; i < H * rows * cpr; i += blockDim.x) {
         const int rr = i / cpr, c = i % cpr, hl = rr / rows, n = rr % rows;
         uint4 *dst = (uint4 *)(xs + (size_t)rr * ld) + c;
         if (n < R) cp_async16(dst, act + (size_t)(hl * R + n) * K + k0 + c * 8);
@@ -109,7 +111,7 @@ __device__ __forceinline__ void sk_reduce(const float *s_red, float *Yp, int N, 
     }
 }
 
-template <int NT>
+template <int NT, int H>
 __global__ void __launch_bounds__(SK_WARPS * 32, 2)
 skinny_kernel(const uint16_t *__restrict__ W, int N, int K, const uint16_t *act, int R, int ks,
               float *Y) {
@@ -118,7 +120,7 @@ skinny_kernel(const uint16_t *__restrict__ W, int N, int K, const uint16_t *act,
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2;
     const int k0 = blockIdx.y * ks, kn = min(ks, K - k0), ng = kn / 32, ld = sk_ld(ks);
     uint16_t *xs = (uint16_t *)sk_dyn;
-    float *s_red = (float *)(xs + (size_t)2 * 8 * NT * ld);
+    float *s_red = (float *)(xs + (size_t)H * 8 * NT * ld);
     const int units = sk_cdiv(N, 16), G = gridDim.x;
     const int nj = warp < ng ? (ng - warp + SK_WARPS - 1) / SK_WARPS : 0;   /* this warp's groups */
 
@@ -132,7 +134,7 @@ skinny_kernel(const uint16_t *__restrict__ W, int N, int K, const uint16_t *act,
         if (d < nj && u < units) sk_load(wa[d], wb[d], p, warp + SK_WARPS * d);
     pdl_launch();
     pdl_wait();
-    sk_stage<NT>(xs, act, R, K, k0, kn, ld);
+    sk_stage<NT, H>(xs, act, R, K, k0, kn, ld);
 
     const uint16_t *xh = xs + (size_t)g * ld + 8 * (lane & 3), *xl = xh + (size_t)8 * NT * ld;
     float *Yp = Y + (size_t)blockIdx.y * R * N;
@@ -145,7 +147,7 @@ skinny_kernel(const uint16_t *__restrict__ W, int N, int K, const uint16_t *act,
             for (int d = 0; d < D; d++) {
                 const int i = i0 + d, j = warp + SK_WARPS * i;
                 if (i < nj) {
-                    sk_group<NT>(c, wa[d], wb[d], xh + 32 * j, xl + 32 * j, ld);
+                    sk_group<NT, H>(c, wa[d], wb[d], xh + 32 * j, xl + 32 * j, ld);
                     if (i + D < nj) sk_load(wa[d], wb[d], p, j + SK_WARPS * D);
                 }
             }
@@ -178,7 +180,8 @@ skinny_kernel(const uint16_t *__restrict__ W, int N, int K, const uint16_t *act,
  * mma.m16n8k16's, one per warp).  B, the activations, is staged in the
  * canonical K-major layout without swizzle (core matrices of 8 columns x 8
  * k, 128 contiguous bytes), in the k order the weight loads imply.  High and
- * low rows are two wgmma of RP columns into one accumulator.  The block's
+ * low rows are two wgmma of RP columns into one accumulator (bf16-only
+ * inputs, H = 1: the high ones alone).  The block's
  * two warpgroups share a unit's k groups (round robin) and add their sums
  * in shared memory, warpgroup 0's plus warpgroup 1's.
  *
@@ -232,21 +235,22 @@ template <> struct wg_mma<64> {
 #undef WG_IN
 
 /* One k group (32 k) of the unit, x at its first core matrix; the low
- * columns start RP / 8 core matrices (RP * 16 bytes) after the high. */
-template <int RP>
+ * columns (H = 2) start RP / 8 core matrices (RP * 16 bytes) after the
+ * high.  L: bytes of one k slab of core matrices, H RP columns of 16. */
+template <int RP, int H>
 __device__ __forceinline__ void wg_group(float (&c)[RP / 2], uint4 a, uint4 b, uint32_t x) {
-    constexpr uint32_t L = 32 * RP;
+    constexpr uint32_t L = 16 * H * RP;
     wg_fence();
     wg_mma<RP>::run(c, a.x, b.x, a.y, b.y, wg_desc(x, L));
-    wg_mma<RP>::run(c, a.x, b.x, a.y, b.y, wg_desc(x + RP * 16, L));
+    if (H == 2) wg_mma<RP>::run(c, a.x, b.x, a.y, b.y, wg_desc(x + RP * 16, L));
     wg_mma<RP>::run(c, a.z, b.z, a.w, b.w, wg_desc(x + 2 * L, L));
-    wg_mma<RP>::run(c, a.z, b.z, a.w, b.w, wg_desc(x + 2 * L + RP * 16, L));
+    if (H == 2) wg_mma<RP>::run(c, a.z, b.z, a.w, b.w, wg_desc(x + 2 * L + RP * 16, L));
     wg_commit();
     wg_wait0();
 }
 
 /* Copies k0..k0+kn of the activations into shared memory as B: column n <
- * RP is high row n, RP + n low row n (zero past R).  Core matrix 4j + q
+ * RP is high row n, RP + n low row n (H = 2; zero past R).  Core matrix 4j + q
  * (k group j) holds, in column n's 16 bytes, bf16 pair q of each of the
  * four 16-byte pieces t (k 8t..8t+7) of that group: the order the weight
  * fragments take k in.  Four lanes read a column's 64 bytes of a group
@@ -254,9 +258,9 @@ __device__ __forceinline__ void wg_group(float (&c)[RP / 2], uint4 a, uint4 b, u
  * words (a warp's stores fill 128 contiguous bytes: no conflicts).
  * Measured: copying the pieces whole (cp.async, lanes along columns) and
  * transposing in place made q/k/v at 32 rows 4.9 -> 7.5 us. */
-template <int RP>
+template <int RP, int H>
 __device__ __forceinline__ void wg_stage(char *xs, const uint16_t *act, int R, int K, int k0, int kn) {
-    constexpr int C = 2 * RP, L = 32 * RP, B = 8;
+    constexpr int C = H * RP, L = 16 * C, B = 8;
     const int chunks = C * (kn / 8);
     for (int i0 = threadIdx.x; i0 < chunks; i0 += B * blockDim.x) {
         uint4 v[B];
@@ -285,11 +289,11 @@ __device__ __forceinline__ void wg_stage(char *xs, const uint16_t *act, int R, i
     __syncthreads();
 }
 
-template <int RP>
+template <int RP, int H>
 __global__ void __launch_bounds__(SK_WARPS * 32, 2)
 skinny_wg_kernel(const uint16_t *__restrict__ W, int N, int K, const uint16_t *act, int R, int ks,
                  float *Y) {
-    constexpr int D = wg_depth<RP>::n, L = 32 * RP, NA = RP / 2;
+    constexpr int D = wg_depth<RP>::n, L = 16 * H * RP, NA = RP / 2;
     extern __shared__ uint4 sk_dyn[];
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wg = warp >> 2, wq = warp & 3;
     const int k0 = blockIdx.y * ks, kn = min(ks, K - k0), ng = kn / 32;
@@ -306,7 +310,7 @@ skinny_wg_kernel(const uint16_t *__restrict__ W, int N, int K, const uint16_t *a
         if (d < nj && u < units) sk_load(wa[d], wb[d], p, wg + 2 * d);
     pdl_launch();
     pdl_wait();
-    wg_stage<RP>(xs, act, R, K, k0, kn);
+    wg_stage<RP, H>(xs, act, R, K, k0, kn);
 
     const uint32_t xa = (uint32_t)__cvta_generic_to_shared(xs);
     float *Yp = Y + (size_t)blockIdx.y * R * N;
@@ -320,7 +324,7 @@ skinny_wg_kernel(const uint16_t *__restrict__ W, int N, int K, const uint16_t *a
             for (int d = 0; d < D; d++) {
                 const int i = i0 + d, j = wg + 2 * i;
                 if (i < nj) {   /* the same for the warpgroup's 4 warps, as wgmma needs */
-                    wg_group<RP>(c, wa[d], wb[d], xa + 4 * j * L);
+                    wg_group<RP, H>(c, wa[d], wb[d], xa + 4 * j * L);
                     if (i + D < nj) sk_load(wa[d], wb[d], p, j + 2 * D);
                 }
             }
@@ -357,11 +361,12 @@ static int sk_nt(int R) { return (R + 7) / 8; }
 static int sk_rp(int R) { return R <= 32 ? 32 : 64; }
 static int sk_unit_rows(int R) { return sk_wg(R) ? 64 : 16; }
 
-/* Shared memory: the staged activations and the reduction buffer. */
-static size_t sk_smem(int R, int ks) {
-    if (sk_wg(R)) return (size_t)(ks / 8) * 32 * sk_rp(R) + (size_t)sk_rp(R) * 64 * 4;
+/* Shared memory: the staged activations (H = 2 halves or 1) and the
+ * reduction buffer. */
+static size_t sk_smem(int R, int ks, int H) {
+    if (sk_wg(R)) return (size_t)(ks / 8) * 16 * H * sk_rp(R) + (size_t)sk_rp(R) * 64 * 4;
     const int NT = sk_nt(R);
-    return (size_t)2 * 8 * NT * sk_ld(ks) * 2 + (size_t)SK_WARPS * NT * 128 * 4;
+    return (size_t)H * 8 * NT * sk_ld(ks) * 2 + (size_t)SK_WARPS * NT * 128 * 4;
 }
 
 /* Shapes the kernel takes: rows within its column tiles, K in 32-wide groups. */
@@ -371,9 +376,9 @@ static bool sk_shape_ok(int N, int K, int R) {
 
 /* Whether K cuts into exactly `parts` slices whose activations fit the
  * shared memory beside the reduction buffer. */
-static bool sk_slicing_ok(int K, int R, int parts) {
+static bool sk_slicing_ok(int K, int R, int parts, int H) {
     const int ks = sk_slice(K, parts);
-    return sk_cdiv(K, ks) == parts && sk_smem(R, ks) <= SK_SMEM;
+    return sk_cdiv(K, ks) == parts && sk_smem(R, ks, H) <= SK_SMEM;
 }
 
 /* Blocks per slice: two blocks per multiprocessor in all, at most one per unit. */
@@ -386,13 +391,14 @@ static int sk_blocks(int N, int R, int parts, int n_sms) {
  * finish first, taking a block's time as its rounds of units times the
  * unit's bytes (weights, 2 per k, plus its part of the output, 4 per row);
  * fewer parts on a tie. */
-extern "C" int kern_skinny_parts(int N, int K, int R, int n_sms, int max_parts) {
+extern "C" int kern_skinny_parts(int N, int K, int R, int halves, int n_sms, int max_parts) {
+    const int H = halves ? 2 : 1;
     if (!sk_shape_ok(N, K, R) || n_sms < 1) return 0;
     const int units = sk_cdiv(N, sk_unit_rows(R));
     int best = 0;
     double best_cost = 0;
     for (int p = 1; p <= SK_MAX_PARTS && p <= max_parts && p <= K / 32; p++) {
-        if (!sk_slicing_ok(K, R, p)) continue;
+        if (!sk_slicing_ok(K, R, p, H)) continue;
         const double cost = (double)sk_cdiv(units, sk_blocks(N, R, p, n_sms)) *
                             (2.0 * sk_slice(K, p) + 4.0 * R);
         if (!best || cost < best_cost) { best = p; best_cost = cost; }
@@ -402,32 +408,39 @@ extern "C" int kern_skinny_parts(int N, int K, int R, int n_sms, int max_parts) 
 
 template <typename Kern>
 static cudaError_t sk_launch(Kern k, cudaStream_t s, int pdl, const void *W, int N, int K,
-                             const void *act, int R, int parts, float *Y, int n_sms) {
-    if (!sk_slicing_ok(K, R, parts)) return cudaErrorInvalidValue;
+                             const void *act, int R, int H, int parts, float *Y, int n_sms) {
+    if (!sk_slicing_ok(K, R, parts, H)) return cudaErrorInvalidValue;
     const int ks = sk_slice(K, parts);
     cudaError_t e = ksmem_limit(k, SK_SMEM);
     if (e != cudaSuccess) return e;
     return klaunch(k, dim3(sk_blocks(N, R, parts, n_sms), parts), dim3(SK_WARPS * 32),
-                   sk_smem(R, ks), s, pdl, (const uint16_t *)W, N, K, (const uint16_t *)act, R, ks, Y);
+                   sk_smem(R, ks, H), s, pdl, (const uint16_t *)W, N, K, (const uint16_t *)act, R, ks, Y);
+}
+
+template <int H>
+static int sk_dispatch(cudaStream_t s, const void *W, int N, int K, const void *act, int R, int parts,
+                       float *Y, int n_sms, int pdl) {
+#define SK_GO(k) return (int)sk_launch(k, s, pdl, W, N, K, act, R, H, parts, Y, n_sms)
+    if (sk_wg(R)) {
+        if (sk_rp(R) == 32) SK_GO((skinny_wg_kernel<32, H>));
+        SK_GO((skinny_wg_kernel<64, H>));
+    }
+    switch (sk_nt(R)) {
+    case 1: SK_GO((skinny_kernel<1, H>));
+    case 2: SK_GO((skinny_kernel<2, H>));
+    case 3: SK_GO((skinny_kernel<3, H>));
+    case 4: SK_GO((skinny_kernel<4, H>));
+    case 5: SK_GO((skinny_kernel<5, H>));
+    case 6: SK_GO((skinny_kernel<6, H>));
+    case 7: SK_GO((skinny_kernel<7, H>));
+    default: SK_GO((skinny_kernel<8, H>));
+    }
+#undef SK_GO
 }
 
 extern "C" int kern_skinny(cudaStream_t s, const void *W, int N, int K, const void *act, int R,
-                           int parts, float *Y, int n_sms, int pdl) {
+                           int halves, int parts, float *Y, int n_sms, int pdl) {
     if (!sk_shape_ok(N, K, R) || parts < 1 || n_sms < 1) return (int)cudaErrorInvalidValue;
-#define SK_GO(k) return (int)sk_launch(k, s, pdl, W, N, K, act, R, parts, Y, n_sms)
-    if (sk_wg(R)) {
-        if (sk_rp(R) == 32) SK_GO(skinny_wg_kernel<32>);
-        SK_GO(skinny_wg_kernel<64>);
-    }
-    switch (sk_nt(R)) {
-    case 1: SK_GO(skinny_kernel<1>);
-    case 2: SK_GO(skinny_kernel<2>);
-    case 3: SK_GO(skinny_kernel<3>);
-    case 4: SK_GO(skinny_kernel<4>);
-    case 5: SK_GO(skinny_kernel<5>);
-    case 6: SK_GO(skinny_kernel<6>);
-    case 7: SK_GO(skinny_kernel<7>);
-    default: SK_GO(skinny_kernel<8>);
-    }
-#undef SK_GO
+    return halves ? sk_dispatch<2>(s, W, N, K, act, R, parts, Y, n_sms, pdl)
+                  : sk_dispatch<1>(s, W, N, K, act, R, parts, Y, n_sms, pdl);
 }

@@ -557,7 +557,10 @@ done:
  * low; the relative error (inf on a device error, or when the kernel wrote
  * past its parts). */
 typedef int (*tc_prod)(const void *ctx, const void *act, int parts, float *dy);
-static double split_case(const float *W, int N, int K, int R, int parts, tc_prod prod, const void *ctx) {
+/* halves 0: the rows rounded to bf16 alone (KERN_ACT_BF16), the reference
+ * the double product of W and those */
+static double split_case_h(const float *W, int N, int K, int R, int parts, tc_prod prod, const void *ctx,
+                           int halves) {
     float *x = malloc((size_t)R * K * 4), *out = malloc((size_t)R * N * 4);
     uint16_t *ab = malloc((size_t)2 * R * K * 2);
     double *ref = malloc((size_t)R * N * 8), e = INFINITY;
@@ -567,15 +570,15 @@ static double split_case(const float *W, int N, int K, int R, int parts, tc_prod
     float *dx = dup_up(x, (size_t)R * K * 4), *dy = dnew((size_t)parts * R * N * 4 + 64);
     void *act = dnew((size_t)2 * R * K * 2);
     if (!dx || !dy || !act) goto done;
-    if (kern_to_act(0, dx, R, K, act, KERN_ACT_SPLIT, 0) || !sync_ok() ||
-        !down(ab, act, (size_t)2 * R * K * 2))
+    if (kern_to_act(0, dx, R, K, act, halves ? KERN_ACT_SPLIT : KERN_ACT_BF16, 0) || !sync_ok() ||
+        !down(ab, act, (size_t)(halves ? 2 : 1) * R * K * 2))
         goto done;
     for (int r = 0; r < R; r++)
         for (int n = 0; n < N; n++) {
             double s = 0;
             for (int k = 0; k < K; k++)
                 s += (double)W[(size_t)n * K + k] *
-                     ((double)bf16_val(ab[(size_t)r * K + k]) + bf16_val(ab[(size_t)(R + r) * K + k]));
+                     ((double)bf16_val(ab[(size_t)r * K + k]) + (halves ? bf16_val(ab[(size_t)(R + r) * K + k]) : 0.0));
             ref[(size_t)r * N + n] = s;
         }
     cudaMemset(dy, 0xFF, (size_t)parts * R * N * 4 + 64);
@@ -592,17 +595,21 @@ done:
     free(x); free(out); free(ab); free(ref);
     return e;
 }
-
-/* ------------------------------------------------------- kern_skinny */
-struct sk_ctx { const void *W; int N, K, R, n_sms; };
-static int sk_prod(const void *p, const void *act, int parts, float *dy) {
-    const struct sk_ctx *c = p;
-    return kern_skinny(0, c->W, c->N, c->K, act, c->R, parts, dy, c->n_sms, 1);
+static double split_case(const float *W, int N, int K, int R, int parts, tc_prod prod, const void *ctx) {
+    return split_case_h(W, N, K, R, parts, prod, ctx, 1);
 }
 
-/* kern_skinny's parts on random bf16 weights (split_case).  Tolerance 1e-5
- * relative: the operands are exact in bf16, the sums f32 over K <= 8960. */
-static double skinny_case(int N, int K, int R, int parts, int n_sms) {
+/* ------------------------------------------------------- kern_skinny */
+struct sk_ctx { const void *W; int N, K, R, n_sms, halves; };
+static int sk_prod(const void *p, const void *act, int parts, float *dy) {
+    const struct sk_ctx *c = p;
+    return kern_skinny(0, c->W, c->N, c->K, act, c->R, c->halves, parts, dy, c->n_sms, 1);
+}
+
+/* kern_skinny's parts on random bf16 weights (split_case; halves 0: bf16
+ * inputs alone).  Tolerance 1e-5 relative: the operands are exact in bf16,
+ * the sums f32 over K <= 8960. */
+static double skinny_case_h(int N, int K, int R, int parts, int n_sms, int halves) {
     uint16_t *Wb = malloc((size_t)N * K * 2);
     float *W = malloc((size_t)N * K * 4);
     double e = INFINITY;
@@ -611,12 +618,15 @@ static double skinny_case(int N, int K, int R, int parts, int n_sms) {
             Wb[i] = kern_f32_to_bf16(nrand() / 32.0f);
             W[i] = bf16_val(Wb[i]);
         }
-        struct sk_ctx c = {dup_up(Wb, (size_t)N * K * 2), N, K, R, n_sms};
-        if (c.W) e = split_case(W, N, K, R, parts, sk_prod, &c);
+        struct sk_ctx c = {dup_up(Wb, (size_t)N * K * 2), N, K, R, n_sms, halves};
+        if (c.W) e = split_case_h(W, N, K, R, parts, sk_prod, &c, halves);
     }
     free(Wb); free(W);
     dfree_all();
     return e;
+}
+static double skinny_case(int N, int K, int R, int parts, int n_sms) {
+    return skinny_case_h(N, K, R, parts, n_sms, 1);
 }
 
 static void test_skinny(void) {
@@ -629,24 +639,33 @@ static void test_skinny(void) {
                                {300, 4864, 64}, {130, 96, 40}, {4000, 1536, 8},
                                {2048, 1536, 30}, {100, 64, 33}, {2056, 896, 12},
                                {1536, 8960, 8}, {300, 4864, 13}, {2056, 4608, 5}};
-    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
-        const int N = c[i][0], K = c[i][1], R = c[i][2];
-        const int parts = kern_skinny_parts(N, K, R, 132, 1000);
-        T_CHECKF(parts >= 1, "%dx%d R=%d: no parts", N, K, R);
-        if (parts < 1) continue;
-        double e = skinny_case(N, K, R, parts, 132);
-        T_CHECKF(e <= 1e-5, "%dx%d R=%d, %d parts: rel err %.3g", N, K, R, parts, e);
-    }
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++)
+        for (int h = 1; h >= 0; h--) {   /* high and low halves, then bf16 inputs alone */
+            const int N = c[i][0], K = c[i][1], R = c[i][2];
+            const int parts = kern_skinny_parts(N, K, R, h, 132, 1000);
+            T_CHECKF(parts >= 1, "%dx%d R=%d halves %d: no parts", N, K, R, h);
+            if (parts < 1) continue;
+            double e = skinny_case_h(N, K, R, parts, 132, h);
+            T_CHECKF(e <= 1e-5, "%dx%d R=%d halves %d, %d parts: rel err %.3g", N, K, R, h, parts, e);
+        }
+    /* bf16 inputs alone: 1 row (every pass of ENG_ACT_BF16 takes kern_skinny),
+     * and a slicing only they fit (a 768-wide slice at 64 rows: 192 KB of
+     * halves, 96 KB alone, beside the 16 KB reduction buffer) */
+    double e1 = skinny_case_h(2056, 896, 1, kern_skinny_parts(2056, 896, 1, 0, 132, 1000), 132, 0);
+    T_CHECKF(e1 <= 1e-5, "2056x896 R=1 bf16 inputs: rel err %.3g", e1);
+    T_CHECK(kern_skinny_parts(256, 768, 64, 1, 132, 1) == 0 && kern_skinny_parts(256, 768, 64, 0, 132, 1) == 1);
+    e1 = skinny_case_h(256, 768, 64, 1, 132, 0);
+    T_CHECKF(e1 <= 1e-5, "256x768 R=64 bf16 inputs, 1 part: rel err %.3g", e1);
     double e = skinny_case(700, 1024, 16, 1, 132);   /* one part: a 1024-wide slice */
     T_CHECKF(e <= 1e-5, "700x1024 R=16, 1 part: rel err %.3g", e);
     e = skinny_case(700, 512, 24, 1, 132);
     T_CHECKF(e <= 1e-5, "700x512 R=24, 1 part: rel err %.3g", e);
     e = skinny_case(700, 1024, 24, 11, 3);   /* 96-wide slices, the last 64; 3 SMs: many rounds */
     T_CHECKF(e <= 1e-5, "700x1024 R=24, 11 parts: rel err %.3g", e);
-    T_CHECK(kern_skinny(0, NULL, 100, 100, NULL, 8, 1, NULL, 132, 0) != 0);   /* K % 32 */
-    T_CHECK(kern_skinny(0, NULL, 100, 128, NULL, 65, 1, NULL, 132, 0) != 0);  /* too many rows */
-    T_CHECK(kern_skinny(0, NULL, 100, 128, NULL, 8, 3, NULL, 132, 0) != 0);   /* 3 parts of 64: 2 */
-    T_CHECK(kern_skinny_parts(1536, 8960, 32, 132, 4) == 0);
+    T_CHECK(kern_skinny(0, NULL, 100, 100, NULL, 8, 1, 1, NULL, 132, 0) != 0);   /* K % 32 */
+    T_CHECK(kern_skinny(0, NULL, 100, 128, NULL, 65, 1, 1, NULL, 132, 0) != 0);  /* too many rows */
+    T_CHECK(kern_skinny(0, NULL, 100, 128, NULL, 8, 1, 3, NULL, 132, 0) != 0);   /* 3 parts of 64: 2 */
+    T_CHECK(kern_skinny_parts(1536, 8960, 32, 1, 132, 4) == 0);
 }
 
 /* ------------------------------------------------------ kern_qskinny */

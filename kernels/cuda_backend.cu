@@ -16,7 +16,8 @@
  * activations, RMSNorm, residual and SwiGLU fused; with a GGUF model's
  * quantized blocks and eng_cuda_opts.quant, kern_qgemv on the blocks
  * instead, for one row where kern_qskinny serves (with rounded inputs,
- * ENG_ACT_Q16: up to 2), else up to quant_max_rows rows); above, matrix
+ * ENG_ACT_Q16: up to 2), else up to quant_max_rows rows; with ENG_ACT_BF16 the
+ * GEMV rounds its inputs, up to 4 rows); above, matrix
  * products (kern_qskinny on the blocks up to quant_tc_rows rows; else
  * kern_skinny up to skinny_max_rows rows where it serves the shape, else
  * cuBLASLt) with separate norm / SwiGLU /
@@ -693,7 +694,8 @@ static bool qs_pass(const cu_ctx *c, int R) { return qs_ready(c) && R > 1 && R <
 static int gemv_rows(const cu_ctx *c) {
     /* ENG_ACT_Q16: up to q16_rows (quant_max_rows fewer), the rows
      * kern_qgemv rounds; every wider pass rounds c->act.  ENG_ACT_BF16 (no
-     * blocks): none, the GEMV kernels read f32 inputs */
+     * blocks): up to the 4 rows kern_gemv rounds (KERN_GEMV_IN_BF16) */
+    if (c->opt.act == ENG_ACT_BF16) return c->opt.gemv_max_rows < 4 ? c->opt.gemv_max_rows : 4;
     if (c->opt.act != ENG_ACT_F32) {
         if (!quant_on(c)) return 0;
         return c->opt.quant_max_rows < c->q16_rows ? c->opt.quant_max_rows : c->q16_rows;
@@ -981,9 +983,11 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
 #define ATTN_WIN(out, act, mode) SKIP(KERN_SKIP_ATTN, kern_attention(s, c->q, kv, stp, R, nh, \
         wsplits, out, act, mode, c->part, c->counters, pdl))
     /* a GEMV product from the quantized blocks when the product has them */
+    /* ENG_ACT_BF16: the dense GEMV kernels round their inputs */
+    const int gwdt = wdt | (c->opt.act == ENG_ACT_BF16 ? KERN_GEMV_IN_BF16 : 0);
 #define GEMV(qw, W, N, K, x, rows, nw, mode, y) ((quant && (qw).n_seg) \
         ? kern_qgemv(s, &(qw), N, K, x, rows, nw, eps, mode, y, sms, pdl) \
-        : kern_gemv(s, W, wdt, N, K, x, rows, nw, eps, mode, y, sms, pdl))
+        : kern_gemv(s, W, gwdt, N, K, x, rows, nw, eps, mode, y, sms, pdl))
     if (c->qembed.n_seg) KC(kern_embed_q(s, &c->qembed, V, H, stp, R, g->embed_scale, c->x, pdl));
     else KC(kern_embed(s, c->embed, wdt, H, stp, R, g->embed_scale, c->x, pdl));
     /* ENG_ACT_Q16: in a wide pass the kernels that write a product's input
@@ -1003,7 +1007,7 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
             KC(SKIP(KERN_SKIP_QKVO, (quant && w->qqkv.n_seg)
                     ? kern_qgemv_qkv(s, &w->qqkv, H, c->x, R, w->attn_norm, eps, w->bqkv, stp, nh,
                                      freq, c->q, kv, sms, pdl)
-                    : kern_gemv_qkv(s, w->wqkv, wdt, H, c->x, R, w->attn_norm, eps, w->bqkv, stp,
+                    : kern_gemv_qkv(s, w->wqkv, gwdt, H, c->x, R, w->attn_norm, eps, w->bqkv, stp,
                                     nh, freq, c->q, kv, sms, pdl)));
         } else if (small) {
             KC(SKIP(KERN_SKIP_QKVO, GEMV(w->qqkv, w->wqkv, QKV, H, c->x, R, w->attn_norm,

@@ -45,10 +45,11 @@ typedef struct eng_cuda_opts {
                            by kern_qgemv as it stages them, in wider ones by the kernels that
                            write them (KERN_ACT_Q16, attention's included); needs quant, a
                            head size that is a multiple of 16 and every product's blocks
-                           in shapes kern_qgemv takes at one row.  BF16: every pass takes
-                           the matrix-product path (kern_skinny on bf16 inputs alone,
-                           cuBLASLt), whose input writers round to bf16 (KERN_ACT_BF16,
-                           as fast_gemm); needs bf16 weights and quant off.
+                           in shapes kern_qgemv takes at one row.  BF16: passes of up to
+                           4 rows take kern_gemv rounding its inputs (KERN_GEMV_IN_BF16),
+                           wider ones kern_skinny on bf16 inputs alone or cuBLASLt, whose
+                           input writers round to bf16 (KERN_ACT_BF16, as fast_gemm);
+                           needs bf16 weights and quant off.
                            Fixed at creation */
     int quant;          /* 1, the default: a GGUF file's quantized blocks are uploaded beside
                            the dense copy and decode passes read them (kern_qgemv up to
@@ -174,12 +175,16 @@ typedef struct kern_kv {
 /* y[r][n] (mode STORE), y[r][n] += (RESID) or, with W = [gate; up] of
  * N = 2*I rows, y[r][i] = silu(gate_i.x_r) * (up_i.x_r) (SWIGLU; GEGLU:
  * tanh-approximated GELU instead of silu); R <= 8 rows of x, each of K
- * floats; with norm_w, x is RMS-normalised first. */
+ * floats; with norm_w, x is RMS-normalised first.  wdt: KERN_F32 or
+ * KERN_BF16, plus KERN_GEMV_IN_BF16 (bf16 weights, R <= 4; ENG_ACT_BF16):
+ * each input element, normalised, is rounded to bf16 before the product. */
+#define KERN_GEMV_IN_BF16 8
 int kern_gemv(cudaStream_t s, const void *W, int wdt, int N, int K, const float *x, int R,
               const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl);
 /* The q/k/v product with kern_rope_kv's work as its epilogue: W is the
  * [(n_heads + 2*n_kv) * hd][K] q/k/v weight; RoPE'd q goes to q, k and v to
- * the pool at each row's position (head_dim a multiple of 4). */
+ * the pool at each row's position (head_dim a multiple of 4); wdt as
+ * kern_gemv's. */
 int kern_gemv_qkv(cudaStream_t s, const void *W, int wdt, int K, const float *x, int R,
                   const float *norm_w, float eps, const float *bias, const kern_step *st,
                   int n_heads, const float *inv_freq, float *q, kern_kv kv, int n_sms, int pdl);

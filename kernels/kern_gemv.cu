@@ -45,13 +45,17 @@ struct gemv_rope {
 /* acc[j][r] += W[row j][k..k+VEC) . x'[r][k..k+VEC), where x' = x * norm_w
  * when nw != NULL (the row's 1/rms is applied in the epilogue).  The norm
  * weight multiplies whichever side is smaller: x's R rows or the NR weight
- * rows. */
-template <int WDT, int R>
+ * rows.  RB (ENG_ACT_BF16): x' is rounded to bf16 first, so the norm is
+ * applied whole before it, (x * rs[r]) * norm_w as add_norm and the CPU
+ * reference compute it (s_rs: the rows' 1/rms in shared memory, worked out
+ * before the loop). */
+__device__ __forceinline__ float bf16_round(float v) { return __bfloat162float(__float2bfloat16_rn(v)); }
+template <int WDT, int R, bool RB>
 __device__ __forceinline__ void gemv_step(float (&acc)[GEMV_NR][R], const uint4 (&w)[GEMV_NR],
                                           const float *x, int K, int k,
-                                          const float *__restrict__ nw) {
+                                          const float *__restrict__ nw, const float *s_rs) {
     constexpr int VEC = wvec<WDT>::n;
-    constexpr bool scale_w = R > GEMV_NR;
+    constexpr bool scale_w = !RB && R > GEMV_NR;
     float wf[GEMV_NR][VEC];
 #pragma unroll
     for (int j = 0; j < GEMV_NR; j++) w_cvt<WDT>(w[j], wf[j]);
@@ -76,9 +80,17 @@ __device__ __forceinline__ void gemv_step(float (&acc)[GEMV_NR][R], const uint4 
             float4 t = __ldca((const float4 *)(x + (size_t)r * K + k + i));
             xv[i] = t.x; xv[i + 1] = t.y; xv[i + 2] = t.z; xv[i + 3] = t.w;
         }
-        if (nw && !scale_w)
+        if constexpr (RB) {
+            if (nw)
+#pragma unroll
+                for (int i = 0; i < VEC; i++) xv[i] = bf16_round((xv[i] * s_rs[r]) * nv[i]);
+            else
+#pragma unroll
+                for (int i = 0; i < VEC; i++) xv[i] = bf16_round(xv[i]);
+        } else if (nw && !scale_w) {
 #pragma unroll
             for (int i = 0; i < VEC; i++) xv[i] *= nv[i];
+        }
 #pragma unroll
         for (int j = 0; j < GEMV_NR; j++)
 #pragma unroll
@@ -261,7 +273,7 @@ __device__ __forceinline__ void gemv_load(uint4 (&w0)[GEMV_NR], uint4 (&w1)[GEMV
 /* A block takes upc units at a time (KS warps per unit), striding over the
  * units by the grid; the grid may be smaller than the units so that the next
  * kernel's blocks fit beside it and load their weights early (PDL). */
-template <int WDT, int R, int MODE>
+template <int WDT, int R, int MODE, bool RB>
 __device__ __forceinline__ void gemv_body(const void *__restrict__ Wv, int N, int K, const float *x,
                                           const float *__restrict__ nw, float eps, float *y, int KS,
                                           const gemv_rope &rp) {
@@ -300,6 +312,12 @@ __device__ __forceinline__ void gemv_body(const void *__restrict__ Wv, int N, in
         pre = rope_prepare(rp, blockIdx.x * upc + eu, ej, er);
     pdl_launch();
     pdl_wait();
+    /* RB with a norm: the rows' 1/rms before the products (each input
+     * element is rounded after the whole norm) */
+    if (RB && nw) {
+        gemv_rstd<R>(x, K, eps, s_rstd, s_part);
+        __syncthreads();
+    }
 
     for (int base = blockIdx.x * upc; base < n_units; base += stride) {
         float acc[GEMV_NR][R];
@@ -309,8 +327,8 @@ __device__ __forceinline__ void gemv_body(const void *__restrict__ Wv, int N, in
             for (int r = 0; r < R; r++) acc[j][r] = 0.f;
 
         for (int k = k0; k < K;) {
-            gemv_step<WDT, R>(acc, w0, x, K, k, nw);
-            if (k + step < K) gemv_step<WDT, R>(acc, w1, x, K, k + step, nw);
+            gemv_step<WDT, R, RB>(acc, w0, x, K, k, nw, s_rstd);
+            if (k + step < K) gemv_step<WDT, R, RB>(acc, w1, x, K, k + step, nw, s_rstd);
             k += 2 * step;
             if (k < K) gemv_load<EB>(w0, w1, wr, k, step, K);
         }
@@ -334,22 +352,22 @@ __device__ __forceinline__ void gemv_body(const void *__restrict__ Wv, int N, in
         /* the RMS statistics only scale the sums, so they come after the
          * first products: x is in L1 by now, and the products did not wait
          * for a reduction */
-        if (nw && base == blockIdx.x * upc) gemv_rstd<R>(x, K, eps, s_rstd, s_part);
+        if (!RB && nw && base == blockIdx.x * upc) gemv_rstd<R>(x, K, eps, s_rstd, s_part);
         __syncthreads();
 
         const int u = base + eu;
         if (has_item && u < n_units)
-            gemv_epilogue<R, MODE>(s_red, KS, eu, u, ej, er, nw ? s_rstd[er] : 1.f, N, y, rp, pre,
+            gemv_epilogue<R, MODE>(s_red, KS, eu, u, ej, er, !RB && nw ? s_rstd[er] : 1.f, N, y, rp, pre,
                                    base == blockIdx.x * upc);
         if (base + stride < n_units) __syncthreads();   /* s_red is reused */
     }
 }
 
-template <int WDT, int R, int MODE>
+template <int WDT, int R, int MODE, bool RB>
 __global__ void __launch_bounds__(GEMV_THREADS)
 gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *x,
             const float *__restrict__ nw, float eps, float *y, int KS, gemv_rope rp) {
-    gemv_body<WDT, R, MODE>(Wv, N, K, x, nw, eps, y, KS, rp);
+    gemv_body<WDT, R, MODE, RB>(Wv, N, K, x, nw, eps, y, KS, rp);
 }
 
 /* The q/k/v product with its ROPE epilogue (the items' destinations, worked
@@ -361,11 +379,11 @@ gemv_kernel(const void *__restrict__ Wv, int N, int K, const float *x,
  * it: ptxas spills a few bytes of the held destinations (40 at one row, 92
  * at four), which cost 1-4% where one wave held anyway (NOTES.md v28). */
 #define GEMV_ROPE_BLOCKS(R) ((R) == 1 ? 3 : (R) <= 4 ? 2 : 1)
-template <int WDT, int R>
+template <int WDT, int R, bool RB>
 __global__ void __launch_bounds__(GEMV_THREADS, GEMV_ROPE_BLOCKS(R))
 gemv_rope_kernel(const void *__restrict__ Wv, int N, int K, const float *x,
                  const float *__restrict__ nw, float eps, float *y, int KS, gemv_rope rp) {
-    gemv_body<WDT, R, KERN_ROPE>(Wv, N, K, x, nw, eps, y, KS, rp);
+    gemv_body<WDT, R, KERN_ROPE, RB>(Wv, N, K, x, nw, eps, y, KS, rp);
 }
 
 /* The launch shape, measured on 0.5B, 1.5B and 7B shapes at 1-4 rows
@@ -395,17 +413,17 @@ static int gemv_fit(F k) {
     return n;
 }
 
-template <int WDT, int R>
+template <int WDT, int R, bool RB>
 static cudaError_t gemv_launch(int mode, int n_units, cudaStream_t s, int pdl, const void *W,
                                int N, int K, const float *x, const float *nw, float eps, float *y,
                                int n_sms, const gemv_rope &rp) {
     typedef void (*kfn)(const void *, int, int, const float *, const float *, float, float *,
                         int, gemv_rope);
-    kfn k = mode == KERN_STORE ? gemv_kernel<WDT, R, KERN_STORE>
-          : mode == KERN_RESID ? gemv_kernel<WDT, R, KERN_RESID>
-          : mode == KERN_ROPE  ? gemv_kernel<WDT, R, KERN_ROPE>
-          : mode == KERN_GEGLU ? gemv_kernel<WDT, R, KERN_GEGLU>
-                               : gemv_kernel<WDT, R, KERN_SWIGLU>;
+    kfn k = mode == KERN_STORE ? gemv_kernel<WDT, R, KERN_STORE, RB>
+          : mode == KERN_RESID ? gemv_kernel<WDT, R, KERN_RESID, RB>
+          : mode == KERN_ROPE  ? gemv_kernel<WDT, R, KERN_ROPE, RB>
+          : mode == KERN_GEGLU ? gemv_kernel<WDT, R, KERN_GEGLU, RB>
+                               : gemv_kernel<WDT, R, KERN_SWIGLU, RB>;
     int KS;
     dim3 grid = gemv_grid(n_units, K, R, n_sms, 0, 0, &KS);
     /* a grid past one wave of the instance (its blocks a multiprocessor
@@ -417,7 +435,7 @@ static cudaError_t gemv_launch(int mode, int n_units, cudaStream_t s, int pdl, c
     int fit = (int)grid.x > n_sms ? gemv_fit(k) : cap;
     if (fit < cap && (int)grid.x > fit * n_sms) {
         if (mode == KERN_ROPE) {
-            k = gemv_rope_kernel<WDT, R>;
+            k = gemv_rope_kernel<WDT, R, RB>;
             fit = gemv_fit(k);
         }
         if (fit < cap) grid = gemv_grid(n_units, K, R, n_sms, fit, 0, &KS);
@@ -425,36 +443,52 @@ static cudaError_t gemv_launch(int mode, int n_units, cudaStream_t s, int pdl, c
     return klaunch(k, grid, dim3(GEMV_THREADS), 0, s, pdl, W, N, K, x, nw, eps, y, KS, rp);
 }
 
-template <int WDT>
+/* Inputs rounded to bf16 (RB, KERN_GEMV_IN_BF16): bf16 weights, 1..GEMV_RB_ROWS rows. */
+#define GEMV_RB_ROWS 4
+template <int WDT, bool RB>
 static cudaError_t gemv_dispatch(int R, int mode, int n_units, cudaStream_t s, int pdl,
                                  const void *W, int N, int K, const float *x, const float *nw,
                                  float eps, float *y, int n_sms, const gemv_rope &rp) {
+#define GEMV_GO(n) return gemv_launch<WDT, n, RB>(mode, n_units, s, pdl, W, N, K, x, nw, eps, y, n_sms, rp)
     switch (R) {
-    case 1: return gemv_launch<WDT, 1>(mode, n_units, s, pdl, W, N, K, x, nw, eps, y, n_sms, rp);
-    case 2: return gemv_launch<WDT, 2>(mode, n_units, s, pdl, W, N, K, x, nw, eps, y, n_sms, rp);
-    case 3: return gemv_launch<WDT, 3>(mode, n_units, s, pdl, W, N, K, x, nw, eps, y, n_sms, rp);
-    case 4: return gemv_launch<WDT, 4>(mode, n_units, s, pdl, W, N, K, x, nw, eps, y, n_sms, rp);
-    case 5: return gemv_launch<WDT, 5>(mode, n_units, s, pdl, W, N, K, x, nw, eps, y, n_sms, rp);
-    case 6: return gemv_launch<WDT, 6>(mode, n_units, s, pdl, W, N, K, x, nw, eps, y, n_sms, rp);
-    case 7: return gemv_launch<WDT, 7>(mode, n_units, s, pdl, W, N, K, x, nw, eps, y, n_sms, rp);
-    default: return gemv_launch<WDT, 8>(mode, n_units, s, pdl, W, N, K, x, nw, eps, y, n_sms, rp);
+    case 1: GEMV_GO(1);
+    case 2: GEMV_GO(2);
+    case 3: GEMV_GO(3);
+    case 4: GEMV_GO(4);
     }
+    if constexpr (RB) {
+        return cudaErrorInvalidValue;
+    } else {
+        switch (R) {
+        case 5: GEMV_GO(5);
+        case 6: GEMV_GO(6);
+        case 7: GEMV_GO(7);
+        default: GEMV_GO(8);
+        }
+    }
+#undef GEMV_GO
 }
 
 static int gemv_run(cudaStream_t s, const void *W, int wdt, int N, int K, const float *x, int R,
                     const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl,
                     const gemv_rope &rp) {
+    const bool rb = wdt & KERN_GEMV_IN_BF16;
+    wdt &= ~KERN_GEMV_IN_BF16;
     int vec = wdt == KERN_BF16 ? 8 : 4;
     const bool glu = mode == KERN_SWIGLU || mode == KERN_GEGLU;
     if (R < 1 || R > 8 || N < 1 || K < vec || K % vec || (glu && N % 2) || n_sms < 1 ||
-        mode < KERN_STORE || mode > KERN_GEGLU)
+        mode < KERN_STORE || mode > KERN_GEGLU || (wdt != KERN_BF16 && wdt != KERN_F32) ||
+        (rb && (wdt != KERN_BF16 || R > GEMV_RB_ROWS)))
         return (int)cudaErrorInvalidValue;
     int n_units = glu ? (N / 2 + 1) / 2 : (N + GEMV_NR - 1) / GEMV_NR;
+    if (rb)
+        return (int)gemv_dispatch<KERN_BF16, true>(R, mode, n_units, s, pdl, W, N, K, x, norm_w, eps, y,
+                                                   n_sms, rp);
     if (wdt == KERN_BF16)
-        return (int)gemv_dispatch<KERN_BF16>(R, mode, n_units, s, pdl, W, N, K, x, norm_w, eps, y,
-                                             n_sms, rp);
-    return (int)gemv_dispatch<KERN_F32>(R, mode, n_units, s, pdl, W, N, K, x, norm_w, eps, y,
-                                        n_sms, rp);
+        return (int)gemv_dispatch<KERN_BF16, false>(R, mode, n_units, s, pdl, W, N, K, x, norm_w, eps, y,
+                                                    n_sms, rp);
+    return (int)gemv_dispatch<KERN_F32, false>(R, mode, n_units, s, pdl, W, N, K, x, norm_w, eps, y,
+                                               n_sms, rp);
 }
 
 extern "C" int kern_gemv(cudaStream_t s, const void *W, int wdt, int N, int K, const float *x,

@@ -179,6 +179,9 @@ static void gemv_inputs(float *x, float *nwt, float *y0, int R, int N, int K) {
  * norm weight in f32, each 16 elements to dx (q1 + q2 / 254) (eng.h), then
  * the RMS factor. */
 static int g_ref_q16;
+/* 1: gemv_ref rounds its input as ENG_ACT_BF16 (KERN_GEMV_IN_BF16) does:
+ * (x * 1/rms) * norm weight in f32, then to bf16 */
+static int g_ref_bf16;
 
 static void gemv_ref(const float *W, int N, int K, const float *x, const float *nwt, int R,
                      int mode, int use_norm, double *xh, double *ref) {
@@ -187,6 +190,10 @@ static void gemv_ref(const float *W, int N, int K, const float *x, const float *
         for (int k = 0; k < K; k++) ss += (double)x[r * K + k] * x[r * K + k];
         double rs = use_norm ? 1.0 / sqrt(ss / K + 1e-6) : 1.0;
         for (int k = 0; k < K; k++) xh[r * K + k] = x[r * K + k] * rs * (use_norm ? nwt[k] : 1.0);
+        for (int k = 0; g_ref_bf16 && k < K; k++) {
+            const float v = use_norm ? (x[r * K + k] * (float)rs) * nwt[k] : x[r * K + k];
+            xh[r * K + k] = bf16_val(kern_f32_to_bf16(v));
+        }
         for (int k0 = 0; g_ref_q16 && k0 < K; k0 += 16) {
             float v[16], amax = 0.f;
             for (int k = 0; k < 16; k++) {
@@ -213,8 +220,17 @@ static void gemv_ref(const float *W, int N, int K, const float *x, const float *
             }
 }
 
-/* One GEMV case; returns the relative error (inf on a device error). */
+/* One GEMV case; returns the relative error (inf on a device error).
+ * wdt may carry KERN_GEMV_IN_BF16: then against the product of the input
+ * rounded as gemv_ref's g_ref_bf16 says, and *plain gets the error
+ * against the unrounded one. */
+static double gemv_case_rb(int wdt, int R, int mode, int use_norm, int N, int K, int n_sms, double *plain);
 static double gemv_case(int wdt, int R, int mode, int use_norm, int N, int K, int n_sms) {
+    return gemv_case_rb(wdt, R, mode, use_norm, N, K, n_sms, NULL);
+}
+static double gemv_case_rb(int wdt, int R, int mode, int use_norm, int N, int K, int n_sms, double *plain) {
+    const int rb = wdt & KERN_GEMV_IN_BF16;
+    wdt &= ~KERN_GEMV_IN_BF16;
     size_t nw = (size_t)N * K;
     float *W = malloc(nw * 4), *x = malloc((size_t)R * K * 4), *nwt = malloc((size_t)K * 4);
     float *y0 = malloc((size_t)R * N * 4), *out = malloc((size_t)R * N * 4);
@@ -229,16 +245,23 @@ static double gemv_case(int wdt, int R, int mode, int use_norm, int N, int K, in
         if (wdt == KERN_BF16) W[i] = bf16_val(Wb[i]);
     }
     gemv_inputs(x, nwt, y0, R, N, K);
+    if (plain) gemv_ref(W, N, K, x, nwt, R, mode, use_norm, xh, ref);
+    double *ref0 = plain ? malloc((size_t)R * N * 8) : NULL;
+    if (ref0) memcpy(ref0, ref, (size_t)R * N * 8);
+    g_ref_bf16 = rb;
     gemv_ref(W, N, K, x, nwt, R, mode, use_norm, xh, ref);
+    g_ref_bf16 = 0;
     void *dW = wdt == KERN_BF16 ? dup_up(Wb, nw * 2) : dup_up(W, nw * 4);
     float *dx = dup_up(x, (size_t)R * K * 4), *dn = dup_up(nwt, (size_t)K * 4);
     float *dy = mode == KERN_RESID ? dup_up(y0, (size_t)R * N * 4) : dnew((size_t)R * n_out * 4);
-    if (!dW || !dx || !dn || !dy) goto done;
-    int e = kern_gemv(0, dW, wdt, N, K, dx, R, use_norm ? dn : NULL, 1e-6f, mode, dy, n_sms, n_sms > 1);
-    if (e || !sync_ok() || !down(out, dy, (size_t)R * n_out * 4)) goto done;
+    if (!dW || !dx || !dn || !dy || (plain && !ref0)) { free(ref0); goto done; }
+    int e = kern_gemv(0, dW, wdt | rb, N, K, dx, R, use_norm ? dn : NULL, 1e-6f, mode, dy, n_sms, n_sms > 1);
+    if (e || !sync_ok() || !down(out, dy, (size_t)R * n_out * 4)) { free(ref0); goto done; }
     if (mode == KERN_RESID)
         for (size_t i = 0; i < (size_t)R * N; i++) out[i] -= y0[i];
     err = rel_err(out, ref, (size_t)R * n_out);
+    if (plain) *plain = rel_err(out, ref0, (size_t)R * n_out);
+    free(ref0);
 done:
     free(W); free(x); free(nwt); free(y0); free(out); free(Wb); free(ref); free(xh);
     dfree_all();
@@ -274,6 +297,25 @@ static void test_gemv(void) {
     T_CHECKF(e <= 1e-5, "4096x640 R=3 geglu: rel err %.3g", e);
     T_CHECK(kern_gemv(0, NULL, KERN_BF16, 10, 12, NULL, 1, NULL, 0, 0, NULL, 1, 0) != 0);
     T_CHECK(kern_gemv(0, NULL, KERN_BF16, 10, 16, NULL, 9, NULL, 0, 0, NULL, 1, 0) != 0);
+    /* inputs rounded to bf16 (KERN_GEMV_IN_BF16, ENG_ACT_BF16), 1-4 rows,
+     * every mode, against the product of the rounded input: exact rounding
+     * without a norm (1e-5); with one, the kernel's 1/rms and the
+     * reference's may differ by a rounding, which can move an element
+     * across a bf16 edge (one such: up to 2.6e-4 here), so 5e-4; the
+     * unrounded product is ~1.7e-3 away, held above 1e-3 (the rounding
+     * happens) */
+    for (int R = 1; R <= 4; R++)
+        for (int mi = 0; mi < 4; mi++)
+            for (int norm = 0; norm < 2; norm++) {
+                const int mode = modes[mi];
+                double un = 0;
+                e = gemv_case_rb(KERN_BF16 | KERN_GEMV_IN_BF16, R, mode, norm, 1000, R == 4 ? 4864 : 520,
+                                 R == 2 ? 40 : 132, &un);
+                T_CHECKF(e <= (norm ? 5e-4 : 1e-5) && un > 1e-3, "bf16 inputs R=%d %s norm=%d: rel err %.3g "
+                         "(%.3g against the unrounded input)", R, mname[mode], norm, e, un);
+            }
+    T_CHECK(kern_gemv(0, NULL, KERN_F32 | KERN_GEMV_IN_BF16, 10, 16, NULL, 1, NULL, 0, 0, NULL, 1, 0) != 0);
+    T_CHECK(kern_gemv(0, NULL, KERN_BF16 | KERN_GEMV_IN_BF16, 10, 16, NULL, 5, NULL, 0, 0, NULL, 1, 0) != 0);
 }
 
 /* ------------------------------------------------- quantized GEMV */
@@ -2651,9 +2693,9 @@ static void kv_bf16_variants(fixture *f) { with_bf16_kv(f, kv_bf16_variant_check
 FIXTURE_TEST(test_kv_bf16_variants, kv_bf16_variants)
 
 /* ---------------------------------------------------- bf16 activations */
-/* ENG_ACT_BF16 on both backends: the products' inputs rounded to bf16, one
- * bf16 tensor-core product each on CUDA (every pass on the matrix-product
- * path).  Logits within TOL_ACT_BF16 of the CPU's (and within 2e-2 of
+/* ENG_ACT_BF16 on both backends: the products' inputs rounded to bf16 (on
+ * CUDA by kern_gemv as it reads them at 1-4 rows, by the kernels that write
+ * them for kern_skinny's and cuBLASLt's one bf16 product past that).  Logits within TOL_ACT_BF16 of the CPU's (and within 2e-2 of
  * transformers', the CPU reference's own distance), greedy tokens
  * identical to the CPU's alone, batched (4, 20 and 40 rows), under
  * continuous batching, after a 1000-token context, forked and through the

@@ -77,11 +77,12 @@
 #                 pool: time a launch and DRAM bytes per length (a line through
 #                 them: the fixed cost and the cost a position), then the SASS
 #                 instructions with the most stall samples at ATTNCTX_SASS (4000)
-#        actbf16  issue 26 item 3, --act bf16 (eng.h ENG_ACT_BF16): test_cuda's bf16
-#                 activation tests, then the step of ACTBF16_MODELS (1.5B; add
-#                 qwen2.5-0.5b, qwen2.5-7b) at ACTBF16_BATCHES (1,8,32,64,256) x
-#                 150 positions with --act f32 and bf16, each with f32 and bf16
-#                 KV pools, alternating twice; ~3 min for 1.5B
+#        actbf16  issue 26 item 3, --act bf16 (eng.h ENG_ACT_BF16): test_cuda's
+#                 test_gemv, test_skinny and bf16 activation tests, then the step of
+#                 ACTBF16_MODELS (1.5B; add qwen2.5-0.5b, qwen2.5-7b) at
+#                 ACTBF16_BATCHES (1,8,32,64,256) x 150 positions with --act f32
+#                 and bf16, each with f32 and bf16 KV pools, alternating twice;
+#                 then attention variants 3, 4, 5 at 256 rows; ~4 min for 1.5B
 #        ablate   bench_cuda at batch 1 and 32 on 1.5B, stages left out
 #        cuda     bench_cuda at batch 1..256 (CUDA_BATCHES) on 0.5B, 1.5B, 7B
 #                 shapes (CUDA_MODELS)
@@ -432,10 +433,12 @@ part_profattn() {   # ncu of the decode attention at 8 rows x 4,000 positions (1
     done
 }
 part_actbf16() {   # issue 26 item 3: bf16 activations against today's f32 path
-    BRISK_TEST_ONLY=act_bf16 timeout 300 $BIN/test_cuda > "$OUT/test_act_bf16.log" 2>&1
-    echo "test_cuda act_bf16 exit $?"
-    grep -E "^(FAIL|ok)|check failed|passed" "$OUT/test_act_bf16.log" | head -30
-    stamp "test"
+    for t in test_gemv test_skinny act_bf16; do   # the kernels' new instances, then the backend
+        BRISK_TEST_ONLY=$t timeout 300 $BIN/test_cuda > "$OUT/test_$t.log" 2>&1
+        echo "test_cuda $t exit $?"
+        grep -E "^(FAIL|ok)|check failed|passed" "$OUT/test_$t.log" | head -20
+    done
+    stamp "tests"
     for m in ${ACTBF16_MODELS:-qwen2.5-1.5b}; do
         model $m
         for r in 1 2; do
@@ -448,6 +451,12 @@ part_actbf16() {   # issue 26 item 3: bf16 activations against today's f32 path
             done
         done
         stamp "$m done"
+    done
+    # the decode attention variants at 256 rows (the step's largest kernel there after the products)
+    model qwen2.5-1.5b
+    for v in 3 4 5; do
+        BRISK_ATTN=$v timeout 100 $BIN/bench_cuda $MD/qwen2.5-1.5b --kv bf16 --act bf16 --batches 256 --prefill 0 \
+            --steps 12 --out "$OUT/actbf16_${GPU}_attn$v.json" 2>&1 | grep -E "^ +[0-9]+ +default|rror" | sed "s/^/attn $v: /"
     done
 }
 part_ablate() {

@@ -90,6 +90,12 @@ static void test_bad_values(void) {
         char out[8192];
         int rc = run("timeout 10 " BRISK " generate --model " MODEL " --prompt hi --act q16", out, sizeof out);
         T_CHECKF(rc == 1 && strstr(out, "--act q16 needs every layer product"), "exit %d: %.300s", rc, out);
+        /* bf16 inputs: taken on the CPU; one rank */
+        rc = run("timeout 20 " BRISK " generate --model " MODEL " --prompt hi --act bf16 --max-tokens 3", out,
+                 sizeof out);
+        T_CHECKF(rc == 0, "--act bf16: exit %d: %.300s", rc, out);
+        rc = run("timeout 10 " BRISK " generate --model " MODEL " --prompt hi --act bf16 --tp 2", out, sizeof out);
+        T_CHECKF(rc == 1 && strstr(out, "--act bf16 runs on one rank"), "--act bf16 --tp 2: exit %d: %.300s", rc, out);
     }
     /* --tp: one parser (eng_opts_arg) for every command that makes an engine */
     refused(BRISK " generate --model " MODEL " --prompt hi --tp 0", "--tp must be an integer from 1 to 64 (got '0')");

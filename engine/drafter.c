@@ -239,9 +239,10 @@ int eng_drafter_model_create(eng_model *model, const eng_opts *o, int max_seqs, 
     m->vocab = eng_model_config(model)->vocab_size;
     for (int i = 0; i < max_seqs; i++) m->s[i] = (dm_seq){ .dseq = -1 };
     int rc = eng_create(model, o, &m->e, err);
-    if (rc == ENG_EUNSUPPORTED && o && o->act == ENG_ACT_Q16) {
-        /* a draft whose products are not all of blocks runs with f32
-         * inputs: its numbers only propose, the target checks every token */
+    if (rc == ENG_EUNSUPPORTED && o && (o->act == ENG_ACT_Q16 || o->act == ENG_ACT_BF16)) {
+        /* a draft whose products are not all of blocks (q16), or not of
+         * bf16 weights on CUDA (bf16), runs with f32 inputs: its numbers
+         * only propose, the target checks every token */
         eng_opts f32 = *o;
         f32.act = ENG_ACT_F32;
         rc = eng_create(model, &f32, &m->e, err);

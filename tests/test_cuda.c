@@ -43,6 +43,7 @@ int main(void) {
 #include "kern.h"
 #include "mkgguf.h"
 #include "quant_block.h"
+#include "drafter.h"
 
 /* ------------------------------------------------------------ helpers */
 static uint64_t g_rng = 0x243F6A8885A308D3ull;   /* reseeded by each test */
@@ -2717,6 +2718,13 @@ static void act_bf16_backend(fixture *f) {
         T_CHECKF(eng_backend_cuda_create_opts(f->m, TBLOCKS, TBS, &o, &b, &err) == ENG_OK && b,
                  "%s: bf16 activations with bf16_weights: %s", f->name, err.msg);
         if (b) b->destroy(b);
+        /* as a draft under a target's --act bf16: taken with f32 inputs
+         * (its tokens only propose) */
+        eng_opts eo = {.backend = ENG_BACKEND_CUDA, .n_blocks = 64, .act = ENG_ACT_BF16};
+        eng_drafter *dr = NULL;
+        T_CHECKF(eng_drafter_model_create(f->m, &eo, 4, &dr, &err) == ENG_OK && dr && eng_drafter_engine(dr) &&
+                 eng_act(eng_drafter_engine(dr)) == ENG_ACT_F32, "%s: draft under --act bf16: %s", f->name, err.msg);
+        if (dr) dr->destroy(dr);
         return;
     }
     g_act = ENG_ACT_BF16;

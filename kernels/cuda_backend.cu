@@ -1556,7 +1556,9 @@ static int create(cu_ctx *c, const eng_model *m, eng_err *err) {
      * weights, read from the dense copy (the engine turns quant off) */
     if (c->opt.act == ENG_ACT_BF16 && (c->wdt != KERN_BF16 || quant_on(c) || c->tp))
         return eng_seterr(err, ENG_EUNSUPPORTED, "CUDA backend: --act bf16 needs %s",
-                          c->wdt != KERN_BF16 ? "bf16 weights (a bf16 checkpoint, or --bf16-weights)"
+                          c->wdt != KERN_BF16 ? "bf16 weights (a bf16 checkpoint, or "
+                                                "eng_cuda_opts.bf16_weights); this model's dense "
+                                                "weights are f32 (as a GGUF file's dense copy is)"
                           : c->tp ? "one GPU (no --tp)" : "the dense weights (--no-quant)");
     if (c->opt.act == ENG_ACT_Q16 && (rc = act_q16_setup(c, err))) return rc;
     if (c->opt.act == ENG_ACT_AUTO)   /* Q16 where it would not be refused */

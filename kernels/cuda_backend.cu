@@ -983,11 +983,14 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
 #define ATTN_WIN(out, act, mode) SKIP(KERN_SKIP_ATTN, kern_attention(s, c->q, kv, stp, R, nh, \
         wsplits, out, act, mode, c->part, c->counters, pdl))
     /* a GEMV product from the quantized blocks when the product has them */
-    /* ENG_ACT_BF16: the dense GEMV kernels round their inputs */
+    /* ENG_ACT_BF16: the dense GEMV kernels round their inputs (gwdt), but
+     * the down product's, which the gate|up GEMV's GLU epilogue rounds as
+     * it writes them (wd: the weight type and flag of a call) */
     const int gwdt = wdt | (c->opt.act == ENG_ACT_BF16 ? KERN_GEMV_IN_BF16 : 0);
-#define GEMV(qw, W, N, K, x, rows, nw, mode, y) ((quant && (qw).n_seg) \
+#define GEMV_W(wd, qw, W, N, K, x, rows, nw, mode, y) ((quant && (qw).n_seg) \
         ? kern_qgemv(s, &(qw), N, K, x, rows, nw, eps, mode, y, sms, pdl) \
-        : kern_gemv(s, W, gwdt, N, K, x, rows, nw, eps, mode, y, sms, pdl))
+        : kern_gemv(s, W, wd, N, K, x, rows, nw, eps, mode, y, sms, pdl))
+#define GEMV(...) GEMV_W(gwdt, __VA_ARGS__)
     if (c->qembed.n_seg) KC(kern_embed_q(s, &c->qembed, V, H, stp, R, g->embed_scale, c->x, pdl));
     else KC(kern_embed(s, c->embed, wdt, H, stp, R, g->embed_scale, c->x, pdl));
     /* ENG_ACT_Q16: in a wide pass the kernels that write a product's input
@@ -1027,7 +1030,7 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
             if (sa) KC(kern_add_norm(s, c->x, c->y, 1, R, H, pa, NULL, eps, NULL, amode, pdl));
             KC(SKIP(KERN_SKIP_FFN, GEMV(w->qgu, w->wgu, 2 * I, H, c->x, R, w->ffn_norm, glu,
                                         c->h)));
-            KC(SKIP(KERN_SKIP_FFN, GEMV(w->qdown, w->wdown, H, I, c->h, R, NULL,
+            KC(SKIP(KERN_SKIP_FFN, GEMV_W(wdt, w->qdown, w->wdown, H, I, c->h, R, NULL,
                                         sf ? KERN_STORE : KERN_RESID, sf ? c->y : c->x)));
             if (c->tp && (rc = tp_sum(c, c->y, (size_t)R * H, err))) return rc;
             if (sf) KC(kern_add_norm(s, c->x, c->y, 1, R, H, pf, NULL, eps, NULL, amode, pdl));
@@ -1111,6 +1114,7 @@ static int enqueue(cu_ctx *c, const pass_plan *p, eng_err *err) {
 #undef GEMM
 #undef GEMM_WS
 #undef GEMV
+#undef GEMV_W
 #undef PROD
     return ENG_OK;
 }

@@ -177,7 +177,8 @@ typedef struct kern_kv {
  * tanh-approximated GELU instead of silu); R <= 8 rows of x, each of K
  * floats; with norm_w, x is RMS-normalised first.  wdt: KERN_F32 or
  * KERN_BF16, plus KERN_GEMV_IN_BF16 (bf16 weights, R <= 4; ENG_ACT_BF16):
- * each input element, normalised, is rounded to bf16 before the product. */
+ * each input element, normalised, is rounded to bf16 before the product,
+ * and a GLU's output (the down product's input) to bf16 as it is written. */
 #define KERN_GEMV_IN_BF16 8
 int kern_gemv(cudaStream_t s, const void *W, int wdt, int N, int K, const float *x, int R,
               const float *norm_w, float eps, int mode, float *y, int n_sms, int pdl);

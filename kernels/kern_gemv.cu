@@ -225,7 +225,7 @@ __device__ __forceinline__ void unit_rows(const gemv_rope &rp, int N, int n_unit
  * input row r, its sum over the KS warps' partial sums in s_red scaled by
  * rs (1/rms with a norm prologue, else 1); pre holds the ROPE item's
  * destination when it was worked out before the wait (first round). */
-template <int R, int MODE>
+template <int R, int MODE, bool RB = false>
 __device__ __forceinline__ void gemv_epilogue(const float (*s_red)[GEMV_NR][R], int KS, int ul,
                                               int u, int j, int r, float rs, int N, float *y,
                                               const gemv_rope &rp, rope_pre &pre,
@@ -242,7 +242,9 @@ __device__ __forceinline__ void gemv_epilogue(const float (*s_red)[GEMV_NR][R], 
             for (int kp = 0; kp < KS; kp++) up += s_red[ul * KS + kp][j + 2][r];
             up *= rs;
             float a = glu_act(MODE == KERN_GEGLU, v);
-            y[(size_t)r * I + i] = a * up;
+            /* RB: the output is the down product's input, rounded here once
+             * rather than by every unit of the down GEMV that reads it */
+            y[(size_t)r * I + i] = RB ? bf16_round(a * up) : a * up;
         }
     } else if (MODE == KERN_ROPE) {
         float v2 = 0.f;
@@ -357,7 +359,7 @@ __device__ __forceinline__ void gemv_body(const void *__restrict__ Wv, int N, in
 
         const int u = base + eu;
         if (has_item && u < n_units)
-            gemv_epilogue<R, MODE>(s_red, KS, eu, u, ej, er, !RB && nw ? s_rstd[er] : 1.f, N, y, rp, pre,
+            gemv_epilogue<R, MODE, RB>(s_red, KS, eu, u, ej, er, !RB && nw ? s_rstd[er] : 1.f, N, y, rp, pre,
                                    base == blockIdx.x * upc);
         if (base + stride < n_units) __syncthreads();   /* s_red is reused */
     }

@@ -218,6 +218,9 @@ static void gemv_ref(const float *W, int N, int K, const float *x, const float *
                 double g = ref[(size_t)r * N + i];
                 ref[(size_t)r * n_out + i] = (mode == KERN_GEGLU ? gelu_tanh_ref(g) : silu(g)) *
                                              ref[(size_t)r * N + n_out + i];
+                /* ENG_ACT_BF16: the GLU's output is the next product's input, rounded */
+                if (g_ref_bf16)
+                    ref[(size_t)r * n_out + i] = bf16_val(kern_f32_to_bf16((float)ref[(size_t)r * n_out + i]));
             }
 }
 
@@ -299,12 +302,12 @@ static void test_gemv(void) {
     T_CHECK(kern_gemv(0, NULL, KERN_BF16, 10, 12, NULL, 1, NULL, 0, 0, NULL, 1, 0) != 0);
     T_CHECK(kern_gemv(0, NULL, KERN_BF16, 10, 16, NULL, 9, NULL, 0, 0, NULL, 1, 0) != 0);
     /* inputs rounded to bf16 (KERN_GEMV_IN_BF16, ENG_ACT_BF16), 1-4 rows,
-     * every mode, against the product of the rounded input: exact rounding
-     * without a norm (1e-5); with one, the kernel's 1/rms and the
-     * reference's may differ by a rounding, which can move an element
-     * across a bf16 edge (one such: up to 2.6e-4 here), so 5e-4; the
-     * unrounded product is ~1.7e-3 away, held above 1e-3 (the rounding
-     * happens) */
+     * every mode, against the product of the rounded input (and a GLU's
+     * output rounded): exact rounding without a norm or GLU (1e-5); with
+     * one, the kernel's 1/rms (or f32 GLU output) and the reference's may
+     * differ by a rounding, which can move an element across a bf16 edge
+     * (one such: up to 2.6e-4 here), so 5e-4; the unrounded product is
+     * ~1.7e-3 away, held above 1e-3 (the rounding happens) */
     for (int R = 1; R <= 4; R++)
         for (int mi = 0; mi < 4; mi++)
             for (int norm = 0; norm < 2; norm++) {
@@ -312,7 +315,8 @@ static void test_gemv(void) {
                 double un = 0;
                 e = gemv_case_rb(KERN_BF16 | KERN_GEMV_IN_BF16, R, mode, norm, 1000, R == 4 ? 4864 : 520,
                                  R == 2 ? 40 : 132, &un);
-                T_CHECKF(e <= (norm ? 5e-4 : 1e-5) && un > 1e-3, "bf16 inputs R=%d %s norm=%d: rel err %.3g "
+                const int glu = mode == KERN_SWIGLU || mode == KERN_GEGLU;
+                T_CHECKF(e <= (norm || glu ? 5e-4 : 1e-5) && un > 1e-3, "bf16 inputs R=%d %s norm=%d: rel err %.3g "
                          "(%.3g against the unrounded input)", R, mname[mode], norm, e, un);
             }
     T_CHECK(kern_gemv(0, NULL, KERN_F32 | KERN_GEMV_IN_BF16, 10, 16, NULL, 1, NULL, 0, 0, NULL, 1, 0) != 0);

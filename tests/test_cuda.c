@@ -2605,11 +2605,12 @@ static void tp_backend(fixture *f) {
 }
 FIXTURE_TEST(test_tp_backend, tp_backend)
 /* ------------------------------------------------------------ bf16 KV */
-/* Both backends with bf16 KV pools (g_kv): the pool's format and bytes per
- * token as reported, prefill logits of every prompt and token-by-token
- * logits of prompt 0 against the CPU backend (TOL_KV_BF16) and
- * transformers (TOL_KV_BF16_REF). */
-static void kv_bf16_logits(fixture *f) {
+/* Both backends with bf16 KV pools (g_kv) or bf16 activations (g_act): the
+ * pool's format, the activations and bytes per token as reported, prefill
+ * logits of every prompt and token-by-token logits of prompt 0 against the
+ * CPU backend (TOL_KV_BF16, TOL_ACT_BF16) and transformers (TOL_KV_BF16_REF;
+ * 2e-2 with bf16 activations). */
+static void bf16_logits(fixture *f) {
     eng_err err = {0};
     tdrv d, c;
     const char *fmt = g_act == ENG_ACT_BF16 ? "bf16 act" : "bf16 KV";
@@ -2676,7 +2677,7 @@ static void with_bf16_kv(fixture *f, void (*checks)(fixture *)) {
  * engine), logits of a 1000-token context (split decode attention) and of
  * forks. */
 static void kv_bf16_checks(fixture *f) {
-    kv_bf16_logits(f);
+    bf16_logits(f);
     backend_checks(f);
     fork_case(f);
     forks_case(f);
@@ -2733,7 +2734,7 @@ static void act_bf16_backend(fixture *f) {
     }
     g_act = ENG_ACT_BF16;
     if (fixture_cpu_gen(f)) {
-        kv_bf16_logits(f);
+        bf16_logits(f);
         backend_checks(f);
         batched_case(f, 40);
         fork_case(f);

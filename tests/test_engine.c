@@ -31,6 +31,22 @@ static char *read_file(const char *path, size_t *len) {
     return b;
 }
 
+/* tests/fixtures/<f>/<file>: f->rows x f->vocab floats (a reference's
+ * logits at every position of ref.json's rows), or NULL (and a message)
+ * when missing or of another size. */
+static float *read_rows(const fixture *f, const char *file) {
+    char path[512];
+    size_t len = 0;
+    snprintf(path, sizeof path, "tests/fixtures/%s/%s", f->name, file);
+    float *v = (float *)read_file(path, &len);
+    if (!v || len != (size_t)f->rows * f->vocab * sizeof(float)) {
+        printf("  %s: %zu bytes, expected %d x %d floats\n", path, len, f->rows, f->vocab);
+        free(v);
+        return NULL;
+    }
+    return v;
+}
+
 /* Loads model, prompts and reference logits; returns 0 on failure. */
 static int load_fixture(fixture *f) {
     if (f->m) return 1;
@@ -61,13 +77,7 @@ static int load_fixture(fixture *f) {
         q->row_offset = cJSON_GetObjectItem(p, "row_offset")->valueint;
     }
     cJSON_Delete(root);
-    snprintf(path, sizeof path, "tests/fixtures/%s/ref_logits.bin", f->name);
-    size_t len = 0;
-    f->ref = (float *)read_file(path, &len);
-    if (!f->ref || len != (size_t)f->rows * f->vocab * sizeof(float)) {
-        printf("  %s: expected %d x %d floats\n", path, f->rows, f->vocab);
-        return 0;
-    }
+    if (!(f->ref = read_rows(f, "ref_logits.bin"))) return 0;
     if (eng_model_config(f->m)->vocab_size != f->vocab) {
         printf("  %s: model vocab %d, reference %d\n", f->name,
                eng_model_config(f->m)->vocab_size, f->vocab);
@@ -470,16 +480,8 @@ static void rounded(fixture *f, int kvf, int act) {
              eng_kv_bytes_per_token(e32));
     /* bf16 activations: transformers' float64 forward with every linear
      * layer's input rounded to bf16 (scripts/record_act_bf16_ref.py) */
-    float *ref16 = NULL;
-    if (act == ENG_ACT_BF16) {
-        char path[512];
-        size_t len = 0;
-        snprintf(path, sizeof path, "tests/fixtures/%s/ref_act_bf16_logits.bin", f->name);
-        ref16 = (float *)read_file(path, &len);
-        T_CHECKF(ref16 && len == (size_t)f->rows * f->vocab * sizeof(float), "%s: %zu bytes, want %d x %d "
-                 "floats", path, len, f->rows, f->vocab);
-        if (len != (size_t)f->rows * f->vocab * sizeof(float)) { free(ref16); ref16 = NULL; }
-    }
+    float *ref16 = act == ENG_ACT_BF16 ? read_rows(f, "ref_act_bf16_logits.bin") : NULL;
+    T_CHECKF(act != ENG_ACT_BF16 || ref16, "%s: no reference for bf16 activations", f->name);
     double worst = 0, worst32 = 0, worst16 = 0;
     int rows_all = 0, differ = 0, argmax_same = 0, close16 = 0;
     for (int pi = 0; pi < f->n_prompts; pi++) {
